@@ -1,0 +1,77 @@
+// Library-wide types and settings: version, dtypes, tensor views, streams,
+// where the kernel images live.
+#pragma once
+#include <array>
+#include <cstdint>
+
+#include "aotriton/status.h"
+
+namespace aotriton {
+inline namespace AOTRITON_ABI_NAMESPACE {
+
+// Version of the library actually linked (compare with AOTRITON_VERSION_*).
+AOTRITON_API const char* version() noexcept;
+// What this build holds: profile name, ';'-separated target archs and kernels.
+AOTRITON_API const char* build_profile() noexcept;
+AOTRITON_API const char* build_archs() noexcept;
+AOTRITON_API const char* build_kernels() noexcept;
+
+enum class DType : int32_t {
+  kFloat16 = 0,
+  kBFloat16 = 1,
+  kFloat32 = 2,
+  kFloat8E4M3 = 3,
+  kInt8 = 4,
+  kUInt8 = 5,
+  kInt32 = 6,
+  kInt64 = 7,
+};
+AOTRITON_API const char* dtype_name(DType d) noexcept;
+AOTRITON_API int dtype_size(DType d) noexcept;
+
+// A non-owning view of a device tensor: element strides, any layout.
+template <int Rank>
+struct TensorView {
+  void* data = nullptr;
+  std::array<int64_t, Rank> sizes{};
+  std::array<int64_t, Rank> strides{};
+  DType dtype = DType::kFloat16;
+
+  int64_t size(int i) const { return sizes[i]; }
+  int64_t stride(int i) const { return strides[i]; }
+  int64_t numel() const {
+    int64_t n = 1;
+    for (auto s : sizes) n *= s;
+    return n;
+  }
+};
+
+// A CUDA stream (a CUstream / cudaStream_t); nullptr is the legacy default
+// stream of the current context.
+struct Stream {
+  void* handle = nullptr;
+};
+
+// Per-call knobs shared by every operator.
+struct KernelOptions {
+  // Run this tuning config (its name, e.g. "BLOCK=1024,num_stages=1,num_warps=4")
+  // instead of the tuned choice; it must be in the build (profile "tune" has all).
+  const char* force_config = nullptr;
+  // If non-null, receives the name of the config that ran (static storage).
+  const char** ran_config = nullptr;
+};
+
+// Directory holding sm_XX/<kernel>/<functional>.aks. Looked up, in order:
+// set_image_dir(), $AOTRITON_IMAGE_DIR, aotriton.images next to the binary
+// that contains libaotriton (or ../lib/aotriton.images from it), then the
+// install prefix baked in at build time. Pass nullptr to go back to lookup.
+AOTRITON_API Status set_image_dir(const char* path) noexcept;
+// The directory in use (resolving it if needed); empty string if none found.
+AOTRITON_API const char* image_dir() noexcept;
+
+// Number of cubin modules loaded so far (all devices); tests use it to prove
+// each (kernel config, context) is loaded once.
+AOTRITON_API uint64_t module_load_count() noexcept;
+
+}  // namespace AOTRITON_ABI_NAMESPACE
+}  // namespace aotriton

@@ -1,0 +1,104 @@
+"""What a build compiles: rules x profile x archs (+ tuning database) -> plan.
+
+The plan is a JSON-able dict written to manifest.json; build.ninja and the
+generated C++ are both derived from it, so they always agree.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+from kernel_rules import Kernel, Profile, config_name, functional_name
+
+REPO = Path(__file__).resolve().parent.parent
+TUNING_DB_DIR = REPO / "tuning"
+
+
+def file_safe(name: str) -> str:
+    return name.replace("=", "-").replace(",", "__")
+
+
+def load_tuning_db(kernel: str, arch: int, db_dir: Path = TUNING_DB_DIR) -> list[dict]:
+    """Entries of tuning/sm_<arch>/<kernel>.json (empty when untuned)."""
+    path = db_dir / f"sm_{arch}" / f"{kernel}.json"
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    return data.get("entries", [])
+
+
+def lut_shape(rule: Kernel) -> list[int]:
+    return [len(k.bins) for k in rule.autotune_keys]
+
+
+def _plan_variant(rule: Kernel, functional: dict, arch: int, profile: Profile, db: list[dict], notes: list[str]):
+    """Configs to compile for one (functional, arch) and the LUT over them."""
+    default = dict(rule.tuning.default(functional, arch))
+    space = rule.tuning.all_configs(functional, arch)
+    if profile.tuning == "all":
+        configs = space if default in space else [default] + space
+    else:
+        configs = [default]
+    shape = lut_shape(rule)
+    lut_size = 1
+    for n in shape:
+        lut_size *= n
+    lut = [default] * lut_size
+    fname = functional_name(functional)
+    for entry in db:
+        if entry.get("functional") != fname:
+            continue
+        cfg = entry["config"]
+        if cfg not in space and cfg != default:
+            notes.append(f"{rule.name} sm_{arch} {fname}: database config {config_name(cfg)} is not in the "
+                         f"tuning space; ignored")
+            continue
+        idx = 0
+        for b, n in zip(entry["bins"], shape):
+            idx = idx * n + b
+        lut[idx] = cfg
+        if cfg not in configs:
+            configs.append(cfg)
+    names = sorted({config_name(c) for c in configs})
+    by_name = {config_name(c): c for c in configs}
+    return {
+        "arch": arch,
+        "configs": [{"name": n, "values": by_name[n], "file": file_safe(n)} for n in names],
+        "lut": [names.index(config_name(c)) for c in lut],
+    }
+
+
+def make_plan(rules_module, profile_name: str, archs: list[int]) -> dict:
+    profiles = rules_module.PROFILES
+    if profile_name not in profiles:
+        raise SystemExit(f"unknown profile {profile_name!r}; choose one of {sorted(profiles)}")
+    profile = profiles[profile_name]
+    notes: list[str] = []
+    kernels = []
+    for rule in rules_module.KERNELS:
+        names = list(rule.functional)
+        space = [dict(zip(names, c)) for c in itertools.product(*(rule.functional[n] for n in names))]
+        entries = []
+        for f in space:
+            valid_archs = [a for a in archs if rule.valid(f, a)]
+            other_profiles = sorted(p.name for p in profiles.values()
+                                    if p.includes_kernel(rule.name) and p.keep(rule.name, f))
+            built = profile.includes_kernel(rule.name) and profile.keep(rule.name, f)
+            variants = []
+            if built:
+                for a in valid_archs:
+                    variants.append(_plan_variant(rule, f, a, profile, load_tuning_db(rule.name, a), notes))
+            entries.append({
+                "functional": f,
+                "name": functional_name(f),
+                "valid": bool(valid_archs),
+                "profiles": other_profiles,
+                "variants": variants,
+            })
+        kernels.append({
+            "name": rule.name,
+            "source": rule.source,
+            "entries": entries,
+        })
+    return {"profile": profile_name, "archs": archs, "kernels": kernels, "notes": notes}

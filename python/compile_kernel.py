@@ -1,0 +1,145 @@
+"""Ninja compile edge: one (kernel, functional, tuning config, arch) -> .cubin + .json.
+
+The .json holds the launch metadata the image store keeps next to the cubin.
+Any failure (or timeout) is reported with the kernel, functional, config and
+arch so a broken kernel is easy to find in a parallel build log.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+class CompileTimeout(Exception):
+    pass
+
+
+def load_kernel_function(rule):
+    """Import the rule's Triton source by path (repo root on sys.path so that
+    `from tritonsrc.x import y` works inside kernels)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    module_name = rule.source[:-3].replace("/", ".")
+    spec = importlib.util.spec_from_file_location(module_name, REPO / rule.source)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return getattr(module, rule.function)
+
+
+def build_source(rule, fn, functional, config):
+    """Triton ASTSource for one functional + tuning config, with the argument
+    order checked against the kernel's own parameter list."""
+    from triton.compiler import ASTSource
+
+    constexprs = {name: functional[name] for name in rule.constexpr_functionals}
+    constexprs.update({name: config[name] for name in rule.tuning.constexpr_names()})
+    runtime = {a.name: a for a in rule.args}
+    params = list(fn.arg_names)
+    expected = set(runtime) | set(constexprs)
+    if set(params) != expected:
+        missing = sorted(set(params) - expected)
+        extra = sorted(expected - set(params))
+        raise ValueError(f"rule and kernel disagree: kernel parameters not in the rule {missing}, "
+                         f"rule names not kernel parameters {extra}")
+    order = [p for p in params if p in runtime]
+    if order != [a.name for a in rule.args]:
+        raise ValueError(f"rule argument order {[a.name for a in rule.args]} != kernel order {order}")
+    signature, attrs = {}, {}
+    for i, p in enumerate(params):
+        if p in runtime:
+            signature[p] = runtime[p].triton_type(functional)
+            if runtime[p].aligned16:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+        else:
+            signature[p] = "constexpr"
+    return ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
+
+
+def compile_one(rule, functional, config, arch):
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    fn = load_kernel_function(rule)
+    src = build_source(rule, fn, functional, config)
+    options = {k: config[k] for k in rule.tuning.LAUNCH_OPTIONS if k in config}
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
+
+
+def metadata_json(compiled, config_name, cubin_file):
+    md = compiled.metadata
+    return {
+        "name": config_name,
+        "symbol": md.name,
+        "cubin": cubin_file,
+        "shared": int(md.shared),
+        "num_warps": int(md.num_warps),
+        "num_ctas": int(md.num_ctas),
+        "global_scratch_size": int(md.global_scratch_size),
+        "global_scratch_align": int(md.global_scratch_align),
+        "profile_scratch_size": int(md.profile_scratch_size),
+        "profile_scratch_align": int(md.profile_scratch_align),
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--kernel", required=True)
+    ap.add_argument("--functional", required=True, help="JSON object")
+    ap.add_argument("--config", required=True, help="JSON object")
+    ap.add_argument("--arch", type=int, required=True)
+    ap.add_argument("--out", required=True, help="output .cubin path; .json written beside it")
+    ap.add_argument("--rule-hash", default="", help="ignored; makes ninja rebuild when the rule changes")
+    ap.add_argument("--timeout", type=int, default=int(os.environ.get("AOTRITON_COMPILE_TIMEOUT", 900)))
+    args = ap.parse_args(argv)
+
+    sys.path.insert(0, str(HERE))
+    from kernel_rules import config_name
+    import rules
+
+    functional = json.loads(args.functional)
+    config = json.loads(args.config)
+    what = (f"kernel {args.kernel}, functional {functional}, config {config_name(config)}, "
+            f"arch sm_{args.arch}")
+    try:
+        rule = next(k for k in rules.KERNELS if k.name == args.kernel)
+    except StopIteration:
+        sys.exit(f"aotriton compile error: no rule named {args.kernel!r}")
+
+    def on_alarm(signum, frame):
+        raise CompileTimeout()
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(args.timeout)
+    t0 = time.time()
+    try:
+        compiled = compile_one(rule, functional, config, args.arch)
+    except CompileTimeout:
+        sys.exit(f"aotriton compile TIMEOUT after {args.timeout}s: {what}")
+    except Exception as e:  # report every compiler error with its coordinates
+        sys.exit(f"aotriton compile FAILED: {what}\n  {type(e).__name__}: {e}")
+    finally:
+        signal.alarm(0)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".cubin.tmp")
+    tmp.write_bytes(compiled.asm["cubin"])
+    os.replace(tmp, out)
+    meta = metadata_json(compiled, config_name(config), out.name)
+    meta["compile_seconds"] = round(time.time() - t0, 3)
+    json_path = out.with_suffix(".json")
+    json_path.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()

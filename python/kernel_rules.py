@@ -1,0 +1,196 @@
+"""The declarative vocabulary of rules.py: kernels, arguments, functional and
+tuning spaces, autotune keys and build profiles.
+
+Nothing here knows about a particular kernel; generate.py only reads these
+objects, so adding a kernel is a Triton file plus one `Kernel(...)` in rules.py.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+# Triton scalar type name -> (C++ type of the argument, byte size).
+SCALAR_TYPES = {
+    "i32": ("int32_t", 4),
+    "i64": ("int64_t", 8),
+    "u32": ("uint32_t", 4),
+    "u64": ("uint64_t", 8),
+    "fp32": ("float", 4),
+}
+# Element types a pointer argument may point to (the functional "dtype" values).
+POINTEE_TYPES = ("fp16", "bf16", "fp32", "fp8e4nv", "i8", "u8", "i32", "i64", "u64")
+
+_ARG_RE = re.compile(r"^(?P<ptr>\*)?(?P<base>\{\w+\}|\w+)(?::(?P<div>16))?$")
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One runtime kernel argument, in kernel order.
+
+    `type` is Triton's signature spelling: "*fp16:16" (pointer, 16-byte
+    aligned), "*{dtype}" (pointee taken from the functional named dtype),
+    "i32", "i64", "fp32". ":16" is the divisibility hint Triton specializes
+    on; the generated launcher checks it at run time.
+    """
+
+    name: str
+    type: str
+
+    def __post_init__(self):
+        m = _ARG_RE.match(self.type)
+        if not m:
+            raise ValueError(f"argument {self.name}: cannot parse type {self.type!r}")
+        if not m["ptr"] and m["base"] not in SCALAR_TYPES:
+            raise ValueError(f"argument {self.name}: unknown scalar type {m['base']!r}")
+        if m["div"] and not m["ptr"]:
+            raise ValueError(f"argument {self.name}: ':16' is only supported on pointers")
+
+    @property
+    def is_pointer(self) -> bool:
+        return self.type.startswith("*")
+
+    @property
+    def aligned16(self) -> bool:
+        return self.type.endswith(":16")
+
+    @property
+    def base(self) -> str:
+        return _ARG_RE.match(self.type)["base"]
+
+    def triton_type(self, functional: Mapping[str, Any]) -> str:
+        """Signature string for triton.compile with templates resolved."""
+        base = self.base
+        if base.startswith("{"):
+            base = str(functional[base[1:-1]])
+        return ("*" if self.is_pointer else "") + base
+
+    def cpp_type(self) -> str:
+        return "const void*" if self.is_pointer else SCALAR_TYPES[self.base][0]
+
+
+@dataclass(frozen=True)
+class AutotuneKey:
+    """A runtime integer argument whose value selects the tuning config.
+
+    Values are binned by `bins` (ascending upper bounds); a value above the
+    last bound falls in the last bin.
+    """
+
+    arg: str
+    bins: Sequence[int]
+
+
+@dataclass
+class TuningSpace:
+    """Tuning constexprs plus launch options (num_warps, num_stages).
+
+    `params` maps a name to its candidate values; `prune(functional, config,
+    arch)` drops configs that cannot work (shared memory, registers);
+    `default(functional, arch)` is the config used with no tuning database.
+    """
+
+    params: Mapping[str, Sequence[int]]
+    default: Callable[[Mapping[str, Any], int], Mapping[str, int]]
+    prune: Callable[[Mapping[str, Any], Mapping[str, int], int], bool] = lambda f, c, a: True
+
+    LAUNCH_OPTIONS = ("num_warps", "num_stages")
+
+    def all_configs(self, functional, arch) -> list[dict]:
+        names = sorted(self.params)
+        out = []
+        for values in itertools.product(*(self.params[n] for n in names)):
+            cfg = dict(zip(names, values))
+            if self.prune(functional, cfg, arch):
+                out.append(cfg)
+        return out
+
+    def constexpr_names(self) -> list[str]:
+        return sorted(n for n in self.params if n not in self.LAUNCH_OPTIONS)
+
+
+def config_name(cfg: Mapping[str, int]) -> str:
+    """Canonical, sortable name of a tuning config (stored in the image)."""
+    return ",".join(f"{k}={cfg[k]}" for k in sorted(cfg))
+
+
+@dataclass
+class Kernel:
+    """One Triton kernel and everything needed to compile and launch it.
+
+    functional: constexpr (or type-template) name -> allowed values. Values
+        appearing in arg types as {name} are types, the rest are passed to the
+        kernel as constexprs.
+    valid(functional, arch): False for combinations that make no sense (e.g.
+        dropout mask without dropout, fp8 on sm_80).
+    grid: three C++ expressions over argument names, functional and tuning
+        constexprs; `cdiv(a, b)` is available.
+    """
+
+    name: str
+    source: str  # path relative to the repo root, e.g. "tritonsrc/moe/activation.py"
+    function: str
+    args: Sequence[Arg]
+    functional: Mapping[str, Sequence[Any]]
+    tuning: TuningSpace
+    grid: tuple[str, str, str]
+    autotune_keys: Sequence[AutotuneKey] = ()
+    valid: Callable[[Mapping[str, Any], int], bool] = lambda f, arch: True
+    doc: str = ""
+
+    def __post_init__(self):
+        names = [a.name for a in self.args]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.name}: duplicate argument names")
+        for a in self.args:
+            b = a.base
+            if b.startswith("{") and b[1:-1] not in self.functional:
+                raise ValueError(f"{self.name}: argument {a.name} uses unknown functional {b}")
+        for key in self.autotune_keys:
+            if key.arg not in names:
+                raise ValueError(f"{self.name}: autotune key {key.arg} is not an argument")
+        clash = set(self.functional) & set(self.tuning.params)
+        if clash:
+            raise ValueError(f"{self.name}: {clash} both functional and tuning")
+
+    @property
+    def type_params(self) -> list[str]:
+        """Functional names used as pointee types in argument types."""
+        used = {a.base[1:-1] for a in self.args if a.base.startswith("{")}
+        return [n for n in self.functional if n in used]
+
+    @property
+    def constexpr_functionals(self) -> list[str]:
+        return [n for n in self.functional if n not in self.type_params]
+
+    def functionals(self, arch: int) -> list[dict]:
+        """Every valid functional combination for `arch`, in declaration order."""
+        names = list(self.functional)
+        combos = itertools.product(*(self.functional[n] for n in names))
+        return [dict(zip(names, c)) for c in combos if self.valid(dict(zip(names, c)), arch)]
+
+
+def functional_name(functional: Mapping[str, Any]) -> str:
+    """Readable, file-name-safe name: dtype=fp16,CAUSAL=1 -> dtype-fp16__CAUSAL-1."""
+    def fmt(v):
+        return str(int(v)) if isinstance(v, bool) else str(v)
+    return "__".join(f"{k}-{fmt(v)}" for k, v in functional.items())
+
+
+@dataclass
+class Profile:
+    """A build profile: which functionals and which tuning configs to compile.
+
+    keep(kernel_name, functional) narrows the functional space;
+    tuning is "default" (default config + tuning-database winners) or "all".
+    """
+
+    name: str
+    description: str
+    keep: Callable[[str, Mapping[str, Any]], bool] = lambda k, f: True
+    tuning: str = "default"
+    kernels: Sequence[str] | None = None  # None: every kernel
+
+    def includes_kernel(self, kernel: str) -> bool:
+        return self.kernels is None or kernel in self.kernels

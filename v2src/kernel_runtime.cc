@@ -1,0 +1,234 @@
+#include "kernel_runtime.h"
+
+#include <string>
+
+#include "error.h"
+#include "image_locator.h"
+#include "image_store.h"
+
+namespace aotriton {
+inline namespace AOTRITON_ABI_NAMESPACE {
+
+namespace {
+std::atomic<uint64_t> g_module_loads{0};
+
+// Above this, dynamic shared memory must be opted in per function.
+constexpr uint32_t kDefaultSharedLimit = 48 * 1024;
+}  // namespace
+
+uint64_t module_load_count() noexcept { return g_module_loads.load(std::memory_order_relaxed); }
+
+namespace detail {
+
+SlotState::~SlotState() = default;
+
+namespace {
+
+// Makes `ctx` current for the scope if it is not already.
+class ContextScope {
+ public:
+  ContextScope(const CudaDriver* cu, CUcontext ctx, bool push) : cu_(cu), pushed_(false) {
+    if (push && cu_->cuCtxPushCurrent(ctx) == CUDA_SUCCESS) pushed_ = true;
+  }
+  ~ContextScope() {
+    CUcontext ignored;
+    if (pushed_) cu_->cuCtxPopCurrent(&ignored);
+  }
+
+ private:
+  const CudaDriver* cu_;
+  bool pushed_;
+};
+
+std::string arch_list(const FunctionalSlot& slot) {
+  std::string s;
+  for (uint32_t i = 0; i < slot.n_variants; ++i) s += (i ? ", sm_" : "sm_") + std::to_string(slot.variants[i].arch);
+  return s;
+}
+
+// Highest compiled arch of the device's major version not above the device.
+const ArchVariant* pick_variant(const FunctionalSlot& slot, int arch) {
+  const ArchVariant* best = nullptr;
+  for (uint32_t i = 0; i < slot.n_variants; ++i) {
+    const ArchVariant& v = slot.variants[i];
+    if (static_cast<int>(v.arch) / 10 == arch / 10 && static_cast<int>(v.arch) <= arch &&
+        (!best || v.arch > best->arch))
+      best = &v;
+  }
+  return best;
+}
+
+Status bind_slow(const FunctionalSlot& slot, LaunchTarget* t) {
+  SlotState& st = *slot.state;
+  std::lock_guard<std::mutex> lock(st.mutex);
+  for (BoundSlot* b = st.head.load(std::memory_order_acquire); b; b = b->next)
+    if (b->context == t->context) {
+      t->bound = b;
+      return Status::kSuccess;
+    }
+  const CudaDriver& cu = *t->cu;
+  ContextScope scope(t->cu, t->context, t->push);
+  CUdevice dev;
+  AOTRITON_RETURN_IF_ERROR(check_cu(cu, cu.cuCtxGetDevice(&dev), "cuCtxGetDevice"));
+  int major = 0, minor = 0;
+  AOTRITON_RETURN_IF_ERROR(check_cu(
+      cu, cu.cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev), "cuDeviceGetAttribute"));
+  AOTRITON_RETURN_IF_ERROR(check_cu(
+      cu, cu.cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev), "cuDeviceGetAttribute"));
+  int arch = major * 10 + minor;
+  const ArchVariant* v = pick_variant(slot, arch);
+  if (!v)
+    return fail(Status::kArchNotInBuild, std::string("kernel ") + slot.kernel + " functional " + slot.functional +
+                                             ": this build has images for " + arch_list(slot) + ", the GPU is sm_" +
+                                             std::to_string(arch) + " (rebuild with AOTRITON_TARGET_ARCH including " +
+                                             std::to_string(arch) + ")");
+  auto* b = new BoundSlot{t->context, v, std::make_unique<std::atomic<const LoadedKernel*>[]>(v->n_configs),
+                          st.head.load(std::memory_order_relaxed)};
+  for (uint32_t i = 0; i < v->n_configs; ++i) b->kernels[i].store(nullptr, std::memory_order_relaxed);
+  st.head.store(b, std::memory_order_release);
+  t->bound = b;
+  return Status::kSuccess;
+}
+
+Status open_store(const FunctionalSlot& slot, const ArchVariant& v, const ImageStore** out) {
+  SlotState& st = *slot.state;  // caller holds st.mutex
+  size_t index = static_cast<size_t>(&v - slot.variants);
+  if (st.stores.size() < slot.n_variants) st.stores.resize(slot.n_variants);
+  if (!st.stores[index]) {
+    std::string dir;
+    AOTRITON_RETURN_IF_ERROR(locate_image_dir(&dir));
+    std::string arch_dir = dir + "/sm_" + std::to_string(v.arch);
+    std::string path = arch_dir + "/" + slot.kernel + "/" + slot.functional + ".aks";
+    std::unique_ptr<ImageStore> store;
+    Status s = ImageStore::open(path, &store);
+    if (s == Status::kImageNotFound)
+      return fail(s, std::string("kernel image missing: ") + path + " (the library was built with sm_" +
+                         std::to_string(v.arch) + " images for this functional; is " + dir +
+                         " the image directory of this build?)");
+    AOTRITON_RETURN_IF_ERROR(s);
+    if (store->arch() != v.arch || store->kernel() != slot.kernel || store->functional() != slot.functional)
+      return fail(Status::kCorruptImage, "image " + path + " holds kernel " + store->kernel() + " functional " +
+                                             store->functional() + " for sm_" + std::to_string(store->arch()) +
+                                             ", not what its path names: wrong or mixed-up image directory");
+    st.stores[index] = std::move(store);
+  }
+  *out = st.stores[index].get();
+  return Status::kSuccess;
+}
+
+Status load_kernel(const FunctionalSlot& slot, const LaunchTarget& t, uint32_t config, const LoadedKernel** out) {
+  SlotState& st = *slot.state;
+  std::lock_guard<std::mutex> lock(st.mutex);
+  BoundSlot& b = *t.bound;
+  if (const LoadedKernel* k = b.kernels[config].load(std::memory_order_acquire)) {
+    *out = k;
+    return Status::kSuccess;
+  }
+  const ArchVariant& v = *b.variant;
+  const ImageStore* store = nullptr;
+  AOTRITON_RETURN_IF_ERROR(open_store(slot, v, &store));
+  const char* name = v.config_names[config];
+  const ImageEntry* e = store->find(name);
+  if (!e)
+    return fail(Status::kCorruptImage, std::string("image of kernel ") + slot.kernel + " functional " +
+                                           slot.functional + " lacks config " + name + ": stale image directory?");
+  if (e->global_scratch_size > 0)
+    return fail(Status::kUnsupported, std::string("kernel ") + slot.kernel + " config " + name +
+                                          " needs a global scratch buffer, which this runtime does not provide");
+  const CudaDriver& cu = *t.cu;
+  ContextScope scope(t.cu, t.context, t.push);
+  CUmodule module;
+  CUresult r = cu.cuModuleLoadData(&module, e->cubin);
+  if (r == CUDA_ERROR_NO_BINARY_FOR_GPU || r == CUDA_ERROR_INVALID_IMAGE)
+    return fail(Status::kArchNotInBuild, std::string("the sm_") + std::to_string(v.arch) + " cubin of kernel " +
+                                             slot.kernel + " does not load on this GPU (CUresult " +
+                                             std::to_string(static_cast<int>(r)) + ")");
+  AOTRITON_RETURN_IF_ERROR(check_cu(cu, r, "cuModuleLoadData"));
+  g_module_loads.fetch_add(1, std::memory_order_relaxed);
+  CUfunction fn;
+  AOTRITON_RETURN_IF_ERROR(check_cu(cu, cu.cuModuleGetFunction(&fn, module, e->symbol.c_str()), "cuModuleGetFunction"));
+  if (e->shared_bytes > kDefaultSharedLimit)
+    AOTRITON_RETURN_IF_ERROR(check_cu(
+        cu, cu.cuFuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, static_cast<int>(e->shared_bytes)),
+        "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)"));
+  auto* k = new LoadedKernel{fn, e->shared_bytes, e->num_warps * 32};
+  b.kernels[config].store(k, std::memory_order_release);
+  *out = k;
+  return Status::kSuccess;
+}
+
+}  // namespace
+
+Status bind(const FunctionalSlot& slot, void* stream, LaunchTarget* t) {
+  AOTRITON_RETURN_IF_ERROR(cuda_driver(&t->cu));
+  const CudaDriver& cu = *t->cu;
+  CUcontext current = nullptr;
+  AOTRITON_RETURN_IF_ERROR(check_cu(cu, cu.cuCtxGetCurrent(&current), "cuCtxGetCurrent"));
+  if (stream) {
+    AOTRITON_RETURN_IF_ERROR(check_cu(cu, cu.cuStreamGetCtx(static_cast<CUstream>(stream), &t->context), "cuStreamGetCtx"));
+  } else {
+    t->context = current;
+    if (!current)
+      return fail(Status::kInvalidArgument,
+                  "no current CUDA context for the default stream: make a device current (cudaSetDevice) first");
+  }
+  t->push = t->context != current;
+  for (BoundSlot* b = slot.state->head.load(std::memory_order_acquire); b; b = b->next)
+    if (b->context == t->context) {
+      t->bound = b;
+      return Status::kSuccess;
+    }
+  return bind_slow(slot, t);
+}
+
+Status choose_config(const FunctionalSlot& slot, const LaunchTarget& t, uint32_t lut_index,
+                     const KernelOptions* options, uint32_t* config) {
+  const ArchVariant& v = *t.bound->variant;
+  if (options && options->force_config) {
+    std::string want = options->force_config;
+    for (uint32_t i = 0; i < v.n_configs; ++i)
+      if (want == v.config_names[i]) {
+        *config = i;
+        return Status::kSuccess;
+      }
+    std::string have;
+    for (uint32_t i = 0; i < v.n_configs; ++i) have += std::string(i ? ", " : "") + v.config_names[i];
+    return fail(Status::kNotInBuild, std::string("kernel ") + slot.kernel + " functional " + slot.functional +
+                                         " for sm_" + std::to_string(v.arch) + " has no config " + want +
+                                         " in this build (have: " + have + "; the 'tune' profile has every config)");
+  }
+  *config = lut_index < v.lut_size ? v.lut[lut_index] : v.lut[v.lut_size - 1];
+  return Status::kSuccess;
+}
+
+Status kernel_for(const FunctionalSlot& slot, const LaunchTarget& t, uint32_t config, const LoadedKernel** out) {
+  if (const LoadedKernel* k = t.bound->kernels[config].load(std::memory_order_acquire)) {
+    *out = k;
+    return Status::kSuccess;
+  }
+  return load_kernel(slot, t, config, out);
+}
+
+Status grid_dim(int64_t value, int axis, const char* kernel_name, uint32_t* out) {
+  const int64_t limit = axis == 0 ? 0x7fffffffLL : 65535;
+  if (value < 0 || value > limit)
+    return fail(Status::kInvalidArgument, std::string("kernel ") + kernel_name + ": grid dimension " +
+                                              std::to_string(axis) + " = " + std::to_string(value) +
+                                              " is outside CUDA's range [0, " + std::to_string(limit) + "]");
+  *out = static_cast<uint32_t>(value);
+  return Status::kSuccess;
+}
+
+Status launch(const LaunchTarget& t, const LoadedKernel& k, const uint32_t grid[3], void** params, void* stream,
+              const char* kernel_name) {
+  if (grid[0] == 0 || grid[1] == 0 || grid[2] == 0) return Status::kSuccess;  // empty problem
+  ContextScope scope(t.cu, t.context, t.push);
+  CUresult r = t.cu->cuLaunchKernel(k.function, grid[0], grid[1], grid[2], k.block_threads, 1, 1, k.shared_bytes,
+                                    static_cast<CUstream>(stream), params, nullptr);
+  if (r != CUDA_SUCCESS) return check_cu(*t.cu, r, kernel_name);
+  return Status::kSuccess;
+}
+
+}  // namespace detail
+}  // namespace AOTRITON_ABI_NAMESPACE
+}  // namespace aotriton

@@ -1,0 +1,102 @@
+// Internal runtime behind every generated launcher: per-context lazy module
+// loading from the image store, tuning-config choice, and the launch itself.
+//
+// Fast path (module already loaded in the stream's context): two driver
+// queries for the context, a lock-free walk of a short list, one atomic
+// load, cuLaunchKernel. No allocation, no synchronisation: graph capture safe.
+#pragma once
+#include <cuda.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "aotriton/runtime.h"
+#include "cuda_driver.h"
+
+namespace aotriton {
+inline namespace AOTRITON_ABI_NAMESPACE {
+namespace detail {
+
+class ImageStore;
+
+// The configs of one functional compiled for one arch, and its tuning LUT.
+struct ArchVariant {
+  uint32_t arch;                      // 80, 90, ...
+  uint32_t n_configs;
+  const char* const* config_names;    // names as stored in the image
+  const uint16_t* lut;                // config index per autotune-bin combination
+  uint32_t lut_size;
+};
+
+struct LoadedKernel {
+  CUfunction function;
+  uint32_t shared_bytes;
+  uint32_t block_threads;
+};
+
+// State of one functional in one CUDA context. Never freed: CUDA modules are
+// kept for the life of the process.
+struct BoundSlot {
+  CUcontext context;
+  const ArchVariant* variant;
+  std::unique_ptr<std::atomic<const LoadedKernel*>[]> kernels;
+  BoundSlot* next;
+};
+
+struct SlotState {
+  std::atomic<BoundSlot*> head{nullptr};
+  std::mutex mutex;  // taken only to load
+  std::vector<std::unique_ptr<ImageStore>> stores;  // per variant, decompressed once per process
+  ~SlotState();
+};
+
+// One compiled functional of one kernel (generated, one per functional).
+struct FunctionalSlot {
+  const char* kernel;
+  const char* functional;  // also the image file stem
+  const ArchVariant* variants;
+  uint32_t n_variants;
+  SlotState* state;
+};
+
+// Where a launch goes: driver, the stream's context, whether it must be
+// pushed (it is not current), and the functional's state in that context.
+struct LaunchTarget {
+  const CudaDriver* cu;
+  CUcontext context;
+  bool push;
+  BoundSlot* bound;
+};
+
+Status bind(const FunctionalSlot& slot, void* stream, LaunchTarget* out);
+
+// Picks the config: options->force_config by name, else the LUT entry.
+Status choose_config(const FunctionalSlot& slot, const LaunchTarget& t, uint32_t lut_index,
+                     const KernelOptions* options, uint32_t* config);
+
+Status kernel_for(const FunctionalSlot& slot, const LaunchTarget& t, uint32_t config,
+                  const LoadedKernel** out);
+
+// Grid entries of 0 launch nothing. params must end with the two scratch
+// pointer slots Triton 3.6 kernels take.
+Status launch(const LaunchTarget& t, const LoadedKernel& k, const uint32_t grid[3], void** params,
+              void* stream, const char* kernel_name);
+
+// Index of `value` among ascending upper bounds (last bin catches the rest).
+inline uint32_t bin_index(int64_t value, const int64_t* bounds, uint32_t n) {
+  for (uint32_t i = 0; i + 1 < n; ++i)
+    if (value <= bounds[i]) return i;
+  return n - 1;
+}
+
+// Grid dimension from a 64-bit expression, rejecting what CUDA cannot launch.
+Status grid_dim(int64_t value, int axis, const char* kernel_name, uint32_t* out);
+
+inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace detail
+}  // namespace AOTRITON_ABI_NAMESPACE
+}  // namespace aotriton

@@ -1,0 +1,85 @@
+#include "tensor_checks.h"
+
+#include <limits>
+
+namespace aotriton {
+inline namespace AOTRITON_ABI_NAMESPACE {
+
+const char* dtype_name(DType d) noexcept {
+  switch (d) {
+    case DType::kFloat16: return "fp16";
+    case DType::kBFloat16: return "bf16";
+    case DType::kFloat32: return "fp32";
+    case DType::kFloat8E4M3: return "fp8e4m3";
+    case DType::kInt8: return "int8";
+    case DType::kUInt8: return "uint8";
+    case DType::kInt32: return "int32";
+    case DType::kInt64: return "int64";
+  }
+  return "unknown-dtype";
+}
+
+int dtype_size(DType d) noexcept {
+  switch (d) {
+    case DType::kFloat16:
+    case DType::kBFloat16: return 2;
+    case DType::kFloat32:
+    case DType::kInt32: return 4;
+    case DType::kFloat8E4M3:
+    case DType::kInt8:
+    case DType::kUInt8: return 1;
+    case DType::kInt64: return 8;
+  }
+  return 0;
+}
+
+namespace detail {
+
+std::string shape_string(const int64_t* sizes, int rank) {
+  std::string s = "[";
+  for (int i = 0; i < rank; ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
+  return s + "]";
+}
+
+Status check_view(const char* op, const char* name, const void* data, const int64_t* sizes, const int64_t* strides,
+                  int rank, bool inner_contiguous) {
+  bool empty = false;
+  for (int i = 0; i < rank; ++i) {
+    if (sizes[i] < 0)
+      return fail(Status::kInvalidArgument,
+                  std::string(op) + ": " + name + " has a negative size " + shape_string(sizes, rank));
+    if (strides[i] < 0)
+      return fail(Status::kInvalidArgument,
+                  std::string(op) + ": " + name + " has a negative stride in dim " + std::to_string(i));
+    empty = empty || sizes[i] == 0;
+  }
+  if (!empty && !data)
+    return fail(Status::kInvalidArgument, std::string(op) + ": " + name + " is a null pointer");
+  if (inner_contiguous && rank > 0 && sizes[rank - 1] > 1 && strides[rank - 1] != 1)
+    return fail(Status::kInvalidArgument, std::string(op) + ": " + name + " must be contiguous in its last dim (stride " +
+                                              std::to_string(strides[rank - 1]) + ")");
+  return Status::kSuccess;
+}
+
+Status check_dtype(const char* op, const char* name, DType got, DType want) {
+  if (got == want) return Status::kSuccess;
+  return fail(Status::kInvalidArgument, std::string(op) + ": " + name + " is " + dtype_name(got) + ", expected " +
+                                            dtype_name(want));
+}
+
+Status check_i32(const char* op, const char* what, int64_t value) {
+  if (value >= 0 && value <= std::numeric_limits<int32_t>::max()) return Status::kSuccess;
+  return fail(Status::kUnsupported, std::string(op) + ": " + what + " = " + std::to_string(value) +
+                                        " exceeds the int32 range the kernels index with");
+}
+
+Status check_same_dim(const char* op, const char* a, int64_t a_size, int ai, const char* b, int64_t b_size, int bi) {
+  if (a_size == b_size) return Status::kSuccess;
+  return fail(Status::kInvalidArgument, std::string(op) + ": " + a + ".size(" + std::to_string(ai) + ") = " +
+                                            std::to_string(a_size) + " but " + b + ".size(" + std::to_string(bi) +
+                                            ") = " + std::to_string(b_size));
+}
+
+}  // namespace detail
+}  // namespace AOTRITON_ABI_NAMESPACE
+}  // namespace aotriton

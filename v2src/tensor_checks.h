@@ -1,0 +1,36 @@
+// Argument validation shared by the operators: every failure names the
+// tensor and what is wrong with it.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "aotriton/runtime.h"
+#include "error.h"
+
+namespace aotriton {
+inline namespace AOTRITON_ABI_NAMESPACE {
+namespace detail {
+
+std::string shape_string(const int64_t* sizes, int rank);
+
+// Sizes non-negative, data non-null when non-empty, innermost dim contiguous
+// (stride 1) when `inner_contiguous`, dtype among `allowed` (if given).
+Status check_view(const char* op, const char* name, const void* data, const int64_t* sizes, const int64_t* strides,
+                  int rank, bool inner_contiguous);
+
+template <int R>
+Status check_tensor(const char* op, const char* name, const TensorView<R>& t, bool inner_contiguous = true) {
+  return check_view(op, name, t.data, t.sizes.data(), t.strides.data(), R, inner_contiguous);
+}
+
+Status check_dtype(const char* op, const char* name, DType got, DType want);
+
+// Fails unless `value` fits the kernel's int32 argument.
+Status check_i32(const char* op, const char* what, int64_t value);
+
+// Fails unless a.sizes[ai] == b.sizes[bi] (names the tensors and dims).
+Status check_same_dim(const char* op, const char* a, int64_t a_size, int ai, const char* b, int64_t b_size, int bi);
+
+}  // namespace detail
+}  // namespace AOTRITON_ABI_NAMESPACE
+}  // namespace aotriton
