@@ -15,6 +15,7 @@
 
 #include "aotriton/runtime.h"
 #include "cuda_driver.h"
+#include "image_store.h"
 
 namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {

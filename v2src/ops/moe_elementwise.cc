@@ -25,6 +25,7 @@ Status act_and_mul(const ActAndMulParams& p, Stream stream, const KernelOptions*
                                                       " must be 2 * out.size(1) = " + std::to_string(2 * p.out.size(1)));
   AOTRITON_RETURN_IF_ERROR(check_i32(op, "rows", p.out.size(0)));
   AOTRITON_RETURN_IF_ERROR(check_i32(op, "columns", p.input.size(1)));
+  if (p.out.numel() == 0) return Status::kSuccess;
   namespace k = detail::kernels::act_and_mul;
   k::Args args{p.out.data, p.input.data, static_cast<int32_t>(p.out.size(0)), static_cast<int32_t>(p.out.size(1)),
                p.out.stride(0), p.input.stride(0)};
@@ -53,6 +54,7 @@ Status moe_sum(const MoeSumParams& p, Stream stream, const KernelOptions* option
   AOTRITON_RETURN_IF_ERROR(check_i32(op, "tokens", p.out.size(0)));
   AOTRITON_RETURN_IF_ERROR(check_i32(op, "topk", p.input.size(1)));
   AOTRITON_RETURN_IF_ERROR(check_i32(op, "hidden", p.out.size(1)));
+  if (p.out.numel() == 0) return Status::kSuccess;
   namespace k = detail::kernels::moe_sum;
   k::Args args{p.out.data,         p.input.data,       static_cast<int32_t>(p.out.size(0)),
                static_cast<int32_t>(p.input.size(1)), static_cast<int32_t>(p.out.size(1)), p.out.stride(0),

@@ -1,0 +1,16 @@
+"""aotriton: ahead-of-time compiled Triton kernels for PyTorch (no JIT at run time).
+
+Import needs `pyaotriton` (the C++ extension installed next to this package,
+under <prefix>/lib/python) and torch.
+"""
+import pyaotriton as _C
+
+from ._glue import AotritonError  # noqa: F401
+from .moe import gelu_and_mul, moe_sum, silu_and_mul  # noqa: F401
+
+version = _C.version
+build_profile = _C.build_profile
+build_archs = _C.build_archs
+module_load_count = _C.module_load_count
+image_dir = _C.image_dir
+set_image_dir = _C.set_image_dir

@@ -1,0 +1,61 @@
+"""The C++ runtime and the Python binding on a machine without a CUDA driver:
+clear errors, never a crash."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+NO_DRIVER = {**os.environ, "AOTRITON_LIBCUDA": "/nonexistent/libcuda.so.1"}
+
+
+def test_runtime_check_program(build_dir):
+    r = subprocess.run([str(build_dir / "test/runtime_check")], capture_output=True, text=True, env=NO_DRIVER,
+                       check=True)
+    out = dict(line.split(": ", 1) for line in r.stdout.splitlines())
+    assert out["null_input"].startswith("invalid argument") and "null" in out["null_input"]
+    assert out["dtype_mismatch"].startswith("invalid argument") and "fp32" in out["dtype_mismatch"]
+    assert out["shape_mismatch"].startswith("invalid argument") and "input.size(1)" in out["shape_mismatch"]
+    assert out["unsupported_dtype"].startswith("unsupported") and "int32" in out["unsupported_dtype"]
+    assert out["inner_stride"].startswith("invalid argument") and "contiguous" in out["inner_stride"]
+    assert out["misaligned"].startswith("invalid argument") and "aligned" in out["misaligned"]
+    assert out["valid_call"].startswith("CUDA driver not available") and "/nonexistent" in out["valid_call"]
+    assert "CUDA driver not available" in out["error_string"]
+
+
+PY_NO_DRIVER = r"""
+import pyaotriton as C
+assert C.image_dir().endswith("aotriton.images"), C.image_dir()
+try:
+    C.act_and_mul((4096, (4, 8), (8, 1), C.DTYPE_FP16), (8192, (4, 16), (16, 1), C.DTYPE_FP16), 0, 0, None)
+except RuntimeError as e:
+    print("RuntimeError:", e)
+try:
+    C.act_and_mul((4096, (4, 8), (8, 1), C.DTYPE_FP16), (8192, (4, 15), (15, 1), C.DTYPE_FP16), 0, 0, None)
+except ValueError as e:
+    print("ValueError:", e)
+try:
+    C.set_image_dir("/nonexistent/images")
+except RuntimeError as e:
+    print("RuntimeError:", e)
+"""
+
+
+def test_python_binding_without_driver(prefix):
+    env = {**NO_DRIVER, "PYTHONPATH": str(prefix / "lib/python")}
+    r = subprocess.run([sys.executable, "-c", PY_NO_DRIVER], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("RuntimeError: CUDA driver not available"), lines
+    assert lines[1].startswith("ValueError: invalid argument") and "input.size(1)" in lines[1], lines
+    assert lines[2].startswith("RuntimeError: kernel image not found") and "/nonexistent/images" in lines[2]
+
+
+def test_torch_layer_rejects_cpu_tensors(prefix):
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(prefix / "lib/python"))
+    import aotriton
+
+    with pytest.raises(ValueError, match="CUDA tensor"):
+        aotriton.silu_and_mul(torch.randn(4, 8))
+    assert aotriton.version()

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Build and install aotriton: makes .venv (pinned requirements + CPU torch for
+# the tests) if there is none, then configures, compiles every kernel of the
+# profile and installs to $PREFIX.
+#   AOTRITON_PROFILE   ci | release | tune          (default release)
+#   AOTRITON_TARGET_ARCH  e.g. "80;90;100;120"      (default "80;90")
+#   PREFIX             install prefix               (default ./install)
+#   BUILD_DIR          build directory              (default ./build)
+#   PYTHON             interpreter to use instead of .venv (must have triton==3.6.0)
+#   CMAKE_ARGS         extra cmake arguments (e.g. -DLIBLZMA_INCLUDE_DIR=...)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PROFILE=${AOTRITON_PROFILE:-release}
+ARCHS=${AOTRITON_TARGET_ARCH:-80;90}
+PREFIX=${PREFIX:-$PWD/install}
+BUILD_DIR=${BUILD_DIR:-$PWD/build}
+if [ -z "${PYTHON:-}" ]; then
+  if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -r requirements.txt
+    # CPU torch: the interpreter tests and the Python package's torch layer.
+    .venv/bin/python -m pip install -q "torch>=2.5"
+  fi
+  PYTHON=$PWD/.venv/bin/python
+fi
+export PATH="$(dirname "$PYTHON"):$PATH"
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DAOTRITON_PROFILE="$PROFILE" -DAOTRITON_TARGET_ARCH="$ARCHS" \
+  -DAOTRITON_PYTHON="$PYTHON" -DPython_EXECUTABLE="$PYTHON" -DPython3_EXECUTABLE="$PYTHON" \
+  -DCMAKE_INSTALL_PREFIX="$PREFIX" ${CMAKE_ARGS:-}
+cmake --build "$BUILD_DIR" --target install
+echo "aotriton installed in $PREFIX (profile $PROFILE, archs $ARCHS)"
