@@ -1,0 +1,296 @@
+"""Flash attention forward (FlashAttention-2 style) for the AOT library.
+
+Constexprs
+  FUNCTIONAL (must match the call):
+    BLOCK_DMODEL        16, 32, 64, 128, 256: power-of-two bucket >= head_dim
+    PADDED_HEAD         head_dim != BLOCK_DMODEL (masks the d axis)
+    CAUSAL_TYPE         0 none, 1 top-left (key j <= query i),
+                        2 bottom-right (j <= i + seqlen_k - seqlen_q, per sequence)
+    IS_VARLEN           sequences given by cu_seqlens_q / cu_seqlens_k
+    ENABLE_DROPOUT      Philox dropout on the probabilities
+    RETURN_DROPOUT_MASK debug: write the keep mask as int8 (needs ENABLE_DROPOUT)
+    (plus the element type of Q/K/V/O: fp16, bf16 or fp32; fp32 runs tl.dot
+     with its default tf32 precision on GPUs)
+  TUNING:
+    BLOCK_M, BLOCK_N    query / key tile (powers of two, >= 16)
+    num_warps, num_stages (launch options)
+
+Grid: (cdiv(max_seqlen_q, BLOCK_M), batch * num_heads_q, 1); `batch` is the
+number of sequences (the `num_seqs` argument). M blocks past a sequence's
+length exit at once (varlen).
+
+Suggested defaults (BLOCK_M, BLOCK_N, num_warps, num_stages):
+  sm_90  D<=64: (128, 128, 8, 3)   D=128: (128, 128, 8, 3)   D=256: (128, 64, 8, 2)
+  sm_80  D<=64: (128,  64, 4, 3)   D=128: (128,  64, 8, 2)   D=256: ( 64, 32, 4, 2)
+fp32 inputs need smaller tiles (twice the shared memory): see fwd_jit.py.
+"""
+import triton
+import triton.language as tl
+
+from .dropout import keep_mask
+
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
+
+
+@triton.jit
+def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
+               lo, hi, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag, qk_scale,
+               seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
+               mask_base, stride_mm, seqlen_q,
+               BLOCK_N: tl.constexpr, PADDED_HEAD: tl.constexpr, MASKED: tl.constexpr,
+               CAUSAL: tl.constexpr, ENABLE_DROPOUT: tl.constexpr,
+               RETURN_DROPOUT_MASK: tl.constexpr):
+    """Key blocks [lo, hi) of one query block. MASKED=False is the hot loop:
+    every key in range is valid and visible, so no score masks are built."""
+    # K is read transposed ([d, n]) so the first dot needs no tl.trans.
+    # 32-bit in-tile offsets plus an advancing scalar base: fewer live registers
+    # than a tile of 64-bit pointers.
+    k_offs = offs_d[:, None] + offs_n[None, :] * stride_kn
+    v_offs = offs_d[None, :] + offs_n[:, None] * stride_vn
+    k_ptr = k_base + lo * stride_kn
+    v_ptr = v_base + lo * stride_vn
+    d_ok = offs_d < head_dim
+    for start_n in tl.range(lo, hi, BLOCK_N):
+        cols = start_n + offs_n
+        if MASKED:
+            n_ok = cols < seqlen_k
+            if PADDED_HEAD:
+                k = tl.load(k_ptr + k_offs, mask=d_ok[:, None] & n_ok[None, :], other=0.0)
+            else:
+                k = tl.load(k_ptr + k_offs, mask=n_ok[None, :], other=0.0)
+        else:
+            if PADDED_HEAD:
+                k = tl.load(k_ptr + k_offs, mask=d_ok[:, None], other=0.0)
+            else:
+                k = tl.load(k_ptr + k_offs)
+        qk = tl.dot(q, k)
+        if MASKED:
+            ok = n_ok[None, :]
+            if CAUSAL:
+                ok = ok & (cols[None, :] <= offs_m[:, None] + diag)
+            qk = tl.where(ok, qk, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+            # A row may see no key yet (causal): keep exp2 arguments finite.
+            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        else:
+            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+            m_use = m_new
+        # sm_scale > 0 lets the scale fold into one FMA per score.
+        p = tl.math.exp2(qk * qk_scale - m_use[:, None])
+        alpha = tl.math.exp2(m_i - m_use)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        m_i = m_new
+        acc = acc * alpha[:, None]
+        if ENABLE_DROPOUT:
+            keep = keep_mask(seed, philox_offset, bh, offs_m, cols, max_seqlen_q, max_seqlen_k, dropout_p)
+            if RETURN_DROPOUT_MASK:
+                m_ptrs = mask_base + offs_m[:, None] * stride_mm + cols[None, :]
+                in_seq = (offs_m[:, None] < seqlen_q) & (cols[None, :] < seqlen_k)
+                tl.store(m_ptrs, keep.to(tl.int8), mask=in_seq)
+            # l_i keeps the undropped sum: dropout scales after normalisation.
+            p = tl.where(keep, p, 0.0)
+        if MASKED:
+            if PADDED_HEAD:
+                v = tl.load(v_ptr + v_offs, mask=n_ok[:, None] & d_ok[None, :], other=0.0)
+            else:
+                v = tl.load(v_ptr + v_offs, mask=n_ok[:, None], other=0.0)
+        else:
+            if PADDED_HEAD:
+                v = tl.load(v_ptr + v_offs, mask=d_ok[None, :], other=0.0)
+            else:
+                v = tl.load(v_ptr + v_offs)
+        acc = tl.dot(p.to(v.dtype), v, acc)
+        k_ptr += BLOCK_N * stride_kn
+        v_ptr += BLOCK_N * stride_vn
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _fwd_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
+                    full_end, hi, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag, qk_scale,
+                    seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
+                    mask_base, stride_mm, seqlen_q,
+                    BLOCK_N: tl.constexpr, PADDED_HEAD: tl.constexpr, CAUSAL: tl.constexpr,
+                    ENABLE_DROPOUT: tl.constexpr, RETURN_DROPOUT_MASK: tl.constexpr):
+    """Unmasked key blocks [0, full_end), then masked ones [full_end, hi)."""
+    acc, l_i, m_i = _fwd_tiles(
+        acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
+        0, full_end, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag, qk_scale,
+        seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
+        mask_base, stride_mm, seqlen_q,
+        BLOCK_N, PADDED_HEAD, False, CAUSAL, ENABLE_DROPOUT, RETURN_DROPOUT_MASK)
+    acc, l_i, m_i = _fwd_tiles(
+        acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
+        full_end, hi, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag, qk_scale,
+        seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
+        mask_base, stride_mm, seqlen_q,
+        BLOCK_N, PADDED_HEAD, True, CAUSAL, ENABLE_DROPOUT, RETURN_DROPOUT_MASK)
+    return acc, l_i, m_i
+
+
+@triton.jit
+def attn_fwd(
+    Q, K, V, O, LSE,
+    cu_seqlens_q, cu_seqlens_k,
+    philox_seed_ptr, philox_offset_ptr, dropout_mask,
+    sm_scale, dropout_p,
+    stride_qz, stride_qh, stride_qm,
+    stride_kz, stride_kh, stride_kn,
+    stride_vz, stride_vh, stride_vn,
+    stride_oz, stride_oh, stride_om,
+    stride_lse_z, stride_lse_h,
+    stride_mz, stride_mh, stride_mm,
+    num_seqs, num_heads_q, num_heads_k,
+    max_seqlen_q, max_seqlen_k, head_dim,
+    BLOCK_DMODEL: tl.constexpr, PADDED_HEAD: tl.constexpr, CAUSAL_TYPE: tl.constexpr,
+    IS_VARLEN: tl.constexpr, ENABLE_DROPOUT: tl.constexpr, RETURN_DROPOUT_MASK: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """O = softmax(sm_scale * Q K^T [causal mask]) V, plus LSE.
+
+    Q, K, V, O   element pointers (fp16/bf16/fp32), last dim contiguous.
+                 Element (b, h, m, d) of Q is at Q + b*stride_qz + h*stride_qh
+                 + m*stride_qm + d (K/V: kv head, n, stride_k*/stride_v*; O
+                 like Q with stride_o*). Varlen: stride_*z = 0, row m of
+                 sequence b is global row cu_seqlens[b] + m.
+    LSE          *fp32, LSE + b*stride_lse_z + h*stride_lse_h + row, row = m
+                 (batched) or cu_seqlens_q[b] + m (varlen, stride_lse_z = 0).
+                 LSE = ln(sum_j exp(sm_scale * q_m . k_j)) over the visible
+                 keys j (natural log, scaled scores, no dropout); -inf for
+                 a row that sees no key (its O row is 0).
+    cu_seqlens_q, cu_seqlens_k  *i32 [num_seqs + 1] (varlen only, else 0).
+    philox_seed_ptr, philox_offset_ptr  *i64 device scalars (dropout only).
+    dropout_mask *i8, (b, h, m, n) at b*stride_mz + h*stride_mh + m*stride_mm
+                 + n; written for the in-sequence (m, n) of every visited key
+                 block (RETURN_DROPOUT_MASK only; entries the causal mask
+                 hides entirely may be left untouched).
+    sm_scale     fp32 softmax scale, must be > 0.
+    dropout_p    fp32 drop probability; kept probabilities scale by 1/(1-p).
+    num_seqs     batch size (only used by the grid).
+    num_heads_q, num_heads_k  GQA: kv head = h // (num_heads_q // num_heads_k).
+    max_seqlen_q, max_seqlen_k  batched: the sequence lengths; varlen: bounds
+                 (grid, dropout stream layout, mask buffer).
+    head_dim     runtime head size <= BLOCK_DMODEL.
+    """
+    pid_m = tl.program_id(0)
+    if CAUSAL_TYPE != 0:
+        # Heaviest causal blocks (largest m) first: shorter tail.
+        pid_m = tl.num_programs(0) - 1 - pid_m
+    bh = tl.program_id(1)
+    off_z = bh // num_heads_q
+    off_h = bh % num_heads_q
+    off_hk = off_h // (num_heads_q // num_heads_k)
+
+    if IS_VARLEN:
+        q_start = tl.load(cu_seqlens_q + off_z)
+        seqlen_q = tl.load(cu_seqlens_q + off_z + 1) - q_start
+        k_start = tl.load(cu_seqlens_k + off_z)
+        seqlen_k = tl.load(cu_seqlens_k + off_z + 1) - k_start
+    else:
+        q_start = 0
+        seqlen_q = max_seqlen_q
+        k_start = 0
+        seqlen_k = max_seqlen_k
+    start_m = pid_m * BLOCK_M
+    if start_m >= seqlen_q:
+        return
+
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_DMODEL)
+    m_ok = offs_m < seqlen_q
+    d_ok = offs_d < head_dim
+
+    # 64-bit base offsets; in-sequence offsets stay 32-bit.
+    q_base = Q + off_z.to(tl.int64) * stride_qz + off_h.to(tl.int64) * stride_qh
+    k_base = K + off_z.to(tl.int64) * stride_kz + off_hk.to(tl.int64) * stride_kh
+    v_base = V + off_z.to(tl.int64) * stride_vz + off_hk.to(tl.int64) * stride_vh
+    o_base = O + off_z.to(tl.int64) * stride_oz + off_h.to(tl.int64) * stride_oh
+    if IS_VARLEN:
+        q_base += q_start.to(tl.int64) * stride_qm
+        o_base += q_start.to(tl.int64) * stride_om
+        k_base += k_start.to(tl.int64) * stride_kn
+        v_base += k_start.to(tl.int64) * stride_vn
+
+    q_ptrs = q_base + offs_m[:, None] * stride_qm + offs_d[None, :]
+    if PADDED_HEAD:
+        q = tl.load(q_ptrs, mask=m_ok[:, None] & d_ok[None, :], other=0.0)
+    else:
+        q = tl.load(q_ptrs, mask=m_ok[:, None], other=0.0)
+
+    qk_scale = sm_scale * LOG2E
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_DMODEL], dtype=tl.float32)
+
+    if ENABLE_DROPOUT:
+        seed = tl.load(philox_seed_ptr)
+        philox_offset = tl.load(philox_offset_ptr)
+    else:
+        seed = 0
+        philox_offset = 0
+    if RETURN_DROPOUT_MASK:
+        mask_base = dropout_mask + off_z.to(tl.int64) * stride_mz + off_h.to(tl.int64) * stride_mh
+    else:
+        mask_base = dropout_mask
+
+    # Key range split: [0, full_end) needs no mask, [full_end, hi) does.
+    if CAUSAL_TYPE == 0:
+        diag = 0
+        hi = seqlen_k
+        full_end = (seqlen_k // BLOCK_N) * BLOCK_N
+    else:
+        if CAUSAL_TYPE == 1:
+            diag = 0
+        else:
+            diag = seqlen_k - seqlen_q
+        # Last key seen by the last real row of this block, exclusive.
+        hi = tl.minimum(tl.minimum(start_m + BLOCK_M, seqlen_q) + diag, seqlen_k)
+        hi = tl.maximum(hi, 0)
+        # Keys seen by the first row are visible to every row of the block.
+        first_row_keys = tl.maximum(tl.minimum(start_m + diag + 1, seqlen_k), 0)
+        full_end = (first_row_keys // BLOCK_N) * BLOCK_N
+
+    if PADDED_HEAD:
+        if head_dim % 8 == 0:
+            # (head_dim // 8) * 8 == head_dim here, but the compiler now knows
+            # it is a multiple of 8: the d mask is constant over groups of 8
+            # and K/V loads stay 16-byte vectors (cp.async) for 40, 72, ...
+            acc, l_i, m_i = _fwd_key_blocks(
+                acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
+                full_end, hi, offs_m, offs_n, offs_d, (head_dim // 8) * 8, seqlen_k, diag,
+                qk_scale, seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
+                mask_base, stride_mm, seqlen_q,
+                BLOCK_N, PADDED_HEAD, CAUSAL_TYPE != 0, ENABLE_DROPOUT, RETURN_DROPOUT_MASK)
+        else:
+            acc, l_i, m_i = _fwd_key_blocks(
+                acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
+                full_end, hi, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag,
+                qk_scale, seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
+                mask_base, stride_mm, seqlen_q,
+                BLOCK_N, PADDED_HEAD, CAUSAL_TYPE != 0, ENABLE_DROPOUT, RETURN_DROPOUT_MASK)
+    else:
+        acc, l_i, m_i = _fwd_key_blocks(
+            acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
+            full_end, hi, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag,
+            qk_scale, seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
+            mask_base, stride_mm, seqlen_q,
+            BLOCK_N, PADDED_HEAD, CAUSAL_TYPE != 0, ENABLE_DROPOUT, RETURN_DROPOUT_MASK)
+
+    # Rows that saw no key have l = 0: write 0 and lse = -inf, not NaN.
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)
+    inv = 1.0 / l_safe
+    if ENABLE_DROPOUT:
+        inv = inv * (1.0 / (1.0 - dropout_p))
+    out = acc * inv[:, None]
+    lse = (m_i + tl.math.log2(l_i)) * LN2
+
+    o_ptrs = o_base + offs_m[:, None] * stride_om + offs_d[None, :]
+    if PADDED_HEAD:
+        tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :])
+    else:
+        tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=m_ok[:, None])
+    lse_ptrs = LSE + off_z.to(tl.int64) * stride_lse_z + off_h.to(tl.int64) * stride_lse_h \
+        + q_start + offs_m
+    tl.store(lse_ptrs, lse, mask=m_ok)

@@ -1,0 +1,140 @@
+"""JIT launcher for tritonsrc.flash.fwd.attn_fwd (tests and JIT-vs-AOT benchmarks).
+
+Works with CUDA tensors and, under TRITON_INTERPRET=1, with CPU tensors.
+"""
+import math
+
+import torch
+import triton
+
+from .fwd import attn_fwd
+
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) per head-dim bucket, fp16/bf16.
+# Every entry compiles for sm_90 and sm_80 without spills (see fwd.py header).
+_DEFAULTS = {
+    90: {16: (128, 128, 8, 3), 32: (128, 128, 8, 3), 64: (128, 128, 8, 3),
+         128: (128, 128, 8, 3), 256: (128, 64, 8, 2)},
+    80: {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 3),
+         128: (128, 64, 8, 2), 256: (64, 32, 4, 2)},
+}
+# fp32 tiles take twice the shared memory.
+_DEFAULTS_FP32 = {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (64, 64, 4, 2),
+                  128: (64, 32, 4, 2), 256: (32, 32, 4, 1)}
+
+
+def head_dim_bucket(head_dim):
+    if head_dim < 1 or head_dim > 256:
+        raise ValueError(f"head_dim {head_dim} not in [1, 256]")
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+def default_config(head_dim, dtype, device):
+    bucket = head_dim_bucket(head_dim)
+    if dtype == torch.float32:
+        bm, bn, w, s = _DEFAULTS_FP32[bucket]
+    else:
+        arch = 90
+        if device.type == "cuda":
+            major, minor = torch.cuda.get_device_capability(device)
+            arch = 90 if major >= 9 else 80
+        bm, bn, w, s = _DEFAULTS[arch][bucket]
+    return {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": s}
+
+
+def _as_i64_scalar(x, device):
+    if isinstance(x, torch.Tensor):
+        return x.to(device=device, dtype=torch.int64).reshape(1)
+    return torch.tensor([int(x)], dtype=torch.int64, device=device)
+
+
+def attn_fwd_jit(q, k, v, *, sm_scale, causal_type=0, layout="bshd",
+                 cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None,
+                 dropout_p=0.0, philox_seed=None, philox_offset=None, return_mask=False,
+                 config=None, out=None, lse_out=None, mask_out=None):
+    """Run the forward kernel. Returns (o, lse) or (o, lse, mask).
+
+    Batched: q is (B, Sq, Hq, D) for layout "bshd" or (B, Hq, Sq, D) for
+    "bhsd"; k/v likewise with Hk heads; lse is (B, Hq, Sq) float32.
+    Varlen (cu_seqlens_q given): q is (total_q, Hq, D), k/v (total_k, Hk, D),
+    cu_seqlens_* int32 (B+1,), lse is (Hq, total_q).
+    mask (return_mask) is int8 (B, Hq, max_seqlen_q, max_seqlen_k).
+    out / lse_out / mask_out: optional preallocated outputs (tests poison them).
+    """
+    varlen = cu_seqlens_q is not None
+    device = q.device
+    assert q.dtype == k.dtype == v.dtype and q.dtype in (torch.float16, torch.bfloat16, torch.float32)
+    assert q.stride(-1) == 1 and k.stride(-1) == 1 and v.stride(-1) == 1
+    head_dim = q.shape[-1]
+    assert k.shape[-1] == head_dim and v.shape[-1] == head_dim
+    if varlen:
+        assert cu_seqlens_k is not None and q.dim() == 3
+        batch = cu_seqlens_q.numel() - 1
+        hq, hk = q.shape[1], k.shape[1]
+        if max_seqlen_q is None:
+            max_seqlen_q = int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max())
+        if max_seqlen_k is None:
+            max_seqlen_k = int((cu_seqlens_k[1:] - cu_seqlens_k[:-1]).max())
+        sq = (0, q.stride(1), q.stride(0))
+        sk = (0, k.stride(1), k.stride(0))
+        sv = (0, v.stride(1), v.stride(0))
+    else:
+        assert q.dim() == 4 and layout in ("bshd", "bhsd")
+        s_ax, h_ax = (1, 2) if layout == "bshd" else (2, 1)
+        batch, hq, hk = q.shape[0], q.shape[h_ax], k.shape[h_ax]
+        max_seqlen_q, max_seqlen_k = q.shape[s_ax], k.shape[s_ax]
+        sq = (q.stride(0), q.stride(h_ax), q.stride(s_ax))
+        sk = (k.stride(0), k.stride(h_ax), k.stride(s_ax))
+        sv = (v.stride(0), v.stride(h_ax), v.stride(s_ax))
+    assert hq % hk == 0
+
+    o = torch.empty_like(q, memory_format=torch.contiguous_format) if out is None else out
+    if varlen:
+        so = (0, o.stride(1), o.stride(0))
+        lse = torch.empty((hq, q.shape[0]), dtype=torch.float32, device=device) if lse_out is None else lse_out
+        slse = (0, lse.stride(0))
+    else:
+        so = (o.stride(0), o.stride(h_ax), o.stride(s_ax))
+        lse = torch.empty((batch, hq, max_seqlen_q), dtype=torch.float32, device=device) if lse_out is None else lse_out
+        slse = (lse.stride(0), lse.stride(1))
+    assert lse.stride(-1) == 1
+
+    dummy = torch.zeros(1, dtype=torch.int32, device=device)  # stands in for unused pointers
+    enable_dropout = dropout_p > 0.0 or return_mask
+    if enable_dropout:
+        seed_t = _as_i64_scalar(0 if philox_seed is None else philox_seed, device)
+        off_t = _as_i64_scalar(0 if philox_offset is None else philox_offset, device)
+    else:
+        seed_t = off_t = dummy
+    mask = None
+    if return_mask:
+        mask = (torch.empty((batch, hq, max_seqlen_q, max_seqlen_k), dtype=torch.int8, device=device)
+                if mask_out is None else mask_out)
+        assert mask.stride(-1) == 1
+        smask = (mask.stride(0), mask.stride(1), mask.stride(2))
+    else:
+        smask = (0, 0, 0)
+
+    cfg = default_config(head_dim, q.dtype, device)
+    if config:
+        cfg.update(config)
+    bucket = head_dim_bucket(head_dim)
+    grid = (triton.cdiv(max_seqlen_q, cfg["BLOCK_M"]), batch * hq, 1)
+    attn_fwd[grid](
+        q, k, v, o, lse,
+        cu_seqlens_q if varlen else dummy, cu_seqlens_k if varlen else dummy,
+        seed_t, off_t, mask if return_mask else dummy,
+        float(sm_scale), float(dropout_p),
+        *sq, *sk, *sv, *so, *slse, *smask,
+        batch, hq, hk, max_seqlen_q, max_seqlen_k, head_dim,
+        BLOCK_DMODEL=bucket, PADDED_HEAD=(bucket != head_dim), CAUSAL_TYPE=int(causal_type),
+        IS_VARLEN=varlen, ENABLE_DROPOUT=enable_dropout, RETURN_DROPOUT_MASK=bool(return_mask),
+        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    )
+    if return_mask:
+        return o, lse, mask
+    return o, lse
+
+
+def default_sm_scale(head_dim):
+    return 1.0 / math.sqrt(head_dim)
