@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: build with the same CMake as CI (lzma headers
+# carried in .deps/lzma since that machine has none), run the GPU tests, the
+# C++ GPU program and the benchmarks. Logs go to $OUT when set.
+#   STEPS="build test bench"   which steps to run (default all)
+#   PROFILE=release            build profile
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/aotriton-out}
+mkdir -p "$OUT"
+STEPS=${STEPS:-build test bench}
+export PYTHON=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+LZMA=$PWD/.deps/lzma/usr
+LIB=$(ls /usr/lib/x86_64-linux-gnu/liblzma.so.5 /lib/x86_64-linux-gnu/liblzma.so.5 2>/dev/null | head -1)
+export CMAKE_ARGS="-DLIBLZMA_INCLUDE_DIR=$LZMA/include -DLIBLZMA_LIBRARY=$LIB ${CMAKE_ARGS:-}"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
+status=0
+if [[ $STEPS == *build* ]]; then
+  t0=$(date +%s)
+  AOTRITON_PROFILE=${PROFILE:-release} AOTRITON_TARGET_ARCH=90 tools/build.sh > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+  echo "build (${PROFILE:-release}, sm_90): $(( $(date +%s) - t0 )) s"
+  # A build with only sm_80 images, for the arch-not-in-build test.
+  BUILD_DIR=$PWD/build80 PREFIX=$PWD/install80 AOTRITON_PROFILE=ci AOTRITON_TARGET_ARCH=80 \
+    tools/build.sh > "$OUT/build80.log" 2>&1 || { tail -20 "$OUT/build80.log"; status=1; }
+  "$PYTHON" install/lib/aotriton.tools/inspect_images.py install | tail -12
+fi
+if [[ $STEPS == *test* ]]; then
+  export AOTRITON_OTHER_ARCH_PREFIX=$PWD/install80
+  "$PYTHON" -m pytest -q -rs test/gpu ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/test_gpu.log" | tail -25 || status=1
+  "$PYTHON" -m pytest -q test/cpu/test_install.py test/cpu/test_runtime_nogpu.py 2>&1 | tail -3 || status=1
+fi
+if [[ $STEPS == *bench* ]]; then
+  for b in ${BENCHES:-bench/bench_launch_overhead.py}; do
+    "$PYTHON" "$b" 2>&1 | tee -a "$OUT/bench.log" | tail -40 || status=1
+  done
+fi
+exit $status
