@@ -24,6 +24,7 @@ if [ -z "${PYTHON:-}" ]; then
   fi
   PYTHON=$PWD/.venv/bin/python
 fi
+PYTHON=$(command -v "$PYTHON")  # absolute: CMake caches it
 export PATH="$(dirname "$PYTHON"):$PATH"
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DAOTRITON_PROFILE="$PROFILE" -DAOTRITON_TARGET_ARCH="$ARCHS" \
