@@ -47,7 +47,7 @@ def main():
     rows, cols = 4, 256
     x = torch.randn(rows, 2 * cols, device="cuda", dtype=torch.float16)
     out = torch.empty(rows, cols, device="cuda", dtype=torch.float16)
-    stream = torch.cuda.current_stream().cuda_stream
+    stream = aotriton._glue.stream_of(x)
     ran = pyaotriton.act_and_mul(aotriton._glue.view(out, "o"), aotriton._glue.view(x, "x"), 0, stream, None)
     cfg = dict(kv.split("=") for kv in ran.split(","))
     block, warps = int(cfg["BLOCK"]), int(cfg["num_warps"])

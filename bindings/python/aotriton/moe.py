@@ -2,7 +2,7 @@
 import pyaotriton as _C
 import torch
 
-from ._glue import check_cuda, stream_of, view
+from ._glue import check_cuda, launch_env, view
 
 SILU, GELU, GELU_TANH = 0, 1, 2
 
@@ -13,8 +13,9 @@ def _act_and_mul(x: torch.Tensor, activation: int, out=None, force_config=None) 
         raise ValueError(f"input must be 2-D [tokens, 2 * N], got shape {tuple(x.shape)}")
     if out is None:
         out = torch.empty((x.shape[0], x.shape[1] // 2), dtype=x.dtype, device=x.device)
-    with torch.cuda.device(x.device):
-        _C.act_and_mul(view(out, "out"), view(x, "input"), activation, stream_of(x), force_config)
+    stream, guard = launch_env(x)
+    with guard:
+        _C.act_and_mul(view(out, "out"), view(x, "input"), activation, stream, force_config)
     return out
 
 
@@ -37,6 +38,7 @@ def moe_sum(x: torch.Tensor, out=None, *, force_config=None) -> torch.Tensor:
         raise ValueError(f"input must be 3-D [tokens, topk, hidden], got shape {tuple(x.shape)}")
     if out is None:
         out = torch.empty((x.shape[0], x.shape[2]), dtype=x.dtype, device=x.device)
-    with torch.cuda.device(x.device):
-        _C.moe_sum(view(out, "out"), view(x, "input"), stream_of(x), force_config)
+    stream, guard = launch_env(x)
+    with guard:
+        _C.moe_sum(view(out, "out"), view(x, "input"), stream, force_config)
     return out
