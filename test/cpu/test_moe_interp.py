@@ -222,7 +222,7 @@ GEMM_CONFIGS = [
 
 @pytest.mark.parametrize("M", [1, 7, 33])
 @pytest.mark.parametrize("E", [4, 8])
-@pytest.mark.parametrize("K", [72, 133])
+@pytest.mark.parametrize("K", [80, 133])  # ALIGNED and not
 @pytest.mark.parametrize("mul_w", [False, True])
 def test_grouped_gemm_fp16(M, E, K, mul_w):
     topk, N = 2, 48
@@ -245,8 +245,8 @@ def test_grouped_gemm_per_slot_a_strided_and_expert_map():
     M, topk, E, N, K = 9, 2, 4, 40, 511
     gen = torch.Generator().manual_seed(11)
     w, ids = routing(M, E, topk, gen)
-    a = (torch.randn(M * topk, 2 * K, generator=gen) / K ** 0.5).half()[:, ::2]
-    b = torch.randn(E, K, N, generator=gen).half().transpose(1, 2)  # [E, N, K], stride_bk = N
+    a = (torch.randn(M * topk, K + 9, generator=gen) / K ** 0.5).half()[:, :K]  # row stride K+9
+    b = torch.randn(E, N + 3, K + 1, generator=gen).half()[:, 3:, 1:]  # [E, N, K], padded strides
     emap = torch.tensor([0, -1, 1, 2], dtype=torch.int32)            # global 1 not local
     cfg = dict(BLOCK_SIZE_M=16, BLOCK_SIZE_N=32, BLOCK_SIZE_K=64, GROUP_SIZE_M=4)
     s, e, n = mj.moe_align_block_size(ids, 16, 3, emap)
@@ -348,9 +348,9 @@ def test_grouped_gemm_fp8(quant):
 
 
 # ------------------------------------------------------------ fused experts
-@pytest.mark.parametrize("M,E", [(1, 4), (7, 8), (33, 8)])
-def test_fused_experts_fp16(M, E):
-    topk, H, N = 2, 72, 48
+@pytest.mark.parametrize("M,E,H", [(1, 4, 72), (7, 8, 64), (33, 8, 80)])
+def test_fused_experts_fp16(M, E, H):
+    topk, N = 2, 48
     gen = torch.Generator().manual_seed(M + E)
     w, ids = routing(M, E, topk, gen)
     x = torch.randn(M, H, generator=gen).half()

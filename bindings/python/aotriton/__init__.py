@@ -5,7 +5,6 @@ under <prefix>/lib/python) and torch.
 """
 import pyaotriton as _C
 
-from ._glue import AotritonError  # noqa: F401
 from .moe import gelu_and_mul, moe_sum, silu_and_mul  # noqa: F401
 
 version = _C.version
