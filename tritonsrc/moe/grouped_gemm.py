@@ -1,0 +1,143 @@
+"""Grouped GEMM over experts (the vLLM fused_moe_kernel design).
+
+C[slot, :] = (A[slot // top_k, :] @ B[expert(slot)]^T) [* topk_weights[slot]]
+for every slot listed in sorted_token_ids (from moe_align_block_size, whose
+block_size must equal BLOCK_SIZE_M). Sentinel entries (>= num_valid_tokens)
+are neither read nor written. A block whose expert_ids entry is -1 writes
+zeros to its valid rows (moe_align never produces such a block for a listed
+slot; the behaviour is defined for callers that remap experts themselves).
+Per-slot A (the second GEMM, A = activation [M*topk, K]): pass top_k = 1.
+
+Constexprs
+  functional: MUL_ROUTED_WEIGHT (False/True),
+              QUANT: 0 = none (A, B fp16 or bf16, same dtype),
+                     1 = fp8 e4m3 w8a8 per-tensor: a_scale fp32 [1],
+                         b_scale fp32 [E] with stride_bse (0 = one scalar),
+                     2 = fp8 e4m3 w8a8 block: a_scale fp32 [rows of A, cdiv(K,128)]
+                         (per token group of 128 along K), b_scale fp32
+                         [E, cdiv(N,128), cdiv(K,128)] (128x128 blocks);
+              ALIGNED (False/True): K, N, stride_am, stride_be, stride_bn and
+                     stride_cm all multiples of 16 (every real model; False
+                     only for odd shapes like K = 511). Without it the compiler
+                     cannot vectorize, pipeline with cp.async or use wgmma:
+                     several times slower and spilling; treat it as a fallback.
+              dtypes through the pointer types: A/B *fp16, *bf16 or *fp8e4nv,
+              C *fp16 or *bf16. fp8 needs sm_89+: exclude QUANT 1/2 on sm_80.
+  Layout: the last dim of A, B and C is contiguous (unit stride, no argument).
+  tuning:     BLOCK_SIZE_M (16..128; = the align block_size), BLOCK_SIZE_N
+              (32..256), BLOCK_SIZE_K (32..256; <= 128 when QUANT == 2 so a K
+              tile sits inside one scale group), GROUP_SIZE_M (1..64),
+              num_warps (4, 8), num_stages (2..5).
+Grid: (cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N), 1, 1), EM = length of
+  sorted_token_ids (numel + E * (BLOCK_SIZE_M - 1)); programs whose M block
+  starts at or past num_tokens_post_padded[0] exit at once.
+Suggested sm_90 defaults by M (tokens), fp16/bf16 and fp8 per-tensor
+  (BM, BN, BK, GROUP_M, warps, stages):
+    M <= 16:  16,  64, 128,  1, 4, 4
+    M <= 64:  16, 128, 128,  1, 4, 4
+    M <= 512: 64, 128,  64,  8, 4, 4
+    larger:  128, 128,  64, 16, 8, 4    (fp8: BK 128, stages 3)
+  fp8 block (BK <= 128): M<=16: 16,64,128,1,4,4; M<=64: 16,128,128,1,4,3;
+    M<=512: 64,128,128,8,4,3; larger: 128,128,128,16,8,3.
+  sm_80 (fp16/bf16 only): same, num_stages 3 for BM=128.
+"""
+import triton
+import triton.language as tl
+
+SCALE_GROUP = tl.constexpr(128)  # block-quant group along K (A and B) and N (B)
+
+
+@triton.jit
+def fused_moe_kernel(a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr,
+                     sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
+                     N, K, EM, num_valid_tokens, top_k,
+                     stride_am, stride_be, stride_bn, stride_cm,
+                     stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
+                     MUL_ROUTED_WEIGHT: tl.constexpr, QUANT: tl.constexpr, ALIGNED: tl.constexpr,
+                     BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr,
+                     BLOCK_SIZE_K: tl.constexpr, GROUP_SIZE_M: tl.constexpr):
+    """One BLOCK_SIZE_M x BLOCK_SIZE_N tile of C for one expert block.
+
+    a_ptr   [rows, K] activations (rows = M tokens, or M*topk slots with top_k=1),
+            row stride stride_am, K contiguous
+    b_ptr   [E, N, K] expert weights, strides (stride_be, stride_bn, 1)
+    c_ptr   [num_valid_tokens, N] out, row = slot, row stride stride_cm, N contiguous
+    a_scale_ptr  fp32: unused (QUANT 0), [1] (QUANT 1), [rows, cdiv(K,128)] with
+                 (stride_asm, stride_ask) (QUANT 2)
+    b_scale_ptr  fp32: unused (QUANT 0), [E] with stride_bse (QUANT 1),
+                 [E, cdiv(N,128), cdiv(K,128)] with (stride_bse, stride_bsn, stride_bsk) (QUANT 2)
+    topk_weights_ptr fp32 [num_valid_tokens] contiguous (used if MUL_ROUTED_WEIGHT)
+    sorted_token_ids_ptr int32 [EM], expert_ids_ptr int32 [EM / BLOCK_SIZE_M],
+    num_tokens_post_padded_ptr int32 [1]
+    N, K, EM, num_valid_tokens (= M * topk), top_k: i32; strides: i32 (row and
+    expert offsets are widened to 64 bits inside).
+    ALIGNED: K, N, stride_am, stride_be, stride_bn, stride_cm are all multiples of 16.
+    """
+    if ALIGNED:
+        # x // 16 * 16 == x under the ALIGNED contract, and tells the compiler
+        # so: 16-byte vector loads/stores, cp.async / wgmma pipelining.
+        K = K // 16 * 16
+        N = N // 16 * 16
+        stride_am = stride_am // 16 * 16
+        stride_be = stride_be // 16 * 16
+        stride_bn = stride_bn // 16 * 16
+        stride_cm = stride_cm // 16 * 16
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(EM, BLOCK_SIZE_M)
+    num_pid_n = tl.cdiv(N, BLOCK_SIZE_N)
+    # Grouped ordering: GROUP_SIZE_M M-blocks share each N column of B in L2.
+    num_pid_in_group = GROUP_SIZE_M * num_pid_n
+    group_id = pid // num_pid_in_group
+    first_pid_m = group_id * GROUP_SIZE_M
+    group_size_m = tl.minimum(num_pid_m - first_pid_m, GROUP_SIZE_M)
+    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+    pid_n = (pid % num_pid_in_group) // group_size_m
+
+    num_tokens_post_padded = tl.load(num_tokens_post_padded_ptr)
+    if pid_m * BLOCK_SIZE_M >= num_tokens_post_padded:
+        return
+
+    offs_m = pid_m * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)
+    slot = tl.load(sorted_token_ids_ptr + offs_m, mask=offs_m < EM, other=num_valid_tokens)
+    slot_ok = slot < num_valid_tokens
+    slot64 = slot.to(tl.int64)
+    offs_n = pid_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)
+    c_ptrs = c_ptr + slot64[:, None] * stride_cm + offs_n[None, :]
+    c_mask = slot_ok[:, None] & (offs_n[None, :] < N)
+
+    expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
+    if expert == -1:
+        tl.store(c_ptrs, tl.zeros([BLOCK_SIZE_M, BLOCK_SIZE_N], c_ptr.dtype.element_ty), mask=c_mask)
+        return
+
+    # Wrap the N offsets so B loads need no N mask (the store masks columns).
+    offs_bn = offs_n % N
+    offs_k = tl.arange(0, BLOCK_SIZE_K)
+    a_row = slot64 // top_k
+    a_ptrs = a_ptr + a_row[:, None] * stride_am + offs_k[None, :]
+    b_ptrs = b_ptr + expert * stride_be + offs_k[:, None] + offs_bn[None, :] * stride_bn
+    if QUANT == 2:
+        as_ptrs = a_scale_ptr + a_row * stride_asm
+        bs_ptrs = b_scale_ptr + expert * stride_bse + (offs_bn // SCALE_GROUP) * stride_bsn
+
+    acc = tl.zeros([BLOCK_SIZE_M, BLOCK_SIZE_N], dtype=tl.float32)
+    for kb in range(0, tl.cdiv(K, BLOCK_SIZE_K)):
+        k_left = K - kb * BLOCK_SIZE_K
+        a = tl.load(a_ptrs, mask=slot_ok[:, None] & (offs_k[None, :] < k_left), other=0.0)
+        b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+        if QUANT == 2:
+            kg = (kb * BLOCK_SIZE_K) // SCALE_GROUP
+            a_s = tl.load(as_ptrs + kg * stride_ask, mask=slot_ok, other=0.0)
+            b_s = tl.load(bs_ptrs + kg * stride_bsk)
+            acc += tl.dot(a, b) * a_s[:, None] * b_s[None, :]
+        else:
+            acc = tl.dot(a, b, acc=acc)
+        a_ptrs += BLOCK_SIZE_K
+        b_ptrs += BLOCK_SIZE_K
+
+    if QUANT == 1:
+        acc *= tl.load(a_scale_ptr) * tl.load(b_scale_ptr + expert * stride_bse)
+    if MUL_ROUTED_WEIGHT:
+        w = tl.load(topk_weights_ptr + slot64, mask=slot_ok, other=0.0)
+        acc *= w[:, None]
+    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=c_mask)
