@@ -1,64 +1,19 @@
 """Every kernel aotriton ships, declared (see kernel_rules.py for the vocabulary).
 
-Adding a kernel: write tritonsrc/<family>/<name>.py, add one Kernel(...) here,
-add a C++ operator that fills the generated Args/Functional structs.
+The declarations live in one file per kernel family (rules_<family>.py) and are
+collected here. Adding a kernel: write tritonsrc/<family>/<name>.py, add one
+Kernel(...) to its family's rules file, add a C++ operator that fills the
+generated Args/Functional structs.
 """
-from kernel_rules import Arg, AutotuneKey, Kernel, Profile, TuningSpace
+from kernel_rules import Profile
 
-FLOAT_DTYPES = ["fp16", "bf16", "fp32"]
+from rules_flash import FLASH_CI, FLASH_KERNELS
+from rules_moe import MOE_CI, MOE_KERNELS
 
-# ----------------------------------------------------------------------------
-# MoE element-wise kernels
-# ----------------------------------------------------------------------------
-act_and_mul = Kernel(
-    name="act_and_mul",
-    source="tritonsrc/moe/activation.py",
-    function="act_and_mul_kernel",
-    args=[
-        Arg("out_ptr", "*{dtype}:16"),
-        Arg("in_ptr", "*{dtype}:16"),
-        Arg("n_rows", "i32"),
-        Arg("n_cols", "i32"),
-        Arg("stride_out_row", "i64"),
-        Arg("stride_in_row", "i64"),
-    ],
-    functional={"dtype": FLOAT_DTYPES, "ACTIVATION": [0, 1, 2]},
-    tuning=TuningSpace(
-        params={"BLOCK": [256, 512, 1024, 2048], "num_warps": [2, 4, 8], "num_stages": [1]},
-        default=lambda f, arch: {"BLOCK": 1024, "num_warps": 4, "num_stages": 1},
-        prune=lambda f, c, arch: c["BLOCK"] // (32 * c["num_warps"]) <= 16,
-    ),
-    grid=("n_rows", "cdiv(n_cols, BLOCK)", "1"),
-    autotune_keys=[AutotuneKey("n_cols", bins=[1024, 4096, 16384])],
-    doc="act(gate) * up for silu / gelu / gelu-tanh",
-)
+KERNELS = MOE_KERNELS + FLASH_KERNELS
+# kernel name -> which functionals the ci profile compiles (absent: all of them)
+CI_SUBSET = {**MOE_CI, **FLASH_CI}
 
-moe_sum = Kernel(
-    name="moe_sum",
-    source="tritonsrc/moe/moe_sum.py",
-    function="moe_sum_kernel",
-    args=[
-        Arg("out_ptr", "*{dtype}:16"),
-        Arg("in_ptr", "*{dtype}:16"),
-        Arg("n_tokens", "i32"),
-        Arg("topk", "i32"),
-        Arg("hidden", "i32"),
-        Arg("stride_out_m", "i64"),
-        Arg("stride_in_m", "i64"),
-        Arg("stride_in_k", "i64"),
-    ],
-    functional={"dtype": FLOAT_DTYPES},
-    tuning=TuningSpace(
-        params={"BLOCK": [256, 512, 1024, 2048], "num_warps": [2, 4, 8], "num_stages": [1]},
-        default=lambda f, arch: {"BLOCK": 1024, "num_warps": 4, "num_stages": 1},
-        prune=lambda f, c, arch: c["BLOCK"] // (32 * c["num_warps"]) <= 16,
-    ),
-    grid=("n_tokens", "cdiv(hidden, BLOCK)", "1"),
-    autotune_keys=[AutotuneKey("hidden", bins=[1024, 4096, 16384])],
-    doc="sum over the top-k axis",
-)
-
-KERNELS = [act_and_mul, moe_sum]
 
 # ----------------------------------------------------------------------------
 # Build profiles
@@ -71,7 +26,7 @@ PROFILES = {
         Profile(
             "ci",
             "small subset that compiles on 2 CPU cores in a few minutes",
-            keep=lambda k, f: True,
+            keep=lambda k, f: CI_SUBSET.get(k, lambda f: True)(f),
         ),
     ]
 }
