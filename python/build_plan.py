@@ -77,8 +77,9 @@ def make_plan(rules_module, profile_name: str, archs: list[int]) -> dict:
     notes: list[str] = []
     kernels = []
     for rule in rules_module.KERNELS:
-        names = list(rule.functional)
-        space = [dict(zip(names, c)) for c in itertools.product(*(rule.functional[n] for n in names))]
+        fspace = rule.functional_space
+        names = list(fspace)
+        space = [dict(zip(names, c)) for c in itertools.product(*(fspace[n] for n in names))]
         entries = []
         for f in space:
             valid_archs = [a for a in archs if rule.valid(f, a)]

@@ -142,12 +142,26 @@ def source(rule: Kernel, plan_kernel: dict, profile: str) -> str:
         out.append(f"  {{\n    int i = index_{name}(f.{name});\n    if (i < 0)\n"
                    f"      return fail(Status::kUnsupported, \"{k}: \" + describe(f) + \": {name} must be one of "
                    f"{allowed}\");\n    index = index * {len(rule.functional[name])} + static_cast<size_t>(i);\n  }}\n")
+    checks = [a for a in rule.args if a.aligned16]
+    conds = []
+    for a in checks:
+        if a.is_pointer:
+            conds.append(f"reinterpret_cast<uintptr_t>(args.{a.name}) % 16 == 0")
+        else:
+            conds.append(f"args.{a.name} % 16 == 0")
+    if rule.unaligned_variant:
+        cond = " &&\n      ".join(conds) or "true"
+        out.append(f"  const bool aligned = {cond};\n")
+        out.append("  index = index * 2 + (aligned ? 0 : 1);  // ALIGNED16 variant\n")
     out.append("  const Entry& e = kTable[index];\n  if (!e.slot)\n")
-    out.append(f"    return fail(kMissingStatus[index], \"{k} functional \" + describe(f) + \" \" + kMissing[index]);\n")
-    for a in rule.args:
-        if a.aligned16:
-            out.append(f"  if (reinterpret_cast<uintptr_t>(args.{a.name}) % 16 != 0)\n"
-                       f"    return fail(Status::kInvalidArgument, \"{k}: {a.name} must be 16-byte aligned\");\n")
+    suffix = ' + (aligned ? ",ALIGNED16=1" : ",ALIGNED16=0")' if rule.unaligned_variant else ""
+    out.append(f"    return fail(kMissingStatus[index], \"{k} functional \" + describe(f){suffix} + \" \" + "
+               f"kMissing[index]);\n")
+    if not rule.unaligned_variant:
+        for a, c in zip(checks, conds):
+            what = "16-byte aligned" if a.is_pointer else "a multiple of 16"
+            out.append(f"  if (!({c}))\n"
+                       f"    return fail(Status::kInvalidArgument, \"{k}: {a.name} must be {what}\");\n")
     out.append("  LaunchTarget t;\n  AOTRITON_RETURN_IF_ERROR(bind(*e.slot, stream.handle, &t));\n")
     lut = "0"
     for key in rule.autotune_keys:

@@ -58,7 +58,7 @@ def build_source(rule, fn, functional, config):
     for i, p in enumerate(params):
         if p in runtime:
             signature[p] = runtime[p].triton_type(functional)
-            if runtime[p].aligned16:
+            if runtime[p].aligned16 and rule.hints_on(functional):
                 attrs[(i,)] = [["tt.divisibility", 16]]
         else:
             signature[p] = "constexpr"

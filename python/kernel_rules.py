@@ -31,8 +31,11 @@ class Arg:
 
     `type` is Triton's signature spelling: "*fp16:16" (pointer, 16-byte
     aligned), "*{dtype}" (pointee taken from the functional named dtype),
-    "i32", "i64", "fp32". ":16" is the divisibility hint Triton specializes
-    on; the generated launcher checks it at run time.
+    "i32", "i64", "fp32", "i32:16" (integer divisible by 16). ":16" is the
+    divisibility hint Triton specializes on (vector loads, wgmma); the
+    generated launcher checks it at run time: a violation is an error, or, for
+    kernels declared with `unaligned_variant=True`, selects the variant
+    compiled without the hints.
     """
 
     name: str
@@ -44,8 +47,8 @@ class Arg:
             raise ValueError(f"argument {self.name}: cannot parse type {self.type!r}")
         if not m["ptr"] and m["base"] not in SCALAR_TYPES:
             raise ValueError(f"argument {self.name}: unknown scalar type {m['base']!r}")
-        if m["div"] and not m["ptr"]:
-            raise ValueError(f"argument {self.name}: ':16' is only supported on pointers")
+        if m["div"] and not m["ptr"] and m["base"] not in ("i32", "i64"):
+            raise ValueError(f"argument {self.name}: ':16' needs a pointer or an integer")
 
     @property
     def is_pointer(self) -> bool:
@@ -138,6 +141,11 @@ class Kernel:
     autotune_keys: Sequence[AutotuneKey] = ()
     valid: Callable[[Mapping[str, Any], int], bool] = lambda f, arch: True
     doc: str = ""
+    # Also compile every functional without the ":16" hints, used when a call's
+    # pointers/strides are not 16-divisible (otherwise such a call is an error).
+    unaligned_variant: bool = False
+
+    ALIGNED = "ALIGNED16"  # the implicit functional that unaligned_variant adds
 
     def __post_init__(self):
         names = [a.name for a in self.args]
@@ -155,6 +163,17 @@ class Kernel:
             raise ValueError(f"{self.name}: {clash} both functional and tuning")
 
     @property
+    def functional_space(self) -> dict:
+        """Declared functionals plus the implicit ALIGNED16 dimension."""
+        space = dict(self.functional)
+        if self.unaligned_variant:
+            space[self.ALIGNED] = [True, False]
+        return space
+
+    def hints_on(self, functional: Mapping[str, Any]) -> bool:
+        return functional.get(self.ALIGNED, True)
+
+    @property
     def type_params(self) -> list[str]:
         """Functional names used as pointee types in argument types."""
         used = {a.base[1:-1] for a in self.args if a.base.startswith("{")}
@@ -166,8 +185,9 @@ class Kernel:
 
     def functionals(self, arch: int) -> list[dict]:
         """Every valid functional combination for `arch`, in declaration order."""
-        names = list(self.functional)
-        combos = itertools.product(*(self.functional[n] for n in names))
+        space = self.functional_space
+        names = list(space)
+        combos = itertools.product(*(space[n] for n in names))
         return [dict(zip(names, c)) for c in combos if self.valid(dict(zip(names, c)), arch)]
 
 

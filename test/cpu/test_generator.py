@@ -74,7 +74,7 @@ def test_bad_rules_are_rejected():
     with pytest.raises(ValueError):
         Arg("n", "i33")
     with pytest.raises(ValueError):
-        Arg("n", "i32:16")
+        Arg("x", "fp32:16")
 
 
 def test_tritonsrc_deps_follow_imports():
