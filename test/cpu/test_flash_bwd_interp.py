@@ -215,3 +215,15 @@ def test_deterministic():
     check(a, ref, torch.float32)
     for x, y in zip(a, b):
         assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("tiles", [(16, 32, 32, 16), (32, 16, 16, 32)])
+@pytest.mark.parametrize("causal_type", [1, 2])
+def test_uneven_tiles(tiles, causal_type):
+    """BLOCK_M != BLOCK_N: the causal diagonal spans several inner blocks."""
+    kv_m, kv_n, dq_m, dq_n = tiles
+    cfg = {"pre": {"BLOCK_M": 16}, "dkdv": {"BLOCK_M": kv_m, "BLOCK_N": kv_n},
+           "dq": {"BLOCK_M": dq_m, "BLOCK_N": dq_n}}
+    kwargs, ref = make_case(B=0, sq=0, sk=0, hq=2, hk=1, d=16, dtype=torch.float16,
+                            causal_type=causal_type, varlen=([45, 3, 17], [33, 20, 64]))
+    check(run(dict(kwargs, config=cfg)), ref, torch.float16)

@@ -1,0 +1,225 @@
+"""Flash attention backward, step 3: dQ (FlashAttention-2 style).
+
+One program owns BLOCK_M query rows of one (sequence, query head) and loops
+over the key blocks those rows see: no atomics, deterministic by
+construction. Needs Delta = rowsum(dO * O) from bwd_preprocess and the
+forward's LSE.
+
+Constexprs
+  FUNCTIONAL (must match the call):
+    BLOCK_DMODEL   16, 32, 64, 128, 256: power-of-two bucket >= head_dim
+    PADDED_HEAD    head_dim != BLOCK_DMODEL (masks the d axis)
+    CAUSAL_TYPE    0 none, 1 top-left (key j <= query i),
+                   2 bottom-right (j <= i + seqlen_k - seqlen_q, per sequence)
+    IS_VARLEN      sequences given by cu_seqlens_q / cu_seqlens_k
+    ENABLE_DROPOUT Philox dropout (same keep_mask call as the forward)
+    (plus the element type of Q/K/V/dO/dQ: fp16, bf16 or fp32; fp32 runs
+     tl.dot with its default tf32 precision on GPUs, like the forward)
+  TUNING:
+    BLOCK_M        query rows per program (power of two >= 16)
+    BLOCK_N        keys per inner step (power of two >= 16)
+    num_warps, num_stages (launch options)
+
+Grid: (cdiv(max_seqlen_q, BLOCK_M), batch * num_heads_q, 1).
+
+Suggested defaults (BLOCK_M, BLOCK_N, num_warps, num_stages), fp16/bf16;
+fp32 rows, the dropout rule and the sweep list are in bwd_jit.py
+(DEFAULT_CONFIGS, DROPOUT_SHRINK, CANDIDATE_CONFIGS):
+  sm_90  D<=128: (128, 64, 8, 2)  D=256: (64, 32, 8, 2)
+  sm_80  D=16: (128, 64, 8, 3)  D=32, 64: (128, 64, 8, 2)  D=128: (128, 32, 8, 2)
+         D=256: (64, 32, 8, 2)
+  with dropout: BLOCK_N halved (min 16).
+
+AOT signature hints: as bwd_dkdv (strides and, with PADDED_HEAD, head_dim
+need a divisibility hint or the loads go scalar).
+"""
+import triton
+import triton.language as tl
+
+from .dropout import keep_mask
+
+LOG2E = tl.constexpr(1.4426950408889634)
+
+
+@triton.jit
+def _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn,
+              lo, hi, offs_m, offs_d, head_dim, seqlen_k, diag, qk_scale,
+              seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
+              BLOCK_N: tl.constexpr, PADDED_HEAD: tl.constexpr, MASKED: tl.constexpr,
+              CAUSAL: tl.constexpr, ENABLE_DROPOUT: tl.constexpr):
+    """Key blocks [lo, hi) of one query block. MASKED=False is the hot loop:
+    every key is in range and visible to every row, so no masks are built."""
+    offs_nb = tl.arange(0, BLOCK_N)
+    d_ok = offs_d < head_dim
+    k_ptrs = k_base + (lo + offs_nb)[:, None] * stride_kn + offs_d[None, :]
+    v_ptrs = v_base + (lo + offs_nb)[:, None] * stride_vn + offs_d[None, :]
+    for start_n in tl.range(lo, hi, BLOCK_N):
+        offs_n = start_n + offs_nb
+        if MASKED:
+            n_ok = offs_n < seqlen_k
+            if PADDED_HEAD:
+                ld = n_ok[:, None] & d_ok[None, :]
+            else:
+                ld = n_ok[:, None]
+            k = tl.load(k_ptrs, mask=ld, other=0.0)
+            v = tl.load(v_ptrs, mask=ld, other=0.0)
+        else:
+            if PADDED_HEAD:
+                k = tl.load(k_ptrs, mask=d_ok[None, :], other=0.0)
+                v = tl.load(v_ptrs, mask=d_ok[None, :], other=0.0)
+            else:
+                k = tl.load(k_ptrs)
+                v = tl.load(v_ptrs)
+        qk = tl.dot(q, tl.trans(k))
+        p = tl.math.exp2(qk * qk_scale - lse2[:, None])
+        if MASKED:
+            # where() after exp2: a row with lse = -inf gives inf here and
+            # must be dropped by the select, never multiplied.
+            ok = n_ok[None, :]
+            if CAUSAL:
+                ok = ok & (offs_n[None, :] <= offs_m[:, None] + diag)
+            p = tl.where(ok, p, 0.0)
+        dp = tl.dot(do, tl.trans(v))
+        if ENABLE_DROPOUT:
+            keep = keep_mask(seed, philox_offset, bh, offs_m, offs_n,
+                             max_seqlen_q, max_seqlen_k, dropout_p)
+            dp = tl.where(keep, dp * (1.0 / (1.0 - dropout_p)), 0.0)
+        # dS = P * (dP - Delta); sm_scale is applied once at the end.
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(k.dtype), k, dq)
+        k_ptrs += BLOCK_N * stride_kn
+        v_ptrs += BLOCK_N * stride_vn
+    return dq
+
+
+@triton.jit
+def bwd_dq(
+    Q, K, V, DO, DQ, LSE, Delta,
+    cu_seqlens_q, cu_seqlens_k, philox_seed_ptr, philox_offset_ptr,
+    sm_scale, dropout_p,
+    stride_qz, stride_qh, stride_qm,
+    stride_kz, stride_kh, stride_kn,
+    stride_vz, stride_vh, stride_vn,
+    stride_doz, stride_doh, stride_dom,
+    stride_dqz, stride_dqh, stride_dqm,
+    stride_lse_z, stride_lse_h,
+    stride_delta_z, stride_delta_h,
+    num_heads_q, num_heads_k,
+    max_seqlen_q, max_seqlen_k, head_dim,
+    BLOCK_DMODEL: tl.constexpr, PADDED_HEAD: tl.constexpr, CAUSAL_TYPE: tl.constexpr,
+    IS_VARLEN: tl.constexpr, ENABLE_DROPOUT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """dQ of softmax(sm_scale * Q K^T [causal]) [dropout] V.
+
+    Q, K, V, DO  element pointers (fp16/bf16/fp32), last dim contiguous:
+                 (b, m, h, d) at ptr + b*stride_z + h*stride_h + m*stride_m + d
+                 (K/V: kv head and key n). Varlen: stride_*z = 0, row m of
+                 sequence b is global row cu_seqlens[b] + m.
+    DQ           output, Q's element type and heads, own strides.
+    LSE          *fp32, forward log-sum-exp (natural log, scaled scores):
+                 LSE + b*stride_lse_z + h*stride_lse_h + row, row = m
+                 (batched) or cu_seqlens_q[b] + m (varlen, stride_lse_z = 0);
+                 -inf for rows that see no key (their dQ is 0).
+    Delta        *fp32, rowsum(dO * O) from bwd_preprocess, LSE layout with
+                 strides stride_delta_z / stride_delta_h.
+    cu_seqlens_q, cu_seqlens_k  *i32 [batch + 1] (varlen only).
+    philox_seed_ptr, philox_offset_ptr  *i64 device scalars (dropout only).
+    sm_scale     fp32 softmax scale.
+    dropout_p    fp32 drop probability (kept probabilities scale by 1/(1-p)).
+    num_heads_q, num_heads_k  GQA: query head h uses kv head
+                 h // (num_heads_q // num_heads_k).
+    max_seqlen_q, max_seqlen_k  batched: the lengths; varlen: the bounds
+                 (grid and dropout stream layout).
+    head_dim     runtime head size <= BLOCK_DMODEL.
+    """
+    pid_m = tl.program_id(0)
+    if CAUSAL_TYPE != 0:
+        # Heaviest causal blocks (largest m) first: shorter tail.
+        pid_m = tl.num_programs(0) - 1 - pid_m
+    bh = tl.program_id(1)
+    off_z = bh // num_heads_q
+    off_h = bh % num_heads_q
+    off_hk = off_h // (num_heads_q // num_heads_k)
+
+    if IS_VARLEN:
+        q_start = tl.load(cu_seqlens_q + off_z)
+        seqlen_q = tl.load(cu_seqlens_q + off_z + 1) - q_start
+        k_start = tl.load(cu_seqlens_k + off_z)
+        seqlen_k = tl.load(cu_seqlens_k + off_z + 1) - k_start
+    else:
+        q_start = 0
+        seqlen_q = max_seqlen_q
+        k_start = 0
+        seqlen_k = max_seqlen_k
+    start_m = pid_m * BLOCK_M
+    if start_m >= seqlen_q:
+        return
+
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_DMODEL)
+    m_ok = offs_m < seqlen_q
+    if PADDED_HEAD:
+        q_mask = m_ok[:, None] & (offs_d < head_dim)[None, :]
+    else:
+        q_mask = m_ok[:, None]
+
+    # 64-bit base offsets; in-sequence offsets stay 32-bit.
+    q_base = Q + off_z.to(tl.int64) * stride_qz + off_h.to(tl.int64) * stride_qh
+    do_base = DO + off_z.to(tl.int64) * stride_doz + off_h.to(tl.int64) * stride_doh
+    dq_base = DQ + off_z.to(tl.int64) * stride_dqz + off_h.to(tl.int64) * stride_dqh
+    k_base = K + off_z.to(tl.int64) * stride_kz + off_hk.to(tl.int64) * stride_kh
+    v_base = V + off_z.to(tl.int64) * stride_vz + off_hk.to(tl.int64) * stride_vh
+    if IS_VARLEN:
+        q_base += q_start.to(tl.int64) * stride_qm
+        do_base += q_start.to(tl.int64) * stride_dom
+        dq_base += q_start.to(tl.int64) * stride_dqm
+        k_base += k_start.to(tl.int64) * stride_kn
+        v_base += k_start.to(tl.int64) * stride_vn
+    q = tl.load(q_base + offs_m[:, None] * stride_qm + offs_d[None, :], mask=q_mask, other=0.0)
+    do = tl.load(do_base + offs_m[:, None] * stride_dom + offs_d[None, :], mask=q_mask, other=0.0)
+    lse_base = LSE + off_z.to(tl.int64) * stride_lse_z + off_h.to(tl.int64) * stride_lse_h
+    delta_base = Delta + off_z.to(tl.int64) * stride_delta_z + off_h.to(tl.int64) * stride_delta_h
+    # Rows past seqlen_q get lse = +inf: P = 0 there even in unmasked tiles.
+    lse = tl.load(lse_base + q_start + offs_m, mask=m_ok, other=float("inf"))
+    delta = tl.load(delta_base + q_start + offs_m, mask=m_ok, other=0.0)
+    lse2 = lse * LOG2E
+
+    if ENABLE_DROPOUT:
+        seed = tl.load(philox_seed_ptr)
+        philox_offset = tl.load(philox_offset_ptr)
+    else:
+        seed = 0
+        philox_offset = 0
+
+    # Key range split: [0, full_end) needs no mask, [full_end, hi) does.
+    if CAUSAL_TYPE == 0:
+        diag = 0
+        hi = seqlen_k
+        full_end = (seqlen_k // BLOCK_N) * BLOCK_N
+    else:
+        if CAUSAL_TYPE == 1:
+            diag = 0
+        else:
+            diag = seqlen_k - seqlen_q
+        # Last key seen by the last real row of this block, exclusive.
+        hi = tl.minimum(tl.minimum(start_m + BLOCK_M, seqlen_q) + diag, seqlen_k)
+        hi = tl.maximum(hi, 0)
+        # Keys seen by the first row are visible to every row of the block.
+        first_row_keys = tl.maximum(tl.minimum(start_m + diag + 1, seqlen_k), 0)
+        full_end = (first_row_keys // BLOCK_N) * BLOCK_N
+
+    qk_scale = sm_scale * LOG2E
+    dq = tl.zeros([BLOCK_M, BLOCK_DMODEL], dtype=tl.float32)
+    dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn,
+                   0, full_end, offs_m, offs_d, head_dim, seqlen_k, diag, qk_scale,
+                   seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
+                   BLOCK_N, PADDED_HEAD, False, CAUSAL_TYPE != 0, ENABLE_DROPOUT)
+    dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn,
+                   full_end, hi, offs_m, offs_d, head_dim, seqlen_k, diag, qk_scale,
+                   seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
+                   BLOCK_N, PADDED_HEAD, True, CAUSAL_TYPE != 0, ENABLE_DROPOUT)
+
+    dq = dq * sm_scale
+    tl.store(dq_base + offs_m[:, None] * stride_dqm + offs_d[None, :],
+             dq.to(DQ.dtype.element_ty), mask=q_mask)

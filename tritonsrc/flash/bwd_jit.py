@@ -1,0 +1,201 @@
+"""JIT launcher for the flash attention backward kernels (tests, benchmarks).
+
+Runs bwd_preprocess -> bwd_dkdv -> bwd_dq through the Triton JIT on torch
+tensors: CUDA tensors on a GPU, CPU tensors under TRITON_INTERPRET=1. The AOT
+runtime launches the same kernels with the same arguments and grids.
+"""
+import torch
+import triton
+
+from .bwd_dkdv import bwd_dkdv
+from .bwd_dq import bwd_dq
+from .bwd_preprocess import bwd_preprocess
+
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) per arch, element size, kernel
+# and head-dim bucket, picked from compile checks (no register spills in any
+# functional variant, dropout included, shared memory fits, wgmma on sm_90)
+# except where noted; a GPU sweep over CANDIDATE_CONFIGS should replace them.
+# dkdv: BLOCK_N keys per program, BLOCK_M rows per step; dq: the reverse.
+# fp16/bf16 with dropout: DROPOUT_SHRINK halves the inner tile (Philox
+# registers). fp32 rows already hold with dropout; fp32 D=256 spills.
+DEFAULT_CONFIGS = {
+    (90, "16bit"): {
+        # D=256 dkdv spills 32-112 bytes; (16, 32, 4, 2) does not (mma.sync).
+        "dkdv": {16: (64, 128, 8, 2), 32: (64, 128, 8, 2), 64: (64, 128, 8, 2),
+                 128: (32, 128, 8, 2), 256: (16, 64, 8, 2)},
+        "dq": {16: (128, 64, 8, 2), 32: (128, 64, 8, 2), 64: (128, 64, 8, 2),
+               128: (128, 64, 8, 2), 256: (64, 32, 8, 2)},
+    },
+    (80, "16bit"): {
+        "dkdv": {16: (64, 128, 8, 2), 32: (64, 128, 8, 2), 64: (32, 128, 8, 2),
+                 128: (32, 64, 8, 2), 256: (16, 64, 8, 2)},
+        "dq": {16: (128, 64, 8, 3), 32: (128, 64, 8, 2), 64: (128, 64, 8, 2),
+               128: (128, 32, 8, 2), 256: (64, 32, 8, 2)},
+    },
+    (90, "fp32"): {
+        "dkdv": {16: (64, 128, 8, 2), 32: (64, 128, 8, 2), 64: (16, 128, 8, 2),
+                 128: (16, 32, 4, 2), 256: (16, 32, 4, 2)},
+        "dq": {16: (128, 64, 8, 2), 32: (128, 64, 8, 2), 64: (128, 32, 8, 2),
+               128: (128, 32, 8, 2), 256: (32, 32, 4, 2)},
+    },
+    (80, "fp32"): {
+        "dkdv": {16: (64, 128, 8, 2), 32: (32, 128, 8, 2), 64: (16, 128, 8, 2),
+                 128: (16, 64, 8, 2), 256: (16, 32, 4, 2)},
+        "dq": {16: (128, 64, 8, 2), 32: (128, 64, 8, 2), 64: (128, 32, 8, 2),
+               128: (64, 32, 8, 2), 256: (32, 32, 4, 2)},
+    },
+}
+DROPOUT_SHRINK = {"dkdv": "BLOCK_M", "dq": "BLOCK_N"}
+
+# fp16/bf16 sweep list per kernel and bucket (same list for sm_90 and sm_80:
+# every entry compiles for both and fits their shared memory).
+_KV_SMALL = [(64, 128, 8, 2), (32, 128, 8, 2), (64, 128, 8, 3), (32, 128, 4, 2),
+             (64, 64, 4, 2), (32, 64, 4, 3), (128, 128, 8, 2), (64, 128, 4, 2)]
+_DQ_SMALL = [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 4, 2), (64, 64, 4, 2),
+             (128, 128, 8, 2), (64, 128, 4, 2), (64, 32, 4, 3), (128, 32, 8, 3)]
+CANDIDATE_CONFIGS = {
+    "dkdv": {
+        16: _KV_SMALL, 32: _KV_SMALL,
+        64: [(64, 128, 8, 2), (32, 128, 8, 2), (16, 128, 8, 2), (64, 64, 4, 2),
+             (32, 64, 4, 3), (32, 64, 8, 2), (64, 64, 8, 2), (32, 128, 8, 3)],
+        128: [(32, 128, 8, 2), (64, 128, 8, 2), (16, 128, 8, 2), (32, 64, 8, 2),
+              (64, 64, 8, 2), (16, 64, 4, 2), (32, 128, 8, 1)],
+        256: [(16, 64, 8, 2), (16, 32, 4, 2), (32, 64, 8, 2), (16, 64, 8, 3),
+              (32, 32, 4, 2)],
+    },
+    "dq": {
+        16: _DQ_SMALL, 32: _DQ_SMALL, 64: _DQ_SMALL,
+        128: [(128, 64, 8, 2), (128, 32, 8, 2), (64, 64, 8, 2), (64, 32, 4, 2),
+              (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 2)],
+        256: [(64, 32, 8, 2), (64, 64, 8, 2), (32, 32, 4, 2), (64, 16, 8, 2),
+              (64, 32, 8, 3), (32, 64, 8, 2)],
+    },
+}
+PRE_CONFIG = {"BLOCK_M": 128, "num_warps": 4, "num_stages": 1}
+# Tiny tiles for the interpreter: many blocks on small shapes, fast numpy.
+INTERP_CONFIG = {"pre": {"BLOCK_M": 16}, "dkdv": {"BLOCK_M": 16, "BLOCK_N": 16},
+                 "dq": {"BLOCK_M": 16, "BLOCK_N": 16}}
+
+
+def _bucket(head_dim):
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+def default_config(head_dim, dtype, arch, dropout=False):
+    """Config dict for attn_bwd_jit(config=...) from DEFAULT_CONFIGS."""
+    arch = 90 if arch >= 90 else 80
+    kind = "fp32" if dtype == torch.float32 else "16bit"
+    b = _bucket(head_dim)
+    cfg = {"pre": dict(PRE_CONFIG)}
+    if b == 256:
+        cfg["pre"]["BLOCK_M"] = 64
+    for kern in ("dkdv", "dq"):
+        bm, bn, w, s = DEFAULT_CONFIGS[(arch, kind)][kern][b]
+        c = {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": s}
+        if dropout and kind == "16bit":
+            key = DROPOUT_SHRINK[kern]
+            c[key] = max(16, c[key] // 2)
+        cfg[kern] = c
+    return cfg
+
+
+def _strides4(t, layout):
+    """(stride_z, stride_h, stride_m) of a batched 4-d tensor."""
+    assert t.stride(-1) == 1, "last dim must be contiguous"
+    if layout == "bshd":
+        return t.stride(0), t.stride(2), t.stride(1)
+    assert layout == "bhsd", layout
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+def _strides3(t):
+    """(0, stride_h, stride_m) of a varlen (total, heads, d) tensor."""
+    assert t.stride(-1) == 1, "last dim must be contiguous"
+    return 0, t.stride(1), t.stride(0)
+
+
+def _scalar_i64(x, device):
+    if isinstance(x, torch.Tensor):
+        return x.to(device=device, dtype=torch.int64).reshape(1)
+    return torch.tensor([0 if x is None else int(x)], dtype=torch.int64, device=device)
+
+
+def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
+                 cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None,
+                 dropout_p=0.0, philox_seed=None, philox_offset=None, config=None, out=None):
+    """Gradients (dq, dk, dv) of flash attention.
+
+    Batched: q/o/do (B, Sq, Hq, D) for layout "bshd" or (B, Hq, Sq, D) for
+    "bhsd", k/v likewise with Hk heads; lse (B, Hq, Sq) float32.
+    Varlen (cu_seqlens_q/k given, int32 [B+1]): q/o/do (total_q, Hq, D),
+    k/v (total_k, Hk, D), lse (Hq, total_q).
+    philox_seed / philox_offset: int64 tensors or ints (dropout only).
+    config: {"pre": {...}, "dkdv": {...}, "dq": {...}} with BLOCK_M/BLOCK_N/
+    num_warps/num_stages; default: default_config() on CUDA, tiny tiles on CPU.
+    out: optional (dq, dk, dv) tensors to write into (e.g. NaN-poisoned).
+    """
+    varlen = cu_seqlens_q is not None
+    head_dim = q.shape[-1]
+    block_d = _bucket(head_dim)
+    if varlen:
+        batch = cu_seqlens_q.numel() - 1
+        hq, hk = q.shape[1], k.shape[1]
+        if max_seqlen_q is None:
+            max_seqlen_q = int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max())
+        if max_seqlen_k is None:
+            max_seqlen_k = int((cu_seqlens_k[1:] - cu_seqlens_k[:-1]).max())
+        sq_, sk_, sv_, so_, sdo_ = (_strides3(t) for t in (q, k, v, o, do))
+        assert lse.stride(-1) == 1
+        s_lse = (0, lse.stride(0))
+    else:
+        batch = q.shape[0]
+        hdim_axis = 2 if layout == "bshd" else 1
+        sdim_axis = 1 if layout == "bshd" else 2
+        hq, hk = q.shape[hdim_axis], k.shape[hdim_axis]
+        max_seqlen_q = q.shape[sdim_axis]
+        max_seqlen_k = k.shape[sdim_axis]
+        sq_, sk_, sv_, so_, sdo_ = (_strides4(t, layout) for t in (q, k, v, o, do))
+        assert lse.stride(-1) == 1
+        s_lse = (lse.stride(0), lse.stride(1))
+        cu_seqlens_q = cu_seqlens_k = torch.zeros(1, dtype=torch.int32, device=q.device)
+    assert hq % hk == 0
+
+    if out is None:
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    else:
+        dq, dk, dv = out
+    sdq_ = _strides3(dq) if varlen else _strides4(dq, layout)
+    sdk_ = _strides3(dk) if varlen else _strides4(dk, layout)
+    sdv_ = _strides3(dv) if varlen else _strides4(dv, layout)
+    delta = torch.empty(lse.shape, dtype=torch.float32, device=q.device)
+    s_delta = (0, delta.stride(0)) if varlen else (delta.stride(0), delta.stride(1))
+
+    if config is None:
+        if q.is_cuda:
+            major, minor = torch.cuda.get_device_capability(q.device)
+            config = default_config(head_dim, q.dtype, major * 10 + minor, dropout_p > 0.0)
+        else:
+            config = INTERP_CONFIG
+    enable_dropout = dropout_p > 0.0
+    seed_t = _scalar_i64(philox_seed, q.device)
+    off_t = _scalar_i64(philox_offset, q.device)
+    func = dict(BLOCK_DMODEL=block_d, PADDED_HEAD=head_dim != block_d, IS_VARLEN=varlen)
+
+    pre = dict(config["pre"])
+    grid = (triton.cdiv(max_seqlen_q, pre["BLOCK_M"]), batch * hq, 1)
+    bwd_preprocess[grid](o, do, delta, cu_seqlens_q, *so_, *sdo_, *s_delta,
+                         hq, max_seqlen_q, head_dim, **func, **pre)
+
+    func.update(CAUSAL_TYPE=causal_type, ENABLE_DROPOUT=enable_dropout)
+    common = (cu_seqlens_q, cu_seqlens_k, seed_t, off_t, float(sm_scale), float(dropout_p))
+    kv = dict(config["dkdv"])
+    grid = (triton.cdiv(max_seqlen_k, kv["BLOCK_N"]), batch * hk, 1)
+    bwd_dkdv[grid](q, k, v, do, dk, dv, lse, delta, *common,
+                   *sq_, *sk_, *sv_, *sdo_, *sdk_, *sdv_, *s_lse, *s_delta,
+                   hq, hk, max_seqlen_q, max_seqlen_k, head_dim, **func, **kv)
+    dqc = dict(config["dq"])
+    grid = (triton.cdiv(max_seqlen_q, dqc["BLOCK_M"]), batch * hq, 1)
+    bwd_dq[grid](q, k, v, do, dq, lse, delta, *common,
+                 *sq_, *sk_, *sv_, *sdo_, *sdq_, *s_lse, *s_delta,
+                 hq, hk, max_seqlen_q, max_seqlen_k, head_dim, **func, **dqc)
+    return dq, dk, dv
