@@ -1,8 +1,71 @@
 // pyaotriton: flash attention operators.
+#include "aotriton/flash.h"
 #include "binding_util.h"
 
 namespace pyaotriton {
 
-void bind_flash(nb::module_& m) {}
+using namespace aotriton;
+
+namespace {
+template <int R>
+TensorView<R> optional_view(const std::optional<TensorArg<R>>& t) {
+  return t ? view<R>(*t) : TensorView<R>{};
+}
+}  // namespace
+
+void bind_flash(nb::module_& m) {
+  m.def(
+      "attn_fwd",
+      [](const TensorArg<4>& q, const TensorArg<4>& k, const TensorArg<4>& v, const TensorArg<4>& out,
+         const TensorArg<3>& lse, float scale, int causal, float dropout_p, uintptr_t seed, uintptr_t offset,
+         const std::optional<TensorArg<4>>& mask, uintptr_t stream, std::optional<std::string> force_config) {
+        flash::FwdParams p;
+        p.q = view<4>(q);
+        p.k = view<4>(k);
+        p.v = view<4>(v);
+        p.out = view<4>(out);
+        p.lse = view<3>(lse);
+        p.softmax_scale = scale;
+        p.causal = static_cast<flash::CausalType>(causal);
+        p.dropout_p = dropout_p;
+        p.philox_seed = reinterpret_cast<const int64_t*>(seed);
+        p.philox_offset = reinterpret_cast<const int64_t*>(offset);
+        p.dropout_mask = optional_view<4>(mask);
+        return run([&](const KernelOptions* opt) { return flash::attn_fwd(p, stream_arg(stream), opt); }, force_config);
+      },
+      nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("lse"), nb::arg("scale"), nb::arg("causal"),
+      nb::arg("dropout_p"), nb::arg("philox_seed"), nb::arg("philox_offset"), nb::arg("mask").none(),
+      nb::arg("stream"), nb::arg("force_config") = nb::none());
+  m.def(
+      "attn_fwd_varlen",
+      [](const TensorArg<3>& q, const TensorArg<3>& k, const TensorArg<3>& v, const TensorArg<3>& out,
+         const TensorArg<2>& lse, uintptr_t cu_q, uintptr_t cu_k, int num_seqs, int max_sq, int max_sk, float scale,
+         int causal, float dropout_p, uintptr_t seed, uintptr_t offset, const std::optional<TensorArg<4>>& mask,
+         uintptr_t stream, std::optional<std::string> force_config) {
+        flash::FwdVarlenParams p;
+        p.q = view<3>(q);
+        p.k = view<3>(k);
+        p.v = view<3>(v);
+        p.out = view<3>(out);
+        p.lse = view<2>(lse);
+        p.cu_seqlens_q = reinterpret_cast<const int32_t*>(cu_q);
+        p.cu_seqlens_k = reinterpret_cast<const int32_t*>(cu_k);
+        p.num_seqs = num_seqs;
+        p.max_seqlen_q = max_sq;
+        p.max_seqlen_k = max_sk;
+        p.softmax_scale = scale;
+        p.causal = static_cast<flash::CausalType>(causal);
+        p.dropout_p = dropout_p;
+        p.philox_seed = reinterpret_cast<const int64_t*>(seed);
+        p.philox_offset = reinterpret_cast<const int64_t*>(offset);
+        p.dropout_mask = optional_view<4>(mask);
+        return run([&](const KernelOptions* opt) { return flash::attn_fwd_varlen(p, stream_arg(stream), opt); },
+                   force_config);
+      },
+      nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("lse"), nb::arg("cu_seqlens_q"),
+      nb::arg("cu_seqlens_k"), nb::arg("num_seqs"), nb::arg("max_seqlen_q"), nb::arg("max_seqlen_k"), nb::arg("scale"),
+      nb::arg("causal"), nb::arg("dropout_p"), nb::arg("philox_seed"), nb::arg("philox_offset"), nb::arg("mask").none(),
+      nb::arg("stream"), nb::arg("force_config") = nb::none());
+}
 
 }  // namespace pyaotriton

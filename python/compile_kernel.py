@@ -102,7 +102,7 @@ def main(argv=None):
     ap.add_argument("--timeout", type=int, default=int(os.environ.get("AOTRITON_COMPILE_TIMEOUT", 900)))
     args = ap.parse_args(argv)
 
-    sys.path.insert(0, str(HERE))
+    sys.path[:0] = [str(HERE), str(REPO)]
     from kernel_rules import config_name
     import rules
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(REPO)]  # rules import tritonsrc config tables
 
 import build_plan  # noqa: E402
 import codegen_cpp  # noqa: E402

@@ -1,0 +1,174 @@
+"""Flash attention forward through the Python package vs a float64 reference."""
+import math
+
+import pytest
+import torch
+
+from flash_reference import attention_ref, causal_visible, rel_err
+
+TOL = {torch.float16: 4e-3, torch.bfloat16: 2.5e-2, torch.float32: 4e-3}  # fp32 runs tf32 dots
+LSE_TOL = {torch.float16: 2e-3, torch.bfloat16: 2e-2, torch.float32: 2e-3}
+
+
+def make_qkv(B, Sq, Sk, Hq, Hk, D, dtype, layout="bshd"):
+    def t(S, H):
+        if layout == "bshd":
+            return torch.randn(B, S, H, D, device="cuda", dtype=dtype)
+        return torch.randn(B, H, S, D, device="cuda", dtype=dtype).transpose(1, 2)  # (B,H,S,D) storage
+    return t(Sq, Hq), t(Sk, Hk), t(Sk, Hk)
+
+
+def check(q, k, v, causal_code, dtype, **kw):
+    import aotriton
+
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    out, lse, _ = aotriton.flash_attn_func(q, k, v, softmax_scale=scale, causal_type=["none", "top_left",
+                                           "bottom_right"][causal_code], return_lse=True, **kw)
+    ref, ref_lse = attention_ref(q, k, v, scale, causal_code)
+    assert rel_err(out, ref) < TOL[dtype]
+    finite = torch.isfinite(ref_lse)
+    assert torch.equal(torch.isfinite(lse), finite), "rows that see no key must have lse = -inf, only those"
+    assert ((lse.double() - ref_lse)[finite].abs() / ref_lse[finite].abs().clamp_min(1)).max() < LSE_TOL[dtype]
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("D", [16, 40, 64, 72, 96, 111, 128, 160, 256])
+@pytest.mark.parametrize("causal", [0, 1, 2])
+def test_head_dims_and_causal(dtype, D, causal):
+    torch.manual_seed(D * 10 + causal)
+    q, k, v = make_qkv(2, 203, 113, 4, 2, D, dtype)
+    check(q, k, v, causal, dtype)
+
+
+@pytest.mark.parametrize("Sq,Sk", [(1, 1), (1, 1023), (17, 113), (113, 17), (1023, 203), (2049, 2049)])
+@pytest.mark.parametrize("causal", [0, 1, 2])
+def test_seqlens(Sq, Sk, causal):
+    torch.manual_seed(Sq + 7 * Sk + causal)
+    q, k, v = make_qkv(1, Sq, Sk, 4, 4, 64, torch.float16)
+    check(q, k, v, causal, torch.float16)
+
+
+@pytest.mark.parametrize("Hq,Hk", [(8, 8), (8, 2), (6, 1)])
+@pytest.mark.parametrize("layout", ["bshd", "bhsd"])
+def test_gqa_and_layouts(Hq, Hk, layout):
+    torch.manual_seed(Hq * 3 + Hk)
+    q, k, v = make_qkv(2, 300, 257, Hq, Hk, 128, torch.bfloat16, layout)
+    check(q, k, v, 2, torch.bfloat16)
+
+
+def test_fp32():
+    torch.manual_seed(5)
+    q, k, v = make_qkv(2, 77, 130, 2, 1, 64, torch.float32)
+    check(q, k, v, 1, torch.float32)
+
+
+def test_non_contiguous_inputs():
+    torch.manual_seed(6)
+    qkv = torch.randn(2, 190, 3, 4, 64, device="cuda", dtype=torch.float16)  # packed qkv
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    check(q, k, v, 0, torch.float16)
+
+
+@pytest.mark.parametrize("causal", [0, 2])
+def test_varlen(causal):
+    import aotriton
+
+    torch.manual_seed(11 + causal)
+    lens_q = [5, 1, 300, 17, 64]
+    lens_k = [7, 33, 290, 17, 1]
+    Hq, Hk, D = 4, 2, 96
+    q = torch.randn(sum(lens_q), Hq, D, device="cuda", dtype=torch.float16)
+    k = torch.randn(sum(lens_k), Hk, D, device="cuda", dtype=torch.float16)
+    v = torch.randn_like(k)
+    cu_q = torch.tensor([0] + list(torch.tensor(lens_q).cumsum(0)), dtype=torch.int32, device="cuda")
+    cu_k = torch.tensor([0] + list(torch.tensor(lens_k).cumsum(0)), dtype=torch.int32, device="cuda")
+    scale = 0.1
+    out, lse, _ = aotriton.flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(lens_q), max(lens_k), softmax_scale=scale,
+                                                  causal=bool(causal), return_lse=True)
+    for b in range(len(lens_q)):
+        qs, ks = slice(int(cu_q[b]), int(cu_q[b + 1])), slice(int(cu_k[b]), int(cu_k[b + 1]))
+        ref, ref_lse = attention_ref(q[None, qs], k[None, ks], v[None, ks], scale, causal)
+        if ref.abs().sum() > 0:
+            assert rel_err(out[None, qs], ref) < TOL[torch.float16], b
+        else:
+            assert torch.equal(out[qs], torch.zeros_like(out[qs]))
+        finite = torch.isfinite(ref_lse[0])
+        got = lse[:, qs]
+        assert torch.equal(torch.isfinite(got), finite)
+        assert (got.double() - ref_lse[0])[finite].abs().max(initial=0) < 1e-2
+
+
+def test_dropout_statistics_reproducibility_and_mask():
+    import aotriton
+
+    torch.manual_seed(3)
+    q, k, v = make_qkv(2, 257, 300, 4, 4, 64, torch.float16)
+    p = 0.3
+    philox = aotriton.philox_state(q.device, seed=1234, offset=0)
+    out1, lse1, _, mask = aotriton.flash_attn_func(q, k, v, p, causal=True, return_lse=True,
+                                                   return_dropout_mask=True, philox=philox)
+    out2 = aotriton.flash_attn_func(q, k, v, p, causal=True, philox=philox)
+    assert torch.equal(out1, out2), "same seed/offset must give identical output"
+    out3 = aotriton.flash_attn_func(q, k, v, p, causal=True, philox=aotriton.philox_state(q.device, seed=1235))
+    assert not torch.equal(out1, out3)
+    vis = causal_visible(257, 300, 2, q.device)
+    keep = mask.bool()
+    rate = keep[:, :, vis].float().mean().item()
+    n = keep[:, :, vis].numel()
+    assert abs(rate - (1 - p)) < 6 * math.sqrt(p * (1 - p) / n), rate
+    ref, _ = attention_ref(q, k, v, 1 / 8, 2, keep=keep, dropout_p=p)
+    assert rel_err(out1, ref) < TOL[torch.float16]
+
+
+def test_sdpa_shaped_call():
+    import aotriton
+
+    torch.manual_seed(9)
+    q = torch.randn(2, 8, 333, 128, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(2, 2, 333, 128, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    out = aotriton.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    ref = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(), is_causal=True,
+                                                           enable_gqa=True)
+    assert out.shape == q.shape
+    assert rel_err(out, ref) < TOL[torch.bfloat16]
+
+
+def test_bad_inputs_raise():
+    import aotriton
+
+    q, k, v = make_qkv(1, 16, 16, 4, 4, 64, torch.float16)
+    with pytest.raises(ValueError, match="head_dim 300"):
+        aotriton.flash_attn_func(*make_qkv(1, 16, 16, 2, 2, 300, torch.float16))
+    with pytest.raises(ValueError, match="expected fp16"):
+        aotriton.flash_attn_func(q, k.float(), v)
+    with pytest.raises(ValueError, match="multiple of num_heads_k"):
+        aotriton.flash_attn_func(q, k[:, :, :3], v[:, :, :3])
+    with pytest.raises(ValueError, match="size"):
+        aotriton.flash_attn_func(q, k[:, :8], v)
+    with pytest.raises(ValueError, match="contiguous"):
+        aotriton.flash_attn_func(q.transpose(-1, -2), k, v)
+    with pytest.raises(ValueError, match="dropout_p"):
+        aotriton.flash_attn_func(q, k, v, dropout_p=1.5)
+    with pytest.raises(ValueError, match="CUDA tensor"):
+        aotriton.flash_attn_func(q.cpu(), k, v)
+
+
+def test_cuda_graph_with_dropout():
+    import aotriton
+
+    torch.manual_seed(4)
+    q, k, v = make_qkv(1, 128, 128, 2, 2, 64, torch.float16)
+    philox = aotriton.philox_state(q.device, seed=7)
+    aotriton.flash_attn_func(q, k, v, 0.2, philox=philox)
+    s = torch.cuda.Stream()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(s):
+        with torch.cuda.graph(g, stream=s):
+            out = aotriton.flash_attn_func(q, k, v, 0.2, philox=philox)
+    philox[0].fill_(99)  # the graph reads the seed from device memory at replay
+    g.replay()
+    torch.cuda.synchronize()
+    expect = aotriton.flash_attn_func(q, k, v, 0.2, philox=aotriton.philox_state(q.device, seed=99))
+    assert torch.equal(out, expect)

@@ -1,0 +1,51 @@
+"""Default tuning configs of the flash forward kernel, shared by the AOT rules
+(python/rules_flash.py) and the JIT launcher. Plain Python: no torch, no triton.
+"""
+
+# Default tuning (BLOCK_M, BLOCK_N, num_warps, num_stages) per arch and head-dim
+# bucket. Each entry compiles for its arch within the shared-memory limit and
+# without register spills in the key loops, for every functional it is picked
+# for (checked with triton.compile for sm_90 and sm_80).
+_FP16 = {  # fp16 and bf16
+    90: {16: (128, 128, 8, 3), 32: (128, 128, 8, 3), 64: (128, 128, 8, 3),
+         128: (128, 128, 8, 3), 256: (128, 64, 8, 2)},
+    80: {16: (128, 128, 8, 3), 32: (128, 128, 8, 3), 64: (128, 128, 8, 3),
+         128: (128, 64, 8, 3), 256: (64, 64, 8, 2)},
+}
+# The d mask of padded heads costs registers: smaller key tiles there.
+_FP16_PADDED = {90: {128: (128, 64, 8, 3), 256: (128, 32, 8, 2)}, 80: {}}
+# Philox needs registers too; the int8 mask store (debug) even more.
+_DROPOUT = {16: (128, 64, 8, 2), 32: (128, 64, 8, 2), 64: (128, 64, 8, 2),
+            128: (128, 64, 8, 2), 256: (64, 32, 8, 2)}
+_DROPOUT_MASK = {16: (128, 32, 8, 2), 32: (128, 32, 8, 2), 64: (128, 32, 8, 2),
+                 128: (128, 32, 8, 2), 256: (64, 32, 8, 2)}
+# fp32 tiles take twice the shared memory (dots run as tf32 on GPUs).
+_FP32 = {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (128, 64, 8, 2),
+         128: (128, 32, 8, 2), 256: (32, 32, 4, 1)}
+_FP32_DROPOUT = {16: (64, 32, 4, 2), 32: (64, 32, 4, 2), 64: (64, 32, 4, 2),
+                 128: (64, 32, 4, 2), 256: (32, 32, 4, 1)}
+
+
+def head_dim_bucket(head_dim):
+    if head_dim < 1 or head_dim > 256:
+        raise ValueError(f"head_dim {head_dim} not in [1, 256]")
+    return max(16, 1 << (head_dim - 1).bit_length())
+
+
+def pick_config(arch, head_dim, dtype_name, dropout=False, return_mask=False):
+    """Default config dict. arch: 80, 90 (others use the nearest lower table);
+    dtype_name: "fp16", "bf16" or "fp32"."""
+    arch = 90 if arch >= 90 else 80
+    bucket = head_dim_bucket(head_dim)
+    if dtype_name == "fp32":
+        cfg = _FP32_DROPOUT[bucket] if dropout or return_mask else _FP32[bucket]
+    elif return_mask:
+        cfg = _DROPOUT_MASK[bucket]
+    elif dropout:
+        cfg = _DROPOUT[bucket]
+    elif bucket != head_dim and bucket in _FP16_PADDED[arch]:
+        cfg = _FP16_PADDED[arch][bucket]
+    else:
+        cfg = _FP16[arch][bucket]
+    bm, bn, w, st = cfg
+    return {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": st}
