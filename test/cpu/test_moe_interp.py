@@ -317,13 +317,14 @@ def dequant_weight_block(q, scale):
 
 
 @pytest.mark.parametrize("quant", [mj.QUANT_FP8_TENSOR, mj.QUANT_FP8_BLOCK])
-def test_grouped_gemm_fp8(quant):
+@pytest.mark.parametrize("block_n", [64, 256])  # block scales: one scalar / a vector per tile
+def test_grouped_gemm_fp8(quant, block_n):
     M, topk, E, N, K = 7, 2, 4, 160, 300
     gen = torch.Generator().manual_seed(quant)
     w, ids = routing(M, E, topk, gen)
     x = (torch.randn(M, K, generator=gen)).half()
     b = torch.randn(E, N, K, generator=gen) / K ** 0.5
-    cfg = dict(BLOCK_SIZE_M=16, BLOCK_SIZE_N=64, BLOCK_SIZE_K=64, GROUP_SIZE_M=1)
+    cfg = dict(BLOCK_SIZE_M=16, BLOCK_SIZE_N=block_n, BLOCK_SIZE_K=64, GROUP_SIZE_M=1)
     if quant == mj.QUANT_FP8_TENSOR:
         a_s = torch.tensor([x.float().abs().max().item() / 448.0])
         a_q = mj.per_tensor_quant_fp8(x, a_s)

@@ -31,15 +31,17 @@ Constexprs
 Grid: (cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N), 1, 1), EM = length of
   sorted_token_ids (numel + E * (BLOCK_SIZE_M - 1)); programs whose M block
   starts at or past num_tokens_post_padded[0] exit at once.
-Suggested sm_90 defaults by M (tokens), fp16/bf16 and fp8 per-tensor
-  (BM, BN, BK, GROUP_M, warps, stages):
-    M <= 16:  16,  64, 128,  1, 4, 4
-    M <= 64:  16, 128, 128,  1, 4, 4
-    M <= 512: 64, 128,  64,  8, 4, 4
-    larger:  128, 128,  64, 16, 8, 4    (fp8: BK 128, stages 3)
-  fp8 block (BK <= 128): M<=16: 16,64,128,1,4,4; M<=64: 16,128,128,1,4,3;
-    M<=512: 64,128,128,8,4,3; larger: 128,128,128,16,8,3.
-  sm_80 (fp16/bf16 only): same, num_stages 3 for BM=128.
+Defaults per M bin (tokens; the table lives in moe_jit.DEFAULT_CONFIGS), as
+  (BM, BN, BK, GROUP_M, warps, stages), all compile-checked spill-free:
+                  M <= 16          M <= 64          M <= 512         larger
+  sm_90 fp16/bf16 16,64,128,1,4,4  16,128,128,1,4,4 64,128,64,8,4,4  128,128,64,16,8,4
+  sm_90 fp8 tens. 16,64,128,1,4,4  16,128,128,1,4,4 64,128,128,8,4,3 128,128,128,16,8,3
+  sm_90 fp8 block 16,64,128,1,4,4  16,128,128,1,4,4 64,128,128,8,4,3 128,128,128,16,8,3
+  ALIGNED=False   16,64,64,1,4,2   16,64,64,1,4,2   64,64,64,8,8,2   64,64,64,8,8,2
+  sm_80 (fp16/bf16 only): the sm_90 fp16 row (shared memory <= 110 KB).
+  BM >= 64 with 4 or 8 warps lowers to wgmma on sm_90; BM = 16/32 to mma.sync.
+  Shared memory (sm_90, fp16, stages-1 buffers): 16,64,128,s4: 60 KB;
+  64,128,64,s4: 96 KB; 128,128,64,s4: 128 KB; 128,128,128,s3: 192 KB.
 """
 import triton
 import triton.language as tl
@@ -113,12 +115,17 @@ def fused_moe_kernel(a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights
     # Wrap the N offsets so B loads need no N mask (the store masks columns).
     offs_bn = offs_n % N
     offs_k = tl.arange(0, BLOCK_SIZE_K)
-    a_row = slot64 // top_k
+    a_row = (slot // top_k).to(tl.int64)
     a_ptrs = a_ptr + a_row[:, None] * stride_am + offs_k[None, :]
     b_ptrs = b_ptr + expert * stride_be + offs_k[:, None] + offs_bn[None, :] * stride_bn
     if QUANT == 2:
         as_ptrs = a_scale_ptr + a_row * stride_asm
-        bs_ptrs = b_scale_ptr + expert * stride_bse + (offs_bn // SCALE_GROUP) * stride_bsn
+        if BLOCK_SIZE_N <= SCALE_GROUP:
+            # The tile's valid columns lie in one 128-wide scale group (BLOCK_SIZE_N
+            # divides 128): one scalar per K step, fewer registers than a vector.
+            bs_ptrs = b_scale_ptr + expert * stride_bse + (pid_n * BLOCK_SIZE_N // SCALE_GROUP) * stride_bsn
+        else:
+            bs_ptrs = b_scale_ptr + expert * stride_bse + (offs_bn // SCALE_GROUP) * stride_bsn
 
     acc = tl.zeros([BLOCK_SIZE_M, BLOCK_SIZE_N], dtype=tl.float32)
     for kb in range(0, tl.cdiv(K, BLOCK_SIZE_K)):
@@ -129,7 +136,10 @@ def fused_moe_kernel(a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights
             kg = (kb * BLOCK_SIZE_K) // SCALE_GROUP
             a_s = tl.load(as_ptrs + kg * stride_ask, mask=slot_ok, other=0.0)
             b_s = tl.load(bs_ptrs + kg * stride_bsk)
-            acc += tl.dot(a, b) * a_s[:, None] * b_s[None, :]
+            if BLOCK_SIZE_N <= SCALE_GROUP:
+                acc += tl.dot(a, b) * (a_s * b_s)[:, None]
+            else:
+                acc += tl.dot(a, b) * a_s[:, None] * b_s[None, :]
         else:
             acc = tl.dot(a, b, acc=acc)
         a_ptrs += BLOCK_SIZE_K

@@ -38,7 +38,7 @@ def topk_softmax(logits, topk, renormalize=False, block_m=None, num_warps=4):
 
 
 def moe_align_block_size(topk_ids, block_size, num_experts, expert_map=None, path="auto",
-                         block_t=256, block_eg=32, block_c=32, block_b=128):
+                         block_t=256, block_eg=32, block_c=32, block_b=None):
     """topk_ids int32 [M, topk] -> (sorted_token_ids, expert_ids, num_tokens_post_padded).
 
     num_experts counts local experts (ids after expert_map). path: "small"
@@ -55,6 +55,8 @@ def moe_align_block_size(topk_ids, block_size, num_experts, expert_map=None, pat
     has_map = expert_map is not None
     emap = expert_map.to(torch.int32).contiguous() if has_map else flat  # dummy when unused
     block_e = _block_e(num_experts, 16)
+    if block_b is None:  # keep the [BLOCK_B, BLOCK_E] expert search tile <= 4K elements
+        block_b = max(8, min(128, 4096 // block_e))
     if path == "auto":
         path = "small" if numel <= 1024 else "general"
     if path == "small":
@@ -84,19 +86,40 @@ def moe_align_block_size(topk_ids, block_size, num_experts, expert_map=None, pat
     return sorted_ids, expert_ids, ntpp
 
 
-DEFAULT_CONFIGS = {  # sm_90, by M bin: (BM, BN, BK, GROUP_M, warps, stages)
-    16: dict(BLOCK_SIZE_M=16, BLOCK_SIZE_N=64, BLOCK_SIZE_K=128, GROUP_SIZE_M=1, num_warps=4, num_stages=4),
-    64: dict(BLOCK_SIZE_M=16, BLOCK_SIZE_N=128, BLOCK_SIZE_K=128, GROUP_SIZE_M=1, num_warps=4, num_stages=4),
-    512: dict(BLOCK_SIZE_M=64, BLOCK_SIZE_N=128, BLOCK_SIZE_K=64, GROUP_SIZE_M=8, num_warps=4, num_stages=4),
-    None: dict(BLOCK_SIZE_M=128, BLOCK_SIZE_N=128, BLOCK_SIZE_K=64, GROUP_SIZE_M=16, num_warps=8, num_stages=4),
+def _cfg(bm, bn, bk, g, w, st):
+    return dict(BLOCK_SIZE_M=bm, BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, GROUP_SIZE_M=g,
+                num_warps=w, num_stages=st)
+
+
+# sm_90 defaults per M bin (M <= 16, <= 64, <= 512, larger); compile-checked:
+# no spills, shared memory <= 192 KB (sm_90 has 227 KB). Keys: quant mode; "unaligned" is the
+# ALIGNED=False fallback (scalar loads, small tiles keep it spill-free).
+DEFAULT_CONFIGS = {
+    QUANT_NONE: [_cfg(16, 64, 128, 1, 4, 4), _cfg(16, 128, 128, 1, 4, 4),
+                 _cfg(64, 128, 64, 8, 4, 4), _cfg(128, 128, 64, 16, 8, 4)],
+    QUANT_FP8_TENSOR: [_cfg(16, 64, 128, 1, 4, 4), _cfg(16, 128, 128, 1, 4, 4),
+                       _cfg(64, 128, 128, 8, 4, 3), _cfg(128, 128, 128, 16, 8, 3)],
+    QUANT_FP8_BLOCK: [_cfg(16, 64, 128, 1, 4, 4), _cfg(16, 128, 128, 1, 4, 4),
+                      _cfg(64, 128, 128, 8, 4, 3), _cfg(128, 128, 128, 16, 8, 3)],
+    "unaligned": [_cfg(16, 64, 64, 1, 4, 2), _cfg(16, 64, 64, 1, 4, 2),
+                  _cfg(64, 64, 64, 8, 8, 2), _cfg(64, 64, 64, 8, 8, 2)],
 }
+# Candidates for a GPU sweep (sm_90, ALIGNED). (16, 64, 256) is not valid for
+# QUANT_FP8_BLOCK (BLOCK_SIZE_K <= 128); (128, 256, 64) spills on sm_80.
+SWEEP_CANDIDATES = [
+    _cfg(16, 64, 128, 1, 4, 4), _cfg(16, 128, 128, 1, 4, 4), _cfg(16, 64, 256, 1, 4, 3),
+    _cfg(32, 64, 128, 1, 4, 4), _cfg(64, 64, 64, 8, 4, 3), _cfg(64, 128, 64, 8, 4, 4),
+    _cfg(64, 128, 128, 8, 4, 3), _cfg(64, 256, 64, 8, 8, 3), _cfg(128, 128, 64, 16, 8, 4),
+    _cfg(128, 128, 128, 16, 8, 3),
+]
 
 
-def default_config(M):
-    for bound in (16, 64, 512):
+def default_config(M, quant=QUANT_NONE, aligned=True):
+    table = DEFAULT_CONFIGS[quant if aligned else "unaligned"]
+    for i, bound in enumerate((16, 64, 512)):
         if M <= bound:
-            return dict(DEFAULT_CONFIGS[bound])
-    return dict(DEFAULT_CONFIGS[None])
+            return dict(table[i])
+    return dict(table[3])
 
 
 def invoke_grouped_gemm(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top_k, config,
@@ -201,7 +224,10 @@ def fused_experts_jit(hidden, w1, w2, topk_weights, topk_ids, expert_map=None, q
     M, H = hidden.shape
     E, N2, _ = w1.shape
     topk = topk_ids.shape[1]
-    config = dict(config or default_config(M))
+    if config is None:
+        aligned = all(v % 16 == 0 for v in (H, N2, hidden.stride(0), w1.stride(0), w1.stride(1)))
+        config = default_config(M, quant, aligned)
+    config = dict(config)
     sorted_ids, expert_ids, ntpp = moe_align_block_size(
         topk_ids, config["BLOCK_SIZE_M"], E, expert_map, path=align_path)
     weights = topk_weights.to(torch.float32).contiguous()
