@@ -52,8 +52,9 @@ def _dkdv_tiles(dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
                 row0, nblk, group, hq_base, bh_base, offs_n, offs_d, head_dim,
                 seqlen_q, diag, qk_scale, seed, philox_offset,
                 max_seqlen_q, max_seqlen_k, dropout_p,
+                dqa_zbase, stride_dqa_h, stride_dqa_m, n_ok,
                 BLOCK_M: tl.constexpr, PADDED_HEAD: tl.constexpr,
-                CAUSAL: tl.constexpr, ENABLE_DROPOUT: tl.constexpr):
+                CAUSAL: tl.constexpr, ENABLE_DROPOUT: tl.constexpr, FUSE_DQ: tl.constexpr):
     """Rows [row0, row0 + nblk * BLOCK_M) of each query head of the group.
 
     One flat loop over (head, row block): a nested head loop made the
@@ -63,11 +64,15 @@ def _dkdv_tiles(dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
     seqlen_q load as 0 with lse = +inf, so P = 0 there without score masks;
     keys past seqlen_k only pollute dK/dV rows that are never stored.
     CAUSAL adds the diagonal mask (where() after exp2: rows with lse = -inf
-    see no key and give inf there, which the select drops)."""
+    see no key and give inf there, which the select drops).
+    FUSE_DQ also adds dS Q-block products into the fp32 dQ accumulator with
+    atomics (sm_scale applied later by bwd_dq_convert)."""
     offs_mb = tl.arange(0, BLOCK_M)
     d_ok = offs_d < head_dim
     q_offs = offs_mb[:, None] * stride_qm + offs_d[None, :]
     do_offs = offs_mb[:, None] * stride_dom + offs_d[None, :]
+    if FUSE_DQ:
+        dqa_offs = offs_mb[:, None] * stride_dqa_m + offs_d[None, :]
     for t in tl.range(0, group * nblk):
         g = t // nblk
         start_m = row0 + (t - g * nblk) * BLOCK_M
@@ -91,6 +96,9 @@ def _dkdv_tiles(dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
         pT = tl.math.exp2(qkT * qk_scale - (lse * LOG2E)[None, :])
         if CAUSAL:
             pT = tl.where(offs_n[:, None] <= offs_m[None, :] + diag, pT, 0.0)
+        if FUSE_DQ:
+            # Keys past seqlen_k now reach dQ: drop them (P may be inf there).
+            pT = tl.where(n_ok[:, None], pT, 0.0)
         dpT = tl.dot(v, tl.trans(do))
         if ENABLE_DROPOUT:
             keep = tl.trans(keep_mask(seed, philox_offset, bh_base + g, offs_m, offs_n,
@@ -102,9 +110,126 @@ def _dkdv_tiles(dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
             pdT = pT
         dv = tl.dot(pdT.to(do.dtype), do, dv)
         # dS = P * (dP - Delta); sm_scale is applied once at the end.
-        dsT = pT * (dpT - delta[None, :])
-        dk = tl.dot(dsT.to(q.dtype), q, dk)
+        dsT = (pT * (dpT - delta[None, :])).to(q.dtype)
+        dk = tl.dot(dsT, q, dk)
+        if FUSE_DQ:
+            dq = tl.dot(tl.trans(dsT), k)
+            dqa_ptr = dqa_zbase + off_h.to(tl.int64) * stride_dqa_h + start_m * stride_dqa_m
+            tl.atomic_add(dqa_ptr + dqa_offs, dq, mask=ld, sem="relaxed")
     return dk, dv
+
+
+@triton.jit
+def _dkdv_program(
+    Q, K, V, DO, DK, DV, LSE, Delta, DQA, philox_seed_ptr, philox_offset_ptr,
+    sm_scale, dropout_p,
+    stride_qz, stride_qh, stride_qm,
+    stride_kz, stride_kh, stride_kn,
+    stride_vz, stride_vh, stride_vn,
+    stride_doz, stride_doh, stride_dom,
+    stride_dkz, stride_dkh, stride_dkn,
+    stride_dvz, stride_dvh, stride_dvn,
+    stride_lse_z, stride_lse_h,
+    stride_delta_z, stride_delta_h,
+    stride_dqa_z, stride_dqa_h, stride_dqa_m,
+    num_heads_q, max_seqlen_q, max_seqlen_k, head_dim,
+    off_z, off_hk, group, start_n, q_start, seqlen_q, k_start, seqlen_k,
+    BLOCK_DMODEL: tl.constexpr, PADDED_HEAD: tl.constexpr, CAUSAL_TYPE: tl.constexpr,
+    IS_VARLEN: tl.constexpr, ENABLE_DROPOUT: tl.constexpr, FUSE_DQ: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Body of bwd_dkdv / bwd_fused for keys [start_n, start_n + BLOCK_N) of
+    one (sequence, kv head); DQA (fp32 dQ accumulator) is used iff FUSE_DQ."""
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_DMODEL)
+    n_ok = offs_n < seqlen_k
+    if PADDED_HEAD:
+        kv_mask = n_ok[:, None] & (offs_d < head_dim)[None, :]
+    else:
+        kv_mask = n_ok[:, None]
+
+    # 64-bit base offsets; in-sequence offsets stay 32-bit.
+    k_base = K + off_z.to(tl.int64) * stride_kz + off_hk.to(tl.int64) * stride_kh
+    v_base = V + off_z.to(tl.int64) * stride_vz + off_hk.to(tl.int64) * stride_vh
+    dk_base = DK + off_z.to(tl.int64) * stride_dkz + off_hk.to(tl.int64) * stride_dkh
+    dv_base = DV + off_z.to(tl.int64) * stride_dvz + off_hk.to(tl.int64) * stride_dvh
+    if IS_VARLEN:
+        k_base += k_start.to(tl.int64) * stride_kn
+        v_base += k_start.to(tl.int64) * stride_vn
+        dk_base += k_start.to(tl.int64) * stride_dkn
+        dv_base += k_start.to(tl.int64) * stride_dvn
+    k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :], mask=kv_mask, other=0.0)
+    v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_d[None, :], mask=kv_mask, other=0.0)
+
+    if ENABLE_DROPOUT:
+        seed = tl.load(philox_seed_ptr)
+        philox_offset = tl.load(philox_offset_ptr)
+    else:
+        seed = 0
+        philox_offset = 0
+
+    # Row range split (same for every head of the group):
+    #   [lo, full_lo)        causal diagonal: some (row, key) pairs hidden
+    #   [full_lo, seqlen_q)  every pair visible (rows past seqlen_q load as 0)
+    if CAUSAL_TYPE == 0:
+        diag = 0
+        full_lo = 0
+    else:
+        if CAUSAL_TYPE == 1:
+            diag = 0
+        else:
+            diag = seqlen_k - seqlen_q
+        # Row i sees key j iff j <= i + diag: rows before lo see none of ours,
+        # rows from start_n + BLOCK_N - 1 - diag on see all of them.
+        lo = tl.maximum(start_n - diag, 0)
+        diag_end = tl.minimum(start_n + BLOCK_N - 1 - diag, seqlen_q)
+        n_diag = tl.cdiv(tl.maximum(diag_end - lo, 0), BLOCK_M)
+        full_lo = lo + n_diag * BLOCK_M
+    n_full = tl.cdiv(tl.maximum(seqlen_q - full_lo, 0), BLOCK_M)
+
+    if FUSE_DQ:
+        dqa_zbase = DQA + off_z.to(tl.int64) * stride_dqa_z
+        if IS_VARLEN:
+            dqa_zbase += q_start.to(tl.int64) * stride_dqa_m
+    else:
+        dqa_zbase = DQA
+    q_zbase = Q + off_z.to(tl.int64) * stride_qz
+    do_zbase = DO + off_z.to(tl.int64) * stride_doz
+    if IS_VARLEN:
+        q_zbase += q_start.to(tl.int64) * stride_qm
+        do_zbase += q_start.to(tl.int64) * stride_dom
+    lse_zbase = LSE + off_z.to(tl.int64) * stride_lse_z + q_start
+    delta_zbase = Delta + off_z.to(tl.int64) * stride_delta_z + q_start
+    hq_base = off_hk * group
+    bh_base = off_z * num_heads_q + hq_base
+
+    qk_scale = sm_scale * LOG2E
+    dk = tl.zeros([BLOCK_N, BLOCK_DMODEL], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_DMODEL], dtype=tl.float32)
+    # Fixed-order sums over heads and row blocks: deterministic.
+    if CAUSAL_TYPE != 0:
+        dk, dv = _dkdv_tiles(
+            dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
+            stride_qh, stride_qm, stride_doh, stride_dom, stride_lse_h, stride_delta_h,
+            lo, n_diag, group, hq_base, bh_base, offs_n, offs_d, head_dim,
+            seqlen_q, diag, qk_scale, seed, philox_offset,
+            max_seqlen_q, max_seqlen_k, dropout_p,
+            dqa_zbase, stride_dqa_h, stride_dqa_m, n_ok,
+            BLOCK_M, PADDED_HEAD, True, ENABLE_DROPOUT, FUSE_DQ)
+    dk, dv = _dkdv_tiles(
+        dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
+        stride_qh, stride_qm, stride_doh, stride_dom, stride_lse_h, stride_delta_h,
+        full_lo, n_full, group, hq_base, bh_base, offs_n, offs_d, head_dim,
+        seqlen_q, diag, qk_scale, seed, philox_offset,
+        max_seqlen_q, max_seqlen_k, dropout_p,
+        dqa_zbase, stride_dqa_h, stride_dqa_m, n_ok,
+        BLOCK_M, PADDED_HEAD, False, ENABLE_DROPOUT, FUSE_DQ)
+
+    dk = dk * sm_scale
+    tl.store(dk_base + offs_n[:, None] * stride_dkn + offs_d[None, :],
+             dk.to(DK.dtype.element_ty), mask=kv_mask)
+    tl.store(dv_base + offs_n[:, None] * stride_dvn + offs_d[None, :],
+             dv.to(DV.dtype.element_ty), mask=kv_mask)
 
 
 @triton.jit
@@ -170,85 +295,19 @@ def bwd_dkdv(
     if start_n >= seqlen_k:
         return
 
-    offs_n = start_n + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_DMODEL)
-    n_ok = offs_n < seqlen_k
-    if PADDED_HEAD:
-        kv_mask = n_ok[:, None] & (offs_d < head_dim)[None, :]
-    else:
-        kv_mask = n_ok[:, None]
-
-    # 64-bit base offsets; in-sequence offsets stay 32-bit.
-    k_base = K + off_z.to(tl.int64) * stride_kz + off_hk.to(tl.int64) * stride_kh
-    v_base = V + off_z.to(tl.int64) * stride_vz + off_hk.to(tl.int64) * stride_vh
-    dk_base = DK + off_z.to(tl.int64) * stride_dkz + off_hk.to(tl.int64) * stride_dkh
-    dv_base = DV + off_z.to(tl.int64) * stride_dvz + off_hk.to(tl.int64) * stride_dvh
-    if IS_VARLEN:
-        k_base += k_start.to(tl.int64) * stride_kn
-        v_base += k_start.to(tl.int64) * stride_vn
-        dk_base += k_start.to(tl.int64) * stride_dkn
-        dv_base += k_start.to(tl.int64) * stride_dvn
-    k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :], mask=kv_mask, other=0.0)
-    v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_d[None, :], mask=kv_mask, other=0.0)
-
-    if ENABLE_DROPOUT:
-        seed = tl.load(philox_seed_ptr)
-        philox_offset = tl.load(philox_offset_ptr)
-    else:
-        seed = 0
-        philox_offset = 0
-
-    # Row range split (same for every head of the group):
-    #   [lo, full_lo)        causal diagonal: some (row, key) pairs hidden
-    #   [full_lo, seqlen_q)  every pair visible (rows past seqlen_q load as 0)
-    if CAUSAL_TYPE == 0:
-        diag = 0
-        full_lo = 0
-    else:
-        if CAUSAL_TYPE == 1:
-            diag = 0
-        else:
-            diag = seqlen_k - seqlen_q
-        # Row i sees key j iff j <= i + diag: rows before lo see none of ours,
-        # rows from start_n + BLOCK_N - 1 - diag on see all of them.
-        lo = tl.maximum(start_n - diag, 0)
-        diag_end = tl.minimum(start_n + BLOCK_N - 1 - diag, seqlen_q)
-        n_diag = tl.cdiv(tl.maximum(diag_end - lo, 0), BLOCK_M)
-        full_lo = lo + n_diag * BLOCK_M
-    n_full = tl.cdiv(tl.maximum(seqlen_q - full_lo, 0), BLOCK_M)
-
-    q_zbase = Q + off_z.to(tl.int64) * stride_qz
-    do_zbase = DO + off_z.to(tl.int64) * stride_doz
-    if IS_VARLEN:
-        q_zbase += q_start.to(tl.int64) * stride_qm
-        do_zbase += q_start.to(tl.int64) * stride_dom
-    lse_zbase = LSE + off_z.to(tl.int64) * stride_lse_z + q_start
-    delta_zbase = Delta + off_z.to(tl.int64) * stride_delta_z + q_start
-    hq_base = off_hk * group
-    bh_base = off_z * num_heads_q + hq_base
-
-    qk_scale = sm_scale * LOG2E
-    dk = tl.zeros([BLOCK_N, BLOCK_DMODEL], dtype=tl.float32)
-    dv = tl.zeros([BLOCK_N, BLOCK_DMODEL], dtype=tl.float32)
-    # Fixed-order sums over heads and row blocks: deterministic.
-    if CAUSAL_TYPE != 0:
-        dk, dv = _dkdv_tiles(
-            dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
-            stride_qh, stride_qm, stride_doh, stride_dom, stride_lse_h, stride_delta_h,
-            lo, n_diag, group, hq_base, bh_base, offs_n, offs_d, head_dim,
-            seqlen_q, diag, qk_scale, seed, philox_offset,
-            max_seqlen_q, max_seqlen_k, dropout_p,
-            BLOCK_M, PADDED_HEAD, True, ENABLE_DROPOUT)
-    dk, dv = _dkdv_tiles(
-        dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
-        stride_qh, stride_qm, stride_doh, stride_dom, stride_lse_h, stride_delta_h,
-        full_lo, n_full, group, hq_base, bh_base, offs_n, offs_d, head_dim,
-        seqlen_q, diag, qk_scale, seed, philox_offset,
-        max_seqlen_q, max_seqlen_k, dropout_p,
-        BLOCK_M, PADDED_HEAD, False, ENABLE_DROPOUT)
-
-    dk = dk * sm_scale
-    tl.store(dk_base + offs_n[:, None] * stride_dkn + offs_d[None, :],
-             dk.to(DK.dtype.element_ty), mask=kv_mask)
-    tl.store(dv_base + offs_n[:, None] * stride_dvn + offs_d[None, :],
-             dv.to(DV.dtype.element_ty), mask=kv_mask)
+    _dkdv_program(
+        Q, K, V, DO, DK, DV, LSE, Delta, DK, philox_seed_ptr, philox_offset_ptr,
+        sm_scale, dropout_p,
+        stride_qz, stride_qh, stride_qm,
+        stride_kz, stride_kh, stride_kn,
+        stride_vz, stride_vh, stride_vn,
+        stride_doz, stride_doh, stride_dom,
+        stride_dkz, stride_dkh, stride_dkn,
+        stride_dvz, stride_dvh, stride_dvn,
+        stride_lse_z, stride_lse_h,
+        stride_delta_z, stride_delta_h,
+        0, 0, 0,
+        num_heads_q, max_seqlen_q, max_seqlen_k, head_dim,
+        off_z, off_hk, group, start_n, q_start, seqlen_q, k_start, seqlen_k,
+        BLOCK_DMODEL, PADDED_HEAD, CAUSAL_TYPE, IS_VARLEN, ENABLE_DROPOUT, False,
+        BLOCK_M, BLOCK_N)

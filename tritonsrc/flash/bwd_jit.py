@@ -9,6 +9,7 @@ import triton
 
 from .bwd_dkdv import bwd_dkdv
 from .bwd_dq import bwd_dq
+from .bwd_fused import bwd_dq_convert, bwd_fused
 from .bwd_preprocess import bwd_preprocess
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages) per arch, element size, kernel
@@ -71,6 +72,27 @@ CANDIDATE_CONFIGS = {
               (64, 32, 8, 3), (32, 64, 8, 2)],
     },
 }
+# bwd_fused (fp16/bf16) per arch, dropout on/off and bucket; fp32 uses the
+# fp32 dkdv row. Compile checks only: no spills except D=256.
+FUSED_CONFIGS = {
+    (90, False): {16: (64, 128, 8, 2), 32: (64, 128, 8, 2), 64: (64, 128, 8, 2),
+                  128: (32, 128, 8, 2), 256: (16, 32, 4, 2)},
+    (90, True): {16: (32, 128, 8, 2), 32: (32, 128, 8, 2), 64: (32, 128, 8, 2),
+                 128: (16, 128, 8, 2), 256: (16, 32, 4, 2)},
+    (80, False): {16: (64, 128, 8, 2), 32: (64, 128, 8, 2), 64: (32, 128, 8, 2),
+                  128: (32, 64, 8, 2), 256: (16, 64, 8, 2)},
+    (80, True): {16: (32, 128, 8, 2), 32: (32, 128, 8, 2), 64: (32, 128, 8, 2),
+                 128: (32, 64, 8, 2), 256: (16, 64, 8, 2)},
+}
+_FU_SMALL = [(64, 128, 8, 2), (32, 128, 8, 2), (64, 128, 8, 3), (32, 128, 4, 2),
+             (64, 64, 4, 2), (32, 64, 4, 3), (16, 128, 8, 2), (32, 64, 8, 2)]
+CANDIDATE_CONFIGS["fused"] = {
+    16: _FU_SMALL, 32: _FU_SMALL,
+    64: [(64, 128, 8, 2), (32, 128, 8, 2), (16, 128, 8, 2), (32, 64, 8, 2),
+         (32, 64, 4, 3), (64, 64, 4, 2)],
+    128: [(32, 128, 8, 2), (16, 128, 8, 2), (32, 64, 8, 2), (16, 64, 8, 2), (64, 64, 8, 2)],
+    256: [(16, 32, 4, 2), (16, 64, 8, 2), (16, 64, 8, 3), (16, 64, 8, 1)],
+}
 PRE_CONFIG = {"BLOCK_M": 128, "num_warps": 4, "num_stages": 1}
 # Tiny tiles for the interpreter: many blocks on small shapes, fast numpy.
 INTERP_CONFIG = {"pre": {"BLOCK_M": 16}, "dkdv": {"BLOCK_M": 16, "BLOCK_N": 16},
@@ -81,8 +103,9 @@ def _bucket(head_dim):
     return max(16, triton.next_power_of_2(head_dim))
 
 
-def default_config(head_dim, dtype, arch, dropout=False):
-    """Config dict for attn_bwd_jit(config=...) from DEFAULT_CONFIGS."""
+def default_config(head_dim, dtype, arch, dropout=False, fused=False):
+    """Config dict for attn_bwd_jit(config=...) from DEFAULT_CONFIGS
+    (fused: config["dkdv"] holds the bwd_fused tiles from FUSED_CONFIGS)."""
     arch = 90 if arch >= 90 else 80
     kind = "fp32" if dtype == torch.float32 else "16bit"
     b = _bucket(head_dim)
@@ -96,6 +119,9 @@ def default_config(head_dim, dtype, arch, dropout=False):
             key = DROPOUT_SHRINK[kern]
             c[key] = max(16, c[key] // 2)
         cfg[kern] = c
+    if fused and kind == "16bit":
+        bm, bn, w, s = FUSED_CONFIGS[(arch, bool(dropout))][b]
+        cfg["dkdv"] = {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": s}
     return cfg
 
 
@@ -122,7 +148,8 @@ def _scalar_i64(x, device):
 
 def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
                  cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None,
-                 dropout_p=0.0, philox_seed=None, philox_offset=None, config=None, out=None):
+                 dropout_p=0.0, philox_seed=None, philox_offset=None, config=None, out=None,
+                 fused=False):
     """Gradients (dq, dk, dv) of flash attention.
 
     Batched: q/o/do (B, Sq, Hq, D) for layout "bshd" or (B, Hq, Sq, D) for
@@ -133,6 +160,9 @@ def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
     config: {"pre": {...}, "dkdv": {...}, "dq": {...}} with BLOCK_M/BLOCK_N/
     num_warps/num_stages; default: default_config() on CUDA, tiny tiles on CPU.
     out: optional (dq, dk, dv) tensors to write into (e.g. NaN-poisoned).
+    fused: False runs the deterministic split path (bwd_dkdv + bwd_dq, no
+    atomics); True runs bwd_fused (dQ by fp32 atomics) + bwd_dq_convert, with
+    config["dkdv"] as the bwd_fused tiles.
     """
     varlen = cu_seqlens_q is not None
     head_dim = q.shape[-1]
@@ -173,7 +203,7 @@ def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
     if config is None:
         if q.is_cuda:
             major, minor = torch.cuda.get_device_capability(q.device)
-            config = default_config(head_dim, q.dtype, major * 10 + minor, dropout_p > 0.0)
+            config = default_config(head_dim, q.dtype, major * 10 + minor, dropout_p > 0.0, fused)
         else:
             config = INTERP_CONFIG
     enable_dropout = dropout_p > 0.0
@@ -181,15 +211,31 @@ def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
     off_t = _scalar_i64(philox_offset, q.device)
     func = dict(BLOCK_DMODEL=block_d, PADDED_HEAD=head_dim != block_d, IS_VARLEN=varlen)
 
+    if fused:
+        dqa = torch.empty_like(q, dtype=torch.float32)
+        if not q.is_cuda:
+            dqa.fill_(float("nan"))  # interpreter: prove bwd_preprocess zeroes it
+        s_dqa = _strides3(dqa) if varlen else _strides4(dqa, layout)
+    else:
+        dqa, s_dqa = delta, (0, 0, 0)
     pre = dict(config["pre"])
     grid = (triton.cdiv(max_seqlen_q, pre["BLOCK_M"]), batch * hq, 1)
-    bwd_preprocess[grid](o, do, delta, cu_seqlens_q, *so_, *sdo_, *s_delta,
-                         hq, max_seqlen_q, head_dim, **func, **pre)
+    bwd_preprocess[grid](o, do, delta, dqa, cu_seqlens_q, *so_, *sdo_, *s_delta, *s_dqa,
+                         hq, max_seqlen_q, head_dim, **func, ZERO_DQ_ACC=fused, **pre)
 
     func.update(CAUSAL_TYPE=causal_type, ENABLE_DROPOUT=enable_dropout)
     common = (cu_seqlens_q, cu_seqlens_k, seed_t, off_t, float(sm_scale), float(dropout_p))
     kv = dict(config["dkdv"])
     grid = (triton.cdiv(max_seqlen_k, kv["BLOCK_N"]), batch * hk, 1)
+    if fused:
+        bwd_fused[grid](q, k, v, do, dk, dv, dqa, lse, delta, *common,
+                        *sq_, *sk_, *sv_, *sdo_, *sdk_, *sdv_, *s_dqa, *s_lse, *s_delta,
+                        hq, hk, max_seqlen_q, max_seqlen_k, head_dim, **func, **kv)
+        grid = (triton.cdiv(max_seqlen_q, pre["BLOCK_M"]), batch * hq, 1)
+        bwd_dq_convert[grid](dqa, dq, cu_seqlens_q, float(sm_scale), *s_dqa, *sdq_,
+                             hq, max_seqlen_q, head_dim, BLOCK_DMODEL=block_d,
+                             PADDED_HEAD=head_dim != block_d, IS_VARLEN=varlen, **pre)
+        return dq, dk, dv
     bwd_dkdv[grid](q, k, v, do, dk, dv, lse, delta, *common,
                    *sq_, *sk_, *sv_, *sdo_, *sdk_, *sdv_, *s_lse, *s_delta,
                    hq, hk, max_seqlen_q, max_seqlen_k, head_dim, **func, **kv)

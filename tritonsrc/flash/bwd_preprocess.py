@@ -1,10 +1,14 @@
 """Flash attention backward, step 1: Delta = rowsum(dO * O) in float32.
 
+With ZERO_DQ_ACC it also zeroes the fp32 dQ accumulator of the fused path
+(bwd_fused), so that path needs no memset.
+
 Constexprs
   FUNCTIONAL (must match the call):
     BLOCK_DMODEL   16, 32, 64, 128, 256: power-of-two bucket >= head_dim
     PADDED_HEAD    head_dim != BLOCK_DMODEL (masks the d axis)
     IS_VARLEN      rows given by cu_seqlens_q
+    ZERO_DQ_ACC    also write zeros to DQA (fused path)
     (plus the element type of O/dO: fp16, bf16 or fp32)
   TUNING:
     BLOCK_M        rows per program (power of two >= 16)
@@ -24,12 +28,14 @@ import triton.language as tl
 
 @triton.jit
 def bwd_preprocess(
-    O, DO, Delta, cu_seqlens_q,
+    O, DO, Delta, DQA, cu_seqlens_q,
     stride_oz, stride_oh, stride_om,
     stride_doz, stride_doh, stride_dom,
     stride_delta_z, stride_delta_h,
+    stride_dqa_z, stride_dqa_h, stride_dqa_m,
     num_heads_q, max_seqlen_q, head_dim,
     BLOCK_DMODEL: tl.constexpr, PADDED_HEAD: tl.constexpr, IS_VARLEN: tl.constexpr,
+    ZERO_DQ_ACC: tl.constexpr,
     BLOCK_M: tl.constexpr,
 ):
     """Delta[b, h, m] = sum_d dO[b, m, h, d] * O[b, m, h, d] (float32).
@@ -41,6 +47,8 @@ def bwd_preprocess(
     Delta        *fp32, Delta + b*stride_delta_z + h*stride_delta_h + row,
                  row = m (batched) or cu_seqlens_q[b] + m (varlen,
                  stride_delta_z = 0): the LSE layout.
+    DQA          *fp32 dQ accumulator, Q's layout with its own strides
+                 (ZERO_DQ_ACC only; else any pointer, strides 0).
     cu_seqlens_q *i32 [batch + 1] (varlen only, else any pointer).
     num_heads_q  query heads (splits program_id(1) into batch and head).
     max_seqlen_q batched: the query length; varlen: the longest one (grid).
@@ -80,3 +88,10 @@ def bwd_preprocess(
     d_ptrs = Delta + off_z.to(tl.int64) * stride_delta_z + off_h.to(tl.int64) * stride_delta_h \
         + q_start + offs_m
     tl.store(d_ptrs, delta, mask=m_ok)
+
+    if ZERO_DQ_ACC:
+        a_base = DQA + off_z.to(tl.int64) * stride_dqa_z + off_h.to(tl.int64) * stride_dqa_h
+        if IS_VARLEN:
+            a_base += q_start.to(tl.int64) * stride_dqa_m
+        tl.store(a_base + offs_m[:, None] * stride_dqa_m + offs_d[None, :],
+                 tl.zeros([BLOCK_M, BLOCK_DMODEL], dtype=tl.float32), mask=mask)

@@ -1,0 +1,145 @@
+"""Flash attention backward, fused path: dK, dV and dQ in one pass over P.
+
+bwd_fused is bwd_dkdv that also adds each dS^T-block's dQ contribution into
+an fp32 accumulator with atomics (FlashAttention-2's scheme): 5 matmuls per
+tile instead of the split path's 4 + 3, at the price of fp32 atomics and
+run-to-run rounding differences in dQ (dK/dV stay deterministic: they are
+computed exactly as in bwd_dkdv). bwd_dq_convert then writes
+dQ = sm_scale * acc in the output type. Launch order:
+  bwd_preprocess(ZERO_DQ_ACC=True) -> bwd_fused -> bwd_dq_convert.
+
+Constexprs
+  bwd_fused: same FUNCTIONAL and TUNING constexprs as bwd_dkdv.
+  bwd_dq_convert: FUNCTIONAL BLOCK_DMODEL, PADDED_HEAD, IS_VARLEN (and the
+    dQ element type); TUNING BLOCK_M (128; 64 for D=256), num_warps 4,
+    num_stages 1.
+
+Grids:
+  bwd_fused       (cdiv(max_seqlen_k, BLOCK_N), batch * num_heads_k, 1)
+  bwd_dq_convert  (cdiv(max_seqlen_q, BLOCK_M), batch * num_heads_q, 1)
+
+Suggested bwd_fused defaults (BLOCK_M, BLOCK_N, num_warps, num_stages),
+fp16/bf16, from compile checks only (bwd_jit.FUSED_CONFIGS; fp32 takes the
+fp32 bwd_dkdv row):
+  sm_90  D<=64: (64, 128, 8, 2)  D=128: (32, 128, 8, 2)  D=256: (16, 32, 4, 2)
+         dropout: D<=64: (32, 128, 8, 2)  D=128: (16, 128, 8, 2)
+  sm_80  D<=32: (64, 128, 8, 2)  D=64: (32, 128, 8, 2)  D=128: (32, 64, 8, 2)
+         D=256: (16, 64, 8, 2) (spills 24-72 bytes)
+         dropout: D<=64: (32, 128, 8, 2), others as without
+AOT signature hints: as bwd_dkdv; DQA and its strides like Q's.
+"""
+import triton
+import triton.language as tl
+
+from .bwd_dkdv import _dkdv_program
+
+
+@triton.jit
+def bwd_fused(
+    Q, K, V, DO, DK, DV, DQA, LSE, Delta,
+    cu_seqlens_q, cu_seqlens_k, philox_seed_ptr, philox_offset_ptr,
+    sm_scale, dropout_p,
+    stride_qz, stride_qh, stride_qm,
+    stride_kz, stride_kh, stride_kn,
+    stride_vz, stride_vh, stride_vn,
+    stride_doz, stride_doh, stride_dom,
+    stride_dkz, stride_dkh, stride_dkn,
+    stride_dvz, stride_dvh, stride_dvn,
+    stride_dqa_z, stride_dqa_h, stride_dqa_m,
+    stride_lse_z, stride_lse_h,
+    stride_delta_z, stride_delta_h,
+    num_heads_q, num_heads_k,
+    max_seqlen_q, max_seqlen_k, head_dim,
+    BLOCK_DMODEL: tl.constexpr, PADDED_HEAD: tl.constexpr, CAUSAL_TYPE: tl.constexpr,
+    IS_VARLEN: tl.constexpr, ENABLE_DROPOUT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """dK, dV (as bwd_dkdv) and dQ / sm_scale accumulated into DQA.
+
+    Arguments as bwd_dkdv, plus:
+    DQA          *fp32 dQ accumulator, Q's layout: (b, m, h, d) at
+                 DQA + b*stride_dqa_z + h*stride_dqa_h + m*stride_dqa_m + d
+                 (varlen: stride_dqa_z = 0, global rows). Must be zero on
+                 entry (bwd_preprocess with ZERO_DQ_ACC); receives
+                 sum_j dS_ij k_j without sm_scale.
+    """
+    pid_n = tl.program_id(0)
+    bhk = tl.program_id(1)
+    off_z = bhk // num_heads_k
+    off_hk = bhk % num_heads_k
+    group = num_heads_q // num_heads_k
+    if IS_VARLEN:
+        q_start = tl.load(cu_seqlens_q + off_z)
+        seqlen_q = tl.load(cu_seqlens_q + off_z + 1) - q_start
+        k_start = tl.load(cu_seqlens_k + off_z)
+        seqlen_k = tl.load(cu_seqlens_k + off_z + 1) - k_start
+    else:
+        q_start = 0
+        seqlen_q = max_seqlen_q
+        k_start = 0
+        seqlen_k = max_seqlen_k
+    start_n = pid_n * BLOCK_N
+    if start_n >= seqlen_k:
+        return
+    _dkdv_program(
+        Q, K, V, DO, DK, DV, LSE, Delta, DQA, philox_seed_ptr, philox_offset_ptr,
+        sm_scale, dropout_p,
+        stride_qz, stride_qh, stride_qm,
+        stride_kz, stride_kh, stride_kn,
+        stride_vz, stride_vh, stride_vn,
+        stride_doz, stride_doh, stride_dom,
+        stride_dkz, stride_dkh, stride_dkn,
+        stride_dvz, stride_dvh, stride_dvn,
+        stride_lse_z, stride_lse_h,
+        stride_delta_z, stride_delta_h,
+        stride_dqa_z, stride_dqa_h, stride_dqa_m,
+        num_heads_q, max_seqlen_q, max_seqlen_k, head_dim,
+        off_z, off_hk, group, start_n, q_start, seqlen_q, k_start, seqlen_k,
+        BLOCK_DMODEL, PADDED_HEAD, CAUSAL_TYPE, IS_VARLEN, ENABLE_DROPOUT, True,
+        BLOCK_M, BLOCK_N)
+
+
+@triton.jit
+def bwd_dq_convert(
+    DQA, DQ, cu_seqlens_q, sm_scale,
+    stride_dqa_z, stride_dqa_h, stride_dqa_m,
+    stride_dqz, stride_dqh, stride_dqm,
+    num_heads_q, max_seqlen_q, head_dim,
+    BLOCK_DMODEL: tl.constexpr, PADDED_HEAD: tl.constexpr, IS_VARLEN: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+):
+    """DQ = sm_scale * DQA in DQ's element type.
+
+    DQA          *fp32 accumulator from bwd_fused (strides stride_dqa_*).
+    DQ           output (fp16/bf16/fp32), Q's layout with strides stride_dq*;
+                 varlen: stride_*z = 0, rows offset by cu_seqlens_q[b].
+    cu_seqlens_q *i32 [batch + 1] (varlen only).
+    sm_scale     fp32 softmax scale.
+    num_heads_q, max_seqlen_q, head_dim  as in bwd_preprocess.
+    """
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    off_z = bh // num_heads_q
+    off_h = bh % num_heads_q
+    if IS_VARLEN:
+        q_start = tl.load(cu_seqlens_q + off_z)
+        seqlen_q = tl.load(cu_seqlens_q + off_z + 1) - q_start
+    else:
+        q_start = 0
+        seqlen_q = max_seqlen_q
+    start_m = pid_m * BLOCK_M
+    if start_m >= seqlen_q:
+        return
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_DMODEL)
+    mask = (offs_m < seqlen_q)[:, None]
+    if PADDED_HEAD:
+        mask = mask & (offs_d < head_dim)[None, :]
+    a_base = DQA + off_z.to(tl.int64) * stride_dqa_z + off_h.to(tl.int64) * stride_dqa_h
+    o_base = DQ + off_z.to(tl.int64) * stride_dqz + off_h.to(tl.int64) * stride_dqh
+    if IS_VARLEN:
+        a_base += q_start.to(tl.int64) * stride_dqa_m
+        o_base += q_start.to(tl.int64) * stride_dqm
+    acc = tl.load(a_base + offs_m[:, None] * stride_dqa_m + offs_d[None, :], mask=mask, other=0.0)
+    tl.store(o_base + offs_m[:, None] * stride_dqm + offs_d[None, :],
+             (acc * sm_scale).to(DQ.dtype.element_ty), mask=mask)
