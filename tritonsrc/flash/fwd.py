@@ -3,7 +3,8 @@
 Constexprs
   FUNCTIONAL (must match the call):
     BLOCK_DMODEL        16, 32, 64, 128, 256: power-of-two bucket >= head_dim
-    PADDED_HEAD         head_dim != BLOCK_DMODEL (masks the d axis)
+    PADDED_HEAD         head_dim != BLOCK_DMODEL (masks the d axis; head_dim % 8
+                        == 0 keeps 16-byte loads, other sizes load element-wise)
     CAUSAL_TYPE         0 none, 1 top-left (key j <= query i),
                         2 bottom-right (j <= i + seqlen_k - seqlen_q, per sequence)
     IS_VARLEN           sequences given by cu_seqlens_q / cu_seqlens_k
@@ -15,14 +16,21 @@ Constexprs
     BLOCK_M, BLOCK_N    query / key tile (powers of two, >= 16)
     num_warps, num_stages (launch options)
 
-Grid: (cdiv(max_seqlen_q, BLOCK_M), batch * num_heads_q, 1); `batch` is the
-number of sequences (the `num_seqs` argument). M blocks past a sequence's
-length exit at once (varlen).
+Grid: (cdiv(max_seqlen_q, BLOCK_M), num_seqs * num_heads_q, 1). M blocks past a
+sequence's length exit at once (varlen).
 
-Suggested defaults (BLOCK_M, BLOCK_N, num_warps, num_stages):
-  sm_90  D<=64: (128, 128, 8, 3)   D=128: (128, 128, 8, 3)   D=256: (128, 64, 8, 2)
-  sm_80  D<=64: (128,  64, 4, 3)   D=128: (128,  64, 8, 2)   D=256: ( 64, 32, 4, 2)
-fp32 inputs need smaller tiles (twice the shared memory): see fwd_jit.py.
+Fast loads need 16-byte aligned rows: give Q/K/V/O a 16-byte pointer hint and
+the stride_{q,k,v,o}{z,h,m|n} arguments a divisibility hint of 8 elements
+(tt.divisibility 8 or 16); without them every K/V load is scalar. Varlen never
+reads the z strides.
+
+Default tuning (BLOCK_M, BLOCK_N, num_warps, num_stages), fp16/bf16:
+  sm_90  D<=128: (128, 128, 8, 3)  D=256: (128, 64, 8, 2)
+         padded D=128 bucket: (128, 64, 8, 3), padded D=256: (128, 32, 8, 2)
+  sm_80  D<=64: (128, 128, 8, 3)   D=128: (128, 32, 8, 3)   D=256: (64, 64, 8, 2)
+         padded D=256: (64, 32, 8, 2)
+  dropout D<=128: (128, 64, 8, 2), D=256: (64, 32, 8, 2); with the debug mask
+  (128, 32, 8, 2). fp32 tables (twice the shared memory) are in fwd_jit.py.
 """
 import triton
 import triton.language as tl
@@ -129,7 +137,10 @@ def _fwd_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
     return acc, l_i, m_i
 
 
-@triton.jit
+# Sizes stay unspecialised under the JIT, as in the AOT build (strides keep
+# the JIT's divisibility specialisation, matching the AOT hints).
+@triton.jit(do_not_specialize=["num_seqs", "num_heads_q", "num_heads_k",
+                               "max_seqlen_q", "max_seqlen_k", "head_dim"])
 def attn_fwd(
     Q, K, V, O, LSE,
     cu_seqlens_q, cu_seqlens_k,
@@ -152,8 +163,9 @@ def attn_fwd(
     Q, K, V, O   element pointers (fp16/bf16/fp32), last dim contiguous.
                  Element (b, h, m, d) of Q is at Q + b*stride_qz + h*stride_qh
                  + m*stride_qm + d (K/V: kv head, n, stride_k*/stride_v*; O
-                 like Q with stride_o*). Varlen: stride_*z = 0, row m of
-                 sequence b is global row cu_seqlens[b] + m.
+                 like Q with stride_o*). Varlen: stride_*z are ignored (pass
+                 0), row m of sequence b is global row cu_seqlens[b] + m.
+                 In-sequence offsets (m * stride_qm etc.) are 32-bit.
     LSE          *fp32, LSE + b*stride_lse_z + h*stride_lse_h + row, row = m
                  (batched) or cu_seqlens_q[b] + m (varlen, stride_lse_z = 0).
                  LSE = ln(sum_j exp(sm_scale * q_m . k_j)) over the visible
@@ -167,7 +179,7 @@ def attn_fwd(
                  hides entirely may be left untouched).
     sm_scale     fp32 softmax scale, must be > 0.
     dropout_p    fp32 drop probability; kept probabilities scale by 1/(1-p).
-    num_seqs     batch size (only used by the grid).
+    num_seqs     batch size, or number of varlen sequences (grid only).
     num_heads_q, num_heads_k  GQA: kv head = h // (num_heads_q // num_heads_k).
     max_seqlen_q, max_seqlen_k  batched: the sequence lengths; varlen: bounds
                  (grid, dropout stream layout, mask buffer).
@@ -202,16 +214,19 @@ def attn_fwd(
     m_ok = offs_m < seqlen_q
     d_ok = offs_d < head_dim
 
-    # 64-bit base offsets; in-sequence offsets stay 32-bit.
-    q_base = Q + off_z.to(tl.int64) * stride_qz + off_h.to(tl.int64) * stride_qh
-    k_base = K + off_z.to(tl.int64) * stride_kz + off_hk.to(tl.int64) * stride_kh
-    v_base = V + off_z.to(tl.int64) * stride_vz + off_hk.to(tl.int64) * stride_vh
-    o_base = O + off_z.to(tl.int64) * stride_oz + off_h.to(tl.int64) * stride_oh
+    # 64-bit base offsets; in-sequence offsets stay 32-bit. Varlen ignores the
+    # z strides (the sequence start replaces them), so they need no
+    # divisibility hint there.
     if IS_VARLEN:
-        q_base += q_start.to(tl.int64) * stride_qm
-        o_base += q_start.to(tl.int64) * stride_om
-        k_base += k_start.to(tl.int64) * stride_kn
-        v_base += k_start.to(tl.int64) * stride_vn
+        q_base = Q + off_h.to(tl.int64) * stride_qh + q_start.to(tl.int64) * stride_qm
+        k_base = K + off_hk.to(tl.int64) * stride_kh + k_start.to(tl.int64) * stride_kn
+        v_base = V + off_hk.to(tl.int64) * stride_vh + k_start.to(tl.int64) * stride_vn
+        o_base = O + off_h.to(tl.int64) * stride_oh + q_start.to(tl.int64) * stride_om
+    else:
+        q_base = Q + off_z.to(tl.int64) * stride_qz + off_h.to(tl.int64) * stride_qh
+        k_base = K + off_z.to(tl.int64) * stride_kz + off_hk.to(tl.int64) * stride_kh
+        v_base = V + off_z.to(tl.int64) * stride_vz + off_hk.to(tl.int64) * stride_vh
+        o_base = O + off_z.to(tl.int64) * stride_oz + off_h.to(tl.int64) * stride_oh
 
     q_ptrs = q_base + offs_m[:, None] * stride_qm + offs_d[None, :]
     if PADDED_HEAD:

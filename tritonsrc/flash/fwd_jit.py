@@ -9,17 +9,28 @@ import triton
 
 from .fwd import attn_fwd
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages) per head-dim bucket, fp16/bf16.
-# Every entry compiles for sm_90 and sm_80 without spills (see fwd.py header).
-_DEFAULTS = {
+# Default tuning (BLOCK_M, BLOCK_N, num_warps, num_stages) per arch and head-dim
+# bucket. Each entry compiles for its arch within the shared-memory limit and
+# without register spills in the key loops, for every functional it is picked
+# for (checked with triton.compile for sm_90 and sm_80).
+_FP16 = {  # fp16 and bf16
     90: {16: (128, 128, 8, 3), 32: (128, 128, 8, 3), 64: (128, 128, 8, 3),
          128: (128, 128, 8, 3), 256: (128, 64, 8, 2)},
-    80: {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 3),
-         128: (128, 64, 8, 2), 256: (64, 32, 4, 2)},
+    80: {16: (128, 128, 8, 3), 32: (128, 128, 8, 3), 64: (128, 128, 8, 3),
+         128: (128, 32, 8, 3), 256: (64, 64, 8, 2)},
 }
-# fp32 tiles take twice the shared memory.
-_DEFAULTS_FP32 = {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (64, 64, 4, 2),
-                  128: (64, 32, 4, 2), 256: (32, 32, 4, 1)}
+# The d mask of padded heads costs registers: smaller key tiles there.
+_FP16_PADDED = {90: {128: (128, 64, 8, 3), 256: (128, 32, 8, 2)}, 80: {256: (64, 32, 8, 2)}}
+# Philox needs registers too; the int8 mask store (debug) even more.
+_DROPOUT = {16: (128, 64, 8, 2), 32: (128, 64, 8, 2), 64: (128, 64, 8, 2),
+            128: (128, 64, 8, 2), 256: (64, 32, 8, 2)}
+_DROPOUT_MASK = {16: (128, 32, 8, 2), 32: (128, 32, 8, 2), 64: (128, 32, 8, 2),
+                 128: (128, 32, 8, 2), 256: (64, 32, 8, 2)}
+# fp32 tiles take twice the shared memory (dots run as tf32 on GPUs).
+_FP32 = {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (128, 64, 8, 2),
+         128: (128, 32, 8, 2), 256: (32, 32, 4, 1)}
+_FP32_DROPOUT = {16: (64, 32, 4, 2), 32: (64, 32, 4, 2), 64: (64, 32, 4, 2),
+                 128: (64, 32, 8, 2), 256: (32, 32, 4, 1)}
 
 
 def head_dim_bucket(head_dim):
@@ -28,17 +39,44 @@ def head_dim_bucket(head_dim):
     return max(16, triton.next_power_of_2(head_dim))
 
 
-def default_config(head_dim, dtype, device):
+def pick_config(arch, head_dim, dtype_name, dropout=False, return_mask=False):
+    """Default config dict. arch: 80, 90 (others use the nearest lower table);
+    dtype_name: "fp16", "bf16" or "fp32"."""
+    arch = 90 if arch >= 90 else 80
     bucket = head_dim_bucket(head_dim)
-    if dtype == torch.float32:
-        bm, bn, w, s = _DEFAULTS_FP32[bucket]
+    if dtype_name == "fp32":
+        cfg = _FP32_DROPOUT[bucket] if dropout or return_mask else _FP32[bucket]
+    elif return_mask:
+        cfg = _DROPOUT_MASK[bucket]
+    elif dropout:
+        cfg = _DROPOUT[bucket]
+    elif bucket != head_dim and bucket in _FP16_PADDED[arch]:
+        cfg = _FP16_PADDED[arch][bucket]
     else:
-        arch = 90
-        if device.type == "cuda":
-            major, minor = torch.cuda.get_device_capability(device)
-            arch = 90 if major >= 9 else 80
-        bm, bn, w, s = _DEFAULTS[arch][bucket]
-    return {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": s}
+        cfg = _FP16[arch][bucket]
+    bm, bn, w, st = cfg
+    return {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": st}
+
+
+_DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+
+
+def default_config(head_dim, dtype, device, dropout=False, return_mask=False):
+    arch = 90
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        arch = major * 10 + minor
+    return pick_config(arch, head_dim, _DTYPE_NAMES[dtype], dropout, return_mask)
+
+
+_DUMMIES = {}
+
+
+def _dummy(device):
+    """One cached int32 tensor per device for the pointers a functional ignores."""
+    if device not in _DUMMIES:
+        _DUMMIES[device] = torch.zeros(1, dtype=torch.int32, device=device)
+    return _DUMMIES[device]
 
 
 def _as_i64_scalar(x, device):
@@ -98,7 +136,7 @@ def attn_fwd_jit(q, k, v, *, sm_scale, causal_type=0, layout="bshd",
         slse = (lse.stride(0), lse.stride(1))
     assert lse.stride(-1) == 1
 
-    dummy = torch.zeros(1, dtype=torch.int32, device=device)  # stands in for unused pointers
+    dummy = _dummy(device)
     enable_dropout = dropout_p > 0.0 or return_mask
     if enable_dropout:
         seed_t = _as_i64_scalar(0 if philox_seed is None else philox_seed, device)
@@ -114,7 +152,7 @@ def attn_fwd_jit(q, k, v, *, sm_scale, causal_type=0, layout="bshd",
     else:
         smask = (0, 0, 0)
 
-    cfg = default_config(head_dim, q.dtype, device)
+    cfg = default_config(head_dim, q.dtype, device, enable_dropout, return_mask)
     if config:
         cfg.update(config)
     bucket = head_dim_bucket(head_dim)
