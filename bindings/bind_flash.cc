@@ -66,6 +66,51 @@ void bind_flash(nb::module_& m) {
       nb::arg("cu_seqlens_k"), nb::arg("num_seqs"), nb::arg("max_seqlen_q"), nb::arg("max_seqlen_k"), nb::arg("scale"),
       nb::arg("causal"), nb::arg("dropout_p"), nb::arg("philox_seed"), nb::arg("philox_offset"), nb::arg("mask").none(),
       nb::arg("stream"), nb::arg("force_config") = nb::none());
+  m.def(
+      "attn_bwd",
+      [](const TensorArg<4>& q, const TensorArg<4>& k, const TensorArg<4>& v, const TensorArg<4>& out,
+         const TensorArg<4>& dout, const TensorArg<3>& lse, const TensorArg<4>& dq, const TensorArg<4>& dk,
+         const TensorArg<4>& dv, const TensorArg<3>& delta, float scale, int causal, float dropout_p, uintptr_t seed,
+         uintptr_t offset, uintptr_t stream, std::optional<std::string> force_config) {
+        flash::BwdParams p;
+        p.q = view<4>(q), p.k = view<4>(k), p.v = view<4>(v), p.out = view<4>(out), p.dout = view<4>(dout);
+        p.lse = view<3>(lse), p.dq = view<4>(dq), p.dk = view<4>(dk), p.dv = view<4>(dv), p.delta = view<3>(delta);
+        p.softmax_scale = scale;
+        p.causal = static_cast<flash::CausalType>(causal);
+        p.dropout_p = dropout_p;
+        p.philox_seed = reinterpret_cast<const int64_t*>(seed);
+        p.philox_offset = reinterpret_cast<const int64_t*>(offset);
+        return run([&](const KernelOptions* opt) { return flash::attn_bwd(p, stream_arg(stream), opt); }, force_config);
+      },
+      nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("dout"), nb::arg("lse"), nb::arg("dq"),
+      nb::arg("dk"), nb::arg("dv"), nb::arg("delta"), nb::arg("scale"), nb::arg("causal"), nb::arg("dropout_p"),
+      nb::arg("philox_seed"), nb::arg("philox_offset"), nb::arg("stream"), nb::arg("force_config") = nb::none());
+  m.def(
+      "attn_bwd_varlen",
+      [](const TensorArg<3>& q, const TensorArg<3>& k, const TensorArg<3>& v, const TensorArg<3>& out,
+         const TensorArg<3>& dout, const TensorArg<2>& lse, const TensorArg<3>& dq, const TensorArg<3>& dk,
+         const TensorArg<3>& dv, const TensorArg<2>& delta, uintptr_t cu_q, uintptr_t cu_k, int num_seqs, int max_sq,
+         int max_sk, float scale, int causal, float dropout_p, uintptr_t seed, uintptr_t offset, uintptr_t stream,
+         std::optional<std::string> force_config) {
+        flash::BwdVarlenParams p;
+        p.q = view<3>(q), p.k = view<3>(k), p.v = view<3>(v), p.out = view<3>(out), p.dout = view<3>(dout);
+        p.lse = view<2>(lse), p.dq = view<3>(dq), p.dk = view<3>(dk), p.dv = view<3>(dv), p.delta = view<2>(delta);
+        p.cu_seqlens_q = reinterpret_cast<const int32_t*>(cu_q);
+        p.cu_seqlens_k = reinterpret_cast<const int32_t*>(cu_k);
+        p.num_seqs = num_seqs, p.max_seqlen_q = max_sq, p.max_seqlen_k = max_sk;
+        p.softmax_scale = scale;
+        p.causal = static_cast<flash::CausalType>(causal);
+        p.dropout_p = dropout_p;
+        p.philox_seed = reinterpret_cast<const int64_t*>(seed);
+        p.philox_offset = reinterpret_cast<const int64_t*>(offset);
+        return run([&](const KernelOptions* opt) { return flash::attn_bwd_varlen(p, stream_arg(stream), opt); },
+                   force_config);
+      },
+      nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("dout"), nb::arg("lse"), nb::arg("dq"),
+      nb::arg("dk"), nb::arg("dv"), nb::arg("delta"), nb::arg("cu_seqlens_q"), nb::arg("cu_seqlens_k"),
+      nb::arg("num_seqs"), nb::arg("max_seqlen_q"), nb::arg("max_seqlen_k"), nb::arg("scale"), nb::arg("causal"),
+      nb::arg("dropout_p"), nb::arg("philox_seed"), nb::arg("philox_offset"), nb::arg("stream"),
+      nb::arg("force_config") = nb::none());
 }
 
 }  // namespace pyaotriton

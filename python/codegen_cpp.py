@@ -55,6 +55,8 @@ def header(rule: Kernel) -> str:
     out.append("struct Args {\n")
     for a in rule.args:
         out.append(f"  {a.cpp_type()} {a.name};\n")
+    for g in rule.grid_args:
+        out.append(f"  int64_t {g};  // grid only, not a kernel argument\n")
     out.append("};\n\nstruct Functional {\n")
     for name in rule.functional:
         out.append(f"  {_field_type(rule, name)} {name};\n")
@@ -142,13 +144,13 @@ def source(rule: Kernel, plan_kernel: dict, profile: str) -> str:
         out.append(f"  {{\n    int i = index_{name}(f.{name});\n    if (i < 0)\n"
                    f"      return fail(Status::kUnsupported, \"{k}: \" + describe(f) + \": {name} must be one of "
                    f"{allowed}\");\n    index = index * {len(rule.functional[name])} + static_cast<size_t>(i);\n  }}\n")
-    checks = [a for a in rule.args if a.aligned16]
+    checks = [a for a in rule.args if a.divisibility]
     conds = []
     for a in checks:
         if a.is_pointer:
             conds.append(f"reinterpret_cast<uintptr_t>(args.{a.name}) % 16 == 0")
         else:
-            conds.append(f"args.{a.name} % 16 == 0")
+            conds.append(f"args.{a.name} % {a.divisibility} == 0")
     if rule.unaligned_variant:
         cond = " &&\n      ".join(conds) or "true"
         out.append(f"  const bool aligned = {cond};\n")
@@ -159,7 +161,7 @@ def source(rule: Kernel, plan_kernel: dict, profile: str) -> str:
                f"kMissing[index]);\n")
     if not rule.unaligned_variant:
         for a, c in zip(checks, conds):
-            what = "16-byte aligned" if a.is_pointer else "a multiple of 16"
+            what = "16-byte aligned" if a.is_pointer else f"a multiple of {a.divisibility}"
             out.append(f"  if (!({c}))\n"
                        f"    return fail(Status::kInvalidArgument, \"{k}: {a.name} must be {what}\");\n")
     out.append("  LaunchTarget t;\n  AOTRITON_RETURN_IF_ERROR(bind(*e.slot, stream.handle, &t));\n")
@@ -174,6 +176,8 @@ def source(rule: Kernel, plan_kernel: dict, profile: str) -> str:
     for a in rule.args:
         if not a.is_pointer:
             out.append(f"  const int64_t {a.name} = static_cast<int64_t>(args.{a.name});\n")
+    for g in rule.grid_args:
+        out.append(f"  const int64_t {g} = args.{g};\n")
     for name in rule.constexpr_functionals:
         out.append(f"  const int64_t {name} = static_cast<int64_t>(f.{name});\n")
     for name in tuning_names:

@@ -58,8 +58,8 @@ def build_source(rule, fn, functional, config):
     for i, p in enumerate(params):
         if p in runtime:
             signature[p] = runtime[p].triton_type(functional)
-            if runtime[p].aligned16 and rule.hints_on(functional):
-                attrs[(i,)] = [["tt.divisibility", 16]]
+            if runtime[p].divisibility and rule.hints_on(functional):
+                attrs[(i,)] = [["tt.divisibility", runtime[p].divisibility]]
         else:
             signature[p] = "constexpr"
     return ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)

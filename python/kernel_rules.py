@@ -22,7 +22,7 @@ SCALAR_TYPES = {
 # Element types a pointer argument may point to (the functional "dtype" values).
 POINTEE_TYPES = ("fp16", "bf16", "fp32", "fp8e4nv", "i8", "u8", "i32", "i64", "u64")
 
-_ARG_RE = re.compile(r"^(?P<ptr>\*)?(?P<base>\{\w+\}|\w+)(?::(?P<div>16))?$")
+_ARG_RE = re.compile(r"^(?P<ptr>\*)?(?P<base>\{\w+\}|\w+)(?::(?P<div>16|8))?$")
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Arg:
 
     `type` is Triton's signature spelling: "*fp16:16" (pointer, 16-byte
     aligned), "*{dtype}" (pointee taken from the functional named dtype),
-    "i32", "i64", "fp32", "i32:16" (integer divisible by 16). ":16" is the
+    "i32", "i64", "fp32", "i32:16" / "i32:8" (integer divisible by 16 / 8). ":16" is the
     divisibility hint Triton specializes on (vector loads, wgmma); the
     generated launcher checks it at run time: a violation is an error, or, for
     kernels declared with `unaligned_variant=True`, selects the variant
@@ -48,15 +48,19 @@ class Arg:
         if not m["ptr"] and m["base"] not in SCALAR_TYPES:
             raise ValueError(f"argument {self.name}: unknown scalar type {m['base']!r}")
         if m["div"] and not m["ptr"] and m["base"] not in ("i32", "i64"):
-            raise ValueError(f"argument {self.name}: ':16' needs a pointer or an integer")
+            raise ValueError(f"argument {self.name}: ':{m['div']}' needs a pointer or an integer")
+        if m["div"] == "8" and m["ptr"]:
+            raise ValueError(f"argument {self.name}: pointers take ':16' only")
 
     @property
     def is_pointer(self) -> bool:
         return self.type.startswith("*")
 
     @property
-    def aligned16(self) -> bool:
-        return self.type.endswith(":16")
+    def divisibility(self) -> int:
+        """The divisibility hint (16 or 8), 0 for none."""
+        div = _ARG_RE.match(self.type)["div"]
+        return int(div) if div else 0
 
     @property
     def base(self) -> str:
@@ -141,6 +145,9 @@ class Kernel:
     autotune_keys: Sequence[AutotuneKey] = ()
     valid: Callable[[Mapping[str, Any], int], bool] = lambda f, arch: True
     doc: str = ""
+    # Integer values the C++ launcher needs for the grid but the kernel does not
+    # take (e.g. the batch size when the kernel only sees batch * heads).
+    grid_args: Sequence[str] = ()
     # Also compile every functional without the ":16" hints, used when a call's
     # pointers/strides are not 16-divisible (otherwise such a call is an error).
     unaligned_variant: bool = False

@@ -1,5 +1,6 @@
 """Flash attention kernel rules (see kernel_rules.py for the vocabulary)."""
 from kernel_rules import Arg, AutotuneKey, Kernel, TuningSpace
+from tritonsrc.flash import bwd_configs
 from tritonsrc.flash.fwd_configs import pick_config
 
 HEAD_DIM_BUCKETS = [16, 32, 64, 128, 256]  # NPOT head dims run padded in the next bucket
@@ -72,10 +73,127 @@ attn_fwd = Kernel(
     doc="flash attention forward: O = softmax(scale * Q K^T) V, LSE",
 )
 
-FLASH_KERNELS = [attn_fwd]
+
+# ----------------------------------------------------------------------------
+# Backward: preprocess (delta = rowsum(dO * O)) -> dK/dV -> dQ. No atomics:
+# each program owns its outputs, so the result is deterministic.
+# ----------------------------------------------------------------------------
+def _bwd_valid(f, arch):
+    return f["ALIGNED16"] or f["PADDED_HEAD"]
+
+
+def _tensor_args(names, dims):
+    return [Arg(f"stride_{n}{d}", "i32:16") for n in names for d in dims]
+
+
+def _bwd_pruner(kernel):
+    def prune(f, c, arch):
+        cand = {tuple(x) for x in bwd_configs.CANDIDATE_CONFIGS[kernel][f["BLOCK_DMODEL"]]}
+        cfg = (c["BLOCK_M"], c["BLOCK_N"], c["num_warps"], c["num_stages"])
+        return cfg in cand or dict(c) == _bwd_default(kernel)(f, arch)
+    return prune
+
+
+def _bwd_default(kernel):
+    return lambda f, arch: bwd_configs.pick_config(arch, f["BLOCK_DMODEL"], f["dtype"], kernel, f["ENABLE_DROPOUT"])
+
+
+_BWD_FUNCTIONAL = {
+    "dtype": ["fp16", "bf16", "fp32"],
+    "BLOCK_DMODEL": HEAD_DIM_BUCKETS,
+    "PADDED_HEAD": [False, True],
+    "CAUSAL_TYPE": [0, 1, 2],
+    "IS_VARLEN": [False, True],
+    "ENABLE_DROPOUT": [False, True],
+}
+_BWD_TUNING = {"BLOCK_M": [16, 32, 64, 128], "BLOCK_N": [16, 32, 64, 128], "num_warps": [4, 8],
+               "num_stages": [1, 2, 3]}
+
+bwd_preprocess = Kernel(
+    name="bwd_preprocess",
+    source="tritonsrc/flash/bwd_preprocess.py",
+    function="bwd_preprocess",
+    args=[
+        Arg("O", "*{dtype}:16"), Arg("DO", "*{dtype}:16"), Arg("Delta", "*fp32"), Arg("DQA", "*fp32"),
+        Arg("cu_seqlens_q", "*i32"),
+        *_tensor_args(["o", "do"], "zhm"),
+        Arg("stride_delta_z", "i32"), Arg("stride_delta_h", "i32"),
+        Arg("stride_dqa_z", "i32"), Arg("stride_dqa_h", "i32"), Arg("stride_dqa_m", "i32"),
+        Arg("num_heads_q", "i32"), Arg("max_seqlen_q", "i32"), Arg("head_dim", "i32:8"),
+    ],
+    functional={"dtype": ["fp16", "bf16", "fp32"], "BLOCK_DMODEL": HEAD_DIM_BUCKETS, "PADDED_HEAD": [False, True],
+                "IS_VARLEN": [False, True], "ZERO_DQ_ACC": [False]},
+    unaligned_variant=True,
+    valid=_bwd_valid,
+    grid_args=["num_seqs"],
+    tuning=TuningSpace(
+        params={"BLOCK_M": [64, 128], "num_warps": [4], "num_stages": [1]},
+        default=lambda f, arch: bwd_configs.pre_config(f["BLOCK_DMODEL"]),
+    ),
+    grid=("cdiv(max_seqlen_q, BLOCK_M)", "num_seqs * num_heads_q", "1"),
+    doc="flash backward preprocess: delta = rowsum(dO * O)",
+)
+
+_BWD_COMMON_ARGS = [
+    Arg("cu_seqlens_q", "*i32"), Arg("cu_seqlens_k", "*i32"),
+    Arg("philox_seed_ptr", "*i64"), Arg("philox_offset_ptr", "*i64"),
+    Arg("sm_scale", "fp32"), Arg("dropout_p", "fp32"),
+]
+_BWD_TAIL_ARGS = [
+    Arg("stride_lse_z", "i32"), Arg("stride_lse_h", "i32"),
+    Arg("stride_delta_z", "i32"), Arg("stride_delta_h", "i32"),
+    Arg("num_heads_q", "i32"), Arg("num_heads_k", "i32"),
+    Arg("max_seqlen_q", "i32"), Arg("max_seqlen_k", "i32"), Arg("head_dim", "i32:8"),
+]
+
+bwd_dkdv = Kernel(
+    name="bwd_dkdv",
+    source="tritonsrc/flash/bwd_dkdv.py",
+    function="bwd_dkdv",
+    args=[
+        *(Arg(n, "*{dtype}:16") for n in ("Q", "K", "V", "DO", "DK", "DV")),
+        Arg("LSE", "*fp32"), Arg("Delta", "*fp32"),
+        *_BWD_COMMON_ARGS,
+        *_tensor_args(["q"], "zhm"), *_tensor_args(["k", "v"], "zhn"), *_tensor_args(["do"], "zhm"),
+        *_tensor_args(["dk", "dv"], "zhn"),
+        *_BWD_TAIL_ARGS,
+    ],
+    functional=_BWD_FUNCTIONAL,
+    unaligned_variant=True,
+    valid=_bwd_valid,
+    grid_args=["num_seqs"],
+    tuning=TuningSpace(params=_BWD_TUNING, default=_bwd_default("dkdv"), prune=_bwd_pruner("dkdv")),
+    grid=("cdiv(max_seqlen_k, BLOCK_N)", "num_seqs * num_heads_k", "1"),
+    autotune_keys=[AutotuneKey("max_seqlen_q", SEQLEN_BINS), AutotuneKey("max_seqlen_k", SEQLEN_BINS)],
+    doc="flash backward dK, dV (summed over each kv head's query heads)",
+)
+
+bwd_dq = Kernel(
+    name="bwd_dq",
+    source="tritonsrc/flash/bwd_dq.py",
+    function="bwd_dq",
+    args=[
+        *(Arg(n, "*{dtype}:16") for n in ("Q", "K", "V", "DO", "DQ")),
+        Arg("LSE", "*fp32"), Arg("Delta", "*fp32"),
+        *_BWD_COMMON_ARGS,
+        *_tensor_args(["q"], "zhm"), *_tensor_args(["k", "v"], "zhn"), *_tensor_args(["do", "dq"], "zhm"),
+        *_BWD_TAIL_ARGS,
+    ],
+    functional=_BWD_FUNCTIONAL,
+    unaligned_variant=True,
+    valid=_bwd_valid,
+    grid_args=["num_seqs"],
+    tuning=TuningSpace(params=_BWD_TUNING, default=_bwd_default("dq"), prune=_bwd_pruner("dq")),
+    grid=("cdiv(max_seqlen_q, BLOCK_M)", "num_seqs * num_heads_q", "1"),
+    autotune_keys=[AutotuneKey("max_seqlen_q", SEQLEN_BINS), AutotuneKey("max_seqlen_k", SEQLEN_BINS)],
+    doc="flash backward dQ",
+)
+
+FLASH_KERNELS = [attn_fwd, bwd_preprocess, bwd_dkdv, bwd_dq]
 # ci: fp16, head-dim bucket 64 (exact and padded), every causal kind, batched
 # and varlen, dropout on/off.
-FLASH_CI = {
-    "attn_fwd": lambda f: f["dtype"] == "fp16" and f["BLOCK_DMODEL"] == 64 and not f["RETURN_DROPOUT_MASK"]
-    and f["ALIGNED16"],
-}
+def _ci(f):
+    return f["dtype"] == "fp16" and f["BLOCK_DMODEL"] == 64 and f["ALIGNED16"] and not f.get("RETURN_DROPOUT_MASK")
+
+
+FLASH_CI = {"attn_fwd": _ci, "bwd_preprocess": _ci, "bwd_dkdv": _ci, "bwd_dq": _ci}

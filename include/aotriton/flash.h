@@ -53,8 +53,47 @@ struct FwdVarlenParams {
   TensorView<4> dropout_mask{};  // [num_seqs, Hq, max_seqlen_q, max_seqlen_k] int8
 };
 
+// Backward: dq, dk, dv from dout and the forward's q, k, v, out, lse (and the
+// same dropout seed/offset). Three kernels: delta = rowsum(dout * out), then
+// dK/dV (one program per key block and kv head, looping over that kv head's
+// query heads) and dQ (one program per query block). No atomics anywhere, so
+// the gradients are bit-identical run to run (deterministic).
+struct BwdParams {
+  TensorView<4> q, k, v, out, dout;  // as in FwdParams (dout like out)
+  TensorView<3> lse;                 // the forward's [B, Hq, Sq]
+  TensorView<4> dq;                  // [B, Sq, Hq, D], q's dtype
+  TensorView<4> dk, dv;              // [B, Sk, Hk, D]
+  TensorView<3> delta;               // workspace [B, Hq, Sq] fp32 (written here)
+  float softmax_scale = 0.f;
+  CausalType causal = CausalType::kNone;
+  float dropout_p = 0.f;
+  const int64_t* philox_seed = nullptr;
+  const int64_t* philox_offset = nullptr;
+};
+
+struct BwdVarlenParams {
+  TensorView<3> q, k, v, out, dout;  // packed, as in FwdVarlenParams
+  TensorView<2> lse;                 // [Hq, total_q]
+  TensorView<3> dq, dk, dv;
+  TensorView<2> delta;               // workspace [Hq, total_q] fp32
+  const int32_t* cu_seqlens_q = nullptr;
+  const int32_t* cu_seqlens_k = nullptr;
+  int32_t num_seqs = 0;
+  int32_t max_seqlen_q = 0;
+  int32_t max_seqlen_k = 0;
+  float softmax_scale = 0.f;
+  CausalType causal = CausalType::kNone;
+  float dropout_p = 0.f;
+  const int64_t* philox_seed = nullptr;
+  const int64_t* philox_offset = nullptr;
+};
+
 AOTRITON_API Status attn_fwd(const FwdParams& params, Stream stream, const KernelOptions* options = nullptr) noexcept;
 AOTRITON_API Status attn_fwd_varlen(const FwdVarlenParams& params, Stream stream,
+                                    const KernelOptions* options = nullptr) noexcept;
+// options->force_config applies to the dK/dV and dQ kernels.
+AOTRITON_API Status attn_bwd(const BwdParams& params, Stream stream, const KernelOptions* options = nullptr) noexcept;
+AOTRITON_API Status attn_bwd_varlen(const BwdVarlenParams& params, Stream stream,
                                     const KernelOptions* options = nullptr) noexcept;
 
 }  // namespace flash

@@ -5,8 +5,8 @@ under <prefix>/lib/python) and torch.
 """
 import pyaotriton as _C
 
-from .flash import (flash_attn_func, flash_attn_varlen_func, philox_state,  # noqa: F401
-                    scaled_dot_product_attention)
+from .flash import (flash_attn_backward, flash_attn_func, flash_attn_varlen_func,  # noqa: F401
+                    philox_state, scaled_dot_product_attention)
 from .moe import gelu_and_mul, moe_sum, silu_and_mul  # noqa: F401
 
 version = _C.version

@@ -1,0 +1,160 @@
+// Flash attention backward: delta = rowsum(dO * O), then dK/dV, then dQ.
+#include "bwd_dkdv.h"
+#include "bwd_dq.h"
+#include "bwd_preprocess.h"
+#include "flash_common.h"
+
+namespace aotriton {
+inline namespace AOTRITON_ABI_NAMESPACE {
+namespace flash {
+
+namespace {
+
+using namespace detail_;
+using detail::fail;
+
+struct Bwd {
+  const char* op;
+  Geometry g;
+  Strided q, k, v, o, dout, dq, dk, dv;
+  const float* lse;
+  float* delta;
+  int64_t stat_z, stat_h;  // lse and delta share a layout
+  int64_t delta_z, delta_h;
+  float scale;
+  CausalType causal;
+  float dropout_p;
+  const int64_t *seed, *offset;
+};
+
+// Fills the arguments dK/dV and dQ have in common (same names in both rules).
+template <typename A>
+void fill_common(A& a, const Bwd& p) {
+  const Geometry& g = p.g;
+  a.Q = p.q.ptr, a.K = p.k.ptr, a.V = p.v.ptr, a.DO = p.dout.ptr;
+  a.LSE = p.lse, a.Delta = p.delta;
+  a.cu_seqlens_q = g.cu_q, a.cu_seqlens_k = g.cu_k;
+  a.philox_seed_ptr = p.seed, a.philox_offset_ptr = p.offset;
+  a.sm_scale = p.scale, a.dropout_p = p.dropout_p;
+  a.stride_qz = p.q.z, a.stride_qh = p.q.h, a.stride_qm = p.q.m;
+  a.stride_kz = p.k.z, a.stride_kh = p.k.h, a.stride_kn = p.k.m;
+  a.stride_vz = p.v.z, a.stride_vh = p.v.h, a.stride_vn = p.v.m;
+  a.stride_doz = p.dout.z, a.stride_doh = p.dout.h, a.stride_dom = p.dout.m;
+  a.stride_lse_z = p.stat_z, a.stride_lse_h = p.stat_h;
+  a.stride_delta_z = p.delta_z, a.stride_delta_h = p.delta_h;
+  a.num_heads_q = g.hq, a.num_heads_k = g.hk;
+  a.max_seqlen_q = g.max_sq, a.max_seqlen_k = g.max_sk, a.head_dim = g.head_dim;
+  a.num_seqs = g.batch;
+}
+
+template <typename F>
+void fill_functional(F& f, const Bwd& p) {
+  f.dtype = p.g.dtype;
+  f.BLOCK_DMODEL = head_dim_bucket(p.g.head_dim);
+  f.PADDED_HEAD = f.BLOCK_DMODEL != p.g.head_dim;
+  f.CAUSAL_TYPE = static_cast<int32_t>(p.causal);
+  f.IS_VARLEN = p.g.varlen;
+  f.ENABLE_DROPOUT = p.dropout_p > 0.f;
+}
+
+Status launch(const Bwd& p, Stream stream, const KernelOptions* options) {
+  const Geometry& g = p.g;
+  AOTRITON_RETURN_IF_ERROR(
+      check_geometry(p.op, g, p.scale, p.dropout_p, p.dropout_p > 0.f, p.seed, p.offset, p.causal));
+  for (const StridedRows& c :
+       {StridedRows{"q", &p.q, g.max_sq}, {"k", &p.k, g.max_sk}, {"v", &p.v, g.max_sk}, {"out", &p.o, g.max_sq},
+        {"dout", &p.dout, g.max_sq}, {"dq", &p.dq, g.max_sq}, {"dk", &p.dk, g.max_sk}, {"dv", &p.dv, g.max_sk}})
+    AOTRITON_RETURN_IF_ERROR(check_strided(p.op, c.name, *c.t, c.rows, g.head_dim));
+  if (g.batch == 0 || g.hq == 0 || (g.max_sq == 0 && g.max_sk == 0)) return Status::kSuccess;
+
+  namespace kp = detail::kernels::bwd_preprocess;
+  kp::Args pa{};
+  pa.O = p.o.ptr, pa.DO = p.dout.ptr, pa.Delta = p.delta, pa.DQA = nullptr, pa.cu_seqlens_q = g.cu_q;
+  pa.stride_oz = p.o.z, pa.stride_oh = p.o.h, pa.stride_om = p.o.m;
+  pa.stride_doz = p.dout.z, pa.stride_doh = p.dout.h, pa.stride_dom = p.dout.m;
+  pa.stride_delta_z = p.delta_z, pa.stride_delta_h = p.delta_h;
+  pa.num_heads_q = g.hq, pa.max_seqlen_q = g.max_sq, pa.head_dim = g.head_dim, pa.num_seqs = g.batch;
+  kp::Functional pf{};
+  pf.dtype = g.dtype;
+  pf.BLOCK_DMODEL = head_dim_bucket(g.head_dim);
+  pf.PADDED_HEAD = pf.BLOCK_DMODEL != g.head_dim;
+  pf.IS_VARLEN = g.varlen;
+  pf.ZERO_DQ_ACC = false;
+  AOTRITON_RETURN_IF_ERROR(kp::launch(pa, pf, stream, nullptr));
+
+  namespace kkv = detail::kernels::bwd_dkdv;
+  kkv::Args ka{};
+  fill_common(ka, p);
+  ka.DK = p.dk.ptr, ka.DV = p.dv.ptr;
+  ka.stride_dkz = p.dk.z, ka.stride_dkh = p.dk.h, ka.stride_dkn = p.dk.m;
+  ka.stride_dvz = p.dv.z, ka.stride_dvh = p.dv.h, ka.stride_dvn = p.dv.m;
+  kkv::Functional kf{};
+  fill_functional(kf, p);
+  AOTRITON_RETURN_IF_ERROR(kkv::launch(ka, kf, stream, options));
+
+  namespace kq = detail::kernels::bwd_dq;
+  kq::Args qa{};
+  fill_common(qa, p);
+  qa.DQ = p.dq.ptr;
+  qa.stride_dqz = p.dq.z, qa.stride_dqh = p.dq.h, qa.stride_dqm = p.dq.m;
+  kq::Functional qf{};
+  fill_functional(qf, p);
+  return kq::launch(qa, qf, stream, options);
+}
+
+}  // namespace
+
+Status attn_bwd(const BwdParams& p, Stream stream, const KernelOptions* options) noexcept try {
+  detail::clear_error();
+  const char* op = "attn_bwd";
+  AOTRITON_RETURN_IF_ERROR(check_batched_qkv(op, p.q, p.k, p.v));
+  AOTRITON_RETURN_IF_ERROR(check_like(op, "out", p.out, "q", p.q));
+  AOTRITON_RETURN_IF_ERROR(check_like(op, "dout", p.dout, "q", p.q));
+  AOTRITON_RETURN_IF_ERROR(check_like(op, "dq", p.dq, "q", p.q));
+  AOTRITON_RETURN_IF_ERROR(check_like(op, "dk", p.dk, "k", p.k));
+  AOTRITON_RETURN_IF_ERROR(check_like(op, "dv", p.dv, "v", p.v));
+  Bwd b{op};
+  b.g = Geometry{false, p.q.dtype, p.q.size(0), p.q.size(2), p.k.size(2), p.q.size(1), p.k.size(1), p.q.size(3)};
+  AOTRITON_RETURN_IF_ERROR(check_row_stats(op, "lse", p.lse, b.g.batch, b.g.hq, b.g.max_sq));
+  AOTRITON_RETURN_IF_ERROR(check_row_stats(op, "delta", p.delta, b.g.batch, b.g.hq, b.g.max_sq));
+  b.q = bshd(p.q), b.k = bshd(p.k), b.v = bshd(p.v), b.o = bshd(p.out), b.dout = bshd(p.dout);
+  b.dq = bshd(p.dq), b.dk = bshd(p.dk), b.dv = bshd(p.dv);
+  b.lse = static_cast<const float*>(p.lse.data), b.stat_z = p.lse.stride(0), b.stat_h = p.lse.stride(1);
+  b.delta = static_cast<float*>(p.delta.data), b.delta_z = p.delta.stride(0), b.delta_h = p.delta.stride(1);
+  b.scale = p.softmax_scale, b.causal = p.causal, b.dropout_p = p.dropout_p;
+  b.seed = p.philox_seed, b.offset = p.philox_offset;
+  return launch(b, stream, options);
+} catch (...) {
+  return fail(Status::kInternal, "attn_bwd: unexpected exception");
+}
+
+Status attn_bwd_varlen(const BwdVarlenParams& p, Stream stream, const KernelOptions* options) noexcept try {
+  detail::clear_error();
+  const char* op = "attn_bwd_varlen";
+  AOTRITON_RETURN_IF_ERROR(check_packed_qkv(op, p.q, p.k, p.v));
+  AOTRITON_RETURN_IF_ERROR(check_like(op, "out", p.out, "q", p.q));
+  AOTRITON_RETURN_IF_ERROR(check_like(op, "dout", p.dout, "q", p.q));
+  AOTRITON_RETURN_IF_ERROR(check_like(op, "dq", p.dq, "q", p.q));
+  AOTRITON_RETURN_IF_ERROR(check_like(op, "dk", p.dk, "k", p.k));
+  AOTRITON_RETURN_IF_ERROR(check_like(op, "dv", p.dv, "v", p.v));
+  if (p.num_seqs < 0 || p.max_seqlen_q < 0 || p.max_seqlen_k < 0)
+    return fail(Status::kInvalidArgument, "attn_bwd_varlen: num_seqs and max seqlens must be >= 0");
+  Bwd b{op};
+  b.g = Geometry{true, p.q.dtype, p.num_seqs, p.q.size(1), p.k.size(1), p.max_seqlen_q, p.max_seqlen_k, p.q.size(2),
+                 p.cu_seqlens_q, p.cu_seqlens_k};
+  AOTRITON_RETURN_IF_ERROR(check_row_stats(op, "lse", p.lse, b.g.hq, p.q.size(0)));
+  AOTRITON_RETURN_IF_ERROR(check_row_stats(op, "delta", p.delta, b.g.hq, p.q.size(0)));
+  b.q = packed(p.q), b.k = packed(p.k), b.v = packed(p.v), b.o = packed(p.out), b.dout = packed(p.dout);
+  b.dq = packed(p.dq), b.dk = packed(p.dk), b.dv = packed(p.dv);
+  b.lse = static_cast<const float*>(p.lse.data), b.stat_z = 0, b.stat_h = p.lse.stride(0);
+  b.delta = static_cast<float*>(p.delta.data), b.delta_z = 0, b.delta_h = p.delta.stride(0);
+  b.scale = p.softmax_scale, b.causal = p.causal, b.dropout_p = p.dropout_p;
+  b.seed = p.philox_seed, b.offset = p.philox_offset;
+  return launch(b, stream, options);
+} catch (...) {
+  return fail(Status::kInternal, "attn_bwd_varlen: unexpected exception");
+}
+
+}  // namespace flash
+}  // namespace AOTRITON_ABI_NAMESPACE
+}  // namespace aotriton

@@ -1,0 +1,64 @@
+// What the flash forward and backward operators share: the attention
+// geometry, strided tensor addressing in kernel terms, and their checks.
+#pragma once
+#include <cstdint>
+
+#include "aotriton/flash.h"
+#include "tensor_checks.h"
+
+namespace aotriton {
+inline namespace AOTRITON_ABI_NAMESPACE {
+namespace flash {
+namespace detail_ {
+
+// A tensor as the kernels address it: element (seq b, head h, token m, d) at
+// ptr + b*z + h*h_ + m*m_ + d. Varlen tensors have z = 0 (cu_seqlens gives the start).
+struct Strided {
+  const void* ptr = nullptr;
+  int64_t z = 0, h = 0, m = 0;
+};
+inline Strided bshd(const TensorView<4>& t) { return {t.data, t.stride(0), t.stride(2), t.stride(1)}; }
+inline Strided packed(const TensorView<3>& t) { return {t.data, 0, t.stride(1), t.stride(0)}; }
+
+struct Geometry {
+  bool varlen = false;
+  DType dtype = DType::kFloat16;
+  int64_t batch = 0, hq = 0, hk = 0, max_sq = 0, max_sk = 0, head_dim = 0;
+  const int32_t* cu_q = nullptr;
+  const int32_t* cu_k = nullptr;
+};
+
+// The power-of-two head-dim bucket a head dim runs in (padded when smaller).
+int32_t head_dim_bucket(int64_t d);
+
+// Head dim, GQA ratio, scale, dropout and 32-bit index ranges of the kernels.
+Status check_geometry(const char* op, const Geometry& g, float scale, float dropout_p, bool dropout,
+                      const int64_t* seed, const int64_t* offset, CausalType causal);
+
+struct StridedRows {
+  const char* name;
+  const Strided* t;
+  int64_t rows;
+};
+
+// `rows` tokens of `t` stay inside the kernels' 32-bit in-sequence offsets.
+Status check_strided(const char* op, const char* name, const Strided& t, int64_t rows, int64_t head_dim);
+
+// Batched q/k/v(/out) shapes: [B,Sq,Hq,D], [B,Sk,Hk,D] x2, fp16/bf16/fp32, one dtype.
+Status check_batched_qkv(const char* op, const TensorView<4>& q, const TensorView<4>& k, const TensorView<4>& v);
+Status check_packed_qkv(const char* op, const TensorView<3>& q, const TensorView<3>& k, const TensorView<3>& v);
+
+// `t` matches `like` in dtype and shape (outputs and gradients).
+Status check_like(const char* op, const char* name, const TensorView<4>& t, const char* like_name,
+                  const TensorView<4>& like);
+Status check_like(const char* op, const char* name, const TensorView<3>& t, const char* like_name,
+                  const TensorView<3>& like);
+
+// A per-row fp32 tensor ([B, Hq, Sq] batched or [Hq, total_q] varlen), rows contiguous.
+Status check_row_stats(const char* op, const char* name, const TensorView<3>& t, int64_t b, int64_t h, int64_t s);
+Status check_row_stats(const char* op, const char* name, const TensorView<2>& t, int64_t h, int64_t total);
+
+}  // namespace detail_
+}  // namespace flash
+}  // namespace AOTRITON_ABI_NAMESPACE
+}  // namespace aotriton
