@@ -19,21 +19,86 @@ def main():
     ap.add_argument("--prefix", default=str(REPO / "install"))
     ap.add_argument("--dtype", default="fp16", choices=["fp16", "bf16"])
     ap.add_argument("--quick", action="store_true", help="fewer shapes")
+    ap.add_argument("--mode", default="all", choices=["fwd", "bwd", "all"])
     args = ap.parse_args()
     sys.path[:0] = [str(Path(args.prefix) / "lib/python"), str(REPO)]
     import torch
     import triton
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    import aotriton
-    from tritonsrc.flash.fwd_configs import pick_config
-    from tritonsrc.flash.fwd_jit import attn_fwd_jit
 
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     tokens, hidden = 16384, 2048
     seqlens = [1024, 4096, 16384] if args.quick else [512, 1024, 2048, 4096, 8192, 16384]
     print(f"GPU {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, "
           f"{args.dtype}, batch*seqlen={tokens}, hidden={hidden}")
+    if args.mode in ("fwd", "all"):
+        fwd_table(args, dtype, tokens, hidden, seqlens)
+    if args.mode in ("bwd", "all"):
+        bwd_table(args, dtype, tokens, hidden, seqlens)
+
+
+def t_ms(fn):
+    import triton
+    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+
+def bwd_table(args, dtype, tokens, hidden, seqlens):
+    """fwd+bwd (3.5x the forward FLOPs) and bwd alone (2.5x)."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    import aotriton
+
+    print("\nforward + backward (TF/s counting 3.5x the forward FLOPs; bwd alone 2.5x)")
+    print("| D | causal | seqlen | aot fwd+bwd | SDPA flash fwd+bwd | SDPA cuDNN fwd+bwd | aot bwd | flash bwd |"
+          " aot/flash (f+b) | aot/cuDNN (f+b) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for D in (64, 128):
+        H = hidden // D
+        for causal in (False, True):
+            for S in seqlens:
+                B = tokens // S
+                q, k, v = (torch.randn(B, S, H, D, device="cuda", dtype=dtype, requires_grad=True) for _ in range(3))
+                dout = torch.randn(B, S, H, D, device="cuda", dtype=dtype)
+                fl = 4 * B * H * S * S * D / (2 if causal else 1)
+
+                def aot_fb():
+                    aotriton.flash_attn_func(q, k, v, causal=causal).backward(dout)
+
+                qt, kt, vt = (t.detach().transpose(1, 2).requires_grad_(True) for t in (q, k, v))
+                doutt = dout.transpose(1, 2)
+
+                def sdpa_fb():
+                    torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=causal).backward(doutt)
+
+                res = {"aot_fb": t_ms(aot_fb)}
+                with torch.no_grad():
+                    out, lse, _ = aotriton.flash_attn_func(q, k, v, causal=causal, return_lse=True)
+                res["aot_b"] = t_ms(lambda: aotriton.flash_attn_backward(dout, q, k, v, out, lse, causal=causal))
+                for name, be in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+                    try:
+                        with sdpa_kernel(be):
+                            res[name + "_fb"] = t_ms(sdpa_fb)
+                            with torch.no_grad():
+                                res[name + "_f"] = t_ms(lambda: torch.nn.functional.scaled_dot_product_attention(
+                                    qt, kt, vt, is_causal=causal))
+                    except RuntimeError:
+                        res[name + "_fb"] = res[name + "_f"] = float("nan")
+                res["flash_b"] = res["flash_fb"] - res["flash_f"]
+                tf = lambda ms, mult: mult * fl / (ms * 1e-3) / 1e12  # noqa: E731
+                a, f, c = tf(res["aot_fb"], 3.5), tf(res["flash_fb"], 3.5), tf(res["cudnn_fb"], 3.5)
+                print(f"| {D} | {causal} | {S} | {a:.0f} | {f:.0f} | {c:.0f} | {tf(res['aot_b'], 2.5):.0f} | "
+                      f"{tf(res['flash_b'], 2.5):.0f} | {a / f:.2f} | {a / c:.2f} |", flush=True)
+                del q, k, v, qt, kt, vt, dout, doutt, out, lse
+
+
+def fwd_table(args, dtype, tokens, hidden, seqlens):
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    import aotriton
+    from tritonsrc.flash.fwd_configs import pick_config
+    from tritonsrc.flash.fwd_jit import attn_fwd_jit
+
     print("| D | causal | seqlen | aotriton TF/s | JIT TF/s | SDPA flash TF/s | SDPA cuDNN TF/s | aot/flash | aot/cuDNN |"
           " aot/JIT |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -52,9 +117,6 @@ def main():
                 ref = torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=causal).transpose(1, 2)
                 err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
                 assert err < 2e-2, f"aotriton differs from SDPA: {err}"
-
-                def t_ms(fn):
-                    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
 
                 res = {"aot": t_ms(lambda: aotriton.flash_attn_func(q, k, v, causal=causal))}
                 res["jit"] = t_ms(lambda: attn_fwd_jit(q, k, v, sm_scale=scale, causal_type=2 if causal else 0,
