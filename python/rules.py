@@ -7,12 +7,14 @@ generated Args/Functional structs.
 """
 from kernel_rules import Profile
 
-from rules_flash import FLASH_CI, FLASH_KERNELS
+from rules_flash import FLASH_CI, FLASH_GPUTEST, FLASH_KERNELS
 from rules_moe import MOE_CI, MOE_KERNELS
 
 KERNELS = MOE_KERNELS + FLASH_KERNELS
 # kernel name -> which functionals the ci profile compiles (absent: all of them)
 CI_SUBSET = {**MOE_CI, **FLASH_CI}
+# kernel name -> which functionals the gputest profile compiles (absent: all)
+GPUTEST_SUBSET = dict(FLASH_GPUTEST)
 
 
 # ----------------------------------------------------------------------------
@@ -23,6 +25,11 @@ PROFILES = {
     for p in [
         Profile("release", "every functional, tuned configs (default config where untuned)"),
         Profile("tune", "every functional, every tuning config", tuning="all"),
+        Profile(
+            "gputest",
+            "what the GPU test suite exercises (a fast device build); release is the product",
+            keep=lambda k, f: GPUTEST_SUBSET.get(k, lambda f: True)(f),
+        ),
         Profile(
             "ci",
             "small subset that compiles on 2 CPU cores in a few minutes",

@@ -197,3 +197,19 @@ def _ci(f):
 
 
 FLASH_CI = {"attn_fwd": _ci, "bwd_preprocess": _ci, "bwd_dkdv": _ci, "bwd_dq": _ci}
+
+
+def _gputest(f):
+    """The functionals test/gpu exercises: every head-dim bucket, causal kind and
+    layout in fp16/bf16; dropout and the mask path at fp16 D=64; fp32 at D<=64;
+    the unaligned fallback at the 128 bucket (head dim 111)."""
+    if not f["ALIGNED16"] and f["BLOCK_DMODEL"] != 128:
+        return False
+    if f.get("ENABLE_DROPOUT") or f.get("RETURN_DROPOUT_MASK"):
+        return f["dtype"] == "fp16" and f["BLOCK_DMODEL"] == 64
+    if f["dtype"] == "fp32":
+        return f["BLOCK_DMODEL"] in (32, 64)
+    return True
+
+
+FLASH_GPUTEST = {"attn_fwd": _gputest, "bwd_preprocess": _gputest, "bwd_dkdv": _gputest, "bwd_dq": _gputest}

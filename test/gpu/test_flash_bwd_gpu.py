@@ -33,8 +33,8 @@ def check_grads(q, k, v, causal, dtype, p=0.0, philox=None, keep=None):
     out.backward(dout)
     _, rq, rk, rv = ref_grads(q, k, v, dout, scale, causal, keep, p)
     for name, got, ref in (("dq", q.grad, rq), ("dk", k.grad, rk), ("dv", v.grad, rv)):
-        if ref.abs().max() == 0:
-            assert torch.equal(got, torch.zeros_like(got)), name
+        if ref.abs().max() == 0:  # e.g. one key: dq is exactly 0, ours is 0 up to rounding
+            assert got.abs().max() < 1e-3, name
         else:
             assert rel_err(got, ref) < TOL[dtype], name
 
@@ -103,7 +103,7 @@ def test_varlen_matches_per_sequence_reference():
         _, rq, rk, rv = ref_grads(q[None, qs], k[None, ks], v[None, ks], dout[None, qs], D ** -0.5, 2)
         for got, ref in ((q.grad[qs], rq[0]), (k.grad[ks], rk[0]), (v.grad[ks], rv[0])):
             if ref.abs().max() == 0:
-                assert torch.equal(got, torch.zeros_like(got))
+                assert got.abs().max() < 1e-3
             else:
                 assert rel_err(got, ref) < TOL[torch.float16]
 
