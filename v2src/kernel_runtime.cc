@@ -1,5 +1,6 @@
 #include "kernel_runtime.h"
 
+#include <cstdlib>
 #include <string>
 
 #include "error.h"
@@ -219,10 +220,24 @@ Status grid_dim(int64_t value, int axis, const char* kernel_name, uint32_t* out)
   return Status::kSuccess;
 }
 
+// AOTRITON_CHECK_CONTEXT=1 (test builds, multi-GPU tests): before every launch,
+// verify that the current context is the one the kernel's module was loaded in.
+static const bool g_check_context = [] {
+  const char* v = std::getenv("AOTRITON_CHECK_CONTEXT");
+  return v && *v && *v != '0';
+}();
+
 Status launch(const LaunchTarget& t, const LoadedKernel& k, const uint32_t grid[3], void** params, void* stream,
               const char* kernel_name) {
   if (grid[0] == 0 || grid[1] == 0 || grid[2] == 0) return Status::kSuccess;  // empty problem
   ContextScope scope(t.cu, t.context, t.push);
+  if (g_check_context) {
+    CUcontext current = nullptr;
+    t.cu->cuCtxGetCurrent(&current);
+    if (current != t.bound->context)
+      return fail(Status::kInternal, std::string(kernel_name) + ": launch in a context other than the one its module "
+                                                                "was loaded in (AOTRITON_CHECK_CONTEXT)");
+  }
   CUresult r = t.cu->cuLaunchKernel(k.function, grid[0], grid[1], grid[2], k.block_threads, 1, 1, k.shared_bytes,
                                     static_cast<CUstream>(stream), params, nullptr);
   if (r != CUDA_SUCCESS) return check_cu(*t.cu, r, kernel_name);
