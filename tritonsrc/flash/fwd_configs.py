@@ -1,5 +1,6 @@
-"""Default tuning configs of the flash forward kernel, shared by the AOT rules
-(python/rules_flash.py) and the JIT launcher. Plain Python: no torch, no triton.
+"""Default and candidate tuning configs of the flash forward kernel, shared by
+the AOT rules (python/rules_flash.py) and the JIT launcher. Plain Python: no
+torch, no triton, so the generator can import it cheaply.
 """
 
 # Default tuning (BLOCK_M, BLOCK_N, num_warps, num_stages) per arch and head-dim
@@ -10,10 +11,10 @@ _FP16 = {  # fp16 and bf16
     90: {16: (128, 128, 8, 3), 32: (128, 128, 8, 3), 64: (128, 128, 8, 3),
          128: (128, 128, 8, 3), 256: (128, 64, 8, 2)},
     80: {16: (128, 128, 8, 3), 32: (128, 128, 8, 3), 64: (128, 128, 8, 3),
-         128: (128, 64, 8, 3), 256: (64, 64, 8, 2)},
+         128: (128, 32, 8, 3), 256: (64, 64, 8, 2)},
 }
 # The d mask of padded heads costs registers: smaller key tiles there.
-_FP16_PADDED = {90: {128: (128, 64, 8, 3), 256: (128, 32, 8, 2)}, 80: {}}
+_FP16_PADDED = {90: {128: (128, 64, 8, 3), 256: (128, 32, 8, 2)}, 80: {256: (64, 32, 8, 2)}}
 # Philox needs registers too; the int8 mask store (debug) even more.
 _DROPOUT = {16: (128, 64, 8, 2), 32: (128, 64, 8, 2), 64: (128, 64, 8, 2),
             128: (128, 64, 8, 2), 256: (64, 32, 8, 2)}
@@ -23,7 +24,26 @@ _DROPOUT_MASK = {16: (128, 32, 8, 2), 32: (128, 32, 8, 2), 64: (128, 32, 8, 2),
 _FP32 = {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (128, 64, 8, 2),
          128: (128, 32, 8, 2), 256: (32, 32, 4, 1)}
 _FP32_DROPOUT = {16: (64, 32, 4, 2), 32: (64, 32, 4, 2), 64: (64, 32, 4, 2),
-                 128: (64, 32, 4, 2), 256: (32, 32, 4, 1)}
+                 128: (64, 32, 8, 2), 256: (32, 32, 4, 1)}
+
+# Candidates for a GPU sweep (fp16/bf16), per arch and bucket: each compiles
+# within the arch's shared memory, without spills in the key loops for the
+# plain, causal and padded+causal+varlen functionals.
+_SMALL_D = [(128, 128, 8, 3), (128, 64, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3), (64, 128, 4, 3),
+            (128, 128, 8, 4)]
+TUNING_CANDIDATES = {
+    90: {16: _SMALL_D, 32: _SMALL_D,
+         64: [(128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 8, 3), (128, 64, 8, 4), (64, 64, 4, 4),
+              (64, 128, 4, 3)],
+         128: [(128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 8, 3), (128, 64, 8, 4), (64, 64, 4, 3),
+               (128, 32, 8, 3), (64, 64, 8, 3)],
+         256: [(128, 64, 8, 2), (128, 32, 8, 2), (64, 64, 8, 2), (64, 32, 8, 2), (128, 64, 8, 1),
+               (64, 64, 8, 1)]},
+    80: {16: _SMALL_D, 32: _SMALL_D[:4] + _SMALL_D[5:],
+         64: [(128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 8, 3), (128, 64, 8, 4), (64, 64, 4, 4)],
+         128: [(128, 32, 8, 3), (64, 64, 8, 3), (64, 64, 4, 3)],
+         256: [(64, 64, 8, 2), (64, 32, 8, 2), (64, 64, 8, 1)]},
+}
 
 
 def head_dim_bucket(head_dim):
