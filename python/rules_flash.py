@@ -21,8 +21,9 @@ def _shared_limit(arch):
 def _fwd_valid(f, arch):
     if f["RETURN_DROPOUT_MASK"] and not f["ENABLE_DROPOUT"]:
         return False
-    # Unpadded head dims (multiples of 16) give 16-divisible strides for any
-    # dense layout; the unaligned fallback is compiled for padded heads only.
+    # Unpadded head dims (multiples of 16) give 8-divisible strides for any
+    # dense layout; the unaligned fallback (head dims that are not multiples
+    # of 8, e.g. 111) is compiled for padded heads only.
     if not f["ALIGNED16"] and not f["PADDED_HEAD"]:
         return False
     return True
@@ -43,10 +44,10 @@ attn_fwd = Kernel(
         Arg("cu_seqlens_q", "*i32"), Arg("cu_seqlens_k", "*i32"),
         Arg("philox_seed_ptr", "*i64"), Arg("philox_offset_ptr", "*i64"), Arg("dropout_mask", "*i8"),
         Arg("sm_scale", "fp32"), Arg("dropout_p", "fp32"),
-        Arg("stride_qz", "i32:16"), Arg("stride_qh", "i32:16"), Arg("stride_qm", "i32:16"),
-        Arg("stride_kz", "i32:16"), Arg("stride_kh", "i32:16"), Arg("stride_kn", "i32:16"),
-        Arg("stride_vz", "i32:16"), Arg("stride_vh", "i32:16"), Arg("stride_vn", "i32:16"),
-        Arg("stride_oz", "i32:16"), Arg("stride_oh", "i32:16"), Arg("stride_om", "i32:16"),
+        Arg("stride_qz", "i32:8"), Arg("stride_qh", "i32:8"), Arg("stride_qm", "i32:8"),
+        Arg("stride_kz", "i32:8"), Arg("stride_kh", "i32:8"), Arg("stride_kn", "i32:8"),
+        Arg("stride_vz", "i32:8"), Arg("stride_vh", "i32:8"), Arg("stride_vn", "i32:8"),
+        Arg("stride_oz", "i32:8"), Arg("stride_oh", "i32:8"), Arg("stride_om", "i32:8"),
         Arg("stride_lse_z", "i32"), Arg("stride_lse_h", "i32"),
         Arg("stride_mz", "i32"), Arg("stride_mh", "i32"), Arg("stride_mm", "i32"),
         Arg("num_seqs", "i32"), Arg("num_heads_q", "i32"), Arg("num_heads_k", "i32"),
@@ -83,7 +84,7 @@ def _bwd_valid(f, arch):
 
 
 def _tensor_args(names, dims):
-    return [Arg(f"stride_{n}{d}", "i32:16") for n in names for d in dims]
+    return [Arg(f"stride_{n}{d}", "i32:8") for n in names for d in dims]
 
 
 def _bwd_pruner(kernel):

@@ -20,8 +20,8 @@ def _activation(x, ACTIVATION: tl.constexpr):
         return 0.5 * x * (1.0 + tl.erf(x * 0.7071067811865476))
     else:
         inner = 0.7978845608028654 * (x + 0.044715 * x * x * x)
-        # tanh(y) = 2 * sigmoid(2y) - 1, written with exp for portability.
-        return 0.5 * x * (1.0 + (2.0 / (1.0 + tl.exp(-2.0 * inner)) - 1.0))
+        # 0.5 * (1 + tanh(y)) == sigmoid(2y): no cancellation for small y.
+        return x / (1.0 + tl.exp(-2.0 * inner))
 
 
 @triton.jit
