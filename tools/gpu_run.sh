@@ -4,6 +4,8 @@
 # C++ GPU program and the benchmarks. Logs go to $OUT when set.
 #   STEPS="build test bench"   which steps to run (default all)
 #   PROFILE=release            build profile
+#   TESTS=test/gpu             pytest paths; PYTEST_ARGS extra pytest arguments
+#   BENCHES=...                benchmark scripts to run
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/aotriton-out}
@@ -27,7 +29,7 @@ if [[ $STEPS == *build* ]]; then
 fi
 if [[ $STEPS == *test* ]]; then
   export AOTRITON_OTHER_ARCH_PREFIX=$PWD/install80
-  "$PYTHON" -m pytest -q -rs test/gpu ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/test_gpu.log" | tail -25 || status=1
+  "$PYTHON" -m pytest -q -rs ${TESTS:-test/gpu} ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/test_gpu.log" | tail -25 || status=1
   "$PYTHON" -m pytest -q test/cpu/test_install.py test/cpu/test_runtime_nogpu.py 2>&1 | tail -3 || status=1
 fi
 if [[ $STEPS == *bench* ]]; then
