@@ -1,7 +1,7 @@
 """Flash attention kernel rules (see kernel_rules.py for the vocabulary)."""
 from kernel_rules import Arg, AutotuneKey, Kernel, TuningSpace
 from tritonsrc.flash import bwd_configs
-from tritonsrc.flash.fwd_configs import pick_config
+from tritonsrc.flash.fwd_configs import TUNING_CANDIDATES, pick_config
 
 HEAD_DIM_BUCKETS = [16, 32, 64, 128, 256]  # NPOT head dims run padded in the next bucket
 SEQLEN_BINS = [128, 512, 1024, 2048, 4096, 8192]
@@ -27,6 +27,15 @@ def _fwd_valid(f, arch):
     if not f["ALIGNED16"] and not f["PADDED_HEAD"]:
         return False
     return True
+
+
+def _fwd_candidate(f, c, arch):
+    """The GPU-sweep candidates of fwd_configs (compile-checked: no spills,
+    fits shared memory) plus the default."""
+    cand = TUNING_CANDIDATES[90 if arch >= 90 else 80][f["BLOCK_DMODEL"]]
+    cfg = (c["BLOCK_M"], c["BLOCK_N"], c["num_warps"], c["num_stages"])
+    fits = _fwd_shared_bytes(f, c) <= _shared_limit(arch)
+    return (cfg in cand and fits) or dict(c) == _fwd_default(f, arch)
 
 
 def _fwd_default(f, arch):
@@ -67,7 +76,7 @@ attn_fwd = Kernel(
     tuning=TuningSpace(
         params={"BLOCK_M": [64, 128], "BLOCK_N": [32, 64, 128], "num_warps": [4, 8], "num_stages": [2, 3, 4]},
         default=_fwd_default,
-        prune=lambda f, c, arch: _fwd_shared_bytes(f, c) <= _shared_limit(arch),
+        prune=lambda f, c, arch: _fwd_candidate(f, c, arch),
     ),
     grid=("cdiv(max_seqlen_q, BLOCK_M)", "num_seqs * num_heads_q", "1"),
     autotune_keys=[AutotuneKey("max_seqlen_q", SEQLEN_BINS), AutotuneKey("max_seqlen_k", SEQLEN_BINS)],

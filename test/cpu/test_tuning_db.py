@@ -1,0 +1,60 @@
+"""The checked-in tuning databases parse, and every entry names a kernel,
+functional, key bins and a config that the rules can generate."""
+import json
+
+import pytest
+
+import build_plan
+import rules
+from kernel_rules import functional_name
+
+DB_FILES = sorted(build_plan.TUNING_DB_DIR.glob("sm_*/*.json"))
+
+
+def test_database_files_exist_or_none_expected():
+    # Not an error to have none (defaults are used), but list what we check.
+    print([str(p) for p in DB_FILES])
+
+
+@pytest.mark.parametrize("path", DB_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_entries_name_generatable_configs(path):
+    db = json.loads(path.read_text())
+    arch = int(path.parent.name.removeprefix("sm_"))
+    by_name = {r.name: r for r in rules.KERNELS}
+    assert db["kernel"] == path.stem and db["kernel"] in by_name
+    rule = by_name[db["kernel"]]
+    assert db["arch"] == arch
+    assert db["keys"] == [k.arg for k in rule.autotune_keys]
+    functionals = {functional_name(f): f for f in rule.functionals(arch)}
+    seen = set()
+    for e in db["entries"]:
+        assert e["functional"] in functionals, e["functional"]
+        f = functionals[e["functional"]]
+        assert len(e["bins"]) == len(rule.autotune_keys)
+        assert all(0 <= b < len(k.bins) for b, k in zip(e["bins"], rule.autotune_keys))
+        space = rule.tuning.all_configs(f, arch) + [dict(rule.tuning.default(f, arch))]
+        assert e["config"] in space, (e["functional"], e["config"])
+        assert e["time_ms"] <= e["runner_up"]["time_ms"]
+        key = (e["functional"], tuple(e["bins"]))
+        assert key not in seen, f"duplicate entry {key}"
+        seen.add(key)
+
+
+def test_plan_uses_database_winners():
+    plan = build_plan.make_plan(rules, "release", [90])
+    assert not plan["notes"], plan["notes"]
+    for path in (p for p in DB_FILES if p.parent.name == "sm_90"):
+        db = json.loads(path.read_text())
+        pk = next(k for k in plan["kernels"] if k["name"] == db["kernel"])
+        rule = next(r for r in rules.KERNELS if r.name == db["kernel"])
+        shape = [len(k.bins) for k in rule.autotune_keys]
+        for e in db["entries"]:
+            entry = next(x for x in pk["entries"] if x["name"] == e["functional"])
+            if not entry["variants"]:
+                continue
+            v = next(v for v in entry["variants"] if v["arch"] == 90)
+            idx = 0
+            for b, n in zip(e["bins"], shape):
+                idx = idx * n + b
+            chosen = v["configs"][v["lut"][idx]]["values"]
+            assert chosen == e["config"]
