@@ -6,6 +6,41 @@ namespace pyaotriton {
 
 using namespace aotriton;
 
+namespace {
+
+template <int R>
+TensorView<R> opt_view(const std::optional<TensorArg<R>>& t) {
+  return t ? view<R>(*t) : TensorView<R>{};
+}
+
+moe::FusedExpertsParams fused_params(const TensorArg<2>& hidden, const TensorArg<3>& w1, const TensorArg<3>& w2,
+                                     const TensorArg<2>& topk_weights, const TensorArg<2>& topk_ids,
+                                     const TensorArg<2>& output, int activation, int quant,
+                                     const std::optional<TensorArg<3>>& w1_scale,
+                                     const std::optional<TensorArg<3>>& w2_scale,
+                                     const std::optional<TensorArg<1>>& a1_scale,
+                                     const std::optional<TensorArg<1>>& a2_scale,
+                                     const std::optional<TensorArg<1>>& expert_map, int block_size) {
+  moe::FusedExpertsParams p;
+  p.hidden_states = view<2>(hidden);
+  p.w1 = view<3>(w1);
+  p.w2 = view<3>(w2);
+  p.topk_weights = view<2>(topk_weights);
+  p.topk_ids = view<2>(topk_ids);
+  p.output = view<2>(output);
+  p.activation = static_cast<moe::Activation>(activation);
+  p.quant = static_cast<moe::QuantMode>(quant);
+  p.w1_scale = opt_view<3>(w1_scale);
+  p.w2_scale = opt_view<3>(w2_scale);
+  p.a1_scale = opt_view<1>(a1_scale);
+  p.a2_scale = opt_view<1>(a2_scale);
+  p.expert_map = opt_view<1>(expert_map);
+  p.block_size = block_size;
+  return p;
+}
+
+}  // namespace
+
 void bind_moe(nb::module_& m) {
   m.def(
       "act_and_mul",
@@ -27,6 +62,130 @@ void bind_moe(nb::module_& m) {
             force_config);
       },
       nb::arg("out"), nb::arg("input"), nb::arg("stream"), nb::arg("force_config") = nb::none());
+  m.def(
+      "topk_softmax",
+      [](const TensorArg<2>& logits, const TensorArg<2>& weights, const TensorArg<2>& ids, bool renormalize,
+         uintptr_t stream, std::optional<std::string> force_config) {
+        return run(
+            [&](const KernelOptions* opt) {
+              return moe::topk_softmax({view<2>(logits), view<2>(weights), view<2>(ids), renormalize},
+                                       stream_arg(stream), opt);
+            },
+            force_config);
+      },
+      nb::arg("logits"), nb::arg("topk_weights"), nb::arg("topk_ids"), nb::arg("renormalize"), nb::arg("stream"),
+      nb::arg("force_config") = nb::none());
+  m.def("moe_align_max_padded", &moe::moe_align_max_padded, nb::arg("numel"), nb::arg("num_experts"),
+        nb::arg("block_size"));
+  m.def("moe_align_workspace_size", &moe::moe_align_workspace_size, nb::arg("numel"), nb::arg("num_experts"));
+  m.def("moe_gemm_block_size", &moe::moe_gemm_block_size, nb::arg("num_tokens"), nb::arg("aligned") = true);
+  m.def(
+      "moe_align_block_size",
+      [](const TensorArg<2>& topk_ids, int num_experts, int block_size, const std::optional<TensorArg<1>>& expert_map,
+         const TensorArg<1>& sorted_ids, const TensorArg<1>& expert_ids, const TensorArg<1>& ntpp, uintptr_t workspace,
+         size_t workspace_bytes, uintptr_t stream) {
+        moe::MoeAlignParams p;
+        p.topk_ids = view<2>(topk_ids);
+        p.num_experts = num_experts;
+        p.block_size = block_size;
+        p.expert_map = opt_view<1>(expert_map);
+        p.sorted_token_ids = view<1>(sorted_ids);
+        p.expert_ids = view<1>(expert_ids);
+        p.num_tokens_post_padded = view<1>(ntpp);
+        p.workspace = reinterpret_cast<void*>(workspace);
+        p.workspace_bytes = workspace_bytes;
+        raise_if_error(moe::moe_align_block_size(p, stream_arg(stream)));
+      },
+      nb::arg("topk_ids"), nb::arg("num_experts"), nb::arg("block_size"), nb::arg("expert_map").none(),
+      nb::arg("sorted_token_ids"), nb::arg("expert_ids"), nb::arg("num_tokens_post_padded"), nb::arg("workspace"),
+      nb::arg("workspace_bytes"), nb::arg("stream"));
+  m.def(
+      "grouped_gemm",
+      [](const TensorArg<2>& a, const TensorArg<3>& b, const TensorArg<2>& c, const std::optional<TensorArg<2>>& a_scale,
+         const std::optional<TensorArg<3>>& b_scale, const std::optional<TensorArg<2>>& topk_weights,
+         const TensorArg<1>& sorted_ids, const TensorArg<1>& expert_ids, const TensorArg<1>& ntpp, int top_k,
+         int block_size, bool mul_routed_weight, int quant, uintptr_t stream, std::optional<std::string> force_config) {
+        moe::GroupedGemmParams p;
+        p.a = view<2>(a);
+        p.b = view<3>(b);
+        p.c = view<2>(c);
+        p.a_scale = opt_view<2>(a_scale);
+        p.b_scale = opt_view<3>(b_scale);
+        p.topk_weights = opt_view<2>(topk_weights);
+        p.sorted_token_ids = view<1>(sorted_ids);
+        p.expert_ids = view<1>(expert_ids);
+        p.num_tokens_post_padded = view<1>(ntpp);
+        p.top_k = top_k;
+        p.block_size = block_size;
+        p.mul_routed_weight = mul_routed_weight;
+        p.quant = static_cast<moe::QuantMode>(quant);
+        return run([&](const KernelOptions* opt) { return moe::grouped_gemm(p, stream_arg(stream), opt); },
+                   force_config);
+      },
+      nb::arg("a"), nb::arg("b"), nb::arg("c"), nb::arg("a_scale").none(), nb::arg("b_scale").none(),
+      nb::arg("topk_weights").none(), nb::arg("sorted_token_ids"), nb::arg("expert_ids"),
+      nb::arg("num_tokens_post_padded"), nb::arg("top_k"), nb::arg("block_size"), nb::arg("mul_routed_weight"),
+      nb::arg("quant"), nb::arg("stream"), nb::arg("force_config") = nb::none());
+  m.def(
+      "per_token_group_quant_fp8",
+      [](const TensorArg<2>& x, const TensorArg<2>& q, const TensorArg<2>& scales, int group_size, uintptr_t stream) {
+        raise_if_error(moe::per_token_group_quant_fp8({view<2>(x), view<2>(q), view<2>(scales), group_size},
+                                                      stream_arg(stream)));
+      },
+      nb::arg("x"), nb::arg("q"), nb::arg("scales"), nb::arg("group_size"), nb::arg("stream"));
+  m.def("per_tensor_quant_workspace_size", &moe::per_tensor_quant_workspace_size, nb::arg("rows"));
+  m.def(
+      "per_tensor_quant_fp8",
+      [](const TensorArg<2>& x, const TensorArg<2>& q, const TensorArg<1>& scale, bool dynamic_scale,
+         uintptr_t workspace, size_t workspace_bytes, uintptr_t stream) {
+        moe::PerTensorQuantParams p;
+        p.x = view<2>(x);
+        p.q = view<2>(q);
+        p.scale = view<1>(scale);
+        p.dynamic_scale = dynamic_scale;
+        p.workspace = reinterpret_cast<void*>(workspace);
+        p.workspace_bytes = workspace_bytes;
+        raise_if_error(moe::per_tensor_quant_fp8(p, stream_arg(stream)));
+      },
+      nb::arg("x"), nb::arg("q"), nb::arg("scale"), nb::arg("dynamic_scale"), nb::arg("workspace"),
+      nb::arg("workspace_bytes"), nb::arg("stream"));
+  m.def(
+      "fused_experts_workspace_size",
+      [](const TensorArg<2>& hidden, const TensorArg<3>& w1, const TensorArg<3>& w2, const TensorArg<2>& topk_weights,
+         const TensorArg<2>& topk_ids, const TensorArg<2>& output, int activation, int quant,
+         const std::optional<TensorArg<3>>& w1_scale, const std::optional<TensorArg<3>>& w2_scale,
+         const std::optional<TensorArg<1>>& a1_scale, const std::optional<TensorArg<1>>& a2_scale,
+         const std::optional<TensorArg<1>>& expert_map, int block_size) {
+        moe::FusedExpertsParams p = fused_params(hidden, w1, w2, topk_weights, topk_ids, output, activation, quant,
+                                                 w1_scale, w2_scale, a1_scale, a2_scale, expert_map, block_size);
+        size_t bytes = 0;
+        raise_if_error(moe::fused_experts_workspace_size(p, &bytes));
+        return bytes;
+      },
+      nb::arg("hidden_states"), nb::arg("w1"), nb::arg("w2"), nb::arg("topk_weights"), nb::arg("topk_ids"),
+      nb::arg("output"), nb::arg("activation"), nb::arg("quant"), nb::arg("w1_scale").none(),
+      nb::arg("w2_scale").none(), nb::arg("a1_scale").none(), nb::arg("a2_scale").none(),
+      nb::arg("expert_map").none(), nb::arg("block_size"));
+  m.def(
+      "fused_experts",
+      [](const TensorArg<2>& hidden, const TensorArg<3>& w1, const TensorArg<3>& w2, const TensorArg<2>& topk_weights,
+         const TensorArg<2>& topk_ids, const TensorArg<2>& output, int activation, int quant,
+         const std::optional<TensorArg<3>>& w1_scale, const std::optional<TensorArg<3>>& w2_scale,
+         const std::optional<TensorArg<1>>& a1_scale, const std::optional<TensorArg<1>>& a2_scale,
+         const std::optional<TensorArg<1>>& expert_map, int block_size, uintptr_t workspace, size_t workspace_bytes,
+         uintptr_t stream, std::optional<std::string> force_config) {
+        moe::FusedExpertsParams p = fused_params(hidden, w1, w2, topk_weights, topk_ids, output, activation, quant,
+                                                 w1_scale, w2_scale, a1_scale, a2_scale, expert_map, block_size);
+        p.workspace = reinterpret_cast<void*>(workspace);
+        p.workspace_bytes = workspace_bytes;
+        return run([&](const KernelOptions* opt) { return moe::fused_experts(p, stream_arg(stream), opt); },
+                   force_config);
+      },
+      nb::arg("hidden_states"), nb::arg("w1"), nb::arg("w2"), nb::arg("topk_weights"), nb::arg("topk_ids"),
+      nb::arg("output"), nb::arg("activation"), nb::arg("quant"), nb::arg("w1_scale").none(),
+      nb::arg("w2_scale").none(), nb::arg("a1_scale").none(), nb::arg("a2_scale").none(),
+      nb::arg("expert_map").none(), nb::arg("block_size"), nb::arg("workspace"), nb::arg("workspace_bytes"),
+      nb::arg("stream"), nb::arg("force_config") = nb::none());
 }
 
 }  // namespace pyaotriton

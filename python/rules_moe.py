@@ -1,5 +1,6 @@
 """MoE kernel rules (see kernel_rules.py for the vocabulary)."""
 from kernel_rules import Arg, AutotuneKey, Kernel, TuningSpace
+from tritonsrc.moe import configs as C
 
 FLOAT_DTYPES = ["fp16", "bf16", "fp32"]
 
@@ -54,5 +55,330 @@ moe_sum = Kernel(
     doc="sum over the top-k axis",
 )
 
-MOE_KERNELS = [act_and_mul, moe_sum]
-MOE_CI = {}  # the element-wise kernels are cheap: ci compiles all of them
+
+# ----------------------------------------------------------------------------
+# Routing: top-k softmax and moe_align_block_size
+# ----------------------------------------------------------------------------
+TOPK_BLOCK_E = [8, 16, 32, 64, 128, 256, 512]   # max(8, next_pow2(num_experts))
+ALIGN_BLOCK_E = [16, 32, 64, 128, 256, 512]     # max(16, next_pow2(num_experts))
+_ONE_STAGE = {"num_stages": [1]}
+
+
+def _topk_prune(f, c, arch):
+    elems = c["BLOCK_M"] * f["BLOCK_E"]
+    return 32 * c["num_warps"] <= max(elems, 32) and elems <= 8192
+
+
+topk_softmax = Kernel(
+    name="topk_softmax",
+    source="tritonsrc/moe/topk_softmax.py",
+    function="topk_softmax_kernel",
+    args=[
+        Arg("logits_ptr", "*{dtype}"), Arg("topk_weights_ptr", "*fp32"), Arg("topk_ids_ptr", "*i32"),
+        Arg("num_tokens", "i32"), Arg("num_experts", "i32"), Arg("topk", "i32"),
+        Arg("stride_lm", "i32"), Arg("stride_le", "i32"), Arg("stride_wm", "i32"), Arg("stride_im", "i32"),
+    ],
+    functional={"dtype": FLOAT_DTYPES, "RENORMALIZE": [False, True], "BLOCK_E": TOPK_BLOCK_E},
+    tuning=TuningSpace(
+        params={"BLOCK_M": [1, 2, 4, 8, 16, 32, 64, 128], "num_warps": [1, 2, 4, 8], **_ONE_STAGE},
+        default=lambda f, arch: C.topk_default(f["BLOCK_E"]),
+        prune=_topk_prune,
+    ),
+    grid=("cdiv(num_tokens, BLOCK_M)", "1", "1"),
+    autotune_keys=[AutotuneKey("num_tokens", bins=[64, 1024, 8192])],
+    doc="router softmax + top-k",
+)
+
+_ALIGN_IDS = [Arg("topk_ids_ptr", "*i32"), Arg("expert_map_ptr", "*i32")]
+_ALIGN_FUNCTIONAL = {"HAS_EXPERT_MAP": [False, True], "BLOCK_E": ALIGN_BLOCK_E}
+
+moe_align_count = Kernel(
+    name="moe_align_count",
+    source="tritonsrc/moe/align.py",
+    function="moe_align_count_kernel",
+    args=_ALIGN_IDS + [
+        Arg("chunk_counts_ptr", "*i32"), Arg("sorted_token_ids_ptr", "*i32"),
+        Arg("numel", "i32"), Arg("num_experts", "i32"), Arg("max_num_tokens_padded", "i32"),
+    ],
+    # BLOCK_T is functional: the scan and scatter launches must use the same chunking.
+    functional={**_ALIGN_FUNCTIONAL, "BLOCK_T": [C.ALIGN_BLOCK_T]},
+    tuning=TuningSpace(params={"num_warps": [2, 4, 8], **_ONE_STAGE},
+                       default=lambda f, arch: {"num_warps": 4, "num_stages": 1}),
+    grid=("cdiv(numel, BLOCK_T)", "1", "1"),
+    doc="moe_align step 1: per-chunk expert histogram, sentinel fill",
+)
+
+moe_align_scan = Kernel(
+    name="moe_align_scan",
+    source="tritonsrc/moe/align.py",
+    function="moe_align_scan_kernel",
+    # The counts are int32; the dtype functional only names the single variant.
+    args=[Arg("chunk_counts_ptr", "*{dtype}"), Arg("expert_counts_ptr", "*{dtype}"),
+          Arg("num_chunks", "i32"), Arg("num_experts", "i32")],
+    functional={"dtype": ["i32"]},
+    tuning=TuningSpace(
+        params={"BLOCK_EG": [16, 32, 64, 128], "BLOCK_C": [8, 16, 32, 64], "num_warps": [2, 4, 8], **_ONE_STAGE},
+        default=lambda f, arch: {"BLOCK_EG": 32, "BLOCK_C": 32, "num_warps": 4, "num_stages": 1},
+    ),
+    grid=("cdiv(num_experts, BLOCK_EG)", "1", "1"),
+    doc="moe_align step 2: per-expert prefix over chunks",
+)
+
+moe_align_offsets = Kernel(
+    name="moe_align_offsets",
+    source="tritonsrc/moe/align.py",
+    function="moe_align_offsets_kernel",
+    args=[Arg("expert_counts_ptr", "*i32"), Arg("expert_starts_ptr", "*i32"),
+          Arg("num_tokens_post_padded_ptr", "*i32"), Arg("num_experts", "i32"), Arg("block_size", "i32")],
+    functional={"BLOCK_E": ALIGN_BLOCK_E},
+    tuning=TuningSpace(params={"num_warps": [1, 2, 4], **_ONE_STAGE},
+                       default=lambda f, arch: {"num_warps": 4, "num_stages": 1}),
+    grid=("1", "1", "1"),
+    doc="moe_align step 3: padded expert starts",
+)
+
+_BLOCK_B = [8, 16, 32, 64, 128]
+
+moe_align_scatter = Kernel(
+    name="moe_align_scatter",
+    source="tritonsrc/moe/align.py",
+    function="moe_align_scatter_kernel",
+    args=_ALIGN_IDS + [
+        Arg("chunk_counts_ptr", "*i32"), Arg("expert_starts_ptr", "*i32"),
+        Arg("sorted_token_ids_ptr", "*i32"), Arg("expert_ids_ptr", "*i32"),
+        Arg("numel", "i32"), Arg("num_experts", "i32"), Arg("block_size", "i32"), Arg("num_blocks_total", "i32"),
+    ],
+    functional={**_ALIGN_FUNCTIONAL, "BLOCK_T": [C.ALIGN_BLOCK_T]},
+    tuning=TuningSpace(
+        params={"BLOCK_B": _BLOCK_B, "num_warps": [2, 4, 8], **_ONE_STAGE},
+        default=lambda f, arch: {"BLOCK_B": C.align_block_b(f["BLOCK_E"]), "num_warps": 4, "num_stages": 1},
+        prune=lambda f, c, arch: c["BLOCK_B"] * f["BLOCK_E"] <= 8192,
+    ),
+    grid=("cdiv(numel, BLOCK_T)", "1", "1"),
+    doc="moe_align step 4: scatter slots, expert ids",
+)
+
+moe_align_small = Kernel(
+    name="moe_align_small",
+    source="tritonsrc/moe/align.py",
+    function="moe_align_small_kernel",
+    args=_ALIGN_IDS + [
+        Arg("sorted_token_ids_ptr", "*i32"), Arg("expert_ids_ptr", "*i32"),
+        Arg("num_tokens_post_padded_ptr", "*i32"),
+        Arg("numel", "i32"), Arg("num_experts", "i32"), Arg("block_size", "i32"),
+        Arg("max_num_tokens_padded", "i32"), Arg("num_blocks_total", "i32"),
+    ],
+    functional={**_ALIGN_FUNCTIONAL, "BLOCK_T": list(C.ALIGN_SMALL_BLOCK_T)},
+    tuning=TuningSpace(
+        params={"BLOCK_B": _BLOCK_B, "num_warps": [4, 8], **_ONE_STAGE},
+        default=lambda f, arch: {"BLOCK_B": C.align_block_b(f["BLOCK_E"]),
+                                 "num_warps": C.align_small_warps(f["BLOCK_T"]), "num_stages": 1},
+        prune=lambda f, c, arch: c["BLOCK_B"] * f["BLOCK_E"] <= 8192,
+    ),
+    grid=("1", "1", "1"),
+    doc="moe_align in one launch (numel <= BLOCK_T)",
+)
+
+# ----------------------------------------------------------------------------
+# Grouped GEMM (fused_moe_kernel)
+# ----------------------------------------------------------------------------
+def _fp8_ok(arch):
+    return arch >= 89
+
+
+def _aligned_ok(f):
+    # ALIGNED (shapes and strides) without ALIGNED16 (16-byte base pointers)
+    # vectorizes nothing: the operator folds the pointers into ALIGNED.
+    return f["ALIGNED16"] or not f["ALIGNED"]
+
+
+def _gemm_valid(f, arch):
+    if not _aligned_ok(f):
+        return False
+    if f["QUANT"] == C.QUANT_NONE:
+        return f["ab_dtype"] == f["c_dtype"]
+    return f["ab_dtype"] == "fp8e4nv" and _fp8_ok(arch)
+
+
+def _gemm_smem(f, c):
+    elem = 1 if f["ab_dtype"] == "fp8e4nv" else 2
+    return c["num_stages"] * elem * c["BLOCK_SIZE_K"] * (f["BLOCK_SIZE_M"] + c["BLOCK_SIZE_N"])
+
+
+def _gemm_prune(f, c, arch):
+    if f["QUANT"] == C.QUANT_FP8_BLOCK and c["BLOCK_SIZE_K"] > 128:
+        return False  # a K tile must sit inside one 128-wide scale group
+    # Keeps the tune profile to what can matter: grouping only for tall tiles,
+    # 8 warps only from BLOCK_SIZE_M 64, small tiles for the scalar fallback.
+    if (c["GROUP_SIZE_M"] == 1) != (f["BLOCK_SIZE_M"] <= 32):
+        return False
+    if c["num_warps"] == 8 and f["BLOCK_SIZE_M"] < 64:
+        return False
+    if not f["ALIGNED"] and (c["BLOCK_SIZE_K"] > 64 or c["BLOCK_SIZE_N"] > 128 or c["num_stages"] > 3):
+        return False
+    return _gemm_smem(f, c) <= (227 if arch >= 90 else 163) * 1024
+
+
+fused_moe_gemm = Kernel(
+    name="fused_moe_gemm",
+    source="tritonsrc/moe/grouped_gemm.py",
+    function="fused_moe_kernel",
+    args=[
+        Arg("a_ptr", "*{ab_dtype}:16"), Arg("b_ptr", "*{ab_dtype}:16"), Arg("c_ptr", "*{c_dtype}:16"),
+        Arg("a_scale_ptr", "*fp32"), Arg("b_scale_ptr", "*fp32"), Arg("topk_weights_ptr", "*fp32"),
+        Arg("sorted_token_ids_ptr", "*i32"), Arg("expert_ids_ptr", "*i32"),
+        Arg("num_tokens_post_padded_ptr", "*i32"),
+        Arg("N", "i32"), Arg("K", "i32"), Arg("EM", "i32"), Arg("num_valid_tokens", "i32"), Arg("top_k", "i32"),
+        Arg("stride_am", "i32"), Arg("stride_be", "i32"), Arg("stride_bn", "i32"), Arg("stride_cm", "i32"),
+        Arg("stride_asm", "i32"), Arg("stride_ask", "i32"),
+        Arg("stride_bse", "i32"), Arg("stride_bsn", "i32"), Arg("stride_bsk", "i32"),
+    ],
+    functional={
+        "ab_dtype": ["fp16", "bf16", "fp8e4nv"],
+        "c_dtype": ["fp16", "bf16"],
+        "QUANT": [C.QUANT_NONE, C.QUANT_FP8_TENSOR, C.QUANT_FP8_BLOCK],
+        "MUL_ROUTED_WEIGHT": [False, True],
+        "ALIGNED": [False, True],
+        # = the moe_align block size, chosen by the operator from M (configs.block_size_m).
+        "BLOCK_SIZE_M": list(C.BLOCK_SIZES_M),
+    },
+    unaligned_variant=True,
+    valid=_gemm_valid,
+    tuning=TuningSpace(
+        params={"BLOCK_SIZE_N": [32, 64, 128, 256], "BLOCK_SIZE_K": [64, 128, 256],
+                "GROUP_SIZE_M": [1, 8, 16], "num_warps": [4, 8], "num_stages": [2, 3, 4]},
+        default=lambda f, arch: C.gemm_default(f["BLOCK_SIZE_M"], f["QUANT"], f["ALIGNED"], arch),
+        prune=_gemm_prune,
+    ),
+    grid=("cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N)", "1", "1"),
+    # Slots (M * top_k): the tuning database's bins; the defaults do not depend on it.
+    autotune_keys=[AutotuneKey("num_valid_tokens", bins=[32, 128, 512, 2048, 8192, 32768])],
+    doc="grouped GEMM over experts (vLLM fused_moe_kernel)",
+)
+
+# ----------------------------------------------------------------------------
+# fp8 activation quantization and the fused operator's helpers
+# ----------------------------------------------------------------------------
+def _quant_valid(f, arch):
+    return _fp8_ok(arch) and _aligned_ok(f)
+
+
+per_token_group_quant_fp8 = Kernel(
+    name="per_token_group_quant_fp8",
+    source="tritonsrc/moe/quant.py",
+    function="per_token_group_quant_fp8_kernel",
+    args=[
+        Arg("x_ptr", "*{dtype}:16"), Arg("q_ptr", "*fp8e4nv:16"), Arg("s_ptr", "*fp32"),
+        Arg("M", "i32"), Arg("K", "i32"), Arg("stride_xm", "i32"), Arg("stride_qm", "i32"),
+        Arg("stride_sm", "i32"), Arg("stride_sk", "i32"),
+    ],
+    functional={"dtype": FLOAT_DTYPES, "GROUP": [128], "ALIGNED": [False, True]},
+    unaligned_variant=True,
+    valid=_quant_valid,
+    tuning=TuningSpace(
+        params={"BLOCK_M": [1, 2, 4, 8, 16, 32], "num_warps": [1, 2, 4, 8], **_ONE_STAGE},
+        default=lambda f, arch: {"BLOCK_M": 8, "num_warps": 4, "num_stages": 1},
+    ),
+    grid=("cdiv(M, BLOCK_M)", "cdiv(K, GROUP)", "1"),
+    autotune_keys=[AutotuneKey("M", bins=[64, 1024, 16384])],
+    doc="fp8 e4m3 quantization, one scale per row and 128 columns",
+)
+
+per_tensor_quant_fp8 = Kernel(
+    name="per_tensor_quant_fp8",
+    source="tritonsrc/moe/quant.py",
+    function="per_tensor_quant_fp8_kernel",
+    args=[
+        Arg("x_ptr", "*{dtype}:16"), Arg("q_ptr", "*fp8e4nv:16"), Arg("scale_ptr", "*fp32"),
+        Arg("M", "i32"), Arg("K", "i32"), Arg("stride_xm", "i32"), Arg("stride_qm", "i32"),
+    ],
+    functional={"dtype": FLOAT_DTYPES, "ALIGNED": [False, True]},
+    unaligned_variant=True,
+    valid=_quant_valid,
+    tuning=TuningSpace(
+        params={"BLOCK_M": [1, 2, 4, 8, 16], "BLOCK_K": [128, 256, 512, 1024], "num_warps": [1, 2, 4, 8],
+                **_ONE_STAGE},
+        default=lambda f, arch: {"BLOCK_M": 4, "BLOCK_K": 512, "num_warps": 4, "num_stages": 1},
+        prune=lambda f, c, arch: c["BLOCK_M"] * c["BLOCK_K"] <= 8192,
+    ),
+    grid=("cdiv(M, BLOCK_M)", "cdiv(K, BLOCK_K)", "1"),
+    autotune_keys=[AutotuneKey("M", bins=[64, 1024, 16384])],
+    doc="fp8 e4m3 quantization with one device-side scale",
+)
+
+fp8_amax_partial = Kernel(
+    name="fp8_amax_partial",
+    source="tritonsrc/moe/fused_helpers.py",
+    function="fp8_amax_partial_kernel",
+    args=[Arg("x_ptr", "*{dtype}:16"), Arg("partial_ptr", "*fp32"), Arg("M", "i32"), Arg("K", "i32:16"),
+          Arg("stride_xm", "i32:16"), Arg("num_partials", "i32")],
+    functional={"dtype": FLOAT_DTYPES},
+    unaligned_variant=True,
+    valid=lambda f, arch: _fp8_ok(arch),
+    tuning=TuningSpace(
+        params={"BLOCK_M": [1, 2, 4, 8], "BLOCK_K": [256, 512, 1024, 2048], "num_warps": [4, 8], **_ONE_STAGE},
+        default=lambda f, arch: {"BLOCK_M": 2, "BLOCK_K": 1024, "num_warps": 4, "num_stages": 1},
+        prune=lambda f, c, arch: c["BLOCK_M"] * c["BLOCK_K"] <= 4096,
+    ),
+    grid=("num_partials", "1", "1"),
+    doc="dynamic per-tensor fp8 scale, step 1: partial max |x|",
+)
+
+fp8_scale_from_amax = Kernel(
+    name="fp8_scale_from_amax",
+    source="tritonsrc/moe/fused_helpers.py",
+    function="fp8_scale_from_amax_kernel",
+    args=[Arg("partial_ptr", "*{dtype}"), Arg("scale_ptr", "*fp32"), Arg("num_partials", "i32")],
+    functional={"dtype": ["fp32"]},
+    valid=lambda f, arch: _fp8_ok(arch),
+    tuning=TuningSpace(params={"BLOCK": [256, 1024], "num_warps": [4], **_ONE_STAGE},
+                       default=lambda f, arch: {"BLOCK": 1024, "num_warps": 4, "num_stages": 1}),
+    grid=("1", "1", "1"),
+    doc="dynamic per-tensor fp8 scale, step 2: max / 448",
+)
+
+moe_zero_dropped_rows = Kernel(
+    name="moe_zero_dropped_rows",
+    source="tritonsrc/moe/fused_helpers.py",
+    function="zero_dropped_rows_kernel",
+    args=[Arg("buf_ptr", "*{dtype}:16"), Arg("topk_ids_ptr", "*i32"), Arg("expert_map_ptr", "*i32"),
+          Arg("rows", "i32"), Arg("cols", "i32:16"), Arg("stride_row", "i32:16"), Arg("num_experts", "i32")],
+    functional={"dtype": FLOAT_DTYPES, "HAS_EXPERT_MAP": [False, True]},
+    unaligned_variant=True,
+    tuning=TuningSpace(
+        params={"BLOCK_R": [1, 2, 4, 8, 16], "BLOCK_C": [256, 512, 1024, 2048], "num_warps": [1, 2, 4, 8],
+                **_ONE_STAGE},
+        default=lambda f, arch: {"BLOCK_R": 4, "BLOCK_C": 1024, "num_warps": 4, "num_stages": 1},
+        prune=lambda f, c, arch: c["BLOCK_R"] * c["BLOCK_C"] <= 8192,
+    ),
+    grid=("cdiv(rows, BLOCK_R)", "1", "1"),
+    doc="zero the rows of slots moe_align drops (expert map -1)",
+)
+
+MOE_KERNELS = [act_and_mul, moe_sum, topk_softmax, moe_align_count, moe_align_scan, moe_align_offsets,
+               moe_align_scatter, moe_align_small, fused_moe_gemm, per_token_group_quant_fp8,
+               per_tensor_quant_fp8, fp8_amax_partial, fp8_scale_from_amax, moe_zero_dropped_rows]
+
+# ci (sm_80 + sm_90 on 2 cores): fp16; the expert buckets of E = 8, 64, 256;
+# GEMM fp16 + fp8 block, aligned, the BLOCK_SIZE_M values the operator picks (16, 64, 128).
+_CI_TOPK_E = (8, 64, 256)
+_CI_ALIGN_E = (16, 64, 256)
+
+
+def _ci_aligned(f):
+    return f.get("ALIGNED", True) and f.get("ALIGNED16", True)
+
+
+MOE_CI = {
+    "topk_softmax": lambda f: f["dtype"] == "fp16" and f["BLOCK_E"] in _CI_TOPK_E,
+    "moe_align_count": lambda f: f["BLOCK_E"] in _CI_ALIGN_E,
+    "moe_align_offsets": lambda f: f["BLOCK_E"] in _CI_ALIGN_E,
+    "moe_align_scatter": lambda f: f["BLOCK_E"] in _CI_ALIGN_E,
+    "moe_align_small": lambda f: f["BLOCK_E"] in _CI_ALIGN_E,
+    "fused_moe_gemm": lambda f: f["c_dtype"] == "fp16" and f["QUANT"] in (C.QUANT_NONE, C.QUANT_FP8_BLOCK)
+    and _ci_aligned(f) and f["BLOCK_SIZE_M"] in (16, 64, 128),
+    "per_token_group_quant_fp8": lambda f: f["dtype"] == "fp16" and _ci_aligned(f),
+    "per_tensor_quant_fp8": lambda f: f["dtype"] == "fp16" and _ci_aligned(f),
+    "fp8_amax_partial": lambda f: f["dtype"] == "fp16" and _ci_aligned(f),
+    "moe_zero_dropped_rows": lambda f: f["dtype"] == "fp16" and _ci_aligned(f),
+}

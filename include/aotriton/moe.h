@@ -1,5 +1,7 @@
 // Mixture-of-experts operators.
 #pragma once
+#include <cstddef>
+
 #include "aotriton/runtime.h"
 
 namespace aotriton {
@@ -27,6 +29,167 @@ struct MoeSumParams {
 };
 AOTRITON_API Status moe_sum(const MoeSumParams& params, Stream stream,
                             const KernelOptions* options = nullptr) noexcept;
+
+// ---------------------------------------------------------------------------
+// Fused MoE (the vLLM design): routing, alignment, grouped GEMM, fp8 quant,
+// and fused_experts composing them. Every call is asynchronous on `stream`,
+// allocates nothing and synchronises nothing (CUDA-graph capturable); device
+// buffers a call needs beyond its outputs come from a caller `workspace`
+// sized by the matching *_workspace_size query. Integer tensors are int32.
+// Sizes and strides must fit int32 (checked).
+// ---------------------------------------------------------------------------
+
+// Weight/activation quantization of the grouped GEMM.
+enum class QuantMode : int32_t {
+  kNone = 0,          // A, B fp16 or bf16 (same dtype as C)
+  kFp8PerTensor = 1,  // fp8 e4m3 A and B; one A scale, one B scale per expert (or one)
+  kFp8Block = 2,      // fp8 e4m3; A scales per (row, 128 columns), B per 128x128 block
+};
+
+// Router: softmax over experts, then the top-k (ties: lower expert id first).
+// logits [M, E] fp16/bf16/fp32 (any strides), E <= 512; topk_weights [M, topk]
+// fp32 and topk_ids [M, topk] int32 outputs (columns contiguous), topk <= E.
+// renormalize divides the k weights by their sum.
+struct TopkSoftmaxParams {
+  TensorView<2> logits;
+  TensorView<2> topk_weights;
+  TensorView<2> topk_ids;
+  bool renormalize = false;
+};
+AOTRITON_API Status topk_softmax(const TopkSoftmaxParams& params, Stream stream,
+                                 const KernelOptions* options = nullptr) noexcept;
+
+// Groups the token slots by expert and pads each expert to block_size.
+// topk_ids: [M, topk] int32, contiguous (numel = M * topk slots; any 2-D
+//   contiguous view of the flat ids works). With expert_map (int32 [E_global],
+//   contiguous; global id -> local id or -1) ids are global and mapped; slots
+//   whose local id is -1 or outside [0, num_experts) are skipped.
+// num_experts: local experts, 1..512. block_size: 16, 32, 64 or 128 (the
+//   grouped GEMM's BLOCK_SIZE_M: use moe_gemm_block_size()).
+// Outputs (int32, 1-D, contiguous):
+//   sorted_token_ids [>= moe_align_max_padded(numel, num_experts, block_size)]
+//     slot indices grouped by expert, padded with the sentinel numel;
+//   expert_ids [>= cdiv(that, block_size)]: expert of each block, -1 past the end;
+//   num_tokens_post_padded [1].
+// Uses one launch when numel <= 1024, else four (those need the workspace).
+struct MoeAlignParams {
+  TensorView<2> topk_ids;
+  int32_t num_experts = 0;
+  int32_t block_size = 0;
+  TensorView<1> expert_map;  // optional: data == nullptr for none
+  TensorView<1> sorted_token_ids;
+  TensorView<1> expert_ids;
+  TensorView<1> num_tokens_post_padded;
+  void* workspace = nullptr;  // device memory, 16-byte aligned
+  size_t workspace_bytes = 0;
+};
+AOTRITON_API int64_t moe_align_max_padded(int64_t numel, int64_t num_experts, int64_t block_size) noexcept;
+AOTRITON_API size_t moe_align_workspace_size(int64_t numel, int64_t num_experts) noexcept;
+AOTRITON_API Status moe_align_block_size(const MoeAlignParams& params, Stream stream,
+                                         const KernelOptions* options = nullptr) noexcept;
+
+// The block size (= GEMM BLOCK_SIZE_M) the library uses for num_tokens tokens;
+// `aligned`: hidden size and intermediate size are multiples of 16.
+AOTRITON_API int32_t moe_gemm_block_size(int64_t num_tokens, bool aligned = true) noexcept;
+
+// vLLM's invoke_fused_moe_kernel: for every slot s listed in sorted_token_ids,
+//   c[s, :] = a[s / top_k, :] @ b[expert(s)]^T  (* topk_weights[s])
+// a [rows, K], b [E, N, K] (last dims contiguous), c [num_slots, N] with
+// num_slots <= rows * top_k; fp16/bf16 (all the same) or, quantized, a and b
+// fp8 e4m3 and c fp16/bf16. sorted_token_ids / expert_ids /
+// num_tokens_post_padded come from moe_align_block_size with the same
+// block_size and num_experts = E. Unlisted rows of c are not written.
+// Scales (fp32): kFp8PerTensor: a_scale numel 1, b_scale numel 1 or E
+//   (contiguous, any shape); kFp8Block: a_scale [rows, cdiv(K, 128)],
+//   b_scale [E, cdiv(N, 128), cdiv(K, 128)] (any strides).
+// topk_weights: fp32, contiguous, numel num_slots (when mul_routed_weight).
+// K, N, row strides and pointers 16-aligned select the fast (ALIGNED) kernels.
+struct GroupedGemmParams {
+  TensorView<2> a;
+  TensorView<3> b;
+  TensorView<2> c;
+  TensorView<2> a_scale;
+  TensorView<3> b_scale;
+  TensorView<2> topk_weights;
+  TensorView<1> sorted_token_ids;
+  TensorView<1> expert_ids;
+  TensorView<1> num_tokens_post_padded;
+  int32_t top_k = 1;
+  int32_t block_size = 0;
+  bool mul_routed_weight = false;
+  QuantMode quant = QuantMode::kNone;
+};
+AOTRITON_API Status grouped_gemm(const GroupedGemmParams& params, Stream stream,
+                                 const KernelOptions* options = nullptr) noexcept;
+
+// q = fp8(x / s) with s = max(max|group|, 1e-10) / 448 per row and group of
+// group_size (128) columns. x [M, K] fp16/bf16/fp32, q [M, K] fp8 e4m3 (last
+// dims contiguous), scales [M, cdiv(K, group_size)] fp32 out. sm_89+.
+struct PerTokenGroupQuantParams {
+  TensorView<2> x;
+  TensorView<2> q;
+  TensorView<2> scales;
+  int32_t group_size = 128;
+};
+AOTRITON_API Status per_token_group_quant_fp8(const PerTokenGroupQuantParams& params, Stream stream,
+                                              const KernelOptions* options = nullptr) noexcept;
+
+// q = fp8(clamp(x / scale)); scale fp32 [1] on the device. With
+// dynamic_scale the call first writes scale = max(max|x|, 1e-10) / 448 (two
+// small launches using the workspace). sm_89+.
+struct PerTensorQuantParams {
+  TensorView<2> x;
+  TensorView<2> q;
+  TensorView<1> scale;
+  bool dynamic_scale = false;
+  void* workspace = nullptr;  // dynamic_scale only
+  size_t workspace_bytes = 0;
+};
+AOTRITON_API size_t per_tensor_quant_workspace_size(int64_t rows) noexcept;
+AOTRITON_API Status per_tensor_quant_fp8(const PerTensorQuantParams& params, Stream stream,
+                                         const KernelOptions* options = nullptr) noexcept;
+
+// out[m] = sum_k topk_weights[m, k] * act_and_mul(x[m] @ w1[e]^T) @ w2[e]^T, e = topk_ids[m, k]:
+// align -> (quant) -> GEMM1 -> act_and_mul -> (quant) -> GEMM2 * weights -> moe_sum.
+// hidden_states [M, K] fp16/bf16; w1 [E, 2N, K] (gate rows, then up rows);
+// w2 [E, K, N]; same dtype as hidden_states, or fp8 e4m3 with quant != kNone;
+// topk_weights [M, topk] fp32 and topk_ids [M, topk] int32, contiguous;
+// output [M, K] (hidden_states' dtype, last dim contiguous).
+// expert_map (optional, int32 [E_global]): ids are global, mapped to the E
+// local experts; -1 (or an id outside [0, E) after mapping) contributes 0.
+// Without it ids must be in [0, E) (out-of-range ids also contribute 0).
+// Scales (fp32): kFp8PerTensor: w1_scale / w2_scale numel 1 or E; a1_scale /
+// a2_scale numel 1, or absent for a dynamic scale computed on the device.
+// kFp8Block: block_n = block_k = 128; w1_scale [E, cdiv(2N,128), cdiv(K,128)],
+// w2_scale [E, cdiv(K,128), cdiv(N,128)]; activations are quantized per token
+// group (a1_scale / a2_scale must be absent).
+// block_size: 0 picks moe_gemm_block_size(M, ...); else 16/32/64/128.
+// workspace: device memory of fused_experts_workspace_size() bytes, 16-byte aligned.
+// options (force_config / ran_config) apply to the two GEMM launches.
+struct FusedExpertsParams {
+  TensorView<2> hidden_states;
+  TensorView<3> w1;
+  TensorView<3> w2;
+  TensorView<2> topk_weights;
+  TensorView<2> topk_ids;
+  TensorView<2> output;
+  Activation activation = Activation::kSilu;
+  QuantMode quant = QuantMode::kNone;
+  TensorView<3> w1_scale;
+  TensorView<3> w2_scale;
+  TensorView<1> a1_scale;
+  TensorView<1> a2_scale;
+  int32_t block_n = 128;
+  int32_t block_k = 128;
+  TensorView<1> expert_map;
+  int32_t block_size = 0;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+};
+// Checks params (except workspace) and returns the bytes fused_experts needs.
+AOTRITON_API Status fused_experts_workspace_size(const FusedExpertsParams& params, size_t* bytes) noexcept;
+AOTRITON_API Status fused_experts(const FusedExpertsParams& params, Stream stream,
+                                  const KernelOptions* options = nullptr) noexcept;
 
 }  // namespace moe
 }  // namespace AOTRITON_ABI_NAMESPACE

@@ -10,13 +10,15 @@ import triton
 from .activation import act_and_mul_kernel, SILU, GELU
 from .align import (moe_align_count_kernel, moe_align_scan_kernel, moe_align_offsets_kernel,
                     moe_align_scatter_kernel, moe_align_small_kernel)
+# Config tables live in configs.py (shared with the AOT rules); re-exported here.
+from .configs import (DEFAULT_CONFIGS, QUANT_FP8_BLOCK, QUANT_FP8_TENSOR, QUANT_NONE,  # noqa: F401
+                      SWEEP_CANDIDATES, default_config)
 from .grouped_gemm import fused_moe_kernel
 from .moe_sum import moe_sum_kernel
 from .quant import per_token_group_quant_fp8_kernel, per_tensor_quant_fp8_kernel
 from .topk_softmax import topk_softmax_kernel
 
 FP8 = torch.float8_e4m3fn
-QUANT_NONE, QUANT_FP8_TENSOR, QUANT_FP8_BLOCK = 0, 1, 2
 
 
 def _block_e(num_experts, lo):
@@ -84,42 +86,6 @@ def moe_align_block_size(topk_ids, block_size, num_experts, expert_map=None, pat
         numel, num_experts, block_size, num_blocks,
         HAS_EXPERT_MAP=has_map, BLOCK_E=block_e, BLOCK_T=block_t, BLOCK_B=block_b)
     return sorted_ids, expert_ids, ntpp
-
-
-def _cfg(bm, bn, bk, g, w, st):
-    return dict(BLOCK_SIZE_M=bm, BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, GROUP_SIZE_M=g,
-                num_warps=w, num_stages=st)
-
-
-# sm_90 defaults per M bin (M <= 16, <= 64, <= 512, larger); compile-checked:
-# no spills, shared memory <= 192 KB (sm_90 has 227 KB). Keys: quant mode; "unaligned" is the
-# ALIGNED=False fallback (scalar loads, small tiles keep it spill-free).
-DEFAULT_CONFIGS = {
-    QUANT_NONE: [_cfg(16, 64, 128, 1, 4, 4), _cfg(16, 128, 128, 1, 4, 4),
-                 _cfg(64, 128, 64, 8, 4, 4), _cfg(128, 128, 64, 16, 8, 4)],
-    QUANT_FP8_TENSOR: [_cfg(16, 64, 128, 1, 4, 4), _cfg(16, 128, 128, 1, 4, 4),
-                       _cfg(64, 128, 128, 8, 4, 3), _cfg(128, 128, 128, 16, 8, 3)],
-    QUANT_FP8_BLOCK: [_cfg(16, 64, 128, 1, 4, 4), _cfg(16, 128, 128, 1, 4, 4),
-                      _cfg(64, 128, 128, 8, 4, 3), _cfg(128, 128, 128, 16, 8, 3)],
-    "unaligned": [_cfg(16, 64, 64, 1, 4, 2), _cfg(16, 64, 64, 1, 4, 2),
-                  _cfg(64, 64, 64, 8, 8, 2), _cfg(64, 64, 64, 8, 8, 2)],
-}
-# Candidates for a GPU sweep (sm_90, ALIGNED). (16, 64, 256) is not valid for
-# QUANT_FP8_BLOCK (BLOCK_SIZE_K <= 128); (128, 256, 64) spills on sm_80.
-SWEEP_CANDIDATES = [
-    _cfg(16, 64, 128, 1, 4, 4), _cfg(16, 128, 128, 1, 4, 4), _cfg(16, 64, 256, 1, 4, 3),
-    _cfg(32, 64, 128, 1, 4, 4), _cfg(64, 64, 64, 8, 4, 3), _cfg(64, 128, 64, 8, 4, 4),
-    _cfg(64, 128, 128, 8, 4, 3), _cfg(64, 256, 64, 8, 8, 3), _cfg(128, 128, 64, 16, 8, 4),
-    _cfg(128, 128, 128, 16, 8, 3),
-]
-
-
-def default_config(M, quant=QUANT_NONE, aligned=True):
-    table = DEFAULT_CONFIGS[quant if aligned else "unaligned"]
-    for i, bound in enumerate((16, 64, 512)):
-        if M <= bound:
-            return dict(table[i])
-    return dict(table[3])
 
 
 def invoke_grouped_gemm(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top_k, config,

@@ -7,7 +7,9 @@ import pyaotriton as _C
 
 from .flash import (flash_attn_backward, flash_attn_func, flash_attn_varlen_func,  # noqa: F401
                     philox_state, scaled_dot_product_attention)
-from .moe import gelu_and_mul, moe_sum, silu_and_mul  # noqa: F401
+from .moe import (fused_experts, fused_experts_workspace_size, fused_moe, gelu_and_mul,  # noqa: F401
+                  invoke_fused_moe_kernel, moe_align_block_size, moe_gemm_block_size, moe_sum,
+                  per_tensor_quant_fp8, per_token_group_quant_fp8, silu_and_mul, topk_softmax)
 
 version = _C.version
 build_profile = _C.build_profile

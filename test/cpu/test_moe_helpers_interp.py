@@ -1,0 +1,61 @@
+"""fused_experts helper kernels (tritonsrc/moe/fused_helpers.py) under
+TRITON_INTERPRET=1: dropped-row zeroing and the dynamic fp8 scale."""
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"
+
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import triton  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tritonsrc.moe.fused_helpers import (fp8_amax_partial_kernel, fp8_scale_from_amax_kernel,  # noqa: E402
+                                         zero_dropped_rows_kernel)
+
+
+@pytest.mark.parametrize("with_map", [False, True])
+@pytest.mark.parametrize("rows,cols,block_r,block_c", [(1, 7, 4, 16), (13, 40, 4, 16), (64, 33, 8, 32)])
+def test_zero_dropped_rows(with_map, rows, cols, block_r, block_c):
+    gen = torch.Generator().manual_seed(rows * 100 + cols)
+    E_global, E = 10, 6
+    ids = torch.randint(-1, E_global, (rows,), generator=gen, dtype=torch.int32)
+    ids[0] = -1  # at least one dropped slot
+    if with_map:
+        emap = torch.full((E_global,), -1, dtype=torch.int32)
+        emap[torch.randperm(E_global, generator=gen)[:E]] = torch.arange(E, dtype=torch.int32)
+        local = torch.where(ids >= 0, emap[ids.clamp(min=0).long()], -1)
+    else:
+        emap = ids  # unused
+        local = ids
+    dropped = (local < 0) | (local >= E)
+    full = torch.randn(rows, cols + 5, generator=gen).half()  # strided rows
+    buf = full[:, 2:2 + cols]
+    before = full.clone()
+    zero_dropped_rows_kernel[(triton.cdiv(rows, block_r), 1, 1)](
+        buf, ids, emap, rows, cols, buf.stride(0), E, HAS_EXPERT_MAP=with_map, BLOCK_R=block_r, BLOCK_C=block_c)
+    assert torch.equal(buf[dropped], torch.zeros_like(buf[dropped]))
+    keep = ~dropped[:, None] | (torch.arange(cols + 5) < 2) | (torch.arange(cols + 5) >= 2 + cols)
+    assert torch.equal(full[keep], before[keep])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("M,K,num_partials", [(1, 7, 1), (37, 300, 5), (64, 1024, 64), (9, 130, 16)])
+def test_dynamic_fp8_scale(dtype, M, K, num_partials):
+    gen = torch.Generator().manual_seed(M + K)
+    full = (torch.randn(M, K + 3, generator=gen) * 5).to(dtype)
+    x = full[:, 1:1 + K]
+    full[:, 0] = 1e4  # outside the view: must not count
+    partial = torch.full((num_partials,), float("nan"))
+    fp8_amax_partial_kernel[(num_partials, 1, 1)](x, partial, M, K, x.stride(0), num_partials,
+                                                  BLOCK_M=2, BLOCK_K=128)
+    scale = torch.full((1,), float("nan"))
+    fp8_scale_from_amax_kernel[(1, 1, 1)](partial, scale, num_partials, BLOCK=4)
+    ref = x.float().abs().amax().clamp(min=1e-10) / 448.0
+    assert torch.equal(scale[0], ref)
+    zeros = torch.zeros(4, 16, dtype=dtype)
+    fp8_amax_partial_kernel[(2, 1, 1)](zeros, partial, 4, 16, 16, 2, BLOCK_M=2, BLOCK_K=16)
+    fp8_scale_from_amax_kernel[(1, 1, 1)](partial, scale, 2, BLOCK=4)
+    assert scale.item() == pytest.approx(1e-10 / 448.0)

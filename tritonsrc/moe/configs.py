@@ -1,0 +1,113 @@
+"""Default tuning configs of the MoE kernels, shared by the AOT rules
+(python/rules_moe.py) and the JIT launchers (moe_jit.py). Plain Python: no
+torch, no triton, so the build generator can import it.
+
+Grouped GEMM: BLOCK_SIZE_M must equal the block size that moe_align used for
+the same call, so the AOT rule makes it FUNCTIONAL: the operator picks it
+from the token count M (`block_size_m`, the BLOCK_SIZE_M column of
+DEFAULT_CONFIGS) before aligning, and the rule's default tuning for that
+functional is the DEFAULT_CONFIGS row with that BLOCK_SIZE_M (`gemm_default`).
+"""
+
+QUANT_NONE, QUANT_FP8_TENSOR, QUANT_FP8_BLOCK = 0, 1, 2
+M_BINS = (16, 64, 512)  # DEFAULT_CONFIGS rows: M <= 16, <= 64, <= 512, larger
+BLOCK_SIZES_M = (16, 32, 64, 128)  # the GEMM's functional BLOCK_SIZE_M values
+
+
+def _cfg(bm, bn, bk, g, w, st):
+    return dict(BLOCK_SIZE_M=bm, BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, GROUP_SIZE_M=g,
+                num_warps=w, num_stages=st)
+
+
+# sm_90 defaults per M bin (M <= 16, <= 64, <= 512, larger); compile-checked:
+# no spills, shared memory <= 192 KB (sm_90 has 227 KB). Keys: quant mode; "unaligned" is the
+# ALIGNED=False fallback (scalar loads, small tiles keep it spill-free).
+DEFAULT_CONFIGS = {
+    QUANT_NONE: [_cfg(16, 64, 128, 1, 4, 4), _cfg(16, 128, 128, 1, 4, 4),
+                 _cfg(64, 128, 64, 8, 4, 4), _cfg(128, 128, 64, 16, 8, 4)],
+    QUANT_FP8_TENSOR: [_cfg(16, 64, 128, 1, 4, 4), _cfg(16, 128, 128, 1, 4, 4),
+                       _cfg(64, 128, 128, 8, 4, 3), _cfg(128, 128, 128, 16, 8, 3)],
+    QUANT_FP8_BLOCK: [_cfg(16, 64, 128, 1, 4, 4), _cfg(16, 128, 128, 1, 4, 4),
+                      _cfg(64, 128, 128, 8, 4, 3), _cfg(128, 128, 128, 16, 8, 3)],
+    "unaligned": [_cfg(16, 64, 64, 1, 4, 2), _cfg(16, 64, 64, 1, 4, 2),
+                  _cfg(64, 64, 64, 8, 8, 2), _cfg(64, 64, 64, 8, 8, 2)],
+}
+# Candidates for a GPU sweep (sm_90, ALIGNED). (16, 64, 256) is not valid for
+# QUANT_FP8_BLOCK (BLOCK_SIZE_K <= 128); (128, 256, 64) spills on sm_80.
+SWEEP_CANDIDATES = [
+    _cfg(16, 64, 128, 1, 4, 4), _cfg(16, 128, 128, 1, 4, 4), _cfg(16, 64, 256, 1, 4, 3),
+    _cfg(32, 64, 128, 1, 4, 4), _cfg(64, 64, 64, 8, 4, 3), _cfg(64, 128, 64, 8, 4, 4),
+    _cfg(64, 128, 128, 8, 4, 3), _cfg(64, 256, 64, 8, 8, 3), _cfg(128, 128, 64, 16, 8, 4),
+    _cfg(128, 128, 128, 16, 8, 3),
+]
+# Defaults for the BLOCK_SIZE_M values no DEFAULT_CONFIGS row uses (reachable
+# through an explicit block size, or a future tuning database). 32 aligned is
+# a sweep candidate; all compile-checked spill-free for sm_80 and sm_90.
+_EXTRA = {
+    ("aligned", 32): _cfg(32, 64, 128, 1, 4, 4),
+    ("unaligned", 32): _cfg(32, 64, 64, 1, 4, 2),
+    ("unaligned", 128): _cfg(128, 32, 64, 16, 8, 2),
+}
+
+
+def _row(M):
+    for i, bound in enumerate(M_BINS):
+        if M <= bound:
+            return i
+    return len(M_BINS)
+
+
+def default_config(M, quant=QUANT_NONE, aligned=True):
+    """The JIT launcher's config for M tokens (one DEFAULT_CONFIGS row)."""
+    return dict(DEFAULT_CONFIGS[quant if aligned else "unaligned"][_row(M)])
+
+
+def block_size_m(M, aligned=True):
+    """BLOCK_SIZE_M (= the align block size) the AOT operator uses for M
+    tokens. The same for every quant mode (the DEFAULT_CONFIGS column agrees)."""
+    return DEFAULT_CONFIGS[QUANT_NONE if aligned else "unaligned"][_row(M)]["BLOCK_SIZE_M"]
+
+
+def gemm_default(block_m, quant, aligned, arch):
+    """Default tuning of the AOT GEMM functional (BLOCK_SIZE_M, QUANT, ALIGNED):
+    the first DEFAULT_CONFIGS row with that BLOCK_SIZE_M (for 16: the M <= 16
+    row), without BLOCK_SIZE_M. sm_80 runs fp16/bf16 only, with these rows.
+    """
+    table = DEFAULT_CONFIGS[quant if aligned else "unaligned"]
+    cfg = next((c for c in table if c["BLOCK_SIZE_M"] == block_m), None)
+    if cfg is None:
+        cfg = _EXTRA[("aligned" if aligned else "unaligned", block_m)]
+    cfg = dict(cfg)
+    del cfg["BLOCK_SIZE_M"]
+    return cfg
+
+
+def gemm_config(M, quant=QUANT_NONE, aligned=True, arch=90):
+    """Full config (with BLOCK_SIZE_M) that the AOT fused_experts runs for M
+    tokens with no tuning database: for JIT comparisons."""
+    bm = block_size_m(M, aligned)
+    return dict(BLOCK_SIZE_M=bm, **gemm_default(bm, quant, aligned, arch))
+
+
+# ---------------------------------------------------------------- small kernels
+def topk_default(block_e):
+    """topk_softmax: about 1K logits per program (BLOCK_M * BLOCK_E)."""
+    return {"BLOCK_M": max(1, 1024 // block_e), "num_warps": 4, "num_stages": 1}
+
+
+ALIGN_BLOCK_T = 256  # count/scatter chunk (functional: both launches must agree)
+ALIGN_SMALL_MAX = 1024  # largest numel the one-launch kernel takes
+ALIGN_SMALL_BLOCK_T = (64, 256, 1024)
+
+
+def align_block_b(block_e):
+    """expert_ids tile: the [BLOCK_B, BLOCK_E] search tile stays <= 4K elements."""
+    return max(8, min(128, 4096 // block_e))
+
+
+def align_small_block_t(numel):
+    return next(bt for bt in ALIGN_SMALL_BLOCK_T if numel <= bt)
+
+
+def align_small_warps(block_t):
+    return 8 if block_t >= 1024 else 4

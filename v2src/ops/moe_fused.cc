@@ -1,0 +1,337 @@
+// fused_experts: align -> (quant) -> GEMM1 -> act_and_mul -> (quant) ->
+// GEMM2 * routed weights -> moe_sum, on one stream, in a caller workspace.
+#include <algorithm>
+#include <string>
+
+#include "act_and_mul.h"
+#include "moe_internal.h"
+#include "moe_sum.h"
+
+namespace aotriton {
+inline namespace AOTRITON_ABI_NAMESPACE {
+namespace moe {
+
+using detail::check_dtype;
+using detail::check_i32;
+using detail::check_same_dim;
+using detail::check_tensor;
+using detail::fail;
+using internal::cdiv;
+using internal::is_contiguous;
+
+namespace {
+
+constexpr const char* kOp = "fused_experts";
+
+// Shapes after validation.
+struct Dims {
+  int64_t M, K, N, E, topk, slots;
+  int32_t block_size;
+  bool dynamic_a1, dynamic_a2;
+};
+
+// Everything fused_experts keeps in the workspace (null pointers when sizing).
+struct Layout {
+  int32_t *sorted, *expert_ids, *ntpp;
+  void* align_ws;
+  void* cache13;  // GEMM1 output [slots, 2N], later GEMM2 output [slots, K]
+  void* cache2;   // act_and_mul output [slots, N]
+  void *a1q, *a2q;  // fp8 activations [M, K] and [slots, N]
+  float *a1s, *a2s;  // per-tensor: [1]; block: [M, cdiv(K,128)] and [slots, cdiv(N,128)]
+  float* partials;   // dynamic per-tensor scale
+  size_t bytes;
+};
+
+Layout layout(void* base, const Dims& d, QuantMode quant, DType act) {
+  internal::Carver c(base);
+  Layout l{};
+  const int64_t max_padded = moe_align_max_padded(d.slots, d.E, d.block_size);
+  l.sorted = c.take<int32_t>(max_padded);
+  l.expert_ids = c.take<int32_t>(cdiv(max_padded, d.block_size));
+  l.ntpp = c.take<int32_t>(1);
+  l.align_ws = c.take_bytes(static_cast<int64_t>(moe_align_workspace_size(d.slots, d.E)));
+  const int64_t esize = dtype_size(act);
+  l.cache13 = c.take_bytes(d.slots * std::max(2 * d.N, d.K) * esize);
+  l.cache2 = c.take_bytes(d.slots * d.N * esize);
+  if (quant != QuantMode::kNone) {
+    l.a1q = c.take_bytes(d.M * d.K);
+    l.a2q = c.take_bytes(d.slots * d.N);
+  }
+  if (quant == QuantMode::kFp8PerTensor) {
+    if (d.dynamic_a1) l.a1s = c.take<float>(1);
+    if (d.dynamic_a2) l.a2s = c.take<float>(1);
+    if (d.dynamic_a1 || d.dynamic_a2)
+      l.partials = c.take<float>(std::max(internal::dynamic_scale_partials(d.M),
+                                          internal::dynamic_scale_partials(d.slots)));
+  } else if (quant == QuantMode::kFp8Block) {
+    l.a1s = c.take<float>(d.M * cdiv(d.K, internal::kScaleGroup));
+    l.a2s = c.take<float>(d.slots * cdiv(d.N, internal::kScaleGroup));
+  }
+  l.bytes = c.size();
+  return l;
+}
+
+Status fail_arg(const std::string& what) { return fail(Status::kInvalidArgument, std::string(kOp) + ": " + what); }
+
+Status check_per_tensor(const char* name, const void* data, DType dtype, int64_t numel, bool contiguous,
+                        int64_t E, bool required) {
+  if (!data)
+    return required ? fail_arg(std::string(name) + " is required for fp8 per-tensor") : Status::kSuccess;
+  AOTRITON_RETURN_IF_ERROR(check_dtype(kOp, name, dtype, DType::kFloat32));
+  if (!contiguous || !(numel == 1 || numel == E))
+    return fail_arg(std::string(name) + " must be contiguous with 1" + (E > 1 ? " or " + std::to_string(E) : "") +
+                    " elements (has " + std::to_string(numel) + ")");
+  return Status::kSuccess;
+}
+
+Status check_block(const char* name, const TensorView<3>& t, int64_t E, int64_t rows, int64_t cols) {
+  if (!t.data) return fail_arg(std::string(name) + " is required for fp8 block quantization");
+  AOTRITON_RETURN_IF_ERROR(check_tensor(kOp, name, t, false));
+  AOTRITON_RETURN_IF_ERROR(check_dtype(kOp, name, t.dtype, DType::kFloat32));
+  const int64_t want[3] = {E, cdiv(rows, internal::kScaleGroup), cdiv(cols, internal::kScaleGroup)};
+  for (int i = 0; i < 3; ++i)
+    if (t.size(i) != want[i])
+      return fail_arg(std::string(name) + " has shape " + detail::shape_string(t.sizes.data(), 3) + ", expected " +
+                      detail::shape_string(want, 3));
+  return Status::kSuccess;
+}
+
+Status validate(const FusedExpertsParams& p, Dims* d) {
+  const char* op = kOp;
+  AOTRITON_RETURN_IF_ERROR(check_tensor(op, "hidden_states", p.hidden_states));
+  AOTRITON_RETURN_IF_ERROR(check_tensor(op, "w1", p.w1));
+  AOTRITON_RETURN_IF_ERROR(check_tensor(op, "w2", p.w2));
+  AOTRITON_RETURN_IF_ERROR(check_tensor(op, "topk_weights", p.topk_weights));
+  AOTRITON_RETURN_IF_ERROR(check_tensor(op, "topk_ids", p.topk_ids));
+  AOTRITON_RETURN_IF_ERROR(check_tensor(op, "output", p.output));
+  const DType act = p.hidden_states.dtype;
+  if (act != DType::kFloat16 && act != DType::kBFloat16)
+    return fail_arg(std::string("hidden_states is ") + dtype_name(act) + ", expected fp16 or bf16");
+  if (p.quant != QuantMode::kNone && p.quant != QuantMode::kFp8PerTensor && p.quant != QuantMode::kFp8Block)
+    return fail_arg("unknown quant mode");
+  const DType wdt = p.quant == QuantMode::kNone ? act : DType::kFloat8E4M3;
+  AOTRITON_RETURN_IF_ERROR(check_dtype(op, "w1", p.w1.dtype, wdt));
+  AOTRITON_RETURN_IF_ERROR(check_dtype(op, "w2", p.w2.dtype, wdt));
+  AOTRITON_RETURN_IF_ERROR(check_dtype(op, "output", p.output.dtype, act));
+  AOTRITON_RETURN_IF_ERROR(check_dtype(op, "topk_weights", p.topk_weights.dtype, DType::kFloat32));
+  AOTRITON_RETURN_IF_ERROR(check_dtype(op, "topk_ids", p.topk_ids.dtype, DType::kInt32));
+  d->M = p.hidden_states.size(0);
+  d->K = p.hidden_states.size(1);
+  d->E = p.w1.size(0);
+  d->topk = p.topk_ids.size(1);
+  if (p.w1.size(1) % 2 != 0) return fail_arg("w1.size(1) = " + std::to_string(p.w1.size(1)) + " must be even (2N)");
+  d->N = p.w1.size(1) / 2;
+  AOTRITON_RETURN_IF_ERROR(check_same_dim(op, "w1", p.w1.size(2), 2, "hidden_states", d->K, 1));
+  AOTRITON_RETURN_IF_ERROR(check_same_dim(op, "w2", p.w2.size(0), 0, "w1", d->E, 0));
+  AOTRITON_RETURN_IF_ERROR(check_same_dim(op, "w2", p.w2.size(1), 1, "hidden_states", d->K, 1));
+  if (p.w2.size(2) != d->N)
+    return fail_arg("w2.size(2) = " + std::to_string(p.w2.size(2)) + " but w1.size(1) / 2 = " + std::to_string(d->N));
+  for (auto [name, t] : {std::pair{"topk_ids", &p.topk_ids}, {"topk_weights", &p.topk_weights}, {"output", &p.output}})
+    AOTRITON_RETURN_IF_ERROR(check_same_dim(op, name, t->size(0), 0, "hidden_states", d->M, 0));
+  AOTRITON_RETURN_IF_ERROR(check_same_dim(op, "topk_weights", p.topk_weights.size(1), 1, "topk_ids", d->topk, 1));
+  AOTRITON_RETURN_IF_ERROR(check_same_dim(op, "output", p.output.size(1), 1, "hidden_states", d->K, 1));
+  if (!is_contiguous(p.topk_ids)) return fail_arg("topk_ids must be contiguous");
+  if (!is_contiguous(p.topk_weights)) return fail_arg("topk_weights must be contiguous");
+  if (d->E < 1 || d->E > internal::kMaxExperts)
+    return fail(Status::kUnsupported, std::string(op) + ": w1.size(0) (local experts) = " + std::to_string(d->E) +
+                                          " must be in [1, 512]");
+  if (d->topk < 1) return fail_arg("topk_ids.size(1) (top-k) must be >= 1");
+  if (d->K < 1 || d->N < 1) return fail_arg("hidden size and w1.size(1) must be positive");
+  if (!internal::aligned16(p.output.data)) return fail_arg("output must be 16-byte aligned");
+  if (p.activation != Activation::kSilu && p.activation != Activation::kGelu && p.activation != Activation::kGeluTanh)
+    return fail_arg("unknown activation");
+  if (p.expert_map.data) {
+    AOTRITON_RETURN_IF_ERROR(check_tensor(op, "expert_map", p.expert_map));
+    AOTRITON_RETURN_IF_ERROR(check_dtype(op, "expert_map", p.expert_map.dtype, DType::kInt32));
+  }
+  d->slots = d->M * d->topk;
+  for (auto [what, v] : {std::pair{"tokens * top-k", d->slots}, {"tokens * top-k * max(2N, K)", d->slots * std::max(2 * d->N, d->K)},
+                         {"tokens * hidden size", d->M * d->K}})
+    AOTRITON_RETURN_IF_ERROR(check_i32(op, what, v));
+  d->dynamic_a1 = d->dynamic_a2 = false;
+  if (p.quant == QuantMode::kFp8PerTensor) {
+    AOTRITON_RETURN_IF_ERROR(check_per_tensor("w1_scale", p.w1_scale.data, p.w1_scale.dtype, p.w1_scale.numel(),
+                                              is_contiguous(p.w1_scale), d->E, true));
+    AOTRITON_RETURN_IF_ERROR(check_per_tensor("w2_scale", p.w2_scale.data, p.w2_scale.dtype, p.w2_scale.numel(),
+                                              is_contiguous(p.w2_scale), d->E, true));
+    AOTRITON_RETURN_IF_ERROR(check_per_tensor("a1_scale", p.a1_scale.data, p.a1_scale.dtype, p.a1_scale.numel(),
+                                              true, 1, false));
+    AOTRITON_RETURN_IF_ERROR(check_per_tensor("a2_scale", p.a2_scale.data, p.a2_scale.dtype, p.a2_scale.numel(),
+                                              true, 1, false));
+    d->dynamic_a1 = !p.a1_scale.data;
+    d->dynamic_a2 = !p.a2_scale.data;
+  } else if (p.quant == QuantMode::kFp8Block) {
+    if (p.block_n != internal::kScaleGroup || p.block_k != internal::kScaleGroup)
+      return fail(Status::kUnsupported, std::string(op) + ": block quantization supports block shape [128, 128] only");
+    AOTRITON_RETURN_IF_ERROR(check_block("w1_scale", p.w1_scale, d->E, 2 * d->N, d->K));
+    AOTRITON_RETURN_IF_ERROR(check_block("w2_scale", p.w2_scale, d->E, d->K, d->N));
+    if (p.a1_scale.data || p.a2_scale.data)
+      return fail_arg("a1_scale / a2_scale must be absent with block quantization (activations are quantized "
+                      "per token group on the fly)");
+  }
+  const bool aligned = d->K % 16 == 0 && d->N % 16 == 0;
+  d->block_size = p.block_size ? p.block_size : moe_gemm_block_size(d->M, aligned);
+  if (d->block_size != 16 && d->block_size != 32 && d->block_size != 64 && d->block_size != 128)
+    return fail_arg("block_size = " + std::to_string(d->block_size) + " must be 0, 16, 32, 64 or 128");
+  return Status::kSuccess;
+}
+
+// GEMM job fields shared by both GEMMs.
+internal::GemmJob gemm_common(const Layout& l, const Dims& d, QuantMode quant, DType act) {
+  internal::GemmJob j{};
+  j.sorted_token_ids = l.sorted;
+  j.expert_ids = l.expert_ids;
+  j.num_tokens_post_padded = l.ntpp;
+  j.EM = moe_align_max_padded(d.slots, d.E, d.block_size);
+  j.num_valid_tokens = d.slots;
+  j.ab_dtype = quant == QuantMode::kNone ? act : DType::kFloat8E4M3;
+  j.c_dtype = act;
+  j.quant = quant;
+  j.block_size = d.block_size;
+  return j;
+}
+
+// Weight scale pointer and strides into a GEMM job.
+void set_b_scale(internal::GemmJob* j, const TensorView<3>& s, QuantMode quant) {
+  j->b_scale = static_cast<const float*>(s.data);
+  if (quant == QuantMode::kFp8PerTensor) {
+    j->stride_bse = s.numel() == 1 ? 0 : 1;
+  } else if (quant == QuantMode::kFp8Block) {
+    j->stride_bse = s.stride(0);
+    j->stride_bsn = s.stride(1);
+    j->stride_bsk = s.stride(2);
+  }
+}
+
+// Quantizes x [rows, cols] (row stride ld) into q (contiguous) for a GEMM's A
+// operand and points the job at it.
+Status quantize_a(internal::GemmJob* j, const void* x, int64_t rows, int64_t cols, int64_t ld, DType act,
+                  QuantMode quant, void* q, float* block_scales, const void* static_scale, float* dyn_scale,
+                  float* partials, Stream stream) {
+  internal::QuantJob qj{x, act, q, rows, cols, ld, cols};
+  j->a = q;
+  j->stride_am = cols;
+  if (quant == QuantMode::kFp8Block) {
+    const int64_t groups = cdiv(cols, internal::kScaleGroup);
+    j->a_scale = block_scales;
+    j->stride_asm = groups;
+    j->stride_ask = 1;
+    return internal::launch_group_quant(kOp, qj, block_scales, groups, 1, stream);
+  }
+  const float* scale = static_cast<const float*>(static_scale);
+  if (!scale) {
+    AOTRITON_RETURN_IF_ERROR(internal::launch_dynamic_scale(kOp, qj, partials, dyn_scale, stream));
+    scale = dyn_scale;
+  }
+  j->a_scale = scale;
+  return internal::launch_tensor_quant(kOp, qj, scale, stream);
+}
+
+}  // namespace
+
+Status fused_experts_workspace_size(const FusedExpertsParams& p, size_t* bytes) noexcept try {
+  detail::clear_error();
+  if (!bytes) return fail_arg("bytes is a null pointer");
+  Dims d{};
+  AOTRITON_RETURN_IF_ERROR(validate(p, &d));
+  *bytes = layout(nullptr, d, p.quant, p.hidden_states.dtype).bytes;
+  return Status::kSuccess;
+} catch (...) {
+  return fail(Status::kInternal, "fused_experts_workspace_size: unexpected exception");
+}
+
+Status fused_experts(const FusedExpertsParams& p, Stream stream, const KernelOptions* options) noexcept try {
+  detail::clear_error();
+  Dims d{};
+  AOTRITON_RETURN_IF_ERROR(validate(p, &d));
+  const DType act = p.hidden_states.dtype;
+  const size_t need = layout(nullptr, d, p.quant, act).bytes;
+  AOTRITON_RETURN_IF_ERROR(internal::check_workspace(kOp, p.workspace, p.workspace_bytes, need));
+  if (d.M == 0) return Status::kSuccess;
+  const Layout l = layout(p.workspace, d, p.quant, act);
+  const auto* ids = static_cast<const int32_t*>(p.topk_ids.data);
+  const auto* emap = static_cast<const int32_t*>(p.expert_map.data);
+
+  // 1. Slots grouped by expert, padded to the GEMM's BLOCK_SIZE_M.
+  internal::AlignJob aj{ids, emap, d.slots, d.E, d.block_size, l.sorted, l.expert_ids, l.ntpp, l.align_ws};
+  AOTRITON_RETURN_IF_ERROR(internal::launch_align(kOp, aj, stream));
+
+  // 2. GEMM1: cache1[slot] = x[slot / topk] @ w1[e]^T.
+  internal::GemmJob g1 = gemm_common(l, d, p.quant, act);
+  g1.b = p.w1.data;
+  g1.c = l.cache13;
+  g1.N = 2 * d.N;
+  g1.K = d.K;
+  g1.top_k = d.topk;
+  g1.stride_be = p.w1.stride(0);
+  g1.stride_bn = p.w1.stride(1);
+  g1.stride_cm = 2 * d.N;
+  set_b_scale(&g1, p.w1_scale, p.quant);
+  if (p.quant == QuantMode::kNone) {
+    g1.a = p.hidden_states.data;
+    g1.stride_am = p.hidden_states.stride(0);
+  } else {
+    AOTRITON_RETURN_IF_ERROR(quantize_a(&g1, p.hidden_states.data, d.M, d.K, p.hidden_states.stride(0), act, p.quant,
+                                        l.a1q, l.a1s, p.a1_scale.data, l.a1s, l.partials, stream));
+  }
+  AOTRITON_RETURN_IF_ERROR(internal::launch_gemm(kOp, g1, stream, options));
+
+  // 3. cache2 = act(gate) * up.
+  {
+    namespace k = detail::kernels::act_and_mul;
+    k::Args a{l.cache2, l.cache13, static_cast<int32_t>(d.slots), static_cast<int32_t>(d.N), d.N, 2 * d.N};
+    AOTRITON_RETURN_IF_ERROR(k::launch(a, k::Functional{act, static_cast<int32_t>(p.activation)}, stream, nullptr));
+  }
+
+  // 4. GEMM2: out_slot[slot] = w[slot] * cache2[slot] @ w2[e]^T. With top-1
+  //    the slot rows are the output rows: no reduction pass.
+  const bool direct = d.topk == 1;
+  void* c2 = direct ? p.output.data : l.cache13;
+  const int64_t ldc2 = direct ? p.output.stride(0) : d.K;
+  internal::GemmJob g2 = gemm_common(l, d, p.quant, act);
+  g2.b = p.w2.data;
+  g2.c = c2;
+  g2.N = d.K;
+  g2.K = d.N;
+  g2.top_k = 1;
+  g2.stride_be = p.w2.stride(0);
+  g2.stride_bn = p.w2.stride(1);
+  g2.stride_cm = ldc2;
+  g2.topk_weights = static_cast<const float*>(p.topk_weights.data);
+  g2.mul_routed_weight = true;
+  set_b_scale(&g2, p.w2_scale, p.quant);
+  if (p.quant == QuantMode::kNone) {
+    g2.a = l.cache2;
+    g2.stride_am = d.N;
+  } else {
+    // A dynamic per-tensor scale must not see the never-written rows of dropped slots.
+    if (p.quant == QuantMode::kFp8PerTensor && d.dynamic_a2)
+      AOTRITON_RETURN_IF_ERROR(internal::launch_zero_dropped_rows(kOp, l.cache2, act, d.slots, d.N, d.N, ids, emap,
+                                                                  d.E, stream));
+    AOTRITON_RETURN_IF_ERROR(quantize_a(&g2, l.cache2, d.slots, d.N, d.N, act, p.quant, l.a2q, l.a2s,
+                                        p.a2_scale.data, l.a2s, l.partials, stream));
+  }
+  // Dropped slots (expert map -1) are never written by GEMM2: zero them first.
+  AOTRITON_RETURN_IF_ERROR(
+      internal::launch_zero_dropped_rows(kOp, c2, act, d.slots, d.K, ldc2, ids, emap, d.E, stream));
+  AOTRITON_RETURN_IF_ERROR(internal::launch_gemm(kOp, g2, stream, options));
+  if (direct) return Status::kSuccess;
+
+  // 5. output[m] = sum_k out_slot[m * topk + k].
+  namespace k = detail::kernels::moe_sum;
+  k::Args a{p.output.data,
+            l.cache13,
+            static_cast<int32_t>(d.M),
+            static_cast<int32_t>(d.topk),
+            static_cast<int32_t>(d.K),
+            p.output.stride(0),
+            d.topk * d.K,
+            d.K};
+  return k::launch(a, k::Functional{act}, stream, nullptr);
+} catch (...) {
+  return fail(Status::kInternal, "fused_experts: unexpected exception");
+}
+
+}  // namespace moe
+}  // namespace AOTRITON_ABI_NAMESPACE
+}  // namespace aotriton

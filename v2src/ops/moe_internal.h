@@ -1,0 +1,120 @@
+// Internal launch helpers of the fused-MoE operators: raw pointers and sizes
+// in, generated launchers out. The public entry points (moe_routing.cc,
+// moe_gemm.cc, moe_fused.cc) validate TensorViews first; these only check what
+// the kernels themselves need (int32 ranges, supported sizes).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "aotriton/moe.h"
+#include "error.h"
+#include "tensor_checks.h"
+
+namespace aotriton {
+inline namespace AOTRITON_ABI_NAMESPACE {
+namespace moe {
+namespace internal {
+
+constexpr int64_t kMaxExperts = 512;     // BLOCK_E of the routing kernels
+constexpr int64_t kAlignSmallMax = 1024;  // numel the one-launch align takes
+constexpr int32_t kAlignBlockT = 256;     // chunk of the four-launch align (tritonsrc/moe/configs.py)
+constexpr int32_t kScaleGroup = 128;      // fp8 block quantization group
+
+inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int32_t pow2_at_least(int64_t v, int32_t lo) {
+  int32_t p = lo;
+  while (p < v) p *= 2;
+  return p;
+}
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+template <int R>
+bool is_contiguous(const TensorView<R>& t) {
+  int64_t expect = 1;
+  for (int i = R - 1; i >= 0; --i) {
+    if (t.size(i) != 1 && t.stride(i) != expect) return false;
+    expect *= t.size(i);
+  }
+  return true;
+}
+
+// Hands out 256-byte aligned pieces of a workspace. With a null base it only
+// counts, so the size query and the operator share one layout function.
+class Carver {
+ public:
+  explicit Carver(void* base) : base_(static_cast<char*>(base)) {}
+  template <typename T>
+  T* take(int64_t count) {
+    size_t at = offset_;
+    offset_ = (offset_ + static_cast<size_t>(count) * sizeof(T) + 255) / 256 * 256;
+    return base_ ? reinterpret_cast<T*>(base_ + at) : nullptr;
+  }
+  void* take_bytes(int64_t bytes) { return take<char>(bytes); }
+  size_t size() const { return offset_; }
+
+ private:
+  char* base_;
+  size_t offset_ = 0;
+};
+
+Status check_workspace(const char* op, const void* workspace, size_t have, size_t need);
+
+// moe_align_block_size on raw buffers (sizes as documented in moe.h).
+struct AlignJob {
+  const int32_t* topk_ids;
+  const int32_t* expert_map;  // nullptr: none
+  int64_t numel;
+  int64_t num_experts;
+  int32_t block_size;
+  int32_t* sorted_token_ids;
+  int32_t* expert_ids;
+  int32_t* num_tokens_post_padded;
+  void* workspace;  // moe_align_workspace_size(numel, num_experts) bytes
+};
+Status launch_align(const char* op, const AlignJob& job, Stream stream);
+
+// One grouped GEMM launch (fused_moe_kernel); strides in elements.
+struct GemmJob {
+  const void* a;
+  const void* b;
+  void* c;
+  const float* a_scale;
+  const float* b_scale;
+  const float* topk_weights;
+  const int32_t* sorted_token_ids;
+  const int32_t* expert_ids;
+  const int32_t* num_tokens_post_padded;
+  int64_t N, K, EM, num_valid_tokens, top_k;
+  int64_t stride_am, stride_be, stride_bn, stride_cm;
+  int64_t stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk;
+  DType ab_dtype, c_dtype;
+  QuantMode quant;
+  bool mul_routed_weight;
+  int32_t block_size;
+};
+Status launch_gemm(const char* op, const GemmJob& job, Stream stream, const KernelOptions* options);
+
+// fp8 quantization of x [M, K] into q [M, K] (row strides given, K contiguous).
+struct QuantJob {
+  const void* x;
+  DType x_dtype;
+  void* q;
+  int64_t M, K, stride_xm, stride_qm;
+};
+// scales [M, cdiv(K, 128)] with strides (stride_sm, stride_sk).
+Status launch_group_quant(const char* op, const QuantJob& job, float* scales, int64_t stride_sm,
+                          int64_t stride_sk, Stream stream);
+Status launch_tensor_quant(const char* op, const QuantJob& job, const float* scale, Stream stream);
+// scale[0] = max(max|x|, 1e-10) / 448; partials: dynamic_scale_partials(M) floats.
+int32_t dynamic_scale_partials(int64_t rows);
+Status launch_dynamic_scale(const char* op, const QuantJob& job, float* partials, float* scale, Stream stream);
+
+// Zero buf[r, :] for every slot r (flat topk_ids index) that align drops.
+Status launch_zero_dropped_rows(const char* op, void* buf, DType dtype, int64_t rows, int64_t cols,
+                                int64_t stride_row, const int32_t* topk_ids, const int32_t* expert_map,
+                                int64_t num_experts, Stream stream);
+
+}  // namespace internal
+}  // namespace moe
+}  // namespace AOTRITON_ABI_NAMESPACE
+}  // namespace aotriton

@@ -1,0 +1,168 @@
+// fp8 activation quantization (per token group, per tensor with a static or
+// dynamic scale) and the dropped-row zeroing fused_experts needs.
+#include <algorithm>
+#include <string>
+
+#include "fp8_amax_partial.h"
+#include "fp8_scale_from_amax.h"
+#include "moe_internal.h"
+#include "moe_zero_dropped_rows.h"
+#include "per_tensor_quant_fp8.h"
+#include "per_token_group_quant_fp8.h"
+
+namespace aotriton {
+inline namespace AOTRITON_ABI_NAMESPACE {
+namespace moe {
+
+using detail::check_dtype;
+using detail::check_i32;
+using detail::check_same_dim;
+using detail::check_tensor;
+using detail::fail;
+
+namespace internal {
+
+namespace {
+
+Status check_quant_ints(const char* op, const QuantJob& j) {
+  for (auto [what, v] : {std::pair{"rows", j.M}, {"columns", j.K}, {"x row stride", j.stride_xm},
+                         {"q row stride", j.stride_qm}})
+    AOTRITON_RETURN_IF_ERROR(check_i32(op, what, v));
+  return Status::kSuccess;
+}
+
+bool quant_aligned(const QuantJob& j) {
+  return j.K % 16 == 0 && j.stride_xm % 16 == 0 && j.stride_qm % 16 == 0 && aligned16(j.x) && aligned16(j.q);
+}
+
+}  // namespace
+
+Status launch_group_quant(const char* op, const QuantJob& j, float* scales, int64_t stride_sm, int64_t stride_sk,
+                          Stream stream) {
+  AOTRITON_RETURN_IF_ERROR(check_quant_ints(op, j));
+  AOTRITON_RETURN_IF_ERROR(check_i32(op, "scales strides", std::max(stride_sm, stride_sk)));
+  if (j.M == 0 || j.K == 0) return Status::kSuccess;
+  namespace k = detail::kernels::per_token_group_quant_fp8;
+  k::Args a{j.x, j.q, scales, static_cast<int32_t>(j.M), static_cast<int32_t>(j.K),
+            static_cast<int32_t>(j.stride_xm), static_cast<int32_t>(j.stride_qm), static_cast<int32_t>(stride_sm),
+            static_cast<int32_t>(stride_sk)};
+  return k::launch(a, k::Functional{j.x_dtype, kScaleGroup, quant_aligned(j)}, stream, nullptr);
+}
+
+Status launch_tensor_quant(const char* op, const QuantJob& j, const float* scale, Stream stream) {
+  AOTRITON_RETURN_IF_ERROR(check_quant_ints(op, j));
+  if (j.M == 0 || j.K == 0) return Status::kSuccess;
+  namespace k = detail::kernels::per_tensor_quant_fp8;
+  k::Args a{j.x, j.q, scale, static_cast<int32_t>(j.M), static_cast<int32_t>(j.K), static_cast<int32_t>(j.stride_xm),
+            static_cast<int32_t>(j.stride_qm)};
+  return k::launch(a, k::Functional{j.x_dtype, quant_aligned(j)}, stream, nullptr);
+}
+
+int32_t dynamic_scale_partials(int64_t rows) {
+  // One partial maximum per program; enough programs to fill an H100 a few times.
+  return static_cast<int32_t>(std::clamp<int64_t>(rows, 1, 1024));
+}
+
+Status launch_dynamic_scale(const char* op, const QuantJob& j, float* partials, float* scale, Stream stream) {
+  AOTRITON_RETURN_IF_ERROR(check_quant_ints(op, j));
+  const int32_t np = dynamic_scale_partials(j.M);
+  {
+    namespace k = detail::kernels::fp8_amax_partial;
+    k::Args a{j.x, partials, static_cast<int32_t>(j.M), static_cast<int32_t>(j.K), static_cast<int32_t>(j.stride_xm),
+              np};
+    AOTRITON_RETURN_IF_ERROR(k::launch(a, k::Functional{j.x_dtype}, stream, nullptr));
+  }
+  namespace k = detail::kernels::fp8_scale_from_amax;
+  k::Args a{partials, scale, np};
+  return k::launch(a, k::Functional{DType::kFloat32}, stream, nullptr);
+}
+
+Status launch_zero_dropped_rows(const char* op, void* buf, DType dtype, int64_t rows, int64_t cols,
+                                int64_t stride_row, const int32_t* topk_ids, const int32_t* expert_map,
+                                int64_t num_experts, Stream stream) {
+  for (auto [what, v] : {std::pair{"rows", rows}, {"columns", cols}, {"row stride", stride_row}})
+    AOTRITON_RETURN_IF_ERROR(check_i32(op, what, v));
+  if (rows == 0 || cols == 0) return Status::kSuccess;
+  namespace k = detail::kernels::moe_zero_dropped_rows;
+  k::Args a{buf,
+            topk_ids,
+            expert_map,
+            static_cast<int32_t>(rows),
+            static_cast<int32_t>(cols),
+            static_cast<int32_t>(stride_row),
+            static_cast<int32_t>(num_experts)};
+  return k::launch(a, k::Functional{dtype, expert_map != nullptr}, stream, nullptr);
+}
+
+}  // namespace internal
+
+namespace {
+
+Status check_x_q(const char* op, const TensorView<2>& x, const TensorView<2>& q) {
+  AOTRITON_RETURN_IF_ERROR(check_tensor(op, "x", x));
+  AOTRITON_RETURN_IF_ERROR(check_tensor(op, "q", q));
+  if (x.dtype != DType::kFloat16 && x.dtype != DType::kBFloat16 && x.dtype != DType::kFloat32)
+    return fail(Status::kInvalidArgument, std::string(op) + ": x is " + dtype_name(x.dtype) +
+                                              ", expected fp16, bf16 or fp32");
+  AOTRITON_RETURN_IF_ERROR(check_dtype(op, "q", q.dtype, DType::kFloat8E4M3));
+  for (int i = 0; i < 2; ++i) AOTRITON_RETURN_IF_ERROR(check_same_dim(op, "q", q.size(i), i, "x", x.size(i), i));
+  return Status::kSuccess;
+}
+
+internal::QuantJob job_of(const TensorView<2>& x, const TensorView<2>& q) {
+  return {x.data, x.dtype, q.data, x.size(0), x.size(1), x.stride(0), q.stride(0)};
+}
+
+}  // namespace
+
+Status per_token_group_quant_fp8(const PerTokenGroupQuantParams& p, Stream stream,
+                                 const KernelOptions* options) noexcept try {
+  detail::clear_error();
+  const char* op = "per_token_group_quant_fp8";
+  AOTRITON_RETURN_IF_ERROR(check_x_q(op, p.x, p.q));
+  if (p.group_size != internal::kScaleGroup)
+    return fail(Status::kUnsupported, std::string(op) + ": group_size must be 128");
+  AOTRITON_RETURN_IF_ERROR(check_tensor(op, "scales", p.scales, false));
+  AOTRITON_RETURN_IF_ERROR(check_dtype(op, "scales", p.scales.dtype, DType::kFloat32));
+  AOTRITON_RETURN_IF_ERROR(check_same_dim(op, "scales", p.scales.size(0), 0, "x", p.x.size(0), 0));
+  const int64_t groups = internal::cdiv(p.x.size(1), internal::kScaleGroup);
+  if (p.scales.size(1) != groups)
+    return fail(Status::kInvalidArgument, std::string(op) + ": scales.size(1) = " + std::to_string(p.scales.size(1)) +
+                                              " but cdiv(x.size(1), 128) = " + std::to_string(groups));
+  (void)options;
+  return internal::launch_group_quant(op, job_of(p.x, p.q), static_cast<float*>(p.scales.data), p.scales.stride(0),
+                                      p.scales.stride(1), stream);
+} catch (...) {
+  return fail(Status::kInternal, "per_token_group_quant_fp8: unexpected exception");
+}
+
+size_t per_tensor_quant_workspace_size(int64_t rows) noexcept {
+  internal::Carver c(nullptr);
+  c.take<float>(internal::dynamic_scale_partials(rows));
+  return c.size();
+}
+
+Status per_tensor_quant_fp8(const PerTensorQuantParams& p, Stream stream, const KernelOptions* options) noexcept try {
+  detail::clear_error();
+  const char* op = "per_tensor_quant_fp8";
+  AOTRITON_RETURN_IF_ERROR(check_x_q(op, p.x, p.q));
+  if (!p.scale.data) return fail(Status::kInvalidArgument, std::string(op) + ": scale is a null pointer");
+  AOTRITON_RETURN_IF_ERROR(check_dtype(op, "scale", p.scale.dtype, DType::kFloat32));
+  if (p.scale.size(0) != 1)
+    return fail(Status::kInvalidArgument, std::string(op) + ": scale must have exactly 1 element");
+  (void)options;
+  internal::QuantJob j = job_of(p.x, p.q);
+  float* scale = static_cast<float*>(p.scale.data);
+  if (p.dynamic_scale) {
+    AOTRITON_RETURN_IF_ERROR(internal::check_workspace(op, p.workspace, p.workspace_bytes,
+                                                       per_tensor_quant_workspace_size(j.M)));
+    AOTRITON_RETURN_IF_ERROR(internal::launch_dynamic_scale(op, j, static_cast<float*>(p.workspace), scale, stream));
+  }
+  return internal::launch_tensor_quant(op, j, scale, stream);
+} catch (...) {
+  return fail(Status::kInternal, "per_tensor_quant_fp8: unexpected exception");
+}
+
+}  // namespace moe
+}  // namespace AOTRITON_ABI_NAMESPACE
+}  // namespace aotriton

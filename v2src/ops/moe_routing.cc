@@ -1,0 +1,209 @@
+// MoE routing: top-k softmax and moe_align_block_size.
+#include <string>
+
+#include "moe_align_count.h"
+#include "moe_align_offsets.h"
+#include "moe_align_scan.h"
+#include "moe_align_scatter.h"
+#include "moe_align_small.h"
+#include "moe_internal.h"
+#include "topk_softmax.h"
+
+namespace aotriton {
+inline namespace AOTRITON_ABI_NAMESPACE {
+namespace moe {
+
+using detail::check_dtype;
+using detail::check_i32;
+using detail::check_tensor;
+using detail::fail;
+
+namespace internal {
+
+Status check_workspace(const char* op, const void* workspace, size_t have, size_t need) {
+  if (need == 0) return Status::kSuccess;
+  if (!workspace)
+    return fail(Status::kInvalidArgument, std::string(op) + ": workspace is null but " + std::to_string(need) +
+                                              " bytes are needed");
+  if (!aligned16(workspace))
+    return fail(Status::kInvalidArgument, std::string(op) + ": workspace must be 16-byte aligned");
+  if (have < need)
+    return fail(Status::kInvalidArgument, std::string(op) + ": workspace_bytes = " + std::to_string(have) +
+                                              " but " + std::to_string(need) + " are needed");
+  return Status::kSuccess;
+}
+
+namespace {
+
+struct AlignLayout {
+  int32_t* chunk_counts;
+  int32_t* expert_counts;
+  int32_t* expert_starts;
+  size_t bytes;
+};
+
+AlignLayout align_layout(void* base, int64_t numel, int64_t num_experts) {
+  Carver c(base);
+  AlignLayout l{nullptr, nullptr, nullptr, 0};
+  if (numel > kAlignSmallMax) {
+    l.chunk_counts = c.take<int32_t>(cdiv(numel, kAlignBlockT) * num_experts);
+    l.expert_counts = c.take<int32_t>(num_experts);
+    l.expert_starts = c.take<int32_t>(num_experts + 1);
+  }
+  l.bytes = c.size();
+  return l;
+}
+
+}  // namespace
+
+Status launch_align(const char* op, const AlignJob& j, Stream stream) {
+  if (j.num_experts < 1 || j.num_experts > kMaxExperts)
+    return fail(Status::kUnsupported, std::string(op) + ": num_experts = " + std::to_string(j.num_experts) +
+                                          " must be in [1, " + std::to_string(kMaxExperts) + "]");
+  if (j.block_size != 16 && j.block_size != 32 && j.block_size != 64 && j.block_size != 128)
+    return fail(Status::kInvalidArgument, std::string(op) + ": block_size = " + std::to_string(j.block_size) +
+                                              " must be 16, 32, 64 or 128");
+  const int64_t max_padded = moe_align_max_padded(j.numel, j.num_experts, j.block_size);
+  const int64_t num_blocks = cdiv(max_padded, j.block_size);
+  AOTRITON_RETURN_IF_ERROR(check_i32(op, "topk_ids numel + num_experts * (block_size - 1)", max_padded));
+  const int32_t numel = static_cast<int32_t>(j.numel), E = static_cast<int32_t>(j.num_experts);
+  const int32_t block_e = pow2_at_least(E, 16);
+  const bool has_map = j.expert_map != nullptr;
+  if (j.numel <= kAlignSmallMax) {
+    namespace k = detail::kernels::moe_align_small;
+    k::Args a{j.topk_ids, j.expert_map, j.sorted_token_ids, j.expert_ids, j.num_tokens_post_padded,
+              numel, E, j.block_size, static_cast<int32_t>(max_padded), static_cast<int32_t>(num_blocks)};
+    k::Functional f{has_map, block_e, numel <= 64 ? 64 : (numel <= 256 ? 256 : 1024)};
+    return k::launch(a, f, stream, nullptr);
+  }
+  AlignLayout l = align_layout(j.workspace, j.numel, j.num_experts);
+  const int32_t num_chunks = static_cast<int32_t>(cdiv(j.numel, kAlignBlockT));
+  {
+    namespace k = detail::kernels::moe_align_count;
+    k::Args a{j.topk_ids, j.expert_map, l.chunk_counts, j.sorted_token_ids, numel, E,
+              static_cast<int32_t>(max_padded)};
+    AOTRITON_RETURN_IF_ERROR(k::launch(a, k::Functional{has_map, block_e, kAlignBlockT}, stream, nullptr));
+  }
+  {
+    namespace k = detail::kernels::moe_align_scan;
+    k::Args a{l.chunk_counts, l.expert_counts, num_chunks, E};
+    AOTRITON_RETURN_IF_ERROR(k::launch(a, k::Functional{DType::kInt32}, stream, nullptr));
+  }
+  {
+    namespace k = detail::kernels::moe_align_offsets;
+    k::Args a{l.expert_counts, l.expert_starts, j.num_tokens_post_padded, E, j.block_size};
+    AOTRITON_RETURN_IF_ERROR(k::launch(a, k::Functional{block_e}, stream, nullptr));
+  }
+  namespace k = detail::kernels::moe_align_scatter;
+  k::Args a{j.topk_ids, j.expert_map, l.chunk_counts, l.expert_starts, j.sorted_token_ids, j.expert_ids,
+            numel, E, j.block_size, static_cast<int32_t>(num_blocks)};
+  return k::launch(a, k::Functional{has_map, block_e, kAlignBlockT}, stream, nullptr);
+}
+
+}  // namespace internal
+
+using internal::is_contiguous;
+
+Status topk_softmax(const TopkSoftmaxParams& p, Stream stream, const KernelOptions* options) noexcept try {
+  detail::clear_error();
+  const char* op = "topk_softmax";
+  AOTRITON_RETURN_IF_ERROR(check_tensor(op, "logits", p.logits, false));
+  AOTRITON_RETURN_IF_ERROR(check_tensor(op, "topk_weights", p.topk_weights));
+  AOTRITON_RETURN_IF_ERROR(check_tensor(op, "topk_ids", p.topk_ids));
+  DType ld = p.logits.dtype;
+  if (ld != DType::kFloat16 && ld != DType::kBFloat16 && ld != DType::kFloat32)
+    return fail(Status::kInvalidArgument, std::string(op) + ": logits is " + dtype_name(ld) +
+                                              ", expected fp16, bf16 or fp32");
+  AOTRITON_RETURN_IF_ERROR(check_dtype(op, "topk_weights", p.topk_weights.dtype, DType::kFloat32));
+  AOTRITON_RETURN_IF_ERROR(check_dtype(op, "topk_ids", p.topk_ids.dtype, DType::kInt32));
+  const int64_t M = p.logits.size(0), E = p.logits.size(1), topk = p.topk_weights.size(1);
+  AOTRITON_RETURN_IF_ERROR(detail::check_same_dim(op, "topk_weights", p.topk_weights.size(0), 0, "logits", M, 0));
+  AOTRITON_RETURN_IF_ERROR(detail::check_same_dim(op, "topk_ids", p.topk_ids.size(0), 0, "logits", M, 0));
+  AOTRITON_RETURN_IF_ERROR(detail::check_same_dim(op, "topk_ids", p.topk_ids.size(1), 1, "topk_weights", topk, 1));
+  if (E < 1 || E > internal::kMaxExperts)
+    return fail(Status::kUnsupported, std::string(op) + ": logits.size(1) (experts) = " + std::to_string(E) +
+                                          " must be in [1, 512]");
+  if (topk < 1 || topk > E)
+    return fail(Status::kInvalidArgument, std::string(op) + ": topk = " + std::to_string(topk) +
+                                              " must be in [1, experts = " + std::to_string(E) + "]");
+  for (auto [what, v] : {std::pair{"tokens", M}, {"logits.stride(0)", p.logits.stride(0)},
+                         {"logits.stride(1)", p.logits.stride(1)}, {"topk_weights.stride(0)", p.topk_weights.stride(0)},
+                         {"topk_ids.stride(0)", p.topk_ids.stride(0)}})
+    AOTRITON_RETURN_IF_ERROR(check_i32(op, what, v));
+  if (M == 0) return Status::kSuccess;
+  namespace k = detail::kernels::topk_softmax;
+  k::Args a{p.logits.data, p.topk_weights.data, p.topk_ids.data, static_cast<int32_t>(M), static_cast<int32_t>(E),
+            static_cast<int32_t>(topk), static_cast<int32_t>(p.logits.stride(0)),
+            static_cast<int32_t>(p.logits.stride(1)), static_cast<int32_t>(p.topk_weights.stride(0)),
+            static_cast<int32_t>(p.topk_ids.stride(0))};
+  k::Functional f{ld, p.renormalize, internal::pow2_at_least(E, 8)};
+  return k::launch(a, f, stream, options);
+} catch (...) {
+  return fail(Status::kInternal, "topk_softmax: unexpected exception");
+}
+
+int64_t moe_align_max_padded(int64_t numel, int64_t num_experts, int64_t block_size) noexcept {
+  return numel + num_experts * (block_size - 1);
+}
+
+size_t moe_align_workspace_size(int64_t numel, int64_t num_experts) noexcept {
+  return internal::align_layout(nullptr, numel, num_experts).bytes;
+}
+
+namespace {
+
+Status check_int_vector(const char* op, const char* name, const TensorView<1>& t, int64_t min_size) {
+  AOTRITON_RETURN_IF_ERROR(check_tensor(op, name, t));
+  AOTRITON_RETURN_IF_ERROR(check_dtype(op, name, t.dtype, DType::kInt32));
+  if (t.size(0) < min_size)
+    return fail(Status::kInvalidArgument, std::string(op) + ": " + name + " has " + std::to_string(t.size(0)) +
+                                              " elements, needs at least " + std::to_string(min_size));
+  if (!t.data) return fail(Status::kInvalidArgument, std::string(op) + ": " + name + " is a null pointer");
+  return Status::kSuccess;
+}
+
+}  // namespace
+
+Status moe_align_block_size(const MoeAlignParams& p, Stream stream, const KernelOptions* options) noexcept try {
+  detail::clear_error();
+  const char* op = "moe_align_block_size";
+  AOTRITON_RETURN_IF_ERROR(check_tensor(op, "topk_ids", p.topk_ids));
+  AOTRITON_RETURN_IF_ERROR(check_dtype(op, "topk_ids", p.topk_ids.dtype, DType::kInt32));
+  if (!is_contiguous(p.topk_ids))
+    return fail(Status::kInvalidArgument, std::string(op) + ": topk_ids must be contiguous");
+  const int64_t numel = p.topk_ids.numel();
+  AOTRITON_RETURN_IF_ERROR(check_i32(op, "topk_ids numel", numel));
+  if (p.num_experts < 1 || p.num_experts > internal::kMaxExperts)
+    return fail(Status::kUnsupported, std::string(op) + ": num_experts = " + std::to_string(p.num_experts) +
+                                          " must be in [1, 512]");
+  if (p.block_size != 16 && p.block_size != 32 && p.block_size != 64 && p.block_size != 128)
+    return fail(Status::kInvalidArgument, std::string(op) + ": block_size = " + std::to_string(p.block_size) +
+                                              " must be 16, 32, 64 or 128");
+  const int64_t max_padded = moe_align_max_padded(numel, p.num_experts, p.block_size);
+  AOTRITON_RETURN_IF_ERROR(check_int_vector(op, "sorted_token_ids", p.sorted_token_ids, max_padded));
+  AOTRITON_RETURN_IF_ERROR(
+      check_int_vector(op, "expert_ids", p.expert_ids, internal::cdiv(max_padded, p.block_size)));
+  AOTRITON_RETURN_IF_ERROR(check_int_vector(op, "num_tokens_post_padded", p.num_tokens_post_padded, 1));
+  if (p.expert_map.data) {
+    AOTRITON_RETURN_IF_ERROR(check_int_vector(op, "expert_map", p.expert_map, 1));
+  }
+  AOTRITON_RETURN_IF_ERROR(internal::check_workspace(op, p.workspace, p.workspace_bytes,
+                                                     moe_align_workspace_size(numel, p.num_experts)));
+  internal::AlignJob j{static_cast<const int32_t*>(p.topk_ids.data),
+                       static_cast<const int32_t*>(p.expert_map.data),
+                       numel,
+                       p.num_experts,
+                       p.block_size,
+                       static_cast<int32_t*>(p.sorted_token_ids.data),
+                       static_cast<int32_t*>(p.expert_ids.data),
+                       static_cast<int32_t*>(p.num_tokens_post_padded.data),
+                       p.workspace};
+  (void)options;  // several launches: a forced config name would not fit them all
+  return internal::launch_align(op, j, stream);
+} catch (...) {
+  return fail(Status::kInternal, "moe_align_block_size: unexpected exception");
+}
+
+}  // namespace moe
+}  // namespace AOTRITON_ABI_NAMESPACE
+}  // namespace aotriton
