@@ -6,6 +6,8 @@ hand-written runtime (v2src/kernel_runtime.*) is generic.
 """
 from __future__ import annotations
 
+import re
+
 from kernel_rules import Kernel
 
 DTYPE_ENUM = {
@@ -182,11 +184,11 @@ def source(rule: Kernel, plan_kernel: dict, profile: str) -> str:
         out.append(f"  const int64_t {name} = static_cast<int64_t>(f.{name});\n")
     for name in tuning_names:
         out.append(f"  const int64_t {name} = tuning.{name};\n")
-    used = " ".join(rule.grid)
+    used = set(re.findall(r"[A-Za-z_]\w*", " ".join(rule.grid)))
     for a in rule.args:
         if not a.is_pointer and a.name not in used:
             out.append(f"  (void){a.name};\n")
-    for name in list(rule.constexpr_functionals) + tuning_names:
+    for name in list(rule.constexpr_functionals) + tuning_names + list(rule.grid_args):
         if name not in used:
             out.append(f"  (void){name};\n")
     out.append("  uint32_t grid[3];\n")

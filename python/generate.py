@@ -27,8 +27,9 @@ sys.path[:0] = [str(HERE), str(REPO)]  # rules import tritonsrc config tables
 import build_plan  # noqa: E402
 import codegen_cpp  # noqa: E402
 
+# The rules and the config tables they import (tritonsrc/*/*configs.py).
 GENERATOR_INPUTS = ["python/generate.py", "python/build_plan.py", "python/kernel_rules.py"] + sorted(
-    str(p.relative_to(REPO)) for p in (REPO / "python").glob("rules*.py"))
+    str(p.relative_to(REPO)) for p in [*(REPO / "python").glob("rules*.py"), *(REPO / "tritonsrc").glob("*/*configs.py")])
 
 
 def write_if_changed(path: Path, text: str) -> None:

@@ -33,7 +33,7 @@ if [[ $STEPS == *test* ]]; then
   "$PYTHON" -m pytest -q test/cpu/test_install.py test/cpu/test_runtime_nogpu.py 2>&1 | tail -3 || status=1
 fi
 if [[ $STEPS == *bench* ]]; then
-  for b in ${BENCHES:-bench/bench_launch_overhead.py}; do
+  for b in ${BENCHES:-bench/bench_launch_overhead.py bench/bench_flash.py bench/bench_moe.py}; do
     "$PYTHON" "$b" 2>&1 | tee -a "$OUT/bench.log" | tail -40 || status=1
   done
 fi

@@ -326,19 +326,29 @@ def test_quant(M, K, dtype):
     q, s = aot(aotriton.per_token_group_quant_fp8, x)
     xp = torch.nn.functional.pad(x.float(), (0, (-K) % 128)).reshape(M, -1, 128)
     rs = xp.abs().amax(-1).clamp(min=1e-10) / 448.0
-    rq = (xp / rs[..., None]).clamp(-448, 448).to(FP8).reshape(M, -1)[:, :K]
-    assert torch.equal(s, rs)
-    assert torch.equal(q.float(), rq.float())
+    torch.testing.assert_close(s, rs, rtol=2e-7, atol=0)  # IEEE division vs torch's reciprocal multiply
+    rq = (xp / s[..., None]).clamp(-448, 448).to(FP8).reshape(M, -1)[:, :K]
+    assert_fp8_close(q, rq)
     scale = torch.tensor([x.float().abs().max().item() / 400.0], device=DEV)
     qt, _ = aot(aotriton.per_tensor_quant_fp8, x, scale)
-    assert torch.equal(qt.float(), (x.float() / scale).clamp(-448, 448).to(FP8).float())
+    assert_fp8_close(qt, (x.float() / scale).clamp(-448, 448).to(FP8))
     qd, sd = aot(aotriton.per_tensor_quant_fp8, x)  # dynamic scale
     rsd = x.float().abs().amax().clamp(min=1e-10) / 448.0
-    assert torch.equal(sd.reshape(()), rsd)
-    assert torch.equal(qd.float(), (x.float() / rsd).clamp(-448, 448).to(FP8).float())
+    torch.testing.assert_close(sd.reshape(()), rsd, rtol=2e-7, atol=0)
+    assert_fp8_close(qd, (x.float() / sd.reshape(())).clamp(-448, 448).to(FP8))
     if not NO_JIT:
         jq, js = mj().per_token_group_quant_fp8(x)
         assert torch.equal(jq.float(), q.float()) and torch.equal(js, s)
+
+
+def assert_fp8_close(q, ref):
+    """Equal, except one e4m3 step where the fp32 quotient sits on a rounding
+    boundary (GPU and torch division may differ in the last fp32 bit)."""
+    a, b = q.float(), ref.float()
+    diff = (a - b).abs()
+    step = torch.exp2(torch.floor(torch.log2(b.abs().clamp_min(2.0 ** -6))) - 3)
+    assert (diff <= step).all(), diff.max()
+    assert (diff > 0).float().mean().item() < 1e-3
 
 
 # ---------------------------------------------------------------- fused_experts
