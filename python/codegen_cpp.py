@@ -25,7 +25,7 @@ def _ns_open(kernel: str) -> str:
 
 
 def _ns_close() -> str:
-    return "}  // namespace\n" * 0 + "}\n}\n}\n}\n}\n"
+    return "}\n}\n}\n}\n}\n"
 
 
 def _field_type(rule: Kernel, name: str) -> str:

@@ -11,16 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-# Triton scalar type name -> (C++ type of the argument, byte size).
-SCALAR_TYPES = {
-    "i32": ("int32_t", 4),
-    "i64": ("int64_t", 8),
-    "u32": ("uint32_t", 4),
-    "u64": ("uint64_t", 8),
-    "fp32": ("float", 4),
-}
-# Element types a pointer argument may point to (the functional "dtype" values).
-POINTEE_TYPES = ("fp16", "bf16", "fp32", "fp8e4nv", "i8", "u8", "i32", "i64", "u64")
+# Triton scalar type name -> C++ type of the argument.
+SCALAR_TYPES = {"i32": "int32_t", "i64": "int64_t", "u32": "uint32_t", "u64": "uint64_t", "fp32": "float"}
 
 _ARG_RE = re.compile(r"^(?P<ptr>\*)?(?P<base>\{\w+\}|\w+)(?::(?P<div>16|8))?$")
 
@@ -74,7 +66,7 @@ class Arg:
         return ("*" if self.is_pointer else "") + base
 
     def cpp_type(self) -> str:
-        return "const void*" if self.is_pointer else SCALAR_TYPES[self.base][0]
+        return "const void*" if self.is_pointer else SCALAR_TYPES[self.base]
 
 
 @dataclass(frozen=True)

@@ -156,48 +156,36 @@ _BWD_TAIL_ARGS = [
     Arg("max_seqlen_q", "i32"), Arg("max_seqlen_k", "i32"), Arg("head_dim", "i32:8"),
 ]
 
-bwd_dkdv = Kernel(
-    name="bwd_dkdv",
-    source="tritonsrc/flash/bwd_dkdv.py",
-    function="bwd_dkdv",
-    args=[
-        *(Arg(n, "*{dtype}:16") for n in ("Q", "K", "V", "DO", "DK", "DV")),
-        Arg("LSE", "*fp32"), Arg("Delta", "*fp32"),
-        *_BWD_COMMON_ARGS,
-        *_tensor_args(["q"], "zhm"), *_tensor_args(["k", "v"], "zhn"), *_tensor_args(["do"], "zhm"),
-        *_tensor_args(["dk", "dv"], "zhn"),
-        *_BWD_TAIL_ARGS,
-    ],
-    functional=_BWD_FUNCTIONAL,
-    unaligned_variant=True,
-    valid=_bwd_valid,
-    grid_args=["num_seqs"],
-    tuning=TuningSpace(params=_BWD_TUNING, default=_bwd_default("dkdv"), prune=_bwd_pruner("dkdv")),
-    grid=("cdiv(max_seqlen_k, BLOCK_N)", "num_seqs * num_heads_k", "1"),
-    autotune_keys=[AutotuneKey("max_seqlen_q", SEQLEN_BINS), AutotuneKey("max_seqlen_k", SEQLEN_BINS)],
-    doc="flash backward dK, dV (summed over each kv head's query heads)",
-)
+def _bwd_kernel(name, outputs, output_strides, grid, doc):
+    """dK/dV and dQ share everything but their outputs and grid."""
+    return Kernel(
+        name=name,
+        source=f"tritonsrc/flash/{name}.py",
+        function=name,
+        args=[
+            *(Arg(n, "*{dtype}:16") for n in ("Q", "K", "V", "DO", *outputs)),
+            Arg("LSE", "*fp32"), Arg("Delta", "*fp32"),
+            *_BWD_COMMON_ARGS,
+            *_tensor_args(["q"], "zhm"), *_tensor_args(["k", "v"], "zhn"), *_tensor_args(["do"], "zhm"),
+            *output_strides,
+            *_BWD_TAIL_ARGS,
+        ],
+        functional=_BWD_FUNCTIONAL,
+        unaligned_variant=True,
+        valid=_bwd_valid,
+        grid_args=["num_seqs"],
+        tuning=TuningSpace(params=_BWD_TUNING, default=_bwd_default(name[4:]), prune=_bwd_pruner(name[4:])),
+        grid=grid,
+        autotune_keys=[AutotuneKey("max_seqlen_q", SEQLEN_BINS), AutotuneKey("max_seqlen_k", SEQLEN_BINS)],
+        doc=doc,
+    )
 
-bwd_dq = Kernel(
-    name="bwd_dq",
-    source="tritonsrc/flash/bwd_dq.py",
-    function="bwd_dq",
-    args=[
-        *(Arg(n, "*{dtype}:16") for n in ("Q", "K", "V", "DO", "DQ")),
-        Arg("LSE", "*fp32"), Arg("Delta", "*fp32"),
-        *_BWD_COMMON_ARGS,
-        *_tensor_args(["q"], "zhm"), *_tensor_args(["k", "v"], "zhn"), *_tensor_args(["do", "dq"], "zhm"),
-        *_BWD_TAIL_ARGS,
-    ],
-    functional=_BWD_FUNCTIONAL,
-    unaligned_variant=True,
-    valid=_bwd_valid,
-    grid_args=["num_seqs"],
-    tuning=TuningSpace(params=_BWD_TUNING, default=_bwd_default("dq"), prune=_bwd_pruner("dq")),
-    grid=("cdiv(max_seqlen_q, BLOCK_M)", "num_seqs * num_heads_q", "1"),
-    autotune_keys=[AutotuneKey("max_seqlen_q", SEQLEN_BINS), AutotuneKey("max_seqlen_k", SEQLEN_BINS)],
-    doc="flash backward dQ",
-)
+
+bwd_dkdv = _bwd_kernel("bwd_dkdv", ("DK", "DV"), _tensor_args(["dk", "dv"], "zhn"),
+                       ("cdiv(max_seqlen_k, BLOCK_N)", "num_seqs * num_heads_k", "1"),
+                       "flash backward dK, dV (summed over each kv head's query heads)")
+bwd_dq = _bwd_kernel("bwd_dq", ("DQ",), _tensor_args(["dq"], "zhm"),
+                     ("cdiv(max_seqlen_q, BLOCK_M)", "num_seqs * num_heads_q", "1"), "flash backward dQ")
 
 FLASH_KERNELS = [attn_fwd, bwd_preprocess, bwd_dkdv, bwd_dq]
 # ci: fp16, head-dim bucket 64 (exact and padded), every causal kind, batched
