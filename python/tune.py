@@ -61,11 +61,15 @@ def bin_of(value, bins):
 
 
 def flash_functional(rule, dtype, D, causal):
-    f = {"dtype": dtype, "BLOCK_DMODEL": D, "PADDED_HEAD": False, "CAUSAL_TYPE": causal, "IS_VARLEN": False,
-         "ENABLE_DROPOUT": False}
+    """Head dims that are not a bucket (96, 192...) tune the padded functional
+    of their bucket: its entry serves every head dim that pads to it."""
+    from tritonsrc.flash.fwd_configs import head_dim_bucket
+    bucket = head_dim_bucket(D)
+    f = {"dtype": dtype, "BLOCK_DMODEL": bucket, "PADDED_HEAD": bucket != D, "CAUSAL_TYPE": causal,
+         "IS_VARLEN": False, "ENABLE_DROPOUT": False}
     if "RETURN_DROPOUT_MASK" in rule.functional:
         f["RETURN_DROPOUT_MASK"] = False
-    f["ALIGNED16"] = True
+    f["ALIGNED16"] = D % 8 == 0
     return f
 
 
