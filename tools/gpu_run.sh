@@ -2,10 +2,12 @@
 # One call on the GPU machine: build with the same CMake as CI (lzma headers
 # carried in .deps/lzma since that machine has none), run the GPU tests, the
 # C++ GPU program and the benchmarks. Logs go to $OUT when set.
-#   STEPS="build test bench"   which steps to run (default all)
+#   STEPS="build test sanitize bench"  which steps to run (default build test bench)
 #   PROFILE=release            build profile
 #   TESTS=test/gpu             pytest paths; PYTEST_ARGS extra pytest arguments
-#   BENCHES=...                benchmark scripts to run
+#   SANITIZE="memcheck:test/gpu/x.py racecheck:test/gpu/y.py"
+#                              compute-sanitizer tool:pytest-path pairs (step sanitize)
+#   BENCHES="a.py;b.py --quick" benchmark commands, ';'-separated
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/aotriton-out}
@@ -32,9 +34,23 @@ if [[ $STEPS == *test* ]]; then
   "$PYTHON" -m pytest -q -rs ${TESTS:-test/gpu} ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/test_gpu.log" | tail -25 || status=1
   "$PYTHON" -m pytest -q test/cpu/test_install.py test/cpu/test_runtime_nogpu.py 2>&1 | tail -3 || status=1
 fi
+if [[ $STEPS == *sanitize* ]]; then
+  export AOTRITON_OTHER_ARCH_PREFIX=$PWD/install80
+  for pair in ${SANITIZE:-}; do
+    tool=${pair%%:*} path=${pair#*:}
+    compute-sanitizer --tool "$tool" --error-exitcode 9 --target-processes all \
+      "$PYTHON" -m pytest -q -x -p no:cacheprovider "$path" > "$OUT/sanitize_${tool}_$(basename "$path" .py).log" 2>&1
+    rc=$?
+    echo "compute-sanitizer $tool $path: exit $rc; $(grep -E 'ERROR SUMMARY|passed|failed' \
+      "$OUT/sanitize_${tool}_$(basename "$path" .py).log" | tail -2 | tr '\n' ' ')"
+    [ $rc -eq 0 ] || status=1
+  done
+fi
 if [[ $STEPS == *bench* ]]; then
-  for b in ${BENCHES:-bench/bench_launch_overhead.py bench/bench_flash.py bench/bench_moe.py}; do
-    "$PYTHON" "$b" 2>&1 | tee -a "$OUT/bench.log" | tail -40 || status=1
+  IFS=';' read -ra benches <<< "${BENCHES:-bench/bench_launch_overhead.py;bench/bench_flash.py;bench/bench_moe.py}"
+  for b in "${benches[@]}"; do
+    # shellcheck disable=SC2086  # a bench command is a script plus its arguments
+    "$PYTHON" $b 2>&1 | tee -a "$OUT/bench.log" | tail -60 || status=1
   done
 fi
 exit $status
