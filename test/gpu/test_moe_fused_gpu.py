@@ -315,6 +315,42 @@ def test_grouped_gemm(M, E, topk, N, K, dtype, quant):
 
 
 @need_fp8
+@pytest.mark.parametrize("M", [512, 2048])  # BLOCK_SIZE_M 64 and 128: the wgmma path
+@pytest.mark.parametrize("quant", [TENSOR, BLOCK])
+def test_grouped_gemm_fp8_long_k_accumulation(M, quant):
+    """fp8 x fp8 products summed over K = 4096 against float64 of the same
+    quantized operands: only accumulation and fp16 output rounding remain.
+    sm_90's fp8 wgmma accumulator keeps about 14 bits; summing all of K in it
+    (per-tensor path before the fix) is off by several 1e-2, promoting to
+    fp32 per K tile stays near 2e-3."""
+    import aotriton
+
+    E, topk, N, K, dtype = 8, 2, 256, 4096, torch.float16
+    gen = torch.Generator().manual_seed(M + quant)
+    w, ids = routing(M, E, topk, gen)
+    x = torch.randn(M, K, generator=gen).to(DEV, dtype)
+    b = torch.randn(E, N, K, generator=gen).to(DEV) / K ** 0.5
+    if quant == TENSOR:
+        a, a_s = aot(aotriton.per_tensor_quant_fp8, x)
+        b, b_s, b64 = quant_w_tensor(b)
+        a64 = fake_quant(x, TENSOR, a_s)
+    else:
+        a, a_s = aot(aotriton.per_token_group_quant_fp8, x)
+        b, b_s, b64 = quant_w_block(b)
+        a64 = fake_quant(x, BLOCK)
+    bs = aotriton.moe_gemm_block_size(M, True)
+    s, e, n = aot(aotriton.moe_align_block_size, ids, bs, E)
+    c = torch.full((M * topk, N), float("nan"), dtype=dtype, device=DEV)
+    aot(aotriton.invoke_fused_moe_kernel, a, b, c, None, s, e, n, topk, bs, quant=quant, A_scale=a_s, B_scale=b_s)
+    flat = ids.reshape(-1).long()
+    ref = torch.empty(M * topk, N, dtype=torch.float64, device=DEV)
+    for ex in flat.unique().tolist():
+        sl = (flat == ex).nonzero().flatten()
+        ref[sl] = a64[sl // topk] @ b64[ex].T
+    assert rel_err(c, ref) < 6e-3
+
+
+@need_fp8
 @pytest.mark.parametrize("M,K", [(1, 128), (33, 4096), (300, 1000), (5, 511)])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_quant(M, K, dtype):
