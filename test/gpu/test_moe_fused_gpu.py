@@ -415,6 +415,38 @@ def test_fused_experts(M, E, topk, K, N, dtype, activation, kind, with_map):
     assert rel_err(out, ref) < tol(dtype)
 
 
+def test_fused_experts_large_m_in_passes():
+    """DeepSeek-like bf16 layer (E=256, top-8, K=7168, N=2048) at 40000 tokens:
+    slots x K exceed int32 (above 37449 tokens), so fused_experts runs two
+    passes. Rows from both passes and around the split are checked in float64."""
+    import aotriton
+
+    M, E, topk, K, N, dtype = 40000, 256, 8, 7168, 2048, torch.bfloat16
+    if torch.cuda.get_device_properties(0).total_memory < 48 * 2 ** 30:
+        pytest.skip("needs about 40 GB of GPU memory")
+    gen = torch.Generator(device=DEV).manual_seed(40000)
+    x = torch.randn(M, K, device=DEV, generator=gen).to(dtype)
+    w1 = (torch.randn(E, 2 * N, K, device=DEV, generator=gen, dtype=dtype) / K ** 0.5).to(dtype)
+    w2 = (torch.randn(E, K, N, device=DEV, generator=gen, dtype=dtype) / N ** 0.5).to(dtype)
+    ids = torch.rand(M, E, device=DEV, generator=gen).topk(topk, dim=-1).indices.to(torch.int32)
+    w = torch.rand(M, topk, device=DEV, generator=gen) + 0.1
+    w = w / w.sum(-1, keepdim=True)
+    out = torch.full((M, K), float("nan"), dtype=dtype, device=DEV)
+    aot(aotriton.fused_experts, x, w1, w2, w, ids, out=out)
+    split = 2 ** 31 // (topk * K)  # the pass boundary lies at or below this row
+    rows = torch.cat([torch.arange(0, 32), torch.arange(split - 4096, split + 64), torch.arange(M - 32, M),
+                      torch.randperm(M, generator=torch.Generator().manual_seed(1))[:512]]).unique().to(DEV)
+    ref = torch.zeros(rows.numel(), K, dtype=torch.float64, device=DEV)
+    xs, ids_s, ws = x[rows].double(), ids[rows].long(), w[rows].double()
+    for e in ids_s.unique().tolist():
+        r, k = (ids_s == e).nonzero(as_tuple=True)
+        h = (xs[r] @ w1[e].double().T).to(dtype).double()  # the operator stores GEMM1 in bf16
+        a = (activation_ref(h[:, :N], "silu") * h[:, N:]).to(dtype).double()
+        ref.index_add_(0, r, ws[r, k, None] * (a @ w2[e].double().T))
+    assert rel_err(out[rows], ref) < tol(dtype)
+    assert torch.isfinite(out).all()
+
+
 FP8_CASES = [  # M, E, topk, K, N, dtype, quant, static activation scales, expert map
     (1, 8, 2, 512, 256, torch.bfloat16, BLOCK, False, False),
     (33, 64, 6, 511, 200, torch.bfloat16, BLOCK, False, False),
