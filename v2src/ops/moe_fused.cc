@@ -185,6 +185,7 @@ internal::GemmJob gemm_common(const Layout& l, const Dims& d, QuantMode quant, D
   j.num_tokens_post_padded = l.ntpp;
   j.EM = moe_align_max_padded(d.slots, d.E, d.block_size);
   j.num_valid_tokens = d.slots;
+  j.num_experts = d.E;
   j.ab_dtype = quant == QuantMode::kNone ? act : DType::kFloat8E4M3;
   j.c_dtype = act;
   j.quant = quant;
