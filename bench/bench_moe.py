@@ -65,7 +65,8 @@ def commit_id():
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prefix", default=str(REPO / "install"))
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_MOE_QUICK") == "1",
+                    help="the subset that runs in about 2 minutes (also BENCH_MOE_QUICK=1)")
     ap.add_argument("--models", default="mixtral,deepseek")
     ap.add_argument("--quants", default="bf16,fp8_tensor,fp8_block")
     ap.add_argument("--tokens", default="1,8,16,32,64,512,4096")

@@ -74,6 +74,16 @@ def _warm(job):
         return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
+def _result(future):
+    """A worker's compile error; None when it compiled, or when the worker itself
+    died (the main process then compiles that config on first launch)."""
+    try:
+        return future.result()
+    except Exception as e:
+        print(f"  compile worker failed ({type(e).__name__}); compiling in the main process", flush=True)
+        return None
+
+
 def _job(grid, args, kwargs):
     import torch
     return grid, [f"dtype:{str(a.dtype).removeprefix('torch.')}" if isinstance(a, torch.Tensor) else a
@@ -224,7 +234,7 @@ def tune_moe(args, rule, load_db, save_db, db_path):
         cands = quick_space(space, bm) if args.space == "quick" else space
         cands = ([default] if default not in cands else []) + cands
         futures = [pool.submit(_warm, _job(*case.launch(c))) for c in cands]
-        compile_err = [fu.result() for fu in futures]
+        compile_err = [_result(fu) for fu in futures]
         results = []
         for cfg, err in zip(cands, compile_err):
             if err:
