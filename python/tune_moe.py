@@ -59,6 +59,22 @@ def quick_space(configs, block_m):
     return [c for c in configs if keep(c)]
 
 
+def entry_key(layer, gemm, M, quant, block_m):
+    """(functional, LUT bins) of one GEMM of a layer at M tokens: the database key."""
+    spec = LAYERS[layer]
+    act_name, q = QUANTS[quant]
+    n_out, k_in = (2 * spec["N"], spec["K"]) if gemm == 1 else (spec["K"], spec["N"])
+    f = dict(ab_dtype="fp8e4nv" if q else act_name, c_dtype=act_name, QUANT=q, MUL_ROUTED_WEIGHT=gemm == 2,
+             ALIGNED=True, BLOCK_SIZE_M=block_m, ALIGNED16=True)
+    tokens_per_expert = -(-M * spec["topk"] // spec["E"])
+    return f, [bin_of(tokens_per_expert, C.TOKENS_PER_EXPERT_BINS), bin_of(n_out, C.GEMM_NK_BINS),
+               bin_of(k_in, C.GEMM_NK_BINS)]
+
+
+def _finite(ms):
+    return round(ms, 5) if ms == ms and ms != float("inf") else None
+
+
 # ---------------------------------------------------------------- parallel compile
 def _warm(job):
     """Worker: compile one config (no launch) so the main process hits Triton's cache."""
@@ -134,10 +150,7 @@ class GemmCase:
         self.block_m = block_m
         self.sorted, self.expert_ids, self.ntpp = mj.moe_align_block_size(self.ids, block_m, E)
         self.c = torch.empty(M * topk, N_out, device="cuda", dtype=dt)
-        self.functional = dict(ab_dtype="fp8e4nv" if self.quant else act_name, c_dtype=act_name, QUANT=self.quant,
-                               MUL_ROUTED_WEIGHT=self.mul, ALIGNED=True, BLOCK_SIZE_M=block_m, ALIGNED16=True)
-        self.bins = [bin_of(-(-M * topk // E), C.TOKENS_PER_EXPERT_BINS), bin_of(N_out, C.GEMM_NK_BINS),
-                     bin_of(K_in, C.GEMM_NK_BINS)]
+        self.functional, self.bins = entry_key(layer, gemm, M, quant, block_m)
         self.ref = self._reference()
 
     def _b_deq(self, e):
@@ -224,11 +237,11 @@ def tune_moe(args, rule, load_db, save_db, db_path):
             print(f"budget of {args.budget_s:.0f} s spent after {i - 1} of {len(work)} entries: "
                   f"run the same command again to resume", flush=True)
             break
-        case = GemmCase(layer, gemm, M, quant, bm)
-        f = case.functional
+        f, bins = entry_key(layer, gemm, M, quant, bm)
         fname = functional_name(f)
-        if not rule.valid(f, arch) or (fname, tuple(case.bins)) in done:
+        if not rule.valid(f, arch) or (fname, tuple(bins)) in done:
             continue
+        case = GemmCase(layer, gemm, M, quant, bm)
         default = dict(rule.tuning.default(f, arch))
         space = rule.tuning.all_configs(f, arch)
         cands = quick_space(space, bm) if args.space == "quick" else space
@@ -251,7 +264,8 @@ def tune_moe(args, rule, load_db, save_db, db_path):
             ms = triton.testing.do_bench(lambda: case.run(cfg), warmup=5, rep=args.rep_ms, return_mode="median")
             results.append((ms, cfg, "ok"))
         results.sort(key=lambda r: r[0])
-        best, second = results[0], (results[1] if len(results) > 1 else results[0])
+        best = results[0]
+        second = results[1] if len(results) > 1 and results[1][0] < float("inf") else best
         default_ms = next((r[0] for r in results if r[1] == default), float("nan"))
         flops = 2 * M * case.shape["topk"] * case.shape["N"] * case.shape["K"]
         if best[0] == float("inf"):
@@ -260,7 +274,7 @@ def tune_moe(args, rule, load_db, save_db, db_path):
         entry = {"functional": fname, "bins": case.bins, "shape": case.shape, "config": best[1],
                  "time_ms": round(best[0], 5), "tflops": round(flops / best[0] / 1e9, 1),
                  "runner_up": {"config": second[1], "time_ms": round(second[0], 5)},
-                 "default_ms": round(default_ms, 5), "candidates": len(results),
+                 "default_ms": _finite(default_ms), "candidates": len(results),
                  "rejected": [[config_name(r[1]), r[2]] for r in results if r[2] != "ok"]}
         db["entries"] = [e for e in db["entries"] if not (e["functional"] == fname and e["bins"] == case.bins)]
         db["entries"].append(entry)
