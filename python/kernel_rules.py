@@ -137,8 +137,9 @@ class Kernel:
     autotune_keys: Sequence[AutotuneKey] = ()
     valid: Callable[[Mapping[str, Any], int], bool] = lambda f, arch: True
     doc: str = ""
-    # Integer values the C++ launcher needs for the grid but the kernel does not
-    # take (e.g. the batch size when the kernel only sees batch * heads).
+    # Integer values the C++ launcher needs for the grid or an autotune key but
+    # the kernel does not take (e.g. the batch size when the kernel only sees
+    # batch * heads, the slots per expert of the MoE GEMM).
     grid_args: Sequence[str] = ()
     # Also compile every functional without the ":16" hints, used when a call's
     # pointers/strides are not 16-divisible (otherwise such a call is an error).
@@ -155,8 +156,8 @@ class Kernel:
             if b.startswith("{") and b[1:-1] not in self.functional:
                 raise ValueError(f"{self.name}: argument {a.name} uses unknown functional {b}")
         for key in self.autotune_keys:
-            if key.arg not in names:
-                raise ValueError(f"{self.name}: autotune key {key.arg} is not an argument")
+            if key.arg not in names and key.arg not in self.grid_args:
+                raise ValueError(f"{self.name}: autotune key {key.arg} is neither an argument nor a grid_arg")
         clash = set(self.functional) & set(self.tuning.params)
         if clash:
             raise ValueError(f"{self.name}: {clash} both functional and tuning")

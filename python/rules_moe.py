@@ -245,14 +245,20 @@ fused_moe_gemm = Kernel(
     unaligned_variant=True,
     valid=_gemm_valid,
     tuning=TuningSpace(
+        # Decode: BLOCK_SIZE_M 16/32 with narrow N tiles (more CTAs over N) and deep
+        # K pipelines; prefill on sm_90: wgmma tiles up to 128x256, 3-5 stages.
         params={"BLOCK_SIZE_N": [32, 64, 128, 256], "BLOCK_SIZE_K": [64, 128, 256],
-                "GROUP_SIZE_M": [1, 8, 16], "num_warps": [4, 8], "num_stages": [2, 3, 4]},
+                "GROUP_SIZE_M": [1, 8, 16, 32], "num_warps": [4, 8], "num_stages": [2, 3, 4, 5]},
         default=lambda f, arch: C.gemm_default(f["BLOCK_SIZE_M"], f["QUANT"], f["ALIGNED"], arch),
         prune=_gemm_prune,
     ),
     grid=("cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N)", "1", "1"),
-    # Slots (M * top_k): the tuning database's bins; the defaults do not depend on it.
-    autotune_keys=[AutotuneKey("num_valid_tokens", bins=[32, 128, 512, 2048, 8192, 32768])],
+    # The tuning database (python/tune.py moe) is keyed on the layer's shape: slots
+    # per local expert (cdiv(M * top_k, E), set by the operator), N and K. The
+    # defaults (configs.gemm_default) do not depend on them.
+    grid_args=["tokens_per_expert"],
+    autotune_keys=[AutotuneKey("tokens_per_expert", bins=list(C.TOKENS_PER_EXPERT_BINS)),
+                   AutotuneKey("N", bins=list(C.GEMM_NK_BINS)), AutotuneKey("K", bins=list(C.GEMM_NK_BINS))],
     doc="grouped GEMM over experts (vLLM fused_moe_kernel)",
 )
 

@@ -1,5 +1,6 @@
 """GPU tuner: fills tuning/sm_<arch>/<kernel>.json with the fastest correct
-config per (functional, autotune-key bin).
+config per (functional, autotune-key bin). `python python/tune.py moe ...`
+tunes the MoE grouped GEMM instead (python/tune_moe.py).
 
     python python/tune.py [--kernels attn_fwd,bwd_dkdv,bwd_dq] [--dtypes fp16,bf16]
                           [--head-dims 64,128] [--causal 0,1,2] [--seqlens 512,...,16384]
@@ -183,6 +184,13 @@ def tune(args):
 
 
 def main():
+    if sys.argv[1:2] == ["moe"]:  # the MoE grouped GEMM: python/tune_moe.py
+        import tune_moe
+        ap = tune_moe.add_arguments(argparse.ArgumentParser(prog="tune.py moe", description=tune_moe.__doc__,
+                                                            formatter_class=argparse.RawDescriptionHelpFormatter))
+        rule = next(r for r in rules.KERNELS if r.name == "fused_moe_gemm")
+        tune_moe.tune_moe(ap.parse_args(sys.argv[2:]), rule, load_db, save_db, db_path)
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kernels", default="attn_fwd,bwd_dkdv,bwd_dq")
     ap.add_argument("--dtypes", default="fp16,bf16")

@@ -23,6 +23,20 @@ def test_runtime_check_program(build_dir):
     assert "CUDA driver not available" in out["error_string"]
 
 
+def test_fused_experts_large_m_runs_in_passes(build_dir):
+    """Above 2^31 / (topk * max(2N, K)) tokens fused_experts runs in passes
+    instead of rejecting the input; its workspace is that of one full pass."""
+    r = subprocess.run([str(build_dir / "test/runtime_check")], capture_output=True, text=True, env=NO_DRIVER,
+                       check=True)
+    out = dict(line.split(": ", 1) for line in r.stdout.splitlines())
+    status, sizes = out["large_m_workspace"].split(": ", 1)
+    assert status == "success", out["large_m_workspace"]
+    ws = {k: int(v) for k, v in (kv.split("=") for kv in sizes.split())}
+    assert ws["one_pass"] == ws["two_passes"] == ws["many_passes"] > ws["small"] > 0, ws
+    assert out["large_m_call"].startswith("CUDA driver not available"), out["large_m_call"]
+    assert out["large_m_unsplittable"].startswith("unsupported") and "int32" in out["large_m_unsplittable"]
+
+
 PY_NO_DRIVER = r"""
 import pyaotriton as C
 assert C.image_dir().endswith("aotriton.images"), C.image_dir()

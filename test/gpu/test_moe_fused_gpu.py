@@ -315,6 +315,42 @@ def test_grouped_gemm(M, E, topk, N, K, dtype, quant):
 
 
 @need_fp8
+@pytest.mark.parametrize("M", [512, 2048])  # BLOCK_SIZE_M 64 and 128: the wgmma path
+@pytest.mark.parametrize("quant", [TENSOR, BLOCK])
+def test_grouped_gemm_fp8_long_k_accumulation(M, quant):
+    """fp8 x fp8 products summed over K = 4096 against float64 of the same
+    quantized operands: only accumulation and fp16 output rounding remain.
+    sm_90's fp8 wgmma accumulator keeps about 14 bits; summing all of K in it
+    (per-tensor path before the fix) is off by several 1e-2, promoting to
+    fp32 per K tile stays near 2e-3."""
+    import aotriton
+
+    E, topk, N, K, dtype = 8, 2, 256, 4096, torch.float16
+    gen = torch.Generator().manual_seed(M + quant)
+    w, ids = routing(M, E, topk, gen)
+    x = torch.randn(M, K, generator=gen).to(DEV, dtype)
+    b = torch.randn(E, N, K, generator=gen).to(DEV) / K ** 0.5
+    if quant == TENSOR:
+        a, a_s = aot(aotriton.per_tensor_quant_fp8, x)
+        b, b_s, b64 = quant_w_tensor(b)
+        a64 = fake_quant(x, TENSOR, a_s)
+    else:
+        a, a_s = aot(aotriton.per_token_group_quant_fp8, x)
+        b, b_s, b64 = quant_w_block(b)
+        a64 = fake_quant(x, BLOCK)
+    bs = aotriton.moe_gemm_block_size(M, True)
+    s, e, n = aot(aotriton.moe_align_block_size, ids, bs, E)
+    c = torch.full((M * topk, N), float("nan"), dtype=dtype, device=DEV)
+    aot(aotriton.invoke_fused_moe_kernel, a, b, c, None, s, e, n, topk, bs, quant=quant, A_scale=a_s, B_scale=b_s)
+    flat = ids.reshape(-1).long()
+    ref = torch.empty(M * topk, N, dtype=torch.float64, device=DEV)
+    for ex in flat.unique().tolist():
+        sl = (flat == ex).nonzero().flatten()
+        ref[sl] = a64[sl // topk] @ b64[ex].T
+    assert rel_err(c, ref) < 6e-3
+
+
+@need_fp8
 @pytest.mark.parametrize("M,K", [(1, 128), (33, 4096), (300, 1000), (5, 511)])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_quant(M, K, dtype):
@@ -377,6 +413,38 @@ def test_fused_experts(M, E, topk, K, N, dtype, activation, kind, with_map):
     aot(aotriton.fused_experts, x, w1, w2, w, ids, activation=activation, expert_map=emap, out=out)
     ref = ref_fused(x, d1, d2, w, local_ids(ids, emap, E), activation)
     assert rel_err(out, ref) < tol(dtype)
+
+
+def test_fused_experts_large_m_in_passes():
+    """DeepSeek-like bf16 layer (E=256, top-8, K=7168, N=2048) at 40000 tokens:
+    slots x K exceed int32 (above 37449 tokens), so fused_experts runs two
+    passes. Rows from both passes and around the split are checked in float64."""
+    import aotriton
+
+    M, E, topk, K, N, dtype = 40000, 256, 8, 7168, 2048, torch.bfloat16
+    if torch.cuda.get_device_properties(0).total_memory < 48 * 2 ** 30:
+        pytest.skip("needs about 40 GB of GPU memory")
+    gen = torch.Generator(device=DEV).manual_seed(40000)
+    x = torch.randn(M, K, device=DEV, generator=gen).to(dtype)
+    w1 = (torch.randn(E, 2 * N, K, device=DEV, generator=gen, dtype=dtype) / K ** 0.5).to(dtype)
+    w2 = (torch.randn(E, K, N, device=DEV, generator=gen, dtype=dtype) / N ** 0.5).to(dtype)
+    ids = torch.rand(M, E, device=DEV, generator=gen).topk(topk, dim=-1).indices.to(torch.int32)
+    w = torch.rand(M, topk, device=DEV, generator=gen) + 0.1
+    w = w / w.sum(-1, keepdim=True)
+    out = torch.full((M, K), float("nan"), dtype=dtype, device=DEV)
+    aot(aotriton.fused_experts, x, w1, w2, w, ids, out=out)
+    split = 2 ** 31 // (topk * K)  # the pass boundary lies at or below this row
+    rows = torch.cat([torch.arange(0, 32), torch.arange(split - 4096, split + 64), torch.arange(M - 32, M),
+                      torch.randperm(M, generator=torch.Generator().manual_seed(1))[:512]]).unique().to(DEV)
+    ref = torch.zeros(rows.numel(), K, dtype=torch.float64, device=DEV)
+    xs, ids_s, ws = x[rows].double(), ids[rows].long(), w[rows].double()
+    for e in ids_s.unique().tolist():
+        r, k = (ids_s == e).nonzero(as_tuple=True)
+        h = (xs[r] @ w1[e].double().T).to(dtype).double()  # the operator stores GEMM1 in bf16
+        a = (activation_ref(h[:, :N], "silu") * h[:, N:]).to(dtype).double()
+        ref.index_add_(0, r, ws[r, k, None] * (a @ w2[e].double().T))
+    assert rel_err(out[rows], ref) < tol(dtype)
+    assert torch.isfinite(out).all()
 
 
 FP8_CASES = [  # M, E, topk, K, N, dtype, quant, static activation scales, expert map

@@ -12,6 +12,9 @@ functional is the DEFAULT_CONFIGS row with that BLOCK_SIZE_M (`gemm_default`).
 QUANT_NONE, QUANT_FP8_TENSOR, QUANT_FP8_BLOCK = 0, 1, 2
 M_BINS = (16, 64, 512)  # DEFAULT_CONFIGS rows: M <= 16, <= 64, <= 512, larger
 BLOCK_SIZES_M = (16, 32, 64, 128)  # the GEMM's functional BLOCK_SIZE_M values
+# Tuning-database keys of the grouped GEMM (upper bounds; above the last: last bin).
+TOKENS_PER_EXPERT_BINS = (1, 4, 16, 64, 256, 1024, 4096)  # cdiv(M * top_k, E)
+GEMM_NK_BINS = (1024, 2048, 4096, 8192, 16384)  # the GEMM's N (output width) and K
 
 
 def _cfg(bm, bn, bk, g, w, st):

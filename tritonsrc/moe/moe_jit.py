@@ -96,6 +96,16 @@ def invoke_grouped_gemm(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top
     quant 1: a_scale fp32 [1], b_scale fp32 [1] or [E]; quant 2: a_scale
     [rows, cdiv(K,128)], b_scale [E, cdiv(N,128), cdiv(K,128)].
     """
+    grid, args, kwargs = grouped_gemm_launch(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top_k, config,
+                                             mul_routed_weight, quant, a_scale, b_scale)
+    fused_moe_kernel[grid](*args, **kwargs)
+    return c
+
+
+def grouped_gemm_launch(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top_k, config,
+                        mul_routed_weight=False, quant=QUANT_NONE, a_scale=None, b_scale=None):
+    """(grid, args, kwargs) of invoke_grouped_gemm's launch (the tuner compiles
+    configs ahead with fused_moe_kernel.warmup on the same arguments)."""
     E, N, K = b.shape
     assert a.stride(1) == 1 and b.stride(2) == 1 and c.stride(1) == 1, "last dims must be contiguous"
     EM = sorted_ids.numel()
@@ -112,12 +122,9 @@ def invoke_grouped_gemm(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top
     w = topk_weights if topk_weights is not None else dummy
     aligned = all(v % 16 == 0 for v in (K, N, a.stride(0), b.stride(0), b.stride(1), c.stride(0)))
     grid = (triton.cdiv(EM, bm) * triton.cdiv(N, bn), 1, 1)
-    fused_moe_kernel[grid](
-        a, b, c, a_s, b_s, w, sorted_ids, expert_ids, ntpp,
-        N, K, EM, c.shape[0], top_k,
-        a.stride(0), b.stride(0), b.stride(1), c.stride(0), sasm, sask, sbse, sbsn, sbsk,
-        MUL_ROUTED_WEIGHT=mul_routed_weight, QUANT=quant, ALIGNED=aligned, **config)
-    return c
+    args = (a, b, c, a_s, b_s, w, sorted_ids, expert_ids, ntpp, N, K, EM, c.shape[0], top_k,
+            a.stride(0), b.stride(0), b.stride(1), c.stride(0), sasm, sask, sbse, sbsn, sbsk)
+    return grid, args, dict(MUL_ROUTED_WEIGHT=mul_routed_weight, QUANT=quant, ALIGNED=aligned, **config)
 
 
 def per_token_group_quant_fp8(x, group=128, block_m=None, num_warps=4):

@@ -1,6 +1,7 @@
 // fused_experts: align -> (quant) -> GEMM1 -> act_and_mul -> (quant) ->
 // GEMM2 * routed weights -> moe_sum, on one stream, in a caller workspace.
 #include <algorithm>
+#include <limits>
 #include <string>
 
 #include "act_and_mul.h"
@@ -184,6 +185,7 @@ internal::GemmJob gemm_common(const Layout& l, const Dims& d, QuantMode quant, D
   j.num_tokens_post_padded = l.ntpp;
   j.EM = moe_align_max_padded(d.slots, d.E, d.block_size);
   j.num_valid_tokens = d.slots;
+  j.num_experts = d.E;
   j.ab_dtype = quant == QuantMode::kNone ? act : DType::kFloat8E4M3;
   j.c_dtype = act;
   j.quant = quant;
@@ -229,19 +231,91 @@ Status quantize_a(internal::GemmJob* j, const void* x, int64_t rows, int64_t col
 
 }  // namespace
 
+namespace {
+
+// ---------------------------------------------------------------- large M
+// The kernels index with int32 (slot counts, GEMM rows x width, quantized
+// activations), so an input of more tokens than one pass can address runs in
+// passes of rows_per_pass() tokens, each a complete fused_experts call on a
+// row slice (like vLLM's chunking). A dynamic per-tensor fp8 activation scale
+// is then computed per pass. The workspace is sized for one pass.
+
+// Tokens per pass: every per-pass size below fits int32. Returns M when one
+// pass suffices, or when the shapes are invalid (validate() then reports them).
+int64_t rows_per_pass(const FusedExpertsParams& p) {
+  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
+  const int64_t M = p.hidden_states.size(0), K = p.hidden_states.size(1), topk = p.topk_ids.size(1);
+  const int64_t N = p.w1.size(1) / 2, E = p.w1.size(0);
+  if (M <= 0 || K <= 0 || N <= 0 || topk <= 0 || E <= 0 || E > internal::kMaxExperts) return M;
+  const int64_t padding = E * (128 - 1);  // moe_align pads every expert to a block (<= 128 slots)
+  int64_t rows = std::min({(kMax - padding) / topk,               // padded slots
+                           kMax / (topk * std::max(2 * N, K)),    // GEMM outputs [slots, max(2N, K)]
+                           kMax / K});                            // hidden / output rows, fp8 copy of x
+  if (rows >= M || rows < 16) return M;
+  // A multiple of 16 rows keeps every slice 16-byte aligned like its tensor.
+  return rows >= 1024 ? rows / 1024 * 1024 : rows / 16 * 16;
+}
+
+template <int R>
+TensorView<R> row_slice(TensorView<R> t, int64_t first, int64_t rows) {
+  t.data = static_cast<char*>(t.data) + first * t.stride(0) * dtype_size(t.dtype);
+  t.sizes[0] = rows;
+  return t;
+}
+
+// Rows [first, first + rows) of every per-token tensor.
+FusedExpertsParams pass_params(const FusedExpertsParams& p, int64_t first, int64_t rows) {
+  FusedExpertsParams q = p;
+  q.hidden_states = row_slice(p.hidden_states, first, rows);
+  q.topk_weights = row_slice(p.topk_weights, first, rows);
+  q.topk_ids = row_slice(p.topk_ids, first, rows);
+  q.output = row_slice(p.output, first, rows);
+  return q;
+}
+
+// Checks the params of every pass and returns the workspace the largest needs.
+Status passes_workspace(const FusedExpertsParams& p, int64_t per_pass, size_t* bytes) {
+  const int64_t M = p.hidden_states.size(0);
+  *bytes = 0;
+  // The first and the last pass are the only distinct shapes.
+  for (int64_t first : {int64_t{0}, M > per_pass ? (M - 1) / per_pass * per_pass : int64_t{0}}) {
+    Dims d{};
+    AOTRITON_RETURN_IF_ERROR(validate(pass_params(p, first, std::min(per_pass, M - first)), &d));
+    *bytes = std::max(*bytes, layout(nullptr, d, p.quant, p.hidden_states.dtype).bytes);
+  }
+  return Status::kSuccess;
+}
+
+Status fused_experts_pass(const FusedExpertsParams& p, Stream stream, const KernelOptions* options);
+
+}  // namespace
+
 Status fused_experts_workspace_size(const FusedExpertsParams& p, size_t* bytes) noexcept try {
   detail::clear_error();
   if (!bytes) return fail_arg("bytes is a null pointer");
-  Dims d{};
-  AOTRITON_RETURN_IF_ERROR(validate(p, &d));
-  *bytes = layout(nullptr, d, p.quant, p.hidden_states.dtype).bytes;
-  return Status::kSuccess;
+  return passes_workspace(p, rows_per_pass(p), bytes);
 } catch (...) {
   return fail(Status::kInternal, "fused_experts_workspace_size: unexpected exception");
 }
 
 Status fused_experts(const FusedExpertsParams& p, Stream stream, const KernelOptions* options) noexcept try {
   detail::clear_error();
+  const int64_t M = p.hidden_states.size(0), per_pass = rows_per_pass(p);
+  size_t need = 0;
+  AOTRITON_RETURN_IF_ERROR(passes_workspace(p, per_pass, &need));
+  AOTRITON_RETURN_IF_ERROR(internal::check_workspace(kOp, p.workspace, p.workspace_bytes, need));
+  if (per_pass >= M) return fused_experts_pass(p, stream, options);
+  for (int64_t first = 0; first < M; first += per_pass)
+    AOTRITON_RETURN_IF_ERROR(fused_experts_pass(pass_params(p, first, std::min(per_pass, M - first)), stream, options));
+  return Status::kSuccess;
+} catch (...) {
+  return fail(Status::kInternal, "fused_experts: unexpected exception");
+}
+
+namespace {
+
+// One pass: every size fits the kernels' int32 indexing.
+Status fused_experts_pass(const FusedExpertsParams& p, Stream stream, const KernelOptions* options) {
   Dims d{};
   AOTRITON_RETURN_IF_ERROR(validate(p, &d));
   const DType act = p.hidden_states.dtype;
@@ -328,9 +402,9 @@ Status fused_experts(const FusedExpertsParams& p, Stream stream, const KernelOpt
             d.topk * d.K,
             d.K};
   return k::launch(a, k::Functional{act}, stream, nullptr);
-} catch (...) {
-  return fail(Status::kInternal, "fused_experts: unexpected exception");
 }
+
+}  // namespace
 
 }  // namespace moe
 }  // namespace AOTRITON_ABI_NAMESPACE

@@ -1,4 +1,5 @@
 // MoE grouped GEMM (vLLM's invoke_fused_moe_kernel) and its launch helper.
+#include <algorithm>
 #include <string>
 
 #include "fused_moe_gemm.h"
@@ -62,6 +63,7 @@ Status launch_gemm(const char* op, const GemmJob& j, Stream stream, const Kernel
   a.stride_bse = static_cast<int32_t>(j.stride_bse);
   a.stride_bsn = static_cast<int32_t>(j.stride_bsn);
   a.stride_bsk = static_cast<int32_t>(j.stride_bsk);
+  a.tokens_per_expert = cdiv(j.num_valid_tokens, std::max<int64_t>(j.num_experts, 1));
   k::Functional f{};
   f.ab_dtype = j.ab_dtype;
   f.c_dtype = j.c_dtype;
@@ -165,6 +167,7 @@ Status grouped_gemm(const GroupedGemmParams& p, Stream stream, const KernelOptio
   j.K = K;
   j.EM = EM;
   j.num_valid_tokens = slots;
+  j.num_experts = E;
   j.top_k = p.top_k;
   j.stride_am = p.a.stride(0);
   j.stride_be = p.b.stride(0);

@@ -85,6 +85,7 @@ struct GemmJob {
   const int32_t* expert_ids;
   const int32_t* num_tokens_post_padded;
   int64_t N, K, EM, num_valid_tokens, top_k;
+  int64_t num_experts;  // local experts: the tuning LUT is keyed on slots per expert
   int64_t stride_am, stride_be, stride_bn, stride_cm;
   int64_t stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk;
   DType ab_dtype, c_dtype;

@@ -1,0 +1,306 @@
+"""MoE grouped-GEMM tuner: fills tuning/sm_<arch>/fused_moe_gemm.json, keyed
+like the rule's LUT on (functional, bins of tokens per expert, N, K).
+
+    python python/tune.py moe [--layers mixtral,deepseek] [--tokens 1,64,512,4096]
+                              [--quants bf16,fp16,fp8_tensor,fp8_block] [--gemms 1,2]
+                              [--space quick|all] [--block-sizes auto|all] [--budget-s 220] [--jobs 16]
+
+For each (layer, GEMM, M, quant) the GEMM runs on the operator's own inputs:
+random routing, moe_align with the block size fused_experts picks for M
+(BLOCK_SIZE_M is a functional: `--block-sizes all` also tunes the other
+functionals, reachable with an explicit block_size), fp8 activations
+quantized as the operator does. Every candidate config of the rule's tuning
+space (`--space quick`: a pruned subset per regime, see quick_space) is
+compiled ahead in parallel worker processes (fused_moe_kernel.warmup fills
+Triton's cache), checked against a float32 torch reference of the same
+quantized operands, then timed (CUDA events, do_bench median). Entries are
+saved after each one, so a stopped run (or one that hit --budget-s) resumes
+where it stopped; with $OUT set the database is also copied there.
+generate.py compiles the winners into the release LUT; shapes without an
+entry keep the heuristic default (tritonsrc/moe/configs.py).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from kernel_rules import config_name, functional_name
+from tritonsrc.moe import configs as C
+
+LAYERS = {
+    "mixtral": dict(E=8, topk=2, K=4096, N=14336),
+    "deepseek": dict(E=256, topk=8, K=7168, N=2048),
+}
+# quant name -> (activation / output dtype, QUANT)
+QUANTS = {"bf16": ("bf16", C.QUANT_NONE), "fp16": ("fp16", C.QUANT_NONE),
+          "fp8_tensor": ("bf16", C.QUANT_FP8_TENSOR), "fp8_block": ("bf16", C.QUANT_FP8_BLOCK)}
+TOL = {"fp16": 5e-3, "bf16": 1e-2}  # rel. Frobenius error vs float32 on the same (quantized) operands
+
+
+def bin_of(value, bins):
+    for i, b in enumerate(bins[:-1]):
+        if value <= b:
+            return i
+    return len(bins) - 1
+
+
+def quick_space(configs, block_m):
+    """A regime's plausible configs: decode (BLOCK_SIZE_M 16/32) splits N into
+    narrow tiles with deep K pipelines; prefill uses wide wgmma tiles."""
+    if block_m <= 32:
+        keep = lambda c: c["BLOCK_SIZE_N"] in (32, 64, 128) and c["num_stages"] in (3, 5)  # noqa: E731
+    else:
+        group = 8 if block_m == 64 else 16
+        keep = lambda c: (c["BLOCK_SIZE_N"] in (128, 256) and c["BLOCK_SIZE_K"] in (64, 128)  # noqa: E731
+                          and c["GROUP_SIZE_M"] == group and c["num_stages"] >= 3)
+    return [c for c in configs if keep(c)]
+
+
+def entry_key(layer, gemm, M, quant, block_m):
+    """(functional, LUT bins) of one GEMM of a layer at M tokens: the database key."""
+    spec = LAYERS[layer]
+    act_name, q = QUANTS[quant]
+    n_out, k_in = (2 * spec["N"], spec["K"]) if gemm == 1 else (spec["K"], spec["N"])
+    f = dict(ab_dtype="fp8e4nv" if q else act_name, c_dtype=act_name, QUANT=q, MUL_ROUTED_WEIGHT=gemm == 2,
+             ALIGNED=True, BLOCK_SIZE_M=block_m, ALIGNED16=True)
+    tokens_per_expert = -(-M * spec["topk"] // spec["E"])
+    return f, [bin_of(tokens_per_expert, C.TOKENS_PER_EXPERT_BINS), bin_of(n_out, C.GEMM_NK_BINS),
+               bin_of(k_in, C.GEMM_NK_BINS)]
+
+
+def _finite(ms):
+    return round(ms, 5) if ms == ms and ms != float("inf") else None
+
+
+# ---------------------------------------------------------------- parallel compile
+def _warm(job):
+    """Worker: compile one config (no launch) so the main process hits Triton's cache."""
+    import torch
+    from tritonsrc.moe.grouped_gemm import fused_moe_kernel
+
+    grid, args, kwargs = job
+    args = [getattr(torch, a[len("dtype:"):]) if isinstance(a, str) and a.startswith("dtype:") else a for a in args]
+    try:
+        fused_moe_kernel.warmup(*args, grid=grid, **kwargs)
+        return None
+    except Exception as e:  # reported as a rejected candidate by the main process
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def _result(future):
+    """A worker's compile error; None when it compiled, or when the worker itself
+    died (the main process then compiles that config on first launch)."""
+    try:
+        return future.result()
+    except Exception as e:
+        print(f"  compile worker failed ({type(e).__name__}); compiling in the main process", flush=True)
+        return None
+
+
+def _job(grid, args, kwargs):
+    import torch
+    return grid, [f"dtype:{str(a.dtype).removeprefix('torch.')}" if isinstance(a, torch.Tensor) else a
+                  for a in args], kwargs
+
+
+# ---------------------------------------------------------------- one GEMM's inputs
+class GemmCase:
+    """GEMM1 (x @ w1^T, [slots, 2N]) or GEMM2 (act @ w2^T * routed weight, [slots, K])
+    of one layer at M tokens, with the operator's block size and quantization."""
+
+    def __init__(self, layer, gemm, M, quant, block_m, seed=0):
+        import torch
+        from tritonsrc.moe import moe_jit as mj
+
+        self.torch, self.mj = torch, mj
+        spec = LAYERS[layer]
+        E, topk = spec["E"], spec["topk"]
+        act_name, self.quant = QUANTS[quant]
+        dt = {"bf16": torch.bfloat16, "fp16": torch.float16}[act_name]
+        self.act_name = act_name
+        g = torch.Generator(device="cuda").manual_seed(seed + M)
+        N_out, K_in = (2 * spec["N"], spec["K"]) if gemm == 1 else (spec["K"], spec["N"])
+        rows = M if gemm == 1 else M * topk
+        self.top_k = topk if gemm == 1 else 1
+        self.shape = dict(layer=layer, gemm=gemm, M=M, E=E, topk=topk, N=N_out, K=K_in)
+        x = torch.randn(rows, K_in, device="cuda", generator=g).to(dt)
+        w = torch.randn(E, N_out, K_in, device="cuda", generator=g, dtype=dt) / K_in ** 0.5
+        self.ids = torch.rand(M, E, device="cuda", generator=g).topk(topk, dim=-1).indices.to(torch.int32)
+        tw = torch.rand(M, topk, device="cuda", generator=g) + 0.1
+        self.weights = (tw / tw.sum(-1, keepdim=True)) if gemm == 2 else None
+        self.mul = gemm == 2
+        self.a_s = self.b_s = None
+        if self.quant == C.QUANT_NONE:
+            self.a, self.b = x, w
+            self.a_deq, self.b_deq = x.float(), None
+        elif self.quant == C.QUANT_FP8_TENSOR:
+            self.a_s = (x.float().abs().amax().clamp(min=1e-10) / 448.0).reshape(1)
+            self.a = mj.per_tensor_quant_fp8(x, self.a_s)
+            self.b_s = w.float().abs().amax((1, 2)).clamp(min=1e-10) / 448.0
+            self.b = (w.float() / self.b_s[:, None, None]).to(torch.float8_e4m3fn)
+            self.a_deq = self.a.float() * self.a_s
+        else:
+            self.a, self.a_s = mj.per_token_group_quant_fp8(x)
+            self.b, self.b_s = _quant_block(w)
+            self.a_deq = self.a.float() * self.a_s.repeat_interleave(128, 1)[:, :K_in]
+        del w
+        self.block_m = block_m
+        self.sorted, self.expert_ids, self.ntpp = mj.moe_align_block_size(self.ids, block_m, E)
+        self.c = torch.empty(M * topk, N_out, device="cuda", dtype=dt)
+        self.functional, self.bins = entry_key(layer, gemm, M, quant, block_m)
+        self.ref = self._reference()
+
+    def _b_deq(self, e):
+        b = self.b[e].float()
+        if self.quant == C.QUANT_FP8_TENSOR:
+            return b * self.b_s[e]
+        if self.quant == C.QUANT_FP8_BLOCK:
+            s = self.b_s[e].repeat_interleave(128, 0).repeat_interleave(128, 1)
+            return b * s[:b.shape[0], :b.shape[1]]
+        return b
+
+    def _reference(self):
+        torch = self.torch
+        flat = self.ids.reshape(-1).long()
+        ref = torch.empty(self.c.shape, device="cuda", dtype=torch.float32)
+        prev = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False
+        for e in flat.unique().tolist():
+            s = (flat == e).nonzero().flatten()
+            ref[s] = self.a_deq[s // self.top_k] @ self._b_deq(e).T
+        torch.backends.cuda.matmul.allow_tf32 = prev
+        if self.mul:
+            ref *= self.weights.reshape(-1, 1)
+        return ref
+
+    def launch(self, cfg):
+        full = dict(cfg, BLOCK_SIZE_M=self.block_m)
+        return self.mj.grouped_gemm_launch(self.a, self.b, self.c, self.weights, self.sorted, self.expert_ids,
+                                           self.ntpp, self.top_k, full, mul_routed_weight=self.mul,
+                                           quant=self.quant, a_scale=self.a_s, b_scale=self.b_s)
+
+    def run(self, cfg):
+        from tritonsrc.moe.grouped_gemm import fused_moe_kernel
+        grid, args, kwargs = self.launch(cfg)
+        fused_moe_kernel[grid](*args, **kwargs)
+
+    def error(self, cfg):
+        self.c.fill_(float("nan"))
+        self.run(cfg)
+        self.torch.cuda.synchronize()
+        c = self.c.float()
+        if not self.torch.isfinite(c).all():
+            return float("inf")
+        return ((c - self.ref).norm() / self.ref.norm().clamp_min(1e-30)).item()
+
+
+def _quant_block(w):
+    import torch
+    E, R, Cn = w.shape
+    pr, pc = (-R) % 128, (-Cn) % 128
+    blk = torch.nn.functional.pad(w.float(), (0, pc, 0, pr)).reshape(E, (R + pr) // 128, 128, (Cn + pc) // 128, 128)
+    s = blk.abs().amax((2, 4)).clamp(min=1e-10) / 448.0
+    q = (blk / s[:, :, None, :, None]).clamp(-448, 448).to(torch.float8_e4m3fn)
+    return q.reshape(E, R + pr, Cn + pc)[:, :R, :Cn].contiguous(), s
+
+
+# ---------------------------------------------------------------- the tuning loop
+def tune_moe(args, rule, load_db, save_db, db_path):
+    import torch
+    import triton
+
+    major, minor = torch.cuda.get_device_capability()
+    arch = major * 10 + minor
+    db = load_db(rule.name, arch, rule)
+    db["keys"] = [k.arg for k in rule.autotune_keys]
+    done = {(e["functional"], tuple(e["bins"])) for e in db["entries"]}
+    work = []
+    for layer in args.layers.split(","):
+        for quant in args.quants.split(","):
+            for M in map(int, args.tokens.split(",")):
+                sizes = [C.block_size_m(M)] if args.block_sizes == "auto" else list(C.BLOCK_SIZES_M)
+                for bm in sizes:
+                    for gemm in map(int, args.gemms.split(",")):
+                        work.append((layer, quant, M, bm, gemm))
+    start = time.time()
+    pool = ProcessPoolExecutor(max_workers=args.jobs, mp_context=__import__("multiprocessing").get_context("spawn"))
+    out_dir = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
+    print(f"MoE GEMM tuning on sm_{arch}: {len(work)} entries, {args.jobs} compile workers, "
+          f"budget {args.budget_s:.0f} s", flush=True)
+    print("| # | layer | quant | M | GEMM | BLOCK_M | best config | ms | TF/s | default ms | x | candidates |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    for i, (layer, quant, M, bm, gemm) in enumerate(work, 1):
+        if time.time() - start > args.budget_s:
+            print(f"budget of {args.budget_s:.0f} s spent after {i - 1} of {len(work)} entries: "
+                  f"run the same command again to resume", flush=True)
+            break
+        f, bins = entry_key(layer, gemm, M, quant, bm)
+        fname = functional_name(f)
+        if not rule.valid(f, arch) or (fname, tuple(bins)) in done:
+            continue
+        case = GemmCase(layer, gemm, M, quant, bm)
+        default = dict(rule.tuning.default(f, arch))
+        space = rule.tuning.all_configs(f, arch)
+        cands = quick_space(space, bm) if args.space == "quick" else space
+        cands = ([default] if default not in cands else []) + cands
+        futures = [pool.submit(_warm, _job(*case.launch(c))) for c in cands]
+        compile_err = [_result(fu) for fu in futures]
+        results = []
+        for cfg, err in zip(cands, compile_err):
+            if err:
+                results.append((float("inf"), cfg, f"compile: {err}"))
+                continue
+            try:
+                e = case.error(cfg)
+            except Exception as ex:  # out of resources etc.
+                results.append((float("inf"), cfg, f"failed: {type(ex).__name__}"))
+                continue
+            if not e < TOL[case.act_name]:
+                results.append((float("inf"), cfg, f"wrong: rel err {e:.2e}"))
+                continue
+            ms = triton.testing.do_bench(lambda: case.run(cfg), warmup=5, rep=args.rep_ms, return_mode="median")
+            results.append((ms, cfg, "ok"))
+        results.sort(key=lambda r: r[0])
+        best = results[0]
+        second = results[1] if len(results) > 1 and results[1][0] < float("inf") else best
+        default_ms = next((r[0] for r in results if r[1] == default), float("nan"))
+        flops = 2 * M * case.shape["topk"] * case.shape["N"] * case.shape["K"]
+        if best[0] == float("inf"):
+            print(f"| {i} | {layer} | {quant} | {M} | {gemm} | {bm} | no valid config | | | | | {len(results)} |")
+            continue
+        entry = {"functional": fname, "bins": case.bins, "shape": case.shape, "config": best[1],
+                 "time_ms": round(best[0], 5), "tflops": round(flops / best[0] / 1e9, 1),
+                 "runner_up": {"config": second[1], "time_ms": round(second[0], 5)},
+                 "default_ms": _finite(default_ms), "candidates": len(results),
+                 "rejected": [[config_name(r[1]), r[2]] for r in results if r[2] != "ok"]}
+        db["entries"] = [e for e in db["entries"] if not (e["functional"] == fname and e["bins"] == case.bins)]
+        db["entries"].append(entry)
+        save_db(db, rule.name, arch)
+        done.add((fname, tuple(case.bins)))
+        if out_dir:
+            dst = out_dir / "tuning" / f"sm_{arch}"
+            dst.mkdir(parents=True, exist_ok=True)
+            shutil.copy(db_path(rule.name, arch), dst)
+        print(f"| {i} | {layer} | {quant} | {M} | {gemm} | {bm} | {config_name(best[1])} | {best[0]:.4f} | "
+              f"{entry['tflops']} | {default_ms:.4f} | {default_ms / best[0]:.2f} | {len(results)} |", flush=True)
+        del case
+        torch.cuda.empty_cache()
+    pool.shutdown()
+    print(f"done in {time.time() - start:.0f} s; database {db_path(rule.name, arch)}", flush=True)
+    return db
+
+
+def add_arguments(ap):
+    ap.add_argument("--layers", default="mixtral,deepseek")
+    ap.add_argument("--tokens", default="1,64,512,4096")
+    ap.add_argument("--quants", default="bf16")
+    ap.add_argument("--gemms", default="1,2")
+    ap.add_argument("--space", choices=["quick", "all"], default="quick")
+    ap.add_argument("--block-sizes", choices=["auto", "all"], default="auto")
+    ap.add_argument("--budget-s", type=float, default=float("inf"), help="stop starting new entries after this")
+    ap.add_argument("--jobs", type=int, default=max(1, min(16, (os.cpu_count() or 2) - 1)))
+    ap.add_argument("--rep-ms", type=int, default=25)
+    return ap

@@ -1,0 +1,73 @@
+"""The MoE GEMM tuner's pure parts (candidate spaces, key bins) and the
+generator's use of a fused_moe_gemm database keyed on (tokens per expert, N, K)."""
+import build_plan
+import rules
+import tune_moe
+from kernel_rules import config_name, functional_name
+from tritonsrc.moe import configs as C
+
+RULE = next(k for k in rules.KERNELS if k.name == "fused_moe_gemm")
+
+
+def functional(block_m, quant=C.QUANT_NONE, dtype="bf16"):
+    return dict(ab_dtype="fp8e4nv" if quant else dtype, c_dtype=dtype, QUANT=quant, MUL_ROUTED_WEIGHT=False,
+                ALIGNED=True, BLOCK_SIZE_M=block_m, ALIGNED16=True)
+
+
+def test_quick_space_is_a_small_subset_of_the_rule_space():
+    for quant in (C.QUANT_NONE, C.QUANT_FP8_TENSOR, C.QUANT_FP8_BLOCK):
+        for bm in C.BLOCK_SIZES_M:
+            f = functional(bm, quant)
+            space = RULE.tuning.all_configs(f, 90)
+            quick = tune_moe.quick_space(space, bm)
+            assert 4 <= len(quick) <= 24, (quant, bm, len(quick))
+            assert all(c in space for c in quick)
+            if bm >= 64:  # prefill: wide wgmma tiles, both warp counts
+                assert {c["BLOCK_SIZE_N"] for c in quick} == {128, 256}
+                assert {c["num_warps"] for c in quick} == {4, 8}
+
+
+def test_rule_space_covers_hopper_prefill_and_decode_tiles():
+    space = RULE.tuning.all_configs(functional(128), 90)
+    assert any(c["BLOCK_SIZE_N"] == 256 and c["BLOCK_SIZE_K"] == 64 and c["num_stages"] == 4 for c in space)
+    assert any(c["BLOCK_SIZE_N"] == 128 and c["BLOCK_SIZE_K"] == 128 and c["num_warps"] == 8 for c in space)
+    assert all(tune_moe_smem(c, 128) <= 227 * 1024 for c in space)
+    decode = RULE.tuning.all_configs(functional(16), 90)
+    assert any(c["BLOCK_SIZE_N"] == 32 and c["num_stages"] == 5 for c in decode)
+
+
+def tune_moe_smem(c, bm, elem=2):
+    return c["num_stages"] * elem * c["BLOCK_SIZE_K"] * (bm + c["BLOCK_SIZE_N"])
+
+
+def test_layer_gemms_fall_in_distinct_bins():
+    """Each (layer, GEMM, M) the quick tuning run covers gets its own LUT cell."""
+    cells = set()
+    for layer, spec in tune_moe.LAYERS.items():
+        for gemm, (n, k) in ((1, (2 * spec["N"], spec["K"])), (2, (spec["K"], spec["N"]))):
+            for M in (1, 64, 512, 4096):
+                tpe = -(-M * spec["topk"] // spec["E"])
+                cell = (tune_moe.bin_of(tpe, C.TOKENS_PER_EXPERT_BINS), tune_moe.bin_of(n, C.GEMM_NK_BINS),
+                        tune_moe.bin_of(k, C.GEMM_NK_BINS))
+                assert cell not in cells, (layer, gemm, M, cell)
+                cells.add(cell)
+
+
+def test_database_entry_lands_in_its_lut_cell(monkeypatch):
+    f = functional(128)
+    cfg = dict(BLOCK_SIZE_N=256, BLOCK_SIZE_K=64, GROUP_SIZE_M=16, num_warps=8, num_stages=4)
+    assert cfg in RULE.tuning.all_configs(f, 90)
+    bins = [5, 4, 2]  # Mixtral GEMM1 at 4096 tokens: 1024 slots per expert, N = 28672, K = 4096
+    entry = {"functional": functional_name(f), "bins": bins, "config": cfg}
+    monkeypatch.setattr(build_plan, "load_tuning_db",
+                        lambda kernel, arch: [entry] if kernel == "fused_moe_gemm" and arch == 90 else [])
+    plan = build_plan.make_plan(rules, "release", [90])
+    pk = next(k for k in plan["kernels"] if k["name"] == "fused_moe_gemm")
+    v = next(e for e in pk["entries"] if e["name"] == functional_name(f))["variants"][0]
+    shape = [len(k.bins) for k in RULE.autotune_keys]
+    assert shape == [len(C.TOKENS_PER_EXPERT_BINS), len(C.GEMM_NK_BINS), len(C.GEMM_NK_BINS)]
+    idx = (bins[0] * shape[1] + bins[1]) * shape[2] + bins[2]
+    names = [c["name"] for c in v["configs"]]
+    assert names[v["lut"][idx]] == config_name(cfg)
+    default = config_name(dict(RULE.tuning.default(f, 90)))
+    assert all(names[j] == default for i, j in enumerate(v["lut"]) if i != idx)
