@@ -14,12 +14,18 @@ def keep_mask(seed, philox_offset, bh, offs_m, offs_n, max_seqlen_q, max_seqlen_
     """True where the element survives dropout.
 
     bh is batch * num_heads_q + head (the query head); offs_m / offs_n are
-    absolute row / column indices inside that (sequence, head). The random
-    stream index is philox_offset + (bh * max_seqlen_q + m) * max_seqlen_k + n,
-    truncated to 32 bits (wrap-around only repeats the stream, it stays
-    deterministic).
+    absolute row / column indices inside that (sequence, head). Element
+    (bh, m, n) draws the first word of Philox-4x32-10 with key = seed and
+    counter = (lo32(x), hi32(x), bh, 0), x = philox_offset + m * max_seqlen_k
+    + n in 64 bits: every (sequence, head) has its own counter word, so no two
+    heads share a mask however long the sequences are, and inside a head the
+    stream only repeats past 2^64 elements. For bh = 0 and x < 2^32 this is
+    tl.rand(seed, x). max_seqlen_q is not part of the index (kept so the
+    call sites stay the same).
     """
-    base = (bh * max_seqlen_q).to(tl.int64)
-    linear = (base + offs_m[:, None].to(tl.int64)) * max_seqlen_k + offs_n[None, :].to(tl.int64)
-    linear = (linear + philox_offset).to(tl.uint32, bitcast=False)
-    return tl.rand(seed, linear) > dropout_p
+    x = offs_m[:, None].to(tl.int64) * max_seqlen_k + offs_n[None, :].to(tl.int64) + philox_offset
+    c0 = x.to(tl.uint32)  # truncates: the low word
+    c1 = (x >> 32).to(tl.uint32)
+    c2 = tl.zeros_like(c0) + bh.to(tl.uint32)
+    r, _, _, _ = tl.philox(seed, c0, c1, c2, tl.zeros_like(c0))
+    return tl.uint_to_uniform_float(r) > dropout_p
