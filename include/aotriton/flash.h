@@ -26,9 +26,10 @@ struct FwdParams {
   CausalType causal = CausalType::kNone;
   // Dropout on the attention probabilities; seed and offset are int64 device
   // scalars read by the kernel (CUDA-graph safe). Same seed/offset, same mask.
-  // Element (b, h, m, n) uses Philox-4x32-10 with key = seed and counter
-  // (lo32(x), hi32(x), b * Hq + h, 0), x = offset + m * Sk + n (64-bit; Sk is
-  // max_seqlen_k in varlen): no two heads share a mask at any length.
+  // Element (b, h, m, n) uses word 0 of Philox-4x32-10 with key = seed and
+  // counter (n, m, (b * Hq + h) | hi32(offset) << 16, lo32(offset)): no two
+  // elements or heads share a number at any length, and calls whose offsets
+  // differ (below 2^48) get disjoint streams.
   float dropout_p = 0.f;
   const int64_t* philox_seed = nullptr;
   const int64_t* philox_offset = nullptr;

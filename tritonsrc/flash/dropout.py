@@ -13,19 +13,21 @@ import triton.language as tl
 def keep_mask(seed, philox_offset, bh, offs_m, offs_n, max_seqlen_q, max_seqlen_k, dropout_p):
     """True where the element survives dropout.
 
-    bh is batch * num_heads_q + head (the query head); offs_m / offs_n are
-    absolute row / column indices inside that (sequence, head). Element
-    (bh, m, n) draws the first word of Philox-4x32-10 with key = seed and
-    counter = (lo32(x), hi32(x), bh, 0), x = philox_offset + m * max_seqlen_k
-    + n in 64 bits: every (sequence, head) has its own counter word, so no two
-    heads share a mask however long the sequences are, and inside a head the
-    stream only repeats past 2^64 elements. For bh = 0 and x < 2^32 this is
-    tl.rand(seed, x). max_seqlen_q is not part of the index (kept so the
-    call sites stay the same).
+    bh is batch * num_heads_q + head (the query head, < 2^16: a grid dim);
+    offs_m / offs_n are absolute row / column indices inside that (sequence,
+    head). Element (bh, m, n) draws the first word of Philox-4x32-10 with
+    key = seed (lo, hi words) and counter
+        (n, m, bh | hi32(philox_offset) << 16, lo32(philox_offset)):
+    every element of every head has its own counter at any sequence length
+    (nothing is folded into 32 bits), and calls whose offsets differ below
+    2^48 never share one. The counter needs no per-element arithmetic.
+    max_seqlen_q / max_seqlen_k are not part of it (kept so the call sites
+    stay the same).
     """
-    x = offs_m[:, None].to(tl.int64) * max_seqlen_k + offs_n[None, :].to(tl.int64) + philox_offset
-    c0 = x.to(tl.uint32)  # truncates: the low word
-    c1 = (x >> 32).to(tl.uint32)
-    c2 = tl.zeros_like(c0) + bh.to(tl.uint32)
-    r, _, _, _ = tl.philox(seed, c0, c1, c2, tl.zeros_like(c0))
+    c0, c1 = tl.broadcast(offs_n[None, :].to(tl.uint32), offs_m[:, None].to(tl.uint32))
+    off_lo = philox_offset.to(tl.uint32)  # truncates: the low word
+    off_hi = (philox_offset >> 32).to(tl.uint32)
+    c2 = tl.zeros_like(c0) + (bh.to(tl.uint32) | (off_hi << 16))
+    c3 = tl.zeros_like(c0) + off_lo
+    r, _, _, _ = tl.philox(seed, c0, c1, c2, c3)
     return tl.uint_to_uniform_float(r) > dropout_p
