@@ -61,6 +61,7 @@ attn_fwd = Kernel(
         Arg("stride_mz", "i32"), Arg("stride_mh", "i32"), Arg("stride_mm", "i32"),
         Arg("num_seqs", "i32"), Arg("num_heads_q", "i32"), Arg("num_heads_k", "i32"),
         Arg("max_seqlen_q", "i32"), Arg("max_seqlen_k", "i32"), Arg("head_dim", "i32"),
+        Arg("total_q", "i32"), Arg("total_k", "i32"),
     ],
     functional={
         "dtype": ["fp16", "bf16", "fp32"],
@@ -130,6 +131,7 @@ bwd_preprocess = Kernel(
         Arg("stride_delta_z", "i32"), Arg("stride_delta_h", "i32"),
         Arg("stride_dqa_z", "i32"), Arg("stride_dqa_h", "i32"), Arg("stride_dqa_m", "i32"),
         Arg("num_heads_q", "i32"), Arg("max_seqlen_q", "i32"), Arg("head_dim", "i32:8"),
+        Arg("total_q", "i32"),
     ],
     functional={"dtype": ["fp16", "bf16", "fp32"], "BLOCK_DMODEL": HEAD_DIM_BUCKETS, "PADDED_HEAD": [False, True],
                 "IS_VARLEN": [False, True], "ZERO_DQ_ACC": [False]},
@@ -154,6 +156,7 @@ _BWD_TAIL_ARGS = [
     Arg("stride_delta_z", "i32"), Arg("stride_delta_h", "i32"),
     Arg("num_heads_q", "i32"), Arg("num_heads_k", "i32"),
     Arg("max_seqlen_q", "i32"), Arg("max_seqlen_k", "i32"), Arg("head_dim", "i32:8"),
+    Arg("total_q", "i32"), Arg("total_k", "i32"),  # varlen: packed rows, cu_seqlens clamp into them
 ]
 
 def _bwd_kernel(name, outputs, output_strides, grid, doc):

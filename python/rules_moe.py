@@ -99,6 +99,7 @@ moe_align_count = Kernel(
     args=_ALIGN_IDS + [
         Arg("chunk_counts_ptr", "*i32"), Arg("sorted_token_ids_ptr", "*i32"),
         Arg("numel", "i32"), Arg("num_experts", "i32"), Arg("max_num_tokens_padded", "i32"),
+        Arg("expert_map_len", "i32"),
     ],
     # BLOCK_T is functional: the scan and scatter launches must use the same chunking.
     functional={**_ALIGN_FUNCTIONAL, "BLOCK_T": [C.ALIGN_BLOCK_T]},
@@ -147,6 +148,7 @@ moe_align_scatter = Kernel(
         Arg("chunk_counts_ptr", "*i32"), Arg("expert_starts_ptr", "*i32"),
         Arg("sorted_token_ids_ptr", "*i32"), Arg("expert_ids_ptr", "*i32"),
         Arg("numel", "i32"), Arg("num_experts", "i32"), Arg("block_size", "i32"), Arg("num_blocks_total", "i32"),
+        Arg("expert_map_len", "i32"),
     ],
     functional={**_ALIGN_FUNCTIONAL, "BLOCK_T": [C.ALIGN_BLOCK_T]},
     tuning=TuningSpace(
@@ -166,7 +168,7 @@ moe_align_small = Kernel(
         Arg("sorted_token_ids_ptr", "*i32"), Arg("expert_ids_ptr", "*i32"),
         Arg("num_tokens_post_padded_ptr", "*i32"),
         Arg("numel", "i32"), Arg("num_experts", "i32"), Arg("block_size", "i32"),
-        Arg("max_num_tokens_padded", "i32"), Arg("num_blocks_total", "i32"),
+        Arg("max_num_tokens_padded", "i32"), Arg("num_blocks_total", "i32"), Arg("expert_map_len", "i32"),
     ],
     functional={**_ALIGN_FUNCTIONAL, "BLOCK_T": list(C.ALIGN_SMALL_BLOCK_T)},
     tuning=TuningSpace(
@@ -232,6 +234,7 @@ fused_moe_gemm = Kernel(
         Arg("stride_am", "i32"), Arg("stride_be", "i32"), Arg("stride_bn", "i32"), Arg("stride_cm", "i32"),
         Arg("stride_asm", "i32"), Arg("stride_ask", "i32"),
         Arg("stride_bse", "i32"), Arg("stride_bsn", "i32"), Arg("stride_bsk", "i32"),
+        Arg("num_experts", "i32"),  # expert ids outside [0, E) write zeros
     ],
     functional={
         "ab_dtype": ["fp16", "bf16", "fp8e4nv"],
@@ -348,7 +351,8 @@ moe_zero_dropped_rows = Kernel(
     source="tritonsrc/moe/fused_helpers.py",
     function="zero_dropped_rows_kernel",
     args=[Arg("buf_ptr", "*{dtype}:16"), Arg("topk_ids_ptr", "*i32"), Arg("expert_map_ptr", "*i32"),
-          Arg("rows", "i32"), Arg("cols", "i32:16"), Arg("stride_row", "i32:16"), Arg("num_experts", "i32")],
+          Arg("rows", "i32"), Arg("cols", "i32:16"), Arg("stride_row", "i32:16"), Arg("num_experts", "i32"),
+          Arg("expert_map_len", "i32")],
     functional={"dtype": FLOAT_DTYPES, "HAS_EXPERT_MAP": [False, True]},
     unaligned_variant=True,
     tuning=TuningSpace(

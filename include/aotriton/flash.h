@@ -26,6 +26,10 @@ struct FwdParams {
   CausalType causal = CausalType::kNone;
   // Dropout on the attention probabilities; seed and offset are int64 device
   // scalars read by the kernel (CUDA-graph safe). Same seed/offset, same mask.
+  // Element (b, h, m, n) uses word 0 of Philox-4x32-10 with key = seed and
+  // counter (n, m, (b * Hq + h) | hi32(offset) << 16, lo32(offset)): no two
+  // elements or heads share a number at any length, and calls whose offsets
+  // differ (below 2^48) get disjoint streams.
   float dropout_p = 0.f;
   const int64_t* philox_seed = nullptr;
   const int64_t* philox_offset = nullptr;
@@ -40,6 +44,12 @@ struct FwdVarlenParams {
   TensorView<3> v;    // [total_k, Hk, D]
   TensorView<3> out;  // [total_q, Hq, D]
   TensorView<2> lse;  // [Hq, total_q] fp32
+  // Sequence b is rows [cu[b], cu[b+1]) of the packed tensors. The values are
+  // device data and are never trusted: the kernels clamp each start into
+  // [0, total], each end into [start, total] (a decreasing pair is an empty
+  // sequence) and each length to max_seqlen (the first max_seqlen rows are
+  // used). Rows outside every sequence are neither read nor written (their
+  // out / lse keep what the caller put there), like padding after cu[num_seqs].
   const int32_t* cu_seqlens_q = nullptr;  // device, [num_seqs + 1], starts at 0
   const int32_t* cu_seqlens_k = nullptr;  // device, [num_seqs + 1]
   int32_t num_seqs = 0;

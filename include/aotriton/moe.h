@@ -50,6 +50,9 @@ enum class QuantMode : int32_t {
 // logits [M, E] fp16/bf16/fp32 (any strides), E <= 512; topk_weights [M, topk]
 // fp32 and topk_ids [M, topk] int32 outputs (columns contiguous), topk <= E.
 // renormalize divides the k weights by their sum.
+// Non-finite logits still give every entry a defined value (ids in [0, E),
+// finite weights): NaN counts as -inf; +inf logits share the probability
+// equally (the others get 0); a row with no logit above -inf is uniform.
 struct TopkSoftmaxParams {
   TensorView<2> logits;
   TensorView<2> topk_weights;
@@ -62,8 +65,9 @@ AOTRITON_API Status topk_softmax(const TopkSoftmaxParams& params, Stream stream,
 // Groups the token slots by expert and pads each expert to block_size.
 // topk_ids: [M, topk] int32, contiguous (numel = M * topk slots; any 2-D
 //   contiguous view of the flat ids works). With expert_map (int32 [E_global],
-//   contiguous; global id -> local id or -1) ids are global and mapped; slots
-//   whose local id is -1 or outside [0, num_experts) are skipped.
+//   contiguous, E_global >= num_experts; global id -> local id or -1) ids are
+//   global and mapped; slots whose global id is outside [0, E_global) or whose
+//   local id is -1 or outside [0, num_experts) are skipped.
 // num_experts: local experts, 1..512. block_size: 16, 32, 64 or 128 (the
 //   grouped GEMM's BLOCK_SIZE_M: use moe_gemm_block_size()).
 // Outputs (int32, 1-D, contiguous):
@@ -99,6 +103,9 @@ AOTRITON_API int32_t moe_gemm_block_size(int64_t num_tokens, bool aligned = true
 // fp8 e4m3 and c fp16/bf16. sorted_token_ids / expert_ids /
 // num_tokens_post_padded come from moe_align_block_size with the same
 // block_size and num_experts = E. Unlisted rows of c are not written.
+// Index inputs are user data and are masked, never trusted: a block whose
+// expert id is outside [0, E) (-1 included) writes zeros to its listed rows;
+// slot ids < 0 or >= c.size(0) are neither read nor written.
 // Scales (fp32): kFp8PerTensor: a_scale numel 1, b_scale numel 1 or E
 //   (contiguous, any shape); kFp8Block: a_scale [rows, cdiv(K, 128)],
 //   b_scale [E, cdiv(N, 128), cdiv(K, 128)] (any strides).
@@ -155,8 +162,9 @@ AOTRITON_API Status per_tensor_quant_fp8(const PerTensorQuantParams& params, Str
 // w2 [E, K, N]; same dtype as hidden_states, or fp8 e4m3 with quant != kNone;
 // topk_weights [M, topk] fp32 and topk_ids [M, topk] int32, contiguous;
 // output [M, K] (hidden_states' dtype, last dim contiguous).
-// expert_map (optional, int32 [E_global]): ids are global, mapped to the E
-// local experts; -1 (or an id outside [0, E) after mapping) contributes 0.
+// expert_map (optional, int32 [E_global], contiguous, E_global >= E): ids are
+// global, mapped to the E local experts; an id outside [0, E_global), -1, or
+// an id outside [0, E) after mapping contributes 0.
 // Without it ids must be in [0, E) (out-of-range ids also contribute 0).
 // Scales (fp32): kFp8PerTensor: w1_scale / w2_scale numel 1 or E; a1_scale /
 // a2_scale numel 1, or absent for a dynamic scale computed on the device.

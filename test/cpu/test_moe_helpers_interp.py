@@ -35,7 +35,8 @@ def test_zero_dropped_rows(with_map, rows, cols, block_r, block_c):
     buf = full[:, 2:2 + cols]
     before = full.clone()
     zero_dropped_rows_kernel[(triton.cdiv(rows, block_r), 1, 1)](
-        buf, ids, emap, rows, cols, buf.stride(0), E, HAS_EXPERT_MAP=with_map, BLOCK_R=block_r, BLOCK_C=block_c)
+        buf, ids, emap, rows, cols, buf.stride(0), E, emap.numel() if with_map else 0,
+        HAS_EXPERT_MAP=with_map, BLOCK_R=block_r, BLOCK_C=block_c)
     assert torch.equal(buf[dropped], torch.zeros_like(buf[dropped]))
     keep = ~dropped[:, None] | (torch.arange(cols + 5) < 2) | (torch.arange(cols + 5) >= 2 + cols)
     assert torch.equal(full[keep], before[keep])

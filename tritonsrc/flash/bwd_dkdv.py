@@ -42,6 +42,7 @@ import triton
 import triton.language as tl
 
 from .dropout import keep_mask
+from .seq_bounds import sequence_bounds
 
 LOG2E = tl.constexpr(1.4426950408889634)
 
@@ -246,7 +247,7 @@ def bwd_dkdv(
     stride_lse_z, stride_lse_h,
     stride_delta_z, stride_delta_h,
     num_heads_q, num_heads_k,
-    max_seqlen_q, max_seqlen_k, head_dim,
+    max_seqlen_q, max_seqlen_k, head_dim, total_q, total_k,
     BLOCK_DMODEL: tl.constexpr, PADDED_HEAD: tl.constexpr, CAUSAL_TYPE: tl.constexpr,
     IS_VARLEN: tl.constexpr, ENABLE_DROPOUT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -272,8 +273,11 @@ def bwd_dkdv(
     num_heads_q, num_heads_k  GQA: query head h uses kv head
                  h // (num_heads_q // num_heads_k).
     max_seqlen_q, max_seqlen_k  batched: the lengths; varlen: the bounds
-                 (grid and dropout stream layout).
+                 (grid and dropout stream layout; longer sequences are cut
+                 to them, seq_bounds.py).
     head_dim     runtime head size <= BLOCK_DMODEL.
+    total_q, total_k  varlen: rows of the packed Q and K tensors (cu_seqlens
+                 are clamped into them, seq_bounds.py); batched: ignored.
     """
     pid_n = tl.program_id(0)
     bhk = tl.program_id(1)
@@ -281,16 +285,8 @@ def bwd_dkdv(
     off_hk = bhk % num_heads_k
     group = num_heads_q // num_heads_k
 
-    if IS_VARLEN:
-        q_start = tl.load(cu_seqlens_q + off_z)
-        seqlen_q = tl.load(cu_seqlens_q + off_z + 1) - q_start
-        k_start = tl.load(cu_seqlens_k + off_z)
-        seqlen_k = tl.load(cu_seqlens_k + off_z + 1) - k_start
-    else:
-        q_start = 0
-        seqlen_q = max_seqlen_q
-        k_start = 0
-        seqlen_k = max_seqlen_k
+    q_start, seqlen_q = sequence_bounds(cu_seqlens_q, off_z, total_q, max_seqlen_q, IS_VARLEN)
+    k_start, seqlen_k = sequence_bounds(cu_seqlens_k, off_z, total_k, max_seqlen_k, IS_VARLEN)
     start_n = pid_n * BLOCK_N
     if start_n >= seqlen_k:
         return

@@ -32,6 +32,7 @@ import triton
 import triton.language as tl
 
 from .bwd_dkdv import _dkdv_program
+from .seq_bounds import sequence_bounds
 
 
 @triton.jit
@@ -49,7 +50,7 @@ def bwd_fused(
     stride_lse_z, stride_lse_h,
     stride_delta_z, stride_delta_h,
     num_heads_q, num_heads_k,
-    max_seqlen_q, max_seqlen_k, head_dim,
+    max_seqlen_q, max_seqlen_k, head_dim, total_q, total_k,
     BLOCK_DMODEL: tl.constexpr, PADDED_HEAD: tl.constexpr, CAUSAL_TYPE: tl.constexpr,
     IS_VARLEN: tl.constexpr, ENABLE_DROPOUT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -68,16 +69,8 @@ def bwd_fused(
     off_z = bhk // num_heads_k
     off_hk = bhk % num_heads_k
     group = num_heads_q // num_heads_k
-    if IS_VARLEN:
-        q_start = tl.load(cu_seqlens_q + off_z)
-        seqlen_q = tl.load(cu_seqlens_q + off_z + 1) - q_start
-        k_start = tl.load(cu_seqlens_k + off_z)
-        seqlen_k = tl.load(cu_seqlens_k + off_z + 1) - k_start
-    else:
-        q_start = 0
-        seqlen_q = max_seqlen_q
-        k_start = 0
-        seqlen_k = max_seqlen_k
+    q_start, seqlen_q = sequence_bounds(cu_seqlens_q, off_z, total_q, max_seqlen_q, IS_VARLEN)
+    k_start, seqlen_k = sequence_bounds(cu_seqlens_k, off_z, total_k, max_seqlen_k, IS_VARLEN)
     start_n = pid_n * BLOCK_N
     if start_n >= seqlen_k:
         return
@@ -104,7 +97,7 @@ def bwd_dq_convert(
     DQA, DQ, cu_seqlens_q, sm_scale,
     stride_dqa_z, stride_dqa_h, stride_dqa_m,
     stride_dqz, stride_dqh, stride_dqm,
-    num_heads_q, max_seqlen_q, head_dim,
+    num_heads_q, max_seqlen_q, head_dim, total_q,
     BLOCK_DMODEL: tl.constexpr, PADDED_HEAD: tl.constexpr, IS_VARLEN: tl.constexpr,
     BLOCK_M: tl.constexpr,
 ):
@@ -121,12 +114,7 @@ def bwd_dq_convert(
     bh = tl.program_id(1)
     off_z = bh // num_heads_q
     off_h = bh % num_heads_q
-    if IS_VARLEN:
-        q_start = tl.load(cu_seqlens_q + off_z)
-        seqlen_q = tl.load(cu_seqlens_q + off_z + 1) - q_start
-    else:
-        q_start = 0
-        seqlen_q = max_seqlen_q
+    q_start, seqlen_q = sequence_bounds(cu_seqlens_q, off_z, total_q, max_seqlen_q, IS_VARLEN)
     start_m = pid_m * BLOCK_M
     if start_m >= seqlen_q:
         return

@@ -70,7 +70,7 @@ def _scalar_i64(x, device):
 def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
                  cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None,
                  dropout_p=0.0, philox_seed=None, philox_offset=None, config=None, out=None,
-                 fused=False):
+                 fused=False, delta_out=None):
     """Gradients (dq, dk, dv) of flash attention.
 
     Batched: q/o/do (B, Sq, Hq, D) for layout "bshd" or (B, Hq, Sq, D) for
@@ -81,6 +81,7 @@ def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
     config: {"pre": {...}, "dkdv": {...}, "dq": {...}} with BLOCK_M/BLOCK_N/
     num_warps/num_stages; default: default_config() on CUDA, tiny tiles on CPU.
     out: optional (dq, dk, dv) tensors to write into (e.g. NaN-poisoned).
+    delta_out: optional fp32 workspace shaped like lse (tests give it guards).
     fused: False runs the deterministic split path (bwd_dkdv + bwd_dq, no
     atomics); True runs bwd_fused (dQ by fp32 atomics) + bwd_dq_convert, with
     config["dkdv"] as the bwd_fused tiles.
@@ -118,7 +119,7 @@ def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
     sdq_ = _strides3(dq) if varlen else _strides4(dq, layout)
     sdk_ = _strides3(dk) if varlen else _strides4(dk, layout)
     sdv_ = _strides3(dv) if varlen else _strides4(dv, layout)
-    delta = torch.empty(lse.shape, dtype=torch.float32, device=q.device)
+    delta = torch.empty(lse.shape, dtype=torch.float32, device=q.device) if delta_out is None else delta_out
     s_delta = (0, delta.stride(0)) if varlen else (delta.stride(0), delta.stride(1))
 
     if config is None:
@@ -142,27 +143,28 @@ def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
     pre = dict(config["pre"])
     grid = (triton.cdiv(max_seqlen_q, pre["BLOCK_M"]), batch * hq, 1)
     bwd_preprocess[grid](o, do, delta, dqa, cu_seqlens_q, *so_, *sdo_, *s_delta, *s_dqa,
-                         hq, max_seqlen_q, head_dim, **func, ZERO_DQ_ACC=fused, **pre)
+                         hq, max_seqlen_q, head_dim, q.shape[0], **func, ZERO_DQ_ACC=fused, **pre)
 
     func.update(CAUSAL_TYPE=causal_type, ENABLE_DROPOUT=enable_dropout)
     common = (cu_seqlens_q, cu_seqlens_k, seed_t, off_t, float(sm_scale), float(dropout_p))
+    totals = (q.shape[0], k.shape[0])  # varlen: packed rows (cu_seqlens clamp into them)
     kv = dict(config["dkdv"])
     grid = (triton.cdiv(max_seqlen_k, kv["BLOCK_N"]), batch * hk, 1)
     if fused:
         bwd_fused[grid](q, k, v, do, dk, dv, dqa, lse, delta, *common,
                         *sq_, *sk_, *sv_, *sdo_, *sdk_, *sdv_, *s_dqa, *s_lse, *s_delta,
-                        hq, hk, max_seqlen_q, max_seqlen_k, head_dim, **func, **kv)
+                        hq, hk, max_seqlen_q, max_seqlen_k, head_dim, *totals, **func, **kv)
         grid = (triton.cdiv(max_seqlen_q, pre["BLOCK_M"]), batch * hq, 1)
         bwd_dq_convert[grid](dqa, dq, cu_seqlens_q, float(sm_scale), *s_dqa, *sdq_,
-                             hq, max_seqlen_q, head_dim, BLOCK_DMODEL=block_d,
+                             hq, max_seqlen_q, head_dim, q.shape[0], BLOCK_DMODEL=block_d,
                              PADDED_HEAD=head_dim != block_d, IS_VARLEN=varlen, **pre)
         return dq, dk, dv
     bwd_dkdv[grid](q, k, v, do, dk, dv, lse, delta, *common,
                    *sq_, *sk_, *sv_, *sdo_, *sdk_, *sdv_, *s_lse, *s_delta,
-                   hq, hk, max_seqlen_q, max_seqlen_k, head_dim, **func, **kv)
+                   hq, hk, max_seqlen_q, max_seqlen_k, head_dim, *totals, **func, **kv)
     dqc = dict(config["dq"])
     grid = (triton.cdiv(max_seqlen_q, dqc["BLOCK_M"]), batch * hq, 1)
     bwd_dq[grid](q, k, v, do, dq, lse, delta, *common,
                  *sq_, *sk_, *sv_, *sdo_, *sdq_, *s_lse, *s_delta,
-                 hq, hk, max_seqlen_q, max_seqlen_k, head_dim, **func, **dqc)
+                 hq, hk, max_seqlen_q, max_seqlen_k, head_dim, *totals, **func, **dqc)
     return dq, dk, dv

@@ -25,6 +25,8 @@ head_dim need a divisibility hint or the loads go scalar).
 import triton
 import triton.language as tl
 
+from .seq_bounds import sequence_bounds
+
 
 @triton.jit
 def bwd_preprocess(
@@ -33,7 +35,7 @@ def bwd_preprocess(
     stride_doz, stride_doh, stride_dom,
     stride_delta_z, stride_delta_h,
     stride_dqa_z, stride_dqa_h, stride_dqa_m,
-    num_heads_q, max_seqlen_q, head_dim,
+    num_heads_q, max_seqlen_q, head_dim, total_q,
     BLOCK_DMODEL: tl.constexpr, PADDED_HEAD: tl.constexpr, IS_VARLEN: tl.constexpr,
     ZERO_DQ_ACC: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -51,19 +53,17 @@ def bwd_preprocess(
                  (ZERO_DQ_ACC only; else any pointer, strides 0).
     cu_seqlens_q *i32 [batch + 1] (varlen only, else any pointer).
     num_heads_q  query heads (splits program_id(1) into batch and head).
-    max_seqlen_q batched: the query length; varlen: the longest one (grid).
+    max_seqlen_q batched: the query length; varlen: the longest one (grid;
+                 longer sequences are cut to it, seq_bounds.py).
     head_dim     runtime head size <= BLOCK_DMODEL.
+    total_q      varlen: rows of the packed O/dO/Delta (cu_seqlens_q is
+                 clamped into them, seq_bounds.py); batched: ignored.
     """
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     off_z = bh // num_heads_q
     off_h = bh % num_heads_q
-    if IS_VARLEN:
-        q_start = tl.load(cu_seqlens_q + off_z)
-        seqlen_q = tl.load(cu_seqlens_q + off_z + 1) - q_start
-    else:
-        q_start = 0
-        seqlen_q = max_seqlen_q
+    q_start, seqlen_q = sequence_bounds(cu_seqlens_q, off_z, total_q, max_seqlen_q, IS_VARLEN)
     start_m = pid_m * BLOCK_M
     if start_m >= seqlen_q:
         return

@@ -36,6 +36,7 @@ import triton
 import triton.language as tl
 
 from .dropout import keep_mask
+from .seq_bounds import sequence_bounds
 
 LOG2E = tl.constexpr(1.4426950408889634)
 LN2 = tl.constexpr(0.6931471805599453)
@@ -140,7 +141,8 @@ def _fwd_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
 # Sizes stay unspecialised under the JIT, as in the AOT build (strides keep
 # the JIT's divisibility specialisation, matching the AOT hints).
 @triton.jit(do_not_specialize=["num_seqs", "num_heads_q", "num_heads_k",
-                               "max_seqlen_q", "max_seqlen_k", "head_dim"])
+                               "max_seqlen_q", "max_seqlen_k", "head_dim",
+                               "total_q", "total_k"])
 def attn_fwd(
     Q, K, V, O, LSE,
     cu_seqlens_q, cu_seqlens_k,
@@ -153,7 +155,7 @@ def attn_fwd(
     stride_lse_z, stride_lse_h,
     stride_mz, stride_mh, stride_mm,
     num_seqs, num_heads_q, num_heads_k,
-    max_seqlen_q, max_seqlen_k, head_dim,
+    max_seqlen_q, max_seqlen_k, head_dim, total_q, total_k,
     BLOCK_DMODEL: tl.constexpr, PADDED_HEAD: tl.constexpr, CAUSAL_TYPE: tl.constexpr,
     IS_VARLEN: tl.constexpr, ENABLE_DROPOUT: tl.constexpr, RETURN_DROPOUT_MASK: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -182,8 +184,12 @@ def attn_fwd(
     num_seqs     batch size, or number of varlen sequences (grid only).
     num_heads_q, num_heads_k  GQA: kv head = h // (num_heads_q // num_heads_k).
     max_seqlen_q, max_seqlen_k  batched: the sequence lengths; varlen: bounds
-                 (grid, dropout stream layout, mask buffer).
+                 (grid, dropout stream layout, mask buffer); a longer
+                 sequence is cut to its first max_seqlen rows (seq_bounds.py).
     head_dim     runtime head size <= BLOCK_DMODEL.
+    total_q, total_k  varlen: rows of the packed Q/O/LSE and K/V tensors;
+                 cu_seqlens are clamped into them (seq_bounds.py). Batched:
+                 ignored.
     """
     pid_m = tl.program_id(0)
     if CAUSAL_TYPE != 0:
@@ -194,16 +200,8 @@ def attn_fwd(
     off_h = bh % num_heads_q
     off_hk = off_h // (num_heads_q // num_heads_k)
 
-    if IS_VARLEN:
-        q_start = tl.load(cu_seqlens_q + off_z)
-        seqlen_q = tl.load(cu_seqlens_q + off_z + 1) - q_start
-        k_start = tl.load(cu_seqlens_k + off_z)
-        seqlen_k = tl.load(cu_seqlens_k + off_z + 1) - k_start
-    else:
-        q_start = 0
-        seqlen_q = max_seqlen_q
-        k_start = 0
-        seqlen_k = max_seqlen_k
+    q_start, seqlen_q = sequence_bounds(cu_seqlens_q, off_z, total_q, max_seqlen_q, IS_VARLEN)
+    k_start, seqlen_k = sequence_bounds(cu_seqlens_k, off_z, total_k, max_seqlen_k, IS_VARLEN)
     start_m = pid_m * BLOCK_M
     if start_m >= seqlen_q:
         return

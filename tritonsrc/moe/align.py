@@ -2,7 +2,9 @@
 
 Input: topk_ids int32 [numel] (numel = M * topk, flattened, contiguous) and an
 optional expert_map int32 [E_global] (global id -> local id, -1 = not on this
-rank: that slot is skipped and never appears in the output).
+rank: that slot is skipped and never appears in the output). expert_map_len
+= E_global (any value without a map): a global id outside [0, E_global) is
+skipped too.
 Outputs:
   sorted_token_ids int32 [max_num_tokens_padded], max_num_tokens_padded =
       numel + num_experts * (block_size - 1). Slot indices grouped by local
@@ -49,12 +51,13 @@ import triton.language as tl
 FILL_TILE = tl.constexpr(1024)  # sentinel stores per step in the one-program kernel
 
 @triton.jit
-def _local_ids(topk_ids_ptr, expert_map_ptr, offs, numel, num_experts,
+def _local_ids(topk_ids_ptr, expert_map_ptr, offs, numel, num_experts, expert_map_len,
                HAS_EXPERT_MAP: tl.constexpr):
-    """Local expert of each slot, -1 for skipped or out-of-range slots."""
+    """Local expert of each slot, -1 for skipped or out-of-range slots (a
+    global id outside [0, expert_map_len) is skipped, never looked up)."""
     ids = tl.load(topk_ids_ptr + offs, mask=offs < numel, other=-1)
     if HAS_EXPERT_MAP:
-        ids = tl.load(expert_map_ptr + ids, mask=ids >= 0, other=-1)
+        ids = tl.load(expert_map_ptr + ids, mask=(ids >= 0) & (ids < expert_map_len), other=-1)
     return tl.where((ids >= 0) & (ids < num_experts), ids, -1)
 
 
@@ -91,7 +94,7 @@ def _write_expert_ids(expert_ids_ptr, ends, col_ok, total, block_size, num_block
 
 @triton.jit
 def moe_align_count_kernel(topk_ids_ptr, expert_map_ptr, chunk_counts_ptr, sorted_token_ids_ptr,
-                           numel, num_experts, max_num_tokens_padded,
+                           numel, num_experts, max_num_tokens_padded, expert_map_len,
                            HAS_EXPERT_MAP: tl.constexpr, BLOCK_E: tl.constexpr,
                            BLOCK_T: tl.constexpr):
     """Step 1: per-chunk expert histogram, and sentinel fill of sorted_token_ids.
@@ -100,12 +103,12 @@ def moe_align_count_kernel(topk_ids_ptr, expert_map_ptr, chunk_counts_ptr, sorte
     expert_map_ptr        int32 [E_global] (unused unless HAS_EXPERT_MAP)
     chunk_counts_ptr      int32 [num_chunks, num_experts] out (row-major)
     sorted_token_ids_ptr  int32 [max_num_tokens_padded] out: all set to numel
-    numel, num_experts, max_num_tokens_padded: i32
+    numel, num_experts, max_num_tokens_padded, expert_map_len: i32
     """
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     offs = pid * BLOCK_T + tl.arange(0, BLOCK_T)
-    ids = _local_ids(topk_ids_ptr, expert_map_ptr, offs, numel, num_experts, HAS_EXPERT_MAP)
+    ids = _local_ids(topk_ids_ptr, expert_map_ptr, offs, numel, num_experts, expert_map_len, HAS_EXPERT_MAP)
     hist = tl.histogram(ids, BLOCK_E, mask=ids >= 0)
     cols = tl.arange(0, BLOCK_E)
     tl.store(chunk_counts_ptr + pid * num_experts + cols, hist, mask=cols < num_experts)
@@ -163,7 +166,7 @@ def moe_align_offsets_kernel(expert_counts_ptr, expert_starts_ptr, num_tokens_po
 @triton.jit
 def moe_align_scatter_kernel(topk_ids_ptr, expert_map_ptr, chunk_counts_ptr, expert_starts_ptr,
                              sorted_token_ids_ptr, expert_ids_ptr,
-                             numel, num_experts, block_size, num_blocks_total,
+                             numel, num_experts, block_size, num_blocks_total, expert_map_len,
                              HAS_EXPERT_MAP: tl.constexpr, BLOCK_E: tl.constexpr,
                              BLOCK_T: tl.constexpr, BLOCK_B: tl.constexpr):
     """Step 4: write each valid slot at start[e] + chunk prefix[c, e] + rank in chunk,
@@ -174,13 +177,13 @@ def moe_align_scatter_kernel(topk_ids_ptr, expert_map_ptr, chunk_counts_ptr, exp
     expert_starts_ptr int32 [num_experts + 1] (from step 3)
     sorted_token_ids_ptr int32 [max_num_tokens_padded] out (valid slots)
     expert_ids_ptr    int32 [num_blocks_total] out
-    numel, num_experts, block_size, num_blocks_total: i32
+    numel, num_experts, block_size, num_blocks_total, expert_map_len: i32
     """
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     chunk_start = pid * BLOCK_T
     ids = _local_ids(topk_ids_ptr, expert_map_ptr, chunk_start + tl.arange(0, BLOCK_T), numel,
-                     num_experts, HAS_EXPERT_MAP)
+                     num_experts, expert_map_len, HAS_EXPERT_MAP)
     e, idx, rank, hist = _sort_chunk(ids, BLOCK_E, BLOCK_T)
     valid = e < BLOCK_E
     e = tl.where(valid, e, 0)
@@ -200,7 +203,7 @@ def moe_align_scatter_kernel(topk_ids_ptr, expert_map_ptr, chunk_counts_ptr, exp
 def moe_align_small_kernel(topk_ids_ptr, expert_map_ptr,
                            sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
                            numel, num_experts, block_size, max_num_tokens_padded,
-                           num_blocks_total,
+                           num_blocks_total, expert_map_len,
                            HAS_EXPERT_MAP: tl.constexpr, BLOCK_E: tl.constexpr,
                            BLOCK_T: tl.constexpr, BLOCK_B: tl.constexpr):
     """Whole alignment in one program, for numel <= BLOCK_T. No workspace.
@@ -209,10 +212,10 @@ def moe_align_small_kernel(topk_ids_ptr, expert_map_ptr,
     sorted_token_ids_ptr int32 [max_num_tokens_padded] out
     expert_ids_ptr       int32 [num_blocks_total] out
     num_tokens_post_padded_ptr int32 [1] out
-    numel, num_experts, block_size, max_num_tokens_padded, num_blocks_total: i32
+    numel, num_experts, block_size, max_num_tokens_padded, num_blocks_total, expert_map_len: i32
     """
     ids = _local_ids(topk_ids_ptr, expert_map_ptr, tl.arange(0, BLOCK_T), numel, num_experts,
-                     HAS_EXPERT_MAP)
+                     expert_map_len, HAS_EXPERT_MAP)
     e, idx, rank, cnt = _sort_chunk(ids, BLOCK_E, BLOCK_T)
     cols = tl.arange(0, BLOCK_E)
     col_ok = cols < num_experts

@@ -38,18 +38,18 @@ SCALE_FLOOR = tl.constexpr(1e-10)
 
 @triton.jit
 def zero_dropped_rows_kernel(buf_ptr, topk_ids_ptr, expert_map_ptr, rows, cols, stride_row,
-                             num_experts, HAS_EXPERT_MAP: tl.constexpr,
+                             num_experts, expert_map_len, HAS_EXPERT_MAP: tl.constexpr,
                              BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     """buf[r, :] = 0 for every slot r that moe_align drops.
 
     buf_ptr        [rows, cols] fp16/bf16/fp32, row stride stride_row, columns contiguous
     topk_ids_ptr   int32 [rows] (the flattened [M, topk] ids)
     expert_map_ptr int32 [E_global] (unused unless HAS_EXPERT_MAP)
-    rows, cols, stride_row, num_experts (local): i32
+    rows, cols, stride_row, num_experts (local), expert_map_len (E_global): i32
     """
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     # The same lookup as moe_align, so both agree on which slots are dropped.
-    ids = _local_ids(topk_ids_ptr, expert_map_ptr, r, rows, num_experts, HAS_EXPERT_MAP)
+    ids = _local_ids(topk_ids_ptr, expert_map_ptr, r, rows, num_experts, expert_map_len, HAS_EXPERT_MAP)
     dropped = (r < rows) & (ids < 0)
     if tl.max(dropped.to(tl.int32), axis=0) == 0:
         return

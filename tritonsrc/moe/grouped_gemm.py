@@ -3,9 +3,11 @@
 C[slot, :] = (A[slot // top_k, :] @ B[expert(slot)]^T) [* topk_weights[slot]]
 for every slot listed in sorted_token_ids (from moe_align_block_size, whose
 block_size must equal BLOCK_SIZE_M). Sentinel entries (>= num_valid_tokens)
-are neither read nor written. A block whose expert_ids entry is -1 writes
-zeros to its valid rows (moe_align never produces such a block for a listed
-slot; the behaviour is defined for callers that remap experts themselves).
+are neither read nor written, nor are negative ones. A block whose
+expert_ids entry is -1, or any id outside [0, num_experts), writes zeros to
+its valid rows (moe_align never produces such a block for a listed slot; the
+behaviour is defined for callers that remap experts themselves, and keeps a
+bad id from reading past the weights).
 Per-slot A (the second GEMM, A = activation [M*topk, K]): pass top_k = 1.
 
 Constexprs
@@ -54,7 +56,7 @@ def fused_moe_kernel(a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights
                      sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
                      N, K, EM, num_valid_tokens, top_k,
                      stride_am, stride_be, stride_bn, stride_cm,
-                     stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
+                     stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, num_experts,
                      MUL_ROUTED_WEIGHT: tl.constexpr, QUANT: tl.constexpr, ALIGNED: tl.constexpr,
                      BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr,
                      BLOCK_SIZE_K: tl.constexpr, GROUP_SIZE_M: tl.constexpr):
@@ -73,6 +75,9 @@ def fused_moe_kernel(a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights
     num_tokens_post_padded_ptr int32 [1]
     N, K, EM, num_valid_tokens (= M * topk), top_k: i32; strides: i32 (row and
     expert offsets are widened to 64 bits inside).
+    num_experts  E, the experts in b: a block whose expert id is outside
+                 [0, E) writes zeros, like -1 (ids are user data: never read
+                 past the weights); so does a slot id < 0 (not read, not written).
     ALIGNED: K, N, stride_am, stride_be, stride_bn, stride_cm are all multiples of 16.
     """
     if ALIGNED:
@@ -101,14 +106,14 @@ def fused_moe_kernel(a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights
 
     offs_m = pid_m * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)
     slot = tl.load(sorted_token_ids_ptr + offs_m, mask=offs_m < EM, other=num_valid_tokens)
-    slot_ok = slot < num_valid_tokens
+    slot_ok = (slot >= 0) & (slot < num_valid_tokens)
     slot64 = slot.to(tl.int64)
     offs_n = pid_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)
     c_ptrs = c_ptr + slot64[:, None] * stride_cm + offs_n[None, :]
     c_mask = slot_ok[:, None] & (offs_n[None, :] < N)
 
     expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
-    if expert == -1:
+    if (expert < 0) | (expert >= num_experts):
         tl.store(c_ptrs, tl.zeros([BLOCK_SIZE_M, BLOCK_SIZE_N], c_ptr.dtype.element_ty), mask=c_mask)
         return
 

@@ -56,6 +56,7 @@ def moe_align_block_size(topk_ids, block_size, num_experts, expert_map=None, pat
     ntpp = torch.empty(1, dtype=torch.int32, device=dev)
     has_map = expert_map is not None
     emap = expert_map.to(torch.int32).contiguous() if has_map else flat  # dummy when unused
+    map_len = emap.numel() if has_map else 0
     block_e = _block_e(num_experts, 16)
     if block_b is None:  # keep the [BLOCK_B, BLOCK_E] expert search tile <= 4K elements
         block_b = max(8, min(128, 4096 // block_e))
@@ -66,7 +67,7 @@ def moe_align_block_size(topk_ids, block_size, num_experts, expert_map=None, pat
         assert numel <= bt
         moe_align_small_kernel[(1, 1, 1)](
             flat, emap, sorted_ids, expert_ids, ntpp,
-            numel, num_experts, block_size, max_padded, num_blocks,
+            numel, num_experts, block_size, max_padded, num_blocks, map_len,
             HAS_EXPERT_MAP=has_map, BLOCK_E=block_e, BLOCK_T=bt, BLOCK_B=block_b,
             num_warps=8 if bt >= 1024 else 4)
         return sorted_ids, expert_ids, ntpp
@@ -75,7 +76,7 @@ def moe_align_block_size(topk_ids, block_size, num_experts, expert_map=None, pat
     counts = torch.empty(num_experts, dtype=torch.int32, device=dev)
     starts = torch.empty(num_experts + 1, dtype=torch.int32, device=dev)
     moe_align_count_kernel[(num_chunks, 1, 1)](
-        flat, emap, chunk_counts, sorted_ids, numel, num_experts, max_padded,
+        flat, emap, chunk_counts, sorted_ids, numel, num_experts, max_padded, map_len,
         HAS_EXPERT_MAP=has_map, BLOCK_E=block_e, BLOCK_T=block_t)
     moe_align_scan_kernel[(triton.cdiv(num_experts, block_eg), 1, 1)](
         chunk_counts, counts, num_chunks, num_experts, BLOCK_EG=block_eg, BLOCK_C=block_c)
@@ -83,7 +84,7 @@ def moe_align_block_size(topk_ids, block_size, num_experts, expert_map=None, pat
                                         BLOCK_E=block_e)
     moe_align_scatter_kernel[(num_chunks, 1, 1)](
         flat, emap, chunk_counts, starts, sorted_ids, expert_ids,
-        numel, num_experts, block_size, num_blocks,
+        numel, num_experts, block_size, num_blocks, map_len,
         HAS_EXPERT_MAP=has_map, BLOCK_E=block_e, BLOCK_T=block_t, BLOCK_B=block_b)
     return sorted_ids, expert_ids, ntpp
 
@@ -123,7 +124,7 @@ def grouped_gemm_launch(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top
     aligned = all(v % 16 == 0 for v in (K, N, a.stride(0), b.stride(0), b.stride(1), c.stride(0)))
     grid = (triton.cdiv(EM, bm) * triton.cdiv(N, bn), 1, 1)
     args = (a, b, c, a_s, b_s, w, sorted_ids, expert_ids, ntpp, N, K, EM, c.shape[0], top_k,
-            a.stride(0), b.stride(0), b.stride(1), c.stride(0), sasm, sask, sbse, sbsn, sbsk)
+            a.stride(0), b.stride(0), b.stride(1), c.stride(0), sasm, sask, sbse, sbsn, sbsk, E)
     return grid, args, dict(MUL_ROUTED_WEIGHT=mul_routed_weight, QUANT=quant, ALIGNED=aligned, **config)
 
 

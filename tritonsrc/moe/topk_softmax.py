@@ -13,6 +13,11 @@ Default tuning (sm_90 and sm_80 alike, memory bound):
   BLOCK_E=256:   BLOCK_M=4,  num_warps=4;  BLOCK_E=512: BLOCK_M=2, num_warps=4.
   (keeps BLOCK_M * BLOCK_E around 1K elements: 8 fp32 values per thread)
 Ties: the lower expert id is picked first.
+Non-finite logits (every output entry is still written, ids always in
+[0, num_experts), weights finite): NaN counts as -inf; if a row has +inf
+logits they share the probability equally (the limit of huge equal logits)
+and every other expert gets 0; a row with no logit above -inf is uniform
+(1 / num_experts each, ids 0, 1, ... by the tie rule).
 """
 import triton
 import triton.language as tl
@@ -38,10 +43,19 @@ def topk_softmax_kernel(logits_ptr, topk_weights_ptr, topk_ids_ptr,
     col_ok = cols < num_experts
     rows64 = rows.to(tl.int64)
     ptrs = logits_ptr + rows64[:, None] * stride_lm + cols[None, :] * stride_le
-    # Rows past num_tokens read zeros (finite max, no NaN); masked columns are -inf.
+    # Rows past num_tokens read zeros; masked columns and NaN logits are -inf.
     x = tl.load(ptrs, mask=row_ok[:, None] & col_ok[None, :], other=0.0).to(tl.float32)
-    x = tl.where(col_ok[None, :], x, float("-inf"))
-    p = tl.exp(x - tl.max(x, axis=1)[:, None])
+    x = tl.where(col_ok[None, :] & (x == x), x, float("-inf"))
+    x_max = tl.max(x, axis=1)
+    # x - max is NaN for +inf logits and for all -inf rows: +inf logits get
+    # exp(0) and the rest 0; a row without a logit above -inf gets exp(0) on
+    # every real column.
+    shifted = x - x_max[:, None]
+    shifted = tl.where((x_max == float("inf"))[:, None],
+                       tl.where(x == float("inf"), 0.0, float("-inf")), shifted)
+    shifted = tl.where((x_max == float("-inf"))[:, None],
+                       tl.where(col_ok[None, :], 0.0, float("-inf")), shifted)
+    p = tl.exp(shifted)
     p = p / tl.sum(p, axis=1)[:, None]
 
     # Selection loop only records the rank of each chosen expert; one scatter

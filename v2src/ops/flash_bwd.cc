@@ -44,6 +44,7 @@ void fill_common(A& a, const Bwd& p) {
   a.stride_delta_z = p.delta_z, a.stride_delta_h = p.delta_h;
   a.num_heads_q = g.hq, a.num_heads_k = g.hk;
   a.max_seqlen_q = g.max_sq, a.max_seqlen_k = g.max_sk, a.head_dim = g.head_dim;
+  a.total_q = g.total_q, a.total_k = g.total_k;
   a.num_seqs = g.batch;
 }
 
@@ -74,6 +75,7 @@ Status launch(const Bwd& p, Stream stream, const KernelOptions* options) {
   pa.stride_doz = p.dout.z, pa.stride_doh = p.dout.h, pa.stride_dom = p.dout.m;
   pa.stride_delta_z = p.delta_z, pa.stride_delta_h = p.delta_h;
   pa.num_heads_q = g.hq, pa.max_seqlen_q = g.max_sq, pa.head_dim = g.head_dim, pa.num_seqs = g.batch;
+  pa.total_q = g.total_q;
   kp::Functional pf{};
   pf.dtype = g.dtype;
   pf.BLOCK_DMODEL = head_dim_bucket(g.head_dim);
@@ -141,7 +143,7 @@ Status attn_bwd_varlen(const BwdVarlenParams& p, Stream stream, const KernelOpti
     return fail(Status::kInvalidArgument, "attn_bwd_varlen: num_seqs and max seqlens must be >= 0");
   Bwd b{op};
   b.g = Geometry{true, p.q.dtype, p.num_seqs, p.q.size(1), p.k.size(1), p.max_seqlen_q, p.max_seqlen_k, p.q.size(2),
-                 p.cu_seqlens_q, p.cu_seqlens_k};
+                 p.cu_seqlens_q, p.cu_seqlens_k, p.q.size(0), p.k.size(0)};
   AOTRITON_RETURN_IF_ERROR(check_row_stats(op, "lse", p.lse, b.g.hq, p.q.size(0)));
   AOTRITON_RETURN_IF_ERROR(check_row_stats(op, "delta", p.delta, b.g.hq, p.q.size(0)));
   b.q = packed(p.q), b.k = packed(p.k), b.v = packed(p.v), b.o = packed(p.out), b.dout = packed(p.dout);

@@ -41,7 +41,7 @@ Status check_geometry(const char* op, const Geometry& g, float scale, float drop
   if (g.varlen && (!g.cu_q || !g.cu_k))
     return fail(Status::kInvalidArgument, std::string(op) + ": cu_seqlens_q and cu_seqlens_k are required");
   for (auto [what, v] : {std::pair{"batch", g.batch}, {"num_heads_q", g.hq}, {"max_seqlen_q", g.max_sq},
-                         {"max_seqlen_k", g.max_sk}})
+                         {"max_seqlen_k", g.max_sk}, {"total_q", g.total_q}, {"total_k", g.total_k}})
     AOTRITON_RETURN_IF_ERROR(check_i32(op, what, v));
   return Status::kSuccess;
 }

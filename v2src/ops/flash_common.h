@@ -26,6 +26,9 @@ struct Geometry {
   int64_t batch = 0, hq = 0, hk = 0, max_sq = 0, max_sk = 0, head_dim = 0;
   const int32_t* cu_q = nullptr;
   const int32_t* cu_k = nullptr;
+  // Varlen: rows of the packed q and k tensors; the kernels clamp cu_seqlens
+  // into [0, total] so no value can address a row outside them.
+  int64_t total_q = 0, total_k = 0;
 };
 
 // The power-of-two head-dim bucket a head dim runs in (padded when smaller).

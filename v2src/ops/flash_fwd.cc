@@ -57,6 +57,7 @@ Status launch(const Fwd& p, Stream stream, const KernelOptions* options) {
   a.stride_mz = p.mask.z, a.stride_mh = p.mask.h, a.stride_mm = p.mask.m;
   a.num_seqs = g.batch, a.num_heads_q = g.hq, a.num_heads_k = g.hk;
   a.max_seqlen_q = g.max_sq, a.max_seqlen_k = g.max_sk, a.head_dim = g.head_dim;
+  a.total_q = g.total_q, a.total_k = g.total_k;
   kn::Functional f{};
   f.dtype = g.dtype;
   f.BLOCK_DMODEL = head_dim_bucket(g.head_dim);
@@ -101,7 +102,7 @@ Status attn_fwd_varlen(const FwdVarlenParams& p, Stream stream, const KernelOpti
     return fail(Status::kInvalidArgument, "attn_fwd_varlen: num_seqs and max seqlens must be >= 0");
   Fwd f{op};
   f.g = Geometry{true, p.q.dtype, p.num_seqs, p.q.size(1), p.k.size(1), p.max_seqlen_q, p.max_seqlen_k, p.q.size(2),
-                 p.cu_seqlens_q, p.cu_seqlens_k};
+                 p.cu_seqlens_q, p.cu_seqlens_k, p.q.size(0), p.k.size(0)};
   AOTRITON_RETURN_IF_ERROR(check_row_stats(op, "lse", p.lse, f.g.hq, p.q.size(0)));
   f.q = packed(p.q), f.k = packed(p.k), f.v = packed(p.v), f.o = packed(p.out);
   f.lse = static_cast<const float*>(p.lse.data), f.lse_z = 0, f.lse_h = p.lse.stride(0);

@@ -141,10 +141,7 @@ Status validate(const FusedExpertsParams& p, Dims* d) {
   if (!internal::aligned16(p.output.data)) return fail_arg("output must be 16-byte aligned");
   if (p.activation != Activation::kSilu && p.activation != Activation::kGelu && p.activation != Activation::kGeluTanh)
     return fail_arg("unknown activation");
-  if (p.expert_map.data) {
-    AOTRITON_RETURN_IF_ERROR(check_tensor(op, "expert_map", p.expert_map));
-    AOTRITON_RETURN_IF_ERROR(check_dtype(op, "expert_map", p.expert_map.dtype, DType::kInt32));
-  }
+  AOTRITON_RETURN_IF_ERROR(internal::check_expert_map(op, p.expert_map, d->E));
   d->slots = d->M * d->topk;
   for (auto [what, v] : {std::pair{"tokens * top-k", d->slots}, {"tokens * top-k * max(2N, K)", d->slots * std::max(2 * d->N, d->K)},
                          {"tokens * hidden size", d->M * d->K}})
@@ -190,6 +187,7 @@ internal::GemmJob gemm_common(const Layout& l, const Dims& d, QuantMode quant, D
   j.c_dtype = act;
   j.quant = quant;
   j.block_size = d.block_size;
+  j.num_experts = d.E;
   return j;
 }
 
@@ -327,7 +325,8 @@ Status fused_experts_pass(const FusedExpertsParams& p, Stream stream, const Kern
   const auto* emap = static_cast<const int32_t*>(p.expert_map.data);
 
   // 1. Slots grouped by expert, padded to the GEMM's BLOCK_SIZE_M.
-  internal::AlignJob aj{ids, emap, d.slots, d.E, d.block_size, l.sorted, l.expert_ids, l.ntpp, l.align_ws};
+  const int64_t emap_len = emap ? p.expert_map.size(0) : 0;
+  internal::AlignJob aj{ids, emap, d.slots, d.E, d.block_size, l.sorted, l.expert_ids, l.ntpp, l.align_ws, emap_len};
   AOTRITON_RETURN_IF_ERROR(internal::launch_align(kOp, aj, stream));
 
   // 2. GEMM1: cache1[slot] = x[slot / topk] @ w1[e]^T.
@@ -381,13 +380,13 @@ Status fused_experts_pass(const FusedExpertsParams& p, Stream stream, const Kern
     // A dynamic per-tensor scale must not see the never-written rows of dropped slots.
     if (p.quant == QuantMode::kFp8PerTensor && d.dynamic_a2)
       AOTRITON_RETURN_IF_ERROR(internal::launch_zero_dropped_rows(kOp, l.cache2, act, d.slots, d.N, d.N, ids, emap,
-                                                                  d.E, stream));
+                                                                  emap_len, d.E, stream));
     AOTRITON_RETURN_IF_ERROR(quantize_a(&g2, l.cache2, d.slots, d.N, d.N, act, p.quant, l.a2q, l.a2s,
                                         p.a2_scale.data, l.a2s, l.partials, stream));
   }
   // Dropped slots (expert map -1) are never written by GEMM2: zero them first.
   AOTRITON_RETURN_IF_ERROR(
-      internal::launch_zero_dropped_rows(kOp, c2, act, d.slots, d.K, ldc2, ids, emap, d.E, stream));
+      internal::launch_zero_dropped_rows(kOp, c2, act, d.slots, d.K, ldc2, ids, emap, emap_len, d.E, stream));
   AOTRITON_RETURN_IF_ERROR(internal::launch_gemm(kOp, g2, stream, options));
   if (direct) return Status::kSuccess;
 

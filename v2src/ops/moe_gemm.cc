@@ -32,7 +32,7 @@ Status launch_gemm(const char* op, const GemmJob& j, Stream stream, const Kernel
                          {"b expert stride", j.stride_be}, {"b row stride", j.stride_bn}, {"c row stride", j.stride_cm},
                          {"a_scale strides", j.stride_asm}, {"a_scale strides", j.stride_ask},
                          {"b_scale strides", j.stride_bse}, {"b_scale strides", j.stride_bsn},
-                         {"b_scale strides", j.stride_bsk}})
+                         {"b_scale strides", j.stride_bsk}, {"number of experts", j.num_experts}})
     AOTRITON_RETURN_IF_ERROR(check_i32(op, what, v));
   if (j.num_valid_tokens == 0 || j.N == 0) return Status::kSuccess;
   const bool aligned = j.K % 16 == 0 && j.N % 16 == 0 && j.stride_am % 16 == 0 && j.stride_be % 16 == 0 &&
@@ -63,6 +63,7 @@ Status launch_gemm(const char* op, const GemmJob& j, Stream stream, const Kernel
   a.stride_bse = static_cast<int32_t>(j.stride_bse);
   a.stride_bsn = static_cast<int32_t>(j.stride_bsn);
   a.stride_bsk = static_cast<int32_t>(j.stride_bsk);
+  a.num_experts = static_cast<int32_t>(j.num_experts);
   a.tokens_per_expert = cdiv(j.num_valid_tokens, std::max<int64_t>(j.num_experts, 1));
   k::Functional f{};
   f.ab_dtype = j.ab_dtype;
@@ -173,6 +174,7 @@ Status grouped_gemm(const GroupedGemmParams& p, Stream stream, const KernelOptio
   j.stride_be = p.b.stride(0);
   j.stride_bn = p.b.stride(1);
   j.stride_cm = p.c.stride(0);
+  j.num_experts = E;
   j.ab_dtype = p.a.dtype;
   j.c_dtype = p.c.dtype;
   j.quant = p.quant;

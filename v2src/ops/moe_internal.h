@@ -70,8 +70,13 @@ struct AlignJob {
   int32_t* expert_ids;
   int32_t* num_tokens_post_padded;
   void* workspace;  // moe_align_workspace_size(numel, num_experts) bytes
+  int64_t expert_map_len;  // entries of expert_map (global ids at or past it are skipped)
 };
 Status launch_align(const char* op, const AlignJob& job, Stream stream);
+
+// An optional expert_map (data == nullptr: none): int32, contiguous, one
+// entry per global expert, so at least num_experts (local) entries.
+Status check_expert_map(const char* op, const TensorView<1>& map, int64_t num_experts);
 
 // One grouped GEMM launch (fused_moe_kernel); strides in elements.
 struct GemmJob {
@@ -92,6 +97,7 @@ struct GemmJob {
   QuantMode quant;
   bool mul_routed_weight;
   int32_t block_size;
+  int64_t num_experts;  // b's experts: blocks with an expert id outside [0, E) write zeros
 };
 Status launch_gemm(const char* op, const GemmJob& job, Stream stream, const KernelOptions* options);
 
@@ -113,7 +119,7 @@ Status launch_dynamic_scale(const char* op, const QuantJob& job, float* partials
 // Zero buf[r, :] for every slot r (flat topk_ids index) that align drops.
 Status launch_zero_dropped_rows(const char* op, void* buf, DType dtype, int64_t rows, int64_t cols,
                                 int64_t stride_row, const int32_t* topk_ids, const int32_t* expert_map,
-                                int64_t num_experts, Stream stream);
+                                int64_t expert_map_len, int64_t num_experts, Stream stream);
 
 }  // namespace internal
 }  // namespace moe

@@ -79,7 +79,7 @@ Status launch_dynamic_scale(const char* op, const QuantJob& j, float* partials, 
 
 Status launch_zero_dropped_rows(const char* op, void* buf, DType dtype, int64_t rows, int64_t cols,
                                 int64_t stride_row, const int32_t* topk_ids, const int32_t* expert_map,
-                                int64_t num_experts, Stream stream) {
+                                int64_t expert_map_len, int64_t num_experts, Stream stream) {
   for (auto [what, v] : {std::pair{"rows", rows}, {"columns", cols}, {"row stride", stride_row}})
     AOTRITON_RETURN_IF_ERROR(check_i32(op, what, v));
   if (rows == 0 || cols == 0) return Status::kSuccess;
@@ -90,7 +90,8 @@ Status launch_zero_dropped_rows(const char* op, void* buf, DType dtype, int64_t 
             static_cast<int32_t>(rows),
             static_cast<int32_t>(cols),
             static_cast<int32_t>(stride_row),
-            static_cast<int32_t>(num_experts)};
+            static_cast<int32_t>(num_experts),
+            static_cast<int32_t>(expert_map_len)};
   return k::launch(a, k::Functional{dtype, expert_map != nullptr}, stream, nullptr);
 }
 

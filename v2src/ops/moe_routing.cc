@@ -66,13 +66,15 @@ Status launch_align(const char* op, const AlignJob& j, Stream stream) {
   const int64_t max_padded = moe_align_max_padded(j.numel, j.num_experts, j.block_size);
   const int64_t num_blocks = cdiv(max_padded, j.block_size);
   AOTRITON_RETURN_IF_ERROR(check_i32(op, "topk_ids numel + num_experts * (block_size - 1)", max_padded));
+  AOTRITON_RETURN_IF_ERROR(check_i32(op, "expert_map length", j.expert_map_len));
   const int32_t numel = static_cast<int32_t>(j.numel), E = static_cast<int32_t>(j.num_experts);
+  const int32_t map_len = static_cast<int32_t>(j.expert_map_len);
   const int32_t block_e = pow2_at_least(E, 16);
   const bool has_map = j.expert_map != nullptr;
   if (j.numel <= kAlignSmallMax) {
     namespace k = detail::kernels::moe_align_small;
     k::Args a{j.topk_ids, j.expert_map, j.sorted_token_ids, j.expert_ids, j.num_tokens_post_padded,
-              numel, E, j.block_size, static_cast<int32_t>(max_padded), static_cast<int32_t>(num_blocks)};
+              numel, E, j.block_size, static_cast<int32_t>(max_padded), static_cast<int32_t>(num_blocks), map_len};
     k::Functional f{has_map, block_e, numel <= 64 ? 64 : (numel <= 256 ? 256 : 1024)};
     return k::launch(a, f, stream, nullptr);
   }
@@ -81,7 +83,7 @@ Status launch_align(const char* op, const AlignJob& j, Stream stream) {
   {
     namespace k = detail::kernels::moe_align_count;
     k::Args a{j.topk_ids, j.expert_map, l.chunk_counts, j.sorted_token_ids, numel, E,
-              static_cast<int32_t>(max_padded)};
+              static_cast<int32_t>(max_padded), map_len};
     AOTRITON_RETURN_IF_ERROR(k::launch(a, k::Functional{has_map, block_e, kAlignBlockT}, stream, nullptr));
   }
   {
@@ -96,8 +98,21 @@ Status launch_align(const char* op, const AlignJob& j, Stream stream) {
   }
   namespace k = detail::kernels::moe_align_scatter;
   k::Args a{j.topk_ids, j.expert_map, l.chunk_counts, l.expert_starts, j.sorted_token_ids, j.expert_ids,
-            numel, E, j.block_size, static_cast<int32_t>(num_blocks)};
+            numel, E, j.block_size, static_cast<int32_t>(num_blocks), map_len};
   return k::launch(a, k::Functional{has_map, block_e, kAlignBlockT}, stream, nullptr);
+}
+
+Status check_expert_map(const char* op, const TensorView<1>& map, int64_t num_experts) {
+  if (!map.data) return Status::kSuccess;
+  AOTRITON_RETURN_IF_ERROR(check_tensor(op, "expert_map", map));
+  AOTRITON_RETURN_IF_ERROR(check_dtype(op, "expert_map", map.dtype, DType::kInt32));
+  if (!is_contiguous(map)) return fail(Status::kInvalidArgument, std::string(op) + ": expert_map must be contiguous");
+  if (map.size(0) < num_experts)
+    return fail(Status::kInvalidArgument, std::string(op) + ": expert_map has " + std::to_string(map.size(0)) +
+                                              " entries but maps onto " + std::to_string(num_experts) +
+                                              " local experts; it needs one entry per global expert (at least " +
+                                              std::to_string(num_experts) + ")");
+  return check_i32(op, "expert_map length", map.size(0));
 }
 
 }  // namespace internal
@@ -184,9 +199,7 @@ Status moe_align_block_size(const MoeAlignParams& p, Stream stream, const Kernel
   AOTRITON_RETURN_IF_ERROR(
       check_int_vector(op, "expert_ids", p.expert_ids, internal::cdiv(max_padded, p.block_size)));
   AOTRITON_RETURN_IF_ERROR(check_int_vector(op, "num_tokens_post_padded", p.num_tokens_post_padded, 1));
-  if (p.expert_map.data) {
-    AOTRITON_RETURN_IF_ERROR(check_int_vector(op, "expert_map", p.expert_map, 1));
-  }
+  AOTRITON_RETURN_IF_ERROR(internal::check_expert_map(op, p.expert_map, p.num_experts));
   AOTRITON_RETURN_IF_ERROR(internal::check_workspace(op, p.workspace, p.workspace_bytes,
                                                      moe_align_workspace_size(numel, p.num_experts)));
   internal::AlignJob j{static_cast<const int32_t*>(p.topk_ids.data),
@@ -197,7 +210,8 @@ Status moe_align_block_size(const MoeAlignParams& p, Stream stream, const Kernel
                        static_cast<int32_t*>(p.sorted_token_ids.data),
                        static_cast<int32_t*>(p.expert_ids.data),
                        static_cast<int32_t*>(p.num_tokens_post_padded.data),
-                       p.workspace};
+                       p.workspace,
+                       p.expert_map.data ? p.expert_map.size(0) : 0};
   (void)options;  // several launches: a forced config name would not fit them all
   return internal::launch_align(op, j, stream);
 } catch (...) {
