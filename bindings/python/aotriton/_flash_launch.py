@@ -3,9 +3,10 @@ implementations) and the eager launches into pyaotriton on real CUDA tensors."""
 import pyaotriton as _C
 import torch
 
-from ._glue import launch_env, opt_view, view
+from ._glue import _DTYPES, launch_env, view
 
 _FP32, _INT8 = torch.float32, torch.int8
+_FP32_CODE = _DTYPES[_FP32]
 _attn_fwd, _attn_fwd_varlen = _C.attn_fwd, _C.attn_fwd_varlen
 _attn_bwd, _attn_bwd_varlen = _C.attn_bwd, _C.attn_bwd_varlen
 
@@ -18,11 +19,11 @@ def fwd_outputs(q, k, return_mask, varlen):
     out = torch.empty_like(q)
     if varlen is None:
         B, Sq, Hq, _ = q.shape
-        lse = q.new_empty((B, Hq, Sq), dtype=_FP32)
+        lse = q.new_empty(B, Hq, Sq, dtype=_FP32)
         mask_shape = (B, Hq, Sq, k.shape[1])
     else:
         Hq = q.shape[1]
-        lse = q.new_empty((Hq, q.shape[0]), dtype=_FP32)
+        lse = q.new_empty(Hq, q.shape[0], dtype=_FP32)
         mask_shape = (varlen[0].shape[0] - 1, Hq, varlen[2], varlen[3])
     mask = q.new_zeros(mask_shape, dtype=_INT8) if return_mask else None
     return out, lse, mask
@@ -30,20 +31,25 @@ def fwd_outputs(q, k, return_mask, varlen):
 
 def fwd(q, k, v, seed, offset, scale, causal, dropout_p, return_mask, force_config, varlen):
     """Eager forward: (out, lse, mask or None). seed/offset are the philox
-    int64 device tensors (None when dropout is off and no mask is asked for)."""
+    int64 device tensors (None when dropout is off and no mask is asked for).
+    Hot path: the output views skip the dtype lookup and reuse q's shape."""
     out, lse, mask = fwd_outputs(q, k, return_mask, varlen)
+    qv = view(q, "q")
+    out_v = (out.data_ptr(), qv[1], out.stride(), qv[3])
+    lse_v = (lse.data_ptr(), lse.shape, lse.stride(), _FP32_CODE)
     seed_ptr = seed.data_ptr() if seed is not None else 0
     off_ptr = offset.data_ptr() if offset is not None else 0
+    mask_v = None if mask is None else view(mask, "dropout_mask")
     stream, guard = launch_env(q)
     with guard:
         if varlen is None:
-            _attn_fwd(view(q, "q"), view(k, "k"), view(v, "v"), view(out, "out"), view(lse, "lse"), scale, causal,
-                      dropout_p, seed_ptr, off_ptr, opt_view(mask, "dropout_mask"), stream, force_config)
+            _attn_fwd(qv, view(k, "k"), view(v, "v"), out_v, lse_v, scale, causal, dropout_p, seed_ptr, off_ptr,
+                      mask_v, stream, force_config)
         else:
             cu_q, cu_k, max_q, max_k = varlen
-            _attn_fwd_varlen(view(q, "q"), view(k, "k"), view(v, "v"), view(out, "out"), view(lse, "lse"),
-                             cu_q.data_ptr(), cu_k.data_ptr(), cu_q.shape[0] - 1, max_q, max_k, scale, causal,
-                             dropout_p, seed_ptr, off_ptr, opt_view(mask, "dropout_mask"), stream, force_config)
+            _attn_fwd_varlen(qv, view(k, "k"), view(v, "v"), out_v, lse_v, cu_q.data_ptr(), cu_k.data_ptr(),
+                             cu_q.shape[0] - 1, max_q, max_k, scale, causal, dropout_p, seed_ptr, off_ptr, mask_v,
+                             stream, force_config)
     return out, lse, mask
 
 

@@ -75,14 +75,19 @@ def check_rank(t, rank: int, name: str, what: str) -> None:
 
 # --- views and launch environment (eager, real tensors) ---------------------------------------
 def view(t: torch.Tensor, name: str):
-    """(data_ptr, sizes, strides, dtype code) for the C++ TensorView."""
+    """(data_ptr, sizes, strides, dtype code) for the C++ TensorView. The
+    public functions have checked the device already (check_same_device)."""
     code = _DTYPES.get(t.dtype)
     if code is None:
-        check_cuda(t, name)
         raise ValueError(f"{name}: dtype {t.dtype} is not supported by aotriton")
-    if not t.is_cuda:
-        check_cuda(t, name)
     return (t.data_ptr(), t.shape, t.stride(), code)
+
+
+def dtype_code(t, name: str) -> int:
+    code = _DTYPES.get(t.dtype)
+    if code is None:
+        raise ValueError(f"{name}: dtype {t.dtype} is not supported by aotriton")
+    return code
 
 
 def opt_view(t, name):

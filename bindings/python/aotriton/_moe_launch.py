@@ -7,6 +7,7 @@ import torch
 from ._glue import launch_env, opt_view, view
 
 _UINT8 = torch.uint8
+_act_and_mul = _C.act_and_mul
 
 
 def workspace(nbytes, like, ws, name="workspace"):
@@ -21,7 +22,7 @@ def workspace(nbytes, like, ws, name="workspace"):
 def act_and_mul(out, x, activation, force_config):
     stream, guard = launch_env(x)
     with guard:
-        return _C.act_and_mul(view(out, "out"), view(x, "input"), activation, stream, force_config)
+        return _act_and_mul(view(out, "out"), view(x, "input"), activation, stream, force_config)
 
 
 def moe_sum(out, x, force_config):

@@ -19,11 +19,11 @@ _INT64, _INT32 = torch.int64, torch.int32
 
 
 def _causal_code(causal, causal_type):
-    if causal_type is not None:
-        if causal_type not in _CAUSAL_NAMES:
-            raise ValueError(f"causal_type must be one of {sorted(_CAUSAL_NAMES)}, got {causal_type!r}")
-        return _CAUSAL_NAMES[causal_type]
-    return CAUSAL_BOTTOM_RIGHT if causal else CAUSAL_NONE  # flash-attn's causal is bottom-right aligned
+    if causal_type is None:
+        return CAUSAL_BOTTOM_RIGHT if causal else CAUSAL_NONE  # flash-attn's causal is bottom-right aligned
+    if causal_type not in _CAUSAL_NAMES:
+        raise ValueError(f"causal_type must be one of {sorted(_CAUSAL_NAMES)}, got {causal_type!r}")
+    return _CAUSAL_NAMES[causal_type]
 
 
 def philox_state(device, seed=None, offset=0, generator=None):
@@ -54,6 +54,19 @@ def _unsupported(window_size, softcap, alibi_slopes, block_table=None):
         raise NotImplementedError("aotriton flash attention: ALiBi (alibi_slopes) is not supported")
     if block_table is not None:
         raise NotImplementedError("aotriton flash attention: paged KV cache (block_table) is not supported")
+
+
+def _check_qkv(q, k, v, rank, what, names=("q", "k", "v")):
+    """One device, a CUDA one, and the rank; the slow checks only name the culprit."""
+    try:
+        d = q.get_device()
+        ok = d >= 0 and k.get_device() == d and v.get_device() == d and q.dim() == k.dim() == v.dim() == rank
+    except AttributeError:
+        ok = False
+    if not ok:
+        check_same_device(zip(names, (q, k, v)))
+        for name, t in zip(names, (q, k, v)):
+            check_rank(t, rank, name, what)
 
 
 def _check_philox(philox, q):
@@ -136,13 +149,15 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, wi
     force_config: run this forward tuning config (the gradient still flows).
     num_heads of q must be a multiple of k/v's (GQA/MQA).
     """
-    _unsupported(window_size, softcap, alibi_slopes)
-    check_same_device((("q", q), ("k", k), ("v", v)))
-    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
-        for name, t in (("q", q), ("k", k), ("v", v)):
-            check_rank(t, 4, name, "(batch, seqlen, heads, head_dim)")
-    return _run(q, k, v, dropout_p, softmax_scale, _causal_code(causal, causal_type), return_attn_probs, return_lse,
-                return_dropout_mask, philox, force_config, None)
+    if window_size is not _NO_WINDOW or softcap or alibi_slopes is not None:
+        _unsupported(window_size, softcap, alibi_slopes)
+    _check_qkv(q, k, v, 4, "(batch, seqlen, heads, head_dim)")
+    causal_code = _causal_code(causal, causal_type)
+    if dropout_p or return_attn_probs or return_lse or return_dropout_mask or philox is not None:
+        return _run(q, k, v, dropout_p, softmax_scale, causal_code, return_attn_probs, return_lse,
+                    return_dropout_mask, philox, force_config, None)
+    scale = q.shape[-1] ** -0.5 if softmax_scale is None else float(softmax_scale)
+    return _forward(q, k, v, None, scale, causal_code, 0.0, False, force_config, None)[0]  # the common call
 
 
 def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
@@ -157,9 +172,8 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     raises NotImplementedError.
     """
     _unsupported(window_size, softcap, alibi_slopes, block_table)
-    check_same_device((("q", q), ("k", k), ("v", v), ("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)))
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        check_rank(t, 3, name, "(total_tokens, heads, head_dim)")
+    _check_qkv(q, k, v, 3, "(total_tokens, heads, head_dim)")
+    check_same_device((("q", q), ("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)))
     _check_varlen(cu_seqlens_q, cu_seqlens_k)
     varlen = (cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k))
     return _run(q, k, v, dropout_p, softmax_scale, _causal_code(causal, causal_type), return_attn_probs, return_lse,
@@ -198,9 +212,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if attn_mask is not None:
         raise NotImplementedError("aotriton scaled_dot_product_attention: attn_mask is not supported "
                                   "(use is_causal, or attn_mask=None)")
-    check_same_device((("query", query), ("key", key), ("value", value)))
-    for name, t in (("query", query), ("key", key), ("value", value)):
-        check_rank(t, 4, name, "(batch, heads, seqlen, head_dim)")
+    _check_qkv(query, key, value, 4, "(batch, heads, seqlen, head_dim)", ("query", "key", "value"))
     if query.shape[1] != key.shape[1] and not enable_gqa:
         raise ValueError("query and key head counts differ: pass enable_gqa=True for GQA/MQA")
     q, k, v = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)

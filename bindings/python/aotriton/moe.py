@@ -16,26 +16,32 @@ QUANT_NONE, QUANT_FP8_TENSOR, QUANT_FP8_BLOCK = 0, 1, 2
 _ACTIVATIONS = {"silu": SILU, "gelu": GELU, "gelu_tanh": GELU_TANH}
 _FP8, _FP32, _INT32 = torch.float8_e4m3fn, torch.float32, torch.int32
 _ops = torch.ops.aotriton
-
-
-def _device(t, name):
-    try:
-        return t.get_device()
-    except AttributeError:
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}") from None
+_grad_enabled = torch.is_grad_enabled
 
 
 def _same_device(*named):
-    """named: name, tensor, name, tensor... (tensors may be None). Fast when all agree."""
-    d = _device(named[1], named[0])
-    for i in range(3, len(named), 2):
-        t = named[i]
-        if t is not None and _device(t, named[i - 1]) != d:
-            break
-    else:
+    """named: name, tensor, name, tensor... (tensors may be None): all on one
+    CUDA device, else the error names them. Fast when all agree."""
+    try:
+        d = named[1].get_device()
         if d >= 0:
-            return
+            for t in named[3::2]:
+                if t is not None and t.get_device() != d:
+                    break
+            else:
+                return
+    except AttributeError:
+        pass
     check_same_device(zip(named[0::2], named[1::2]))
+
+
+def _not_differentiable(op, *tensors):
+    """The MoE operators have no backward: refuse rather than return an output without a gradient."""
+    if _grad_enabled():
+        for t in tensors:
+            if t is not None and t.requires_grad:
+                raise NotImplementedError(f"aotriton {op} has no backward: call it under torch.no_grad() / "
+                                          f"torch.inference_mode(), or on tensors that do not require grad")
 
 
 # ---------------------------------------------------------------------------
@@ -45,8 +51,10 @@ def _act_and_mul(x, activation, out, force_config):
     _same_device("input", x, "out", out)
     if x.dim() != 2:
         raise ValueError(f"input must be 2-D [tokens, 2 * N], got shape {tuple(x.shape)}")
+    _not_differentiable("act_and_mul", x)
     if out is None:
-        out = x.new_empty((x.shape[0], x.shape[1] // 2))
+        M, N2 = x.shape
+        out = x.new_empty(M, N2 // 2)
     if traced(x):
         _ops.act_and_mul(out, x, activation, force_config)
     else:
@@ -70,6 +78,7 @@ def moe_sum(x: torch.Tensor, out=None, *, force_config=None) -> torch.Tensor:
     """Sum over the top-k axis: [M, topk, H] -> [M, H]."""
     _same_device("input", x, "out", out)
     check_rank(x, 3, "input", "[tokens, topk, hidden]")
+    _not_differentiable("moe_sum", x)
     if out is None:
         out = x.new_empty((x.shape[0], x.shape[2]))
     if traced(x):
@@ -87,6 +96,7 @@ def topk_softmax(gating_output, topk, renormalize=False, *, topk_weights=None, t
     (topk_weights fp32 [M, topk], topk_ids int32 [M, topk])."""
     _same_device("gating_output", gating_output, "topk_weights", topk_weights, "topk_ids", topk_ids)
     check_rank(gating_output, 2, "gating_output", "[tokens, experts]")
+    _not_differentiable("topk_softmax", gating_output)
     M = gating_output.shape[0]
     if topk_weights is None:
         topk_weights = gating_output.new_empty((M, topk), dtype=_FP32)
@@ -155,6 +165,7 @@ def invoke_fused_moe_kernel(A, B, C, topk_weights, sorted_token_ids, expert_ids,
                  "B_scale", B_scale)
     if A.dim() != 2 or B.dim() != 3 or C.dim() != 2:
         raise ValueError("A must be 2-D [rows, K], B 3-D [E, N, K] and C 2-D [slots, N]")
+    _not_differentiable("invoke_fused_moe_kernel", A, B, topk_weights)
     if quant == QUANT_FP8_TENSOR:
         A_scale = None if A_scale is None else A_scale.reshape(1, -1)
         B_scale = None if B_scale is None else B_scale.reshape(-1, 1, 1)
@@ -247,6 +258,7 @@ def _prepare(hidden_states, w1, w2, topk_weights, topk_ids, quant, w1_scale, w2_
                  "expert_map", expert_map)
     if hidden_states.dim() != 2 or w1.dim() != 3 or w2.dim() != 3:
         raise ValueError("hidden_states must be 2-D [M, K], w1 3-D [E, 2N, K] and w2 3-D [E, K, N]")
+    _not_differentiable("fused_experts", hidden_states, w1, w2, topk_weights)
     if global_num_experts not in (-1, None):
         have = w1.shape[0] if expert_map is None else expert_map.shape[0]
         if global_num_experts != have:
