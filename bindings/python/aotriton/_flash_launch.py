@@ -3,7 +3,7 @@ implementations) and the eager launches into pyaotriton on real CUDA tensors."""
 import pyaotriton as _C
 import torch
 
-from ._glue import _DTYPES, launch_env, view
+from ._glue import _DTYPES, eager_stream, launch_env, view
 
 _FP32, _INT8 = torch.float32, torch.int8
 _FP32_CODE = _DTYPES[_FP32]
@@ -27,6 +27,25 @@ def fwd_outputs(q, k, return_mask, varlen):
         mask_shape = (varlen[0].shape[0] - 1, Hq, varlen[2], varlen[3])
     mask = q.new_zeros(mask_shape, dtype=_INT8) if return_mask else None
     return out, lse, mask
+
+
+def fwd_plain(q, k, v, softmax_scale, causal, force_config):
+    """The common eager call, kept short: batched, no dropout, no mask; returns out.
+    Reads q's shape once and builds lse's view from it (new_empty is contiguous)."""
+    qv = view(q, "q")
+    shape = qv[1]
+    B, Sq, Hq, D = shape
+    scale = D ** -0.5 if softmax_scale is None else float(softmax_scale)
+    stream = eager_stream(q)
+    if stream is None:
+        with torch.cuda.device(q.get_device()):
+            return fwd_plain(q, k, v, softmax_scale, causal, force_config)
+    out = torch.empty_like(q)
+    lse = q.new_empty(B, Hq, Sq, dtype=_FP32)
+    _attn_fwd(qv, view(k, "k"), view(v, "v"), (out.data_ptr(), shape, out.stride(), qv[3]),
+              (lse.data_ptr(), (B, Hq, Sq), (Hq * Sq, Sq, 1), _FP32_CODE), scale, causal, 0.0, 0, 0, None, stream,
+              force_config)
+    return out
 
 
 def fwd(q, k, v, seed, offset, scale, causal, dropout_p, return_mask, force_config, varlen):

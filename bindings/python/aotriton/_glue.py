@@ -94,6 +94,19 @@ def opt_view(t, name):
     return None if t is None else view(t, name)
 
 
+def eager_stream(t: torch.Tensor):
+    """Raw handle of the current stream of t's device, or None when the launch
+    needs a device guard: the default stream (handle 0) means "the current
+    context", which must then be t's. Callers re-enter themselves under
+    torch.cuda.device(t.get_device()) for None (rare), so the common path has
+    no context manager."""
+    index = t.get_device()
+    stream = _raw_stream(index)
+    if stream == 0 and index != _current_device():
+        return None
+    return stream
+
+
 def launch_env(t: torch.Tensor):
     """(stream handle, device guard) for launching on t's device.
 

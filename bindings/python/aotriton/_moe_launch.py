@@ -4,7 +4,7 @@ is allocated here, so the traced custom ops never need its size up front."""
 import pyaotriton as _C
 import torch
 
-from ._glue import launch_env, opt_view, view
+from ._glue import eager_stream, launch_env, opt_view, view
 
 _UINT8 = torch.uint8
 _act_and_mul = _C.act_and_mul
@@ -20,9 +20,11 @@ def workspace(nbytes, like, ws, name="workspace"):
 
 
 def act_and_mul(out, x, activation, force_config):
-    stream, guard = launch_env(x)
-    with guard:
-        return _act_and_mul(view(out, "out"), view(x, "input"), activation, stream, force_config)
+    stream = eager_stream(x)
+    if stream is None:
+        with torch.cuda.device(x.get_device()):
+            return act_and_mul(out, x, activation, force_config)
+    return _act_and_mul(view(out, "out"), view(x, "input"), activation, stream, force_config)
 
 
 def moe_sum(out, x, force_config):

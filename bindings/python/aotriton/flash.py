@@ -152,12 +152,17 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, wi
     if window_size is not _NO_WINDOW or softcap or alibi_slopes is not None:
         _unsupported(window_size, softcap, alibi_slopes)
     _check_qkv(q, k, v, 4, "(batch, seqlen, heads, head_dim)")
-    causal_code = _causal_code(causal, causal_type)
+    if causal_type is None:
+        causal_code = CAUSAL_BOTTOM_RIGHT if causal else CAUSAL_NONE
+    else:
+        causal_code = _causal_code(causal, causal_type)
     if dropout_p or return_attn_probs or return_lse or return_dropout_mask or philox is not None:
         return _run(q, k, v, dropout_p, softmax_scale, causal_code, return_attn_probs, return_lse,
                     return_dropout_mask, philox, force_config, None)
-    scale = q.shape[-1] ** -0.5 if softmax_scale is None else float(softmax_scale)
-    return _forward(q, k, v, None, scale, causal_code, 0.0, False, force_config, None)[0]  # the common call
+    if traced(q) or (_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
+        scale = q.shape[-1] ** -0.5 if softmax_scale is None else float(softmax_scale)
+        return _forward(q, k, v, None, scale, causal_code, 0.0, False, force_config, None)[0]
+    return L.fwd_plain(q, k, v, softmax_scale, causal_code, force_config)  # the common eager call
 
 
 def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,

@@ -51,7 +51,8 @@ def _act_and_mul(x, activation, out, force_config):
     _same_device("input", x, "out", out)
     if x.dim() != 2:
         raise ValueError(f"input must be 2-D [tokens, 2 * N], got shape {tuple(x.shape)}")
-    _not_differentiable("act_and_mul", x)
+    if x.requires_grad:
+        _not_differentiable("act_and_mul", x)
     if out is None:
         M, N2 = x.shape
         out = x.new_empty(M, N2 // 2)
