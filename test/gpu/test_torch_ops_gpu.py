@@ -256,7 +256,10 @@ def test_export_block_matches_eager():
         for p in block.parameters():
             p.requires_grad_(False)
         ep = torch.export.export(block, (x,))
-        targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+        calls = [n for n in ep.graph.nodes if n.op == "call_function"]
+        # a mutating op may also appear functionalized, as an argument of auto_functionalized
+        targets = {str(n.target) for n in calls} | {str(a) for n in calls for a in n.args
+                                                     if isinstance(a, torch._ops.OpOverload)}
         assert any("aotriton.attn_fwd" in t for t in targets), targets
         assert any("aotriton.fused_experts" in t for t in targets), targets
         x2 = rnd(2, 32, 256)
