@@ -439,3 +439,65 @@ def test_compiled_autograd_goes_through_the_ops(reference_extension):
     assert torch.allclose(out.double(), 2 * ref, atol=1e-5)
     for g, w in zip(grads, want):
         assert torch.allclose(g.double(), w, atol=1e-5)
+
+
+@pytest.fixture
+def reference_moe(monkeypatch, reference_extension):
+    """topk_softmax and fused_experts computed in float64 on CPU tensors; device checks relaxed."""
+    from aotriton import _flash_launch, _moe_launch, flash, moe
+
+    def topk_softmax(topk_weights, topk_ids, gating_output, renormalize, force_config):
+        w, ids = torch.softmax(gating_output.double(), -1).topk(topk_weights.shape[1], -1)
+        topk_weights.copy_(w / w.sum(-1, keepdim=True) if renormalize else w)
+        topk_ids.copy_(ids)
+
+    def fused_experts(out, hidden, w1, w2, weights, ids, ws, activation, quant, *rest):
+        out.copy_(_ref_moe(hidden, w1, w2, weights, ids))
+
+    def fwd_plain(q, k, v, softmax_scale, causal, force_config):
+        return _flash_launch.fwd(q, k, v, None, None, softmax_scale or q.shape[-1] ** -0.5, causal, 0.0, False,
+                                 force_config, None)[0]
+    monkeypatch.setattr(_moe_launch, "topk_softmax", topk_softmax)
+    monkeypatch.setattr(_moe_launch, "fused_experts", fused_experts)
+    monkeypatch.setattr(_flash_launch, "fwd_plain", fwd_plain)
+    for module in (flash, moe):  # CPU tensors stand in for CUDA ones
+        monkeypatch.setattr(module, "check_same_device", lambda named: None)
+
+
+def _ref_moe(x, w1, w2, weights, ids):
+    N = w2.shape[2]
+    h = torch.einsum("mk,mjnk->mjn", x.double(), w1.double()[ids.long()])
+    a = torch.nn.functional.silu(h[..., :N]) * h[..., N:]
+    return torch.einsum("mjn,mjkn,mj->mk", a, w2.double()[ids.long()], weights.double())
+
+
+def test_compiled_block_with_moe_traces_fullgraph(reference_moe):
+    torch.manual_seed(1)
+    E, N, K = 4, 8, 32
+    w1, w2 = torch.randn(E, 2 * N, K), torch.randn(E, K, N)
+
+    def block(x, gate):
+        q = x.view(2, 3, 2, 16)
+        h = x + aotriton.flash_attn_func(q, q, q, causal=True).reshape(6, K)
+        return h + aotriton.fused_moe(h, w1, w2, gate, 2, True)
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(str(gm.graph))
+        return gm.forward
+    x, gate = torch.randn(6, K), torch.randn(6, E)
+    try:
+        with torch.no_grad():
+            eager = block(x, gate)
+            compiled = torch.compile(block, backend=backend, fullgraph=True)(x, gate)
+    finally:
+        torch._dynamo.reset()
+    assert len(graphs) == 1
+    for op in ("aotriton.attn_fwd", "aotriton.topk_softmax", "aotriton.fused_experts"):
+        assert op in graphs[0], op
+    assert torch.allclose(compiled, eager, atol=1e-5)
+    ref_h = x.double() + _ref_attention(x.view(2, 3, 2, 16), x.view(2, 3, 2, 16), x.view(2, 3, 2, 16), 0.25,
+                                        2)[0].reshape(6, K)
+    w, ids = torch.softmax(gate.double(), -1).topk(2, -1)
+    ref = ref_h + _ref_moe(ref_h, w1, w2, w / w.sum(-1, keepdim=True), ids)
+    assert torch.allclose(eager.double(), ref, atol=1e-4)
