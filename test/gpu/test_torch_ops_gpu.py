@@ -342,7 +342,7 @@ FIRST_CALL_SCRIPT = textwrap.dedent("""
     x, logits = torch.randn(3, K, device=dev, dtype=torch.bfloat16), torch.randn(3, E, device=dev, dtype=torch.bfloat16)
     if sys.argv[1] == "preload":
         n = aotriton.preload(dtypes=(torch.bfloat16,), head_dims=(128,), moe_shapes=[(E, N, K, 2)],
-                             causal_types=("bottom_right",), misaligned=False)
+                             causal_types=("bottom_right",))
         assert n > 0, "preload loaded nothing"
     before = aotriton.module_load_count()
     g = torch.cuda.CUDAGraph()

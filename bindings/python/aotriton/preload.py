@@ -17,17 +17,11 @@ from .moe import fused_moe, gelu_and_mul, moe_sum, silu_and_mul
 _FLASH_CAUSAL = ("none", "top_left", "bottom_right")
 
 
-def _tiny(shape, dtype, device, misaligned):
-    """Random data; misaligned views start one element in (the runtime's unaligned functionals)."""
-    n = 1
-    for s in shape:
-        n *= s
-    flat = torch.randn(n + 1, dtype=torch.float32, device=device).to(dtype)
-    return (flat[1:] if misaligned else flat[:n]).view(shape)
-
-
-def _flash(dtype, head_dim, device, causal_types, dropout, backward, varlen, misaligned):
-    q, k, v = (_tiny((1, 16, 2, head_dim), dtype, device, misaligned).requires_grad_(backward) for _ in range(3))
+def _flash(dtype, head_dim, device, causal_types, dropout, backward, varlen):
+    # (B, S, H, D) contiguous: head dims that are not multiples of 8 take the
+    # unaligned functionals, as real tensors of that head dim do.
+    q, k, v = (torch.randn(1, 16, 2, head_dim, device=device, dtype=dtype).requires_grad_(backward)
+               for _ in range(3))
     cu = torch.tensor([0, 16], dtype=torch.int32, device=device)
     for causal_type in causal_types:
         for p in dropout:
@@ -52,21 +46,22 @@ def _moe(dtype, device, E, N, K, topk, activation, tokens):
     moe_sum(torch.randn(4, topk, K, device=device, dtype=dtype))
 
 
-def preload(dtypes=(torch.float16, torch.bfloat16), head_dims=(), *, moe_shapes=(), device=None,
-            causal_types=_FLASH_CAUSAL, dropout=(0.0,), backward=True, varlen=False, misaligned=True,
-            moe_activation="silu", moe_tokens=(1, 32, 256, 2048)):
+def preload(dtypes, head_dims=(), *, moe_shapes=(), device=None, causal_types=_FLASH_CAUSAL, dropout=(0.0,),
+            backward=True, varlen=False, moe_activation="silu", moe_tokens=(1, 32, 256, 2048)):
     """Load the modules of the functionals a model will use, before capturing it
     in a CUDA graph (or to keep module loading out of the first timed call).
 
     dtypes x head_dims: flash attention forward (and backward unless
-    backward=False) for every causal kind in causal_types and dropout rate in
-    dropout (add e.g. 0.1 to cover dropout), batched and, with varlen=True,
-    varlen; misaligned=True also covers tensors whose pointers or strides are
-    not 16-byte aligned. moe_shapes: (num_experts, N, K, topk) per MoE layer
-    (w1 [E, 2N, K], w2 [E, K, N]); fused_moe runs once per token count in
-    moe_tokens (they cover every GEMM block size and both alignment paths).
-    Every tuning config of each functional is loaded, not only those the tiny
-    calls pick. Returns the number of modules loaded by this call.
+    backward=False) for every causal kind in causal_types ("none", "top_left",
+    "bottom_right") and dropout rate in dropout (add e.g. 0.1 to cover dropout),
+    batched and, with varlen=True, varlen. moe_shapes: (num_experts, N, K, topk)
+    per fp16/bf16 MoE layer (w1 [E, 2N, K], w2 [E, K, N]); fused_moe runs once
+    per token count in moe_tokens (they cover every GEMM block size and both
+    alignment paths), plus silu_and_mul / gelu_and_mul and moe_sum. Not covered:
+    expert_map and fp8 layers (one eager call of each before the capture loads
+    them). Every tuning config of each functional is loaded, not only those the
+    tiny calls pick. A functional missing from this build raises, as the real
+    call would. Returns the number of modules loaded by this call.
     """
     device = torch.device("cuda", torch.cuda.current_device()) if device is None else torch.device(device)
     before = _C.module_load_count()
@@ -76,8 +71,7 @@ def preload(dtypes=(torch.float16, torch.bfloat16), head_dims=(), *, moe_shapes=
         with torch.cuda.device(device):
             for dtype in dtypes:
                 for head_dim in head_dims:
-                    for mis in ((False, True) if misaligned else (False,)):
-                        _flash(dtype, int(head_dim), device, causal_types, tuple(dropout), backward, varlen, mis)
+                    _flash(dtype, int(head_dim), device, tuple(causal_types), tuple(dropout), backward, varlen)
                 for E, N, K, topk in moe_shapes:
                     _moe(dtype, device, int(E), int(N), int(K), int(topk), moe_activation, moe_tokens)
             torch.cuda.synchronize(device)
