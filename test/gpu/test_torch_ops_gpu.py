@@ -409,7 +409,8 @@ def test_device_errors_launch_nothing():
         aotriton.flash_attn_func(q, q, q, 0.1, philox=(torch.zeros(1, dtype=I32, device=DEV),
                                                        torch.zeros(1, dtype=I64, device=DEV)))
     with pytest.raises(ValueError, match="philox offset must be a CUDA tensor"):
-        aotriton.flash_attn_func(q, q, q, 0.1, philox=(torch.zeros(1, dtype=I64, device=DEV), torch.zeros(1, dtype=I64)))
+        aotriton.flash_attn_func(q, q, q, 0.1, philox=(torch.zeros(1, dtype=I64, device=DEV),
+                                                       torch.zeros(1, dtype=I64)))
     cu = torch.tensor([0, 16], dtype=I32)
     with pytest.raises(ValueError, match="cu_seqlens_q must be a CUDA tensor"):
         aotriton.flash_attn_varlen_func(q[0], q[0], q[0], cu, cu.to(DEV), 16, 16)

@@ -3,7 +3,7 @@ implementations) and the eager launches into pyaotriton on real CUDA tensors."""
 import pyaotriton as _C
 import torch
 
-from ._glue import _DTYPES, eager_stream, launch_env, view
+from ._glue import _DTYPES, eager_stream, view
 
 _FP32, _INT8 = torch.float32, torch.int8
 _FP32_CODE = _DTYPES[_FP32]
@@ -52,6 +52,10 @@ def fwd(q, k, v, seed, offset, scale, causal, dropout_p, return_mask, force_conf
     """Eager forward: (out, lse, mask or None). seed/offset are the philox
     int64 device tensors (None when dropout is off and no mask is asked for).
     Hot path: the output views skip the dtype lookup and reuse q's shape."""
+    stream = eager_stream(q)
+    if stream is None:
+        with torch.cuda.device(q.get_device()):
+            return fwd(q, k, v, seed, offset, scale, causal, dropout_p, return_mask, force_config, varlen)
     out, lse, mask = fwd_outputs(q, k, return_mask, varlen)
     qv = view(q, "q")
     out_v = (out.data_ptr(), qv[1], out.stride(), qv[3])
@@ -59,16 +63,14 @@ def fwd(q, k, v, seed, offset, scale, causal, dropout_p, return_mask, force_conf
     seed_ptr = seed.data_ptr() if seed is not None else 0
     off_ptr = offset.data_ptr() if offset is not None else 0
     mask_v = None if mask is None else view(mask, "dropout_mask")
-    stream, guard = launch_env(q)
-    with guard:
-        if varlen is None:
-            _attn_fwd(qv, view(k, "k"), view(v, "v"), out_v, lse_v, scale, causal, dropout_p, seed_ptr, off_ptr,
-                      mask_v, stream, force_config)
-        else:
-            cu_q, cu_k, max_q, max_k = varlen
-            _attn_fwd_varlen(qv, view(k, "k"), view(v, "v"), out_v, lse_v, cu_q.data_ptr(), cu_k.data_ptr(),
-                             cu_q.shape[0] - 1, max_q, max_k, scale, causal, dropout_p, seed_ptr, off_ptr, mask_v,
-                             stream, force_config)
+    if varlen is None:
+        _attn_fwd(qv, view(k, "k"), view(v, "v"), out_v, lse_v, scale, causal, dropout_p, seed_ptr, off_ptr, mask_v,
+                  stream, force_config)
+    else:
+        cu_q, cu_k, max_q, max_k = varlen
+        _attn_fwd_varlen(qv, view(k, "k"), view(v, "v"), out_v, lse_v, cu_q.data_ptr(), cu_k.data_ptr(),
+                         cu_q.shape[0] - 1, max_q, max_k, scale, causal, dropout_p, seed_ptr, off_ptr, mask_v, stream,
+                         force_config)
     return out, lse, mask
 
 
@@ -78,6 +80,10 @@ def bwd_outputs(q, k, v):
 
 def bwd(dout, q, k, v, out, lse, seed, offset, scale, causal, dropout_p, force_config, varlen):
     """Eager backward: (dq, dk, dv), each with the dtype, shape and strides of q, k, v."""
+    stream = eager_stream(q)
+    if stream is None:
+        with torch.cuda.device(q.get_device()):
+            return bwd(dout, q, k, v, out, lse, seed, offset, scale, causal, dropout_p, force_config, varlen)
     if dout.stride(-1) != 1:
         dout = dout.contiguous()
     dq, dk, dv = bwd_outputs(q, k, v)
@@ -87,12 +93,10 @@ def bwd(dout, q, k, v, out, lse, seed, offset, scale, causal, dropout_p, force_c
     off_ptr = offset.data_ptr() if dropout else 0
     args = [view(t, n) for t, n in ((q, "q"), (k, "k"), (v, "v"), (out, "out"), (dout, "dout"), (lse, "lse"),
                                     (dq, "dq"), (dk, "dk"), (dv, "dv"), (delta, "delta"))]
-    stream, guard = launch_env(q)
-    with guard:
-        if varlen is None:
-            _attn_bwd(*args, scale, causal, dropout_p, seed_ptr, off_ptr, stream, force_config)
-        else:
-            cu_q, cu_k, max_q, max_k = varlen
-            _attn_bwd_varlen(*args, cu_q.data_ptr(), cu_k.data_ptr(), cu_q.shape[0] - 1, max_q, max_k, scale,
-                             causal, dropout_p, seed_ptr, off_ptr, stream, force_config)
+    if varlen is None:
+        _attn_bwd(*args, scale, causal, dropout_p, seed_ptr, off_ptr, stream, force_config)
+    else:
+        cu_q, cu_k, max_q, max_k = varlen
+        _attn_bwd_varlen(*args, cu_q.data_ptr(), cu_k.data_ptr(), cu_q.shape[0] - 1, max_q, max_k, scale, causal,
+                         dropout_p, seed_ptr, off_ptr, stream, force_config)
     return dq, dk, dv

@@ -4,8 +4,6 @@ This is on every eager call's path, so it avoids Python-level torch objects
 where a raw value does (stream handle, device index) and binds the torch
 functions it calls to module globals (no attribute lookups per call).
 """
-import contextlib
-
 import pyaotriton as _C
 import torch
 
@@ -25,7 +23,6 @@ _DTYPES = {
 _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None) or (
     lambda index: torch.cuda.current_stream(index).cuda_stream)
 _current_device = getattr(torch._C, "_cuda_getDevice", None) or torch.cuda.current_device
-_NO_GUARD = contextlib.nullcontext()
 
 # --- eager fast path or custom op --------------------------------------------------------------
 _is_compiling = torch.compiler.is_compiling
@@ -105,19 +102,6 @@ def eager_stream(t: torch.Tensor):
     if stream == 0 and index != _current_device():
         return None
     return stream
-
-
-def launch_env(t: torch.Tensor):
-    """(stream handle, device guard) for launching on t's device.
-
-    A non-default stream carries its context, so no guard is needed; the
-    default stream (handle 0) means "current context", which must be t's.
-    """
-    index = t.get_device()
-    stream = _raw_stream(index)
-    if stream == 0 and index != _current_device():
-        return stream, torch.cuda.device(index)
-    return stream, _NO_GUARD
 
 
 def stream_of(t: torch.Tensor) -> int:
