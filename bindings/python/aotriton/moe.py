@@ -48,10 +48,16 @@ def _not_differentiable(op, *tensors):
 # Elementwise
 # ---------------------------------------------------------------------------
 def _act_and_mul(x, activation, out, force_config):
-    _same_device("input", x, "out", out)
-    if x.dim() != 2:
-        raise ValueError(f"input must be 2-D [tokens, 2 * N], got shape {tuple(x.shape)}")
-    if x.requires_grad:
+    # The plain case in one expression (silu_and_mul's host time is a target);
+    # anything else takes the checks that name the problem.
+    try:
+        d = x.get_device()
+        plain = d >= 0 and x.dim() == 2 and not x.requires_grad and (out is None or out.get_device() == d)
+    except AttributeError:
+        plain = False
+    if not plain:
+        _same_device("input", x, "out", out)
+        check_rank(x, 2, "input", "[tokens, 2 * N]")
         _not_differentiable("act_and_mul", x)
     if out is None:
         M, N2 = x.shape
