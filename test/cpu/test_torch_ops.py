@@ -501,3 +501,27 @@ def test_compiled_block_with_moe_traces_fullgraph(reference_moe):
     w, ids = torch.softmax(gate.double(), -1).topk(2, -1)
     ref = ref_h + _ref_moe(ref_h, w1, w2, w / w.sum(-1, keepdim=True), ids)
     assert torch.allclose(eager.double(), ref, atol=1e-4)
+
+
+def test_eager_calls_skip_the_dispatcher(monkeypatch):
+    """Plain eager calls launch through the extension directly, never through torch.ops.aotriton."""
+    from aotriton import _flash_launch, _glue, _moe_launch, moe
+
+    monkeypatch.setattr(torch.Tensor, "get_device", lambda self: 0)  # CPU tensors pose as cuda:0
+    for module in (_glue, _moe_launch):
+        monkeypatch.setattr(module, "_raw_stream", lambda index: 0)
+        monkeypatch.setattr(module, "_current_device", lambda: 0)
+    launched = []
+    monkeypatch.setattr(_flash_launch, "_attn_fwd", lambda *args: launched.append("attn_fwd"))
+    monkeypatch.setattr(_moe_launch, "_act_and_mul", lambda *args: launched.append("act_and_mul"))
+
+    class NoOps:
+        def __getattr__(self, name):
+            pytest.fail(f"an eager call went through torch.ops.aotriton.{name}")
+    monkeypatch.setattr(torch.ops, "aotriton", NoOps())
+    monkeypatch.setattr(moe, "_ops", NoOps())
+    q = torch.randn(1, 8, 2, 64, dtype=F16)
+    out = aotriton.flash_attn_func(q, q, q, causal=True)
+    assert out.shape == q.shape
+    assert aotriton.silu_and_mul(torch.randn(3, 64, dtype=F16)).shape == (3, 32)
+    assert launched == ["attn_fwd", "act_and_mul"]

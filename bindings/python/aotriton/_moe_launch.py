@@ -6,7 +6,7 @@ one (see _glue.eager_stream)."""
 import pyaotriton as _C
 import torch
 
-from ._glue import eager_stream, opt_view, view
+from ._glue import _DTYPES, _current_device, _raw_stream, eager_stream, opt_view, view
 
 _UINT8 = torch.uint8
 _act_and_mul = _C.act_and_mul
@@ -22,11 +22,17 @@ def workspace(nbytes, like, ws, name="workspace"):
 
 
 def act_and_mul(out, x, activation, force_config):
-    stream = eager_stream(x)
-    if stream is None:
-        with torch.cuda.device(x.get_device()):
+    # silu_and_mul's host time is a target: eager_stream and view written out.
+    index = x.get_device()
+    stream = _raw_stream(index)
+    if stream == 0 and index != _current_device():
+        with torch.cuda.device(index):
             return act_and_mul(out, x, activation, force_config)
-    return _act_and_mul(view(out, "out"), view(x, "input"), activation, stream, force_config)
+    code_x, code_out = _DTYPES.get(x.dtype), _DTYPES.get(out.dtype)
+    if code_x is None or code_out is None:
+        view(x, "input"), view(out, "out")  # raises, naming the tensor
+    return _act_and_mul((out.data_ptr(), out.shape, out.stride(), code_out),
+                        (x.data_ptr(), x.shape, x.stride(), code_x), activation, stream, force_config)
 
 
 def moe_sum(out, x, force_config):

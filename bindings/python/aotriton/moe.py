@@ -9,7 +9,7 @@ import torch
 
 from . import _moe_launch as L
 from . import _moe_ops  # noqa: F401  (registers torch.ops.aotriton.*)
-from ._glue import check_cuda, check_rank, check_same_device, traced
+from ._glue import _PLAIN, _dispatch_modes, _is_compiling, check_cuda, check_rank, check_same_device, traced
 
 SILU, GELU, GELU_TANH = 0, 1, 2
 QUANT_NONE, QUANT_FP8_TENSOR, QUANT_FP8_BLOCK = 0, 1, 2
@@ -62,7 +62,7 @@ def _act_and_mul(x, activation, out, force_config):
     if out is None:
         M, N2 = x.shape
         out = x.new_empty(M, N2 // 2)
-    if traced(x):
+    if _is_compiling() or type(x) not in _PLAIN or _dispatch_modes():  # traced(x), inline
         _ops.act_and_mul(out, x, activation, force_config)
     else:
         L.act_and_mul(out, x, activation, force_config)
