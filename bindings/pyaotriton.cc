@@ -14,6 +14,8 @@ NB_MODULE(pyaotriton, m) {
   m.def("build_kernels", &aotriton::build_kernels);
   m.def("module_load_count", &aotriton::module_load_count);
   m.def("image_dir", &aotriton::image_dir);
+  m.def("set_load_all_configs", &aotriton::set_load_all_configs, nb::arg("on"));
+  m.def("load_all_configs", &aotriton::load_all_configs);
   m.def(
       "set_image_dir",
       [](std::optional<std::string> path) { raise_if_error(aotriton::set_image_dir(path ? path->c_str() : nullptr)); },

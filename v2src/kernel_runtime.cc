@@ -12,12 +12,15 @@ inline namespace AOTRITON_ABI_NAMESPACE {
 
 namespace {
 std::atomic<uint64_t> g_module_loads{0};
+std::atomic<bool> g_load_all_configs{false};
 
 // Above this, dynamic shared memory must be opted in per function.
 constexpr uint32_t kDefaultSharedLimit = 48 * 1024;
 }  // namespace
 
 uint64_t module_load_count() noexcept { return g_module_loads.load(std::memory_order_relaxed); }
+void set_load_all_configs(bool on) noexcept { g_load_all_configs.store(on, std::memory_order_relaxed); }
+bool load_all_configs() noexcept { return g_load_all_configs.load(std::memory_order_relaxed); }
 
 namespace detail {
 
@@ -39,6 +42,24 @@ class ContextScope {
  private:
   const CudaDriver* cu_;
   bool pushed_;
+};
+
+// Module loading is not a stream operation, but in the default (global)
+// capture mode CUDA may refuse it while any stream is capturing; relaxed mode
+// for this thread lets a first call inside a capture load its module.
+class RelaxedCaptureScope {
+ public:
+  explicit RelaxedCaptureScope(const CudaDriver* cu) : cu_(cu), mode_(CU_STREAM_CAPTURE_MODE_RELAXED) {
+    ok_ = cu_->cuThreadExchangeStreamCaptureMode(&mode_) == CUDA_SUCCESS;
+  }
+  ~RelaxedCaptureScope() {
+    if (ok_) cu_->cuThreadExchangeStreamCaptureMode(&mode_);
+  }
+
+ private:
+  const CudaDriver* cu_;
+  CUstreamCaptureMode mode_;
+  bool ok_;
 };
 
 std::string arch_list(const FunctionalSlot& slot) {
@@ -117,9 +138,8 @@ Status open_store(const FunctionalSlot& slot, const ArchVariant& v, const ImageS
   return Status::kSuccess;
 }
 
-Status load_kernel(const FunctionalSlot& slot, const LaunchTarget& t, uint32_t config, const LoadedKernel** out) {
-  SlotState& st = *slot.state;
-  std::lock_guard<std::mutex> lock(st.mutex);
+// Loads one config of the bound variant; the caller holds slot.state->mutex.
+Status load_one(const FunctionalSlot& slot, const LaunchTarget& t, uint32_t config, const LoadedKernel** out) {
   BoundSlot& b = *t.bound;
   if (const LoadedKernel* k = b.kernels[config].load(std::memory_order_acquire)) {
     *out = k;
@@ -138,6 +158,7 @@ Status load_kernel(const FunctionalSlot& slot, const LaunchTarget& t, uint32_t c
                                           " needs a global scratch buffer, which this runtime does not provide");
   const CudaDriver& cu = *t.cu;
   ContextScope scope(t.cu, t.context, t.push);
+  RelaxedCaptureScope relaxed(t.cu);
   CUmodule module;
   CUresult r = cu.cuModuleLoadData(&module, e->cubin);
   if (r == CUDA_ERROR_NO_BINARY_FOR_GPU || r == CUDA_ERROR_INVALID_IMAGE)
@@ -156,6 +177,16 @@ Status load_kernel(const FunctionalSlot& slot, const LaunchTarget& t, uint32_t c
   b.kernels[config].store(k, std::memory_order_release);
   *out = k;
   return Status::kSuccess;
+}
+
+Status load_kernel(const FunctionalSlot& slot, const LaunchTarget& t, uint32_t config, const LoadedKernel** out) {
+  std::lock_guard<std::mutex> lock(slot.state->mutex);
+  if (g_load_all_configs.load(std::memory_order_relaxed)) {
+    const LoadedKernel* ignored;
+    for (uint32_t i = 0; i < t.bound->variant->n_configs; ++i)
+      AOTRITON_RETURN_IF_ERROR(load_one(slot, t, i, &ignored));
+  }
+  return load_one(slot, t, config, out);
 }
 
 }  // namespace
@@ -203,6 +234,8 @@ Status choose_config(const FunctionalSlot& slot, const LaunchTarget& t, uint32_t
 }
 
 Status kernel_for(const FunctionalSlot& slot, const LaunchTarget& t, uint32_t config, const LoadedKernel** out) {
+  // Preloading: the chosen config may be loaded already while its siblings are not.
+  if (g_load_all_configs.load(std::memory_order_relaxed)) return load_kernel(slot, t, config, out);
   if (const LoadedKernel* k = t.bound->kernels[config].load(std::memory_order_acquire)) {
     *out = k;
     return Status::kSuccess;

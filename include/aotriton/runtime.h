@@ -69,6 +69,16 @@ AOTRITON_API Status set_image_dir(const char* path) noexcept;
 // The directory in use (resolving it if needed); empty string if none found.
 AOTRITON_API const char* image_dir() noexcept;
 
+// Preloading, for CUDA graph capture. Modules load lazily on a functional's
+// first use in a context (the load itself runs in relaxed stream-capture mode,
+// so a first call inside a capture does not invalidate it). With
+// set_load_all_configs(true), that first use loads every tuning config of the
+// functional, not only the one the call picks: run each functional once this
+// way (aotriton.preload() in Python does) and later calls of any size never
+// load a module. Process-wide; off by default.
+AOTRITON_API void set_load_all_configs(bool on) noexcept;
+AOTRITON_API bool load_all_configs() noexcept;
+
 // Number of cubin modules loaded so far (all devices); tests use it to prove
 // each (kernel config, context) is loaded once.
 AOTRITON_API uint64_t module_load_count() noexcept;

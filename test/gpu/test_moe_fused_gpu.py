@@ -566,10 +566,10 @@ def test_bad_input_raises():
         aotriton.fused_experts(x, w1, w2, w[:, :1], ids)
     with pytest.raises(ValueError, match="w1_scale is required"):
         aotriton.fused_experts(x, w1.to(FP8), w2.to(FP8), w, ids, use_fp8_w8a8=True)
-    with pytest.raises(ValueError, match="block_shape"):
+    with pytest.raises(NotImplementedError, match="block_shape"):
         aotriton.fused_experts(x, w1.to(FP8), w2.to(FP8), w, ids, use_fp8_w8a8=True, block_shape=[64, 64],
                                w1_scale=torch.ones(E, 1, 1, device=DEV), w2_scale=torch.ones(E, 1, 1, device=DEV))
-    with pytest.raises(ValueError, match="per-channel"):
+    with pytest.raises(NotImplementedError, match="per-channel"):
         aotriton.fused_experts(x, w1, w2, w, ids, per_channel_quant=True)
     with pytest.raises(ValueError, match="bytes"):
         aotriton.fused_experts(x, w1, w2, w, ids, workspace=torch.empty(16, dtype=torch.uint8, device=DEV))

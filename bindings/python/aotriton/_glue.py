@@ -1,10 +1,9 @@
-"""torch <-> pyaotriton: tensor tuples, dtype codes, current stream.
+"""torch <-> pyaotriton: tensor tuples, dtype codes, current stream, checks.
 
-This is on every call's path, so it avoids Python-level torch objects where
-a raw value does (stream handle, device index).
+This is on every eager call's path, so it avoids Python-level torch objects
+where a raw value does (stream handle, device index) and binds the torch
+functions it calls to module globals (no attribute lookups per call).
 """
-import contextlib
-
 import pyaotriton as _C
 import torch
 
@@ -24,38 +23,85 @@ _DTYPES = {
 _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None) or (
     lambda index: torch.cuda.current_stream(index).cuda_stream)
 _current_device = getattr(torch._C, "_cuda_getDevice", None) or torch.cuda.current_device
-_NO_GUARD = contextlib.nullcontext()
+
+# --- eager fast path or custom op --------------------------------------------------------------
+_is_compiling = torch.compiler.is_compiling
+_dispatch_modes = getattr(torch._C, "_len_torch_dispatch_stack", lambda: 1)
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
-def check_cuda(t: torch.Tensor, name: str) -> None:
+def traced(t) -> bool:
+    """True when a call must go through the torch.ops.aotriton custom op: under
+    torch.compile/export tracing, under any TorchDispatchMode (fake tensors,
+    make_fx, FlopCounter...) or for tensor subclasses. Otherwise the eager
+    path calls the extension directly and skips the dispatcher."""
+    return _is_compiling() or type(t) not in _PLAIN or _dispatch_modes() > 0
+
+
+# --- checks (shape/dtype/device only: they run on fake tensors too) ----------------------------
+def check_cuda(t, name: str) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if not t.is_cuda:
         raise ValueError(f"{name} must be a CUDA tensor (got device {t.device})")
 
 
+def check_same_device(named) -> None:
+    """named: (name, tensor or None) pairs. All tensors must be CUDA tensors on
+    one device: a launch with a pointer of another device can kill the context."""
+    first = None
+    for name, t in named:
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        index = t.get_device()
+        if index < 0:
+            raise ValueError(f"{name} must be a CUDA tensor (got device {t.device})")
+        if first is None:
+            first = (name, index)
+        elif index != first[1]:
+            raise ValueError(f"{name} is on cuda:{index} but {first[0]} is on cuda:{first[1]}: "
+                             f"all tensors of one call must be on the same device")
+
+
+def check_rank(t, rank: int, name: str, what: str) -> None:
+    if t.dim() != rank:
+        raise ValueError(f"{name} must be {rank}-D {what}, got shape {tuple(t.shape)}")
+
+
+# --- views and launch environment (eager, real tensors) ---------------------------------------
 def view(t: torch.Tensor, name: str):
-    """(data_ptr, sizes, strides, dtype code) for the C++ TensorView."""
+    """(data_ptr, sizes, strides, dtype code) for the C++ TensorView. The
+    public functions have checked the device already (check_same_device)."""
     code = _DTYPES.get(t.dtype)
     if code is None:
-        check_cuda(t, name)
         raise ValueError(f"{name}: dtype {t.dtype} is not supported by aotriton")
-    if not t.is_cuda:
-        check_cuda(t, name)
     return (t.data_ptr(), t.shape, t.stride(), code)
 
 
-def launch_env(t: torch.Tensor):
-    """(stream handle, device guard) for launching on t's device.
+def dtype_code(t, name: str) -> int:
+    code = _DTYPES.get(t.dtype)
+    if code is None:
+        raise ValueError(f"{name}: dtype {t.dtype} is not supported by aotriton")
+    return code
 
-    A non-default stream carries its context, so no guard is needed; the
-    default stream (handle 0) means "current context", which must be t's.
-    """
+
+def opt_view(t, name):
+    return None if t is None else view(t, name)
+
+
+def eager_stream(t: torch.Tensor):
+    """Raw handle of the current stream of t's device, or None when the launch
+    needs a device guard: the default stream (handle 0) means "the current
+    context", which must then be t's. Callers re-enter themselves under
+    torch.cuda.device(t.get_device()) for None (rare), so the common path has
+    no context manager."""
     index = t.get_device()
     stream = _raw_stream(index)
     if stream == 0 and index != _current_device():
-        return stream, torch.cuda.device(index)
-    return stream, _NO_GUARD
+        return None
+    return stream
 
 
 def stream_of(t: torch.Tensor) -> int:

@@ -1,169 +1,187 @@
-"""Flash attention on torch tensors (flash-attn and SDPA conventions), with autograd."""
-import math
+"""Flash attention on torch tensors with the flash-attn 2 and SDPA signatures, differentiable.
 
-import pyaotriton as _C
+Eager calls go straight to the extension (an autograd.Function when a grad is
+needed); under torch.compile / torch.export / fake tensors they go through the
+torch.ops.aotriton custom ops (see _flash_ops.py), which carry fake
+implementations and autograd.
+"""
 import torch
 
-from ._glue import check_cuda, launch_env, view
+from . import _flash_launch as L
+from ._flash_ops import EagerFlashAttn, backward
+from ._glue import check_rank, check_same_device, traced
 
 CAUSAL_NONE, CAUSAL_TOP_LEFT, CAUSAL_BOTTOM_RIGHT = 0, 1, 2
 _CAUSAL_NAMES = {"none": 0, "top_left": 1, "bottom_right": 2}
+_NO_WINDOW = (-1, -1)
+_grad_enabled = torch.is_grad_enabled
+_INT64, _INT32 = torch.int64, torch.int32
 
 
 def _causal_code(causal, causal_type):
-    if causal_type is not None:
-        if causal_type not in _CAUSAL_NAMES:
-            raise ValueError(f"causal_type must be one of {sorted(_CAUSAL_NAMES)}, got {causal_type!r}")
-        return _CAUSAL_NAMES[causal_type]
-    return CAUSAL_BOTTOM_RIGHT if causal else CAUSAL_NONE  # flash-attn's causal is bottom-right aligned
+    if causal_type is None:
+        return CAUSAL_BOTTOM_RIGHT if causal else CAUSAL_NONE  # flash-attn's causal is bottom-right aligned
+    if causal_type not in _CAUSAL_NAMES:
+        raise ValueError(f"causal_type must be one of {sorted(_CAUSAL_NAMES)}, got {causal_type!r}")
+    return _CAUSAL_NAMES[causal_type]
 
 
 def philox_state(device, seed=None, offset=0, generator=None):
-    """(seed, offset) int64 device scalars for dropout. With no seed, one is
-    drawn from torch's CPU generator (so torch.manual_seed reproduces it)."""
+    """(seed, offset) int64 device tensors of one element for dropout.
+
+    With no seed and no generator the seed is drawn on the device from torch's
+    CUDA generator (torch.manual_seed reproduces it; works inside CUDA graph
+    capture, where each replay draws anew). With a CPU `generator` it is drawn
+    there. Reusing one state reproduces the same dropout mask."""
+    device = torch.device(device)
+    if seed is None and generator is None:
+        return (torch.randint(0, 2**62, (1,), dtype=_INT64, device=device),
+                torch.full((1,), int(offset), dtype=_INT64, device=device))
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
-    st = torch.tensor([seed, offset], dtype=torch.int64, device=device)
+    st = torch.tensor([seed, offset], dtype=_INT64, device=device)
     return st[0:1], st[1:2]
 
 
-def _philox_ptrs(philox):
-    return (philox[0].data_ptr(), philox[1].data_ptr()) if philox is not None else (0, 0)
+def _unsupported(window_size, softcap, alibi_slopes, block_table=None):
+    """NotImplementedError for flash-attn 2 features the kernels do not have (yet)."""
+    if window_size is not _NO_WINDOW and tuple(window_size) != _NO_WINDOW:
+        raise NotImplementedError(f"aotriton flash attention: sliding window attention (window_size={window_size}) "
+                                  f"is not supported; only window_size=(-1, -1)")
+    if softcap:
+        raise NotImplementedError(f"aotriton flash attention: logit soft-capping (softcap={softcap}) is not supported")
+    if alibi_slopes is not None:
+        raise NotImplementedError("aotriton flash attention: ALiBi (alibi_slopes) is not supported")
+    if block_table is not None:
+        raise NotImplementedError("aotriton flash attention: paged KV cache (block_table) is not supported")
 
 
-def _check_qkv(q, k, v, rank, what):
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        check_cuda(t, name)
-        if t.dim() != rank:
-            raise ValueError(f"{name} must be {rank}-D {what}, got shape {tuple(t.shape)}")
+def _check_qkv(q, k, v, rank, what, names=("q", "k", "v")):
+    """One device, a CUDA one, and the rank; the slow checks only name the culprit."""
+    try:
+        d = q.get_device()
+        ok = d >= 0 and k.get_device() == d and v.get_device() == d and q.dim() == k.dim() == v.dim() == rank
+    except AttributeError:
+        ok = False
+    if not ok:
+        check_same_device(zip(names, (q, k, v)))
+        for name, t in zip(names, (q, k, v)):
+            check_rank(t, rank, name, what)
 
 
-class _Varlen:
-    """cu_seqlens and max lengths of a packed batch."""
-
-    def __init__(self, cu_q, cu_k, max_q, max_k):
-        for name, t in (("cu_seqlens_q", cu_q), ("cu_seqlens_k", cu_k)):
-            check_cuda(t, name)
-            if t.dtype != torch.int32 or t.dim() != 1 or not t.is_contiguous():
-                raise ValueError(f"{name} must be a contiguous 1-D int32 tensor")
-        if cu_q.numel() != cu_k.numel() or cu_q.numel() < 1:
-            raise ValueError("cu_seqlens_q and cu_seqlens_k must both have num_seqs + 1 entries")
-        self.cu_q, self.cu_k = cu_q, cu_k
-        self.num_seqs = cu_q.numel() - 1
-        self.max_q, self.max_k = int(max_q), int(max_k)
+def _check_philox(philox, q):
+    if not isinstance(philox, (tuple, list)) or len(philox) != 2:
+        raise ValueError("philox must be a (seed, offset) pair of int64 CUDA tensors (see aotriton.philox_state)")
+    for name, t in (("philox seed", philox[0]), ("philox offset", philox[1])):
+        if not isinstance(t, torch.Tensor) or t.dtype != _INT64 or t.numel() < 1:
+            got = f"{t.dtype} tensor of {t.numel()} elements" if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{name} must be an int64 CUDA tensor with at least one element, got {got}")
+    check_same_device((("q", q), ("philox seed", philox[0]), ("philox offset", philox[1])))
+    return philox
 
 
-def _fwd(q, k, v, scale, causal_code, dropout_p, philox, return_mask, force_config, varlen=None):
-    """Forward on (B, S, H, D) views, or packed (T, H, D) with varlen. Returns out, lse, philox, mask."""
-    out = torch.empty_like(q)
-    if varlen is None:
-        B, Sq, Hq, _ = q.shape
-        lse = torch.empty((B, Hq, Sq), dtype=torch.float32, device=q.device)
-        mask_shape = (B, Hq, Sq, k.shape[1])
-    else:
-        lse = torch.empty((q.shape[1], q.shape[0]), dtype=torch.float32, device=q.device)
-        mask_shape = (varlen.num_seqs, q.shape[1], varlen.max_q, varlen.max_k)
-    mask = None
+def _check_varlen(cu_q, cu_k):
+    for name, t in (("cu_seqlens_q", cu_q), ("cu_seqlens_k", cu_k)):
+        if not isinstance(t, torch.Tensor) or t.dtype != _INT32 or t.dim() != 1 or not t.is_contiguous():
+            raise ValueError(f"{name} must be a contiguous 1-D int32 tensor")
+    if cu_q.shape[0] != cu_k.shape[0] or cu_q.shape[0] < 1:
+        raise ValueError("cu_seqlens_q and cu_seqlens_k must both have num_seqs + 1 entries")
+
+
+def _forward(q, k, v, philox, scale, causal, dropout_p, return_mask, force_config, varlen):
+    """(out, lse, philox, mask or None): eager launch, eager autograd.Function or the custom op."""
+    seed = offset = None
     if dropout_p > 0 or return_mask:
         if philox is None:
-            philox = philox_state(q.device)
-        if return_mask:
-            mask = torch.zeros(mask_shape, dtype=torch.int8, device=q.device)
-    seed_ptr, off_ptr = _philox_ptrs(philox)
-    mask_view = view(mask, "dropout_mask") if mask is not None else None
-    stream, guard = launch_env(q)
-    with guard:
+            philox = philox_state(q.device)  # drawn once: the backward reuses it
+        seed, offset = philox
+    if traced(q):
         if varlen is None:
-            _C.attn_fwd(view(q, "q"), view(k, "k"), view(v, "v"), view(out, "out"), view(lse, "lse"), scale,
-                        causal_code, float(dropout_p), seed_ptr, off_ptr, mask_view, stream, force_config)
+            out, lse, mask = torch.ops.aotriton.attn_fwd(q, k, v, seed, offset, scale, causal, dropout_p, return_mask,
+                                                         force_config)
         else:
-            _C.attn_fwd_varlen(view(q, "q"), view(k, "k"), view(v, "v"), view(out, "out"), view(lse, "lse"),
-                               varlen.cu_q.data_ptr(), varlen.cu_k.data_ptr(), varlen.num_seqs, varlen.max_q,
-                               varlen.max_k, scale, causal_code, float(dropout_p), seed_ptr, off_ptr, mask_view,
-                               stream, force_config)
-    return out, lse, philox, mask
-
-
-def _bwd(dout, q, k, v, out, lse, scale, causal_code, dropout_p, philox, force_config=None, varlen=None):
-    """dq, dk, dv (each the dtype and shape of q, k, v)."""
-    if dout.stride(-1) != 1:
-        dout = dout.contiguous()
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    delta = torch.empty_like(lse)
-    seed_ptr, off_ptr = _philox_ptrs(philox if dropout_p > 0 else None)
-    stream, guard = launch_env(q)
-    args = [view(t, n) for t, n in ((q, "q"), (k, "k"), (v, "v"), (out, "out"), (dout, "dout"), (lse, "lse"),
-                                    (dq, "dq"), (dk, "dk"), (dv, "dv"), (delta, "delta"))]
-    with guard:
-        if varlen is None:
-            _C.attn_bwd(*args, scale, causal_code, float(dropout_p), seed_ptr, off_ptr, stream, force_config)
-        else:
-            _C.attn_bwd_varlen(*args, varlen.cu_q.data_ptr(), varlen.cu_k.data_ptr(), varlen.num_seqs, varlen.max_q,
-                               varlen.max_k, scale, causal_code, float(dropout_p), seed_ptr, off_ptr, stream,
-                               force_config)
-    return dq, dk, dv
-
-
-class _FlashAttn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, scale, causal_code, dropout_p, philox, varlen):
-        out, lse, philox, _ = _fwd(q, k, v, scale, causal_code, dropout_p, philox, False, None, varlen)
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.args = (scale, causal_code, dropout_p, philox, varlen)
-        ctx.mark_non_differentiable(lse)
-        return out, lse
-
-    @staticmethod
-    def backward(ctx, dout, _dlse):
-        q, k, v, out, lse = ctx.saved_tensors
-        scale, causal_code, dropout_p, philox, varlen = ctx.args
-        dq, dk, dv = _bwd(dout, q, k, v, out, lse, scale, causal_code, dropout_p, philox, varlen=varlen)
-        return dq, dk, dv, None, None, None, None, None
-
-
-def _run(q, k, v, dropout_p, softmax_scale, causal_code, return_lse, return_dropout_mask, philox, force_config,
-         varlen):
-    scale = 1.0 / math.sqrt(q.shape[-1]) if softmax_scale is None else float(softmax_scale)
-    if dropout_p > 0 and philox is None:
-        philox = philox_state(q.device)  # drawn once: the backward reuses it
-    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    if grad and not return_dropout_mask and force_config is None:
-        out, lse = _FlashAttn.apply(q, k, v, scale, causal_code, float(dropout_p), philox, varlen)
-        mask = None
+            cu_q, cu_k, max_q, max_k = varlen
+            out, lse, mask = torch.ops.aotriton.attn_fwd_varlen(q, k, v, cu_q, cu_k, seed, offset, max_q, max_k,
+                                                                scale, causal, dropout_p, return_mask, force_config)
+    elif _grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        out, lse, mask = EagerFlashAttn.apply(q, k, v, seed, offset, scale, causal, dropout_p, return_mask,
+                                              force_config, varlen)
     else:
-        out, lse, philox, mask = _fwd(q, k, v, scale, causal_code, dropout_p, philox, return_dropout_mask,
-                                      force_config, varlen)
-    extra = ()
+        out, lse, mask = L.fwd(q, k, v, seed, offset, scale, causal, dropout_p, return_mask, force_config, varlen)
+    return out, lse, philox, (mask if return_mask else None)
+
+
+def _run(q, k, v, dropout_p, softmax_scale, causal_code, return_attn_probs, return_lse, return_dropout_mask, philox,
+         force_config, varlen):
+    if philox is not None:
+        philox = _check_philox(philox, q)
+    if return_attn_probs and (return_lse or return_dropout_mask):
+        raise ValueError("return_attn_probs (flash-attn's) cannot be combined with return_lse / return_dropout_mask")
+    dropout_p = float(dropout_p)
+    scale = q.shape[-1] ** -0.5 if softmax_scale is None else float(softmax_scale)
+    return_mask = return_dropout_mask or (return_attn_probs and dropout_p > 0)
+    out, lse, philox, mask = _forward(q, k, v, philox, scale, causal_code, dropout_p, return_mask, force_config,
+                                      varlen)
+    if return_attn_probs:
+        return out, lse, mask  # mask: int8 keep mask (1 = kept), None without dropout
     if return_lse:
-        extra += (lse, philox)
-    if return_dropout_mask:
-        extra += (mask,)
-    return (out,) + extra if extra else out
+        return (out, lse, philox, mask) if return_dropout_mask else (out, lse, philox)
+    return (out, mask) if return_dropout_mask else out
 
 
-def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, *, causal_type=None,
+def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=_NO_WINDOW, softcap=0.0,
+                    alibi_slopes=None, deterministic=False, return_attn_probs=False, *, causal_type=None,
                     return_lse=False, return_dropout_mask=False, philox=None, force_config=None):
-    """Attention over (batch, seqlen, heads, head_dim) tensors (flash-attn layout), differentiable.
+    """flash-attn 2's flash_attn_func over (batch, seqlen, heads, head_dim) tensors, differentiable.
 
-    causal=True is bottom-right aligned (flash-attn >= 2.1); causal_type=
-    "top_left" / "bottom_right" / "none" chooses explicitly. num_heads of q must
-    be a multiple of k/v's (GQA/MQA). Returns out, plus (lse, philox) with
-    return_lse and the int8 keep mask with return_dropout_mask (not differentiable).
-    philox: (seed, offset) int64 device tensors from philox_state(); drawn if None.
+    Every flash-attn 2 argument is accepted with its default. window_size other
+    than (-1, -1), softcap != 0 and alibi_slopes raise NotImplementedError.
+    deterministic: the backward is always deterministic (no atomics), so both
+    values give the same, bit-reproducible gradients. return_attn_probs returns
+    (out, softmax_lse [B, H, Sq] fp32, S_dmask) where S_dmask is the int8 dropout
+    keep mask [B, H, Sq, Sk] (1 = kept) when dropout_p > 0, else None (flash-attn
+    returns its debug softmax there; out stays differentiable).
+
+    aotriton extras (keyword-only): causal_type "top_left" / "bottom_right" /
+    "none" (causal=True is bottom-right, as flash-attn >= 2.1); return_lse adds
+    (lse, philox); return_dropout_mask adds the int8 keep mask; philox: (seed,
+    offset) int64 device tensors from philox_state(), drawn if None;
+    force_config: run this forward tuning config (the gradient still flows).
+    num_heads of q must be a multiple of k/v's (GQA/MQA).
     """
+    if window_size is not _NO_WINDOW or softcap or alibi_slopes is not None:
+        _unsupported(window_size, softcap, alibi_slopes)
     _check_qkv(q, k, v, 4, "(batch, seqlen, heads, head_dim)")
-    return _run(q, k, v, dropout_p, softmax_scale, _causal_code(causal, causal_type), return_lse,
-                return_dropout_mask, philox, force_config, None)
+    if causal_type is None:
+        causal_code = CAUSAL_BOTTOM_RIGHT if causal else CAUSAL_NONE
+    else:
+        causal_code = _causal_code(causal, causal_type)
+    if dropout_p or return_attn_probs or return_lse or return_dropout_mask or philox is not None:
+        return _run(q, k, v, dropout_p, softmax_scale, causal_code, return_attn_probs, return_lse,
+                    return_dropout_mask, philox, force_config, None)
+    if traced(q) or (_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
+        scale = q.shape[-1] ** -0.5 if softmax_scale is None else float(softmax_scale)
+        return _forward(q, k, v, None, scale, causal_code, 0.0, False, force_config, None)[0]
+    return L.fwd_plain(q, k, v, softmax_scale, causal_code, force_config)  # the common eager call
 
 
 def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
-                           softmax_scale=None, causal=False, *, causal_type=None, return_lse=False,
-                           return_dropout_mask=False, philox=None, force_config=None):
-    """Packed variable-length attention, differentiable: q (total_q, Hq, D),
-    k/v (total_k, Hk, D), cu_seqlens_* int32 CUDA tensors of length num_seqs + 1."""
+                           softmax_scale=None, causal=False, window_size=_NO_WINDOW, softcap=0.0, alibi_slopes=None,
+                           deterministic=False, return_attn_probs=False, block_table=None, *, causal_type=None,
+                           return_lse=False, return_dropout_mask=False, philox=None, force_config=None):
+    """flash-attn 2's flash_attn_varlen_func: packed q (total_q, Hq, D), k/v (total_k, Hk, D),
+    cu_seqlens_* int32 CUDA tensors of num_seqs + 1 entries, differentiable.
+
+    Arguments and returns as flash_attn_func (softmax_lse is [Hq, total_q],
+    S_dmask [num_seqs, Hq, max_seqlen_q, max_seqlen_k]); block_table (paged KV)
+    raises NotImplementedError.
+    """
+    _unsupported(window_size, softcap, alibi_slopes, block_table)
     _check_qkv(q, k, v, 3, "(total_tokens, heads, head_dim)")
-    varlen = _Varlen(cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
-    return _run(q, k, v, dropout_p, softmax_scale, _causal_code(causal, causal_type), return_lse,
+    check_same_device((("q", q), ("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)))
+    _check_varlen(cu_seqlens_q, cu_seqlens_k)
+    varlen = (cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k))
+    return _run(q, k, v, dropout_p, softmax_scale, _causal_code(causal, causal_type), return_attn_probs, return_lse,
                 return_dropout_mask, philox, force_config, varlen)
 
 
@@ -173,25 +191,36 @@ def flash_attn_backward(dout, q, k, v, out, lse, dropout_p=0.0, softmax_scale=No
     """Standalone backward: (dq, dk, dv) from the forward's out and lse (and
     the same philox state when dropout_p > 0). Deterministic (no atomics)."""
     rank = 4 if cu_seqlens_q is None else 3
-    _check_qkv(q, k, v, rank, "tensors")
-    if dropout_p > 0 and philox is None:
-        raise ValueError("dropout backward needs the forward's philox state")
-    varlen = None if cu_seqlens_q is None else _Varlen(cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
-    scale = 1.0 / math.sqrt(q.shape[-1]) if softmax_scale is None else float(softmax_scale)
-    return _bwd(dout, q, k, v, out, lse, scale, _causal_code(causal, causal_type), dropout_p, philox, force_config,
-                varlen)
+    named = (("dout", dout), ("q", q), ("k", k), ("v", v), ("out", out), ("lse", lse))
+    check_same_device(named + ((("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)) if rank == 3 else ()))
+    for name, t in named[:5]:
+        check_rank(t, rank, name, "tensor")
+    seed = offset = None
+    if dropout_p > 0:
+        if philox is None:
+            raise ValueError("dropout backward needs the forward's philox state")
+        seed, offset = _check_philox(philox, q)
+    varlen = None
+    if rank == 3:
+        _check_varlen(cu_seqlens_q, cu_seqlens_k)
+        varlen = (cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k))
+    scale = q.shape[-1] ** -0.5 if softmax_scale is None else float(softmax_scale)
+    return backward(dout, q, k, v, out, lse, seed, offset, scale, _causal_code(causal, causal_type), float(dropout_p),
+                    force_config, varlen)
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                                  enable_gqa=False):
-    """torch SDPA-shaped call: (batch, heads, seqlen, head_dim) tensors,
-    is_causal top-left aligned as in torch, differentiable. No attn_mask."""
+    """torch.nn.functional.scaled_dot_product_attention's signature over
+    (batch, heads, seqlen, head_dim) tensors; is_causal is top-left aligned as
+    in torch; differentiable. attn_mask other than None raises NotImplementedError."""
     if attn_mask is not None:
-        raise ValueError("aotriton scaled_dot_product_attention does not take attn_mask (use is_causal)")
+        raise NotImplementedError("aotriton scaled_dot_product_attention: attn_mask is not supported "
+                                  "(use is_causal, or attn_mask=None)")
+    _check_qkv(query, key, value, 4, "(batch, heads, seqlen, head_dim)", ("query", "key", "value"))
     if query.shape[1] != key.shape[1] and not enable_gqa:
         raise ValueError("query and key head counts differ: pass enable_gqa=True for GQA/MQA")
-    q, k, v = (t.transpose(1, 2) for t in (query, key, value))
-    _check_qkv(q, k, v, 4, "(batch, heads, seqlen, head_dim)")
-    out = _run(q, k, v, dropout_p, scale, CAUSAL_TOP_LEFT if is_causal else CAUSAL_NONE, False, False, None, None,
-               None)
+    q, k, v = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
+    out = _run(q, k, v, dropout_p, scale, CAUSAL_TOP_LEFT if is_causal else CAUSAL_NONE, False, False, False, None,
+               None, None)
     return out.transpose(1, 2)

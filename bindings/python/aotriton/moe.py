@@ -1,21 +1,71 @@
-"""Mixture-of-experts operators on torch tensors."""
+"""Mixture-of-experts operators on torch tensors, with vLLM's signatures.
+
+The public functions check and allocate, then launch directly (eager) or
+through the torch.ops.aotriton custom ops (traced: torch.compile, export,
+fake tensors); see _moe_ops.py.
+"""
 import pyaotriton as _C
 import torch
 
-from ._glue import check_cuda, launch_env, view
+from . import _moe_launch as L
+from . import _moe_ops  # noqa: F401  (registers torch.ops.aotriton.*)
+from ._glue import _PLAIN, _dispatch_modes, _is_compiling, check_cuda, check_rank, check_same_device, traced
 
 SILU, GELU, GELU_TANH = 0, 1, 2
+QUANT_NONE, QUANT_FP8_TENSOR, QUANT_FP8_BLOCK = 0, 1, 2
+_ACTIVATIONS = {"silu": SILU, "gelu": GELU, "gelu_tanh": GELU_TANH}
+_FP8, _FP32, _INT32 = torch.float8_e4m3fn, torch.float32, torch.int32
+_ops = torch.ops.aotriton
+_grad_enabled = torch.is_grad_enabled
 
 
-def _act_and_mul(x: torch.Tensor, activation: int, out=None, force_config=None) -> torch.Tensor:
-    check_cuda(x, "input")
-    if x.dim() != 2:
-        raise ValueError(f"input must be 2-D [tokens, 2 * N], got shape {tuple(x.shape)}")
+def _same_device(*named):
+    """named: name, tensor, name, tensor... (tensors may be None): all on one
+    CUDA device, else the error names them. Fast when all agree."""
+    try:
+        d = named[1].get_device()
+        if d >= 0:
+            for t in named[3::2]:
+                if t is not None and t.get_device() != d:
+                    break
+            else:
+                return
+    except AttributeError:
+        pass
+    check_same_device(zip(named[0::2], named[1::2]))
+
+
+def _not_differentiable(op, *tensors):
+    """The MoE operators have no backward: refuse rather than return an output without a gradient."""
+    if _grad_enabled():
+        for t in tensors:
+            if t is not None and t.requires_grad:
+                raise NotImplementedError(f"aotriton {op} has no backward: call it under torch.no_grad() / "
+                                          f"torch.inference_mode(), or on tensors that do not require grad")
+
+
+# ---------------------------------------------------------------------------
+# Elementwise
+# ---------------------------------------------------------------------------
+def _act_and_mul(x, activation, out, force_config):
+    # The plain case in one expression (silu_and_mul's host time is a target);
+    # anything else takes the checks that name the problem.
+    try:
+        d = x.get_device()
+        plain = d >= 0 and x.dim() == 2 and not x.requires_grad and (out is None or out.get_device() == d)
+    except AttributeError:
+        plain = False
+    if not plain:
+        _same_device("input", x, "out", out)
+        check_rank(x, 2, "input", "[tokens, 2 * N]")
+        _not_differentiable("act_and_mul", x)
     if out is None:
-        out = torch.empty((x.shape[0], x.shape[1] // 2), dtype=x.dtype, device=x.device)
-    stream, guard = launch_env(x)
-    with guard:
-        _C.act_and_mul(view(out, "out"), view(x, "input"), activation, stream, force_config)
+        M, N2 = x.shape
+        out = x.new_empty(M, N2 // 2)
+    if _is_compiling() or type(x) not in _PLAIN or _dispatch_modes():  # traced(x), inline
+        _ops.act_and_mul(out, x, activation, force_config)
+    else:
+        L.act_and_mul(out, x, activation, force_config)
     return out
 
 
@@ -33,55 +83,36 @@ def gelu_and_mul(x: torch.Tensor, out=None, *, approximate: str = "none", force_
 
 def moe_sum(x: torch.Tensor, out=None, *, force_config=None) -> torch.Tensor:
     """Sum over the top-k axis: [M, topk, H] -> [M, H]."""
-    check_cuda(x, "input")
-    if x.dim() != 3:
-        raise ValueError(f"input must be 3-D [tokens, topk, hidden], got shape {tuple(x.shape)}")
+    _same_device("input", x, "out", out)
+    check_rank(x, 3, "input", "[tokens, topk, hidden]")
+    _not_differentiable("moe_sum", x)
     if out is None:
-        out = torch.empty((x.shape[0], x.shape[2]), dtype=x.dtype, device=x.device)
-    stream, guard = launch_env(x)
-    with guard:
-        _C.moe_sum(view(out, "out"), view(x, "input"), stream, force_config)
+        out = x.new_empty((x.shape[0], x.shape[2]))
+    if traced(x):
+        _ops.moe_sum(out, x, force_config)
+    else:
+        L.moe_sum(out, x, force_config)
     return out
 
 
 # ---------------------------------------------------------------------------
-# Fused MoE: routing, alignment, grouped GEMM, fp8 quantization, fused_experts
+# Routing, alignment, grouped GEMM, fp8 quantization
 # ---------------------------------------------------------------------------
-QUANT_NONE, QUANT_FP8_TENSOR, QUANT_FP8_BLOCK = 0, 1, 2
-_ACTIVATIONS = {"silu": SILU, "gelu": GELU, "gelu_tanh": GELU_TANH}
-_FP8 = torch.float8_e4m3fn
-
-
-def _opt(t, name):
-    return None if t is None else view(t, name)
-
-
-def _workspace(nbytes, device, workspace, name="workspace"):
-    """A caller's uint8 workspace (checked) or a fresh one."""
-    if workspace is None:
-        return torch.empty(max(nbytes, 1), dtype=torch.uint8, device=device)
-    check_cuda(workspace, name)
-    if workspace.numel() * workspace.element_size() < nbytes or not workspace.is_contiguous():
-        raise ValueError(f"{name} must be a contiguous CUDA buffer of at least {nbytes} bytes")
-    return workspace
-
-
 def topk_softmax(gating_output, topk, renormalize=False, *, topk_weights=None, topk_ids=None, force_config=None):
     """Router: softmax over experts then top-k. gating_output [M, E] fp16/bf16/fp32 ->
     (topk_weights fp32 [M, topk], topk_ids int32 [M, topk])."""
-    check_cuda(gating_output, "gating_output")
-    if gating_output.dim() != 2:
-        raise ValueError(f"gating_output must be 2-D [tokens, experts], got shape {tuple(gating_output.shape)}")
+    _same_device("gating_output", gating_output, "topk_weights", topk_weights, "topk_ids", topk_ids)
+    check_rank(gating_output, 2, "gating_output", "[tokens, experts]")
+    _not_differentiable("topk_softmax", gating_output)
     M = gating_output.shape[0]
-    dev = gating_output.device
     if topk_weights is None:
-        topk_weights = torch.empty(M, topk, dtype=torch.float32, device=dev)
+        topk_weights = gating_output.new_empty((M, topk), dtype=_FP32)
     if topk_ids is None:
-        topk_ids = torch.empty(M, topk, dtype=torch.int32, device=dev)
-    stream, guard = launch_env(gating_output)
-    with guard:
-        _C.topk_softmax(view(gating_output, "gating_output"), view(topk_weights, "topk_weights"),
-                        view(topk_ids, "topk_ids"), bool(renormalize), stream, force_config)
+        topk_ids = gating_output.new_empty((M, topk), dtype=_INT32)
+    if traced(gating_output):
+        _ops.topk_softmax(topk_weights, topk_ids, gating_output, bool(renormalize), force_config)
+    else:
+        L.topk_softmax(topk_weights, topk_ids, gating_output, bool(renormalize), force_config)
     return topk_weights, topk_ids
 
 
@@ -90,8 +121,13 @@ def moe_gemm_block_size(num_tokens, aligned=True):
     return _C.moe_gemm_block_size(int(num_tokens), bool(aligned))
 
 
+def moe_align_max_padded(numel, num_experts, block_size):
+    """Length of sorted_token_ids moe_align_block_size needs (as the C++ API's)."""
+    return numel + num_experts * (block_size - 1)
+
+
 def _ids2d(topk_ids):
-    if topk_ids.dtype != torch.int32:
+    if topk_ids.dtype != _INT32:
         raise ValueError(f"topk_ids must be int32, got {topk_ids.dtype}")
     if topk_ids.dim() == 1:
         topk_ids = topk_ids.view(-1, 1)
@@ -107,21 +143,17 @@ def moe_align_block_size(topk_ids, block_size, num_experts, expert_map=None, *, 
     mapped through expert_map, int32 [E_global], when given; -1 = skipped).
     Returns (sorted_token_ids, expert_ids, num_tokens_post_padded), int32.
     """
-    check_cuda(topk_ids, "topk_ids")
+    _same_device("topk_ids", topk_ids, "expert_map", expert_map, "workspace", workspace)
     ids = _ids2d(topk_ids)
-    dev = ids.device
-    numel = ids.numel()
-    max_padded = _C.moe_align_max_padded(numel, int(num_experts), int(block_size))
-    sorted_ids = torch.empty(max(max_padded, 0), dtype=torch.int32, device=dev)
-    expert_ids = torch.empty(max(-(-max_padded // max(block_size, 1)), 0), dtype=torch.int32, device=dev)
-    ntpp = torch.empty(1, dtype=torch.int32, device=dev)
-    ws = _workspace(_C.moe_align_workspace_size(numel, int(num_experts)), dev, workspace)
-    stream, guard = launch_env(ids)
-    with guard:
-        _C.moe_align_block_size(view(ids, "topk_ids"), int(num_experts), int(block_size),
-                                _opt(expert_map, "expert_map"), view(sorted_ids, "sorted_token_ids"),
-                                view(expert_ids, "expert_ids"), view(ntpp, "num_tokens_post_padded"),
-                                ws.data_ptr(), ws.numel(), stream)
+    block_size, num_experts = int(block_size), int(num_experts)
+    max_padded = max(moe_align_max_padded(ids.numel(), num_experts, block_size), 0)
+    sorted_ids = ids.new_empty((max_padded,))
+    expert_ids = ids.new_empty((max(-(-max_padded // max(block_size, 1)), 0),))
+    ntpp = ids.new_empty((1,))
+    if traced(ids):
+        _ops.moe_align_block_size(sorted_ids, expert_ids, ntpp, ids, num_experts, block_size, expert_map, workspace)
+    else:
+        L.moe_align_block_size(sorted_ids, expert_ids, ntpp, ids, num_experts, block_size, expert_map, workspace)
     return sorted_ids, expert_ids, ntpp
 
 
@@ -129,15 +161,18 @@ def invoke_fused_moe_kernel(A, B, C, topk_weights, sorted_token_ids, expert_ids,
                             top_k, block_size, *, mul_routed_weight=False, quant=QUANT_NONE,
                             A_scale=None, B_scale=None, force_config=None):
     """C[s] = A[s // top_k] @ B[expert(s)]^T (* topk_weights[s]) for the slots s listed by
-    moe_align_block_size (called with the same block_size). Returns the config that ran.
+    moe_align_block_size (called with the same block_size). Returns the config that
+    ran (None when traced by torch.compile / export).
 
     quant QUANT_FP8_TENSOR: A_scale numel 1, B_scale numel 1 or E; QUANT_FP8_BLOCK:
     A_scale [rows, cdiv(K,128)], B_scale [E, cdiv(N,128), cdiv(K,128)].
     """
-    for name, t in (("A", A), ("B", B), ("C", C)):
-        check_cuda(t, name)
+    _same_device("A", A, "B", B, "C", C, "topk_weights", topk_weights, "sorted_token_ids", sorted_token_ids,
+                 "expert_ids", expert_ids, "num_tokens_post_padded", num_tokens_post_padded, "A_scale", A_scale,
+                 "B_scale", B_scale)
     if A.dim() != 2 or B.dim() != 3 or C.dim() != 2:
         raise ValueError("A must be 2-D [rows, K], B 3-D [E, N, K] and C 2-D [slots, N]")
+    _not_differentiable("invoke_fused_moe_kernel", A, B, topk_weights)
     if quant == QUANT_FP8_TENSOR:
         A_scale = None if A_scale is None else A_scale.reshape(1, -1)
         B_scale = None if B_scale is None else B_scale.reshape(-1, 1, 1)
@@ -148,121 +183,194 @@ def invoke_fused_moe_kernel(A, B, C, topk_weights, sorted_token_ids, expert_ids,
         w = topk_weights.reshape(-1, 1) if topk_weights.is_contiguous() else topk_weights
         if w.dim() != 2:
             raise ValueError("topk_weights must be contiguous")
-    stream, guard = launch_env(A)
-    with guard:
-        return _C.grouped_gemm(view(A, "A"), view(B, "B"), view(C, "C"), _opt(A_scale, "A_scale"),
-                               _opt(B_scale, "B_scale"), _opt(w, "topk_weights"),
-                               view(sorted_token_ids, "sorted_token_ids"), view(expert_ids, "expert_ids"),
-                               view(num_tokens_post_padded, "num_tokens_post_padded"), int(top_k),
-                               int(block_size), bool(mul_routed_weight), int(quant), stream, force_config)
+    args = (C, A, B, w, sorted_token_ids, expert_ids, num_tokens_post_padded, A_scale, B_scale, int(top_k),
+            int(block_size), bool(mul_routed_weight), int(quant), force_config)
+    if traced(A):
+        _ops.grouped_gemm(*args)
+        return None
+    return L.grouped_gemm(*args)
 
 
 def per_token_group_quant_fp8(x, group_size=128):
     """x [M, K] -> (q fp8 e4m3 [M, K], scales fp32 [M, cdiv(K, group_size)])."""
     check_cuda(x, "x")
-    if x.dim() != 2:
-        raise ValueError(f"x must be 2-D, got shape {tuple(x.shape)}")
+    check_rank(x, 2, "x", "[tokens, hidden]")
     M, K = x.shape
-    q = torch.empty(M, K, dtype=_FP8, device=x.device)
-    s = torch.empty(M, -(-K // group_size), dtype=torch.float32, device=x.device)
-    stream, guard = launch_env(x)
-    with guard:
-        _C.per_token_group_quant_fp8(view(x, "x"), view(q, "q"), view(s, "scales"), int(group_size), stream)
+    q = x.new_empty((M, K), dtype=_FP8)
+    s = x.new_empty((M, -(-K // group_size)), dtype=_FP32)
+    if traced(x):
+        _ops.per_token_group_quant_fp8(q, s, x, int(group_size))
+    else:
+        L.per_token_group_quant_fp8(q, s, x, int(group_size))
     return q, s
 
 
 def per_tensor_quant_fp8(x, scale=None):
     """x [M, K] -> (q fp8 e4m3 [M, K], scale fp32 [1]). With scale=None the scale is
     max|x| / 448, computed on the device."""
-    check_cuda(x, "x")
-    if x.dim() != 2:
-        raise ValueError(f"x must be 2-D, got shape {tuple(x.shape)}")
+    _same_device("x", x, "scale", scale)
+    check_rank(x, 2, "x", "[tokens, hidden]")
     dynamic = scale is None
     if dynamic:
-        scale = torch.empty(1, dtype=torch.float32, device=x.device)
-    q = torch.empty(x.shape, dtype=_FP8, device=x.device)
-    ws = _workspace(_C.per_tensor_quant_workspace_size(x.shape[0]) if dynamic else 0, x.device, None)
-    stream, guard = launch_env(x)
-    with guard:
-        _C.per_tensor_quant_fp8(view(x, "x"), view(q, "q"), view(scale.reshape(-1), "scale"), dynamic,
-                                ws.data_ptr(), ws.numel(), stream)
+        scale = x.new_empty((1,), dtype=_FP32)
+    q = x.new_empty(x.shape, dtype=_FP8)
+    flat = scale.reshape(-1)
+    if traced(x):
+        _ops.per_tensor_quant_fp8(q, flat, x, dynamic)
+    else:
+        L.per_tensor_quant_fp8(q, flat, x, dynamic)
     return q, scale
 
 
-def _fused_args(hidden_states, w1, w2, topk_weights, topk_ids, out, activation, use_fp8_w8a8,
-                per_channel_quant, block_shape, w1_scale, w2_scale, a1_scale, a2_scale, expert_map):
-    """(positional arguments of _C.fused_experts up to expert_map, tensors to keep alive)."""
-    for name, t in (("hidden_states", hidden_states), ("w1", w1), ("w2", w2), ("topk_weights", topk_weights),
-                    ("topk_ids", topk_ids)):
-        check_cuda(t, name)
+# ---------------------------------------------------------------------------
+# fused_experts / fused_moe (vLLM keywords)
+# ---------------------------------------------------------------------------
+_VLLM_ONLY_ACTIVATIONS = ("swigluoai", "silu_no_mul", "gelu_no_mul", "relu2_no_mul")
+
+
+def _quant_mode(activation, use_fp8_w8a8, use_int8_w8a8, use_int8_w8a16, use_int4_w4a16, use_mxfp4_w4a4,
+                per_channel_quant, block_shape, w1_scale, w2_scale, w1_zp, w2_zp):
+    """QUANT_* for the arguments; NotImplementedError names a vLLM feature aotriton lacks."""
+    if activation not in _ACTIVATIONS:
+        if activation in _VLLM_ONLY_ACTIVATIONS:
+            raise NotImplementedError(f"aotriton fused_experts: activation={activation!r} is not supported "
+                                      f"(have {sorted(_ACTIVATIONS)})")
+        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+    for flag, name in ((use_int8_w8a8, "use_int8_w8a8"), (use_int8_w8a16, "use_int8_w8a16"),
+                       (use_int4_w4a16, "use_int4_w4a16"), (use_mxfp4_w4a4, "use_mxfp4_w4a4")):
+        if flag:
+            raise NotImplementedError(f"aotriton fused_experts: {name}=True (int8/int4/mxfp4 weights) is not "
+                                      f"supported; fp16/bf16 and use_fp8_w8a8 are")
+    if w1_zp is not None or w2_zp is not None:
+        raise NotImplementedError("aotriton fused_experts: zero points (w1_zp / w2_zp) are not supported")
+    if per_channel_quant:
+        raise NotImplementedError("aotriton fused_experts: per-channel fp8 weight scales (per_channel_quant=True) "
+                                  "are not supported (use per-tensor or block_shape=[128, 128])")
+    if not use_fp8_w8a8:
+        if block_shape is not None or w1_scale is not None or w2_scale is not None:
+            raise ValueError("block_shape / w1_scale / w2_scale need use_fp8_w8a8=True")
+        return QUANT_NONE
+    if block_shape is None:
+        return QUANT_FP8_TENSOR
+    if list(block_shape) != [128, 128]:
+        raise NotImplementedError(f"aotriton fused_experts: fp8 block_shape must be [128, 128], got {block_shape}")
+    return QUANT_FP8_BLOCK
+
+
+def _prepare(hidden_states, w1, w2, topk_weights, topk_ids, quant, w1_scale, w2_scale, a1_scale, a2_scale,
+             expert_map, global_num_experts):
+    """Checked and converted tensor arguments of the fused_experts op."""
+    _same_device("hidden_states", hidden_states, "w1", w1, "w2", w2, "topk_weights", topk_weights, "topk_ids",
+                 topk_ids, "w1_scale", w1_scale, "w2_scale", w2_scale, "a1_scale", a1_scale, "a2_scale", a2_scale,
+                 "expert_map", expert_map)
     if hidden_states.dim() != 2 or w1.dim() != 3 or w2.dim() != 3:
         raise ValueError("hidden_states must be 2-D [M, K], w1 3-D [E, 2N, K] and w2 3-D [E, K, N]")
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
-    if per_channel_quant:
-        raise ValueError("per-channel fp8 weight scales are not supported (use per-tensor or block_shape=[128, 128])")
-    quant = QUANT_NONE
-    if use_fp8_w8a8:
-        quant = QUANT_FP8_TENSOR
-        if block_shape is not None:
-            if list(block_shape) != [128, 128]:
-                raise ValueError(f"block_shape must be [128, 128], got {block_shape}")
-            quant = QUANT_FP8_BLOCK
-    elif block_shape is not None or w1_scale is not None or w2_scale is not None:
-        raise ValueError("block_shape / w1_scale / w2_scale need use_fp8_w8a8=True")
-    weights = topk_weights.to(torch.float32).contiguous()
+    _not_differentiable("fused_experts", hidden_states, w1, w2, topk_weights)
+    if global_num_experts not in (-1, None):
+        have = w1.shape[0] if expert_map is None else expert_map.shape[0]
+        if global_num_experts != have:
+            raise ValueError(f"global_num_experts={global_num_experts} but " + (
+                f"w1 has {have} experts (and no expert_map)" if expert_map is None else
+                f"expert_map has {have} entries"))
+    if topk_weights.dtype != _FP32 or not topk_weights.is_contiguous():
+        topk_weights = topk_weights.to(_FP32).contiguous()
     ids = _ids2d(topk_ids)
     if quant == QUANT_FP8_TENSOR:
         w1_scale = None if w1_scale is None else w1_scale.reshape(-1, 1, 1)
         w2_scale = None if w2_scale is None else w2_scale.reshape(-1, 1, 1)
     a1 = None if a1_scale is None else a1_scale.reshape(-1)
     a2 = None if a2_scale is None else a2_scale.reshape(-1)
-    args = (view(hidden_states, "hidden_states"), view(w1, "w1"), view(w2, "w2"), view(weights, "topk_weights"),
-            view(ids, "topk_ids"), view(out, "out"), _ACTIVATIONS[activation], quant,
-            _opt(w1_scale, "w1_scale"), _opt(w2_scale, "w2_scale"), _opt(a1, "a1_scale"), _opt(a2, "a2_scale"),
-            _opt(expert_map, "expert_map"))
-    # The views hold raw pointers: keep any converted copy alive until the launch.
-    return args, (weights, ids, w1_scale, w2_scale, a1, a2)
+    return topk_weights, ids, w1_scale, w2_scale, a1, a2
 
 
 def fused_experts_workspace_size(hidden_states, w1, w2, topk_weights, topk_ids, *, activation="silu",
                                  use_fp8_w8a8=False, per_channel_quant=False, block_shape=None, w1_scale=None,
                                  w2_scale=None, a1_scale=None, a2_scale=None, expert_map=None, block_size=None):
-    """Bytes of workspace fused_experts needs for these arguments (allocate once, reuse)."""
-    args, _keep = _fused_args(hidden_states, w1, w2, topk_weights, topk_ids, hidden_states, activation,
-                              use_fp8_w8a8, per_channel_quant, block_shape, w1_scale, w2_scale, a1_scale, a2_scale,
-                              expert_map)
+    """Bytes of workspace fused_experts needs for these arguments (allocate once, reuse). Eager only."""
+    quant = _quant_mode(activation, use_fp8_w8a8, False, False, False, False, per_channel_quant, block_shape,
+                        w1_scale, w2_scale, None, None)
+    weights, ids, w1s, w2s, a1, a2 = _prepare(hidden_states, w1, w2, topk_weights, topk_ids, quant, w1_scale,
+                                              w2_scale, a1_scale, a2_scale, expert_map, -1)
+    args = L.fused_views(hidden_states, hidden_states, w1, w2, weights, ids, _ACTIVATIONS[activation], quant, w1s, w2s,
+                         a1, a2, expert_map)
     return _C.fused_experts_workspace_size(*args, int(block_size or 0))
 
 
-def fused_experts(hidden_states, w1, w2, topk_weights, topk_ids, *, activation="silu", use_fp8_w8a8=False,
-                  per_channel_quant=False, block_shape=None, w1_scale=None, w2_scale=None, a1_scale=None,
-                  a2_scale=None, expert_map=None, out=None, workspace=None, block_size=None, force_config=None):
-    """MoE MLP: out[m] = sum_k topk_weights[m, k] * (act(x W1g^T) * (x W1u^T)) W2^T, expert topk_ids[m, k].
+def fused_experts(hidden_states, w1, w2, topk_weights, topk_ids, inplace=False, activation="silu",
+                  apply_router_weight_on_input=False, use_fp8_w8a8=False, use_int8_w8a8=False, use_int8_w8a16=False,
+                  use_int4_w4a16=False, use_mxfp4_w4a4=False, per_channel_quant=False, global_num_experts=-1,
+                  expert_map=None, w1_scale=None, w2_scale=None, w1_zp=None, w2_zp=None, a1_scale=None, a2_scale=None,
+                  block_shape=None, allow_deep_gemm=False, allow_cutlass_block_scaled_grouped_gemm=False, *,
+                  quant_config=None, w1_bias=None, w2_bias=None, out=None, workspace=None, block_size=None,
+                  force_config=None):
+    """vLLM's fused_experts: out[m] = sum_k topk_weights[m, k] * (act(x W1g^T) * (x W1u^T)) W2^T, expert topk_ids[m, k].
 
     hidden_states [M, K] fp16/bf16; w1 [E, 2N, K] (gate rows then up rows); w2 [E, K, N];
-    topk_weights [M, topk] (fp32), topk_ids [M, topk] int32. use_fp8_w8a8: w1/w2 fp8 e4m3
+    topk_weights [M, topk], topk_ids [M, topk] int32. use_fp8_w8a8: w1/w2 fp8 e4m3
     with w1_scale/w2_scale per tensor ([1] or [E]; a1_scale/a2_scale static activation
     scales, or None for dynamic ones) or, with block_shape=[128, 128], per 128x128 block.
-    expert_map int32 [E_global]: global -> local expert id, -1 = not on this rank (adds 0).
-    workspace: a uint8 CUDA tensor of fused_experts_workspace_size(...) bytes (no
-    allocation then, with out given: CUDA-graph friendly). block_size: the align/GEMM
-    BLOCK_SIZE_M (16/32/64/128), None = the library's choice for M.
+    expert_map int32 [E_global]: global -> local expert id, -1 = not on this rank (adds 0);
+    global_num_experts (-1 = unchecked) must match it (or E without a map).
+    inplace=True writes the result into hidden_states. apply_router_weight_on_input
+    (topk == 1) scales the input rows by the router weight instead of the output.
+    int8/int4/mxfp4 weights, zero points, per-channel scales, quant_config and
+    biases raise NotImplementedError; allow_deep_gemm / allow_cutlass_* are
+    permissions and are ignored.
+
+    aotriton extras (keyword-only): out; workspace: a uint8 CUDA tensor of
+    fused_experts_workspace_size(...) bytes (no allocation then, with out given:
+    CUDA-graph friendly); block_size: the align/GEMM BLOCK_SIZE_M (16/32/64/128),
+    None = the library's choice for M; force_config: the GEMMs' tuning config.
     """
-    if out is None:
+    quant = _quant_mode(activation, use_fp8_w8a8, use_int8_w8a8, use_int8_w8a16, use_int4_w4a16, use_mxfp4_w4a4,
+                        per_channel_quant, block_shape, w1_scale, w2_scale, w1_zp, w2_zp)
+    if quant_config is not None:
+        raise NotImplementedError("aotriton fused_experts: quant_config is not supported; pass use_fp8_w8a8, "
+                                  "w1_scale, w2_scale, a1_scale, a2_scale and block_shape instead")
+    if w1_bias is not None or w2_bias is not None:
+        raise NotImplementedError("aotriton fused_experts: expert biases (w1_bias / w2_bias) are not supported")
+    weights, ids, w1s, w2s, a1, a2 = _prepare(hidden_states, w1, w2, topk_weights, topk_ids, quant, w1_scale,
+                                              w2_scale, a1_scale, a2_scale, expert_map, global_num_experts)
+    if out is not None or workspace is not None:
+        _same_device("hidden_states", hidden_states, "out", out, "workspace", workspace)
+    if inplace:
+        if out is not None and out is not hidden_states:
+            raise ValueError("inplace=True writes into hidden_states: do not pass a different out")
+        out = hidden_states
+    elif out is None:
         out = torch.empty_like(hidden_states)
-    args, _keep = _fused_args(hidden_states, w1, w2, topk_weights, topk_ids, out, activation, use_fp8_w8a8,
-                              per_channel_quant, block_shape, w1_scale, w2_scale, a1_scale, a2_scale, expert_map)
-    bs = int(block_size or 0)
-    nbytes = _C.fused_experts_workspace_size(*args, bs)
-    ws = _workspace(nbytes, hidden_states.device, workspace)
-    stream, guard = launch_env(hidden_states)
-    with guard:
-        _C.fused_experts(*args, bs, ws.data_ptr(), nbytes, stream, force_config)
+    if apply_router_weight_on_input:
+        if ids.shape[1] != 1:
+            raise ValueError(f"apply_router_weight_on_input needs topk == 1, got topk = {ids.shape[1]}")
+        hidden_states = hidden_states * weights.to(hidden_states.dtype)
+        weights = torch.ones_like(weights)
+    args = (out, hidden_states, w1, w2, weights, ids, workspace, _ACTIVATIONS[activation], quant, w1s, w2s, a1, a2,
+            expert_map, int(block_size or 0), force_config)
+    if traced(out):
+        _ops.fused_experts(*args)
+    else:
+        L.fused_experts(*args)
     return out
 
 
-def fused_moe(hidden_states, w1, w2, gating_output, topk, renormalize, **kwargs):
-    """Router (softmax + top-k) then fused_experts; kwargs as fused_experts."""
-    topk_weights, topk_ids = topk_softmax(gating_output, topk, renormalize)
-    return fused_experts(hidden_states, w1, w2, topk_weights, topk_ids, **kwargs)
+def fused_moe(hidden_states, w1, w2, gating_output, topk, renormalize, inplace=False, activation="silu",
+              use_grouped_topk=False, num_expert_group=None, topk_group=None, custom_routing_function=None,
+              use_fp8_w8a8=False, use_int8_w8a8=False, use_int8_w8a16=False, use_int4_w4a16=False,
+              use_mxfp4_w4a4=False, per_channel_quant=False, global_num_experts=-1, expert_map=None, w1_scale=None,
+              w2_scale=None, w1_zp=None, w2_zp=None, a1_scale=None, a2_scale=None, block_shape=None, *, out=None,
+              workspace=None, block_size=None, force_config=None):
+    """vLLM's fused_moe: router (softmax + top-k, or custom_routing_function) then
+    fused_experts with the same keywords. use_grouped_topk raises NotImplementedError."""
+    if use_grouped_topk:
+        raise NotImplementedError("aotriton fused_moe: grouped top-k routing (use_grouped_topk=True) is not "
+                                  "supported; compute the routing and call fused_experts")
+    if custom_routing_function is None:
+        topk_weights, topk_ids = topk_softmax(gating_output, topk, renormalize)
+    else:
+        topk_weights, topk_ids = custom_routing_function(hidden_states=hidden_states, gating_output=gating_output,
+                                                         topk=topk, renormalize=renormalize)
+        topk_ids = topk_ids.to(_INT32)
+    return fused_experts(hidden_states, w1, w2, topk_weights, topk_ids, inplace, activation, False, use_fp8_w8a8,
+                         use_int8_w8a8, use_int8_w8a16, use_int4_w4a16, use_mxfp4_w4a4, per_channel_quant,
+                         global_num_experts, expert_map, w1_scale, w2_scale, w1_zp, w2_zp, a1_scale, a2_scale,
+                         block_shape, out=out, workspace=workspace, block_size=block_size, force_config=force_config)

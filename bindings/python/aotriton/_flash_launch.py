@@ -1,0 +1,102 @@
+"""Flash attention: output allocation (shared by the eager path and the fake
+implementations) and the eager launches into pyaotriton on real CUDA tensors."""
+import pyaotriton as _C
+import torch
+
+from ._glue import _DTYPES, eager_stream, view
+
+_FP32, _INT8 = torch.float32, torch.int8
+_FP32_CODE = _DTYPES[_FP32]
+_attn_fwd, _attn_fwd_varlen = _C.attn_fwd, _C.attn_fwd_varlen
+_attn_bwd, _attn_bwd_varlen = _C.attn_bwd, _C.attn_bwd_varlen
+
+
+def fwd_outputs(q, k, return_mask, varlen):
+    """out (like q, same strides), lse fp32, and the int8 keep mask (zeros) or None.
+
+    varlen: None or (cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k).
+    """
+    out = torch.empty_like(q)
+    if varlen is None:
+        B, Sq, Hq, _ = q.shape
+        lse = q.new_empty(B, Hq, Sq, dtype=_FP32)
+        mask_shape = (B, Hq, Sq, k.shape[1])
+    else:
+        Hq = q.shape[1]
+        lse = q.new_empty(Hq, q.shape[0], dtype=_FP32)
+        mask_shape = (varlen[0].shape[0] - 1, Hq, varlen[2], varlen[3])
+    mask = q.new_zeros(mask_shape, dtype=_INT8) if return_mask else None
+    return out, lse, mask
+
+
+def fwd_plain(q, k, v, softmax_scale, causal, force_config):
+    """The common eager call, kept short: batched, no dropout, no mask; returns out.
+    Reads q's shape once and builds lse's view from it (new_empty is contiguous)."""
+    qv = view(q, "q")
+    shape = qv[1]
+    B, Sq, Hq, D = shape
+    scale = D ** -0.5 if softmax_scale is None else float(softmax_scale)
+    stream = eager_stream(q)
+    if stream is None:
+        with torch.cuda.device(q.get_device()):
+            return fwd_plain(q, k, v, softmax_scale, causal, force_config)
+    out = torch.empty_like(q)
+    lse = q.new_empty(B, Hq, Sq, dtype=_FP32)
+    _attn_fwd(qv, view(k, "k"), view(v, "v"), (out.data_ptr(), shape, out.stride(), qv[3]),
+              (lse.data_ptr(), (B, Hq, Sq), (Hq * Sq, Sq, 1), _FP32_CODE), scale, causal, 0.0, 0, 0, None, stream,
+              force_config)
+    return out
+
+
+def fwd(q, k, v, seed, offset, scale, causal, dropout_p, return_mask, force_config, varlen):
+    """Eager forward: (out, lse, mask or None). seed/offset are the philox
+    int64 device tensors (None when dropout is off and no mask is asked for).
+    Hot path: the output views skip the dtype lookup and reuse q's shape."""
+    stream = eager_stream(q)
+    if stream is None:
+        with torch.cuda.device(q.get_device()):
+            return fwd(q, k, v, seed, offset, scale, causal, dropout_p, return_mask, force_config, varlen)
+    out, lse, mask = fwd_outputs(q, k, return_mask, varlen)
+    qv = view(q, "q")
+    out_v = (out.data_ptr(), qv[1], out.stride(), qv[3])
+    lse_v = (lse.data_ptr(), lse.shape, lse.stride(), _FP32_CODE)
+    seed_ptr = seed.data_ptr() if seed is not None else 0
+    off_ptr = offset.data_ptr() if offset is not None else 0
+    mask_v = None if mask is None else view(mask, "dropout_mask")
+    if varlen is None:
+        _attn_fwd(qv, view(k, "k"), view(v, "v"), out_v, lse_v, scale, causal, dropout_p, seed_ptr, off_ptr, mask_v,
+                  stream, force_config)
+    else:
+        cu_q, cu_k, max_q, max_k = varlen
+        _attn_fwd_varlen(qv, view(k, "k"), view(v, "v"), out_v, lse_v, cu_q.data_ptr(), cu_k.data_ptr(),
+                         cu_q.shape[0] - 1, max_q, max_k, scale, causal, dropout_p, seed_ptr, off_ptr, mask_v, stream,
+                         force_config)
+    return out, lse, mask
+
+
+def bwd_outputs(q, k, v):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def bwd(dout, q, k, v, out, lse, seed, offset, scale, causal, dropout_p, force_config, varlen):
+    """Eager backward: (dq, dk, dv), each with the dtype, shape and strides of q, k, v."""
+    stream = eager_stream(q)
+    if stream is None:
+        with torch.cuda.device(q.get_device()):
+            return bwd(dout, q, k, v, out, lse, seed, offset, scale, causal, dropout_p, force_config, varlen)
+    if dout.stride(-1) != 1:
+        dout = dout.contiguous()
+    dq, dk, dv = bwd_outputs(q, k, v)
+    delta = torch.empty_like(lse)
+    dropout = dropout_p > 0
+    seed_ptr = seed.data_ptr() if dropout else 0
+    off_ptr = offset.data_ptr() if dropout else 0
+    args = [view(t, n) for t, n in ((q, "q"), (k, "k"), (v, "v"), (out, "out"), (dout, "dout"), (lse, "lse"),
+                                    (dq, "dq"), (dk, "dk"), (dv, "dv"), (delta, "delta"))]
+    if varlen is None:
+        _attn_bwd(*args, scale, causal, dropout_p, seed_ptr, off_ptr, stream, force_config)
+    else:
+        cu_q, cu_k, max_q, max_k = varlen
+        _attn_bwd_varlen(*args, cu_q.data_ptr(), cu_k.data_ptr(), cu_q.shape[0] - 1, max_q, max_k, scale, causal,
+                         dropout_p, seed_ptr, off_ptr, stream, force_config)
+    return dq, dk, dv
