@@ -96,13 +96,18 @@ def build_source(rule, fn, functional, config):
     return ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
 
 
-def compile_one(rule, functional, config, arch):
+def compile_one(rule, functional, config, arch, compile_dir=None):
+    """compile_dir: where to compile from; it must not hold the repo-relative
+    source paths, or ptxas finds the files and writes their mtimes into the
+    line table (a cubin would then depend on when the checkout was made)."""
     import triton
     from triton.backends.compiler import GPUTarget
 
     fn = load_kernel_function(rule)
     src = build_source(rule, fn, functional, config)
     options = {k: config[k] for k in rule.tuning.LAUNCH_OPTIONS if k in config}
+    if compile_dir is not None:
+        os.chdir(compile_dir)
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
 
 
@@ -166,7 +171,8 @@ def main(argv=None):
     t0 = time.time()
     cpu0 = cpu_seconds()
     try:
-        compiled = compile_one(rule, functional, config, args.arch)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        compiled = compile_one(rule, functional, config, args.arch, compile_dir=out.parent)
     except CompileTimeout:
         sys.exit(f"aotriton compile TIMEOUT after {args.timeout}s: {what}")
     except Exception as e:  # report every compiler error with its coordinates
