@@ -7,9 +7,11 @@ arch so a broken kernel is easy to find in a parallel build log.
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
 import importlib.util
 import json
 import os
+import resource
 import signal
 import sys
 import time
@@ -23,16 +25,45 @@ class CompileTimeout(Exception):
     pass
 
 
+class RepoRelativeLoader(importlib.machinery.SourceFileLoader):
+    """Compiles a tritonsrc module with its repo-relative file name
+    ("tritonsrc/flash/fwd.py"): Triton writes co_filename into the line info of
+    every cubin, so absolute names would make the build depend on where the
+    checkout lives (the compiler-side -ffile-prefix-map). Never uses .pyc
+    files, whose loading would put the absolute name back."""
+
+    def get_code(self, fullname):
+        path = self.get_filename(fullname)
+        return compile(self.get_data(path), os.path.relpath(path, REPO), "exec", dont_inherit=True)
+
+
+class RepoRelativeFinder:
+    """Meta-path finder giving every tritonsrc module a RepoRelativeLoader."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name != "tritonsrc" and not name.startswith("tritonsrc."):
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path if path is not None else [str(REPO)])
+        if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
+            return spec
+        loader = RepoRelativeLoader(spec.name, spec.origin)
+        return importlib.util.spec_from_file_location(
+            spec.name, spec.origin, loader=loader, submodule_search_locations=spec.submodule_search_locations)
+
+
+def use_repo_relative_sources():
+    """From now on tritonsrc modules (not yet imported) get repo-relative file
+    names. Call before anything imports tritonsrc."""
+    if not any(isinstance(f, RepoRelativeFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, RepoRelativeFinder())
+
+
 def load_kernel_function(rule):
-    """Import the rule's Triton source by path (repo root on sys.path so that
+    """Import the rule's Triton source as a tritonsrc module (so that
     `from tritonsrc.x import y` works inside kernels)."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    module_name = rule.source[:-3].replace("/", ".")
-    spec = importlib.util.spec_from_file_location(module_name, REPO / rule.source)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
+    use_repo_relative_sources()
+    module = importlib.import_module(rule.source[:-3].replace("/", "."))
     return getattr(module, rule.function)
 
 
@@ -65,13 +96,18 @@ def build_source(rule, fn, functional, config):
     return ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
 
 
-def compile_one(rule, functional, config, arch):
+def compile_one(rule, functional, config, arch, compile_dir=None):
+    """compile_dir: where to compile from; it must not hold the repo-relative
+    source paths, or ptxas finds the files and writes their mtimes into the
+    line table (a cubin would then depend on when the checkout was made)."""
     import triton
     from triton.backends.compiler import GPUTarget
 
     fn = load_kernel_function(rule)
     src = build_source(rule, fn, functional, config)
     options = {k: config[k] for k in rule.tuning.LAUNCH_OPTIONS if k in config}
+    if compile_dir is not None:
+        os.chdir(compile_dir)
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
 
 
@@ -91,6 +127,13 @@ def metadata_json(compiled, config_name, cubin_file):
     }
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (ptxas)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--kernel", required=True)
@@ -98,11 +141,16 @@ def main(argv=None):
     ap.add_argument("--config", required=True, help="JSON object")
     ap.add_argument("--arch", type=int, required=True)
     ap.add_argument("--out", required=True, help="output .cubin path; .json written beside it")
+    ap.add_argument("--ptx", action="store_true",
+                    help="also write the PTX (.ptx beside the cubin) for the runtime's PTX fallback")
     ap.add_argument("--rule-hash", default="", help="ignored; makes ninja rebuild when the rule changes")
     ap.add_argument("--timeout", type=int, default=int(os.environ.get("AOTRITON_COMPILE_TIMEOUT", 900)))
     args = ap.parse_args(argv)
 
+    out = Path(args.out).resolve()
     sys.path[:0] = [str(HERE), str(REPO)]
+    os.chdir(REPO)  # the relative source names resolve for inspect/linecache
+    use_repo_relative_sources()
     from kernel_rules import config_name
     import rules
 
@@ -121,8 +169,10 @@ def main(argv=None):
     signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(args.timeout)
     t0 = time.time()
+    cpu0 = cpu_seconds()
     try:
-        compiled = compile_one(rule, functional, config, args.arch)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        compiled = compile_one(rule, functional, config, args.arch, compile_dir=out.parent)
     except CompileTimeout:
         sys.exit(f"aotriton compile TIMEOUT after {args.timeout}s: {what}")
     except Exception as e:  # report every compiler error with its coordinates
@@ -130,13 +180,17 @@ def main(argv=None):
     finally:
         signal.alarm(0)
 
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".cubin.tmp")
     tmp.write_bytes(compiled.asm["cubin"])
     os.replace(tmp, out)
     meta = metadata_json(compiled, config_name(config), out.name)
+    if args.ptx:
+        ptx_path = out.with_suffix(".ptx")
+        ptx_path.write_text(compiled.asm["ptx"])
+        meta["ptx"] = ptx_path.name
     meta["compile_seconds"] = round(time.time() - t0, 3)
+    meta["compile_cpu_seconds"] = round(cpu_seconds() - cpu0, 3)  # load-independent (tools/compile_times.py)
     json_path = out.with_suffix(".json")
     json_path.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
 

@@ -32,6 +32,12 @@ GENERATOR_INPUTS = ["python/generate.py", "python/build_plan.py", "python/kernel
     str(p.relative_to(REPO)) for p in [*(REPO / "python").glob("rules*.py"), *(REPO / "tritonsrc").glob("*/*configs.py")])
 
 
+# Measured on the ci profile for sm_90 (tools/compile_times.py): 1.23 CPU s of
+# Triton + ptxas per cubin on average, plus ~0.3 s to start each compile process.
+# Large head dims take longer, so this is a lower bound for release builds.
+CPU_SECONDS_PER_CUBIN = 1.5
+
+
 def write_if_changed(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and path.read_text() == text:
@@ -88,7 +94,16 @@ def rule_hash(rule) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def emit_ninja(plan: dict, rules_module, build_dir: Path, argv: list[str]) -> str:
+def ptx_arch(archs: list[int]) -> int | None:
+    """The arch whose PTX the PTX fallback keeps: the newest built one whose
+    PTX the driver can JIT for newer GPUs. Triton targets sm_90a/sm_100a/...
+    (arch-specific, not forward compatible) from 90 on, so only archs below 90
+    qualify."""
+    portable = [a for a in archs if a < 90]
+    return max(portable) if portable else None
+
+
+def emit_ninja(plan: dict, rules_module, build_dir: Path, argv: list[str], triton_cache: Path) -> str:
     import triton
 
     py = shlex.quote(sys.executable)
@@ -98,9 +113,13 @@ def emit_ninja(plan: dict, rules_module, build_dir: Path, argv: list[str]) -> st
         f"python = {py}",
         f"repo = {ninja_escape(str(REPO))}",
         "",
+        # Triton's cache lives in the build directory (or where the caller says).
+        f"triton_cache = {ninja_escape(str(triton_cache))}",
+        "",
         "rule compile",
-        "  command = $python $repo/python/compile_kernel.py --kernel $kernel --functional '$functional'"
-        " --config '$config' --arch $arch --rule-hash $rule_hash --out $out_cubin",
+        "  command = env TRITON_CACHE_DIR=$triton_cache $python $repo/python/compile_kernel.py --kernel $kernel"
+        " --functional '$functional' --config '$config' --arch $arch --rule-hash $rule_hash --out $out_cubin"
+        "$ptx_flag",
         "  description = TRITON $kernel $fname $cname sm_$arch",
         "",
         "rule pack",
@@ -136,8 +155,10 @@ def emit_ninja(plan: dict, rules_module, build_dir: Path, argv: list[str]) -> st
                 for c in v["configs"]:
                     stem = f"cubins/sm_{arch}/{rule.name}/{e['name']}/{c['file']}"
                     jsons.append(f"{stem}.json")
+                    keep_ptx = arch == plan.get("ptx_arch")
+                    ptx_out = f" {stem}.ptx" if keep_ptx else ""
                     lines += [
-                        f"build {stem}.cubin {stem}.json: compile | {deps}",
+                        f"build {stem}.cubin {stem}.json{ptx_out}: compile | {deps}",
                         f"  kernel = {rule.name}",
                         f"  fname = {e['name']}",
                         f"  cname = {c['name']}",
@@ -146,7 +167,7 @@ def emit_ninja(plan: dict, rules_module, build_dir: Path, argv: list[str]) -> st
                         f"  functional = {json.dumps(e['functional'], separators=(',', ':'))}",
                         f"  config = {json.dumps(c['values'], separators=(',', ':'), sort_keys=True)}",
                         f"  out_cubin = {stem}.cubin",
-                    ]
+                    ] + (["  ptx_flag = --ptx"] if keep_ptx else [])
                 image = f"images/sm_{arch}/{rule.name}/{e['name']}.aks"
                 lines += [
                     f"build {image}: pack {' '.join(jsons)} | $repo/python/image_store.py",
@@ -181,6 +202,8 @@ def emit_build_info(plan: dict) -> str:
             f'const char* build_archs() noexcept {{ return "{archs}"; }}\n'
             f'const char* build_kernels() noexcept {{ return "{kernels}"; }}\n'
             "const char* version() noexcept { return AOTRITON_VERSION_STRING; }\n"
+            "// Arch whose images also hold PTX for newer GPUs (0: no PTX fallback).\n"
+            f"namespace detail {{ extern const uint32_t kPtxFallbackArch = {plan.get('ptx_arch') or 0}; }}\n"
             "}\n}\n")
 
 
@@ -188,10 +211,15 @@ def cmd_ninja(args, argv):
     import rules
     build_dir = Path(args.build_dir).resolve()
     plan = build_plan.make_plan(rules, args.profile, parse_archs(args.archs))
+    if args.ptx_fallback:
+        plan["ptx_arch"] = ptx_arch(plan["archs"])
+        if plan["ptx_arch"] is None:
+            plan["notes"].append("PTX fallback asked for, but no built arch below 90 has portable PTX: none kept")
     for note in plan["notes"]:
         print(f"generate.py: {note}", file=sys.stderr)
     write_if_changed(build_dir / "manifest.json", json.dumps(plan, indent=1, sort_keys=True) + "\n")
-    write_if_changed(build_dir / "build.ninja", emit_ninja(plan, rules, build_dir, argv))
+    triton_cache = Path(args.triton_cache_dir).resolve() if args.triton_cache_dir else build_dir / "triton-cache"
+    write_if_changed(build_dir / "build.ninja", emit_ninja(plan, rules, build_dir, argv, triton_cache))
     write_if_changed(build_dir / "sources.cmake", emit_sources_cmake(plan, build_dir))
     write_if_changed(build_dir / "gen" / "build_info.cc", emit_build_info(plan))
     # ninja's regen edge needs its outputs newer than its inputs even when
@@ -200,8 +228,11 @@ def cmd_ninja(args, argv):
         os.utime(build_dir / name)
     n_cubins = sum(len(v["configs"]) for k in plan["kernels"] for e in k["entries"] for v in e["variants"])
     n_images = sum(len(e["variants"]) for k in plan["kernels"] for e in k["entries"])
+    cores = os.cpu_count() or 1
+    eta_min = n_cubins * CPU_SECONDS_PER_CUBIN / cores / 60
     print(f"aotriton: profile {plan['profile']}, archs {plan['archs']}: {len(plan['kernels'])} kernels, "
-          f"{n_images} images, {n_cubins} cubins")
+          f"{n_images} images, {n_cubins} cubins to compile; from scratch about {eta_min:.0f} min on {cores} "
+          f"cores (an unchanged kernel is not recompiled)")
 
 
 def cmd_cpp(args):
@@ -222,6 +253,10 @@ def main(argv=None):
     n.add_argument("--build-dir", required=True)
     n.add_argument("--profile", default="release")
     n.add_argument("--archs", default="80;90")
+    n.add_argument("--triton-cache-dir", default="",
+                   help="Triton's cache for the compile edges (default BUILD_DIR/triton-cache)")
+    n.add_argument("--ptx-fallback", action="store_true",
+                   help="also keep the PTX of the newest portable arch in its images (JIT on newer GPUs)")
     c = sub.add_parser("cpp")
     c.add_argument("--build-dir", required=True)
     c.add_argument("--kernel", required=True)
@@ -229,7 +264,9 @@ def main(argv=None):
     if args.cmd == "ninja":
         # The regen edge reruns us from inside the build dir with these same arguments.
         argv = ["ninja", "--build-dir", str(Path(args.build_dir).resolve()), "--profile", args.profile,
-                "--archs", args.archs]
+                "--archs", args.archs, f"--triton-cache-dir={args.triton_cache_dir}"]
+        if args.ptx_fallback:
+            argv.append("--ptx-fallback")
         cmd_ninja(args, argv)
     else:
         cmd_cpp(args)

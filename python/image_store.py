@@ -447,6 +447,27 @@ def entry_from_meta(meta_path: str) -> StoreEntry:
                       num_warps=meta["num_warps"], num_ctas=meta["num_ctas"], **values)
 
 
+PTX_SUFFIX = "@ptx"  # entry name suffix of a config's PTX (the runtime's fallback for newer GPUs)
+
+
+def entries_from_meta(meta_path: str) -> list:
+    """The cubin entry of a compile step's JSON, plus a PTX entry named
+    NAME@ptx when it kept the PTX (NUL-terminated, as cuModuleLoadData wants)."""
+    entry = entry_from_meta(meta_path)
+    with open(meta_path, encoding="utf-8") as f:
+        ptx_file = json.load(f).get("ptx")
+    if not ptx_file:
+        return [entry]
+    ptx_path = os.path.join(os.path.dirname(os.path.abspath(meta_path)), ptx_file)
+    try:
+        with open(ptx_path, "rb") as f:
+            ptx = f.read()
+    except OSError as e:
+        raise StoreError(f"{meta_path}: cannot read PTX {ptx_path}: {e.strerror or e}") from None
+    ptx_entry = StoreEntry(**{**entry.__dict__, "name": entry.name + PTX_SUFFIX, "cubin": ptx + b"\0"})
+    return [entry, ptx_entry]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="aotriton kernel image store tool",
                                  fromfile_prefix_chars="@")
@@ -461,7 +482,7 @@ def main(argv=None) -> int:
     p.add_argument("meta", nargs="+", help="meta.json files (or @file listing them)")
     args = ap.parse_args(argv)
     try:
-        entries = [entry_from_meta(m) for m in args.meta]
+        entries = [e for m in args.meta for e in entries_from_meta(m)]
         write_store(args.out, arch=args.arch, kernel=args.kernel, functional=args.functional,
                     triton_version=args.triton_version, entries=entries)
     except StoreError as e:

@@ -31,6 +31,12 @@ PROFILES = {
             keep=lambda k, f: GPUTEST_SUBSET.get(k, lambda f: True)(f),
         ),
         Profile(
+            "minimal",
+            "one element-wise kernel (act_and_mul, fp16): quick CMake packaging and embedding tests",
+            keep=lambda k, f: f["dtype"] == "fp16",
+            kernels=["act_and_mul"],
+        ),
+        Profile(
             "ci",
             "small subset that compiles on 2 CPU cores in a few minutes",
             keep=lambda k, f: CI_SUBSET.get(k, lambda f: True)(f),

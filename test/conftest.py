@@ -10,6 +10,10 @@ for p in (str(PY_DIR), str(REPO / "python"), str(REPO)):
         sys.path.insert(0, p)
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "packaging: builds release artifacts (tarball, wheel, CMake consumers); slow")
+
+
 @pytest.fixture(scope="session")
 def build_dir():
     if not (BUILD_DIR / "kernels" / "manifest.json").exists():

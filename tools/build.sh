@@ -3,7 +3,7 @@
 # the tests) if there is none, then configures, compiles every kernel of the
 # profile and installs to $PREFIX.
 #   AOTRITON_PROFILE   ci | release | tune          (default release)
-#   AOTRITON_TARGET_ARCH  e.g. "80;90;100;120"      (default "80;90")
+#   AOTRITON_TARGET_ARCH  e.g. "80;90;100;120"      (default: the GPUs present, else "80;90")
 #   PREFIX             install prefix               (default ./install)
 #   BUILD_DIR          build directory              (default ./build)
 #   PYTHON             interpreter to use instead of .venv (must have triton==3.6.0)
@@ -11,7 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${AOTRITON_PROFILE:-release}
-ARCHS=${AOTRITON_TARGET_ARCH:-80;90}
+ARCH_ARG=()
+[ -n "${AOTRITON_TARGET_ARCH:-}" ] && ARCH_ARG=(-DAOTRITON_TARGET_ARCH="$AOTRITON_TARGET_ARCH")
 PREFIX=${PREFIX:-$PWD/install}
 BUILD_DIR=${BUILD_DIR:-$PWD/build}
 if [ -z "${PYTHON:-}" ]; then
@@ -27,8 +28,8 @@ fi
 PYTHON=$(command -v "$PYTHON")  # absolute: CMake caches it
 export PATH="$(dirname "$PYTHON"):$PATH"
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DAOTRITON_PROFILE="$PROFILE" -DAOTRITON_TARGET_ARCH="$ARCHS" \
+  -DAOTRITON_PROFILE="$PROFILE" "${ARCH_ARG[@]}" \
   -DAOTRITON_PYTHON="$PYTHON" -DPython_EXECUTABLE="$PYTHON" -DPython3_EXECUTABLE="$PYTHON" \
   -DCMAKE_INSTALL_PREFIX="$PREFIX" ${CMAKE_ARGS:-}
 cmake --build "$BUILD_DIR" --target install
-echo "aotriton installed in $PREFIX (profile $PROFILE, archs $ARCHS)"
+echo "aotriton installed in $PREFIX (profile $PROFILE, archs $(sed -n 's/^AOTRITON_TARGET_ARCH:STRING=//p' "$BUILD_DIR/CMakeCache.txt"))"

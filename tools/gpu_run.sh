@@ -27,10 +27,14 @@ if [[ $STEPS == *build* ]]; then
   # A build with only sm_80 images, for the arch-not-in-build test.
   BUILD_DIR=$PWD/build80 PREFIX=$PWD/install80 AOTRITON_PROFILE=ci AOTRITON_TARGET_ARCH=80 \
     tools/build.sh > "$OUT/build80.log" 2>&1 || { tail -20 "$OUT/build80.log"; status=1; }
+  # sm_80 only with its PTX kept (minimal profile: silu_and_mul), for the PTX fallback test.
+  BUILD_DIR=$PWD/build80ptx PREFIX=$PWD/install80ptx AOTRITON_PROFILE=minimal AOTRITON_TARGET_ARCH=80 \
+    CMAKE_ARGS="$CMAKE_ARGS -DAOTRITON_PTX_FALLBACK=ON" \
+    tools/build.sh > "$OUT/build80ptx.log" 2>&1 || { tail -20 "$OUT/build80ptx.log"; status=1; }
   "$PYTHON" install/lib/aotriton.tools/inspect_images.py install | tail -12
 fi
 if [[ $STEPS == *test* ]]; then
-  export AOTRITON_OTHER_ARCH_PREFIX=$PWD/install80
+  export AOTRITON_OTHER_ARCH_PREFIX=$PWD/install80 AOTRITON_PTX_PREFIX=$PWD/install80ptx
   "$PYTHON" -m pytest -q -rs ${TESTS:-test/gpu} ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/test_gpu.log" | tail -25 || status=1
   "$PYTHON" -m pytest -q test/cpu/test_install.py test/cpu/test_runtime_nogpu.py 2>&1 | tail -3 || status=1
 fi

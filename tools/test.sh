@@ -3,14 +3,26 @@
 # consumer project, Triton kernels under TRITON_INTERPRET=1) and GPU tests
 # (skipped cleanly without a GPU). Extra arguments go to pytest.
 # The interpreter is a process-wide switch in Triton, so those tests run in
-# their own pytest process.
+# their own pytest process. The last line is the total over every run:
+# "N passed, N failed, N skipped" (errors count as failed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-$PWD/.venv/bin/python}
 export AOTRITON_BUILD_DIR=${BUILD_DIR:-$PWD/build}
 export AOTRITON_PREFIX=${PREFIX:-$PWD/install}
+start=$(date +%s)
+reports=$(mktemp -d)
+trap 'rm -rf "$reports"' EXIT
 status=0
-env -u TRITON_INTERPRET "$PYTHON" -m pytest -q test/cpu "$@" || status=1
-TRITON_INTERPRET=1 "$PYTHON" -m pytest -q test/cpu "$@" || status=1
-env -u TRITON_INTERPRET "$PYTHON" -m pytest -q test/gpu "$@" || status=1
+run() {  # run <name> <env...> -- pytest args
+  local name=$1; shift
+  "$@" --junitxml="$reports/$name.xml"
+  local rc=$?
+  [ $rc -eq 0 ] || [ $rc -eq 5 ] || status=1  # 5: nothing selected (e.g. -k)
+}
+run cpu env -u TRITON_INTERPRET "$PYTHON" -m pytest -q test/cpu "$@"
+run interp env TRITON_INTERPRET=1 "$PYTHON" -m pytest -q test/cpu "$@"
+run gpu env -u TRITON_INTERPRET "$PYTHON" -m pytest -q test/gpu "$@"
+echo "tests took $(( $(date +%s) - start )) s${AOTRITON_CI_START:+ (CI: $(( $(date +%s) - AOTRITON_CI_START )) s since start)}"
+"$PYTHON" tools/junit_total.py "$reports"/cpu.xml "$reports"/interp.xml "$reports"/gpu.xml || status=1
 exit $status

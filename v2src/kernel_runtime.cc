@@ -80,6 +80,18 @@ const ArchVariant* pick_variant(const FunctionalSlot& slot, int arch) {
   return best;
 }
 
+constexpr const char* kPtxSuffix = "@ptx";  // entry name of a config's PTX (see kPtxFallbackArch)
+
+const ArchVariant* pick_ptx_variant(const FunctionalSlot& slot, int arch) {
+  if (kPtxFallbackArch == 0) return nullptr;
+  const ArchVariant* ptx = nullptr;
+  for (uint32_t i = 0; i < slot.n_variants; ++i) {
+    if (static_cast<int>(slot.variants[i].arch) >= arch) return nullptr;  // not newer than every built arch
+    if (slot.variants[i].arch == kPtxFallbackArch) ptx = &slot.variants[i];
+  }
+  return ptx;
+}
+
 Status bind_slow(const FunctionalSlot& slot, LaunchTarget* t) {
   SlotState& st = *slot.state;
   std::lock_guard<std::mutex> lock(st.mutex);
@@ -99,13 +111,14 @@ Status bind_slow(const FunctionalSlot& slot, LaunchTarget* t) {
       cu, cu.cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev), "cuDeviceGetAttribute"));
   int arch = major * 10 + minor;
   const ArchVariant* v = pick_variant(slot, arch);
+  const bool use_ptx = !v && (v = pick_ptx_variant(slot, arch)) != nullptr;
   if (!v)
     return fail(Status::kArchNotInBuild, std::string("kernel ") + slot.kernel + " functional " + slot.functional +
                                              ": this build has images for " + arch_list(slot) + ", the GPU is sm_" +
                                              std::to_string(arch) + " (rebuild with AOTRITON_TARGET_ARCH including " +
                                              std::to_string(arch) + ")");
   auto* b = new BoundSlot{t->context, v, std::make_unique<std::atomic<const LoadedKernel*>[]>(v->n_configs),
-                          st.head.load(std::memory_order_relaxed)};
+                          st.head.load(std::memory_order_relaxed), use_ptx};
   for (uint32_t i = 0; i < v->n_configs; ++i) b->kernels[i].store(nullptr, std::memory_order_relaxed);
   st.head.store(b, std::memory_order_release);
   t->bound = b;
@@ -148,7 +161,7 @@ Status load_one(const FunctionalSlot& slot, const LaunchTarget& t, uint32_t conf
   const ArchVariant& v = *b.variant;
   const ImageStore* store = nullptr;
   AOTRITON_RETURN_IF_ERROR(open_store(slot, v, &store));
-  const char* name = v.config_names[config];
+  const std::string name = std::string(v.config_names[config]) + (b.use_ptx ? kPtxSuffix : "");
   const ImageEntry* e = store->find(name);
   if (!e)
     return fail(Status::kCorruptImage, std::string("image of kernel ") + slot.kernel + " functional " +
@@ -161,6 +174,10 @@ Status load_one(const FunctionalSlot& slot, const LaunchTarget& t, uint32_t conf
   RelaxedCaptureScope relaxed(t.cu);
   CUmodule module;
   CUresult r = cu.cuModuleLoadData(&module, e->cubin);
+  if (b.use_ptx && r != CUDA_SUCCESS)
+    return fail(Status::kArchNotInBuild, std::string("the driver could not JIT the sm_") + std::to_string(v.arch) +
+                                             " PTX of kernel " + slot.kernel + " for this GPU (CUresult " +
+                                             std::to_string(static_cast<int>(r)) + "); rebuild for its arch");
   if (r == CUDA_ERROR_NO_BINARY_FOR_GPU || r == CUDA_ERROR_INVALID_IMAGE)
     return fail(Status::kArchNotInBuild, std::string("the sm_") + std::to_string(v.arch) + " cubin of kernel " +
                                              slot.kernel + " does not load on this GPU (CUresult " +

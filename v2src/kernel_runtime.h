@@ -45,6 +45,7 @@ struct BoundSlot {
   const ArchVariant* variant;
   std::unique_ptr<std::atomic<const LoadedKernel*>[]> kernels;
   BoundSlot* next;
+  bool use_ptx = false;  // GPU newer than every built arch: JIT the variant's PTX
 };
 
 struct SlotState {
@@ -71,6 +72,11 @@ struct LaunchTarget {
   bool push;
   BoundSlot* bound;
 };
+
+// PTX fallback (AOTRITON_PTX_FALLBACK): the images of this arch also hold
+// each config's PTX as "<config>@ptx"; a GPU newer than every built arch JITs
+// it. 0 when the build kept no PTX. Defined in the generated build_info.cc.
+extern const uint32_t kPtxFallbackArch;
 
 Status bind(const FunctionalSlot& slot, void* stream, LaunchTarget* out);
 

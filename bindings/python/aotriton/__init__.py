@@ -1,9 +1,21 @@
 """aotriton: ahead-of-time compiled Triton kernels for PyTorch (no JIT at run time).
 
-Import needs `pyaotriton` (the C++ extension installed next to this package,
-under <prefix>/lib/python) and torch.
+Import needs `pyaotriton` (the C++ extension installed next to this package:
+under <prefix>/lib/python, or in site-packages from the wheel) and torch.
 """
+import os as _os
+
 import pyaotriton as _C
+
+from . import _build_info
+
+__version__ = _build_info.VERSION
+
+# A wheel keeps the images inside this package (the extension's dladdr lookup
+# covers only the install-tree layout). An explicit AOTRITON_IMAGE_DIR wins.
+_WHEEL_IMAGES = _os.path.join(_os.path.dirname(__file__), "images")
+if _os.path.isdir(_WHEEL_IMAGES) and not _os.environ.get("AOTRITON_IMAGE_DIR"):
+    _C.set_image_dir(_WHEEL_IMAGES)
 
 from .flash import (flash_attn_backward, flash_attn_func, flash_attn_varlen_func,  # noqa: F401
                     philox_state, scaled_dot_product_attention)
@@ -18,3 +30,20 @@ build_archs = _C.build_archs
 module_load_count = _C.module_load_count
 image_dir = _C.image_dir
 set_image_dir = _C.set_image_dir
+
+
+def build_info() -> dict:
+    """What this build holds and what it is compatible with: version, ABI
+    version, image format version, profile, archs, and the Triton and CUDA
+    (ptxas) releases the kernels were compiled with."""
+    return {
+        "version": _C.version(),
+        "abi_version": _build_info.ABI_VERSION,
+        "image_format_version": _build_info.IMAGE_FORMAT_VERSION,
+        "profile": _C.build_profile(),
+        "archs": [int(a) for a in _C.build_archs().split(";") if a],
+        "ptx_fallback": _build_info.PTX_FALLBACK,
+        "triton_version": _build_info.TRITON_VERSION,
+        "cuda_version": _build_info.CUDA_VERSION,
+        "image_dir": _C.image_dir(),
+    }

@@ -1,0 +1,36 @@
+# AOTRITON_TARGET_ARCH: GPU archs (compute capability x10) to compile cubins for.
+# Given explicitly (-D or the AOTRITON_TARGET_ARCH environment variable) it is
+# used as is; otherwise the archs of the GPUs on this machine (nvidia-smi), and
+# with no GPU the documented default "80;90" (A100, H100/H200).
+set(AOTRITON_DEFAULT_TARGET_ARCH "80;90")
+if("${AOTRITON_TARGET_ARCH}" STREQUAL "" AND DEFINED ENV{AOTRITON_TARGET_ARCH} AND NOT "$ENV{AOTRITON_TARGET_ARCH}" STREQUAL "")
+  set(AOTRITON_TARGET_ARCH "$ENV{AOTRITON_TARGET_ARCH}")
+endif()
+if("${AOTRITON_TARGET_ARCH}" STREQUAL "")
+  set(_archs "")
+  find_program(AOTRITON_NVIDIA_SMI nvidia-smi)
+  if(AOTRITON_NVIDIA_SMI)
+    execute_process(COMMAND "${AOTRITON_NVIDIA_SMI}" --query-gpu=compute_cap --format=csv,noheader
+      OUTPUT_VARIABLE _caps RESULT_VARIABLE _smi_result ERROR_QUIET)
+    if(_smi_result EQUAL 0)
+      string(REGEX MATCHALL "[0-9]+\\.[0-9]+" _caps "${_caps}")
+      foreach(_cap IN LISTS _caps)
+        string(REPLACE "." "" _arch "${_cap}")
+        list(APPEND _archs ${_arch})
+      endforeach()
+      list(REMOVE_DUPLICATES _archs)
+      list(SORT _archs COMPARE NATURAL)
+    endif()
+  endif()
+  if(_archs)
+    message(STATUS "aotriton: building for the GPUs on this machine: ${_archs} (set AOTRITON_TARGET_ARCH to override)")
+  else()
+    set(_archs "${AOTRITON_DEFAULT_TARGET_ARCH}")
+    message(STATUS "aotriton: no GPU found, building for the default archs ${_archs} (set AOTRITON_TARGET_ARCH to override)")
+  endif()
+  set(AOTRITON_TARGET_ARCH "${_archs}")
+endif()
+set(AOTRITON_TARGET_ARCH "${AOTRITON_TARGET_ARCH}" CACHE STRING
+  "GPU archs (compute capability x10) to build cubins for, e.g. 80;90;100;120 (default: the GPUs present, else ${AOTRITON_DEFAULT_TARGET_ARCH})")
+string(REPLACE "," ";" AOTRITON_TARGET_ARCH "${AOTRITON_TARGET_ARCH}")
+list(SORT AOTRITON_TARGET_ARCH COMPARE NATURAL)
