@@ -187,7 +187,6 @@ internal::GemmJob gemm_common(const Layout& l, const Dims& d, QuantMode quant, D
   j.c_dtype = act;
   j.quant = quant;
   j.block_size = d.block_size;
-  j.num_experts = d.E;
   return j;
 }
 

@@ -174,7 +174,6 @@ Status grouped_gemm(const GroupedGemmParams& p, Stream stream, const KernelOptio
   j.stride_be = p.b.stride(0);
   j.stride_bn = p.b.stride(1);
   j.stride_cm = p.c.stride(0);
-  j.num_experts = E;
   j.ab_dtype = p.a.dtype;
   j.c_dtype = p.c.dtype;
   j.quant = p.quant;

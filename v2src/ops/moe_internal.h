@@ -90,14 +90,15 @@ struct GemmJob {
   const int32_t* expert_ids;
   const int32_t* num_tokens_post_padded;
   int64_t N, K, EM, num_valid_tokens, top_k;
-  int64_t num_experts;  // local experts: the tuning LUT is keyed on slots per expert
+  // b's (local) experts: the tuning LUT is keyed on slots per expert, and
+  // blocks with an expert id outside [0, E) write zeros.
+  int64_t num_experts;
   int64_t stride_am, stride_be, stride_bn, stride_cm;
   int64_t stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk;
   DType ab_dtype, c_dtype;
   QuantMode quant;
   bool mul_routed_weight;
   int32_t block_size;
-  int64_t num_experts;  // b's experts: blocks with an expert id outside [0, E) write zeros
 };
 Status launch_gemm(const char* op, const GemmJob& job, Stream stream, const KernelOptions* options);
 
