@@ -31,6 +31,7 @@ const char* status_name(Status s) noexcept {
     case Status::kDriverError: return "CUDA driver error";
     case Status::kOutOfMemory: return "out of memory";
     case Status::kInternal: return "internal error";
+    case Status::kIncompatibleImage: return "incompatible kernel image";
   }
   return "unknown status";
 }
