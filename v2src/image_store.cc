@@ -122,8 +122,8 @@ std::string lzma_problem(lzma_ret r) {
 
 // Decompresses one xz stream into `out`, which must end up exactly raw_size
 // bytes. raw_size was bounded by the payload size before this is called, so
-// the buffer is allocated once, up front; one spare byte detects a longer
-// stream without inflating more.
+// the buffer is allocated once, at its exact size (an overread past the
+// payload stays visible to ASan); a one-byte spare detects a longer stream.
 Status inflate(const uint8_t* in, size_t in_size, size_t raw_size, const std::string& label,
                std::vector<uint8_t>* out) {
   lzma_stream strm = LZMA_STREAM_INIT;
@@ -136,32 +136,36 @@ Status inflate(const uint8_t* in, size_t in_size, size_t raw_size, const std::st
     ~End() { lzma_end(s); }
   } end{&strm};
 
-  const size_t limit = raw_size + 1;
-  out->resize(limit);
+  out->resize(raw_size);
+  uint8_t spare = 0;
+  bool in_spare = raw_size == 0;
   strm.next_in = in;
   strm.avail_in = in_size;
-  strm.next_out = out->data();
-  strm.avail_out = limit;
+  strm.next_out = in_spare ? &spare : out->data();
+  strm.avail_out = in_spare ? 1 : raw_size;
+  auto too_long = [&] {
+    return fail(Status::kCorruptImage, label + ": payload decompresses to more than raw_size " + std::to_string(raw_size));
+  };
   for (;;) {
     r = lzma_code(&strm, LZMA_FINISH);
+    if (in_spare && strm.avail_out == 0) return too_long();
     if (r == LZMA_STREAM_END) break;
     if (r == LZMA_MEM_ERROR) return fail(Status::kOutOfMemory, label + ": out of memory decoding the payload");
-    if (strm.avail_out == 0)
-      return fail(Status::kCorruptImage,
-                  label + ": payload decompresses to more than raw_size " + std::to_string(raw_size));
+    if (!in_spare && strm.avail_out == 0) {  // full: is there more?
+      in_spare = true;
+      strm.next_out = &spare;
+      strm.avail_out = 1;
+      continue;
+    }
     if (r != LZMA_OK) return fail(Status::kCorruptImage, label + ": xz payload " + lzma_problem(r));
   }
-  const size_t produced = limit - strm.avail_out;
-  if (produced > raw_size)
-    return fail(Status::kCorruptImage,
-                label + ": payload decompresses to more than raw_size " + std::to_string(raw_size));
+  const size_t produced = in_spare ? raw_size : raw_size - strm.avail_out;
   if (strm.avail_in != 0)
     return fail(Status::kCorruptImage,
                 label + ": " + std::to_string(strm.avail_in) + " bytes after the xz stream");
   if (produced != raw_size)
     return fail(Status::kCorruptImage, label + ": payload decompresses to " + std::to_string(produced) +
                                            " bytes, header says raw_size " + std::to_string(raw_size));
-  out->resize(raw_size);
   return Status::kSuccess;
 }
 
