@@ -3,6 +3,7 @@
 #include "bwd_dq.h"
 #include "bwd_preprocess.h"
 #include "flash_common.h"
+#include "resolve_first.h"
 
 namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {
@@ -57,7 +58,7 @@ void fill_functional(F& f, const Bwd& p) {
   f.ENABLE_DROPOUT = p.dropout_p > 0.f;
 }
 
-Status launch(const Bwd& p, Stream stream, const KernelOptions* options) {
+Status launch_kernels(const Bwd& p, Stream stream, const KernelOptions* options) {
   const Geometry& g = p.g;
   AOTRITON_RETURN_IF_ERROR(
       check_geometry(p.op, g, p.scale, p.dropout_p, p.dropout_p > 0.f, p.seed, p.offset, p.causal));
@@ -100,6 +101,11 @@ Status launch(const Bwd& p, Stream stream, const KernelOptions* options) {
   kq::Functional qf{};
   fill_functional(qf, p);
   return kq::launch(qa, qf, stream, options);
+}
+
+// All three kernels are resolved before the first launch (resolve_first.h).
+Status launch(const Bwd& p, Stream stream, const KernelOptions* options) {
+  return detail::resolve_then_launch([&] { return launch_kernels(p, stream, options); });
 }
 
 }  // namespace

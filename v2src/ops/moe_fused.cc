@@ -6,6 +6,7 @@
 #include "act_and_mul.h"
 #include "moe_internal.h"
 #include "moe_sum.h"
+#include "resolve_first.h"
 
 namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {
@@ -227,6 +228,8 @@ Status quantize_a(internal::GemmJob* j, const void* x, int64_t rows, int64_t col
   return internal::launch_tensor_quant(kOp, qj, scale, stream);
 }
 
+Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, const KernelOptions* options);
+
 }  // namespace
 
 Status fused_experts_workspace_size(const FusedExpertsParams& p, size_t* bytes) noexcept try {
@@ -248,6 +251,16 @@ Status fused_experts(const FusedExpertsParams& p, Stream stream, const KernelOpt
   const size_t need = layout(nullptr, d, p.quant, act).bytes;
   AOTRITON_RETURN_IF_ERROR(internal::check_workspace(kOp, p.workspace, p.workspace_bytes, need));
   if (d.M == 0) return Status::kSuccess;
+  // Up to nine launches: all are resolved before the first (resolve_first.h).
+  return detail::resolve_then_launch([&] { return launch_all(p, d, stream, options); });
+} catch (...) {
+  return fail(Status::kInternal, "fused_experts: unexpected exception");
+}
+
+namespace {
+
+Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, const KernelOptions* options) {
+  const DType act = p.hidden_states.dtype;
   const Layout l = layout(p.workspace, d, p.quant, act);
   const auto* ids = static_cast<const int32_t*>(p.topk_ids.data);
   const auto* emap = static_cast<const int32_t*>(p.expert_map.data);
@@ -328,9 +341,9 @@ Status fused_experts(const FusedExpertsParams& p, Stream stream, const KernelOpt
             d.topk * d.K,
             d.K};
   return k::launch(a, k::Functional{act}, stream, nullptr);
-} catch (...) {
-  return fail(Status::kInternal, "fused_experts: unexpected exception");
 }
+
+}  // namespace
 
 }  // namespace moe
 }  // namespace AOTRITON_ABI_NAMESPACE

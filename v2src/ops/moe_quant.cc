@@ -9,6 +9,7 @@
 #include "moe_zero_dropped_rows.h"
 #include "per_tensor_quant_fp8.h"
 #include "per_token_group_quant_fp8.h"
+#include "resolve_first.h"
 
 namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {
@@ -153,12 +154,14 @@ Status per_tensor_quant_fp8(const PerTensorQuantParams& p, Stream stream, const 
   (void)options;
   internal::QuantJob j = job_of(p.x, p.q);
   float* scale = static_cast<float*>(p.scale.data);
-  if (p.dynamic_scale) {
+  if (p.dynamic_scale)
     AOTRITON_RETURN_IF_ERROR(internal::check_workspace(op, p.workspace, p.workspace_bytes,
                                                        per_tensor_quant_workspace_size(j.M)));
-    AOTRITON_RETURN_IF_ERROR(internal::launch_dynamic_scale(op, j, static_cast<float*>(p.workspace), scale, stream));
-  }
-  return internal::launch_tensor_quant(op, j, scale, stream);
+  return detail::resolve_then_launch([&] {
+    if (p.dynamic_scale)
+      AOTRITON_RETURN_IF_ERROR(internal::launch_dynamic_scale(op, j, static_cast<float*>(p.workspace), scale, stream));
+    return internal::launch_tensor_quant(op, j, scale, stream);
+  });
 } catch (...) {
   return fail(Status::kInternal, "per_tensor_quant_fp8: unexpected exception");
 }

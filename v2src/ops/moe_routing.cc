@@ -7,6 +7,7 @@
 #include "moe_align_scatter.h"
 #include "moe_align_small.h"
 #include "moe_internal.h"
+#include "resolve_first.h"
 #include "topk_softmax.h"
 
 namespace aotriton {
@@ -199,7 +200,7 @@ Status moe_align_block_size(const MoeAlignParams& p, Stream stream, const Kernel
                        static_cast<int32_t*>(p.num_tokens_post_padded.data),
                        p.workspace};
   (void)options;  // several launches: a forced config name would not fit them all
-  return internal::launch_align(op, j, stream);
+  return detail::resolve_then_launch([&] { return internal::launch_align(op, j, stream); });
 } catch (...) {
   return fail(Status::kInternal, "moe_align_block_size: unexpected exception");
 }
