@@ -55,6 +55,16 @@ Status check_view(const char* op, const char* name, const void* data, const int6
   }
   if (!empty && !data)
     return fail(Status::kInvalidArgument, std::string(op) + ": " + name + " is a null pointer");
+  // numel() and every offset into the tensor must be representable.
+  int64_t numel = 1, extent = 0;
+  for (int i = 0; i < rank; ++i) {
+    int64_t span = 0;
+    if (__builtin_mul_overflow(numel, sizes[i], &numel) ||
+        (sizes[i] > 0 && (__builtin_mul_overflow(sizes[i] - 1, strides[i], &span) ||
+                          __builtin_add_overflow(extent, span, &extent))))
+      return fail(Status::kInvalidArgument, std::string(op) + ": " + name + " of shape " + shape_string(sizes, rank) +
+                                                " is too large (its size or extent overflows 64-bit integers)");
+  }
   if (inner_contiguous && rank > 0 && sizes[rank - 1] > 1 && strides[rank - 1] != 1)
     return fail(Status::kInvalidArgument, std::string(op) + ": " + name + " must be contiguous in its last dim (stride " +
                                               std::to_string(strides[rank - 1]) + ")");
@@ -71,6 +81,26 @@ Status check_i32(const char* op, const char* what, int64_t value) {
   if (value >= 0 && value <= std::numeric_limits<int32_t>::max()) return Status::kSuccess;
   return fail(Status::kUnsupported, std::string(op) + ": " + what + " = " + std::to_string(value) +
                                         " exceeds the int32 range the kernels index with");
+}
+
+Status checked_mul(const char* op, const char* what, std::initializer_list<int64_t> factors, int64_t* out) {
+  int64_t v = 1;
+  for (int64_t f : factors)
+    if (f < 0 || __builtin_mul_overflow(v, f, &v))
+      return fail(Status::kUnsupported, std::string(op) + ": " + what + " overflows 64-bit integers");
+  *out = v;
+  return Status::kSuccess;
+}
+
+Status check_i32_offset(const char* op, const char* what, int64_t rows, int64_t row_stride, int64_t cols) {
+  if (rows <= 0) return Status::kSuccess;
+  int64_t last = 0;
+  if (row_stride < 0 || cols < 0 || __builtin_mul_overflow(rows - 1, row_stride, &last) ||
+      __builtin_add_overflow(last, cols, &last) || last > std::numeric_limits<int32_t>::max())
+    return fail(Status::kUnsupported, std::string(op) + ": " + what + " (" + std::to_string(rows - 1) + " * " +
+                                          std::to_string(row_stride) + " + " + std::to_string(cols) +
+                                          ") exceeds the int32 range the kernels index with");
+  return Status::kSuccess;
 }
 
 Status check_same_dim(const char* op, const char* a, int64_t a_size, int ai, const char* b, int64_t b_size, int bi) {

@@ -2,6 +2,7 @@
 // tensor and what is wrong with it.
 #pragma once
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 
 #include "aotriton/runtime.h"
@@ -27,6 +28,14 @@ Status check_dtype(const char* op, const char* name, DType got, DType want);
 
 // Fails unless `value` fits the kernel's int32 argument.
 Status check_i32(const char* op, const char* what, int64_t value);
+
+// *out = the product of `factors` (all >= 0); fails with kUnsupported naming
+// `what` when it overflows int64 (sizes are multiplied only through this).
+Status checked_mul(const char* op, const char* what, std::initializer_list<int64_t> factors, int64_t* out);
+
+// Fails unless (rows - 1) * row_stride + cols, the largest offset a kernel
+// forms in 32-bit arithmetic from a row index, fits int32 (0 rows: nothing).
+Status check_i32_offset(const char* op, const char* what, int64_t rows, int64_t row_stride, int64_t cols);
 
 // Fails unless a.sizes[ai] == b.sizes[bi] (names the tensors and dims).
 Status check_same_dim(const char* op, const char* a, int64_t a_size, int ai, const char* b, int64_t b_size, int bi);

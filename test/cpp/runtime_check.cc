@@ -1,9 +1,11 @@
 // Runtime checks that need no GPU: version/build info, argument validation,
 // and the error returned when the CUDA driver is absent. Prints one line per
 // check as "name: <status name>: <message>" for test/cpu/test_runtime_nogpu.py.
+#include <array>
 #include <cstdio>
 #include <cstring>
 
+#include "aotriton/flash.h"
 #include "aotriton/moe.h"
 #include "aotriton/runtime.h"
 
@@ -26,6 +28,85 @@ void report(const char* name, Status s) {
   std::printf("%s: %s: %s\n", name, status_name(s), s == Status::kSuccess ? "" : last_error_message());
 }
 
+// A contiguous view of any rank over g_fake (sizes may be far larger than the
+// buffer: validation never touches the data, and no kernel runs here).
+template <int R>
+TensorView<R> viewn(DType dt, std::array<int64_t, R> sizes, void* data = g_fake) {
+  TensorView<R> v;
+  v.data = data;
+  v.sizes = sizes;
+  int64_t stride = 1;
+  for (int i = R - 1; i >= 0; --i) v.strides[i] = stride, stride *= sizes[i];
+  v.dtype = dt;
+  return v;
+}
+
+// Sizes and offsets that overflow 64-bit products or the kernels' int32
+// offsets: each must fail validation (before these checks they reached the
+// driver, i.e. "CUDA driver not available" here).
+void integer_checks() {
+  {  // tokens * top-k wraps to 0 in int64 with M = 2^33, top-k = 2^31 (and M * K with K = 2^31)
+    moe::FusedExpertsParams p;
+    const int64_t M = int64_t(1) << 33, K = int64_t(1) << 31;
+    p.hidden_states = viewn<2>(DType::kFloat16, {M, K});
+    p.w1 = viewn<3>(DType::kFloat16, {1, 2, K});
+    p.w2 = viewn<3>(DType::kFloat16, {1, K, 1});
+    p.topk_weights = viewn<2>(DType::kFloat32, {M, int64_t(1) << 31});
+    p.topk_ids = viewn<2>(DType::kInt32, {M, int64_t(1) << 31});
+    p.output = viewn<2>(DType::kFloat16, {M, K});
+    size_t bytes = 0;
+    report("fused_experts_wrapping_sizes", moe::fused_experts_workspace_size(p, &bytes));
+  }
+  {  // debug dropout mask whose row stride makes (Sq - 1) * stride exceed int32
+    flash::FwdParams p;
+    const int64_t S = 4096;
+    p.q = p.k = p.v = p.out = viewn<4>(DType::kFloat16, {1, S, 1, 64});
+    p.lse = viewn<3>(DType::kFloat32, {1, 1, S});
+    p.softmax_scale = 0.125f;
+    static int64_t seed_and_offset[2];
+    p.philox_seed = &seed_and_offset[0];
+    p.philox_offset = &seed_and_offset[1];
+    p.dropout_mask = viewn<4>(DType::kInt8, {1, 1, S, S});
+    p.dropout_mask.strides = {1 << 30, 1 << 30, 1 << 20, 1};  // dims 0 and 1 have size 1
+    report("dropout_mask_offset", flash::attn_fwd(p, {}));
+  }
+  {  // expert weights stored N-major ([N, E, K] permuted): (N - 1) * stride_bn exceeds int32
+    moe::GroupedGemmParams p;
+    p.a = viewn<2>(DType::kFloat16, {4, 64});
+    p.b = viewn<3>(DType::kFloat16, {2, 64, 64});
+    p.b.strides = {64, int64_t(1) << 26, 1};
+    p.c = viewn<2>(DType::kFloat16, {4, 64});
+    p.sorted_token_ids = viewn<1>(DType::kInt32, {64});
+    p.expert_ids = viewn<1>(DType::kInt32, {4});
+    p.num_tokens_post_padded = viewn<1>(DType::kInt32, {1});
+    p.block_size = 16;
+    report("weight_offset", moe::grouped_gemm(p, {}));
+  }
+  {  // column-major router logits: (experts - 1) * stride(1) exceeds int32
+    moe::TopkSoftmaxParams p;
+    const int64_t M = int64_t(1) << 23;
+    p.logits = viewn<2>(DType::kFloat32, {M, 512});
+    p.logits.strides = {1, M};
+    p.topk_weights = viewn<2>(DType::kFloat32, {M, 2});
+    p.topk_ids = viewn<2>(DType::kInt32, {M, 2});
+    report("column_major_logits", moe::topk_softmax(p, {}));
+  }
+  {  // 2^30 + 256 slots, 512 experts: the align chunk counters exceed int32 offsets
+    moe::MoeAlignParams p;
+    const int64_t numel = (int64_t(1) << 30) + 256;
+    p.topk_ids = viewn<2>(DType::kInt32, {numel, 1});
+    p.num_experts = 512;
+    p.block_size = 16;
+    const int64_t padded = moe::moe_align_max_padded(numel, 512, 16);
+    p.sorted_token_ids = viewn<1>(DType::kInt32, {padded});
+    p.expert_ids = viewn<1>(DType::kInt32, {(padded + 15) / 16});
+    p.num_tokens_post_padded = viewn<1>(DType::kInt32, {1});
+    p.workspace = g_fake;
+    p.workspace_bytes = moe::moe_align_workspace_size(numel, 512);
+    report("align_chunk_counters", moe::moe_align_block_size(p, {}));
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -42,5 +123,6 @@ int main() {
   // Valid arguments: reaches the driver (kNoDriver when AOTRITON_LIBCUDA points nowhere).
   report("valid_call", moe::silu_and_mul(view2(DType::kFloat16, 4, 8), view2(DType::kFloat16, 4, 16), {}));
   std::printf("error_string: %s\n", error_string(Status::kNoDriver));
+  integer_checks();
   return 0;
 }

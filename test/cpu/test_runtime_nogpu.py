@@ -23,6 +23,27 @@ def test_runtime_check_program(build_dir):
     assert "CUDA driver not available" in out["error_string"]
 
 
+# name -> (status, words of the message): overflowing sizes and offsets the
+# kernels would form in int32 are refused on the host (before, each of these
+# calls passed validation and reached the driver).
+INTEGER_CASES = {
+    "fused_experts_wrapping_sizes": ("invalid argument", "too large"),
+    "dropout_mask_offset": ("unsupported", "dropout_mask offset"),
+    "weight_offset": ("unsupported", "weight offset within an expert"),
+    "column_major_logits": ("unsupported", "logits expert offset"),
+    "align_chunk_counters": ("unsupported", "align chunk counters"),
+}
+
+
+@pytest.mark.parametrize("name", INTEGER_CASES)
+def test_integer_bounds_checked_on_host(build_dir, name):
+    r = subprocess.run([str(build_dir / "test/runtime_check")], capture_output=True, text=True, env=NO_DRIVER,
+                       check=True)
+    out = dict(line.split(": ", 1) for line in r.stdout.splitlines())
+    status, words = INTEGER_CASES[name]
+    assert out[name].startswith(status + ":") and words in out[name], out[name]
+
+
 PY_NO_DRIVER = r"""
 import pyaotriton as C
 assert C.image_dir().endswith("aotriton.images"), C.image_dir()

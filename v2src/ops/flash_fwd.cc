@@ -32,7 +32,9 @@ Status check_mask(const char* op, const TensorView<4>& m, const Geometry& g) {
   for (int i = 0; i < 4; ++i)
     AOTRITON_RETURN_IF_ERROR(detail::check_same_dim(op, "dropout_mask", m.size(i), i, "[B, Hq, Sq, Sk]", want[i], i));
   for (int i = 0; i < 3; ++i) AOTRITON_RETURN_IF_ERROR(detail::check_i32(op, "dropout_mask stride", m.stride(i)));
-  return Status::kSuccess;
+  // The kernel adds row * stride(2) + column in int32 (tritonsrc/flash/fwd.py).
+  return detail::check_i32_offset(op, "dropout_mask offset within a head, (Sq - 1) * stride(2) + Sk", g.max_sq,
+                                  m.stride(2), g.max_sk);
 }
 
 Status launch(const Fwd& p, Stream stream, const KernelOptions* options) {

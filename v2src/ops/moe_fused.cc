@@ -145,9 +145,14 @@ Status validate(const FusedExpertsParams& p, Dims* d) {
     AOTRITON_RETURN_IF_ERROR(check_tensor(op, "expert_map", p.expert_map));
     AOTRITON_RETURN_IF_ERROR(check_dtype(op, "expert_map", p.expert_map.dtype, DType::kInt32));
   }
-  d->slots = d->M * d->topk;
-  for (auto [what, v] : {std::pair{"tokens * top-k", d->slots}, {"tokens * top-k * max(2N, K)", d->slots * std::max(2 * d->N, d->K)},
-                         {"tokens * hidden size", d->M * d->K}})
+  // Checked products: a wrapped value must not pass the int32 checks.
+  int64_t cache_elems = 0, act_elems = 0;
+  AOTRITON_RETURN_IF_ERROR(detail::checked_mul(op, "tokens * top-k", {d->M, d->topk}, &d->slots));
+  AOTRITON_RETURN_IF_ERROR(
+      detail::checked_mul(op, "tokens * top-k * max(2N, K)", {d->slots, std::max(2 * d->N, d->K)}, &cache_elems));
+  AOTRITON_RETURN_IF_ERROR(detail::checked_mul(op, "tokens * hidden size", {d->M, d->K}, &act_elems));
+  for (auto [what, v] : {std::pair{"tokens * top-k", d->slots}, {"tokens * top-k * max(2N, K)", cache_elems},
+                         {"tokens * hidden size", act_elems}})
     AOTRITON_RETURN_IF_ERROR(check_i32(op, what, v));
   d->dynamic_a1 = d->dynamic_a2 = false;
   if (p.quant == QuantMode::kFp8PerTensor) {

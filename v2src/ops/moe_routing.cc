@@ -77,6 +77,9 @@ Status launch_align(const char* op, const AlignJob& j, Stream stream) {
     k::Functional f{has_map, block_e, numel <= 64 ? 64 : (numel <= 256 ? 256 : 1024)};
     return k::launch(a, f, stream, nullptr);
   }
+  // chunk_counts [num_chunks, E] is indexed chunk * E + e in int32 (above ~2^30 slots it would wrap).
+  AOTRITON_RETURN_IF_ERROR(detail::check_i32_offset(op, "align chunk counters, cdiv(topk_ids numel, 256) * num_experts",
+                                                    cdiv(j.numel, kAlignBlockT), j.num_experts, j.num_experts));
   AlignLayout l = align_layout(j.workspace, j.numel, j.num_experts);
   const int32_t num_chunks = static_cast<int32_t>(cdiv(j.numel, kAlignBlockT));
   {
@@ -131,6 +134,9 @@ Status topk_softmax(const TopkSoftmaxParams& p, Stream stream, const KernelOptio
                          {"logits.stride(1)", p.logits.stride(1)}, {"topk_weights.stride(0)", p.topk_weights.stride(0)},
                          {"topk_ids.stride(0)", p.topk_ids.stride(0)}})
     AOTRITON_RETURN_IF_ERROR(check_i32(op, what, v));
+  // The kernel adds expert * stride(1) in int32 (column-major logits have a large one).
+  AOTRITON_RETURN_IF_ERROR(
+      detail::check_i32_offset(op, "logits expert offset, (experts - 1) * stride(1) + 1", E, p.logits.stride(1), 1));
   if (M == 0) return Status::kSuccess;
   namespace k = detail::kernels::topk_softmax;
   k::Args a{p.logits.data, p.topk_weights.data, p.topk_ids.data, static_cast<int32_t>(M), static_cast<int32_t>(E),
