@@ -86,6 +86,7 @@ Status locate_image_dir(std::string* out) {
 }  // namespace detail
 
 Status set_image_dir(const char* path) noexcept {
+  detail::clear_error();
   try {
     std::lock_guard<std::mutex> lock(g_mu);
     g_explicit = path ? path : "";
@@ -95,16 +96,18 @@ Status set_image_dir(const char* path) noexcept {
       return detail::fail(Status::kImageNotFound, std::string("set_image_dir: not a directory: ") + path);
     return Status::kSuccess;
   } catch (...) {
-    return Status::kOutOfMemory;
+    return detail::fail_exception("set_image_dir: unexpected exception");
   }
 }
 
 const char* image_dir() noexcept {
   static thread_local std::string result;
+  detail::clear_error();  // a failed lookup leaves its reason
   try {
     if (detail::locate_image_dir(&result) != Status::kSuccess) result.clear();
   } catch (...) {
     result.clear();
+    detail::fail_exception("image_dir: unexpected exception");
   }
   return result.c_str();
 }

@@ -1,6 +1,8 @@
 #include "tensor_checks.h"
 
+#include <algorithm>
 #include <limits>
+#include <string>
 
 namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {
@@ -100,6 +102,63 @@ Status check_i32_offset(const char* op, const char* what, int64_t rows, int64_t 
     return fail(Status::kUnsupported, std::string(op) + ": " + what + " (" + std::to_string(rows - 1) + " * " +
                                           std::to_string(row_stride) + " + " + std::to_string(cols) +
                                           ") exceeds the int32 range the kernels index with");
+  return Status::kSuccess;
+}
+
+Region span_of(const char* name, const void* data, const int64_t* sizes, const int64_t* strides, int rank,
+               DType dtype) {
+  const auto begin = reinterpret_cast<uintptr_t>(data);
+  int64_t last = 0;
+  for (int i = 0; i < rank; ++i) {
+    if (sizes[i] == 0) return {name, begin, begin};
+    last += (sizes[i] - 1) * strides[i];
+  }
+  if (!data) return {name, begin, begin};
+  uintptr_t bytes = 0, end = 0;
+  if (__builtin_mul_overflow(uintptr_t(last) + 1, uintptr_t(dtype_size(dtype)), &bytes) ||
+      __builtin_add_overflow(begin, bytes, &end))
+    end = UINTPTR_MAX;  // reaches the end of the address space
+  return {name, begin, end};
+}
+
+Status check_no_self_overlap(const char* op, const char* name, const int64_t* sizes, const int64_t* strides, int rank) {
+  // Sufficient condition (as for a dense tensor in any dimension order): with
+  // the dimensions of size > 1 sorted by stride, each stride exceeds the
+  // furthest offset the smaller ones reach.
+  int order[8];
+  int n = 0;
+  for (int i = 0; i < rank && n < 8; ++i) {
+    if (sizes[i] == 0) return Status::kSuccess;  // empty: nothing written
+    if (sizes[i] > 1) order[n++] = i;
+  }
+  std::sort(order, order + n, [&](int a, int b) { return strides[a] < strides[b]; });
+  int64_t reach = 0;  // largest offset reachable with the dimensions so far
+  for (int k = 0; k < n; ++k) {
+    const int i = order[k];
+    if (strides[i] <= reach)
+      return fail(Status::kInvalidArgument,
+                  std::string(op) + ": output " + name + " has elements that share memory (stride " +
+                      std::to_string(strides[i]) + " in dim " + std::to_string(i) + " of size " +
+                      std::to_string(sizes[i]) + "): every element must have its own address");
+    reach += (sizes[i] - 1) * strides[i];
+  }
+  return Status::kSuccess;
+}
+
+Status check_no_overlap(const char* op, std::initializer_list<Region> outputs, std::initializer_list<Region> inputs) {
+  auto overlap = [](const Region& a, const Region& b) {
+    return a.begin < a.end && b.begin < b.end && a.begin < b.end && b.begin < a.end;
+  };
+  for (auto o = outputs.begin(); o != outputs.end(); ++o) {
+    for (auto p = o + 1; p != outputs.end(); ++p)
+      if (overlap(*o, *p))
+        return fail(Status::kInvalidArgument, std::string(op) + ": outputs " + o->name + " and " + p->name +
+                                                  " overlap in memory: pass distinct buffers");
+    for (const Region& i : inputs)
+      if (overlap(*o, i))
+        return fail(Status::kInvalidArgument, std::string(op) + ": output " + o->name + " overlaps input " + i.name +
+                                                  " in memory (not supported in place): pass distinct buffers");
+  }
   return Status::kSuccess;
 }
 

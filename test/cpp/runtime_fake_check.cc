@@ -173,6 +173,54 @@ void resolve_first_checks(const char* dir_without_dq, const char* dir_without_mo
   report("fused_experts_complete", moe::fused_experts(fused_params(), Stream{}), c);
 }
 
+// force_config / ran_config on the align and quant operators: the tuned
+// config is reported, forcing it works, forcing an unknown one fails.
+template <typename F>
+void options_check(const char* name, F call) {
+  const char* ran = nullptr;
+  KernelOptions o;
+  o.ran_config = &ran;
+  Status s = call(&o);
+  std::printf("%s_tuned: %s [%s]\n", name, status_name(s), ran ? ran : "(not written)");
+  if (!ran) return;
+  const std::string tuned = ran;
+  ran = nullptr;
+  o.force_config = tuned.c_str();
+  s = call(&o);
+  std::printf("%s_forced: %s [%s]\n", name, status_name(s), ran ? ran : "(not written)");
+  o.force_config = "BLOCK=no_such_config";
+  s = call(&o);
+  std::printf("%s_bogus: %s [%s]\n", name, status_name(s), s == Status::kSuccess ? "" : last_error_message());
+}
+
+void options_checks() {
+  options_check("align", [](const KernelOptions* o) {
+    moe::MoeAlignParams p;
+    p.topk_ids = view<2>(DType::kInt32, {4, 2}, 0);
+    p.num_experts = 4;
+    p.block_size = 16;
+    const int64_t padded = moe::moe_align_max_padded(8, 4, 16);
+    p.sorted_token_ids = view<1>(DType::kInt32, {padded}, 4096);
+    p.expert_ids = view<1>(DType::kInt32, {(padded + 15) / 16}, 8192);
+    p.num_tokens_post_padded = view<1>(DType::kInt32, {1}, 12288);
+    return moe::moe_align_block_size(p, Stream{}, o);
+  });
+  options_check("group_quant", [](const KernelOptions* o) {
+    moe::PerTokenGroupQuantParams p;
+    p.x = view<2>(DType::kFloat16, {4, 128}, 0);
+    p.q = view<2>(DType::kFloat8E4M3, {4, 128}, 4096);
+    p.scales = view<2>(DType::kFloat32, {4, 1}, 8192);
+    return moe::per_token_group_quant_fp8(p, Stream{}, o);
+  });
+  options_check("tensor_quant", [](const KernelOptions* o) {
+    moe::PerTensorQuantParams p;
+    p.x = view<2>(DType::kFloat16, {4, 128}, 0);
+    p.q = view<2>(DType::kFloat8E4M3, {4, 128}, 4096);
+    p.scale = view<1>(DType::kFloat32, {1}, 8192);
+    return moe::per_tensor_quant_fp8(p, Stream{}, o);
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -192,6 +240,7 @@ int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "runtime" && argc == 5) runtime_checks(argv[2], argv[3], argv[4]);
   else if (mode == "fallback") fallback_checks();
+  else if (mode == "options") options_checks();
   else if (mode == "resolve_first" && argc == 5) resolve_first_checks(argv[2], argv[3], argv[4]);
   else {
     std::fprintf(stderr, "usage: runtime_fake_check runtime CORRUPT_DIR CORRUPT_FILE GOOD_FILE | fallback |"

@@ -112,3 +112,13 @@ def test_multi_kernel_operators_launch_nothing_when_a_kernel_is_missing(build_di
     assert out["attn_bwd_complete"]["status"] == "success" and out["attn_bwd_complete"]["launches"] == 3
     fe = out["fused_experts_complete"]
     assert fe["status"] == "success" and fe["launches"] >= 5, fe
+
+
+@pytest.mark.parametrize("op", ["align", "group_quant", "tensor_quant"])
+def test_align_and_quant_honour_force_config(build_dir, op):
+    out = _run(build_dir, "options", AOTRITON_IMAGE_DIR=str(_images(build_dir)))
+    status, tuned = out[f"{op}_tuned"].split(" ", 1)
+    assert status == "success" and tuned != "[(not written)]", out[f"{op}_tuned"]
+    assert out[f"{op}_forced"] == f"success {tuned}", out[f"{op}_forced"]
+    bogus = out[f"{op}_bogus"]
+    assert bogus.startswith("not in this build") and "has no config BLOCK=no_such_config" in bogus, bogus

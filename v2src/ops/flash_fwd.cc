@@ -89,9 +89,15 @@ Status attn_fwd(const FwdParams& p, Stream stream, const KernelOptions* options)
     const TensorView<4>& m = p.dropout_mask;
     f.mask = Strided{m.data, m.stride(0), m.stride(1), m.stride(2)};
   }
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "out", p.out));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "dropout_mask", p.dropout_mask));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "lse", p.lse));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
+      op, {detail::span_of("out", p.out), detail::span_of("lse", p.lse), detail::span_of("dropout_mask", p.dropout_mask)},
+      {detail::span_of("q", p.q), detail::span_of("k", p.k), detail::span_of("v", p.v)}));
   return launch(f, stream, options);
 } catch (...) {
-  return fail(Status::kInternal, "attn_fwd: unexpected exception");
+  return detail::fail_exception("attn_fwd: unexpected exception");
 }
 
 Status attn_fwd_varlen(const FwdVarlenParams& p, Stream stream, const KernelOptions* options) noexcept try {
@@ -114,9 +120,15 @@ Status attn_fwd_varlen(const FwdVarlenParams& p, Stream stream, const KernelOpti
     const TensorView<4>& m = p.dropout_mask;
     f.mask = Strided{m.data, m.stride(0), m.stride(1), m.stride(2)};
   }
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "out", p.out));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "dropout_mask", p.dropout_mask));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "lse", p.lse));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
+      op, {detail::span_of("out", p.out), detail::span_of("lse", p.lse), detail::span_of("dropout_mask", p.dropout_mask)},
+      {detail::span_of("q", p.q), detail::span_of("k", p.k), detail::span_of("v", p.v)}));
   return launch(f, stream, options);
 } catch (...) {
-  return fail(Status::kInternal, "attn_fwd_varlen: unexpected exception");
+  return detail::fail_exception("attn_fwd_varlen: unexpected exception");
 }
 
 }  // namespace flash

@@ -245,7 +245,7 @@ Status fused_experts_workspace_size(const FusedExpertsParams& p, size_t* bytes) 
   *bytes = layout(nullptr, d, p.quant, p.hidden_states.dtype).bytes;
   return Status::kSuccess;
 } catch (...) {
-  return fail(Status::kInternal, "fused_experts_workspace_size: unexpected exception");
+  return detail::fail_exception("fused_experts_workspace_size: unexpected exception");
 }
 
 Status fused_experts(const FusedExpertsParams& p, Stream stream, const KernelOptions* options) noexcept try {
@@ -255,11 +255,19 @@ Status fused_experts(const FusedExpertsParams& p, Stream stream, const KernelOpt
   const DType act = p.hidden_states.dtype;
   const size_t need = layout(nullptr, d, p.quant, act).bytes;
   AOTRITON_RETURN_IF_ERROR(internal::check_workspace(kOp, p.workspace, p.workspace_bytes, need));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(kOp, "output", p.output));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
+      kOp, {detail::span_of("output", p.output), detail::bytes_of("workspace", p.workspace, need)},
+      {detail::span_of("hidden_states", p.hidden_states), detail::span_of("w1", p.w1), detail::span_of("w2", p.w2),
+       detail::span_of("topk_weights", p.topk_weights), detail::span_of("topk_ids", p.topk_ids),
+       detail::span_of("expert_map", p.expert_map), detail::span_of("w1_scale", p.w1_scale),
+       detail::span_of("w2_scale", p.w2_scale), detail::span_of("a1_scale", p.a1_scale),
+       detail::span_of("a2_scale", p.a2_scale)}));
   if (d.M == 0) return Status::kSuccess;
   // Up to nine launches: all are resolved before the first (resolve_first.h).
   return detail::resolve_then_launch([&] { return launch_all(p, d, stream, options); });
 } catch (...) {
-  return fail(Status::kInternal, "fused_experts: unexpected exception");
+  return detail::fail_exception("fused_experts: unexpected exception");
 }
 
 namespace {

@@ -167,6 +167,13 @@ Status grouped_gemm(const GroupedGemmParams& p, Stream stream, const KernelOptio
                                                 std::to_string(slots) + " elements");
     weights = static_cast<const float*>(w.data);
   }
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "c", p.c));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
+      op, {detail::span_of("c", p.c)},
+      {detail::span_of("a", p.a), detail::span_of("b", p.b), detail::span_of("a_scale", p.a_scale),
+       detail::span_of("b_scale", p.b_scale), detail::span_of("topk_weights", p.topk_weights),
+       detail::span_of("sorted_token_ids", p.sorted_token_ids), detail::span_of("expert_ids", p.expert_ids),
+       detail::span_of("num_tokens_post_padded", p.num_tokens_post_padded)}));
   internal::GemmJob j{};
   j.a = p.a.data;
   j.b = p.b.data;
@@ -211,7 +218,7 @@ Status grouped_gemm(const GroupedGemmParams& p, Stream stream, const KernelOptio
   }
   return internal::launch_gemm(op, j, stream, options);
 } catch (...) {
-  return fail(Status::kInternal, "grouped_gemm: unexpected exception");
+  return detail::fail_exception("grouped_gemm: unexpected exception");
 }
 
 }  // namespace moe

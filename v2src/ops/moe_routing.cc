@@ -75,7 +75,7 @@ Status launch_align(const char* op, const AlignJob& j, Stream stream) {
     k::Args a{j.topk_ids, j.expert_map, j.sorted_token_ids, j.expert_ids, j.num_tokens_post_padded,
               numel, E, j.block_size, static_cast<int32_t>(max_padded), static_cast<int32_t>(num_blocks)};
     k::Functional f{has_map, block_e, numel <= 64 ? 64 : (numel <= 256 ? 256 : 1024)};
-    return k::launch(a, f, stream, nullptr);
+    return k::launch(a, f, stream, j.options);
   }
   // chunk_counts [num_chunks, E] is indexed chunk * E + e in int32 (above ~2^30 slots it would wrap).
   AOTRITON_RETURN_IF_ERROR(detail::check_i32_offset(op, "align chunk counters, cdiv(topk_ids numel, 256) * num_experts",
@@ -101,7 +101,7 @@ Status launch_align(const char* op, const AlignJob& j, Stream stream) {
   namespace k = detail::kernels::moe_align_scatter;
   k::Args a{j.topk_ids, j.expert_map, l.chunk_counts, l.expert_starts, j.sorted_token_ids, j.expert_ids,
             numel, E, j.block_size, static_cast<int32_t>(num_blocks)};
-  return k::launch(a, k::Functional{has_map, block_e, kAlignBlockT}, stream, nullptr);
+  return k::launch(a, k::Functional{has_map, block_e, kAlignBlockT}, stream, j.options);
 }
 
 }  // namespace internal
@@ -137,6 +137,11 @@ Status topk_softmax(const TopkSoftmaxParams& p, Stream stream, const KernelOptio
   // The kernel adds expert * stride(1) in int32 (column-major logits have a large one).
   AOTRITON_RETURN_IF_ERROR(
       detail::check_i32_offset(op, "logits expert offset, (experts - 1) * stride(1) + 1", E, p.logits.stride(1), 1));
+  for (auto [name, t] : {std::pair{"topk_weights", &p.topk_weights}, {"topk_ids", &p.topk_ids}})
+    AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, name, *t));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
+      op, {detail::span_of("topk_weights", p.topk_weights), detail::span_of("topk_ids", p.topk_ids)},
+      {detail::span_of("logits", p.logits)}));
   if (M == 0) return Status::kSuccess;
   namespace k = detail::kernels::topk_softmax;
   k::Args a{p.logits.data, p.topk_weights.data, p.topk_ids.data, static_cast<int32_t>(M), static_cast<int32_t>(E),
@@ -146,7 +151,7 @@ Status topk_softmax(const TopkSoftmaxParams& p, Stream stream, const KernelOptio
   k::Functional f{ld, p.renormalize, internal::pow2_at_least(E, 8)};
   return k::launch(a, f, stream, options);
 } catch (...) {
-  return fail(Status::kInternal, "topk_softmax: unexpected exception");
+  return detail::fail_exception("topk_softmax: unexpected exception");
 }
 
 int64_t moe_align_max_padded(int64_t numel, int64_t num_experts, int64_t block_size) noexcept {
@@ -196,6 +201,12 @@ Status moe_align_block_size(const MoeAlignParams& p, Stream stream, const Kernel
   }
   AOTRITON_RETURN_IF_ERROR(internal::check_workspace(op, p.workspace, p.workspace_bytes,
                                                      moe_align_workspace_size(numel, p.num_experts)));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
+      op,
+      {detail::span_of("sorted_token_ids", p.sorted_token_ids), detail::span_of("expert_ids", p.expert_ids),
+       detail::span_of("num_tokens_post_padded", p.num_tokens_post_padded),
+       detail::bytes_of("workspace", p.workspace, moe_align_workspace_size(numel, p.num_experts))},
+      {detail::span_of("topk_ids", p.topk_ids), detail::span_of("expert_map", p.expert_map)}));
   internal::AlignJob j{static_cast<const int32_t*>(p.topk_ids.data),
                        static_cast<const int32_t*>(p.expert_map.data),
                        numel,
@@ -204,11 +215,11 @@ Status moe_align_block_size(const MoeAlignParams& p, Stream stream, const Kernel
                        static_cast<int32_t*>(p.sorted_token_ids.data),
                        static_cast<int32_t*>(p.expert_ids.data),
                        static_cast<int32_t*>(p.num_tokens_post_padded.data),
-                       p.workspace};
-  (void)options;  // several launches: a forced config name would not fit them all
+                       p.workspace,
+                       options};
   return detail::resolve_then_launch([&] { return internal::launch_align(op, j, stream); });
 } catch (...) {
-  return fail(Status::kInternal, "moe_align_block_size: unexpected exception");
+  return detail::fail_exception("moe_align_block_size: unexpected exception");
 }
 
 }  // namespace moe
