@@ -1,6 +1,7 @@
 #include "tensor_checks.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <limits>
 #include <string>
 
@@ -108,12 +109,15 @@ Status check_i32_offset(const char* op, const char* what, int64_t rows, int64_t 
 Region span_of(const char* name, const void* data, const int64_t* sizes, const int64_t* strides, int rank,
                DType dtype) {
   const auto begin = reinterpret_cast<uintptr_t>(data);
+  const Region empty{name, begin, begin};
+  if (!data) return empty;  // absent optional tensor (its sizes may be unset)
   int64_t last = 0;
   for (int i = 0; i < rank; ++i) {
-    if (sizes[i] == 0) return {name, begin, begin};
-    last += (sizes[i] - 1) * strides[i];
+    if (sizes[i] <= 0 || strides[i] < 0) return empty;  // empty, or refused by check_view
+    int64_t span = 0;
+    if (__builtin_mul_overflow(sizes[i] - 1, strides[i], &span) || __builtin_add_overflow(last, span, &last))
+      return {name, begin, UINTPTR_MAX};
   }
-  if (!data) return {name, begin, begin};
   uintptr_t bytes = 0, end = 0;
   if (__builtin_mul_overflow(uintptr_t(last) + 1, uintptr_t(dtype_size(dtype)), &bytes) ||
       __builtin_add_overflow(begin, bytes, &end))
@@ -135,12 +139,14 @@ Status check_no_self_overlap(const char* op, const char* name, const int64_t* si
   int64_t reach = 0;  // largest offset reachable with the dimensions so far
   for (int k = 0; k < n; ++k) {
     const int i = order[k];
+    int64_t span = 0;
     if (strides[i] <= reach)
       return fail(Status::kInvalidArgument,
                   std::string(op) + ": output " + name + " has elements that share memory (stride " +
                       std::to_string(strides[i]) + " in dim " + std::to_string(i) + " of size " +
                       std::to_string(sizes[i]) + "): every element must have its own address");
-    reach += (sizes[i] - 1) * strides[i];
+    if (__builtin_mul_overflow(sizes[i] - 1, strides[i], &span) || __builtin_add_overflow(reach, span, &reach))
+      return Status::kSuccess;  // too large to overlap itself; check_view refuses such views
   }
   return Status::kSuccess;
 }

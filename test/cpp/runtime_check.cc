@@ -42,7 +42,10 @@ TensorView<R> viewn(DType dt, std::array<int64_t, R> sizes, void* data) {
   v.data = data;
   v.sizes = sizes;
   int64_t stride = 1;
-  for (int i = R - 1; i >= 0; --i) v.strides[i] = stride, stride *= sizes[i];
+  for (int i = R - 1; i >= 0; --i) {
+    v.strides[i] = stride;
+    if (i > 0) stride *= sizes[i];  // (the full product may overflow: not needed)
+  }
   v.dtype = dt;
   return v;
 }

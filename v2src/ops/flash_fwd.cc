@@ -90,7 +90,7 @@ Status attn_fwd(const FwdParams& p, Stream stream, const KernelOptions* options)
     f.mask = Strided{m.data, m.stride(0), m.stride(1), m.stride(2)};
   }
   AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "out", p.out));
-  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "dropout_mask", p.dropout_mask));
+  if (p.dropout_mask.data) AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "dropout_mask", p.dropout_mask));
   AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "lse", p.lse));
   AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
       op, {detail::span_of("out", p.out), detail::span_of("lse", p.lse), detail::span_of("dropout_mask", p.dropout_mask)},
@@ -121,7 +121,7 @@ Status attn_fwd_varlen(const FwdVarlenParams& p, Stream stream, const KernelOpti
     f.mask = Strided{m.data, m.stride(0), m.stride(1), m.stride(2)};
   }
   AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "out", p.out));
-  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "dropout_mask", p.dropout_mask));
+  if (p.dropout_mask.data) AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "dropout_mask", p.dropout_mask));
   AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "lse", p.lse));
   AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
       op, {detail::span_of("out", p.out), detail::span_of("lse", p.lse), detail::span_of("dropout_mask", p.dropout_mask)},
