@@ -58,16 +58,9 @@ void fill_functional(F& f, const Bwd& p) {
   f.ENABLE_DROPOUT = p.dropout_p > 0.f;
 }
 
+// The three launches (validated arguments).
 Status launch_kernels(const Bwd& p, Stream stream, const KernelOptions* options) {
   const Geometry& g = p.g;
-  AOTRITON_RETURN_IF_ERROR(
-      check_geometry(p.op, g, p.scale, p.dropout_p, p.dropout_p > 0.f, p.seed, p.offset, p.causal));
-  for (const StridedRows& c :
-       {StridedRows{"q", &p.q, g.max_sq}, {"k", &p.k, g.max_sk}, {"v", &p.v, g.max_sk}, {"out", &p.o, g.max_sq},
-        {"dout", &p.dout, g.max_sq}, {"dq", &p.dq, g.max_sq}, {"dk", &p.dk, g.max_sk}, {"dv", &p.dv, g.max_sk}})
-    AOTRITON_RETURN_IF_ERROR(check_strided(p.op, c.name, *c.t, c.rows, g.head_dim));
-  if (g.batch == 0 || g.hq == 0 || (g.max_sq == 0 && g.max_sk == 0)) return Status::kSuccess;
-
   namespace kp = detail::kernels::bwd_preprocess;
   kp::Args pa{};
   pa.O = p.o.ptr, pa.DO = p.dout.ptr, pa.Delta = p.delta, pa.DQA = nullptr, pa.cu_seqlens_q = g.cu_q;
@@ -103,8 +96,16 @@ Status launch_kernels(const Bwd& p, Stream stream, const KernelOptions* options)
   return kq::launch(qa, qf, stream, options);
 }
 
-// All three kernels are resolved before the first launch (resolve_first.h).
 Status launch(const Bwd& p, Stream stream, const KernelOptions* options) {
+  const Geometry& g = p.g;
+  AOTRITON_RETURN_IF_ERROR(
+      check_geometry(p.op, g, p.scale, p.dropout_p, p.dropout_p > 0.f, p.seed, p.offset, p.causal));
+  for (const StridedRows& c :
+       {StridedRows{"q", &p.q, g.max_sq}, {"k", &p.k, g.max_sk}, {"v", &p.v, g.max_sk}, {"out", &p.o, g.max_sq},
+        {"dout", &p.dout, g.max_sq}, {"dq", &p.dq, g.max_sq}, {"dk", &p.dk, g.max_sk}, {"dv", &p.dv, g.max_sk}})
+    AOTRITON_RETURN_IF_ERROR(check_strided(p.op, c.name, *c.t, c.rows, g.head_dim));
+  if (g.batch == 0 || g.hq == 0 || (g.max_sq == 0 && g.max_sk == 0)) return Status::kSuccess;
+  // All three kernels are resolved before the first launch (resolve_first.h).
   return detail::resolve_then_launch([&] { return launch_kernels(p, stream, options); });
 }
 
