@@ -1,19 +1,21 @@
 #!/usr/bin/env python3
 """Kernel image store: one LZMA-compressed file per (kernel, functional, arch).
 
-File layout (format v1, little-endian; v2src/image_store.cc reads the same):
+File layout (format v2, little-endian; v2src/image_store.cc reads the same):
 
   header, 64 bytes, uncompressed
     0  8s  magic b"AOTRSTOR"
-    8  u32 format_version (1)
+    8  u32 format_version (2)
    12  u32 header_size (64)
    16  u32 arch (e.g. 90)
-   20  u32 entry_count (>= 1)
+   20  u32 entry_count (1 .. MAX_ENTRIES)
    24  u64 payload_size (bytes of xz data after the header; the file ends there)
-   32  u64 raw_size (decompressed size, <= MAX_RAW_SIZE)
+   32  u64 raw_size (decompressed size, <= MAX_RAW_SIZE and at most
+       MAX_INFLATE_RATIO x payload_size unless <= RAW_ALLOWANCE)
    40  u32 payload_crc32 (CRC-32 of the xz bytes)
    44  u32 raw_crc32 (CRC-32 of the decompressed bytes)
-   48  zero padding to 64
+   48  u32 abi_version (the library ABI, aotriton::vN, the store is built for)
+   52  zero padding to 64
   payload: one xz stream (CRC64 check) that decompresses to
     meta       str16 kernel (non-empty), str16 functional, str16 triton_version
     directory  entry_count x (str16 name, str16 symbol, u32 shared_bytes,
@@ -44,6 +46,7 @@ import argparse
 import json
 import lzma
 import os
+import stat
 import struct
 import sys
 import tempfile
@@ -52,14 +55,23 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 MAGIC = b"AOTRSTOR"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Library ABI the stores are built for: must equal AOTRITON_ABI_VERSION in
+# CMakeLists.txt (test_image_store.py checks); readers refuse any other.
+ABI_VERSION = 1
 HEADER_SIZE = 64
 MAX_RAW_SIZE = 1 << 30  # readers refuse to inflate more than this
+# Readers bound memory by the file's real content: a payload may inflate at most
+# MAX_INFLATE_RATIO times its size (real cubins compress ~8x, whole stores
+# under 20x), except that any payload may inflate to RAW_ALLOWANCE bytes.
+MAX_INFLATE_RATIO = 64
+RAW_ALLOWANCE = 1 << 20
+MAX_ENTRIES = 65536  # more tuning configs than any functional has
 # Decoder memory limit: our files use at most a 64 MiB dictionary (see _filters).
 DECODER_MEMLIMIT = 128 << 20
 BLOB_ALIGN = 16
 
-_HEADER = struct.Struct("<8sIIIIQQII")  # 48 bytes, zero padded to HEADER_SIZE
+_HEADER = struct.Struct("<8sIIIIQQIII")  # 52 bytes, zero padded to HEADER_SIZE
 _ENTRY_FIXED = struct.Struct("<8I")
 _BLOB = struct.Struct("<QQ")
 _U16 = struct.Struct("<H")
@@ -71,6 +83,10 @@ MIN_ENTRY_SIZE = 2 * _U16.size + _ENTRY_FIXED.size
 
 class StoreError(ValueError):
     """A store file is missing, malformed, or cannot be written as asked."""
+
+
+class StoreVersionError(StoreError):
+    """A store of another format or library ABI version."""
 
 
 @dataclass
@@ -167,14 +183,20 @@ def _filters(raw_size: int) -> list:
     return [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": dict_size}]
 
 
-def wrap_payload(raw: bytes, *, arch: int, entry_count: int) -> bytes:
+def inflate_limit(payload_size: int) -> int:
+    """The most raw bytes a reader inflates from a payload of this size."""
+    return min(MAX_RAW_SIZE, max(RAW_ALLOWANCE, payload_size * MAX_INFLATE_RATIO))
+
+
+def wrap_payload(raw: bytes, *, arch: int, entry_count: int, abi_version: int = ABI_VERSION,
+                 format_version: int = FORMAT_VERSION) -> bytes:
     """Compress a raw payload and put the header in front (no validation of raw:
     tests use this to build files whose directory is wrong but whose checksums
     are right)."""
     payload = lzma.compress(raw, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64,
                             filters=_filters(len(raw)))
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, HEADER_SIZE, arch, entry_count,
-                          len(payload), len(raw), zlib.crc32(payload), zlib.crc32(raw))
+    header = _HEADER.pack(MAGIC, format_version, HEADER_SIZE, arch, entry_count,
+                          len(payload), len(raw), zlib.crc32(payload), zlib.crc32(raw), abi_version)
     return header.ljust(HEADER_SIZE, b"\0") + payload
 
 
@@ -185,6 +207,8 @@ def encode_store(*, arch: int, kernel: str, functional: str, triton_version: str
         raise StoreError("arch must be non-zero")
     if not entries:
         raise StoreError(f"{kernel}/{functional}: no entries to store")
+    if len(entries) > MAX_ENTRIES:
+        raise StoreError(f"{kernel}/{functional}: {len(entries)} entries, at most {MAX_ENTRIES} fit")
     if not kernel:
         raise StoreError("kernel name is empty")
     meta = _str16(kernel, "kernel") + _str16(functional, "functional") + \
@@ -225,7 +249,11 @@ def encode_store(*, arch: int, kernel: str, functional: str, triton_version: str
     raw = head + b"\0" * (_align(len(head)) - len(head)) + bytes(area)
     if len(raw) > MAX_RAW_SIZE:
         raise StoreError(f"{kernel}/{functional}: {len(raw)} raw bytes exceed the {MAX_RAW_SIZE} limit")
-    return wrap_payload(raw, arch=arch, entry_count=len(ordered))
+    data = wrap_payload(raw, arch=arch, entry_count=len(ordered))
+    if len(raw) > inflate_limit(len(data) - HEADER_SIZE):
+        raise StoreError(f"{kernel}/{functional}: {len(raw)} raw bytes compress to {len(data) - HEADER_SIZE}, more "
+                         f"than {MAX_INFLATE_RATIO}x: readers would refuse it (not real cubins?)")
+    return data
 
 
 def write_store(path, *, arch: int, kernel: str, functional: str, triton_version: str,
@@ -302,17 +330,20 @@ def _inflate(payload: bytes, raw_size: int, label: str) -> bytes:
     return raw
 
 
-def decode_store(data: bytes, label: str = "<memory>") -> Store:
-    """Parse and check a whole store file held in memory."""
+def decode_store(data: bytes, label: str = "<memory>", abi_version: int = ABI_VERSION) -> Store:
+    """Parse and check a whole store file held in memory (built for library ABI
+    `abi_version`: StoreVersionError otherwise)."""
     data = bytes(data)
     if len(data) < HEADER_SIZE:
         raise StoreError(f"{label}: truncated header ({len(data)} bytes, need {HEADER_SIZE})")
     (magic, version, header_size, arch, entry_count, payload_size, raw_size,
-     payload_crc, raw_crc) = _HEADER.unpack_from(data)
+     payload_crc, raw_crc, abi) = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise StoreError(f"{label}: bad magic {magic!r}, not an aotriton image store")
-    if version != FORMAT_VERSION:
-        raise StoreError(f"{label}: unsupported format version {version} (this reader knows {FORMAT_VERSION})")
+    if version != FORMAT_VERSION or abi != abi_version:
+        raise StoreVersionError(f"{label}: image store format {version}, library ABI {abi}; this library reads "
+                                f"format {FORMAT_VERSION}, ABI {abi_version} (images from another aotriton build: "
+                                "use this build's images)")
     if header_size != HEADER_SIZE:
         raise StoreError(f"{label}: header_size {header_size}, expected {HEADER_SIZE}")
     if any(data[_HEADER.size:HEADER_SIZE]):
@@ -321,12 +352,19 @@ def decode_store(data: bytes, label: str = "<memory>") -> Store:
         raise StoreError(f"{label}: arch is 0")
     if entry_count == 0:
         raise StoreError(f"{label}: entry_count is 0")
+    if entry_count > MAX_ENTRIES:
+        raise StoreError(f"{label}: entry_count {entry_count} exceeds the limit of {MAX_ENTRIES}")
     if raw_size > MAX_RAW_SIZE:
         raise StoreError(f"{label}: raw_size {raw_size} exceeds the {MAX_RAW_SIZE} byte limit")
     if payload_size != len(data) - HEADER_SIZE:
         kind = "truncated payload" if payload_size > len(data) - HEADER_SIZE else "trailing bytes after payload"
         raise StoreError(f"{label}: {kind} (header says {payload_size} bytes, file has "
                          f"{len(data) - HEADER_SIZE})")
+    if entry_count * MIN_ENTRY_SIZE > raw_size:
+        raise StoreError(f"{label}: entry_count {entry_count} cannot fit in raw_size {raw_size}")
+    if raw_size > inflate_limit(payload_size):
+        raise StoreError(f"{label}: raw_size {raw_size} is more than {MAX_INFLATE_RATIO} times the "
+                         f"{payload_size}-byte payload (not a real store)")
     payload = data[HEADER_SIZE:]
     if zlib.crc32(payload) != payload_crc:
         raise StoreError(f"{label}: payload checksum mismatch (CRC-32 {zlib.crc32(payload):08x}, "
@@ -399,15 +437,32 @@ def _parse_raw(raw: bytes, arch: int, entry_count: int, payload_size: int, label
                  entries=entries, raw_size=len(raw), payload_size=payload_size, blob_count=blob_count)
 
 
-def read_store(path) -> Store:
+def _read_regular_file(label: str, limit: int) -> bytes:
+    # O_NONBLOCK: opening a FIFO must not wait for a writer; anything but a
+    # regular file is refused before reading.
+    fd = os.open(label, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                    else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "special")
+            raise StoreError(f"{label}: not a regular file ({kind})")
+        if st.st_size > limit:
+            raise StoreError(f"{label}: file of {st.st_size} bytes is too large")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(st.st_size + 1)  # read(n) allocates n bytes up front: ask for what is there
+    finally:
+        os.close(fd)
+
+
+def read_store(path, abi_version: int = ABI_VERSION) -> Store:
     """Read and check a store file; raises StoreError (a ValueError) on any problem."""
     label = os.fspath(path)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = _read_regular_file(label, HEADER_SIZE + 2 * MAX_RAW_SIZE)
     except OSError as e:
         raise StoreError(f"{label}: cannot read: {e.strerror or e}") from None
-    return decode_store(data, label)
+    return decode_store(data, label, abi_version)
 
 
 # --------------------------------------------------------------------------

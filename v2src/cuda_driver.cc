@@ -69,6 +69,10 @@ Loaded load_driver() {
 #define AOTRITON_DRIVER_FN(name) resolve(#name, reinterpret_cast<void**>(&r.driver.name));
 #include "cuda_driver_functions.inc"
 #undef AOTRITON_DRIVER_FN
+  CUdriverProcAddressQueryResult q{};
+  void* ctx_id = nullptr;
+  if (proc("cuCtxGetId", &ctx_id, kDriverApiVersion, CU_GET_PROC_ADDRESS_DEFAULT, &q) == CUDA_SUCCESS && ctx_id)
+    r.driver.cuCtxGetId = reinterpret_cast<decltype(r.driver.cuCtxGetId)>(ctx_id);
   return r;
 }
 

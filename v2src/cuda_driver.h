@@ -14,6 +14,10 @@ struct CudaDriver {
 #define AOTRITON_DRIVER_FN(name) decltype(&::name) name = nullptr;
 #include "cuda_driver_functions.inc"
 #undef AOTRITON_DRIVER_FN
+  // Optional (null when the driver lacks it): a context's unique id, which a
+  // context created after another was destroyed never shares, even when it
+  // gets the same CUcontext handle back.
+  decltype(&::cuCtxGetId) cuCtxGetId = nullptr;
 };
 
 // Loads libcuda once per process (thread-safe) and returns the entry points.

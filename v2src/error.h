@@ -14,6 +14,12 @@ Status fail(Status status, std::string message);
 // Clears the calling thread's last error (called on entry of public calls).
 void clear_error() noexcept;
 
+// For catch (...) handlers of noexcept entry points: records a static message
+// without allocating (an allocation there could throw and terminate), as
+// kOutOfMemory for std::bad_alloc and kInternal with `what` otherwise. Call
+// only inside a catch handler.
+Status fail_exception(const char* what) noexcept;
+
 }  // namespace detail
 }  // namespace AOTRITON_ABI_NAMESPACE
 }  // namespace aotriton

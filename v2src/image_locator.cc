@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <mutex>
 #include <vector>
@@ -25,6 +26,7 @@ namespace {
 std::mutex g_mu;
 std::string g_explicit;  // set_image_dir()
 std::string g_resolved;  // cache of the last successful lookup
+std::atomic<uint64_t> g_generation{0};
 
 bool is_dir(const std::string& p) {
   struct stat st;
@@ -61,6 +63,8 @@ std::vector<std::pair<std::string, std::string>> candidates() {
 }  // namespace
 
 namespace detail {
+uint64_t image_dir_generation() noexcept { return g_generation.load(std::memory_order_acquire); }
+
 Status locate_image_dir(std::string* out) {
   std::lock_guard<std::mutex> lock(g_mu);
   if (!g_resolved.empty()) {
@@ -82,24 +86,28 @@ Status locate_image_dir(std::string* out) {
 }  // namespace detail
 
 Status set_image_dir(const char* path) noexcept {
+  detail::clear_error();
   try {
     std::lock_guard<std::mutex> lock(g_mu);
     g_explicit = path ? path : "";
     g_resolved.clear();
+    g_generation.fetch_add(1, std::memory_order_acq_rel);
     if (path && !is_dir(path))
       return detail::fail(Status::kImageNotFound, std::string("set_image_dir: not a directory: ") + path);
     return Status::kSuccess;
   } catch (...) {
-    return Status::kOutOfMemory;
+    return detail::fail_exception("set_image_dir: unexpected exception");
   }
 }
 
 const char* image_dir() noexcept {
   static thread_local std::string result;
+  detail::clear_error();  // a failed lookup leaves its reason
   try {
     if (detail::locate_image_dir(&result) != Status::kSuccess) result.clear();
   } catch (...) {
     result.clear();
+    detail::fail_exception("image_dir: unexpected exception");
   }
   return result.c_str();
 }

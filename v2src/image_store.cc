@@ -23,7 +23,7 @@ namespace detail {
 namespace {
 
 constexpr uint8_t kMagic[8] = {'A', 'O', 'T', 'R', 'S', 'T', 'O', 'R'};
-constexpr size_t kHeaderFields = 48;            // bytes before the zero padding
+constexpr size_t kHeaderFields = 52;            // bytes before the zero padding
 constexpr uint64_t kMemLimit = 128ull << 20;    // writer's dictionary is <= 64 MiB
 constexpr size_t kBlobAlign = 16;
 constexpr size_t kEntryFixed = 8 * 4;           // eight u32 after the two strings
@@ -121,8 +121,9 @@ std::string lzma_problem(lzma_ret r) {
 }
 
 // Decompresses one xz stream into `out`, which must end up exactly raw_size
-// bytes. Output grows geometrically and never beyond raw_size + 1 bytes, so a
-// header that lies about raw_size costs no more memory than the real data.
+// bytes. raw_size was bounded by the payload size before this is called, so
+// the buffer is allocated once, at its exact size (an overread past the
+// payload stays visible to ASan); a one-byte spare detects a longer stream.
 Status inflate(const uint8_t* in, size_t in_size, size_t raw_size, const std::string& label,
                std::vector<uint8_t>* out) {
   lzma_stream strm = LZMA_STREAM_INIT;
@@ -135,40 +136,36 @@ Status inflate(const uint8_t* in, size_t in_size, size_t raw_size, const std::st
     ~End() { lzma_end(s); }
   } end{&strm};
 
-  const size_t limit = raw_size + 1;  // one spare byte detects a longer stream
-  size_t cap = std::min<size_t>(limit, size_t(1) << 16);
-  out->resize(cap);
+  out->resize(raw_size);
+  uint8_t spare = 0;
+  bool in_spare = raw_size == 0;
   strm.next_in = in;
   strm.avail_in = in_size;
-  strm.next_out = out->data();
-  strm.avail_out = cap;
+  strm.next_out = in_spare ? &spare : out->data();
+  strm.avail_out = in_spare ? 1 : raw_size;
+  auto too_long = [&] {
+    return fail(Status::kCorruptImage, label + ": payload decompresses to more than raw_size " + std::to_string(raw_size));
+  };
   for (;;) {
     r = lzma_code(&strm, LZMA_FINISH);
+    if (in_spare && strm.avail_out == 0) return too_long();
     if (r == LZMA_STREAM_END) break;
     if (r == LZMA_MEM_ERROR) return fail(Status::kOutOfMemory, label + ": out of memory decoding the payload");
-    if (r != LZMA_OK) return fail(Status::kCorruptImage, label + ": xz payload " + lzma_problem(r));
-    if (strm.avail_out == 0) {
-      if (cap == limit)
-        return fail(Status::kCorruptImage,
-                    label + ": payload decompresses to more than raw_size " + std::to_string(raw_size));
-      const size_t produced = cap;
-      cap = std::min(limit, cap * 2);
-      out->resize(cap);
-      strm.next_out = out->data() + produced;
-      strm.avail_out = cap - produced;
+    if (!in_spare && strm.avail_out == 0) {  // full: is there more?
+      in_spare = true;
+      strm.next_out = &spare;
+      strm.avail_out = 1;
+      continue;
     }
+    if (r != LZMA_OK) return fail(Status::kCorruptImage, label + ": xz payload " + lzma_problem(r));
   }
-  const size_t produced = cap - strm.avail_out;
-  if (produced > raw_size)
-    return fail(Status::kCorruptImage,
-                label + ": payload decompresses to more than raw_size " + std::to_string(raw_size));
+  const size_t produced = in_spare ? raw_size : raw_size - strm.avail_out;
   if (strm.avail_in != 0)
     return fail(Status::kCorruptImage,
                 label + ": " + std::to_string(strm.avail_in) + " bytes after the xz stream");
   if (produced != raw_size)
     return fail(Status::kCorruptImage, label + ": payload decompresses to " + std::to_string(produced) +
                                            " bytes, header says raw_size " + std::to_string(raw_size));
-  out->resize(raw_size);
   return Status::kSuccess;
 }
 
@@ -187,7 +184,9 @@ Status ImageStore::open(const std::string& path, std::unique_ptr<ImageStore>* ou
   out->reset();
   auto errno_text = [](int e) { return std::error_code(e, std::generic_category()).message(); };
   int fd;
-  do fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (the caller may hold
+  // a functional's lock); non-regular files are refused right after.
+  do fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   while (fd < 0 && errno == EINTR);
   if (fd < 0) return fail(Status::kImageNotFound, path + ": cannot open: " + errno_text(errno));
   struct Close {
@@ -196,7 +195,12 @@ Status ImageStore::open(const std::string& path, std::unique_ptr<ImageStore>* ou
   } close_fd{fd};
   struct stat st;
   if (::fstat(fd, &st) != 0) return fail(Status::kImageNotFound, path + ": cannot stat: " + errno_text(errno));
-  if (!S_ISREG(st.st_mode)) return fail(Status::kImageNotFound, path + ": not a regular file");
+  if (!S_ISREG(st.st_mode))
+    return fail(Status::kImageNotFound, path + ": not a regular file (" +
+                                            (S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO"
+                                             : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)                ? "a device"
+                                                                                                        : "special") +
+                                            ")");
   // Nothing valid is larger than the header plus a payload of twice the raw limit.
   if (uint64_t(st.st_size) > kHeaderSize + 2 * kMaxRawSize)
     return fail(Status::kCorruptImage, path + ": file of " + std::to_string(st.st_size) + " bytes is too large");
@@ -236,14 +240,20 @@ Status ImageStore::parse(const uint8_t* data, size_t size, const std::string& la
   const uint64_t raw_size = load_u64(data + 32);
   const uint32_t payload_crc = load_u32(data + 40);
   const uint32_t raw_crc = load_u32(data + 44);
-  if (version != kFormatVersion)
-    return corrupt("unsupported format version " + std::to_string(version) + " (this reader knows " +
-                   std::to_string(kFormatVersion) + ")");
+  const uint32_t abi = load_u32(data + 48);  // zero padding in format 1
+  if (version != kFormatVersion || abi != kAbiVersion)
+    return fail(Status::kIncompatibleImage,
+                label + ": image store format " + std::to_string(version) + ", library ABI " + std::to_string(abi) +
+                    "; this library reads format " + std::to_string(kFormatVersion) + ", ABI " +
+                    std::to_string(kAbiVersion) + " (images from another aotriton build: use this build's images)");
   if (header_size != kHeaderSize)
     return corrupt("header_size " + std::to_string(header_size) + ", expected " + std::to_string(kHeaderSize));
   if (!all_zero(data + kHeaderFields, kHeaderSize - kHeaderFields)) return corrupt("non-zero header padding");
   if (arch == 0) return corrupt("arch is 0");
   if (entry_count == 0) return corrupt("entry_count is 0");
+  if (entry_count > kMaxEntries)
+    return corrupt("entry_count " + std::to_string(entry_count) + " exceeds the limit of " +
+                   std::to_string(kMaxEntries));
   if (raw_size > kMaxRawSize)
     return corrupt("raw_size " + std::to_string(raw_size) + " exceeds the " + std::to_string(kMaxRawSize) +
                    " byte limit");
@@ -252,6 +262,13 @@ Status ImageStore::parse(const uint8_t* data, size_t size, const std::string& la
     return corrupt(std::string(payload_size > file_payload ? "truncated payload" : "trailing bytes after payload") +
                    " (header says " + std::to_string(payload_size) + " bytes, file has " +
                    std::to_string(file_payload) + ")");
+  if (uint64_t(entry_count) * kMinEntrySize > raw_size)
+    return corrupt("entry_count " + std::to_string(entry_count) + " cannot fit in raw_size " +
+                   std::to_string(raw_size));
+  // Checked before anything is allocated: payload_size <= 2 GiB + 64 here.
+  if (raw_size > kRawAllowance && raw_size > payload_size * kMaxInflateRatio)
+    return corrupt("raw_size " + std::to_string(raw_size) + " is more than " + std::to_string(kMaxInflateRatio) +
+                   " times the " + std::to_string(payload_size) + "-byte payload (not a real store)");
   const uint32_t got_payload_crc = lzma_crc32(data + kHeaderSize, file_payload, 0);
   if (got_payload_crc != payload_crc)
     return corrupt("payload checksum mismatch (CRC-32 " + hex32(got_payload_crc) + ", header says " +

@@ -30,13 +30,25 @@ struct ImageEntry {
 // read from any thread.
 class ImageStore {
  public:
-  static constexpr uint32_t kFormatVersion = 1;
+  static constexpr uint32_t kFormatVersion = 2;
+  // Stores are written for one library ABI (aotriton::vN); another is refused.
+  static constexpr uint32_t kAbiVersion = AOTRITON_ABI_VERSION;
   static constexpr size_t kHeaderSize = 64;
   static constexpr uint64_t kMaxRawSize = uint64_t(1) << 30;
+  // Memory is bounded by the file's real content: the payload may inflate at
+  // most kMaxInflateRatio times its size (real cubins compress ~8x), except
+  // that any payload may inflate to kRawAllowance bytes.
+  static constexpr uint64_t kMaxInflateRatio = 64;
+  static constexpr uint64_t kRawAllowance = uint64_t(1) << 20;
+  // More tuning configs than any profile has in one functional.
+  static constexpr uint32_t kMaxEntries = 65536;
 
-  // Reads, decompresses and checks `path`. A missing/unreadable file gives
-  // kImageNotFound; anything malformed gives kCorruptImage (message names the
-  // file and the problem). *out is reset first and set only on success.
+  // Reads, decompresses and checks `path`. A missing/unreadable file or one
+  // that is not a regular file (FIFO, device, directory: refused without
+  // blocking) gives kImageNotFound; another format or ABI version gives
+  // kIncompatibleImage (naming both versions); anything malformed gives
+  // kCorruptImage (message names the file and the problem). *out is reset
+  // first and set only on success.
   static Status open(const std::string& path, std::unique_ptr<ImageStore>* out);
   // Same checks on a file already in memory; `label` names it in messages.
   static Status parse(const uint8_t* data, size_t size, const std::string& label,

@@ -6,6 +6,7 @@
 #include "error.h"
 #include "image_locator.h"
 #include "image_store.h"
+#include "resolve_first.h"
 
 namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {
@@ -28,20 +29,27 @@ SlotState::~SlotState() = default;
 
 namespace {
 
-// Makes `ctx` current for the scope if it is not already.
+// Makes `ctx` current for the scope if it is not already. A failed push must
+// stop the caller (else modules load into, and kernels launch in, the wrong
+// context): check status() before using the context.
 class ContextScope {
  public:
-  ContextScope(const CudaDriver* cu, CUcontext ctx, bool push) : cu_(cu), pushed_(false) {
-    if (push && cu_->cuCtxPushCurrent(ctx) == CUDA_SUCCESS) pushed_ = true;
+  ContextScope(const CudaDriver* cu, CUcontext ctx, bool push) : cu_(cu) {
+    if (push) {
+      result_ = cu_->cuCtxPushCurrent(ctx);
+      pushed_ = result_ == CUDA_SUCCESS;
+    }
   }
   ~ContextScope() {
     CUcontext ignored;
     if (pushed_) cu_->cuCtxPopCurrent(&ignored);
   }
+  Status status() const { return check_cu(*cu_, result_, "cuCtxPushCurrent (making the stream's context current)"); }
 
  private:
   const CudaDriver* cu_;
-  bool pushed_;
+  bool pushed_ = false;
+  CUresult result_ = CUDA_SUCCESS;
 };
 
 // Module loading is not a stream operation, but in the default (global)
@@ -61,6 +69,25 @@ class RelaxedCaptureScope {
   CUstreamCaptureMode mode_;
   bool ok_;
 };
+
+// Unloads a module unless it is kept: a kernel whose setup fails after
+// cuModuleLoadData must not leak its module.
+class ModuleGuard {
+ public:
+  ModuleGuard(const CudaDriver& cu, CUmodule m) : cu_(cu), module_(m) {}
+  ~ModuleGuard() {
+    if (module_) cu_.cuModuleUnload(module_);
+  }
+  void keep() { module_ = nullptr; }
+
+ private:
+  const CudaDriver& cu_;
+  CUmodule module_;
+};
+
+bool same_context(const BoundSlot& b, const LaunchTarget& t) {
+  return b.context == t.context && b.context_id == t.context_id && !b.stale.load(std::memory_order_acquire);
+}
 
 std::string arch_list(const FunctionalSlot& slot) {
   std::string s;
@@ -96,12 +123,13 @@ Status bind_slow(const FunctionalSlot& slot, LaunchTarget* t) {
   SlotState& st = *slot.state;
   std::lock_guard<std::mutex> lock(st.mutex);
   for (BoundSlot* b = st.head.load(std::memory_order_acquire); b; b = b->next)
-    if (b->context == t->context) {
+    if (same_context(*b, *t)) {
       t->bound = b;
       return Status::kSuccess;
     }
   const CudaDriver& cu = *t->cu;
   ContextScope scope(t->cu, t->context, t->push);
+  AOTRITON_RETURN_IF_ERROR(scope.status());
   CUdevice dev;
   AOTRITON_RETURN_IF_ERROR(check_cu(cu, cu.cuCtxGetDevice(&dev), "cuCtxGetDevice"));
   int major = 0, minor = 0;
@@ -117,7 +145,8 @@ Status bind_slow(const FunctionalSlot& slot, LaunchTarget* t) {
                                              ": this build has images for " + arch_list(slot) + ", the GPU is sm_" +
                                              std::to_string(arch) + " (rebuild with AOTRITON_TARGET_ARCH including " +
                                              std::to_string(arch) + ")");
-  auto* b = new BoundSlot{t->context, v, std::make_unique<std::atomic<const LoadedKernel*>[]>(v->n_configs),
+  auto* b = new BoundSlot{t->context, t->context_id, v,
+                          std::make_unique<std::atomic<const LoadedKernel*>[]>(v->n_configs),
                           st.head.load(std::memory_order_relaxed), use_ptx};
   for (uint32_t i = 0; i < v->n_configs; ++i) b->kernels[i].store(nullptr, std::memory_order_relaxed);
   st.head.store(b, std::memory_order_release);
@@ -125,27 +154,43 @@ Status bind_slow(const FunctionalSlot& slot, LaunchTarget* t) {
   return Status::kSuccess;
 }
 
+// Opens and checks the store of variant v in `dir`.
+Status read_store(const FunctionalSlot& slot, const ArchVariant& v, const std::string& dir,
+                  std::unique_ptr<ImageStore>* out) {
+  std::string path = dir + "/sm_" + std::to_string(v.arch) + "/" + slot.kernel + "/" + slot.functional + ".aks";
+  std::unique_ptr<ImageStore> store;
+  Status s = ImageStore::open(path, &store);
+  if (s == Status::kImageNotFound)
+    return fail(s, std::string("kernel image missing: ") + last_error_message() + " (the library was built with sm_" +
+                       std::to_string(v.arch) + " images for this functional; is " + dir +
+                       " the image directory of this build?)");
+  AOTRITON_RETURN_IF_ERROR(s);
+  if (store->arch() != v.arch || store->kernel() != slot.kernel || store->functional() != slot.functional)
+    return fail(Status::kCorruptImage, "image " + path + " holds kernel " + store->kernel() + " functional " +
+                                           store->functional() + " for sm_" + std::to_string(store->arch()) +
+                                           ", not what its path names: wrong or mixed-up image directory");
+  *out = std::move(store);
+  return Status::kSuccess;
+}
+
 Status open_store(const FunctionalSlot& slot, const ArchVariant& v, const ImageStore** out) {
   SlotState& st = *slot.state;  // caller holds st.mutex
   size_t index = static_cast<size_t>(&v - slot.variants);
-  if (st.stores.size() < slot.n_variants) st.stores.resize(slot.n_variants);
+  if (st.stores.size() < slot.n_variants) {
+    st.stores.resize(slot.n_variants);
+    st.store_failures.resize(slot.n_variants);
+  }
   if (!st.stores[index]) {
     std::string dir;
     AOTRITON_RETURN_IF_ERROR(locate_image_dir(&dir));
-    std::string arch_dir = dir + "/sm_" + std::to_string(v.arch);
-    std::string path = arch_dir + "/" + slot.kernel + "/" + slot.functional + ".aks";
-    std::unique_ptr<ImageStore> store;
-    Status s = ImageStore::open(path, &store);
-    if (s == Status::kImageNotFound)
-      return fail(s, std::string("kernel image missing: ") + path + " (the library was built with sm_" +
-                         std::to_string(v.arch) + " images for this functional; is " + dir +
-                         " the image directory of this build?)");
+    const uint64_t generation = image_dir_generation();
+    StoreFailure& failed = st.store_failures[index];
+    if (failed.status != Status::kSuccess && failed.dir == dir && failed.generation == generation)
+      return fail(failed.status, failed.message);
+    Status s = read_store(slot, v, dir, &st.stores[index]);
+    if (s == Status::kImageNotFound || s == Status::kCorruptImage || s == Status::kIncompatibleImage)
+      failed = StoreFailure{s, last_error_message(), dir, generation};  // the file will not change by itself
     AOTRITON_RETURN_IF_ERROR(s);
-    if (store->arch() != v.arch || store->kernel() != slot.kernel || store->functional() != slot.functional)
-      return fail(Status::kCorruptImage, "image " + path + " holds kernel " + store->kernel() + " functional " +
-                                             store->functional() + " for sm_" + std::to_string(store->arch()) +
-                                             ", not what its path names: wrong or mixed-up image directory");
-    st.stores[index] = std::move(store);
   }
   *out = st.stores[index].get();
   return Status::kSuccess;
@@ -171,6 +216,7 @@ Status load_one(const FunctionalSlot& slot, const LaunchTarget& t, uint32_t conf
                                           " needs a global scratch buffer, which this runtime does not provide");
   const CudaDriver& cu = *t.cu;
   ContextScope scope(t.cu, t.context, t.push);
+  AOTRITON_RETURN_IF_ERROR(scope.status());
   RelaxedCaptureScope relaxed(t.cu);
   CUmodule module;
   CUresult r = cu.cuModuleLoadData(&module, e->cubin);
@@ -184,6 +230,7 @@ Status load_one(const FunctionalSlot& slot, const LaunchTarget& t, uint32_t conf
                                              std::to_string(static_cast<int>(r)) + ")");
   AOTRITON_RETURN_IF_ERROR(check_cu(cu, r, "cuModuleLoadData"));
   g_module_loads.fetch_add(1, std::memory_order_relaxed);
+  ModuleGuard guard(cu, module);  // declared after scope: unloads while the context is current
   CUfunction fn;
   AOTRITON_RETURN_IF_ERROR(check_cu(cu, cu.cuModuleGetFunction(&fn, module, e->symbol.c_str()), "cuModuleGetFunction"));
   if (e->shared_bytes > kDefaultSharedLimit)
@@ -191,6 +238,7 @@ Status load_one(const FunctionalSlot& slot, const LaunchTarget& t, uint32_t conf
         cu, cu.cuFuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, static_cast<int>(e->shared_bytes)),
         "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)"));
   auto* k = new LoadedKernel{fn, e->shared_bytes, e->num_warps * 32};
+  guard.keep();
   b.kernels[config].store(k, std::memory_order_release);
   *out = k;
   return Status::kSuccess;
@@ -222,8 +270,14 @@ Status bind(const FunctionalSlot& slot, void* stream, LaunchTarget* t) {
                   "no current CUDA context for the default stream: make a device current (cudaSetDevice) first");
   }
   t->push = t->context != current;
+  t->context_id = 0;
+  if (cu.cuCtxGetId) {
+    unsigned long long id = 0;
+    AOTRITON_RETURN_IF_ERROR(check_cu(cu, cu.cuCtxGetId(t->context, &id), "cuCtxGetId"));
+    t->context_id = id;
+  }
   for (BoundSlot* b = slot.state->head.load(std::memory_order_acquire); b; b = b->next)
-    if (b->context == t->context) {
+    if (same_context(*b, *t)) {
       t->bound = b;
       return Status::kSuccess;
     }
@@ -270,6 +324,13 @@ Status grid_dim(int64_t value, int axis, const char* kernel_name, uint32_t* out)
   return Status::kSuccess;
 }
 
+namespace {
+thread_local bool t_resolve_only = false;
+}  // namespace
+
+ResolveOnlyScope::ResolveOnlyScope() noexcept : previous_(t_resolve_only) { t_resolve_only = true; }
+ResolveOnlyScope::~ResolveOnlyScope() { t_resolve_only = previous_; }
+
 // AOTRITON_CHECK_CONTEXT=1 (test builds, multi-GPU tests): before every launch,
 // verify that the current context is the one the kernel's module was loaded in.
 static const bool g_check_context = [] {
@@ -280,7 +341,9 @@ static const bool g_check_context = [] {
 Status launch(const LaunchTarget& t, const LoadedKernel& k, const uint32_t grid[3], void** params, void* stream,
               const char* kernel_name) {
   if (grid[0] == 0 || grid[1] == 0 || grid[2] == 0) return Status::kSuccess;  // empty problem
+  if (t_resolve_only) return Status::kSuccess;  // see resolve_first.h: everything but the launch is done
   ContextScope scope(t.cu, t.context, t.push);
+  AOTRITON_RETURN_IF_ERROR(scope.status());
   if (g_check_context) {
     CUcontext current = nullptr;
     t.cu->cuCtxGetCurrent(&current);
@@ -290,6 +353,15 @@ Status launch(const LaunchTarget& t, const LoadedKernel& k, const uint32_t grid[
   }
   CUresult r = t.cu->cuLaunchKernel(k.function, grid[0], grid[1], grid[2], k.block_threads, 1, 1, k.shared_bytes,
                                     static_cast<CUstream>(stream), params, nullptr);
+  if (r == CUDA_ERROR_INVALID_HANDLE || r == CUDA_ERROR_CONTEXT_IS_DESTROYED) {
+    if (!t.cu->cuCtxGetId) {
+      // No context ids: the handle may be a new context's. Bind afresh next time.
+      t.bound->stale.store(true, std::memory_order_release);
+      check_cu(*t.cu, r, kernel_name);
+      return fail(Status::kDriverError, std::string(last_error_message()) +
+                                            "; its module was loaded in a context that is gone (the next call reloads)");
+    }
+  }
   if (r != CUDA_SUCCESS) return check_cu(*t.cu, r, kernel_name);
   return Status::kSuccess;
 }

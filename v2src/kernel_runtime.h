@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "aotriton/runtime.h"
@@ -39,19 +40,37 @@ struct LoadedKernel {
 };
 
 // State of one functional in one CUDA context. Never freed: CUDA modules are
-// kept for the life of the process.
+// kept for the life of the process. A context is known by its handle and its
+// unique id (cuCtxGetId): a handle that comes back for a new context after the
+// old one was destroyed gets a new BoundSlot, and its modules are loaded again.
 struct BoundSlot {
   CUcontext context;
+  uint64_t context_id;  // 0 when the driver has no cuCtxGetId
   const ArchVariant* variant;
   std::unique_ptr<std::atomic<const LoadedKernel*>[]> kernels;
   BoundSlot* next;
   bool use_ptx = false;  // GPU newer than every built arch: JIT the variant's PTX
+  // Without cuCtxGetId: set when a launch finds the module gone (the context
+  // was destroyed), so that the next call binds afresh and reloads.
+  std::atomic<bool> stale{false};
+};
+
+// A store that failed to open (missing, corrupt, incompatible): remembered so
+// that later calls fail at once with the same status and message instead of
+// reading and inflating it again under the lock. Retried when the image
+// directory or its generation (set_image_dir) changes.
+struct StoreFailure {
+  Status status = Status::kSuccess;
+  std::string message;
+  std::string dir;
+  uint64_t generation = 0;
 };
 
 struct SlotState {
   std::atomic<BoundSlot*> head{nullptr};
   std::mutex mutex;  // taken only to load
   std::vector<std::unique_ptr<ImageStore>> stores;  // per variant, decompressed once per process
+  std::vector<StoreFailure> store_failures;         // per variant
   ~SlotState();
 };
 
@@ -69,6 +88,7 @@ struct FunctionalSlot {
 struct LaunchTarget {
   const CudaDriver* cu;
   CUcontext context;
+  uint64_t context_id;
   bool push;
   BoundSlot* bound;
 };

@@ -89,6 +89,8 @@ struct MoeAlignParams {
 };
 AOTRITON_API int64_t moe_align_max_padded(int64_t numel, int64_t num_experts, int64_t block_size) noexcept;
 AOTRITON_API size_t moe_align_workspace_size(int64_t numel, int64_t num_experts) noexcept;
+// options (force_config / ran_config) apply to the launch that writes the
+// outputs: moe_align_small (numel <= 1024), else moe_align_scatter.
 AOTRITON_API Status moe_align_block_size(const MoeAlignParams& params, Stream stream,
                                          const KernelOptions* options = nullptr) noexcept;
 
@@ -138,6 +140,7 @@ struct PerTokenGroupQuantParams {
   TensorView<2> scales;
   int32_t group_size = 128;
 };
+// options (force_config / ran_config) apply to the quantizing kernel.
 AOTRITON_API Status per_token_group_quant_fp8(const PerTokenGroupQuantParams& params, Stream stream,
                                               const KernelOptions* options = nullptr) noexcept;
 
@@ -153,6 +156,8 @@ struct PerTensorQuantParams {
   size_t workspace_bytes = 0;
 };
 AOTRITON_API size_t per_tensor_quant_workspace_size(int64_t rows) noexcept;
+// options (force_config / ran_config) apply to the quantizing kernel, not to
+// the dynamic-scale launches.
 AOTRITON_API Status per_tensor_quant_fp8(const PerTensorQuantParams& params, Stream stream,
                                          const KernelOptions* options = nullptr) noexcept;
 

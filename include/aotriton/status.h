@@ -17,6 +17,7 @@ enum class Status : int {
   kDriverError = 8,          // a CUDA driver call failed
   kOutOfMemory = 9,
   kInternal = 10,
+  kIncompatibleImage = 11,   // image store of another format or library ABI version
 };
 
 // Short static description of a status code.

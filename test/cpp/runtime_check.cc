@@ -1,9 +1,11 @@
 // Runtime checks that need no GPU: version/build info, argument validation,
 // and the error returned when the CUDA driver is absent. Prints one line per
 // check as "name: <status name>: <message>" for test/cpu/test_runtime_nogpu.py.
+#include <array>
 #include <cstdio>
 #include <cstring>
 
+#include "aotriton/flash.h"
 #include "aotriton/moe.h"
 #include "aotriton/runtime.h"
 
@@ -12,6 +14,12 @@ using namespace aotriton;
 namespace {
 
 alignas(16) unsigned char g_fake[4096];  // host memory: never reached by a kernel in these checks
+unsigned char* const g_out = g_fake;
+unsigned char* const g_in = g_fake + 1024;  // inputs and outputs must not overlap
+
+// Distinct fake device addresses 1 TiB apart, for views far larger than g_fake
+// (only validated, never dereferenced).
+void* addr(int k) { return reinterpret_cast<void*>(uintptr_t(k) << 40); }
 
 TensorView<2> view2(DType dt, int64_t rows, int64_t cols, void* data = g_fake) {
   TensorView<2> v;
@@ -26,11 +34,18 @@ void report(const char* name, Status s) {
   std::printf("%s: %s: %s\n", name, status_name(s), s == Status::kSuccess ? "" : last_error_message());
 }
 
-TensorView<3> view3(DType dt, int64_t e, int64_t rows, int64_t cols) {
-  TensorView<3> v;
-  v.data = g_fake;
-  v.sizes = {e, rows, cols};
-  v.strides = {rows * cols, cols, 1};
+// A contiguous view of any rank over g_fake (sizes may be far larger than the
+// buffer: validation never touches the data, and no kernel runs here).
+template <int R>
+TensorView<R> viewn(DType dt, std::array<int64_t, R> sizes, void* data) {
+  TensorView<R> v;
+  v.data = data;
+  v.sizes = sizes;
+  int64_t stride = 1;
+  for (int i = R - 1; i >= 0; --i) {
+    v.strides[i] = stride;
+    if (i > 0) stride *= sizes[i];  // (the full product may overflow: not needed)
+  }
   v.dtype = dt;
   return v;
 }
@@ -38,12 +53,12 @@ TensorView<3> view3(DType dt, int64_t e, int64_t rows, int64_t cols) {
 // DeepSeek-like bf16 layer (E=256, top-8, hidden 7168, N=2048) with M tokens.
 moe::FusedExpertsParams deepseek_layer(int64_t M) {
   moe::FusedExpertsParams p;
-  p.hidden_states = view2(DType::kBFloat16, M, 7168);
-  p.w1 = view3(DType::kBFloat16, 256, 2 * 2048, 7168);
-  p.w2 = view3(DType::kBFloat16, 256, 7168, 2048);
-  p.topk_weights = view2(DType::kFloat32, M, 8);
-  p.topk_ids = view2(DType::kInt32, M, 8);
-  p.output = view2(DType::kBFloat16, M, 7168);
+  p.hidden_states = viewn<2>(DType::kBFloat16, {M, 7168}, addr(50));
+  p.w1 = viewn<3>(DType::kBFloat16, {256, 2 * 2048, 7168}, addr(51));
+  p.w2 = viewn<3>(DType::kBFloat16, {256, 7168, 2048}, addr(52));
+  p.topk_weights = viewn<2>(DType::kFloat32, {M, 8}, addr(53));
+  p.topk_ids = viewn<2>(DType::kInt32, {M, 8}, addr(54));
+  p.output = viewn<2>(DType::kBFloat16, {M, 7168}, addr(55));
   return p;
 }
 
@@ -58,16 +73,83 @@ void report_large_m() {
   std::printf("large_m_workspace: %s: one_pass=%zu two_passes=%zu many_passes=%zu small=%zu\n", status_name(s), one,
               two, many, small);
   moe::FusedExpertsParams p = deepseek_layer(40000);
-  p.workspace = g_fake;
+  p.workspace = addr(56);
   p.workspace_bytes = two;
   report("large_m_call", moe::fused_experts(p, {}));  // valid: reaches the driver
   p = deepseek_layer(40);  // one token's slots x hidden size overflow int32: no pass size works
   const int64_t huge_k = int64_t{1} << 28;
-  p.hidden_states = view2(DType::kBFloat16, 40, huge_k);
-  p.output = view2(DType::kBFloat16, 40, huge_k);
-  p.w1 = view3(DType::kBFloat16, 256, 2 * 2048, huge_k);
-  p.w2 = view3(DType::kBFloat16, 256, huge_k, 2048);
+  p.hidden_states = viewn<2>(DType::kBFloat16, {40, huge_k}, addr(50));
+  p.output = viewn<2>(DType::kBFloat16, {40, huge_k}, addr(55));
+  p.w1 = viewn<3>(DType::kBFloat16, {256, 2 * 2048, huge_k}, addr(51));
+  p.w2 = viewn<3>(DType::kBFloat16, {256, huge_k, 2048}, addr(52));
   report("large_m_unsplittable", moe::fused_experts_workspace_size(p, &many));
+}
+
+// Sizes and offsets that overflow 64-bit products or the kernels' int32
+// offsets: each must fail validation (before these checks they reached the
+// driver, i.e. "CUDA driver not available" here).
+void integer_checks() {
+  {  // tokens * top-k wraps to 0 in int64 with M = 2^33, top-k = 2^31 (and M * K with K = 2^31)
+    moe::FusedExpertsParams p;
+    const int64_t M = int64_t(1) << 33, K = int64_t(1) << 31;
+    p.hidden_states = viewn<2>(DType::kFloat16, {M, K}, addr(1));
+    p.w1 = viewn<3>(DType::kFloat16, {1, 2, K}, addr(2));
+    p.w2 = viewn<3>(DType::kFloat16, {1, K, 1}, addr(3));
+    p.topk_weights = viewn<2>(DType::kFloat32, {M, int64_t(1) << 31}, addr(4));
+    p.topk_ids = viewn<2>(DType::kInt32, {M, int64_t(1) << 31}, addr(5));
+    p.output = viewn<2>(DType::kFloat16, {M, K}, addr(6));
+    size_t bytes = 0;
+    report("fused_experts_wrapping_sizes", moe::fused_experts_workspace_size(p, &bytes));
+  }
+  {  // debug dropout mask whose row stride makes (Sq - 1) * stride exceed int32
+    flash::FwdParams p;
+    const int64_t S = 4096;
+    p.q = p.k = p.v = viewn<4>(DType::kFloat16, {1, S, 1, 64}, addr(7));  // inputs may share memory
+    p.out = viewn<4>(DType::kFloat16, {1, S, 1, 64}, addr(41));
+    p.lse = viewn<3>(DType::kFloat32, {1, 1, S}, addr(8));
+    p.softmax_scale = 0.125f;
+    static int64_t seed_and_offset[2];
+    p.philox_seed = &seed_and_offset[0];
+    p.philox_offset = &seed_and_offset[1];
+    p.dropout_mask = viewn<4>(DType::kInt8, {1, 1, S, S}, addr(9));
+    p.dropout_mask.strides = {1 << 30, 1 << 30, 1 << 20, 1};  // dims 0 and 1 have size 1
+    report("dropout_mask_offset", flash::attn_fwd(p, {}));
+  }
+  {  // expert weights stored N-major ([N, E, K] permuted): (N - 1) * stride_bn exceeds int32
+    moe::GroupedGemmParams p;
+    p.a = viewn<2>(DType::kFloat16, {4, 64}, addr(10));
+    p.b = viewn<3>(DType::kFloat16, {2, 64, 64}, addr(11));
+    p.b.strides = {64, int64_t(1) << 26, 1};
+    p.c = viewn<2>(DType::kFloat16, {4, 64}, addr(12));
+    p.sorted_token_ids = viewn<1>(DType::kInt32, {64}, addr(13));
+    p.expert_ids = viewn<1>(DType::kInt32, {4}, addr(14));
+    p.num_tokens_post_padded = viewn<1>(DType::kInt32, {1}, addr(15));
+    p.block_size = 16;
+    report("weight_offset", moe::grouped_gemm(p, {}));
+  }
+  {  // column-major router logits: (experts - 1) * stride(1) exceeds int32
+    moe::TopkSoftmaxParams p;
+    const int64_t M = int64_t(1) << 23;
+    p.logits = viewn<2>(DType::kFloat32, {M, 512}, addr(16));
+    p.logits.strides = {1, M};
+    p.topk_weights = viewn<2>(DType::kFloat32, {M, 2}, addr(17));
+    p.topk_ids = viewn<2>(DType::kInt32, {M, 2}, addr(18));
+    report("column_major_logits", moe::topk_softmax(p, {}));
+  }
+  {  // 2^30 + 256 slots, 512 experts: the align chunk counters exceed int32 offsets
+    moe::MoeAlignParams p;
+    const int64_t numel = (int64_t(1) << 30) + 256;
+    p.topk_ids = viewn<2>(DType::kInt32, {numel, 1}, addr(19));
+    p.num_experts = 512;
+    p.block_size = 16;
+    const int64_t padded = moe::moe_align_max_padded(numel, 512, 16);
+    p.sorted_token_ids = viewn<1>(DType::kInt32, {padded}, addr(20));
+    p.expert_ids = viewn<1>(DType::kInt32, {(padded + 15) / 16}, addr(21));
+    p.num_tokens_post_padded = viewn<1>(DType::kInt32, {1}, addr(22));
+    p.workspace = addr(40);
+    p.workspace_bytes = moe::moe_align_workspace_size(numel, 512);
+    report("align_chunk_counters", moe::moe_align_block_size(p, {}));
+  }
 }
 
 }  // namespace
@@ -75,17 +157,31 @@ void report_large_m() {
 int main() {
   std::printf("version: %s (header %s)\n", aotriton::version(), AOTRITON_VERSION_STRING);
   std::printf("profile: %s archs: %s kernels: %s\n", build_profile(), build_archs(), build_kernels());
-  report("null_input", moe::silu_and_mul(view2(DType::kFloat16, 4, 8), view2(DType::kFloat16, 4, 16, nullptr), {}));
-  report("dtype_mismatch", moe::silu_and_mul(view2(DType::kFloat16, 4, 8), view2(DType::kFloat32, 4, 16), {}));
-  report("shape_mismatch", moe::silu_and_mul(view2(DType::kFloat16, 4, 8), view2(DType::kFloat16, 4, 15), {}));
-  report("unsupported_dtype", moe::silu_and_mul(view2(DType::kInt32, 4, 8), view2(DType::kInt32, 4, 16), {}));
-  TensorView<2> strided = view2(DType::kFloat16, 4, 16);
+  report("null_input", moe::silu_and_mul(view2(DType::kFloat16, 4, 8, g_out), view2(DType::kFloat16, 4, 16, nullptr), {}));
+  report("dtype_mismatch", moe::silu_and_mul(view2(DType::kFloat16, 4, 8, g_out), view2(DType::kFloat32, 4, 16, g_in), {}));
+  report("shape_mismatch", moe::silu_and_mul(view2(DType::kFloat16, 4, 8, g_out), view2(DType::kFloat16, 4, 15, g_in), {}));
+  report("unsupported_dtype", moe::silu_and_mul(view2(DType::kInt32, 4, 8, g_out), view2(DType::kInt32, 4, 16, g_in), {}));
+  TensorView<2> strided = view2(DType::kFloat16, 4, 16, g_in);
   strided.strides = {16, 2};
-  report("inner_stride", moe::silu_and_mul(view2(DType::kFloat16, 4, 8), strided, {}));
-  report("misaligned", moe::silu_and_mul(view2(DType::kFloat16, 4, 8, g_fake + 2), view2(DType::kFloat16, 4, 16), {}));
+  report("inner_stride", moe::silu_and_mul(view2(DType::kFloat16, 4, 8, g_out), strided, {}));
+  report("misaligned", moe::silu_and_mul(view2(DType::kFloat16, 4, 8, g_out + 2), view2(DType::kFloat16, 4, 16, g_in), {}));
+  TensorView<2> broadcast_out = view2(DType::kFloat16, 4, 8, g_out);
+  broadcast_out.strides = {0, 1};  // four rows written to one
+  report("zero_stride_output", moe::silu_and_mul(broadcast_out, view2(DType::kFloat16, 4, 16, g_in), {}));
+  report("output_aliases_input",
+         moe::silu_and_mul(view2(DType::kFloat16, 4, 8, g_in + 64), view2(DType::kFloat16, 4, 16, g_in), {}));
   // Valid arguments: reaches the driver (kNoDriver when AOTRITON_LIBCUDA points nowhere).
-  report("valid_call", moe::silu_and_mul(view2(DType::kFloat16, 4, 8), view2(DType::kFloat16, 4, 16), {}));
+  report("valid_call", moe::silu_and_mul(view2(DType::kFloat16, 4, 8, g_out), view2(DType::kFloat16, 4, 16, g_in), {}));
   std::printf("error_string: %s\n", error_string(Status::kNoDriver));
   report_large_m();
+  // set_image_dir / image_dir start afresh: no stale message from the failed call above.
+  report("before_set_image_dir", Status::kDriverError);
+  const Status set = set_image_dir("/tmp");
+  std::printf("after_set_image_dir: %s [%s]\n", status_name(set), last_error_message());
+  set_image_dir(nullptr);
+  report("before_image_dir", moe::silu_and_mul(view2(DType::kFloat16, 4, 8, g_out), view2(DType::kFloat16, 4, 16, g_in), {}));
+  const char* dir = image_dir();
+  std::printf("after_image_dir: %s [%s]\n", *dir ? "found" : "none", last_error_message());
+  integer_checks();
   return 0;
 }

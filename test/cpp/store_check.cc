@@ -1,9 +1,13 @@
-// store_check <file> [<entry-name>]: opens an image store with the C++ reader
-// and prints its directory, or one `ERROR <status>: <message>` line (exit 1).
-// Used by test/cpu/test_image_store_cpp.py on valid, corrupt and fuzzed files.
+// store_check [--stats] <file> [<entry-name>]: opens an image store with the
+// C++ reader and prints its directory, or one `ERROR <status>: <message>` line
+// (exit 1). --stats adds a last line `STATS <seconds> <peak RSS KiB>` (the time
+// of ImageStore::open, the process's VmHWM). Used by
+// test/cpu/test_image_store_cpp.py on valid, corrupt, crafted and fuzzed files.
 #include <lzma.h>
 
+#include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <string>
@@ -17,16 +21,37 @@ static void print_entry(const at::ImageEntry& e) {
               e.num_ctas, e.cubin_size, unsigned(lzma_crc32(e.cubin, e.cubin_size, 0)));
 }
 
+// Peak resident set of this process (its own, unlike ru_maxrss after a fork).
+static long peak_rss_kib() {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return -1;
+  char line[256];
+  long kib = -1;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "VmHWM: %ld", &kib) == 1) break;
+  std::fclose(f);
+  return kib;
+}
+
 int main(int argc, char** argv) try {
+  const bool stats = argc > 1 && std::strcmp(argv[1], "--stats") == 0;
+  if (stats) --argc, ++argv;
   if (argc < 2 || argc > 3) {
-    std::fprintf(stderr, "usage: %s <store-file> [<entry-name>]\n", argv[0]);
+    std::fprintf(stderr, "usage: store_check [--stats] <store-file> [<entry-name>]\n");
     return 2;
   }
   std::unique_ptr<at::ImageStore> store;
+  const auto t0 = std::chrono::steady_clock::now();
   aotriton::Status s = at::ImageStore::open(argv[1], &store);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (s != aotriton::Status::kSuccess) {
     std::printf("ERROR %s: %s\n", aotriton::status_name(s), aotriton::last_error_message());
+    if (stats) std::printf("STATS %.6f %ld\n", seconds, peak_rss_kib());
     return 1;
+  }
+  if (stats) {
+    std::printf("OK %zu\nSTATS %.6f %ld\n", store->entries().size(), seconds, peak_rss_kib());
+    return 0;
   }
   if (argc == 3) {
     const at::ImageEntry* e = store->find(argv[2]);

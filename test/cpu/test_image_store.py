@@ -1,5 +1,6 @@
 """Image store format (python/image_store.py): round trip, dedupe, reproducibility,
 writer validation, the pack CLI, and corrupt files -> StoreError."""
+import functools
 import json
 import lzma
 import os
@@ -154,12 +155,41 @@ def _umask() -> int:
 
 def test_header_fields():
     data = encode()
-    magic, ver, hs, arch, count, psize, rsize, pcrc, rcrc = struct.unpack_from("<8sIIIIQQII", data)
-    assert (magic, ver, hs, arch, count) == (b"AOTRSTOR", 1, 64, 90, 7)
+    magic, ver, hs, arch, count, psize, rsize, pcrc, rcrc, abi = struct.unpack_from("<8sIIIIQQIII", data)
+    assert (magic, ver, hs, arch, count, abi) == (b"AOTRSTOR", 2, 64, 90, 7, S.ABI_VERSION)
     assert psize == len(data) - 64 and pcrc == zlib.crc32(data[64:])
     raw = inflate(data)
     assert rsize == len(raw) and rcrc == zlib.crc32(raw)
-    assert data[48:64] == bytes(16)
+    assert data[52:64] == bytes(12)
+
+
+def test_abi_version_matches_cmake():
+    # The writer stamps S.ABI_VERSION; the C++ reader compares AOTRITON_ABI_VERSION.
+    import re
+    m = re.search(r"set\(AOTRITON_ABI_VERSION (\d+)\)", (REPO / "CMakeLists.txt").read_text())
+    assert m and int(m.group(1)) == S.ABI_VERSION
+
+
+def test_store_of_other_abi_or_format_is_refused(tmp_path):
+    good = encode()
+    for offset, value, want in ((8, 1, "format 1, library ABI 1"), (8, 3, "format 3, library ABI 1"),
+                                (48, 2, "format 2, library ABI 2"), (48, 0, "format 2, library ABI 0")):
+        path = tmp_path / "other.aks"
+        path.write_bytes(patch(good, offset, "<I", value))
+        with pytest.raises(S.StoreVersionError) as ei:
+            S.read_store(path)
+        assert want in str(ei.value) and f"reads format 2, ABI {S.ABI_VERSION}" in str(ei.value)
+    # a reader for ABI 2 refuses this build's stores the same way
+    with pytest.raises(S.StoreVersionError, match="library ABI 1; this library reads format 2, ABI 2"):
+        S.decode_store(good, "x", abi_version=2)
+
+
+def test_writer_refuses_what_readers_would_refuse():
+    # A cubin that compresses more than MAX_INFLATE_RATIO times (no real cubin
+    # does) would be refused by every reader: the writer says so at build time.
+    with pytest.raises(S.StoreError, match="more than 64x"):
+        encode([S.StoreEntry("c", "sym", b"\0" * (4 << 20), 0, 4, 1)])
+    encode([S.StoreEntry("c", "sym", b"\0" * (1 << 19), 0, 4, 1)])  # within the 1 MiB allowance
 
 
 # ---------------------------------------------------------------- writer validation
@@ -215,7 +245,8 @@ FILE_CORRUPTIONS = [
     ("flipped_payload_byte", _flip(100), "payload checksum mismatch"),
     ("flipped_last_byte", _flip(-S.HEADER_SIZE - 1), "payload checksum mismatch"),
     ("wrong_magic", lambda d: b"AOTRIMG1" + d[8:], "bad magic"),
-    ("wrong_version", lambda d: patch(d, 8, "<I", 2), "unsupported format version 2"),
+    ("wrong_version", lambda d: patch(d, 8, "<I", 1), "image store format 1, library ABI 1; this library reads"),
+    ("wrong_abi", lambda d: patch(d, 48, "<I", 7), "image store format 2, library ABI 7; this library reads"),
     ("wrong_header_size", lambda d: patch(d, 12, "<I", 128), "header_size"),
     ("header_padding", lambda d: patch(d, 60, "<I", 1), "header padding"),
     ("arch_zero", lambda d: patch(d, 16, "<I", 0), "arch is 0"),
@@ -223,6 +254,9 @@ FILE_CORRUPTIONS = [
     ("raw_size_smaller", _raw_size_lie(-1), "more than raw_size"),
     ("raw_size_larger", _raw_size_lie(+1), "header says raw_size"),
     ("raw_size_huge", lambda d: patch(d, 32, "<Q", 1 << 40), "exceeds"),
+    ("raw_size_ratio", lambda d: patch(d, 32, "<Q", 1 << 29), "times the"),
+    ("entry_count_huge", lambda d: patch(d, 20, "<I", 1 << 20), "exceeds the limit of 65536"),
+    ("entry_count_raw_size", lambda d: patch(d, 20, "<I", 60000), "cannot fit in raw_size"),
     ("payload_size_lie", lambda d: patch(d, 24, "<Q", 2**64 - 1), "truncated payload"),
     ("raw_crc", lambda d: patch(d, 44, "<I", struct.unpack_from("<I", d, 44)[0] ^ 1), "raw checksum mismatch"),
     ("entry_count_larger", lambda d: patch(d, 20, "<I", entry_count(d) + 1), None),
@@ -290,7 +324,124 @@ def test_corrupt_directory(name, corrupt, msg):
 def test_entry_count_cannot_fit():
     good = encode()
     with pytest.raises(S.StoreError, match="cannot fit"):
-        S.decode_store(rewrap(inflate(good), good, entry_count_override=2**32 - 1))
+        S.decode_store(rewrap(inflate(good), good, entry_count_override=len(inflate(good)) // S.MIN_ENTRY_SIZE))
+
+
+# ---------------------------------------------------------------- bombs and special files
+
+@functools.lru_cache(maxsize=None)
+def _xz_chunk(prefix: bytes, n: int) -> tuple:
+    """One xz stream of `prefix` + zeros (n bytes in all), split into its block
+    and its index record."""
+    one = lzma.compress(prefix + bytes(n - len(prefix)), format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64)
+    backward = (struct.unpack_from("<I", one, len(one) - 8)[0] + 1) * 4
+    index_start = len(one) - 12 - backward
+    rec = one[index_start + 2:]  # after the index indicator and its record count (1)
+    pos = 0
+    for _ in range(2):  # the record: two varints (unpadded size, uncompressed size)
+        while rec[pos] & 0x80:
+            pos += 1
+        pos += 1
+    return one[:12], one[12:index_start], rec[:pos]
+
+
+def xz_zero_bomb(raw_size: int, prefix: bytes = b"") -> bytes:
+    """A valid xz stream that inflates to `prefix` + zeros, raw_size bytes in all
+    (a multiple of 8 MiB), built quickly: xz blocks are independent, so one
+    compressed 8 MiB block of zeros is repeated, and the index lists them all."""
+    chunk = 8 << 20
+    assert raw_size % chunk == 0 and raw_size > chunk
+    head, first, first_rec = _xz_chunk(prefix, chunk)
+    _, zero, zero_rec = _xz_chunk(b"", chunk)
+    n = raw_size // chunk
+    count, index = n, bytearray(b"\0")
+    while count >= 0x80:
+        index.append(count & 0x7F | 0x80)
+        count >>= 7
+    index.append(count)
+    index += first_rec + zero_rec * (n - 1)
+    index += b"\0" * (-len(index) % 4)
+    index += struct.pack("<I", zlib.crc32(index))
+    footer_body = struct.pack("<I", len(index) // 4 - 1) + head[6:8]  # backward size, stream flags
+    footer = struct.pack("<I", zlib.crc32(footer_body)) + footer_body + b"YZ"
+    return head + first + zero * (n - 1) + bytes(index) + footer
+
+
+def bomb_store(raw_size: int, count: int = 1, raw_crc: bool = True) -> bytes:
+    """A store whose payload really inflates to raw_size bytes (the meta strings,
+    then zeros), with `count` claimed entries and a correct payload checksum
+    (and raw checksum if raw_crc: a reader checks it only after inflating)."""
+    meta = b"".join(struct.pack("<H", len(x)) + x for x in (b"attn_fwd", b"f", b"3.6.0"))
+    payload = xz_zero_bomb(raw_size, meta)
+    crc = 0
+    if raw_crc:
+        crc = zlib.crc32(meta + bytes((1 << 20) - len(meta)))
+        zeros = bytes(1 << 20)
+        for _ in range((raw_size >> 20) - 1):
+            crc = zlib.crc32(zeros, crc)
+    header = struct.pack("<8sIIIIQQIII", S.MAGIC, S.FORMAT_VERSION, S.HEADER_SIZE, 90, count, len(payload),
+                         raw_size, zlib.crc32(payload), crc, S.ABI_VERSION)
+    return header.ljust(S.HEADER_SIZE, b"\0") + payload
+
+
+def test_bomb_store_is_valid_xz_with_right_checksums():
+    store = bomb_store(16 << 20)
+    assert len(store) < 10000
+    raw = lzma.decompress(store[S.HEADER_SIZE:], format=lzma.FORMAT_XZ)
+    assert len(raw) == 16 << 20 and raw.startswith(b"\x08\x00attn_fwd") and not any(raw[20:])
+    assert zlib.crc32(raw) == struct.unpack_from("<I", store, 44)[0]
+
+
+# Measured in a fresh interpreter: wall time of read_store and the process's
+# peak RSS (VmHWM: ru_maxrss would include the forking parent's).
+_MEASURE = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import image_store as S
+t = time.perf_counter()
+try:
+    S.read_store(sys.argv[2])
+    print("ACCEPTED")
+except S.StoreError as e:
+    print("REJECTED", e)
+seconds = time.perf_counter() - t
+hwm = [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")][0]
+print(seconds, hwm)
+"""
+
+
+# The entry-count bomb inflates to 64 MiB (valid meta, then zeros) and claims
+# 1.8 M entries (~200 MB of directory); the inflate bomb is a 150 KB file that
+# inflates to 1 GiB. Before the limits: ~4 s and 150 MB, 55 s and 2 GB.
+BOMBS = [(64, ((64 << 20) - 20) // 36, True, "65536"), (1024, 1, False, "times the")]
+
+
+@pytest.mark.parametrize("raw_mib, count, raw_crc, msg", BOMBS, ids=["entry_count_bomb", "inflate_bomb"])
+def test_crafted_store_rejected_fast_and_small(tmp_path, raw_mib, count, raw_crc, msg):
+    path = tmp_path / "bomb.aks"
+    path.write_bytes(bomb_store(raw_mib << 20, count, raw_crc))
+    assert path.stat().st_size < 200_000
+    r = subprocess.run([sys.executable, "-c", _MEASURE, str(REPO / "python"), str(path)], capture_output=True,
+                       text=True, timeout=120)
+    verdict, numbers = r.stdout.splitlines()
+    seconds, maxrss_kib = float(numbers.split()[0]), int(numbers.split()[1])
+    assert verdict.startswith("REJECTED") and msg in verdict, verdict
+    assert seconds < 0.1 and maxrss_kib < 64 * 1024, (seconds, maxrss_kib)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device"])
+def test_non_regular_file_refused_without_blocking(tmp_path, kind):
+    if kind == "fifo":
+        path = tmp_path / "f.aks"
+        os.mkfifo(path)  # no writer: a blocking open() would wait forever
+    elif kind == "directory":
+        path = tmp_path
+    else:
+        path = Path("/dev/zero")  # endless: reading it would never finish
+    r = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import image_store as S\n"
+                        "try:\n    S.read_store(sys.argv[2])\nexcept S.StoreError as e:\n    print(e)",
+                        str(REPO / "python"), str(path)], capture_output=True, text=True, timeout=10)
+    assert "not a regular file" in r.stdout, (r.stdout, r.stderr)
 
 
 def test_missing_file(tmp_path):

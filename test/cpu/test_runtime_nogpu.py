@@ -20,7 +20,37 @@ def test_runtime_check_program(build_dir):
     assert out["inner_stride"].startswith("invalid argument") and "contiguous" in out["inner_stride"]
     assert out["misaligned"].startswith("invalid argument") and "aligned" in out["misaligned"]
     assert out["valid_call"].startswith("CUDA driver not available") and "/nonexistent" in out["valid_call"]
+    # an output with a zero stride over 4 rows, and an output inside its input
+    assert out["zero_stride_output"].startswith("invalid argument") and "share memory" in out["zero_stride_output"]
+    assert out["output_aliases_input"].startswith("invalid argument") and \
+        "output out overlaps input input" in out["output_aliases_input"]
     assert "CUDA driver not available" in out["error_string"]
+    # a success of set_image_dir / image_dir leaves no stale message behind
+    assert out["before_set_image_dir"].startswith("CUDA driver error: cannot load")
+    assert out["after_set_image_dir"] == "success []", out["after_set_image_dir"]
+    assert out["before_image_dir"].startswith("CUDA driver not available")
+    assert out["after_image_dir"] == "found []", out["after_image_dir"]
+
+
+# name -> (status, words of the message): overflowing sizes and offsets the
+# kernels would form in int32 are refused on the host (before, each of these
+# calls passed validation and reached the driver).
+INTEGER_CASES = {
+    "fused_experts_wrapping_sizes": ("invalid argument", "too large"),
+    "dropout_mask_offset": ("unsupported", "dropout_mask offset"),
+    "weight_offset": ("unsupported", "weight offset within an expert"),
+    "column_major_logits": ("unsupported", "logits expert offset"),
+    "align_chunk_counters": ("unsupported", "align chunk counters"),
+}
+
+
+@pytest.mark.parametrize("name", INTEGER_CASES)
+def test_integer_bounds_checked_on_host(build_dir, name):
+    r = subprocess.run([str(build_dir / "test/runtime_check")], capture_output=True, text=True, env=NO_DRIVER,
+                       check=True)
+    out = dict(line.split(": ", 1) for line in r.stdout.splitlines())
+    status, words = INTEGER_CASES[name]
+    assert out[name].startswith(status + ":") and words in out[name], out[name]
 
 
 def test_fused_experts_large_m_runs_in_passes(build_dir):
@@ -73,3 +103,13 @@ def test_torch_layer_rejects_cpu_tensors(prefix):
     with pytest.raises(ValueError, match="CUDA tensor"):
         aotriton.silu_and_mul(torch.randn(4, 8))
     assert aotriton.version()
+
+
+def test_out_of_memory_in_noexcept_entry_points(build_dir):
+    # Every allocation throws: the catch handlers must report without allocating
+    # (allocating there threw out of a noexcept function: std::terminate).
+    r = subprocess.run([str(build_dir / "test/alloc_fail_check")], capture_output=True, text=True, env=NO_DRIVER)
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    out = dict(line.split(": ", 1) for line in r.stdout.splitlines())
+    for name in ("act_and_mul_oom", "set_image_dir_oom"):
+        assert out[name] == "out of memory | out of memory (std::bad_alloc)", out[name]

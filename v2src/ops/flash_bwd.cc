@@ -3,6 +3,7 @@
 #include "bwd_dq.h"
 #include "bwd_preprocess.h"
 #include "flash_common.h"
+#include "resolve_first.h"
 
 namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {
@@ -58,16 +59,9 @@ void fill_functional(F& f, const Bwd& p) {
   f.ENABLE_DROPOUT = p.dropout_p > 0.f;
 }
 
-Status launch(const Bwd& p, Stream stream, const KernelOptions* options) {
+// The three launches (validated arguments).
+Status launch_kernels(const Bwd& p, Stream stream, const KernelOptions* options) {
   const Geometry& g = p.g;
-  AOTRITON_RETURN_IF_ERROR(
-      check_geometry(p.op, g, p.scale, p.dropout_p, p.dropout_p > 0.f, p.seed, p.offset, p.causal));
-  for (const StridedRows& c :
-       {StridedRows{"q", &p.q, g.max_sq}, {"k", &p.k, g.max_sk}, {"v", &p.v, g.max_sk}, {"out", &p.o, g.max_sq},
-        {"dout", &p.dout, g.max_sq}, {"dq", &p.dq, g.max_sq}, {"dk", &p.dk, g.max_sk}, {"dv", &p.dv, g.max_sk}})
-    AOTRITON_RETURN_IF_ERROR(check_strided(p.op, c.name, *c.t, c.rows, g.head_dim));
-  if (g.batch == 0 || g.hq == 0 || (g.max_sq == 0 && g.max_sk == 0)) return Status::kSuccess;
-
   namespace kp = detail::kernels::bwd_preprocess;
   kp::Args pa{};
   pa.O = p.o.ptr, pa.DO = p.dout.ptr, pa.Delta = p.delta, pa.DQA = nullptr, pa.cu_seqlens_q = g.cu_q;
@@ -104,6 +98,19 @@ Status launch(const Bwd& p, Stream stream, const KernelOptions* options) {
   return kq::launch(qa, qf, stream, options);
 }
 
+Status launch(const Bwd& p, Stream stream, const KernelOptions* options) {
+  const Geometry& g = p.g;
+  AOTRITON_RETURN_IF_ERROR(
+      check_geometry(p.op, g, p.scale, p.dropout_p, p.dropout_p > 0.f, p.seed, p.offset, p.causal));
+  for (const StridedRows& c :
+       {StridedRows{"q", &p.q, g.max_sq}, {"k", &p.k, g.max_sk}, {"v", &p.v, g.max_sk}, {"out", &p.o, g.max_sq},
+        {"dout", &p.dout, g.max_sq}, {"dq", &p.dq, g.max_sq}, {"dk", &p.dk, g.max_sk}, {"dv", &p.dv, g.max_sk}})
+    AOTRITON_RETURN_IF_ERROR(check_strided(p.op, c.name, *c.t, c.rows, g.head_dim));
+  if (g.batch == 0 || g.hq == 0 || (g.max_sq == 0 && g.max_sk == 0)) return Status::kSuccess;
+  // All three kernels are resolved before the first launch (resolve_first.h).
+  return detail::resolve_then_launch([&] { return launch_kernels(p, stream, options); });
+}
+
 }  // namespace
 
 Status attn_bwd(const BwdParams& p, Stream stream, const KernelOptions* options) noexcept try {
@@ -125,9 +132,18 @@ Status attn_bwd(const BwdParams& p, Stream stream, const KernelOptions* options)
   b.delta = static_cast<float*>(p.delta.data), b.delta_z = p.delta.stride(0), b.delta_h = p.delta.stride(1);
   b.scale = p.softmax_scale, b.causal = p.causal, b.dropout_p = p.dropout_p;
   b.seed = p.philox_seed, b.offset = p.philox_offset;
+  for (auto [name, t] : {std::pair{"dq", &p.dq}, {"dk", &p.dk}, {"dv", &p.dv}})
+    AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, name, *t));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "delta", p.delta));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
+      op,
+      {detail::span_of("dq", p.dq), detail::span_of("dk", p.dk), detail::span_of("dv", p.dv),
+       detail::span_of("delta", p.delta)},
+      {detail::span_of("q", p.q), detail::span_of("k", p.k), detail::span_of("v", p.v), detail::span_of("out", p.out),
+       detail::span_of("dout", p.dout), detail::span_of("lse", p.lse)}));
   return launch(b, stream, options);
 } catch (...) {
-  return fail(Status::kInternal, "attn_bwd: unexpected exception");
+  return detail::fail_exception("attn_bwd: unexpected exception");
 }
 
 Status attn_bwd_varlen(const BwdVarlenParams& p, Stream stream, const KernelOptions* options) noexcept try {
@@ -152,9 +168,18 @@ Status attn_bwd_varlen(const BwdVarlenParams& p, Stream stream, const KernelOpti
   b.delta = static_cast<float*>(p.delta.data), b.delta_z = 0, b.delta_h = p.delta.stride(0);
   b.scale = p.softmax_scale, b.causal = p.causal, b.dropout_p = p.dropout_p;
   b.seed = p.philox_seed, b.offset = p.philox_offset;
+  for (auto [name, t] : {std::pair{"dq", &p.dq}, {"dk", &p.dk}, {"dv", &p.dv}})
+    AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, name, *t));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "delta", p.delta));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
+      op,
+      {detail::span_of("dq", p.dq), detail::span_of("dk", p.dk), detail::span_of("dv", p.dv),
+       detail::span_of("delta", p.delta)},
+      {detail::span_of("q", p.q), detail::span_of("k", p.k), detail::span_of("v", p.v), detail::span_of("out", p.out),
+       detail::span_of("dout", p.dout), detail::span_of("lse", p.lse)}));
   return launch(b, stream, options);
 } catch (...) {
-  return fail(Status::kInternal, "attn_bwd_varlen: unexpected exception");
+  return detail::fail_exception("attn_bwd_varlen: unexpected exception");
 }
 
 }  // namespace flash

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 
 namespace aotriton {
@@ -47,8 +48,15 @@ Status check_geometry(const char* op, const Geometry& g, float scale, float drop
 }
 
 Status check_strided(const char* op, const char* name, const Strided& t, int64_t rows, int64_t head_dim) {
-  for (int64_t s : {t.z, t.h, t.m}) AOTRITON_RETURN_IF_ERROR(check_i32(op, (std::string(name) + " stride").c_str(), s));
-  return check_i32(op, (std::string(name) + " rows * row stride").c_str(), rows * t.m + head_dim);
+  // Messages are built only on failure: this runs on every call.
+  for (int64_t s : {t.z, t.h, t.m})
+    if (s < 0 || s > std::numeric_limits<int32_t>::max())
+      return check_i32(op, (std::string(name) + " stride").c_str(), s);
+  // rows and the strides are int32 here: no int64 overflow.
+  const int64_t reach = rows * t.m + head_dim;
+  if (reach > std::numeric_limits<int32_t>::max())
+    return check_i32(op, (std::string(name) + " rows * row stride").c_str(), reach);
+  return Status::kSuccess;
 }
 
 namespace {

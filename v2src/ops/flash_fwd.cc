@@ -32,7 +32,9 @@ Status check_mask(const char* op, const TensorView<4>& m, const Geometry& g) {
   for (int i = 0; i < 4; ++i)
     AOTRITON_RETURN_IF_ERROR(detail::check_same_dim(op, "dropout_mask", m.size(i), i, "[B, Hq, Sq, Sk]", want[i], i));
   for (int i = 0; i < 3; ++i) AOTRITON_RETURN_IF_ERROR(detail::check_i32(op, "dropout_mask stride", m.stride(i)));
-  return Status::kSuccess;
+  // The kernel adds row * stride(2) + column in int32 (tritonsrc/flash/fwd.py).
+  return detail::check_i32_offset(op, "dropout_mask offset within a head, (Sq - 1) * stride(2) + Sk", g.max_sq,
+                                  m.stride(2), g.max_sk);
 }
 
 Status launch(const Fwd& p, Stream stream, const KernelOptions* options) {
@@ -88,9 +90,15 @@ Status attn_fwd(const FwdParams& p, Stream stream, const KernelOptions* options)
     const TensorView<4>& m = p.dropout_mask;
     f.mask = Strided{m.data, m.stride(0), m.stride(1), m.stride(2)};
   }
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "out", p.out));
+  if (p.dropout_mask.data) AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "dropout_mask", p.dropout_mask));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "lse", p.lse));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
+      op, {detail::span_of("out", p.out), detail::span_of("lse", p.lse), detail::span_of("dropout_mask", p.dropout_mask)},
+      {detail::span_of("q", p.q), detail::span_of("k", p.k), detail::span_of("v", p.v)}));
   return launch(f, stream, options);
 } catch (...) {
-  return fail(Status::kInternal, "attn_fwd: unexpected exception");
+  return detail::fail_exception("attn_fwd: unexpected exception");
 }
 
 Status attn_fwd_varlen(const FwdVarlenParams& p, Stream stream, const KernelOptions* options) noexcept try {
@@ -113,9 +121,15 @@ Status attn_fwd_varlen(const FwdVarlenParams& p, Stream stream, const KernelOpti
     const TensorView<4>& m = p.dropout_mask;
     f.mask = Strided{m.data, m.stride(0), m.stride(1), m.stride(2)};
   }
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "out", p.out));
+  if (p.dropout_mask.data) AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "dropout_mask", p.dropout_mask));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "lse", p.lse));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
+      op, {detail::span_of("out", p.out), detail::span_of("lse", p.lse), detail::span_of("dropout_mask", p.dropout_mask)},
+      {detail::span_of("q", p.q), detail::span_of("k", p.k), detail::span_of("v", p.v)}));
   return launch(f, stream, options);
 } catch (...) {
-  return fail(Status::kInternal, "attn_fwd_varlen: unexpected exception");
+  return detail::fail_exception("attn_fwd_varlen: unexpected exception");
 }
 
 }  // namespace flash

@@ -25,6 +25,8 @@ Status act_and_mul(const ActAndMulParams& p, Stream stream, const KernelOptions*
                                                       " must be 2 * out.size(1) = " + std::to_string(2 * p.out.size(1)));
   AOTRITON_RETURN_IF_ERROR(check_i32(op, "rows", p.out.size(0)));
   AOTRITON_RETURN_IF_ERROR(check_i32(op, "columns", p.input.size(1)));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "out", p.out));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(op, {detail::span_of("out", p.out)}, {detail::span_of("input", p.input)}));
   if (p.out.numel() == 0) return Status::kSuccess;
   namespace k = detail::kernels::act_and_mul;
   k::Args args{p.out.data, p.input.data, static_cast<int32_t>(p.out.size(0)), static_cast<int32_t>(p.out.size(1)),
@@ -32,7 +34,7 @@ Status act_and_mul(const ActAndMulParams& p, Stream stream, const KernelOptions*
   k::Functional f{p.input.dtype, static_cast<int32_t>(p.activation)};
   return k::launch(args, f, stream, options);
 } catch (...) {
-  return detail::fail(Status::kInternal, "act_and_mul: unexpected exception");
+  return detail::fail_exception("act_and_mul: unexpected exception");
 }
 
 Status silu_and_mul(TensorView<2> out, TensorView<2> input, Stream stream) noexcept {
@@ -54,6 +56,8 @@ Status moe_sum(const MoeSumParams& p, Stream stream, const KernelOptions* option
   AOTRITON_RETURN_IF_ERROR(check_i32(op, "tokens", p.out.size(0)));
   AOTRITON_RETURN_IF_ERROR(check_i32(op, "topk", p.input.size(1)));
   AOTRITON_RETURN_IF_ERROR(check_i32(op, "hidden", p.out.size(1)));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "out", p.out));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(op, {detail::span_of("out", p.out)}, {detail::span_of("input", p.input)}));
   if (p.out.numel() == 0) return Status::kSuccess;
   namespace k = detail::kernels::moe_sum;
   k::Args args{p.out.data,         p.input.data,       static_cast<int32_t>(p.out.size(0)),
@@ -62,7 +66,7 @@ Status moe_sum(const MoeSumParams& p, Stream stream, const KernelOptions* option
   k::Functional f{p.input.dtype};
   return k::launch(args, f, stream, options);
 } catch (...) {
-  return detail::fail(Status::kInternal, "moe_sum: unexpected exception");
+  return detail::fail_exception("moe_sum: unexpected exception");
 }
 
 }  // namespace moe

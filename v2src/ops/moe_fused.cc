@@ -7,6 +7,7 @@
 #include "act_and_mul.h"
 #include "moe_internal.h"
 #include "moe_sum.h"
+#include "resolve_first.h"
 
 namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {
@@ -142,9 +143,14 @@ Status validate(const FusedExpertsParams& p, Dims* d) {
   if (p.activation != Activation::kSilu && p.activation != Activation::kGelu && p.activation != Activation::kGeluTanh)
     return fail_arg("unknown activation");
   AOTRITON_RETURN_IF_ERROR(internal::check_expert_map(op, p.expert_map, d->E));
-  d->slots = d->M * d->topk;
-  for (auto [what, v] : {std::pair{"tokens * top-k", d->slots}, {"tokens * top-k * max(2N, K)", d->slots * std::max(2 * d->N, d->K)},
-                         {"tokens * hidden size", d->M * d->K}})
+  // Checked products: a wrapped value must not pass the int32 checks.
+  int64_t cache_elems = 0, act_elems = 0;
+  AOTRITON_RETURN_IF_ERROR(detail::checked_mul(op, "tokens * top-k", {d->M, d->topk}, &d->slots));
+  AOTRITON_RETURN_IF_ERROR(
+      detail::checked_mul(op, "tokens * top-k * max(2N, K)", {d->slots, std::max(2 * d->N, d->K)}, &cache_elems));
+  AOTRITON_RETURN_IF_ERROR(detail::checked_mul(op, "tokens * hidden size", {d->M, d->K}, &act_elems));
+  for (auto [what, v] : {std::pair{"tokens * top-k", d->slots}, {"tokens * top-k * max(2N, K)", cache_elems},
+                         {"tokens * hidden size", act_elems}})
     AOTRITON_RETURN_IF_ERROR(check_i32(op, what, v));
   d->dynamic_a1 = d->dynamic_a2 = false;
   if (p.quant == QuantMode::kFp8PerTensor) {
@@ -226,6 +232,8 @@ Status quantize_a(internal::GemmJob* j, const void* x, int64_t rows, int64_t col
   return internal::launch_tensor_quant(kOp, qj, scale, stream);
 }
 
+Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, const KernelOptions* options);
+
 }  // namespace
 
 namespace {
@@ -292,7 +300,7 @@ Status fused_experts_workspace_size(const FusedExpertsParams& p, size_t* bytes) 
   if (!bytes) return fail_arg("bytes is a null pointer");
   return passes_workspace(p, rows_per_pass(p), bytes);
 } catch (...) {
-  return fail(Status::kInternal, "fused_experts_workspace_size: unexpected exception");
+  return detail::fail_exception("fused_experts_workspace_size: unexpected exception");
 }
 
 Status fused_experts(const FusedExpertsParams& p, Stream stream, const KernelOptions* options) noexcept try {
@@ -306,7 +314,7 @@ Status fused_experts(const FusedExpertsParams& p, Stream stream, const KernelOpt
     AOTRITON_RETURN_IF_ERROR(fused_experts_pass(pass_params(p, first, std::min(per_pass, M - first)), stream, options));
   return Status::kSuccess;
 } catch (...) {
-  return fail(Status::kInternal, "fused_experts: unexpected exception");
+  return detail::fail_exception("fused_experts: unexpected exception");
 }
 
 namespace {
@@ -318,7 +326,21 @@ Status fused_experts_pass(const FusedExpertsParams& p, Stream stream, const Kern
   const DType act = p.hidden_states.dtype;
   const size_t need = layout(nullptr, d, p.quant, act).bytes;
   AOTRITON_RETURN_IF_ERROR(internal::check_workspace(kOp, p.workspace, p.workspace_bytes, need));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(kOp, "output", p.output));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
+      kOp, {detail::span_of("output", p.output), detail::bytes_of("workspace", p.workspace, need)},
+      {detail::span_of("hidden_states", p.hidden_states), detail::span_of("w1", p.w1), detail::span_of("w2", p.w2),
+       detail::span_of("topk_weights", p.topk_weights), detail::span_of("topk_ids", p.topk_ids),
+       detail::span_of("expert_map", p.expert_map), detail::span_of("w1_scale", p.w1_scale),
+       detail::span_of("w2_scale", p.w2_scale), detail::span_of("a1_scale", p.a1_scale),
+       detail::span_of("a2_scale", p.a2_scale)}));
   if (d.M == 0) return Status::kSuccess;
+  // Up to nine launches: all are resolved before the first (resolve_first.h).
+  return detail::resolve_then_launch([&] { return launch_all(p, d, stream, options); });
+}
+
+Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, const KernelOptions* options) {
+  const DType act = p.hidden_states.dtype;
   const Layout l = layout(p.workspace, d, p.quant, act);
   const auto* ids = static_cast<const int32_t*>(p.topk_ids.data);
   const auto* emap = static_cast<const int32_t*>(p.expert_map.data);

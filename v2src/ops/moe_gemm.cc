@@ -34,6 +34,18 @@ Status launch_gemm(const char* op, const GemmJob& j, Stream stream, const Kernel
                          {"b_scale strides", j.stride_bse}, {"b_scale strides", j.stride_bsn},
                          {"b_scale strides", j.stride_bsk}, {"number of experts", j.num_experts}})
     AOTRITON_RETURN_IF_ERROR(check_i32(op, what, v));
+  // Offsets the kernel forms in int32 (tritonsrc/moe/grouped_gemm.py): the
+  // column within an expert's weights (any layout, e.g. not [E, N, K]) and the
+  // K-group offsets into the block scales.
+  AOTRITON_RETURN_IF_ERROR(
+      detail::check_i32_offset(op, "weight offset within an expert, (N - 1) * b row stride + K", j.N, j.stride_bn, j.K));
+  if (j.quant == QuantMode::kFp8Block) {
+    const int64_t kg = cdiv(j.K, kScaleGroup), ng = cdiv(j.N, kScaleGroup);
+    AOTRITON_RETURN_IF_ERROR(detail::check_i32_offset(op, "a_scale K-group offset", kg, j.stride_ask, 1));
+    int64_t n_part = 0;
+    AOTRITON_RETURN_IF_ERROR(detail::checked_mul(op, "b_scale N-group offset", {ng - 1, j.stride_bsn}, &n_part));
+    AOTRITON_RETURN_IF_ERROR(detail::check_i32_offset(op, "b_scale group offset", kg, j.stride_bsk, n_part + 1));
+  }
   if (j.num_valid_tokens == 0 || j.N == 0) return Status::kSuccess;
   const bool aligned = j.K % 16 == 0 && j.N % 16 == 0 && j.stride_am % 16 == 0 && j.stride_be % 16 == 0 &&
                        j.stride_bn % 16 == 0 && j.stride_cm % 16 == 0 && aligned16(j.a) && aligned16(j.b) &&
@@ -127,9 +139,11 @@ Status grouped_gemm(const GroupedGemmParams& p, Stream stream, const KernelOptio
     return fail(Status::kInvalidArgument, std::string(op) + ": unknown quant mode");
   }
   if (p.top_k < 1) return fail(Status::kInvalidArgument, std::string(op) + ": top_k must be >= 1");
-  if (slots > p.a.size(0) * p.top_k)
+  int64_t a_slots = 0;
+  AOTRITON_RETURN_IF_ERROR(detail::checked_mul(op, "a.size(0) * top_k", {p.a.size(0), p.top_k}, &a_slots));
+  if (slots > a_slots)
     return fail(Status::kInvalidArgument, std::string(op) + ": c.size(0) = " + std::to_string(slots) +
-                                              " exceeds a.size(0) * top_k = " + std::to_string(p.a.size(0) * p.top_k));
+                                              " exceeds a.size(0) * top_k = " + std::to_string(a_slots));
   if (p.block_size != 16 && p.block_size != 32 && p.block_size != 64 && p.block_size != 128)
     return fail(Status::kInvalidArgument, std::string(op) + ": block_size = " + std::to_string(p.block_size) +
                                               " must be 16, 32, 64 or 128 (the moe_align block size)");
@@ -156,6 +170,13 @@ Status grouped_gemm(const GroupedGemmParams& p, Stream stream, const KernelOptio
                                                 std::to_string(slots) + " elements");
     weights = static_cast<const float*>(w.data);
   }
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "c", p.c));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
+      op, {detail::span_of("c", p.c)},
+      {detail::span_of("a", p.a), detail::span_of("b", p.b), detail::span_of("a_scale", p.a_scale),
+       detail::span_of("b_scale", p.b_scale), detail::span_of("topk_weights", p.topk_weights),
+       detail::span_of("sorted_token_ids", p.sorted_token_ids), detail::span_of("expert_ids", p.expert_ids),
+       detail::span_of("num_tokens_post_padded", p.num_tokens_post_padded)}));
   internal::GemmJob j{};
   j.a = p.a.data;
   j.b = p.b.data;
@@ -201,7 +222,7 @@ Status grouped_gemm(const GroupedGemmParams& p, Stream stream, const KernelOptio
   }
   return internal::launch_gemm(op, j, stream, options);
 } catch (...) {
-  return fail(Status::kInternal, "grouped_gemm: unexpected exception");
+  return detail::fail_exception("grouped_gemm: unexpected exception");
 }
 
 }  // namespace moe

@@ -71,6 +71,9 @@ struct AlignJob {
   int32_t* num_tokens_post_padded;
   void* workspace;  // moe_align_workspace_size(numel, num_experts) bytes
   int64_t expert_map_len;  // entries of expert_map (global ids at or past it are skipped)
+  // force_config / ran_config: the kernel that writes the outputs
+  // (moe_align_small for numel <= 1024, else moe_align_scatter).
+  const KernelOptions* options = nullptr;
 };
 Status launch_align(const char* op, const AlignJob& job, Stream stream);
 
@@ -110,9 +113,11 @@ struct QuantJob {
   int64_t M, K, stride_xm, stride_qm;
 };
 // scales [M, cdiv(K, 128)] with strides (stride_sm, stride_sk).
+// `options` (force_config / ran_config) go to the quantizing kernel.
 Status launch_group_quant(const char* op, const QuantJob& job, float* scales, int64_t stride_sm,
-                          int64_t stride_sk, Stream stream);
-Status launch_tensor_quant(const char* op, const QuantJob& job, const float* scale, Stream stream);
+                          int64_t stride_sk, Stream stream, const KernelOptions* options = nullptr);
+Status launch_tensor_quant(const char* op, const QuantJob& job, const float* scale, Stream stream,
+                           const KernelOptions* options = nullptr);
 // scale[0] = max(max|x|, 1e-10) / 448; partials: dynamic_scale_partials(M) floats.
 int32_t dynamic_scale_partials(int64_t rows);
 Status launch_dynamic_scale(const char* op, const QuantJob& job, float* partials, float* scale, Stream stream);

@@ -9,6 +9,7 @@
 #include "moe_zero_dropped_rows.h"
 #include "per_tensor_quant_fp8.h"
 #include "per_token_group_quant_fp8.h"
+#include "resolve_first.h"
 
 namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {
@@ -38,7 +39,7 @@ bool quant_aligned(const QuantJob& j) {
 }  // namespace
 
 Status launch_group_quant(const char* op, const QuantJob& j, float* scales, int64_t stride_sm, int64_t stride_sk,
-                          Stream stream) {
+                          Stream stream, const KernelOptions* options) {
   AOTRITON_RETURN_IF_ERROR(check_quant_ints(op, j));
   AOTRITON_RETURN_IF_ERROR(check_i32(op, "scales strides", std::max(stride_sm, stride_sk)));
   if (j.M == 0 || j.K == 0) return Status::kSuccess;
@@ -46,16 +47,17 @@ Status launch_group_quant(const char* op, const QuantJob& j, float* scales, int6
   k::Args a{j.x, j.q, scales, static_cast<int32_t>(j.M), static_cast<int32_t>(j.K),
             static_cast<int32_t>(j.stride_xm), static_cast<int32_t>(j.stride_qm), static_cast<int32_t>(stride_sm),
             static_cast<int32_t>(stride_sk)};
-  return k::launch(a, k::Functional{j.x_dtype, kScaleGroup, quant_aligned(j)}, stream, nullptr);
+  return k::launch(a, k::Functional{j.x_dtype, kScaleGroup, quant_aligned(j)}, stream, options);
 }
 
-Status launch_tensor_quant(const char* op, const QuantJob& j, const float* scale, Stream stream) {
+Status launch_tensor_quant(const char* op, const QuantJob& j, const float* scale, Stream stream,
+                           const KernelOptions* options) {
   AOTRITON_RETURN_IF_ERROR(check_quant_ints(op, j));
   if (j.M == 0 || j.K == 0) return Status::kSuccess;
   namespace k = detail::kernels::per_tensor_quant_fp8;
   k::Args a{j.x, j.q, scale, static_cast<int32_t>(j.M), static_cast<int32_t>(j.K), static_cast<int32_t>(j.stride_xm),
             static_cast<int32_t>(j.stride_qm)};
-  return k::launch(a, k::Functional{j.x_dtype, quant_aligned(j)}, stream, nullptr);
+  return k::launch(a, k::Functional{j.x_dtype, quant_aligned(j)}, stream, options);
 }
 
 int32_t dynamic_scale_partials(int64_t rows) {
@@ -130,11 +132,13 @@ Status per_token_group_quant_fp8(const PerTokenGroupQuantParams& p, Stream strea
   if (p.scales.size(1) != groups)
     return fail(Status::kInvalidArgument, std::string(op) + ": scales.size(1) = " + std::to_string(p.scales.size(1)) +
                                               " but cdiv(x.size(1), 128) = " + std::to_string(groups));
-  (void)options;
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "scales", p.scales));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
+      op, {detail::span_of("q", p.q), detail::span_of("scales", p.scales)}, {detail::span_of("x", p.x)}));
   return internal::launch_group_quant(op, job_of(p.x, p.q), static_cast<float*>(p.scales.data), p.scales.stride(0),
-                                      p.scales.stride(1), stream);
+                                      p.scales.stride(1), stream, options);
 } catch (...) {
-  return fail(Status::kInternal, "per_token_group_quant_fp8: unexpected exception");
+  return detail::fail_exception("per_token_group_quant_fp8: unexpected exception");
 }
 
 size_t per_tensor_quant_workspace_size(int64_t rows) noexcept {
@@ -151,17 +155,27 @@ Status per_tensor_quant_fp8(const PerTensorQuantParams& p, Stream stream, const 
   AOTRITON_RETURN_IF_ERROR(check_dtype(op, "scale", p.scale.dtype, DType::kFloat32));
   if (p.scale.size(0) != 1)
     return fail(Status::kInvalidArgument, std::string(op) + ": scale must have exactly 1 element");
-  (void)options;
   internal::QuantJob j = job_of(p.x, p.q);
   float* scale = static_cast<float*>(p.scale.data);
   if (p.dynamic_scale) {
     AOTRITON_RETURN_IF_ERROR(internal::check_workspace(op, p.workspace, p.workspace_bytes,
                                                        per_tensor_quant_workspace_size(j.M)));
-    AOTRITON_RETURN_IF_ERROR(internal::launch_dynamic_scale(op, j, static_cast<float*>(p.workspace), scale, stream));
+    AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
+        op,
+        {detail::span_of("q", p.q), detail::span_of("scale", p.scale),
+         detail::bytes_of("workspace", p.workspace, per_tensor_quant_workspace_size(j.M))},
+        {detail::span_of("x", p.x)}));
+  } else {
+    AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(op, {detail::span_of("q", p.q)},
+                                                      {detail::span_of("x", p.x), detail::span_of("scale", p.scale)}));
   }
-  return internal::launch_tensor_quant(op, j, scale, stream);
+  return detail::resolve_then_launch([&] {
+    if (p.dynamic_scale)
+      AOTRITON_RETURN_IF_ERROR(internal::launch_dynamic_scale(op, j, static_cast<float*>(p.workspace), scale, stream));
+    return internal::launch_tensor_quant(op, j, scale, stream, options);
+  });
 } catch (...) {
-  return fail(Status::kInternal, "per_tensor_quant_fp8: unexpected exception");
+  return detail::fail_exception("per_tensor_quant_fp8: unexpected exception");
 }
 
 }  // namespace moe

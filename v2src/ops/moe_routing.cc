@@ -7,6 +7,7 @@
 #include "moe_align_scatter.h"
 #include "moe_align_small.h"
 #include "moe_internal.h"
+#include "resolve_first.h"
 #include "topk_softmax.h"
 
 namespace aotriton {
@@ -76,8 +77,11 @@ Status launch_align(const char* op, const AlignJob& j, Stream stream) {
     k::Args a{j.topk_ids, j.expert_map, j.sorted_token_ids, j.expert_ids, j.num_tokens_post_padded,
               numel, E, j.block_size, static_cast<int32_t>(max_padded), static_cast<int32_t>(num_blocks), map_len};
     k::Functional f{has_map, block_e, numel <= 64 ? 64 : (numel <= 256 ? 256 : 1024)};
-    return k::launch(a, f, stream, nullptr);
+    return k::launch(a, f, stream, j.options);
   }
+  // chunk_counts [num_chunks, E] is indexed chunk * E + e in int32 (above ~2^30 slots it would wrap).
+  AOTRITON_RETURN_IF_ERROR(detail::check_i32_offset(op, "align chunk counters, cdiv(topk_ids numel, 256) * num_experts",
+                                                    cdiv(j.numel, kAlignBlockT), j.num_experts, j.num_experts));
   AlignLayout l = align_layout(j.workspace, j.numel, j.num_experts);
   const int32_t num_chunks = static_cast<int32_t>(cdiv(j.numel, kAlignBlockT));
   {
@@ -99,7 +103,7 @@ Status launch_align(const char* op, const AlignJob& j, Stream stream) {
   namespace k = detail::kernels::moe_align_scatter;
   k::Args a{j.topk_ids, j.expert_map, l.chunk_counts, l.expert_starts, j.sorted_token_ids, j.expert_ids,
             numel, E, j.block_size, static_cast<int32_t>(num_blocks), map_len};
-  return k::launch(a, k::Functional{has_map, block_e, kAlignBlockT}, stream, nullptr);
+  return k::launch(a, k::Functional{has_map, block_e, kAlignBlockT}, stream, j.options);
 }
 
 Status check_expert_map(const char* op, const TensorView<1>& map, int64_t num_experts) {
@@ -145,6 +149,14 @@ Status topk_softmax(const TopkSoftmaxParams& p, Stream stream, const KernelOptio
                          {"logits.stride(1)", p.logits.stride(1)}, {"topk_weights.stride(0)", p.topk_weights.stride(0)},
                          {"topk_ids.stride(0)", p.topk_ids.stride(0)}})
     AOTRITON_RETURN_IF_ERROR(check_i32(op, what, v));
+  // The kernel adds expert * stride(1) in int32 (column-major logits have a large one).
+  AOTRITON_RETURN_IF_ERROR(
+      detail::check_i32_offset(op, "logits expert offset, (experts - 1) * stride(1) + 1", E, p.logits.stride(1), 1));
+  for (auto [name, t] : {std::pair{"topk_weights", &p.topk_weights}, {"topk_ids", &p.topk_ids}})
+    AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, name, *t));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
+      op, {detail::span_of("topk_weights", p.topk_weights), detail::span_of("topk_ids", p.topk_ids)},
+      {detail::span_of("logits", p.logits)}));
   if (M == 0) return Status::kSuccess;
   namespace k = detail::kernels::topk_softmax;
   k::Args a{p.logits.data, p.topk_weights.data, p.topk_ids.data, static_cast<int32_t>(M), static_cast<int32_t>(E),
@@ -154,7 +166,7 @@ Status topk_softmax(const TopkSoftmaxParams& p, Stream stream, const KernelOptio
   k::Functional f{ld, p.renormalize, internal::pow2_at_least(E, 8)};
   return k::launch(a, f, stream, options);
 } catch (...) {
-  return fail(Status::kInternal, "topk_softmax: unexpected exception");
+  return detail::fail_exception("topk_softmax: unexpected exception");
 }
 
 int64_t moe_align_max_padded(int64_t numel, int64_t num_experts, int64_t block_size) noexcept {
@@ -202,6 +214,12 @@ Status moe_align_block_size(const MoeAlignParams& p, Stream stream, const Kernel
   AOTRITON_RETURN_IF_ERROR(internal::check_expert_map(op, p.expert_map, p.num_experts));
   AOTRITON_RETURN_IF_ERROR(internal::check_workspace(op, p.workspace, p.workspace_bytes,
                                                      moe_align_workspace_size(numel, p.num_experts)));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
+      op,
+      {detail::span_of("sorted_token_ids", p.sorted_token_ids), detail::span_of("expert_ids", p.expert_ids),
+       detail::span_of("num_tokens_post_padded", p.num_tokens_post_padded),
+       detail::bytes_of("workspace", p.workspace, moe_align_workspace_size(numel, p.num_experts))},
+      {detail::span_of("topk_ids", p.topk_ids), detail::span_of("expert_map", p.expert_map)}));
   internal::AlignJob j{static_cast<const int32_t*>(p.topk_ids.data),
                        static_cast<const int32_t*>(p.expert_map.data),
                        numel,
@@ -211,11 +229,11 @@ Status moe_align_block_size(const MoeAlignParams& p, Stream stream, const Kernel
                        static_cast<int32_t*>(p.expert_ids.data),
                        static_cast<int32_t*>(p.num_tokens_post_padded.data),
                        p.workspace,
-                       p.expert_map.data ? p.expert_map.size(0) : 0};
-  (void)options;  // several launches: a forced config name would not fit them all
-  return internal::launch_align(op, j, stream);
+                       p.expert_map.data ? p.expert_map.size(0) : 0,
+                       options};
+  return detail::resolve_then_launch([&] { return internal::launch_align(op, j, stream); });
 } catch (...) {
-  return fail(Status::kInternal, "moe_align_block_size: unexpected exception");
+  return detail::fail_exception("moe_align_block_size: unexpected exception");
 }
 
 }  // namespace moe

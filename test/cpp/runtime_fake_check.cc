@@ -1,0 +1,251 @@
+// Runtime behaviour against the stand-in driver (test/cpp/fake_libcuda.cc,
+// loaded through AOTRITON_LIBCUDA): context recreation, failed context
+// pushes, module leaks, remembered store failures, and multi-kernel operators
+// that must resolve every kernel before launching the first. Nothing runs on a
+// device: tensors point at host memory the fake never touches. Prints
+// "name: status | message | counters" lines for test/cpu/test_runtime_fake_driver.py.
+#include <dlfcn.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "aotriton/flash.h"
+#include "aotriton/moe.h"
+#include "aotriton/runtime.h"
+
+using namespace aotriton;
+
+namespace {
+
+alignas(256) unsigned char g_mem[1 << 20];
+
+void (*recreate_context)(int);
+void (*fail_call)(const char*, int);
+void (*counts)(long[6]);
+
+struct Counts {
+  long loads, unloads, live, launches, get_function, push;
+};
+Counts now() {
+  long c[6];
+  counts(c);
+  return {c[0], c[1], c[2], c[3], c[4], c[5]};
+}
+
+void report(const char* name, Status s, const Counts& before) {
+  const Counts c = now();
+  std::printf("%s: %s | %s | loads=%ld unloads=%ld live=%ld launches=%ld\n", name, status_name(s),
+              s == Status::kSuccess ? "" : last_error_message(), c.loads - before.loads, c.unloads - before.unloads,
+              c.live - before.live, c.launches - before.launches);
+}
+
+template <int R>
+TensorView<R> view(DType dt, std::array<int64_t, R> sizes, size_t offset = 0) {
+  TensorView<R> v;
+  v.data = g_mem + offset;
+  v.sizes = sizes;
+  int64_t stride = 1;
+  for (int i = R - 1; i >= 0; --i) v.strides[i] = stride, stride *= sizes[i];
+  v.dtype = dt;
+  return v;
+}
+
+Status silu(DType dt, void* stream = nullptr) {
+  return moe::silu_and_mul(view<2>(dt, {4, 8}), view<2>(dt, {4, 16}, 4096), Stream{stream});
+}
+
+Status gelu(DType dt) {
+  return moe::gelu_and_mul(view<2>(dt, {4, 8}), view<2>(dt, {4, 16}, 4096), Stream{});
+}
+
+void runtime_checks(const char* corrupt_dir, const char* corrupt_file, const char* good_file) {
+  Counts c = now();
+  report("first_call", silu(DType::kFloat16), c);
+  c = now();
+  report("second_call", silu(DType::kFloat16), c);
+  // The context is destroyed and a new one gets the same handle.
+  recreate_context(0);
+  c = now();
+  report("recreated_context", silu(DType::kFloat16), c);
+  c = now();
+  report("after_recreation", silu(DType::kFloat16), c);
+
+  // Stream 0x2 belongs to the other context, which must be pushed; the push fails.
+  fail_call("cuCtxPushCurrent", 1);
+  c = now();
+  report("push_fails", silu(DType::kBFloat16, reinterpret_cast<void*>(0x2)), c);
+  fail_call("cuCtxPushCurrent", 0);
+  c = now();
+  report("push_ok", silu(DType::kBFloat16, reinterpret_cast<void*>(0x2)), c);
+
+  // cuModuleGetFunction fails after the module loaded: nothing may leak.
+  fail_call("cuModuleGetFunction", 1);
+  c = now();
+  Status s = Status::kSuccess;
+  for (int i = 0; i < 1000; ++i) s = gelu(DType::kFloat16);
+  report("get_function_fails_1000", s, c);
+  fail_call("cuModuleGetFunction", 0);
+
+  // A corrupt store: the failure is remembered (the fixed file is not read
+  // again) until set_image_dir() is called.
+  set_image_dir(corrupt_dir);
+  c = now();
+  report("corrupt_first", silu(DType::kFloat32), c);
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 1000; ++i) s = silu(DType::kFloat32);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("corrupt_1000_ms: %.3f\n", ms);
+  if (std::rename(good_file, corrupt_file) != 0) std::perror("rename");
+  c = now();
+  report("corrupt_remembered", silu(DType::kFloat32), c);
+  set_image_dir(corrupt_dir);
+  c = now();
+  report("corrupt_retried_after_set_image_dir", silu(DType::kFloat32), c);
+}
+
+// Without cuCtxGetId (FAKECUDA_NO_CTX_ID=1): the first launch after the
+// context is recreated fails with a clear message, the next one reloads.
+void fallback_checks() {
+  Counts c = now();
+  report("first_call", silu(DType::kFloat16), c);
+  recreate_context(0);
+  c = now();
+  report("recreated_context", silu(DType::kFloat16), c);
+  c = now();
+  report("after_recreation", silu(DType::kFloat16), c);
+}
+
+flash::BwdParams bwd_params() {
+  // B=1, S=16, H=1, D=64, fp16; lse/delta fp32 [1, 1, 16].
+  flash::BwdParams p;
+  const std::array<int64_t, 4> qs{1, 16, 1, 64};
+  size_t off = 0;
+  auto next4 = [&] {
+    auto v = view<4>(DType::kFloat16, qs, off);
+    off += 4096;
+    return v;
+  };
+  p.q = next4(), p.k = next4(), p.v = next4(), p.out = next4(), p.dout = next4();
+  p.dq = next4(), p.dk = next4(), p.dv = next4();
+  p.lse = view<3>(DType::kFloat32, {1, 1, 16}, off);
+  p.delta = view<3>(DType::kFloat32, {1, 1, 16}, off + 256);
+  p.softmax_scale = 0.125f;
+  return p;
+}
+
+moe::FusedExpertsParams fused_params() {
+  // M=4 tokens, K=64, N=64, E=2 experts, top-2; fp16.
+  moe::FusedExpertsParams p;
+  size_t off = 0;
+  auto take = [&](size_t bytes) {
+    size_t at = off;
+    off += (bytes + 255) / 256 * 256;
+    return at;
+  };
+  p.hidden_states = view<2>(DType::kFloat16, {4, 64}, take(4 * 64 * 2));
+  p.w1 = view<3>(DType::kFloat16, {2, 128, 64}, take(2 * 128 * 64 * 2));
+  p.w2 = view<3>(DType::kFloat16, {2, 64, 64}, take(2 * 64 * 64 * 2));
+  p.topk_weights = view<2>(DType::kFloat32, {4, 2}, take(32));
+  p.topk_ids = view<2>(DType::kInt32, {4, 2}, take(32));
+  p.output = view<2>(DType::kFloat16, {4, 64}, take(4 * 64 * 2));
+  size_t ws = 0;
+  if (moe::fused_experts_workspace_size(p, &ws) != Status::kSuccess) std::printf("workspace: %s\n", last_error_message());
+  p.workspace = g_mem + take(0);
+  p.workspace_bytes = ws;
+  if (off + ws > sizeof g_mem) std::printf("workspace: too large for the test buffer (%zu)\n", ws);
+  return p;
+}
+
+void resolve_first_checks(const char* dir_without_dq, const char* dir_without_moe_sum, const char* full_dir) {
+  set_image_dir(dir_without_dq);
+  Counts c = now();
+  report("attn_bwd_missing_dq", flash::attn_bwd(bwd_params(), Stream{}), c);
+  set_image_dir(dir_without_moe_sum);
+  c = now();
+  report("fused_experts_missing_moe_sum", moe::fused_experts(fused_params(), Stream{}), c);
+  set_image_dir(full_dir);
+  c = now();
+  report("attn_bwd_complete", flash::attn_bwd(bwd_params(), Stream{}), c);
+  c = now();
+  report("fused_experts_complete", moe::fused_experts(fused_params(), Stream{}), c);
+}
+
+// force_config / ran_config on the align and quant operators: the tuned
+// config is reported, forcing it works, forcing an unknown one fails.
+template <typename F>
+void options_check(const char* name, F call) {
+  const char* ran = nullptr;
+  KernelOptions o;
+  o.ran_config = &ran;
+  Status s = call(&o);
+  std::printf("%s_tuned: %s [%s]\n", name, status_name(s), ran ? ran : "(not written)");
+  if (!ran) return;
+  const std::string tuned = ran;
+  ran = nullptr;
+  o.force_config = tuned.c_str();
+  s = call(&o);
+  std::printf("%s_forced: %s [%s]\n", name, status_name(s), ran ? ran : "(not written)");
+  o.force_config = "BLOCK=no_such_config";
+  s = call(&o);
+  std::printf("%s_bogus: %s [%s]\n", name, status_name(s), s == Status::kSuccess ? "" : last_error_message());
+}
+
+void options_checks() {
+  options_check("align", [](const KernelOptions* o) {
+    moe::MoeAlignParams p;
+    p.topk_ids = view<2>(DType::kInt32, {4, 2}, 0);
+    p.num_experts = 4;
+    p.block_size = 16;
+    const int64_t padded = moe::moe_align_max_padded(8, 4, 16);
+    p.sorted_token_ids = view<1>(DType::kInt32, {padded}, 4096);
+    p.expert_ids = view<1>(DType::kInt32, {(padded + 15) / 16}, 8192);
+    p.num_tokens_post_padded = view<1>(DType::kInt32, {1}, 12288);
+    return moe::moe_align_block_size(p, Stream{}, o);
+  });
+  options_check("group_quant", [](const KernelOptions* o) {
+    moe::PerTokenGroupQuantParams p;
+    p.x = view<2>(DType::kFloat16, {4, 128}, 0);
+    p.q = view<2>(DType::kFloat8E4M3, {4, 128}, 4096);
+    p.scales = view<2>(DType::kFloat32, {4, 1}, 8192);
+    return moe::per_token_group_quant_fp8(p, Stream{}, o);
+  });
+  options_check("tensor_quant", [](const KernelOptions* o) {
+    moe::PerTensorQuantParams p;
+    p.x = view<2>(DType::kFloat16, {4, 128}, 0);
+    p.q = view<2>(DType::kFloat8E4M3, {4, 128}, 4096);
+    p.scale = view<1>(DType::kFloat32, {1}, 8192);
+    return moe::per_tensor_quant_fp8(p, Stream{}, o);
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* lib = std::getenv("AOTRITON_LIBCUDA");
+  void* h = lib ? dlopen(lib, RTLD_NOW | RTLD_LOCAL) : nullptr;
+  if (!h) {
+    std::fprintf(stderr, "set AOTRITON_LIBCUDA to the stand-in driver (libfakecuda.so)\n");
+    return 2;
+  }
+  recreate_context = reinterpret_cast<void (*)(int)>(dlsym(h, "fakecuda_recreate_context"));
+  fail_call = reinterpret_cast<void (*)(const char*, int)>(dlsym(h, "fakecuda_fail"));
+  counts = reinterpret_cast<void (*)(long[6])>(dlsym(h, "fakecuda_counts"));
+  if (!recreate_context || !fail_call || !counts) {
+    std::fprintf(stderr, "%s is not the stand-in driver\n", lib);
+    return 2;
+  }
+  const std::string mode = argc > 1 ? argv[1] : "";
+  if (mode == "runtime" && argc == 5) runtime_checks(argv[2], argv[3], argv[4]);
+  else if (mode == "fallback") fallback_checks();
+  else if (mode == "options") options_checks();
+  else if (mode == "resolve_first" && argc == 5) resolve_first_checks(argv[2], argv[3], argv[4]);
+  else {
+    std::fprintf(stderr, "usage: runtime_fake_check runtime CORRUPT_DIR CORRUPT_FILE GOOD_FILE | fallback |"
+                         " resolve_first DIR_WITHOUT_DQ DIR_WITHOUT_MOE_SUM FULL_DIR\n");
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,124 @@
+"""The C++ runtime against a stand-in CUDA driver (test/cpp/fake_libcuda.cc via
+AOTRITON_LIBCUDA), driven by test/cpp/runtime_fake_check.cc: context
+recreation, failed pushes, module leaks, remembered store failures, and
+multi-kernel operators that resolve every kernel before launching."""
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+LINE = re.compile(r"^(\w+): (.*?) \| (.*) \| loads=(-?\d+) unloads=(-?\d+) live=(-?\d+) launches=(-?\d+)$")
+
+
+def _run(build_dir, *args, **env):
+    exe, fake = build_dir / "test/runtime_fake_check", build_dir / "test/libfakecuda.so"
+    if not exe.exists() or not fake.exists():
+        pytest.fail(f"{exe} / {fake} missing: build the test programs (ninja -C {build_dir})")
+    r = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "AOTRITON_LIBCUDA": str(fake), "FAKECUDA_CC": "90", **env})
+    assert r.returncode == 0, r.stderr
+    out = {}
+    for line in r.stdout.splitlines():
+        m = LINE.match(line)
+        if m:
+            out[m.group(1)] = dict(status=m.group(2), message=m.group(3), loads=int(m.group(4)),
+                                   unloads=int(m.group(5)), live=int(m.group(6)), launches=int(m.group(7)))
+        else:
+            k, v = line.split(": ", 1)
+            out[k] = v
+    return out
+
+
+def _images(build_dir):
+    return build_dir / "kernels" / "images"
+
+
+def _linked_copy(src: Path, dst: Path, skip=()):
+    """dst mirrors src with symlinks per store, except the kernels in `skip`."""
+    for p in sorted(src.rglob("*.aks")):
+        rel = p.relative_to(src)
+        if rel.parts[1] in skip:
+            continue
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dst / rel).symlink_to(p)
+    return dst
+
+
+def test_runtime_with_stand_in_driver(build_dir, tmp_path):
+    images = _images(build_dir)
+    corrupt_dir = _linked_copy(images, tmp_path / "corrupt")
+    victim = corrupt_dir / "sm_90/act_and_mul/dtype-fp32__ACTIVATION-0.aks"
+    good = victim.read_bytes()
+    victim.unlink()
+    victim.write_bytes(good[:-10])  # truncated: corrupt
+    spare = tmp_path / "good.aks"
+    spare.write_bytes(good)
+    out = _run(build_dir, "runtime", corrupt_dir, victim, spare, AOTRITON_IMAGE_DIR=str(images))
+
+    first, second = out["first_call"], out["second_call"]
+    assert first["status"] == "success" and (first["loads"], first["launches"]) == (1, 1), first
+    assert second["status"] == "success" and (second["loads"], second["launches"]) == (0, 1), second
+    # Same CUcontext handle, new context: the module is loaded again, the launch works.
+    rec = out["recreated_context"]
+    assert rec["status"] == "success" and (rec["loads"], rec["launches"]) == (1, 1), rec
+    assert out["after_recreation"]["loads"] == 0 and out["after_recreation"]["launches"] == 1
+
+    # A failed push is reported, and nothing is loaded into the wrong context.
+    push = out["push_fails"]
+    assert push["status"] == "CUDA driver error" and "cuCtxPushCurrent" in push["message"], push
+    assert (push["loads"], push["launches"]) == (0, 0), push
+    ok = out["push_ok"]
+    assert ok["status"] == "success" and (ok["loads"], ok["launches"]) == (1, 1), ok
+
+    # 1000 failing cuModuleGetFunction calls: every module loaded is unloaded.
+    gf = out["get_function_fails_1000"]
+    assert gf["status"] == "CUDA driver error" and "cuModuleGetFunction" in gf["message"], gf
+    assert gf["loads"] == 1000 and gf["unloads"] == 1000 and gf["live"] == 0, gf
+
+    # A corrupt store fails once, then its failure is remembered (fast, same
+    # message, the repaired file is not read) until set_image_dir().
+    c1, c2 = out["corrupt_first"], out["corrupt_remembered"]
+    assert c1["status"] == "corrupt kernel image" and str(victim) in c1["message"], c1
+    assert c2["status"] == c1["status"] and c2["message"] == c1["message"], (c1, c2)
+    assert float(out["corrupt_1000_ms"]) < 200, out["corrupt_1000_ms"]
+    retried = out["corrupt_retried_after_set_image_dir"]
+    assert retried["status"] == "success" and retried["loads"] == 1, retried
+
+
+def test_context_recreation_without_ctx_id(build_dir):
+    # A driver without cuCtxGetId: the first launch after the recreation fails
+    # clearly, the next one reloads the module and works.
+    out = _run(build_dir, "fallback", AOTRITON_IMAGE_DIR=str(_images(build_dir)), FAKECUDA_NO_CTX_ID="1")
+    assert out["first_call"]["status"] == "success"
+    rec = out["recreated_context"]
+    assert rec["status"] == "CUDA driver error" and "context that is gone" in rec["message"], rec
+    after = out["after_recreation"]
+    assert after["status"] == "success" and (after["loads"], after["launches"]) == (1, 1), after
+
+
+def test_multi_kernel_operators_launch_nothing_when_a_kernel_is_missing(build_dir, tmp_path):
+    images = _images(build_dir)
+    no_dq = _linked_copy(images, tmp_path / "no_dq", skip=("bwd_dq",))
+    no_sum = _linked_copy(images, tmp_path / "no_sum", skip=("moe_sum",))
+    out = _run(build_dir, "resolve_first", no_dq, no_sum, images)
+    for name, kernel in (("attn_bwd_missing_dq", "bwd_dq"), ("fused_experts_missing_moe_sum", "moe_sum")):
+        r = out[name]
+        assert r["status"] == "kernel image not found" and f"/{kernel}/" in r["message"], r
+        assert r["launches"] == 0, r  # no output partially written
+    # control: with every image present the same calls launch all their kernels
+    assert out["attn_bwd_complete"]["status"] == "success" and out["attn_bwd_complete"]["launches"] == 3
+    fe = out["fused_experts_complete"]
+    assert fe["status"] == "success" and fe["launches"] >= 5, fe
+
+
+@pytest.mark.parametrize("op", ["align", "group_quant", "tensor_quant"])
+def test_align_and_quant_honour_force_config(build_dir, op):
+    out = _run(build_dir, "options", AOTRITON_IMAGE_DIR=str(_images(build_dir)))
+    status, tuned = out[f"{op}_tuned"].split(" ", 1)
+    assert status == "success" and tuned != "[(not written)]", out[f"{op}_tuned"]
+    assert out[f"{op}_forced"] == f"success {tuned}", out[f"{op}_forced"]
+    bogus = out[f"{op}_bogus"]
+    assert bogus.startswith("not in this build") and "has no config BLOCK=no_such_config" in bogus, bogus
