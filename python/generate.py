@@ -119,7 +119,7 @@ def emit_ninja(plan: dict, rules_module, build_dir: Path, argv: list[str], trito
         "rule compile",
         "  command = env TRITON_CACHE_DIR=$triton_cache $python $repo/python/compile_kernel.py --kernel $kernel"
         " --functional '$functional' --config '$config' --arch $arch --rule-hash $rule_hash --out $out_cubin"
-        "$ptx_flag",
+        " $ptx_flag",  # (ninja strips a variable's leading blanks: the space lives here)
         "  description = TRITON $kernel $fname $cname sm_$arch",
         "",
         "rule pack",

@@ -14,6 +14,6 @@ if [ "${1:-wait}" = start ]; then
 fi
 end=$(( $(date +%s) + ${WAIT_S:-560} ))
 while [ ! -f "$RUN/done" ] && [ "$(date +%s)" -lt "$end" ]; do sleep 5; done
-mkdir -p "${OUT:=/tmp/aotriton-out}"; tar czf "$OUT/run.tgz" -C "$RUN" . 2>/dev/null
+mkdir -p "${OUT:=/tmp/aotriton-out}"; tar czf "$OUT/run.tgz" -C "$RUN" . 2>/dev/null; tar czf "$OUT/results.tgz" bench/results 2>/dev/null
 if [ -f "$RUN/done" ]; then echo "finished, exit $(cat "$RUN/done")"; else echo "still running"; fi
 tail -c 9000 "$RUN/console.log"

@@ -33,16 +33,13 @@ def test_ninja_keeps_ptx_for_that_arch_only(tmp_path):
 
 
 def test_compile_and_pack_store_the_ptx(tmp_path):
-    stem = tmp_path / "c" / "cfg.cubin"
-    subprocess.run([sys.executable, str(REPO / "python/compile_kernel.py"), "--kernel", "act_and_mul",
-                    "--functional", '{"dtype":"fp16","ACTIVATION":0}',
-                    "--config", '{"BLOCK":1024,"num_stages":1,"num_warps":4}', "--arch", "80", "--ptx",
-                    "--out", str(stem)], check=True, capture_output=True,
-                   env={**__import__("os").environ, "TRITON_CACHE_DIR": str(tmp_path / "tc")})
-    store = tmp_path / "s.aks"
-    assert image_store.main(["pack", "--out", str(store), "--arch", "80", "--kernel", "act_and_mul",
-                             "--functional", "dtype-fp16__ACTIVATION-0", "--triton-version", "3.6.0",
-                             str(stem.with_suffix(".json"))]) == 0
+    """Through the generated build.ninja (its real compile command line)."""
+    subprocess.run([sys.executable, str(REPO / "python/generate.py"), "ninja", "--build-dir", str(tmp_path),
+                    "--profile", "minimal", "--archs", "80", "--ptx-fallback"], check=True, capture_output=True)
+    image = "images/sm_80/act_and_mul/dtype-fp16__ACTIVATION-0.aks"
+    subprocess.run(["ninja", "-C", str(tmp_path), image], check=True, capture_output=True)
+    store = tmp_path / image
+    stem = tmp_path / "cubins/sm_80/act_and_mul/dtype-fp16__ACTIVATION-0/BLOCK-1024__num_stages-1__num_warps-4.cubin"
     s = image_store.read_store(store)
     names = [e.name for e in s.entries]
     cfg = json.loads(stem.with_suffix(".json").read_text())["name"]

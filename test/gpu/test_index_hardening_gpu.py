@@ -27,7 +27,11 @@ SENT = -777.0   # output poison (exact in fp16)
 
 def _aot():
     import aotriton
-    from aotriton._glue import launch_env, view
+    from aotriton._glue import stream_of, view
+
+    def launch_env(t):
+        """(raw stream of t's device, a guard making that device current)."""
+        return stream_of(t), torch.cuda.device(t.get_device())
     return aotriton, aotriton._C, view, launch_env
 
 

@@ -114,7 +114,13 @@ def test_opcheck(case):
     if case not in cases:
         pytest.skip("fp8 quantization needs sm_89+")
     name, args = cases[case]
-    torch.library.opcheck(getattr(torch.ops.aotriton, name).default, args)
+    utils = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
+    if any(isinstance(a, torch.Tensor) and a.dtype == torch.float8_e4m3fn for a in args):
+        # torch's schema check compares mutated tensors with arithmetic fp8
+        # has no CUDA kernel for ("mul_cuda" not implemented for Float8_e4m3fn);
+        # the other three checks still run, the mutation annotation included.
+        utils = utils[1:]
+    torch.library.opcheck(getattr(torch.ops.aotriton, name).default, args, test_utils=utils)
 
 
 # --- autograd -----------------------------------------------------------------------------------
@@ -333,6 +339,7 @@ FIRST_CALL_SCRIPT = textwrap.dedent("""
     import sys
     import torch
     sys.path.insert(0, sys.argv[2])
+    import aotriton
     torch.manual_seed(0)
     dev = "cuda"
     q, k, v = (torch.randn(1, 80, 4, 128, device=dev, dtype=torch.bfloat16).requires_grad_() for _ in range(3))

@@ -327,9 +327,15 @@ Status fused_experts_pass(const FusedExpertsParams& p, Stream stream, const Kern
   const size_t need = layout(nullptr, d, p.quant, act).bytes;
   AOTRITON_RETURN_IF_ERROR(internal::check_workspace(kOp, p.workspace, p.workspace_bytes, need));
   AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(kOp, "output", p.output));
+  // In place (vLLM's inplace=True): output may be exactly hidden_states. Every
+  // kernel that reads hidden_states runs, in stream order, before the final
+  // reduction writes output, and a pass touches only its own rows.
+  const bool in_place = p.output.data == p.hidden_states.data && p.output.sizes == p.hidden_states.sizes &&
+                        p.output.strides == p.hidden_states.strides && p.output.dtype == p.hidden_states.dtype;
   AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
       kOp, {detail::span_of("output", p.output), detail::bytes_of("workspace", p.workspace, need)},
-      {detail::span_of("hidden_states", p.hidden_states), detail::span_of("w1", p.w1), detail::span_of("w2", p.w2),
+      {in_place ? detail::Region{"hidden_states", 0, 0} : detail::span_of("hidden_states", p.hidden_states),
+       detail::span_of("w1", p.w1), detail::span_of("w2", p.w2),
        detail::span_of("topk_weights", p.topk_weights), detail::span_of("topk_ids", p.topk_ids),
        detail::span_of("expert_map", p.expert_map), detail::span_of("w1_scale", p.w1_scale),
        detail::span_of("w2_scale", p.w2_scale), detail::span_of("a1_scale", p.a1_scale),
