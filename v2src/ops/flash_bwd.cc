@@ -113,6 +113,26 @@ Status launch(const Bwd& p, Stream stream, const KernelOptions* options) {
 
 }  // namespace
 
+namespace {
+
+// The gradients and delta are written while every input is read: none may
+// share memory with another or with an input (batched and varlen alike).
+template <class Params>
+Status check_outputs_apart(const char* op, const Params& p) {
+  for (auto [name, t] : {std::pair{"dq", &p.dq}, {"dk", &p.dk}, {"dv", &p.dv}})
+    AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, name, *t));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "delta", p.delta));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
+      op,
+      {detail::span_of("dq", p.dq), detail::span_of("dk", p.dk), detail::span_of("dv", p.dv),
+       detail::span_of("delta", p.delta)},
+      {detail::span_of("q", p.q), detail::span_of("k", p.k), detail::span_of("v", p.v), detail::span_of("out", p.out),
+       detail::span_of("dout", p.dout), detail::span_of("lse", p.lse)}));
+  return Status::kSuccess;
+}
+
+}  // namespace
+
 Status attn_bwd(const BwdParams& p, Stream stream, const KernelOptions* options) noexcept try {
   detail::clear_error();
   const char* op = "attn_bwd";
@@ -132,15 +152,7 @@ Status attn_bwd(const BwdParams& p, Stream stream, const KernelOptions* options)
   b.delta = static_cast<float*>(p.delta.data), b.delta_z = p.delta.stride(0), b.delta_h = p.delta.stride(1);
   b.scale = p.softmax_scale, b.causal = p.causal, b.dropout_p = p.dropout_p;
   b.seed = p.philox_seed, b.offset = p.philox_offset;
-  for (auto [name, t] : {std::pair{"dq", &p.dq}, {"dk", &p.dk}, {"dv", &p.dv}})
-    AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, name, *t));
-  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "delta", p.delta));
-  AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
-      op,
-      {detail::span_of("dq", p.dq), detail::span_of("dk", p.dk), detail::span_of("dv", p.dv),
-       detail::span_of("delta", p.delta)},
-      {detail::span_of("q", p.q), detail::span_of("k", p.k), detail::span_of("v", p.v), detail::span_of("out", p.out),
-       detail::span_of("dout", p.dout), detail::span_of("lse", p.lse)}));
+  AOTRITON_RETURN_IF_ERROR(check_outputs_apart(op, p));
   return launch(b, stream, options);
 } catch (...) {
   return detail::fail_exception("attn_bwd: unexpected exception");
@@ -168,15 +180,7 @@ Status attn_bwd_varlen(const BwdVarlenParams& p, Stream stream, const KernelOpti
   b.delta = static_cast<float*>(p.delta.data), b.delta_z = 0, b.delta_h = p.delta.stride(0);
   b.scale = p.softmax_scale, b.causal = p.causal, b.dropout_p = p.dropout_p;
   b.seed = p.philox_seed, b.offset = p.philox_offset;
-  for (auto [name, t] : {std::pair{"dq", &p.dq}, {"dk", &p.dk}, {"dv", &p.dv}})
-    AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, name, *t));
-  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "delta", p.delta));
-  AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
-      op,
-      {detail::span_of("dq", p.dq), detail::span_of("dk", p.dk), detail::span_of("dv", p.dv),
-       detail::span_of("delta", p.delta)},
-      {detail::span_of("q", p.q), detail::span_of("k", p.k), detail::span_of("v", p.v), detail::span_of("out", p.out),
-       detail::span_of("dout", p.dout), detail::span_of("lse", p.lse)}));
+  AOTRITON_RETURN_IF_ERROR(check_outputs_apart(op, p));
   return launch(b, stream, options);
 } catch (...) {
   return detail::fail_exception("attn_bwd_varlen: unexpected exception");
