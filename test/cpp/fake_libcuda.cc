@@ -12,6 +12,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <utility>
 
 namespace {
 
@@ -79,6 +80,12 @@ CUresult fake_cuCtxGetId(CUcontext c, unsigned long long* id) {
   if (!live(c)) return CUDA_ERROR_INVALID_CONTEXT;
   std::lock_guard<std::mutex> lock(g_mu);
   *id = reinterpret_cast<Context*>(c)->id;
+  return CUDA_SUCCESS;
+}
+// The runtime relaxes the thread's capture mode around module loads.
+thread_local CUstreamCaptureMode t_capture_mode = CU_STREAM_CAPTURE_MODE_GLOBAL;
+CUresult fake_cuThreadExchangeStreamCaptureMode(CUstreamCaptureMode* mode) {
+  std::swap(*mode, t_capture_mode);
   return CUDA_SUCCESS;
 }
 CUresult fake_cuCtxPushCurrent(CUcontext c) {
@@ -160,6 +167,7 @@ __attribute__((visibility("default"))) CUresult cuGetProcAddress_v2(const char* 
       E(cuGetErrorString), E(cuDeviceGetAttribute), E(cuCtxGetCurrent), E(cuCtxGetDevice), E(cuCtxGetId),
       E(cuCtxPushCurrent), E(cuCtxPopCurrent), E(cuStreamGetCtx), E(cuModuleLoadData), E(cuModuleUnload),
       E(cuModuleGetFunction), E(cuFuncSetAttribute), E(cuLaunchKernel), E(cuLaunchKernelEx), E(cuMemsetD8Async),
+      E(cuThreadExchangeStreamCaptureMode),
 #undef E
   };
   *pfn = nullptr;
