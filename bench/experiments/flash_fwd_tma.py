@@ -25,9 +25,8 @@ LN2 = tl.constexpr(0.6931471805599453)
 
 @triton.jit
 def _tiles(acc, l_i, m_i, q, desc_k, desc_v, b, hk, lo, hi, offs_m, offs_n, qk_scale, seqlen_k, diag,
-           BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
-           WS: tl.constexpr):
-    for start_n in tl.range(lo, hi, BLOCK_N, warp_specialize=WS):
+           BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr):
+    for start_n in tl.range(lo, hi, BLOCK_N):
         k = desc_k.load([b, hk, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
         qk = tl.dot(q, k.T)
         if MASKED:
@@ -78,12 +77,7 @@ def _tiles_pipelined(acc, l_i, m_i, q, desc_k, desc_v, b, hk, lo, hi, qk_scale,
     acc = acc * alpha[:, None]
     v = desc_v.load([b, hk, hi - BLOCK_N, 0]).reshape(BLOCK_N, HEAD_DIM)
     acc = tl.dot(p.to(v.dtype), v, acc)
-    return acc, l_i, new_m(m_new)
-
-
-@triton.jit
-def new_m(m):
-    return m
+    return acc, l_i, m_new
 
 
 @triton.jit
@@ -133,9 +127,9 @@ def attn_fwd_tma(Q, K, V, O, LSE, sm_scale,
                                              BLOCK_N, HEAD_DIM)
     else:
         acc, l_i, m_i = _tiles(acc, l_i, m_i, q, desc_k, desc_v, b, hk, 0, full_end, offs_m, offs_n, qk_scale,
-                               seqlen_k, diag, BLOCK_N, HEAD_DIM, False, CAUSAL, False)
+                               seqlen_k, diag, BLOCK_N, HEAD_DIM, False, CAUSAL)
     acc, l_i, m_i = _tiles(acc, l_i, m_i, q, desc_k, desc_v, b, hk, full_end, hi, offs_m, offs_n, qk_scale,
-                           seqlen_k, diag, BLOCK_N, HEAD_DIM, True, CAUSAL, False)
+                           seqlen_k, diag, BLOCK_N, HEAD_DIM, True, CAUSAL)
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
     desc_o.store([b, h, start_m, 0], out.to(O.dtype.element_ty).reshape(1, 1, BLOCK_M, HEAD_DIM))
