@@ -20,6 +20,7 @@ import torch
 
 from tritonsrc.flash.bwd_jit import attn_bwd_jit
 from tritonsrc.flash.fwd_jit import attn_fwd_jit
+from varlen_bounds_ref import seq_bounds
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::RuntimeWarning")
 
@@ -27,16 +28,6 @@ SMALL = {"BLOCK_M": 16, "BLOCK_N": 16, "num_warps": 4, "num_stages": 1}
 G = 48        # guard rows on each side of every packed tensor
 SENT = -777.0  # output poison (exact in fp32)
 H, HK, D = 2, 1, 16
-
-
-def seq_bounds(cu, total, max_len):
-    """Python mirror of seq_bounds.sequence_bounds: [(start, length)]."""
-    out = []
-    for b in range(len(cu) - 1):
-        s = min(max(cu[b], 0), total)
-        e = min(max(cu[b + 1], s), total)
-        out.append((s, min(e - s, max_len)))
-    return out
 
 
 def guarded(rows, heads, fill):

@@ -20,6 +20,8 @@ import math
 import pytest
 import torch
 
+from varlen_bounds_ref import seq_bounds
+
 DEV = "cuda"
 G = 64          # guard rows
 SENT = -777.0   # output poison (exact in fp16)
@@ -33,15 +35,6 @@ def _aot():
         """(raw stream of t's device, a guard making that device current)."""
         return stream_of(t), torch.cuda.device(t.get_device())
     return aotriton, aotriton._C, view, launch_env
-
-
-def seq_bounds(cu, total, max_len):
-    out = []
-    for b in range(len(cu) - 1):
-        s = min(max(cu[b], 0), total)
-        e = min(max(cu[b + 1], s), total)
-        out.append((s, min(e - s, max_len)))
-    return out
 
 
 def guarded(rows, heads, d, fill, dtype=torch.float16):
