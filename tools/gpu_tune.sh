@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# One device call that refreshes the sm_90 tuning databases the speed issues
+# need (JIT only: no AOT build), each step resumable and budgeted so the call
+# ends inside a lease command; the databases come back under $OUT/tuning.
+#   STEPS="moe flash_bwd"   which tuners to run (default both)
+#   BUDGET_S=200            per-step budget of the MoE tuner
+# Then commit tuning/sm_90/*.json and rebuild release: generate.py compiles
+# the winners into the LUTs.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/aotriton-out}; mkdir -p "$OUT/tuning"
+export PYTHONUNBUFFERED=1
+STEPS=${STEPS:-moe flash_bwd}
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+if [[ $STEPS == *moe* ]]; then
+  python3 python/tune.py moe --layers mixtral,deepseek --tokens 1,64,512,4096 --quants bf16 \
+    --budget-s "${BUDGET_S:-200}" 2>&1 | tail -25
+fi
+if [[ $STEPS == *flash_bwd* ]]; then
+  # dK/dV and dQ are timed inside the whole backward (tune.py run_bwd), bf16 only:
+  # the fp16 entries exist and were rejected once (docs/tuning-rejected/).
+  timeout 240 python3 python/tune.py --kernels bwd_dkdv,bwd_dq --dtypes bf16 --head-dims 64,128 \
+    --causal 0,2 --seqlens 1024,4096,16384 2>&1 | grep -v "tuning:" | tail -14
+fi
+cp tuning/sm_90/*.json "$OUT/tuning/"
