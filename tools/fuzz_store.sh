@@ -11,7 +11,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
-PYTHON=${PYTHON:-python3}
+# make_seeds.py imports the test suite's fixtures (needs pytest): prefer the project venv.
+if [ -z "${PYTHON:-}" ]; then
+  PYTHON=python3
+  [ -x .venv/bin/python ] && PYTHON=$PWD/.venv/bin/python
+fi
 BUILD_DIR=${BUILD_DIR:-$REPO/build}
 FUZZ_DIR=${FUZZ_DIR:-$BUILD_DIR/fuzz}
 mkdir -p "$FUZZ_DIR/gen/aotriton"

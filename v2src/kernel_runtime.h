@@ -1,9 +1,10 @@
 // Internal runtime behind every generated launcher: per-context lazy module
 // loading from the image store, tuning-config choice, and the launch itself.
 //
-// Fast path (module already loaded in the stream's context): two driver
-// queries for the context, a lock-free walk of a short list, one atomic
-// load, cuLaunchKernel. No allocation, no synchronisation: graph capture safe.
+// Fast path (module already loaded in the stream's context): three driver
+// queries for the context (current, stream's, its id), a lock-free walk of a
+// short list, one atomic load, cuLaunchKernel. No allocation, no
+// synchronisation: graph capture safe.
 #pragma once
 #include <cuda.h>
 
