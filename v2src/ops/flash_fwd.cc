@@ -71,6 +71,24 @@ Status launch(const Fwd& p, Stream stream, const KernelOptions* options) {
   return kn::launch(a, f, stream, options);
 }
 
+// Shared by the batched and varlen forward: the optional debug mask, and
+// outputs that neither share memory among themselves nor with an input.
+template <class Params>
+Status set_mask_and_check_outputs(const char* op, const Params& p, Fwd* f) {
+  if (p.dropout_mask.data) {
+    AOTRITON_RETURN_IF_ERROR(check_mask(op, p.dropout_mask, f->g));
+    const TensorView<4>& m = p.dropout_mask;
+    f->mask = Strided{m.data, m.stride(0), m.stride(1), m.stride(2)};
+  }
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "out", p.out));
+  if (p.dropout_mask.data) AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "dropout_mask", p.dropout_mask));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "lse", p.lse));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
+      op, {detail::span_of("out", p.out), detail::span_of("lse", p.lse), detail::span_of("dropout_mask", p.dropout_mask)},
+      {detail::span_of("q", p.q), detail::span_of("k", p.k), detail::span_of("v", p.v)}));
+  return Status::kSuccess;
+}
+
 }  // namespace
 
 Status attn_fwd(const FwdParams& p, Stream stream, const KernelOptions* options) noexcept try {
@@ -85,17 +103,7 @@ Status attn_fwd(const FwdParams& p, Stream stream, const KernelOptions* options)
   f.lse = static_cast<const float*>(p.lse.data), f.lse_z = p.lse.stride(0), f.lse_h = p.lse.stride(1);
   f.scale = p.softmax_scale, f.causal = p.causal, f.dropout_p = p.dropout_p;
   f.seed = p.philox_seed, f.offset = p.philox_offset;
-  if (p.dropout_mask.data) {
-    AOTRITON_RETURN_IF_ERROR(check_mask(op, p.dropout_mask, f.g));
-    const TensorView<4>& m = p.dropout_mask;
-    f.mask = Strided{m.data, m.stride(0), m.stride(1), m.stride(2)};
-  }
-  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "out", p.out));
-  if (p.dropout_mask.data) AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "dropout_mask", p.dropout_mask));
-  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "lse", p.lse));
-  AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
-      op, {detail::span_of("out", p.out), detail::span_of("lse", p.lse), detail::span_of("dropout_mask", p.dropout_mask)},
-      {detail::span_of("q", p.q), detail::span_of("k", p.k), detail::span_of("v", p.v)}));
+  AOTRITON_RETURN_IF_ERROR(set_mask_and_check_outputs(op, p, &f));
   return launch(f, stream, options);
 } catch (...) {
   return detail::fail_exception("attn_fwd: unexpected exception");
@@ -116,17 +124,7 @@ Status attn_fwd_varlen(const FwdVarlenParams& p, Stream stream, const KernelOpti
   f.lse = static_cast<const float*>(p.lse.data), f.lse_z = 0, f.lse_h = p.lse.stride(0);
   f.scale = p.softmax_scale, f.causal = p.causal, f.dropout_p = p.dropout_p;
   f.seed = p.philox_seed, f.offset = p.philox_offset;
-  if (p.dropout_mask.data) {
-    AOTRITON_RETURN_IF_ERROR(check_mask(op, p.dropout_mask, f.g));
-    const TensorView<4>& m = p.dropout_mask;
-    f.mask = Strided{m.data, m.stride(0), m.stride(1), m.stride(2)};
-  }
-  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "out", p.out));
-  if (p.dropout_mask.data) AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "dropout_mask", p.dropout_mask));
-  AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "lse", p.lse));
-  AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
-      op, {detail::span_of("out", p.out), detail::span_of("lse", p.lse), detail::span_of("dropout_mask", p.dropout_mask)},
-      {detail::span_of("q", p.q), detail::span_of("k", p.k), detail::span_of("v", p.v)}));
+  AOTRITON_RETURN_IF_ERROR(set_mask_and_check_outputs(op, p, &f));
   return launch(f, stream, options);
 } catch (...) {
   return detail::fail_exception("attn_fwd_varlen: unexpected exception");

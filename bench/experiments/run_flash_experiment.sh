@@ -2,7 +2,7 @@
 # Device call: JIT-only flash experiments (no AOT build): TMA/pipelined forward
 # variants vs the production kernel and SDPA, then the bf16 forward tuner.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/aotriton-out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
