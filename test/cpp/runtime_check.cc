@@ -76,6 +76,12 @@ void report_large_m() {
   p.workspace = addr(56);
   p.workspace_bytes = two;
   report("large_m_call", moe::fused_experts(p, {}));  // valid: reaches the driver
+  p = deepseek_layer(4096);  // one pass: its own workspace check
+  p.workspace = addr(56);
+  p.workspace_bytes = small - 1;
+  report("one_pass_short_workspace", moe::fused_experts(p, {}));
+  p.workspace_bytes = small;
+  report("one_pass_call", moe::fused_experts(p, {}));  // valid: reaches the driver
   p = deepseek_layer(40);  // one token's slots x hidden size overflow int32: no pass size works
   const int64_t huge_k = int64_t{1} << 28;
   p.hidden_states = viewn<2>(DType::kBFloat16, {40, huge_k}, addr(50));

@@ -64,6 +64,9 @@ def test_fused_experts_large_m_runs_in_passes(build_dir):
     ws = {k: int(v) for k, v in (kv.split("=") for kv in sizes.split())}
     assert ws["one_pass"] == ws["two_passes"] == ws["many_passes"] > ws["small"] > 0, ws
     assert out["large_m_call"].startswith("CUDA driver not available"), out["large_m_call"]
+    assert out["one_pass_short_workspace"].startswith("invalid argument") and \
+        "workspace_bytes" in out["one_pass_short_workspace"], out["one_pass_short_workspace"]
+    assert out["one_pass_call"].startswith("CUDA driver not available"), out["one_pass_call"]
     assert out["large_m_unsplittable"].startswith("unsupported") and "int32" in out["large_m_unsplittable"]
 
 

@@ -282,13 +282,14 @@ FusedExpertsParams pass_params(const FusedExpertsParams& p, int64_t first, int64
 Status passes_workspace(const FusedExpertsParams& p, int64_t per_pass, size_t* bytes) {
   const int64_t M = p.hidden_states.size(0);
   *bytes = 0;
-  // The first and the last pass are the only distinct shapes.
-  for (int64_t first : {int64_t{0}, M > per_pass ? (M - 1) / per_pass * per_pass : int64_t{0}}) {
+  // The first and the last pass are the only distinct shapes (one pass: one shape).
+  const int64_t last = M > per_pass ? (M - 1) / per_pass * per_pass : 0;
+  for (int64_t first = 0;; first = last) {
     Dims d{};
     AOTRITON_RETURN_IF_ERROR(validate(pass_params(p, first, std::min(per_pass, M - first)), &d));
     *bytes = std::max(*bytes, layout(nullptr, d, p.quant, p.hidden_states.dtype).bytes);
+    if (first == last) return Status::kSuccess;
   }
-  return Status::kSuccess;
 }
 
 Status fused_experts_pass(const FusedExpertsParams& p, Stream stream, const KernelOptions* options);
@@ -306,10 +307,12 @@ Status fused_experts_workspace_size(const FusedExpertsParams& p, size_t* bytes) 
 Status fused_experts(const FusedExpertsParams& p, Stream stream, const KernelOptions* options) noexcept try {
   detail::clear_error();
   const int64_t M = p.hidden_states.size(0), per_pass = rows_per_pass(p);
+  // One pass validates and checks its workspace itself; several are all
+  // checked before the first launches.
+  if (per_pass >= M) return fused_experts_pass(p, stream, options);
   size_t need = 0;
   AOTRITON_RETURN_IF_ERROR(passes_workspace(p, per_pass, &need));
   AOTRITON_RETURN_IF_ERROR(internal::check_workspace(kOp, p.workspace, p.workspace_bytes, need));
-  if (per_pass >= M) return fused_experts_pass(p, stream, options);
   for (int64_t first = 0; first < M; first += per_pass)
     AOTRITON_RETURN_IF_ERROR(fused_experts_pass(pass_params(p, first, std::min(per_pass, M - first)), stream, options));
   return Status::kSuccess;
