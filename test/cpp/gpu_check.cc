@@ -143,6 +143,19 @@ double rel_error(const std::vector<double>& got, const std::vector<double>& ref)
   return std::sqrt(num / std::max(den, 1e-30));
 }
 
+template <typename T>
+T activation(moe::Activation act, T g) {
+  if (act == moe::Activation::kSilu) return g / (T(1) + std::exp(-g));
+  if (act == moe::Activation::kGelu) return T(0.5) * g * (T(1) + std::erf(g * T(0.7071067811865476)));
+  return T(0.5) * g * (T(1) + std::tanh(T(0.7978845608028654) * (g + T(0.044715) * g * g * g)));
+}
+
+double round_to(DType dt, float v) {
+  if (dt == DType::kFloat16) return from_half(to_half(v));
+  if (dt == DType::kBFloat16) return from_bf16(to_bf16(v));
+  return v;
+}
+
 double tolerance(DType dt) { return dt == DType::kFloat32 ? 1e-5 : dt == DType::kFloat16 ? 2e-3 : 1.5e-2; }
 
 void* device_copy(const std::vector<uint8_t>& bytes) {
@@ -172,20 +185,24 @@ void test_act_and_mul(DType dt, moe::Activation act, int64_t rows, int64_t cols,
   std::vector<uint8_t> host(out_bytes);
   CUDA_OK(cudaStreamSynchronize(stream));
   CUDA_OK(cudaMemcpy(host.data(), d_out, out_bytes, cudaMemcpyDeviceToHost));
-  std::vector<double> ref(rows * cols);
+  // ref: the math in double; lowp: the same math in float (as the kernel
+  // computes it), rounded to the output dtype.
+  std::vector<double> ref(rows * cols), lowp(rows * cols);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) {
-      double g = in.values[r * in_stride + c], u = in.values[r * in_stride + cols + c], a;
-      if (act == moe::Activation::kSilu) a = g / (1 + std::exp(-g));
-      else if (act == moe::Activation::kGelu) a = 0.5 * g * (1 + std::erf(g / std::sqrt(2.0)));
-      else a = 0.5 * g * (1 + std::tanh(std::sqrt(2 / M_PI) * (g + 0.044715 * g * g * g)));
-      ref[r * cols + c] = a * u;
+      double g = in.values[r * in_stride + c], u = in.values[r * in_stride + cols + c];
+      ref[r * cols + c] = activation<double>(act, g) * u;
+      lowp[r * cols + c] = round_to(dt, activation<float>(act, float(g)) * float(u));
     }
   double err = s == Status::kSuccess ? rel_error(decode(dt, host), ref) : INFINITY;
+  double err_lowp = rel_error(lowp, ref);
   char what[200];
-  std::snprintf(what, sizeof what, "act_and_mul %s act=%d %ldx%ld rel_err=%.2e status=%s", dtype_name(dt),
-                static_cast<int>(act), long(rows), long(cols), err, status_name(s));
-  check(s == Status::kSuccess && err < tolerance(dt), what);
+  std::snprintf(what, sizeof what, "act_and_mul %s act=%d %ldx%ld rel_err=%.2e (float math %.2e) status=%s",
+                dtype_name(dt), static_cast<int>(act), long(rows), long(cols), err, err_lowp, status_name(s));
+  // The flash-attn criterion where the tolerance is too tight for the
+  // problem itself: exact GELU of a very negative input cancels in 1 + erf,
+  // so a single element can be off by 1e-3 relative in float math already.
+  check(s == Status::kSuccess && (err < tolerance(dt) || err <= 2 * err_lowp), what);
   cudaFree(d_in);
   cudaFree(d_out);
 }
