@@ -475,7 +475,21 @@ def test_fused_experts_fp8(M, E, topk, K, N, dtype, quant, static, with_map):
     out = torch.full((M, K), float("nan"), dtype=dtype, device=DEV)
     aot(aotriton.fused_experts, x, w1, w2, w, ids, expert_map=emap, out=out, a1_scale=a1, a2_scale=a2,
         **quant_kwargs(quant, s1, s2))
-    ref = ref_fused(x, d1, d2, w, local_ids(ids, emap, E), "silu", quant, a1, a2)
+    loc = local_ids(ids, emap, E)
+    ref = ref_fused(x, d1, d2, w, loc, "silu", quant, a1, a2)
+    # The flash-attn criterion against the unquantized math: the operator's
+    # error at most twice that of the same fp8 algorithm run in float64.
+    exact = ref_fused(x, d1, d2, w, loc, "silu")
+    err_op, err_ref = rel_err(out, exact), rel_err(ref, exact)
+    assert err_op <= 2 * err_ref, (err_op, err_ref)
+    if quant == TENSOR and not static:
+        # A dynamic per-tensor a2 scale is max|intermediate| / 448: when the
+        # operator's fp32-accumulated GEMM1 and the float64 reference round
+        # the largest intermediate to neighbouring bf16 values, the scales
+        # differ (0.58% at M=2048) and every fp8 value of the two re-rounds
+        # independently, so out vs ref measures fp8 noise (~3%), not a defect
+        # (test_moe_fp8_stages_gpu.py checks each stage on its own).
+        return
     assert rel_err(out, ref) < tol(dtype, quant)
 
 
