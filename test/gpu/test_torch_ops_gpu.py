@@ -317,6 +317,35 @@ def test_cuda_graph_forward_backward_replays():
         assert torch.equal(got, want)
 
 
+def test_inference_lse_buffer_survives_growth_and_graph_replay():
+    """No-grad eager calls write their unused LSE into one shared buffer: a
+    graph captured before the buffer grows must still replay correctly and
+    must not overwrite memory allocated after the growth."""
+    from aotriton import _glue
+
+    torch.manual_seed(12)
+    small = [rnd(1, 48, 4, 64) for _ in range(3)]
+    g = torch.cuda.CUDAGraph()
+    with torch.no_grad():
+        aotriton.flash_attn_func(*small, causal=True)  # warm-up outside the capture
+        with torch.cuda.graph(g):
+            static = aotriton.flash_attn_func(*small, causal=True)
+        before = dict(_glue._discard)
+        big = [rnd(4, 4096, 8, 64) for _ in range(3)]  # grows the buffer past the captured one
+        out_big = aotriton.flash_attn_func(*big, causal=True)
+        assert _glue._discard[torch.cuda.current_device()][0] > before[torch.cuda.current_device()][0]
+        sentinel = torch.full((1 << 20,), 7.0, device=DEV)  # may reuse freed memory, if any was freed
+        for t in small:
+            t.copy_(torch.randn_like(t))
+        g.replay()
+        torch.cuda.synchronize()
+    want, _ = attention_ref(*small, 64 ** -0.5, 2)
+    assert rel_err(static, want) < 4e-3
+    assert torch.equal(sentinel, torch.full_like(sentinel, 7.0))
+    want_big, _ = attention_ref(*(t[:1, :512] for t in big), 64 ** -0.5, 2)
+    assert rel_err(out_big[:1, :512], want_big) < 4e-3
+
+
 def test_cuda_graph_fused_moe_replays():
     torch.manual_seed(10)
     E, N, K, M, topk = 8, 128, 256, 5, 2

@@ -3,7 +3,7 @@ implementations) and the eager launches into pyaotriton on real CUDA tensors."""
 import pyaotriton as _C
 import torch
 
-from ._glue import _DTYPES, eager_stream, view
+from ._glue import _DTYPES, discard_buffer, eager_stream, view
 
 _FP32, _INT8 = torch.float32, torch.int8
 _FP32_CODE = _DTYPES[_FP32]
@@ -30,8 +30,9 @@ def fwd_outputs(q, k, return_mask, varlen):
 
 
 def fwd_plain(q, k, v, softmax_scale, causal, force_config):
-    """The common eager call, kept short: batched, no dropout, no mask; returns out.
-    Reads q's shape once and builds lse's view from it (new_empty is contiguous)."""
+    """The common eager inference call, kept short: batched, no dropout, no
+    mask, no gradient; returns out. The LSE goes to a shared write-only
+    buffer (nobody reads it), which saves an allocation per call."""
     qv = view(q, "q")
     shape = qv[1]
     B, Sq, Hq, D = shape
@@ -41,9 +42,9 @@ def fwd_plain(q, k, v, softmax_scale, causal, force_config):
         with torch.cuda.device(q.get_device()):
             return fwd_plain(q, k, v, softmax_scale, causal, force_config)
     out = torch.empty_like(q)
-    lse = q.new_empty(B, Hq, Sq, dtype=_FP32)
+    lse_ptr = discard_buffer(q.get_device(), B * Hq * Sq)
     _attn_fwd(qv, view(k, "k"), view(v, "v"), (out.data_ptr(), shape, out.stride(), qv[3]),
-              (lse.data_ptr(), (B, Hq, Sq), (Hq * Sq, Sq, 1), _FP32_CODE), scale, causal, 0.0, 0, 0, None, stream,
+              (lse_ptr, (B, Hq, Sq), (Hq * Sq, Sq, 1), _FP32_CODE), scale, causal, 0.0, 0, 0, None, stream,
               force_config)
     return out
 
