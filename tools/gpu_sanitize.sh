@@ -44,6 +44,7 @@ for r in "${races[@]}"; do
   j=$((j + 1))
 done
 wait "${pids[@]}"
+set +f
 status=0
 for f in "$OUT"/sanitize/*.log; do
   rc=$(cat "${f%.log}.rc")
