@@ -4,6 +4,7 @@
 # ends inside a lease command; the databases come back under $OUT/tuning.
 #   STEPS="moe flash_bwd"   which tuners to run (default both)
 #   BUDGET_S=200            per-step budget of the MoE tuner
+#   QUANTS=bf16             MoE quant modes (bf16,fp16,fp8_tensor,fp8_block)
 # Then commit tuning/sm_90/*.json and rebuild release: generate.py compiles
 # the winners into the LUTs.
 set -uo pipefail
@@ -13,7 +14,7 @@ export PYTHONUNBUFFERED=1
 STEPS=${STEPS:-moe flash_bwd}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 if [[ $STEPS == *moe* ]]; then
-  python3 python/tune.py moe --layers mixtral,deepseek --tokens 1,64,512,4096 --quants bf16 \
+  python3 python/tune.py moe --layers mixtral,deepseek --tokens 1,64,512,4096 --quants "${QUANTS:-bf16}" \
     --budget-s "${BUDGET_S:-200}" 2>&1 | tail -25
 fi
 if [[ $STEPS == *flash_bwd* ]]; then
