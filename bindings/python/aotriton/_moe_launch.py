@@ -21,13 +21,13 @@ def workspace(nbytes, like, ws, name="workspace"):
     return ws
 
 
-def act_and_mul(out, x, activation, force_config):
-    # silu_and_mul's host time is a target: eager_stream and view written out.
-    index = x.get_device()
+def act_and_mul(out, x, activation, force_config, index):
+    # silu_and_mul's host time is a target: eager_stream and view written out;
+    # index is x's device, which the caller has read already.
     stream = _raw_stream(index)
     if stream == 0 and index != _current_device():
         with torch.cuda.device(index):
-            return act_and_mul(out, x, activation, force_config)
+            return act_and_mul(out, x, activation, force_config, index)
     code_x, code_out = _DTYPES.get(x.dtype), _DTYPES.get(out.dtype)
     if code_x is None or code_out is None:
         view(x, "input"), view(out, "out")  # raises, naming the tensor

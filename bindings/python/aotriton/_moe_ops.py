@@ -32,7 +32,7 @@ def _expect_shape(t, shape, name):
 
 @_lib.custom_op("aotriton::act_and_mul", mutates_args=("out",))
 def act_and_mul(out: Tensor, x: Tensor, activation: int, force_config: Optional[str]) -> None:
-    L.act_and_mul(out, x, activation, force_config)
+    L.act_and_mul(out, x, activation, force_config, x.get_device())
 
 
 @act_and_mul.register_fake

@@ -15,6 +15,7 @@ SILU, GELU, GELU_TANH = 0, 1, 2
 QUANT_NONE, QUANT_FP8_TENSOR, QUANT_FP8_BLOCK = 0, 1, 2
 _ACTIVATIONS = {"silu": SILU, "gelu": GELU, "gelu_tanh": GELU_TANH}
 _FP8, _FP32, _INT32 = torch.float8_e4m3fn, torch.float32, torch.int32
+_TENSOR, _PARAMETER = torch.Tensor, torch.nn.Parameter
 _ops = torch.ops.aotriton
 _grad_enabled = torch.is_grad_enabled
 
@@ -62,10 +63,11 @@ def _act_and_mul(x, activation, out, force_config):
     if out is None:
         M, N2 = x.shape
         out = x.new_empty(M, N2 // 2)
-    if _is_compiling() or type(x) not in _PLAIN or _dispatch_modes():  # traced(x), inline
+    tx = type(x)  # traced(x), inline: identity tests are cheaper than a tuple search
+    if _is_compiling() or (tx is not _TENSOR and tx is not _PARAMETER) or _dispatch_modes():
         _ops.act_and_mul(out, x, activation, force_config)
     else:
-        L.act_and_mul(out, x, activation, force_config)
+        L.act_and_mul(out, x, activation, force_config, d if plain else x.get_device())
     return out
 
 
