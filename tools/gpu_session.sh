@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run tools/gpu_run.sh detached on the GPU machine (a lease command may stop
 # at 10 minutes; the machine stays warm between calls) and wait for it:
-#   tools/gpu_session.sh start   STEPS=... (env as for gpu_run.sh)
+#   tools/gpu_session.sh start   STEPS=... (env as for gpu_run.sh; SCRIPT=tools/gpu_final.sh for another driver)
 #   tools/gpu_session.sh wait    wait up to WAIT_S (default 560) more seconds
 # Logs collect in /tmp/aotriton-run and are copied to $OUT on every call.
 set -uo pipefail
@@ -10,10 +10,10 @@ RUN=/tmp/aotriton-run
 mkdir -p "$RUN"
 if [ "${1:-wait}" = start ]; then
   rm -f "$RUN/done"
-  OUT=$RUN setsid bash -c "tools/gpu_run.sh > $RUN/console.log 2>&1; echo \$? > $RUN/done" < /dev/null &
+  OUT=$RUN setsid bash -c "${SCRIPT:-tools/gpu_run.sh} > $RUN/console.log 2>&1; echo \$? > $RUN/done" < /dev/null &
 fi
 end=$(( $(date +%s) + ${WAIT_S:-560} ))
 while [ ! -f "$RUN/done" ] && [ "$(date +%s)" -lt "$end" ]; do sleep 5; done
-mkdir -p "${OUT:=/tmp/aotriton-out}"; tar czf "$OUT/run.tgz" -C "$RUN" . 2>/dev/null; tar czf "$OUT/results.tgz" bench/results 2>/dev/null
+mkdir -p "${OUT:=/tmp/aotriton-out}"; tar czf "$OUT/run.tgz" -C "$RUN" . 2>/dev/null; tar czf "$OUT/results.tgz" bench/results tuning 2>/dev/null
 if [ -f "$RUN/done" ]; then echo "finished, exit $(cat "$RUN/done")"; else echo "still running"; fi
 tail -c 9000 "$RUN/console.log"

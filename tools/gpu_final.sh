@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The end-of-session device run in one detached job (start it with
+# `SCRIPT=tools/gpu_final.sh tools/gpu_session.sh start`): build the gputest
+# profile while the MoE tuner fills the remaining quant modes on the idle GPU,
+# then the whole GPU suite, then the benchmarks in priority order while time
+# is left (DEADLINE_S from the start). Everything lands under $OUT.
+#   BENCHES="cmd;cmd"  QUANTS=fp16,fp8_tensor,fp8_block  TUNE_BUDGET_S=200  DEADLINE_S=840
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/aotriton-out}; mkdir -p "$OUT"
+start=$(date +%s)
+left() { echo $(( ${DEADLINE_S:-840} - ($(date +%s) - start) )); }
+tune_pid=
+if [ -n "${QUANTS:-fp16,fp8_tensor,fp8_block}" ]; then
+  STEPS=moe QUANTS=${QUANTS:-fp16,fp8_tensor,fp8_block} BUDGET_S=${TUNE_BUDGET_S:-200} OUT=$OUT \
+    tools/gpu_tune.sh > "$OUT/tune.log" 2>&1 & tune_pid=$!
+fi
+STEPS=build PROFILE=${PROFILE:-gputest} OUT=$OUT tools/gpu_run.sh || { echo "build failed"; exit 1; }
+[ -n "$tune_pid" ] && { wait "$tune_pid"; echo "tuner: $(tail -1 "$OUT/tune.log")"; }
+echo "time left after build: $(left) s"
+STEPS=test OUT=$OUT tools/gpu_run.sh
+echo "time left after tests: $(left) s"
+IFS=';' read -ra benches <<< "${BENCHES:-bench/bench_launch_overhead.py}"
+for b in "${benches[@]}"; do
+  if [ "$(left)" -lt "${MIN_BENCH_S:-60}" ]; then echo "skipped (no time left): $b"; continue; fi
+  echo "=== $b ($(left) s left)"
+  # shellcheck disable=SC2086  # a bench command is a script plus its arguments
+  timeout "$(left)" python3 $b 2>&1 | tee -a "$OUT/bench.log" | tail -40
+done
+echo "done after $(( $(date +%s) - start )) s"
