@@ -12,8 +12,10 @@ start=$(date +%s)
 left() { echo $(( ${DEADLINE_S:-840} - ($(date +%s) - start) )); }
 tune_pid=
 if [ -n "${QUANTS:-fp16,fp8_tensor,fp8_block}" ]; then
-  STEPS=moe QUANTS=${QUANTS:-fp16,fp8_tensor,fp8_block} BUDGET_S=${TUNE_BUDGET_S:-200} OUT=$OUT \
-    tools/gpu_tune.sh > "$OUT/tune.log" 2>&1 & tune_pid=$!
+  # In a copy of the tree: the build reads tuning/ and must not see it change.
+  rm -rf /tmp/aotriton-tune && mkdir -p /tmp/aotriton-tune && cp -r python tritonsrc tuning tools /tmp/aotriton-tune/
+  (cd /tmp/aotriton-tune && STEPS=moe QUANTS=${QUANTS:-fp16,fp8_tensor,fp8_block} BUDGET_S=${TUNE_BUDGET_S:-200} \
+    OUT=$OUT tools/gpu_tune.sh > "$OUT/tune.log" 2>&1) & tune_pid=$!
 fi
 STEPS=build PROFILE=${PROFILE:-gputest} OUT=$OUT tools/gpu_run.sh || { echo "build failed"; exit 1; }
 [ -n "$tune_pid" ] && { wait "$tune_pid"; echo "tuner: $(tail -1 "$OUT/tune.log")"; }
