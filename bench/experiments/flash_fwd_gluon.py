@@ -2,7 +2,7 @@
 forward (flash_fwd_gluon_kernel.py). Needs an sm_90 GPU.
 
     python bench/experiments/flash_fwd_gluon.py --check
-    python bench/experiments/flash_fwd_gluon.py --bench [--dtypes bf16,fp16] [--json PATH] [--budget-s 150]
+    python bench/experiments/flash_fwd_gluon.py --bench [--dtypes bf16,fp16] [--json PATH] [--budget-s 140]
 
 --check: fresh random inputs (sequence tails, GQA, causal none / top-left /
 bottom-right with seqlen_q != seqlen_k, rows that see no key), outputs
@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 import triton
 
+_T0 = time.time()
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
@@ -167,11 +168,10 @@ def t_ms(fn):
     return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
 
 
-def run_bench(dtypes, first_variants, other_variants, seqlens, budget_s):
+def run_bench(dtypes, first_variants, other_variants, seqlens, budget_s, on_row=lambda rows: None):
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from tritonsrc.flash.fwd_configs import pick_config
     from tritonsrc.flash.fwd_jit import attn_fwd_jit
-    t_start = time.time()
     tokens, hidden = 16384, 2048
     rows = []
     for dname in dtypes:
@@ -181,8 +181,9 @@ def run_bench(dtypes, first_variants, other_variants, seqlens, budget_s):
             h = hidden // d
             for causal in (False, True):
                 for s in seqlens:
-                    if time.time() - t_start > budget_s:
-                        print(f"budget of {budget_s} s spent: skipping {dname} D={d} causal={causal} S={s}")
+                    if time.time() - _T0 > budget_s:
+                        print(f"time budget ({budget_s:.0f} s since start) spent: skipping {dname} D={d} "
+                              f"causal={causal} S={s}", flush=True)
                         continue
                     b = tokens // s
                     g = torch.Generator(device="cuda").manual_seed(s * 7 + d)
@@ -219,6 +220,7 @@ def run_bench(dtypes, first_variants, other_variants, seqlens, budget_s):
                             row[key + "_tflops"] = None
                             row[key + "_error"] = f"{type(e).__name__}: {str(e)[:300]}"
                     rows.append(row)
+                    on_row(rows)
                     print(format_row(row, variants), flush=True)
                     del q, k, v, qt, kt, vt
     return rows
@@ -249,7 +251,8 @@ def main():
                     help="variants timed for the dtypes after the first (keeps the run short)")
     ap.add_argument("--check-variants", default=DEFAULT_VARIANT)
     ap.add_argument("--seqlens", default="512,2048,8192")
-    ap.add_argument("--budget-s", type=float, default=150.0, help="stop starting benchmark rows after this")
+    ap.add_argument("--budget-s", type=float, default=140.0,
+                    help="start no benchmark row later than this many seconds after the process started")
     ap.add_argument("--json", default=str(REPO / "bench/results/flash_gluon_experiment_sm90.json"))
     args = ap.parse_args()
     if not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9:
@@ -266,10 +269,12 @@ def main():
         meta["check_failures"] = run_check(dtypes, args.check_variants.split(","))
         status |= meta["check_failures"] > 0
     if args.bench:
-        meta["rows"] = run_bench(dtypes, variants, args.other_dtype_variants.split(","),
-                                 [int(s) for s in args.seqlens.split(",")], args.budget_s)
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(meta, indent=1) + "\n")
+        def save(rows):  # after every row: a run cut short by a timeout keeps what it measured
+            meta["rows"] = rows
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(meta, indent=1) + "\n")
+        save(run_bench(dtypes, variants, args.other_dtype_variants.split(","),
+                       [int(s) for s in args.seqlens.split(",")], args.budget_s, save))
         print(f"wrote {args.json}")
     return status
 
