@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from bench.experiments.flash_fwd_gluon_kernel import attn_fwd_gluon  # noqa: E402
+from bench.experiments.flash_fwd_gluon_ws_kernel import attn_fwd_gluon_ws  # noqa: E402
 
 # name -> (BLOCK_M, BLOCK_N, NUM_STAGES, SCHEDULE, num_warps); SCHEDULE 0 serial,
 # 1 FA3 order, 2 next-Q K^T (flash_fwd_gluon_kernel.py).
@@ -43,6 +44,10 @@ VARIANTS = {
     "nextqk_n64_s4": (128, 64, 4, 2, 8),
     "serial_n64_s2": (128, 64, 2, 0, 8),
     "fa3_n128_s3": (128, 128, 3, 1, 8),
+    # Warp-specialized (flash_fwd_gluon_ws_kernel.py; 4 warps per partition):
+    # 3 ping-pong between the two consumer warpgroups, 4 the same without the turns.
+    "pingpong_n128_s3": (128, 128, 3, 3, 4),
+    "wsnoturn_n128_s3": (128, 128, 3, 4, 4),
 }
 BENCH_VARIANTS = ["nextqk_n128_s3", "serial_n128_s3", "nextqk_n64_s4", "serial_n64_s2"]
 DEFAULT_VARIANT = "nextqk_n128_s3"
@@ -78,7 +83,8 @@ def attn_fwd_gluon_jit(q, k, v, *, sm_scale, causal_type=0, variant=DEFAULT_VARI
     lse = torch.empty((batch, hq, seqlen_q), dtype=torch.float32, device=q.device) if lse_out is None else lse_out
     triton.set_allocator(_scratch)
     grid = (triton.cdiv(seqlen_q, block_m), batch * hq)
-    attn_fwd_gluon[grid](
+    kernel = attn_fwd_gluon_ws if schedule >= 3 else attn_fwd_gluon
+    kernel[grid](
         q, k, v, o, lse, float(sm_scale),
         q.stride(0), q.stride(2), q.stride(1),
         k.stride(0), k.stride(2), k.stride(1),
@@ -172,7 +178,10 @@ def t_ms(fn):
     return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
 
 
-def run_bench(dtypes, first_variants, other_variants, seqlens, budget_s, on_row=lambda rows: None):
+def run_bench(dtypes, first_variants, other_variants, seqlens, budget_s, on_row=lambda rows: None,
+              previous_rows=None):
+    """previous_rows (a list of earlier rows): time only the Gluon variants and
+    add them to the matching earlier row (SDPA / Triton numbers kept)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from tritonsrc.flash.fwd_configs import pick_config
     from tritonsrc.flash.fwd_jit import attn_fwd_jit
@@ -197,7 +206,14 @@ def run_bench(dtypes, first_variants, other_variants, seqlens, budget_s, on_row=
                     tf = lambda ms: flops / (ms * 1e-3) / 1e12  # noqa: E731
                     ct = 2 if causal else 0
                     row = {"dtype": dname, "D": d, "causal": causal, "seqlen": s, "batch": b, "heads": h}
-                    for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+                    earlier = [r for r in previous_rows or [] if all(r.get(key_) == row[key_] for key_ in row)]
+                    if previous_rows is not None:
+                        if not earlier:
+                            print(f"no earlier row for {row}: skipped", flush=True)
+                            continue
+                        row = earlier[0]
+                    sdpa = (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION))
+                    for name, backend in ([] if earlier else sdpa):
                         try:
                             with sdpa_kernel(backend):
                                 row[f"{name}_tflops"] = tf(t_ms(lambda: torch.nn.functional.scaled_dot_product_attention(
@@ -205,9 +221,10 @@ def run_bench(dtypes, first_variants, other_variants, seqlens, budget_s, on_row=
                         except Exception as e:  # noqa: BLE001
                             row[f"{name}_tflops"] = None
                             row[f"{name}_error"] = f"{type(e).__name__}: {str(e)[:200]}"
-                    cfg = pick_config(90, d, dname)
-                    row["triton_tflops"] = tf(t_ms(lambda: attn_fwd_jit(q, k, v, sm_scale=d ** -0.5, causal_type=ct,
-                                                                        config=cfg)))
+                    if not earlier:
+                        cfg = pick_config(90, d, dname)
+                        row["triton_tflops"] = tf(t_ms(lambda: attn_fwd_jit(q, k, v, sm_scale=d ** -0.5,
+                                                                            causal_type=ct, config=cfg)))
                     # Correctness on a slice (batch 0, 2 heads): the full reference would not fit at 8k.
                     qs, ks, vs = (x[:1, :, :2].contiguous() for x in (q, k, v))
                     for variant in variants:
@@ -223,11 +240,12 @@ def run_bench(dtypes, first_variants, other_variants, seqlens, budget_s, on_row=
                         except Exception as e:  # noqa: BLE001 - report and go on
                             row[key + "_tflops"] = None
                             row[key + "_error"] = f"{type(e).__name__}: {str(e)[:300]}"
-                    rows.append(row)
-                    on_row(rows)
+                    if not earlier:
+                        rows.append(row)
+                    on_row(previous_rows if previous_rows is not None else rows)
                     print(format_row(row, variants), flush=True)
                     del q, k, v, qt, kt, vt
-    return rows
+    return previous_rows if previous_rows is not None else rows
 
 
 def format_row(row, variants):
@@ -259,6 +277,8 @@ def main():
     ap.add_argument("--budget-s", type=float, default=140.0,
                     help="start no benchmark row later than this many seconds after the process started")
     ap.add_argument("--json", default=str(REPO / "bench/results/flash_gluon_experiment_sm90.json"))
+    ap.add_argument("--gluon-only", action="store_true",
+                    help="time only the Gluon variants and add them to the rows already in --json")
     args = ap.parse_args()
     if not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9:
         sys.exit("needs an sm_90 (Hopper) GPU")
@@ -267,19 +287,28 @@ def main():
     print(f"GPU {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, "
           f"CUDA {torch.version.cuda}", flush=True)
     status = 0
-    meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+    previous = None
+    if args.gluon_only:
+        previous = json.loads(Path(args.json).read_text())
+    meta = previous or {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
             "cuda": torch.version.cuda, "commit": commit(), "command": " ".join(sys.argv),
             "tokens": 16384, "hidden": 2048, "variants": {v: VARIANTS[v] for v in variants}}
     if args.check:
-        meta["check_failures"] = run_check(dtypes, args.check_variants.split(","))
-        status |= meta["check_failures"] > 0
+        failures = run_check(dtypes, args.check_variants.split(","))
+        meta.setdefault("check_failures", {})[args.check_variants] = failures
+        status |= failures > 0
     if args.bench:
         def save(rows):  # after every row: a run cut short by a timeout keeps what it measured
             meta["rows"] = rows
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(meta, indent=1) + "\n")
+        if previous is not None:
+            meta.setdefault("merged_commands", []).append(" ".join(sys.argv))
+            for v in variants:
+                meta.setdefault("variants", {})[v] = VARIANTS[v]
         save(run_bench(dtypes, variants, args.other_dtype_variants.split(","),
-                       [int(s) for s in args.seqlens.split(",")], args.budget_s, save))
+                       [int(s) for s in args.seqlens.split(",")], args.budget_s, save,
+                       previous["rows"] if previous is not None else None))
         print(f"wrote {args.json}")
     return status
 

@@ -18,19 +18,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 # (HEAD_DIM, CAUSAL_TYPE, BLOCK_M, BLOCK_N, NUM_STAGES, SCHEDULE, num_warps)
+# Schedules 3 and 4 are the warp-specialized kernel (4 warps per partition).
+# DEFAULT_VARIANTS (the CPU test's): the tightest on registers (255) and shared
+# memory, and the warp-specialized one.
 DEFAULT_VARIANTS = [
-    (64, 0, 128, 128, 3, 2, 8),
     (128, 2, 128, 128, 3, 2, 8),
+    (128, 2, 128, 128, 3, 3, 4),
 ]
 ALL_VARIANTS = [
-    (d, c, 128, bn, st, sched, 8)
+    (d, c, 128, bn, st, sched, 4 if sched >= 3 else 8)
     for d in (64, 128)
     for c in (0, 1, 2)
     for (bn, st) in ((128, 3), (64, 4), (64, 2))
-    for sched in (0, 1, 2)
+    for sched in (0, 1, 2, 3, 4)
 ]
 
-SCHEDULE_NAMES = {0: "serial", 1: "fa3", 2: "nextqk"}
+SCHEDULE_NAMES = {0: "serial", 1: "fa3", 2: "nextqk", 3: "pingpong", 4: "wsnoturn"}
 
 _ARGS = ["Q", "K", "V", "O", "LSE", "sm_scale",
          "stride_qz", "stride_qh", "stride_qm", "stride_kz", "stride_kh", "stride_kn",
@@ -43,7 +46,10 @@ def gluon_source(head_dim, causal_type, block_m, block_n, num_stages, schedule, 
     arguments unspecialised i32 (as the AOT build passes them)."""
     from triton.experimental.gluon._runtime import GluonASTSource
     sys.path.insert(0, str(REPO))
-    from bench.experiments.flash_fwd_gluon_kernel import attn_fwd_gluon
+    if schedule >= 3:  # warp-specialized (flash_fwd_gluon_ws_kernel.py)
+        from bench.experiments.flash_fwd_gluon_ws_kernel import attn_fwd_gluon_ws as attn_fwd_gluon
+    else:
+        from bench.experiments.flash_fwd_gluon_kernel import attn_fwd_gluon
 
     signature = {}
     for name in _ARGS:

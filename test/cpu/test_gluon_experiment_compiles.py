@@ -37,6 +37,10 @@ def test_compiles_for_sm90(variant):
     assert tiles <= info["shared"] <= SM90_MAX_SHARED, info
     ptx = compiled.asm["ptx"]
     assert "cp.async.bulk.tensor.2d" in ptx, "K/V/Q should arrive by TMA"
+    if schedule >= 3:
+        # Warp-specialized: two consumer warpgroups + a loader warp (padded to
+        # a warpgroup), registers moved between them with setmaxnreg.
+        assert info["num_warps"] == 12 and "setmaxnreg" in ptx, info
     if schedule == 2:
         # Every exponential of the loop's softmax (64 per thread at BLOCK_N 128,
         # 32 at 64) plus the rescale factor runs under an outstanding wgmma.
