@@ -187,13 +187,15 @@ def run_bench(dtypes, first_variants, other_variants, seqlens, budget_s, on_row=
     from tritonsrc.flash.fwd_jit import attn_fwd_jit
     tokens, hidden = 16384, 2048
     rows = []
-    for dname in dtypes:
-        dtype = _DTYPES[dname]
-        variants = first_variants if dname == dtypes[0] else other_variants
-        for d in (64, 128):
-            h = hidden // d
-            for causal in (False, True):
-                for s in seqlens:
+    # D = 128 first (the largest gap to cuDNN), dtypes interleaved: a run cut
+    # by the time budget loses the D = 64 causal rows of both dtypes last.
+    for d in (128, 64):
+        h = hidden // d
+        for causal in (False, True):
+            for s in seqlens:
+                for dname in dtypes:
+                    dtype = _DTYPES[dname]
+                    variants = first_variants if dname == dtypes[0] else other_variants
                     if time.time() - _T0 > budget_s:
                         print(f"time budget ({budget_s:.0f} s since start) spent: skipping {dname} D={d} "
                               f"causal={causal} S={s}", flush=True)
@@ -205,7 +207,8 @@ def run_bench(dtypes, first_variants, other_variants, seqlens, budget_s, on_row=
                     flops = 4 * b * h * s * s * d / (2 if causal else 1)
                     tf = lambda ms: flops / (ms * 1e-3) / 1e12  # noqa: E731
                     ct = 2 if causal else 0
-                    row = {"dtype": dname, "D": d, "causal": causal, "seqlen": s, "batch": b, "heads": h}
+                    row = {"dtype": dname, "D": d, "causal": causal, "causal_type": ct, "seqlen": s, "batch": b,
+                           "heads": h}
                     earlier = [r for r in previous_rows or [] if all(r.get(key_) == row[key_] for key_ in row)]
                     if previous_rows is not None:
                         if not earlier:
@@ -257,7 +260,7 @@ def format_row(row, variants):
         ratios = "  best gluon: " + " ".join(
             f"{best / row[k]:.2f}x {k[:-7]}" for k in ("cudnn_tflops", "flash_tflops", "triton_tflops") if row.get(k))
     errs = " ".join(f"[{k}: {row[k][:120]}]" for k in row if k.endswith("_error"))
-    return (f"{row['dtype']} D={row['D']:3d} causal={int(row['causal'])} S={row['seqlen']:5d}: "
+    return (f"{row['dtype']} D={row['D']:3d} causal_type={row['causal_type']} S={row['seqlen']:5d}: "
             f"cudnn {f(row.get('cudnn_tflops'))} flash {f(row.get('flash_tflops'))} "
             f"triton {f(row.get('triton_tflops'))} | "
             + " ".join(f"{v} {f(row.get(f'gluon_{v}_tflops'))}" for v in variants) + ratios + (" " + errs if errs else ""))
