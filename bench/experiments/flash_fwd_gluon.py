@@ -1,8 +1,10 @@
 """JIT launcher, correctness check and benchmark for the Gluon Hopper flash
-forward (flash_fwd_gluon_kernel.py). Needs an sm_90 GPU.
+forward (flash_fwd_gluon_kernel.py, flash_fwd_gluon_ws_kernel.py). Needs an
+sm_90 GPU. The GPU run: bench/experiments/run_gluon_experiment.sh.
 
-    python bench/experiments/flash_fwd_gluon.py --check
-    python bench/experiments/flash_fwd_gluon.py --bench [--dtypes bf16,fp16] [--json PATH] [--budget-s 140]
+    python bench/experiments/flash_fwd_gluon.py --check [--check-variants V,...]
+    python bench/experiments/flash_fwd_gluon.py --bench [--dtypes bf16,fp16] [--variants V,...]
+        [--json PATH] [--budget-s 140] [--gluon-only]
 
 --check: fresh random inputs (sequence tails, GQA, causal none / top-left /
 bottom-right with seqlen_q != seqlen_k, rows that see no key), outputs
@@ -14,7 +16,8 @@ causal none / bottom-right: TFLOP/s (median of triton.testing.do_bench) of
 the Gluon variants, the production Triton kernel (tritonsrc/flash/fwd.py
 through fwd_jit, the AOT build's kernel and tuning), and SDPA's flash and
 cuDNN backends; every Gluon row is checked against a float32 reference on a
-slice first (a wrong variant is reported, not timed).
+slice first (a wrong variant is reported, not timed). --gluon-only times only
+the Gluon variants and adds them to the rows already in --json.
 """
 import argparse
 import json
