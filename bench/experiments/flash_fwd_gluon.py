@@ -167,6 +167,42 @@ def run_check(dtypes, variants):
     return failures
 
 
+def _warm(task):
+    """Compile one kernel by running it once on tiny inputs, in a worker
+    process: the compile lands in Triton's disk cache, and the benchmark's
+    launch with the same specialization (sizes unspecialized, 16-divisible
+    strides) loads it from there. Returns an error message or None."""
+    kind, dname, d, causal_type, variant = task
+    try:
+        dtype = _DTYPES[dname]
+        q, k, v = (torch.randn(1, 128, 2, d, device="cuda", dtype=dtype) for _ in range(3))
+        if kind == "gluon":
+            attn_fwd_gluon_jit(q, k, v, sm_scale=d ** -0.5, causal_type=causal_type, variant=variant)
+        else:
+            from tritonsrc.flash.fwd_configs import pick_config
+            from tritonsrc.flash.fwd_jit import attn_fwd_jit
+            attn_fwd_jit(q, k, v, sm_scale=d ** -0.5, causal_type=causal_type, config=pick_config(90, d, dname))
+        torch.cuda.synchronize()
+        return None
+    except Exception as e:  # noqa: BLE001 - the serial run will report it again
+        return f"{task}: {type(e).__name__}: {str(e)[:200]}"
+
+
+def warm_up(tasks, processes):
+    """Compile the run's kernels in parallel before timing anything (a serial
+    JIT spends most of a short GPU session compiling)."""
+    import multiprocessing
+    t0 = time.time()
+    tasks = sorted(set(tasks))
+    try:
+        with multiprocessing.get_context("spawn").Pool(min(processes, len(tasks))) as pool:
+            errors = [e for e in pool.imap_unordered(_warm, tasks) if e]
+    except Exception as e:  # noqa: BLE001 - fall back to compiling on first use
+        errors = [f"warm-up pool: {type(e).__name__}: {e}"]
+    print(f"warm-up: {len(tasks)} kernels compiled in {time.time() - t0:.0f} s by {processes} processes, "
+          f"{len(errors)} errors" + "".join(f"\n  {e}" for e in errors[:5]), flush=True)
+
+
 def commit():
     if os.environ.get("AOTRITON_COMMIT"):
         return os.environ["AOTRITON_COMMIT"]
@@ -283,6 +319,8 @@ def main():
     ap.add_argument("--budget-s", type=float, default=140.0,
                     help="start no benchmark row later than this many seconds after the process started")
     ap.add_argument("--json", default=str(REPO / "bench/results/flash_gluon_experiment_sm90.json"))
+    ap.add_argument("--warm-processes", type=int, default=0,
+                    help="compile every kernel of the run first in this many processes (0: off)")
     ap.add_argument("--gluon-only", action="store_true",
                     help="time only the Gluon variants and add them to the rows already in --json")
     args = ap.parse_args()
@@ -299,6 +337,18 @@ def main():
     meta = previous or {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
             "cuda": torch.version.cuda, "commit": commit(), "command": " ".join(sys.argv),
             "tokens": 16384, "hidden": 2048, "variants": {v: VARIANTS[v] for v in variants}}
+    if args.warm_processes > 0:
+        tasks = []
+        if args.check:
+            tasks += [("gluon", dn, d, ct, v) for dn in dtypes for v in args.check_variants.split(",")
+                      for d in (64, 128) for ct in (0, 1, 2)]
+        if args.bench:
+            for i, dn in enumerate(dtypes):
+                for v in (variants if i == 0 else args.other_dtype_variants.split(",")):
+                    tasks += [("gluon", dn, d, ct, v) for d in (64, 128) for ct in (0, 2)]
+                if not args.gluon_only:
+                    tasks += [("triton", dn, d, ct, "") for d in (64, 128) for ct in (0, 2)]
+        warm_up(tasks, args.warm_processes)
     if args.check:
         failures = run_check(dtypes, args.check_variants.split(","))
         meta.setdefault("check_failures", {})[args.check_variants] = failures
