@@ -51,6 +51,9 @@ VARIANTS = {
     # 3 ping-pong between the two consumer warpgroups, 4 the same without the turns.
     "pingpong_n128_s3": (128, 128, 3, 3, 4),
     "wsnoturn_n128_s3": (128, 128, 3, 4, 4),
+    # 5: ping-pong with the next-Q K^T order inside each consumer (compiled
+    # only: spills 80 B at D = 128; docs/notes-flash-perf.md).
+    "ppnextqk_n128_s3": (128, 128, 3, 5, 4),
 }
 BENCH_VARIANTS = ["nextqk_n128_s3", "serial_n128_s3", "nextqk_n64_s4", "serial_n64_s2"]
 DEFAULT_VARIANT = "nextqk_n128_s3"

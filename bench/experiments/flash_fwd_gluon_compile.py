@@ -33,7 +33,7 @@ ALL_VARIANTS = [
     for sched in (0, 1, 2, 3, 4)
 ]
 
-SCHEDULE_NAMES = {0: "serial", 1: "fa3", 2: "nextqk", 3: "pingpong", 4: "wsnoturn"}
+SCHEDULE_NAMES = {0: "serial", 1: "fa3", 2: "nextqk", 3: "pingpong", 4: "wsnoturn", 5: "ppnextqk"}
 
 _ARGS = ["Q", "K", "V", "O", "LSE", "sm_scale",
          "stride_qz", "stride_qh", "stride_qm", "stride_kz", "stride_kh", "stride_kn",

@@ -48,13 +48,89 @@ def _ws_loader(k_base, v_base, stride_kn, stride_vn, seqlen_k, k_ring, v_ring, r
 
 
 @gluon.jit
+def _ws_mainloop_nextqk(q, k_ring, v_ring, ready, empty, my_turn, other_turn, acc, m_i, l_i, s_zero,
+                        qk_scale, offs_m, offs_n, seqlen_k, n_tiles, full_end, diag,
+                        CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+    """Ping-pong with the next-Q K^T order inside the warpgroup (n_tiles > 0):
+    each turn issues P V(j-1) then Q K^T(j+1); wait(1) retires P V(j-1) (the
+    older group) before the softmax of tile j, so only Q K^T(j+1), whose
+    operands are in shared memory, is in flight under it. Turns: 0 = Q K^T(0),
+    1 = Q K^T(1), j+1 = P V(j-1) + Q K^T(j+1), n = P V(n-2), n+1 = P V(n-1);
+    2 turns when n == 1. The ring needs 3 stages: tile j+1 is awaited before
+    tile j-1 is released."""
+    gl.static_assert(NUM_STAGES >= 3, "the next-Q K^T ping-pong needs 3 stages")
+    dtype: gl.constexpr = q.dtype
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc.type.layout, k_width=2)
+    o_rows: gl.constexpr = gl.SliceLayout(1, acc.type.layout)
+    mbarrier.wait(ready.index(0), 0)
+    mbarrier.wait(my_turn, 0)
+    s_tok = warpgroup_mma(q, k_ring.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+    mbarrier.arrive(other_turn)
+    s = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok, ))
+    if n_tiles == 1:
+        p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, 0, offs_m, offs_n, seqlen_k, diag,
+                                           full_end <= 0, CAUSAL)
+        p = gl.convert_layout(p.to(dtype), p_layout)
+        mbarrier.wait(my_turn, 1)
+        o_tok = warpgroup_mma(p, v_ring.index(0), acc, is_async=True)
+        mbarrier.arrive(other_turn)
+        acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok, p))
+        mbarrier.arrive(empty.index(0))
+    else:
+        mbarrier.wait(ready.index(1 % NUM_STAGES), (1 // NUM_STAGES) & 1)
+        mbarrier.wait(my_turn, 1)
+        s_tok = warpgroup_mma(q, k_ring.index(1 % NUM_STAGES).permute((1, 0)), s_zero, use_acc=False,
+                              is_async=True)
+        mbarrier.arrive(other_turn)
+        p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, 0, offs_m, offs_n, seqlen_k, diag,
+                                           full_end <= 0, CAUSAL)
+        p = gl.convert_layout(p.to(dtype), p_layout)
+        s = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok, ))
+        for j in range(1, n_tiles - 1):
+            prev = (j - 1) % NUM_STAGES
+            nxt = (j + 1) % NUM_STAGES
+            mbarrier.wait(ready.index(nxt), ((j + 1) // NUM_STAGES) & 1)
+            mbarrier.wait(my_turn, (j + 1) & 1)
+            o_tok = warpgroup_mma(p, v_ring.index(prev), acc, is_async=True)
+            s_tok = warpgroup_mma(q, k_ring.index(nxt).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+            mbarrier.arrive(other_turn)
+            # Groups retire in order: 1 outstanding = P V(j-1) done, Q K^T(j+1) runs on.
+            acc, p = warpgroup_mma_wait(num_outstanding=1, deps=(o_tok, p))
+            mbarrier.arrive(empty.index(prev))
+            p_next, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, j * BLOCK_N, offs_m, offs_n,
+                                                    seqlen_k, diag, j * BLOCK_N >= full_end, CAUSAL)
+            acc = acc * gl.expand_dims(gl.convert_layout(alpha, o_rows), 1)
+            p = gl.convert_layout(p_next.to(dtype), p_layout)
+            s = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok, ))
+        j = n_tiles - 1
+        prev = (j - 1) % NUM_STAGES
+        mbarrier.wait(my_turn, n_tiles & 1)
+        o_tok = warpgroup_mma(p, v_ring.index(prev), acc, is_async=True)
+        mbarrier.arrive(other_turn)
+        acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok, p))
+        mbarrier.arrive(empty.index(prev))
+        p_next, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, j * BLOCK_N, offs_m, offs_n,
+                                                seqlen_k, diag, j * BLOCK_N >= full_end, CAUSAL)
+        acc = acc * gl.expand_dims(gl.convert_layout(alpha, o_rows), 1)
+        p = gl.convert_layout(p_next.to(dtype), p_layout)
+        mbarrier.wait(my_turn, (n_tiles + 1) & 1)
+        o_tok = warpgroup_mma(p, v_ring.index(j % NUM_STAGES), acc, is_async=True)
+        mbarrier.arrive(other_turn)
+        acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok, p))
+        mbarrier.arrive(empty.index(j % NUM_STAGES))
+    return acc, m_i, l_i
+
+
+@gluon.jit
 def _ws_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_base, stride_om, LSE, lse_base,
                  sm_scale, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
                  WHICH: gl.constexpr, HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr,
-                 BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, PINGPONG: gl.constexpr):
-    """Rows start_m + 64*WHICH ... + 63 of the CTA's block: FA3 order within
-    the warpgroup (Q K^T(j) and P V(j-1) issued together, wait(1), softmax(j),
-    wait(0)), the issue guarded by the ping-pong turn."""
+                 BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, MODE: gl.constexpr):
+    """Rows start_m + 64*WHICH ... + 63 of the CTA's block. MODE 3 / 4: FA3
+    order within the warpgroup (Q K^T(j) and P V(j-1) issued together,
+    wait(1), softmax(j), wait(0)), the issue guarded by the ping-pong turn (3)
+    or not (4); MODE 5: _ws_mainloop_nextqk."""
+    PINGPONG: gl.constexpr = MODE != 4
     ROWS: gl.constexpr = CONSUMER_ROWS
     NUM_WARPS: gl.constexpr = gl.num_warps()
     dtype: gl.constexpr = q_smem.dtype
@@ -81,7 +157,12 @@ def _ws_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_base, stri
     s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=s_layout)
     mbarrier.wait(q_bar, 0)
 
-    if n_tiles > 0:
+    if MODE == 5:
+        if n_tiles > 0:
+            acc, m_i, l_i = _ws_mainloop_nextqk(q, k_ring, v_ring, ready, empty, my_turn, other_turn, acc, m_i, l_i,
+                                                s_zero, qk_scale, offs_m, offs_n, seqlen_k, n_tiles, full_end,
+                                                diag, CAUSAL, BLOCK_N, NUM_STAGES)
+    elif n_tiles > 0:
         # Turn t of this consumer completes its turn barrier's phase t (the
         # other consumer arrives after its issue; consumer 0's first turn is
         # pre-arrived by the kernel).
@@ -131,20 +212,20 @@ def _ws_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_base, stri
 def _ws_first_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_base, stride_om, LSE, lse_base,
                        sm_scale, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
                        HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr,
-                       NUM_STAGES: gl.constexpr, PINGPONG: gl.constexpr):
+                       NUM_STAGES: gl.constexpr, MODE: gl.constexpr):
     _ws_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_base, stride_om, LSE, lse_base,
                  sm_scale, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
-                 0, HEAD_DIM, CAUSAL, BLOCK_N, NUM_STAGES, PINGPONG)
+                 0, HEAD_DIM, CAUSAL, BLOCK_N, NUM_STAGES, MODE)
 
 
 @gluon.jit
 def _ws_second_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_base, stride_om, LSE, lse_base,
                         sm_scale, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
                         HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr,
-                        NUM_STAGES: gl.constexpr, PINGPONG: gl.constexpr):
+                        NUM_STAGES: gl.constexpr, MODE: gl.constexpr):
     _ws_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_base, stride_om, LSE, lse_base,
                  sm_scale, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
-                 1, HEAD_DIM, CAUSAL, BLOCK_N, NUM_STAGES, PINGPONG)
+                 1, HEAD_DIM, CAUSAL, BLOCK_N, NUM_STAGES, MODE)
 
 
 @gluon.jit(do_not_specialize=[
@@ -164,9 +245,10 @@ def attn_fwd_gluon_ws(
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, SCHEDULE: gl.constexpr,
 ):
     """SCHEDULE: 3 ping-pong, 4 warp-specialized without the turn (the loader
-    partition alone). BLOCK_M must be 128 (two consumers of 64 rows)."""
+    partition alone), 5 ping-pong with the next-Q K^T order inside each
+    consumer (NUM_STAGES >= 3). BLOCK_M must be 128 (two consumers of 64 rows)."""
     gl.static_assert(BLOCK_M == 2 * CONSUMER_ROWS, "BLOCK_M is two consumer warpgroups of 64 rows")
-    gl.static_assert(SCHEDULE == 3 or SCHEDULE == 4, "schedules 3 (ping-pong) and 4 (no turn)")
+    gl.static_assert(SCHEDULE >= 3 and SCHEDULE <= 5, "warp-specialized schedules are 3, 4 and 5")
     dtype: gl.constexpr = Q.dtype.element_ty
     smem_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
 
@@ -227,10 +309,10 @@ def attn_fwd_gluon_ws(
     gl.warp_specialize([
         (_ws_first_consumer, (q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_base, stride_om, LSE, lse_base,
                               sm_scale, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, HEAD_DIM,
-                              CAUSAL_TYPE != 0, BLOCK_N, NUM_STAGES, SCHEDULE == 3)),
+                              CAUSAL_TYPE != 0, BLOCK_N, NUM_STAGES, SCHEDULE)),
         (_ws_second_consumer, (q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_base, stride_om, LSE, lse_base,
                                sm_scale, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, HEAD_DIM,
-                               CAUSAL_TYPE != 0, BLOCK_N, NUM_STAGES, SCHEDULE == 3)),
+                               CAUSAL_TYPE != 0, BLOCK_N, NUM_STAGES, SCHEDULE)),
         (_ws_loader, (k_base, v_base, stride_kn, stride_vn, seqlen_k, k_ring, v_ring, ready, empty, n_tiles,
                       HEAD_DIM, BLOCK_N, NUM_STAGES)),
     ], [4, 1], [232, 40])
