@@ -68,6 +68,16 @@ def _scratch(size, alignment, stream):
 def attn_fwd_gluon_jit(q, k, v, *, sm_scale, causal_type=0, variant=DEFAULT_VARIANT, out=None, lse_out=None):
     """q (B, Sq, Hq, D), k/v (B, Sk, Hk, D), fp16/bf16, D in (64, 128). Returns
     (o (B, Sq, Hq, D), lse (B, Hq, Sq) float32, natural log)."""
+    kernel, grid, args, kwargs, o, lse = launch_plan(q, k, v, sm_scale=sm_scale, causal_type=causal_type,
+                                                     variant=variant, out=out, lse_out=lse_out)
+    triton.set_allocator(_scratch)
+    kernel[grid](*args, **kwargs)
+    return o, lse
+
+
+def launch_plan(q, k, v, *, sm_scale, causal_type=0, variant=DEFAULT_VARIANT, out=None, lse_out=None):
+    """Checks the inputs and returns (kernel, grid, args, kwargs, o, lse) for
+    one launch (the CPU test compiles through it with kernel.warmup)."""
     if not (q.dtype == k.dtype == v.dtype and q.dtype in (torch.float16, torch.bfloat16)):
         raise ValueError(f"q/k/v must share dtype fp16 or bf16, got {q.dtype}, {k.dtype}, {v.dtype}")
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4 or k.shape != v.shape:
@@ -80,27 +90,31 @@ def attn_fwd_gluon_jit(q, k, v, *, sm_scale, causal_type=0, variant=DEFAULT_VARI
         raise ValueError(f"num_heads_q {hq} must be a multiple of num_heads_k {hk}")
     if causal_type not in (0, 1, 2) or not sm_scale > 0:
         raise ValueError(f"causal_type must be 0, 1 or 2 and sm_scale > 0, got {causal_type}, {sm_scale}")
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        # TMA: 16-byte aligned base and row strides, unit last stride.
-        if t.stride(3) != 1 or t.data_ptr() % 16 or any(s * t.element_size() % 16 for s in t.stride()[:3]):
-            raise ValueError(f"{name}: last dim must be contiguous, base and strides 16-byte aligned")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
     block_m, block_n, stages, schedule, warps = VARIANTS[variant]
     o = torch.empty_like(q, memory_format=torch.contiguous_format) if out is None else out
     lse = torch.empty((batch, hq, seqlen_q), dtype=torch.float32, device=q.device) if lse_out is None else lse_out
-    triton.set_allocator(_scratch)
+    if o.shape != q.shape or o.dtype != q.dtype or lse.shape != (batch, hq, seqlen_q) or lse.dtype != torch.float32 \
+            or lse.stride(2) != 1:
+        raise ValueError(f"out must be like q {tuple(q.shape)}, lse_out float32 ({batch}, {hq}, {seqlen_q}) "
+                         f"with a contiguous last dim")
+    for name, t in (("q", q), ("k", k), ("v", v), ("out", o)):
+        # TMA: 16-byte aligned base and row strides, unit last stride.
+        if t.stride(3) != 1 or t.data_ptr() % 16 or any(s * t.element_size() % 16 for s in t.stride()[:3]):
+            raise ValueError(f"{name}: last dim must be contiguous, base and strides 16-byte aligned")
     grid = (triton.cdiv(seqlen_q, block_m), batch * hq)
     kernel = attn_fwd_gluon_ws if schedule >= 3 else attn_fwd_gluon
-    kernel[grid](
-        q, k, v, o, lse, float(sm_scale),
-        q.stride(0), q.stride(2), q.stride(1),
-        k.stride(0), k.stride(2), k.stride(1),
-        v.stride(0), v.stride(2), v.stride(1),
-        o.stride(0), o.stride(2), o.stride(1),
-        lse.stride(0), lse.stride(1),
-        hq, hk, seqlen_q, seqlen_k,
-        HEAD_DIM=head_dim, CAUSAL_TYPE=int(causal_type), BLOCK_M=block_m, BLOCK_N=block_n,
-        NUM_STAGES=stages, SCHEDULE=schedule, num_warps=warps)
-    return o, lse
+    args = (q, k, v, o, lse, float(sm_scale),
+            q.stride(0), q.stride(2), q.stride(1),
+            k.stride(0), k.stride(2), k.stride(1),
+            v.stride(0), v.stride(2), v.stride(1),
+            o.stride(0), o.stride(2), o.stride(1),
+            lse.stride(0), lse.stride(1),
+            hq, hk, seqlen_q, seqlen_k)
+    kwargs = dict(HEAD_DIM=head_dim, CAUSAL_TYPE=int(causal_type), BLOCK_M=block_m, BLOCK_N=block_n,
+                  NUM_STAGES=stages, SCHEDULE=schedule, num_warps=warps)
+    return kernel, grid, args, kwargs, o, lse
 
 
 def reference(q, k, v, sm_scale, causal_type, dtype):

@@ -115,3 +115,41 @@ def test_aot_compile_path_takes_gluon_kernels(monkeypatch):
     assert meta["global_scratch_size"] >= 4 * 128
     info = gc.summary(compiled)
     assert info["local"] == 0 and info["ex2_overlapped"] >= 64, info
+
+
+class _FakeHopperDriver:
+    """Just enough of a Triton driver for JITFunction.warmup to compile for
+    sm_90 on a machine without a GPU (nothing is launched)."""
+
+    def get_current_target(self):
+        from triton.backends.compiler import GPUTarget
+        return GPUTarget("cuda", 90, 32)
+
+    def get_current_device(self):
+        return 0
+
+    def get_current_stream(self, device=None):
+        return 0
+
+    def get_active_torch_device(self):
+        return torch.device("cpu")
+
+
+@pytest.mark.parametrize("variant", ["nextqk_n128_s3", "pingpong_n128_s3"])
+def test_jit_launcher_arguments_compile_for_sm90(variant, monkeypatch):
+    """The launcher's own arguments (bench/experiments/flash_fwd_gluon.py:
+    launch_plan) bind to the kernel and compile through the JIT for sm_90:
+    the GPU run will not stop at a signature mismatch."""
+    from triton.runtime.driver import driver
+    from bench.experiments.flash_fwd_gluon import launch_plan
+    q = torch.randn(2, 300, 4, 64, dtype=torch.bfloat16)
+    k = torch.randn(2, 457, 2, 64, dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    kernel, grid, args, kwargs, o, lse = launch_plan(q, k, v, sm_scale=0.125, causal_type=2, variant=variant)
+    assert grid == (3, 8) and o.shape == q.shape and lse.shape == (2, 4, 300)
+    # monkeypatch restores the lazily created default (reset_active() would
+    # create the real one, which fails without a GPU).
+    monkeypatch.setattr(driver, "_active", _FakeHopperDriver())
+    compiled = kernel.warmup(*args, grid=grid, **kwargs)
+    assert compiled.metadata.num_warps == (12 if variant.startswith("pingpong") else 8)
+    assert compiled.metadata.global_scratch_size > 0
