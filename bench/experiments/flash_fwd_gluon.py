@@ -88,6 +88,8 @@ def launch_plan(q, k, v, *, sm_scale, causal_type=0, variant=DEFAULT_VARIANT, ou
         raise ValueError(f"head_dim must be 64 or 128 and match across q/k/v, got {q.shape}, {k.shape}")
     if hq % hk != 0:
         raise ValueError(f"num_heads_q {hq} must be a multiple of num_heads_k {hk}")
+    if min(batch, seqlen_q, seqlen_k, hk) == 0:
+        raise ValueError(f"empty input (a TMA descriptor needs nonzero sizes): q {tuple(q.shape)}, k {tuple(k.shape)}")
     if causal_type not in (0, 1, 2) or not sm_scale > 0:
         raise ValueError(f"causal_type must be 0, 1 or 2 and sm_scale > 0, got {causal_type}, {sm_scale}")
     if variant not in VARIANTS:

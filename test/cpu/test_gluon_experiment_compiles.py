@@ -57,6 +57,7 @@ def _qkv(batch=1, seqlen=128, hq=2, hk=2, head_dim=64, dtype=torch.float16):
     (dict(dtype=torch.float32), "fp16 or bf16"),
     (dict(head_dim=96), "head_dim must be 64 or 128"),
     (dict(hq=3, hk=2), "multiple of num_heads_k"),
+    (dict(seqlen=0), "empty input"),
 ])
 def test_launcher_rejects_unsupported_inputs(bad, match):
     from bench.experiments.flash_fwd_gluon import attn_fwd_gluon_jit
@@ -73,6 +74,10 @@ def test_launcher_rejects_strided_head_dim_and_bad_causal():
         attn_fwd_gluon_jit(q, k_strided, v, sm_scale=0.125)
     with pytest.raises(ValueError, match="causal_type"):
         attn_fwd_gluon_jit(q, k, v, sm_scale=0.125, causal_type=3)
+    with pytest.raises(ValueError, match="unknown variant"):
+        attn_fwd_gluon_jit(q, k, v, sm_scale=0.125, variant="nope")
+    with pytest.raises(ValueError, match="out must be like q"):
+        attn_fwd_gluon_jit(q, k, v, sm_scale=0.125, out=torch.empty(1, 128, 2, 32, dtype=q.dtype))
 
 
 def _gluon_rule():
