@@ -70,8 +70,6 @@ def load_kernel_function(rule):
 def build_source(rule, fn, functional, config):
     """Triton ASTSource for one functional + tuning config, with the argument
     order checked against the kernel's own parameter list."""
-    from triton.compiler import ASTSource
-
     constexprs = {name: functional[name] for name in rule.constexpr_functionals}
     constexprs.update({name: config[name] for name in rule.tuning.constexpr_names()})
     runtime = {a.name: a for a in rule.args}
@@ -93,7 +91,20 @@ def build_source(rule, fn, functional, config):
                 attrs[(i,)] = [["tt.divisibility", runtime[p].divisibility]]
         else:
             signature[p] = "constexpr"
-    return ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
+    return source_class(fn)(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
+
+
+def source_class(fn):
+    """ASTSource for @triton.jit kernels, GluonASTSource for @gluon.jit ones:
+    that one sets the target's layout attributes before code generation and
+    enters the pipeline at TTGIR. A plain ASTSource fails on Gluon code, and
+    both hash alike, so a cached Gluon build can hide the mistake."""
+    from triton.compiler import ASTSource
+
+    if getattr(fn, "is_gluon", lambda: False)():
+        from triton.experimental.gluon._runtime import GluonASTSource
+        return GluonASTSource
+    return ASTSource
 
 
 def compile_one(rule, functional, config, arch, compile_dir=None):
