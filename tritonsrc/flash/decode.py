@@ -1,0 +1,184 @@
+"""Attention over a KV cache (decode, speculative decode), split-KV style.
+
+One program handles one kv head of one sequence, one chunk (split) of its
+keys and a tile of BLOCK_M query rows, where the rows are (query token, query
+head of this kv head's group): every K/V tile is read once for all the query
+heads that share it (GQA). With num_splits > 1 each program writes its
+normalised partial output (fp32) and log-sum-exp to a workspace and
+decode_combine.py reduces them; with one split it writes O and LSE directly.
+
+Constexprs
+  FUNCTIONAL: dtype (fp16, bf16), BLOCK_DMODEL (64, 128, 256: head_dim runs
+    padded in the bucket, head_dim % 8 == 0 keeps 16-byte loads), PAGED.
+  TUNING: BLOCK_M (query rows per program, >= 16 for tl.dot), BLOCK_N (keys per
+    tile), num_warps, num_stages.
+
+Grid: (num_splits, num_seqs * num_heads_k, cdiv(seqlen_q * group, BLOCK_M)),
+group = num_heads_q // num_heads_k.
+
+Keys: sequence b attends to its first seqlen_k = clamp(cache_seqlens[b]) +
+seqlen_new cache rows (kv_cache.py: the clamp, paging, and invalid block-table
+entries, whose keys are left out). Split s covers keys [s*chunk,
+min((s+1)*chunk, seqlen_k)) with chunk = cdiv(cdiv(seqlen_k, num_splits),
+BLOCK_N) * BLOCK_N, so splits balance per sequence whatever the capacity.
+Causal (flash-attn's, bottom-right aligned): query token i sees keys
+j <= i + seqlen_k - seqlen_q. A row that sees no key gets O = 0 and
+LSE = -inf.
+"""
+import triton
+import triton.language as tl
+
+from .kv_cache import cached_length, token_rows
+
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
+
+
+@triton.jit
+def _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, hi, offs_n, offs_d, d_ok, row_tok, diag,
+                  qk_scale, page_size, num_blocks, stride_kz, stride_kn, stride_vz, stride_vn,
+                  BLOCK_N: tl.constexpr, PAGED: tl.constexpr, MASKED: tl.constexpr):
+    """Key tiles [lo, hi). MASKED=False: every key is inside the sequence and
+    visible to every row (only invalid pages are masked, paged caches)."""
+    for start_n in tl.range(lo, hi, BLOCK_N):
+        cols = start_n + offs_n
+        if MASKED:
+            n_in = cols < hi
+        else:
+            n_in = cols >= 0  # all true
+        k_rows, k_ok = token_rows(table_row, cols, page_size, num_blocks, stride_kz, stride_kn, n_in, PAGED)
+        v_rows, v_ok = token_rows(table_row, cols, page_size, num_blocks, stride_vz, stride_vn, n_in, PAGED)
+        if MASKED or PAGED:
+            k = tl.load(k_head + k_rows[None, :] + offs_d[:, None], mask=k_ok[None, :] & d_ok[:, None], other=0.0)
+        else:
+            k = tl.load(k_head + k_rows[None, :] + offs_d[:, None], mask=d_ok[:, None], other=0.0)
+        qk = tl.dot(q, k)
+        if MASKED:
+            ok = k_ok[None, :] & (cols[None, :] <= row_tok[:, None] + diag)
+            qk = tl.where(ok, qk, float("-inf"))
+        elif PAGED:
+            qk = tl.where(k_ok[None, :], qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        # A row may see no key yet: keep the exp2 arguments finite.
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.math.exp2(qk * qk_scale - m_use[:, None])
+        alpha = tl.math.exp2(m_i - m_use)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        m_i = m_new
+        acc = acc * alpha[:, None]
+        if MASKED or PAGED:
+            v = tl.load(v_head + v_rows[:, None] + offs_d[None, :], mask=v_ok[:, None] & d_ok[None, :], other=0.0)
+        else:
+            v = tl.load(v_head + v_rows[:, None] + offs_d[None, :], mask=d_ok[None, :], other=0.0)
+        acc = tl.dot(p.to(v.dtype), v, acc)
+    return acc, l_i, m_i
+
+
+# Sizes stay unspecialised under the JIT, as in the AOT build.
+@triton.jit(do_not_specialize=["seqlen_q", "seqlen_new", "num_seqs", "num_heads_q", "num_heads_k", "head_dim",
+                               "capacity", "num_blocks", "num_splits", "causal"])
+def attn_decode(
+    Q, K, V, O, LSE, O_part, LSE_part, cache_seqlens, block_table,
+    sm_scale,
+    stride_qz, stride_qm, stride_qh,
+    stride_kz, stride_kn, stride_kh,
+    stride_vz, stride_vn, stride_vh,
+    stride_oz, stride_om, stride_oh,
+    stride_lse_z, stride_lse_h,
+    stride_bt,
+    seqlen_q, seqlen_new, num_seqs, num_heads_q, num_heads_k, head_dim,
+    capacity, page_size, num_blocks, num_splits, causal,
+    BLOCK_DMODEL: tl.constexpr, PAGED: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """O = softmax(sm_scale * Q K^T [causal]) V over each sequence's cached keys.
+
+    Q, O         [B, seqlen_q, Hq, D] (strides z, m, h; last dim contiguous).
+    K, V         contiguous cache [B, capacity, Hk, D] (strides z, n, h) or
+                 paged [num_blocks, page_size, Hk, D] (z is the block stride).
+    LSE          fp32 [B, Hq, seqlen_q] (strides z, h; rows contiguous),
+                 natural-log logsumexp of the scaled scores.
+    O_part, LSE_part  fp32 workspace (num_splits > 1 only): partial output row
+                 r = (b * seqlen_q + i) * Hq + h of split s at
+                 O_part + (s * rows + r) * head_dim, its lse at
+                 LSE_part + s * rows + r, rows = num_seqs * seqlen_q * Hq.
+    cache_seqlens  int32 [B]: tokens in the cache before this call's append.
+    block_table  int32 [B, max_blocks] (row stride stride_bt), PAGED only.
+    seqlen_new   tokens appended this call (already written by kv_append).
+    capacity     tokens one sequence can hold: capacity (contiguous) or
+                 max_blocks * page_size (paged).
+    causal       0/1, bottom-right aligned.
+    """
+    split = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // num_heads_k
+    hk = bh % num_heads_k
+    group = num_heads_q // num_heads_k
+
+    seqlen_k = cached_length(cache_seqlens, b, seqlen_new, capacity) + seqlen_new
+    chunk = tl.cdiv(tl.cdiv(seqlen_k, num_splits), BLOCK_N) * BLOCK_N
+    lo = split * chunk
+    hi = tl.minimum(lo + chunk, seqlen_k)
+
+    rows = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_tok = rows // group
+    row_head = hk * group + rows % group
+    row_ok = row_tok < seqlen_q
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_DMODEL)
+    # (head_dim // 8) * 8 == head_dim (the operator requires it); written so,
+    # the compiler knows the d mask is constant over groups of 8: 16-byte loads.
+    d_ok = offs_d < (head_dim // 8) * 8
+
+    q_ptrs = Q + b.to(tl.int64) * stride_qz + row_tok[:, None] * stride_qm + row_head[:, None] * stride_qh \
+        + offs_d[None, :]
+    q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+
+    if causal != 0:
+        diag = seqlen_k - seqlen_q
+    else:
+        diag = seqlen_k  # every key below seqlen_k
+    # Keys visible to the first row of the tile are visible to all of them;
+    # none past the last row's diagonal is visible to any.
+    first_tok = tl.minimum(tl.program_id(2) * BLOCK_M // group, seqlen_q - 1)
+    last_tok = tl.minimum((tl.program_id(2) * BLOCK_M + BLOCK_M - 1) // group, seqlen_q - 1)
+    hi = tl.maximum(tl.minimum(hi, last_tok + diag + 1), lo)
+    full_end = tl.maximum(tl.minimum(hi, first_tok + diag + 1), lo)
+    full_end = lo + ((full_end - lo) // BLOCK_N) * BLOCK_N
+
+    if PAGED:
+        table_row = block_table + b.to(tl.int64) * stride_bt
+        k_head = K + hk.to(tl.int64) * stride_kh
+        v_head = V + hk.to(tl.int64) * stride_vh
+    else:
+        table_row = block_table
+        k_head = K + b.to(tl.int64) * stride_kz + hk.to(tl.int64) * stride_kh
+        v_head = V + b.to(tl.int64) * stride_vz + hk.to(tl.int64) * stride_vh
+
+    qk_scale = sm_scale * LOG2E
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_DMODEL], dtype=tl.float32)
+    acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, full_end, offs_n, offs_d, d_ok,
+                                  row_tok, diag, qk_scale, page_size, num_blocks, stride_kz, stride_kn, stride_vz,
+                                  stride_vn, BLOCK_N, PAGED, False)
+    acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, full_end, hi, offs_n, offs_d, d_ok,
+                                  row_tok, diag, qk_scale, page_size, num_blocks, stride_kz, stride_kn, stride_vz,
+                                  stride_vn, BLOCK_N, PAGED, True)
+
+    # Rows that saw no key: O = 0, LSE = -inf (not NaN).
+    empty = l_i == 0.0
+    out = acc / tl.where(empty, 1.0, l_i)[:, None]
+    lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(tl.where(empty, 1.0, l_i))) * LN2)
+    if num_splits == 1:
+        o_ptrs = O + b.to(tl.int64) * stride_oz + row_tok[:, None] * stride_om + row_head[:, None] * stride_oh \
+            + offs_d[None, :]
+        tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+        lse_ptrs = LSE + b.to(tl.int64) * stride_lse_z + row_head * stride_lse_h + row_tok
+        tl.store(lse_ptrs, lse, mask=row_ok)
+    else:
+        total_rows = num_seqs * seqlen_q * num_heads_q
+        r = (b * seqlen_q + row_tok) * num_heads_q + row_head
+        part = split.to(tl.int64) * total_rows + r
+        tl.store(O_part + part[:, None] * head_dim + offs_d[None, :], out, mask=row_ok[:, None] & d_ok[None, :])
+        tl.store(LSE_part + part, lse, mask=row_ok)

@@ -1,0 +1,83 @@
+"""JIT launcher for the decode kernels (kv_append, attn_decode,
+attn_decode_combine): CPU interpreter tests and JIT-vs-AOT benchmarks.
+
+Works with CUDA tensors and, under TRITON_INTERPRET=1, with CPU tensors.
+"""
+import torch
+import triton
+
+from .decode import attn_decode
+from .decode_combine import attn_decode_combine
+from .kv_append import kv_append
+
+DECODE_HEAD_BUCKETS = (64, 128, 256)
+
+
+def decode_head_bucket(head_dim):
+    for b in DECODE_HEAD_BUCKETS:
+        if head_dim <= b:
+            return b
+    raise ValueError(f"head_dim {head_dim} > 256")
+
+
+def default_decode_config(head_dim):
+    """The rules' default (python/rules_flash.py uses this function)."""
+    bucket = decode_head_bucket(head_dim)
+    return {"BLOCK_M": 16, "BLOCK_N": 32 if bucket == 256 else 64, "num_warps": 4, "num_stages": 2}
+
+
+def _bhsd(t):
+    """(z, m, h) strides of a [B, S, H, D] tensor."""
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+def decode_jit(q, k_cache, v_cache, cache_seqlens, *, sm_scale, k=None, v=None, block_table=None, causal=False,
+               num_splits=1, config=None, out=None, lse_out=None):
+    """Append k/v (if given) at cache_seqlens, then attend. Returns (out, lse).
+
+    q [B, Sq, Hq, D]; caches [B, cap, Hk, D] or paged [num_blocks, page, Hk, D]
+    with block_table int32 [B, max_blocks]; cache_seqlens int32 [B]; lse is
+    fp32 [B, Hq, Sq]. No argument checks: the operators do those.
+    """
+    B, Sq, Hq, D = q.shape
+    Hk = k_cache.shape[2]
+    paged = block_table is not None
+    page = k_cache.shape[1]
+    capacity = block_table.shape[1] * page if paged else k_cache.shape[1]
+    num_blocks = k_cache.shape[0] if paged else 0
+    bt = block_table if paged else cache_seqlens
+    stride_bt = block_table.stride(0) if paged else 0
+    seqlen_new = 0 if k is None else k.shape[1]
+    bucket = decode_head_bucket(D)
+    cfg = default_decode_config(D)
+    if config:
+        cfg.update(config)
+
+    if seqlen_new:
+        bm = 16
+        kv_append[(triton.cdiv(seqlen_new, bm), B * Hk, 1)](
+            k, v, k_cache, v_cache, cache_seqlens, bt, *_bhsd(k), *_bhsd(v), *_bhsd(k_cache), *_bhsd(v_cache),
+            stride_bt, seqlen_new, Hk, D, capacity, page, num_blocks,
+            BLOCK_DMODEL=bucket, PAGED=paged, BLOCK_M=bm, num_warps=4)
+
+    o = torch.empty_like(q) if out is None else out
+    lse = torch.empty((B, Hq, Sq), dtype=torch.float32, device=q.device) if lse_out is None else lse_out
+    rows = B * Sq * Hq
+    if num_splits > 1:
+        o_part = torch.empty((num_splits, rows, D), dtype=torch.float32, device=q.device)
+        lse_part = torch.empty((num_splits, rows), dtype=torch.float32, device=q.device)
+    else:
+        o_part = lse_part = lse
+    group = Hq // Hk
+    grid = (num_splits, B * Hk, triton.cdiv(Sq * group, cfg["BLOCK_M"]))
+    attn_decode[grid](
+        q, k_cache, v_cache, o, lse, o_part, lse_part, cache_seqlens, bt, float(sm_scale),
+        *_bhsd(q), *_bhsd(k_cache), *_bhsd(v_cache), *_bhsd(o), lse.stride(0), lse.stride(1), stride_bt,
+        Sq, seqlen_new, B, Hq, Hk, D, capacity, page, num_blocks, num_splits, int(bool(causal)),
+        BLOCK_DMODEL=bucket, PAGED=paged, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    if num_splits > 1:
+        attn_decode_combine[(rows, 1, 1)](
+            o, lse, o_part, lse_part, *_bhsd(o), lse.stride(0), lse.stride(1), Sq, Hq, D, rows, num_splits,
+            BLOCK_DMODEL=bucket, num_warps=4)
+    return o, lse
