@@ -21,6 +21,8 @@ Columns:
                 copy bandwidth measured in this run, 2 x bytes of a 1 GiB
                 device-to-device copy per second) / aot ms. 1.0 = at the roofline.
   sdpa ms, sdpa roofline, backend: the same for SDPA's best backend.
+  best forced splits, its ms: the fastest of --sweep-splits (num_splits forced),
+                to check the dispatcher's choice.
 Results go to --json (rows with mode "decode", GPU, versions, commit) and, when
 $OUT is set, to $OUT/decode_sm90.json.
 """
@@ -51,6 +53,8 @@ def main():
     ap.add_argument("--batches", default="1,8,64")
     ap.add_argument("--contexts", default="1024,4096,8192,16384,32768,65536,131072")
     ap.add_argument("--pages", default="64")
+    ap.add_argument("--sweep-splits", default="1,2,4,8,16,32,64,128",
+                    help="also time these forced num_splits and report the best (tunes the dispatcher); '' skips")
     ap.add_argument("--json", default=str(REPO / "bench/results/decode_sm90.json"))
     args = ap.parse_args()
     sys.path[:0] = [str(Path(args.prefix) / "lib/python"), str(REPO)]
@@ -102,7 +106,8 @@ def main():
             "shape": {"seqlen_q": 1, "hq": HQ, "hk": HK, "d": D, "dtype": "bf16"}}
     print(f"GPU {gpu}, torch {meta['torch']}, triton {meta['triton']}, aotriton {meta['aotriton']} "
           f"(profile {meta['profile']}, commit {meta['commit']}); device copy bandwidth {bw / 1e9:.0f} GB/s")
-    cols = ["B", "context", "page", "splits", "aot ms", "roofline", "sdpa ms", "sdpa roofline", "backend"]
+    cols = ["B", "context", "page", "splits", "aot ms", "roofline", "sdpa ms", "sdpa roofline", "backend",
+            "best forced splits", "its ms"]
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols), flush=True)
 
     rows = []
@@ -127,6 +132,11 @@ def main():
                 _, splits = _decode_ops.workspace_plan(out, lse, k_cache, v_cache, q, None, None, cs, table,
                                                        D ** -0.5, False, 0, _decode_ops.num_sms(q.device))
                 aot_ms = t_graph_ms(aot)
+                sweep = {}
+                for n in [int(x) for x in args.sweep_splits.split(",") if x]:
+                    sweep[n] = t_graph_ms(lambda n=n: aotriton.flash_attn_with_kvcache(
+                        q, k_cache, v_cache, cache_seqlens=cs, block_table=table, check_inputs=False, num_splits=n))
+                best_n = min(sweep, key=sweep.get) if sweep else splits
                 # The same tokens, contiguous, for SDPA: [B, Hk, ctx, D] views of [B, ctx, Hk, D].
                 idx = torch.arange(ctx, device=dev)
                 kc = k_cache[table[:, idx // page].long(), idx % page]  # [B, ctx, Hk, D]
@@ -144,10 +154,12 @@ def main():
                 r = {"mode": "decode", "batch": B, "context": ctx, "page_size": page, "hq": HQ, "hk": HK, "d": D,
                      "dtype": "bf16", "num_splits": splits, "aot_ms": aot_ms, "roofline": roof / aot_ms,
                      "sdpa_ms": sdpa_ms, "sdpa_roofline": roof / sdpa_ms, "sdpa_backend": backend,
-                     "kv_bytes": kv_bytes}
+                     "kv_bytes": kv_bytes, "best_forced_splits": best_n,
+                     "best_forced_ms": sweep.get(best_n, aot_ms),
+                     "forced_ms": {str(n): round(v, 4) for n, v in sweep.items()}}
                 rows.append({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
                 print(f"| {B} | {ctx} | {page} | {splits} | {aot_ms:.4f} | {roof / aot_ms:.2f} | {sdpa_ms:.4f} | "
-                      f"{roof / sdpa_ms:.2f} | {backend} |", flush=True)
+                      f"{roof / sdpa_ms:.2f} | {backend} | {best_n} | {r['best_forced_ms']:.4f} |", flush=True)
 
     doc = {"meta": meta, "rows": rows}
     for path in [args.json] + ([os.path.join(os.environ["OUT"], "decode_sm90.json")] if os.environ.get("OUT") else []):

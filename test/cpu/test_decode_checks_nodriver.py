@@ -54,6 +54,7 @@ out = {
     "b1_128k": call(B=1, hq=32, hk=4, cap=131072, page=64),
     "b8_128k": call(B=8, hq=32, hk=4, cap=131072, page=64),
     "b64_128k": call(B=64, hq=32, hk=4, cap=131072, page=64),
+    "b132_1k": call(B=132, hq=32, hk=4, cap=1024, page=64),
     "b1_short": call(B=1, hq=32, hk=4, cap=512, page=16),
     "forced": call(splits=5),
     "forced_one": call(B=1, cap=131072, splits=1),
@@ -92,10 +93,12 @@ def splits_and_bytes(s):
 
 
 def test_split_choice(results):
-    # B * Hk = 4 programs on 132 SMs: about two waves -> 66 splits; 32 -> 9; 256 fill the GPU -> 1.
-    assert splits_and_bytes(results["b1_128k"]) == (66, 66 * 32 * 129 * 4)
-    assert splits_and_bytes(results["b8_128k"])[0] == 9
-    assert splits_and_bytes(results["b64_128k"]) == (1, 0)
+    # 4 programs per SM on 132 SMs: B * Hk = 4 -> 128 splits (the cap; 132 wanted); 32 -> 17;
+    # 256 -> 3; 528 programs would need no split.
+    assert splits_and_bytes(results["b1_128k"]) == (128, 128 * 32 * 129 * 4)
+    assert splits_and_bytes(results["b8_128k"])[0] == 17
+    assert splits_and_bytes(results["b64_128k"]) == (3, 3 * 64 * 32 * 129 * 4)
+    assert splits_and_bytes(results["b132_1k"]) == (1, 0)
     assert splits_and_bytes(results["b1_short"])[0] == 2  # 512 keys: at most 2 splits of 256
     assert splits_and_bytes(results["forced"]) == (5, 5 * 16 * 129 * 4)
     assert splits_and_bytes(results["forced_one"]) == (1, 0)

@@ -44,16 +44,18 @@ Status check_dims(const char* name, const TensorView<4>& t, const char* layout, 
   return Status::kSuccess;
 }
 
-// The number of splits: one when B * Hk * query tiles already fill the GPU,
-// else enough programs for about two waves, each split keeping at least
-// kKeysPerSplitMin keys of the capacity.
+// The number of splits: one when B * Hk * query tiles give every SM
+// kProgramsPerSm programs already, else enough splits for that many, each
+// split keeping at least kKeysPerSplitMin keys of the capacity. Decode is
+// bandwidth bound: several resident programs per SM keep more loads in flight.
+constexpr int64_t kProgramsPerSm = 4;
 int32_t choose_splits(const Decode& g, int32_t forced, int32_t num_sms) {
   if (forced > 0) return std::min(forced, kMaxSplits);
   const int64_t sms = num_sms > 0 ? num_sms : kDefaultSms;
   const int64_t m_tiles = (g.sq * (g.hq / g.hk) + 15) / 16;
   const int64_t programs = g.B * g.hk * m_tiles;
-  if (programs >= sms) return 1;
-  const int64_t want = (2 * sms + programs - 1) / programs;
+  if (programs >= kProgramsPerSm * sms) return 1;
+  const int64_t want = (kProgramsPerSm * sms + programs - 1) / programs;
   const int64_t by_length = std::max<int64_t>(1, g.capacity / kKeysPerSplitMin);
   return static_cast<int32_t>(std::clamp<int64_t>(std::min(want, by_length), 1, kMaxSplits));
 }
