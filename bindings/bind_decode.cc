@@ -16,8 +16,8 @@ flash::DecodeParams decode_params(const TensorArg<4>& q, const TensorArg<4>& k_c
                                   const std::optional<TensorArg<4>>& k_new, const std::optional<TensorArg<4>>& v_new,
                                   const TensorArg<1>& cache_seqlens, const std::optional<TensorArg<2>>& block_table,
                                   const TensorArg<4>& out, const TensorArg<3>& lse, float scale, bool causal,
-                                  int window_left, int window_right, float softcap, uintptr_t alibi_slopes,
-                                  int num_splits, int num_sms) {
+                                  int window_left, int window_right, float softcap,
+                                  const std::optional<TensorArg<2>>& alibi_slopes, int num_splits, int num_sms) {
   flash::DecodeParams p;
   p.q = view<4>(q);
   p.k_cache = view<4>(k_cache);
@@ -33,18 +33,18 @@ flash::DecodeParams decode_params(const TensorArg<4>& q, const TensorArg<4>& k_c
   p.window_left = window_left;
   p.window_right = window_right;
   p.softcap = softcap;
-  p.alibi_slopes = reinterpret_cast<const float*>(alibi_slopes);
+  p.alibi_slopes = optional_view<2>(alibi_slopes);
   p.num_splits = num_splits;
   p.num_sms = num_sms;
   return p;
 }
 }  // namespace
 
-#define AOTRITON_DECODE_ARGS                                                                                         \
-  nb::arg("q"), nb::arg("k_cache"), nb::arg("v_cache"), nb::arg("k_new").none(), nb::arg("v_new").none(),             \
-      nb::arg("cache_seqlens"), nb::arg("block_table").none(), nb::arg("out"), nb::arg("lse"), nb::arg("scale"),      \
-      nb::arg("causal"), nb::arg("window_left"), nb::arg("window_right"), nb::arg("softcap"), nb::arg("alibi_slopes"), \
-      nb::arg("num_splits"), nb::arg("num_sms")
+#define AOTRITON_DECODE_ARGS                                                                            \
+  nb::arg("q"), nb::arg("k_cache"), nb::arg("v_cache"), nb::arg("k_new").none(), nb::arg("v_new").none(), \
+      nb::arg("cache_seqlens"), nb::arg("block_table").none(), nb::arg("out"), nb::arg("lse"),           \
+      nb::arg("scale"), nb::arg("causal"), nb::arg("window_left"), nb::arg("window_right"),              \
+      nb::arg("softcap"), nb::arg("alibi_slopes").none(), nb::arg("num_splits"), nb::arg("num_sms")
 
 void bind_decode(nb::module_& m) {
   m.def(
@@ -52,7 +52,7 @@ void bind_decode(nb::module_& m) {
       [](const TensorArg<4>& q, const TensorArg<4>& kc, const TensorArg<4>& vc, const std::optional<TensorArg<4>>& kn,
          const std::optional<TensorArg<4>>& vn, const TensorArg<1>& cs, const std::optional<TensorArg<2>>& bt,
          const TensorArg<4>& out, const TensorArg<3>& lse, float scale, bool causal, int wl, int wr, float softcap,
-         uintptr_t alibi, int num_splits, int num_sms) {
+         const std::optional<TensorArg<2>>& alibi, int num_splits, int num_sms) {
         flash::DecodeParams p =
             decode_params(q, kc, vc, kn, vn, cs, bt, out, lse, scale, causal, wl, wr, softcap, alibi, num_splits, num_sms);
         size_t bytes = 0;
@@ -66,8 +66,8 @@ void bind_decode(nb::module_& m) {
       [](const TensorArg<4>& q, const TensorArg<4>& kc, const TensorArg<4>& vc, const std::optional<TensorArg<4>>& kn,
          const std::optional<TensorArg<4>>& vn, const TensorArg<1>& cs, const std::optional<TensorArg<2>>& bt,
          const TensorArg<4>& out, const TensorArg<3>& lse, float scale, bool causal, int wl, int wr, float softcap,
-         uintptr_t alibi, int num_splits, int num_sms, uintptr_t workspace, uint64_t workspace_bytes, uintptr_t stream,
-         std::optional<std::string> force_config) {
+         const std::optional<TensorArg<2>>& alibi, int num_splits, int num_sms, uintptr_t workspace,
+         uint64_t workspace_bytes, uintptr_t stream, std::optional<std::string> force_config) {
         flash::DecodeParams p =
             decode_params(q, kc, vc, kn, vn, cs, bt, out, lse, scale, causal, wl, wr, softcap, alibi, num_splits, num_sms);
         p.workspace = reinterpret_cast<void*>(workspace);

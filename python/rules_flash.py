@@ -275,8 +275,13 @@ attn_decode = Kernel(
         Arg("seqlen_q", "i32"), Arg("seqlen_new", "i32"), Arg("num_seqs", "i32"), Arg("num_heads_q", "i32"),
         Arg("num_heads_k", "i32"), Arg("head_dim", "i32"), Arg("capacity", "i32"), Arg("page_size", "i32:16"),
         Arg("num_blocks", "i32"), Arg("num_splits", "i32"), Arg("causal", "i32"),
+        Arg("window_left", "i32"), Arg("window_right", "i32"), Arg("softcap", "fp32"), Arg("alibi_slopes", "*fp32"),
+        Arg("stride_alibi_z", "i32"),
     ],
-    functional={"dtype": _DECODE_DTYPES, "BLOCK_DMODEL": list(DECODE_HEAD_BUCKETS), "PAGED": [False, True]},
+    # SCORE_MOD: 0 none, 1 softcap, 2 ALiBi (the sliding window is runtime: it
+    # only moves the tile range and the edge masks).
+    functional={"dtype": _DECODE_DTYPES, "BLOCK_DMODEL": list(DECODE_HEAD_BUCKETS), "PAGED": [False, True],
+                "SCORE_MOD": [0, 1, 2]},
     tuning=TuningSpace(
         params={"BLOCK_M": [16, 32], "BLOCK_N": [32, 64, 128], "num_warps": [4, 8], "num_stages": [2, 3]},
         default=lambda f, arch: default_decode_config(f["BLOCK_DMODEL"]),
@@ -308,7 +313,8 @@ FLASH_KERNELS += DECODE_KERNELS
 
 
 def _decode_ci(f):
-    return f["dtype"] == "fp16" and f["BLOCK_DMODEL"] == 128
+    """fp16, head dim 128; the score modifiers in the paged kernel only."""
+    return f["dtype"] == "fp16" and f["BLOCK_DMODEL"] == 128 and (f.get("SCORE_MOD", 0) == 0 or f["PAGED"])
 
 
 FLASH_CI.update({k.name: _decode_ci for k in DECODE_KERNELS})

@@ -139,11 +139,16 @@ struct DecodeParams {
   TensorView<3> lse;                // [B, Hq, Sq] fp32
   float softmax_scale = 0.f;        // > 0
   bool causal = false;
-  // Not implemented in the decode kernels yet: set, they return kUnsupported
-  // naming the feature.
+  // Sliding window (flash-attn's, bottom-right aligned): query i sees keys j
+  // with i + Sk - Sq - window_left <= j <= i + Sk - Sq + window_right, where Sk
+  // = cache_seqlens[b] + Snew; -1 = unbounded (other negatives are refused);
+  // causal caps window_right at 0. Key tiles outside the window are not read.
   int32_t window_left = -1, window_right = -1;
+  // softcap > 0: the scaled scores s become softcap * tanh(s / softcap).
   float softcap = 0.f;
-  const float* alibi_slopes = nullptr;
+  // ALiBi (data set): fp32 [1, Hq] (one slope per head) or [B, Hq], rows
+  // contiguous; scores get -slope * |i + Sk - Sq - j|. Not with softcap.
+  TensorView<2> alibi_slopes{};
   // Split-KV (flash-decoding): 0 lets the operator choose from B * Hk and the
   // capacity against num_sms; >= 1 forces that many splits (at most 128).
   int32_t num_splits = 0;

@@ -28,7 +28,8 @@ def t(shape, dtype=C.DTYPE_FP16, size=2):
 
 
 def call(B=2, sq=1, hq=8, hk=2, d=128, cap=256, page=None, snew=0, splits=0, sms=132, causal=False, softcap=0.0,
-         window=(-1, -1), bt_dtype=C.DTYPE_INT32, ws=0, query_only=True, q_dtype=C.DTYPE_FP16, lse_shape=None):
+         window=(-1, -1), bt_dtype=C.DTYPE_INT32, ws=0, query_only=True, q_dtype=C.DTYPE_FP16, lse_shape=None,
+         alibi=None):
     q = t((B, sq, hq, d), q_dtype)
     if page is None:
         kc, vc, bt = t((B, cap, hk, d)), t((B, cap, hk, d)), None
@@ -38,7 +39,8 @@ def call(B=2, sq=1, hq=8, hk=2, d=128, cap=256, page=None, snew=0, splits=0, sms
     kn = t((B, snew, hk, d)) if snew else None
     vn = t((B, snew, hk, d)) if snew else None
     args = (q, kc, vc, kn, vn, t((B,), C.DTYPE_INT32, 4), bt, t((B, sq, hq, d), q_dtype),
-            t(lse_shape or (B, hq, sq), C.DTYPE_FP32, 4), 0.1, causal, window[0], window[1], softcap, 0, splits, sms)
+            t(lse_shape or (B, hq, sq), C.DTYPE_FP32, 4), 0.1, causal, window[0], window[1], softcap,
+            None if alibi is None else t(alibi, C.DTYPE_FP32, 4), splits, sms)
     try:
         if query_only:
             return "ok %d %d" % C.attn_decode_workspace_size(*args)
@@ -69,6 +71,12 @@ out = {
     "block_table_dtype": call(page=16, bt_dtype=C.DTYPE_INT64),
     "softcap": call(softcap=30.0),
     "window": call(window=(128, 0)),
+    "alibi_heads": call(alibi=(1, 8)),
+    "alibi_batch": call(alibi=(2, 8)),
+    "alibi_shape": call(alibi=(3, 8)),
+    "softcap_and_alibi": call(softcap=30.0, alibi=(1, 8)),
+    "window_bad": call(window=(-2, 0)),
+    "softcap_negative": call(softcap=-1.0),
     "lse_shape": call(lse_shape=(2, 8, 2)),
     "seqlen_q_0": call(sq=0),
     "no_workspace": call(splits=4, query_only=False, ws=-1),
@@ -103,6 +111,8 @@ def test_split_choice(results):
     assert splits_and_bytes(results["forced"]) == (5, 5 * 16 * 129 * 4)
     assert splits_and_bytes(results["forced_one"]) == (1, 0)
     assert splits_and_bytes(results["append_fits"])[1] >= 0
+    for name in ("softcap", "window", "alibi_heads", "alibi_batch"):  # the features pass the checks
+        assert results[name].startswith("ok "), results[name]
 
 
 BAD = {
@@ -114,8 +124,10 @@ BAD = {
     "head_dim": ("ValueError: unsupported", "head dim"),
     "fp32": ("ValueError: unsupported", "fp16 or bf16"),
     "block_table_dtype": ("ValueError: invalid argument", "block_table"),
-    "softcap": ("ValueError: unsupported", "softcap"),
-    "window": ("ValueError: unsupported", "window_size"),
+    "alibi_shape": ("ValueError: invalid argument", "alibi_slopes must be [1, Hq] or [B, Hq]"),
+    "softcap_and_alibi": ("ValueError: unsupported", "softcap and alibi_slopes"),
+    "window_bad": ("ValueError: invalid argument", "window_size"),
+    "softcap_negative": ("ValueError: invalid argument", "softcap"),
     "lse_shape": ("ValueError: invalid argument", "lse"),
     "seqlen_q_0": ("ValueError: invalid argument", "seqlen_q"),
     "no_workspace": ("ValueError: invalid argument", "workspace"),

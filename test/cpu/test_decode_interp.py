@@ -17,18 +17,28 @@ TOL = {torch.float16: dict(atol=3e-3, rtol=3e-3), torch.float32: dict(atol=2e-5,
 SMALL = {"BLOCK_M": 16, "BLOCK_N": 16, "num_warps": 4, "num_stages": 1}
 
 
-def reference(q, keys, vals, scale, causal):
+def reference(q, keys, vals, scale, causal, window=(-1, -1), softcap=0.0, slopes=None):
     """q (Sq, Hq, D), keys/vals (Sk, Hk, D) float64 -> o (Sq, Hq, D), lse (Hq, Sq).
+    flash-attn's semantics (bottom-right aligned causal/window, softcap on the
+    scaled scores, ALiBi -slope * |i + Sk - Sq - j|, slopes (Hq,)).
     Rows that see no key: o 0, lse -inf."""
     sq, hq = q.shape[0], q.shape[1]
     sk, hk = keys.shape[0], keys.shape[1]
     kx = keys.repeat_interleave(hq // hk, dim=1).transpose(0, 1)  # (Hq, Sk, D)
     vx = vals.repeat_interleave(hq // hk, dim=1).transpose(0, 1)
     s = q.transpose(0, 1) @ kx.transpose(-1, -2) * scale  # (Hq, Sq, Sk)
+    i = torch.arange(sq)[:, None]
+    j = torch.arange(sk)[None, :]
+    if softcap:
+        s = softcap * torch.tanh(s / softcap)
+    if slopes is not None:
+        s = s - slopes.double()[:, None, None] * (i + sk - sq - j).abs()
     if causal:
-        i = torch.arange(sq)[:, None]
-        j = torch.arange(sk)[None, :]
         s = s.masked_fill(j > i + sk - sq, -math.inf)
+    if window[0] >= 0:
+        s = s.masked_fill(j < i + sk - sq - window[0], -math.inf)
+    if window[1] >= 0:
+        s = s.masked_fill(j > i + sk - sq + window[1], -math.inf)
     lse = torch.logsumexp(s, -1)
     p = torch.nan_to_num(torch.exp(s - lse[..., None]), nan=0.0)
     return (p @ vx).transpose(0, 1), lse
@@ -59,7 +69,9 @@ class Cache:
         return t[self.block_table[b, idx // self.page].long(), idx % self.page]
 
 
-def run_case(B, sq, hq, hk, d, cap, page, seqlens, new, causal, splits, dtype, seed=0, config=SMALL):
+def run_case(B, sq, hq, hk, d, cap, page, seqlens, new, causal, splits, dtype, seed=0, config=SMALL,
+             window=(-1, -1), softcap=0.0, alibi=None):
+    """alibi: None, "heads" (slopes (Hq,)) or "batch" (slopes (B, Hq))."""
     gen = torch.Generator().manual_seed(seed)
     cache = Cache(B, cap, hk, d, dtype, page, gen)
     k0, v0 = cache.k.clone(), cache.v.clone()
@@ -70,9 +82,14 @@ def run_case(B, sq, hq, hk, d, cap, page, seqlens, new, causal, splits, dtype, s
     scale = 1.0 / math.sqrt(d)
     o = torch.full_like(q, float("nan"))
     lse = torch.full((B, hq, sq), float("nan"), dtype=torch.float32)
+    slopes = None
+    if alibi == "heads":
+        slopes = torch.rand(hq, generator=gen) * 0.5
+    elif alibi == "batch":
+        slopes = torch.rand(B, hq, generator=gen) * 0.5
     o, lse = decode_jit(q, cache.k, cache.v, cs, sm_scale=scale, k=k_new, v=v_new,
-                        block_table=cache.block_table, causal=causal, num_splits=splits, config=config,
-                        out=o, lse_out=lse)
+                        block_table=cache.block_table, causal=causal, window_size=window, softcap=softcap,
+                        alibi_slopes=slopes, num_splits=splits, config=config, out=o, lse_out=lse)
     if new:
         # The append wrote exactly rows [seqlens[b], seqlens[b] + new) of each sequence.
         for b in range(B):
@@ -89,7 +106,8 @@ def run_case(B, sq, hq, hk, d, cap, page, seqlens, new, causal, splits, dtype, s
         n = seqlens[b] + new
         keys = cache.rows(cache.k, b, n).double()
         vals = cache.rows(cache.v, b, n).double()
-        ro, rl = reference(q[b].double(), keys, vals, scale, causal)
+        sl = None if slopes is None else (slopes if slopes.dim() == 1 else slopes[b])
+        ro, rl = reference(q[b].double(), keys, vals, scale, causal, window, softcap, sl)
         torch.testing.assert_close(o[b].double(), ro, **TOL[dtype])
         torch.testing.assert_close(lse[b].double(), rl, atol=1e-4, rtol=1e-4)
 
@@ -163,3 +181,34 @@ def test_out_of_range_cache_seqlens_are_clamped():
         ro, rl = reference(q[b].double(), cache.k[b, :n].double(), cache.v[b, :n].double(), 0.125, False)
         torch.testing.assert_close(o[b].double(), ro, **TOL[torch.float32])
         torch.testing.assert_close(lse[b].double(), rl, atol=1e-4, rtol=1e-4)
+
+
+# (window, causal, splits, Sq, new): windows of 0, inside the sequence, larger than it, one-sided.
+WINDOWS = [
+    ((0, 0), False, 1, 1, 0),
+    ((0, -1), True, 3, 4, 2),
+    ((16, 0), False, 3, 3, 1),
+    ((37, -1), True, 2, 2, 0),
+    ((5, 3), False, 4, 4, 0),       # right window: queries see a few keys past their diagonal
+    ((1000, 1000), False, 2, 2, 1),  # larger than the sequence: no mask at all
+    ((-1, 2), False, 1, 4, 0),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("window,causal,splits,sq,new", WINDOWS, ids=str)
+def test_sliding_window(window, causal, splits, sq, new, dtype):
+    run_case(2, sq, 8, 2, 64, 128, 16, [100, 7], new, causal, splits, dtype, window=window)
+
+
+@pytest.mark.parametrize("softcap", [30.0, 0.5])
+@pytest.mark.parametrize("splits", [1, 3])
+def test_softcap(softcap, splits):
+    # Scores are about N(0, 1): a cap of 0.5 saturates most of them, 30 barely bends them.
+    run_case(2, 2, 8, 2, 64, 96, None, [60, 95], 1, True, splits, torch.float32, softcap=softcap)
+
+
+@pytest.mark.parametrize("alibi", ["heads", "batch"])
+@pytest.mark.parametrize("splits,causal,window", [(1, False, (-1, -1)), (3, True, (20, -1))])
+def test_alibi(alibi, splits, causal, window):
+    run_case(2, 3, 8, 2, 64, 128, 64, [110, 30], 1, causal, splits, torch.float32, alibi=alibi, window=window)

@@ -63,14 +63,36 @@ def test_traced_call_goes_through_the_op(no_extension_launch):
     assert rec.ops.count("aotriton.attn_decode") == 2
 
 
-@pytest.mark.parametrize("kwargs,feature", [
-    (dict(softcap=30.0), "softcap"), (dict(window_size=(64, 0)), "sliding window"),
-    (dict(alibi_slopes=torch.ones(8)), "alibi"),
+@pytest.mark.parametrize("kwargs,error,words", [
+    (dict(window_size=(-2, 0)), ValueError, "window_size"),
+    (dict(window_size=4), ValueError, "pair of ints"),
+    (dict(softcap=-1.0), ValueError, "softcap"),
+    (dict(softcap=30.0, alibi_slopes=torch.float32), NotImplementedError, "together"),
+    (dict(alibi_slopes=torch.float64), ValueError, "fp32"),
 ])
-def test_missing_features_raise(kwargs, feature, no_extension_launch):
-    q = torch.randn(1, 1, 8, 64, dtype=F16)
-    with pytest.raises(NotImplementedError, match=feature):
-        aotriton.flash_attn_with_kvcache(q, q, q, cache_seqlens=0, **kwargs)
+def test_bad_features_raise(kwargs, error, words, no_extension_launch):
+    with FakeTensorMode():
+        if "alibi_slopes" in kwargs:
+            kwargs = dict(kwargs, alibi_slopes=torch.ones(8, dtype=kwargs["alibi_slopes"], device="cuda"))
+        q = rnd(1, 1, 8, 64)
+        with pytest.raises(error, match=words):
+            aotriton.flash_attn_with_kvcache(q, q, q, cache_seqlens=0, **kwargs)
+
+
+def test_traced_features_reach_the_op(monkeypatch):
+    """window, softcap and ALiBi slopes (as [1, Hq]) travel to the op."""
+    seen = []
+    from aotriton import _decode_ops
+    monkeypatch.setattr(_decode_ops, "launch", lambda *a: seen.append(a))
+    with FakeTensorMode():
+        q, kc = rnd(2, 1, 8, 64), rnd(2, 32, 2, 64)
+        slopes = torch.ones(8, device="cuda")
+        aotriton.flash_attn_with_kvcache(q, kc, kc, cache_seqlens=3, window_size=(16, 0), alibi_slopes=slopes)
+        aotriton.flash_attn_with_kvcache(q, kc, kc, cache_seqlens=3, softcap=50.0)
+    assert len(seen) == 0  # traced: the fake implementation ran, not the launch
+    schema = torch.ops.aotriton.attn_decode.default._schema
+    names = [a.name for a in schema.arguments]
+    assert {"alibi_slopes", "window_left", "window_right", "softcap"} <= set(names)
 
 
 def test_bad_arguments_raise_before_launch(no_extension_launch):

@@ -2,13 +2,12 @@
 with random block tables, append on/off, seqlen_q 1..8, GQA, forced and
 automatic split-KV, against a float64 reference with flash-attn's criterion
 (error at most twice that of the same math in the low-precision dtype); bad
-inputs; the kernels' masking of bad indices; CUDA graphs; torch.compile."""
+inputs; sliding window, softcap and ALiBi; the kernels' masking of bad
+indices; CUDA graphs; torch.compile."""
 import math
 
 import pytest
 import torch
-
-from flash_reference import attention_ref
 
 aotriton = pytest.importorskip("aotriton", reason="needs the installed aotriton package (tools/build.sh)")
 
@@ -16,18 +15,35 @@ DEV = "cuda"
 F16, BF16 = torch.float16, torch.bfloat16
 
 
-def lowp_ref(q, k, v, scale, causal):
-    """The same math in q's dtype (flash-attn's out_pt): the error budget."""
-    B, Sq, Hq, D = q.shape
-    g = Hq // k.shape[2]
-    qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2).repeat_interleave(g, 1), v.transpose(1, 2).repeat_interleave(g, 1)
-    s = (qt @ kt.transpose(-1, -2)).float() * scale
+def ref_attn(q, keys, vals, scale, causal, window=(-1, -1), softcap=0.0, slopes=None, lowp=False):
+    """q [Sq, Hq, D], keys/vals [Sk, Hk, D] -> (out [Sq, Hq, D], lse [Hq, Sq]).
+    float64, or with lowp the same math in q's dtype (flash-attn's out_pt: the
+    error budget). flash-attn's semantics: bottom-right causal and window,
+    softcap on the scaled scores, ALiBi -slope * |i + Sk - Sq - j| (slopes [Hq])."""
+    sq, hq = q.shape[0], q.shape[1]
+    sk, g = keys.shape[0], q.shape[1] // keys.shape[1]
+    wt = q.dtype if lowp else torch.float64
+    qt = q.to(wt).transpose(0, 1)
+    kt = keys.to(wt).repeat_interleave(g, 1).transpose(0, 1)
+    vt = vals.to(wt).repeat_interleave(g, 1).transpose(0, 1)
+    s = (qt @ kt.transpose(-1, -2)).to(torch.float32 if lowp else torch.float64) * scale
+    i = torch.arange(sq, device=q.device)[:, None]
+    j = torch.arange(sk, device=q.device)[None, :]
+    if softcap:
+        s = softcap * torch.tanh(s / softcap)
+    if slopes is not None:
+        s = s - slopes.to(s.dtype)[:, None, None] * (i + sk - sq - j).abs()
+    hidden = torch.zeros(sq, sk, dtype=torch.bool, device=q.device)
     if causal:
-        i = torch.arange(Sq, device=q.device)[:, None]
-        j = torch.arange(k.shape[1], device=q.device)[None, :]
-        s = s.masked_fill(j > i + k.shape[1] - Sq, float("-inf"))
-    p = torch.softmax(s, -1).nan_to_num(0.0).to(q.dtype)
-    return (p @ vt).transpose(1, 2)
+        hidden |= j > i + sk - sq
+    if window[0] >= 0:
+        hidden |= j < i + sk - sq - window[0]
+    if window[1] >= 0:
+        hidden |= j > i + sk - sq + window[1]
+    s = s.masked_fill(hidden, float("-inf"))
+    lse = torch.logsumexp(s, -1)
+    p = torch.exp(s - lse[..., None]).nan_to_num(0.0)
+    return (p.to(wt) @ vt).transpose(0, 1), lse
 
 
 class Cache:
@@ -52,17 +68,20 @@ class Cache:
         return t[self.block_table[b, idx // self.page].long(), idx % self.page][None]
 
 
-def check_case(B, sq, hq, hk, d, cap, page, seqlens, new, causal, splits, dtype, seed=0):
+def check_case(B, sq, hq, hk, d, cap, page, seqlens, new, causal, splits, dtype, seed=0, window=(-1, -1),
+               softcap=0.0, alibi=False):
     torch.manual_seed(seed)
     c = Cache(B, cap, hk, d, dtype, page)
     q = torch.randn(B, sq, hq, d, device=DEV).to(dtype)
     kn = torch.randn(B, new, hk, d, device=DEV).to(dtype) if new else None
     vn = torch.randn(B, new, hk, d, device=DEV).to(dtype) if new else None
     cs = torch.tensor(seqlens, dtype=torch.int32, device=DEV)
+    slopes = torch.rand(B, hq, device=DEV) * 0.3 if alibi else None
     k0, v0 = c.k.clone(), c.v.clone()
     scale = 1.0 / math.sqrt(d)
     out, lse = aotriton.flash_attn_with_kvcache(q, c.k, c.v, kn, vn, cache_seqlens=cs, block_table=c.block_table,
-                                                softmax_scale=scale, causal=causal, num_splits=splits,
+                                                softmax_scale=scale, causal=causal, window_size=window,
+                                                softcap=softcap, alibi_slopes=slopes, num_splits=splits,
                                                 return_softmax_lse=True)
     torch.cuda.synchronize()
     for b in range(B):
@@ -71,13 +90,15 @@ def check_case(B, sq, hq, hk, d, cap, page, seqlens, new, causal, splits, dtype,
             want_k = torch.cat([Cache.seq(c, k0, b, seqlens[b]), kn[b:b + 1]], 1)
             assert torch.equal(c.seq(c.k, b, n), want_k)
             assert torch.equal(c.seq(c.v, b, n)[:, seqlens[b]:], vn[b:b + 1])
-        keys, vals = c.seq(c.k, b, n), c.seq(c.v, b, n)
-        ref, ref_lse = attention_ref(q[b:b + 1], keys, vals, scale, 2 if causal else 0)
-        budget = (lowp_ref(q[b:b + 1], keys, vals, scale, causal).double() - ref).abs().max().item()
-        err = (out[b:b + 1].double() - ref).abs().max().item()
+        keys, vals = c.seq(c.k, b, n)[0], c.seq(c.v, b, n)[0]
+        sl = None if slopes is None else slopes[b]
+        ref, ref_lse = ref_attn(q[b], keys, vals, scale, causal, window, softcap, sl)
+        low, _ = ref_attn(q[b], keys, vals, scale, causal, window, softcap, sl, lowp=True)
+        budget = (low.double() - ref).abs().max().item()
         assert torch.isfinite(out[b]).all()
+        err = (out[b].double() - ref).abs().max().item()
         assert err <= 2 * budget + 1e-5, f"b={b}: error {err} > 2 x {budget}"
-        torch.testing.assert_close(lse[b].double(), ref_lse[0], atol=1e-3, rtol=1e-3)
+        torch.testing.assert_close(lse[b].double(), ref_lse, atol=1e-3, rtol=1e-3)
 
 
 # (B, Sq, Hq, Hk, D, capacity, page, new, causal, splits); cache_seqlens drawn per case incl. 0 and full
@@ -134,10 +155,28 @@ def test_bad_inputs_raise():
         aotriton.flash_attn_with_kvcache(q, c.k, c.v, cache_seqlens=torch.tensor([-1, 3], dtype=torch.int32,
                                                                                   device=DEV),
                                          block_table=c.block_table)
-    for kw in (dict(softcap=30.0), dict(window_size=(8, 0)),
-               dict(alibi_slopes=torch.ones(8, device=DEV, dtype=torch.float32))):
-        with pytest.raises(NotImplementedError):
-            aotriton.flash_attn_with_kvcache(q, c.k, c.v, cache_seqlens=cs, block_table=c.block_table, **kw)
+    with pytest.raises(ValueError, match="window_size"):
+        aotriton.flash_attn_with_kvcache(q, c.k, c.v, cache_seqlens=cs, block_table=c.block_table,
+                                         window_size=(-3, 0))
+    with pytest.raises(NotImplementedError, match="together"):
+        aotriton.flash_attn_with_kvcache(q, c.k, c.v, cache_seqlens=cs, block_table=c.block_table, softcap=30.0,
+                                         alibi_slopes=torch.ones(8, device=DEV))
+
+
+# (window, causal, softcap, alibi): windows of 0, inside and larger than the sequence, with the score mods.
+FEATURES = [((0, 0), False, 0.0, False), ((0, -1), True, 0.0, False), ((64, 0), False, 0.0, False),
+            ((100, -1), True, 0.0, False), ((8, 8), False, 0.0, False), ((5000, 5000), False, 0.0, False),
+            ((-1, -1), False, 30.0, False), ((-1, -1), True, 50.0, False), ((128, 0), False, 50.0, False),
+            ((-1, -1), False, 0.0, True), ((-1, -1), True, 0.0, True), ((32, -1), True, 0.0, True)]
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16])
+@pytest.mark.parametrize("page", [None, 16, 256])
+@pytest.mark.parametrize("splits", [1, 0, 5])
+@pytest.mark.parametrize("window,causal,softcap,alibi", FEATURES, ids=str)
+def test_decode_features(window, causal, softcap, alibi, splits, page, dtype):
+    check_case(3, 4, 16, 2, 128, 512, page, [300, 0, 508], 4, causal, splits, dtype, window=window,
+               softcap=softcap, alibi=alibi)
 
 
 def test_unchecked_bad_indices_are_masked():
@@ -154,10 +193,10 @@ def test_unchecked_bad_indices_are_masked():
     for b in range(2):
         keep = (idx // 16 != 2) if b == 0 else torch.ones_like(idx, dtype=torch.bool)
         pages = good[b, idx // 16].long()
-        keys = c.k[pages, idx % 16][keep][None]
-        vals = c.v[pages, idx % 16][keep][None]
-        ref, _ = attention_ref(q[b:b + 1], keys, vals, 0.125)
-        assert (out[b:b + 1].double() - ref).abs().max().item() < 2e-3
+        keys = c.k[pages, idx % 16][keep]
+        vals = c.v[pages, idx % 16][keep]
+        ref, _ = ref_attn(q[b], keys, vals, 0.125, False)
+        assert (out[b].double() - ref).abs().max().item() < 2e-3
 
 
 def test_cuda_graph_replay():

@@ -9,7 +9,9 @@ decode_combine.py reduces them; with one split it writes O and LSE directly.
 
 Constexprs
   FUNCTIONAL: dtype (fp16, bf16), BLOCK_DMODEL (64, 128, 256: head_dim runs
-    padded in the bucket, head_dim % 8 == 0 keeps 16-byte loads), PAGED.
+    padded in the bucket, head_dim % 8 == 0 keeps 16-byte loads), PAGED,
+    SCORE_MOD (0 none, 1 softcap, 2 ALiBi). The sliding window is runtime
+    (it only moves the tile range and the edge masks).
   TUNING: BLOCK_M (query rows per program, >= 16 for tl.dot), BLOCK_N (keys per
     tile), num_warps, num_stages.
 
@@ -35,11 +37,35 @@ LN2 = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit
-def _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, hi, offs_n, offs_d, d_ok, row_tok, diag,
-                  qk_scale, page_size, num_blocks, stride_kz, stride_kn, stride_vz, stride_vn,
-                  BLOCK_N: tl.constexpr, PAGED: tl.constexpr, MASKED: tl.constexpr):
+def _tanh(x):
+    # 1 - 2 / (e^2x + 1): saturates to +-1 without NaN.
+    return 1.0 - 2.0 / (tl.math.exp2(x * (2.0 * LOG2E)) + 1.0)
+
+
+@triton.jit
+def _log2_scores(qk, row_tok, cols, qk_scale, mod0, mod1, SCORE_MOD: tl.constexpr):
+    """Scaled (and modified) scores in log2 units from the dot products.
+    SCORE_MOD 1 softcap: mod0 = sm_scale / softcap, mod1 = softcap * log2 e.
+    SCORE_MOD 2 ALiBi: mod0 = per-row slope * log2 e, mod1 = seqlen_k - seqlen_q."""
+    if SCORE_MOD == 1:
+        s = mod1 * _tanh(qk * mod0)
+    elif SCORE_MOD == 2:
+        dist = row_tok[:, None] + mod1 - cols[None, :]
+        dist = tl.where(dist < 0, -dist, dist)
+        s = qk * qk_scale - mod0[:, None] * dist.to(tl.float32)
+    else:
+        s = qk * qk_scale
+    return s
+
+
+@triton.jit
+def _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, hi, offs_n, offs_d, d_ok, row_tok,
+                  lo_off, hi_off, qk_scale, mod0, mod1, page_size, num_blocks, stride_kz, stride_kn, stride_vz,
+                  stride_vn, BLOCK_N: tl.constexpr, PAGED: tl.constexpr, MASKED: tl.constexpr,
+                  SCORE_MOD: tl.constexpr):
     """Key tiles [lo, hi). MASKED=False: every key is inside the sequence and
-    visible to every row (only invalid pages are masked, paged caches)."""
+    visible to every row (only invalid pages are masked, paged caches);
+    MASKED: keys past hi and outside each row's band are masked."""
     for start_n in tl.range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
         if MASKED:
@@ -52,16 +78,17 @@ def _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, hi, offs_n, o
             k = tl.load(k_head + k_rows[None, :] + offs_d[:, None], mask=k_ok[None, :] & d_ok[:, None], other=0.0)
         else:
             k = tl.load(k_head + k_rows[None, :] + offs_d[:, None], mask=d_ok[:, None], other=0.0)
-        qk = tl.dot(q, k)
+        s = _log2_scores(tl.dot(q, k), row_tok, cols, qk_scale, mod0, mod1, SCORE_MOD)
         if MASKED:
-            ok = k_ok[None, :] & (cols[None, :] <= row_tok[:, None] + diag)
-            qk = tl.where(ok, qk, float("-inf"))
+            rel = cols[None, :] - row_tok[:, None]
+            ok = k_ok[None, :] & (rel >= lo_off) & (rel <= hi_off)
+            s = tl.where(ok, s, float("-inf"))
         elif PAGED:
-            qk = tl.where(k_ok[None, :], qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+            s = tl.where(k_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
         # A row may see no key yet: keep the exp2 arguments finite.
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.math.exp2(qk * qk_scale - m_use[:, None])
+        p = tl.math.exp2(s - m_use[:, None])
         alpha = tl.math.exp2(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, 1)
         m_i = m_new
@@ -76,7 +103,8 @@ def _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, hi, offs_n, o
 
 # Sizes stay unspecialised under the JIT, as in the AOT build.
 @triton.jit(do_not_specialize=["seqlen_q", "seqlen_new", "num_seqs", "num_heads_q", "num_heads_k", "head_dim",
-                               "capacity", "num_blocks", "num_splits", "causal"])
+                               "capacity", "num_blocks", "num_splits", "causal", "window_left", "window_right",
+                               "stride_alibi_z"])
 def attn_decode(
     Q, K, V, O, LSE, O_part, LSE_part, cache_seqlens, block_table,
     sm_scale,
@@ -88,7 +116,8 @@ def attn_decode(
     stride_bt,
     seqlen_q, seqlen_new, num_seqs, num_heads_q, num_heads_k, head_dim,
     capacity, page_size, num_blocks, num_splits, causal,
-    BLOCK_DMODEL: tl.constexpr, PAGED: tl.constexpr,
+    window_left, window_right, softcap, alibi_slopes, stride_alibi_z,
+    BLOCK_DMODEL: tl.constexpr, PAGED: tl.constexpr, SCORE_MOD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """O = softmax(sm_scale * Q K^T [causal]) V over each sequence's cached keys.
@@ -108,6 +137,14 @@ def attn_decode(
     capacity     tokens one sequence can hold: capacity (contiguous) or
                  max_blocks * page_size (paged).
     causal       0/1, bottom-right aligned.
+    window_left, window_right  sliding window (flash-attn's, bottom-right
+                 aligned): query i sees keys j with
+                 i + diag - window_left <= j <= i + diag + window_right,
+                 diag = seqlen_k - seqlen_q; -1 = unbounded; causal caps
+                 window_right at 0. Tiles outside the band are not visited.
+    softcap      SCORE_MOD 1: scores become softcap * tanh(scores / softcap).
+    alibi_slopes SCORE_MOD 2: fp32, slope of (b, h) at b * stride_alibi_z + h;
+                 scores get - slope * |i + diag - j|.
     """
     split = tl.program_id(0)
     bh = tl.program_id(1)
@@ -134,17 +171,27 @@ def attn_decode(
         + offs_d[None, :]
     q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
 
+    # The band: query token i sees keys j with lo_off <= j - i <= hi_off,
+    # offsets clamped to [-seqlen_q - 1, seqlen_k] (no overflow for any window).
+    diag = seqlen_k - seqlen_q
+    hi_off = seqlen_k
+    if window_right >= 0:
+        hi_off = tl.minimum(diag + tl.minimum(window_right, seqlen_k + seqlen_q), seqlen_k)
     if causal != 0:
-        diag = seqlen_k - seqlen_q
-    else:
-        diag = seqlen_k  # every key below seqlen_k
-    # Keys visible to the first row of the tile are visible to all of them;
-    # none past the last row's diagonal is visible to any.
+        hi_off = tl.minimum(hi_off, diag)
+    hi_off = tl.maximum(hi_off, -seqlen_q - 1)
+    lo_off = -seqlen_q - 1
+    if window_left >= 0:
+        lo_off = tl.maximum(diag - tl.minimum(window_left, seqlen_k + seqlen_q), lo_off)
+    # Keys of this split and tile: [lo, full_lo) and [full_hi, hi) are the
+    # masked edges, every row sees all of [full_lo, full_hi).
     first_tok = tl.minimum(tl.program_id(2) * BLOCK_M // group, seqlen_q - 1)
     last_tok = tl.minimum((tl.program_id(2) * BLOCK_M + BLOCK_M - 1) // group, seqlen_q - 1)
-    hi = tl.maximum(tl.minimum(hi, last_tok + diag + 1), lo)
-    full_end = tl.maximum(tl.minimum(hi, first_tok + diag + 1), lo)
-    full_end = lo + ((full_end - lo) // BLOCK_N) * BLOCK_N
+    hi = tl.maximum(tl.minimum(hi, last_tok + hi_off + 1), lo)
+    lo = tl.minimum(tl.maximum(lo, first_tok + lo_off), hi)
+    full_lo = tl.minimum(tl.maximum(lo, last_tok + lo_off), hi)
+    full_hi = tl.maximum(tl.minimum(hi, first_tok + hi_off + 1), full_lo)
+    full_hi = full_lo + ((full_hi - full_lo) // BLOCK_N) * BLOCK_N
 
     if PAGED:
         table_row = block_table + b.to(tl.int64) * stride_bt
@@ -156,15 +203,27 @@ def attn_decode(
         v_head = V + b.to(tl.int64) * stride_vz + hk.to(tl.int64) * stride_vh
 
     qk_scale = sm_scale * LOG2E
+    if SCORE_MOD == 1:
+        mod0 = sm_scale / softcap
+        mod1 = softcap * LOG2E
+    elif SCORE_MOD == 2:
+        mod0 = tl.load(alibi_slopes + b.to(tl.int64) * stride_alibi_z + row_head, mask=row_ok, other=0.0) * LOG2E
+        mod1 = diag
+    else:
+        mod0 = 0.0
+        mod1 = 0
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DMODEL], dtype=tl.float32)
-    acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, full_end, offs_n, offs_d, d_ok,
-                                  row_tok, diag, qk_scale, page_size, num_blocks, stride_kz, stride_kn, stride_vz,
-                                  stride_vn, BLOCK_N, PAGED, False)
-    acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, full_end, hi, offs_n, offs_d, d_ok,
-                                  row_tok, diag, qk_scale, page_size, num_blocks, stride_kz, stride_kn, stride_vz,
-                                  stride_vn, BLOCK_N, PAGED, True)
+    acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, full_lo, offs_n, offs_d, d_ok,
+                                  row_tok, lo_off, hi_off, qk_scale, mod0, mod1, page_size, num_blocks, stride_kz,
+                                  stride_kn, stride_vz, stride_vn, BLOCK_N, PAGED, True, SCORE_MOD)
+    acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, full_lo, full_hi, offs_n, offs_d,
+                                  d_ok, row_tok, lo_off, hi_off, qk_scale, mod0, mod1, page_size, num_blocks,
+                                  stride_kz, stride_kn, stride_vz, stride_vn, BLOCK_N, PAGED, False, SCORE_MOD)
+    acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, full_hi, hi, offs_n, offs_d, d_ok,
+                                  row_tok, lo_off, hi_off, qk_scale, mod0, mod1, page_size, num_blocks, stride_kz,
+                                  stride_kn, stride_vz, stride_vn, BLOCK_N, PAGED, True, SCORE_MOD)
 
     # Rows that saw no key: O = 0, LSE = -inf (not NaN).
     empty = l_i == 0.0

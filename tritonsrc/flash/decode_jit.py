@@ -32,12 +32,15 @@ def _bhsd(t):
 
 
 def decode_jit(q, k_cache, v_cache, cache_seqlens, *, sm_scale, k=None, v=None, block_table=None, causal=False,
-               num_splits=1, config=None, out=None, lse_out=None):
+               window_size=(-1, -1), softcap=0.0, alibi_slopes=None, num_splits=1, config=None, out=None,
+               lse_out=None):
     """Append k/v (if given) at cache_seqlens, then attend. Returns (out, lse).
 
     q [B, Sq, Hq, D]; caches [B, cap, Hk, D] or paged [num_blocks, page, Hk, D]
     with block_table int32 [B, max_blocks]; cache_seqlens int32 [B]; lse is
-    fp32 [B, Hq, Sq]. No argument checks: the operators do those.
+    fp32 [B, Hq, Sq]. window_size (left, right), -1 unbounded; softcap > 0 or
+    alibi_slopes fp32 (Hq,) / (B, Hq) pick SCORE_MOD 1 / 2. No argument checks:
+    the operators do those.
     """
     B, Sq, Hq, D = q.shape
     Hk = k_cache.shape[2]
@@ -74,7 +77,11 @@ def decode_jit(q, k_cache, v_cache, cache_seqlens, *, sm_scale, k=None, v=None, 
         q, k_cache, v_cache, o, lse, o_part, lse_part, cache_seqlens, bt, float(sm_scale),
         *_bhsd(q), *_bhsd(k_cache), *_bhsd(v_cache), *_bhsd(o), lse.stride(0), lse.stride(1), stride_bt,
         Sq, seqlen_new, B, Hq, Hk, D, capacity, page, num_blocks, num_splits, int(bool(causal)),
-        BLOCK_DMODEL=bucket, PAGED=paged, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
+        int(window_size[0]), int(window_size[1]), float(softcap) if softcap else 1.0,
+        alibi_slopes if alibi_slopes is not None else lse,
+        (alibi_slopes.stride(0) if alibi_slopes is not None and alibi_slopes.dim() == 2 else 0),
+        BLOCK_DMODEL=bucket, PAGED=paged, SCORE_MOD=(1 if softcap else 2 if alibi_slopes is not None else 0),
+        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     if num_splits > 1:
         attn_decode_combine[(rows, 1, 1)](

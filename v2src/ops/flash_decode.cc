@@ -1,6 +1,7 @@
 // Attention over a KV cache: argument checks, the split-KV choice, the
 // workspace layout, and the launches (kv_append, attn_decode, combine).
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "aotriton/flash.h"
@@ -29,6 +30,7 @@ struct Decode {
   bool paged = false;
   int32_t splits = 1;
   int32_t bucket = 64;
+  int32_t score_mod = 0;  // 0 none, 1 softcap, 2 ALiBi
 };
 
 std::string str(int64_t v) { return std::to_string(v); }
@@ -62,10 +64,13 @@ int32_t choose_splits(const Decode& g, int32_t forced, int32_t num_sms) {
 
 Status check_params(const DecodeParams& p, Decode* out) {
   Decode g;
-  if (p.window_left != -1 || p.window_right != -1)
-    return fail(Status::kUnsupported, "attn_decode: window_size is not implemented for the KV-cache decode yet");
-  if (p.softcap != 0.f) return fail(Status::kUnsupported, "attn_decode: softcap is not implemented for the KV-cache decode yet");
-  if (p.alibi_slopes) return fail(Status::kUnsupported, "attn_decode: alibi_slopes is not implemented for the KV-cache decode yet");
+  if (p.window_left < -1 || p.window_right < -1)
+    return fail(Status::kInvalidArgument, "attn_decode: window_size values must be >= 0 or -1 (unbounded), got (" +
+                                              str(p.window_left) + ", " + str(p.window_right) + ")");
+  if (!(p.softcap >= 0.f) || p.softcap == INFINITY)
+    return fail(Status::kInvalidArgument, "attn_decode: softcap must be finite and >= 0 (0: off)");
+  if (p.softcap > 0.f && p.alibi_slopes.data)
+    return fail(Status::kUnsupported, "attn_decode: softcap and alibi_slopes together are not supported");
   if (!(p.softmax_scale > 0.f)) return fail(Status::kInvalidArgument, "attn_decode: softmax_scale must be > 0");
   if (p.num_splits < 0 || p.num_splits > kMaxSplits)
     return fail(Status::kInvalidArgument, "attn_decode: num_splits must be in [0, 128] (0: automatic)");
@@ -156,6 +161,20 @@ Status check_params(const DecodeParams& p, Decode* out) {
   AOTRITON_RETURN_IF_ERROR(detail::check_i32(kOp, "B * Sq * Hq", rows));
   AOTRITON_RETURN_IF_ERROR(detail::check_i32(kOp, "B * Hk", g.B * g.hk));
 
+  if (p.alibi_slopes.data) {
+    const TensorView<2>& a = p.alibi_slopes;
+    AOTRITON_RETURN_IF_ERROR(detail::check_tensor(kOp, "alibi_slopes", a));
+    AOTRITON_RETURN_IF_ERROR(detail::check_dtype(kOp, "alibi_slopes", a.dtype, DType::kFloat32));
+    if ((a.size(0) != 1 && a.size(0) != g.B) || a.size(1) != g.hq)
+      return fail(Status::kInvalidArgument, "attn_decode: alibi_slopes must be [1, Hq] or [B, Hq] = [" + str(g.B) +
+                                                ", " + str(g.hq) + "], got [" + str(a.size(0)) + ", " +
+                                                str(a.size(1)) + "]");
+    AOTRITON_RETURN_IF_ERROR(detail::check_i32(kOp, "alibi_slopes stride", a.stride(0)));
+    g.score_mod = 2;
+  } else if (p.softcap > 0.f) {
+    g.score_mod = 1;
+  }
+
   g.splits = choose_splits(g, p.num_splits, p.num_sms);
   *out = g;
   return Status::kSuccess;
@@ -206,7 +225,11 @@ Status launch_all(const DecodeParams& p, const Decode& g, Stream stream, const K
     a.seqlen_q = g.sq, a.seqlen_new = g.snew, a.num_seqs = g.B, a.num_heads_q = g.hq, a.num_heads_k = g.hk;
     a.head_dim = g.d, a.capacity = g.capacity, a.page_size = page, a.num_blocks = g.num_blocks;
     a.num_splits = g.splits, a.causal = p.causal ? 1 : 0;
-    kn::Functional f{p.q.dtype, g.bucket, g.paged};
+    a.window_left = p.window_left, a.window_right = p.window_right, a.softcap = p.softcap;
+    // Any valid pointer when ALiBi is off (never read).
+    a.alibi_slopes = p.alibi_slopes.data ? p.alibi_slopes.data : p.lse.data;
+    a.stride_alibi_z = p.alibi_slopes.data && p.alibi_slopes.size(0) > 1 ? p.alibi_slopes.stride(0) : 0;
+    kn::Functional f{p.q.dtype, g.bucket, g.paged, g.score_mod};
     AOTRITON_RETURN_IF_ERROR(kn::launch(a, f, stream, options));
   }
   if (g.splits > 1) {
@@ -256,7 +279,8 @@ Status attn_decode(const DecodeParams& p, Stream stream, const KernelOptions* op
       {detail::span_of("out", p.out), detail::span_of("lse", p.lse), detail::bytes_of("workspace", p.workspace, need)},
       {detail::span_of("q", p.q), detail::span_of("k_cache", p.k_cache), detail::span_of("v_cache", p.v_cache),
        detail::span_of("k_new", p.k_new), detail::span_of("v_new", p.v_new),
-       detail::span_of("cache_seqlens", p.cache_seqlens), detail::span_of("block_table", p.block_table)}));
+       detail::span_of("cache_seqlens", p.cache_seqlens), detail::span_of("block_table", p.block_table),
+       detail::span_of("alibi_slopes", p.alibi_slopes)}));
   if (g.snew > 0)
     AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
         kOp, {detail::span_of("k_cache", p.k_cache), detail::span_of("v_cache", p.v_cache)},

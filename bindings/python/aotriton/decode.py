@@ -12,16 +12,29 @@ from ._glue import check_same_device, traced
 _INT32 = torch.int32
 
 
-def _unsupported(window_size, softcap, alibi_slopes):
-    if tuple(window_size) != (-1, -1):
-        raise NotImplementedError(f"aotriton flash_attn_with_kvcache: sliding window (window_size={tuple(window_size)})"
-                                  " is not implemented in the decode kernel yet; only (-1, -1)")
-    if softcap:
-        raise NotImplementedError(f"aotriton flash_attn_with_kvcache: softcap={softcap} is not implemented in the "
-                                  "decode kernel yet")
+def _features(q, window_size, softcap, alibi_slopes):
+    """(window_left, window_right, softcap, alibi [1 or B, Hq] fp32 or None), checked."""
+    try:
+        left, right = (int(w) for w in window_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"window_size must be a pair of ints, got {window_size!r}") from None
+    if left < -1 or right < -1:
+        raise ValueError(f"window_size values must be >= 0 or -1 (unbounded), got {tuple(window_size)}")
+    softcap = float(softcap or 0.0)
+    if not softcap >= 0.0 or softcap == float("inf"):
+        raise ValueError(f"softcap must be finite and >= 0 (0: off), got {softcap}")
     if alibi_slopes is not None:
-        raise NotImplementedError("aotriton flash_attn_with_kvcache: alibi_slopes is not implemented in the decode "
-                                  "kernel yet")
+        if softcap:
+            raise NotImplementedError("aotriton flash_attn_with_kvcache: softcap and alibi_slopes together")
+        if alibi_slopes.dtype != torch.float32 or alibi_slopes.dim() not in (1, 2):
+            raise ValueError(f"alibi_slopes must be fp32 (Hq,) or (B, Hq), got {alibi_slopes.dtype} "
+                             f"{tuple(alibi_slopes.shape)}")
+        check_same_device((("q", q), ("alibi_slopes", alibi_slopes)))
+        if alibi_slopes.dim() == 1:
+            alibi_slopes = alibi_slopes.unsqueeze(0)
+        if alibi_slopes.stride(-1) != 1:
+            alibi_slopes = alibi_slopes.contiguous()
+    return left, right, softcap, alibi_slopes
 
 
 def _capturing():
@@ -70,6 +83,10 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, cache_seqlens=N
                 of each sequence (the caches are modified), then attended to.
     cache_seqlens  int or int32 [B] tensor: tokens already in each sequence's cache.
     causal      bottom-right aligned: query i sees keys j <= i + seqlen_k - Sq.
+    window_size (left, right): query i sees keys j in [i + seqlen_k - Sq - left,
+                i + seqlen_k - Sq + right]; -1 = unbounded (flash-attn's sliding window).
+    softcap     > 0: scores s become softcap * tanh(s / softcap).
+    alibi_slopes  fp32 (Hq,) or (B, Hq): scores get -slope * |i + seqlen_k - Sq - j|.
     num_splits  0: automatic split-KV; n >= 1 forces n splits (at most 128).
     check_inputs  eager and not capturing a CUDA graph: check cache_seqlens and the
                 used block-table entries on the device (one host sync) and raise
@@ -79,7 +96,6 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, cache_seqlens=N
                 outside [0, num_blocks) (never an out-of-bounds access).
     Returns out [B, Sq, Hq, D] (and lse fp32 [B, Hq, Sq] with return_softmax_lse).
     """
-    _unsupported(window_size, softcap, alibi_slopes)
     if (k is None) != (v is None):
         raise ValueError("flash_attn_with_kvcache: pass k and v together")
     check_same_device((("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("k", k), ("v", v),
@@ -89,6 +105,7 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, cache_seqlens=N
         if t is not None and t.dim() != rank:
             raise ValueError(f"{name} must be {rank}-D, got shape {tuple(t.shape)}")
     B, Sq, Hq, D = q.shape
+    left, right, softcap, alibi = _features(q, window_size, softcap, alibi_slopes)
     if cache_seqlens is None:
         raise ValueError("flash_attn_with_kvcache: cache_seqlens is required (an int or an int32 [B] tensor)")
     if isinstance(cache_seqlens, int):
@@ -104,11 +121,11 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, cache_seqlens=N
     out = torch.empty_like(q)
     lse = q.new_empty((B, Hq, Sq), dtype=torch.float32)
     if traced(q):
-        torch.ops.aotriton.attn_decode(out, lse, k_cache, v_cache, q, k, v, cache_seqlens, block_table, scale,
-                                       bool(causal), int(num_splits), force_config)
+        torch.ops.aotriton.attn_decode(out, lse, k_cache, v_cache, q, k, v, cache_seqlens, block_table, alibi, scale,
+                                       bool(causal), left, right, softcap, int(num_splits), force_config)
     else:
         if check_inputs and not _capturing():
             check_indices(k_cache, cache_seqlens, block_table, 0 if k is None else k.shape[1])
-        O.launch(out, lse, k_cache, v_cache, q, k, v, cache_seqlens, block_table, scale, bool(causal),
-                 int(num_splits), force_config)
+        O.launch(out, lse, k_cache, v_cache, q, k, v, cache_seqlens, block_table, alibi, scale, bool(causal), left,
+                 right, softcap, int(num_splits), force_config)
     return (out, lse) if return_softmax_lse else out
