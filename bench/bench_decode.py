@@ -129,8 +129,9 @@ def main():
 
                 out = torch.empty_like(q)
                 lse = torch.empty(B, HQ, 1, device=dev, dtype=torch.float32)
-                _, splits = _decode_ops.workspace_plan(out, lse, k_cache, v_cache, q, None, None, cs, table,
-                                                       D ** -0.5, False, 0, _decode_ops.num_sms(q.device))
+                _, splits = _decode_ops.workspace_plan(out, lse, k_cache, v_cache, q, None, None, cs, table, None,
+                                                       D ** -0.5, False, -1, -1, 0.0, 0,
+                                                       _decode_ops.num_sms(q.device))
                 aot_ms = t_graph_ms(aot)
                 sweep = {}
                 for n in [int(x) for x in args.sweep_splits.split(",") if x]:
