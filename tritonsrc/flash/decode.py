@@ -30,7 +30,7 @@ LSE = -inf.
 import triton
 import triton.language as tl
 
-from .kv_cache import cached_length, token_rows
+from .kv_cache import cached_length, slot_offsets, token_slots
 
 LOG2E = tl.constexpr(1.4426950408889634)
 LN2 = tl.constexpr(0.6931471805599453)
@@ -72,8 +72,10 @@ def _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, hi, offs_n, o
             n_in = cols < hi
         else:
             n_in = cols >= 0  # all true
-        k_rows, k_ok = token_rows(table_row, cols, page_size, num_blocks, stride_kz, stride_kn, n_in, PAGED)
-        v_rows, v_ok = token_rows(table_row, cols, page_size, num_blocks, stride_vz, stride_vn, n_in, PAGED)
+        blk, row, k_ok = token_slots(table_row, cols, page_size, num_blocks, n_in, PAGED)
+        k_rows = slot_offsets(blk, row, stride_kz, stride_kn, PAGED)
+        v_rows = slot_offsets(blk, row, stride_vz, stride_vn, PAGED)
+        v_ok = k_ok
         if MASKED or PAGED:
             k = tl.load(k_head + k_rows[None, :] + offs_d[:, None], mask=k_ok[None, :] & d_ok[:, None], other=0.0)
         else:

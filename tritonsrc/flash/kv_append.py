@@ -12,7 +12,7 @@ Grid: (cdiv(seqlen_new, BLOCK_M), num_seqs * num_heads_k, 1).
 import triton
 import triton.language as tl
 
-from .kv_cache import cached_length, token_rows
+from .kv_cache import cached_length, slot_offsets, token_slots
 
 
 @triton.jit(do_not_specialize=["seqlen_new", "num_heads_k", "head_dim", "capacity", "num_blocks"])
@@ -44,12 +44,13 @@ def kv_append(
         table_row = block_table
         k_head = K + b.to(tl.int64) * stride_kz + hk.to(tl.int64) * stride_kh
         v_head = V + b.to(tl.int64) * stride_vz + hk.to(tl.int64) * stride_vh
-    k_rows, k_ok = token_rows(table_row, cols, page_size, num_blocks, stride_kz, stride_kn, tok_ok, PAGED)
-    v_rows, v_ok = token_rows(table_row, cols, page_size, num_blocks, stride_vz, stride_vn, tok_ok, PAGED)
+    blk, row, ok = token_slots(table_row, cols, page_size, num_blocks, tok_ok, PAGED)
+    k_rows = slot_offsets(blk, row, stride_kz, stride_kn, PAGED)
+    v_rows = slot_offsets(blk, row, stride_vz, stride_vn, PAGED)
 
     src_k = K_new + b.to(tl.int64) * stride_knz + hk * stride_knh + toks[:, None] * stride_knm + offs_d[None, :]
     src_v = V_new + b.to(tl.int64) * stride_vnz + hk * stride_vnh + toks[:, None] * stride_vnm + offs_d[None, :]
     k = tl.load(src_k, mask=tok_ok[:, None] & d_ok[None, :])
     v = tl.load(src_v, mask=tok_ok[:, None] & d_ok[None, :])
-    tl.store(k_head + k_rows[:, None] + offs_d[None, :], k, mask=k_ok[:, None] & d_ok[None, :])
-    tl.store(v_head + v_rows[:, None] + offs_d[None, :], v, mask=v_ok[:, None] & d_ok[None, :])
+    tl.store(k_head + k_rows[:, None] + offs_d[None, :], k, mask=ok[:, None] & d_ok[None, :])
+    tl.store(v_head + v_rows[:, None] + offs_d[None, :], v, mask=ok[:, None] & d_ok[None, :])

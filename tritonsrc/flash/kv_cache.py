@@ -25,19 +25,28 @@ def cached_length(cache_seqlens, b, seqlen_new, capacity):
 
 
 @triton.jit
-def token_rows(table_row, cols, page_size, num_blocks, stride_z, stride_n, valid, PAGED: tl.constexpr):
-    """(64-bit row offsets, in-range flag) of tokens `cols` of one sequence.
+def token_slots(table_row, cols, page_size, num_blocks, valid, PAGED: tl.constexpr):
+    """(block, row in block, in-range flag) of tokens `cols` of one sequence;
+    the K and V caches share them (one block-table read for both).
 
-    Contiguous: cols * stride_n (the sequence base is added by the caller),
-    always in range. Paged: page lookup; `valid` masks the table reads of
-    columns past the sequence (their page index may be past the table row).
+    Contiguous: (0, cols), always in range (the sequence base is added by the
+    caller). Paged: page lookup; `valid` masks the table reads of columns past
+    the sequence (their page index may be past the table row).
     """
     if PAGED:
         page = cols // page_size
         blk = tl.load(table_row + page, mask=valid, other=0)
         ok = (blk >= 0) & (blk < num_blocks)
         blk = tl.where(ok, blk, 0)
-        rows = blk.to(tl.int64) * stride_z + (cols - page * page_size).to(tl.int64) * stride_n
-        return rows, ok & valid
+        return blk, cols - page * page_size, ok & valid
     else:
-        return cols.to(tl.int64) * stride_n, valid
+        return 0, cols, valid
+
+
+@triton.jit
+def slot_offsets(blk, row, stride_z, stride_n, PAGED: tl.constexpr):
+    """64-bit element offsets of (block, row) slots in a cache with these strides."""
+    if PAGED:
+        return blk.to(tl.int64) * stride_z + row.to(tl.int64) * stride_n
+    else:
+        return row.to(tl.int64) * stride_n
