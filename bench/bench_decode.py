@@ -83,10 +83,12 @@ def main():
     backends = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
                 "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
 
-    def sdpa_best(q, k, v):
+    def sdpa_best(q, k, v, with_math):
         """(ms, backend) of the fastest SDPA backend that accepts the call."""
         best = (float("nan"), "none")
         for name, be in backends.items():
+            if name == "math" and not with_math:
+                continue
             def call(be=be):
                 with sdpa_kernel([be]):
                     return torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
@@ -142,15 +144,20 @@ def main():
                 idx = torch.arange(ctx, device=dev)
                 kc = k_cache[table[:, idx // page].long(), idx % page]  # [B, ctx, Hk, D]
                 vc = v_cache[table[:, idx // page].long(), idx % page]
-                ref = torch.nn.functional.scaled_dot_product_attention(
-                    q.transpose(1, 2).float(), kc.transpose(1, 2).float(), vc.transpose(1, 2).float(),
-                    enable_gqa=True).transpose(1, 2)
-                err = (aot().float() - ref).abs().max().item()
-                assert err < 2e-2, f"aotriton decode disagrees with SDPA (fp32): max error {err}"
-                del k_cache, v_cache, ref
-                sdpa_ms, backend = sdpa_best(q.transpose(1, 2), kc.transpose(1, 2), vc.transpose(1, 2))
-                del kc, vc
+                if B * ctx <= 2 ** 20:  # a sanity check against fp32 SDPA (test/gpu covers correctness)
+                    ref = torch.nn.functional.scaled_dot_product_attention(
+                        q.transpose(1, 2).float(), kc.transpose(1, 2).float(), vc.transpose(1, 2).float(),
+                        enable_gqa=True).transpose(1, 2)
+                    err = (aot().float() - ref).abs().max().item()
+                    assert err < 2e-2, f"aotriton decode disagrees with SDPA (fp32): max error {err}"
+                    del ref
+                del k_cache, v_cache
+                torch.cuda.empty_cache()
                 kv_bytes = 2 * B * ctx * HK * D * 2
+                # math repeats K/V per q head (8x the cache): only where that is small.
+                sdpa_ms, backend = sdpa_best(q.transpose(1, 2), kc.transpose(1, 2), vc.transpose(1, 2),
+                                             with_math=kv_bytes <= 2 ** 31)
+                del kc, vc
                 roof = kv_bytes / bw * 1e3
                 r = {"mode": "decode", "batch": B, "context": ctx, "page_size": page, "hq": HQ, "hk": HK, "d": D,
                      "dtype": "bf16", "num_splits": splits, "aot_ms": aot_ms, "roofline": roof / aot_ms,
