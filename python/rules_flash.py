@@ -222,7 +222,7 @@ FLASH_GPUTEST = {"attn_fwd": _gputest, "bwd_preprocess": _gputest, "bwd_dkdv": _
 # (always masked on d: no PADDED_HEAD functional, the loads stay 16-byte).
 # One default config per functional keeps the release cubin count small.
 # ----------------------------------------------------------------------------
-from tritonsrc.flash.decode_jit import DECODE_HEAD_BUCKETS, default_decode_config  # noqa: E402
+from tritonsrc.flash.decode_configs import DECODE_HEAD_BUCKETS, default_decode_config  # noqa: E402
 
 _DECODE_DTYPES = ["fp16", "bf16"]
 

@@ -20,9 +20,11 @@ group = num_heads_q // num_heads_k.
 
 Keys: sequence b attends to its first seqlen_k = clamp(cache_seqlens[b]) +
 seqlen_new cache rows (kv_cache.py: the clamp, paging, and invalid block-table
-entries, whose keys are left out). Split s covers keys [s*chunk,
-min((s+1)*chunk, seqlen_k)) with chunk = cdiv(cdiv(seqlen_k, num_splits),
-BLOCK_N) * BLOCK_N, so splits balance per sequence whatever the capacity.
+entries, whose keys are left out). Of the keys some query sees, [band_lo,
+band_hi) (all of them without a window), split s covers [band_lo + s*chunk,
+band_lo + (s+1)*chunk) with chunk = cdiv(cdiv(band_hi - band_lo, num_splits),
+BLOCK_N) * BLOCK_N, so splits balance per sequence whatever the capacity
+or the window.
 Causal (flash-attn's, bottom-right aligned): query token i sees keys
 j <= i + seqlen_k - seqlen_q. A row that sees no key gets O = 0 and
 LSE = -inf.
@@ -155,9 +157,6 @@ def attn_decode(
     group = num_heads_q // num_heads_k
 
     seqlen_k = cached_length(cache_seqlens, b, seqlen_new, capacity) + seqlen_new
-    chunk = tl.cdiv(tl.cdiv(seqlen_k, num_splits), BLOCK_N) * BLOCK_N
-    lo = split * chunk
-    hi = tl.minimum(lo + chunk, seqlen_k)
 
     rows = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_tok = rows // group
@@ -185,6 +184,13 @@ def attn_decode(
     lo_off = -seqlen_q - 1
     if window_left >= 0:
         lo_off = tl.maximum(diag - tl.minimum(window_left, seqlen_k + seqlen_q), lo_off)
+    # The splits share the keys some query token sees, [band_lo, band_hi), so
+    # a sliding window keeps them balanced.
+    band_lo = tl.minimum(tl.maximum(lo_off, 0), seqlen_k)
+    band_hi = tl.maximum(tl.minimum(seqlen_q + hi_off, seqlen_k), band_lo)
+    chunk = tl.cdiv(tl.cdiv(band_hi - band_lo, num_splits), BLOCK_N) * BLOCK_N
+    lo = band_lo + split * chunk
+    hi = tl.minimum(lo + chunk, band_hi)
     # Keys of this split and tile: [lo, full_lo) and [full_hi, hi) are the
     # masked edges, every row sees all of [full_lo, full_hi).
     first_tok = tl.minimum(tl.program_id(2) * BLOCK_M // group, seqlen_q - 1)

@@ -8,22 +8,8 @@ import triton
 
 from .decode import attn_decode
 from .decode_combine import attn_decode_combine
+from .decode_configs import DECODE_HEAD_BUCKETS, decode_head_bucket, default_decode_config  # noqa: F401
 from .kv_append import kv_append
-
-DECODE_HEAD_BUCKETS = (64, 128, 256)
-
-
-def decode_head_bucket(head_dim):
-    for b in DECODE_HEAD_BUCKETS:
-        if head_dim <= b:
-            return b
-    raise ValueError(f"head_dim {head_dim} > 256")
-
-
-def default_decode_config(head_dim):
-    """The rules' default (python/rules_flash.py uses this function)."""
-    bucket = decode_head_bucket(head_dim)
-    return {"BLOCK_M": 16, "BLOCK_N": 32 if bucket == 256 else 64, "num_warps": 4, "num_stages": 2}
 
 
 def _bhsd(t):
