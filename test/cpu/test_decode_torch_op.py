@@ -45,8 +45,11 @@ def test_op_schema_declares_the_mutated_caches():
 def test_signature_has_flash_attn_keywords():
     import inspect
     params = list(inspect.signature(aotriton.flash_attn_with_kvcache).parameters)
-    assert params[:13] == ["q", "k_cache", "v_cache", "k", "v", "cache_seqlens", "block_table", "softmax_scale",
-                           "causal", "window_size", "softcap", "alibi_slopes", "num_splits"]
+    # flash-attn 2's positional order
+    assert params[:19] == ["q", "k_cache", "v_cache", "k", "v", "rotary_cos", "rotary_sin", "cache_seqlens",
+                           "cache_batch_idx", "cache_leftpad", "block_table", "softmax_scale", "causal",
+                           "window_size", "softcap", "rotary_interleaved", "alibi_slopes", "num_splits",
+                           "return_softmax_lse"]
 
 
 def test_traced_call_goes_through_the_op(no_extension_launch):
@@ -69,11 +72,15 @@ def test_traced_call_goes_through_the_op(no_extension_launch):
     (dict(softcap=-1.0), ValueError, "softcap"),
     (dict(softcap=30.0, alibi_slopes=torch.float32), NotImplementedError, "together"),
     (dict(alibi_slopes=torch.float64), ValueError, "fp32"),
+    (dict(rotary_cos=torch.float32), NotImplementedError, "rotary"),
+    (dict(cache_batch_idx=torch.int32), NotImplementedError, "cache_batch_idx"),
+    (dict(cache_leftpad=torch.int32), NotImplementedError, "cache_leftpad"),
 ])
 def test_bad_features_raise(kwargs, error, words, no_extension_launch):
     with FakeTensorMode():
-        if "alibi_slopes" in kwargs:
-            kwargs = dict(kwargs, alibi_slopes=torch.ones(8, dtype=kwargs["alibi_slopes"], device="cuda"))
+        # dtype placeholders become (fake CUDA) tensors of that dtype
+        kwargs = {k: torch.ones(8, device="cuda").to(v) if isinstance(v, torch.dtype) else v
+                  for k, v in kwargs.items()}
         q = rnd(1, 1, 8, 64)
         with pytest.raises(error, match=words):
             aotriton.flash_attn_with_kvcache(q, q, q, cache_seqlens=0, **kwargs)

@@ -71,10 +71,14 @@ def check_indices(k_cache, cache_seqlens, block_table, seqlen_new):
                          f"pages its sequence uses: {block_table[b].tolist()}")
 
 
-def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, cache_seqlens=None, block_table=None,
-                            softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
-                            num_splits=0, return_softmax_lse=False, check_inputs=True, force_config=None):
-    """Attention of q over a KV cache, after appending k/v to it in place.
+def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, rotary_sin=None,
+                            cache_seqlens=None, cache_batch_idx=None, cache_leftpad=None, block_table=None,
+                            softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
+                            rotary_interleaved=True, alibi_slopes=None, num_splits=0, return_softmax_lse=False, *,
+                            check_inputs=True, force_config=None):
+    """Attention of q over a KV cache, after appending k/v to it in place
+    (flash-attn 2's signature; rotary_cos/rotary_sin, cache_batch_idx and
+    cache_leftpad are not supported and raise NotImplementedError when given).
 
     q           [B, Sq, Hq, D] fp16/bf16 (Sq >= 1; Sq > 1 for speculative decoding).
     k_cache, v_cache  [B, capacity, Hk, D], or paged [num_blocks, page_size, Hk, D]
@@ -96,6 +100,11 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, cache_seqlens=N
                 outside [0, num_blocks) (never an out-of-bounds access).
     Returns out [B, Sq, Hq, D] (and lse fp32 [B, Hq, Sq] with return_softmax_lse).
     """
+    for name, value in (("rotary_cos/rotary_sin (apply rotary embeddings before the call)",
+                         rotary_cos if rotary_cos is not None else rotary_sin),
+                        ("cache_batch_idx", cache_batch_idx), ("cache_leftpad", cache_leftpad)):
+        if value is not None:
+            raise NotImplementedError(f"aotriton flash_attn_with_kvcache: {name} is not supported")
     if (k is None) != (v is None):
         raise ValueError("flash_attn_with_kvcache: pass k and v together")
     check_same_device((("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("k", k), ("v", v),
