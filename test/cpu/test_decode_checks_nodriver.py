@@ -59,6 +59,8 @@ out = {
     "b132_1k": call(B=132, hq=32, hk=4, cap=1024, page=64),
     "b1_short": call(B=1, hq=32, hk=4, cap=512, page=16),
     "forced": call(splits=5),
+    "empty_batch": call(B=0),
+    "empty_batch_call": call(B=0, query_only=False, ws=-1),
     "forced_one": call(B=1, cap=131072, splits=1),
     "too_many_splits": call(splits=129),
     "page_8": call(page=8, cap=64),
@@ -111,6 +113,9 @@ def test_split_choice(results):
     assert splits_and_bytes(results["forced"]) == (5, 5 * 16 * 129 * 4)
     assert splits_and_bytes(results["forced_one"]) == (1, 0)
     assert splits_and_bytes(results["append_fits"])[1] >= 0
+    # An empty batch needs no workspace and launches nothing (it once divided by zero).
+    assert splits_and_bytes(results["empty_batch"]) == (1, 0)
+    assert results["empty_batch_call"] == "ok", results["empty_batch_call"]
     for name in ("softcap", "window", "alibi_heads", "alibi_batch"):  # the features pass the checks
         assert results[name].startswith("ok "), results[name]
 

@@ -56,7 +56,7 @@ int32_t choose_splits(const Decode& g, int32_t forced, int32_t num_sms) {
   const int64_t sms = num_sms > 0 ? num_sms : kDefaultSms;
   const int64_t m_tiles = (g.sq * (g.hq / g.hk) + 15) / 16;
   const int64_t programs = g.B * g.hk * m_tiles;
-  if (programs >= kProgramsPerSm * sms) return 1;
+  if (programs == 0 || programs >= kProgramsPerSm * sms) return 1;  // 0: an empty batch launches nothing
   const int64_t want = (kProgramsPerSm * sms + programs - 1) / programs;
   const int64_t by_length = std::max<int64_t>(1, g.capacity / kKeysPerSplitMin);
   return static_cast<int32_t>(std::clamp<int64_t>(std::min(want, by_length), 1, kMaxSplits));
