@@ -56,5 +56,6 @@ const char* run(F&& f, const std::optional<std::string>& force_config) {
 
 void bind_moe(nb::module_& m);
 void bind_flash(nb::module_& m);
+void bind_decode(nb::module_& m);
 
 }  // namespace pyaotriton

@@ -30,4 +30,5 @@ NB_MODULE(pyaotriton, m) {
   m.attr("DTYPE_INT64") = static_cast<int>(DType::kInt64);
   bind_moe(m);
   bind_flash(m);
+  bind_decode(m);
 }

@@ -214,3 +214,107 @@ def _gputest(f):
 
 
 FLASH_GPUTEST = {"attn_fwd": _gputest, "bwd_preprocess": _gputest, "bwd_dkdv": _gputest, "bwd_dq": _gputest}
+
+
+# ----------------------------------------------------------------------------
+# Decode over a KV cache (flash_attn_with_kvcache): append, split-KV attention,
+# combine. Head dims that are multiples of 8 run in the 64/128/256 buckets
+# (always masked on d: no PADDED_HEAD functional, the loads stay 16-byte).
+# One default config per functional keeps the release cubin count small.
+# ----------------------------------------------------------------------------
+from tritonsrc.flash.decode_configs import DECODE_HEAD_BUCKETS, default_decode_config  # noqa: E402
+
+_DECODE_DTYPES = ["fp16", "bf16"]
+
+
+def _decode_candidate(f, c, arch):
+    """tune: small tiles only (decode reads each KV tile once; M is the GQA group)."""
+    return c["BLOCK_N"] * f["BLOCK_DMODEL"] <= 16384 or dict(c) == default_decode_config(f["BLOCK_DMODEL"])
+
+
+def _bshd_strides(name):
+    return [Arg(f"stride_{name}{d}", "i32:8") for d in ("z", "m", "h")]
+
+
+def _cache_strides(name):
+    return [Arg(f"stride_{name}{d}", "i32:8") for d in ("z", "n", "h")]
+
+
+kv_append = Kernel(
+    name="kv_append",
+    source="tritonsrc/flash/kv_append.py",
+    function="kv_append",
+    args=[
+        Arg("K_new", "*{dtype}:16"), Arg("V_new", "*{dtype}:16"), Arg("K", "*{dtype}:16"), Arg("V", "*{dtype}:16"),
+        Arg("cache_seqlens", "*i32"), Arg("block_table", "*i32"),
+        Arg("stride_knz", "i32:8"), Arg("stride_knm", "i32:8"), Arg("stride_knh", "i32:8"),
+        Arg("stride_vnz", "i32:8"), Arg("stride_vnm", "i32:8"), Arg("stride_vnh", "i32:8"),
+        *_cache_strides("k"), *_cache_strides("v"), Arg("stride_bt", "i32"),
+        Arg("seqlen_new", "i32"), Arg("num_heads_k", "i32"), Arg("head_dim", "i32"), Arg("capacity", "i32"),
+        Arg("page_size", "i32:16"), Arg("num_blocks", "i32"),
+    ],
+    functional={"dtype": _DECODE_DTYPES, "BLOCK_DMODEL": list(DECODE_HEAD_BUCKETS), "PAGED": [False, True]},
+    grid_args=["num_seqs"],
+    tuning=TuningSpace(params={"BLOCK_M": [16], "num_warps": [4], "num_stages": [1]},
+                       default=lambda f, arch: {"BLOCK_M": 16, "num_warps": 4, "num_stages": 1}),
+    grid=("cdiv(seqlen_new, BLOCK_M)", "num_seqs * num_heads_k", "1"),
+    doc="KV cache: write new keys/values at each sequence's cached length (in place)",
+)
+
+attn_decode = Kernel(
+    name="attn_decode",
+    source="tritonsrc/flash/decode.py",
+    function="attn_decode",
+    args=[
+        Arg("Q", "*{dtype}:16"), Arg("K", "*{dtype}:16"), Arg("V", "*{dtype}:16"), Arg("O", "*{dtype}:16"),
+        Arg("LSE", "*fp32"), Arg("O_part", "*fp32:16"), Arg("LSE_part", "*fp32"),
+        Arg("cache_seqlens", "*i32"), Arg("block_table", "*i32"),
+        Arg("sm_scale", "fp32"),
+        *_bshd_strides("q"), *_cache_strides("k"), *_cache_strides("v"), *_bshd_strides("o"),
+        Arg("stride_lse_z", "i32"), Arg("stride_lse_h", "i32"), Arg("stride_bt", "i32"),
+        Arg("seqlen_q", "i32"), Arg("seqlen_new", "i32"), Arg("num_seqs", "i32"), Arg("num_heads_q", "i32"),
+        Arg("num_heads_k", "i32"), Arg("head_dim", "i32"), Arg("capacity", "i32"), Arg("page_size", "i32:16"),
+        Arg("num_blocks", "i32"), Arg("num_splits", "i32"), Arg("causal", "i32"),
+        Arg("window_left", "i32"), Arg("window_right", "i32"), Arg("softcap", "fp32"), Arg("alibi_slopes", "*fp32"),
+        Arg("stride_alibi_z", "i32"),
+    ],
+    # SCORE_MOD: 0 none, 1 softcap, 2 ALiBi (the sliding window is runtime: it
+    # only moves the tile range and the edge masks).
+    functional={"dtype": _DECODE_DTYPES, "BLOCK_DMODEL": list(DECODE_HEAD_BUCKETS), "PAGED": [False, True],
+                "SCORE_MOD": [0, 1, 2]},
+    tuning=TuningSpace(
+        params={"BLOCK_M": [16, 32], "BLOCK_N": [32, 64, 128], "num_warps": [4, 8], "num_stages": [2, 3]},
+        default=lambda f, arch: default_decode_config(f["BLOCK_DMODEL"]),
+        prune=_decode_candidate,
+    ),
+    grid=("num_splits", "num_seqs * num_heads_k", "cdiv(seqlen_q * (num_heads_q / num_heads_k), BLOCK_M)"),
+    doc="flash decode: attention over a contiguous or paged KV cache, split-KV partials",
+)
+
+attn_decode_combine = Kernel(
+    name="attn_decode_combine",
+    source="tritonsrc/flash/decode_combine.py",
+    function="attn_decode_combine",
+    args=[
+        Arg("O", "*{dtype}:16"), Arg("LSE", "*fp32"), Arg("O_part", "*fp32:16"), Arg("LSE_part", "*fp32"),
+        *_bshd_strides("o"), Arg("stride_lse_z", "i32"), Arg("stride_lse_h", "i32"),
+        Arg("seqlen_q", "i32"), Arg("num_heads_q", "i32"), Arg("head_dim", "i32"), Arg("total_rows", "i32"),
+        Arg("num_splits", "i32"),
+    ],
+    functional={"dtype": _DECODE_DTYPES, "BLOCK_DMODEL": list(DECODE_HEAD_BUCKETS)},
+    tuning=TuningSpace(params={"num_warps": [4], "num_stages": [1]},
+                       default=lambda f, arch: {"num_warps": 4, "num_stages": 1}),
+    grid=("total_rows", "1", "1"),
+    doc="flash decode: combine the split-KV partial outputs by their log-sum-exps",
+)
+
+DECODE_KERNELS = [kv_append, attn_decode, attn_decode_combine]
+FLASH_KERNELS += DECODE_KERNELS
+
+
+def _decode_ci(f):
+    """fp16, head dim 128; the score modifiers in the paged kernel only."""
+    return f["dtype"] == "fp16" and f["BLOCK_DMODEL"] == 128 and (f.get("SCORE_MOD", 0) == 0 or f["PAGED"])
+
+
+FLASH_CI.update({k.name: _decode_ci for k in DECODE_KERNELS})

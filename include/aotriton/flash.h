@@ -1,5 +1,7 @@
 // Flash attention operators.
 #pragma once
+#include <cstddef>
+
 #include "aotriton/runtime.h"
 
 namespace aotriton {
@@ -105,6 +107,62 @@ AOTRITON_API Status attn_fwd_varlen(const FwdVarlenParams& params, Stream stream
 AOTRITON_API Status attn_bwd(const BwdParams& params, Stream stream, const KernelOptions* options = nullptr) noexcept;
 AOTRITON_API Status attn_bwd_varlen(const BwdVarlenParams& params, Stream stream,
                                     const KernelOptions* options = nullptr) noexcept;
+
+// ---------------------------------------------------------------------------
+// Attention over a KV cache (decode and speculative decode), in the convention
+// of flash-attn's flash_attn_with_kvcache. Asynchronous on `stream`, allocates
+// and synchronises nothing (CUDA-graph capturable): the split-KV partials live
+// in a caller workspace of attn_decode_workspace_size() bytes.
+//
+// Cache: contiguous [B, capacity, Hk, D], or paged [num_blocks, page_size, Hk, D]
+// with block_table int32 [B, max_blocks] (capacity = max_blocks * page_size,
+// page_size a multiple of 16). k_cache and v_cache share shape and dtype.
+// Sequence b attends to its first cache_seqlens[b] + Snew cache rows: when
+// k_new/v_new ([B, Snew, Hk, D]) are given they are first written in place at
+// rows [cache_seqlens[b], cache_seqlens[b] + Snew) of the caches.
+// Device values are never trusted (no out-of-bounds access whatever they hold):
+//   - cache_seqlens[b] is clamped into [0, capacity - Snew];
+//   - a block_table entry outside [0, num_blocks) addresses nothing: its keys
+//     are left out of the softmax and the append does not write them.
+// q [B, Sq, Hq, D] (Sq >= 1: speculative decoding), Hq a multiple of Hk (all q
+// heads of one kv head run in one program, so each KV tile is read once).
+// fp16 or bf16; D a multiple of 8, at most 256; last dims contiguous.
+// causal: query i sees keys j <= i + seqlen_k - Sq (bottom-right, flash-attn).
+// A row that sees no key (e.g. cache_seqlens 0 and no append) gets out = 0, lse = -inf.
+struct DecodeParams {
+  TensorView<4> q;
+  TensorView<4> k_cache, v_cache;
+  TensorView<4> k_new{}, v_new{};   // optional (data null: no append)
+  TensorView<1> cache_seqlens;      // int32 [B], contiguous
+  TensorView<2> block_table{};      // int32 [B, max_blocks], rows contiguous (data null: contiguous cache)
+  TensorView<4> out;                // [B, Sq, Hq, D], q's dtype
+  TensorView<3> lse;                // [B, Hq, Sq] fp32
+  float softmax_scale = 0.f;        // > 0
+  bool causal = false;
+  // Sliding window (flash-attn's, bottom-right aligned): query i sees keys j
+  // with i + Sk - Sq - window_left <= j <= i + Sk - Sq + window_right, where Sk
+  // = cache_seqlens[b] + Snew; -1 = unbounded (other negatives are refused);
+  // causal caps window_right at 0. Key tiles outside the window are not read.
+  int32_t window_left = -1, window_right = -1;
+  // softcap > 0: the scaled scores s become softcap * tanh(s / softcap).
+  float softcap = 0.f;
+  // ALiBi (data set): fp32 [1, Hq] (one slope per head) or [B, Hq], rows
+  // contiguous; scores get -slope * |i + Sk - Sq - j|. Not with softcap.
+  TensorView<2> alibi_slopes{};
+  // Split-KV (flash-decoding): 0 lets the operator choose from B * Hk and the
+  // capacity against num_sms; >= 1 forces that many splits (at most 128).
+  int32_t num_splits = 0;
+  int32_t num_sms = 0;  // SMs of the device the call runs on (0: 132, an H200)
+  void* workspace = nullptr;  // device memory, 16-byte aligned (only needed with > 1 split)
+  size_t workspace_bytes = 0;
+};
+// Checks params (except the workspace) and returns the bytes attn_decode needs
+// and, if num_splits is non-null, the number of splits it will run.
+AOTRITON_API Status attn_decode_workspace_size(const DecodeParams& params, size_t* bytes,
+                                               int32_t* num_splits = nullptr) noexcept;
+// options->force_config applies to the attention kernel (attn_decode).
+AOTRITON_API Status attn_decode(const DecodeParams& params, Stream stream,
+                                const KernelOptions* options = nullptr) noexcept;
 
 }  // namespace flash
 }  // namespace AOTRITON_ABI_NAMESPACE

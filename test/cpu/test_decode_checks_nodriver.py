@@ -1,0 +1,153 @@
+"""attn_decode's host-side checks and split choice through the Python binding,
+on a machine without a CUDA driver (fake, non-overlapping device pointers):
+every bad input is refused with a message naming it before any launch."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+NO_DRIVER = {**os.environ, "AOTRITON_LIBCUDA": "/nonexistent/libcuda.so.1"}
+
+SCRIPT = r"""
+import json
+import pyaotriton as C
+
+_next = [1 << 32]
+
+
+def t(shape, dtype=C.DTYPE_FP16, size=2):
+    strides, s = [], 1
+    for n in reversed(shape):
+        strides.insert(0, s)
+        s *= n
+    ptr = _next[0]
+    _next[0] += (s * size + (1 << 20)) // 4096 * 4096 + 4096  # disjoint, 4 KiB aligned
+    return (ptr, tuple(shape), tuple(strides), dtype)
+
+
+def call(B=2, sq=1, hq=8, hk=2, d=128, cap=256, page=None, snew=0, splits=0, sms=132, causal=False, softcap=0.0,
+         window=(-1, -1), bt_dtype=C.DTYPE_INT32, ws=0, query_only=True, q_dtype=C.DTYPE_FP16, lse_shape=None,
+         alibi=None):
+    q = t((B, sq, hq, d), q_dtype)
+    if page is None:
+        kc, vc, bt = t((B, cap, hk, d)), t((B, cap, hk, d)), None
+    else:
+        mb = cap // page
+        kc, vc, bt = t((B * mb, page, hk, d)), t((B * mb, page, hk, d)), t((B, mb), bt_dtype, 4)
+    kn = t((B, snew, hk, d)) if snew else None
+    vn = t((B, snew, hk, d)) if snew else None
+    args = (q, kc, vc, kn, vn, t((B,), C.DTYPE_INT32, 4), bt, t((B, sq, hq, d), q_dtype),
+            t(lse_shape or (B, hq, sq), C.DTYPE_FP32, 4), 0.1, causal, window[0], window[1], softcap,
+            None if alibi is None else t(alibi, C.DTYPE_FP32, 4), splits, sms)
+    try:
+        if query_only:
+            return "ok %d %d" % C.attn_decode_workspace_size(*args)
+        nbytes = C.attn_decode_workspace_size(*args)[0]
+        buf = t((max(ws, 1),), C.DTYPE_UINT8, 1)[0] if ws >= 0 else 0
+        C.attn_decode(*args, buf, ws if ws >= 0 else 0, 0)
+        return "ok"
+    except (ValueError, RuntimeError) as e:
+        return type(e).__name__ + ": " + str(e)
+
+
+out = {
+    "b1_128k": call(B=1, hq=32, hk=4, cap=131072, page=64),
+    "b8_128k": call(B=8, hq=32, hk=4, cap=131072, page=64),
+    "b64_128k": call(B=64, hq=32, hk=4, cap=131072, page=64),
+    "b132_1k": call(B=132, hq=32, hk=4, cap=1024, page=64),
+    "b1_short": call(B=1, hq=32, hk=4, cap=512, page=16),
+    "forced": call(splits=5),
+    "empty_batch": call(B=0),
+    "empty_batch_call": call(B=0, query_only=False, ws=-1),
+    "forced_one": call(B=1, cap=131072, splits=1),
+    "too_many_splits": call(splits=129),
+    "page_8": call(page=8, cap=64),
+    "page_24": call(page=24, cap=48),
+    "append_too_large": call(cap=32, snew=33),
+    "append_fits": call(cap=32, snew=32),
+    "gqa": call(hq=6, hk=4),
+    "head_dim": call(d=100),
+    "fp32": call(q_dtype=C.DTYPE_FP32),
+    "block_table_dtype": call(page=16, bt_dtype=C.DTYPE_INT64),
+    "softcap": call(softcap=30.0),
+    "window": call(window=(128, 0)),
+    "alibi_heads": call(alibi=(1, 8)),
+    "alibi_batch": call(alibi=(2, 8)),
+    "alibi_shape": call(alibi=(3, 8)),
+    "softcap_and_alibi": call(softcap=30.0, alibi=(1, 8)),
+    "window_bad": call(window=(-2, 0)),
+    "softcap_negative": call(softcap=-1.0),
+    "lse_shape": call(lse_shape=(2, 8, 2)),
+    "seqlen_q_0": call(sq=0),
+    "no_workspace": call(splits=4, query_only=False, ws=-1),
+    "short_workspace": call(splits=4, query_only=False, ws=100),
+    "valid_call": call(splits=4, query_only=False, ws=1 << 20),
+}
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def results(prefix):
+    env = {**NO_DRIVER, "PYTHONPATH": str(prefix / "lib/python")}
+    r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.splitlines()[-1])
+
+
+def splits_and_bytes(s):
+    _, nbytes, splits = s.split()
+    return int(splits), int(nbytes)
+
+
+def test_split_choice(results):
+    # 4 programs per SM on 132 SMs: B * Hk = 4 -> 128 splits (the cap; 132 wanted); 32 -> 17;
+    # 256 -> 3; 528 programs would need no split.
+    assert splits_and_bytes(results["b1_128k"]) == (128, 128 * 32 * 129 * 4)
+    assert splits_and_bytes(results["b8_128k"])[0] == 17
+    assert splits_and_bytes(results["b64_128k"]) == (3, 3 * 64 * 32 * 129 * 4)
+    assert splits_and_bytes(results["b132_1k"]) == (1, 0)
+    assert splits_and_bytes(results["b1_short"])[0] == 2  # 512 keys: at most 2 splits of 256
+    assert splits_and_bytes(results["forced"]) == (5, 5 * 16 * 129 * 4)
+    assert splits_and_bytes(results["forced_one"]) == (1, 0)
+    assert splits_and_bytes(results["append_fits"])[1] >= 0
+    # An empty batch needs no workspace and launches nothing (it once divided by zero).
+    assert splits_and_bytes(results["empty_batch"]) == (1, 0)
+    assert results["empty_batch_call"] == "ok", results["empty_batch_call"]
+    for name in ("softcap", "window", "alibi_heads", "alibi_batch"):  # the features pass the checks
+        assert results[name].startswith("ok "), results[name]
+
+
+BAD = {
+    "too_many_splits": ("ValueError: invalid argument", "num_splits"),
+    "page_8": ("ValueError: unsupported", "multiple of 16"),
+    "page_24": ("ValueError: unsupported", "multiple of 16"),
+    "append_too_large": ("ValueError: invalid argument", "too small for the append"),
+    "gqa": ("ValueError: invalid argument", "multiple of kv heads"),
+    "head_dim": ("ValueError: unsupported", "head dim"),
+    "fp32": ("ValueError: unsupported", "fp16 or bf16"),
+    "block_table_dtype": ("ValueError: invalid argument", "block_table"),
+    "alibi_shape": ("ValueError: invalid argument", "alibi_slopes must be [1, Hq] or [B, Hq]"),
+    "softcap_and_alibi": ("ValueError: unsupported", "softcap and alibi_slopes"),
+    "window_bad": ("ValueError: invalid argument", "window_size"),
+    "softcap_negative": ("ValueError: invalid argument", "softcap"),
+    "lse_shape": ("ValueError: invalid argument", "lse"),
+    "seqlen_q_0": ("ValueError: invalid argument", "seqlen_q"),
+    "no_workspace": ("ValueError: invalid argument", "workspace"),
+    "short_workspace": ("ValueError: invalid argument", "workspace"),
+}
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad_input_is_refused(results, name):
+    prefix, words = BAD[name]
+    assert results[name].startswith(prefix) and words in results[name], results[name]
+
+
+def test_valid_call_passes_the_checks(results):
+    # Past every check, the call needs the driver (or, in a profile without
+    # the decode kernels, reports that first).
+    assert results["valid_call"].startswith("RuntimeError:"), results["valid_call"]
+    assert "CUDA driver not available" in results["valid_call"] or "not in" in results["valid_call"]

@@ -1,0 +1,52 @@
+"""Where a token of a KV cache lives: one definition for the decode kernels.
+
+A cache is either contiguous, [B, capacity, Hk, D] (row n of sequence b at
+b*stride_z + n*stride_n), or paged, [num_blocks, page_size, Hk, D] with an
+int32 block table [B, max_blocks] (row n of sequence b at
+block_table[b, n // page_size]*stride_z + (n % page_size)*stride_n).
+
+Both read user data and are made safe here:
+  - the cached length cache_seqlens[b] is clamped into [0, capacity - seqlen_new],
+    so the appended tokens always land inside the cache and the attended length
+    cache_seqlens[b] + seqlen_new never exceeds the capacity;
+  - a block-table entry outside [0, num_blocks) is replaced by block 0 for the
+    address and reported as invalid: readers mask those keys out (they take no
+    part in the softmax), the append kernel writes nothing there.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def cached_length(cache_seqlens, b, seqlen_new, capacity):
+    """Clamped tokens already in the cache of sequence b (before the append)."""
+    n = tl.load(cache_seqlens + b)
+    return tl.minimum(tl.maximum(n, 0), capacity - seqlen_new)
+
+
+@triton.jit
+def token_slots(table_row, cols, page_size, num_blocks, valid, PAGED: tl.constexpr):
+    """(block, row in block, in-range flag) of tokens `cols` of one sequence;
+    the K and V caches share them (one block-table read for both).
+
+    Contiguous: (0, cols), always in range (the sequence base is added by the
+    caller). Paged: page lookup; `valid` masks the table reads of columns past
+    the sequence (their page index may be past the table row).
+    """
+    if PAGED:
+        page = cols // page_size
+        blk = tl.load(table_row + page, mask=valid, other=0)
+        ok = (blk >= 0) & (blk < num_blocks)
+        blk = tl.where(ok, blk, 0)
+        return blk, cols - page * page_size, ok & valid
+    else:
+        return 0, cols, valid
+
+
+@triton.jit
+def slot_offsets(blk, row, stride_z, stride_n, PAGED: tl.constexpr):
+    """64-bit element offsets of (block, row) slots in a cache with these strides."""
+    if PAGED:
+        return blk.to(tl.int64) * stride_z + row.to(tl.int64) * stride_n
+    else:
+        return row.to(tl.int64) * stride_n
