@@ -189,7 +189,7 @@ def test_fused_moe_grouped_topk_traces(no_extension_launch):
     (dict(num_expert_group=3, topk_group=1), "num_expert_group=3 must divide the number of experts 8"),
     (dict(num_expert_group=4, topk_group=5), "topk_group=5 must be in \\[1, num_expert_group=4\\]"),
     (dict(num_expert_group=4, topk_group=1, topk=3), "topk=3 must be in \\[1, 2\\]"),
-    (dict(num_expert_group=2, topk_group=1, e_score_correction_bias=torch.zeros(7)),
+    (dict(num_expert_group=2, topk_group=1, bias_len=7),
      "e_score_correction_bias must have shape \\(8,\\)"),
     (dict(scoring_func="tanh"), "scoring_func must be 'softmax' or 'sigmoid'"),
 ])
@@ -198,10 +198,10 @@ def test_grouped_topk_bad_input_raises(kwargs, match, no_extension_launch):
         kw = dict(num_expert_group=1, topk_group=1, topk=2)
         kw.update(kwargs)
         topk = kw.pop("topk")
-        bias = kw.pop("e_score_correction_bias", None)
+        n = kw.pop("bias_len", None)
+        bias = None if n is None else rnd(n, dtype=F32)
         with pytest.raises(ValueError, match=match):
-            aotriton.grouped_topk(None, rnd(5, 8), topk, True, e_score_correction_bias=None if bias is None else
-                                  bias.to("cuda"), **kw)
+            aotriton.grouped_topk(None, rnd(5, 8), topk, True, e_score_correction_bias=bias, **kw)
 
 
 def test_moe_routing_coverage_errors(no_extension_launch):
