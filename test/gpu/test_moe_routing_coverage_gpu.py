@@ -251,8 +251,8 @@ def test_ep_dispatch_random_maps(M, E, L, topk):
     scale = torch.repeat_interleave(torch.arange(L, device=DEV, dtype=torch.float64) + 2, counts)
     y = y * scale[:, None]
     inv = inverse.long()
-    picked = torch.where((inv >= 0)[..., None], y[inv.clamp_min(0)], 0.0)
-    out = (w[..., None] * picked).sum(1)
+    y0 = torch.cat([y, y.new_zeros(1, y.shape[1])])  # row `total` is 0: the slots not routed here
+    out = (w[..., None] * y0[torch.where(inv >= 0, inv, total)]).sum(1)
     local = ep_dispatch_ref.local_ids(ids, emap, L).to(DEV)
     want = (w * torch.where(local >= 0, local + 2, 0).double()).sum(1, keepdim=True) * x
     torch.testing.assert_close(out, want)
