@@ -173,11 +173,12 @@ void bind_moe(nb::module_& m) {
          const std::optional<TensorArg<3>>& w1_scale, const std::optional<TensorArg<3>>& w2_scale,
          const std::optional<TensorArg<1>>& a1_scale, const std::optional<TensorArg<1>>& a2_scale,
          const std::optional<TensorArg<1>>& expert_map, int block_size, uintptr_t workspace, size_t workspace_bytes,
-         uintptr_t stream, std::optional<std::string> force_config) {
+         uintptr_t stream, std::optional<std::string> force_config, bool apply_router_weight_on_input) {
         moe::FusedExpertsParams p = fused_params(hidden, w1, w2, topk_weights, topk_ids, output, activation, quant,
                                                  w1_scale, w2_scale, a1_scale, a2_scale, expert_map, block_size);
         p.workspace = reinterpret_cast<void*>(workspace);
         p.workspace_bytes = workspace_bytes;
+        p.apply_router_weight_on_input = apply_router_weight_on_input;
         return run([&](const KernelOptions* opt) { return moe::fused_experts(p, stream_arg(stream), opt); },
                    force_config);
       },
@@ -185,6 +186,50 @@ void bind_moe(nb::module_& m) {
       nb::arg("output"), nb::arg("activation"), nb::arg("quant"), nb::arg("w1_scale").none(),
       nb::arg("w2_scale").none(), nb::arg("a1_scale").none(), nb::arg("a2_scale").none(),
       nb::arg("expert_map").none(), nb::arg("block_size"), nb::arg("workspace"), nb::arg("workspace_bytes"),
+      nb::arg("stream"), nb::arg("force_config") = nb::none(),
+      nb::arg("apply_router_weight_on_input") = false);
+  m.def(
+      "grouped_topk",
+      [](const TensorArg<2>& logits, const std::optional<TensorArg<1>>& bias, const TensorArg<2>& weights,
+         const TensorArg<2>& ids, int num_expert_group, int topk_group, int scoring, bool renormalize,
+         float routed_scaling_factor, uintptr_t stream, std::optional<std::string> force_config) {
+        moe::GroupedTopkParams p;
+        p.logits = view<2>(logits);
+        p.e_score_correction_bias = opt_view<1>(bias);
+        p.topk_weights = view<2>(weights);
+        p.topk_ids = view<2>(ids);
+        p.num_expert_group = num_expert_group;
+        p.topk_group = topk_group;
+        p.scoring = static_cast<moe::Scoring>(scoring);
+        p.renormalize = renormalize;
+        p.routed_scaling_factor = routed_scaling_factor;
+        return run([&](const KernelOptions* opt) { return moe::grouped_topk(p, stream_arg(stream), opt); },
+                   force_config);
+      },
+      nb::arg("logits"), nb::arg("e_score_correction_bias").none(), nb::arg("topk_weights"), nb::arg("topk_ids"),
+      nb::arg("num_expert_group"), nb::arg("topk_group"), nb::arg("scoring"), nb::arg("renormalize"),
+      nb::arg("routed_scaling_factor"), nb::arg("stream"), nb::arg("force_config") = nb::none());
+  m.def("ep_dispatch_workspace_size", &moe::ep_dispatch_workspace_size, nb::arg("numel"),
+        nb::arg("num_local_experts"));
+  m.def(
+      "ep_dispatch",
+      [](const TensorArg<2>& topk_ids, const std::optional<TensorArg<1>>& expert_map, int num_local_experts,
+         const TensorArg<1>& sorted_token_ids, const TensorArg<2>& inverse, const TensorArg<1>& expert_offsets,
+         uintptr_t workspace, size_t workspace_bytes, uintptr_t stream, std::optional<std::string> force_config) {
+        moe::EpDispatchParams p;
+        p.topk_ids = view<2>(topk_ids);
+        p.expert_map = opt_view<1>(expert_map);
+        p.num_local_experts = num_local_experts;
+        p.sorted_token_ids = view<1>(sorted_token_ids);
+        p.inverse = view<2>(inverse);
+        p.expert_offsets = view<1>(expert_offsets);
+        p.workspace = reinterpret_cast<void*>(workspace);
+        p.workspace_bytes = workspace_bytes;
+        return run([&](const KernelOptions* opt) { return moe::ep_dispatch(p, stream_arg(stream), opt); },
+                   force_config);
+      },
+      nb::arg("topk_ids"), nb::arg("expert_map").none(), nb::arg("num_local_experts"), nb::arg("sorted_token_ids"),
+      nb::arg("inverse"), nb::arg("expert_offsets"), nb::arg("workspace"), nb::arg("workspace_bytes"),
       nb::arg("stream"), nb::arg("force_config") = nb::none());
 }
 

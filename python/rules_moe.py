@@ -19,7 +19,7 @@ act_and_mul = Kernel(
         Arg("stride_out_row", "i64"),
         Arg("stride_in_row", "i64"),
     ],
-    functional={"dtype": FLOAT_DTYPES, "ACTIVATION": [0, 1, 2]},
+    functional={"dtype": FLOAT_DTYPES, "ACTIVATION": [0, 1, 2, 3]},  # 3: swigluoai (activation.py)
     tuning=TuningSpace(
         params={"BLOCK": [256, 512, 1024, 2048], "num_warps": [2, 4, 8], "num_stages": [1]},
         default=lambda f, arch: {"BLOCK": 1024, "num_warps": 4, "num_stages": 1},
@@ -27,7 +27,7 @@ act_and_mul = Kernel(
     ),
     grid=("n_rows", "cdiv(n_cols, BLOCK)", "1"),
     autotune_keys=[AutotuneKey("n_cols", bins=[1024, 4096, 16384])],
-    doc="act(gate) * up for silu / gelu / gelu-tanh",
+    doc="act(gate) * up for silu / gelu / gelu-tanh / gpt-oss swigluoai",
 )
 
 moe_sum = Kernel(
@@ -365,9 +365,52 @@ moe_zero_dropped_rows = Kernel(
     doc="zero the rows of slots moe_align drops (expert map -1)",
 )
 
+# ----------------------------------------------------------------------------
+# Grouped / sigmoid top-k routing (DeepSeek-V2/V3) and expert-parallel indices
+# ----------------------------------------------------------------------------
+grouped_topk = Kernel(
+    name="grouped_topk",
+    source="tritonsrc/moe/grouped_topk.py",
+    function="grouped_topk_kernel",
+    args=[
+        Arg("logits_ptr", "*{dtype}"), Arg("bias_ptr", "*fp32"), Arg("topk_weights_ptr", "*fp32"),
+        Arg("topk_ids_ptr", "*i32"),
+        Arg("num_tokens", "i32"), Arg("num_experts", "i32"), Arg("topk", "i32"), Arg("num_groups", "i32"),
+        Arg("topk_group", "i32"), Arg("scoring", "i32"), Arg("has_bias", "i32"), Arg("renormalize", "i32"),
+        Arg("routed_scaling_factor", "fp32"),
+        Arg("stride_lm", "i32"), Arg("stride_le", "i32"), Arg("stride_b", "i32"), Arg("stride_wm", "i32"),
+        Arg("stride_im", "i32"),
+    ],
+    # Scoring, bias, groups and renormalize are runtime arguments: one kernel per dtype and BLOCK_E.
+    functional={"dtype": FLOAT_DTYPES, "BLOCK_E": TOPK_BLOCK_E},
+    tuning=TuningSpace(
+        params={"BLOCK_M": [1, 2, 4, 8, 16, 32, 64, 128], "num_warps": [1, 2, 4, 8], **_ONE_STAGE},
+        default=lambda f, arch: C.topk_default(f["BLOCK_E"]),
+        prune=_topk_prune,
+    ),
+    grid=("cdiv(num_tokens, BLOCK_M)", "1", "1"),
+    autotune_keys=[AutotuneKey("num_tokens", bins=[64, 1024, 8192])],
+    doc="grouped / sigmoid router top-k (DeepSeek-V2/V3)",
+)
+
 MOE_KERNELS = [act_and_mul, moe_sum, topk_softmax, moe_align_count, moe_align_scan, moe_align_offsets,
                moe_align_scatter, moe_align_small, fused_moe_gemm, per_token_group_quant_fp8,
                per_tensor_quant_fp8, fp8_amax_partial, fp8_scale_from_amax, moe_zero_dropped_rows]
+ep_dispatch_indices = Kernel(
+    name="ep_dispatch_indices",
+    source="tritonsrc/moe/ep_dispatch.py",
+    function="ep_dispatch_indices_kernel",
+    args=[Arg(n, "*i32") for n in ("topk_ids_ptr", "expert_map_ptr", "sorted_slots_ptr", "position_experts_ptr",
+                                   "total_ptr", "sorted_token_ids_ptr", "inverse_ptr", "expert_offsets_ptr")]
+    + [Arg("numel", "i32"), Arg("topk", "i32"), Arg("num_local_experts", "i32"), Arg("expert_map_len", "i32")],
+    functional={"HAS_EXPERT_MAP": [False, True]},
+    tuning=TuningSpace(params={"BLOCK_T": [128, 256, 512, 1024], "num_warps": [2, 4, 8], **_ONE_STAGE},
+                       default=lambda f, arch: {"BLOCK_T": 256, "num_warps": 4, "num_stages": 1}),
+    grid=("cdiv(numel, BLOCK_T) + (numel == 0)", "1", "1"),  # program 0 always writes expert_offsets
+    doc="expert-parallel dispatch/combine indices from moe_align at block size 1",
+)
+
+MOE_KERNELS += [grouped_topk, ep_dispatch_indices]
 
 # ci (sm_80 + sm_90 on 2 cores): fp16; the expert buckets of E = 8, 64, 256;
 # GEMM fp16 + fp8 block, aligned, the BLOCK_SIZE_M values the operator picks (16, 64, 128).
@@ -391,4 +434,5 @@ MOE_CI = {
     "per_tensor_quant_fp8": lambda f: f["dtype"] == "fp16" and _ci_aligned(f),
     "fp8_amax_partial": lambda f: f["dtype"] == "fp16" and _ci_aligned(f),
     "moe_zero_dropped_rows": lambda f: f["dtype"] == "fp16" and _ci_aligned(f),
+    "grouped_topk": lambda f: f["dtype"] == "fp16" and f["BLOCK_E"] in _CI_TOPK_E,
 }

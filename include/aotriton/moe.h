@@ -8,9 +8,12 @@ namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {
 namespace moe {
 
-enum class Activation : int32_t { kSilu = 0, kGelu = 1, kGeluTanh = 2 };
+// kSwigluOai: gpt-oss's clamped SwiGLU on interleaved columns (gate 2n, up
+// 2n + 1): g = min(gate, 7), u = clamp(up, -7, 7), g * sigmoid(1.702 g) * (u + 1).
+enum class Activation : int32_t { kSilu = 0, kGelu = 1, kGeluTanh = 2, kSwigluOai = 3 };
 
-// out[m, n] = act(input[m, n]) * input[m, N + n]; input is [M, 2N], out [M, N].
+// out[m, n] = act(input[m, n]) * input[m, N + n]; input is [M, 2N], out [M, N]
+// (kSwigluOai: act of the interleaved pair input[m, 2n], input[m, 2n + 1]).
 // fp16, bf16 or fp32 (both the same); rows may be strided, columns contiguous.
 struct ActAndMulParams {
   TensorView<2> out;
@@ -161,7 +164,8 @@ AOTRITON_API size_t per_tensor_quant_workspace_size(int64_t rows) noexcept;
 AOTRITON_API Status per_tensor_quant_fp8(const PerTensorQuantParams& params, Stream stream,
                                          const KernelOptions* options = nullptr) noexcept;
 
-// out[m] = sum_k topk_weights[m, k] * act_and_mul(x[m] @ w1[e]^T) @ w2[e]^T, e = topk_ids[m, k]:
+// out[m] = sum_k topk_weights[m, k] * act_and_mul(x[m] @ w1[e]^T) @ w2[e]^T, e = topk_ids[m, k]
+// (kSwigluOai: w1's 2N rows interleave gate and up rows, see Activation):
 // align -> (quant) -> GEMM1 -> act_and_mul -> (quant) -> GEMM2 * weights -> moe_sum.
 // hidden_states [M, K] fp16/bf16; w1 [E, 2N, K] (gate rows, then up rows);
 // w2 [E, K, N]; same dtype as hidden_states, or fp8 e4m3 with quant != kNone;
@@ -198,11 +202,79 @@ struct FusedExpertsParams {
   int32_t block_size = 0;
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
+  // Llama 4: the router weight scales the token's input row (GEMM1) instead of
+  // the expert output (GEMM2). Needs top-k = 1.
+  bool apply_router_weight_on_input = false;
 };
 // Checks params (except workspace) and returns the bytes fused_experts needs.
 AOTRITON_API Status fused_experts_workspace_size(const FusedExpertsParams& params, size_t* bytes) noexcept;
 AOTRITON_API Status fused_experts(const FusedExpertsParams& params, Stream stream,
                                   const KernelOptions* options = nullptr) noexcept;
+
+// ---------------------------------------------------------------------------
+// Grouped top-k router (DeepSeek-V2/V3; vLLM's grouped_topk), one launch.
+// score = softmax(logits) or sigmoid(logits) (scoring); selection = score +
+// e_score_correction_bias (when given). The E experts form num_expert_group
+// equal groups; a group's score is its best selection, or with a bias the
+// sum of its two best (DeepSeek-V3). The topk_group best groups are kept and
+// the topk best experts inside them are chosen by selection, in descending
+// order. Weights are the uncorrected scores of the chosen experts, divided by
+// their sum when renormalize (a zero sum leaves them), times
+// routed_scaling_factor. num_expert_group = topk_group = 1: plain softmax or
+// sigmoid top-k. Ties: lower expert id first.
+// logits [M, E] fp16/bf16/fp32 (any strides), 1 <= E <= 512;
+// e_score_correction_bias fp32 [E] (any stride; data == nullptr: none; needs
+// E / num_expert_group >= 2 unless every group is kept); topk_weights fp32
+// and topk_ids int32 [M, topk] outputs (columns contiguous).
+// Errors: num_expert_group not dividing E, topk_group outside
+// [1, num_expert_group], topk outside [1, topk_group * E / num_expert_group].
+// ---------------------------------------------------------------------------
+enum class Scoring : int32_t { kSoftmax = 0, kSigmoid = 1 };
+
+struct GroupedTopkParams {
+  TensorView<2> logits;
+  TensorView<1> e_score_correction_bias;  // optional
+  TensorView<2> topk_weights;
+  TensorView<2> topk_ids;
+  int32_t num_expert_group = 1;
+  int32_t topk_group = 1;
+  Scoring scoring = Scoring::kSoftmax;
+  bool renormalize = false;
+  float routed_scaling_factor = 1.0f;
+};
+AOTRITON_API Status grouped_topk(const GroupedTopkParams& params, Stream stream,
+                                 const KernelOptions* options = nullptr) noexcept;
+
+// ---------------------------------------------------------------------------
+// Expert-parallel dispatch/combine indices (run the local experts only).
+// topk_ids [M, topk] int32, contiguous: global expert ids when expert_map
+// (int32 [E_global], contiguous; global -> local id or -1) is given, else
+// local ids. A slot s = m * topk + k is local when its id maps into
+// [0, num_local_experts) (1..512); ids outside the map are not local.
+// Outputs (int32, contiguous):
+//   sorted_token_ids [M * topk]: the token m of each local slot, grouped by
+//     local expert (ascending slot inside an expert), -1 past the total;
+//   inverse [M, topk]: position of slot (m, k) in that order, -1 if not local;
+//   expert_offsets [num_local_experts + 1]: expert e owns positions
+//     [expert_offsets[e], expert_offsets[e + 1]); the last entry is the total.
+// Dispatch: x_local = x[sorted_token_ids[:total]]; combine:
+//   out[m] = sum over k with inverse[m, k] >= 0 of w[m, k] * y[inverse[m, k]].
+// Deterministic; workspace: ep_dispatch_workspace_size() bytes, 16-byte aligned.
+// ---------------------------------------------------------------------------
+struct EpDispatchParams {
+  TensorView<2> topk_ids;
+  TensorView<1> expert_map;  // optional
+  int32_t num_local_experts = 0;
+  TensorView<1> sorted_token_ids;
+  TensorView<2> inverse;
+  TensorView<1> expert_offsets;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+};
+AOTRITON_API size_t ep_dispatch_workspace_size(int64_t numel, int64_t num_local_experts) noexcept;
+// options (force_config / ran_config) apply to the index kernel (ep_dispatch_indices).
+AOTRITON_API Status ep_dispatch(const EpDispatchParams& params, Stream stream,
+                                const KernelOptions* options = nullptr) noexcept;
 
 }  // namespace moe
 }  // namespace AOTRITON_ABI_NAMESPACE

@@ -19,6 +19,8 @@ OPS = {  # op -> arguments it mutates
     "moe_align_block_size": {"sorted_token_ids", "expert_ids", "num_tokens_post_padded", "workspace"},
     "grouped_gemm": {"C"}, "per_token_group_quant_fp8": {"q", "scales"}, "per_tensor_quant_fp8": {"q", "scale"},
     "fused_experts": {"out", "workspace"},
+    "grouped_topk": {"topk_weights", "topk_ids"},
+    "ep_dispatch": {"sorted_token_ids", "inverse", "expert_offsets", "workspace"},
 }
 
 
@@ -160,7 +162,7 @@ def _moe_args(M=3, E=4, N=32, K=64, topk=2, dtype=BF16):
     (dict(use_int8_w8a8=True), "use_int8_w8a8"), (dict(use_int8_w8a16=True), "use_int8_w8a16"),
     (dict(use_int4_w4a16=True), "use_int4_w4a16"), (dict(use_mxfp4_w4a4=True), "use_mxfp4_w4a4"),
     (dict(w1_zp="zp"), "zero points"), (dict(per_channel_quant=True), "per_channel_quant"),
-    (dict(activation="swigluoai"), "swigluoai"), (dict(quant_config=object()), "quant_config"),
+    (dict(activation="silu_no_mul"), "silu_no_mul"), (dict(quant_config=object()), "quant_config"),
     (dict(w1_bias="b"), "bias"), (dict(use_fp8_w8a8=True, block_shape=[64, 64]), "block_shape")])
 def test_fused_experts_missing_features_raise(kwargs, feature, no_extension_launch):
     with fake_mode():
@@ -168,12 +170,69 @@ def test_fused_experts_missing_features_raise(kwargs, feature, no_extension_laun
             aotriton.fused_experts(*_moe_args(), **kwargs)
 
 
-def test_fused_moe_grouped_topk_raises(no_extension_launch):
-    with fake_mode():
+def test_fused_moe_grouped_topk_traces(no_extension_launch):
+    with fake_mode(), RecordOps() as rec:
         x, w1, w2, _, _ = _moe_args()
-        with pytest.raises(NotImplementedError, match="use_grouped_topk"):
-            aotriton.fused_moe(x, w1, w2, rnd(3, 4), 2, True, use_grouped_topk=True, num_expert_group=2,
-                               topk_group=1)
+        out = aotriton.fused_moe(x, w1, w2, rnd(3, 4), 2, True, use_grouped_topk=True, num_expert_group=2,
+                                 topk_group=1, scoring_func="sigmoid", e_score_correction_bias=rnd(4, dtype=F32),
+                                 routed_scaling_factor=2.5)
+        assert out.shape == x.shape
+        assert "aotriton.grouped_topk" in rec.ops and "aotriton.topk_softmax" not in rec.ops
+        aotriton.fused_moe(x, w1, w2, rnd(3, 4), 2, True, scoring_func="sigmoid")  # plain sigmoid top-k
+        assert rec.ops.count("aotriton.grouped_topk") == 2
+        aotriton.fused_moe(x, w1, w2, rnd(3, 4), 1, True, apply_router_weight_on_input=True)
+        aotriton.fused_experts(x, w1, w2, rnd(3, 2, dtype=F32), torch.zeros(3, 2, dtype=I32, device="cuda"),
+                               activation="swigluoai")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(num_expert_group=3, topk_group=1), "num_expert_group=3 must divide the number of experts 8"),
+    (dict(num_expert_group=4, topk_group=5), "topk_group=5 must be in \\[1, num_expert_group=4\\]"),
+    (dict(num_expert_group=4, topk_group=1, topk=3), "topk=3 must be in \\[1, 2\\]"),
+    (dict(num_expert_group=2, topk_group=1, bias_len=7),
+     "e_score_correction_bias must have shape \\(8,\\)"),
+    (dict(scoring_func="tanh"), "scoring_func must be 'softmax' or 'sigmoid'"),
+])
+def test_grouped_topk_bad_input_raises(kwargs, match, no_extension_launch):
+    with fake_mode():
+        kw = dict(num_expert_group=1, topk_group=1, topk=2)
+        kw.update(kwargs)
+        topk = kw.pop("topk")
+        n = kw.pop("bias_len", None)
+        bias = None if n is None else rnd(n, dtype=F32)
+        with pytest.raises(ValueError, match=match):
+            aotriton.grouped_topk(None, rnd(5, 8), topk, True, e_score_correction_bias=bias, **kw)
+
+
+def test_moe_routing_coverage_errors(no_extension_launch):
+    with fake_mode():
+        x, w1, w2, w, ids = _moe_args(topk=2)
+        with pytest.raises(ValueError, match="apply_router_weight_on_input needs topk == 1"):
+            aotriton.fused_experts(x, w1, w2, w, ids, apply_router_weight_on_input=True)
+        with pytest.raises(ValueError, match="activation must be one of"):
+            aotriton.fused_experts(x, w1, w2, w, ids, activation="geglu")
+        with pytest.raises(ValueError, match="use_grouped_topk=True needs num_expert_group and topk_group"):
+            aotriton.fused_moe(x, w1, w2, rnd(3, 4), 2, True, use_grouped_topk=True)
+        with pytest.raises(ValueError, match="alpha=1.702, limit=7.0 only"):
+            aotriton.swigluoai_and_mul(rnd(3, 8), alpha=1.0)
+        with pytest.raises(ValueError, match="num_local_experts=0 must be in"):
+            aotriton.ep_dispatch(ids, None, 0)
+        with pytest.raises(ValueError, match="expert_map must be a 1-D int32"):
+            aotriton.ep_dispatch(ids, torch.zeros(4, dtype=torch.int64, device="cuda"), 2)
+
+
+def test_routing_coverage_fake_outputs(no_extension_launch):
+    with fake_mode(), RecordOps() as rec:
+        w, ids = aotriton.grouped_topk(None, rnd(5, 256, dtype=BF16), 8, True, 8, 4, "sigmoid", 2.5,
+                                       rnd(256, dtype=F32))
+        assert (w.shape, w.dtype, ids.shape, ids.dtype) == ((5, 8), F32, (5, 8), I32)
+        w, ids = aotriton.fused_topk(None, rnd(5, 16), 3, False, scoring_func="sigmoid")
+        assert ids.shape == (5, 3)
+        s, inv, off = aotriton.ep_dispatch(ids, torch.zeros(16, dtype=I32, device="cuda"), 4)
+        assert (s.shape, inv.shape, off.shape) == ((15,), (5, 3), (5,))
+        assert aotriton.swigluoai_and_mul(rnd(5, 64)).shape == (5, 32)
+    for op in ("grouped_topk", "ep_dispatch", "act_and_mul"):
+        assert f"aotriton.{op}" in rec.ops, op
 
 
 def test_fused_experts_bad_keywords(no_extension_launch):

@@ -1,7 +1,14 @@
-"""Gated activations of the MoE MLP: out = act(gate) * up, input = [gate | up].
+"""Gated activations of the MoE MLP: out = act(gate) * up.
 
-Functional: dtype (fp16/bf16/fp32 for both tensors), ACTIVATION (0 silu, 1 gelu
-erf form, 2 gelu tanh form). Tuning: BLOCK (columns per program), num_warps.
+Functional: dtype (fp16/bf16/fp32 for both tensors), ACTIVATION:
+  0 silu, 1 gelu (erf form), 2 gelu (tanh form): input = [gate | up] halves,
+    out = act(gate) * up (0 is also "swiglu");
+  3 swigluoai, gpt-oss's clamped SwiGLU (vLLM's SwigluOAIAndMul and the
+    gpt-oss reference): input columns interleaved [g0, u0, g1, u1, ...],
+    g = min(g, limit), u = clamp(u, -limit, limit),
+    out = g * sigmoid(alpha * g) * (u + 1), alpha = 1.702, limit = 7.0
+    (the values every gpt-oss checkpoint uses; fixed here).
+Tuning: BLOCK (columns per program), num_warps.
 Grid: (n_rows, cdiv(n_cols, BLOCK), 1).
 """
 import triton
@@ -10,6 +17,9 @@ import triton.language as tl
 SILU = 0
 GELU = 1
 GELU_TANH = 2
+SWIGLU_OAI = 3
+SWIGLU_OAI_ALPHA = 1.702
+SWIGLU_OAI_LIMIT = 7.0
 
 
 @triton.jit
@@ -27,7 +37,7 @@ def _activation(x, ACTIVATION: tl.constexpr):
 @triton.jit
 def act_and_mul_kernel(out_ptr, in_ptr, n_rows, n_cols, stride_out_row, stride_in_row,
                        ACTIVATION: tl.constexpr, BLOCK: tl.constexpr):
-    """out[r, c] = act(in[r, c]) * in[r, n_cols + c].
+    """out[r, c] = act(in[r, c]) * in[r, n_cols + c] (ACTIVATION 3: the interleaved pair 2c, 2c + 1).
 
     out_ptr: [n_rows, n_cols], row stride stride_out_row, columns contiguous.
     in_ptr: [n_rows, 2 * n_cols], row stride stride_in_row, columns contiguous.
@@ -37,7 +47,14 @@ def act_and_mul_kernel(out_ptr, in_ptr, n_rows, n_cols, stride_out_row, stride_i
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < n_cols
     src = in_ptr + row * stride_in_row
-    gate = tl.load(src + cols, mask=mask).to(tl.float32)
-    up = tl.load(src + n_cols + cols, mask=mask).to(tl.float32)
-    y = _activation(gate, ACTIVATION) * up
+    if ACTIVATION == 3:
+        gate = tl.load(src + 2 * cols, mask=mask).to(tl.float32)
+        up = tl.load(src + 2 * cols + 1, mask=mask).to(tl.float32)
+        gate = tl.minimum(gate, 7.0)
+        up = tl.minimum(tl.maximum(up, -7.0), 7.0)
+        y = gate / (1.0 + tl.exp(-1.702 * gate)) * (up + 1.0)
+    else:
+        gate = tl.load(src + cols, mask=mask).to(tl.float32)
+        up = tl.load(src + n_cols + cols, mask=mask).to(tl.float32)
+        y = _activation(gate, ACTIVATION) * up
     tl.store(out_ptr + row * stride_out_row + cols, y.to(out_ptr.dtype.element_ty), mask=mask)

@@ -4,6 +4,8 @@
 #include "moe_sum.h"
 #include "tensor_checks.h"
 
+#include <string>
+
 namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {
 namespace moe {
@@ -19,6 +21,10 @@ Status act_and_mul(const ActAndMulParams& p, Stream stream, const KernelOptions*
   AOTRITON_RETURN_IF_ERROR(check_tensor(op, "out", p.out));
   AOTRITON_RETURN_IF_ERROR(check_tensor(op, "input", p.input));
   AOTRITON_RETURN_IF_ERROR(check_dtype(op, "out", p.out.dtype, p.input.dtype));
+  if (static_cast<int32_t>(p.activation) < 0 || static_cast<int32_t>(p.activation) > 3)
+    return detail::fail(Status::kInvalidArgument, "act_and_mul: unknown activation " +
+                                                      std::to_string(static_cast<int32_t>(p.activation)) +
+                                                      " (0 silu, 1 gelu, 2 gelu_tanh, 3 swigluoai)");
   AOTRITON_RETURN_IF_ERROR(check_same_dim(op, "out", p.out.size(0), 0, "input", p.input.size(0), 0));
   if (p.input.size(1) != 2 * p.out.size(1))
     return detail::fail(Status::kInvalidArgument, "act_and_mul: input.size(1) = " + std::to_string(p.input.size(1)) +

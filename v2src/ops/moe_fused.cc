@@ -138,10 +138,14 @@ Status validate(const FusedExpertsParams& p, Dims* d) {
     return fail(Status::kUnsupported, std::string(op) + ": w1.size(0) (local experts) = " + std::to_string(d->E) +
                                           " must be in [1, 512]");
   if (d->topk < 1) return fail_arg("topk_ids.size(1) (top-k) must be >= 1");
+  if (p.apply_router_weight_on_input && d->topk != 1)
+    return fail_arg("apply_router_weight_on_input needs top-k = 1 (the weight scales the token's input row), got "
+                    "top-k = " + std::to_string(d->topk));
   if (d->K < 1 || d->N < 1) return fail_arg("hidden size and w1.size(1) must be positive");
   if (!internal::aligned16(p.output.data)) return fail_arg("output must be 16-byte aligned");
-  if (p.activation != Activation::kSilu && p.activation != Activation::kGelu && p.activation != Activation::kGeluTanh)
-    return fail_arg("unknown activation");
+  if (p.activation != Activation::kSilu && p.activation != Activation::kGelu && p.activation != Activation::kGeluTanh &&
+      p.activation != Activation::kSwigluOai)
+    return fail_arg("unknown activation " + std::to_string(static_cast<int32_t>(p.activation)));
   AOTRITON_RETURN_IF_ERROR(internal::check_expert_map(op, p.expert_map, d->E));
   // Checked products: a wrapped value must not pass the int32 checks.
   int64_t cache_elems = 0, act_elems = 0;
@@ -369,6 +373,10 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
   g1.stride_be = p.w1.stride(0);
   g1.stride_bn = p.w1.stride(1);
   g1.stride_cm = 2 * d.N;
+  if (p.apply_router_weight_on_input) {  // top-1: w * (x @ w1^T) == (w * x) @ w1^T
+    g1.topk_weights = static_cast<const float*>(p.topk_weights.data);
+    g1.mul_routed_weight = true;
+  }
   set_b_scale(&g1, p.w1_scale, p.quant);
   if (p.quant == QuantMode::kNone) {
     g1.a = p.hidden_states.data;
@@ -401,7 +409,7 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
   g2.stride_bn = p.w2.stride(1);
   g2.stride_cm = ldc2;
   g2.topk_weights = static_cast<const float*>(p.topk_weights.data);
-  g2.mul_routed_weight = true;
+  g2.mul_routed_weight = !p.apply_router_weight_on_input;
   set_b_scale(&g2, p.w2_scale, p.quant);
   if (p.quant == QuantMode::kNone) {
     g2.a = l.cache2;

@@ -61,7 +61,8 @@ Status launch_align(const char* op, const AlignJob& j, Stream stream) {
   if (j.num_experts < 1 || j.num_experts > kMaxExperts)
     return fail(Status::kUnsupported, std::string(op) + ": num_experts = " + std::to_string(j.num_experts) +
                                           " must be in [1, " + std::to_string(kMaxExperts) + "]");
-  if (j.block_size != 16 && j.block_size != 32 && j.block_size != 64 && j.block_size != 128)
+  // Block size 1 (no padding) is the expert-parallel dispatch's grouping (moe_ep.cc).
+  if (j.block_size != 1 && j.block_size != 16 && j.block_size != 32 && j.block_size != 64 && j.block_size != 128)
     return fail(Status::kInvalidArgument, std::string(op) + ": block_size = " + std::to_string(j.block_size) +
                                               " must be 16, 32, 64 or 128");
   const int64_t max_padded = moe_align_max_padded(j.numel, j.num_experts, j.block_size);

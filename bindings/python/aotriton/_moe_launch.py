@@ -111,7 +111,7 @@ _ws_bytes = {}
 
 
 def fused_experts(out, hidden, w1, w2, topk_weights, topk_ids, ws, activation, quant, w1_scale, w2_scale, a1_scale,
-                  a2_scale, expert_map, block_size, force_config):
+                  a2_scale, expert_map, block_size, force_config, apply_router_weight_on_input=False):
     args = fused_views(out, hidden, w1, w2, topk_weights, topk_ids, activation, quant, w1_scale, w2_scale, a1_scale,
                        a2_scale, expert_map)
     key = (args[0][1:], args[1][1:], args[2][1:], args[4][1], activation, quant, block_size, expert_map is None,
@@ -128,5 +128,31 @@ def fused_experts(out, hidden, w1, w2, topk_weights, topk_ids, ws, activation, q
     if stream is None:
         with torch.cuda.device(hidden.get_device()):
             return fused_experts(out, hidden, w1, w2, topk_weights, topk_ids, ws, activation, quant, w1_scale,
-                                 w2_scale, a1_scale, a2_scale, expert_map, block_size, force_config)
-    return _C.fused_experts(*args, block_size, ws.data_ptr(), nbytes, stream, force_config)
+                                 w2_scale, a1_scale, a2_scale, expert_map, block_size, force_config,
+                                 apply_router_weight_on_input)
+    return _C.fused_experts(*args, block_size, ws.data_ptr(), nbytes, stream, force_config,
+                            apply_router_weight_on_input)
+
+
+def grouped_topk(topk_weights, topk_ids, gating_output, bias, num_expert_group, topk_group, scoring, renormalize,
+                 routed_scaling_factor, force_config):
+    stream = eager_stream(gating_output)
+    if stream is None:
+        with torch.cuda.device(gating_output.get_device()):
+            return grouped_topk(topk_weights, topk_ids, gating_output, bias, num_expert_group, topk_group, scoring,
+                                renormalize, routed_scaling_factor, force_config)
+    return _C.grouped_topk(view(gating_output, "gating_output"), opt_view(bias, "e_score_correction_bias"),
+                           view(topk_weights, "topk_weights"), view(topk_ids, "topk_ids"), num_expert_group,
+                           topk_group, scoring, renormalize, routed_scaling_factor, stream, force_config)
+
+
+def ep_dispatch(sorted_token_ids, inverse, expert_offsets, topk_ids, expert_map, num_local_experts, ws, force_config):
+    ws = workspace(_C.ep_dispatch_workspace_size(topk_ids.numel(), num_local_experts), topk_ids, ws)
+    stream = eager_stream(topk_ids)
+    if stream is None:
+        with torch.cuda.device(topk_ids.get_device()):
+            return ep_dispatch(sorted_token_ids, inverse, expert_offsets, topk_ids, expert_map, num_local_experts,
+                               ws, force_config)
+    return _C.ep_dispatch(view(topk_ids, "topk_ids"), opt_view(expert_map, "expert_map"), num_local_experts,
+                          view(sorted_token_ids, "sorted_token_ids"), view(inverse, "inverse"),
+                          view(expert_offsets, "expert_offsets"), ws.data_ptr(), ws.numel(), stream, force_config)

@@ -13,7 +13,12 @@ too). Fake implementations check what can be checked from metadata.
   per_token_group_quant_fp8(q!, scales!, x, group_size)
   per_tensor_quant_fp8(q!, scale!, x, dynamic)
   fused_experts(out!, hidden_states, w1, w2, topk_weights, topk_ids, workspace!?, activation, quant,
-                w1_scale?, w2_scale?, a1_scale?, a2_scale?, expert_map?, block_size, force_config?)
+                w1_scale?, w2_scale?, a1_scale?, a2_scale?, expert_map?, block_size, force_config?,
+                apply_router_weight_on_input=False)
+  grouped_topk(topk_weights!, topk_ids!, gating_output, e_score_correction_bias?, num_expert_group,
+               topk_group, scoring, renormalize, routed_scaling_factor, force_config?)
+  ep_dispatch(sorted_token_ids!, inverse!, expert_offsets!, topk_ids, expert_map?, num_local_experts,
+              workspace!?, force_config?)
 """
 from typing import Optional
 
@@ -115,13 +120,45 @@ def _(q, scale, x, dynamic):
 def fused_experts(out: Tensor, hidden_states: Tensor, w1: Tensor, w2: Tensor, topk_weights: Tensor, topk_ids: Tensor,
                   workspace: Optional[Tensor], activation: int, quant: int, w1_scale: Optional[Tensor],
                   w2_scale: Optional[Tensor], a1_scale: Optional[Tensor], a2_scale: Optional[Tensor],
-                  expert_map: Optional[Tensor], block_size: int, force_config: Optional[str]) -> None:
+                  expert_map: Optional[Tensor], block_size: int, force_config: Optional[str],
+                  apply_router_weight_on_input: bool = False) -> None:
     L.fused_experts(out, hidden_states, w1, w2, topk_weights, topk_ids, workspace, activation, quant, w1_scale,
-                    w2_scale, a1_scale, a2_scale, expert_map, block_size, force_config)
+                    w2_scale, a1_scale, a2_scale, expert_map, block_size, force_config, apply_router_weight_on_input)
 
 
 @fused_experts.register_fake
 def _(out, hidden_states, w1, w2, topk_weights, topk_ids, workspace, activation, quant, w1_scale, w2_scale, a1_scale,
-      a2_scale, expert_map, block_size, force_config):
+      a2_scale, expert_map, block_size, force_config, apply_router_weight_on_input=False):
     _expect_shape(out, hidden_states.shape, "out")
     _expect_shape(topk_ids, topk_weights.shape, "topk_ids")
+
+
+@_lib.custom_op("aotriton::grouped_topk", mutates_args=("topk_weights", "topk_ids"))
+def grouped_topk(topk_weights: Tensor, topk_ids: Tensor, gating_output: Tensor, e_score_correction_bias: Optional[Tensor],
+                 num_expert_group: int, topk_group: int, scoring: int, renormalize: bool, routed_scaling_factor: float,
+                 force_config: Optional[str]) -> None:
+    L.grouped_topk(topk_weights, topk_ids, gating_output, e_score_correction_bias, num_expert_group, topk_group,
+                   scoring, renormalize, routed_scaling_factor, force_config)
+
+
+@grouped_topk.register_fake
+def _(topk_weights, topk_ids, gating_output, e_score_correction_bias, num_expert_group, topk_group, scoring,
+      renormalize, routed_scaling_factor, force_config):
+    _expect_shape(topk_ids, topk_weights.shape, "topk_ids")
+    if topk_weights.shape[0] != gating_output.shape[0]:
+        raise ValueError(f"topk_weights must have {gating_output.shape[0]} rows, got {topk_weights.shape[0]}")
+
+
+@_lib.custom_op("aotriton::ep_dispatch", mutates_args=("sorted_token_ids", "inverse", "expert_offsets", "workspace"))
+def ep_dispatch(sorted_token_ids: Tensor, inverse: Tensor, expert_offsets: Tensor, topk_ids: Tensor,
+                expert_map: Optional[Tensor], num_local_experts: int, workspace: Optional[Tensor],
+                force_config: Optional[str]) -> None:
+    L.ep_dispatch(sorted_token_ids, inverse, expert_offsets, topk_ids, expert_map, num_local_experts, workspace,
+                  force_config)
+
+
+@ep_dispatch.register_fake
+def _(sorted_token_ids, inverse, expert_offsets, topk_ids, expert_map, num_local_experts, workspace, force_config):
+    _expect_shape(inverse, topk_ids.shape, "inverse")
+    _expect_shape(sorted_token_ids, (topk_ids.numel(),), "sorted_token_ids")
+    _expect_shape(expert_offsets, (num_local_experts + 1,), "expert_offsets")

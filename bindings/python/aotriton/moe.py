@@ -11,9 +11,11 @@ from . import _moe_launch as L
 from . import _moe_ops  # noqa: F401  (registers torch.ops.aotriton.*)
 from ._glue import _PLAIN, _dispatch_modes, _is_compiling, check_cuda, check_rank, check_same_device, traced
 
-SILU, GELU, GELU_TANH = 0, 1, 2
+SILU, GELU, GELU_TANH, SWIGLU_OAI = 0, 1, 2, 3
 QUANT_NONE, QUANT_FP8_TENSOR, QUANT_FP8_BLOCK = 0, 1, 2
-_ACTIVATIONS = {"silu": SILU, "gelu": GELU, "gelu_tanh": GELU_TANH}
+# "swiglu" is silu(gate) * up; "swigluoai" is gpt-oss's clamped SwiGLU on interleaved
+# gate/up columns (alpha 1.702, limit 7.0: see swigluoai_and_mul).
+_ACTIVATIONS = {"silu": SILU, "swiglu": SILU, "gelu": GELU, "gelu_tanh": GELU_TANH, "swigluoai": SWIGLU_OAI}
 _FP8, _FP32, _INT32 = torch.float8_e4m3fn, torch.float32, torch.int32
 _TENSOR, _PARAMETER = torch.Tensor, torch.nn.Parameter
 _ops = torch.ops.aotriton
@@ -83,6 +85,18 @@ def gelu_and_mul(x: torch.Tensor, out=None, *, approximate: str = "none", force_
     return _act_and_mul(x, GELU if approximate == "none" else GELU_TANH, out, force_config)
 
 
+def swigluoai_and_mul(x: torch.Tensor, out=None, *, alpha: float = 1.702, limit: float = 7.0,
+                      force_config=None) -> torch.Tensor:
+    """gpt-oss's clamped SwiGLU (vLLM's swigluoai_and_mul) on x [M, 2N] with interleaved
+    columns gate = x[:, 0::2], up = x[:, 1::2]: g = gate.clamp(max=limit),
+    u = up.clamp(-limit, limit), out = g * sigmoid(alpha * g) * (u + 1). The compiled
+    kernel has gpt-oss's alpha = 1.702 and limit = 7.0; other values raise."""
+    if alpha != 1.702 or limit != 7.0:
+        raise ValueError(f"swigluoai_and_mul supports gpt-oss's alpha=1.702, limit=7.0 only, got alpha={alpha}, "
+                         f"limit={limit}")
+    return _act_and_mul(x, SWIGLU_OAI, out, force_config)
+
+
 def moe_sum(x: torch.Tensor, out=None, *, force_config=None) -> torch.Tensor:
     """Sum over the top-k axis: [M, topk, H] -> [M, H]."""
     _same_device("input", x, "out", out)
@@ -116,6 +130,78 @@ def topk_softmax(gating_output, topk, renormalize=False, *, topk_weights=None, t
     else:
         L.topk_softmax(topk_weights, topk_ids, gating_output, bool(renormalize), force_config)
     return topk_weights, topk_ids
+
+
+_SCORING = {"softmax": 0, "sigmoid": 1}
+
+
+def _grouped_args(gating_output, topk, num_expert_group, topk_group, scoring_func, bias):
+    """Checked (groups, topk_group, scoring code, bias) of the grouped router."""
+    check_rank(gating_output, 2, "gating_output", "[tokens, experts]")
+    if scoring_func not in _SCORING:
+        raise ValueError(f"scoring_func must be 'softmax' or 'sigmoid', got {scoring_func!r}")
+    E = gating_output.shape[1]
+    G = int(num_expert_group or 1)
+    TG = int(topk_group or G)
+    if G < 1 or E % G:
+        raise ValueError(f"num_expert_group={G} must divide the number of experts {E}")
+    if not 1 <= TG <= G:
+        raise ValueError(f"topk_group={TG} must be in [1, num_expert_group={G}]")
+    if not 1 <= topk <= TG * (E // G):
+        raise ValueError(f"topk={topk} must be in [1, {TG * (E // G)}]: the experts of the topk_group={TG} kept "
+                         f"groups ({E // G} per group)")
+    if bias is not None:
+        if bias.dim() != 1 or bias.shape[0] != E:
+            raise ValueError(f"e_score_correction_bias must have shape ({E},) (one per expert), got "
+                             f"{tuple(bias.shape)}")
+        if bias.dtype != _FP32:
+            bias = bias.to(_FP32)
+    return G, TG, _SCORING[scoring_func], bias
+
+
+def grouped_topk(hidden_states, gating_output, topk, renormalize, num_expert_group=0, topk_group=0,
+                 scoring_func="softmax", routed_scaling_factor=1.0, e_score_correction_bias=None, *,
+                 topk_weights=None, topk_ids=None, force_config=None):
+    """vLLM's grouped_topk (DeepSeek-V2/V3 routing) in one launch.
+
+    scores = softmax or sigmoid(gating_output [M, E]); the E experts form num_expert_group
+    groups, the topk_group best groups are kept (group score: best expert, or with
+    e_score_correction_bias [E] the sum of the two best biased scores) and the topk best
+    experts inside them chosen by score + bias. Weights are the unbiased scores,
+    renormalized to sum 1 when asked, times routed_scaling_factor.
+    num_expert_group / topk_group 0 or None: one group (plain top-k).
+    hidden_states is only checked for the token count (vLLM's signature).
+    Returns (topk_weights fp32 [M, topk], topk_ids int32 [M, topk]).
+    """
+    _same_device("gating_output", gating_output, "e_score_correction_bias", e_score_correction_bias,
+                 "topk_weights", topk_weights, "topk_ids", topk_ids)
+    _not_differentiable("grouped_topk", gating_output)
+    topk = int(topk)
+    G, TG, scoring, bias = _grouped_args(gating_output, topk, num_expert_group, topk_group, scoring_func,
+                                         e_score_correction_bias)
+    M = gating_output.shape[0]
+    if hidden_states is not None and hidden_states.shape[0] != M:
+        raise ValueError(f"hidden_states has {hidden_states.shape[0]} tokens but gating_output has {M}")
+    if topk_weights is None:
+        topk_weights = gating_output.new_empty((M, topk), dtype=_FP32)
+    if topk_ids is None:
+        topk_ids = gating_output.new_empty((M, topk), dtype=_INT32)
+    args = (topk_weights, topk_ids, gating_output, bias, G, TG, scoring, bool(renormalize),
+            float(routed_scaling_factor), force_config)
+    if traced(gating_output):
+        _ops.grouped_topk(*args)
+    else:
+        L.grouped_topk(*args)
+    return topk_weights, topk_ids
+
+
+def fused_topk(hidden_states, gating_output, topk, renormalize, indices_type=None, scoring_func="softmax"):
+    """vLLM's fused_topk: softmax or sigmoid scores, top-k. Returns (weights fp32, ids int32)."""
+    if scoring_func == "softmax":
+        w, ids = topk_softmax(gating_output, int(topk), renormalize)
+    else:
+        w, ids = grouped_topk(hidden_states, gating_output, topk, renormalize, 1, 1, scoring_func)
+    return w, (ids if indices_type in (None, _INT32) else ids.to(indices_type))
 
 
 def moe_gemm_block_size(num_tokens, aligned=True):
@@ -157,6 +243,37 @@ def moe_align_block_size(topk_ids, block_size, num_experts, expert_map=None, *, 
     else:
         L.moe_align_block_size(sorted_ids, expert_ids, ntpp, ids, num_experts, block_size, expert_map, workspace)
     return sorted_ids, expert_ids, ntpp
+
+
+def ep_dispatch(topk_ids, expert_map, num_local_experts, *, workspace=None, force_config=None):
+    """Expert-parallel dispatch/combine indices for running the local experts only.
+
+    topk_ids int32 [M, topk] (global ids; local ids when expert_map is None); expert_map
+    int32 [E_global]: global -> local expert id, -1 = not on this rank. Returns
+    (sorted_token_ids int32 [M * topk], inverse int32 [M, topk], expert_offsets int32 [L + 1]):
+    local expert e reads rows x[sorted_token_ids[expert_offsets[e]:expert_offsets[e + 1]]]
+    (ascending slot inside an expert, -1 past the total expert_offsets[-1]); slot (m, k)'s
+    result sits at position inverse[m, k] (-1: not local), so the combine is
+    out[m] = sum_k w[m, k] * y[inverse[m, k]] over inverse[m, k] >= 0.
+    """
+    _same_device("topk_ids", topk_ids, "expert_map", expert_map, "workspace", workspace)
+    ids = _ids2d(topk_ids)
+    if not ids.is_contiguous():
+        raise ValueError("topk_ids must be contiguous")
+    num_local_experts = int(num_local_experts)
+    if not 1 <= num_local_experts <= 512:
+        raise ValueError(f"num_local_experts={num_local_experts} must be in [1, 512]")
+    if expert_map is not None and (expert_map.dtype != _INT32 or expert_map.dim() != 1):
+        raise ValueError(f"expert_map must be a 1-D int32 tensor, got {expert_map.dtype} {tuple(expert_map.shape)}")
+    sorted_ids = ids.new_empty((ids.numel(),))
+    inverse = torch.empty_like(ids)
+    offsets = ids.new_empty((num_local_experts + 1,))
+    args = (sorted_ids, inverse, offsets, ids, expert_map, num_local_experts, workspace, force_config)
+    if traced(ids):
+        _ops.ep_dispatch(*args)
+    else:
+        L.ep_dispatch(*args)
+    return sorted_ids, inverse, offsets
 
 
 def invoke_fused_moe_kernel(A, B, C, topk_weights, sorted_token_ids, expert_ids, num_tokens_post_padded,
@@ -227,7 +344,7 @@ def per_tensor_quant_fp8(x, scale=None):
 # ---------------------------------------------------------------------------
 # fused_experts / fused_moe (vLLM keywords)
 # ---------------------------------------------------------------------------
-_VLLM_ONLY_ACTIVATIONS = ("swigluoai", "silu_no_mul", "gelu_no_mul", "relu2_no_mul")
+_VLLM_ONLY_ACTIVATIONS = ("silu_no_mul", "gelu_no_mul", "relu2_no_mul")
 
 
 def _quant_mode(activation, use_fp8_w8a8, use_int8_w8a8, use_int8_w8a16, use_int4_w4a16, use_mxfp4_w4a4,
@@ -341,13 +458,11 @@ def fused_experts(hidden_states, w1, w2, topk_weights, topk_ids, inplace=False, 
         out = hidden_states
     elif out is None:
         out = torch.empty_like(hidden_states)
-    if apply_router_weight_on_input:
-        if ids.shape[1] != 1:
-            raise ValueError(f"apply_router_weight_on_input needs topk == 1, got topk = {ids.shape[1]}")
-        hidden_states = hidden_states * weights.to(hidden_states.dtype)
-        weights = torch.ones_like(weights)
+    if apply_router_weight_on_input and ids.shape[1] != 1:
+        raise ValueError(f"apply_router_weight_on_input needs topk == 1 (Llama 4: the weight scales the token's "
+                         f"input row), got topk = {ids.shape[1]}")
     args = (out, hidden_states, w1, w2, weights, ids, workspace, _ACTIVATIONS[activation], quant, w1s, w2s, a1, a2,
-            expert_map, int(block_size or 0), force_config)
+            expert_map, int(block_size or 0), force_config, bool(apply_router_weight_on_input))
     if traced(out):
         _ops.fused_experts(*args)
     else:
@@ -359,20 +474,32 @@ def fused_moe(hidden_states, w1, w2, gating_output, topk, renormalize, inplace=F
               use_grouped_topk=False, num_expert_group=None, topk_group=None, custom_routing_function=None,
               use_fp8_w8a8=False, use_int8_w8a8=False, use_int8_w8a16=False, use_int4_w4a16=False,
               use_mxfp4_w4a4=False, per_channel_quant=False, global_num_experts=-1, expert_map=None, w1_scale=None,
-              w2_scale=None, w1_zp=None, w2_zp=None, a1_scale=None, a2_scale=None, block_shape=None, *, out=None,
-              workspace=None, block_size=None, force_config=None):
-    """vLLM's fused_moe: router (softmax + top-k, or custom_routing_function) then
-    fused_experts with the same keywords. use_grouped_topk raises NotImplementedError."""
-    if use_grouped_topk:
-        raise NotImplementedError("aotriton fused_moe: grouped top-k routing (use_grouped_topk=True) is not "
-                                  "supported; compute the routing and call fused_experts")
-    if custom_routing_function is None:
+              w2_scale=None, w1_zp=None, w2_zp=None, a1_scale=None, a2_scale=None, block_shape=None, *,
+              scoring_func="softmax", e_score_correction_bias=None, routed_scaling_factor=1.0,
+              apply_router_weight_on_input=False, out=None, workspace=None, block_size=None, force_config=None):
+    """vLLM's fused_moe: router then fused_experts with the same keywords.
+
+    Router: custom_routing_function if given; else use_grouped_topk=True (with
+    num_expert_group, topk_group), scoring_func "sigmoid", an e_score_correction_bias
+    or a routed_scaling_factor != 1 run grouped_topk (one group unless grouped);
+    otherwise softmax top-k (topk_softmax)."""
+    if use_grouped_topk and (num_expert_group is None or topk_group is None):
+        raise ValueError("use_grouped_topk=True needs num_expert_group and topk_group")
+    if custom_routing_function is not None and (use_grouped_topk or e_score_correction_bias is not None):
+        raise ValueError("custom_routing_function excludes use_grouped_topk / e_score_correction_bias")
+    if custom_routing_function is None and (use_grouped_topk or scoring_func != "softmax" or
+                                            e_score_correction_bias is not None or routed_scaling_factor != 1.0):
+        groups = (num_expert_group, topk_group) if use_grouped_topk else (1, 1)
+        topk_weights, topk_ids = grouped_topk(hidden_states, gating_output, topk, renormalize, *groups,
+                                              scoring_func, routed_scaling_factor, e_score_correction_bias)
+    elif custom_routing_function is None:
         topk_weights, topk_ids = topk_softmax(gating_output, topk, renormalize)
     else:
         topk_weights, topk_ids = custom_routing_function(hidden_states=hidden_states, gating_output=gating_output,
                                                          topk=topk, renormalize=renormalize)
         topk_ids = topk_ids.to(_INT32)
-    return fused_experts(hidden_states, w1, w2, topk_weights, topk_ids, inplace, activation, False, use_fp8_w8a8,
+    return fused_experts(hidden_states, w1, w2, topk_weights, topk_ids, inplace, activation,
+                         apply_router_weight_on_input, use_fp8_w8a8,
                          use_int8_w8a8, use_int8_w8a16, use_int4_w4a16, use_mxfp4_w4a4, per_channel_quant,
                          global_num_experts, expert_map, w1_scale, w2_scale, w1_zp, w2_zp, a1_scale, a2_scale,
                          block_shape, out=out, workspace=workspace, block_size=block_size, force_config=force_config)
