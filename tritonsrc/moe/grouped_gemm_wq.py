@@ -6,12 +6,12 @@ docstring): C[slot] = A[slot // top_k] @ dequant(B[expert(slot)])^T
 [* topk_weights[slot]], sentinel and negative slots neither read nor written,
 a block whose expert id is outside [0, E) writes zeros.
 
-Weights (WEIGHT_BITS functional):
-  8: b int8 [E, N, K] (K contiguous), b_scale fp32 [E, N] per output channel:
+Weights (the b pointer type):
+  int8: b int8 [E, N, K] (K contiguous), b_scale fp32 [E, N] per output channel:
      W[n, k] = b[n, k] * s[n]. The scale factors out of the K sum: the dot
      runs on the exact int8 values (converted to the activation dtype, exact
      for |q| <= 128 in fp16 and bf16) and the epilogue multiplies by s[n].
-  4: b uint8 [E, N, K // 2] (bytes contiguous along K): byte j of row n holds
+  uint8 (int4 packed): b uint8 [E, N, K // 2] (bytes contiguous along K): byte j of row n holds
      k = 2j in its low nibble and k = 2j + 1 in its high nibble (unsigned 0..15).
      b_scale fp32 [E, N, K // group_size], b_zp uint8 [E, cdiv(N, 2), K // group_size]
      (two zero points per byte along N: low nibble = even n), or none (has_zp
@@ -21,11 +21,11 @@ Weights (WEIGHT_BITS functional):
      and is scaled per column before it joins the fp32 accumulator.
 
 Constexprs
-  functional: WEIGHT_BITS (8, 4), MUL_ROUTED_WEIGHT, BLOCK_SIZE_M (= the align
-              block size); dtypes: A and C fp16 or bf16 (the same), through the
-              pointer types. Built for aligned shapes only: K, N and the row
+  functional: MUL_ROUTED_WEIGHT, BLOCK_SIZE_M (= the align block size);
+              dtypes through the pointer types: A and C fp16 or bf16 (the
+              same), B int8 (w8a16) or uint8 (packed int4, w4a16). Built for aligned shapes only: K, N and the row
               strides (of A and C; of B in bytes) multiples of 16.
-  tuning:     BLOCK_SIZE_N, BLOCK_SIZE_K (64 for 4-bit: divides group sizes
+  tuning:     BLOCK_SIZE_N, BLOCK_SIZE_K (64 for int4: divides group sizes
               64 and 128), GROUP_SIZE_M, num_warps, num_stages.
 Grid: (cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N), 1, 1), as fused_moe_kernel.
 """
@@ -50,7 +50,7 @@ def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights
                         stride_am, stride_be, stride_bn, stride_cm,
                         stride_bse, stride_bsn, stride_bsk, stride_bze, stride_bzn, stride_bzk,
                         group_size, has_zp, num_experts,
-                        WEIGHT_BITS: tl.constexpr, MUL_ROUTED_WEIGHT: tl.constexpr,
+                        MUL_ROUTED_WEIGHT: tl.constexpr,
                         BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr,
                         BLOCK_SIZE_K: tl.constexpr, GROUP_SIZE_M: tl.constexpr):
     """One BLOCK_SIZE_M x BLOCK_SIZE_N tile of C for one expert block.
@@ -102,7 +102,7 @@ def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights
     a_ptrs = a_ptr + a_row[:, None] * stride_am + offs_k[None, :]
     bs_ptrs = b_scale_ptr + expert * stride_bse + offs_bn * stride_bsn
     acc = tl.zeros([BLOCK_SIZE_M, BLOCK_SIZE_N], dtype=tl.float32)
-    if WEIGHT_BITS == 8:
+    if b_ptr.dtype.element_ty == tl.int8:
         b_ptrs = b_ptr + expert * stride_be + offs_k[:, None] + offs_bn[None, :] * stride_bn
         for kb in range(0, tl.cdiv(K, BLOCK_SIZE_K)):
             k_left = K - kb * BLOCK_SIZE_K

@@ -49,7 +49,7 @@ def invoke_grouped_gemm_wq(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, 
     [E, N, K // 2], b_scale [E, N, K // group_size], b_zp uint8 [E, cdiv(N, 2), K // group_size]."""
     E, N, Kb = b.shape
     K = a.shape[1]
-    assert Kb == (K if bits == 8 else K // 2)
+    assert b.dtype == (torch.int8 if bits == 8 else torch.uint8) and Kb == (K if bits == 8 else K // 2)
     EM = sorted_ids.numel()
     w = topk_weights if topk_weights is not None else b_scale
     zp = b_zp if b_zp is not None else b
@@ -60,7 +60,7 @@ def invoke_grouped_gemm_wq(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, 
                               a.stride(0), b.stride(0), b.stride(1), c.stride(0),
                               b_scale.stride(0), b_scale.stride(1), sk, *zs,
                               max(group_size, 1), int(b_zp is not None), E,
-                              WEIGHT_BITS=bits, MUL_ROUTED_WEIGHT=mul_routed_weight, **config)
+                              MUL_ROUTED_WEIGHT=mul_routed_weight, **config)
     return c
 
 
