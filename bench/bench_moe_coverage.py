@@ -1,0 +1,82 @@
+"""MoE coverage benchmarks (issue 13, item 6) on the GPU, in one run:
+
+    python bench/bench_moe_coverage.py [--prefix install] [--sections quant] [--quick]
+                                       [--json bench/results/moe_coverage_sm90.json]
+
+Each section writes its rows under its own key of the JSON file ("quant":
+bench/moe_coverage_quant.py); keys of sections not run are kept, so sections
+can run separately. The file also records GPU, versions, commit and the
+device copy bandwidth of the last run; with $OUT set, a copy goes there too.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+
+
+def commit_id():
+    if os.environ.get("AOTRITON_COMMIT"):
+        return os.environ["AOTRITON_COMMIT"]
+    try:
+        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prefix", default=str(REPO / "install"))
+    ap.add_argument("--sections", default="quant")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", default=str(REPO / "bench/results/moe_coverage_sm90.json"))
+    args = ap.parse_args()
+    sys.path[:0] = [str(Path(args.prefix) / "lib/python"), str(REPO)]
+    import torch
+    import triton
+
+    import aotriton
+
+    warm, rep = (10, 40) if args.quick else (25, 100)
+
+    def t_ms(fn):
+        fn()
+        return triton.testing.do_bench(fn, warmup=warm, rep=rep, return_mode="median")
+
+    def t_graph_ms(fn):
+        fn()
+        torch.cuda.synchronize()
+        return triton.testing.do_bench_cudagraph(fn, rep=rep, return_mode="median")
+
+    src = torch.empty(2 ** 30, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    bw = 2 * 2 ** 30 / (triton.testing.do_bench(lambda: dst.copy_(src), warmup=10, rep=100,
+                                                return_mode="median") * 1e-3)
+    del src, dst
+    meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+            "aotriton": aotriton.version(), "profile": aotriton.build_profile(), "commit": commit_id(),
+            "copy_bandwidth_GBps": round(bw / 1e9, 1), "quick": args.quick}
+    print(f"GPU {meta['gpu']}, torch {meta['torch']}, triton {meta['triton']}, aotriton {meta['aotriton']} "
+          f"(profile {meta['profile']}, commit {meta['commit']}); device copy bandwidth {bw / 1e9:.0f} GB/s")
+    path = Path(args.json)
+    result = json.loads(path.read_text()) if path.exists() else {}
+    result.update(meta)
+    sections = args.sections.split(",")
+    if "quant" in sections:
+        from moe_coverage_quant import quant_rows
+        result["quant"] = quant_rows(torch, aotriton, t_ms, t_graph_ms, bw, quick=args.quick)
+    text = json.dumps(result, indent=1, sort_keys=True).replace("NaN", "null") + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    if os.environ.get("OUT"):
+        (Path(os.environ["OUT"]) / path.name).write_text(text)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
