@@ -22,6 +22,7 @@ from .flash import (flash_attn_backward, flash_attn_func, flash_attn_varlen_func
 from .moe import (fused_experts, fused_experts_workspace_size, fused_moe, gelu_and_mul,  # noqa: F401
                   invoke_fused_moe_kernel, moe_align_block_size, moe_gemm_block_size, moe_sum,
                   per_tensor_quant_fp8, per_token_group_quant_fp8, silu_and_mul, topk_softmax)
+from .moe import invoke_grouped_gemm_quant, per_token_quant_fp8  # noqa: F401  (issue-13 quant modes)
 from .preload import preload  # noqa: F401  (custom ops: torch.ops.aotriton.*, registered on import)
 
 version = _C.version
