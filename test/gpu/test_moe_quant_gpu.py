@@ -182,7 +182,7 @@ def test_fused_experts_quant_matches_jit(quant):
     assert rel_err(out, jit.double()) < 1e-2
 
 
-# ---------------------------------------------------------------- bad inputs (C++ API)
+# ---------------------------------------------------------------- bad inputs (C++ API: ValueError)
 def _gemm_inputs(quant, K=256, N=128, E=4, M=8, group=128):
     import aotriton
 
@@ -206,25 +206,25 @@ def test_grouped_gemm_quant_bad_inputs():
     skip_unless_mode_runs(INT4)
     call = aotriton.invoke_grouped_gemm_quant
     a, b, c, s, e, n, bs = _gemm_inputs(INT4)
-    with pytest.raises(RuntimeError, match="does not divide"):
+    with pytest.raises(ValueError, match="does not divide"):
         call(a[:, :192], b[:, :, :96], c, None, s, e, n, 2, 16, INT4, bs[:, :, :1], group_size=128)
-    with pytest.raises(RuntimeError, match="is odd"):
+    with pytest.raises(ValueError, match="is odd"):
         call(torch.randn(8, 255, device=DEV, dtype=torch.bfloat16), b, c, None, s, e, n, 2, 16, INT4, bs,
              group_size=128)
-    with pytest.raises(RuntimeError, match="multiple of 64"):
+    with pytest.raises(ValueError, match="multiple of 64"):
         call(a, b, c, None, s, e, n, 2, 16, INT4, bs, group_size=32)
-    with pytest.raises(RuntimeError, match="b_scale has shape"):
+    with pytest.raises(ValueError, match="b_scale has shape"):
         call(a, b, c, None, s, e, n, 2, 16, INT4, bs[:, :, :1], group_size=128)
-    with pytest.raises(RuntimeError, match="b_zp has shape"):
+    with pytest.raises(ValueError, match="b_zp has shape"):
         call(a, b, c, None, s, e, n, 2, 16, INT4, bs, group_size=128,
              B_zp=torch.zeros(4, 128, 2, dtype=torch.uint8, device=DEV))
-    with pytest.raises(RuntimeError, match="b is int8"):
+    with pytest.raises(ValueError, match="b is int8"):
         call(a, b.view(torch.int8), c, None, s, e, n, 2, 16, INT4, bs, group_size=128)
-    with pytest.raises(RuntimeError, match="block_size 16 and 64"):
+    with pytest.raises(ValueError, match="block_size 16 and 64"):
         call(a, b, c, None, s, e, n, 2, 128, INT4, bs, group_size=128)
     a8, b8, c8, s8, e8, n8, bs8 = _gemm_inputs(INT8, K=200)
-    with pytest.raises(RuntimeError, match="aligned shapes only"):  # K = 200: not a multiple of 16
+    with pytest.raises(ValueError, match="aligned shapes only"):  # K = 200: not a multiple of 16
         call(a8, b8, c8, None, s8, e8, n8, 2, 16, INT8, bs8)
-    with pytest.raises(RuntimeError, match="b_scale has shape"):
+    with pytest.raises(ValueError, match="b_scale has shape"):
         call(a8, b8, c8, None, s8, e8, n8, 2, 16, INT8, bs8[:2])
     assert torch.isnan(c).all() and torch.isnan(c8).all()  # nothing launched

@@ -115,9 +115,7 @@ Status validate_quant_modes(const FusedExpertsParams& p, const Dims& d) {
     return fail_arg(std::string("a1_scale / a2_scale must be absent with ") +
                     (p.quant == QuantMode::kFp8PerChannel ? "fp8 per-channel (activations get dynamic per-token scales)"
                                                           : "weight-only quantization (activations stay fp16/bf16)"));
-  if (p.quant == QuantMode::kInt4W4A16) {
-    AOTRITON_RETURN_IF_ERROR(internal::check_int4_k(kOp, "the hidden size (GEMM1 K)", d.K, p.group_size));
-    AOTRITON_RETURN_IF_ERROR(internal::check_int4_k(kOp, "the intermediate size N (GEMM2 K)", d.N, p.group_size));
+  if (p.quant == QuantMode::kInt4W4A16) {  // K and N were checked against the group in validate()
     const int64_t g1 = d.K / p.group_size, g2 = d.N / p.group_size;
     AOTRITON_RETURN_IF_ERROR(check_weight_scale("w1_scale", p.w1_scale, d.E, 2 * d.N, g1, "int4 w4a16"));
     AOTRITON_RETURN_IF_ERROR(check_weight_scale("w2_scale", p.w2_scale, d.E, d.K, g2, "int4 w4a16"));
@@ -173,6 +171,10 @@ Status validate(const FusedExpertsParams& p, Dims* d) {
   d->N = p.w1.size(1) / 2;
   // int4 weights hold two K values per byte: w1 [E, 2N, K / 2], w2 [E, K, N / 2].
   const int64_t per_byte = p.quant == QuantMode::kInt4W4A16 ? 2 : 1;
+  if (per_byte == 2) {  // odd K / N or a bad group: say so before the packed-size checks
+    AOTRITON_RETURN_IF_ERROR(internal::check_int4_k(kOp, "the hidden size (GEMM1 K)", d->K, p.group_size));
+    AOTRITON_RETURN_IF_ERROR(internal::check_int4_k(kOp, "the intermediate size N (GEMM2 K)", d->N, p.group_size));
+  }
   if (p.w1.size(2) * per_byte != d->K)
     return fail_arg("w1.size(2) = " + std::to_string(p.w1.size(2)) + " but the hidden size is " + std::to_string(d->K) +
                     (per_byte == 2 ? " (packed int4: w1.size(2) must be K / 2)" : ""));
