@@ -39,6 +39,96 @@ moe::FusedExpertsParams fused_params(const TensorArg<2>& hidden, const TensorArg
   return p;
 }
 
+// The issue-13 quantization modes (fp8 per channel, int8 w8a16, int4 w4a16):
+// separate entry points taking the extra zero-point / group arguments.
+void bind_moe_quant(nb::module_& m) {
+  m.def(
+      "per_token_quant_fp8",
+      [](const TensorArg<2>& x, const TensorArg<2>& q, const TensorArg<2>& scales, uintptr_t stream) {
+        raise_if_error(moe::per_token_quant_fp8({view<2>(x), view<2>(q), view<2>(scales)}, stream_arg(stream)));
+      },
+      nb::arg("x"), nb::arg("q"), nb::arg("scales"), nb::arg("stream"));
+  m.def(
+      "grouped_gemm_quant",
+      [](const TensorArg<2>& a, const TensorArg<3>& b, const TensorArg<2>& c, const std::optional<TensorArg<2>>& a_scale,
+         const TensorArg<3>& b_scale, const std::optional<TensorArg<3>>& b_zp, int group_size,
+         const std::optional<TensorArg<2>>& topk_weights, const TensorArg<1>& sorted_ids, const TensorArg<1>& expert_ids,
+         const TensorArg<1>& ntpp, int top_k, int block_size, bool mul_routed_weight, int quant, uintptr_t stream,
+         std::optional<std::string> force_config) {
+        moe::GroupedGemmParams p;
+        p.a = view<2>(a);
+        p.b = view<3>(b);
+        p.c = view<2>(c);
+        p.a_scale = opt_view<2>(a_scale);
+        p.b_scale = view<3>(b_scale);
+        p.b_zp = opt_view<3>(b_zp);
+        p.group_size = group_size;
+        p.topk_weights = opt_view<2>(topk_weights);
+        p.sorted_token_ids = view<1>(sorted_ids);
+        p.expert_ids = view<1>(expert_ids);
+        p.num_tokens_post_padded = view<1>(ntpp);
+        p.top_k = top_k;
+        p.block_size = block_size;
+        p.mul_routed_weight = mul_routed_weight;
+        p.quant = static_cast<moe::QuantMode>(quant);
+        return run([&](const KernelOptions* opt) { return moe::grouped_gemm(p, stream_arg(stream), opt); },
+                   force_config);
+      },
+      nb::arg("a"), nb::arg("b"), nb::arg("c"), nb::arg("a_scale").none(), nb::arg("b_scale"), nb::arg("b_zp").none(),
+      nb::arg("group_size"), nb::arg("topk_weights").none(), nb::arg("sorted_token_ids"), nb::arg("expert_ids"),
+      nb::arg("num_tokens_post_padded"), nb::arg("top_k"), nb::arg("block_size"), nb::arg("mul_routed_weight"),
+      nb::arg("quant"), nb::arg("stream"), nb::arg("force_config") = nb::none());
+  auto quant_params = [](const TensorArg<2>& hidden, const TensorArg<3>& w1, const TensorArg<3>& w2,
+                         const TensorArg<2>& topk_weights, const TensorArg<2>& topk_ids, const TensorArg<2>& output,
+                         int activation, int quant, const TensorArg<3>& w1_scale, const TensorArg<3>& w2_scale,
+                         const std::optional<TensorArg<3>>& w1_zp, const std::optional<TensorArg<3>>& w2_zp,
+                         int group_size, const std::optional<TensorArg<1>>& expert_map, int block_size) {
+    moe::FusedExpertsParams p = fused_params(hidden, w1, w2, topk_weights, topk_ids, output, activation, quant, w1_scale,
+                                             w2_scale, std::nullopt, std::nullopt, expert_map, block_size);
+    p.w1_zp = opt_view<3>(w1_zp);
+    p.w2_zp = opt_view<3>(w2_zp);
+    p.group_size = group_size;
+    return p;
+  };
+  m.def(
+      "fused_experts_quant_workspace_size",
+      [quant_params](const TensorArg<2>& hidden, const TensorArg<3>& w1, const TensorArg<3>& w2,
+                     const TensorArg<2>& topk_weights, const TensorArg<2>& topk_ids, const TensorArg<2>& output,
+                     int activation, int quant, const TensorArg<3>& w1_scale, const TensorArg<3>& w2_scale,
+                     const std::optional<TensorArg<3>>& w1_zp, const std::optional<TensorArg<3>>& w2_zp, int group_size,
+                     const std::optional<TensorArg<1>>& expert_map, int block_size) {
+        moe::FusedExpertsParams p = quant_params(hidden, w1, w2, topk_weights, topk_ids, output, activation, quant,
+                                                 w1_scale, w2_scale, w1_zp, w2_zp, group_size, expert_map, block_size);
+        size_t bytes = 0;
+        raise_if_error(moe::fused_experts_workspace_size(p, &bytes));
+        return bytes;
+      },
+      nb::arg("hidden_states"), nb::arg("w1"), nb::arg("w2"), nb::arg("topk_weights"), nb::arg("topk_ids"),
+      nb::arg("output"), nb::arg("activation"), nb::arg("quant"), nb::arg("w1_scale"), nb::arg("w2_scale"),
+      nb::arg("w1_zp").none(), nb::arg("w2_zp").none(), nb::arg("group_size"), nb::arg("expert_map").none(),
+      nb::arg("block_size"));
+  m.def(
+      "fused_experts_quant",
+      [quant_params](const TensorArg<2>& hidden, const TensorArg<3>& w1, const TensorArg<3>& w2,
+                     const TensorArg<2>& topk_weights, const TensorArg<2>& topk_ids, const TensorArg<2>& output,
+                     int activation, int quant, const TensorArg<3>& w1_scale, const TensorArg<3>& w2_scale,
+                     const std::optional<TensorArg<3>>& w1_zp, const std::optional<TensorArg<3>>& w2_zp, int group_size,
+                     const std::optional<TensorArg<1>>& expert_map, int block_size, uintptr_t workspace,
+                     size_t workspace_bytes, uintptr_t stream, std::optional<std::string> force_config) {
+        moe::FusedExpertsParams p = quant_params(hidden, w1, w2, topk_weights, topk_ids, output, activation, quant,
+                                                 w1_scale, w2_scale, w1_zp, w2_zp, group_size, expert_map, block_size);
+        p.workspace = reinterpret_cast<void*>(workspace);
+        p.workspace_bytes = workspace_bytes;
+        return run([&](const KernelOptions* opt) { return moe::fused_experts(p, stream_arg(stream), opt); },
+                   force_config);
+      },
+      nb::arg("hidden_states"), nb::arg("w1"), nb::arg("w2"), nb::arg("topk_weights"), nb::arg("topk_ids"),
+      nb::arg("output"), nb::arg("activation"), nb::arg("quant"), nb::arg("w1_scale"), nb::arg("w2_scale"),
+      nb::arg("w1_zp").none(), nb::arg("w2_zp").none(), nb::arg("group_size"), nb::arg("expert_map").none(),
+      nb::arg("block_size"), nb::arg("workspace"), nb::arg("workspace_bytes"), nb::arg("stream"),
+      nb::arg("force_config") = nb::none());
+}
+
 }  // namespace
 
 void bind_moe(nb::module_& m) {
@@ -231,6 +321,7 @@ void bind_moe(nb::module_& m) {
       nb::arg("topk_ids"), nb::arg("expert_map").none(), nb::arg("num_local_experts"), nb::arg("sorted_token_ids"),
       nb::arg("inverse"), nb::arg("expert_offsets"), nb::arg("workspace"), nb::arg("workspace_bytes"),
       nb::arg("stream"), nb::arg("force_config") = nb::none());
+  bind_moe_quant(m);
 }
 
 }  // namespace pyaotriton

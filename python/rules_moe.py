@@ -194,8 +194,16 @@ def _aligned_ok(f):
     return f["ALIGNED16"] or not f["ALIGNED"]
 
 
+# The per-channel fp8 mode is built for aligned shapes and the block sizes the
+# operator picks (16, 64, 128) only: every FP8-dynamic checkpoint is aligned,
+# and each full set of variants costs cubins (compile time).
+_PER_CHANNEL_BLOCK_M = (16, 64, 128)
+
+
 def _gemm_valid(f, arch):
     if not _aligned_ok(f):
+        return False
+    if f["QUANT"] == C.QUANT_FP8_CHANNEL and not (f["ALIGNED"] and f["BLOCK_SIZE_M"] in _PER_CHANNEL_BLOCK_M):
         return False
     if f["QUANT"] == C.QUANT_NONE:
         return f["ab_dtype"] == f["c_dtype"]
@@ -239,7 +247,7 @@ fused_moe_gemm = Kernel(
     functional={
         "ab_dtype": ["fp16", "bf16", "fp8e4nv"],
         "c_dtype": ["fp16", "bf16"],
-        "QUANT": [C.QUANT_NONE, C.QUANT_FP8_TENSOR, C.QUANT_FP8_BLOCK],
+        "QUANT": [C.QUANT_NONE, C.QUANT_FP8_TENSOR, C.QUANT_FP8_BLOCK, C.QUANT_FP8_CHANNEL],
         "MUL_ROUTED_WEIGHT": [False, True],
         "ALIGNED": [False, True],
         # = the moe_align block size, chosen by the operator from M (configs.block_size_m).
@@ -393,6 +401,74 @@ grouped_topk = Kernel(
     doc="grouped / sigmoid router top-k (DeepSeek-V2/V3)",
 )
 
+# ----------------------------------------------------------------------------
+# Quantization modes beyond fp8 per-tensor / block (issue 13): weight-only int8
+# and int4 grouped GEMM, per-token fp8 activation quant (fp8 per channel).
+# Aligned shapes only, fp16/bf16 activations: see the kernels' docstrings.
+# ----------------------------------------------------------------------------
+def _wq_prune(f, c, arch):
+    if f["b_dtype"] == "u8" and c["BLOCK_SIZE_K"] != 64:
+        return False  # int4 group sizes are multiples of 64: a K tile sits in one group
+    if (c["GROUP_SIZE_M"] == 1) != (f["BLOCK_SIZE_M"] <= 32):
+        return False
+    smem = c["num_stages"] * c["BLOCK_SIZE_K"] * (2 * f["BLOCK_SIZE_M"] + c["BLOCK_SIZE_N"])
+    return smem <= (227 if arch >= 90 else 163) * 1024
+
+
+fused_moe_gemm_wq = Kernel(
+    name="fused_moe_gemm_wq",
+    source="tritonsrc/moe/grouped_gemm_wq.py",
+    function="fused_moe_wq_kernel",
+    args=[
+        Arg("a_ptr", "*{dtype}:16"), Arg("b_ptr", "*{b_dtype}:16"), Arg("c_ptr", "*{dtype}:16"),
+        Arg("b_scale_ptr", "*fp32"), Arg("b_zp_ptr", "*u8"), Arg("topk_weights_ptr", "*fp32"),
+        Arg("sorted_token_ids_ptr", "*i32"), Arg("expert_ids_ptr", "*i32"),
+        Arg("num_tokens_post_padded_ptr", "*i32"),
+        Arg("N", "i32"), Arg("K", "i32"), Arg("EM", "i32"), Arg("num_valid_tokens", "i32"), Arg("top_k", "i32"),
+        Arg("stride_am", "i32"), Arg("stride_be", "i32"), Arg("stride_bn", "i32"), Arg("stride_cm", "i32"),
+        Arg("stride_bse", "i32"), Arg("stride_bsn", "i32"), Arg("stride_bsk", "i32"),
+        Arg("stride_bze", "i32"), Arg("stride_bzn", "i32"), Arg("stride_bzk", "i32"),
+        Arg("group_size", "i32"), Arg("has_zp", "i32"), Arg("num_experts", "i32"),
+    ],
+    functional={
+        "dtype": ["fp16", "bf16"],
+        "b_dtype": ["i8", "u8"],  # int8 w8a16, packed int4 w4a16
+        "MUL_ROUTED_WEIGHT": [False, True],
+        "BLOCK_SIZE_M": list(C.WQ_BLOCK_SIZES_M),
+    },
+    tuning=TuningSpace(
+        params={"BLOCK_SIZE_N": [32, 64, 128, 256], "BLOCK_SIZE_K": [64, 128],
+                "GROUP_SIZE_M": [1, 8, 16], "num_warps": [4, 8], "num_stages": [2, 3, 4]},
+        default=lambda f, arch: C.wq_gemm_default(f["BLOCK_SIZE_M"], 8 if f["b_dtype"] == "i8" else 4, arch),
+        prune=_wq_prune,
+    ),
+    grid=("cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N)", "1", "1"),
+    grid_args=["tokens_per_expert"],
+    autotune_keys=[AutotuneKey("tokens_per_expert", bins=list(C.TOKENS_PER_EXPERT_BINS)),
+                   AutotuneKey("N", bins=list(C.GEMM_NK_BINS)), AutotuneKey("K", bins=list(C.GEMM_NK_BINS))],
+    doc="grouped GEMM over experts, int8 / int4 weights, fp16/bf16 activations",
+)
+
+per_token_quant_fp8 = Kernel(
+    name="per_token_quant_fp8",
+    source="tritonsrc/moe/quant.py",
+    function="per_token_quant_fp8_kernel",
+    args=[
+        Arg("x_ptr", "*{dtype}:16"), Arg("q_ptr", "*fp8e4nv:16"), Arg("s_ptr", "*fp32"),
+        Arg("M", "i32"), Arg("K", "i32:16"), Arg("stride_xm", "i32:16"), Arg("stride_qm", "i32:16"),
+    ],
+    functional={"dtype": ["fp16", "bf16"]},
+    valid=lambda f, arch: _fp8_ok(arch),
+    tuning=TuningSpace(
+        params={"BLOCK_M": [1, 2, 4, 8], "BLOCK_K": [256, 512, 1024], "num_warps": [1, 2, 4, 8], **_ONE_STAGE},
+        default=lambda f, arch: {"BLOCK_M": 2, "BLOCK_K": 1024, "num_warps": 4, "num_stages": 1},
+        prune=lambda f, c, arch: c["BLOCK_M"] * c["BLOCK_K"] <= 4096,
+    ),
+    grid=("cdiv(M, BLOCK_M)", "1", "1"),
+    autotune_keys=[AutotuneKey("M", bins=[64, 1024, 16384])],
+    doc="dynamic per-token fp8 e4m3 quantization (one scale per row)",
+)
+
 MOE_KERNELS = [act_and_mul, moe_sum, topk_softmax, moe_align_count, moe_align_scan, moe_align_offsets,
                moe_align_scatter, moe_align_small, fused_moe_gemm, per_token_group_quant_fp8,
                per_tensor_quant_fp8, fp8_amax_partial, fp8_scale_from_amax, moe_zero_dropped_rows]
@@ -411,6 +487,7 @@ ep_dispatch_indices = Kernel(
 )
 
 MOE_KERNELS += [grouped_topk, ep_dispatch_indices]
+MOE_KERNELS += [fused_moe_gemm_wq, per_token_quant_fp8]
 
 # ci (sm_80 + sm_90 on 2 cores): fp16; the expert buckets of E = 8, 64, 256;
 # GEMM fp16 + fp8 block, aligned, the BLOCK_SIZE_M values the operator picks (16, 64, 128).
@@ -422,6 +499,12 @@ def _ci_aligned(f):
     return f.get("ALIGNED", True) and f.get("ALIGNED16", True)
 
 
+def _ci_quant_gemm(f):
+    """One functional of the per-channel fp8 mode (decode tile, GEMM2 form)."""
+    return (f["QUANT"] == C.QUANT_FP8_CHANNEL and f["c_dtype"] == "fp16" and f["BLOCK_SIZE_M"] == 16
+            and f["MUL_ROUTED_WEIGHT"] and _ci_aligned(f))
+
+
 MOE_CI = {
     "topk_softmax": lambda f: f["dtype"] == "fp16" and f["BLOCK_E"] in _CI_TOPK_E,
     "moe_align_count": lambda f: f["BLOCK_E"] in _CI_ALIGN_E,
@@ -429,10 +512,14 @@ MOE_CI = {
     "moe_align_scatter": lambda f: f["BLOCK_E"] in _CI_ALIGN_E,
     "moe_align_small": lambda f: f["BLOCK_E"] in _CI_ALIGN_E,
     "fused_moe_gemm": lambda f: f["c_dtype"] == "fp16" and f["QUANT"] in (C.QUANT_NONE, C.QUANT_FP8_BLOCK)
-    and _ci_aligned(f) and f["BLOCK_SIZE_M"] in (16, 64, 128),
+    and _ci_aligned(f) and f["BLOCK_SIZE_M"] in (16, 64, 128)
+    or _ci_quant_gemm(f),
     "per_token_group_quant_fp8": lambda f: f["dtype"] == "fp16" and _ci_aligned(f),
     "per_tensor_quant_fp8": lambda f: f["dtype"] == "fp16" and _ci_aligned(f),
     "fp8_amax_partial": lambda f: f["dtype"] == "fp16" and _ci_aligned(f),
     "moe_zero_dropped_rows": lambda f: f["dtype"] == "fp16" and _ci_aligned(f),
     "grouped_topk": lambda f: f["dtype"] == "fp16" and f["BLOCK_E"] in _CI_TOPK_E,
+    # One functional per weight-only mode, one per-token quant.
+    "fused_moe_gemm_wq": lambda f: f["dtype"] == "fp16" and f["BLOCK_SIZE_M"] == 16 and f["MUL_ROUTED_WEIGHT"],
+    "per_token_quant_fp8": lambda f: f["dtype"] == "fp16",
 }

@@ -47,7 +47,24 @@ enum class QuantMode : int32_t {
   kNone = 0,          // A, B fp16 or bf16 (same dtype as C)
   kFp8PerTensor = 1,  // fp8 e4m3 A and B; one A scale, one B scale per expert (or one)
   kFp8Block = 2,      // fp8 e4m3; A scales per (row, 128 columns), B per 128x128 block
+  // fp8 e4m3 w8a8 with one A scale per row (fused_experts: dynamic, per token)
+  // and one B scale per output channel (FP8-dynamic checkpoints).
+  kFp8PerChannel = 3,
+  // Weight-only: A and C fp16/bf16, B integer with fp32 per-channel scales.
+  kInt8W8A16 = 4,  // B int8 [E, N, K], W = q * scale[e, n]
+  // B int4 packed two per byte along K: uint8 [E, N, K / 2], byte j of row n
+  // holds k = 2j in its low nibble and k = 2j + 1 in its high nibble (values
+  // 0..15). Scales fp32 [E, N, K / group_size]; zero points (optional) uint4
+  // packed two per byte along N: uint8 [E, cdiv(N, 2), K / group_size], low
+  // nibble = even n; absent = 8. W[n, k] = (q[n, k] - zp[n, k / g]) * scale[n, k / g].
+  // group_size: a multiple of 64 (64, 128, ...) dividing K; K even.
+  kInt4W4A16 = 5,
 };
+// The quantization modes added for issue 13 (kFp8PerChannel, kInt8W8A16,
+// kInt4W4A16) are compiled for aligned shapes only: K, N, row strides and
+// pointers multiples of 16 (others return kUnsupported). The weight-only modes
+// run with block_size 16 or 64 (fused_experts caps moe_gemm_block_size at 64),
+// kFp8PerChannel with 16, 64 or 128.
 
 // Router: softmax over experts, then the top-k (ties: lower expert id first).
 // logits [M, E] fp16/bf16/fp32 (any strides), E <= 512; topk_weights [M, topk]
@@ -113,7 +130,11 @@ AOTRITON_API int32_t moe_gemm_block_size(int64_t num_tokens, bool aligned = true
 // slot ids < 0 or >= c.size(0) are neither read nor written.
 // Scales (fp32): kFp8PerTensor: a_scale numel 1, b_scale numel 1 or E
 //   (contiguous, any shape); kFp8Block: a_scale [rows, cdiv(K, 128)],
-//   b_scale [E, cdiv(N, 128), cdiv(K, 128)] (any strides).
+//   b_scale [E, cdiv(N, 128), cdiv(K, 128)] (any strides); kFp8PerChannel:
+//   a_scale [rows, 1], b_scale [E, N, 1]; kInt8W8A16: b int8 [E, N, K],
+//   b_scale [E, N, 1], a_scale absent; kInt4W4A16: b uint8 [E, N, K / 2]
+//   (K = a.size(1)), b_scale [E, N, K / group_size], optional b_zp uint8
+//   [E, cdiv(N, 2), K / group_size] (layouts at QuantMode; any strides).
 // topk_weights: fp32, contiguous, numel num_slots (when mul_routed_weight).
 // K, N, row strides and pointers 16-aligned select the fast (ALIGNED) kernels.
 struct GroupedGemmParams {
@@ -130,6 +151,8 @@ struct GroupedGemmParams {
   int32_t block_size = 0;
   bool mul_routed_weight = false;
   QuantMode quant = QuantMode::kNone;
+  TensorView<3> b_zp;      // kInt4W4A16 only, optional (data == nullptr: 8)
+  int32_t group_size = 0;  // kInt4W4A16 only
 };
 AOTRITON_API Status grouped_gemm(const GroupedGemmParams& params, Stream stream,
                                  const KernelOptions* options = nullptr) noexcept;
@@ -150,6 +173,18 @@ AOTRITON_API Status per_token_group_quant_fp8(const PerTokenGroupQuantParams& pa
 // q = fp8(clamp(x / scale)); scale fp32 [1] on the device. With
 // dynamic_scale the call first writes scale = max(max|x|, 1e-10) / 448 (two
 // small launches using the workspace). sm_89+.
+// Dynamic per-token fp8: scales[m] = max(max_k |x[m, k]|, 1e-10) / 448,
+// q[m, :] = fp8(x[m, :] / scales[m]). x [M, K] fp16/bf16 and q [M, K] fp8
+// e4m3 (K, row strides and pointers multiples of 16), scales fp32 [M, 1]
+// contiguous. sm_89+.
+struct PerTokenQuantParams {
+  TensorView<2> x;
+  TensorView<2> q;
+  TensorView<2> scales;
+};
+AOTRITON_API Status per_token_quant_fp8(const PerTokenQuantParams& params, Stream stream,
+                                        const KernelOptions* options = nullptr) noexcept;
+
 struct PerTensorQuantParams {
   TensorView<2> x;
   TensorView<2> q;
@@ -180,6 +215,13 @@ AOTRITON_API Status per_tensor_quant_fp8(const PerTensorQuantParams& params, Str
 // kFp8Block: block_n = block_k = 128; w1_scale [E, cdiv(2N,128), cdiv(K,128)],
 // w2_scale [E, cdiv(K,128), cdiv(N,128)]; activations are quantized per token
 // group (a1_scale / a2_scale must be absent).
+// kFp8PerChannel: w1_scale [E, 2N, 1], w2_scale [E, K, 1]; activations are
+// quantized per token with dynamic scales (a1_scale / a2_scale absent).
+// kInt8W8A16: w1 int8 [E, 2N, K], w2 int8 [E, K, N], scales as kFp8PerChannel.
+// kInt4W4A16: w1 uint8 [E, 2N, K / 2], w2 uint8 [E, K, N / 2] (packed as
+// QuantMode says), w1_scale [E, 2N, K / g], w2_scale [E, K, N / g], optional
+// w1_zp [E, N, K / g] and w2_zp [E, cdiv(K, 2), N / g] (uint8, both or
+// neither), g = group_size (a multiple of 64 dividing K and N).
 // block_size: 0 picks moe_gemm_block_size(M, ...); else 16/32/64/128.
 // workspace: device memory of fused_experts_workspace_size() bytes, 16-byte aligned.
 // options (force_config / ran_config) apply to the two GEMM launches.
@@ -205,6 +247,9 @@ struct FusedExpertsParams {
   // Llama 4: the router weight scales the token's input row (GEMM1) instead of
   // the expert output (GEMM2). Needs top-k = 1.
   bool apply_router_weight_on_input = false;
+  TensorView<3> w1_zp;     // kInt4W4A16 zero points (optional)
+  TensorView<3> w2_zp;
+  int32_t group_size = 0;  // kInt4W4A16
 };
 // Checks params (except workspace) and returns the bytes fused_experts needs.
 AOTRITON_API Status fused_experts_workspace_size(const FusedExpertsParams& params, size_t* bytes) noexcept;

@@ -10,6 +10,9 @@ functional is the DEFAULT_CONFIGS row with that BLOCK_SIZE_M (`gemm_default`).
 """
 
 QUANT_NONE, QUANT_FP8_TENSOR, QUANT_FP8_BLOCK = 0, 1, 2
+QUANT_FP8_CHANNEL = 3  # fp8 w8a8, per-token A scales, per-output-channel B scales
+# Weight-only modes (the C++ QuantMode numbering; kernel grouped_gemm_wq.py).
+QUANT_INT8_W8A16, QUANT_INT4_W4A16 = 4, 5
 M_BINS = (16, 64, 512)  # DEFAULT_CONFIGS rows: M <= 16, <= 64, <= 512, larger
 BLOCK_SIZES_M = (16, 32, 64, 128)  # the GEMM's functional BLOCK_SIZE_M values
 # Tuning-database keys of the grouped GEMM (upper bounds; above the last: last bin).
@@ -32,6 +35,8 @@ DEFAULT_CONFIGS = {
                        _cfg(64, 128, 128, 8, 4, 3), _cfg(128, 128, 128, 16, 8, 3)],
     QUANT_FP8_BLOCK: [_cfg(16, 64, 128, 1, 4, 4), _cfg(16, 128, 128, 1, 4, 4),
                       _cfg(64, 128, 128, 8, 4, 3), _cfg(128, 128, 128, 16, 8, 3)],
+    QUANT_FP8_CHANNEL: [_cfg(16, 64, 128, 1, 4, 4), _cfg(16, 128, 128, 1, 4, 4),
+                        _cfg(64, 128, 128, 8, 4, 3), _cfg(128, 128, 128, 16, 8, 3)],
     "unaligned": [_cfg(16, 64, 64, 1, 4, 2), _cfg(16, 64, 64, 1, 4, 2),
                   _cfg(64, 64, 64, 8, 8, 2), _cfg(64, 64, 64, 8, 8, 2)],
 }
@@ -51,6 +56,31 @@ _EXTRA = {
     ("unaligned", 32): _cfg(32, 64, 64, 1, 4, 2),
     ("unaligned", 128): _cfg(128, 32, 64, 16, 8, 2),
 }
+
+
+# Weight-only GEMM (grouped_gemm_wq.py), keyed by WEIGHT_BITS, per M bin as
+# above. It is built with BLOCK_SIZE_M 16 and 64 only (WQ_BLOCK_SIZES_M):
+# dequantization, not the tile height, bounds it at large M, and it halves
+# the cubins. 4-bit tiles use BLOCK_SIZE_K = 64 (divides group sizes 64, 128).
+WQ_BLOCK_SIZES_M = (16, 64)
+WQ_DEFAULT_CONFIGS = {
+    8: [_cfg(16, 64, 128, 1, 4, 4), _cfg(16, 128, 128, 1, 4, 4),
+        _cfg(64, 128, 64, 8, 4, 4), _cfg(64, 128, 64, 8, 4, 4)],
+    4: [_cfg(16, 64, 64, 1, 4, 4), _cfg(16, 128, 64, 1, 4, 4),
+        _cfg(64, 128, 64, 8, 4, 3), _cfg(64, 128, 64, 8, 4, 3)],
+}
+WQ_GROUP_MULTIPLE = 64  # 4-bit group sizes must be multiples of this (the largest BLOCK_SIZE_K)
+
+
+def wq_default_config(M, bits):
+    return dict(WQ_DEFAULT_CONFIGS[bits][_row(M)])
+
+
+def wq_gemm_default(block_m, bits, arch):
+    """AOT default tuning of the weight-only GEMM functional (no BLOCK_SIZE_M)."""
+    cfg = dict(next(c for c in WQ_DEFAULT_CONFIGS[bits] if c["BLOCK_SIZE_M"] == block_m))
+    del cfg["BLOCK_SIZE_M"]
+    return cfg
 
 
 def _row(M):

@@ -18,6 +18,11 @@ Constexprs
                      2 = fp8 e4m3 w8a8 block: a_scale fp32 [rows of A, cdiv(K,128)]
                          (per token group of 128 along K), b_scale fp32
                          [E, cdiv(N,128), cdiv(K,128)] (128x128 blocks);
+                     3 = fp8 e4m3 w8a8 per channel: a_scale fp32 [rows of A]
+                         (per token, stride_asm), b_scale fp32 [E, N] (per
+                         output channel, strides stride_bse, stride_bsn);
+                         both factor out of the K sum: applied in the epilogue.
+                         Built ALIGNED only (FP8-dynamic checkpoints).
               ALIGNED (False/True): K, N, stride_am, stride_be, stride_bn and
                      stride_cm all multiples of 16 (every real model; False
                      only for odd shapes like K = 511). Without it the compiler
@@ -67,9 +72,10 @@ def fused_moe_kernel(a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights
     b_ptr   [E, N, K] expert weights, strides (stride_be, stride_bn, 1)
     c_ptr   [num_valid_tokens, N] out, row = slot, row stride stride_cm, N contiguous
     a_scale_ptr  fp32: unused (QUANT 0), [1] (QUANT 1), [rows, cdiv(K,128)] with
-                 (stride_asm, stride_ask) (QUANT 2)
+                 (stride_asm, stride_ask) (QUANT 2), [rows] with stride_asm (QUANT 3)
     b_scale_ptr  fp32: unused (QUANT 0), [E] with stride_bse (QUANT 1),
-                 [E, cdiv(N,128), cdiv(K,128)] with (stride_bse, stride_bsn, stride_bsk) (QUANT 2)
+                 [E, cdiv(N,128), cdiv(K,128)] with (stride_bse, stride_bsn, stride_bsk) (QUANT 2),
+                 [E, N] with (stride_bse, stride_bsn) (QUANT 3)
     topk_weights_ptr fp32 [num_valid_tokens] contiguous (used if MUL_ROUTED_WEIGHT)
     sorted_token_ids_ptr int32 [EM], expert_ids_ptr int32 [EM / BLOCK_SIZE_M],
     num_tokens_post_padded_ptr int32 [1]
@@ -145,7 +151,7 @@ def fused_moe_kernel(a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights
                 acc += tl.dot(a, b) * (a_s * b_s)[:, None]
             else:
                 acc += tl.dot(a, b) * a_s[:, None] * b_s[None, :]
-        elif QUANT == 1:
+        elif QUANT == 1 or QUANT == 3:
             # sm_90's fp8 wgmma sums in ~14-bit fixed point, and Triton's sm_90
             # default (max_num_imprecise_acc 2**30) never promotes, so the error
             # grew with K (3% at K=512 through fused_experts). Promote to fp32
@@ -158,6 +164,10 @@ def fused_moe_kernel(a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights
 
     if QUANT == 1:
         acc *= tl.load(a_scale_ptr) * tl.load(b_scale_ptr + expert * stride_bse)
+    if QUANT == 3:
+        a_s = tl.load(a_scale_ptr + a_row * stride_asm, mask=slot_ok, other=0.0)
+        b_s = tl.load(b_scale_ptr + expert * stride_bse + offs_bn * stride_bsn)
+        acc *= a_s[:, None] * b_s[None, :]
     if MUL_ROUTED_WEIGHT:
         w = tl.load(topk_weights_ptr + slot64, mask=slot_ok, other=0.0)
         acc *= w[:, None]

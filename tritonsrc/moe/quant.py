@@ -82,3 +82,36 @@ def per_tensor_quant_fp8_kernel(x_ptr, q_ptr, scale_ptr, M, K, stride_xm, stride
     q = tl.clamp(tl.div_rn(x, tl.load(scale_ptr)), -FP8_MAX, FP8_MAX)
     tl.store(q_ptr + rows64[:, None] * stride_qm + cols[None, :],
              q.to(q_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def per_token_quant_fp8_kernel(x_ptr, q_ptr, s_ptr, M, K, stride_xm, stride_qm,
+                               BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Dynamic per-token fp8 (the w8a8 per-channel GEMM's A operand):
+    s[m] = max(max_k |x[m, k]|, 1e-10) / 448, q[m, :] = clamp(x[m, :] / s[m]).
+
+    x_ptr [M, K] fp16/bf16, row stride stride_xm, K contiguous
+    q_ptr [M, K] fp8e4nv out, row stride stride_qm, K contiguous
+    s_ptr fp32 [M] out, contiguous
+    M, K: i32; K, stride_xm and stride_qm are multiples of 16 (the AOT rule
+    declares them so: the per-channel path is built for aligned shapes only).
+    Grid: (cdiv(M, BLOCK_M), 1, 1); two passes over each row (amax, then
+    quantize: the second read mostly hits L2).
+    """
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < M
+    x_rows = x_ptr + rows.to(tl.int64)[:, None] * stride_xm
+    amax = tl.zeros([BLOCK_M], tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        cols = k0 + tl.arange(0, BLOCK_K)
+        x = tl.load(x_rows + cols[None, :], mask=row_ok[:, None] & (cols < K)[None, :], other=0.0)
+        amax = tl.maximum(amax, tl.max(tl.abs(x.to(tl.float32)), axis=1))
+    scale = tl.div_rn(tl.maximum(amax, SCALE_FLOOR), FP8_MAX)
+    q_rows = q_ptr + rows.to(tl.int64)[:, None] * stride_qm
+    for k0 in range(0, K, BLOCK_K):
+        cols = k0 + tl.arange(0, BLOCK_K)
+        m = row_ok[:, None] & (cols < K)[None, :]
+        x = tl.load(x_rows + cols[None, :], mask=m, other=0.0).to(tl.float32)
+        q = tl.clamp(tl.div_rn(x, scale[:, None]), -FP8_MAX, FP8_MAX)
+        tl.store(q_rows + cols[None, :], q.to(q_ptr.dtype.element_ty), mask=m)
+    tl.store(s_ptr + rows, scale, mask=row_ok)

@@ -44,6 +44,12 @@ struct Layout {
   size_t bytes;
 };
 
+// fp8 modes quantize the GEMM inputs; the weight-only modes read them as they are.
+bool quantizes_activations(QuantMode q) {
+  return q == QuantMode::kFp8PerTensor || q == QuantMode::kFp8Block || q == QuantMode::kFp8PerChannel;
+}
+bool weight_only(QuantMode q) { return q == QuantMode::kInt8W8A16 || q == QuantMode::kInt4W4A16; }
+
 Layout layout(void* base, const Dims& d, QuantMode quant, DType act) {
   internal::Carver c(base);
   Layout l{};
@@ -55,7 +61,7 @@ Layout layout(void* base, const Dims& d, QuantMode quant, DType act) {
   const int64_t esize = dtype_size(act);
   l.cache13 = c.take_bytes(d.slots * std::max(2 * d.N, d.K) * esize);
   l.cache2 = c.take_bytes(d.slots * d.N * esize);
-  if (quant != QuantMode::kNone) {
+  if (quantizes_activations(quant)) {
     l.a1q = c.take_bytes(d.M * d.K);
     l.a2q = c.take_bytes(d.slots * d.N);
   }
@@ -68,6 +74,9 @@ Layout layout(void* base, const Dims& d, QuantMode quant, DType act) {
   } else if (quant == QuantMode::kFp8Block) {
     l.a1s = c.take<float>(d.M * cdiv(d.K, internal::kScaleGroup));
     l.a2s = c.take<float>(d.slots * cdiv(d.N, internal::kScaleGroup));
+  } else if (quant == QuantMode::kFp8PerChannel) {  // per-token scales
+    l.a1s = c.take<float>(d.M);
+    l.a2s = c.take<float>(d.slots);
   }
   l.bytes = c.size();
   return l;
@@ -84,6 +93,40 @@ Status check_per_tensor(const char* name, const void* data, DType dtype, int64_t
     return fail_arg(std::string(name) + " must be contiguous with 1" + (E > 1 ? " or " + std::to_string(E) : "") +
                     " elements (has " + std::to_string(numel) + ")");
   return Status::kSuccess;
+}
+
+// Per-channel [E, rows, 1] or int4 group [E, rows, groups] fp32 weight scales.
+Status check_weight_scale(const char* name, const TensorView<3>& t, int64_t E, int64_t rows, int64_t groups,
+                          const char* mode) {
+  if (!t.data) return fail_arg(std::string(name) + " is required for " + mode);
+  AOTRITON_RETURN_IF_ERROR(check_tensor(kOp, name, t, false));
+  AOTRITON_RETURN_IF_ERROR(check_dtype(kOp, name, t.dtype, DType::kFloat32));
+  const int64_t want[3] = {E, rows, groups};
+  for (int i = 0; i < 3; ++i)
+    if (t.size(i) != want[i])
+      return fail_arg(std::string(name) + " has shape " + detail::shape_string(t.sizes.data(), 3) + ", expected " +
+                      detail::shape_string(want, 3) + " for " + mode);
+  return Status::kSuccess;
+}
+
+// The issue-13 modes: weight scales (and int4 zero points / group), no static activation scales.
+Status validate_quant_modes(const FusedExpertsParams& p, const Dims& d) {
+  if (p.a1_scale.data || p.a2_scale.data)
+    return fail_arg(std::string("a1_scale / a2_scale must be absent with ") +
+                    (p.quant == QuantMode::kFp8PerChannel ? "fp8 per-channel (activations get dynamic per-token scales)"
+                                                          : "weight-only quantization (activations stay fp16/bf16)"));
+  if (p.quant == QuantMode::kInt4W4A16) {  // K and N were checked against the group in validate()
+    const int64_t g1 = d.K / p.group_size, g2 = d.N / p.group_size;
+    AOTRITON_RETURN_IF_ERROR(check_weight_scale("w1_scale", p.w1_scale, d.E, 2 * d.N, g1, "int4 w4a16"));
+    AOTRITON_RETURN_IF_ERROR(check_weight_scale("w2_scale", p.w2_scale, d.E, d.K, g2, "int4 w4a16"));
+    if (!p.w1_zp.data != !p.w2_zp.data) return fail_arg("w1_zp and w2_zp must be given together (or neither)");
+    AOTRITON_RETURN_IF_ERROR(internal::check_zero_points(kOp, "w1_zp", p.w1_zp, d.E, 2 * d.N, g1));
+    AOTRITON_RETURN_IF_ERROR(internal::check_zero_points(kOp, "w2_zp", p.w2_zp, d.E, d.K, g2));
+    return Status::kSuccess;
+  }
+  const char* mode = p.quant == QuantMode::kFp8PerChannel ? "fp8 per-channel" : "int8 w8a16";
+  AOTRITON_RETURN_IF_ERROR(check_weight_scale("w1_scale", p.w1_scale, d.E, 2 * d.N, 1, mode));
+  return check_weight_scale("w2_scale", p.w2_scale, d.E, d.K, 1, mode);
 }
 
 Status check_block(const char* name, const TensorView<3>& t, int64_t E, int64_t rows, int64_t cols) {
@@ -109,9 +152,12 @@ Status validate(const FusedExpertsParams& p, Dims* d) {
   const DType act = p.hidden_states.dtype;
   if (act != DType::kFloat16 && act != DType::kBFloat16)
     return fail_arg(std::string("hidden_states is ") + dtype_name(act) + ", expected fp16 or bf16");
-  if (p.quant != QuantMode::kNone && p.quant != QuantMode::kFp8PerTensor && p.quant != QuantMode::kFp8Block)
+  if (p.quant != QuantMode::kNone && !quantizes_activations(p.quant) && !weight_only(p.quant))
     return fail_arg("unknown quant mode");
-  const DType wdt = p.quant == QuantMode::kNone ? act : DType::kFloat8E4M3;
+  const DType wdt = p.quant == QuantMode::kNone               ? act
+                    : p.quant == QuantMode::kInt8W8A16        ? DType::kInt8
+                    : p.quant == QuantMode::kInt4W4A16        ? DType::kUInt8
+                                                              : DType::kFloat8E4M3;
   AOTRITON_RETURN_IF_ERROR(check_dtype(op, "w1", p.w1.dtype, wdt));
   AOTRITON_RETURN_IF_ERROR(check_dtype(op, "w2", p.w2.dtype, wdt));
   AOTRITON_RETURN_IF_ERROR(check_dtype(op, "output", p.output.dtype, act));
@@ -123,11 +169,20 @@ Status validate(const FusedExpertsParams& p, Dims* d) {
   d->topk = p.topk_ids.size(1);
   if (p.w1.size(1) % 2 != 0) return fail_arg("w1.size(1) = " + std::to_string(p.w1.size(1)) + " must be even (2N)");
   d->N = p.w1.size(1) / 2;
-  AOTRITON_RETURN_IF_ERROR(check_same_dim(op, "w1", p.w1.size(2), 2, "hidden_states", d->K, 1));
+  // int4 weights hold two K values per byte: w1 [E, 2N, K / 2], w2 [E, K, N / 2].
+  const int64_t per_byte = p.quant == QuantMode::kInt4W4A16 ? 2 : 1;
+  if (per_byte == 2) {  // odd K / N or a bad group: say so before the packed-size checks
+    AOTRITON_RETURN_IF_ERROR(internal::check_int4_k(kOp, "the hidden size (GEMM1 K)", d->K, p.group_size));
+    AOTRITON_RETURN_IF_ERROR(internal::check_int4_k(kOp, "the intermediate size N (GEMM2 K)", d->N, p.group_size));
+  }
+  if (p.w1.size(2) * per_byte != d->K)
+    return fail_arg("w1.size(2) = " + std::to_string(p.w1.size(2)) + " but the hidden size is " + std::to_string(d->K) +
+                    (per_byte == 2 ? " (packed int4: w1.size(2) must be K / 2)" : ""));
   AOTRITON_RETURN_IF_ERROR(check_same_dim(op, "w2", p.w2.size(0), 0, "w1", d->E, 0));
   AOTRITON_RETURN_IF_ERROR(check_same_dim(op, "w2", p.w2.size(1), 1, "hidden_states", d->K, 1));
-  if (p.w2.size(2) != d->N)
-    return fail_arg("w2.size(2) = " + std::to_string(p.w2.size(2)) + " but w1.size(1) / 2 = " + std::to_string(d->N));
+  if (p.w2.size(2) * per_byte != d->N)
+    return fail_arg("w2.size(2) = " + std::to_string(p.w2.size(2)) + " but w1.size(1) / 2 = " + std::to_string(d->N) +
+                    (per_byte == 2 ? " (packed int4: w2.size(2) must be N / 2)" : ""));
   for (auto [name, t] : {std::pair{"topk_ids", &p.topk_ids}, {"topk_weights", &p.topk_weights}, {"output", &p.output}})
     AOTRITON_RETURN_IF_ERROR(check_same_dim(op, name, t->size(0), 0, "hidden_states", d->M, 0));
   AOTRITON_RETURN_IF_ERROR(check_same_dim(op, "topk_weights", p.topk_weights.size(1), 1, "topk_ids", d->topk, 1));
@@ -177,8 +232,16 @@ Status validate(const FusedExpertsParams& p, Dims* d) {
       return fail_arg("a1_scale / a2_scale must be absent with block quantization (activations are quantized "
                       "per token group on the fly)");
   }
+  if (p.quant == QuantMode::kFp8PerChannel || weight_only(p.quant)) {
+    AOTRITON_RETURN_IF_ERROR(validate_quant_modes(p, *d));
+    if (d->K % 16 != 0 || d->N % 16 != 0)
+      return fail(Status::kUnsupported, std::string(op) + ": this quantization mode is built for hidden and "
+                                                          "intermediate sizes that are multiples of 16");
+  }
   const bool aligned = d->K % 16 == 0 && d->N % 16 == 0;
   d->block_size = p.block_size ? p.block_size : moe_gemm_block_size(d->M, aligned);
+  // The weight-only GEMM is built with BLOCK_SIZE_M 16 and 64 (python/rules_moe.py).
+  if (!p.block_size && weight_only(p.quant)) d->block_size = std::min(d->block_size, 64);
   if (d->block_size != 16 && d->block_size != 32 && d->block_size != 64 && d->block_size != 128)
     return fail_arg("block_size = " + std::to_string(d->block_size) + " must be 0, 16, 32, 64 or 128");
   return Status::kSuccess;
@@ -193,7 +256,7 @@ internal::GemmJob gemm_common(const Layout& l, const Dims& d, QuantMode quant, D
   j.EM = moe_align_max_padded(d.slots, d.E, d.block_size);
   j.num_valid_tokens = d.slots;
   j.num_experts = d.E;
-  j.ab_dtype = quant == QuantMode::kNone ? act : DType::kFloat8E4M3;
+  j.ab_dtype = quantizes_activations(quant) ? DType::kFloat8E4M3 : act;
   j.c_dtype = act;
   j.quant = quant;
   j.block_size = d.block_size;
@@ -201,7 +264,10 @@ internal::GemmJob gemm_common(const Layout& l, const Dims& d, QuantMode quant, D
 }
 
 // Weight scale pointer and strides into a GEMM job.
-void set_b_scale(internal::GemmJob* j, const TensorView<3>& s, QuantMode quant) {
+void set_b_scale(internal::GemmJob* j, const TensorView<3>& s, QuantMode quant, const TensorView<3>& zp,
+                 int32_t group_size) {
+  if (quant == QuantMode::kFp8PerChannel || quant == QuantMode::kInt8W8A16) return internal::set_channel_scale(j, s);
+  if (quant == QuantMode::kInt4W4A16) return internal::set_group_scale(j, s, zp, group_size);
   j->b_scale = static_cast<const float*>(s.data);
   if (quant == QuantMode::kFp8PerTensor) {
     j->stride_bse = s.numel() == 1 ? 0 : 1;
@@ -226,6 +292,11 @@ Status quantize_a(internal::GemmJob* j, const void* x, int64_t rows, int64_t col
     j->stride_asm = groups;
     j->stride_ask = 1;
     return internal::launch_group_quant(kOp, qj, block_scales, groups, 1, stream);
+  }
+  if (quant == QuantMode::kFp8PerChannel) {  // dynamic per-token scales, [rows] in block_scales
+    j->a_scale = block_scales;
+    j->stride_asm = 1;
+    return internal::launch_token_quant(kOp, qj, block_scales, stream);
   }
   const float* scale = static_cast<const float*>(static_scale);
   if (!scale) {
@@ -346,7 +417,8 @@ Status fused_experts_pass(const FusedExpertsParams& p, Stream stream, const Kern
        detail::span_of("topk_weights", p.topk_weights), detail::span_of("topk_ids", p.topk_ids),
        detail::span_of("expert_map", p.expert_map), detail::span_of("w1_scale", p.w1_scale),
        detail::span_of("w2_scale", p.w2_scale), detail::span_of("a1_scale", p.a1_scale),
-       detail::span_of("a2_scale", p.a2_scale)}));
+       detail::span_of("a2_scale", p.a2_scale), detail::span_of("w1_zp", p.w1_zp),
+       detail::span_of("w2_zp", p.w2_zp)}));
   if (d.M == 0) return Status::kSuccess;
   // Up to nine launches: all are resolved before the first (resolve_first.h).
   return detail::resolve_then_launch([&] { return launch_all(p, d, stream, options); });
@@ -377,8 +449,8 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
     g1.topk_weights = static_cast<const float*>(p.topk_weights.data);
     g1.mul_routed_weight = true;
   }
-  set_b_scale(&g1, p.w1_scale, p.quant);
-  if (p.quant == QuantMode::kNone) {
+  set_b_scale(&g1, p.w1_scale, p.quant, p.w1_zp, p.group_size);
+  if (!quantizes_activations(p.quant)) {
     g1.a = p.hidden_states.data;
     g1.stride_am = p.hidden_states.stride(0);
   } else {
@@ -410,8 +482,8 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
   g2.stride_cm = ldc2;
   g2.topk_weights = static_cast<const float*>(p.topk_weights.data);
   g2.mul_routed_weight = !p.apply_router_weight_on_input;
-  set_b_scale(&g2, p.w2_scale, p.quant);
-  if (p.quant == QuantMode::kNone) {
+  set_b_scale(&g2, p.w2_scale, p.quant, p.w2_zp, p.group_size);
+  if (!quantizes_activations(p.quant)) {
     g2.a = l.cache2;
     g2.stride_am = d.N;
   } else {

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "fused_moe_gemm.h"
+#include "fused_moe_gemm_wq.h"
 #include "moe_internal.h"
 
 namespace aotriton {
@@ -26,13 +27,81 @@ int32_t moe_gemm_block_size(int64_t num_tokens, bool aligned) noexcept {
 
 namespace internal {
 
+namespace {
+
+bool weight_only(QuantMode q) { return q == QuantMode::kInt8W8A16 || q == QuantMode::kInt4W4A16; }
+
+const char* quant_name(QuantMode q) {
+  switch (q) {
+    case QuantMode::kFp8PerChannel: return "fp8 per-channel";
+    case QuantMode::kInt8W8A16: return "int8 w8a16";
+    case QuantMode::kInt4W4A16: return "int4 w4a16";
+    default: return "quantized";
+  }
+}
+
+// The issue-13 modes are compiled for aligned shapes and a subset of the
+// block sizes (python/rules_moe.py): say so instead of "no kernel".
+Status check_built(const char* op, const GemmJob& j, bool aligned) {
+  if (!aligned)
+    return fail(Status::kUnsupported, std::string(op) + ": the " + quant_name(j.quant) +
+                                          " GEMM is built for aligned shapes only: K, N, the row strides and the "
+                                          "pointers of a, b and c must be multiples of 16");
+  const bool ok = weight_only(j.quant) ? (j.block_size == 16 || j.block_size == 64)
+                                       : (j.block_size == 16 || j.block_size == 64 || j.block_size == 128);
+  if (!ok)
+    return fail(Status::kUnsupported, std::string(op) + ": the " + quant_name(j.quant) + " GEMM is built for block_size " +
+                                          (weight_only(j.quant) ? "16 and 64" : "16, 64 and 128") + ", not " +
+                                          std::to_string(j.block_size));
+  return Status::kSuccess;
+}
+
+Status launch_gemm_wq(const GemmJob& j, Stream stream, const KernelOptions* options) {
+  namespace k = detail::kernels::fused_moe_gemm_wq;
+  k::Args a{};
+  a.a_ptr = j.a;
+  a.b_ptr = j.b;
+  a.c_ptr = j.c;
+  a.b_scale_ptr = j.b_scale;
+  // Never read without zero points; any valid pointer keeps the argument defined.
+  a.b_zp_ptr = j.b_zp ? static_cast<const void*>(j.b_zp) : j.b;
+  a.topk_weights_ptr = j.topk_weights;
+  a.sorted_token_ids_ptr = j.sorted_token_ids;
+  a.expert_ids_ptr = j.expert_ids;
+  a.num_tokens_post_padded_ptr = j.num_tokens_post_padded;
+  a.N = static_cast<int32_t>(j.N);
+  a.K = static_cast<int32_t>(j.K);
+  a.EM = static_cast<int32_t>(j.EM);
+  a.num_valid_tokens = static_cast<int32_t>(j.num_valid_tokens);
+  a.top_k = static_cast<int32_t>(j.top_k);
+  a.stride_am = static_cast<int32_t>(j.stride_am);
+  a.stride_be = static_cast<int32_t>(j.stride_be);
+  a.stride_bn = static_cast<int32_t>(j.stride_bn);
+  a.stride_cm = static_cast<int32_t>(j.stride_cm);
+  a.stride_bse = static_cast<int32_t>(j.stride_bse);
+  a.stride_bsn = static_cast<int32_t>(j.stride_bsn);
+  a.stride_bsk = static_cast<int32_t>(j.stride_bsk);
+  a.stride_bze = static_cast<int32_t>(j.stride_bze);
+  a.stride_bzn = static_cast<int32_t>(j.stride_bzn);
+  a.stride_bzk = static_cast<int32_t>(j.stride_bzk);
+  a.group_size = std::max<int32_t>(j.group_size, 1);
+  a.has_zp = j.b_zp != nullptr;
+  a.num_experts = static_cast<int32_t>(j.num_experts);
+  a.tokens_per_expert = cdiv(j.num_valid_tokens, std::max<int64_t>(j.num_experts, 1));
+  const DType b_dtype = j.quant == QuantMode::kInt8W8A16 ? DType::kInt8 : DType::kUInt8;
+  return k::launch(a, k::Functional{j.c_dtype, b_dtype, j.mul_routed_weight, j.block_size}, stream, options);
+}
+
+}  // namespace
+
 Status launch_gemm(const char* op, const GemmJob& j, Stream stream, const KernelOptions* options) {
   for (auto [what, v] : {std::pair{"N", j.N}, {"K", j.K}, {"sorted_token_ids size", j.EM},
                          {"number of slots", j.num_valid_tokens}, {"top_k", j.top_k}, {"a row stride", j.stride_am},
                          {"b expert stride", j.stride_be}, {"b row stride", j.stride_bn}, {"c row stride", j.stride_cm},
                          {"a_scale strides", j.stride_asm}, {"a_scale strides", j.stride_ask},
                          {"b_scale strides", j.stride_bse}, {"b_scale strides", j.stride_bsn},
-                         {"b_scale strides", j.stride_bsk}, {"number of experts", j.num_experts}})
+                         {"b_scale strides", j.stride_bsk}, {"number of experts", j.num_experts},
+                         {"b_zp strides", j.stride_bze}, {"b_zp strides", j.stride_bzn}, {"b_zp strides", j.stride_bzk}})
     AOTRITON_RETURN_IF_ERROR(check_i32(op, what, v));
   // Offsets the kernel forms in int32 (tritonsrc/moe/grouped_gemm.py): the
   // column within an expert's weights (any layout, e.g. not [E, N, K]) and the
@@ -46,10 +115,22 @@ Status launch_gemm(const char* op, const GemmJob& j, Stream stream, const Kernel
     AOTRITON_RETURN_IF_ERROR(detail::checked_mul(op, "b_scale N-group offset", {ng - 1, j.stride_bsn}, &n_part));
     AOTRITON_RETURN_IF_ERROR(detail::check_i32_offset(op, "b_scale group offset", kg, j.stride_bsk, n_part + 1));
   }
-  if (j.num_valid_tokens == 0 || j.N == 0) return Status::kSuccess;
+  if (j.quant == QuantMode::kFp8PerChannel || weight_only(j.quant)) {
+    // Per-column scale (and zero point) offsets within an expert, formed in int32.
+    const int64_t groups = j.quant == QuantMode::kInt4W4A16 ? j.K / std::max(j.group_size, 1) : 1;
+    AOTRITON_RETURN_IF_ERROR(detail::check_i32_offset(op, "b_scale offset within an expert", j.N, j.stride_bsn,
+                                                      groups * std::max<int64_t>(j.stride_bsk, 1)));
+    if (j.b_zp)
+      AOTRITON_RETURN_IF_ERROR(detail::check_i32_offset(op, "b_zp offset within an expert", cdiv(j.N, 2), j.stride_bzn,
+                                                        groups * std::max<int64_t>(j.stride_bzk, 1)));
+  }
   const bool aligned = j.K % 16 == 0 && j.N % 16 == 0 && j.stride_am % 16 == 0 && j.stride_be % 16 == 0 &&
                        j.stride_bn % 16 == 0 && j.stride_cm % 16 == 0 && aligned16(j.a) && aligned16(j.b) &&
                        aligned16(j.c);
+  if (j.quant == QuantMode::kFp8PerChannel || weight_only(j.quant))
+    AOTRITON_RETURN_IF_ERROR(check_built(op, j, aligned));
+  if (j.num_valid_tokens == 0 || j.N == 0) return Status::kSuccess;
+  if (weight_only(j.quant)) return launch_gemm_wq(j, stream, options);
   namespace k = detail::kernels::fused_moe_gemm;
   k::Args a{};
   a.a_ptr = j.a;
@@ -119,24 +200,99 @@ Status check_block_scale(const char* op, const char* name, const TensorView<R>& 
 
 }  // namespace
 
+// Shared with fused_experts (moe_internal.h).
+namespace internal {
+
+Status check_int4_k(const char* op, const char* what, int64_t K, int32_t group_size) {
+  if (K % 2 != 0)
+    return fail(Status::kInvalidArgument, std::string(op) + ": int4 weights pack two values per byte along K, but " +
+                                              what + " = " + std::to_string(K) + " is odd");
+  if (group_size <= 0 || group_size % kInt4GroupMultiple != 0)
+    return fail(Status::kInvalidArgument, std::string(op) + ": int4 group_size = " + std::to_string(group_size) +
+                                              " must be a positive multiple of " + std::to_string(kInt4GroupMultiple));
+  if (K % group_size != 0)
+    return fail(Status::kInvalidArgument, std::string(op) + ": int4 group_size = " + std::to_string(group_size) +
+                                              " does not divide " + what + " = " + std::to_string(K));
+  return Status::kSuccess;
+}
+
+Status check_zero_points(const char* op, const char* name, const TensorView<3>& zp, int64_t E, int64_t N,
+                         int64_t groups) {
+  if (!zp.data) return Status::kSuccess;
+  AOTRITON_RETURN_IF_ERROR(check_tensor(op, name, zp, false));
+  AOTRITON_RETURN_IF_ERROR(check_dtype(op, name, zp.dtype, DType::kUInt8));
+  const int64_t want[3] = {E, cdiv(N, 2), groups};
+  for (int i = 0; i < 3; ++i)
+    if (zp.size(i) != want[i])
+      return fail(Status::kInvalidArgument, std::string(op) + ": " + name + " has shape " +
+                                                detail::shape_string(zp.sizes.data(), 3) + ", expected " +
+                                                detail::shape_string(want, 3) + " (uint4 packed two per byte along N)");
+  return Status::kSuccess;
+}
+
+void set_channel_scale(GemmJob* j, const TensorView<3>& s) {
+  j->b_scale = static_cast<const float*>(s.data);
+  j->stride_bse = s.stride(0);
+  j->stride_bsn = s.stride(1);
+}
+
+void set_group_scale(GemmJob* j, const TensorView<3>& s, const TensorView<3>& zp, int32_t group_size) {
+  set_channel_scale(j, s);
+  j->stride_bsk = s.stride(2);
+  j->group_size = group_size;
+  j->b_zp = static_cast<const uint8_t*>(zp.data);
+  if (zp.data) {
+    j->stride_bze = zp.stride(0);
+    j->stride_bzn = zp.stride(1);
+    j->stride_bzk = zp.stride(2);
+  }
+}
+
+}  // namespace internal
+
+using internal::check_int4_k;
+using internal::check_zero_points;
+using internal::set_channel_scale;
+using internal::set_group_scale;
+
 Status grouped_gemm(const GroupedGemmParams& p, Stream stream, const KernelOptions* options) noexcept try {
   detail::clear_error();
   const char* op = "grouped_gemm";
   AOTRITON_RETURN_IF_ERROR(check_tensor(op, "a", p.a));
   AOTRITON_RETURN_IF_ERROR(check_tensor(op, "b", p.b));
   AOTRITON_RETURN_IF_ERROR(check_tensor(op, "c", p.c));
-  const int64_t E = p.b.size(0), N = p.b.size(1), K = p.b.size(2), slots = p.c.size(0);
-  AOTRITON_RETURN_IF_ERROR(check_same_dim(op, "a", p.a.size(1), 1, "b", K, 2));
+  const bool int4 = p.quant == QuantMode::kInt4W4A16;
+  const int64_t E = p.b.size(0), N = p.b.size(1), K = int4 ? p.a.size(1) : p.b.size(2), slots = p.c.size(0);
+  if (int4) {
+    AOTRITON_RETURN_IF_ERROR(check_int4_k(op, "a.size(1)", K, p.group_size));
+    if (p.b.size(2) * 2 != K)
+      return fail(Status::kInvalidArgument, std::string(op) + ": b.size(2) = " + std::to_string(p.b.size(2)) +
+                                                " but packed int4 holds K / 2 = " + std::to_string(K / 2) +
+                                                " bytes per row (K = a.size(1) = " + std::to_string(K) + ")");
+  } else {
+    AOTRITON_RETURN_IF_ERROR(check_same_dim(op, "a", p.a.size(1), 1, "b", K, 2));
+  }
   AOTRITON_RETURN_IF_ERROR(check_same_dim(op, "c", p.c.size(1), 1, "b", N, 1));
   if (!is_half(p.c.dtype))
     return fail(Status::kInvalidArgument, std::string(op) + ": c is " + dtype_name(p.c.dtype) + ", expected fp16 or bf16");
-  AOTRITON_RETURN_IF_ERROR(check_dtype(op, "b", p.b.dtype, p.a.dtype));
-  if (p.quant == QuantMode::kNone) {
-    AOTRITON_RETURN_IF_ERROR(check_dtype(op, "a", p.a.dtype, p.c.dtype));
-  } else if (p.quant == QuantMode::kFp8PerTensor || p.quant == QuantMode::kFp8Block) {
-    AOTRITON_RETURN_IF_ERROR(check_dtype(op, "a", p.a.dtype, DType::kFloat8E4M3));
-  } else {
-    return fail(Status::kInvalidArgument, std::string(op) + ": unknown quant mode");
+  switch (p.quant) {
+    case QuantMode::kNone:
+      AOTRITON_RETURN_IF_ERROR(check_dtype(op, "a", p.a.dtype, p.c.dtype));
+      AOTRITON_RETURN_IF_ERROR(check_dtype(op, "b", p.b.dtype, p.a.dtype));
+      break;
+    case QuantMode::kFp8PerTensor:
+    case QuantMode::kFp8Block:
+    case QuantMode::kFp8PerChannel:
+      AOTRITON_RETURN_IF_ERROR(check_dtype(op, "a", p.a.dtype, DType::kFloat8E4M3));
+      AOTRITON_RETURN_IF_ERROR(check_dtype(op, "b", p.b.dtype, p.a.dtype));
+      break;
+    case QuantMode::kInt8W8A16:
+    case QuantMode::kInt4W4A16:
+      AOTRITON_RETURN_IF_ERROR(check_dtype(op, "a", p.a.dtype, p.c.dtype));
+      AOTRITON_RETURN_IF_ERROR(check_dtype(op, "b", p.b.dtype, int4 ? DType::kUInt8 : DType::kInt8));
+      break;
+    default:
+      return fail(Status::kInvalidArgument, std::string(op) + ": unknown quant mode");
   }
   if (p.top_k < 1) return fail(Status::kInvalidArgument, std::string(op) + ": top_k must be >= 1");
   int64_t a_slots = 0;
@@ -174,7 +330,8 @@ Status grouped_gemm(const GroupedGemmParams& p, Stream stream, const KernelOptio
   AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
       op, {detail::span_of("c", p.c)},
       {detail::span_of("a", p.a), detail::span_of("b", p.b), detail::span_of("a_scale", p.a_scale),
-       detail::span_of("b_scale", p.b_scale), detail::span_of("topk_weights", p.topk_weights),
+       detail::span_of("b_scale", p.b_scale), detail::span_of("b_zp", p.b_zp),
+       detail::span_of("topk_weights", p.topk_weights),
        detail::span_of("sorted_token_ids", p.sorted_token_ids), detail::span_of("expert_ids", p.expert_ids),
        detail::span_of("num_tokens_post_padded", p.num_tokens_post_padded)}));
   internal::GemmJob j{};
@@ -219,6 +376,20 @@ Status grouped_gemm(const GroupedGemmParams& p, Stream stream, const KernelOptio
     j.stride_bse = p.b_scale.stride(0);
     j.stride_bsn = p.b_scale.stride(1);
     j.stride_bsk = p.b_scale.stride(2);
+  } else if (p.quant == QuantMode::kFp8PerChannel) {
+    AOTRITON_RETURN_IF_ERROR(check_block_scale<2>(op, "a_scale", p.a_scale, {p.a.size(0), 1}));
+    AOTRITON_RETURN_IF_ERROR(check_block_scale<3>(op, "b_scale", p.b_scale, {E, N, 1}));
+    j.a_scale = static_cast<const float*>(p.a_scale.data);
+    j.stride_asm = p.a_scale.stride(0);
+    set_channel_scale(&j, p.b_scale);
+  } else if (p.quant == QuantMode::kInt8W8A16) {
+    AOTRITON_RETURN_IF_ERROR(check_block_scale<3>(op, "b_scale", p.b_scale, {E, N, 1}));
+    set_channel_scale(&j, p.b_scale);
+  } else if (int4) {
+    const int64_t groups = K / p.group_size;
+    AOTRITON_RETURN_IF_ERROR(check_block_scale<3>(op, "b_scale", p.b_scale, {E, N, groups}));
+    AOTRITON_RETURN_IF_ERROR(check_zero_points(op, "b_zp", p.b_zp, E, N, groups));
+    set_group_scale(&j, p.b_scale, p.b_zp, p.group_size);
   }
   return internal::launch_gemm(op, j, stream, options);
 } catch (...) {

@@ -102,8 +102,23 @@ struct GemmJob {
   QuantMode quant;
   bool mul_routed_weight;
   int32_t block_size;
+  // kInt4W4A16: zero points (nullptr: 8) with strides, and the K group size.
+  const uint8_t* b_zp;
+  int64_t stride_bze, stride_bzn, stride_bzk;
+  int32_t group_size;
 };
 Status launch_gemm(const char* op, const GemmJob& job, Stream stream, const KernelOptions* options);
+
+// Quantization-mode helpers shared by grouped_gemm and fused_experts (moe_gemm.cc).
+constexpr int32_t kInt4GroupMultiple = 64;  // the int4 kernel's BLOCK_SIZE_K (configs.WQ_GROUP_MULTIPLE)
+// K even, group_size a positive multiple of 64 dividing K; `what` names K in messages.
+Status check_int4_k(const char* op, const char* what, int64_t K, int32_t group_size);
+// Optional uint8 [E, cdiv(N, 2), groups] zero points (data == nullptr passes).
+Status check_zero_points(const char* op, const char* name, const TensorView<3>& zp, int64_t E, int64_t N,
+                         int64_t groups);
+// Per-channel scales [E, N, 1] / group scales [E, N, groups] (+ zero points) into a job.
+void set_channel_scale(GemmJob* j, const TensorView<3>& s);
+void set_group_scale(GemmJob* j, const TensorView<3>& s, const TensorView<3>& zp, int32_t group_size);
 
 // fp8 quantization of x [M, K] into q [M, K] (row strides given, K contiguous).
 struct QuantJob {
@@ -118,6 +133,9 @@ Status launch_group_quant(const char* op, const QuantJob& job, float* scales, in
                           int64_t stride_sk, Stream stream, const KernelOptions* options = nullptr);
 Status launch_tensor_quant(const char* op, const QuantJob& job, const float* scale, Stream stream,
                            const KernelOptions* options = nullptr);
+// Dynamic per-token scales (fp32 [M], contiguous); K, strides, x and q 16-aligned.
+Status launch_token_quant(const char* op, const QuantJob& job, float* scales, Stream stream,
+                          const KernelOptions* options = nullptr);
 // scale[0] = max(max|x|, 1e-10) / 448; partials: dynamic_scale_partials(M) floats.
 int32_t dynamic_scale_partials(int64_t rows);
 Status launch_dynamic_scale(const char* op, const QuantJob& job, float* partials, float* scale, Stream stream);

@@ -9,6 +9,7 @@
 #include "moe_zero_dropped_rows.h"
 #include "per_tensor_quant_fp8.h"
 #include "per_token_group_quant_fp8.h"
+#include "per_token_quant_fp8.h"
 #include "resolve_first.h"
 
 namespace aotriton {
@@ -58,6 +59,19 @@ Status launch_tensor_quant(const char* op, const QuantJob& j, const float* scale
   k::Args a{j.x, j.q, scale, static_cast<int32_t>(j.M), static_cast<int32_t>(j.K), static_cast<int32_t>(j.stride_xm),
             static_cast<int32_t>(j.stride_qm)};
   return k::launch(a, k::Functional{j.x_dtype, quant_aligned(j)}, stream, options);
+}
+
+Status launch_token_quant(const char* op, const QuantJob& j, float* scales, Stream stream,
+                          const KernelOptions* options) {
+  AOTRITON_RETURN_IF_ERROR(check_quant_ints(op, j));
+  if (j.M == 0 || j.K == 0) return Status::kSuccess;
+  if (!quant_aligned(j))  // the kernel is built for aligned shapes only (python/rules_moe.py)
+    return fail(Status::kUnsupported, std::string(op) + ": per-token fp8 quantization needs K, the row strides and "
+                                                        "the pointers of x and q to be multiples of 16");
+  namespace k = detail::kernels::per_token_quant_fp8;
+  k::Args a{j.x, j.q, scales, static_cast<int32_t>(j.M), static_cast<int32_t>(j.K),
+            static_cast<int32_t>(j.stride_xm), static_cast<int32_t>(j.stride_qm)};
+  return k::launch(a, k::Functional{j.x_dtype}, stream, options);
 }
 
 int32_t dynamic_scale_partials(int64_t rows) {
@@ -139,6 +153,26 @@ Status per_token_group_quant_fp8(const PerTokenGroupQuantParams& p, Stream strea
                                       p.scales.stride(1), stream, options);
 } catch (...) {
   return detail::fail_exception("per_token_group_quant_fp8: unexpected exception");
+}
+
+Status per_token_quant_fp8(const PerTokenQuantParams& p, Stream stream, const KernelOptions* options) noexcept try {
+  detail::clear_error();
+  const char* op = "per_token_quant_fp8";
+  AOTRITON_RETURN_IF_ERROR(check_x_q(op, p.x, p.q));
+  if (p.x.dtype == DType::kFloat32)
+    return fail(Status::kUnsupported, std::string(op) + ": x must be fp16 or bf16 (fp32 is not built)");
+  if (!p.scales.data) return fail(Status::kInvalidArgument, std::string(op) + ": scales is a null pointer");
+  AOTRITON_RETURN_IF_ERROR(check_tensor(op, "scales", p.scales));
+  AOTRITON_RETURN_IF_ERROR(check_dtype(op, "scales", p.scales.dtype, DType::kFloat32));
+  if (p.scales.size(0) != p.x.size(0) || p.scales.size(1) != 1 || !internal::is_contiguous(p.scales))
+    return fail(Status::kInvalidArgument, std::string(op) + ": scales must be contiguous [x.size(0), 1] = [" +
+                                              std::to_string(p.x.size(0)) + ", 1], has shape " +
+                                              detail::shape_string(p.scales.sizes.data(), 2));
+  AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
+      op, {detail::span_of("q", p.q), detail::span_of("scales", p.scales)}, {detail::span_of("x", p.x)}));
+  return internal::launch_token_quant(op, job_of(p.x, p.q), static_cast<float*>(p.scales.data), stream, options);
+} catch (...) {
+  return detail::fail_exception("per_token_quant_fp8: unexpected exception");
 }
 
 size_t per_tensor_quant_workspace_size(int64_t rows) noexcept {

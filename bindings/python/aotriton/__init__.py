@@ -24,6 +24,7 @@ from .moe import (fused_experts, fused_experts_workspace_size, fused_moe, gelu_a
                   per_tensor_quant_fp8, per_token_group_quant_fp8, silu_and_mul, topk_softmax)
 from .decode import flash_attn_with_kvcache  # noqa: F401
 from .moe import ep_dispatch, fused_topk, grouped_topk, swigluoai_and_mul  # noqa: F401  (routing coverage, issue 13)
+from .moe import invoke_grouped_gemm_quant, per_token_quant_fp8  # noqa: F401  (issue-13 quant modes)
 from .preload import preload  # noqa: F401  (custom ops: torch.ops.aotriton.*, registered on import)
 
 version = _C.version

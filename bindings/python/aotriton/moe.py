@@ -9,6 +9,9 @@ import torch
 
 from . import _moe_launch as L
 from . import _moe_ops  # noqa: F401  (registers torch.ops.aotriton.*)
+from . import _moe_quant
+from ._moe_quant import (QUANT_FP8_CHANNEL, QUANT_INT4_W4A16, QUANT_INT8_W8A16,  # noqa: F401
+                         invoke_grouped_gemm_quant, per_token_quant_fp8)
 from ._glue import _PLAIN, _dispatch_modes, _is_compiling, check_cuda, check_rank, check_same_device, traced
 
 SILU, GELU, GELU_TANH, SWIGLU_OAI = 0, 1, 2, 3
@@ -355,16 +358,17 @@ def _quant_mode(activation, use_fp8_w8a8, use_int8_w8a8, use_int8_w8a16, use_int
             raise NotImplementedError(f"aotriton fused_experts: activation={activation!r} is not supported "
                                       f"(have {sorted(_ACTIVATIONS)})")
         raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
-    for flag, name in ((use_int8_w8a8, "use_int8_w8a8"), (use_int8_w8a16, "use_int8_w8a16"),
-                       (use_int4_w4a16, "use_int4_w4a16"), (use_mxfp4_w4a4, "use_mxfp4_w4a4")):
+    for flag, name in ((use_int8_w8a8, "use_int8_w8a8"), (use_mxfp4_w4a4, "use_mxfp4_w4a4")):
         if flag:
-            raise NotImplementedError(f"aotriton fused_experts: {name}=True (int8/int4/mxfp4 weights) is not "
-                                      f"supported; fp16/bf16 and use_fp8_w8a8 are")
-    if w1_zp is not None or w2_zp is not None:
-        raise NotImplementedError("aotriton fused_experts: zero points (w1_zp / w2_zp) are not supported")
+            raise NotImplementedError(f"aotriton fused_experts: {name}=True (int8 w8a8 / mxfp4) is not supported; "
+                                      f"fp16/bf16, use_fp8_w8a8, use_int8_w8a16 and use_int4_w4a16 are")
+    # fp8 per channel, int8 w8a16, int4 w4a16 (_moe_quant.py).
+    mode = _moe_quant.quant_mode(use_fp8_w8a8, use_int8_w8a16, use_int4_w4a16, per_channel_quant, block_shape,
+                                 w1_zp, w2_zp)
+    if mode is not None:
+        return mode[0]
     if per_channel_quant:
-        raise NotImplementedError("aotriton fused_experts: per-channel fp8 weight scales (per_channel_quant=True) "
-                                  "are not supported (use per-tensor or block_shape=[128, 128])")
+        raise ValueError("per_channel_quant=True needs use_fp8_w8a8=True")
     if not use_fp8_w8a8:
         if block_shape is not None or w1_scale is not None or w2_scale is not None:
             raise ValueError("block_shape / w1_scale / w2_scale need use_fp8_w8a8=True")
@@ -410,6 +414,11 @@ def fused_experts_workspace_size(hidden_states, w1, w2, topk_weights, topk_ids, 
                         w1_scale, w2_scale, None, None)
     weights, ids, w1s, w2s, a1, a2 = _prepare(hidden_states, w1, w2, topk_weights, topk_ids, quant, w1_scale,
                                               w2_scale, a1_scale, a2_scale, expert_map, -1)
+    if quant == QUANT_FP8_CHANNEL:
+        w1s, w2s, _, _ = _moe_quant.prepare_weights(quant, 0, hidden_states, w1, w2, w1_scale, w2_scale, None, None,
+                                                    a1_scale, a2_scale)
+        return _moe_quant.workspace_size(hidden_states, w1, w2, weights, ids, _ACTIVATIONS[activation], quant, 0,
+                                         w1s, w2s, None, None, expert_map, int(block_size or 0))
     args = L.fused_views(hidden_states, hidden_states, w1, w2, weights, ids, _ACTIVATIONS[activation], quant, w1s, w2s,
                          a1, a2, expert_map)
     return _C.fused_experts_workspace_size(*args, int(block_size or 0))
@@ -427,13 +436,15 @@ def fused_experts(hidden_states, w1, w2, topk_weights, topk_ids, inplace=False, 
     hidden_states [M, K] fp16/bf16; w1 [E, 2N, K] (gate rows then up rows); w2 [E, K, N];
     topk_weights [M, topk], topk_ids [M, topk] int32. use_fp8_w8a8: w1/w2 fp8 e4m3
     with w1_scale/w2_scale per tensor ([1] or [E]; a1_scale/a2_scale static activation
-    scales, or None for dynamic ones) or, with block_shape=[128, 128], per 128x128 block.
+    scales, or None for dynamic ones) or, with block_shape=[128, 128], per 128x128 block,
+    or with per_channel_quant=True per output channel ([E, 2N](, 1); dynamic per-token
+    activation scales). use_int8_w8a16 (per-channel scales) and use_int4_w4a16
+    (block_shape=[0, group], optional w1_zp / w2_zp): see _moe_quant.py for the layouts.
     expert_map int32 [E_global]: global -> local expert id, -1 = not on this rank (adds 0);
     global_num_experts (-1 = unchecked) must match it (or E without a map).
     inplace=True writes the result into hidden_states. apply_router_weight_on_input
     (topk == 1) scales the input rows by the router weight instead of the output.
-    int8/int4/mxfp4 weights, zero points, per-channel scales, quant_config and
-    biases raise NotImplementedError; allow_deep_gemm / allow_cutlass_* are
+    int8 w8a8, mxfp4 weights, quant_config and biases raise NotImplementedError; allow_deep_gemm / allow_cutlass_* are
     permissions and are ignored.
 
     aotriton extras (keyword-only): out; workspace: a uint8 CUDA tensor of
@@ -461,6 +472,17 @@ def fused_experts(hidden_states, w1, w2, topk_weights, topk_ids, inplace=False, 
     if apply_router_weight_on_input and ids.shape[1] != 1:
         raise ValueError(f"apply_router_weight_on_input needs topk == 1 (Llama 4: the weight scales the token's "
                          f"input row), got topk = {ids.shape[1]}")
+    if quant in (QUANT_FP8_CHANNEL, QUANT_INT8_W8A16, QUANT_INT4_W4A16):
+        if apply_router_weight_on_input:  # this launcher has no such flag: scale the input rows here
+            hidden_states = hidden_states * weights.to(hidden_states.dtype)
+            weights = torch.ones_like(weights)
+        _same_device("hidden_states", hidden_states, "w1_zp", w1_zp, "w2_zp", w2_zp)
+        group = int(block_shape[1]) if quant == QUANT_INT4_W4A16 else 0
+        w1s, w2s, w1z, w2z = _moe_quant.prepare_weights(quant, group, hidden_states, w1, w2, w1_scale, w2_scale,
+                                                        w1_zp, w2_zp, a1_scale, a2_scale)
+        return _moe_quant.fused_experts_quant(out, hidden_states, w1, w2, weights, ids, workspace,
+                                              _ACTIVATIONS[activation], quant, group, w1s, w2s, w1z, w2z,
+                                              expert_map, int(block_size or 0), force_config)
     args = (out, hidden_states, w1, w2, weights, ids, workspace, _ACTIVATIONS[activation], quant, w1s, w2s, a1, a2,
             expert_map, int(block_size or 0), force_config, bool(apply_router_weight_on_input))
     if traced(out):

@@ -1,0 +1,81 @@
+"""The "quant" rows of bench/bench_moe_coverage.py (issue 13, item 6):
+
+  int4 w4a16 decode: fused_experts on a Mixtral-like layer (E=8, top-2,
+      K=4096, N=14336, group 128, with zero points) at M = 1..64 tokens; the
+      roofline is the bytes of the touched experts' packed weights, scales and
+      zero points over the device copy bandwidth measured in the same run,
+      divided by the CUDA-graph replay time (1.0 = at the roofline; target 0.8).
+  fp8 per channel vs 128x128 block at M = 4096: fused_experts on the same
+      layer with per-output-channel weight scales and per-token activation
+      scales, against the 128x128-block path (target: within 10%).
+"""
+LAYER = dict(E=8, topk=2, K=4096, N=14336)
+INT4_GROUP = 128
+DECODE_TOKENS = (1, 8, 16, 32, 64)
+PREFILL_TOKENS = 4096
+
+
+def quant_rows(torch, aotriton, t_ms, t_graph_ms, bw, quick=False):
+    """Times the rows above; returns them as dicts (printed as a table too)."""
+    dev = "cuda"
+    E, topk, K, N = LAYER["E"], LAYER["topk"], LAYER["K"], LAYER["N"]
+    gen = torch.Generator(device=dev).manual_seed(0)
+
+    def routing(M):
+        ids = torch.rand(M, E, device=dev, generator=gen).topk(topk, dim=-1).indices.to(torch.int32)
+        w = torch.rand(M, topk, device=dev, generator=gen) + 0.1
+        return w / w.sum(-1, keepdim=True), ids.contiguous()
+
+    rows = []
+    print("| quant | M | fused ms | graph ms | roofline | vs fp8 block |\n|---|---|---|---|---|---|", flush=True)
+
+    # int4 w4a16 decode. Random packed bytes: timing does not depend on the values.
+    w1 = torch.randint(0, 256, (E, 2 * N, K // 2), dtype=torch.uint8, device=dev, generator=gen)
+    w2 = torch.randint(0, 256, (E, K, N // 2), dtype=torch.uint8, device=dev, generator=gen)
+    s1 = torch.rand(E, 2 * N, K // INT4_GROUP, device=dev, generator=gen) * 1e-2
+    s2 = torch.rand(E, K, N // INT4_GROUP, device=dev, generator=gen) * 1e-2
+    z1 = torch.randint(0, 256, (E, N, K // INT4_GROUP), dtype=torch.uint8, device=dev, generator=gen)
+    z2 = torch.randint(0, 256, (E, K // 2, N // INT4_GROUP), dtype=torch.uint8, device=dev, generator=gen)
+    kw = dict(use_int4_w4a16=True, block_shape=[0, INT4_GROUP], w1_scale=s1, w2_scale=s2, w1_zp=z1, w2_zp=z2)
+    per_expert = sum(t[0].numel() * t.element_size() for t in (w1, w2, s1, s2, z1, z2))
+    for M in DECODE_TOKENS[:3] if quick else DECODE_TOKENS:
+        x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
+        w, ids = routing(M)
+        out = torch.empty_like(x)
+
+        def fused():
+            return aotriton.fused_experts(x, w1, w2, w, ids, out=out, **kw)
+        graph = t_graph_ms(fused)
+        touched = torch.unique(ids).numel() * per_expert
+        r = dict(quant="int4_w4a16_g128_zp", M=M, fused_ms=t_ms(fused), graph_ms=graph,
+                 roofline=touched / bw * 1e3 / graph, touched_MB=touched / 1e6)
+        rows.append(r)
+        print(f"| {r['quant']} | {M} | {r['fused_ms']:.3f} | {graph:.3f} | {r['roofline']:.2f} | |", flush=True)
+    del w1, w2, s1, s2, z1, z2
+    torch.cuda.empty_cache()
+
+    # fp8 per channel vs 128x128 block at M = 4096 (same random fp8 weights).
+    w1 = (torch.randn(E, 2 * N, K, device=dev, generator=gen) * 64).to(torch.float8_e4m3fn)
+    w2 = (torch.randn(E, K, N, device=dev, generator=gen) * 64).to(torch.float8_e4m3fn)
+    M = PREFILL_TOKENS
+    x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
+    w, ids = routing(M)
+    out = torch.empty_like(x)
+    modes = {
+        "fp8_block": dict(use_fp8_w8a8=True, block_shape=[128, 128],
+                          w1_scale=torch.full((E, 2 * N // 128, K // 128), 1e-3, device=dev),
+                          w2_scale=torch.full((E, K // 128, N // 128), 1e-3, device=dev)),
+        "fp8_per_channel": dict(use_fp8_w8a8=True, per_channel_quant=True,
+                                w1_scale=torch.full((E, 2 * N, 1), 1e-3, device=dev),
+                                w2_scale=torch.full((E, K, 1), 1e-3, device=dev)),
+    }
+    times = {}
+    for name, kw in modes.items():
+        times[name] = t_ms(lambda: aotriton.fused_experts(x, w1, w2, w, ids, out=out, **kw))
+        r = dict(quant=name, M=M, fused_ms=times[name])
+        if name == "fp8_per_channel":
+            r["vs_fp8_block"] = times[name] / times["fp8_block"]
+        rows.append(r)
+        ratio = f"{r['vs_fp8_block']:.3f}" if "vs_fp8_block" in r else ""
+        print(f"| {name} | {M} | {r['fused_ms']:.3f} | | | {ratio} |", flush=True)
+    return [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]

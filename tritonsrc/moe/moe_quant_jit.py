@@ -1,0 +1,137 @@
+"""JIT launchers of the MoE quantization modes beyond per-tensor / block fp8:
+fp8 w8a8 per channel (per-token activation scales), int8 w8a16 and int4
+w4a16 (weight-only, grouped_gemm_wq.py), and a fused_experts composition.
+Used by the CPU interpreter tests and the GPU JIT tests; launch parameters
+mirror what the C++ runtime passes (v2src/ops/moe_gemm.cc).
+"""
+import torch
+import triton
+
+from . import moe_jit as mj
+from .configs import (QUANT_FP8_CHANNEL, QUANT_INT4_W4A16, QUANT_INT8_W8A16, default_config,  # noqa: F401
+                      wq_default_config)
+from .grouped_gemm import fused_moe_kernel
+from .grouped_gemm_wq import fused_moe_wq_kernel
+from .quant import per_token_quant_fp8_kernel
+
+FP8 = torch.float8_e4m3fn
+WEIGHT_BITS = {QUANT_INT8_W8A16: 8, QUANT_INT4_W4A16: 4}
+
+
+def per_token_quant_fp8(x, block_m=4, block_k=256, num_warps=4):
+    """x [M, K] -> (q fp8 [M, K], scales fp32 [M]) with one dynamic scale per row."""
+    M, K = x.shape
+    assert x.stride(1) == 1
+    q = torch.empty(M, K, dtype=FP8, device=x.device)
+    s = torch.empty(M, dtype=torch.float32, device=x.device)
+    per_token_quant_fp8_kernel[(triton.cdiv(M, block_m), 1, 1)](
+        x, q, s, M, K, x.stride(0), q.stride(0), BLOCK_M=block_m, BLOCK_K=block_k, num_warps=num_warps)
+    return q, s
+
+
+def invoke_grouped_gemm_per_channel(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top_k, config,
+                                    a_scale, b_scale, mul_routed_weight=False):
+    """fp8 a [rows, K] with a_scale fp32 [rows]; fp8 b [E, N, K] with b_scale fp32 [E, N]."""
+    E, N, K = b.shape
+    EM = sorted_ids.numel()
+    w = topk_weights if topk_weights is not None else a_scale
+    grid = (triton.cdiv(EM, config["BLOCK_SIZE_M"]) * triton.cdiv(N, config["BLOCK_SIZE_N"]), 1, 1)
+    fused_moe_kernel[grid](a, b, c, a_scale, b_scale, w, sorted_ids, expert_ids, ntpp, N, K, EM, c.shape[0], top_k,
+                           a.stride(0), b.stride(0), b.stride(1), c.stride(0), a_scale.stride(0), 0,
+                           b_scale.stride(0), b_scale.stride(1), 0, E,
+                           MUL_ROUTED_WEIGHT=mul_routed_weight, QUANT=QUANT_FP8_CHANNEL, ALIGNED=True, **config)
+    return c
+
+
+def invoke_grouped_gemm_wq(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top_k, config, bits,
+                           b_scale, b_zp=None, group_size=0, mul_routed_weight=False):
+    """Weight-only GEMM. bits 8: b int8 [E, N, K], b_scale [E, N]; bits 4: b uint8
+    [E, N, K // 2], b_scale [E, N, K // group_size], b_zp uint8 [E, cdiv(N, 2), K // group_size]."""
+    E, N, Kb = b.shape
+    K = a.shape[1]
+    assert b.dtype == (torch.int8 if bits == 8 else torch.uint8) and Kb == (K if bits == 8 else K // 2)
+    EM = sorted_ids.numel()
+    w = topk_weights if topk_weights is not None else b_scale
+    zp = b_zp if b_zp is not None else b
+    zs = (zp.stride(0), zp.stride(1), zp.stride(2)) if b_zp is not None else (0, 0, 0)
+    sk = b_scale.stride(2) if bits == 4 else 0
+    grid = (triton.cdiv(EM, config["BLOCK_SIZE_M"]) * triton.cdiv(N, config["BLOCK_SIZE_N"]), 1, 1)
+    fused_moe_wq_kernel[grid](a, b, c, b_scale, zp, w, sorted_ids, expert_ids, ntpp, N, K, EM, c.shape[0], top_k,
+                              a.stride(0), b.stride(0), b.stride(1), c.stride(0),
+                              b_scale.stride(0), b_scale.stride(1), sk, *zs,
+                              max(group_size, 1), int(b_zp is not None), E,
+                              MUL_ROUTED_WEIGHT=mul_routed_weight, **config)
+    return c
+
+
+def fused_experts_quant_jit(hidden, w1, w2, topk_weights, topk_ids, quant, w1_scale, w2_scale,
+                            w1_zp=None, w2_zp=None, group_size=0, config=None, activation=mj.SILU):
+    """mj.fused_experts_jit for QUANT_FP8_CHANNEL (w fp8, scales [E, N]) and the
+    weight-only modes (w int8 [E, N, K] or packed uint8 [E, N, K // 2])."""
+    M, H = hidden.shape
+    E, N2 = w1.shape[:2]
+    topk = topk_ids.shape[1]
+    if config is None:
+        config = (default_config(M, quant) if quant == QUANT_FP8_CHANNEL
+                  else wq_default_config(M, WEIGHT_BITS[quant]))
+    sorted_ids, expert_ids, ntpp = mj.moe_align_block_size(topk_ids, config["BLOCK_SIZE_M"], E)
+    weights = topk_weights.to(torch.float32).contiguous()
+    cache1 = torch.empty(M * topk, N2, dtype=hidden.dtype, device=hidden.device)
+    cache3 = torch.empty(M * topk, H, dtype=hidden.dtype, device=hidden.device)
+    common = (sorted_ids, expert_ids, ntpp)
+    if quant == QUANT_FP8_CHANNEL:
+        a1, a1s = per_token_quant_fp8(hidden)
+        invoke_grouped_gemm_per_channel(a1, w1, cache1, None, *common, topk, config, a1s, w1_scale)
+        a2, a2s = per_token_quant_fp8(mj.act_and_mul(cache1, activation))
+        invoke_grouped_gemm_per_channel(a2, w2, cache3, weights, *common, 1, config, a2s, w2_scale,
+                                        mul_routed_weight=True)
+    else:
+        bits = WEIGHT_BITS[quant]
+        invoke_grouped_gemm_wq(hidden, w1, cache1, None, *common, topk, config, bits, w1_scale, w1_zp, group_size)
+        act = mj.act_and_mul(cache1, activation)
+        invoke_grouped_gemm_wq(act, w2, cache3, weights, *common, 1, config, bits, w2_scale, w2_zp, group_size,
+                               mul_routed_weight=True)
+    return mj.moe_sum(cache3.view(M, topk, H))
+
+
+# ------------------------------------------------------------ weight packing
+def quantize_int8_per_channel(w):
+    """[E, N, K] float -> (int8 [E, N, K], fp32 scales [E, N]), symmetric."""
+    s = (w.float().abs().amax(-1) / 127.0).clamp(min=1e-10)
+    q = torch.round(w.float() / s[..., None]).clamp(-127, 127).to(torch.int8)
+    return q, s
+
+
+def quantize_int4_groups(w, group, with_zp):
+    """[E, N, K] float -> (packed uint8 [E, N, K // 2], fp32 scales [E, N, K // group],
+    zp uint8 [E, cdiv(N, 2), K // group] or None). Asymmetric with zero points
+    (min/max per group), else symmetric around 8."""
+    E, N, K = w.shape
+    g = w.float().reshape(E, N, K // group, group)
+    if with_zp:
+        lo, hi = g.amin(-1), g.amax(-1)
+        s = ((hi - lo) / 15.0).clamp(min=1e-10)
+        zp = torch.round(-lo / s).clamp(0, 15)
+    else:
+        s = (g.abs().amax(-1) / 7.0).clamp(min=1e-10)
+        zp = torch.full_like(s, 8.0)
+    q = torch.round(g / s[..., None] + zp[..., None]).clamp(0, 15).to(torch.uint8).reshape(E, N, K)
+    packed = (q[..., 0::2] | (q[..., 1::2] << 4)).contiguous()
+    zp_packed = None
+    if with_zp:
+        z = zp.to(torch.uint8)
+        if N % 2:
+            z = torch.cat([z, torch.zeros_like(z[:, :1])], 1)
+        zp_packed = (z[:, 0::2] | (z[:, 1::2] << 4)).contiguous()
+    return packed, s, zp_packed
+
+
+def dequantize_int4_groups(packed, s, zp, group):
+    """The exact float64 weights the int4 kernel multiplies by."""
+    E, N, Kh = packed.shape
+    q = torch.stack([packed & 0xF, packed >> 4], -1).reshape(E, N, 2 * Kh).double()
+    if zp is not None:
+        z = torch.stack([zp & 0xF, zp >> 4], 2).reshape(E, -1, zp.shape[-1])[:, :N].double()
+    else:
+        z = torch.full_like(s, 8.0, dtype=torch.float64)
+    return (q - z.repeat_interleave(group, -1)) * s.double().repeat_interleave(group, -1)
