@@ -84,7 +84,10 @@ def source(rule: Kernel, plan_kernel: dict, profile: str) -> str:
     entry_rows = []
     for i, e in enumerate(plan_kernel["entries"]):
         if not e["variants"]:
-            entry_rows.append("  {nullptr, nullptr},\n")
+            j = e.get("served_by")
+            # A functional not in the build that a built one serves (Kernel.fallbacks).
+            entry_rows.append(f"  {{&kSlot_f{j}, kTuningTables_f{j}}},  // {e['name']}: served by f{j}\n"
+                              if j is not None else "  {nullptr, nullptr},\n")
             continue
         tuning_tables = []
         variant_rows = []
@@ -108,7 +111,7 @@ def source(rule: Kernel, plan_kernel: dict, profile: str) -> str:
     # Why a functional is missing, for the error message.
     why, status = [], []
     for e in plan_kernel["entries"]:
-        if e["variants"]:
+        if e["variants"] or e.get("served_by") is not None:
             why.append('  "",\n')
             status.append("Status::kSuccess")
         elif not e["valid"]:
