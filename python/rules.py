@@ -23,7 +23,8 @@ GPUTEST_SUBSET = dict(FLASH_GPUTEST)
 PROFILES = {
     p.name: p
     for p in [
-        Profile("release", "every functional, tuned configs (default config where untuned)"),
+        Profile("release", "every functional (rare ones through a fallback), tuned configs (default config "
+                "where untuned)", skip_rare=True),
         Profile("tune", "every functional, every tuning config", tuning="all"),
         Profile(
             "gputest",

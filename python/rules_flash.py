@@ -33,9 +33,26 @@ def _flash_fallbacks(f):
     return out
 
 
+# What release compiles of each flash kernel; the rest is "rare" and runs a
+# fallback (_flash_fallbacks), see docs/build-time.md:
+#   fp16/bf16  buckets 64, 128, 256: exact and padded heads; bucket 32: padded
+#              (an exact 32 runs it); bucket 16 runs the padded 32 kernel;
+#              unaligned data (head dims not a multiple of 8, odd strides):
+#              the 256 bucket's unaligned kernel only.
+#   fp32       (a reference dtype) the padded unaligned kernel of buckets 64,
+#              128 and 256 only.
+RELEASE_HALF_BUCKETS = {32: (True,), 64: (False, True), 128: (False, True), 256: (False, True)}
+RELEASE_HALF_UNALIGNED_BUCKETS = (256,)
+RELEASE_FP32_BUCKETS = (64, 128, 256)
+
+
 def _flash_rare(f):
-    """What the release profile leaves to _flash_fallbacks (docs/build-time.md)."""
-    return False
+    d, padded, aligned = f["BLOCK_DMODEL"], f["PADDED_HEAD"], f["ALIGNED16"]
+    if f["dtype"] == "fp32":
+        return not (d in RELEASE_FP32_BUCKETS and padded and not aligned)
+    if not aligned:
+        return d not in RELEASE_HALF_UNALIGNED_BUCKETS
+    return padded not in RELEASE_HALF_BUCKETS.get(d, ())
 
 
 def _fwd_valid(f, arch):
