@@ -205,6 +205,19 @@ class Kernel:
         return [dict(zip(names, c)) for c in combos if self.valid(dict(zip(names, c)), arch)]
 
 
+def declare_profile_subsets(kernels: Sequence[Kernel], profile: str,
+                            subsets: Mapping[str, Callable[[Mapping[str, Any]], bool]]) -> None:
+    """Sets kernel.profiles[profile] from a kernel name -> keep(functional)
+    table; a name that matches no kernel is an error (a renamed kernel would
+    otherwise silently land in the profile whole)."""
+    by_name = {k.name: k for k in kernels}
+    unknown = sorted(set(subsets) - set(by_name))
+    if unknown:
+        raise ValueError(f"profile {profile}: subsets name no kernel: {unknown}")
+    for name, keep in subsets.items():
+        by_name[name].profiles = {**by_name[name].profiles, profile: keep}
+
+
 def functional_name(functional: Mapping[str, Any]) -> str:
     """Readable, file-name-safe name: dtype=fp16,CAUSAL=1 -> dtype-fp16__CAUSAL-1."""
     def fmt(v):

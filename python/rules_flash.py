@@ -55,6 +55,29 @@ def _flash_rare(f):
     return padded not in RELEASE_HALF_BUCKETS.get(d, ())
 
 
+# ci: fp16, head-dim bucket 64 (exact and padded), every causal kind, batched
+# and varlen, dropout on/off.
+def _ci(f):
+    return f["dtype"] == "fp16" and f["BLOCK_DMODEL"] == 64 and f["ALIGNED16"]
+
+
+def _gputest(f):
+    """The functionals test/gpu exercises: every head-dim bucket, causal kind and
+    layout in fp16/bf16; dropout and the mask path at fp16 D=64; fp32 at D<=64;
+    the unaligned fallback at the 128 bucket (head dim 111)."""
+    if not f["ALIGNED16"] and f["BLOCK_DMODEL"] != 128:
+        return False
+    if f.get("ENABLE_DROPOUT"):
+        return f["dtype"] == "fp16" and f["BLOCK_DMODEL"] == 64
+    if f["dtype"] == "fp32":
+        return f["BLOCK_DMODEL"] in (32, 64)
+    return True
+
+
+# Profile membership of the head-dim kernels (attn_fwd, bwd_*).
+_FLASH_PROFILES = {"ci": _ci, "gputest": _gputest}
+
+
 def _fwd_valid(f, arch):
     # Unpadded head dims (multiples of 16) give 8-divisible strides for any
     # dense layout; the unaligned fallback (head dims that are not multiples
@@ -108,6 +131,7 @@ attn_fwd = Kernel(
     valid=_fwd_valid,
     fallbacks=_flash_fallbacks,
     rare=_flash_rare,
+    profiles=_FLASH_PROFILES,
     tuning=TuningSpace(
         params={"BLOCK_M": [64, 128], "BLOCK_N": [32, 64, 128], "num_warps": [4, 8], "num_stages": [2, 3, 4]},
         default=_fwd_default,
@@ -173,6 +197,7 @@ bwd_preprocess = Kernel(
     valid=_bwd_valid,
     fallbacks=_flash_fallbacks,
     rare=_flash_rare,
+    profiles=_FLASH_PROFILES,
     grid_args=["num_seqs"],
     tuning=TuningSpace(
         params={"BLOCK_M": [64, 128], "num_warps": [4], "num_stages": [1]},
@@ -214,6 +239,7 @@ def _bwd_kernel(name, outputs, output_strides, grid, doc):
         valid=_bwd_valid,
         fallbacks=_flash_fallbacks,
         rare=_flash_rare,
+        profiles=_FLASH_PROFILES,
         grid_args=["num_seqs"],
         tuning=TuningSpace(params=_BWD_TUNING, default=_bwd_default(name[4:]), prune=_bwd_pruner(name[4:])),
         grid=grid,
@@ -252,26 +278,3 @@ attn_dropout_mask = Kernel(
 )
 
 FLASH_KERNELS = [attn_fwd, bwd_preprocess, bwd_dkdv, bwd_dq, attn_dropout_mask]
-# ci: fp16, head-dim bucket 64 (exact and padded), every causal kind, batched
-# and varlen, dropout on/off.
-def _ci(f):
-    return f["dtype"] == "fp16" and f["BLOCK_DMODEL"] == 64 and f["ALIGNED16"]
-
-
-FLASH_CI = {"attn_fwd": _ci, "bwd_preprocess": _ci, "bwd_dkdv": _ci, "bwd_dq": _ci}
-
-
-def _gputest(f):
-    """The functionals test/gpu exercises: every head-dim bucket, causal kind and
-    layout in fp16/bf16; dropout and the mask path at fp16 D=64; fp32 at D<=64;
-    the unaligned fallback at the 128 bucket (head dim 111)."""
-    if not f["ALIGNED16"] and f["BLOCK_DMODEL"] != 128:
-        return False
-    if f.get("ENABLE_DROPOUT"):
-        return f["dtype"] == "fp16" and f["BLOCK_DMODEL"] == 64
-    if f["dtype"] == "fp32":
-        return f["BLOCK_DMODEL"] in (32, 64)
-    return True
-
-
-FLASH_GPUTEST = {"attn_fwd": _gputest, "bwd_preprocess": _gputest, "bwd_dkdv": _gputest, "bwd_dq": _gputest}

@@ -11,8 +11,9 @@
         Triton cache and extrapolates the profile's CPU seconds from their
         mean, so a 2-core machine can estimate a release build in minutes.
 
-    python tools/compile_times.py estimate SAMPLE.json --profile release --arch 90
-        The sample's per-stratum means times the current rules' cubin counts.
+    python tools/compile_times.py estimate SAMPLE.json [MORE.json] --profile release --arch 90
+        The samples' pooled per-stratum means times the current rules' cubin
+        counts (what a rules change does to compile time, without compiling).
 
 ("python tools/compile_times.py build/kernels" still means `report`.)
 """
@@ -113,8 +114,11 @@ def sample(args):
 def estimate(args):
     """Re-weights a sample's per-stratum means by another plan's cubin counts
     (what a rules change does to compile time, without compiling again)."""
-    data = json.loads(Path(args.sample_json).read_text())
-    means = {row["stratum"]: row["mean_s"] for row in data["strata"]}
+    samples = defaultdict(list)  # stratum -> (cubins sampled, mean) of each sample file
+    for path in args.sample_json:
+        for row in json.loads(Path(path).read_text())["strata"]:
+            samples[row["stratum"]].append((row["sampled"], row["mean_s"]))
+    means = {st: sum(n * m for n, m in rows) / sum(n for n, _ in rows) for st, rows in samples.items()}
     overall = sum(means.values()) / len(means)
     counts = defaultdict(int)
     for stratum, *_ in plan_cubins(args.profile, args.arch):
@@ -132,7 +136,7 @@ def estimate(args):
         print(f"{kernel:28} {n:6d} cubins  ~{s:7.0f} CPU s")
     n = sum(counts.values())
     print(f"profile {args.profile} sm_{args.arch}: {n} cubins, ~{total:.0f} CPU s estimated from "
-          f"{args.sample_json} (~{total / 2 / 60:.1f} min on 2 cores, ~{total / 16 / 60:.1f} min on 16, compiles only)"
+          f"{len(args.sample_json)} sample(s) (~{total / 2 / 60:.1f} min on 2 cores, ~{total / 16 / 60:.1f} min on 16, compiles only)"
           + (f"; strata not sampled (overall mean used): {', '.join(sorted(guessed))}" if guessed else ""))
 
 
@@ -152,7 +156,7 @@ def main():
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", default="", help="also write the estimate here")
     e = sub.add_parser("estimate")
-    e.add_argument("sample_json", help="a `sample --json` output")
+    e.add_argument("sample_json", nargs="+", help="`sample --json` outputs (their means are pooled)")
     e.add_argument("--profile", default="release")
     e.add_argument("--arch", type=int, default=90)
     args = ap.parse_args(argv)

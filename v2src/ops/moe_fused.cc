@@ -175,7 +175,7 @@ Status validate(const FusedExpertsParams& p, Dims* d) {
   }
   const bool aligned = d->K % 16 == 0 && d->N % 16 == 0;
   d->block_size = p.block_size ? p.block_size : moe_gemm_block_size(d->M, aligned);
-  if (d->block_size != 16 && d->block_size != 32 && d->block_size != 64 && d->block_size != 128)
+  if (!internal::is_gemm_block_size(d->block_size))
     return fail_arg("block_size = " + std::to_string(d->block_size) + " must be 0, 16, 32, 64 or 128");
   return Status::kSuccess;
 }
