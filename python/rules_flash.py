@@ -35,15 +35,14 @@ def _flash_fallbacks(f):
 
 # What release compiles of each flash kernel; the rest is "rare" and runs a
 # fallback (_flash_fallbacks), see docs/build-time.md:
-#   fp16/bf16  buckets 64, 128, 256: exact and padded heads; bucket 32: padded
-#              (an exact 32 runs it); bucket 16 runs the padded 32 kernel;
-#              unaligned data (head dims not a multiple of 8, odd strides):
-#              the 256 bucket's unaligned kernel only.
-#   fp32       (a reference dtype) the padded unaligned kernel of buckets 64,
-#              128 and 256 only.
-RELEASE_HALF_BUCKETS = {32: (True,), 64: (False, True), 128: (False, True), 256: (False, True)}
+#   fp16/bf16  buckets 64, 128, 256: exact and padded heads (head dims up to
+#              32 run the padded 64 kernel); unaligned data (head dims not a
+#              multiple of 8, odd strides): the 256 bucket's unaligned kernel.
+#   fp32       (a reference dtype) the padded unaligned kernels of buckets 64
+#              and 256 only.
+RELEASE_HALF_BUCKETS = {64: (False, True), 128: (False, True), 256: (False, True)}
 RELEASE_HALF_UNALIGNED_BUCKETS = (256,)
-RELEASE_FP32_BUCKETS = (64, 128, 256)
+RELEASE_FP32_BUCKETS = (64, 256)
 
 
 def _flash_rare(f):
