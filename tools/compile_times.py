@@ -74,6 +74,13 @@ def plan_cubins(profile, arch):
     return out
 
 
+def write_sample_json(args, n_cubins, cpu_seconds, rows):
+    Path(args.json).write_text(json.dumps({
+        "profile": args.profile, "arch": args.arch, "cubins": n_cubins, "cpu_seconds": round(cpu_seconds),
+        "strata": [{"stratum": "/".join(s), "cubins": n, "sampled": k, "mean_s": round(m, 3)}
+                   for s, n, k, m, _ in rows]}, indent=1) + "\n")
+
+
 def sample(args):
     cubins = plan_cubins(args.profile, args.arch)
     strata = defaultdict(list)
@@ -102,13 +109,10 @@ def sample(args):
         rows.append((stratum, len(members), len(secs), mean, est))
         print(f"{'/'.join(stratum):40} {len(members):5d} cubins  sampled {len(secs)}  {mean:6.2f} s/cubin  "
               f"~{est:7.0f} CPU s", flush=True)
+        if args.json:  # after every stratum: an interrupted run keeps what it measured
+            write_sample_json(args, len(cubins), total_est, rows)
     print(f"profile {args.profile} sm_{args.arch}: {len(cubins)} cubins, ~{total_est:.0f} CPU s estimated "
           f"(~{total_est / 2 / 60:.1f} min on 2 cores, ~{total_est / 16 / 60:.1f} min on 16, compiles only)")
-    if args.json:
-        Path(args.json).write_text(json.dumps({
-            "profile": args.profile, "arch": args.arch, "cubins": len(cubins), "cpu_seconds": round(total_est),
-            "strata": [{"stratum": "/".join(s), "cubins": n, "sampled": k, "mean_s": round(m, 3)}
-                       for s, n, k, m, _ in rows]}, indent=1) + "\n")
 
 
 def estimate(args):
