@@ -5,6 +5,8 @@
 #include <limits>
 #include <string>
 
+#include "aotriton_tables.h"
+
 namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {
 namespace flash {
