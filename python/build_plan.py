@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 
 from kernel_rules import Kernel, Profile, config_name, functional_name
@@ -69,6 +70,38 @@ def _plan_variant(rule: Kernel, functional: dict, arch: int, profile: Profile, d
     }
 
 
+def _grid_names(rule: Kernel) -> set[str]:
+    return set(re.findall(r"[A-Za-z_]\w*", " ".join(rule.grid)))
+
+
+def _resolve_fallbacks(rule: Kernel, entries: list[dict], profile: Profile) -> None:
+    """entry["served_by"]: index of the built entry that runs a call of an
+    entry that is not built itself (or invalid), None when none does. A rare
+    functional that the profile skipped must be served, or the release would
+    lose it."""
+    index = {e["name"]: i for i, e in enumerate(entries)}
+    grid = _grid_names(rule)
+    for e in entries:
+        e["served_by"] = None
+        if e["variants"]:
+            continue
+        for alt in rule.fallbacks(e["functional"]):
+            changed = {k for k in alt if alt[k] != e["functional"].get(k)}
+            if changed & grid:
+                raise ValueError(f"{rule.name}: a fallback of {e['name']} changes {sorted(changed & grid)}, "
+                                 f"which the grid uses")
+            j = index.get(functional_name(alt))
+            if j is None:
+                raise ValueError(f"{rule.name}: fallback {alt} of {e['name']} is not in the functional space")
+            if entries[j]["variants"]:
+                e["served_by"] = j
+                break
+        if e["served_by"] is None and e["valid"] and profile.skip_rare and rule.rare(e["functional"]) \
+                and profile.includes_kernel(rule.name) and profile.keep(rule.name, e["functional"]):
+            raise ValueError(f"{rule.name}: rare functional {e['name']} is skipped by profile {profile.name} "
+                             f"but no built fallback serves it")
+
+
 def make_plan(rules_module, profile_name: str, archs: list[int]) -> dict:
     profiles = rules_module.PROFILES
     if profile_name not in profiles:
@@ -83,9 +116,8 @@ def make_plan(rules_module, profile_name: str, archs: list[int]) -> dict:
         entries = []
         for f in space:
             valid_archs = [a for a in archs if rule.valid(f, a)]
-            other_profiles = sorted(p.name for p in profiles.values()
-                                    if p.includes_kernel(rule.name) and p.keep(rule.name, f))
-            built = profile.includes_kernel(rule.name) and profile.keep(rule.name, f)
+            other_profiles = sorted(p.name for p in profiles.values() if p.builds(rule, f))
+            built = profile.builds(rule, f)
             variants = []
             if built:
                 for a in valid_archs:
@@ -97,6 +129,7 @@ def make_plan(rules_module, profile_name: str, archs: list[int]) -> dict:
                 "profiles": other_profiles,
                 "variants": variants,
             })
+        _resolve_fallbacks(rule, entries, profile)
         kernels.append({
             "name": rule.name,
             "source": rule.source,

@@ -84,7 +84,10 @@ def source(rule: Kernel, plan_kernel: dict, profile: str) -> str:
     entry_rows = []
     for i, e in enumerate(plan_kernel["entries"]):
         if not e["variants"]:
-            entry_rows.append("  {nullptr, nullptr},\n")
+            j = e.get("served_by")
+            # A functional not in the build that a built one serves (Kernel.fallbacks).
+            entry_rows.append(f"  {{&kSlot_f{j}, kTuningTables_f{j}}},  // {e['name']}: served by f{j}\n"
+                              if j is not None else "  {nullptr, nullptr},\n")
             continue
         tuning_tables = []
         variant_rows = []
@@ -108,7 +111,7 @@ def source(rule: Kernel, plan_kernel: dict, profile: str) -> str:
     # Why a functional is missing, for the error message.
     why, status = [], []
     for e in plan_kernel["entries"]:
-        if e["variants"]:
+        if e["variants"] or e.get("served_by") is not None:
             why.append('  "",\n')
             status.append("Status::kSuccess")
         elif not e["valid"]:
@@ -172,25 +175,23 @@ def source(rule: Kernel, plan_kernel: dict, profile: str) -> str:
         lut = f"({lut}) * {len(key.bins)} + bin_index(args.{key.arg}, kBins_{key.arg}, {len(key.bins)})"
     out.append(f"  uint32_t lut_index = static_cast<uint32_t>({lut});\n")
     out.append("  uint32_t config;\n  AOTRITON_RETURN_IF_ERROR(choose_config(*e.slot, t, lut_index, options, &config));\n")
-    out.append("  const Tuning& tuning = e.tunings[t.bound->variant - e.slot->variants][config];\n")
+    if set(tuning_names) & set(re.findall(r"[A-Za-z_]\w*", " ".join(rule.grid))):
+        out.append("  const Tuning& tuning = e.tunings[t.bound->variant - e.slot->variants][config];\n")
     out.append("  const LoadedKernel* kernel;\n  AOTRITON_RETURN_IF_ERROR(kernel_for(*e.slot, t, config, &kernel));\n")
-    # Names the grid expressions may use.
-    for a in rule.args:
-        if not a.is_pointer:
-            out.append(f"  const int64_t {a.name} = static_cast<int64_t>(args.{a.name});\n")
-    for g in rule.grid_args:
-        out.append(f"  const int64_t {g} = args.{g};\n")
-    for name in rule.constexpr_functionals:
-        out.append(f"  const int64_t {name} = static_cast<int64_t>(f.{name});\n")
-    for name in tuning_names:
-        out.append(f"  const int64_t {name} = tuning.{name};\n")
+    # The names the grid expressions use, as int64 locals (only those).
     used = set(re.findall(r"[A-Za-z_]\w*", " ".join(rule.grid)))
     for a in rule.args:
-        if not a.is_pointer and a.name not in used:
-            out.append(f"  (void){a.name};\n")
-    for name in list(rule.constexpr_functionals) + tuning_names + list(rule.grid_args):
-        if name not in used:
-            out.append(f"  (void){name};\n")
+        if not a.is_pointer and a.name in used:
+            out.append(f"  const int64_t {a.name} = static_cast<int64_t>(args.{a.name});\n")
+    for g in rule.grid_args:
+        if g in used:
+            out.append(f"  const int64_t {g} = args.{g};\n")
+    for name in rule.constexpr_functionals:
+        if name in used:
+            out.append(f"  const int64_t {name} = static_cast<int64_t>(f.{name});\n")
+    for name in tuning_names:
+        if name in used:
+            out.append(f"  const int64_t {name} = tuning.{name};\n")
     out.append("  uint32_t grid[3];\n")
     for axis, expr in enumerate(rule.grid):
         out.append(f"  AOTRITON_RETURN_IF_ERROR(grid_dim(static_cast<int64_t>({expr}), {axis}, \"{k}\", &grid[{axis}]));\n")

@@ -28,14 +28,14 @@ import build_plan  # noqa: E402
 import codegen_cpp  # noqa: E402
 
 # The rules and the config tables they import (tritonsrc/*/*configs.py).
-GENERATOR_INPUTS = ["python/generate.py", "python/build_plan.py", "python/kernel_rules.py"] + sorted(
+GENERATOR_INPUTS = ["python/generate.py", "python/build_plan.py", "python/kernel_rules.py",
+                    "python/shared_constants.py"] + sorted(
     str(p.relative_to(REPO)) for p in [*(REPO / "python").glob("rules*.py"), *(REPO / "tritonsrc").glob("*/*configs.py")])
 
 
-# Measured on the ci profile for sm_90 (tools/compile_times.py): 1.23 CPU s of
-# Triton + ptxas per cubin on average, plus ~0.3 s to start each compile process.
-# Large head dims take longer, so this is a lower bound for release builds.
-CPU_SECONDS_PER_CUBIN = 1.5
+# The release profile's mean for sm_90 (tools/compile_times.py sample): 1.8 CPU s
+# of Triton + ptxas per cubin, process start included (docs/build-time.md).
+CPU_SECONDS_PER_CUBIN = 1.8
 
 
 def write_if_changed(path: Path, text: str) -> None:
@@ -222,6 +222,8 @@ def cmd_ninja(args, argv):
     write_if_changed(build_dir / "build.ninja", emit_ninja(plan, rules, build_dir, argv, triton_cache))
     write_if_changed(build_dir / "sources.cmake", emit_sources_cmake(plan, build_dir))
     write_if_changed(build_dir / "gen" / "build_info.cc", emit_build_info(plan))
+    import shared_constants
+    write_if_changed(build_dir / "gen" / "aotriton_tables.h", shared_constants.header())
     # ninja's regen edge needs its outputs newer than its inputs even when
     # nothing changed (the codegen edges use restat, so this costs nothing).
     for name in ("manifest.json", "build.ninja", "sources.cmake"):

@@ -144,6 +144,20 @@ class Kernel:
     # Also compile every functional without the ":16" hints, used when a call's
     # pointers/strides are not 16-divisible (otherwise such a call is an error).
     unaligned_variant: bool = False
+    # fallbacks(functional) -> functionals that compute the same result for
+    # every call the first one accepts (e.g. a padded-head kernel serves an
+    # exact head dim, the unaligned variant serves aligned data), most
+    # specific first. A call whose own functional is not in the build (or not
+    # valid) runs the first of them that is; chosen at generate time, so it
+    # costs nothing at run time. They may not change a value the grid uses.
+    fallbacks: Callable[[Mapping[str, Any]], Sequence[Mapping[str, Any]]] = lambda f: ()
+    # rare(functional) -> True for functionals the release profile does not
+    # compile because a fallback serves them (rare dtypes, odd layouts, debug
+    # paths); generate.py refuses a rare functional that no built fallback serves.
+    rare: Callable[[Mapping[str, Any]], bool] = lambda f: False
+    # Profiles (besides release/tune) that compile part of this kernel:
+    # profile name -> keep(functional); a profile not named compiles all of it.
+    profiles: Mapping[str, Callable[[Mapping[str, Any]], bool]] = field(default_factory=dict)
 
     ALIGNED = "ALIGNED16"  # the implicit functional that unaligned_variant adds
 
@@ -191,6 +205,19 @@ class Kernel:
         return [dict(zip(names, c)) for c in combos if self.valid(dict(zip(names, c)), arch)]
 
 
+def declare_profile_subsets(kernels: Sequence[Kernel], profile: str,
+                            subsets: Mapping[str, Callable[[Mapping[str, Any]], bool]]) -> None:
+    """Sets kernel.profiles[profile] from a kernel name -> keep(functional)
+    table; a name that matches no kernel is an error (a renamed kernel would
+    otherwise silently land in the profile whole)."""
+    by_name = {k.name: k for k in kernels}
+    unknown = sorted(set(subsets) - set(by_name))
+    if unknown:
+        raise ValueError(f"profile {profile}: subsets name no kernel: {unknown}")
+    for name, keep in subsets.items():
+        by_name[name].profiles = {**by_name[name].profiles, profile: keep}
+
+
 def functional_name(functional: Mapping[str, Any]) -> str:
     """Readable, file-name-safe name: dtype=fp16,CAUSAL=1 -> dtype-fp16__CAUSAL-1."""
     def fmt(v):
@@ -211,6 +238,15 @@ class Profile:
     keep: Callable[[str, Mapping[str, Any]], bool] = lambda k, f: True
     tuning: str = "default"
     kernels: Sequence[str] | None = None  # None: every kernel
+    skip_rare: bool = False  # leave Kernel.rare functionals to their fallbacks
 
     def includes_kernel(self, kernel: str) -> bool:
         return self.kernels is None or kernel in self.kernels
+
+    def builds(self, rule: Kernel, functional: Mapping[str, Any]) -> bool:
+        """Whether this profile compiles `functional` of `rule` (validity aside)."""
+        if not self.includes_kernel(rule.name) or not self.keep(rule.name, functional):
+            return False
+        if self.skip_rare and rule.rare(functional):
+            return False
+        return rule.profiles.get(self.name, lambda f: True)(functional)

@@ -1,7 +1,7 @@
 """Flash attention kernel rules (see kernel_rules.py for the vocabulary)."""
-from kernel_rules import Arg, AutotuneKey, Kernel, TuningSpace
+from kernel_rules import Arg, AutotuneKey, Kernel, TuningSpace, declare_profile_subsets
 from tritonsrc.flash import bwd_configs
-from tritonsrc.flash.fwd_configs import TUNING_CANDIDATES, pick_config
+from tritonsrc.flash.fwd_configs import DROPOUT_MASK_CONFIG, TUNING_CANDIDATES, pick_config
 
 HEAD_DIM_BUCKETS = [16, 32, 64, 128, 256]  # NPOT head dims run padded in the next bucket
 SEQLEN_BINS = [128, 512, 1024, 2048, 4096, 8192]
@@ -18,9 +18,66 @@ def _shared_limit(arch):
     return 227 * 1024 if arch >= 90 else 163 * 1024
 
 
-def _fwd_valid(f, arch):
-    if f["RETURN_DROPOUT_MASK"] and not f["ENABLE_DROPOUT"]:
+def _flash_fallbacks(f):
+    """What serves a head-dim functional that is not in the build: the padded
+    kernel of its bucket, then those of the larger buckets (a padded kernel
+    masks the head dim, so any head_dim <= its bucket is exact); aligned calls
+    try the aligned kernels first, every call can take the unaligned ones."""
+    out = []
+    for aligned in ([True, False] if f["ALIGNED16"] else [False]):
+        for d in HEAD_DIM_BUCKETS:
+            if d >= f["BLOCK_DMODEL"]:
+                g = dict(f, BLOCK_DMODEL=d, PADDED_HEAD=True, ALIGNED16=aligned)
+                if g != f:
+                    out.append(g)
+    return out
+
+
+# What release compiles of each flash kernel; the rest is "rare" and runs a
+# fallback (_flash_fallbacks), see docs/build-time.md:
+#   fp16/bf16  buckets 64, 128, 256: exact and padded heads (head dims up to
+#              32 run the padded 64 kernel); unaligned data (head dims not a
+#              multiple of 8, odd strides): the 256 bucket's unaligned kernel.
+#   fp32       (a reference dtype) the padded unaligned kernels of buckets 64
+#              and 256 only.
+RELEASE_HALF_BUCKETS = {64: (False, True), 128: (False, True), 256: (False, True)}
+RELEASE_HALF_UNALIGNED_BUCKETS = (256,)
+RELEASE_FP32_BUCKETS = (64, 256)
+
+
+def _flash_rare(f):
+    d, padded, aligned = f["BLOCK_DMODEL"], f["PADDED_HEAD"], f["ALIGNED16"]
+    if f["dtype"] == "fp32":
+        return not (d in RELEASE_FP32_BUCKETS and padded and not aligned)
+    if not aligned:
+        return d not in RELEASE_HALF_UNALIGNED_BUCKETS
+    return padded not in RELEASE_HALF_BUCKETS.get(d, ())
+
+
+# ci: fp16, head-dim bucket 64 (exact and padded), every causal kind, batched
+# and varlen, dropout on/off.
+def _ci(f):
+    return f["dtype"] == "fp16" and f["BLOCK_DMODEL"] == 64 and f["ALIGNED16"]
+
+
+def _gputest(f):
+    """The functionals test/gpu exercises: every head-dim bucket, causal kind and
+    layout in fp16/bf16; dropout and the mask path at fp16 D=64; fp32 at D<=64;
+    the unaligned fallback at the 128 bucket (head dim 111)."""
+    if not f["ALIGNED16"] and f["BLOCK_DMODEL"] != 128:
         return False
+    if f.get("ENABLE_DROPOUT"):
+        return f["dtype"] == "fp16" and f["BLOCK_DMODEL"] == 64
+    if f["dtype"] == "fp32":
+        return f["BLOCK_DMODEL"] in (32, 64)
+    return True
+
+
+# Profile membership of the head-dim kernels (attn_fwd, bwd_*).
+_FLASH_PROFILES = {"ci": _ci, "gputest": _gputest}
+
+
+def _fwd_valid(f, arch):
     # Unpadded head dims (multiples of 16) give 8-divisible strides for any
     # dense layout; the unaligned fallback (head dims that are not multiples
     # of 8, e.g. 111) is compiled for padded heads only.
@@ -39,8 +96,7 @@ def _fwd_candidate(f, c, arch):
 
 
 def _fwd_default(f, arch):
-    return pick_config(arch, f["BLOCK_DMODEL"] - (1 if f["PADDED_HEAD"] else 0), f["dtype"],
-                       f["ENABLE_DROPOUT"], f["RETURN_DROPOUT_MASK"])
+    return pick_config(arch, f["BLOCK_DMODEL"] - (1 if f["PADDED_HEAD"] else 0), f["dtype"], f["ENABLE_DROPOUT"])
 
 
 attn_fwd = Kernel(
@@ -51,14 +107,13 @@ attn_fwd = Kernel(
         Arg("Q", "*{dtype}:16"), Arg("K", "*{dtype}:16"), Arg("V", "*{dtype}:16"), Arg("O", "*{dtype}:16"),
         Arg("LSE", "*fp32"),
         Arg("cu_seqlens_q", "*i32"), Arg("cu_seqlens_k", "*i32"),
-        Arg("philox_seed_ptr", "*i64"), Arg("philox_offset_ptr", "*i64"), Arg("dropout_mask", "*i8"),
+        Arg("philox_seed_ptr", "*i64"), Arg("philox_offset_ptr", "*i64"),
         Arg("sm_scale", "fp32"), Arg("dropout_p", "fp32"),
         Arg("stride_qz", "i32:8"), Arg("stride_qh", "i32:8"), Arg("stride_qm", "i32:8"),
         Arg("stride_kz", "i32:8"), Arg("stride_kh", "i32:8"), Arg("stride_kn", "i32:8"),
         Arg("stride_vz", "i32:8"), Arg("stride_vh", "i32:8"), Arg("stride_vn", "i32:8"),
         Arg("stride_oz", "i32:8"), Arg("stride_oh", "i32:8"), Arg("stride_om", "i32:8"),
         Arg("stride_lse_z", "i32"), Arg("stride_lse_h", "i32"),
-        Arg("stride_mz", "i32"), Arg("stride_mh", "i32"), Arg("stride_mm", "i32"),
         Arg("num_seqs", "i32"), Arg("num_heads_q", "i32"), Arg("num_heads_k", "i32"),
         Arg("max_seqlen_q", "i32"), Arg("max_seqlen_k", "i32"), Arg("head_dim", "i32"),
         Arg("total_q", "i32"), Arg("total_k", "i32"),
@@ -70,10 +125,12 @@ attn_fwd = Kernel(
         "CAUSAL_TYPE": [0, 1, 2],
         "IS_VARLEN": [False, True],
         "ENABLE_DROPOUT": [False, True],
-        "RETURN_DROPOUT_MASK": [False, True],
     },
     unaligned_variant=True,
     valid=_fwd_valid,
+    fallbacks=_flash_fallbacks,
+    rare=_flash_rare,
+    profiles=_FLASH_PROFILES,
     tuning=TuningSpace(
         params={"BLOCK_M": [64, 128], "BLOCK_N": [32, 64, 128], "num_warps": [4, 8], "num_stages": [2, 3, 4]},
         default=_fwd_default,
@@ -137,6 +194,9 @@ bwd_preprocess = Kernel(
                 "IS_VARLEN": [False, True], "ZERO_DQ_ACC": [False]},
     unaligned_variant=True,
     valid=_bwd_valid,
+    fallbacks=_flash_fallbacks,
+    rare=_flash_rare,
+    profiles=_FLASH_PROFILES,
     grid_args=["num_seqs"],
     tuning=TuningSpace(
         params={"BLOCK_M": [64, 128], "num_warps": [4], "num_stages": [1]},
@@ -176,6 +236,9 @@ def _bwd_kernel(name, outputs, output_strides, grid, doc):
         functional=_BWD_FUNCTIONAL,
         unaligned_variant=True,
         valid=_bwd_valid,
+        fallbacks=_flash_fallbacks,
+        rare=_flash_rare,
+        profiles=_FLASH_PROFILES,
         grid_args=["num_seqs"],
         tuning=TuningSpace(params=_BWD_TUNING, default=_bwd_default(name[4:]), prune=_bwd_pruner(name[4:])),
         grid=grid,
@@ -190,30 +253,30 @@ bwd_dkdv = _bwd_kernel("bwd_dkdv", ("DK", "DV"), _tensor_args(["dk", "dv"], "zhn
 bwd_dq = _bwd_kernel("bwd_dq", ("DQ",), _tensor_args(["dq"], "zhm"),
                      ("cdiv(max_seqlen_q, BLOCK_M)", "num_seqs * num_heads_q", "1"), "flash backward dQ")
 
-FLASH_KERNELS = [attn_fwd, bwd_preprocess, bwd_dkdv, bwd_dq]
-# ci: fp16, head-dim bucket 64 (exact and padded), every causal kind, batched
-# and varlen, dropout on/off.
-def _ci(f):
-    return f["dtype"] == "fp16" and f["BLOCK_DMODEL"] == 64 and f["ALIGNED16"] and not f.get("RETURN_DROPOUT_MASK")
+# The debug keep mask of a forward call (return_dropout_mask), regenerated
+# from its seed/offset instead of a mask-writing copy of every dropout
+# functional of attn_fwd.
+attn_dropout_mask = Kernel(
+    name="attn_dropout_mask",
+    source="tritonsrc/flash/dropout_mask.py",
+    function="attn_dropout_mask",
+    args=[
+        Arg("philox_seed_ptr", "*i64"), Arg("philox_offset_ptr", "*i64"), Arg("dropout_mask", "*i8"),
+        Arg("cu_seqlens_q", "*i32"), Arg("cu_seqlens_k", "*i32"),
+        Arg("dropout_p", "fp32"),
+        Arg("stride_mz", "i32"), Arg("stride_mh", "i32"), Arg("stride_mm", "i32"),
+        Arg("num_heads_q", "i32"), Arg("max_seqlen_q", "i32"), Arg("max_seqlen_k", "i32"),
+        Arg("total_q", "i32"), Arg("total_k", "i32"),
+    ],
+    functional={"IS_VARLEN": [False, True]},
+    grid_args=["num_seqs"],
+    tuning=TuningSpace(params={k: [v] for k, v in DROPOUT_MASK_CONFIG.items()},
+                       default=lambda f, arch: dict(DROPOUT_MASK_CONFIG)),
+    grid=("cdiv(max_seqlen_q, BLOCK_M)", "num_seqs * num_heads_q", "1"),
+    doc="flash forward's dropout keep mask (int8), regenerated from the philox seed/offset",
+)
 
-
-FLASH_CI = {"attn_fwd": _ci, "bwd_preprocess": _ci, "bwd_dkdv": _ci, "bwd_dq": _ci}
-
-
-def _gputest(f):
-    """The functionals test/gpu exercises: every head-dim bucket, causal kind and
-    layout in fp16/bf16; dropout and the mask path at fp16 D=64; fp32 at D<=64;
-    the unaligned fallback at the 128 bucket (head dim 111)."""
-    if not f["ALIGNED16"] and f["BLOCK_DMODEL"] != 128:
-        return False
-    if f.get("ENABLE_DROPOUT") or f.get("RETURN_DROPOUT_MASK"):
-        return f["dtype"] == "fp16" and f["BLOCK_DMODEL"] == 64
-    if f["dtype"] == "fp32":
-        return f["BLOCK_DMODEL"] in (32, 64)
-    return True
-
-
-FLASH_GPUTEST = {"attn_fwd": _gputest, "bwd_preprocess": _gputest, "bwd_dkdv": _gputest, "bwd_dq": _gputest}
+FLASH_KERNELS = [attn_fwd, bwd_preprocess, bwd_dkdv, bwd_dq, attn_dropout_mask]
 
 
 # ----------------------------------------------------------------------------
@@ -317,4 +380,4 @@ def _decode_ci(f):
     return f["dtype"] == "fp16" and f["BLOCK_DMODEL"] == 128 and (f.get("SCORE_MOD", 0) == 0 or f["PAGED"])
 
 
-FLASH_CI.update({k.name: _decode_ci for k in DECODE_KERNELS})
+declare_profile_subsets(DECODE_KERNELS, "ci", {k.name: _decode_ci for k in DECODE_KERNELS})

@@ -68,8 +68,6 @@ def flash_functional(rule, dtype, D, causal):
     bucket = head_dim_bucket(D)
     f = {"dtype": dtype, "BLOCK_DMODEL": bucket, "PADDED_HEAD": bucket != D, "CAUSAL_TYPE": causal,
          "IS_VARLEN": False, "ENABLE_DROPOUT": False}
-    if "RETURN_DROPOUT_MASK" in rule.functional:
-        f["RETURN_DROPOUT_MASK"] = False
     f["ALIGNED16"] = D % 8 == 0
     return f
 

@@ -112,7 +112,7 @@ def test_dropout_statistics_reproducibility_and_mask():
     assert torch.equal(out1, out2), "same seed/offset must give identical output"
     out3 = aotriton.flash_attn_func(q, k, v, p, causal=True, philox=aotriton.philox_state(q.device, seed=1235))
     assert not torch.equal(out1, out3)
-    # The debug path (its own functional and tile config) returns the mask it used.
+    # The debug mask (a separate kernel regenerating the forward's Philox numbers) is the mask it used.
     out_m, mask = aotriton.flash_attn_func(q, k, v, p, causal=True, return_dropout_mask=True, philox=philox)
     vis = causal_visible(257, 300, 2, q.device)
     keep = mask.bool()
@@ -122,6 +122,57 @@ def test_dropout_statistics_reproducibility_and_mask():
     ref, _ = attention_ref(q, k, v, 1 / 8, 2, keep=keep, dropout_p=p)
     assert rel_err(out_m, ref) < TOL[torch.float16]
     assert rel_err(out1, ref) < TOL[torch.float16], "mask path and plain dropout path must use the same mask"
+
+
+def _one_hot_v(rows, heads, D, dtype):
+    """v[n, h, :] = e_n: with D >= the keys, O[m, n] = P[m, n] * keep[m, n] / ((1 - p) * l)."""
+    v = torch.zeros(rows, heads, D, device="cuda", dtype=dtype)
+    n = torch.arange(rows, device="cuda")
+    v[n, :, n % D] = 1
+    return v
+
+
+@pytest.mark.parametrize("causal", [0, 2])
+def test_dropout_mask_kernel_is_the_forwards_mask(causal):
+    """The keep mask the standalone kernel writes equals the one the forward
+    applied, read off the forward's own output (no mask involved in it)."""
+    import aotriton
+
+    torch.manual_seed(21 + causal)
+    B, Sq, Sk, Hq, Hk, D, p = 2, 77, 61, 4, 2, 64, 0.4
+    q = torch.randn(B, Sq, Hq, D, device="cuda", dtype=torch.float16)
+    k = torch.randn(B, Sk, Hk, D, device="cuda", dtype=torch.float16)
+    v = torch.stack([_one_hot_v(Sk, Hk, D, torch.float16)] * B)
+    philox = aotriton.philox_state(q.device, seed=(1 << 40) + 7, offset=(3 << 32) + 5)
+    out, mask = aotriton.flash_attn_func(q, k, v, p, softmax_scale=0.05, causal=bool(causal),
+                                         return_dropout_mask=True, philox=philox)
+    vis = causal_visible(Sq, Sk, causal, q.device)
+    forward_keep = out[..., :Sk].permute(0, 2, 1, 3) != 0  # (B, Hq, Sq, Sk)
+    assert ((mask == 0) | (mask == 1)).all()
+    assert torch.equal(mask.bool()[:, :, vis], forward_keep[:, :, vis])
+    rate = mask[:, :, vis].float().mean().item()
+    assert abs(rate - (1 - p)) < 0.03, rate
+
+
+def test_varlen_dropout_mask_kernel_is_the_forwards_mask():
+    import aotriton
+
+    torch.manual_seed(5)
+    lens_q, lens_k = [5, 40, 1, 33], [9, 64, 30, 0]
+    Hq, Hk, D, p = 2, 1, 64, 0.3
+    q = torch.randn(sum(lens_q), Hq, D, device="cuda", dtype=torch.float16)
+    k = torch.randn(sum(lens_k), Hk, D, device="cuda", dtype=torch.float16)
+    v = torch.cat([_one_hot_v(n, Hk, D, torch.float16) for n in lens_k])
+    cu_q = torch.tensor([0] + list(torch.tensor(lens_q).cumsum(0)), dtype=torch.int32, device="cuda")
+    cu_k = torch.tensor([0] + list(torch.tensor(lens_k).cumsum(0)), dtype=torch.int32, device="cuda")
+    philox = aotriton.philox_state(q.device, seed=99, offset=12)
+    out, mask = aotriton.flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(lens_q), max(lens_k), p,
+                                                softmax_scale=0.05, return_dropout_mask=True, philox=philox)
+    for b, (sq, sk) in enumerate(zip(lens_q, lens_k)):
+        a = int(cu_q[b])
+        plane = mask[b, :, :sq, :sk]
+        assert ((plane == 0) | (plane == 1)).all()
+        assert torch.equal(plane.bool(), out[a:a + sq, :, :sk].permute(1, 0, 2) != 0), b
 
 
 def test_sdpa_shaped_call():

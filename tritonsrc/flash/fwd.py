@@ -9,7 +9,6 @@ Constexprs
                         2 bottom-right (j <= i + seqlen_k - seqlen_q, per sequence)
     IS_VARLEN           sequences given by cu_seqlens_q / cu_seqlens_k
     ENABLE_DROPOUT      Philox dropout on the probabilities
-    RETURN_DROPOUT_MASK debug: write the keep mask as int8 (needs ENABLE_DROPOUT)
     (plus the element type of Q/K/V/O: fp16, bf16 or fp32; fp32 runs tl.dot
      with its default tf32 precision on GPUs)
   TUNING:
@@ -29,8 +28,9 @@ Default tuning (BLOCK_M, BLOCK_N, num_warps, num_stages), fp16/bf16:
          padded D=128 bucket: (128, 64, 8, 3), padded D=256: (128, 32, 8, 2)
   sm_80  D<=64: (128, 128, 8, 3)   D=128: (128, 32, 8, 3)   D=256: (64, 64, 8, 2)
          padded D=256: (64, 32, 8, 2)
-  dropout D<=128: (128, 64, 8, 2), D=256: (64, 32, 8, 2); with the debug mask
-  (128, 32, 8, 2). fp32 tables (twice the shared memory) are in fwd_jit.py.
+  dropout D<=128: (128, 64, 8, 2), D=256: (64, 32, 8, 2). fp32 tables (twice
+  the shared memory) are in fwd_configs.py. The debug keep mask is a separate
+  kernel (dropout_mask.py).
 """
 import triton
 import triton.language as tl
@@ -46,10 +46,8 @@ LN2 = tl.constexpr(0.6931471805599453)
 def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
                lo, hi, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag, qk_scale,
                seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
-               mask_base, stride_mm, seqlen_q,
                BLOCK_N: tl.constexpr, PADDED_HEAD: tl.constexpr, MASKED: tl.constexpr,
-               CAUSAL: tl.constexpr, ENABLE_DROPOUT: tl.constexpr,
-               RETURN_DROPOUT_MASK: tl.constexpr):
+               CAUSAL: tl.constexpr, ENABLE_DROPOUT: tl.constexpr):
     """Key blocks [lo, hi) of one query block. MASKED=False is the hot loop:
     every key in range is valid and visible, so no score masks are built."""
     # K is read transposed ([d, n]) so the first dot needs no tl.trans.
@@ -93,10 +91,6 @@ def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
         acc = acc * alpha[:, None]
         if ENABLE_DROPOUT:
             keep = keep_mask(seed, philox_offset, bh, offs_m, cols, max_seqlen_q, max_seqlen_k, dropout_p)
-            if RETURN_DROPOUT_MASK:
-                m_ptrs = mask_base + offs_m[:, None] * stride_mm + cols[None, :]
-                in_seq = (offs_m[:, None] < seqlen_q) & (cols[None, :] < seqlen_k)
-                tl.store(m_ptrs, keep.to(tl.int8), mask=in_seq)
             # l_i keeps the undropped sum: dropout scales after normalisation.
             p = tl.where(keep, p, 0.0)
         if MASKED:
@@ -119,22 +113,19 @@ def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
 def _fwd_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
                     full_end, hi, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag, qk_scale,
                     seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
-                    mask_base, stride_mm, seqlen_q,
                     BLOCK_N: tl.constexpr, PADDED_HEAD: tl.constexpr, CAUSAL: tl.constexpr,
-                    ENABLE_DROPOUT: tl.constexpr, RETURN_DROPOUT_MASK: tl.constexpr):
+                    ENABLE_DROPOUT: tl.constexpr):
     """Unmasked key blocks [0, full_end), then masked ones [full_end, hi)."""
     acc, l_i, m_i = _fwd_tiles(
         acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
         0, full_end, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag, qk_scale,
         seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
-        mask_base, stride_mm, seqlen_q,
-        BLOCK_N, PADDED_HEAD, False, CAUSAL, ENABLE_DROPOUT, RETURN_DROPOUT_MASK)
+        BLOCK_N, PADDED_HEAD, False, CAUSAL, ENABLE_DROPOUT)
     acc, l_i, m_i = _fwd_tiles(
         acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
         full_end, hi, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag, qk_scale,
         seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
-        mask_base, stride_mm, seqlen_q,
-        BLOCK_N, PADDED_HEAD, True, CAUSAL, ENABLE_DROPOUT, RETURN_DROPOUT_MASK)
+        BLOCK_N, PADDED_HEAD, True, CAUSAL, ENABLE_DROPOUT)
     return acc, l_i, m_i
 
 
@@ -146,18 +137,17 @@ def _fwd_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
 def attn_fwd(
     Q, K, V, O, LSE,
     cu_seqlens_q, cu_seqlens_k,
-    philox_seed_ptr, philox_offset_ptr, dropout_mask,
+    philox_seed_ptr, philox_offset_ptr,
     sm_scale, dropout_p,
     stride_qz, stride_qh, stride_qm,
     stride_kz, stride_kh, stride_kn,
     stride_vz, stride_vh, stride_vn,
     stride_oz, stride_oh, stride_om,
     stride_lse_z, stride_lse_h,
-    stride_mz, stride_mh, stride_mm,
     num_seqs, num_heads_q, num_heads_k,
     max_seqlen_q, max_seqlen_k, head_dim, total_q, total_k,
     BLOCK_DMODEL: tl.constexpr, PADDED_HEAD: tl.constexpr, CAUSAL_TYPE: tl.constexpr,
-    IS_VARLEN: tl.constexpr, ENABLE_DROPOUT: tl.constexpr, RETURN_DROPOUT_MASK: tl.constexpr,
+    IS_VARLEN: tl.constexpr, ENABLE_DROPOUT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """O = softmax(sm_scale * Q K^T [causal mask]) V, plus LSE.
@@ -175,16 +165,12 @@ def attn_fwd(
                  a row that sees no key (its O row is 0).
     cu_seqlens_q, cu_seqlens_k  *i32 [num_seqs + 1] (varlen only, else 0).
     philox_seed_ptr, philox_offset_ptr  *i64 device scalars (dropout only).
-    dropout_mask *i8, (b, h, m, n) at b*stride_mz + h*stride_mh + m*stride_mm
-                 + n; written for the in-sequence (m, n) of every visited key
-                 block (RETURN_DROPOUT_MASK only; entries the causal mask
-                 hides entirely may be left untouched).
     sm_scale     fp32 softmax scale, must be > 0.
     dropout_p    fp32 drop probability; kept probabilities scale by 1/(1-p).
     num_seqs     batch size, or number of varlen sequences (grid only).
     num_heads_q, num_heads_k  GQA: kv head = h // (num_heads_q // num_heads_k).
     max_seqlen_q, max_seqlen_k  batched: the sequence lengths; varlen: bounds
-                 (grid, dropout stream layout, mask buffer); a longer
+                 (grid, dropout stream layout); a longer
                  sequence is cut to its first max_seqlen rows (seq_bounds.py).
     head_dim     runtime head size <= BLOCK_DMODEL.
     total_q, total_k  varlen: rows of the packed Q/O/LSE and K/V tensors;
@@ -243,10 +229,6 @@ def attn_fwd(
     else:
         seed = 0
         philox_offset = 0
-    if RETURN_DROPOUT_MASK:
-        mask_base = dropout_mask + off_z.to(tl.int64) * stride_mz + off_h.to(tl.int64) * stride_mh
-    else:
-        mask_base = dropout_mask
 
     # Key range split: [0, full_end) needs no mask, [full_end, hi) does.
     if CAUSAL_TYPE == 0:
@@ -274,22 +256,19 @@ def attn_fwd(
                 acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
                 full_end, hi, offs_m, offs_n, offs_d, (head_dim // 8) * 8, seqlen_k, diag,
                 qk_scale, seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
-                mask_base, stride_mm, seqlen_q,
-                BLOCK_N, PADDED_HEAD, CAUSAL_TYPE != 0, ENABLE_DROPOUT, RETURN_DROPOUT_MASK)
+                BLOCK_N, PADDED_HEAD, CAUSAL_TYPE != 0, ENABLE_DROPOUT)
         else:
             acc, l_i, m_i = _fwd_key_blocks(
                 acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
                 full_end, hi, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag,
                 qk_scale, seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
-                mask_base, stride_mm, seqlen_q,
-                BLOCK_N, PADDED_HEAD, CAUSAL_TYPE != 0, ENABLE_DROPOUT, RETURN_DROPOUT_MASK)
+                BLOCK_N, PADDED_HEAD, CAUSAL_TYPE != 0, ENABLE_DROPOUT)
     else:
         acc, l_i, m_i = _fwd_key_blocks(
             acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
             full_end, hi, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag,
             qk_scale, seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
-            mask_base, stride_mm, seqlen_q,
-            BLOCK_N, PADDED_HEAD, CAUSAL_TYPE != 0, ENABLE_DROPOUT, RETURN_DROPOUT_MASK)
+            BLOCK_N, PADDED_HEAD, CAUSAL_TYPE != 0, ENABLE_DROPOUT)
 
     # Rows that saw no key have l = 0: write 0 and lse = -inf, not NaN.
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)

@@ -15,11 +15,9 @@ _FP16 = {  # fp16 and bf16
 }
 # The d mask of padded heads costs registers: smaller key tiles there.
 _FP16_PADDED = {90: {128: (128, 64, 8, 3), 256: (128, 32, 8, 2)}, 80: {256: (64, 32, 8, 2)}}
-# Philox needs registers too; the int8 mask store (debug) even more.
+# Philox needs registers too.
 _DROPOUT = {16: (128, 64, 8, 2), 32: (128, 64, 8, 2), 64: (128, 64, 8, 2),
             128: (128, 64, 8, 2), 256: (64, 32, 8, 2)}
-_DROPOUT_MASK = {16: (128, 32, 8, 2), 32: (128, 32, 8, 2), 64: (128, 32, 8, 2),
-                 128: (128, 32, 8, 2), 256: (64, 32, 8, 2)}
 # fp32 tiles take twice the shared memory (dots run as tf32 on GPUs).
 _FP32 = {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (128, 64, 8, 2),
          128: (128, 32, 8, 2), 256: (32, 32, 4, 1)}
@@ -52,15 +50,13 @@ def head_dim_bucket(head_dim):
     return max(16, 1 << (head_dim - 1).bit_length())
 
 
-def pick_config(arch, head_dim, dtype_name, dropout=False, return_mask=False):
+def pick_config(arch, head_dim, dtype_name, dropout=False):
     """Default config dict. arch: 80, 90 (others use the nearest lower table);
     dtype_name: "fp16", "bf16" or "fp32"."""
     arch = 90 if arch >= 90 else 80
     bucket = head_dim_bucket(head_dim)
     if dtype_name == "fp32":
-        cfg = _FP32_DROPOUT[bucket] if dropout or return_mask else _FP32[bucket]
-    elif return_mask:
-        cfg = _DROPOUT_MASK[bucket]
+        cfg = _FP32_DROPOUT[bucket] if dropout else _FP32[bucket]
     elif dropout:
         cfg = _DROPOUT[bucket]
     elif bucket != head_dim and bucket in _FP16_PADDED[arch]:
@@ -69,3 +65,8 @@ def pick_config(arch, head_dim, dtype_name, dropout=False, return_mask=False):
         cfg = _FP16[arch][bucket]
     bm, bn, w, st = cfg
     return {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": st}
+
+
+# The standalone keep-mask kernel (dropout_mask.py): Philox + an int8 store
+# per element, no dots; one config for every arch.
+DROPOUT_MASK_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 1}

@@ -7,19 +7,20 @@ import math
 import torch
 import triton
 
+from .dropout_mask import attn_dropout_mask
 from .fwd import attn_fwd
 
-from .fwd_configs import TUNING_CANDIDATES, head_dim_bucket, pick_config  # noqa: F401 (re-exported)
+from .fwd_configs import DROPOUT_MASK_CONFIG, TUNING_CANDIDATES, head_dim_bucket, pick_config  # noqa: F401
 
 _DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 
 
-def default_config(head_dim, dtype, device, dropout=False, return_mask=False):
+def default_config(head_dim, dtype, device, dropout=False):
     arch = 90
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
         arch = major * 10 + minor
-    return pick_config(arch, head_dim, _DTYPE_NAMES[dtype], dropout, return_mask)
+    return pick_config(arch, head_dim, _DTYPE_NAMES[dtype], dropout)
 
 
 _DUMMIES = {}
@@ -102,10 +103,8 @@ def attn_fwd_jit(q, k, v, *, sm_scale, causal_type=0, layout="bshd",
                 if mask_out is None else mask_out)
         assert mask.stride(-1) == 1
         smask = (mask.stride(0), mask.stride(1), mask.stride(2))
-    else:
-        smask = (0, 0, 0)
 
-    cfg = default_config(head_dim, q.dtype, device, enable_dropout, return_mask)
+    cfg = default_config(head_dim, q.dtype, device, enable_dropout)
     if config:
         cfg.update(config)
     bucket = head_dim_bucket(head_dim)
@@ -113,16 +112,26 @@ def attn_fwd_jit(q, k, v, *, sm_scale, causal_type=0, layout="bshd",
     attn_fwd[grid](
         q, k, v, o, lse,
         cu_seqlens_q if varlen else dummy, cu_seqlens_k if varlen else dummy,
-        seed_t, off_t, mask if return_mask else dummy,
+        seed_t, off_t,
         float(sm_scale), float(dropout_p),
-        *sq, *sk, *sv, *so, *slse, *smask,
+        *sq, *sk, *sv, *so, *slse,
         batch, hq, hk, max_seqlen_q, max_seqlen_k, head_dim, q.shape[0], k.shape[0],
         BLOCK_DMODEL=bucket, PADDED_HEAD=(bucket != head_dim), CAUSAL_TYPE=int(causal_type),
-        IS_VARLEN=varlen, ENABLE_DROPOUT=enable_dropout, RETURN_DROPOUT_MASK=bool(return_mask),
+        IS_VARLEN=varlen, ENABLE_DROPOUT=enable_dropout,
         BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     if return_mask:
+        # The forward does not write its mask: this kernel regenerates it from
+        # the same seed/offset (tritonsrc/flash/dropout_mask.py).
+        mc = DROPOUT_MASK_CONFIG
+        attn_dropout_mask[(triton.cdiv(max_seqlen_q, mc["BLOCK_M"]), batch * hq, 1)](
+            seed_t, off_t, mask,
+            cu_seqlens_q if varlen else dummy, cu_seqlens_k if varlen else dummy,
+            float(dropout_p), *smask, hq, max_seqlen_q, max_seqlen_k, q.shape[0], k.shape[0],
+            IS_VARLEN=varlen, BLOCK_M=mc["BLOCK_M"], BLOCK_N=mc["BLOCK_N"],
+            num_warps=mc["num_warps"], num_stages=mc["num_stages"],
+        )
         return o, lse, mask
     return o, lse
 

@@ -5,6 +5,8 @@
 #include <limits>
 #include <string>
 
+#include "aotriton_tables.h"
+
 namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {
 namespace flash {
@@ -17,16 +19,17 @@ using detail::check_tensor;
 using detail::fail;
 
 int32_t head_dim_bucket(int64_t d) {
-  int32_t b = 16;
-  while (b < d) b *= 2;
-  return b;
+  for (int32_t b : detail::tables::kHeadDimBuckets)
+    if (b >= d) return b;
+  return 0;  // above kMaxHeadDim: check_geometry refuses it first
 }
 
 Status check_geometry(const char* op, const Geometry& g, float scale, float dropout_p, bool dropout,
                       const int64_t* seed, const int64_t* offset, CausalType causal) {
-  if (g.head_dim < 1 || g.head_dim > 256)
+  if (g.head_dim < 1 || g.head_dim > detail::tables::kMaxHeadDim)
     return fail(Status::kUnsupported, std::string(op) + ": head_dim " + std::to_string(g.head_dim) +
-                                          " is outside the supported range 1..256");
+                                          " is outside the supported range 1.." +
+                                          std::to_string(detail::tables::kMaxHeadDim));
   if (g.hk < 1 || g.hq % g.hk != 0)
     return fail(Status::kInvalidArgument, std::string(op) + ": num_heads_q (" + std::to_string(g.hq) +
                                               ") must be a positive multiple of num_heads_k (" + std::to_string(g.hk) +

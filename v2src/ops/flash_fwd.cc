@@ -1,6 +1,8 @@
 // Flash attention forward: argument checks, functional choice, launch.
+#include "attn_dropout_mask.h"
 #include "attn_fwd.h"
 #include "flash_common.h"
+#include "resolve_first.h"
 
 namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {
@@ -32,7 +34,7 @@ Status check_mask(const char* op, const TensorView<4>& m, const Geometry& g) {
   for (int i = 0; i < 4; ++i)
     AOTRITON_RETURN_IF_ERROR(detail::check_same_dim(op, "dropout_mask", m.size(i), i, "[B, Hq, Sq, Sk]", want[i], i));
   for (int i = 0; i < 3; ++i) AOTRITON_RETURN_IF_ERROR(detail::check_i32(op, "dropout_mask stride", m.stride(i)));
-  // The kernel adds row * stride(2) + column in int32 (tritonsrc/flash/fwd.py).
+  // The kernel adds row * stride(2) + column in int32 (tritonsrc/flash/dropout_mask.py).
   return detail::check_i32_offset(op, "dropout_mask offset within a head, (Sq - 1) * stride(2) + Sk", g.max_sq,
                                   m.stride(2), g.max_sk);
 }
@@ -49,14 +51,13 @@ Status launch(const Fwd& p, Stream stream, const KernelOptions* options) {
   kn::Args a{};
   a.Q = p.q.ptr, a.K = p.k.ptr, a.V = p.v.ptr, a.O = p.o.ptr, a.LSE = p.lse;
   a.cu_seqlens_q = g.cu_q, a.cu_seqlens_k = g.cu_k;
-  a.philox_seed_ptr = p.seed, a.philox_offset_ptr = p.offset, a.dropout_mask = p.mask.ptr;
+  a.philox_seed_ptr = p.seed, a.philox_offset_ptr = p.offset;
   a.sm_scale = p.scale, a.dropout_p = p.dropout_p;
   a.stride_qz = p.q.z, a.stride_qh = p.q.h, a.stride_qm = p.q.m;
   a.stride_kz = p.k.z, a.stride_kh = p.k.h, a.stride_kn = p.k.m;
   a.stride_vz = p.v.z, a.stride_vh = p.v.h, a.stride_vn = p.v.m;
   a.stride_oz = p.o.z, a.stride_oh = p.o.h, a.stride_om = p.o.m;
   a.stride_lse_z = p.lse_z, a.stride_lse_h = p.lse_h;
-  a.stride_mz = p.mask.z, a.stride_mh = p.mask.h, a.stride_mm = p.mask.m;
   a.num_seqs = g.batch, a.num_heads_q = g.hq, a.num_heads_k = g.hk;
   a.max_seqlen_q = g.max_sq, a.max_seqlen_k = g.max_sk, a.head_dim = g.head_dim;
   a.total_q = g.total_q, a.total_k = g.total_k;
@@ -67,8 +68,23 @@ Status launch(const Fwd& p, Stream stream, const KernelOptions* options) {
   f.CAUSAL_TYPE = static_cast<int32_t>(p.causal);
   f.IS_VARLEN = g.varlen;
   f.ENABLE_DROPOUT = dropout;
-  f.RETURN_DROPOUT_MASK = p.mask.ptr != nullptr;
-  return kn::launch(a, f, stream, options);
+  if (!p.mask.ptr) return kn::launch(a, f, stream, options);
+  // The debug keep mask: a second kernel draws the forward's Philox numbers
+  // again (same seed, offset and element counters). Both are resolved before
+  // either launches, so a missing image launches nothing.
+  namespace km = detail::kernels::attn_dropout_mask;
+  km::Args ma{};
+  ma.philox_seed_ptr = p.seed, ma.philox_offset_ptr = p.offset, ma.dropout_mask = p.mask.ptr;
+  ma.cu_seqlens_q = g.cu_q, ma.cu_seqlens_k = g.cu_k, ma.dropout_p = p.dropout_p;
+  ma.stride_mz = p.mask.z, ma.stride_mh = p.mask.h, ma.stride_mm = p.mask.m;
+  ma.num_heads_q = g.hq, ma.max_seqlen_q = g.max_sq, ma.max_seqlen_k = g.max_sk;
+  ma.total_q = g.total_q, ma.total_k = g.total_k, ma.num_seqs = g.batch;
+  km::Functional mf{};
+  mf.IS_VARLEN = g.varlen;
+  return detail::resolve_then_launch([&]() -> Status {
+    AOTRITON_RETURN_IF_ERROR(kn::launch(a, f, stream, options));
+    return km::launch(ma, mf, stream, nullptr);
+  });
 }
 
 // Shared by the batched and varlen forward: the optional debug mask, and

@@ -242,7 +242,7 @@ Status validate(const FusedExpertsParams& p, Dims* d) {
   d->block_size = p.block_size ? p.block_size : moe_gemm_block_size(d->M, aligned);
   // The weight-only GEMM is built with BLOCK_SIZE_M 16 and 64 (python/rules_moe.py).
   if (!p.block_size && weight_only(p.quant)) d->block_size = std::min(d->block_size, 64);
-  if (d->block_size != 16 && d->block_size != 32 && d->block_size != 64 && d->block_size != 128)
+  if (!internal::is_gemm_block_size(d->block_size))
     return fail_arg("block_size = " + std::to_string(d->block_size) + " must be 0, 16, 32, 64 or 128");
   return Status::kSuccess;
 }

@@ -1,5 +1,6 @@
 // MoE grouped GEMM (vLLM's invoke_fused_moe_kernel) and its launch helper.
 #include <algorithm>
+#include <iterator>
 #include <string>
 
 #include "fused_moe_gemm.h"
@@ -20,9 +21,11 @@ using internal::is_contiguous;
 
 int32_t moe_gemm_block_size(int64_t num_tokens, bool aligned) noexcept {
   // The BLOCK_SIZE_M column of DEFAULT_CONFIGS (tritonsrc/moe/configs.py, block_size_m).
-  if (num_tokens <= 64) return 16;
-  if (num_tokens <= 512 || !aligned) return 64;
-  return 128;
+  namespace t = detail::tables;
+  const int32_t* rows = aligned ? t::kMoeBlockSizeMAligned : t::kMoeBlockSizeMUnaligned;
+  size_t i = 0;
+  while (i < std::size(t::kMoeMBins) && num_tokens > t::kMoeMBins[i]) ++i;
+  return rows[i];
 }
 
 namespace internal {
@@ -300,7 +303,7 @@ Status grouped_gemm(const GroupedGemmParams& p, Stream stream, const KernelOptio
   if (slots > a_slots)
     return fail(Status::kInvalidArgument, std::string(op) + ": c.size(0) = " + std::to_string(slots) +
                                               " exceeds a.size(0) * top_k = " + std::to_string(a_slots));
-  if (p.block_size != 16 && p.block_size != 32 && p.block_size != 64 && p.block_size != 128)
+  if (!internal::is_gemm_block_size(p.block_size))
     return fail(Status::kInvalidArgument, std::string(op) + ": block_size = " + std::to_string(p.block_size) +
                                               " must be 16, 32, 64 or 128 (the moe_align block size)");
   for (auto [name, t] : {std::pair{"sorted_token_ids", &p.sorted_token_ids}, {"expert_ids", &p.expert_ids},

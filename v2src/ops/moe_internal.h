@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "aotriton/moe.h"
+#include "aotriton_tables.h"
 #include "error.h"
 #include "tensor_checks.h"
 
@@ -15,10 +16,11 @@ inline namespace AOTRITON_ABI_NAMESPACE {
 namespace moe {
 namespace internal {
 
-constexpr int64_t kMaxExperts = 512;     // BLOCK_E of the routing kernels
-constexpr int64_t kAlignSmallMax = 1024;  // numel the one-launch align takes
-constexpr int32_t kAlignBlockT = 256;     // chunk of the four-launch align (tritonsrc/moe/configs.py)
-constexpr int32_t kScaleGroup = 128;      // fp8 block quantization group
+// Generated from the Python tables (python/shared_constants.py).
+using detail::tables::kAlignBlockT;
+using detail::tables::kAlignSmallMax;
+using detail::tables::kMaxExperts;
+using detail::tables::kScaleGroup;
 
 inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int32_t pow2_at_least(int64_t v, int32_t lo) {
@@ -27,6 +29,12 @@ inline int32_t pow2_at_least(int64_t v, int32_t lo) {
   return p;
 }
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+// A BLOCK_SIZE_M the grouped GEMM (and so the align) is compiled for.
+inline bool is_gemm_block_size(int64_t b) {
+  for (int32_t s : detail::tables::kMoeBlockSizes)
+    if (b == s) return true;
+  return false;
+}
 
 template <int R>
 bool is_contiguous(const TensorView<R>& t) {

@@ -62,7 +62,7 @@ Status launch_align(const char* op, const AlignJob& j, Stream stream) {
     return fail(Status::kUnsupported, std::string(op) + ": num_experts = " + std::to_string(j.num_experts) +
                                           " must be in [1, " + std::to_string(kMaxExperts) + "]");
   // Block size 1 (no padding) is the expert-parallel dispatch's grouping (moe_ep.cc).
-  if (j.block_size != 1 && j.block_size != 16 && j.block_size != 32 && j.block_size != 64 && j.block_size != 128)
+  if (j.block_size != 1 && !is_gemm_block_size(j.block_size))
     return fail(Status::kInvalidArgument, std::string(op) + ": block_size = " + std::to_string(j.block_size) +
                                               " must be 16, 32, 64 or 128");
   const int64_t max_padded = moe_align_max_padded(j.numel, j.num_experts, j.block_size);
@@ -204,7 +204,7 @@ Status moe_align_block_size(const MoeAlignParams& p, Stream stream, const Kernel
   if (p.num_experts < 1 || p.num_experts > internal::kMaxExperts)
     return fail(Status::kUnsupported, std::string(op) + ": num_experts = " + std::to_string(p.num_experts) +
                                           " must be in [1, 512]");
-  if (p.block_size != 16 && p.block_size != 32 && p.block_size != 64 && p.block_size != 128)
+  if (!internal::is_gemm_block_size(p.block_size))
     return fail(Status::kInvalidArgument, std::string(op) + ": block_size = " + std::to_string(p.block_size) +
                                               " must be 16, 32, 64 or 128");
   const int64_t max_padded = moe_align_max_padded(numel, p.num_experts, p.block_size);

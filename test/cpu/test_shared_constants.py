@@ -1,0 +1,74 @@
+"""Values both sides need are generated into aotriton_tables.h from the Python
+tables (python/shared_constants.py); the C++ holds no hand copies."""
+import re
+
+import pytest
+
+import generate
+import rules
+import rules_flash
+import rules_moe
+import shared_constants
+from kernel_rules import declare_profile_subsets
+from tritonsrc.flash.fwd_configs import head_dim_bucket
+from tritonsrc.moe import configs as moe_configs
+
+REPO = generate.REPO
+
+
+def _array(text, name):
+    m = re.search(rf"{name}\[\] = \{{([^}}]*)\}}", text)
+    return [int(x) for x in m.group(1).split(",")]
+
+
+def _scalar(text, name):
+    return int(re.search(rf"{name} = (\d+);", text).group(1))
+
+
+def test_header_holds_the_python_tables():
+    h = shared_constants.header()
+    assert _array(h, "kHeadDimBuckets") == rules_flash.HEAD_DIM_BUCKETS
+    assert _scalar(h, "kMaxHeadDim") == 256
+    assert _scalar(h, "kMaxExperts") == max(rules_moe.ALIGN_BLOCK_E) == max(rules_moe.TOPK_BLOCK_E)
+    assert _scalar(h, "kAlignBlockT") == moe_configs.ALIGN_BLOCK_T
+    assert _scalar(h, "kAlignSmallMax") == moe_configs.ALIGN_SMALL_MAX
+    assert _scalar(h, "kScaleGroup") == rules_moe.per_token_group_quant_fp8.functional["GROUP"][0]
+    assert _array(h, "kMoeBlockSizes") == list(moe_configs.BLOCK_SIZES_M)
+    bins = _array(h, "kMoeMBins")
+    for aligned, name in ((True, "kMoeBlockSizeMAligned"), (False, "kMoeBlockSizeMUnaligned")):
+        rows = _array(h, name)
+        for m in (1, 15, 16, 17, 64, 65, 300, 512, 513, 100000):  # the C++ lookup, replayed
+            i = next((i for i, b in enumerate(bins) if m <= b), len(bins))
+            assert rows[i] == moe_configs.block_size_m(m, aligned), (m, aligned)
+    buckets = _array(h, "kHeadDimBuckets")
+    for d in range(1, 257):
+        assert next(b for b in buckets if b >= d) == head_dim_bucket(d)
+
+
+def test_generate_writes_the_header(tmp_path):
+    import subprocess
+    import sys
+    subprocess.run([sys.executable, str(REPO / "python/generate.py"), "ninja", "--build-dir", str(tmp_path),
+                    "--profile", "minimal", "--archs", "90"], check=True, capture_output=True)
+    assert (tmp_path / "gen" / "aotriton_tables.h").read_text() == shared_constants.header()
+
+
+@pytest.mark.parametrize("pattern", [
+    r"kMaxExperts\s*=\s*\d", r"kAlignBlockT\s*=\s*\d", r"kAlignSmallMax\s*=\s*\d", r"kScaleGroup\s*=\s*\d",
+    r"while \(b < d\) b \*= 2", r"num_tokens <= 64\)", r"block_size != 16 &&",
+])
+def test_no_hand_copies_in_the_runtime(pattern):
+    hits = [f"{p.relative_to(REPO)}" for p in sorted((REPO / "v2src").rglob("*"))
+            if p.suffix in (".h", ".cc") and re.search(pattern, p.read_text())]
+    assert not hits, f"{pattern} hand-copied in {hits}"
+
+
+def test_profile_subset_tables_must_name_kernels():
+    with pytest.raises(ValueError, match="name no kernel"):
+        declare_profile_subsets(rules.KERNELS, "ci", {"no_such_kernel": lambda f: True})
+
+
+def test_flash_profile_membership_is_declared_on_the_kernels():
+    by_name = {k.name: k for k in rules.KERNELS}
+    for name in ("attn_fwd", "bwd_preprocess", "bwd_dkdv", "bwd_dq"):
+        assert {"ci", "gputest"} <= set(by_name[name].profiles), name
