@@ -19,6 +19,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::R
 SMALL = {"BLOCK_M": 16, "BLOCK_N": 16, "num_warps": 4, "num_stages": 1}
 OUT_TOL = {torch.float16: dict(atol=3e-3, rtol=3e-3), torch.float32: dict(atol=2e-5, rtol=2e-5)}
 GRAD_TOL = {torch.float16: 1e-2, torch.float32: 1e-5}  # relative (norm) error of dq, dk, dv
+ZERO_TOL = {torch.float16: 1e-3, torch.float32: 1e-6}  # |gradient| where the exact one is 0
 
 
 def rel_err(got, ref):
@@ -89,8 +90,8 @@ def run_case(lens_q, lens_k, hq=2, hk=1, d=32, dtype=torch.float16, causal=0, wi
             ro.backward(dos[b].transpose(0, 1).double())
             for name, got, leaf in (("dq", dq[pick_q], qd), ("dk", dk[pick_k], kd), ("dv", dv[pick_k], vd)):
                 ref = leaf.grad
-                if ref.abs().max() == 0:  # e.g. no row sees any key
-                    assert (got == 0).all(), name
+                if ref.abs().max() == 0:  # no row sees a key, or one key per row (dq = 0 up to rounding)
+                    assert got.abs().max() < ZERO_TOL[dtype], name
                 else:
                     assert rel_err(got.transpose(0, 1), ref) < GRAD_TOL[dtype], name
     return q, k, scale, slopes
