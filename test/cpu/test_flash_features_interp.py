@@ -90,6 +90,8 @@ def run_case(lens_q, lens_k, hq=2, hk=1, d=32, dtype=torch.float16, causal=0, wi
             ro.backward(dos[b].transpose(0, 1).double())
             for name, got, leaf in (("dq", dq[pick_q], qd), ("dk", dk[pick_k], kd), ("dv", dv[pick_k], vd)):
                 ref = leaf.grad
+                if ref.numel() == 0:
+                    continue
                 if ref.abs().max() == 0:  # no row sees a key, or one key per row (dq = 0 up to rounding)
                     assert got.abs().max() < ZERO_TOL[dtype], name
                 else:
@@ -163,7 +165,7 @@ def test_window_skips_row_tiles():
 @pytest.mark.parametrize("causal", [0, 1, 2])
 def test_softcap(softcap, causal):
     d = 32
-    scale = 12.0 / math.sqrt(d)  # scaled scores ~ N(0, 144): many beyond the cap
+    scale = 40.0 / math.sqrt(d)  # scaled scores ~ N(0, 40^2): many beyond the cap
     q, k, *_ = run_case([29], [45], hq=2, hk=2, d=d, causal=causal, softcap=softcap, scale=scale)
     raw = scores(q[0].transpose(0, 1).double(), k[0].transpose(0, 1).double(), scale)
     assert (raw.abs() > softcap).float().mean() > 0.05, "the test must exercise the saturated region"
