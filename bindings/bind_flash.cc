@@ -11,6 +11,7 @@ template <int R>
 TensorView<R> optional_view(const std::optional<TensorArg<R>>& t) {
   return t ? view<R>(*t) : TensorView<R>{};
 }
+
 // The optional features, as the trailing keyword arguments of every flash binding.
 flash::Features features(int window_left, int window_right, float softcap,
                          const std::optional<TensorArg<2>>& alibi_slopes) {
@@ -23,8 +24,8 @@ flash::Features features(int window_left, int window_right, float softcap,
 }
 
 #define AOTRITON_FEATURE_PARAMS \
-  int window_left, int window_right, float softcap, const std::optional<TensorArg<2>>&alibi_slopes
-#define AOTRITON_FEATURE_ARGS                                                                           \
+  int window_left, int window_right, float softcap, const std::optional<TensorArg<2>>& alibi_slopes
+#define AOTRITON_FEATURE_ARGS                                                          \
   nb::arg("window_left") = -1, nb::arg("window_right") = -1, nb::arg("softcap") = 0.f, \
       nb::arg("alibi_slopes").none() = nb::none()
 }  // namespace
@@ -34,7 +35,8 @@ void bind_flash(nb::module_& m) {
       "attn_fwd",
       [](const TensorArg<4>& q, const TensorArg<4>& k, const TensorArg<4>& v, const TensorArg<4>& out,
          const TensorArg<3>& lse, float scale, int causal, float dropout_p, uintptr_t seed, uintptr_t offset,
-         const std::optional<TensorArg<4>>& mask, uintptr_t stream, std::optional<std::string> force_config, AOTRITON_FEATURE_PARAMS) {
+         const std::optional<TensorArg<4>>& mask, uintptr_t stream, std::optional<std::string> force_config,
+         AOTRITON_FEATURE_PARAMS) {
         flash::FwdParams p;
         p.q = view<4>(q);
         p.k = view<4>(k);
@@ -103,7 +105,8 @@ void bind_flash(nb::module_& m) {
       },
       nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("dout"), nb::arg("lse"), nb::arg("dq"),
       nb::arg("dk"), nb::arg("dv"), nb::arg("delta"), nb::arg("scale"), nb::arg("causal"), nb::arg("dropout_p"),
-      nb::arg("philox_seed"), nb::arg("philox_offset"), nb::arg("stream"), nb::arg("force_config") = nb::none(), AOTRITON_FEATURE_ARGS);
+      nb::arg("philox_seed"), nb::arg("philox_offset"), nb::arg("stream"), nb::arg("force_config") = nb::none(),
+      AOTRITON_FEATURE_ARGS);
   m.def(
       "attn_bwd_varlen",
       [](const TensorArg<3>& q, const TensorArg<3>& k, const TensorArg<3>& v, const TensorArg<3>& out,
