@@ -14,6 +14,24 @@ def _fwd_shared_bytes(f, c):
     return elem * d * (c["BLOCK_M"] + 2 * c["BLOCK_N"] * max(1, c["num_stages"] - 1))
 
 
+def _features_valid(f):
+    """Window / softcap / ALiBi: one runtime-bounded band kernel (causal is
+    the band with window_right 0, so CAUSAL_TYPE stays 0), fp16/bf16 only, no
+    dropout; SCORE_MOD runs in the band kernel. Keeps the release build's
+    extra cubins to a quarter (see docs/design.md)."""
+    if not f["LOCAL_WINDOW"]:
+        return f["SCORE_MOD"] == 0
+    return f["CAUSAL_TYPE"] == 0 and f["dtype"] != "fp32" and not f["ENABLE_DROPOUT"]
+
+
+# Kernel arguments of the attention features (attn_mods.py); unused when off.
+FEATURE_ARGS = [
+    Arg("alibi_slopes", "*fp32"), Arg("stride_alibi_z", "i32"), Arg("softcap", "fp32"),
+    Arg("window_left", "i32"), Arg("window_right", "i32"), Arg("window_align", "i32"),
+]
+FEATURE_FUNCTIONALS = {"LOCAL_WINDOW": [False, True], "SCORE_MOD": [0, 1, 2]}
+
+
 def _shared_limit(arch):
     return 227 * 1024 if arch >= 90 else 163 * 1024
 
@@ -78,6 +96,8 @@ _FLASH_PROFILES = {"ci": _ci, "gputest": _gputest}
 
 
 def _fwd_valid(f, arch):
+    if not _features_valid(f):
+        return False
     # Unpadded head dims (multiples of 16) give 8-divisible strides for any
     # dense layout; the unaligned fallback (head dims that are not multiples
     # of 8, e.g. 111) is compiled for padded heads only.
@@ -117,6 +137,7 @@ attn_fwd = Kernel(
         Arg("num_seqs", "i32"), Arg("num_heads_q", "i32"), Arg("num_heads_k", "i32"),
         Arg("max_seqlen_q", "i32"), Arg("max_seqlen_k", "i32"), Arg("head_dim", "i32"),
         Arg("total_q", "i32"), Arg("total_k", "i32"),
+        *FEATURE_ARGS,
     ],
     functional={
         "dtype": ["fp16", "bf16", "fp32"],
@@ -125,6 +146,7 @@ attn_fwd = Kernel(
         "CAUSAL_TYPE": [0, 1, 2],
         "IS_VARLEN": [False, True],
         "ENABLE_DROPOUT": [False, True],
+        **FEATURE_FUNCTIONALS,
     },
     unaligned_variant=True,
     valid=_fwd_valid,
@@ -147,6 +169,8 @@ attn_fwd = Kernel(
 # each program owns its outputs, so the result is deterministic.
 # ----------------------------------------------------------------------------
 def _bwd_valid(f, arch):
+    if "LOCAL_WINDOW" in f and not _features_valid(f):
+        return False
     return f["ALIGNED16"] or f["PADDED_HEAD"]
 
 
@@ -217,6 +241,7 @@ _BWD_TAIL_ARGS = [
     Arg("num_heads_q", "i32"), Arg("num_heads_k", "i32"),
     Arg("max_seqlen_q", "i32"), Arg("max_seqlen_k", "i32"), Arg("head_dim", "i32:8"),
     Arg("total_q", "i32"), Arg("total_k", "i32"),  # varlen: packed rows, cu_seqlens clamp into them
+    *FEATURE_ARGS,
 ]
 
 def _bwd_kernel(name, outputs, output_strides, grid, doc):
@@ -233,7 +258,7 @@ def _bwd_kernel(name, outputs, output_strides, grid, doc):
             *output_strides,
             *_BWD_TAIL_ARGS,
         ],
-        functional=_BWD_FUNCTIONAL,
+        functional={**_BWD_FUNCTIONAL, **FEATURE_FUNCTIONALS},
         unaligned_variant=True,
         valid=_bwd_valid,
         fallbacks=_flash_fallbacks,

@@ -68,6 +68,8 @@ def flash_functional(rule, dtype, D, causal):
     bucket = head_dim_bucket(D)
     f = {"dtype": dtype, "BLOCK_DMODEL": bucket, "PADDED_HEAD": bucket != D, "CAUSAL_TYPE": causal,
          "IS_VARLEN": False, "ENABLE_DROPOUT": False}
+    if "LOCAL_WINDOW" in rule.functional:  # tuned without window / softcap / ALiBi
+        f.update(LOCAL_WINDOW=False, SCORE_MOD=0)
     f["ALIGNED16"] = D % 8 == 0
     return f
 

@@ -14,6 +14,24 @@ enum class CausalType : int32_t {
   kBottomRight = 2,  // query i sees keys j <= i + seqlen_k - seqlen_q (flash-attn's causal)
 };
 
+// Optional attention features (flash-attn 2's definitions), for the forward
+// and backward alike (pass the same values to both). fp16/bf16 only, not with
+// dropout; kUnsupported otherwise. softcap and ALiBi exclude each other.
+struct Features {
+  // Sliding window: query i sees key j iff
+  //   i + d - window_left <= j <= i + d + window_right,
+  // d = 0 with top-left causal, else seqlen_k - seqlen_q (per sequence);
+  // -1 = unbounded on that side (other negative values: kInvalidArgument).
+  // With causal, window_right is 0. Tiles outside the window are skipped.
+  int32_t window_left = -1;
+  int32_t window_right = -1;
+  // > 0: each scaled score s becomes softcap * tanh(s / softcap); 0: off.
+  float softcap = 0.f;
+  // ALiBi: if data is set, fp32 [1 or B, Hq] (stride(1) == 1): the scaled
+  // score of (b, h, i, j) gets -slope[b or 0, h] * |i + seqlen_k - seqlen_q - j|.
+  TensorView<2> alibi_slopes{};
+};
+
 // Batched attention. Tensors are indexed (batch, seqlen, heads, head_dim) with
 // any strides (so (B, S, H, D) and (B, H, S, D) storage both work); the last
 // dim must be contiguous. num_heads_q must be a multiple of num_heads_k (GQA/MQA).
@@ -26,6 +44,7 @@ struct FwdParams {
   TensorView<3> lse;  // [B, Hq, Sq] fp32: natural-log logsumexp of the scaled scores (-inf: row sees no key)
   float softmax_scale = 0.f;  // usually 1/sqrt(D); must be > 0
   CausalType causal = CausalType::kNone;
+  Features features{};  // sliding window, softcap, ALiBi (off by default)
   // Dropout on the attention probabilities; seed and offset are int64 device
   // scalars read by the kernel (CUDA-graph safe). Same seed/offset, same mask.
   // Element (b, h, m, n) uses word 0 of Philox-4x32-10 with key = seed and
@@ -59,6 +78,7 @@ struct FwdVarlenParams {
   int32_t max_seqlen_k = 0;
   float softmax_scale = 0.f;
   CausalType causal = CausalType::kNone;
+  Features features{};  // sliding window, softcap, ALiBi (off by default)
   float dropout_p = 0.f;
   const int64_t* philox_seed = nullptr;
   const int64_t* philox_offset = nullptr;
@@ -78,6 +98,7 @@ struct BwdParams {
   TensorView<3> delta;               // workspace [B, Hq, Sq] fp32 (written here)
   float softmax_scale = 0.f;
   CausalType causal = CausalType::kNone;
+  Features features{};  // sliding window, softcap, ALiBi (off by default)
   float dropout_p = 0.f;
   const int64_t* philox_seed = nullptr;
   const int64_t* philox_offset = nullptr;
@@ -95,6 +116,7 @@ struct BwdVarlenParams {
   int32_t max_seqlen_k = 0;
   float softmax_scale = 0.f;
   CausalType causal = CausalType::kNone;
+  Features features{};  // sliding window, softcap, ALiBi (off by default)
   float dropout_p = 0.f;
   const int64_t* philox_seed = nullptr;
   const int64_t* philox_offset = nullptr;

@@ -160,6 +160,61 @@ void integer_checks() {
 
 }  // namespace
 
+// Sliding window / softcap / ALiBi arguments, forward and backward: each bad
+// value is refused on the host; the good call reaches the (absent) driver.
+void flash_feature_checks() {
+  const int64_t B = 2, S = 64, H = 4, D = 64;
+  auto fwd = [&](auto&& tweak) {
+    flash::FwdParams p;
+    p.q = viewn<4>(DType::kFloat16, {B, S, H, D}, addr(60));
+    p.k = p.v = viewn<4>(DType::kFloat16, {B, S, H, D}, addr(61));
+    p.out = viewn<4>(DType::kFloat16, {B, S, H, D}, addr(62));
+    p.lse = viewn<3>(DType::kFloat32, {B, H, S}, addr(63));
+    p.softmax_scale = 0.125f;
+    tweak(p);
+    return flash::attn_fwd(p, {});
+  };
+  auto slopes = [&](int64_t rows, int64_t cols, DType dt = DType::kFloat32) {
+    return viewn<2>(dt, {rows, cols}, addr(64));
+  };
+  report("feature_window_below_minus_one", fwd([](auto& p) { p.features.window_left = -2; }));
+  report("feature_softcap_negative", fwd([](auto& p) { p.features.softcap = -1.f; }));
+  report("feature_alibi_shape", fwd([&](auto& p) { p.features.alibi_slopes = slopes(3, H); }));
+  report("feature_alibi_dtype", fwd([&](auto& p) { p.features.alibi_slopes = slopes(1, H, DType::kFloat16); }));
+  report("feature_softcap_and_alibi", fwd([&](auto& p) {
+           p.features.softcap = 30.f;
+           p.features.alibi_slopes = slopes(B, H);
+         }));
+  report("feature_fp32", fwd([](auto& p) {
+           p.q.dtype = p.k.dtype = p.v.dtype = p.out.dtype = DType::kFloat32;
+           p.features.window_left = 8;
+         }));
+  report("feature_dropout", fwd([](auto& p) {
+           static int64_t philox[2];
+           p.dropout_p = 0.1f, p.philox_seed = &philox[0], p.philox_offset = &philox[1];
+           p.features.softcap = 30.f;
+         }));
+  report("feature_valid_call", fwd([&](auto& p) {
+           p.causal = flash::CausalType::kTopLeft;
+           p.features.window_left = 16;
+           p.features.alibi_slopes = slopes(1, H);
+         }));
+  flash::BwdParams b;
+  b.q = b.out = b.dout = viewn<4>(DType::kFloat16, {B, S, H, D}, addr(65));
+  b.k = b.v = viewn<4>(DType::kFloat16, {B, S, H, D}, addr(66));
+  b.dq = viewn<4>(DType::kFloat16, {B, S, H, D}, addr(67));
+  b.dk = viewn<4>(DType::kFloat16, {B, S, H, D}, addr(68));
+  b.dv = viewn<4>(DType::kFloat16, {B, S, H, D}, addr(69));
+  b.lse = viewn<3>(DType::kFloat32, {B, H, S}, addr(70));
+  b.delta = viewn<3>(DType::kFloat32, {B, H, S}, addr(71));
+  b.softmax_scale = 0.125f;
+  b.features.window_right = -3;
+  report("feature_bwd_window", flash::attn_bwd(b, {}));
+  b.features.window_right = 4;
+  b.features.alibi_slopes = slopes(B, H + 1);
+  report("feature_bwd_alibi_shape", flash::attn_bwd(b, {}));
+}
+
 int main() {
   std::printf("version: %s (header %s)\n", aotriton::version(), AOTRITON_VERSION_STRING);
   std::printf("profile: %s archs: %s kernels: %s\n", build_profile(), build_archs(), build_kernels());
@@ -180,6 +235,7 @@ int main() {
   report("valid_call", moe::silu_and_mul(view2(DType::kFloat16, 4, 8, g_out), view2(DType::kFloat16, 4, 16, g_in), {}));
   std::printf("error_string: %s\n", error_string(Status::kNoDriver));
   // set_image_dir / image_dir start afresh: no stale message from the failed call above.
+  flash_feature_checks();
   report("before_set_image_dir", Status::kDriverError);
   const Status set = set_image_dir("/tmp");
   std::printf("after_set_image_dir: %s [%s]\n", status_name(set), last_error_message());

@@ -169,6 +169,20 @@ void resolve_first_checks(const char* dir_without_dq, const char* dir_without_mo
   set_image_dir(full_dir);
   c = now();
   report("attn_bwd_complete", flash::attn_bwd(bwd_params(), Stream{}), c);
+  {  // the window / softcap / ALiBi functionals are in the images and load like the others
+    flash::BwdParams b = bwd_params();
+    b.causal = flash::CausalType::kBottomRight;
+    b.features.window_left = 4;
+    b.features.alibi_slopes = view<2>(DType::kFloat32, {1, 1}, 64 * 4096);
+    c = now();
+    report("attn_bwd_window_alibi", flash::attn_bwd(b, Stream{}), c);
+    flash::FwdParams f;
+    f.q = b.q, f.k = b.k, f.v = b.v, f.out = b.dq, f.lse = b.delta;
+    f.softmax_scale = 0.125f;
+    f.features.softcap = 30.f;
+    c = now();
+    report("attn_fwd_softcap", flash::attn_fwd(f, Stream{}), c);
+  }
   c = now();
   report("fused_experts_complete", moe::fused_experts(fused_params(), Stream{}), c);
 }

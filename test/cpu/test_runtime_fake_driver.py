@@ -112,6 +112,9 @@ def test_multi_kernel_operators_launch_nothing_when_a_kernel_is_missing(build_di
     assert out["attn_bwd_complete"]["status"] == "success" and out["attn_bwd_complete"]["launches"] == 3
     fe = out["fused_experts_complete"]
     assert fe["status"] == "success" and fe["launches"] >= 5, fe
+    # the feature functionals (ci profile: fp16, D=64) are built and dispatch
+    assert out["attn_bwd_window_alibi"]["status"] == "success" and out["attn_bwd_window_alibi"]["launches"] == 3
+    assert out["attn_fwd_softcap"]["status"] == "success" and out["attn_fwd_softcap"]["launches"] == 1
 
 
 @pytest.mark.parametrize("op", ["align", "group_quant", "tensor_quant"])

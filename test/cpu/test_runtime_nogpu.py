@@ -53,6 +53,30 @@ def test_integer_bounds_checked_on_host(build_dir, name):
     assert out[name].startswith(status + ":") and words in out[name], out[name]
 
 
+# name -> (status, words of the message) for the flash window / softcap / ALiBi checks
+FEATURE_CASES = {
+    "feature_window_below_minus_one": ("invalid argument", "window_left / window_right must be >= -1"),
+    "feature_softcap_negative": ("invalid argument", "softcap must be a finite number >= 0"),
+    "feature_alibi_shape": ("invalid argument", "alibi_slopes must be [num_heads_q] or [batch, num_heads_q]"),
+    "feature_alibi_dtype": ("invalid argument", "alibi_slopes"),
+    "feature_softcap_and_alibi": ("invalid argument", "cannot be combined"),
+    "feature_fp32": ("unsupported", "need fp16 or bf16"),
+    "feature_dropout": ("unsupported", "do not support dropout"),
+    "feature_valid_call": ("CUDA driver not available", ""),
+    "feature_bwd_window": ("invalid argument", "window_left / window_right must be >= -1"),
+    "feature_bwd_alibi_shape": ("invalid argument", "alibi_slopes must be"),
+}
+
+
+@pytest.mark.parametrize("name", FEATURE_CASES)
+def test_flash_feature_arguments_checked_on_host(build_dir, name):
+    r = subprocess.run([str(build_dir / "test/runtime_check")], capture_output=True, text=True, env=NO_DRIVER,
+                       check=True)
+    out = dict(line.split(": ", 1) for line in r.stdout.splitlines())
+    status, words = FEATURE_CASES[name]
+    assert out[name].startswith(status) and words in out[name], out[name]
+
+
 def test_fused_experts_large_m_runs_in_passes(build_dir):
     """Above 2^31 / (topk * max(2N, K)) tokens fused_experts runs in passes
     instead of rejecting the input; its workspace is that of one full pass."""

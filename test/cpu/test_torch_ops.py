@@ -117,17 +117,62 @@ def test_vllm_keywords_accepted():
 
 
 # --- missing features and bad input -------------------------------------------------------------
-@pytest.mark.parametrize("kwargs,feature", [
-    (dict(window_size=(128, 0)), "window_size"), (dict(softcap=30.0), "softcap"),
-    (dict(alibi_slopes="slopes"), "alibi_slopes")])
-def test_flash_missing_features_raise(kwargs, feature, no_extension_launch):
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(window_size=(-2, 0)), "window_size"), (dict(window_size=(3, -5)), "window_size"),
+    (dict(window_size=7), "window_size"), (dict(softcap=-1.0), "softcap"), (dict(softcap=float("nan")), "softcap"),
+    (dict(alibi_slopes="slopes"), "alibi_slopes"), (dict(alibi_slopes=torch.ones(2)), "alibi_slopes.*device"),
+    (dict(alibi_slopes=3), "alibi_slopes"), (dict(softcap=30.0, alibi_slopes=True), "combined"),
+    (dict(window_size=(4, 0), dropout_p=0.1), "dropout")])
+def test_flash_feature_bad_values_raise(kwargs, message, no_extension_launch):
     with fake_mode():
         q, p = rnd(1, 8, 2, 64), rnd(8, 2, 64)
-        with pytest.raises(NotImplementedError, match=feature):
+        if kwargs.get("alibi_slopes") is True:
+            kwargs = dict(kwargs, alibi_slopes=torch.ones(2, device="cuda"))
+        with pytest.raises(ValueError, match=message):
             aotriton.flash_attn_func(q, q, q, **kwargs)
         cu = torch.tensor([0, 8], dtype=I32, device="cuda")
-        with pytest.raises(NotImplementedError, match=feature):
+        with pytest.raises(ValueError, match=message):
             aotriton.flash_attn_varlen_func(p, p, p, cu, cu, 8, 8, **kwargs)
+
+
+@pytest.mark.parametrize("slopes,message", [
+    ((3,), "shape"), ((2, 2), "shape"), ((1, 2, 2), "shape"), ("fp16", "float32")])
+def test_flash_alibi_slopes_checked(slopes, message, no_extension_launch):
+    with fake_mode():
+        q = rnd(1, 8, 2, 64)
+        s = torch.ones(2, device="cuda", dtype=F16) if slopes == "fp16" else torch.ones(*slopes, device="cuda")
+        with pytest.raises(ValueError, match=message):
+            aotriton.flash_attn_func(q, q, q, alibi_slopes=s)
+        with pytest.raises(ValueError, match=message):
+            out, lse, _ = aotriton.flash_attn_func(q, q, q, return_attn_probs=True)
+            aotriton.flash_attn_backward(out, q, q, q, out, lse, alibi_slopes=s)
+
+
+def test_flash_features_need_16_bit(no_extension_launch):
+    with fake_mode():
+        q = rnd(1, 8, 2, 64, dtype=F32)
+        with pytest.raises(ValueError, match="fp16 or bf16"):
+            aotriton.flash_attn_func(q, q, q, softcap=30.0)
+
+
+def test_flash_feature_fake_outputs(no_extension_launch):
+    """Window / softcap / ALiBi calls trace through the ops (forward and backward) with fake outputs."""
+    with fake_mode(), RecordOps() as rec:
+        q, k = rnd(2, 9, 4, 64), rnd(2, 7, 2, 64)
+        slopes, head_slopes = torch.rand(2, 4, device="cuda"), torch.rand(4, device="cuda")
+        for kw in (dict(window_size=(3, 0)), dict(softcap=30.0), dict(alibi_slopes=slopes),
+                   dict(alibi_slopes=head_slopes, window_size=(2, 2))):
+            out = aotriton.flash_attn_func(q, k, k, causal=True, **kw)
+            assert out.shape == q.shape
+            out, lse, _ = aotriton.flash_attn_func(q, k, k, return_attn_probs=True, **kw)
+            dq, dk, dv = aotriton.flash_attn_backward(out, q, k, k, out, lse, **kw)
+            assert dq.shape == q.shape and dk.shape == k.shape
+        cu = torch.tensor([0, 5, 9], dtype=I32, device="cuda")
+        out = aotriton.flash_attn_varlen_func(rnd(9, 4, 64), rnd(9, 2, 64), rnd(9, 2, 64), cu, cu, 5, 5,
+                                              window_size=(1, 1), alibi_slopes=slopes)
+        assert out.shape == (9, 4, 64)
+    assert rec.ops.count("aotriton.attn_fwd") >= 8 and "aotriton.attn_bwd" in rec.ops
+    assert "aotriton.attn_fwd_varlen" in rec.ops
 
 
 def test_flash_default_valued_keywords_run(no_extension_launch):
@@ -424,24 +469,71 @@ def reference_extension(monkeypatch):
 
     calls = []
 
-    def fwd(q, k, v, seed, offset, scale, causal, dropout_p, return_mask, force_config, varlen):
+    def fwd(q, k, v, seed, offset, scale, causal, dropout_p, return_mask, force_config, varlen, feat=None):
         assert varlen is None and dropout_p == 0
-        calls.append("fwd")
+        calls.append("fwd" if feat is None else ("fwd", feat[:3], feat[3] is not None))
         out, lse, mask = _flash_launch.fwd_outputs(q, k, return_mask, varlen)
-        ref, ref_lse = _ref_attention(q, k, v, scale, causal)
-        out.copy_(ref)
-        lse.copy_(ref_lse)
+        ref, ref_lse = _ref_attention(q, k, v, scale, causal) if feat is None else \
+            _ref_features(q, k, v, scale, causal, feat)
+        out.copy_(ref.detach())
+        lse.copy_(ref_lse.detach())
         return out, lse, mask
 
-    def bwd(dout, q, k, v, out, lse, seed, offset, scale, causal, dropout_p, force_config, varlen):
-        calls.append("bwd")
-        grads = _ref_attention_grads(q, k, v, dout, scale, causal)  # analytic: ops run below autograd
+    def bwd(dout, q, k, v, out, lse, seed, offset, scale, causal, dropout_p, force_config, varlen, feat=None):
+        calls.append("bwd" if feat is None else ("bwd", feat[:3], feat[3] is not None))
+        if feat is None:
+            grads = _ref_attention_grads(q, k, v, dout, scale, causal)  # analytic: ops run below autograd
+        else:
+            grads = _ref_features_grads(q, k, v, dout, scale, causal, feat)
         return tuple(g.to(t.dtype) for g, t in zip(grads, (q, k, v)))
 
     monkeypatch.setattr(_flash_launch, "fwd", fwd)
     monkeypatch.setattr(_flash_launch, "bwd", bwd)
     monkeypatch.setattr(flash, "_check_qkv", lambda *args: None)
     return calls
+
+
+def _ref_features(q, k, v, scale, causal, feat):
+    """feature_ref.attention on [B, S, H, D] tensors with a feat tuple; (out, lse) float64."""
+    from feature_ref import attention
+
+    left, right, softcap, slopes = feat
+    rep = q.shape[2] // k.shape[2]
+    outs, lses = [], []
+    for b in range(q.shape[0]):
+        qd, kd, vd = (t[b].double().transpose(0, 1) for t in (q, k, v))
+        sl = None if slopes is None else slopes[b if slopes.shape[0] > 1 else 0].double()
+        o, lse = attention(qd, kd.repeat_interleave(rep, 0), vd.repeat_interleave(rep, 0), scale, causal,
+                           (left, right), softcap, sl)
+        outs.append(o.transpose(0, 1))
+        lses.append(lse)
+    return torch.stack(outs), torch.stack(lses)
+
+
+def _ref_features_grads(q, k, v, dout, scale, causal, feat):
+    """dq, dk, dv of _ref_features, written out (the ops run below autograd):
+    dS = P * (dO V^T - rowsum(dO * O)), times 1 - tanh^2 with softcap."""
+    from feature_ref import scores, visible
+
+    left, right, softcap, slopes = feat
+    B, Sq, Hq, D = q.shape
+    Hk, Sk = k.shape[2], k.shape[1]
+    out, lse = _ref_features(q, k, v, scale, causal, feat)
+    grads = []
+    for b in range(B):
+        qd, kd, vd, do, od = (t[b].double().transpose(0, 1) for t in (q, k, v, dout, out))
+        kd, vd = kd.repeat_interleave(Hq // Hk, 0), vd.repeat_interleave(Hq // Hk, 0)
+        sl = None if slopes is None else slopes[b if slopes.shape[0] > 1 else 0].double()
+        s = scores(qd, kd, scale, softcap, sl)
+        p = torch.exp(s - lse[b][..., None]).masked_fill(~visible(Sq, Sk, causal, (left, right)), 0.0)
+        ds = p * (do @ vd.transpose(-1, -2) - (do * od).sum(-1, keepdim=True))
+        if softcap > 0:
+            ds = ds * (1 - torch.tanh(qd @ kd.transpose(-1, -2) * scale / softcap) ** 2)
+        dq = ds @ kd * scale
+        dk = (ds.transpose(-1, -2) @ qd * scale).view(Hk, Hq // Hk, Sk, D).sum(1)
+        dv = (p.transpose(-1, -2) @ do).view(Hk, Hq // Hk, Sk, D).sum(1)
+        grads.append([g.transpose(0, 1) for g in (dq, dk, dv)])
+    return [torch.stack([g[i] for g in grads]) for i in range(3)]
 
 
 def _qkv_grad():
@@ -468,6 +560,78 @@ def test_eager_autograd_wiring(reference_extension):
     for g, w in zip(grads, want):
         assert torch.allclose(g.double(), w, atol=1e-5)
     assert reference_extension == ["fwd", "bwd"]
+
+
+FEATURE_CASES = [dict(window_size=(3, 1)), dict(softcap=5.0), dict(alibi_slopes="h"), dict(alibi_slopes="bh")]
+
+
+def _feature_kwargs(kw, q):
+    if kw.get("alibi_slopes") == "h":
+        return dict(alibi_slopes=torch.rand(q.shape[2]))
+    if kw.get("alibi_slopes") == "bh":
+        return dict(alibi_slopes=torch.rand(q.shape[0], q.shape[2]))
+    return kw
+
+
+def _qkv_grad_f16():
+    q, k, v, dout = _qkv_grad()
+    return tuple(t.detach().half().requires_grad_() for t in (q, k, v)) + (dout.half(),)
+
+
+@pytest.mark.parametrize("case", FEATURE_CASES)
+def test_eager_autograd_wiring_with_features(case, reference_extension):
+    """The features reach the forward and the backward launch (same values), eagerly."""
+    q, k, v, dout = _qkv_grad_f16()
+    kw = _feature_kwargs(case, q)
+    out = aotriton.flash_attn_func(q, k, v, causal=True, **kw)
+    grads = torch.autograd.grad(out, (q, k, v), dout)
+    feat = (-1, -1, 0.0, None)
+    if "window_size" in kw:
+        feat = (*kw["window_size"], 0.0, None)
+    elif "softcap" in kw:
+        feat = (-1, -1, kw["softcap"], None)
+    else:
+        s = kw["alibi_slopes"]
+        feat = (-1, -1, 0.0, s if s.dim() == 2 else s[None])
+    ref, _ = _ref_features(q, k, v, 0.25, 2, feat)
+    assert torch.allclose(out.double(), ref, atol=2e-3)
+    with torch.enable_grad():
+        leaves = [t.detach().double().requires_grad_() for t in (q, k, v)]
+        want = torch.autograd.grad(_ref_features(*leaves, 0.25, 2, feat)[0], leaves, dout.double())
+    for g, w in zip(grads, want):
+        assert torch.allclose(g.double(), w, atol=2e-3)
+    assert [c[0] for c in reference_extension] == ["fwd", "bwd"]
+    assert reference_extension[0][1:] == reference_extension[1][1:] == (tuple(feat[:3]), feat[3] is not None)
+
+
+@pytest.mark.parametrize("case", FEATURE_CASES[:3])
+def test_compiled_autograd_with_features_goes_through_the_ops(case, reference_extension):
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._functorch.aot_autograd import make_boxed_func
+
+    graphs = {}
+
+    def recorder(kind):
+        def compile_graph(gm, example_inputs):
+            graphs[kind] = str(gm.graph)
+            return make_boxed_func(gm.forward)
+        return compile_graph
+
+    backend = aot_autograd(fw_compiler=recorder("fw"), bw_compiler=recorder("bw"))
+    q, k, v, dout = _qkv_grad_f16()
+    kw = _feature_kwargs(case, q)
+
+    def f(q, k, v):
+        return aotriton.flash_attn_func(q, k, v, causal=True, **kw) * 2
+
+    try:
+        out = torch.compile(f, backend=backend, fullgraph=True)(q, k, v)
+        torch.autograd.grad(out, (q, k, v), dout)
+    finally:
+        torch._dynamo.reset()
+    assert "aotriton.attn_fwd" in graphs["fw"] and "aotriton.attn_bwd" in graphs["bw"]
+    assert [c[0] for c in reference_extension] == ["fwd", "bwd"]
+    assert reference_extension[0][1:] == reference_extension[1][1:]
 
 
 def test_compiled_autograd_goes_through_the_ops(reference_extension):

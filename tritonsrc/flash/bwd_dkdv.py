@@ -15,6 +15,8 @@ Constexprs
                    2 bottom-right (j <= i + seqlen_k - seqlen_q, per sequence)
     IS_VARLEN      sequences given by cu_seqlens_q / cu_seqlens_k
     ENABLE_DROPOUT Philox dropout (same keep_mask call as the forward)
+    LOCAL_WINDOW   runtime band mask, SCORE_MOD 0/1/2 none/softcap/ALiBi: as
+                   the forward (attn_mods.py)
     (plus the element type of Q/K/V/dO/dK/dV: fp16, bf16 or fp32; fp32 runs
      tl.dot with its default tf32 precision on GPUs, like the forward)
   TUNING:
@@ -41,6 +43,7 @@ no hint every load is scalar. With PADDED_HEAD, head_dim needs one as well
 import triton
 import triton.language as tl
 
+from .attn_mods import band_offsets, band_row_blocks, in_band, log2_scores, score_grad, score_mod_params
 from .dropout import keep_mask
 from .seq_bounds import sequence_bounds
 
@@ -54,8 +57,10 @@ def _dkdv_tiles(dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
                 seqlen_q, diag, qk_scale, seed, philox_offset,
                 max_seqlen_q, max_seqlen_k, dropout_p,
                 dqa_zbase, stride_dqa_h, stride_dqa_m, n_ok,
+                lo_off, hi_off, sm_scale, softcap, alibi_zbase, seqlen_k,
                 BLOCK_M: tl.constexpr, PADDED_HEAD: tl.constexpr,
-                CAUSAL: tl.constexpr, ENABLE_DROPOUT: tl.constexpr, FUSE_DQ: tl.constexpr):
+                CAUSAL: tl.constexpr, ENABLE_DROPOUT: tl.constexpr, FUSE_DQ: tl.constexpr,
+                LOCAL_WINDOW: tl.constexpr, SCORE_MOD: tl.constexpr):
     """Rows [row0, row0 + nblk * BLOCK_M) of each query head of the group.
 
     One flat loop over (head, row block): a nested head loop made the
@@ -66,6 +71,8 @@ def _dkdv_tiles(dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
     keys past seqlen_k only pollute dK/dV rows that are never stored.
     CAUSAL adds the diagonal mask (where() after exp2: rows with lse = -inf
     see no key and give inf there, which the select drops).
+    LOCAL_WINDOW masks with the band [lo_off, hi_off] instead (CAUSAL is
+    then False); SCORE_MOD modifies the scores (per-head ALiBi slope).
     FUSE_DQ also adds dS Q-block products into the fp32 dQ accumulator with
     atomics (sm_scale applied later by bwd_dq_convert)."""
     offs_mb = tl.arange(0, BLOCK_M)
@@ -94,8 +101,15 @@ def _dkdv_tiles(dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
                         mask=m_ok, other=0.0)
         # P^T = exp(sm_scale * K Q^T - lse), log2e folded into one FMA.
         qkT = tl.dot(k, tl.trans(q))
-        pT = tl.math.exp2(qkT * qk_scale - (lse * LOG2E)[None, :])
-        if CAUSAL:
+        if SCORE_MOD != 0:
+            mod0, mod1 = score_mod_params(sm_scale, softcap, alibi_zbase + off_h, seqlen_q, seqlen_k, SCORE_MOD)
+            qkT = log2_scores(qkT, offs_m[None, :], offs_n[:, None], qk_scale, mod0, mod1, SCORE_MOD)
+            pT = tl.math.exp2(qkT - (lse * LOG2E)[None, :])
+        else:
+            pT = tl.math.exp2(qkT * qk_scale - (lse * LOG2E)[None, :])
+        if LOCAL_WINDOW:
+            pT = tl.where(in_band(offs_m[None, :], offs_n[:, None], lo_off, hi_off), pT, 0.0)
+        elif CAUSAL:
             pT = tl.where(offs_n[:, None] <= offs_m[None, :] + diag, pT, 0.0)
         if FUSE_DQ:
             # Keys past seqlen_k now reach dQ: drop them (P may be inf there).
@@ -111,7 +125,10 @@ def _dkdv_tiles(dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
             pdT = pT
         dv = tl.dot(pdT.to(do.dtype), do, dv)
         # dS = P * (dP - Delta); sm_scale is applied once at the end.
-        dsT = (pT * (dpT - delta[None, :])).to(q.dtype)
+        dsT = pT * (dpT - delta[None, :])
+        if SCORE_MOD != 0:
+            dsT = score_grad(dsT, qkT, mod1, SCORE_MOD)
+        dsT = dsT.to(q.dtype)
         dk = tl.dot(dsT, q, dk)
         if FUSE_DQ:
             dq = tl.dot(tl.trans(dsT), k)
@@ -135,8 +152,10 @@ def _dkdv_program(
     stride_dqa_z, stride_dqa_h, stride_dqa_m,
     num_heads_q, max_seqlen_q, max_seqlen_k, head_dim,
     off_z, off_hk, group, start_n, q_start, seqlen_q, k_start, seqlen_k,
+    alibi_slopes, stride_alibi_z, softcap, window_left, window_right, window_align,
     BLOCK_DMODEL: tl.constexpr, PADDED_HEAD: tl.constexpr, CAUSAL_TYPE: tl.constexpr,
     IS_VARLEN: tl.constexpr, ENABLE_DROPOUT: tl.constexpr, FUSE_DQ: tl.constexpr,
+    LOCAL_WINDOW: tl.constexpr, SCORE_MOD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """Body of bwd_dkdv / bwd_fused for keys [start_n, start_n + BLOCK_N) of
@@ -172,7 +191,15 @@ def _dkdv_program(
     # Row range split (same for every head of the group):
     #   [lo, full_lo)        causal diagonal: some (row, key) pairs hidden
     #   [full_lo, seqlen_q)  every pair visible (rows past seqlen_q load as 0)
-    if CAUSAL_TYPE == 0:
+    # LOCAL_WINDOW: masked / unmasked / masked runs from band_row_blocks.
+    lo_off = 0
+    hi_off = 0
+    if LOCAL_WINDOW:
+        diag = 0
+        lo_off, hi_off = band_offsets(seqlen_q, seqlen_k, window_left, window_right, window_align)
+        lo, n_diag, full_lo, n_full, tail_lo, n_tail = band_row_blocks(
+            start_n, seqlen_q, seqlen_k, lo_off, hi_off, BLOCK_N, BLOCK_M)
+    elif CAUSAL_TYPE == 0:
         diag = 0
         full_lo = 0
     else:
@@ -186,7 +213,8 @@ def _dkdv_program(
         diag_end = tl.minimum(start_n + BLOCK_N - 1 - diag, seqlen_q)
         n_diag = tl.cdiv(tl.maximum(diag_end - lo, 0), BLOCK_M)
         full_lo = lo + n_diag * BLOCK_M
-    n_full = tl.cdiv(tl.maximum(seqlen_q - full_lo, 0), BLOCK_M)
+    if not LOCAL_WINDOW:
+        n_full = tl.cdiv(tl.maximum(seqlen_q - full_lo, 0), BLOCK_M)
 
     if FUSE_DQ:
         dqa_zbase = DQA + off_z.to(tl.int64) * stride_dqa_z
@@ -203,12 +231,13 @@ def _dkdv_program(
     delta_zbase = Delta + off_z.to(tl.int64) * stride_delta_z + q_start
     hq_base = off_hk * group
     bh_base = off_z * num_heads_q + hq_base
+    alibi_zbase = alibi_slopes + off_z * stride_alibi_z
 
     qk_scale = sm_scale * LOG2E
     dk = tl.zeros([BLOCK_N, BLOCK_DMODEL], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DMODEL], dtype=tl.float32)
     # Fixed-order sums over heads and row blocks: deterministic.
-    if CAUSAL_TYPE != 0:
+    if CAUSAL_TYPE != 0 or LOCAL_WINDOW:
         dk, dv = _dkdv_tiles(
             dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
             stride_qh, stride_qm, stride_doh, stride_dom, stride_lse_h, stride_delta_h,
@@ -216,7 +245,8 @@ def _dkdv_program(
             seqlen_q, diag, qk_scale, seed, philox_offset,
             max_seqlen_q, max_seqlen_k, dropout_p,
             dqa_zbase, stride_dqa_h, stride_dqa_m, n_ok,
-            BLOCK_M, PADDED_HEAD, True, ENABLE_DROPOUT, FUSE_DQ)
+            lo_off, hi_off, sm_scale, softcap, alibi_zbase, seqlen_k,
+            BLOCK_M, PADDED_HEAD, CAUSAL_TYPE != 0, ENABLE_DROPOUT, FUSE_DQ, LOCAL_WINDOW, SCORE_MOD)
     dk, dv = _dkdv_tiles(
         dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
         stride_qh, stride_qm, stride_doh, stride_dom, stride_lse_h, stride_delta_h,
@@ -224,7 +254,18 @@ def _dkdv_program(
         seqlen_q, diag, qk_scale, seed, philox_offset,
         max_seqlen_q, max_seqlen_k, dropout_p,
         dqa_zbase, stride_dqa_h, stride_dqa_m, n_ok,
-        BLOCK_M, PADDED_HEAD, False, ENABLE_DROPOUT, FUSE_DQ)
+        lo_off, hi_off, sm_scale, softcap, alibi_zbase, seqlen_k,
+        BLOCK_M, PADDED_HEAD, False, ENABLE_DROPOUT, FUSE_DQ, False, SCORE_MOD)
+    if LOCAL_WINDOW:
+        dk, dv = _dkdv_tiles(
+            dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
+            stride_qh, stride_qm, stride_doh, stride_dom, stride_lse_h, stride_delta_h,
+            tail_lo, n_tail, group, hq_base, bh_base, offs_n, offs_d, head_dim,
+            seqlen_q, diag, qk_scale, seed, philox_offset,
+            max_seqlen_q, max_seqlen_k, dropout_p,
+            dqa_zbase, stride_dqa_h, stride_dqa_m, n_ok,
+            lo_off, hi_off, sm_scale, softcap, alibi_zbase, seqlen_k,
+            BLOCK_M, PADDED_HEAD, False, ENABLE_DROPOUT, FUSE_DQ, LOCAL_WINDOW, SCORE_MOD)
 
     dk = dk * sm_scale
     tl.store(dk_base + offs_n[:, None] * stride_dkn + offs_d[None, :],
@@ -233,7 +274,8 @@ def _dkdv_program(
              dv.to(DV.dtype.element_ty), mask=kv_mask)
 
 
-@triton.jit
+# The feature scalars stay runtime values under the JIT, as in the AOT build.
+@triton.jit(do_not_specialize=["stride_alibi_z", "window_left", "window_right", "window_align"])
 def bwd_dkdv(
     Q, K, V, DO, DK, DV, LSE, Delta,
     cu_seqlens_q, cu_seqlens_k, philox_seed_ptr, philox_offset_ptr,
@@ -248,8 +290,10 @@ def bwd_dkdv(
     stride_delta_z, stride_delta_h,
     num_heads_q, num_heads_k,
     max_seqlen_q, max_seqlen_k, head_dim, total_q, total_k,
+    alibi_slopes, stride_alibi_z, softcap, window_left, window_right, window_align,
     BLOCK_DMODEL: tl.constexpr, PADDED_HEAD: tl.constexpr, CAUSAL_TYPE: tl.constexpr,
     IS_VARLEN: tl.constexpr, ENABLE_DROPOUT: tl.constexpr,
+    LOCAL_WINDOW: tl.constexpr, SCORE_MOD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """dK, dV of softmax(sm_scale * Q K^T [causal]) [dropout] V.
@@ -278,6 +322,8 @@ def bwd_dkdv(
     head_dim     runtime head size <= BLOCK_DMODEL.
     total_q, total_k  varlen: rows of the packed Q and K tensors (cu_seqlens
                  are clamped into them, seq_bounds.py); batched: ignored.
+    alibi_slopes, stride_alibi_z, softcap, window_left, window_right,
+    window_align  as the forward (LOCAL_WINDOW / SCORE_MOD only).
     """
     pid_n = tl.program_id(0)
     bhk = tl.program_id(1)
@@ -305,5 +351,6 @@ def bwd_dkdv(
         0, 0, 0,
         num_heads_q, max_seqlen_q, max_seqlen_k, head_dim,
         off_z, off_hk, group, start_n, q_start, seqlen_q, k_start, seqlen_k,
+        alibi_slopes, stride_alibi_z, softcap, window_left, window_right, window_align,
         BLOCK_DMODEL, PADDED_HEAD, CAUSAL_TYPE, IS_VARLEN, ENABLE_DROPOUT, False,
-        BLOCK_M, BLOCK_N)
+        LOCAL_WINDOW, SCORE_MOD, BLOCK_M, BLOCK_N)

@@ -13,6 +13,8 @@ Constexprs
                    2 bottom-right (j <= i + seqlen_k - seqlen_q, per sequence)
     IS_VARLEN      sequences given by cu_seqlens_q / cu_seqlens_k
     ENABLE_DROPOUT Philox dropout (same keep_mask call as the forward)
+    LOCAL_WINDOW   runtime band mask, SCORE_MOD 0/1/2 none/softcap/ALiBi: as
+                   the forward (attn_mods.py)
     (plus the element type of Q/K/V/dO/dQ: fp16, bf16 or fp32; fp32 runs
      tl.dot with its default tf32 precision on GPUs, like the forward)
   TUNING:
@@ -36,6 +38,7 @@ need a divisibility hint or the loads go scalar).
 import triton
 import triton.language as tl
 
+from .attn_mods import band_key_range, band_offsets, in_band, log2_scores, score_grad, score_mod_params
 from .dropout import keep_mask
 from .seq_bounds import sequence_bounds
 
@@ -46,8 +49,10 @@ LOG2E = tl.constexpr(1.4426950408889634)
 def _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn,
               lo, hi, offs_m, offs_d, head_dim, seqlen_k, diag, qk_scale,
               seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
+              lo_off, hi_off, mod0, mod1,
               BLOCK_N: tl.constexpr, PADDED_HEAD: tl.constexpr, MASKED: tl.constexpr,
-              CAUSAL: tl.constexpr, ENABLE_DROPOUT: tl.constexpr):
+              CAUSAL: tl.constexpr, ENABLE_DROPOUT: tl.constexpr,
+              LOCAL_WINDOW: tl.constexpr, SCORE_MOD: tl.constexpr):
     """Key blocks [lo, hi) of one query block. MASKED=False is the hot loop:
     every key is in range and visible to every row, so no masks are built."""
     offs_nb = tl.arange(0, BLOCK_N)
@@ -72,12 +77,18 @@ def _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn,
                 k = tl.load(k_ptrs)
                 v = tl.load(v_ptrs)
         qk = tl.dot(q, tl.trans(k))
-        p = tl.math.exp2(qk * qk_scale - lse2[:, None])
+        if SCORE_MOD != 0:
+            qk = log2_scores(qk, offs_m[:, None], offs_n[None, :], qk_scale, mod0, mod1, SCORE_MOD)
+            p = tl.math.exp2(qk - lse2[:, None])
+        else:
+            p = tl.math.exp2(qk * qk_scale - lse2[:, None])
         if MASKED:
             # where() after exp2: a row with lse = -inf gives inf here and
             # must be dropped by the select, never multiplied.
             ok = n_ok[None, :]
-            if CAUSAL:
+            if LOCAL_WINDOW:
+                ok = ok & in_band(offs_m[:, None], offs_n[None, :], lo_off, hi_off)
+            elif CAUSAL:
                 ok = ok & (offs_n[None, :] <= offs_m[:, None] + diag)
             p = tl.where(ok, p, 0.0)
         dp = tl.dot(do, tl.trans(v))
@@ -87,13 +98,16 @@ def _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn,
             dp = tl.where(keep, dp * (1.0 / (1.0 - dropout_p)), 0.0)
         # dS = P * (dP - Delta); sm_scale is applied once at the end.
         ds = p * (dp - delta[:, None])
+        if SCORE_MOD != 0:
+            ds = score_grad(ds, qk, mod1, SCORE_MOD)
         dq = tl.dot(ds.to(k.dtype), k, dq)
         k_ptrs += BLOCK_N * stride_kn
         v_ptrs += BLOCK_N * stride_vn
     return dq
 
 
-@triton.jit
+# The feature scalars stay runtime values under the JIT, as in the AOT build.
+@triton.jit(do_not_specialize=["stride_alibi_z", "window_left", "window_right", "window_align"])
 def bwd_dq(
     Q, K, V, DO, DQ, LSE, Delta,
     cu_seqlens_q, cu_seqlens_k, philox_seed_ptr, philox_offset_ptr,
@@ -107,8 +121,10 @@ def bwd_dq(
     stride_delta_z, stride_delta_h,
     num_heads_q, num_heads_k,
     max_seqlen_q, max_seqlen_k, head_dim, total_q, total_k,
+    alibi_slopes, stride_alibi_z, softcap, window_left, window_right, window_align,
     BLOCK_DMODEL: tl.constexpr, PADDED_HEAD: tl.constexpr, CAUSAL_TYPE: tl.constexpr,
     IS_VARLEN: tl.constexpr, ENABLE_DROPOUT: tl.constexpr,
+    LOCAL_WINDOW: tl.constexpr, SCORE_MOD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """dQ of softmax(sm_scale * Q K^T [causal]) [dropout] V.
@@ -136,9 +152,11 @@ def bwd_dq(
     head_dim     runtime head size <= BLOCK_DMODEL.
     total_q, total_k  varlen: rows of the packed Q and K tensors (cu_seqlens
                  are clamped into them, seq_bounds.py); batched: ignored.
+    alibi_slopes, stride_alibi_z, softcap, window_left, window_right,
+    window_align  as the forward (LOCAL_WINDOW / SCORE_MOD only).
     """
     pid_m = tl.program_id(0)
-    if CAUSAL_TYPE != 0:
+    if CAUSAL_TYPE != 0 or LOCAL_WINDOW:
         # Heaviest causal blocks (largest m) first: shorter tail.
         pid_m = tl.num_programs(0) - 1 - pid_m
     bh = tl.program_id(1)
@@ -188,8 +206,24 @@ def bwd_dq(
         seed = 0
         philox_offset = 0
 
-    # Key range split: [0, full_end) needs no mask, [full_end, hi) does.
-    if CAUSAL_TYPE == 0:
+    if SCORE_MOD != 0:
+        mod0, mod1 = score_mod_params(sm_scale, softcap, alibi_slopes + off_z * stride_alibi_z + off_h,
+                                      seqlen_q, seqlen_k, SCORE_MOD)
+    else:
+        mod0 = 0.0
+        mod1 = 0.0
+    # Key range split: [lo, full_lo) and [full_end, hi) need a mask,
+    # [full_lo, full_end) does not; without LOCAL_WINDOW lo = full_lo = 0.
+    lo = 0
+    full_lo = 0
+    lo_off = 0
+    hi_off = 0
+    if LOCAL_WINDOW:
+        diag = 0
+        lo_off, hi_off = band_offsets(seqlen_q, seqlen_k, window_left, window_right, window_align)
+        lo, full_lo, full_end, hi = band_key_range(start_m, seqlen_q, seqlen_k, lo_off, hi_off,
+                                                   BLOCK_M, BLOCK_N)
+    elif CAUSAL_TYPE == 0:
         diag = 0
         hi = seqlen_k
         full_end = (seqlen_k // BLOCK_N) * BLOCK_N
@@ -207,14 +241,22 @@ def bwd_dq(
 
     qk_scale = sm_scale * LOG2E
     dq = tl.zeros([BLOCK_M, BLOCK_DMODEL], dtype=tl.float32)
+    if LOCAL_WINDOW:
+        dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn,
+                       lo, full_lo, offs_m, offs_d, head_dim, seqlen_k, diag, qk_scale,
+                       seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
+                       lo_off, hi_off, mod0, mod1,
+                       BLOCK_N, PADDED_HEAD, True, False, ENABLE_DROPOUT, LOCAL_WINDOW, SCORE_MOD)
     dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn,
-                   0, full_end, offs_m, offs_d, head_dim, seqlen_k, diag, qk_scale,
+                   full_lo, full_end, offs_m, offs_d, head_dim, seqlen_k, diag, qk_scale,
                    seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
-                   BLOCK_N, PADDED_HEAD, False, CAUSAL_TYPE != 0, ENABLE_DROPOUT)
+                   lo_off, hi_off, mod0, mod1,
+                   BLOCK_N, PADDED_HEAD, False, CAUSAL_TYPE != 0, ENABLE_DROPOUT, LOCAL_WINDOW, SCORE_MOD)
     dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn,
                    full_end, hi, offs_m, offs_d, head_dim, seqlen_k, diag, qk_scale,
                    seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
-                   BLOCK_N, PADDED_HEAD, True, CAUSAL_TYPE != 0, ENABLE_DROPOUT)
+                   lo_off, hi_off, mod0, mod1,
+                   BLOCK_N, PADDED_HEAD, True, CAUSAL_TYPE != 0, ENABLE_DROPOUT, LOCAL_WINDOW, SCORE_MOD)
 
     dq = dq * sm_scale
     tl.store(dq_base + offs_m[:, None] * stride_dqm + offs_d[None, :],

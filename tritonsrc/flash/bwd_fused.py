@@ -88,8 +88,9 @@ def bwd_fused(
         stride_dqa_z, stride_dqa_h, stride_dqa_m,
         num_heads_q, max_seqlen_q, max_seqlen_k, head_dim,
         off_z, off_hk, group, start_n, q_start, seqlen_q, k_start, seqlen_k,
+        LSE, 0, 0.0, -1, -1, 0,  # no window / softcap / ALiBi on the fused path
         BLOCK_DMODEL, PADDED_HEAD, CAUSAL_TYPE, IS_VARLEN, ENABLE_DROPOUT, True,
-        BLOCK_M, BLOCK_N)
+        False, 0, BLOCK_M, BLOCK_N)
 
 
 @triton.jit

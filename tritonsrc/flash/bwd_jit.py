@@ -10,6 +10,7 @@ import triton
 from .bwd_dkdv import bwd_dkdv
 from .bwd_dq import bwd_dq
 from .bwd_fused import bwd_dq_convert, bwd_fused
+from .feature_args import feature_args
 from .bwd_preprocess import bwd_preprocess
 
 from .bwd_configs import (CANDIDATE_CONFIGS, DEFAULT_CONFIGS, DROPOUT_SHRINK,  # noqa: F401
@@ -70,7 +71,7 @@ def _scalar_i64(x, device):
 def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
                  cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None,
                  dropout_p=0.0, philox_seed=None, philox_offset=None, config=None, out=None,
-                 fused=False, delta_out=None):
+                 fused=False, delta_out=None, window=None, softcap=0.0, alibi_slopes=None):
     """Gradients (dq, dk, dv) of flash attention.
 
     Batched: q/o/do (B, Sq, Hq, D) for layout "bshd" or (B, Hq, Sq, D) for
@@ -85,6 +86,7 @@ def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
     fused: False runs the deterministic split path (bwd_dkdv + bwd_dq, no
     atomics); True runs bwd_fused (dQ by fp32 atomics) + bwd_dq_convert, with
     config["dkdv"] as the bwd_fused tiles.
+    window, softcap, alibi_slopes: as attn_fwd_jit (the split path only).
     """
     varlen = cu_seqlens_q is not None
     head_dim = q.shape[-1]
@@ -145,7 +147,13 @@ def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
     bwd_preprocess[grid](o, do, delta, dqa, cu_seqlens_q, *so_, *sdo_, *s_delta, *s_dqa,
                          hq, max_seqlen_q, head_dim, q.shape[0], **func, ZERO_DQ_ACC=fused, **pre)
 
-    func.update(CAUSAL_TYPE=causal_type, ENABLE_DROPOUT=enable_dropout)
+    feat = feature_args(causal_type, window, softcap, alibi_slopes)
+    assert not (fused and feat["LOCAL_WINDOW"]), "bwd_fused has no window / softcap / ALiBi"
+    func.update(CAUSAL_TYPE=feat["CAUSAL_TYPE"], ENABLE_DROPOUT=enable_dropout)
+    alibi = cu_seqlens_q if alibi_slopes is None else alibi_slopes  # any pointer when unused
+    alibi_z = alibi_slopes.stride(0) if alibi_slopes is not None and alibi_slopes.dim() == 2 else 0
+    features = (alibi, alibi_z, feat["softcap"], feat["window_left"], feat["window_right"], feat["window_align"])
+    modes = dict(LOCAL_WINDOW=feat["LOCAL_WINDOW"], SCORE_MOD=feat["SCORE_MOD"])
     common = (cu_seqlens_q, cu_seqlens_k, seed_t, off_t, float(sm_scale), float(dropout_p))
     totals = (q.shape[0], k.shape[0])  # varlen: packed rows (cu_seqlens clamp into them)
     kv = dict(config["dkdv"])
@@ -161,10 +169,10 @@ def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
         return dq, dk, dv
     bwd_dkdv[grid](q, k, v, do, dk, dv, lse, delta, *common,
                    *sq_, *sk_, *sv_, *sdo_, *sdk_, *sdv_, *s_lse, *s_delta,
-                   hq, hk, max_seqlen_q, max_seqlen_k, head_dim, *totals, **func, **kv)
+                   hq, hk, max_seqlen_q, max_seqlen_k, head_dim, *totals, *features, **func, **modes, **kv)
     dqc = dict(config["dq"])
     grid = (triton.cdiv(max_seqlen_q, dqc["BLOCK_M"]), batch * hq, 1)
     bwd_dq[grid](q, k, v, do, dq, lse, delta, *common,
                  *sq_, *sk_, *sv_, *sdo_, *sdq_, *s_lse, *s_delta,
-                 hq, hk, max_seqlen_q, max_seqlen_k, head_dim, *totals, **func, **dqc)
+                 hq, hk, max_seqlen_q, max_seqlen_k, head_dim, *totals, *features, **func, **modes, **dqc)
     return dq, dk, dv

@@ -9,6 +9,10 @@ Constexprs
                         2 bottom-right (j <= i + seqlen_k - seqlen_q, per sequence)
     IS_VARLEN           sequences given by cu_seqlens_q / cu_seqlens_k
     ENABLE_DROPOUT      Philox dropout on the probabilities
+    LOCAL_WINDOW        runtime band mask (attn_mods.py): window_left / window_right
+                        / window_align give sliding window, causal (right 0) or
+                        both; compiled with CAUSAL_TYPE 0 only
+    SCORE_MOD           0 none, 1 softcap, 2 ALiBi (attn_mods.py; needs LOCAL_WINDOW)
     (plus the element type of Q/K/V/O: fp16, bf16 or fp32; fp32 runs tl.dot
      with its default tf32 precision on GPUs)
   TUNING:
@@ -35,6 +39,7 @@ Default tuning (BLOCK_M, BLOCK_N, num_warps, num_stages), fp16/bf16:
 import triton
 import triton.language as tl
 
+from .attn_mods import band_key_range, band_offsets, in_band, log2_scores, score_mod_params
 from .dropout import keep_mask
 from .seq_bounds import sequence_bounds
 
@@ -46,10 +51,15 @@ LN2 = tl.constexpr(0.6931471805599453)
 def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
                lo, hi, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag, qk_scale,
                seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
+               lo_off, hi_off, mod0, mod1,
                BLOCK_N: tl.constexpr, PADDED_HEAD: tl.constexpr, MASKED: tl.constexpr,
-               CAUSAL: tl.constexpr, ENABLE_DROPOUT: tl.constexpr):
+               CAUSAL: tl.constexpr, ENABLE_DROPOUT: tl.constexpr,
+               LOCAL_WINDOW: tl.constexpr,
+               SCORE_MOD: tl.constexpr):
     """Key blocks [lo, hi) of one query block. MASKED=False is the hot loop:
-    every key in range is valid and visible, so no score masks are built."""
+    every key in range is valid and visible, so no score masks are built.
+    LOCAL_WINDOW masks with the band [lo_off, hi_off] instead of CAUSAL's
+    diagonal; SCORE_MOD != 0 modifies the scores (mod0, mod1: attn_mods.py)."""
     # K is read transposed ([d, n]) so the first dot needs no tl.trans.
     # 32-bit in-tile offsets plus an advancing scalar base: fewer live registers
     # than a tile of 64-bit pointers.
@@ -72,19 +82,27 @@ def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
             else:
                 k = tl.load(k_ptr + k_offs)
         qk = tl.dot(q, k)
+        if SCORE_MOD != 0:
+            # Modified scores are already scaled (log2 units).
+            qk = log2_scores(qk, offs_m[:, None], cols[None, :], qk_scale, mod0, mod1, SCORE_MOD)
+            tile_scale = 1.0
+        else:
+            tile_scale = qk_scale
         if MASKED:
             ok = n_ok[None, :]
-            if CAUSAL:
+            if LOCAL_WINDOW:
+                ok = ok & in_band(offs_m[:, None], cols[None, :], lo_off, hi_off)
+            elif CAUSAL:
                 ok = ok & (cols[None, :] <= offs_m[:, None] + diag)
             qk = tl.where(ok, qk, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+            m_new = tl.maximum(m_i, tl.max(qk, 1) * tile_scale)
             # A row may see no key yet (causal): keep exp2 arguments finite.
             m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
         else:
-            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+            m_new = tl.maximum(m_i, tl.max(qk, 1) * tile_scale)
             m_use = m_new
         # sm_scale > 0 lets the scale fold into one FMA per score.
-        p = tl.math.exp2(qk * qk_scale - m_use[:, None])
+        p = tl.math.exp2(qk * tile_scale - m_use[:, None])
         alpha = tl.math.exp2(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, 1)
         m_i = m_new
@@ -111,21 +129,36 @@ def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
 
 @triton.jit
 def _fwd_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
-                    full_end, hi, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag, qk_scale,
-                    seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
+                    lo, full_lo, full_end, hi, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag,
+                    qk_scale, seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
+                    lo_off, hi_off, mod0, mod1,
                     BLOCK_N: tl.constexpr, PADDED_HEAD: tl.constexpr, CAUSAL: tl.constexpr,
-                    ENABLE_DROPOUT: tl.constexpr):
-    """Unmasked key blocks [0, full_end), then masked ones [full_end, hi)."""
+                    ENABLE_DROPOUT: tl.constexpr,
+                    LOCAL_WINDOW: tl.constexpr, SCORE_MOD: tl.constexpr):
+    """Masked key blocks [lo, full_lo) (LOCAL_WINDOW only: the band's left
+    edge), unmasked [full_lo, full_end), then masked [full_end, hi)."""
+    if LOCAL_WINDOW:
+        acc, l_i, m_i = _fwd_tiles(
+            acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
+            lo, full_lo, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag, qk_scale,
+            seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
+            lo_off, hi_off, mod0, mod1,
+            BLOCK_N, PADDED_HEAD, True, CAUSAL, ENABLE_DROPOUT,
+            LOCAL_WINDOW, SCORE_MOD)
     acc, l_i, m_i = _fwd_tiles(
         acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
-        0, full_end, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag, qk_scale,
+        full_lo, full_end, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag, qk_scale,
         seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
-        BLOCK_N, PADDED_HEAD, False, CAUSAL, ENABLE_DROPOUT)
+        lo_off, hi_off, mod0, mod1,
+        BLOCK_N, PADDED_HEAD, False, CAUSAL, ENABLE_DROPOUT,
+        LOCAL_WINDOW, SCORE_MOD)
     acc, l_i, m_i = _fwd_tiles(
         acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
         full_end, hi, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag, qk_scale,
         seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
-        BLOCK_N, PADDED_HEAD, True, CAUSAL, ENABLE_DROPOUT)
+        lo_off, hi_off, mod0, mod1,
+        BLOCK_N, PADDED_HEAD, True, CAUSAL, ENABLE_DROPOUT,
+        LOCAL_WINDOW, SCORE_MOD)
     return acc, l_i, m_i
 
 
@@ -133,7 +166,8 @@ def _fwd_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
 # the JIT's divisibility specialisation, matching the AOT hints).
 @triton.jit(do_not_specialize=["num_seqs", "num_heads_q", "num_heads_k",
                                "max_seqlen_q", "max_seqlen_k", "head_dim",
-                               "total_q", "total_k"])
+                               "total_q", "total_k", "stride_alibi_z",
+                               "window_left", "window_right", "window_align"])
 def attn_fwd(
     Q, K, V, O, LSE,
     cu_seqlens_q, cu_seqlens_k,
@@ -146,8 +180,10 @@ def attn_fwd(
     stride_lse_z, stride_lse_h,
     num_seqs, num_heads_q, num_heads_k,
     max_seqlen_q, max_seqlen_k, head_dim, total_q, total_k,
+    alibi_slopes, stride_alibi_z, softcap, window_left, window_right, window_align,
     BLOCK_DMODEL: tl.constexpr, PADDED_HEAD: tl.constexpr, CAUSAL_TYPE: tl.constexpr,
     IS_VARLEN: tl.constexpr, ENABLE_DROPOUT: tl.constexpr,
+    LOCAL_WINDOW: tl.constexpr, SCORE_MOD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """O = softmax(sm_scale * Q K^T [causal mask]) V, plus LSE.
@@ -176,9 +212,13 @@ def attn_fwd(
     total_q, total_k  varlen: rows of the packed Q/O/LSE and K/V tensors;
                  cu_seqlens are clamped into them (seq_bounds.py). Batched:
                  ignored.
+    alibi_slopes *fp32, slope of (b, h) at b*stride_alibi_z + h (SCORE_MOD 2).
+    softcap      fp32 > 0 (SCORE_MOD 1).
+    window_left, window_right, window_align  the band (LOCAL_WINDOW;
+                 attn_mods.py): -1 = unbounded; align 0 top-left, 1 bottom-right.
     """
     pid_m = tl.program_id(0)
-    if CAUSAL_TYPE != 0:
+    if CAUSAL_TYPE != 0 or LOCAL_WINDOW:
         # Heaviest causal blocks (largest m) first: shorter tail.
         pid_m = tl.num_programs(0) - 1 - pid_m
     bh = tl.program_id(1)
@@ -230,8 +270,24 @@ def attn_fwd(
         seed = 0
         philox_offset = 0
 
-    # Key range split: [0, full_end) needs no mask, [full_end, hi) does.
-    if CAUSAL_TYPE == 0:
+    if SCORE_MOD != 0:
+        mod0, mod1 = score_mod_params(sm_scale, softcap, alibi_slopes + off_z * stride_alibi_z + off_h,
+                                      seqlen_q, seqlen_k, SCORE_MOD)
+    else:
+        mod0 = 0.0
+        mod1 = 0.0
+    # Key range split: [lo, full_lo) and [full_end, hi) need a mask,
+    # [full_lo, full_end) does not; without LOCAL_WINDOW lo = full_lo = 0.
+    lo = 0
+    full_lo = 0
+    lo_off = 0
+    hi_off = 0
+    if LOCAL_WINDOW:
+        diag = 0
+        lo_off, hi_off = band_offsets(seqlen_q, seqlen_k, window_left, window_right, window_align)
+        lo, full_lo, full_end, hi = band_key_range(start_m, seqlen_q, seqlen_k, lo_off, hi_off,
+                                                   BLOCK_M, BLOCK_N)
+    elif CAUSAL_TYPE == 0:
         diag = 0
         hi = seqlen_k
         full_end = (seqlen_k // BLOCK_N) * BLOCK_N
@@ -254,21 +310,27 @@ def attn_fwd(
             # and K/V loads stay 16-byte vectors (cp.async) for 40, 72, ...
             acc, l_i, m_i = _fwd_key_blocks(
                 acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
-                full_end, hi, offs_m, offs_n, offs_d, (head_dim // 8) * 8, seqlen_k, diag,
-                qk_scale, seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
-                BLOCK_N, PADDED_HEAD, CAUSAL_TYPE != 0, ENABLE_DROPOUT)
+                lo, full_lo, full_end, hi, offs_m, offs_n, offs_d, (head_dim // 8) * 8, seqlen_k,
+                diag, qk_scale, seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
+                lo_off, hi_off, mod0, mod1,
+                BLOCK_N, PADDED_HEAD, CAUSAL_TYPE != 0, ENABLE_DROPOUT,
+                LOCAL_WINDOW, SCORE_MOD)
         else:
             acc, l_i, m_i = _fwd_key_blocks(
                 acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
-                full_end, hi, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag,
+                lo, full_lo, full_end, hi, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag,
                 qk_scale, seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
-                BLOCK_N, PADDED_HEAD, CAUSAL_TYPE != 0, ENABLE_DROPOUT)
+                lo_off, hi_off, mod0, mod1,
+                BLOCK_N, PADDED_HEAD, CAUSAL_TYPE != 0, ENABLE_DROPOUT,
+                LOCAL_WINDOW, SCORE_MOD)
     else:
         acc, l_i, m_i = _fwd_key_blocks(
             acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
-            full_end, hi, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag,
+            lo, full_lo, full_end, hi, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag,
             qk_scale, seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
-            BLOCK_N, PADDED_HEAD, CAUSAL_TYPE != 0, ENABLE_DROPOUT)
+            lo_off, hi_off, mod0, mod1,
+            BLOCK_N, PADDED_HEAD, CAUSAL_TYPE != 0, ENABLE_DROPOUT,
+            LOCAL_WINDOW, SCORE_MOD)
 
     # Rows that saw no key have l = 0: write 0 and lse = -inf, not NaN.
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)

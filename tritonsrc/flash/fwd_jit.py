@@ -8,6 +8,7 @@ import torch
 import triton
 
 from .dropout_mask import attn_dropout_mask
+from .feature_args import feature_args
 from .fwd import attn_fwd
 
 from .fwd_configs import DROPOUT_MASK_CONFIG, TUNING_CANDIDATES, head_dim_bucket, pick_config  # noqa: F401
@@ -42,7 +43,8 @@ def _as_i64_scalar(x, device):
 def attn_fwd_jit(q, k, v, *, sm_scale, causal_type=0, layout="bshd",
                  cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None,
                  dropout_p=0.0, philox_seed=None, philox_offset=None, return_mask=False,
-                 config=None, out=None, lse_out=None, mask_out=None):
+                 config=None, out=None, lse_out=None, mask_out=None,
+                 window=None, softcap=0.0, alibi_slopes=None):
     """Run the forward kernel. Returns (o, lse) or (o, lse, mask).
 
     Batched: q is (B, Sq, Hq, D) for layout "bshd" or (B, Hq, Sq, D) for
@@ -51,6 +53,8 @@ def attn_fwd_jit(q, k, v, *, sm_scale, causal_type=0, layout="bshd",
     cu_seqlens_* int32 (B+1,), lse is (Hq, total_q).
     mask (return_mask) is int8 (B, Hq, max_seqlen_q, max_seqlen_k).
     out / lse_out / mask_out: optional preallocated outputs (tests poison them).
+    window (left, right), softcap, alibi_slopes fp32 (Hq,) or (B, Hq): as
+    flash-attn (feature_args.py maps them onto the band kernel).
     """
     varlen = cu_seqlens_q is not None
     device = q.device
@@ -104,6 +108,9 @@ def attn_fwd_jit(q, k, v, *, sm_scale, causal_type=0, layout="bshd",
         assert mask.stride(-1) == 1
         smask = (mask.stride(0), mask.stride(1), mask.stride(2))
 
+    feat = feature_args(causal_type, window, softcap, alibi_slopes)
+    alibi = dummy if alibi_slopes is None else alibi_slopes
+    alibi_z = alibi_slopes.stride(0) if alibi_slopes is not None and alibi_slopes.dim() == 2 else 0
     cfg = default_config(head_dim, q.dtype, device, enable_dropout)
     if config:
         cfg.update(config)
@@ -116,8 +123,10 @@ def attn_fwd_jit(q, k, v, *, sm_scale, causal_type=0, layout="bshd",
         float(sm_scale), float(dropout_p),
         *sq, *sk, *sv, *so, *slse,
         batch, hq, hk, max_seqlen_q, max_seqlen_k, head_dim, q.shape[0], k.shape[0],
-        BLOCK_DMODEL=bucket, PADDED_HEAD=(bucket != head_dim), CAUSAL_TYPE=int(causal_type),
+        alibi, alibi_z, feat["softcap"], feat["window_left"], feat["window_right"], feat["window_align"],
+        BLOCK_DMODEL=bucket, PADDED_HEAD=(bucket != head_dim), CAUSAL_TYPE=feat["CAUSAL_TYPE"],
         IS_VARLEN=varlen, ENABLE_DROPOUT=enable_dropout,
+        LOCAL_WINDOW=feat["LOCAL_WINDOW"], SCORE_MOD=feat["SCORE_MOD"],
         BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )

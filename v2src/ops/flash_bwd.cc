@@ -3,6 +3,7 @@
 #include "bwd_dq.h"
 #include "bwd_preprocess.h"
 #include "flash_common.h"
+#include "flash_features.h"
 #include "resolve_first.h"
 
 namespace aotriton {
@@ -26,6 +27,8 @@ struct Bwd {
   CausalType causal;
   float dropout_p;
   const int64_t *seed, *offset;
+  Features features;
+  KernelFeatures feat;  // resolved from features in launch()
 };
 
 // Fills the arguments dK/dV and dQ have in common (same names in both rules).
@@ -86,6 +89,7 @@ Status launch_kernels(const Bwd& p, Stream stream, const KernelOptions* options)
   ka.stride_dvz = p.dv.z, ka.stride_dvh = p.dv.h, ka.stride_dvn = p.dv.m;
   kkv::Functional kf{};
   fill_functional(kf, p);
+  apply_features(p.feat, ka, kf);
   AOTRITON_RETURN_IF_ERROR(kkv::launch(ka, kf, stream, options));
 
   namespace kq = detail::kernels::bwd_dq;
@@ -95,13 +99,16 @@ Status launch_kernels(const Bwd& p, Stream stream, const KernelOptions* options)
   qa.stride_dqz = p.dq.z, qa.stride_dqh = p.dq.h, qa.stride_dqm = p.dq.m;
   kq::Functional qf{};
   fill_functional(qf, p);
+  apply_features(p.feat, qa, qf);
   return kq::launch(qa, qf, stream, options);
 }
 
-Status launch(const Bwd& p, Stream stream, const KernelOptions* options) {
+Status launch(Bwd& p, Stream stream, const KernelOptions* options) {
   const Geometry& g = p.g;
   AOTRITON_RETURN_IF_ERROR(
       check_geometry(p.op, g, p.scale, p.dropout_p, p.dropout_p > 0.f, p.seed, p.offset, p.causal));
+  AOTRITON_RETURN_IF_ERROR(
+      resolve_features(p.op, p.features, p.causal, g.dtype, p.dropout_p > 0.f, g.batch, g.hq, &p.feat));
   for (const StridedRows& c :
        {StridedRows{"q", &p.q, g.max_sq}, {"k", &p.k, g.max_sk}, {"v", &p.v, g.max_sk}, {"out", &p.o, g.max_sq},
         {"dout", &p.dout, g.max_sq}, {"dq", &p.dq, g.max_sq}, {"dk", &p.dk, g.max_sk}, {"dv", &p.dv, g.max_sk}})
@@ -127,7 +134,8 @@ Status check_outputs_apart(const char* op, const Params& p) {
       {detail::span_of("dq", p.dq), detail::span_of("dk", p.dk), detail::span_of("dv", p.dv),
        detail::span_of("delta", p.delta)},
       {detail::span_of("q", p.q), detail::span_of("k", p.k), detail::span_of("v", p.v), detail::span_of("out", p.out),
-       detail::span_of("dout", p.dout), detail::span_of("lse", p.lse)}));
+       detail::span_of("dout", p.dout), detail::span_of("lse", p.lse),
+       detail::span_of("alibi_slopes", p.features.alibi_slopes)}));
   return Status::kSuccess;
 }
 
@@ -152,6 +160,7 @@ Status attn_bwd(const BwdParams& p, Stream stream, const KernelOptions* options)
   b.delta = static_cast<float*>(p.delta.data), b.delta_z = p.delta.stride(0), b.delta_h = p.delta.stride(1);
   b.scale = p.softmax_scale, b.causal = p.causal, b.dropout_p = p.dropout_p;
   b.seed = p.philox_seed, b.offset = p.philox_offset;
+  b.features = p.features;
   AOTRITON_RETURN_IF_ERROR(check_outputs_apart(op, p));
   return launch(b, stream, options);
 } catch (...) {
@@ -180,6 +189,7 @@ Status attn_bwd_varlen(const BwdVarlenParams& p, Stream stream, const KernelOpti
   b.delta = static_cast<float*>(p.delta.data), b.delta_z = 0, b.delta_h = p.delta.stride(0);
   b.scale = p.softmax_scale, b.causal = p.causal, b.dropout_p = p.dropout_p;
   b.seed = p.philox_seed, b.offset = p.philox_offset;
+  b.features = p.features;
   AOTRITON_RETURN_IF_ERROR(check_outputs_apart(op, p));
   return launch(b, stream, options);
 } catch (...) {

@@ -2,6 +2,7 @@
 #include "attn_dropout_mask.h"
 #include "attn_fwd.h"
 #include "flash_common.h"
+#include "flash_features.h"
 #include "resolve_first.h"
 
 namespace aotriton {
@@ -24,6 +25,7 @@ struct Fwd {
   float dropout_p;
   const int64_t *seed, *offset;
   Strided mask;  // z, h, m = (sequence, head, query row) strides of the int8 mask
+  Features features;
 };
 
 Status check_mask(const char* op, const TensorView<4>& m, const Geometry& g) {
@@ -46,6 +48,8 @@ Status launch(const Fwd& p, Stream stream, const KernelOptions* options) {
   for (const StridedRows& c : {StridedRows{"q", &p.q, g.max_sq}, {"k", &p.k, g.max_sk}, {"v", &p.v, g.max_sk},
                                {"out", &p.o, g.max_sq}})
     AOTRITON_RETURN_IF_ERROR(check_strided(p.op, c.name, *c.t, c.rows, g.head_dim));
+  KernelFeatures feat;
+  AOTRITON_RETURN_IF_ERROR(resolve_features(p.op, p.features, p.causal, g.dtype, dropout, g.batch, g.hq, &feat));
   if (g.batch == 0 || g.hq == 0 || g.max_sq == 0) return Status::kSuccess;
   namespace kn = detail::kernels::attn_fwd;
   kn::Args a{};
@@ -68,6 +72,7 @@ Status launch(const Fwd& p, Stream stream, const KernelOptions* options) {
   f.CAUSAL_TYPE = static_cast<int32_t>(p.causal);
   f.IS_VARLEN = g.varlen;
   f.ENABLE_DROPOUT = dropout;
+  apply_features(feat, a, f);
   if (!p.mask.ptr) return kn::launch(a, f, stream, options);
   // The debug keep mask: a second kernel draws the forward's Philox numbers
   // again (same seed, offset and element counters). Both are resolved before
@@ -101,7 +106,8 @@ Status set_mask_and_check_outputs(const char* op, const Params& p, Fwd* f) {
   AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "lse", p.lse));
   AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
       op, {detail::span_of("out", p.out), detail::span_of("lse", p.lse), detail::span_of("dropout_mask", p.dropout_mask)},
-      {detail::span_of("q", p.q), detail::span_of("k", p.k), detail::span_of("v", p.v)}));
+      {detail::span_of("q", p.q), detail::span_of("k", p.k), detail::span_of("v", p.v),
+       detail::span_of("alibi_slopes", p.features.alibi_slopes)}));
   return Status::kSuccess;
 }
 
@@ -119,6 +125,7 @@ Status attn_fwd(const FwdParams& p, Stream stream, const KernelOptions* options)
   f.lse = static_cast<const float*>(p.lse.data), f.lse_z = p.lse.stride(0), f.lse_h = p.lse.stride(1);
   f.scale = p.softmax_scale, f.causal = p.causal, f.dropout_p = p.dropout_p;
   f.seed = p.philox_seed, f.offset = p.philox_offset;
+  f.features = p.features;
   AOTRITON_RETURN_IF_ERROR(set_mask_and_check_outputs(op, p, &f));
   return launch(f, stream, options);
 } catch (...) {
@@ -140,6 +147,7 @@ Status attn_fwd_varlen(const FwdVarlenParams& p, Stream stream, const KernelOpti
   f.lse = static_cast<const float*>(p.lse.data), f.lse_z = 0, f.lse_h = p.lse.stride(0);
   f.scale = p.softmax_scale, f.causal = p.causal, f.dropout_p = p.dropout_p;
   f.seed = p.philox_seed, f.offset = p.philox_offset;
+  f.features = p.features;
   AOTRITON_RETURN_IF_ERROR(set_mask_and_check_outputs(op, p, &f));
   return launch(f, stream, options);
 } catch (...) {

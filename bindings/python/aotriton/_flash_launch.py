@@ -49,14 +49,24 @@ def fwd_plain(q, k, v, softmax_scale, causal, force_config):
     return out
 
 
-def fwd(q, k, v, seed, offset, scale, causal, dropout_p, return_mask, force_config, varlen):
+def _feature_kwargs(feat):
+    """The bindings' keyword arguments for a feat tuple (_flash_features.py)."""
+    if feat is None:
+        return {}
+    left, right, softcap, slopes = feat
+    return dict(window_left=left, window_right=right, softcap=softcap,
+                alibi_slopes=None if slopes is None else view(slopes, "alibi_slopes"))
+
+
+def fwd(q, k, v, seed, offset, scale, causal, dropout_p, return_mask, force_config, varlen, feat=None):
     """Eager forward: (out, lse, mask or None). seed/offset are the philox
     int64 device tensors (None when dropout is off and no mask is asked for).
+    feat: None or the checked (window_left, window_right, softcap, alibi_slopes).
     Hot path: the output views skip the dtype lookup and reuse q's shape."""
     stream = eager_stream(q)
     if stream is None:
         with torch.cuda.device(q.get_device()):
-            return fwd(q, k, v, seed, offset, scale, causal, dropout_p, return_mask, force_config, varlen)
+            return fwd(q, k, v, seed, offset, scale, causal, dropout_p, return_mask, force_config, varlen, feat)
     out, lse, mask = fwd_outputs(q, k, return_mask, varlen)
     qv = view(q, "q")
     out_v = (out.data_ptr(), qv[1], out.stride(), qv[3])
@@ -66,12 +76,12 @@ def fwd(q, k, v, seed, offset, scale, causal, dropout_p, return_mask, force_conf
     mask_v = None if mask is None else view(mask, "dropout_mask")
     if varlen is None:
         _attn_fwd(qv, view(k, "k"), view(v, "v"), out_v, lse_v, scale, causal, dropout_p, seed_ptr, off_ptr, mask_v,
-                  stream, force_config)
+                  stream, force_config, **_feature_kwargs(feat))
     else:
         cu_q, cu_k, max_q, max_k = varlen
         _attn_fwd_varlen(qv, view(k, "k"), view(v, "v"), out_v, lse_v, cu_q.data_ptr(), cu_k.data_ptr(),
                          cu_q.shape[0] - 1, max_q, max_k, scale, causal, dropout_p, seed_ptr, off_ptr, mask_v, stream,
-                         force_config)
+                         force_config, **_feature_kwargs(feat))
     return out, lse, mask
 
 
@@ -79,12 +89,12 @@ def bwd_outputs(q, k, v):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
-def bwd(dout, q, k, v, out, lse, seed, offset, scale, causal, dropout_p, force_config, varlen):
+def bwd(dout, q, k, v, out, lse, seed, offset, scale, causal, dropout_p, force_config, varlen, feat=None):
     """Eager backward: (dq, dk, dv), each with the dtype, shape and strides of q, k, v."""
     stream = eager_stream(q)
     if stream is None:
         with torch.cuda.device(q.get_device()):
-            return bwd(dout, q, k, v, out, lse, seed, offset, scale, causal, dropout_p, force_config, varlen)
+            return bwd(dout, q, k, v, out, lse, seed, offset, scale, causal, dropout_p, force_config, varlen, feat)
     if dout.stride(-1) != 1:
         dout = dout.contiguous()
     dq, dk, dv = bwd_outputs(q, k, v)
@@ -95,9 +105,9 @@ def bwd(dout, q, k, v, out, lse, seed, offset, scale, causal, dropout_p, force_c
     args = [view(t, n) for t, n in ((q, "q"), (k, "k"), (v, "v"), (out, "out"), (dout, "dout"), (lse, "lse"),
                                     (dq, "dq"), (dk, "dk"), (dv, "dv"), (delta, "delta"))]
     if varlen is None:
-        _attn_bwd(*args, scale, causal, dropout_p, seed_ptr, off_ptr, stream, force_config)
+        _attn_bwd(*args, scale, causal, dropout_p, seed_ptr, off_ptr, stream, force_config, **_feature_kwargs(feat))
     else:
         cu_q, cu_k, max_q, max_k = varlen
         _attn_bwd_varlen(*args, cu_q.data_ptr(), cu_k.data_ptr(), cu_q.shape[0] - 1, max_q, max_k, scale, causal,
-                         dropout_p, seed_ptr, off_ptr, stream, force_config)
+                         dropout_p, seed_ptr, off_ptr, stream, force_config, **_feature_kwargs(feat))
     return dq, dk, dv

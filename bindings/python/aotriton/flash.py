@@ -8,6 +8,7 @@ implementations and autograd.
 import torch
 
 from . import _flash_launch as L
+from ._flash_features import check_features, unpack
 from ._flash_ops import EagerFlashAttn, backward
 from ._glue import check_rank, check_same_device, traced
 
@@ -43,15 +44,8 @@ def philox_state(device, seed=None, offset=0, generator=None):
     return st[0:1], st[1:2]
 
 
-def _unsupported(window_size, softcap, alibi_slopes, block_table=None):
+def _unsupported(block_table=None):
     """NotImplementedError for flash-attn 2 features the kernels do not have (yet)."""
-    if window_size is not _NO_WINDOW and tuple(window_size) != _NO_WINDOW:
-        raise NotImplementedError(f"aotriton flash attention: sliding window attention (window_size={window_size}) "
-                                  f"is not supported; only window_size=(-1, -1)")
-    if softcap:
-        raise NotImplementedError(f"aotriton flash attention: logit soft-capping (softcap={softcap}) is not supported")
-    if alibi_slopes is not None:
-        raise NotImplementedError("aotriton flash attention: ALiBi (alibi_slopes) is not supported")
     if block_table is not None:
         raise NotImplementedError("aotriton flash attention: paged KV cache (block_table) is not supported")
 
@@ -88,8 +82,9 @@ def _check_varlen(cu_q, cu_k):
         raise ValueError("cu_seqlens_q and cu_seqlens_k must both have num_seqs + 1 entries")
 
 
-def _forward(q, k, v, philox, scale, causal, dropout_p, return_mask, force_config, varlen):
-    """(out, lse, philox, mask or None): eager launch, eager autograd.Function or the custom op."""
+def _forward(q, k, v, philox, scale, causal, dropout_p, return_mask, force_config, varlen, feat=None):
+    """(out, lse, philox, mask or None): eager launch, eager autograd.Function or the custom op.
+    feat: None or check_features' tuple (window, softcap, ALiBi)."""
     seed = offset = None
     if dropout_p > 0 or return_mask:
         if philox is None:
@@ -98,21 +93,23 @@ def _forward(q, k, v, philox, scale, causal, dropout_p, return_mask, force_confi
     if traced(q):
         if varlen is None:
             out, lse, mask = torch.ops.aotriton.attn_fwd(q, k, v, seed, offset, scale, causal, dropout_p, return_mask,
-                                                         force_config)
+                                                         force_config, *unpack(feat))
         else:
             cu_q, cu_k, max_q, max_k = varlen
             out, lse, mask = torch.ops.aotriton.attn_fwd_varlen(q, k, v, cu_q, cu_k, seed, offset, max_q, max_k,
-                                                                scale, causal, dropout_p, return_mask, force_config)
+                                                                scale, causal, dropout_p, return_mask, force_config,
+                                                                *unpack(feat))
     elif _grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         out, lse, mask = EagerFlashAttn.apply(q, k, v, seed, offset, scale, causal, dropout_p, return_mask,
-                                              force_config, varlen)
+                                              force_config, varlen, feat)
     else:
-        out, lse, mask = L.fwd(q, k, v, seed, offset, scale, causal, dropout_p, return_mask, force_config, varlen)
+        out, lse, mask = L.fwd(q, k, v, seed, offset, scale, causal, dropout_p, return_mask, force_config, varlen,
+                               feat)
     return out, lse, philox, (mask if return_mask else None)
 
 
 def _run(q, k, v, dropout_p, softmax_scale, causal_code, return_attn_probs, return_lse, return_dropout_mask, philox,
-         force_config, varlen):
+         force_config, varlen, feat=None):
     if philox is not None:
         philox = _check_philox(philox, q)
     if return_attn_probs and (return_lse or return_dropout_mask):
@@ -121,7 +118,7 @@ def _run(q, k, v, dropout_p, softmax_scale, causal_code, return_attn_probs, retu
     scale = q.shape[-1] ** -0.5 if softmax_scale is None else float(softmax_scale)
     return_mask = return_dropout_mask or (return_attn_probs and dropout_p > 0)
     out, lse, philox, mask = _forward(q, k, v, philox, scale, causal_code, dropout_p, return_mask, force_config,
-                                      varlen)
+                                      varlen, feat)
     if return_attn_probs:
         return out, lse, mask  # mask: int8 keep mask (1 = kept), None without dropout
     if return_lse:
@@ -134,8 +131,11 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, wi
                     return_lse=False, return_dropout_mask=False, philox=None, force_config=None):
     """flash-attn 2's flash_attn_func over (batch, seqlen, heads, head_dim) tensors, differentiable.
 
-    Every flash-attn 2 argument is accepted with its default. window_size other
-    than (-1, -1), softcap != 0 and alibi_slopes raise NotImplementedError.
+    Every flash-attn 2 argument works as in flash-attn: window_size (left,
+    right) with -1 = unbounded (with causal, right is 0; the window follows
+    the causal alignment, else bottom-right), softcap > 0, alibi_slopes fp32
+    (nheads,) or (batch, nheads); these need fp16/bf16 and no dropout, and
+    softcap excludes alibi_slopes (ValueError otherwise).
     deterministic: the backward is always deterministic (no atomics), so both
     values give the same, bit-reproducible gradients. return_attn_probs returns
     (out, softmax_lse [B, H, Sq] fp32, S_dmask) where S_dmask is the int8 dropout
@@ -149,16 +149,17 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, wi
     force_config: run this forward tuning config (the gradient still flows).
     num_heads of q must be a multiple of k/v's (GQA/MQA).
     """
-    if window_size is not _NO_WINDOW or softcap or alibi_slopes is not None:
-        _unsupported(window_size, softcap, alibi_slopes)
     _check_qkv(q, k, v, 4, "(batch, seqlen, heads, head_dim)")
     if causal_type is None:
         causal_code = CAUSAL_BOTTOM_RIGHT if causal else CAUSAL_NONE
     else:
         causal_code = _causal_code(causal, causal_type)
-    if dropout_p or return_attn_probs or return_lse or return_dropout_mask or philox is not None:
+    feat = None
+    if window_size is not _NO_WINDOW or softcap or alibi_slopes is not None:
+        feat = check_features(window_size, softcap, alibi_slopes, q, q.shape[0], q.shape[2], float(dropout_p))
+    if dropout_p or return_attn_probs or return_lse or return_dropout_mask or philox is not None or feat:
         return _run(q, k, v, dropout_p, softmax_scale, causal_code, return_attn_probs, return_lse,
-                    return_dropout_mask, philox, force_config, None)
+                    return_dropout_mask, philox, force_config, None, feat)
     if traced(q) or (_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
         scale = q.shape[-1] ** -0.5 if softmax_scale is None else float(softmax_scale)
         return _forward(q, k, v, None, scale, causal_code, 0.0, False, force_config, None)[0]
@@ -176,20 +177,24 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     S_dmask [num_seqs, Hq, max_seqlen_q, max_seqlen_k]); block_table (paged KV)
     raises NotImplementedError.
     """
-    _unsupported(window_size, softcap, alibi_slopes, block_table)
+    _unsupported(block_table)
     _check_qkv(q, k, v, 3, "(total_tokens, heads, head_dim)")
     check_same_device((("q", q), ("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)))
     _check_varlen(cu_seqlens_q, cu_seqlens_k)
     varlen = (cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k))
+    feat = check_features(window_size, softcap, alibi_slopes, q, cu_seqlens_q.shape[0] - 1, q.shape[1],
+                          float(dropout_p))
     return _run(q, k, v, dropout_p, softmax_scale, _causal_code(causal, causal_type), return_attn_probs, return_lse,
-                return_dropout_mask, philox, force_config, varlen)
+                return_dropout_mask, philox, force_config, varlen, feat)
 
 
 def flash_attn_backward(dout, q, k, v, out, lse, dropout_p=0.0, softmax_scale=None, causal=False, *,
                         causal_type=None, philox=None, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None,
-                        max_seqlen_k=None, force_config=None):
+                        max_seqlen_k=None, force_config=None, window_size=_NO_WINDOW, softcap=0.0,
+                        alibi_slopes=None):
     """Standalone backward: (dq, dk, dv) from the forward's out and lse (and
-    the same philox state when dropout_p > 0). Deterministic (no atomics)."""
+    the same philox state when dropout_p > 0, the same window_size / softcap /
+    alibi_slopes). Deterministic (no atomics)."""
     rank = 4 if cu_seqlens_q is None else 3
     named = (("dout", dout), ("q", q), ("k", k), ("v", v), ("out", out), ("lse", lse))
     check_same_device(named + ((("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)) if rank == 3 else ()))
@@ -205,8 +210,10 @@ def flash_attn_backward(dout, q, k, v, out, lse, dropout_p=0.0, softmax_scale=No
         _check_varlen(cu_seqlens_q, cu_seqlens_k)
         varlen = (cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k))
     scale = q.shape[-1] ** -0.5 if softmax_scale is None else float(softmax_scale)
+    batch = q.shape[0] if rank == 4 else cu_seqlens_q.shape[0] - 1
+    feat = check_features(window_size, softcap, alibi_slopes, q, batch, q.shape[-2], float(dropout_p))
     return backward(dout, q, k, v, out, lse, seed, offset, scale, _causal_code(causal, causal_type), float(dropout_p),
-                    force_config, varlen)
+                    force_config, varlen, feat)
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,

@@ -1,0 +1,44 @@
+// The attention features (sliding window, softcap, ALiBi) in kernel terms:
+// validated once per call and written into any flash kernel's Args and
+// Functional (attn_fwd, bwd_dkdv, bwd_dq share the field names).
+#pragma once
+#include <cstdint>
+
+#include "aotriton/flash.h"
+
+namespace aotriton {
+inline namespace AOTRITON_ABI_NAMESPACE {
+namespace flash {
+namespace detail_ {
+
+struct KernelFeatures {
+  bool local_window = false;  // run the band kernel (any feature on)
+  int32_t score_mod = 0;      // 0 none, 1 softcap, 2 ALiBi (tritonsrc/flash/attn_mods.py)
+  int32_t causal_type = 0;    // CAUSAL_TYPE functional (0 whenever local_window)
+  int32_t window_left = -1, window_right = -1, window_align = 0;
+  float softcap = 0.f;
+  const float* alibi = nullptr;
+  int64_t alibi_z = 0;  // batch stride of the slopes, 0 for one row shared by the batch
+};
+
+// Checks `f` against the call (dtype, dropout, batch, Hq) and maps it, with
+// the causal kind, onto the kernels' band: causal is window_right = 0 on its
+// diagonal, a window without causal is bottom-right aligned (flash-attn).
+Status resolve_features(const char* op, const Features& f, CausalType causal, DType dtype, bool dropout,
+                        int64_t batch, int64_t hq, KernelFeatures* out);
+
+template <typename A, typename F>
+void apply_features(const KernelFeatures& k, A& a, F& fn) {
+  a.alibi_slopes = k.alibi;
+  a.stride_alibi_z = static_cast<int32_t>(k.alibi_z);
+  a.softcap = k.softcap;
+  a.window_left = k.window_left, a.window_right = k.window_right, a.window_align = k.window_align;
+  fn.CAUSAL_TYPE = k.causal_type;
+  fn.LOCAL_WINDOW = k.local_window;
+  fn.SCORE_MOD = k.score_mod;
+}
+
+}  // namespace detail_
+}  // namespace flash
+}  // namespace AOTRITON_ABI_NAMESPACE
+}  // namespace aotriton
