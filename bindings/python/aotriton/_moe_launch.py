@@ -130,3 +130,21 @@ def fused_experts(out, hidden, w1, w2, topk_weights, topk_ids, ws, activation, q
             return fused_experts(out, hidden, w1, w2, topk_weights, topk_ids, ws, activation, quant, w1_scale,
                                  w2_scale, a1_scale, a2_scale, expert_map, block_size, force_config)
     return _C.fused_experts(*args, block_size, ws.data_ptr(), nbytes, stream, force_config)
+
+
+def fused_experts_backward(dout, hidden, w1, w2, topk_weights, topk_ids, activation, dx, dw1, dw2, dtopk_weights,
+                           force_config=None):
+    """Writes dx, dw1, dw2, dtopk_weights (the gradients of fused_experts' inputs
+    for dout) in a fresh workspace of the size the C++ query returns."""
+    args = (view(dout, "grad_output"), view(hidden, "hidden_states"), view(w1, "w1"), view(w2, "w2"),
+            view(topk_weights, "topk_weights"), view(topk_ids, "topk_ids"), activation,
+            view(dx, "grad_hidden_states"), view(dw1, "grad_w1"), view(dw2, "grad_w2"),
+            view(dtopk_weights, "grad_topk_weights"))
+    nbytes = _C.fused_experts_backward_workspace_size(*args)  # also checks every argument
+    ws = workspace(nbytes, hidden, None)
+    stream = eager_stream(hidden)
+    if stream is None:
+        with torch.cuda.device(hidden.get_device()):
+            return _C.fused_experts_backward(*args, ws.data_ptr(), nbytes, _raw_stream(hidden.get_device()),
+                                             force_config)
+    return _C.fused_experts_backward(*args, ws.data_ptr(), nbytes, stream, force_config)
