@@ -248,3 +248,11 @@ def test_experts_unsupported_variants_raise():
     m.has_bias, m.has_gate = False, False
     with pytest.raises(NotImplementedError, match="ungated"):
         integ.experts_weights(m)
+
+
+def test_from_config_accepts_aotriton_for_both_implementations():
+    cfg = tiny_mixtral().config
+    model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="aotriton",
+                                                          experts_implementation="aotriton")
+    assert model.config._attn_implementation == "aotriton"
+    assert model.config._experts_implementation == "aotriton"
