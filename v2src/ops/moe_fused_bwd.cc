@@ -122,9 +122,15 @@ Status validate(const FusedExpertsBackwardParams& p, Dims* d) {
   AOTRITON_RETURN_IF_ERROR(detail::checked_mul(op, "tokens * top-k", {d->M, d->topk}, &d->slots));
   AOTRITON_RETURN_IF_ERROR(detail::checked_mul(op, "tokens * top-k * max(2N, K)",
                                                {d->slots, std::max(2 * d->N, d->K)}, &cache));
-  AOTRITON_RETURN_IF_ERROR(detail::checked_mul(op, "experts * 2N * K", {d->E, 2 * d->N, d->K}, &weights));
+  // The kernels offset experts in 64 bits; one expert's weights take int32 strides.
+  AOTRITON_RETURN_IF_ERROR(detail::checked_mul(op, "2N * K (one expert's w1)", {2 * d->N, d->K}, &weights));
   for (auto [what, v] : {std::pair{"tokens * top-k (padded)", moe_align_max_padded(d->slots, d->E, kBlockM)},
-                         {"tokens * top-k * max(2N, K)", cache}, {"experts * 2N * K", weights}})
+                         {"tokens * top-k * max(2N, K)", cache}, {"2N * K (one expert's w1)", weights},
+                         {"w1.stride(0)", p.w1.stride(0)}, {"w2.stride(0)", p.w2.stride(0)},
+                         {"grad_w1.stride(0)", p.grad_w1.stride(0)}, {"grad_w2.stride(0)", p.grad_w2.stride(0)},
+                         {"grad_output.stride(0)", p.grad_output.stride(0)},
+                         {"hidden_states.stride(0)", p.hidden_states.stride(0)},
+                         {"grad_hidden_states.stride(0)", p.grad_hidden_states.stride(0)}})
     AOTRITON_RETURN_IF_ERROR(check_i32(op, what, v));
   if (p.activation != Activation::kSilu && p.activation != Activation::kGelu && p.activation != Activation::kGeluTanh)
     return fail_arg("unknown activation");
