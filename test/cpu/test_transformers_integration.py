@@ -4,6 +4,7 @@ torch references, so what is tested is the adapters' own logic (mask kinds,
 unpadding, causal alignment against a KV cache, GQA, weight layouts) against
 transformers' sdpa / eager paths. Skipped when transformers is not installed.
 The real kernels run in test/gpu/test_transformers_gpu.py."""
+import os
 import subprocess
 import sys
 
@@ -99,7 +100,8 @@ def batch(B=3, S=11, pad=(0, 4, 7), side="left"):
 # ----------------------------------------------------------------- tests
 def test_import_aotriton_does_not_import_transformers():
     code = "import sys, aotriton; assert 'transformers' not in sys.modules, 'imported'"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # where aotriton was found
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
 
 def test_registered_in_every_interface():
