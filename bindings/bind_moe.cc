@@ -322,6 +322,54 @@ void bind_moe(nb::module_& m) {
       nb::arg("inverse"), nb::arg("expert_offsets"), nb::arg("workspace"), nb::arg("workspace_bytes"),
       nb::arg("stream"), nb::arg("force_config") = nb::none());
   bind_moe_quant(m);
+  // fused_experts backward: (grad_output, hidden, w1, w2, topk_weights, topk_ids, activation, grad_hidden,
+  // grad_w1, grad_w2, grad_topk_weights); the workspace query takes the same views.
+  auto bwd_params = [](const TensorArg<2>& dout, const TensorArg<2>& hidden, const TensorArg<3>& w1,
+                       const TensorArg<3>& w2, const TensorArg<2>& topk_weights, const TensorArg<2>& topk_ids,
+                       int activation, const TensorArg<2>& dhidden, const TensorArg<3>& dw1, const TensorArg<3>& dw2,
+                       const TensorArg<2>& dtopk_weights) {
+    moe::FusedExpertsBackwardParams p;
+    p.grad_output = view<2>(dout);
+    p.hidden_states = view<2>(hidden);
+    p.w1 = view<3>(w1);
+    p.w2 = view<3>(w2);
+    p.topk_weights = view<2>(topk_weights);
+    p.topk_ids = view<2>(topk_ids);
+    p.activation = static_cast<moe::Activation>(activation);
+    p.grad_hidden_states = view<2>(dhidden);
+    p.grad_w1 = view<3>(dw1);
+    p.grad_w2 = view<3>(dw2);
+    p.grad_topk_weights = view<2>(dtopk_weights);
+    return p;
+  };
+  m.def(
+      "fused_experts_backward_workspace_size",
+      [bwd_params](const TensorArg<2>& dout, const TensorArg<2>& hidden, const TensorArg<3>& w1,
+                   const TensorArg<3>& w2, const TensorArg<2>& topk_weights, const TensorArg<2>& topk_ids,
+                   int activation, const TensorArg<2>& dhidden, const TensorArg<3>& dw1, const TensorArg<3>& dw2,
+                   const TensorArg<2>& dtopk_weights) {
+        auto p = bwd_params(dout, hidden, w1, w2, topk_weights, topk_ids, activation, dhidden, dw1, dw2, dtopk_weights);
+        size_t bytes = 0;
+        raise_if_error(moe::fused_experts_backward_workspace_size(p, &bytes));
+        return bytes;
+      });
+  m.def(
+      "fused_experts_backward",
+      [bwd_params](const TensorArg<2>& dout, const TensorArg<2>& hidden, const TensorArg<3>& w1,
+                   const TensorArg<3>& w2, const TensorArg<2>& topk_weights, const TensorArg<2>& topk_ids,
+                   int activation, const TensorArg<2>& dhidden, const TensorArg<3>& dw1, const TensorArg<3>& dw2,
+                   const TensorArg<2>& dtopk_weights, uintptr_t workspace, size_t workspace_bytes, uintptr_t stream,
+                   std::optional<std::string> force_config) {
+        auto p = bwd_params(dout, hidden, w1, w2, topk_weights, topk_ids, activation, dhidden, dw1, dw2, dtopk_weights);
+        p.workspace = reinterpret_cast<void*>(workspace);
+        p.workspace_bytes = workspace_bytes;
+        return run([&](const KernelOptions* opt) { return moe::fused_experts_backward(p, stream_arg(stream), opt); },
+                   force_config);
+      },
+      nb::arg("grad_output"), nb::arg("hidden_states"), nb::arg("w1"), nb::arg("w2"), nb::arg("topk_weights"),
+      nb::arg("topk_ids"), nb::arg("activation"), nb::arg("grad_hidden_states"), nb::arg("grad_w1"),
+      nb::arg("grad_w2"), nb::arg("grad_topk_weights"), nb::arg("workspace"), nb::arg("workspace_bytes"),
+      nb::arg("stream"), nb::arg("force_config") = nb::none());
 }
 
 }  // namespace pyaotriton

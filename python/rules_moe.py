@@ -523,3 +523,105 @@ MOE_CI = {
     "fused_moe_gemm_wq": lambda f: f["dtype"] == "fp16" and f["BLOCK_SIZE_M"] == 16 and f["MUL_ROUTED_WEIGHT"],
     "per_token_quant_fp8": lambda f: f["dtype"] == "fp16",
 }
+
+# ----------------------------------------------------------------------------
+# fused_experts backward (training): grouped GEMM input / weight gradients and
+# the act_and_mul backward with the routing weights' gradient. fp16/bf16; the
+# operator aligns with one block size (BWD_BLOCK_SIZE_M) of its own.
+# ----------------------------------------------------------------------------
+BWD_DTYPES = ["fp16", "bf16"]
+BWD_BLOCK_SIZE_M = 64  # = tritonsrc/moe/moe_bwd_jit.BWD_BLOCK_SIZE_M and v2src/ops/moe_fused_bwd.cc
+
+
+def _bwd_gemm_prune(f, c, arch):
+    if not f["ALIGNED"] and (c["BLOCK_SIZE_K"] > 64 or c["BLOCK_SIZE_N"] > 64 or c["num_stages"] > 2):
+        return False
+    smem = c["num_stages"] * 2 * c["BLOCK_SIZE_K"] * (BWD_BLOCK_SIZE_M + c["BLOCK_SIZE_N"])
+    return smem <= (227 if arch >= 90 else 163) * 1024
+
+
+def _bwd_gemm_default(f, arch):
+    if not f["ALIGNED"]:
+        return {"BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 64, "GROUP_SIZE_M": 8, "num_warps": 4, "num_stages": 2}
+    return {"BLOCK_SIZE_N": 128, "BLOCK_SIZE_K": 64, "GROUP_SIZE_M": 8, "num_warps": 4, "num_stages": 3}
+
+
+moe_dgrad = Kernel(
+    name="moe_dgrad",
+    source="tritonsrc/moe/grouped_gemm_bwd.py",
+    function="moe_dgrad_kernel",
+    args=[
+        Arg("a_ptr", "*{dtype}:16"), Arg("b_ptr", "*{dtype}:16"), Arg("c_ptr", "*{dtype}:16"),
+        Arg("sorted_token_ids_ptr", "*i32"), Arg("expert_ids_ptr", "*i32"), Arg("num_tokens_post_padded_ptr", "*i32"),
+        Arg("N", "i32"), Arg("K", "i32"), Arg("EM", "i32"), Arg("num_valid_tokens", "i32"), Arg("top_k", "i32"),
+        Arg("stride_am", "i32"), Arg("stride_be", "i32"), Arg("stride_bk", "i32"), Arg("stride_cm", "i32"),
+        Arg("num_experts", "i32"),
+    ],
+    functional={"dtype": BWD_DTYPES, "ALIGNED": [False, True], "BLOCK_SIZE_M": [BWD_BLOCK_SIZE_M]},
+    unaligned_variant=True,
+    valid=lambda f, arch: _aligned_ok(f),
+    tuning=TuningSpace(
+        params={"BLOCK_SIZE_N": [64, 128, 256], "BLOCK_SIZE_K": [32, 64, 128], "GROUP_SIZE_M": [1, 8],
+                "num_warps": [4, 8], "num_stages": [2, 3, 4]},
+        default=_bwd_gemm_default,
+        prune=_bwd_gemm_prune,
+    ),
+    grid=("cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N)", "1", "1"),
+    autotune_keys=[AutotuneKey("N", bins=list(C.GEMM_NK_BINS)), AutotuneKey("K", bins=list(C.GEMM_NK_BINS))],
+    doc="fused_experts backward: grouped GEMM input gradient (C[slot] = A[slot / top_k] @ B[e], B [E, K, N])",
+)
+
+moe_wgrad = Kernel(
+    name="moe_wgrad",
+    source="tritonsrc/moe/grouped_gemm_bwd.py",
+    function="moe_wgrad_kernel",
+    args=[
+        Arg("dy_ptr", "*{dtype}:16"), Arg("x_ptr", "*{dtype}:16"), Arg("dw_ptr", "*{dtype}:16"),
+        Arg("topk_weights_ptr", "*fp32"),
+        Arg("sorted_token_ids_ptr", "*i32"), Arg("expert_ids_ptr", "*i32"), Arg("num_tokens_post_padded_ptr", "*i32"),
+        Arg("N", "i32"), Arg("K", "i32"), Arg("num_valid_tokens", "i32"), Arg("top_k_dy", "i32"), Arg("top_k_x", "i32"),
+        Arg("stride_dym", "i32"), Arg("stride_xm", "i32"), Arg("stride_dwe", "i32"), Arg("stride_dwn", "i32"),
+        Arg("num_experts", "i32"),
+    ],
+    functional={"dtype": BWD_DTYPES, "MUL_ROUTED_WEIGHT": [False, True], "ALIGNED": [False, True],
+                "BLOCK_SIZE_M": [BWD_BLOCK_SIZE_M], "SCAN_BLOCK": [1024]},
+    unaligned_variant=True,
+    valid=lambda f, arch: _aligned_ok(f),
+    tuning=TuningSpace(
+        params={"BLOCK_SIZE_N": [64, 128], "BLOCK_SIZE_K": [64, 128], "num_warps": [4, 8], "num_stages": [2, 3, 4]},
+        default=lambda f, arch: {"BLOCK_SIZE_N": 64 if not f["ALIGNED"] else 128, "BLOCK_SIZE_K": 64,
+                                 "num_warps": 4 if not f["ALIGNED"] else 8, "num_stages": 2 if not f["ALIGNED"] else 3},
+        prune=_bwd_gemm_prune,
+    ),
+    grid=("num_experts * cdiv(N, BLOCK_SIZE_N) * cdiv(K, BLOCK_SIZE_K)", "1", "1"),
+    autotune_keys=[AutotuneKey("N", bins=list(C.GEMM_NK_BINS)), AutotuneKey("K", bins=list(C.GEMM_NK_BINS))],
+    doc="fused_experts backward: per-expert weight gradient, deterministic (no atomics)",
+)
+
+act_and_mul_bwd = Kernel(
+    name="act_and_mul_bwd",
+    source="tritonsrc/moe/activation_bwd.py",
+    function="act_and_mul_bwd_kernel",
+    args=[
+        Arg("h_ptr", "*{dtype}:16"), Arg("g_ptr", "*{dtype}:16"), Arg("w_ptr", "*fp32"), Arg("dh_ptr", "*{dtype}:16"),
+        Arg("a_ptr", "*{dtype}:16"), Arg("dw_ptr", "*fp32"), Arg("n_rows", "i32"), Arg("n_cols", "i32"),
+        Arg("stride_h_row", "i64"), Arg("stride_g_row", "i64"), Arg("stride_dh_row", "i64"),
+        Arg("stride_a_row", "i64"),
+    ],
+    functional={"dtype": BWD_DTYPES, "ACTIVATION": [0, 1, 2]},
+    tuning=TuningSpace(
+        params={"BLOCK": [256, 512, 1024, 2048], "num_warps": [2, 4, 8], "num_stages": [1]},
+        default=lambda f, arch: {"BLOCK": 1024, "num_warps": 4, "num_stages": 1},
+        prune=lambda f, c, arch: c["BLOCK"] // (32 * c["num_warps"]) <= 16,
+    ),
+    grid=("n_rows", "1", "1"),
+    autotune_keys=[AutotuneKey("n_cols", bins=[1024, 4096, 16384])],
+    doc="fused_experts backward: act_and_mul gradient and the routing weights' gradient",
+)
+
+MOE_KERNELS += [moe_dgrad, moe_wgrad, act_and_mul_bwd]
+MOE_CI.update({
+    "moe_dgrad": lambda f: f["dtype"] == "fp16" and _ci_aligned(f),
+    "moe_wgrad": lambda f: f["dtype"] == "fp16" and _ci_aligned(f),
+    "act_and_mul_bwd": lambda f: f["dtype"] == "fp16",
+})

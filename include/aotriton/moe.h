@@ -320,6 +320,31 @@ AOTRITON_API size_t ep_dispatch_workspace_size(int64_t numel, int64_t num_local_
 // options (force_config / ran_config) apply to the index kernel (ep_dispatch_indices).
 AOTRITON_API Status ep_dispatch(const EpDispatchParams& params, Stream stream,
                                 const KernelOptions* options = nullptr) noexcept;
+// Backward of fused_experts (fp16/bf16, no expert map, no fp8): the gradients of
+// hidden_states, w1, w2 and topk_weights for grad_output. Recomputes GEMM1 and
+// act_and_mul; deterministic (no atomics: bit-identical results run to run).
+// Slots whose id is outside [0, E) get zero gradients. Outputs are written whole
+// (grad_w1 / grad_w2 of an expert without tokens are zeros). Workspace from the
+// caller, fused_experts_backward_workspace_size bytes; no allocation, no sync.
+struct FusedExpertsBackwardParams {
+  TensorView<2> grad_output;         // [M, K]
+  TensorView<2> hidden_states;       // [M, K]
+  TensorView<3> w1;                  // [E, 2N, K]
+  TensorView<3> w2;                  // [E, K, N]
+  TensorView<2> topk_weights;        // fp32 [M, topk], contiguous
+  TensorView<2> topk_ids;            // int32 [M, topk], contiguous
+  Activation activation = Activation::kSilu;
+  TensorView<2> grad_hidden_states;  // [M, K]
+  TensorView<3> grad_w1;             // [E, 2N, K]
+  TensorView<3> grad_w2;             // [E, K, N]
+  TensorView<2> grad_topk_weights;   // fp32 [M, topk], contiguous
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+};
+AOTRITON_API Status fused_experts_backward_workspace_size(const FusedExpertsBackwardParams& params,
+                                                          size_t* bytes) noexcept;
+AOTRITON_API Status fused_experts_backward(const FusedExpertsBackwardParams& params, Stream stream,
+                                           const KernelOptions* options = nullptr) noexcept;
 
 }  // namespace moe
 }  // namespace AOTRITON_ABI_NAMESPACE

@@ -435,8 +435,10 @@ def test_fused_experts_vllm_keywords():
         return w, ids.long()
     got = aotriton.fused_moe(x, w1, w2, rnd(M, E), 2, True, custom_routing_function=route)
     assert rel_err(got, want) < 1e-2
-    with pytest.raises(NotImplementedError, match="no backward"):
-        aotriton.fused_experts(x, w1.requires_grad_(), w2, w, ids)
+    # fused_experts is differentiable (test_moe_bwd_gpu.py); its backward takes no expert map.
+    with pytest.raises(NotImplementedError, match="expert_map"):
+        aotriton.fused_experts(x, w1.clone().requires_grad_(), w2, w, ids,
+                               expert_map=torch.arange(E, dtype=torch.int32, device=x.device))
     with pytest.raises(NotImplementedError, match="no backward"):
         aotriton.silu_and_mul(rnd(4, 64).requires_grad_())
 

@@ -156,3 +156,21 @@ def ep_dispatch(sorted_token_ids, inverse, expert_offsets, topk_ids, expert_map,
     return _C.ep_dispatch(view(topk_ids, "topk_ids"), opt_view(expert_map, "expert_map"), num_local_experts,
                           view(sorted_token_ids, "sorted_token_ids"), view(inverse, "inverse"),
                           view(expert_offsets, "expert_offsets"), ws.data_ptr(), ws.numel(), stream, force_config)
+
+
+def fused_experts_backward(dout, hidden, w1, w2, topk_weights, topk_ids, activation, dx, dw1, dw2, dtopk_weights,
+                           force_config=None):
+    """Writes dx, dw1, dw2, dtopk_weights (the gradients of fused_experts' inputs
+    for dout) in a fresh workspace of the size the C++ query returns."""
+    args = (view(dout, "grad_output"), view(hidden, "hidden_states"), view(w1, "w1"), view(w2, "w2"),
+            view(topk_weights, "topk_weights"), view(topk_ids, "topk_ids"), activation,
+            view(dx, "grad_hidden_states"), view(dw1, "grad_w1"), view(dw2, "grad_w2"),
+            view(dtopk_weights, "grad_topk_weights"))
+    nbytes = _C.fused_experts_backward_workspace_size(*args)  # also checks every argument
+    ws = workspace(nbytes, hidden, None)
+    stream = eager_stream(hidden)
+    if stream is None:
+        with torch.cuda.device(hidden.get_device()):
+            return _C.fused_experts_backward(*args, ws.data_ptr(), nbytes, _raw_stream(hidden.get_device()),
+                                             force_config)
+    return _C.fused_experts_backward(*args, ws.data_ptr(), nbytes, stream, force_config)

@@ -162,3 +162,68 @@ def _(sorted_token_ids, inverse, expert_offsets, topk_ids, expert_map, num_local
     _expect_shape(inverse, topk_ids.shape, "inverse")
     _expect_shape(sorted_token_ids, (topk_ids.numel(),), "sorted_token_ids")
     _expect_shape(expert_offsets, (num_local_experts + 1,), "expert_offsets")
+
+# ---------------------------------------------------------------------------
+# Training: a functional fused_experts with autograd. The op above mutates its
+# out/workspace arguments, and torch.library's autograd registration takes
+# functional ops only; so the differentiable path is its own op returning out.
+#   fused_experts_train(hidden_states, w1, w2, topk_weights, topk_ids, activation) -> out
+#   fused_experts_backward(grad_output, hidden_states, w1, w2, topk_weights, topk_ids, activation)
+#       -> (grad_hidden_states, grad_w1, grad_w2, grad_topk_weights)
+# fp16/bf16, no expert map, no fp8 (moe.fused_experts refuses those with grad).
+# ---------------------------------------------------------------------------
+@_lib.custom_op("aotriton::fused_experts_train", mutates_args=())
+def fused_experts_train(hidden_states: Tensor, w1: Tensor, w2: Tensor, topk_weights: Tensor, topk_ids: Tensor,
+                        activation: int) -> Tensor:
+    out = torch.empty_like(hidden_states, memory_format=torch.contiguous_format)
+    if hidden_states.shape[0] > 0:
+        L.fused_experts(out, hidden_states, w1, w2, topk_weights, topk_ids, None, activation, 0, None, None, None,
+                        None, None, 0, None)
+    return out
+
+
+@fused_experts_train.register_fake
+def _(hidden_states, w1, w2, topk_weights, topk_ids, activation):
+    _expect_shape(topk_ids, topk_weights.shape, "topk_ids")
+    return torch.empty_like(hidden_states, memory_format=torch.contiguous_format)
+
+
+@_lib.custom_op("aotriton::fused_experts_backward", mutates_args=())
+def fused_experts_backward(grad_output: Tensor, hidden_states: Tensor, w1: Tensor, w2: Tensor, topk_weights: Tensor,
+                           topk_ids: Tensor, activation: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    dx = torch.empty_like(hidden_states, memory_format=torch.contiguous_format)
+    dw1 = torch.empty_like(w1, memory_format=torch.contiguous_format)
+    dw2 = torch.empty_like(w2, memory_format=torch.contiguous_format)
+    dtw = torch.empty(topk_weights.shape, dtype=torch.float32, device=topk_weights.device)
+    if hidden_states.shape[0] == 0:  # no tokens: every gradient is zero
+        return dx.zero_(), dw1.zero_(), dw2.zero_(), dtw
+    L.fused_experts_backward(grad_output, hidden_states, w1, w2, topk_weights, topk_ids, activation, dx, dw1, dw2,
+                             dtw)
+    return dx, dw1, dw2, dtw
+
+
+@fused_experts_backward.register_fake
+def _(grad_output, hidden_states, w1, w2, topk_weights, topk_ids, activation):
+    _expect_shape(grad_output, hidden_states.shape, "grad_output")
+    return (torch.empty_like(hidden_states, memory_format=torch.contiguous_format),
+            torch.empty_like(w1, memory_format=torch.contiguous_format),
+            torch.empty_like(w2, memory_format=torch.contiguous_format),
+            topk_weights.new_empty(topk_weights.shape, dtype=torch.float32))
+
+
+def _train_setup_context(ctx, inputs, output):
+    hidden_states, w1, w2, topk_weights, topk_ids, activation = inputs
+    ctx.save_for_backward(hidden_states, w1, w2, topk_weights, topk_ids)
+    ctx.activation = activation
+
+
+def _train_backward(ctx, grad_out):
+    hidden_states, w1, w2, topk_weights, topk_ids = ctx.saved_tensors
+    if grad_out.stride(-1) != 1:
+        grad_out = grad_out.contiguous()
+    dx, dw1, dw2, dtw = torch.ops.aotriton.fused_experts_backward(grad_out, hidden_states, w1, w2, topk_weights,
+                                                                 topk_ids, ctx.activation)
+    return dx, dw1, dw2, dtw, None, None
+
+
+fused_experts_train.register_autograd(_train_backward, setup_context=_train_setup_context)

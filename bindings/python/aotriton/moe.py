@@ -459,6 +459,9 @@ def fused_experts(hidden_states, w1, w2, topk_weights, topk_ids, inplace=False, 
                                   "w1_scale, w2_scale, a1_scale, a2_scale and block_shape instead")
     if w1_bias is not None or w2_bias is not None:
         raise NotImplementedError("aotriton fused_experts: expert biases (w1_bias / w2_bias) are not supported")
+    if _grad_enabled() and any(t.requires_grad for t in (hidden_states, w1, w2, topk_weights)):
+        return _fused_experts_train(hidden_states, w1, w2, topk_weights, topk_ids, activation, quant, expert_map,
+                                    global_num_experts, inplace, out, workspace, apply_router_weight_on_input)
     weights, ids, w1s, w2s, a1, a2 = _prepare(hidden_states, w1, w2, topk_weights, topk_ids, quant, w1_scale,
                                               w2_scale, a1_scale, a2_scale, expert_map, global_num_experts)
     if out is not None or workspace is not None:
@@ -490,6 +493,37 @@ def fused_experts(hidden_states, w1, w2, topk_weights, topk_ids, inplace=False, 
     else:
         L.fused_experts(*args)
     return out
+
+
+def _fused_experts_train(hidden_states, w1, w2, topk_weights, topk_ids, activation, quant, expert_map,
+                         global_num_experts, inplace, out, workspace, apply_router_weight_on_input):
+    """The differentiable fused_experts (torch.ops.aotriton.fused_experts_train, whose
+    backward is fused_experts_backward): fp16/bf16 weights, no expert map; the
+    gradients reach hidden_states, w1, w2 and topk_weights."""
+    if quant != QUANT_NONE:
+        raise NotImplementedError("aotriton fused_experts: fp8 (use_fp8_w8a8) is inference-only and has no backward: "
+                                  "call it under torch.no_grad() or on tensors that do not require grad")
+    if expert_map is not None:
+        raise NotImplementedError("aotriton fused_experts: the backward does not take an expert_map")
+    if inplace or out is not None or workspace is not None:
+        raise ValueError("aotriton fused_experts: inplace / out / workspace cannot be used when gradients are "
+                         "required (the output is a new tensor saved for the backward)")
+    _same_device("hidden_states", hidden_states, "w1", w1, "w2", w2, "topk_weights", topk_weights, "topk_ids",
+                 topk_ids)
+    if hidden_states.dim() != 2 or w1.dim() != 3 or w2.dim() != 3:
+        raise ValueError("hidden_states must be 2-D [M, K], w1 3-D [E, 2N, K] and w2 3-D [E, K, N]")
+    if global_num_experts not in (-1, None) and global_num_experts != w1.shape[0]:
+        raise ValueError(f"global_num_experts={global_num_experts} but w1 has {w1.shape[0]} experts")
+    ids = _ids2d(topk_ids).contiguous()
+    weights = topk_weights.to(_FP32).contiguous()  # differentiable: the router's weights get their gradient
+    if apply_router_weight_on_input:
+        if ids.shape[1] != 1:
+            raise ValueError(f"apply_router_weight_on_input needs topk == 1, got topk = {ids.shape[1]}")
+        hidden_states = hidden_states * weights.to(hidden_states.dtype)
+        weights = torch.ones_like(weights)
+    # The kernels need unit stride along the last dim (copies are differentiable).
+    hidden_states, w1, w2 = (t if t.stride(-1) == 1 else t.contiguous() for t in (hidden_states, w1, w2))
+    return _ops.fused_experts_train(hidden_states, w1, w2, weights, ids, _ACTIVATIONS[activation])
 
 
 def fused_moe(hidden_states, w1, w2, gating_output, topk, renormalize, inplace=False, activation="silu",

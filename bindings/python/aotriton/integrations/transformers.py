@@ -1,0 +1,212 @@
+"""Hugging Face transformers: "aotriton" as an attention and an experts implementation.
+
+    import aotriton.integrations.transformers  # registers on import (needs transformers)
+    model = AutoModelForCausalLM.from_pretrained(name, attn_implementation="aotriton",
+                                                 experts_implementation="aotriton")
+
+Importing this module imports transformers; `import aotriton` does not.
+`register()` is idempotent and is called on import. See docs/integrations.md.
+"""
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS, _default_apply_gate
+from transformers.masking_utils import (ALL_MASK_ATTENTION_FUNCTIONS, bidirectional_mask_function,
+                                        causal_mask_function, sdpa_mask)
+
+from .. import flash as _flash
+from .. import moe as _moe
+
+NAME = "aotriton"
+
+
+# ---------------------------------------------------------------------------
+# Attention mask: what the attention adapter can take
+# ---------------------------------------------------------------------------
+def aotriton_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_function=causal_mask_function,
+                  attention_mask=None, **kwargs):
+    """transformers' mask hook for "aotriton" (AttentionMaskInterface).
+
+    Plain causal / bidirectional patterns become None (no padding) or a bool
+    [batch, kv_length] key-validity mask, which the attention unpads to varlen.
+    Cache slots past the last written position (a static cache) count as
+    padding. Any other pattern (packed sequences, or/and mask functions, chunked
+    or sliding-window overlays) is materialized as transformers' dense 4-D mask,
+    which the attention refuses with an error naming it: never silently dropped.
+    """
+    if mask_function is not causal_mask_function and mask_function is not bidirectional_mask_function:
+        kwargs.pop("allow_is_causal_skip", None)
+        return sdpa_mask(batch_size=batch_size, q_length=q_length, kv_length=kv_length, q_offset=q_offset,
+                         kv_offset=kv_offset, mask_function=mask_function, attention_mask=attention_mask,
+                         allow_is_causal_skip=False, **kwargs)
+    valid = None
+    if attention_mask is not None:
+        valid = attention_mask[:, -kv_length:].to(torch.bool)
+        if valid.shape[1] < kv_length:  # static cache: the mask covers the written slots only
+            valid = F.pad(valid, (0, kv_length - valid.shape[1]), value=False)
+    if mask_function is causal_mask_function and isinstance(q_offset, int) and isinstance(kv_offset, int):
+        written = q_offset + q_length - kv_offset
+        if 0 <= written < kv_length:  # unwritten static-cache slots at the end
+            tail = torch.arange(kv_length, device=kwargs.get("device")) < written
+            valid = tail.expand(batch_size, kv_length) if valid is None else valid & tail.to(valid.device)
+    if valid is None or bool(valid.all()):
+        return None
+    return valid
+
+
+# ---------------------------------------------------------------------------
+# Attention
+# ---------------------------------------------------------------------------
+def _refuse_features(attention_mask, sliding_window, softcap, s_aux, kwargs):
+    if sliding_window is not None:
+        raise NotImplementedError(f"aotriton attention: sliding window attention (sliding_window={sliding_window}) "
+                                  f"is not supported yet; use attn_implementation='sdpa' for this model")
+    if softcap:
+        raise NotImplementedError(f"aotriton attention: logit soft-capping (softcap={softcap}) is not supported yet")
+    if s_aux is not None:
+        raise NotImplementedError("aotriton attention: attention sinks (s_aux) are not supported")
+    if kwargs.get("position_bias") is not None:
+        raise NotImplementedError("aotriton attention: an additive position bias (position_bias) is not supported")
+    if attention_mask is not None and (attention_mask.dim() != 2 or attention_mask.dtype != torch.bool):
+        kind = ("a dense 4-D mask (a custom mask pattern: packed sequences, or/and mask functions, chunked or "
+                "sliding-window attention, or a 4-D mask passed by the caller)" if attention_mask.dim() == 4
+                else f"a {attention_mask.dim()}-D {attention_mask.dtype} mask")
+        raise NotImplementedError(f"aotriton attention: {kind} is not supported; it takes causal or bidirectional "
+                                  f"attention with a 2-D padding mask")
+
+
+def _target_dtype(query, module):
+    """fp32 activations (e.g. PEFT's fp32 layer norms) run in the autocast or the weights' half dtype."""
+    if query.dtype != torch.float32:
+        return query.dtype
+    if torch.is_autocast_enabled(query.device.type):
+        return torch.get_autocast_dtype(query.device.type)
+    for p in module.parameters():
+        if p.dtype in (torch.float16, torch.bfloat16):
+            return p.dtype
+    return torch.float32
+
+
+def _cu_seqlens(lengths):
+    return F.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
+
+
+def aotriton_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
+                               sliding_window=None, softcap=None, is_causal=None, s_aux=None, **kwargs):
+    """transformers' attention signature: query (B, Hq, Sq, D), key/value (B, Hk, Sk, D)
+    (Hq a multiple of Hk: GQA), attention_mask None or the bool [B, Sk] key-validity
+    mask from aotriton_mask. Returns ((B, Sq, Hq, D), None).
+
+    Causal attention is bottom-right aligned: Sq new queries against Sk >= Sq cached
+    keys (decode, chunked prefill) see every key up to their own position."""
+    _refuse_features(attention_mask, sliding_window, softcap, s_aux, kwargs)
+    is_causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    dtype = _target_dtype(query, module)
+    q, k, v = (t.transpose(1, 2).to(dtype) for t in (query, key, value))
+    head_dim, v_head_dim = q.shape[-1], v.shape[-1]
+    if v_head_dim != head_dim:
+        if v_head_dim > head_dim:
+            raise NotImplementedError(f"aotriton attention: value head dim {v_head_dim} > query head dim {head_dim}")
+        v = F.pad(v, (0, head_dim - v_head_dim))  # MLA-style smaller value head: pad, crop the output
+    dropout = float(dropout or 0.0)
+    if attention_mask is None:
+        out = _flash.flash_attn_func(q, k, v, dropout_p=dropout, softmax_scale=scaling, causal=bool(is_causal))
+    else:
+        out = _varlen_attention(q, k, v, attention_mask, dropout, scaling, bool(is_causal))
+    if v_head_dim != head_dim:
+        out = out[..., :v_head_dim]
+    return out, None
+
+
+def _varlen_attention(q, k, v, kv_valid, dropout, scaling, is_causal):
+    """Unpad to flash_attn_varlen_func and scatter back; padded query rows are 0."""
+    B, Sq = q.shape[0], q.shape[1]
+    Sk = k.shape[1]
+    if kv_valid.shape != (B, Sk):
+        raise ValueError(f"aotriton attention: padding mask of shape {tuple(kv_valid.shape)} does not match "
+                         f"(batch, kv_length) = {(B, Sk)}")
+    kv_valid = kv_valid.to(q.device)
+    # Queries are the newest Sq tokens: the whole sequence in a prefill (Sq == Sk),
+    # all valid in a decode / chunk step against a cache (Sq < Sk).
+    q_valid = kv_valid if Sq == Sk else None
+    len_k = kv_valid.sum(1, dtype=torch.int32)
+    cu_k = _cu_seqlens(len_k)
+    if q_valid is None:
+        cu_q = torch.arange(0, (B + 1) * Sq, Sq, dtype=torch.int32, device=q.device)
+        q_rows, max_q = q.reshape(B * Sq, *q.shape[2:]), Sq
+    else:
+        cu_q = cu_k
+        q_rows, max_q = q[q_valid], None
+    max_k = int(len_k.max())
+    max_q = max_k if max_q is None else max_q
+    out_rows = _flash.flash_attn_varlen_func(q_rows, k[kv_valid], v[kv_valid], cu_q, cu_k,
+                                             max_q, max_k, dropout_p=dropout, softmax_scale=scaling,
+                                             causal=is_causal)
+    if q_valid is None:
+        return out_rows.view(B, Sq, *out_rows.shape[1:])
+    return out_rows.new_zeros((B, Sq) + tuple(out_rows.shape[1:])).index_put((q_valid,), out_rows)
+
+
+# ---------------------------------------------------------------------------
+# Experts
+# ---------------------------------------------------------------------------
+_ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh",
+                "gelu_new": "gelu_tanh"}
+
+
+def _experts_activation(module):
+    act = getattr(module.config, "hidden_act", None)
+    if act not in _ACTIVATIONS:
+        raise NotImplementedError(f"aotriton experts: activation {act!r} is not supported "
+                                  f"(have {sorted(_ACTIVATIONS)})")
+    if getattr(type(module), "_apply_gate", _default_apply_gate) is not _default_apply_gate:
+        raise NotImplementedError(f"aotriton experts: {type(module).__name__} has its own gating (_apply_gate); "
+                                  f"only act(gate) * up is supported")
+    return _ACTIVATIONS[act]
+
+
+def experts_weights(module):
+    """(w1 [E, 2I, H], w2 [E, H, I]) in fused_experts' layout. Views of the module's
+    parameters for transformers' default layout (concatenated [gate; up], not
+    transposed); the transposed and interleaved layouts need one copy per call."""
+    if getattr(module, "has_bias", False):
+        raise NotImplementedError("aotriton experts: expert biases are not supported")
+    if not getattr(module, "has_gate", True):
+        raise NotImplementedError("aotriton experts: ungated experts (up_proj only) are not supported")
+    w1, w2 = module.gate_up_proj, module.down_proj
+    if getattr(module, "is_transposed", False):  # stored [E, H, 2I] and [E, I, H]
+        w1, w2 = w1.transpose(1, 2), w2.transpose(1, 2)
+    if not getattr(module, "is_concatenated", True):  # rows gate0, up0, gate1, up1, ...
+        E, I2, H = w1.shape
+        w1 = w1.reshape(E, I2 // 2, 2, H).transpose(1, 2).reshape(E, I2, H)
+    # fused_experts needs the reduction dim contiguous: copy only what is not.
+    w1 = w1 if w1.stride(-1) == 1 else w1.contiguous()
+    w2 = w2 if w2.stride(-1) == 1 else w2.contiguous()
+    return w1, w2
+
+
+def aotriton_experts_forward(module, hidden_states, top_k_index, top_k_weights):
+    """transformers' experts signature: hidden_states (tokens, H), top_k_index (tokens, k)
+    (ids >= num_experts, expert-parallel sentinels, add nothing), top_k_weights (tokens, k).
+    Differentiable in hidden_states, the expert weights and top_k_weights (bf16/fp16)."""
+    activation = _experts_activation(module)
+    w1, w2 = experts_weights(module)
+    x = hidden_states
+    if x.dtype != w1.dtype:
+        x = x.to(w1.dtype)
+    ids = top_k_index.to(torch.int32)
+    out = _moe.fused_experts(x, w1, w2, top_k_weights, ids, activation=activation)
+    return out.to(hidden_states.dtype)
+
+
+# ---------------------------------------------------------------------------
+# Registration
+# ---------------------------------------------------------------------------
+def register(name: str = NAME) -> None:
+    """Register `name` in transformers' attention, attention-mask and experts interfaces."""
+    AttentionInterface.register(name, aotriton_attention_forward)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(name, aotriton_mask)
+    ALL_EXPERTS_FUNCTIONS.register(name, aotriton_experts_forward)
+
+
+register()

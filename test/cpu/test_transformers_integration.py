@@ -1,0 +1,260 @@
+"""aotriton.integrations.transformers without a GPU: tiny random transformers
+models on the CPU, with the flash / fused_experts launches replaced by float
+torch references, so what is tested is the adapters' own logic (mask kinds,
+unpadding, causal alignment against a KV cache, GQA, weight layouts) against
+transformers' sdpa / eager paths. Skipped when transformers is not installed.
+The real kernels run in test/gpu/test_transformers_gpu.py."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+aotriton = pytest.importorskip("aotriton", reason="needs the installed aotriton package (tools/build.sh)")
+transformers = pytest.importorskip("transformers", reason="transformers is not installed")
+from aotriton.integrations import transformers as integ  # noqa: E402
+
+
+# ----------------------------------------------------------------- references
+def ref_flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, **kwargs):
+    """(B, S, H, D) attention in float64; causal is bottom-right aligned; GQA by repetition."""
+    assert dropout_p == 0.0
+    Sq, Hq, D = q.shape[1], q.shape[2], q.shape[3]
+    Sk, Hk = k.shape[1], k.shape[2]
+    scale = D ** -0.5 if softmax_scale is None else softmax_scale
+    qh = q.transpose(1, 2).double()
+    kh = k.transpose(1, 2).double().repeat_interleave(Hq // Hk, 1)
+    vh = v.transpose(1, 2).double().repeat_interleave(Hq // Hk, 1)
+    s = qh @ kh.transpose(-1, -2) * scale
+    if causal:
+        keep = torch.arange(Sq)[:, None] + (Sk - Sq) >= torch.arange(Sk)[None, :]
+        s = s.masked_fill(~keep, float("-inf"))
+    return (torch.softmax(s, -1) @ vh).transpose(1, 2).to(q.dtype)
+
+
+def ref_flash_attn_varlen_func(q, k, v, cu_q, cu_k, max_q, max_k, dropout_p=0.0, softmax_scale=None, causal=False,
+                               **kwargs):
+    assert int((cu_q[1:] - cu_q[:-1]).max()) <= max_q and int((cu_k[1:] - cu_k[:-1]).max()) <= max_k
+    outs = []
+    for i in range(cu_q.numel() - 1):
+        qs, ks = slice(int(cu_q[i]), int(cu_q[i + 1])), slice(int(cu_k[i]), int(cu_k[i + 1]))
+        outs.append(ref_flash_attn_func(q[None, qs], k[None, ks], v[None, ks], dropout_p, softmax_scale, causal)[0])
+    return torch.cat(outs)
+
+
+def ref_fused_experts(x, w1, w2, topk_weights, topk_ids, activation="silu", **kwargs):
+    act = {"silu": F.silu, "gelu": F.gelu, "gelu_tanh": lambda t: F.gelu(t, approximate="tanh")}[activation]
+    out = torch.zeros_like(x, dtype=torch.float64)
+    for j in range(topk_ids.shape[1]):
+        for e in range(w1.shape[0]):
+            rows = (topk_ids[:, j] == e).nonzero()[:, 0]
+            if rows.numel():
+                gate, up = (x[rows].double() @ w1[e].double().T).chunk(2, -1)
+                y = (act(gate) * up) @ w2[e].double().T
+                out[rows] += topk_weights[rows, j, None].double() * y
+    return out.to(x.dtype)
+
+
+@pytest.fixture
+def reference_kernels(monkeypatch):
+    monkeypatch.setattr(integ._flash, "flash_attn_func", ref_flash_attn_func)
+    monkeypatch.setattr(integ._flash, "flash_attn_varlen_func", ref_flash_attn_varlen_func)
+    monkeypatch.setattr(integ._moe, "fused_experts", ref_fused_experts)
+
+
+def tiny_llama(**extra):
+    cfg = transformers.LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, **extra)
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(cfg).eval()
+
+
+def tiny_mixtral():
+    cfg = transformers.MixtralConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
+                                     num_experts_per_tok=2, max_position_embeddings=128)
+    torch.manual_seed(0)
+    return transformers.MixtralForCausalLM(cfg).eval()
+
+
+def logits(model, impl, **inputs):
+    model.set_attn_implementation(impl)
+    with torch.no_grad():
+        return model(**inputs).logits
+
+
+def batch(B=3, S=11, pad=(0, 4, 7), side="left"):
+    torch.manual_seed(1)
+    ids = torch.randint(0, 97, (B, S))
+    mask = torch.ones(B, S, dtype=torch.long)
+    for b, p in enumerate(pad):
+        if side == "left":
+            mask[b, :p] = 0
+        else:
+            mask[b, S - p:] = 0
+    return ids, mask
+
+
+# ----------------------------------------------------------------- tests
+def test_import_aotriton_does_not_import_transformers():
+    code = "import sys, aotriton; assert 'transformers' not in sys.modules, 'imported'"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # where aotriton was found
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_registered_in_every_interface():
+    from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    assert ALL_ATTENTION_FUNCTIONS["aotriton"] is integ.aotriton_attention_forward
+    assert ALL_MASK_ATTENTION_FUNCTIONS["aotriton"] is integ.aotriton_mask
+    assert ALL_EXPERTS_FUNCTIONS["aotriton"] is integ.aotriton_experts_forward
+
+
+def test_prefill_matches_sdpa(reference_kernels):
+    model = tiny_llama()
+    ids, _ = batch()
+    want = logits(model, "sdpa", input_ids=ids)
+    got = logits(model, "aotriton", input_ids=ids)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_padding_matches_sdpa_on_valid_positions(reference_kernels, side):
+    model = tiny_llama()
+    ids, mask = batch(side=side)
+    want = logits(model, "sdpa", input_ids=ids, attention_mask=mask)
+    got = logits(model, "aotriton", input_ids=ids, attention_mask=mask)
+    valid = mask.bool()
+    torch.testing.assert_close(got[valid], want[valid], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_greedy_decode_with_kv_cache_matches_sdpa(reference_kernels, cache):
+    """Decode steps (1 query against the cache, bottom-right causal) with left
+    padding; the static cache adds unwritten slots past the last token."""
+    model = tiny_llama()
+    ids, mask = batch()
+    runs = {}
+    for impl in ("sdpa", "aotriton"):
+        model.set_attn_implementation(impl)
+        with torch.no_grad():
+            runs[impl] = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
+                                        output_logits=True, return_dict_in_generate=True, cache_implementation=cache,
+                                        pad_token_id=0)
+    assert torch.equal(runs["aotriton"].sequences, runs["sdpa"].sequences)
+    for got, want in zip(runs["aotriton"].logits, runs["sdpa"].logits):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_chunked_prefill_against_cache_is_bottom_right_causal(reference_kernels):
+    """Several new queries against a longer cache: each sees the cache and its own prefix."""
+    model = tiny_llama()
+    ids, _ = batch(B=2, pad=(0, 0))
+    full = logits(model, "sdpa", input_ids=ids)
+    model.set_attn_implementation("aotriton")
+    with torch.no_grad():
+        first = model(input_ids=ids[:, :6], use_cache=True)
+        rest = model(input_ids=ids[:, 6:], past_key_values=first.past_key_values, use_cache=True).logits
+    torch.testing.assert_close(rest, full[:, 6:], atol=1e-4, rtol=1e-4)
+
+
+def test_training_mode_gradients_match_sdpa(reference_kernels):
+    model = tiny_llama().train()
+    ids, mask = batch()
+    grads = {}
+    for impl in ("sdpa", "aotriton"):
+        model.set_attn_implementation(impl)
+        model.zero_grad()
+        model(input_ids=ids, attention_mask=mask, labels=ids).loss.backward()
+        grads[impl] = [p.grad.clone() for p in model.parameters()]
+    for got, want in zip(grads["aotriton"], grads["sdpa"]):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_sliding_window_model_raises_naming_the_feature(reference_kernels):
+    cfg = transformers.MistralConfig(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                     num_attention_heads=4, num_key_value_heads=2, sliding_window=4)
+    model = transformers.MistralForCausalLM(cfg).eval()
+    ids, _ = batch()
+    with pytest.raises(NotImplementedError, match="sliding window"):
+        logits(model, "aotriton", input_ids=ids)
+
+
+def test_4d_mask_raises_naming_the_mask_kind(reference_kernels):
+    model = tiny_llama()
+    ids, _ = batch(B=1, pad=(0,))
+    mask4d = torch.ones(1, 1, 11, 11, dtype=torch.bool).tril()
+    with pytest.raises(NotImplementedError, match="4-D"):
+        logits(model, "aotriton", input_ids=ids, attention_mask=mask4d)
+
+
+def test_mask_hook_kinds():
+    f = integ.aotriton_mask
+    causal = transformers.masking_utils.causal_mask_function
+    assert f(2, 5, 5, attention_mask=torch.ones(2, 5, dtype=torch.bool)) is None  # no padding
+    pad = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    assert torch.equal(f(2, 5, 5, attention_mask=pad), pad)
+    # static cache: 8 slots, 5 written (q_offset 3 + 2 new queries)
+    got = f(2, 2, 8, q_offset=3, kv_offset=0, mask_function=causal, attention_mask=None, device="cpu")
+    assert torch.equal(got, torch.arange(8).expand(2, 8) < 5)
+    # any other pattern comes back as a dense 4-D mask (which the attention refuses)
+    packed = transformers.masking_utils.and_masks(causal, lambda b, h, q, k: q >= 0)
+    assert f(1, 4, 4, mask_function=packed, attention_mask=None, device="cpu").dim() == 4
+
+
+def test_mixtral_experts_match_eager(reference_kernels):
+    model = tiny_mixtral()
+    ids, mask = batch()
+    model.set_experts_implementation("eager")
+    want = logits(model, "sdpa", input_ids=ids, attention_mask=mask)
+    model.set_experts_implementation("aotriton")
+    got = logits(model, "aotriton", input_ids=ids, attention_mask=mask)
+    valid = mask.bool()
+    torch.testing.assert_close(got[valid], want[valid], atol=1e-4, rtol=1e-4)
+
+
+class _Experts(torch.nn.Module):
+    def __init__(self, E=3, H=16, I=8, transposed=False, concatenated=True):
+        super().__init__()
+        torch.manual_seed(2)
+        self.ref_w1 = torch.randn(E, 2 * I, H)  # [gate; up] rows
+        self.ref_w2 = torch.randn(E, H, I)
+        w1, w2 = self.ref_w1, self.ref_w2
+        if not concatenated:  # rows gate0, up0, gate1, up1...
+            w1 = torch.stack(w1.chunk(2, dim=1), dim=2).reshape(E, 2 * I, H)
+        if transposed:
+            w1, w2 = w1.transpose(1, 2).contiguous(), w2.transpose(1, 2).contiguous()
+        self.gate_up_proj, self.down_proj = torch.nn.Parameter(w1), torch.nn.Parameter(w2)
+        self.is_transposed, self.is_concatenated, self.has_gate, self.has_bias = transposed, concatenated, True, False
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("concatenated", [True, False])
+def test_experts_weight_layouts(transposed, concatenated):
+    m = _Experts(transposed=transposed, concatenated=concatenated)
+    w1, w2 = integ.experts_weights(m)
+    assert torch.equal(w1, m.ref_w1) and torch.equal(w2, m.ref_w2)
+    assert w1.stride(-1) == 1 and w2.stride(-1) == 1
+    if not transposed and concatenated:  # transformers' default layout: views, no copy
+        assert w1.data_ptr() == m.gate_up_proj.data_ptr() and w2.data_ptr() == m.down_proj.data_ptr()
+
+
+def test_experts_unsupported_variants_raise():
+    m = _Experts()
+    m.has_bias = True
+    with pytest.raises(NotImplementedError, match="biases"):
+        integ.experts_weights(m)
+    m.has_bias, m.has_gate = False, False
+    with pytest.raises(NotImplementedError, match="ungated"):
+        integ.experts_weights(m)
+
+
+def test_from_config_accepts_aotriton_for_both_implementations():
+    cfg = tiny_mixtral().config
+    model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="aotriton",
+                                                          experts_implementation="aotriton")
+    assert model.config._attn_implementation == "aotriton"
+    assert model.config._experts_implementation == "aotriton"

@@ -1,0 +1,160 @@
+"""Small random transformers models (Llama: dense, Mixtral: MoE) with
+attn_implementation="aotriton" and experts_implementation="aotriton" in bf16,
+against an fp32 run of the same weights (eager attention, eager experts), and
+no worse than transformers' own bf16 sdpa + eager path: prefill logits (with
+and without padding), KV-cache decode, a training step's loss and gradients,
+torch.compile of the model. Skipped without transformers or a GPU."""
+import copy
+
+import pytest
+import torch
+
+aotriton = pytest.importorskip("aotriton", reason="needs the installed aotriton package (tools/build.sh)")
+transformers = pytest.importorskip("transformers", reason="transformers is not installed")
+import aotriton.integrations.transformers  # noqa: E402,F401  (registers "aotriton")
+
+DEV = "cuda"
+BF16 = torch.bfloat16
+VOCAB = 4096
+SLACK = 1.25  # aotriton's error vs fp32 may exceed the bf16 sdpa path's by this factor (bf16 noise)
+
+
+def llama():
+    return transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=1024, intermediate_size=2048, num_hidden_layers=4,
+                                    num_attention_heads=16, num_key_value_heads=4, max_position_embeddings=4096)
+
+
+def mixtral():
+    return transformers.MixtralConfig(vocab_size=VOCAB, hidden_size=1024, intermediate_size=1024,
+                                      num_hidden_layers=4, num_attention_heads=16, num_key_value_heads=4,
+                                      num_local_experts=8, num_experts_per_tok=2, max_position_embeddings=4096,
+                                      sliding_window=None)
+
+
+MODELS = {"llama": (llama, transformers.LlamaForCausalLM), "mixtral": (mixtral, transformers.MixtralForCausalLM)}
+
+
+def build(name):
+    """(fp32 eager reference, bf16 sdpa + eager experts, bf16 aotriton) with the same weights."""
+    make_cfg, cls = MODELS[name]
+    torch.manual_seed(0)
+    ref = cls(make_cfg()).to(DEV).eval()
+    ref.set_attn_implementation("eager")
+    moe = name == "mixtral"
+    if moe:
+        ref.set_experts_implementation("eager")
+    base = copy.deepcopy(ref).to(BF16)
+    base.set_attn_implementation("sdpa")
+    ours = copy.deepcopy(ref).to(BF16)
+    ours.set_attn_implementation("aotriton")
+    if moe:
+        ours.set_experts_implementation("aotriton")
+    return ref, base, ours
+
+
+def rel_err(got, want, mask=None):
+    got, want = got.float(), want.float()
+    if mask is not None:
+        got, want = got[mask], want[mask]
+    return ((got - want).norm() / want.norm()).item()
+
+
+def inputs(B=4, S=256, left_pad=None, seed=1):
+    g = torch.Generator(device=DEV).manual_seed(seed)
+    ids = torch.randint(0, VOCAB, (B, S), device=DEV, generator=g)
+    mask = torch.ones(B, S, dtype=torch.long, device=DEV)
+    for b, p in enumerate(left_pad or ()):
+        mask[b, :p] = 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("name", ["llama", "mixtral"])
+@pytest.mark.parametrize("padded", [False, True])
+def test_prefill_logits_vs_fp32(name, padded):
+    ref, base, ours = build(name)
+    ids, mask = inputs(left_pad=(0, 17, 100, 255) if padded else None)
+    with torch.no_grad():
+        want = ref(input_ids=ids, attention_mask=mask).logits
+        err_base = rel_err(base(input_ids=ids, attention_mask=mask).logits, want, mask.bool())
+        got = ours(input_ids=ids, attention_mask=mask).logits
+    assert torch.isfinite(got[mask.bool()]).all()
+    err = rel_err(got, want, mask.bool())
+    assert err <= SLACK * err_base + 1e-3, f"aotriton {err:.4g} vs sdpa bf16 {err_base:.4g}"
+
+
+@pytest.mark.parametrize("name", ["llama", "mixtral"])
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_kv_cache_decode_vs_fp32(name, cache):
+    """Teacher-forced decode (one token per step against the cache) after a padded
+    prefill: every step's logits vs the fp32 full-sequence run."""
+    ref, base, ours = build(name)
+    ids, mask = inputs(B=3, S=80, left_pad=(0, 9, 30), seed=2)
+    prompt = 64
+    with torch.no_grad():
+        want = ref(input_ids=ids, attention_mask=mask).logits[:, prompt - 1:]
+        errs = {}
+        for label, m in (("base", base), ("ours", ours)):
+            kw = {}
+            if cache == "static":
+                kw["past_key_values"] = transformers.StaticCache(config=m.config, max_cache_len=96)
+            out = m(input_ids=ids[:, :prompt], attention_mask=mask[:, :prompt], use_cache=True, **kw)
+            steps, past = [out.logits[:, -1]], out.past_key_values
+            for t in range(prompt, ids.shape[1]):
+                out = m(input_ids=ids[:, t:t + 1], attention_mask=mask[:, :t + 1], past_key_values=past,
+                        use_cache=True)
+                steps.append(out.logits[:, -1])
+                past = out.past_key_values
+            errs[label] = rel_err(torch.stack(steps, 1), want)
+    assert errs["ours"] <= SLACK * errs["base"] + 1e-3, errs
+
+
+@pytest.mark.parametrize("name", ["llama", "mixtral"])
+def test_greedy_generation_agrees_with_fp32(name):
+    """generate() with the KV cache: each step's logits (1 query against the cache)
+    are as close to the fp32 model's on the generated sequence as a bf16 sdpa run
+    of the whole sequence, and each greedy token is the argmax of its step's logits."""
+    ref, base, ours = build(name)
+    ids, mask = inputs(B=2, S=32, seed=3)
+    P = ids.shape[1]
+    with torch.no_grad():
+        gen = ours.generate(input_ids=ids, attention_mask=mask, max_new_tokens=16, do_sample=False, pad_token_id=0,
+                            output_logits=True, return_dict_in_generate=True)
+        seq, steps = gen.sequences, torch.stack(gen.logits, 1)
+        want = ref(input_ids=seq).logits[:, P - 1:-1]
+        err_base = rel_err(base(input_ids=seq).logits[:, P - 1:-1], want)
+    assert torch.equal(seq[:, P:], steps.argmax(-1))
+    err = rel_err(steps, want)
+    assert err <= SLACK * err_base + 1e-3, f"aotriton decode {err:.4g} vs sdpa bf16 {err_base:.4g}"
+
+
+@pytest.mark.parametrize("name", ["llama", "mixtral"])
+def test_training_step_gradients_vs_fp32(name):
+    ref, base, ours = build(name)
+    ids, mask = inputs(B=2, S=256, left_pad=(0, 40), seed=4)
+    labels = ids.masked_fill(mask == 0, -100)
+    grads, losses = {}, {}
+    for label, m in (("ref", ref), ("base", base), ("ours", ours)):
+        m.train()
+        loss = m(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        losses[label] = loss.item()
+        grads[label] = torch.cat([p.grad.float().flatten() for p in m.parameters()])
+        assert all(p.grad is not None for p in m.parameters() if p.requires_grad), label
+    loss_err = {k: abs(losses[k] - losses["ref"]) for k in ("base", "ours")}
+    grad_err = {k: rel_err(grads[k], grads["ref"]) for k in ("base", "ours")}
+    assert loss_err["ours"] <= SLACK * loss_err["base"] + 2e-3, loss_err
+    assert grad_err["ours"] <= SLACK * grad_err["base"] + 1e-3, grad_err
+
+
+@pytest.mark.parametrize("name", ["llama", "mixtral"])
+def test_torch_compile_model(name):
+    _, _, ours = build(name)
+    ids, mask = inputs(B=2, S=128, seed=5)
+    with torch.no_grad():
+        want = ours(input_ids=ids, attention_mask=mask).logits
+        try:
+            compiled = torch.compile(ours)
+            got = compiled(input_ids=ids, attention_mask=mask).logits
+        finally:
+            torch._dynamo.reset()
+    assert rel_err(got, want) < 1e-2
