@@ -28,7 +28,8 @@ if [ -n "$tune_pid" ]; then
   fi
 fi
 echo "time left after build: $(left) s"
-STEPS=test OUT=$OUT tools/gpu_run.sh
+OUT=$OUT tools/gpu_test_sharded.sh 2>&1 | tail -80
+python3 -m pytest -q test/cpu/test_install.py test/cpu/test_runtime_nogpu.py 2>&1 | tail -2
 echo "time left after tests: $(left) s"
 IFS=';' read -ra benches <<< "${BENCHES:-bench/bench_launch_overhead.py}"
 for b in "${benches[@]}"; do
