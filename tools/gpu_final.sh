@@ -4,7 +4,7 @@
 # profile while the MoE tuner fills the remaining quant modes on the idle GPU,
 # then the whole GPU suite, then the benchmarks in priority order while time
 # is left (DEADLINE_S from the start). Everything lands under $OUT.
-#   BENCHES="cmd;cmd"  QUANTS=fp16,fp8_tensor,fp8_block  TUNE_BUDGET_S=200  DEADLINE_S=840
+#   BENCHES="cmd;cmd" (python scripts, or .sh scripts run by bash)  QUANTS=fp16,fp8_tensor,fp8_block  TUNE_BUDGET_S=200  DEADLINE_S=840
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/aotriton-out}; mkdir -p "$OUT"
@@ -36,6 +36,7 @@ for b in "${benches[@]}"; do
   if [ "$(left)" -lt "${MIN_BENCH_S:-60}" ]; then echo "skipped (no time left): $b"; continue; fi
   echo "=== $b ($(left) s left)"
   # shellcheck disable=SC2086  # a bench command is a script plus its arguments
-  timeout "$(left)" python3 $b 2>&1 | tee -a "$OUT/bench.log" | tail -40
+  case $b in *.sh*) runner=bash ;; *) runner=python3 ;; esac
+  timeout "$(left)" $runner $b 2>&1 | tee -a "$OUT/bench.log" | tail -40
 done
 echo "done after $(( $(date +%s) - start )) s"
