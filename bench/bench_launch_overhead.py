@@ -172,6 +172,8 @@ def cpp_rows(rows_out, build_dir, prefix):
 
 
 def git_commit():
+    if os.environ.get("AOTRITON_COMMIT"):  # the device copy's .git may be stale
+        return os.environ["AOTRITON_COMMIT"]
     try:
         head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
         dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],

@@ -31,6 +31,8 @@ IMPLS = {"aotriton": ("aotriton", "aotriton"), "sdpa+eager": ("sdpa", "eager"),
 
 
 def commit_id():
+    if os.environ.get("AOTRITON_COMMIT"):  # the device copy's .git may be stale
+        return os.environ["AOTRITON_COMMIT"]
     try:
         return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, check=True).stdout.strip()
