@@ -215,6 +215,18 @@ def test_fused_experts_missing_features_raise(kwargs, feature, no_extension_laun
             aotriton.fused_experts(*_moe_args(), **kwargs)
 
 
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(per_channel_quant=True), "per_channel_quant=True needs use_fp8_w8a8=True"),
+    (dict(use_fp8_w8a8=True, per_channel_quant=True, block_shape=[128, 128]),
+     "per_channel_quant=True and block_shape are exclusive"),
+    (dict(use_fp8_w8a8=True, use_int8_w8a16=True), "are exclusive")])
+def test_fused_experts_quant_flag_misuse_raises_value_error(kwargs, match, no_extension_launch):
+    """Supported quant modes asked for inconsistently: ValueError naming the flag, not NotImplementedError."""
+    with fake_mode():
+        with pytest.raises(ValueError, match=match):
+            aotriton.fused_experts(*_moe_args(), **kwargs)
+
+
 def test_fused_moe_grouped_topk_traces(no_extension_launch):
     with fake_mode(), RecordOps() as rec:
         x, w1, w2, _, _ = _moe_args()
@@ -734,6 +746,7 @@ def test_eager_calls_skip_the_dispatcher(monkeypatch):
     for module in (_glue, _moe_launch):
         monkeypatch.setattr(module, "_raw_stream", lambda index: 0)
         monkeypatch.setattr(module, "_current_device", lambda: 0)
+    monkeypatch.setattr(_flash_launch, "discard_buffer", lambda index, numel: 0)  # a cuda buffer otherwise
     launched = []
     monkeypatch.setattr(_flash_launch, "_attn_fwd", lambda *args: launched.append("attn_fwd"))
     monkeypatch.setattr(_moe_launch, "_act_and_mul", lambda *args: launched.append("act_and_mul"))

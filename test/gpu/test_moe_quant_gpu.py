@@ -23,6 +23,15 @@ CHANNEL, INT8, INT4 = CFG.QUANT_FP8_CHANNEL, CFG.QUANT_INT8_W8A16, CFG.QUANT_INT
 
 
 # ---------------------------------------------------------------- inputs
+def fp8_scale(amax):
+    """max(amax, 1e-10) / 448 with IEEE division, as the quant kernels compute it.
+    Not `amax / 448.0`: on CUDA torch divides by a Python scalar as a multiply by
+    its fp32 reciprocal, one ulp off for about half the inputs, and a scale one
+    ulp off moves some q by one fp8 step."""
+    amax = amax.clamp(min=1e-10)
+    return amax / torch.full_like(amax, 448.0)
+
+
 def quant_w_channel_fp8(w):
     s = w.float().abs().amax(-1).clamp(min=1e-10) / 448.0
     q = (w.float() / s[..., None]).clamp(-448, 448).to(FP8)
@@ -50,7 +59,7 @@ def quant_weights(w, quant, group=128, with_zp=False):
 def token_fake_quant(x):
     """float64 values after the per-token dynamic fp8 quantization."""
     xf = x.float()
-    s = xf.abs().amax(-1, keepdim=True).clamp(min=1e-10) / 448.0
+    s = fp8_scale(xf.abs().amax(-1, keepdim=True))
     return (xf / s).clamp(-448, 448).to(FP8).double() * s.double()
 
 
@@ -159,8 +168,8 @@ def test_per_token_quant_matches_torch():
     x = (torch.randn(300, 1024, generator=gen) * torch.rand(300, 1, generator=gen) * 20).to(DEV, torch.bfloat16)
     x[7] = 0
     q, s = aot(aotriton.per_token_quant_fp8, x)
-    rs = x.float().abs().amax(-1, keepdim=True).clamp(min=1e-10) / 448.0
-    torch.testing.assert_close(s, rs, rtol=2e-7, atol=0)
+    rs = fp8_scale(x.float().abs().amax(-1, keepdim=True))
+    assert torch.equal(s.reshape(rs.shape), rs)  # bit-exact: both IEEE fp32 divisions
     assert torch.equal(q.float(), (x.float() / rs).clamp(-448, 448).to(FP8).float())
 
 
