@@ -3,7 +3,10 @@ attn_implementation="aotriton" and experts_implementation="aotriton" in bf16,
 against an fp32 run of the same weights (eager attention, eager experts), and
 no worse than transformers' own bf16 sdpa + eager path: prefill logits (with
 and without padding), KV-cache decode, a training step's loss and gradients,
-torch.compile of the model. Skipped without transformers or a GPU."""
+torch.compile of the model. Mixtral's top-k routing is discontinuous (bf16
+rounding flips near-tied choices), so the decode and training comparisons route
+every run by the fp32 reference's choices and the compile test compares the
+positions no flip reaches. Skipped without transformers or a GPU."""
 import copy
 
 import pytest
