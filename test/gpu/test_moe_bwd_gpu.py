@@ -75,6 +75,29 @@ def rel_err(got, want):
 TOL = {F16: 4e-3, BF16: 2e-2}  # relative (norm) error vs float32: a few units of the dtype's rounding
 
 
+def routing_grad_scale(x, w1, w2, ids, dout, activation="silu"):
+    """[M, topk] float32: sum_c |a_c| |g_c| of each routing-weight gradient
+    dw = <a, g> (a = act(gate) * up, g = dout @ w2[e]): the scale a dot product's
+    rounding error is bounded by. One dw can cancel to far below it (a few M=1
+    draws do), so its error is measured against this, not against |dw|."""
+    scale = torch.zeros(ids.shape, device=x.device)
+    for e in range(w1.shape[0]):
+        rows, cols = (ids == e).nonzero(as_tuple=True)
+        if rows.numel():
+            gate, up = (x[rows].float() @ w1[e].float().T).chunk(2, -1)
+            g = dout[rows].float() @ w2[e].float()
+            scale[rows, cols] = ((ACTS[activation](gate) * up).abs() * g.abs()).sum(-1)
+    return scale
+
+
+def assert_routing_grad_close(got, want, scale, dtype):
+    """Each dw within TOL / 4 of its dot-product scale (the forward stores GEMM1's
+    output and act(gate) * up in the activation dtype, so dw carries their rounding:
+    about 1e-3 (bf16) / 2e-4 (fp16) of the scale, measured on 300 M=1 draws)."""
+    err = ((got.float() - want.float()).abs() / scale.clamp_min(1e-30)).max().item()
+    assert err < TOL[dtype] / 4, f"d topk_weights: error {err:.3g} of the dot-product scale"
+
+
 @pytest.mark.parametrize("dtype", [BF16, F16])
 @pytest.mark.parametrize("E", [8, 64])
 @pytest.mark.parametrize("topk", [1, 2, 6])
@@ -84,9 +107,11 @@ def test_fused_experts_grads_match_float32_autograd(M, E, topk, dtype):
     out, grads = aot_grads(x, w1, w2, w, ids, dout)
     ref_out, want = f32_grads(x, w1, w2, w, ids, dout)
     assert rel_err(out, ref_out) < TOL[dtype]
-    for name, g, r in zip(("d hidden", "d w1", "d w2", "d topk_weights"), grads, want):
+    for name, g, r in zip(("d hidden", "d w1", "d w2"), grads, want):
         assert torch.isfinite(g).all(), name
         assert rel_err(g, r) < TOL[dtype], f"{name}: rel err {rel_err(g, r):.3g}"
+    assert torch.isfinite(grads[3]).all()
+    assert_routing_grad_close(grads[3], want[3], routing_grad_scale(x, w1, w2, ids, dout), dtype)
 
 
 @pytest.mark.parametrize("activation", ["gelu", "gelu_tanh"])

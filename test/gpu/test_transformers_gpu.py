@@ -3,7 +3,10 @@ attn_implementation="aotriton" and experts_implementation="aotriton" in bf16,
 against an fp32 run of the same weights (eager attention, eager experts), and
 no worse than transformers' own bf16 sdpa + eager path: prefill logits (with
 and without padding), KV-cache decode, a training step's loss and gradients,
-torch.compile of the model. Skipped without transformers or a GPU."""
+torch.compile of the model. Mixtral's top-k routing is discontinuous (bf16
+rounding flips near-tied choices), so the decode and training comparisons route
+every run by the fp32 reference's choices and the compile test compares the
+positions no flip reaches. Skipped without transformers or a GPU."""
 import copy
 
 import pytest
@@ -52,6 +55,36 @@ def build(name):
     return ref, base, ours
 
 
+class PinnedRouting:
+    """Every MoE layer routes by the fp32 reference's top-k experts (its own router
+    logits still give the weights, softmax over all experts, renormalized over the
+    k: Mixtral's router). Routing is discontinuous: a near-tied choice flips under
+    bf16 rounding, and a handful of flipped tokens (different for every bf16 run)
+    then dominate an error vs fp32 that should measure the attention and experts
+    kernels. `pos` is the slice of positions the next forward call processes."""
+
+    def __init__(self, ref, input_ids, attention_mask):
+        with torch.no_grad():
+            out = ref(input_ids=input_ids, attention_mask=attention_mask, output_router_logits=True)
+        self.k = ref.config.num_experts_per_tok
+        B, S = input_ids.shape
+        self.ids = [r.float().topk(self.k, -1).indices.view(B, S, self.k) for r in out.router_logits]
+        self.pos = slice(0, S)
+
+    def attach(self, model):
+        for i, layer in enumerate(model.model.layers):
+            layer.mlp.gate.register_forward_hook(self._hook(i))
+        return model
+
+    def _hook(self, layer):
+        def hook(module, args, out):
+            logits, weights, _ = out
+            ids = self.ids[layer][:, self.pos].reshape(-1, self.k)
+            w = torch.softmax(logits.float(), -1).gather(1, ids)
+            return logits, (w / w.sum(-1, keepdim=True)).to(weights.dtype), ids
+        return hook
+
+
 def rel_err(got, want, mask=None):
     got, want = got.float(), want.float()
     if mask is not None:
@@ -90,6 +123,10 @@ def test_kv_cache_decode_vs_fp32(name, cache):
     ref, base, ours = build(name)
     ids, mask = inputs(B=3, S=80, left_pad=(0, 9, 30), seed=2)
     prompt = 64
+    pin = None
+    if name == "mixtral":  # see PinnedRouting
+        pin = PinnedRouting(ref, ids, mask)
+        pin.attach(base), pin.attach(ours)
     with torch.no_grad():
         want = ref(input_ids=ids, attention_mask=mask).logits[:, prompt - 1:]
         errs = {}
@@ -97,9 +134,13 @@ def test_kv_cache_decode_vs_fp32(name, cache):
             kw = {}
             if cache == "static":
                 kw["past_key_values"] = transformers.StaticCache(config=m.config, max_cache_len=96)
+            if pin:
+                pin.pos = slice(0, prompt)
             out = m(input_ids=ids[:, :prompt], attention_mask=mask[:, :prompt], use_cache=True, **kw)
             steps, past = [out.logits[:, -1]], out.past_key_values
             for t in range(prompt, ids.shape[1]):
+                if pin:
+                    pin.pos = slice(t, t + 1)
                 out = m(input_ids=ids[:, t:t + 1], attention_mask=mask[:, :t + 1], past_key_values=past,
                         use_cache=True)
                 steps.append(out.logits[:, -1])
@@ -127,11 +168,24 @@ def test_greedy_generation_agrees_with_fp32(name):
     assert err <= SLACK * err_base + 1e-3, f"aotriton decode {err:.4g} vs sdpa bf16 {err_base:.4g}"
 
 
+def train_labels(ids, mask):
+    """Labels with -100 wherever the prediction comes from a padded position: the
+    pads, and the first real token after left padding (predicted from the last pad).
+    A padded query attends to no key; its output is implementation-defined (eager:
+    uniform over every key, flash-attn / aotriton: 0), so no loss may depend on it."""
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, 1:] = labels[:, 1:].masked_fill(mask[:, :-1] == 0, -100)
+    return labels
+
+
 @pytest.mark.parametrize("name", ["llama", "mixtral"])
 def test_training_step_gradients_vs_fp32(name):
     ref, base, ours = build(name)
     ids, mask = inputs(B=2, S=256, left_pad=(0, 40), seed=4)
-    labels = ids.masked_fill(mask == 0, -100)
+    labels = train_labels(ids, mask)
+    if name == "mixtral":  # see PinnedRouting
+        pin = PinnedRouting(ref, ids, mask)
+        pin.attach(base), pin.attach(ours)
     grads, losses = {}, {}
     for label, m in (("ref", ref), ("base", base), ("ours", ours)):
         m.train()
@@ -146,15 +200,45 @@ def test_training_step_gradients_vs_fp32(name):
     assert grad_err["ours"] <= SLACK * grad_err["base"] + 1e-3, grad_err
 
 
+def before_first_routing_flip(eager, compiled, k):
+    """[B, S] bool: positions before the first token (per row) whose top-k expert set
+    differs between two runs in any layer, and the eager router's top-2 / top-3
+    logit gap at each row's first flip. Routing is discontinuous: inductor's
+    fusion rounds differently, which flips near-tied choices (transformers' own
+    eager experts, no aotriton, CPU: 20 of 1024 choices, compiled vs eager logits
+    rel err 0.049). A flip changes its token and, through attention, every later
+    one; earlier positions (causal) see none and must agree to rounding."""
+    B, S = eager.logits.shape[:2]
+    flip = torch.zeros(B, S, dtype=torch.bool, device=eager.logits.device)
+    gaps = torch.full((B, S), float("inf"), device=flip.device)
+    for a, b in zip(eager.router_logits, compiled.router_logits):
+        top_a, top_b = a.float().topk(k + 1, -1), b.float().topk(k, -1)
+        differs = (top_a.indices[:, :k].sort(-1).values != top_b.indices.sort(-1).values).any(-1).view(B, S)
+        flip |= differs
+        gap = (top_a.values[:, k - 1] - top_a.values[:, k]).view(B, S)
+        gaps = torch.where(differs, torch.minimum(gaps, gap), gaps)
+    first = torch.where(flip.any(1), flip.int().argmax(1), torch.full((B,), S, device=flip.device))
+    keep = torch.arange(S, device=flip.device)[None, :] < first[:, None]
+    first_gap = [gaps[r, first[r]].item() for r in range(B) if first[r] < S]
+    return keep, first_gap
+
+
 @pytest.mark.parametrize("name", ["llama", "mixtral"])
 def test_torch_compile_model(name):
     _, _, ours = build(name)
     ids, mask = inputs(B=2, S=128, seed=5)
+    moe = name == "mixtral"
+    kw = {"output_router_logits": True} if moe else {}
     with torch.no_grad():
-        want = ours(input_ids=ids, attention_mask=mask).logits
+        want = ours(input_ids=ids, attention_mask=mask, **kw)
         try:
             compiled = torch.compile(ours)
-            got = compiled(input_ids=ids, attention_mask=mask).logits
+            got = compiled(input_ids=ids, attention_mask=mask, **kw)
         finally:
             torch._dynamo.reset()
-    assert rel_err(got, want) < 1e-2
+    keep = torch.ones(ids.shape, dtype=torch.bool, device=DEV)
+    if moe:  # compare where no routing choice differs (see before_first_routing_flip)
+        keep, first_gap = before_first_routing_flip(want, got, ours.config.num_experts_per_tok)
+        assert all(g < 0.05 for g in first_gap), f"a routing choice flipped at a logit gap of {first_gap}"
+        assert keep.sum() >= 16, f"routing flips within the first {int(keep.sum())} tokens"
+    assert rel_err(got.logits, want.logits, keep) < 1e-2
