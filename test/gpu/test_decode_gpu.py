@@ -138,11 +138,11 @@ def test_bad_inputs_raise():
     bad = c.block_table.clone()
     bad[1, 0] = c.k.shape[0]
     with pytest.raises(ValueError, match="block_table row 1"):
-        aotriton.flash_attn_with_kvcache(q, c.k, c.v, cache_seqlens=cs, block_table=bad)
+        aotriton.flash_attn_with_kvcache(q, c.k, c.v, cache_seqlens=cs, block_table=bad, check_inputs=True)
     kn = torch.randn(2, 5, 2, 64, device=DEV, dtype=F16)
     with pytest.raises(ValueError, match="too small for the append"):
         aotriton.flash_attn_with_kvcache(q, c.k, c.v, kn, kn.clone(), cache_seqlens=torch.tensor(
-            [60, 0], dtype=torch.int32, device=DEV), block_table=c.block_table)
+            [60, 0], dtype=torch.int32, device=DEV), block_table=c.block_table, check_inputs=True)
     with pytest.raises(ValueError, match="too small for the append"):
         aotriton.flash_attn_with_kvcache(q, c.k, c.v, torch.randn(2, 65, 2, 64, device=DEV, dtype=F16),
                                          torch.randn(2, 65, 2, 64, device=DEV, dtype=F16), cache_seqlens=cs,
@@ -154,7 +154,7 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="cache_seqlens\\[0\\]"):
         aotriton.flash_attn_with_kvcache(q, c.k, c.v, cache_seqlens=torch.tensor([-1, 3], dtype=torch.int32,
                                                                                   device=DEV),
-                                         block_table=c.block_table)
+                                         block_table=c.block_table, check_inputs=True)
     with pytest.raises(ValueError, match="window_size"):
         aotriton.flash_attn_with_kvcache(q, c.k, c.v, cache_seqlens=cs, block_table=c.block_table,
                                          window_size=(-3, 0))

@@ -75,7 +75,7 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
                             cache_seqlens=None, cache_batch_idx=None, cache_leftpad=None, block_table=None,
                             softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
                             rotary_interleaved=True, alibi_slopes=None, num_splits=0, return_softmax_lse=False, *,
-                            check_inputs=True, force_config=None):
+                            check_inputs=False, force_config=None):
     """Attention of q over a KV cache, after appending k/v to it in place
     (flash-attn 2's signature; rotary_cos/rotary_sin, cache_batch_idx and
     cache_leftpad are not supported and raise NotImplementedError when given).
@@ -92,10 +92,11 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     softcap     > 0: scores s become softcap * tanh(s / softcap).
     alibi_slopes  fp32 (Hq,) or (B, Hq): scores get -slope * |i + seqlen_k - Sq - j|.
     num_splits  0: automatic split-KV; n >= 1 forces n splits (at most 128).
-    check_inputs  eager and not capturing a CUDA graph: check cache_seqlens and the
-                used block-table entries on the device (one host sync) and raise
-                ValueError when out of range. Without the check (False, graph
-                capture, torch.compile) the kernels clamp cache_seqlens into
+    check_inputs  opt-in (a debugging aid: it costs one host sync per call, so the
+                decode loop's default stays sync-free): eager and not capturing a
+                CUDA graph, check cache_seqlens and the used block-table entries
+                on the device and raise ValueError when out of range. Without the
+                check (the default, graph capture, torch.compile) the kernels clamp cache_seqlens into
                 [0, capacity - Snew] and leave out keys whose block-table entry is
                 outside [0, num_blocks) (never an out-of-bounds access).
     Returns out [B, Sq, Hq, D] (and lse fp32 [B, Hq, Sq] with return_softmax_lse).
