@@ -175,6 +175,7 @@ class Kernel:
         clash = set(self.functional) & set(self.tuning.params)
         if clash:
             raise ValueError(f"{self.name}: {clash} both functional and tuning")
+        kernel_tensors(self)  # a Tensor's pointer and strides are all arguments
 
     @property
     def functional_space(self) -> dict:
@@ -250,3 +251,105 @@ class Profile:
         if self.skip_rare and rule.rare(functional):
             return False
         return rule.profiles.get(self.name, lambda f: True)(functional)
+
+
+# ----------------------------------------------------------------------------
+# Tensors: a pointer argument and the stride arguments that address it,
+# declared once. A Tensor expands into plain Args (TensorParts), so the
+# kernel's signature, and its cubins, are what the hand-written Arg list gave;
+# the generator also reads the grouping (generated C++ Inputs/make_args, the
+# JIT launcher).
+# ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TensorPart(Arg):
+    """An Arg that is the pointer (dim "") or one stride (dim "z", "row", ...) of a Tensor."""
+
+    tensor: str = ""
+    dim: str = ""
+    tensor_dims: tuple = ()  # every stride dim of the tensor, to check none is left out
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A tensor argument of a kernel, in the kernel's own terms.
+
+    Tensor("Q", dtype="{dtype}", dims="zhm", align=16, stride="i32:8") is the
+    pointer Arg("Q", "*{dtype}:16") plus Arg("stride_qz", "i32:8"),
+    Arg("stride_qh", "i32:8"), Arg("stride_qm", "i32:8"). Place them in the
+    kernel's argument order with `Q.ptr` and `*Q.strides` (Triton signatures
+    often list every pointer before any stride).
+
+    dims: the dims whose strides the kernel takes, in kernel order: a string
+        of one-letter names or a tuple of longer ones (("row",)); dims it does
+        not take (the contiguous head dim) are not listed.
+    rank: the rank the kernel addresses (listed dims plus contiguous ones);
+        documentation and a check that dims fit in it.
+    align: 16 for a 16-byte aligned pointer (Triton's ":16" hint), else 0.
+    stride: the type of every stride argument ("i32", "i32:8", "i64").
+    prefix: stride argument name = prefix + dim; default "stride_" + the
+        lower-case name without a "_ptr" suffix ("a_ptr" -> "stride_a").
+    """
+
+    name: str
+    dtype: str
+    dims: str | tuple = ""
+    rank: int | None = None
+    align: int = 0
+    stride: str = "i32"
+    prefix: str | None = None
+
+    def __post_init__(self):
+        if self.align not in (0, 16):
+            raise ValueError(f"tensor {self.name}: align must be 0 or 16")
+        if self.rank is not None and len(self.dim_names) > self.rank:
+            raise ValueError(f"tensor {self.name}: {len(self.dim_names)} strides for rank {self.rank}")
+        if len(set(self.dim_names)) != len(self.dim_names):
+            raise ValueError(f"tensor {self.name}: repeated dim in {self.dims!r}")
+        self.ptr, self.strides  # parse the types now: a bad spelling fails at declaration
+
+    @property
+    def dim_names(self) -> tuple:
+        return tuple(self.dims)
+
+    @property
+    def stride_prefix(self) -> str:
+        if self.prefix is not None:
+            return self.prefix
+        base = self.name.lower()
+        return "stride_" + (base[:-4] if base.endswith("_ptr") else base)
+
+    @property
+    def ptr(self) -> TensorPart:
+        return TensorPart(self.name, f"*{self.dtype}" + (":16" if self.align else ""), tensor=self.name,
+                          tensor_dims=self.dim_names)
+
+    @property
+    def strides(self) -> list:
+        return [TensorPart(self.stride_prefix + d, self.stride, tensor=self.name, dim=d, tensor_dims=self.dim_names)
+                for d in self.dim_names]
+
+    @property
+    def args(self) -> list:
+        """Pointer then strides (for kernels that take them together)."""
+        return [self.ptr, *self.strides]
+
+
+def kernel_tensors(rule: Kernel) -> dict:
+    """Tensor name -> (pointer Arg, [stride Args in kernel order]) of a rule,
+    in the order of the pointers; every tensor's pointer and strides must all
+    be arguments (a dropped stride is an error here, not a wrong address)."""
+    out: dict = {}
+    for a in rule.args:
+        if isinstance(a, TensorPart):
+            ptr, strides = out.setdefault(a.tensor, [None, []])
+            if a.dim:
+                strides.append(a)
+            else:
+                out[a.tensor][0] = a
+    for name, (ptr, strides) in out.items():
+        if ptr is None:
+            raise ValueError(f"{rule.name}: tensor {name} has strides but its pointer is not an argument")
+        if tuple(sorted(s.dim for s in strides)) != tuple(sorted(ptr.tensor_dims)):
+            raise ValueError(f"{rule.name}: tensor {name} takes strides {ptr.tensor_dims}, "
+                             f"the arguments have {tuple(s.dim for s in strides)}")
+    return {n: (p, s) for n, (p, s) in out.items()}

@@ -1,5 +1,5 @@
 """Flash attention kernel rules (see kernel_rules.py for the vocabulary)."""
-from kernel_rules import Arg, AutotuneKey, Kernel, TuningSpace, declare_profile_subsets
+from kernel_rules import Arg, AutotuneKey, Kernel, Tensor, TuningSpace, declare_profile_subsets
 from tritonsrc.flash import bwd_configs
 from tritonsrc.flash.fwd_configs import DROPOUT_MASK_CONFIG, TUNING_CANDIDATES, pick_config
 
@@ -24,9 +24,21 @@ def _features_valid(f):
     return f["CAUSAL_TYPE"] == 0 and f["dtype"] != "fp32" and not f["ENABLE_DROPOUT"]
 
 
+def _head_tensor(name, dims, prefix=None):
+    """q/k/v/o and their gradients: 16-byte aligned, head dim contiguous, strides
+    in elements (multiples of 8 for the aligned kernels)."""
+    return Tensor(name, "{dtype}", dims, rank=4, align=16, stride="i32:8", prefix=prefix)
+
+
+# Per-row fp32 statistics (log-sum-exp, delta): [B, Hq, Sq], rows contiguous.
+LSE = Tensor("LSE", "fp32", "zh", rank=3, prefix="stride_lse_")
+DELTA = Tensor("Delta", "fp32", "zh", rank=3, prefix="stride_delta_")
+# ALiBi slopes: [B, Hq] or [Hq] (stride 0), heads contiguous.
+ALIBI = Tensor("alibi_slopes", "fp32", "z", rank=2, prefix="stride_alibi_")
+
 # Kernel arguments of the attention features (attn_mods.py); unused when off.
 FEATURE_ARGS = [
-    Arg("alibi_slopes", "*fp32"), Arg("stride_alibi_z", "i32"), Arg("softcap", "fp32"),
+    *ALIBI.args, Arg("softcap", "fp32"),
     Arg("window_left", "i32"), Arg("window_right", "i32"), Arg("window_align", "i32"),
 ]
 FEATURE_FUNCTIONALS = {"LOCAL_WINDOW": [False, True], "SCORE_MOD": [0, 1, 2]}
@@ -119,21 +131,20 @@ def _fwd_default(f, arch):
     return pick_config(arch, f["BLOCK_DMODEL"] - (1 if f["PADDED_HEAD"] else 0), f["dtype"], f["ENABLE_DROPOUT"])
 
 
+# Query-side tensors index rows by m, key-side ones by n (the kernels' names).
+_FWD_Q, _FWD_K, _FWD_V, _FWD_O = (_head_tensor("Q", "zhm"), _head_tensor("K", "zhn"), _head_tensor("V", "zhn"),
+                                  _head_tensor("O", "zhm"))
+
 attn_fwd = Kernel(
     name="attn_fwd",
     source="tritonsrc/flash/fwd.py",
     function="attn_fwd",
     args=[
-        Arg("Q", "*{dtype}:16"), Arg("K", "*{dtype}:16"), Arg("V", "*{dtype}:16"), Arg("O", "*{dtype}:16"),
-        Arg("LSE", "*fp32"),
+        _FWD_Q.ptr, _FWD_K.ptr, _FWD_V.ptr, _FWD_O.ptr, LSE.ptr,
         Arg("cu_seqlens_q", "*i32"), Arg("cu_seqlens_k", "*i32"),
         Arg("philox_seed_ptr", "*i64"), Arg("philox_offset_ptr", "*i64"),
         Arg("sm_scale", "fp32"), Arg("dropout_p", "fp32"),
-        Arg("stride_qz", "i32:8"), Arg("stride_qh", "i32:8"), Arg("stride_qm", "i32:8"),
-        Arg("stride_kz", "i32:8"), Arg("stride_kh", "i32:8"), Arg("stride_kn", "i32:8"),
-        Arg("stride_vz", "i32:8"), Arg("stride_vh", "i32:8"), Arg("stride_vn", "i32:8"),
-        Arg("stride_oz", "i32:8"), Arg("stride_oh", "i32:8"), Arg("stride_om", "i32:8"),
-        Arg("stride_lse_z", "i32"), Arg("stride_lse_h", "i32"),
+        *_FWD_Q.strides, *_FWD_K.strides, *_FWD_V.strides, *_FWD_O.strides, *LSE.strides,
         Arg("num_seqs", "i32"), Arg("num_heads_q", "i32"), Arg("num_heads_k", "i32"),
         Arg("max_seqlen_q", "i32"), Arg("max_seqlen_k", "i32"), Arg("head_dim", "i32"),
         Arg("total_q", "i32"), Arg("total_k", "i32"),
@@ -174,10 +185,6 @@ def _bwd_valid(f, arch):
     return f["ALIGNED16"] or f["PADDED_HEAD"]
 
 
-def _tensor_args(names, dims):
-    return [Arg(f"stride_{n}{d}", "i32:8") for n in names for d in dims]
-
-
 def _bwd_pruner(kernel):
     def prune(f, c, arch):
         cand = {tuple(x) for x in bwd_configs.CANDIDATE_CONFIGS[kernel][f["BLOCK_DMODEL"]]}
@@ -201,16 +208,18 @@ _BWD_FUNCTIONAL = {
 _BWD_TUNING = {"BLOCK_M": [16, 32, 64, 128], "BLOCK_N": [16, 32, 64, 128], "num_warps": [4, 8],
                "num_stages": [1, 2, 3]}
 
+_BWD_DO = _head_tensor("DO", "zhm")
+# The fp32 dQ accumulator: [B, Hq, Sq, D].
+_DQA = Tensor("DQA", "fp32", "zhm", rank=4, prefix="stride_dqa_")
+
 bwd_preprocess = Kernel(
     name="bwd_preprocess",
     source="tritonsrc/flash/bwd_preprocess.py",
     function="bwd_preprocess",
     args=[
-        Arg("O", "*{dtype}:16"), Arg("DO", "*{dtype}:16"), Arg("Delta", "*fp32"), Arg("DQA", "*fp32"),
+        _FWD_O.ptr, _BWD_DO.ptr, DELTA.ptr, _DQA.ptr,
         Arg("cu_seqlens_q", "*i32"),
-        *_tensor_args(["o", "do"], "zhm"),
-        Arg("stride_delta_z", "i32"), Arg("stride_delta_h", "i32"),
-        Arg("stride_dqa_z", "i32"), Arg("stride_dqa_h", "i32"), Arg("stride_dqa_m", "i32"),
+        *_FWD_O.strides, *_BWD_DO.strides, *DELTA.strides, *_DQA.strides,
         Arg("num_heads_q", "i32"), Arg("max_seqlen_q", "i32"), Arg("head_dim", "i32:8"),
         Arg("total_q", "i32"),
     ],
@@ -236,26 +245,27 @@ _BWD_COMMON_ARGS = [
     Arg("sm_scale", "fp32"), Arg("dropout_p", "fp32"),
 ]
 _BWD_TAIL_ARGS = [
-    Arg("stride_lse_z", "i32"), Arg("stride_lse_h", "i32"),
-    Arg("stride_delta_z", "i32"), Arg("stride_delta_h", "i32"),
+    *LSE.strides, *DELTA.strides,
     Arg("num_heads_q", "i32"), Arg("num_heads_k", "i32"),
     Arg("max_seqlen_q", "i32"), Arg("max_seqlen_k", "i32"), Arg("head_dim", "i32:8"),
     Arg("total_q", "i32"), Arg("total_k", "i32"),  # varlen: packed rows, cu_seqlens clamp into them
     *FEATURE_ARGS,
 ]
 
-def _bwd_kernel(name, outputs, output_strides, grid, doc):
-    """dK/dV and dQ share everything but their outputs and grid."""
+_BWD_Q, _BWD_K, _BWD_V = _head_tensor("Q", "zhm"), _head_tensor("K", "zhn"), _head_tensor("V", "zhn")
+
+
+def _bwd_kernel(name, outputs, grid, doc):
+    """dK/dV and dQ share everything but their outputs (Tensors) and grid."""
     return Kernel(
         name=name,
         source=f"tritonsrc/flash/{name}.py",
         function=name,
         args=[
-            *(Arg(n, "*{dtype}:16") for n in ("Q", "K", "V", "DO", *outputs)),
-            Arg("LSE", "*fp32"), Arg("Delta", "*fp32"),
+            *(t.ptr for t in (_BWD_Q, _BWD_K, _BWD_V, _BWD_DO, *outputs)),
+            LSE.ptr, DELTA.ptr,
             *_BWD_COMMON_ARGS,
-            *_tensor_args(["q"], "zhm"), *_tensor_args(["k", "v"], "zhn"), *_tensor_args(["do"], "zhm"),
-            *output_strides,
+            *(s for t in (_BWD_Q, _BWD_K, _BWD_V, _BWD_DO, *outputs) for s in t.strides),
             *_BWD_TAIL_ARGS,
         ],
         functional={**_BWD_FUNCTIONAL, **FEATURE_FUNCTIONALS},
@@ -272,24 +282,26 @@ def _bwd_kernel(name, outputs, output_strides, grid, doc):
     )
 
 
-bwd_dkdv = _bwd_kernel("bwd_dkdv", ("DK", "DV"), _tensor_args(["dk", "dv"], "zhn"),
+bwd_dkdv = _bwd_kernel("bwd_dkdv", (_head_tensor("DK", "zhn"), _head_tensor("DV", "zhn")),
                        ("cdiv(max_seqlen_k, BLOCK_N)", "num_seqs * num_heads_k", "1"),
                        "flash backward dK, dV (summed over each kv head's query heads)")
-bwd_dq = _bwd_kernel("bwd_dq", ("DQ",), _tensor_args(["dq"], "zhm"),
+bwd_dq = _bwd_kernel("bwd_dq", (_head_tensor("DQ", "zhm"),),
                      ("cdiv(max_seqlen_q, BLOCK_M)", "num_seqs * num_heads_q", "1"), "flash backward dQ")
 
 # The debug keep mask of a forward call (return_dropout_mask), regenerated
 # from its seed/offset instead of a mask-writing copy of every dropout
 # functional of attn_fwd.
+_MASK = Tensor("dropout_mask", "i8", "zhm", rank=4, prefix="stride_m")  # [B, Hq, Sq, Sk]
+
 attn_dropout_mask = Kernel(
     name="attn_dropout_mask",
     source="tritonsrc/flash/dropout_mask.py",
     function="attn_dropout_mask",
     args=[
-        Arg("philox_seed_ptr", "*i64"), Arg("philox_offset_ptr", "*i64"), Arg("dropout_mask", "*i8"),
+        Arg("philox_seed_ptr", "*i64"), Arg("philox_offset_ptr", "*i64"), _MASK.ptr,
         Arg("cu_seqlens_q", "*i32"), Arg("cu_seqlens_k", "*i32"),
         Arg("dropout_p", "fp32"),
-        Arg("stride_mz", "i32"), Arg("stride_mh", "i32"), Arg("stride_mm", "i32"),
+        *_MASK.strides,
         Arg("num_heads_q", "i32"), Arg("max_seqlen_q", "i32"), Arg("max_seqlen_k", "i32"),
         Arg("total_q", "i32"), Arg("total_k", "i32"),
     ],
@@ -320,12 +332,12 @@ def _decode_candidate(f, c, arch):
     return c["BLOCK_N"] * f["BLOCK_DMODEL"] <= 16384 or dict(c) == default_decode_config(f["BLOCK_DMODEL"])
 
 
-def _bshd_strides(name):
-    return [Arg(f"stride_{name}{d}", "i32:8") for d in ("z", "m", "h")]
-
-
-def _cache_strides(name):
-    return [Arg(f"stride_{name}{d}", "i32:8") for d in ("z", "n", "h")]
+# Decode tensors are [B, S, H, D] (q, o, new keys: "zmh") or a cache
+# [B or pages, S, H, D] ("znh"); the head dim is contiguous.
+_DEC_Q, _DEC_O = _head_tensor("Q", "zmh"), _head_tensor("O", "zmh")
+_CACHE_K, _CACHE_V = _head_tensor("K", "znh"), _head_tensor("V", "znh")
+_K_NEW, _V_NEW = _head_tensor("K_new", "zmh", "stride_kn"), _head_tensor("V_new", "zmh", "stride_vn")
+_BLOCK_TABLE = Tensor("block_table", "i32", ("bt",), rank=2, prefix="stride_")  # [B, blocks per sequence]
 
 
 kv_append = Kernel(
@@ -333,11 +345,9 @@ kv_append = Kernel(
     source="tritonsrc/flash/kv_append.py",
     function="kv_append",
     args=[
-        Arg("K_new", "*{dtype}:16"), Arg("V_new", "*{dtype}:16"), Arg("K", "*{dtype}:16"), Arg("V", "*{dtype}:16"),
-        Arg("cache_seqlens", "*i32"), Arg("block_table", "*i32"),
-        Arg("stride_knz", "i32:8"), Arg("stride_knm", "i32:8"), Arg("stride_knh", "i32:8"),
-        Arg("stride_vnz", "i32:8"), Arg("stride_vnm", "i32:8"), Arg("stride_vnh", "i32:8"),
-        *_cache_strides("k"), *_cache_strides("v"), Arg("stride_bt", "i32"),
+        _K_NEW.ptr, _V_NEW.ptr, _CACHE_K.ptr, _CACHE_V.ptr,
+        Arg("cache_seqlens", "*i32"), _BLOCK_TABLE.ptr,
+        *_K_NEW.strides, *_V_NEW.strides, *_CACHE_K.strides, *_CACHE_V.strides, *_BLOCK_TABLE.strides,
         Arg("seqlen_new", "i32"), Arg("num_heads_k", "i32"), Arg("head_dim", "i32"), Arg("capacity", "i32"),
         Arg("page_size", "i32:16"), Arg("num_blocks", "i32"),
     ],
@@ -354,17 +364,16 @@ attn_decode = Kernel(
     source="tritonsrc/flash/decode.py",
     function="attn_decode",
     args=[
-        Arg("Q", "*{dtype}:16"), Arg("K", "*{dtype}:16"), Arg("V", "*{dtype}:16"), Arg("O", "*{dtype}:16"),
-        Arg("LSE", "*fp32"), Arg("O_part", "*fp32:16"), Arg("LSE_part", "*fp32"),
-        Arg("cache_seqlens", "*i32"), Arg("block_table", "*i32"),
+        _DEC_Q.ptr, _CACHE_K.ptr, _CACHE_V.ptr, _DEC_O.ptr,
+        LSE.ptr, Arg("O_part", "*fp32:16"), Arg("LSE_part", "*fp32"),
+        Arg("cache_seqlens", "*i32"), _BLOCK_TABLE.ptr,
         Arg("sm_scale", "fp32"),
-        *_bshd_strides("q"), *_cache_strides("k"), *_cache_strides("v"), *_bshd_strides("o"),
-        Arg("stride_lse_z", "i32"), Arg("stride_lse_h", "i32"), Arg("stride_bt", "i32"),
+        *_DEC_Q.strides, *_CACHE_K.strides, *_CACHE_V.strides, *_DEC_O.strides,
+        *LSE.strides, *_BLOCK_TABLE.strides,
         Arg("seqlen_q", "i32"), Arg("seqlen_new", "i32"), Arg("num_seqs", "i32"), Arg("num_heads_q", "i32"),
         Arg("num_heads_k", "i32"), Arg("head_dim", "i32"), Arg("capacity", "i32"), Arg("page_size", "i32:16"),
         Arg("num_blocks", "i32"), Arg("num_splits", "i32"), Arg("causal", "i32"),
-        Arg("window_left", "i32"), Arg("window_right", "i32"), Arg("softcap", "fp32"), Arg("alibi_slopes", "*fp32"),
-        Arg("stride_alibi_z", "i32"),
+        Arg("window_left", "i32"), Arg("window_right", "i32"), Arg("softcap", "fp32"), *ALIBI.args,
     ],
     # SCORE_MOD: 0 none, 1 softcap, 2 ALiBi (the sliding window is runtime: it
     # only moves the tile range and the edge masks).
@@ -384,8 +393,8 @@ attn_decode_combine = Kernel(
     source="tritonsrc/flash/decode_combine.py",
     function="attn_decode_combine",
     args=[
-        Arg("O", "*{dtype}:16"), Arg("LSE", "*fp32"), Arg("O_part", "*fp32:16"), Arg("LSE_part", "*fp32"),
-        *_bshd_strides("o"), Arg("stride_lse_z", "i32"), Arg("stride_lse_h", "i32"),
+        _DEC_O.ptr, LSE.ptr, Arg("O_part", "*fp32:16"), Arg("LSE_part", "*fp32"),
+        *_DEC_O.strides, *LSE.strides,
         Arg("seqlen_q", "i32"), Arg("num_heads_q", "i32"), Arg("head_dim", "i32"), Arg("total_rows", "i32"),
         Arg("num_splits", "i32"),
     ],

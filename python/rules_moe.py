@@ -1,5 +1,5 @@
 """MoE kernel rules (see kernel_rules.py for the vocabulary)."""
-from kernel_rules import Arg, AutotuneKey, Kernel, TuningSpace
+from kernel_rules import Arg, AutotuneKey, Kernel, Tensor, TuningSpace
 from tritonsrc.moe import configs as C
 
 FLOAT_DTYPES = ["fp16", "bf16", "fp32"]
@@ -7,17 +7,24 @@ FLOAT_DTYPES = ["fp16", "bf16", "fp32"]
 # ----------------------------------------------------------------------------
 # MoE element-wise kernels
 # ----------------------------------------------------------------------------
+def _rows(name, prefix, dims=("row",), dtype="{dtype}", align=16, stride="i64"):
+    """A row-major 2-d (or 3-d) activation: the listed dims' strides, columns contiguous."""
+    return Tensor(name, dtype, dims, rank=len(dims) + 1, align=align, stride=stride, prefix=prefix)
+
+
+_ACT_OUT, _ACT_IN = _rows("out_ptr", "stride_out_"), _rows("in_ptr", "stride_in_")
+
 act_and_mul = Kernel(
     name="act_and_mul",
     source="tritonsrc/moe/activation.py",
     function="act_and_mul_kernel",
     args=[
-        Arg("out_ptr", "*{dtype}:16"),
-        Arg("in_ptr", "*{dtype}:16"),
+        _ACT_OUT.ptr,
+        _ACT_IN.ptr,
         Arg("n_rows", "i32"),
         Arg("n_cols", "i32"),
-        Arg("stride_out_row", "i64"),
-        Arg("stride_in_row", "i64"),
+        *_ACT_OUT.strides,
+        *_ACT_IN.strides,
     ],
     functional={"dtype": FLOAT_DTYPES, "ACTIVATION": [0, 1, 2, 3]},  # 3: swigluoai (activation.py)
     tuning=TuningSpace(
@@ -30,19 +37,20 @@ act_and_mul = Kernel(
     doc="act(gate) * up for silu / gelu / gelu-tanh / gpt-oss swigluoai",
 )
 
+_SUM_OUT, _SUM_IN = _rows("out_ptr", "stride_out_", "m"), _rows("in_ptr", "stride_in_", "mk")  # in: [M, topk, H]
+
 moe_sum = Kernel(
     name="moe_sum",
     source="tritonsrc/moe/moe_sum.py",
     function="moe_sum_kernel",
     args=[
-        Arg("out_ptr", "*{dtype}:16"),
-        Arg("in_ptr", "*{dtype}:16"),
+        _SUM_OUT.ptr,
+        _SUM_IN.ptr,
         Arg("n_tokens", "i32"),
         Arg("topk", "i32"),
         Arg("hidden", "i32"),
-        Arg("stride_out_m", "i64"),
-        Arg("stride_in_m", "i64"),
-        Arg("stride_in_k", "i64"),
+        *_SUM_OUT.strides,
+        *_SUM_IN.strides,
     ],
     functional={"dtype": FLOAT_DTYPES},
     tuning=TuningSpace(
@@ -69,14 +77,19 @@ def _topk_prune(f, c, arch):
     return 32 * c["num_warps"] <= max(elems, 32) and elems <= 8192
 
 
+# Router logits [M, E] (any strides), top-k weights and ids [M, topk], columns contiguous.
+_LOGITS = _rows("logits_ptr", "stride_l", "me", align=0, stride="i32")
+_TOPK_W = _rows("topk_weights_ptr", "stride_w", "m", dtype="fp32", align=0, stride="i32")
+_TOPK_IDS = _rows("topk_ids_ptr", "stride_i", "m", dtype="i32", align=0, stride="i32")
+
 topk_softmax = Kernel(
     name="topk_softmax",
     source="tritonsrc/moe/topk_softmax.py",
     function="topk_softmax_kernel",
     args=[
-        Arg("logits_ptr", "*{dtype}"), Arg("topk_weights_ptr", "*fp32"), Arg("topk_ids_ptr", "*i32"),
+        _LOGITS.ptr, _TOPK_W.ptr, _TOPK_IDS.ptr,
         Arg("num_tokens", "i32"), Arg("num_experts", "i32"), Arg("topk", "i32"),
-        Arg("stride_lm", "i32"), Arg("stride_le", "i32"), Arg("stride_wm", "i32"), Arg("stride_im", "i32"),
+        *_LOGITS.strides, *_TOPK_W.strides, *_TOPK_IDS.strides,
     ],
     functional={"dtype": FLOAT_DTYPES, "RENORMALIZE": [False, True], "BLOCK_E": TOPK_BLOCK_E},
     tuning=TuningSpace(
@@ -229,19 +242,27 @@ def _gemm_prune(f, c, arch):
     return _gemm_smem(f, c) <= (227 if arch >= 90 else 163) * 1024
 
 
+# A [M, K] (or [M * top_k, K]), B [E, N, K], C [M * top_k, N]: the innermost dim
+# contiguous; scales [M, K / 128] and [E, N / 128, K / 128] (or per-tensor/channel).
+_GEMM_A = _rows("a_ptr", "stride_a", "m", dtype="{ab_dtype}", stride="i32")
+_GEMM_B = _rows("b_ptr", "stride_b", "en", dtype="{ab_dtype}", stride="i32")
+_GEMM_C = _rows("c_ptr", "stride_c", "m", dtype="{c_dtype}", stride="i32")
+_GEMM_A_SCALE = Tensor("a_scale_ptr", "fp32", "mk", rank=2, prefix="stride_as")
+_GEMM_B_SCALE = Tensor("b_scale_ptr", "fp32", "enk", rank=3, prefix="stride_bs")
+
 fused_moe_gemm = Kernel(
     name="fused_moe_gemm",
     source="tritonsrc/moe/grouped_gemm.py",
     function="fused_moe_kernel",
     args=[
-        Arg("a_ptr", "*{ab_dtype}:16"), Arg("b_ptr", "*{ab_dtype}:16"), Arg("c_ptr", "*{c_dtype}:16"),
-        Arg("a_scale_ptr", "*fp32"), Arg("b_scale_ptr", "*fp32"), Arg("topk_weights_ptr", "*fp32"),
+        _GEMM_A.ptr, _GEMM_B.ptr, _GEMM_C.ptr,
+        _GEMM_A_SCALE.ptr, _GEMM_B_SCALE.ptr, Arg("topk_weights_ptr", "*fp32"),
         Arg("sorted_token_ids_ptr", "*i32"), Arg("expert_ids_ptr", "*i32"),
         Arg("num_tokens_post_padded_ptr", "*i32"),
         Arg("N", "i32"), Arg("K", "i32"), Arg("EM", "i32"), Arg("num_valid_tokens", "i32"), Arg("top_k", "i32"),
-        Arg("stride_am", "i32"), Arg("stride_be", "i32"), Arg("stride_bn", "i32"), Arg("stride_cm", "i32"),
-        Arg("stride_asm", "i32"), Arg("stride_ask", "i32"),
-        Arg("stride_bse", "i32"), Arg("stride_bsn", "i32"), Arg("stride_bsk", "i32"),
+        *_GEMM_A.strides, *_GEMM_B.strides, *_GEMM_C.strides,
+        *_GEMM_A_SCALE.strides,
+        *_GEMM_B_SCALE.strides,
         Arg("num_experts", "i32"),  # expert ids outside [0, E) write zeros
     ],
     functional={
@@ -280,14 +301,22 @@ def _quant_valid(f, arch):
     return _fp8_ok(arch) and _aligned_ok(f)
 
 
+# x [M, K] -> q fp8 [M, K], scales [M, K / GROUP]; rows strided, columns contiguous.
+_QX = _rows("x_ptr", "stride_x", "m", stride="i32")
+_QQ = _rows("q_ptr", "stride_q", "m", dtype="fp8e4nv", stride="i32")
+_QS = Tensor("s_ptr", "fp32", "mk", rank=2)
+# Rows 16-element aligned: these kernels read whole 16-byte vectors.
+_QX16 = _rows("x_ptr", "stride_x", "m", stride="i32:16")
+_QQ16 = _rows("q_ptr", "stride_q", "m", dtype="fp8e4nv", stride="i32:16")
+
 per_token_group_quant_fp8 = Kernel(
     name="per_token_group_quant_fp8",
     source="tritonsrc/moe/quant.py",
     function="per_token_group_quant_fp8_kernel",
     args=[
-        Arg("x_ptr", "*{dtype}:16"), Arg("q_ptr", "*fp8e4nv:16"), Arg("s_ptr", "*fp32"),
-        Arg("M", "i32"), Arg("K", "i32"), Arg("stride_xm", "i32"), Arg("stride_qm", "i32"),
-        Arg("stride_sm", "i32"), Arg("stride_sk", "i32"),
+        _QX.ptr, _QQ.ptr, _QS.ptr,
+        Arg("M", "i32"), Arg("K", "i32"), *_QX.strides, *_QQ.strides,
+        *_QS.strides,
     ],
     functional={"dtype": FLOAT_DTYPES, "GROUP": [128], "ALIGNED": [False, True]},
     unaligned_variant=True,
@@ -306,8 +335,8 @@ per_tensor_quant_fp8 = Kernel(
     source="tritonsrc/moe/quant.py",
     function="per_tensor_quant_fp8_kernel",
     args=[
-        Arg("x_ptr", "*{dtype}:16"), Arg("q_ptr", "*fp8e4nv:16"), Arg("scale_ptr", "*fp32"),
-        Arg("M", "i32"), Arg("K", "i32"), Arg("stride_xm", "i32"), Arg("stride_qm", "i32"),
+        _QX.ptr, _QQ.ptr, Arg("scale_ptr", "*fp32"),
+        Arg("M", "i32"), Arg("K", "i32"), *_QX.strides, *_QQ.strides,
     ],
     functional={"dtype": FLOAT_DTYPES, "ALIGNED": [False, True]},
     unaligned_variant=True,
@@ -327,8 +356,8 @@ fp8_amax_partial = Kernel(
     name="fp8_amax_partial",
     source="tritonsrc/moe/fused_helpers.py",
     function="fp8_amax_partial_kernel",
-    args=[Arg("x_ptr", "*{dtype}:16"), Arg("partial_ptr", "*fp32"), Arg("M", "i32"), Arg("K", "i32:16"),
-          Arg("stride_xm", "i32:16"), Arg("num_partials", "i32")],
+    args=[_QX16.ptr, Arg("partial_ptr", "*fp32"), Arg("M", "i32"), Arg("K", "i32:16"),
+          *_QX16.strides, Arg("num_partials", "i32")],
     functional={"dtype": FLOAT_DTYPES},
     unaligned_variant=True,
     valid=lambda f, arch: _fp8_ok(arch),
@@ -354,12 +383,14 @@ fp8_scale_from_amax = Kernel(
     doc="dynamic per-tensor fp8 scale, step 2: max / 448",
 )
 
+_ZERO_BUF = _rows("buf_ptr", "stride_", stride="i32:16")
+
 moe_zero_dropped_rows = Kernel(
     name="moe_zero_dropped_rows",
     source="tritonsrc/moe/fused_helpers.py",
     function="zero_dropped_rows_kernel",
-    args=[Arg("buf_ptr", "*{dtype}:16"), Arg("topk_ids_ptr", "*i32"), Arg("expert_map_ptr", "*i32"),
-          Arg("rows", "i32"), Arg("cols", "i32:16"), Arg("stride_row", "i32:16"), Arg("num_experts", "i32"),
+    args=[_ZERO_BUF.ptr, Arg("topk_ids_ptr", "*i32"), Arg("expert_map_ptr", "*i32"),
+          Arg("rows", "i32"), Arg("cols", "i32:16"), *_ZERO_BUF.strides, Arg("num_experts", "i32"),
           Arg("expert_map_len", "i32")],
     functional={"dtype": FLOAT_DTYPES, "HAS_EXPERT_MAP": [False, True]},
     unaligned_variant=True,
@@ -376,18 +407,20 @@ moe_zero_dropped_rows = Kernel(
 # ----------------------------------------------------------------------------
 # Grouped / sigmoid top-k routing (DeepSeek-V2/V3) and expert-parallel indices
 # ----------------------------------------------------------------------------
+_BIAS = Tensor("bias_ptr", "fp32", ("b",), rank=1, prefix="stride_")  # [E], any stride
+
 grouped_topk = Kernel(
     name="grouped_topk",
     source="tritonsrc/moe/grouped_topk.py",
     function="grouped_topk_kernel",
     args=[
-        Arg("logits_ptr", "*{dtype}"), Arg("bias_ptr", "*fp32"), Arg("topk_weights_ptr", "*fp32"),
-        Arg("topk_ids_ptr", "*i32"),
+        _LOGITS.ptr, _BIAS.ptr, _TOPK_W.ptr,
+        _TOPK_IDS.ptr,
         Arg("num_tokens", "i32"), Arg("num_experts", "i32"), Arg("topk", "i32"), Arg("num_groups", "i32"),
         Arg("topk_group", "i32"), Arg("scoring", "i32"), Arg("has_bias", "i32"), Arg("renormalize", "i32"),
         Arg("routed_scaling_factor", "fp32"),
-        Arg("stride_lm", "i32"), Arg("stride_le", "i32"), Arg("stride_b", "i32"), Arg("stride_wm", "i32"),
-        Arg("stride_im", "i32"),
+        *_LOGITS.strides, *_BIAS.strides, *_TOPK_W.strides,
+        *_TOPK_IDS.strides,
     ],
     # Scoring, bias, groups and renormalize are runtime arguments: one kernel per dtype and BLOCK_E.
     functional={"dtype": FLOAT_DTYPES, "BLOCK_E": TOPK_BLOCK_E},
@@ -415,19 +448,24 @@ def _wq_prune(f, c, arch):
     return smem <= (227 if arch >= 90 else 163) * 1024
 
 
+_WQ_A = _rows("a_ptr", "stride_a", "m", stride="i32")
+_WQ_B = _rows("b_ptr", "stride_b", "en", dtype="{b_dtype}", stride="i32")
+_WQ_C = _rows("c_ptr", "stride_c", "m", stride="i32")
+_WQ_ZP = Tensor("b_zp_ptr", "u8", "enk", rank=3, prefix="stride_bz")  # zero points, [E, N, K / group] packed
+
 fused_moe_gemm_wq = Kernel(
     name="fused_moe_gemm_wq",
     source="tritonsrc/moe/grouped_gemm_wq.py",
     function="fused_moe_wq_kernel",
     args=[
-        Arg("a_ptr", "*{dtype}:16"), Arg("b_ptr", "*{b_dtype}:16"), Arg("c_ptr", "*{dtype}:16"),
-        Arg("b_scale_ptr", "*fp32"), Arg("b_zp_ptr", "*u8"), Arg("topk_weights_ptr", "*fp32"),
+        _WQ_A.ptr, _WQ_B.ptr, _WQ_C.ptr,
+        _GEMM_B_SCALE.ptr, _WQ_ZP.ptr, Arg("topk_weights_ptr", "*fp32"),
         Arg("sorted_token_ids_ptr", "*i32"), Arg("expert_ids_ptr", "*i32"),
         Arg("num_tokens_post_padded_ptr", "*i32"),
         Arg("N", "i32"), Arg("K", "i32"), Arg("EM", "i32"), Arg("num_valid_tokens", "i32"), Arg("top_k", "i32"),
-        Arg("stride_am", "i32"), Arg("stride_be", "i32"), Arg("stride_bn", "i32"), Arg("stride_cm", "i32"),
-        Arg("stride_bse", "i32"), Arg("stride_bsn", "i32"), Arg("stride_bsk", "i32"),
-        Arg("stride_bze", "i32"), Arg("stride_bzn", "i32"), Arg("stride_bzk", "i32"),
+        *_WQ_A.strides, *_WQ_B.strides, *_WQ_C.strides,
+        *_GEMM_B_SCALE.strides,
+        *_WQ_ZP.strides,
         Arg("group_size", "i32"), Arg("has_zp", "i32"), Arg("num_experts", "i32"),
     ],
     functional={
@@ -454,8 +492,8 @@ per_token_quant_fp8 = Kernel(
     source="tritonsrc/moe/quant.py",
     function="per_token_quant_fp8_kernel",
     args=[
-        Arg("x_ptr", "*{dtype}:16"), Arg("q_ptr", "*fp8e4nv:16"), Arg("s_ptr", "*fp32"),
-        Arg("M", "i32"), Arg("K", "i32:16"), Arg("stride_xm", "i32:16"), Arg("stride_qm", "i32:16"),
+        _QX16.ptr, _QQ16.ptr, Arg("s_ptr", "*fp32"),
+        Arg("M", "i32"), Arg("K", "i32:16"), *_QX16.strides, *_QQ16.strides,
     ],
     functional={"dtype": ["fp16", "bf16"]},
     valid=lambda f, arch: _fp8_ok(arch),
@@ -546,15 +584,18 @@ def _bwd_gemm_default(f, arch):
     return {"BLOCK_SIZE_N": 128, "BLOCK_SIZE_K": 64, "GROUP_SIZE_M": 8, "num_warps": 4, "num_stages": 3}
 
 
+_DGRAD_A, _DGRAD_C = _rows("a_ptr", "stride_a", "m", stride="i32"), _rows("c_ptr", "stride_c", "m", stride="i32")
+_DGRAD_B = _rows("b_ptr", "stride_b", "ek", stride="i32")  # [E, K, N]
+
 moe_dgrad = Kernel(
     name="moe_dgrad",
     source="tritonsrc/moe/grouped_gemm_bwd.py",
     function="moe_dgrad_kernel",
     args=[
-        Arg("a_ptr", "*{dtype}:16"), Arg("b_ptr", "*{dtype}:16"), Arg("c_ptr", "*{dtype}:16"),
+        _DGRAD_A.ptr, _DGRAD_B.ptr, _DGRAD_C.ptr,
         Arg("sorted_token_ids_ptr", "*i32"), Arg("expert_ids_ptr", "*i32"), Arg("num_tokens_post_padded_ptr", "*i32"),
         Arg("N", "i32"), Arg("K", "i32"), Arg("EM", "i32"), Arg("num_valid_tokens", "i32"), Arg("top_k", "i32"),
-        Arg("stride_am", "i32"), Arg("stride_be", "i32"), Arg("stride_bk", "i32"), Arg("stride_cm", "i32"),
+        *_DGRAD_A.strides, *_DGRAD_B.strides, *_DGRAD_C.strides,
         Arg("num_experts", "i32"),
     ],
     functional={"dtype": BWD_DTYPES, "ALIGNED": [False, True], "BLOCK_SIZE_M": [BWD_BLOCK_SIZE_M]},
@@ -571,16 +612,19 @@ moe_dgrad = Kernel(
     doc="fused_experts backward: grouped GEMM input gradient (C[slot] = A[slot / top_k] @ B[e], B [E, K, N])",
 )
 
+_WGRAD_DY, _WGRAD_X = _rows("dy_ptr", "stride_dy", "m", stride="i32"), _rows("x_ptr", "stride_x", "m", stride="i32")
+_WGRAD_DW = _rows("dw_ptr", "stride_dw", "en", stride="i32")  # [E, N, K]
+
 moe_wgrad = Kernel(
     name="moe_wgrad",
     source="tritonsrc/moe/grouped_gemm_bwd.py",
     function="moe_wgrad_kernel",
     args=[
-        Arg("dy_ptr", "*{dtype}:16"), Arg("x_ptr", "*{dtype}:16"), Arg("dw_ptr", "*{dtype}:16"),
+        _WGRAD_DY.ptr, _WGRAD_X.ptr, _WGRAD_DW.ptr,
         Arg("topk_weights_ptr", "*fp32"),
         Arg("sorted_token_ids_ptr", "*i32"), Arg("expert_ids_ptr", "*i32"), Arg("num_tokens_post_padded_ptr", "*i32"),
         Arg("N", "i32"), Arg("K", "i32"), Arg("num_valid_tokens", "i32"), Arg("top_k_dy", "i32"), Arg("top_k_x", "i32"),
-        Arg("stride_dym", "i32"), Arg("stride_xm", "i32"), Arg("stride_dwe", "i32"), Arg("stride_dwn", "i32"),
+        *_WGRAD_DY.strides, *_WGRAD_X.strides, *_WGRAD_DW.strides,
         Arg("num_experts", "i32"),
     ],
     functional={"dtype": BWD_DTYPES, "MUL_ROUTED_WEIGHT": [False, True], "ALIGNED": [False, True],
@@ -598,15 +642,17 @@ moe_wgrad = Kernel(
     doc="fused_experts backward: per-expert weight gradient, deterministic (no atomics)",
 )
 
+_ACTB_H, _ACTB_G, _ACTB_DH, _ACTB_A = (_rows(n + "_ptr", f"stride_{n}_") for n in ("h", "g", "dh", "a"))
+
 act_and_mul_bwd = Kernel(
     name="act_and_mul_bwd",
     source="tritonsrc/moe/activation_bwd.py",
     function="act_and_mul_bwd_kernel",
     args=[
-        Arg("h_ptr", "*{dtype}:16"), Arg("g_ptr", "*{dtype}:16"), Arg("w_ptr", "*fp32"), Arg("dh_ptr", "*{dtype}:16"),
-        Arg("a_ptr", "*{dtype}:16"), Arg("dw_ptr", "*fp32"), Arg("n_rows", "i32"), Arg("n_cols", "i32"),
-        Arg("stride_h_row", "i64"), Arg("stride_g_row", "i64"), Arg("stride_dh_row", "i64"),
-        Arg("stride_a_row", "i64"),
+        _ACTB_H.ptr, _ACTB_G.ptr, Arg("w_ptr", "*fp32"), _ACTB_DH.ptr,
+        _ACTB_A.ptr, Arg("dw_ptr", "*fp32"), Arg("n_rows", "i32"), Arg("n_cols", "i32"),
+        *_ACTB_H.strides, *_ACTB_G.strides, *_ACTB_DH.strides,
+        *_ACTB_A.strides,
     ],
     functional={"dtype": BWD_DTYPES, "ACTIVATION": [0, 1, 2]},
     tuning=TuningSpace(
