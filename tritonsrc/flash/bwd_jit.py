@@ -2,16 +2,18 @@
 
 Runs bwd_preprocess -> bwd_dkdv -> bwd_dq through the Triton JIT on torch
 tensors: CUDA tensors on a GPU, CPU tensors under TRITON_INTERPRET=1. The AOT
-runtime launches the same kernels with the same arguments and grids.
+runtime launches the same kernels with the same arguments and grids: the
+split path's calls come from the rules (python/rules_flash.py) through
+python/jit_launch.py.
 """
 import torch
 import triton
 
-from .bwd_dkdv import bwd_dkdv
-from .bwd_dq import bwd_dq
+import rules_flash
+from jit_launch import View, launch
+
 from .bwd_fused import bwd_dq_convert, bwd_fused
 from .feature_args import feature_args
-from .bwd_preprocess import bwd_preprocess
 
 from .bwd_configs import (CANDIDATE_CONFIGS, DEFAULT_CONFIGS, DROPOUT_SHRINK,  # noqa: F401
                           FUSED_CONFIGS, PRE_CONFIG)
@@ -60,6 +62,16 @@ def _strides3(t):
     """(0, stride_h, stride_m) of a varlen (total, heads, d) tensor."""
     assert t.stride(-1) == 1, "last dim must be contiguous"
     return 0, t.stride(1), t.stride(0)
+
+
+def _view(t, layout, varlen, rows="m"):
+    """t as the kernels address it (dims z, h and rows = "m" for query-side
+    tensors, "n" for key-side ones)."""
+    assert t.stride(-1) == 1, "last dim must be contiguous"
+    if varlen:
+        return View(t, z=None, h=1, **{rows: 0})
+    h_ax, s_ax = (2, 1) if layout == "bshd" else (1, 2)
+    return View(t, z=0, h=h_ax, **{rows: s_ax})
 
 
 def _scalar_i64(x, device):
@@ -143,16 +155,20 @@ def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
     else:
         dqa, s_dqa = delta, (0, 0, 0)
     pre = dict(config["pre"])
-    grid = (triton.cdiv(max_seqlen_q, pre["BLOCK_M"]), batch * hq, 1)
-    bwd_preprocess[grid](o, do, delta, dqa, cu_seqlens_q, *so_, *sdo_, *s_delta, *s_dqa,
-                         hq, max_seqlen_q, head_dim, q.shape[0], **func, ZERO_DQ_ACC=fused, **pre)
+    stats = dict(z=None, h=0) if varlen else dict(z=0, h=1)  # lse / delta: [Hq, total_q] or [B, Hq, Sq]
+    # The fp32 dQ accumulator (fused path) is zeroed here; unused otherwise.
+    pre_dqa = _view(dqa, layout, varlen) if fused else View(dqa, z=None, h=None, m=None)
+    pre_cfg = {"num_warps": 4, "num_stages": 1, **pre}  # the rule's only launch options
+    launch(rules_flash.bwd_preprocess, dict(
+        O=_view(o, layout, varlen), DO=_view(do, layout, varlen), Delta=View(delta, **stats), DQA=pre_dqa,
+        cu_seqlens_q=cu_seqlens_q, num_heads_q=hq, max_seqlen_q=max_seqlen_q, head_dim=head_dim,
+        total_q=q.shape[0], num_seqs=batch,
+    ), functional=dict(func, ZERO_DQ_ACC=fused), config=pre_cfg)
 
     feat = feature_args(causal_type, window, softcap, alibi_slopes)
     assert not (fused and feat["LOCAL_WINDOW"]), "bwd_fused has no window / softcap / ALiBi"
     func.update(CAUSAL_TYPE=feat["CAUSAL_TYPE"], ENABLE_DROPOUT=enable_dropout)
     alibi = cu_seqlens_q if alibi_slopes is None else alibi_slopes  # any pointer when unused
-    alibi_z = alibi_slopes.stride(0) if alibi_slopes is not None and alibi_slopes.dim() == 2 else 0
-    features = (alibi, alibi_z, feat["softcap"], feat["window_left"], feat["window_right"], feat["window_align"])
     modes = dict(LOCAL_WINDOW=feat["LOCAL_WINDOW"], SCORE_MOD=feat["SCORE_MOD"])
     common = (cu_seqlens_q, cu_seqlens_k, seed_t, off_t, float(sm_scale), float(dropout_p))
     totals = (q.shape[0], k.shape[0])  # varlen: packed rows (cu_seqlens clamp into them)
@@ -167,12 +183,19 @@ def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
                              hq, max_seqlen_q, head_dim, q.shape[0], BLOCK_DMODEL=block_d,
                              PADDED_HEAD=head_dim != block_d, IS_VARLEN=varlen, **pre)
         return dq, dk, dv
-    bwd_dkdv[grid](q, k, v, do, dk, dv, lse, delta, *common,
-                   *sq_, *sk_, *sv_, *sdo_, *sdk_, *sdv_, *s_lse, *s_delta,
-                   hq, hk, max_seqlen_q, max_seqlen_k, head_dim, *totals, *features, **func, **modes, **kv)
-    dqc = dict(config["dq"])
-    grid = (triton.cdiv(max_seqlen_q, dqc["BLOCK_M"]), batch * hq, 1)
-    bwd_dq[grid](q, k, v, do, dq, lse, delta, *common,
-                 *sq_, *sk_, *sv_, *sdo_, *sdq_, *s_lse, *s_delta,
-                 hq, hk, max_seqlen_q, max_seqlen_k, head_dim, *totals, *features, **func, **modes, **dqc)
+    shared = dict(
+        Q=_view(q, layout, varlen), K=_view(k, layout, varlen, "n"), V=_view(v, layout, varlen, "n"),
+        DO=_view(do, layout, varlen), LSE=View(lse, **stats), Delta=View(delta, **stats),
+        cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, philox_seed_ptr=seed_t, philox_offset_ptr=off_t,
+        sm_scale=float(sm_scale), dropout_p=float(dropout_p),
+        num_heads_q=hq, num_heads_k=hk, max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, head_dim=head_dim,
+        total_q=q.shape[0], total_k=k.shape[0], num_seqs=batch,
+        alibi_slopes=View(alibi, z=0 if alibi_slopes is not None and alibi_slopes.dim() == 2 else None),
+        softcap=feat["softcap"], window_left=feat["window_left"], window_right=feat["window_right"],
+        window_align=feat["window_align"],
+    )
+    launch(rules_flash.bwd_dkdv, dict(shared, DK=_view(dk, layout, varlen, "n"), DV=_view(dv, layout, varlen, "n")),
+           functional=dict(func, **modes), config=kv)
+    launch(rules_flash.bwd_dq, dict(shared, DQ=_view(dq, layout, varlen)), functional=dict(func, **modes),
+           config=dict(config["dq"]))
     return dq, dk, dv

@@ -1,15 +1,17 @@
 """JIT launcher for tritonsrc.flash.fwd.attn_fwd (tests and JIT-vs-AOT benchmarks).
 
-Works with CUDA tensors and, under TRITON_INTERPRET=1, with CPU tensors.
+Works with CUDA tensors and, under TRITON_INTERPRET=1, with CPU tensors. The
+call (argument order, strides by dim name, grid) comes from the rules
+(python/rules_flash.py) through python/jit_launch.py, as in the AOT build.
 """
 import math
 
 import torch
-import triton
 
-from .dropout_mask import attn_dropout_mask
+import rules_flash
+from jit_launch import View, launch
+
 from .feature_args import feature_args
-from .fwd import attn_fwd
 
 from .fwd_configs import DROPOUT_MASK_CONFIG, TUNING_CANDIDATES, head_dim_bucket, pick_config  # noqa: F401
 
@@ -70,28 +72,22 @@ def attn_fwd_jit(q, k, v, *, sm_scale, causal_type=0, layout="bshd",
             max_seqlen_q = int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max())
         if max_seqlen_k is None:
             max_seqlen_k = int((cu_seqlens_k[1:] - cu_seqlens_k[:-1]).max())
-        sq = (0, q.stride(1), q.stride(0))
-        sk = (0, k.stride(1), k.stride(0))
-        sv = (0, v.stride(1), v.stride(0))
+        rows = dict(z=None, h=1, m=0)  # packed (total, H, D): cu_seqlens give each sequence's start
     else:
         assert q.dim() == 4 and layout in ("bshd", "bhsd")
         s_ax, h_ax = (1, 2) if layout == "bshd" else (2, 1)
         batch, hq, hk = q.shape[0], q.shape[h_ax], k.shape[h_ax]
         max_seqlen_q, max_seqlen_k = q.shape[s_ax], k.shape[s_ax]
-        sq = (q.stride(0), q.stride(h_ax), q.stride(s_ax))
-        sk = (k.stride(0), k.stride(h_ax), k.stride(s_ax))
-        sv = (v.stride(0), v.stride(h_ax), v.stride(s_ax))
+        rows = dict(z=0, h=h_ax, m=s_ax)
     assert hq % hk == 0
 
     o = torch.empty_like(q, memory_format=torch.contiguous_format) if out is None else out
     if varlen:
-        so = (0, o.stride(1), o.stride(0))
         lse = torch.empty((hq, q.shape[0]), dtype=torch.float32, device=device) if lse_out is None else lse_out
-        slse = (0, lse.stride(0))
+        lse_view = View(lse, z=None, h=0)
     else:
-        so = (o.stride(0), o.stride(h_ax), o.stride(s_ax))
         lse = torch.empty((batch, hq, max_seqlen_q), dtype=torch.float32, device=device) if lse_out is None else lse_out
-        slse = (lse.stride(0), lse.stride(1))
+        lse_view = View(lse, z=0, h=1)
     assert lse.stride(-1) == 1
 
     dummy = _dummy(device)
@@ -106,41 +102,38 @@ def attn_fwd_jit(q, k, v, *, sm_scale, causal_type=0, layout="bshd",
         mask = (torch.empty((batch, hq, max_seqlen_q, max_seqlen_k), dtype=torch.int8, device=device)
                 if mask_out is None else mask_out)
         assert mask.stride(-1) == 1
-        smask = (mask.stride(0), mask.stride(1), mask.stride(2))
 
     feat = feature_args(causal_type, window, softcap, alibi_slopes)
-    alibi = dummy if alibi_slopes is None else alibi_slopes
-    alibi_z = alibi_slopes.stride(0) if alibi_slopes is not None and alibi_slopes.dim() == 2 else 0
+    alibi = View(dummy if alibi_slopes is None else alibi_slopes,
+                 z=0 if alibi_slopes is not None and alibi_slopes.dim() == 2 else None)
     cfg = default_config(head_dim, q.dtype, device, enable_dropout)
     if config:
         cfg.update(config)
     bucket = head_dim_bucket(head_dim)
-    grid = (triton.cdiv(max_seqlen_q, cfg["BLOCK_M"]), batch * hq, 1)
-    attn_fwd[grid](
-        q, k, v, o, lse,
-        cu_seqlens_q if varlen else dummy, cu_seqlens_k if varlen else dummy,
-        seed_t, off_t,
-        float(sm_scale), float(dropout_p),
-        *sq, *sk, *sv, *so, *slse,
-        batch, hq, hk, max_seqlen_q, max_seqlen_k, head_dim, q.shape[0], k.shape[0],
-        alibi, alibi_z, feat["softcap"], feat["window_left"], feat["window_right"], feat["window_align"],
+    cu_q, cu_k = (cu_seqlens_q, cu_seqlens_k) if varlen else (dummy, dummy)
+    launch(rules_flash.attn_fwd, dict(
+        Q=View(q, **rows), K=View(k, z=rows["z"], h=rows["h"], n=rows["m"]),
+        V=View(v, z=rows["z"], h=rows["h"], n=rows["m"]), O=View(o, **rows), LSE=lse_view,
+        cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, philox_seed_ptr=seed_t, philox_offset_ptr=off_t,
+        sm_scale=float(sm_scale), dropout_p=float(dropout_p),
+        num_seqs=batch, num_heads_q=hq, num_heads_k=hk, max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k,
+        head_dim=head_dim, total_q=q.shape[0], total_k=k.shape[0],
+        alibi_slopes=alibi, softcap=feat["softcap"], window_left=feat["window_left"],
+        window_right=feat["window_right"], window_align=feat["window_align"],
+    ), functional=dict(
         BLOCK_DMODEL=bucket, PADDED_HEAD=(bucket != head_dim), CAUSAL_TYPE=feat["CAUSAL_TYPE"],
         IS_VARLEN=varlen, ENABLE_DROPOUT=enable_dropout,
         LOCAL_WINDOW=feat["LOCAL_WINDOW"], SCORE_MOD=feat["SCORE_MOD"],
-        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-    )
+    ), config={k_: cfg[k_] for k_ in ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")})
     if return_mask:
         # The forward does not write its mask: this kernel regenerates it from
         # the same seed/offset (tritonsrc/flash/dropout_mask.py).
-        mc = DROPOUT_MASK_CONFIG
-        attn_dropout_mask[(triton.cdiv(max_seqlen_q, mc["BLOCK_M"]), batch * hq, 1)](
-            seed_t, off_t, mask,
-            cu_seqlens_q if varlen else dummy, cu_seqlens_k if varlen else dummy,
-            float(dropout_p), *smask, hq, max_seqlen_q, max_seqlen_k, q.shape[0], k.shape[0],
-            IS_VARLEN=varlen, BLOCK_M=mc["BLOCK_M"], BLOCK_N=mc["BLOCK_N"],
-            num_warps=mc["num_warps"], num_stages=mc["num_stages"],
-        )
+        launch(rules_flash.attn_dropout_mask, dict(
+            philox_seed_ptr=seed_t, philox_offset_ptr=off_t, dropout_mask=View(mask, z=0, h=1, m=2),
+            cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, dropout_p=float(dropout_p),
+            num_heads_q=hq, max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k,
+            total_q=q.shape[0], total_k=k.shape[0], num_seqs=batch,
+        ), functional=dict(IS_VARLEN=varlen), config=DROPOUT_MASK_CONFIG)
         return o, lse, mask
     return o, lse
 

@@ -1,0 +1,112 @@
+"""Launch a rule's kernel through the Triton JIT with the call the AOT build
+makes: the positional arguments in the rule's order, tensors' strides taken
+by the rule's dim names, the constexprs of the functional and tuning config,
+and the grid evaluated from the rule's C++ expressions.
+
+The family launchers (tritonsrc/*/..._jit.py) only allocate outputs and say
+how each tensor's dims map onto the kernel's (View); the CPU interpreter
+tests and the GPU JIT benchmarks go through here, so a rule whose argument
+order, stride names or grid is wrong fails on CPU.
+"""
+from __future__ import annotations
+
+import importlib
+import re
+from typing import Any, Mapping
+
+from kernel_rules import Kernel, TensorPart, kernel_tensors
+
+__all__ = ["View", "kernel_function", "positional_args", "grid_of", "launch"]
+
+
+class View:
+    """A tensor as a kernel addresses it: `dims` maps each of the rule's
+    stride dims to a dim of `tensor`, or to None for stride 0 (e.g. the
+    sequence stride of a packed varlen tensor, a broadcast row).
+
+    View(q, z=0, h=2, m=1) is a [B, S, H, D] q for a rule Tensor with dims "zhm".
+    """
+
+    def __init__(self, tensor, **dims: int | None):
+        self.tensor = tensor
+        self.dims = dims
+
+    def stride(self, dim: str) -> int:
+        axis = self.dims[dim]
+        return 0 if axis is None else int(self.tensor.stride(axis))
+
+
+def kernel_function(rule: Kernel):
+    """The @triton.jit function a rule names (tritonsrc/flash/fwd.py -> tritonsrc.flash.fwd)."""
+    module = rule.source[:-3].replace("/", ".") if rule.source.endswith(".py") else rule.source
+    return getattr(importlib.import_module(module), rule.function)
+
+
+def positional_args(rule: Kernel, values: Mapping[str, Any]) -> list:
+    """rule.args in order from `values`: a tensor's name gives a View (or a
+    plain tensor when the rule takes no strides of it) for its pointer and
+    strides; every other argument by its own name. Missing or unknown names
+    are errors, so the launcher and the rule cannot drift apart."""
+    tensors = kernel_tensors(rule)
+    wanted = set(tensors) | {a.name for a in rule.args if not isinstance(a, TensorPart)}
+    unknown = set(values) - wanted - set(rule.grid_args)
+    missing = wanted - set(values)
+    if unknown or missing:
+        raise TypeError(f"{rule.name}: missing {sorted(missing)}, unknown {sorted(unknown)}")
+    for name, (ptr, strides) in tensors.items():
+        v = values[name]
+        want = {s.dim for s in strides}
+        have = set(v.dims) if isinstance(v, View) else set()
+        if have != want:
+            raise TypeError(f"{rule.name}: tensor {name} takes strides of dims {sorted(want)}, "
+                            f"the view maps {sorted(have)}")
+    out = []
+    for a in rule.args:
+        if isinstance(a, TensorPart):
+            v = values[a.tensor]
+            if a.dim:
+                out.append(v.stride(a.dim))
+            else:
+                out.append(v.tensor if isinstance(v, View) else v)
+        else:
+            out.append(values[a.name])
+    return out
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def grid_of(rule: Kernel, names: Mapping[str, Any]) -> tuple[int, int, int]:
+    """rule.grid evaluated as the generated C++ does (int64 arithmetic: '/'
+    truncates)."""
+    env = {k: int(v) for k, v in names.items() if isinstance(v, (bool, int)) or hasattr(v, "__index__")}
+    env["cdiv"] = _cdiv
+    grid = []
+    for expr in rule.grid:
+        py = re.sub(r"(?<!/)/(?!/)", "//", expr)
+        grid.append(int(eval(py, {"__builtins__": {}}, env)))  # noqa: S307 - the rule's own expressions
+    return tuple(grid)
+
+
+def launch(rule: Kernel, values: Mapping[str, Any], functional: Mapping[str, Any], config: Mapping[str, int],
+           fn=None):
+    """Runs rule's kernel on `values` (see positional_args; grid_args too) with
+    the functional's constexprs and a tuning config (its num_warps/num_stages
+    as launch options). Returns the grid it launched."""
+    unknown = set(functional) - set(rule.functional) - {Kernel.ALIGNED}
+    if unknown:
+        raise TypeError(f"{rule.name}: unknown functional {sorted(unknown)}")
+    # Every tuning constexpr must be given; num_warps/num_stages left out take
+    # Triton's defaults (the interpreter ignores them).
+    needed, allowed = set(rule.tuning.constexpr_names()), set(rule.tuning.params)
+    if not needed <= set(config) <= allowed:
+        raise TypeError(f"{rule.name}: config {sorted(config)} must give {sorted(needed)} (and at most "
+                        f"{sorted(allowed)})")
+    args = positional_args(rule, values)
+    constexprs = {n: functional[n] for n in rule.constexpr_functionals}
+    scalars = {a.name: v for a, v in zip(rule.args, args) if not a.is_pointer}
+    grid = grid_of(rule, {**scalars, **{g: values[g] for g in rule.grid_args}, **constexprs, **config})
+    fn = fn if fn is not None else kernel_function(rule)
+    fn[grid](*args, **constexprs, **config)
+    return grid
