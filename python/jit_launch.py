@@ -11,6 +11,7 @@ order, stride names or grid is wrong fails on CPU.
 from __future__ import annotations
 
 import importlib
+import numbers
 import re
 from typing import Any, Mapping
 
@@ -80,7 +81,7 @@ def _cdiv(a: int, b: int) -> int:
 def grid_of(rule: Kernel, names: Mapping[str, Any]) -> tuple[int, int, int]:
     """rule.grid evaluated as the generated C++ does (int64 arithmetic: '/'
     truncates)."""
-    env = {k: int(v) for k, v in names.items() if isinstance(v, (bool, int)) or hasattr(v, "__index__")}
+    env = {k: int(v) for k, v in names.items() if isinstance(v, numbers.Integral)}
     env["cdiv"] = _cdiv
     grid = []
     for expr in rule.grid:

@@ -2,21 +2,20 @@
 `fused_experts_jit` composition (the vLLM fused_experts flow).
 
 Used by the CPU interpreter tests, the GPU JIT tests and the JIT-vs-AOT
-benchmark; launch parameters mirror what the C++ runtime passes.
+benchmark. Each launch's argument order, strides and grid come from the rule
+(python/rules_moe.py) through python/jit_launch.py, as in the AOT build.
 """
 import torch
 import triton
 
-from .activation import act_and_mul_kernel, SILU, GELU
-from .align import (moe_align_count_kernel, moe_align_scan_kernel, moe_align_offsets_kernel,
-                    moe_align_scatter_kernel, moe_align_small_kernel)
+import rules_moe as R
+from jit_launch import View, grid_of, launch, positional_args
+
+from .activation import SILU, GELU  # noqa: F401
 # Config tables live in configs.py (shared with the AOT rules); re-exported here.
 from .configs import (DEFAULT_CONFIGS, QUANT_FP8_BLOCK, QUANT_FP8_TENSOR, QUANT_NONE,  # noqa: F401
                       SWEEP_CANDIDATES, default_config)
 from .grouped_gemm import fused_moe_kernel
-from .moe_sum import moe_sum_kernel
-from .quant import per_token_group_quant_fp8_kernel, per_tensor_quant_fp8_kernel
-from .topk_softmax import topk_softmax_kernel
 
 FP8 = torch.float8_e4m3fn
 
@@ -33,9 +32,10 @@ def topk_softmax(logits, topk, renormalize=False, block_m=None, num_warps=4):
         block_m = max(1, 1024 // block_e)
     w = torch.empty(M, topk, dtype=torch.float32, device=logits.device)
     ids = torch.empty(M, topk, dtype=torch.int32, device=logits.device)
-    topk_softmax_kernel[(triton.cdiv(M, block_m), 1, 1)](
-        logits, w, ids, M, E, topk, logits.stride(0), logits.stride(1), w.stride(0), ids.stride(0),
-        RENORMALIZE=renormalize, BLOCK_E=block_e, BLOCK_M=block_m, num_warps=num_warps)
+    launch(R.topk_softmax, dict(
+        logits_ptr=View(logits, m=0, e=1), topk_weights_ptr=View(w, m=0), topk_ids_ptr=View(ids, m=0),
+        num_tokens=M, num_experts=E, topk=topk,
+    ), dict(RENORMALIZE=renormalize, BLOCK_E=block_e), dict(BLOCK_M=block_m, num_warps=num_warps))
     return w, ids
 
 
@@ -62,30 +62,35 @@ def moe_align_block_size(topk_ids, block_size, num_experts, expert_map=None, pat
         block_b = max(8, min(128, 4096 // block_e))
     if path == "auto":
         path = "small" if numel <= 1024 else "general"
+    ids = dict(topk_ids_ptr=flat, expert_map_ptr=emap, numel=numel, num_experts=num_experts,
+               expert_map_len=map_len)
+    mapped = dict(HAS_EXPERT_MAP=has_map, BLOCK_E=block_e)
     if path == "small":
         bt = 64 if numel <= 64 else (256 if numel <= 256 else 1024)
         assert numel <= bt
-        moe_align_small_kernel[(1, 1, 1)](
-            flat, emap, sorted_ids, expert_ids, ntpp,
-            numel, num_experts, block_size, max_padded, num_blocks, map_len,
-            HAS_EXPERT_MAP=has_map, BLOCK_E=block_e, BLOCK_T=bt, BLOCK_B=block_b,
-            num_warps=8 if bt >= 1024 else 4)
+        launch(R.moe_align_small, dict(
+            ids, sorted_token_ids_ptr=sorted_ids, expert_ids_ptr=expert_ids, num_tokens_post_padded_ptr=ntpp,
+            block_size=block_size, max_num_tokens_padded=max_padded, num_blocks_total=num_blocks,
+        ), dict(mapped, BLOCK_T=bt), dict(BLOCK_B=block_b, num_warps=8 if bt >= 1024 else 4))
         return sorted_ids, expert_ids, ntpp
     num_chunks = triton.cdiv(numel, block_t)
     chunk_counts = torch.empty(num_chunks * num_experts, dtype=torch.int32, device=dev)
     counts = torch.empty(num_experts, dtype=torch.int32, device=dev)
     starts = torch.empty(num_experts + 1, dtype=torch.int32, device=dev)
-    moe_align_count_kernel[(num_chunks, 1, 1)](
-        flat, emap, chunk_counts, sorted_ids, numel, num_experts, max_padded, map_len,
-        HAS_EXPERT_MAP=has_map, BLOCK_E=block_e, BLOCK_T=block_t)
-    moe_align_scan_kernel[(triton.cdiv(num_experts, block_eg), 1, 1)](
-        chunk_counts, counts, num_chunks, num_experts, BLOCK_EG=block_eg, BLOCK_C=block_c)
-    moe_align_offsets_kernel[(1, 1, 1)](counts, starts, ntpp, num_experts, block_size,
-                                        BLOCK_E=block_e)
-    moe_align_scatter_kernel[(num_chunks, 1, 1)](
-        flat, emap, chunk_counts, starts, sorted_ids, expert_ids,
-        numel, num_experts, block_size, num_blocks, map_len,
-        HAS_EXPERT_MAP=has_map, BLOCK_E=block_e, BLOCK_T=block_t, BLOCK_B=block_b)
+    launch(R.moe_align_count, dict(ids, chunk_counts_ptr=chunk_counts, sorted_token_ids_ptr=sorted_ids,
+                                   max_num_tokens_padded=max_padded),
+           dict(mapped, BLOCK_T=block_t), {})
+    launch(R.moe_align_scan, dict(chunk_counts_ptr=chunk_counts, expert_counts_ptr=counts, num_chunks=num_chunks,
+                                  num_experts=num_experts),
+           {}, dict(BLOCK_EG=block_eg, BLOCK_C=block_c))
+    launch(R.moe_align_offsets, dict(expert_counts_ptr=counts, expert_starts_ptr=starts,
+                                     num_tokens_post_padded_ptr=ntpp, num_experts=num_experts,
+                                     block_size=block_size),
+           dict(BLOCK_E=block_e), {})
+    launch(R.moe_align_scatter, dict(ids, chunk_counts_ptr=chunk_counts, expert_starts_ptr=starts,
+                                     sorted_token_ids_ptr=sorted_ids, expert_ids_ptr=expert_ids,
+                                     block_size=block_size, num_blocks_total=num_blocks),
+           dict(mapped, BLOCK_T=block_t), dict(BLOCK_B=block_b))
     return sorted_ids, expert_ids, ntpp
 
 
@@ -110,22 +115,26 @@ def grouped_gemm_launch(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top
     E, N, K = b.shape
     assert a.stride(1) == 1 and b.stride(2) == 1 and c.stride(1) == 1, "last dims must be contiguous"
     EM = sorted_ids.numel()
-    bm, bn = config["BLOCK_SIZE_M"], config["BLOCK_SIZE_N"]
     dummy = torch.empty(1, dtype=torch.float32, device=a.device)
     a_s = a_scale if a_scale is not None else dummy
     b_s = b_scale if b_scale is not None else dummy
     if quant == QUANT_FP8_BLOCK:
-        sasm, sask = a_s.stride(0), a_s.stride(1)
-        sbse, sbsn, sbsk = b_s.stride(0), b_s.stride(1), b_s.stride(2)
-    else:
-        sasm = sask = sbsn = sbsk = 0
-        sbse = 1 if (quant == QUANT_FP8_TENSOR and b_s.numel() == E and E > 1) else 0
+        a_sv, b_sv = View(a_s, m=0, k=1), View(b_s, e=0, n=1, k=2)
+    else:  # per-tensor: one scale, or one per expert ([E], e stride 1)
+        a_sv = View(a_s, m=None, k=None)
+        per_expert = quant == QUANT_FP8_TENSOR and b_s.numel() == E and E > 1
+        b_sv = View(b_s, e=0 if per_expert else None, n=None, k=None)
     w = topk_weights if topk_weights is not None else dummy
     aligned = all(v % 16 == 0 for v in (K, N, a.stride(0), b.stride(0), b.stride(1), c.stride(0)))
-    grid = (triton.cdiv(EM, bm) * triton.cdiv(N, bn), 1, 1)
-    args = (a, b, c, a_s, b_s, w, sorted_ids, expert_ids, ntpp, N, K, EM, c.shape[0], top_k,
-            a.stride(0), b.stride(0), b.stride(1), c.stride(0), sasm, sask, sbse, sbsn, sbsk, E)
-    return grid, args, dict(MUL_ROUTED_WEIGHT=mul_routed_weight, QUANT=quant, ALIGNED=aligned, **config)
+    rule = R.fused_moe_gemm
+    args = positional_args(rule, dict(
+        a_ptr=View(a, m=0), b_ptr=View(b, e=0, n=1), c_ptr=View(c, m=0), a_scale_ptr=a_sv, b_scale_ptr=b_sv,
+        topk_weights_ptr=w, sorted_token_ids_ptr=sorted_ids, expert_ids_ptr=expert_ids,
+        num_tokens_post_padded_ptr=ntpp, N=N, K=K, EM=EM, num_valid_tokens=c.shape[0], top_k=top_k,
+        num_experts=E))
+    kwargs = dict(MUL_ROUTED_WEIGHT=mul_routed_weight, QUANT=quant, ALIGNED=aligned, **config)
+    grid = grid_of(rule, dict(N=N, EM=EM, **kwargs))
+    return grid, args, kwargs
 
 
 def per_token_group_quant_fp8(x, group=128, block_m=None, num_warps=4):
@@ -137,9 +146,9 @@ def per_token_group_quant_fp8(x, group=128, block_m=None, num_warps=4):
     q = torch.empty(M, K, dtype=FP8, device=x.device)
     s = torch.empty(M, triton.cdiv(K, group), dtype=torch.float32, device=x.device)
     aligned = K % 16 == 0 and x.stride(0) % 16 == 0
-    per_token_group_quant_fp8_kernel[(triton.cdiv(M, block_m), triton.cdiv(K, group), 1)](
-        x, q, s, M, K, x.stride(0), q.stride(0), s.stride(0), s.stride(1),
-        GROUP=group, ALIGNED=aligned, BLOCK_M=block_m, num_warps=num_warps)
+    launch(R.per_token_group_quant_fp8,
+           dict(x_ptr=View(x, m=0), q_ptr=View(q, m=0), s_ptr=View(s, m=0, k=1), M=M, K=K),
+           dict(GROUP=group, ALIGNED=aligned), dict(BLOCK_M=block_m, num_warps=num_warps))
     return q, s
 
 
@@ -149,9 +158,8 @@ def per_tensor_quant_fp8(x, scale, block_m=4, block_k=512, num_warps=4):
     assert x.stride(1) == 1
     q = torch.empty(M, K, dtype=FP8, device=x.device)
     aligned = K % 16 == 0 and x.stride(0) % 16 == 0
-    per_tensor_quant_fp8_kernel[(triton.cdiv(M, block_m), triton.cdiv(K, block_k), 1)](
-        x, q, scale, M, K, x.stride(0), q.stride(0),
-        ALIGNED=aligned, BLOCK_M=block_m, BLOCK_K=block_k, num_warps=num_warps)
+    launch(R.per_tensor_quant_fp8, dict(x_ptr=View(x, m=0), q_ptr=View(q, m=0), scale_ptr=scale, M=M, K=K),
+           dict(ALIGNED=aligned), dict(BLOCK_M=block_m, BLOCK_K=block_k, num_warps=num_warps))
     return q
 
 
@@ -160,8 +168,8 @@ def act_and_mul(x, activation=SILU, block=256):
     rows, n2 = x.shape
     n = n2 // 2
     out = torch.empty(rows, n, dtype=x.dtype, device=x.device)
-    act_and_mul_kernel[(rows, triton.cdiv(n, block), 1)](
-        out, x, rows, n, out.stride(0), x.stride(0), ACTIVATION=activation, BLOCK=block)
+    launch(R.act_and_mul, dict(out_ptr=View(out, row=0), in_ptr=View(x, row=0), n_rows=rows, n_cols=n),
+           dict(ACTIVATION=activation), dict(BLOCK=block))
     return out
 
 
@@ -169,8 +177,8 @@ def moe_sum(x, block=256):
     """[M, topk, H] -> [M, H] (the lead's kernel)."""
     M, topk, H = x.shape
     out = torch.empty(M, H, dtype=x.dtype, device=x.device)
-    moe_sum_kernel[(M, triton.cdiv(H, block), 1)](
-        out, x, M, topk, H, out.stride(0), x.stride(0), x.stride(1), BLOCK=block)
+    launch(R.moe_sum, dict(out_ptr=View(out, m=0), in_ptr=View(x, m=0, k=1), n_tokens=M, topk=topk, hidden=H),
+           {}, dict(BLOCK=block))
     return out
 
 
