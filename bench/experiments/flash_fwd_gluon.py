@@ -32,7 +32,7 @@ import triton
 
 _T0 = time.time()
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "python")]  # tritonsrc, and the rules its JIT launchers read
 
 from bench.experiments.flash_fwd_gluon_kernel import attn_fwd_gluon  # noqa: E402
 from bench.experiments.flash_fwd_gluon_ws_kernel import attn_fwd_gluon_ws  # noqa: E402
