@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+import codegen_inputs
 from kernel_rules import Kernel
 
 DTYPE_ENUM = {
@@ -52,7 +53,8 @@ def _str(s: str) -> str:
 
 
 def header(rule: Kernel) -> str:
-    out = [HEADER, "#pragma once\n#include <cstdint>\n\n#include \"aotriton/runtime.h\"\n\n", _ns_open(rule.name)]
+    out = [HEADER, "#pragma once\n#include <cstdint>\n\n#include \"aotriton/runtime.h\"\n#include \"kernel_inputs.h\"\n\n",
+           _ns_open(rule.name)]
     out.append(f"// {rule.doc or rule.name} ({rule.source}:{rule.function})\n")
     out.append("struct Args {\n")
     for a in rule.args:
@@ -66,7 +68,8 @@ def header(rule: Kernel) -> str:
     out.append("// Picks the compiled functional and tuning config, loads the kernel in the\n"
                "// stream's context on first use, and launches it.\n")
     out.append("Status launch(const Args& args, const Functional& functional, Stream stream,\n"
-               "              const KernelOptions* options);\n\n")
+               "              const KernelOptions* options);\n")
+    out.append(codegen_inputs.header(rule))
     out.append(_ns_close())
     return "".join(out)
 
@@ -201,5 +204,6 @@ def source(rule: Kernel, plan_kernel: dict, profile: str) -> str:
     out.append(f"  void* params[] = {{{params}}};\n")
     out.append("  if (options && options->ran_config) *options->ran_config = t.bound->variant->config_names[config];\n")
     out.append(f"  return detail::launch(t, *kernel, grid, params, stream.handle, \"{k}\");\n}}\n\n")
+    out.append(codegen_inputs.source(rule))
     out.append(_ns_close())
     return "".join(out)

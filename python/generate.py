@@ -179,7 +179,8 @@ def emit_ninja(plan: dict, rules_module, build_dir: Path, argv: list[str], trito
                 ]
                 defaults.append(image)
         gen = f"gen/{rule.name}.h gen/{rule.name}.cc"
-        lines += [f"build {gen}: codegen manifest.json | $repo/python/codegen_cpp.py $repo/python/kernel_rules.py",
+        lines += [f"build {gen}: codegen manifest.json | $repo/python/codegen_cpp.py $repo/python/codegen_inputs.py "
+                  "$repo/python/kernel_rules.py",
                   f"  kernel = {rule.name}", ""]
         defaults += [f"gen/{rule.name}.h", f"gen/{rule.name}.cc"]
     lines.append("build all: phony " + " ".join(defaults))

@@ -31,26 +31,8 @@ struct Bwd {
   KernelFeatures feat;  // resolved from features in launch()
 };
 
-// Fills the arguments dK/dV and dQ have in common (same names in both rules).
-template <typename A>
-void fill_common(A& a, const Bwd& p) {
-  const Geometry& g = p.g;
-  a.Q = p.q.ptr, a.K = p.k.ptr, a.V = p.v.ptr, a.DO = p.dout.ptr;
-  a.LSE = p.lse, a.Delta = p.delta;
-  a.cu_seqlens_q = g.cu_q, a.cu_seqlens_k = g.cu_k;
-  a.philox_seed_ptr = p.seed, a.philox_offset_ptr = p.offset;
-  a.sm_scale = p.scale, a.dropout_p = p.dropout_p;
-  a.stride_qz = p.q.z, a.stride_qh = p.q.h, a.stride_qm = p.q.m;
-  a.stride_kz = p.k.z, a.stride_kh = p.k.h, a.stride_kn = p.k.m;
-  a.stride_vz = p.v.z, a.stride_vh = p.v.h, a.stride_vn = p.v.m;
-  a.stride_doz = p.dout.z, a.stride_doh = p.dout.h, a.stride_dom = p.dout.m;
-  a.stride_lse_z = p.stat_z, a.stride_lse_h = p.stat_h;
-  a.stride_delta_z = p.delta_z, a.stride_delta_h = p.delta_h;
-  a.num_heads_q = g.hq, a.num_heads_k = g.hk;
-  a.max_seqlen_q = g.max_sq, a.max_seqlen_k = g.max_sk, a.head_dim = g.head_dim;
-  a.total_q = g.total_q, a.total_k = g.total_k;
-  a.num_seqs = g.batch;
-}
+detail::KernelTensor<2> lse_tensor(const Bwd& p) { return {p.lse, {p.stat_z, p.stat_h}}; }
+detail::KernelTensor<2> delta_tensor(const Bwd& p) { return {p.delta, {p.delta_z, p.delta_h}}; }
 
 template <typename F>
 void fill_functional(F& f, const Bwd& p) {
@@ -66,13 +48,13 @@ void fill_functional(F& f, const Bwd& p) {
 Status launch_kernels(const Bwd& p, Stream stream, const KernelOptions* options) {
   const Geometry& g = p.g;
   namespace kp = detail::kernels::bwd_preprocess;
-  kp::Args pa{};
-  pa.O = p.o.ptr, pa.DO = p.dout.ptr, pa.Delta = p.delta, pa.DQA = nullptr, pa.cu_seqlens_q = g.cu_q;
-  pa.stride_oz = p.o.z, pa.stride_oh = p.o.h, pa.stride_om = p.o.m;
-  pa.stride_doz = p.dout.z, pa.stride_doh = p.dout.h, pa.stride_dom = p.dout.m;
-  pa.stride_delta_z = p.delta_z, pa.stride_delta_h = p.delta_h;
-  pa.num_heads_q = g.hq, pa.max_seqlen_q = g.max_sq, pa.head_dim = g.head_dim, pa.num_seqs = g.batch;
-  pa.total_q = g.total_q;
+  const kp::Inputs pa{
+      .O = kernel_tensor(p.o), .DO = kernel_tensor(p.dout), .Delta = delta_tensor(p),
+      .DQA = detail::KernelTensor<3>{nullptr, {0, 0, 0}},  // the fp32 dQ accumulator: not used (ZERO_DQ_ACC off)
+      .cu_seqlens_q = g.cu_q,
+      .num_heads_q = g.hq, .max_seqlen_q = g.max_sq, .head_dim = g.head_dim, .total_q = g.total_q,
+      .num_seqs = g.batch,
+  };
   kp::Functional pf{};
   pf.dtype = g.dtype;
   pf.BLOCK_DMODEL = head_dim_bucket(g.head_dim);
@@ -82,24 +64,38 @@ Status launch_kernels(const Bwd& p, Stream stream, const KernelOptions* options)
   AOTRITON_RETURN_IF_ERROR(kp::launch(pa, pf, stream, nullptr));
 
   namespace kkv = detail::kernels::bwd_dkdv;
-  kkv::Args ka{};
-  fill_common(ka, p);
-  ka.DK = p.dk.ptr, ka.DV = p.dv.ptr;
-  ka.stride_dkz = p.dk.z, ka.stride_dkh = p.dk.h, ka.stride_dkn = p.dk.m;
-  ka.stride_dvz = p.dv.z, ka.stride_dvh = p.dv.h, ka.stride_dvn = p.dv.m;
+  const KernelFeatures& ft = p.feat;
+  const kkv::Inputs ka{
+      .Q = kernel_tensor(p.q), .K = kernel_tensor(p.k), .V = kernel_tensor(p.v), .DO = kernel_tensor(p.dout),
+      .DK = kernel_tensor(p.dk), .DV = kernel_tensor(p.dv), .LSE = lse_tensor(p), .Delta = delta_tensor(p),
+      .cu_seqlens_q = g.cu_q, .cu_seqlens_k = g.cu_k, .philox_seed_ptr = p.seed, .philox_offset_ptr = p.offset,
+      .sm_scale = p.scale, .dropout_p = p.dropout_p,
+      .num_heads_q = g.hq, .num_heads_k = g.hk, .max_seqlen_q = g.max_sq, .max_seqlen_k = g.max_sk,
+      .head_dim = g.head_dim, .total_q = g.total_q, .total_k = g.total_k,
+      .alibi_slopes = alibi_slopes(ft), .softcap = ft.softcap,
+      .window_left = ft.window_left, .window_right = ft.window_right, .window_align = ft.window_align,
+      .num_seqs = g.batch,
+  };
   kkv::Functional kf{};
   fill_functional(kf, p);
-  apply_features(p.feat, ka, kf);
+  apply_feature_functional(ft, kf);
   AOTRITON_RETURN_IF_ERROR(kkv::launch(ka, kf, stream, options));
 
   namespace kq = detail::kernels::bwd_dq;
-  kq::Args qa{};
-  fill_common(qa, p);
-  qa.DQ = p.dq.ptr;
-  qa.stride_dqz = p.dq.z, qa.stride_dqh = p.dq.h, qa.stride_dqm = p.dq.m;
+  const kq::Inputs qa{
+      .Q = kernel_tensor(p.q), .K = kernel_tensor(p.k), .V = kernel_tensor(p.v), .DO = kernel_tensor(p.dout),
+      .DQ = kernel_tensor(p.dq), .LSE = lse_tensor(p), .Delta = delta_tensor(p),
+      .cu_seqlens_q = g.cu_q, .cu_seqlens_k = g.cu_k, .philox_seed_ptr = p.seed, .philox_offset_ptr = p.offset,
+      .sm_scale = p.scale, .dropout_p = p.dropout_p,
+      .num_heads_q = g.hq, .num_heads_k = g.hk, .max_seqlen_q = g.max_sq, .max_seqlen_k = g.max_sk,
+      .head_dim = g.head_dim, .total_q = g.total_q, .total_k = g.total_k,
+      .alibi_slopes = alibi_slopes(ft), .softcap = ft.softcap,
+      .window_left = ft.window_left, .window_right = ft.window_right, .window_align = ft.window_align,
+      .num_seqs = g.batch,
+  };
   kq::Functional qf{};
   fill_functional(qf, p);
-  apply_features(p.feat, qa, qf);
+  apply_feature_functional(ft, qf);
   return kq::launch(qa, qf, stream, options);
 }
 

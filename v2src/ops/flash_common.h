@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "aotriton/flash.h"
+#include "kernel_inputs.h"
 #include "tensor_checks.h"
 
 namespace aotriton {
@@ -19,6 +20,8 @@ struct Strided {
 };
 inline Strided bshd(const TensorView<4>& t) { return {t.data, t.stride(0), t.stride(2), t.stride(1)}; }
 inline Strided packed(const TensorView<3>& t) { return {t.data, 0, t.stride(1), t.stride(0)}; }
+// A Strided as a kernel's Inputs field (the rules' dims "zhm" / "zhn").
+inline detail::KernelTensor<3> kernel_tensor(const Strided& t) { return {t.ptr, {t.z, t.h, t.m}}; }
 
 struct Geometry {
   bool varlen = false;

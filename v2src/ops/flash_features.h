@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "aotriton/flash.h"
+#include "kernel_inputs.h"
 
 namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {
@@ -27,16 +28,16 @@ struct KernelFeatures {
 Status resolve_features(const char* op, const Features& f, CausalType causal, DType dtype, bool dropout,
                         int64_t batch, int64_t hq, KernelFeatures* out);
 
-template <typename A, typename F>
-void apply_features(const KernelFeatures& k, A& a, F& fn) {
-  a.alibi_slopes = k.alibi;
-  a.stride_alibi_z = static_cast<int32_t>(k.alibi_z);
-  a.softcap = k.softcap;
-  a.window_left = k.window_left, a.window_right = k.window_right, a.window_align = k.window_align;
+// The features' functional fields; their arguments go into each kernel's
+// Inputs (alibi_slopes() and the band fields).
+template <typename F>
+void apply_feature_functional(const KernelFeatures& k, F& fn) {
   fn.CAUSAL_TYPE = k.causal_type;
   fn.LOCAL_WINDOW = k.local_window;
   fn.SCORE_MOD = k.score_mod;
 }
+
+inline detail::KernelTensor<1> alibi_slopes(const KernelFeatures& k) { return {k.alibi, {k.alibi_z}}; }
 
 }  // namespace detail_
 }  // namespace flash

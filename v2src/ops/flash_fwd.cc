@@ -52,19 +52,18 @@ Status launch(const Fwd& p, Stream stream, const KernelOptions* options) {
   AOTRITON_RETURN_IF_ERROR(resolve_features(p.op, p.features, p.causal, g.dtype, dropout, g.batch, g.hq, &feat));
   if (g.batch == 0 || g.hq == 0 || g.max_sq == 0) return Status::kSuccess;
   namespace kn = detail::kernels::attn_fwd;
-  kn::Args a{};
-  a.Q = p.q.ptr, a.K = p.k.ptr, a.V = p.v.ptr, a.O = p.o.ptr, a.LSE = p.lse;
-  a.cu_seqlens_q = g.cu_q, a.cu_seqlens_k = g.cu_k;
-  a.philox_seed_ptr = p.seed, a.philox_offset_ptr = p.offset;
-  a.sm_scale = p.scale, a.dropout_p = p.dropout_p;
-  a.stride_qz = p.q.z, a.stride_qh = p.q.h, a.stride_qm = p.q.m;
-  a.stride_kz = p.k.z, a.stride_kh = p.k.h, a.stride_kn = p.k.m;
-  a.stride_vz = p.v.z, a.stride_vh = p.v.h, a.stride_vn = p.v.m;
-  a.stride_oz = p.o.z, a.stride_oh = p.o.h, a.stride_om = p.o.m;
-  a.stride_lse_z = p.lse_z, a.stride_lse_h = p.lse_h;
-  a.num_seqs = g.batch, a.num_heads_q = g.hq, a.num_heads_k = g.hk;
-  a.max_seqlen_q = g.max_sq, a.max_seqlen_k = g.max_sk, a.head_dim = g.head_dim;
-  a.total_q = g.total_q, a.total_k = g.total_k;
+  const kn::Inputs in{
+      .Q = kernel_tensor(p.q), .K = kernel_tensor(p.k), .V = kernel_tensor(p.v), .O = kernel_tensor(p.o),
+      .LSE = detail::KernelTensor<2>{p.lse, {p.lse_z, p.lse_h}},
+      .cu_seqlens_q = g.cu_q, .cu_seqlens_k = g.cu_k,
+      .philox_seed_ptr = p.seed, .philox_offset_ptr = p.offset,
+      .sm_scale = p.scale, .dropout_p = p.dropout_p,
+      .num_seqs = g.batch, .num_heads_q = g.hq, .num_heads_k = g.hk,
+      .max_seqlen_q = g.max_sq, .max_seqlen_k = g.max_sk, .head_dim = g.head_dim,
+      .total_q = g.total_q, .total_k = g.total_k,
+      .alibi_slopes = alibi_slopes(feat), .softcap = feat.softcap,
+      .window_left = feat.window_left, .window_right = feat.window_right, .window_align = feat.window_align,
+  };
   kn::Functional f{};
   f.dtype = g.dtype;
   f.BLOCK_DMODEL = head_dim_bucket(g.head_dim);
@@ -72,18 +71,23 @@ Status launch(const Fwd& p, Stream stream, const KernelOptions* options) {
   f.CAUSAL_TYPE = static_cast<int32_t>(p.causal);
   f.IS_VARLEN = g.varlen;
   f.ENABLE_DROPOUT = dropout;
-  apply_features(feat, a, f);
+  apply_feature_functional(feat, f);
+  kn::Args a;
+  AOTRITON_RETURN_IF_ERROR(kn::make_args(in, &a));
   if (!p.mask.ptr) return kn::launch(a, f, stream, options);
   // The debug keep mask: a second kernel draws the forward's Philox numbers
   // again (same seed, offset and element counters). Both are resolved before
   // either launches, so a missing image launches nothing.
   namespace km = detail::kernels::attn_dropout_mask;
-  km::Args ma{};
-  ma.philox_seed_ptr = p.seed, ma.philox_offset_ptr = p.offset, ma.dropout_mask = p.mask.ptr;
-  ma.cu_seqlens_q = g.cu_q, ma.cu_seqlens_k = g.cu_k, ma.dropout_p = p.dropout_p;
-  ma.stride_mz = p.mask.z, ma.stride_mh = p.mask.h, ma.stride_mm = p.mask.m;
-  ma.num_heads_q = g.hq, ma.max_seqlen_q = g.max_sq, ma.max_seqlen_k = g.max_sk;
-  ma.total_q = g.total_q, ma.total_k = g.total_k, ma.num_seqs = g.batch;
+  km::Args ma;
+  AOTRITON_RETURN_IF_ERROR(km::make_args(
+      {
+          .philox_seed_ptr = p.seed, .philox_offset_ptr = p.offset, .dropout_mask = kernel_tensor(p.mask),
+          .cu_seqlens_q = g.cu_q, .cu_seqlens_k = g.cu_k, .dropout_p = p.dropout_p,
+          .num_heads_q = g.hq, .max_seqlen_q = g.max_sq, .max_seqlen_k = g.max_sk,
+          .total_q = g.total_q, .total_k = g.total_k, .num_seqs = g.batch,
+      },
+      &ma));
   km::Functional mf{};
   mf.IS_VARLEN = g.varlen;
   return detail::resolve_then_launch([&]() -> Status {

@@ -1,0 +1,46 @@
+// What the generated Inputs structs are made of (python/codegen_inputs.py):
+// each kernel's Inputs names everything it takes, and its make_args fills
+// the kernel's Args from them, so operators never fill Args by hand.
+#pragma once
+#include <cstdint>
+
+#include "aotriton/runtime.h"
+
+namespace aotriton {
+inline namespace AOTRITON_ABI_NAMESPACE {
+namespace detail {
+
+// A value the caller must give. It has no default constructor, so a field
+// of an Inputs struct left out of its initializer is a compile error rather
+// than a silent zero.
+template <class T>
+struct Required {
+  Required(T v) : value(v) {}  // NOLINT: implicit on purpose (`.sm_scale = scale`)
+  T value;
+};
+
+// A tensor in a kernel's terms: its pointer and the strides (in elements) of
+// the dims the kernel's rule names, in the rule's order (python/rules_*.py,
+// Tensor(..., dims="zhm")).
+template <int N>
+struct KernelTensor {
+  const void* ptr;
+  int64_t strides[N];
+};
+
+// The one-dim tensors whose rule takes no stride (pointer-only) are plain
+// `const void*` fields.
+
+// Narrows an integer to its kernel argument's type; out of range is
+// kInvalidArgument naming the kernel and argument.
+Status narrow_arg(const char* kernel, const char* arg, int64_t value, int32_t* out);
+Status narrow_arg(const char* kernel, const char* arg, int64_t value, uint32_t* out);
+Status narrow_arg(const char* kernel, const char* arg, int64_t value, uint64_t* out);
+inline Status narrow_arg(const char*, const char*, int64_t value, int64_t* out) {
+  *out = value;
+  return Status::kSuccess;
+}
+
+}  // namespace detail
+}  // namespace AOTRITON_ABI_NAMESPACE
+}  // namespace aotriton
