@@ -28,8 +28,13 @@ struct KernelTensor {
   int64_t strides[N];
 };
 
-// The one-dim tensors whose rule takes no stride (pointer-only) are plain
-// `const void*` fields.
+// strided(p, stride_m) or strided(p, z, h, m): a KernelTensor from a pointer
+// and its strides in the rule's order. Tensors whose rule takes no stride
+// are plain `const void*` fields.
+template <class... S>
+KernelTensor<sizeof...(S)> strided(const void* ptr, S... strides) {
+  return {ptr, {static_cast<int64_t>(strides)...}};
+}
 
 // Narrows an integer to its kernel argument's type; out of range is
 // kInvalidArgument naming the kernel and argument.

@@ -35,10 +35,11 @@ Status act_and_mul(const ActAndMulParams& p, Stream stream, const KernelOptions*
   AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(op, {detail::span_of("out", p.out)}, {detail::span_of("input", p.input)}));
   if (p.out.numel() == 0) return Status::kSuccess;
   namespace k = detail::kernels::act_and_mul;
-  k::Args args{p.out.data, p.input.data, static_cast<int32_t>(p.out.size(0)), static_cast<int32_t>(p.out.size(1)),
-               p.out.stride(0), p.input.stride(0)};
+  const k::Inputs in{.out_ptr = detail::strided(p.out.data, p.out.stride(0)),
+                     .in_ptr = detail::strided(p.input.data, p.input.stride(0)),
+                     .n_rows = p.out.size(0), .n_cols = p.out.size(1)};
   k::Functional f{p.input.dtype, static_cast<int32_t>(p.activation)};
-  return k::launch(args, f, stream, options);
+  return k::launch(in, f, stream, options);
 } catch (...) {
   return detail::fail_exception("act_and_mul: unexpected exception");
 }
@@ -66,11 +67,11 @@ Status moe_sum(const MoeSumParams& p, Stream stream, const KernelOptions* option
   AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(op, {detail::span_of("out", p.out)}, {detail::span_of("input", p.input)}));
   if (p.out.numel() == 0) return Status::kSuccess;
   namespace k = detail::kernels::moe_sum;
-  k::Args args{p.out.data,         p.input.data,       static_cast<int32_t>(p.out.size(0)),
-               static_cast<int32_t>(p.input.size(1)), static_cast<int32_t>(p.out.size(1)), p.out.stride(0),
-               p.input.stride(0),  p.input.stride(1)};
+  const k::Inputs in{.out_ptr = detail::strided(p.out.data, p.out.stride(0)),
+                     .in_ptr = detail::strided(p.input.data, p.input.stride(0), p.input.stride(1)),
+                     .n_tokens = p.out.size(0), .topk = p.input.size(1), .hidden = p.out.size(1)};
   k::Functional f{p.input.dtype};
-  return k::launch(args, f, stream, options);
+  return k::launch(in, f, stream, options);
 } catch (...) {
   return detail::fail_exception("moe_sum: unexpected exception");
 }

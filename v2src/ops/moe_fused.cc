@@ -462,8 +462,9 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
   // 3. cache2 = act(gate) * up.
   {
     namespace k = detail::kernels::act_and_mul;
-    k::Args a{l.cache2, l.cache13, static_cast<int32_t>(d.slots), static_cast<int32_t>(d.N), d.N, 2 * d.N};
-    AOTRITON_RETURN_IF_ERROR(k::launch(a, k::Functional{act, static_cast<int32_t>(p.activation)}, stream, nullptr));
+    const k::Inputs in{.out_ptr = detail::strided(l.cache2, d.N), .in_ptr = detail::strided(l.cache13, 2 * d.N),
+                       .n_rows = d.slots, .n_cols = d.N};
+    AOTRITON_RETURN_IF_ERROR(k::launch(in, k::Functional{act, static_cast<int32_t>(p.activation)}, stream, nullptr));
   }
 
   // 4. GEMM2: out_slot[slot] = w[slot] * cache2[slot] @ w2[e]^T. With top-1
@@ -502,15 +503,10 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
 
   // 5. output[m] = sum_k out_slot[m * topk + k].
   namespace k = detail::kernels::moe_sum;
-  k::Args a{p.output.data,
-            l.cache13,
-            static_cast<int32_t>(d.M),
-            static_cast<int32_t>(d.topk),
-            static_cast<int32_t>(d.K),
-            p.output.stride(0),
-            d.topk * d.K,
-            d.K};
-  return k::launch(a, k::Functional{act}, stream, nullptr);
+  const k::Inputs in{.out_ptr = detail::strided(p.output.data, p.output.stride(0)),
+                     .in_ptr = detail::strided(l.cache13, d.topk * d.K, d.K),  // [M, topk, K] contiguous
+                     .n_tokens = d.M, .topk = d.topk, .hidden = d.K};
+  return k::launch(in, k::Functional{act}, stream, nullptr);
 }
 
 }  // namespace

@@ -61,38 +61,20 @@ Status check_built(const char* op, const GemmJob& j, bool aligned) {
 
 Status launch_gemm_wq(const GemmJob& j, Stream stream, const KernelOptions* options) {
   namespace k = detail::kernels::fused_moe_gemm_wq;
-  k::Args a{};
-  a.a_ptr = j.a;
-  a.b_ptr = j.b;
-  a.c_ptr = j.c;
-  a.b_scale_ptr = j.b_scale;
-  // Never read without zero points; any valid pointer keeps the argument defined.
-  a.b_zp_ptr = j.b_zp ? static_cast<const void*>(j.b_zp) : j.b;
-  a.topk_weights_ptr = j.topk_weights;
-  a.sorted_token_ids_ptr = j.sorted_token_ids;
-  a.expert_ids_ptr = j.expert_ids;
-  a.num_tokens_post_padded_ptr = j.num_tokens_post_padded;
-  a.N = static_cast<int32_t>(j.N);
-  a.K = static_cast<int32_t>(j.K);
-  a.EM = static_cast<int32_t>(j.EM);
-  a.num_valid_tokens = static_cast<int32_t>(j.num_valid_tokens);
-  a.top_k = static_cast<int32_t>(j.top_k);
-  a.stride_am = static_cast<int32_t>(j.stride_am);
-  a.stride_be = static_cast<int32_t>(j.stride_be);
-  a.stride_bn = static_cast<int32_t>(j.stride_bn);
-  a.stride_cm = static_cast<int32_t>(j.stride_cm);
-  a.stride_bse = static_cast<int32_t>(j.stride_bse);
-  a.stride_bsn = static_cast<int32_t>(j.stride_bsn);
-  a.stride_bsk = static_cast<int32_t>(j.stride_bsk);
-  a.stride_bze = static_cast<int32_t>(j.stride_bze);
-  a.stride_bzn = static_cast<int32_t>(j.stride_bzn);
-  a.stride_bzk = static_cast<int32_t>(j.stride_bzk);
-  a.group_size = std::max<int32_t>(j.group_size, 1);
-  a.has_zp = j.b_zp != nullptr;
-  a.num_experts = static_cast<int32_t>(j.num_experts);
-  a.tokens_per_expert = cdiv(j.num_valid_tokens, std::max<int64_t>(j.num_experts, 1));
+  using detail::strided;
+  const k::Inputs in{
+      .a_ptr = strided(j.a, j.stride_am), .b_ptr = strided(j.b, j.stride_be, j.stride_bn),
+      .c_ptr = strided(j.c, j.stride_cm), .b_scale_ptr = strided(j.b_scale, j.stride_bse, j.stride_bsn, j.stride_bsk),
+      // Never read without zero points; any valid pointer keeps the argument defined.
+      .b_zp_ptr = strided(j.b_zp ? static_cast<const void*>(j.b_zp) : j.b, j.stride_bze, j.stride_bzn, j.stride_bzk),
+      .topk_weights_ptr = j.topk_weights, .sorted_token_ids_ptr = j.sorted_token_ids,
+      .expert_ids_ptr = j.expert_ids, .num_tokens_post_padded_ptr = j.num_tokens_post_padded,
+      .N = j.N, .K = j.K, .EM = j.EM, .num_valid_tokens = j.num_valid_tokens, .top_k = j.top_k,
+      .group_size = std::max<int32_t>(j.group_size, 1), .has_zp = j.b_zp != nullptr, .num_experts = j.num_experts,
+      .tokens_per_expert = cdiv(j.num_valid_tokens, std::max<int64_t>(j.num_experts, 1)),
+  };
   const DType b_dtype = j.quant == QuantMode::kInt8W8A16 ? DType::kInt8 : DType::kUInt8;
-  return k::launch(a, k::Functional{j.c_dtype, b_dtype, j.mul_routed_weight, j.block_size}, stream, options);
+  return k::launch(in, k::Functional{j.c_dtype, b_dtype, j.mul_routed_weight, j.block_size}, stream, options);
 }
 
 }  // namespace
@@ -135,32 +117,17 @@ Status launch_gemm(const char* op, const GemmJob& j, Stream stream, const Kernel
   if (j.num_valid_tokens == 0 || j.N == 0) return Status::kSuccess;
   if (weight_only(j.quant)) return launch_gemm_wq(j, stream, options);
   namespace k = detail::kernels::fused_moe_gemm;
-  k::Args a{};
-  a.a_ptr = j.a;
-  a.b_ptr = j.b;
-  a.c_ptr = j.c;
-  a.a_scale_ptr = j.a_scale;
-  a.b_scale_ptr = j.b_scale;
-  a.topk_weights_ptr = j.topk_weights;
-  a.sorted_token_ids_ptr = j.sorted_token_ids;
-  a.expert_ids_ptr = j.expert_ids;
-  a.num_tokens_post_padded_ptr = j.num_tokens_post_padded;
-  a.N = static_cast<int32_t>(j.N);
-  a.K = static_cast<int32_t>(j.K);
-  a.EM = static_cast<int32_t>(j.EM);
-  a.num_valid_tokens = static_cast<int32_t>(j.num_valid_tokens);
-  a.top_k = static_cast<int32_t>(j.top_k);
-  a.stride_am = static_cast<int32_t>(j.stride_am);
-  a.stride_be = static_cast<int32_t>(j.stride_be);
-  a.stride_bn = static_cast<int32_t>(j.stride_bn);
-  a.stride_cm = static_cast<int32_t>(j.stride_cm);
-  a.stride_asm = static_cast<int32_t>(j.stride_asm);
-  a.stride_ask = static_cast<int32_t>(j.stride_ask);
-  a.stride_bse = static_cast<int32_t>(j.stride_bse);
-  a.stride_bsn = static_cast<int32_t>(j.stride_bsn);
-  a.stride_bsk = static_cast<int32_t>(j.stride_bsk);
-  a.num_experts = static_cast<int32_t>(j.num_experts);
-  a.tokens_per_expert = cdiv(j.num_valid_tokens, std::max<int64_t>(j.num_experts, 1));
+  using detail::strided;
+  const k::Inputs in{
+      .a_ptr = strided(j.a, j.stride_am), .b_ptr = strided(j.b, j.stride_be, j.stride_bn),
+      .c_ptr = strided(j.c, j.stride_cm), .a_scale_ptr = strided(j.a_scale, j.stride_asm, j.stride_ask),
+      .b_scale_ptr = strided(j.b_scale, j.stride_bse, j.stride_bsn, j.stride_bsk),
+      .topk_weights_ptr = j.topk_weights, .sorted_token_ids_ptr = j.sorted_token_ids,
+      .expert_ids_ptr = j.expert_ids, .num_tokens_post_padded_ptr = j.num_tokens_post_padded,
+      .N = j.N, .K = j.K, .EM = j.EM, .num_valid_tokens = j.num_valid_tokens, .top_k = j.top_k,
+      .num_experts = j.num_experts,
+      .tokens_per_expert = cdiv(j.num_valid_tokens, std::max<int64_t>(j.num_experts, 1)),
+  };
   k::Functional f{};
   f.ab_dtype = j.ab_dtype;
   f.c_dtype = j.c_dtype;
@@ -168,7 +135,7 @@ Status launch_gemm(const char* op, const GemmJob& j, Stream stream, const Kernel
   f.MUL_ROUTED_WEIGHT = j.mul_routed_weight;
   f.ALIGNED = aligned;
   f.BLOCK_SIZE_M = j.block_size;
-  return k::launch(a, f, stream, options);
+  return k::launch(in, f, stream, options);
 }
 
 }  // namespace internal
