@@ -188,23 +188,23 @@ size_t workspace_bytes(const Decode& g) {
 }
 
 Status launch_all(const DecodeParams& p, const Decode& g, Stream stream, const KernelOptions* options) {
-  const int32_t stride_bt = g.paged ? static_cast<int32_t>(p.block_table.stride(0)) : 0;
-  const void* table = g.paged ? p.block_table.data : p.cache_seqlens.data;  // any valid pointer when unpaged
-  const int32_t page = static_cast<int32_t>(g.page_size);
+  using detail::KernelTensor;
+  // [B, S, H, D] tensors and caches, strides in the rules' order (z, then rows, then heads).
+  const auto zsh = [](const auto& t) { return detail::strided(t.data, t.stride(0), t.stride(1), t.stride(2)); };
+  const int64_t stride_bt = g.paged ? p.block_table.stride(0) : 0;
+  // Any valid pointer when unpaged (never read).
+  const KernelTensor<1> table = detail::strided(g.paged ? p.block_table.data : p.cache_seqlens.data, stride_bt);
+  const KernelTensor<2> lse = detail::strided(p.lse.data, p.lse.stride(0), p.lse.stride(1));
   if (g.snew > 0) {
     namespace kn = detail::kernels::kv_append;
-    kn::Args a{};
-    a.K_new = p.k_new.data, a.V_new = p.v_new.data, a.K = p.k_cache.data, a.V = p.v_cache.data;
-    a.cache_seqlens = p.cache_seqlens.data, a.block_table = table;
-    a.stride_knz = p.k_new.stride(0), a.stride_knm = p.k_new.stride(1), a.stride_knh = p.k_new.stride(2);
-    a.stride_vnz = p.v_new.stride(0), a.stride_vnm = p.v_new.stride(1), a.stride_vnh = p.v_new.stride(2);
-    a.stride_kz = p.k_cache.stride(0), a.stride_kn = p.k_cache.stride(1), a.stride_kh = p.k_cache.stride(2);
-    a.stride_vz = p.v_cache.stride(0), a.stride_vn = p.v_cache.stride(1), a.stride_vh = p.v_cache.stride(2);
-    a.stride_bt = stride_bt;
-    a.seqlen_new = g.snew, a.num_heads_k = g.hk, a.head_dim = g.d, a.capacity = g.capacity;
-    a.page_size = page, a.num_blocks = g.num_blocks, a.num_seqs = g.B;
+    const kn::Inputs in{
+        .K_new = zsh(p.k_new), .V_new = zsh(p.v_new), .K = zsh(p.k_cache), .V = zsh(p.v_cache),
+        .cache_seqlens = p.cache_seqlens.data, .block_table = table,
+        .seqlen_new = g.snew, .num_heads_k = g.hk, .head_dim = g.d, .capacity = g.capacity,
+        .page_size = g.page_size, .num_blocks = g.num_blocks, .num_seqs = g.B,
+    };
     kn::Functional f{p.q.dtype, g.bucket, g.paged};
-    AOTRITON_RETURN_IF_ERROR(kn::launch(a, f, stream, nullptr));
+    AOTRITON_RETURN_IF_ERROR(kn::launch(in, f, stream, nullptr));
   }
   const int64_t rows = g.B * g.sq * g.hq;
   float* o_part = static_cast<float*>(p.workspace);
@@ -213,34 +213,29 @@ Status launch_all(const DecodeParams& p, const Decode& g, Stream stream, const K
                                  : nullptr;
   {
     namespace kn = detail::kernels::attn_decode;
-    kn::Args a{};
-    a.Q = p.q.data, a.K = p.k_cache.data, a.V = p.v_cache.data, a.O = p.out.data, a.LSE = p.lse.data;
-    a.O_part = o_part, a.LSE_part = lse_part, a.cache_seqlens = p.cache_seqlens.data, a.block_table = table;
-    a.sm_scale = p.softmax_scale;
-    a.stride_qz = p.q.stride(0), a.stride_qm = p.q.stride(1), a.stride_qh = p.q.stride(2);
-    a.stride_kz = p.k_cache.stride(0), a.stride_kn = p.k_cache.stride(1), a.stride_kh = p.k_cache.stride(2);
-    a.stride_vz = p.v_cache.stride(0), a.stride_vn = p.v_cache.stride(1), a.stride_vh = p.v_cache.stride(2);
-    a.stride_oz = p.out.stride(0), a.stride_om = p.out.stride(1), a.stride_oh = p.out.stride(2);
-    a.stride_lse_z = p.lse.stride(0), a.stride_lse_h = p.lse.stride(1), a.stride_bt = stride_bt;
-    a.seqlen_q = g.sq, a.seqlen_new = g.snew, a.num_seqs = g.B, a.num_heads_q = g.hq, a.num_heads_k = g.hk;
-    a.head_dim = g.d, a.capacity = g.capacity, a.page_size = page, a.num_blocks = g.num_blocks;
-    a.num_splits = g.splits, a.causal = p.causal ? 1 : 0;
-    a.window_left = p.window_left, a.window_right = p.window_right, a.softcap = p.softcap;
-    // Any valid pointer when ALiBi is off (never read).
-    a.alibi_slopes = p.alibi_slopes.data ? p.alibi_slopes.data : p.lse.data;
-    a.stride_alibi_z = p.alibi_slopes.data && p.alibi_slopes.size(0) > 1 ? p.alibi_slopes.stride(0) : 0;
+    const kn::Inputs in{
+        .Q = zsh(p.q), .K = zsh(p.k_cache), .V = zsh(p.v_cache), .O = zsh(p.out), .LSE = lse,
+        .O_part = o_part, .LSE_part = lse_part, .cache_seqlens = p.cache_seqlens.data, .block_table = table,
+        .sm_scale = p.softmax_scale,
+        .seqlen_q = g.sq, .seqlen_new = g.snew, .num_seqs = g.B, .num_heads_q = g.hq, .num_heads_k = g.hk,
+        .head_dim = g.d, .capacity = g.capacity, .page_size = g.page_size, .num_blocks = g.num_blocks,
+        .num_splits = g.splits, .causal = p.causal ? 1 : 0,
+        .window_left = p.window_left, .window_right = p.window_right, .softcap = p.softcap,
+        // Any valid pointer when ALiBi is off (never read).
+        .alibi_slopes = detail::strided(p.alibi_slopes.data ? p.alibi_slopes.data : p.lse.data,
+                                        p.alibi_slopes.data && p.alibi_slopes.size(0) > 1 ? p.alibi_slopes.stride(0)
+                                                                                          : 0),
+    };
     kn::Functional f{p.q.dtype, g.bucket, g.paged, g.score_mod};
-    AOTRITON_RETURN_IF_ERROR(kn::launch(a, f, stream, options));
+    AOTRITON_RETURN_IF_ERROR(kn::launch(in, f, stream, options));
   }
   if (g.splits > 1) {
     namespace kn = detail::kernels::attn_decode_combine;
-    kn::Args a{};
-    a.O = p.out.data, a.LSE = p.lse.data, a.O_part = o_part, a.LSE_part = lse_part;
-    a.stride_oz = p.out.stride(0), a.stride_om = p.out.stride(1), a.stride_oh = p.out.stride(2);
-    a.stride_lse_z = p.lse.stride(0), a.stride_lse_h = p.lse.stride(1);
-    a.seqlen_q = g.sq, a.num_heads_q = g.hq, a.head_dim = g.d, a.total_rows = rows, a.num_splits = g.splits;
+    const kn::Inputs in{.O = zsh(p.out), .LSE = lse, .O_part = o_part, .LSE_part = lse_part,
+                        .seqlen_q = g.sq, .num_heads_q = g.hq, .head_dim = g.d, .total_rows = rows,
+                        .num_splits = g.splits};
     kn::Functional f{p.q.dtype, g.bucket};
-    AOTRITON_RETURN_IF_ERROR(kn::launch(a, f, stream, nullptr));
+    AOTRITON_RETURN_IF_ERROR(kn::launch(in, f, stream, nullptr));
   }
   return Status::kSuccess;
 }

@@ -105,19 +105,12 @@ Status ep_dispatch(const EpDispatchParams& p, Stream stream, const KernelOptions
   return detail::resolve_then_launch([&]() -> Status {
     AOTRITON_RETURN_IF_ERROR(internal::launch_align(op, aj, stream));
     namespace k = detail::kernels::ep_dispatch_indices;
-    k::Args a{ids,
-              emap,
-              l.sorted_slots,
-              l.position_experts,
-              l.total,
-              p.sorted_token_ids.data,
-              p.inverse.data,
-              p.expert_offsets.data,
-              static_cast<int32_t>(numel),
-              static_cast<int32_t>(topk),
-              static_cast<int32_t>(L),
-              static_cast<int32_t>(map_len)};
-    return k::launch(a, k::Functional{emap != nullptr}, stream, options);
+    const k::Inputs in{.topk_ids_ptr = ids, .expert_map_ptr = emap, .sorted_slots_ptr = l.sorted_slots,
+                       .position_experts_ptr = l.position_experts, .total_ptr = l.total,
+                       .sorted_token_ids_ptr = p.sorted_token_ids.data, .inverse_ptr = p.inverse.data,
+                       .expert_offsets_ptr = p.expert_offsets.data, .numel = numel, .topk = topk,
+                       .num_local_experts = L, .expert_map_len = map_len};
+    return k::launch(in, k::Functional{emap != nullptr}, stream, options);
   });
 } catch (...) {
   return detail::fail_exception("ep_dispatch: unexpected exception");

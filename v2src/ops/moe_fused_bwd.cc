@@ -151,12 +151,12 @@ Status dgrad(const Layout& l, const Dims& d, DType dt, const void* a, int64_t ld
              const KernelOptions* options) {
   namespace k = detail::kernels::moe_dgrad;
   const int64_t EM = moe_align_max_padded(d.slots, d.E, kBlockM);
-  k::Args x{a, b, c, l.sorted, l.expert_ids, l.ntpp, static_cast<int32_t>(N), static_cast<int32_t>(K),
-            static_cast<int32_t>(EM), static_cast<int32_t>(d.slots), static_cast<int32_t>(top_k),
-            static_cast<int32_t>(lda), static_cast<int32_t>(stride_be), static_cast<int32_t>(ldb),
-            static_cast<int32_t>(ldc), static_cast<int32_t>(d.E)};
+  const k::Inputs in{.a_ptr = detail::strided(a, lda), .b_ptr = detail::strided(b, stride_be, ldb),
+                     .c_ptr = detail::strided(c, ldc), .sorted_token_ids_ptr = l.sorted,
+                     .expert_ids_ptr = l.expert_ids, .num_tokens_post_padded_ptr = l.ntpp,
+                     .N = N, .K = K, .EM = EM, .num_valid_tokens = d.slots, .top_k = top_k, .num_experts = d.E};
   k::Functional f{dt, all16({K, N, lda, stride_be, ldb, ldc}, {a, b, c}), kBlockM};
-  return k::launch(x, f, stream, options);
+  return k::launch(in, f, stream, options);
 }
 
 // dw[e] = sum over e's slots s of (dy[s / top_k_dy] (* w[s]))^T x[s / top_k_x]; dw [E, N, K].
@@ -165,13 +165,14 @@ Status wgrad(const Layout& l, const Dims& d, DType dt, const void* dy, int64_t l
              const KernelOptions* options) {
   namespace k = detail::kernels::moe_wgrad;
   const int64_t N = dw.size(1), K = dw.size(2);
-  k::Args a{dy, x, dw.data, w, l.sorted, l.expert_ids, l.ntpp, static_cast<int32_t>(N), static_cast<int32_t>(K),
-            static_cast<int32_t>(d.slots), static_cast<int32_t>(top_k_dy), static_cast<int32_t>(top_k_x),
-            static_cast<int32_t>(lddy), static_cast<int32_t>(ldx), static_cast<int32_t>(dw.stride(0)),
-            static_cast<int32_t>(dw.stride(1)), static_cast<int32_t>(d.E)};
+  const k::Inputs in{.dy_ptr = detail::strided(dy, lddy), .x_ptr = detail::strided(x, ldx),
+                     .dw_ptr = detail::strided(dw.data, dw.stride(0), dw.stride(1)), .topk_weights_ptr = w,
+                     .sorted_token_ids_ptr = l.sorted, .expert_ids_ptr = l.expert_ids,
+                     .num_tokens_post_padded_ptr = l.ntpp, .N = N, .K = K, .num_valid_tokens = d.slots,
+                     .top_k_dy = top_k_dy, .top_k_x = top_k_x, .num_experts = d.E};
   k::Functional f{dt, w != nullptr, all16({K, N, lddy, ldx, dw.stride(0), dw.stride(1)}, {dy, x, dw.data}), kBlockM,
                   kScanBlock};
-  return k::launch(a, f, stream, options);
+  return k::launch(in, f, stream, options);
 }
 
 Status launch_all(const FusedExpertsBackwardParams& p, const Dims& d, Stream stream, const KernelOptions* options) {
@@ -219,9 +220,11 @@ Status launch_all(const FusedExpertsBackwardParams& p, const Dims& d, Stream str
   // 4. dh (in place over h), a = act(gate) * up, grad_topk_weights[slot] = <a, g>.
   {
     namespace k = detail::kernels::act_and_mul_bwd;
-    k::Args a{l.h, l.g, w, l.h, l.a, p.grad_topk_weights.data, static_cast<int32_t>(d.slots),
-              static_cast<int32_t>(d.N), 2 * d.N, d.N, 2 * d.N, d.N};
-    AOTRITON_RETURN_IF_ERROR(k::launch(a, k::Functional{dt, static_cast<int32_t>(p.activation)}, stream, nullptr));
+    using detail::strided;
+    const k::Inputs in{.h_ptr = strided(l.h, 2 * d.N), .g_ptr = strided(l.g, d.N), .w_ptr = w,
+                       .dh_ptr = strided(l.h, 2 * d.N), .a_ptr = strided(l.a, d.N),
+                       .dw_ptr = p.grad_topk_weights.data, .n_rows = d.slots, .n_cols = d.N};
+    AOTRITON_RETURN_IF_ERROR(k::launch(in, k::Functional{dt, static_cast<int32_t>(p.activation)}, stream, nullptr));
   }
 
   // 5. grad_w2[e] = sum_s (w[s] dout[s / topk])^T a[s];  grad_w1[e] = sum_s dh[s]^T x[s / topk].
@@ -240,9 +243,10 @@ Status launch_all(const FusedExpertsBackwardParams& p, const Dims& d, Stream str
                                  c, ldc, stream, options));
   if (direct) return Status::kSuccess;
   namespace k = detail::kernels::moe_sum;
-  k::Args a{p.grad_hidden_states.data, l.dxs, static_cast<int32_t>(d.M), static_cast<int32_t>(d.topk),
-            static_cast<int32_t>(d.K), p.grad_hidden_states.stride(0), d.topk * d.K, d.K};
-  return k::launch(a, k::Functional{dt}, stream, nullptr);
+  const k::Inputs in{.out_ptr = detail::strided(p.grad_hidden_states.data, p.grad_hidden_states.stride(0)),
+                     .in_ptr = detail::strided(l.dxs, d.topk * d.K, d.K), .n_tokens = d.M, .topk = d.topk,
+                     .hidden = d.K};
+  return k::launch(in, k::Functional{dt}, stream, nullptr);
 }
 
 }  // namespace

@@ -88,26 +88,19 @@ Status grouped_topk(const GroupedTopkParams& p, Stream stream, const KernelOptio
   if (M == 0) return Status::kSuccess;
   const bool has_bias = p.e_score_correction_bias.data != nullptr;
   namespace k = detail::kernels::grouped_topk;
-  k::Args a{p.logits.data,
-            has_bias ? p.e_score_correction_bias.data : nullptr,
-            p.topk_weights.data,
-            p.topk_ids.data,
-            static_cast<int32_t>(M),
-            static_cast<int32_t>(E),
-            static_cast<int32_t>(topk),
-            p.num_expert_group,
-            p.topk_group,
-            static_cast<int32_t>(p.scoring),
-            has_bias ? 1 : 0,
-            p.renormalize ? 1 : 0,
-            p.routed_scaling_factor,
-            static_cast<int32_t>(p.logits.stride(0)),
-            static_cast<int32_t>(p.logits.stride(1)),
-            has_bias ? static_cast<int32_t>(p.e_score_correction_bias.stride(0)) : 0,
-            static_cast<int32_t>(p.topk_weights.stride(0)),
-            static_cast<int32_t>(p.topk_ids.stride(0))};
+  using detail::strided;
+  const k::Inputs in{
+      .logits_ptr = strided(p.logits.data, p.logits.stride(0), p.logits.stride(1)),
+      .bias_ptr = has_bias ? strided(p.e_score_correction_bias.data, p.e_score_correction_bias.stride(0))
+                           : strided(nullptr, 0),
+      .topk_weights_ptr = strided(p.topk_weights.data, p.topk_weights.stride(0)),
+      .topk_ids_ptr = strided(p.topk_ids.data, p.topk_ids.stride(0)),
+      .num_tokens = M, .num_experts = E, .topk = topk, .num_groups = p.num_expert_group, .topk_group = p.topk_group,
+      .scoring = static_cast<int32_t>(p.scoring), .has_bias = has_bias ? 1 : 0, .renormalize = p.renormalize ? 1 : 0,
+      .routed_scaling_factor = p.routed_scaling_factor,
+  };
   k::Functional f{ld, internal::pow2_at_least(E, 8)};
-  return k::launch(a, f, stream, options);
+  return k::launch(in, f, stream, options);
 } catch (...) {
   return detail::fail_exception("grouped_topk: unexpected exception");
 }

@@ -45,10 +45,9 @@ Status launch_group_quant(const char* op, const QuantJob& j, float* scales, int6
   AOTRITON_RETURN_IF_ERROR(check_i32(op, "scales strides", std::max(stride_sm, stride_sk)));
   if (j.M == 0 || j.K == 0) return Status::kSuccess;
   namespace k = detail::kernels::per_token_group_quant_fp8;
-  k::Args a{j.x, j.q, scales, static_cast<int32_t>(j.M), static_cast<int32_t>(j.K),
-            static_cast<int32_t>(j.stride_xm), static_cast<int32_t>(j.stride_qm), static_cast<int32_t>(stride_sm),
-            static_cast<int32_t>(stride_sk)};
-  return k::launch(a, k::Functional{j.x_dtype, kScaleGroup, quant_aligned(j)}, stream, options);
+  const k::Inputs in{.x_ptr = detail::strided(j.x, j.stride_xm), .q_ptr = detail::strided(j.q, j.stride_qm),
+                     .s_ptr = detail::strided(scales, stride_sm, stride_sk), .M = j.M, .K = j.K};
+  return k::launch(in, k::Functional{j.x_dtype, kScaleGroup, quant_aligned(j)}, stream, options);
 }
 
 Status launch_tensor_quant(const char* op, const QuantJob& j, const float* scale, Stream stream,
@@ -56,9 +55,9 @@ Status launch_tensor_quant(const char* op, const QuantJob& j, const float* scale
   AOTRITON_RETURN_IF_ERROR(check_quant_ints(op, j));
   if (j.M == 0 || j.K == 0) return Status::kSuccess;
   namespace k = detail::kernels::per_tensor_quant_fp8;
-  k::Args a{j.x, j.q, scale, static_cast<int32_t>(j.M), static_cast<int32_t>(j.K), static_cast<int32_t>(j.stride_xm),
-            static_cast<int32_t>(j.stride_qm)};
-  return k::launch(a, k::Functional{j.x_dtype, quant_aligned(j)}, stream, options);
+  const k::Inputs in{.x_ptr = detail::strided(j.x, j.stride_xm), .q_ptr = detail::strided(j.q, j.stride_qm),
+                     .scale_ptr = scale, .M = j.M, .K = j.K};
+  return k::launch(in, k::Functional{j.x_dtype, quant_aligned(j)}, stream, options);
 }
 
 Status launch_token_quant(const char* op, const QuantJob& j, float* scales, Stream stream,
@@ -69,9 +68,9 @@ Status launch_token_quant(const char* op, const QuantJob& j, float* scales, Stre
     return fail(Status::kUnsupported, std::string(op) + ": per-token fp8 quantization needs K, the row strides and "
                                                         "the pointers of x and q to be multiples of 16");
   namespace k = detail::kernels::per_token_quant_fp8;
-  k::Args a{j.x, j.q, scales, static_cast<int32_t>(j.M), static_cast<int32_t>(j.K),
-            static_cast<int32_t>(j.stride_xm), static_cast<int32_t>(j.stride_qm)};
-  return k::launch(a, k::Functional{j.x_dtype}, stream, options);
+  const k::Inputs in{.x_ptr = detail::strided(j.x, j.stride_xm), .q_ptr = detail::strided(j.q, j.stride_qm),
+                     .s_ptr = scales, .M = j.M, .K = j.K};
+  return k::launch(in, k::Functional{j.x_dtype}, stream, options);
 }
 
 int32_t dynamic_scale_partials(int64_t rows) {
@@ -84,13 +83,13 @@ Status launch_dynamic_scale(const char* op, const QuantJob& j, float* partials, 
   const int32_t np = dynamic_scale_partials(j.M);
   {
     namespace k = detail::kernels::fp8_amax_partial;
-    k::Args a{j.x, partials, static_cast<int32_t>(j.M), static_cast<int32_t>(j.K), static_cast<int32_t>(j.stride_xm),
-              np};
-    AOTRITON_RETURN_IF_ERROR(k::launch(a, k::Functional{j.x_dtype}, stream, nullptr));
+    const k::Inputs in{.x_ptr = detail::strided(j.x, j.stride_xm), .partial_ptr = partials, .M = j.M, .K = j.K,
+                       .num_partials = np};
+    AOTRITON_RETURN_IF_ERROR(k::launch(in, k::Functional{j.x_dtype}, stream, nullptr));
   }
   namespace k = detail::kernels::fp8_scale_from_amax;
-  k::Args a{partials, scale, np};
-  return k::launch(a, k::Functional{DType::kFloat32}, stream, nullptr);
+  const k::Inputs in{.partial_ptr = partials, .scale_ptr = scale, .num_partials = np};
+  return k::launch(in, k::Functional{DType::kFloat32}, stream, nullptr);
 }
 
 Status launch_zero_dropped_rows(const char* op, void* buf, DType dtype, int64_t rows, int64_t cols,
@@ -100,15 +99,10 @@ Status launch_zero_dropped_rows(const char* op, void* buf, DType dtype, int64_t 
     AOTRITON_RETURN_IF_ERROR(check_i32(op, what, v));
   if (rows == 0 || cols == 0) return Status::kSuccess;
   namespace k = detail::kernels::moe_zero_dropped_rows;
-  k::Args a{buf,
-            topk_ids,
-            expert_map,
-            static_cast<int32_t>(rows),
-            static_cast<int32_t>(cols),
-            static_cast<int32_t>(stride_row),
-            static_cast<int32_t>(num_experts),
-            static_cast<int32_t>(expert_map_len)};
-  return k::launch(a, k::Functional{dtype, expert_map != nullptr}, stream, nullptr);
+  const k::Inputs in{.buf_ptr = detail::strided(buf, stride_row), .topk_ids_ptr = topk_ids,
+                     .expert_map_ptr = expert_map, .rows = rows, .cols = cols, .num_experts = num_experts,
+                     .expert_map_len = expert_map_len};
+  return k::launch(in, k::Functional{dtype, expert_map != nullptr}, stream, nullptr);
 }
 
 }  // namespace internal

@@ -75,10 +75,13 @@ Status launch_align(const char* op, const AlignJob& j, Stream stream) {
   const bool has_map = j.expert_map != nullptr;
   if (j.numel <= kAlignSmallMax) {
     namespace k = detail::kernels::moe_align_small;
-    k::Args a{j.topk_ids, j.expert_map, j.sorted_token_ids, j.expert_ids, j.num_tokens_post_padded,
-              numel, E, j.block_size, static_cast<int32_t>(max_padded), static_cast<int32_t>(num_blocks), map_len};
+    const k::Inputs in{.topk_ids_ptr = j.topk_ids, .expert_map_ptr = j.expert_map,
+                       .sorted_token_ids_ptr = j.sorted_token_ids, .expert_ids_ptr = j.expert_ids,
+                       .num_tokens_post_padded_ptr = j.num_tokens_post_padded, .numel = numel, .num_experts = E,
+                       .block_size = j.block_size, .max_num_tokens_padded = max_padded,
+                       .num_blocks_total = num_blocks, .expert_map_len = map_len};
     k::Functional f{has_map, block_e, numel <= 64 ? 64 : (numel <= 256 ? 256 : 1024)};
-    return k::launch(a, f, stream, j.options);
+    return k::launch(in, f, stream, j.options);
   }
   // chunk_counts [num_chunks, E] is indexed chunk * E + e in int32 (above ~2^30 slots it would wrap).
   AOTRITON_RETURN_IF_ERROR(detail::check_i32_offset(op, "align chunk counters, cdiv(topk_ids numel, 256) * num_experts",
@@ -87,24 +90,30 @@ Status launch_align(const char* op, const AlignJob& j, Stream stream) {
   const int32_t num_chunks = static_cast<int32_t>(cdiv(j.numel, kAlignBlockT));
   {
     namespace k = detail::kernels::moe_align_count;
-    k::Args a{j.topk_ids, j.expert_map, l.chunk_counts, j.sorted_token_ids, numel, E,
-              static_cast<int32_t>(max_padded), map_len};
-    AOTRITON_RETURN_IF_ERROR(k::launch(a, k::Functional{has_map, block_e, kAlignBlockT}, stream, nullptr));
+    const k::Inputs in{.topk_ids_ptr = j.topk_ids, .expert_map_ptr = j.expert_map, .chunk_counts_ptr = l.chunk_counts,
+                       .sorted_token_ids_ptr = j.sorted_token_ids, .numel = numel, .num_experts = E,
+                       .max_num_tokens_padded = max_padded, .expert_map_len = map_len};
+    AOTRITON_RETURN_IF_ERROR(k::launch(in, k::Functional{has_map, block_e, kAlignBlockT}, stream, nullptr));
   }
   {
     namespace k = detail::kernels::moe_align_scan;
-    k::Args a{l.chunk_counts, l.expert_counts, num_chunks, E};
-    AOTRITON_RETURN_IF_ERROR(k::launch(a, k::Functional{DType::kInt32}, stream, nullptr));
+    const k::Inputs in{.chunk_counts_ptr = l.chunk_counts, .expert_counts_ptr = l.expert_counts,
+                       .num_chunks = num_chunks, .num_experts = E};
+    AOTRITON_RETURN_IF_ERROR(k::launch(in, k::Functional{DType::kInt32}, stream, nullptr));
   }
   {
     namespace k = detail::kernels::moe_align_offsets;
-    k::Args a{l.expert_counts, l.expert_starts, j.num_tokens_post_padded, E, j.block_size};
-    AOTRITON_RETURN_IF_ERROR(k::launch(a, k::Functional{block_e}, stream, nullptr));
+    const k::Inputs in{.expert_counts_ptr = l.expert_counts, .expert_starts_ptr = l.expert_starts,
+                       .num_tokens_post_padded_ptr = j.num_tokens_post_padded, .num_experts = E,
+                       .block_size = j.block_size};
+    AOTRITON_RETURN_IF_ERROR(k::launch(in, k::Functional{block_e}, stream, nullptr));
   }
   namespace k = detail::kernels::moe_align_scatter;
-  k::Args a{j.topk_ids, j.expert_map, l.chunk_counts, l.expert_starts, j.sorted_token_ids, j.expert_ids,
-            numel, E, j.block_size, static_cast<int32_t>(num_blocks), map_len};
-  return k::launch(a, k::Functional{has_map, block_e, kAlignBlockT}, stream, j.options);
+  const k::Inputs in{.topk_ids_ptr = j.topk_ids, .expert_map_ptr = j.expert_map, .chunk_counts_ptr = l.chunk_counts,
+                     .expert_starts_ptr = l.expert_starts, .sorted_token_ids_ptr = j.sorted_token_ids,
+                     .expert_ids_ptr = j.expert_ids, .numel = numel, .num_experts = E, .block_size = j.block_size,
+                     .num_blocks_total = num_blocks, .expert_map_len = map_len};
+  return k::launch(in, k::Functional{has_map, block_e, kAlignBlockT}, stream, j.options);
 }
 
 Status check_expert_map(const char* op, const TensorView<1>& map, int64_t num_experts) {
@@ -160,12 +169,12 @@ Status topk_softmax(const TopkSoftmaxParams& p, Stream stream, const KernelOptio
       {detail::span_of("logits", p.logits)}));
   if (M == 0) return Status::kSuccess;
   namespace k = detail::kernels::topk_softmax;
-  k::Args a{p.logits.data, p.topk_weights.data, p.topk_ids.data, static_cast<int32_t>(M), static_cast<int32_t>(E),
-            static_cast<int32_t>(topk), static_cast<int32_t>(p.logits.stride(0)),
-            static_cast<int32_t>(p.logits.stride(1)), static_cast<int32_t>(p.topk_weights.stride(0)),
-            static_cast<int32_t>(p.topk_ids.stride(0))};
+  const k::Inputs in{.logits_ptr = detail::strided(p.logits.data, p.logits.stride(0), p.logits.stride(1)),
+                     .topk_weights_ptr = detail::strided(p.topk_weights.data, p.topk_weights.stride(0)),
+                     .topk_ids_ptr = detail::strided(p.topk_ids.data, p.topk_ids.stride(0)),
+                     .num_tokens = M, .num_experts = E, .topk = topk};
   k::Functional f{ld, p.renormalize, internal::pow2_at_least(E, 8)};
-  return k::launch(a, f, stream, options);
+  return k::launch(in, f, stream, options);
 } catch (...) {
   return detail::fail_exception("topk_softmax: unexpected exception");
 }
