@@ -2,7 +2,9 @@
 tuning spaces, autotune keys and build profiles.
 
 Nothing here knows about a particular kernel; generate.py only reads these
-objects, so adding a kernel is a Triton file plus one `Kernel(...)` in rules.py.
+objects. Adding a kernel (the Triton file, one `Kernel(...)` in a
+rules_<family>.py, a thin C++ operator, its public declaration, a test):
+docs/adding-a-kernel.md.
 """
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Every kernel aotriton ships, declared (see kernel_rules.py for the vocabulary).
 
 The declarations live in one file per kernel family (rules_<family>.py) and are
-collected here. Adding a kernel: write tritonsrc/<family>/<name>.py, add one
-Kernel(...) to its family's rules file, add a C++ operator that fills the
-generated Args/Functional structs.
+collected here. Adding a kernel: docs/adding-a-kernel.md (a Triton file, one
+Kernel(...) in its family's rules file, a C++ operator that fills the
+generated Inputs struct, its public declaration, a test).
 """
 from kernel_rules import Profile, declare_profile_subsets
 
