@@ -1,20 +1,21 @@
 """JIT launcher for the decode kernels (kv_append, attn_decode,
 attn_decode_combine): CPU interpreter tests and JIT-vs-AOT benchmarks.
 
-Works with CUDA tensors and, under TRITON_INTERPRET=1, with CPU tensors.
+Works with CUDA tensors and, under TRITON_INTERPRET=1, with CPU tensors. The
+calls (argument order, strides by dim name, grids) come from the rules
+(python/rules_flash.py) through python/jit_launch.py, as in the AOT build.
 """
 import torch
-import triton
 
-from .decode import attn_decode
-from .decode_combine import attn_decode_combine
+import rules_flash
+from jit_launch import View, launch
+
 from .decode_configs import DECODE_HEAD_BUCKETS, decode_head_bucket, default_decode_config  # noqa: F401
-from .kv_append import kv_append
 
 
-def _bhsd(t):
-    """(z, m, h) strides of a [B, S, H, D] tensor."""
-    return t.stride(0), t.stride(1), t.stride(2)
+def _bshd(t, rows="m"):
+    """A [B, S, H, D] tensor (q, o, new keys: rows "m") or cache (rows "n")."""
+    return View(t, z=0, h=2, **{rows: 1})
 
 
 def decode_jit(q, k_cache, v_cache, cache_seqlens, *, sm_scale, k=None, v=None, block_table=None, causal=False,
@@ -34,20 +35,18 @@ def decode_jit(q, k_cache, v_cache, cache_seqlens, *, sm_scale, k=None, v=None, 
     page = k_cache.shape[1]
     capacity = block_table.shape[1] * page if paged else k_cache.shape[1]
     num_blocks = k_cache.shape[0] if paged else 0
-    bt = block_table if paged else cache_seqlens
-    stride_bt = block_table.stride(0) if paged else 0
+    bt = View(block_table if paged else cache_seqlens, bt=0 if paged else None)
     seqlen_new = 0 if k is None else k.shape[1]
     bucket = decode_head_bucket(D)
     cfg = default_decode_config(D)
     if config:
         cfg.update(config)
 
+    caches = dict(K=_bshd(k_cache, "n"), V=_bshd(v_cache, "n"), cache_seqlens=cache_seqlens, block_table=bt,
+                  num_heads_k=Hk, head_dim=D, capacity=capacity, page_size=page, num_blocks=num_blocks)
     if seqlen_new:
-        bm = 16
-        kv_append[(triton.cdiv(seqlen_new, bm), B * Hk, 1)](
-            k, v, k_cache, v_cache, cache_seqlens, bt, *_bhsd(k), *_bhsd(v), *_bhsd(k_cache), *_bhsd(v_cache),
-            stride_bt, seqlen_new, Hk, D, capacity, page, num_blocks,
-            BLOCK_DMODEL=bucket, PAGED=paged, BLOCK_M=bm, num_warps=4)
+        launch(rules_flash.kv_append, dict(caches, K_new=_bshd(k), V_new=_bshd(v), seqlen_new=seqlen_new, num_seqs=B),
+               dict(BLOCK_DMODEL=bucket, PAGED=paged), dict(BLOCK_M=16, num_warps=4))
 
     o = torch.empty_like(q) if out is None else out
     lse = torch.empty((B, Hq, Sq), dtype=torch.float32, device=q.device) if lse_out is None else lse_out
@@ -57,20 +56,19 @@ def decode_jit(q, k_cache, v_cache, cache_seqlens, *, sm_scale, k=None, v=None, 
         lse_part = torch.empty((num_splits, rows), dtype=torch.float32, device=q.device)
     else:
         o_part = lse_part = lse
-    group = Hq // Hk
-    grid = (num_splits, B * Hk, triton.cdiv(Sq * group, cfg["BLOCK_M"]))
-    attn_decode[grid](
-        q, k_cache, v_cache, o, lse, o_part, lse_part, cache_seqlens, bt, float(sm_scale),
-        *_bhsd(q), *_bhsd(k_cache), *_bhsd(v_cache), *_bhsd(o), lse.stride(0), lse.stride(1), stride_bt,
-        Sq, seqlen_new, B, Hq, Hk, D, capacity, page, num_blocks, num_splits, int(bool(causal)),
-        int(window_size[0]), int(window_size[1]), float(softcap) if softcap else 1.0,
-        alibi_slopes if alibi_slopes is not None else lse,
-        (alibi_slopes.stride(0) if alibi_slopes is not None and alibi_slopes.dim() == 2 else 0),
-        BLOCK_DMODEL=bucket, PAGED=paged, SCORE_MOD=(1 if softcap else 2 if alibi_slopes is not None else 0),
-        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    lse_view = View(lse, z=0, h=1)
+    alibi = View(alibi_slopes if alibi_slopes is not None else lse,
+                 z=0 if alibi_slopes is not None and alibi_slopes.dim() == 2 else None)
+    launch(rules_flash.attn_decode, dict(
+        caches, Q=_bshd(q), O=_bshd(o), LSE=lse_view, O_part=o_part, LSE_part=lse_part, sm_scale=float(sm_scale),
+        seqlen_q=Sq, seqlen_new=seqlen_new, num_seqs=B, num_heads_q=Hq, num_splits=num_splits,
+        causal=int(bool(causal)), window_left=int(window_size[0]), window_right=int(window_size[1]),
+        softcap=float(softcap) if softcap else 1.0, alibi_slopes=alibi,
+    ), dict(BLOCK_DMODEL=bucket, PAGED=paged, SCORE_MOD=(1 if softcap else 2 if alibi_slopes is not None else 0)),
+        {n: cfg[n] for n in ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")})
     if num_splits > 1:
-        attn_decode_combine[(rows, 1, 1)](
-            o, lse, o_part, lse_part, *_bhsd(o), lse.stride(0), lse.stride(1), Sq, Hq, D, rows, num_splits,
-            BLOCK_DMODEL=bucket, num_warps=4)
+        launch(rules_flash.attn_decode_combine, dict(
+            O=_bshd(o), LSE=lse_view, O_part=o_part, LSE_part=lse_part, seqlen_q=Sq, num_heads_q=Hq, head_dim=D,
+            total_rows=rows, num_splits=num_splits,
+        ), dict(BLOCK_DMODEL=bucket), dict(num_warps=4))
     return o, lse
