@@ -9,14 +9,17 @@ comparisons): the same kernels and order as the AOT operator
     dw2 = wgrad(dout * w, a)                [E, K, N]
     dw1 = wgrad(dh, x rows slot // topk)    [E, 2N, K]
     dx  = moe_sum(dgrad(dh, w1))            [M, K]
+
+Each launch's argument order, strides and grid come from the rules
+(python/rules_moe.py) through python/jit_launch.py.
 """
 import torch
-import triton
+
+import rules_moe as R
+from jit_launch import View, launch
 
 from . import moe_jit as mj
 from .activation import SILU
-from .activation_bwd import act_and_mul_bwd_kernel
-from .grouped_gemm_bwd import moe_dgrad_kernel, moe_wgrad_kernel
 
 BWD_BLOCK_SIZE_M = 64  # the align block size of the backward (one functional)
 DEFAULT_BWD_CONFIG = {"BLOCK_SIZE_M": BWD_BLOCK_SIZE_M, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 64,
@@ -32,30 +35,28 @@ def dgrad(a, b, c, sorted_ids, expert_ids, ntpp, top_k, config):
     """c[slot] = a[slot // top_k] @ b[e], a [rows, K], b [E, K, N] (N contiguous)."""
     E, K, N = b.shape
     assert a.stride(1) == 1 and b.stride(2) == 1 and c.stride(1) == 1
-    EM = sorted_ids.numel()
-    bm, bn = config["BLOCK_SIZE_M"], config["BLOCK_SIZE_N"]
-    grid = (triton.cdiv(EM, bm) * triton.cdiv(N, bn), 1, 1)
     aligned = _aligned(K, N, a.stride(0), b.stride(0), b.stride(1), c.stride(0))
-    moe_dgrad_kernel[grid](a, b, c, sorted_ids, expert_ids, ntpp, N, K, EM, c.shape[0], top_k,
-                           a.stride(0), b.stride(0), b.stride(1), c.stride(0), E, ALIGNED=aligned,
-                           BLOCK_SIZE_M=bm, BLOCK_SIZE_N=bn, BLOCK_SIZE_K=config["BLOCK_SIZE_K"],
-                           GROUP_SIZE_M=config["GROUP_SIZE_M"], num_warps=config["num_warps"],
-                           num_stages=config["num_stages"])
+    launch(R.moe_dgrad, dict(
+        a_ptr=View(a, m=0), b_ptr=View(b, e=0, k=1), c_ptr=View(c, m=0), sorted_token_ids_ptr=sorted_ids,
+        expert_ids_ptr=expert_ids, num_tokens_post_padded_ptr=ntpp, N=N, K=K, EM=sorted_ids.numel(),
+        num_valid_tokens=c.shape[0], top_k=top_k, num_experts=E,
+    ), dict(ALIGNED=aligned, BLOCK_SIZE_M=config["BLOCK_SIZE_M"]),
+        {n: config[n] for n in ("BLOCK_SIZE_N", "BLOCK_SIZE_K", "GROUP_SIZE_M", "num_warps", "num_stages")})
     return c
 
 
 def wgrad(dy, x, dw, topk_weights, sorted_ids, expert_ids, ntpp, num_slots, top_k_dy, top_k_x, config):
     """dw[e] = sum_s (dy[s // top_k_dy] (* topk_weights[s]))^T x[s // top_k_x]; dw [E, N, K]."""
     E, N, K = dw.shape
-    bn, bk = config["BLOCK_SIZE_N"], config["BLOCK_SIZE_K"]
-    grid = (E * triton.cdiv(N, bn) * triton.cdiv(K, bk), 1, 1)
     mul = topk_weights is not None
     w = topk_weights if mul else dy
     aligned = _aligned(K, N, dy.stride(0), x.stride(0), dw.stride(0), dw.stride(1))
-    moe_wgrad_kernel[grid](dy, x, dw, w, sorted_ids, expert_ids, ntpp, N, K, num_slots, top_k_dy, top_k_x,
-                           dy.stride(0), x.stride(0), dw.stride(0), dw.stride(1), E, MUL_ROUTED_WEIGHT=mul,
-                           ALIGNED=aligned, BLOCK_SIZE_M=config["BLOCK_SIZE_M"], BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk,
-                           SCAN_BLOCK=SCAN_BLOCK, num_warps=config["num_warps"], num_stages=config["num_stages"])
+    launch(R.moe_wgrad, dict(
+        dy_ptr=View(dy, m=0), x_ptr=View(x, m=0), dw_ptr=View(dw, e=0, n=1), topk_weights_ptr=w,
+        sorted_token_ids_ptr=sorted_ids, expert_ids_ptr=expert_ids, num_tokens_post_padded_ptr=ntpp, N=N, K=K,
+        num_valid_tokens=num_slots, top_k_dy=top_k_dy, top_k_x=top_k_x, num_experts=E,
+    ), dict(MUL_ROUTED_WEIGHT=mul, ALIGNED=aligned, BLOCK_SIZE_M=config["BLOCK_SIZE_M"], SCAN_BLOCK=SCAN_BLOCK),
+        {n: config[n] for n in ("BLOCK_SIZE_N", "BLOCK_SIZE_K", "num_warps", "num_stages")})
     return dw
 
 
@@ -64,8 +65,10 @@ def act_and_mul_bwd(h, g, w, dh, activation=SILU, block=256):
     rows, n = g.shape
     a = torch.empty_like(g)
     dw = torch.empty(rows, dtype=torch.float32, device=g.device)
-    act_and_mul_bwd_kernel[(rows, 1, 1)](h, g, w, dh, a, dw, rows, n, h.stride(0), g.stride(0), dh.stride(0),
-                                         a.stride(0), ACTIVATION=activation, BLOCK=block)
+    launch(R.act_and_mul_bwd, dict(
+        h_ptr=View(h, row=0), g_ptr=View(g, row=0), w_ptr=w, dh_ptr=View(dh, row=0), a_ptr=View(a, row=0),
+        dw_ptr=dw, n_rows=rows, n_cols=n,
+    ), dict(ACTIVATION=activation), dict(BLOCK=block))
     return a, dw
 
 
