@@ -1,11 +1,15 @@
 """Plain-Python JIT launchers of the grouped top-k router and the expert-parallel
 dispatch/combine index kernels (CPU interpreter tests, GPU JIT tests, bench).
-Launch parameters mirror what the C++ operators pass."""
+The calls (argument order, strides, grids) come from the rules
+(python/rules_moe.py) through python/jit_launch.py, as in the AOT build."""
 import torch
 import triton
 
+import rules_moe as R
+from jit_launch import View, launch
+
 from .configs import topk_default
-from .grouped_topk import SIGMOID, SOFTMAX, grouped_topk_kernel
+from .grouped_topk import SIGMOID, SOFTMAX
 
 SCORING = {"softmax": SOFTMAX, "sigmoid": SIGMOID}
 
@@ -24,18 +28,18 @@ def grouped_topk(logits, topk, renormalize=False, num_expert_group=1, topk_group
     has_bias = bias is not None
     if not has_bias:
         bias = w  # never read
-    grouped_topk_kernel[(triton.cdiv(M, block_m), 1, 1)](
-        logits, bias, w, ids, M, E, topk, num_expert_group, topk_group, SCORING[scoring_func], int(has_bias),
-        int(bool(renormalize)), float(routed_scaling_factor), logits.stride(0), logits.stride(1),
-        bias.stride(0) if has_bias else 0, w.stride(0), ids.stride(0),
-        BLOCK_E=block_e, BLOCK_M=block_m, num_warps=num_warps)
+    launch(R.grouped_topk, dict(
+        logits_ptr=View(logits, m=0, e=1), bias_ptr=View(bias, b=0 if has_bias else None),
+        topk_weights_ptr=View(w, m=0), topk_ids_ptr=View(ids, m=0), num_tokens=M, num_experts=E, topk=topk,
+        num_groups=num_expert_group, topk_group=topk_group, scoring=SCORING[scoring_func], has_bias=int(has_bias),
+        renormalize=int(bool(renormalize)), routed_scaling_factor=float(routed_scaling_factor),
+    ), dict(BLOCK_E=block_e), dict(BLOCK_M=block_m, num_warps=num_warps))
     return w, ids
 
 
 def ep_dispatch(topk_ids, expert_map, num_local_experts, block_t=256, align_path="auto", outs=None):
     """topk_ids int32 [M, topk] (global ids when expert_map is given) ->
     (sorted_token_ids int32 [numel], inverse int32 [M, topk], expert_offsets int32 [L + 1])."""
-    from .ep_dispatch import ep_dispatch_indices_kernel
     from .moe_jit import moe_align_block_size
 
     flat = topk_ids.reshape(-1).contiguous()
@@ -48,8 +52,9 @@ def ep_dispatch(topk_ids, expert_map, num_local_experts, block_t=256, align_path
     sorted_tokens, inverse, offsets = outs
     has_map = expert_map is not None
     emap = expert_map if has_map else flat
-    ep_dispatch_indices_kernel[(max(triton.cdiv(numel, block_t), 1), 1, 1)](
-        flat, emap, slots, pos_experts, total, sorted_tokens, inverse, offsets,
-        numel, topk, num_local_experts, emap.numel() if has_map else 0,
-        HAS_EXPERT_MAP=has_map, BLOCK_T=block_t)
+    launch(R.ep_dispatch_indices, dict(
+        topk_ids_ptr=flat, expert_map_ptr=emap, sorted_slots_ptr=slots, position_experts_ptr=pos_experts,
+        total_ptr=total, sorted_token_ids_ptr=sorted_tokens, inverse_ptr=inverse, expert_offsets_ptr=offsets,
+        numel=numel, topk=topk, num_local_experts=num_local_experts, expert_map_len=emap.numel() if has_map else 0,
+    ), dict(HAS_EXPERT_MAP=has_map), dict(BLOCK_T=block_t))
     return sorted_tokens, inverse, offsets
