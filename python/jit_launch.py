@@ -86,7 +86,10 @@ def grid_of(rule: Kernel, names: Mapping[str, Any]) -> tuple[int, int, int]:
     grid = []
     for expr in rule.grid:
         py = re.sub(r"(?<!/)/(?!/)", "//", expr)
-        grid.append(int(eval(py, {"__builtins__": {}}, env)))  # noqa: S307 - the rule's own expressions
+        try:
+            grid.append(int(eval(py, {"__builtins__": {}}, env)))  # noqa: S307 - the rule's own expressions
+        except NameError as e:
+            raise TypeError(f"{rule.name}: grid {expr!r} needs a value: {e}") from None
     return tuple(grid)
 
 
@@ -107,7 +110,8 @@ def launch(rule: Kernel, values: Mapping[str, Any], functional: Mapping[str, Any
     args = positional_args(rule, values)
     constexprs = {n: functional[n] for n in rule.constexpr_functionals}
     scalars = {a.name: v for a, v in zip(rule.args, args) if not a.is_pointer}
-    grid = grid_of(rule, {**scalars, **{g: values[g] for g in rule.grid_args}, **constexprs, **config})
+    # grid_args the grid does not use (autotune keys such as tokens_per_expert) may be left out.
+    grid = grid_of(rule, {**scalars, **{g: values[g] for g in rule.grid_args if g in values}, **constexprs, **config})
     fn = fn if fn is not None else kernel_function(rule)
     fn[grid](*args, **constexprs, **config)
     return grid

@@ -1,18 +1,18 @@
 """JIT launchers of the MoE quantization modes beyond per-tensor / block fp8:
 fp8 w8a8 per channel (per-token activation scales), int8 w8a16 and int4
 w4a16 (weight-only, grouped_gemm_wq.py), and a fused_experts composition.
-Used by the CPU interpreter tests and the GPU JIT tests; launch parameters
-mirror what the C++ runtime passes (v2src/ops/moe_gemm.cc).
+Used by the CPU interpreter tests and the GPU JIT tests; each launch's
+argument order, strides and grid come from the rules (python/rules_moe.py)
+through python/jit_launch.py, as in the AOT build (v2src/ops/moe_gemm.cc).
 """
 import torch
-import triton
+
+import rules_moe as R
+from jit_launch import View, launch
 
 from . import moe_jit as mj
 from .configs import (QUANT_FP8_CHANNEL, QUANT_INT4_W4A16, QUANT_INT8_W8A16, default_config,  # noqa: F401
                       wq_default_config)
-from .grouped_gemm import fused_moe_kernel
-from .grouped_gemm_wq import fused_moe_wq_kernel
-from .quant import per_token_quant_fp8_kernel
 
 FP8 = torch.float8_e4m3fn
 WEIGHT_BITS = {QUANT_INT8_W8A16: 8, QUANT_INT4_W4A16: 4}
@@ -24,8 +24,8 @@ def per_token_quant_fp8(x, block_m=4, block_k=256, num_warps=4):
     assert x.stride(1) == 1
     q = torch.empty(M, K, dtype=FP8, device=x.device)
     s = torch.empty(M, dtype=torch.float32, device=x.device)
-    per_token_quant_fp8_kernel[(triton.cdiv(M, block_m), 1, 1)](
-        x, q, s, M, K, x.stride(0), q.stride(0), BLOCK_M=block_m, BLOCK_K=block_k, num_warps=num_warps)
+    launch(R.per_token_quant_fp8, dict(x_ptr=View(x, m=0), q_ptr=View(q, m=0), s_ptr=s, M=M, K=K), {},
+           dict(BLOCK_M=block_m, BLOCK_K=block_k, num_warps=num_warps))
     return q, s
 
 
@@ -33,13 +33,15 @@ def invoke_grouped_gemm_per_channel(a, b, c, topk_weights, sorted_ids, expert_id
                                     a_scale, b_scale, mul_routed_weight=False):
     """fp8 a [rows, K] with a_scale fp32 [rows]; fp8 b [E, N, K] with b_scale fp32 [E, N]."""
     E, N, K = b.shape
-    EM = sorted_ids.numel()
     w = topk_weights if topk_weights is not None else a_scale
-    grid = (triton.cdiv(EM, config["BLOCK_SIZE_M"]) * triton.cdiv(N, config["BLOCK_SIZE_N"]), 1, 1)
-    fused_moe_kernel[grid](a, b, c, a_scale, b_scale, w, sorted_ids, expert_ids, ntpp, N, K, EM, c.shape[0], top_k,
-                           a.stride(0), b.stride(0), b.stride(1), c.stride(0), a_scale.stride(0), 0,
-                           b_scale.stride(0), b_scale.stride(1), 0, E,
-                           MUL_ROUTED_WEIGHT=mul_routed_weight, QUANT=QUANT_FP8_CHANNEL, ALIGNED=True, **config)
+    config = dict(config)
+    launch(R.fused_moe_gemm, dict(
+        a_ptr=View(a, m=0), b_ptr=View(b, e=0, n=1), c_ptr=View(c, m=0), a_scale_ptr=View(a_scale, m=0, k=None),
+        b_scale_ptr=View(b_scale, e=0, n=1, k=None), topk_weights_ptr=w, sorted_token_ids_ptr=sorted_ids,
+        expert_ids_ptr=expert_ids, num_tokens_post_padded_ptr=ntpp, N=N, K=K, EM=sorted_ids.numel(),
+        num_valid_tokens=c.shape[0], top_k=top_k, num_experts=E,
+    ), dict(MUL_ROUTED_WEIGHT=mul_routed_weight, QUANT=QUANT_FP8_CHANNEL, ALIGNED=True,
+            BLOCK_SIZE_M=config.pop("BLOCK_SIZE_M")), config)
     return c
 
 
@@ -50,17 +52,17 @@ def invoke_grouped_gemm_wq(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, 
     E, N, Kb = b.shape
     K = a.shape[1]
     assert b.dtype == (torch.int8 if bits == 8 else torch.uint8) and Kb == (K if bits == 8 else K // 2)
-    EM = sorted_ids.numel()
     w = topk_weights if topk_weights is not None else b_scale
-    zp = b_zp if b_zp is not None else b
-    zs = (zp.stride(0), zp.stride(1), zp.stride(2)) if b_zp is not None else (0, 0, 0)
-    sk = b_scale.stride(2) if bits == 4 else 0
-    grid = (triton.cdiv(EM, config["BLOCK_SIZE_M"]) * triton.cdiv(N, config["BLOCK_SIZE_N"]), 1, 1)
-    fused_moe_wq_kernel[grid](a, b, c, b_scale, zp, w, sorted_ids, expert_ids, ntpp, N, K, EM, c.shape[0], top_k,
-                              a.stride(0), b.stride(0), b.stride(1), c.stride(0),
-                              b_scale.stride(0), b_scale.stride(1), sk, *zs,
-                              max(group_size, 1), int(b_zp is not None), E,
-                              MUL_ROUTED_WEIGHT=mul_routed_weight, **config)
+    has_zp = b_zp is not None
+    config = dict(config)
+    launch(R.fused_moe_gemm_wq, dict(
+        a_ptr=View(a, m=0), b_ptr=View(b, e=0, n=1), c_ptr=View(c, m=0),
+        b_scale_ptr=View(b_scale, e=0, n=1, k=2 if bits == 4 else None),
+        b_zp_ptr=View(b_zp, e=0, n=1, k=2) if has_zp else View(b, e=None, n=None, k=None),
+        topk_weights_ptr=w, sorted_token_ids_ptr=sorted_ids, expert_ids_ptr=expert_ids,
+        num_tokens_post_padded_ptr=ntpp, N=N, K=K, EM=sorted_ids.numel(), num_valid_tokens=c.shape[0],
+        top_k=top_k, group_size=max(group_size, 1), has_zp=int(has_zp), num_experts=E,
+    ), dict(MUL_ROUTED_WEIGHT=mul_routed_weight, BLOCK_SIZE_M=config.pop("BLOCK_SIZE_M")), config)
     return c
 
 
