@@ -99,8 +99,9 @@ def launch(rule: Kernel, values: Mapping[str, Any], functional: Mapping[str, Any
     the functional's constexprs and a tuning config (its num_warps/num_stages
     as launch options). Returns the grid it launched."""
     unknown = set(functional) - set(rule.functional) - {Kernel.ALIGNED}
-    if unknown:
-        raise TypeError(f"{rule.name}: unknown functional {sorted(unknown)}")
+    missing = set(rule.constexpr_functionals) - set(functional)
+    if unknown or missing:
+        raise TypeError(f"{rule.name}: functional: unknown {sorted(unknown)}, missing {sorted(missing)}")
     # Every tuning constexpr must be given; num_warps/num_stages left out take
     # Triton's defaults (the interpreter ignores them).
     needed, allowed = set(rule.tuning.constexpr_names()), set(rule.tuning.params)

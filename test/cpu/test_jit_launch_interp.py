@@ -81,3 +81,14 @@ def test_view_must_map_exactly_the_rule_dims():
 
 def test_grid_uses_cpp_integer_division():
     assert grid_of(_toy_rule(), dict(n=17, BLOCK=16)) == (2, 5, 1)
+
+
+def test_missing_functional_or_config_is_an_error():
+    x = _input()
+    out = torch.empty(5, 40)
+    values = dict(out_ptr=View(out, m=0), in_ptr=View(x, m=0, k=1), n_tokens=5, topk=3, hidden=40)
+    with pytest.raises(TypeError, match="config"):
+        launch(rules_moe.moe_sum, values, {}, {})
+    with pytest.raises(TypeError, match="missing"):
+        launch(rules_moe.act_and_mul, dict(out_ptr=View(out, row=0), in_ptr=View(x[:, 0], row=0), n_rows=5,
+                                           n_cols=20), {}, dict(BLOCK=16))
