@@ -78,26 +78,15 @@ def compile_variant(variant, arch=90, dtype="bf16"):
 
 
 def cubin_resources(cubin):
-    """Registers and local memory (spills) of the cubin's kernel, from
-    cuobjdump -res-usage (Triton's CompiledKernel.n_regs/n_spills need a GPU
-    driver to be filled in)."""
-    text = _cuobjdump(["-res-usage"], cubin)
-    usage = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", text)
-    if usage is None:
-        raise RuntimeError(f"no resource line in cuobjdump output:\n{text}")
-    reg, stack, _static_shared, local = map(int, usage.groups())
-    return {"n_regs": reg, "stack": stack, "local": local}
+    sys.path.insert(0, str(REPO / "python"))
+    from cubin_resources import resources
+    return resources(cubin)
 
 
 def _cuobjdump(args, cubin):
-    import subprocess
-    import tempfile
-    from triton.backends.nvidia.compiler import get_ptxas
-    tool = Path(get_ptxas(90).path).with_name("cuobjdump")
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(cubin)
-        f.flush()
-        return subprocess.run([str(tool), *args, f.name], check=True, capture_output=True, text=True).stdout
+    sys.path.insert(0, str(REPO / "python"))
+    from cubin_resources import cuobjdump
+    return cuobjdump(args, cubin)
 
 
 def overlapped_exponentials(cubin):

@@ -1,6 +1,11 @@
 // Flash attention forward: argument checks, functional choice, launch.
+#include <cstdlib>
+#include <cstring>
+
 #include "attn_dropout_mask.h"
 #include "attn_fwd.h"
+#include "attn_fwd_hopper.h"
+#include "device_arch.h"
 #include "flash_common.h"
 #include "flash_features.h"
 #include "resolve_first.h"
@@ -12,7 +17,10 @@ namespace flash {
 namespace {
 
 using namespace detail_;
+using detail::device_arch;
 using detail::fail;
+using detail::tma_compatible;
+using detail::TmaTensor;
 
 struct Fwd {
   const char* op;
@@ -41,6 +49,95 @@ Status check_mask(const char* op, const TensorView<4>& m, const Geometry& g) {
                                   m.stride(2), g.max_sk);
 }
 
+// ---- The sm_90 kernel (tritonsrc/flash/fwd_hopper.py, rules_flash_hopper.py)
+
+TmaTensor tma_bshd(const Strided& t, int64_t batch, int64_t rows, int64_t heads, int64_t head_dim) {
+  TmaTensor d;
+  d.ptr = t.ptr;
+  const int64_t shape[4] = {batch, rows, heads, head_dim}, strides[4] = {t.z, t.m, t.h, 1};
+  for (int i = 0; i < 4; ++i) d.shape[i] = shape[i], d.strides[i] = strides[i];
+  return d;
+}
+
+struct HopperCall {
+  TmaTensor q, k, v, o;
+};
+
+// The calls the Hopper kernel computes exactly as attn_fwd: batched, fp16/
+// bf16, head dim 64 or 128, no dropout, mask or attention feature, every
+// tensor a TMA operand.
+bool hopper_serves(const Fwd& p, const KernelFeatures& feat, bool dropout, HopperCall* c) {
+  const Geometry& g = p.g;
+  if (g.varlen || dropout || p.mask.ptr || feat.local_window || feat.score_mod) return false;
+  if ((g.dtype != DType::kFloat16 && g.dtype != DType::kBFloat16) || (g.head_dim != 64 && g.head_dim != 128))
+    return false;
+  c->q = tma_bshd(p.q, g.batch, g.max_sq, g.hq, g.head_dim);
+  c->k = tma_bshd(p.k, g.batch, g.max_sk, g.hk, g.head_dim);
+  c->v = tma_bshd(p.v, g.batch, g.max_sk, g.hk, g.head_dim);
+  c->o = tma_bshd(p.o, g.batch, g.max_sq, g.hq, g.head_dim);
+  for (const TmaTensor* t : {&c->q, &c->k, &c->v, &c->o})
+    if (!tma_compatible(*t, g.dtype, 4)) return false;
+  return true;
+}
+
+// AOTRITON_FLASH_HOPPER=0 turns the sm_90 kernel off (to compare, or to rule it out).
+bool hopper_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("AOTRITON_FLASH_HOPPER");
+    return !(v && std::strcmp(v, "0") == 0);
+  }();
+  return on;
+}
+
+// A forced config picks its kernel by name: the Hopper kernel's have SCHEDULE=.
+bool forces_hopper(const KernelOptions* options) {
+  return options && options->force_config && std::strstr(options->force_config, "SCHEDULE=");
+}
+
+namespace kh = detail::kernels::attn_fwd_hopper;
+
+kh::Functional hopper_functional(const Fwd& p) {
+  kh::Functional f{};
+  f.dtype = p.g.dtype;
+  f.BLOCK_DMODEL = static_cast<int32_t>(p.g.head_dim);
+  f.CAUSAL_TYPE = static_cast<int32_t>(p.causal);
+  return f;
+}
+
+Status launch_hopper(const Fwd& p, const HopperCall& c, Stream stream, const KernelOptions* options) {
+  const Geometry& g = p.g;
+  kh::Args a{};
+  a.q_desc = c.q, a.k_desc = c.k, a.v_desc = c.v, a.o_desc = c.o;
+  a.LSE = p.lse, a.sm_scale = p.scale;
+  a.stride_lse_z = static_cast<int32_t>(p.lse_z), a.stride_lse_h = static_cast<int32_t>(p.lse_h);
+  a.num_heads_q = static_cast<int32_t>(g.hq), a.num_heads_k = static_cast<int32_t>(g.hk);
+  a.seqlen_q = static_cast<int32_t>(g.max_sq), a.seqlen_k = static_cast<int32_t>(g.max_sk);
+  a.num_seqs = g.batch;
+  return kh::launch(a, hopper_functional(p), stream, options);
+}
+
+// Whether this call runs the Hopper kernel: forced by a config name, or the
+// GPU is sm_90, the kernel serves the call and this build compiled it for sm_90.
+Status pick_hopper(const Fwd& p, const KernelFeatures& feat, bool dropout, Stream stream,
+                   const KernelOptions* options, HopperCall* c, bool* use) {
+  *use = false;
+  const bool serves = hopper_serves(p, feat, dropout, c);
+  if (forces_hopper(options)) {
+    if (!serves)
+      return fail(Status::kInvalidArgument,
+                  std::string(p.op) + ": force_config names an attn_fwd_hopper config, but that kernel serves "
+                                      "batched fp16/bf16 calls with head dim 64 or 128, 16-byte aligned strides, no "
+                                      "dropout, window, softcap or ALiBi");
+    *use = true;
+    return Status::kSuccess;
+  }
+  if (!serves || (options && options->force_config) || !hopper_enabled()) return Status::kSuccess;
+  int arch = 0;
+  AOTRITON_RETURN_IF_ERROR(device_arch(stream, &arch));
+  *use = arch == 90 && kh::built_for(hopper_functional(p), 90);
+  return Status::kSuccess;
+}
+
 Status launch(const Fwd& p, Stream stream, const KernelOptions* options) {
   const Geometry& g = p.g;
   bool dropout = p.dropout_p > 0.f || p.mask.ptr;
@@ -51,6 +148,10 @@ Status launch(const Fwd& p, Stream stream, const KernelOptions* options) {
   KernelFeatures feat;
   AOTRITON_RETURN_IF_ERROR(resolve_features(p.op, p.features, p.causal, g.dtype, dropout, g.batch, g.hq, &feat));
   if (g.batch == 0 || g.hq == 0 || g.max_sq == 0) return Status::kSuccess;
+  HopperCall hopper;
+  bool use_hopper;
+  AOTRITON_RETURN_IF_ERROR(pick_hopper(p, feat, dropout, stream, options, &hopper, &use_hopper));
+  if (use_hopper) return launch_hopper(p, hopper, stream, options);
   namespace kn = detail::kernels::attn_fwd;
   kn::Args a{};
   a.Q = p.q.ptr, a.K = p.k.ptr, a.V = p.v.ptr, a.O = p.o.ptr, a.LSE = p.lse;

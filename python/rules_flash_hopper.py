@@ -1,0 +1,66 @@
+"""The Hopper (sm_90) flash forward: a Gluon kernel with host-side TMA
+descriptors (tritonsrc/flash/fwd_hopper.py). v2src/ops/flash_fwd.cc routes the
+calls it serves (batched fp16/bf16, head dim 64 or 128, aligned, no dropout
+or attention features) to it on sm_90 and everything else to attn_fwd."""
+from kernel_rules import Arg, AutotuneKey, Kernel, TmaArg, TuningSpace
+
+SEQLEN_BINS = [128, 512, 1024, 2048, 4096, 8192]  # as attn_fwd's, so one tuner covers both
+BLOCK_M = 128  # two warpgroups of 64 query rows
+SHARED_LIMIT = 227 * 1024
+
+# (BLOCK_N, NUM_STAGES, SCHEDULE, num_warps) measured on the H200 (docs/notes-flash-perf.md):
+# serial with 8 warps (two CTAs per SM at BLOCK_N 64 / 2 stages) and the
+# warp-specialized ping-pong (4 warps per consumer partition, plus a loader warp).
+CANDIDATES = [(64, 2, 0, 8), (128, 2, 0, 8), (128, 3, 0, 8), (128, 3, 3, 4), (64, 4, 3, 4)]
+
+
+def _shared_bytes(f, c):
+    d = f["BLOCK_DMODEL"]
+    return 2 * d * (BLOCK_M + 2 * c["BLOCK_N"] * c["NUM_STAGES"])
+
+
+def _candidate(f, c, arch):
+    cfg = (c["BLOCK_N"], c["NUM_STAGES"], c["SCHEDULE"], c["num_warps"])
+    return cfg in CANDIDATES and _shared_bytes(f, c) <= SHARED_LIMIT
+
+
+def _default(f, arch):
+    """Ping-pong at head dim 128; serial at 64 (two CTAs per SM when causal)."""
+    if f["BLOCK_DMODEL"] == 128:
+        return {"BLOCK_M": BLOCK_M, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 3, "num_warps": 4}
+    if f["CAUSAL_TYPE"]:
+        return {"BLOCK_M": BLOCK_M, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "num_warps": 8}
+    return {"BLOCK_M": BLOCK_M, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 0, "num_warps": 8}
+
+
+def _qkvo(name, rows):
+    return TmaArg(name, "{dtype}", ("1", rows, "1", "BLOCK_DMODEL"))
+
+
+attn_fwd_hopper = Kernel(
+    name="attn_fwd_hopper",
+    source="tritonsrc/flash/fwd_hopper.py",
+    function="attn_fwd_hopper",
+    args=[
+        _qkvo("q_desc", "BLOCK_M"), _qkvo("k_desc", "BLOCK_N"), _qkvo("v_desc", "BLOCK_N"), _qkvo("o_desc", "64"),
+        Arg("LSE", "*fp32"), Arg("sm_scale", "fp32"),
+        Arg("stride_lse_z", "i32"), Arg("stride_lse_h", "i32"),
+        Arg("num_heads_q", "i32"), Arg("num_heads_k", "i32"), Arg("seqlen_q", "i32"), Arg("seqlen_k", "i32"),
+    ],
+    functional={"dtype": ["fp16", "bf16"], "BLOCK_DMODEL": [64, 128], "CAUSAL_TYPE": [0, 1, 2]},
+    # wgmma and setmaxnreg are sm_90a: no other arch (nor PTX JIT for a newer one) runs it.
+    valid=lambda f, arch: arch == 90,
+    profiles={"ci": lambda f: f["dtype"] == "fp16" and f["BLOCK_DMODEL"] == 64},
+    grid_args=["num_seqs"],
+    tuning=TuningSpace(
+        params={"BLOCK_M": [BLOCK_M], "BLOCK_N": [64, 128], "NUM_STAGES": [2, 3, 4], "SCHEDULE": [0, 3],
+                "num_warps": [4, 8]},
+        default=_default,
+        prune=_candidate,
+    ),
+    grid=("cdiv(seqlen_q, BLOCK_M)", "num_seqs * num_heads_q", "1"),
+    autotune_keys=[AutotuneKey("seqlen_q", SEQLEN_BINS), AutotuneKey("seqlen_k", SEQLEN_BINS)],
+    doc="flash attention forward for sm_90 (Gluon: TMA, wgmma, ping-pong warp specialization)",
+)
+
+HOPPER_FLASH_KERNELS = [attn_fwd_hopper]
