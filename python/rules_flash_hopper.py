@@ -33,8 +33,9 @@ def _default(f, arch):
     return {"BLOCK_M": BLOCK_M, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 0, "num_warps": 8}
 
 
-def _qkvo(name, rows):
-    return TmaArg(name, "{dtype}", ("1", rows, "1", "BLOCK_DMODEL"))
+def _qkv(name, rows):
+    """Over the view [B, H, D/64, S, 64] of a [B, S, H, D] tensor (fwd_hopper.py)."""
+    return TmaArg(name, "{dtype}", ("1", "1", "BLOCK_DMODEL / 64", rows, "64"))
 
 
 attn_fwd_hopper = Kernel(
@@ -42,8 +43,9 @@ attn_fwd_hopper = Kernel(
     source="tritonsrc/flash/fwd_hopper.py",
     function="attn_fwd_hopper",
     args=[
-        _qkvo("q_desc", "BLOCK_M"), _qkvo("k_desc", "BLOCK_N"), _qkvo("v_desc", "BLOCK_N"), _qkvo("o_desc", "64"),
-        Arg("LSE", "*fp32"), Arg("sm_scale", "fp32"),
+        _qkv("q_desc", "BLOCK_M"), _qkv("k_desc", "BLOCK_N"), _qkv("v_desc", "BLOCK_N"),
+        Arg("O", "*{dtype}:16"), Arg("LSE", "*fp32"), Arg("sm_scale", "fp32"),
+        Arg("stride_oz", "i32:8"), Arg("stride_oh", "i32:8"), Arg("stride_om", "i32:8"),
         Arg("stride_lse_z", "i32"), Arg("stride_lse_h", "i32"),
         Arg("num_heads_q", "i32"), Arg("num_heads_k", "i32"), Arg("seqlen_q", "i32"), Arg("seqlen_k", "i32"),
     ],

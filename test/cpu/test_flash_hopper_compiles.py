@@ -69,7 +69,7 @@ def test_compiles_without_spills_and_params_match_the_launcher(functional, confi
     assert int(compiled.metadata.shared) <= SM90_MAX_SHARED
     assert int(compiled.metadata.global_scratch_size) == 0, "host descriptors need no device scratch"
     assert _ptx_params(compiled.asm["ptx"]) == _expected_params(RULE)
-    assert "cp.async.bulk.tensor.4d" in compiled.asm["ptx"], "Q/K/V/O move by 4-D TMA"
+    assert "cp.async.bulk.tensor.5d" in compiled.asm["ptx"], "Q/K/V move by 5-D TMA"
     refs = [r for a in RULE.args for r in codegen_cpp._param_refs(a)] + ["&scratch_global", "&scratch_profile"]
     assert len(refs) == len(_expected_params(RULE))
 
@@ -79,7 +79,7 @@ def test_generated_launcher_encodes_every_descriptor():
     src = codegen_cpp.source(RULE, plan, "ci")
     for a in RULE.args:
         if isinstance(a, TmaArg):
-            assert f"encode_tma(*t.cu, args.{a.name}, f.dtype, 4, block" in src
+            assert f"encode_tma(*t.cu, args.{a.name}, f.dtype, 5, block" in src
     assert "TmaTensor q_desc;" in codegen_cpp.header(RULE)
 
 
@@ -99,17 +99,12 @@ def test_swizzle_rule_is_tritons_default(dtype, block):
 
 
 def test_a_wrong_descriptor_rule_fails_the_build(monkeypatch):
-    """If the launcher's encoding disagreed with the kernel (here: a box that
-    is not cut to the swizzle width), the compile step refuses the cubin."""
-    functional = {"dtype": "fp16", "BLOCK_DMODEL": 128, "CAUSAL_TYPE": 0}
+    """If the launcher's encoding disagreed with the kernel (here: the
+    element-type table says bf16 for fp16 data), the compile step refuses the cubin."""
+    import kernel_rules
+
+    functional = {"dtype": "fp16", "BLOCK_DMODEL": 64, "CAUSAL_TYPE": 0}
     config = {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "num_warps": 8}
-    real = TmaArg.expected_meta
-
-    def uncut(self, f, c):
-        meta = real(self, f, c)
-        meta["block_size"] = self.block_shape(f, c)
-        return meta
-
-    monkeypatch.setattr(TmaArg, "expected_meta", uncut)
+    monkeypatch.setitem(kernel_rules.TMA_ELEMENT, "fp16", (2, kernel_rules.TMA_ELEMENT["bf16"][1]))
     with pytest.raises(ValueError, match="TMA argument"):
         _compile(functional, config)

@@ -7,10 +7,12 @@ routes them): batched [B, S, H, D] fp16/bf16 with head dim exactly 64 or 128,
 no dropout, no window/softcap/ALiBi. O, and LSE = ln(sum_j exp(scale q.k_j))
 (-inf, and O = 0, for a row that sees no key).
 
-Q, K, V and O come as host-side 4-D TMA descriptors over [B, S, H, D] (built by
-the generated launcher from the rule's TmaArg, so no device scratch): the box
-is one (batch, head) and BLOCK rows, so TMA zero-fills K/V rows past the
-sequence and clips the O store at its end.
+Q, K and V come as host-side 5-D TMA descriptors (built by the generated
+launcher from the rule's TmaArg, so no device scratch) over the view
+[B, H, D/64, S, 64] of the [B, S, H, D] tensor: the box is one (batch, head),
+BLOCK rows and the whole head dim, landing in shared memory as D/64 blocks of
+[BLOCK, 64] (the 128-byte-swizzled K-major layout wgmma reads), and TMA
+zero-fills rows past the sequence. O is written by masked stores.
 
 SCHEDULE (a tuning parameter):
   0 serial: 8 warps = two warpgroups of 64 query rows; every wgmma waited for
@@ -24,7 +26,6 @@ SCHEDULE (a tuning parameter):
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
-    fence_async_shared,
     mbarrier,
     tma,
     warpgroup_mma,
@@ -38,8 +39,19 @@ HALF_ROWS = gl.constexpr(64)  # query rows per warpgroup, and of each O store
 
 @gluon.jit
 def _tile(smem, desc):
-    """The 2-D [rows, D] shared-memory tile seen as the descriptor's 4-D box [1, rows, 1, D]."""
+    """The 2-D [rows, D] shared-memory tile seen as the descriptor's box [1, 1, D/64, rows, 64]."""
     return smem._reinterpret(desc.dtype, desc.block_type.shape, desc.layout)
+
+
+@gluon.jit
+def _store_o(out, o_ptr, stride_om, offs_m, seqlen_q, HEAD_DIM: gl.constexpr):
+    """Rows offs_m of O straight from the wgmma accumulator layout (a layout
+    conversion would need shared memory the K/V ring already fills), masked
+    at the sequence end."""
+    rows = gl.convert_layout(offs_m, gl.SliceLayout(1, out.type.layout))
+    cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, out.type.layout))
+    ptrs = o_ptr + gl.expand_dims(rows.to(gl.int64) * stride_om, 1) + gl.expand_dims(cols, 0)
+    gl.store(ptrs, out, mask=gl.expand_dims(rows < seqlen_q, 1))
 
 
 @gluon.jit
@@ -64,17 +76,15 @@ def _softmax_step(s, m_i, l_i, qk_scale, start_n, offs_m, offs_n, seqlen_k, diag
 
 
 @gluon.jit
-def _finish(acc, m_i, l_i, rows_smem, o_desc, off_z, off_h, row0, offs_m, seqlen_q, lse_ptr, o_rows: gl.constexpr):
-    """Normalise, stage O in `rows_smem` (free Q rows) for one TMA store, write
-    the LSE. Rows that saw no key (l = 0) get O = 0 and LSE = -inf."""
+def _finish(acc, m_i, l_i, o_ptr, stride_om, offs_m, seqlen_q, lse_ptr, o_rows: gl.constexpr,
+            HEAD_DIM: gl.constexpr):
+    """Normalise and write O and the LSE. Rows that saw no key (l = 0) get
+    O = 0 and LSE = -inf."""
     l_safe = gl.where(l_i == 0.0, 1.0, l_i)
     inv = gl.convert_layout(1.0 / l_safe, o_rows)
-    rows_smem.store((acc * gl.expand_dims(inv, 1)).to(o_desc.dtype))
-    fence_async_shared()
-    tma.async_copy_shared_to_global(o_desc, [off_z, row0, off_h, 0], _tile(rows_smem, o_desc))
+    _store_o((acc * gl.expand_dims(inv, 1)).to(o_ptr.dtype.element_ty), o_ptr, stride_om, offs_m, seqlen_q, HEAD_DIM)
     lse = (m_i + gl.log2(l_i)) * LN2
     gl.store(lse_ptr + offs_m, lse, mask=offs_m < seqlen_q)
-    tma.store_wait(pendings=0)
 
 
 @gluon.jit
@@ -85,14 +95,14 @@ def _load_kv(k_desc, v_desc, k_ring, v_ring, ready, off_z, off_hk, tile, n_tiles
     pred = tile < n_tiles
     bar = ready.index(stage)
     mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes, pred=pred)
-    tma.async_copy_global_to_shared(k_desc, [off_z, tile * BLOCK_N, off_hk, 0], bar,
+    tma.async_copy_global_to_shared(k_desc, [off_z, off_hk, 0, tile * BLOCK_N, 0], bar,
                                     _tile(k_ring.index(stage), k_desc), pred=pred)
-    tma.async_copy_global_to_shared(v_desc, [off_z, tile * BLOCK_N, off_hk, 0], bar,
+    tma.async_copy_global_to_shared(v_desc, [off_z, off_hk, 0, tile * BLOCK_N, 0], bar,
                                     _tile(v_ring.index(stage), v_desc), pred=pred)
 
 
 @gluon.jit
-def _serial(q_smem, k_desc, v_desc, o_desc, k_ring, v_ring, ready, lse_ptr, sm_scale, off_z, off_h, off_hk,
+def _serial(q_smem, k_desc, v_desc, o_ptr, stride_om, k_ring, v_ring, ready, lse_ptr, sm_scale, off_z, off_hk,
             start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
             HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
             NUM_STAGES: gl.constexpr):
@@ -127,17 +137,7 @@ def _serial(q_smem, k_desc, v_desc, o_desc, k_ring, v_ring, ready, lse_ptr, sm_s
         # Both warpgroups are done with this stage before TMA refills it.
         gl.thread_barrier()
         _load_kv(k_desc, v_desc, k_ring, v_ring, ready, off_z, off_hk, j + NUM_STAGES, n_tiles, BLOCK_N, NUM_STAGES)
-    # Every wgmma has retired: Q's buffer takes O, 64 rows per store.
-    l_safe = gl.where(l_i == 0.0, 1.0, l_i)
-    inv = gl.convert_layout(1.0 / l_safe, o_rows)
-    q_smem.store((acc * gl.expand_dims(inv, 1)).to(dtype))
-    fence_async_shared()
-    for half in gl.static_range(BLOCK_M // HALF_ROWS):
-        tma.async_copy_shared_to_global(o_desc, [off_z, start_m + half * HALF_ROWS, off_h, 0],
-                                        _tile(q_smem.slice(half * HALF_ROWS, HALF_ROWS), o_desc))
-    lse = (m_i + gl.log2(l_i)) * LN2
-    gl.store(lse_ptr + offs_m, lse, mask=offs_m < seqlen_q)
-    tma.store_wait(pendings=0)
+    _finish(acc, m_i, l_i, o_ptr, stride_om, offs_m, seqlen_q, lse_ptr, o_rows, HEAD_DIM)
 
 
 @gluon.jit
@@ -151,7 +151,7 @@ def _pp_loader(k_desc, v_desc, k_ring, v_ring, ready, empty, off_z, off_hk, n_ti
 
 
 @gluon.jit
-def _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_desc, lse_ptr, sm_scale, off_z, off_h,
+def _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
                  start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
                  WHICH: gl.constexpr, HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr,
                  BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
@@ -210,38 +210,39 @@ def _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_desc, lse_
         mbarrier.arrive(other_turn)
         acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok, p))
         mbarrier.arrive(empty.index(last))
-    # This consumer's Q rows are free: they stage its O rows.
-    _finish(acc, m_i, l_i, q, o_desc, off_z, off_h, row0, offs_m, seqlen_q, lse_ptr, o_rows)
+    _finish(acc, m_i, l_i, o_ptr, stride_om, offs_m, seqlen_q, lse_ptr, o_rows, HEAD_DIM)
 
 
 # Partition entry points, so that the consumer index is a literal constexpr.
 @gluon.jit
-def _pp_first(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_desc, lse_ptr, sm_scale, off_z, off_h,
+def _pp_first(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
               start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
               HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
-    _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_desc, lse_ptr, sm_scale, off_z, off_h,
+    _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
                  start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, 0, HEAD_DIM, CAUSAL, BLOCK_N, NUM_STAGES)
 
 
 @gluon.jit
-def _pp_second(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_desc, lse_ptr, sm_scale, off_z, off_h,
+def _pp_second(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
                start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
                HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
-    _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_desc, lse_ptr, sm_scale, off_z, off_h,
+    _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
                  start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, 1, HEAD_DIM, CAUSAL, BLOCK_N, NUM_STAGES)
 
 
 @gluon.jit
 def attn_fwd_hopper(
-    q_desc, k_desc, v_desc, o_desc, LSE,
+    q_desc, k_desc, v_desc, O, LSE,
     sm_scale,
+    stride_oz, stride_oh, stride_om,
     stride_lse_z, stride_lse_h,
     num_heads_q, num_heads_k, seqlen_q, seqlen_k,
     BLOCK_DMODEL: gl.constexpr, CAUSAL_TYPE: gl.constexpr,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, SCHEDULE: gl.constexpr,
 ):
     """Grid (cdiv(seqlen_q, BLOCK_M), batch * num_heads_q). BLOCK_M is 128
-    (two warpgroups of 64 rows). LSE + b*stride_lse_z + h*stride_lse_h + row."""
+    (two warpgroups of 64 rows). O + b*stride_oz + h*stride_oh + row*stride_om + d,
+    LSE + b*stride_lse_z + h*stride_lse_h + row."""
     gl.static_assert(BLOCK_M == 2 * HALF_ROWS, "BLOCK_M is two warpgroups of 64 rows")
     gl.static_assert(SCHEDULE == 0 or SCHEDULE == 3, "schedules: 0 serial, 3 ping-pong")
     dtype: gl.constexpr = q_desc.dtype
@@ -272,6 +273,7 @@ def attn_fwd_hopper(
         full_end = (first_row_keys // BLOCK_N) * BLOCK_N
     n_tiles = gl.cdiv(hi, BLOCK_N)
     lse_ptr = LSE + off_z.to(gl.int64) * stride_lse_z + off_h.to(gl.int64) * stride_lse_h
+    o_ptr = O + off_z.to(gl.int64) * stride_oz + off_h.to(gl.int64) * stride_oh
 
     q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, BLOCK_DMODEL], smem_layout)
     k_ring = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, BLOCK_DMODEL], smem_layout)
@@ -282,11 +284,11 @@ def attn_fwd_hopper(
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(ready.index(i), count=1)
     mbarrier.expect(q_bar, q_desc.block_type.nbytes)
-    tma.async_copy_global_to_shared(q_desc, [off_z, start_m, off_h, 0], q_bar, _tile(q_smem, q_desc))
+    tma.async_copy_global_to_shared(q_desc, [off_z, off_h, 0, start_m, 0], q_bar, _tile(q_smem, q_desc))
 
     if SCHEDULE == 0:
         mbarrier.wait(q_bar, 0)
-        _serial(q_smem, k_desc, v_desc, o_desc, k_ring, v_ring, ready, lse_ptr, sm_scale, off_z, off_h, off_hk,
+        _serial(q_smem, k_desc, v_desc, o_ptr, stride_om, k_ring, v_ring, ready, lse_ptr, sm_scale, off_z, off_hk,
                 start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
                 BLOCK_DMODEL, CAUSAL_TYPE != 0, BLOCK_M, BLOCK_N, NUM_STAGES)
     else:
@@ -300,10 +302,10 @@ def attn_fwd_hopper(
         # The argument tuples stay inline: a tuple assigned to a variable
         # first turns its constexprs into runtime values.
         gl.warp_specialize([
-            (_pp_first, (q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_desc, lse_ptr, sm_scale, off_z, off_h,
+            (_pp_first, (q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
                          start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, BLOCK_DMODEL, CAUSAL_TYPE != 0,
                          BLOCK_N, NUM_STAGES)),
-            (_pp_second, (q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_desc, lse_ptr, sm_scale, off_z, off_h,
+            (_pp_second, (q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
                           start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, BLOCK_DMODEL, CAUSAL_TYPE != 0,
                           BLOCK_N, NUM_STAGES)),
             (_pp_loader, (k_desc, v_desc, k_ring, v_ring, ready, empty, off_z, off_hk, n_tiles, BLOCK_N, NUM_STAGES)),

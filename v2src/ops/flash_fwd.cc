@@ -51,16 +51,18 @@ Status check_mask(const char* op, const TensorView<4>& m, const Geometry& g) {
 
 // ---- The sm_90 kernel (tritonsrc/flash/fwd_hopper.py, rules_flash_hopper.py)
 
+// The view [B, H, D/64, S, 64] of a [B, S, H, D] tensor the kernel's TMA
+// boxes take (one box: a (batch, head), BLOCK rows, the whole head dim).
 TmaTensor tma_bshd(const Strided& t, int64_t batch, int64_t rows, int64_t heads, int64_t head_dim) {
   TmaTensor d;
   d.ptr = t.ptr;
-  const int64_t shape[4] = {batch, rows, heads, head_dim}, strides[4] = {t.z, t.m, t.h, 1};
-  for (int i = 0; i < 4; ++i) d.shape[i] = shape[i], d.strides[i] = strides[i];
+  const int64_t shape[5] = {batch, heads, head_dim / 64, rows, 64}, strides[5] = {t.z, t.h, 64, t.m, 1};
+  for (int i = 0; i < 5; ++i) d.shape[i] = shape[i], d.strides[i] = strides[i];
   return d;
 }
 
 struct HopperCall {
-  TmaTensor q, k, v, o;
+  TmaTensor q, k, v, o;  // o: only checked (O is written by plain stores)
 };
 
 // The calls the Hopper kernel computes exactly as attn_fwd: batched, fp16/
@@ -76,7 +78,7 @@ bool hopper_serves(const Fwd& p, const KernelFeatures& feat, bool dropout, Hoppe
   c->v = tma_bshd(p.v, g.batch, g.max_sk, g.hk, g.head_dim);
   c->o = tma_bshd(p.o, g.batch, g.max_sq, g.hq, g.head_dim);
   for (const TmaTensor* t : {&c->q, &c->k, &c->v, &c->o})
-    if (!tma_compatible(*t, g.dtype, 4)) return false;
+    if (!tma_compatible(*t, g.dtype, 5)) return false;
   return true;
 }
 
@@ -107,8 +109,10 @@ kh::Functional hopper_functional(const Fwd& p) {
 Status launch_hopper(const Fwd& p, const HopperCall& c, Stream stream, const KernelOptions* options) {
   const Geometry& g = p.g;
   kh::Args a{};
-  a.q_desc = c.q, a.k_desc = c.k, a.v_desc = c.v, a.o_desc = c.o;
-  a.LSE = p.lse, a.sm_scale = p.scale;
+  a.q_desc = c.q, a.k_desc = c.k, a.v_desc = c.v;
+  a.O = p.o.ptr, a.LSE = p.lse, a.sm_scale = p.scale;
+  a.stride_oz = static_cast<int32_t>(p.o.z), a.stride_oh = static_cast<int32_t>(p.o.h);
+  a.stride_om = static_cast<int32_t>(p.o.m);
   a.stride_lse_z = static_cast<int32_t>(p.lse_z), a.stride_lse_h = static_cast<int32_t>(p.lse_h);
   a.num_heads_q = static_cast<int32_t>(g.hq), a.num_heads_k = static_cast<int32_t>(g.hk);
   a.seqlen_q = static_cast<int32_t>(g.max_sq), a.seqlen_k = static_cast<int32_t>(g.max_sk);
