@@ -11,7 +11,8 @@ start=$(date +%s)
 left() { echo $(( ${DEADLINE_S:-540} - ($(date +%s) - start) )); }
 STEPS=build PROFILE=${PROFILE:-flashtest} SKIP_OTHER_ARCH_BUILDS=1 OUT=$OUT tools/gpu_run.sh || { echo "build failed"; exit 1; }
 TESTS=${TESTS:-test/gpu/test_flash_hopper_gpu.py test/gpu/test_flash_fwd_gpu.py test/gpu/test_flash_bwd_gpu.py}
-SHARDS=${SHARDS:-8} TIME_S=$(( $(left) - ${BENCH_S:-150} )) TESTS=$TESTS OUT=$OUT tools/gpu_test_sharded.sh 2>&1 | tail -40
+tests_s=$(( $(left) - ${BENCH_S:-150} )); [ "$tests_s" -lt 60 ] && tests_s=60
+SHARDS=${SHARDS:-8} TIME_S=$tests_s TESTS=$TESTS OUT=$OUT tools/gpu_test_sharded.sh 2>&1 | tail -40
 echo "time left after tests: $(left) s"
 # shellcheck disable=SC2086  # BENCH is a script plus its arguments
 [ "$(left)" -gt 30 ] && timeout "$(left)" python3 ${BENCH:-bench/bench_flash.py --dtype bf16,fp16 --seqlens 512,2048,8192 --extra-head-dims=} 2>&1 | tee "$OUT/bench.log" | tail -60

@@ -30,7 +30,7 @@ def _compile(functional, config):
 # (functional, config): the D=128 ping-pong default and the serial kernel.
 CASES = [
     ({"dtype": "bf16", "BLOCK_DMODEL": 128, "CAUSAL_TYPE": 2}, None),
-    ({"dtype": "fp16", "BLOCK_DMODEL": 64, "CAUSAL_TYPE": 0}, None),
+    ({"dtype": "fp16", "BLOCK_DMODEL": 128, "CAUSAL_TYPE": 0}, None),
     ({"dtype": "fp16", "BLOCK_DMODEL": 128, "CAUSAL_TYPE": 1},
      {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "num_warps": 8}),
 ]
@@ -103,7 +103,7 @@ def test_a_wrong_descriptor_rule_fails_the_build(monkeypatch):
     element-type table says bf16 for fp16 data), the compile step refuses the cubin."""
     import kernel_rules
 
-    functional = {"dtype": "fp16", "BLOCK_DMODEL": 64, "CAUSAL_TYPE": 0}
+    functional = {"dtype": "fp16", "BLOCK_DMODEL": 128, "CAUSAL_TYPE": 0}
     config = {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "num_warps": 8}
     monkeypatch.setitem(kernel_rules.TMA_ELEMENT, "fp16", (2, kernel_rules.TMA_ELEMENT["bf16"][1]))
     with pytest.raises(ValueError, match="TMA argument"):

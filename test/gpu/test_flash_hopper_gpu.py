@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_
 TOL = {torch.float16: 4e-3, torch.bfloat16: 2.5e-2}
 LSE_TOL = {torch.float16: 2e-3, torch.bfloat16: 2e-2}
 PINGPONG = "BLOCK_M=128,BLOCK_N=128,NUM_STAGES=3,SCHEDULE=3,num_warps=4"  # the D=128 default
-SERIAL64 = "BLOCK_M=128,BLOCK_N=64,NUM_STAGES=2,SCHEDULE=0,num_warps=8"   # D=128 at short seqlens; D=64 causal
+SERIAL64 = "BLOCK_M=128,BLOCK_N=64,NUM_STAGES=2,SCHEDULE=0,num_warps=8"   # at short seqlens
 
 
 def run(q, k, v, causal, force_config=None):
@@ -66,20 +66,25 @@ def test_schedules_match_reference(config, dtype, causal, shape):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("D", [64, 128])
 @pytest.mark.parametrize("causal", [0, 1, 2])
-def test_automatic_choice_runs_the_hopper_kernel(dtype, D, causal):
-    """On sm_90 an eligible call runs the Hopper kernel: its output is
-    bitwise that of the forced default config (seqlen > 1024: no database
-    entry), and matches the reference."""
+def test_automatic_choice_runs_the_hopper_kernel(dtype, causal):
+    """On sm_90 an eligible call (head dim 128) runs the Hopper kernel: its
+    output is bitwise that of the forced default config (seqlen > 1024: no
+    database entry), and matches the reference."""
     import aotriton  # noqa: F401  (loads the extension's image directory)
 
-    q, k, v = qkv(2, 1500, 1500, 4, 2, D, dtype, seed=D + causal)
+    q, k, v = qkv(2, 1500, 1500, 4, 2, 128, dtype, seed=causal)
     out, lse = check(q, k, v, causal)
-    default = PINGPONG if D == 128 else (SERIAL64 if causal else
-                                         "BLOCK_M=128,BLOCK_N=128,NUM_STAGES=3,SCHEDULE=0,num_warps=8")
-    forced, forced_lse = run(q, k, v, causal, default)
+    forced, forced_lse = run(q, k, v, causal, PINGPONG)
     assert torch.equal(out, forced) and torch.equal(lse, forced_lse)
+
+
+def test_head_dim_64_is_not_served():
+    """Head dim 64 runs the Triton kernel (faster there); forcing a Hopper config is a clear error."""
+    q, k, v = qkv(1, 300, 300, 2, 2, 64, torch.float16, seed=9)
+    check(q, k, v, 0)
+    with pytest.raises(Exception, match="attn_fwd_hopper"):
+        run(q, k, v, 0, SERIAL64)
 
 
 def test_strided_layouts():
@@ -97,8 +102,8 @@ def test_unaligned_calls_take_the_triton_kernel():
     automatic choice runs attn_fwd instead (still correct); forcing a Hopper
     config is a clear error, not a crash."""
     torch.manual_seed(4)
-    buf = torch.randn(1 + 2 * 200 * 4 * 64, device="cuda", dtype=torch.float16)
-    q = buf[1:].view(2, 200, 4, 64)
+    buf = torch.randn(1 + 2 * 200 * 4 * 128, device="cuda", dtype=torch.float16)
+    q = buf[1:].view(2, 200, 4, 128)
     k, v = torch.randn_like(q), torch.randn_like(q)
     check(q, k, v, 0)
     with pytest.raises(Exception, match="attn_fwd_hopper"):
