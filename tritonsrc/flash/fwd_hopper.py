@@ -24,6 +24,7 @@ SCHEDULE (a tuning parameter):
     Launch with num_warps=4 (the default partition is consumer 0).
 """
 from triton.experimental import gluon
+from triton.runtime.jit import constexpr_function
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
     mbarrier,
@@ -35,6 +36,12 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 LOG2E = gl.constexpr(1.4426950408889634)
 LN2 = gl.constexpr(0.6931471805599453)
 HALF_ROWS = gl.constexpr(64)  # query rows per warpgroup, and of each O store
+
+
+@constexpr_function
+def _acc_layout(num_warps, width):
+    """A wgmma accumulator [rows, width]: warps stacked along M, 16 rows each."""
+    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, width, 16])
 
 
 @gluon.jit
@@ -108,11 +115,8 @@ def _serial(q_smem, k_desc, v_desc, o_ptr, stride_om, k_ring, v_ring, ready, lse
             NUM_STAGES: gl.constexpr):
     NUM_WARPS: gl.constexpr = gl.num_warps()
     dtype: gl.constexpr = q_smem.dtype
-    # wgmma accumulators: warps stacked along M (16 rows per warp).
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NUM_WARPS, 1],
-                                                       instr_shape=[16, BLOCK_N, 16])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NUM_WARPS, 1],
-                                                       instr_shape=[16, HEAD_DIM, 16])
+    s_layout: gl.constexpr = _acc_layout(NUM_WARPS, BLOCK_N)
+    o_layout: gl.constexpr = _acc_layout(NUM_WARPS, HEAD_DIM)
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
     row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
@@ -161,10 +165,8 @@ def _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, strid
     of tile j and P V of tile j-1 issued together, wait(1), softmax of j."""
     NUM_WARPS: gl.constexpr = gl.num_warps()
     dtype: gl.constexpr = q_smem.dtype
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NUM_WARPS, 1],
-                                                       instr_shape=[16, BLOCK_N, 16])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NUM_WARPS, 1],
-                                                       instr_shape=[16, HEAD_DIM, 16])
+    s_layout: gl.constexpr = _acc_layout(NUM_WARPS, BLOCK_N)
+    o_layout: gl.constexpr = _acc_layout(NUM_WARPS, HEAD_DIM)
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
     o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
