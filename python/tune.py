@@ -2,7 +2,7 @@
 config per (functional, autotune-key bin). `python python/tune.py moe ...`
 tunes the MoE grouped GEMM instead (python/tune_moe.py).
 
-    python python/tune.py [--kernels attn_fwd,bwd_dkdv,bwd_dq] [--dtypes fp16,bf16]
+    python python/tune.py [--kernels attn_fwd,bwd_dkdv,bwd_dq,attn_fwd_hopper] [--dtypes fp16,bf16]
                           [--head-dims 64,128] [--causal 0,1,2] [--seqlens 512,...,16384]
 
 Configs are the rule's own tuning space (rule.tuning.all_configs), run through
@@ -74,6 +74,10 @@ def flash_functional(rule, dtype, D, causal):
     return f
 
 
+def hopper_functional(dtype, D, causal):
+    return {"dtype": dtype, "BLOCK_DMODEL": D, "CAUSAL_TYPE": causal}
+
+
 class FlashCase:
     """Inputs, reference and runner for one (dtype, D, causal, seqlen)."""
 
@@ -92,6 +96,10 @@ class FlashCase:
     def run_fwd(self, cfg):
         from tritonsrc.flash.fwd_jit import attn_fwd_jit
         return attn_fwd_jit(self.q, self.k, self.v, sm_scale=self.scale, causal_type=self.causal, config=cfg)[0]
+
+    def run_fwd_hopper(self, cfg):
+        from tritonsrc.flash.fwd_hopper_jit import attn_fwd_hopper_jit
+        return attn_fwd_hopper_jit(self.q, self.k, self.v, self.scale, self.causal, cfg)[0]
 
     def ref_fwd(self):
         t = self.torch
@@ -134,7 +142,8 @@ def tune(args):
     done = {(k, e["functional"], tuple(e["bins"])) for k, db in dbs.items() for e in db["entries"]}
     bar = tqdm(work, desc="tuning", unit="entry")
     for kname, rule, dtype, D, causal, S in bar:
-        f = flash_functional(rule, dtype, D, causal)
+        f = (hopper_functional(dtype, D, causal) if kname == "attn_fwd_hopper"
+             else flash_functional(rule, dtype, D, causal))
         fname = functional_name(f)
         bins = [bin_of(S, k.bins) for k in rule.autotune_keys]
         if (kname, fname, tuple(bins)) in done:
@@ -145,6 +154,10 @@ def tune(args):
         if kname == "attn_fwd":
             ref = case.ref_fwd()
             run = case.run_fwd
+            tol = 2e-2
+        elif kname == "attn_fwd_hopper":
+            ref = case.ref_fwd()
+            run = case.run_fwd_hopper
             tol = 2e-2
         else:
             from tritonsrc.flash.bwd_configs import pick_config

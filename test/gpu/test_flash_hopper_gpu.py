@@ -125,3 +125,22 @@ def test_backward_after_the_hopper_forward():
     ref.backward(g.double())
     for got, want in ((q.grad, qd.grad), (k.grad, kd.grad), (v.grad, vd.grad)):
         assert rel_err(got, want) < 5e-2  # test_flash_bwd_gpu.py's bf16 bound
+
+
+@pytest.mark.parametrize("config", [PINGPONG, SERIAL64])
+def test_jit_launcher_matches_the_aot_kernel(config):
+    """tritonsrc/flash/fwd_hopper_jit.py (the tuner's launcher) passes the
+    same descriptors and arguments as the AOT operator: bitwise equal output."""
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    sys.path[:0] = [str(repo), str(repo / "python")]
+    from tritonsrc.flash.fwd_hopper_jit import attn_fwd_hopper_jit
+
+    cfg = dict(kv.split("=") for kv in config.split(","))
+    cfg = {k: int(v) for k, v in cfg.items()}
+    q, k, v = qkv(2, 700, 650, 4, 2, 128, torch.bfloat16, seed=12)
+    aot, aot_lse = run(q, k, v, 2, config)
+    jit, jit_lse = attn_fwd_hopper_jit(q, k, v, 128 ** -0.5, 2, cfg)
+    assert torch.equal(aot, jit) and torch.equal(aot_lse, jit_lse)
