@@ -119,7 +119,7 @@ def compile_one(rule, functional, config, arch, compile_dir=None):
 
     fn = load_kernel_function(rule)
     src = build_source(rule, fn, functional, config)
-    options = {k: config[k] for k in rule.tuning.LAUNCH_OPTIONS if k in config}
+    options = {k: config[k] for k in rule.tuning.LAUNCH_OPTIONS if config.get(k)}  # maxnreg 0: no cap
     if compile_dir is not None:
         os.chdir(compile_dir)
     compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)

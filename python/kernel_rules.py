@@ -176,7 +176,9 @@ class TuningSpace:
     default: Callable[[Mapping[str, Any], int], Mapping[str, int]]
     prune: Callable[[Mapping[str, Any], Mapping[str, int], int], bool] = lambda f, c, a: True
 
-    LAUNCH_OPTIONS = ("num_warps", "num_stages")
+    # Compile options, not kernel constexprs. maxnreg caps registers per thread
+    # (0: no cap), e.g. to fit two CTAs of 8 warps on an SM.
+    LAUNCH_OPTIONS = ("num_warps", "num_stages", "maxnreg")
 
     def all_configs(self, functional, arch) -> list[dict]:
         names = sorted(self.params)

@@ -3,10 +3,13 @@ descriptors (tritonsrc/flash/fwd_hopper.py). v2src/ops/flash_fwd.cc routes the
 calls it serves (batched fp16/bf16, head dim 128, aligned, no dropout or
 attention features) to it on sm_90 and everything else to attn_fwd.
 
-Head dim 128 only: measured on the H200 (bf16, 16k tokens; docs/performance.md)
-it runs 1.15-1.29x the tuned Triton kernel there, while at head dim 64 the
-tuned Triton kernel is 1.05-1.30x faster than it (the kernel compiles and is
-correct at 64: BLOCK_DMODEL accepts it for experiments)."""
+Measured on the H200 (bf16, 16k tokens; docs/notes-flash-perf.md): at head
+dim 128 it runs 1.15-1.29x the tuned Triton kernel. At head dim 64 the
+serial schedule needs 128 registers per thread to fit two CTAs per SM
+(maxnreg; without the cap ptxas took 130 and it ran at 0.76-0.86x the Triton
+kernel); causal head dim 64 stays with the Triton kernel, which measured
+faster than every form of this one.
+"""
 from kernel_rules import Arg, AutotuneKey, Kernel, TmaArg, TuningSpace
 
 SEQLEN_BINS = [128, 512, 1024, 2048, 4096, 8192]  # as attn_fwd's, so one tuner covers both
@@ -16,7 +19,9 @@ SHARED_LIMIT = 227 * 1024
 # (BLOCK_N, NUM_STAGES, SCHEDULE, num_warps) measured on the H200 (docs/notes-flash-perf.md):
 # serial with 8 warps (two CTAs per SM at BLOCK_N 64 / 2 stages) and the
 # warp-specialized ping-pong (4 warps per consumer partition, plus a loader warp).
-CANDIDATES = [(64, 2, 0, 8), (128, 2, 0, 8), (128, 3, 0, 8), (128, 3, 3, 4), (64, 4, 3, 4)]
+# (BLOCK_N, NUM_STAGES, SCHEDULE, num_warps, maxnreg)
+CANDIDATES = [(64, 2, 0, 8, 0), (128, 2, 0, 8, 0), (128, 3, 0, 8, 0), (128, 3, 0, 8, 128), (128, 3, 3, 4, 0),
+              (64, 4, 3, 4, 0)]
 
 
 def _shared_bytes(f, c):
@@ -25,17 +30,21 @@ def _shared_bytes(f, c):
 
 
 def _candidate(f, c, arch):
-    cfg = (c["BLOCK_N"], c["NUM_STAGES"], c["SCHEDULE"], c["num_warps"])
+    cfg = (c["BLOCK_N"], c["NUM_STAGES"], c["SCHEDULE"], c["num_warps"], c["maxnreg"])
     return cfg in CANDIDATES and _shared_bytes(f, c) <= SHARED_LIMIT
 
 
 def _default(f, arch):
-    """Ping-pong at head dim 128; serial at 64 (two CTAs per SM when causal)."""
+    """Ping-pong at head dim 128; at 64 serial, two CTAs per SM."""
     if f["BLOCK_DMODEL"] == 128:
-        return {"BLOCK_M": BLOCK_M, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 3, "num_warps": 4}
-    if f["CAUSAL_TYPE"]:
-        return {"BLOCK_M": BLOCK_M, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "num_warps": 8}
-    return {"BLOCK_M": BLOCK_M, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 0, "num_warps": 8}
+        return {"BLOCK_M": BLOCK_M, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 3, "num_warps": 4, "maxnreg": 0}
+    return {"BLOCK_M": BLOCK_M, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 0, "num_warps": 8, "maxnreg": 128}
+
+
+def _valid(f, arch):
+    """wgmma and setmaxnreg are sm_90a: no other arch (nor PTX JIT for a newer
+    one) runs it. Causal head dim 64 is the Triton kernel's (module doc)."""
+    return arch == 90 and (f["BLOCK_DMODEL"] == 128 or f["CAUSAL_TYPE"] == 0)
 
 
 def _qkv(name, rows):
@@ -54,14 +63,13 @@ attn_fwd_hopper = Kernel(
         Arg("stride_lse_z", "i32"), Arg("stride_lse_h", "i32"),
         Arg("num_heads_q", "i32"), Arg("num_heads_k", "i32"), Arg("seqlen_q", "i32"), Arg("seqlen_k", "i32"),
     ],
-    functional={"dtype": ["fp16", "bf16"], "BLOCK_DMODEL": [128], "CAUSAL_TYPE": [0, 1, 2]},
-    # wgmma and setmaxnreg are sm_90a: no other arch (nor PTX JIT for a newer one) runs it.
-    valid=lambda f, arch: arch == 90,
-    profiles={"ci": lambda f: f["dtype"] == "fp16"},
+    functional={"dtype": ["fp16", "bf16"], "BLOCK_DMODEL": [64, 128], "CAUSAL_TYPE": [0, 1, 2]},
+    valid=_valid,
+    profiles={"ci": lambda f: f["dtype"] == "fp16" and f["BLOCK_DMODEL"] == 128},
     grid_args=["num_seqs"],
     tuning=TuningSpace(
         params={"BLOCK_M": [BLOCK_M], "BLOCK_N": [64, 128], "NUM_STAGES": [2, 3, 4], "SCHEDULE": [0, 3],
-                "num_warps": [4, 8]},
+                "num_warps": [4, 8], "maxnreg": [0, 128]},
         default=_default,
         prune=_candidate,
     ),

@@ -32,7 +32,8 @@ CASES = [
     ({"dtype": "bf16", "BLOCK_DMODEL": 128, "CAUSAL_TYPE": 2}, None),
     ({"dtype": "fp16", "BLOCK_DMODEL": 128, "CAUSAL_TYPE": 0}, None),
     ({"dtype": "fp16", "BLOCK_DMODEL": 128, "CAUSAL_TYPE": 1},
-     {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "num_warps": 8}),
+     {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "num_warps": 8, "maxnreg": 0}),
+    ({"dtype": "bf16", "BLOCK_DMODEL": 64, "CAUSAL_TYPE": 0}, None),  # serial, maxnreg 128
 ]
 
 
@@ -66,6 +67,8 @@ def test_compiles_without_spills_and_params_match_the_launcher(functional, confi
     compiled = _compile(functional, config)  # also checks the TMA metadata against the rule
     res = resources(compiled.asm["cubin"])
     assert res["stack"] == 0 and res["local"] == 0, f"register spills: {res}"
+    if config.get("maxnreg"):  # the cap that lets two 8-warp CTAs share an SM holds
+        assert res["n_regs"] <= config["maxnreg"]
     assert int(compiled.metadata.shared) <= SM90_MAX_SHARED
     assert int(compiled.metadata.global_scratch_size) == 0, "host descriptors need no device scratch"
     assert _ptx_params(compiled.asm["ptx"]) == _expected_params(RULE)
@@ -104,7 +107,7 @@ def test_a_wrong_descriptor_rule_fails_the_build(monkeypatch):
     import kernel_rules
 
     functional = {"dtype": "fp16", "BLOCK_DMODEL": 128, "CAUSAL_TYPE": 0}
-    config = {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "num_warps": 8}
+    config = {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "num_warps": 8, "maxnreg": 0}
     monkeypatch.setitem(kernel_rules.TMA_ELEMENT, "fp16", (2, kernel_rules.TMA_ELEMENT["bf16"][1]))
     with pytest.raises(ValueError, match="TMA argument"):
         _compile(functional, config)

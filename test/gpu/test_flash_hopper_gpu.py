@@ -14,8 +14,9 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_
 
 TOL = {torch.float16: 4e-3, torch.bfloat16: 2.5e-2}
 LSE_TOL = {torch.float16: 2e-3, torch.bfloat16: 2e-2}
-PINGPONG = "BLOCK_M=128,BLOCK_N=128,NUM_STAGES=3,SCHEDULE=3,num_warps=4"  # the D=128 default
-SERIAL64 = "BLOCK_M=128,BLOCK_N=64,NUM_STAGES=2,SCHEDULE=0,num_warps=8"   # at short seqlens
+PINGPONG = "BLOCK_M=128,BLOCK_N=128,NUM_STAGES=3,SCHEDULE=3,maxnreg=0,num_warps=4"  # the D=128 default
+SERIAL64 = "BLOCK_M=128,BLOCK_N=64,NUM_STAGES=2,SCHEDULE=0,maxnreg=0,num_warps=8"   # D=128 at short seqlens
+SERIAL_D64 = "BLOCK_M=128,BLOCK_N=128,NUM_STAGES=3,SCHEDULE=0,maxnreg=128,num_warps=8"  # the D=64 default
 
 
 def run(q, k, v, causal, force_config=None):
@@ -79,12 +80,24 @@ def test_automatic_choice_runs_the_hopper_kernel(dtype, causal):
     assert torch.equal(out, forced) and torch.equal(lse, forced_lse)
 
 
-def test_head_dim_64_is_not_served():
-    """Head dim 64 runs the Triton kernel (faster there); forcing a Hopper config is a clear error."""
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_head_dim_64_non_causal(dtype, shape):
+    """Head dim 64, non-causal: the serial kernel capped at 128 registers
+    (two CTAs per SM), forced and automatic (bitwise the same)."""
+    B, Sq, Sk, Hq, Hk = shape
+    q, k, v = qkv(B, Sq, Sk, Hq, Hk, 64, dtype, seed=Sq + 3 * Sk)
+    out, lse = check(q, k, v, 0)
+    forced, forced_lse = check(q, k, v, 0, SERIAL_D64)
+    assert torch.equal(out, forced) and torch.equal(lse, forced_lse)
+
+
+def test_causal_head_dim_64_is_not_served():
+    """Causal head dim 64 runs the Triton kernel (faster there); forcing a Hopper config is a clear error."""
     q, k, v = qkv(1, 300, 300, 2, 2, 64, torch.float16, seed=9)
-    check(q, k, v, 0)
+    check(q, k, v, 2)
     with pytest.raises(Exception, match="attn_fwd_hopper"):
-        run(q, k, v, 0, SERIAL64)
+        run(q, k, v, 2, SERIAL_D64)
 
 
 def test_strided_layouts():

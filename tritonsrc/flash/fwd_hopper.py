@@ -2,7 +2,7 @@
 mbarriers and warp specialization scheduled by hand (FlashAttention-3's ideas).
 
 Same results as attn_fwd (fwd.py) for the calls it serves (v2src/ops/flash_fwd.cc
-routes them): batched [B, S, H, D] fp16/bf16 with head dim 128 (64 works too),
+routes them): batched [B, S, H, D] fp16/bf16 with head dim 64 or 128,
 16-byte aligned data, GQA, CAUSAL_TYPE 0 none / 1 top-left / 2 bottom-right,
 no dropout, no window/softcap/ALiBi. O, and LSE = ln(sum_j exp(scale q.k_j))
 (-inf, and O = 0, for a row that sees no key).

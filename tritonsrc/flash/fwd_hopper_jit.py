@@ -24,7 +24,7 @@ def _view(t, rows):
 
 def attn_fwd_hopper_jit(q, k, v, sm_scale, causal_type=0, config=None):
     """(out, lse) for batched q [B, Sq, Hq, D], k/v [B, Sk, Hk, D]; config:
-    {BLOCK_M, BLOCK_N, NUM_STAGES, SCHEDULE, num_warps} (default: the rule's)."""
+    {BLOCK_M, BLOCK_N, NUM_STAGES, SCHEDULE, num_warps, maxnreg} (default: the rule's)."""
     B, Sq, Hq, D = q.shape
     Sk, Hk = k.shape[1], k.shape[2]
     if config is None:
@@ -37,5 +37,6 @@ def attn_fwd_hopper_jit(q, k, v, sm_scale, causal_type=0, config=None):
         _view(q, BLOCK_M), _view(k, config["BLOCK_N"]), _view(v, config["BLOCK_N"]), out, lse, sm_scale,
         out.stride(0), out.stride(2), out.stride(1), lse.stride(0), lse.stride(1), Hq, Hk, Sq, Sk,
         BLOCK_DMODEL=D, CAUSAL_TYPE=causal_type, BLOCK_M=config["BLOCK_M"], BLOCK_N=config["BLOCK_N"],
-        NUM_STAGES=config["NUM_STAGES"], SCHEDULE=config["SCHEDULE"], num_warps=config["num_warps"])
+        NUM_STAGES=config["NUM_STAGES"], SCHEDULE=config["SCHEDULE"], num_warps=config["num_warps"],
+        **({"maxnreg": config["maxnreg"]} if config.get("maxnreg") else {}))
     return out, lse
