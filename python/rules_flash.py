@@ -31,6 +31,22 @@ FEATURE_ARGS = [
 ]
 FEATURE_FUNCTIONALS = {"LOCAL_WINDOW": [False, True], "SCORE_MOD": [0, 1, 2]}
 
+# V head dim different from the Q/K one (issue 12): BLOCK_DV is V's (and O's,
+# dO's, dV's) head dim, exact (no padding); 0 means V shares Q/K's head dim,
+# which compiles exactly the kernels without the functional. Valid only for
+# the pairs models use, fp16/bf16, aligned data, no dropout or features:
+# Q/K bucket 256 with V 128 (DeepSeek MLA: 192/128) and Q/K 128 with V 64.
+VDIM_PAIRS = {(256, True): 128, (256, False): 128, (128, False): 64}  # (Q/K bucket, padded) -> V
+VDIM_FUNCTIONALS = {"BLOCK_DV": [0, 64, 128]}
+
+
+def _vdim_valid(f):
+    dv = f.get("BLOCK_DV", 0)
+    if dv == 0:
+        return True
+    return (VDIM_PAIRS.get((f["BLOCK_DMODEL"], f["PADDED_HEAD"])) == dv and f["dtype"] != "fp32"
+            and not f["ENABLE_DROPOUT"] and not f.get("LOCAL_WINDOW") and f.get("ALIGNED16", True))
+
 
 def _shared_limit(arch):
     return 227 * 1024 if arch >= 90 else 163 * 1024
@@ -65,6 +81,8 @@ RELEASE_FP32_BUCKETS = (64, 256)
 
 def _flash_rare(f):
     d, padded, aligned = f["BLOCK_DMODEL"], f["PADDED_HEAD"], f["ALIGNED16"]
+    if f.get("BLOCK_DV", 0):  # Q/K head dim 256 with V 128 runs the padded kernel
+        return d == 256 and not padded
     if f["dtype"] == "fp32":
         return not (d in RELEASE_FP32_BUCKETS and padded and not aligned)
     if not aligned:
@@ -96,7 +114,7 @@ _FLASH_PROFILES = {"ci": _ci, "gputest": _gputest}
 
 
 def _fwd_valid(f, arch):
-    if not _features_valid(f):
+    if not _features_valid(f) or not _vdim_valid(f):
         return False
     # Unpadded head dims (multiples of 16) give 8-divisible strides for any
     # dense layout; the unaligned fallback (head dims that are not multiples
@@ -147,6 +165,7 @@ attn_fwd = Kernel(
         "IS_VARLEN": [False, True],
         "ENABLE_DROPOUT": [False, True],
         **FEATURE_FUNCTIONALS,
+        **VDIM_FUNCTIONALS,
     },
     unaligned_variant=True,
     valid=_fwd_valid,
@@ -170,6 +189,8 @@ attn_fwd = Kernel(
 # ----------------------------------------------------------------------------
 def _bwd_valid(f, arch):
     if "LOCAL_WINDOW" in f and not _features_valid(f):
+        return False
+    if not _vdim_valid(f):
         return False
     return f["ALIGNED16"] or f["PADDED_HEAD"]
 
@@ -258,7 +279,7 @@ def _bwd_kernel(name, outputs, output_strides, grid, doc):
             *output_strides,
             *_BWD_TAIL_ARGS,
         ],
-        functional={**_BWD_FUNCTIONAL, **FEATURE_FUNCTIONALS},
+        functional={**_BWD_FUNCTIONAL, **FEATURE_FUNCTIONALS, **VDIM_FUNCTIONALS},
         unaligned_variant=True,
         valid=_bwd_valid,
         fallbacks=_flash_fallbacks,
