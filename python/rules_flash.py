@@ -1,4 +1,6 @@
 """Flash attention kernel rules (see kernel_rules.py for the vocabulary)."""
+import dataclasses
+
 from kernel_rules import Arg, AutotuneKey, Kernel, TuningSpace, declare_profile_subsets
 from tritonsrc.flash import bwd_configs
 from tritonsrc.flash.fwd_configs import DROPOUT_MASK_CONFIG, TUNING_CANDIDATES, pick_config
@@ -30,6 +32,15 @@ FEATURE_ARGS = [
     Arg("window_left", "i32"), Arg("window_right", "i32"), Arg("window_align", "i32"),
 ]
 FEATURE_FUNCTIONALS = {"LOCAL_WINDOW": [False, True], "SCORE_MOD": [0, 1, 2]}
+
+# V head dim different from the Q/K one (issue 12): BLOCK_DV is V's (and O's,
+# dO's, dV's) head dim, exact (no padding); 0 means V shares Q/K's head dim,
+# which compiles exactly the kernels without the functional. The other values
+# are compiled as kernels of their own (_vdim_kernel), valid only for the
+# pairs models use, fp16/bf16, aligned data, no dropout or features: Q/K
+# bucket 256 with V 128 (DeepSeek MLA: 192/128) and Q/K 128 with V 64.
+VDIM_PAIRS = {(256, True): 128, (256, False): 128, (128, False): 64}  # (Q/K bucket, padded) -> V
+VDIM_FUNCTIONALS = {"BLOCK_DV": [0]}
 
 
 def _shared_limit(arch):
@@ -147,6 +158,7 @@ attn_fwd = Kernel(
         "IS_VARLEN": [False, True],
         "ENABLE_DROPOUT": [False, True],
         **FEATURE_FUNCTIONALS,
+        **VDIM_FUNCTIONALS,
     },
     unaligned_variant=True,
     valid=_fwd_valid,
@@ -258,7 +270,7 @@ def _bwd_kernel(name, outputs, output_strides, grid, doc):
             *output_strides,
             *_BWD_TAIL_ARGS,
         ],
-        functional={**_BWD_FUNCTIONAL, **FEATURE_FUNCTIONALS},
+        functional={**_BWD_FUNCTIONAL, **FEATURE_FUNCTIONALS, **VDIM_FUNCTIONALS},
         unaligned_variant=True,
         valid=_bwd_valid,
         fallbacks=_flash_fallbacks,
@@ -302,6 +314,44 @@ attn_dropout_mask = Kernel(
 )
 
 FLASH_KERNELS = [attn_fwd, bwd_preprocess, bwd_dkdv, bwd_dq, attn_dropout_mask]
+
+
+# ----------------------------------------------------------------------------
+# V head dim != Q/K head dim: attn_fwd, bwd_dkdv and bwd_dq with BLOCK_DV != 0
+# (the preprocess runs over V's head dim with its usual kernel).
+# ----------------------------------------------------------------------------
+def _vdim_pair(f):
+    return VDIM_PAIRS.get((f["BLOCK_DMODEL"], f["PADDED_HEAD"])) == f["BLOCK_DV"]
+
+
+def _vdim_padded_fallback(f):
+    """An exact Q/K head dim runs its bucket's padded kernel if that has the pair."""
+    g = dict(f, PADDED_HEAD=True)
+    return [g] if not f["PADDED_HEAD"] and _vdim_pair(g) else []
+
+
+def _vdim_ci(f):
+    """One functional per kernel (fp16, Q/K 128 with V 64, bottom-right causal):
+    CI compiles the BLOCK_DV code; the interpreter tests check its results."""
+    return f["dtype"] == "fp16" and f["BLOCK_DMODEL"] == 128 and f["CAUSAL_TYPE"] == 2 and not f["IS_VARLEN"]
+
+
+def _vdim_kernel(rule):
+    """`rule`'s Triton kernel for the V head dims of VDIM_PAIRS, as a kernel of
+    its own: a BLOCK_DV dimension in `rule` would triple its dense dispatch
+    table (~0.25 MB of C++ data per kernel) for 2 valid values in 36."""
+    functional = {**rule.functional, "dtype": ["fp16", "bf16"], "BLOCK_DMODEL": sorted({b for b, _ in VDIM_PAIRS}),
+                  "ENABLE_DROPOUT": [False], "LOCAL_WINDOW": [False], "SCORE_MOD": [0],
+                  "BLOCK_DV": sorted(set(VDIM_PAIRS.values()))}
+    return dataclasses.replace(
+        rule, name=f"{rule.name}_vdim", functional=functional, unaligned_variant=False,
+        valid=lambda f, arch: _vdim_pair(f), fallbacks=_vdim_padded_fallback,
+        rare=lambda f: bool(_vdim_padded_fallback(f)), profiles={"ci": _vdim_ci},
+        doc=f"{rule.doc}; V head dim BLOCK_DV != the Q/K head dim")
+
+
+VDIM_KERNELS = [_vdim_kernel(k) for k in (attn_fwd, bwd_dkdv, bwd_dq)]
+FLASH_KERNELS += VDIM_KERNELS
 
 
 # ----------------------------------------------------------------------------

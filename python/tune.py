@@ -70,6 +70,8 @@ def flash_functional(rule, dtype, D, causal):
          "IS_VARLEN": False, "ENABLE_DROPOUT": False}
     if "LOCAL_WINDOW" in rule.functional:  # tuned without window / softcap / ALiBi
         f.update(LOCAL_WINDOW=False, SCORE_MOD=0)
+    if "BLOCK_DV" in rule.functional:  # V shares the Q/K head dim
+        f["BLOCK_DV"] = 0
     f["ALIGNED16"] = D % 8 == 0
     return f
 

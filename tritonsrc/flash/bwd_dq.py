@@ -15,6 +15,8 @@ Constexprs
     ENABLE_DROPOUT Philox dropout (same keep_mask call as the forward)
     LOCAL_WINDOW   runtime band mask, SCORE_MOD 0/1/2 none/softcap/ALiBi: as
                    the forward (attn_mods.py)
+    BLOCK_DV       0: V/dO have head_dim; 64 or 128: exactly BLOCK_DV columns
+                   (no padding), Q/K/dQ keep head_dim (as the forward)
     (plus the element type of Q/K/V/dO/dQ: fp16, bf16 or fp32; fp32 runs
      tl.dot with its default tf32 precision on GPUs, like the forward)
   TUNING:
@@ -47,18 +49,19 @@ LOG2E = tl.constexpr(1.4426950408889634)
 
 @triton.jit
 def _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn,
-              lo, hi, offs_m, offs_d, head_dim, seqlen_k, diag, qk_scale,
+              lo, hi, offs_m, offs_d, offs_dv, head_dim, seqlen_k, diag, qk_scale,
               seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
               lo_off, hi_off, mod0, mod1,
               BLOCK_N: tl.constexpr, PADDED_HEAD: tl.constexpr, MASKED: tl.constexpr,
               CAUSAL: tl.constexpr, ENABLE_DROPOUT: tl.constexpr,
-              LOCAL_WINDOW: tl.constexpr, SCORE_MOD: tl.constexpr):
+              LOCAL_WINDOW: tl.constexpr, SCORE_MOD: tl.constexpr, V_PADDED: tl.constexpr):
     """Key blocks [lo, hi) of one query block. MASKED=False is the hot loop:
-    every key is in range and visible to every row, so no masks are built."""
+    every key is in range and visible to every row, so no masks are built.
+    V columns are offs_dv, masked by head_dim only if V_PADDED."""
     offs_nb = tl.arange(0, BLOCK_N)
     d_ok = offs_d < head_dim
     k_ptrs = k_base + (lo + offs_nb)[:, None] * stride_kn + offs_d[None, :]
-    v_ptrs = v_base + (lo + offs_nb)[:, None] * stride_vn + offs_d[None, :]
+    v_ptrs = v_base + (lo + offs_nb)[:, None] * stride_vn + offs_dv[None, :]
     for start_n in tl.range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_nb
         if MASKED:
@@ -68,11 +71,17 @@ def _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn,
             else:
                 ld = n_ok[:, None]
             k = tl.load(k_ptrs, mask=ld, other=0.0)
-            v = tl.load(v_ptrs, mask=ld, other=0.0)
+            if V_PADDED == PADDED_HEAD:  # V shares K's mask unless only K is padded
+                v = tl.load(v_ptrs, mask=ld, other=0.0)
+            else:
+                v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)
         else:
             if PADDED_HEAD:
                 k = tl.load(k_ptrs, mask=d_ok[None, :], other=0.0)
-                v = tl.load(v_ptrs, mask=d_ok[None, :], other=0.0)
+                if V_PADDED:
+                    v = tl.load(v_ptrs, mask=d_ok[None, :], other=0.0)
+                else:
+                    v = tl.load(v_ptrs)
             else:
                 k = tl.load(k_ptrs)
                 v = tl.load(v_ptrs)
@@ -125,7 +134,7 @@ def bwd_dq(
     BLOCK_DMODEL: tl.constexpr, PADDED_HEAD: tl.constexpr, CAUSAL_TYPE: tl.constexpr,
     IS_VARLEN: tl.constexpr, ENABLE_DROPOUT: tl.constexpr,
     LOCAL_WINDOW: tl.constexpr, SCORE_MOD: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DV: tl.constexpr = 0,
 ):
     """dQ of softmax(sm_scale * Q K^T [causal]) [dropout] V.
 
@@ -149,7 +158,8 @@ def bwd_dq(
     max_seqlen_q, max_seqlen_k  batched: the lengths; varlen: the bounds
                  (grid and dropout stream layout; longer sequences are cut
                  to them, seq_bounds.py).
-    head_dim     runtime head size <= BLOCK_DMODEL.
+    head_dim     runtime head size <= BLOCK_DMODEL (of V/dO too unless
+                 BLOCK_DV != 0: then they have BLOCK_DV columns).
     total_q, total_k  varlen: rows of the packed Q and K tensors (cu_seqlens
                  are clamped into them, seq_bounds.py); batched: ignored.
     alibi_slopes, stride_alibi_z, softcap, window_left, window_right,
@@ -177,6 +187,12 @@ def bwd_dq(
         q_mask = m_ok[:, None] & (offs_d < head_dim)[None, :]
     else:
         q_mask = m_ok[:, None]
+    if BLOCK_DV == 0:
+        offs_dv = offs_d
+        do_mask = q_mask
+    else:
+        offs_dv = tl.arange(0, BLOCK_DV)
+        do_mask = m_ok[:, None]
 
     # 64-bit base offsets; in-sequence offsets stay 32-bit.
     q_base = Q + off_z.to(tl.int64) * stride_qz + off_h.to(tl.int64) * stride_qh
@@ -191,7 +207,7 @@ def bwd_dq(
         k_base += k_start.to(tl.int64) * stride_kn
         v_base += k_start.to(tl.int64) * stride_vn
     q = tl.load(q_base + offs_m[:, None] * stride_qm + offs_d[None, :], mask=q_mask, other=0.0)
-    do = tl.load(do_base + offs_m[:, None] * stride_dom + offs_d[None, :], mask=q_mask, other=0.0)
+    do = tl.load(do_base + offs_m[:, None] * stride_dom + offs_dv[None, :], mask=do_mask, other=0.0)
     lse_base = LSE + off_z.to(tl.int64) * stride_lse_z + off_h.to(tl.int64) * stride_lse_h
     delta_base = Delta + off_z.to(tl.int64) * stride_delta_z + off_h.to(tl.int64) * stride_delta_h
     # Rows past seqlen_q get lse = +inf: P = 0 there even in unmasked tiles.
@@ -243,20 +259,23 @@ def bwd_dq(
     dq = tl.zeros([BLOCK_M, BLOCK_DMODEL], dtype=tl.float32)
     if LOCAL_WINDOW:
         dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn,
-                       lo, full_lo, offs_m, offs_d, head_dim, seqlen_k, diag, qk_scale,
+                       lo, full_lo, offs_m, offs_d, offs_dv, head_dim, seqlen_k, diag, qk_scale,
                        seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
                        lo_off, hi_off, mod0, mod1,
-                       BLOCK_N, PADDED_HEAD, True, False, ENABLE_DROPOUT, LOCAL_WINDOW, SCORE_MOD)
+                       BLOCK_N, PADDED_HEAD, True, False, ENABLE_DROPOUT, LOCAL_WINDOW, SCORE_MOD,
+                       PADDED_HEAD and BLOCK_DV == 0)
     dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn,
-                   full_lo, full_end, offs_m, offs_d, head_dim, seqlen_k, diag, qk_scale,
+                   full_lo, full_end, offs_m, offs_d, offs_dv, head_dim, seqlen_k, diag, qk_scale,
                    seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
                    lo_off, hi_off, mod0, mod1,
-                   BLOCK_N, PADDED_HEAD, False, CAUSAL_TYPE != 0, ENABLE_DROPOUT, LOCAL_WINDOW, SCORE_MOD)
+                   BLOCK_N, PADDED_HEAD, False, CAUSAL_TYPE != 0, ENABLE_DROPOUT, LOCAL_WINDOW, SCORE_MOD,
+                   PADDED_HEAD and BLOCK_DV == 0)
     dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn,
-                   full_end, hi, offs_m, offs_d, head_dim, seqlen_k, diag, qk_scale,
+                   full_end, hi, offs_m, offs_d, offs_dv, head_dim, seqlen_k, diag, qk_scale,
                    seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
                    lo_off, hi_off, mod0, mod1,
-                   BLOCK_N, PADDED_HEAD, True, CAUSAL_TYPE != 0, ENABLE_DROPOUT, LOCAL_WINDOW, SCORE_MOD)
+                   BLOCK_N, PADDED_HEAD, True, CAUSAL_TYPE != 0, ENABLE_DROPOUT, LOCAL_WINDOW, SCORE_MOD,
+                   PADDED_HEAD and BLOCK_DV == 0)
 
     dq = dq * sm_scale
     tl.store(dq_base + offs_m[:, None] * stride_dqm + offs_d[None, :],

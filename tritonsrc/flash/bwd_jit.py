@@ -87,10 +87,15 @@ def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
     atomics); True runs bwd_fused (dQ by fp32 atomics) + bwd_dq_convert, with
     config["dkdv"] as the bwd_fused tiles.
     window, softcap, alibi_slopes: as attn_fwd_jit (the split path only).
+    v/o/do may have another head dim than q/k (BLOCK_DV, as attn_fwd_jit;
+    the split path only): dv has v's, delta sums over it.
     """
     varlen = cu_seqlens_q is not None
     head_dim = q.shape[-1]
     block_d = _bucket(head_dim)
+    head_dim_v = v.shape[-1]
+    block_dv = 0 if head_dim_v == head_dim else head_dim_v
+    assert not (fused and block_dv), "bwd_fused needs one head dim"
     if varlen:
         batch = cu_seqlens_q.numel() - 1
         hq, hk = q.shape[1], k.shape[1]
@@ -144,8 +149,10 @@ def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
         dqa, s_dqa = delta, (0, 0, 0)
     pre = dict(config["pre"])
     grid = (triton.cdiv(max_seqlen_q, pre["BLOCK_M"]), batch * hq, 1)
+    # delta = rowsum(dO * O) runs over V's head dim.
+    pre_func = dict(func, BLOCK_DMODEL=_bucket(head_dim_v), PADDED_HEAD=head_dim_v != _bucket(head_dim_v))
     bwd_preprocess[grid](o, do, delta, dqa, cu_seqlens_q, *so_, *sdo_, *s_delta, *s_dqa,
-                         hq, max_seqlen_q, head_dim, q.shape[0], **func, ZERO_DQ_ACC=fused, **pre)
+                         hq, max_seqlen_q, head_dim_v, q.shape[0], **pre_func, ZERO_DQ_ACC=fused, **pre)
 
     feat = feature_args(causal_type, window, softcap, alibi_slopes)
     assert not (fused and feat["LOCAL_WINDOW"]), "bwd_fused has no window / softcap / ALiBi"
@@ -153,7 +160,7 @@ def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
     alibi = cu_seqlens_q if alibi_slopes is None else alibi_slopes  # any pointer when unused
     alibi_z = alibi_slopes.stride(0) if alibi_slopes is not None and alibi_slopes.dim() == 2 else 0
     features = (alibi, alibi_z, feat["softcap"], feat["window_left"], feat["window_right"], feat["window_align"])
-    modes = dict(LOCAL_WINDOW=feat["LOCAL_WINDOW"], SCORE_MOD=feat["SCORE_MOD"])
+    modes = dict(LOCAL_WINDOW=feat["LOCAL_WINDOW"], SCORE_MOD=feat["SCORE_MOD"], BLOCK_DV=block_dv)
     common = (cu_seqlens_q, cu_seqlens_k, seed_t, off_t, float(sm_scale), float(dropout_p))
     totals = (q.shape[0], k.shape[0])  # varlen: packed rows (cu_seqlens clamp into them)
     kv = dict(config["dkdv"])

@@ -55,13 +55,17 @@ def attn_fwd_jit(q, k, v, *, sm_scale, causal_type=0, layout="bshd",
     out / lse_out / mask_out: optional preallocated outputs (tests poison them).
     window (left, right), softcap, alibi_slopes fp32 (Hq,) or (B, Hq): as
     flash-attn (feature_args.py maps them onto the band kernel).
+    v may have another head dim than q/k (a power of two >= 16: BLOCK_DV);
+    o then has v's.
     """
     varlen = cu_seqlens_q is not None
     device = q.device
     assert q.dtype == k.dtype == v.dtype and q.dtype in (torch.float16, torch.bfloat16, torch.float32)
     assert q.stride(-1) == 1 and k.stride(-1) == 1 and v.stride(-1) == 1
     head_dim = q.shape[-1]
-    assert k.shape[-1] == head_dim and v.shape[-1] == head_dim
+    head_dim_v = v.shape[-1]
+    assert k.shape[-1] == head_dim
+    assert head_dim_v == head_dim or head_dim_v == triton.next_power_of_2(max(head_dim_v, 16))
     if varlen:
         assert cu_seqlens_k is not None and q.dim() == 3
         batch = cu_seqlens_q.numel() - 1
@@ -83,7 +87,12 @@ def attn_fwd_jit(q, k, v, *, sm_scale, causal_type=0, layout="bshd",
         sv = (v.stride(0), v.stride(h_ax), v.stride(s_ax))
     assert hq % hk == 0
 
-    o = torch.empty_like(q, memory_format=torch.contiguous_format) if out is None else out
+    if out is not None:
+        o = out
+    elif head_dim_v == head_dim:
+        o = torch.empty_like(q, memory_format=torch.contiguous_format)
+    else:
+        o = q.new_empty(q.shape[:-1] + (head_dim_v,))
     if varlen:
         so = (0, o.stride(1), o.stride(0))
         lse = torch.empty((hq, q.shape[0]), dtype=torch.float32, device=device) if lse_out is None else lse_out
@@ -128,6 +137,7 @@ def attn_fwd_jit(q, k, v, *, sm_scale, causal_type=0, layout="bshd",
         IS_VARLEN=varlen, ENABLE_DROPOUT=enable_dropout,
         LOCAL_WINDOW=feat["LOCAL_WINDOW"], SCORE_MOD=feat["SCORE_MOD"],
         BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
+        BLOCK_DV=0 if head_dim_v == head_dim else head_dim_v,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     if return_mask:

@@ -1,9 +1,12 @@
 // Flash attention backward: delta = rowsum(dO * O), then dK/dV, then dQ.
 #include "bwd_dkdv.h"
+#include "bwd_dkdv_vdim.h"
 #include "bwd_dq.h"
+#include "bwd_dq_vdim.h"
 #include "bwd_preprocess.h"
 #include "flash_common.h"
 #include "flash_features.h"
+#include "flash_vdim.h"
 #include "resolve_first.h"
 
 namespace aotriton {
@@ -29,6 +32,7 @@ struct Bwd {
   const int64_t *seed, *offset;
   Features features;
   KernelFeatures feat;  // resolved from features in launch()
+  int32_t block_dv = 0;  // BLOCK_DV (flash_vdim.h), resolved in launch()
 };
 
 // Fills the arguments dK/dV and dQ have in common (same names in both rules).
@@ -60,6 +64,34 @@ void fill_functional(F& f, const Bwd& p) {
   f.CAUSAL_TYPE = static_cast<int32_t>(p.causal);
   f.IS_VARLEN = p.g.varlen;
   f.ENABLE_DROPOUT = p.dropout_p > 0.f;
+  f.BLOCK_DV = p.block_dv;
+}
+
+template <typename A, typename F>
+Status launch_dkdv(const Bwd& p, Status (*launch)(const A&, const F&, Stream, const KernelOptions*), Stream stream,
+                   const KernelOptions* options) {
+  A a{};
+  fill_common(a, p);
+  a.DK = p.dk.ptr, a.DV = p.dv.ptr;
+  a.stride_dkz = p.dk.z, a.stride_dkh = p.dk.h, a.stride_dkn = p.dk.m;
+  a.stride_dvz = p.dv.z, a.stride_dvh = p.dv.h, a.stride_dvn = p.dv.m;
+  F f{};
+  fill_functional(f, p);
+  apply_features(p.feat, a, f);
+  return launch(a, f, stream, options);
+}
+
+template <typename A, typename F>
+Status launch_dq(const Bwd& p, Status (*launch)(const A&, const F&, Stream, const KernelOptions*), Stream stream,
+                 const KernelOptions* options) {
+  A a{};
+  fill_common(a, p);
+  a.DQ = p.dq.ptr;
+  a.stride_dqz = p.dq.z, a.stride_dqh = p.dq.h, a.stride_dqm = p.dq.m;
+  F f{};
+  fill_functional(f, p);
+  apply_features(p.feat, a, f);
+  return launch(a, f, stream, options);
 }
 
 // The three launches (validated arguments).
@@ -71,36 +103,25 @@ Status launch_kernels(const Bwd& p, Stream stream, const KernelOptions* options)
   pa.stride_oz = p.o.z, pa.stride_oh = p.o.h, pa.stride_om = p.o.m;
   pa.stride_doz = p.dout.z, pa.stride_doh = p.dout.h, pa.stride_dom = p.dout.m;
   pa.stride_delta_z = p.delta_z, pa.stride_delta_h = p.delta_h;
-  pa.num_heads_q = g.hq, pa.max_seqlen_q = g.max_sq, pa.head_dim = g.head_dim, pa.num_seqs = g.batch;
+  // delta sums over out's head dim (v's).
+  pa.num_heads_q = g.hq, pa.max_seqlen_q = g.max_sq, pa.head_dim = g.head_dim_v, pa.num_seqs = g.batch;
   pa.total_q = g.total_q;
   kp::Functional pf{};
   pf.dtype = g.dtype;
-  pf.BLOCK_DMODEL = head_dim_bucket(g.head_dim);
-  pf.PADDED_HEAD = pf.BLOCK_DMODEL != g.head_dim;
+  pf.BLOCK_DMODEL = head_dim_bucket(g.head_dim_v);
+  pf.PADDED_HEAD = pf.BLOCK_DMODEL != g.head_dim_v;
   pf.IS_VARLEN = g.varlen;
   pf.ZERO_DQ_ACC = false;
   AOTRITON_RETURN_IF_ERROR(kp::launch(pa, pf, stream, nullptr));
 
+  // v with its own head dim runs the _vdim kernels (same arguments).
   namespace kkv = detail::kernels::bwd_dkdv;
-  kkv::Args ka{};
-  fill_common(ka, p);
-  ka.DK = p.dk.ptr, ka.DV = p.dv.ptr;
-  ka.stride_dkz = p.dk.z, ka.stride_dkh = p.dk.h, ka.stride_dkn = p.dk.m;
-  ka.stride_dvz = p.dv.z, ka.stride_dvh = p.dv.h, ka.stride_dvn = p.dv.m;
-  kkv::Functional kf{};
-  fill_functional(kf, p);
-  apply_features(p.feat, ka, kf);
-  AOTRITON_RETURN_IF_ERROR(kkv::launch(ka, kf, stream, options));
-
+  namespace kkvv = detail::kernels::bwd_dkdv_vdim;
+  AOTRITON_RETURN_IF_ERROR(p.block_dv ? launch_dkdv(p, &kkvv::launch, stream, options)
+                                      : launch_dkdv(p, &kkv::launch, stream, options));
   namespace kq = detail::kernels::bwd_dq;
-  kq::Args qa{};
-  fill_common(qa, p);
-  qa.DQ = p.dq.ptr;
-  qa.stride_dqz = p.dq.z, qa.stride_dqh = p.dq.h, qa.stride_dqm = p.dq.m;
-  kq::Functional qf{};
-  fill_functional(qf, p);
-  apply_features(p.feat, qa, qf);
-  return kq::launch(qa, qf, stream, options);
+  namespace kqv = detail::kernels::bwd_dq_vdim;
+  return p.block_dv ? launch_dq(p, &kqv::launch, stream, options) : launch_dq(p, &kq::launch, stream, options);
 }
 
 Status launch(Bwd& p, Stream stream, const KernelOptions* options) {
@@ -109,10 +130,14 @@ Status launch(Bwd& p, Stream stream, const KernelOptions* options) {
       check_geometry(p.op, g, p.scale, p.dropout_p, p.dropout_p > 0.f, p.seed, p.offset, p.causal));
   AOTRITON_RETURN_IF_ERROR(
       resolve_features(p.op, p.features, p.causal, g.dtype, p.dropout_p > 0.f, g.batch, g.hq, &p.feat));
+  AOTRITON_RETURN_IF_ERROR(resolve_head_dim_v(p.op, g.head_dim, g.head_dim_v, g.dtype, p.dropout_p > 0.f,
+                                              p.feat.local_window, &p.block_dv));
   for (const StridedRows& c :
-       {StridedRows{"q", &p.q, g.max_sq}, {"k", &p.k, g.max_sk}, {"v", &p.v, g.max_sk}, {"out", &p.o, g.max_sq},
-        {"dout", &p.dout, g.max_sq}, {"dq", &p.dq, g.max_sq}, {"dk", &p.dk, g.max_sk}, {"dv", &p.dv, g.max_sk}})
+       {StridedRows{"q", &p.q, g.max_sq}, {"k", &p.k, g.max_sk}, {"dq", &p.dq, g.max_sq}, {"dk", &p.dk, g.max_sk}})
     AOTRITON_RETURN_IF_ERROR(check_strided(p.op, c.name, *c.t, c.rows, g.head_dim));
+  for (const StridedRows& c : {StridedRows{"v", &p.v, g.max_sk}, {"out", &p.o, g.max_sq}, {"dout", &p.dout, g.max_sq},
+                               {"dv", &p.dv, g.max_sk}})
+    AOTRITON_RETURN_IF_ERROR(check_strided(p.op, c.name, *c.t, c.rows, g.head_dim_v));
   if (g.batch == 0 || g.hq == 0 || (g.max_sq == 0 && g.max_sk == 0)) return Status::kSuccess;
   // All three kernels are resolved before the first launch (resolve_first.h).
   return detail::resolve_then_launch([&] { return launch_kernels(p, stream, options); });
@@ -145,13 +170,14 @@ Status attn_bwd(const BwdParams& p, Stream stream, const KernelOptions* options)
   detail::clear_error();
   const char* op = "attn_bwd";
   AOTRITON_RETURN_IF_ERROR(check_batched_qkv(op, p.q, p.k, p.v));
-  AOTRITON_RETURN_IF_ERROR(check_like(op, "out", p.out, "q", p.q));
-  AOTRITON_RETURN_IF_ERROR(check_like(op, "dout", p.dout, "q", p.q));
+  AOTRITON_RETURN_IF_ERROR(check_like_q_with_v_dim(op, "out", p.out, p.q, p.v));
+  AOTRITON_RETURN_IF_ERROR(check_like_q_with_v_dim(op, "dout", p.dout, p.q, p.v));
   AOTRITON_RETURN_IF_ERROR(check_like(op, "dq", p.dq, "q", p.q));
   AOTRITON_RETURN_IF_ERROR(check_like(op, "dk", p.dk, "k", p.k));
   AOTRITON_RETURN_IF_ERROR(check_like(op, "dv", p.dv, "v", p.v));
   Bwd b{op};
   b.g = Geometry{false, p.q.dtype, p.q.size(0), p.q.size(2), p.k.size(2), p.q.size(1), p.k.size(1), p.q.size(3)};
+  b.g.head_dim_v = p.v.size(3);
   AOTRITON_RETURN_IF_ERROR(check_row_stats(op, "lse", p.lse, b.g.batch, b.g.hq, b.g.max_sq));
   AOTRITON_RETURN_IF_ERROR(check_row_stats(op, "delta", p.delta, b.g.batch, b.g.hq, b.g.max_sq));
   b.q = bshd(p.q), b.k = bshd(p.k), b.v = bshd(p.v), b.o = bshd(p.out), b.dout = bshd(p.dout);
@@ -171,8 +197,8 @@ Status attn_bwd_varlen(const BwdVarlenParams& p, Stream stream, const KernelOpti
   detail::clear_error();
   const char* op = "attn_bwd_varlen";
   AOTRITON_RETURN_IF_ERROR(check_packed_qkv(op, p.q, p.k, p.v));
-  AOTRITON_RETURN_IF_ERROR(check_like(op, "out", p.out, "q", p.q));
-  AOTRITON_RETURN_IF_ERROR(check_like(op, "dout", p.dout, "q", p.q));
+  AOTRITON_RETURN_IF_ERROR(check_like_q_with_v_dim(op, "out", p.out, p.q, p.v));
+  AOTRITON_RETURN_IF_ERROR(check_like_q_with_v_dim(op, "dout", p.dout, p.q, p.v));
   AOTRITON_RETURN_IF_ERROR(check_like(op, "dq", p.dq, "q", p.q));
   AOTRITON_RETURN_IF_ERROR(check_like(op, "dk", p.dk, "k", p.k));
   AOTRITON_RETURN_IF_ERROR(check_like(op, "dv", p.dv, "v", p.v));
@@ -181,6 +207,7 @@ Status attn_bwd_varlen(const BwdVarlenParams& p, Stream stream, const KernelOpti
   Bwd b{op};
   b.g = Geometry{true, p.q.dtype, p.num_seqs, p.q.size(1), p.k.size(1), p.max_seqlen_q, p.max_seqlen_k, p.q.size(2),
                  p.cu_seqlens_q, p.cu_seqlens_k, p.q.size(0), p.k.size(0)};
+  b.g.head_dim_v = p.v.size(2);
   AOTRITON_RETURN_IF_ERROR(check_row_stats(op, "lse", p.lse, b.g.hq, p.q.size(0)));
   AOTRITON_RETURN_IF_ERROR(check_row_stats(op, "delta", p.delta, b.g.hq, p.q.size(0)));
   b.q = packed(p.q), b.k = packed(p.k), b.v = packed(p.v), b.o = packed(p.out), b.dout = packed(p.dout);

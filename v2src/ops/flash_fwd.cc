@@ -5,9 +5,11 @@
 #include "attn_dropout_mask.h"
 #include "attn_fwd.h"
 #include "attn_fwd_hopper.h"
+#include "attn_fwd_vdim.h"
 #include "device_arch.h"
 #include "flash_common.h"
 #include "flash_features.h"
+#include "flash_vdim.h"
 #include "resolve_first.h"
 
 namespace aotriton {
@@ -71,7 +73,8 @@ struct HopperCall {
 // the rule's choice: built_for).
 bool hopper_serves(const Fwd& p, const KernelFeatures& feat, bool dropout, HopperCall* c) {
   const Geometry& g = p.g;
-  if (g.varlen || dropout || p.mask.ptr || feat.local_window || feat.score_mod) return false;
+  if (g.varlen || dropout || p.mask.ptr || feat.local_window || feat.score_mod || g.head_dim_v != g.head_dim)
+    return false;
   if ((g.dtype != DType::kFloat16 && g.dtype != DType::kBFloat16) || (g.head_dim != 64 && g.head_dim != 128))
     return false;
   c->q = tma_bshd(p.q, g.batch, g.max_sq, g.hq, g.head_dim);
@@ -143,22 +146,10 @@ Status pick_hopper(const Fwd& p, const KernelFeatures& feat, bool dropout, Strea
   return Status::kSuccess;
 }
 
-Status launch(const Fwd& p, Stream stream, const KernelOptions* options) {
+// Args and Functional of attn_fwd and attn_fwd_vdim (the same kernel, the same names).
+template <typename A, typename F>
+void fill_call(const Fwd& p, const KernelFeatures& feat, bool dropout, A& a, F& f) {
   const Geometry& g = p.g;
-  bool dropout = p.dropout_p > 0.f || p.mask.ptr;
-  AOTRITON_RETURN_IF_ERROR(check_geometry(p.op, g, p.scale, p.dropout_p, dropout, p.seed, p.offset, p.causal));
-  for (const StridedRows& c : {StridedRows{"q", &p.q, g.max_sq}, {"k", &p.k, g.max_sk}, {"v", &p.v, g.max_sk},
-                               {"out", &p.o, g.max_sq}})
-    AOTRITON_RETURN_IF_ERROR(check_strided(p.op, c.name, *c.t, c.rows, g.head_dim));
-  KernelFeatures feat;
-  AOTRITON_RETURN_IF_ERROR(resolve_features(p.op, p.features, p.causal, g.dtype, dropout, g.batch, g.hq, &feat));
-  if (g.batch == 0 || g.hq == 0 || g.max_sq == 0) return Status::kSuccess;
-  HopperCall hopper;
-  bool use_hopper;
-  AOTRITON_RETURN_IF_ERROR(pick_hopper(p, feat, dropout, stream, options, &hopper, &use_hopper));
-  if (use_hopper) return launch_hopper(p, hopper, stream, options);
-  namespace kn = detail::kernels::attn_fwd;
-  kn::Args a{};
   a.Q = p.q.ptr, a.K = p.k.ptr, a.V = p.v.ptr, a.O = p.o.ptr, a.LSE = p.lse;
   a.cu_seqlens_q = g.cu_q, a.cu_seqlens_k = g.cu_k;
   a.philox_seed_ptr = p.seed, a.philox_offset_ptr = p.offset;
@@ -171,7 +162,6 @@ Status launch(const Fwd& p, Stream stream, const KernelOptions* options) {
   a.num_seqs = g.batch, a.num_heads_q = g.hq, a.num_heads_k = g.hk;
   a.max_seqlen_q = g.max_sq, a.max_seqlen_k = g.max_sk, a.head_dim = g.head_dim;
   a.total_q = g.total_q, a.total_k = g.total_k;
-  kn::Functional f{};
   f.dtype = g.dtype;
   f.BLOCK_DMODEL = head_dim_bucket(g.head_dim);
   f.PADDED_HEAD = f.BLOCK_DMODEL != g.head_dim;
@@ -179,6 +169,38 @@ Status launch(const Fwd& p, Stream stream, const KernelOptions* options) {
   f.IS_VARLEN = g.varlen;
   f.ENABLE_DROPOUT = dropout;
   apply_features(feat, a, f);
+}
+
+Status launch(const Fwd& p, Stream stream, const KernelOptions* options) {
+  const Geometry& g = p.g;
+  bool dropout = p.dropout_p > 0.f || p.mask.ptr;
+  AOTRITON_RETURN_IF_ERROR(check_geometry(p.op, g, p.scale, p.dropout_p, dropout, p.seed, p.offset, p.causal));
+  for (const StridedRows& c : {StridedRows{"q", &p.q, g.max_sq}, {"k", &p.k, g.max_sk}})
+    AOTRITON_RETURN_IF_ERROR(check_strided(p.op, c.name, *c.t, c.rows, g.head_dim));
+  for (const StridedRows& c : {StridedRows{"v", &p.v, g.max_sk}, {"out", &p.o, g.max_sq}})
+    AOTRITON_RETURN_IF_ERROR(check_strided(p.op, c.name, *c.t, c.rows, g.head_dim_v));
+  KernelFeatures feat;
+  AOTRITON_RETURN_IF_ERROR(resolve_features(p.op, p.features, p.causal, g.dtype, dropout, g.batch, g.hq, &feat));
+  int32_t block_dv;
+  AOTRITON_RETURN_IF_ERROR(
+      resolve_head_dim_v(p.op, g.head_dim, g.head_dim_v, g.dtype, dropout, feat.local_window, &block_dv));
+  if (g.batch == 0 || g.hq == 0 || g.max_sq == 0) return Status::kSuccess;
+  if (block_dv) {  // v has its own head dim (never with dropout, so no mask)
+    namespace kv = detail::kernels::attn_fwd_vdim;
+    kv::Args a{};
+    kv::Functional f{};
+    fill_call(p, feat, dropout, a, f);
+    f.BLOCK_DV = block_dv;
+    return kv::launch(a, f, stream, options);
+  }
+  HopperCall hopper;
+  bool use_hopper;
+  AOTRITON_RETURN_IF_ERROR(pick_hopper(p, feat, dropout, stream, options, &hopper, &use_hopper));
+  if (use_hopper) return launch_hopper(p, hopper, stream, options);
+  namespace kn = detail::kernels::attn_fwd;
+  kn::Args a{};
+  kn::Functional f{};
+  fill_call(p, feat, dropout, a, f);
   if (!p.mask.ptr) return kn::launch(a, f, stream, options);
   // The debug keep mask: a second kernel draws the forward's Philox numbers
   // again (same seed, offset and element counters). Both are resolved before
@@ -223,9 +245,10 @@ Status attn_fwd(const FwdParams& p, Stream stream, const KernelOptions* options)
   detail::clear_error();
   const char* op = "attn_fwd";
   AOTRITON_RETURN_IF_ERROR(check_batched_qkv(op, p.q, p.k, p.v));
-  AOTRITON_RETURN_IF_ERROR(check_like(op, "out", p.out, "q", p.q));
+  AOTRITON_RETURN_IF_ERROR(check_like_q_with_v_dim(op, "out", p.out, p.q, p.v));
   Fwd f{op};
   f.g = Geometry{false, p.q.dtype, p.q.size(0), p.q.size(2), p.k.size(2), p.q.size(1), p.k.size(1), p.q.size(3)};
+  f.g.head_dim_v = p.v.size(3);
   AOTRITON_RETURN_IF_ERROR(check_row_stats(op, "lse", p.lse, f.g.batch, f.g.hq, f.g.max_sq));
   f.q = bshd(p.q), f.k = bshd(p.k), f.v = bshd(p.v), f.o = bshd(p.out);
   f.lse = static_cast<const float*>(p.lse.data), f.lse_z = p.lse.stride(0), f.lse_h = p.lse.stride(1);
@@ -242,12 +265,13 @@ Status attn_fwd_varlen(const FwdVarlenParams& p, Stream stream, const KernelOpti
   detail::clear_error();
   const char* op = "attn_fwd_varlen";
   AOTRITON_RETURN_IF_ERROR(check_packed_qkv(op, p.q, p.k, p.v));
-  AOTRITON_RETURN_IF_ERROR(check_like(op, "out", p.out, "q", p.q));
+  AOTRITON_RETURN_IF_ERROR(check_like_q_with_v_dim(op, "out", p.out, p.q, p.v));
   if (p.num_seqs < 0 || p.max_seqlen_q < 0 || p.max_seqlen_k < 0)
     return fail(Status::kInvalidArgument, "attn_fwd_varlen: num_seqs and max seqlens must be >= 0");
   Fwd f{op};
   f.g = Geometry{true, p.q.dtype, p.num_seqs, p.q.size(1), p.k.size(1), p.max_seqlen_q, p.max_seqlen_k, p.q.size(2),
                  p.cu_seqlens_q, p.cu_seqlens_k, p.q.size(0), p.k.size(0)};
+  f.g.head_dim_v = p.v.size(2);
   AOTRITON_RETURN_IF_ERROR(check_row_stats(op, "lse", p.lse, f.g.hq, p.q.size(0)));
   f.q = packed(p.q), f.k = packed(p.k), f.v = packed(p.v), f.o = packed(p.out);
   f.lse = static_cast<const float*>(p.lse.data), f.lse_z = 0, f.lse_h = p.lse.stride(0);
