@@ -56,12 +56,16 @@ TOL = 1e-2  # rel. Frobenius error vs float32 (bf16 output rounding is ~3e-3)
 # compile for sm_90 within shared memory (bench/experiments/moe_gemm_tma_compile.py).
 VARIANTS = {
     "prod_bm128": ("prod", {}, [(128, 256, 64, 16, 8, 3), (128, 128, 64, 16, 8, 4)]),
-    "tma": ("tile", dict(A_SORTED=False), [(128, 256, 64, 8, 8, 3), (128, 128, 64, 8, 8, 4), (64, 256, 64, 8, 4, 4)]),
-    "tma_sortedA": ("tile", dict(A_SORTED=True), [(128, 256, 64, 8, 8, 3), (128, 256, 64, 8, 8, 4)]),
-    "persist": ("persistent", dict(A_SORTED=False, FLATTEN=True, WARP_SPECIALIZE=False),
+    "tma": ("tile", dict(A_SORTED=False, B_TMA=True),
+            [(128, 256, 64, 8, 8, 3), (128, 256, 64, 8, 8, 4), (128, 128, 64, 8, 8, 4), (64, 256, 64, 8, 4, 4)]),
+    "tma_sortedA": ("tile", dict(A_SORTED=True, B_TMA=True), [(128, 256, 64, 8, 8, 3), (128, 256, 64, 8, 8, 4)]),
+    "persist": ("persistent", dict(A_SORTED=False, B_TMA=True, FLATTEN=True, WARP_SPECIALIZE=False),
                 [(128, 256, 64, 8, 8, 3), (128, 128, 64, 8, 8, 4), (128, 256, 64, 16, 8, 3)]),
-    "persist_sortedA": ("persistent", dict(A_SORTED=True, FLATTEN=True, WARP_SPECIALIZE=False),
+    "persist_sortedA": ("persistent", dict(A_SORTED=True, B_TMA=True, FLATTEN=True, WARP_SPECIALIZE=False),
                         [(128, 256, 64, 8, 8, 3), (128, 128, 64, 8, 8, 4)]),
+    # No descriptors at all: what the production kernel could do without new runtime support.
+    "persist_ptr": ("persistent", dict(A_SORTED=False, B_TMA=False, FLATTEN=True, WARP_SPECIALIZE=False),
+                    [(128, 256, 64, 8, 8, 3), (128, 128, 64, 8, 8, 4)]),
 }
 SMOKE_CONFIGS = [(16, 32, 32, 2, 4, 2), (32, 64, 64, 1, 4, 2)]
 
@@ -175,12 +179,13 @@ def launch_spec(kind, opts, cfg, case, num_sms):
         grid, args, kwargs = grouped_gemm_launch(case.a, case.b, case.c, case.tw if case.mul else None, s, e, n,
                                                  case.top_k, config, mul_routed_weight=case.mul)
         return fused_moe_kernel, grid, args, kwargs
-    b_desc = TensorDescriptor(case.b, list(case.b.shape), list(case.b.stride()), [1, bn, bk])
+    b_desc = (TensorDescriptor(case.b, list(case.b.shape), list(case.b.stride()), [1, bn, bk])
+              if opts["B_TMA"] else None)
     a_desc = (TensorDescriptor(a_sorted, list(a_sorted.shape), list(a_sorted.stride()), [bm, bk])
               if opts["A_SORTED"] else None)
     EM = s.numel()
-    args = [case.a, a_desc, b_desc, case.c, tw, s, e, n, case.N, case.K, EM, case.slots, case.top_k,
-            case.a.stride(0), case.c.stride(0), case.E]
+    args = [case.a, a_desc, case.b, b_desc, case.c, tw, s, e, n, case.N, case.K, EM, case.slots, case.top_k,
+            case.a.stride(0), case.b.stride(0), case.b.stride(1), case.c.stride(0), case.E]
     kwargs = dict(MUL_ROUTED_WEIGHT=case.mul, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=group,
                   num_warps=warps, num_stages=stages, **opts)
     if kind == "persistent":
@@ -329,6 +334,8 @@ def main(argv=None):
     ap.add_argument("--gemms", default="1,2")
     ap.add_argument("--routing", default="balanced")
     ap.add_argument("--variants", default="all")
+    ap.add_argument("--extra-cases", default="mixtral:512:random",
+                    help="layer:M:routing,... run after the main grid, both GEMMs (empty: none)")
     ap.add_argument("--warm-processes", type=int, default=0)
     ap.add_argument("--budget-s", type=float, default=150.0, help="no new case after this many seconds")
     ap.add_argument("--rep-ms", type=int, default=30)
@@ -369,8 +376,13 @@ def main(argv=None):
             n_out, k_in = (2 * spec["N"], spec["K"]) if gemm == 1 else (spec["K"], spec["N"])
             weights[(layer, gemm)] = (torch.randn(spec["E"], n_out, k_in, device=device, generator=g, dtype=dtype)
                                       / k_in ** 0.5)
+    grid = [(layer, M, gemm, route) for layer in layers for gemm in gemms for M in tokens for route in routings]
+    for item in ([] if smoke or not args.extra_cases else args.extra_cases.split(",")):
+        layer, M, route = item.split(":")
+        if layer in layers:
+            grid += [(layer, int(M), gemm, route) for gemm in gemms if (layer, int(M), gemm, route) not in grid]
     cases = [Case(layer, layers[layer], M, gemm, route, weights[(layer, gemm)], dtype, device)
-             for layer in layers for gemm in gemms for M in tokens for route in routings]
+             for layer, M, gemm, route in grid]
     # 1. Compile every launch ahead in worker processes (Triton's disk cache;
     #    the launches below load from it).
     if args.warm_processes and device == "cuda":

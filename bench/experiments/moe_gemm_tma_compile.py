@@ -56,7 +56,10 @@ def source(kind, opts, cfg, mul):
             else:
                 sig[name], const[name] = "constexpr", None
         elif name == "b_desc":
-            sig[name] = f"tensordesc<bf16[1, {bn}, {bk}]>"
+            if const["B_TMA"]:
+                sig[name] = f"tensordesc<bf16[1, {bn}, {bk}]>"
+            else:
+                sig[name], const[name] = "constexpr", None
         elif name in ("a_ptr", "b_ptr", "c_ptr"):
             sig[name] = "*bf16"
             attrs[(i,)] = [["tt.divisibility", 16]]

@@ -6,7 +6,7 @@ weight), slots listed by moe_align's sorted_token_ids, blocks of BLOCK_M rows
 owned by one expert (expert_ids), num_tokens_post_padded valid rows.
 
 What differs, the levers under test:
-  * the expert weights are read by TMA through a HOST-side 3-D tensor
+  * the expert weights are read by TMA (B_TMA; False: cp.async as in production) through a HOST-side 3-D tensor
     descriptor over B [E, N, K] with a [1, BLOCK_N, BLOCK_K] box (the
     hardware zero-fills past N and K, so no masks and no address math per
     thread; the AOT runtime can pass such a descriptor once it has a
@@ -63,6 +63,19 @@ def _load_a(a_ptr, a_desc, a_row, slot_ok, pid_m, k0, K, stride_am, BLOCK_M: tl.
 
 
 @triton.jit
+def _load_b(b_ptr, b_desc, expert, pid_n, k0, N, K, stride_be, stride_bn, BLOCK_N: tl.constexpr,
+            BLOCK_K: tl.constexpr, B_TMA: tl.constexpr):
+    """[BLOCK_N, BLOCK_K] of expert's weights: TMA box, or (B_TMA False, the
+    production way) cp.async with the N offsets wrapped so no N mask is needed."""
+    if B_TMA:
+        return b_desc.load([expert, pid_n * BLOCK_N, k0]).reshape(BLOCK_N, BLOCK_K)
+    offs_n = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)) % N
+    offs_k = k0 + tl.arange(0, BLOCK_K)
+    ptrs = b_ptr + expert.to(tl.int64) * stride_be + offs_n[:, None] * stride_bn + offs_k[None, :]
+    return tl.load(ptrs, mask=offs_k[None, :] < K, other=0.0)
+
+
+@triton.jit
 def _store_c(c_ptr, acc, slot, slot_ok, expert_ok, pid_n, N, stride_cm, topk_weights_ptr,
              MUL_ROUTED_WEIGHT: tl.constexpr, BLOCK_N: tl.constexpr):
     if MUL_ROUTED_WEIGHT:
@@ -75,9 +88,9 @@ def _store_c(c_ptr, acc, slot, slot_ok, expert_ok, pid_n, N, stride_cm, topk_wei
 
 
 @triton.jit(do_not_specialize=["EM", "num_valid_tokens", "top_k"])
-def moe_gemm_tma_kernel(a_ptr, a_desc, b_desc, c_ptr, topk_weights_ptr, sorted_ids_ptr, expert_ids_ptr,
-                        ntpp_ptr, N, K, EM, num_valid_tokens, top_k, stride_am, stride_cm, num_experts,
-                        MUL_ROUTED_WEIGHT: tl.constexpr, A_SORTED: tl.constexpr,
+def moe_gemm_tma_kernel(a_ptr, a_desc, b_ptr, b_desc, c_ptr, topk_weights_ptr, sorted_ids_ptr, expert_ids_ptr,
+                        ntpp_ptr, N, K, EM, num_valid_tokens, top_k, stride_am, stride_be, stride_bn, stride_cm,
+                        num_experts, MUL_ROUTED_WEIGHT: tl.constexpr, A_SORTED: tl.constexpr, B_TMA: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                         GROUP_M: tl.constexpr):
     """One tile per program; grid cdiv(EM, BLOCK_M) * cdiv(N, BLOCK_N) like production."""
@@ -91,17 +104,17 @@ def moe_gemm_tma_kernel(a_ptr, a_desc, b_desc, c_ptr, topk_weights_ptr, sorted_i
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         a = _load_a(a_ptr, a_desc, a_row, slot_ok, pid_m, k0, K, stride_am, BLOCK_M, BLOCK_K, A_SORTED)
-        b = b_desc.load([expert, pid_n * BLOCK_N, k0]).reshape(BLOCK_N, BLOCK_K)
+        b = _load_b(b_ptr, b_desc, expert, pid_n, k0, N, K, stride_be, stride_bn, BLOCK_N, BLOCK_K, B_TMA)
         acc = tl.dot(a, b.T, acc)
     _store_c(c_ptr, acc, slot, slot_ok, expert_ok, pid_n, N, stride_cm, topk_weights_ptr, MUL_ROUTED_WEIGHT,
              BLOCK_N)
 
 
 @triton.jit(do_not_specialize=["EM", "num_valid_tokens", "top_k", "num_programs"])
-def moe_gemm_tma_persistent_kernel(a_ptr, a_desc, b_desc, c_ptr, topk_weights_ptr, sorted_ids_ptr, expert_ids_ptr,
-                                   ntpp_ptr, N, K, EM, num_valid_tokens, top_k, stride_am, stride_cm, num_experts,
-                                   num_programs,
-                                   MUL_ROUTED_WEIGHT: tl.constexpr, A_SORTED: tl.constexpr,
+def moe_gemm_tma_persistent_kernel(a_ptr, a_desc, b_ptr, b_desc, c_ptr, topk_weights_ptr, sorted_ids_ptr,
+                                   expert_ids_ptr, ntpp_ptr, N, K, EM, num_valid_tokens, top_k, stride_am, stride_be,
+                                   stride_bn, stride_cm, num_experts, num_programs,
+                                   MUL_ROUTED_WEIGHT: tl.constexpr, A_SORTED: tl.constexpr, B_TMA: tl.constexpr,
                                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                                    GROUP_M: tl.constexpr, FLATTEN: tl.constexpr, WARP_SPECIALIZE: tl.constexpr):
     """num_programs programs (= SMs) walk the valid tiles: the M blocks below
@@ -120,7 +133,7 @@ def moe_gemm_tma_persistent_kernel(a_ptr, a_desc, b_desc, c_ptr, topk_weights_pt
         for kt in range(k_tiles):
             k0 = kt * BLOCK_K
             a = _load_a(a_ptr, a_desc, a_row, slot_ok, pid_m, k0, K, stride_am, BLOCK_M, BLOCK_K, A_SORTED)
-            b = b_desc.load([expert, pid_n * BLOCK_N, k0]).reshape(BLOCK_N, BLOCK_K)
+            b = _load_b(b_ptr, b_desc, expert, pid_n, k0, N, K, stride_be, stride_bn, BLOCK_N, BLOCK_K, B_TMA)
             acc = tl.dot(a, b.T, acc)
         # The epilogue recomputes its tile from its own counter (as Triton's
         # persistent matmul does) so the flattened loop's prologue of the next
