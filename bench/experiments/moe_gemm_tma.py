@@ -57,10 +57,11 @@ TOL = 1e-2  # rel. Frobenius error vs float32 (bf16 output rounding is ~3e-3)
 VARIANTS = {
     "prod_bm128": ("prod", {}, [(128, 256, 64, 16, 8, 3), (128, 128, 64, 16, 8, 4)]),
     "tma": ("tile", dict(A_SORTED=False, B_TMA=True),
-            [(128, 256, 64, 8, 8, 3), (128, 256, 64, 8, 8, 4), (128, 128, 64, 8, 8, 4), (64, 256, 64, 8, 4, 4)]),
+            [(128, 256, 64, 8, 8, 3), (128, 256, 64, 8, 8, 4), (128, 128, 64, 8, 8, 4), (128, 128, 128, 8, 8, 3),
+             (64, 256, 64, 8, 4, 4)]),
     "tma_sortedA": ("tile", dict(A_SORTED=True, B_TMA=True), [(128, 256, 64, 8, 8, 3), (128, 256, 64, 8, 8, 4)]),
     "persist": ("persistent", dict(A_SORTED=False, B_TMA=True, FLATTEN=True, WARP_SPECIALIZE=False),
-                [(128, 256, 64, 8, 8, 3), (128, 128, 64, 8, 8, 4), (128, 256, 64, 16, 8, 3)]),
+                [(128, 256, 64, 8, 8, 3), (128, 256, 64, 8, 8, 4), (128, 128, 64, 8, 8, 4), (128, 256, 64, 16, 8, 3)]),
     "persist_sortedA": ("persistent", dict(A_SORTED=True, B_TMA=True, FLATTEN=True, WARP_SPECIALIZE=False),
                         [(128, 256, 64, 8, 8, 3), (128, 128, 64, 8, 8, 4)]),
     # No descriptors at all: what the production kernel could do without new runtime support.
@@ -410,7 +411,7 @@ def main(argv=None):
             except RuntimeError as e:
                 print(f"  torch._grouped_mm failed: {str(e).splitlines()[0][:200]}", flush=True)
             if aotriton is not None:
-                bs = aotriton.moe_gemm_block_size(M)
+                bs = aotriton.moe_gemm_block_size(M)  # M alone: the block size before the tall-block rule
                 for name, block_m in (("aot", bs), ("aot_bm128", 128)):
                     if name == "aot_bm128" and bs == 128:
                         continue
