@@ -236,12 +236,29 @@ def _warm(job):
         return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
+def _specialization(job):
+    """What Triton compiles a launch for: dtypes, descriptor boxes, constexprs,
+    and per integer its 16-divisibility, == 1 and width (not for the
+    do_not_specialize ones); launches that agree share one compile job."""
+    kind, _grid, args, kwargs = job
+    kernel = _KERNELS[kind]
+    skip = {kernel.arg_names.index(n) for n in getattr(kernel, "do_not_specialize", ()) if isinstance(n, str)}
+    skip |= {i for i in getattr(kernel, "do_not_specialize", ()) if isinstance(i, int)}
+    sig = []
+    for i, a in enumerate(args):
+        if isinstance(a, bool) or not isinstance(a, int):
+            sig.append(a)
+        elif i not in skip:
+            sig.append((a % 16 == 0, a == 1, abs(a) >= 2 ** 31))
+    return repr((kind, sig, sorted(kwargs.items())))
+
+
 def warm_all(jobs, processes):
     if processes <= 0 or not jobs:
         return {}
     uniq = {}
     for key, job in jobs:
-        uniq.setdefault(repr(job), (key, job))
+        uniq.setdefault(_specialization(job), (key, job))
     t = time.time()
     with ProcessPoolExecutor(max_workers=processes,
                              mp_context=__import__("multiprocessing").get_context("spawn")) as pool:

@@ -85,3 +85,18 @@ def test_torch_align_matches_moe_align_layout():
         rows = s[blk * 4:(blk + 1) * 4]
         assert all(flat[r].item() == e[blk].item() for r in rows.tolist() if r < 8)
     assert (e[4:] == -1).all() and (s[16:] == 8).all()
+
+
+def test_compile_jobs_dedupe_like_triton_specializes():
+    """Launches that differ only in do_not_specialize sizes share one compile
+    job; a 16-divisibility change of a specialized size does not."""
+    spec = dict(E=4, topk=2, K=256, N=512)
+    w = torch.randn(spec["E"], 2 * spec["N"], spec["K"], dtype=torch.bfloat16)
+    cases = [X.Case("t", spec, m, 1, "random", w, torch.bfloat16, "cpu") for m in (40, 57)]
+    kind, opts, cfgs = X.VARIANTS["tma"]
+    keys = {X._specialization(X._portable(kind, *X.launch_spec(kind, opts, cfgs[0], c, 132)[1:])) for c in cases}
+    assert len(keys) == 1
+    narrow = X.Case("t", dict(spec, K=264), 40, 1, "random", torch.randn(4, 1024, 264, dtype=torch.bfloat16),
+                    torch.bfloat16, "cpu")
+    keys.add(X._specialization(X._portable(kind, *X.launch_spec(kind, opts, cfgs[0], narrow, 132)[1:])))
+    assert len(keys) == 2
