@@ -64,6 +64,9 @@ VARIANTS = {
                 [(128, 256, 64, 8, 8, 3), (128, 256, 64, 8, 8, 4), (128, 128, 64, 8, 8, 4), (128, 256, 64, 16, 8, 3)]),
     "persist_sortedA": ("persistent", dict(A_SORTED=True, B_TMA=True, FLATTEN=True, WARP_SPECIALIZE=False),
                         [(128, 256, 64, 8, 8, 3), (128, 128, 64, 8, 8, 4)]),
+    # Gluon, warp-specialized (loader warp + two consumer warpgroups), A pre-sorted; not interpretable.
+    "gluon_ws_sortedA": ("gluon_ws", dict(A_SORTED=True), [(128, 256, 64, 8, 4, 4), (128, 256, 64, 8, 4, 3),
+                                                          (128, 128, 64, 8, 4, 5)]),
     # No descriptors at all: what the production kernel could do without new runtime support.
     "persist_ptr": ("persistent", dict(A_SORTED=False, B_TMA=False, FLATTEN=True, WARP_SPECIALIZE=False),
                     [(128, 256, 64, 8, 8, 3), (128, 128, 64, 8, 8, 4)]),
@@ -173,6 +176,20 @@ def launch_spec(kind, opts, cfg, case, num_sms):
     bm, bn, bk, group, warps, stages = cfg
     s, e, n, a_sorted, _ = case.aligned(bm)
     tw = case.tw if case.mul else torch.empty(1, device=case.a.device)
+    if kind == "gluon_ws":
+        from triton.experimental.gluon import language as gl
+        from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor
+
+        from bench.experiments.moe_gemm_gluon_kernel import moe_gemm_gluon_ws_kernel
+        layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
+        b2 = case.b.view(case.E * case.N, case.K)
+        a_desc = GluonDescriptor(a_sorted, list(a_sorted.shape), list(a_sorted.stride()), [bm, bk], layout)
+        b_desc = GluonDescriptor(b2, list(b2.shape), list(b2.stride()), [bn, bk], layout)
+        EM = s.numel()
+        args = [a_desc, b_desc, case.c, tw, s, e, n, case.N, case.K, EM, case.slots, case.c.stride(0), case.E]
+        kwargs = dict(MUL_ROUTED_WEIGHT=case.mul, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=group,
+                      NUM_STAGES=stages, num_warps=warps)
+        return moe_gemm_gluon_ws_kernel, (triton.cdiv(EM, bm) * triton.cdiv(case.N, bn), 1, 1), args, kwargs
     if kind == "prod":
         from tritonsrc.moe.moe_jit import grouped_gemm_launch
         config = dict(BLOCK_SIZE_M=bm, BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, GROUP_SIZE_M=group, num_warps=warps,
@@ -200,7 +217,18 @@ def run(spec):
 
 
 # ---------------------------------------------------------------- parallel compile
-_KERNELS = {"prod": fused_moe_kernel, "tile": moe_gemm_tma_kernel, "persistent": moe_gemm_tma_persistent_kernel}
+class _Kernels(dict):
+    """kind -> JIT function; the Gluon one imported on first use."""
+
+    def __missing__(self, kind):
+        if kind != "gluon_ws":
+            raise KeyError(kind)
+        from bench.experiments.moe_gemm_gluon_kernel import moe_gemm_gluon_ws_kernel
+        self[kind] = moe_gemm_gluon_ws_kernel
+        return moe_gemm_gluon_ws_kernel
+
+
+_KERNELS = _Kernels(prod=fused_moe_kernel, tile=moe_gemm_tma_kernel, persistent=moe_gemm_tma_persistent_kernel)
 
 
 def _portable(kind, grid, args, kwargs):
@@ -212,6 +240,9 @@ def _portable(kind, grid, args, kwargs):
         elif isinstance(a, TensorDescriptor):
             out.append(("D", str(a.base.dtype).removeprefix("torch."), list(a.shape), list(a.strides),
                         list(a.block_shape)))
+        elif type(a).__name__ == "TensorDescriptor" and hasattr(a, "layout"):  # Gluon's, with its shared layout
+            out.append(("G", str(a.base.dtype).removeprefix("torch."), list(a.shape), list(a.strides),
+                        list(a.block_shape), a.layout.swizzle_byte_width, a.layout.element_bitwidth))
         else:
             out.append(a)
     return kind, grid, out, kwargs
@@ -227,6 +258,11 @@ def _warm(job):
             real.append(getattr(torch, a[1]))
         elif isinstance(a, tuple) and a[0] == "D":
             real.append(TensorDescriptor(MockTensor(getattr(torch, a[1])), a[2], a[3], a[4]))
+        elif isinstance(a, tuple) and a[0] == "G":
+            from triton.experimental.gluon import language as gl
+            from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor
+            layout = gl.NVMMASharedLayout(swizzle_byte_width=a[5], element_bitwidth=a[6], rank=len(a[4]))
+            real.append(GluonDescriptor(MockTensor(getattr(torch, a[1])), a[2], a[3], a[4], layout))
         else:
             real.append(a)
     try:
@@ -307,6 +343,8 @@ def plan_for(layer, M, gemm, spec, variants, smoke):
         out.append(("prod", "prod", {}, tuned_prod_config(layer, M, gemm, spec)))
     for v in variants:
         kind, opts, cfgs = VARIANTS[v]
+        if smoke and kind == "gluon_ws":
+            continue  # Gluon does not run under the interpreter (the CPU test compiles it for sm_90)
         for cfg in (SMOKE_CONFIGS if smoke else cfgs):
             out.append((v, kind, opts, cfg))
     return out
