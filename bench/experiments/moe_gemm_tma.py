@@ -67,6 +67,8 @@ VARIANTS = {
     # Gluon, warp-specialized (loader warp + two consumer warpgroups), A pre-sorted; not interpretable.
     "gluon_ws_sortedA": ("gluon_ws", dict(A_SORTED=True), [(128, 256, 64, 8, 4, 4), (128, 256, 64, 8, 4, 3),
                                                           (128, 128, 64, 8, 4, 5)]),
+    # The same with A gathered by a cp.async loader warpgroup (no pre-sorting), B by a TMA loader warp.
+    "gluon_ws": ("gluon_ws_gather", dict(A_SORTED=False), [(128, 256, 64, 8, 4, 4), (128, 256, 64, 8, 4, 3)]),
     # No descriptors at all: what the production kernel could do without new runtime support.
     "persist_ptr": ("persistent", dict(A_SORTED=False, B_TMA=False, FLATTEN=True, WARP_SPECIALIZE=False),
                     [(128, 256, 64, 8, 8, 3), (128, 128, 64, 8, 8, 4)]),
@@ -176,20 +178,25 @@ def launch_spec(kind, opts, cfg, case, num_sms):
     bm, bn, bk, group, warps, stages = cfg
     s, e, n, a_sorted, _ = case.aligned(bm)
     tw = case.tw if case.mul else torch.empty(1, device=case.a.device)
-    if kind == "gluon_ws":
+    if kind in ("gluon_ws", "gluon_ws_gather"):
         from triton.experimental.gluon import language as gl
         from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor
 
-        from bench.experiments.moe_gemm_gluon_kernel import moe_gemm_gluon_ws_kernel
+        from bench.experiments import moe_gemm_gluon_kernel as G
         layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
         b2 = case.b.view(case.E * case.N, case.K)
-        a_desc = GluonDescriptor(a_sorted, list(a_sorted.shape), list(a_sorted.stride()), [bm, bk], layout)
         b_desc = GluonDescriptor(b2, list(b2.shape), list(b2.stride()), [bn, bk], layout)
         EM = s.numel()
-        args = [a_desc, b_desc, case.c, tw, s, e, n, case.N, case.K, EM, case.slots, case.c.stride(0), case.E]
+        grid = (triton.cdiv(EM, bm) * triton.cdiv(case.N, bn), 1, 1)
         kwargs = dict(MUL_ROUTED_WEIGHT=case.mul, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=group,
                       NUM_STAGES=stages, num_warps=warps)
-        return moe_gemm_gluon_ws_kernel, (triton.cdiv(EM, bm) * triton.cdiv(case.N, bn), 1, 1), args, kwargs
+        if opts["A_SORTED"]:
+            a_desc = GluonDescriptor(a_sorted, list(a_sorted.shape), list(a_sorted.stride()), [bm, bk], layout)
+            args = [a_desc, b_desc, case.c, tw, s, e, n, case.N, case.K, EM, case.slots, case.c.stride(0), case.E]
+            return G.moe_gemm_gluon_ws_kernel, grid, args, kwargs
+        args = [case.a, b_desc, case.c, tw, s, e, n, case.N, case.K, EM, case.slots, case.top_k, case.a.stride(0),
+                case.c.stride(0), case.E]
+        return G.moe_gemm_gluon_ws_gather_kernel, grid, args, kwargs
     if kind == "prod":
         from tritonsrc.moe.moe_jit import grouped_gemm_launch
         config = dict(BLOCK_SIZE_M=bm, BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, GROUP_SIZE_M=group, num_warps=warps,
@@ -221,11 +228,9 @@ class _Kernels(dict):
     """kind -> JIT function; the Gluon one imported on first use."""
 
     def __missing__(self, kind):
-        if kind != "gluon_ws":
-            raise KeyError(kind)
-        from bench.experiments.moe_gemm_gluon_kernel import moe_gemm_gluon_ws_kernel
-        self[kind] = moe_gemm_gluon_ws_kernel
-        return moe_gemm_gluon_ws_kernel
+        from bench.experiments import moe_gemm_gluon_kernel as G
+        self.update(gluon_ws=G.moe_gemm_gluon_ws_kernel, gluon_ws_gather=G.moe_gemm_gluon_ws_gather_kernel)
+        return self[kind]
 
 
 _KERNELS = _Kernels(prod=fused_moe_kernel, tile=moe_gemm_tma_kernel, persistent=moe_gemm_tma_persistent_kernel)
@@ -343,7 +348,7 @@ def plan_for(layer, M, gemm, spec, variants, smoke):
         out.append(("prod", "prod", {}, tuned_prod_config(layer, M, gemm, spec)))
     for v in variants:
         kind, opts, cfgs = VARIANTS[v]
-        if smoke and kind == "gluon_ws":
+        if smoke and kind.startswith("gluon"):
             continue  # Gluon does not run under the interpreter (the CPU test compiles it for sm_90)
         for cfg in (SMOKE_CONFIGS if smoke else cfgs):
             out.append((v, kind, opts, cfg))

@@ -102,24 +102,27 @@ def test_compile_jobs_dedupe_like_triton_specializes():
     assert len(keys) == 2
 
 
-@pytest.mark.parametrize("gemm", [1, 2])
-def test_gluon_ws_variant_compiles_for_sm90(gemm, monkeypatch):
-    """The warp-specialized Gluon variant: a loader warp plus two consumer
-    warpgroups (setmaxnreg), A and B by TMA, wgmma, no spills."""
+@pytest.mark.parametrize("variant, gemm", [("gluon_ws_sortedA", 1), ("gluon_ws_sortedA", 2), ("gluon_ws", 1)])
+def test_gluon_ws_variant_compiles_for_sm90(variant, gemm, monkeypatch):
+    """The warp-specialized Gluon variants: loader partitions plus two consumer
+    warpgroups (setmaxnreg), B (and sorted A) by TMA, gathered A by cp.async,
+    wgmma, no spills."""
     pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
     from triton.runtime.driver import driver
-    kind, opts, cfgs = X.VARIANTS["gluon_ws_sortedA"]
+    kind, opts, cfgs = X.VARIANTS[variant]
     case = _case(gemm)
     kernel, grid, args, kwargs = X.launch_spec(kind, opts, cfgs[0], case, num_sms=132)
     monkeypatch.setattr(driver, "_active", _FakeHopperDriver())
     compiled = kernel.warmup(*args, grid=grid, **kwargs)
     ptx = compiled.asm["ptx"]
     assert "cp.async.bulk.tensor.2d" in ptx and "wgmma.mma_async" in ptx and "setmaxnreg" in ptx
+    assert ("cp.async.cg" in ptx or "cp.async.ca" in ptx) == (not opts["A_SORTED"])
     from bench.experiments.moe_gemm_tma_compile import sass_summary
     info = sass_summary(compiled)
     assert info["stack"] == 0 and info["local"] == 0, f"register spills: {info}"
     assert info["shared"] <= SM90_MAX_SHARED, info
-    assert compiled.metadata.num_warps == 12  # 4 + 4 consumers, the loader warp padded to a warpgroup
+    # 4 + 4 consumers, the loader partitions (1 warp; 1 + 2 with the A gatherer) padded to a warpgroup
+    assert compiled.metadata.num_warps == 12
     # The same launch survives the trip to a compile worker.
     job = X._portable(kind, grid, args, kwargs)
     assert X._warm(job) is None
