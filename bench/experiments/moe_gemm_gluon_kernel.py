@@ -264,3 +264,113 @@ def moe_gemm_gluon_ws_gather_kernel(a_ptr, b_desc, c_ptr, topk_weights_ptr, sort
         (_a_gatherer, (a_ptr, a_ring, ready_a, empty, sorted_ids_ptr, pid_m, k_tiles, K, EM, num_valid_tokens, top_k,
                        stride_am, BLOCK_M, BLOCK_K, NUM_STAGES)),
     ], [4, 1, GATHER_WARPS], [224, 40, 80])
+
+
+# ---------------------------------------------------------------- persistent (A pre-sorted)
+@gluon.jit
+def _tile_of(tile, num_pid_m, num_pid_n, GROUP_M: gl.constexpr):
+    in_group = GROUP_M * num_pid_n
+    first_m = (tile // in_group) * GROUP_M
+    group_m = gl.minimum(num_pid_m - first_m, GROUP_M)
+    return first_m + (tile % in_group) % group_m, (tile % in_group) // group_m
+
+
+@gluon.jit
+def _persistent_loader(a_desc, b_desc, a_ring, b_ring, ready, empty, expert_ids_ptr, N, num_experts, num_pid_m,
+                       num_pid_n, k_tiles, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
+                       GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr):
+    """The ring runs on across tiles (step counter i): the next tile's first
+    stages load while the consumers store this one."""
+    i = 0
+    for tile in range(gl.program_id(0), num_pid_m * num_pid_n, gl.num_programs(0)):
+        pid_m, pid_n = _tile_of(tile, num_pid_m, num_pid_n, GROUP_M)
+        expert = gl.load(expert_ids_ptr + pid_m)
+        expert = gl.where((expert >= 0) & (expert < num_experts), expert, 0)
+        for t in range(0, k_tiles):
+            stage = i % NUM_STAGES
+            mbarrier.wait(empty.index(stage), ((i // NUM_STAGES) - 1) & 1, pred=i >= NUM_STAGES)
+            bar = ready.index(stage)
+            mbarrier.expect(bar, a_desc.block_type.nbytes + b_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(a_desc, [pid_m * BLOCK_M, t * BLOCK_K], bar, a_ring.index(stage))
+            tma.async_copy_global_to_shared(b_desc, [expert * N + pid_n * BLOCK_N, t * BLOCK_K], bar,
+                                            b_ring.index(stage))
+            i += 1
+
+
+@gluon.jit
+def _persistent_consumer(a_ring, b_ring, ready, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr, expert_ids_ptr, N,
+                         EM, num_valid_tokens, stride_cm, num_experts, num_pid_m, num_pid_n, k_tiles,
+                         WHICH: gl.constexpr, MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_N: gl.constexpr,
+                         GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr):
+    NUM_WARPS: gl.constexpr = gl.num_warps()
+    acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NUM_WARPS, 1],
+                                                         instr_shape=[16, BLOCK_N, 16])
+    i = 0
+    for tile in range(gl.program_id(0), num_pid_m * num_pid_n, gl.num_programs(0)):
+        pid_m, pid_n = _tile_of(tile, num_pid_m, num_pid_n, GROUP_M)
+        expert = gl.load(expert_ids_ptr + pid_m)
+        expert_ok = (expert >= 0) & (expert < num_experts)
+        acc = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=acc_layout)
+        for t in range(0, k_tiles):
+            stage = i % NUM_STAGES
+            mbarrier.wait(ready.index(stage), (i // NUM_STAGES) & 1)
+            a = a_ring.index(stage).slice(WHICH * ROWS, ROWS)
+            tok = warpgroup_mma(a, b_ring.index(stage).permute((1, 0)), acc, is_async=True)
+            acc = warpgroup_mma_wait(num_outstanding=1, deps=(tok, ))
+            # The previous step's stage (this tile's or the last tile's final one) is free.
+            mbarrier.arrive(empty.index((i + NUM_STAGES - 1) % NUM_STAGES), pred=i > 0)
+            i += 1
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+        _epilogue(acc, acc_layout, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, pid_n, N, EM, num_valid_tokens,
+                  stride_cm, expert_ok, WHICH, MUL_ROUTED_WEIGHT, BLOCK_N)
+
+
+@gluon.jit
+def _persistent_first(a_ring, b_ring, ready, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr, expert_ids_ptr, N, EM,
+                      num_valid_tokens, stride_cm, num_experts, num_pid_m, num_pid_n, k_tiles,
+                      MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
+                      NUM_STAGES: gl.constexpr):
+    _persistent_consumer(a_ring, b_ring, ready, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr, expert_ids_ptr, N,
+                         EM, num_valid_tokens, stride_cm, num_experts, num_pid_m, num_pid_n, k_tiles, 0,
+                         MUL_ROUTED_WEIGHT, BLOCK_N, GROUP_M, NUM_STAGES)
+
+
+@gluon.jit
+def _persistent_second(a_ring, b_ring, ready, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr, expert_ids_ptr, N, EM,
+                       num_valid_tokens, stride_cm, num_experts, num_pid_m, num_pid_n, k_tiles,
+                       MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
+                       NUM_STAGES: gl.constexpr):
+    _persistent_consumer(a_ring, b_ring, ready, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr, expert_ids_ptr, N,
+                         EM, num_valid_tokens, stride_cm, num_experts, num_pid_m, num_pid_n, k_tiles, 1,
+                         MUL_ROUTED_WEIGHT, BLOCK_N, GROUP_M, NUM_STAGES)
+
+
+@gluon.jit(do_not_specialize=["EM", "num_valid_tokens"])
+def moe_gemm_gluon_ws_persistent_kernel(a_desc, b_desc, c_ptr, topk_weights_ptr, sorted_ids_ptr, expert_ids_ptr,
+                                        ntpp_ptr, N, K, EM, num_valid_tokens, stride_cm, num_experts,
+                                        MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_M: gl.constexpr,
+                                        BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
+                                        NUM_STAGES: gl.constexpr):
+    """moe_gemm_gluon_ws_kernel with one CTA per SM walking the valid tiles
+    (M blocks below num_tokens_post_padded only) in the grouped order."""
+    gl.static_assert(BLOCK_M == 2 * ROWS, "BLOCK_M is two consumer warpgroups of 64 rows")
+    num_pid_m = gl.load(ntpp_ptr) // BLOCK_M
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    k_tiles = gl.cdiv(K, BLOCK_K)
+    a_ring = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], a_desc.layout)
+    b_ring = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], b_desc.layout)
+    ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=2)
+    gl.warp_specialize([
+        (_persistent_first, (a_ring, b_ring, ready, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr, expert_ids_ptr,
+                             N, EM, num_valid_tokens, stride_cm, num_experts, num_pid_m, num_pid_n, k_tiles,
+                             MUL_ROUTED_WEIGHT, BLOCK_N, GROUP_M, NUM_STAGES)),
+        (_persistent_second, (a_ring, b_ring, ready, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr, expert_ids_ptr,
+                              N, EM, num_valid_tokens, stride_cm, num_experts, num_pid_m, num_pid_n, k_tiles,
+                              MUL_ROUTED_WEIGHT, BLOCK_N, GROUP_M, NUM_STAGES)),
+        (_persistent_loader, (a_desc, b_desc, a_ring, b_ring, ready, empty, expert_ids_ptr, N, num_experts,
+                              num_pid_m, num_pid_n, k_tiles, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
+    ], [4, 1], [232, 40])

@@ -67,6 +67,9 @@ VARIANTS = {
     # Gluon, warp-specialized (loader warp + two consumer warpgroups), A pre-sorted; not interpretable.
     "gluon_ws_sortedA": ("gluon_ws", dict(A_SORTED=True), [(128, 256, 64, 8, 4, 4), (128, 256, 64, 8, 4, 3),
                                                           (128, 128, 64, 8, 4, 5)]),
+    # The same, one CTA per SM walking the valid tiles (the ring runs on across tiles).
+    "gluon_ws_persist_sortedA": ("gluon_ws_persistent", dict(A_SORTED=True), [(128, 256, 64, 8, 4, 4),
+                                                                              (128, 256, 64, 8, 4, 3)]),
     # The same with A gathered by a cp.async loader warpgroup (no pre-sorting), B by a TMA loader warp.
     "gluon_ws": ("gluon_ws_gather", dict(A_SORTED=False), [(128, 256, 64, 8, 4, 4), (128, 256, 64, 8, 4, 3)]),
     # No descriptors at all: what the production kernel could do without new runtime support.
@@ -178,7 +181,7 @@ def launch_spec(kind, opts, cfg, case, num_sms):
     bm, bn, bk, group, warps, stages = cfg
     s, e, n, a_sorted, _ = case.aligned(bm)
     tw = case.tw if case.mul else torch.empty(1, device=case.a.device)
-    if kind in ("gluon_ws", "gluon_ws_gather"):
+    if kind in ("gluon_ws", "gluon_ws_gather", "gluon_ws_persistent"):
         from triton.experimental.gluon import language as gl
         from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor
 
@@ -193,6 +196,8 @@ def launch_spec(kind, opts, cfg, case, num_sms):
         if opts["A_SORTED"]:
             a_desc = GluonDescriptor(a_sorted, list(a_sorted.shape), list(a_sorted.stride()), [bm, bk], layout)
             args = [a_desc, b_desc, case.c, tw, s, e, n, case.N, case.K, EM, case.slots, case.c.stride(0), case.E]
+            if kind == "gluon_ws_persistent":
+                return G.moe_gemm_gluon_ws_persistent_kernel, (num_sms, 1, 1), args, kwargs
             return G.moe_gemm_gluon_ws_kernel, grid, args, kwargs
         args = [case.a, b_desc, case.c, tw, s, e, n, case.N, case.K, EM, case.slots, case.top_k, case.a.stride(0),
                 case.c.stride(0), case.E]
@@ -229,7 +234,8 @@ class _Kernels(dict):
 
     def __missing__(self, kind):
         from bench.experiments import moe_gemm_gluon_kernel as G
-        self.update(gluon_ws=G.moe_gemm_gluon_ws_kernel, gluon_ws_gather=G.moe_gemm_gluon_ws_gather_kernel)
+        self.update(gluon_ws=G.moe_gemm_gluon_ws_kernel, gluon_ws_gather=G.moe_gemm_gluon_ws_gather_kernel,
+                    gluon_ws_persistent=G.moe_gemm_gluon_ws_persistent_kernel)
         return self[kind]
 
 

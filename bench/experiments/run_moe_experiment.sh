@@ -29,7 +29,7 @@ echo "phase 1 exit status $rc1 (124: cut by the timeout; rows so far are in the 
 # 2. The warp-specialized Gluon variants in their own process (a hang there
 #    cannot cost phase 1): 40 s budget, killed at 50 s.
 timeout -k 5 50 "$PY" $EXP --check --bench --warm-processes 8 --budget-s 40 --json "$JSON_WS" \
-  --variants gluon_ws_sortedA,gluon_ws ${MOE_EXP_ARGS:-} > "$OUT/moe_experiment_ws.log" 2>&1
+  --variants gluon_ws_sortedA,gluon_ws_persist_sortedA,gluon_ws ${MOE_EXP_ARGS:-} > "$OUT/moe_experiment_ws.log" 2>&1
 rc2=$?
 grep -v "^ok " "$OUT/moe_experiment_ws.log" | tail -70
 echo "phase 2 exit status $rc2"

@@ -102,7 +102,8 @@ def test_compile_jobs_dedupe_like_triton_specializes():
     assert len(keys) == 2
 
 
-@pytest.mark.parametrize("variant, gemm", [("gluon_ws_sortedA", 1), ("gluon_ws_sortedA", 2), ("gluon_ws", 1)])
+@pytest.mark.parametrize("variant, gemm", [("gluon_ws_sortedA", 1), ("gluon_ws_sortedA", 2), ("gluon_ws", 1),
+                                           ("gluon_ws_persist_sortedA", 2)])
 def test_gluon_ws_variant_compiles_for_sm90(variant, gemm, monkeypatch):
     """The warp-specialized Gluon variants: loader partitions plus two consumer
     warpgroups (setmaxnreg), B (and sorted A) by TMA, gathered A by cp.async,
