@@ -29,6 +29,7 @@ timed if it fails. TF/s count routed slots only (2 * slots * N * K).
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -430,6 +431,7 @@ def main(argv=None):
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             text = json.dumps({**meta, "rows": rows, "check_failures": failures}, indent=1, default=str) + "\n"
+            text = re.sub(r"\bNaN\b", "null", text)  # strict JSON: no measurement is null
             Path(args.json).write_text(text)
             if os.environ.get("OUT"):
                 (Path(os.environ["OUT"]) / Path(args.json).name).write_text(text)
