@@ -221,7 +221,7 @@ def main():
                                                                     w2_scale=s2, config=cfg))
 
                 # The two grouped GEMMs alone, on the operator's own intermediate shapes.
-                bs = aotriton.moe_gemm_block_size(M)
+                bs = aotriton.moe_gemm_block_size(M, topk=topk, num_experts=E)
                 s, e, n = aotriton.moe_align_block_size(ids, bs, E)
                 slots = M * topk
                 c1 = torch.empty(slots, 2 * N, device=dev, dtype=torch.bfloat16)

@@ -168,7 +168,15 @@ void bind_moe(nb::module_& m) {
   m.def("moe_align_max_padded", &moe::moe_align_max_padded, nb::arg("numel"), nb::arg("num_experts"),
         nb::arg("block_size"));
   m.def("moe_align_workspace_size", &moe::moe_align_workspace_size, nb::arg("numel"), nb::arg("num_experts"));
-  m.def("moe_gemm_block_size", &moe::moe_gemm_block_size, nb::arg("num_tokens"), nb::arg("aligned") = true);
+  m.def(
+      "moe_gemm_block_size", [](int64_t num_tokens, bool aligned) { return moe::moe_gemm_block_size(num_tokens, aligned); },
+      nb::arg("num_tokens"), nb::arg("aligned") = true);
+  m.def(
+      "moe_gemm_block_size_for",
+      [](int64_t num_tokens, int64_t topk, int64_t num_experts, bool aligned) {
+        return moe::moe_gemm_block_size(num_tokens, topk, num_experts, aligned);
+      },
+      nb::arg("num_tokens"), nb::arg("topk"), nb::arg("num_experts"), nb::arg("aligned") = true);
   m.def(
       "moe_align_block_size",
       [](const TensorArg<2>& topk_ids, int num_experts, int block_size, const std::optional<TensorArg<1>>& expert_map,

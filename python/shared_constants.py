@@ -63,6 +63,10 @@ def header() -> str:
         _array("int64_t", "kMoeMBins", moe_configs.M_BINS),
         _array("int32_t", "kMoeBlockSizeMAligned", _block_size_rows(True)),
         _array("int32_t", "kMoeBlockSizeMUnaligned", _block_size_rows(False)),
+        "// Aligned layers whose experts average >= kMoeTallBlockMinTokensPerExpert slots use\n"
+        "// kMoeTallBlockSizeM-row blocks (configs.block_size_m with topk and num_experts).\n",
+        f"constexpr int32_t kMoeTallBlockSizeM = {moe_configs.TALL_BLOCK_SIZE_M};\n",
+        f"constexpr int64_t kMoeTallBlockMinTokensPerExpert = {moe_configs.TALL_BLOCK_MIN_TOKENS_PER_EXPERT};\n",
         "// Every BLOCK_SIZE_M the GEMM is compiled for (an explicit block_size must be one).\n",
         _array("int32_t", "kMoeBlockSizes", moe_configs.BLOCK_SIZES_M),
         "\n}  // namespace tables\n}  // namespace detail\n}  // namespace AOTRITON_ABI_NAMESPACE\n}  // namespace aotriton\n",

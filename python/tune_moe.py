@@ -221,7 +221,9 @@ def tune_moe(args, rule, load_db, save_db, db_path):
     for layer in args.layers.split(","):
         for quant in args.quants.split(","):
             for M in map(int, args.tokens.split(",")):
-                sizes = [C.block_size_m(M)] if args.block_sizes == "auto" else list(C.BLOCK_SIZES_M)
+                spec = LAYERS[layer]  # the block size fused_experts picks for this layer at M
+                auto = C.block_size_m(M, topk=spec["topk"], num_experts=spec["E"])
+                sizes = [auto] if args.block_sizes == "auto" else list(C.BLOCK_SIZES_M)
                 for bm in sizes:
                     for gemm in map(int, args.gemms.split(",")):
                         work.append((layer, quant, M, bm, gemm))

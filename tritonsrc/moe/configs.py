@@ -95,10 +95,24 @@ def default_config(M, quant=QUANT_NONE, aligned=True):
     return dict(DEFAULT_CONFIGS[quant if aligned else "unaligned"][_row(M)])
 
 
-def block_size_m(M, aligned=True):
+# An expert with at least this many slots on average (cdiv(M * top_k, E)) gets
+# 128-row blocks even where M alone picks 64: one block per 128 slots reads
+# each weight tile once instead of twice (Mixtral-like layers at M = 512 move
+# 1.9 GB of weights per GEMM, near the HBM floor; bench/experiments/moe_gemm_tma.py).
+TALL_BLOCK_SIZE_M = 128
+TALL_BLOCK_MIN_TOKENS_PER_EXPERT = 128
+
+
+def block_size_m(M, aligned=True, topk=None, num_experts=None):
     """BLOCK_SIZE_M (= the align block size) the AOT operator uses for M
-    tokens. The same for every quant mode (the DEFAULT_CONFIGS column agrees)."""
-    return DEFAULT_CONFIGS[QUANT_NONE if aligned else "unaligned"][_row(M)]["BLOCK_SIZE_M"]
+    tokens. The same for every quant mode (the DEFAULT_CONFIGS column agrees).
+    With topk and num_experts, aligned shapes whose experts average at least
+    TALL_BLOCK_MIN_TOKENS_PER_EXPERT slots get TALL_BLOCK_SIZE_M."""
+    bm = DEFAULT_CONFIGS[QUANT_NONE if aligned else "unaligned"][_row(M)]["BLOCK_SIZE_M"]
+    if aligned and topk and num_experts and bm < TALL_BLOCK_SIZE_M \
+            and -(-M * topk // num_experts) >= TALL_BLOCK_MIN_TOKENS_PER_EXPERT:
+        return TALL_BLOCK_SIZE_M
+    return bm
 
 
 def gemm_default(block_m, quant, aligned, arch):
