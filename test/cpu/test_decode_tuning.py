@@ -1,0 +1,51 @@
+"""The decode tuning space and the tuner's shape family (no GPU needed)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
+
+import rules  # noqa: E402
+import tune_decode  # noqa: E402
+from tritonsrc.flash import decode_configs as DC  # noqa: E402
+
+RULE = next(r for r in rules.KERNELS if r.name == "attn_decode")
+
+
+def test_default_config_is_in_the_space_and_pipelined():
+    for d in DC.DECODE_HEAD_BUCKETS:
+        f = {"dtype": "bf16", "BLOCK_DMODEL": d, "PAGED": True, "SCORE_MOD": 0}
+        space = RULE.tuning.all_configs(f, 90)
+        default = RULE.tuning.default(f, 90)
+        assert default in space
+        assert default["num_stages"] >= 3  # two K/V tiles in flight (Triton keeps num_stages - 1 buffers)
+        assert default["BLOCK_N"] * d * 2 == 16384  # a 16 KB K tile
+
+
+def test_space_respects_shared_memory():
+    for arch, limit in ((90, 227 * 1024), (80, 163 * 1024)):
+        for d in DC.DECODE_HEAD_BUCKETS:
+            f = {"dtype": "fp16", "BLOCK_DMODEL": d, "PAGED": False, "SCORE_MOD": 0}
+            for c in RULE.tuning.all_configs(f, arch):
+                if c == RULE.tuning.default(f, arch):
+                    continue
+                smem = (c["num_stages"] - 1) * 4 * c["BLOCK_N"] * d + 2 * c["BLOCK_M"] * d
+                assert smem <= limit, (arch, d, c)
+
+
+def test_tuner_shapes_cover_every_bin():
+    """Batch 1, 8, 64 at 32k tokens (the tuner's defaults) give one entry per
+    keys-per-split bin, under the operator's split rule on an H200 (132 SMs)."""
+    bins = RULE.autotune_keys[0].bins
+    got = []
+    for B in (1, 8, 64):
+        splits = DC.choose_splits(B, 1, 32, 4, 32768, 132)
+        got.append(tune_decode.bin_of(-(-32768 // splits), bins))
+    assert got == [0, 1, 2]
+
+
+def test_quick_space_keeps_the_default_and_one_query_tile():
+    f = {"dtype": "bf16", "BLOCK_DMODEL": 128, "PAGED": True, "SCORE_MOD": 0}
+    quick = tune_decode.quick_space(RULE.tuning.all_configs(f, 90), rows=8)
+    assert RULE.tuning.default(f, 90) in quick
+    assert all(c["BLOCK_M"] == 16 and c["BLOCK_N"] >= 32 for c in quick)
+    assert 12 <= len(quick) <= 32  # the device run compiles and times each of them
