@@ -16,17 +16,19 @@ Weights (the b pointer type):
      b_scale fp32 [E, N, K // group_size], b_zp uint8 [E, cdiv(N, 2), K // group_size]
      (two zero points per byte along N: low nibble = even n), or none (has_zp
      = 0: zero point 8). W[n, k] = (q[n, k] - zp[n, g]) * s[n, g], g = k // group_size.
-     Each K tile lies in one group (group_size % BLOCK_SIZE_K == 0, checked by
-     the caller): the tile's dot runs on the exact (q - zp) values in [-15, 15]
-     and is scaled per column before it joins the fp32 accumulator.
+     K and group_size are multiples of 64 (checked by the caller); each
+     64-wide sub-block of a K tile lies in one group: its dot runs on the
+     exact (q - zp) values in [-15, 15] and is scaled per column before it
+     joins the fp32 accumulator.
 
 Constexprs
   functional: MUL_ROUTED_WEIGHT, BLOCK_SIZE_M (= the align block size);
               dtypes through the pointer types: A and C fp16 or bf16 (the
               same), B int8 (w8a16) or uint8 (packed int4, w4a16). Built for aligned shapes only: K, N and the row
               strides (of A and C; of B in bytes) multiples of 16.
-  tuning:     BLOCK_SIZE_N, BLOCK_SIZE_K (64 for int4: divides group sizes
-              64 and 128), GROUP_SIZE_M, num_warps, num_stages.
+  tuning:     BLOCK_SIZE_N, BLOCK_SIZE_K (int4: 64, 128 or 256, read as
+              64-wide sub-blocks, one group each), GROUP_SIZE_M, num_warps,
+              num_stages.
 Grid: (cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N), 1, 1), as fused_moe_kernel.
 """
 import triton
@@ -113,26 +115,36 @@ def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights
             b_ptrs += BLOCK_SIZE_K
         acc *= tl.load(bs_ptrs)[None, :]
     else:
-        HALF_K: tl.constexpr = BLOCK_SIZE_K // 2
-        offs_kp = tl.arange(0, HALF_K)
-        b_ptrs = b_ptr + expert * stride_be + offs_kp[:, None] + offs_bn[None, :] * stride_bn
+        # int4: K is a multiple of 64 (group sizes are multiples of 64 and
+        # divide K; the operators check both), so a K tile is SUB sub-blocks
+        # of 64 that each lie in one group and wholly inside or outside K:
+        # the loads need only a uniform per-sub-block mask and stay 16-byte
+        # copies (a K mask in steps of 16 cut them to 8-byte ones), and a tile
+        # of BLOCK_SIZE_K reads BLOCK_SIZE_K / 2 contiguous bytes of each
+        # weight row (32 at 64: a DRAM sector per row per tile).
+        SUB: tl.constexpr = BLOCK_SIZE_K // 64
+        offs_kp = tl.arange(0, 32)
+        offs_k64 = tl.arange(0, 64)
+        a_base = a_ptr + a_row[:, None] * stride_am + offs_k64[None, :]
+        b_base = b_ptr + expert * stride_be + offs_kp[:, None] + offs_bn[None, :] * stride_bn
         zp_ptrs = b_zp_ptr + expert * stride_bze + (offs_bn // 2) * stride_bzn
         zp_shift = (offs_bn % 2) * 4
         use_zp = (offs_bn >= 0) & (has_zp != 0)  # all true or all false
         for kb in range(0, tl.cdiv(K, BLOCK_SIZE_K)):
-            k_left = K - kb * BLOCK_SIZE_K
-            g = (kb * BLOCK_SIZE_K) // group_size
-            a = tl.load(a_ptrs, mask=slot_ok[:, None] & (offs_k[None, :] < k_left), other=0.0)
-            p = tl.load(b_ptrs, mask=offs_kp[:, None] < k_left // 2, other=0)
-            q = _unpack_int4_along_k(p, BLOCK_SIZE_K, BLOCK_SIZE_N).to(tl.int32)
-            # Without zero points, 0x88 reads as 8 in either nibble.
-            zp = tl.load(zp_ptrs + g * stride_bzk, mask=use_zp, other=0x88)
-            zp = (zp.to(tl.int32) >> zp_shift) & 0xF
-            w = (q - zp[None, :]).to(a.dtype)
-            s = tl.load(bs_ptrs + g * stride_bsk)
-            acc += tl.dot(a, w) * s[None, :]
-            a_ptrs += BLOCK_SIZE_K
-            b_ptrs += HALF_K
+            for sub in tl.static_range(SUB):
+                k0 = kb * BLOCK_SIZE_K + sub * 64
+                k_in = k0 < K
+                g = k0 // group_size
+                a = tl.load(a_base + k0, mask=slot_ok[:, None] & k_in, other=0.0)
+                p = tl.load(b_base + k0 // 2, mask=(offs_kp[:, None] >= 0) & k_in, other=0)
+                q = _unpack_int4_along_k(p, 64, BLOCK_SIZE_N).to(tl.int32)
+                # Without zero points, 0x88 reads as 8 in either nibble.
+                zp = tl.load(zp_ptrs + g * stride_bzk, mask=use_zp & k_in, other=0x88)
+                zp = (zp.to(tl.int32) >> zp_shift) & 0xF
+                w = (q - zp[None, :]).to(a.dtype)
+                # Past K: a is 0 and the scale 0, so the sub-block adds 0.
+                s = tl.load(bs_ptrs + g * stride_bsk, mask=(offs_bn >= 0) & k_in, other=0.0)
+                acc += tl.dot(a, w) * s[None, :]
 
     if MUL_ROUTED_WEIGHT:
         wt = tl.load(topk_weights_ptr + slot64, mask=slot_ok, other=0.0)
