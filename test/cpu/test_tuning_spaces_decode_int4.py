@@ -49,3 +49,36 @@ def test_quick_space_keeps_the_default_and_one_query_tile():
     assert RULE.tuning.default(f, 90) in quick
     assert all(c["BLOCK_M"] == 16 and c["BLOCK_N"] >= 32 for c in quick)
     assert 12 <= len(quick) <= 32  # the device run compiles and times each of them
+
+
+def _planned_lut(rule, f, entry):
+    """Config names the build plan puts in the LUT of functional f for a database of one entry."""
+    import build_plan
+    notes = []
+    v = build_plan._plan_variant(rule, f, 90, rules.PROFILES["release"], [entry], notes)
+    assert not notes, notes
+    return [v["configs"][i]["name"] for i in v["lut"]]
+
+
+def test_decode_entry_reaches_the_lut():
+    f = {"dtype": "bf16", "BLOCK_DMODEL": 128, "PAGED": True, "SCORE_MOD": 0}
+    cfg = next(c for c in tune_decode.quick_space(RULE.tuning.all_configs(f, 90), 8)
+               if c != RULE.tuning.default(f, 90))
+    from kernel_rules import config_name, functional_name
+    lut = _planned_lut(RULE, f, {"functional": functional_name(f), "bins": [2], "config": cfg})
+    assert lut[2] == config_name(cfg) and lut[0] == config_name(RULE.tuning.default(f, 90))
+
+
+def test_int4_tuner_entries_reach_the_wq_lut():
+    """tune.py moe --quants int4 keys its entries like fused_moe_gemm_wq's LUT."""
+    import tune_moe
+    from kernel_rules import config_name, functional_name
+    wq = next(r for r in rules.KERNELS if r.name == "fused_moe_gemm_wq")
+    f, bins = tune_moe.entry_key("mixtral", 2, 1, "int4", 16)
+    assert f in wq.functionals(90)
+    quick = tune_moe.quick_space(wq.tuning.all_configs(f, 90), 16, "int4")
+    assert quick and all(c["BLOCK_SIZE_K"] in (128, 256) for c in quick)
+    cfg = quick[-1]
+    lut = _planned_lut(wq, f, {"functional": functional_name(f), "bins": bins, "config": cfg})
+    idx = (bins[0] * 5 + bins[1]) * 5 + bins[2]
+    assert lut[idx] == config_name(cfg)
