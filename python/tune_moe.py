@@ -57,11 +57,12 @@ def bin_of(value, bins):
 def quick_space(configs, block_m, quant="bf16"):
     """A regime's plausible configs: decode (BLOCK_SIZE_M 16/32) splits N into
     narrow tiles with deep K pipelines; prefill uses wide wgmma tiles. int4
-    decode: N tiles of 32-128 with K tiles of 128/256 (64-128 contiguous
-    bytes per weight row), 4 warps."""
+    decode: K tiles of 128/256 (64-128 contiguous bytes per weight row), both
+    dequantizations (INT4_DOT), 3-4 stages; wide N tiles amortize the
+    per-sub-block work (scales, zero points, row sums) over more weights."""
     if quant == INT4 and block_m <= 32:
-        keep = lambda c: (c["BLOCK_SIZE_N"] in (32, 64, 128) and c["BLOCK_SIZE_K"] in (128, 256)  # noqa: E731
-                          and c["num_warps"] == 4 and c["num_stages"] >= 3)
+        keep = lambda c: (c["BLOCK_SIZE_K"] in (128, 256) and c["num_stages"] in (3, 4)  # noqa: E731
+                          and (c["num_warps"] == 4 or c["BLOCK_SIZE_N"] >= 128))
     elif block_m <= 32:
         keep = lambda c: c["BLOCK_SIZE_N"] in (32, 64, 128) and c["num_stages"] in (3, 5)  # noqa: E731
     else:

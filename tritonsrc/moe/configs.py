@@ -81,6 +81,7 @@ def wq_gemm_default(block_m, bits, arch):
     """AOT default tuning of the weight-only GEMM functional (no BLOCK_SIZE_M)."""
     cfg = dict(next(c for c in WQ_DEFAULT_CONFIGS[bits] if c["BLOCK_SIZE_M"] == block_m))
     del cfg["BLOCK_SIZE_M"]
+    cfg["INT4_DOT"] = 0  # the offset dot (1) is chosen by the tuner, which checks it on the device
     return cfg
 
 

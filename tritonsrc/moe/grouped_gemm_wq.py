@@ -28,7 +28,8 @@ Constexprs
               strides (of A and C; of B in bytes) multiples of 16.
   tuning:     BLOCK_SIZE_N, BLOCK_SIZE_K (int4: 64, 128 or 256, read as
               64-wide sub-blocks, one group each), GROUP_SIZE_M, num_warps,
-              num_stages.
+              num_stages, INT4_DOT (int4: 0 per-nibble q - zp, 1 the offset
+              dot, see the kernel).
 Grid: (cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N), 1, 1), as fused_moe_kernel.
 """
 import triton
@@ -46,6 +47,35 @@ def _unpack_int4_along_k(p, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
+def _offset_int4_words(wv, dtype: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr):
+    """[ROWS, BLOCK_N] int32 words of packed int4 (word r = bytes 4r..4r+3 of a
+    weight row, nibbles k = 8r .. 8r + 7) -> [8 * ROWS, BLOCK_N] values
+    OFFSET + q in `dtype` (fp16: 1024 + q, bf16: 128 + q, both exact), in k order.
+
+    Two nibbles per instruction: (word >> 4t) & 0x000F000F puts nibbles t and
+    4 + t in the low bits of the two 16-bit halves, OR-ing the exponent of
+    OFFSET makes each half the float OFFSET + q (the mantissa holds q).
+    """
+    if dtype == tl.float16:
+        magic2: tl.constexpr = 0x64006400
+    else:
+        magic2: tl.constexpr = 0x43004300
+    v0 = (wv & 0x000F000F) | magic2
+    v1 = ((wv >> 4) & 0x000F000F) | magic2
+    v2 = ((wv >> 8) & 0x000F000F) | magic2
+    v3 = ((wv >> 12) & 0x000F000F) | magic2
+    # (low half, high half) of v_t hold k = t and 4 + t of the word.
+    p0 = tl.join(v0.to(tl.int16).to(dtype, bitcast=True), (v0 >> 16).to(tl.int16).to(dtype, bitcast=True))
+    p1 = tl.join(v1.to(tl.int16).to(dtype, bitcast=True), (v1 >> 16).to(tl.int16).to(dtype, bitcast=True))
+    p2 = tl.join(v2.to(tl.int16).to(dtype, bitcast=True), (v2 >> 16).to(tl.int16).to(dtype, bitcast=True))
+    p3 = tl.join(v3.to(tl.int16).to(dtype, bitcast=True), (v3 >> 16).to(tl.int16).to(dtype, bitcast=True))
+    # [ROWS, BLOCK_N, h, j1, j2] with t = 2 * j1 + j2, k = 8r + 4h + t.
+    z = tl.join(tl.join(p0, p2), tl.join(p1, p3))
+    z = tl.permute(z, (0, 2, 3, 4, 1))
+    return tl.reshape(z, (8 * ROWS, BLOCK_N))
+
+
+@triton.jit
 def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights_ptr,
                         sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
                         N, K, EM, num_valid_tokens, top_k,
@@ -54,7 +84,7 @@ def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights
                         group_size, has_zp, num_experts,
                         MUL_ROUTED_WEIGHT: tl.constexpr,
                         BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr,
-                        BLOCK_SIZE_K: tl.constexpr, GROUP_SIZE_M: tl.constexpr):
+                        BLOCK_SIZE_K: tl.constexpr, GROUP_SIZE_M: tl.constexpr, INT4_DOT: tl.constexpr):
     """One BLOCK_SIZE_M x BLOCK_SIZE_N tile of C for one expert block.
 
     a_ptr [rows, K] fp16/bf16 (row stride stride_am); b_ptr int8 [E, N, K] or
@@ -130,21 +160,46 @@ def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights
         zp_ptrs = b_zp_ptr + expert * stride_bze + (offs_bn // 2) * stride_bzn
         zp_shift = (offs_bn % 2) * 4
         use_zp = (offs_bn >= 0) & (has_zp != 0)  # all true or all false
+        # INT4_DOT 1 (fp16/bf16 activations): the tensor cores multiply the
+        # offset values OFFSET + q, made two nibbles per instruction from
+        # 32-bit words, and the zero point leaves the K sum:
+        #   sum_k a_k (q_k - zp) = dot(a, OFFSET + q) - (OFFSET + zp) * sum_k a_k,
+        # about 4 instructions per weight byte instead of about 20 (unpack,
+        # widen, subtract and convert each nibble): at decode sizes the
+        # dequantization, not the memory, was the bound. Products are exact
+        # and the fp32 sums carry OFFSET * sum|a| (at most 1024x the operands'
+        # scale: 2^-14 relative, far below the 16-bit output's rounding).
+        OFFSET_DOT: tl.constexpr = INT4_DOT == 1 and a_ptr.dtype.element_ty != tl.float32
+        if OFFSET_DOT:
+            if a_ptr.dtype.element_ty == tl.float16:
+                offset: tl.constexpr = 1024.0
+            else:
+                offset: tl.constexpr = 128.0
+            offs_w = tl.arange(0, 8)
+            w_base = b_ptr.to(tl.pointer_type(tl.int32)) + expert * (stride_be // 4) + offs_w[:, None] \
+                + offs_bn[None, :] * (stride_bn // 4)
         for kb in range(0, tl.cdiv(K, BLOCK_SIZE_K)):
             for sub in tl.static_range(SUB):
                 k0 = kb * BLOCK_SIZE_K + sub * 64
                 k_in = k0 < K
                 g = k0 // group_size
                 a = tl.load(a_base + k0, mask=slot_ok[:, None] & k_in, other=0.0)
-                p = tl.load(b_base + k0 // 2, mask=(offs_kp[:, None] >= 0) & k_in, other=0)
-                q = _unpack_int4_along_k(p, 64, BLOCK_SIZE_N).to(tl.int32)
                 # Without zero points, 0x88 reads as 8 in either nibble.
                 zp = tl.load(zp_ptrs + g * stride_bzk, mask=use_zp & k_in, other=0x88)
                 zp = (zp.to(tl.int32) >> zp_shift) & 0xF
-                w = (q - zp[None, :]).to(a.dtype)
                 # Past K: a is 0 and the scale 0, so the sub-block adds 0.
                 s = tl.load(bs_ptrs + g * stride_bsk, mask=(offs_bn >= 0) & k_in, other=0.0)
-                acc += tl.dot(a, w) * s[None, :]
+                if OFFSET_DOT:
+                    wv = tl.load(w_base + k0 // 8, mask=(offs_w[:, None] >= 0) & k_in, other=0)
+                    w = _offset_int4_words(wv, a.dtype, 8, BLOCK_SIZE_N)
+                    row_sum = tl.sum(a.to(tl.float32), 1)
+                    part = tl.dot(a, w) - row_sum[:, None] * (offset + zp.to(tl.float32))[None, :]
+                else:
+                    p = tl.load(b_base + k0 // 2, mask=(offs_kp[:, None] >= 0) & k_in, other=0)
+                    q = _unpack_int4_along_k(p, 64, BLOCK_SIZE_N).to(tl.int32)
+                    w = (q - zp[None, :]).to(a.dtype)
+                    part = tl.dot(a, w)
+                acc += part * s[None, :]
 
     if MUL_ROUTED_WEIGHT:
         wt = tl.load(topk_weights_ptr + slot64, mask=slot_ok, other=0.0)

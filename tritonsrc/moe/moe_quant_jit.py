@@ -70,7 +70,7 @@ def grouped_gemm_wq_launch(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, 
     args = [a, b, c, b_scale, zp, w, sorted_ids, expert_ids, ntpp, N, K, EM, c.shape[0], top_k,
             a.stride(0), b.stride(0), b.stride(1), c.stride(0), b_scale.stride(0), b_scale.stride(1), sk, *zs,
             max(group_size, 1), int(b_zp is not None), E]
-    return grid, args, dict(MUL_ROUTED_WEIGHT=mul_routed_weight, **config)
+    return grid, args, dict(MUL_ROUTED_WEIGHT=mul_routed_weight, **{"INT4_DOT": 0, **config})
 
 
 def fused_experts_quant_jit(hidden, w1, w2, topk_weights, topk_ids, quant, w1_scale, w2_scale,
