@@ -8,6 +8,7 @@
 # first builds PROFILE (default gputest, ~260 s on 16 cores) while the tuners run.
 #   DECODE_BUDGET_S=100 INT4_BUDGET_S=100   tuner budgets (resumable: run again to continue)
 #   SKIP_TUNE=1                            bench only (the committed databases)
+#   SKIP_TESTS=1                           no GPU tests at the end (decode, int4: ~2 min)
 # Results: $OUT/tuning/*.json (commit them to tuning/sm_90/), $OUT/decode_sm90.json,
 # $OUT/tune_decode.log, $OUT/bench_decode.log, $OUT/bench_int4.log.
 set -uo pipefail
@@ -50,4 +51,11 @@ timeout 150 python3 bench/bench_decode.py --contexts 8192,65536 --sweep-splits=8
 echo "=== int4 w4a16 rows of bench_moe_coverage ($(el))"
 timeout 120 python3 bench/bench_moe_coverage.py --sections quant 2>&1 | tee "$OUT/bench_int4.log" | tail -12
 cp bench/results/decode_sm90.json bench/results/moe_coverage_sm90.json "$OUT/" 2>/dev/null
+if [ -z "${SKIP_TESTS:-}" ]; then
+  # Correctness of what now runs: the AOT decode and int4 tests with the rebuilt
+  # library, and the tuning options through the JIT (the full GPU suite has them too).
+  echo "=== decode / int4 GPU tests ($(el))"
+  timeout "${TEST_TIMEOUT_S:-240}" python3 -m pytest -q test/gpu/test_decode_gpu.py \
+    test/gpu/test_decode_int4_configs_gpu.py test/gpu/test_moe_quant_gpu.py 2>&1 | tee "$OUT/test_decode_int4.log" | tail -6
+fi
 echo "done after $(el)"
