@@ -4,9 +4,10 @@
 # copy of the tree, so a build running beside it never sees tuning/ change),
 # rebuild the library with the winners (incremental: only the new configs
 # compile), then bench decode and the int4 rows, printing roofline fractions.
-# About 4 minutes with a build in place (install/, build/); without one it
-# first builds PROFILE (default gputest, ~260 s on 16 cores) while the tuners run.
-#   DECODE_BUDGET_S=100 INT4_BUDGET_S=100   tuner budgets (resumable: run again to continue)
+# About 4-5 minutes with a build in place (install/, build/), plus ~2 for the
+# decode/int4 GPU tests; without a build it first builds PROFILE (default
+# gputest, ~260 s on 16 cores) while the tuners run. Fits one 10-minute call.
+#   DECODE_BUDGET_S=75 INT4_BUDGET_S=90     tuner budgets (resumable: run again to continue)
 #   SKIP_TUNE=1                            bench only (the committed databases)
 #   SKIP_TESTS=1                           no GPU tests at the end (decode, int4: ~2 min)
 # Results: $OUT/tuning/*.json (commit them to tuning/sm_90/), $OUT/decode_sm90.json,
@@ -15,6 +16,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/aotriton-out}; mkdir -p "$OUT/tuning"
 export PYTHONUNBUFFERED=1
+export DECODE_BUDGET_S=${DECODE_BUDGET_S:-75} INT4_BUDGET_S=${INT4_BUDGET_S:-90}
 start=$(date +%s)
 el() { echo "$(( $(date +%s) - start )) s"; }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
@@ -55,7 +57,7 @@ if [ -z "${SKIP_TESTS:-}" ]; then
   # Correctness of what now runs: the AOT decode and int4 tests with the rebuilt
   # library, and the tuning options through the JIT (the full GPU suite has them too).
   echo "=== decode / int4 GPU tests ($(el))"
-  timeout "${TEST_TIMEOUT_S:-240}" python3 -m pytest -q test/gpu/test_decode_gpu.py \
+  timeout "${TEST_TIMEOUT_S:-180}" python3 -m pytest -q test/gpu/test_decode_gpu.py \
     test/gpu/test_decode_int4_configs_gpu.py test/gpu/test_moe_quant_gpu.py 2>&1 | tee "$OUT/test_decode_int4.log" | tail -6
 fi
 echo "done after $(el)"
