@@ -360,14 +360,21 @@ FLASH_KERNELS += VDIM_KERNELS
 # (always masked on d: no PADDED_HEAD functional, the loads stay 16-byte).
 # One default config per functional keeps the release cubin count small.
 # ----------------------------------------------------------------------------
-from tritonsrc.flash.decode_configs import DECODE_HEAD_BUCKETS, default_decode_config  # noqa: E402
+from tritonsrc.flash.decode_configs import (  # noqa: E402
+    DECODE_HEAD_BUCKETS, DECODE_KEYS_PER_SPLIT_BINS, combine_config, default_decode_config)
 
 _DECODE_DTYPES = ["fp16", "bf16"]
 
 
 def _decode_candidate(f, c, arch):
-    """tune: small tiles only (decode reads each KV tile once; M is the GQA group)."""
-    return c["BLOCK_N"] * f["BLOCK_DMODEL"] <= 16384 or dict(c) == default_decode_config(f["BLOCK_DMODEL"])
+    """Shared memory of the pipelined K and V tiles ((num_stages - 1) buffers
+    of 2 * BLOCK_N * D bf16/fp16) within the 227 KB an sm_90 CTA may use
+    (sm_80: 163 KB), and at most 64 KB of K per tile (registers)."""
+    tile = 2 * c["BLOCK_N"] * f["BLOCK_DMODEL"] * 2
+    smem = max(c["num_stages"] - 1, 1) * tile + c["BLOCK_M"] * f["BLOCK_DMODEL"] * 2
+    limit = 227 * 1024 if arch >= 90 else 163 * 1024
+    return (smem <= limit and c["BLOCK_N"] * f["BLOCK_DMODEL"] <= 16384) \
+        or dict(c) == default_decode_config(f["BLOCK_DMODEL"])
 
 
 def _bshd_strides(name):
@@ -421,10 +428,15 @@ attn_decode = Kernel(
     functional={"dtype": _DECODE_DTYPES, "BLOCK_DMODEL": list(DECODE_HEAD_BUCKETS), "PAGED": [False, True],
                 "SCORE_MOD": [0, 1, 2]},
     tuning=TuningSpace(
-        params={"BLOCK_M": [16, 32], "BLOCK_N": [32, 64, 128], "num_warps": [4, 8], "num_stages": [2, 3]},
+        params={"BLOCK_M": [16, 32], "BLOCK_N": [16, 32, 64, 128], "num_warps": [4, 8], "num_stages": [2, 3, 4, 5]},
         default=lambda f, arch: default_decode_config(f["BLOCK_DMODEL"]),
         prune=_decode_candidate,
     ),
+    # keys_per_split = cdiv(capacity, num_splits), set by the operator: short
+    # splits (many splits of few keys) want short pipelines and small tiles,
+    # long ones deep pipelines (python/tune_decode.py fills the LUT).
+    grid_args=["keys_per_split"],
+    autotune_keys=[AutotuneKey("keys_per_split", bins=list(DECODE_KEYS_PER_SPLIT_BINS))],
     grid=("num_splits", "num_seqs * num_heads_k", "cdiv(seqlen_q * (num_heads_q / num_heads_k), BLOCK_M)"),
     doc="flash decode: attention over a contiguous or paged KV cache, split-KV partials",
 )
@@ -440,8 +452,10 @@ attn_decode_combine = Kernel(
         Arg("num_splits", "i32"),
     ],
     functional={"dtype": _DECODE_DTYPES, "BLOCK_DMODEL": list(DECODE_HEAD_BUCKETS)},
-    tuning=TuningSpace(params={"num_warps": [4], "num_stages": [1]},
-                       default=lambda f, arch: {"num_warps": 4, "num_stages": 1}),
+    # One chunk size per head-dim bucket (a 16 KB tile of partials).
+    tuning=TuningSpace(params={"BLOCK_S": [16, 32, 64], "num_warps": [4], "num_stages": [1]},
+                       default=lambda f, arch: combine_config(f["BLOCK_DMODEL"]),
+                       prune=lambda f, c, arch: dict(c) == combine_config(f["BLOCK_DMODEL"])),
     grid=("total_rows", "1", "1"),
     doc="flash decode: combine the split-KV partial outputs by their log-sum-exps",
 )

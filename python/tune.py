@@ -1,6 +1,7 @@
 """GPU tuner: fills tuning/sm_<arch>/<kernel>.json with the fastest correct
 config per (functional, autotune-key bin). `python python/tune.py moe ...`
-tunes the MoE grouped GEMM instead (python/tune_moe.py).
+tunes the MoE grouped GEMM instead (python/tune_moe.py), `python python/tune.py
+decode ...` the KV-cache decode kernel (python/tune_decode.py).
 
     python python/tune.py [--kernels attn_fwd,bwd_dkdv,bwd_dq,attn_fwd_hopper] [--dtypes fp16,bf16]
                           [--head-dims 64,128] [--causal 0,1,2] [--seqlens 512,...,16384]
@@ -205,6 +206,14 @@ def main():
                                                             formatter_class=argparse.RawDescriptionHelpFormatter))
         rule = next(r for r in rules.KERNELS if r.name == "fused_moe_gemm")
         tune_moe.tune_moe(ap.parse_args(sys.argv[2:]), rule, load_db, save_db, db_path)
+        return
+    if sys.argv[1:2] == ["decode"]:  # the KV-cache decode kernel: python/tune_decode.py
+        import tune_decode
+        ap = tune_decode.add_arguments(argparse.ArgumentParser(
+            prog="tune.py decode", description=tune_decode.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter))
+        rule = next(r for r in rules.KERNELS if r.name == "attn_decode")
+        tune_decode.tune_decode(ap.parse_args(sys.argv[2:]), rule, load_db, save_db, db_path)
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kernels", default="attn_fwd,bwd_dkdv,bwd_dq")

@@ -32,7 +32,7 @@ LSE = -inf.
 import triton
 import triton.language as tl
 
-from .kv_cache import cached_length, slot_offsets, token_slots
+from .kv_cache import cached_length, checked_slots, page_entries, slot_offsets, token_slots
 
 LOG2E = tl.constexpr(1.4426950408889634)
 LN2 = tl.constexpr(0.6931471805599453)
@@ -68,21 +68,30 @@ def _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, hi, offs_n, o
     """Key tiles [lo, hi). MASKED=False: every key is inside the sequence and
     visible to every row (only invalid pages are masked, paged caches);
     MASKED: keys past hi and outside each row's band are masked."""
+    if PAGED:  # the first tile's table entries; each iteration reads the next tile's
+        nxt = page_entries(table_row, lo + offs_n, page_size, lo + offs_n < hi)
+    else:
+        nxt = offs_n
     for start_n in tl.range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
         if MASKED:
             n_in = cols < hi
         else:
             n_in = cols >= 0  # all true
-        blk, row, k_ok = token_slots(table_row, cols, page_size, num_blocks, n_in, PAGED)
+        if PAGED:
+            entries = nxt
+            nxt = page_entries(table_row, cols + BLOCK_N, page_size, cols + BLOCK_N < hi)
+            blk, row, k_ok = checked_slots(entries, cols, page_size, num_blocks, n_in)
+        else:
+            blk, row, k_ok = token_slots(table_row, cols, page_size, num_blocks, n_in, PAGED)
         k_rows = slot_offsets(blk, row, stride_kz, stride_kn, PAGED)
         v_rows = slot_offsets(blk, row, stride_vz, stride_vn, PAGED)
         v_ok = k_ok
         if MASKED or PAGED:
-            k = tl.load(k_head + k_rows[None, :] + offs_d[:, None], mask=k_ok[None, :] & d_ok[:, None], other=0.0)
+            k = tl.load(k_head + k_rows[:, None] + offs_d[None, :], mask=k_ok[:, None] & d_ok[None, :], other=0.0)
         else:
-            k = tl.load(k_head + k_rows[None, :] + offs_d[:, None], mask=d_ok[:, None], other=0.0)
-        s = _log2_scores(tl.dot(q, k), row_tok, cols, qk_scale, mod0, mod1, SCORE_MOD)
+            k = tl.load(k_head + k_rows[:, None] + offs_d[None, :], mask=d_ok[None, :], other=0.0)
+        s = _log2_scores(tl.dot(q, tl.trans(k)), row_tok, cols, qk_scale, mod0, mod1, SCORE_MOD)
         if MASKED:
             rel = cols[None, :] - row_tok[:, None]
             ok = k_ok[None, :] & (rel >= lo_off) & (rel <= hi_off)

@@ -25,6 +25,22 @@ def cached_length(cache_seqlens, b, seqlen_new, capacity):
 
 
 @triton.jit
+def page_entries(table_row, cols, page_size, valid):
+    """Raw block-table entries of tokens `cols` (paged caches); `valid` masks
+    the reads of columns past the sequence (their page index may be past the
+    table row). Split from checked_slots so a loop can read the next tile's
+    entries one iteration ahead (the K/V address then waits on no load)."""
+    return tl.load(table_row + cols // page_size, mask=valid, other=0)
+
+
+@triton.jit
+def checked_slots(entries, cols, page_size, num_blocks, valid):
+    """(block, row in block, in-range flag) from raw table entries."""
+    ok = (entries >= 0) & (entries < num_blocks)
+    return tl.where(ok, entries, 0), cols % page_size, ok & valid
+
+
+@triton.jit
 def token_slots(table_row, cols, page_size, num_blocks, valid, PAGED: tl.constexpr):
     """(block, row in block, in-range flag) of tokens `cols` of one sequence;
     the K and V caches share them (one block-table read for both).
@@ -34,11 +50,7 @@ def token_slots(table_row, cols, page_size, num_blocks, valid, PAGED: tl.constex
     the sequence (their page index may be past the table row).
     """
     if PAGED:
-        page = cols // page_size
-        blk = tl.load(table_row + page, mask=valid, other=0)
-        ok = (blk >= 0) & (blk < num_blocks)
-        blk = tl.where(ok, blk, 0)
-        return blk, cols - page * page_size, ok & valid
+        return checked_slots(page_entries(table_row, cols, page_size, valid), cols, page_size, num_blocks, valid)
     else:
         return 0, cols, valid
 

@@ -47,21 +47,30 @@ def invoke_grouped_gemm_wq(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, 
                            b_scale, b_zp=None, group_size=0, mul_routed_weight=False):
     """Weight-only GEMM. bits 8: b int8 [E, N, K], b_scale [E, N]; bits 4: b uint8
     [E, N, K // 2], b_scale [E, N, K // group_size], b_zp uint8 [E, cdiv(N, 2), K // group_size]."""
+    grid, args, kwargs = grouped_gemm_wq_launch(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top_k, config,
+                                                bits, b_scale, b_zp, group_size, mul_routed_weight)
+    fused_moe_wq_kernel[grid](*args, **kwargs)
+    return c
+
+
+def grouped_gemm_wq_launch(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top_k, config, bits,
+                           b_scale, b_zp=None, group_size=0, mul_routed_weight=False):
+    """(grid, args, kwargs) of invoke_grouped_gemm_wq's launch (the tuner
+    compiles configs ahead with fused_moe_wq_kernel.warmup)."""
     E, N, Kb = b.shape
     K = a.shape[1]
     assert b.dtype == (torch.int8 if bits == 8 else torch.uint8) and Kb == (K if bits == 8 else K // 2)
+    assert bits == 8 or (K % 64 == 0 and group_size % 64 == 0), "int4: K and group_size must be multiples of 64"
     EM = sorted_ids.numel()
     w = topk_weights if topk_weights is not None else b_scale
     zp = b_zp if b_zp is not None else b
     zs = (zp.stride(0), zp.stride(1), zp.stride(2)) if b_zp is not None else (0, 0, 0)
     sk = b_scale.stride(2) if bits == 4 else 0
     grid = (triton.cdiv(EM, config["BLOCK_SIZE_M"]) * triton.cdiv(N, config["BLOCK_SIZE_N"]), 1, 1)
-    fused_moe_wq_kernel[grid](a, b, c, b_scale, zp, w, sorted_ids, expert_ids, ntpp, N, K, EM, c.shape[0], top_k,
-                              a.stride(0), b.stride(0), b.stride(1), c.stride(0),
-                              b_scale.stride(0), b_scale.stride(1), sk, *zs,
-                              max(group_size, 1), int(b_zp is not None), E,
-                              MUL_ROUTED_WEIGHT=mul_routed_weight, **config)
-    return c
+    args = [a, b, c, b_scale, zp, w, sorted_ids, expert_ids, ntpp, N, K, EM, c.shape[0], top_k,
+            a.stride(0), b.stride(0), b.stride(1), c.stride(0), b_scale.stride(0), b_scale.stride(1), sk, *zs,
+            max(group_size, 1), int(b_zp is not None), E]
+    return grid, args, dict(MUL_ROUTED_WEIGHT=mul_routed_weight, **{"INT4_DOT": 0, **config})
 
 
 def fused_experts_quant_jit(hidden, w1, w2, topk_weights, topk_ids, quant, w1_scale, w2_scale,
