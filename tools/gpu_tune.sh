@@ -26,7 +26,8 @@ fi
 if [[ $STEPS == *hopper* ]]; then
   # The sm_90 Gluon forward (head dim 128): serial vs ping-pong per seqlen bin, both dtypes.
   timeout "${HOPPER_S:-240}" python3 python/tune.py --kernels attn_fwd_hopper --dtypes bf16,fp16 --head-dims 128 \
-    --causal 0,1,2 --seqlens 512,1024,2048,4096,8192,16384 2>&1 | grep -v "tuning:" | tail -40
+    --causal "${HOPPER_CAUSAL:-0,1,2}" --seqlens "${HOPPER_SEQLENS:-512,1024,2048,4096,8192,16384}" 2>&1 \
+    | grep -v "tuning:" | tail -40
 fi
 if [[ $STEPS == *decode* ]]; then
   # KV-cache decode (python/tune_decode.py): bf16 D 128, paged and contiguous,
