@@ -2,29 +2,16 @@
 on a machine without a CUDA driver (fake, non-overlapping device pointers):
 every bad input is refused with a message naming it before any launch."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-
-NO_DRIVER = {**os.environ, "AOTRITON_LIBCUDA": "/nonexistent/libcuda.so.1"}
+from nodriver import run_without_driver
 
 SCRIPT = r"""
 import json
-import pyaotriton as C
-
-_next = [1 << 32]
 
 
-def t(shape, dtype=C.DTYPE_FP16, size=2):
-    strides, s = [], 1
-    for n in reversed(shape):
-        strides.insert(0, s)
-        s *= n
-    ptr = _next[0]
-    _next[0] += (s * size + (1 << 20)) // 4096 * 4096 + 4096  # disjoint, 4 KiB aligned
-    return (ptr, tuple(shape), tuple(strides), dtype)
+def t(shape, dtype=C.DTYPE_FP16):
+    return fresh(shape, dtype)
 
 
 def call(B=2, sq=1, hq=8, hk=2, d=128, cap=256, page=None, snew=0, splits=0, sms=132, causal=False, softcap=0.0,
@@ -35,17 +22,17 @@ def call(B=2, sq=1, hq=8, hk=2, d=128, cap=256, page=None, snew=0, splits=0, sms
         kc, vc, bt = t((B, cap, hk, d)), t((B, cap, hk, d)), None
     else:
         mb = cap // page
-        kc, vc, bt = t((B * mb, page, hk, d)), t((B * mb, page, hk, d)), t((B, mb), bt_dtype, 4)
+        kc, vc, bt = t((B * mb, page, hk, d)), t((B * mb, page, hk, d)), t((B, mb), bt_dtype)
     kn = t((B, snew, hk, d)) if snew else None
     vn = t((B, snew, hk, d)) if snew else None
-    args = (q, kc, vc, kn, vn, t((B,), C.DTYPE_INT32, 4), bt, t((B, sq, hq, d), q_dtype),
-            t(lse_shape or (B, hq, sq), C.DTYPE_FP32, 4), 0.1, causal, window[0], window[1], softcap,
-            None if alibi is None else t(alibi, C.DTYPE_FP32, 4), splits, sms)
+    args = (q, kc, vc, kn, vn, t((B,), C.DTYPE_INT32), bt, t((B, sq, hq, d), q_dtype),
+            t(lse_shape or (B, hq, sq), C.DTYPE_FP32), 0.1, causal, window[0], window[1], softcap,
+            None if alibi is None else t(alibi, C.DTYPE_FP32), splits, sms)
     try:
         if query_only:
             return "ok %d %d" % C.attn_decode_workspace_size(*args)
         nbytes = C.attn_decode_workspace_size(*args)[0]
-        buf = t((max(ws, 1),), C.DTYPE_UINT8, 1)[0] if ws >= 0 else 0
+        buf = t((max(ws, 1),), C.DTYPE_UINT8)[0] if ws >= 0 else 0
         C.attn_decode(*args, buf, ws if ws >= 0 else 0, 0)
         return "ok"
     except (ValueError, RuntimeError) as e:
@@ -95,10 +82,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def results(prefix):
-    env = {**NO_DRIVER, "PYTHONPATH": str(prefix / "lib/python")}
-    r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout.splitlines()[-1])
+    return json.loads(run_without_driver(prefix, SCRIPT).splitlines()[-1])
 
 
 def splits_and_bytes(s):

@@ -29,7 +29,7 @@ Constexprs
 Grid: (cdiv(max_seqlen_k, BLOCK_N), batch * num_heads_k, 1).
 
 Suggested defaults (BLOCK_M, BLOCK_N, num_warps, num_stages), fp16/bf16;
-fp32 rows, the dropout rule and the sweep list are in bwd_jit.py
+fp32 rows, the dropout rule and the sweep list are in bwd_configs.py
 (DEFAULT_CONFIGS, DROPOUT_SHRINK, CANDIDATE_CONFIGS):
   sm_90  D<=64: (64, 128, 8, 2)  D=128: (32, 128, 8, 2)  D=256: (16, 64, 8, 2)
   sm_80  D<=32: (64, 128, 8, 2)  D=64: (32, 128, 8, 2)  D=128: (32, 64, 8, 2)
@@ -47,7 +47,7 @@ import triton.language as tl
 
 from .attn_mods import band_offsets, band_row_blocks, in_band, log2_scores, score_grad, score_mod_params
 from .dropout import keep_mask
-from .seq_bounds import sequence_bounds
+from .prologue import causal_diag, key_block, philox_state
 
 LOG2E = tl.constexpr(1.4426950408889634)
 
@@ -193,12 +193,7 @@ def _dkdv_program(
     k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :], mask=kv_mask, other=0.0)
     v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_dv[None, :], mask=v_mask, other=0.0)
 
-    if ENABLE_DROPOUT:
-        seed = tl.load(philox_seed_ptr)
-        philox_offset = tl.load(philox_offset_ptr)
-    else:
-        seed = 0
-        philox_offset = 0
+    seed, philox_offset = philox_state(philox_seed_ptr, philox_offset_ptr, ENABLE_DROPOUT)
 
     # Row range split (same for every head of the group):
     #   [lo, full_lo)        causal diagonal: some (row, key) pairs hidden
@@ -215,10 +210,7 @@ def _dkdv_program(
         diag = 0
         full_lo = 0
     else:
-        if CAUSAL_TYPE == 1:
-            diag = 0
-        else:
-            diag = seqlen_k - seqlen_q
+        diag = causal_diag(seqlen_q, seqlen_k, CAUSAL_TYPE)
         # Row i sees key j iff j <= i + diag: rows before lo see none of ours,
         # rows from start_n + BLOCK_N - 1 - diag on see all of them.
         lo = tl.maximum(start_n - diag, 0)
@@ -340,15 +332,9 @@ def bwd_dkdv(
     alibi_slopes, stride_alibi_z, softcap, window_left, window_right,
     window_align  as the forward (LOCAL_WINDOW / SCORE_MOD only).
     """
-    pid_n = tl.program_id(0)
-    bhk = tl.program_id(1)
-    off_z = bhk // num_heads_k
-    off_hk = bhk % num_heads_k
-    group = num_heads_q // num_heads_k
-
-    q_start, seqlen_q = sequence_bounds(cu_seqlens_q, off_z, total_q, max_seqlen_q, IS_VARLEN)
-    k_start, seqlen_k = sequence_bounds(cu_seqlens_k, off_z, total_k, max_seqlen_k, IS_VARLEN)
-    start_n = pid_n * BLOCK_N
+    off_z, off_hk, group, q_start, seqlen_q, k_start, seqlen_k, start_n = key_block(
+        cu_seqlens_q, cu_seqlens_k, num_heads_q, num_heads_k, max_seqlen_q, max_seqlen_k, total_q, total_k,
+        IS_VARLEN, BLOCK_N)
     if start_n >= seqlen_k:
         return
 

@@ -27,7 +27,7 @@ Constexprs
 Grid: (cdiv(max_seqlen_q, BLOCK_M), batch * num_heads_q, 1).
 
 Suggested defaults (BLOCK_M, BLOCK_N, num_warps, num_stages), fp16/bf16;
-fp32 rows, the dropout rule and the sweep list are in bwd_jit.py
+fp32 rows, the dropout rule and the sweep list are in bwd_configs.py
 (DEFAULT_CONFIGS, DROPOUT_SHRINK, CANDIDATE_CONFIGS):
   sm_90  D<=128: (128, 64, 8, 2)  D=256: (64, 32, 8, 2)
   sm_80  D=16: (128, 64, 8, 3)  D=32, 64: (128, 64, 8, 2)  D=128: (128, 32, 8, 2)
@@ -40,9 +40,9 @@ need a divisibility hint or the loads go scalar).
 import triton
 import triton.language as tl
 
-from .attn_mods import band_key_range, band_offsets, in_band, log2_scores, score_grad, score_mod_params
+from .attn_mods import in_band, log2_scores, score_grad, score_mod_params
 from .dropout import keep_mask
-from .seq_bounds import sequence_bounds
+from .prologue import key_range, philox_state, query_block
 
 LOG2E = tl.constexpr(1.4426950408889634)
 
@@ -165,18 +165,9 @@ def bwd_dq(
     alibi_slopes, stride_alibi_z, softcap, window_left, window_right,
     window_align  as the forward (LOCAL_WINDOW / SCORE_MOD only).
     """
-    pid_m = tl.program_id(0)
-    if CAUSAL_TYPE != 0 or LOCAL_WINDOW:
-        # Heaviest causal blocks (largest m) first: shorter tail.
-        pid_m = tl.num_programs(0) - 1 - pid_m
-    bh = tl.program_id(1)
-    off_z = bh // num_heads_q
-    off_h = bh % num_heads_q
-    off_hk = off_h // (num_heads_q // num_heads_k)
-
-    q_start, seqlen_q = sequence_bounds(cu_seqlens_q, off_z, total_q, max_seqlen_q, IS_VARLEN)
-    k_start, seqlen_k = sequence_bounds(cu_seqlens_k, off_z, total_k, max_seqlen_k, IS_VARLEN)
-    start_m = pid_m * BLOCK_M
+    bh, off_z, off_h, off_hk, q_start, seqlen_q, k_start, seqlen_k, start_m = query_block(
+        cu_seqlens_q, cu_seqlens_k, num_heads_q, num_heads_k, max_seqlen_q, max_seqlen_k, total_q, total_k,
+        IS_VARLEN, CAUSAL_TYPE, LOCAL_WINDOW, BLOCK_M)
     if start_m >= seqlen_q:
         return
 
@@ -215,12 +206,7 @@ def bwd_dq(
     delta = tl.load(delta_base + q_start + offs_m, mask=m_ok, other=0.0)
     lse2 = lse * LOG2E
 
-    if ENABLE_DROPOUT:
-        seed = tl.load(philox_seed_ptr)
-        philox_offset = tl.load(philox_offset_ptr)
-    else:
-        seed = 0
-        philox_offset = 0
+    seed, philox_offset = philox_state(philox_seed_ptr, philox_offset_ptr, ENABLE_DROPOUT)
 
     if SCORE_MOD != 0:
         mod0, mod1 = score_mod_params(sm_scale, softcap, alibi_slopes + off_z * stride_alibi_z + off_h,
@@ -228,32 +214,9 @@ def bwd_dq(
     else:
         mod0 = 0.0
         mod1 = 0.0
-    # Key range split: [lo, full_lo) and [full_end, hi) need a mask,
-    # [full_lo, full_end) does not; without LOCAL_WINDOW lo = full_lo = 0.
-    lo = 0
-    full_lo = 0
-    lo_off = 0
-    hi_off = 0
-    if LOCAL_WINDOW:
-        diag = 0
-        lo_off, hi_off = band_offsets(seqlen_q, seqlen_k, window_left, window_right, window_align)
-        lo, full_lo, full_end, hi = band_key_range(start_m, seqlen_q, seqlen_k, lo_off, hi_off,
-                                                   BLOCK_M, BLOCK_N)
-    elif CAUSAL_TYPE == 0:
-        diag = 0
-        hi = seqlen_k
-        full_end = (seqlen_k // BLOCK_N) * BLOCK_N
-    else:
-        if CAUSAL_TYPE == 1:
-            diag = 0
-        else:
-            diag = seqlen_k - seqlen_q
-        # Last key seen by the last real row of this block, exclusive.
-        hi = tl.minimum(tl.minimum(start_m + BLOCK_M, seqlen_q) + diag, seqlen_k)
-        hi = tl.maximum(hi, 0)
-        # Keys seen by the first row are visible to every row of the block.
-        first_row_keys = tl.maximum(tl.minimum(start_m + diag + 1, seqlen_k), 0)
-        full_end = (first_row_keys // BLOCK_N) * BLOCK_N
+    diag, lo, full_lo, full_end, hi, lo_off, hi_off = key_range(
+        start_m, seqlen_q, seqlen_k, window_left, window_right, window_align,
+        CAUSAL_TYPE, LOCAL_WINDOW, BLOCK_M, BLOCK_N)
 
     qk_scale = sm_scale * LOG2E
     dq = tl.zeros([BLOCK_M, BLOCK_DMODEL], dtype=tl.float32)

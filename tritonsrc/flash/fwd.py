@@ -42,9 +42,9 @@ Default tuning (BLOCK_M, BLOCK_N, num_warps, num_stages), fp16/bf16:
 import triton
 import triton.language as tl
 
-from .attn_mods import band_key_range, band_offsets, in_band, log2_scores, score_mod_params
+from .attn_mods import in_band, log2_scores, score_mod_params
 from .dropout import keep_mask
-from .seq_bounds import sequence_bounds
+from .prologue import key_range, philox_state, query_block
 
 LOG2E = tl.constexpr(1.4426950408889634)
 LN2 = tl.constexpr(0.6931471805599453)
@@ -222,18 +222,9 @@ def attn_fwd(
     window_left, window_right, window_align  the band (LOCAL_WINDOW;
                  attn_mods.py): -1 = unbounded; align 0 top-left, 1 bottom-right.
     """
-    pid_m = tl.program_id(0)
-    if CAUSAL_TYPE != 0 or LOCAL_WINDOW:
-        # Heaviest causal blocks (largest m) first: shorter tail.
-        pid_m = tl.num_programs(0) - 1 - pid_m
-    bh = tl.program_id(1)
-    off_z = bh // num_heads_q
-    off_h = bh % num_heads_q
-    off_hk = off_h // (num_heads_q // num_heads_k)
-
-    q_start, seqlen_q = sequence_bounds(cu_seqlens_q, off_z, total_q, max_seqlen_q, IS_VARLEN)
-    k_start, seqlen_k = sequence_bounds(cu_seqlens_k, off_z, total_k, max_seqlen_k, IS_VARLEN)
-    start_m = pid_m * BLOCK_M
+    bh, off_z, off_h, off_hk, q_start, seqlen_q, k_start, seqlen_k, start_m = query_block(
+        cu_seqlens_q, cu_seqlens_k, num_heads_q, num_heads_k, max_seqlen_q, max_seqlen_k, total_q, total_k,
+        IS_VARLEN, CAUSAL_TYPE, LOCAL_WINDOW, BLOCK_M)
     if start_m >= seqlen_q:
         return
 
@@ -272,12 +263,7 @@ def attn_fwd(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DMODEL if BLOCK_DV == 0 else BLOCK_DV], dtype=tl.float32)
 
-    if ENABLE_DROPOUT:
-        seed = tl.load(philox_seed_ptr)
-        philox_offset = tl.load(philox_offset_ptr)
-    else:
-        seed = 0
-        philox_offset = 0
+    seed, philox_offset = philox_state(philox_seed_ptr, philox_offset_ptr, ENABLE_DROPOUT)
 
     if SCORE_MOD != 0:
         mod0, mod1 = score_mod_params(sm_scale, softcap, alibi_slopes + off_z * stride_alibi_z + off_h,
@@ -285,32 +271,9 @@ def attn_fwd(
     else:
         mod0 = 0.0
         mod1 = 0.0
-    # Key range split: [lo, full_lo) and [full_end, hi) need a mask,
-    # [full_lo, full_end) does not; without LOCAL_WINDOW lo = full_lo = 0.
-    lo = 0
-    full_lo = 0
-    lo_off = 0
-    hi_off = 0
-    if LOCAL_WINDOW:
-        diag = 0
-        lo_off, hi_off = band_offsets(seqlen_q, seqlen_k, window_left, window_right, window_align)
-        lo, full_lo, full_end, hi = band_key_range(start_m, seqlen_q, seqlen_k, lo_off, hi_off,
-                                                   BLOCK_M, BLOCK_N)
-    elif CAUSAL_TYPE == 0:
-        diag = 0
-        hi = seqlen_k
-        full_end = (seqlen_k // BLOCK_N) * BLOCK_N
-    else:
-        if CAUSAL_TYPE == 1:
-            diag = 0
-        else:
-            diag = seqlen_k - seqlen_q
-        # Last key seen by the last real row of this block, exclusive.
-        hi = tl.minimum(tl.minimum(start_m + BLOCK_M, seqlen_q) + diag, seqlen_k)
-        hi = tl.maximum(hi, 0)
-        # Keys seen by the first row are visible to every row of the block.
-        first_row_keys = tl.maximum(tl.minimum(start_m + diag + 1, seqlen_k), 0)
-        full_end = (first_row_keys // BLOCK_N) * BLOCK_N
+    diag, lo, full_lo, full_end, hi, lo_off, hi_off = key_range(
+        start_m, seqlen_q, seqlen_k, window_left, window_right, window_align,
+        CAUSAL_TYPE, LOCAL_WINDOW, BLOCK_M, BLOCK_N)
 
     if PADDED_HEAD:
         if head_dim % 8 == 0:

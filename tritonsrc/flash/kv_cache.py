@@ -62,3 +62,20 @@ def slot_offsets(blk, row, stride_z, stride_n, PAGED: tl.constexpr):
         return blk.to(tl.int64) * stride_z + row.to(tl.int64) * stride_n
     else:
         return row.to(tl.int64) * stride_n
+
+
+@triton.jit
+def sequence_caches(K, V, block_table, b, hk, stride_bt, stride_kz, stride_kh, stride_vz, stride_vh,
+                    PAGED: tl.constexpr):
+    """(block-table row, K base, V base) of sequence b, kv head hk: paged
+    caches address through the table (slot_offsets adds the block), contiguous
+    ones start at the sequence."""
+    if PAGED:
+        table_row = block_table + b.to(tl.int64) * stride_bt
+        k_head = K + hk.to(tl.int64) * stride_kh
+        v_head = V + hk.to(tl.int64) * stride_vh
+    else:
+        table_row = block_table
+        k_head = K + b.to(tl.int64) * stride_kz + hk.to(tl.int64) * stride_kh
+        v_head = V + b.to(tl.int64) * stride_vz + hk.to(tl.int64) * stride_vh
+    return table_row, k_head, v_head
