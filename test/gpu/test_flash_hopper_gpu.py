@@ -80,8 +80,13 @@ def test_automatic_choice_runs_the_hopper_kernel(dtype, causal):
 
     q, k, v = qkv(2, 1500, 1500, 4, 2, 128, dtype, seed=causal)
     out, lse = check(q, k, v, causal)
-    forced, forced_lse = run(q, k, v, causal, PINGPONG)
-    assert torch.equal(out, forced) and torch.equal(lse, forced_lse)
+    forced, forced_lse = check(q, k, v, causal, PINGPONG)
+    # 2026-12-02 (commit 424f085): fp16 non-causal failed here twice on the H200
+    # (passed at 512b1e1): the message says how far apart the two runs are.
+    diff = (out.float() - forced.float()).abs()
+    assert torch.equal(out, forced) and torch.equal(lse, forced_lse), (
+        f"same kernel and config, different bits: max |diff| {diff.max().item():.3g} in "
+        f"{int((diff > 0).sum())} of {diff.numel()} elements; lse equal: {torch.equal(lse, forced_lse)}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
