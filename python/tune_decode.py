@@ -30,6 +30,7 @@ from pathlib import Path
 
 from kernel_rules import config_name, functional_name
 from tritonsrc.flash import decode_configs as DC
+from tune_moe import copy_bandwidth
 
 TOL = {"fp16": 5e-3, "bf16": 1e-2}  # rel. Frobenius error vs float32 on the same cache
 
@@ -156,7 +157,7 @@ def tune_decode(args, rule, load_db, save_db, db_path):
     major, minor = torch.cuda.get_device_capability()
     arch = major * 10 + minor
     num_sms = torch.cuda.get_device_properties(0).multi_processor_count
-    bw = _copy_bandwidth(torch, triton)
+    bw = copy_bandwidth(torch, triton)
     db = load_db(rule.name, arch, rule)
     db["keys"] = [k.arg for k in rule.autotune_keys]
     bins_of = rule.autotune_keys[0].bins
@@ -233,15 +234,6 @@ def tune_decode(args, rule, load_db, save_db, db_path):
     pool.shutdown()
     print(f"done in {time.time() - start:.0f} s; database {db_path(rule.name, arch)}", flush=True)
     return db
-
-
-def _copy_bandwidth(torch, triton):
-    """Bytes per second of a 1 GiB device copy, read + write (bench_decode.py's roofline)."""
-    src = torch.empty(2 ** 30, dtype=torch.uint8, device="cuda")
-    dst = torch.empty_like(src)
-    ms = triton.testing.do_bench(lambda: dst.copy_(src), warmup=10, rep=50, return_mode="median")
-    del src, dst
-    return 2 * 2 ** 30 / (ms * 1e-3)
 
 
 def add_arguments(ap):

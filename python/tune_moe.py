@@ -280,7 +280,7 @@ def tune_moe(args, rule, load_db, save_db, db_path):
                 for bm in sizes:
                     for gemm in map(int, args.gemms.split(",")):
                         work.append((layer, quant, M, bm, gemm))
-    bw = _copy_bandwidth(torch, triton) if any(QUANTS[q][1] == INT4 for q in rule_of) else float("nan")
+    bw = copy_bandwidth(torch, triton) if any(QUANTS[q][1] == INT4 for q in rule_of) else float("nan")
     start = time.time()
     pool = ProcessPoolExecutor(max_workers=args.jobs, mp_context=__import__("multiprocessing").get_context("spawn"))
     out_dir = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
@@ -353,7 +353,7 @@ def tune_moe(args, rule, load_db, save_db, db_path):
     return dbs[rule.name] if rule.name in dbs else next(iter(dbs.values()))
 
 
-def _copy_bandwidth(torch, triton):
+def copy_bandwidth(torch, triton):
     """Bytes per second of a 1 GiB device copy, read + write (the benches' roofline)."""
     src = torch.empty(2 ** 30, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)
