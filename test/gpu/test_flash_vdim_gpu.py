@@ -7,11 +7,8 @@ import math
 import pytest
 import torch
 
-from flash_reference import attention_ref, rel_err
+from flash_reference import FWD_TOL, GRAD_TOL, LSE_TOL, attention_ref, rel_err
 
-FWD_TOL = {torch.float16: 4e-3, torch.bfloat16: 2.5e-2}  # as test_flash_fwd_gpu.py
-LSE_TOL = {torch.float16: 2e-3, torch.bfloat16: 2e-2}
-GRAD_TOL = {torch.float16: 1e-2, torch.bfloat16: 5e-2}  # as test_flash_bwd_gpu.py
 PAIRS = [(192, 128), (128, 64), (256, 128)]  # (q/k head dim, v head dim); 256/128 runs the padded 256 kernel
 CAUSAL = ["none", "top_left", "bottom_right"]
 
