@@ -19,7 +19,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_flash import commit, t_ms  # noqa: E402
+from bench_common import commit_id  # noqa: E402
+from bench_flash import t_ms  # noqa: E402
 
 ROWS = [  # name, flash_attn_func keywords (alibi: slopes drawn below), kv heads
     ("full causal", {}, 16),
@@ -78,7 +79,7 @@ def main():
         print(f"  {name:28s} fwd {row['fwd_ms']:8.3f} ms ({row['fwd_speedup_vs_full_causal']:5.2f}x)   "
               f"fwd+bwd {row['fwd_bwd_ms']:8.3f} ms ({row['fwd_bwd_speedup_vs_full_causal']:5.2f}x)")
     meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-            "commit": commit(), "dtype": args.dtype, "shape": {"batch": B, "seqlen": S, "heads_q": Hq, "head_dim": D},
+            "commit": commit_id(short=False), "dtype": args.dtype, "shape": {"batch": B, "seqlen": S, "heads_q": Hq, "head_dim": D},
             "rows": rows}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(meta, indent=1) + "\n")

@@ -29,22 +29,13 @@ $OUT is set, to $OUT/decode_sm90.json.
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
+from bench_common import commit_id
+
 REPO = Path(__file__).resolve().parent.parent
 HQ, HK, D = 32, 4, 128
-
-
-def commit_id():
-    if os.environ.get("AOTRITON_COMMIT"):
-        return os.environ["AOTRITON_COMMIT"]
-    try:
-        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main():

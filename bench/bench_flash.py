@@ -13,10 +13,10 @@ backward alone 2.5x the forward FLOPs. Every row also goes to the JSON file
 """
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
+
+from bench_common import commit_id
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,20 +54,10 @@ def main():
         if args.mode in ("bwd", "all"):
             rows += bwd_table(dname, dtype, tokens, hidden, [(D, S) for D in head_dims for S in seqlens])
     meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-            "commit": commit(), "tokens": tokens, "hidden": hidden, "rows": rows}
+            "commit": commit_id(short=False), "tokens": tokens, "hidden": hidden, "rows": rows}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(meta, indent=1) + "\n")
     print(f"wrote {args.json}")
-
-
-def commit():
-    if os.environ.get("AOTRITON_COMMIT"):
-        return os.environ["AOTRITON_COMMIT"]
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def t_ms(fn):

@@ -32,9 +32,10 @@ about 2 minutes on an H200.
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
+
+from bench_common import commit_id
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,16 +51,6 @@ QUICK = [  # (layer, quant, tokens, routings)
     ("deepseek", "bf16", [1, 64, 512, 4096], ["balanced", "random"]),
     ("deepseek", "fp8_block", [1, 64, 4096], ["random"]),
 ]
-
-
-def commit_id():
-    if os.environ.get("AOTRITON_COMMIT"):
-        return os.environ["AOTRITON_COMMIT"]
-    try:
-        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main():
@@ -221,7 +212,7 @@ def main():
                                                                     w2_scale=s2, config=cfg))
 
                 # The two grouped GEMMs alone, on the operator's own intermediate shapes.
-                bs = aotriton.moe_gemm_block_size(M)
+                bs = aotriton.moe_gemm_block_size(M, topk=topk, num_experts=E)
                 s, e, n = aotriton.moe_align_block_size(ids, bs, E)
                 slots = M * topk
                 c1 = torch.empty(slots, 2 * N, device=dev, dtype=torch.bfloat16)

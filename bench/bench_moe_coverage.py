@@ -11,22 +11,13 @@ device copy bandwidth of the last run; with $OUT set, a copy goes there too.
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
+from bench_common import commit_id
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
-
-
-def commit_id():
-    if os.environ.get("AOTRITON_COMMIT"):
-        return os.environ["AOTRITON_COMMIT"]
-    try:
-        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main():

@@ -19,22 +19,13 @@ the same order (a correctness guard; fp32 rounding may flip a near tie).
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
+from bench_common import commit_id
+
 REPO = Path(__file__).resolve().parent.parent
 V3 = dict(E=256, topk=8, groups=8, topk_group=4, scale=2.5)
-
-
-def commit_id():
-    if os.environ.get("AOTRITON_COMMIT"):
-        return os.environ["AOTRITON_COMMIT"]
-    try:
-        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def torch_grouped_topk(logits, bias, topk, groups, topk_group, scale):

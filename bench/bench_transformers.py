@@ -21,23 +21,14 @@ import argparse
 import copy
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
+
+from bench_common import commit_id
 
 REPO = Path(__file__).resolve().parent.parent
 IMPLS = {"aotriton": ("aotriton", "aotriton"), "sdpa+eager": ("sdpa", "eager"),
          "sdpa+grouped": ("sdpa", "grouped_mm")}
-
-
-def commit_id():
-    if os.environ.get("AOTRITON_COMMIT"):  # the device copy's .git may be stale
-        return os.environ["AOTRITON_COMMIT"]
-    try:
-        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("AOTRITON_COMMIT", "unknown")
 
 
 def main():

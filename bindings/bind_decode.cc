@@ -7,11 +7,6 @@ namespace pyaotriton {
 using namespace aotriton;
 
 namespace {
-template <int R>
-TensorView<R> optional_view(const std::optional<TensorArg<R>>& t) {
-  return t ? view<R>(*t) : TensorView<R>{};
-}
-
 flash::DecodeParams decode_params(const TensorArg<4>& q, const TensorArg<4>& k_cache, const TensorArg<4>& v_cache,
                                   const std::optional<TensorArg<4>>& k_new, const std::optional<TensorArg<4>>& v_new,
                                   const TensorArg<1>& cache_seqlens, const std::optional<TensorArg<2>>& block_table,
@@ -22,10 +17,10 @@ flash::DecodeParams decode_params(const TensorArg<4>& q, const TensorArg<4>& k_c
   p.q = view<4>(q);
   p.k_cache = view<4>(k_cache);
   p.v_cache = view<4>(v_cache);
-  p.k_new = optional_view<4>(k_new);
-  p.v_new = optional_view<4>(v_new);
+  p.k_new = opt_view<4>(k_new);
+  p.v_new = opt_view<4>(v_new);
   p.cache_seqlens = view<1>(cache_seqlens);
-  p.block_table = optional_view<2>(block_table);
+  p.block_table = opt_view<2>(block_table);
   p.out = view<4>(out);
   p.lse = view<3>(lse);
   p.softmax_scale = scale;
@@ -33,7 +28,7 @@ flash::DecodeParams decode_params(const TensorArg<4>& q, const TensorArg<4>& k_c
   p.window_left = window_left;
   p.window_right = window_right;
   p.softcap = softcap;
-  p.alibi_slopes = optional_view<2>(alibi_slopes);
+  p.alibi_slopes = opt_view<2>(alibi_slopes);
   p.num_splits = num_splits;
   p.num_sms = num_sms;
   return p;

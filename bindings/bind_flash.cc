@@ -7,11 +7,6 @@ namespace pyaotriton {
 using namespace aotriton;
 
 namespace {
-template <int R>
-TensorView<R> optional_view(const std::optional<TensorArg<R>>& t) {
-  return t ? view<R>(*t) : TensorView<R>{};
-}
-
 // The optional features, as the trailing keyword arguments of every flash binding.
 flash::Features features(int window_left, int window_right, float softcap,
                          const std::optional<TensorArg<2>>& alibi_slopes) {
@@ -19,8 +14,30 @@ flash::Features features(int window_left, int window_right, float softcap,
   f.window_left = window_left;
   f.window_right = window_right;
   f.softcap = softcap;
-  f.alibi_slopes = optional_view<2>(alibi_slopes);
+  f.alibi_slopes = opt_view<2>(alibi_slopes);
   return f;
+}
+
+// The softmax and dropout fields every flash params struct has.
+template <typename P>
+void set_softmax(P& p, float scale, int causal, float dropout_p, uintptr_t seed, uintptr_t offset,
+                 const flash::Features& features) {
+  p.softmax_scale = scale;
+  p.causal = static_cast<flash::CausalType>(causal);
+  p.dropout_p = dropout_p;
+  p.philox_seed = reinterpret_cast<const int64_t*>(seed);
+  p.philox_offset = reinterpret_cast<const int64_t*>(offset);
+  p.features = features;
+}
+
+// The sequence fields of the varlen params structs.
+template <typename P>
+void set_varlen(P& p, uintptr_t cu_q, uintptr_t cu_k, int num_seqs, int max_sq, int max_sk) {
+  p.cu_seqlens_q = reinterpret_cast<const int32_t*>(cu_q);
+  p.cu_seqlens_k = reinterpret_cast<const int32_t*>(cu_k);
+  p.num_seqs = num_seqs;
+  p.max_seqlen_q = max_sq;
+  p.max_seqlen_k = max_sk;
 }
 
 #define AOTRITON_FEATURE_PARAMS \
@@ -43,13 +60,9 @@ void bind_flash(nb::module_& m) {
         p.v = view<4>(v);
         p.out = view<4>(out);
         p.lse = view<3>(lse);
-        p.softmax_scale = scale;
-        p.causal = static_cast<flash::CausalType>(causal);
-        p.dropout_p = dropout_p;
-        p.philox_seed = reinterpret_cast<const int64_t*>(seed);
-        p.philox_offset = reinterpret_cast<const int64_t*>(offset);
-        p.dropout_mask = optional_view<4>(mask);
-        p.features = features(window_left, window_right, softcap, alibi_slopes);
+        p.dropout_mask = opt_view<4>(mask);
+        set_softmax(p, scale, causal, dropout_p, seed, offset,
+                    features(window_left, window_right, softcap, alibi_slopes));
         return run([&](const KernelOptions* opt) { return flash::attn_fwd(p, stream_arg(stream), opt); }, force_config);
       },
       nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("lse"), nb::arg("scale"), nb::arg("causal"),
@@ -67,18 +80,10 @@ void bind_flash(nb::module_& m) {
         p.v = view<3>(v);
         p.out = view<3>(out);
         p.lse = view<2>(lse);
-        p.cu_seqlens_q = reinterpret_cast<const int32_t*>(cu_q);
-        p.cu_seqlens_k = reinterpret_cast<const int32_t*>(cu_k);
-        p.num_seqs = num_seqs;
-        p.max_seqlen_q = max_sq;
-        p.max_seqlen_k = max_sk;
-        p.softmax_scale = scale;
-        p.causal = static_cast<flash::CausalType>(causal);
-        p.dropout_p = dropout_p;
-        p.philox_seed = reinterpret_cast<const int64_t*>(seed);
-        p.philox_offset = reinterpret_cast<const int64_t*>(offset);
-        p.dropout_mask = optional_view<4>(mask);
-        p.features = features(window_left, window_right, softcap, alibi_slopes);
+        set_varlen(p, cu_q, cu_k, num_seqs, max_sq, max_sk);
+        p.dropout_mask = opt_view<4>(mask);
+        set_softmax(p, scale, causal, dropout_p, seed, offset,
+                    features(window_left, window_right, softcap, alibi_slopes));
         return run([&](const KernelOptions* opt) { return flash::attn_fwd_varlen(p, stream_arg(stream), opt); },
                    force_config);
       },
@@ -95,12 +100,8 @@ void bind_flash(nb::module_& m) {
         flash::BwdParams p;
         p.q = view<4>(q), p.k = view<4>(k), p.v = view<4>(v), p.out = view<4>(out), p.dout = view<4>(dout);
         p.lse = view<3>(lse), p.dq = view<4>(dq), p.dk = view<4>(dk), p.dv = view<4>(dv), p.delta = view<3>(delta);
-        p.softmax_scale = scale;
-        p.causal = static_cast<flash::CausalType>(causal);
-        p.dropout_p = dropout_p;
-        p.philox_seed = reinterpret_cast<const int64_t*>(seed);
-        p.philox_offset = reinterpret_cast<const int64_t*>(offset);
-        p.features = features(window_left, window_right, softcap, alibi_slopes);
+        set_softmax(p, scale, causal, dropout_p, seed, offset,
+                    features(window_left, window_right, softcap, alibi_slopes));
         return run([&](const KernelOptions* opt) { return flash::attn_bwd(p, stream_arg(stream), opt); }, force_config);
       },
       nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("dout"), nb::arg("lse"), nb::arg("dq"),
@@ -117,15 +118,9 @@ void bind_flash(nb::module_& m) {
         flash::BwdVarlenParams p;
         p.q = view<3>(q), p.k = view<3>(k), p.v = view<3>(v), p.out = view<3>(out), p.dout = view<3>(dout);
         p.lse = view<2>(lse), p.dq = view<3>(dq), p.dk = view<3>(dk), p.dv = view<3>(dv), p.delta = view<2>(delta);
-        p.cu_seqlens_q = reinterpret_cast<const int32_t*>(cu_q);
-        p.cu_seqlens_k = reinterpret_cast<const int32_t*>(cu_k);
-        p.num_seqs = num_seqs, p.max_seqlen_q = max_sq, p.max_seqlen_k = max_sk;
-        p.softmax_scale = scale;
-        p.causal = static_cast<flash::CausalType>(causal);
-        p.dropout_p = dropout_p;
-        p.philox_seed = reinterpret_cast<const int64_t*>(seed);
-        p.philox_offset = reinterpret_cast<const int64_t*>(offset);
-        p.features = features(window_left, window_right, softcap, alibi_slopes);
+        set_varlen(p, cu_q, cu_k, num_seqs, max_sq, max_sk);
+        set_softmax(p, scale, causal, dropout_p, seed, offset,
+                    features(window_left, window_right, softcap, alibi_slopes));
         return run([&](const KernelOptions* opt) { return flash::attn_bwd_varlen(p, stream_arg(stream), opt); },
                    force_config);
       },

@@ -32,6 +32,12 @@ aotriton::TensorView<R> view(const TensorArg<R>& t) {
   return v;
 }
 
+// An absent optional tensor is an empty view (data == nullptr).
+template <int R>
+aotriton::TensorView<R> opt_view(const std::optional<TensorArg<R>>& t) {
+  return t ? view<R>(*t) : aotriton::TensorView<R>{};
+}
+
 inline aotriton::Stream stream_arg(uintptr_t s) { return aotriton::Stream{reinterpret_cast<void*>(s)}; }
 
 // Bad arguments become ValueError, everything else RuntimeError; the message

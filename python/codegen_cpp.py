@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 import codegen_inputs
-from kernel_rules import Kernel
+from kernel_rules import Kernel, TmaArg
 
 DTYPE_ENUM = {
     "fp16": "kFloat16", "bf16": "kBFloat16", "fp32": "kFloat32", "fp8e4nv": "kFloat8E4M3",
@@ -52,8 +52,35 @@ def _str(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _tma_args(rule: Kernel) -> list:
+    return [a for a in rule.args if isinstance(a, TmaArg)]
+
+
+def _tma_encode(rule: Kernel) -> list[str]:
+    """Encodes each TmaArg's CUtensorMap (box from the rule's block expressions)."""
+    out = []
+    for a in _tma_args(rule):
+        dtype = f"f.{a.dtype[1:-1]}" if a.dtype.startswith("{") else f"DType::{DTYPE_ENUM[a.dtype]}"
+        out.append(f"  TmaParams tma_{a.name};\n  {{\n    const int64_t block[] = {{{', '.join(a.block)}}};\n"
+                   f"    AOTRITON_RETURN_IF_ERROR(encode_tma(*t.cu, args.{a.name}, {dtype}, {len(a.block)}, block, "
+                   f"\"{rule.name}\", \"{a.name}\", &tma_{a.name}));\n  }}\n")
+    return out
+
+
+def _param_refs(a) -> list[str]:
+    """Kernel parameters of one argument: a TmaArg is its CUtensorMap, then
+    its shape (i32) and strides (i64) per dimension, as Triton lays them out."""
+    if not isinstance(a, TmaArg):
+        return [f"&a.{a.name}"]
+    r = len(a.block)
+    return ([f"&tma_{a.name}.map"] + [f"&tma_{a.name}.shape[{i}]" for i in range(r)]
+            + [f"&tma_{a.name}.strides[{i}]" for i in range(r)])
+
+
 def header(rule: Kernel) -> str:
-    out = [HEADER, "#pragma once\n#include <cstdint>\n\n#include \"aotriton/runtime.h\"\n#include \"kernel_inputs.h\"\n\n",
+    tma = '#include "tma_desc.h"\n' if _tma_args(rule) else ""
+    out = [HEADER, "#pragma once\n#include <cstdint>\n\n#include \"aotriton/runtime.h\"\n#include \"kernel_inputs.h\"\n"
+           + tma + "\n",
            _ns_open(rule.name)]
     out.append(f"// {rule.doc or rule.name} ({rule.source}:{rule.function})\n")
     out.append("struct Args {\n")
@@ -68,7 +95,10 @@ def header(rule: Kernel) -> str:
     out.append("// Picks the compiled functional and tuning config, loads the kernel in the\n"
                "// stream's context on first use, and launches it.\n")
     out.append("Status launch(const Args& args, const Functional& functional, Stream stream,\n"
-               "              const KernelOptions* options);\n")
+               "              const KernelOptions* options);\n\n")
+    out.append("// Whether this build has the functional (its aligned variant) compiled for sm_<arch>\n"
+               "// itself (not served by a fallback, not through the PTX fallback).\n"
+               "bool built_for(const Functional& functional, int arch);\n")
     out.append(codegen_inputs.header(rule))
     out.append(_ns_close())
     return "".join(out)
@@ -144,6 +174,16 @@ def source(rule: Kernel, plan_kernel: dict, profile: str) -> str:
         val = "dtype_name(f.%s)" % name if ftype == "DType" else "std::to_string(static_cast<int>(f.%s))" % name
         out.append(f'  s += "{sep}{name}=" + std::string({val});\n')
     out.append("  return s;\n}\n\n}  // namespace\n\n")
+    # built_for()
+    out.append("bool built_for(const Functional& f, int arch) {\n  size_t index = 0;\n")
+    for name in fnames:
+        out.append(f"  {{\n    int i = index_{name}(f.{name});\n    if (i < 0) return false;\n"
+                   f"    index = index * {len(rule.functional[name])} + static_cast<size_t>(i);\n  }}\n")
+    if rule.unaligned_variant:
+        out.append("  index = index * 2;  // the aligned variant\n")
+    out.append("  const Entry& e = kTable[index];\n  if (!e.slot) return false;\n"
+               "  for (uint32_t v = 0; v < e.slot->n_variants; ++v)\n"
+               "    if (static_cast<int>(e.slot->variants[v].arch) == arch) return true;\n  return false;\n}\n\n")
     # launch()
     out.append("Status launch(const Args& args, const Functional& f, Stream stream, const KernelOptions* options) {\n")
     out.append("  size_t index = 0;\n")
@@ -178,11 +218,12 @@ def source(rule: Kernel, plan_kernel: dict, profile: str) -> str:
         lut = f"({lut}) * {len(key.bins)} + bin_index(args.{key.arg}, kBins_{key.arg}, {len(key.bins)})"
     out.append(f"  uint32_t lut_index = static_cast<uint32_t>({lut});\n")
     out.append("  uint32_t config;\n  AOTRITON_RETURN_IF_ERROR(choose_config(*e.slot, t, lut_index, options, &config));\n")
-    if set(tuning_names) & set(re.findall(r"[A-Za-z_]\w*", " ".join(rule.grid))):
+    exprs = " ".join(list(rule.grid) + [e for a in _tma_args(rule) for e in a.block])
+    if set(tuning_names) & set(re.findall(r"[A-Za-z_]\w*", exprs)):
         out.append("  const Tuning& tuning = e.tunings[t.bound->variant - e.slot->variants][config];\n")
     out.append("  const LoadedKernel* kernel;\n  AOTRITON_RETURN_IF_ERROR(kernel_for(*e.slot, t, config, &kernel));\n")
     # The names the grid expressions use, as int64 locals (only those).
-    used = set(re.findall(r"[A-Za-z_]\w*", " ".join(rule.grid)))
+    used = set(re.findall(r"[A-Za-z_]\w*", exprs))
     for a in rule.args:
         if not a.is_pointer and a.name in used:
             out.append(f"  const int64_t {a.name} = static_cast<int64_t>(args.{a.name});\n")
@@ -198,9 +239,10 @@ def source(rule: Kernel, plan_kernel: dict, profile: str) -> str:
     out.append("  uint32_t grid[3];\n")
     for axis, expr in enumerate(rule.grid):
         out.append(f"  AOTRITON_RETURN_IF_ERROR(grid_dim(static_cast<int64_t>({expr}), {axis}, \"{k}\", &grid[{axis}]));\n")
+    out.extend(_tma_encode(rule))
     out.append("  Args a = args;  // the driver wants non-const pointers to each argument\n")
     out.append("  void* scratch_global = nullptr;\n  void* scratch_profile = nullptr;\n")
-    params = ", ".join([f"&a.{x.name}" for x in rule.args] + ["&scratch_global", "&scratch_profile"])
+    params = ", ".join([r for x in rule.args for r in _param_refs(x)] + ["&scratch_global", "&scratch_profile"])
     out.append(f"  void* params[] = {{{params}}};\n")
     out.append("  if (options && options->ran_config) *options->ran_config = t.bound->variant->config_names[config];\n")
     out.append(f"  return detail::launch(t, *kernel, grid, params, stream.handle, \"{k}\");\n}}\n\n")

@@ -70,6 +70,8 @@ def load_kernel_function(rule):
 def build_source(rule, fn, functional, config):
     """Triton ASTSource for one functional + tuning config, with the argument
     order checked against the kernel's own parameter list."""
+    from kernel_rules import TmaArg
+
     constexprs = {name: functional[name] for name in rule.constexpr_functionals}
     constexprs.update({name: config[name] for name in rule.tuning.constexpr_names()})
     runtime = {a.name: a for a in rule.args}
@@ -86,7 +88,8 @@ def build_source(rule, fn, functional, config):
     signature, attrs = {}, {}
     for i, p in enumerate(params):
         if p in runtime:
-            signature[p] = runtime[p].triton_type(functional)
+            arg = runtime[p]
+            signature[p] = arg.triton_type(functional, config) if isinstance(arg, TmaArg) else arg.triton_type(functional)
             if runtime[p].divisibility and rule.hints_on(functional):
                 attrs[(i,)] = [["tt.divisibility", runtime[p].divisibility]]
         else:
@@ -116,10 +119,36 @@ def compile_one(rule, functional, config, arch, compile_dir=None):
 
     fn = load_kernel_function(rule)
     src = build_source(rule, fn, functional, config)
-    options = {k: config[k] for k in rule.tuning.LAUNCH_OPTIONS if k in config}
+    options = {k: config[k] for k in rule.tuning.LAUNCH_OPTIONS if config.get(k)}  # maxnreg 0: no cap
     if compile_dir is not None:
         os.chdir(compile_dir)
-    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
+    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
+    check_tma_meta(rule, functional, config, compiled)
+    return compiled
+
+
+# Triton numbers TMA element types on the device side its own way
+# (triton/backends/nvidia/driver.py); the launcher encodes CUDA's enum.
+_TMA_DEVICE_TO_CUDA_TYPE = {8: 10, 9: 8, 10: 9}
+
+
+def check_tma_meta(rule, functional, config, compiled):
+    """The descriptors the generated launcher will encode (TmaArg.expected_meta)
+    must be the ones the compiled kernel expects, or TMA reads a wrong box."""
+    from kernel_rules import TmaArg
+
+    tma_args = [a for a in rule.args if isinstance(a, TmaArg)]
+    got = list(getattr(compiled.metadata, "tensordesc_meta", None) or [])
+    if len(got) != len(tma_args):
+        raise ValueError(f"{rule.name}: the kernel has {len(got)} TMA descriptors, the rule declares {len(tma_args)}")
+    for arg, meta in zip(tma_args, got):
+        meta = dict(meta)
+        meta["elem_type"] = _TMA_DEVICE_TO_CUDA_TYPE.get(meta["elem_type"], meta["elem_type"])
+        have = {k: (list(meta[k]) if k == "block_size" else meta[k]) for k in ("swizzle", "elem_size", "elem_type", "block_size")}
+        want = arg.expected_meta(functional, config)
+        if have != want:
+            raise ValueError(f"{rule.name}: TMA argument {arg.name}: the kernel expects {have}, the launcher would "
+                             f"encode {want}")
 
 
 def metadata_json(compiled, config_name, cubin_file):

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from kernel_rules import Kernel, TensorPart, kernel_tensors
 
-__all__ = ["View", "kernel_function", "positional_args", "grid_of", "launch"]
+__all__ = ["View", "kernel_function", "positional_args", "grid_of", "prepare", "launch"]
 
 
 class View:
@@ -93,11 +93,9 @@ def grid_of(rule: Kernel, names: Mapping[str, Any]) -> tuple[int, int, int]:
     return tuple(grid)
 
 
-def launch(rule: Kernel, values: Mapping[str, Any], functional: Mapping[str, Any], config: Mapping[str, int],
-           fn=None):
-    """Runs rule's kernel on `values` (see positional_args; grid_args too) with
-    the functional's constexprs and a tuning config (its num_warps/num_stages
-    as launch options). Returns the grid it launched."""
+def prepare(rule: Kernel, values: Mapping[str, Any], functional: Mapping[str, Any], config: Mapping[str, int]):
+    """(grid, positional args, keyword args) of the launch `launch` makes: a
+    tuner compiles configs ahead with fn.warmup(*args, grid=grid, **kwargs)."""
     unknown = set(functional) - set(rule.functional) - {Kernel.ALIGNED}
     missing = set(rule.constexpr_functionals) - set(functional)
     if unknown or missing:
@@ -113,6 +111,17 @@ def launch(rule: Kernel, values: Mapping[str, Any], functional: Mapping[str, Any
     scalars = {a.name: v for a, v in zip(rule.args, args) if not a.is_pointer}
     # grid_args the grid does not use (autotune keys such as tokens_per_expert) may be left out.
     grid = grid_of(rule, {**scalars, **{g: values[g] for g in rule.grid_args if g in values}, **constexprs, **config})
+    # A launch option of 0 is Triton's default, as in compile_kernel.py (maxnreg 0: no cap).
+    options = {k: v for k, v in config.items() if k not in rule.tuning.LAUNCH_OPTIONS or v}
+    return grid, args, {**constexprs, **options}
+
+
+def launch(rule: Kernel, values: Mapping[str, Any], functional: Mapping[str, Any], config: Mapping[str, int],
+           fn=None):
+    """Runs rule's kernel on `values` (see positional_args; grid_args too) with
+    the functional's constexprs and a tuning config (its num_warps/num_stages
+    as launch options). Returns the grid it launched."""
+    grid, args, kwargs = prepare(rule, values, functional, config)
     fn = fn if fn is not None else kernel_function(rule)
-    fn[grid](*args, **constexprs, **config)
+    fn[grid](*args, **kwargs)
     return grid

@@ -71,6 +71,88 @@ class Arg:
         return "const void*" if self.is_pointer else SCALAR_TYPES[self.base]
 
 
+# Element size in bytes and CUtensorMapDataType of the dtypes a TmaArg takes
+# (fp8 goes through TMA as bytes).
+TMA_ELEMENT = {"fp16": (2, 6), "bf16": (2, 9), "fp32": (4, 7), "fp8e4nv": (1, 0), "i8": (1, 0), "u8": (1, 0)}
+
+
+@dataclass(frozen=True)
+class TmaArg:
+    """A tensor passed as a host-side TMA descriptor (sm_90+), the argument
+    of a kernel parameter that Triton types `tensordesc<...>`.
+
+    `block` is the descriptor's block shape, outermost dimension first, as
+    expressions over integers and functional / tuning names (evaluated by the
+    generated C++ launcher, like the grid). The C++ side passes a TmaTensor
+    (pointer, shape and strides in elements, last stride 1); the launcher
+    encodes the CUtensorMap with the shared-memory swizzle that Triton's
+    default NVMMA layout picks for the block (`swizzle_bytes`), so no device
+    scratch is needed and a CUDA graph captures the descriptor by value.
+    compile_kernel.py checks the compiled kernel's descriptor metadata against
+    `expected_meta`, so this rule and Triton cannot silently disagree.
+    """
+
+    name: str
+    dtype: str  # "{dtype}" (a type functional) or a fixed dtype name
+    block: tuple
+
+    is_pointer = False
+    divisibility = 0
+
+    @property
+    def base(self) -> str:
+        return self.dtype
+
+    @property
+    def type(self) -> str:
+        return f"tma<{self.dtype}>[{', '.join(self.block)}]"
+
+    def resolved_dtype(self, functional: Mapping[str, Any]) -> str:
+        return str(functional[self.dtype[1:-1]]) if self.dtype.startswith("{") else self.dtype
+
+    def block_shape(self, functional: Mapping[str, Any], config: Mapping[str, int]) -> list[int]:
+        names = {**functional, **config}
+        return [int(eval(e, {"__builtins__": {}}, names)) for e in self.block]  # noqa: S307 - rule text
+
+    @staticmethod
+    def swizzle_bytes(block: Sequence[int], elem_bytes: int) -> int:
+        """Triton's default NVMMA swizzle for a block (the widest that divides
+        the contiguous row; none for fewer than 8 rows)."""
+        rows = 1
+        for b in block[:-1]:
+            rows *= b
+        contig = block[-1] * elem_bytes
+        if rows < 8:
+            return 0
+        return next((w for w in (128, 64, 32) if contig >= w and contig % w == 0), 0)
+
+    def layout(self, functional, config):
+        from triton.experimental.gluon.language._layouts import NVMMASharedLayout
+        block = self.block_shape(functional, config)
+        elem = TMA_ELEMENT[self.resolved_dtype(functional)][0]
+        return NVMMASharedLayout(swizzle_byte_width=self.swizzle_bytes(block, elem), element_bitwidth=8 * elem,
+                                 rank=len(block))
+
+    def triton_type(self, functional: Mapping[str, Any], config: Mapping[str, int] | None = None) -> str:
+        block = self.block_shape(functional, config or {})
+        return f"tensordesc<{self.resolved_dtype(functional)}[{', '.join(map(str, block))}],{self.layout(functional, config or {})!r}>"
+
+    def expected_meta(self, functional, config) -> dict:
+        """What the generated launcher encodes: swizzle enum, element size and
+        CUtensorMapDataType, box (inner dimension cut to the swizzle width)."""
+        block = self.block_shape(functional, config)
+        elem, cu_type = TMA_ELEMENT[self.resolved_dtype(functional)]
+        sw = self.swizzle_bytes(block, elem)
+        box = list(block)
+        if sw:
+            box[-1] = min(box[-1], sw // elem)
+        return {"swizzle": {0: 0, 32: 1, 64: 2, 128: 3}[sw], "elem_size": elem, "elem_type": cu_type,
+                "block_size": box}
+
+    def cpp_type(self) -> str:
+        return "TmaTensor"
+
+
 @dataclass(frozen=True)
 class AutotuneKey:
     """A runtime integer argument whose value selects the tuning config.
@@ -96,7 +178,9 @@ class TuningSpace:
     default: Callable[[Mapping[str, Any], int], Mapping[str, int]]
     prune: Callable[[Mapping[str, Any], Mapping[str, int], int], bool] = lambda f, c, a: True
 
-    LAUNCH_OPTIONS = ("num_warps", "num_stages")
+    # Compile options, not kernel constexprs. maxnreg caps registers per thread
+    # (0: no cap), e.g. to fit two CTAs of 8 warps on an SM.
+    LAUNCH_OPTIONS = ("num_warps", "num_stages", "maxnreg")
 
     def all_configs(self, functional, arch) -> list[dict]:
         names = sorted(self.params)

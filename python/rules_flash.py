@@ -1,4 +1,6 @@
 """Flash attention kernel rules (see kernel_rules.py for the vocabulary)."""
+import dataclasses
+
 from kernel_rules import Arg, AutotuneKey, Kernel, Tensor, TuningSpace, declare_profile_subsets
 from tritonsrc.flash import bwd_configs
 from tritonsrc.flash.fwd_configs import DROPOUT_MASK_CONFIG, TUNING_CANDIDATES, pick_config
@@ -42,6 +44,15 @@ FEATURE_ARGS = [
     Arg("window_left", "i32"), Arg("window_right", "i32"), Arg("window_align", "i32"),
 ]
 FEATURE_FUNCTIONALS = {"LOCAL_WINDOW": [False, True], "SCORE_MOD": [0, 1, 2]}
+
+# V head dim different from the Q/K one (issue 12): BLOCK_DV is V's (and O's,
+# dO's, dV's) head dim, exact (no padding); 0 means V shares Q/K's head dim,
+# which compiles exactly the kernels without the functional. The other values
+# are compiled as kernels of their own (_vdim_kernel), valid only for the
+# pairs models use, fp16/bf16, aligned data, no dropout or features: Q/K
+# bucket 256 with V 128 (DeepSeek MLA: 192/128) and Q/K 128 with V 64.
+VDIM_PAIRS = {(256, True): 128, (256, False): 128, (128, False): 64}  # (Q/K bucket, padded) -> V
+VDIM_FUNCTIONALS = {"BLOCK_DV": [0]}
 
 
 def _shared_limit(arch):
@@ -158,6 +169,7 @@ attn_fwd = Kernel(
         "IS_VARLEN": [False, True],
         "ENABLE_DROPOUT": [False, True],
         **FEATURE_FUNCTIONALS,
+        **VDIM_FUNCTIONALS,
     },
     unaligned_variant=True,
     valid=_fwd_valid,
@@ -268,7 +280,7 @@ def _bwd_kernel(name, outputs, grid, doc):
             *(s for t in (_BWD_Q, _BWD_K, _BWD_V, _BWD_DO, *outputs) for s in t.strides),
             *_BWD_TAIL_ARGS,
         ],
-        functional={**_BWD_FUNCTIONAL, **FEATURE_FUNCTIONALS},
+        functional={**_BWD_FUNCTIONAL, **FEATURE_FUNCTIONALS, **VDIM_FUNCTIONALS},
         unaligned_variant=True,
         valid=_bwd_valid,
         fallbacks=_flash_fallbacks,
@@ -317,19 +329,64 @@ FLASH_KERNELS = [attn_fwd, bwd_preprocess, bwd_dkdv, bwd_dq, attn_dropout_mask]
 
 
 # ----------------------------------------------------------------------------
+# V head dim != Q/K head dim: attn_fwd, bwd_dkdv and bwd_dq with BLOCK_DV != 0
+# (the preprocess runs over V's head dim with its usual kernel).
+# ----------------------------------------------------------------------------
+def _vdim_pair(f):
+    return VDIM_PAIRS.get((f["BLOCK_DMODEL"], f["PADDED_HEAD"])) == f["BLOCK_DV"]
+
+
+def _vdim_padded_fallback(f):
+    """An exact Q/K head dim runs its bucket's padded kernel if that has the pair."""
+    g = dict(f, PADDED_HEAD=True)
+    return [g] if not f["PADDED_HEAD"] and _vdim_pair(g) else []
+
+
+def _vdim_ci(f):
+    """One functional per kernel (fp16, Q/K 128 with V 64, bottom-right causal):
+    CI compiles the BLOCK_DV code; the interpreter tests check its results."""
+    return f["dtype"] == "fp16" and f["BLOCK_DMODEL"] == 128 and f["CAUSAL_TYPE"] == 2 and not f["IS_VARLEN"]
+
+
+def _vdim_kernel(rule):
+    """`rule`'s Triton kernel for the V head dims of VDIM_PAIRS, as a kernel of
+    its own: a BLOCK_DV dimension in `rule` would triple its dense dispatch
+    table (~0.25 MB of C++ data per kernel) for 2 valid values in 36."""
+    functional = {**rule.functional, "dtype": ["fp16", "bf16"], "BLOCK_DMODEL": sorted({b for b, _ in VDIM_PAIRS}),
+                  "ENABLE_DROPOUT": [False], "LOCAL_WINDOW": [False], "SCORE_MOD": [0],
+                  "BLOCK_DV": sorted(set(VDIM_PAIRS.values()))}
+    return dataclasses.replace(
+        rule, name=f"{rule.name}_vdim", functional=functional, unaligned_variant=False,
+        valid=lambda f, arch: _vdim_pair(f), fallbacks=_vdim_padded_fallback,
+        rare=lambda f: bool(_vdim_padded_fallback(f)), profiles={"ci": _vdim_ci},
+        doc=f"{rule.doc}; V head dim BLOCK_DV != the Q/K head dim")
+
+
+attn_fwd_vdim, bwd_dkdv_vdim, bwd_dq_vdim = VDIM_KERNELS = [_vdim_kernel(k) for k in (attn_fwd, bwd_dkdv, bwd_dq)]
+FLASH_KERNELS += VDIM_KERNELS
+
+
+# ----------------------------------------------------------------------------
 # Decode over a KV cache (flash_attn_with_kvcache): append, split-KV attention,
 # combine. Head dims that are multiples of 8 run in the 64/128/256 buckets
 # (always masked on d: no PADDED_HEAD functional, the loads stay 16-byte).
 # One default config per functional keeps the release cubin count small.
 # ----------------------------------------------------------------------------
-from tritonsrc.flash.decode_configs import DECODE_HEAD_BUCKETS, default_decode_config  # noqa: E402
+from tritonsrc.flash.decode_configs import (  # noqa: E402
+    DECODE_HEAD_BUCKETS, DECODE_KEYS_PER_SPLIT_BINS, combine_config, default_decode_config)
 
 _DECODE_DTYPES = ["fp16", "bf16"]
 
 
 def _decode_candidate(f, c, arch):
-    """tune: small tiles only (decode reads each KV tile once; M is the GQA group)."""
-    return c["BLOCK_N"] * f["BLOCK_DMODEL"] <= 16384 or dict(c) == default_decode_config(f["BLOCK_DMODEL"])
+    """Shared memory of the pipelined K and V tiles ((num_stages - 1) buffers
+    of 2 * BLOCK_N * D bf16/fp16) within the 227 KB an sm_90 CTA may use
+    (sm_80: 163 KB), and at most 64 KB of K per tile (registers)."""
+    tile = 2 * c["BLOCK_N"] * f["BLOCK_DMODEL"] * 2
+    smem = max(c["num_stages"] - 1, 1) * tile + c["BLOCK_M"] * f["BLOCK_DMODEL"] * 2
+    limit = 227 * 1024 if arch >= 90 else 163 * 1024
+    return (smem <= limit and c["BLOCK_N"] * f["BLOCK_DMODEL"] <= 16384) \
+        or dict(c) == default_decode_config(f["BLOCK_DMODEL"])
 
 
 # Decode tensors are [B, S, H, D] (q, o, new keys: "zmh") or a cache
@@ -380,10 +437,15 @@ attn_decode = Kernel(
     functional={"dtype": _DECODE_DTYPES, "BLOCK_DMODEL": list(DECODE_HEAD_BUCKETS), "PAGED": [False, True],
                 "SCORE_MOD": [0, 1, 2]},
     tuning=TuningSpace(
-        params={"BLOCK_M": [16, 32], "BLOCK_N": [32, 64, 128], "num_warps": [4, 8], "num_stages": [2, 3]},
+        params={"BLOCK_M": [16, 32], "BLOCK_N": [16, 32, 64, 128], "num_warps": [4, 8], "num_stages": [2, 3, 4, 5]},
         default=lambda f, arch: default_decode_config(f["BLOCK_DMODEL"]),
         prune=_decode_candidate,
     ),
+    # keys_per_split = cdiv(capacity, num_splits), set by the operator: short
+    # splits (many splits of few keys) want short pipelines and small tiles,
+    # long ones deep pipelines (python/tune_decode.py fills the LUT).
+    grid_args=["keys_per_split"],
+    autotune_keys=[AutotuneKey("keys_per_split", bins=list(DECODE_KEYS_PER_SPLIT_BINS))],
     grid=("num_splits", "num_seqs * num_heads_k", "cdiv(seqlen_q * (num_heads_q / num_heads_k), BLOCK_M)"),
     doc="flash decode: attention over a contiguous or paged KV cache, split-KV partials",
 )
@@ -399,8 +461,10 @@ attn_decode_combine = Kernel(
         Arg("num_splits", "i32"),
     ],
     functional={"dtype": _DECODE_DTYPES, "BLOCK_DMODEL": list(DECODE_HEAD_BUCKETS)},
-    tuning=TuningSpace(params={"num_warps": [4], "num_stages": [1]},
-                       default=lambda f, arch: {"num_warps": 4, "num_stages": 1}),
+    # One chunk size per head-dim bucket (a 16 KB tile of partials).
+    tuning=TuningSpace(params={"BLOCK_S": [16, 32, 64], "num_warps": [4], "num_stages": [1]},
+                       default=lambda f, arch: combine_config(f["BLOCK_DMODEL"]),
+                       prune=lambda f, c, arch: dict(c) == combine_config(f["BLOCK_DMODEL"])),
     grid=("total_rows", "1", "1"),
     doc="flash decode: combine the split-KV partial outputs by their log-sum-exps",
 )

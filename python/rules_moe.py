@@ -440,8 +440,10 @@ grouped_topk = Kernel(
 # Aligned shapes only, fp16/bf16 activations: see the kernels' docstrings.
 # ----------------------------------------------------------------------------
 def _wq_prune(f, c, arch):
-    if f["b_dtype"] == "u8" and c["BLOCK_SIZE_K"] != 64:
-        return False  # int4 group sizes are multiples of 64: a K tile sits in one group
+    if c["INT4_DOT"] and f["b_dtype"] != "u8":
+        return False  # the offset dot is int4's (int8 tiles convert exactly as they are)
+    if f["b_dtype"] == "u8" and c["BLOCK_SIZE_K"] % 64 != 0:
+        return False  # int4 tiles are read as 64-wide sub-blocks, one group each
     if (c["GROUP_SIZE_M"] == 1) != (f["BLOCK_SIZE_M"] <= 32):
         return False
     smem = c["num_stages"] * c["BLOCK_SIZE_K"] * (2 * f["BLOCK_SIZE_M"] + c["BLOCK_SIZE_N"])
@@ -475,8 +477,11 @@ fused_moe_gemm_wq = Kernel(
         "BLOCK_SIZE_M": list(C.WQ_BLOCK_SIZES_M),
     },
     tuning=TuningSpace(
-        params={"BLOCK_SIZE_N": [32, 64, 128, 256], "BLOCK_SIZE_K": [64, 128],
-                "GROUP_SIZE_M": [1, 8, 16], "num_warps": [4, 8], "num_stages": [2, 3, 4]},
+        # INT4_DOT (int4 only): 0 dequantizes each nibble to q - zp; 1 feeds the
+        # tensor cores OFFSET + q made from 32-bit words and takes the zero
+        # point out of the K sum (grouped_gemm_wq.py).
+        params={"BLOCK_SIZE_N": [32, 64, 128, 256], "BLOCK_SIZE_K": [64, 128, 256],
+                "GROUP_SIZE_M": [1, 8, 16], "num_warps": [4, 8], "num_stages": [2, 3, 4, 5], "INT4_DOT": [0, 1]},
         default=lambda f, arch: C.wq_gemm_default(f["BLOCK_SIZE_M"], 8 if f["b_dtype"] == "i8" else 4, arch),
         prune=_wq_prune,
     ),

@@ -20,6 +20,21 @@ def _block_size_rows(aligned: bool) -> list[int]:
     return [moe_configs.block_size_m(m, aligned) for m in probes]
 
 
+def vdim_rows() -> list[tuple[int, int, int]]:
+    """(smallest, largest Q/K head dim, V head dim) per V head dim, from the
+    (bucket, padded) pairs BLOCK_DV is valid for: a padded bucket takes the
+    head dims above the next smaller bucket."""
+    buckets = rules_flash.HEAD_DIM_BUCKETS
+    spans = {}
+    for (bucket, padded), v in rules_flash.VDIM_PAIRS.items():
+        lo = buckets[buckets.index(bucket) - 1] + 1 if padded else bucket
+        hi = bucket - 1 if padded else bucket
+        old = spans.get(v, (lo, hi))
+        assert old[1] + 1 >= lo and hi + 1 >= old[0], f"V head dim {v}: Q/K head dims must form one range"
+        spans[v] = (min(old[0], lo), max(old[1], hi))
+    return sorted((lo, hi, v) for v, (lo, hi) in spans.items())
+
+
 def header() -> str:
     group = rules_moe.per_token_group_quant_fp8.functional["GROUP"]
     assert len(group) == 1, "one fp8 scale group"
@@ -32,7 +47,12 @@ def header() -> str:
         "// Flash head-dim buckets (python/rules_flash.py HEAD_DIM_BUCKETS): a head dim runs in the\n"
         "// smallest bucket >= it.\n",
         _array("int32_t", "kHeadDimBuckets", rules_flash.HEAD_DIM_BUCKETS),
-        f"constexpr int64_t kMaxHeadDim = {max(rules_flash.HEAD_DIM_BUCKETS)};\n\n",
+        f"constexpr int64_t kMaxHeadDim = {max(rules_flash.HEAD_DIM_BUCKETS)};\n",
+        "// V head dims other than Q/K's (rules_flash.VDIM_PAIRS, BLOCK_DV): row i takes Q/K head\n"
+        "// dims kVdimQkMin[i]..kVdimQkMax[i] (multiples of 8) with V head dim kVdimV[i].\n",
+        *(_array("int64_t", name, col) for name, col in zip(("kVdimQkMin", "kVdimQkMax", "kVdimV"),
+                                                             zip(*vdim_rows()))),
+        "\n",
         "// MoE (python/rules_moe.py, tritonsrc/moe/configs.py).\n",
         f"constexpr int64_t kMaxExperts = {max_experts};  // largest BLOCK_E of the routing kernels\n",
         f"constexpr int64_t kAlignSmallMax = {moe_configs.ALIGN_SMALL_MAX};  // numel the one-launch align takes\n",
@@ -43,6 +63,10 @@ def header() -> str:
         _array("int64_t", "kMoeMBins", moe_configs.M_BINS),
         _array("int32_t", "kMoeBlockSizeMAligned", _block_size_rows(True)),
         _array("int32_t", "kMoeBlockSizeMUnaligned", _block_size_rows(False)),
+        "// Aligned layers whose experts average >= kMoeTallBlockMinTokensPerExpert slots use\n"
+        "// kMoeTallBlockSizeM-row blocks (configs.block_size_m with topk and num_experts).\n",
+        f"constexpr int32_t kMoeTallBlockSizeM = {moe_configs.TALL_BLOCK_SIZE_M};\n",
+        f"constexpr int64_t kMoeTallBlockMinTokensPerExpert = {moe_configs.TALL_BLOCK_MIN_TOKENS_PER_EXPERT};\n",
         "// Every BLOCK_SIZE_M the GEMM is compiled for (an explicit block_size must be one).\n",
         _array("int32_t", "kMoeBlockSizes", moe_configs.BLOCK_SIZES_M),
         "\n}  // namespace tables\n}  // namespace detail\n}  // namespace AOTRITON_ABI_NAMESPACE\n}  // namespace aotriton\n",

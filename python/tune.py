@@ -1,8 +1,9 @@
 """GPU tuner: fills tuning/sm_<arch>/<kernel>.json with the fastest correct
 config per (functional, autotune-key bin). `python python/tune.py moe ...`
-tunes the MoE grouped GEMM instead (python/tune_moe.py).
+tunes the MoE grouped GEMM instead (python/tune_moe.py), `python python/tune.py
+decode ...` the KV-cache decode kernel (python/tune_decode.py).
 
-    python python/tune.py [--kernels attn_fwd,bwd_dkdv,bwd_dq] [--dtypes fp16,bf16]
+    python python/tune.py [--kernels attn_fwd,bwd_dkdv,bwd_dq,attn_fwd_hopper] [--dtypes fp16,bf16]
                           [--head-dims 64,128] [--causal 0,1,2] [--seqlens 512,...,16384]
 
 Configs are the rule's own tuning space (rule.tuning.all_configs), run through
@@ -70,8 +71,14 @@ def flash_functional(rule, dtype, D, causal):
          "IS_VARLEN": False, "ENABLE_DROPOUT": False}
     if "LOCAL_WINDOW" in rule.functional:  # tuned without window / softcap / ALiBi
         f.update(LOCAL_WINDOW=False, SCORE_MOD=0)
+    if "BLOCK_DV" in rule.functional:  # V shares the Q/K head dim
+        f["BLOCK_DV"] = 0
     f["ALIGNED16"] = D % 8 == 0
     return f
+
+
+def hopper_functional(dtype, D, causal):
+    return {"dtype": dtype, "BLOCK_DMODEL": D, "CAUSAL_TYPE": causal}
 
 
 class FlashCase:
@@ -92,6 +99,10 @@ class FlashCase:
     def run_fwd(self, cfg):
         from tritonsrc.flash.fwd_jit import attn_fwd_jit
         return attn_fwd_jit(self.q, self.k, self.v, sm_scale=self.scale, causal_type=self.causal, config=cfg)[0]
+
+    def run_fwd_hopper(self, cfg):
+        from tritonsrc.flash.fwd_hopper_jit import attn_fwd_hopper_jit
+        return attn_fwd_hopper_jit(self.q, self.k, self.v, self.scale, self.causal, cfg)[0]
 
     def ref_fwd(self):
         t = self.torch
@@ -134,7 +145,8 @@ def tune(args):
     done = {(k, e["functional"], tuple(e["bins"])) for k, db in dbs.items() for e in db["entries"]}
     bar = tqdm(work, desc="tuning", unit="entry")
     for kname, rule, dtype, D, causal, S in bar:
-        f = flash_functional(rule, dtype, D, causal)
+        f = (hopper_functional(dtype, D, causal) if kname == "attn_fwd_hopper"
+             else flash_functional(rule, dtype, D, causal))
         fname = functional_name(f)
         bins = [bin_of(S, k.bins) for k in rule.autotune_keys]
         if (kname, fname, tuple(bins)) in done:
@@ -145,6 +157,10 @@ def tune(args):
         if kname == "attn_fwd":
             ref = case.ref_fwd()
             run = case.run_fwd
+            tol = 2e-2
+        elif kname == "attn_fwd_hopper":
+            ref = case.ref_fwd()
+            run = case.run_fwd_hopper
             tol = 2e-2
         else:
             from tritonsrc.flash.bwd_configs import pick_config
@@ -190,6 +206,14 @@ def main():
                                                             formatter_class=argparse.RawDescriptionHelpFormatter))
         rule = next(r for r in rules.KERNELS if r.name == "fused_moe_gemm")
         tune_moe.tune_moe(ap.parse_args(sys.argv[2:]), rule, load_db, save_db, db_path)
+        return
+    if sys.argv[1:2] == ["decode"]:  # the KV-cache decode kernel: python/tune_decode.py
+        import tune_decode
+        ap = tune_decode.add_arguments(argparse.ArgumentParser(
+            prog="tune.py decode", description=tune_decode.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter))
+        rule = next(r for r in rules.KERNELS if r.name == "attn_decode")
+        tune_decode.tune_decode(ap.parse_args(sys.argv[2:]), rule, load_db, save_db, db_path)
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kernels", default="attn_fwd,bwd_dkdv,bwd_dq")

@@ -2,7 +2,7 @@
 like the rule's LUT on (functional, bins of tokens per expert, N, K).
 
     python python/tune.py moe [--layers mixtral,deepseek] [--tokens 1,64,512,4096]
-                              [--quants bf16,fp16,fp8_tensor,fp8_block] [--gemms 1,2]
+                              [--quants bf16,fp16,fp8_tensor,fp8_block,int4] [--gemms 1,2]
                               [--space quick|all] [--block-sizes auto|all] [--budget-s 220] [--jobs 16]
 
 For each (layer, GEMM, M, quant) the GEMM runs on the operator's own inputs:
@@ -16,6 +16,9 @@ Triton's cache), checked against a float32 torch reference of the same
 quantized operands, then timed (CUDA events, do_bench median). Entries are
 saved after each one, so a stopped run (or one that hit --budget-s) resumes
 where it stopped; with $OUT set the database is also copied there.
+`--quants int4` tunes the weight-only int4 w4a16 GEMM (rule fused_moe_gemm_wq,
+its own database; group 128 with zero points, random packed weights, checked
+against the float32 product of the dequantized weights).
 generate.py compiles the winners into the release LUT; shapes without an
 entry keep the heuristic default (tritonsrc/moe/configs.py).
 """
@@ -34,10 +37,14 @@ LAYERS = {
     "mixtral": dict(E=8, topk=2, K=4096, N=14336),
     "deepseek": dict(E=256, topk=8, K=7168, N=2048),
 }
+INT4 = "int4"  # w4a16 (fused_moe_gemm_wq), not a QUANT value of fused_moe_gemm
 # quant name -> (activation / output dtype, QUANT)
 QUANTS = {"bf16": ("bf16", C.QUANT_NONE), "fp16": ("fp16", C.QUANT_NONE),
-          "fp8_tensor": ("bf16", C.QUANT_FP8_TENSOR), "fp8_block": ("bf16", C.QUANT_FP8_BLOCK)}
-TOL = {"fp16": 5e-3, "bf16": 1e-2}  # rel. Frobenius error vs float32 on the same (quantized) operands
+          "fp8_tensor": ("bf16", C.QUANT_FP8_TENSOR), "fp8_block": ("bf16", C.QUANT_FP8_BLOCK),
+          "int4": ("bf16", INT4)}
+TOL = {"fp16": 5e-3, "bf16": 1e-2}
+INT4_GROUP = 128  # int4 w4a16 entries: group 128 with zero points (bench/moe_coverage_quant.py's layer)
+WQ_RULE = "fused_moe_gemm_wq"  # int4 entries go to this rule's database  # rel. Frobenius error vs float32 on the same (quantized) operands
 
 
 def bin_of(value, bins):
@@ -47,10 +54,16 @@ def bin_of(value, bins):
     return len(bins) - 1
 
 
-def quick_space(configs, block_m):
+def quick_space(configs, block_m, quant="bf16"):
     """A regime's plausible configs: decode (BLOCK_SIZE_M 16/32) splits N into
-    narrow tiles with deep K pipelines; prefill uses wide wgmma tiles."""
-    if block_m <= 32:
+    narrow tiles with deep K pipelines; prefill uses wide wgmma tiles. int4
+    decode: K tiles of 128/256 (64-128 contiguous bytes per weight row), both
+    dequantizations (INT4_DOT), 3-4 stages; wide N tiles amortize the
+    per-sub-block work (scales, zero points, row sums) over more weights."""
+    if quant == INT4 and block_m <= 32:
+        keep = lambda c: (c["BLOCK_SIZE_K"] in (128, 256) and c["num_stages"] in (3, 4)  # noqa: E731
+                          and (c["num_warps"] == 4 or c["BLOCK_SIZE_N"] >= 128))
+    elif block_m <= 32:
         keep = lambda c: c["BLOCK_SIZE_N"] in (32, 64, 128) and c["num_stages"] in (3, 5)  # noqa: E731
     else:
         group = 8 if block_m == 64 else 16
@@ -64,8 +77,11 @@ def entry_key(layer, gemm, M, quant, block_m):
     spec = LAYERS[layer]
     act_name, q = QUANTS[quant]
     n_out, k_in = (2 * spec["N"], spec["K"]) if gemm == 1 else (spec["K"], spec["N"])
-    f = dict(ab_dtype="fp8e4nv" if q else act_name, c_dtype=act_name, QUANT=q, MUL_ROUTED_WEIGHT=gemm == 2,
-             ALIGNED=True, BLOCK_SIZE_M=block_m, ALIGNED16=True)
+    if q == INT4:
+        f = dict(dtype=act_name, b_dtype="u8", MUL_ROUTED_WEIGHT=gemm == 2, BLOCK_SIZE_M=block_m)
+    else:
+        f = dict(ab_dtype="fp8e4nv" if q else act_name, c_dtype=act_name, QUANT=q, MUL_ROUTED_WEIGHT=gemm == 2,
+                 ALIGNED=True, BLOCK_SIZE_M=block_m, ALIGNED16=True)
     tokens_per_expert = -(-M * spec["topk"] // spec["E"])
     return f, [bin_of(tokens_per_expert, C.TOKENS_PER_EXPERT_BINS), bin_of(n_out, C.GEMM_NK_BINS),
                bin_of(k_in, C.GEMM_NK_BINS)]
@@ -80,11 +96,13 @@ def _warm(job):
     """Worker: compile one config (no launch) so the main process hits Triton's cache."""
     import torch
     from tritonsrc.moe.grouped_gemm import fused_moe_kernel
+    from tritonsrc.moe.grouped_gemm_wq import fused_moe_wq_kernel
 
-    grid, args, kwargs = job
+    kernel, grid, args, kwargs = job
+    kernel = fused_moe_wq_kernel if kernel == WQ_RULE else fused_moe_kernel
     args = [getattr(torch, a[len("dtype:"):]) if isinstance(a, str) and a.startswith("dtype:") else a for a in args]
     try:
-        fused_moe_kernel.warmup(*args, grid=grid, **kwargs)
+        kernel.warmup(*args, grid=grid, **kwargs)
         return None
     except Exception as e:  # reported as a rejected candidate by the main process
         return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
@@ -100,9 +118,9 @@ def _result(future):
         return None
 
 
-def _job(grid, args, kwargs):
+def _job(kernel, grid, args, kwargs):
     import torch
-    return grid, [f"dtype:{str(a.dtype).removeprefix('torch.')}" if isinstance(a, torch.Tensor) else a
+    return kernel, grid, [f"dtype:{str(a.dtype).removeprefix('torch.')}" if isinstance(a, torch.Tensor) else a
                   for a in args], kwargs
 
 
@@ -127,13 +145,22 @@ class GemmCase:
         self.top_k = topk if gemm == 1 else 1
         self.shape = dict(layer=layer, gemm=gemm, M=M, E=E, topk=topk, N=N_out, K=K_in)
         x = torch.randn(rows, K_in, device="cuda", generator=g).to(dt)
-        w = torch.randn(E, N_out, K_in, device="cuda", generator=g, dtype=dt) / K_in ** 0.5
+        w = None if self.quant == INT4 else torch.randn(E, N_out, K_in, device="cuda", generator=g,
+                                                        dtype=dt) / K_in ** 0.5
         self.ids = torch.rand(M, E, device="cuda", generator=g).topk(topk, dim=-1).indices.to(torch.int32)
         tw = torch.rand(M, topk, device="cuda", generator=g) + 0.1
         self.weights = (tw / tw.sum(-1, keepdim=True)) if gemm == 2 else None
         self.mul = gemm == 2
         self.a_s = self.b_s = None
-        if self.quant == C.QUANT_NONE:
+        if self.quant == INT4:
+            # Random packed nibbles, scales and zero points: fresh data with
+            # the layout the kernel reads (moe_quant_jit.quantize_int4_groups).
+            G = K_in // INT4_GROUP
+            self.a, self.a_deq = x, x.float()
+            self.b = torch.randint(0, 256, (E, N_out, K_in // 2), dtype=torch.uint8, device="cuda", generator=g)
+            self.b_s = torch.rand(E, N_out, G, device="cuda", generator=g) * 2e-2 + 1e-3
+            self.b_zp = torch.randint(0, 256, (E, -(-N_out // 2), G), dtype=torch.uint8, device="cuda", generator=g)
+        elif self.quant == C.QUANT_NONE:
             self.a, self.b = x, w
             self.a_deq, self.b_deq = x.float(), None
         elif self.quant == C.QUANT_FP8_TENSOR:
@@ -154,6 +181,10 @@ class GemmCase:
         self.ref = self._reference()
 
     def _b_deq(self, e):
+        if self.quant == INT4:
+            from tritonsrc.moe.moe_quant_jit import dequantize_int4_groups
+            return dequantize_int4_groups(self.b[e:e + 1], self.b_s[e:e + 1], self.b_zp[e:e + 1],
+                                          INT4_GROUP)[0].float()
         b = self.b[e].float()
         if self.quant == C.QUANT_FP8_TENSOR:
             return b * self.b_s[e]
@@ -176,16 +207,31 @@ class GemmCase:
             ref *= self.weights.reshape(-1, 1)
         return ref
 
+    def weight_bytes(self):
+        """Bytes of the touched experts' packed weights, scales and zero points."""
+        used = self.ids.unique().numel()
+        return used * sum(t[0].numel() * t.element_size() for t in (self.b, self.b_s, self.b_zp))
+
+    @property
+    def kernel(self):
+        return WQ_RULE if self.quant == INT4 else "fused_moe_gemm"
+
     def launch(self, cfg):
         full = dict(cfg, BLOCK_SIZE_M=self.block_m)
+        if self.quant == INT4:
+            from tritonsrc.moe.moe_quant_jit import grouped_gemm_wq_launch
+            return grouped_gemm_wq_launch(self.a, self.b, self.c, self.weights, self.sorted, self.expert_ids,
+                                          self.ntpp, self.top_k, full, 4, self.b_s, self.b_zp, INT4_GROUP,
+                                          mul_routed_weight=self.mul)
         return self.mj.grouped_gemm_launch(self.a, self.b, self.c, self.weights, self.sorted, self.expert_ids,
                                            self.ntpp, self.top_k, full, mul_routed_weight=self.mul,
                                            quant=self.quant, a_scale=self.a_s, b_scale=self.b_s)
 
     def run(self, cfg):
         from tritonsrc.moe.grouped_gemm import fused_moe_kernel
+        from tritonsrc.moe.grouped_gemm_wq import fused_moe_wq_kernel
         grid, args, kwargs = self.launch(cfg)
-        fused_moe_kernel[grid](*args, **kwargs)
+        (fused_moe_wq_kernel if self.quant == INT4 else fused_moe_kernel)[grid](*args, **kwargs)
 
     def error(self, cfg):
         self.c.fill_(float("nan"))
@@ -214,17 +260,27 @@ def tune_moe(args, rule, load_db, save_db, db_path):
 
     major, minor = torch.cuda.get_device_capability()
     arch = major * 10 + minor
-    db = load_db(rule.name, arch, rule)
-    db["keys"] = [k.arg for k in rule.autotune_keys]
-    done = {(e["functional"], tuple(e["bins"])) for e in db["entries"]}
+    import rules as all_rules
+    rule_of = {q: (next(r for r in all_rules.KERNELS if r.name == WQ_RULE) if QUANTS[q][1] == INT4 else rule)
+               for q in args.quants.split(",")}
+    dbs = {r.name: load_db(r.name, arch, r) for r in rule_of.values()}
+    for r in rule_of.values():
+        dbs[r.name]["keys"] = [k.arg for k in r.autotune_keys]
+    done = {(name, e["functional"], tuple(e["bins"])) for name, db in dbs.items() for e in db["entries"]}
     work = []
     for layer in args.layers.split(","):
         for quant in args.quants.split(","):
             for M in map(int, args.tokens.split(",")):
-                sizes = [C.block_size_m(M)] if args.block_sizes == "auto" else list(C.BLOCK_SIZES_M)
+                spec = LAYERS[layer]  # the block size fused_experts picks for this layer at M
+                auto = C.block_size_m(M, topk=spec["topk"], num_experts=spec["E"])
+                if QUANTS[quant][1] == INT4:  # the operator caps the weight-only block size at 64
+                    sizes = [b for b in C.WQ_BLOCK_SIZES_M if args.block_sizes == "all" or b == min(auto, 64)]
+                else:
+                    sizes = [auto] if args.block_sizes == "auto" else list(C.BLOCK_SIZES_M)
                 for bm in sizes:
                     for gemm in map(int, args.gemms.split(",")):
                         work.append((layer, quant, M, bm, gemm))
+    bw = copy_bandwidth(torch, triton) if any(QUANTS[q][1] == INT4 for q in rule_of) else float("nan")
     start = time.time()
     pool = ProcessPoolExecutor(max_workers=args.jobs, mp_context=__import__("multiprocessing").get_context("spawn"))
     out_dir = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
@@ -239,14 +295,16 @@ def tune_moe(args, rule, load_db, save_db, db_path):
             break
         f, bins = entry_key(layer, gemm, M, quant, bm)
         fname = functional_name(f)
-        if not rule.valid(f, arch) or (fname, tuple(bins)) in done:
+        rule_q = rule_of[quant]
+        db = dbs[rule_q.name]
+        if not rule_q.valid(f, arch) or (rule_q.name, fname, tuple(bins)) in done:
             continue
         case = GemmCase(layer, gemm, M, quant, bm)
-        default = dict(rule.tuning.default(f, arch))
-        space = rule.tuning.all_configs(f, arch)
-        cands = quick_space(space, bm) if args.space == "quick" else space
+        default = dict(rule_q.tuning.default(f, arch))
+        space = rule_q.tuning.all_configs(f, arch)
+        cands = quick_space(space, bm, quant) if args.space == "quick" else space
         cands = ([default] if default not in cands else []) + cands
-        futures = [pool.submit(_warm, _job(*case.launch(c))) for c in cands]
+        futures = [pool.submit(_warm, _job(case.kernel, *case.launch(c))) for c in cands]
         compile_err = [_result(fu) for fu in futures]
         results = []
         for cfg, err in zip(cands, compile_err):
@@ -273,24 +331,35 @@ def tune_moe(args, rule, load_db, save_db, db_path):
             continue
         entry = {"functional": fname, "bins": case.bins, "shape": case.shape, "config": best[1],
                  "time_ms": round(best[0], 5), "tflops": round(flops / best[0] / 1e9, 1),
+                 **({"roofline": round(case.weight_bytes() / bw * 1e3 / best[0], 3)} if case.quant == INT4 else {}),
                  "runner_up": {"config": second[1], "time_ms": round(second[0], 5)},
                  "default_ms": _finite(default_ms), "candidates": len(results),
                  "rejected": [[config_name(r[1]), r[2]] for r in results if r[2] != "ok"]}
         db["entries"] = [e for e in db["entries"] if not (e["functional"] == fname and e["bins"] == case.bins)]
         db["entries"].append(entry)
-        save_db(db, rule.name, arch)
-        done.add((fname, tuple(case.bins)))
+        save_db(db, rule_q.name, arch)
+        done.add((rule_q.name, fname, tuple(case.bins)))
         if out_dir:
             dst = out_dir / "tuning" / f"sm_{arch}"
             dst.mkdir(parents=True, exist_ok=True)
-            shutil.copy(db_path(rule.name, arch), dst)
-        print(f"| {i} | {layer} | {quant} | {M} | {gemm} | {bm} | {config_name(best[1])} | {best[0]:.4f} | "
+            shutil.copy(db_path(rule_q.name, arch), dst)
+        roof = f" (roofline {entry['roofline']:.2f})" if "roofline" in entry else ""
+        print(f"| {i} | {layer} | {quant} | {M} | {gemm} | {bm} | {config_name(best[1])} | {best[0]:.4f}{roof} | "
               f"{entry['tflops']} | {default_ms:.4f} | {default_ms / best[0]:.2f} | {len(results)} |", flush=True)
         del case
         torch.cuda.empty_cache()
     pool.shutdown()
-    print(f"done in {time.time() - start:.0f} s; database {db_path(rule.name, arch)}", flush=True)
-    return db
+    print(f"done in {time.time() - start:.0f} s; databases {[str(db_path(n, arch)) for n in dbs]}", flush=True)
+    return dbs[rule.name] if rule.name in dbs else next(iter(dbs.values()))
+
+
+def copy_bandwidth(torch, triton):
+    """Bytes per second of a 1 GiB device copy, read + write (the benches' roofline)."""
+    src = torch.empty(2 ** 30, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    ms = triton.testing.do_bench(lambda: dst.copy_(src), warmup=10, rep=50, return_mode="median")
+    del src, dst
+    return 2 * 2 ** 30 / (ms * 1e-3)
 
 
 def add_arguments(ap):

@@ -5,29 +5,40 @@
 # then the whole GPU suite, then the benchmarks in priority order while time
 # is left (DEADLINE_S from the start). Everything lands under $OUT.
 #   BENCHES="cmd;cmd" (python scripts, or .sh scripts run by bash)  QUANTS=fp16,fp8_tensor,fp8_block  TUNE_BUDGET_S=200  DEADLINE_S=840
+#   TUNE_STEPS="moe hopper"  the gpu_tune.sh steps run beside the build ('' for none)
+#   TESTS_FIRST="test/gpu/a.py"  run these before the whole suite (their result shows early in the log)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/aotriton-out}; mkdir -p "$OUT"
 start=$(date +%s)
 left() { echo $(( ${DEADLINE_S:-840} - ($(date +%s) - start) )); }
 tune_pid=
-if [ -n "${QUANTS:-fp16,fp8_tensor,fp8_block}" ]; then
+if [ -n "${TUNE_STEPS-moe}" ]; then
   # In a copy of the tree: the build reads tuning/ and must not see it change.
   rm -rf /tmp/aotriton-tune && mkdir -p /tmp/aotriton-tune && cp -r python tritonsrc tuning tools /tmp/aotriton-tune/
-  (cd /tmp/aotriton-tune && STEPS=moe QUANTS=${QUANTS:-fp16,fp8_tensor,fp8_block} BUDGET_S=${TUNE_BUDGET_S:-200} \
-    OUT=$OUT tools/gpu_tune.sh > "$OUT/tune.log" 2>&1) & tune_pid=$!
+  (cd /tmp/aotriton-tune && STEPS=${TUNE_STEPS-moe} QUANTS=${QUANTS:-fp16,fp8_tensor,fp8_block} \
+    BUDGET_S=${TUNE_BUDGET_S:-200} OUT=$OUT tools/gpu_tune.sh > "$OUT/tune.log" 2>&1) & tune_pid=$!
 fi
 STEPS=build PROFILE=${PROFILE:-gputest} OUT=$OUT tools/gpu_run.sh || { echo "build failed"; exit 1; }
 if [ -n "$tune_pid" ]; then
-  wait "$tune_pid"; echo "tuner: $(tail -1 "$OUT/tune.log")"
+  wait "$tune_pid"; echo "tuner:"; grep -v "^ *$" "$OUT/tune.log" | tail -12
   # The new entries' configs: an incremental rebuild (cmake re-runs generate.py on a changed database).
-  if ! cmp -s "$OUT/tuning/fused_moe_gemm.json" tuning/sm_90/fused_moe_gemm.json 2>/dev/null && [ -f "$OUT/tuning/fused_moe_gemm.json" ]; then
-    cp "$OUT/tuning/fused_moe_gemm.json" tuning/sm_90/ && t0=$(date +%s)
-    ninja -C build install > "$OUT/rebuild.log" 2>&1 && echo "rebuild with the new MoE entries: $(( $(date +%s) - t0 )) s" \
+  changed=0
+  for db in "$OUT"/tuning/*.json; do
+    [ -f "$db" ] || continue
+    cmp -s "$db" "tuning/sm_90/$(basename "$db")" || { cp "$db" tuning/sm_90/; changed=1; }
+  done
+  if [ $changed = 1 ]; then
+    t0=$(date +%s)
+    ninja -C build install > "$OUT/rebuild.log" 2>&1 && echo "rebuild with the new tuning entries: $(( $(date +%s) - t0 )) s" \
       || { echo "rebuild failed"; tail -20 "$OUT/rebuild.log"; }
   fi
 fi
 echo "time left after build: $(left) s"
+if [ -n "${TESTS_FIRST:-}" ]; then
+  # shellcheck disable=SC2086  # a list of paths
+  timeout 120 python3 -m pytest -q -p no:cacheprovider $TESTS_FIRST 2>&1 | tail -6
+fi
 OUT=$OUT tools/gpu_test_sharded.sh 2>&1 | tail -80
 python3 -m pytest -q test/cpu/test_install.py test/cpu/test_runtime_nogpu.py 2>&1 | tail -2
 echo "time left after tests: $(left) s"

@@ -2,7 +2,7 @@
 # One device call that refreshes the sm_90 tuning databases the speed issues
 # need (JIT only: no AOT build), each step resumable and budgeted so the call
 # ends inside a lease command; the databases come back under $OUT/tuning.
-#   STEPS="moe flash_bwd"   which tuners to run (default both)
+#   STEPS="moe flash_bwd"   which tuners to run (default both; also: hopper, decode, int4)
 #   BUDGET_S=200            per-step budget of the MoE tuner
 #   QUANTS=bf16             MoE quant modes (bf16,fp16,fp8_tensor,fp8_block)
 # Then commit tuning/sm_90/*.json and rebuild release: generate.py compiles
@@ -22,5 +22,22 @@ if [[ $STEPS == *flash_bwd* ]]; then
   # the fp16 entries exist and were rejected once (docs/tuning-rejected/).
   timeout 240 python3 python/tune.py --kernels bwd_dkdv,bwd_dq --dtypes bf16 --head-dims 64,128 \
     --causal 0,2 --seqlens 1024,4096,16384 2>&1 | grep -v "tuning:" | tail -14
+fi
+if [[ $STEPS == *hopper* ]]; then
+  # The sm_90 Gluon forward (head dim 128): serial vs ping-pong per seqlen bin, both dtypes.
+  timeout "${HOPPER_S:-240}" python3 python/tune.py --kernels attn_fwd_hopper --dtypes bf16,fp16 --head-dims 128 \
+    --causal "${HOPPER_CAUSAL:-0,1,2}" --seqlens "${HOPPER_SEQLENS:-512,1024,2048,4096,8192,16384}" 2>&1 \
+    | grep -v "tuning:" | tail -40
+fi
+if [[ $STEPS == *decode* ]]; then
+  # KV-cache decode (python/tune_decode.py): bf16 D 128, paged and contiguous,
+  # one entry per keys-per-split bin (batch 1, 8, 64 at 32k tokens).
+  python3 python/tune.py decode --dtypes "${DECODE_DTYPES:-bf16}" --head-dims 128 --paged 1,0 \
+    --budget-s "${DECODE_BUDGET_S:-120}" 2>&1 | tail -12
+fi
+if [[ $STEPS == *int4* ]]; then
+  # int4 w4a16 decode GEMMs (fused_moe_gemm_wq, group 128 with zero points), Mixtral's layer.
+  python3 python/tune.py moe --layers mixtral --tokens 1,8,16,64 --quants int4 \
+    --budget-s "${INT4_BUDGET_S:-120}" 2>&1 | tail -12
 fi
 cp tuning/sm_90/*.json "$OUT/tuning/"

@@ -73,6 +73,10 @@ Loaded load_driver() {
   void* ctx_id = nullptr;
   if (proc("cuCtxGetId", &ctx_id, kDriverApiVersion, CU_GET_PROC_ADDRESS_DEFAULT, &q) == CUDA_SUCCESS && ctx_id)
     r.driver.cuCtxGetId = reinterpret_cast<decltype(r.driver.cuCtxGetId)>(ctx_id);
+  void* encode = nullptr;
+  if (proc("cuTensorMapEncodeTiled", &encode, kDriverApiVersion, CU_GET_PROC_ADDRESS_DEFAULT, &q) == CUDA_SUCCESS &&
+      encode)
+    r.driver.cuTensorMapEncodeTiled = reinterpret_cast<decltype(r.driver.cuTensorMapEncodeTiled)>(encode);
   return r;
 }
 

@@ -18,6 +18,8 @@ struct CudaDriver {
   // context created after another was destroyed never shares, even when it
   // gets the same CUcontext handle back.
   decltype(&::cuCtxGetId) cuCtxGetId = nullptr;
+  // Optional: host-side TMA descriptors (kernels with TmaArg arguments).
+  decltype(&::cuTensorMapEncodeTiled) cuTensorMapEncodeTiled = nullptr;
 };
 
 // Loads libcuda once per process (thread-safe) and returns the entry points.

@@ -36,11 +36,14 @@ struct Features {
 // any strides (so (B, S, H, D) and (B, H, S, D) storage both work); the last
 // dim must be contiguous. num_heads_q must be a multiple of num_heads_k (GQA/MQA).
 // head_dim up to 256; sizes that are not a power of two run padded.
+// v (and out, dout, dv) may have another head dim Dv than q/k (DeepSeek MLA):
+// Dv 128 with D 136..256 (a multiple of 8), or Dv 64 with D 128; fp16/bf16,
+// without dropout or features. Other pairs: kUnsupported naming these.
 struct FwdParams {
   TensorView<4> q;    // [B, Sq, Hq, D] fp16 / bf16 / fp32
   TensorView<4> k;    // [B, Sk, Hk, D]
-  TensorView<4> v;    // [B, Sk, Hk, D]
-  TensorView<4> out;  // [B, Sq, Hq, D], same dtype
+  TensorView<4> v;    // [B, Sk, Hk, Dv], Dv = D unless a supported pair (above)
+  TensorView<4> out;  // [B, Sq, Hq, Dv], same dtype
   TensorView<3> lse;  // [B, Hq, Sq] fp32: natural-log logsumexp of the scaled scores (-inf: row sees no key)
   float softmax_scale = 0.f;  // usually 1/sqrt(D); must be > 0
   CausalType causal = CausalType::kNone;
@@ -62,8 +65,8 @@ struct FwdParams {
 struct FwdVarlenParams {
   TensorView<3> q;    // [total_q, Hq, D]
   TensorView<3> k;    // [total_k, Hk, D]
-  TensorView<3> v;    // [total_k, Hk, D]
-  TensorView<3> out;  // [total_q, Hq, D]
+  TensorView<3> v;    // [total_k, Hk, Dv]
+  TensorView<3> out;  // [total_q, Hq, Dv]
   TensorView<2> lse;  // [Hq, total_q] fp32
   // Sequence b is rows [cu[b], cu[b+1]) of the packed tensors. The values are
   // device data and are never trusted: the kernels clamp each start into
@@ -94,7 +97,7 @@ struct BwdParams {
   TensorView<4> q, k, v, out, dout;  // as in FwdParams (dout like out)
   TensorView<3> lse;                 // the forward's [B, Hq, Sq]
   TensorView<4> dq;                  // [B, Sq, Hq, D], q's dtype
-  TensorView<4> dk, dv;              // [B, Sk, Hk, D]
+  TensorView<4> dk, dv;              // like k and v ([B, Sk, Hk, D] and [B, Sk, Hk, Dv])
   TensorView<3> delta;               // workspace [B, Hq, Sq] fp32 (written here)
   float softmax_scale = 0.f;
   CausalType causal = CausalType::kNone;

@@ -117,6 +117,10 @@ AOTRITON_API Status moe_align_block_size(const MoeAlignParams& params, Stream st
 // The block size (= GEMM BLOCK_SIZE_M) the library uses for num_tokens tokens;
 // `aligned`: hidden size and intermediate size are multiples of 16.
 AOTRITON_API int32_t moe_gemm_block_size(int64_t num_tokens, bool aligned = true) noexcept;
+// The block size fused_experts uses (block_size 0): as above, and 128 where the
+// experts average >= 128 slots (cdiv(num_tokens * topk, num_experts)).
+AOTRITON_API int32_t moe_gemm_block_size(int64_t num_tokens, int64_t topk, int64_t num_experts,
+                                         bool aligned = true) noexcept;
 
 // vLLM's invoke_fused_moe_kernel: for every slot s listed in sorted_token_ids,
 //   c[s, :] = a[s / top_k, :] @ b[expert(s)]^T  (* topk_weights[s])
@@ -222,7 +226,8 @@ AOTRITON_API Status per_tensor_quant_fp8(const PerTensorQuantParams& params, Str
 // QuantMode says), w1_scale [E, 2N, K / g], w2_scale [E, K, N / g], optional
 // w1_zp [E, N, K / g] and w2_zp [E, cdiv(K, 2), N / g] (uint8, both or
 // neither), g = group_size (a multiple of 64 dividing K and N).
-// block_size: 0 picks moe_gemm_block_size(M, ...); else 16/32/64/128.
+// block_size: 0 picks moe_gemm_block_size(M, topk, E, ...) (E: expert_map's
+// length when given); else 16/32/64/128.
 // workspace: device memory of fused_experts_workspace_size() bytes, 16-byte aligned.
 // options (force_config / ran_config) apply to the two GEMM launches.
 struct FusedExpertsParams {

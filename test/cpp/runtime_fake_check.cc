@@ -183,6 +183,29 @@ void resolve_first_checks(const char* dir_without_dq, const char* dir_without_mo
     c = now();
     report("attn_fwd_softcap", flash::attn_fwd(f, Stream{}), c);
   }
+  {  // v with its own head dim (q/k 128, v 64; causal bottom-right): the _vdim kernels
+    size_t off = 96 * 4096;
+    auto next = [&](int64_t d) {
+      auto v = view<4>(DType::kFloat16, {1, 16, 1, d}, off);
+      off += 8192;
+      return v;
+    };
+    flash::BwdParams b;
+    b.q = next(128), b.k = next(128), b.dq = next(128), b.dk = next(128);
+    b.v = next(64), b.out = next(64), b.dout = next(64), b.dv = next(64);
+    b.lse = view<3>(DType::kFloat32, {1, 1, 16}, off);
+    b.delta = view<3>(DType::kFloat32, {1, 1, 16}, off + 256);
+    b.softmax_scale = 0.125f;
+    b.causal = flash::CausalType::kBottomRight;
+    flash::FwdParams f;
+    f.q = b.q, f.k = b.k, f.v = b.v, f.out = b.out, f.lse = b.lse;
+    f.softmax_scale = 0.125f;
+    f.causal = flash::CausalType::kBottomRight;
+    c = now();
+    report("attn_fwd_vdim", flash::attn_fwd(f, Stream{}), c);
+    c = now();
+    report("attn_bwd_vdim", flash::attn_bwd(b, Stream{}), c);
+  }
   c = now();
   report("fused_experts_complete", moe::fused_experts(fused_params(), Stream{}), c);
 }

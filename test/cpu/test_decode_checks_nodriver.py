@@ -2,29 +2,16 @@
 on a machine without a CUDA driver (fake, non-overlapping device pointers):
 every bad input is refused with a message naming it before any launch."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-
-NO_DRIVER = {**os.environ, "AOTRITON_LIBCUDA": "/nonexistent/libcuda.so.1"}
+from nodriver import run_without_driver
 
 SCRIPT = r"""
 import json
-import pyaotriton as C
-
-_next = [1 << 32]
 
 
-def t(shape, dtype=C.DTYPE_FP16, size=2):
-    strides, s = [], 1
-    for n in reversed(shape):
-        strides.insert(0, s)
-        s *= n
-    ptr = _next[0]
-    _next[0] += (s * size + (1 << 20)) // 4096 * 4096 + 4096  # disjoint, 4 KiB aligned
-    return (ptr, tuple(shape), tuple(strides), dtype)
+def t(shape, dtype=C.DTYPE_FP16):
+    return fresh(shape, dtype)
 
 
 def call(B=2, sq=1, hq=8, hk=2, d=128, cap=256, page=None, snew=0, splits=0, sms=132, causal=False, softcap=0.0,
@@ -35,24 +22,28 @@ def call(B=2, sq=1, hq=8, hk=2, d=128, cap=256, page=None, snew=0, splits=0, sms
         kc, vc, bt = t((B, cap, hk, d)), t((B, cap, hk, d)), None
     else:
         mb = cap // page
-        kc, vc, bt = t((B * mb, page, hk, d)), t((B * mb, page, hk, d)), t((B, mb), bt_dtype, 4)
+        kc, vc, bt = t((B * mb, page, hk, d)), t((B * mb, page, hk, d)), t((B, mb), bt_dtype)
     kn = t((B, snew, hk, d)) if snew else None
     vn = t((B, snew, hk, d)) if snew else None
-    args = (q, kc, vc, kn, vn, t((B,), C.DTYPE_INT32, 4), bt, t((B, sq, hq, d), q_dtype),
-            t(lse_shape or (B, hq, sq), C.DTYPE_FP32, 4), 0.1, causal, window[0], window[1], softcap,
-            None if alibi is None else t(alibi, C.DTYPE_FP32, 4), splits, sms)
+    args = (q, kc, vc, kn, vn, t((B,), C.DTYPE_INT32), bt, t((B, sq, hq, d), q_dtype),
+            t(lse_shape or (B, hq, sq), C.DTYPE_FP32), 0.1, causal, window[0], window[1], softcap,
+            None if alibi is None else t(alibi, C.DTYPE_FP32), splits, sms)
     try:
         if query_only:
             return "ok %d %d" % C.attn_decode_workspace_size(*args)
         nbytes = C.attn_decode_workspace_size(*args)[0]
-        buf = t((max(ws, 1),), C.DTYPE_UINT8, 1)[0] if ws >= 0 else 0
+        buf = t((max(ws, 1),), C.DTYPE_UINT8)[0] if ws >= 0 else 0
         C.attn_decode(*args, buf, ws if ws >= 0 else 0, 0)
         return "ok"
     except (ValueError, RuntimeError) as e:
         return type(e).__name__ + ": " + str(e)
 
 
+MIRROR_SHAPES = [(B, sq, hq, hk, cap, sms) for B in (1, 3, 8, 64, 200) for sq in (1, 4) for hq, hk in ((32, 4), (8, 8))
+                 for cap in (256, 1024, 8192, 131072) for sms in (132, 78)]
 out = {
+    "mirror": [[list(s), call(B=s[0], sq=s[1], hq=s[2], hk=s[3], cap=s[4], page=64, sms=s[5], d=64)]
+               for s in MIRROR_SHAPES],
     "b1_128k": call(B=1, hq=32, hk=4, cap=131072, page=64),
     "b8_128k": call(B=8, hq=32, hk=4, cap=131072, page=64),
     "b64_128k": call(B=64, hq=32, hk=4, cap=131072, page=64),
@@ -91,10 +82,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def results(prefix):
-    env = {**NO_DRIVER, "PYTHONPATH": str(prefix / "lib/python")}
-    r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout.splitlines()[-1])
+    return json.loads(run_without_driver(prefix, SCRIPT).splitlines()[-1])
 
 
 def splits_and_bytes(s):
@@ -103,11 +91,11 @@ def splits_and_bytes(s):
 
 
 def test_split_choice(results):
-    # 4 programs per SM on 132 SMs: B * Hk = 4 -> 128 splits (the cap; 132 wanted); 32 -> 17;
-    # 256 -> 3; 528 programs would need no split.
-    assert splits_and_bytes(results["b1_128k"]) == (128, 128 * 32 * 129 * 4)
-    assert splits_and_bytes(results["b8_128k"])[0] == 17
-    assert splits_and_bytes(results["b64_128k"]) == (3, 3 * 64 * 32 * 129 * 4)
+    # 2 programs per SM on 132 SMs, one wave rounded down: B * Hk = 4 -> 66
+    # splits; 32 -> 8; 256 -> 1 (a second split would need 512 slots).
+    assert splits_and_bytes(results["b1_128k"]) == (66, 66 * 32 * 129 * 4)
+    assert splits_and_bytes(results["b8_128k"])[0] == 8
+    assert splits_and_bytes(results["b64_128k"]) == (1, 0)
     assert splits_and_bytes(results["b132_1k"]) == (1, 0)
     assert splits_and_bytes(results["b1_short"])[0] == 2  # 512 keys: at most 2 splits of 256
     assert splits_and_bytes(results["forced"]) == (5, 5 * 16 * 129 * 4)
@@ -151,3 +139,13 @@ def test_valid_call_passes_the_checks(results):
     # the decode kernels, reports that first).
     assert results["valid_call"].startswith("RuntimeError:"), results["valid_call"]
     assert "CUDA driver not available" in results["valid_call"] or "not in" in results["valid_call"]
+
+
+def test_python_split_rule_mirrors_the_operator(results):
+    """decode_configs.choose_splits (the JIT launcher's and the tuner's) gives
+    the operator's split count on every shape: the tuner bins its entries by it."""
+    from tritonsrc.flash.decode_configs import choose_splits
+    assert len(results["mirror"]) > 100
+    for (B, sq, hq, hk, cap, sms), got in results["mirror"]:
+        assert got.startswith("ok "), got
+        assert int(got.split()[2]) == choose_splits(B, sq, hq, hk, cap, sms), (B, sq, hq, hk, cap, sms)

@@ -212,3 +212,21 @@ def test_softcap(softcap, splits):
 @pytest.mark.parametrize("splits,causal,window", [(1, False, (-1, -1)), (3, True, (20, -1))])
 def test_alibi(alibi, splits, causal, window):
     run_case(2, 3, 8, 2, 64, 128, 64, [110, 30], 1, causal, splits, torch.float32, alibi=alibi, window=window)
+
+
+# Tiles of several pages and pages of several tiles: the loop reads each
+# tile's block-table entries one iteration ahead (decode.py _decode_tiles).
+@pytest.mark.parametrize("block_n,page,seqlens,splits", [(32, 16, [77, 127], 1), (64, 16, [127, 45], 3),
+                                                         (16, 64, [126, 99], 2), (32, 64, [0, 127], 1)], ids=str)
+def test_tile_and_page_sizes(block_n, page, seqlens, splits):
+    run_case(2, 2, 8, 2, 64, 128, page, seqlens, 1, True, splits, torch.float16,
+             config={"BLOCK_M": 16, "BLOCK_N": block_n, "num_warps": 4, "num_stages": 3})
+
+
+# More splits with keys than the combine reads per chunk (BLOCK_S 64 at D 64,
+# 16 at D 256): later chunks rescale what earlier ones summed; the last
+# splits saw no key (LSE -inf).
+@pytest.mark.parametrize("d,cap,seqlens,splits,dtype", [(64, 2048, [2000], 128, torch.float16),
+                                                        (256, 512, [500], 40, torch.float32)], ids=str)
+def test_combine_over_several_chunks(d, cap, seqlens, splits, dtype):
+    run_case(1, 1, 4, 1, d, cap, None, seqlens, 0, False, splits, dtype)

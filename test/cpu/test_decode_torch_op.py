@@ -5,29 +5,16 @@ and the errors raised before any launch."""
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch_op_helpers import RecordOps, fail_on_launch
 
 aotriton = pytest.importorskip("aotriton", reason="needs the installed aotriton package (tools/build.sh)")
 F16, I32 = torch.float16, torch.int32
 
 
-class RecordOps(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func.overloadpacket))
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.fixture
 def no_extension_launch(monkeypatch):
     from aotriton import _decode_ops
-
-    def boom(*args, **kwargs):
-        raise AssertionError("a traced call reached the extension")
-    monkeypatch.setattr(_decode_ops, "launch", boom)
+    fail_on_launch(monkeypatch, _decode_ops, ("launch",))
     monkeypatch.setattr(_decode_ops, "_C", None)
 
 

@@ -10,6 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from feature_ref import attention, scores, visible  # noqa: E402
+from flash_inputs import flash_inputs  # noqa: E402
 from tritonsrc.flash.bwd_jit import attn_bwd_jit  # noqa: E402
 from tritonsrc.flash.feature_args import feature_args  # noqa: E402
 from tritonsrc.flash.fwd_jit import attn_fwd_jit  # noqa: E402
@@ -40,21 +41,7 @@ def run_case(lens_q, lens_k, hq=2, hk=1, d=32, dtype=torch.float16, causal=0, wi
         slopes = torch.rand(hq) * 0.5
     elif alibi == "bh":
         slopes = torch.rand(B, hq) * 0.5
-    qs = [torch.randn(n, hq, d).to(dtype) for n in lens_q]
-    ks = [torch.randn(n, hk, d).to(dtype) for n in lens_k]
-    vs = [torch.randn(n, hk, d).to(dtype) for n in lens_k]
-    dos = [torch.randn(n, hq, d).to(dtype) for n in lens_q]
-    if varlen:
-        q, k, v, do = (torch.cat(ts) for ts in (qs, ks, vs, dos))
-        cu = {f"cu_seqlens_{n}": torch.tensor([0] + lens, dtype=torch.int32).cumsum(0).to(torch.int32)
-              for n, lens in (("q", lens_q), ("k", lens_k))}
-        extra = dict(**cu, max_seqlen_q=max(lens_q), max_seqlen_k=max(lens_k))
-        lse_shape = (hq, sum(lens_q))
-    else:
-        assert len(set(lens_q)) == 1 and len(set(lens_k)) == 1
-        q, k, v, do = (torch.stack(ts) for ts in (qs, ks, vs, dos))
-        extra = {}
-        lse_shape = (B, hq, lens_q[0])
+    q, k, v, do, extra, lse_shape, (qs, ks, vs, dos) = flash_inputs(lens_q, lens_k, hq, hk, d, d, dtype, varlen)
     if poison is not None:
         poison(q, k, v, do)
     feats = dict(window=window, softcap=softcap, alibi_slopes=slopes)

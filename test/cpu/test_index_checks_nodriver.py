@@ -1,29 +1,11 @@
 """Host-side index checks of the operators, through the Python binding on a
 machine without a CUDA driver: refused with a clear message before anything
 could launch (fake device pointers, never dereferenced)."""
-import os
-import subprocess
-import sys
-
-NO_DRIVER = {**os.environ, "AOTRITON_LIBCUDA": "/nonexistent/libcuda.so.1"}
+from nodriver import cases_without_driver
 
 SCRIPT = r"""
-import pyaotriton as C
 I32, F16, F32 = C.DTYPE_INT32, C.DTYPE_FP16, C.DTYPE_FP32
-
-def v(ptr, shape, dtype):
-    strides, s = [], 1
-    for n in reversed(shape):
-        strides.insert(0, s)
-        s *= n
-    return (ptr, tuple(shape), tuple(strides), dtype)
-
-def outcome(fn):
-    try:
-        fn()
-    except (ValueError, RuntimeError) as e:
-        return f"{type(e).__name__}: {e}"
-    return "ok"
+v = view
 
 ids = v(4096, (4, 2), I32)
 align = lambda emap: C.moe_align_block_size(ids, 4, 16, emap, v(8192, (68,), I32), v(12288, (5,), I32),
@@ -40,13 +22,10 @@ print("fused_good_map|" + outcome(lambda: fused(v(28672, (6,), I32))))
 
 
 def test_expert_map_length_is_checked_on_the_host(prefix):
-    env = {**NO_DRIVER, "PYTHONPATH": str(prefix / "lib/python")}
-    r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env)
-    assert r.returncode == 0, r.stderr
-    out = dict(line.split("|", 1) for line in r.stdout.splitlines())
+    out = cases_without_driver(prefix, SCRIPT)
     for case in ("align_short_map", "fused_short_map"):
         assert out[case].startswith("ValueError: invalid argument") and "expert_map has 3 entries" in out[case], out
     assert out["align_strided_map"].startswith("ValueError") and "contiguous" in out["align_strided_map"], out
     # A long enough map passes the checks: the call gets as far as the missing driver / returns a size.
     assert out["align_good_map"].startswith("RuntimeError: CUDA driver not available"), out
-    assert out["fused_good_map"] == "ok", out
+    assert out["fused_good_map"].startswith("ok "), out

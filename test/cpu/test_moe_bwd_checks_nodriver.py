@@ -1,30 +1,11 @@
 """fused_experts_backward's host-side checks through the binding, without a CUDA
 driver: every bad argument is refused with a message naming it before anything
 could launch (fake device pointers, never dereferenced)."""
-import os
-import subprocess
-import sys
-
-NO_DRIVER = {**os.environ, "AOTRITON_LIBCUDA": "/nonexistent/libcuda.so.1"}
+from nodriver import cases_without_driver
 
 SCRIPT = r"""
-import pyaotriton as C
 I32, F16, F32 = C.DTYPE_INT32, C.DTYPE_FP16, C.DTYPE_FP32
-
-def v(ptr, shape, dtype, strides=None):
-    if strides is None:
-        strides, s = [], 1
-        for n in reversed(shape):
-            strides.insert(0, s)
-            s *= n
-    return (ptr, tuple(shape), tuple(strides), dtype)
-
-def outcome(fn):
-    try:
-        r = fn()
-    except (ValueError, RuntimeError) as e:
-        return f"{type(e).__name__}: {e}"
-    return f"ok {r}"
+v = view
 
 M, K, N, E, TOPK = 4, 16, 16, 4, 2
 GOOD = dict(dout=v(4096, (M, K), F16), x=v(8192, (M, K), F16), w1=v(12288, (E, 2 * N, K), F16),
@@ -54,10 +35,7 @@ print("launch|" + outcome(lambda: run(1 << 20, 1 << 20)))
 
 
 def test_backward_arguments_are_checked_on_the_host(prefix):
-    env = {**NO_DRIVER, "PYTHONPATH": str(prefix / "lib/python")}
-    r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env)
-    assert r.returncode == 0, r.stderr
-    out = dict(line.split("|", 1) for line in r.stdout.splitlines())
+    out = cases_without_driver(prefix, SCRIPT)
     assert out["good"].startswith("ok ") and int(out["good"].split()[1]) > 0, out
     for case, words in (("dw1_shape", "grad_w1 has shape"), ("fp32_hidden", "fp16 or bf16"),
                         ("dtw_strided", "grad_topk_weights must be contiguous"), ("ids_dtype", "topk_ids"),

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
+from torch_op_helpers import graph_recording_backend
 
 aotriton = pytest.importorskip("aotriton", reason="needs the installed aotriton package (tools/build.sh)")
 F16, BF16, F32 = torch.float16, torch.bfloat16, torch.float32
@@ -119,21 +120,11 @@ def test_eager_autograd_wiring(reference_launch, router_dtype):
 
 
 def test_compiled_autograd_goes_through_the_training_ops(reference_launch):
-    from torch._dynamo.backends.common import aot_autograd
-    from torch._functorch.aot_autograd import make_boxed_func
-
     graphs = {}
-
-    def recorder(kind):
-        def compile_graph(gm, example_inputs):
-            graphs[kind] = str(gm.graph)
-            return make_boxed_func(gm.forward)
-        return compile_graph
-
     x, w1, w2, w, ids = _cpu_args()
     try:
         f = torch.compile(lambda *a: aotriton.fused_experts(*a) * 2, fullgraph=True,
-                          backend=aot_autograd(fw_compiler=recorder("fw"), bw_compiler=recorder("bw")))
+                          backend=graph_recording_backend(graphs))
         out = f(x, w1, w2, w, ids)
         dout = torch.randn(out.shape)
         grads = torch.autograd.grad(out, (x, w1, w2, w), dout)

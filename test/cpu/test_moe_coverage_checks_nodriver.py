@@ -2,29 +2,11 @@
 through the binding on a machine without a CUDA driver: bad input is refused
 with a clear message before anything could launch (fake device pointers,
 never dereferenced); good input gets as far as the missing driver."""
-import os
-import subprocess
-import sys
-
-NO_DRIVER = {**os.environ, "AOTRITON_LIBCUDA": "/nonexistent/libcuda.so.1"}
+from nodriver import cases_without_driver
 
 SCRIPT = r"""
-import pyaotriton as C
 I32, F16, F32 = C.DTYPE_INT32, C.DTYPE_FP16, C.DTYPE_FP32
-
-def v(ptr, shape, dtype):
-    strides, s = [], 1
-    for n in reversed(shape):
-        strides.insert(0, s)
-        s *= n
-    return (ptr, tuple(shape), tuple(strides), dtype)
-
-def outcome(fn):
-    try:
-        fn()
-    except (ValueError, RuntimeError) as e:
-        return f"{type(e).__name__}: {e}"
-    return "ok"
+v = view
 
 logits, w, ids = v(4096, (4, 64), F16), v(1 << 20, (4, 2), F32), v(2 << 20, (4, 2), I32)
 def gtk(G, TG, bias=None, scoring=1, w=w, ids=ids):
@@ -59,10 +41,7 @@ print("ep_good|" + outcome(lambda: ep(v(32768, (8,), I32), 4)))
 
 
 def test_issue13_operator_checks_on_the_host(prefix):
-    env = {**NO_DRIVER, "PYTHONPATH": str(prefix / "lib/python")}
-    r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env)
-    assert r.returncode == 0, r.stderr
-    out = dict(line.split("|", 1) for line in r.stdout.splitlines())
+    out = cases_without_driver(prefix, SCRIPT)
     expect = {
         "groups_not_dividing": "num_expert_group = 3 must divide the number of experts 64",
         "topk_group_too_big": "topk_group = 9 must be in [1, num_expert_group = 8]",

@@ -2,31 +2,12 @@
 int4 w4a16) in the C++ API, through the Python binding on a machine without a
 CUDA driver: bad inputs are refused with a message naming the problem before
 anything could launch (fake device pointers, never dereferenced)."""
-import os
-import subprocess
-import sys
-
-NO_DRIVER = {**os.environ, "AOTRITON_LIBCUDA": "/nonexistent/libcuda.so.1"}
+from nodriver import cases_without_driver
 
 SCRIPT = r"""
-import pyaotriton as C
 I32, F16, F32, U8, I8, F8 = C.DTYPE_INT32, C.DTYPE_FP16, C.DTYPE_FP32, C.DTYPE_UINT8, C.DTYPE_INT8, C.DTYPE_FP8E4M3
 CHANNEL, INT8, INT4 = 3, 4, 5
-ptr = [4096]
-
-def v(shape, dtype):
-    strides, s = [], 1
-    for n in reversed(shape):
-        strides.insert(0, s)
-        s *= n
-    ptr[0] += 1 << 20  # disjoint fake buffers
-    return (ptr[0], tuple(shape), tuple(strides), dtype)
-
-def outcome(fn):
-    try:
-        return "ok %d" % fn()
-    except (ValueError, RuntimeError) as e:
-        return f"{type(e).__name__}: {e}"
+v = fresh
 
 M, E, K, N, TOPK = 4, 4, 128, 64, 2
 
@@ -84,10 +65,7 @@ EXPECT = {  # case -> text the error must contain ("ok": a workspace size comes 
 
 
 def test_quant_mode_checks_on_the_host(prefix):
-    env = {**NO_DRIVER, "PYTHONPATH": str(prefix / "lib/python")}
-    r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env)
-    assert r.returncode == 0, r.stderr
-    out = dict(line.split("|", 1) for line in r.stdout.splitlines())
+    out = cases_without_driver(prefix, SCRIPT)
     assert set(out) == set(EXPECT)
     for case, want in EXPECT.items():
         if want == "ok":

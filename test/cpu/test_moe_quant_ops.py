@@ -5,7 +5,7 @@ custom ops are registered with their mutations."""
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch_op_helpers import RecordOps, fail_on_launch
 
 aotriton = pytest.importorskip("aotriton", reason="needs the installed aotriton package (tools/build.sh)")
 from aotriton import _moe_quant  # noqa: E402
@@ -14,22 +14,9 @@ BF16, F32, I32, U8, I8, FP8 = torch.bfloat16, torch.float32, torch.int32, torch.
 M, E, N, K, TOPK = 3, 4, 128, 256, 2
 
 
-class RecordOps(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func.overloadpacket))
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.fixture
 def no_launch(monkeypatch):
-    def boom(*args, **kwargs):
-        raise AssertionError("a traced call reached the extension")
-    for name in ("_launch_fused", "_launch_gemm", "_launch_token_quant"):
-        monkeypatch.setattr(_moe_quant, name, boom)
+    fail_on_launch(monkeypatch, _moe_quant, ("_launch_fused", "_launch_gemm", "_launch_token_quant"))
 
 
 def t(*shape, dtype=BF16):

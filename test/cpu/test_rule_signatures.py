@@ -1,6 +1,8 @@
 """Every kernel's argument list (names, types, order), grid and grid args as
 the rules expand them, against test/cpu/data/rule_signatures.json, which was
-written from the hand-written Arg lists before Tensor existed: the Tensor
+written from the hand-written Arg lists before Tensor existed (the kernels
+main added later, the _vdim ones, attn_fwd_hopper and attn_decode's
+keys_per_split, from main's hand-written lists at the merge): the Tensor
 vocabulary changed no kernel's signature, so build.ninja's rule_hash and every
 cubin stay the same. A deliberate change to a kernel's arguments updates the
 file: python test/cpu/test_rule_signatures.py --update

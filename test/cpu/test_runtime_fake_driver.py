@@ -115,6 +115,9 @@ def test_multi_kernel_operators_launch_nothing_when_a_kernel_is_missing(build_di
     # the feature functionals (ci profile: fp16, D=64) are built and dispatch
     assert out["attn_bwd_window_alibi"]["status"] == "success" and out["attn_bwd_window_alibi"]["launches"] == 3
     assert out["attn_fwd_softcap"]["status"] == "success" and out["attn_fwd_softcap"]["launches"] == 1
+    # v with its own head dim (every profile builds fp16 q/k 128, v 64, bottom-right causal)
+    assert out["attn_fwd_vdim"]["status"] == "success" and out["attn_fwd_vdim"]["launches"] == 1, out
+    assert out["attn_bwd_vdim"]["status"] == "success" and out["attn_bwd_vdim"]["launches"] == 3, out
 
 
 @pytest.mark.parametrize("op", ["align", "group_quant", "tensor_quant"])

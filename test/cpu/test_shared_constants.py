@@ -40,6 +40,9 @@ def test_header_holds_the_python_tables():
         for m in (1, 15, 16, 17, 64, 65, 300, 512, 513, 100000):  # the C++ lookup, replayed
             i = next((i for i, b in enumerate(bins) if m <= b), len(bins))
             assert rows[i] == moe_configs.block_size_m(m, aligned), (m, aligned)
+    tall, min_tpe = _scalar(h, "kMoeTallBlockSizeM"), _scalar(h, "kMoeTallBlockMinTokensPerExpert")
+    assert (tall, min_tpe) == (moe_configs.TALL_BLOCK_SIZE_M, moe_configs.TALL_BLOCK_MIN_TOKENS_PER_EXPERT)
+    assert tall in moe_configs.BLOCK_SIZES_M
     buckets = _array(h, "kHeadDimBuckets")
     for d in range(1, 257):
         assert next(b for b in buckets if b >= d) == head_dim_bucket(d)
@@ -72,3 +75,22 @@ def test_flash_profile_membership_is_declared_on_the_kernels():
     by_name = {k.name: k for k in rules.KERNELS}
     for name in ("attn_fwd", "bwd_preprocess", "bwd_dkdv", "bwd_dq"):
         assert {"ci", "gputest"} <= set(by_name[name].profiles), name
+
+
+def test_tall_blocks_only_for_aligned_layers_with_many_slots_per_expert():
+    """block_size_m with topk/num_experts: the Mixtral-like layer (E=8, top-2)
+    gets 128-row blocks from M=512 (128 slots per expert), the DeepSeek-like
+    one (E=256, top-8: 16 slots per expert at M=512) keeps 64; unaligned
+    shapes and decode sizes (slots per expert <= M) never change."""
+    bsm = moe_configs.block_size_m
+    assert bsm(512, topk=2, num_experts=8) == 128 and bsm(512) == 64
+    assert bsm(508, topk=2, num_experts=8) == 64  # 127 slots per expert
+    assert bsm(512, topk=8, num_experts=256) == 64
+    assert bsm(4096, topk=8, num_experts=256) == 128 == bsm(4096)
+    assert bsm(512, aligned=False, topk=2, num_experts=8) == bsm(512, aligned=False)
+    assert bsm(64, topk=8, num_experts=8) == bsm(64) == 16  # slots per expert <= M: decode never qualifies
+    for m in (1, 16, 64, 65, 300, 512, 513, 4096):
+        for topk, e in ((1, 1), (2, 8), (8, 256), (6, 64)):
+            got = bsm(m, topk=topk, num_experts=e)
+            assert got in (bsm(m), moe_configs.TALL_BLOCK_SIZE_M)
+            assert got == bsm(m) or -(-m * topk // e) >= moe_configs.TALL_BLOCK_MIN_TOKENS_PER_EXPERT

@@ -8,7 +8,7 @@ import inspect
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch_op_helpers import RecordOps, fail_on_launch, graph_recording_backend
 
 aotriton = pytest.importorskip("aotriton", reason="needs the installed aotriton package (tools/build.sh)")
 F16, BF16, F32, I32 = torch.float16, torch.bfloat16, torch.float32, torch.int32
@@ -24,26 +24,12 @@ OPS = {  # op -> arguments it mutates
 }
 
 
-class RecordOps(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func.overloadpacket))
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.fixture
 def no_extension_launch(monkeypatch):
     """Every eager launch into pyaotriton fails the test."""
     from aotriton import _flash_launch, _moe_launch
-
-    def boom(*args, **kwargs):
-        raise AssertionError("a traced call reached the extension")
-    for name in ("_attn_fwd", "_attn_fwd_varlen", "_attn_bwd", "_attn_bwd_varlen"):
-        monkeypatch.setattr(_flash_launch, name, boom)
-    monkeypatch.setattr(_moe_launch, "_act_and_mul", boom)
+    fail_on_launch(monkeypatch, _flash_launch, ("_attn_fwd", "_attn_fwd_varlen", "_attn_bwd", "_attn_bwd_varlen"))
+    fail_on_launch(monkeypatch, _moe_launch, ("_act_and_mul",))
     monkeypatch.setattr(_moe_launch, "_C", None)
 
 
@@ -618,18 +604,8 @@ def test_eager_autograd_wiring_with_features(case, reference_extension):
 
 @pytest.mark.parametrize("case", FEATURE_CASES[:3])
 def test_compiled_autograd_with_features_goes_through_the_ops(case, reference_extension):
-    from torch._dynamo.backends.common import aot_autograd
-    from torch._functorch.aot_autograd import make_boxed_func
-
     graphs = {}
-
-    def recorder(kind):
-        def compile_graph(gm, example_inputs):
-            graphs[kind] = str(gm.graph)
-            return make_boxed_func(gm.forward)
-        return compile_graph
-
-    backend = aot_autograd(fw_compiler=recorder("fw"), bw_compiler=recorder("bw"))
+    backend = graph_recording_backend(graphs)
     q, k, v, dout = _qkv_grad_f16()
     kw = _feature_kwargs(case, q)
 
@@ -647,18 +623,8 @@ def test_compiled_autograd_with_features_goes_through_the_ops(case, reference_ex
 
 
 def test_compiled_autograd_goes_through_the_ops(reference_extension):
-    from torch._dynamo.backends.common import aot_autograd
-    from torch._functorch.aot_autograd import make_boxed_func
-
     graphs = {}
-
-    def recorder(kind):
-        def compile_graph(gm, example_inputs):
-            graphs[kind] = str(gm.graph)
-            return make_boxed_func(gm.forward)
-        return compile_graph
-
-    backend = aot_autograd(fw_compiler=recorder("fw"), bw_compiler=recorder("bw"))
+    backend = graph_recording_backend(graphs)
     q, k, v, dout = _qkv_grad()
 
     def f(q, k, v):

@@ -255,6 +255,9 @@ def test_block_size_table_matches_configs():
     for M in (0, 1, 16, 17, 64, 65, 512, 513, 4096, 10 ** 6):
         for aligned in (True, False):
             assert aotriton.moe_gemm_block_size(M, aligned) == CFG.block_size_m(M, aligned), (M, aligned)
+            for topk, E in ((2, 8), (8, 256), (1, 1)):  # the layer-aware form fused_experts uses
+                got = aotriton.moe_gemm_block_size(M, aligned, topk=topk, num_experts=E)
+                assert got == CFG.block_size_m(M, aligned, topk=topk, num_experts=E), (M, aligned, topk, E)
 
 
 # ---------------------------------------------------------------- grouped GEMM

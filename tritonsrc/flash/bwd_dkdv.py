@@ -17,6 +17,8 @@ Constexprs
     ENABLE_DROPOUT Philox dropout (same keep_mask call as the forward)
     LOCAL_WINDOW   runtime band mask, SCORE_MOD 0/1/2 none/softcap/ALiBi: as
                    the forward (attn_mods.py)
+    BLOCK_DV       0: V/dO/dV have head_dim; 64 or 128: exactly BLOCK_DV
+                   columns (no padding), Q/K/dK keep head_dim (as the forward)
     (plus the element type of Q/K/V/dO/dK/dV: fp16, bf16 or fp32; fp32 runs
      tl.dot with its default tf32 precision on GPUs, like the forward)
   TUNING:
@@ -27,7 +29,7 @@ Constexprs
 Grid: (cdiv(max_seqlen_k, BLOCK_N), batch * num_heads_k, 1).
 
 Suggested defaults (BLOCK_M, BLOCK_N, num_warps, num_stages), fp16/bf16;
-fp32 rows, the dropout rule and the sweep list are in bwd_jit.py
+fp32 rows, the dropout rule and the sweep list are in bwd_configs.py
 (DEFAULT_CONFIGS, DROPOUT_SHRINK, CANDIDATE_CONFIGS):
   sm_90  D<=64: (64, 128, 8, 2)  D=128: (32, 128, 8, 2)  D=256: (16, 64, 8, 2)
   sm_80  D<=32: (64, 128, 8, 2)  D=64: (32, 128, 8, 2)  D=128: (32, 64, 8, 2)
@@ -45,7 +47,7 @@ import triton.language as tl
 
 from .attn_mods import band_offsets, band_row_blocks, in_band, log2_scores, score_grad, score_mod_params
 from .dropout import keep_mask
-from .seq_bounds import sequence_bounds
+from .prologue import causal_diag, key_block, philox_state
 
 LOG2E = tl.constexpr(1.4426950408889634)
 
@@ -53,14 +55,14 @@ LOG2E = tl.constexpr(1.4426950408889634)
 @triton.jit
 def _dkdv_tiles(dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
                 stride_qh, stride_qm, stride_doh, stride_dom, stride_lse_h, stride_delta_h,
-                row0, nblk, group, hq_base, bh_base, offs_n, offs_d, head_dim,
+                row0, nblk, group, hq_base, bh_base, offs_n, offs_d, offs_dv, head_dim,
                 seqlen_q, diag, qk_scale, seed, philox_offset,
                 max_seqlen_q, max_seqlen_k, dropout_p,
                 dqa_zbase, stride_dqa_h, stride_dqa_m, n_ok,
                 lo_off, hi_off, sm_scale, softcap, alibi_zbase, seqlen_k,
                 BLOCK_M: tl.constexpr, PADDED_HEAD: tl.constexpr,
                 CAUSAL: tl.constexpr, ENABLE_DROPOUT: tl.constexpr, FUSE_DQ: tl.constexpr,
-                LOCAL_WINDOW: tl.constexpr, SCORE_MOD: tl.constexpr):
+                LOCAL_WINDOW: tl.constexpr, SCORE_MOD: tl.constexpr, V_PADDED: tl.constexpr):
     """Rows [row0, row0 + nblk * BLOCK_M) of each query head of the group.
 
     One flat loop over (head, row block): a nested head loop made the
@@ -74,11 +76,12 @@ def _dkdv_tiles(dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
     LOCAL_WINDOW masks with the band [lo_off, hi_off] instead (CAUSAL is
     then False); SCORE_MOD modifies the scores (per-head ALiBi slope).
     FUSE_DQ also adds dS Q-block products into the fp32 dQ accumulator with
-    atomics (sm_scale applied later by bwd_dq_convert)."""
+    atomics (sm_scale applied later by bwd_dq_convert). dO columns are
+    offs_dv, masked by head_dim only if V_PADDED."""
     offs_mb = tl.arange(0, BLOCK_M)
     d_ok = offs_d < head_dim
     q_offs = offs_mb[:, None] * stride_qm + offs_d[None, :]
-    do_offs = offs_mb[:, None] * stride_dom + offs_d[None, :]
+    do_offs = offs_mb[:, None] * stride_dom + offs_dv[None, :]
     if FUSE_DQ:
         dqa_offs = offs_mb[:, None] * stride_dqa_m + offs_d[None, :]
     for t in tl.range(0, group * nblk):
@@ -94,7 +97,10 @@ def _dkdv_tiles(dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
         q_ptr = q_zbase + off_h.to(tl.int64) * stride_qh + start_m * stride_qm
         do_ptr = do_zbase + off_h.to(tl.int64) * stride_doh + start_m * stride_dom
         q = tl.load(q_ptr + q_offs, mask=ld, other=0.0)
-        do = tl.load(do_ptr + do_offs, mask=ld, other=0.0)
+        if V_PADDED == PADDED_HEAD:  # dO shares Q's mask unless only Q is padded
+            do = tl.load(do_ptr + do_offs, mask=ld, other=0.0)
+        else:
+            do = tl.load(do_ptr + do_offs, mask=m_ok[:, None], other=0.0)
         lse = tl.load(lse_zbase + off_h.to(tl.int64) * stride_lse_h + offs_m,
                       mask=m_ok, other=float("inf"))
         delta = tl.load(delta_zbase + off_h.to(tl.int64) * stride_delta_h + offs_m,
@@ -156,7 +162,7 @@ def _dkdv_program(
     BLOCK_DMODEL: tl.constexpr, PADDED_HEAD: tl.constexpr, CAUSAL_TYPE: tl.constexpr,
     IS_VARLEN: tl.constexpr, ENABLE_DROPOUT: tl.constexpr, FUSE_DQ: tl.constexpr,
     LOCAL_WINDOW: tl.constexpr, SCORE_MOD: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DV: tl.constexpr = 0,
 ):
     """Body of bwd_dkdv / bwd_fused for keys [start_n, start_n + BLOCK_N) of
     one (sequence, kv head); DQA (fp32 dQ accumulator) is used iff FUSE_DQ."""
@@ -167,6 +173,12 @@ def _dkdv_program(
         kv_mask = n_ok[:, None] & (offs_d < head_dim)[None, :]
     else:
         kv_mask = n_ok[:, None]
+    if BLOCK_DV == 0:
+        offs_dv = offs_d
+        v_mask = kv_mask
+    else:
+        offs_dv = tl.arange(0, BLOCK_DV)
+        v_mask = n_ok[:, None]
 
     # 64-bit base offsets; in-sequence offsets stay 32-bit.
     k_base = K + off_z.to(tl.int64) * stride_kz + off_hk.to(tl.int64) * stride_kh
@@ -179,14 +191,9 @@ def _dkdv_program(
         dk_base += k_start.to(tl.int64) * stride_dkn
         dv_base += k_start.to(tl.int64) * stride_dvn
     k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :], mask=kv_mask, other=0.0)
-    v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_d[None, :], mask=kv_mask, other=0.0)
+    v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_dv[None, :], mask=v_mask, other=0.0)
 
-    if ENABLE_DROPOUT:
-        seed = tl.load(philox_seed_ptr)
-        philox_offset = tl.load(philox_offset_ptr)
-    else:
-        seed = 0
-        philox_offset = 0
+    seed, philox_offset = philox_state(philox_seed_ptr, philox_offset_ptr, ENABLE_DROPOUT)
 
     # Row range split (same for every head of the group):
     #   [lo, full_lo)        causal diagonal: some (row, key) pairs hidden
@@ -203,10 +210,7 @@ def _dkdv_program(
         diag = 0
         full_lo = 0
     else:
-        if CAUSAL_TYPE == 1:
-            diag = 0
-        else:
-            diag = seqlen_k - seqlen_q
+        diag = causal_diag(seqlen_q, seqlen_k, CAUSAL_TYPE)
         # Row i sees key j iff j <= i + diag: rows before lo see none of ours,
         # rows from start_n + BLOCK_N - 1 - diag on see all of them.
         lo = tl.maximum(start_n - diag, 0)
@@ -235,43 +239,45 @@ def _dkdv_program(
 
     qk_scale = sm_scale * LOG2E
     dk = tl.zeros([BLOCK_N, BLOCK_DMODEL], dtype=tl.float32)
-    dv = tl.zeros([BLOCK_N, BLOCK_DMODEL], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_DMODEL if BLOCK_DV == 0 else BLOCK_DV], dtype=tl.float32)
     # Fixed-order sums over heads and row blocks: deterministic.
     if CAUSAL_TYPE != 0 or LOCAL_WINDOW:
         dk, dv = _dkdv_tiles(
             dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
             stride_qh, stride_qm, stride_doh, stride_dom, stride_lse_h, stride_delta_h,
-            lo, n_diag, group, hq_base, bh_base, offs_n, offs_d, head_dim,
+            lo, n_diag, group, hq_base, bh_base, offs_n, offs_d, offs_dv, head_dim,
             seqlen_q, diag, qk_scale, seed, philox_offset,
             max_seqlen_q, max_seqlen_k, dropout_p,
             dqa_zbase, stride_dqa_h, stride_dqa_m, n_ok,
             lo_off, hi_off, sm_scale, softcap, alibi_zbase, seqlen_k,
-            BLOCK_M, PADDED_HEAD, CAUSAL_TYPE != 0, ENABLE_DROPOUT, FUSE_DQ, LOCAL_WINDOW, SCORE_MOD)
+            BLOCK_M, PADDED_HEAD, CAUSAL_TYPE != 0, ENABLE_DROPOUT, FUSE_DQ, LOCAL_WINDOW, SCORE_MOD,
+            PADDED_HEAD and BLOCK_DV == 0)
     dk, dv = _dkdv_tiles(
         dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
         stride_qh, stride_qm, stride_doh, stride_dom, stride_lse_h, stride_delta_h,
-        full_lo, n_full, group, hq_base, bh_base, offs_n, offs_d, head_dim,
+        full_lo, n_full, group, hq_base, bh_base, offs_n, offs_d, offs_dv, head_dim,
         seqlen_q, diag, qk_scale, seed, philox_offset,
         max_seqlen_q, max_seqlen_k, dropout_p,
         dqa_zbase, stride_dqa_h, stride_dqa_m, n_ok,
         lo_off, hi_off, sm_scale, softcap, alibi_zbase, seqlen_k,
-        BLOCK_M, PADDED_HEAD, False, ENABLE_DROPOUT, FUSE_DQ, False, SCORE_MOD)
+        BLOCK_M, PADDED_HEAD, False, ENABLE_DROPOUT, FUSE_DQ, False, SCORE_MOD, PADDED_HEAD and BLOCK_DV == 0)
     if LOCAL_WINDOW:
         dk, dv = _dkdv_tiles(
             dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
             stride_qh, stride_qm, stride_doh, stride_dom, stride_lse_h, stride_delta_h,
-            tail_lo, n_tail, group, hq_base, bh_base, offs_n, offs_d, head_dim,
+            tail_lo, n_tail, group, hq_base, bh_base, offs_n, offs_d, offs_dv, head_dim,
             seqlen_q, diag, qk_scale, seed, philox_offset,
             max_seqlen_q, max_seqlen_k, dropout_p,
             dqa_zbase, stride_dqa_h, stride_dqa_m, n_ok,
             lo_off, hi_off, sm_scale, softcap, alibi_zbase, seqlen_k,
-            BLOCK_M, PADDED_HEAD, False, ENABLE_DROPOUT, FUSE_DQ, LOCAL_WINDOW, SCORE_MOD)
+            BLOCK_M, PADDED_HEAD, False, ENABLE_DROPOUT, FUSE_DQ, LOCAL_WINDOW, SCORE_MOD,
+            PADDED_HEAD and BLOCK_DV == 0)
 
     dk = dk * sm_scale
     tl.store(dk_base + offs_n[:, None] * stride_dkn + offs_d[None, :],
              dk.to(DK.dtype.element_ty), mask=kv_mask)
-    tl.store(dv_base + offs_n[:, None] * stride_dvn + offs_d[None, :],
-             dv.to(DV.dtype.element_ty), mask=kv_mask)
+    tl.store(dv_base + offs_n[:, None] * stride_dvn + offs_dv[None, :],
+             dv.to(DV.dtype.element_ty), mask=v_mask)
 
 
 # The feature scalars stay runtime values under the JIT, as in the AOT build.
@@ -294,7 +300,7 @@ def bwd_dkdv(
     BLOCK_DMODEL: tl.constexpr, PADDED_HEAD: tl.constexpr, CAUSAL_TYPE: tl.constexpr,
     IS_VARLEN: tl.constexpr, ENABLE_DROPOUT: tl.constexpr,
     LOCAL_WINDOW: tl.constexpr, SCORE_MOD: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DV: tl.constexpr = 0,
 ):
     """dK, dV of softmax(sm_scale * Q K^T [causal]) [dropout] V.
 
@@ -319,21 +325,16 @@ def bwd_dkdv(
     max_seqlen_q, max_seqlen_k  batched: the lengths; varlen: the bounds
                  (grid and dropout stream layout; longer sequences are cut
                  to them, seq_bounds.py).
-    head_dim     runtime head size <= BLOCK_DMODEL.
+    head_dim     runtime head size <= BLOCK_DMODEL (of V/dO/dV too unless
+                 BLOCK_DV != 0: then they have BLOCK_DV columns).
     total_q, total_k  varlen: rows of the packed Q and K tensors (cu_seqlens
                  are clamped into them, seq_bounds.py); batched: ignored.
     alibi_slopes, stride_alibi_z, softcap, window_left, window_right,
     window_align  as the forward (LOCAL_WINDOW / SCORE_MOD only).
     """
-    pid_n = tl.program_id(0)
-    bhk = tl.program_id(1)
-    off_z = bhk // num_heads_k
-    off_hk = bhk % num_heads_k
-    group = num_heads_q // num_heads_k
-
-    q_start, seqlen_q = sequence_bounds(cu_seqlens_q, off_z, total_q, max_seqlen_q, IS_VARLEN)
-    k_start, seqlen_k = sequence_bounds(cu_seqlens_k, off_z, total_k, max_seqlen_k, IS_VARLEN)
-    start_n = pid_n * BLOCK_N
+    off_z, off_hk, group, q_start, seqlen_q, k_start, seqlen_k, start_n = key_block(
+        cu_seqlens_q, cu_seqlens_k, num_heads_q, num_heads_k, max_seqlen_q, max_seqlen_k, total_q, total_k,
+        IS_VARLEN, BLOCK_N)
     if start_n >= seqlen_k:
         return
 
@@ -353,4 +354,4 @@ def bwd_dkdv(
         off_z, off_hk, group, start_n, q_start, seqlen_q, k_start, seqlen_k,
         alibi_slopes, stride_alibi_z, softcap, window_left, window_right, window_align,
         BLOCK_DMODEL, PADDED_HEAD, CAUSAL_TYPE, IS_VARLEN, ENABLE_DROPOUT, False,
-        LOCAL_WINDOW, SCORE_MOD, BLOCK_M, BLOCK_N)
+        LOCAL_WINDOW, SCORE_MOD, BLOCK_M, BLOCK_N, BLOCK_DV)

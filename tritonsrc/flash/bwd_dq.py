@@ -15,6 +15,8 @@ Constexprs
     ENABLE_DROPOUT Philox dropout (same keep_mask call as the forward)
     LOCAL_WINDOW   runtime band mask, SCORE_MOD 0/1/2 none/softcap/ALiBi: as
                    the forward (attn_mods.py)
+    BLOCK_DV       0: V/dO have head_dim; 64 or 128: exactly BLOCK_DV columns
+                   (no padding), Q/K/dQ keep head_dim (as the forward)
     (plus the element type of Q/K/V/dO/dQ: fp16, bf16 or fp32; fp32 runs
      tl.dot with its default tf32 precision on GPUs, like the forward)
   TUNING:
@@ -25,7 +27,7 @@ Constexprs
 Grid: (cdiv(max_seqlen_q, BLOCK_M), batch * num_heads_q, 1).
 
 Suggested defaults (BLOCK_M, BLOCK_N, num_warps, num_stages), fp16/bf16;
-fp32 rows, the dropout rule and the sweep list are in bwd_jit.py
+fp32 rows, the dropout rule and the sweep list are in bwd_configs.py
 (DEFAULT_CONFIGS, DROPOUT_SHRINK, CANDIDATE_CONFIGS):
   sm_90  D<=128: (128, 64, 8, 2)  D=256: (64, 32, 8, 2)
   sm_80  D=16: (128, 64, 8, 3)  D=32, 64: (128, 64, 8, 2)  D=128: (128, 32, 8, 2)
@@ -38,27 +40,28 @@ need a divisibility hint or the loads go scalar).
 import triton
 import triton.language as tl
 
-from .attn_mods import band_key_range, band_offsets, in_band, log2_scores, score_grad, score_mod_params
+from .attn_mods import in_band, log2_scores, score_grad, score_mod_params
 from .dropout import keep_mask
-from .seq_bounds import sequence_bounds
+from .prologue import key_range, philox_state, query_block
 
 LOG2E = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit
 def _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn,
-              lo, hi, offs_m, offs_d, head_dim, seqlen_k, diag, qk_scale,
+              lo, hi, offs_m, offs_d, offs_dv, head_dim, seqlen_k, diag, qk_scale,
               seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
               lo_off, hi_off, mod0, mod1,
               BLOCK_N: tl.constexpr, PADDED_HEAD: tl.constexpr, MASKED: tl.constexpr,
               CAUSAL: tl.constexpr, ENABLE_DROPOUT: tl.constexpr,
-              LOCAL_WINDOW: tl.constexpr, SCORE_MOD: tl.constexpr):
+              LOCAL_WINDOW: tl.constexpr, SCORE_MOD: tl.constexpr, V_PADDED: tl.constexpr):
     """Key blocks [lo, hi) of one query block. MASKED=False is the hot loop:
-    every key is in range and visible to every row, so no masks are built."""
+    every key is in range and visible to every row, so no masks are built.
+    V columns are offs_dv, masked by head_dim only if V_PADDED."""
     offs_nb = tl.arange(0, BLOCK_N)
     d_ok = offs_d < head_dim
     k_ptrs = k_base + (lo + offs_nb)[:, None] * stride_kn + offs_d[None, :]
-    v_ptrs = v_base + (lo + offs_nb)[:, None] * stride_vn + offs_d[None, :]
+    v_ptrs = v_base + (lo + offs_nb)[:, None] * stride_vn + offs_dv[None, :]
     for start_n in tl.range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_nb
         if MASKED:
@@ -68,11 +71,17 @@ def _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn,
             else:
                 ld = n_ok[:, None]
             k = tl.load(k_ptrs, mask=ld, other=0.0)
-            v = tl.load(v_ptrs, mask=ld, other=0.0)
+            if V_PADDED == PADDED_HEAD:  # V shares K's mask unless only K is padded
+                v = tl.load(v_ptrs, mask=ld, other=0.0)
+            else:
+                v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)
         else:
             if PADDED_HEAD:
                 k = tl.load(k_ptrs, mask=d_ok[None, :], other=0.0)
-                v = tl.load(v_ptrs, mask=d_ok[None, :], other=0.0)
+                if V_PADDED:
+                    v = tl.load(v_ptrs, mask=d_ok[None, :], other=0.0)
+                else:
+                    v = tl.load(v_ptrs)
             else:
                 k = tl.load(k_ptrs)
                 v = tl.load(v_ptrs)
@@ -125,7 +134,7 @@ def bwd_dq(
     BLOCK_DMODEL: tl.constexpr, PADDED_HEAD: tl.constexpr, CAUSAL_TYPE: tl.constexpr,
     IS_VARLEN: tl.constexpr, ENABLE_DROPOUT: tl.constexpr,
     LOCAL_WINDOW: tl.constexpr, SCORE_MOD: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DV: tl.constexpr = 0,
 ):
     """dQ of softmax(sm_scale * Q K^T [causal]) [dropout] V.
 
@@ -149,24 +158,16 @@ def bwd_dq(
     max_seqlen_q, max_seqlen_k  batched: the lengths; varlen: the bounds
                  (grid and dropout stream layout; longer sequences are cut
                  to them, seq_bounds.py).
-    head_dim     runtime head size <= BLOCK_DMODEL.
+    head_dim     runtime head size <= BLOCK_DMODEL (of V/dO too unless
+                 BLOCK_DV != 0: then they have BLOCK_DV columns).
     total_q, total_k  varlen: rows of the packed Q and K tensors (cu_seqlens
                  are clamped into them, seq_bounds.py); batched: ignored.
     alibi_slopes, stride_alibi_z, softcap, window_left, window_right,
     window_align  as the forward (LOCAL_WINDOW / SCORE_MOD only).
     """
-    pid_m = tl.program_id(0)
-    if CAUSAL_TYPE != 0 or LOCAL_WINDOW:
-        # Heaviest causal blocks (largest m) first: shorter tail.
-        pid_m = tl.num_programs(0) - 1 - pid_m
-    bh = tl.program_id(1)
-    off_z = bh // num_heads_q
-    off_h = bh % num_heads_q
-    off_hk = off_h // (num_heads_q // num_heads_k)
-
-    q_start, seqlen_q = sequence_bounds(cu_seqlens_q, off_z, total_q, max_seqlen_q, IS_VARLEN)
-    k_start, seqlen_k = sequence_bounds(cu_seqlens_k, off_z, total_k, max_seqlen_k, IS_VARLEN)
-    start_m = pid_m * BLOCK_M
+    bh, off_z, off_h, off_hk, q_start, seqlen_q, k_start, seqlen_k, start_m = query_block(
+        cu_seqlens_q, cu_seqlens_k, num_heads_q, num_heads_k, max_seqlen_q, max_seqlen_k, total_q, total_k,
+        IS_VARLEN, CAUSAL_TYPE, LOCAL_WINDOW, BLOCK_M)
     if start_m >= seqlen_q:
         return
 
@@ -177,6 +178,12 @@ def bwd_dq(
         q_mask = m_ok[:, None] & (offs_d < head_dim)[None, :]
     else:
         q_mask = m_ok[:, None]
+    if BLOCK_DV == 0:
+        offs_dv = offs_d
+        do_mask = q_mask
+    else:
+        offs_dv = tl.arange(0, BLOCK_DV)
+        do_mask = m_ok[:, None]
 
     # 64-bit base offsets; in-sequence offsets stay 32-bit.
     q_base = Q + off_z.to(tl.int64) * stride_qz + off_h.to(tl.int64) * stride_qh
@@ -191,7 +198,7 @@ def bwd_dq(
         k_base += k_start.to(tl.int64) * stride_kn
         v_base += k_start.to(tl.int64) * stride_vn
     q = tl.load(q_base + offs_m[:, None] * stride_qm + offs_d[None, :], mask=q_mask, other=0.0)
-    do = tl.load(do_base + offs_m[:, None] * stride_dom + offs_d[None, :], mask=q_mask, other=0.0)
+    do = tl.load(do_base + offs_m[:, None] * stride_dom + offs_dv[None, :], mask=do_mask, other=0.0)
     lse_base = LSE + off_z.to(tl.int64) * stride_lse_z + off_h.to(tl.int64) * stride_lse_h
     delta_base = Delta + off_z.to(tl.int64) * stride_delta_z + off_h.to(tl.int64) * stride_delta_h
     # Rows past seqlen_q get lse = +inf: P = 0 there even in unmasked tiles.
@@ -199,12 +206,7 @@ def bwd_dq(
     delta = tl.load(delta_base + q_start + offs_m, mask=m_ok, other=0.0)
     lse2 = lse * LOG2E
 
-    if ENABLE_DROPOUT:
-        seed = tl.load(philox_seed_ptr)
-        philox_offset = tl.load(philox_offset_ptr)
-    else:
-        seed = 0
-        philox_offset = 0
+    seed, philox_offset = philox_state(philox_seed_ptr, philox_offset_ptr, ENABLE_DROPOUT)
 
     if SCORE_MOD != 0:
         mod0, mod1 = score_mod_params(sm_scale, softcap, alibi_slopes + off_z * stride_alibi_z + off_h,
@@ -212,51 +214,31 @@ def bwd_dq(
     else:
         mod0 = 0.0
         mod1 = 0.0
-    # Key range split: [lo, full_lo) and [full_end, hi) need a mask,
-    # [full_lo, full_end) does not; without LOCAL_WINDOW lo = full_lo = 0.
-    lo = 0
-    full_lo = 0
-    lo_off = 0
-    hi_off = 0
-    if LOCAL_WINDOW:
-        diag = 0
-        lo_off, hi_off = band_offsets(seqlen_q, seqlen_k, window_left, window_right, window_align)
-        lo, full_lo, full_end, hi = band_key_range(start_m, seqlen_q, seqlen_k, lo_off, hi_off,
-                                                   BLOCK_M, BLOCK_N)
-    elif CAUSAL_TYPE == 0:
-        diag = 0
-        hi = seqlen_k
-        full_end = (seqlen_k // BLOCK_N) * BLOCK_N
-    else:
-        if CAUSAL_TYPE == 1:
-            diag = 0
-        else:
-            diag = seqlen_k - seqlen_q
-        # Last key seen by the last real row of this block, exclusive.
-        hi = tl.minimum(tl.minimum(start_m + BLOCK_M, seqlen_q) + diag, seqlen_k)
-        hi = tl.maximum(hi, 0)
-        # Keys seen by the first row are visible to every row of the block.
-        first_row_keys = tl.maximum(tl.minimum(start_m + diag + 1, seqlen_k), 0)
-        full_end = (first_row_keys // BLOCK_N) * BLOCK_N
+    diag, lo, full_lo, full_end, hi, lo_off, hi_off = key_range(
+        start_m, seqlen_q, seqlen_k, window_left, window_right, window_align,
+        CAUSAL_TYPE, LOCAL_WINDOW, BLOCK_M, BLOCK_N)
 
     qk_scale = sm_scale * LOG2E
     dq = tl.zeros([BLOCK_M, BLOCK_DMODEL], dtype=tl.float32)
     if LOCAL_WINDOW:
         dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn,
-                       lo, full_lo, offs_m, offs_d, head_dim, seqlen_k, diag, qk_scale,
+                       lo, full_lo, offs_m, offs_d, offs_dv, head_dim, seqlen_k, diag, qk_scale,
                        seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
                        lo_off, hi_off, mod0, mod1,
-                       BLOCK_N, PADDED_HEAD, True, False, ENABLE_DROPOUT, LOCAL_WINDOW, SCORE_MOD)
+                       BLOCK_N, PADDED_HEAD, True, False, ENABLE_DROPOUT, LOCAL_WINDOW, SCORE_MOD,
+                       PADDED_HEAD and BLOCK_DV == 0)
     dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn,
-                   full_lo, full_end, offs_m, offs_d, head_dim, seqlen_k, diag, qk_scale,
+                   full_lo, full_end, offs_m, offs_d, offs_dv, head_dim, seqlen_k, diag, qk_scale,
                    seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
                    lo_off, hi_off, mod0, mod1,
-                   BLOCK_N, PADDED_HEAD, False, CAUSAL_TYPE != 0, ENABLE_DROPOUT, LOCAL_WINDOW, SCORE_MOD)
+                   BLOCK_N, PADDED_HEAD, False, CAUSAL_TYPE != 0, ENABLE_DROPOUT, LOCAL_WINDOW, SCORE_MOD,
+                   PADDED_HEAD and BLOCK_DV == 0)
     dq = _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_vn,
-                   full_end, hi, offs_m, offs_d, head_dim, seqlen_k, diag, qk_scale,
+                   full_end, hi, offs_m, offs_d, offs_dv, head_dim, seqlen_k, diag, qk_scale,
                    seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
                    lo_off, hi_off, mod0, mod1,
-                   BLOCK_N, PADDED_HEAD, True, CAUSAL_TYPE != 0, ENABLE_DROPOUT, LOCAL_WINDOW, SCORE_MOD)
+                   BLOCK_N, PADDED_HEAD, True, CAUSAL_TYPE != 0, ENABLE_DROPOUT, LOCAL_WINDOW, SCORE_MOD,
+                   PADDED_HEAD and BLOCK_DV == 0)
 
     dq = dq * sm_scale
     tl.store(dq_base + offs_m[:, None] * stride_dqm + offs_d[None, :],

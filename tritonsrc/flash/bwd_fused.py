@@ -19,7 +19,7 @@ Grids:
   bwd_dq_convert  (cdiv(max_seqlen_q, BLOCK_M), batch * num_heads_q, 1)
 
 Suggested bwd_fused defaults (BLOCK_M, BLOCK_N, num_warps, num_stages),
-fp16/bf16, from compile checks only (bwd_jit.FUSED_CONFIGS; fp32 takes the
+fp16/bf16, from compile checks only (bwd_configs.FUSED_CONFIGS; fp32 takes the
 fp32 bwd_dkdv row):
   sm_90  D<=64: (64, 128, 8, 2)  D=128: (32, 128, 8, 2)  D=256: (16, 32, 4, 2)
          dropout: D<=64: (32, 128, 8, 2)  D=128: (16, 128, 8, 2)
@@ -32,6 +32,7 @@ import triton
 import triton.language as tl
 
 from .bwd_dkdv import _dkdv_program
+from .prologue import key_block
 from .seq_bounds import sequence_bounds
 
 
@@ -64,14 +65,9 @@ def bwd_fused(
                  entry (bwd_preprocess with ZERO_DQ_ACC); receives
                  sum_j dS_ij k_j without sm_scale.
     """
-    pid_n = tl.program_id(0)
-    bhk = tl.program_id(1)
-    off_z = bhk // num_heads_k
-    off_hk = bhk % num_heads_k
-    group = num_heads_q // num_heads_k
-    q_start, seqlen_q = sequence_bounds(cu_seqlens_q, off_z, total_q, max_seqlen_q, IS_VARLEN)
-    k_start, seqlen_k = sequence_bounds(cu_seqlens_k, off_z, total_k, max_seqlen_k, IS_VARLEN)
-    start_n = pid_n * BLOCK_N
+    off_z, off_hk, group, q_start, seqlen_q, k_start, seqlen_k, start_n = key_block(
+        cu_seqlens_q, cu_seqlens_k, num_heads_q, num_heads_k, max_seqlen_q, max_seqlen_k, total_q, total_k,
+        IS_VARLEN, BLOCK_N)
     if start_n >= seqlen_k:
         return
     _dkdv_program(

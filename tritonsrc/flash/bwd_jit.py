@@ -99,10 +99,15 @@ def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
     atomics); True runs bwd_fused (dQ by fp32 atomics) + bwd_dq_convert, with
     config["dkdv"] as the bwd_fused tiles.
     window, softcap, alibi_slopes: as attn_fwd_jit (the split path only).
+    v/o/do may have another head dim than q/k (BLOCK_DV, as attn_fwd_jit;
+    the split path only): dv has v's, delta sums over it.
     """
     varlen = cu_seqlens_q is not None
     head_dim = q.shape[-1]
     block_d = _bucket(head_dim)
+    head_dim_v = v.shape[-1]
+    block_dv = 0 if head_dim_v == head_dim else head_dim_v
+    assert not (fused and block_dv), "bwd_fused needs one head dim"
     if varlen:
         batch = cu_seqlens_q.numel() - 1
         hq, hk = q.shape[1], k.shape[1]
@@ -159,17 +164,19 @@ def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
     # The fp32 dQ accumulator (fused path) is zeroed here; unused otherwise.
     pre_dqa = _view(dqa, layout, varlen) if fused else View(dqa, z=None, h=None, m=None)
     pre_cfg = {"num_warps": 4, "num_stages": 1, **pre}  # the rule's only launch options
+    # delta = rowsum(dO * O) runs over V's head dim.
+    pre_func = dict(func, BLOCK_DMODEL=_bucket(head_dim_v), PADDED_HEAD=head_dim_v != _bucket(head_dim_v))
     launch(rules_flash.bwd_preprocess, dict(
         O=_view(o, layout, varlen), DO=_view(do, layout, varlen), Delta=View(delta, **stats), DQA=pre_dqa,
-        cu_seqlens_q=cu_seqlens_q, num_heads_q=hq, max_seqlen_q=max_seqlen_q, head_dim=head_dim,
+        cu_seqlens_q=cu_seqlens_q, num_heads_q=hq, max_seqlen_q=max_seqlen_q, head_dim=head_dim_v,
         total_q=q.shape[0], num_seqs=batch,
-    ), functional=dict(func, ZERO_DQ_ACC=fused), config=pre_cfg)
+    ), functional=dict(pre_func, ZERO_DQ_ACC=fused), config=pre_cfg)
 
     feat = feature_args(causal_type, window, softcap, alibi_slopes)
     assert not (fused and feat["LOCAL_WINDOW"]), "bwd_fused has no window / softcap / ALiBi"
     func.update(CAUSAL_TYPE=feat["CAUSAL_TYPE"], ENABLE_DROPOUT=enable_dropout)
     alibi = cu_seqlens_q if alibi_slopes is None else alibi_slopes  # any pointer when unused
-    modes = dict(LOCAL_WINDOW=feat["LOCAL_WINDOW"], SCORE_MOD=feat["SCORE_MOD"])
+    modes = dict(LOCAL_WINDOW=feat["LOCAL_WINDOW"], SCORE_MOD=feat["SCORE_MOD"], BLOCK_DV=block_dv)
     common = (cu_seqlens_q, cu_seqlens_k, seed_t, off_t, float(sm_scale), float(dropout_p))
     totals = (q.shape[0], k.shape[0])  # varlen: packed rows (cu_seqlens clamp into them)
     kv = dict(config["dkdv"])
@@ -194,8 +201,10 @@ def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
         softcap=feat["softcap"], window_left=feat["window_left"], window_right=feat["window_right"],
         window_align=feat["window_align"],
     )
-    launch(rules_flash.bwd_dkdv, dict(shared, DK=_view(dk, layout, varlen, "n"), DV=_view(dv, layout, varlen, "n")),
+    dkdv_rule, dq_rule = ((rules_flash.bwd_dkdv_vdim, rules_flash.bwd_dq_vdim) if block_dv
+                          else (rules_flash.bwd_dkdv, rules_flash.bwd_dq))
+    launch(dkdv_rule, dict(shared, DK=_view(dk, layout, varlen, "n"), DV=_view(dv, layout, varlen, "n")),
            functional=dict(func, **modes), config=kv)
-    launch(rules_flash.bwd_dq, dict(shared, DQ=_view(dq, layout, varlen)), functional=dict(func, **modes),
+    launch(dq_rule, dict(shared, DQ=_view(dq, layout, varlen)), functional=dict(func, **modes),
            config=dict(config["dq"]))
     return dq, dk, dv

@@ -32,32 +32,10 @@ LSE = -inf.
 import triton
 import triton.language as tl
 
-from .kv_cache import cached_length, slot_offsets, token_slots
+from .attn_mods import LOG2E, SCORE_ALIBI, in_band, log2_scores, score_mod_params
+from .kv_cache import cached_length, checked_slots, page_entries, sequence_caches, slot_offsets, token_slots
 
-LOG2E = tl.constexpr(1.4426950408889634)
 LN2 = tl.constexpr(0.6931471805599453)
-
-
-@triton.jit
-def _tanh(x):
-    # 1 - 2 / (e^2x + 1): saturates to +-1 without NaN.
-    return 1.0 - 2.0 / (tl.math.exp2(x * (2.0 * LOG2E)) + 1.0)
-
-
-@triton.jit
-def _log2_scores(qk, row_tok, cols, qk_scale, mod0, mod1, SCORE_MOD: tl.constexpr):
-    """Scaled (and modified) scores in log2 units from the dot products.
-    SCORE_MOD 1 softcap: mod0 = sm_scale / softcap, mod1 = softcap * log2 e.
-    SCORE_MOD 2 ALiBi: mod0 = per-row slope * log2 e, mod1 = seqlen_k - seqlen_q."""
-    if SCORE_MOD == 1:
-        s = mod1 * _tanh(qk * mod0)
-    elif SCORE_MOD == 2:
-        dist = row_tok[:, None] + mod1 - cols[None, :]
-        dist = tl.where(dist < 0, -dist, dist)
-        s = qk * qk_scale - mod0[:, None] * dist.to(tl.float32)
-    else:
-        s = qk * qk_scale
-    return s
 
 
 @triton.jit
@@ -68,24 +46,32 @@ def _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, hi, offs_n, o
     """Key tiles [lo, hi). MASKED=False: every key is inside the sequence and
     visible to every row (only invalid pages are masked, paged caches);
     MASKED: keys past hi and outside each row's band are masked."""
+    if PAGED:  # the first tile's table entries; each iteration reads the next tile's
+        nxt = page_entries(table_row, lo + offs_n, page_size, lo + offs_n < hi)
+    else:
+        nxt = offs_n
     for start_n in tl.range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
         if MASKED:
             n_in = cols < hi
         else:
             n_in = cols >= 0  # all true
-        blk, row, k_ok = token_slots(table_row, cols, page_size, num_blocks, n_in, PAGED)
+        if PAGED:
+            entries = nxt
+            nxt = page_entries(table_row, cols + BLOCK_N, page_size, cols + BLOCK_N < hi)
+            blk, row, k_ok = checked_slots(entries, cols, page_size, num_blocks, n_in)
+        else:
+            blk, row, k_ok = token_slots(table_row, cols, page_size, num_blocks, n_in, PAGED)
         k_rows = slot_offsets(blk, row, stride_kz, stride_kn, PAGED)
         v_rows = slot_offsets(blk, row, stride_vz, stride_vn, PAGED)
         v_ok = k_ok
         if MASKED or PAGED:
-            k = tl.load(k_head + k_rows[None, :] + offs_d[:, None], mask=k_ok[None, :] & d_ok[:, None], other=0.0)
+            k = tl.load(k_head + k_rows[:, None] + offs_d[None, :], mask=k_ok[:, None] & d_ok[None, :], other=0.0)
         else:
-            k = tl.load(k_head + k_rows[None, :] + offs_d[:, None], mask=d_ok[:, None], other=0.0)
-        s = _log2_scores(tl.dot(q, k), row_tok, cols, qk_scale, mod0, mod1, SCORE_MOD)
+            k = tl.load(k_head + k_rows[:, None] + offs_d[None, :], mask=d_ok[None, :], other=0.0)
+        s = log2_scores(tl.dot(q, tl.trans(k)), row_tok[:, None], cols[None, :], qk_scale, mod0, mod1, SCORE_MOD)
         if MASKED:
-            rel = cols[None, :] - row_tok[:, None]
-            ok = k_ok[None, :] & (rel >= lo_off) & (rel <= hi_off)
+            ok = k_ok[None, :] & in_band(row_tok[:, None], cols[None, :], lo_off, hi_off)
             s = tl.where(ok, s, float("-inf"))
         elif PAGED:
             s = tl.where(k_ok[None, :], s, float("-inf"))
@@ -201,25 +187,17 @@ def attn_decode(
     full_hi = tl.maximum(tl.minimum(hi, first_tok + hi_off + 1), full_lo)
     full_hi = full_lo + ((full_hi - full_lo) // BLOCK_N) * BLOCK_N
 
-    if PAGED:
-        table_row = block_table + b.to(tl.int64) * stride_bt
-        k_head = K + hk.to(tl.int64) * stride_kh
-        v_head = V + hk.to(tl.int64) * stride_vh
-    else:
-        table_row = block_table
-        k_head = K + b.to(tl.int64) * stride_kz + hk.to(tl.int64) * stride_kh
-        v_head = V + b.to(tl.int64) * stride_vz + hk.to(tl.int64) * stride_vh
+    table_row, k_head, v_head = sequence_caches(K, V, block_table, b, hk, stride_bt, stride_kz, stride_kh, stride_vz,
+                                                stride_vh, PAGED)
 
     qk_scale = sm_scale * LOG2E
-    if SCORE_MOD == 1:
-        mod0 = sm_scale / softcap
-        mod1 = softcap * LOG2E
-    elif SCORE_MOD == 2:
+    if SCORE_MOD == SCORE_ALIBI:
+        # A tile's rows mix query heads: one slope per row, [BLOCK_M, 1].
         mod0 = tl.load(alibi_slopes + b.to(tl.int64) * stride_alibi_z + row_head, mask=row_ok, other=0.0) * LOG2E
+        mod0 = mod0[:, None]
         mod1 = diag
     else:
-        mod0 = 0.0
-        mod1 = 0
+        mod0, mod1 = score_mod_params(sm_scale, softcap, alibi_slopes, seqlen_q, seqlen_k, SCORE_MOD)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DMODEL], dtype=tl.float32)

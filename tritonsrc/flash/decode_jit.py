@@ -8,9 +8,9 @@ calls (argument order, strides by dim name, grids) come from the rules
 import torch
 
 import rules_flash
-from jit_launch import View, launch
+from jit_launch import View, launch, prepare
 
-from .decode_configs import DECODE_HEAD_BUCKETS, decode_head_bucket, default_decode_config  # noqa: F401
+from .decode_configs import DECODE_HEAD_BUCKETS, combine_config, decode_head_bucket, default_decode_config  # noqa: F401
 
 
 def _bshd(t, rows="m"):
@@ -30,20 +30,14 @@ def decode_jit(q, k_cache, v_cache, cache_seqlens, *, sm_scale, k=None, v=None, 
     the operators do those.
     """
     B, Sq, Hq, D = q.shape
-    Hk = k_cache.shape[2]
     paged = block_table is not None
-    page = k_cache.shape[1]
-    capacity = block_table.shape[1] * page if paged else k_cache.shape[1]
-    num_blocks = k_cache.shape[0] if paged else 0
-    bt = View(block_table if paged else cache_seqlens, bt=0 if paged else None)
     seqlen_new = 0 if k is None else k.shape[1]
     bucket = decode_head_bucket(D)
     cfg = default_decode_config(D)
     if config:
         cfg.update(config)
 
-    caches = dict(K=_bshd(k_cache, "n"), V=_bshd(v_cache, "n"), cache_seqlens=cache_seqlens, block_table=bt,
-                  num_heads_k=Hk, head_dim=D, capacity=capacity, page_size=page, num_blocks=num_blocks)
+    caches = _caches(k_cache, v_cache, cache_seqlens, block_table)
     if seqlen_new:
         launch(rules_flash.kv_append, dict(caches, K_new=_bshd(k), V_new=_bshd(v), seqlen_new=seqlen_new, num_seqs=B),
                dict(BLOCK_DMODEL=bucket, PAGED=paged), dict(BLOCK_M=16, num_warps=4))
@@ -56,19 +50,57 @@ def decode_jit(q, k_cache, v_cache, cache_seqlens, *, sm_scale, k=None, v=None, 
         lse_part = torch.empty((num_splits, rows), dtype=torch.float32, device=q.device)
     else:
         o_part = lse_part = lse
-    lse_view = View(lse, z=0, h=1)
-    alibi = View(alibi_slopes if alibi_slopes is not None else lse,
-                 z=0 if alibi_slopes is not None and alibi_slopes.dim() == 2 else None)
-    launch(rules_flash.attn_decode, dict(
-        caches, Q=_bshd(q), O=_bshd(o), LSE=lse_view, O_part=o_part, LSE_part=lse_part, sm_scale=float(sm_scale),
-        seqlen_q=Sq, seqlen_new=seqlen_new, num_seqs=B, num_heads_q=Hq, num_splits=num_splits,
-        causal=int(bool(causal)), window_left=int(window_size[0]), window_right=int(window_size[1]),
-        softcap=float(softcap) if softcap else 1.0, alibi_slopes=alibi,
-    ), dict(BLOCK_DMODEL=bucket, PAGED=paged, SCORE_MOD=(1 if softcap else 2 if alibi_slopes is not None else 0)),
-        {n: cfg[n] for n in ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")})
+    launch(*_decode_call(caches, q, o, lse, o_part, lse_part, sm_scale, seqlen_new, num_splits, causal,
+                         window_size, softcap, alibi_slopes, cfg))
     if num_splits > 1:
         launch(rules_flash.attn_decode_combine, dict(
-            O=_bshd(o), LSE=lse_view, O_part=o_part, LSE_part=lse_part, seqlen_q=Sq, num_heads_q=Hq, head_dim=D,
-            total_rows=rows, num_splits=num_splits,
-        ), dict(BLOCK_DMODEL=bucket), dict(num_warps=4))
+            O=_bshd(o), LSE=View(lse, z=0, h=1), O_part=o_part, LSE_part=lse_part, seqlen_q=Sq, num_heads_q=Hq,
+            head_dim=D, total_rows=rows, num_splits=num_splits,
+        ), dict(BLOCK_DMODEL=bucket), combine_config(D))
     return o, lse
+
+
+def _caches(k_cache, v_cache, cache_seqlens, block_table):
+    """The cache arguments kv_append and attn_decode share."""
+    paged = block_table is not None
+    page = k_cache.shape[1]
+    return dict(K=_bshd(k_cache, "n"), V=_bshd(v_cache, "n"), cache_seqlens=cache_seqlens,
+                block_table=View(block_table if paged else cache_seqlens, bt=0 if paged else None),
+                num_heads_k=k_cache.shape[2], head_dim=k_cache.shape[3],
+                capacity=block_table.shape[1] * page if paged else k_cache.shape[1], page_size=page,
+                num_blocks=k_cache.shape[0] if paged else 0)
+
+
+def _decode_call(caches, q, o, lse, o_part, lse_part, sm_scale, seqlen_new, num_splits, causal, window_size,
+                 softcap, alibi_slopes, cfg):
+    """(rule, values, functional, config) of one attn_decode launch."""
+    B, Sq, Hq, D = q.shape
+    alibi = View(alibi_slopes if alibi_slopes is not None else lse,
+                 z=0 if alibi_slopes is not None and alibi_slopes.dim() == 2 else None)
+    values = dict(
+        caches, Q=_bshd(q), O=_bshd(o), LSE=View(lse, z=0, h=1), O_part=o_part, LSE_part=lse_part,
+        sm_scale=float(sm_scale), seqlen_q=Sq, seqlen_new=seqlen_new, num_seqs=B, num_heads_q=Hq,
+        num_splits=num_splits, causal=int(bool(causal)), window_left=int(window_size[0]),
+        window_right=int(window_size[1]), softcap=float(softcap) if softcap else 1.0, alibi_slopes=alibi,
+        keys_per_split=-(-caches["capacity"] // num_splits),
+    )
+    functional = dict(BLOCK_DMODEL=decode_head_bucket(D), PAGED=caches["block_table"].dims["bt"] is not None,
+                      SCORE_MOD=(1 if softcap else 2 if alibi_slopes is not None else 0))
+    return rules_flash.attn_decode, values, functional, {n: cfg[n] for n in ("BLOCK_M", "BLOCK_N", "num_warps",
+                                                                             "num_stages")}
+
+
+def decode_launch_args(q, k_cache, v_cache, cache_seqlens, *, sm_scale, block_table=None, num_splits=1, config=None):
+    """(grid, args, kwargs) of the attn_decode launch decode_jit makes for these
+    inputs (no append, no window or score modifier), with fresh outputs: the
+    tuner compiles configs ahead with attn_decode.warmup(*args, grid=grid, **kwargs)."""
+    B, Sq, Hq, D = q.shape
+    cfg = default_decode_config(D)
+    cfg.update(config or {})
+    o = torch.empty_like(q)
+    lse = torch.empty((B, Hq, Sq), dtype=torch.float32, device=q.device)
+    rows = B * Sq * Hq
+    o_part = torch.empty((max(num_splits, 1), rows, D), dtype=torch.float32, device=q.device)
+    lse_part = torch.empty((max(num_splits, 1), rows), dtype=torch.float32, device=q.device)
+    return prepare(*_decode_call(_caches(k_cache, v_cache, cache_seqlens, block_table), q, o, lse, o_part, lse_part,
+                                 sm_scale, 0, num_splits, False, (-1, -1), 0.0, None, cfg))

@@ -13,6 +13,9 @@ Constexprs
                         / window_align give sliding window, causal (right 0) or
                         both; compiled with CAUSAL_TYPE 0 only
     SCORE_MOD           0 none, 1 softcap, 2 ALiBi (attn_mods.py; needs LOCAL_WINDOW)
+    BLOCK_DV            0: V and O have Q's head dim (head_dim / BLOCK_DMODEL);
+                        64 or 128: V and O have exactly BLOCK_DV columns (no
+                        padding) while Q/K keep head_dim (DeepSeek MLA: 192/128)
     (plus the element type of Q/K/V/O: fp16, bf16 or fp32; fp32 runs tl.dot
      with its default tf32 precision on GPUs)
   TUNING:
@@ -39,9 +42,9 @@ Default tuning (BLOCK_M, BLOCK_N, num_warps, num_stages), fp16/bf16:
 import triton
 import triton.language as tl
 
-from .attn_mods import band_key_range, band_offsets, in_band, log2_scores, score_mod_params
+from .attn_mods import in_band, log2_scores, score_mod_params
 from .dropout import keep_mask
-from .seq_bounds import sequence_bounds
+from .prologue import key_range, philox_state, query_block
 
 LOG2E = tl.constexpr(1.4426950408889634)
 LN2 = tl.constexpr(0.6931471805599453)
@@ -49,22 +52,23 @@ LN2 = tl.constexpr(0.6931471805599453)
 
 @triton.jit
 def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
-               lo, hi, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag, qk_scale,
+               lo, hi, offs_m, offs_n, offs_d, offs_dv, head_dim, seqlen_k, diag, qk_scale,
                seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
                lo_off, hi_off, mod0, mod1,
                BLOCK_N: tl.constexpr, PADDED_HEAD: tl.constexpr, MASKED: tl.constexpr,
                CAUSAL: tl.constexpr, ENABLE_DROPOUT: tl.constexpr,
                LOCAL_WINDOW: tl.constexpr,
-               SCORE_MOD: tl.constexpr):
+               SCORE_MOD: tl.constexpr, V_PADDED: tl.constexpr):
     """Key blocks [lo, hi) of one query block. MASKED=False is the hot loop:
     every key in range is valid and visible, so no score masks are built.
     LOCAL_WINDOW masks with the band [lo_off, hi_off] instead of CAUSAL's
-    diagonal; SCORE_MOD != 0 modifies the scores (mod0, mod1: attn_mods.py)."""
+    diagonal; SCORE_MOD != 0 modifies the scores (mod0, mod1: attn_mods.py).
+    V columns are offs_dv, masked by head_dim only if V_PADDED."""
     # K is read transposed ([d, n]) so the first dot needs no tl.trans.
     # 32-bit in-tile offsets plus an advancing scalar base: fewer live registers
     # than a tile of 64-bit pointers.
     k_offs = offs_d[:, None] + offs_n[None, :] * stride_kn
-    v_offs = offs_d[None, :] + offs_n[:, None] * stride_vn
+    v_offs = offs_dv[None, :] + offs_n[:, None] * stride_vn
     k_ptr = k_base + lo * stride_kn
     v_ptr = v_base + lo * stride_vn
     d_ok = offs_d < head_dim
@@ -112,12 +116,12 @@ def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
             # l_i keeps the undropped sum: dropout scales after normalisation.
             p = tl.where(keep, p, 0.0)
         if MASKED:
-            if PADDED_HEAD:
+            if V_PADDED:
                 v = tl.load(v_ptr + v_offs, mask=n_ok[:, None] & d_ok[None, :], other=0.0)
             else:
                 v = tl.load(v_ptr + v_offs, mask=n_ok[:, None], other=0.0)
         else:
-            if PADDED_HEAD:
+            if V_PADDED:
                 v = tl.load(v_ptr + v_offs, mask=d_ok[None, :], other=0.0)
             else:
                 v = tl.load(v_ptr + v_offs)
@@ -129,36 +133,36 @@ def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
 
 @triton.jit
 def _fwd_key_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
-                    lo, full_lo, full_end, hi, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag,
+                    lo, full_lo, full_end, hi, offs_m, offs_n, offs_d, offs_dv, head_dim, seqlen_k, diag,
                     qk_scale, seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
                     lo_off, hi_off, mod0, mod1,
                     BLOCK_N: tl.constexpr, PADDED_HEAD: tl.constexpr, CAUSAL: tl.constexpr,
                     ENABLE_DROPOUT: tl.constexpr,
-                    LOCAL_WINDOW: tl.constexpr, SCORE_MOD: tl.constexpr):
+                    LOCAL_WINDOW: tl.constexpr, SCORE_MOD: tl.constexpr, V_PADDED: tl.constexpr):
     """Masked key blocks [lo, full_lo) (LOCAL_WINDOW only: the band's left
     edge), unmasked [full_lo, full_end), then masked [full_end, hi)."""
     if LOCAL_WINDOW:
         acc, l_i, m_i = _fwd_tiles(
             acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
-            lo, full_lo, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag, qk_scale,
+            lo, full_lo, offs_m, offs_n, offs_d, offs_dv, head_dim, seqlen_k, diag, qk_scale,
             seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
             lo_off, hi_off, mod0, mod1,
             BLOCK_N, PADDED_HEAD, True, CAUSAL, ENABLE_DROPOUT,
-            LOCAL_WINDOW, SCORE_MOD)
+            LOCAL_WINDOW, SCORE_MOD, V_PADDED)
     acc, l_i, m_i = _fwd_tiles(
         acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
-        full_lo, full_end, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag, qk_scale,
+        full_lo, full_end, offs_m, offs_n, offs_d, offs_dv, head_dim, seqlen_k, diag, qk_scale,
         seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
         lo_off, hi_off, mod0, mod1,
         BLOCK_N, PADDED_HEAD, False, CAUSAL, ENABLE_DROPOUT,
-        LOCAL_WINDOW, SCORE_MOD)
+        LOCAL_WINDOW, SCORE_MOD, V_PADDED)
     acc, l_i, m_i = _fwd_tiles(
         acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
-        full_end, hi, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag, qk_scale,
+        full_end, hi, offs_m, offs_n, offs_d, offs_dv, head_dim, seqlen_k, diag, qk_scale,
         seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
         lo_off, hi_off, mod0, mod1,
         BLOCK_N, PADDED_HEAD, True, CAUSAL, ENABLE_DROPOUT,
-        LOCAL_WINDOW, SCORE_MOD)
+        LOCAL_WINDOW, SCORE_MOD, V_PADDED)
     return acc, l_i, m_i
 
 
@@ -184,7 +188,7 @@ def attn_fwd(
     BLOCK_DMODEL: tl.constexpr, PADDED_HEAD: tl.constexpr, CAUSAL_TYPE: tl.constexpr,
     IS_VARLEN: tl.constexpr, ENABLE_DROPOUT: tl.constexpr,
     LOCAL_WINDOW: tl.constexpr, SCORE_MOD: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DV: tl.constexpr = 0,
 ):
     """O = softmax(sm_scale * Q K^T [causal mask]) V, plus LSE.
 
@@ -208,7 +212,8 @@ def attn_fwd(
     max_seqlen_q, max_seqlen_k  batched: the sequence lengths; varlen: bounds
                  (grid, dropout stream layout); a longer
                  sequence is cut to its first max_seqlen rows (seq_bounds.py).
-    head_dim     runtime head size <= BLOCK_DMODEL.
+    head_dim     runtime head size <= BLOCK_DMODEL (of Q and K; of V and O too
+                 unless BLOCK_DV != 0, when they have BLOCK_DV columns).
     total_q, total_k  varlen: rows of the packed Q/O/LSE and K/V tensors;
                  cu_seqlens are clamped into them (seq_bounds.py). Batched:
                  ignored.
@@ -217,24 +222,19 @@ def attn_fwd(
     window_left, window_right, window_align  the band (LOCAL_WINDOW;
                  attn_mods.py): -1 = unbounded; align 0 top-left, 1 bottom-right.
     """
-    pid_m = tl.program_id(0)
-    if CAUSAL_TYPE != 0 or LOCAL_WINDOW:
-        # Heaviest causal blocks (largest m) first: shorter tail.
-        pid_m = tl.num_programs(0) - 1 - pid_m
-    bh = tl.program_id(1)
-    off_z = bh // num_heads_q
-    off_h = bh % num_heads_q
-    off_hk = off_h // (num_heads_q // num_heads_k)
-
-    q_start, seqlen_q = sequence_bounds(cu_seqlens_q, off_z, total_q, max_seqlen_q, IS_VARLEN)
-    k_start, seqlen_k = sequence_bounds(cu_seqlens_k, off_z, total_k, max_seqlen_k, IS_VARLEN)
-    start_m = pid_m * BLOCK_M
+    bh, off_z, off_h, off_hk, q_start, seqlen_q, k_start, seqlen_k, start_m = query_block(
+        cu_seqlens_q, cu_seqlens_k, num_heads_q, num_heads_k, max_seqlen_q, max_seqlen_k, total_q, total_k,
+        IS_VARLEN, CAUSAL_TYPE, LOCAL_WINDOW, BLOCK_M)
     if start_m >= seqlen_q:
         return
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_DMODEL)
+    if BLOCK_DV == 0:
+        offs_dv = offs_d
+    else:
+        offs_dv = tl.arange(0, BLOCK_DV)
     m_ok = offs_m < seqlen_q
     d_ok = offs_d < head_dim
 
@@ -261,14 +261,9 @@ def attn_fwd(
     qk_scale = sm_scale * LOG2E
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_M, BLOCK_DMODEL], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_DMODEL if BLOCK_DV == 0 else BLOCK_DV], dtype=tl.float32)
 
-    if ENABLE_DROPOUT:
-        seed = tl.load(philox_seed_ptr)
-        philox_offset = tl.load(philox_offset_ptr)
-    else:
-        seed = 0
-        philox_offset = 0
+    seed, philox_offset = philox_state(philox_seed_ptr, philox_offset_ptr, ENABLE_DROPOUT)
 
     if SCORE_MOD != 0:
         mod0, mod1 = score_mod_params(sm_scale, softcap, alibi_slopes + off_z * stride_alibi_z + off_h,
@@ -276,32 +271,9 @@ def attn_fwd(
     else:
         mod0 = 0.0
         mod1 = 0.0
-    # Key range split: [lo, full_lo) and [full_end, hi) need a mask,
-    # [full_lo, full_end) does not; without LOCAL_WINDOW lo = full_lo = 0.
-    lo = 0
-    full_lo = 0
-    lo_off = 0
-    hi_off = 0
-    if LOCAL_WINDOW:
-        diag = 0
-        lo_off, hi_off = band_offsets(seqlen_q, seqlen_k, window_left, window_right, window_align)
-        lo, full_lo, full_end, hi = band_key_range(start_m, seqlen_q, seqlen_k, lo_off, hi_off,
-                                                   BLOCK_M, BLOCK_N)
-    elif CAUSAL_TYPE == 0:
-        diag = 0
-        hi = seqlen_k
-        full_end = (seqlen_k // BLOCK_N) * BLOCK_N
-    else:
-        if CAUSAL_TYPE == 1:
-            diag = 0
-        else:
-            diag = seqlen_k - seqlen_q
-        # Last key seen by the last real row of this block, exclusive.
-        hi = tl.minimum(tl.minimum(start_m + BLOCK_M, seqlen_q) + diag, seqlen_k)
-        hi = tl.maximum(hi, 0)
-        # Keys seen by the first row are visible to every row of the block.
-        first_row_keys = tl.maximum(tl.minimum(start_m + diag + 1, seqlen_k), 0)
-        full_end = (first_row_keys // BLOCK_N) * BLOCK_N
+    diag, lo, full_lo, full_end, hi, lo_off, hi_off = key_range(
+        start_m, seqlen_q, seqlen_k, window_left, window_right, window_align,
+        CAUSAL_TYPE, LOCAL_WINDOW, BLOCK_M, BLOCK_N)
 
     if PADDED_HEAD:
         if head_dim % 8 == 0:
@@ -310,27 +282,27 @@ def attn_fwd(
             # and K/V loads stay 16-byte vectors (cp.async) for 40, 72, ...
             acc, l_i, m_i = _fwd_key_blocks(
                 acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
-                lo, full_lo, full_end, hi, offs_m, offs_n, offs_d, (head_dim // 8) * 8, seqlen_k,
+                lo, full_lo, full_end, hi, offs_m, offs_n, offs_d, offs_dv, (head_dim // 8) * 8, seqlen_k,
                 diag, qk_scale, seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
                 lo_off, hi_off, mod0, mod1,
                 BLOCK_N, PADDED_HEAD, CAUSAL_TYPE != 0, ENABLE_DROPOUT,
-                LOCAL_WINDOW, SCORE_MOD)
+                LOCAL_WINDOW, SCORE_MOD, PADDED_HEAD and BLOCK_DV == 0)
         else:
             acc, l_i, m_i = _fwd_key_blocks(
                 acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
-                lo, full_lo, full_end, hi, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag,
+                lo, full_lo, full_end, hi, offs_m, offs_n, offs_d, offs_dv, head_dim, seqlen_k, diag,
                 qk_scale, seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
                 lo_off, hi_off, mod0, mod1,
                 BLOCK_N, PADDED_HEAD, CAUSAL_TYPE != 0, ENABLE_DROPOUT,
-                LOCAL_WINDOW, SCORE_MOD)
+                LOCAL_WINDOW, SCORE_MOD, PADDED_HEAD and BLOCK_DV == 0)
     else:
         acc, l_i, m_i = _fwd_key_blocks(
             acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn,
-            lo, full_lo, full_end, hi, offs_m, offs_n, offs_d, head_dim, seqlen_k, diag,
+            lo, full_lo, full_end, hi, offs_m, offs_n, offs_d, offs_dv, head_dim, seqlen_k, diag,
             qk_scale, seed, philox_offset, bh, max_seqlen_q, max_seqlen_k, dropout_p,
             lo_off, hi_off, mod0, mod1,
             BLOCK_N, PADDED_HEAD, CAUSAL_TYPE != 0, ENABLE_DROPOUT,
-            LOCAL_WINDOW, SCORE_MOD)
+            LOCAL_WINDOW, SCORE_MOD, PADDED_HEAD and BLOCK_DV == 0)
 
     # Rows that saw no key have l = 0: write 0 and lse = -inf, not NaN.
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
@@ -340,8 +312,8 @@ def attn_fwd(
     out = acc * inv[:, None]
     lse = (m_i + tl.math.log2(l_i)) * LN2
 
-    o_ptrs = o_base + offs_m[:, None] * stride_om + offs_d[None, :]
-    if PADDED_HEAD:
+    o_ptrs = o_base + offs_m[:, None] * stride_om + offs_dv[None, :]
+    if PADDED_HEAD and BLOCK_DV == 0:
         tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :])
     else:
         tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=m_ok[:, None])

@@ -7,6 +7,7 @@ call (argument order, strides by dim name, grid) comes from the rules
 import math
 
 import torch
+import triton
 
 import rules_flash
 from jit_launch import View, launch
@@ -57,13 +58,17 @@ def attn_fwd_jit(q, k, v, *, sm_scale, causal_type=0, layout="bshd",
     out / lse_out / mask_out: optional preallocated outputs (tests poison them).
     window (left, right), softcap, alibi_slopes fp32 (Hq,) or (B, Hq): as
     flash-attn (feature_args.py maps them onto the band kernel).
+    v may have another head dim than q/k (a power of two >= 16: BLOCK_DV);
+    o then has v's.
     """
     varlen = cu_seqlens_q is not None
     device = q.device
     assert q.dtype == k.dtype == v.dtype and q.dtype in (torch.float16, torch.bfloat16, torch.float32)
     assert q.stride(-1) == 1 and k.stride(-1) == 1 and v.stride(-1) == 1
     head_dim = q.shape[-1]
-    assert k.shape[-1] == head_dim and v.shape[-1] == head_dim
+    head_dim_v = v.shape[-1]
+    assert k.shape[-1] == head_dim
+    assert head_dim_v == head_dim or head_dim_v == triton.next_power_of_2(max(head_dim_v, 16))
     if varlen:
         assert cu_seqlens_k is not None and q.dim() == 3
         batch = cu_seqlens_q.numel() - 1
@@ -81,7 +86,12 @@ def attn_fwd_jit(q, k, v, *, sm_scale, causal_type=0, layout="bshd",
         rows = dict(z=0, h=h_ax, m=s_ax)
     assert hq % hk == 0
 
-    o = torch.empty_like(q, memory_format=torch.contiguous_format) if out is None else out
+    if out is not None:
+        o = out
+    elif head_dim_v == head_dim:
+        o = torch.empty_like(q, memory_format=torch.contiguous_format)
+    else:
+        o = q.new_empty(q.shape[:-1] + (head_dim_v,))
     if varlen:
         lse = torch.empty((hq, q.shape[0]), dtype=torch.float32, device=device) if lse_out is None else lse_out
         lse_view = View(lse, z=None, h=0)
@@ -111,7 +121,8 @@ def attn_fwd_jit(q, k, v, *, sm_scale, causal_type=0, layout="bshd",
         cfg.update(config)
     bucket = head_dim_bucket(head_dim)
     cu_q, cu_k = (cu_seqlens_q, cu_seqlens_k) if varlen else (dummy, dummy)
-    launch(rules_flash.attn_fwd, dict(
+    block_dv = 0 if head_dim_v == head_dim else head_dim_v
+    launch(rules_flash.attn_fwd_vdim if block_dv else rules_flash.attn_fwd, dict(
         Q=View(q, **rows), K=View(k, z=rows["z"], h=rows["h"], n=rows["m"]),
         V=View(v, z=rows["z"], h=rows["h"], n=rows["m"]), O=View(o, **rows), LSE=lse_view,
         cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, philox_seed_ptr=seed_t, philox_offset_ptr=off_t,
@@ -124,6 +135,7 @@ def attn_fwd_jit(q, k, v, *, sm_scale, causal_type=0, layout="bshd",
         BLOCK_DMODEL=bucket, PADDED_HEAD=(bucket != head_dim), CAUSAL_TYPE=feat["CAUSAL_TYPE"],
         IS_VARLEN=varlen, ENABLE_DROPOUT=enable_dropout,
         LOCAL_WINDOW=feat["LOCAL_WINDOW"], SCORE_MOD=feat["SCORE_MOD"],
+        BLOCK_DV=block_dv,
     ), config={k_: cfg[k_] for k_ in ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")})
     if return_mask:
         # The forward does not write its mask: this kernel regenerates it from

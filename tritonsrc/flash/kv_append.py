@@ -12,7 +12,7 @@ Grid: (cdiv(seqlen_new, BLOCK_M), num_seqs * num_heads_k, 1).
 import triton
 import triton.language as tl
 
-from .kv_cache import cached_length, slot_offsets, token_slots
+from .kv_cache import cached_length, sequence_caches, slot_offsets, token_slots
 
 
 @triton.jit(do_not_specialize=["seqlen_new", "num_heads_k", "head_dim", "capacity", "num_blocks"])
@@ -36,14 +36,8 @@ def kv_append(
     d_ok = offs_d < (head_dim // 8) * 8
     cols = cached_length(cache_seqlens, b, seqlen_new, capacity) + toks
 
-    if PAGED:
-        table_row = block_table + b.to(tl.int64) * stride_bt
-        k_head = K + hk.to(tl.int64) * stride_kh
-        v_head = V + hk.to(tl.int64) * stride_vh
-    else:
-        table_row = block_table
-        k_head = K + b.to(tl.int64) * stride_kz + hk.to(tl.int64) * stride_kh
-        v_head = V + b.to(tl.int64) * stride_vz + hk.to(tl.int64) * stride_vh
+    table_row, k_head, v_head = sequence_caches(K, V, block_table, b, hk, stride_bt, stride_kz, stride_kh, stride_vz,
+                                                stride_vh, PAGED)
     blk, row, ok = token_slots(table_row, cols, page_size, num_blocks, tok_ok, PAGED)
     k_rows = slot_offsets(blk, row, stride_kz, stride_kn, PAGED)
     v_rows = slot_offsets(blk, row, stride_vz, stride_vn, PAGED)

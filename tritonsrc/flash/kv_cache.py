@@ -25,6 +25,22 @@ def cached_length(cache_seqlens, b, seqlen_new, capacity):
 
 
 @triton.jit
+def page_entries(table_row, cols, page_size, valid):
+    """Raw block-table entries of tokens `cols` (paged caches); `valid` masks
+    the reads of columns past the sequence (their page index may be past the
+    table row). Split from checked_slots so a loop can read the next tile's
+    entries one iteration ahead (the K/V address then waits on no load)."""
+    return tl.load(table_row + cols // page_size, mask=valid, other=0)
+
+
+@triton.jit
+def checked_slots(entries, cols, page_size, num_blocks, valid):
+    """(block, row in block, in-range flag) from raw table entries."""
+    ok = (entries >= 0) & (entries < num_blocks)
+    return tl.where(ok, entries, 0), cols % page_size, ok & valid
+
+
+@triton.jit
 def token_slots(table_row, cols, page_size, num_blocks, valid, PAGED: tl.constexpr):
     """(block, row in block, in-range flag) of tokens `cols` of one sequence;
     the K and V caches share them (one block-table read for both).
@@ -34,11 +50,7 @@ def token_slots(table_row, cols, page_size, num_blocks, valid, PAGED: tl.constex
     the sequence (their page index may be past the table row).
     """
     if PAGED:
-        page = cols // page_size
-        blk = tl.load(table_row + page, mask=valid, other=0)
-        ok = (blk >= 0) & (blk < num_blocks)
-        blk = tl.where(ok, blk, 0)
-        return blk, cols - page * page_size, ok & valid
+        return checked_slots(page_entries(table_row, cols, page_size, valid), cols, page_size, num_blocks, valid)
     else:
         return 0, cols, valid
 
@@ -50,3 +62,20 @@ def slot_offsets(blk, row, stride_z, stride_n, PAGED: tl.constexpr):
         return blk.to(tl.int64) * stride_z + row.to(tl.int64) * stride_n
     else:
         return row.to(tl.int64) * stride_n
+
+
+@triton.jit
+def sequence_caches(K, V, block_table, b, hk, stride_bt, stride_kz, stride_kh, stride_vz, stride_vh,
+                    PAGED: tl.constexpr):
+    """(block-table row, K base, V base) of sequence b, kv head hk: paged
+    caches address through the table (slot_offsets adds the block), contiguous
+    ones start at the sequence."""
+    if PAGED:
+        table_row = block_table + b.to(tl.int64) * stride_bt
+        k_head = K + hk.to(tl.int64) * stride_kh
+        v_head = V + hk.to(tl.int64) * stride_vh
+    else:
+        table_row = block_table
+        k_head = K + b.to(tl.int64) * stride_kz + hk.to(tl.int64) * stride_kh
+        v_head = V + b.to(tl.int64) * stride_vz + hk.to(tl.int64) * stride_vh
+    return table_row, k_head, v_head

@@ -61,15 +61,16 @@ _EXTRA = {
 # Weight-only GEMM (grouped_gemm_wq.py), keyed by WEIGHT_BITS, per M bin as
 # above. It is built with BLOCK_SIZE_M 16 and 64 only (WQ_BLOCK_SIZES_M):
 # dequantization, not the tile height, bounds it at large M, and it halves
-# the cubins. 4-bit tiles use BLOCK_SIZE_K = 64 (divides group sizes 64, 128).
+# the cubins. 4-bit decode tiles read 128 of K (64 contiguous bytes per weight
+# row; 64-wide sub-blocks keep one group each).
 WQ_BLOCK_SIZES_M = (16, 64)
 WQ_DEFAULT_CONFIGS = {
     8: [_cfg(16, 64, 128, 1, 4, 4), _cfg(16, 128, 128, 1, 4, 4),
         _cfg(64, 128, 64, 8, 4, 4), _cfg(64, 128, 64, 8, 4, 4)],
-    4: [_cfg(16, 64, 64, 1, 4, 4), _cfg(16, 128, 64, 1, 4, 4),
+    4: [_cfg(16, 64, 128, 1, 4, 4), _cfg(16, 128, 128, 1, 4, 4),
         _cfg(64, 128, 64, 8, 4, 3), _cfg(64, 128, 64, 8, 4, 3)],
 }
-WQ_GROUP_MULTIPLE = 64  # 4-bit group sizes must be multiples of this (the largest BLOCK_SIZE_K)
+WQ_GROUP_MULTIPLE = 64  # 4-bit group sizes must be multiples of this (the kernel's K sub-block)
 
 
 def wq_default_config(M, bits):
@@ -80,6 +81,7 @@ def wq_gemm_default(block_m, bits, arch):
     """AOT default tuning of the weight-only GEMM functional (no BLOCK_SIZE_M)."""
     cfg = dict(next(c for c in WQ_DEFAULT_CONFIGS[bits] if c["BLOCK_SIZE_M"] == block_m))
     del cfg["BLOCK_SIZE_M"]
+    cfg["INT4_DOT"] = 0  # the offset dot (1) is chosen by the tuner, which checks it on the device
     return cfg
 
 
@@ -95,10 +97,24 @@ def default_config(M, quant=QUANT_NONE, aligned=True):
     return dict(DEFAULT_CONFIGS[quant if aligned else "unaligned"][_row(M)])
 
 
-def block_size_m(M, aligned=True):
+# An expert with at least this many slots on average (cdiv(M * top_k, E)) gets
+# 128-row blocks even where M alone picks 64: one block per 128 slots reads
+# each weight tile once instead of twice (Mixtral-like layers at M = 512 move
+# 1.9 GB of weights per GEMM, near the HBM floor; bench/experiments/moe_gemm_tma.py).
+TALL_BLOCK_SIZE_M = 128
+TALL_BLOCK_MIN_TOKENS_PER_EXPERT = 128
+
+
+def block_size_m(M, aligned=True, topk=None, num_experts=None):
     """BLOCK_SIZE_M (= the align block size) the AOT operator uses for M
-    tokens. The same for every quant mode (the DEFAULT_CONFIGS column agrees)."""
-    return DEFAULT_CONFIGS[QUANT_NONE if aligned else "unaligned"][_row(M)]["BLOCK_SIZE_M"]
+    tokens. The same for every quant mode (the DEFAULT_CONFIGS column agrees).
+    With topk and num_experts, aligned shapes whose experts average at least
+    TALL_BLOCK_MIN_TOKENS_PER_EXPERT slots get TALL_BLOCK_SIZE_M."""
+    bm = DEFAULT_CONFIGS[QUANT_NONE if aligned else "unaligned"][_row(M)]["BLOCK_SIZE_M"]
+    if aligned and topk and num_experts and bm < TALL_BLOCK_SIZE_M \
+            and -(-M * topk // num_experts) >= TALL_BLOCK_MIN_TOKENS_PER_EXPERT:
+        return TALL_BLOCK_SIZE_M
+    return bm
 
 
 def gemm_default(block_m, quant, aligned, arch):

@@ -38,7 +38,7 @@ Constexprs
 Grid: (cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N), 1, 1), EM = length of
   sorted_token_ids (numel + E * (BLOCK_SIZE_M - 1)); programs whose M block
   starts at or past num_tokens_post_padded[0] exit at once.
-Defaults per M bin (tokens; the table lives in moe_jit.DEFAULT_CONFIGS), as
+Defaults per M bin (tokens; the table lives in configs.DEFAULT_CONFIGS), as
   (BM, BN, BK, GROUP_M, warps, stages), all compile-checked spill-free:
                   M <= 16          M <= 64          M <= 512         larger
   sm_90 fp16/bf16 16,64,128,1,4,4  16,128,128,1,4,4 64,128,64,8,4,4  128,128,64,16,8,4
@@ -52,6 +52,8 @@ Defaults per M bin (tokens; the table lives in moe_jit.DEFAULT_CONFIGS), as
 """
 import triton
 import triton.language as tl
+
+from .expert_tiles import block_slots, grouped_tile
 
 SCALE_GROUP = tl.constexpr(128)  # block-quant group along K (A and B) and N (B)
 
@@ -95,28 +97,14 @@ def fused_moe_kernel(a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights
         stride_be = stride_be // 16 * 16
         stride_bn = stride_bn // 16 * 16
         stride_cm = stride_cm // 16 * 16
-    pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(EM, BLOCK_SIZE_M)
-    num_pid_n = tl.cdiv(N, BLOCK_SIZE_N)
-    # Grouped ordering: GROUP_SIZE_M M-blocks share each N column of B in L2.
-    num_pid_in_group = GROUP_SIZE_M * num_pid_n
-    group_id = pid // num_pid_in_group
-    first_pid_m = group_id * GROUP_SIZE_M
-    group_size_m = tl.minimum(num_pid_m - first_pid_m, GROUP_SIZE_M)
-    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
-    pid_n = (pid % num_pid_in_group) // group_size_m
-
+    pid_m, pid_n = grouped_tile(EM, N, BLOCK_SIZE_M, BLOCK_SIZE_N, GROUP_SIZE_M)
     num_tokens_post_padded = tl.load(num_tokens_post_padded_ptr)
     if pid_m * BLOCK_SIZE_M >= num_tokens_post_padded:
         return
 
-    offs_m = pid_m * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)
-    slot = tl.load(sorted_token_ids_ptr + offs_m, mask=offs_m < EM, other=num_valid_tokens)
-    slot_ok = (slot >= 0) & (slot < num_valid_tokens)
-    slot64 = slot.to(tl.int64)
-    offs_n = pid_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)
-    c_ptrs = c_ptr + slot64[:, None] * stride_cm + offs_n[None, :]
-    c_mask = slot_ok[:, None] & (offs_n[None, :] < N)
+    slot, slot_ok, slot64, offs_n, c_ptrs, c_mask = block_slots(pid_m, pid_n, sorted_token_ids_ptr, c_ptr, EM, N,
+                                                                num_valid_tokens, stride_cm, BLOCK_SIZE_M,
+                                                                BLOCK_SIZE_N)
 
     expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
     if (expert < 0) | (expert >= num_experts):

@@ -16,21 +16,26 @@ Weights (the b pointer type):
      b_scale fp32 [E, N, K // group_size], b_zp uint8 [E, cdiv(N, 2), K // group_size]
      (two zero points per byte along N: low nibble = even n), or none (has_zp
      = 0: zero point 8). W[n, k] = (q[n, k] - zp[n, g]) * s[n, g], g = k // group_size.
-     Each K tile lies in one group (group_size % BLOCK_SIZE_K == 0, checked by
-     the caller): the tile's dot runs on the exact (q - zp) values in [-15, 15]
-     and is scaled per column before it joins the fp32 accumulator.
+     K and group_size are multiples of 64 (checked by the caller); each
+     64-wide sub-block of a K tile lies in one group: its dot runs on the
+     exact (q - zp) values in [-15, 15] and is scaled per column before it
+     joins the fp32 accumulator.
 
 Constexprs
   functional: MUL_ROUTED_WEIGHT, BLOCK_SIZE_M (= the align block size);
               dtypes through the pointer types: A and C fp16 or bf16 (the
               same), B int8 (w8a16) or uint8 (packed int4, w4a16). Built for aligned shapes only: K, N and the row
               strides (of A and C; of B in bytes) multiples of 16.
-  tuning:     BLOCK_SIZE_N, BLOCK_SIZE_K (64 for int4: divides group sizes
-              64 and 128), GROUP_SIZE_M, num_warps, num_stages.
+  tuning:     BLOCK_SIZE_N, BLOCK_SIZE_K (int4: 64, 128 or 256, read as
+              64-wide sub-blocks, one group each), GROUP_SIZE_M, num_warps,
+              num_stages, INT4_DOT (int4: 0 per-nibble q - zp, 1 the offset
+              dot, see the kernel).
 Grid: (cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N), 1, 1), as fused_moe_kernel.
 """
 import triton
 import triton.language as tl
+
+from .expert_tiles import block_slots, grouped_tile
 
 
 @triton.jit
@@ -44,6 +49,35 @@ def _unpack_int4_along_k(p, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
+def _offset_int4_words(wv, dtype: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr):
+    """[ROWS, BLOCK_N] int32 words of packed int4 (word r = bytes 4r..4r+3 of a
+    weight row, nibbles k = 8r .. 8r + 7) -> [8 * ROWS, BLOCK_N] values
+    OFFSET + q in `dtype` (fp16: 1024 + q, bf16: 128 + q, both exact), in k order.
+
+    Two nibbles per instruction: (word >> 4t) & 0x000F000F puts nibbles t and
+    4 + t in the low bits of the two 16-bit halves, OR-ing the exponent of
+    OFFSET makes each half the float OFFSET + q (the mantissa holds q).
+    """
+    if dtype == tl.float16:
+        magic2: tl.constexpr = 0x64006400
+    else:
+        magic2: tl.constexpr = 0x43004300
+    v0 = (wv & 0x000F000F) | magic2
+    v1 = ((wv >> 4) & 0x000F000F) | magic2
+    v2 = ((wv >> 8) & 0x000F000F) | magic2
+    v3 = ((wv >> 12) & 0x000F000F) | magic2
+    # (low half, high half) of v_t hold k = t and 4 + t of the word.
+    p0 = tl.join(v0.to(tl.int16).to(dtype, bitcast=True), (v0 >> 16).to(tl.int16).to(dtype, bitcast=True))
+    p1 = tl.join(v1.to(tl.int16).to(dtype, bitcast=True), (v1 >> 16).to(tl.int16).to(dtype, bitcast=True))
+    p2 = tl.join(v2.to(tl.int16).to(dtype, bitcast=True), (v2 >> 16).to(tl.int16).to(dtype, bitcast=True))
+    p3 = tl.join(v3.to(tl.int16).to(dtype, bitcast=True), (v3 >> 16).to(tl.int16).to(dtype, bitcast=True))
+    # [ROWS, BLOCK_N, h, j1, j2] with t = 2 * j1 + j2, k = 8r + 4h + t.
+    z = tl.join(tl.join(p0, p2), tl.join(p1, p3))
+    z = tl.permute(z, (0, 2, 3, 4, 1))
+    return tl.reshape(z, (8 * ROWS, BLOCK_N))
+
+
+@triton.jit
 def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights_ptr,
                         sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
                         N, K, EM, num_valid_tokens, top_k,
@@ -52,7 +86,7 @@ def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights
                         group_size, has_zp, num_experts,
                         MUL_ROUTED_WEIGHT: tl.constexpr,
                         BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr,
-                        BLOCK_SIZE_K: tl.constexpr, GROUP_SIZE_M: tl.constexpr):
+                        BLOCK_SIZE_K: tl.constexpr, GROUP_SIZE_M: tl.constexpr, INT4_DOT: tl.constexpr):
     """One BLOCK_SIZE_M x BLOCK_SIZE_N tile of C for one expert block.
 
     a_ptr [rows, K] fp16/bf16 (row stride stride_am); b_ptr int8 [E, N, K] or
@@ -69,27 +103,14 @@ def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights
     stride_be = stride_be // 16 * 16
     stride_bn = stride_bn // 16 * 16
     stride_cm = stride_cm // 16 * 16
-    pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(EM, BLOCK_SIZE_M)
-    num_pid_n = tl.cdiv(N, BLOCK_SIZE_N)
-    num_pid_in_group = GROUP_SIZE_M * num_pid_n
-    group_id = pid // num_pid_in_group
-    first_pid_m = group_id * GROUP_SIZE_M
-    group_size_m = tl.minimum(num_pid_m - first_pid_m, GROUP_SIZE_M)
-    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
-    pid_n = (pid % num_pid_in_group) // group_size_m
-
+    pid_m, pid_n = grouped_tile(EM, N, BLOCK_SIZE_M, BLOCK_SIZE_N, GROUP_SIZE_M)
     num_tokens_post_padded = tl.load(num_tokens_post_padded_ptr)
     if pid_m * BLOCK_SIZE_M >= num_tokens_post_padded:
         return
 
-    offs_m = pid_m * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)
-    slot = tl.load(sorted_token_ids_ptr + offs_m, mask=offs_m < EM, other=num_valid_tokens)
-    slot_ok = (slot >= 0) & (slot < num_valid_tokens)
-    slot64 = slot.to(tl.int64)
-    offs_n = pid_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)
-    c_ptrs = c_ptr + slot64[:, None] * stride_cm + offs_n[None, :]
-    c_mask = slot_ok[:, None] & (offs_n[None, :] < N)
+    slot, slot_ok, slot64, offs_n, c_ptrs, c_mask = block_slots(pid_m, pid_n, sorted_token_ids_ptr, c_ptr, EM, N,
+                                                                num_valid_tokens, stride_cm, BLOCK_SIZE_M,
+                                                                BLOCK_SIZE_N)
 
     expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
     if (expert < 0) | (expert >= num_experts):
@@ -113,26 +134,61 @@ def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights
             b_ptrs += BLOCK_SIZE_K
         acc *= tl.load(bs_ptrs)[None, :]
     else:
-        HALF_K: tl.constexpr = BLOCK_SIZE_K // 2
-        offs_kp = tl.arange(0, HALF_K)
-        b_ptrs = b_ptr + expert * stride_be + offs_kp[:, None] + offs_bn[None, :] * stride_bn
+        # int4: K is a multiple of 64 (group sizes are multiples of 64 and
+        # divide K; the operators check both), so a K tile is SUB sub-blocks
+        # of 64 that each lie in one group and wholly inside or outside K:
+        # the loads need only a uniform per-sub-block mask and stay 16-byte
+        # copies (a K mask in steps of 16 cut them to 8-byte ones), and a tile
+        # of BLOCK_SIZE_K reads BLOCK_SIZE_K / 2 contiguous bytes of each
+        # weight row (32 at 64: a DRAM sector per row per tile).
+        SUB: tl.constexpr = BLOCK_SIZE_K // 64
+        offs_kp = tl.arange(0, 32)
+        offs_k64 = tl.arange(0, 64)
+        a_base = a_ptr + a_row[:, None] * stride_am + offs_k64[None, :]
+        b_base = b_ptr + expert * stride_be + offs_kp[:, None] + offs_bn[None, :] * stride_bn
         zp_ptrs = b_zp_ptr + expert * stride_bze + (offs_bn // 2) * stride_bzn
         zp_shift = (offs_bn % 2) * 4
         use_zp = (offs_bn >= 0) & (has_zp != 0)  # all true or all false
+        # INT4_DOT 1 (fp16/bf16 activations): the tensor cores multiply the
+        # offset values OFFSET + q, made two nibbles per instruction from
+        # 32-bit words, and the zero point leaves the K sum:
+        #   sum_k a_k (q_k - zp) = dot(a, OFFSET + q) - (OFFSET + zp) * sum_k a_k,
+        # about 4 instructions per weight byte instead of about 20 (unpack,
+        # widen, subtract and convert each nibble): at decode sizes the
+        # dequantization, not the memory, was the bound. Products are exact
+        # and the fp32 sums carry OFFSET * sum|a| (at most 1024x the operands'
+        # scale: 2^-14 relative, far below the 16-bit output's rounding).
+        OFFSET_DOT: tl.constexpr = INT4_DOT == 1 and a_ptr.dtype.element_ty != tl.float32
+        if OFFSET_DOT:
+            if a_ptr.dtype.element_ty == tl.float16:
+                offset: tl.constexpr = 1024.0
+            else:
+                offset: tl.constexpr = 128.0
+            offs_w = tl.arange(0, 8)
+            w_base = b_ptr.to(tl.pointer_type(tl.int32)) + expert * (stride_be // 4) + offs_w[:, None] \
+                + offs_bn[None, :] * (stride_bn // 4)
         for kb in range(0, tl.cdiv(K, BLOCK_SIZE_K)):
-            k_left = K - kb * BLOCK_SIZE_K
-            g = (kb * BLOCK_SIZE_K) // group_size
-            a = tl.load(a_ptrs, mask=slot_ok[:, None] & (offs_k[None, :] < k_left), other=0.0)
-            p = tl.load(b_ptrs, mask=offs_kp[:, None] < k_left // 2, other=0)
-            q = _unpack_int4_along_k(p, BLOCK_SIZE_K, BLOCK_SIZE_N).to(tl.int32)
-            # Without zero points, 0x88 reads as 8 in either nibble.
-            zp = tl.load(zp_ptrs + g * stride_bzk, mask=use_zp, other=0x88)
-            zp = (zp.to(tl.int32) >> zp_shift) & 0xF
-            w = (q - zp[None, :]).to(a.dtype)
-            s = tl.load(bs_ptrs + g * stride_bsk)
-            acc += tl.dot(a, w) * s[None, :]
-            a_ptrs += BLOCK_SIZE_K
-            b_ptrs += HALF_K
+            for sub in tl.static_range(SUB):
+                k0 = kb * BLOCK_SIZE_K + sub * 64
+                k_in = k0 < K
+                g = k0 // group_size
+                a = tl.load(a_base + k0, mask=slot_ok[:, None] & k_in, other=0.0)
+                # Without zero points, 0x88 reads as 8 in either nibble.
+                zp = tl.load(zp_ptrs + g * stride_bzk, mask=use_zp & k_in, other=0x88)
+                zp = (zp.to(tl.int32) >> zp_shift) & 0xF
+                # Past K: a is 0 and the scale 0, so the sub-block adds 0.
+                s = tl.load(bs_ptrs + g * stride_bsk, mask=(offs_bn >= 0) & k_in, other=0.0)
+                if OFFSET_DOT:
+                    wv = tl.load(w_base + k0 // 8, mask=(offs_w[:, None] >= 0) & k_in, other=0)
+                    w = _offset_int4_words(wv, a.dtype, 8, BLOCK_SIZE_N)
+                    row_sum = tl.sum(a.to(tl.float32), 1)
+                    part = tl.dot(a, w) - row_sum[:, None] * (offset + zp.to(tl.float32))[None, :]
+                else:
+                    p = tl.load(b_base + k0 // 2, mask=(offs_kp[:, None] >= 0) & k_in, other=0)
+                    q = _unpack_int4_along_k(p, 64, BLOCK_SIZE_N).to(tl.int32)
+                    w = (q - zp[None, :]).to(a.dtype)
+                    part = tl.dot(a, w)
+                acc += part * s[None, :]
 
     if MUL_ROUTED_WEIGHT:
         wt = tl.load(topk_weights_ptr + slot64, mask=slot_ok, other=0.0)

@@ -1,14 +1,14 @@
 """JIT launchers of the MoE quantization modes beyond per-tensor / block fp8:
 fp8 w8a8 per channel (per-token activation scales), int8 w8a16 and int4
 w4a16 (weight-only, grouped_gemm_wq.py), and a fused_experts composition.
-Used by the CPU interpreter tests and the GPU JIT tests; each launch's
+Used by the CPU interpreter tests, the GPU JIT tests and the tuner; each launch's
 argument order, strides and grid come from the rules (python/rules_moe.py)
 through python/jit_launch.py, as in the AOT build (v2src/ops/moe_gemm.cc).
 """
 import torch
 
 import rules_moe as R
-from jit_launch import View, launch
+from jit_launch import View, kernel_function, launch, prepare
 
 from . import moe_jit as mj
 from .configs import (QUANT_FP8_CHANNEL, QUANT_INT4_W4A16, QUANT_INT8_W8A16, default_config,  # noqa: F401
@@ -49,13 +49,24 @@ def invoke_grouped_gemm_wq(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, 
                            b_scale, b_zp=None, group_size=0, mul_routed_weight=False):
     """Weight-only GEMM. bits 8: b int8 [E, N, K], b_scale [E, N]; bits 4: b uint8
     [E, N, K // 2], b_scale [E, N, K // group_size], b_zp uint8 [E, cdiv(N, 2), K // group_size]."""
+    grid, args, kwargs = grouped_gemm_wq_launch(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top_k, config,
+                                                bits, b_scale, b_zp, group_size, mul_routed_weight)
+    kernel_function(R.fused_moe_gemm_wq)[grid](*args, **kwargs)
+    return c
+
+
+def grouped_gemm_wq_launch(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top_k, config, bits,
+                           b_scale, b_zp=None, group_size=0, mul_routed_weight=False):
+    """(grid, args, kwargs) of invoke_grouped_gemm_wq's launch (the tuner
+    compiles configs ahead with fused_moe_wq_kernel.warmup)."""
     E, N, Kb = b.shape
     K = a.shape[1]
     assert b.dtype == (torch.int8 if bits == 8 else torch.uint8) and Kb == (K if bits == 8 else K // 2)
+    assert bits == 8 or (K % 64 == 0 and group_size % 64 == 0), "int4: K and group_size must be multiples of 64"
     w = topk_weights if topk_weights is not None else b_scale
     has_zp = b_zp is not None
-    config = dict(config)
-    launch(R.fused_moe_gemm_wq, dict(
+    config = {"INT4_DOT": 0, **config}
+    return prepare(R.fused_moe_gemm_wq, dict(
         a_ptr=View(a, m=0), b_ptr=View(b, e=0, n=1), c_ptr=View(c, m=0),
         b_scale_ptr=View(b_scale, e=0, n=1, k=2 if bits == 4 else None),
         b_zp_ptr=View(b_zp, e=0, n=1, k=2) if has_zp else View(b, e=None, n=None, k=None),
@@ -63,7 +74,6 @@ def invoke_grouped_gemm_wq(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, 
         num_tokens_post_padded_ptr=ntpp, N=N, K=K, EM=sorted_ids.numel(), num_valid_tokens=c.shape[0],
         top_k=top_k, group_size=max(group_size, 1), has_zp=int(has_zp), num_experts=E,
     ), dict(MUL_ROUTED_WEIGHT=mul_routed_weight, BLOCK_SIZE_M=config.pop("BLOCK_SIZE_M")), config)
-    return c
 
 
 def fused_experts_quant_jit(hidden, w1, w2, topk_weights, topk_ids, quant, w1_scale, w2_scale,

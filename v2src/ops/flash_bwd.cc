@@ -1,9 +1,12 @@
 // Flash attention backward: delta = rowsum(dO * O), then dK/dV, then dQ.
 #include "bwd_dkdv.h"
+#include "bwd_dkdv_vdim.h"
 #include "bwd_dq.h"
+#include "bwd_dq_vdim.h"
 #include "bwd_preprocess.h"
 #include "flash_common.h"
 #include "flash_features.h"
+#include "flash_vdim.h"
 #include "resolve_first.h"
 
 namespace aotriton {
@@ -29,6 +32,7 @@ struct Bwd {
   const int64_t *seed, *offset;
   Features features;
   KernelFeatures feat;  // resolved from features in launch()
+  int32_t block_dv = 0;  // BLOCK_DV (flash_vdim.h), resolved in launch()
 };
 
 detail::KernelTensor<2> lse_tensor(const Bwd& p) { return {p.lse, {p.stat_z, p.stat_h}}; }
@@ -42,30 +46,16 @@ void fill_functional(F& f, const Bwd& p) {
   f.CAUSAL_TYPE = static_cast<int32_t>(p.causal);
   f.IS_VARLEN = p.g.varlen;
   f.ENABLE_DROPOUT = p.dropout_p > 0.f;
+  f.BLOCK_DV = p.block_dv;
 }
 
-// The three launches (validated arguments).
-Status launch_kernels(const Bwd& p, Stream stream, const KernelOptions* options) {
+// dK/dV of bwd_dkdv or bwd_dkdv_vdim (the same kernel, the same names).
+template <typename In, typename F>
+Status launch_dkdv(const Bwd& p, Status (*launch)(const In&, const F&, Stream, const KernelOptions*), Stream stream,
+                   const KernelOptions* options) {
   const Geometry& g = p.g;
-  namespace kp = detail::kernels::bwd_preprocess;
-  const kp::Inputs pa{
-      .O = kernel_tensor(p.o), .DO = kernel_tensor(p.dout), .Delta = delta_tensor(p),
-      .DQA = detail::KernelTensor<3>{nullptr, {0, 0, 0}},  // the fp32 dQ accumulator: not used (ZERO_DQ_ACC off)
-      .cu_seqlens_q = g.cu_q,
-      .num_heads_q = g.hq, .max_seqlen_q = g.max_sq, .head_dim = g.head_dim, .total_q = g.total_q,
-      .num_seqs = g.batch,
-  };
-  kp::Functional pf{};
-  pf.dtype = g.dtype;
-  pf.BLOCK_DMODEL = head_dim_bucket(g.head_dim);
-  pf.PADDED_HEAD = pf.BLOCK_DMODEL != g.head_dim;
-  pf.IS_VARLEN = g.varlen;
-  pf.ZERO_DQ_ACC = false;
-  AOTRITON_RETURN_IF_ERROR(kp::launch(pa, pf, stream, nullptr));
-
-  namespace kkv = detail::kernels::bwd_dkdv;
   const KernelFeatures& ft = p.feat;
-  const kkv::Inputs ka{
+  const In in{
       .Q = kernel_tensor(p.q), .K = kernel_tensor(p.k), .V = kernel_tensor(p.v), .DO = kernel_tensor(p.dout),
       .DK = kernel_tensor(p.dk), .DV = kernel_tensor(p.dv), .LSE = lse_tensor(p), .Delta = delta_tensor(p),
       .cu_seqlens_q = g.cu_q, .cu_seqlens_k = g.cu_k, .philox_seed_ptr = p.seed, .philox_offset_ptr = p.offset,
@@ -76,13 +66,19 @@ Status launch_kernels(const Bwd& p, Stream stream, const KernelOptions* options)
       .window_left = ft.window_left, .window_right = ft.window_right, .window_align = ft.window_align,
       .num_seqs = g.batch,
   };
-  kkv::Functional kf{};
-  fill_functional(kf, p);
-  apply_feature_functional(ft, kf);
-  AOTRITON_RETURN_IF_ERROR(kkv::launch(ka, kf, stream, options));
+  F f{};
+  fill_functional(f, p);
+  apply_feature_functional(ft, f);
+  return launch(in, f, stream, options);
+}
 
-  namespace kq = detail::kernels::bwd_dq;
-  const kq::Inputs qa{
+// dQ of bwd_dq or bwd_dq_vdim.
+template <typename In, typename F>
+Status launch_dq(const Bwd& p, Status (*launch)(const In&, const F&, Stream, const KernelOptions*), Stream stream,
+                 const KernelOptions* options) {
+  const Geometry& g = p.g;
+  const KernelFeatures& ft = p.feat;
+  const In in{
       .Q = kernel_tensor(p.q), .K = kernel_tensor(p.k), .V = kernel_tensor(p.v), .DO = kernel_tensor(p.dout),
       .DQ = kernel_tensor(p.dq), .LSE = lse_tensor(p), .Delta = delta_tensor(p),
       .cu_seqlens_q = g.cu_q, .cu_seqlens_k = g.cu_k, .philox_seed_ptr = p.seed, .philox_offset_ptr = p.offset,
@@ -93,10 +89,43 @@ Status launch_kernels(const Bwd& p, Stream stream, const KernelOptions* options)
       .window_left = ft.window_left, .window_right = ft.window_right, .window_align = ft.window_align,
       .num_seqs = g.batch,
   };
-  kq::Functional qf{};
-  fill_functional(qf, p);
-  apply_feature_functional(ft, qf);
-  return kq::launch(qa, qf, stream, options);
+  F f{};
+  fill_functional(f, p);
+  apply_feature_functional(ft, f);
+  return launch(in, f, stream, options);
+}
+
+// The three launches (validated arguments).
+Status launch_kernels(const Bwd& p, Stream stream, const KernelOptions* options) {
+  const Geometry& g = p.g;
+  namespace kp = detail::kernels::bwd_preprocess;
+  // delta sums over out's head dim (v's).
+  const kp::Inputs pa{
+      .O = kernel_tensor(p.o), .DO = kernel_tensor(p.dout), .Delta = delta_tensor(p),
+      .DQA = detail::KernelTensor<3>{nullptr, {0, 0, 0}},  // the fp32 dQ accumulator: not used (ZERO_DQ_ACC off)
+      .cu_seqlens_q = g.cu_q,
+      .num_heads_q = g.hq, .max_seqlen_q = g.max_sq, .head_dim = g.head_dim_v, .total_q = g.total_q,
+      .num_seqs = g.batch,
+  };
+  kp::Functional pf{};
+  pf.dtype = g.dtype;
+  pf.BLOCK_DMODEL = head_dim_bucket(g.head_dim_v);
+  pf.PADDED_HEAD = pf.BLOCK_DMODEL != g.head_dim_v;
+  pf.IS_VARLEN = g.varlen;
+  pf.ZERO_DQ_ACC = false;
+  AOTRITON_RETURN_IF_ERROR(kp::launch(pa, pf, stream, nullptr));
+
+  // v with its own head dim runs the _vdim kernels (same arguments).
+  namespace kkv = detail::kernels::bwd_dkdv;
+  namespace kkvv = detail::kernels::bwd_dkdv_vdim;
+  // (launch is overloaded on Args and Inputs: the template arguments pick the Inputs one.)
+  const Status dkdv = p.block_dv ? launch_dkdv<kkvv::Inputs, kkvv::Functional>(p, &kkvv::launch, stream, options)
+                                 : launch_dkdv<kkv::Inputs, kkv::Functional>(p, &kkv::launch, stream, options);
+  AOTRITON_RETURN_IF_ERROR(dkdv);
+  namespace kq = detail::kernels::bwd_dq;
+  namespace kqv = detail::kernels::bwd_dq_vdim;
+  return p.block_dv ? launch_dq<kqv::Inputs, kqv::Functional>(p, &kqv::launch, stream, options)
+                    : launch_dq<kq::Inputs, kq::Functional>(p, &kq::launch, stream, options);
 }
 
 Status launch(Bwd& p, Stream stream, const KernelOptions* options) {
@@ -105,10 +134,14 @@ Status launch(Bwd& p, Stream stream, const KernelOptions* options) {
       check_geometry(p.op, g, p.scale, p.dropout_p, p.dropout_p > 0.f, p.seed, p.offset, p.causal));
   AOTRITON_RETURN_IF_ERROR(
       resolve_features(p.op, p.features, p.causal, g.dtype, p.dropout_p > 0.f, g.batch, g.hq, &p.feat));
+  AOTRITON_RETURN_IF_ERROR(resolve_head_dim_v(p.op, g.head_dim, g.head_dim_v, g.dtype, p.dropout_p > 0.f,
+                                              p.feat.local_window, &p.block_dv));
   for (const StridedRows& c :
-       {StridedRows{"q", &p.q, g.max_sq}, {"k", &p.k, g.max_sk}, {"v", &p.v, g.max_sk}, {"out", &p.o, g.max_sq},
-        {"dout", &p.dout, g.max_sq}, {"dq", &p.dq, g.max_sq}, {"dk", &p.dk, g.max_sk}, {"dv", &p.dv, g.max_sk}})
+       {StridedRows{"q", &p.q, g.max_sq}, {"k", &p.k, g.max_sk}, {"dq", &p.dq, g.max_sq}, {"dk", &p.dk, g.max_sk}})
     AOTRITON_RETURN_IF_ERROR(check_strided(p.op, c.name, *c.t, c.rows, g.head_dim));
+  for (const StridedRows& c : {StridedRows{"v", &p.v, g.max_sk}, {"out", &p.o, g.max_sq}, {"dout", &p.dout, g.max_sq},
+                               {"dv", &p.dv, g.max_sk}})
+    AOTRITON_RETURN_IF_ERROR(check_strided(p.op, c.name, *c.t, c.rows, g.head_dim_v));
   if (g.batch == 0 || g.hq == 0 || (g.max_sq == 0 && g.max_sk == 0)) return Status::kSuccess;
   // All three kernels are resolved before the first launch (resolve_first.h).
   return detail::resolve_then_launch([&] { return launch_kernels(p, stream, options); });
@@ -141,13 +174,14 @@ Status attn_bwd(const BwdParams& p, Stream stream, const KernelOptions* options)
   detail::clear_error();
   const char* op = "attn_bwd";
   AOTRITON_RETURN_IF_ERROR(check_batched_qkv(op, p.q, p.k, p.v));
-  AOTRITON_RETURN_IF_ERROR(check_like(op, "out", p.out, "q", p.q));
-  AOTRITON_RETURN_IF_ERROR(check_like(op, "dout", p.dout, "q", p.q));
+  AOTRITON_RETURN_IF_ERROR(check_like_q_with_v_dim(op, "out", p.out, p.q, p.v));
+  AOTRITON_RETURN_IF_ERROR(check_like_q_with_v_dim(op, "dout", p.dout, p.q, p.v));
   AOTRITON_RETURN_IF_ERROR(check_like(op, "dq", p.dq, "q", p.q));
   AOTRITON_RETURN_IF_ERROR(check_like(op, "dk", p.dk, "k", p.k));
   AOTRITON_RETURN_IF_ERROR(check_like(op, "dv", p.dv, "v", p.v));
   Bwd b{op};
   b.g = Geometry{false, p.q.dtype, p.q.size(0), p.q.size(2), p.k.size(2), p.q.size(1), p.k.size(1), p.q.size(3)};
+  b.g.head_dim_v = p.v.size(3);
   AOTRITON_RETURN_IF_ERROR(check_row_stats(op, "lse", p.lse, b.g.batch, b.g.hq, b.g.max_sq));
   AOTRITON_RETURN_IF_ERROR(check_row_stats(op, "delta", p.delta, b.g.batch, b.g.hq, b.g.max_sq));
   b.q = bshd(p.q), b.k = bshd(p.k), b.v = bshd(p.v), b.o = bshd(p.out), b.dout = bshd(p.dout);
@@ -167,8 +201,8 @@ Status attn_bwd_varlen(const BwdVarlenParams& p, Stream stream, const KernelOpti
   detail::clear_error();
   const char* op = "attn_bwd_varlen";
   AOTRITON_RETURN_IF_ERROR(check_packed_qkv(op, p.q, p.k, p.v));
-  AOTRITON_RETURN_IF_ERROR(check_like(op, "out", p.out, "q", p.q));
-  AOTRITON_RETURN_IF_ERROR(check_like(op, "dout", p.dout, "q", p.q));
+  AOTRITON_RETURN_IF_ERROR(check_like_q_with_v_dim(op, "out", p.out, p.q, p.v));
+  AOTRITON_RETURN_IF_ERROR(check_like_q_with_v_dim(op, "dout", p.dout, p.q, p.v));
   AOTRITON_RETURN_IF_ERROR(check_like(op, "dq", p.dq, "q", p.q));
   AOTRITON_RETURN_IF_ERROR(check_like(op, "dk", p.dk, "k", p.k));
   AOTRITON_RETURN_IF_ERROR(check_like(op, "dv", p.dv, "v", p.v));
@@ -177,6 +211,7 @@ Status attn_bwd_varlen(const BwdVarlenParams& p, Stream stream, const KernelOpti
   Bwd b{op};
   b.g = Geometry{true, p.q.dtype, p.num_seqs, p.q.size(1), p.k.size(1), p.max_seqlen_q, p.max_seqlen_k, p.q.size(2),
                  p.cu_seqlens_q, p.cu_seqlens_k, p.q.size(0), p.k.size(0)};
+  b.g.head_dim_v = p.v.size(2);
   AOTRITON_RETURN_IF_ERROR(check_row_stats(op, "lse", p.lse, b.g.hq, p.q.size(0)));
   AOTRITON_RETURN_IF_ERROR(check_row_stats(op, "delta", p.delta, b.g.hq, p.q.size(0)));
   b.q = packed(p.q), b.k = packed(p.k), b.v = packed(p.v), b.o = packed(p.out), b.dout = packed(p.dout);

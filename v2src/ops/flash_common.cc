@@ -78,7 +78,7 @@ Status check_batched_qkv(const char* op, const TensorView<4>& q, const TensorVie
   AOTRITON_RETURN_IF_ERROR(check_dtype(op, "k", k.dtype, q.dtype));
   AOTRITON_RETURN_IF_ERROR(check_dtype(op, "v", v.dtype, q.dtype));
   for (int i : {0, 3}) AOTRITON_RETURN_IF_ERROR(check_same_dim(op, "k", k.size(i), i, "q", q.size(i), i));
-  for (int i = 0; i < 4; ++i) AOTRITON_RETURN_IF_ERROR(check_same_dim(op, "v", v.size(i), i, "k", k.size(i), i));
+  for (int i = 0; i < 3; ++i) AOTRITON_RETURN_IF_ERROR(check_same_dim(op, "v", v.size(i), i, "k", k.size(i), i));
   return Status::kSuccess;
 }
 
@@ -90,7 +90,7 @@ Status check_packed_qkv(const char* op, const TensorView<3>& q, const TensorView
   AOTRITON_RETURN_IF_ERROR(check_dtype(op, "k", k.dtype, q.dtype));
   AOTRITON_RETURN_IF_ERROR(check_dtype(op, "v", v.dtype, q.dtype));
   AOTRITON_RETURN_IF_ERROR(check_same_dim(op, "k", k.size(2), 2, "q", q.size(2), 2));
-  for (int i = 0; i < 3; ++i) AOTRITON_RETURN_IF_ERROR(check_same_dim(op, "v", v.size(i), i, "k", k.size(i), i));
+  for (int i = 0; i < 2; ++i) AOTRITON_RETURN_IF_ERROR(check_same_dim(op, "v", v.size(i), i, "k", k.size(i), i));
   return Status::kSuccess;
 }
 

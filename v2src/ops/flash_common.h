@@ -32,6 +32,7 @@ struct Geometry {
   // Varlen: rows of the packed q and k tensors; the kernels clamp cu_seqlens
   // into [0, total] so no value can address a row outside them.
   int64_t total_q = 0, total_k = 0;
+  int64_t head_dim_v = 0;  // of v, out, dout, dv: head_dim, or another (flash_vdim.h)
 };
 
 // The power-of-two head-dim bucket a head dim runs in (padded when smaller).
@@ -50,7 +51,8 @@ struct StridedRows {
 // `rows` tokens of `t` stay inside the kernels' 32-bit in-sequence offsets.
 Status check_strided(const char* op, const char* name, const Strided& t, int64_t rows, int64_t head_dim);
 
-// Batched q/k/v(/out) shapes: [B,Sq,Hq,D], [B,Sk,Hk,D] x2, fp16/bf16/fp32, one dtype.
+// Batched q/k/v shapes: [B,Sq,Hq,D], [B,Sk,Hk,D], [B,Sk,Hk,Dv], fp16/bf16/fp32, one dtype
+// (Dv != D only where resolve_head_dim_v in flash_vdim.h accepts the pair).
 Status check_batched_qkv(const char* op, const TensorView<4>& q, const TensorView<4>& k, const TensorView<4>& v);
 Status check_packed_qkv(const char* op, const TensorView<3>& q, const TensorView<3>& k, const TensorView<3>& v);
 

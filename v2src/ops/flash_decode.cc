@@ -46,18 +46,21 @@ Status check_dims(const char* name, const TensorView<4>& t, const char* layout, 
   return Status::kSuccess;
 }
 
-// The number of splits: one when B * Hk * query tiles give every SM
-// kProgramsPerSm programs already, else enough splits for that many, each
-// split keeping at least kKeysPerSplitMin keys of the capacity. Decode is
-// bandwidth bound: several resident programs per SM keep more loads in flight.
-constexpr int64_t kProgramsPerSm = 4;
+// The number of splits (tritonsrc/flash/decode_configs.py mirrors it for the
+// JIT and the tuner): enough programs to fill kProgramsPerSm resident slots
+// on every SM in one wave, rounded down (a partial second wave would run as
+// long as a full one: 544 programs on 264 slots took 3 waves), each split
+// keeping at least kKeysPerSplitMin keys of the capacity; one split when
+// B * Hk * query tiles fill the slots already. Two slots per SM: the decode
+// kernel's 200+ registers per thread (4 warps) let two CTAs reside.
+constexpr int64_t kProgramsPerSm = 2;
 int32_t choose_splits(const Decode& g, int32_t forced, int32_t num_sms) {
   if (forced > 0) return std::min(forced, kMaxSplits);
   const int64_t sms = num_sms > 0 ? num_sms : kDefaultSms;
   const int64_t m_tiles = (g.sq * (g.hq / g.hk) + 15) / 16;
   const int64_t programs = g.B * g.hk * m_tiles;
   if (programs == 0 || programs >= kProgramsPerSm * sms) return 1;  // 0: an empty batch launches nothing
-  const int64_t want = (kProgramsPerSm * sms + programs - 1) / programs;
+  const int64_t want = kProgramsPerSm * sms / programs;
   const int64_t by_length = std::max<int64_t>(1, g.capacity / kKeysPerSplitMin);
   return static_cast<int32_t>(std::clamp<int64_t>(std::min(want, by_length), 1, kMaxSplits));
 }
@@ -225,6 +228,7 @@ Status launch_all(const DecodeParams& p, const Decode& g, Stream stream, const K
         .alibi_slopes = detail::strided(p.alibi_slopes.data ? p.alibi_slopes.data : p.lse.data,
                                         p.alibi_slopes.data && p.alibi_slopes.size(0) > 1 ? p.alibi_slopes.stride(0)
                                                                                           : 0),
+        .keys_per_split = (g.capacity + g.splits - 1) / g.splits,  // the autotune key
     };
     kn::Functional f{p.q.dtype, g.bucket, g.paged, g.score_mod};
     AOTRITON_RETURN_IF_ERROR(kn::launch(in, f, stream, options));

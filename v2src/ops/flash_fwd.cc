@@ -1,8 +1,15 @@
 // Flash attention forward: argument checks, functional choice, launch.
+#include <cstdlib>
+#include <cstring>
+
 #include "attn_dropout_mask.h"
 #include "attn_fwd.h"
+#include "attn_fwd_hopper.h"
+#include "attn_fwd_vdim.h"
+#include "device_arch.h"
 #include "flash_common.h"
 #include "flash_features.h"
+#include "flash_vdim.h"
 #include "resolve_first.h"
 
 namespace aotriton {
@@ -12,7 +19,10 @@ namespace flash {
 namespace {
 
 using namespace detail_;
+using detail::device_arch;
 using detail::fail;
+using detail::tma_compatible;
+using detail::TmaTensor;
 
 struct Fwd {
   const char* op;
@@ -41,18 +51,103 @@ Status check_mask(const char* op, const TensorView<4>& m, const Geometry& g) {
                                   m.stride(2), g.max_sk);
 }
 
-Status launch(const Fwd& p, Stream stream, const KernelOptions* options) {
+// ---- The sm_90 kernel (tritonsrc/flash/fwd_hopper.py, rules_flash_hopper.py)
+
+// The view [B, H, D/64, S, 64] of a [B, S, H, D] tensor the kernel's TMA
+// boxes take (one box: a (batch, head), BLOCK rows, the whole head dim).
+TmaTensor tma_bshd(const Strided& t, int64_t batch, int64_t rows, int64_t heads, int64_t head_dim) {
+  TmaTensor d;
+  d.ptr = t.ptr;
+  const int64_t shape[5] = {batch, heads, head_dim / 64, rows, 64}, strides[5] = {t.z, t.h, 64, t.m, 1};
+  for (int i = 0; i < 5; ++i) d.shape[i] = shape[i], d.strides[i] = strides[i];
+  return d;
+}
+
+struct HopperCall {
+  TmaTensor q, k, v, o;  // o: only checked (O is written by plain stores)
+};
+
+// The calls the Hopper kernel computes exactly as attn_fwd: batched, fp16/
+// bf16, head dim 64 or 128, no dropout, mask or attention feature, every
+// tensor a TMA operand (which of those it is built for, and so faster, is
+// the rule's choice: built_for).
+bool hopper_serves(const Fwd& p, const KernelFeatures& feat, bool dropout, HopperCall* c) {
   const Geometry& g = p.g;
-  bool dropout = p.dropout_p > 0.f || p.mask.ptr;
-  AOTRITON_RETURN_IF_ERROR(check_geometry(p.op, g, p.scale, p.dropout_p, dropout, p.seed, p.offset, p.causal));
-  for (const StridedRows& c : {StridedRows{"q", &p.q, g.max_sq}, {"k", &p.k, g.max_sk}, {"v", &p.v, g.max_sk},
-                               {"out", &p.o, g.max_sq}})
-    AOTRITON_RETURN_IF_ERROR(check_strided(p.op, c.name, *c.t, c.rows, g.head_dim));
-  KernelFeatures feat;
-  AOTRITON_RETURN_IF_ERROR(resolve_features(p.op, p.features, p.causal, g.dtype, dropout, g.batch, g.hq, &feat));
-  if (g.batch == 0 || g.hq == 0 || g.max_sq == 0) return Status::kSuccess;
-  namespace kn = detail::kernels::attn_fwd;
-  const kn::Inputs in{
+  if (g.varlen || dropout || p.mask.ptr || feat.local_window || feat.score_mod || g.head_dim_v != g.head_dim)
+    return false;
+  if ((g.dtype != DType::kFloat16 && g.dtype != DType::kBFloat16) || (g.head_dim != 64 && g.head_dim != 128))
+    return false;
+  c->q = tma_bshd(p.q, g.batch, g.max_sq, g.hq, g.head_dim);
+  c->k = tma_bshd(p.k, g.batch, g.max_sk, g.hk, g.head_dim);
+  c->v = tma_bshd(p.v, g.batch, g.max_sk, g.hk, g.head_dim);
+  c->o = tma_bshd(p.o, g.batch, g.max_sq, g.hq, g.head_dim);
+  for (const TmaTensor* t : {&c->q, &c->k, &c->v, &c->o})
+    if (!tma_compatible(*t, g.dtype, 5)) return false;
+  return true;
+}
+
+// AOTRITON_FLASH_HOPPER=0 turns the sm_90 kernel off (to compare, or to rule it out).
+bool hopper_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("AOTRITON_FLASH_HOPPER");
+    return !(v && std::strcmp(v, "0") == 0);
+  }();
+  return on;
+}
+
+// A forced config picks its kernel by name: the Hopper kernel's have SCHEDULE=.
+bool forces_hopper(const KernelOptions* options) {
+  return options && options->force_config && std::strstr(options->force_config, "SCHEDULE=");
+}
+
+namespace kh = detail::kernels::attn_fwd_hopper;
+
+kh::Functional hopper_functional(const Fwd& p) {
+  kh::Functional f{};
+  f.dtype = p.g.dtype;
+  f.BLOCK_DMODEL = static_cast<int32_t>(p.g.head_dim);
+  f.CAUSAL_TYPE = static_cast<int32_t>(p.causal);
+  return f;
+}
+
+Status launch_hopper(const Fwd& p, const HopperCall& c, Stream stream, const KernelOptions* options) {
+  const Geometry& g = p.g;
+  const kh::Inputs in{
+      .q_desc = c.q, .k_desc = c.k, .v_desc = c.v,
+      .O = kernel_tensor(p.o), .LSE = detail::KernelTensor<2>{p.lse, {p.lse_z, p.lse_h}}, .sm_scale = p.scale,
+      .num_heads_q = g.hq, .num_heads_k = g.hk, .seqlen_q = g.max_sq, .seqlen_k = g.max_sk,
+      .num_seqs = g.batch,
+  };
+  return kh::launch(in, hopper_functional(p), stream, options);
+}
+
+// Whether this call runs the Hopper kernel: forced by a config name, or the
+// GPU is sm_90, the kernel serves the call and this build compiled it for sm_90.
+Status pick_hopper(const Fwd& p, const KernelFeatures& feat, bool dropout, Stream stream,
+                   const KernelOptions* options, HopperCall* c, bool* use) {
+  *use = false;
+  const bool serves = hopper_serves(p, feat, dropout, c);
+  if (forces_hopper(options)) {
+    if (!serves)
+      return fail(Status::kInvalidArgument,
+                  std::string(p.op) + ": force_config names an attn_fwd_hopper config, but that kernel serves "
+                                      "batched fp16/bf16 calls with head dim 64 or 128, 16-byte aligned strides, no "
+                                      "dropout, window, softcap or ALiBi");
+    *use = true;
+    return Status::kSuccess;
+  }
+  if (!serves || (options && options->force_config) || !hopper_enabled()) return Status::kSuccess;
+  int arch = 0;
+  AOTRITON_RETURN_IF_ERROR(device_arch(stream, &arch));
+  *use = arch == 90 && kh::built_for(hopper_functional(p), 90);
+  return Status::kSuccess;
+}
+
+// Inputs and Functional of attn_fwd and attn_fwd_vdim (the same kernel, the same names).
+template <typename In>
+In fwd_inputs(const Fwd& p, const KernelFeatures& feat) {
+  const Geometry& g = p.g;
+  return In{
       .Q = kernel_tensor(p.q), .K = kernel_tensor(p.k), .V = kernel_tensor(p.v), .O = kernel_tensor(p.o),
       .LSE = detail::KernelTensor<2>{p.lse, {p.lse_z, p.lse_h}},
       .cu_seqlens_q = g.cu_q, .cu_seqlens_k = g.cu_k,
@@ -64,7 +159,12 @@ Status launch(const Fwd& p, Stream stream, const KernelOptions* options) {
       .alibi_slopes = alibi_slopes(feat), .softcap = feat.softcap,
       .window_left = feat.window_left, .window_right = feat.window_right, .window_align = feat.window_align,
   };
-  kn::Functional f{};
+}
+
+template <typename F>
+F fwd_functional(const Fwd& p, const KernelFeatures& feat, bool dropout) {
+  const Geometry& g = p.g;
+  F f{};
   f.dtype = g.dtype;
   f.BLOCK_DMODEL = head_dim_bucket(g.head_dim);
   f.PADDED_HEAD = f.BLOCK_DMODEL != g.head_dim;
@@ -72,8 +172,37 @@ Status launch(const Fwd& p, Stream stream, const KernelOptions* options) {
   f.IS_VARLEN = g.varlen;
   f.ENABLE_DROPOUT = dropout;
   apply_feature_functional(feat, f);
+  return f;
+}
+
+Status launch(const Fwd& p, Stream stream, const KernelOptions* options) {
+  const Geometry& g = p.g;
+  bool dropout = p.dropout_p > 0.f || p.mask.ptr;
+  AOTRITON_RETURN_IF_ERROR(check_geometry(p.op, g, p.scale, p.dropout_p, dropout, p.seed, p.offset, p.causal));
+  for (const StridedRows& c : {StridedRows{"q", &p.q, g.max_sq}, {"k", &p.k, g.max_sk}})
+    AOTRITON_RETURN_IF_ERROR(check_strided(p.op, c.name, *c.t, c.rows, g.head_dim));
+  for (const StridedRows& c : {StridedRows{"v", &p.v, g.max_sk}, {"out", &p.o, g.max_sq}})
+    AOTRITON_RETURN_IF_ERROR(check_strided(p.op, c.name, *c.t, c.rows, g.head_dim_v));
+  KernelFeatures feat;
+  AOTRITON_RETURN_IF_ERROR(resolve_features(p.op, p.features, p.causal, g.dtype, dropout, g.batch, g.hq, &feat));
+  int32_t block_dv;
+  AOTRITON_RETURN_IF_ERROR(
+      resolve_head_dim_v(p.op, g.head_dim, g.head_dim_v, g.dtype, dropout, feat.local_window, &block_dv));
+  if (g.batch == 0 || g.hq == 0 || g.max_sq == 0) return Status::kSuccess;
+  if (block_dv) {  // v has its own head dim (never with dropout, so no mask)
+    namespace kv = detail::kernels::attn_fwd_vdim;
+    auto f = fwd_functional<kv::Functional>(p, feat, dropout);
+    f.BLOCK_DV = block_dv;
+    return kv::launch(fwd_inputs<kv::Inputs>(p, feat), f, stream, options);
+  }
+  HopperCall hopper;
+  bool use_hopper;
+  AOTRITON_RETURN_IF_ERROR(pick_hopper(p, feat, dropout, stream, options, &hopper, &use_hopper));
+  if (use_hopper) return launch_hopper(p, hopper, stream, options);
+  namespace kn = detail::kernels::attn_fwd;
+  const auto f = fwd_functional<kn::Functional>(p, feat, dropout);
   kn::Args a;
-  AOTRITON_RETURN_IF_ERROR(kn::make_args(in, &a));
+  AOTRITON_RETURN_IF_ERROR(kn::make_args(fwd_inputs<kn::Inputs>(p, feat), &a));
   if (!p.mask.ptr) return kn::launch(a, f, stream, options);
   // The debug keep mask: a second kernel draws the forward's Philox numbers
   // again (same seed, offset and element counters). Both are resolved before
@@ -121,9 +250,10 @@ Status attn_fwd(const FwdParams& p, Stream stream, const KernelOptions* options)
   detail::clear_error();
   const char* op = "attn_fwd";
   AOTRITON_RETURN_IF_ERROR(check_batched_qkv(op, p.q, p.k, p.v));
-  AOTRITON_RETURN_IF_ERROR(check_like(op, "out", p.out, "q", p.q));
+  AOTRITON_RETURN_IF_ERROR(check_like_q_with_v_dim(op, "out", p.out, p.q, p.v));
   Fwd f{op};
   f.g = Geometry{false, p.q.dtype, p.q.size(0), p.q.size(2), p.k.size(2), p.q.size(1), p.k.size(1), p.q.size(3)};
+  f.g.head_dim_v = p.v.size(3);
   AOTRITON_RETURN_IF_ERROR(check_row_stats(op, "lse", p.lse, f.g.batch, f.g.hq, f.g.max_sq));
   f.q = bshd(p.q), f.k = bshd(p.k), f.v = bshd(p.v), f.o = bshd(p.out);
   f.lse = static_cast<const float*>(p.lse.data), f.lse_z = p.lse.stride(0), f.lse_h = p.lse.stride(1);
@@ -140,12 +270,13 @@ Status attn_fwd_varlen(const FwdVarlenParams& p, Stream stream, const KernelOpti
   detail::clear_error();
   const char* op = "attn_fwd_varlen";
   AOTRITON_RETURN_IF_ERROR(check_packed_qkv(op, p.q, p.k, p.v));
-  AOTRITON_RETURN_IF_ERROR(check_like(op, "out", p.out, "q", p.q));
+  AOTRITON_RETURN_IF_ERROR(check_like_q_with_v_dim(op, "out", p.out, p.q, p.v));
   if (p.num_seqs < 0 || p.max_seqlen_q < 0 || p.max_seqlen_k < 0)
     return fail(Status::kInvalidArgument, "attn_fwd_varlen: num_seqs and max seqlens must be >= 0");
   Fwd f{op};
   f.g = Geometry{true, p.q.dtype, p.num_seqs, p.q.size(1), p.k.size(1), p.max_seqlen_q, p.max_seqlen_k, p.q.size(2),
                  p.cu_seqlens_q, p.cu_seqlens_k, p.q.size(0), p.k.size(0)};
+  f.g.head_dim_v = p.v.size(2);
   AOTRITON_RETURN_IF_ERROR(check_row_stats(op, "lse", p.lse, f.g.hq, p.q.size(0)));
   f.q = packed(p.q), f.k = packed(p.k), f.v = packed(p.v), f.o = packed(p.out);
   f.lse = static_cast<const float*>(p.lse.data), f.lse_z = 0, f.lse_h = p.lse.stride(0);

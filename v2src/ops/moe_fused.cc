@@ -239,7 +239,9 @@ Status validate(const FusedExpertsParams& p, Dims* d) {
                                                           "intermediate sizes that are multiples of 16");
   }
   const bool aligned = d->K % 16 == 0 && d->N % 16 == 0;
-  d->block_size = p.block_size ? p.block_size : moe_gemm_block_size(d->M, aligned);
+  // Slots per expert count the global experts: with an expert map the others' slots are dropped.
+  const int64_t experts = p.expert_map.data ? std::max<int64_t>(p.expert_map.size(0), d->E) : d->E;
+  d->block_size = p.block_size ? p.block_size : moe_gemm_block_size(d->M, d->topk, experts, aligned);
   // The weight-only GEMM is built with BLOCK_SIZE_M 16 and 64 (python/rules_moe.py).
   if (!p.block_size && weight_only(p.quant)) d->block_size = std::min(d->block_size, 64);
   if (!internal::is_gemm_block_size(d->block_size))

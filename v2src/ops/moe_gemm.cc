@@ -28,6 +28,15 @@ int32_t moe_gemm_block_size(int64_t num_tokens, bool aligned) noexcept {
   return rows[i];
 }
 
+int32_t moe_gemm_block_size(int64_t num_tokens, int64_t topk, int64_t num_experts, bool aligned) noexcept {
+  // configs.block_size_m with topk and num_experts: tall blocks for experts with many slots.
+  namespace t = detail::tables;
+  const int32_t bm = moe_gemm_block_size(num_tokens, aligned);
+  if (!aligned || topk <= 0 || num_experts <= 0 || num_tokens <= 0 || bm >= t::kMoeTallBlockSizeM) return bm;
+  // num_tokens * topk cannot overflow: callers pass tensor sizes (< 2^62 elements).
+  return cdiv(num_tokens * topk, num_experts) >= t::kMoeTallBlockMinTokensPerExpert ? t::kMoeTallBlockSizeM : bm;
+}
+
 namespace internal {
 
 namespace {

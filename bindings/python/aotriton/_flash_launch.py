@@ -11,12 +11,23 @@ _attn_fwd, _attn_fwd_varlen = _C.attn_fwd, _C.attn_fwd_varlen
 _attn_bwd, _attn_bwd_varlen = _C.attn_bwd, _C.attn_bwd_varlen
 
 
-def fwd_outputs(q, k, return_mask, varlen):
-    """out (like q, same strides), lse fp32, and the int8 keep mask (zeros) or None.
+def empty_out(q, v):
+    """The attention output: like q (same strides) with v's head dim; a head
+    dim other than q's keeps q's dim order (e.g. SDPA's transposed views)."""
+    dv = v.shape[-1]
+    if dv == q.shape[-1]:
+        return torch.empty_like(q)
+    order = sorted(range(q.dim() - 1), key=lambda i: -q.stride(i))  # outermost first; head dim stays last
+    out = q.new_empty([q.shape[i] for i in order] + [dv])
+    return out.permute([order.index(i) for i in range(q.dim() - 1)] + [q.dim() - 1])
+
+
+def fwd_outputs(q, k, return_mask, varlen, v=None):
+    """out (like q, same strides, v's head dim), lse fp32, and the int8 keep mask (zeros) or None.
 
     varlen: None or (cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k).
     """
-    out = torch.empty_like(q)
+    out = torch.empty_like(q) if v is None else empty_out(q, v)
     if varlen is None:
         B, Sq, Hq, _ = q.shape
         lse = q.new_empty(B, Hq, Sq, dtype=_FP32)
@@ -41,9 +52,9 @@ def fwd_plain(q, k, v, softmax_scale, causal, force_config):
     if stream is None:
         with torch.cuda.device(q.get_device()):
             return fwd_plain(q, k, v, softmax_scale, causal, force_config)
-    out = torch.empty_like(q)
+    out = torch.empty_like(q) if v.shape[-1] == D else empty_out(q, v)
     lse_ptr = discard_buffer(q.get_device(), B * Hq * Sq)
-    _attn_fwd(qv, view(k, "k"), view(v, "v"), (out.data_ptr(), shape, out.stride(), qv[3]),
+    _attn_fwd(qv, view(k, "k"), view(v, "v"), (out.data_ptr(), out.shape, out.stride(), qv[3]),
               (lse_ptr, (B, Hq, Sq), (Hq * Sq, Sq, 1), _FP32_CODE), scale, causal, 0.0, 0, 0, None, stream,
               force_config)
     return out
@@ -67,9 +78,9 @@ def fwd(q, k, v, seed, offset, scale, causal, dropout_p, return_mask, force_conf
     if stream is None:
         with torch.cuda.device(q.get_device()):
             return fwd(q, k, v, seed, offset, scale, causal, dropout_p, return_mask, force_config, varlen, feat)
-    out, lse, mask = fwd_outputs(q, k, return_mask, varlen)
+    out, lse, mask = fwd_outputs(q, k, return_mask, varlen, v)
     qv = view(q, "q")
-    out_v = (out.data_ptr(), qv[1], out.stride(), qv[3])
+    out_v = (out.data_ptr(), qv[1] if out.shape[-1] == q.shape[-1] else out.shape, out.stride(), qv[3])
     lse_v = (lse.data_ptr(), lse.shape, lse.stride(), _FP32_CODE)
     seed_ptr = seed.data_ptr() if seed is not None else 0
     off_ptr = offset.data_ptr() if offset is not None else 0

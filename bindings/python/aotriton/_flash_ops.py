@@ -54,7 +54,7 @@ def attn_fwd(q: Tensor, k: Tensor, v: Tensor, philox_seed: Optional[Tensor], phi
 @attn_fwd.register_fake
 def _(q, k, v, philox_seed, philox_offset, scale, causal, dropout_p, return_mask, force_config, window_left=-1,
       window_right=-1, softcap=0.0, alibi_slopes=None):
-    out, lse, mask = L.fwd_outputs(q, k, return_mask, None)
+    out, lse, mask = L.fwd_outputs(q, k, return_mask, None, v)
     return out, lse, _mask_or_empty(q, mask)
 
 
@@ -73,7 +73,7 @@ def attn_fwd_varlen(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor, cu_se
 @attn_fwd_varlen.register_fake
 def _(q, k, v, cu_seqlens_q, cu_seqlens_k, philox_seed, philox_offset, max_seqlen_q, max_seqlen_k, scale, causal,
       dropout_p, return_mask, force_config, window_left=-1, window_right=-1, softcap=0.0, alibi_slopes=None):
-    out, lse, mask = L.fwd_outputs(q, k, return_mask, (cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k))
+    out, lse, mask = L.fwd_outputs(q, k, return_mask, (cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k), v)
     return out, lse, _mask_or_empty(q, mask)
 
 

@@ -147,7 +147,9 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, wi
     (lse, philox); return_dropout_mask adds the int8 keep mask; philox: (seed,
     offset) int64 device tensors from philox_state(), drawn if None;
     force_config: run this forward tuning config (the gradient still flows).
-    num_heads of q must be a multiple of k/v's (GQA/MQA).
+    num_heads of q must be a multiple of k/v's (GQA/MQA). v may have another
+    head dim than q/k (DeepSeek MLA: 192/128; the supported pairs are in
+    docs/pytorch.md, others raise ValueError): out and dv take v's.
     """
     _check_qkv(q, k, v, 4, "(batch, seqlen, heads, head_dim)")
     if causal_type is None:

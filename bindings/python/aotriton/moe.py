@@ -207,9 +207,15 @@ def fused_topk(hidden_states, gating_output, topk, renormalize, indices_type=Non
     return w, (ids if indices_type in (None, _INT32) else ids.to(indices_type))
 
 
-def moe_gemm_block_size(num_tokens, aligned=True):
-    """The align block size (= GEMM BLOCK_SIZE_M) fused_experts uses for num_tokens tokens."""
-    return _C.moe_gemm_block_size(int(num_tokens), bool(aligned))
+def moe_gemm_block_size(num_tokens, aligned=True, *, topk=None, num_experts=None):
+    """The align block size (= GEMM BLOCK_SIZE_M) fused_experts uses for num_tokens tokens
+    (pass topk and num_experts, the global expert count, for the layer's exact choice:
+    experts with many slots get taller blocks)."""
+    if topk is None and num_experts is None:
+        return _C.moe_gemm_block_size(int(num_tokens), bool(aligned))
+    if not (topk and num_experts and topk > 0 and num_experts > 0):
+        raise ValueError(f"topk and num_experts must both be positive, got {topk}, {num_experts}")
+    return _C.moe_gemm_block_size_for(int(num_tokens), int(topk), int(num_experts), bool(aligned))
 
 
 def moe_align_max_padded(numel, num_experts, block_size):

@@ -1,0 +1,314 @@
+"""Flash attention forward for Hopper (sm_90), written in Gluon: TMA, wgmma,
+mbarriers and warp specialization scheduled by hand (FlashAttention-3's ideas).
+
+Same results as attn_fwd (fwd.py) for the calls it serves (v2src/ops/flash_fwd.cc
+routes them): batched [B, S, H, D] fp16/bf16 with head dim 64 or 128,
+16-byte aligned data, GQA, CAUSAL_TYPE 0 none / 1 top-left / 2 bottom-right,
+no dropout, no window/softcap/ALiBi. O, and LSE = ln(sum_j exp(scale q.k_j))
+(-inf, and O = 0, for a row that sees no key).
+
+Q, K and V come as host-side 5-D TMA descriptors (built by the generated
+launcher from the rule's TmaArg, so no device scratch) over the view
+[B, H, D/64, S, 64] of the [B, S, H, D] tensor: the box is one (batch, head),
+BLOCK rows and the whole head dim, landing in shared memory as D/64 blocks of
+[BLOCK, 64] (the 128-byte-swizzled K-major layout wgmma reads), and TMA
+zero-fills rows past the sequence. O is written by masked stores.
+
+SCHEDULE (a tuning parameter):
+  0 serial: 8 warps = two warpgroups of 64 query rows; every wgmma waited for
+    at once, the softmax between them. With BLOCK_N 64 and 2 stages it fits
+    two CTAs per SM, which overlap each other (best for short sequences).
+  3 ping-pong: one loader warp keeps a NUM_STAGES-deep K/V ring full; two
+    consumer warpgroups of 64 rows take turns issuing their wgmma (turn
+    mbarriers), so one's softmax runs under the other's tensor-core work.
+    Launch with num_warps=4 (the default partition is consumer 0).
+"""
+from triton.experimental import gluon
+from triton.runtime.jit import constexpr_function
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+
+LOG2E = gl.constexpr(1.4426950408889634)
+LN2 = gl.constexpr(0.6931471805599453)
+HALF_ROWS = gl.constexpr(64)  # query rows per warpgroup, and of each O store
+
+
+@constexpr_function
+def _acc_layout(num_warps, width):
+    """A wgmma accumulator [rows, width]: warps stacked along M, 16 rows each."""
+    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, width, 16])
+
+
+@gluon.jit
+def _tile(smem, desc):
+    """The 2-D [rows, D] shared-memory tile seen as the descriptor's box [1, 1, D/64, rows, 64]."""
+    return smem._reinterpret(desc.dtype, desc.block_type.shape, desc.layout)
+
+
+@gluon.jit
+def _store_o(out, o_ptr, stride_om, offs_m, seqlen_q, HEAD_DIM: gl.constexpr):
+    """Rows offs_m of O straight from the wgmma accumulator layout (a layout
+    conversion would need shared memory the K/V ring already fills), masked
+    at the sequence end."""
+    rows = gl.convert_layout(offs_m, gl.SliceLayout(1, out.type.layout))
+    cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, out.type.layout))
+    ptrs = o_ptr + gl.expand_dims(rows.to(gl.int64) * stride_om, 1) + gl.expand_dims(cols, 0)
+    gl.store(ptrs, out, mask=gl.expand_dims(rows < seqlen_q, 1))
+
+
+@gluon.jit
+def _softmax_step(s, m_i, l_i, qk_scale, start_n, offs_m, offs_n, seqlen_k, diag, masked,
+                  CAUSAL: gl.constexpr):
+    """Online-softmax update for one score tile: the unnormalised
+    probabilities, the new running max and sum, and the accumulator's rescale
+    factor. Masks only where `masked` (sequence tail, causal diagonal)."""
+    if masked:
+        cols = gl.expand_dims(start_n + offs_n, 0)
+        ok = cols < seqlen_k
+        if CAUSAL:
+            ok = ok & (cols <= gl.expand_dims(offs_m, 1) + diag)
+        s = gl.where(ok, s, float("-inf"))
+    m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
+    # A row that sees no key yet keeps exp2 arguments finite.
+    m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
+    p = gl.exp2(s * qk_scale - gl.expand_dims(m_use, 1))
+    alpha = gl.exp2(m_i - m_use)
+    l_i = l_i * alpha + gl.sum(p, 1)
+    return p, m_new, l_i, alpha
+
+
+@gluon.jit
+def _finish(acc, m_i, l_i, o_ptr, stride_om, offs_m, seqlen_q, lse_ptr, o_rows: gl.constexpr,
+            HEAD_DIM: gl.constexpr):
+    """Normalise and write O and the LSE. Rows that saw no key (l = 0) get
+    O = 0 and LSE = -inf."""
+    l_safe = gl.where(l_i == 0.0, 1.0, l_i)
+    inv = gl.convert_layout(1.0 / l_safe, o_rows)
+    _store_o((acc * gl.expand_dims(inv, 1)).to(o_ptr.dtype.element_ty), o_ptr, stride_om, offs_m, seqlen_q, HEAD_DIM)
+    lse = (m_i + gl.log2(l_i)) * LN2
+    gl.store(lse_ptr + offs_m, lse, mask=offs_m < seqlen_q)
+
+
+@gluon.jit
+def _load_kv(k_desc, v_desc, k_ring, v_ring, ready, off_z, off_hk, tile, n_tiles,
+             BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+    """TMA K and V of key tile `tile` into its ring stage (nothing past the end)."""
+    stage = tile % NUM_STAGES
+    pred = tile < n_tiles
+    bar = ready.index(stage)
+    mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes, pred=pred)
+    tma.async_copy_global_to_shared(k_desc, [off_z, off_hk, 0, tile * BLOCK_N, 0], bar,
+                                    _tile(k_ring.index(stage), k_desc), pred=pred)
+    tma.async_copy_global_to_shared(v_desc, [off_z, off_hk, 0, tile * BLOCK_N, 0], bar,
+                                    _tile(v_ring.index(stage), v_desc), pred=pred)
+
+
+@gluon.jit
+def _serial(q_smem, k_desc, v_desc, o_ptr, stride_om, k_ring, v_ring, ready, lse_ptr, sm_scale, off_z, off_hk,
+            start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
+            HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+            NUM_STAGES: gl.constexpr):
+    NUM_WARPS: gl.constexpr = gl.num_warps()
+    dtype: gl.constexpr = q_smem.dtype
+    s_layout: gl.constexpr = _acc_layout(NUM_WARPS, BLOCK_N)
+    o_layout: gl.constexpr = _acc_layout(NUM_WARPS, HEAD_DIM)
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
+    row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
+    for i in gl.static_range(NUM_STAGES):
+        _load_kv(k_desc, v_desc, k_ring, v_ring, ready, off_z, off_hk, i, n_tiles, BLOCK_N, NUM_STAGES)
+    offs_m = start_m + gl.arange(0, BLOCK_M, layout=row_layout)
+    offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+    qk_scale = sm_scale * LOG2E
+    m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=row_layout)
+    l_i = gl.full([BLOCK_M], 0.0, gl.float32, layout=row_layout)
+    acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout)
+    s_zero = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
+    for j in range(0, n_tiles):
+        stage = j % NUM_STAGES
+        mbarrier.wait(ready.index(stage), (j // NUM_STAGES) & 1)
+        s = warpgroup_mma(q_smem, k_ring.index(stage).permute((1, 0)), s_zero, use_acc=False)
+        p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, j * BLOCK_N, offs_m, offs_n, seqlen_k, diag,
+                                           j * BLOCK_N >= full_end, CAUSAL)
+        acc = acc * gl.expand_dims(gl.convert_layout(alpha, o_rows), 1)
+        p = gl.convert_layout(p.to(dtype), p_layout)
+        acc = warpgroup_mma(p, v_ring.index(stage), acc)
+        # Both warpgroups are done with this stage before TMA refills it.
+        gl.thread_barrier()
+        _load_kv(k_desc, v_desc, k_ring, v_ring, ready, off_z, off_hk, j + NUM_STAGES, n_tiles, BLOCK_N, NUM_STAGES)
+    _finish(acc, m_i, l_i, o_ptr, stride_om, offs_m, seqlen_q, lse_ptr, o_rows, HEAD_DIM)
+
+
+@gluon.jit
+def _pp_loader(k_desc, v_desc, k_ring, v_ring, ready, empty, off_z, off_hk, n_tiles,
+               BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+    """Ping-pong loader warp: refills a stage once both consumers released it."""
+    for t in range(0, n_tiles):
+        stage = t % NUM_STAGES
+        mbarrier.wait(empty.index(stage), ((t // NUM_STAGES) - 1) & 1, pred=t >= NUM_STAGES)
+        _load_kv(k_desc, v_desc, k_ring, v_ring, ready, off_z, off_hk, t, n_tiles, BLOCK_N, NUM_STAGES)
+
+
+@gluon.jit
+def _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
+                 start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
+                 WHICH: gl.constexpr, HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr,
+                 BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+    """Rows start_m + 64*WHICH .. +63. Turn t of this consumer completes its
+    turn barrier's phase t: the other consumer arrives right after issuing
+    (consumer 0's first turn is pre-arrived by the kernel). Per turn: Q K^T
+    of tile j and P V of tile j-1 issued together, wait(1), softmax of j."""
+    NUM_WARPS: gl.constexpr = gl.num_warps()
+    dtype: gl.constexpr = q_smem.dtype
+    s_layout: gl.constexpr = _acc_layout(NUM_WARPS, BLOCK_N)
+    o_layout: gl.constexpr = _acc_layout(NUM_WARPS, HEAD_DIM)
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
+    o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
+    my_turn = turn.index(WHICH)
+    other_turn = turn.index(1 - WHICH)
+    row0 = start_m + WHICH * HALF_ROWS
+    q = q_smem.slice(WHICH * HALF_ROWS, HALF_ROWS)
+    offs_m = row0 + gl.arange(0, HALF_ROWS, layout=row_layout)
+    offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+    qk_scale = sm_scale * LOG2E
+    m_i = gl.full([HALF_ROWS], float("-inf"), gl.float32, layout=row_layout)
+    l_i = gl.full([HALF_ROWS], 0.0, gl.float32, layout=row_layout)
+    acc = gl.zeros([HALF_ROWS, HEAD_DIM], gl.float32, layout=o_layout)
+    s_zero = gl.zeros([HALF_ROWS, BLOCK_N], gl.float32, layout=s_layout)
+    mbarrier.wait(q_bar, 0)
+    if n_tiles > 0:
+        mbarrier.wait(ready.index(0), 0)
+        mbarrier.wait(my_turn, 0)
+        s_tok = warpgroup_mma(q, k_ring.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        mbarrier.arrive(other_turn)
+        s = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok, ))
+        p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, 0, offs_m, offs_n, seqlen_k, diag,
+                                           full_end <= 0, CAUSAL)
+        p = gl.convert_layout(p.to(dtype), p_layout)
+        for j in range(1, n_tiles):
+            stage = j % NUM_STAGES
+            prev = (j - 1) % NUM_STAGES
+            mbarrier.wait(ready.index(stage), (j // NUM_STAGES) & 1)
+            mbarrier.wait(my_turn, j & 1)
+            s_tok = warpgroup_mma(q, k_ring.index(stage).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+            o_tok = warpgroup_mma(p, v_ring.index(prev), acc, is_async=True)
+            mbarrier.arrive(other_turn)
+            s = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok, ))
+            p_next, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, j * BLOCK_N, offs_m, offs_n,
+                                                    seqlen_k, diag, j * BLOCK_N >= full_end, CAUSAL)
+            acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok, p))
+            p = gl.convert_layout(p_next.to(dtype), p_layout)
+            acc = acc * gl.expand_dims(gl.convert_layout(alpha, o_rows), 1)
+            mbarrier.arrive(empty.index(prev))
+        last = (n_tiles - 1) % NUM_STAGES
+        mbarrier.wait(my_turn, n_tiles & 1)
+        o_tok = warpgroup_mma(p, v_ring.index(last), acc, is_async=True)
+        mbarrier.arrive(other_turn)
+        acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok, p))
+        mbarrier.arrive(empty.index(last))
+    _finish(acc, m_i, l_i, o_ptr, stride_om, offs_m, seqlen_q, lse_ptr, o_rows, HEAD_DIM)
+
+
+# Partition entry points, so that the consumer index is a literal constexpr.
+@gluon.jit
+def _pp_first(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
+              start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
+              HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+    _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
+                 start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, 0, HEAD_DIM, CAUSAL, BLOCK_N, NUM_STAGES)
+
+
+@gluon.jit
+def _pp_second(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
+               start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
+               HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+    _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
+                 start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, 1, HEAD_DIM, CAUSAL, BLOCK_N, NUM_STAGES)
+
+
+@gluon.jit
+def attn_fwd_hopper(
+    q_desc, k_desc, v_desc, O, LSE,
+    sm_scale,
+    stride_oz, stride_oh, stride_om,
+    stride_lse_z, stride_lse_h,
+    num_heads_q, num_heads_k, seqlen_q, seqlen_k,
+    BLOCK_DMODEL: gl.constexpr, CAUSAL_TYPE: gl.constexpr,
+    BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, SCHEDULE: gl.constexpr,
+):
+    """Grid (cdiv(seqlen_q, BLOCK_M), batch * num_heads_q). BLOCK_M is 128
+    (two warpgroups of 64 rows). O + b*stride_oz + h*stride_oh + row*stride_om + d,
+    LSE + b*stride_lse_z + h*stride_lse_h + row."""
+    gl.static_assert(BLOCK_M == 2 * HALF_ROWS, "BLOCK_M is two warpgroups of 64 rows")
+    gl.static_assert(SCHEDULE == 0 or SCHEDULE == 3, "schedules: 0 serial, 3 ping-pong")
+    dtype: gl.constexpr = q_desc.dtype
+    smem_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
+
+    pid_m = gl.program_id(0)
+    if CAUSAL_TYPE != 0:
+        pid_m = gl.num_programs(0) - 1 - pid_m  # heaviest causal blocks first: shorter tail
+    bh = gl.program_id(1)
+    off_z = bh // num_heads_q
+    off_h = bh % num_heads_q
+    off_hk = off_h // (num_heads_q // num_heads_k)
+    start_m = pid_m * BLOCK_M
+
+    # Key range [0, hi) in tiles; tiles from full_end on need a mask.
+    if CAUSAL_TYPE == 0:
+        diag = 0
+        hi = seqlen_k
+        full_end = (seqlen_k // BLOCK_N) * BLOCK_N
+    else:
+        if CAUSAL_TYPE == 1:
+            diag = 0
+        else:
+            diag = seqlen_k - seqlen_q
+        hi = gl.maximum(gl.minimum(gl.minimum(start_m + BLOCK_M, seqlen_q) + diag, seqlen_k), 0)
+        # Keys seen by the block's first row are visible to every row of it.
+        first_row_keys = gl.maximum(gl.minimum(start_m + diag + 1, seqlen_k), 0)
+        full_end = (first_row_keys // BLOCK_N) * BLOCK_N
+    n_tiles = gl.cdiv(hi, BLOCK_N)
+    lse_ptr = LSE + off_z.to(gl.int64) * stride_lse_z + off_h.to(gl.int64) * stride_lse_h
+    o_ptr = O + off_z.to(gl.int64) * stride_oz + off_h.to(gl.int64) * stride_oh
+
+    q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, BLOCK_DMODEL], smem_layout)
+    k_ring = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, BLOCK_DMODEL], smem_layout)
+    v_ring = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, BLOCK_DMODEL], smem_layout)
+    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_bar, count=1)
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(ready.index(i), count=1)
+    mbarrier.expect(q_bar, q_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(q_desc, [off_z, off_h, 0, start_m, 0], q_bar, _tile(q_smem, q_desc))
+
+    if SCHEDULE == 0:
+        mbarrier.wait(q_bar, 0)
+        _serial(q_smem, k_desc, v_desc, o_ptr, stride_om, k_ring, v_ring, ready, lse_ptr, sm_scale, off_z, off_hk,
+                start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
+                BLOCK_DMODEL, CAUSAL_TYPE != 0, BLOCK_M, BLOCK_N, NUM_STAGES)
+    else:
+        empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+        turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(NUM_STAGES):
+            mbarrier.init(empty.index(i), count=2)
+        for i in gl.static_range(2):
+            mbarrier.init(turn.index(i), count=1)
+        mbarrier.arrive(turn.index(0))  # consumer 0 has the first turn
+        # The argument tuples stay inline: a tuple assigned to a variable
+        # first turns its constexprs into runtime values.
+        gl.warp_specialize([
+            (_pp_first, (q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
+                         start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, BLOCK_DMODEL, CAUSAL_TYPE != 0,
+                         BLOCK_N, NUM_STAGES)),
+            (_pp_second, (q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
+                          start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, BLOCK_DMODEL, CAUSAL_TYPE != 0,
+                          BLOCK_N, NUM_STAGES)),
+            (_pp_loader, (k_desc, v_desc, k_ring, v_ring, ready, empty, off_z, off_hk, n_tiles, BLOCK_N, NUM_STAGES)),
+        ], [4, 1], [232, 40])

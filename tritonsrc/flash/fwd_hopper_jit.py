@@ -1,0 +1,43 @@
+"""JIT launcher for tritonsrc.flash.fwd_hopper.attn_fwd_hopper (the tuner, and
+JIT-vs-AOT tests). Needs an sm_90 GPU. The call (argument order, strides by
+dim name, grid) comes from the rule (python/rules_flash_hopper.py) through
+python/jit_launch.py; what is this kernel's own is the TMA descriptors, built
+from the rule's TmaArgs over the same 5-D views the AOT operator passes
+(v2src/ops/flash_fwd.cc)."""
+import torch
+
+from jit_launch import View, launch
+from kernel_rules import TmaArg
+from rules_flash_hopper import attn_fwd_hopper as RULE
+
+_DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+def _descriptor(arg, t, functional, config):
+    """[B, S, H, D] as the rule's TMA argument `arg` describes it: the view
+    [B, H, D/64, S, 64], its block and its layout, so the JIT and the AOT
+    launcher cannot build different descriptors."""
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    B, S, H, D = t.shape
+    shape = [B, H, D // 64, S, 64]
+    strides = [t.stride(0), t.stride(2), 64, t.stride(1), 1]
+    return TensorDescriptor(t, shape, strides, arg.block_shape(functional, config), arg.layout(functional, config))
+
+
+def attn_fwd_hopper_jit(q, k, v, sm_scale, causal_type=0, config=None):
+    """(out, lse) for batched q [B, Sq, Hq, D], k/v [B, Sk, Hk, D]; config:
+    {BLOCK_M, BLOCK_N, NUM_STAGES, SCHEDULE, num_warps, maxnreg} (default: the rule's)."""
+    B, Sq, Hq, D = q.shape
+    Sk, Hk = k.shape[1], k.shape[2]
+    functional = {"dtype": _DTYPE_NAMES[q.dtype], "BLOCK_DMODEL": D, "CAUSAL_TYPE": causal_type}
+    config = dict(config or RULE.tuning.default(functional, 90))
+    descs = {a.name: a for a in RULE.args if isinstance(a, TmaArg)}
+    out = torch.empty_like(q)
+    lse = torch.empty(B, Hq, Sq, device=q.device, dtype=torch.float32)
+    launch(RULE, dict(
+        **{n: _descriptor(descs[n], t, functional, config) for n, t in (("q_desc", q), ("k_desc", k), ("v_desc", v))},
+        O=View(out, z=0, h=2, m=1), LSE=View(lse, z=0, h=1), sm_scale=sm_scale,
+        num_heads_q=Hq, num_heads_k=Hk, seqlen_q=Sq, seqlen_k=Sk, num_seqs=B,
+    ), functional, config)
+    return out, lse

@@ -1,0 +1,82 @@
+#include "device_arch.h"
+
+#include <atomic>
+#include <mutex>
+#include <string>
+
+#include "cuda_driver.h"
+#include "error.h"
+
+namespace aotriton {
+inline namespace AOTRITON_ABI_NAMESPACE {
+namespace detail {
+
+namespace {
+
+// Append-only (context, arch) pairs; a context is known by its unique id
+// where the driver has cuCtxGetId, else by its handle.
+struct Known {
+  std::atomic<uint64_t> key{0};
+  std::atomic<int> arch{0};
+};
+constexpr int kCapacity = 64;
+Known g_known[kCapacity];
+std::atomic<int> g_count{0};
+std::mutex g_mutex;
+
+}  // namespace
+
+Status device_arch(Stream stream, int* arch) {
+  const CudaDriver* cu;
+  AOTRITON_RETURN_IF_ERROR(cuda_driver(&cu));
+  CUcontext ctx = nullptr;
+  if (stream.handle) {
+    AOTRITON_RETURN_IF_ERROR(check_cu(*cu, cu->cuStreamGetCtx(static_cast<CUstream>(stream.handle), &ctx),
+                                      "cuStreamGetCtx"));
+  } else {
+    AOTRITON_RETURN_IF_ERROR(check_cu(*cu, cu->cuCtxGetCurrent(&ctx), "cuCtxGetCurrent"));
+    if (!ctx)
+      return fail(Status::kInvalidArgument,
+                  "no current CUDA context for the default stream: make a device current (cudaSetDevice) first");
+  }
+  uint64_t key = reinterpret_cast<uintptr_t>(ctx);
+  if (cu->cuCtxGetId) {
+    unsigned long long id = 0;
+    AOTRITON_RETURN_IF_ERROR(check_cu(*cu, cu->cuCtxGetId(ctx, &id), "cuCtxGetId"));
+    key = id;
+  }
+  const int n = g_count.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i)
+    if (g_known[i].key.load(std::memory_order_relaxed) == key) {
+      *arch = g_known[i].arch.load(std::memory_order_relaxed);
+      return Status::kSuccess;
+    }
+  // First call in this context: ask its device (the context need not be current).
+  CUcontext current = nullptr;
+  AOTRITON_RETURN_IF_ERROR(check_cu(*cu, cu->cuCtxGetCurrent(&current), "cuCtxGetCurrent"));
+  const bool push = current != ctx;
+  if (push) AOTRITON_RETURN_IF_ERROR(check_cu(*cu, cu->cuCtxPushCurrent(ctx), "cuCtxPushCurrent"));
+  CUdevice dev;
+  int major = 0, minor = 0;
+  CUresult r = cu->cuCtxGetDevice(&dev);
+  if (r == CUDA_SUCCESS) r = cu->cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev);
+  if (r == CUDA_SUCCESS) r = cu->cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev);
+  if (push) {
+    CUcontext popped;
+    cu->cuCtxPopCurrent(&popped);
+  }
+  AOTRITON_RETURN_IF_ERROR(check_cu(*cu, r, "querying the device's compute capability"));
+  *arch = major * 10 + minor;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  const int m = g_count.load(std::memory_order_relaxed);
+  if (m < kCapacity) {  // past capacity: correct, only not cached
+    g_known[m].key.store(key, std::memory_order_relaxed);
+    g_known[m].arch.store(*arch, std::memory_order_relaxed);
+    g_count.store(m + 1, std::memory_order_release);
+  }
+  return Status::kSuccess;
+}
+
+}  // namespace detail
+}  // namespace AOTRITON_ABI_NAMESPACE
+}  // namespace aotriton

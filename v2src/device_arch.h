@@ -1,0 +1,17 @@
+// The compute capability of the GPU a stream runs on, for operators that
+// choose between kernels by arch (e.g. the sm_90 flash forward).
+#pragma once
+#include "aotriton/runtime.h"
+
+namespace aotriton {
+inline namespace AOTRITON_ABI_NAMESPACE {
+namespace detail {
+
+// major * 10 + minor of the device of the stream's context (the current
+// context for the default stream). Cached per context: after the first call
+// in a context it costs three driver queries and no lock.
+Status device_arch(Stream stream, int* arch);
+
+}  // namespace detail
+}  // namespace AOTRITON_ABI_NAMESPACE
+}  // namespace aotriton
