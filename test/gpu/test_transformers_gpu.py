@@ -200,45 +200,23 @@ def test_training_step_gradients_vs_fp32(name):
     assert grad_err["ours"] <= SLACK * grad_err["base"] + 1e-3, grad_err
 
 
-def before_first_routing_flip(eager, compiled, k):
-    """[B, S] bool: positions before the first token (per row) whose top-k expert set
-    differs between two runs in any layer, and the eager router's top-2 / top-3
-    logit gap at each row's first flip. Routing is discontinuous: inductor's
-    fusion rounds differently, which flips near-tied choices (transformers' own
-    eager experts, no aotriton, CPU: 20 of 1024 choices, compiled vs eager logits
-    rel err 0.049). A flip changes its token and, through attention, every later
-    one; earlier positions (causal) see none and must agree to rounding."""
-    B, S = eager.logits.shape[:2]
-    flip = torch.zeros(B, S, dtype=torch.bool, device=eager.logits.device)
-    gaps = torch.full((B, S), float("inf"), device=flip.device)
-    for a, b in zip(eager.router_logits, compiled.router_logits):
-        top_a, top_b = a.float().topk(k + 1, -1), b.float().topk(k, -1)
-        differs = (top_a.indices[:, :k].sort(-1).values != top_b.indices.sort(-1).values).any(-1).view(B, S)
-        flip |= differs
-        gap = (top_a.values[:, k - 1] - top_a.values[:, k]).view(B, S)
-        gaps = torch.where(differs, torch.minimum(gaps, gap), gaps)
-    first = torch.where(flip.any(1), flip.int().argmax(1), torch.full((B,), S, device=flip.device))
-    keep = torch.arange(S, device=flip.device)[None, :] < first[:, None]
-    first_gap = [gaps[r, first[r]].item() for r in range(B) if first[r] < S]
-    return keep, first_gap
-
-
 @pytest.mark.parametrize("name", ["llama", "mixtral"])
 def test_torch_compile_model(name):
+    """torch.compile over the whole model (aotriton attention and experts as
+    custom ops in the graph) matches eager at every position. Mixtral routes
+    by the eager run's choices in both runs (PinnedRouting): inductor's fusion
+    rounds the router differently and flips near-tied choices (shown without
+    aotriton: transformers' own eager experts, compiled vs eager 0.049), which
+    would compare different experts rather than the compiled kernels."""
     _, _, ours = build(name)
     ids, mask = inputs(B=2, S=128, seed=5)
-    moe = name == "mixtral"
-    kw = {"output_router_logits": True} if moe else {}
+    if name == "mixtral":
+        PinnedRouting(ours, ids, mask).attach(ours)
     with torch.no_grad():
-        want = ours(input_ids=ids, attention_mask=mask, **kw)
+        want = ours(input_ids=ids, attention_mask=mask)
         try:
             compiled = torch.compile(ours)
-            got = compiled(input_ids=ids, attention_mask=mask, **kw)
+            got = compiled(input_ids=ids, attention_mask=mask)
         finally:
             torch._dynamo.reset()
-    keep = torch.ones(ids.shape, dtype=torch.bool, device=DEV)
-    if moe:  # compare where no routing choice differs (see before_first_routing_flip)
-        keep, first_gap = before_first_routing_flip(want, got, ours.config.num_experts_per_tok)
-        assert all(g < 0.05 for g in first_gap), f"a routing choice flipped at a logit gap of {first_gap}"
-        assert keep.sum() >= 16, f"routing flips within the first {int(keep.sum())} tokens"
-    assert rel_err(got.logits, want.logits, keep) < 1e-2
+    assert rel_err(got.logits, want.logits) < 1e-2
