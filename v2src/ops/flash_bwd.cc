@@ -15,7 +15,7 @@ namespace flash {
 
 namespace {
 
-using namespace detail_;
+using namespace detail;
 using detail::fail;
 
 struct Bwd {

@@ -10,7 +10,7 @@
 namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {
 namespace flash {
-namespace detail_ {
+namespace detail {
 
 using detail::check_dtype;
 using detail::check_i32;
@@ -128,7 +128,7 @@ Status check_row_stats(const char* op, const char* name, const TensorView<2>& t,
   return check_i32(op, name, t.stride(0));
 }
 
-}  // namespace detail_
+}  // namespace detail
 }  // namespace flash
 }  // namespace AOTRITON_ABI_NAMESPACE
 }  // namespace aotriton

@@ -10,7 +10,10 @@
 namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {
 namespace flash {
-namespace detail_ {
+namespace detail {
+// One private namespace name: the runtime's helpers (aotriton::detail) answer
+// `detail::` here too.
+using namespace ::aotriton::detail;
 
 // A tensor as the kernels address it: element (seq b, head h, token m, d) at
 // ptr + b*z + h*h_ + m*m_ + d. Varlen tensors have z = 0 (cu_seqlens gives the start).
@@ -66,7 +69,7 @@ Status check_like(const char* op, const char* name, const TensorView<3>& t, cons
 Status check_row_stats(const char* op, const char* name, const TensorView<3>& t, int64_t b, int64_t h, int64_t s);
 Status check_row_stats(const char* op, const char* name, const TensorView<2>& t, int64_t h, int64_t total);
 
-}  // namespace detail_
+}  // namespace detail
 }  // namespace flash
 }  // namespace AOTRITON_ABI_NAMESPACE
 }  // namespace aotriton

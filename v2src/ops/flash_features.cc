@@ -8,7 +8,7 @@
 namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {
 namespace flash {
-namespace detail_ {
+namespace detail {
 
 using detail::fail;
 
@@ -61,7 +61,7 @@ Status resolve_features(const char* op, const Features& f, CausalType causal, DT
   return Status::kSuccess;
 }
 
-}  // namespace detail_
+}  // namespace detail
 }  // namespace flash
 }  // namespace AOTRITON_ABI_NAMESPACE
 }  // namespace aotriton

@@ -10,7 +10,10 @@
 namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {
 namespace flash {
-namespace detail_ {
+namespace detail {
+// One private namespace name: the runtime's helpers (aotriton::detail) answer
+// `detail::` here too.
+using namespace ::aotriton::detail;
 
 struct KernelFeatures {
   bool local_window = false;  // run the band kernel (any feature on)
@@ -39,7 +42,7 @@ void apply_feature_functional(const KernelFeatures& k, F& fn) {
 
 inline detail::KernelTensor<1> alibi_slopes(const KernelFeatures& k) { return {k.alibi, {k.alibi_z}}; }
 
-}  // namespace detail_
+}  // namespace detail
 }  // namespace flash
 }  // namespace AOTRITON_ABI_NAMESPACE
 }  // namespace aotriton

@@ -18,7 +18,7 @@ namespace flash {
 
 namespace {
 
-using namespace detail_;
+using namespace detail;
 using detail::device_arch;
 using detail::fail;
 using detail::tma_compatible;

@@ -9,7 +9,7 @@
 namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {
 namespace flash {
-namespace detail_ {
+namespace detail {
 
 using detail::fail;
 namespace tables = detail::tables;
@@ -71,7 +71,7 @@ Status check_like_q_with_v_dim(const char* op, const char* name, const TensorVie
   return check_impl(op, name, t, q, v);
 }
 
-}  // namespace detail_
+}  // namespace detail
 }  // namespace flash
 }  // namespace AOTRITON_ABI_NAMESPACE
 }  // namespace aotriton

@@ -6,11 +6,15 @@
 #include <cstdint>
 
 #include "aotriton/flash.h"
+#include "error.h"
 
 namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {
 namespace flash {
-namespace detail_ {
+namespace detail {
+// One private namespace name: the runtime's helpers (aotriton::detail) answer
+// `detail::` here too.
+using namespace ::aotriton::detail;
 
 // *block_dv = 0 when v shares q/k's head dim, else the kernels' BLOCK_DV (the
 // V head dim). kUnsupported, naming the supported pairs, for a pair the
@@ -24,7 +28,7 @@ Status check_like_q_with_v_dim(const char* op, const char* name, const TensorVie
 Status check_like_q_with_v_dim(const char* op, const char* name, const TensorView<3>& t, const TensorView<3>& q,
                                const TensorView<3>& v);
 
-}  // namespace detail_
+}  // namespace detail
 }  // namespace flash
 }  // namespace AOTRITON_ABI_NAMESPACE
 }  // namespace aotriton

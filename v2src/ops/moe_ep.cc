@@ -28,7 +28,7 @@ struct EpLayout {
 };
 
 EpLayout ep_layout(void* base, int64_t numel, int64_t num_local) {
-  internal::Carver c(base);
+  detail::Carver c(base);
   EpLayout l{};
   l.sorted_slots = c.take<int32_t>(numel);
   l.position_experts = c.take<int32_t>(numel);
@@ -59,25 +59,25 @@ Status ep_dispatch(const EpDispatchParams& p, Stream stream, const KernelOptions
   const char* op = kOp;
   AOTRITON_RETURN_IF_ERROR(check_tensor(op, "topk_ids", p.topk_ids));
   AOTRITON_RETURN_IF_ERROR(check_dtype(op, "topk_ids", p.topk_ids.dtype, DType::kInt32));
-  if (!internal::is_contiguous(p.topk_ids)) return bad("topk_ids must be contiguous");
+  if (!detail::is_contiguous(p.topk_ids)) return bad("topk_ids must be contiguous");
   const int64_t M = p.topk_ids.size(0), topk = p.topk_ids.size(1), numel = p.topk_ids.numel();
   AOTRITON_RETURN_IF_ERROR(check_i32(op, "topk_ids numel", numel));
   if (topk < 1) return bad("topk_ids.size(1) (top-k) must be >= 1");
   const int64_t L = p.num_local_experts;
-  if (L < 1 || L > internal::kMaxExperts)
+  if (L < 1 || L > detail::kMaxExperts)
     return fail(Status::kUnsupported, std::string(op) + ": num_local_experts = " + std::to_string(L) +
-                                          " must be in [1, " + std::to_string(internal::kMaxExperts) + "]");
-  AOTRITON_RETURN_IF_ERROR(internal::check_expert_map(op, p.expert_map, L));
+                                          " must be in [1, " + std::to_string(detail::kMaxExperts) + "]");
+  AOTRITON_RETURN_IF_ERROR(detail::check_expert_map(op, p.expert_map, L));
   const struct {
     const char* name;
     const void* data;
     DType dtype;
     bool contiguous;
   } outs[] = {{"sorted_token_ids", p.sorted_token_ids.data, p.sorted_token_ids.dtype,
-               internal::is_contiguous(p.sorted_token_ids)},
-              {"inverse", p.inverse.data, p.inverse.dtype, internal::is_contiguous(p.inverse)},
+               detail::is_contiguous(p.sorted_token_ids)},
+              {"inverse", p.inverse.data, p.inverse.dtype, detail::is_contiguous(p.inverse)},
               {"expert_offsets", p.expert_offsets.data, p.expert_offsets.dtype,
-               internal::is_contiguous(p.expert_offsets)}};
+               detail::is_contiguous(p.expert_offsets)}};
   AOTRITON_RETURN_IF_ERROR(check_tensor(op, "sorted_token_ids", p.sorted_token_ids));
   AOTRITON_RETURN_IF_ERROR(check_tensor(op, "inverse", p.inverse));
   AOTRITON_RETURN_IF_ERROR(check_tensor(op, "expert_offsets", p.expert_offsets));
@@ -91,7 +91,7 @@ Status ep_dispatch(const EpDispatchParams& p, Stream stream, const KernelOptions
   AOTRITON_RETURN_IF_ERROR(check_output("inverse", p.inverse.sizes.data(), want_inverse, 2));
   AOTRITON_RETURN_IF_ERROR(check_output("expert_offsets", p.expert_offsets.sizes.data(), want_offsets, 1));
   const size_t need = ep_dispatch_workspace_size(numel, L);
-  AOTRITON_RETURN_IF_ERROR(internal::check_workspace(op, p.workspace, p.workspace_bytes, need));
+  AOTRITON_RETURN_IF_ERROR(detail::check_workspace(op, p.workspace, p.workspace_bytes, need));
   AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
       op,
       {detail::span_of("sorted_token_ids", p.sorted_token_ids), detail::span_of("inverse", p.inverse),
@@ -101,9 +101,9 @@ Status ep_dispatch(const EpDispatchParams& p, Stream stream, const KernelOptions
   const auto* ids = static_cast<const int32_t*>(p.topk_ids.data);
   const auto* emap = static_cast<const int32_t*>(p.expert_map.data);
   const int64_t map_len = emap ? p.expert_map.size(0) : 0;
-  internal::AlignJob aj{ids, emap, numel, L, 1, l.sorted_slots, l.position_experts, l.total, l.align_ws, map_len};
+  detail::AlignJob aj{ids, emap, numel, L, 1, l.sorted_slots, l.position_experts, l.total, l.align_ws, map_len};
   return detail::resolve_then_launch([&]() -> Status {
-    AOTRITON_RETURN_IF_ERROR(internal::launch_align(op, aj, stream));
+    AOTRITON_RETURN_IF_ERROR(detail::launch_align(op, aj, stream));
     namespace k = detail::kernels::ep_dispatch_indices;
     const k::Inputs in{.topk_ids_ptr = ids, .expert_map_ptr = emap, .sorted_slots_ptr = l.sorted_slots,
                        .position_experts_ptr = l.position_experts, .total_ptr = l.total,

@@ -18,8 +18,8 @@ using detail::check_i32;
 using detail::check_same_dim;
 using detail::check_tensor;
 using detail::fail;
-using internal::cdiv;
-using internal::is_contiguous;
+using detail::cdiv;
+using detail::is_contiguous;
 
 namespace {
 
@@ -51,7 +51,7 @@ bool quantizes_activations(QuantMode q) {
 bool weight_only(QuantMode q) { return q == QuantMode::kInt8W8A16 || q == QuantMode::kInt4W4A16; }
 
 Layout layout(void* base, const Dims& d, QuantMode quant, DType act) {
-  internal::Carver c(base);
+  detail::Carver c(base);
   Layout l{};
   const int64_t max_padded = moe_align_max_padded(d.slots, d.E, d.block_size);
   l.sorted = c.take<int32_t>(max_padded);
@@ -69,11 +69,11 @@ Layout layout(void* base, const Dims& d, QuantMode quant, DType act) {
     if (d.dynamic_a1) l.a1s = c.take<float>(1);
     if (d.dynamic_a2) l.a2s = c.take<float>(1);
     if (d.dynamic_a1 || d.dynamic_a2)
-      l.partials = c.take<float>(std::max(internal::dynamic_scale_partials(d.M),
-                                          internal::dynamic_scale_partials(d.slots)));
+      l.partials = c.take<float>(std::max(detail::dynamic_scale_partials(d.M),
+                                          detail::dynamic_scale_partials(d.slots)));
   } else if (quant == QuantMode::kFp8Block) {
-    l.a1s = c.take<float>(d.M * cdiv(d.K, internal::kScaleGroup));
-    l.a2s = c.take<float>(d.slots * cdiv(d.N, internal::kScaleGroup));
+    l.a1s = c.take<float>(d.M * cdiv(d.K, detail::kScaleGroup));
+    l.a2s = c.take<float>(d.slots * cdiv(d.N, detail::kScaleGroup));
   } else if (quant == QuantMode::kFp8PerChannel) {  // per-token scales
     l.a1s = c.take<float>(d.M);
     l.a2s = c.take<float>(d.slots);
@@ -120,8 +120,8 @@ Status validate_quant_modes(const FusedExpertsParams& p, const Dims& d) {
     AOTRITON_RETURN_IF_ERROR(check_weight_scale("w1_scale", p.w1_scale, d.E, 2 * d.N, g1, "int4 w4a16"));
     AOTRITON_RETURN_IF_ERROR(check_weight_scale("w2_scale", p.w2_scale, d.E, d.K, g2, "int4 w4a16"));
     if (!p.w1_zp.data != !p.w2_zp.data) return fail_arg("w1_zp and w2_zp must be given together (or neither)");
-    AOTRITON_RETURN_IF_ERROR(internal::check_zero_points(kOp, "w1_zp", p.w1_zp, d.E, 2 * d.N, g1));
-    AOTRITON_RETURN_IF_ERROR(internal::check_zero_points(kOp, "w2_zp", p.w2_zp, d.E, d.K, g2));
+    AOTRITON_RETURN_IF_ERROR(detail::check_zero_points(kOp, "w1_zp", p.w1_zp, d.E, 2 * d.N, g1));
+    AOTRITON_RETURN_IF_ERROR(detail::check_zero_points(kOp, "w2_zp", p.w2_zp, d.E, d.K, g2));
     return Status::kSuccess;
   }
   const char* mode = p.quant == QuantMode::kFp8PerChannel ? "fp8 per-channel" : "int8 w8a16";
@@ -133,7 +133,7 @@ Status check_block(const char* name, const TensorView<3>& t, int64_t E, int64_t 
   if (!t.data) return fail_arg(std::string(name) + " is required for fp8 block quantization");
   AOTRITON_RETURN_IF_ERROR(check_tensor(kOp, name, t, false));
   AOTRITON_RETURN_IF_ERROR(check_dtype(kOp, name, t.dtype, DType::kFloat32));
-  const int64_t want[3] = {E, cdiv(rows, internal::kScaleGroup), cdiv(cols, internal::kScaleGroup)};
+  const int64_t want[3] = {E, cdiv(rows, detail::kScaleGroup), cdiv(cols, detail::kScaleGroup)};
   for (int i = 0; i < 3; ++i)
     if (t.size(i) != want[i])
       return fail_arg(std::string(name) + " has shape " + detail::shape_string(t.sizes.data(), 3) + ", expected " +
@@ -172,8 +172,8 @@ Status validate(const FusedExpertsParams& p, Dims* d) {
   // int4 weights hold two K values per byte: w1 [E, 2N, K / 2], w2 [E, K, N / 2].
   const int64_t per_byte = p.quant == QuantMode::kInt4W4A16 ? 2 : 1;
   if (per_byte == 2) {  // odd K / N or a bad group: say so before the packed-size checks
-    AOTRITON_RETURN_IF_ERROR(internal::check_int4_k(kOp, "the hidden size (GEMM1 K)", d->K, p.group_size));
-    AOTRITON_RETURN_IF_ERROR(internal::check_int4_k(kOp, "the intermediate size N (GEMM2 K)", d->N, p.group_size));
+    AOTRITON_RETURN_IF_ERROR(detail::check_int4_k(kOp, "the hidden size (GEMM1 K)", d->K, p.group_size));
+    AOTRITON_RETURN_IF_ERROR(detail::check_int4_k(kOp, "the intermediate size N (GEMM2 K)", d->N, p.group_size));
   }
   if (p.w1.size(2) * per_byte != d->K)
     return fail_arg("w1.size(2) = " + std::to_string(p.w1.size(2)) + " but the hidden size is " + std::to_string(d->K) +
@@ -189,7 +189,7 @@ Status validate(const FusedExpertsParams& p, Dims* d) {
   AOTRITON_RETURN_IF_ERROR(check_same_dim(op, "output", p.output.size(1), 1, "hidden_states", d->K, 1));
   if (!is_contiguous(p.topk_ids)) return fail_arg("topk_ids must be contiguous");
   if (!is_contiguous(p.topk_weights)) return fail_arg("topk_weights must be contiguous");
-  if (d->E < 1 || d->E > internal::kMaxExperts)
+  if (d->E < 1 || d->E > detail::kMaxExperts)
     return fail(Status::kUnsupported, std::string(op) + ": w1.size(0) (local experts) = " + std::to_string(d->E) +
                                           " must be in [1, 512]");
   if (d->topk < 1) return fail_arg("topk_ids.size(1) (top-k) must be >= 1");
@@ -197,11 +197,11 @@ Status validate(const FusedExpertsParams& p, Dims* d) {
     return fail_arg("apply_router_weight_on_input needs top-k = 1 (the weight scales the token's input row), got "
                     "top-k = " + std::to_string(d->topk));
   if (d->K < 1 || d->N < 1) return fail_arg("hidden size and w1.size(1) must be positive");
-  if (!internal::aligned16(p.output.data)) return fail_arg("output must be 16-byte aligned");
+  if (!detail::aligned16(p.output.data)) return fail_arg("output must be 16-byte aligned");
   if (p.activation != Activation::kSilu && p.activation != Activation::kGelu && p.activation != Activation::kGeluTanh &&
       p.activation != Activation::kSwigluOai)
     return fail_arg("unknown activation " + std::to_string(static_cast<int32_t>(p.activation)));
-  AOTRITON_RETURN_IF_ERROR(internal::check_expert_map(op, p.expert_map, d->E));
+  AOTRITON_RETURN_IF_ERROR(detail::check_expert_map(op, p.expert_map, d->E));
   // Checked products: a wrapped value must not pass the int32 checks.
   int64_t cache_elems = 0, act_elems = 0;
   AOTRITON_RETURN_IF_ERROR(detail::checked_mul(op, "tokens * top-k", {d->M, d->topk}, &d->slots));
@@ -224,7 +224,7 @@ Status validate(const FusedExpertsParams& p, Dims* d) {
     d->dynamic_a1 = !p.a1_scale.data;
     d->dynamic_a2 = !p.a2_scale.data;
   } else if (p.quant == QuantMode::kFp8Block) {
-    if (p.block_n != internal::kScaleGroup || p.block_k != internal::kScaleGroup)
+    if (p.block_n != detail::kScaleGroup || p.block_k != detail::kScaleGroup)
       return fail(Status::kUnsupported, std::string(op) + ": block quantization supports block shape [128, 128] only");
     AOTRITON_RETURN_IF_ERROR(check_block("w1_scale", p.w1_scale, d->E, 2 * d->N, d->K));
     AOTRITON_RETURN_IF_ERROR(check_block("w2_scale", p.w2_scale, d->E, d->K, d->N));
@@ -244,14 +244,14 @@ Status validate(const FusedExpertsParams& p, Dims* d) {
   d->block_size = p.block_size ? p.block_size : moe_gemm_block_size(d->M, d->topk, experts, aligned);
   // The weight-only GEMM is built with BLOCK_SIZE_M 16 and 64 (python/rules_moe.py).
   if (!p.block_size && weight_only(p.quant)) d->block_size = std::min(d->block_size, 64);
-  if (!internal::is_gemm_block_size(d->block_size))
+  if (!detail::is_gemm_block_size(d->block_size))
     return fail_arg("block_size = " + std::to_string(d->block_size) + " must be 0, 16, 32, 64 or 128");
   return Status::kSuccess;
 }
 
 // GEMM job fields shared by both GEMMs.
-internal::GemmJob gemm_common(const Layout& l, const Dims& d, QuantMode quant, DType act) {
-  internal::GemmJob j{};
+detail::GemmJob gemm_common(const Layout& l, const Dims& d, QuantMode quant, DType act) {
+  detail::GemmJob j{};
   j.sorted_token_ids = l.sorted;
   j.expert_ids = l.expert_ids;
   j.num_tokens_post_padded = l.ntpp;
@@ -266,10 +266,10 @@ internal::GemmJob gemm_common(const Layout& l, const Dims& d, QuantMode quant, D
 }
 
 // Weight scale pointer and strides into a GEMM job.
-void set_b_scale(internal::GemmJob* j, const TensorView<3>& s, QuantMode quant, const TensorView<3>& zp,
+void set_b_scale(detail::GemmJob* j, const TensorView<3>& s, QuantMode quant, const TensorView<3>& zp,
                  int32_t group_size) {
-  if (quant == QuantMode::kFp8PerChannel || quant == QuantMode::kInt8W8A16) return internal::set_channel_scale(j, s);
-  if (quant == QuantMode::kInt4W4A16) return internal::set_group_scale(j, s, zp, group_size);
+  if (quant == QuantMode::kFp8PerChannel || quant == QuantMode::kInt8W8A16) return detail::set_channel_scale(j, s);
+  if (quant == QuantMode::kInt4W4A16) return detail::set_group_scale(j, s, zp, group_size);
   j->b_scale = static_cast<const float*>(s.data);
   if (quant == QuantMode::kFp8PerTensor) {
     j->stride_bse = s.numel() == 1 ? 0 : 1;
@@ -282,31 +282,31 @@ void set_b_scale(internal::GemmJob* j, const TensorView<3>& s, QuantMode quant, 
 
 // Quantizes x [rows, cols] (row stride ld) into q (contiguous) for a GEMM's A
 // operand and points the job at it.
-Status quantize_a(internal::GemmJob* j, const void* x, int64_t rows, int64_t cols, int64_t ld, DType act,
+Status quantize_a(detail::GemmJob* j, const void* x, int64_t rows, int64_t cols, int64_t ld, DType act,
                   QuantMode quant, void* q, float* block_scales, const void* static_scale, float* dyn_scale,
                   float* partials, Stream stream) {
-  internal::QuantJob qj{x, act, q, rows, cols, ld, cols};
+  detail::QuantJob qj{x, act, q, rows, cols, ld, cols};
   j->a = q;
   j->stride_am = cols;
   if (quant == QuantMode::kFp8Block) {
-    const int64_t groups = cdiv(cols, internal::kScaleGroup);
+    const int64_t groups = cdiv(cols, detail::kScaleGroup);
     j->a_scale = block_scales;
     j->stride_asm = groups;
     j->stride_ask = 1;
-    return internal::launch_group_quant(kOp, qj, block_scales, groups, 1, stream);
+    return detail::launch_group_quant(kOp, qj, block_scales, groups, 1, stream);
   }
   if (quant == QuantMode::kFp8PerChannel) {  // dynamic per-token scales, [rows] in block_scales
     j->a_scale = block_scales;
     j->stride_asm = 1;
-    return internal::launch_token_quant(kOp, qj, block_scales, stream);
+    return detail::launch_token_quant(kOp, qj, block_scales, stream);
   }
   const float* scale = static_cast<const float*>(static_scale);
   if (!scale) {
-    AOTRITON_RETURN_IF_ERROR(internal::launch_dynamic_scale(kOp, qj, partials, dyn_scale, stream));
+    AOTRITON_RETURN_IF_ERROR(detail::launch_dynamic_scale(kOp, qj, partials, dyn_scale, stream));
     scale = dyn_scale;
   }
   j->a_scale = scale;
-  return internal::launch_tensor_quant(kOp, qj, scale, stream);
+  return detail::launch_tensor_quant(kOp, qj, scale, stream);
 }
 
 Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, const KernelOptions* options);
@@ -328,7 +328,7 @@ int64_t rows_per_pass(const FusedExpertsParams& p) {
   constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
   const int64_t M = p.hidden_states.size(0), K = p.hidden_states.size(1), topk = p.topk_ids.size(1);
   const int64_t N = p.w1.size(1) / 2, E = p.w1.size(0);
-  if (M <= 0 || K <= 0 || N <= 0 || topk <= 0 || E <= 0 || E > internal::kMaxExperts) return M;
+  if (M <= 0 || K <= 0 || N <= 0 || topk <= 0 || E <= 0 || E > detail::kMaxExperts) return M;
   const int64_t padding = E * (128 - 1);  // moe_align pads every expert to a block (<= 128 slots)
   int64_t rows = std::min({(kMax - padding) / topk,               // padded slots
                            kMax / (topk * std::max(2 * N, K)),    // GEMM outputs [slots, max(2N, K)]
@@ -389,7 +389,7 @@ Status fused_experts(const FusedExpertsParams& p, Stream stream, const KernelOpt
   if (per_pass >= M) return fused_experts_pass(p, stream, options);
   size_t need = 0;
   AOTRITON_RETURN_IF_ERROR(passes_workspace(p, per_pass, &need));
-  AOTRITON_RETURN_IF_ERROR(internal::check_workspace(kOp, p.workspace, p.workspace_bytes, need));
+  AOTRITON_RETURN_IF_ERROR(detail::check_workspace(kOp, p.workspace, p.workspace_bytes, need));
   for (int64_t first = 0; first < M; first += per_pass)
     AOTRITON_RETURN_IF_ERROR(fused_experts_pass(pass_params(p, first, std::min(per_pass, M - first)), stream, options));
   return Status::kSuccess;
@@ -405,7 +405,7 @@ Status fused_experts_pass(const FusedExpertsParams& p, Stream stream, const Kern
   AOTRITON_RETURN_IF_ERROR(validate(p, &d));
   const DType act = p.hidden_states.dtype;
   const size_t need = layout(nullptr, d, p.quant, act).bytes;
-  AOTRITON_RETURN_IF_ERROR(internal::check_workspace(kOp, p.workspace, p.workspace_bytes, need));
+  AOTRITON_RETURN_IF_ERROR(detail::check_workspace(kOp, p.workspace, p.workspace_bytes, need));
   AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(kOp, "output", p.output));
   // In place (vLLM's inplace=True): output may be exactly hidden_states. Every
   // kernel that reads hidden_states runs, in stream order, before the final
@@ -434,11 +434,11 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
 
   // 1. Slots grouped by expert, padded to the GEMM's BLOCK_SIZE_M.
   const int64_t emap_len = emap ? p.expert_map.size(0) : 0;
-  internal::AlignJob aj{ids, emap, d.slots, d.E, d.block_size, l.sorted, l.expert_ids, l.ntpp, l.align_ws, emap_len};
-  AOTRITON_RETURN_IF_ERROR(internal::launch_align(kOp, aj, stream));
+  detail::AlignJob aj{ids, emap, d.slots, d.E, d.block_size, l.sorted, l.expert_ids, l.ntpp, l.align_ws, emap_len};
+  AOTRITON_RETURN_IF_ERROR(detail::launch_align(kOp, aj, stream));
 
   // 2. GEMM1: cache1[slot] = x[slot / topk] @ w1[e]^T.
-  internal::GemmJob g1 = gemm_common(l, d, p.quant, act);
+  detail::GemmJob g1 = gemm_common(l, d, p.quant, act);
   g1.b = p.w1.data;
   g1.c = l.cache13;
   g1.N = 2 * d.N;
@@ -459,7 +459,7 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
     AOTRITON_RETURN_IF_ERROR(quantize_a(&g1, p.hidden_states.data, d.M, d.K, p.hidden_states.stride(0), act, p.quant,
                                         l.a1q, l.a1s, p.a1_scale.data, l.a1s, l.partials, stream));
   }
-  AOTRITON_RETURN_IF_ERROR(internal::launch_gemm(kOp, g1, stream, options));
+  AOTRITON_RETURN_IF_ERROR(detail::launch_gemm(kOp, g1, stream, options));
 
   // 3. cache2 = act(gate) * up.
   {
@@ -474,7 +474,7 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
   const bool direct = d.topk == 1;
   void* c2 = direct ? p.output.data : l.cache13;
   const int64_t ldc2 = direct ? p.output.stride(0) : d.K;
-  internal::GemmJob g2 = gemm_common(l, d, p.quant, act);
+  detail::GemmJob g2 = gemm_common(l, d, p.quant, act);
   g2.b = p.w2.data;
   g2.c = c2;
   g2.N = d.K;
@@ -492,15 +492,15 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
   } else {
     // A dynamic per-tensor scale must not see the never-written rows of dropped slots.
     if (p.quant == QuantMode::kFp8PerTensor && d.dynamic_a2)
-      AOTRITON_RETURN_IF_ERROR(internal::launch_zero_dropped_rows(kOp, l.cache2, act, d.slots, d.N, d.N, ids, emap,
+      AOTRITON_RETURN_IF_ERROR(detail::launch_zero_dropped_rows(kOp, l.cache2, act, d.slots, d.N, d.N, ids, emap,
                                                                   emap_len, d.E, stream));
     AOTRITON_RETURN_IF_ERROR(quantize_a(&g2, l.cache2, d.slots, d.N, d.N, act, p.quant, l.a2q, l.a2s,
                                         p.a2_scale.data, l.a2s, l.partials, stream));
   }
   // Dropped slots (expert map -1) are never written by GEMM2: zero them first.
   AOTRITON_RETURN_IF_ERROR(
-      internal::launch_zero_dropped_rows(kOp, c2, act, d.slots, d.K, ldc2, ids, emap, emap_len, d.E, stream));
-  AOTRITON_RETURN_IF_ERROR(internal::launch_gemm(kOp, g2, stream, options));
+      detail::launch_zero_dropped_rows(kOp, c2, act, d.slots, d.K, ldc2, ids, emap, emap_len, d.E, stream));
+  AOTRITON_RETURN_IF_ERROR(detail::launch_gemm(kOp, g2, stream, options));
   if (direct) return Status::kSuccess;
 
   // 5. output[m] = sum_k out_slot[m * topk + k].

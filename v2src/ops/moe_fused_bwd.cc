@@ -23,9 +23,9 @@ using detail::check_i32;
 using detail::check_same_dim;
 using detail::check_tensor;
 using detail::fail;
-using internal::aligned16;
-using internal::cdiv;
-using internal::is_contiguous;
+using detail::aligned16;
+using detail::cdiv;
+using detail::is_contiguous;
 
 namespace {
 
@@ -48,7 +48,7 @@ struct Layout {
 };
 
 Layout layout(void* base, const Dims& d, DType dt) {
-  internal::Carver c(base);
+  detail::Carver c(base);
   Layout l{};
   const int64_t max_padded = moe_align_max_padded(d.slots, d.E, kBlockM);
   l.sorted = c.take<int32_t>(max_padded);
@@ -99,7 +99,7 @@ Status validate(const FusedExpertsBackwardParams& p, Dims* d) {
   d->topk = p.topk_ids.size(1);
   if (p.w1.size(1) % 2 != 0) return fail_arg("w1.size(1) = " + std::to_string(p.w1.size(1)) + " must be even (2N)");
   d->N = p.w1.size(1) / 2;
-  if (d->E < 1 || d->E > internal::kMaxExperts)
+  if (d->E < 1 || d->E > detail::kMaxExperts)
     return fail(Status::kUnsupported, std::string(op) + ": w1.size(0) (experts) = " + std::to_string(d->E) +
                                           " must be in [1, 512]");
   if (d->topk < 1) return fail_arg("topk_ids.size(1) (top-k) must be >= 1");
@@ -182,14 +182,14 @@ Status launch_all(const FusedExpertsBackwardParams& p, const Dims& d, Stream str
   const auto* w = static_cast<const float*>(p.topk_weights.data);
 
   // 1. Slots grouped by expert (ids outside [0, E) are dropped).
-  internal::AlignJob aj{ids, nullptr, d.slots, d.E, kBlockM, l.sorted, l.expert_ids, l.ntpp, l.align_ws, 0};
-  AOTRITON_RETURN_IF_ERROR(internal::launch_align(kOp, aj, stream));
+  detail::AlignJob aj{ids, nullptr, d.slots, d.E, kBlockM, l.sorted, l.expert_ids, l.ntpp, l.align_ws, 0};
+  AOTRITON_RETURN_IF_ERROR(detail::launch_align(kOp, aj, stream));
 
   // 2. h[slot] = x[slot / topk] @ w1[e]^T (the forward's GEMM1, recomputed).
   //    Dropped slots are never written by the GEMMs: zero them in h and g.
   AOTRITON_RETURN_IF_ERROR(
-      internal::launch_zero_dropped_rows(kOp, l.h, dt, d.slots, 2 * d.N, 2 * d.N, ids, nullptr, 0, d.E, stream));
-  internal::GemmJob g1{};
+      detail::launch_zero_dropped_rows(kOp, l.h, dt, d.slots, 2 * d.N, 2 * d.N, ids, nullptr, 0, d.E, stream));
+  detail::GemmJob g1{};
   g1.a = p.hidden_states.data;
   g1.b = p.w1.data;
   g1.c = l.h;
@@ -209,11 +209,11 @@ Status launch_all(const FusedExpertsBackwardParams& p, const Dims& d, Stream str
   g1.ab_dtype = g1.c_dtype = dt;
   g1.quant = QuantMode::kNone;
   g1.block_size = kBlockM;
-  AOTRITON_RETURN_IF_ERROR(internal::launch_gemm(kOp, g1, stream, nullptr));
+  AOTRITON_RETURN_IF_ERROR(detail::launch_gemm(kOp, g1, stream, nullptr));
 
   // 3. g[slot] = dout[slot / topk] @ w2[e] (the routing weight is applied in step 4).
   AOTRITON_RETURN_IF_ERROR(
-      internal::launch_zero_dropped_rows(kOp, l.g, dt, d.slots, d.N, d.N, ids, nullptr, 0, d.E, stream));
+      detail::launch_zero_dropped_rows(kOp, l.g, dt, d.slots, d.N, d.N, ids, nullptr, 0, d.E, stream));
   AOTRITON_RETURN_IF_ERROR(dgrad(l, d, dt, p.grad_output.data, p.grad_output.stride(0), d.topk, p.w2.data,
                                  p.w2.stride(0), p.w2.stride(1), d.K, d.N, l.g, d.N, stream, options));
 
@@ -238,7 +238,7 @@ Status launch_all(const FusedExpertsBackwardParams& p, const Dims& d, Stream str
   void* c = direct ? p.grad_hidden_states.data : l.dxs;
   const int64_t ldc = direct ? p.grad_hidden_states.stride(0) : d.K;
   AOTRITON_RETURN_IF_ERROR(
-      internal::launch_zero_dropped_rows(kOp, c, dt, d.slots, d.K, ldc, ids, nullptr, 0, d.E, stream));
+      detail::launch_zero_dropped_rows(kOp, c, dt, d.slots, d.K, ldc, ids, nullptr, 0, d.E, stream));
   AOTRITON_RETURN_IF_ERROR(dgrad(l, d, dt, l.h, 2 * d.N, 1, p.w1.data, p.w1.stride(0), p.w1.stride(1), 2 * d.N, d.K,
                                  c, ldc, stream, options));
   if (direct) return Status::kSuccess;
@@ -268,7 +268,7 @@ Status fused_experts_backward(const FusedExpertsBackwardParams& p, Stream stream
   Dims d{};
   AOTRITON_RETURN_IF_ERROR(validate(p, &d));
   const size_t need = layout(nullptr, d, p.hidden_states.dtype).bytes;
-  AOTRITON_RETURN_IF_ERROR(internal::check_workspace(kOp, p.workspace, p.workspace_bytes, need));
+  AOTRITON_RETURN_IF_ERROR(detail::check_workspace(kOp, p.workspace, p.workspace_bytes, need));
   for (auto [name, t] : {std::pair{"grad_hidden_states", &p.grad_hidden_states}})
     AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(kOp, name, *t));
   AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(kOp, "grad_w1", p.grad_w1));

@@ -16,8 +16,8 @@ using detail::check_i32;
 using detail::check_same_dim;
 using detail::check_tensor;
 using detail::fail;
-using internal::cdiv;
-using internal::is_contiguous;
+using detail::cdiv;
+using detail::is_contiguous;
 
 int32_t moe_gemm_block_size(int64_t num_tokens, bool aligned) noexcept {
   // The BLOCK_SIZE_M column of DEFAULT_CONFIGS (tritonsrc/moe/configs.py, block_size_m).
@@ -37,7 +37,7 @@ int32_t moe_gemm_block_size(int64_t num_tokens, int64_t topk, int64_t num_expert
   return cdiv(num_tokens * topk, num_experts) >= t::kMoeTallBlockMinTokensPerExpert ? t::kMoeTallBlockSizeM : bm;
 }
 
-namespace internal {
+namespace detail {
 
 namespace {
 
@@ -147,7 +147,7 @@ Status launch_gemm(const char* op, const GemmJob& j, Stream stream, const Kernel
   return k::launch(in, f, stream, options);
 }
 
-}  // namespace internal
+}  // namespace detail
 
 namespace {
 
@@ -180,7 +180,7 @@ Status check_block_scale(const char* op, const char* name, const TensorView<R>& 
 }  // namespace
 
 // Shared with fused_experts (moe_internal.h).
-namespace internal {
+namespace detail {
 
 Status check_int4_k(const char* op, const char* what, int64_t K, int32_t group_size) {
   if (K % 2 != 0)
@@ -227,12 +227,12 @@ void set_group_scale(GemmJob* j, const TensorView<3>& s, const TensorView<3>& zp
   }
 }
 
-}  // namespace internal
+}  // namespace detail
 
-using internal::check_int4_k;
-using internal::check_zero_points;
-using internal::set_channel_scale;
-using internal::set_group_scale;
+using detail::check_int4_k;
+using detail::check_zero_points;
+using detail::set_channel_scale;
+using detail::set_group_scale;
 
 Status grouped_gemm(const GroupedGemmParams& p, Stream stream, const KernelOptions* options) noexcept try {
   detail::clear_error();
@@ -279,7 +279,7 @@ Status grouped_gemm(const GroupedGemmParams& p, Stream stream, const KernelOptio
   if (slots > a_slots)
     return fail(Status::kInvalidArgument, std::string(op) + ": c.size(0) = " + std::to_string(slots) +
                                               " exceeds a.size(0) * top_k = " + std::to_string(a_slots));
-  if (!internal::is_gemm_block_size(p.block_size))
+  if (!detail::is_gemm_block_size(p.block_size))
     return fail(Status::kInvalidArgument, std::string(op) + ": block_size = " + std::to_string(p.block_size) +
                                               " must be 16, 32, 64 or 128 (the moe_align block size)");
   for (auto [name, t] : {std::pair{"sorted_token_ids", &p.sorted_token_ids}, {"expert_ids", &p.expert_ids},
@@ -313,7 +313,7 @@ Status grouped_gemm(const GroupedGemmParams& p, Stream stream, const KernelOptio
        detail::span_of("topk_weights", p.topk_weights),
        detail::span_of("sorted_token_ids", p.sorted_token_ids), detail::span_of("expert_ids", p.expert_ids),
        detail::span_of("num_tokens_post_padded", p.num_tokens_post_padded)}));
-  internal::GemmJob j{};
+  detail::GemmJob j{};
   j.a = p.a.data;
   j.b = p.b.data;
   j.c = p.c.data;
@@ -345,7 +345,7 @@ Status grouped_gemm(const GroupedGemmParams& p, Stream stream, const KernelOptio
     j.b_scale = static_cast<const float*>(p.b_scale.data);
     j.stride_bse = p.b_scale.numel() == 1 ? 0 : 1;
   } else if (p.quant == QuantMode::kFp8Block) {
-    const int64_t kg = cdiv(K, internal::kScaleGroup), ng = cdiv(N, internal::kScaleGroup);
+    const int64_t kg = cdiv(K, detail::kScaleGroup), ng = cdiv(N, detail::kScaleGroup);
     AOTRITON_RETURN_IF_ERROR(check_block_scale<2>(op, "a_scale", p.a_scale, {p.a.size(0), kg}));
     AOTRITON_RETURN_IF_ERROR(check_block_scale<3>(op, "b_scale", p.b_scale, {E, ng, kg}));
     j.a_scale = static_cast<const float*>(p.a_scale.data);
@@ -370,7 +370,7 @@ Status grouped_gemm(const GroupedGemmParams& p, Stream stream, const KernelOptio
     AOTRITON_RETURN_IF_ERROR(check_zero_points(op, "b_zp", p.b_zp, E, N, groups));
     set_group_scale(&j, p.b_scale, p.b_zp, p.group_size);
   }
-  return internal::launch_gemm(op, j, stream, options);
+  return detail::launch_gemm(op, j, stream, options);
 } catch (...) {
   return detail::fail_exception("grouped_gemm: unexpected exception");
 }

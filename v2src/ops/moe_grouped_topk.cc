@@ -69,9 +69,9 @@ Status grouped_topk(const GroupedTopkParams& p, Stream stream, const KernelOptio
   AOTRITON_RETURN_IF_ERROR(detail::check_same_dim(op, "topk_weights", p.topk_weights.size(0), 0, "logits", M, 0));
   AOTRITON_RETURN_IF_ERROR(detail::check_same_dim(op, "topk_ids", p.topk_ids.size(0), 0, "logits", M, 0));
   AOTRITON_RETURN_IF_ERROR(detail::check_same_dim(op, "topk_ids", p.topk_ids.size(1), 1, "topk_weights", topk, 1));
-  if (E < 1 || E > internal::kMaxExperts)
+  if (E < 1 || E > detail::kMaxExperts)
     return fail(Status::kUnsupported, "grouped_topk: logits.size(1) (experts) = " + std::to_string(E) +
-                                          " must be in [1, " + std::to_string(internal::kMaxExperts) + "]");
+                                          " must be in [1, " + std::to_string(detail::kMaxExperts) + "]");
   AOTRITON_RETURN_IF_ERROR(check_groups(p, E, topk));
   AOTRITON_RETURN_IF_ERROR(check_bias(op, p.e_score_correction_bias, E, p));
   for (auto [what, v] : {std::pair{"tokens", M}, {"logits.stride(0)", p.logits.stride(0)},
@@ -99,7 +99,7 @@ Status grouped_topk(const GroupedTopkParams& p, Stream stream, const KernelOptio
       .scoring = static_cast<int32_t>(p.scoring), .has_bias = has_bias ? 1 : 0, .renormalize = p.renormalize ? 1 : 0,
       .routed_scaling_factor = p.routed_scaling_factor,
   };
-  k::Functional f{ld, internal::pow2_at_least(E, 8)};
+  k::Functional f{ld, detail::pow2_at_least(E, 8)};
   return k::launch(in, f, stream, options);
 } catch (...) {
   return detail::fail_exception("grouped_topk: unexpected exception");

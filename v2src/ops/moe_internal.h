@@ -14,7 +14,10 @@
 namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {
 namespace moe {
-namespace internal {
+namespace detail {
+// One private namespace name: the runtime's helpers (aotriton::detail) answer
+// `detail::` here too.
+using namespace ::aotriton::detail;
 
 // Generated from the Python tables (python/shared_constants.py).
 using detail::tables::kAlignBlockT;
@@ -153,7 +156,7 @@ Status launch_zero_dropped_rows(const char* op, void* buf, DType dtype, int64_t 
                                 int64_t stride_row, const int32_t* topk_ids, const int32_t* expert_map,
                                 int64_t expert_map_len, int64_t num_experts, Stream stream);
 
-}  // namespace internal
+}  // namespace detail
 }  // namespace moe
 }  // namespace AOTRITON_ABI_NAMESPACE
 }  // namespace aotriton

@@ -22,7 +22,7 @@ using detail::check_same_dim;
 using detail::check_tensor;
 using detail::fail;
 
-namespace internal {
+namespace detail {
 
 namespace {
 
@@ -105,7 +105,7 @@ Status launch_zero_dropped_rows(const char* op, void* buf, DType dtype, int64_t 
   return k::launch(in, k::Functional{dtype, expert_map != nullptr}, stream, nullptr);
 }
 
-}  // namespace internal
+}  // namespace detail
 
 namespace {
 
@@ -120,7 +120,7 @@ Status check_x_q(const char* op, const TensorView<2>& x, const TensorView<2>& q)
   return Status::kSuccess;
 }
 
-internal::QuantJob job_of(const TensorView<2>& x, const TensorView<2>& q) {
+detail::QuantJob job_of(const TensorView<2>& x, const TensorView<2>& q) {
   return {x.data, x.dtype, q.data, x.size(0), x.size(1), x.stride(0), q.stride(0)};
 }
 
@@ -131,19 +131,19 @@ Status per_token_group_quant_fp8(const PerTokenGroupQuantParams& p, Stream strea
   detail::clear_error();
   const char* op = "per_token_group_quant_fp8";
   AOTRITON_RETURN_IF_ERROR(check_x_q(op, p.x, p.q));
-  if (p.group_size != internal::kScaleGroup)
+  if (p.group_size != detail::kScaleGroup)
     return fail(Status::kUnsupported, std::string(op) + ": group_size must be 128");
   AOTRITON_RETURN_IF_ERROR(check_tensor(op, "scales", p.scales, false));
   AOTRITON_RETURN_IF_ERROR(check_dtype(op, "scales", p.scales.dtype, DType::kFloat32));
   AOTRITON_RETURN_IF_ERROR(check_same_dim(op, "scales", p.scales.size(0), 0, "x", p.x.size(0), 0));
-  const int64_t groups = internal::cdiv(p.x.size(1), internal::kScaleGroup);
+  const int64_t groups = detail::cdiv(p.x.size(1), detail::kScaleGroup);
   if (p.scales.size(1) != groups)
     return fail(Status::kInvalidArgument, std::string(op) + ": scales.size(1) = " + std::to_string(p.scales.size(1)) +
                                               " but cdiv(x.size(1), 128) = " + std::to_string(groups));
   AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "scales", p.scales));
   AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
       op, {detail::span_of("q", p.q), detail::span_of("scales", p.scales)}, {detail::span_of("x", p.x)}));
-  return internal::launch_group_quant(op, job_of(p.x, p.q), static_cast<float*>(p.scales.data), p.scales.stride(0),
+  return detail::launch_group_quant(op, job_of(p.x, p.q), static_cast<float*>(p.scales.data), p.scales.stride(0),
                                       p.scales.stride(1), stream, options);
 } catch (...) {
   return detail::fail_exception("per_token_group_quant_fp8: unexpected exception");
@@ -158,20 +158,20 @@ Status per_token_quant_fp8(const PerTokenQuantParams& p, Stream stream, const Ke
   if (!p.scales.data) return fail(Status::kInvalidArgument, std::string(op) + ": scales is a null pointer");
   AOTRITON_RETURN_IF_ERROR(check_tensor(op, "scales", p.scales));
   AOTRITON_RETURN_IF_ERROR(check_dtype(op, "scales", p.scales.dtype, DType::kFloat32));
-  if (p.scales.size(0) != p.x.size(0) || p.scales.size(1) != 1 || !internal::is_contiguous(p.scales))
+  if (p.scales.size(0) != p.x.size(0) || p.scales.size(1) != 1 || !detail::is_contiguous(p.scales))
     return fail(Status::kInvalidArgument, std::string(op) + ": scales must be contiguous [x.size(0), 1] = [" +
                                               std::to_string(p.x.size(0)) + ", 1], has shape " +
                                               detail::shape_string(p.scales.sizes.data(), 2));
   AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
       op, {detail::span_of("q", p.q), detail::span_of("scales", p.scales)}, {detail::span_of("x", p.x)}));
-  return internal::launch_token_quant(op, job_of(p.x, p.q), static_cast<float*>(p.scales.data), stream, options);
+  return detail::launch_token_quant(op, job_of(p.x, p.q), static_cast<float*>(p.scales.data), stream, options);
 } catch (...) {
   return detail::fail_exception("per_token_quant_fp8: unexpected exception");
 }
 
 size_t per_tensor_quant_workspace_size(int64_t rows) noexcept {
-  internal::Carver c(nullptr);
-  c.take<float>(internal::dynamic_scale_partials(rows));
+  detail::Carver c(nullptr);
+  c.take<float>(detail::dynamic_scale_partials(rows));
   return c.size();
 }
 
@@ -183,10 +183,10 @@ Status per_tensor_quant_fp8(const PerTensorQuantParams& p, Stream stream, const 
   AOTRITON_RETURN_IF_ERROR(check_dtype(op, "scale", p.scale.dtype, DType::kFloat32));
   if (p.scale.size(0) != 1)
     return fail(Status::kInvalidArgument, std::string(op) + ": scale must have exactly 1 element");
-  internal::QuantJob j = job_of(p.x, p.q);
+  detail::QuantJob j = job_of(p.x, p.q);
   float* scale = static_cast<float*>(p.scale.data);
   if (p.dynamic_scale) {
-    AOTRITON_RETURN_IF_ERROR(internal::check_workspace(op, p.workspace, p.workspace_bytes,
+    AOTRITON_RETURN_IF_ERROR(detail::check_workspace(op, p.workspace, p.workspace_bytes,
                                                        per_tensor_quant_workspace_size(j.M)));
     AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
         op,
@@ -199,8 +199,8 @@ Status per_tensor_quant_fp8(const PerTensorQuantParams& p, Stream stream, const 
   }
   return detail::resolve_then_launch([&] {
     if (p.dynamic_scale)
-      AOTRITON_RETURN_IF_ERROR(internal::launch_dynamic_scale(op, j, static_cast<float*>(p.workspace), scale, stream));
-    return internal::launch_tensor_quant(op, j, scale, stream, options);
+      AOTRITON_RETURN_IF_ERROR(detail::launch_dynamic_scale(op, j, static_cast<float*>(p.workspace), scale, stream));
+    return detail::launch_tensor_quant(op, j, scale, stream, options);
   });
 } catch (...) {
   return detail::fail_exception("per_tensor_quant_fp8: unexpected exception");

@@ -19,7 +19,7 @@ using detail::check_i32;
 using detail::check_tensor;
 using detail::fail;
 
-namespace internal {
+namespace detail {
 
 Status check_workspace(const char* op, const void* workspace, size_t have, size_t need) {
   if (need == 0) return Status::kSuccess;
@@ -129,9 +129,9 @@ Status check_expert_map(const char* op, const TensorView<1>& map, int64_t num_ex
   return check_i32(op, "expert_map length", map.size(0));
 }
 
-}  // namespace internal
+}  // namespace detail
 
-using internal::is_contiguous;
+using detail::is_contiguous;
 
 Status topk_softmax(const TopkSoftmaxParams& p, Stream stream, const KernelOptions* options) noexcept try {
   detail::clear_error();
@@ -149,7 +149,7 @@ Status topk_softmax(const TopkSoftmaxParams& p, Stream stream, const KernelOptio
   AOTRITON_RETURN_IF_ERROR(detail::check_same_dim(op, "topk_weights", p.topk_weights.size(0), 0, "logits", M, 0));
   AOTRITON_RETURN_IF_ERROR(detail::check_same_dim(op, "topk_ids", p.topk_ids.size(0), 0, "logits", M, 0));
   AOTRITON_RETURN_IF_ERROR(detail::check_same_dim(op, "topk_ids", p.topk_ids.size(1), 1, "topk_weights", topk, 1));
-  if (E < 1 || E > internal::kMaxExperts)
+  if (E < 1 || E > detail::kMaxExperts)
     return fail(Status::kUnsupported, std::string(op) + ": logits.size(1) (experts) = " + std::to_string(E) +
                                           " must be in [1, 512]");
   if (topk < 1 || topk > E)
@@ -173,7 +173,7 @@ Status topk_softmax(const TopkSoftmaxParams& p, Stream stream, const KernelOptio
                      .topk_weights_ptr = detail::strided(p.topk_weights.data, p.topk_weights.stride(0)),
                      .topk_ids_ptr = detail::strided(p.topk_ids.data, p.topk_ids.stride(0)),
                      .num_tokens = M, .num_experts = E, .topk = topk};
-  k::Functional f{ld, p.renormalize, internal::pow2_at_least(E, 8)};
+  k::Functional f{ld, p.renormalize, detail::pow2_at_least(E, 8)};
   return k::launch(in, f, stream, options);
 } catch (...) {
   return detail::fail_exception("topk_softmax: unexpected exception");
@@ -184,7 +184,7 @@ int64_t moe_align_max_padded(int64_t numel, int64_t num_experts, int64_t block_s
 }
 
 size_t moe_align_workspace_size(int64_t numel, int64_t num_experts) noexcept {
-  return internal::align_layout(nullptr, numel, num_experts).bytes;
+  return detail::align_layout(nullptr, numel, num_experts).bytes;
 }
 
 namespace {
@@ -210,19 +210,19 @@ Status moe_align_block_size(const MoeAlignParams& p, Stream stream, const Kernel
     return fail(Status::kInvalidArgument, std::string(op) + ": topk_ids must be contiguous");
   const int64_t numel = p.topk_ids.numel();
   AOTRITON_RETURN_IF_ERROR(check_i32(op, "topk_ids numel", numel));
-  if (p.num_experts < 1 || p.num_experts > internal::kMaxExperts)
+  if (p.num_experts < 1 || p.num_experts > detail::kMaxExperts)
     return fail(Status::kUnsupported, std::string(op) + ": num_experts = " + std::to_string(p.num_experts) +
                                           " must be in [1, 512]");
-  if (!internal::is_gemm_block_size(p.block_size))
+  if (!detail::is_gemm_block_size(p.block_size))
     return fail(Status::kInvalidArgument, std::string(op) + ": block_size = " + std::to_string(p.block_size) +
                                               " must be 16, 32, 64 or 128");
   const int64_t max_padded = moe_align_max_padded(numel, p.num_experts, p.block_size);
   AOTRITON_RETURN_IF_ERROR(check_int_vector(op, "sorted_token_ids", p.sorted_token_ids, max_padded));
   AOTRITON_RETURN_IF_ERROR(
-      check_int_vector(op, "expert_ids", p.expert_ids, internal::cdiv(max_padded, p.block_size)));
+      check_int_vector(op, "expert_ids", p.expert_ids, detail::cdiv(max_padded, p.block_size)));
   AOTRITON_RETURN_IF_ERROR(check_int_vector(op, "num_tokens_post_padded", p.num_tokens_post_padded, 1));
-  AOTRITON_RETURN_IF_ERROR(internal::check_expert_map(op, p.expert_map, p.num_experts));
-  AOTRITON_RETURN_IF_ERROR(internal::check_workspace(op, p.workspace, p.workspace_bytes,
+  AOTRITON_RETURN_IF_ERROR(detail::check_expert_map(op, p.expert_map, p.num_experts));
+  AOTRITON_RETURN_IF_ERROR(detail::check_workspace(op, p.workspace, p.workspace_bytes,
                                                      moe_align_workspace_size(numel, p.num_experts)));
   AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
       op,
@@ -230,7 +230,7 @@ Status moe_align_block_size(const MoeAlignParams& p, Stream stream, const Kernel
        detail::span_of("num_tokens_post_padded", p.num_tokens_post_padded),
        detail::bytes_of("workspace", p.workspace, moe_align_workspace_size(numel, p.num_experts))},
       {detail::span_of("topk_ids", p.topk_ids), detail::span_of("expert_map", p.expert_map)}));
-  internal::AlignJob j{static_cast<const int32_t*>(p.topk_ids.data),
+  detail::AlignJob j{static_cast<const int32_t*>(p.topk_ids.data),
                        static_cast<const int32_t*>(p.expert_map.data),
                        numel,
                        p.num_experts,
@@ -241,7 +241,7 @@ Status moe_align_block_size(const MoeAlignParams& p, Stream stream, const Kernel
                        p.workspace,
                        p.expert_map.data ? p.expert_map.size(0) : 0,
                        options};
-  return detail::resolve_then_launch([&] { return internal::launch_align(op, j, stream); });
+  return detail::resolve_then_launch([&] { return detail::launch_align(op, j, stream); });
 } catch (...) {
   return detail::fail_exception("moe_align_block_size: unexpected exception");
 }
