@@ -76,14 +76,24 @@ class Arg:
 TMA_ELEMENT = {"fp16": (2, 6), "bf16": (2, 9), "fp32": (4, 7), "fp8e4nv": (1, 0), "i8": (1, 0), "u8": (1, 0)}
 
 
+def pow2ceil(x: int) -> int:
+    """The smallest power of two >= x (TmaArg block expressions; its C++ twin
+    is detail::pow2ceil in v2src/tma_desc.h)."""
+    p = 1
+    while p < x:
+        p *= 2
+    return p
+
+
 @dataclass(frozen=True)
 class TmaArg:
     """A tensor passed as a host-side TMA descriptor (sm_90+), the argument
     of a kernel parameter that Triton types `tensordesc<...>`.
 
     `block` is the descriptor's block shape, outermost dimension first, as
-    expressions over integers and functional / tuning names (evaluated by the
-    generated C++ launcher, like the grid). The C++ side passes a TmaTensor
+    expressions over integers, functional / tuning names and `pow2ceil(x)`
+    (evaluated by the generated C++ launcher, like the grid; a box larger than
+    the tensor reads zeros past its end, which pads a head dim of 192 to 256). The C++ side passes a TmaTensor
     (pointer, shape and strides in elements, last stride 1); the launcher
     encodes the CUtensorMap with the shared-memory swizzle that Triton's
     default NVMMA layout picks for the block (`swizzle_bytes`), so no device
@@ -111,7 +121,7 @@ class TmaArg:
         return str(functional[self.dtype[1:-1]]) if self.dtype.startswith("{") else self.dtype
 
     def block_shape(self, functional: Mapping[str, Any], config: Mapping[str, int]) -> list[int]:
-        names = {**functional, **config}
+        names = {**functional, **config, "pow2ceil": pow2ceil}
         return [int(eval(e, {"__builtins__": {}}, names)) for e in self.block]  # noqa: S307 - rule text
 
     @staticmethod

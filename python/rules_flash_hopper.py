@@ -1,16 +1,19 @@
 """The Hopper (sm_90) flash forward: a Gluon kernel with host-side TMA
 descriptors (tritonsrc/flash/fwd_hopper.py). v2src/ops/flash_fwd.cc routes the
-calls it serves (batched fp16/bf16, head dim 128, aligned, no dropout or
-attention features) to it on sm_90 and everything else to attn_fwd.
+calls it serves (batched fp16/bf16, head dim 128, 192 or 256, or 64
+non-causal; aligned, no dropout or attention features) to it on sm_90 and
+everything else to attn_fwd. Head dim 192 runs in 256-wide tiles (TMA
+zero-fills the padding).
 
 Measured on the H200 (bf16, 16k tokens; docs/notes-flash-perf.md): at head
-dim 128 it runs 1.15-1.29x the tuned Triton kernel. At head dim 64 the
+dim 128 it runs 1.15-1.29x the tuned Triton kernel; at 192 1.8x (the Triton
+kernel pads to 256 less well), at 256 1.05-1.08x. At head dim 64 the
 serial schedule needs 128 registers per thread to fit two CTAs per SM
 (maxnreg; without the cap ptxas took 130 and it ran at 0.76-0.86x the Triton
 kernel); causal head dim 64 stays with the Triton kernel, which measured
 faster than every form of this one.
 """
-from kernel_rules import Arg, AutotuneKey, Kernel, Tensor, TmaArg, TuningSpace
+from kernel_rules import Arg, AutotuneKey, Kernel, Tensor, TmaArg, TuningSpace, pow2ceil
 from rules_flash import LSE
 
 SEQLEN_BINS = [128, 512, 1024, 2048, 4096, 8192]  # as attn_fwd's, so one tuner covers both
@@ -21,12 +24,13 @@ SHARED_LIMIT = 227 * 1024
 # serial with 8 warps (two CTAs per SM at BLOCK_N 64 / 2 stages) and the
 # warp-specialized ping-pong (4 warps per consumer partition, plus a loader warp).
 # (BLOCK_N, NUM_STAGES, SCHEDULE, num_warps, maxnreg)
+# Head dims 192 (padded to 256) and 256 fit BLOCK_N 64 with 2 stages only.
 CANDIDATES = [(64, 2, 0, 8, 0), (128, 2, 0, 8, 0), (128, 3, 0, 8, 0), (128, 3, 0, 8, 128), (128, 3, 3, 4, 0),
-              (64, 4, 3, 4, 0)]
+              (64, 4, 3, 4, 0), (64, 2, 3, 4, 0)]
 
 
 def _shared_bytes(f, c):
-    d = f["BLOCK_DMODEL"]
+    d = pow2ceil(f["BLOCK_DMODEL"])  # as the kernel's tiles hold it
     return 2 * d * (BLOCK_M + 2 * c["BLOCK_N"] * c["NUM_STAGES"])
 
 
@@ -36,21 +40,27 @@ def _candidate(f, c, arch):
 
 
 def _default(f, arch):
-    """Ping-pong at head dim 128; at 64 serial, two CTAs per SM."""
+    """Ping-pong at head dim 128; at 192 and 256 serial with BLOCK_N 64 and 2
+    stages (what fits in shared memory; faster than ping-pong with 2 stages in
+    every row of bench/results/flash_hopper_head_dims_sm90.json); at 64
+    serial, two CTAs per SM."""
     if f["BLOCK_DMODEL"] == 128:
         return {"BLOCK_M": BLOCK_M, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 3, "num_warps": 4, "maxnreg": 0}
+    if f["BLOCK_DMODEL"] > 128:
+        return {"BLOCK_M": BLOCK_M, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "num_warps": 8, "maxnreg": 0}
     return {"BLOCK_M": BLOCK_M, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 0, "num_warps": 8, "maxnreg": 128}
 
 
 def _valid(f, arch):
     """wgmma and setmaxnreg are sm_90a: no other arch (nor PTX JIT for a newer
     one) runs it. Causal head dim 64 is the Triton kernel's (module doc)."""
-    return arch == 90 and (f["BLOCK_DMODEL"] == 128 or f["CAUSAL_TYPE"] == 0)
+    return arch == 90 and (f["BLOCK_DMODEL"] != 64 or f["CAUSAL_TYPE"] == 0)
 
 
 def _qkv(name, rows):
-    """Over the view [B, H, D/64, S, 64] of a [B, S, H, D] tensor (fwd_hopper.py)."""
-    return TmaArg(name, "{dtype}", ("1", "1", "BLOCK_DMODEL / 64", rows, "64"))
+    """Over the view [B, H, D/64, S, 64] of a [B, S, H, D] tensor (fwd_hopper.py);
+    head dim 192 reads 4 blocks of 64, the fourth zero-filled by TMA."""
+    return TmaArg(name, "{dtype}", ("1", "1", "pow2ceil(BLOCK_DMODEL) / 64", rows, "64"))
 
 
 # O is written by masked stores from the accumulator: a plain [B, S, H, D] tensor.
@@ -67,7 +77,7 @@ attn_fwd_hopper = Kernel(
         *_O.strides, *LSE.strides,
         Arg("num_heads_q", "i32"), Arg("num_heads_k", "i32"), Arg("seqlen_q", "i32"), Arg("seqlen_k", "i32"),
     ],
-    functional={"dtype": ["fp16", "bf16"], "BLOCK_DMODEL": [64, 128], "CAUSAL_TYPE": [0, 1, 2]},
+    functional={"dtype": ["fp16", "bf16"], "BLOCK_DMODEL": [64, 128, 192, 256], "CAUSAL_TYPE": [0, 1, 2]},
     valid=_valid,
     profiles={"ci": lambda f: f["dtype"] == "fp16" and f["BLOCK_DMODEL"] == 128},
     grid_args=["num_seqs"],

@@ -18,6 +18,14 @@ struct CudaDriver;
 
 constexpr int kMaxTmaRank = 5;
 
+// The smallest power of two >= x: TmaArg block expressions may use it
+// (python/kernel_rules.py pow2ceil, the same function).
+constexpr int64_t pow2ceil(int64_t x) {
+  int64_t p = 1;
+  while (p < x) p *= 2;
+  return p;
+}
+
 // A tensor as a TMA argument: dimensions outermost first, strides in
 // elements; the last dimension must be contiguous (stride 1).
 struct TmaTensor {

@@ -2,7 +2,7 @@
 mbarriers and warp specialization scheduled by hand (FlashAttention-3's ideas).
 
 Same results as attn_fwd (fwd.py) for the calls it serves (v2src/ops/flash_fwd.cc
-routes them): batched [B, S, H, D] fp16/bf16 with head dim 64 or 128,
+routes them): batched [B, S, H, D] fp16/bf16 with head dim 64, 128, 192 or 256,
 16-byte aligned data, GQA, CAUSAL_TYPE 0 none / 1 top-left / 2 bottom-right,
 no dropout, no window/softcap/ALiBi. O, and LSE = ln(sum_j exp(scale q.k_j))
 (-inf, and O = 0, for a row that sees no key).
@@ -12,7 +12,10 @@ launcher from the rule's TmaArg, so no device scratch) over the view
 [B, H, D/64, S, 64] of the [B, S, H, D] tensor: the box is one (batch, head),
 BLOCK rows and the whole head dim, landing in shared memory as D/64 blocks of
 [BLOCK, 64] (the 128-byte-swizzled K-major layout wgmma reads), and TMA
-zero-fills rows past the sequence. O is written by masked stores.
+zero-fills rows past the sequence. Head dim 192 runs as 256 (Gluon tensors
+are powers of two): its box has 4 blocks of 64 where the view has 3, TMA
+zero-fills the fourth, so the padding adds nothing to Q K^T and O's padded
+columns are not stored. O is written by masked stores.
 
 SCHEDULE (a tuning parameter):
   0 serial: 8 warps = two warpgroups of 64 query rows; every wgmma waited for
@@ -50,15 +53,27 @@ def _tile(smem, desc):
     return smem._reinterpret(desc.dtype, desc.block_type.shape, desc.layout)
 
 
+@constexpr_function
+def _head_block(head_dim):
+    """The head dim as the kernel's tensors hold it: the next power of two."""
+    p = 1
+    while p < head_dim:
+        p *= 2
+    return p
+
+
 @gluon.jit
-def _store_o(out, o_ptr, stride_om, offs_m, seqlen_q, HEAD_DIM: gl.constexpr):
+def _store_o(out, o_ptr, stride_om, offs_m, seqlen_q, HEAD_DIM: gl.constexpr, D_REAL: gl.constexpr):
     """Rows offs_m of O straight from the wgmma accumulator layout (a layout
     conversion would need shared memory the K/V ring already fills), masked
-    at the sequence end."""
+    at the sequence end (and past D_REAL when the head dim is padded)."""
     rows = gl.convert_layout(offs_m, gl.SliceLayout(1, out.type.layout))
     cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, out.type.layout))
     ptrs = o_ptr + gl.expand_dims(rows.to(gl.int64) * stride_om, 1) + gl.expand_dims(cols, 0)
-    gl.store(ptrs, out, mask=gl.expand_dims(rows < seqlen_q, 1))
+    mask = gl.expand_dims(rows < seqlen_q, 1)
+    if D_REAL < HEAD_DIM:
+        mask = mask & gl.expand_dims(cols < D_REAL, 0)
+    gl.store(ptrs, out, mask=mask)
 
 
 @gluon.jit
@@ -84,12 +99,13 @@ def _softmax_step(s, m_i, l_i, qk_scale, start_n, offs_m, offs_n, seqlen_k, diag
 
 @gluon.jit
 def _finish(acc, m_i, l_i, o_ptr, stride_om, offs_m, seqlen_q, lse_ptr, o_rows: gl.constexpr,
-            HEAD_DIM: gl.constexpr):
+            HEAD_DIM: gl.constexpr, D_REAL: gl.constexpr):
     """Normalise and write O and the LSE. Rows that saw no key (l = 0) get
     O = 0 and LSE = -inf."""
     l_safe = gl.where(l_i == 0.0, 1.0, l_i)
     inv = gl.convert_layout(1.0 / l_safe, o_rows)
-    _store_o((acc * gl.expand_dims(inv, 1)).to(o_ptr.dtype.element_ty), o_ptr, stride_om, offs_m, seqlen_q, HEAD_DIM)
+    _store_o((acc * gl.expand_dims(inv, 1)).to(o_ptr.dtype.element_ty), o_ptr, stride_om, offs_m, seqlen_q, HEAD_DIM,
+             D_REAL)
     lse = (m_i + gl.log2(l_i)) * LN2
     gl.store(lse_ptr + offs_m, lse, mask=offs_m < seqlen_q)
 
@@ -111,8 +127,8 @@ def _load_kv(k_desc, v_desc, k_ring, v_ring, ready, off_z, off_hk, tile, n_tiles
 @gluon.jit
 def _serial(q_smem, k_desc, v_desc, o_ptr, stride_om, k_ring, v_ring, ready, lse_ptr, sm_scale, off_z, off_hk,
             start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
-            HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-            NUM_STAGES: gl.constexpr):
+            HEAD_DIM: gl.constexpr, D_REAL: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr,
+            BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
     NUM_WARPS: gl.constexpr = gl.num_warps()
     dtype: gl.constexpr = q_smem.dtype
     s_layout: gl.constexpr = _acc_layout(NUM_WARPS, BLOCK_N)
@@ -141,7 +157,7 @@ def _serial(q_smem, k_desc, v_desc, o_ptr, stride_om, k_ring, v_ring, ready, lse
         # Both warpgroups are done with this stage before TMA refills it.
         gl.thread_barrier()
         _load_kv(k_desc, v_desc, k_ring, v_ring, ready, off_z, off_hk, j + NUM_STAGES, n_tiles, BLOCK_N, NUM_STAGES)
-    _finish(acc, m_i, l_i, o_ptr, stride_om, offs_m, seqlen_q, lse_ptr, o_rows, HEAD_DIM)
+    _finish(acc, m_i, l_i, o_ptr, stride_om, offs_m, seqlen_q, lse_ptr, o_rows, HEAD_DIM, D_REAL)
 
 
 @gluon.jit
@@ -157,7 +173,7 @@ def _pp_loader(k_desc, v_desc, k_ring, v_ring, ready, empty, off_z, off_hk, n_ti
 @gluon.jit
 def _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
                  start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
-                 WHICH: gl.constexpr, HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr,
+                 WHICH: gl.constexpr, HEAD_DIM: gl.constexpr, D_REAL: gl.constexpr, CAUSAL: gl.constexpr,
                  BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
     """Rows start_m + 64*WHICH .. +63. Turn t of this consumer completes its
     turn barrier's phase t: the other consumer arrives right after issuing
@@ -212,24 +228,28 @@ def _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, strid
         mbarrier.arrive(other_turn)
         acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok, p))
         mbarrier.arrive(empty.index(last))
-    _finish(acc, m_i, l_i, o_ptr, stride_om, offs_m, seqlen_q, lse_ptr, o_rows, HEAD_DIM)
+    _finish(acc, m_i, l_i, o_ptr, stride_om, offs_m, seqlen_q, lse_ptr, o_rows, HEAD_DIM, D_REAL)
 
 
 # Partition entry points, so that the consumer index is a literal constexpr.
 @gluon.jit
 def _pp_first(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
               start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
-              HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+              HEAD_DIM: gl.constexpr, D_REAL: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr,
+              NUM_STAGES: gl.constexpr):
     _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
-                 start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, 0, HEAD_DIM, CAUSAL, BLOCK_N, NUM_STAGES)
+                 start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, 0, HEAD_DIM, D_REAL, CAUSAL, BLOCK_N,
+                 NUM_STAGES)
 
 
 @gluon.jit
 def _pp_second(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
                start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
-               HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+               HEAD_DIM: gl.constexpr, D_REAL: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr,
+               NUM_STAGES: gl.constexpr):
     _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
-                 start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, 1, HEAD_DIM, CAUSAL, BLOCK_N, NUM_STAGES)
+                 start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, 1, HEAD_DIM, D_REAL, CAUSAL, BLOCK_N,
+                 NUM_STAGES)
 
 
 @gluon.jit
@@ -248,6 +268,7 @@ def attn_fwd_hopper(
     gl.static_assert(BLOCK_M == 2 * HALF_ROWS, "BLOCK_M is two warpgroups of 64 rows")
     gl.static_assert(SCHEDULE == 0 or SCHEDULE == 3, "schedules: 0 serial, 3 ping-pong")
     dtype: gl.constexpr = q_desc.dtype
+    HEAD_BLOCK: gl.constexpr = _head_block(BLOCK_DMODEL)
     smem_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
 
     pid_m = gl.program_id(0)
@@ -277,9 +298,9 @@ def attn_fwd_hopper(
     lse_ptr = LSE + off_z.to(gl.int64) * stride_lse_z + off_h.to(gl.int64) * stride_lse_h
     o_ptr = O + off_z.to(gl.int64) * stride_oz + off_h.to(gl.int64) * stride_oh
 
-    q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, BLOCK_DMODEL], smem_layout)
-    k_ring = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, BLOCK_DMODEL], smem_layout)
-    v_ring = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, BLOCK_DMODEL], smem_layout)
+    q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, HEAD_BLOCK], smem_layout)
+    k_ring = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_BLOCK], smem_layout)
+    v_ring = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_BLOCK], smem_layout)
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     mbarrier.init(q_bar, count=1)
@@ -292,7 +313,7 @@ def attn_fwd_hopper(
         mbarrier.wait(q_bar, 0)
         _serial(q_smem, k_desc, v_desc, o_ptr, stride_om, k_ring, v_ring, ready, lse_ptr, sm_scale, off_z, off_hk,
                 start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
-                BLOCK_DMODEL, CAUSAL_TYPE != 0, BLOCK_M, BLOCK_N, NUM_STAGES)
+                HEAD_BLOCK, BLOCK_DMODEL, CAUSAL_TYPE != 0, BLOCK_M, BLOCK_N, NUM_STAGES)
     else:
         empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
         turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
@@ -305,10 +326,12 @@ def attn_fwd_hopper(
         # first turns its constexprs into runtime values.
         gl.warp_specialize([
             (_pp_first, (q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
-                         start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, BLOCK_DMODEL, CAUSAL_TYPE != 0,
+                         start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, HEAD_BLOCK, BLOCK_DMODEL,
+                         CAUSAL_TYPE != 0,
                          BLOCK_N, NUM_STAGES)),
             (_pp_second, (q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
-                          start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, BLOCK_DMODEL, CAUSAL_TYPE != 0,
+                          start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, HEAD_BLOCK, BLOCK_DMODEL,
+                         CAUSAL_TYPE != 0,
                           BLOCK_N, NUM_STAGES)),
             (_pp_loader, (k_desc, v_desc, k_ring, v_ring, ready, empty, off_z, off_hk, n_tiles, BLOCK_N, NUM_STAGES)),
         ], [4, 1], [232, 40])

@@ -68,14 +68,14 @@ struct HopperCall {
 };
 
 // The calls the Hopper kernel computes exactly as attn_fwd: batched, fp16/
-// bf16, head dim 64 or 128, no dropout, mask or attention feature, every
+// bf16, head dim 64, 128, 192 or 256, no dropout, mask or attention feature, every
 // tensor a TMA operand (which of those it is built for, and so faster, is
 // the rule's choice: built_for).
 bool hopper_serves(const Fwd& p, const KernelFeatures& feat, bool dropout, HopperCall* c) {
   const Geometry& g = p.g;
   if (g.varlen || dropout || p.mask.ptr || feat.local_window || feat.score_mod || g.head_dim_v != g.head_dim)
     return false;
-  if ((g.dtype != DType::kFloat16 && g.dtype != DType::kBFloat16) || (g.head_dim != 64 && g.head_dim != 128))
+  if ((g.dtype != DType::kFloat16 && g.dtype != DType::kBFloat16) || g.head_dim % 64 != 0 || g.head_dim > 256)
     return false;
   c->q = tma_bshd(p.q, g.batch, g.max_sq, g.hq, g.head_dim);
   c->k = tma_bshd(p.k, g.batch, g.max_sk, g.hk, g.head_dim);
@@ -131,7 +131,7 @@ Status pick_hopper(const Fwd& p, const KernelFeatures& feat, bool dropout, Strea
     if (!serves)
       return fail(Status::kInvalidArgument,
                   std::string(p.op) + ": force_config names an attn_fwd_hopper config, but that kernel serves "
-                                      "batched fp16/bf16 calls with head dim 64 or 128, 16-byte aligned strides, no "
+                                      "batched fp16/bf16 calls with head dim 64, 128, 192 or 256, 16-byte aligned strides, no "
                                       "dropout, window, softcap or ALiBi");
     *use = true;
     return Status::kSuccess;
