@@ -173,6 +173,9 @@ def bwd_dkdv_hopper(
     qk_scale = sm_scale * LOG2E
     offs_n = start_n + gl.arange(0, BLOCK_N, layout=key_axis)
     offs_mb = gl.arange(0, BLOCK_M, layout=row_axis)
+    if CAUSAL_TYPE != 0:
+        # The first query row that sees key n (keys past seqlen_k: none).
+        first_row = gl.where(offs_n < seqlen_k, offs_n - diag, 2147483647)
     dq_rows = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, dq_layout))
     dq_cols = gl.arange(0, BLOCK_DMODEL, layout=gl.SliceLayout(0, dq_layout))
     s_zero = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=s_layout)
@@ -193,14 +196,11 @@ def bwd_dkdv_hopper(
         dp_tok = warpgroup_mma(v_smem, do_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
         s = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok, ))
         p = gl.exp2(s * qk_scale - gl.expand_dims(lse2, 0))
-        masked = tail
         if CAUSAL_TYPE != 0:
-            masked = masked | (start_n + BLOCK_N - 1 > m0 + diag)
-        if masked:
-            ok = gl.expand_dims(offs_n, 1) < seqlen_k
-            if CAUSAL_TYPE != 0:
-                ok = ok & (gl.expand_dims(offs_n, 1) <= gl.expand_dims(offs_m, 0) + diag)
-            p = gl.where(ok, p, 0.0)
+            # Branch-free, one threshold per key row (few registers): row m0 + i sees key n iff first_row[n] - m0 <= i.
+            p = gl.where(gl.expand_dims(first_row - m0, 1) <= gl.expand_dims(offs_mb, 0), p, 0.0)
+        elif tail:
+            p = gl.where(gl.expand_dims(offs_n, 1) < seqlen_k, p, 0.0)
         p_op = gl.convert_layout(p.to(dtype), op_layout)
         # Loaded late, under dP's wgmma: one row vector live at a time.
         delta = gl.load(delta_zbase + head.to(gl.int64) * stride_delta_h + offs_m, mask=m_ok, other=0.0)
