@@ -86,6 +86,8 @@ def main(argv=None):
     rows, bad = [], 0
     for v, dtype, d, causal in itertools.product(names, args.dtypes.split(","), map(int, args.head_dims.split(",")),
                                                  map(int, args.causal.split(","))):
+        if d not in VARIANTS[v]:
+            continue
         config = VARIANTS[v][d]
         r = dict(variant=v, dtype=dtype, D=d, causal=causal, **config)
         try:
