@@ -23,9 +23,9 @@ import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
 
-FUSED = {64: {"BLOCK_M": 64, "BLOCK_N": 128, "NUM_STAGES": 2, "FUSE_DQ": True, "num_warps": 8},
-         128: {"BLOCK_M": 64, "BLOCK_N": 128, "NUM_STAGES": 2, "FUSE_DQ": True, "num_warps": 8}}
+from tritonsrc.flash.bwd_hopper_jit import DEFAULT as FUSED  # noqa: E402
 VARIANTS = {
     "fused": FUSED,
     "split": {d: dict(c, FUSE_DQ=False) for d, c in FUSED.items()},

@@ -15,8 +15,10 @@ from .bwd_fused import bwd_dq_convert
 from .bwd_hopper import bwd_dkdv_hopper
 from .bwd_preprocess import bwd_preprocess
 
-# (BLOCK_M, BLOCK_N, NUM_STAGES, FUSE_DQ, num_warps) by head dim.
-DEFAULT = {64: {"BLOCK_M": 128, "BLOCK_N": 128, "NUM_STAGES": 2, "FUSE_DQ": True, "num_warps": 8},
+# By head dim: 64 query rows per step keeps S^T, dP^T and dK/dV in 255
+# registers without spills (128 rows spill at head dim 64); two warpgroups of
+# 64 keys each; dQ by atomics.
+DEFAULT = {64: {"BLOCK_M": 64, "BLOCK_N": 128, "NUM_STAGES": 2, "FUSE_DQ": True, "num_warps": 8},
            128: {"BLOCK_M": 64, "BLOCK_N": 128, "NUM_STAGES": 2, "FUSE_DQ": True, "num_warps": 8}}
 DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 
