@@ -33,9 +33,10 @@ from tritonsrc.flash.bwd_hopper_jit import DESC_ROWS, tma_arg  # noqa: E402
 SMEM_LIMIT = 227 * 1024
 CONSTEXPRS = ("BLOCK_DMODEL", "CAUSAL_TYPE", "FUSE_DQ", "BLOCK_M", "BLOCK_N", "NUM_STAGES")
 POINTERS = {"DK": "*{dtype}", "DV": "*{dtype}", "DQA": "*fp32", "LSE": "*fp32", "Delta": "*fp32"}
-# Divisible by 16 on the bench shapes (the JIT specializes them so); head counts and lengths may not be.
+# Divisible by 16 on the bench shapes (the JIT specializes them so); lengths, head
+# counts and LSE/Delta strides are do_not_specialize in the kernel.
 DIV16 = {"stride_dkz", "stride_dkn", "stride_dvz", "stride_dvn", "stride_dqa_z", "stride_dqa_h", "stride_dqa_m",
-         "stride_lse_z", "stride_lse_h", "stride_delta_z", "stride_delta_h", "stride_dkh", "stride_dvh"}
+         "stride_dkh", "stride_dvh"}
 
 
 def source(dtype, head_dim, causal, config):

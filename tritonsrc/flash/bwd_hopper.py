@@ -96,7 +96,11 @@ def _store_rows(val, base, stride, offs, limit, WIDTH: gl.constexpr):
     gl.store(ptrs, val, mask=gl.expand_dims(rows < limit, 1))
 
 
-@gluon.jit
+# Lengths, head counts and LSE/Delta strides stay runtime values (no
+# divisibility or ==1 specialization): one JIT compile serves every shape;
+# the dK/dV/dQ-buffer strides keep theirs (the fp32 REDs pair up on them).
+@gluon.jit(do_not_specialize=["seqlen_q", "seqlen_k", "num_heads_q", "num_heads_k", "stride_lse_z", "stride_lse_h",
+                              "stride_delta_z", "stride_delta_h"])
 def bwd_dkdv_hopper(
     q_desc, k_desc, v_desc, do_desc,
     DK, DV, DQA, LSE, Delta,
