@@ -131,6 +131,10 @@ def bwd_dkdv_hopper(
     dq_layout: gl.constexpr = _dq_layout(NUM_WARPS, BLOCK_M, BLOCK_DMODEL)
     key_axis: gl.constexpr = gl.SliceLayout(1, s_layout)
     row_axis: gl.constexpr = gl.SliceLayout(0, s_layout)
+    # Delta's load latency hides under the step's first wgmma when its 16
+    # registers fit; causal head dim 128 (the mask's registers) loads it
+    # after P instead, under dV's wgmma, or it spills.
+    EARLY_DELTA: gl.constexpr = CAUSAL_TYPE == 0 or BLOCK_DMODEL == 64
 
     start_n = gl.program_id(0) * BLOCK_N
     bh = gl.program_id(1)
@@ -193,6 +197,8 @@ def bwd_dkdv_hopper(
         offs_m = m0 + offs_mb
         m_ok = offs_m < seqlen_q
         lse2 = gl.load(lse_zbase + head.to(gl.int64) * stride_lse_h + offs_m, mask=m_ok, other=float("inf")) * LOG2E
+        if EARLY_DELTA:
+            delta = gl.load(delta_zbase + head.to(gl.int64) * stride_delta_h + offs_m, mask=m_ok, other=0.0)
         q_tile = q_ring.index(stage)
         do_tile = do_ring.index(stage)
         mbarrier.wait(ready.index(stage), (t // NUM_STAGES) & 1)
@@ -206,8 +212,8 @@ def bwd_dkdv_hopper(
         elif tail:
             p = gl.where(gl.expand_dims(offs_n, 1) < seqlen_k, p, 0.0)
         p_op = gl.convert_layout(p.to(dtype), op_layout)
-        # Loaded late, under dP's wgmma: one row vector live at a time.
-        delta = gl.load(delta_zbase + head.to(gl.int64) * stride_delta_h + offs_m, mask=m_ok, other=0.0)
+        if not EARLY_DELTA:
+            delta = gl.load(delta_zbase + head.to(gl.int64) * stride_delta_h + offs_m, mask=m_ok, other=0.0)
         dv_tok = warpgroup_mma(p_op, do_tile, dv, is_async=True)
         dp = warpgroup_mma_wait(num_outstanding=1, deps=(dp_tok, ))
         ds = (p * (dp - gl.expand_dims(delta, 0))).to(dtype)
