@@ -8,7 +8,8 @@ SDPA's flash and cuDNN backends, backward alone, on the bench grid
 
 Variants (VARIANTS): "fused" dQ by fp32 atomics in the Gluon kernel, then
 bwd_dq_convert; "split" the Gluon dK/dV kernel, then the Triton bwd_dq
-kernel. Every variant is first checked against a float64 reference on fresh
+kernel (the deterministic fallback); "fused_1wg" (head dim 64) one warpgroup
+and 64 keys per CTA, two CTAs per SM. Every variant is first checked against a float64 reference on fresh
 random data into NaN-poisoned outputs (sequence tails, GQA, both causal
 kinds, one bench-sized shape; bounds: test/gpu/flash_reference.py's
 GRAD_TOL); a failing check prints FAIL, the timings still run, and the exit
@@ -26,6 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from tritonsrc.flash.bwd_hopper_jit import DEFAULT as FUSED  # noqa: E402
+
 VARIANTS = {
     "fused": FUSED,
     "split": {d: dict(c, FUSE_DQ=False) for d, c in FUSED.items()},
