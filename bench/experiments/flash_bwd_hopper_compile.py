@@ -6,8 +6,8 @@ spills, shared memory and the wgmma / TMA instruction counts.
 
 The signature is the JIT's specialization on the bench shapes (16-byte
 aligned pointers, strides divisible by 16, the launcher's descriptor types).
-A kernel that spills or needs more than sm_90's 227 KB of shared memory is
-not viable (exit status 1).
+A kernel that spills, needs more than sm_90's 227 KB of shared memory or has
+its wgmma serialized by ptxas is not viable (exit status 1).
 """
 import argparse
 import itertools
@@ -69,8 +69,11 @@ def inspect(dtype, head_dim, causal, config):
     cubin = compiled.asm["cubin"]
     sass = cuobjdump(["-sass"], cubin)
     res = resources(cubin)
+    hgmma = sass.count("HGMMA.")
     return dict(shared=compiled.metadata.shared, regs=res["n_regs"], spill_bytes=res["stack"] + res["local"],
-                hgmma=sass.count("HGMMA."), wgmma_shapes=sorted(set(re.findall(r"HGMMA\.(\w+)\.", sass))),
+                hgmma=hgmma, wgmma_shapes=sorted(set(re.findall(r"HGMMA\.(\w+)\.", sass))),
+                # ptxas serializes wgmma (a wait after every HGMMA) when it cannot prove the overlap safe.
+                wgmma_serialized=sass.count("WARPGROUP.DEPBAR") >= hgmma,
                 tma_loads=sass.count("UTMALDG"), atomics=len(re.findall(r"\bREDG?\.|\bATOMG?\.", sass)),
                 compile_s=round(time.time() - t, 1))
 
@@ -93,7 +96,8 @@ def main(argv=None):
         r = dict(variant=v, dtype=dtype, D=d, causal=causal, **config)
         try:
             r.update(inspect(dtype, d, causal, config))
-            r["viable"] = r["shared"] <= SMEM_LIMIT and r["spill_bytes"] == 0 and r["hgmma"] > 0
+            r["viable"] = (r["shared"] <= SMEM_LIMIT and r["spill_bytes"] == 0 and r["hgmma"] > 0
+                           and not r["wgmma_serialized"])
         except Exception as e:  # report every variant, then fail
             r.update(viable=False, error=f"{type(e).__name__}: {str(e)[-2000:]}")
         bad += not r["viable"]

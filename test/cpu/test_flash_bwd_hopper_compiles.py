@@ -1,6 +1,6 @@
 """The Gluon Hopper backward experiment (tritonsrc/flash/bwd_hopper.py)
-compiles for sm_90 without a GPU, without register spills and within the
-shared-memory limit, in the forms the GPU experiment runs (the dQ-by-atomics
+compiles for sm_90 without a GPU, without register spills, within the
+shared-memory limit and with its async wgmma left overlapped by ptxas, in the forms the GPU experiment runs (the dQ-by-atomics
 kernel moves dQ by fp32 REDs, the split form has none). Its numerics run on
 the GPU: bench/experiments/run_flash_bwd_experiment.sh."""
 import sys
@@ -27,4 +27,5 @@ def test_compiles_without_spills(variant, dtype, head_dim, causal):
     assert r["spill_bytes"] == 0, r
     assert r["shared"] <= SMEM_LIMIT, r
     assert r["tma_loads"] > 0 and r["hgmma"] > 0, r
+    assert not r["wgmma_serialized"], r
     assert (r["atomics"] > 0) == config["FUSE_DQ"], r
