@@ -28,8 +28,9 @@ Masks: TMA zero-fills rows past the sequences; query rows past seqlen_q get
 LSE = +inf (P = 0), key rows past seqlen_k are dropped from P only where they
 reach dQ (their dK/dV rows are never stored); the causal mask (key n seen by
 row m iff n <= m + diag, diag 0 top-left / seqlen_k - seqlen_q bottom-right)
-only on blocks that cross the diagonal. Rows that see none of this CTA's keys
-are skipped (they include every row with LSE = -inf).
+is one compare per element on every causal step (branch-free: the branchy
+form cost registers and spilled). Rows that see none of this CTA's keys are
+skipped (they include every row with LSE = -inf).
 """
 from triton.experimental import gluon
 from triton.runtime.jit import constexpr_function
