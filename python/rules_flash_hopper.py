@@ -1,9 +1,9 @@
 """The Hopper (sm_90) flash forward: a Gluon kernel with host-side TMA
 descriptors (tritonsrc/flash/fwd_hopper.py). v2src/ops/flash_fwd.cc routes the
-calls it serves (batched fp16/bf16, head dim 128, 192 or 256, or 64
+calls it serves (batched fp16/bf16, head dim 96, 128, 192 or 256, or 64
 non-causal; aligned, no dropout or attention features) to it on sm_90 and
-everything else to attn_fwd. Head dim 192 runs in 256-wide tiles (TMA
-zero-fills the padding).
+everything else to attn_fwd. Head dims 96 and 192 run in 128- and 256-wide
+tiles (TMA zero-fills the padding).
 
 Measured on the H200 (bf16, 16k tokens; docs/notes-flash-perf.md): at head
 dim 128 it runs 1.15-1.29x the tuned Triton kernel; at 192 1.8x (the Triton
@@ -40,11 +40,11 @@ def _candidate(f, c, arch):
 
 
 def _default(f, arch):
-    """Ping-pong at head dim 128; at 192 and 256 serial with BLOCK_N 64 and 2
+    """Ping-pong at head dim 128 (and 96, in 128-wide tiles); at 192 and 256 serial with BLOCK_N 64 and 2
     stages (what fits in shared memory; faster than ping-pong with 2 stages in
     every row of bench/results/flash_hopper_head_dims_sm90.json); at 64
     serial, two CTAs per SM."""
-    if f["BLOCK_DMODEL"] == 128:
+    if f["BLOCK_DMODEL"] in (96, 128):
         return {"BLOCK_M": BLOCK_M, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 3, "num_warps": 4, "maxnreg": 0}
     if f["BLOCK_DMODEL"] > 128:
         return {"BLOCK_M": BLOCK_M, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "num_warps": 8, "maxnreg": 0}
@@ -57,10 +57,15 @@ def _valid(f, arch):
     return arch == 90 and (f["BLOCK_DMODEL"] != 64 or f["CAUSAL_TYPE"] == 0)
 
 
+# Columns per TMA block: 64 (128-byte swizzle) when the head dim is a multiple
+# of 64, else 32 (head dim 96). One expression that C++ and Python both evaluate.
+TMA_COLS = "(64 - 32 * (BLOCK_DMODEL % 64 != 0))"
+
+
 def _qkv(name, rows):
-    """Over the view [B, H, D/64, S, 64] of a [B, S, H, D] tensor (fwd_hopper.py);
-    head dim 192 reads 4 blocks of 64, the fourth zero-filled by TMA."""
-    return TmaArg(name, "{dtype}", ("1", "1", "pow2ceil(BLOCK_DMODEL) / 64", rows, "64"))
+    """Over the view [B, H, D/c, S, c] of a [B, S, H, D] tensor, c = TMA_COLS
+    (fwd_hopper.py); head dims 96 / 192 read 4 blocks, the fourth zero-filled."""
+    return TmaArg(name, "{dtype}", ("1", "1", f"pow2ceil(BLOCK_DMODEL) / {TMA_COLS}", rows, TMA_COLS))
 
 
 # O is written by masked stores from the accumulator: a plain [B, S, H, D] tensor.
@@ -77,7 +82,7 @@ attn_fwd_hopper = Kernel(
         *_O.strides, *LSE.strides,
         Arg("num_heads_q", "i32"), Arg("num_heads_k", "i32"), Arg("seqlen_q", "i32"), Arg("seqlen_k", "i32"),
     ],
-    functional={"dtype": ["fp16", "bf16"], "BLOCK_DMODEL": [64, 128, 192, 256], "CAUSAL_TYPE": [0, 1, 2]},
+    functional={"dtype": ["fp16", "bf16"], "BLOCK_DMODEL": [64, 96, 128, 192, 256], "CAUSAL_TYPE": [0, 1, 2]},
     valid=_valid,
     profiles={"ci": lambda f: f["dtype"] == "fp16" and f["BLOCK_DMODEL"] == 128},
     grid_args=["num_seqs"],

@@ -7,6 +7,7 @@
 #   BENCHES="cmd;cmd" (python scripts, or .sh scripts run by bash)  QUANTS=fp16,fp8_tensor,fp8_block  TUNE_BUDGET_S=200  DEADLINE_S=840
 #   TUNE_STEPS="moe hopper"  the gpu_tune.sh steps run beside the build ('' for none)
 #   TESTS_FIRST="test/gpu/a.py"  run these before the whole suite (their result shows early in the log)
+#   SIDE="bash x.sh"  a JIT experiment run on the idle GPU beside the build (log: $OUT/side.log)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/aotriton-out}; mkdir -p "$OUT"
@@ -19,7 +20,15 @@ if [ -n "${TUNE_STEPS-moe}" ]; then
   (cd /tmp/aotriton-tune && STEPS=${TUNE_STEPS-moe} QUANTS=${QUANTS:-fp16,fp8_tensor,fp8_block} \
     BUDGET_S=${TUNE_BUDGET_S:-200} OUT=$OUT tools/gpu_tune.sh > "$OUT/tune.log" 2>&1) & tune_pid=$!
 fi
+side_pid=
+if [ -n "${SIDE:-}" ]; then
+  # shellcheck disable=SC2086  # a command line
+  (OUT=$OUT timeout "${SIDE_S:-420}" $SIDE > "$OUT/side.log" 2>&1; echo "side exit $?" >> "$OUT/side.log") & side_pid=$!
+fi
 STEPS=build PROFILE=${PROFILE:-gputest} OUT=$OUT tools/gpu_run.sh || { echo "build failed"; exit 1; }
+if [ -n "$side_pid" ]; then
+  wait "$side_pid"; echo "side job ($SIDE):"; tail -30 "$OUT/side.log"
+fi
 if [ -n "$tune_pid" ]; then
   wait "$tune_pid"; echo "tuner:"; grep -v "^ *$" "$OUT/tune.log" | tail -12
   # The new entries' configs: an incremental rebuild (cmake re-runs generate.py on a changed database).

@@ -35,7 +35,7 @@ def main():
     from bench_common import commit_id
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--dims", default="192,256")
+    ap.add_argument("--dims", default="96,192,256")
     ap.add_argument("--json", default="bench/results/flash_hopper_head_dims_sm90.json")
     args = ap.parse_args()
     dims = [int(d) for d in args.dims.split(",")]

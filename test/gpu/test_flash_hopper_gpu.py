@@ -91,33 +91,34 @@ def test_automatic_choice_runs_the_hopper_kernel(dtype, causal, seqlen):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("causal", [0, 1, 2])
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("head_dim", [192, 256])
-def test_head_dims_192_and_256(head_dim, shape, causal, dtype):
-    """Head dim 256, and 192 in 256-wide tiles (TMA zero-fills the padding;
-    O's padded columns are not written: the poisoned output must be fully
-    and only written), automatic choice = the Hopper kernel."""
+@pytest.mark.parametrize("head_dim", [96, 192, 256])
+def test_head_dims_96_192_256(head_dim, shape, causal, dtype):
+    """Head dim 256, 192 in 256-wide tiles and 96 in 128-wide tiles of
+    32-column TMA blocks (TMA zero-fills the padding; O's padded columns are
+    not written), automatic choice = the Hopper kernel."""
     B, Sq, Sk, Hq, Hk = shape
     q, k, v = qkv(B, Sq, Sk, Hq, Hk, head_dim, dtype, seed=head_dim + Sq + causal)
     out, lse, ran = check(q, k, v, causal)
     assert "SCHEDULE=" in ran, f"the automatic choice ran {ran!r}, not an attn_fwd_hopper config"
 
 
-def test_head_dim_192_leaves_neighbours_alone():
-    """O as a head-dim-192 slice of a wider buffer: the kernel's padded
-    columns (192..255) must not be stored over the neighbouring columns."""
-    q, k, v = qkv(2, 300, 300, 4, 2, 192, torch.bfloat16, seed=31)
+@pytest.mark.parametrize("head_dim", [96, 192])
+def test_padded_head_dims_leave_neighbours_alone(head_dim):
+    """O as a head-dim-96/192 slice of a wider buffer: the kernel's padded
+    columns (up to 128/256) must not be stored over the neighbouring columns."""
+    q, k, v = qkv(2, 300, 300, 4, 2, head_dim, torch.bfloat16, seed=31)
     import pyaotriton
     from aotriton._glue import _DTYPES, view
 
     wide = torch.full((2, 300, 4, 256), 7.0, device="cuda", dtype=torch.bfloat16)
-    out = wide[..., :192]
+    out = wide[..., :head_dim]
     lse = torch.empty((2, 4, 300), device="cuda", dtype=torch.float32)
     ran = pyaotriton.attn_fwd(view(q, "q"), view(k, "k"), view(v, "v"), view(out, "out"),
-                              (lse.data_ptr(), lse.shape, lse.stride(), _DTYPES[torch.float32]), 192 ** -0.5,
+                              (lse.data_ptr(), lse.shape, lse.stride(), _DTYPES[torch.float32]), head_dim ** -0.5,
                               0, 0.0, 0, 0, None, torch.cuda.current_stream().cuda_stream, None)
     assert "SCHEDULE=" in ran
-    assert torch.all(wide[..., 192:] == 7.0)
-    ref, _ = attention_ref(q, k, v, 192 ** -0.5, 0)
+    assert torch.all(wide[..., head_dim:] == 7.0)
+    ref, _ = attention_ref(q, k, v, head_dim ** -0.5, 0)
     assert rel_err(out, ref) < FWD_TOL[torch.bfloat16]
 
 

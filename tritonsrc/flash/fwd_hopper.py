@@ -2,7 +2,7 @@
 mbarriers and warp specialization scheduled by hand (FlashAttention-3's ideas).
 
 Same results as attn_fwd (fwd.py) for the calls it serves (v2src/ops/flash_fwd.cc
-routes them): batched [B, S, H, D] fp16/bf16 with head dim 64, 128, 192 or 256,
+routes them): batched [B, S, H, D] fp16/bf16 with head dim 64, 96, 128, 192 or 256,
 16-byte aligned data, GQA, CAUSAL_TYPE 0 none / 1 top-left / 2 bottom-right,
 no dropout, no window/softcap/ALiBi. O, and LSE = ln(sum_j exp(scale q.k_j))
 (-inf, and O = 0, for a row that sees no key).
@@ -15,7 +15,9 @@ BLOCK rows and the whole head dim, landing in shared memory as D/64 blocks of
 zero-fills rows past the sequence. Head dim 192 runs as 256 (Gluon tensors
 are powers of two): its box has 4 blocks of 64 where the view has 3, TMA
 zero-fills the fourth, so the padding adds nothing to Q K^T and O's padded
-columns are not stored. O is written by masked stores.
+columns are not stored. Head dim 96 runs as 128 the same way, in blocks of
+32 columns ([B, H, D/32, S, 32], 64-byte swizzle). O is written by masked
+stores.
 
 SCHEDULE (a tuning parameter):
   0 serial: 8 warps = two warpgroups of 64 query rows; every wgmma waited for
@@ -60,6 +62,13 @@ def _head_block(head_dim):
     while p < head_dim:
         p *= 2
     return p
+
+
+@constexpr_function
+def _swizzle(head_dim):
+    """Shared-memory swizzle of the Q/K/V tiles: 128 bytes (64-column TMA
+    blocks) when the head dim is a multiple of 64, else 64 (32-column blocks)."""
+    return 128 if head_dim % 64 == 0 else 64
 
 
 @gluon.jit
@@ -269,7 +278,8 @@ def attn_fwd_hopper(
     gl.static_assert(SCHEDULE == 0 or SCHEDULE == 3, "schedules: 0 serial, 3 ping-pong")
     dtype: gl.constexpr = q_desc.dtype
     HEAD_BLOCK: gl.constexpr = _head_block(BLOCK_DMODEL)
-    smem_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
+    smem_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=_swizzle(BLOCK_DMODEL), element_bitwidth=16,
+                                                      rank=2)
 
     pid_m = gl.program_id(0)
     if CAUSAL_TYPE != 0:

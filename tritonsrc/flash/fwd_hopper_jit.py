@@ -19,14 +19,16 @@ _DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 def _descriptor(arg, t, functional, config):
     """[B, S, H, D] as the rule's TMA argument `arg` describes it: the view
-    [B, H, D/64, S, 64], its block and its layout, so the JIT and the AOT
+    [B, H, D/c, S, c], its block and its layout, so the JIT and the AOT
     launcher cannot build different descriptors."""
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     B, S, H, D = t.shape
-    shape = [B, H, D // 64, S, 64]
-    strides = [t.stride(0), t.stride(2), 64, t.stride(1), 1]
-    return TensorDescriptor(t, shape, strides, arg.block_shape(functional, config), arg.layout(functional, config))
+    block = arg.block_shape(functional, config)
+    cols = block[-1]  # 64, or 32 for head dim 96
+    shape = [B, H, D // cols, S, cols]
+    strides = [t.stride(0), t.stride(2), cols, t.stride(1), 1]
+    return TensorDescriptor(t, shape, strides, block, arg.layout(functional, config))
 
 
 def attn_fwd_hopper_jit(q, k, v, sm_scale, causal_type=0, config=None):

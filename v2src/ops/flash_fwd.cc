@@ -53,12 +53,15 @@ Status check_mask(const char* op, const TensorView<4>& m, const Geometry& g) {
 
 // ---- The sm_90 kernel (tritonsrc/flash/fwd_hopper.py, rules_flash_hopper.py)
 
-// The view [B, H, D/64, S, 64] of a [B, S, H, D] tensor the kernel's TMA
-// boxes take (one box: a (batch, head), BLOCK rows, the whole head dim).
+// The view [B, H, D/c, S, c] of a [B, S, H, D] tensor the kernel's TMA
+// boxes take (one box: a (batch, head), BLOCK rows and the whole head dim,
+// padded to a power of two); c = 64 columns, 32 for head dims that are not a
+// multiple of 64 (rules_flash_hopper.py TMA_COLS).
 TmaTensor tma_bshd(const Strided& t, int64_t batch, int64_t rows, int64_t heads, int64_t head_dim) {
   TmaTensor d;
   d.ptr = t.ptr;
-  const int64_t shape[5] = {batch, heads, head_dim / 64, rows, 64}, strides[5] = {t.z, t.h, 64, t.m, 1};
+  const int64_t c = head_dim % 64 == 0 ? 64 : 32;
+  const int64_t shape[5] = {batch, heads, head_dim / c, rows, c}, strides[5] = {t.z, t.h, c, t.m, 1};
   for (int i = 0; i < 5; ++i) d.shape[i] = shape[i], d.strides[i] = strides[i];
   return d;
 }
@@ -68,14 +71,15 @@ struct HopperCall {
 };
 
 // The calls the Hopper kernel computes exactly as attn_fwd: batched, fp16/
-// bf16, head dim 64, 128, 192 or 256, no dropout, mask or attention feature, every
+// bf16, head dim 64, 96, 128, 192 or 256 (built_for: which of them this
+// build has), no dropout, mask or attention feature, every
 // tensor a TMA operand (which of those it is built for, and so faster, is
 // the rule's choice: built_for).
 bool hopper_serves(const Fwd& p, const KernelFeatures& feat, bool dropout, HopperCall* c) {
   const Geometry& g = p.g;
   if (g.varlen || dropout || p.mask.ptr || feat.local_window || feat.score_mod || g.head_dim_v != g.head_dim)
     return false;
-  if ((g.dtype != DType::kFloat16 && g.dtype != DType::kBFloat16) || g.head_dim % 64 != 0 || g.head_dim > 256)
+  if ((g.dtype != DType::kFloat16 && g.dtype != DType::kBFloat16) || g.head_dim % 32 != 0 || g.head_dim > 256)
     return false;
   c->q = tma_bshd(p.q, g.batch, g.max_sq, g.hq, g.head_dim);
   c->k = tma_bshd(p.k, g.batch, g.max_sk, g.hk, g.head_dim);
@@ -131,8 +135,8 @@ Status pick_hopper(const Fwd& p, const KernelFeatures& feat, bool dropout, Strea
     if (!serves)
       return fail(Status::kInvalidArgument,
                   std::string(p.op) + ": force_config names an attn_fwd_hopper config, but that kernel serves "
-                                      "batched fp16/bf16 calls with head dim 64, 128, 192 or 256, 16-byte aligned strides, no "
-                                      "dropout, window, softcap or ALiBi");
+                                      "batched fp16/bf16 calls with head dim 64, 96, 128, 192 or 256, 16-byte "
+                                      "aligned strides, no dropout, window, softcap or ALiBi");
     *use = true;
     return Status::kSuccess;
   }
