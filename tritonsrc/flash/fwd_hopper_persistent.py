@@ -16,7 +16,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
-from .fwd_hopper import HALF_ROWS, LOG2E, _acc_layout, _finish, _head_block, _softmax_step, _swizzle, _tile
+from .fwd_hopper import (HALF_ROWS, LOG2E, _acc_layout, _finish, _head_block, _key_range, _softmax_step, _swizzle,
+                         _tile)
 
 
 @gluon.jit
@@ -36,19 +37,8 @@ def _geometry(t, num_bh, num_heads_q, num_heads_k, seqlen_q, seqlen_k, CAUSAL_TY
     off_h = bh % num_heads_q
     off_hk = off_h // (num_heads_q // num_heads_k)
     start_m = m_idx * BLOCK_M
-    if CAUSAL_TYPE == 0:
-        diag = 0
-        hi = seqlen_k
-        full_end = (seqlen_k // BLOCK_N) * BLOCK_N
-    else:
-        if CAUSAL_TYPE == 1:
-            diag = 0
-        else:
-            diag = seqlen_k - seqlen_q
-        hi = gl.maximum(gl.minimum(gl.minimum(start_m + BLOCK_M, seqlen_q) + diag, seqlen_k), 0)
-        first_row_keys = gl.maximum(gl.minimum(start_m + diag + 1, seqlen_k), 0)
-        full_end = (first_row_keys // BLOCK_N) * BLOCK_N
-    return off_z, off_h, off_hk, start_m, gl.cdiv(hi, BLOCK_N), full_end, diag
+    diag, n_tiles, full_end = _key_range(start_m, seqlen_q, seqlen_k, CAUSAL_TYPE, BLOCK_M, BLOCK_N)
+    return off_z, off_h, off_hk, start_m, n_tiles, full_end, diag
 
 
 @gluon.jit
