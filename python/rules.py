@@ -10,8 +10,9 @@ from kernel_rules import Profile, declare_profile_subsets
 from rules_flash import FLASH_KERNELS
 from rules_flash_hopper import HOPPER_FLASH_KERNELS
 from rules_moe import MOE_CI, MOE_KERNELS
+from rules_moe_hopper import HOPPER_MOE_KERNELS
 
-KERNELS = MOE_KERNELS + FLASH_KERNELS + HOPPER_FLASH_KERNELS
+KERNELS = MOE_KERNELS + FLASH_KERNELS + HOPPER_FLASH_KERNELS + HOPPER_MOE_KERNELS
 _ATTENTION = [k for k in FLASH_KERNELS + HOPPER_FLASH_KERNELS if not k.name.startswith(("attn_decode", "kv_"))]
 _BY_NAME = {k.name: k for k in KERNELS}
 # Profile membership is declared on each Kernel (Kernel.profiles); the MoE ci
