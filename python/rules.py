@@ -40,6 +40,9 @@ PROFILES = {
         Profile("flashtest", "the gputest functionals of the attention forward and backward kernels only (a quick "
                 "device build when only they changed)", kernels=[k.name for k in _ATTENTION],
                 keep=lambda k, f: _BY_NAME[k].profiles.get("gputest", lambda g: True)(f)),
+        Profile("moetest", "the gputest functionals of the MoE kernels only, the sm_90 Gluon GEMM included (a quick "
+                "device build when only they changed)", kernels=[k.name for k in MOE_KERNELS + HOPPER_MOE_KERNELS],
+                keep=lambda k, f: _BY_NAME[k].profiles.get("gputest", lambda g: True)(f)),
     ]
 }
 DEFAULT_PROFILE = "release"
