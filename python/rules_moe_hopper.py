@@ -2,7 +2,7 @@
 the expert weights read by TMA (tritonsrc/moe/grouped_gemm_hopper.py).
 v2src/ops/moe_gemm_hopper.cc routes the calls it serves (fp16/bf16
 unquantized, aligned, align block size 128, at least MIN_TOKENS_PER_EXPERT
-slots per expert, weights a TMA operand) to it on sm_90 and everything else
+slots per expert, N >= MIN_N, weights a TMA operand) to it on sm_90 and everything else
 to fused_moe_gemm; AOTRITON_MOE_HOPPER=0 turns it off.
 
 Measured on the H200 (bench/results/moe_gemm_gluon_experiment_sm90.json,
@@ -21,6 +21,9 @@ BLOCK_M = 128  # two consumer warpgroups of 64 rows; = the moe_align block size 
 # Fewer slots per expert than the smallest measured gain (DeepSeek-like M=512:
 # 16) stay with the Triton kernel (decode tiles, narrow N).
 MIN_TOKENS_PER_EXPERT = 16
+# Narrower outputs (unmeasured: every measured N was >= 4096) stay with the
+# Triton kernel: a 256-wide tile wastes up to half of its work there.
+MIN_N = 1024
 SHARED_LIMIT = 227 * 1024
 
 

@@ -72,6 +72,7 @@ def header() -> str:
         "// per expert the automatic choice runs it for.\n",
         f"constexpr int32_t kMoeHopperBlockSizeM = {rules_moe_hopper.BLOCK_M};\n",
         f"constexpr int64_t kMoeHopperMinTokensPerExpert = {rules_moe_hopper.MIN_TOKENS_PER_EXPERT};\n",
+        f"constexpr int64_t kMoeHopperMinN = {rules_moe_hopper.MIN_N};  // and the narrowest output\n",
         "// Every BLOCK_SIZE_M the GEMM is compiled for (an explicit block_size must be one).\n",
         _array("int32_t", "kMoeBlockSizes", moe_configs.BLOCK_SIZES_M),
         "\n}  // namespace tables\n}  // namespace detail\n}  // namespace AOTRITON_ABI_NAMESPACE\n}  // namespace aotriton\n",

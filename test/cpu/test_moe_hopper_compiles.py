@@ -83,6 +83,7 @@ def test_generated_tables_carry_the_routing_constants():
     text = shared_constants.header()
     assert f"kMoeHopperBlockSizeM = {rules_moe_hopper.BLOCK_M};" in text
     assert f"kMoeHopperMinTokensPerExpert = {rules_moe_hopper.MIN_TOKENS_PER_EXPERT};" in text
+    assert f"kMoeHopperMinN = {rules_moe_hopper.MIN_N};" in text
 
 
 def test_tuning_entries_are_in_the_space_and_name_their_measurement():

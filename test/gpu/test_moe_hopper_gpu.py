@@ -111,12 +111,13 @@ def test_fused_experts_both_gemms_forced(M, E, topk, with_map, dtype):
 
 
 def _eligible(dtype=torch.bfloat16, seed=1):
-    """A GEMM1 the rule serves: 128 slots per expert, block size 128 (the operator's own choice)."""
+    """A GEMM1 the rule serves: 128 slots per expert, block size 128 (the
+    operator's own choice), N >= kMoeHopperMinN (1024)."""
     import aotriton
 
     M, E, topk = 512, 8, 2
     assert aotriton.moe_gemm_block_size(M, topk=topk, num_experts=E) == BS
-    return operands(M, E, topk, 512, 512, dtype, "gemm1", seed)
+    return operands(M, E, topk, 1024, 512, dtype, "gemm1", seed)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -135,11 +136,13 @@ def test_automatic_choice_keeps_the_triton_kernel_elsewhere():
     c, ran = gemm(a, b, w, ids, top_k, mul, bs=64)
     assert not is_hopper(ran), ran
     assert rel_err(c, gemm_ref(a, b, w, ids, top_k, mul)) < GEMM_TOL[torch.bfloat16]
-    # Block size 128 but fewer than kMoeHopperMinTokensPerExpert slots per expert.
-    a, b, w, ids, top_k, mul = operands(33, 64, 6, 384, 336, torch.bfloat16, "gemm2", seed=2)
-    c, ran = gemm(a, b, w, ids, top_k, mul)
-    assert not is_hopper(ran), ran
-    assert rel_err(c, gemm_ref(a, b, w, ids, top_k, mul)) < GEMM_TOL[torch.bfloat16]
+    # Block size 128 but fewer than kMoeHopperMinTokensPerExpert slots per expert,
+    # or N below kMoeHopperMinN.
+    for M, E, topk, N in ((33, 64, 6, 1024), (512, 8, 2, 384)):
+        a, b, w, ids, top_k, mul = operands(M, E, topk, N, 336, torch.bfloat16, "gemm2", seed=2)
+        c, ran = gemm(a, b, w, ids, top_k, mul)
+        assert not is_hopper(ran), (M, E, topk, N, ran)
+        assert rel_err(c, gemm_ref(a, b, w, ids, top_k, mul)) < GEMM_TOL[torch.bfloat16]
 
 
 def test_env_var_turns_it_off(monkeypatch):
@@ -158,7 +161,7 @@ def test_fused_experts_automatic_is_the_forced_kernel():
     bitwise the forced run."""
     import aotriton
 
-    M, E, topk, K, N = 512, 8, 2, 512, 256
+    M, E, topk, K, N = 512, 8, 2, 1024, 512  # both GEMMs at least 1024 wide
     gen = torch.Generator().manual_seed(11)
     w, ids = routing(M, E, topk, gen)
     x = torch.randn(M, K, generator=gen).to(DEV, torch.bfloat16)
@@ -186,7 +189,7 @@ def _not_served_weights(kind, E, N, K, dtype, gen):
 def test_calls_it_cannot_serve_fall_back(kind):
     """Not TMA-compatible or not aligned: the automatic choice runs the Triton
     kernel (still correct); forcing a Hopper config is a clear error."""
-    M, E, topk, N = 512, 8, 2, 256
+    M, E, topk, N = 512, 8, 2, 1024
     K = 200 if kind == "k_not_16" else 512
     gen = torch.Generator().manual_seed(21)
     w, ids = routing(M, E, topk, gen)

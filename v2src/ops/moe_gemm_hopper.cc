@@ -98,8 +98,9 @@ Status launch_gemm_hopper(const char* op, const GemmJob& j, bool aligned, Stream
     *launched = true;
     return launch(j, b, stream, options);
   }
-  if (!ok || (options && options->force_config) || !enabled() ||
-      cdiv(j.num_valid_tokens, std::max<int64_t>(j.num_experts, 1)) < detail::tables::kMoeHopperMinTokensPerExpert)
+  namespace t = detail::tables;
+  if (!ok || (options && options->force_config) || !enabled() || j.N < t::kMoeHopperMinN ||
+      cdiv(j.num_valid_tokens, std::max<int64_t>(j.num_experts, 1)) < t::kMoeHopperMinTokensPerExpert)
     return Status::kSuccess;
   int arch = 0;
   AOTRITON_RETURN_IF_ERROR(detail::device_arch(stream, &arch));

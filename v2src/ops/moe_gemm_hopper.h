@@ -12,8 +12,8 @@ namespace internal {
 // serves (fp16/bf16 unquantized, `aligned` as launch_gemm computes it, block
 // size 128, the weights a TMA operand) and either options->force_config names
 // one of its configs, or: no config is forced, AOTRITON_MOE_HOPPER is not "0",
-// the GPU is sm_90, this build compiled the kernel for it, and the experts
-// average at least kMoeHopperMinTokensPerExpert slots. Otherwise leaves
+// the GPU is sm_90, this build compiled the kernel for it, the experts
+// average at least kMoeHopperMinTokensPerExpert slots and N >= kMoeHopperMinN. Otherwise leaves
 // *launched false (the Triton kernel runs). A forced config on a call it
 // cannot serve is kInvalidArgument. `j` has passed launch_gemm's checks.
 Status launch_gemm_hopper(const char* op, const GemmJob& j, bool aligned, Stream stream,
