@@ -10,8 +10,9 @@ from kernel_rules import Profile, declare_profile_subsets
 from rules_flash import FLASH_KERNELS
 from rules_flash_hopper import HOPPER_FLASH_KERNELS
 from rules_moe import MOE_CI, MOE_KERNELS
+from rules_moe_hopper import HOPPER_MOE_KERNELS
 
-KERNELS = MOE_KERNELS + FLASH_KERNELS + HOPPER_FLASH_KERNELS
+KERNELS = MOE_KERNELS + FLASH_KERNELS + HOPPER_FLASH_KERNELS + HOPPER_MOE_KERNELS
 _ATTENTION = [k for k in FLASH_KERNELS + HOPPER_FLASH_KERNELS if not k.name.startswith(("attn_decode", "kv_"))]
 _BY_NAME = {k.name: k for k in KERNELS}
 # Profile membership is declared on each Kernel (Kernel.profiles); the MoE ci
@@ -38,6 +39,9 @@ PROFILES = {
         Profile("ci", "small subset that compiles on 2 CPU cores in a few minutes"),
         Profile("flashtest", "the gputest functionals of the attention forward and backward kernels only (a quick "
                 "device build when only they changed)", kernels=[k.name for k in _ATTENTION],
+                keep=lambda k, f: _BY_NAME[k].profiles.get("gputest", lambda g: True)(f)),
+        Profile("moetest", "the gputest functionals of the MoE kernels only, the sm_90 Gluon GEMM included (a quick "
+                "device build when only they changed)", kernels=[k.name for k in MOE_KERNELS + HOPPER_MOE_KERNELS],
                 keep=lambda k, f: _BY_NAME[k].profiles.get("gputest", lambda g: True)(f)),
     ]
 }

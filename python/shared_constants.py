@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import rules_flash
 import rules_moe
+import rules_moe_hopper
 from tritonsrc.moe import configs as moe_configs
 
 
@@ -67,6 +68,11 @@ def header() -> str:
         "// kMoeTallBlockSizeM-row blocks (configs.block_size_m with topk and num_experts).\n",
         f"constexpr int32_t kMoeTallBlockSizeM = {moe_configs.TALL_BLOCK_SIZE_M};\n",
         f"constexpr int64_t kMoeTallBlockMinTokensPerExpert = {moe_configs.TALL_BLOCK_MIN_TOKENS_PER_EXPERT};\n",
+        "// The sm_90 Gluon GEMM (python/rules_moe_hopper.py): its block size, and the fewest slots\n"
+        "// per expert the automatic choice runs it for.\n",
+        f"constexpr int32_t kMoeHopperBlockSizeM = {rules_moe_hopper.BLOCK_M};\n",
+        f"constexpr int64_t kMoeHopperMinTokensPerExpert = {rules_moe_hopper.MIN_TOKENS_PER_EXPERT};\n",
+        f"constexpr int64_t kMoeHopperMinN = {rules_moe_hopper.MIN_N};  // and the narrowest output\n",
         "// Every BLOCK_SIZE_M the GEMM is compiled for (an explicit block_size must be one).\n",
         _array("int32_t", "kMoeBlockSizes", moe_configs.BLOCK_SIZES_M),
         "\n}  // namespace tables\n}  // namespace detail\n}  // namespace AOTRITON_ABI_NAMESPACE\n}  // namespace aotriton\n",

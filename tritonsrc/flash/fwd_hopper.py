@@ -120,6 +120,27 @@ def _finish(acc, m_i, l_i, o_ptr, stride_om, offs_m, seqlen_q, lse_ptr, o_rows: 
 
 
 @gluon.jit
+def _key_range(start_m, seqlen_q, seqlen_k, CAUSAL_TYPE: gl.constexpr, BLOCK_M: gl.constexpr,
+               BLOCK_N: gl.constexpr):
+    """The keys of the query block at start_m: (causal diagonal offset, key
+    tiles [0, n_tiles), first key that needs a mask)."""
+    if CAUSAL_TYPE == 0:
+        diag = 0
+        hi = seqlen_k
+        full_end = (seqlen_k // BLOCK_N) * BLOCK_N
+    else:
+        if CAUSAL_TYPE == 1:
+            diag = 0
+        else:
+            diag = seqlen_k - seqlen_q
+        hi = gl.maximum(gl.minimum(gl.minimum(start_m + BLOCK_M, seqlen_q) + diag, seqlen_k), 0)
+        # Keys seen by the block's first row are visible to every row of it.
+        first_row_keys = gl.maximum(gl.minimum(start_m + diag + 1, seqlen_k), 0)
+        full_end = (first_row_keys // BLOCK_N) * BLOCK_N
+    return diag, gl.cdiv(hi, BLOCK_N), full_end
+
+
+@gluon.jit
 def _load_kv(k_desc, v_desc, k_ring, v_ring, ready, off_z, off_hk, tile, n_tiles,
              BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
     """TMA K and V of key tile `tile` into its ring stage (nothing past the end)."""
@@ -290,21 +311,7 @@ def attn_fwd_hopper(
     off_hk = off_h // (num_heads_q // num_heads_k)
     start_m = pid_m * BLOCK_M
 
-    # Key range [0, hi) in tiles; tiles from full_end on need a mask.
-    if CAUSAL_TYPE == 0:
-        diag = 0
-        hi = seqlen_k
-        full_end = (seqlen_k // BLOCK_N) * BLOCK_N
-    else:
-        if CAUSAL_TYPE == 1:
-            diag = 0
-        else:
-            diag = seqlen_k - seqlen_q
-        hi = gl.maximum(gl.minimum(gl.minimum(start_m + BLOCK_M, seqlen_q) + diag, seqlen_k), 0)
-        # Keys seen by the block's first row are visible to every row of it.
-        first_row_keys = gl.maximum(gl.minimum(start_m + diag + 1, seqlen_k), 0)
-        full_end = (first_row_keys // BLOCK_N) * BLOCK_N
-    n_tiles = gl.cdiv(hi, BLOCK_N)
+    diag, n_tiles, full_end = _key_range(start_m, seqlen_q, seqlen_k, CAUSAL_TYPE, BLOCK_M, BLOCK_N)
     lse_ptr = LSE + off_z.to(gl.int64) * stride_lse_z + off_h.to(gl.int64) * stride_lse_h
     o_ptr = O + off_z.to(gl.int64) * stride_oz + off_h.to(gl.int64) * stride_oh
 

@@ -5,6 +5,7 @@
 
 #include "fused_moe_gemm.h"
 #include "fused_moe_gemm_wq.h"
+#include "moe_gemm_hopper.h"
 #include "moe_internal.h"
 
 namespace aotriton {
@@ -125,6 +126,9 @@ Status launch_gemm(const char* op, const GemmJob& j, Stream stream, const Kernel
     AOTRITON_RETURN_IF_ERROR(check_built(op, j, aligned));
   if (j.num_valid_tokens == 0 || j.N == 0) return Status::kSuccess;
   if (weight_only(j.quant)) return launch_gemm_wq(j, stream, options);
+  bool on_hopper = false;  // the sm_90 Gluon kernel (moe_gemm_hopper.cc) where it serves the call
+  AOTRITON_RETURN_IF_ERROR(launch_gemm_hopper(op, j, aligned, stream, options, &on_hopper));
+  if (on_hopper) return Status::kSuccess;
   namespace k = detail::kernels::fused_moe_gemm;
   using detail::strided;
   const k::Inputs in{

@@ -1,0 +1,115 @@
+// The sm_90 Gluon grouped GEMM: which calls it serves, and its launch.
+#include "moe_gemm_hopper.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "device_arch.h"
+#include "fused_moe_gemm_hopper.h"
+
+namespace aotriton {
+inline namespace AOTRITON_ABI_NAMESPACE {
+namespace moe {
+namespace internal {
+
+namespace {
+
+namespace kh = detail::kernels::fused_moe_gemm_hopper;
+using detail::fail;
+using detail::TmaTensor;
+
+// The weights [E, N, K] as the kernel's descriptor sees them: [E * N, K]
+// (one box: BLOCK_N rows of one expert, or of two where a tile crosses an
+// expert's end; those columns are masked at the store).
+bool weights_view(const GemmJob& j, TmaTensor* t) {
+  if (j.num_experts > 1 && j.stride_be != j.N * j.stride_bn) return false;  // experts not back to back
+  if (j.num_experts * j.N > INT32_MAX) return false;  // TMA row coordinates are int32
+  t->ptr = j.b;
+  t->shape[0] = j.num_experts * j.N, t->shape[1] = j.K;
+  t->strides[0] = j.stride_bn, t->strides[1] = 1;
+  return detail::tma_compatible(*t, j.ab_dtype, 2);
+}
+
+// What the kernel computes exactly as fused_moe_gemm does (its contract:
+// tritonsrc/moe/grouped_gemm_hopper.py).
+bool serves(const GemmJob& j, bool aligned, TmaTensor* b) {
+  const bool half = j.ab_dtype == DType::kFloat16 || j.ab_dtype == DType::kBFloat16;
+  return j.quant == QuantMode::kNone && half && j.c_dtype == j.ab_dtype && aligned &&
+         j.block_size == detail::tables::kMoeHopperBlockSizeM && weights_view(j, b);
+}
+
+// AOTRITON_MOE_HOPPER=0 turns the kernel off. Read on every call (only calls
+// it serves get here) so one process can compare both kernels
+// (bench/bench_moe.py); set it before starting threads that launch.
+bool enabled() {
+  const char* v = std::getenv("AOTRITON_MOE_HOPPER");
+  return !(v && std::strcmp(v, "0") == 0);
+}
+
+// A forced config picks its kernel by name: only this kernel's have NUM_STAGES= (upper case).
+bool forced(const KernelOptions* options) {
+  return options && options->force_config && std::strstr(options->force_config, "NUM_STAGES=");
+}
+
+kh::Functional functional(const GemmJob& j) {
+  kh::Functional f{};
+  f.dtype = j.ab_dtype;
+  f.MUL_ROUTED_WEIGHT = j.mul_routed_weight;
+  return f;
+}
+
+Status launch(const GemmJob& j, const TmaTensor& b, Stream stream, const KernelOptions* options) {
+  kh::Args a{};
+  a.a_ptr = j.a;
+  a.b_desc = b;
+  a.c_ptr = j.c;
+  a.topk_weights_ptr = j.topk_weights;
+  a.sorted_token_ids_ptr = j.sorted_token_ids;
+  a.expert_ids_ptr = j.expert_ids;
+  a.num_tokens_post_padded_ptr = j.num_tokens_post_padded;
+  a.N = static_cast<int32_t>(j.N);
+  a.K = static_cast<int32_t>(j.K);
+  a.EM = static_cast<int32_t>(j.EM);
+  a.num_valid_tokens = static_cast<int32_t>(j.num_valid_tokens);
+  a.top_k = static_cast<int32_t>(j.top_k);
+  a.stride_am = static_cast<int32_t>(j.stride_am);
+  a.stride_cm = static_cast<int32_t>(j.stride_cm);
+  a.num_experts = static_cast<int32_t>(j.num_experts);
+  a.tokens_per_expert = cdiv(j.num_valid_tokens, std::max<int64_t>(j.num_experts, 1));
+  return kh::launch(a, functional(j), stream, options);
+}
+
+}  // namespace
+
+Status launch_gemm_hopper(const char* op, const GemmJob& j, bool aligned, Stream stream,
+                          const KernelOptions* options, bool* launched) {
+  *launched = false;
+  TmaTensor b;
+  const bool ok = serves(j, aligned, &b);
+  if (forced(options)) {
+    if (!ok)
+      return fail(Status::kInvalidArgument,
+                  std::string(op) + ": force_config names a fused_moe_gemm_hopper config, but that kernel serves "
+                                    "unquantized fp16/bf16 calls with block_size 128, K, N and the row strides "
+                                    "multiples of 16, 16-byte aligned a, b and c, and b's experts back to back");
+    *launched = true;
+    return launch(j, b, stream, options);
+  }
+  namespace t = detail::tables;
+  if (!ok || (options && options->force_config) || !enabled() || j.N < t::kMoeHopperMinN ||
+      cdiv(j.num_valid_tokens, std::max<int64_t>(j.num_experts, 1)) < t::kMoeHopperMinTokensPerExpert)
+    return Status::kSuccess;
+  int arch = 0;
+  AOTRITON_RETURN_IF_ERROR(detail::device_arch(stream, &arch));
+  if (arch != 90 || !kh::built_for(functional(j), 90)) return Status::kSuccess;
+  *launched = true;
+  return launch(j, b, stream, options);
+}
+
+}  // namespace internal
+}  // namespace moe
+}  // namespace AOTRITON_ABI_NAMESPACE
+}  // namespace aotriton
