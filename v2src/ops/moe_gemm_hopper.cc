@@ -13,7 +13,7 @@
 namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {
 namespace moe {
-namespace internal {
+namespace detail {
 
 namespace {
 
@@ -109,7 +109,7 @@ Status launch_gemm_hopper(const char* op, const GemmJob& j, bool aligned, Stream
   return launch(j, b, stream, options);
 }
 
-}  // namespace internal
+}  // namespace detail
 }  // namespace moe
 }  // namespace AOTRITON_ABI_NAMESPACE
 }  // namespace aotriton

@@ -6,7 +6,7 @@
 namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {
 namespace moe {
-namespace internal {
+namespace detail {
 
 // Runs `j` on the Gluon kernel and sets *launched when the call is one it
 // serves (fp16/bf16 unquantized, `aligned` as launch_gemm computes it, block
@@ -19,7 +19,7 @@ namespace internal {
 Status launch_gemm_hopper(const char* op, const GemmJob& j, bool aligned, Stream stream,
                           const KernelOptions* options, bool* launched);
 
-}  // namespace internal
+}  // namespace detail
 }  // namespace moe
 }  // namespace AOTRITON_ABI_NAMESPACE
 }  // namespace aotriton
