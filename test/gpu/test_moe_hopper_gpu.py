@@ -2,7 +2,7 @@
 v2src/ops/moe_gemm_hopper.cc): forced, against float64 references on fresh
 random data with NaN-poisoned outputs, in both GEMM forms of fused_experts
 and through fused_experts itself; the automatic choice (where the rule
-serves, and not elsewhere; AOTRITON_MOE_HOPPER=0); calls it cannot serve
+serves when opted in with AOTRITON_MOE_HOPPER=1, and not elsewhere); calls it cannot serve
 (not TMA-compatible, unaligned) falling back to the Triton kernel, or a clear
 error when forced; bad expert and slot ids; bitwise-repeatable output; the
 JIT launcher equal to the AOT kernel."""
@@ -121,7 +121,8 @@ def _eligible(dtype=torch.bfloat16, seed=1):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_automatic_choice_runs_it_where_the_rule_serves(dtype):
+def test_automatic_choice_runs_it_where_the_rule_serves(dtype, monkeypatch):
+    monkeypatch.setenv("AOTRITON_MOE_HOPPER", "1")  # opt-in (moe_gemm_hopper.cc: slower than Triton at M=4096)
     a, b, w, ids, top_k, mul = _eligible(dtype)
     c, ran = gemm(a, b, w, ids, top_k, mul)
     assert is_hopper(ran), ran
@@ -130,7 +131,8 @@ def test_automatic_choice_runs_it_where_the_rule_serves(dtype):
     assert torch.equal(c, forced)
 
 
-def test_automatic_choice_keeps_the_triton_kernel_elsewhere():
+def test_automatic_choice_keeps_the_triton_kernel_elsewhere(monkeypatch):
+    monkeypatch.setenv("AOTRITON_MOE_HOPPER", "1")
     # Block size 64 (the operator's choice for few slots per expert).
     a, b, w, ids, top_k, mul = _eligible()
     c, ran = gemm(a, b, w, ids, top_k, mul, bs=64)
@@ -145,22 +147,30 @@ def test_automatic_choice_keeps_the_triton_kernel_elsewhere():
         assert rel_err(c, gemm_ref(a, b, w, ids, top_k, mul)) < GEMM_TOL[torch.bfloat16]
 
 
-def test_env_var_turns_it_off(monkeypatch):
-    """AOTRITON_MOE_HOPPER=0 (read per call) gives the Triton kernel, same results within rounding."""
+@pytest.mark.parametrize("unset", ["", "0"])
+def test_env_var_opts_in(monkeypatch, unset):
+    """By default (or AOTRITON_MOE_HOPPER=0) an eligible call runs the Triton
+    kernel; AOTRITON_MOE_HOPPER=1 (read per call) the Hopper kernel; same
+    results within rounding."""
     a, b, w, ids, top_k, mul = _eligible()
-    on, ran_on = gemm(a, b, w, ids, top_k, mul)
-    monkeypatch.setenv("AOTRITON_MOE_HOPPER", "0")
+    if unset:
+        monkeypatch.setenv("AOTRITON_MOE_HOPPER", unset)
+    else:
+        monkeypatch.delenv("AOTRITON_MOE_HOPPER", raising=False)
     off, ran_off = gemm(a, b, w, ids, top_k, mul)
+    monkeypatch.setenv("AOTRITON_MOE_HOPPER", "1")
+    on, ran_on = gemm(a, b, w, ids, top_k, mul)
     assert is_hopper(ran_on) and not is_hopper(ran_off), (ran_on, ran_off)
     ref = gemm_ref(a, b, w, ids, top_k, mul)
     assert rel_err(off, ref) < GEMM_TOL[torch.bfloat16] and rel_err(on, ref) < GEMM_TOL[torch.bfloat16]
 
 
-def test_fused_experts_automatic_is_the_forced_kernel():
-    """fused_experts at an eligible shape runs both GEMMs on the Hopper kernel:
-    bitwise the forced run."""
+def test_fused_experts_automatic_is_the_forced_kernel(monkeypatch):
+    """fused_experts at an eligible shape, opted in, runs both GEMMs on the
+    Hopper kernel: bitwise the forced run."""
     import aotriton
 
+    monkeypatch.setenv("AOTRITON_MOE_HOPPER", "1")
     M, E, topk, K, N = 512, 8, 2, 1024, 512  # both GEMMs at least 1024 wide
     gen = torch.Generator().manual_seed(11)
     w, ids = routing(M, E, topk, gen)

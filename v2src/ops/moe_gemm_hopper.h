@@ -11,7 +11,7 @@ namespace detail {
 // Runs `j` on the Gluon kernel and sets *launched when the call is one it
 // serves (fp16/bf16 unquantized, `aligned` as launch_gemm computes it, block
 // size 128, the weights a TMA operand) and either options->force_config names
-// one of its configs, or: no config is forced, AOTRITON_MOE_HOPPER is not "0",
+// one of its configs, or: no config is forced, AOTRITON_MOE_HOPPER is "1" (opt-in),
 // the GPU is sm_90, this build compiled the kernel for it, the experts
 // average at least kMoeHopperMinTokensPerExpert slots and N >= kMoeHopperMinN. Otherwise leaves
 // *launched false (the Triton kernel runs). A forced config on a call it
