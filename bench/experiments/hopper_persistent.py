@@ -22,7 +22,7 @@ SHIPPED = {"SCHEDULE": 3, "num_warps": 4, "maxnreg": 0}  # the ping-pong config 
 def launch(q, k, v, sm_scale, causal_type, config, num_sms):
     import torch
     from rules_flash_hopper import attn_fwd_hopper as rule
-    from tritonsrc.flash.fwd_hopper_jit import _view
+    from tritonsrc.flash.fwd_hopper_jit import _descriptor as _view
     from tritonsrc.flash.fwd_hopper_persistent import attn_fwd_hopper_persistent
     from kernel_rules import TmaArg
 
