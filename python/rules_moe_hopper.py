@@ -3,7 +3,8 @@ the expert weights read by TMA (tritonsrc/moe/grouped_gemm_hopper.py).
 v2src/ops/moe_gemm_hopper.cc routes the calls it serves (fp16/bf16
 unquantized, aligned, align block size 128, at least MIN_TOKENS_PER_EXPERT
 slots per expert, N >= MIN_N, weights a TMA operand) to it on sm_90 and everything else
-to fused_moe_gemm; AOTRITON_MOE_HOPPER=0 turns it off.
+to fused_moe_gemm, when opted in with AOTRITON_MOE_HOPPER=1 (the tuned Triton
+kernel measured faster at M=4096: bench/results/moe_sm90_hopper_gemm.json).
 
 Measured on the H200 (bench/results/moe_gemm_gluon_experiment_sm90.json,
 variant gluon_ws, 128x256x64, 4 stages; docs/notes-moe-perf.md), against
