@@ -1,8 +1,9 @@
 """Experiment: the MoE grouped GEMM as a warp-specialized Gluon kernel for
 sm_90 (CUTLASS's "cooperative" schedule), on A pre-sorted into moe_align
 order (a_sorted [EM, K], padding rows zero; see moe_gemm_tma_kernels.py),
-or (moe_gemm_gluon_ws_gather_kernel) with A's rows gathered by a loader
-warpgroup with cp.async, as production does, while one warp brings B by TMA.
+or with A's rows gathered by a loader warpgroup with cp.async, as production
+does, while one warp brings B by TMA (that variant is now the product kernel,
+tritonsrc/moe/grouped_gemm_hopper.py).
 
 One 128 x BLOCK_N tile per CTA, launched with num_warps=4; partitions
 (gl.warp_specialize):
@@ -19,7 +20,6 @@ C[slot] = A[slot] @ B[expert]^T (* routed weight), expert ids outside
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 
 ROWS = gl.constexpr(64)  # rows per consumer warpgroup
@@ -139,134 +139,11 @@ def moe_gemm_gluon_ws_kernel(a_desc, b_desc, c_ptr, topk_weights_ptr, sorted_ids
 
 
 # ---------------------------------------------------------------- A gathered by cp.async
-GATHER_WARPS = gl.constexpr(2)  # the A loader partition (4 would leave ptxas 128 registers for the 64x256 wgmma)
+# The gathered-A variant (gluon_ws_gather) shipped as the product kernel
+# tritonsrc/moe/grouped_gemm_hopper.py (fused_moe_gemm_hopper, same arguments);
+# moe_gemm_tma.py launches that one for this experiment's "gluon_ws_gather".
 
 
-@gluon.jit
-def _b_loader(b_desc, b_ring, ready_b, empty, row_b, k_tiles, BLOCK_K: gl.constexpr, NUM_STAGES: gl.constexpr):
-    for t in range(0, k_tiles):
-        stage = t % NUM_STAGES
-        mbarrier.wait(empty.index(stage), ((t // NUM_STAGES) - 1) & 1, pred=t >= NUM_STAGES)
-        bar = ready_b.index(stage)
-        mbarrier.expect(bar, b_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(b_desc, [row_b, t * BLOCK_K], bar, b_ring.index(stage))
-
-
-@gluon.jit
-def _a_gatherer(a_ptr, a_ring, ready_a, empty, sorted_ids_ptr, pid_m, k_tiles, K, EM, num_valid_tokens, top_k,
-                stride_am, BLOCK_M: gl.constexpr, BLOCK_K: gl.constexpr, NUM_STAGES: gl.constexpr):
-    """Each thread copies its 16-byte pieces of the stage's [BLOCK_M, BLOCK_K]
-    A tile and arrives on ready_a when they landed (the barrier counts every
-    thread of this partition). Rows of padding slots read nothing (zeros)."""
-    NUM_WARPS: gl.constexpr = gl.num_warps()
-    VEC: gl.constexpr = 16 // a_ring.dtype.primitive_bitwidth * 8
-    layout: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, VEC], threads_per_warp=[32 * VEC // BLOCK_K,
-                                                                                      BLOCK_K // VEC],
-                                            warps_per_cta=[NUM_WARPS, 1], order=[1, 0])
-    offs_m = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, layout))
-    slot = gl.load(sorted_ids_ptr + offs_m, mask=offs_m < EM, other=num_valid_tokens)
-    slot_ok = (slot >= 0) & (slot < num_valid_tokens)
-    a_row = gl.where(slot_ok, slot // top_k, 0).to(gl.int64)
-    offs_k = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, layout))
-    ptrs = a_ptr + gl.expand_dims(a_row * stride_am, 1) + gl.expand_dims(offs_k, 0)
-    row_ok = gl.expand_dims(slot_ok, 1)
-    for t in range(0, k_tiles):
-        stage = t % NUM_STAGES
-        mbarrier.wait(empty.index(stage), ((t // NUM_STAGES) - 1) & 1, pred=t >= NUM_STAGES)
-        k0 = t * BLOCK_K
-        mask = row_ok & gl.expand_dims(offs_k < K - k0, 0)
-        async_copy.async_copy_global_to_shared(a_ring.index(stage), ptrs + k0, mask=mask)
-        async_copy.mbarrier_arrive(ready_a.index(stage), increment_count=False)
-
-
-@gluon.jit
-def _gather_consumer(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m,
-                     pid_n, k_tiles, N, EM, num_valid_tokens, stride_cm, expert_ok,
-                     WHICH: gl.constexpr, MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_N: gl.constexpr,
-                     NUM_STAGES: gl.constexpr):
-    NUM_WARPS: gl.constexpr = gl.num_warps()
-    acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NUM_WARPS, 1],
-                                                         instr_shape=[16, BLOCK_N, 16])
-    acc = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=acc_layout)
-    for t in range(0, k_tiles):
-        stage = t % NUM_STAGES
-        phase = (t // NUM_STAGES) & 1
-        mbarrier.wait(ready_a.index(stage), phase)
-        mbarrier.wait(ready_b.index(stage), phase)
-        a = a_ring.index(stage).slice(WHICH * ROWS, ROWS)
-        tok = warpgroup_mma(a, b_ring.index(stage).permute((1, 0)), acc, is_async=True)
-        acc = warpgroup_mma_wait(num_outstanding=1, deps=(tok, ))
-        mbarrier.arrive(empty.index((t + NUM_STAGES - 1) % NUM_STAGES), pred=t > 0)
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
-    _epilogue(acc, acc_layout, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, pid_n, N, EM, num_valid_tokens,
-              stride_cm, expert_ok, WHICH, MUL_ROUTED_WEIGHT, BLOCK_N)
-
-
-@gluon.jit
-def _gather_first_consumer(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m,
-                           pid_n, k_tiles, N, EM, num_valid_tokens, stride_cm, expert_ok,
-                           MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
-    _gather_consumer(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, pid_n,
-                     k_tiles, N, EM, num_valid_tokens, stride_cm, expert_ok, 0, MUL_ROUTED_WEIGHT, BLOCK_N,
-                     NUM_STAGES)
-
-
-@gluon.jit
-def _gather_second_consumer(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr,
-                            pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, stride_cm, expert_ok,
-                            MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
-    _gather_consumer(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, pid_n,
-                     k_tiles, N, EM, num_valid_tokens, stride_cm, expert_ok, 1, MUL_ROUTED_WEIGHT, BLOCK_N,
-                     NUM_STAGES)
-
-
-@gluon.jit(do_not_specialize=["EM", "num_valid_tokens", "top_k"])
-def moe_gemm_gluon_ws_gather_kernel(a_ptr, b_desc, c_ptr, topk_weights_ptr, sorted_ids_ptr, expert_ids_ptr, ntpp_ptr,
-                                    N, K, EM, num_valid_tokens, top_k, stride_am, stride_cm, num_experts,
-                                    MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                                    BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr):
-    """As moe_gemm_gluon_ws_kernel, A [rows, K] gathered (row slot // top_k)."""
-    gl.static_assert(BLOCK_M == 2 * ROWS, "BLOCK_M is two consumer warpgroups of 64 rows")
-    num_pid_m = gl.cdiv(EM, BLOCK_M)
-    num_pid_n = gl.cdiv(N, BLOCK_N)
-    in_group = GROUP_M * num_pid_n
-    pid = gl.program_id(0)
-    first_m = (pid // in_group) * GROUP_M
-    group_m = gl.minimum(num_pid_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % in_group) % group_m
-    pid_n = (pid % in_group) // group_m
-    if pid_m * BLOCK_M >= gl.load(ntpp_ptr):
-        return
-    expert = gl.load(expert_ids_ptr + pid_m)
-    expert_ok = (expert >= 0) & (expert < num_experts)
-    expert = gl.where(expert_ok, expert, 0)
-    k_tiles = gl.cdiv(K, BLOCK_K)
-
-    a_ring = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], b_desc.layout)
-    b_ring = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], b_desc.layout)
-    ready_a = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    ready_b = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(NUM_STAGES):
-        mbarrier.init(ready_a.index(i), count=GATHER_WARPS * 32)
-        mbarrier.init(ready_b.index(i), count=1)
-        mbarrier.init(empty.index(i), count=2)
-    row_b = expert * N + pid_n * BLOCK_N
-
-    gl.warp_specialize([
-        (_gather_first_consumer, (a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr,
-                                  pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, stride_cm, expert_ok,
-                                  MUL_ROUTED_WEIGHT, BLOCK_N, NUM_STAGES)),
-        (_gather_second_consumer, (a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr,
-                                   pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, stride_cm, expert_ok,
-                                   MUL_ROUTED_WEIGHT, BLOCK_N, NUM_STAGES)),
-        (_b_loader, (b_desc, b_ring, ready_b, empty, row_b, k_tiles, BLOCK_K, NUM_STAGES)),
-        (_a_gatherer, (a_ptr, a_ring, ready_a, empty, sorted_ids_ptr, pid_m, k_tiles, K, EM, num_valid_tokens, top_k,
-                       stride_am, BLOCK_M, BLOCK_K, NUM_STAGES)),
-    ], [4, 1, GATHER_WARPS], [224, 40, 80])
-
-
-# ---------------------------------------------------------------- persistent (A pre-sorted)
 @gluon.jit
 def _tile_of(tile, num_pid_m, num_pid_n, GROUP_M: gl.constexpr):
     in_group = GROUP_M * num_pid_n

@@ -202,7 +202,8 @@ def launch_spec(kind, opts, cfg, case, num_sms):
             return G.moe_gemm_gluon_ws_kernel, grid, args, kwargs
         args = [case.a, b_desc, case.c, tw, s, e, n, case.N, case.K, EM, case.slots, case.top_k, case.a.stride(0),
                 case.c.stride(0), case.E]
-        return G.moe_gemm_gluon_ws_gather_kernel, grid, args, kwargs
+        from tritonsrc.moe.grouped_gemm_hopper import fused_moe_gemm_hopper
+        return fused_moe_gemm_hopper, grid, args, kwargs
     if kind == "prod":
         from tritonsrc.moe.moe_jit import grouped_gemm_launch
         config = dict(BLOCK_SIZE_M=bm, BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, GROUP_SIZE_M=group, num_warps=warps,
@@ -235,7 +236,8 @@ class _Kernels(dict):
 
     def __missing__(self, kind):
         from bench.experiments import moe_gemm_gluon_kernel as G
-        self.update(gluon_ws=G.moe_gemm_gluon_ws_kernel, gluon_ws_gather=G.moe_gemm_gluon_ws_gather_kernel,
+        from tritonsrc.moe.grouped_gemm_hopper import fused_moe_gemm_hopper
+        self.update(gluon_ws=G.moe_gemm_gluon_ws_kernel, gluon_ws_gather=fused_moe_gemm_hopper,
                     gluon_ws_persistent=G.moe_gemm_gluon_ws_persistent_kernel)
         return self[kind]
 
