@@ -73,9 +73,9 @@ def bwd_table(dname, dtype, tokens, hidden, shapes):
     import aotriton
 
     print("\nforward + backward (TF/s counting 3.5x the forward FLOPs; bwd alone 2.5x)")
-    print("| D | causal | seqlen | aot fwd+bwd | SDPA flash fwd+bwd | SDPA cuDNN fwd+bwd | aot bwd | flash bwd |"
-          " aot/flash (f+b) | aot/cuDNN (f+b) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| D | causal | seqlen | aot fwd+bwd | SDPA flash fwd+bwd | SDPA cuDNN fwd+bwd | aot bwd | aot bwd det. |"
+          " flash bwd | cuDNN bwd | aot/flash (f+b) | aot/cuDNN (f+b) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for D, S in shapes:
         H = hidden // D
@@ -98,6 +98,9 @@ def bwd_table(dname, dtype, tokens, hidden, shapes):
             with torch.no_grad():
                 out, lse, _ = aotriton.flash_attn_func(q, k, v, causal=causal, return_lse=True)
             res["aot_b"] = t_ms(lambda: aotriton.flash_attn_backward(dout, q, k, v, out, lse, causal=causal))
+            # deterministic=True: no dQ atomics (the default sums dQ with them on sm_90)
+            res["aot_b_det"] = t_ms(lambda: aotriton.flash_attn_backward(dout, q, k, v, out, lse, causal=causal,
+                                                                         deterministic=True))
             for name, be in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
                 try:
                     with sdpa_kernel(be):
@@ -110,13 +113,15 @@ def bwd_table(dname, dtype, tokens, hidden, shapes):
             res["flash_b"] = res["flash_fb"] - res["flash_f"]
             tf = lambda ms, mult: mult * fl / (ms * 1e-3) / 1e12  # noqa: E731
             a, f, c = tf(res["aot_fb"], 3.5), tf(res["flash_fb"], 3.5), tf(res["cudnn_fb"], 3.5)
+            cudnn_b = tf(res["cudnn_fb"] - res["cudnn_f"], 2.5)
             print(f"| {D} | {causal} | {S} | {a:.0f} | {f:.0f} | {c:.0f} | {tf(res['aot_b'], 2.5):.0f} | "
-                  f"{tf(res['flash_b'], 2.5):.0f} | {a / f:.2f} | {a / c:.2f} |", flush=True)
+                  f"{tf(res['aot_b_det'], 2.5):.0f} | {tf(res['flash_b'], 2.5):.0f} | {cudnn_b:.0f} | {a / f:.2f} | "
+                  f"{a / c:.2f} |", flush=True)
             base = {"dtype": dname, "D": D, "causal": causal, "seqlen": S}
             rows.append({**base, "mode": "fwd_bwd", "aot_tflops": a, "flash_tflops": f, "cudnn_tflops": c})
             rows.append({**base, "mode": "bwd", "aot_tflops": tf(res["aot_b"], 2.5),
-                         "flash_tflops": tf(res["flash_b"], 2.5),
-                         "cudnn_tflops": tf(res["cudnn_fb"] - res["cudnn_f"], 2.5)})
+                         "aot_deterministic_tflops": tf(res["aot_b_det"], 2.5),
+                         "flash_tflops": tf(res["flash_b"], 2.5), "cudnn_tflops": cudnn_b})
             del q, k, v, qt, kt, vt, dout, doutt, out, lse
     return rows
 

@@ -96,10 +96,12 @@ void bind_flash(nb::module_& m) {
       [](const TensorArg<4>& q, const TensorArg<4>& k, const TensorArg<4>& v, const TensorArg<4>& out,
          const TensorArg<4>& dout, const TensorArg<3>& lse, const TensorArg<4>& dq, const TensorArg<4>& dk,
          const TensorArg<4>& dv, const TensorArg<3>& delta, float scale, int causal, float dropout_p, uintptr_t seed,
-         uintptr_t offset, uintptr_t stream, std::optional<std::string> force_config, AOTRITON_FEATURE_PARAMS) {
+         uintptr_t offset, uintptr_t stream, std::optional<std::string> force_config,
+         const std::optional<TensorArg<4>>& dq_accum, AOTRITON_FEATURE_PARAMS) {
         flash::BwdParams p;
         p.q = view<4>(q), p.k = view<4>(k), p.v = view<4>(v), p.out = view<4>(out), p.dout = view<4>(dout);
         p.lse = view<3>(lse), p.dq = view<4>(dq), p.dk = view<4>(dk), p.dv = view<4>(dv), p.delta = view<3>(delta);
+        p.dq_accum = opt_view<4>(dq_accum);
         set_softmax(p, scale, causal, dropout_p, seed, offset,
                     features(window_left, window_right, softcap, alibi_slopes));
         return run([&](const KernelOptions* opt) { return flash::attn_bwd(p, stream_arg(stream), opt); }, force_config);
@@ -107,7 +109,7 @@ void bind_flash(nb::module_& m) {
       nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("dout"), nb::arg("lse"), nb::arg("dq"),
       nb::arg("dk"), nb::arg("dv"), nb::arg("delta"), nb::arg("scale"), nb::arg("causal"), nb::arg("dropout_p"),
       nb::arg("philox_seed"), nb::arg("philox_offset"), nb::arg("stream"), nb::arg("force_config") = nb::none(),
-      AOTRITON_FEATURE_ARGS);
+      nb::arg("dq_accum").none() = nb::none(), AOTRITON_FEATURE_ARGS);
   m.def(
       "attn_bwd_varlen",
       [](const TensorArg<3>& q, const TensorArg<3>& k, const TensorArg<3>& v, const TensorArg<3>& out,

@@ -209,6 +209,15 @@ def _bwd_default(kernel):
     return lambda f, arch: bwd_configs.pick_config(arch, f["BLOCK_DMODEL"], f["dtype"], kernel, f["ENABLE_DROPOUT"])
 
 
+def _pre_valid(f, arch):
+    """ZERO_DQ_ACC (also zero the fp32 dQ accumulator) serves the sm_90
+    backward's atomic dQ path only (rules_flash_hopper.bwd_dkdv_hopper)."""
+    if f["ZERO_DQ_ACC"]:
+        return (arch == 90 and f["dtype"] != "fp32" and f["BLOCK_DMODEL"] in (64, 128) and not f["PADDED_HEAD"]
+                and not f["IS_VARLEN"] and f["ALIGNED16"])
+    return _bwd_valid(f, arch)
+
+
 _BWD_FUNCTIONAL = {
     "dtype": ["fp16", "bf16", "fp32"],
     "BLOCK_DMODEL": HEAD_DIM_BUCKETS,
@@ -236,9 +245,9 @@ bwd_preprocess = Kernel(
         Arg("total_q", "i32"),
     ],
     functional={"dtype": ["fp16", "bf16", "fp32"], "BLOCK_DMODEL": HEAD_DIM_BUCKETS, "PADDED_HEAD": [False, True],
-                "IS_VARLEN": [False, True], "ZERO_DQ_ACC": [False]},
+                "IS_VARLEN": [False, True], "ZERO_DQ_ACC": [False, True]},
     unaligned_variant=True,
-    valid=_bwd_valid,
+    valid=_pre_valid,
     fallbacks=_flash_fallbacks,
     rare=_flash_rare,
     profiles=_FLASH_PROFILES,

@@ -14,7 +14,7 @@ kernel); causal head dim 64 stays with the Triton kernel, which measured
 faster than every form of this one.
 """
 from kernel_rules import Arg, AutotuneKey, Kernel, Tensor, TmaArg, TuningSpace, pow2ceil
-from rules_flash import LSE
+from rules_flash import DELTA, LSE
 
 SEQLEN_BINS = [128, 512, 1024, 2048, 4096, 8192]  # as attn_fwd's, so one tuner covers both
 BLOCK_M = 128  # two warpgroups of 64 query rows
@@ -97,4 +97,75 @@ attn_fwd_hopper = Kernel(
     doc="flash attention forward for sm_90 (Gluon: TMA, wgmma, ping-pong warp specialization)",
 )
 
-HOPPER_FLASH_KERNELS = [attn_fwd_hopper]
+
+# ---------------------------------------------------------------------------
+# Backward (tritonsrc/flash/bwd_hopper.py): dK/dV per key block with TMA and
+# wgmma; dQ either by fp32 atomics into a caller workspace (FUSE_DQ, then
+# bwd_dq_convert) or by the Triton bwd_dq kernel (deterministic).
+# v2src/ops/flash_bwd.cc routes batched fp16/bf16 head dim 64 / 128 calls
+# without dropout or attention features here on sm_90.
+# ---------------------------------------------------------------------------
+def _bwd_desc(name, rows):
+    """Over the view [B, H, D/64, S, 64] of a [B, S, H, D] tensor (bwd_hopper.py)."""
+    return TmaArg(name, "{dtype}", ("1", "1", "BLOCK_DMODEL / 64", rows, "64"))
+
+
+_DK = Tensor("DK", "{dtype}", "zhn", rank=4, align=16, stride="i32:8")
+_DV = Tensor("DV", "{dtype}", "zhn", rank=4, align=16, stride="i32:8")
+# The fp32 dQ accumulator, q's shape [B, S, H, D], rows 16-byte aligned (the
+# atomics pair up); unused (null, strides 0) without FUSE_DQ.
+_DQA = Tensor("DQA", "fp32", "zhm", rank=4, align=16, stride="i32:16", prefix="stride_dqa_")
+# (BLOCK_M, BLOCK_N, NUM_STAGES, num_warps): 64 query rows per step keep S^T,
+# dP^T and dK/dV in registers (128 spill at head dim 64); two warpgroups of
+# 64 keys each (bench/results/flash_bwd_hopper_experiment_sm90.json).
+BWD_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 128, "NUM_STAGES": 2, "num_warps": 8}
+
+
+def _bwd_ci(f):
+    return f["dtype"] == "fp16" and f["BLOCK_DMODEL"] == 64  # as bwd_preprocess's and bwd_dq's ci subset
+
+
+bwd_dkdv_hopper = Kernel(
+    name="bwd_dkdv_hopper",
+    source="tritonsrc/flash/bwd_hopper.py",
+    function="bwd_dkdv_hopper",
+    args=[
+        _bwd_desc("q_desc", "BLOCK_M"), _bwd_desc("k_desc", "BLOCK_N"), _bwd_desc("v_desc", "BLOCK_N"),
+        _bwd_desc("do_desc", "BLOCK_M"),
+        _DK.ptr, _DV.ptr, _DQA.ptr, LSE.ptr, DELTA.ptr, Arg("sm_scale", "fp32"),
+        *_DK.strides, *_DV.strides, *_DQA.strides, *LSE.strides, *DELTA.strides,
+        Arg("num_heads_q", "i32"), Arg("num_heads_k", "i32"), Arg("seqlen_q", "i32"), Arg("seqlen_k", "i32"),
+    ],
+    functional={"dtype": ["fp16", "bf16"], "BLOCK_DMODEL": [64, 128], "CAUSAL_TYPE": [0, 1, 2],
+                "FUSE_DQ": [False, True]},
+    valid=lambda f, arch: arch == 90,  # wgmma: sm_90a only
+    profiles={"ci": _bwd_ci},
+    grid_args=["num_seqs"],
+    tuning=TuningSpace(params={k: [v] for k, v in BWD_CONFIG.items()}, default=lambda f, arch: dict(BWD_CONFIG)),
+    grid=("cdiv(seqlen_k, BLOCK_N)", "num_seqs * num_heads_k", "1"),
+    doc="flash attention backward dK/dV for sm_90 (Gluon: TMA, wgmma); dQ by fp32 atomics with FUSE_DQ",
+)
+
+_DQ = Tensor("DQ", "{dtype}", "zhm", rank=4, align=16, stride="i32:8")
+
+bwd_dq_convert = Kernel(
+    name="bwd_dq_convert",
+    source="tritonsrc/flash/bwd_dq_convert.py",
+    function="bwd_dq_convert",
+    args=[
+        _DQA.ptr, _DQ.ptr, Arg("cu_seqlens_q", "*i32"), Arg("sm_scale", "fp32"),
+        *_DQA.strides, *_DQ.strides,
+        Arg("num_heads_q", "i32"), Arg("max_seqlen_q", "i32"), Arg("head_dim", "i32:8"), Arg("total_q", "i32"),
+    ],
+    functional={"dtype": ["fp16", "bf16"], "BLOCK_DMODEL": [64, 128], "PADDED_HEAD": [False],
+                "IS_VARLEN": [False]},
+    valid=lambda f, arch: arch == 90,  # only bwd_dkdv_hopper's FUSE_DQ needs it
+    profiles={"ci": _bwd_ci},
+    grid_args=["num_seqs"],
+    tuning=TuningSpace(params={"BLOCK_M": [128], "num_warps": [4], "num_stages": [1]},
+                       default=lambda f, arch: {"BLOCK_M": 128, "num_warps": 4, "num_stages": 1}),
+    grid=("cdiv(max_seqlen_q, BLOCK_M)", "num_seqs * num_heads_q", "1"),
+    doc="flash backward: dQ = sm_scale * the fp32 accumulator, in dQ's type",
+)
+
+HOPPER_FLASH_KERNELS = [attn_fwd_hopper, bwd_dkdv_hopper, bwd_dq_convert]

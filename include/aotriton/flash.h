@@ -91,8 +91,12 @@ struct FwdVarlenParams {
 // Backward: dq, dk, dv from dout and the forward's q, k, v, out, lse (and the
 // same dropout seed/offset). Three kernels: delta = rowsum(dout * out), then
 // dK/dV (one program per key block and kv head, looping over that kv head's
-// query heads) and dQ (one program per query block). No atomics anywhere, so
-// the gradients are bit-identical run to run (deterministic).
+// query heads) and dQ (one program per query block). No atomics, so the
+// gradients are bit-identical run to run (deterministic), unless the caller
+// passes dq_accum: then, on sm_90, where the Hopper kernel serves the call
+// (fp16/bf16, head dim 64 or 128, no dropout or attention feature, 16-byte
+// aligned strides), dQ is summed into it with fp32 atomics by the dK/dV kernel
+// (faster; dq's last bits may differ run to run) and converted at the end.
 struct BwdParams {
   TensorView<4> q, k, v, out, dout;  // as in FwdParams (dout like out)
   TensorView<3> lse;                 // the forward's [B, Hq, Sq]
@@ -105,6 +109,11 @@ struct BwdParams {
   float dropout_p = 0.f;
   const int64_t* philox_seed = nullptr;
   const int64_t* philox_offset = nullptr;
+  // Optional workspace, q's shape [B, Sq, Hq, D] in fp32, strides multiples
+  // of 16 elements (a contiguous tensor): opts into the atomic dQ path above;
+  // ignored where that path does not serve the call. Empty: deterministic.
+  // (Last, so designated initializers written before it stay valid.)
+  TensorView<4> dq_accum{};
 };
 
 struct BwdVarlenParams {
@@ -128,7 +137,10 @@ struct BwdVarlenParams {
 AOTRITON_API Status attn_fwd(const FwdParams& params, Stream stream, const KernelOptions* options = nullptr) noexcept;
 AOTRITON_API Status attn_fwd_varlen(const FwdVarlenParams& params, Stream stream,
                                     const KernelOptions* options = nullptr) noexcept;
-// options->force_config applies to the dK/dV and dQ kernels.
+// options->force_config applies to the dK/dV and dQ kernels (a forced config
+// names a Triton kernel's: the sm_90 kernel runs only without one);
+// options->ran_config names the config of the last of them, or of the sm_90
+// dK/dV kernel when that ran.
 AOTRITON_API Status attn_bwd(const BwdParams& params, Stream stream, const KernelOptions* options = nullptr) noexcept;
 AOTRITON_API Status attn_bwd_varlen(const BwdVarlenParams& params, Stream stream,
                                     const KernelOptions* options = nullptr) noexcept;

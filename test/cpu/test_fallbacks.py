@@ -54,8 +54,10 @@ def test_release_compiles_less_than_tune_covers():
     # KV-cache decode (+54), MoE quant modes, routing and backward kernels;
     # 1378 on 2026-12-02, then the Hopper forward at head dims 96/192/256 (+18)
     # and the sm_90 MoE Gluon GEMM (+4): 1400. Release for sm_90 measured 1611 s
-    # on 2 cores at 1400 (docs/build-time.md).
-    assert images(rel) <= 1400, "the release profile grew: see docs/build-time.md"
+    # on 2 cores at 1400 (docs/build-time.md). The sm_90 backward (+32: 24 Gluon
+    # dK/dV images at ~2 s each, 4 dQ conversions, 4 preprocess-with-zeroing):
+    # 1432.
+    assert images(rel) <= 1432, "the release profile grew: see docs/build-time.md"
     assert images(gputest) > 0
 
 

@@ -398,6 +398,7 @@ FIRST_CALL_SCRIPT = textwrap.dedent("""
     moe2 = aotriton.fused_moe(x, w1, w2, logits, 2, True)
     torch.cuda.synchronize()
     assert torch.equal(out, out2) and torch.equal(moe, moe2)
+    # (On sm_90 dQ is summed with atomics, but 80 keys are one key block: one add per element, same bits.)
     assert all(torch.equal(a, b) for a, b in zip(grads, grads2))
     print("LOADS_IN_CAPTURE", loads)
 """)

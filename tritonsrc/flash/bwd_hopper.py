@@ -1,7 +1,10 @@
 """Flash attention backward for Hopper (sm_90), written in Gluon: dK and dV
 (and optionally dQ by fp32 atomics) with TMA, wgmma and mbarriers
-(FlashAttention-3's backward, without warp specialization yet). A JIT
-experiment (bench/experiments/flash_bwd_hopper.py); not in the AOT build.
+(FlashAttention-3's backward, without warp specialization yet). In the AOT
+build as bwd_dkdv_hopper (python/rules_flash_hopper.py; v2src/ops/flash_bwd.cc
+routes batched fp16/bf16 head dim 64 / 128 calls to it on sm_90; FUSE_DQ when
+the caller passes a dQ workspace); bwd_hopper_jit.py launches it through the JIT
+(bench/experiments/flash_bwd_hopper.py).
 
 One CTA owns BLOCK_N keys of one (batch, kv head): K and V arrive once by
 TMA, then it walks the query heads of its GQA group and the query blocks of
@@ -17,7 +20,7 @@ operand on the left:
     dK  += dS^T Q         (registers x smem)
     FUSE_DQ: dS^T goes to shared memory and dQ_partial = dS K (the
     transposed smem operand x K) is added to an fp32 [B, S, H, D] buffer with
-    atomics (without sm_scale: bwd_fused.bwd_dq_convert applies it).
+    atomics (without sm_scale: bwd_dq_convert.py applies it).
 With num_warps = 8 the accumulator layouts stack the warps along the key
 axis, so each of the two warpgroups owns 64 keys and issues its own wgmma
 (the dQ product, M = BLOCK_M rows, splits its N across the warpgroups

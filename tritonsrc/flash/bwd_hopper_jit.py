@@ -11,7 +11,7 @@ import triton
 
 from .bwd_configs import DEFAULT_CONFIGS
 from .bwd_dq import bwd_dq
-from .bwd_fused import bwd_dq_convert
+from .bwd_dq_convert import bwd_dq_convert
 from .bwd_hopper import bwd_dkdv_hopper
 from .bwd_preprocess import bwd_preprocess
 

@@ -1,11 +1,16 @@
-// Flash attention backward: delta = rowsum(dO * O), then dK/dV, then dQ.
+// Flash attention backward: delta = rowsum(dO * O), then dK/dV, then dQ
+// (on sm_90, dK/dV by the Gluon kernel bwd_dkdv_hopper where it serves).
 #include "bwd_dkdv.h"
+#include "bwd_dkdv_hopper.h"
 #include "bwd_dkdv_vdim.h"
 #include "bwd_dq.h"
+#include "bwd_dq_convert.h"
 #include "bwd_dq_vdim.h"
 #include "bwd_preprocess.h"
+#include "device_arch.h"
 #include "flash_common.h"
 #include "flash_features.h"
+#include "flash_hopper.h"
 #include "flash_vdim.h"
 #include "resolve_first.h"
 
@@ -33,6 +38,7 @@ struct Bwd {
   Features features;
   KernelFeatures feat;  // resolved from features in launch()
   int32_t block_dv = 0;  // BLOCK_DV (flash_vdim.h), resolved in launch()
+  Strided dq_accum;      // the optional fp32 dQ workspace (null: deterministic)
 };
 
 detail::KernelTensor<2> lse_tensor(const Bwd& p) { return {p.lse, {p.stat_z, p.stat_h}}; }
@@ -95,14 +101,13 @@ Status launch_dq(const Bwd& p, Status (*launch)(const In&, const F&, Stream, con
   return launch(in, f, stream, options);
 }
 
-// The three launches (validated arguments).
-Status launch_kernels(const Bwd& p, Stream stream, const KernelOptions* options) {
+// delta = rowsum(dO * O) over out's head dim (v's); with `dqa`, also zero that fp32 dQ accumulator.
+Status launch_preprocess(const Bwd& p, const Strided* dqa, Stream stream) {
   const Geometry& g = p.g;
   namespace kp = detail::kernels::bwd_preprocess;
-  // delta sums over out's head dim (v's).
   const kp::Inputs pa{
       .O = kernel_tensor(p.o), .DO = kernel_tensor(p.dout), .Delta = delta_tensor(p),
-      .DQA = detail::KernelTensor<3>{nullptr, {0, 0, 0}},  // the fp32 dQ accumulator: not used (ZERO_DQ_ACC off)
+      .DQA = dqa ? kernel_tensor(*dqa) : detail::KernelTensor<3>{nullptr, {0, 0, 0}},
       .cu_seqlens_q = g.cu_q,
       .num_heads_q = g.hq, .max_seqlen_q = g.max_sq, .head_dim = g.head_dim_v, .total_q = g.total_q,
       .num_seqs = g.batch,
@@ -112,8 +117,102 @@ Status launch_kernels(const Bwd& p, Stream stream, const KernelOptions* options)
   pf.BLOCK_DMODEL = head_dim_bucket(g.head_dim_v);
   pf.PADDED_HEAD = pf.BLOCK_DMODEL != g.head_dim_v;
   pf.IS_VARLEN = g.varlen;
-  pf.ZERO_DQ_ACC = false;
-  AOTRITON_RETURN_IF_ERROR(kp::launch(pa, pf, stream, nullptr));
+  pf.ZERO_DQ_ACC = dqa != nullptr;
+  return kp::launch(pa, pf, stream, nullptr);
+}
+
+// ---- The sm_90 dK/dV kernel (tritonsrc/flash/bwd_hopper.py, rules_flash_hopper.py)
+
+namespace kh = detail::kernels::bwd_dkdv_hopper;
+namespace kc = detail::kernels::bwd_dq_convert;
+
+struct HopperBwd {
+  TmaTensor q, k, v, dout;
+  bool fuse_dq = false;  // dQ by atomics into p.dq_accum, then bwd_dq_convert
+};
+
+kh::Functional hopper_functional(const Bwd& p, bool fuse_dq) {
+  kh::Functional f{};
+  f.dtype = p.g.dtype;
+  f.BLOCK_DMODEL = static_cast<int32_t>(p.g.head_dim);
+  f.CAUSAL_TYPE = static_cast<int32_t>(p.causal);
+  f.FUSE_DQ = fuse_dq;
+  return f;
+}
+
+kc::Functional convert_functional(const Bwd& p) {
+  kc::Functional f{};
+  f.dtype = p.g.dtype;
+  f.BLOCK_DMODEL = static_cast<int32_t>(p.g.head_dim);
+  f.PADDED_HEAD = false;
+  f.IS_VARLEN = false;
+  return f;
+}
+
+// Whether this call runs the sm_90 kernel: batched fp16/bf16, head dim 64 or
+// 128 (one for q/k and v), no dropout or attention feature, non-empty
+// sequences, every input a TMA operand; not with a forced config (those name
+// the Triton kernels); the GPU is sm_90 and this build compiled the kernels.
+Status pick_hopper(const Bwd& p, Stream stream, const KernelOptions* options, HopperBwd* c, bool* use) {
+  *use = false;
+  const Geometry& g = p.g;
+  if (g.varlen || p.dropout_p > 0.f || p.feat.local_window || p.feat.score_mod || p.block_dv ||
+      g.head_dim_v != g.head_dim || (g.head_dim != 64 && g.head_dim != 128) || g.max_sq == 0 || g.max_sk == 0 ||
+      (g.dtype != DType::kFloat16 && g.dtype != DType::kBFloat16) || (options && options->force_config) ||
+      !hopper_enabled(true))
+    return Status::kSuccess;
+  c->q = tma_bshd(p.q, g.batch, g.max_sq, g.hq, g.head_dim);
+  c->k = tma_bshd(p.k, g.batch, g.max_sk, g.hk, g.head_dim);
+  c->v = tma_bshd(p.v, g.batch, g.max_sk, g.hk, g.head_dim);
+  c->dout = tma_bshd(p.dout, g.batch, g.max_sq, g.hq, g.head_dim);
+  for (const TmaTensor* t : {&c->q, &c->k, &c->v, &c->dout})
+    if (!tma_compatible(*t, g.dtype, 5)) return Status::kSuccess;
+  int arch = 0;
+  AOTRITON_RETURN_IF_ERROR(device_arch(stream, &arch));
+  if (arch != 90) return Status::kSuccess;
+  c->fuse_dq = p.dq_accum.ptr && kh::built_for(hopper_functional(p, true), 90) &&
+               kc::built_for(convert_functional(p), 90);
+  *use = kh::built_for(hopper_functional(p, c->fuse_dq), 90);
+  return Status::kSuccess;
+}
+
+Status launch_hopper_dkdv(const Bwd& p, const HopperBwd& c, Stream stream, const KernelOptions* options) {
+  const Geometry& g = p.g;
+  const Strided none{};
+  const kh::Inputs in{
+      .q_desc = c.q, .k_desc = c.k, .v_desc = c.v, .do_desc = c.dout,
+      .DK = kernel_tensor(p.dk), .DV = kernel_tensor(p.dv), .DQA = kernel_tensor(c.fuse_dq ? p.dq_accum : none),
+      .LSE = lse_tensor(p), .Delta = delta_tensor(p), .sm_scale = p.scale,
+      .num_heads_q = g.hq, .num_heads_k = g.hk, .seqlen_q = g.max_sq, .seqlen_k = g.max_sk,
+      .num_seqs = g.batch,
+  };
+  return kh::launch(in, hopper_functional(p, c.fuse_dq), stream, options);
+}
+
+Status launch_dq_convert(const Bwd& p, Stream stream) {
+  const Geometry& g = p.g;
+  const kc::Inputs in{
+      .DQA = kernel_tensor(p.dq_accum), .DQ = kernel_tensor(p.dq), .cu_seqlens_q = nullptr, .sm_scale = p.scale,
+      .num_heads_q = g.hq, .max_seqlen_q = g.max_sq, .head_dim = g.head_dim, .total_q = g.total_q,
+      .num_seqs = g.batch,
+  };
+  return kc::launch(in, convert_functional(p), stream, nullptr);
+}
+
+// The three launches (validated arguments).
+Status launch_kernels(const Bwd& p, Stream stream, const KernelOptions* options) {
+  HopperBwd hopper;
+  bool use_hopper;
+  AOTRITON_RETURN_IF_ERROR(pick_hopper(p, stream, options, &hopper, &use_hopper));
+  if (use_hopper) {
+    // (options carry no force_config here; their ran_config names the dK/dV kernel's config.)
+    AOTRITON_RETURN_IF_ERROR(launch_preprocess(p, hopper.fuse_dq ? &p.dq_accum : nullptr, stream));
+    AOTRITON_RETURN_IF_ERROR(launch_hopper_dkdv(p, hopper, stream, options));
+    if (hopper.fuse_dq) return launch_dq_convert(p, stream);
+    namespace kq = detail::kernels::bwd_dq;
+    return launch_dq<kq::Inputs, kq::Functional>(p, &kq::launch, stream, nullptr);
+  }
+  AOTRITON_RETURN_IF_ERROR(launch_preprocess(p, nullptr, stream));
 
   // v with its own head dim runs the _vdim kernels (same arguments).
   namespace kkv = detail::kernels::bwd_dkdv;
@@ -151,17 +250,33 @@ Status launch(Bwd& p, Stream stream, const KernelOptions* options) {
 
 namespace {
 
-// The gradients and delta are written while every input is read: none may
-// share memory with another or with an input (batched and varlen alike).
+// The optional fp32 dQ workspace of attn_bwd (flash.h): q's shape, 16-byte
+// aligned rows and strides (the generated launcher checks the same hints).
+Status check_dq_accum(const char* op, const TensorView<4>& a, const TensorView<4>& q) {
+  AOTRITON_RETURN_IF_ERROR(detail::check_tensor(op, "dq_accum", a));
+  if (a.dtype != DType::kFloat32) return fail(Status::kInvalidArgument, std::string(op) + ": dq_accum must be float32");
+  for (int i = 0; i < 4; ++i)
+    AOTRITON_RETURN_IF_ERROR(detail::check_same_dim(op, "dq_accum", a.size(i), i, "q", q.size(i), i));
+  bool aligned = reinterpret_cast<uintptr_t>(a.data) % 16 == 0;
+  for (int i = 0; i < 3; ++i) aligned = aligned && a.stride(i) % 16 == 0;
+  if (!aligned)
+    return fail(Status::kInvalidArgument, std::string(op) + ": dq_accum needs a 16-byte aligned base and strides "
+                                                             "that are multiples of 16 elements (a contiguous tensor)");
+  return detail::check_no_self_overlap(op, "dq_accum", a);
+}
+
+// The gradients and delta (and dq_accum) are written while every input is
+// read: none may share memory with another or with an input (batched and
+// varlen alike).
 template <class Params>
-Status check_outputs_apart(const char* op, const Params& p) {
+Status check_outputs_apart(const char* op, const Params& p, const TensorView<4>& dq_accum = {}) {
   for (auto [name, t] : {std::pair{"dq", &p.dq}, {"dk", &p.dk}, {"dv", &p.dv}})
     AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, name, *t));
   AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(op, "delta", p.delta));
   AOTRITON_RETURN_IF_ERROR(detail::check_no_overlap(
       op,
       {detail::span_of("dq", p.dq), detail::span_of("dk", p.dk), detail::span_of("dv", p.dv),
-       detail::span_of("delta", p.delta)},
+       detail::span_of("delta", p.delta), detail::span_of("dq_accum", dq_accum)},
       {detail::span_of("q", p.q), detail::span_of("k", p.k), detail::span_of("v", p.v), detail::span_of("out", p.out),
        detail::span_of("dout", p.dout), detail::span_of("lse", p.lse),
        detail::span_of("alibi_slopes", p.features.alibi_slopes)}));
@@ -191,7 +306,11 @@ Status attn_bwd(const BwdParams& p, Stream stream, const KernelOptions* options)
   b.scale = p.softmax_scale, b.causal = p.causal, b.dropout_p = p.dropout_p;
   b.seed = p.philox_seed, b.offset = p.philox_offset;
   b.features = p.features;
-  AOTRITON_RETURN_IF_ERROR(check_outputs_apart(op, p));
+  if (p.dq_accum.data) {
+    AOTRITON_RETURN_IF_ERROR(check_dq_accum(op, p.dq_accum, p.q));
+    b.dq_accum = bshd(p.dq_accum);
+  }
+  AOTRITON_RETURN_IF_ERROR(check_outputs_apart(op, p, p.dq_accum));
   return launch(b, stream, options);
 } catch (...) {
   return detail::fail_exception("attn_bwd: unexpected exception");

@@ -1,5 +1,4 @@
 // Flash attention forward: argument checks, functional choice, launch.
-#include <cstdlib>
 #include <cstring>
 
 #include "attn_dropout_mask.h"
@@ -9,6 +8,7 @@
 #include "device_arch.h"
 #include "flash_common.h"
 #include "flash_features.h"
+#include "flash_hopper.h"
 #include "flash_vdim.h"
 #include "resolve_first.h"
 
@@ -53,19 +53,6 @@ Status check_mask(const char* op, const TensorView<4>& m, const Geometry& g) {
 
 // ---- The sm_90 kernel (tritonsrc/flash/fwd_hopper.py, rules_flash_hopper.py)
 
-// The view [B, H, D/c, S, c] of a [B, S, H, D] tensor the kernel's TMA
-// boxes take (one box: a (batch, head), BLOCK rows and the whole head dim,
-// padded to a power of two); c = 64 columns, 32 for head dims that are not a
-// multiple of 64 (rules_flash_hopper.py TMA_COLS).
-TmaTensor tma_bshd(const Strided& t, int64_t batch, int64_t rows, int64_t heads, int64_t head_dim) {
-  TmaTensor d;
-  d.ptr = t.ptr;
-  const int64_t c = head_dim % 64 == 0 ? 64 : 32;
-  const int64_t shape[5] = {batch, heads, head_dim / c, rows, c}, strides[5] = {t.z, t.h, c, t.m, 1};
-  for (int i = 0; i < 5; ++i) d.shape[i] = shape[i], d.strides[i] = strides[i];
-  return d;
-}
-
 struct HopperCall {
   TmaTensor q, k, v, o;  // o: only checked (O is written by plain stores)
 };
@@ -88,15 +75,6 @@ bool hopper_serves(const Fwd& p, const KernelFeatures& feat, bool dropout, Hoppe
   for (const TmaTensor* t : {&c->q, &c->k, &c->v, &c->o})
     if (!tma_compatible(*t, g.dtype, 5)) return false;
   return true;
-}
-
-// AOTRITON_FLASH_HOPPER=0 turns the sm_90 kernel off (to compare, or to rule it out).
-bool hopper_enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("AOTRITON_FLASH_HOPPER");
-    return !(v && std::strcmp(v, "0") == 0);
-  }();
-  return on;
 }
 
 // A forced config picks its kernel by name: the Hopper kernel's have SCHEDULE=.
@@ -140,7 +118,7 @@ Status pick_hopper(const Fwd& p, const KernelFeatures& feat, bool dropout, Strea
     *use = true;
     return Status::kSuccess;
   }
-  if (!serves || (options && options->force_config) || !hopper_enabled()) return Status::kSuccess;
+  if (!serves || (options && options->force_config) || !hopper_enabled(false)) return Status::kSuccess;
   int arch = 0;
   AOTRITON_RETURN_IF_ERROR(device_arch(stream, &arch));
   *use = arch == 90 && kh::built_for(hopper_functional(p), 90);

@@ -1,5 +1,7 @@
 """Flash attention: output allocation (shared by the eager path and the fake
 implementations) and the eager launches into pyaotriton on real CUDA tensors."""
+import functools
+
 import pyaotriton as _C
 import torch
 
@@ -100,12 +102,32 @@ def bwd_outputs(q, k, v):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
-def bwd(dout, q, k, v, out, lse, seed, offset, scale, causal, dropout_p, force_config, varlen, feat=None):
-    """Eager backward: (dq, dk, dv), each with the dtype, shape and strides of q, k, v."""
+@functools.lru_cache(maxsize=None)
+def _is_sm90(device_index):
+    return torch.cuda.get_device_capability(device_index) == (9, 0)
+
+
+def dq_accum_for(q, v, dropout_p, force_config, varlen, feat):
+    """The fp32 dQ workspace that lets attn_bwd sum dQ with atomics (flash.h
+    BwdParams::dq_accum), for the calls its sm_90 kernel can serve, else None.
+    (The C++ makes the final choice; this only avoids allocating for calls it
+    would ignore the workspace for.)"""
+    if (varlen is not None or dropout_p > 0 or feat is not None or force_config is not None
+            or q.dtype not in (torch.float16, torch.bfloat16) or q.shape[-1] not in (64, 128)
+            or v.shape[-1] != q.shape[-1] or not _is_sm90(q.get_device())):
+        return None
+    return torch.empty(q.shape, dtype=_FP32, device=q.device)
+
+
+def bwd(dout, q, k, v, out, lse, seed, offset, scale, causal, dropout_p, force_config, varlen, feat=None,
+        deterministic=True):
+    """Eager backward: (dq, dk, dv), each with the dtype, shape and strides of q, k, v.
+    deterministic=False: dQ by fp32 atomics where the sm_90 kernel serves the call."""
     stream = eager_stream(q)
     if stream is None:
         with torch.cuda.device(q.get_device()):
-            return bwd(dout, q, k, v, out, lse, seed, offset, scale, causal, dropout_p, force_config, varlen, feat)
+            return bwd(dout, q, k, v, out, lse, seed, offset, scale, causal, dropout_p, force_config, varlen, feat,
+                       deterministic)
     if dout.stride(-1) != 1:
         dout = dout.contiguous()
     dq, dk, dv = bwd_outputs(q, k, v)
@@ -116,7 +138,9 @@ def bwd(dout, q, k, v, out, lse, seed, offset, scale, causal, dropout_p, force_c
     args = [view(t, n) for t, n in ((q, "q"), (k, "k"), (v, "v"), (out, "out"), (dout, "dout"), (lse, "lse"),
                                     (dq, "dq"), (dk, "dk"), (dv, "dv"), (delta, "delta"))]
     if varlen is None:
-        _attn_bwd(*args, scale, causal, dropout_p, seed_ptr, off_ptr, stream, force_config, **_feature_kwargs(feat))
+        dqa = None if deterministic else dq_accum_for(q, v, dropout_p, force_config, varlen, feat)
+        _attn_bwd(*args, scale, causal, dropout_p, seed_ptr, off_ptr, stream, force_config,
+                  dq_accum=None if dqa is None else view(dqa, "dq_accum"), **_feature_kwargs(feat))
     else:
         cu_q, cu_k, max_q, max_k = varlen
         _attn_bwd_varlen(*args, cu_q.data_ptr(), cu_k.data_ptr(), cu_q.shape[0] - 1, max_q, max_k, scale, causal,

@@ -82,9 +82,11 @@ def _check_varlen(cu_q, cu_k):
         raise ValueError("cu_seqlens_q and cu_seqlens_k must both have num_seqs + 1 entries")
 
 
-def _forward(q, k, v, philox, scale, causal, dropout_p, return_mask, force_config, varlen, feat=None):
+def _forward(q, k, v, philox, scale, causal, dropout_p, return_mask, force_config, varlen, feat=None,
+             deterministic=False):
     """(out, lse, philox, mask or None): eager launch, eager autograd.Function or the custom op.
-    feat: None or check_features' tuple (window, softcap, ALiBi)."""
+    feat: None or check_features' tuple (window, softcap, ALiBi). deterministic:
+    for the backward (False: dQ by atomics where faster)."""
     seed = offset = None
     if dropout_p > 0 or return_mask:
         if philox is None:
@@ -93,15 +95,15 @@ def _forward(q, k, v, philox, scale, causal, dropout_p, return_mask, force_confi
     if traced(q):
         if varlen is None:
             out, lse, mask = torch.ops.aotriton.attn_fwd(q, k, v, seed, offset, scale, causal, dropout_p, return_mask,
-                                                         force_config, *unpack(feat))
+                                                         force_config, *unpack(feat), bool(deterministic))
         else:
             cu_q, cu_k, max_q, max_k = varlen
             out, lse, mask = torch.ops.aotriton.attn_fwd_varlen(q, k, v, cu_q, cu_k, seed, offset, max_q, max_k,
                                                                 scale, causal, dropout_p, return_mask, force_config,
-                                                                *unpack(feat))
+                                                                *unpack(feat), bool(deterministic))
     elif _grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         out, lse, mask = EagerFlashAttn.apply(q, k, v, seed, offset, scale, causal, dropout_p, return_mask,
-                                              force_config, varlen, feat)
+                                              force_config, varlen, feat, bool(deterministic))
     else:
         out, lse, mask = L.fwd(q, k, v, seed, offset, scale, causal, dropout_p, return_mask, force_config, varlen,
                                feat)
@@ -109,7 +111,7 @@ def _forward(q, k, v, philox, scale, causal, dropout_p, return_mask, force_confi
 
 
 def _run(q, k, v, dropout_p, softmax_scale, causal_code, return_attn_probs, return_lse, return_dropout_mask, philox,
-         force_config, varlen, feat=None):
+         force_config, varlen, feat=None, deterministic=False):
     if philox is not None:
         philox = _check_philox(philox, q)
     if return_attn_probs and (return_lse or return_dropout_mask):
@@ -118,7 +120,7 @@ def _run(q, k, v, dropout_p, softmax_scale, causal_code, return_attn_probs, retu
     scale = q.shape[-1] ** -0.5 if softmax_scale is None else float(softmax_scale)
     return_mask = return_dropout_mask or (return_attn_probs and dropout_p > 0)
     out, lse, philox, mask = _forward(q, k, v, philox, scale, causal_code, dropout_p, return_mask, force_config,
-                                      varlen, feat)
+                                      varlen, feat, deterministic)
     if return_attn_probs:
         return out, lse, mask  # mask: int8 keep mask (1 = kept), None without dropout
     if return_lse:
@@ -136,8 +138,11 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, wi
     the causal alignment, else bottom-right), softcap > 0, alibi_slopes fp32
     (nheads,) or (batch, nheads); these need fp16/bf16 and no dropout, and
     softcap excludes alibi_slopes (ValueError otherwise).
-    deterministic: the backward is always deterministic (no atomics), so both
-    values give the same, bit-reproducible gradients. return_attn_probs returns
+    deterministic: as in flash-attn: False (the default) lets the backward
+    sum dQ with fp32 atomics where that is faster (sm_90, fp16/bf16, head dim
+    64 or 128, no dropout or window/softcap/ALiBi), so dq's last bits may
+    differ run to run; True (or torch.use_deterministic_algorithms(True))
+    gives bit-reproducible gradients everywhere. return_attn_probs returns
     (out, softmax_lse [B, H, Sq] fp32, S_dmask) where S_dmask is the int8 dropout
     keep mask [B, H, Sq, Sk] (1 = kept) when dropout_p > 0, else None (flash-attn
     returns its debug softmax there; out stays differentiable).
@@ -161,10 +166,10 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, wi
         feat = check_features(window_size, softcap, alibi_slopes, q, q.shape[0], q.shape[2], float(dropout_p))
     if dropout_p or return_attn_probs or return_lse or return_dropout_mask or philox is not None or feat:
         return _run(q, k, v, dropout_p, softmax_scale, causal_code, return_attn_probs, return_lse,
-                    return_dropout_mask, philox, force_config, None, feat)
+                    return_dropout_mask, philox, force_config, None, feat, deterministic)
     if traced(q) or (_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
         scale = q.shape[-1] ** -0.5 if softmax_scale is None else float(softmax_scale)
-        return _forward(q, k, v, None, scale, causal_code, 0.0, False, force_config, None)[0]
+        return _forward(q, k, v, None, scale, causal_code, 0.0, False, force_config, None, None, deterministic)[0]
     return L.fwd_plain(q, k, v, softmax_scale, causal_code, force_config)  # the common eager call
 
 
@@ -187,16 +192,16 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     feat = check_features(window_size, softcap, alibi_slopes, q, cu_seqlens_q.shape[0] - 1, q.shape[1],
                           float(dropout_p))
     return _run(q, k, v, dropout_p, softmax_scale, _causal_code(causal, causal_type), return_attn_probs, return_lse,
-                return_dropout_mask, philox, force_config, varlen, feat)
+                return_dropout_mask, philox, force_config, varlen, feat, deterministic)
 
 
 def flash_attn_backward(dout, q, k, v, out, lse, dropout_p=0.0, softmax_scale=None, causal=False, *,
                         causal_type=None, philox=None, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None,
                         max_seqlen_k=None, force_config=None, window_size=_NO_WINDOW, softcap=0.0,
-                        alibi_slopes=None):
+                        alibi_slopes=None, deterministic=False):
     """Standalone backward: (dq, dk, dv) from the forward's out and lse (and
     the same philox state when dropout_p > 0, the same window_size / softcap /
-    alibi_slopes). Deterministic (no atomics)."""
+    alibi_slopes). deterministic as in flash_attn_func."""
     rank = 4 if cu_seqlens_q is None else 3
     named = (("dout", dout), ("q", q), ("k", k), ("v", v), ("out", out), ("lse", lse))
     check_same_device(named + ((("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)) if rank == 3 else ()))
@@ -215,7 +220,7 @@ def flash_attn_backward(dout, q, k, v, out, lse, dropout_p=0.0, softmax_scale=No
     batch = q.shape[0] if rank == 4 else cu_seqlens_q.shape[0] - 1
     feat = check_features(window_size, softcap, alibi_slopes, q, batch, q.shape[-2], float(dropout_p))
     return backward(dout, q, k, v, out, lse, seed, offset, scale, _causal_code(causal, causal_type), float(dropout_p),
-                    force_config, varlen, feat)
+                    force_config, varlen, feat, deterministic)
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,

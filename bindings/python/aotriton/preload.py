@@ -25,9 +25,11 @@ def _flash(dtype, head_dim, device, causal_types, dropout, backward, varlen):
     cu = torch.tensor([0, 16], dtype=torch.int32, device=device)
     for causal_type in causal_types:
         for p in dropout:
-            out = flash_attn_func(q, k, v, p, causal_type=causal_type)
-            if backward:
-                out.sum().backward()
+            # Both backward paths: dQ by atomics (the default, sm_90) and deterministic.
+            for deterministic in ((False, True) if backward else (False,)):
+                out = flash_attn_func(q, k, v, p, causal_type=causal_type, deterministic=deterministic)
+                if backward:
+                    out.sum().backward()
             if varlen:
                 qv, kv, vv = (t.detach()[0].requires_grad_(backward) for t in (q, k, v))
                 out = flash_attn_varlen_func(qv, kv, vv, cu, cu, 16, 16, p, causal_type=causal_type)
