@@ -9,7 +9,7 @@ SDPA's flash and cuDNN backends, backward alone, on the bench grid
 Variants (VARIANTS): "fused" dQ by fp32 atomics in the Gluon kernel, then
 bwd_dq_convert; "split" the Gluon dK/dV kernel, then the Triton bwd_dq
 kernel (the deterministic fallback); "fused_1wg" (head dim 64) one warpgroup
-and 64 keys per CTA, two CTAs per SM. Every variant is first checked against a float64 reference on fresh
+and 64 keys per CTA, two CTAs per SM; "fused_st3" three Q/dO stages. Every variant is first checked against a float64 reference on fresh
 random data into NaN-poisoned outputs (sequence tails, GQA, both causal
 kinds, one bench-sized shape; bounds: test/gpu/flash_reference.py's
 GRAD_TOL); a failing check prints FAIL, the timings still run, and the exit
@@ -35,6 +35,8 @@ VARIANTS = {
     # softmax with wgmma (twice the dQ atomics and Q/dO reads).
     # Head dim 64 only: at 128 the [64, 128] dQ tile of one warpgroup spills.
     "fused_1wg": {64: dict(FUSED[64], BLOCK_N=64, num_warps=4)},
+    # A third Q/dO stage: one more step of load latency hidden (176 KB of shared memory at head dim 128).
+    "fused_st3": {d: dict(c, NUM_STAGES=3) for d, c in FUSED.items()},
 }
 DEVICE = "cuda"
 TOKENS, HIDDEN = 16384, 2048
