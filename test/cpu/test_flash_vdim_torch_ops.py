@@ -101,7 +101,8 @@ def reference_extension(monkeypatch):
         lse.copy_(ref_lse.detach())
         return out, lse, mask
 
-    def bwd(dout, q, k, v, out, lse, seed, offset, scale, causal, dropout_p, force_config, varlen, feat=None):
+    def bwd(dout, q, k, v, out, lse, seed, offset, scale, causal, dropout_p, force_config, varlen, feat=None,
+            deterministic=True):
         calls.append(("bwd", dout.shape[-1], v.shape[-1]))
         grads = _reference_grads(q, k, v, dout, scale, causal)
         return tuple(g.to(t.dtype) for g, t in zip(grads, (q, k, v)))

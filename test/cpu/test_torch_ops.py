@@ -477,7 +477,8 @@ def reference_extension(monkeypatch):
         lse.copy_(ref_lse.detach())
         return out, lse, mask
 
-    def bwd(dout, q, k, v, out, lse, seed, offset, scale, causal, dropout_p, force_config, varlen, feat=None):
+    def bwd(dout, q, k, v, out, lse, seed, offset, scale, causal, dropout_p, force_config, varlen, feat=None,
+            deterministic=True):
         calls.append("bwd" if feat is None else ("bwd", feat[:3], feat[3] is not None))
         if feat is None:
             grads = _ref_attention_grads(q, k, v, dout, scale, causal)  # analytic: ops run below autograd
@@ -574,6 +575,35 @@ def _feature_kwargs(kw, q):
 def _qkv_grad_f16():
     q, k, v, dout = _qkv_grad()
     return tuple(t.detach().half().requires_grad_() for t in (q, k, v)) + (dout.half(),)
+
+
+@pytest.mark.parametrize("flag,use_torch_switch,want", [(False, False, False), (True, False, True),
+                                                        (False, True, True)])
+@pytest.mark.parametrize("route", ["eager", "compiled"])
+def test_deterministic_reaches_the_backward_launch(flag, use_torch_switch, want, route, reference_extension,
+                                                   monkeypatch):
+    """flash_attn_func(deterministic=) (or torch.use_deterministic_algorithms) reaches the eager
+    backward launch, which passes the dQ workspace only when it is False."""
+    from aotriton import _flash_launch
+
+    seen, inner = [], _flash_launch.bwd
+
+    def bwd(*args):
+        seen.append(args[14])
+        return inner(*args)
+    monkeypatch.setattr(_flash_launch, "bwd", bwd)
+    q, k, v, dout = _qkv_grad()
+    f = lambda q, k, v: aotriton.flash_attn_func(q, k, v, causal=True, deterministic=flag)  # noqa: E731
+    if route == "compiled":
+        f = torch.compile(f, backend="aot_eager", fullgraph=True)
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(use_torch_switch)
+    try:
+        torch.autograd.grad(f(q, k, v), (q, k, v), dout)
+    finally:
+        torch.use_deterministic_algorithms(before)
+        torch._dynamo.reset()
+    assert seen == [want]
 
 
 @pytest.mark.parametrize("case", FEATURE_CASES)
