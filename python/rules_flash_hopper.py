@@ -117,8 +117,16 @@ _DV = Tensor("DV", "{dtype}", "zhn", rank=4, align=16, stride="i32:8")
 _DQA = Tensor("DQA", "fp32", "zhm", rank=4, align=16, stride="i32:16", prefix="stride_dqa_")
 # (BLOCK_M, BLOCK_N, NUM_STAGES, num_warps): 64 query rows per step keep S^T,
 # dP^T and dK/dV in registers (128 spill at head dim 64); two warpgroups of
-# 64 keys each (bench/results/flash_bwd_hopper_experiment_sm90.json).
+# 64 keys each (bench/results/flash_bwd_hopper_experiment_sm90.json). The
+# tuner may pick one warpgroup of 64 keys (two CTAs per SM) at head dim 64,
+# faster at short sequences (bench/results/flash_bwd_hopper_r2_sm90.json); at
+# 128 its dQ tile spills.
 BWD_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 128, "NUM_STAGES": 2, "num_warps": 8}
+BWD_ONE_WARPGROUP = {"BLOCK_M": 64, "BLOCK_N": 64, "NUM_STAGES": 2, "num_warps": 4}
+
+
+def _bwd_candidate(f, c, arch):
+    return dict(c) == BWD_CONFIG or (dict(c) == BWD_ONE_WARPGROUP and f["BLOCK_DMODEL"] == 64)
 
 
 def _bwd_ci(f):
@@ -141,8 +149,10 @@ bwd_dkdv_hopper = Kernel(
     valid=lambda f, arch: arch == 90,  # wgmma: sm_90a only
     profiles={"ci": _bwd_ci},
     grid_args=["num_seqs"],
-    tuning=TuningSpace(params={k: [v] for k, v in BWD_CONFIG.items()}, default=lambda f, arch: dict(BWD_CONFIG)),
+    tuning=TuningSpace(params={"BLOCK_M": [64], "BLOCK_N": [64, 128], "NUM_STAGES": [2], "num_warps": [4, 8]},
+                       default=lambda f, arch: dict(BWD_CONFIG), prune=_bwd_candidate),
     grid=("cdiv(seqlen_k, BLOCK_N)", "num_seqs * num_heads_k", "1"),
+    autotune_keys=[AutotuneKey("seqlen_q", SEQLEN_BINS), AutotuneKey("seqlen_k", SEQLEN_BINS)],
     doc="flash attention backward dK/dV for sm_90 (Gluon: TMA, wgmma); dQ by fp32 atomics with FUSE_DQ",
 )
 

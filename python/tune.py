@@ -3,8 +3,8 @@ config per (functional, autotune-key bin). `python python/tune.py moe ...`
 tunes the MoE grouped GEMM instead (python/tune_moe.py), `python python/tune.py
 decode ...` the KV-cache decode kernel (python/tune_decode.py).
 
-    python python/tune.py [--kernels attn_fwd,bwd_dkdv,bwd_dq,attn_fwd_hopper] [--dtypes fp16,bf16]
-                          [--head-dims 64,128] [--causal 0,1,2] [--seqlens 512,...,16384]
+    python python/tune.py [--kernels attn_fwd,bwd_dkdv,bwd_dq,attn_fwd_hopper,bwd_dkdv_hopper] [--dtypes fp16,bf16]
+                          [--head-dims 64,128] [--causal 0,1,2] [--seqlens 512,...,16384] [--fuse-dq 0,1]
 
 Configs are the rule's own tuning space (rule.tuning.all_configs), run through
 the Triton JIT launchers in tritonsrc/ (the same kernels and launch parameters
@@ -77,8 +77,12 @@ def flash_functional(rule, dtype, D, causal):
     return f
 
 
-def hopper_functional(dtype, D, causal):
-    return {"dtype": dtype, "BLOCK_DMODEL": D, "CAUSAL_TYPE": causal}
+def hopper_functional(dtype, D, causal, fuse_dq=None):
+    """attn_fwd_hopper's functional, or bwd_dkdv_hopper's with fuse_dq (dQ by atomics or not)."""
+    f = {"dtype": dtype, "BLOCK_DMODEL": D, "CAUSAL_TYPE": causal}
+    if fuse_dq is not None:
+        f["FUSE_DQ"] = bool(fuse_dq)
+    return f
 
 
 class FlashCase:
@@ -103,6 +107,12 @@ class FlashCase:
     def run_fwd_hopper(self, cfg):
         from tritonsrc.flash.fwd_hopper_jit import attn_fwd_hopper_jit
         return attn_fwd_hopper_jit(self.q, self.k, self.v, self.scale, self.causal, cfg)[0]
+
+    def run_bwd_hopper(self, cfg, fuse_dq):
+        """The whole sm_90 backward (preprocess, bwd_dkdv_hopper, dQ conversion or kernel) as it runs."""
+        from tritonsrc.flash.bwd_hopper_jit import attn_bwd_hopper_jit
+        return attn_bwd_hopper_jit(self.do, self.q, self.k, self.v, self.o, self.lse, self.scale, self.causal,
+                                   dict(cfg, FUSE_DQ=bool(fuse_dq)))
 
     def ref_fwd(self):
         t = self.torch
@@ -139,13 +149,14 @@ def tune(args):
         for dtype in args.dtypes.split(","):
             for D in map(int, args.head_dims.split(",")):
                 for causal in map(int, args.causal.split(",")):
-                    for S in map(int, args.seqlens.split(",")):
-                        work.append((kname, rule, dtype, D, causal, S))
+                    for fuse in (map(int, args.fuse_dq.split(",")) if kname == "bwd_dkdv_hopper" else [None]):
+                        for S in map(int, args.seqlens.split(",")):
+                            work.append((kname, rule, dtype, D, causal, fuse, S))
     dbs = {k: load_db(k, arch, by_name[k]) for k in kernels}
     done = {(k, e["functional"], tuple(e["bins"])) for k, db in dbs.items() for e in db["entries"]}
     bar = tqdm(work, desc="tuning", unit="entry")
-    for kname, rule, dtype, D, causal, S in bar:
-        f = (hopper_functional(dtype, D, causal) if kname == "attn_fwd_hopper"
+    for kname, rule, dtype, D, causal, fuse, S in bar:
+        f = (hopper_functional(dtype, D, causal, fuse) if kname.endswith("_hopper")
              else flash_functional(rule, dtype, D, causal))
         fname = functional_name(f)
         bins = [bin_of(S, k.bins) for k in rule.autotune_keys]
@@ -162,6 +173,10 @@ def tune(args):
             ref = case.ref_fwd()
             run = case.run_fwd_hopper
             tol = 2e-2
+        elif kname == "bwd_dkdv_hopper":  # against the default config (validated by the GPU tests)
+            ref = case.run_bwd_hopper(default, fuse)
+            run = lambda cfg: case.run_bwd_hopper(cfg, fuse)  # noqa: E731
+            tol = 1e-2
         else:
             from tritonsrc.flash.bwd_configs import pick_config
             other = {k: pick_config(arch, D, dtype, k) for k in ("dkdv", "dq")}
@@ -221,6 +236,7 @@ def main():
     ap.add_argument("--head-dims", default="64,128")
     ap.add_argument("--causal", default="0,2")
     ap.add_argument("--seqlens", default="512,1024,2048,4096,16384")
+    ap.add_argument("--fuse-dq", default="1", help="bwd_dkdv_hopper: 1 dQ by atomics (the default path), 0 not")
     tune(ap.parse_args())
 
 

@@ -2,7 +2,7 @@
 # One device call that refreshes the sm_90 tuning databases the speed issues
 # need (JIT only: no AOT build), each step resumable and budgeted so the call
 # ends inside a lease command; the databases come back under $OUT/tuning.
-#   STEPS="moe flash_bwd"   which tuners to run (default both; also: hopper, decode, int4)
+#   STEPS="moe flash_bwd"   which tuners to run (default both; also: hopper, gluon_bwd, decode, int4)
 #   BUDGET_S=200            per-step budget of the MoE tuner
 #   QUANTS=bf16             MoE quant modes (bf16,fp16,fp8_tensor,fp8_block)
 # Then commit tuning/sm_90/*.json and rebuild release: generate.py compiles
@@ -28,6 +28,13 @@ if [[ $STEPS == *hopper* ]]; then
   timeout "${HOPPER_S:-240}" python3 python/tune.py --kernels attn_fwd_hopper --dtypes bf16,fp16 --head-dims 128 \
     --causal "${HOPPER_CAUSAL:-0,1,2}" --seqlens "${HOPPER_SEQLENS:-512,1024,2048,4096,8192,16384}" 2>&1 \
     | grep -v "tuning:" | tail -40
+fi
+if [[ $STEPS == *gluon_bwd* ]]; then
+  # The sm_90 Gluon backward at head dim 64: one warpgroup (two CTAs/SM) vs two per seqlen bin
+  # (head dim 128 has one candidate), dQ by atomics (the default path), both dtypes.
+  timeout "${GLUON_BWD_S:-200}" python3 python/tune.py --kernels bwd_dkdv_hopper --dtypes bf16,fp16 --head-dims 64 \
+    --causal 0,1,2 --fuse-dq "${GLUON_BWD_FUSE:-1}" --seqlens "${GLUON_BWD_SEQLENS:-512,1024,2048,4096}" 2>&1 \
+    | grep -v "tuning:" | tail -30
 fi
 if [[ $STEPS == *decode* ]]; then
   # KV-cache decode (python/tune_decode.py): bf16 D 128, paged and contiguous,

@@ -13,7 +13,9 @@ from flash_reference import GRAD_TOL, attention_ref, rel_err
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0),
                                 reason="needs an sm_90 GPU")
 
-HOPPER_BWD = "BLOCK_M=64,BLOCK_N=128,NUM_STAGES=2,num_warps=8"  # rules_flash_hopper.BWD_CONFIG's name
+# rules_flash_hopper's BWD_CONFIG and BWD_ONE_WARPGROUP (head dim 64, where the tuning database picks it).
+HOPPER_BWD = "BLOCK_M=64,BLOCK_N=128,NUM_STAGES=2,num_warps=8"
+HOPPER_BWD_1WG = "BLOCK_M=64,BLOCK_N=64,NUM_STAGES=2,num_warps=4"
 
 
 def _view(t, name):
@@ -87,7 +89,7 @@ def test_matches_reference(shape, causal, head_dim, dtype, atomic):
     out, lse = forward(q, k, v, causal)
     dqa = torch.full(q.shape, float("nan"), device="cuda", dtype=torch.float32) if atomic else None
     dq, dk, dv, ran = backward(q, k, v, out, lse, dout, causal, dqa)
-    assert ran == HOPPER_BWD, f"the sm_90 backward should have run, {ran!r} did"
+    assert ran in (HOPPER_BWD, HOPPER_BWD_1WG), f"the sm_90 backward should have run, {ran!r} did"
     check((dq, dk, dv), ref_grads(q, k, v, dout, causal), dtype)
     if atomic:  # the workspace holds the unscaled fp32 dQ the conversion read
         scaled = (dqa / math.sqrt(head_dim)).to(dtype)
@@ -124,7 +126,7 @@ def test_calls_it_cannot_serve_take_the_triton_kernels(case):
     out, lse = forward(q, k, v, 1)
     dqa = torch.empty(q.shape, device="cuda", dtype=torch.float32)
     dq, dk, dv, ran = backward(q, k, v, out, lse, dout, 1, dqa)
-    assert ran != HOPPER_BWD
+    assert ran not in (HOPPER_BWD, HOPPER_BWD_1WG)
     check((dq, dk, dv), ref_grads(q, k, v, dout, 1), dtype)
 
 
