@@ -420,3 +420,19 @@ def test_gpt_oss_sinks_raise(reference_kernels):
     model.set_experts_implementation("eager")
     with pytest.raises(NotImplementedError, match="attention sinks"):
         logits(model, "aotriton", input_ids=batch()[0])
+
+
+def test_torch_compile_traces_the_sliding_mask_hook(reference_kernels):
+    """dynamo runs through the mask hook's pattern recognition (kept out of the
+    graph: it cannot guard on code objects) for Gemma-2's sliding and full
+    layers and gives the eager result."""
+    model = tiny_gemma2()
+    ids, mask = batch()
+    want = logits(model, "aotriton", input_ids=ids, attention_mask=mask)
+    try:
+        with torch.no_grad():
+            got = torch.compile(model, backend="eager")(input_ids=ids, attention_mask=mask).logits
+    finally:
+        torch._dynamo.reset()
+    valid = mask.bool()
+    torch.testing.assert_close(got[valid], want[valid], atol=1e-5, rtol=1e-5)

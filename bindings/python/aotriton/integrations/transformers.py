@@ -28,14 +28,15 @@ NAME = "aotriton"
 # and_masks(overlay(W), base): recognized by these code objects (closures of
 # one source function share one), so no mask needs to be materialized for it.
 _AND_CODE = and_masks(causal_mask_function).__code__
-_SLIDING_BASES = {sliding_window_overlay(1).__code__: causal_mask_function,
-                  sliding_window_bidirectional_overlay(1).__code__: bidirectional_mask_function}
+_CAUSAL_OVERLAY_CODE = sliding_window_overlay(1).__code__
+_BIDIRECTIONAL_OVERLAY_CODE = sliding_window_bidirectional_overlay(1).__code__
 
 
 def _cell(fn, name):
     return fn.__closure__[fn.__code__.co_freevars.index(name)].cell_contents
 
 
+@torch.compiler.disable  # introspects closures: plain Python, once per mask (dynamo cannot guard on code objects)
 def sliding_window_pattern(mask_function, local_size=None):
     """(base mask function, W) when mask_function is exactly transformers'
     sliding_window_causal_mask_function(W) (key kv visible from query q iff
@@ -47,10 +48,12 @@ def sliding_window_pattern(mask_function, local_size=None):
     if getattr(mask_function, "__code__", None) is not _AND_CODE:
         return None
     parts = _cell(mask_function, "mask_functions")
-    if len(parts) != 2 or getattr(parts[0], "__code__", None) not in _SLIDING_BASES:
+    if len(parts) != 2:
         return None
     overlay, base = parts
-    if base is not _SLIDING_BASES[overlay.__code__]:
+    code = getattr(overlay, "__code__", None)
+    if not ((code is _CAUSAL_OVERLAY_CODE and base is causal_mask_function)
+            or (code is _BIDIRECTIONAL_OVERLAY_CODE and base is bidirectional_mask_function)):
         return None
     window = _cell(overlay, "sliding_window")
     if local_size is not None and local_size != window:
@@ -70,9 +73,10 @@ def aotriton_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask
     chunked attention) is materialized as transformers' dense 4-D mask, which
     the attention refuses with an error naming it: never silently dropped.
     """
-    sliding = sliding_window_pattern(mask_function, kwargs.get("local_size"))
-    if sliding is not None:
-        mask_function = sliding[0]
+    if mask_function is not causal_mask_function and mask_function is not bidirectional_mask_function:
+        sliding = sliding_window_pattern(mask_function, kwargs.get("local_size"))
+        if sliding is not None:
+            mask_function = sliding[0]
     if mask_function is not causal_mask_function and mask_function is not bidirectional_mask_function:
         kwargs.pop("allow_is_causal_skip", None)
         return sdpa_mask(batch_size=batch_size, q_length=q_length, kv_length=kv_length, q_offset=q_offset,
