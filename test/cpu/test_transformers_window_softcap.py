@@ -157,12 +157,13 @@ def test_mask_hook_materializes_sliding_window_combined_with_other_patterns():
 
 # ----------------------------------------------------------------- argument mapping
 class _Attn(torch.nn.Module):
-    def __init__(self, is_causal=True, dtype=torch.bfloat16, sliding_window=None):
+    def __init__(self, is_causal=True, dtype=torch.bfloat16, sliding_window=None, **attrs):
         super().__init__()
         self.is_causal = is_causal
         self.proj = torch.nn.Linear(2, 2).to(dtype)
         if sliding_window is not None:
             self.sliding_window = sliding_window
+        self.__dict__.update(attrs)
 
 
 @pytest.fixture
@@ -215,16 +216,18 @@ def test_softcap_and_window_reach_the_varlen_path(recorded):
 def test_unsupported_cases_raise_naming_them(recorded):
     with pytest.raises(NotImplementedError, match="sinks"):
         integ.aotriton_attention_forward(_Attn(), *qkv(), None, s_aux=torch.zeros(4))
-    with pytest.raises(NotImplementedError, match="_Attn has sliding_window=4 but does not pass it"):
+    with pytest.raises(NotImplementedError, match="_Attn has sliding_window=4 but the model does not pass it"):
         integ.aotriton_attention_forward(_Attn(sliding_window=4), *qkv(), None)
     holes = torch.ones(2, 10, dtype=torch.bool)
     holes[1, 5] = False
     with pytest.raises(NotImplementedError, match="holes"):
         integ.aotriton_attention_forward(_Attn(), *qkv(), holes, sliding_window=W)
     integ.aotriton_attention_forward(_Attn(), *qkv(), holes)  # no window: unpadding keeps the causal order
+    # Exaone-4's full layers keep the attribute, marked is_sliding=False, and pass None
+    integ.aotriton_attention_forward(_Attn(sliding_window=4, is_sliding=False), *qkv(), None)
     with pytest.raises(ValueError, match="sliding_window must be >= 1"):
         integ.aotriton_attention_forward(_Attn(), *qkv(), None, sliding_window=0)
-    assert len(recorded) == 1
+    assert len(recorded) == 2
 
 
 def test_window_needs_half_precision_and_no_dropout(recorded):
@@ -408,7 +411,7 @@ def test_model_that_does_not_pass_its_window_raises(reference_kernels):
                                       sliding_window=W, layer_types=["sliding_attention", "full_attention"])
     model = transformers.Qwen2MoeForCausalLM(cfg).eval()
     model.set_experts_implementation("eager")
-    with pytest.raises(NotImplementedError, match="Qwen2MoeAttention has sliding_window=4 but does not pass it"):
+    with pytest.raises(NotImplementedError, match="Qwen2MoeAttention has sliding_window=4 but the model does not pass it"):
         logits(model, "aotriton", input_ids=batch()[0])
 
 
@@ -436,3 +439,21 @@ def test_torch_compile_traces_the_sliding_mask_hook(reference_kernels):
         torch._dynamo.reset()
     valid = mask.bool()
     torch.testing.assert_close(got[valid], want[valid], atol=1e-5, rtol=1e-5)
+
+
+def test_phimoe_config_window_that_no_layer_passes_raises_where_it_matters(reference_kernels):
+    """Phi-MoE builds a sliding mask for every layer from config.sliding_window
+    (no layer_types) and passes no window: refused once the keys outnumber it,
+    and equal to sdpa while the window hides nothing."""
+    cfg = transformers.PhimoeConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=32, num_hidden_layers=2,
+                                    num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
+                                    num_experts_per_tok=2, sliding_window=W)
+    torch.manual_seed(0)
+    model = transformers.PhimoeForCausalLM(cfg).eval()
+    model.set_experts_implementation("eager")
+    ids, _ = batch(B=2, pad=(0, 0))
+    with pytest.raises(NotImplementedError, match="PhimoeConfig has sliding_window=4 .* does not pass it"):
+        logits(model, "aotriton", input_ids=ids)
+    short = ids[:, :W]
+    torch.testing.assert_close(logits(model, "aotriton", input_ids=short), logits(model, "sdpa", input_ids=short),
+                               atol=1e-4, rtol=1e-4)

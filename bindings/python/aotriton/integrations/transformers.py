@@ -101,17 +101,33 @@ def aotriton_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask
 # ---------------------------------------------------------------------------
 # Attention
 # ---------------------------------------------------------------------------
-def _refuse_features(module, attention_mask, sliding_window, s_aux, kwargs):
+def _unpassed_window(module, seqlen_k):
+    """A window the model applies through its mask alone (eager/sdpa see it, the
+    kernel would not): a layer with a sliding_window attribute that it does not
+    pass (Qwen2-MoE; Exaone-4's full layers keep the attribute with is_sliding
+    False), or a config window without layer_types that no layer passes (Phi-MoE,
+    Doge: their masks slide over every layer), where it can hide a key."""
+    window = getattr(module, "sliding_window", None)
+    if window is not None and getattr(module, "is_sliding", True):
+        return f"{type(module).__name__} has sliding_window={window}"
+    config = getattr(module, "config", None)
+    window = getattr(config, "sliding_window", None)
+    if (window is not None and not hasattr(module, "sliding_window") and getattr(config, "layer_types", None) is None
+            and seqlen_k > window):
+        return f"{type(config).__name__} has sliding_window={window} (shorter than the {seqlen_k} keys)"
+    return None
+
+
+def _refuse_features(module, attention_mask, sliding_window, s_aux, seqlen_k, kwargs):
     if s_aux is not None:
         raise NotImplementedError("aotriton attention: attention sinks (s_aux) are not supported")
     if kwargs.get("position_bias") is not None:
         raise NotImplementedError("aotriton attention: an additive position bias (position_bias) is not supported")
-    module_window = getattr(module, "sliding_window", None)
-    if sliding_window is None and module_window is not None:
-        # eager/sdpa would apply the window through the mask alone; the window must reach the kernel.
-        raise NotImplementedError(f"aotriton attention: {type(module).__name__} has sliding_window={module_window} "
-                                  f"but does not pass it to the attention function, so the kernel cannot apply the "
-                                  f"window; use attn_implementation='sdpa' for this model")
+    unpassed = _unpassed_window(module, seqlen_k) if sliding_window is None else None
+    if unpassed:
+        raise NotImplementedError(f"aotriton attention: {unpassed} but the model does not pass it to the attention "
+                                  f"function (transformers' eager/sdpa apply it through the mask alone), so the "
+                                  f"kernel cannot apply the window; use attn_implementation='sdpa' for this model")
     if attention_mask is not None and (attention_mask.dim() != 2 or attention_mask.dtype != torch.bool):
         kind = ("a dense 4-D mask (a custom mask pattern: packed sequences, or/and mask functions, chunked "
                 "attention, a sliding window combined with another pattern, or a 4-D mask passed by the caller)"
@@ -178,7 +194,7 @@ def aotriton_attention_forward(module, query, key, value, attention_mask, dropou
     keys (decode, chunked prefill) see every key up to their own position, or the
     last `sliding_window` keys up to it; `softcap` caps the scaled logits
     (softcap * tanh(s / softcap)), both in the forward and the backward."""
-    _refuse_features(module, attention_mask, sliding_window, s_aux, kwargs)
+    _refuse_features(module, attention_mask, sliding_window, s_aux, key.shape[2], kwargs)
     is_causal = bool(is_causal if is_causal is not None else getattr(module, "is_causal", True))
     dtype = _target_dtype(query, module)
     dropout = float(dropout or 0.0)
