@@ -457,3 +457,21 @@ def test_phimoe_config_window_that_no_layer_passes_raises_where_it_matters(refer
     short = ids[:, :W]
     torch.testing.assert_close(logits(model, "aotriton", input_ids=short), logits(model, "sdpa", input_ids=short),
                                atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_static_cache_decode_without_attention_mask(reference_kernels, name):
+    """A static cache's full layers report q_offset as a 0-d tensor; with no 2-D
+    mask the hook still marks the unwritten slots (else a decode step would
+    attend to the zero-filled tail of the cache)."""
+    make, impl = MODELS[name]
+    model = make()
+    ids, _ = batch(B=2, pad=(0, 0))
+    full = logits(model, impl, input_ids=ids)
+    model.set_attn_implementation("aotriton")
+    cache = transformers.StaticCache(config=model.config, max_cache_len=16)
+    with torch.no_grad():
+        model(input_ids=ids[:, :8], past_key_values=cache, use_cache=True)
+        steps = [model(input_ids=ids[:, t:t + 1], past_key_values=cache, use_cache=True).logits[:, -1]
+                 for t in range(8, ids.shape[1])]
+    torch.testing.assert_close(torch.stack(steps, 1), full[:, 8:], atol=1e-4, rtol=1e-4)
