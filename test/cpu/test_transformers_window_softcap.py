@@ -3,7 +3,7 @@ without a GPU. The window convention is checked against transformers' own
 masks (sdpa_mask of its sliding-window mask functions, the sizes its sliding
 KV caches report, and its flash-attention path's window), the adapter's
 argument mapping with a recording stand-in for the kernels, and tiny random
-Mistral / Gemma-2 / ModernBERT models run end to end with float64 reference
+Mistral / Gemma-2 / Gemma-3 / ModernBERT models run end to end with float64 reference
 kernels against transformers' sdpa / eager paths (prefill, padding, KV-cache
 decode with dynamic and static caches, chunked prefill, training gradients).
 Skipped when transformers is not installed. The real kernels run in
@@ -273,6 +273,16 @@ def tiny_gemma2(softcap=1.0):
     return model
 
 
+def tiny_gemma3():
+    """Gemma-3 text: sliding and full layers (5:1 in the real models), no softcap."""
+    cfg = transformers.Gemma3TextConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                                        num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=W,
+                                        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                                        query_pre_attn_scalar=16, max_position_embeddings=128)
+    torch.manual_seed(0)
+    return transformers.Gemma3ForCausalLM(cfg).eval()
+
+
 def modernbert_config(config_window=2):
     return transformers.ModernBertConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128,
                                          num_hidden_layers=3, num_attention_heads=4,
@@ -282,7 +292,7 @@ def modernbert_config(config_window=2):
 
 
 # Gemma-2's softcap is applied by transformers' eager path only (its sdpa path drops it).
-MODELS = {"mistral": (tiny_mistral, "sdpa"), "gemma2": (tiny_gemma2, "eager")}
+MODELS = {"mistral": (tiny_mistral, "sdpa"), "gemma2": (tiny_gemma2, "eager"), "gemma3": (tiny_gemma3, "sdpa")}
 
 
 def logits(model, impl, **inputs):
