@@ -485,3 +485,48 @@ def test_static_cache_decode_without_attention_mask(reference_kernels, name):
         steps = [model(input_ids=ids[:, t:t + 1], past_key_values=cache, use_cache=True).logits[:, -1]
                  for t in range(8, ids.shape[1])]
     torch.testing.assert_close(torch.stack(steps, 1), full[:, 8:], atol=1e-4, rtol=1e-4)
+
+
+def test_mask_hook_refuses_padding_after_tokens_in_a_step_against_a_cache():
+    """Sq < Sk: the attention aligns the queries on each row's last valid keys, right
+    for left padding only (a right-padded static-cache prefill gave logits 0.47 off)."""
+    f = integ.aotriton_mask
+    left = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    got = f(2, 5, 8, q_offset=0, kv_offset=0, attention_mask=left, device="cpu")  # static cache, 8 slots
+    assert torch.equal(got, F_pad(left, 8))
+    for q_offset in (0, torch.tensor(0)):  # a static cache's full layers give a 0-d tensor
+        with pytest.raises(NotImplementedError, match="padding after real tokens"):
+            f(2, 5, 8, q_offset=q_offset, kv_offset=0, attention_mask=left.flip(1), device="cpu")
+    # a chunk of 3 after 5 cached tokens, its last query padded
+    chunk = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 0]], dtype=torch.bool)
+    with pytest.raises(NotImplementedError, match="padding after real tokens"):
+        f(1, 3, 8, q_offset=5, kv_offset=0, attention_mask=chunk, device="cpu")
+    # one query (decode) and a full prefill (Sq == Sk: the queries are unpadded too) are not restricted
+    assert f(1, 1, 8, q_offset=7, kv_offset=0, attention_mask=chunk, device="cpu") is not None
+    assert f(1, 8, 8, attention_mask=chunk, device="cpu") is not None
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_right_padded_prefill_into_a_static_cache(reference_kernels, name):
+    """Gemma-2/3's full layers see 16 static slots for 11 queries: refused. Mistral's
+    layers are all sliding, and a sliding static cache hands a prompt longer than
+    the window its own keys only (Sq == Sk, queries unpadded too): as sdpa."""
+    make, impl = MODELS[name]
+    model = make()
+    ids, mask = batch(side="right")
+
+    def run(attn):
+        model.set_attn_implementation(attn)
+        with torch.no_grad():
+            return model(input_ids=ids, attention_mask=mask, use_cache=True,
+                         past_key_values=transformers.StaticCache(config=model.config, max_cache_len=16)).logits
+    if name == "mistral":
+        valid = mask.bool()
+        torch.testing.assert_close(run("aotriton")[valid], run(impl)[valid], atol=1e-4, rtol=1e-4)
+    else:
+        with pytest.raises(NotImplementedError, match="padding after real tokens"):
+            run("aotriton")
+
+
+def F_pad(mask, length):
+    return torch.nn.functional.pad(mask, (0, length - mask.shape[1]), value=False)

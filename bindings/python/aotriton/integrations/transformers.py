@@ -87,15 +87,28 @@ def aotriton_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask
         valid = attention_mask[:, -kv_length:].to(torch.bool)
         if valid.shape[1] < kv_length:  # static cache: the mask covers the written slots only
             valid = F.pad(valid, (0, kv_length - valid.shape[1]), value=False)
+    written = None
     if mask_function is causal_mask_function and isinstance(kv_offset, int):
         # A static cache's q_offset is a 0-d tensor (its length, kept on the device).
         written = q_offset + q_length - kv_offset
         if not isinstance(written, int) or 0 <= written < kv_length:  # unwritten static-cache slots at the end
             tail = torch.arange(kv_length, device=kwargs.get("device")) < written
             valid = tail.expand(batch_size, kv_length) if valid is None else valid & tail.to(valid.device)
-    if valid is None or bool(valid.all()):
+    if valid is None:
         return None
-    return valid
+    checks = [valid.all()]
+    if written is not None and 1 < q_length < kv_length:
+        # Against a cache the attention aligns a step's queries on each row's last valid
+        # keys (bottom-right): padding among the queries must precede their real tokens.
+        slots = torch.arange(q_length, device=valid.device) + (written - q_length)
+        q_valid = valid.index_select(1, slots.to(valid.device))
+        checks.append((q_valid[:, :-1] & ~q_valid[:, 1:]).any())  # a real token, then a pad
+    all_valid, *pad_after_token = torch.stack(checks).tolist()  # one host sync
+    if any(pad_after_token):
+        raise NotImplementedError("aotriton attention: padding after real tokens among the queries of a step "
+                                  "against a KV cache (right padding with a static cache, or a chunk with padding "
+                                  "inside) is not supported; pad on the left")
+    return None if all_valid else valid
 
 
 # ---------------------------------------------------------------------------
