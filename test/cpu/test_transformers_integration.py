@@ -10,58 +10,17 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 aotriton = pytest.importorskip("aotriton", reason="needs the installed aotriton package (tools/build.sh)")
 transformers = pytest.importorskip("transformers", reason="transformers is not installed")
 from aotriton.integrations import transformers as integ  # noqa: E402
 
-
-# ----------------------------------------------------------------- references
-def ref_flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, **kwargs):
-    """(B, S, H, D) attention in float64; causal is bottom-right aligned; GQA by repetition."""
-    assert dropout_p == 0.0
-    Sq, Hq, D = q.shape[1], q.shape[2], q.shape[3]
-    Sk, Hk = k.shape[1], k.shape[2]
-    scale = D ** -0.5 if softmax_scale is None else softmax_scale
-    qh = q.transpose(1, 2).double()
-    kh = k.transpose(1, 2).double().repeat_interleave(Hq // Hk, 1)
-    vh = v.transpose(1, 2).double().repeat_interleave(Hq // Hk, 1)
-    s = qh @ kh.transpose(-1, -2) * scale
-    if causal:
-        keep = torch.arange(Sq)[:, None] + (Sk - Sq) >= torch.arange(Sk)[None, :]
-        s = s.masked_fill(~keep, float("-inf"))
-    return (torch.softmax(s, -1) @ vh).transpose(1, 2).to(q.dtype)
-
-
-def ref_flash_attn_varlen_func(q, k, v, cu_q, cu_k, max_q, max_k, dropout_p=0.0, softmax_scale=None, causal=False,
-                               **kwargs):
-    assert int((cu_q[1:] - cu_q[:-1]).max()) <= max_q and int((cu_k[1:] - cu_k[:-1]).max()) <= max_k
-    outs = []
-    for i in range(cu_q.numel() - 1):
-        qs, ks = slice(int(cu_q[i]), int(cu_q[i + 1])), slice(int(cu_k[i]), int(cu_k[i + 1]))
-        outs.append(ref_flash_attn_func(q[None, qs], k[None, ks], v[None, ks], dropout_p, softmax_scale, causal)[0])
-    return torch.cat(outs)
-
-
-def ref_fused_experts(x, w1, w2, topk_weights, topk_ids, activation="silu", **kwargs):
-    act = {"silu": F.silu, "gelu": F.gelu, "gelu_tanh": lambda t: F.gelu(t, approximate="tanh")}[activation]
-    out = torch.zeros_like(x, dtype=torch.float64)
-    for j in range(topk_ids.shape[1]):
-        for e in range(w1.shape[0]):
-            rows = (topk_ids[:, j] == e).nonzero()[:, 0]
-            if rows.numel():
-                gate, up = (x[rows].double() @ w1[e].double().T).chunk(2, -1)
-                y = (act(gate) * up) @ w2[e].double().T
-                out[rows] += topk_weights[rows, j, None].double() * y
-    return out.to(x.dtype)
+import hf_attention_reference  # noqa: E402
 
 
 @pytest.fixture
 def reference_kernels(monkeypatch):
-    monkeypatch.setattr(integ._flash, "flash_attn_func", ref_flash_attn_func)
-    monkeypatch.setattr(integ._flash, "flash_attn_varlen_func", ref_flash_attn_varlen_func)
-    monkeypatch.setattr(integ._moe, "fused_experts", ref_fused_experts)
+    hf_attention_reference.install(monkeypatch, integ)
 
 
 def tiny_llama(**extra):
@@ -192,15 +151,6 @@ def test_training_gradients_match_eager_when_no_loss_reads_a_padded_query(refere
         grads[impl] = [p.grad.clone() for p in model.parameters()]
     for got, want in zip(grads["aotriton"], grads["eager"]):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
-
-
-def test_sliding_window_model_raises_naming_the_feature(reference_kernels):
-    cfg = transformers.MistralConfig(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                                     num_attention_heads=4, num_key_value_heads=2, sliding_window=4)
-    model = transformers.MistralForCausalLM(cfg).eval()
-    ids, _ = batch()
-    with pytest.raises(NotImplementedError, match="sliding window"):
-        logits(model, "aotriton", input_ids=ids)
 
 
 def test_4d_mask_raises_naming_the_mask_kind(reference_kernels):

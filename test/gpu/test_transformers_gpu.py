@@ -1,12 +1,15 @@
-"""Small random transformers models (Llama: dense, Mixtral: MoE) with
-attn_implementation="aotriton" and experts_implementation="aotriton" in bf16,
-against an fp32 run of the same weights (eager attention, eager experts), and
-no worse than transformers' own bf16 sdpa + eager path: prefill logits (with
-and without padding), KV-cache decode, a training step's loss and gradients,
-torch.compile of the model. Mixtral's top-k routing is discontinuous (bf16
-rounding flips near-tied choices), so the decode and training comparisons route
-every run by the fp32 reference's choices and the compile test compares the
-positions no flip reaches. Skipped without transformers or a GPU."""
+"""Small random transformers models (Llama: dense, Mixtral: MoE, Mistral:
+sliding window, Gemma-2: sliding window on alternate layers + attention and
+final logit softcapping) with attn_implementation="aotriton" and
+experts_implementation="aotriton" in bf16, against an fp32 run of the same
+weights (eager attention, eager experts), and no worse than transformers' own
+bf16 path (sdpa + eager experts; eager for Gemma-2, whose softcap transformers'
+sdpa path drops): prefill logits (with and without padding), KV-cache decode,
+a training step's loss and gradients, torch.compile of the model. Mixtral's
+top-k routing is discontinuous (bf16 rounding flips near-tied choices), so the
+decode and training comparisons route every run by the fp32 reference's
+choices and the compile test compares the positions no flip reaches. Skipped
+without transformers or a GPU."""
 import copy
 
 import pytest
@@ -34,20 +37,51 @@ def mixtral():
                                       sliding_window=None)
 
 
-MODELS = {"llama": (llama, transformers.LlamaForCausalLM), "mixtral": (mixtral, transformers.MixtralForCausalLM)}
+def mistral():
+    """Every layer sliding, the window (40) shorter than every prompt below."""
+    return transformers.MistralConfig(vocab_size=VOCAB, hidden_size=1024, intermediate_size=2048,
+                                      num_hidden_layers=4, num_attention_heads=16, num_key_value_heads=4,
+                                      sliding_window=40, max_position_embeddings=4096)
+
+
+def gemma2():
+    """Sliding (window 24) and full layers alternating, softcaps on the attention
+    logits (10, reached: see sharpen_queries) and the final logits (30)."""
+    return transformers.Gemma2Config(vocab_size=VOCAB, hidden_size=1024, intermediate_size=2048, num_hidden_layers=4,
+                                     num_attention_heads=8, num_key_value_heads=4, head_dim=128, sliding_window=24,
+                                     attn_logit_softcapping=10.0, final_logit_softcapping=30.0,
+                                     query_pre_attn_scalar=128, max_position_embeddings=4096)
+
+
+def sharpen_queries(model):
+    """Random init gives attention logits ~0.4, where softcap 10 is the identity;
+    queries x8 reach it (on the CPU in fp32 this model's logits moved 0.46 relative
+    when the cap was dropped, against 0.054 for a bf16 eager run)."""
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(8)
+
+
+MODELS = {"llama": (llama, transformers.LlamaForCausalLM), "mixtral": (mixtral, transformers.MixtralForCausalLM),
+          "mistral": (mistral, transformers.MistralForCausalLM), "gemma2": (gemma2, transformers.Gemma2ForCausalLM)}
+PREPARE = {"gemma2": sharpen_queries}
+BASELINE = {"gemma2": "eager"}  # transformers' sdpa path drops Gemma-2's attention softcap
+ALL = list(MODELS)
 
 
 def build(name):
-    """(fp32 eager reference, bf16 sdpa + eager experts, bf16 aotriton) with the same weights."""
+    """(fp32 eager reference, bf16 transformers path (sdpa, or BASELINE) + eager experts, bf16 aotriton)
+    with the same weights."""
     make_cfg, cls = MODELS[name]
     torch.manual_seed(0)
     ref = cls(make_cfg()).to(DEV).eval()
+    PREPARE.get(name, lambda m: None)(ref)
     ref.set_attn_implementation("eager")
     moe = name == "mixtral"
     if moe:
         ref.set_experts_implementation("eager")
     base = copy.deepcopy(ref).to(BF16)
-    base.set_attn_implementation("sdpa")
+    base.set_attn_implementation(BASELINE.get(name, "sdpa"))
     ours = copy.deepcopy(ref).to(BF16)
     ours.set_attn_implementation("aotriton")
     if moe:
@@ -101,7 +135,7 @@ def inputs(B=4, S=256, left_pad=None, seed=1):
     return ids, mask
 
 
-@pytest.mark.parametrize("name", ["llama", "mixtral"])
+@pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("padded", [False, True])
 def test_prefill_logits_vs_fp32(name, padded):
     ref, base, ours = build(name)
@@ -112,10 +146,35 @@ def test_prefill_logits_vs_fp32(name, padded):
         got = ours(input_ids=ids, attention_mask=mask).logits
     assert torch.isfinite(got[mask.bool()]).all()
     err = rel_err(got, want, mask.bool())
-    assert err <= SLACK * err_base + 1e-3, f"aotriton {err:.4g} vs sdpa bf16 {err_base:.4g}"
+    assert err <= SLACK * err_base + 1e-3, f"aotriton {err:.4g} vs transformers bf16 {err_base:.4g}"
 
 
-@pytest.mark.parametrize("name", ["llama", "mixtral"])
+def drop_feature(name, model):
+    """The fp32 model without what aotriton must apply: Mistral's window, Gemma-2's attention softcap."""
+    if name == "mistral":
+        model.config.sliding_window = None  # read at every forward (mask and attention)
+    else:
+        for layer in model.model.layers:
+            layer.self_attn.attn_logit_softcapping = None
+
+
+@pytest.mark.parametrize("name", ["mistral", "gemma2"])
+def test_window_and_softcap_are_applied(name):
+    """Sanity for the comparisons here: the fp32 model without its window
+    (Mistral) or attention softcap (Gemma-2) is far from the fp32 model, and
+    aotriton (padded batch: the varlen path) is much closer than that."""
+    ref, _, ours = build(name)
+    ids, mask = inputs(left_pad=(0, 17, 100, 0))
+    valid = mask.bool()
+    with torch.no_grad():
+        want = ref(input_ids=ids, attention_mask=mask).logits
+        err = rel_err(ours(input_ids=ids, attention_mask=mask).logits, want, valid)
+        drop_feature(name, ref)
+        err_without = rel_err(ref(input_ids=ids, attention_mask=mask).logits, want, valid)
+    assert err * 3 < err_without, f"aotriton {err:.4g}, fp32 without the feature {err_without:.4g}"
+
+
+@pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("cache", ["dynamic", "static"])
 def test_kv_cache_decode_vs_fp32(name, cache):
     """Teacher-forced decode (one token per step against the cache) after a padded
@@ -149,7 +208,7 @@ def test_kv_cache_decode_vs_fp32(name, cache):
     assert errs["ours"] <= SLACK * errs["base"] + 1e-3, errs
 
 
-@pytest.mark.parametrize("name", ["llama", "mixtral"])
+@pytest.mark.parametrize("name", ALL)
 def test_greedy_generation_agrees_with_fp32(name):
     """generate() with the KV cache: each step's logits (1 query against the cache)
     are as close to the fp32 model's on the generated sequence as a bf16 sdpa run
@@ -165,7 +224,7 @@ def test_greedy_generation_agrees_with_fp32(name):
         err_base = rel_err(base(input_ids=seq).logits[:, P - 1:-1], want)
     assert torch.equal(seq[:, P:], steps.argmax(-1))
     err = rel_err(steps, want)
-    assert err <= SLACK * err_base + 1e-3, f"aotriton decode {err:.4g} vs sdpa bf16 {err_base:.4g}"
+    assert err <= SLACK * err_base + 1e-3, f"aotriton decode {err:.4g} vs transformers bf16 {err_base:.4g}"
 
 
 def train_labels(ids, mask):
@@ -178,7 +237,7 @@ def train_labels(ids, mask):
     return labels
 
 
-@pytest.mark.parametrize("name", ["llama", "mixtral"])
+@pytest.mark.parametrize("name", ALL)
 def test_training_step_gradients_vs_fp32(name):
     ref, base, ours = build(name)
     ids, mask = inputs(B=2, S=256, left_pad=(0, 40), seed=4)
@@ -200,7 +259,7 @@ def test_training_step_gradients_vs_fp32(name):
     assert grad_err["ours"] <= SLACK * grad_err["base"] + 1e-3, grad_err
 
 
-@pytest.mark.parametrize("name", ["llama", "mixtral"])
+@pytest.mark.parametrize("name", ALL)
 def test_torch_compile_model(name):
     """torch.compile over the whole model (aotriton attention and experts as
     custom ops in the graph) matches eager at every position. Mixtral routes
