@@ -98,7 +98,11 @@ def header(rule: Kernel) -> str:
                "              const KernelOptions* options);\n\n")
     out.append("// Whether this build has the functional (its aligned variant) compiled for sm_<arch>\n"
                "// itself (not served by a fallback, not through the PTX fallback).\n"
-               "bool built_for(const Functional& functional, int arch);\n")
+               "bool built_for(const Functional& functional, int arch);\n\n")
+    out.append("// Whether `name` is one of the config names this build compiled for the kernel\n"
+               "// (any functional, any arch): how an operator that has several kernels for one\n"
+               "// call sends KernelOptions::force_config to the kernel that owns the name.\n"
+               "bool has_config(const char* name);\n")
     out.append(codegen_inputs.header(rule))
     out.append(_ns_close())
     return "".join(out)
@@ -108,7 +112,7 @@ def source(rule: Kernel, plan_kernel: dict, profile: str) -> str:
     k = rule.name
     tuning_names = sorted(rule.tuning.params)
     fnames = list(rule.functional)
-    out = [HEADER, f'#include "{k}.h"\n\n#include <cstdint>\n#include <string>\n\n',
+    out = [HEADER, f'#include "{k}.h"\n\n#include <cstdint>\n#include <cstring>\n#include <string>\n\n',
            '#include "error.h"\n#include "kernel_runtime.h"\n\n', _ns_open(k), "namespace {\n\n"]
     out.append("struct Tuning {\n" + "".join(f"  int32_t {n};\n" for n in tuning_names) + "};\n\n")
     for key in rule.autotune_keys:
@@ -184,6 +188,13 @@ def source(rule: Kernel, plan_kernel: dict, profile: str) -> str:
     out.append("  const Entry& e = kTable[index];\n  if (!e.slot) return false;\n"
                "  for (uint32_t v = 0; v < e.slot->n_variants; ++v)\n"
                "    if (static_cast<int>(e.slot->variants[v].arch) == arch) return true;\n  return false;\n}\n\n")
+    # has_config(): the names choose_config matches force_config against.
+    out.append("bool has_config(const char* name) {\n  if (!name) return false;\n"
+               "  for (const Entry& e : kTable) {\n    if (!e.slot) continue;\n"
+               "    for (uint32_t v = 0; v < e.slot->n_variants; ++v)\n"
+               "      for (uint32_t c = 0; c < e.slot->variants[v].n_configs; ++c)\n"
+               "        if (std::strcmp(name, e.slot->variants[v].config_names[c]) == 0) return true;\n"
+               "  }\n  return false;\n}\n\n")
     # launch()
     out.append("Status launch(const Args& args, const Functional& f, Stream stream, const KernelOptions* options) {\n")
     out.append("  size_t index = 0;\n")

@@ -99,9 +99,9 @@ bool hopper_enabled() {
   return on;
 }
 
-// A forced config picks its kernel by name: the Hopper kernel's have SCHEDULE=.
+// A forced config picks its kernel by name: one attn_fwd_hopper was compiled with.
 bool forces_hopper(const KernelOptions* options) {
-  return options && options->force_config && std::strstr(options->force_config, "SCHEDULE=");
+  return options && detail::kernels::attn_fwd_hopper::has_config(options->force_config);
 }
 
 namespace kh = detail::kernels::attn_fwd_hopper;

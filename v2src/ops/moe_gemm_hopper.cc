@@ -52,10 +52,8 @@ bool enabled() {
   return v && std::strcmp(v, "1") == 0;
 }
 
-// A forced config picks its kernel by name: only this kernel's have NUM_STAGES= (upper case).
-bool forced(const KernelOptions* options) {
-  return options && options->force_config && std::strstr(options->force_config, "NUM_STAGES=");
-}
+// A forced config picks its kernel by name: one this kernel was compiled with.
+bool forced(const KernelOptions* options) { return options && kh::has_config(options->force_config); }
 
 kh::Functional functional(const GemmJob& j) {
   kh::Functional f{};
