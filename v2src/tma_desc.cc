@@ -49,7 +49,7 @@ Status encode_tma(const CudaDriver& cu, const TmaTensor& t, DType dtype, int ran
                                                 "multiple strides, a contiguous last dimension, fp16/bf16/fp32/8-bit)");
   if (!cu.cuTensorMapEncodeTiled)
     return fail(Status::kNoDriver, who + ": the CUDA driver lacks cuTensorMapEncodeTiled");
-  CUtensorMapDataType type;
+  CUtensorMapDataType type{};
   cu_element_type(dtype, &type);
   const int elem = dtype_size(dtype);
   // CUDA orders dimensions innermost first; strides (bytes) of dims 1.. only.

@@ -269,21 +269,28 @@ void forced_kernel_checks(const char* fwd_hopper_config, const char* moe_hopper_
     Counts c = now();
     report(name, call(&o), c);
   };
-  flash::FwdParams f;  // fp16, D = 128, batched: a call the Hopper kernel serves
+  // fp16, batched: calls the Hopper kernel serves (the ci build has it for
+  // D = 128, the Triton kernel for D = 64).
   size_t off = 0;
-  auto next4 = [&] {
-    auto v = view<4>(DType::kFloat16, {1, 16, 1, 128}, off);
-    off += 8192;
-    return v;
+  auto fwd_params = [&](int64_t d) {
+    flash::FwdParams f;
+    auto next4 = [&] {
+      auto v = view<4>(DType::kFloat16, {1, 16, 1, d}, off);
+      off += 8192;
+      return v;
+    };
+    f.q = next4(), f.k = next4(), f.v = next4(), f.out = next4();
+    f.lse = view<3>(DType::kFloat32, {1, 1, 16}, off);
+    off += 4096;
+    f.softmax_scale = 0.125f;
+    return f;
   };
-  f.q = next4(), f.k = next4(), f.v = next4(), f.out = next4();
-  f.lse = view<3>(DType::kFloat32, {1, 1, 16}, off);
-  off += 4096;
-  f.softmax_scale = 0.125f;
-  auto fwd = [&](const KernelOptions* o) { return flash::attn_fwd(f, Stream{}, o); };
-  forced("attn_fwd_forced_hopper", fwd_hopper_config, fwd);
-  forced("attn_fwd_forced_moe_hopper", moe_hopper_config, fwd);
-  forced("attn_fwd_forced_bogus", "BLOCK=no_such_config", fwd);
+  const flash::FwdParams f128 = fwd_params(128), f64 = fwd_params(64);
+  auto fwd128 = [&](const KernelOptions* o) { return flash::attn_fwd(f128, Stream{}, o); };
+  auto fwd64 = [&](const KernelOptions* o) { return flash::attn_fwd(f64, Stream{}, o); };
+  forced("attn_fwd_forced_hopper", fwd_hopper_config, fwd128);
+  forced("attn_fwd_forced_moe_hopper", moe_hopper_config, fwd64);
+  forced("attn_fwd_forced_bogus", "BLOCK=no_such_config", fwd64);
 
   moe::GroupedGemmParams g;  // fp16, K = N = 64, block size 128: a call the Hopper GEMM serves
   g.a = view<2>(DType::kFloat16, {4, 64}, off);
