@@ -56,14 +56,30 @@ def _tma_args(rule: Kernel) -> list:
     return [a for a in rule.args if isinstance(a, TmaArg)]
 
 
-def _tma_encode(rule: Kernel) -> list[str]:
-    """Encodes each TmaArg's CUtensorMap (box from the rule's block expressions)."""
+_SWIZZLE = ["CU_TENSOR_MAP_SWIZZLE_NONE", "CU_TENSOR_MAP_SWIZZLE_32B", "CU_TENSOR_MAP_SWIZZLE_64B",
+            "CU_TENSOR_MAP_SWIZZLE_128B"]
+
+
+def _tma_boxes(rule: Kernel, functional: dict, config: dict) -> list[str]:
+    """The TmaBox of each TmaArg for one compiled config (TmaArg.encoding: the
+    values compile_kernel.py checks against the compiled kernel)."""
     out = []
     for a in _tma_args(rule):
+        box, swizzle = a.encoding(functional, config)
+        out.append(f"{{{{{', '.join(map(str, box))}}}, {_SWIZZLE[swizzle]}}}")
+    return out
+
+
+def _tma_encode(rule: Kernel) -> list[str]:
+    """Encodes each TmaArg's CUtensorMap with the chosen config's box and swizzle."""
+    if not _tma_args(rule):
+        return []
+    out = [f"  const TmaBox* boxes = e.tma[t.bound->variant - e.slot->variants] + config * {len(_tma_args(rule))};\n"]
+    for j, a in enumerate(_tma_args(rule)):
         dtype = f"f.{a.dtype[1:-1]}" if a.dtype.startswith("{") else f"DType::{DTYPE_ENUM[a.dtype]}"
-        out.append(f"  TmaParams tma_{a.name};\n  {{\n    const int64_t block[] = {{{', '.join(a.block)}}};\n"
-                   f"    AOTRITON_RETURN_IF_ERROR(encode_tma(*t.cu, args.{a.name}, {dtype}, {len(a.block)}, block, "
-                   f"\"{rule.name}\", \"{a.name}\", &tma_{a.name}));\n  }}\n")
+        out.append(f"  TmaParams tma_{a.name};\n"
+                   f"  AOTRITON_RETURN_IF_ERROR(encode_tma(*t.cu, args.{a.name}, {dtype}, {len(a.block)}, boxes[{j}], "
+                   f"\"{rule.name}\", \"{a.name}\", &tma_{a.name}));\n")
     return out
 
 
@@ -98,7 +114,11 @@ def header(rule: Kernel) -> str:
                "              const KernelOptions* options);\n\n")
     out.append("// Whether this build has the functional (its aligned variant) compiled for sm_<arch>\n"
                "// itself (not served by a fallback, not through the PTX fallback).\n"
-               "bool built_for(const Functional& functional, int arch);\n")
+               "bool built_for(const Functional& functional, int arch);\n\n")
+    out.append("// Whether `name` is one of the config names this build compiled for the kernel\n"
+               "// (any functional, any arch): how an operator that has several kernels for one\n"
+               "// call sends KernelOptions::force_config to the kernel that owns the name.\n"
+               "bool has_config(const char* name);\n")
     out.append(codegen_inputs.header(rule))
     out.append(_ns_close())
     return "".join(out)
@@ -108,21 +128,24 @@ def source(rule: Kernel, plan_kernel: dict, profile: str) -> str:
     k = rule.name
     tuning_names = sorted(rule.tuning.params)
     fnames = list(rule.functional)
-    out = [HEADER, f'#include "{k}.h"\n\n#include <cstdint>\n#include <string>\n\n',
+    out = [HEADER, f'#include "{k}.h"\n\n#include <cstdint>\n#include <cstring>\n#include <string>\n\n',
            '#include "error.h"\n#include "kernel_runtime.h"\n\n', _ns_open(k), "namespace {\n\n"]
     out.append("struct Tuning {\n" + "".join(f"  int32_t {n};\n" for n in tuning_names) + "};\n\n")
     for key in rule.autotune_keys:
         out.append(f"const int64_t kBins_{key.arg}[] = {{{', '.join(str(b) for b in key.bins)}}};\n")
-    # One FunctionalSlot per compiled functional.
+    # One FunctionalSlot per compiled functional; with TmaArgs, the box and
+    # swizzle of each per config (kTma_*, config-major).
+    tma = bool(_tma_args(rule))
     entry_rows = []
     for i, e in enumerate(plan_kernel["entries"]):
         if not e["variants"]:
             j = e.get("served_by")
             # A functional not in the build that a built one serves (Kernel.fallbacks).
-            entry_rows.append(f"  {{&kSlot_f{j}, kTuningTables_f{j}}},  // {e['name']}: served by f{j}\n"
-                              if j is not None else "  {nullptr, nullptr},\n")
+            tables = f"kTuningTables_f{j}" + (f", kTmaTables_f{j}" if tma else "")
+            entry_rows.append(f"  {{&kSlot_f{j}, {tables}}},  // {e['name']}: served by f{j}\n"
+                              if j is not None else "  {nullptr, nullptr" + (", nullptr" if tma else "") + "},\n")
             continue
-        tuning_tables = []
+        tuning_tables, tma_tables = [], []
         variant_rows = []
         for v in e["variants"]:
             tag = f"f{i}_sm{v['arch']}"
@@ -130,16 +153,24 @@ def source(rule: Kernel, plan_kernel: dict, profile: str) -> str:
             tunings = ", ".join("{" + ", ".join(str(c["values"][n]) for n in tuning_names) + "}" for c in v["configs"])
             out.append(f"const char* const kNames_{tag}[] = {{{names}}};\n")
             out.append(f"const Tuning kTunings_{tag}[] = {{{tunings}}};\n")
+            if tma:
+                boxes = ", ".join(b for c in v["configs"] for b in _tma_boxes(rule, e["functional"], c["values"]))
+                out.append(f"const TmaBox kTma_{tag}[] = {{{boxes}}};\n")
+                tma_tables.append(f"kTma_{tag}")
             out.append(f"const uint16_t kLut_{tag}[] = {{{', '.join(str(x) for x in v['lut'])}}};\n")
             variant_rows.append(f"{{{v['arch']}, {len(v['configs'])}, kNames_{tag}, kLut_{tag}, {len(v['lut'])}}}")
             tuning_tables.append(f"kTunings_{tag}")
         out.append(f"const ArchVariant kVariants_f{i}[] = {{{', '.join(variant_rows)}}};\n")
         out.append(f"const Tuning* const kTuningTables_f{i}[] = {{{', '.join(tuning_tables)}}};\n")
+        if tma:
+            out.append(f"const TmaBox* const kTmaTables_f{i}[] = {{{', '.join(tma_tables)}}};\n")
         out.append(f"SlotState kState_f{i};\n")
         out.append(f"const FunctionalSlot kSlot_f{i} = {{{_str(k)}, {_str(e['name'])}, kVariants_f{i}, "
                    f"{len(e['variants'])}, &kState_f{i}}};\n\n")
-        entry_rows.append(f"  {{&kSlot_f{i}, kTuningTables_f{i}}},\n")
-    out.append("struct Entry {\n  const FunctionalSlot* slot;\n  const Tuning* const* tunings;\n};\n\n")
+        entry_rows.append(f"  {{&kSlot_f{i}, kTuningTables_f{i}" + (f", kTmaTables_f{i}" if tma else "") + "},\n")
+    out.append("struct Entry {\n  const FunctionalSlot* slot;\n  const Tuning* const* tunings;\n"
+               + ("  const TmaBox* const* tma;  // per variant: per config, each TmaArg's box and swizzle\n"
+                  if tma else "") + "};\n\n")
     out.append(f"const Entry kTable[] = {{\n{''.join(entry_rows)}}};\n\n")
     # Why a functional is missing, for the error message.
     why, status = [], []
@@ -184,6 +215,13 @@ def source(rule: Kernel, plan_kernel: dict, profile: str) -> str:
     out.append("  const Entry& e = kTable[index];\n  if (!e.slot) return false;\n"
                "  for (uint32_t v = 0; v < e.slot->n_variants; ++v)\n"
                "    if (static_cast<int>(e.slot->variants[v].arch) == arch) return true;\n  return false;\n}\n\n")
+    # has_config(): the names choose_config matches force_config against.
+    out.append("bool has_config(const char* name) {\n  if (!name) return false;\n"
+               "  for (const Entry& e : kTable) {\n    if (!e.slot) continue;\n"
+               "    for (uint32_t v = 0; v < e.slot->n_variants; ++v)\n"
+               "      for (uint32_t c = 0; c < e.slot->variants[v].n_configs; ++c)\n"
+               "        if (std::strcmp(name, e.slot->variants[v].config_names[c]) == 0) return true;\n"
+               "  }\n  return false;\n}\n\n")
     # launch()
     out.append("Status launch(const Args& args, const Functional& f, Stream stream, const KernelOptions* options) {\n")
     out.append("  size_t index = 0;\n")
@@ -218,7 +256,7 @@ def source(rule: Kernel, plan_kernel: dict, profile: str) -> str:
         lut = f"({lut}) * {len(key.bins)} + bin_index(args.{key.arg}, kBins_{key.arg}, {len(key.bins)})"
     out.append(f"  uint32_t lut_index = static_cast<uint32_t>({lut});\n")
     out.append("  uint32_t config;\n  AOTRITON_RETURN_IF_ERROR(choose_config(*e.slot, t, lut_index, options, &config));\n")
-    exprs = " ".join(list(rule.grid) + [e for a in _tma_args(rule) for e in a.block])
+    exprs = " ".join(rule.grid)
     if set(tuning_names) & set(re.findall(r"[A-Za-z_]\w*", exprs)):
         out.append("  const Tuning& tuning = e.tunings[t.bound->variant - e.slot->variants][config];\n")
     out.append("  const LoadedKernel* kernel;\n  AOTRITON_RETURN_IF_ERROR(kernel_for(*e.slot, t, config, &kernel));\n")

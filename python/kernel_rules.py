@@ -77,8 +77,7 @@ TMA_ELEMENT = {"fp16": (2, 6), "bf16": (2, 9), "fp32": (4, 7), "fp8e4nv": (1, 0)
 
 
 def pow2ceil(x: int) -> int:
-    """The smallest power of two >= x (TmaArg block expressions; its C++ twin
-    is detail::pow2ceil in v2src/tma_desc.h)."""
+    """The smallest power of two >= x (TmaArg block expressions)."""
     p = 1
     while p < x:
         p *= 2
@@ -92,14 +91,16 @@ class TmaArg:
 
     `block` is the descriptor's block shape, outermost dimension first, as
     expressions over integers, functional / tuning names and `pow2ceil(x)`
-    (evaluated by the generated C++ launcher, like the grid; a box larger than
-    the tensor reads zeros past its end, which pads a head dim of 192 to 256). The C++ side passes a TmaTensor
-    (pointer, shape and strides in elements, last stride 1); the launcher
-    encodes the CUtensorMap with the shared-memory swizzle that Triton's
-    default NVMMA layout picks for the block (`swizzle_bytes`), so no device
-    scratch is needed and a CUDA graph captures the descriptor by value.
-    compile_kernel.py checks the compiled kernel's descriptor metadata against
-    `expected_meta`, so this rule and Triton cannot silently disagree.
+    (a box larger than the tensor reads zeros past its end, which pads a head
+    dim of 192 to 256). The C++ side passes a TmaTensor (pointer, shape and
+    strides in elements, last stride 1); the launcher encodes the CUtensorMap
+    with the box and shared-memory swizzle of `encoding` (the swizzle Triton's
+    default NVMMA layout picks for the block), so no device scratch is needed
+    and a CUDA graph captures the descriptor by value. The generator computes
+    `encoding` for every compiled config into the launcher's tables
+    (codegen_cpp.py), and compile_kernel.py checks the compiled kernel's
+    descriptor metadata against the same values (`expected_meta`), so this
+    rule, the launcher and Triton cannot silently disagree.
     """
 
     name: str
@@ -147,17 +148,24 @@ class TmaArg:
         block = self.block_shape(functional, config or {})
         return f"tensordesc<{self.resolved_dtype(functional)}[{', '.join(map(str, block))}],{self.layout(functional, config or {})!r}>"
 
-    def expected_meta(self, functional, config) -> dict:
-        """What the generated launcher encodes: swizzle enum, element size and
-        CUtensorMapDataType, box (inner dimension cut to the swizzle width)."""
+    def encoding(self, functional, config) -> tuple[list[int], int]:
+        """(box, swizzle) the launcher encodes for one compiled config: the box
+        outermost first with its inner dimension cut to the swizzle width, the
+        swizzle as CUtensorMapSwizzle (0 none, 1: 32, 2: 64, 3: 128 bytes)."""
         block = self.block_shape(functional, config)
-        elem, cu_type = TMA_ELEMENT[self.resolved_dtype(functional)]
+        elem = TMA_ELEMENT[self.resolved_dtype(functional)][0]
         sw = self.swizzle_bytes(block, elem)
         box = list(block)
         if sw:
             box[-1] = min(box[-1], sw // elem)
-        return {"swizzle": {0: 0, 32: 1, 64: 2, 128: 3}[sw], "elem_size": elem, "elem_type": cu_type,
-                "block_size": box}
+        return box, {0: 0, 32: 1, 64: 2, 128: 3}[sw]
+
+    def expected_meta(self, functional, config) -> dict:
+        """What the generated launcher encodes: swizzle enum, element size and
+        CUtensorMapDataType, box (inner dimension cut to the swizzle width)."""
+        elem, cu_type = TMA_ELEMENT[self.resolved_dtype(functional)]
+        box, swizzle = self.encoding(functional, config)
+        return {"swizzle": swizzle, "elem_size": elem, "elem_type": cu_type, "block_size": box}
 
     def cpp_type(self) -> str:
         return "TmaTensor"

@@ -15,7 +15,7 @@ prod_bm128) in TF/s: Mixtral-like M=512 (128 slots per expert) GEMM1 468 vs
 expert) 70 vs 62; M=4096 (128 per expert) 506 vs 462-498, 458 vs 413-448.
 4 stages beat 3 in every row (by 1-12%).
 """
-from kernel_rules import Arg, AutotuneKey, Kernel, TmaArg, TuningSpace
+from kernel_rules import Arg, AutotuneKey, Kernel, Tensor, TmaArg, TuningSpace
 from tritonsrc.moe import configs as C
 
 BLOCK_M = 128  # two consumer warpgroups of 64 rows; = the moe_align block size it serves
@@ -46,19 +46,23 @@ def _valid(f, arch):
     return arch == 90
 
 
+# The gathered tokens a [rows, K] and the output c [slots, N]: row strides, columns contiguous.
+_A = Tensor("a_ptr", "{dtype}", "m", rank=2, align=16, stride="i32:16", prefix="stride_a")
+_C = Tensor("c_ptr", "{dtype}", "m", rank=2, align=16, stride="i32:16", prefix="stride_c")
+
 fused_moe_gemm_hopper = Kernel(
     name="fused_moe_gemm_hopper",
     source="tritonsrc/moe/grouped_gemm_hopper.py",
     function="fused_moe_gemm_hopper",
     args=[
-        Arg("a_ptr", "*{dtype}:16"),
+        _A.ptr,
         # The weights [E, N, K] viewed as [E * N, K] (v2src/ops/moe_gemm_hopper.cc).
         TmaArg("b_desc", "{dtype}", ("BLOCK_N", "BLOCK_K")),
-        Arg("c_ptr", "*{dtype}:16"), Arg("topk_weights_ptr", "*fp32"),
+        _C.ptr, Arg("topk_weights_ptr", "*fp32"),
         Arg("sorted_token_ids_ptr", "*i32"), Arg("expert_ids_ptr", "*i32"),
         Arg("num_tokens_post_padded_ptr", "*i32"),
         Arg("N", "i32:16"), Arg("K", "i32:16"), Arg("EM", "i32"), Arg("num_valid_tokens", "i32"),
-        Arg("top_k", "i32"), Arg("stride_am", "i32:16"), Arg("stride_cm", "i32:16"),
+        Arg("top_k", "i32"), *_A.strides, *_C.strides,
         Arg("num_experts", "i32"),  # expert ids outside [0, E) write zeros
     ],
     functional={"dtype": ["fp16", "bf16"], "MUL_ROUTED_WEIGHT": [False, True]},

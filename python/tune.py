@@ -31,6 +31,7 @@ sys.path[:0] = [str(HERE), str(REPO)]
 import build_plan  # noqa: E402
 import rules  # noqa: E402
 from kernel_rules import config_name, functional_name  # noqa: E402
+from tune_shared import bin_of  # noqa: E402
 
 TOKENS, HIDDEN = 16384, 2048
 
@@ -54,12 +55,6 @@ def save_db(db, kernel, arch):
     tmp.write_text(json.dumps(db, indent=1, sort_keys=True) + "\n")
     tmp.replace(p)
 
-
-def bin_of(value, bins):
-    for i, b in enumerate(bins[:-1]):
-        if value <= b:
-            return i
-    return len(bins) - 1
 
 
 def flash_functional(rule, dtype, D, causal):

@@ -23,23 +23,15 @@ default config (tritonsrc/flash/decode_configs.py).
 from __future__ import annotations
 
 import os
-import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
+import tune_shared as T
 from kernel_rules import config_name, functional_name
 from tritonsrc.flash import decode_configs as DC
-from tune_moe import copy_bandwidth
 
 TOL = {"fp16": 5e-3, "bf16": 1e-2}  # rel. Frobenius error vs float32 on the same cache
-
-
-def bin_of(value, bins):
-    for i, b in enumerate(bins[:-1]):
-        if value <= b:
-            return i
-    return len(bins) - 1
+KERNEL = "tritonsrc.flash.decode:attn_decode"  # what the compile workers warm up
+bin_of = T.bin_of
 
 
 def quick_space(configs, rows):
@@ -47,39 +39,6 @@ def quick_space(configs, rows):
     GQA group) fit 16, and tiles of at least 32 keys (16-key tiles halve the
     bytes per loop iteration for no gain at these lengths)."""
     return [c for c in configs if (c["BLOCK_M"] == 16 or rows > 16) and c["BLOCK_N"] >= 32]
-
-
-def _finite(ms):
-    return round(ms, 5) if ms == ms and ms != float("inf") else None
-
-
-# ---------------------------------------------------------------- parallel compile
-def _warm(job):
-    """Worker: compile one config (no launch) so the main process hits Triton's cache."""
-    import torch
-    from tritonsrc.flash.decode import attn_decode
-
-    grid, args, kwargs = job
-    args = [getattr(torch, a[len("dtype:"):]) if isinstance(a, str) and a.startswith("dtype:") else a for a in args]
-    try:
-        attn_decode.warmup(*args, grid=grid, **kwargs)
-        return None
-    except Exception as e:  # reported as a rejected candidate by the main process
-        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-
-
-def _result(future):
-    try:
-        return future.result()
-    except Exception as e:
-        print(f"  compile worker failed ({type(e).__name__}); compiling in the main process", flush=True)
-        return None
-
-
-def _job(grid, args, kwargs):
-    import torch
-    return grid, [f"dtype:{str(a.dtype).removeprefix('torch.')}" if isinstance(a, torch.Tensor) else a
-                  for a in args], kwargs
 
 
 # ---------------------------------------------------------------- one decode case
@@ -157,7 +116,7 @@ def tune_decode(args, rule, load_db, save_db, db_path):
     major, minor = torch.cuda.get_device_capability()
     arch = major * 10 + minor
     num_sms = torch.cuda.get_device_properties(0).multi_processor_count
-    bw = copy_bandwidth(torch, triton)
+    bw = T.copy_bandwidth(torch, triton)
     db = load_db(rule.name, arch, rule)
     db["keys"] = [k.arg for k in rule.autotune_keys]
     bins_of = rule.autotune_keys[0].bins
@@ -166,8 +125,7 @@ def tune_decode(args, rule, load_db, save_db, db_path):
     work = [(dtype, D, bool(int(p)), B) for dtype in args.dtypes.split(",") for D in map(int, args.head_dims.split(","))
             for p in args.paged.split(",") for B in map(int, args.batches.split(","))]
     start = time.time()
-    pool = ProcessPoolExecutor(max_workers=args.jobs, mp_context=__import__("multiprocessing").get_context("spawn"))
-    out_dir = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
+    pool = T.compile_pool(args.jobs)
     print(f"decode tuning on sm_{arch} ({num_sms} SMs, copy bandwidth {bw / 1e9:.0f} GB/s): {len(work)} entries, "
           f"{args.jobs} compile workers, budget {args.budget_s:.0f} s", flush=True)
     print("| # | dtype | D | paged | B | splits | keys/split | best config | ms | roofline | default ms | x | "
@@ -188,26 +146,11 @@ def tune_decode(args, rule, load_db, save_db, db_path):
         space = rule.tuning.all_configs(f, arch)
         cands = quick_space(space, hq // hk) if args.space == "quick" else space
         cands = ([default] if default not in cands else []) + cands
-        compile_err = [_result(fu) for fu in [pool.submit(_warm, _job(*case.launch(c))) for c in cands]]
-        results = []
-        for cfg, err in zip(cands, compile_err):
-            if err:
-                results.append((float("inf"), cfg, f"compile: {err}"))
-                continue
-            try:
-                e = case.error(cfg)
-            except Exception as ex:  # out of resources etc.
-                results.append((float("inf"), cfg, f"failed: {type(ex).__name__}"))
-                continue
-            if not e < TOL[dtype]:
-                results.append((float("inf"), cfg, f"wrong: rel err {e:.2e}"))
-                continue
-            ms = triton.testing.do_bench_cudagraph(lambda: case.run(cfg), rep=args.rep_ms, return_mode="median")
-            results.append((ms, cfg, "ok"))
-        results.sort(key=lambda r: r[0])
-        best = results[0]
-        second = results[1] if len(results) > 1 and results[1][0] < float("inf") else best
-        default_ms = next((r[0] for r in results if r[1] == default), float("nan"))
+        compile_err = T.compile_all(pool, [T.compile_job(KERNEL, *case.launch(c)) for c in cands])
+        bench = lambda cfg: triton.testing.do_bench_cudagraph(lambda: case.run(cfg), rep=args.rep_ms,  # noqa: E731
+                                                              return_mode="median")
+        results = T.measure(cands, compile_err, case.error, TOL[dtype], bench)
+        best, second, default_ms = T.best_second_default(results, default)
         if best[0] == float("inf"):
             print(f"| {i} | {dtype} | {D} | {int(paged)} | {B} | {case.splits} | {case.keys_per_split} | "
                   f"no valid config | | | | | {len(results)} |", flush=True)
@@ -216,16 +159,10 @@ def tune_decode(args, rule, load_db, save_db, db_path):
         entry = {"functional": fname, "bins": bins, "shape": case.shape, "config": best[1],
                  "time_ms": round(best[0], 5), "roofline": round(roof / best[0], 3),
                  "runner_up": {"config": second[1], "time_ms": round(second[0], 5)},
-                 "default_ms": _finite(default_ms), "candidates": len(results),
+                 "default_ms": T.finite_ms(default_ms), "candidates": len(results),
                  "rejected": [[config_name(r[1]), r[2]] for r in results if r[2] != "ok"]}
-        db["entries"] = [e for e in db["entries"] if not (e["functional"] == fname and e["bins"] == bins)]
-        db["entries"].append(entry)
-        save_db(db, rule.name, arch)
+        T.store_entry(db, entry, lambda: save_db(db, rule.name, arch), db_path(rule.name, arch), arch)
         done.add((fname, tuple(bins)))
-        if out_dir:
-            dst = out_dir / "tuning" / f"sm_{arch}"
-            dst.mkdir(parents=True, exist_ok=True)
-            shutil.copy(db_path(rule.name, arch), dst)
         print(f"| {i} | {dtype} | {D} | {int(paged)} | {B} | {case.splits} | {case.keys_per_split} | "
               f"{config_name(best[1])} | {best[0]:.4f} | {roof / best[0]:.2f} | {default_ms:.4f} | "
               f"{default_ms / best[0]:.2f} | {len(results)} |", flush=True)

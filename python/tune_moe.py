@@ -25,11 +25,9 @@ entry keep the heuristic default (tritonsrc/moe/configs.py).
 from __future__ import annotations
 
 import os
-import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
+import tune_shared as T
 from kernel_rules import config_name, functional_name
 from tritonsrc.moe import configs as C
 
@@ -42,16 +40,13 @@ INT4 = "int4"  # w4a16 (fused_moe_gemm_wq), not a QUANT value of fused_moe_gemm
 QUANTS = {"bf16": ("bf16", C.QUANT_NONE), "fp16": ("fp16", C.QUANT_NONE),
           "fp8_tensor": ("bf16", C.QUANT_FP8_TENSOR), "fp8_block": ("bf16", C.QUANT_FP8_BLOCK),
           "int4": ("bf16", INT4)}
-TOL = {"fp16": 5e-3, "bf16": 1e-2}
+TOL = {"fp16": 5e-3, "bf16": 1e-2}  # rel. Frobenius error vs float32 on the same (quantized) operands
 INT4_GROUP = 128  # int4 w4a16 entries: group 128 with zero points (bench/moe_coverage_quant.py's layer)
-WQ_RULE = "fused_moe_gemm_wq"  # int4 entries go to this rule's database  # rel. Frobenius error vs float32 on the same (quantized) operands
-
-
-def bin_of(value, bins):
-    for i, b in enumerate(bins[:-1]):
-        if value <= b:
-            return i
-    return len(bins) - 1
+WQ_RULE = "fused_moe_gemm_wq"  # int4 entries go to this rule's database
+# What the compile workers warm up, per rule.
+KERNELS = {"fused_moe_gemm": "tritonsrc.moe.grouped_gemm:fused_moe_kernel",
+           WQ_RULE: "tritonsrc.moe.grouped_gemm_wq:fused_moe_wq_kernel"}
+bin_of = T.bin_of
 
 
 def quick_space(configs, block_m, quant="bf16"):
@@ -85,43 +80,6 @@ def entry_key(layer, gemm, M, quant, block_m):
     tokens_per_expert = -(-M * spec["topk"] // spec["E"])
     return f, [bin_of(tokens_per_expert, C.TOKENS_PER_EXPERT_BINS), bin_of(n_out, C.GEMM_NK_BINS),
                bin_of(k_in, C.GEMM_NK_BINS)]
-
-
-def _finite(ms):
-    return round(ms, 5) if ms == ms and ms != float("inf") else None
-
-
-# ---------------------------------------------------------------- parallel compile
-def _warm(job):
-    """Worker: compile one config (no launch) so the main process hits Triton's cache."""
-    import torch
-    from tritonsrc.moe.grouped_gemm import fused_moe_kernel
-    from tritonsrc.moe.grouped_gemm_wq import fused_moe_wq_kernel
-
-    kernel, grid, args, kwargs = job
-    kernel = fused_moe_wq_kernel if kernel == WQ_RULE else fused_moe_kernel
-    args = [getattr(torch, a[len("dtype:"):]) if isinstance(a, str) and a.startswith("dtype:") else a for a in args]
-    try:
-        kernel.warmup(*args, grid=grid, **kwargs)
-        return None
-    except Exception as e:  # reported as a rejected candidate by the main process
-        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-
-
-def _result(future):
-    """A worker's compile error; None when it compiled, or when the worker itself
-    died (the main process then compiles that config on first launch)."""
-    try:
-        return future.result()
-    except Exception as e:
-        print(f"  compile worker failed ({type(e).__name__}); compiling in the main process", flush=True)
-        return None
-
-
-def _job(kernel, grid, args, kwargs):
-    import torch
-    return kernel, grid, [f"dtype:{str(a.dtype).removeprefix('torch.')}" if isinstance(a, torch.Tensor) else a
-                  for a in args], kwargs
 
 
 # ---------------------------------------------------------------- one GEMM's inputs
@@ -280,10 +238,9 @@ def tune_moe(args, rule, load_db, save_db, db_path):
                 for bm in sizes:
                     for gemm in map(int, args.gemms.split(",")):
                         work.append((layer, quant, M, bm, gemm))
-    bw = copy_bandwidth(torch, triton) if any(QUANTS[q][1] == INT4 for q in rule_of) else float("nan")
+    bw = T.copy_bandwidth(torch, triton) if any(QUANTS[q][1] == INT4 for q in rule_of) else float("nan")
     start = time.time()
-    pool = ProcessPoolExecutor(max_workers=args.jobs, mp_context=__import__("multiprocessing").get_context("spawn"))
-    out_dir = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
+    pool = T.compile_pool(args.jobs)
     print(f"MoE GEMM tuning on sm_{arch}: {len(work)} entries, {args.jobs} compile workers, "
           f"budget {args.budget_s:.0f} s", flush=True)
     print("| # | layer | quant | M | GEMM | BLOCK_M | best config | ms | TF/s | default ms | x | candidates |")
@@ -304,27 +261,11 @@ def tune_moe(args, rule, load_db, save_db, db_path):
         space = rule_q.tuning.all_configs(f, arch)
         cands = quick_space(space, bm, quant) if args.space == "quick" else space
         cands = ([default] if default not in cands else []) + cands
-        futures = [pool.submit(_warm, _job(case.kernel, *case.launch(c))) for c in cands]
-        compile_err = [_result(fu) for fu in futures]
-        results = []
-        for cfg, err in zip(cands, compile_err):
-            if err:
-                results.append((float("inf"), cfg, f"compile: {err}"))
-                continue
-            try:
-                e = case.error(cfg)
-            except Exception as ex:  # out of resources etc.
-                results.append((float("inf"), cfg, f"failed: {type(ex).__name__}"))
-                continue
-            if not e < TOL[case.act_name]:
-                results.append((float("inf"), cfg, f"wrong: rel err {e:.2e}"))
-                continue
-            ms = triton.testing.do_bench(lambda: case.run(cfg), warmup=5, rep=args.rep_ms, return_mode="median")
-            results.append((ms, cfg, "ok"))
-        results.sort(key=lambda r: r[0])
-        best = results[0]
-        second = results[1] if len(results) > 1 and results[1][0] < float("inf") else best
-        default_ms = next((r[0] for r in results if r[1] == default), float("nan"))
+        compile_err = T.compile_all(pool, [T.compile_job(KERNELS[case.kernel], *case.launch(c)) for c in cands])
+        bench = lambda cfg: triton.testing.do_bench(lambda: case.run(cfg), warmup=5, rep=args.rep_ms,  # noqa: E731
+                                                    return_mode="median")
+        results = T.measure(cands, compile_err, case.error, TOL[case.act_name], bench)
+        best, second, default_ms = T.best_second_default(results, default)
         flops = 2 * M * case.shape["topk"] * case.shape["N"] * case.shape["K"]
         if best[0] == float("inf"):
             print(f"| {i} | {layer} | {quant} | {M} | {gemm} | {bm} | no valid config | | | | | {len(results)} |")
@@ -333,16 +274,10 @@ def tune_moe(args, rule, load_db, save_db, db_path):
                  "time_ms": round(best[0], 5), "tflops": round(flops / best[0] / 1e9, 1),
                  **({"roofline": round(case.weight_bytes() / bw * 1e3 / best[0], 3)} if case.quant == INT4 else {}),
                  "runner_up": {"config": second[1], "time_ms": round(second[0], 5)},
-                 "default_ms": _finite(default_ms), "candidates": len(results),
+                 "default_ms": T.finite_ms(default_ms), "candidates": len(results),
                  "rejected": [[config_name(r[1]), r[2]] for r in results if r[2] != "ok"]}
-        db["entries"] = [e for e in db["entries"] if not (e["functional"] == fname and e["bins"] == case.bins)]
-        db["entries"].append(entry)
-        save_db(db, rule_q.name, arch)
+        T.store_entry(db, entry, lambda: save_db(db, rule_q.name, arch), db_path(rule_q.name, arch), arch)
         done.add((rule_q.name, fname, tuple(case.bins)))
-        if out_dir:
-            dst = out_dir / "tuning" / f"sm_{arch}"
-            dst.mkdir(parents=True, exist_ok=True)
-            shutil.copy(db_path(rule_q.name, arch), dst)
         roof = f" (roofline {entry['roofline']:.2f})" if "roofline" in entry else ""
         print(f"| {i} | {layer} | {quant} | {M} | {gemm} | {bm} | {config_name(best[1])} | {best[0]:.4f}{roof} | "
               f"{entry['tflops']} | {default_ms:.4f} | {default_ms / best[0]:.2f} | {len(results)} |", flush=True)
@@ -351,15 +286,6 @@ def tune_moe(args, rule, load_db, save_db, db_path):
     pool.shutdown()
     print(f"done in {time.time() - start:.0f} s; databases {[str(db_path(n, arch)) for n in dbs]}", flush=True)
     return dbs[rule.name] if rule.name in dbs else next(iter(dbs.values()))
-
-
-def copy_bandwidth(torch, triton):
-    """Bytes per second of a 1 GiB device copy, read + write (the benches' roofline)."""
-    src = torch.empty(2 ** 30, dtype=torch.uint8, device="cuda")
-    dst = torch.empty_like(src)
-    ms = triton.testing.do_bench(lambda: dst.copy_(src), warmup=10, rep=50, return_mode="median")
-    del src, dst
-    return 2 * 2 ** 30 / (ms * 1e-3)
 
 
 def add_arguments(ap):

@@ -23,19 +23,6 @@ bool cu_element_type(DType d, CUtensorMapDataType* out) {
   }
 }
 
-// Triton's default NVMMA swizzle (NVMMASharedLayout.get_default_for; the
-// Python twin is TmaArg.swizzle_bytes): the widest that divides the row, none
-// for fewer than 8 rows.
-int swizzle_bytes(const int64_t* block, int rank, int elem) {
-  int64_t rows = 1;
-  for (int i = 0; i + 1 < rank; ++i) rows *= block[i];
-  const int64_t contig = block[rank - 1] * elem;
-  if (rows < 8) return 0;
-  for (int w : {128, 64, 32})
-    if (contig >= w && contig % w == 0) return w;
-  return 0;
-}
-
 constexpr int64_t kMaxStrideBytes = int64_t{1} << 40;
 
 }  // namespace
@@ -54,7 +41,7 @@ bool tma_compatible(const TmaTensor& t, DType dtype, int rank) noexcept {
   return true;
 }
 
-Status encode_tma(const CudaDriver& cu, const TmaTensor& t, DType dtype, int rank, const int64_t* block,
+Status encode_tma(const CudaDriver& cu, const TmaTensor& t, DType dtype, int rank, const TmaBox& box,
                   const char* kernel, const char* arg, TmaParams* out) {
   const std::string who = std::string(kernel) + ": " + arg;
   if (!tma_compatible(t, dtype, rank))
@@ -62,31 +49,26 @@ Status encode_tma(const CudaDriver& cu, const TmaTensor& t, DType dtype, int ran
                                                 "multiple strides, a contiguous last dimension, fp16/bf16/fp32/8-bit)");
   if (!cu.cuTensorMapEncodeTiled)
     return fail(Status::kNoDriver, who + ": the CUDA driver lacks cuTensorMapEncodeTiled");
-  CUtensorMapDataType type;
+  CUtensorMapDataType type{};
   cu_element_type(dtype, &type);
   const int elem = dtype_size(dtype);
-  const int sw = swizzle_bytes(block, rank, elem);
   // CUDA orders dimensions innermost first; strides (bytes) of dims 1.. only.
   // A dimension of extent 1 is never stepped over: any valid stride serves.
   cuuint64_t dims[kMaxTmaRank], strides[kMaxTmaRank];
-  cuuint32_t box[kMaxTmaRank], element_strides[kMaxTmaRank];
+  cuuint32_t box_dims[kMaxTmaRank], element_strides[kMaxTmaRank];
   for (int i = 0; i < rank; ++i) {
     const int d = rank - 1 - i;
     dims[i] = static_cast<cuuint64_t>(t.shape[d]);
-    if (block[d] < 1 || block[d] > 256)
-      return fail(Status::kInvalidArgument, who + ": TMA box dimension " + std::to_string(block[d]) + " outside 1..256");
-    box[i] = static_cast<cuuint32_t>(block[d]);
+    if (box.box[d] < 1 || box.box[d] > 256)
+      return fail(Status::kInvalidArgument, who + ": TMA box dimension " + std::to_string(box.box[d]) + " outside 1..256");
+    box_dims[i] = static_cast<cuuint32_t>(box.box[d]);
     element_strides[i] = 1;
     if (i > 0) strides[i - 1] = static_cast<cuuint64_t>(t.shape[d] > 1 ? t.strides[d] * elem : 16);
   }
-  if (sw && box[0] * elem > static_cast<cuuint32_t>(sw)) box[0] = static_cast<cuuint32_t>(sw / elem);
-  const CUtensorMapSwizzle swizzle = sw == 128  ? CU_TENSOR_MAP_SWIZZLE_128B
-                                     : sw == 64 ? CU_TENSOR_MAP_SWIZZLE_64B
-                                     : sw == 32 ? CU_TENSOR_MAP_SWIZZLE_32B
-                                                : CU_TENSOR_MAP_SWIZZLE_NONE;
   CUresult r = cu.cuTensorMapEncodeTiled(&out->map, type, static_cast<cuuint32_t>(rank), const_cast<void*>(t.ptr),
-                                         dims, strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
-                                         CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+                                         dims, strides, box_dims, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                         box.swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                                         CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   AOTRITON_RETURN_IF_ERROR(check_cu(cu, r, ("cuTensorMapEncodeTiled for " + who).c_str()));
   for (int i = 0; i < rank; ++i) {
     out->shape[i] = static_cast<int32_t>(t.shape[i]);

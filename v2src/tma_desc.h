@@ -1,8 +1,8 @@
 // Host-side TMA descriptors for kernels whose rule declares TmaArg arguments
 // (python/kernel_rules.py): the operator fills a TmaTensor, the generated
-// launcher encodes it (box from the rule, swizzle as Triton's default NVMMA
-// layout picks it) and passes the CUtensorMap by value, as Triton lays a
-// `tensordesc` parameter out: the map, then shape (i32) and strides (i64).
+// launcher encodes it with the box and swizzle the generator computed for the
+// chosen config (TmaBox) and passes the CUtensorMap by value, as Triton lays
+// a `tensordesc` parameter out: the map, then shape (i32) and strides (i64).
 #pragma once
 #include <cuda.h>
 
@@ -18,20 +18,22 @@ struct CudaDriver;
 
 constexpr int kMaxTmaRank = 5;
 
-// The smallest power of two >= x: TmaArg block expressions may use it
-// (python/kernel_rules.py pow2ceil, the same function).
-constexpr int64_t pow2ceil(int64_t x) {
-  int64_t p = 1;
-  while (p < x) p *= 2;
-  return p;
-}
-
 // A tensor as a TMA argument: dimensions outermost first, strides in
 // elements; the last dimension must be contiguous (stride 1).
 struct TmaTensor {
   const void* ptr = nullptr;
   int64_t shape[kMaxTmaRank] = {};
   int64_t strides[kMaxTmaRank] = {};
+};
+
+// One TmaArg's encoding for one compiled config, generated from the rule
+// (kernel_rules.TmaArg.encoding; compile_kernel.py checks the compiled
+// kernel's descriptor metadata against the same values): the box, outermost
+// first, its inner dimension already cut to the swizzle width, and the
+// shared-memory swizzle of Triton's default NVMMA layout for the block.
+struct TmaBox {
+  int32_t box[kMaxTmaRank];
+  CUtensorMapSwizzle swizzle;
 };
 
 struct TmaParams {
@@ -47,7 +49,7 @@ bool tma_compatible(const TmaTensor& t, DType dtype, int rank) noexcept;
 
 // Fails with kInvalidArgument (naming kernel and argument) when `t` is not
 // TMA-compatible, kNoDriver when the driver lacks cuTensorMapEncodeTiled.
-Status encode_tma(const CudaDriver& cu, const TmaTensor& t, DType dtype, int rank, const int64_t* block,
+Status encode_tma(const CudaDriver& cu, const TmaTensor& t, DType dtype, int rank, const TmaBox& box,
                   const char* kernel, const char* arg, TmaParams* out);
 
 }  // namespace detail

@@ -137,10 +137,10 @@ struct BwdVarlenParams {
 AOTRITON_API Status attn_fwd(const FwdParams& params, Stream stream, const KernelOptions* options = nullptr) noexcept;
 AOTRITON_API Status attn_fwd_varlen(const FwdVarlenParams& params, Stream stream,
                                     const KernelOptions* options = nullptr) noexcept;
-// options->force_config applies to the dK/dV and dQ kernels (a forced config
-// names a Triton kernel's: the sm_90 kernel runs only without one);
-// options->ran_config names the config of the last of them, or of the sm_90
-// dK/dV kernel when that ran.
+// options->force_config applies to the Triton dK/dV and dQ kernels, or, when
+// it names a config of the sm_90 dK/dV kernel (bwd_dkdv_hopper), to that one
+// (an error if it cannot serve the call); options->ran_config names the
+// config of the last kernel it applied to.
 AOTRITON_API Status attn_bwd(const BwdParams& params, Stream stream, const KernelOptions* options = nullptr) noexcept;
 AOTRITON_API Status attn_bwd_varlen(const BwdVarlenParams& params, Stream stream,
                                     const KernelOptions* options = nullptr) noexcept;

@@ -258,6 +258,61 @@ void options_checks() {
   });
 }
 
+// force_config routes an operator with two kernels for one call by the
+// generated has_config: a name of the sm_90 kernel goes to it (which, here,
+// fails at its TMA encoding: the stand-in driver has no cuTensorMapEncodeTiled),
+// any other name to the Triton kernel (which rejects an unknown name).
+void forced_kernel_checks(const char* fwd_hopper_config, const char* moe_hopper_config) {
+  auto forced = [](const char* name, const char* config, auto call) {
+    KernelOptions o;
+    o.force_config = config;
+    Counts c = now();
+    report(name, call(&o), c);
+  };
+  // fp16, batched: calls the Hopper kernel serves (the ci build has it for
+  // D = 128, the Triton kernel for D = 64).
+  size_t off = 0;
+  auto fwd_params = [&](int64_t d) {
+    flash::FwdParams f;
+    auto next4 = [&] {
+      auto v = view<4>(DType::kFloat16, {1, 16, 1, d}, off);
+      off += 8192;
+      return v;
+    };
+    f.q = next4(), f.k = next4(), f.v = next4(), f.out = next4();
+    f.lse = view<3>(DType::kFloat32, {1, 1, 16}, off);
+    off += 4096;
+    f.softmax_scale = 0.125f;
+    return f;
+  };
+  const flash::FwdParams f128 = fwd_params(128), f64 = fwd_params(64);
+  auto fwd128 = [&](const KernelOptions* o) { return flash::attn_fwd(f128, Stream{}, o); };
+  auto fwd64 = [&](const KernelOptions* o) { return flash::attn_fwd(f64, Stream{}, o); };
+  forced("attn_fwd_forced_hopper", fwd_hopper_config, fwd128);
+  forced("attn_fwd_forced_moe_hopper", moe_hopper_config, fwd64);
+  forced("attn_fwd_forced_bogus", "BLOCK=no_such_config", fwd64);
+
+  moe::GroupedGemmParams g;  // fp16, K = N = 64, block size 128: a call the Hopper GEMM serves
+  g.a = view<2>(DType::kFloat16, {4, 64}, off);
+  off += 4096;
+  g.b = view<3>(DType::kFloat16, {2, 64, 64}, off);
+  off += 2 * 64 * 64 * 2;
+  g.c = view<2>(DType::kFloat16, {8, 64}, off);
+  off += 8 * 64 * 2;
+  const int64_t padded = moe::moe_align_max_padded(8, 2, 128);
+  g.sorted_token_ids = view<1>(DType::kInt32, {padded}, off);
+  off += (padded * 4 + 255) / 256 * 256;
+  g.expert_ids = view<1>(DType::kInt32, {(padded + 127) / 128}, off);
+  off += 256;
+  g.num_tokens_post_padded = view<1>(DType::kInt32, {1}, off);
+  g.top_k = 2;
+  g.block_size = 128;
+  auto gemm = [&](const KernelOptions* o) { return moe::grouped_gemm(g, Stream{}, o); };
+  forced("grouped_gemm_forced_hopper", moe_hopper_config, gemm);
+  forced("grouped_gemm_forced_fwd_hopper", fwd_hopper_config, gemm);
+  forced("grouped_gemm_forced_bogus", "BLOCK=no_such_config", gemm);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -278,10 +333,12 @@ int main(int argc, char** argv) {
   if (mode == "runtime" && argc == 5) runtime_checks(argv[2], argv[3], argv[4]);
   else if (mode == "fallback") fallback_checks();
   else if (mode == "options") options_checks();
+  else if (mode == "forced_kernel" && argc == 4) forced_kernel_checks(argv[2], argv[3]);
   else if (mode == "resolve_first" && argc == 5) resolve_first_checks(argv[2], argv[3], argv[4]);
   else {
     std::fprintf(stderr, "usage: runtime_fake_check runtime CORRUPT_DIR CORRUPT_FILE GOOD_FILE | fallback |"
-                         " resolve_first DIR_WITHOUT_DQ DIR_WITHOUT_MOE_SUM FULL_DIR\n");
+                         " resolve_first DIR_WITHOUT_DQ DIR_WITHOUT_MOE_SUM FULL_DIR | forced_kernel FWD_HOPPER_CONFIG"
+                         " MOE_HOPPER_CONFIG\n");
     return 2;
   }
   return 0;

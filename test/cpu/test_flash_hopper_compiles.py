@@ -80,17 +80,45 @@ def test_compiles_without_spills_and_params_match_the_launcher(functional, confi
 def test_generated_launcher_encodes_every_descriptor():
     plan = {"entries": []}
     src = codegen_cpp.source(RULE, plan, "ci")
-    for a in RULE.args:
-        if isinstance(a, TmaArg):
-            assert f"encode_tma(*t.cu, args.{a.name}, f.dtype, 5, block" in src
+    tma = [a for a in RULE.args if isinstance(a, TmaArg)]
+    for j, a in enumerate(tma):
+        assert f"encode_tma(*t.cu, args.{a.name}, f.dtype, 5, boxes[{j}]" in src
+    assert f"e.tma[t.bound->variant - e.slot->variants] + config * {len(tma)};" in src
     assert "TmaTensor q_desc;" in codegen_cpp.header(RULE)
+
+
+def test_generated_boxes_are_what_the_build_checks():
+    """The launcher's box and swizzle per compiled config are generated from
+    TmaArg.encoding, the values compile_kernel.check_tma_meta holds every
+    compiled kernel to (no second copy of the swizzle rule in C++)."""
+    import build_plan
+    import rules
+
+    plan = build_plan.make_plan(rules, "gputest", [90])
+    pk = next(k for k in plan["kernels"] if k["name"] == RULE.name)
+    src = codegen_cpp.source(RULE, pk, "gputest")
+    tma = [a for a in RULE.args if isinstance(a, TmaArg)]
+    swizzles = ["CU_TENSOR_MAP_SWIZZLE_NONE", "CU_TENSOR_MAP_SWIZZLE_32B", "CU_TENSOR_MAP_SWIZZLE_64B",
+                "CU_TENSOR_MAP_SWIZZLE_128B"]
+    seen = set()
+    for i, e in enumerate(pk["entries"]):
+        for v in e["variants"]:
+            rows = []
+            for c in v["configs"]:
+                for a in tma:
+                    meta = a.expected_meta(e["functional"], c["values"])
+                    rows.append(f"{{{{{', '.join(map(str, meta['block_size']))}}}, {swizzles[meta['swizzle']]}}}")
+                    seen.add((e["functional"]["BLOCK_DMODEL"], meta["swizzle"]))
+            assert f"const TmaBox kTma_f{i}_sm{v['arch']}[] = {{{', '.join(rows)}}};" in src
+    # head dims that are multiples of 64 take 128-byte swizzled 64-column boxes, 96 takes 64-byte 32-column ones
+    assert (128, 3) in seen and (96, 2) in seen, seen
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16", "fp32", "fp8e4nv"])
 @pytest.mark.parametrize("block", [(1, 128, 1, 64), (1, 64, 1, 128), (4, 32), (128, 16), (2, 8), (1, 4, 1, 256)])
 def test_swizzle_rule_is_tritons_default(dtype, block):
-    """TmaArg.swizzle_bytes (and its C++ twin in v2src/tma_desc.cc) is the
-    swizzle of Triton's default NVMMA layout for the block."""
+    """TmaArg.swizzle_bytes (which the generated launcher's tables carry to
+    C++) is the swizzle of Triton's default NVMMA layout for the block."""
     import triton.language as tl
     from triton.experimental.gluon.language._layouts import NVMMASharedLayout
 

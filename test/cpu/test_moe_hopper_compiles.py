@@ -72,7 +72,7 @@ def test_planned_for_sm90_only_and_ci_builds_fp16():
 
 def test_generated_launcher_encodes_the_weight_descriptor():
     src = codegen_cpp.source(RULE, {"entries": []}, "ci")
-    assert "encode_tma(*t.cu, args.b_desc, f.dtype, 2, block" in src
+    assert "encode_tma(*t.cu, args.b_desc, f.dtype, 2, boxes[0]" in src
     assert "TmaTensor b_desc;" in codegen_cpp.header(RULE)
 
 

@@ -128,3 +128,37 @@ def test_align_and_quant_honour_force_config(build_dir, op):
     assert out[f"{op}_forced"] == f"success {tuned}", out[f"{op}_forced"]
     bogus = out[f"{op}_bogus"]
     assert bogus.startswith("not in this build") and "has no config BLOCK=no_such_config" in bogus, bogus
+
+
+def _default_config(rule, functional):
+    from kernel_rules import config_name
+
+    return config_name(rule.tuning.default(functional, 90))
+
+
+def test_force_config_picks_the_kernel_that_owns_the_name(build_dir):
+    """attn_fwd and grouped_gemm each have an sm_90 Gluon kernel beside the
+    Triton one; force_config goes to the kernel whose compiled configs hold the
+    name (the generated has_config), not by a substring of it: the flash
+    Hopper names also contain NUM_STAGES=, and must not reach the MoE one."""
+    from rules_flash_hopper import attn_fwd_hopper
+    from rules_moe_hopper import fused_moe_gemm_hopper
+
+    fwd = _default_config(attn_fwd_hopper, {"dtype": "fp16", "BLOCK_DMODEL": 128, "CAUSAL_TYPE": 0})
+    moe = _default_config(fused_moe_gemm_hopper, {"dtype": "fp16", "MUL_ROUTED_WEIGHT": False})
+    out = _run(build_dir, "forced_kernel", fwd, moe, AOTRITON_IMAGE_DIR=str(_images(build_dir)))
+    # The Gluon kernels are reached: they load, then stop at the TMA descriptor
+    # (the stand-in driver has no cuTensorMapEncodeTiled); nothing launches.
+    for name, kernel in (("attn_fwd_forced_hopper", "attn_fwd_hopper"),
+                         ("grouped_gemm_forced_hopper", "fused_moe_gemm_hopper")):
+        r = out[name]
+        assert r["status"] == "CUDA driver not available" and r["message"].startswith(f"{kernel}: "), r
+        assert "cuTensorMapEncodeTiled" in r["message"] and r["launches"] == 0, r
+    # Any other name goes to the Triton kernel, which names what it lacks.
+    for name, kernel, config in (("attn_fwd_forced_moe_hopper", "attn_fwd", moe),
+                                 ("attn_fwd_forced_bogus", "attn_fwd", "BLOCK=no_such_config"),
+                                 ("grouped_gemm_forced_fwd_hopper", "fused_moe_gemm", fwd),
+                                 ("grouped_gemm_forced_bogus", "fused_moe_gemm", "BLOCK=no_such_config")):
+        r = out[name]
+        assert r["status"] == "not in this build", r
+        assert r["message"].startswith(f"kernel {kernel} functional ") and f"has no config {config} " in r["message"], r

@@ -109,12 +109,20 @@ def test_split_path_is_bitwise_repeatable_and_dk_dv_do_not_depend_on_the_dq_path
     assert rel_err(atomic[0], runs[0][0].double()) < 1e-2
 
 
-def test_forced_config_names_the_triton_kernels():
-    """A forced config goes to the Triton dK/dV kernel (its error names it), never the sm_90 one."""
+def test_forced_config_picks_the_kernel_that_owns_the_name():
+    """A bwd_dkdv_hopper config name runs that kernel (refused on a call it cannot serve); any other
+    name goes to the Triton dK/dV kernel (whose error names it when it has no such config)."""
     q, k, v, dout = inputs(1, 300, 300, 2, 2, 64, torch.float16, seed=4)
     out, lse = forward(q, k, v, 0)
+    dq, dk, dv, ran = backward(q, k, v, out, lse, dout, 0, force_config=HOPPER_BWD)
+    assert ran == HOPPER_BWD
+    check((dq, dk, dv), ref_grads(q, k, v, dout, 0), torch.float16)
     with pytest.raises(Exception, match="kernel bwd_dkdv functional"):
         backward(q, k, v, out, lse, dout, 0, force_config="BLOCK_M=1,no_such_config=1")
+    q96, k96, v96, dout96 = inputs(1, 100, 100, 2, 2, 96, torch.float16, seed=4)
+    out96, lse96 = forward(q96, k96, v96, 0)
+    with pytest.raises(Exception, match="bwd_dkdv_hopper config"):
+        backward(q96, k96, v96, out96, lse96, dout96, 0, force_config=HOPPER_BWD)
 
 
 @pytest.mark.parametrize("case", ["head_dim_96", "head_dim_256", "fp32"])

@@ -149,30 +149,45 @@ kc::Functional convert_functional(const Bwd& p) {
   return f;
 }
 
-// Whether this call runs the sm_90 kernel: batched fp16/bf16, head dim 64 or
-// 128 (one for q/k and v), no dropout or attention feature, non-empty
-// sequences, every input a TMA operand; not with a forced config (those name
-// the Triton kernels); the GPU is sm_90 and this build compiled the kernels.
-Status pick_hopper(const Bwd& p, Stream stream, const KernelOptions* options, HopperBwd* c, bool* use) {
-  *use = false;
+// The calls the sm_90 kernel computes: batched fp16/bf16, head dim 64 or 128
+// (one for q/k and v), no dropout or attention feature, non-empty sequences,
+// every input a TMA operand.
+bool hopper_serves(const Bwd& p, HopperBwd* c) {
   const Geometry& g = p.g;
   if (g.varlen || p.dropout_p > 0.f || p.feat.local_window || p.feat.score_mod || p.block_dv ||
       g.head_dim_v != g.head_dim || (g.head_dim != 64 && g.head_dim != 128) || g.max_sq == 0 || g.max_sk == 0 ||
-      (g.dtype != DType::kFloat16 && g.dtype != DType::kBFloat16) || (options && options->force_config) ||
-      !hopper_enabled(true))
-    return Status::kSuccess;
+      (g.dtype != DType::kFloat16 && g.dtype != DType::kBFloat16))
+    return false;
   c->q = tma_bshd(p.q, g.batch, g.max_sq, g.hq, g.head_dim);
   c->k = tma_bshd(p.k, g.batch, g.max_sk, g.hk, g.head_dim);
   c->v = tma_bshd(p.v, g.batch, g.max_sk, g.hk, g.head_dim);
   c->dout = tma_bshd(p.dout, g.batch, g.max_sq, g.hq, g.head_dim);
   for (const TmaTensor* t : {&c->q, &c->k, &c->v, &c->dout})
-    if (!tma_compatible(*t, g.dtype, 5)) return Status::kSuccess;
+    if (!tma_compatible(*t, g.dtype, 5)) return false;
+  return true;
+}
+
+// Whether this call runs the sm_90 kernel: forced by one of its config names,
+// or (no config forced) it serves the call, the GPU is sm_90 and this build
+// compiled it. dQ by atomics when the caller gave the workspace and the
+// build has that functional and the conversion.
+Status pick_hopper(const Bwd& p, Stream stream, const KernelOptions* options, HopperBwd* c, bool* use) {
+  *use = false;
+  const bool forced = options && options->force_config;
+  const bool forced_here = forced && kh::has_config(options->force_config);
+  const bool serves = hopper_serves(p, c);
+  if (forced_here && !serves)
+    return fail(Status::kInvalidArgument,
+                std::string(p.op) + ": force_config names a bwd_dkdv_hopper config, but that kernel serves batched "
+                                    "fp16/bf16 calls with head dim 64 or 128 (q/k and v alike), 16-byte aligned "
+                                    "strides, no dropout, window, softcap or ALiBi");
+  if (!serves || (forced && !forced_here) || (!forced_here && !hopper_enabled(true))) return Status::kSuccess;
   int arch = 0;
   AOTRITON_RETURN_IF_ERROR(device_arch(stream, &arch));
-  if (arch != 90) return Status::kSuccess;
+  if (arch != 90 && !forced_here) return Status::kSuccess;
   c->fuse_dq = p.dq_accum.ptr && kh::built_for(hopper_functional(p, true), 90) &&
                kc::built_for(convert_functional(p), 90);
-  *use = kh::built_for(hopper_functional(p, c->fuse_dq), 90);
+  *use = forced_here || kh::built_for(hopper_functional(p, c->fuse_dq), 90);
   return Status::kSuccess;
 }
 
@@ -205,7 +220,7 @@ Status launch_kernels(const Bwd& p, Stream stream, const KernelOptions* options)
   bool use_hopper;
   AOTRITON_RETURN_IF_ERROR(pick_hopper(p, stream, options, &hopper, &use_hopper));
   if (use_hopper) {
-    // (options carry no force_config here; their ran_config names the dK/dV kernel's config.)
+    // options (a forced config is one of this kernel's; ran_config) go to the dK/dV kernel only.
     AOTRITON_RETURN_IF_ERROR(launch_preprocess(p, hopper.fuse_dq ? &p.dq_accum : nullptr, stream));
     AOTRITON_RETURN_IF_ERROR(launch_hopper_dkdv(p, hopper, stream, options));
     if (hopper.fuse_dq) return launch_dq_convert(p, stream);

@@ -1,5 +1,4 @@
 // Flash attention forward: argument checks, functional choice, launch.
-#include <cstring>
 
 #include "attn_dropout_mask.h"
 #include "attn_fwd.h"
@@ -77,9 +76,9 @@ bool hopper_serves(const Fwd& p, const KernelFeatures& feat, bool dropout, Hoppe
   return true;
 }
 
-// A forced config picks its kernel by name: the Hopper kernel's have SCHEDULE=.
+// A forced config picks its kernel by name: one attn_fwd_hopper was compiled with.
 bool forces_hopper(const KernelOptions* options) {
-  return options && options->force_config && std::strstr(options->force_config, "SCHEDULE=");
+  return options && detail::kernels::attn_fwd_hopper::has_config(options->force_config);
 }
 
 namespace kh = detail::kernels::attn_fwd_hopper;

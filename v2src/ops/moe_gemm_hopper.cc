@@ -52,10 +52,8 @@ bool enabled() {
   return v && std::strcmp(v, "1") == 0;
 }
 
-// A forced config picks its kernel by name: only this kernel's have NUM_STAGES= (upper case).
-bool forced(const KernelOptions* options) {
-  return options && options->force_config && std::strstr(options->force_config, "NUM_STAGES=");
-}
+// A forced config picks its kernel by name: one this kernel was compiled with.
+bool forced(const KernelOptions* options) { return options && kh::has_config(options->force_config); }
 
 kh::Functional functional(const GemmJob& j) {
   kh::Functional f{};
@@ -65,24 +63,16 @@ kh::Functional functional(const GemmJob& j) {
 }
 
 Status launch(const GemmJob& j, const TmaTensor& b, Stream stream, const KernelOptions* options) {
-  kh::Args a{};
-  a.a_ptr = j.a;
-  a.b_desc = b;
-  a.c_ptr = j.c;
-  a.topk_weights_ptr = j.topk_weights;
-  a.sorted_token_ids_ptr = j.sorted_token_ids;
-  a.expert_ids_ptr = j.expert_ids;
-  a.num_tokens_post_padded_ptr = j.num_tokens_post_padded;
-  a.N = static_cast<int32_t>(j.N);
-  a.K = static_cast<int32_t>(j.K);
-  a.EM = static_cast<int32_t>(j.EM);
-  a.num_valid_tokens = static_cast<int32_t>(j.num_valid_tokens);
-  a.top_k = static_cast<int32_t>(j.top_k);
-  a.stride_am = static_cast<int32_t>(j.stride_am);
-  a.stride_cm = static_cast<int32_t>(j.stride_cm);
-  a.num_experts = static_cast<int32_t>(j.num_experts);
-  a.tokens_per_expert = cdiv(j.num_valid_tokens, std::max<int64_t>(j.num_experts, 1));
-  return kh::launch(a, functional(j), stream, options);
+  using detail::strided;
+  const kh::Inputs in{
+      .a_ptr = strided(j.a, j.stride_am), .b_desc = b, .c_ptr = strided(j.c, j.stride_cm),
+      .topk_weights_ptr = j.topk_weights, .sorted_token_ids_ptr = j.sorted_token_ids,
+      .expert_ids_ptr = j.expert_ids, .num_tokens_post_padded_ptr = j.num_tokens_post_padded,
+      .N = j.N, .K = j.K, .EM = j.EM, .num_valid_tokens = j.num_valid_tokens, .top_k = j.top_k,
+      .num_experts = j.num_experts,
+      .tokens_per_expert = cdiv(j.num_valid_tokens, std::max<int64_t>(j.num_experts, 1)),
+  };
+  return kh::launch(in, functional(j), stream, options);
 }
 
 }  // namespace

@@ -1,0 +1,131 @@
+"""What the tuners (tune_moe.py, tune_decode.py) share: the LUT bin of a key,
+the parallel compile workers, the check-then-time loop over a candidate
+list, and saving one database entry.
+
+Compiling is the slow part of tuning and Triton's compiler is single
+threaded, so every candidate is compiled ahead in spawned worker processes
+(`kernel.warmup` fills Triton's cache); the main process then launches each
+one from the cache, checks it against its reference and times it.
+"""
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+
+def bin_of(value, bins):
+    """Index of `value` among ascending upper bounds (the last bin takes the rest):
+    the generated launcher's bin_index."""
+    for i, b in enumerate(bins[:-1]):
+        if value <= b:
+            return i
+    return len(bins) - 1
+
+
+def finite_ms(ms):
+    """A time for the database: rounded, or None for inf / nan."""
+    return round(ms, 5) if ms == ms and ms != float("inf") else None
+
+
+def copy_bandwidth(torch, triton):
+    """Bytes per second of a 1 GiB device copy, read + write (the benches' roofline)."""
+    src = torch.empty(2 ** 30, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    ms = triton.testing.do_bench(lambda: dst.copy_(src), warmup=10, rep=50, return_mode="median")
+    del src, dst
+    return 2 * 2 ** 30 / (ms * 1e-3)
+
+
+# ---------------------------------------------------------------- compile workers
+def compile_pool(jobs: int) -> ProcessPoolExecutor:
+    """Worker processes started with spawn (CUDA and fork do not mix); they get
+    the parent's sys.path, so they import the kernels the same way."""
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+
+
+def compile_job(kernel: str, grid, args, kwargs):
+    """A launch in a form that pickles to a worker: the kernel as
+    "module:function", tensors as their dtype (warmup needs only that)."""
+    import torch
+    return kernel, grid, [f"dtype:{str(a.dtype).removeprefix('torch.')}" if isinstance(a, torch.Tensor) else a
+                          for a in args], kwargs
+
+
+def warm(job):
+    """Worker: compile one config (no launch) so the main process hits Triton's cache.
+    Returns None, or the compile error in one line."""
+    import torch
+
+    kernel, grid, args, kwargs = job
+    module, function = kernel.split(":")
+    fn = getattr(importlib.import_module(module), function)
+    args = [getattr(torch, a[len("dtype:"):]) if isinstance(a, str) and a.startswith("dtype:") else a for a in args]
+    try:
+        fn.warmup(*args, grid=grid, **kwargs)
+        return None
+    except Exception as e:  # reported as a rejected candidate by the main process
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def compile_all(pool, jobs) -> list:
+    """Compiles every job in the pool; each one's error (None: it compiled, or
+    the worker itself died and the main process compiles it on first launch)."""
+    futures = [pool.submit(warm, j) for j in jobs]
+    out = []
+    for future in futures:
+        try:
+            out.append(future.result())
+        except Exception as e:
+            print(f"  compile worker failed ({type(e).__name__}); compiling in the main process", flush=True)
+            out.append(None)
+    return out
+
+
+# ---------------------------------------------------------------- one database entry
+def measure(candidates, compile_errors, error, tol, bench) -> list:
+    """(ms, config, verdict) per candidate, fastest first: a candidate that did
+    not compile, failed to run or whose error(config) is not below tol gets
+    inf and says why; the others are timed by bench(config)."""
+    results = []
+    for cfg, err in zip(candidates, compile_errors):
+        if err:
+            results.append((float("inf"), cfg, f"compile: {err}"))
+            continue
+        try:
+            e = error(cfg)
+        except Exception as ex:  # out of resources etc.
+            results.append((float("inf"), cfg, f"failed: {type(ex).__name__}"))
+            continue
+        if not e < tol:
+            results.append((float("inf"), cfg, f"wrong: rel err {e:.2e}"))
+            continue
+        results.append((bench(cfg), cfg, "ok"))
+    results.sort(key=lambda r: r[0])
+    return results
+
+
+def best_second_default(results, default):
+    """The fastest result, the runner-up (the fastest again when it is the only
+    valid one) and the default config's time (nan when it was not measured)."""
+    best = results[0]
+    second = results[1] if len(results) > 1 and results[1][0] < float("inf") else best
+    default_ms = next((r[0] for r in results if r[1] == default), float("nan"))
+    return best, second, default_ms
+
+
+def store_entry(db, entry, save, db_file: Path, arch: int):
+    """Replaces the entry with the same functional and bins, saves the
+    database (save()), and with $OUT set copies it to $OUT/tuning/sm_<arch>
+    (a GPU session's results come back from there)."""
+    db["entries"] = [e for e in db["entries"]
+                     if not (e["functional"] == entry["functional"] and e["bins"] == entry["bins"])]
+    db["entries"].append(entry)
+    save()
+    if os.environ.get("OUT"):
+        dst = Path(os.environ["OUT"]) / "tuning" / f"sm_{arch}"
+        dst.mkdir(parents=True, exist_ok=True)
+        shutil.copy(db_file, dst)
