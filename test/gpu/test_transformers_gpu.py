@@ -266,16 +266,26 @@ def test_torch_compile_model(name):
     by the eager run's choices in both runs (PinnedRouting): inductor's fusion
     rounds the router differently and flips near-tied choices (shown without
     aotriton: transformers' own eager experts, compiled vs eager 0.049), which
-    would compare different experts rather than the compiled kernels."""
-    _, _, ours = build(name)
+    would compare different experts rather than the compiled kernels.
+    Gemma-2 here (queries x8 into softcapped logits) is more sensitive: inductor's
+    own rounding of the rest of the model moves its bf16 logits by more than 1e-2
+    (on the CPU, transformers' eager attention compiled vs not: 0.039; the adapter
+    with float64 stand-in kernels: 0.025), so its bound is SLACK x what compiling
+    moves transformers' own path (BASELINE) on the same weights."""
+    _, base, ours = build(name)
     ids, mask = inputs(B=2, S=128, seed=5)
     if name == "mixtral":
         PinnedRouting(ours, ids, mask).attach(ours)
-    with torch.no_grad():
-        want = ours(input_ids=ids, attention_mask=mask)
-        try:
-            compiled = torch.compile(ours)
-            got = compiled(input_ids=ids, attention_mask=mask)
-        finally:
-            torch._dynamo.reset()
-    assert rel_err(got.logits, want.logits) < 1e-2
+
+    def compiled_vs_eager(model):
+        with torch.no_grad():
+            want = model(input_ids=ids, attention_mask=mask)
+            try:
+                got = torch.compile(model)(input_ids=ids, attention_mask=mask)
+            finally:
+                torch._dynamo.reset()
+        return rel_err(got.logits, want.logits)
+    bound = 1e-2
+    if name in PREPARE:
+        bound = SLACK * max(bound, compiled_vs_eager(base))
+    assert compiled_vs_eager(ours) < bound
