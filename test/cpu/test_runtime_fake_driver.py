@@ -103,7 +103,9 @@ def test_multi_kernel_operators_launch_nothing_when_a_kernel_is_missing(build_di
     images = _images(build_dir)
     no_dq = _linked_copy(images, tmp_path / "no_dq", skip=("bwd_dq",))
     no_sum = _linked_copy(images, tmp_path / "no_sum", skip=("moe_sum",))
-    out = _run(build_dir, "resolve_first", no_dq, no_sum, images)
+    # The Triton backward (AOTRITON_FLASH_HOPPER=fwd): the sm_90 one encodes TMA descriptors, which the
+    # stand-in driver cannot (test_sm90_backward_route_launches_nothing_without_tma below).
+    out = _run(build_dir, "resolve_first", no_dq, no_sum, images, AOTRITON_FLASH_HOPPER="fwd")
     for name, kernel in (("attn_bwd_missing_dq", "bwd_dq"), ("fused_experts_missing_moe_sum", "moe_sum")):
         r = out[name]
         assert r["status"] == "kernel image not found" and f"/{kernel}/" in r["message"], r
@@ -118,6 +120,17 @@ def test_multi_kernel_operators_launch_nothing_when_a_kernel_is_missing(build_di
     # v with its own head dim (every profile builds fp16 q/k 128, v 64, bottom-right causal)
     assert out["attn_fwd_vdim"]["status"] == "success" and out["attn_fwd_vdim"]["launches"] == 1, out
     assert out["attn_bwd_vdim"]["status"] == "success" and out["attn_bwd_vdim"]["launches"] == 3, out
+
+
+def test_sm90_backward_route_launches_nothing_without_tma(build_dir):
+    """On (fake) sm_90 the ci build's fp16 D=64 backward takes bwd_dkdv_hopper; it is resolved,
+    TMA descriptors included, before the first launch, so a driver without cuTensorMapEncodeTiled
+    fails the call with nothing launched (not even the preprocess kernel)."""
+    images = _images(build_dir)
+    out = _run(build_dir, "resolve_first", images, images, images)
+    r = out["attn_bwd_complete"]
+    assert r["status"] == "CUDA driver not available" and "bwd_dkdv_hopper" in r["message"], r
+    assert "cuTensorMapEncodeTiled" in r["message"] and r["launches"] == 0, r
 
 
 @pytest.mark.parametrize("op", ["align", "group_quant", "tensor_quant"])
