@@ -26,7 +26,7 @@ def _features_valid(f):
     return f["CAUSAL_TYPE"] == 0 and f["dtype"] != "fp32" and not f["ENABLE_DROPOUT"]
 
 
-def _head_tensor(name, dims, prefix=None):
+def head_tensor(name, dims, prefix=None):
     """q/k/v/o and their gradients: 16-byte aligned, head dim contiguous, strides
     in elements (multiples of 8 for the aligned kernels)."""
     return Tensor(name, "{dtype}", dims, rank=4, align=16, stride="i32:8", prefix=prefix)
@@ -143,8 +143,8 @@ def _fwd_default(f, arch):
 
 
 # Query-side tensors index rows by m, key-side ones by n (the kernels' names).
-_FWD_Q, _FWD_K, _FWD_V, _FWD_O = (_head_tensor("Q", "zhm"), _head_tensor("K", "zhn"), _head_tensor("V", "zhn"),
-                                  _head_tensor("O", "zhm"))
+_FWD_Q, _FWD_K, _FWD_V, _FWD_O = (head_tensor("Q", "zhm"), head_tensor("K", "zhn"), head_tensor("V", "zhn"),
+                                  head_tensor("O", "zhm"))
 
 attn_fwd = Kernel(
     name="attn_fwd",
@@ -229,7 +229,7 @@ _BWD_FUNCTIONAL = {
 _BWD_TUNING = {"BLOCK_M": [16, 32, 64, 128], "BLOCK_N": [16, 32, 64, 128], "num_warps": [4, 8],
                "num_stages": [1, 2, 3]}
 
-_BWD_DO = _head_tensor("DO", "zhm")
+_BWD_DO = head_tensor("DO", "zhm")
 # The fp32 dQ accumulator: [B, Hq, Sq, D].
 _DQA = Tensor("DQA", "fp32", "zhm", rank=4, prefix="stride_dqa_")
 
@@ -273,7 +273,7 @@ _BWD_TAIL_ARGS = [
     *FEATURE_ARGS,
 ]
 
-_BWD_Q, _BWD_K, _BWD_V = _head_tensor("Q", "zhm"), _head_tensor("K", "zhn"), _head_tensor("V", "zhn")
+_BWD_Q, _BWD_K, _BWD_V = head_tensor("Q", "zhm"), head_tensor("K", "zhn"), head_tensor("V", "zhn")
 
 
 def _bwd_kernel(name, outputs, grid, doc):
@@ -303,10 +303,10 @@ def _bwd_kernel(name, outputs, grid, doc):
     )
 
 
-bwd_dkdv = _bwd_kernel("bwd_dkdv", (_head_tensor("DK", "zhn"), _head_tensor("DV", "zhn")),
+bwd_dkdv = _bwd_kernel("bwd_dkdv", (head_tensor("DK", "zhn"), head_tensor("DV", "zhn")),
                        ("cdiv(max_seqlen_k, BLOCK_N)", "num_seqs * num_heads_k", "1"),
                        "flash backward dK, dV (summed over each kv head's query heads)")
-bwd_dq = _bwd_kernel("bwd_dq", (_head_tensor("DQ", "zhm"),),
+bwd_dq = _bwd_kernel("bwd_dq", (head_tensor("DQ", "zhm"),),
                      ("cdiv(max_seqlen_q, BLOCK_M)", "num_seqs * num_heads_q", "1"), "flash backward dQ")
 
 # The debug keep mask of a forward call (return_dropout_mask), regenerated
@@ -400,9 +400,9 @@ def _decode_candidate(f, c, arch):
 
 # Decode tensors are [B, S, H, D] (q, o, new keys: "zmh") or a cache
 # [B or pages, S, H, D] ("znh"); the head dim is contiguous.
-_DEC_Q, _DEC_O = _head_tensor("Q", "zmh"), _head_tensor("O", "zmh")
-_CACHE_K, _CACHE_V = _head_tensor("K", "znh"), _head_tensor("V", "znh")
-_K_NEW, _V_NEW = _head_tensor("K_new", "zmh", "stride_kn"), _head_tensor("V_new", "zmh", "stride_vn")
+_DEC_Q, _DEC_O = head_tensor("Q", "zmh"), head_tensor("O", "zmh")
+_CACHE_K, _CACHE_V = head_tensor("K", "znh"), head_tensor("V", "znh")
+_K_NEW, _V_NEW = head_tensor("K_new", "zmh", "stride_kn"), head_tensor("V_new", "zmh", "stride_vn")
 _BLOCK_TABLE = Tensor("block_table", "i32", ("bt",), rank=2, prefix="stride_")  # [B, blocks per sequence]
 
 

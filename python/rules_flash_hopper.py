@@ -14,7 +14,7 @@ kernel); causal head dim 64 stays with the Triton kernel, which measured
 faster than every form of this one.
 """
 from kernel_rules import Arg, AutotuneKey, Kernel, Tensor, TmaArg, TuningSpace, pow2ceil
-from rules_flash import DELTA, LSE
+from rules_flash import DELTA, LSE, head_tensor
 
 SEQLEN_BINS = [128, 512, 1024, 2048, 4096, 8192]  # as attn_fwd's, so one tuner covers both
 BLOCK_M = 128  # two warpgroups of 64 query rows
@@ -69,7 +69,7 @@ def _qkv(name, rows):
 
 
 # O is written by masked stores from the accumulator: a plain [B, S, H, D] tensor.
-_O = Tensor("O", "{dtype}", "zhm", rank=4, align=16, stride="i32:8")
+_O = head_tensor("O", "zhm")
 
 
 attn_fwd_hopper = Kernel(
@@ -110,8 +110,7 @@ def _bwd_desc(name, rows):
     return TmaArg(name, "{dtype}", ("1", "1", "BLOCK_DMODEL / 64", rows, "64"))
 
 
-_DK = Tensor("DK", "{dtype}", "zhn", rank=4, align=16, stride="i32:8")
-_DV = Tensor("DV", "{dtype}", "zhn", rank=4, align=16, stride="i32:8")
+_DK, _DV = head_tensor("DK", "zhn"), head_tensor("DV", "zhn")
 # The fp32 dQ accumulator, q's shape [B, S, H, D], rows 16-byte aligned (the
 # atomics pair up); unused (null, strides 0) without FUSE_DQ.
 _DQA = Tensor("DQA", "fp32", "zhm", rank=4, align=16, stride="i32:16", prefix="stride_dqa_")
@@ -156,7 +155,7 @@ bwd_dkdv_hopper = Kernel(
     doc="flash attention backward dK/dV for sm_90 (Gluon: TMA, wgmma); dQ by fp32 atomics with FUSE_DQ",
 )
 
-_DQ = Tensor("DQ", "{dtype}", "zhm", rank=4, align=16, stride="i32:8")
+_DQ = head_tensor("DQ", "zhm")
 
 bwd_dq_convert = Kernel(
     name="bwd_dq_convert",

@@ -55,3 +55,16 @@ def install(monkeypatch, integ):
     monkeypatch.setattr(integ._flash, "flash_attn_func", ref_flash_attn_func)
     monkeypatch.setattr(integ._flash, "flash_attn_varlen_func", ref_flash_attn_varlen_func)
     monkeypatch.setattr(integ._moe, "fused_experts", ref_fused_experts)
+
+
+def padded_batch(B=3, S=11, pad=(0, 4, 7), side="left", vocab=97):
+    """(input_ids, attention_mask) of the tiny models: row b padded by pad[b] tokens on `side`."""
+    torch.manual_seed(1)
+    ids = torch.randint(0, vocab, (B, S))
+    mask = torch.ones(B, S, dtype=torch.long)
+    for b, p in enumerate(pad):
+        if side == "left":
+            mask[b, :p] = 0
+        else:
+            mask[b, S - p:] = 0
+    return ids, mask

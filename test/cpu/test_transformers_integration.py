@@ -16,6 +16,7 @@ transformers = pytest.importorskip("transformers", reason="transformers is not i
 from aotriton.integrations import transformers as integ  # noqa: E402
 
 import hf_attention_reference  # noqa: E402
+from hf_attention_reference import padded_batch as batch  # noqa: E402
 
 
 @pytest.fixture
@@ -42,18 +43,6 @@ def logits(model, impl, **inputs):
     model.set_attn_implementation(impl)
     with torch.no_grad():
         return model(**inputs).logits
-
-
-def batch(B=3, S=11, pad=(0, 4, 7), side="left"):
-    torch.manual_seed(1)
-    ids = torch.randint(0, 97, (B, S))
-    mask = torch.ones(B, S, dtype=torch.long)
-    for b, p in enumerate(pad):
-        if side == "left":
-            mask[b, :p] = 0
-        else:
-            mask[b, S - p:] = 0
-    return ids, mask
 
 
 # ----------------------------------------------------------------- tests

@@ -18,6 +18,7 @@ from transformers import cache_utils  # noqa: E402
 from transformers import masking_utils as mu  # noqa: E402
 
 import hf_attention_reference  # noqa: E402
+from hf_attention_reference import padded_batch as batch  # noqa: E402
 from feature_ref import visible  # noqa: E402
 
 W = 4  # the tiny models' window: shorter than every prompt below
@@ -299,18 +300,6 @@ def logits(model, impl, **inputs):
     model.set_attn_implementation(impl)
     with torch.no_grad():
         return model(**inputs).logits
-
-
-def batch(B=3, S=11, pad=(0, 4, 7), side="left"):
-    torch.manual_seed(1)
-    ids = torch.randint(0, VOCAB, (B, S))
-    mask = torch.ones(B, S, dtype=torch.long)
-    for b, p in enumerate(pad):
-        if side == "left":
-            mask[b, :p] = 0
-        else:
-            mask[b, S - p:] = 0
-    return ids, mask
 
 
 def test_the_features_matter_in_the_tiny_models():

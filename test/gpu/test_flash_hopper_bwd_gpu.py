@@ -91,9 +91,9 @@ def test_matches_reference(shape, causal, head_dim, dtype, atomic):
     dq, dk, dv, ran = backward(q, k, v, out, lse, dout, causal, dqa)
     assert ran in (HOPPER_BWD, HOPPER_BWD_1WG), f"the sm_90 backward should have run, {ran!r} did"
     check((dq, dk, dv), ref_grads(q, k, v, dout, causal), dtype)
-    if atomic:  # the workspace holds the unscaled fp32 dQ the conversion read
-        scaled = (dqa / math.sqrt(head_dim)).to(dtype)
-        assert torch.equal(scaled, dq)
+    if atomic:  # the workspace holds the unscaled fp32 dQ the conversion read: dq = fp32(scale) * it, rounded
+        scale = torch.tensor(1.0 / math.sqrt(head_dim), dtype=torch.float32, device="cuda")
+        assert torch.equal((dqa * scale).to(dtype), dq)
 
 
 def test_split_path_is_bitwise_repeatable_and_dk_dv_do_not_depend_on_the_dq_path():

@@ -4,15 +4,12 @@ bwd_fused is bwd_dkdv that also adds each dS^T-block's dQ contribution into
 an fp32 accumulator with atomics (FlashAttention-2's scheme): 5 matmuls per
 tile instead of the split path's 4 + 3, at the price of fp32 atomics and
 run-to-run rounding differences in dQ (dK/dV stay deterministic: they are
-computed exactly as in bwd_dkdv). bwd_dq_convert then writes
+computed exactly as in bwd_dkdv). bwd_dq_convert (bwd_dq_convert.py) then writes
 dQ = sm_scale * acc in the output type. Launch order:
   bwd_preprocess(ZERO_DQ_ACC=True) -> bwd_fused -> bwd_dq_convert.
 
 Constexprs
   bwd_fused: same FUNCTIONAL and TUNING constexprs as bwd_dkdv.
-  bwd_dq_convert: FUNCTIONAL BLOCK_DMODEL, PADDED_HEAD, IS_VARLEN (and the
-    dQ element type); TUNING BLOCK_M (128; 64 for D=256), num_warps 4,
-    num_stages 1.
 
 Grids:
   bwd_fused       (cdiv(max_seqlen_k, BLOCK_N), batch * num_heads_k, 1)
@@ -33,7 +30,6 @@ import triton.language as tl
 
 from .bwd_dkdv import _dkdv_program
 from .prologue import key_block
-from .bwd_dq_convert import bwd_dq_convert  # noqa: F401  (its second kernel; bwd_jit imports it from here)
 
 
 @triton.jit

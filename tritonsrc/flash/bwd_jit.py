@@ -12,7 +12,8 @@ import triton
 import rules_flash
 from jit_launch import View, launch
 
-from .bwd_fused import bwd_dq_convert, bwd_fused
+from .bwd_dq_convert import bwd_dq_convert
+from .bwd_fused import bwd_fused
 from .feature_args import feature_args
 
 from .bwd_configs import (CANDIDATE_CONFIGS, DEFAULT_CONFIGS, DROPOUT_SHRINK,  # noqa: F401
