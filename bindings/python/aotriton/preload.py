@@ -25,8 +25,8 @@ def _flash(dtype, head_dim, device, causal_types, dropout, backward, varlen):
     cu = torch.tensor([0, 16], dtype=torch.int32, device=device)
     for causal_type in causal_types:
         for p in dropout:
-            # Both backward paths: dQ by atomics (the default, sm_90) and deterministic.
-            for deterministic in ((False, True) if backward else (False,)):
+            # Both backward paths: dQ by atomics (the default, sm_90) and deterministic (one path with dropout).
+            for deterministic in ((False, True) if backward and not p else (False,)):
                 out = flash_attn_func(q, k, v, p, causal_type=causal_type, deterministic=deterministic)
                 if backward:
                     out.sum().backward()
