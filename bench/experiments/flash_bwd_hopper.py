@@ -37,6 +37,10 @@ VARIANTS = {
     "fused_1wg": {64: dict(FUSED[64], BLOCK_N=64, num_warps=4)},
     # A third Q/dO stage: one more step of load latency hidden (176 KB of shared memory at head dim 128).
     "fused_st3": {d: dict(c, NUM_STAGES=3) for d, c in FUSED.items()},
+    # Warp-specialized (bwd_hopper_ws.py): a worker warpgroup refills Q/dO and
+    # issues the dQ atomics from shared memory while the MMA warpgroups go on.
+    "ws": {d: dict(c, WS=True) for d, c in FUSED.items()},
+    "ws_split": {d: dict(c, WS=True, FUSE_DQ=False) for d, c in FUSED.items()},
 }
 DEVICE = "cuda"
 TOKENS, HIDDEN = 16384, 2048

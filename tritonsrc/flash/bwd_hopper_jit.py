@@ -13,6 +13,7 @@ from .bwd_configs import DEFAULT_CONFIGS
 from .bwd_dq import bwd_dq
 from .bwd_dq_convert import bwd_dq_convert
 from .bwd_hopper import bwd_dkdv_hopper
+from .bwd_hopper_ws import bwd_dkdv_hopper_ws
 from .bwd_preprocess import bwd_preprocess
 
 # By head dim: 64 query rows per step keeps S^T, dP^T and dK/dV in 255
@@ -81,7 +82,9 @@ def attn_bwd_hopper_jit(do, q, k, v, o, lse, sm_scale, causal_type=0, config=Non
         BLOCK_DMODEL=D, PADDED_HEAD=False, IS_VARLEN=False, ZERO_DQ_ACC=fuse, BLOCK_M=pre_block, num_warps=4)
     descs = [_view(n, t, functional, config) for n, t in (("q_desc", q), ("k_desc", k), ("v_desc", v),
                                                           ("do_desc", do))]
-    bwd_dkdv_hopper[(triton.cdiv(Sk, config["BLOCK_N"]), B * Hk)](
+    # WS: the warp-specialized form (bwd_hopper_ws.py), same arguments.
+    kernel = bwd_dkdv_hopper_ws if config.get("WS") else bwd_dkdv_hopper
+    kernel[(triton.cdiv(Sk, config["BLOCK_N"]), B * Hk)](
         *descs, dk, dv, dqa, lse, delta, float(sm_scale),
         dk.stride(0), dk.stride(2), dk.stride(1), dv.stride(0), dv.stride(2), dv.stride(1), *s_dqa,
         lse.stride(0), lse.stride(1), delta.stride(0), delta.stride(1), Hq, Hk, Sq, Sk,
