@@ -114,18 +114,22 @@ _DK, _DV = head_tensor("DK", "zhn"), head_tensor("DV", "zhn")
 # The fp32 dQ accumulator, q's shape [B, S, H, D], rows 16-byte aligned (the
 # atomics pair up); unused (null, strides 0) without FUSE_DQ.
 _DQA = Tensor("DQA", "fp32", "zhm", rank=4, align=16, stride="i32:16", prefix="stride_dqa_")
-# (BLOCK_M, BLOCK_N, NUM_STAGES, num_warps): 64 query rows per step keep S^T,
-# dP^T and dK/dV in registers (128 spill at head dim 64); two warpgroups of
-# 64 keys each (bench/results/flash_bwd_hopper_experiment_sm90.json). The
-# tuner may pick one warpgroup of 64 keys (two CTAs per SM) at head dim 64,
+# (BLOCK_M, BLOCK_N, NUM_STAGES, SCHEDULE, num_warps): 64 query rows per step
+# keep S^T, dP^T and dK/dV in registers (128 spill at head dim 64); two
+# warpgroups of 64 keys each, warp-specialized (SCHEDULE 1: a worker
+# warpgroup refills Q/dO and issues the dQ atomics; +3-17% over one partition,
+# bench/results/flash_bwd_hopper_ws_sm90.json). The tuner may pick one
+# partition, or one warpgroup of 64 keys (two CTAs per SM) at head dim 64,
 # faster at short sequences (bench/results/flash_bwd_hopper_r2_sm90.json); at
 # 128 its dQ tile spills.
-BWD_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 128, "NUM_STAGES": 2, "num_warps": 8}
-BWD_ONE_WARPGROUP = {"BLOCK_M": 64, "BLOCK_N": 64, "NUM_STAGES": 2, "num_warps": 4}
+BWD_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 128, "NUM_STAGES": 2, "SCHEDULE": 1, "num_warps": 8}
+BWD_SERIAL = dict(BWD_CONFIG, SCHEDULE=0)
+BWD_ONE_WARPGROUP = {"BLOCK_M": 64, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "num_warps": 4}
 
 
 def _bwd_candidate(f, c, arch):
-    return dict(c) == BWD_CONFIG or (dict(c) == BWD_ONE_WARPGROUP and f["BLOCK_DMODEL"] == 64)
+    c = dict(c)
+    return c in (BWD_CONFIG, BWD_SERIAL) or (c == BWD_ONE_WARPGROUP and f["BLOCK_DMODEL"] == 64)
 
 
 def _bwd_ci(f):
@@ -148,11 +152,13 @@ bwd_dkdv_hopper = Kernel(
     valid=lambda f, arch: arch == 90,  # wgmma: sm_90a only
     profiles={"ci": _bwd_ci},
     grid_args=["num_seqs"],
-    tuning=TuningSpace(params={"BLOCK_M": [64], "BLOCK_N": [64, 128], "NUM_STAGES": [2], "num_warps": [4, 8]},
+    tuning=TuningSpace(params={"BLOCK_M": [64], "BLOCK_N": [64, 128], "NUM_STAGES": [2], "SCHEDULE": [0, 1],
+                               "num_warps": [4, 8]},
                        default=lambda f, arch: dict(BWD_CONFIG), prune=_bwd_candidate),
     grid=("cdiv(seqlen_k, BLOCK_N)", "num_seqs * num_heads_k", "1"),
     autotune_keys=[AutotuneKey("seqlen_q", SEQLEN_BINS), AutotuneKey("seqlen_k", SEQLEN_BINS)],
-    doc="flash attention backward dK/dV for sm_90 (Gluon: TMA, wgmma); dQ by fp32 atomics with FUSE_DQ",
+    doc="flash attention backward dK/dV for sm_90 (Gluon: TMA, wgmma, warp specialization); dQ by fp32 atomics "
+        "with FUSE_DQ",
 )
 
 _DQ = head_tensor("DQ", "zhm")

@@ -30,9 +30,9 @@ if [[ $STEPS == *hopper* ]]; then
     | grep -v "tuning:" | tail -40
 fi
 if [[ $STEPS == *gluon_bwd* ]]; then
-  # The sm_90 Gluon backward at head dim 64: one warpgroup (two CTAs/SM) vs two per seqlen bin
-  # (head dim 128 has one candidate), dQ by atomics (the default path), both dtypes.
-  timeout "${GLUON_BWD_S:-200}" python3 python/tune.py --kernels bwd_dkdv_hopper --dtypes bf16,fp16 --head-dims 64 \
+  # The sm_90 Gluon backward per seqlen bin: two warpgroups warp-specialized or in one partition,
+  # and at head dim 64 one warpgroup (two CTAs/SM); dQ by atomics (the default path), both dtypes.
+  timeout "${GLUON_BWD_S:-300}" python3 python/tune.py --kernels bwd_dkdv_hopper --dtypes bf16,fp16 --head-dims "${GLUON_BWD_DIMS:-64,128}" \
     --causal 0,1,2 --fuse-dq "${GLUON_BWD_FUSE:-1}" --seqlens "${GLUON_BWD_SEQLENS:-512,1024,2048,4096}" 2>&1 \
     | grep -v "tuning:" | tail -30
 fi

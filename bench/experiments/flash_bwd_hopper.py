@@ -8,8 +8,9 @@ SDPA's flash and cuDNN backends, backward alone, on the bench grid
 
 Variants (VARIANTS): "fused" dQ by fp32 atomics in the Gluon kernel, then
 bwd_dq_convert; "split" the Gluon dK/dV kernel, then the Triton bwd_dq
-kernel (the deterministic fallback); "fused_1wg" (head dim 64) one warpgroup
-and 64 keys per CTA, two CTAs per SM; "fused_st3" three Q/dO stages. Every variant is first checked against a float64 reference on fresh
+kernel (the deterministic fallback); both warp-specialized; "serial" /
+"serial_split" the same in one partition; "fused_1wg" (head dim 64) one
+warpgroup and 64 keys per CTA, two CTAs per SM; "fused_st3" three Q/dO stages. Every variant is first checked against a float64 reference on fresh
 random data into NaN-poisoned outputs (sequence tails, GQA, both causal
 kinds, one bench-sized shape; bounds: test/gpu/flash_reference.py's
 GRAD_TOL); a failing check prints FAIL, the timings still run, and the exit
@@ -29,18 +30,19 @@ sys.path.insert(0, str(REPO))
 from tritonsrc.flash.bwd_hopper_jit import DEFAULT as FUSED  # noqa: E402
 
 VARIANTS = {
+    # Warp-specialized (SCHEDULE 1): a worker warpgroup refills Q/dO and issues
+    # the dQ atomics from shared memory while the MMA warpgroups go on.
     "fused": FUSED,
     "split": {d: dict(c, FUSE_DQ=False) for d, c in FUSED.items()},
+    # One partition (SCHEDULE 0): the MMA warpgroups refill and add dQ themselves.
+    "serial": {d: dict(c, SCHEDULE=0) for d, c in FUSED.items()},
+    "serial_split": {d: dict(c, SCHEDULE=0, FUSE_DQ=False) for d, c in FUSED.items()},
     # One warpgroup, 64 keys per CTA: two CTAs per SM overlap each other's
     # softmax with wgmma (twice the dQ atomics and Q/dO reads).
     # Head dim 64 only: at 128 the [64, 128] dQ tile of one warpgroup spills.
-    "fused_1wg": {64: dict(FUSED[64], BLOCK_N=64, num_warps=4)},
-    # A third Q/dO stage: one more step of load latency hidden (176 KB of shared memory at head dim 128).
-    "fused_st3": {d: dict(c, NUM_STAGES=3) for d, c in FUSED.items()},
-    # Warp-specialized (bwd_hopper_ws.py): a worker warpgroup refills Q/dO and
-    # issues the dQ atomics from shared memory while the MMA warpgroups go on.
-    "ws": {d: dict(c, WS=True) for d, c in FUSED.items()},
-    "ws_split": {d: dict(c, WS=True, FUSE_DQ=False) for d, c in FUSED.items()},
+    "fused_1wg": {64: dict(FUSED[64], BLOCK_N=64, num_warps=4, SCHEDULE=0)},
+    # A third Q/dO stage (head dim 64: the dQ buffers leave no room at 128).
+    "fused_st3": {64: dict(FUSED[64], NUM_STAGES=3)},
 }
 DEVICE = "cuda"
 TOKENS, HIDDEN = 16384, 2048
@@ -207,6 +209,7 @@ def main(argv=None):
     ap.add_argument("--head-dims", default="64,128")
     ap.add_argument("--causal", default="0,1", help="timed causal kinds (1 = top-left; Sq = Sk here)")
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--seqlens", default="", help="timed seqlens (default 512..8192; --quick: 1024,4096)")
     ap.add_argument("--no-checks", action="store_true")
     ap.add_argument("--json", default=str(REPO / "bench/results/flash_bwd_hopper_experiment_sm90.json"))
     args = ap.parse_args(argv)
@@ -225,7 +228,8 @@ def main(argv=None):
     head_dims = [int(x) for x in args.head_dims.split(",")]
     causals = [int(x) for x in args.causal.split(",")]
     variants = args.variants.split(",")
-    seqlens = QUICK_SEQLENS if args.quick else SEQLENS
+    seqlens = ([int(x) for x in args.seqlens.split(",")] if args.seqlens
+               else QUICK_SEQLENS if args.quick else SEQLENS)
     t0 = time.time()
     checks, failures = ([], 0) if args.no_checks else run_checks(variants, dtypes, head_dims, causals, args.quick)
     print(f"checks: {len(checks) - failures} passed, {failures} failed ({time.time() - t0:.0f} s)", flush=True)

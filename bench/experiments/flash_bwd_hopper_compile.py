@@ -28,11 +28,10 @@ from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
 from bench.experiments.flash_bwd_hopper import VARIANTS  # noqa: E402
 from cubin_resources import cuobjdump, resources  # noqa: E402
 from tritonsrc.flash.bwd_hopper import bwd_dkdv_hopper  # noqa: E402
-from tritonsrc.flash.bwd_hopper_ws import bwd_dkdv_hopper_ws  # noqa: E402
 from tritonsrc.flash.bwd_hopper_jit import DESC_ROWS, tma_arg  # noqa: E402
 
 SMEM_LIMIT = 227 * 1024
-CONSTEXPRS = ("BLOCK_DMODEL", "CAUSAL_TYPE", "FUSE_DQ", "BLOCK_M", "BLOCK_N", "NUM_STAGES")
+CONSTEXPRS = ("BLOCK_DMODEL", "CAUSAL_TYPE", "FUSE_DQ", "BLOCK_M", "BLOCK_N", "NUM_STAGES", "SCHEDULE")
 POINTERS = {"DK": "*{dtype}", "DV": "*{dtype}", "DQA": "*fp32", "LSE": "*fp32", "Delta": "*fp32"}
 # Divisible by 16 on the bench shapes (the JIT specializes them so); lengths, head
 # counts and LSE/Delta strides are do_not_specialize in the kernel.
@@ -40,11 +39,11 @@ DIV16 = {"stride_dkz", "stride_dkn", "stride_dvz", "stride_dvn", "stride_dqa_z",
          "stride_dkh", "stride_dvh"}
 
 
-def source(dtype, head_dim, causal, config, kernel=bwd_dkdv_hopper):
+def source(dtype, head_dim, causal, config):
     functional = {"dtype": dtype, "BLOCK_DMODEL": head_dim, "CAUSAL_TYPE": causal}
     const = {**functional, **config}
     sig, attrs = {}, {}
-    for i, name in enumerate(kernel.arg_names):
+    for i, name in enumerate(bwd_dkdv_hopper.arg_names):
         if name in CONSTEXPRS:
             sig[name] = "constexpr"
         elif name in DESC_ROWS:
@@ -58,15 +57,14 @@ def source(dtype, head_dim, causal, config, kernel=bwd_dkdv_hopper):
             sig[name] = "i32"
             if name in DIV16:
                 attrs[(i,)] = [["tt.divisibility", 16]]
-    return GluonASTSource(fn=kernel, signature=sig, attrs=attrs,
+    return GluonASTSource(fn=bwd_dkdv_hopper, signature=sig, attrs=attrs,
                           constexprs={k: const[k] for k in CONSTEXPRS})
 
 
 def inspect(dtype, head_dim, causal, config):
     t = time.time()
     kernel_cfg = {k: config[k] for k in CONSTEXPRS if k in config}
-    kernel = bwd_dkdv_hopper_ws if config.get("WS") else bwd_dkdv_hopper
-    compiled = triton.compile(source(dtype, head_dim, causal, kernel_cfg, kernel), target=GPUTarget("cuda", 90, 32),
+    compiled = triton.compile(source(dtype, head_dim, causal, kernel_cfg), target=GPUTarget("cuda", 90, 32),
                               options=dict(num_warps=config["num_warps"]))
     cubin = compiled.asm["cubin"]
     sass = cuobjdump(["-sass"], cubin)

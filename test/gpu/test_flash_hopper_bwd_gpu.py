@@ -13,9 +13,11 @@ from flash_reference import GRAD_TOL, attention_ref, rel_err
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0),
                                 reason="needs an sm_90 GPU")
 
-# rules_flash_hopper's BWD_CONFIG and BWD_ONE_WARPGROUP (head dim 64, where the tuning database picks it).
-HOPPER_BWD = "BLOCK_M=64,BLOCK_N=128,NUM_STAGES=2,num_warps=8"
-HOPPER_BWD_1WG = "BLOCK_M=64,BLOCK_N=64,NUM_STAGES=2,num_warps=4"
+# rules_flash_hopper's BWD_CONFIG (warp-specialized), BWD_SERIAL and BWD_ONE_WARPGROUP (head dim 64),
+# any of which the tuning database may pick.
+HOPPER_BWD = "BLOCK_M=64,BLOCK_N=128,NUM_STAGES=2,SCHEDULE=1,num_warps=8"
+HOPPER_BWD_SERIAL = "BLOCK_M=64,BLOCK_N=128,NUM_STAGES=2,SCHEDULE=0,num_warps=8"
+HOPPER_BWD_1WG = "BLOCK_M=64,BLOCK_N=64,NUM_STAGES=2,SCHEDULE=0,num_warps=4"
 
 
 def _view(t, name):
@@ -89,11 +91,37 @@ def test_matches_reference(shape, causal, head_dim, dtype, atomic):
     out, lse = forward(q, k, v, causal)
     dqa = torch.full(q.shape, float("nan"), device="cuda", dtype=torch.float32) if atomic else None
     dq, dk, dv, ran = backward(q, k, v, out, lse, dout, causal, dqa)
-    assert ran in (HOPPER_BWD, HOPPER_BWD_1WG), f"the sm_90 backward should have run, {ran!r} did"
+    assert ran in (HOPPER_BWD, HOPPER_BWD_SERIAL, HOPPER_BWD_1WG), f"the sm_90 backward should have run, {ran!r} did"
     check((dq, dk, dv), ref_grads(q, k, v, dout, causal), dtype)
     if atomic:  # the workspace holds the unscaled fp32 dQ the conversion read: dq = fp32(scale) * it, rounded
         scale = torch.tensor(1.0 / math.sqrt(head_dim), dtype=torch.float32, device="cuda")
         assert torch.equal((dqa * scale).to(dtype), dq)
+
+
+def _rule_candidates():
+    """Every config the tuner may pick (the AOT build compiles only the chosen ones), as the JIT runs them."""
+    import rules_flash_hopper as r
+    return [("ws", r.BWD_CONFIG), ("serial", r.BWD_SERIAL), ("one_warpgroup", r.BWD_ONE_WARPGROUP)]
+
+
+@pytest.mark.parametrize("atomic", [True, False], ids=["atomic_dq", "split_dq"])
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("causal", [0, 2])
+@pytest.mark.parametrize("candidate", _rule_candidates(), ids=lambda c: c[0])
+def test_every_tuning_candidate_matches_reference_through_the_jit(candidate, causal, head_dim, atomic):
+    """The schedules the tuning database may choose, whether or not this build compiled them."""
+    from tritonsrc.flash.bwd_hopper_jit import attn_bwd_hopper_jit
+
+    name, config = candidate
+    if name == "one_warpgroup" and head_dim != 64:
+        pytest.skip("one warpgroup is a head dim 64 candidate only (its dQ tile spills at 128)")
+    dtype = torch.bfloat16 if causal else torch.float16
+    q, k, v, dout = inputs(2, 333, 517, 4, 2, head_dim, dtype, seed=head_dim + causal)
+    out, lse = forward(q, k, v, causal)
+    poisoned = tuple(torch.full_like(t, float("nan")) for t in (q, k, v))
+    got = attn_bwd_hopper_jit(dout, q, k, v, out, lse, 1.0 / math.sqrt(head_dim), causal,
+                              dict(config, FUSE_DQ=atomic), out=poisoned)
+    check(got, ref_grads(q, k, v, dout, causal), dtype)
 
 
 def test_split_path_is_bitwise_repeatable_and_dk_dv_do_not_depend_on_the_dq_path():

@@ -13,14 +13,13 @@ from .bwd_configs import DEFAULT_CONFIGS
 from .bwd_dq import bwd_dq
 from .bwd_dq_convert import bwd_dq_convert
 from .bwd_hopper import bwd_dkdv_hopper
-from .bwd_hopper_ws import bwd_dkdv_hopper_ws
 from .bwd_preprocess import bwd_preprocess
 
-# By head dim: 64 query rows per step keeps S^T, dP^T and dK/dV in 255
-# registers without spills (128 rows spill at head dim 64); two warpgroups of
-# 64 keys each; dQ by atomics.
-DEFAULT = {64: {"BLOCK_M": 64, "BLOCK_N": 128, "NUM_STAGES": 2, "FUSE_DQ": True, "num_warps": 8},
-           128: {"BLOCK_M": 64, "BLOCK_N": 128, "NUM_STAGES": 2, "FUSE_DQ": True, "num_warps": 8}}
+# By head dim: 64 query rows per step keeps S^T, dP^T and dK/dV in 240
+# registers (128 rows spill at head dim 64); two warpgroups of 64 keys each;
+# dQ by atomics; warp-specialized (SCHEDULE 1).
+DEFAULT = {64: {"BLOCK_M": 64, "BLOCK_N": 128, "NUM_STAGES": 2, "SCHEDULE": 1, "FUSE_DQ": True, "num_warps": 8},
+           128: {"BLOCK_M": 64, "BLOCK_N": 128, "NUM_STAGES": 2, "SCHEDULE": 1, "FUSE_DQ": True, "num_warps": 8}}
 DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
@@ -82,14 +81,13 @@ def attn_bwd_hopper_jit(do, q, k, v, o, lse, sm_scale, causal_type=0, config=Non
         BLOCK_DMODEL=D, PADDED_HEAD=False, IS_VARLEN=False, ZERO_DQ_ACC=fuse, BLOCK_M=pre_block, num_warps=4)
     descs = [_view(n, t, functional, config) for n, t in (("q_desc", q), ("k_desc", k), ("v_desc", v),
                                                           ("do_desc", do))]
-    # WS: the warp-specialized form (bwd_hopper_ws.py), same arguments.
-    kernel = bwd_dkdv_hopper_ws if config.get("WS") else bwd_dkdv_hopper
-    kernel[(triton.cdiv(Sk, config["BLOCK_N"]), B * Hk)](
+    bwd_dkdv_hopper[(triton.cdiv(Sk, config["BLOCK_N"]), B * Hk)](
         *descs, dk, dv, dqa, lse, delta, float(sm_scale),
         dk.stride(0), dk.stride(2), dk.stride(1), dv.stride(0), dv.stride(2), dv.stride(1), *s_dqa,
         lse.stride(0), lse.stride(1), delta.stride(0), delta.stride(1), Hq, Hk, Sq, Sk,
         BLOCK_DMODEL=D, CAUSAL_TYPE=causal_type, FUSE_DQ=fuse, BLOCK_M=config["BLOCK_M"],
-        BLOCK_N=config["BLOCK_N"], NUM_STAGES=config["NUM_STAGES"], num_warps=config["num_warps"])
+        BLOCK_N=config["BLOCK_N"], NUM_STAGES=config["NUM_STAGES"], SCHEDULE=config["SCHEDULE"],
+        num_warps=config["num_warps"])
     s_dq = (dq.stride(0), dq.stride(2), dq.stride(1))
     if fuse:
         bwd_dq_convert[(triton.cdiv(Sq, pre_block), B * Hq, 1)](
