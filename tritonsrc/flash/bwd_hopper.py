@@ -155,21 +155,20 @@ def _add_dq_rows(dq, base, stride_m, rows, cols, seqlen_q):
 
 
 @gluon.jit
-def _mma_steps(q_desc, do_desc, k_smem, v_smem, q_ring, do_ring, ds_smem, dq_bufs, lse_ring, delta_ring, kv_bar, ready, done,
-               dq_free,
-               DK, DV, DQA, LSE, Delta, sm_scale,
+def _mma_steps(q_desc, do_desc, k_smem, v_smem, q_ring, do_ring, ds_smem, dq_bufs, lse_ring, delta_ring, kv_bar,
+               ready, done, dq_free, DK, DV, DQA, LSE, Delta, sm_scale,
                stride_dkz, stride_dkh, stride_dkn, stride_dvz, stride_dvh, stride_dvn,
                stride_dqa_z, stride_dqa_h, stride_dqa_m,
                stride_lse_z, stride_lse_h, stride_delta_z, stride_delta_h,
                num_heads_q, num_heads_k, seqlen_q, seqlen_k,
                BLOCK_DMODEL: gl.constexpr, CAUSAL_TYPE: gl.constexpr, FUSE_DQ: gl.constexpr,
                BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, SCHEDULE: gl.constexpr):
-    """Every step's products and elementwise work, then dK/dV out. SCHEDULE 0:
-    this code also loads each step's LSE and Delta rows, refills the ring and
-    adds dQ with atomics (dq_bufs / lse_ring / delta_ring / done / dq_free unused); 1 (the
-    warp-specialized default partition): the worker puts LSE and Delta into
-    lse_ring / delta_ring with the stage, and this code hands dQ to the worker through
-    dq_bufs and arrives `done` instead."""
+    """Every step's products and elementwise work, then dK/dV out.
+    SCHEDULE 0: this code also loads each step's LSE and Delta rows, refills
+    the ring and adds dQ with atomics (dq_bufs, lse_ring, delta_ring, done and
+    dq_free unused). SCHEDULE 1 (the warp-specialized default partition): the
+    worker puts LSE and Delta into lse_ring / delta_ring with the stage, and
+    this code hands dQ to the worker through dq_bufs and arrives `done`."""
     NUM_WARPS: gl.constexpr = gl.num_warps()
     dtype: gl.constexpr = k_smem.dtype
     s_layout: gl.constexpr = _acc_layout(NUM_WARPS, BLOCK_M)        # [BLOCK_N, BLOCK_M]
