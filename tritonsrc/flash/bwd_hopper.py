@@ -420,15 +420,15 @@ def bwd_dkdv_hopper(
         # The argument tuples stay inline: a tuple assigned to a variable
         # first turns its constexprs into runtime values.
         gl.warp_specialize([
-            (_mma_steps, (q_desc, do_desc, k_smem, v_smem, q_ring, do_ring, ds_smem, dq_bufs, lse_ring, delta_ring, kv_bar, ready,
-                          done, dq_free, DK, DV, DQA, LSE, Delta, sm_scale,
+            (_mma_steps, (q_desc, do_desc, k_smem, v_smem, q_ring, do_ring, ds_smem, dq_bufs, lse_ring, delta_ring,
+                          kv_bar, ready, done, dq_free, DK, DV, DQA, LSE, Delta, sm_scale,
                           stride_dkz, stride_dkh, stride_dkn, stride_dvz, stride_dvh, stride_dvn,
                           stride_dqa_z, stride_dqa_h, stride_dqa_m,
                           stride_lse_z, stride_lse_h, stride_delta_z, stride_delta_h,
                           num_heads_q, num_heads_k, seqlen_q, seqlen_k,
                           BLOCK_DMODEL, CAUSAL_TYPE, FUSE_DQ, BLOCK_M, BLOCK_N, NUM_STAGES, SCHEDULE)),
-            (_worker, (q_desc, do_desc, q_ring, do_ring, dq_bufs, lse_ring, delta_ring, ready, done, dq_free, DQA, LSE, Delta,
-                       stride_dqa_z, stride_dqa_h, stride_dqa_m, stride_lse_z, stride_lse_h, stride_delta_z,
+            (_worker, (q_desc, do_desc, q_ring, do_ring, dq_bufs, lse_ring, delta_ring, ready, done, dq_free, DQA, LSE,
+                       Delta, stride_dqa_z, stride_dqa_h, stride_dqa_m, stride_lse_z, stride_lse_h, stride_delta_z,
                        stride_delta_h, num_heads_q, num_heads_k, seqlen_q, seqlen_k,
                        CAUSAL_TYPE, FUSE_DQ, BLOCK_DMODEL, BLOCK_M, BLOCK_N, NUM_STAGES)),
         ], [WORKER_WARPS], [WORKER_REGS])
