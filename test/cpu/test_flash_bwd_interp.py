@@ -227,20 +227,3 @@ def test_uneven_tiles(tiles, causal_type):
     kwargs, ref = make_case(B=0, sq=0, sk=0, hq=2, hk=1, d=16, dtype=torch.float16,
                             causal_type=causal_type, varlen=([45, 3, 17], [33, 20, 64]))
     check(run(dict(kwargs, config=cfg)), ref, torch.float16)
-
-
-@pytest.mark.parametrize("dtype,causal_type,varlen,dropout_p", [
-    (torch.float16, 0, None, 0.0),
-    (torch.float16, 2, None, 0.0),
-    (torch.float32, 1, ([5, 1, 17], [9, 1, 12]), 0.0),
-    (torch.float32, 2, ([5, 1, 17], [9, 1, 12]), 0.3),
-])
-def test_fused(dtype, causal_type, varlen, dropout_p):
-    """bwd_fused (dQ by atomics): right dq; dk/dv bit-identical to the split
-    path (same code, same order)."""
-    kwargs, ref = make_case(B=2, sq=33, sk=17, hq=4, hk=2, d=40, dtype=dtype,
-                            causal_type=causal_type, varlen=varlen, dropout_p=dropout_p)
-    got = run(kwargs, fused=True)
-    check(got, ref, dtype)
-    split = run(kwargs)
-    assert torch.equal(got[1], split[1]) and torch.equal(got[2], split[2])

@@ -144,11 +144,10 @@ def ref_grads(q, k, v, do, scale, causal_type):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("fused", [False, True])
-def test_backward(case, fused):
+def test_backward(case):
     cu_q, cu_k, tq, tk, mq, mk = CASES[case]
     causal_type = 2
-    q, k, v = inputs(tq, tk, seed=3 * len(case) + fused)
+    q, k, v = inputs(tq, tk, seed=3 * len(case))
     cq, ck = torch.tensor(cu_q, dtype=torch.int32), torch.tensor(cu_k, dtype=torch.int32)
     o, lse = attn_fwd_jit(q, k, v, sm_scale=0.3, causal_type=causal_type, cu_seqlens_q=cq, cu_seqlens_k=ck,
                           max_seqlen_q=mq, max_seqlen_k=mk, config=SMALL)
@@ -162,7 +161,7 @@ def test_backward(case, fused):
     dvs, dv = guarded(tk, HK, SENT)
     ds, delta = guarded_stats(tq)
     attn_bwd_jit(do, q, k, v, o, lse, sm_scale=0.3, causal_type=causal_type, cu_seqlens_q=cq, cu_seqlens_k=ck,
-                 max_seqlen_q=mq, max_seqlen_k=mk, out=(dq, dk, dv), fused=fused, delta_out=delta)
+                 max_seqlen_q=mq, max_seqlen_k=mk, out=(dq, dk, dv), delta_out=delta)
     bq, bk = seq_bounds(cu_q, tq, mq), seq_bounds(cu_k, tk, mk)
     qrows = written_rows(bq, tq)
     check_rows(dqs, qrows, "dq")

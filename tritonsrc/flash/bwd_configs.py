@@ -62,33 +62,12 @@ CANDIDATE_CONFIGS = {
               (64, 32, 8, 3), (32, 64, 8, 2)],
     },
 }
-# bwd_fused (fp16/bf16) per arch, dropout on/off and bucket; fp32 uses the
-# fp32 dkdv row. Compile checks only: no spills except D=256.
-FUSED_CONFIGS = {
-    (90, False): {16: (64, 128, 8, 2), 32: (64, 128, 8, 2), 64: (64, 128, 8, 2),
-                  128: (32, 128, 8, 2), 256: (16, 32, 4, 2)},
-    (90, True): {16: (32, 128, 8, 2), 32: (32, 128, 8, 2), 64: (32, 128, 8, 2),
-                 128: (16, 128, 8, 2), 256: (16, 32, 4, 2)},
-    (80, False): {16: (64, 128, 8, 2), 32: (64, 128, 8, 2), 64: (32, 128, 8, 2),
-                  128: (32, 64, 8, 2), 256: (16, 64, 8, 2)},
-    (80, True): {16: (32, 128, 8, 2), 32: (32, 128, 8, 2), 64: (32, 128, 8, 2),
-                 128: (32, 64, 8, 2), 256: (16, 64, 8, 2)},
-}
-_FU_SMALL = [(64, 128, 8, 2), (32, 128, 8, 2), (64, 128, 8, 3), (32, 128, 4, 2),
-             (64, 64, 4, 2), (32, 64, 4, 3), (16, 128, 8, 2), (32, 64, 8, 2)]
-CANDIDATE_CONFIGS["fused"] = {
-    16: _FU_SMALL, 32: _FU_SMALL,
-    64: [(64, 128, 8, 2), (32, 128, 8, 2), (16, 128, 8, 2), (32, 64, 8, 2),
-         (32, 64, 4, 3), (64, 64, 4, 2)],
-    128: [(32, 128, 8, 2), (16, 128, 8, 2), (32, 64, 8, 2), (16, 64, 8, 2), (64, 64, 8, 2)],
-    256: [(16, 32, 4, 2), (16, 64, 8, 2), (16, 64, 8, 3), (16, 64, 8, 1)],
-}
 PRE_CONFIG = {"BLOCK_M": 128, "num_warps": 4, "num_stages": 1}
 
 
 def pick_config(arch, bucket, dtype_name, kernel, dropout=False):
-    """{BLOCK_M, BLOCK_N, num_warps, num_stages} for kernel "dkdv" or "dq"
-    (fused=False path); dtype_name "fp16", "bf16" or "fp32"."""
+    """{BLOCK_M, BLOCK_N, num_warps, num_stages} for kernel "dkdv" or "dq";
+    dtype_name "fp16", "bf16" or "fp32"."""
     arch = 90 if arch >= 90 else 80
     kind = "fp32" if dtype_name == "fp32" else "16bit"
     bm, bn, w, s = DEFAULT_CONFIGS[(arch, kind)][kernel][bucket]

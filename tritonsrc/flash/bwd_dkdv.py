@@ -58,10 +58,9 @@ def _dkdv_tiles(dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
                 row0, nblk, group, hq_base, bh_base, offs_n, offs_d, offs_dv, head_dim,
                 seqlen_q, diag, qk_scale, seed, philox_offset,
                 max_seqlen_q, max_seqlen_k, dropout_p,
-                dqa_zbase, stride_dqa_h, stride_dqa_m, n_ok,
                 lo_off, hi_off, sm_scale, softcap, alibi_zbase, seqlen_k,
                 BLOCK_M: tl.constexpr, PADDED_HEAD: tl.constexpr,
-                CAUSAL: tl.constexpr, ENABLE_DROPOUT: tl.constexpr, FUSE_DQ: tl.constexpr,
+                CAUSAL: tl.constexpr, ENABLE_DROPOUT: tl.constexpr,
                 LOCAL_WINDOW: tl.constexpr, SCORE_MOD: tl.constexpr, V_PADDED: tl.constexpr):
     """Rows [row0, row0 + nblk * BLOCK_M) of each query head of the group.
 
@@ -75,15 +74,11 @@ def _dkdv_tiles(dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
     see no key and give inf there, which the select drops).
     LOCAL_WINDOW masks with the band [lo_off, hi_off] instead (CAUSAL is
     then False); SCORE_MOD modifies the scores (per-head ALiBi slope).
-    FUSE_DQ also adds dS Q-block products into the fp32 dQ accumulator with
-    atomics (sm_scale applied later by bwd_dq_convert). dO columns are
-    offs_dv, masked by head_dim only if V_PADDED."""
+    dO columns are offs_dv, masked by head_dim only if V_PADDED."""
     offs_mb = tl.arange(0, BLOCK_M)
     d_ok = offs_d < head_dim
     q_offs = offs_mb[:, None] * stride_qm + offs_d[None, :]
     do_offs = offs_mb[:, None] * stride_dom + offs_dv[None, :]
-    if FUSE_DQ:
-        dqa_offs = offs_mb[:, None] * stride_dqa_m + offs_d[None, :]
     for t in tl.range(0, group * nblk):
         g = t // nblk
         start_m = row0 + (t - g * nblk) * BLOCK_M
@@ -117,9 +112,6 @@ def _dkdv_tiles(dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
             pT = tl.where(in_band(offs_m[None, :], offs_n[:, None], lo_off, hi_off), pT, 0.0)
         elif CAUSAL:
             pT = tl.where(offs_n[:, None] <= offs_m[None, :] + diag, pT, 0.0)
-        if FUSE_DQ:
-            # Keys past seqlen_k now reach dQ: drop them (P may be inf there).
-            pT = tl.where(n_ok[:, None], pT, 0.0)
         dpT = tl.dot(v, tl.trans(do))
         if ENABLE_DROPOUT:
             keep = tl.trans(keep_mask(seed, philox_offset, bh_base + g, offs_m, offs_n,
@@ -136,16 +128,12 @@ def _dkdv_tiles(dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
             dsT = score_grad(dsT, qkT, mod1, SCORE_MOD)
         dsT = dsT.to(q.dtype)
         dk = tl.dot(dsT, q, dk)
-        if FUSE_DQ:
-            dq = tl.dot(tl.trans(dsT), k)
-            dqa_ptr = dqa_zbase + off_h.to(tl.int64) * stride_dqa_h + start_m * stride_dqa_m
-            tl.atomic_add(dqa_ptr + dqa_offs, dq, mask=ld, sem="relaxed")
     return dk, dv
 
 
 @triton.jit
 def _dkdv_program(
-    Q, K, V, DO, DK, DV, LSE, Delta, DQA, philox_seed_ptr, philox_offset_ptr,
+    Q, K, V, DO, DK, DV, LSE, Delta, philox_seed_ptr, philox_offset_ptr,
     sm_scale, dropout_p,
     stride_qz, stride_qh, stride_qm,
     stride_kz, stride_kh, stride_kn,
@@ -155,17 +143,15 @@ def _dkdv_program(
     stride_dvz, stride_dvh, stride_dvn,
     stride_lse_z, stride_lse_h,
     stride_delta_z, stride_delta_h,
-    stride_dqa_z, stride_dqa_h, stride_dqa_m,
     num_heads_q, max_seqlen_q, max_seqlen_k, head_dim,
     off_z, off_hk, group, start_n, q_start, seqlen_q, k_start, seqlen_k,
     alibi_slopes, stride_alibi_z, softcap, window_left, window_right, window_align,
     BLOCK_DMODEL: tl.constexpr, PADDED_HEAD: tl.constexpr, CAUSAL_TYPE: tl.constexpr,
-    IS_VARLEN: tl.constexpr, ENABLE_DROPOUT: tl.constexpr, FUSE_DQ: tl.constexpr,
+    IS_VARLEN: tl.constexpr, ENABLE_DROPOUT: tl.constexpr,
     LOCAL_WINDOW: tl.constexpr, SCORE_MOD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DV: tl.constexpr = 0,
 ):
-    """Body of bwd_dkdv / bwd_fused for keys [start_n, start_n + BLOCK_N) of
-    one (sequence, kv head); DQA (fp32 dQ accumulator) is used iff FUSE_DQ."""
+    """Body of bwd_dkdv for keys [start_n, start_n + BLOCK_N) of one (sequence, kv head)."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_DMODEL)
     n_ok = offs_n < seqlen_k
@@ -220,12 +206,6 @@ def _dkdv_program(
     if not LOCAL_WINDOW:
         n_full = tl.cdiv(tl.maximum(seqlen_q - full_lo, 0), BLOCK_M)
 
-    if FUSE_DQ:
-        dqa_zbase = DQA + off_z.to(tl.int64) * stride_dqa_z
-        if IS_VARLEN:
-            dqa_zbase += q_start.to(tl.int64) * stride_dqa_m
-    else:
-        dqa_zbase = DQA
     q_zbase = Q + off_z.to(tl.int64) * stride_qz
     do_zbase = DO + off_z.to(tl.int64) * stride_doz
     if IS_VARLEN:
@@ -248,9 +228,8 @@ def _dkdv_program(
             lo, n_diag, group, hq_base, bh_base, offs_n, offs_d, offs_dv, head_dim,
             seqlen_q, diag, qk_scale, seed, philox_offset,
             max_seqlen_q, max_seqlen_k, dropout_p,
-            dqa_zbase, stride_dqa_h, stride_dqa_m, n_ok,
             lo_off, hi_off, sm_scale, softcap, alibi_zbase, seqlen_k,
-            BLOCK_M, PADDED_HEAD, CAUSAL_TYPE != 0, ENABLE_DROPOUT, FUSE_DQ, LOCAL_WINDOW, SCORE_MOD,
+            BLOCK_M, PADDED_HEAD, CAUSAL_TYPE != 0, ENABLE_DROPOUT, LOCAL_WINDOW, SCORE_MOD,
             PADDED_HEAD and BLOCK_DV == 0)
     dk, dv = _dkdv_tiles(
         dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
@@ -258,9 +237,8 @@ def _dkdv_program(
         full_lo, n_full, group, hq_base, bh_base, offs_n, offs_d, offs_dv, head_dim,
         seqlen_q, diag, qk_scale, seed, philox_offset,
         max_seqlen_q, max_seqlen_k, dropout_p,
-        dqa_zbase, stride_dqa_h, stride_dqa_m, n_ok,
         lo_off, hi_off, sm_scale, softcap, alibi_zbase, seqlen_k,
-        BLOCK_M, PADDED_HEAD, False, ENABLE_DROPOUT, FUSE_DQ, False, SCORE_MOD, PADDED_HEAD and BLOCK_DV == 0)
+        BLOCK_M, PADDED_HEAD, False, ENABLE_DROPOUT, False, SCORE_MOD, PADDED_HEAD and BLOCK_DV == 0)
     if LOCAL_WINDOW:
         dk, dv = _dkdv_tiles(
             dk, dv, k, v, q_zbase, do_zbase, lse_zbase, delta_zbase,
@@ -268,9 +246,8 @@ def _dkdv_program(
             tail_lo, n_tail, group, hq_base, bh_base, offs_n, offs_d, offs_dv, head_dim,
             seqlen_q, diag, qk_scale, seed, philox_offset,
             max_seqlen_q, max_seqlen_k, dropout_p,
-            dqa_zbase, stride_dqa_h, stride_dqa_m, n_ok,
             lo_off, hi_off, sm_scale, softcap, alibi_zbase, seqlen_k,
-            BLOCK_M, PADDED_HEAD, False, ENABLE_DROPOUT, FUSE_DQ, LOCAL_WINDOW, SCORE_MOD,
+            BLOCK_M, PADDED_HEAD, False, ENABLE_DROPOUT, LOCAL_WINDOW, SCORE_MOD,
             PADDED_HEAD and BLOCK_DV == 0)
 
     dk = dk * sm_scale
@@ -339,7 +316,7 @@ def bwd_dkdv(
         return
 
     _dkdv_program(
-        Q, K, V, DO, DK, DV, LSE, Delta, DK, philox_seed_ptr, philox_offset_ptr,
+        Q, K, V, DO, DK, DV, LSE, Delta, philox_seed_ptr, philox_offset_ptr,
         sm_scale, dropout_p,
         stride_qz, stride_qh, stride_qm,
         stride_kz, stride_kh, stride_kn,
@@ -349,9 +326,8 @@ def bwd_dkdv(
         stride_dvz, stride_dvh, stride_dvn,
         stride_lse_z, stride_lse_h,
         stride_delta_z, stride_delta_h,
-        0, 0, 0,
         num_heads_q, max_seqlen_q, max_seqlen_k, head_dim,
         off_z, off_hk, group, start_n, q_start, seqlen_q, k_start, seqlen_k,
         alibi_slopes, stride_alibi_z, softcap, window_left, window_right, window_align,
-        BLOCK_DMODEL, PADDED_HEAD, CAUSAL_TYPE, IS_VARLEN, ENABLE_DROPOUT, False,
+        BLOCK_DMODEL, PADDED_HEAD, CAUSAL_TYPE, IS_VARLEN, ENABLE_DROPOUT,
         LOCAL_WINDOW, SCORE_MOD, BLOCK_M, BLOCK_N, BLOCK_DV)

@@ -1,6 +1,6 @@
 """dQ = sm_scale * DQA in dQ's element type: the last step of the backward
-paths that add dQ into an fp32 accumulator with atomics (bwd_hopper.py's
-FUSE_DQ on sm_90 in the AOT build, bwd_fused.py through the JIT). Launch
+path that adds dQ into an fp32 accumulator with atomics (bwd_hopper.py's
+FUSE_DQ on sm_90). Launch
 order: bwd_preprocess(ZERO_DQ_ACC=True) -> the dK/dV kernel -> bwd_dq_convert.
 Grid (cdiv(max_seqlen_q, BLOCK_M), batch * num_heads_q, 1).
 """
@@ -21,7 +21,7 @@ def bwd_dq_convert(
 ):
     """DQ = sm_scale * DQA in DQ's element type.
 
-    DQA          *fp32 accumulator from bwd_fused (strides stride_dqa_*).
+    DQA          *fp32 accumulator (strides stride_dqa_*).
     DQ           output (fp16/bf16/fp32), Q's layout with strides stride_dq*;
                  varlen: stride_*z = 0, rows offset by cu_seqlens_q[b].
     cu_seqlens_q *i32 [batch + 1] (varlen only).

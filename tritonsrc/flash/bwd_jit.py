@@ -12,12 +12,9 @@ import triton
 import rules_flash
 from jit_launch import View, launch
 
-from .bwd_dq_convert import bwd_dq_convert
-from .bwd_fused import bwd_fused
 from .feature_args import feature_args
 
-from .bwd_configs import (CANDIDATE_CONFIGS, DEFAULT_CONFIGS, DROPOUT_SHRINK,  # noqa: F401
-                          FUSED_CONFIGS, PRE_CONFIG)
+from .bwd_configs import CANDIDATE_CONFIGS, DEFAULT_CONFIGS, DROPOUT_SHRINK, PRE_CONFIG  # noqa: F401
 
 # Tiny tiles for the interpreter: many blocks on small shapes, fast numpy.
 INTERP_CONFIG = {"pre": {"BLOCK_M": 16}, "dkdv": {"BLOCK_M": 16, "BLOCK_N": 16},
@@ -28,9 +25,8 @@ def _bucket(head_dim):
     return max(16, triton.next_power_of_2(head_dim))
 
 
-def default_config(head_dim, dtype, arch, dropout=False, fused=False):
-    """Config dict for attn_bwd_jit(config=...) from DEFAULT_CONFIGS
-    (fused: config["dkdv"] holds the bwd_fused tiles from FUSED_CONFIGS)."""
+def default_config(head_dim, dtype, arch, dropout=False):
+    """Config dict for attn_bwd_jit(config=...) from DEFAULT_CONFIGS."""
     arch = 90 if arch >= 90 else 80
     kind = "fp32" if dtype == torch.float32 else "16bit"
     b = _bucket(head_dim)
@@ -44,25 +40,7 @@ def default_config(head_dim, dtype, arch, dropout=False, fused=False):
             key = DROPOUT_SHRINK[kern]
             c[key] = max(16, c[key] // 2)
         cfg[kern] = c
-    if fused and kind == "16bit":
-        bm, bn, w, s = FUSED_CONFIGS[(arch, bool(dropout))][b]
-        cfg["dkdv"] = {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": s}
     return cfg
-
-
-def _strides4(t, layout):
-    """(stride_z, stride_h, stride_m) of a batched 4-d tensor."""
-    assert t.stride(-1) == 1, "last dim must be contiguous"
-    if layout == "bshd":
-        return t.stride(0), t.stride(2), t.stride(1)
-    assert layout == "bhsd", layout
-    return t.stride(0), t.stride(1), t.stride(2)
-
-
-def _strides3(t):
-    """(0, stride_h, stride_m) of a varlen (total, heads, d) tensor."""
-    assert t.stride(-1) == 1, "last dim must be contiguous"
-    return 0, t.stride(1), t.stride(0)
 
 
 def _view(t, layout, varlen, rows="m"):
@@ -84,7 +62,7 @@ def _scalar_i64(x, device):
 def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
                  cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None,
                  dropout_p=0.0, philox_seed=None, philox_offset=None, config=None, out=None,
-                 fused=False, delta_out=None, window=None, softcap=0.0, alibi_slopes=None):
+                 delta_out=None, window=None, softcap=0.0, alibi_slopes=None):
     """Gradients (dq, dk, dv) of flash attention.
 
     Batched: q/o/do (B, Sq, Hq, D) for layout "bshd" or (B, Hq, Sq, D) for
@@ -96,19 +74,16 @@ def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
     num_warps/num_stages; default: default_config() on CUDA, tiny tiles on CPU.
     out: optional (dq, dk, dv) tensors to write into (e.g. NaN-poisoned).
     delta_out: optional fp32 workspace shaped like lse (tests give it guards).
-    fused: False runs the deterministic split path (bwd_dkdv + bwd_dq, no
-    atomics); True runs bwd_fused (dQ by fp32 atomics) + bwd_dq_convert, with
-    config["dkdv"] as the bwd_fused tiles.
-    window, softcap, alibi_slopes: as attn_fwd_jit (the split path only).
-    v/o/do may have another head dim than q/k (BLOCK_DV, as attn_fwd_jit;
-    the split path only): dv has v's, delta sums over it.
+    window, softcap, alibi_slopes: as attn_fwd_jit.
+    v/o/do may have another head dim than q/k (BLOCK_DV, as attn_fwd_jit):
+    dv has v's, delta sums over it. (dQ by atomics exists on sm_90 only:
+    bwd_hopper_jit.py.)
     """
     varlen = cu_seqlens_q is not None
     head_dim = q.shape[-1]
     block_d = _bucket(head_dim)
     head_dim_v = v.shape[-1]
     block_dv = 0 if head_dim_v == head_dim else head_dim_v
-    assert not (fused and block_dv), "bwd_fused needs one head dim"
     if varlen:
         batch = cu_seqlens_q.numel() - 1
         hq, hk = q.shape[1], k.shape[1]
@@ -116,9 +91,7 @@ def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
             max_seqlen_q = int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max())
         if max_seqlen_k is None:
             max_seqlen_k = int((cu_seqlens_k[1:] - cu_seqlens_k[:-1]).max())
-        sq_, sk_, sv_, so_, sdo_ = (_strides3(t) for t in (q, k, v, o, do))
         assert lse.stride(-1) == 1
-        s_lse = (0, lse.stride(0))
     else:
         batch = q.shape[0]
         hdim_axis = 2 if layout == "bshd" else 1
@@ -126,9 +99,7 @@ def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
         hq, hk = q.shape[hdim_axis], k.shape[hdim_axis]
         max_seqlen_q = q.shape[sdim_axis]
         max_seqlen_k = k.shape[sdim_axis]
-        sq_, sk_, sv_, so_, sdo_ = (_strides4(t, layout) for t in (q, k, v, o, do))
         assert lse.stride(-1) == 1
-        s_lse = (lse.stride(0), lse.stride(1))
         cu_seqlens_q = cu_seqlens_k = torch.zeros(1, dtype=torch.int32, device=q.device)
     assert hq % hk == 0
 
@@ -136,16 +107,12 @@ def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     else:
         dq, dk, dv = out
-    sdq_ = _strides3(dq) if varlen else _strides4(dq, layout)
-    sdk_ = _strides3(dk) if varlen else _strides4(dk, layout)
-    sdv_ = _strides3(dv) if varlen else _strides4(dv, layout)
     delta = torch.empty(lse.shape, dtype=torch.float32, device=q.device) if delta_out is None else delta_out
-    s_delta = (0, delta.stride(0)) if varlen else (delta.stride(0), delta.stride(1))
 
     if config is None:
         if q.is_cuda:
             major, minor = torch.cuda.get_device_capability(q.device)
-            config = default_config(head_dim, q.dtype, major * 10 + minor, dropout_p > 0.0, fused)
+            config = default_config(head_dim, q.dtype, major * 10 + minor, dropout_p > 0.0)
         else:
             config = INTERP_CONFIG
     enable_dropout = dropout_p > 0.0
@@ -153,44 +120,23 @@ def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
     off_t = _scalar_i64(philox_offset, q.device)
     func = dict(BLOCK_DMODEL=block_d, PADDED_HEAD=head_dim != block_d, IS_VARLEN=varlen)
 
-    if fused:
-        dqa = torch.empty_like(q, dtype=torch.float32)
-        if not q.is_cuda:
-            dqa.fill_(float("nan"))  # interpreter: prove bwd_preprocess zeroes it
-        s_dqa = _strides3(dqa) if varlen else _strides4(dqa, layout)
-    else:
-        dqa, s_dqa = delta, (0, 0, 0)
     pre = dict(config["pre"])
     stats = dict(z=None, h=0) if varlen else dict(z=0, h=1)  # lse / delta: [Hq, total_q] or [B, Hq, Sq]
-    # The fp32 dQ accumulator (fused path) is zeroed here; unused otherwise.
-    pre_dqa = _view(dqa, layout, varlen) if fused else View(dqa, z=None, h=None, m=None)
+    no_dqa = View(delta, z=None, h=None, m=None)  # the fp32 dQ accumulator: sm_90's atomic path only
     pre_cfg = {"num_warps": 4, "num_stages": 1, **pre}  # the rule's only launch options
     # delta = rowsum(dO * O) runs over V's head dim.
     pre_func = dict(func, BLOCK_DMODEL=_bucket(head_dim_v), PADDED_HEAD=head_dim_v != _bucket(head_dim_v))
     launch(rules_flash.bwd_preprocess, dict(
-        O=_view(o, layout, varlen), DO=_view(do, layout, varlen), Delta=View(delta, **stats), DQA=pre_dqa,
+        O=_view(o, layout, varlen), DO=_view(do, layout, varlen), Delta=View(delta, **stats), DQA=no_dqa,
         cu_seqlens_q=cu_seqlens_q, num_heads_q=hq, max_seqlen_q=max_seqlen_q, head_dim=head_dim_v,
         total_q=q.shape[0], num_seqs=batch,
-    ), functional=dict(pre_func, ZERO_DQ_ACC=fused), config=pre_cfg)
+    ), functional=dict(pre_func, ZERO_DQ_ACC=False), config=pre_cfg)
 
     feat = feature_args(causal_type, window, softcap, alibi_slopes)
-    assert not (fused and feat["LOCAL_WINDOW"]), "bwd_fused has no window / softcap / ALiBi"
     func.update(CAUSAL_TYPE=feat["CAUSAL_TYPE"], ENABLE_DROPOUT=enable_dropout)
     alibi = cu_seqlens_q if alibi_slopes is None else alibi_slopes  # any pointer when unused
     modes = dict(LOCAL_WINDOW=feat["LOCAL_WINDOW"], SCORE_MOD=feat["SCORE_MOD"], BLOCK_DV=block_dv)
-    common = (cu_seqlens_q, cu_seqlens_k, seed_t, off_t, float(sm_scale), float(dropout_p))
-    totals = (q.shape[0], k.shape[0])  # varlen: packed rows (cu_seqlens clamp into them)
     kv = dict(config["dkdv"])
-    grid = (triton.cdiv(max_seqlen_k, kv["BLOCK_N"]), batch * hk, 1)
-    if fused:
-        bwd_fused[grid](q, k, v, do, dk, dv, dqa, lse, delta, *common,
-                        *sq_, *sk_, *sv_, *sdo_, *sdk_, *sdv_, *s_dqa, *s_lse, *s_delta,
-                        hq, hk, max_seqlen_q, max_seqlen_k, head_dim, *totals, **func, **kv)
-        grid = (triton.cdiv(max_seqlen_q, pre["BLOCK_M"]), batch * hq, 1)
-        bwd_dq_convert[grid](dqa, dq, cu_seqlens_q, float(sm_scale), *s_dqa, *sdq_,
-                             hq, max_seqlen_q, head_dim, q.shape[0], BLOCK_DMODEL=block_d,
-                             PADDED_HEAD=head_dim != block_d, IS_VARLEN=varlen, **pre)
-        return dq, dk, dv
     shared = dict(
         Q=_view(q, layout, varlen), K=_view(k, layout, varlen, "n"), V=_view(v, layout, varlen, "n"),
         DO=_view(do, layout, varlen), LSE=View(lse, **stats), Delta=View(delta, **stats),

@@ -1,14 +1,14 @@
 """Flash attention backward, step 1: Delta = rowsum(dO * O) in float32.
 
-With ZERO_DQ_ACC it also zeroes the fp32 dQ accumulator of the fused path
-(bwd_fused), so that path needs no memset.
+With ZERO_DQ_ACC it also zeroes the fp32 dQ accumulator that sm_90's
+dQ-by-atomics path sums into (bwd_hopper.py FUSE_DQ), so it needs no memset.
 
 Constexprs
   FUNCTIONAL (must match the call):
     BLOCK_DMODEL   16, 32, 64, 128, 256: power-of-two bucket >= head_dim
     PADDED_HEAD    head_dim != BLOCK_DMODEL (masks the d axis)
     IS_VARLEN      rows given by cu_seqlens_q
-    ZERO_DQ_ACC    also write zeros to DQA (fused path)
+    ZERO_DQ_ACC    also write zeros to DQA (the atomic dQ path)
     (plus the element type of O/dO: fp16, bf16 or fp32)
   TUNING:
     BLOCK_M        rows per program (power of two >= 16)
