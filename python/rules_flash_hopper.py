@@ -29,14 +29,24 @@ CANDIDATES = [(64, 2, 0, 8, 0), (128, 2, 0, 8, 0), (128, 3, 0, 8, 0), (128, 3, 0
               (64, 4, 3, 4, 0), (64, 2, 3, 4, 0)]
 
 
+# Head dim 192: three 64-column blocks, serial only (BLOCK_N 64; a third stage fits).
+CANDIDATES_192 = [(64, 2, 0, 8, 0), (64, 3, 0, 8, 0)]
+
+
 def _shared_bytes(f, c):
-    d = pow2ceil(f["BLOCK_DMODEL"])  # as the kernel's tiles hold it
+    d = _tile_cols(f["BLOCK_DMODEL"])  # as the kernel's tiles hold it
     return 2 * d * (BLOCK_M + 2 * c["BLOCK_N"] * c["NUM_STAGES"])
+
+
+def _tile_cols(head_dim):
+    """Columns the kernel's tiles hold: the next power of two, except 192 (three 64-column blocks)."""
+    return head_dim if head_dim == 192 else pow2ceil(head_dim)
 
 
 def _candidate(f, c, arch):
     cfg = (c["BLOCK_N"], c["NUM_STAGES"], c["SCHEDULE"], c["num_warps"], c["maxnreg"])
-    return cfg in CANDIDATES and _shared_bytes(f, c) <= SHARED_LIMIT
+    allowed = CANDIDATES_192 if f["BLOCK_DMODEL"] == 192 else CANDIDATES
+    return cfg in allowed and _shared_bytes(f, c) <= SHARED_LIMIT
 
 
 def _default(f, arch):
@@ -64,8 +74,11 @@ TMA_COLS = "(64 - 32 * (BLOCK_DMODEL % 64 != 0))"
 
 def _qkv(name, rows):
     """Over the view [B, H, D/c, S, c] of a [B, S, H, D] tensor, c = TMA_COLS
-    (fwd_hopper.py); head dims 96 / 192 read 4 blocks, the fourth zero-filled."""
-    return TmaArg(name, "{dtype}", ("1", "1", f"pow2ceil(BLOCK_DMODEL) / {TMA_COLS}", rows, TMA_COLS))
+    (fwd_hopper.py): the box is the whole head dim, except that head dim 96
+    reads 4 blocks (the fourth zero-filled) and 192 one block per load (the
+    kernel loads its three 64-column blocks separately)."""
+    blocks = f"(1 if BLOCK_DMODEL == 192 else pow2ceil(BLOCK_DMODEL) / {TMA_COLS})"
+    return TmaArg(name, "{dtype}", ("1", "1", blocks, rows, TMA_COLS))
 
 
 # O is written by masked stores from the accumulator: a plain [B, S, H, D] tensor.

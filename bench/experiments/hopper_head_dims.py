@@ -1,6 +1,6 @@
 """The sm_90 flash forward (JIT of tritonsrc/flash/fwd_hopper.py) at head dims
-192 (256-wide tiles, TMA zero-fills the padding) and 256, before they enter the
-AOT build: every config the rule allows checked against a float64 reference
+96 (128-wide tiles, TMA zero-fills the padding), 192 (three 64-column blocks)
+and 256: every config the rule allows checked against a float64 reference
 (sequence tails, GQA, causal both ways), then timed against SDPA's flash and
 cuDNN backends at 16k tokens, hidden 2048 (bench_flash.py's shapes).
     python bench/experiments/hopper_head_dims.py [--dims 192,256] [--json out.json]"""
@@ -17,14 +17,9 @@ sys.path[:0] = [str(REPO), str(REPO / "python"), str(REPO / "test" / "gpu"), str
 
 
 def configs(D):
-    from rules_flash_hopper import CANDIDATES, attn_fwd_hopper as rule
-    f = {"dtype": "bf16", "BLOCK_DMODEL": D, "CAUSAL_TYPE": 0}
-    out = []
-    for n, st, sch, w, r in CANDIDATES:
-        c = {"BLOCK_M": 128, "BLOCK_N": n, "NUM_STAGES": st, "SCHEDULE": sch, "num_warps": w, "maxnreg": r}
-        if rule.tuning.prune(f, c, 90):
-            out.append(c)
-    return out
+    """Every config the rule lets the tuner try at head dim D."""
+    from rules_flash_hopper import attn_fwd_hopper as rule
+    return rule.tuning.all_configs({"dtype": "bf16", "BLOCK_DMODEL": D, "CAUSAL_TYPE": 0}, 90)
 
 
 def main():
