@@ -29,8 +29,8 @@ CANDIDATES = [(64, 2, 0, 8, 0), (128, 2, 0, 8, 0), (128, 3, 0, 8, 0), (128, 3, 0
               (64, 4, 3, 4, 0), (64, 2, 3, 4, 0)]
 
 
-# Head dim 192: three 64-column blocks, serial only (BLOCK_N 64; a third stage fits).
-CANDIDATES_192 = [(64, 2, 0, 8, 0), (64, 3, 0, 8, 0)]
+# Head dim 192: three 64-column blocks, BLOCK_N 64 (a third stage fits), serial or ping-pong.
+CANDIDATES_192 = [(64, 2, 0, 8, 0), (64, 3, 0, 8, 0), (64, 2, 3, 4, 0), (64, 3, 3, 4, 0)]
 
 
 def _shared_bytes(f, c):

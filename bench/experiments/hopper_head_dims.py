@@ -71,7 +71,11 @@ def main():
                     t = lambda fn: triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")  # noqa: E731
                     best = None
                     for cfg in configs(D):
+                        attn_fwd_hopper_jit(q, k, v, D ** -0.5, causal, cfg)  # compile outside the timing
+                        torch.cuda.synchronize()
                         ms = t(lambda: attn_fwd_hopper_jit(q, k, v, D ** -0.5, causal, cfg))
+                        print(f"  D={D} {str(dtype)[6:]} causal={causal} S={S} s{cfg['SCHEDULE']}_n{cfg['BLOCK_N']}"
+                              f"_st{cfg['NUM_STAGES']}: {flops / (ms * 1e-3) / 1e12:.0f} TF/s", flush=True)
                         if best is None or ms < best[0]:
                             best = (ms, cfg)
                     res = {}

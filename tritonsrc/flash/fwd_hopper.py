@@ -253,6 +253,12 @@ def _serial_192(q_blocks, k_desc, v_desc, o_ptr, stride_om, k_blocks, v_blocks, 
         gl.thread_barrier()
         _load_kv_blocks(k_desc, v_desc, k_blocks, v_blocks, ready, off_z, off_hk, j + NUM_STAGES, n_tiles, BLOCK_N,
                         NUM_STAGES, 3)
+    _finish_192(acc0, acc1, acc2, m_i, l_i, o_ptr, stride_om, offs_m, seqlen_q, lse_ptr, o_rows)
+
+
+@gluon.jit
+def _finish_192(acc0, acc1, acc2, m_i, l_i, o_ptr, stride_om, offs_m, seqlen_q, lse_ptr, o_rows: gl.constexpr):
+    """_finish for the three 64-column accumulators of head dim 192."""
     l_safe = gl.where(l_i == 0.0, 1.0, l_i)
     inv = gl.expand_dims(gl.convert_layout(1.0 / l_safe, o_rows), 1)
     out_ty: gl.constexpr = o_ptr.dtype.element_ty
@@ -261,6 +267,110 @@ def _serial_192(q_blocks, k_desc, v_desc, o_ptr, stride_om, k_blocks, v_blocks, 
     _store_o((acc2 * inv).to(out_ty), o_ptr + 128, stride_om, offs_m, seqlen_q, 64, 64)
     lse = (m_i + gl.log2(l_i)) * LN2
     gl.store(lse_ptr + offs_m, lse, mask=offs_m < seqlen_q)
+
+
+@gluon.jit
+def _qk_192(q0, q1, q2, k_blocks, kb, s_zero):
+    """S = Q K^T over three 64-column blocks: three chained async wgmma (three groups)."""
+    s = warpgroup_mma(q0, k_blocks.index(kb).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+    s = warpgroup_mma(q1, k_blocks.index(kb + 1).permute((1, 0)), s, is_async=True)
+    return warpgroup_mma(q2, k_blocks.index(kb + 2).permute((1, 0)), s, is_async=True)
+
+
+@gluon.jit
+def _pp_consumer_192(q_blocks, k_blocks, v_blocks, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
+                     start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
+                     WHICH: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+    """_pp_consumer for head dim 192 in three 64-column blocks: per turn,
+    S_j (three chained wgmma) and P_{j-1} V_{j-1} (three, one per O block)
+    issued together; wait for S's groups, softmax, wait for the rest."""
+    NUM_WARPS: gl.constexpr = gl.num_warps()
+    dtype: gl.constexpr = q_blocks.dtype
+    s_layout: gl.constexpr = _acc_layout(NUM_WARPS, BLOCK_N)
+    o_layout: gl.constexpr = _acc_layout(NUM_WARPS, 64)
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
+    o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
+    my_turn = turn.index(WHICH)
+    other_turn = turn.index(1 - WHICH)
+    row0 = start_m + WHICH * HALF_ROWS
+    q0 = q_blocks.index(0).slice(WHICH * HALF_ROWS, HALF_ROWS)
+    q1 = q_blocks.index(1).slice(WHICH * HALF_ROWS, HALF_ROWS)
+    q2 = q_blocks.index(2).slice(WHICH * HALF_ROWS, HALF_ROWS)
+    offs_m = row0 + gl.arange(0, HALF_ROWS, layout=row_layout)
+    offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+    qk_scale = sm_scale * LOG2E
+    m_i = gl.full([HALF_ROWS], float("-inf"), gl.float32, layout=row_layout)
+    l_i = gl.full([HALF_ROWS], 0.0, gl.float32, layout=row_layout)
+    acc0 = gl.zeros([HALF_ROWS, 64], gl.float32, layout=o_layout)
+    acc1 = gl.zeros([HALF_ROWS, 64], gl.float32, layout=o_layout)
+    acc2 = gl.zeros([HALF_ROWS, 64], gl.float32, layout=o_layout)
+    s_zero = gl.zeros([HALF_ROWS, BLOCK_N], gl.float32, layout=s_layout)
+    mbarrier.wait(q_bar, 0)
+    if n_tiles > 0:
+        mbarrier.wait(ready.index(0), 0)
+        mbarrier.wait(my_turn, 0)
+        s_tok = _qk_192(q0, q1, q2, k_blocks, 0, s_zero)
+        mbarrier.arrive(other_turn)
+        s = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok, ))
+        p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, 0, offs_m, offs_n, seqlen_k, diag,
+                                           full_end <= 0, CAUSAL)
+        p = gl.convert_layout(p.to(dtype), p_layout)
+        for j in range(1, n_tiles):
+            stage = j % NUM_STAGES
+            prev = (j - 1) % NUM_STAGES
+            mbarrier.wait(ready.index(stage), (j // NUM_STAGES) & 1)
+            mbarrier.wait(my_turn, j & 1)
+            s_tok = _qk_192(q0, q1, q2, k_blocks, stage * 3, s_zero)
+            t0 = warpgroup_mma(p, v_blocks.index(prev * 3), acc0, is_async=True)
+            t1 = warpgroup_mma(p, v_blocks.index(prev * 3 + 1), acc1, is_async=True)
+            t2 = warpgroup_mma(p, v_blocks.index(prev * 3 + 2), acc2, is_async=True)
+            mbarrier.arrive(other_turn)
+            s = warpgroup_mma_wait(num_outstanding=3, deps=(s_tok, ))
+            p_next, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, j * BLOCK_N, offs_m, offs_n,
+                                                    seqlen_k, diag, j * BLOCK_N >= full_end, CAUSAL)
+            acc0, acc1, acc2, p = warpgroup_mma_wait(num_outstanding=0, deps=(t0, t1, t2, p))
+            p = gl.convert_layout(p_next.to(dtype), p_layout)
+            scale = gl.expand_dims(gl.convert_layout(alpha, o_rows), 1)
+            acc0 = acc0 * scale
+            acc1 = acc1 * scale
+            acc2 = acc2 * scale
+            mbarrier.arrive(empty.index(prev))
+        last = (n_tiles - 1) % NUM_STAGES
+        mbarrier.wait(my_turn, n_tiles & 1)
+        t0 = warpgroup_mma(p, v_blocks.index(last * 3), acc0, is_async=True)
+        t1 = warpgroup_mma(p, v_blocks.index(last * 3 + 1), acc1, is_async=True)
+        t2 = warpgroup_mma(p, v_blocks.index(last * 3 + 2), acc2, is_async=True)
+        mbarrier.arrive(other_turn)
+        acc0, acc1, acc2, p = warpgroup_mma_wait(num_outstanding=0, deps=(t0, t1, t2, p))
+        mbarrier.arrive(empty.index(last))
+    _finish_192(acc0, acc1, acc2, m_i, l_i, o_ptr, stride_om, offs_m, seqlen_q, lse_ptr, o_rows)
+
+
+@gluon.jit
+def _pp_first_192(q_blocks, k_blocks, v_blocks, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
+                  start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
+                  CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+    _pp_consumer_192(q_blocks, k_blocks, v_blocks, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
+                     start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, 0, CAUSAL, BLOCK_N, NUM_STAGES)
+
+
+@gluon.jit
+def _pp_second_192(q_blocks, k_blocks, v_blocks, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
+                   start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
+                   CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+    _pp_consumer_192(q_blocks, k_blocks, v_blocks, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
+                     start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, 1, CAUSAL, BLOCK_N, NUM_STAGES)
+
+
+@gluon.jit
+def _pp_loader_192(k_desc, v_desc, k_blocks, v_blocks, ready, empty, off_z, off_hk, n_tiles,
+                   BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+    """_pp_loader for the three-block tiles of head dim 192."""
+    for t in range(0, n_tiles):
+        stage = t % NUM_STAGES
+        mbarrier.wait(empty.index(stage), ((t // NUM_STAGES) - 1) & 1, pred=t >= NUM_STAGES)
+        _load_kv_blocks(k_desc, v_desc, k_blocks, v_blocks, ready, off_z, off_hk, t, n_tiles, BLOCK_N, NUM_STAGES, 3)
 
 
 @gluon.jit
@@ -390,7 +500,6 @@ def attn_fwd_hopper(
 
     if BLOCK_DMODEL == 192:
         # Three 64-column blocks per tile, one TMA box each (the descriptors' box is one block).
-        gl.static_assert(SCHEDULE == 0, "head dim 192 runs the serial schedule")
         q_blocks = gl.allocate_shared_memory(dtype, [3, BLOCK_M, 64], smem_layout)
         k_blocks = gl.allocate_shared_memory(dtype, [NUM_STAGES * 3, BLOCK_N, 64], smem_layout)
         v_blocks = gl.allocate_shared_memory(dtype, [NUM_STAGES * 3, BLOCK_N, 64], smem_layout)
@@ -403,10 +512,29 @@ def attn_fwd_hopper(
         for j in gl.static_range(3):
             tma.async_copy_global_to_shared(q_desc, [off_z, off_h, j, start_m, 0], q_bar,
                                             _tile(q_blocks.index(j), q_desc))
-        mbarrier.wait(q_bar, 0)
-        _serial_192(q_blocks, k_desc, v_desc, o_ptr, stride_om, k_blocks, v_blocks, ready, lse_ptr, sm_scale,
-                    off_z, off_hk, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
-                    CAUSAL_TYPE != 0, BLOCK_M, BLOCK_N, NUM_STAGES)
+        if SCHEDULE == 0:
+            mbarrier.wait(q_bar, 0)
+            _serial_192(q_blocks, k_desc, v_desc, o_ptr, stride_om, k_blocks, v_blocks, ready, lse_ptr, sm_scale,
+                        off_z, off_hk, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
+                        CAUSAL_TYPE != 0, BLOCK_M, BLOCK_N, NUM_STAGES)
+        else:
+            empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+            turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+            for i in gl.static_range(NUM_STAGES):
+                mbarrier.init(empty.index(i), count=2)
+            for i in gl.static_range(2):
+                mbarrier.init(turn.index(i), count=1)
+            mbarrier.arrive(turn.index(0))  # consumer 0 has the first turn
+            gl.warp_specialize([
+                (_pp_first_192, (q_blocks, k_blocks, v_blocks, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr,
+                                 sm_scale, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, CAUSAL_TYPE != 0,
+                                 BLOCK_N, NUM_STAGES)),
+                (_pp_second_192, (q_blocks, k_blocks, v_blocks, q_bar, ready, empty, turn, o_ptr, stride_om,
+                                  lse_ptr, sm_scale, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
+                                  CAUSAL_TYPE != 0, BLOCK_N, NUM_STAGES)),
+                (_pp_loader_192, (k_desc, v_desc, k_blocks, v_blocks, ready, empty, off_z, off_hk, n_tiles, BLOCK_N,
+                                  NUM_STAGES)),
+            ], [4, 1], [232, 40])
         return
     q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, HEAD_BLOCK], smem_layout)
     k_ring = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_BLOCK], smem_layout)
