@@ -2,8 +2,8 @@
 descriptors (tritonsrc/flash/fwd_hopper.py). v2src/ops/flash_fwd.cc routes the
 calls it serves (batched fp16/bf16, head dim 96, 128, 192 or 256, or 64
 non-causal; aligned, no dropout or attention features) to it on sm_90 and
-everything else to attn_fwd. Head dims 96 and 192 run in 128- and 256-wide
-tiles (TMA zero-fills the padding).
+everything else to attn_fwd. Head dim 96 runs in 128-wide tiles (TMA
+zero-fills the padding), 192 in three 64-column blocks (no padded work).
 
 Measured on the H200 (bf16, 16k tokens; docs/notes-flash-perf.md): at head
 dim 128 it runs 1.15-1.29x the tuned Triton kernel; at 192 1.8x (the Triton
@@ -24,7 +24,7 @@ SHARED_LIMIT = 227 * 1024
 # serial with 8 warps (two CTAs per SM at BLOCK_N 64 / 2 stages) and the
 # warp-specialized ping-pong (4 warps per consumer partition, plus a loader warp).
 # (BLOCK_N, NUM_STAGES, SCHEDULE, num_warps, maxnreg)
-# Head dims 192 (padded to 256) and 256 fit BLOCK_N 64 with 2 stages only.
+# Head dim 256 fits BLOCK_N 64 with 2 stages only.
 CANDIDATES = [(64, 2, 0, 8, 0), (128, 2, 0, 8, 0), (128, 3, 0, 8, 0), (128, 3, 0, 8, 128), (128, 3, 3, 4, 0),
               (64, 4, 3, 4, 0), (64, 2, 3, 4, 0)]
 
@@ -51,9 +51,10 @@ def _candidate(f, c, arch):
 
 def _default(f, arch):
     """Ping-pong at head dim 128 (and 96, in 128-wide tiles); at 192 and 256 serial with BLOCK_N 64 and 2
-    stages (what fits in shared memory; faster than ping-pong with 2 stages in
-    every row of bench/results/flash_hopper_head_dims_sm90.json); at 64
-    serial, two CTAs per SM."""
+    stages (at 256 what fits in shared memory, faster than ping-pong with 2 stages in
+    every row of bench/results/flash_hopper_head_dims_sm90.json; at 192, native
+    three-block tiles, the serial form is the one measured so far:
+    bench/results/flash_hopper_head_dim192_native_sm90.json); at 64 serial, two CTAs per SM."""
     if f["BLOCK_DMODEL"] in (96, 128):
         return {"BLOCK_M": BLOCK_M, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 3, "num_warps": 4, "maxnreg": 0}
     if f["BLOCK_DMODEL"] > 128:

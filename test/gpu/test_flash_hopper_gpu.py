@@ -93,9 +93,9 @@ def test_automatic_choice_runs_the_hopper_kernel(dtype, causal, seqlen):
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("head_dim", [96, 192, 256])
 def test_head_dims_96_192_256(head_dim, shape, causal, dtype):
-    """Head dim 256, 192 in 256-wide tiles and 96 in 128-wide tiles of
-    32-column TMA blocks (TMA zero-fills the padding; O's padded columns are
-    not written), automatic choice = the Hopper kernel."""
+    """Head dim 256, 192 in three 64-column blocks and 96 in 128-wide tiles
+    of 32-column TMA blocks (TMA zero-fills the padding; O's padded columns
+    are not written), automatic choice = the Hopper kernel."""
     B, Sq, Sk, Hq, Hk = shape
     q, k, v = qkv(B, Sq, Sk, Hq, Hk, head_dim, dtype, seed=head_dim + Sq + causal)
     out, lse, ran = check(q, k, v, causal)
@@ -104,8 +104,8 @@ def test_head_dims_96_192_256(head_dim, shape, causal, dtype):
 
 @pytest.mark.parametrize("head_dim", [96, 192])
 def test_padded_head_dims_leave_neighbours_alone(head_dim):
-    """O as a head-dim-96/192 slice of a wider buffer: the kernel's padded
-    columns (up to 128/256) must not be stored over the neighbouring columns."""
+    """O as a head-dim-96/192 slice of a wider buffer: nothing is stored past
+    the head dim (96's padded columns, 192's last block) over the neighbours."""
     q, k, v = qkv(2, 300, 300, 4, 2, head_dim, torch.bfloat16, seed=31)
     import pyaotriton
     from aotriton._glue import _DTYPES, view
@@ -212,3 +212,29 @@ def test_jit_launcher_matches_the_aot_kernel(config):
     aot, aot_lse, _ = run(q, k, v, 2, config)
     jit, jit_lse = attn_fwd_hopper_jit(q, k, v, 128 ** -0.5, 2, cfg)
     assert torch.equal(aot, jit) and torch.equal(aot_lse, jit_lse)
+
+
+def _configs_192():
+    """Every config the tuner may pick at head dim 192 (three 64-column blocks): serial and ping-pong."""
+    import rules_flash_hopper as r
+    return r.attn_fwd_hopper.tuning.all_configs({"dtype": "bf16", "BLOCK_DMODEL": 192, "CAUSAL_TYPE": 0}, 90)
+
+
+@pytest.mark.parametrize("causal", [0, 1, 2])
+@pytest.mark.parametrize("config", _configs_192(),
+                         ids=lambda c: f"s{c['SCHEDULE']}_n{c['BLOCK_N']}_st{c['NUM_STAGES']}")
+def test_head_dim_192_every_candidate_through_the_jit(config, causal):
+    """The build compiles only the chosen config; the JIT runs each one the tuning space allows."""
+    from tritonsrc.flash.fwd_hopper_jit import attn_fwd_hopper_jit
+
+    for i, (B, Sq, Sk, Hq, Hk) in enumerate([(2, 333, 333, 4, 2), (1, 1000, 130, 4, 2), (1, 257, 1, 2, 2)]):
+        for dtype in (torch.float16, torch.bfloat16):
+            q, k, v = qkv(B, Sq, Sk, Hq, Hk, 192, dtype, seed=i + 10 * causal)
+            out, lse = attn_fwd_hopper_jit(q, k, v, 192 ** -0.5, causal, config)
+            ref, ref_lse = attention_ref(q, k, v, 192 ** -0.5, causal)
+            assert rel_err(out, ref) < FWD_TOL[dtype]
+            finite = torch.isfinite(ref_lse)
+            assert torch.equal(torch.isfinite(lse), finite)
+            if finite.any():
+                err = (lse.double() - ref_lse)[finite].abs() / ref_lse[finite].abs().clamp_min(1)
+                assert err.max() < LSE_TOL[dtype]

@@ -12,12 +12,13 @@ launcher from the rule's TmaArg, so no device scratch) over the view
 [B, H, D/64, S, 64] of the [B, S, H, D] tensor: the box is one (batch, head),
 BLOCK rows and the whole head dim, landing in shared memory as D/64 blocks of
 [BLOCK, 64] (the 128-byte-swizzled K-major layout wgmma reads), and TMA
-zero-fills rows past the sequence. Head dim 192 runs as 256 (Gluon tensors
-are powers of two): its box has 4 blocks of 64 where the view has 3, TMA
-zero-fills the fourth, so the padding adds nothing to Q K^T and O's padded
-columns are not stored. Head dim 96 runs as 128 the same way, in blocks of
-32 columns ([B, H, D/32, S, 32], 64-byte swizzle). O is written by masked
-stores.
+zero-fills rows past the sequence. Gluon tensors are powers of two: head
+dim 96 runs as 128, its box having 4 blocks of 32 columns where the view
+([B, H, D/32, S, 32], 64-byte swizzle) has 3; TMA zero-fills the fourth, so
+the padding adds nothing to Q K^T and O's padded columns are not stored.
+Head dim 192 is not padded: its box is one 64-column block, each tile is
+loaded as three blocks, S is three chained wgmma and O three [rows, 64]
+accumulators (_serial_192, _pp_consumer_192). O is written by masked stores.
 
 SCHEDULE (a tuning parameter):
   0 serial: 8 warps = two warpgroups of 64 query rows; every wgmma waited for
