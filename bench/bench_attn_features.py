@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "bench"))
 
 from bench_common import commit_id  # noqa: E402
 from bench_flash import t_ms  # noqa: E402

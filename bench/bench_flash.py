@@ -33,7 +33,7 @@ def main():
                     help="forward-only rows at seqlen 2048 and 8192 ('' for none)")
     ap.add_argument("--json", default=str(REPO / "bench/results/flash_sm90.json"))
     args = ap.parse_args()
-    sys.path[:0] = [str(Path(args.prefix) / "lib/python"), str(REPO), str(REPO / "python")]
+    sys.path[:0] = [str(Path(args.prefix) / "lib/python"), str(REPO)]
     import torch
     import triton
 

@@ -189,7 +189,7 @@ def main():
     ap.add_argument("--prefix", default=str(REPO / "install"))
     ap.add_argument("--out", default=None, help="JSON file (default bench/results/host_sm<arch>.json)")
     args = ap.parse_args()
-    sys.path[:0] = [str(Path(args.prefix) / "lib/python"), str(REPO), str(REPO / "python")]
+    sys.path[:0] = [str(Path(args.prefix) / "lib/python"), str(REPO)]
     import torch
     import triton
 

@@ -69,7 +69,7 @@ def main():
     ap.add_argument("--jit", action="store_true", help="also time fused_experts through the Triton JIT")
     ap.add_argument("--json", default=str(REPO / "bench/results/moe_sm90.json"))
     args = ap.parse_args()
-    sys.path[:0] = [str(Path(args.prefix) / "lib/python"), str(REPO), str(REPO / "python")]
+    sys.path[:0] = [str(Path(args.prefix) / "lib/python"), str(REPO)]
     import torch
     import triton
 

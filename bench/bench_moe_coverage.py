@@ -17,7 +17,6 @@ from pathlib import Path
 from bench_common import commit_id
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "bench"))
 
 
 def main():

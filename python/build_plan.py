@@ -10,7 +10,7 @@ import json
 import re
 from pathlib import Path
 
-from kernel_rules import Kernel, Profile, config_name, functional_name
+from python.kernel_rules import Kernel, Profile, config_name, functional_name
 
 REPO = Path(__file__).resolve().parent.parent
 TUNING_DB_DIR = REPO / "tuning"

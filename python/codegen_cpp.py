@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 
-import codegen_inputs
-from kernel_rules import Kernel, TmaArg
+from python import codegen_inputs
+from python.kernel_rules import Kernel, TmaArg
 
 DTYPE_ENUM = {
     "fp16": "kFloat16", "bf16": "kBFloat16", "fp32": "kFloat32", "fp8e4nv": "kFloat8E4M3",

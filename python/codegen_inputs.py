@@ -10,7 +10,7 @@ initializer does not compile; operators never fill Args by hand.
 """
 from __future__ import annotations
 
-from kernel_rules import Kernel, TensorPart, kernel_tensors
+from python.kernel_rules import Kernel, TensorPart, kernel_tensors
 
 # Integer argument types narrowed from int64_t (ranges checked at run time).
 _INTEGER_TYPES = {"int32_t", "uint32_t", "int64_t", "uint64_t"}

@@ -17,8 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+REPO = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as a script (a ninja edge): python/ and tritonsrc/ import as packages
+    sys.path.insert(0, str(REPO))
 
 
 class CompileTimeout(Exception):
@@ -70,7 +71,7 @@ def load_kernel_function(rule):
 def build_source(rule, fn, functional, config):
     """Triton ASTSource for one functional + tuning config, with the argument
     order checked against the kernel's own parameter list."""
-    from kernel_rules import TmaArg
+    from python.kernel_rules import TmaArg
 
     constexprs = {name: functional[name] for name in rule.constexpr_functionals}
     constexprs.update({name: config[name] for name in rule.tuning.constexpr_names()})
@@ -135,7 +136,7 @@ _TMA_DEVICE_TO_CUDA_TYPE = {8: 10, 9: 8, 10: 9}
 def check_tma_meta(rule, functional, config, compiled):
     """The descriptors the generated launcher will encode (TmaArg.expected_meta)
     must be the ones the compiled kernel expects, or TMA reads a wrong box."""
-    from kernel_rules import TmaArg
+    from python.kernel_rules import TmaArg
 
     tma_args = [a for a in rule.args if isinstance(a, TmaArg)]
     got = list(getattr(compiled.metadata, "tensordesc_meta", None) or [])
@@ -188,11 +189,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     out = Path(args.out).resolve()
-    sys.path[:0] = [str(HERE), str(REPO)]
     os.chdir(REPO)  # the relative source names resolve for inspect/linecache
     use_repo_relative_sources()
-    from kernel_rules import config_name
-    import rules
+    from python.kernel_rules import config_name
+    from python import rules
 
     functional = json.loads(args.functional)
     config = json.loads(args.config)

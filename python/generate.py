@@ -20,12 +20,11 @@ import shlex
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path[:0] = [str(HERE), str(REPO)]  # rules import tritonsrc config tables
+REPO = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as a script: python/ and tritonsrc/ import as packages from the repo root
+    sys.path.insert(0, str(REPO))
 
-import build_plan  # noqa: E402
-import codegen_cpp  # noqa: E402
+from python import build_plan, codegen_cpp  # noqa: E402
 
 # The rules and the config tables they import (tritonsrc/*/*configs.py).
 GENERATOR_INPUTS = ["python/generate.py", "python/build_plan.py", "python/kernel_rules.py",
@@ -209,7 +208,7 @@ def emit_build_info(plan: dict) -> str:
 
 
 def cmd_ninja(args, argv):
-    import rules
+    from python import rules
     build_dir = Path(args.build_dir).resolve()
     plan = build_plan.make_plan(rules, args.profile, parse_archs(args.archs))
     if args.ptx_fallback:
@@ -223,7 +222,7 @@ def cmd_ninja(args, argv):
     write_if_changed(build_dir / "build.ninja", emit_ninja(plan, rules, build_dir, argv, triton_cache))
     write_if_changed(build_dir / "sources.cmake", emit_sources_cmake(plan, build_dir))
     write_if_changed(build_dir / "gen" / "build_info.cc", emit_build_info(plan))
-    import shared_constants
+    from python import shared_constants
     write_if_changed(build_dir / "gen" / "aotriton_tables.h", shared_constants.header())
     # ninja's regen edge needs its outputs newer than its inputs even when
     # nothing changed (the codegen edges use restat, so this costs nothing).
@@ -239,7 +238,7 @@ def cmd_ninja(args, argv):
 
 
 def cmd_cpp(args):
-    import rules
+    from python import rules
     build_dir = Path(args.build_dir).resolve()
     plan = json.loads((build_dir / "manifest.json").read_text())
     rule = next(r for r in rules.KERNELS if r.name == args.kernel)

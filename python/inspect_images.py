@@ -16,8 +16,9 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import image_store  # noqa: E402
+# Run as a script: its own directory (python/, or lib/aotriton.tools/ where it is
+# installed beside image_store.py) is on the path.
+import image_store
 
 STORE_SUFFIX = ".aks"  # files with this suffix are stores even when their magic is broken
 

@@ -15,7 +15,7 @@ import numbers
 import re
 from typing import Any, Mapping
 
-from kernel_rules import Kernel, TensorPart, kernel_tensors
+from python.kernel_rules import Kernel, TensorPart, kernel_tensors
 
 __all__ = ["View", "kernel_function", "positional_args", "grid_of", "prepare", "launch"]
 

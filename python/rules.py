@@ -5,12 +5,12 @@ collected here. Adding a kernel: docs/adding-a-kernel.md (a Triton file, one
 Kernel(...) in its family's rules file, a C++ operator that fills the
 generated Inputs struct, its public declaration, a test).
 """
-from kernel_rules import Profile, declare_profile_subsets
+from python.kernel_rules import Profile, declare_profile_subsets
 
-from rules_flash import FLASH_KERNELS
-from rules_flash_hopper import HOPPER_FLASH_KERNELS
-from rules_moe import MOE_CI, MOE_KERNELS
-from rules_moe_hopper import HOPPER_MOE_KERNELS
+from python.rules_flash import FLASH_KERNELS
+from python.rules_flash_hopper import HOPPER_FLASH_KERNELS
+from python.rules_moe import MOE_CI, MOE_KERNELS
+from python.rules_moe_hopper import HOPPER_MOE_KERNELS
 
 KERNELS = MOE_KERNELS + FLASH_KERNELS + HOPPER_FLASH_KERNELS + HOPPER_MOE_KERNELS
 _ATTENTION = [k for k in FLASH_KERNELS + HOPPER_FLASH_KERNELS if not k.name.startswith(("attn_decode", "kv_"))]

@@ -1,7 +1,7 @@
 """Flash attention kernel rules (see kernel_rules.py for the vocabulary)."""
 import dataclasses
 
-from kernel_rules import Arg, AutotuneKey, Kernel, Tensor, TuningSpace, declare_profile_subsets
+from python.kernel_rules import Arg, AutotuneKey, Kernel, Tensor, TuningSpace, declare_profile_subsets
 from tritonsrc.flash import bwd_configs
 from tritonsrc.flash.fwd_configs import DROPOUT_MASK_CONFIG, TUNING_CANDIDATES, pick_config
 

@@ -13,8 +13,8 @@ serial schedule needs 128 registers per thread to fit two CTAs per SM
 kernel); causal head dim 64 stays with the Triton kernel, which measured
 faster than every form of this one.
 """
-from kernel_rules import Arg, AutotuneKey, Kernel, Tensor, TmaArg, TuningSpace, pow2ceil
-from rules_flash import DELTA, LSE, head_tensor
+from python.kernel_rules import Arg, AutotuneKey, Kernel, Tensor, TmaArg, TuningSpace, pow2ceil
+from python.rules_flash import DELTA, LSE, head_tensor
 
 SEQLEN_BINS = [128, 512, 1024, 2048, 4096, 8192]  # as attn_fwd's, so one tuner covers both
 BLOCK_M = 128  # two warpgroups of 64 query rows

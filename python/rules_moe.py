@@ -1,5 +1,5 @@
 """MoE kernel rules (see kernel_rules.py for the vocabulary)."""
-from kernel_rules import Arg, AutotuneKey, Kernel, Tensor, TuningSpace
+from python.kernel_rules import Arg, AutotuneKey, Kernel, Tensor, TuningSpace
 from tritonsrc.moe import configs as C
 
 FLOAT_DTYPES = ["fp16", "bf16", "fp32"]

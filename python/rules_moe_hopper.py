@@ -15,7 +15,7 @@ prod_bm128) in TF/s: Mixtral-like M=512 (128 slots per expert) GEMM1 468 vs
 expert) 70 vs 62; M=4096 (128 per expert) 506 vs 462-498, 458 vs 413-448.
 4 stages beat 3 in every row (by 1-12%).
 """
-from kernel_rules import Arg, AutotuneKey, Kernel, Tensor, TmaArg, TuningSpace
+from python.kernel_rules import Arg, AutotuneKey, Kernel, Tensor, TmaArg, TuningSpace
 from tritonsrc.moe import configs as C
 
 BLOCK_M = 128  # two consumer warpgroups of 64 rows; = the moe_align block size it serves

@@ -5,9 +5,9 @@ fp8 scale group and the grouped GEMM's block size per token count.
 """
 from __future__ import annotations
 
-import rules_flash
-import rules_moe
-import rules_moe_hopper
+from python import rules_flash
+from python import rules_moe
+from python import rules_moe_hopper
 from tritonsrc.moe import configs as moe_configs
 
 

@@ -24,14 +24,13 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path[:0] = [str(HERE), str(REPO)]
+REPO = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as a script: python/ and tritonsrc/ import as packages from the repo root
+    sys.path.insert(0, str(REPO))
 
-import build_plan  # noqa: E402
-import rules  # noqa: E402
-from kernel_rules import config_name, functional_name  # noqa: E402
-from tune_shared import bin_of  # noqa: E402
+from python import build_plan, rules  # noqa: E402
+from python.kernel_rules import config_name, functional_name  # noqa: E402
+from python.tune_shared import bin_of  # noqa: E402
 
 TOKENS, HIDDEN = 16384, 2048
 
@@ -211,14 +210,14 @@ def tune(args):
 
 def main():
     if sys.argv[1:2] == ["moe"]:  # the MoE grouped GEMM: python/tune_moe.py
-        import tune_moe
+        from python import tune_moe
         ap = tune_moe.add_arguments(argparse.ArgumentParser(prog="tune.py moe", description=tune_moe.__doc__,
                                                             formatter_class=argparse.RawDescriptionHelpFormatter))
         rule = next(r for r in rules.KERNELS if r.name == "fused_moe_gemm")
         tune_moe.tune_moe(ap.parse_args(sys.argv[2:]), rule, load_db, save_db, db_path)
         return
     if sys.argv[1:2] == ["decode"]:  # the KV-cache decode kernel: python/tune_decode.py
-        import tune_decode
+        from python import tune_decode
         ap = tune_decode.add_arguments(argparse.ArgumentParser(
             prog="tune.py decode", description=tune_decode.__doc__,
             formatter_class=argparse.RawDescriptionHelpFormatter))

@@ -25,8 +25,8 @@ from __future__ import annotations
 import os
 import time
 
-import tune_shared as T
-from kernel_rules import config_name, functional_name
+from python import tune_shared as T
+from python.kernel_rules import config_name, functional_name
 from tritonsrc.flash import decode_configs as DC
 
 TOL = {"fp16": 5e-3, "bf16": 1e-2}  # rel. Frobenius error vs float32 on the same cache

@@ -27,8 +27,8 @@ from __future__ import annotations
 import os
 import time
 
-import tune_shared as T
-from kernel_rules import config_name, functional_name
+from python import tune_shared as T
+from python.kernel_rules import config_name, functional_name
 from tritonsrc.moe import configs as C
 
 LAYERS = {
@@ -218,7 +218,7 @@ def tune_moe(args, rule, load_db, save_db, db_path):
 
     major, minor = torch.cuda.get_device_capability()
     arch = major * 10 + minor
-    import rules as all_rules
+    from python import rules as all_rules
     rule_of = {q: (next(r for r in all_rules.KERNELS if r.name == WQ_RULE) if QUANTS[q][1] == INT4 else rule)
                for q in args.quants.split(",")}
     dbs = {r.name: load_db(r.name, arch, r) for r in rule_of.values()}

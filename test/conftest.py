@@ -1,13 +1,15 @@
-"""Shared test setup: import paths and the build/install fixtures."""
+"""Shared test setup: the installed package's path and the build/install fixtures.
+The repo root (python/ and tritonsrc/ are packages there) and test/ are on the
+path through pyproject.toml's [tool.pytest.ini_options] pythonpath."""
 import sys
 
 import pytest
 
-from testenv import BUILD_DIR, PREFIX, PY_DIR, REPO
+from testenv import BUILD_DIR, PREFIX, PY_DIR
 
-for p in (str(PY_DIR), str(REPO / "python"), str(REPO)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+# The aotriton package and the pyaotriton extension as installed (AOTRITON_PREFIX).
+if str(PY_DIR) not in sys.path:
+    sys.path.insert(0, str(PY_DIR))
 
 
 def pytest_configure(config):

@@ -29,11 +29,11 @@ REPO = Path(__file__).resolve().parent.parent
 # Run inside a tree: compile the listed functionals, print {name: hashes}.
 CHILD = r"""
 import hashlib, json, sys
-sys.path[:0] = ["python", "."]
-import compile_kernel
+sys.path[:0] = ["python", "."]  # python/ too: a ref before python/ became a package
+from python import compile_kernel
 compile_kernel.use_repo_relative_sources()
-import rules
-from kernel_rules import functional_name
+from python import rules
+from python.kernel_rules import functional_name
 jobs = json.loads(sys.argv[1])
 by_name = {k.name: k for k in rules.KERNELS}
 out = {}
@@ -48,8 +48,8 @@ print(json.dumps(out))
 # Run inside a tree: the functionals (dicts) and functional spaces of the kernels in a profile.
 PLAN = r"""
 import json, sys
-sys.path[:0] = ["python", "."]
-import build_plan, rules
+sys.path[:0] = ["python", "."]  # python/ too: a ref before python/ became a package
+from python import build_plan, rules
 kernels, profile, arch = json.loads(sys.argv[1])
 plan = build_plan.make_plan(rules, profile, [arch])
 by_name = {k.name: k for k in rules.KERNELS}

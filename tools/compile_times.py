@@ -29,6 +29,7 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run as a script: python/ and tritonsrc/ are packages at the repo root
 # A compile edge is a fresh Python process: starting it and importing triton
 # and the rules costs this much CPU outside compile_cpu_seconds (measured: a
 # Triton cache hit takes 0.65-0.78 CPU s in all, 0.49 of it counted inside).
@@ -59,9 +60,8 @@ def report(args):
 
 def plan_cubins(profile, arch):
     """(stratum, kernel, functional, config) for every cubin the profile compiles."""
-    sys.path[:0] = [str(REPO / "python"), str(REPO)]
-    import build_plan
-    import rules
+    from python import build_plan
+    from python import rules
     plan = build_plan.make_plan(rules, profile, [arch])
     out = []
     for k in plan["kernels"]:

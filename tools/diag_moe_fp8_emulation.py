@@ -4,7 +4,7 @@ sensitivity of that comparison to the a2 scale. Run: python tools/diag_moe_fp8_e
 import sys, torch
 import pathlib
 ROOT = str(pathlib.Path(__file__).resolve().parents[1])
-sys.path.insert(0, ROOT + "/test/gpu"); sys.path.insert(0, ROOT)
+sys.path[:0] = [ROOT, ROOT + "/test", ROOT + "/test/gpu"]
 import importlib
 T = importlib.import_module("test_moe_fused_gpu")
 T.DEV = "cpu"

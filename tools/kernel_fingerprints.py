@@ -28,12 +28,12 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run as a script: python/ and tritonsrc/ are packages at the repo root
 
 
 def _jobs(profile: str, archs: list[int], kernels: set[str] | None) -> list[tuple]:
-    sys.path[:0] = [str(REPO / "python"), str(REPO)]
-    import rules
-    from build_plan import make_plan
+    from python import rules
+    from python.build_plan import make_plan
 
     plan = make_plan(rules, profile, archs)
     jobs = []
@@ -51,15 +51,14 @@ def _worker_init(cache_dir: str) -> None:
     os.environ["TRITON_DISABLE_LINE_INFO"] = "1"
     # A cache only ever filled without line info: a hit is always comparable.
     os.environ["TRITON_CACHE_DIR"] = cache_dir
-    sys.path[:0] = [str(REPO / "python"), str(REPO)]
     os.chdir(REPO)
-    import compile_kernel
+    from python import compile_kernel
     compile_kernel.use_repo_relative_sources()
 
 
 def _compile(job: tuple) -> tuple[str, dict]:
-    import compile_kernel
-    import rules
+    from python import compile_kernel
+    from python import rules
 
     kernel, functional, fname, config, cname, arch = job
     key = f"{kernel} sm_{arch} {fname} {cname}"

@@ -60,7 +60,7 @@ QUICK_CHECKS = [(1, 190, 517, 4, 2, 0)]
 
 
 def setup_paths():
-    for p in (REPO, REPO / "python", REPO / "test" / "gpu"):
+    for p in (REPO, REPO / "test" / "gpu"):
         if str(p) not in sys.path:
             sys.path.insert(0, str(p))
 

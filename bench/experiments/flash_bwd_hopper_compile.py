@@ -19,14 +19,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "python"))
 
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
 
 from bench.experiments.flash_bwd_hopper import VARIANTS  # noqa: E402
-from cubin_resources import cuobjdump, resources  # noqa: E402
+from python.cubin_resources import cuobjdump, resources  # noqa: E402
 from tritonsrc.flash.bwd_hopper import bwd_dkdv_hopper  # noqa: E402
 from tritonsrc.flash.bwd_hopper_jit import DESC_ROWS, tma_arg  # noqa: E402
 

@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO), str(REPO / "python")]  # tritonsrc, and the rules its JIT launchers read
+sys.path.insert(0, str(REPO))  # tritonsrc, and python/ (the rules its JIT launchers read)
 
 LOG2E = tl.constexpr(1.4426950408889634)
 LN2 = tl.constexpr(0.6931471805599453)

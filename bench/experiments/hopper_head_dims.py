@@ -13,12 +13,12 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO), str(REPO / "python"), str(REPO / "test" / "gpu"), str(REPO / "bench")]
+sys.path[:0] = [str(REPO), str(REPO / "test" / "gpu"), str(REPO / "bench")]
 
 
 def configs(D):
     """Every config the rule lets the tuner try at head dim D."""
-    from rules_flash_hopper import attn_fwd_hopper as rule
+    from python.rules_flash_hopper import attn_fwd_hopper as rule
     return rule.tuning.all_configs({"dtype": "bf16", "BLOCK_DMODEL": D, "CAUSAL_TYPE": 0}, 90)
 
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO), str(REPO / "python"), str(REPO / "test" / "gpu"), str(REPO / "bench")]
+sys.path[:0] = [str(REPO), str(REPO / "test" / "gpu"), str(REPO / "bench")]
 
 CONFIGS = {128: {"BLOCK_M": 128, "BLOCK_N": 128, "NUM_STAGES": 3},
            96: {"BLOCK_M": 128, "BLOCK_N": 128, "NUM_STAGES": 3},
@@ -21,10 +21,10 @@ SHIPPED = {"SCHEDULE": 3, "num_warps": 4, "maxnreg": 0}  # the ping-pong config 
 
 def launch(q, k, v, sm_scale, causal_type, config, num_sms):
     import torch
-    from rules_flash_hopper import attn_fwd_hopper as rule
+    from python.rules_flash_hopper import attn_fwd_hopper as rule
     from tritonsrc.flash.fwd_hopper_jit import _descriptor as _view
     from tritonsrc.flash.fwd_hopper_persistent import attn_fwd_hopper_persistent
-    from kernel_rules import TmaArg
+    from python.kernel_rules import TmaArg
 
     B, Sq, Hq, D = q.shape
     Sk, Hk = k.shape[1], k.shape[2]
@@ -48,10 +48,10 @@ def compile_only():
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
-    from cubin_resources import resources
-    from rules_flash_hopper import attn_fwd_hopper as rule
+    from python.cubin_resources import resources
+    from python.rules_flash_hopper import attn_fwd_hopper as rule
     from tritonsrc.flash.fwd_hopper_persistent import attn_fwd_hopper_persistent as fn
-    from kernel_rules import TmaArg
+    from python.kernel_rules import TmaArg
 
     descs = {a.name: a for a in rule.args if isinstance(a, TmaArg)}
     for D, causal in ((128, 0), (128, 2), (64, 0), (96, 0)):

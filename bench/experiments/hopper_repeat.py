@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO), str(REPO / "python")]
+sys.path.insert(0, str(REPO))  # tritonsrc and python/ are packages there
 
 PINGPONG = {"BLOCK_M": 128, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 3, "num_warps": 4, "maxnreg": 0}
 PP_N64 = {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_STAGES": 4, "SCHEDULE": 3, "num_warps": 4, "maxnreg": 0}

@@ -36,7 +36,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO), str(REPO / "python")]  # the JIT launchers read the rules
+if __package__ in (None, ""):  # run as a script: bench.experiments, tritonsrc and python/ import from the repo root
+    sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 import triton  # noqa: E402

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+if __package__ in (None, ""):  # run as a script: bench.experiments, tritonsrc and python/ import from the repo root
+    sys.path.insert(0, str(REPO))
 
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402

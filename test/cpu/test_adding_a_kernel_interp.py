@@ -10,9 +10,9 @@ import subprocess
 import pytest
 import torch
 
-import codegen_cpp
-from compile_kernel import build_source
-from jit_launch import View, launch
+from python import codegen_cpp
+from python.compile_kernel import build_source
+from python.jit_launch import View, launch
 from testenv import REPO
 
 DOC = REPO / "docs" / "adding-a-kernel.md"

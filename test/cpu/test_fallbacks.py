@@ -4,10 +4,10 @@ import types
 
 import pytest
 
-import build_plan
-import codegen_cpp
-import rules
-from kernel_rules import Arg, Kernel, Profile, TuningSpace
+from python import build_plan
+from python import codegen_cpp
+from python import rules
+from python.kernel_rules import Arg, Kernel, Profile, TuningSpace
 
 FLASH = [r for r in rules.KERNELS if r.name in ("attn_fwd", "bwd_preprocess", "bwd_dkdv", "bwd_dq")]
 

@@ -4,13 +4,9 @@ partition has 240 registers), within the shared-memory limit and with its
 async wgmma left overlapped by ptxas, in the forms the GPU experiment runs (the dQ-by-atomics
 kernel moves dQ by fp32 REDs, the split form has none). Its numerics run on
 the GPU: bench/experiments/run_flash_bwd_experiment.sh."""
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO / "python"), str(REPO)]
 
 pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
 

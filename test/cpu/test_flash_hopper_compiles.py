@@ -4,21 +4,17 @@ without spills and within the shared-memory limit, and the generated launcher
 passes exactly the parameters the kernel declares (a TMA descriptor is its
 CUtensorMap, then shape and strides). The GPU side: test/gpu/test_flash_hopper_gpu.py."""
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO / "python"), str(REPO)]
 
 pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
 
-import codegen_cpp  # noqa: E402
-import compile_kernel  # noqa: E402
-from cubin_resources import resources  # noqa: E402
-from kernel_rules import TmaArg  # noqa: E402
-from rules_flash_hopper import attn_fwd_hopper as RULE  # noqa: E402
+from python import codegen_cpp  # noqa: E402
+from python import compile_kernel  # noqa: E402
+from python.cubin_resources import resources  # noqa: E402
+from python.kernel_rules import TmaArg  # noqa: E402
+from python.rules_flash_hopper import attn_fwd_hopper as RULE  # noqa: E402
 
 SM90_MAX_SHARED = 232448  # 227 KiB of dynamic shared memory per block
 
@@ -91,8 +87,8 @@ def test_generated_boxes_are_what_the_build_checks():
     """The launcher's box and swizzle per compiled config are generated from
     TmaArg.encoding, the values compile_kernel.check_tma_meta holds every
     compiled kernel to (no second copy of the swizzle rule in C++)."""
-    import build_plan
-    import rules
+    from python import build_plan
+    from python import rules
 
     plan = build_plan.make_plan(rules, "gputest", [90])
     pk = next(k for k in plan["kernels"] if k["name"] == RULE.name)
@@ -122,7 +118,7 @@ def test_swizzle_rule_is_tritons_default(dtype, block):
     import triton.language as tl
     from triton.experimental.gluon.language._layouts import NVMMASharedLayout
 
-    from kernel_rules import TMA_ELEMENT
+    from python.kernel_rules import TMA_ELEMENT
 
     ty = {"fp16": tl.float16, "bf16": tl.bfloat16, "fp32": tl.float32, "fp8e4nv": tl.float8e4nv}[dtype]
     want = NVMMASharedLayout.get_default_for(list(block), ty).swizzle_byte_width
@@ -132,7 +128,7 @@ def test_swizzle_rule_is_tritons_default(dtype, block):
 def test_a_wrong_descriptor_rule_fails_the_build(monkeypatch):
     """If the launcher's encoding disagreed with the kernel (here: the
     element-type table says bf16 for fp16 data), the compile step refuses the cubin."""
-    import kernel_rules
+    from python import kernel_rules
 
     functional = {"dtype": "fp16", "BLOCK_DMODEL": 128, "CAUSAL_TYPE": 0}
     config = {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "num_warps": 8, "maxnreg": 0}

@@ -4,10 +4,10 @@ kernels keep their functional space (BLOCK_DV = 0 only)."""
 import itertools
 import re
 
-import build_plan
-import rules
-import rules_flash
-import shared_constants
+from python import build_plan
+from python import rules
+from python import rules_flash
+from python import shared_constants
 
 MAIN = ("attn_fwd", "bwd_dkdv", "bwd_dq")
 BY_NAME = {r.name: r for r in rules.KERNELS}

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-import build_plan
-import generate
-import rules
-from compile_kernel import build_source, load_kernel_function
-from kernel_rules import Arg, config_name, functional_name
+from python import build_plan
+from python import generate
+from python import rules
+from python.compile_kernel import build_source, load_kernel_function
+from python.kernel_rules import Arg, config_name, functional_name
 
 REPO = generate.REPO
 ENV = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "python"))
-import image_store as S  # noqa: E402
+REPO_ON_PATH = {**os.environ, "PYTHONPATH": str(REPO)}  # for child interpreters
+from python import image_store as S  # noqa: E402
 
 
 # ---------------------------------------------------------------- fixtures
@@ -396,11 +396,10 @@ def test_bomb_store_is_valid_xz_with_right_checksums():
 # peak RSS (VmHWM: ru_maxrss would include the forking parent's).
 _MEASURE = r"""
 import sys, time
-sys.path.insert(0, sys.argv[1])
-import image_store as S
+from python import image_store as S
 t = time.perf_counter()
 try:
-    S.read_store(sys.argv[2])
+    S.read_store(sys.argv[1])
     print("ACCEPTED")
 except S.StoreError as e:
     print("REJECTED", e)
@@ -421,8 +420,8 @@ def test_crafted_store_rejected_fast_and_small(tmp_path, raw_mib, count, raw_crc
     path = tmp_path / "bomb.aks"
     path.write_bytes(bomb_store(raw_mib << 20, count, raw_crc))
     assert path.stat().st_size < 200_000
-    r = subprocess.run([sys.executable, "-c", _MEASURE, str(REPO / "python"), str(path)], capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", _MEASURE, str(path)], capture_output=True, text=True, timeout=120,
+                       env=REPO_ON_PATH)
     verdict, numbers = r.stdout.splitlines()
     seconds, maxrss_kib = float(numbers.split()[0]), int(numbers.split()[1])
     assert verdict.startswith("REJECTED") and msg in verdict, verdict
@@ -438,9 +437,9 @@ def test_non_regular_file_refused_without_blocking(tmp_path, kind):
         path = tmp_path
     else:
         path = Path("/dev/zero")  # endless: reading it would never finish
-    r = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import image_store as S\n"
-                        "try:\n    S.read_store(sys.argv[2])\nexcept S.StoreError as e:\n    print(e)",
-                        str(REPO / "python"), str(path)], capture_output=True, text=True, timeout=10)
+    r = subprocess.run([sys.executable, "-c", "import sys\nfrom python import image_store as S\n"
+                        "try:\n    S.read_store(sys.argv[1])\nexcept S.StoreError as e:\n    print(e)",
+                        str(path)], capture_output=True, text=True, timeout=10, env=REPO_ON_PATH)
     assert "not a regular file" in r.stdout, (r.stdout, r.stderr)
 
 

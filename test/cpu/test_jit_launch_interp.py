@@ -7,10 +7,9 @@ import dataclasses
 import pytest
 import torch
 
-import rules_moe
-from jit_launch import View, grid_of, launch, positional_args
-from kernel_rules import Arg, Kernel, Tensor, TuningSpace
-
+from python import rules_moe
+from python.jit_launch import View, grid_of, launch, positional_args
+from python.kernel_rules import Arg, Kernel, Tensor, TuningSpace
 
 
 def _sum_with(rule, x):

@@ -9,14 +9,11 @@ import os
 
 os.environ["TRITON_INTERPRET"] = "1"  # must precede the triton import
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import triton
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tritonsrc.moe import moe_jit as mj  # noqa: E402
 from tritonsrc.moe.topk_softmax import topk_softmax_kernel  # noqa: E402
 

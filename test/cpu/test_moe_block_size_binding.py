@@ -11,8 +11,6 @@ REPO = Path(__file__).resolve().parents[2]
 NO_DRIVER = {**os.environ, "AOTRITON_LIBCUDA": "/nonexistent/libcuda.so.1"}
 
 PROBE = """
-import sys
-sys.path.insert(0, {repo!r})
 import aotriton
 from tritonsrc.moe import configs as C
 bad = []
@@ -35,8 +33,8 @@ print("mixtral512", aotriton.moe_gemm_block_size(512, topk=2, num_experts=8))
 
 
 def test_binding_block_size_matches_configs(prefix):
-    env = {**NO_DRIVER, "PYTHONPATH": str(prefix / "lib/python")}
-    r = subprocess.run([sys.executable, "-c", PROBE.format(repo=str(REPO))], capture_output=True, text=True, env=env)
+    env = {**NO_DRIVER, "PYTHONPATH": os.pathsep.join([str(prefix / "lib/python"), str(REPO)])}
+    r = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert "mismatches []" in r.stdout, r.stdout
     assert "mixtral512 128" in r.stdout, r.stdout

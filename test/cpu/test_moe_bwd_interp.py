@@ -4,14 +4,11 @@ import os
 
 os.environ["TRITON_INTERPRET"] = "1"
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tritonsrc.moe import moe_bwd_jit as bj  # noqa: E402
 from tritonsrc.moe import activation as act_mod  # noqa: E402
 from tritonsrc.moe import moe_jit as mj  # noqa: E402

@@ -4,13 +4,9 @@ its launch arguments to its kernels and compiles them for sm_90 without a GPU
 mismatch, and the weights really arrive by TMA (host descriptors), without
 spills, inside sm_90's shared memory. A tile variant and two persistent ones
 (with and without descriptors) at the bench's tile sizes (a few seconds each)."""
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton.tools.tensor_descriptor")

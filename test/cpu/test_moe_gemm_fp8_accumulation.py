@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-import compile_kernel
-import rules
+from python import compile_kernel
+from python import rules
 from tritonsrc.moe import configs as C
 
 RULE = next(k for k in rules.KERNELS if k.name == "fused_moe_gemm")

@@ -4,14 +4,11 @@ import os
 
 os.environ["TRITON_INTERPRET"] = "1"
 
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import triton  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tritonsrc.moe.fused_helpers import (fp8_amax_partial_kernel, fp8_scale_from_amax_kernel,  # noqa: E402
                                          zero_dropped_rows_kernel)
 

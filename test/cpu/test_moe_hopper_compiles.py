@@ -7,23 +7,21 @@ entries are in its space and name their measurement. The GPU side:
 test/gpu/test_moe_hopper_gpu.py."""
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO / "python"), str(REPO)]
 
 pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
 
-import build_plan  # noqa: E402
-import codegen_cpp  # noqa: E402
-import compile_kernel  # noqa: E402
-import rules  # noqa: E402
-from cubin_resources import cuobjdump, resources  # noqa: E402
-from kernel_rules import config_name, functional_name  # noqa: E402
-from rules_moe_hopper import fused_moe_gemm_hopper as RULE  # noqa: E402
+from python import build_plan  # noqa: E402
+from python import codegen_cpp  # noqa: E402
+from python import compile_kernel  # noqa: E402
+from python import rules  # noqa: E402
+from python.cubin_resources import cuobjdump, resources  # noqa: E402
+from python.kernel_rules import config_name, functional_name  # noqa: E402
+from python.rules_moe_hopper import fused_moe_gemm_hopper as RULE  # noqa: E402
 from test_flash_hopper_compiles import SM90_MAX_SHARED, _expected_params, _ptx_params  # noqa: E402
 
 FUNCTIONALS = [{"dtype": d, "MUL_ROUTED_WEIGHT": w} for d in ("fp16", "bf16") for w in (False, True)]
@@ -77,8 +75,8 @@ def test_generated_launcher_encodes_the_weight_descriptor():
 
 
 def test_generated_tables_carry_the_routing_constants():
-    import shared_constants
-    import rules_moe_hopper
+    from python import shared_constants
+    from python import rules_moe_hopper
 
     text = shared_constants.header()
     assert f"kMoeHopperBlockSizeM = {rules_moe_hopper.BLOCK_M};" in text

@@ -7,8 +7,6 @@ import os
 
 os.environ["TRITON_INTERPRET"] = "1"
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +15,6 @@ import numpy as np  # noqa: E402
 import triton.language as tl  # noqa: E402
 from triton.runtime import interpreter as _interp  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tritonsrc.moe import moe_jit as mj  # noqa: E402
 
 FP8 = torch.float8_e4m3fn

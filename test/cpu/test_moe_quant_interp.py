@@ -8,14 +8,10 @@ import os
 
 os.environ["TRITON_INTERPRET"] = "1"
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import test_moe_interp as base  # noqa: E402  (applies the interpreter fp8 rounding patch)
 from tritonsrc.moe import moe_jit as mj  # noqa: E402
 from tritonsrc.moe import moe_quant_jit as mq  # noqa: E402

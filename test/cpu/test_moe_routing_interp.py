@@ -5,15 +5,10 @@ import os
 
 os.environ["TRITON_INTERPRET"] = "1"
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "test"))
 from moe_routing_reference import grouped_topk_ref, tie_free_case  # noqa: E402
 from tritonsrc.moe import routing_jit as rj  # noqa: E402
 

@@ -4,16 +4,11 @@ import os
 
 os.environ["TRITON_INTERPRET"] = "1"
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import triton
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "test"))
 from moe_activation_reference import act_and_mul_ref  # noqa: E402
 from tritonsrc.moe.activation import SWIGLU_OAI, act_and_mul_kernel  # noqa: E402
 

@@ -9,9 +9,8 @@ import sys
 
 from testenv import REPO
 
-sys.path.insert(0, str(REPO / "python"))
-import generate  # noqa: E402
-import image_store  # noqa: E402
+from python import generate  # noqa: E402
+from python import image_store  # noqa: E402
 
 
 def test_ptx_arch_is_newest_portable():

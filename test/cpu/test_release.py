@@ -73,8 +73,7 @@ def test_manifest_facts_and_hashes(unpacked):
     facts, hashes = parse_manifest((unpacked / "MANIFEST").read_text())
     assert facts["version"] == "0.1.0" and facts["profile"] == PROFILE and facts["archs"] == ARCHS
     assert facts["abi_version"] == "1" and facts["commit"] == COMMIT
-    sys.path.insert(0, str(REPO / "python"))
-    import image_store
+    from python import image_store
     assert facts["image_format_version"] == str(image_store.FORMAT_VERSION)
     import triton
     assert facts["triton_version"] == triton.__version__

@@ -15,7 +15,7 @@ DATA = Path(__file__).resolve().parent / "data" / "rule_signatures.json"
 
 
 def current():
-    import rules
+    from python import rules
     return {k.name: {"args": [f"{a.name} {a.type}" for a in k.args], "grid": list(k.grid),
                      "grid_args": list(k.grid_args)} for k in rules.KERNELS}
 
@@ -29,8 +29,7 @@ def test_rule_signatures_unchanged():
 
 
 if __name__ == "__main__" and "--update" in sys.argv:
-    repo = DATA.parents[3]
-    sys.path[:0] = [str(repo / "python"), str(repo)]
+    sys.path.insert(0, str(DATA.parents[3]))  # run as a script: the repo root, where python/ is a package
     items = sorted(current().items())
     body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in items)
     DATA.write_text("{\n" + body + "\n}\n")

@@ -3,8 +3,8 @@ stride arguments the Triton signature takes (so the compiled kernels are
 unchanged), and a rule that drops one of a tensor's strides is refused."""
 import pytest
 
-import rules
-from kernel_rules import Arg, Kernel, Tensor, TensorPart, TuningSpace, kernel_tensors
+from python import rules
+from python.kernel_rules import Arg, Kernel, Tensor, TensorPart, TuningSpace, kernel_tensors
 
 _TUNING = TuningSpace(params={"num_warps": [4]}, default=lambda f, a: {"num_warps": 4})
 

@@ -144,7 +144,7 @@ def test_align_and_quant_honour_force_config(build_dir, op):
 
 
 def _default_config(rule, functional):
-    from kernel_rules import config_name
+    from python.kernel_rules import config_name
 
     return config_name(rule.tuning.default(functional, 90))
 
@@ -154,8 +154,8 @@ def test_force_config_picks_the_kernel_that_owns_the_name(build_dir):
     Triton one; force_config goes to the kernel whose compiled configs hold the
     name (the generated has_config), not by a substring of it: the flash
     Hopper names also contain NUM_STAGES=, and must not reach the MoE one."""
-    from rules_flash_hopper import attn_fwd_hopper
-    from rules_moe_hopper import fused_moe_gemm_hopper
+    from python.rules_flash_hopper import attn_fwd_hopper
+    from python.rules_moe_hopper import fused_moe_gemm_hopper
 
     fwd = _default_config(attn_fwd_hopper, {"dtype": "fp16", "BLOCK_DMODEL": 128, "CAUSAL_TYPE": 0})
     moe = _default_config(fused_moe_gemm_hopper, {"dtype": "fp16", "MUL_ROUTED_WEIGHT": False})

@@ -124,8 +124,7 @@ def test_python_binding_without_driver(prefix):
 
 def test_torch_layer_rejects_cpu_tensors(prefix):
     torch = pytest.importorskip("torch")
-    sys.path.insert(0, str(prefix / "lib/python"))
-    import aotriton
+    import aotriton  # from the install (test/conftest.py)
 
     with pytest.raises(ValueError, match="CUDA tensor"):
         aotriton.silu_and_mul(torch.randn(4, 8))

@@ -4,12 +4,12 @@ import re
 
 import pytest
 
-import generate
-import rules
-import rules_flash
-import rules_moe
-import shared_constants
-from kernel_rules import declare_profile_subsets
+from python import generate
+from python import rules
+from python import rules_flash
+from python import rules_moe
+from python import shared_constants
+from python.kernel_rules import declare_profile_subsets
 from tritonsrc.flash.fwd_configs import head_dim_bucket
 from tritonsrc.moe import configs as moe_configs
 

@@ -1,9 +1,9 @@
 """The MoE GEMM tuner's pure parts (candidate spaces, key bins) and the
 generator's use of a fused_moe_gemm database keyed on (tokens per expert, N, K)."""
-import build_plan
-import rules
-import tune_moe
-from kernel_rules import config_name, functional_name
+from python import build_plan
+from python import rules
+from python import tune_moe
+from python.kernel_rules import config_name, functional_name
 from tritonsrc.moe import configs as C
 
 RULE = next(k for k in rules.KERNELS if k.name == "fused_moe_gemm")

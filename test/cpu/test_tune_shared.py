@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import tune_shared as T  # noqa: E402
+from python import tune_shared as T  # noqa: E402
 
 
 class _FakeKernel:

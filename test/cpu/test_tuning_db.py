@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-import build_plan
-import rules
-from kernel_rules import functional_name
+from python import build_plan
+from python import rules
+from python.kernel_rules import functional_name
 
 DB_FILES = sorted(build_plan.TUNING_DB_DIR.glob("sm_*/*.json"))
 

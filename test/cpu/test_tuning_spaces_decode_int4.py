@@ -1,11 +1,8 @@
 """The decode tuning space and the tuner's shape family (no GPU needed)."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
 
-import rules  # noqa: E402
-import tune_decode  # noqa: E402
+from python import rules  # noqa: E402
+from python import tune_decode  # noqa: E402
 from tritonsrc.flash import decode_configs as DC  # noqa: E402
 
 RULE = next(r for r in rules.KERNELS if r.name == "attn_decode")
@@ -53,7 +50,7 @@ def test_quick_space_keeps_the_default_and_one_query_tile():
 
 def _planned_lut(rule, f, entry):
     """Config names the build plan puts in the LUT of functional f for a database of one entry."""
-    import build_plan
+    from python import build_plan
     notes = []
     v = build_plan._plan_variant(rule, f, 90, rules.PROFILES["release"], [entry], notes)
     assert not notes, notes
@@ -64,15 +61,15 @@ def test_decode_entry_reaches_the_lut():
     f = {"dtype": "bf16", "BLOCK_DMODEL": 128, "PAGED": True, "SCORE_MOD": 0}
     cfg = next(c for c in tune_decode.quick_space(RULE.tuning.all_configs(f, 90), 8)
                if c != RULE.tuning.default(f, 90))
-    from kernel_rules import config_name, functional_name
+    from python.kernel_rules import config_name, functional_name
     lut = _planned_lut(RULE, f, {"functional": functional_name(f), "bins": [2], "config": cfg})
     assert lut[2] == config_name(cfg) and lut[0] == config_name(RULE.tuning.default(f, 90))
 
 
 def test_int4_tuner_entries_reach_the_wq_lut():
     """tune.py moe --quants int4 keys its entries like fused_moe_gemm_wq's LUT."""
-    import tune_moe
-    from kernel_rules import config_name, functional_name
+    from python import tune_moe
+    from python.kernel_rules import config_name, functional_name
     wq = next(r for r in rules.KERNELS if r.name == "fused_moe_gemm_wq")
     f, bins = tune_moe.entry_key("mixtral", 2, 1, "int4", 16)
     assert f in wq.functionals(90)

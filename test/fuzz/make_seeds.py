@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO / "python"), str(REPO / "test" / "cpu")]
-import image_store as S  # noqa: E402
+sys.path[:0] = [str(REPO), str(REPO / "test" / "cpu")]  # python/ is a package at the repo root
+from python import image_store as S  # noqa: E402
 import test_image_store as T  # noqa: E402
 
 

@@ -4,13 +4,10 @@ loads nor computes bf16 correctly, so the paged block-table prefetch under
 num_stages 2-5 and the int4 offset dot (INT4_DOT 1) in bf16 are checked here
 against float32 references on fresh random data, outputs NaN-poisoned.
 Skipped without a GPU (test/gpu/conftest.py)."""
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tritonsrc.flash.decode_jit import decode_jit  # noqa: E402
 from tritonsrc.moe import moe_jit as mj  # noqa: E402
 from tritonsrc.moe import moe_quant_jit as mq  # noqa: E402

@@ -199,11 +199,6 @@ def test_backward_after_the_hopper_forward():
 def test_jit_launcher_matches_the_aot_kernel(config):
     """tritonsrc/flash/fwd_hopper_jit.py (the tuner's launcher) passes the
     same descriptors and arguments as the AOT operator: bitwise equal output."""
-    import sys
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[2]
-    sys.path[:0] = [str(repo), str(repo / "python")]
     from tritonsrc.flash.fwd_hopper_jit import attn_fwd_hopper_jit
 
     cfg = dict(kv.split("=") for kv in config.split(","))

@@ -7,14 +7,11 @@ Functionals the build lacks (bf16 under the ci profile) skip with the library's
 message; the release profile has them all.
 """
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 aotriton = pytest.importorskip("aotriton", reason="needs the installed aotriton package (tools/build.sh)")
 DEV = "cuda"

@@ -8,14 +8,11 @@ ci profile) are skipped with the library's own message; the release profile
 has them all.
 """
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from fp8_check import assert_fp8_close
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tritonsrc.moe import configs as CFG  # noqa: E402
 
 DEV = "cuda"

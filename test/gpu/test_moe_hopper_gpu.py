@@ -6,14 +6,10 @@ serves when opted in with AOTRITON_MOE_HOPPER=1, and not elsewhere); calls it ca
 (not TMA-compatible, unaligned) falling back to the Triton kernel, or a clear
 error when forced; bad expert and slot ids; bitwise-repeatable output; the
 JIT launcher equal to the AOT kernel."""
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO), str(REPO / "python")]
 
 from test_moe_fused_gpu import DEV, aot, local_ids, make_map, ref_fused, rel_err, routing, tol  # noqa: E402
 
@@ -27,8 +23,8 @@ GEMM_TOL = {torch.float16: 2e-3, torch.bfloat16: 1e-2}
 
 def hopper_config():
     """Name of the rule's default config (every functional has the same)."""
-    from kernel_rules import config_name
-    from rules_moe_hopper import fused_moe_gemm_hopper as rule
+    from python.kernel_rules import config_name
+    from python.rules_moe_hopper import fused_moe_gemm_hopper as rule
 
     return config_name(rule.tuning.default({"dtype": "bf16", "MUL_ROUTED_WEIGHT": False}, 90))
 

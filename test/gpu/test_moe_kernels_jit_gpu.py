@@ -6,8 +6,6 @@ Run alone: pytest test/gpu/test_moe_kernels_jit_gpu.py (not in the same
 process as test/cpu/test_moe_interp.py, which sets TRITON_INTERPRET=1).
 """
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +15,6 @@ pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1",
     reason="needs a CUDA GPU and the real Triton JIT")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tritonsrc.moe import moe_jit as mj  # noqa: E402
 
 FP8 = torch.float8_e4m3fn

@@ -6,14 +6,10 @@ the fp8 activation quantization reproduced), on vLLM's test grid shapes, with
 NaN-poisoned outputs; against the JIT kernels too; and the C++ API's errors
 for bad inputs.
 """
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from test_moe_fused_gpu import (DEV, FP8, activation_ref, aot, fp8_ok, need_fp8, need_jit, rel_err,  # noqa: E402
                                 routing)
 from tritonsrc.moe import configs as CFG  # noqa: E402

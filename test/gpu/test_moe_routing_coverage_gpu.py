@@ -7,14 +7,10 @@ the expert-parallel dispatch/combine indices. Bad inputs raise clear errors.
 Functionals missing from the build (ci profile: fp16 routers only) skip with
 the library's own message; the release profile has them all.
 """
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "test"))
 from moe_activation_reference import act_and_mul_ref  # noqa: E402
 from moe_ep_reference import ep_dispatch_ref, random_expert_map  # noqa: E402
 from moe_routing_reference import grouped_topk_ref, tie_free_case  # noqa: E402

@@ -369,7 +369,6 @@ def test_cuda_graph_fused_moe_replays():
 FIRST_CALL_SCRIPT = textwrap.dedent("""
     import sys
     import torch
-    sys.path.insert(0, sys.argv[2])
     import aotriton
     torch.manual_seed(0)
     dev = "cuda"
@@ -408,8 +407,8 @@ FIRST_CALL_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.parametrize("mode", ["first_call_in_capture", "preload"])
 def test_cuda_graph_first_call_in_fresh_process(mode):
-    r = subprocess.run([sys.executable, "-c", FIRST_CALL_SCRIPT, mode, str(PY_DIR)], capture_output=True, text=True,
-                       timeout=300, env={**os.environ})
+    r = subprocess.run([sys.executable, "-c", FIRST_CALL_SCRIPT, mode], capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "PYTHONPATH": str(PY_DIR)})
     assert r.returncode == 0, r.stdout + r.stderr
     loads = int(r.stdout.split("LOADS_IN_CAPTURE")[1].split()[0])
     if mode == "preload":

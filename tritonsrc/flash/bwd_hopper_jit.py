@@ -25,7 +25,7 @@ DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 def tma_arg(name, rows):
     """The descriptor argument as a rule would declare it (rules_flash_hopper._qkv)."""
-    from kernel_rules import TmaArg
+    from python.kernel_rules import TmaArg
     return TmaArg(name, "{dtype}", ("1", "1", "BLOCK_DMODEL / 64", rows, "64"))
 
 

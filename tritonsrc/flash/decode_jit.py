@@ -7,8 +7,8 @@ calls (argument order, strides by dim name, grids) come from the rules
 """
 import torch
 
-import rules_flash
-from jit_launch import View, launch, prepare
+from python import rules_flash
+from python.jit_launch import View, launch, prepare
 
 from .decode_configs import DECODE_HEAD_BUCKETS, combine_config, decode_head_bucket, default_decode_config  # noqa: F401
 

@@ -6,9 +6,9 @@ from the rule's TmaArgs over the same 5-D views the AOT operator passes
 (v2src/ops/flash_fwd.cc)."""
 import torch
 
-from jit_launch import View, launch
-from kernel_rules import TmaArg
-from rules_flash_hopper import attn_fwd_hopper as RULE
+from python.jit_launch import View, launch
+from python.kernel_rules import TmaArg
+from python.rules_flash_hopper import attn_fwd_hopper as RULE
 
 # The kernel launched, looked up at each call: bench/experiments/hopper_repeat.py
 # replaces it with a variant's.

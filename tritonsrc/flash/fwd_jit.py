@@ -9,8 +9,8 @@ import math
 import torch
 import triton
 
-import rules_flash
-from jit_launch import View, launch
+from python import rules_flash
+from python.jit_launch import View, launch
 
 from .feature_args import feature_args
 

@@ -2,14 +2,9 @@
 (the tuner, and JIT-vs-AOT tests): the same [E * N, K] TMA view of the
 weights and the same arguments the AOT operator passes
 (v2src/ops/moe_gemm_hopper.cc). Needs an sm_90 GPU."""
-import sys
-from pathlib import Path
-
 import triton
 
 from .grouped_gemm_hopper import fused_moe_gemm_hopper
-
-_RULES = str(Path(__file__).resolve().parents[2] / "python")  # rules_moe_hopper, kernel_rules
 
 
 def invoke_grouped_gemm_hopper(a, b, c, topk_weights, sorted_token_ids, expert_ids, num_tokens_post_padded, top_k,
@@ -19,11 +14,9 @@ def invoke_grouped_gemm_hopper(a, b, c, topk_weights, sorted_token_ids, expert_i
     experts back to back, c [slots, N]; fp16 or bf16. config: {BLOCK_M, BLOCK_N,
     BLOCK_K, GROUP_M, NUM_STAGES, num_warps} (default: the rule's)."""
     import torch
-    if _RULES not in sys.path:
-        sys.path.append(_RULES)
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-    from kernel_rules import TmaArg
-    from rules_moe_hopper import fused_moe_gemm_hopper as rule
+    from python.kernel_rules import TmaArg
+    from python.rules_moe_hopper import fused_moe_gemm_hopper as rule
 
     E, N, K = b.shape
     functional = {"dtype": {torch.float16: "fp16", torch.bfloat16: "bf16"}[b.dtype],

@@ -15,8 +15,8 @@ Each launch's argument order, strides and grid come from the rules
 """
 import torch
 
-import rules_moe as R
-from jit_launch import View, launch
+from python import rules_moe as R
+from python.jit_launch import View, launch
 
 from . import moe_jit as mj
 from .activation import SILU

@@ -8,8 +8,8 @@ benchmark. Each launch's argument order, strides and grid come from the rule
 import torch
 import triton
 
-import rules_moe as R
-from jit_launch import View, grid_of, launch, positional_args
+from python import rules_moe as R
+from python.jit_launch import View, grid_of, launch, positional_args
 
 from .activation import SILU, GELU  # noqa: F401
 # Config tables live in configs.py (shared with the AOT rules); re-exported here.

@@ -7,8 +7,8 @@ through python/jit_launch.py, as in the AOT build (v2src/ops/moe_gemm.cc).
 """
 import torch
 
-import rules_moe as R
-from jit_launch import View, kernel_function, launch, prepare
+from python import rules_moe as R
+from python.jit_launch import View, kernel_function, launch, prepare
 
 from . import moe_jit as mj
 from .configs import (QUANT_FP8_CHANNEL, QUANT_INT4_W4A16, QUANT_INT8_W8A16, default_config,  # noqa: F401

@@ -5,8 +5,8 @@ The calls (argument order, strides, grids) come from the rules
 import torch
 import triton
 
-import rules_moe as R
-from jit_launch import View, launch
+from python import rules_moe as R
+from python.jit_launch import View, launch
 
 from .configs import topk_default
 from .grouped_topk import SIGMOID, SOFTMAX
