@@ -1,5 +1,6 @@
 // pyaotriton: MoE operators.
 #include "aotriton/moe.h"
+#include "bind_op.h"
 #include "binding_util.h"
 
 namespace pyaotriton {
@@ -206,14 +207,7 @@ void bind_moe(nb::module_& m) {
             force_config);
       },
       nb::arg("out"), nb::arg("input"), nb::arg("activation"), nb::arg("stream"), nb::arg("force_config") = nb::none());
-  m.def(
-      "moe_sum",
-      [](const TensorArg<2>& out, const TensorArg<3>& input, uintptr_t stream, std::optional<std::string> force_config) {
-        return run(
-            [&](const KernelOptions* opt) { return moe::moe_sum({view<2>(out), view<3>(input)}, stream_arg(stream), opt); },
-            force_config);
-      },
-      nb::arg("out"), nb::arg("input"), nb::arg("stream"), nb::arg("force_config") = nb::none());
+  def_op(m, "moe_sum", moe::moe_sum, {"out", "x"});
   m.def(
       "topk_softmax",
       [](const TensorArg<2>& logits, const TensorArg<2>& weights, const TensorArg<2>& ids, bool renormalize,

@@ -27,10 +27,11 @@ OPS = {  # op -> arguments it mutates
 @pytest.fixture
 def no_extension_launch(monkeypatch):
     """Every eager launch into pyaotriton fails the test."""
-    from aotriton import _flash_launch, _moe_launch
+    from aotriton import _flash_launch, _moe_launch, _simple_op
     fail_on_launch(monkeypatch, _flash_launch, ("_attn_fwd", "_attn_fwd_varlen", "_attn_bwd", "_attn_bwd_varlen"))
     fail_on_launch(monkeypatch, _moe_launch, ("_act_and_mul",))
     monkeypatch.setattr(_moe_launch, "_C", None)
+    monkeypatch.setattr(_simple_op, "_C", None)
 
 
 def fake_mode():

@@ -35,14 +35,6 @@ def act_and_mul(out, x, activation, force_config, index):
                         (x.data_ptr(), x.shape, x.stride(), code_x), activation, stream, force_config)
 
 
-def moe_sum(out, x, force_config):
-    stream = eager_stream(x)
-    if stream is None:
-        with torch.cuda.device(x.get_device()):
-            return moe_sum(out, x, force_config)
-    return _C.moe_sum(view(out, "out"), view(x, "input"), stream, force_config)
-
-
 def topk_softmax(topk_weights, topk_ids, gating_output, renormalize, force_config):
     stream = eager_stream(gating_output)
     if stream is None:

@@ -4,7 +4,6 @@ functionalizes them and the public functions allocate the outputs (traced
 too). Fake implementations check what can be checked from metadata.
 
   act_and_mul(out!, x, activation, force_config?)
-  moe_sum(out!, x, force_config?)
   topk_softmax(topk_weights!, topk_ids!, gating_output, renormalize, force_config?)
   moe_align_block_size(sorted_token_ids!, expert_ids!, num_tokens_post_padded!, topk_ids, num_experts,
                        block_size, expert_map?, workspace!?)
@@ -43,16 +42,6 @@ def act_and_mul(out: Tensor, x: Tensor, activation: int, force_config: Optional[
 @act_and_mul.register_fake
 def _(out, x, activation, force_config):
     _expect_shape(out, (x.shape[0], x.shape[1] // 2), "out")
-
-
-@_lib.custom_op("aotriton::moe_sum", mutates_args=("out",))
-def moe_sum(out: Tensor, x: Tensor, force_config: Optional[str]) -> None:
-    L.moe_sum(out, x, force_config)
-
-
-@moe_sum.register_fake
-def _(out, x, force_config):
-    _expect_shape(out, (x.shape[0], x.shape[2]), "out")
 
 
 @_lib.custom_op("aotriton::topk_softmax", mutates_args=("topk_weights", "topk_ids"))

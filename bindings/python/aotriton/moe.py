@@ -12,6 +12,7 @@ from . import _moe_ops  # noqa: F401  (registers torch.ops.aotriton.*)
 from . import _moe_quant
 from ._moe_quant import (QUANT_FP8_CHANNEL, QUANT_INT4_W4A16, QUANT_INT8_W8A16,  # noqa: F401
                          invoke_grouped_gemm_quant, per_token_quant_fp8)
+from ._simple_op import simple_op
 from ._glue import _PLAIN, _dispatch_modes, _is_compiling, check_cuda, check_rank, check_same_device, traced
 
 SILU, GELU, GELU_TANH, SWIGLU_OAI = 0, 1, 2, 3
@@ -100,18 +101,8 @@ def swigluoai_and_mul(x: torch.Tensor, out=None, *, alpha: float = 1.702, limit:
     return _act_and_mul(x, SWIGLU_OAI, out, force_config)
 
 
-def moe_sum(x: torch.Tensor, out=None, *, force_config=None) -> torch.Tensor:
-    """Sum over the top-k axis: [M, topk, H] -> [M, H]."""
-    _same_device("input", x, "out", out)
-    check_rank(x, 3, "input", "[tokens, topk, hidden]")
-    _not_differentiable("moe_sum", x)
-    if out is None:
-        out = x.new_empty((x.shape[0], x.shape[2]))
-    if traced(x):
-        _ops.moe_sum(out, x, force_config)
-    else:
-        L.moe_sum(out, x, force_config)
-    return out
+moe_sum = simple_op("moe_sum", {"out": lambda x: x.new_empty((x.shape[0], x.shape[2]))},
+                    doc="Sum over the top-k axis: x [M, topk, H] -> out [M, H].")
 
 
 # ---------------------------------------------------------------------------
