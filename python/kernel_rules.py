@@ -3,8 +3,8 @@ tuning spaces, autotune keys and build profiles.
 
 Nothing here knows about a particular kernel; generate.py only reads these
 objects. Adding a kernel (the Triton file, one `Kernel(...)` in a
-rules_<family>.py, a thin C++ operator, its public declaration, a test):
-docs/adding-a-kernel.md.
+rules_<family>.py, a thin C++ operator, its public declaration, a test; for
+Python, the def_op and simple_op lines): docs/adding-a-kernel.md.
 """
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 The declarations live in one file per kernel family (rules_<family>.py) and are
 collected here. Adding a kernel: docs/adding-a-kernel.md (a Triton file, one
 Kernel(...) in its family's rules file, a C++ operator that fills the
-generated Inputs struct, its public declaration, a test).
+generated Inputs struct, its public declaration, a test; for Python, the
+def_op and simple_op lines).
 """
 from python.kernel_rules import Profile, declare_profile_subsets
 
