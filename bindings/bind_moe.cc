@@ -195,32 +195,10 @@ void bind_moe_quant(nb::module_& m) {
 }  // namespace
 
 void bind_moe(nb::module_& m) {
-  m.def(
-      "act_and_mul",
-      [](const TensorArg<2>& out, const TensorArg<2>& input, int activation, uintptr_t stream,
-         std::optional<std::string> force_config) {
-        return run(
-            [&](const KernelOptions* opt) {
-              return moe::act_and_mul({view<2>(out), view<2>(input), static_cast<moe::Activation>(activation)},
-                                      stream_arg(stream), opt);
-            },
-            force_config);
-      },
-      nb::arg("out"), nb::arg("input"), nb::arg("activation"), nb::arg("stream"), nb::arg("force_config") = nb::none());
+  // Simple operators (bind_op.h): (fields..., stream, force_config=None) -> the config that ran.
+  def_op(m, "act_and_mul", moe::act_and_mul, {"out", "input", "activation"});
   def_op(m, "moe_sum", moe::moe_sum, {"out", "x"});
-  m.def(
-      "topk_softmax",
-      [](const TensorArg<2>& logits, const TensorArg<2>& weights, const TensorArg<2>& ids, bool renormalize,
-         uintptr_t stream, std::optional<std::string> force_config) {
-        return run(
-            [&](const KernelOptions* opt) {
-              return moe::topk_softmax({view<2>(logits), view<2>(weights), view<2>(ids), renormalize},
-                                       stream_arg(stream), opt);
-            },
-            force_config);
-      },
-      nb::arg("logits"), nb::arg("topk_weights"), nb::arg("topk_ids"), nb::arg("renormalize"), nb::arg("stream"),
-      nb::arg("force_config") = nb::none());
+  def_op(m, "topk_softmax", moe::topk_softmax, {"logits", "topk_weights", "topk_ids", "renormalize"});
   m.def("moe_align_max_padded", &moe::moe_align_max_padded, nb::arg("numel"), nb::arg("num_experts"),
         nb::arg("block_size"));
   m.def("moe_align_workspace_size", &moe::moe_align_workspace_size, nb::arg("numel"), nb::arg("num_experts"));

@@ -20,6 +20,11 @@ def test_def_op_reads_the_params_struct():
     import pyaotriton
     # MoeSumParams {TensorView<2> out; TensorView<3> input;}, named out and x, with KernelOptions.
     assert pyaotriton.OP_SPECS["moe_sum"] == ((("out", "tensor", 2), ("x", "tensor", 3)), True)
+    # An enum field is an int, a bool a bool (the bindings of act_and_mul and topk_softmax).
+    assert pyaotriton.OP_SPECS["act_and_mul"] == ((("out", "tensor", 2), ("input", "tensor", 2),
+                                                   ("activation", "int", 0)), True)
+    assert pyaotriton.OP_SPECS["topk_softmax"] == ((("logits", "tensor", 2), ("topk_weights", "tensor", 2),
+                                                    ("topk_ids", "tensor", 2), ("renormalize", "bool", 0)), True)
 
 
 SCRIPT = r"""
@@ -29,6 +34,10 @@ print("launch|" + outcome(lambda: C.moe_sum(out, x, 0)))
 print("rows|" + outcome(lambda: C.moe_sum(fresh((5, 64), F16), x, 0)))
 print("dtype|" + outcome(lambda: C.moe_sum(fresh((4, 64), F32), x, 0)))
 print("config|" + outcome(lambda: C.moe_sum(out, x, 0, force_config="BLOCK=1")))
+h = fresh((4, 128), F16)
+print("act|" + outcome(lambda: C.act_and_mul(fresh((4, 64), F16), h, 7, 0)))
+print("act_launch|" + outcome(lambda: C.act_and_mul(fresh((4, 64), F16), h, 1, 0)))
+print("topk_ids|" + outcome(lambda: C.topk_softmax(fresh((4, 8), F16), fresh((4, 2), F32), fresh((4, 2), F32), True, 0)))
 """
 
 
@@ -38,6 +47,9 @@ def test_binding_passes_the_fields_in_order(prefix):
     assert out["rows"].startswith("ValueError") and "moe_sum" in out["rows"] and "out" in out["rows"], out
     assert out["dtype"].startswith("ValueError") and "out" in out["dtype"], out
     assert out["config"].startswith("RuntimeError: CUDA driver not available"), out
+    assert out["act"].startswith("ValueError") and "unknown activation 7" in out["act"], out  # the enum arrives
+    assert out["act_launch"].startswith("RuntimeError: CUDA driver not available"), out
+    assert out["topk_ids"].startswith("ValueError") and "topk_ids" in out["topk_ids"], out
 
 
 def test_public_function_checks_before_the_extension(monkeypatch):
