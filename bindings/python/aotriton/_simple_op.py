@@ -31,7 +31,9 @@ def simple_op(name: str, outputs: dict, doc: str = ""):
         raise ValueError(f"simple_op {name}: outputs {sorted(outputs)} must be tensor fields of {names}")
     inputs = [n for n in names if n not in outputs]
     outs = [n for n in names if n in outputs]
-    anchor = next((n for n in inputs if n in rank), outs[0])  # its device and stream serve the launch
+    anchor = next((n for n in inputs if n in rank), None)  # its device and stream serve the launch
+    if anchor is None:
+        raise ValueError(f"simple_op {name}: needs an input tensor (its device and stream serve the launch)")
     index = {n: i for i, n in enumerate(names)}
 
     def launch(*values):
@@ -59,10 +61,18 @@ def simple_op(name: str, outputs: dict, doc: str = ""):
 
     traced_op = getattr(torch.ops.aotriton, name)
 
+    tensors = [n for n in names if n in rank]
+
     def call(ins, given, config):
         named = dict(zip(inputs, ins))
         named.update(zip(outs, given))
-        check_same_device((n, named[n]) for n in names if n in rank)
+        try:  # the common case cheaply; check_same_device names the problem otherwise
+            device = named[anchor].get_device()
+            same = device >= 0 and all(named[n] is None or named[n].get_device() == device for n in tensors)
+        except AttributeError:
+            same = False
+        if not same:
+            check_same_device((n, named[n]) for n in tensors)
         for n, r in rank.items():
             t = named[n]
             if t is not None and t.dim() != r:
