@@ -100,7 +100,7 @@ def test_matches_reference(shape, causal, head_dim, dtype, atomic):
 
 def _rule_candidates():
     """Every config the tuner may pick (the AOT build compiles only the chosen ones), as the JIT runs them."""
-    import rules_flash_hopper as r
+    from python import rules_flash_hopper as r
     return [("ws", r.BWD_CONFIG), ("serial", r.BWD_SERIAL), ("one_warpgroup", r.BWD_ONE_WARPGROUP)]
 
 
