@@ -5,9 +5,7 @@ fp8 scale group and the grouped GEMM's block size per token count.
 """
 from __future__ import annotations
 
-from python import rules_flash
-from python import rules_moe
-from python import rules_moe_hopper
+from python import rules_flash, rules_moe, rules_moe_hopper
 from tritonsrc.moe import configs as moe_configs
 
 

@@ -60,8 +60,7 @@ def report(args):
 
 def plan_cubins(profile, arch):
     """(stratum, kernel, functional, config) for every cubin the profile compiles."""
-    from python import build_plan
-    from python import rules
+    from python import build_plan, rules
     plan = build_plan.make_plan(rules, profile, [arch])
     out = []
     for k in plan["kernels"]:

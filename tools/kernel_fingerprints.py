@@ -57,8 +57,7 @@ def _worker_init(cache_dir: str) -> None:
 
 
 def _compile(job: tuple) -> tuple[str, dict]:
-    from python import compile_kernel
-    from python import rules
+    from python import compile_kernel, rules
 
     kernel, functional, fname, config, cname, arch = job
     key = f"{kernel} sm_{arch} {fname} {cname}"

@@ -4,9 +4,7 @@ import types
 
 import pytest
 
-from python import build_plan
-from python import codegen_cpp
-from python import rules
+from python import build_plan, codegen_cpp, rules
 from python.kernel_rules import Arg, Kernel, Profile, TuningSpace
 
 FLASH = [r for r in rules.KERNELS if r.name in ("attn_fwd", "bwd_preprocess", "bwd_dkdv", "bwd_dq")]

@@ -10,8 +10,7 @@ import pytest
 
 pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
 
-from python import codegen_cpp  # noqa: E402
-from python import compile_kernel  # noqa: E402
+from python import codegen_cpp, compile_kernel  # noqa: E402
 from python.cubin_resources import resources  # noqa: E402
 from python.kernel_rules import TmaArg  # noqa: E402
 from python.rules_flash_hopper import attn_fwd_hopper as RULE  # noqa: E402
@@ -87,8 +86,7 @@ def test_generated_boxes_are_what_the_build_checks():
     """The launcher's box and swizzle per compiled config are generated from
     TmaArg.encoding, the values compile_kernel.check_tma_meta holds every
     compiled kernel to (no second copy of the swizzle rule in C++)."""
-    from python import build_plan
-    from python import rules
+    from python import build_plan, rules
 
     plan = build_plan.make_plan(rules, "gputest", [90])
     pk = next(k for k in plan["kernels"] if k["name"] == RULE.name)

@@ -4,10 +4,7 @@ kernels keep their functional space (BLOCK_DV = 0 only)."""
 import itertools
 import re
 
-from python import build_plan
-from python import rules
-from python import rules_flash
-from python import shared_constants
+from python import build_plan, rules, rules_flash, shared_constants
 
 MAIN = ("attn_fwd", "bwd_dkdv", "bwd_dq")
 BY_NAME = {r.name: r for r in rules.KERNELS}

@@ -9,9 +9,7 @@ import time
 
 import pytest
 
-from python import build_plan
-from python import generate
-from python import rules
+from python import build_plan, generate, rules
 from python.compile_kernel import build_source, load_kernel_function
 from python.kernel_rules import Arg, config_name, functional_name
 

@@ -8,8 +8,7 @@ import re
 
 import pytest
 
-from python import compile_kernel
-from python import rules
+from python import compile_kernel, rules
 from tritonsrc.moe import configs as C
 
 RULE = next(k for k in rules.KERNELS if k.name == "fused_moe_gemm")

@@ -15,10 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
 
-from python import build_plan  # noqa: E402
-from python import codegen_cpp  # noqa: E402
-from python import compile_kernel  # noqa: E402
-from python import rules  # noqa: E402
+from python import build_plan, codegen_cpp, compile_kernel, rules  # noqa: E402
 from python.cubin_resources import cuobjdump, resources  # noqa: E402
 from python.kernel_rules import config_name, functional_name  # noqa: E402
 from python.rules_moe_hopper import fused_moe_gemm_hopper as RULE  # noqa: E402
@@ -75,8 +72,7 @@ def test_generated_launcher_encodes_the_weight_descriptor():
 
 
 def test_generated_tables_carry_the_routing_constants():
-    from python import shared_constants
-    from python import rules_moe_hopper
+    from python import shared_constants, rules_moe_hopper
 
     text = shared_constants.header()
     assert f"kMoeHopperBlockSizeM = {rules_moe_hopper.BLOCK_M};" in text

@@ -9,8 +9,7 @@ import sys
 
 from testenv import REPO
 
-from python import generate  # noqa: E402
-from python import image_store  # noqa: E402
+from python import generate, image_store  # noqa: E402
 
 
 def test_ptx_arch_is_newest_portable():

@@ -4,11 +4,7 @@ import re
 
 import pytest
 
-from python import generate
-from python import rules
-from python import rules_flash
-from python import rules_moe
-from python import shared_constants
+from python import generate, rules, rules_flash, rules_moe, shared_constants
 from python.kernel_rules import declare_profile_subsets
 from tritonsrc.flash.fwd_configs import head_dim_bucket
 from tritonsrc.moe import configs as moe_configs

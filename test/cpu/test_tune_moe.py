@@ -1,8 +1,6 @@
 """The MoE GEMM tuner's pure parts (candidate spaces, key bins) and the
 generator's use of a fused_moe_gemm database keyed on (tokens per expert, N, K)."""
-from python import build_plan
-from python import rules
-from python import tune_moe
+from python import build_plan, rules, tune_moe
 from python.kernel_rules import config_name, functional_name
 from tritonsrc.moe import configs as C
 

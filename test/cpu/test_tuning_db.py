@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from python import build_plan
-from python import rules
+from python import build_plan, rules
 from python.kernel_rules import functional_name
 
 DB_FILES = sorted(build_plan.TUNING_DB_DIR.glob("sm_*/*.json"))

@@ -1,8 +1,7 @@
 """The decode tuning space and the tuner's shape family (no GPU needed)."""
 
 
-from python import rules  # noqa: E402
-from python import tune_decode  # noqa: E402
+from python import rules, tune_decode  # noqa: E402
 from tritonsrc.flash import decode_configs as DC  # noqa: E402
 
 RULE = next(r for r in rules.KERNELS if r.name == "attn_decode")
