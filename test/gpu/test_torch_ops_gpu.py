@@ -408,7 +408,8 @@ FIRST_CALL_SCRIPT = textwrap.dedent("""
 @pytest.mark.parametrize("mode", ["first_call_in_capture", "preload"])
 def test_cuda_graph_first_call_in_fresh_process(mode):
     r = subprocess.run([sys.executable, "-c", FIRST_CALL_SCRIPT, mode], capture_output=True, text=True,
-                       timeout=300, env={**os.environ, "PYTHONPATH": str(PY_DIR)})
+                       timeout=300, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                           p for p in (str(PY_DIR), os.environ.get("PYTHONPATH")) if p)})
     assert r.returncode == 0, r.stdout + r.stderr
     loads = int(r.stdout.split("LOADS_IN_CAPTURE")[1].split()[0])
     if mode == "preload":
