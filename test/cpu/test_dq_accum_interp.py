@@ -18,15 +18,14 @@ B, S, H, D = 2, 37, 3, 64
 
 
 def _view(t):
-    from jit_launch import View
+    from python.jit_launch import View
     return View(t, z=0, h=2, m=1)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 def test_preprocess_zeroes_the_accumulator_and_convert_scales_it(dtype):
-    from jit_launch import View, launch
-    import rules_flash
-    import rules_flash_hopper
+    from python.jit_launch import View, launch
+    from python import rules_flash, rules_flash_hopper
 
     g = torch.Generator().manual_seed(7)
     o, do = (torch.randn(B, S, H, D, generator=g).to(dtype) for _ in range(2))

@@ -211,7 +211,7 @@ def test_jit_launcher_matches_the_aot_kernel(config):
 
 def _configs_192():
     """Every config the tuner may pick at head dim 192 (three 64-column blocks): serial and ping-pong."""
-    import rules_flash_hopper as r
+    from python import rules_flash_hopper as r
     return r.attn_fwd_hopper.tuning.all_configs({"dtype": "bf16", "BLOCK_DMODEL": 192, "CAUSAL_TYPE": 0}, 90)
 
 
