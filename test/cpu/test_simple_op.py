@@ -67,3 +67,7 @@ def test_public_function_checks_before_the_extension(monkeypatch):
             aotriton.moe_sum(rnd(5, 2, 64).requires_grad_())
     with pytest.raises(ValueError, match="x must be a CUDA tensor"):
         aotriton.moe_sum(torch.ones(2, 2, 4))
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        aotriton.moe_sum(None)
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        aotriton.moe_sum([[1.0]])

@@ -62,16 +62,21 @@ def simple_op(name: str, outputs: dict, doc: str = ""):
     traced_op = getattr(torch.ops.aotriton, name)
 
     tensors = [n for n in names if n in rank]
+    in_tensors = [n for n in inputs if n in rank]
 
     def call(ins, given, config):
         named = dict(zip(inputs, ins))
         named.update(zip(outs, given))
-        try:  # the common case cheaply; check_same_device names the problem otherwise
+        try:  # the common case cheaply; the checks below name the problem otherwise
             device = named[anchor].get_device()
-            same = device >= 0 and all(named[n] is None or named[n].get_device() == device for n in tensors)
+            same = (device >= 0 and all(named[n].get_device() == device for n in in_tensors)
+                    and all(named[n] is None or named[n].get_device() == device for n in outs))
         except AttributeError:
             same = False
         if not same:
+            for n in in_tensors:  # outputs may be None (allocated below), inputs not
+                if named[n] is None:
+                    raise TypeError(f"{n} must be a torch.Tensor, got None")
             check_same_device((n, named[n]) for n in tensors)
         for n, r in rank.items():
             t = named[n]
