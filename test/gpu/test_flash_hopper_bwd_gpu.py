@@ -99,22 +99,21 @@ def test_matches_reference(shape, causal, head_dim, dtype, atomic):
 
 
 def _rule_candidates():
-    """Every config the tuner may pick (the AOT build compiles only the chosen ones), as the JIT runs them."""
-    from python import rules_flash_hopper as r
-    return [("ws", r.BWD_CONFIG), ("serial", r.BWD_SERIAL), ("one_warpgroup", r.BWD_ONE_WARPGROUP)]
+    """(head dim, config) for every config the tuner may pick (the rule's tuning space;
+    the AOT build compiles only the chosen ones), as the JIT runs them."""
+    from python.rules_flash_hopper import bwd_dkdv_hopper as rule
+    f = {"dtype": "bf16", "CAUSAL_TYPE": 0, "FUSE_DQ": True}
+    return [(d, c) for d in (64, 128) for c in rule.tuning.all_configs(dict(f, BLOCK_DMODEL=d), 90)]
 
 
 @pytest.mark.parametrize("atomic", [True, False], ids=["atomic_dq", "split_dq"])
-@pytest.mark.parametrize("head_dim", [64, 128])
 @pytest.mark.parametrize("causal", [0, 2])
-@pytest.mark.parametrize("candidate", _rule_candidates(), ids=lambda c: c[0])
-def test_every_tuning_candidate_matches_reference_through_the_jit(candidate, causal, head_dim, atomic):
+@pytest.mark.parametrize("head_dim,config", _rule_candidates(),
+                         ids=lambda x: str(x) if isinstance(x, int) else f"s{x['SCHEDULE']}_w{x['num_warps']}")
+def test_every_tuning_candidate_matches_reference_through_the_jit(head_dim, config, causal, atomic):
     """The schedules the tuning database may choose, whether or not this build compiled them."""
     from tritonsrc.flash.bwd_hopper_jit import attn_bwd_hopper_jit
 
-    name, config = candidate
-    if name == "one_warpgroup" and head_dim != 64:
-        pytest.skip("one warpgroup is a head dim 64 candidate only (its dQ tile spills at 128)")
     dtype = torch.bfloat16 if causal else torch.float16
     q, k, v, dout = inputs(2, 333, 517, 4, 2, head_dim, dtype, seed=head_dim + causal)
     out, lse = forward(q, k, v, causal)
