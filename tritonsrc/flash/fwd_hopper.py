@@ -142,20 +142,6 @@ def _key_range(start_m, seqlen_q, seqlen_k, CAUSAL_TYPE: gl.constexpr, BLOCK_M: 
 
 
 @gluon.jit
-def _load_kv(k_desc, v_desc, k_ring, v_ring, ready, off_z, off_hk, tile, n_tiles,
-             BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
-    """TMA K and V of key tile `tile` into its ring stage (nothing past the end)."""
-    stage = tile % NUM_STAGES
-    pred = tile < n_tiles
-    bar = ready.index(stage)
-    mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes, pred=pred)
-    tma.async_copy_global_to_shared(k_desc, [off_z, off_hk, 0, tile * BLOCK_N, 0], bar,
-                                    _tile(k_ring.index(stage), k_desc), pred=pred)
-    tma.async_copy_global_to_shared(v_desc, [off_z, off_hk, 0, tile * BLOCK_N, 0], bar,
-                                    _tile(v_ring.index(stage), v_desc), pred=pred)
-
-
-@gluon.jit
 def _serial(q_smem, k_desc, v_desc, o_ptr, stride_om, k_ring, v_ring, ready, lse_ptr, sm_scale, off_z, off_hk,
             start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
             HEAD_DIM: gl.constexpr, D_REAL: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr,
@@ -168,7 +154,7 @@ def _serial(q_smem, k_desc, v_desc, o_ptr, stride_om, k_ring, v_ring, ready, lse
     o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
     row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
     for i in gl.static_range(NUM_STAGES):
-        _load_kv(k_desc, v_desc, k_ring, v_ring, ready, off_z, off_hk, i, n_tiles, BLOCK_N, NUM_STAGES)
+        _load_kv(k_desc, v_desc, k_ring, v_ring, ready, off_z, off_hk, i, n_tiles, BLOCK_N, NUM_STAGES, 1)
     offs_m = start_m + gl.arange(0, BLOCK_M, layout=row_layout)
     offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
     qk_scale = sm_scale * LOG2E
@@ -187,15 +173,17 @@ def _serial(q_smem, k_desc, v_desc, o_ptr, stride_om, k_ring, v_ring, ready, lse
         acc = warpgroup_mma(p, v_ring.index(stage), acc)
         # Both warpgroups are done with this stage before TMA refills it.
         gl.thread_barrier()
-        _load_kv(k_desc, v_desc, k_ring, v_ring, ready, off_z, off_hk, j + NUM_STAGES, n_tiles, BLOCK_N, NUM_STAGES)
+        _load_kv(k_desc, v_desc, k_ring, v_ring, ready, off_z, off_hk, j + NUM_STAGES, n_tiles, BLOCK_N, NUM_STAGES,
+                 1)
     _finish(acc, m_i, l_i, o_ptr, stride_om, offs_m, seqlen_q, lse_ptr, o_rows, HEAD_DIM, D_REAL)
 
 
 @gluon.jit
-def _load_kv_blocks(k_desc, v_desc, k_blocks, v_blocks, ready, off_z, off_hk, tile, n_tiles,
-                    BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, NB: gl.constexpr):
-    """TMA K and V of key tile `tile` as NB column blocks of 64 into slots
-    stage * NB + j (head dim 192 without padding; nothing past the end)."""
+def _load_kv(k_desc, v_desc, k_blocks, v_blocks, ready, off_z, off_hk, tile, n_tiles,
+             BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, NB: gl.constexpr):
+    """TMA K and V of key tile `tile` into its ring stage (nothing past the
+    end): NB boxes per tensor into slots stage * NB + j (NB = 1: one box of
+    the whole head dim; head dim 192: three 64-column blocks)."""
     stage = tile % NUM_STAGES
     pred = tile < n_tiles
     bar = ready.index(stage)
@@ -223,7 +211,7 @@ def _serial_192(q_blocks, k_desc, v_desc, o_ptr, stride_om, k_blocks, v_blocks, 
     o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
     row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
     for i in gl.static_range(NUM_STAGES):
-        _load_kv_blocks(k_desc, v_desc, k_blocks, v_blocks, ready, off_z, off_hk, i, n_tiles, BLOCK_N, NUM_STAGES, 3)
+        _load_kv(k_desc, v_desc, k_blocks, v_blocks, ready, off_z, off_hk, i, n_tiles, BLOCK_N, NUM_STAGES, 3)
     offs_m = start_m + gl.arange(0, BLOCK_M, layout=row_layout)
     offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
     qk_scale = sm_scale * LOG2E
@@ -252,7 +240,7 @@ def _serial_192(q_blocks, k_desc, v_desc, o_ptr, stride_om, k_blocks, v_blocks, 
         acc0, acc1, acc2, p = warpgroup_mma_wait(num_outstanding=0, deps=(t0, t1, t2, p))
         # Both warpgroups are done with this stage before TMA refills it.
         gl.thread_barrier()
-        _load_kv_blocks(k_desc, v_desc, k_blocks, v_blocks, ready, off_z, off_hk, j + NUM_STAGES, n_tiles, BLOCK_N,
+        _load_kv(k_desc, v_desc, k_blocks, v_blocks, ready, off_z, off_hk, j + NUM_STAGES, n_tiles, BLOCK_N,
                         NUM_STAGES, 3)
     _finish_192(acc0, acc1, acc2, m_i, l_i, o_ptr, stride_om, offs_m, seqlen_q, lse_ptr, o_rows)
 
@@ -365,23 +353,38 @@ def _pp_second_192(q_blocks, k_blocks, v_blocks, q_bar, ready, empty, turn, o_pt
 
 
 @gluon.jit
-def _pp_loader_192(k_desc, v_desc, k_blocks, v_blocks, ready, empty, off_z, off_hk, n_tiles,
-                   BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
-    """_pp_loader for the three-block tiles of head dim 192."""
-    for t in range(0, n_tiles):
-        stage = t % NUM_STAGES
-        mbarrier.wait(empty.index(stage), ((t // NUM_STAGES) - 1) & 1, pred=t >= NUM_STAGES)
-        _load_kv_blocks(k_desc, v_desc, k_blocks, v_blocks, ready, off_z, off_hk, t, n_tiles, BLOCK_N, NUM_STAGES, 3)
+def _ring_barriers(NUM_STAGES: gl.constexpr):
+    """(q_bar, ready): Q's barrier and one per K/V ring stage, initialised."""
+    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_bar, count=1)
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(ready.index(i), count=1)
+    return q_bar, ready
+
+
+@gluon.jit
+def _pingpong_barriers(NUM_STAGES: gl.constexpr):
+    """(empty, turn) of the ping-pong schedule: a stage is free when both
+    consumers released it; consumer 0 has the first turn."""
+    empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(empty.index(i), count=2)
+    for i in gl.static_range(2):
+        mbarrier.init(turn.index(i), count=1)
+    mbarrier.arrive(turn.index(0))
+    return empty, turn
 
 
 @gluon.jit
 def _pp_loader(k_desc, v_desc, k_ring, v_ring, ready, empty, off_z, off_hk, n_tiles,
-               BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+               BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, NB: gl.constexpr):
     """Ping-pong loader warp: refills a stage once both consumers released it."""
     for t in range(0, n_tiles):
         stage = t % NUM_STAGES
         mbarrier.wait(empty.index(stage), ((t // NUM_STAGES) - 1) & 1, pred=t >= NUM_STAGES)
-        _load_kv(k_desc, v_desc, k_ring, v_ring, ready, off_z, off_hk, t, n_tiles, BLOCK_N, NUM_STAGES)
+        _load_kv(k_desc, v_desc, k_ring, v_ring, ready, off_z, off_hk, t, n_tiles, BLOCK_N, NUM_STAGES, NB)
 
 
 @gluon.jit
@@ -504,11 +507,7 @@ def attn_fwd_hopper(
         q_blocks = gl.allocate_shared_memory(dtype, [3, BLOCK_M, 64], smem_layout)
         k_blocks = gl.allocate_shared_memory(dtype, [NUM_STAGES * 3, BLOCK_N, 64], smem_layout)
         v_blocks = gl.allocate_shared_memory(dtype, [NUM_STAGES * 3, BLOCK_N, 64], smem_layout)
-        q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-        ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-        mbarrier.init(q_bar, count=1)
-        for i in gl.static_range(NUM_STAGES):
-            mbarrier.init(ready.index(i), count=1)
+        q_bar, ready = _ring_barriers(NUM_STAGES)
         mbarrier.expect(q_bar, 3 * q_desc.block_type.nbytes)
         for j in gl.static_range(3):
             tma.async_copy_global_to_shared(q_desc, [off_z, off_h, j, start_m, 0], q_bar,
@@ -519,13 +518,7 @@ def attn_fwd_hopper(
                         off_z, off_hk, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
                         CAUSAL_TYPE != 0, BLOCK_M, BLOCK_N, NUM_STAGES)
         else:
-            empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-            turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-            for i in gl.static_range(NUM_STAGES):
-                mbarrier.init(empty.index(i), count=2)
-            for i in gl.static_range(2):
-                mbarrier.init(turn.index(i), count=1)
-            mbarrier.arrive(turn.index(0))  # consumer 0 has the first turn
+            empty, turn = _pingpong_barriers(NUM_STAGES)
             gl.warp_specialize([
                 (_pp_first_192, (q_blocks, k_blocks, v_blocks, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr,
                                  sm_scale, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, CAUSAL_TYPE != 0,
@@ -533,18 +526,14 @@ def attn_fwd_hopper(
                 (_pp_second_192, (q_blocks, k_blocks, v_blocks, q_bar, ready, empty, turn, o_ptr, stride_om,
                                   lse_ptr, sm_scale, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
                                   CAUSAL_TYPE != 0, BLOCK_N, NUM_STAGES)),
-                (_pp_loader_192, (k_desc, v_desc, k_blocks, v_blocks, ready, empty, off_z, off_hk, n_tiles, BLOCK_N,
-                                  NUM_STAGES)),
+                (_pp_loader, (k_desc, v_desc, k_blocks, v_blocks, ready, empty, off_z, off_hk, n_tiles, BLOCK_N,
+                              NUM_STAGES, 3)),
             ], [4, 1], [232, 40])
         return
     q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, HEAD_BLOCK], smem_layout)
     k_ring = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_BLOCK], smem_layout)
     v_ring = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_BLOCK], smem_layout)
-    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    mbarrier.init(q_bar, count=1)
-    for i in gl.static_range(NUM_STAGES):
-        mbarrier.init(ready.index(i), count=1)
+    q_bar, ready = _ring_barriers(NUM_STAGES)
     mbarrier.expect(q_bar, q_desc.block_type.nbytes)
     tma.async_copy_global_to_shared(q_desc, [off_z, off_h, 0, start_m, 0], q_bar, _tile(q_smem, q_desc))
 
@@ -554,13 +543,7 @@ def attn_fwd_hopper(
                 start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
                 HEAD_BLOCK, BLOCK_DMODEL, CAUSAL_TYPE != 0, BLOCK_M, BLOCK_N, NUM_STAGES)
     else:
-        empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-        turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-        for i in gl.static_range(NUM_STAGES):
-            mbarrier.init(empty.index(i), count=2)
-        for i in gl.static_range(2):
-            mbarrier.init(turn.index(i), count=1)
-        mbarrier.arrive(turn.index(0))  # consumer 0 has the first turn
+        empty, turn = _pingpong_barriers(NUM_STAGES)
         # The argument tuples stay inline: a tuple assigned to a variable
         # first turns its constexprs into runtime values.
         gl.warp_specialize([
@@ -572,5 +555,6 @@ def attn_fwd_hopper(
                           start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, HEAD_BLOCK, BLOCK_DMODEL,
                          CAUSAL_TYPE != 0,
                           BLOCK_N, NUM_STAGES)),
-            (_pp_loader, (k_desc, v_desc, k_ring, v_ring, ready, empty, off_z, off_hk, n_tiles, BLOCK_N, NUM_STAGES)),
+            (_pp_loader, (k_desc, v_desc, k_ring, v_ring, ready, empty, off_z, off_hk, n_tiles, BLOCK_N, NUM_STAGES,
+                          1)),
         ], [4, 1], [232, 40])

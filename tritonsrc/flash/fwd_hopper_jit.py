@@ -31,16 +31,17 @@ def _descriptor(arg, t, functional, config):
     return TensorDescriptor(t, shape, strides, block, arg.layout(functional, config))
 
 
-def attn_fwd_hopper_jit(q, k, v, sm_scale, causal_type=0, config=None):
+def attn_fwd_hopper_jit(q, k, v, sm_scale, causal_type=0, config=None, out=None, lse=None):
     """(out, lse) for batched q [B, Sq, Hq, D], k/v [B, Sk, Hk, D]; config:
-    {BLOCK_M, BLOCK_N, NUM_STAGES, SCHEDULE, num_warps, maxnreg} (default: the rule's)."""
+    {BLOCK_M, BLOCK_N, NUM_STAGES, SCHEDULE, num_warps, maxnreg} (default: the rule's);
+    out / lse: tensors to write into (e.g. NaN-poisoned), else allocated."""
     B, Sq, Hq, D = q.shape
     Sk, Hk = k.shape[1], k.shape[2]
     functional = {"dtype": _DTYPE_NAMES[q.dtype], "BLOCK_DMODEL": D, "CAUSAL_TYPE": causal_type}
     config = dict(config or RULE.tuning.default(functional, 90))
     descs = {a.name: a for a in RULE.args if isinstance(a, TmaArg)}
-    out = torch.empty_like(q)
-    lse = torch.empty(B, Hq, Sq, device=q.device, dtype=torch.float32)
+    out = torch.empty_like(q) if out is None else out
+    lse = torch.empty(B, Hq, Sq, device=q.device, dtype=torch.float32) if lse is None else lse
     launch(RULE, dict(
         **{n: _descriptor(descs[n], t, functional, config) for n, t in (("q_desc", q), ("k_desc", k), ("v_desc", v))},
         O=View(out, z=0, h=2, m=1), LSE=View(lse, z=0, h=1), sm_scale=sm_scale,
