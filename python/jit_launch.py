@@ -82,7 +82,7 @@ def grid_of(rule: Kernel, names: Mapping[str, Any]) -> tuple[int, int, int]:
     """rule.grid evaluated as the generated C++ does (int64 arithmetic: '/'
     truncates)."""
     env = {k: int(v) for k, v in names.items() if isinstance(v, numbers.Integral)}
-    env["cdiv"] = _cdiv
+    env.update(cdiv=_cdiv, grid_min=min, select=lambda cond, a, b: a if cond else b)
     grid = []
     for expr in rule.grid:
         py = re.sub(r"(?<!/)/(?!/)", "//", expr)

@@ -228,7 +228,7 @@ class Kernel:
     valid(functional, arch): False for combinations that make no sense (e.g.
         dropout mask without dropout, fp8 on sm_80).
     grid: three C++ expressions over argument names, functional and tuning
-        constexprs; `cdiv(a, b)` is available.
+        constexprs; `cdiv(a, b)`, `grid_min(a, b)` and `select(cond, a, b)` are available.
     """
 
     name: str

@@ -25,8 +25,17 @@ SHARED_LIMIT = 227 * 1024
 # warp-specialized ping-pong (4 warps per consumer partition, plus a loader warp).
 # (BLOCK_N, NUM_STAGES, SCHEDULE, num_warps, maxnreg)
 # Head dim 256 fits BLOCK_N 64 with 2 stages only.
+# SCHEDULE 4, the persistent ping-pong (one CTA per SM, non-causal), hides each
+# query block's prologue/epilogue: its JIT experiment ran 583 TF/s against
+# cuDNN's 586 at seqlen 2048 (bf16, head dim 128, beside a build; the AOT
+# ping-pong's last clean run: 548; bench/results/flash_hopper_persistent_r2_sm90.json).
 CANDIDATES = [(64, 2, 0, 8, 0), (128, 2, 0, 8, 0), (128, 3, 0, 8, 0), (128, 3, 0, 8, 128), (128, 3, 3, 4, 0),
               (64, 4, 3, 4, 0), (64, 2, 3, 4, 0)]
+# Its (BLOCK_N, NUM_STAGES) per head dim, non-causal calls only: the forms that
+# compile without spills (test/cpu/test_flash_hopper_compiles.py). Causal ones
+# spill 56 bytes of stack at 232 registers per consumer thread (each tile's
+# causal geometry lives across the tile loop), as do 96 with BLOCK_N 128 and 256.
+CANDIDATES_PERSISTENT = {64: [(128, 3), (64, 2)], 96: [(64, 2)], 128: [(128, 3), (64, 2)]}
 
 
 # Head dim 192: three 64-column blocks, BLOCK_N 64 (a third stage fits), serial or ping-pong.
@@ -45,6 +54,9 @@ def _tile_cols(head_dim):
 
 def _candidate(f, c, arch):
     cfg = (c["BLOCK_N"], c["NUM_STAGES"], c["SCHEDULE"], c["num_warps"], c["maxnreg"])
+    if c["SCHEDULE"] == 4:
+        return (f["CAUSAL_TYPE"] == 0 and c["num_warps"] == 4 and c["maxnreg"] == 0
+                and cfg[:2] in CANDIDATES_PERSISTENT.get(f["BLOCK_DMODEL"], []))
     allowed = CANDIDATES_192 if f["BLOCK_DMODEL"] == 192 else CANDIDATES
     return cfg in allowed and _shared_bytes(f, c) <= SHARED_LIMIT
 
@@ -95,20 +107,23 @@ attn_fwd_hopper = Kernel(
         _O.ptr, LSE.ptr, Arg("sm_scale", "fp32"),
         *_O.strides, *LSE.strides,
         Arg("num_heads_q", "i32"), Arg("num_heads_k", "i32"), Arg("seqlen_q", "i32"), Arg("seqlen_k", "i32"),
+        Arg("num_seqs", "i32"),
     ],
     functional={"dtype": ["fp16", "bf16"], "BLOCK_DMODEL": [64, 96, 128, 192, 256], "CAUSAL_TYPE": [0, 1, 2]},
     valid=_valid,
     profiles={"ci": lambda f: f["dtype"] == "fp16" and f["BLOCK_DMODEL"] == 128},
-    grid_args=["num_seqs"],
+    grid_args=["num_sms"],  # the device's SM count: the persistent schedule's grid
     tuning=TuningSpace(
-        params={"BLOCK_M": [BLOCK_M], "BLOCK_N": [64, 128], "NUM_STAGES": [2, 3, 4], "SCHEDULE": [0, 3],
+        params={"BLOCK_M": [BLOCK_M], "BLOCK_N": [64, 128], "NUM_STAGES": [2, 3, 4], "SCHEDULE": [0, 3, 4],
                 "num_warps": [4, 8], "maxnreg": [0, 128]},
         default=_default,
         prune=_candidate,
     ),
-    grid=("cdiv(seqlen_q, BLOCK_M)", "num_seqs * num_heads_q", "1"),
+    grid=("select(SCHEDULE == 4, grid_min(cdiv(seqlen_q, BLOCK_M) * num_seqs * num_heads_q, num_sms), "
+          "cdiv(seqlen_q, BLOCK_M))",
+          "select(SCHEDULE == 4, 1, num_seqs * num_heads_q)", "1"),
     autotune_keys=[AutotuneKey("seqlen_q", SEQLEN_BINS), AutotuneKey("seqlen_k", SEQLEN_BINS)],
-    doc="flash attention forward for sm_90 (Gluon: TMA, wgmma, ping-pong warp specialization)",
+    doc="flash attention forward for sm_90 (Gluon: TMA, wgmma, ping-pong warp specialization, persistent)",
 )
 
 

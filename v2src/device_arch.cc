@@ -13,20 +13,20 @@ namespace detail {
 
 namespace {
 
-// Append-only (context, arch) pairs; a context is known by its unique id
-// where the driver has cuCtxGetId, else by its handle.
+// Append-only (context, arch, SM count) entries; a context is known by its
+// unique id where the driver has cuCtxGetId, else by its handle.
 struct Known {
   std::atomic<uint64_t> key{0};
   std::atomic<int> arch{0};
+  std::atomic<int> sms{0};
 };
 constexpr int kCapacity = 64;
 Known g_known[kCapacity];
 std::atomic<int> g_count{0};
 std::mutex g_mutex;
 
-}  // namespace
-
-Status device_arch(Stream stream, int* arch) {
+// The (arch, SM count) of the stream's device, cached per context.
+Status device_props(Stream stream, int* arch, int* sms) {
   const CudaDriver* cu;
   AOTRITON_RETURN_IF_ERROR(cuda_driver(&cu));
   CUcontext ctx = nullptr;
@@ -49,6 +49,7 @@ Status device_arch(Stream stream, int* arch) {
   for (int i = 0; i < n; ++i)
     if (g_known[i].key.load(std::memory_order_relaxed) == key) {
       *arch = g_known[i].arch.load(std::memory_order_relaxed);
+      *sms = g_known[i].sms.load(std::memory_order_relaxed);
       return Status::kSuccess;
     }
   // First call in this context: ask its device (the context need not be current).
@@ -61,20 +62,34 @@ Status device_arch(Stream stream, int* arch) {
   CUresult r = cu->cuCtxGetDevice(&dev);
   if (r == CUDA_SUCCESS) r = cu->cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev);
   if (r == CUDA_SUCCESS) r = cu->cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev);
+  if (r == CUDA_SUCCESS) r = cu->cuDeviceGetAttribute(sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev);
   if (push) {
     CUcontext popped;
     cu->cuCtxPopCurrent(&popped);
   }
-  AOTRITON_RETURN_IF_ERROR(check_cu(*cu, r, "querying the device's compute capability"));
+  AOTRITON_RETURN_IF_ERROR(check_cu(*cu, r, "querying the device's compute capability and SM count"));
   *arch = major * 10 + minor;
   std::lock_guard<std::mutex> lock(g_mutex);
   const int m = g_count.load(std::memory_order_relaxed);
   if (m < kCapacity) {  // past capacity: correct, only not cached
     g_known[m].key.store(key, std::memory_order_relaxed);
     g_known[m].arch.store(*arch, std::memory_order_relaxed);
+    g_known[m].sms.store(*sms, std::memory_order_relaxed);
     g_count.store(m + 1, std::memory_order_release);
   }
   return Status::kSuccess;
+}
+
+}  // namespace
+
+Status device_arch(Stream stream, int* arch) {
+  int sms;
+  return device_props(stream, arch, &sms);
+}
+
+Status device_sm_count(Stream stream, int* sms) {
+  int arch;
+  return device_props(stream, &arch, sms);
 }
 
 }  // namespace detail

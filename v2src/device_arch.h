@@ -1,5 +1,6 @@
-// The compute capability of the GPU a stream runs on, for operators that
-// choose between kernels by arch (e.g. the sm_90 flash forward).
+// The compute capability and SM count of the GPU a stream runs on, for
+// operators that choose between kernels by arch (e.g. the sm_90 flash forward)
+// and size persistent grids.
 #pragma once
 #include "aotriton/runtime.h"
 
@@ -11,6 +12,9 @@ namespace detail {
 // context for the default stream). Cached per context: after the first call
 // in a context it costs three driver queries and no lock.
 Status device_arch(Stream stream, int* arch);
+
+// The number of SMs of that device (a persistent kernel's grid), cached alongside.
+Status device_sm_count(Stream stream, int* sms);
 
 }  // namespace detail
 }  // namespace AOTRITON_ABI_NAMESPACE

@@ -124,6 +124,9 @@ inline uint32_t bin_index(int64_t value, const int64_t* bounds, uint32_t n) {
 Status grid_dim(int64_t value, int axis, const char* kernel_name, uint32_t* out);
 
 inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+// Grid expressions of the rules may also use these (python/jit_launch.py has the same three).
+inline int64_t grid_min(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t select(bool cond, int64_t a, int64_t b) { return cond ? a : b; }
 
 }  // namespace detail
 }  // namespace AOTRITON_ABI_NAMESPACE

@@ -13,6 +13,7 @@ pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
 from python import codegen_cpp, compile_kernel  # noqa: E402
 from python.cubin_resources import resources  # noqa: E402
 from python.kernel_rules import TmaArg  # noqa: E402
+from python.rules_flash_hopper import CANDIDATES_PERSISTENT  # noqa: E402
 from python.rules_flash_hopper import attn_fwd_hopper as RULE  # noqa: E402
 
 SM90_MAX_SHARED = 232448  # 227 KiB of dynamic shared memory per block
@@ -22,14 +23,21 @@ def _compile(functional, config):
     return compile_kernel.compile_one(RULE, functional, config, 90)
 
 
-# (functional, config): the D=128 ping-pong default and the serial kernel.
+# (functional, config): the D=128 ping-pong default, the serial kernel and the persistent one.
 CASES = [
     ({"dtype": "bf16", "BLOCK_DMODEL": 128, "CAUSAL_TYPE": 2}, None),
     ({"dtype": "fp16", "BLOCK_DMODEL": 128, "CAUSAL_TYPE": 0}, None),
     ({"dtype": "fp16", "BLOCK_DMODEL": 128, "CAUSAL_TYPE": 1},
      {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "num_warps": 8, "maxnreg": 0}),
     ({"dtype": "bf16", "BLOCK_DMODEL": 64, "CAUSAL_TYPE": 0}, None),  # serial, maxnreg 128
+    # the persistent ping-pong (SCHEDULE 4; not causal: rules_flash_hopper.py)
+    ({"dtype": "bf16", "BLOCK_DMODEL": 128, "CAUSAL_TYPE": 0},
+     {"BLOCK_M": 128, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 4, "num_warps": 4, "maxnreg": 0}),
 ]
+# ... and every persistent candidate of the rule (one dtype: the other compiles alike).
+CASES += [({"dtype": "fp16", "BLOCK_DMODEL": D, "CAUSAL_TYPE": 0},
+           {"BLOCK_M": 128, "BLOCK_N": n, "NUM_STAGES": st, "SCHEDULE": 4, "num_warps": 4, "maxnreg": 0})
+          for D, forms in CANDIDATES_PERSISTENT.items() for n, st in forms]
 
 
 def _ptx_params(ptx):

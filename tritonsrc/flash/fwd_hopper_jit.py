@@ -46,5 +46,6 @@ def attn_fwd_hopper_jit(q, k, v, sm_scale, causal_type=0, config=None, out=None,
         **{n: _descriptor(descs[n], t, functional, config) for n, t in (("q_desc", q), ("k_desc", k), ("v_desc", v))},
         O=View(out, z=0, h=2, m=1), LSE=View(lse, z=0, h=1), sm_scale=sm_scale,
         num_heads_q=Hq, num_heads_k=Hk, seqlen_q=Sq, seqlen_k=Sk, num_seqs=B,
+        num_sms=torch.cuda.get_device_properties(q.device).multi_processor_count,
     ), functional, config, fn=attn_fwd_hopper)
     return out, lse

@@ -1,12 +1,11 @@
-"""Experiment: a persistent form of the sm_90 ping-pong forward
-(fwd_hopper.py, SCHEDULE 3). One CTA per SM walks the (query block, batch x
-head) tiles with a grid stride; the loader warp
-loads the next tile's Q as soon as both consumers are done with the current
-one's and keeps the K/V ring running across tiles, so a tile's epilogue (O and
-LSE stores) and the next tile's first loads overlap instead of leaving the SM
-idle between CTAs (FlashAttention-3's persistent scheduling). Same arguments
-as attn_fwd_hopper plus num_bh = batch * num_heads_q; grid (min(tiles, SMs),).
-Not in the AOT build: bench/experiments/hopper_persistent.py measures it."""
+"""The persistent form of the sm_90 ping-pong forward (fwd_hopper.py, SCHEDULE
+4): one CTA per SM walks the (query block, batch x head) tiles. The loader
+warp loads the next tile's Q as soon as both consumers are done with the
+current one's and keeps the K/V ring running across tiles, so a tile's
+epilogue (O and LSE stores) and the next tile's first loads overlap instead
+of leaving the SM idle between CTAs (FlashAttention-3's persistent
+scheduling). Grid (min(tiles, SMs),): attn_fwd_hopper's entry allocates the
+ring and barriers and runs these partitions."""
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
@@ -16,8 +15,19 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
-from .fwd_hopper import (HALF_ROWS, LOG2E, _acc_layout, _finish, _head_block, _key_range, _softmax_step, _swizzle,
-                         _tile)
+from .fwd_hopper_common import HALF_ROWS, LOG2E, _acc_layout, _finish, _key_range, _softmax_step, _tile
+
+
+@gluon.jit
+def _tile_of(r):
+    """Round r's tile of this CTA: round r holds tiles [r*P, r*P + P) (P CTAs),
+    dealt left to right on even rounds and right to left on odd ones, so that
+    with causal tiles (heaviest first within a (batch, head)) every CTA's sum
+    of work stays within ~3% of the mean where a plain grid stride leaves
+    it 8-65% above (tile t+P is lighter than tile t by a fixed step)."""
+    P = gl.num_programs(0)
+    pid = gl.program_id(0)
+    return r * P + pid + (r % 2) * (P - 1 - 2 * pid)
 
 
 @gluon.jit
@@ -42,30 +52,32 @@ def _geometry(t, num_bh, num_heads_q, num_heads_k, seqlen_q, seqlen_k, CAUSAL_TY
 
 
 @gluon.jit
-def _loader(q_desc, k_desc, v_desc, q_smem, k_ring, v_ring, q_ready, q_empty, ready, empty,
+def persistent_loader(q_desc, k_desc, v_desc, q_smem, k_ring, v_ring, q_ready, q_empty, ready, empty,
             num_bh, num_heads_q, num_heads_k, seqlen_q, seqlen_k,
             CAUSAL_TYPE: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
     total = gl.cdiv(seqlen_q, BLOCK_M) * num_bh
     kv = 0
     it = 0
-    for t in range(gl.program_id(0), total, gl.num_programs(0)):
-        off_z, off_h, off_hk, start_m, n_tiles, full_end, diag = _geometry(
-            t, num_bh, num_heads_q, num_heads_k, seqlen_q, seqlen_k, CAUSAL_TYPE, BLOCK_M, BLOCK_N)
-        # Q of this tile once both consumers finished the previous tile's.
-        mbarrier.wait(q_empty, (it - 1) & 1, pred=it > 0)
-        mbarrier.expect(q_ready, q_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(q_desc, [off_z, off_h, 0, start_m, 0], q_ready, _tile(q_smem, q_desc))
-        for j in range(0, n_tiles):
-            stage = kv % NUM_STAGES
-            mbarrier.wait(empty.index(stage), ((kv // NUM_STAGES) - 1) & 1, pred=kv >= NUM_STAGES)
-            bar = ready.index(stage)
-            mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(k_desc, [off_z, off_hk, 0, j * BLOCK_N, 0], bar,
-                                            _tile(k_ring.index(stage), k_desc))
-            tma.async_copy_global_to_shared(v_desc, [off_z, off_hk, 0, j * BLOCK_N, 0], bar,
-                                            _tile(v_ring.index(stage), v_desc))
-            kv += 1
-        it += 1
+    for r in range(0, gl.cdiv(total, gl.num_programs(0))):
+        t = _tile_of(r)
+        if t < total:  # only the last round has CTAs without a tile
+            off_z, off_h, off_hk, start_m, n_tiles, full_end, diag = _geometry(
+                t, num_bh, num_heads_q, num_heads_k, seqlen_q, seqlen_k, CAUSAL_TYPE, BLOCK_M, BLOCK_N)
+            # Q of this tile once both consumers finished the previous tile's.
+            mbarrier.wait(q_empty, (it - 1) & 1, pred=it > 0)
+            mbarrier.expect(q_ready, q_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(q_desc, [off_z, off_h, 0, start_m, 0], q_ready, _tile(q_smem, q_desc))
+            for j in range(0, n_tiles):
+                stage = kv % NUM_STAGES
+                mbarrier.wait(empty.index(stage), ((kv // NUM_STAGES) - 1) & 1, pred=kv >= NUM_STAGES)
+                bar = ready.index(stage)
+                mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(k_desc, [off_z, off_hk, 0, j * BLOCK_N, 0], bar,
+                                                _tile(k_ring.index(stage), k_desc))
+                tma.async_copy_global_to_shared(v_desc, [off_z, off_hk, 0, j * BLOCK_N, 0], bar,
+                                                _tile(v_ring.index(stage), v_desc))
+                kv += 1
+            it += 1
 
 
 @gluon.jit
@@ -95,60 +107,62 @@ def _consumer(q_smem, k_ring, v_ring, q_ready, q_empty, ready, empty, turn, O, L
     kv = 0
     tc = 0
     it = 0
-    for t in range(gl.program_id(0), total, gl.num_programs(0)):
-        off_z, off_h, off_hk, start_m, n_tiles, full_end, diag = _geometry(
-            t, num_bh, num_heads_q, num_heads_k, seqlen_q, seqlen_k, CAUSAL_TYPE, BLOCK_M, BLOCK_N)
-        offs_m = start_m + WHICH * HALF_ROWS + gl.arange(0, HALF_ROWS, layout=row_layout)
-        m_i = gl.full([HALF_ROWS], float("-inf"), gl.float32, layout=row_layout)
-        l_i = gl.full([HALF_ROWS], 0.0, gl.float32, layout=row_layout)
-        acc = gl.zeros([HALF_ROWS, HEAD_DIM], gl.float32, layout=o_layout)
-        mbarrier.wait(q_ready, it & 1)
-        if n_tiles > 0:
-            stage = kv % NUM_STAGES
-            mbarrier.wait(ready.index(stage), (kv // NUM_STAGES) & 1)
-            mbarrier.wait(my_turn, tc & 1)
-            s_tok = warpgroup_mma(q, k_ring.index(stage).permute((1, 0)), s_zero, use_acc=False, is_async=True)
-            mbarrier.arrive(other_turn)
-            tc += 1
-            s = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok, ))
-            p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, 0, offs_m, offs_n, seqlen_k, diag,
-                                               full_end <= 0, CAUSAL)
-            p = gl.convert_layout(p.to(dtype), p_layout)
-            prev = stage
-            kv += 1
-            for j in range(1, n_tiles):
+    for r in range(0, gl.cdiv(total, gl.num_programs(0))):
+        t = _tile_of(r)
+        if t < total:  # only the last round has CTAs without a tile
+            off_z, off_h, off_hk, start_m, n_tiles, full_end, diag = _geometry(
+                t, num_bh, num_heads_q, num_heads_k, seqlen_q, seqlen_k, CAUSAL_TYPE, BLOCK_M, BLOCK_N)
+            offs_m = start_m + WHICH * HALF_ROWS + gl.arange(0, HALF_ROWS, layout=row_layout)
+            m_i = gl.full([HALF_ROWS], float("-inf"), gl.float32, layout=row_layout)
+            l_i = gl.full([HALF_ROWS], 0.0, gl.float32, layout=row_layout)
+            acc = gl.zeros([HALF_ROWS, HEAD_DIM], gl.float32, layout=o_layout)
+            mbarrier.wait(q_ready, it & 1)
+            if n_tiles > 0:
                 stage = kv % NUM_STAGES
                 mbarrier.wait(ready.index(stage), (kv // NUM_STAGES) & 1)
                 mbarrier.wait(my_turn, tc & 1)
                 s_tok = warpgroup_mma(q, k_ring.index(stage).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+                mbarrier.arrive(other_turn)
+                tc += 1
+                s = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok, ))
+                p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, 0, offs_m, offs_n, seqlen_k, diag,
+                                                   full_end <= 0, CAUSAL)
+                p = gl.convert_layout(p.to(dtype), p_layout)
+                prev = stage
+                kv += 1
+                for j in range(1, n_tiles):
+                    stage = kv % NUM_STAGES
+                    mbarrier.wait(ready.index(stage), (kv // NUM_STAGES) & 1)
+                    mbarrier.wait(my_turn, tc & 1)
+                    s_tok = warpgroup_mma(q, k_ring.index(stage).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+                    o_tok = warpgroup_mma(p, v_ring.index(prev), acc, is_async=True)
+                    mbarrier.arrive(other_turn)
+                    tc += 1
+                    s = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok, ))
+                    p_next, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, j * BLOCK_N, offs_m, offs_n,
+                                                            seqlen_k, diag, j * BLOCK_N >= full_end, CAUSAL)
+                    acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok, p))
+                    p = gl.convert_layout(p_next.to(dtype), p_layout)
+                    acc = acc * gl.expand_dims(gl.convert_layout(alpha, o_rows), 1)
+                    mbarrier.arrive(empty.index(prev))
+                    prev = stage
+                    kv += 1
+                mbarrier.wait(my_turn, tc & 1)
                 o_tok = warpgroup_mma(p, v_ring.index(prev), acc, is_async=True)
                 mbarrier.arrive(other_turn)
                 tc += 1
-                s = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok, ))
-                p_next, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, j * BLOCK_N, offs_m, offs_n,
-                                                        seqlen_k, diag, j * BLOCK_N >= full_end, CAUSAL)
                 acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok, p))
-                p = gl.convert_layout(p_next.to(dtype), p_layout)
-                acc = acc * gl.expand_dims(gl.convert_layout(alpha, o_rows), 1)
                 mbarrier.arrive(empty.index(prev))
-                prev = stage
-                kv += 1
-            mbarrier.wait(my_turn, tc & 1)
-            o_tok = warpgroup_mma(p, v_ring.index(prev), acc, is_async=True)
-            mbarrier.arrive(other_turn)
-            tc += 1
-            acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok, p))
-            mbarrier.arrive(empty.index(prev))
-        # Every wgmma that read Q is complete: the loader may bring the next tile's.
-        mbarrier.arrive(q_empty)
-        o_ptr = O + off_z.to(gl.int64) * stride_oz + off_h.to(gl.int64) * stride_oh
-        lse_ptr = LSE + off_z.to(gl.int64) * stride_lse_z + off_h.to(gl.int64) * stride_lse_h
-        _finish(acc, m_i, l_i, o_ptr, stride_om, offs_m, seqlen_q, lse_ptr, o_rows, HEAD_DIM, D_REAL)
-        it += 1
+            # Every wgmma that read Q is complete: the loader may bring the next tile's.
+            mbarrier.arrive(q_empty)
+            o_ptr = O + off_z.to(gl.int64) * stride_oz + off_h.to(gl.int64) * stride_oh
+            lse_ptr = LSE + off_z.to(gl.int64) * stride_lse_z + off_h.to(gl.int64) * stride_lse_h
+            _finish(acc, m_i, l_i, o_ptr, stride_om, offs_m, seqlen_q, lse_ptr, o_rows, HEAD_DIM, D_REAL)
+            it += 1
 
 
 @gluon.jit
-def _first(q_smem, k_ring, v_ring, q_ready, q_empty, ready, empty, turn, O, LSE, sm_scale,
+def persistent_first(q_smem, k_ring, v_ring, q_ready, q_empty, ready, empty, turn, O, LSE, sm_scale,
            stride_oz, stride_oh, stride_om, stride_lse_z, stride_lse_h,
            num_bh, num_heads_q, num_heads_k, seqlen_q, seqlen_k,
            HEAD_DIM: gl.constexpr, D_REAL: gl.constexpr, CAUSAL_TYPE: gl.constexpr,
@@ -160,7 +174,7 @@ def _first(q_smem, k_ring, v_ring, q_ready, q_empty, ready, empty, turn, O, LSE,
 
 
 @gluon.jit
-def _second(q_smem, k_ring, v_ring, q_ready, q_empty, ready, empty, turn, O, LSE, sm_scale,
+def persistent_second(q_smem, k_ring, v_ring, q_ready, q_empty, ready, empty, turn, O, LSE, sm_scale,
             stride_oz, stride_oh, stride_om, stride_lse_z, stride_lse_h,
             num_bh, num_heads_q, num_heads_k, seqlen_q, seqlen_k,
             HEAD_DIM: gl.constexpr, D_REAL: gl.constexpr, CAUSAL_TYPE: gl.constexpr,
@@ -169,48 +183,3 @@ def _second(q_smem, k_ring, v_ring, q_ready, q_empty, ready, empty, turn, O, LSE
               stride_oz, stride_oh, stride_om, stride_lse_z, stride_lse_h,
               num_bh, num_heads_q, num_heads_k, seqlen_q, seqlen_k,
               1, HEAD_DIM, D_REAL, CAUSAL_TYPE, BLOCK_M, BLOCK_N, NUM_STAGES)
-
-
-@gluon.jit
-def attn_fwd_hopper_persistent(
-    q_desc, k_desc, v_desc, O, LSE,
-    sm_scale,
-    stride_oz, stride_oh, stride_om,
-    stride_lse_z, stride_lse_h,
-    num_heads_q, num_heads_k, seqlen_q, seqlen_k, num_bh,
-    BLOCK_DMODEL: gl.constexpr, CAUSAL_TYPE: gl.constexpr,
-    BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr,
-):
-    gl.static_assert(BLOCK_M == 2 * HALF_ROWS, "BLOCK_M is two warpgroups of 64 rows")
-    dtype: gl.constexpr = q_desc.dtype
-    HEAD_BLOCK: gl.constexpr = _head_block(BLOCK_DMODEL)
-    smem_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=_swizzle(BLOCK_DMODEL), element_bitwidth=16,
-                                                      rank=2)
-    q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, HEAD_BLOCK], smem_layout)
-    k_ring = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_BLOCK], smem_layout)
-    v_ring = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_BLOCK], smem_layout)
-    q_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    mbarrier.init(q_ready, count=1)
-    mbarrier.init(q_empty, count=2)
-    for i in gl.static_range(NUM_STAGES):
-        mbarrier.init(ready.index(i), count=1)
-        mbarrier.init(empty.index(i), count=2)
-    for i in gl.static_range(2):
-        mbarrier.init(turn.index(i), count=1)
-    mbarrier.arrive(turn.index(0))  # consumer 0 has the first turn
-    gl.warp_specialize([
-        (_first, (q_smem, k_ring, v_ring, q_ready, q_empty, ready, empty, turn, O, LSE, sm_scale,
-                  stride_oz, stride_oh, stride_om, stride_lse_z, stride_lse_h,
-                  num_bh, num_heads_q, num_heads_k, seqlen_q, seqlen_k,
-                  HEAD_BLOCK, BLOCK_DMODEL, CAUSAL_TYPE, BLOCK_M, BLOCK_N, NUM_STAGES)),
-        (_second, (q_smem, k_ring, v_ring, q_ready, q_empty, ready, empty, turn, O, LSE, sm_scale,
-                   stride_oz, stride_oh, stride_om, stride_lse_z, stride_lse_h,
-                   num_bh, num_heads_q, num_heads_k, seqlen_q, seqlen_k,
-                   HEAD_BLOCK, BLOCK_DMODEL, CAUSAL_TYPE, BLOCK_M, BLOCK_N, NUM_STAGES)),
-        (_loader, (q_desc, k_desc, v_desc, q_smem, k_ring, v_ring, q_ready, q_empty, ready, empty,
-                   num_bh, num_heads_q, num_heads_k, seqlen_q, seqlen_k, CAUSAL_TYPE, BLOCK_M, BLOCK_N, NUM_STAGES)),
-    ], [4, 1], [232, 40])

@@ -19,6 +19,7 @@ namespace {
 
 using namespace detail;
 using detail::device_arch;
+using detail::device_sm_count;
 using detail::fail;
 using detail::tma_compatible;
 using detail::TmaTensor;
@@ -93,11 +94,13 @@ kh::Functional hopper_functional(const Fwd& p) {
 
 Status launch_hopper(const Fwd& p, const HopperCall& c, Stream stream, const KernelOptions* options) {
   const Geometry& g = p.g;
+  int sms = 0;  // the persistent schedule's grid
+  AOTRITON_RETURN_IF_ERROR(device_sm_count(stream, &sms));
   const kh::Inputs in{
       .q_desc = c.q, .k_desc = c.k, .v_desc = c.v,
       .O = kernel_tensor(p.o), .LSE = detail::KernelTensor<2>{p.lse, {p.lse_z, p.lse_h}}, .sm_scale = p.scale,
       .num_heads_q = g.hq, .num_heads_k = g.hk, .seqlen_q = g.max_sq, .seqlen_k = g.max_sk,
-      .num_seqs = g.batch,
+      .num_seqs = g.batch, .num_sms = sms,
   };
   return kh::launch(in, hopper_functional(p), stream, options);
 }
