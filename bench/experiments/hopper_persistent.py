@@ -22,7 +22,7 @@ SHIPPED = {"SCHEDULE": 3, "num_warps": 4, "maxnreg": 0}  # the ping-pong config 
 def launch(q, k, v, sm_scale, causal_type, config, num_sms):
     import torch
     from python.rules_flash_hopper import attn_fwd_hopper as rule
-    from tritonsrc.flash.fwd_hopper_jit import _descriptor as _view
+    from python.jit.flash_fwd_hopper import _descriptor as _view
     from tritonsrc.flash.fwd_hopper_persistent import attn_fwd_hopper_persistent
     from python.kernel_rules import TmaArg
 
@@ -91,7 +91,7 @@ def main():
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from bench_common import commit_id
     from flash_reference import FWD_TOL, LSE_TOL, attention_ref, rel_err
-    from tritonsrc.flash.fwd_hopper_jit import attn_fwd_hopper_jit
+    from python.jit.flash_fwd_hopper import attn_fwd_hopper_jit
 
     num_sms = torch.cuda.get_device_properties(0).multi_processor_count
     failures = 0
