@@ -12,7 +12,8 @@ import triton
 from python import rules_flash
 from python.jit.flash_features import feature_args
 from python.jit_launch import View, launch
-from tritonsrc.flash.fwd_configs import DROPOUT_MASK_CONFIG, TUNING_CANDIDATES, head_dim_bucket, pick_config  # noqa: F401
+from tritonsrc.flash.fwd_configs import (DROPOUT_MASK_CONFIG, TUNING_CANDIDATES, head_dim_bucket,  # noqa: F401
+                                        pick_config)
 
 _DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 
