@@ -132,7 +132,7 @@ def fwd_table(dname, dtype, tokens, hidden, shapes):
 
     import aotriton
     from tritonsrc.flash.fwd_configs import pick_config
-    from tritonsrc.flash.fwd_jit import attn_fwd_jit
+    from python.jit.flash_fwd import attn_fwd_jit
 
     print("| D | causal | seqlen | aotriton TF/s | JIT TF/s | SDPA flash TF/s | SDPA cuDNN TF/s | aot/flash | aot/cuDNN |"
           " aot/JIT |")

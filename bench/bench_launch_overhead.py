@@ -3,7 +3,7 @@
   silu_and_mul  aotriton from Python vs the same Triton kernel through the Triton JIT (target <= 0.4x)
   flash fwd     aotriton.flash_attn_func vs torch SDPA's flash backend (target <= 0.5x)
   fused_moe M=1 aotriton.fused_moe vs the same Triton kernels launched by the JIT
-                (tritonsrc/moe/moe_jit.py, same configs; target <= 0.5x)
+                (python/jit/moe.py, same configs; target <= 0.5x)
   C++ API       from test/gpu_check bench: the C++ operators against raw cuLaunchKernel loops
 
 Also the binding alone (pre-built views) and the dispatcher route (torch.ops.aotriton.*, what
@@ -129,7 +129,7 @@ def moe_rows(rows_out):
 
     import aotriton
     from tritonsrc.moe import configs as CFG
-    from tritonsrc.moe import moe_jit as mj
+    from python.jit import moe as mj
 
     M, E, N, K, topk = 1, 8, 128, 256, 2
     dt = torch.bfloat16

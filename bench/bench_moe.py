@@ -210,7 +210,7 @@ def main():
                 r["roofline"] = (touched_bytes(ids, w1, w2, s1, s2) / bw * 1e3 / r["graph_ms"]) if M <= 64 \
                     else float("nan")
                 if args.jit:
-                    from tritonsrc.moe import moe_jit as mj
+                    from python.jit import moe as mj
                     cfg = CFG.gemm_config(M, quant)
                     r["jit_ms"] = t_ms(lambda: mj.fused_experts_jit(x, w1, w2, w, ids, quant=quant, w1_scale=s1,
                                                                     w2_scale=s2, config=cfg))

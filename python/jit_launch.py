@@ -3,10 +3,10 @@ makes: the positional arguments in the rule's order, tensors' strides taken
 by the rule's dim names, the constexprs of the functional and tuning config,
 and the grid evaluated from the rule's C++ expressions.
 
-The family launchers (tritonsrc/*/..._jit.py) only allocate outputs and say
-how each tensor's dims map onto the kernel's (View); the CPU interpreter
-tests and the GPU JIT benchmarks go through here, so a rule whose argument
-order, stride names or grid is wrong fails on CPU.
+The family launchers (python/jit/) only allocate outputs and say how each
+tensor's dims map onto the kernel's (View); the CPU interpreter tests and the
+GPU JIT benchmarks go through here, so a rule whose argument order, stride
+names or grid is wrong fails on CPU.
 """
 from __future__ import annotations
 

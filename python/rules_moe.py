@@ -573,7 +573,7 @@ MOE_CI = {
 # operator aligns with one block size (BWD_BLOCK_SIZE_M) of its own.
 # ----------------------------------------------------------------------------
 BWD_DTYPES = ["fp16", "bf16"]
-BWD_BLOCK_SIZE_M = 64  # = tritonsrc/moe/moe_bwd_jit.BWD_BLOCK_SIZE_M and v2src/ops/moe_fused_bwd.cc
+BWD_BLOCK_SIZE_M = 64  # = python/jit/moe_bwd.BWD_BLOCK_SIZE_M and v2src/ops/moe_fused_bwd.cc
 
 
 def _bwd_gemm_prune(f, c, arch):

@@ -7,7 +7,7 @@ decode ...` the KV-cache decode kernel (python/tune_decode.py).
                           [--head-dims 64,128] [--causal 0,1,2] [--seqlens 512,...,16384] [--fuse-dq 0,1]
 
 Configs are the rule's own tuning space (rule.tuning.all_configs), run through
-the Triton JIT launchers in tritonsrc/ (the same kernels and launch parameters
+the Triton JIT launchers in python/jit/ (the same kernels and launch parameters
 the AOT build compiles: aot/JIT time ratios measure 0.97-1.03). Each config is
 timed with CUDA events (median of triton.testing.do_bench) on the benchmark
 shape family (batch * seqlen = 16k tokens, hidden 2048), and its output is
@@ -91,20 +91,20 @@ class FlashCase:
         self.q, self.k, self.v = (torch.randn(B, S, H, D, device="cuda", dtype=tdt, generator=g) for _ in range(3))
         self.do = torch.randn(B, S, H, D, device="cuda", dtype=tdt, generator=g)
         self.causal, self.scale, self.dtype, self.D = causal, D ** -0.5, dtype, D
-        from tritonsrc.flash.fwd_jit import attn_fwd_jit
+        from python.jit.flash_fwd import attn_fwd_jit
         self.o, self.lse = attn_fwd_jit(self.q, self.k, self.v, sm_scale=self.scale, causal_type=causal)[:2]
 
     def run_fwd(self, cfg):
-        from tritonsrc.flash.fwd_jit import attn_fwd_jit
+        from python.jit.flash_fwd import attn_fwd_jit
         return attn_fwd_jit(self.q, self.k, self.v, sm_scale=self.scale, causal_type=self.causal, config=cfg)[0]
 
     def run_fwd_hopper(self, cfg):
-        from tritonsrc.flash.fwd_hopper_jit import attn_fwd_hopper_jit
+        from python.jit.flash_fwd_hopper import attn_fwd_hopper_jit
         return attn_fwd_hopper_jit(self.q, self.k, self.v, self.scale, self.causal, cfg)[0]
 
     def run_bwd_hopper(self, cfg, fuse_dq):
         """The whole sm_90 backward (preprocess, bwd_dkdv_hopper, dQ conversion or kernel) as it runs."""
-        from tritonsrc.flash.bwd_hopper_jit import attn_bwd_hopper_jit
+        from python.jit.flash_bwd_hopper import attn_bwd_hopper_jit
         return attn_bwd_hopper_jit(self.do, self.q, self.k, self.v, self.o, self.lse, self.scale, self.causal,
                                    dict(cfg, FUSE_DQ=bool(fuse_dq)))
 
@@ -116,7 +116,7 @@ class FlashCase:
 
     def run_bwd(self, kernel, cfg, other):
         from tritonsrc.flash.bwd_configs import pre_config
-        from tritonsrc.flash.bwd_jit import attn_bwd_jit
+        from python.jit.flash_bwd import attn_bwd_jit
         full = {"pre": pre_config(self.D), "dkdv": other["dkdv"], "dq": other["dq"]}
         full[kernel] = cfg
         return attn_bwd_jit(self.do, self.q, self.k, self.v, self.o, self.lse, sm_scale=self.scale,

@@ -89,12 +89,12 @@ class DecodeCase:
         return ref
 
     def run(self, cfg):
-        from tritonsrc.flash.decode_jit import decode_jit
+        from python.jit.flash_decode import decode_jit
         decode_jit(self.q, self.k, self.v, self.cs, sm_scale=self.scale, block_table=self.table,
                    num_splits=self.splits, config=cfg, out=self.o, lse_out=self.lse)
 
     def launch(self, cfg):
-        from tritonsrc.flash.decode_jit import decode_launch_args
+        from python.jit.flash_decode import decode_launch_args
         return decode_launch_args(self.q, self.k, self.v, self.cs, sm_scale=self.scale, block_table=self.table,
                                   num_splits=self.splits, config=cfg)
 

@@ -89,7 +89,7 @@ class GemmCase:
 
     def __init__(self, layer, gemm, M, quant, block_m, seed=0):
         import torch
-        from tritonsrc.moe import moe_jit as mj
+        from python.jit import moe as mj
 
         self.torch, self.mj = torch, mj
         spec = LAYERS[layer]
@@ -112,7 +112,7 @@ class GemmCase:
         self.a_s = self.b_s = None
         if self.quant == INT4:
             # Random packed nibbles, scales and zero points: fresh data with
-            # the layout the kernel reads (moe_quant_jit.quantize_int4_groups).
+            # the layout the kernel reads (python/jit/moe_quant.quantize_int4_groups).
             G = K_in // INT4_GROUP
             self.a, self.a_deq = x, x.float()
             self.b = torch.randint(0, 256, (E, N_out, K_in // 2), dtype=torch.uint8, device="cuda", generator=g)
@@ -140,7 +140,7 @@ class GemmCase:
 
     def _b_deq(self, e):
         if self.quant == INT4:
-            from tritonsrc.moe.moe_quant_jit import dequantize_int4_groups
+            from python.jit.moe_quant import dequantize_int4_groups
             return dequantize_int4_groups(self.b[e:e + 1], self.b_s[e:e + 1], self.b_zp[e:e + 1],
                                           INT4_GROUP)[0].float()
         b = self.b[e].float()
@@ -177,7 +177,7 @@ class GemmCase:
     def launch(self, cfg):
         full = dict(cfg, BLOCK_SIZE_M=self.block_m)
         if self.quant == INT4:
-            from tritonsrc.moe.moe_quant_jit import grouped_gemm_wq_launch
+            from python.jit.moe_quant import grouped_gemm_wq_launch
             return grouped_gemm_wq_launch(self.a, self.b, self.c, self.weights, self.sorted, self.expert_ids,
                                           self.ntpp, self.top_k, full, 4, self.b_s, self.b_zp, INT4_GROUP,
                                           mul_routed_weight=self.mul)

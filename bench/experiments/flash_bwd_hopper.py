@@ -1,5 +1,5 @@
 """Experiment: the Gluon Hopper flash backward (tritonsrc/flash/bwd_hopper.py)
-against our Triton backward (tritonsrc/flash/bwd_jit.py, the split path) and
+against our Triton backward (python/jit/flash_bwd.py, the split path) and
 SDPA's flash and cuDNN backends, backward alone, on the bench grid
 (batch * seqlen = 16k tokens, hidden 2048; TFLOP/s count 2.5x the forward's
 4*B*H*S^2*D, halved when causal). JIT only; needs an sm_90 GPU.
@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tritonsrc.flash.bwd_hopper_jit import DEFAULT as FUSED  # noqa: E402
+from python.jit.flash_bwd_hopper import DEFAULT as FUSED  # noqa: E402
 
 VARIANTS = {
     # Warp-specialized (SCHEDULE 1): a worker warpgroup refills Q/dO and issues
@@ -80,7 +80,7 @@ def forward(qt, kt, vt, causal, scale):
 
 
 def gluon_bwd(variant, do, q, k, v, o, lse, scale, causal_type, out=None):
-    from tritonsrc.flash.bwd_hopper_jit import attn_bwd_hopper_jit
+    from python.jit.flash_bwd_hopper import attn_bwd_hopper_jit
     return attn_bwd_hopper_jit(do, q, k, v, o, lse, scale, causal_type, VARIANTS[variant][q.shape[-1]], out=out)
 
 
@@ -145,7 +145,7 @@ def timing_rows(variants, dtypes, head_dims, causals, seqlens, failed):
     import torch
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from tritonsrc.flash.bwd_jit import attn_bwd_jit
+    from python.jit.flash_bwd import attn_bwd_jit
 
     rows = []
     names = [f"gluon_{v}" for v in variants] + ["triton", "flash", "cudnn"]

@@ -27,7 +27,7 @@ from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
 from bench.experiments.flash_bwd_hopper import VARIANTS  # noqa: E402
 from python.cubin_resources import cuobjdump, resources  # noqa: E402
 from tritonsrc.flash.bwd_hopper import bwd_dkdv_hopper  # noqa: E402
-from tritonsrc.flash.bwd_hopper_jit import DESC_ROWS, tma_arg  # noqa: E402
+from python.jit.flash_bwd_hopper import DESC_ROWS, tma_arg  # noqa: E402
 
 SMEM_LIMIT = 227 * 1024
 CONSTEXPRS = ("BLOCK_DMODEL", "CAUSAL_TYPE", "FUSE_DQ", "BLOCK_M", "BLOCK_N", "NUM_STAGES", "SCHEDULE")

@@ -161,7 +161,7 @@ def main():
     triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from tritonsrc.flash.fwd_configs import pick_config
-    from tritonsrc.flash.fwd_jit import attn_fwd_jit
+    from python.jit.flash_fwd import attn_fwd_jit
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     tokens, hidden = 16384, 2048
     seqlens = [1024, 4096, 16384] if args.quick else [512, 2048, 4096, 8192, 16384]

@@ -24,7 +24,7 @@ def configs(D):
 
 def main():
     from flash_reference import FWD_TOL, LSE_TOL, attention_ref, rel_err
-    from tritonsrc.flash.fwd_hopper_jit import attn_fwd_hopper_jit
+    from python.jit.flash_fwd_hopper import attn_fwd_hopper_jit
     from torch.nn.attention import SDPBackend, sdpa_kernel
     import triton
     from bench_common import commit_id

@@ -22,7 +22,7 @@ PERSISTENT = {"SCHEDULE": 4, "num_warps": 4, "maxnreg": 0}
 
 def launch(q, k, v, sm_scale, causal_type, config):
     """The persistent schedule (attn_fwd_hopper SCHEDULE 4) through the rule's JIT launcher."""
-    from tritonsrc.flash.fwd_hopper_jit import attn_fwd_hopper_jit
+    from python.jit.flash_fwd_hopper import attn_fwd_hopper_jit
     return attn_fwd_hopper_jit(q, k, v, sm_scale, causal_type, {**config, **PERSISTENT})
 
 
@@ -49,7 +49,7 @@ def main():
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from bench_common import commit_id
     from flash_reference import FWD_TOL, LSE_TOL, attention_ref, rel_err
-    from tritonsrc.flash.fwd_hopper_jit import attn_fwd_hopper_jit
+    from python.jit.flash_fwd_hopper import attn_fwd_hopper_jit
 
     failures = 0
     for D in (128, 64, 96):

@@ -21,7 +21,7 @@ SERIAL = {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "num_wa
 
 
 def load_launcher(source):
-    import tritonsrc.flash.fwd_hopper_jit as jit
+    import python.jit.flash_fwd_hopper as jit
     if source:
         spec = importlib.util.spec_from_file_location("fwd_hopper_variant", source)
         mod = importlib.util.module_from_spec(spec)

@@ -206,7 +206,7 @@ def launch_spec(kind, opts, cfg, case, num_sms):
         from tritonsrc.moe.grouped_gemm_hopper import fused_moe_gemm_hopper
         return fused_moe_gemm_hopper, grid, args, kwargs
     if kind == "prod":
-        from tritonsrc.moe.moe_jit import grouped_gemm_launch
+        from python.jit.moe import grouped_gemm_launch
         config = dict(BLOCK_SIZE_M=bm, BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, GROUP_SIZE_M=group, num_warps=warps,
                       num_stages=stages)
         grid, args, kwargs = grouped_gemm_launch(case.a, case.b, case.c, case.tw if case.mul else None, s, e, n,

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from tritonsrc.flash.decode_jit import decode_jit
+from python.jit.flash_decode import decode_jit
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::RuntimeWarning")
 

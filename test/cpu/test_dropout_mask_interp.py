@@ -15,7 +15,7 @@ import triton
 
 from tritonsrc.flash.dropout_mask import attn_dropout_mask
 from tritonsrc.flash.fwd_configs import DROPOUT_MASK_CONFIG
-from tritonsrc.flash.fwd_jit import attn_fwd_jit
+from python.jit.flash_fwd import attn_fwd_jit
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::RuntimeWarning")
 

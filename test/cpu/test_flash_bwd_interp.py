@@ -16,7 +16,7 @@ import torch  # noqa: E402
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from tritonsrc.flash.bwd_jit import attn_bwd_jit  # noqa: E402
+from python.jit.flash_bwd import attn_bwd_jit  # noqa: E402
 from tritonsrc.flash.dropout import keep_mask  # noqa: E402
 
 TOL = {torch.float16: dict(atol=2e-2, rtol=2e-2), torch.float32: dict(atol=2e-4, rtol=2e-4)}

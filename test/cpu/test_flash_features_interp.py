@@ -11,9 +11,9 @@ import torch  # noqa: E402
 
 from feature_ref import attention, scores, visible  # noqa: E402
 from flash_inputs import flash_inputs  # noqa: E402
-from tritonsrc.flash.bwd_jit import attn_bwd_jit  # noqa: E402
-from tritonsrc.flash.feature_args import feature_args  # noqa: E402
-from tritonsrc.flash.fwd_jit import attn_fwd_jit  # noqa: E402
+from python.jit.flash_bwd import attn_bwd_jit  # noqa: E402
+from python.jit.flash_features import feature_args  # noqa: E402
+from python.jit.flash_fwd import attn_fwd_jit  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::RuntimeWarning")
 

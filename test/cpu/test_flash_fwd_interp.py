@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from tritonsrc.flash.dropout import keep_mask
-from tritonsrc.flash.fwd_jit import attn_fwd_jit
+from python.jit.flash_fwd import attn_fwd_jit
 
 # The interpreter warns on tensor-valued loop bounds and log2(0) (rows with no key).
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::RuntimeWarning")

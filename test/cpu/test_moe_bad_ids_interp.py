@@ -14,7 +14,7 @@ import pytest
 import torch
 import triton
 
-from tritonsrc.moe import moe_jit as mj  # noqa: E402
+from python.jit import moe as mj  # noqa: E402
 from tritonsrc.moe.topk_softmax import topk_softmax_kernel  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::RuntimeWarning")

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tritonsrc.moe import moe_bwd_jit as bj  # noqa: E402
+from python.jit import moe_bwd as bj  # noqa: E402
 from tritonsrc.moe import activation as act_mod  # noqa: E402
-from tritonsrc.moe import moe_jit as mj  # noqa: E402
+from python.jit import moe as mj  # noqa: E402
 
 SMALL = {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": 32, "GROUP_SIZE_M": 2, "num_warps": 4,
          "num_stages": 1}

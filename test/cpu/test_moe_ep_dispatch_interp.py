@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from moe_ep_reference import ep_dispatch_ref, random_expert_map  # noqa: E402
-from tritonsrc.moe import routing_jit as rj  # noqa: E402
+from python.jit import moe_routing as rj  # noqa: E402
 
 
 def _poisoned(M, topk, L):

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import triton.language as tl  # noqa: E402
 from triton.runtime import interpreter as _interp  # noqa: E402
 
-from tritonsrc.moe import moe_jit as mj  # noqa: E402
+from python.jit import moe as mj  # noqa: E402
 
 FP8 = torch.float8_e4m3fn
 

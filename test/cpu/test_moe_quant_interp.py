@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import test_moe_interp as base  # noqa: E402  (applies the interpreter fp8 rounding patch)
-from tritonsrc.moe import moe_jit as mj  # noqa: E402
-from tritonsrc.moe import moe_quant_jit as mq  # noqa: E402
+from python.jit import moe as mj  # noqa: E402
+from python.jit import moe_quant as mq  # noqa: E402
 
 FP8 = torch.float8_e4m3fn
 CFG16 = dict(BLOCK_SIZE_M=16, BLOCK_SIZE_N=32, BLOCK_SIZE_K=64, GROUP_SIZE_M=1)

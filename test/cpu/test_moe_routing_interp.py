@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from moe_routing_reference import grouped_topk_ref, tie_free_case  # noqa: E402
-from tritonsrc.moe import routing_jit as rj  # noqa: E402
+from python.jit import moe_routing as rj  # noqa: E402
 
 # (M, E, topk, num_expert_group, topk_group)
 CASES = [

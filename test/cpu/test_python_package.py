@@ -60,6 +60,33 @@ def test_the_check_sees_an_edit():
     assert not _edits_sys_path(ast.parse("print(sys.path)").body[0].value)
 
 
+def _is_jit(decorator) -> bool:
+    d = decorator.func if isinstance(decorator, ast.Call) else decorator
+    return isinstance(d, ast.Attribute) and d.attr == "jit" and isinstance(d.value, ast.Name) \
+        and d.value.id in ("triton", "gluon")
+
+
+def test_tritonsrc_holds_only_kernels_and_their_helpers():
+    """tritonsrc/ is Triton code: every module defines @triton.jit/@gluon.jit
+    functions, except the plain config tables the rules import (*configs.py);
+    nothing there imports torch or the build side. The JIT launchers live in
+    python/jit/."""
+    odd = []
+    for rel in sources():
+        name = rel.rsplit("/", 1)[-1]
+        if not rel.startswith("tritonsrc/") or name == "__init__.py":
+            continue
+        tree = ast.parse((REPO / rel).read_text())
+        for node in ast.walk(tree):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            odd += [f"{rel}:{node.lineno} imports {m}" for m in mods if m.split(".")[0] in ("torch", "python")]
+        jit = any(isinstance(n, ast.FunctionDef) and any(map(_is_jit, n.decorator_list)) for n in ast.walk(tree))
+        if not jit and not name.endswith("configs.py"):
+            odd.append(f"{rel}: no @triton.jit or @gluon.jit function (a launcher or plain Python: python/jit/)")
+    assert not odd, "\n".join(odd)
+
+
 def test_generate_runs_as_a_script_and_as_a_module(tmp_path):
     """CMake runs python/generate.py by path; `python -m python.generate` works too."""
     for how in ([str(REPO / "python" / "generate.py")], ["-m", "python.generate"]):

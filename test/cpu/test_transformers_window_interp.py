@@ -18,7 +18,7 @@ from aotriton.integrations import transformers as integ  # noqa: E402
 
 import hf_attention_reference as R  # noqa: E402
 from test_transformers_window_softcap import batch, logits, tiny_gemma2  # noqa: E402
-from tritonsrc.flash.fwd_jit import attn_fwd_jit  # noqa: E402
+from python.jit.flash_fwd import attn_fwd_jit  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::RuntimeWarning")
 

@@ -18,8 +18,8 @@ import math
 import pytest
 import torch
 
-from tritonsrc.flash.bwd_jit import attn_bwd_jit
-from tritonsrc.flash.fwd_jit import attn_fwd_jit
+from python.jit.flash_bwd import attn_bwd_jit
+from python.jit.flash_fwd import attn_fwd_jit
 from varlen_bounds_ref import seq_bounds
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::RuntimeWarning")

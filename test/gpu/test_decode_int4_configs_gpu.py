@@ -8,9 +8,9 @@ Skipped without a GPU (test/gpu/conftest.py)."""
 import pytest
 import torch
 
-from tritonsrc.flash.decode_jit import decode_jit  # noqa: E402
-from tritonsrc.moe import moe_jit as mj  # noqa: E402
-from tritonsrc.moe import moe_quant_jit as mq  # noqa: E402
+from python.jit.flash_decode import decode_jit  # noqa: E402
+from python.jit import moe as mj  # noqa: E402
+from python.jit import moe_quant as mq  # noqa: E402
 
 DEV = "cuda"
 DECODE_CONFIGS = [

@@ -112,7 +112,7 @@ def _rule_candidates():
                          ids=lambda x: str(x) if isinstance(x, int) else f"s{x['SCHEDULE']}_w{x['num_warps']}")
 def test_every_tuning_candidate_matches_reference_through_the_jit(head_dim, config, causal, atomic):
     """The schedules the tuning database may choose, whether or not this build compiled them."""
-    from tritonsrc.flash.bwd_hopper_jit import attn_bwd_hopper_jit
+    from python.jit.flash_bwd_hopper import attn_bwd_hopper_jit
 
     dtype = torch.bfloat16 if causal else torch.float16
     q, k, v, dout = inputs(2, 333, 517, 4, 2, head_dim, dtype, seed=head_dim + causal)

@@ -197,9 +197,9 @@ def test_backward_after_the_hopper_forward():
 
 @pytest.mark.parametrize("config", [PINGPONG, SERIAL64])
 def test_jit_launcher_matches_the_aot_kernel(config):
-    """tritonsrc/flash/fwd_hopper_jit.py (the tuner's launcher) passes the
+    """python/jit/flash_fwd_hopper.py (the tuner's launcher) passes the
     same descriptors and arguments as the AOT operator: bitwise equal output."""
-    from tritonsrc.flash.fwd_hopper_jit import attn_fwd_hopper_jit
+    from python.jit.flash_fwd_hopper import attn_fwd_hopper_jit
 
     cfg = dict(kv.split("=") for kv in config.split(","))
     cfg = {k: int(v) for k, v in cfg.items()}
@@ -220,7 +220,7 @@ def _configs_192():
                          ids=lambda c: f"s{c['SCHEDULE']}_n{c['BLOCK_N']}_st{c['NUM_STAGES']}")
 def test_head_dim_192_every_candidate_through_the_jit(config, causal):
     """The build compiles only the chosen config; the JIT runs each one the tuning space allows."""
-    from tritonsrc.flash.fwd_hopper_jit import attn_fwd_hopper_jit
+    from python.jit.flash_fwd_hopper import attn_fwd_hopper_jit
 
     for i, (B, Sq, Sk, Hq, Hk) in enumerate([(2, 333, 333, 4, 2), (1, 1000, 130, 4, 2), (1, 257, 1, 2, 2)]):
         for dtype in (torch.float16, torch.bfloat16):
@@ -251,7 +251,7 @@ def test_persistent_every_candidate_through_the_jit(D, config):
     """One CTA per SM walking the tiles in rounds (alternating direction): more
     tiles than SMs (every CTA several tiles, the last round partial), fewer,
     sequence tails, GQA; NaN-poisoned outputs against a float64 reference."""
-    from tritonsrc.flash.fwd_hopper_jit import attn_fwd_hopper_jit
+    from python.jit.flash_fwd_hopper import attn_fwd_hopper_jit
 
     # 384 and 160 tiles: the last round partial, dealt left to right and right to left
     shapes = [(3, 1000, 1000, 16, 4), (1, 1000, 1000, 20, 4), (2, 333, 333, 4, 2), (1, 1000, 130, 4, 2),

@@ -1,7 +1,7 @@
 """fused_experts backward (AOT kernels through torch autograd) on the GPU against
 float32 autograd of a torch MoE reference on the same bf16/fp16 inputs, over
 M {1, 33, 512, 4096} x E {8, 64} x top-k {1, 2, 6}; determinism; dropped ids;
-the JIT twin (tritonsrc/moe/moe_bwd_jit.py) on the same inputs.
+the JIT twin (python/jit/moe_bwd.py) on the same inputs.
 
 Functionals the build lacks (bf16 under the ci profile) skip with the library's
 message; the release profile has them all.
@@ -143,7 +143,7 @@ def test_dropped_ids_get_zero_gradients_and_idle_experts_zero_weight_grads():
 
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="JIT comparison needs the real Triton JIT")
 def test_aot_matches_jit_twin():
-    from tritonsrc.moe import moe_bwd_jit as bj
+    from python.jit import moe_bwd as bj
     x, w1, w2, w, ids, dout = make(300, 8, 2, F16, seed=4)
     _, grads = aot_grads(x, w1, w2, w, ids, dout)
     jit = bj.fused_experts_bwd_jit(dout, x, w1, w2, w, ids)

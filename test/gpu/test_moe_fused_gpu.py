@@ -1,7 +1,7 @@
 """AOT fused-MoE operators (aotriton.topk_softmax, moe_align_block_size,
 invoke_fused_moe_kernel, fp8 quant, fused_experts) on the GPU, against float64
 torch references on fresh random data and against the same Triton kernels
-launched by the JIT (tritonsrc/moe/moe_jit.py). Outputs are NaN-poisoned.
+launched by the JIT (python/jit/moe.py). Outputs are NaN-poisoned.
 
 Functionals missing from the build (e.g. bf16 or unaligned shapes under the
 ci profile) are skipped with the library's own message; the release profile
@@ -40,8 +40,8 @@ def aot(fn, *args, **kwargs):
 
 
 def mj():
-    from tritonsrc.moe import moe_jit
-    return moe_jit
+    from python.jit import moe
+    return moe
 
 
 def rel_err(out, ref):
@@ -310,7 +310,7 @@ def test_grouped_gemm(M, E, topk, N, K, dtype, quant):
     if not NO_JIT:  # the same kernel and config through the Triton JIT
         cj = torch.full_like(c, float("nan"))
         if "NUM_STAGES=" in ran:  # the sm_90 Gluon kernel served it (test_moe_hopper_gpu.py)
-            from tritonsrc.moe.grouped_gemm_hopper_jit import invoke_grouped_gemm_hopper
+            from python.jit.moe_gemm_hopper import invoke_grouped_gemm_hopper
             invoke_grouped_gemm_hopper(a, b, cj, w, s, e, n, topk, _config_of(ran, bs), mul_routed_weight=True)
         else:
             mj().invoke_grouped_gemm(a, b, cj, w, s, e, n, topk, _config_of(ran, bs), mul_routed_weight=True,

@@ -260,10 +260,10 @@ def test_bitwise_repeatable():
 
 @pytest.mark.parametrize("form", ["gemm1", "gemm2"])
 def test_jit_launcher_matches_the_aot_kernel(form):
-    """tritonsrc/moe/grouped_gemm_hopper_jit.py (the tuner's launcher) passes
+    """python/jit/moe_gemm_hopper.py (the tuner's launcher) passes
     the same descriptor and arguments as the AOT operator: bitwise equal."""
     import aotriton
-    from tritonsrc.moe.grouped_gemm_hopper_jit import invoke_grouped_gemm_hopper
+    from python.jit.moe_gemm_hopper import invoke_grouped_gemm_hopper
 
     a, b, w, ids, top_k, mul = operands(512, 8, 2, 384, 336, torch.bfloat16, form, seed=41)
     aot_c, ran = gemm(a, b, w, ids, top_k, mul, force=hopper_config())

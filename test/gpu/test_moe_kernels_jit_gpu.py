@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1",
     reason="needs a CUDA GPU and the real Triton JIT")
 
-from tritonsrc.moe import moe_jit as mj  # noqa: E402
+from python.jit import moe as mj  # noqa: E402
 
 FP8 = torch.float8_e4m3fn
 DEV = "cuda"

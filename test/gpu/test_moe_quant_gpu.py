@@ -13,7 +13,7 @@ import torch
 from test_moe_fused_gpu import (DEV, FP8, activation_ref, aot, fp8_ok, need_fp8, need_jit, rel_err,  # noqa: E402
                                 routing)
 from tritonsrc.moe import configs as CFG  # noqa: E402
-from tritonsrc.moe import moe_quant_jit as mq  # noqa: E402
+from python.jit import moe_quant as mq  # noqa: E402
 
 CHANNEL, INT8, INT4 = CFG.QUANT_FP8_CHANNEL, CFG.QUANT_INT8_W8A16, CFG.QUANT_INT4_W4A16
 

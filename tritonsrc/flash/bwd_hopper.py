@@ -3,8 +3,8 @@
 (FlashAttention-3's backward). In the AOT
 build as bwd_dkdv_hopper (python/rules_flash_hopper.py; v2src/ops/flash_bwd.cc
 routes batched fp16/bf16 head dim 64 / 128 calls to it on sm_90; FUSE_DQ when
-the caller passes a dQ workspace); bwd_hopper_jit.py launches it through the JIT
-(bench/experiments/flash_bwd_hopper.py).
+the caller passes a dQ workspace); python/jit/flash_bwd_hopper.py launches it
+through the JIT (bench/experiments/flash_bwd_hopper.py).
 
 One CTA owns BLOCK_N keys of one (batch, kv head): K and V arrive once by
 TMA, then it walks the query heads of its GQA group and the query blocks of

@@ -1,5 +1,5 @@
 """Default tuning configs of the MoE kernels, shared by the AOT rules
-(python/rules_moe.py) and the JIT launchers (moe_jit.py). Plain Python: no
+(python/rules_moe.py) and the JIT launchers (python/jit/moe.py). Plain Python: no
 torch, no triton, so the build generator can import it.
 
 Grouped GEMM: BLOCK_SIZE_M must equal the block size that moe_align used for

@@ -2,7 +2,7 @@
 // act_and_mul backward (+ routing weights' gradient) -> wgrad of w2 and w1 ->
 // dgrad of GEMM1 -> moe_sum, on one stream, in a caller workspace.
 // Kernels: tritonsrc/moe/grouped_gemm_bwd.py, activation_bwd.py; the JIT
-// twin of this sequence is tritonsrc/moe/moe_bwd_jit.py.
+// twin of this sequence is python/jit/moe_bwd.py.
 #include <algorithm>
 #include <array>
 #include <string>

@@ -12,7 +12,7 @@ from python.rules_flash_hopper import attn_fwd_hopper as RULE
 
 # The kernel launched, looked up at each call: bench/experiments/hopper_repeat.py
 # replaces it with a variant's.
-from .fwd_hopper import attn_fwd_hopper
+from tritonsrc.flash.fwd_hopper import attn_fwd_hopper
 
 _DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 

@@ -10,11 +10,9 @@ import torch
 import triton
 
 from python import rules_flash
+from python.jit.flash_features import feature_args
 from python.jit_launch import View, launch
-
-from .feature_args import feature_args
-
-from .bwd_configs import CANDIDATE_CONFIGS, DEFAULT_CONFIGS, DROPOUT_SHRINK, PRE_CONFIG  # noqa: F401
+from tritonsrc.flash.bwd_configs import CANDIDATE_CONFIGS, DEFAULT_CONFIGS, DROPOUT_SHRINK, PRE_CONFIG  # noqa: F401
 
 # Tiny tiles for the interpreter: many blocks on small shapes, fast numpy.
 INTERP_CONFIG = {"pre": {"BLOCK_M": 16}, "dkdv": {"BLOCK_M": 16, "BLOCK_N": 16},
@@ -77,7 +75,7 @@ def attn_bwd_jit(do, q, k, v, o, lse, *, sm_scale, causal_type=0, layout="bshd",
     window, softcap, alibi_slopes: as attn_fwd_jit.
     v/o/do may have another head dim than q/k (BLOCK_DV, as attn_fwd_jit):
     dv has v's, delta sums over it. (dQ by atomics exists on sm_90 only:
-    bwd_hopper_jit.py.)
+    flash_bwd_hopper.py.)
     """
     varlen = cu_seqlens_q is not None
     head_dim = q.shape[-1]

@@ -16,10 +16,9 @@ Each launch's argument order, strides and grid come from the rules
 import torch
 
 from python import rules_moe as R
+from python.jit import moe as mj
 from python.jit_launch import View, launch
-
-from . import moe_jit as mj
-from .activation import SILU
+from tritonsrc.moe.activation import SILU
 
 BWD_BLOCK_SIZE_M = 64  # the align block size of the backward (one functional)
 DEFAULT_BWD_CONFIG = {"BLOCK_SIZE_M": BWD_BLOCK_SIZE_M, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 64,

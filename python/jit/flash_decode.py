@@ -10,7 +10,8 @@ import torch
 from python import rules_flash
 from python.jit_launch import View, launch, prepare
 
-from .decode_configs import DECODE_HEAD_BUCKETS, combine_config, decode_head_bucket, default_decode_config  # noqa: F401
+from tritonsrc.flash.decode_configs import (DECODE_HEAD_BUCKETS, combine_config, decode_head_bucket,  # noqa: F401
+                                           default_decode_config)
 
 
 def _bshd(t, rows="m"):

@@ -11,11 +11,11 @@ import triton
 from python import rules_moe as R
 from python.jit_launch import View, grid_of, launch, positional_args
 
-from .activation import SILU, GELU  # noqa: F401
-# Config tables live in configs.py (shared with the AOT rules); re-exported here.
-from .configs import (DEFAULT_CONFIGS, QUANT_FP8_BLOCK, QUANT_FP8_TENSOR, QUANT_NONE,  # noqa: F401
-                      SWEEP_CANDIDATES, default_config)
-from .grouped_gemm import fused_moe_kernel
+from tritonsrc.moe.activation import SILU, GELU  # noqa: F401
+# Config tables live in tritonsrc/moe/configs.py (shared with the AOT rules); re-exported here.
+from tritonsrc.moe.configs import (DEFAULT_CONFIGS, QUANT_FP8_BLOCK, QUANT_FP8_TENSOR, QUANT_NONE,  # noqa: F401
+                                   SWEEP_CANDIDATES, default_config)
+from tritonsrc.moe.grouped_gemm import fused_moe_kernel
 
 FP8 = torch.float8_e4m3fn
 

@@ -8,8 +8,8 @@ import triton
 from python import rules_moe as R
 from python.jit_launch import View, launch
 
-from .configs import topk_default
-from .grouped_topk import SIGMOID, SOFTMAX
+from tritonsrc.moe.configs import topk_default
+from tritonsrc.moe.grouped_topk import SIGMOID, SOFTMAX
 
 SCORING = {"softmax": SOFTMAX, "sigmoid": SIGMOID}
 
@@ -40,7 +40,7 @@ def grouped_topk(logits, topk, renormalize=False, num_expert_group=1, topk_group
 def ep_dispatch(topk_ids, expert_map, num_local_experts, block_t=256, align_path="auto", outs=None):
     """topk_ids int32 [M, topk] (global ids when expert_map is given) ->
     (sorted_token_ids int32 [numel], inverse int32 [M, topk], expert_offsets int32 [L + 1])."""
-    from .moe_jit import moe_align_block_size
+    from python.jit.moe import moe_align_block_size
 
     flat = topk_ids.reshape(-1).contiguous()
     numel, topk = flat.numel(), topk_ids.shape[-1]

@@ -2,18 +2,18 @@
 an experiment: bwd_preprocess -> bwd_dkdv_hopper -> either bwd_dq_convert
 (FUSE_DQ: dQ by fp32 atomics) or the Triton bwd_dq kernel. Needs an sm_90 GPU.
 
-The TMA descriptors are built like fwd_hopper_jit's (5-D view [B, H, D/64, S,
+The TMA descriptors are built like flash_fwd_hopper's (5-D view [B, H, D/64, S,
 64], box [1, 1, D/64, rows, 64], Triton's default NVMMA layout for the box),
 through kernel_rules.TmaArg so the CPU compile check builds the same types.
 """
 import torch
 import triton
 
-from .bwd_configs import DEFAULT_CONFIGS
-from .bwd_dq import bwd_dq
-from .bwd_dq_convert import bwd_dq_convert
-from .bwd_hopper import bwd_dkdv_hopper
-from .bwd_preprocess import bwd_preprocess
+from tritonsrc.flash.bwd_configs import DEFAULT_CONFIGS
+from tritonsrc.flash.bwd_dq import bwd_dq
+from tritonsrc.flash.bwd_dq_convert import bwd_dq_convert
+from tritonsrc.flash.bwd_hopper import bwd_dkdv_hopper
+from tritonsrc.flash.bwd_preprocess import bwd_preprocess
 
 # By head dim: 64 query rows per step keeps S^T, dP^T and dK/dV in 240
 # registers (128 rows spill at head dim 64); two warpgroups of 64 keys each;

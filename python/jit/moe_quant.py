@@ -8,11 +8,10 @@ through python/jit_launch.py, as in the AOT build (v2src/ops/moe_gemm.cc).
 import torch
 
 from python import rules_moe as R
+from python.jit import moe as mj
 from python.jit_launch import View, kernel_function, launch, prepare
-
-from . import moe_jit as mj
-from .configs import (QUANT_FP8_CHANNEL, QUANT_INT4_W4A16, QUANT_INT8_W8A16, default_config,  # noqa: F401
-                      wq_default_config)
+from tritonsrc.moe.configs import (QUANT_FP8_CHANNEL, QUANT_INT4_W4A16, QUANT_INT8_W8A16, default_config,  # noqa: F401
+                                   wq_default_config)
 
 FP8 = torch.float8_e4m3fn
 WEIGHT_BITS = {QUANT_INT8_W8A16: 8, QUANT_INT4_W4A16: 4}

@@ -4,7 +4,7 @@ weights and the same arguments the AOT operator passes
 (v2src/ops/moe_gemm_hopper.cc). Needs an sm_90 GPU."""
 import triton
 
-from .grouped_gemm_hopper import fused_moe_gemm_hopper
+from tritonsrc.moe.grouped_gemm_hopper import fused_moe_gemm_hopper
 
 
 def invoke_grouped_gemm_hopper(a, b, c, topk_weights, sorted_token_ids, expert_ids, num_tokens_post_padded, top_k,

@@ -10,11 +10,10 @@ import torch
 import triton
 
 from python import rules_flash
+from python.jit.flash_features import feature_args
 from python.jit_launch import View, launch
-
-from .feature_args import feature_args
-
-from .fwd_configs import DROPOUT_MASK_CONFIG, TUNING_CANDIDATES, head_dim_bucket, pick_config  # noqa: F401
+from tritonsrc.flash.fwd_configs import (DROPOUT_MASK_CONFIG, TUNING_CANDIDATES, head_dim_bucket,  # noqa: F401
+                                        pick_config)
 
 _DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 
@@ -57,7 +56,7 @@ def attn_fwd_jit(q, k, v, *, sm_scale, causal_type=0, layout="bshd",
     mask (return_mask) is int8 (B, Hq, max_seqlen_q, max_seqlen_k).
     out / lse_out / mask_out: optional preallocated outputs (tests poison them).
     window (left, right), softcap, alibi_slopes fp32 (Hq,) or (B, Hq): as
-    flash-attn (feature_args.py maps them onto the band kernel).
+    flash-attn (flash_features.py maps them onto the band kernel).
     v may have another head dim than q/k (a power of two >= 16: BLOCK_DV);
     o then has v's.
     """
