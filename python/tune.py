@@ -9,7 +9,7 @@ decode ...` the KV-cache decode kernel (python/tune_decode.py).
 Configs are the rule's own tuning space (rule.tuning.all_configs), run through
 the Triton JIT launchers in python/jit/ (the same kernels and launch parameters
 the AOT build compiles: aot/JIT time ratios measure 0.97-1.03). Each config is
-timed with CUDA events (median of triton.testing.do_bench) on the benchmark
+timed by CUDA-graph replay (tune_shared.kernel_ms: no launch overhead) on the benchmark
 shape family (batch * seqlen = 16k tokens, hidden 2048), and its output is
 checked against the reference (SDPA for the forward, the validated default
 config for the backward) before it may win. Results are written after every
@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as a script: python/ and tritonsrc/ import 
 
 from python import build_plan, rules  # noqa: E402
 from python.kernel_rules import config_name, functional_name  # noqa: E402
-from python.tune_shared import bin_of  # noqa: E402
+from python.tune_shared import bin_of, kernel_ms  # noqa: E402
 
 TOKENS, HIDDEN = 16384, 2048
 
@@ -130,7 +130,6 @@ def rel_err(a, b):
 
 def tune(args):
     import torch
-    import triton
     from tqdm import tqdm
 
     major, minor = torch.cuda.get_device_capability()
@@ -190,7 +189,7 @@ def tune(args):
             if not err < tol:
                 results.append((float("inf"), cfg, f"wrong: rel err {err:.2e}"))
                 continue
-            ms = triton.testing.do_bench(lambda: run(cfg), warmup=10, rep=50, return_mode="median")
+            ms = kernel_ms(lambda: run(cfg))
             results.append((ms, cfg, "ok"))
         results.sort(key=lambda r: r[0])
         best, second = results[0], (results[1] if len(results) > 1 else results[0])

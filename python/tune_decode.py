@@ -147,8 +147,7 @@ def tune_decode(args, rule, load_db, save_db, db_path):
         cands = quick_space(space, hq // hk) if args.space == "quick" else space
         cands = ([default] if default not in cands else []) + cands
         compile_err = T.compile_all(pool, [T.compile_job(KERNEL, *case.launch(c)) for c in cands])
-        bench = lambda cfg: triton.testing.do_bench_cudagraph(lambda: case.run(cfg), rep=args.rep_ms,  # noqa: E731
-                                                              return_mode="median")
+        bench = lambda cfg: T.kernel_ms(lambda: case.run(cfg), args.rep_ms)  # noqa: E731
         results = T.measure(cands, compile_err, case.error, TOL[dtype], bench)
         best, second, default_ms = T.best_second_default(results, default)
         if best[0] == float("inf"):

@@ -13,7 +13,7 @@ quantized as the operator does. Every candidate config of the rule's tuning
 space (`--space quick`: a pruned subset per regime, see quick_space) is
 compiled ahead in parallel worker processes (fused_moe_kernel.warmup fills
 Triton's cache), checked against a float32 torch reference of the same
-quantized operands, then timed (CUDA events, do_bench median). Entries are
+quantized operands, then timed (CUDA-graph replay: tune_shared.kernel_ms). Entries are
 saved after each one, so a stopped run (or one that hit --budget-s) resumes
 where it stopped; with $OUT set the database is also copied there.
 `--quants int4` tunes the weight-only int4 w4a16 GEMM (rule fused_moe_gemm_wq,
@@ -262,8 +262,7 @@ def tune_moe(args, rule, load_db, save_db, db_path):
         cands = quick_space(space, bm, quant) if args.space == "quick" else space
         cands = ([default] if default not in cands else []) + cands
         compile_err = T.compile_all(pool, [T.compile_job(KERNELS[case.kernel], *case.launch(c)) for c in cands])
-        bench = lambda cfg: triton.testing.do_bench(lambda: case.run(cfg), warmup=5, rep=args.rep_ms,  # noqa: E731
-                                                    return_mode="median")
+        bench = lambda cfg: T.kernel_ms(lambda: case.run(cfg), args.rep_ms)  # noqa: E731
         results = T.measure(cands, compile_err, case.error, TOL[case.act_name], bench)
         best, second, default_ms = T.best_second_default(results, default)
         flops = 2 * M * case.shape["topk"] * case.shape["N"] * case.shape["K"]

@@ -1,6 +1,6 @@
-"""What the tuners (tune_moe.py, tune_decode.py) share: the LUT bin of a key,
-the parallel compile workers, the check-then-time loop over a candidate
-list, and saving one database entry.
+"""What the tuners (tune.py, tune_moe.py, tune_decode.py) share: the LUT bin of
+a key, GPU timing without host cost, the parallel compile workers, the
+check-then-time loop over a candidate list, and saving one database entry.
 
 Compiling is the slow part of tuning and Triton's compiler is single
 threaded, so every candidate is compiled ahead in spawned worker processes
@@ -29,6 +29,20 @@ def bin_of(value, bins):
 def finite_ms(ms):
     """A time for the database: rounded, or None for inf / nan."""
     return round(ms, 5) if ms == ms and ms != float("inf") else None
+
+
+def kernel_ms(fn, rep_ms=50):
+    """Median GPU time of fn() in ms without its host cost: the calls are
+    replayed from a CUDA graph (triton.testing.do_bench_cudagraph). A JIT
+    launch costs 0.1-0.7 ms of Python (descriptors, argument mapping), as
+    long as a whole flash forward at seqlen 2048, so timing each call with
+    events (do_bench) ranked configs by launch overhead at short sequences."""
+    import triton
+    try:
+        return triton.testing.do_bench_cudagraph(fn, rep=rep_ms, return_mode="median")
+    except RuntimeError as e:  # a runner that cannot be captured (a host sync): timed per call, and said so
+        print(f"kernel_ms: no CUDA graph ({str(e).splitlines()[0][:120]}); timing with events", flush=True)
+        return triton.testing.do_bench(fn, warmup=10, rep=rep_ms, return_mode="median")
 
 
 def copy_bandwidth(torch, triton):
