@@ -25,17 +25,24 @@ SHARED_LIMIT = 227 * 1024
 # warp-specialized ping-pong (4 warps per consumer partition, plus a loader warp).
 # (BLOCK_N, NUM_STAGES, SCHEDULE, num_warps, maxnreg)
 # Head dim 256 fits BLOCK_N 64 with 2 stages only.
-# SCHEDULE 4, the persistent ping-pong (one CTA per SM, non-causal), hides each
+# SCHEDULE 4, the persistent ping-pong (one CTA per SM), hides each
 # query block's prologue/epilogue: its JIT experiment ran 583 TF/s against
 # cuDNN's 586 at seqlen 2048 (bf16, head dim 128, beside a build; the AOT
 # ping-pong's last clean run: 548; bench/results/flash_hopper_persistent_r2_sm90.json).
 CANDIDATES = [(64, 2, 0, 8, 0), (128, 2, 0, 8, 0), (128, 3, 0, 8, 0), (128, 3, 0, 8, 128), (128, 3, 3, 4, 0),
               (64, 4, 3, 4, 0), (64, 2, 3, 4, 0)]
-# Its (BLOCK_N, NUM_STAGES) per head dim, non-causal calls only: the forms that
-# compile without spills (test/cpu/test_flash_hopper_compiles.py). Causal ones
-# spill 56 bytes of stack at 232 registers per consumer thread (each tile's
-# causal geometry lives across the tile loop), as do 96 with BLOCK_N 128 and 256.
-CANDIDATES_PERSISTENT = {64: [(128, 3), (64, 2)], 96: [(64, 2)], 128: [(128, 3), (64, 2)]}
+# Its (BLOCK_N, NUM_STAGES): the forms that compile without spills at 232
+# registers per consumer thread (test/cpu/test_flash_hopper_compiles.py): BLOCK_N
+# 64 with 4 stages for every call, 128 with 3 for non-causal ones (causal 128-key
+# tiles spill 56 bytes at head dim 128); head dims 64, 96, 128 (256 spills).
+PERSISTENT_HEAD_DIMS = (64, 96, 128)
+CANDIDATES_PERSISTENT = [(64, 4), (128, 3)]
+
+
+def _persistent_form(f, c):
+    return (f["BLOCK_DMODEL"] in PERSISTENT_HEAD_DIMS and c["num_warps"] == 4 and c["maxnreg"] == 0
+            and (c["BLOCK_N"], c["NUM_STAGES"]) in CANDIDATES_PERSISTENT
+            and (c["BLOCK_N"] == 64 or f["CAUSAL_TYPE"] == 0))
 
 
 # Head dim 192: three 64-column blocks, BLOCK_N 64 (a third stage fits), serial or ping-pong.
@@ -55,8 +62,7 @@ def _tile_cols(head_dim):
 def _candidate(f, c, arch):
     cfg = (c["BLOCK_N"], c["NUM_STAGES"], c["SCHEDULE"], c["num_warps"], c["maxnreg"])
     if c["SCHEDULE"] == 4:
-        return (f["CAUSAL_TYPE"] == 0 and c["num_warps"] == 4 and c["maxnreg"] == 0
-                and cfg[:2] in CANDIDATES_PERSISTENT.get(f["BLOCK_DMODEL"], []))
+        return _persistent_form(f, c)
     allowed = CANDIDATES_192 if f["BLOCK_DMODEL"] == 192 else CANDIDATES
     return cfg in allowed and _shared_bytes(f, c) <= SHARED_LIMIT
 

@@ -153,7 +153,7 @@ def tune(args):
              else flash_functional(rule, dtype, D, causal))
         fname = functional_name(f)
         bins = [bin_of(S, k.bins) for k in rule.autotune_keys]
-        if (kname, fname, tuple(bins)) in done:
+        if (kname, fname, tuple(bins)) in done or not rule.valid(f, arch):
             continue
         bar.set_postfix_str(f"{kname} {dtype} D={D} causal={causal} S={S}")
         case = FlashCase(dtype, D, causal, S)

@@ -13,7 +13,7 @@ pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
 from python import codegen_cpp, compile_kernel  # noqa: E402
 from python.cubin_resources import resources  # noqa: E402
 from python.kernel_rules import TmaArg  # noqa: E402
-from python.rules_flash_hopper import CANDIDATES_PERSISTENT  # noqa: E402
+from python.rules_flash_hopper import PERSISTENT_HEAD_DIMS  # noqa: E402
 from python.rules_flash_hopper import attn_fwd_hopper as RULE  # noqa: E402
 
 SM90_MAX_SHARED = 232448  # 227 KiB of dynamic shared memory per block
@@ -35,9 +35,9 @@ CASES = [
      {"BLOCK_M": 128, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 4, "num_warps": 4, "maxnreg": 0}),
 ]
 # ... and every persistent candidate of the rule (one dtype: the other compiles alike).
-CASES += [({"dtype": "fp16", "BLOCK_DMODEL": D, "CAUSAL_TYPE": 0},
-           {"BLOCK_M": 128, "BLOCK_N": n, "NUM_STAGES": st, "SCHEDULE": 4, "num_warps": 4, "maxnreg": 0})
-          for D, forms in CANDIDATES_PERSISTENT.items() for n, st in forms]
+CASES += [(f, c) for f in ({"dtype": "fp16", "BLOCK_DMODEL": D, "CAUSAL_TYPE": causal}
+                           for D in PERSISTENT_HEAD_DIMS for causal in (0, 2))
+          for c in RULE.tuning.all_configs(f, 90) if c["SCHEDULE"] == 4]
 
 
 def _ptx_params(ptx):

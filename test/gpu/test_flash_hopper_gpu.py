@@ -238,31 +238,36 @@ def test_head_dim_192_every_candidate_through_the_jit(config, causal):
 
 
 def _persistent_configs():
-    """(head dim, config) for every persistent (SCHEDULE 4) candidate of the rule."""
+    """(head dim, causal kind, config) for every persistent (SCHEDULE 4) candidate of the rule."""
     from python import rules_flash_hopper as r
-    return [(D, c) for D in r.CANDIDATES_PERSISTENT
-            for c in r.attn_fwd_hopper.tuning.all_configs({"dtype": "bf16", "BLOCK_DMODEL": D, "CAUSAL_TYPE": 0}, 90)
-            if c["SCHEDULE"] == 4]
+    out = []
+    for D in r.PERSISTENT_HEAD_DIMS:
+        for causal in (0, 1, 2):
+            f = {"dtype": "bf16", "BLOCK_DMODEL": D, "CAUSAL_TYPE": causal}
+            if r.attn_fwd_hopper.valid(f, 90):
+                out += [(D, causal, c) for c in r.attn_fwd_hopper.tuning.all_configs(f, 90) if c["SCHEDULE"] == 4]
+    return out
 
 
-@pytest.mark.parametrize("D,config", _persistent_configs(), ids=lambda x: str(x) if isinstance(x, int) else
-                         f"n{x['BLOCK_N']}_st{x['NUM_STAGES']}")
-def test_persistent_every_candidate_through_the_jit(D, config):
+@pytest.mark.parametrize("D,causal,config", _persistent_configs(),
+                         ids=lambda x: f"n{x['BLOCK_N']}_st{x['NUM_STAGES']}" if isinstance(x, dict) else str(x))
+def test_persistent_every_candidate_through_the_jit(D, causal, config):
     """One CTA per SM walking the tiles in rounds (alternating direction): more
     tiles than SMs (every CTA several tiles, the last round partial), fewer,
-    sequence tails, GQA; NaN-poisoned outputs against a float64 reference."""
+    sequence tails, rows that see no key (bottom-right, Sq > Sk), GQA;
+    NaN-poisoned outputs against a float64 reference."""
     from python.jit.flash_fwd_hopper import attn_fwd_hopper_jit
 
     # 384 and 160 tiles: the last round partial, dealt left to right and right to left
     shapes = [(3, 1000, 1000, 16, 4), (1, 1000, 1000, 20, 4), (2, 333, 333, 4, 2), (1, 1000, 130, 4, 2),
-              (1, 1, 77, 2, 1), (1, 257, 1, 2, 2)]
+              (2, 130, 1000, 6, 2), (1, 1, 77, 2, 1), (1, 257, 1, 2, 2)]
     for i, (B, Sq, Sk, Hq, Hk) in enumerate(shapes):
         for dtype in (torch.float16, torch.bfloat16):
-            q, k, v = qkv(B, Sq, Sk, Hq, Hk, D, dtype, seed=100 + i)
+            q, k, v = qkv(B, Sq, Sk, Hq, Hk, D, dtype, seed=100 + i + 10 * causal)
             out = torch.full_like(q, float("nan"))
             lse = torch.full((B, Hq, Sq), float("nan"), device="cuda", dtype=torch.float32)
-            attn_fwd_hopper_jit(q, k, v, D ** -0.5, 0, config, out=out, lse=lse)
-            ref, ref_lse = attention_ref(q, k, v, D ** -0.5, 0)
+            attn_fwd_hopper_jit(q, k, v, D ** -0.5, causal, config, out=out, lse=lse)
+            ref, ref_lse = attention_ref(q, k, v, D ** -0.5, causal)
             assert rel_err(out, ref) < FWD_TOL[dtype], (B, Sq, Sk, Hq, Hk, dtype)
             finite = torch.isfinite(ref_lse)
             assert torch.equal(torch.isfinite(lse), finite)

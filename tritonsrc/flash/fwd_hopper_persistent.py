@@ -110,7 +110,7 @@ def _consumer(q_smem, k_ring, v_ring, q_ready, q_empty, ready, empty, turn, O, L
     for r in range(0, gl.cdiv(total, gl.num_programs(0))):
         t = _tile_of(r)
         if t < total:  # only the last round has CTAs without a tile
-            off_z, off_h, off_hk, start_m, n_tiles, full_end, diag = _geometry(
+            _z, _h, _hk, start_m, n_tiles, full_end, diag = _geometry(
                 t, num_bh, num_heads_q, num_heads_k, seqlen_q, seqlen_k, CAUSAL_TYPE, BLOCK_M, BLOCK_N)
             offs_m = start_m + WHICH * HALF_ROWS + gl.arange(0, HALF_ROWS, layout=row_layout)
             m_i = gl.full([HALF_ROWS], float("-inf"), gl.float32, layout=row_layout)
@@ -155,6 +155,9 @@ def _consumer(q_smem, k_ring, v_ring, q_ready, q_empty, ready, empty, turn, O, L
                 mbarrier.arrive(empty.index(prev))
             # Every wgmma that read Q is complete: the loader may bring the next tile's.
             mbarrier.arrive(q_empty)
+            # The head offsets again from t: not kept live across the tile loop.
+            off_z, off_h, _hk2, _m, _n, _f, _d = _geometry(
+                t, num_bh, num_heads_q, num_heads_k, seqlen_q, seqlen_k, CAUSAL_TYPE, BLOCK_M, BLOCK_N)
             o_ptr = O + off_z.to(gl.int64) * stride_oz + off_h.to(gl.int64) * stride_oh
             lse_ptr = LSE + off_z.to(gl.int64) * stride_lse_z + off_h.to(gl.int64) * stride_lse_h
             _finish(acc, m_i, l_i, o_ptr, stride_om, offs_m, seqlen_q, lse_ptr, o_rows, HEAD_DIM, D_REAL)
