@@ -129,7 +129,12 @@ def test_varlen_window_alibi(causal):
 
 
 def test_window_is_faster_than_full_causal():
-    """Tiles outside the window are skipped: window 512 at 8k is far cheaper than causal."""
+    """Tiles outside the window are skipped: window 512 at 8k (1/8 of causal's
+    (query, key) pairs) runs at least 3x faster than a window that covers
+    every key, on the same kernel. (Until 2026-12-02 this compared against
+    plain causal, which on sm_90 runs another kernel, the tuned Gluon one:
+    the ratio measured that kernel's speed, 2.88x in the H200 suite once it
+    was re-tuned, not the window's tile skipping.)"""
     import aotriton
 
     q = torch.randn(1, 8192, 16, 128, device="cuda", dtype=torch.bfloat16)
@@ -144,7 +149,7 @@ def test_window_is_faster_than_full_causal():
         torch.cuda.synchronize()
         return start.elapsed_time(end) / 10
 
-    assert time_ms(window_size=(512, 0)) * 3 < time_ms()
+    assert time_ms(window_size=(512, 0)) * 3 < time_ms(window_size=(8192, 0))
 
 
 def test_bad_feature_values_raise_from_cpp():
