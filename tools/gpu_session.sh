@@ -4,6 +4,9 @@
 #   tools/gpu_session.sh start   STEPS=... (env as for gpu_run.sh; SCRIPT=tools/gpu_final.sh for another driver)
 #   tools/gpu_session.sh wait    wait up to WAIT_S (default 560) more seconds
 # Logs collect in /tmp/aotriton-run and are copied to $OUT on every call.
+# The machine is given back ~30 s after a call returns, and the detached job
+# with it: issue the `wait` call at once (a wait that came minutes late found a
+# fresh machine and the final run's benchmarks were lost, 2026-12-02).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RUN=/tmp/aotriton-run
