@@ -30,14 +30,25 @@ CASES = [
     ({"dtype": "fp16", "BLOCK_DMODEL": 128, "CAUSAL_TYPE": 1},
      {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "num_warps": 8, "maxnreg": 0}),
     ({"dtype": "bf16", "BLOCK_DMODEL": 64, "CAUSAL_TYPE": 0}, None),  # serial, maxnreg 128
-    # the persistent ping-pong (SCHEDULE 4; not causal: rules_flash_hopper.py)
-    ({"dtype": "bf16", "BLOCK_DMODEL": 128, "CAUSAL_TYPE": 0},
-     {"BLOCK_M": 128, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 4, "num_warps": 4, "maxnreg": 0}),
 ]
-# ... and every persistent candidate of the rule (one dtype: the other compiles alike).
-CASES += [(f, c) for f in ({"dtype": "fp16", "BLOCK_DMODEL": D, "CAUSAL_TYPE": causal}
-                           for D in PERSISTENT_HEAD_DIMS for causal in (0, 2))
-          for c in RULE.tuning.all_configs(f, 90) if c["SCHEDULE"] == 4]
+# ... and the persistent schedule's (SCHEDULE 4) forms with the most registers
+# live: 128-key tiles at every head dim it serves, and causal 64-key tiles at
+# the widest (the rest run in test/gpu/test_flash_hopper_gpu.py's JIT test).
+_PERSISTENT = {"BLOCK_M": 128, "NUM_STAGES": 3, "SCHEDULE": 4, "num_warps": 4, "maxnreg": 0}
+CASES += [({"dtype": "fp16", "BLOCK_DMODEL": D, "CAUSAL_TYPE": 0}, dict(_PERSISTENT, BLOCK_N=128))
+          for D in PERSISTENT_HEAD_DIMS]
+CASES += [({"dtype": "bf16", "BLOCK_DMODEL": 128, "CAUSAL_TYPE": 2}, dict(_PERSISTENT, BLOCK_N=64, NUM_STAGES=4))]
+
+
+def test_every_persistent_candidate_is_a_tested_form():
+    """The rule's persistent candidates are the forms compiled above (or narrower ones)."""
+    for D in PERSISTENT_HEAD_DIMS:
+        for causal in (0, 1, 2):
+            f = {"dtype": "fp16", "BLOCK_DMODEL": D, "CAUSAL_TYPE": causal}
+            for c in RULE.tuning.all_configs(f, 90):
+                if c["SCHEDULE"] == 4:
+                    assert (c["BLOCK_N"], c["NUM_STAGES"]) in ((128, 3), (64, 4)), c
+                    assert c["BLOCK_N"] == 64 or causal == 0, c
 
 
 def _ptx_params(ptx):
