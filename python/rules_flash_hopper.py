@@ -32,8 +32,8 @@ CANDIDATES = [(64, 2, 0, 8, 0), (128, 2, 0, 8, 0), (128, 3, 0, 8, 0), (128, 3, 0
               (64, 4, 3, 4, 0), (64, 2, 3, 4, 0)]
 # SCHEDULE 4, the persistent ping-pong (one CTA per SM, 4 warps), hides each
 # query block's prologue and epilogue under the next block's loads: the H200
-# tuner (graph-timed) picked it in 12 of 30 head-dim-128 bins, 1.03-1.16x the
-# ping-pong's kernel time there (docs/notes-flash-perf.md, sixth session).
+# tuner (graph-timed) picked it in 12 of 30 head-dim-128 bins, at 1.00-1.16x the
+# ping-pong's speed there (docs/notes-flash-perf.md, sixth session).
 # Its (BLOCK_N, NUM_STAGES): the forms that compile without spills at 232
 # registers per consumer thread (test/cpu/test_flash_hopper_compiles.py): BLOCK_N
 # 64 with 4 stages for every call, 128 with 3 for non-causal ones (causal 128-key
