@@ -25,8 +25,9 @@ Known g_known[kCapacity];
 std::atomic<int> g_count{0};
 std::mutex g_mutex;
 
-// The (arch, SM count) of the stream's device, cached per context.
-Status device_props(Stream stream, int* arch, int* sms) {
+}  // namespace
+
+Status device_info(Stream stream, int* arch, int* sms) {
   const CudaDriver* cu;
   AOTRITON_RETURN_IF_ERROR(cuda_driver(&cu));
   CUcontext ctx = nullptr;
@@ -80,16 +81,9 @@ Status device_props(Stream stream, int* arch, int* sms) {
   return Status::kSuccess;
 }
 
-}  // namespace
-
 Status device_arch(Stream stream, int* arch) {
   int sms;
-  return device_props(stream, arch, &sms);
-}
-
-Status device_sm_count(Stream stream, int* sms) {
-  int arch;
-  return device_props(stream, &arch, sms);
+  return device_info(stream, arch, &sms);
 }
 
 }  // namespace detail

@@ -13,8 +13,8 @@ namespace detail {
 // in a context it costs three driver queries and no lock.
 Status device_arch(Stream stream, int* arch);
 
-// The number of SMs of that device (a persistent kernel's grid), cached alongside.
-Status device_sm_count(Stream stream, int* sms);
+// Both the arch and the SM count (a persistent kernel's grid) in one lookup.
+Status device_info(Stream stream, int* arch, int* sms);
 
 }  // namespace detail
 }  // namespace AOTRITON_ABI_NAMESPACE

@@ -73,6 +73,19 @@ BUILT = [(cfg, _TORCH_DTYPES[dt], causal) for dt in ("fp16", "bf16") for causal 
          for cfg in built_configs(dt, causal)]
 
 
+def test_build_has_the_default_config_everywhere():
+    """built_configs reads the installed stores: every head-dim-128 functional
+    holds at least the rule's default, so the parametrizations built from it
+    cannot shrink to nothing unnoticed (a wrong prefix, a missing store)."""
+    from python.kernel_rules import config_name
+    from python.rules_flash_hopper import attn_fwd_hopper as rule
+
+    for dt in ("fp16", "bf16"):
+        for causal in (0, 1, 2):
+            default = config_name(rule.tuning.default({"dtype": dt, "BLOCK_DMODEL": 128, "CAUSAL_TYPE": causal}, 90))
+            assert default in built_configs(dt, causal), (dt, causal)
+
+
 @pytest.mark.parametrize("config,dtype,causal", BUILT)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_schedules_match_reference(config, dtype, causal, shape):

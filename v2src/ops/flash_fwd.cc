@@ -18,8 +18,7 @@ namespace flash {
 namespace {
 
 using namespace detail;
-using detail::device_arch;
-using detail::device_sm_count;
+using detail::device_info;
 using detail::fail;
 using detail::tma_compatible;
 using detail::TmaTensor;
@@ -55,6 +54,7 @@ Status check_mask(const char* op, const TensorView<4>& m, const Geometry& g) {
 
 struct HopperCall {
   TmaTensor q, k, v, o;  // o: only checked (O is written by plain stores)
+  int sms = 0;           // the device's SM count: the persistent schedule's grid
 };
 
 // The calls the Hopper kernel computes exactly as attn_fwd: batched, fp16/
@@ -94,13 +94,11 @@ kh::Functional hopper_functional(const Fwd& p) {
 
 Status launch_hopper(const Fwd& p, const HopperCall& c, Stream stream, const KernelOptions* options) {
   const Geometry& g = p.g;
-  int sms = 0;  // the persistent schedule's grid
-  AOTRITON_RETURN_IF_ERROR(device_sm_count(stream, &sms));
   const kh::Inputs in{
       .q_desc = c.q, .k_desc = c.k, .v_desc = c.v,
       .O = kernel_tensor(p.o), .LSE = detail::KernelTensor<2>{p.lse, {p.lse_z, p.lse_h}}, .sm_scale = p.scale,
       .num_heads_q = g.hq, .num_heads_k = g.hk, .seqlen_q = g.max_sq, .seqlen_k = g.max_sk,
-      .num_seqs = g.batch, .num_sms = sms,
+      .num_seqs = g.batch, .num_sms = c.sms,
   };
   return kh::launch(in, hopper_functional(p), stream, options);
 }
@@ -111,6 +109,7 @@ Status pick_hopper(const Fwd& p, const KernelFeatures& feat, bool dropout, Strea
                    const KernelOptions* options, HopperCall* c, bool* use) {
   *use = false;
   const bool serves = hopper_serves(p, feat, dropout, c);
+  int arch = 0;  // one cached lookup gives the arch and the SM count launch_hopper needs
   if (forces_hopper(options)) {
     if (!serves)
       return fail(Status::kInvalidArgument,
@@ -118,11 +117,10 @@ Status pick_hopper(const Fwd& p, const KernelFeatures& feat, bool dropout, Strea
                                       "batched fp16/bf16 calls with head dim 64, 96, 128, 192 or 256, 16-byte "
                                       "aligned strides, no dropout, window, softcap or ALiBi");
     *use = true;
-    return Status::kSuccess;
+    return device_info(stream, &arch, &c->sms);
   }
   if (!serves || (options && options->force_config) || !hopper_enabled(false)) return Status::kSuccess;
-  int arch = 0;
-  AOTRITON_RETURN_IF_ERROR(device_arch(stream, &arch));
+  AOTRITON_RETURN_IF_ERROR(device_info(stream, &arch, &c->sms));
   *use = arch == 90 && kh::built_for(hopper_functional(p), 90);
   return Status::kSuccess;
 }
