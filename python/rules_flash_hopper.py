@@ -71,13 +71,14 @@ def _candidate(f, c, arch):
 
 
 def _default(f, arch):
-    """Ping-pong at head dim 128 (and 96, in 128-wide tiles); at 192 and 256 serial with BLOCK_N 64 and 2
-    stages (at 256 what fits in shared memory, faster than ping-pong with 2 stages in
-    every row of bench/results/flash_hopper_head_dims_sm90.json; at 192, native
-    three-block tiles, the serial form is the one measured so far:
-    bench/results/flash_hopper_head_dim192_native_sm90.json); at 64 serial, two CTAs per SM."""
+    """Ping-pong at head dim 128 (and 96, in 128-wide tiles) and 192 (native three-block tiles, BLOCK_N
+    64, 3 stages: the graph-timed H200 tuner's pick in all 30 bins, seventh session); at 256 serial
+    with BLOCK_N 64 and 2 stages (what fits in shared memory, faster than ping-pong with 2 stages in
+    every row of bench/results/flash_hopper_head_dims_sm90.json); at 64 serial, two CTAs per SM."""
     if f["BLOCK_DMODEL"] in (96, 128):
         return {"BLOCK_M": BLOCK_M, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 3, "num_warps": 4, "maxnreg": 0}
+    if f["BLOCK_DMODEL"] == 192:  # ping-pong won every tuned bin, 1.17-1.35x the serial form
+        return {"BLOCK_M": BLOCK_M, "BLOCK_N": 64, "NUM_STAGES": 3, "SCHEDULE": 3, "num_warps": 4, "maxnreg": 0}
     if f["BLOCK_DMODEL"] > 128:
         return {"BLOCK_M": BLOCK_M, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "num_warps": 8, "maxnreg": 0}
     return {"BLOCK_M": BLOCK_M, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 0, "num_warps": 8, "maxnreg": 128}
