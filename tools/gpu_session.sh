@@ -15,7 +15,7 @@ if [ "${1:-wait}" = start ]; then
   rm -f "$RUN/done"
   OUT=$RUN setsid bash -c "${SCRIPT:-tools/gpu_run.sh} > $RUN/console.log 2>&1; echo \$? > $RUN/done" < /dev/null &
 fi
-if [ ! -f "$RUN/console.log" ]; then
+if [ "${1:-wait}" != start ] && [ ! -f "$RUN/console.log" ]; then
   # A fresh machine (the last one was given back): nothing to wait for, and
   # waiting would spend device time on an idle GPU (2026-12-02, 540 s lost).
   echo "no run on this machine: it was given back and the job died with it"; exit 3
