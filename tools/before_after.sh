@@ -29,6 +29,10 @@ case ${1:-bench} in
     wait $a || exit 1; wait $b || exit 1
     ;;&
   bench|all)
+    # The ci profile holds fp16 routing only: both trees' benches run fused_moe in fp16 (the
+    # before tree's copy gets the same one-line option as the current bench).
+    export AOTRITON_BENCH_MOE_DTYPE=float16
+    sed -i 's/^    dt = torch.bfloat16$/    dt = getattr(torch, os.environ.get("AOTRITON_BENCH_MOE_DTYPE", "bfloat16"))/' "$OLD/bench/bench_launch_overhead.py"
     i=0
     for tree in "$PWD" "$OLD" "$PWD"; do
       i=$((i + 1)); name=$([ "$tree" = "$OLD" ] && echo before || echo after)
