@@ -1,0 +1,108 @@
+"""Why did the graph-timed tuner's head-dim-64 picks run slower in bench_flash?
+(eighth session: the tuner timed the serial BLOCK_N 128 config without a
+register cap at 1.00-1.06x the default; bench_flash then measured the AOT
+kernel with it at 0.65-0.82x of the default's TFLOP/s.)
+
+Times the JIT kernel of each config three ways, as kernel durations from the
+profiler (CUPTI), so the JIT's host cost does not count:
+  graph    back-to-back replays, as tune_shared.kernel_ms times (L2 warm)
+  flushed  a 256 MB L2 flush before each call, as do_bench (bench_flash) times
+  events   do_bench's own median (host cost included when the host is slower)
+    python bench/experiments/fwd_timing_methods.py [--json FILE]"""
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+CONFIGS = {
+    "default serial n64 st2": {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "num_warps": 8,
+                               "maxnreg": 0},
+    "tuned serial n128 st3": {"BLOCK_M": 128, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 0, "num_warps": 8,
+                              "maxnreg": 0},
+    "serial n128 st3 reg128": {"BLOCK_M": 128, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 0, "num_warps": 8,
+                               "maxnreg": 128},
+}
+
+
+def kernel_us(fn, flush, reps=30):
+    """Median device duration (us) of the attn_fwd_hopper kernels fn launches."""
+    from torch.profiler import ProfilerActivity, profile
+    cache = torch.empty(256 * 2 ** 20, dtype=torch.int8, device="cuda")
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            if flush:
+                cache.zero_()
+            fn()
+        torch.cuda.synchronize()
+    times = [e.device_time for e in prof.events() if "attn_fwd_hopper" in e.name and e.device_time > 0]
+    return statistics.median(times) if times else float("nan"), len(times)
+
+
+def graph_us(fn, reps=30):
+    """Median per-kernel time of back-to-back replays of a graph of reps calls (events)."""
+    fn()
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(reps):
+            fn()
+    samples = []
+    for _ in range(10):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        torch.cuda.synchronize()
+        samples.append(a.elapsed_time(b) * 1e3 / reps)
+    return statistics.median(samples)
+
+
+def main():
+    import triton
+    from python.jit.flash_fwd_hopper import attn_fwd_hopper_jit
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json", default=str(REPO / "bench/results/flash_fwd_timing_methods_sm90.json"))
+    args = ap.parse_args()
+    rows = []
+    print(f"GPU {torch.cuda.get_device_name()}, triton {triton.__version__}; head dim 64, non-causal, "
+          "16k tokens, 32 heads; kernel us")
+    print("| dtype | seqlen | config | graph (replay) | profiler, L2 warm | profiler, L2 flushed | do_bench events |")
+    print("|---|---|---|---|---|---|---|")
+    for dtype in (torch.float16, torch.bfloat16):
+        for S in (512, 2048, 8192):
+            B, H, D = 16384 // S, 32, 64
+            q, k, v = (torch.randn(B, S, H, D, device="cuda", dtype=dtype) for _ in range(3))
+            out = torch.empty_like(q)
+            lse = torch.empty(B, H, S, device="cuda", dtype=torch.float32)
+            for name, cfg in CONFIGS.items():
+                fn = lambda cfg=cfg: attn_fwd_hopper_jit(q, k, v, D ** -0.5, 0, config=cfg, out=out, lse=lse)
+                try:
+                    g = graph_us(fn)
+                    warm, n1 = kernel_us(fn, flush=False)
+                    cold, n2 = kernel_us(fn, flush=True)
+                    ev = triton.testing.do_bench(fn, warmup=10, rep=50, return_mode="median") * 1e3
+                except Exception as e:  # one config failing must not hide the others
+                    print(f"| {dtype} | {S} | {name} | failed: {str(e).splitlines()[0][:100]} |")
+                    continue
+                flops = 4 * B * H * S * S * D
+                rows.append({"dtype": str(dtype), "seqlen": S, "config": cfg, "name": name, "graph_us": g,
+                             "profiler_warm_us": warm, "profiler_flushed_us": cold, "do_bench_us": ev,
+                             "kernels_seen": [n1, n2]})
+                print(f"| {str(dtype)[6:]} | {S} | {name} | {g:.1f} ({flops / g / 1e6:.0f} TF/s) | {warm:.1f} | "
+                      f"{cold:.1f} ({flops / cold / 1e6:.0f} TF/s) | {ev:.1f} |", flush=True)
+    Path(args.json).write_text(json.dumps({"gpu": torch.cuda.get_device_name(), "triton": triton.__version__,
+                                           "rows": rows}, indent=1) + "\n")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
