@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import numbers
+import os
 import re
 from typing import Any, Mapping
 
@@ -122,6 +123,35 @@ def launch(rule: Kernel, values: Mapping[str, Any], functional: Mapping[str, Any
     the functional's constexprs and a tuning config (its num_warps/num_stages
     as launch options). Returns the grid it launched."""
     grid, args, kwargs = prepare(rule, values, functional, config)
+    if aot_form() and (fn is None or fn is kernel_function(rule)):
+        _aot_compiled(rule, functional, config)[grid + (1,) * (3 - len(grid))](*args)
+        return grid
     fn = fn if fn is not None else kernel_function(rule)
     fn[grid](*args, **kwargs)
     return grid
+
+
+def aot_form() -> bool:
+    """AOTRITON_JIT_AOT_FORM=1 (python/tune.py sets it): launch the kernel the
+    build compiles (compile_kernel.compile_one: the rule's specialization hints
+    only) instead of the JIT's, which specializes on each call's values (every
+    int divisible by 16, ints equal to 1, None). The two can differ where it
+    matters: the sm_90 forward's uncapped 128-key serial config took 127
+    registers in the JIT and 130 in the build (one CTA per SM instead of two),
+    so the tuner ranked a kernel the build did not ship (eighth session)."""
+    return os.environ.get("AOTRITON_JIT_AOT_FORM") == "1"
+
+
+_AOT_COMPILED: dict = {}
+
+
+def _aot_compiled(rule: Kernel, functional: Mapping[str, Any], config: Mapping[str, int]):
+    import torch
+
+    from python import compile_kernel
+
+    major, minor = torch.cuda.get_device_capability()
+    key = (rule.name, tuple(sorted(functional.items())), tuple(sorted(config.items())), major * 10 + minor)
+    if key not in _AOT_COMPILED:
+        _AOT_COMPILED[key] = compile_kernel.compile_one(rule, dict(functional), dict(config), major * 10 + minor)
+    return _AOT_COMPILED[key]

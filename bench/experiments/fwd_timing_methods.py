@@ -8,7 +8,10 @@ profiler (CUPTI), so the JIT's host cost does not count:
   graph    back-to-back replays, as tune_shared.kernel_ms times (L2 warm)
   flushed  a 256 MB L2 flush before each call, as do_bench (bench_flash) times
   events   do_bench's own median (host cost included when the host is slower)
+and the build's own cubin of each config (python/jit_launch.aot_form, what the
+tuner now times) by graph replay and flushed, with its error against SDPA in fp32.
     python bench/experiments/fwd_timing_methods.py [--json FILE]"""
+import os
 import argparse
 import json
 import statistics
@@ -75,30 +78,42 @@ def main():
     rows = []
     print(f"GPU {torch.cuda.get_device_name()}, triton {triton.__version__}; head dim 64, non-causal, "
           "16k tokens, 32 heads; kernel us")
-    print("| dtype | seqlen | config | graph (replay) | profiler, L2 warm | profiler, L2 flushed | do_bench events |")
-    print("|---|---|---|---|---|---|---|")
+    print("| dtype | seqlen | config | graph (replay) | profiler, L2 warm | profiler, L2 flushed | do_bench events "
+          "| AOT form: graph | AOT form: flushed | AOT form: max err vs fp32 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for dtype in (torch.float16, torch.bfloat16):
         for S in (512, 2048, 8192):
             B, H, D = 16384 // S, 32, 64
             q, k, v = (torch.randn(B, S, H, D, device="cuda", dtype=dtype) for _ in range(3))
             out = torch.empty_like(q)
             lse = torch.empty(B, H, S, device="cuda", dtype=torch.float32)
+            ref = torch.nn.functional.scaled_dot_product_attention(
+                *(t[:1].transpose(1, 2).float() for t in (q, k, v))).transpose(1, 2)
             for name, cfg in CONFIGS.items():
                 fn = lambda cfg=cfg: attn_fwd_hopper_jit(q, k, v, D ** -0.5, 0, config=cfg, out=out, lse=lse)
                 try:
+                    os.environ["AOTRITON_JIT_AOT_FORM"] = "0"
                     g = graph_us(fn)
                     warm, n1 = kernel_us(fn, flush=False)
                     cold, n2 = kernel_us(fn, flush=True)
                     ev = triton.testing.do_bench(fn, warmup=10, rep=50, return_mode="median") * 1e3
+                    os.environ["AOTRITON_JIT_AOT_FORM"] = "1"
+                    out.fill_(float("nan"))
+                    fn()
+                    err = (out[:1].float() - ref).abs().max().item()
+                    g_aot = graph_us(fn)
+                    cold_aot, _ = kernel_us(fn, flush=True)
                 except Exception as e:  # one config failing must not hide the others
                     print(f"| {dtype} | {S} | {name} | failed: {str(e).splitlines()[0][:100]} |")
                     continue
                 flops = 4 * B * H * S * S * D
                 rows.append({"dtype": str(dtype), "seqlen": S, "config": cfg, "name": name, "graph_us": g,
                              "profiler_warm_us": warm, "profiler_flushed_us": cold, "do_bench_us": ev,
+                             "aot_form_graph_us": g_aot, "aot_form_flushed_us": cold_aot, "aot_form_max_err": err,
                              "kernels_seen": [n1, n2]})
                 print(f"| {str(dtype)[6:]} | {S} | {name} | {g:.1f} ({flops / g / 1e6:.0f} TF/s) | {warm:.1f} | "
-                      f"{cold:.1f} ({flops / cold / 1e6:.0f} TF/s) | {ev:.1f} |", flush=True)
+                      f"{cold:.1f} ({flops / cold / 1e6:.0f} TF/s) | {ev:.1f} | {g_aot:.1f} | "
+                      f"{cold_aot:.1f} ({flops / cold_aot / 1e6:.0f} TF/s) | {err:.2e} |", flush=True)
     Path(args.json).write_text(json.dumps({"gpu": torch.cuda.get_device_name(), "triton": triton.__version__,
                                            "rows": rows}, indent=1) + "\n")
     print(f"wrote {args.json}")
