@@ -124,7 +124,11 @@ def launch(rule: Kernel, values: Mapping[str, Any], functional: Mapping[str, Any
     as launch options). Returns the grid it launched."""
     grid, args, kwargs = prepare(rule, values, functional, config)
     if aot_form() and (fn is None or fn is kernel_function(rule)):
-        _aot_compiled(rule, functional, config)[grid + (1,) * (3 - len(grid))](*args)
+        # The compiled launcher takes every kernel parameter in order, constexprs included.
+        fn = kernel_function(rule)
+        runtime = dict(zip([a.name for a in rule.args], args))
+        full = [runtime[p] if p in runtime else kwargs[p] for p in fn.arg_names]
+        _aot_compiled(rule, functional, config)[grid + (1,) * (3 - len(grid))](*full)
         return grid
     fn = fn if fn is not None else kernel_function(rule)
     fn[grid](*args, **kwargs)
