@@ -116,7 +116,8 @@ def emit_ninja(plan: dict, rules_module, build_dir: Path, argv: list[str], trito
         f"triton_cache = {ninja_escape(str(triton_cache))}",
         "",
         "rule compile",
-        "  command = env TRITON_CACHE_DIR=$triton_cache $python $repo/python/compile_kernel.py --kernel $kernel"
+        # compile_client.py: compile_kernel.py's arguments, run in a server that keeps Triton loaded.
+        "  command = env TRITON_CACHE_DIR=$triton_cache $python -S $repo/python/compile_client.py --kernel $kernel"
         " --functional '$functional' --config '$config' --arch $arch --rule-hash $rule_hash --out $out_cubin"
         " $ptx_flag",  # (ninja strips a variable's leading blanks: the space lives here)
         "  description = TRITON $kernel $fname $cname sm_$arch",
@@ -145,7 +146,7 @@ def emit_ninja(plan: dict, rules_module, build_dir: Path, argv: list[str], trito
     for pk in plan["kernels"]:
         rule = rules_by_name[pk["name"]]
         deps = " ".join(f"$repo/{ninja_escape(d)}" for d in tritonsrc_deps(rule.source))
-        deps += " $repo/python/compile_kernel.py"
+        deps += " $repo/python/compile_kernel.py $repo/python/compile_client.py $repo/python/compile_server.py"
         rh = rule_hash(rule)
         for e in pk["entries"]:
             for v in e["variants"]:
