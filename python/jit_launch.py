@@ -128,11 +128,27 @@ def launch(rule: Kernel, values: Mapping[str, Any], functional: Mapping[str, Any
         fn = kernel_function(rule)
         runtime = dict(zip([a.name for a in rule.args], args))
         full = [runtime[p] if p in runtime else kwargs[p] for p in fn.arg_names]
-        _aot_compiled(rule, functional, config)[grid + (1,) * (3 - len(grid))](*full)
+        _aot_compiled(rule, _with_pointer_dtypes(rule, args, functional), config)[grid + (1,) * (3 - len(grid))](*full)
         return grid
     fn = fn if fn is not None else kernel_function(rule)
     fn[grid](*args, **kwargs)
     return grid
+
+
+_TRITON_DTYPE_NAMES = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "int32": "i32", "int64": "i64",
+                       "int8": "i8", "uint8": "u8", "float8_e4m3fn": "fp8e4nv"}
+
+
+def _with_pointer_dtypes(rule: Kernel, args: list, functional: Mapping[str, Any]) -> dict:
+    """The functional with the dtypes of templated pointers ("*{dtype}") the
+    JIT callers leave out (the JIT reads them from the tensors) filled in from
+    the tensors, as the build's functional names them."""
+    out = dict(functional)
+    for a, v in zip(rule.args, args):
+        base = a.base if a.is_pointer else ""
+        if base.startswith("{") and base[1:-1] not in out and hasattr(v, "dtype"):
+            out[base[1:-1]] = _TRITON_DTYPE_NAMES[str(v.dtype).removeprefix("torch.")]
+    return out
 
 
 def aot_form() -> bool:

@@ -91,3 +91,22 @@ def test_missing_functional_or_config_is_an_error():
     with pytest.raises(TypeError, match="missing"):
         launch(rules_moe.act_and_mul, dict(out_ptr=View(out, row=0), in_ptr=View(x[:, 0], row=0), n_rows=5,
                                            n_cols=20), {}, dict(BLOCK=16))
+
+
+def test_aot_form_takes_pointer_dtypes_from_the_tensors():
+    """The JIT callers leave "*{dtype}" pointee types out of the functional
+    (the JIT reads them from the tensors); the AOT form compiles the build's
+    kernel, whose signature needs them: they come from the tensors (the H200
+    tuner crashed on KeyError 'dtype' before, ninth session)."""
+    from python.jit_launch import _with_pointer_dtypes
+    q = Tensor("Q", "{dtype}", "zhm")
+    rule = Kernel(name="toy", source="tritonsrc/x.py", function="f", args=[q.ptr, Arg("n", "i32"), *q.strides],
+                  functional={"dtype": ["fp16", "bf16"], "CAUSAL": [0, 1]},
+                  tuning=TuningSpace(params={"BLOCK": [16]}, default=lambda f, a: {"BLOCK": 16}),
+                  grid=("1", "1", "1"))
+    t = torch.empty(2, 3, 4, dtype=torch.bfloat16)
+    args = positional_args(rule, dict(Q=View(t, z=0, h=1, m=2), n=5))
+    assert _with_pointer_dtypes(rule, args, {"CAUSAL": 1}) == {"CAUSAL": 1, "dtype": "bf16"}
+    # A functional that names the dtype keeps it.
+    assert _with_pointer_dtypes(rule, args, {"CAUSAL": 0, "dtype": "fp16"})["dtype"] == "fp16"
+    assert [a.triton_type(_with_pointer_dtypes(rule, args, {})) for a in rule.args][0] == "*bf16"
