@@ -6,7 +6,8 @@
 # is left (DEADLINE_S from the start). Everything lands under $OUT.
 #   BENCHES="cmd;cmd" (python scripts, or .sh scripts run by bash)  QUANTS=fp16,fp8_tensor,fp8_block  TUNE_BUDGET_S=200  DEADLINE_S=840
 #   TUNE_STEPS="moe hopper"  the gpu_tune.sh steps run beside the build ('' for none)
-#   TESTS_FIRST="test/gpu/a.py"  run these before the whole suite (their result shows early in the log)
+#   TESTS_FIRST="test/gpu/a.py"  run these before the whole suite (their result shows early in the log; TESTS_FIRST_S=120)
+#   SUITE=0  skip the whole suite (a short call after one that ran it: TESTS_FIRST covers what changed)
 #   SIDE="bash x.sh"  a JIT experiment run on the idle GPU beside the build (log: $OUT/side.log)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -46,10 +47,12 @@ fi
 echo "time left after build: $(left) s"
 if [ -n "${TESTS_FIRST:-}" ]; then
   # shellcheck disable=SC2086  # a list of paths
-  timeout 120 python3 -m pytest -q -p no:cacheprovider $TESTS_FIRST 2>&1 | tail -6
+  timeout "${TESTS_FIRST_S:-120}" python3 -m pytest -q -p no:cacheprovider $TESTS_FIRST 2>&1 | tail -6
 fi
-OUT=$OUT tools/gpu_test_sharded.sh 2>&1 | tail -80
-python3 -m pytest -q test/cpu/test_install.py test/cpu/test_runtime_nogpu.py 2>&1 | tail -2
+if [ "${SUITE:-1}" != 0 ]; then
+  OUT=$OUT tools/gpu_test_sharded.sh 2>&1 | tail -80
+  python3 -m pytest -q test/cpu/test_install.py test/cpu/test_runtime_nogpu.py 2>&1 | tail -2
+fi
 echo "time left after tests: $(left) s"
 IFS=';' read -ra benches <<< "${BENCHES:-bench/bench_launch_overhead.py}"
 for b in "${benches[@]}"; do
