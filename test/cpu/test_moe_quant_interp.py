@@ -103,7 +103,7 @@ def test_grouped_gemm_int4_w4a16(dtype, group, with_zp):
     torch.testing.assert_close(c.double(), ref, atol=tol * ref.abs().max().item(), rtol=tol)
 
 
-@pytest.mark.parametrize("int4_dot", [0, 1])
+@pytest.mark.parametrize("int4_dot", [0, 1, 2])
 @pytest.mark.parametrize("group,K,block_k,with_zp", [(64, 320, 256, True), (128, 384, 256, True),
                                                      (64, 192, 128, False), (128, 256, 128, True),
                                                      (64, 128, 64, True)], ids=str)

@@ -29,7 +29,7 @@ Constexprs
   tuning:     BLOCK_SIZE_N, BLOCK_SIZE_K (int4: 64, 128 or 256, read as
               64-wide sub-blocks, one group each), GROUP_SIZE_M, num_warps,
               num_stages, INT4_DOT (int4: 0 per-nibble q - zp, 1 the offset
-              dot, see the kernel).
+              dot, 2 even/odd nibble dots on the bytes as loaded; see the kernel).
 Grid: (cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N), 1, 1), as fused_moe_kernel.
 """
 import triton
@@ -75,6 +75,27 @@ def _offset_int4_words(wv, dtype: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.
     z = tl.join(tl.join(p0, p2), tl.join(p1, p3))
     z = tl.permute(z, (0, 2, 3, 4, 1))
     return tl.reshape(z, (8 * ROWS, BLOCK_N))
+
+
+@triton.jit
+def _offset_of(dtype: tl.constexpr):
+    """OFFSET of _offset_nibbles: a float whose last mantissa bits are free for q."""
+    if dtype == tl.float16:
+        return 1024.0
+    else:
+        return 128.0
+
+
+@triton.jit
+def _offset_nibbles(q, dtype: tl.constexpr):
+    """uint8 values 0..15 -> OFFSET + q in `dtype` (fp16 1024 + q, bf16 128 + q,
+    exact): the exponent bits OR-ed above the nibble, no int-to-float convert
+    (I2F issues at a quarter of the integer rate)."""
+    if dtype == tl.float16:
+        magic: tl.constexpr = 0x6400
+    else:
+        magic: tl.constexpr = 0x4300
+    return (q.to(tl.int16) | magic).to(dtype, bitcast=True)
 
 
 @triton.jit
@@ -159,6 +180,7 @@ def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights
         # and the fp32 sums carry OFFSET * sum|a| (at most 1024x the operands'
         # scale: 2^-14 relative, far below the 16-bit output's rounding).
         OFFSET_DOT: tl.constexpr = INT4_DOT == 1 and a_ptr.dtype.element_ty != tl.float32
+        SPLIT_DOT: tl.constexpr = INT4_DOT == 2
         if OFFSET_DOT:
             if a_ptr.dtype.element_ty == tl.float16:
                 offset: tl.constexpr = 1024.0
@@ -178,7 +200,20 @@ def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights
                 zp = (zp.to(tl.int32) >> zp_shift) & 0xF
                 # Past K: a is 0 and the scale 0, so the sub-block adds 0.
                 s = tl.load(bs_ptrs + g * stride_bsk, mask=(offs_bn >= 0) & k_in, other=0.0)
-                if OFFSET_DOT:
+                if SPLIT_DOT:
+                    # The nibbles as they lie: low = even k, high = odd k, each
+                    # a [32, BLOCK_N] operand made by elementwise ops on the
+                    # loaded bytes (no join/permute/reshape of the weights),
+                    # so the compiler can load the bytes into the mma operand
+                    # registers and dequantize there; the activations split
+                    # instead (M rows, cheap). Zero point out of the K sum.
+                    p = tl.load(b_base + k0 // 2, mask=(offs_kp[:, None] >= 0) & k_in, other=0)
+                    a_even, a_odd = tl.split(tl.reshape(a, (BLOCK_SIZE_M, 32, 2)))
+                    part = tl.dot(a_even, _offset_nibbles(p & 0xF, a.dtype))
+                    part = tl.dot(a_odd, _offset_nibbles(p >> 4, a.dtype), acc=part)
+                    row_sum = tl.sum(a.to(tl.float32), 1)
+                    part -= row_sum[:, None] * (_offset_of(a.dtype) + zp.to(tl.float32))[None, :]
+                elif OFFSET_DOT:
                     wv = tl.load(w_base + k0 // 8, mask=(offs_w[:, None] >= 0) & k_in, other=0)
                     w = _offset_int4_words(wv, a.dtype, 8, BLOCK_SIZE_N)
                     row_sum = tl.sum(a.to(tl.float32), 1)
