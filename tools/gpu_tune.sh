@@ -5,6 +5,7 @@
 #   STEPS="moe flash_bwd"   which tuners to run (default both; also: hopper, gluon_bwd, decode, int4)
 #   BUDGET_S=200            per-step budget of the MoE tuner
 #   QUANTS=bf16             MoE quant modes (bf16,fp16,fp8_tensor,fp8_block)
+#   INT4_FRESH=1            int4: re-tune every bin (the step resumes otherwise)
 # Then commit tuning/sm_90/*.json and rebuild release: generate.py compiles
 # the winners into the LUTs.
 set -uo pipefail
@@ -46,6 +47,8 @@ if [[ $STEPS == *decode* ]]; then
 fi
 if [[ $STEPS == *int4* ]]; then
   # int4 w4a16 decode GEMMs (fused_moe_gemm_wq, group 128 with zero points), Mixtral's layer.
+  # INT4_FRESH=1: tune every bin again (a new dequantization in the space).
+  [ -n "${INT4_FRESH:-}" ] && rm -f tuning/sm_90/fused_moe_gemm_wq.json
   python3 python/tune.py moe --layers mixtral --tokens 1,8,16,64 --quants int4 \
     --budget-s "${INT4_BUDGET_S:-120}" 2>&1 | tail -12
 fi
