@@ -125,16 +125,28 @@ def fused_moe_kernel(a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights
             bs_ptrs = b_scale_ptr + expert * stride_bse + (pid_n * BLOCK_SIZE_N // SCALE_GROUP) * stride_bsn
         else:
             bs_ptrs = b_scale_ptr + expert * stride_bse + (offs_bn // SCALE_GROUP) * stride_bsn
+        # The next K tile's scales load one iteration ahead: the pipeliner
+        # stages only the dot operands, so a scale loaded where it is used
+        # left a global round trip exposed per K tile (decode: the loop is
+        # short and K long).
+        a_s_next = tl.load(as_ptrs, mask=slot_ok, other=0.0)
+        b_s_next = tl.load(bs_ptrs)
 
     acc = tl.zeros([BLOCK_SIZE_M, BLOCK_SIZE_N], dtype=tl.float32)
-    for kb in range(0, tl.cdiv(K, BLOCK_SIZE_K)):
+    num_kb = tl.cdiv(K, BLOCK_SIZE_K)
+    for kb in range(0, num_kb):
         k_left = K - kb * BLOCK_SIZE_K
         a = tl.load(a_ptrs, mask=slot_ok[:, None] & (offs_k[None, :] < k_left), other=0.0)
         b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
         if QUANT == 2:
-            kg = (kb * BLOCK_SIZE_K) // SCALE_GROUP
-            a_s = tl.load(as_ptrs + kg * stride_ask, mask=slot_ok, other=0.0)
-            b_s = tl.load(bs_ptrs + kg * stride_bsk)
+            a_s, b_s = a_s_next, b_s_next
+            kg = ((kb + 1) * BLOCK_SIZE_K) // SCALE_GROUP
+            more = kb + 1 < num_kb
+            a_s_next = tl.load(as_ptrs + kg * stride_ask, mask=slot_ok & more, other=0.0)
+            if BLOCK_SIZE_N <= SCALE_GROUP:
+                b_s_next = tl.load(bs_ptrs + kg * stride_bsk, mask=more, other=0.0)
+            else:
+                b_s_next = tl.load(bs_ptrs + kg * stride_bsk, mask=(offs_bn >= 0) & more, other=0.0)
             if BLOCK_SIZE_N <= SCALE_GROUP:
                 acc += tl.dot(a, b) * (a_s * b_s)[:, None]
             else:
