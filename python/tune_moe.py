@@ -53,12 +53,12 @@ def quick_space(configs, block_m, quant="bf16"):
     """A regime's plausible configs: decode (BLOCK_SIZE_M 16/32) splits N into
     narrow tiles with deep K pipelines; prefill uses wide wgmma tiles. int4
     decode: K tiles of 128/256 (64-128 contiguous bytes per weight row), the
-    per-nibble dequantization against the PRMT one (INT4_DOT 0 and 3; 1 never
-    won on the H200 and 2 is 3 with more instructions), 3-4 stages; wide N tiles amortize the
+    per-nibble dequantization against the PRMT ones (INT4_DOT 0, 3 and 4; 1
+    never won on the H200 and 2 is 3 with more instructions), 3-4 stages; wide N tiles amortize the
     per-sub-block work (scales, zero points, row sums) over more weights."""
     if quant == INT4 and block_m <= 32:
         keep = lambda c: (c["BLOCK_SIZE_K"] in (128, 256) and c["num_stages"] in (3, 4)  # noqa: E731
-                          and (c["num_warps"] == 4 or c["BLOCK_SIZE_N"] >= 128) and c["INT4_DOT"] in (0, 3))
+                          and (c["num_warps"] == 4 or c["BLOCK_SIZE_N"] >= 128) and c["INT4_DOT"] in (0, 3, 4))
     elif block_m <= 32:
         keep = lambda c: c["BLOCK_SIZE_N"] in (32, 64, 128) and c["num_stages"] in (3, 5)  # noqa: E731
     else:
