@@ -124,15 +124,26 @@ def launch(rule: Kernel, values: Mapping[str, Any], functional: Mapping[str, Any
     as launch options). Returns the grid it launched."""
     grid, args, kwargs = prepare(rule, values, functional, config)
     if aot_form() and (fn is None or fn is kernel_function(rule)):
-        # The compiled launcher takes every kernel parameter in order, constexprs included.
-        fn = kernel_function(rule)
-        runtime = dict(zip([a.name for a in rule.args], args))
-        full = [runtime[p] if p in runtime else kwargs[p] for p in fn.arg_names]
-        _aot_compiled(rule, _with_pointer_dtypes(rule, args, functional), config)[grid + (1,) * (3 - len(grid))](*full)
+        aot_launch(rule, _with_pointer_dtypes(rule, args, functional), config, grid, args, kwargs)
         return grid
     fn = fn if fn is not None else kernel_function(rule)
     fn[grid](*args, **kwargs)
     return grid
+
+
+def aot_arguments(rule: Kernel, args: list, kwargs: Mapping[str, Any]) -> list:
+    """Every kernel parameter in order, constexprs included (what a launcher
+    compiled by compile_kernel.compile_one takes): the runtime ones from the
+    rule-ordered `args`, the constexprs from `kwargs`."""
+    runtime = dict(zip([a.name for a in rule.args], args))
+    return [runtime[p] if p in runtime else kwargs[p] for p in kernel_function(rule).arg_names]
+
+
+def aot_launch(rule: Kernel, functional: Mapping[str, Any], config: Mapping[str, int], grid, args: list,
+               kwargs: Mapping[str, Any]) -> None:
+    """Launches the kernel the build compiles for (functional, config), the
+    build's functional as generate.py names it, on a prepared launch."""
+    _aot_compiled(rule, functional, config)[tuple(grid) + (1,) * (3 - len(grid))](*aot_arguments(rule, args, kwargs))
 
 
 _TRITON_DTYPE_NAMES = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "int32": "i32", "int64": "i64",

@@ -11,8 +11,11 @@ random routing, moe_align with the block size fused_experts picks for M
 functionals, reachable with an explicit block_size), fp8 activations
 quantized as the operator does. Every candidate config of the rule's tuning
 space (`--space quick`: a pruned subset per regime, see quick_space) is
-compiled ahead in parallel worker processes (fused_moe_kernel.warmup fills
-Triton's cache), checked against a float32 torch reference of the same
+compiled ahead in parallel worker processes (compile_kernel.compile_one: the
+cubin the build ships for the entry's functional, launched with the build's
+argument list, jit_launch.aot_form, on by default in tune.py; with
+AOTRITON_JIT_AOT_FORM=0 the JIT's own specialization through
+fused_moe_kernel.warmup), checked against a float32 torch reference of the same
 quantized operands, then timed (CUDA-graph replay: tune_shared.kernel_ms). Entries are
 saved after each one, so a stopped run (or one that hit --budget-s) resumes
 where it stopped; with $OUT set the database is also copied there.
@@ -28,6 +31,7 @@ import os
 import time
 
 from python import tune_shared as T
+from python.jit_launch import aot_form
 from python.kernel_rules import config_name, functional_name
 from tritonsrc.moe import configs as C
 
@@ -187,10 +191,14 @@ class GemmCase:
                                            quant=self.quant, a_scale=self.a_s, b_scale=self.b_s)
 
     def run(self, cfg):
+        from python.jit_launch import aot_form, aot_launch
         from tritonsrc.moe.grouped_gemm import fused_moe_kernel
         from tritonsrc.moe.grouped_gemm_wq import fused_moe_wq_kernel
         grid, args, kwargs = self.launch(cfg)
-        (fused_moe_wq_kernel if self.quant == INT4 else fused_moe_kernel)[grid](*args, **kwargs)
+        if aot_form():  # the cubin the build ships for this entry's functional (python/tune.py sets it)
+            aot_launch(self.rule, self.functional, cfg, grid, args, kwargs)
+        else:
+            (fused_moe_wq_kernel if self.quant == INT4 else fused_moe_kernel)[grid](*args, **kwargs)
 
     def error(self, cfg):
         self.c.fill_(float("nan"))
@@ -262,7 +270,12 @@ def tune_moe(args, rule, load_db, save_db, db_path):
         space = rule_q.tuning.all_configs(f, arch)
         cands = quick_space(space, bm, quant) if args.space == "quick" else space
         cands = ([default] if default not in cands else []) + cands
-        compile_err = T.compile_all(pool, [T.compile_job(KERNELS[case.kernel], *case.launch(c)) for c in cands])
+        case.rule, case.functional = rule_q, f
+        if aot_form():
+            jobs = [T.aot_compile_job(rule_q.name, f, c, arch) for c in cands]
+        else:
+            jobs = [T.compile_job(KERNELS[case.kernel], *case.launch(c)) for c in cands]
+        compile_err = T.compile_all(pool, jobs)
         bench = lambda cfg: T.kernel_ms(lambda: case.run(cfg), args.rep_ms)  # noqa: E731
         results = T.measure(cands, compile_err, case.error, TOL[case.act_name], bench)
         best, second, default_ms = T.best_second_default(results, default)

@@ -69,11 +69,26 @@ def compile_job(kernel: str, grid, args, kwargs):
                           for a in args], kwargs
 
 
+def aot_compile_job(rule_name: str, functional: dict, config: dict, arch: int):
+    """A compile of the build's own kernel (compile_kernel.compile_one) for a
+    worker: the tuner then times the cubin the build ships (jit_launch.aot_form)."""
+    return "aot", rule_name, dict(functional), dict(config), arch
+
+
 def warm(job):
     """Worker: compile one config (no launch) so the main process hits Triton's cache.
     Returns None, or the compile error in one line."""
     import torch
 
+    if job[0] == "aot":
+        from python import compile_kernel, rules
+        _, rule_name, functional, config, arch = job
+        rule = next(r for r in rules.KERNELS if r.name == rule_name)
+        try:
+            compile_kernel.compile_one(rule, functional, config, arch)
+            return None
+        except Exception as e:  # reported as a rejected candidate by the main process
+            return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     kernel, grid, args, kwargs = job
     module, function = kernel.split(":")
     fn = getattr(importlib.import_module(module), function)

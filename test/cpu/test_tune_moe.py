@@ -69,3 +69,42 @@ def test_database_entry_lands_in_its_lut_cell(monkeypatch):
     assert names[v["lut"][idx]] == config_name(cfg)
     default = config_name(dict(RULE.tuning.default(f, 90)))
     assert all(names[j] == default for i, j in enumerate(v["lut"]) if i != idx)
+
+
+def test_aot_form_compiles_the_build_kernel_in_a_worker():
+    """The tuner's compile workers build the build's own cubin for an entry's
+    functional (what it then times); a config the kernel cannot take comes
+    back as a one-line error, not an exception."""
+    from python import tune_shared as T
+    wq = next(k for k in rules.KERNELS if k.name == "fused_moe_gemm_wq")
+    f, _ = tune_moe.entry_key("mixtral", 2, 1, "int4", 16)
+    cfg = tune_moe.quick_space(wq.tuning.all_configs(f, 90), 16, "int4")[0]
+    assert T.warm(T.aot_compile_job(wq.name, f, cfg, 90)) is None
+    err = T.warm(T.aot_compile_job(wq.name, f, dict(cfg, BLOCK_SIZE_K=96), 90))
+    assert err and "\n" not in err
+
+
+def test_aot_arguments_follow_the_kernel_parameters():
+    """aot_launch passes every parameter in the kernel's order: runtime ones
+    from the prepared launch, constexprs from its keyword arguments."""
+    import torch
+
+    from python.jit.moe_quant import grouped_gemm_wq_launch
+    from python.jit_launch import aot_arguments, kernel_function
+    wq = next(k for k in rules.KERNELS if k.name == "fused_moe_gemm_wq")
+    E, N, K, M = 2, 64, 128, 3
+    a = torch.randn(M, K, dtype=torch.float16)
+    b = torch.randint(0, 255, (E, N, K // 2), dtype=torch.uint8)
+    c = torch.empty(M, N, dtype=torch.float16)
+    s = torch.rand(E, N, K // 64)
+    ids = torch.zeros(16, dtype=torch.int32)
+    cfg = dict(BLOCK_SIZE_M=16, BLOCK_SIZE_N=32, BLOCK_SIZE_K=128, GROUP_SIZE_M=1, num_warps=4, num_stages=3,
+               INT4_DOT=4)
+    grid, args, kwargs = grouped_gemm_wq_launch(a, b, c, None, ids, ids[:1], ids[:1], 1, dict(cfg), 4, s,
+                                                group_size=64)
+    full = aot_arguments(wq, args, kwargs)
+    names = kernel_function(wq).arg_names
+    assert len(full) == len(names)
+    assert full[names.index("a_ptr")] is a and full[names.index("K")] == K
+    assert full[names.index("INT4_DOT")] == 4 and full[names.index("BLOCK_SIZE_N")] == 32
+    assert full[names.index("group_size")] == 64 and full[names.index("has_zp")] == 0
