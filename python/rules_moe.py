@@ -479,9 +479,9 @@ fused_moe_gemm_wq = Kernel(
     tuning=TuningSpace(
         # INT4_DOT (int4 only): 0 dequantizes each nibble to q - zp; 1 feeds the
         # tensor cores OFFSET + q made from 32-bit words and takes the zero
-        # point out of the K sum; 2 does the same on the even and odd nibbles
-        # as loaded, in the mma operand registers; 3 with PRMT (inline PTX);
-        # 4 as 3 with the zero point subtracted in 16 bits (grouped_gemm_wq.py).
+        # point out of the K sum; 2-4 dot the even and odd nibbles as loaded,
+        # in the mma operand registers: 3 and 4 by PRMT (inline PTX), 3 with
+        # row sums, 2 and 4 subtract the zero point in 16 bits (grouped_gemm_wq.py).
         params={"BLOCK_SIZE_N": [32, 64, 128, 256], "BLOCK_SIZE_K": [64, 128, 256],
                 "GROUP_SIZE_M": [1, 8, 16], "num_warps": [4, 8], "num_stages": [2, 3, 4, 5], "INT4_DOT": [0, 1, 2, 3, 4]},
         default=lambda f, arch: C.wq_gemm_default(f["BLOCK_SIZE_M"], 8 if f["b_dtype"] == "i8" else 4, arch),

@@ -29,9 +29,10 @@ Constexprs
   tuning:     BLOCK_SIZE_N, BLOCK_SIZE_K (int4: 64, 128 or 256, read as
               64-wide sub-blocks, one group each), GROUP_SIZE_M, num_warps,
               num_stages, INT4_DOT (int4: 0 per-nibble q - zp, 1 the offset
-              dot, 2 even/odd nibble dots on the bytes as loaded, 3 the same
-              by PRMT, 4 as 3 with the zero point subtracted in 16 bits
-              instead of row sums; 3 and 4 are inline PTX; see the kernel).
+              dot; 2-4 even/odd nibble dots on the bytes as loaded: 3 and 4
+              lay the nibbles by PRMT (inline PTX, GPU only), 3 takes the zero
+              point out of the K sum by row sums, 2 and 4 subtract it in 16
+              bits; 2 is 4 without PTX; see the kernel).
 Grid: (cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N), 1, 1), as fused_moe_kernel.
 """
 import triton
@@ -269,24 +270,24 @@ def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights
                     # loaded bytes (no join/permute/reshape of the weights),
                     # so the compiler can load the bytes into the mma operand
                     # registers and dequantize there; the activations split
-                    # instead (M rows, cheap). Zero point out of the K sum.
+                    # instead (M rows, cheap).
                     p = tl.load(b_base + k0 // 2, mask=(offs_kp[:, None] >= 0) & k_in, other=0)
                     a_even, a_odd = tl.split(tl.reshape(a, (BLOCK_SIZE_M, 32, 2)))
-                    if INT4_DOT == 4:
-                        # The zero point subtracted in the 16-bit domain (exact:
-                        # small integers): no row sums.
-                        c = (_offset_of(a.dtype) + zp.to(tl.float32)).to(a.dtype)[None, :]
-                        part = tl.dot(a_even, _offset_nibbles_asm(p, False, a.dtype) - c)
-                        part = tl.dot(a_odd, _offset_nibbles_asm(p, True, a.dtype) - c, acc=part)
+                    if INT4_DOT == 2:  # the portable form of 4 (the CPU interpreter runs it)
+                        lo = _offset_nibbles(p & 0xF, a.dtype)
+                        hi = _offset_nibbles(p >> 4, a.dtype)
                     else:
-                        if INT4_DOT == 3:
-                            part = tl.dot(a_even, _offset_nibbles_asm(p, False, a.dtype))
-                            part = tl.dot(a_odd, _offset_nibbles_asm(p, True, a.dtype), acc=part)
-                        else:
-                            part = tl.dot(a_even, _offset_nibbles(p & 0xF, a.dtype))
-                            part = tl.dot(a_odd, _offset_nibbles(p >> 4, a.dtype), acc=part)
+                        lo = _offset_nibbles_asm(p, False, a.dtype)
+                        hi = _offset_nibbles_asm(p, True, a.dtype)
+                    if INT4_DOT == 3:  # the zero point leaves the K sum through row sums
+                        part = tl.dot(a_even, lo)
+                        part = tl.dot(a_odd, hi, acc=part)
                         row_sum = tl.sum(a.to(tl.float32), 1)
                         part -= row_sum[:, None] * (_offset_of(a.dtype) + zp.to(tl.float32))[None, :]
+                    else:  # 2, 4: subtracted from the 16-bit values (exact: small integers)
+                        c = (_offset_of(a.dtype) + zp.to(tl.float32)).to(a.dtype)[None, :]
+                        part = tl.dot(a_even, lo - c)
+                        part = tl.dot(a_odd, hi - c, acc=part)
                 elif OFFSET_DOT:
                     wv = tl.load(w_base + k0 // 8, mask=(offs_w[:, None] >= 0) & k_in, other=0)
                     w = _offset_int4_words(wv, a.dtype, 8, BLOCK_SIZE_N)
