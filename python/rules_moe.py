@@ -440,6 +440,9 @@ grouped_topk = Kernel(
 # Aligned shapes only, fp16/bf16 activations: see the kernels' docstrings.
 # ----------------------------------------------------------------------------
 def _wq_prune(f, c, arch):
+    if (c["num_warps"] == 2 and (c["BLOCK_SIZE_N"] > 32 or f["BLOCK_SIZE_M"] > 32)) \
+            or (c["BLOCK_SIZE_N"] == 16 and c["num_warps"] != 2):
+        return False  # 2 warps: the narrow decode tiles only (16 columns need them)
     if c["INT4_DOT"] and f["b_dtype"] != "u8":
         return False  # the offset dot is int4's (int8 tiles convert exactly as they are)
     if f["b_dtype"] == "u8" and c["BLOCK_SIZE_K"] % 64 != 0:
@@ -482,8 +485,12 @@ fused_moe_gemm_wq = Kernel(
         # point out of the K sum; 2-4 dot the even and odd nibbles as loaded,
         # in the mma operand registers: 3 and 4 by PRMT (inline PTX), 3 with
         # row sums, 2 and 4 subtract the zero point in 16 bits (grouped_gemm_wq.py).
-        params={"BLOCK_SIZE_N": [32, 64, 128, 256], "BLOCK_SIZE_K": [64, 128, 256],
-                "GROUP_SIZE_M": [1, 8, 16], "num_warps": [4, 8], "num_stages": [2, 3, 4, 5], "INT4_DOT": [0, 1, 2, 3, 4]},
+        # Narrow tiles of 2 warps (16-32 columns) give decode GEMMs with few
+        # experts and N of a few thousand (Mixtral's GEMM2 at M=1: 2 x 4096)
+        # more CTAs in flight.
+        params={"BLOCK_SIZE_N": [16, 32, 64, 128, 256], "BLOCK_SIZE_K": [64, 128, 256],
+                "GROUP_SIZE_M": [1, 8, 16], "num_warps": [2, 4, 8], "num_stages": [2, 3, 4, 5],
+                "INT4_DOT": [0, 1, 2, 3, 4]},
         default=lambda f, arch: C.wq_gemm_default(f["BLOCK_SIZE_M"], 8 if f["b_dtype"] == "i8" else 4, arch),
         prune=_wq_prune,
     ),

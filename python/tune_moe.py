@@ -62,7 +62,7 @@ def quick_space(configs, block_m, quant="bf16"):
     per-sub-block work (scales, zero points, row sums) over more weights."""
     if quant == INT4 and block_m <= 32:
         keep = lambda c: (c["BLOCK_SIZE_K"] in (128, 256) and c["num_stages"] in (3, 4)  # noqa: E731
-                          and (c["num_warps"] == 4 or c["BLOCK_SIZE_N"] >= 128) and c["INT4_DOT"] in (0, 3, 4))
+                          and (c["num_warps"] in (2, 4) or c["BLOCK_SIZE_N"] >= 128) and c["INT4_DOT"] in (0, 3, 4))
     elif block_m <= 32:
         keep = lambda c: c["BLOCK_SIZE_N"] in (32, 64, 128) and c["num_stages"] in (3, 5)  # noqa: E731
     else:

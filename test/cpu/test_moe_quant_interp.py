@@ -104,14 +104,14 @@ def test_grouped_gemm_int4_w4a16(dtype, group, with_zp):
 
 
 @pytest.mark.parametrize("int4_dot", [0, 1, 2])
-@pytest.mark.parametrize("group,K,block_k,with_zp", [(64, 320, 256, True), (128, 384, 256, True),
-                                                     (64, 192, 128, False), (128, 256, 128, True),
-                                                     (64, 128, 64, True)], ids=str)
-def test_grouped_gemm_int4_wide_k_tiles(group, K, block_k, with_zp, int4_dot):
+@pytest.mark.parametrize("group,K,block_k,with_zp,block_n", [(64, 320, 256, True, 32), (128, 384, 256, True, 16),
+                                                             (64, 192, 128, False, 32), (128, 256, 128, True, 32),
+                                                             (64, 128, 64, True, 16)], ids=str)
+def test_grouped_gemm_int4_wide_k_tiles(group, K, block_k, with_zp, block_n, int4_dot):
     """K tiles of several 64-wide sub-blocks: each sub-block takes its own
     group's scale and zero point, and sub-blocks past K (K not a multiple of
-    the tile) add nothing; INT4_DOT 1 (offset values, zero point out of the
-    K sum) gives the same products (fp16: the interpreter's bf16 is wrong)."""
+    the tile) add nothing; INT4_DOT 1 and 2 give the same products (fp16: the
+    interpreter's bf16 is wrong); 16-column tiles as the 2-warp decode configs."""
     M, topk, E, N = 5, 2, 3, 32
     gen = torch.Generator().manual_seed(group + K + block_k + int4_dot)
     w, ids = base.routing(M, E, topk, gen)
@@ -121,7 +121,7 @@ def test_grouped_gemm_int4_wide_k_tiles(group, K, block_k, with_zp, int4_dot):
     ref = base.ref_grouped_gemm(x.double(), mq.dequantize_int4_groups(packed, s, zp, group), ids, topk, w)
     sid, e, n = mj.moe_align_block_size(ids, 16, E)
     c = _poisoned(M * topk, N, torch.float16)
-    cfg = dict(CFG16, BLOCK_SIZE_K=block_k, INT4_DOT=int4_dot)
+    cfg = dict(CFG16, BLOCK_SIZE_K=block_k, BLOCK_SIZE_N=block_n, INT4_DOT=int4_dot)
     mq.invoke_grouped_gemm_wq(x, packed, c, w, sid, e, n, topk, cfg, 4, s, zp, group, mul_routed_weight=True)
     torch.testing.assert_close(c.double(), ref, atol=2e-2 * ref.abs().max().item(), rtol=2e-2)
 

@@ -60,7 +60,8 @@ def test_decode_configs_bf16(cfg, paged):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("block_k,group,with_zp", [(128, 128, True), (256, 64, True), (256, 128, False)], ids=str)
-def test_int4_offset_dot(dtype, block_k, group, with_zp):
+@pytest.mark.parametrize("block_n,warps", [(64, 4), (16, 2)], ids=str)
+def test_int4_offset_dot(dtype, block_k, group, with_zp, block_n, warps):
     """INT4_DOT 1-4 (3 and 4 inline PTX: the GPU only) against the float32 product of the dequantized weights,
     and against INT4_DOT 0 (same products, exact vs offset dequantization)."""
     M, topk, E, N, K = 7, 2, 8, 512, 1024 + 256
@@ -77,7 +78,7 @@ def test_int4_offset_dot(dtype, block_k, group, with_zp):
     outs = []
     for dot in (0, 1, 2, 3, 4):
         c = torch.full((M * topk, N), float("nan"), device=DEV, dtype=dtype)
-        cfg = dict(BLOCK_SIZE_M=16, BLOCK_SIZE_N=64, BLOCK_SIZE_K=block_k, GROUP_SIZE_M=1, num_warps=4,
+        cfg = dict(BLOCK_SIZE_M=16, BLOCK_SIZE_N=block_n, BLOCK_SIZE_K=block_k, GROUP_SIZE_M=1, num_warps=warps,
                    num_stages=3, INT4_DOT=dot)
         mq.invoke_grouped_gemm_wq(x, packed, c, w.view(-1), sid, e, n, topk, cfg, 4, s, zp, group,
                                   mul_routed_weight=True)
