@@ -39,120 +39,8 @@ import triton
 import triton.language as tl
 
 from .expert_tiles import block_slots, grouped_tile
-
-
-@triton.jit
-def _unpack_int4_along_k(p, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
-    """[BLOCK_K // 2, BLOCK_N] bytes -> [BLOCK_K, BLOCK_N] nibbles (row 2j: low, 2j + 1: high)."""
-    lo = p & 0xF
-    hi = p >> 4
-    both = tl.join(lo, hi)                    # [BLOCK_K // 2, BLOCK_N, 2]
-    both = tl.permute(both, (0, 2, 1))        # [BLOCK_K // 2, 2, BLOCK_N]
-    return tl.reshape(both, (BLOCK_K, BLOCK_N))
-
-
-@triton.jit
-def _offset_int4_words(wv, dtype: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr):
-    """[ROWS, BLOCK_N] int32 words of packed int4 (word r = bytes 4r..4r+3 of a
-    weight row, nibbles k = 8r .. 8r + 7) -> [8 * ROWS, BLOCK_N] values
-    OFFSET + q in `dtype` (fp16: 1024 + q, bf16: 128 + q, both exact), in k order.
-
-    Two nibbles per instruction: (word >> 4t) & 0x000F000F puts nibbles t and
-    4 + t in the low bits of the two 16-bit halves, OR-ing the exponent of
-    OFFSET makes each half the float OFFSET + q (the mantissa holds q).
-    """
-    if dtype == tl.float16:
-        magic2: tl.constexpr = 0x64006400
-    else:
-        magic2: tl.constexpr = 0x43004300
-    v0 = (wv & 0x000F000F) | magic2
-    v1 = ((wv >> 4) & 0x000F000F) | magic2
-    v2 = ((wv >> 8) & 0x000F000F) | magic2
-    v3 = ((wv >> 12) & 0x000F000F) | magic2
-    # (low half, high half) of v_t hold k = t and 4 + t of the word.
-    p0 = tl.join(v0.to(tl.int16).to(dtype, bitcast=True), (v0 >> 16).to(tl.int16).to(dtype, bitcast=True))
-    p1 = tl.join(v1.to(tl.int16).to(dtype, bitcast=True), (v1 >> 16).to(tl.int16).to(dtype, bitcast=True))
-    p2 = tl.join(v2.to(tl.int16).to(dtype, bitcast=True), (v2 >> 16).to(tl.int16).to(dtype, bitcast=True))
-    p3 = tl.join(v3.to(tl.int16).to(dtype, bitcast=True), (v3 >> 16).to(tl.int16).to(dtype, bitcast=True))
-    # [ROWS, BLOCK_N, h, j1, j2] with t = 2 * j1 + j2, k = 8r + 4h + t.
-    z = tl.join(tl.join(p0, p2), tl.join(p1, p3))
-    z = tl.permute(z, (0, 2, 3, 4, 1))
-    return tl.reshape(z, (8 * ROWS, BLOCK_N))
-
-
-@triton.jit
-def _group_params(bs_ptrs, zp_ptrs, zp_shift, use_zp, k0s, K, group_size, stride_bsk, stride_bzk):
-    """Scales (fp32) and zero points (int32 0..15) of the sub-blocks starting
-    at k0s [SUB], as [BLOCK_N, SUB]. Past K the scale is 0 (with a = 0 there,
-    the sub-block adds 0); without zero points, 0x88 reads as 8 in either nibble."""
-    g = k0s // group_size
-    k_in = k0s < K
-    zp = tl.load(zp_ptrs[:, None] + g[None, :] * stride_bzk, mask=use_zp[:, None] & k_in[None, :], other=0x88)
-    zp = (zp.to(tl.int32) >> zp_shift[:, None]) & 0xF
-    s = tl.load(bs_ptrs[:, None] + g[None, :] * stride_bsk, mask=(zp_shift >= 0)[:, None] & k_in[None, :],
-                other=0.0)
-    return s, zp
-
-
-@triton.jit
-def _column(x, j: tl.constexpr, SUB: tl.constexpr):
-    """Column j of x [N, SUB] (SUB 1, 2 or 4) as [N], by register splits."""
-    if SUB == 1:
-        return tl.reshape(x, (x.shape[0],))
-    elif SUB == 2:
-        c0, c1 = tl.split(x)
-        return c0 if j == 0 else c1
-    else:
-        # [N, 4] -> [N, 2 (j // 2), 2 (j % 2)]: the first split takes j % 2.
-        even, odd = tl.split(tl.reshape(x, (x.shape[0], 2, 2)))
-        c = even if j % 2 == 0 else odd
-        c0, c1 = tl.split(c)
-        return c0 if j // 2 == 0 else c1
-
-
-@triton.jit
-def _offset_of(dtype: tl.constexpr):
-    """OFFSET of _offset_nibbles: a float whose last mantissa bits are free for q."""
-    if dtype == tl.float16:
-        return 1024.0
-    else:
-        return 128.0
-
-
-@triton.jit
-def _offset_nibbles(q, dtype: tl.constexpr):
-    """uint8 values 0..15 -> OFFSET + q in `dtype` (fp16 1024 + q, bf16 128 + q,
-    exact): the exponent bits OR-ed above the nibble, no int-to-float convert
-    (I2F issues at a quarter of the integer rate)."""
-    if dtype == tl.float16:
-        magic: tl.constexpr = 0x6400
-    else:
-        magic: tl.constexpr = 0x4300
-    return (q.to(tl.int16) | magic).to(dtype, bitcast=True)
-
-
-@triton.jit
-def _offset_nibbles_asm(p, high: tl.constexpr, dtype: tl.constexpr):
-    """_offset_nibbles of the low (high=False) or high nibbles of packed
-    bytes, four bytes per 32-bit register: mask (and shift), then one PRMT per
-    two weights lays each nibble under the exponent byte of OFFSET (0x64:
-    fp16 1024 + q, 0x43: bf16 128 + q). About 7 instructions per 4 bytes
-    where the compiler's per-byte extraction took ~20. PTX: the GPU only (the
-    CPU interpreter runs INT4_DOT 2, the same values)."""
-    if dtype == tl.float16:
-        magic: tl.constexpr = "0x64646464"
-    else:
-        magic: tl.constexpr = "0x43434343"
-    if high:
-        nib: tl.constexpr = "shr.b32 t, $2, 4; and.b32 t, t, 0x0f0f0f0f;"
-    else:
-        nib: tl.constexpr = "and.b32 t, $2, 0x0f0f0f0f;"
-    asm: tl.constexpr = ("{ .reg .b32 t; " + nib + " prmt.b32 $0, t, " + magic + ", 0x4140; prmt.b32 $1, t, "
-                         + magic + ", 0x4342; }")
-    if dtype == tl.float16:
-        return tl.inline_asm_elementwise(asm, "=r,=r,r", [p], dtype=tl.float16, is_pure=True, pack=4)
-    else:
-        return tl.inline_asm_elementwise(asm, "=r,=r,r", [p], dtype=tl.bfloat16, is_pure=True, pack=4)
+from .int4_dequant import (group_params, offset_int4_words, offset_nibbles, offset_nibbles_asm, offset_of,
+                           tile_column, unpack_int4_along_k)
 
 
 @triton.jit
@@ -251,19 +139,19 @@ def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights
         # load round trip (the pipeliner stages only the dot operands), about
         # 1-3 us per tile at decode sizes on the H200.
         offs_sub = tl.arange(0, SUB)
-        s_next, zp_next = _group_params(bs_ptrs, zp_ptrs, zp_shift, use_zp, offs_sub * 64, K, group_size,
+        s_next, zp_next = group_params(bs_ptrs, zp_ptrs, zp_shift, use_zp, offs_sub * 64, K, group_size,
                                         stride_bsk, stride_bzk)
         for kb in range(0, tl.cdiv(K, BLOCK_SIZE_K)):
             s_tile, zp_tile = s_next, zp_next
-            s_next, zp_next = _group_params(bs_ptrs, zp_ptrs, zp_shift, use_zp,
+            s_next, zp_next = group_params(bs_ptrs, zp_ptrs, zp_shift, use_zp,
                                             (kb + 1) * BLOCK_SIZE_K + offs_sub * 64, K, group_size,
                                             stride_bsk, stride_bzk)
             for sub in tl.static_range(SUB):
                 k0 = kb * BLOCK_SIZE_K + sub * 64
                 k_in = k0 < K
                 a = tl.load(a_base + k0, mask=slot_ok[:, None] & k_in, other=0.0)
-                s = _column(s_tile, sub, SUB)
-                zp = _column(zp_tile, sub, SUB)
+                s = tile_column(s_tile, sub, SUB)
+                zp = tile_column(zp_tile, sub, SUB)
                 if SPLIT_DOT:
                     # The nibbles as they lie: low = even k, high = odd k, each
                     # a [32, BLOCK_N] operand made by elementwise ops on the
@@ -274,28 +162,28 @@ def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights
                     p = tl.load(b_base + k0 // 2, mask=(offs_kp[:, None] >= 0) & k_in, other=0)
                     a_even, a_odd = tl.split(tl.reshape(a, (BLOCK_SIZE_M, 32, 2)))
                     if INT4_DOT == 2:  # the portable form of 4 (the CPU interpreter runs it)
-                        lo = _offset_nibbles(p & 0xF, a.dtype)
-                        hi = _offset_nibbles(p >> 4, a.dtype)
+                        lo = offset_nibbles(p & 0xF, a.dtype)
+                        hi = offset_nibbles(p >> 4, a.dtype)
                     else:
-                        lo = _offset_nibbles_asm(p, False, a.dtype)
-                        hi = _offset_nibbles_asm(p, True, a.dtype)
+                        lo = offset_nibbles_asm(p, False, a.dtype)
+                        hi = offset_nibbles_asm(p, True, a.dtype)
                     if INT4_DOT == 3:  # the zero point leaves the K sum through row sums
                         part = tl.dot(a_even, lo)
                         part = tl.dot(a_odd, hi, acc=part)
                         row_sum = tl.sum(a.to(tl.float32), 1)
-                        part -= row_sum[:, None] * (_offset_of(a.dtype) + zp.to(tl.float32))[None, :]
+                        part -= row_sum[:, None] * (offset_of(a.dtype) + zp.to(tl.float32))[None, :]
                     else:  # 2, 4: subtracted from the 16-bit values (exact: small integers)
-                        c = (_offset_of(a.dtype) + zp.to(tl.float32)).to(a.dtype)[None, :]
+                        c = (offset_of(a.dtype) + zp.to(tl.float32)).to(a.dtype)[None, :]
                         part = tl.dot(a_even, lo - c)
                         part = tl.dot(a_odd, hi - c, acc=part)
                 elif OFFSET_DOT:
                     wv = tl.load(w_base + k0 // 8, mask=(offs_w[:, None] >= 0) & k_in, other=0)
-                    w = _offset_int4_words(wv, a.dtype, 8, BLOCK_SIZE_N)
+                    w = offset_int4_words(wv, a.dtype, 8, BLOCK_SIZE_N)
                     row_sum = tl.sum(a.to(tl.float32), 1)
                     part = tl.dot(a, w) - row_sum[:, None] * (offset + zp.to(tl.float32))[None, :]
                 else:
                     p = tl.load(b_base + k0 // 2, mask=(offs_kp[:, None] >= 0) & k_in, other=0)
-                    q = _unpack_int4_along_k(p, 64, BLOCK_SIZE_N).to(tl.int32)
+                    q = unpack_int4_along_k(p, 64, BLOCK_SIZE_N).to(tl.int32)
                     w = (q - zp[None, :]).to(a.dtype)
                     part = tl.dot(a, w)
                 acc += part * s[None, :]
