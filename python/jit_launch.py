@@ -146,19 +146,16 @@ def aot_launch(rule: Kernel, functional: Mapping[str, Any], config: Mapping[str,
     _aot_compiled(rule, functional, config)[tuple(grid) + (1,) * (3 - len(grid))](*aot_arguments(rule, args, kwargs))
 
 
-_TRITON_DTYPE_NAMES = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "int32": "i32", "int64": "i64",
-                       "int8": "i8", "uint8": "u8", "float8_e4m3fn": "fp8e4nv"}
-
-
 def _with_pointer_dtypes(rule: Kernel, args: list, functional: Mapping[str, Any]) -> dict:
     """The functional with the dtypes of templated pointers ("*{dtype}") the
     JIT callers leave out (the JIT reads them from the tensors) filled in from
-    the tensors, as the build's functional names them."""
+    the tensors, in Triton's own spelling (the build's functional uses it)."""
+    from triton.runtime.jit import type_canonicalisation_dict
     out = dict(functional)
     for a, v in zip(rule.args, args):
         base = a.base if a.is_pointer else ""
         if base.startswith("{") and base[1:-1] not in out and hasattr(v, "dtype"):
-            out[base[1:-1]] = _TRITON_DTYPE_NAMES[str(v.dtype).removeprefix("torch.")]
+            out[base[1:-1]] = type_canonicalisation_dict[str(v.dtype).removeprefix("torch.")]
     return out
 
 

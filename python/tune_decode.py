@@ -26,7 +26,6 @@ import os
 import time
 
 from python import tune_shared as T
-from python.jit_launch import aot_form
 from python.kernel_rules import config_name, functional_name
 from tritonsrc.flash import decode_configs as DC
 
@@ -147,11 +146,8 @@ def tune_decode(args, rule, load_db, save_db, db_path):
         space = rule.tuning.all_configs(f, arch)
         cands = quick_space(space, hq // hk) if args.space == "quick" else space
         cands = ([default] if default not in cands else []) + cands
-        if aot_form():  # decode_jit launches the build's cubin (jit_launch.launch): compile that one ahead
-            jobs = [T.aot_compile_job(rule.name, f, c, arch) for c in cands]
-        else:
-            jobs = [T.compile_job(KERNEL, *case.launch(c)) for c in cands]
-        compile_err = T.compile_all(pool, jobs)
+        # decode_jit launches through jit_launch.launch: the build's cubin in the AOT form.
+        compile_err = T.compile_all(pool, T.candidate_jobs(rule.name, f, arch, cands, KERNEL, case.launch))
         bench = lambda cfg: T.kernel_ms(lambda: case.run(cfg), args.rep_ms)  # noqa: E731
         results = T.measure(cands, compile_err, case.error, TOL[dtype], bench)
         best, second, default_ms = T.best_second_default(results, default)

@@ -31,7 +31,6 @@ import os
 import time
 
 from python import tune_shared as T
-from python.jit_launch import aot_form
 from python.kernel_rules import config_name, functional_name
 from tritonsrc.moe import configs as C
 
@@ -58,7 +57,7 @@ def quick_space(configs, block_m, quant="bf16"):
     narrow tiles with deep K pipelines; prefill uses wide wgmma tiles. int4
     decode: K tiles of 128/256 (64-128 contiguous bytes per weight row), the
     per-nibble dequantization against the PRMT ones (INT4_DOT 0, 3 and 4; 1
-    never won on the H200 and 2 is 3 with more instructions), 3-4 stages; wide N tiles amortize the
+    never won on the H200 and 2 is 4 without inline PTX), 3-4 stages; wide N tiles amortize the
     per-sub-block work (scales, zero points, row sums) over more weights."""
     if quant == INT4 and block_m <= 32:
         keep = lambda c: (c["BLOCK_SIZE_K"] in (128, 256) and c["num_stages"] in (3, 4)  # noqa: E731
@@ -190,6 +189,11 @@ class GemmCase:
                                            self.ntpp, self.top_k, full, mul_routed_weight=self.mul,
                                            quant=self.quant, a_scale=self.a_s, b_scale=self.b_s)
 
+    @property
+    def rule(self):
+        from python import rules
+        return next(r for r in rules.KERNELS if r.name == self.kernel)
+
     def run(self, cfg):
         from python.jit_launch import aot_form, aot_launch
         from tritonsrc.moe.grouped_gemm import fused_moe_kernel
@@ -270,12 +274,8 @@ def tune_moe(args, rule, load_db, save_db, db_path):
         space = rule_q.tuning.all_configs(f, arch)
         cands = quick_space(space, bm, quant) if args.space == "quick" else space
         cands = ([default] if default not in cands else []) + cands
-        case.rule, case.functional = rule_q, f
-        if aot_form():
-            jobs = [T.aot_compile_job(rule_q.name, f, c, arch) for c in cands]
-        else:
-            jobs = [T.compile_job(KERNELS[case.kernel], *case.launch(c)) for c in cands]
-        compile_err = T.compile_all(pool, jobs)
+        compile_err = T.compile_all(pool, T.candidate_jobs(rule_q.name, f, arch, cands, KERNELS[case.kernel],
+                                                           case.launch))
         bench = lambda cfg: T.kernel_ms(lambda: case.run(cfg), args.rep_ms)  # noqa: E731
         results = T.measure(cands, compile_err, case.error, TOL[case.act_name], bench)
         best, second, default_ms = T.best_second_default(results, default)

@@ -69,6 +69,17 @@ def compile_job(kernel: str, grid, args, kwargs):
                           for a in args], kwargs
 
 
+def candidate_jobs(rule_name: str, functional: dict, arch: int, configs, jit_kernel: str, launch) -> list:
+    """The compile jobs of a database entry's candidates: the build's own
+    kernel for the entry's functional when the tuner times that form
+    (jit_launch.aot_form), else the JIT's (jit_kernel "module:function",
+    launch(config) -> (grid, args, kwargs))."""
+    from python.jit_launch import aot_form
+    if aot_form():
+        return [aot_compile_job(rule_name, functional, c, arch) for c in configs]
+    return [compile_job(jit_kernel, *launch(c)) for c in configs]
+
+
 def aot_compile_job(rule_name: str, functional: dict, config: dict, arch: int):
     """A compile of the build's own kernel (compile_kernel.compile_one) for a
     worker: the tuner then times the cubin the build ships (jit_launch.aot_form)."""

@@ -108,3 +108,16 @@ def test_aot_arguments_follow_the_kernel_parameters():
     assert full[names.index("a_ptr")] is a and full[names.index("K")] == K
     assert full[names.index("INT4_DOT")] == 4 and full[names.index("BLOCK_SIZE_N")] == 32
     assert full[names.index("group_size")] == 64 and full[names.index("has_zp")] == 0
+
+
+def test_candidate_jobs_follow_the_timed_form(monkeypatch):
+    """The compile workers build the form the tuner then times: the build's
+    cubin in the AOT form, the JIT's specialization otherwise."""
+    from python import tune_shared as T
+    f, _ = tune_moe.entry_key("mixtral", 1, 1, "bf16", 16)
+    cfgs = [dict(BLOCK_SIZE_N=64, BLOCK_SIZE_K=64, GROUP_SIZE_M=1, num_warps=4, num_stages=3)]
+    monkeypatch.setenv("AOTRITON_JIT_AOT_FORM", "1")
+    assert T.candidate_jobs(RULE.name, f, 90, cfgs, "m:k", None) == [("aot", RULE.name, f, cfgs[0], 90)]
+    monkeypatch.setenv("AOTRITON_JIT_AOT_FORM", "0")
+    jobs = T.candidate_jobs(RULE.name, f, 90, cfgs, "m:k", lambda c: ((1, 1, 1), [3], dict(c)))
+    assert jobs == [("m:k", (1, 1, 1), [3], cfgs[0])]

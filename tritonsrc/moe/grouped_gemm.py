@@ -143,10 +143,7 @@ def fused_moe_kernel(a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights
             kg = ((kb + 1) * BLOCK_SIZE_K) // SCALE_GROUP
             more = kb + 1 < num_kb
             a_s_next = tl.load(as_ptrs + kg * stride_ask, mask=slot_ok & more, other=0.0)
-            if BLOCK_SIZE_N <= SCALE_GROUP:
-                b_s_next = tl.load(bs_ptrs + kg * stride_bsk, mask=more, other=0.0)
-            else:
-                b_s_next = tl.load(bs_ptrs + kg * stride_bsk, mask=(offs_bn >= 0) & more, other=0.0)
+            b_s_next = tl.load(bs_ptrs + kg * stride_bsk, mask=more, other=0.0)  # a scalar or a vector
             if BLOCK_SIZE_N <= SCALE_GROUP:
                 acc += tl.dot(a, b) * (a_s * b_s)[:, None]
             else:

@@ -127,10 +127,6 @@ def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights
         OFFSET_DOT: tl.constexpr = INT4_DOT == 1 and a_ptr.dtype.element_ty != tl.float32
         SPLIT_DOT: tl.constexpr = INT4_DOT >= 2 and a_ptr.dtype.element_ty != tl.float32
         if OFFSET_DOT:
-            if a_ptr.dtype.element_ty == tl.float16:
-                offset: tl.constexpr = 1024.0
-            else:
-                offset: tl.constexpr = 128.0
             offs_w = tl.arange(0, 8)
             w_base = b_ptr.to(tl.pointer_type(tl.int32)) + expert * (stride_be // 4) + offs_w[:, None] \
                 + offs_bn[None, :] * (stride_bn // 4)
@@ -180,7 +176,7 @@ def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights
                     wv = tl.load(w_base + k0 // 8, mask=(offs_w[:, None] >= 0) & k_in, other=0)
                     w = offset_int4_words(wv, a.dtype, 8, BLOCK_SIZE_N)
                     row_sum = tl.sum(a.to(tl.float32), 1)
-                    part = tl.dot(a, w) - row_sum[:, None] * (offset + zp.to(tl.float32))[None, :]
+                    part = tl.dot(a, w) - row_sum[:, None] * (offset_of(a.dtype) + zp.to(tl.float32))[None, :]
                 else:
                     p = tl.load(b_base + k0 // 2, mask=(offs_kp[:, None] >= 0) & k_in, other=0)
                     q = unpack_int4_along_k(p, 64, BLOCK_SIZE_N).to(tl.int32)

@@ -56,8 +56,7 @@ def group_params(bs_ptrs, zp_ptrs, zp_shift, use_zp, k0s, K, group_size, stride_
     k_in = k0s < K
     zp = tl.load(zp_ptrs[:, None] + g[None, :] * stride_bzk, mask=use_zp[:, None] & k_in[None, :], other=0x88)
     zp = (zp.to(tl.int32) >> zp_shift[:, None]) & 0xF
-    s = tl.load(bs_ptrs[:, None] + g[None, :] * stride_bsk, mask=(zp_shift >= 0)[:, None] & k_in[None, :],
-                other=0.0)
+    s = tl.load(bs_ptrs[:, None] + g[None, :] * stride_bsk, mask=k_in[None, :], other=0.0)
     return s, zp
 
 
