@@ -110,6 +110,16 @@ def flash_rows(rows_out):
     stream = stream_of(q)
     r = rows_out
     r["flash: aotriton.flash_attn_func fwd"] = host_us_per_call(lambda: aotriton.flash_attn_func(q, k, v, causal=True))
+    from aotriton import flash as flash_mod
+    cxx = flash_mod._cxx_fwd_plain
+    if cxx is not None:  # the torch C++ fast path (bindings/torch_ext) alone, and the torch layer without it
+        r["flash: _aotriton_torch.attn_fwd_plain (C++ on at::Tensor)"] = host_us_per_call(lambda: cxx(q, k, v, None, 2))
+        flash_mod._cxx_fwd_plain = None
+        try:
+            r["flash: aotriton.flash_attn_func fwd through pyaotriton (C++ path off)"] = host_us_per_call(
+                lambda: aotriton.flash_attn_func(q, k, v, causal=True))
+        finally:
+            flash_mod._cxx_fwd_plain = cxx
     r["flash: pyaotriton.attn_fwd (pre-built views, no allocation)"] = host_us_per_call(
         lambda: pyaotriton.attn_fwd(*views, D ** -0.5, 2, 0.0, 0, 0, None, stream, None))
     r["flash: torch.ops.aotriton.attn_fwd (dispatcher)"] = host_us_per_call(
@@ -121,7 +131,7 @@ def flash_rows(rows_out):
         lambda: aotriton.flash_attn_func(q, k, v, causal=True))
     py = min(r["flash: aotriton.flash_attn_func fwd"], r["flash: aotriton.flash_attn_func fwd (repeat)"])
     return {"flash_attn_func fwd / SDPA flash": py / r["flash: torch SDPA flash backend fwd"]}, \
-        f"fp16 (B, S, H, D) = {(B, S, H, D)}, causal"
+        f"fp16 (B, S, H, D) = {(B, S, H, D)}, causal; torch C++ fast path: {aotriton.build_info()['torch_extension']}"
 
 
 def moe_rows(rows_out):

@@ -7,7 +7,7 @@ import os as _os
 
 import pyaotriton as _C
 
-from . import _build_info
+from . import _build_info, _torch_fast
 
 __version__ = _build_info.VERSION
 
@@ -49,4 +49,5 @@ def build_info() -> dict:
         "triton_version": _build_info.TRITON_VERSION,
         "cuda_version": _build_info.CUDA_VERSION,
         "image_dir": _C.image_dir(),
+        "torch_extension": _torch_fast.status,
     }

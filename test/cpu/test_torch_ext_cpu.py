@@ -1,0 +1,35 @@
+"""The torch C++ fast path (_aotriton_torch) without a GPU: it loads under the
+torch it was built for and only there, and hands everything it does not serve
+(here: CPU tensors) back to the Python path, which names the error."""
+import pytest
+
+torch = pytest.importorskip("torch")
+
+
+def test_loads_under_its_torch_and_falls_back(prefix):
+    import aotriton
+    from aotriton import _build_info, _torch_fast
+
+    if not _build_info.TORCH_EXT_VERSION:
+        pytest.skip("built without the torch C++ fast path (no torch at build time)")
+    assert _build_info.TORCH_EXT_VERSION == torch.__version__
+    assert _torch_fast.ext is not None, aotriton.build_info()["torch_extension"]
+    assert aotriton.build_info()["torch_extension"].startswith("loaded")
+    q = torch.randn(1, 8, 2, 16)
+    assert _torch_fast.attn_fwd_plain(q, q, q, None, 0) is NotImplemented
+    with pytest.raises(TypeError, match="5 arguments"):
+        _torch_fast.attn_fwd_plain(q, q)
+    with pytest.raises(ValueError, match="q must be a CUDA tensor"):
+        aotriton.flash_attn_func(q, q, q)
+
+
+def test_not_loaded_under_another_torch(prefix, monkeypatch):
+    from aotriton import _build_info, _torch_fast
+
+    monkeypatch.setattr(_build_info, "TORCH_EXT_VERSION", "0.0.0+other")
+    ext, status = _torch_fast._load()
+    assert ext is None and "built for torch 0.0.0+other" in status
+    monkeypatch.setattr(_build_info, "TORCH_EXT_VERSION", torch.__version__)
+    monkeypatch.setenv("AOTRITON_TORCH_EXT", "0")
+    ext, status = _torch_fast._load()
+    assert ext is None and "AOTRITON_TORCH_EXT=0" in status

@@ -1,0 +1,138 @@
+"""The torch C++ fast path (bindings/torch_ext, _aotriton_torch): the plain
+eager flash_attn_func forward in C++. Same kernels as the pyaotriton path, so
+the same bits; everything it does not serve falls back to the Python path."""
+import math
+
+import pytest
+import torch
+
+from flash_reference import FWD_TOL, attention_ref, rel_err
+
+
+@pytest.fixture(scope="module")
+def ext():
+    import aotriton
+    from aotriton import _build_info, _torch_fast
+
+    if not _build_info.TORCH_EXT_VERSION:
+        pytest.skip("built without the torch C++ fast path (no torch at build time)")
+    # Built for this torch: it must load (a silent fallback would hide a broken build).
+    assert _torch_fast.ext is not None, aotriton.build_info()["torch_extension"]
+    return _torch_fast.ext
+
+
+def python_path(fn):
+    """fn() with the C++ fast path off: the pyaotriton route of the same call."""
+    from aotriton import flash
+
+    saved, flash._cxx_fwd_plain = flash._cxx_fwd_plain, None
+    try:
+        return fn()
+    finally:
+        flash._cxx_fwd_plain = saved
+
+
+def qkv(B, Sq, Sk, Hq, Hk, D, dtype, layout="bshd"):
+    def t(S, H):
+        if layout == "bshd":
+            return torch.randn(B, S, H, D, device="cuda", dtype=dtype)
+        return torch.randn(B, H, S, D, device="cuda", dtype=dtype).transpose(1, 2)
+    return t(Sq, Hq), t(Sk, Hk), t(Sk, Hk)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("layout", ["bshd", "bhsd"])
+def test_matches_reference_and_python_path(ext, dtype, causal, layout):
+    import aotriton
+
+    torch.manual_seed(3 + causal)
+    q, k, v = qkv(2, 97, 130, 8, 2, 64, dtype, layout)
+    scale = 0.7 / math.sqrt(64)
+    assert ext.attn_fwd_plain(q, k, v, scale, 2 if causal else 0) is not NotImplemented
+    out = aotriton.flash_attn_func(q, k, v, softmax_scale=scale, causal=causal)
+    assert out.stride() == q.stride() and out.dtype == dtype
+    ref, _ = attention_ref(q, k, v, scale, 2 if causal else 0)  # flash-attn's causal: bottom-right
+    assert rel_err(out, ref) < FWD_TOL[dtype]
+    same = python_path(lambda: aotriton.flash_attn_func(q, k, v, softmax_scale=scale, causal=causal))
+    assert torch.equal(out, same), "the C++ and Python paths launch the same kernel: same bits"
+
+
+def test_default_scale_and_head_dims(ext):
+    import aotriton
+
+    for D in (16, 96, 128, 256):
+        torch.manual_seed(D)
+        q, k, v = qkv(1, 65, 65, 2, 2, D, torch.float16)
+        ref, _ = attention_ref(q, k, v, 1 / math.sqrt(D), 0)
+        assert rel_err(aotriton.flash_attn_func(q, k, v), ref) < FWD_TOL[torch.float16], D
+
+
+def test_side_stream(ext):
+    import aotriton
+
+    torch.manual_seed(11)
+    q, k, v = qkv(2, 256, 256, 4, 4, 128, torch.bfloat16)
+    ref = aotriton.flash_attn_func(q, k, v, causal=True)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        out = aotriton.flash_attn_func(q, k, v, causal=True)
+    torch.cuda.current_stream().wait_stream(side)
+    assert torch.equal(out, ref)
+
+
+def test_cuda_graph_replay(ext):
+    import aotriton
+
+    torch.manual_seed(12)
+    q, k, v = qkv(2, 128, 200, 4, 1, 64, torch.float16)
+    aotriton.flash_attn_func(q, k, v)  # loads the kernel outside the capture
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out = aotriton.flash_attn_func(q, k, v)
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        for t in (q, k, v):
+            t.copy_(torch.randn_like(t))
+        out.fill_(float("nan"))
+        g.replay()
+        torch.cuda.synchronize()
+        ref, _ = attention_ref(q, k, v, 1 / 8, 0)
+        assert rel_err(out, ref) < FWD_TOL[torch.float16]
+
+
+def test_falls_back_for_what_it_does_not_serve(ext):
+    import aotriton
+
+    torch.manual_seed(13)
+    q, k, v = qkv(1, 33, 33, 2, 2, 64, torch.float16)
+    # Gradients: the Python path's autograd.Function.
+    qg = q.clone().requires_grad_()
+    assert ext.attn_fwd_plain(qg, k, v, None, 0) is NotImplemented
+    out = aotriton.flash_attn_func(qg, k, v)
+    assert out.grad_fn is not None
+    out.sum().backward()
+    assert qg.grad is not None and torch.isfinite(qg.grad).all()
+    # Under no_grad the same tensor is served in C++.
+    with torch.no_grad():
+        assert ext.attn_fwd_plain(qg, k, v, None, 0) is not NotImplemented
+    # Subclasses (Parameter) and another head dim for v (MLA) take the Python path.
+    assert ext.attn_fwd_plain(torch.nn.Parameter(q, requires_grad=False), k, v, None, 0) is NotImplemented
+    assert ext.attn_fwd_plain(q, k, v[..., :32].contiguous(), None, 0) is NotImplemented
+
+
+def test_bad_input_is_named_by_the_python_path(ext):
+    import aotriton
+
+    q, k, v = qkv(1, 16, 16, 2, 2, 64, torch.float16)
+    with pytest.raises(ValueError, match="CUDA tensor"):
+        aotriton.flash_attn_func(q.cpu(), k, v)
+    with pytest.raises(ValueError, match="4-D"):
+        aotriton.flash_attn_func(q[0], k, v)
+    with pytest.raises(ValueError):
+        aotriton.flash_attn_func(q, k.to(torch.bfloat16), v)
+    with pytest.raises(ValueError):  # num_heads_q not a multiple of num_heads_k: the library's own check
+        aotriton.flash_attn_func(q, *qkv(1, 16, 16, 3, 3, 64, torch.float16)[1:])
+    with pytest.raises(TypeError):
+        ext.attn_fwd_plain(q, k, v)
