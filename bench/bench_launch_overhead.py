@@ -78,6 +78,15 @@ def silu_rows(rows_out):
     vo, vx = view(out, "o"), view(x, "x")
     r = rows_out
     r["silu: aotriton Python (torch layer)"] = host_us_per_call(lambda: aotriton.silu_and_mul(x, out))
+    from aotriton import moe as moe_mod
+    cxx = moe_mod._cxx_act_and_mul
+    if cxx is not None:  # the torch layer without the torch C++ fast path
+        moe_mod._cxx_act_and_mul = None
+        try:
+            r["silu: aotriton Python through pyaotriton (C++ path off)"] = host_us_per_call(
+                lambda: aotriton.silu_and_mul(x, out))
+        finally:
+            moe_mod._cxx_act_and_mul = cxx
     r["silu: pyaotriton binding (pre-built views)"] = host_us_per_call(
         lambda: pyaotriton.act_and_mul(vo, vx, 0, stream, None))
     r["silu: torch.ops.aotriton.act_and_mul (dispatcher)"] = host_us_per_call(

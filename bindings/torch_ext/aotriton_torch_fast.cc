@@ -1,4 +1,5 @@
-// _aotriton_torch: the eager flash_attn_func forward in C++ on at::Tensor.
+// _aotriton_torch: the eager flash_attn_func forward and silu/gelu_and_mul in
+// C++ on at::Tensor.
 //
 // Optional (it links libtorch, so it matches one torch build; pyaotriton stays
 // free of libtorch). From Python, the plain inference forward through
@@ -6,7 +7,8 @@
 // tuples; here the output comes from the caching allocator in C++ and the
 // views from the tensors' own sizes and strides. It serves only the call the
 // Python fast path serves (batched, no dropout/features/grad, plain tensors,
-// no dispatch mode) and returns NotImplemented for anything else, so the
+// no dispatch mode; act_and_mul likewise) and returns NotImplemented for
+// anything else, so the
 // Python layer stays the one place that names errors.
 #include <Python.h>
 
@@ -24,6 +26,7 @@
 #include <vector>
 
 #include "aotriton/flash.h"
+#include "aotriton/moe.h"
 
 namespace {
 
@@ -53,11 +56,13 @@ aotriton::TensorView<R> view_of(const at::Tensor& t, DType dtype) {
 // A write-only fp32 buffer per device for the LSE nobody reads (as the Python
 // layer's discard_buffer): buffers are never freed, since a CUDA graph may have
 // captured a pointer that a freed block would hand to a live tensor.
+std::mutex discard_mutex;
+std::vector<at::Tensor> discard_largest;  // by device index
+
 void* discard_buffer(const c10::Device& device, int64_t numel) {
-  static std::mutex mutex;
-  static std::vector<at::Tensor> largest;  // by device index
   static std::vector<at::Tensor> kept;
-  std::lock_guard<std::mutex> lock(mutex);
+  std::vector<at::Tensor>& largest = discard_largest;
+  std::lock_guard<std::mutex> lock(discard_mutex);
   const size_t index = device.index();
   if (largest.size() <= index) largest.resize(index + 1);
   at::Tensor& have = largest[index];
@@ -69,6 +74,18 @@ void* discard_buffer(const c10::Device& device, int64_t numel) {
 }
 
 bool plain_tensor(PyObject* o) { return THPVariable_CheckExact(o); }
+
+aotriton::Stream current_stream(const c10::Device& device) {
+  const c10::Stream s = c10::impl::VirtualGuardImpl(c10::DeviceType::CUDA).getStream(device);
+  return aotriton::Stream{s.native_handle()};
+}
+
+// A failed status as the Python layer raises it: ValueError for bad input, else RuntimeError.
+PyObject* raise_status(aotriton::Status s) {
+  const bool bad_input = s == aotriton::Status::kInvalidArgument || s == aotriton::Status::kUnsupported;
+  PyErr_SetString(bad_input ? PyExc_ValueError : PyExc_RuntimeError, aotriton::error_string(s));
+  return nullptr;
+}
 
 // attn_fwd_plain(q, k, v, softmax_scale or None, causal code) -> out or NotImplemented.
 PyObject* attn_fwd_plain(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
@@ -115,13 +132,8 @@ PyObject* attn_fwd_plain(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     p.lse.strides = {Hq * Sq, Sq, 1};
     p.softmax_scale = static_cast<float>(scale);
     p.causal = static_cast<aotriton::flash::CausalType>(causal);
-    const c10::Stream stream = c10::impl::VirtualGuardImpl(c10::DeviceType::CUDA).getStream(device);
-    const aotriton::Status s = aotriton::flash::attn_fwd(p, aotriton::Stream{stream.native_handle()});
-    if (s != aotriton::Status::kSuccess) {
-      const bool bad_input = s == aotriton::Status::kInvalidArgument || s == aotriton::Status::kUnsupported;
-      PyErr_SetString(bad_input ? PyExc_ValueError : PyExc_RuntimeError, aotriton::error_string(s));
-      return nullptr;
-    }
+    const aotriton::Status s = aotriton::flash::attn_fwd(p, current_stream(device));
+    if (s != aotriton::Status::kSuccess) return raise_status(s);
     return THPVariable_Wrap(std::move(out));
   } catch (const std::exception& e) {  // torch errors (e.g. out of memory) become RuntimeError
     PyErr_SetString(PyExc_RuntimeError, e.what());
@@ -129,9 +141,60 @@ PyObject* attn_fwd_plain(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   }
 }
 
+// act_and_mul_plain(x, out or None, activation code) -> out, or NotImplemented.
+PyObject* act_and_mul_plain(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 3) {
+    PyErr_SetString(PyExc_TypeError, "act_and_mul_plain(x, out, activation) takes 3 arguments");
+    return nullptr;
+  }
+  const bool has_out = args[1] != Py_None;
+  if (!plain_tensor(args[0]) || (has_out && !plain_tensor(args[1])) ||
+      c10::impl::TorchDispatchModeTLS::stack_len() > 0) {
+    Py_RETURN_NOTIMPLEMENTED;
+  }
+  const at::Tensor& x = THPVariable_Unpack(args[0]);
+  const c10::Device device = x.device();
+  const auto dtype = dtype_of(x.scalar_type());
+  if (!device.is_cuda() || x.dim() != 2 || !dtype || x.requires_grad()) Py_RETURN_NOTIMPLEMENTED;
+  std::optional<DType> out_dtype = dtype;
+  if (has_out) {
+    const at::Tensor& o = THPVariable_Unpack(args[1]);
+    out_dtype = dtype_of(o.scalar_type());
+    if (o.device() != device || o.dim() != 2 || !out_dtype) Py_RETURN_NOTIMPLEMENTED;
+  }
+  const long activation = PyLong_AsLong(args[2]);
+  if (activation == -1 && PyErr_Occurred()) return nullptr;
+  try {
+    c10::DeviceGuard guard(device);
+    at::Tensor out = has_out ? THPVariable_Unpack(args[1]) : at::empty({x.size(0), x.size(1) / 2}, x.options());
+    aotriton::moe::ActAndMulParams p;
+    p.out = view_of<2>(out, *out_dtype);
+    p.input = view_of<2>(x, *dtype);
+    p.activation = static_cast<aotriton::moe::Activation>(activation);
+    const aotriton::Status s = aotriton::moe::act_and_mul(p, current_stream(device));
+    if (s != aotriton::Status::kSuccess) return raise_status(s);
+    return THPVariable_Wrap(std::move(out));
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
+}
+
+// discard_numel(device_index) -> elements of that device's LSE discard buffer (0: none yet); for tests.
+PyObject* discard_numel(PyObject*, PyObject* index) {
+  const long i = PyLong_AsLong(index);
+  if (i == -1 && PyErr_Occurred()) return nullptr;
+  std::lock_guard<std::mutex> lock(discard_mutex);
+  const bool have = i >= 0 && static_cast<size_t>(i) < discard_largest.size() && discard_largest[i].defined();
+  return PyLong_FromLongLong(have ? discard_largest[i].numel() : 0);
+}
+
 PyMethodDef methods[] = {
+    {"discard_numel", discard_numel, METH_O, "discard_numel(device_index) -> size of the LSE discard buffer"},
     {"attn_fwd_plain", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(attn_fwd_plain)), METH_FASTCALL,
      "attn_fwd_plain(q, k, v, softmax_scale, causal) -> out, or NotImplemented when the call needs the Python path"},
+    {"act_and_mul_plain", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(act_and_mul_plain)),
+     METH_FASTCALL, "act_and_mul_plain(x, out or None, activation) -> out, or NotImplemented"},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_aotriton_torch",

@@ -117,8 +117,12 @@ def test_falls_back_for_what_it_does_not_serve(ext):
     # Under no_grad the same tensor is served in C++.
     with torch.no_grad():
         assert ext.attn_fwd_plain(qg, k, v, None, 0) is not NotImplemented
-    # Subclasses (Parameter) and another head dim for v (MLA) take the Python path.
-    assert ext.attn_fwd_plain(torch.nn.Parameter(q, requires_grad=False), k, v, None, 0) is NotImplemented
+    # Tensor subclasses and another head dim for v (MLA) take the Python path
+    # (a Parameter is a plain tensor to both paths).
+    class Sub(torch.Tensor):
+        pass
+
+    assert ext.attn_fwd_plain(q.as_subclass(Sub), k, v, None, 0) is NotImplemented
     assert ext.attn_fwd_plain(q, k, v[..., :32].contiguous(), None, 0) is NotImplemented
 
 
@@ -136,3 +140,56 @@ def test_bad_input_is_named_by_the_python_path(ext):
         aotriton.flash_attn_func(q, *qkv(1, 16, 16, 3, 3, 64, torch.float16)[1:])
     with pytest.raises(TypeError):
         ext.attn_fwd_plain(q, k, v)
+
+
+def python_act_path(fn):
+    from aotriton import moe
+
+    saved, moe._cxx_act_and_mul = moe._cxx_act_and_mul, None
+    try:
+        return fn()
+    finally:
+        moe._cxx_act_and_mul = saved
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("act", ["silu", "gelu", "gelu_tanh"])
+@pytest.mark.parametrize("given_out", [False, True])
+def test_act_and_mul(ext, dtype, act, given_out):
+    import aotriton
+
+    torch.manual_seed(21)
+    x = torch.randn(37, 2 * 200, device="cuda", dtype=dtype)[:, :] * 3
+    xs = torch.randn(37, 3 * 200, device="cuda", dtype=dtype)[:, :400]  # strided rows
+    if act == "silu":
+        fn, ref_fn = aotriton.silu_and_mul, torch.nn.functional.silu
+    elif act == "gelu":
+        fn, ref_fn = aotriton.gelu_and_mul, torch.nn.functional.gelu
+    else:
+        fn = lambda t, out=None: aotriton.gelu_and_mul(t, out, approximate="tanh")  # noqa: E731
+        ref_fn = lambda t: torch.nn.functional.gelu(t, approximate="tanh")  # noqa: E731
+    for inp in (x, xs):
+        out = torch.full((37, 200), float("nan"), device="cuda", dtype=dtype) if given_out else None
+        got = fn(inp, out)
+        if given_out:
+            assert got is out
+        ref = ref_fn(inp[:, :200].double()) * inp[:, 200:].double()
+        tol = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2, torch.float32: 1e-5}[dtype]
+        assert ((got.double() - ref).abs() / ref.abs().clamp_min(1)).max() < tol
+        assert torch.equal(got, python_act_path(lambda: fn(inp))), "same kernel on both paths: same bits"
+
+
+def test_act_and_mul_falls_back_and_errors(ext):
+    import aotriton
+
+    x = torch.randn(4, 64, device="cuda", dtype=torch.float16)
+    xg = x.clone().requires_grad_()
+    assert ext.act_and_mul_plain(xg, None, 0) is NotImplemented
+    with pytest.raises(NotImplementedError, match="no backward"):
+        aotriton.silu_and_mul(xg)
+    with torch.no_grad():
+        assert aotriton.silu_and_mul(xg).shape == (4, 32)
+    with pytest.raises(ValueError):  # out of the wrong width: the library's own check, through C++
+        aotriton.silu_and_mul(x, torch.empty(4, 31, device="cuda", dtype=torch.float16))
+    with pytest.raises(ValueError, match="CUDA"):
+        aotriton.silu_and_mul(x.cpu())

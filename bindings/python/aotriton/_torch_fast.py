@@ -27,3 +27,5 @@ ext, status = _load()
 # attn_fwd_plain(q, k, v, softmax_scale, causal_code) -> out, or NotImplemented
 # when the call needs the Python path (which then checks and names errors).
 attn_fwd_plain = ext.attn_fwd_plain if ext is not None else None
+# act_and_mul_plain(x, out or None, activation code) -> out, or NotImplemented.
+act_and_mul_plain = ext.act_and_mul_plain if ext is not None else None
