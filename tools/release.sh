@@ -3,7 +3,8 @@
 #   aotriton-<version>-cuda<x.y>-<archs>-<profile>.tar.xz
 # holding lib/libaotriton.a, lib/libaotriton.so*, include/aotriton,
 # lib/cmake/aotriton, lib/aotriton.images, lib/python (extension + torch
-# package), lib/aotriton.tools, LICENSE, CHANGELOG.md, README.md and a MANIFEST
+# package; not the torch C++ fast path, which would tie the tarball to one
+# torch build), lib/aotriton.tools, LICENSE, CHANGELOG.md, README.md and a MANIFEST
 # (version, ABI and image format versions, archs, profile, triton and CUDA
 # versions, commit, sha256 of every file). Byte-reproducible: the same commit
 # gives the same tarball in any directory (tools/make_release.py packs it).
@@ -29,6 +30,7 @@ t0=$(date +%s)
 cmake -S "$REPO" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DAOTRITON_PROFILE="$PROFILE" -DAOTRITON_TARGET_ARCH="$ARCHS" \
   -DAOTRITON_SHARED=ON -DAOTRITON_BUILD_TESTS=OFF -DAOTRITON_EMBED_INSTALL_PREFIX=OFF \
+  -DAOTRITON_BUILD_TORCH_EXT=OFF \
   -DAOTRITON_TRITON_CACHE_DIR="${AOTRITON_TRITON_CACHE_DIR:-}" \
   -DAOTRITON_PYTHON="$PYTHON" -DPython_EXECUTABLE="$PYTHON" -DPython3_EXECUTABLE="$PYTHON" \
   -DCMAKE_INSTALL_PREFIX="$STAGE" ${CMAKE_ARGS:-}

@@ -65,6 +65,8 @@ def test_name_and_layout(tarball, unpacked):
                 "lib/python/aotriton/__init__.py", "lib/python/aotriton/_build_info.py"):
         assert (unpacked / rel).exists(), rel
     assert list((unpacked / "lib/python").glob("pyaotriton*.so"))
+    # The torch C++ fast path is tied to one torch build: never in a release.
+    assert not list((unpacked / "lib/python").glob("_aotriton_torch*"))
     assert list((unpacked / "lib/aotriton.images/sm_90").rglob("*.aks"))
     assert not (unpacked / "lib/aotriton.images/sm_80").exists()
 
