@@ -4,7 +4,7 @@
 # holding lib/libaotriton.a, lib/libaotriton.so*, include/aotriton,
 # lib/cmake/aotriton, lib/aotriton.images, lib/python (extension + torch
 # package; not the torch C++ fast path, which would tie the tarball to one
-# torch build), lib/aotriton.tools, LICENSE, CHANGELOG.md, README.md and a MANIFEST
+# torch build and embed that torch's header paths), lib/aotriton.tools, LICENSE, CHANGELOG.md, README.md and a MANIFEST
 # (version, ABI and image format versions, archs, profile, triton and CUDA
 # versions, commit, sha256 of every file). Byte-reproducible: the same commit
 # gives the same tarball in any directory (tools/make_release.py packs it).
