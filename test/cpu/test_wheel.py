@@ -86,3 +86,7 @@ def test_import_in_fresh_venv(wheel, tmp_path):
     assert str(images).startswith(venv) and images == Path(out["aotriton"]).parent / "images"
     assert list((images / "sm_90").rglob("*.aks"))
     assert out["cpu_error"] and "cuda" in out["cpu_error"].lower()  # a clear error, not a crash
+    # Built with torch present (--no-build-isolation): the torch C++ fast path is in the
+    # wheel, at the root of site-packages beside pyaotriton, and loads under that torch.
+    assert info["torch_extension"].startswith("loaded"), info["torch_extension"]
+    assert any(n.startswith("_aotriton_torch") and n.endswith(".so") for n in zipfile.ZipFile(wheel).namelist())
