@@ -33,3 +33,19 @@ def test_not_loaded_under_another_torch(prefix, monkeypatch):
     monkeypatch.setenv("AOTRITON_TORCH_EXT", "0")
     ext, status = _torch_fast._load()
     assert ext is None and "AOTRITON_TORCH_EXT=0" in status
+
+
+def test_declines_fake_tensors(prefix):
+    """Under FakeTensorMode (fake CUDA tensors on a CPU-only torch, as torch.export and
+    make_fx trace) the fast path must hand every call back to the custom-op route."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from aotriton import _torch_fast
+
+    if _torch_fast.ext is None:
+        pytest.skip(f"torch C++ fast path: {_torch_fast.status}")
+    with FakeTensorMode():
+        q = torch.empty(1, 8, 2, 64, device="cuda", dtype=torch.float16)
+        x = torch.empty(4, 64, device="cuda", dtype=torch.float16)
+        assert _torch_fast.attn_fwd_plain(q, q, q, None, 0) is NotImplemented
+        assert _torch_fast.act_and_mul_plain(x, None, 0) is NotImplemented

@@ -26,12 +26,25 @@ OPS = {  # op -> arguments it mutates
 
 @pytest.fixture
 def no_extension_launch(monkeypatch):
-    """Every eager launch into pyaotriton fails the test."""
-    from aotriton import _flash_launch, _moe_launch, _simple_op
+    """Every eager launch into pyaotriton fails the test, and so does any call the
+    torch C++ fast path would serve (it must hand fake tensors back: NotImplemented)."""
+    from aotriton import _flash_launch, _moe_launch, _simple_op, flash, moe
     fail_on_launch(monkeypatch, _flash_launch, ("_attn_fwd", "_attn_fwd_varlen", "_attn_bwd", "_attn_bwd_varlen"))
     fail_on_launch(monkeypatch, _moe_launch, ("_act_and_mul",))
     monkeypatch.setattr(_moe_launch, "_C", None)
     monkeypatch.setattr(_simple_op, "_C", None)
+    for module, name in ((flash, "_cxx_fwd_plain"), (moe, "_cxx_act_and_mul")):
+        fast = getattr(module, name)
+        if fast is not None:
+            monkeypatch.setattr(module, name, _only_declines(fast, name))
+
+
+def _only_declines(fast, name):
+    def call(*args):
+        got = fast(*args)
+        assert got is NotImplemented, f"the torch C++ fast path ({name}) served a call it must decline"
+        return got
+    return call
 
 
 def fake_mode():
