@@ -78,15 +78,11 @@ def silu_rows(rows_out):
     vo, vx = view(out, "o"), view(x, "x")
     r = rows_out
     r["silu: aotriton Python (torch layer)"] = host_us_per_call(lambda: aotriton.silu_and_mul(x, out))
-    from aotriton import moe as moe_mod
-    cxx = moe_mod._cxx_act_and_mul
-    if cxx is not None:  # the torch layer without the torch C++ fast path
-        moe_mod._cxx_act_and_mul = None
-        try:
+    from aotriton import _torch_fast
+    if _torch_fast.ext is not None:  # the torch layer without the torch C++ fast path
+        with _torch_fast.off():
             r["silu: aotriton Python through pyaotriton (C++ path off)"] = host_us_per_call(
                 lambda: aotriton.silu_and_mul(x, out))
-        finally:
-            moe_mod._cxx_act_and_mul = cxx
     r["silu: pyaotriton binding (pre-built views)"] = host_us_per_call(
         lambda: pyaotriton.act_and_mul(vo, vx, 0, stream, None))
     r["silu: torch.ops.aotriton.act_and_mul (dispatcher)"] = host_us_per_call(
@@ -119,16 +115,13 @@ def flash_rows(rows_out):
     stream = stream_of(q)
     r = rows_out
     r["flash: aotriton.flash_attn_func fwd"] = host_us_per_call(lambda: aotriton.flash_attn_func(q, k, v, causal=True))
-    from aotriton import flash as flash_mod
-    cxx = flash_mod._cxx_fwd_plain
-    if cxx is not None:  # the torch C++ fast path (bindings/torch_ext) alone, and the torch layer without it
-        r["flash: _aotriton_torch.attn_fwd_plain (C++ on at::Tensor)"] = host_us_per_call(lambda: cxx(q, k, v, None, 2))
-        flash_mod._cxx_fwd_plain = None
-        try:
+    from aotriton import _torch_fast
+    fast = _torch_fast.attn_fwd_plain
+    if fast is not None:  # the torch C++ fast path (bindings/torch_ext) alone, and the torch layer without it
+        r["flash: _aotriton_torch.attn_fwd_plain (C++ on at::Tensor)"] = host_us_per_call(lambda: fast(q, k, v, None, 2))
+        with _torch_fast.off():
             r["flash: aotriton.flash_attn_func fwd through pyaotriton (C++ path off)"] = host_us_per_call(
                 lambda: aotriton.flash_attn_func(q, k, v, causal=True))
-        finally:
-            flash_mod._cxx_fwd_plain = cxx
     r["flash: pyaotriton.attn_fwd (pre-built views, no allocation)"] = host_us_per_call(
         lambda: pyaotriton.attn_fwd(*views, D ** -0.5, 2, 0.0, 0, 0, None, stream, None))
     r["flash: torch.ops.aotriton.attn_fwd (dispatcher)"] = host_us_per_call(

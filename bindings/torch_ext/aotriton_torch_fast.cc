@@ -57,18 +57,17 @@ aotriton::TensorView<R> view_of(const at::Tensor& t, DType dtype) {
 // layer's discard_buffer): buffers are never freed, since a CUDA graph may have
 // captured a pointer that a freed block would hand to a live tensor.
 std::mutex discard_mutex;
-std::vector<at::Tensor> discard_largest;  // by device index
+std::vector<at::Tensor> discard_largest;  // by device index: the buffer handed out now
+std::vector<at::Tensor> discard_kept;     // the ones it replaced, kept alive
 
 void* discard_buffer(const c10::Device& device, int64_t numel) {
-  static std::vector<at::Tensor> kept;
-  std::vector<at::Tensor>& largest = discard_largest;
   std::lock_guard<std::mutex> lock(discard_mutex);
   const size_t index = device.index();
-  if (largest.size() <= index) largest.resize(index + 1);
-  at::Tensor& have = largest[index];
+  if (discard_largest.size() <= index) discard_largest.resize(index + 1);
+  at::Tensor& have = discard_largest[index];
   if (have.defined() && have.numel() >= numel) return have.data_ptr();
   const int64_t size = std::max<int64_t>(numel, have.defined() ? 2 * have.numel() : int64_t{1} << 16);
-  if (have.defined()) kept.push_back(have);
+  if (have.defined()) discard_kept.push_back(have);
   have = at::empty({size}, at::TensorOptions().dtype(at::kFloat).device(device));
   return have.data_ptr();
 }

@@ -49,3 +49,12 @@ def test_declines_fake_tensors(prefix):
         x = torch.empty(4, 64, device="cuda", dtype=torch.float16)
         assert _torch_fast.attn_fwd_plain(q, q, q, None, 0) is NotImplemented
         assert _torch_fast.act_and_mul_plain(x, None, 0) is NotImplemented
+
+
+def test_off_switches_both_entry_points_for_a_block(prefix):
+    from aotriton import _torch_fast
+
+    before = (_torch_fast.attn_fwd_plain, _torch_fast.act_and_mul_plain)
+    with _torch_fast.off():
+        assert _torch_fast.attn_fwd_plain is None and _torch_fast.act_and_mul_plain is None
+    assert (_torch_fast.attn_fwd_plain, _torch_fast.act_and_mul_plain) == before

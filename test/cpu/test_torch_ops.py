@@ -28,15 +28,15 @@ OPS = {  # op -> arguments it mutates
 def no_extension_launch(monkeypatch):
     """Every eager launch into pyaotriton fails the test, and so does any call the
     torch C++ fast path would serve (it must hand fake tensors back: NotImplemented)."""
-    from aotriton import _flash_launch, _moe_launch, _simple_op, flash, moe
+    from aotriton import _flash_launch, _moe_launch, _simple_op, _torch_fast
     fail_on_launch(monkeypatch, _flash_launch, ("_attn_fwd", "_attn_fwd_varlen", "_attn_bwd", "_attn_bwd_varlen"))
     fail_on_launch(monkeypatch, _moe_launch, ("_act_and_mul",))
     monkeypatch.setattr(_moe_launch, "_C", None)
     monkeypatch.setattr(_simple_op, "_C", None)
-    for module, name in ((flash, "_cxx_fwd_plain"), (moe, "_cxx_act_and_mul")):
-        fast = getattr(module, name)
+    for name in ("attn_fwd_plain", "act_and_mul_plain"):
+        fast = getattr(_torch_fast, name)
         if fast is not None:
-            monkeypatch.setattr(module, name, _only_declines(fast, name))
+            monkeypatch.setattr(_torch_fast, name, _only_declines(fast, name))
 
 
 def _only_declines(fast, name):

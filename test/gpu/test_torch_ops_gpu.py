@@ -323,10 +323,10 @@ def test_inference_lse_buffer_survives_growth_and_graph_replay(path, monkeypatch
     Python layer's, or the torch C++ fast path's): a graph captured before the
     buffer grows must still replay correctly and must not overwrite memory
     allocated after the growth."""
-    from aotriton import _glue, _torch_fast, flash
+    from aotriton import _glue, _torch_fast
 
     if path == "python":
-        monkeypatch.setattr(flash, "_cxx_fwd_plain", None)
+        monkeypatch.setattr(_torch_fast, "attn_fwd_plain", None)
         buffer_numel = lambda: _glue._discard[torch.cuda.current_device()][0]  # noqa: E731
     elif _torch_fast.ext is None:
         pytest.skip(f"torch C++ fast path: {_torch_fast.status}")

@@ -1,6 +1,9 @@
 """The optional C++ eager path (_aotriton_torch, bindings/torch_ext): loaded
 only under the torch version it was built for (it links libtorch), else the
-torch layer runs through pyaotriton alone. AOTRITON_TORCH_EXT=0 turns it off."""
+torch layer runs through pyaotriton alone. AOTRITON_TORCH_EXT=0 turns it off;
+off() does for a block (tests and benchmarks compare both paths). The callers
+read the entry points from this module on every call, so off() reaches them."""
+import contextlib
 import os
 
 import torch
@@ -29,3 +32,15 @@ ext, status = _load()
 attn_fwd_plain = ext.attn_fwd_plain if ext is not None else None
 # act_and_mul_plain(x, out or None, activation code) -> out, or NotImplemented.
 act_and_mul_plain = ext.act_and_mul_plain if ext is not None else None
+
+
+@contextlib.contextmanager
+def off():
+    """The torch layer without the fast path inside the block (pyaotriton only)."""
+    global attn_fwd_plain, act_and_mul_plain
+    saved = attn_fwd_plain, act_and_mul_plain
+    attn_fwd_plain = act_and_mul_plain = None
+    try:
+        yield
+    finally:
+        attn_fwd_plain, act_and_mul_plain = saved

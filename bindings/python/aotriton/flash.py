@@ -10,15 +10,14 @@ import torch
 from . import _flash_launch as L
 from ._flash_features import check_features, unpack
 from ._flash_ops import EagerFlashAttn, backward
-from ._glue import check_rank, check_same_device, traced
-from ._torch_fast import attn_fwd_plain as _cxx_fwd_plain
+from . import _torch_fast
+from ._glue import _is_compiling, check_rank, check_same_device, traced
 
 CAUSAL_NONE, CAUSAL_TOP_LEFT, CAUSAL_BOTTOM_RIGHT = 0, 1, 2
 _CAUSAL_NAMES = {"none": 0, "top_left": 1, "bottom_right": 2}
 _NO_WINDOW = (-1, -1)
 _grad_enabled = torch.is_grad_enabled
 _INT64, _INT32 = torch.int64, torch.int32
-_is_compiling = torch.compiler.is_compiling
 
 
 def _causal_code(causal, causal_type):
@@ -158,13 +157,14 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, wi
     head dim than q/k (DeepSeek MLA: 192/128; the supported pairs are in
     docs/pytorch.md, others raise ValueError): out and dv take v's.
     """
-    if (_cxx_fwd_plain is not None and causal_type is None and not (
+    fast = _torch_fast.attn_fwd_plain
+    if (fast is not None and causal_type is None and not (
             dropout_p or return_attn_probs or return_lse or return_dropout_mask or softcap)
             and philox is None and force_config is None and alibi_slopes is None
-            and (window_size is _NO_WINDOW or window_size == _NO_WINDOW) and not _is_compiling()):
+            and window_size == _NO_WINDOW and not _is_compiling()):
         # The common eager inference call in C++ (bindings/torch_ext); NotImplemented
         # (grads, subclasses, dispatch modes, bad input) continues below.
-        out = _cxx_fwd_plain(q, k, v, softmax_scale, CAUSAL_BOTTOM_RIGHT if causal else CAUSAL_NONE)
+        out = fast(q, k, v, softmax_scale, CAUSAL_BOTTOM_RIGHT if causal else CAUSAL_NONE)
         if out is not NotImplemented:
             return out
     _check_qkv(q, k, v, 4, "(batch, seqlen, heads, head_dim)")

@@ -13,7 +13,7 @@ from . import _moe_quant
 from ._moe_quant import (QUANT_FP8_CHANNEL, QUANT_INT4_W4A16, QUANT_INT8_W8A16,  # noqa: F401
                          invoke_grouped_gemm_quant, per_token_quant_fp8)
 from ._simple_op import simple_op
-from ._torch_fast import act_and_mul_plain as _cxx_act_and_mul
+from . import _torch_fast
 from ._glue import _PLAIN, _dispatch_modes, _is_compiling, check_cuda, check_rank, check_same_device, traced
 
 SILU, GELU, GELU_TANH, SWIGLU_OAI = 0, 1, 2, 3
@@ -59,8 +59,9 @@ def _act_and_mul(x, activation, out, force_config):
     # The plain case in C++ when the torch fast path is loaded, else in one
     # expression (silu_and_mul's host time is a target); anything else takes
     # the checks that name the problem.
-    if _cxx_act_and_mul is not None and force_config is None and not _is_compiling():
-        got = _cxx_act_and_mul(x, out, activation)
+    fast = _torch_fast.act_and_mul_plain
+    if fast is not None and force_config is None and not _is_compiling():
+        got = fast(x, out, activation)
         if got is not NotImplemented:
             return got
     try:
