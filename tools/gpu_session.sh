@@ -7,12 +7,19 @@
 # The machine is given back ~30 s after a call returns, and the detached job
 # with it: issue the `wait` call at once (a wait that came minutes late found a
 # fresh machine and the final run's benchmarks were lost, 2026-12-02).
+# Every lease call re-copies the working tree over the repository root, which
+# pulled python/compile_client.py from under a running build (2026-12-03):
+# `start` runs from a private copy of the tree in $SRC instead.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RUN=/tmp/aotriton-run
+SRC=/tmp/aotriton-src
 mkdir -p "$RUN"
 if [ "${1:-wait}" = start ]; then
   rm -f "$RUN/done"
+  rm -rf "$SRC"; mkdir -p "$SRC"
+  tar cf - --exclude=./build --exclude=./install --exclude=./.venv . | tar xf - -C "$SRC"
+  cd "$SRC"
   OUT=$RUN setsid bash -c "${SCRIPT:-tools/gpu_run.sh} > $RUN/console.log 2>&1; echo \$? > $RUN/done" < /dev/null &
 fi
 if [ "${1:-wait}" != start ] && [ ! -f "$RUN/console.log" ]; then
@@ -22,6 +29,7 @@ if [ "${1:-wait}" != start ] && [ ! -f "$RUN/console.log" ]; then
 fi
 end=$(( $(date +%s) + ${WAIT_S:-560} ))
 while [ ! -f "$RUN/done" ] && [ "$(date +%s)" -lt "$end" ]; do sleep 5; done
+[ -d "$SRC" ] && cd "$SRC"
 mkdir -p "${OUT:=/tmp/aotriton-out}"; tar czf "$OUT/run.tgz" -C "$RUN" . 2>/dev/null; tar czf "$OUT/results.tgz" bench/results tuning 2>/dev/null
 if [ -f "$RUN/done" ]; then echo "finished, exit $(cat "$RUN/done")"; else echo "still running"; fi
 tail -c 9000 "$RUN/console.log"
