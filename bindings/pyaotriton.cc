@@ -2,6 +2,7 @@
 // (data_ptr, sizes, strides, dtype) tuples so this module never links torch;
 // the torch-facing package (python/aotriton) builds those tuples.
 #include "binding_util.h"
+#include "runtime_api.h"
 
 using namespace pyaotriton;
 using aotriton::DType;
@@ -31,4 +32,9 @@ NB_MODULE(pyaotriton, m) {
   bind_moe(m);
   bind_flash(m);
   bind_decode(m);
+  // For _aotriton_torch (runtime_api.h): the entry points of this module's runtime.
+  static const RuntimeApi api{kRuntimeApiShape.struct_size, kRuntimeApiShape.fwd_params_size,
+                              kRuntimeApiShape.act_and_mul_params_size, &aotriton::flash::attn_fwd,
+                              &aotriton::moe::act_and_mul, &aotriton::error_string};
+  m.attr("_runtime_api") = nb::capsule(&api, kRuntimeApiCapsule);
 }

@@ -10,6 +10,9 @@
 // no dispatch mode; act_and_mul likewise) and returns NotImplemented for
 // anything else, so the
 // Python layer stays the one place that names errors.
+//
+// It calls the C++ API through pyaotriton's capsule (runtime_api.h), not a
+// linked copy of libaotriton: one runtime per process.
 #include <Python.h>
 
 #include <ATen/core/Tensor.h>
@@ -25,12 +28,13 @@
 #include <optional>
 #include <vector>
 
-#include "aotriton/flash.h"
-#include "aotriton/moe.h"
+#include "runtime_api.h"
 
 namespace {
 
 using aotriton::DType;
+
+const pyaotriton::RuntimeApi* api = nullptr;  // set once at import
 
 std::optional<DType> dtype_of(c10::ScalarType t) {
   switch (t) {
@@ -82,7 +86,7 @@ aotriton::Stream current_stream(const c10::Device& device) {
 // A failed status as the Python layer raises it: ValueError for bad input, else RuntimeError.
 PyObject* raise_status(aotriton::Status s) {
   const bool bad_input = s == aotriton::Status::kInvalidArgument || s == aotriton::Status::kUnsupported;
-  PyErr_SetString(bad_input ? PyExc_ValueError : PyExc_RuntimeError, aotriton::error_string(s));
+  PyErr_SetString(bad_input ? PyExc_ValueError : PyExc_RuntimeError, api->error_string(s));
   return nullptr;
 }
 
@@ -132,7 +136,7 @@ PyObject* attn_fwd_plain(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     p.lse.strides = {Hq * Sq, Sq, 1};
     p.softmax_scale = static_cast<float>(scale);
     p.causal = static_cast<aotriton::flash::CausalType>(causal);
-    const aotriton::Status s = aotriton::flash::attn_fwd(p, current_stream(device));
+    const aotriton::Status s = api->attn_fwd(p, current_stream(device), nullptr);
     if (s != aotriton::Status::kSuccess) return raise_status(s);
     return THPVariable_Wrap(std::move(out));
   } catch (const std::exception& e) {  // torch errors (e.g. out of memory) become RuntimeError
@@ -171,7 +175,7 @@ PyObject* act_and_mul_plain(PyObject*, PyObject* const* args, Py_ssize_t nargs) 
     p.out = view_of<2>(out, *out_dtype);
     p.input = view_of<2>(x, *dtype);
     p.activation = static_cast<aotriton::moe::Activation>(activation);
-    const aotriton::Status s = aotriton::moe::act_and_mul(p, current_stream(device));
+    const aotriton::Status s = api->act_and_mul(p, current_stream(device), nullptr);
     if (s != aotriton::Status::kSuccess) return raise_status(s);
     return THPVariable_Wrap(std::move(out));
   } catch (const std::exception& e) {
@@ -203,4 +207,17 @@ PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_aotriton_torch",
 
 }  // namespace
 
-PyMODINIT_FUNC PyInit__aotriton_torch() { return PyModule_Create(&module_def); }
+// Imports pyaotriton and takes its runtime's entry points; an ImportError when
+// the two modules come from different builds.
+PyMODINIT_FUNC PyInit__aotriton_torch() {
+  api = static_cast<const pyaotriton::RuntimeApi*>(PyCapsule_Import(pyaotriton::kRuntimeApiCapsule, 0));
+  if (api == nullptr) return nullptr;
+  const pyaotriton::RuntimeApi& want = pyaotriton::kRuntimeApiShape;
+  if (api->struct_size != want.struct_size || api->fwd_params_size != want.fwd_params_size ||
+      api->act_and_mul_params_size != want.act_and_mul_params_size) {
+    api = nullptr;
+    PyErr_SetString(PyExc_ImportError, "_aotriton_torch and pyaotriton come from different aotriton builds");
+    return nullptr;
+  }
+  return PyModule_Create(&module_def);
+}

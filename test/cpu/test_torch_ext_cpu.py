@@ -58,3 +58,21 @@ def test_off_switches_both_entry_points_for_a_block(prefix):
     with _torch_fast.off():
         assert _torch_fast.attn_fwd_plain is None and _torch_fast.act_and_mul_plain is None
     assert (_torch_fast.attn_fwd_plain, _torch_fast.act_and_mul_plain) == before
+
+
+def test_shares_pyaotriton_runtime(prefix):
+    """The fast path takes the C++ API from pyaotriton's capsule: no second
+    runtime (module cache, image store, preload state) inside _aotriton_torch."""
+    from pathlib import Path
+
+    import pyaotriton
+    from aotriton import _torch_fast
+
+    if _torch_fast.ext is None:
+        pytest.skip(f"torch C++ fast path: {_torch_fast.status}")
+    assert type(pyaotriton._runtime_api).__name__ == "PyCapsule"
+    assert "pyaotriton._runtime_api" in repr(pyaotriton._runtime_api)
+    # The runtime's own strings (store reader, module cache) are in pyaotriton only.
+    ext_bytes = Path(_torch_fast.ext.__file__).read_bytes()
+    assert b"aotriton.images" not in ext_bytes and b"AOTRITON_IMAGE_DIR" not in ext_bytes
+    assert b"AOTRITON_IMAGE_DIR" in Path(pyaotriton.__file__).read_bytes()

@@ -180,3 +180,45 @@ def test_act_and_mul_falls_back_and_errors(ext):
         aotriton.silu_and_mul(x, torch.empty(4, 31, device="cuda", dtype=torch.float16))
     with pytest.raises(ValueError, match="CUDA"):
         aotriton.silu_and_mul(x.cpu())
+
+
+SHARED_RUNTIME_SCRIPT = r"""
+import json
+import aotriton, torch
+from aotriton import _torch_fast
+ext = _torch_fast.ext
+q = torch.randn(1, 64, 2, 64, device="cuda", dtype=torch.float16)
+n0 = aotriton.module_load_count()
+assert ext.attn_fwd_plain(q, q, q, None, 0) is not NotImplemented
+n1 = aotriton.module_load_count()
+aotriton.preload([torch.bfloat16], [64], causal_types=("none",), backward=False)
+n2 = aotriton.module_load_count()
+qb = torch.randn(3, 200, 2, 64, device="cuda", dtype=torch.bfloat16)
+assert ext.attn_fwd_plain(qb, qb, qb, None, 0) is not NotImplemented
+x = torch.randn(8, 128, device="cuda", dtype=torch.float16)
+n3 = aotriton.module_load_count()
+assert ext.act_and_mul_plain(x, None, 0) is not NotImplemented
+torch.cuda.synchronize()
+print(json.dumps([n1 - n0, n2 - n1, aotriton.module_load_count() - n3, n3 - n2]))
+"""
+
+
+def test_one_runtime_per_process(ext):
+    """The fast path runs on pyaotriton's runtime (runtime_api.h capsule), not a
+    second copy: its module loads count in aotriton.module_load_count(), and
+    preload() warms the kernels it launches (a fresh process, so nothing is
+    loaded before)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from testenv import PY_DIR
+
+    env = {**os.environ, "PYTHONPATH": str(PY_DIR)}
+    r = subprocess.run([sys.executable, "-c", SHARED_RUNTIME_SCRIPT], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    first_call, preloaded, act_first_call, after_preload = json.loads(r.stdout.strip().splitlines()[-1])
+    assert first_call >= 1 and preloaded >= 1 and act_first_call >= 1
+    assert after_preload == 0, "preload() must cover the fast path's kernels"
