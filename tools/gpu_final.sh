@@ -47,7 +47,7 @@ fi
 echo "time left after build: $(left) s"
 if [ -n "${TESTS_FIRST:-}" ]; then
   # shellcheck disable=SC2086  # a list of paths
-  timeout "${TESTS_FIRST_S:-120}" python3 -m pytest -q -p no:cacheprovider $TESTS_FIRST 2>&1 | tail -6
+  timeout "${TESTS_FIRST_S:-120}" python3 -m pytest -q -p no:cacheprovider $TESTS_FIRST 2>&1 | tail -25
 fi
 if [ "${SUITE:-1}" != 0 ]; then
   OUT=$OUT tools/gpu_test_sharded.sh 2>&1 | tail -80
