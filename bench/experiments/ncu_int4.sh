@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# ncu on the int4 w4a16 MoE GEMM at decode size (issue 13: 0.27-0.45 of the HBM
+# roofline; is the loop issue-bound, latency-bound or waiting on memory?).
+# Both GEMMs of the call after the warm-up, with the sections that answer it:
+#   OUT=/tmp/x TOKENS=1 bash bench/experiments/ncu_int4.sh
+# (on the GPU machine: ncu reads the counters there; clocks left alone, as
+# /work/.library/device/METHOD.md asks).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/aotriton-out}; mkdir -p "$OUT"
+WARMUP=3
+# Each call launches fused_moe_wq_kernel (the rule fused_moe_gemm_wq) twice (GEMM1, GEMM2): skip the warm-up calls' launches.
+ncu --clock-control none --kernel-name regex:fused_moe_wq_kernel --launch-skip $((2 * WARMUP)) --launch-count 2 \
+  --section SpeedOfLight --section MemoryWorkloadAnalysis --section SchedulerStats --section WarpStateStats \
+  --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
+  -o "$OUT/int4_m${TOKENS:-1}" -f \
+  python3 bench/experiments/int4_one_call.py --tokens "${TOKENS:-1}" --warmup $WARMUP
+ncu --import "$OUT/int4_m${TOKENS:-1}.ncu-rep" --print-units base --page details | tee "$OUT/int4_m${TOKENS:-1}.txt" | tail -150
