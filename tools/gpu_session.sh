@@ -7,6 +7,9 @@
 # The machine is given back ~30 s after a call returns, and the detached job
 # with it: issue the `wait` call at once (a wait that came minutes late found a
 # fresh machine and the final run's benchmarks were lost, 2026-12-02).
+# A machine is held at most 30 minutes from its first call: a job started at
+# minute 28 died with it (2026-12-03). Pass AOTRITON_COMMIT as a literal: a
+# $(git ...) in the command runs on the device, whose .git copy is stale.
 # Every lease call re-copies the working tree over the repository root, which
 # pulled python/compile_client.py from under a running build (2026-12-03):
 # `start` runs from a private copy of the tree in $SRC instead.
