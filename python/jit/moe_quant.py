@@ -47,7 +47,8 @@ def invoke_grouped_gemm_per_channel(a, b, c, topk_weights, sorted_ids, expert_id
 def invoke_grouped_gemm_wq(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top_k, config, bits,
                            b_scale, b_zp=None, group_size=0, mul_routed_weight=False):
     """Weight-only GEMM. bits 8: b int8 [E, N, K], b_scale [E, N]; bits 4: b uint8
-    [E, N, K // 2], b_scale [E, N, K // group_size], b_zp uint8 [E, cdiv(N, 2), K // group_size]."""
+    [E, N, K // 2], b_scale [E, N, K // group_size], b_zp uint8 [E, cdiv(N, 2), K // group_size].
+    config["SPLIT_K"] > 1: c is [slots * SPLIT_K, N], partial row slot * SPLIT_K + s."""
     grid, args, kwargs = grouped_gemm_wq_launch(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top_k, config,
                                                 bits, b_scale, b_zp, group_size, mul_routed_weight)
     kernel_function(R.fused_moe_gemm_wq)[grid](*args, **kwargs)
@@ -64,14 +65,16 @@ def grouped_gemm_wq_launch(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, 
     assert bits == 8 or (K % 64 == 0 and group_size % 64 == 0), "int4: K and group_size must be multiples of 64"
     w = topk_weights if topk_weights is not None else b_scale
     has_zp = b_zp is not None
-    config = {"INT4_DOT": 0, **config}
+    config = {"INT4_DOT": 0, "SPLIT_K": 1, **config}
+    split_k = config["SPLIT_K"]  # c has SPLIT_K partial rows per slot (grouped_gemm_wq.py)
+    assert c.shape[0] % split_k == 0
     return prepare(R.fused_moe_gemm_wq, dict(
         a_ptr=View(a, m=0), b_ptr=View(b, e=0, n=1), c_ptr=View(c, m=0),
         b_scale_ptr=View(b_scale, e=0, n=1, k=2 if bits == 4 else None),
         b_zp_ptr=View(b_zp, e=0, n=1, k=2) if has_zp else View(b, e=None, n=None, k=None),
         topk_weights_ptr=w, sorted_token_ids_ptr=sorted_ids, expert_ids_ptr=expert_ids,
-        num_tokens_post_padded_ptr=ntpp, N=N, K=K, EM=sorted_ids.numel(), num_valid_tokens=c.shape[0],
-        top_k=top_k, group_size=max(group_size, 1), has_zp=int(has_zp), num_experts=E,
+        num_tokens_post_padded_ptr=ntpp, N=N, K=K, EM=sorted_ids.numel(),
+        num_valid_tokens=c.shape[0] // split_k, top_k=top_k, group_size=max(group_size, 1), has_zp=int(has_zp), num_experts=E,
     ), dict(MUL_ROUTED_WEIGHT=mul_routed_weight, BLOCK_SIZE_M=config.pop("BLOCK_SIZE_M")), config)
 
 

@@ -82,6 +82,7 @@ def wq_gemm_default(block_m, bits, arch):
     cfg = dict(next(c for c in WQ_DEFAULT_CONFIGS[bits] if c["BLOCK_SIZE_M"] == block_m))
     del cfg["BLOCK_SIZE_M"]
     cfg["INT4_DOT"] = 0  # the offset dot (1) is chosen by the tuner, which checks it on the device
+    cfg["SPLIT_K"] = 1
     return cfg
 
 

@@ -32,8 +32,14 @@ Constexprs
               dot; 2-4 even/odd nibble dots on the bytes as loaded: 3 and 4
               lay the nibbles by PRMT (inline PTX, GPU only), 3 takes the zero
               point out of the K sum by row sums, 2 and 4 subtract it in 16
-              bits; 2 is 4 without PTX; see the kernel).
-Grid: (cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N), 1, 1), as fused_moe_kernel.
+              bits; 2 is 4 without PTX; see the kernel), SPLIT_K.
+Grid: (cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N), SPLIT_K, 1), as fused_moe_kernel.
+
+Split-K (SPLIT_K > 1; decode GEMMs with too few tiles to fill the GPU): split
+s walks its share of the K tiles and writes its partial product to C row
+slot * SPLIT_K + s (C then has num_valid_tokens * SPLIT_K rows), so a sum over
+top_k * SPLIT_K consecutive rows (moe_sum) reduces splits and experts at once.
+With 16-bit C each partial is rounded once; an fp32 C keeps them exact.
 """
 import triton
 import triton.language as tl
@@ -52,12 +58,13 @@ def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights
                         group_size, has_zp, num_experts,
                         MUL_ROUTED_WEIGHT: tl.constexpr,
                         BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr,
-                        BLOCK_SIZE_K: tl.constexpr, GROUP_SIZE_M: tl.constexpr, INT4_DOT: tl.constexpr):
+                        BLOCK_SIZE_K: tl.constexpr, GROUP_SIZE_M: tl.constexpr, INT4_DOT: tl.constexpr,
+                        SPLIT_K: tl.constexpr):
     """One BLOCK_SIZE_M x BLOCK_SIZE_N tile of C for one expert block.
 
     a_ptr [rows, K] fp16/bf16 (row stride stride_am); b_ptr int8 [E, N, K] or
     uint8 [E, N, K // 2] (strides stride_be, stride_bn, 1; in elements of b);
-    c_ptr [num_valid_tokens, N] (row stride stride_cm); b_scale_ptr fp32 and
+    c_ptr [num_valid_tokens * SPLIT_K, N] (row stride stride_cm); b_scale_ptr fp32 and
     b_zp_ptr uint8 as the module docstring says (b_zp unused unless has_zp != 0,
     the stride_bsk/stride_bz* and group_size unused for 8-bit);
     topk_weights_ptr fp32 [num_valid_tokens]; index pointers int32; scalars i32.
@@ -73,6 +80,16 @@ def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights
     num_tokens_post_padded = tl.load(num_tokens_post_padded_ptr)
     if pid_m * BLOCK_SIZE_M >= num_tokens_post_padded:
         return
+    if SPLIT_K > 1:
+        # This split's K tiles [kb_lo, kb_hi) and its C rows slot * SPLIT_K + pid_k.
+        pid_k = tl.program_id(1)
+        kb_per_split = tl.cdiv(tl.cdiv(K, BLOCK_SIZE_K), SPLIT_K)
+        kb_lo = pid_k * kb_per_split
+        kb_hi = tl.minimum(kb_lo + kb_per_split, tl.cdiv(K, BLOCK_SIZE_K))
+        c_ptr += pid_k * stride_cm
+        stride_cm = stride_cm * SPLIT_K
+    else:
+        kb_lo = 0  # kb_hi: computed at the loops, where the unsplit kernel always had it
 
     slot, slot_ok, slot64, offs_n, c_ptrs, c_mask = block_slots(pid_m, pid_n, sorted_token_ids_ptr, c_ptr, EM, N,
                                                                 num_valid_tokens, stride_cm, BLOCK_SIZE_M,
@@ -86,12 +103,14 @@ def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights
     offs_bn = offs_n % N  # wrapped: B loads need no N mask (the store masks columns)
     offs_k = tl.arange(0, BLOCK_SIZE_K)
     a_row = (slot // top_k).to(tl.int64)
-    a_ptrs = a_ptr + a_row[:, None] * stride_am + offs_k[None, :]
+    a_ptrs = a_ptr + a_row[:, None] * stride_am + (kb_lo * BLOCK_SIZE_K + offs_k)[None, :]
     bs_ptrs = b_scale_ptr + expert * stride_bse + offs_bn * stride_bsn
     acc = tl.zeros([BLOCK_SIZE_M, BLOCK_SIZE_N], dtype=tl.float32)
     if b_ptr.dtype.element_ty == tl.int8:
-        b_ptrs = b_ptr + expert * stride_be + offs_k[:, None] + offs_bn[None, :] * stride_bn
-        for kb in range(0, tl.cdiv(K, BLOCK_SIZE_K)):
+        b_ptrs = b_ptr + expert * stride_be + (kb_lo * BLOCK_SIZE_K + offs_k)[:, None] + offs_bn[None, :] * stride_bn
+        if SPLIT_K == 1:
+            kb_hi = tl.cdiv(K, BLOCK_SIZE_K)
+        for kb in range(kb_lo, kb_hi):
             k_left = K - kb * BLOCK_SIZE_K
             a = tl.load(a_ptrs, mask=slot_ok[:, None] & (offs_k[None, :] < k_left), other=0.0)
             b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0)
@@ -135,9 +154,11 @@ def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights
         # load round trip (the pipeliner stages only the dot operands), about
         # 1-3 us per tile at decode sizes on the H200.
         offs_sub = tl.arange(0, SUB)
-        s_next, zp_next = group_params(bs_ptrs, zp_ptrs, zp_shift, use_zp, offs_sub * 64, K, group_size,
-                                        stride_bsk, stride_bzk)
-        for kb in range(0, tl.cdiv(K, BLOCK_SIZE_K)):
+        s_next, zp_next = group_params(bs_ptrs, zp_ptrs, zp_shift, use_zp, kb_lo * BLOCK_SIZE_K + offs_sub * 64, K,
+                                        group_size, stride_bsk, stride_bzk)
+        if SPLIT_K == 1:
+            kb_hi = tl.cdiv(K, BLOCK_SIZE_K)
+        for kb in range(kb_lo, kb_hi):
             s_tile, zp_tile = s_next, zp_next
             s_next, zp_next = group_params(bs_ptrs, zp_ptrs, zp_shift, use_zp,
                                             (kb + 1) * BLOCK_SIZE_K + offs_sub * 64, K, group_size,
