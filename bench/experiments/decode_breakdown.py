@@ -72,7 +72,8 @@ def main():
                 torch.cuda.synchronize()
                 graph_us = triton.testing.do_bench_cudagraph(call, rep=100, return_mode="median") * 1e3
                 kernels, launches = kernel_times_us(call)
-                detail = ", ".join(f"{name[:40]} {us:.1f}" for name, us in sorted(kernels.items(), key=lambda x: -x[1]))
+                by_time = sorted(kernels.items(), key=lambda x: -x[1])
+                detail = ", ".join(f"{name[:40]} {us:.1f}" for name, us in by_time)
                 print(f"| {B} | {ctx} | {n} | {graph_us:.1f} | {launches:.1f} | {detail} |", flush=True)
             del k_cache, v_cache
 

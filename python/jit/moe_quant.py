@@ -74,7 +74,8 @@ def grouped_gemm_wq_launch(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, 
         b_zp_ptr=View(b_zp, e=0, n=1, k=2) if has_zp else View(b, e=None, n=None, k=None),
         topk_weights_ptr=w, sorted_token_ids_ptr=sorted_ids, expert_ids_ptr=expert_ids,
         num_tokens_post_padded_ptr=ntpp, N=N, K=K, EM=sorted_ids.numel(),
-        num_valid_tokens=c.shape[0] // split_k, top_k=top_k, group_size=max(group_size, 1), has_zp=int(has_zp), num_experts=E,
+        num_valid_tokens=c.shape[0] // split_k, top_k=top_k, group_size=max(group_size, 1), has_zp=int(has_zp),
+        num_experts=E,
     ), dict(MUL_ROUTED_WEIGHT=mul_routed_weight, BLOCK_SIZE_M=config.pop("BLOCK_SIZE_M")), config)
 
 
