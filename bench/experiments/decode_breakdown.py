@@ -75,7 +75,6 @@ def main():
                 by_time = sorted(kernels.items(), key=lambda x: -x[1])
                 detail = ", ".join(f"{name[:40]} {us:.1f}" for name, us in by_time)
                 print(f"| {B} | {ctx} | {n} | {graph_us:.1f} | {launches:.1f} | {detail} |", flush=True)
-            del k_cache, v_cache
 
 
 if __name__ == "__main__":
