@@ -15,6 +15,19 @@ DECODE_TOKENS = (1, 8, 16, 32, 64)
 PREFILL_TOKENS = 4096
 
 
+def int4_layer(torch, dev, gen):
+    """The int4 layer's packed weights, scales and zero points (w1, w2, s1, s2,
+    z1, z2). Random bytes: timing does not depend on the values."""
+    E, K, N = LAYER["E"], LAYER["K"], LAYER["N"]
+    w1 = torch.randint(0, 256, (E, 2 * N, K // 2), dtype=torch.uint8, device=dev, generator=gen)
+    w2 = torch.randint(0, 256, (E, K, N // 2), dtype=torch.uint8, device=dev, generator=gen)
+    s1 = torch.rand(E, 2 * N, K // INT4_GROUP, device=dev, generator=gen) * 1e-2
+    s2 = torch.rand(E, K, N // INT4_GROUP, device=dev, generator=gen) * 1e-2
+    z1 = torch.randint(0, 256, (E, N, K // INT4_GROUP), dtype=torch.uint8, device=dev, generator=gen)
+    z2 = torch.randint(0, 256, (E, K // 2, N // INT4_GROUP), dtype=torch.uint8, device=dev, generator=gen)
+    return w1, w2, s1, s2, z1, z2
+
+
 def quant_rows(torch, aotriton, t_ms, t_graph_ms, bw, quick=False):
     """Times the rows above; returns them as dicts (printed as a table too)."""
     dev = "cuda"
@@ -29,13 +42,8 @@ def quant_rows(torch, aotriton, t_ms, t_graph_ms, bw, quick=False):
     rows = []
     print("| quant | M | fused ms | graph ms | roofline | vs fp8 block |\n|---|---|---|---|---|---|", flush=True)
 
-    # int4 w4a16 decode. Random packed bytes: timing does not depend on the values.
-    w1 = torch.randint(0, 256, (E, 2 * N, K // 2), dtype=torch.uint8, device=dev, generator=gen)
-    w2 = torch.randint(0, 256, (E, K, N // 2), dtype=torch.uint8, device=dev, generator=gen)
-    s1 = torch.rand(E, 2 * N, K // INT4_GROUP, device=dev, generator=gen) * 1e-2
-    s2 = torch.rand(E, K, N // INT4_GROUP, device=dev, generator=gen) * 1e-2
-    z1 = torch.randint(0, 256, (E, N, K // INT4_GROUP), dtype=torch.uint8, device=dev, generator=gen)
-    z2 = torch.randint(0, 256, (E, K // 2, N // INT4_GROUP), dtype=torch.uint8, device=dev, generator=gen)
+    # int4 w4a16 decode.
+    w1, w2, s1, s2, z1, z2 = int4_layer(torch, dev, gen)
     kw = dict(use_int4_w4a16=True, block_shape=[0, INT4_GROUP], w1_scale=s1, w2_scale=s2, w1_zp=z1, w2_zp=z2)
     per_expert = sum(t[0].numel() * t.element_size() for t in (w1, w2, s1, s2, z1, z2))
     for M in DECODE_TOKENS[:3] if quick else DECODE_TOKENS:

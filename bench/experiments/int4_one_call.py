@@ -21,17 +21,12 @@ def main():
     import torch
 
     import aotriton
-    from moe_coverage_quant import INT4_GROUP, LAYER
+    from moe_coverage_quant import INT4_GROUP, LAYER, int4_layer
 
-    E, topk, K, N, M = LAYER["E"], LAYER["topk"], LAYER["K"], LAYER["N"], args.tokens
+    E, topk, K, M = LAYER["E"], LAYER["topk"], LAYER["K"], args.tokens
     dev = "cuda"
     gen = torch.Generator(device=dev).manual_seed(0)
-    w1 = torch.randint(0, 256, (E, 2 * N, K // 2), dtype=torch.uint8, device=dev, generator=gen)
-    w2 = torch.randint(0, 256, (E, K, N // 2), dtype=torch.uint8, device=dev, generator=gen)
-    s1 = torch.rand(E, 2 * N, K // INT4_GROUP, device=dev, generator=gen) * 1e-2
-    s2 = torch.rand(E, K, N // INT4_GROUP, device=dev, generator=gen) * 1e-2
-    z1 = torch.randint(0, 256, (E, N, K // INT4_GROUP), dtype=torch.uint8, device=dev, generator=gen)
-    z2 = torch.randint(0, 256, (E, K // 2, N // INT4_GROUP), dtype=torch.uint8, device=dev, generator=gen)
+    w1, w2, s1, s2, z1, z2 = int4_layer(torch, dev, gen)
     x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
     ids = torch.rand(M, E, device=dev, generator=gen).topk(topk, dim=-1).indices.to(torch.int32).contiguous()
     w = torch.full((M, topk), 1.0 / topk, device=dev)

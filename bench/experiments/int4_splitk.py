@@ -31,7 +31,7 @@ def main():
     import triton
 
     from bench_common import commit_id
-    from moe_coverage_quant import INT4_GROUP, LAYER
+    from moe_coverage_quant import INT4_GROUP, LAYER, int4_layer
     from python.jit import moe as mj
     from python.jit import moe_quant as mq
     from tritonsrc.moe import configs as C
@@ -39,9 +39,7 @@ def main():
     E, topk, K, N = LAYER["E"], LAYER["topk"], LAYER["N"], LAYER["K"]  # GEMM2: K = the intermediate N
     dev = "cuda"
     gen = torch.Generator(device=dev).manual_seed(0)
-    w2 = torch.randint(0, 256, (E, N, K // 2), dtype=torch.uint8, device=dev, generator=gen)
-    s2 = torch.rand(E, N, K // INT4_GROUP, device=dev, generator=gen) * 1e-2
-    z2 = torch.randint(0, 256, (E, N // 2, K // INT4_GROUP), dtype=torch.uint8, device=dev, generator=gen)
+    _, w2, _, s2, _, z2 = int4_layer(torch, dev, gen)  # GEMM2's: [E, N, K // 2] with N, K as named here
     per_expert = sum(t[0].numel() * t.element_size() for t in (w2, s2, z2))
     def copy_bandwidth():
         src = torch.empty(2 ** 30, dtype=torch.uint8, device=dev)
