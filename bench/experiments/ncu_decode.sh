@@ -10,7 +10,7 @@ WARMUP=3
 for shape in ${SHAPES:-1:131072 8:32768 64:8192}; do
   B=${shape%%:*}; CTX=${shape##*:}
   # One attn_decode launch per call: skip the warm-up calls' launches.
-  ncu --clock-control none --kernel-name regex:'attn_decode$|attn_decode_' --launch-skip $WARMUP --launch-count 1 \
+  ncu --clock-control none --kernel-name attn_decode --launch-skip $WARMUP --launch-count 1 \
     --section SpeedOfLight --section MemoryWorkloadAnalysis --section SchedulerStats --section WarpStateStats \
     --section Occupancy --section LaunchStats \
     -o "$OUT/decode_b${B}_${CTX}" -f \
