@@ -478,7 +478,12 @@ fused_moe_gemm_wq = Kernel(
         "b_dtype": ["i8", "u8"],  # int8 w8a16, packed int4 w4a16
         "MUL_ROUTED_WEIGHT": [False, True],
         "BLOCK_SIZE_M": list(C.WQ_BLOCK_SIZES_M),
+        # Split-K (grouped_gemm_wq.py: partial rows slot * SPLIT_K + s, reduced by
+        # moe_sum): the operator picks WQ_SPLIT_K for decode GEMMs whose tiles leave
+        # SMs idle (v2src/ops/moe_fused.cc), on the decode tile height only.
+        "SPLIT_K": [1, C.WQ_SPLIT_K],
     },
+    valid=lambda f, arch: f["SPLIT_K"] == 1 or f["BLOCK_SIZE_M"] == 16,
     tuning=TuningSpace(
         # INT4_DOT (int4 only): 0 dequantizes each nibble to q - zp; 1 feeds the
         # tensor cores OFFSET + q made from 32-bit words and takes the zero
@@ -490,12 +495,9 @@ fused_moe_gemm_wq = Kernel(
         # more CTAs in flight.
         params={"BLOCK_SIZE_N": [16, 32, 64, 128, 256], "BLOCK_SIZE_K": [64, 128, 256],
                 "GROUP_SIZE_M": [1, 8, 16], "num_warps": [2, 4, 8], "num_stages": [2, 3, 4, 5],
-                "INT4_DOT": [0, 1, 2, 3, 4],
-                # Split-K (grouped_gemm_wq.py) writes SPLIT_K partial rows per slot: only
-                # 1 until the operator lays out and reduces them (docs/notes-moe-perf.md);
-                # the JIT runs more (bench/experiments/int4_splitk.py).
-                "SPLIT_K": [1]},
-        default=lambda f, arch: C.wq_gemm_default(f["BLOCK_SIZE_M"], 8 if f["b_dtype"] == "i8" else 4, arch),
+                "INT4_DOT": [0, 1, 2, 3, 4]},
+        default=lambda f, arch: C.wq_gemm_default(f["BLOCK_SIZE_M"], 8 if f["b_dtype"] == "i8" else 4, arch,
+                                                  f["SPLIT_K"]),
         prune=_wq_prune,
     ),
     grid=("cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N)", "SPLIT_K", "1"),

@@ -77,7 +77,7 @@ def entry_key(layer, gemm, M, quant, block_m):
     act_name, q = QUANTS[quant]
     n_out, k_in = (2 * spec["N"], spec["K"]) if gemm == 1 else (spec["K"], spec["N"])
     if q == INT4:
-        f = dict(dtype=act_name, b_dtype="u8", MUL_ROUTED_WEIGHT=gemm == 2, BLOCK_SIZE_M=block_m)
+        f = dict(dtype=act_name, b_dtype="u8", MUL_ROUTED_WEIGHT=gemm == 2, BLOCK_SIZE_M=block_m, SPLIT_K=1)
     else:
         f = dict(ab_dtype="fp8e4nv" if q else act_name, c_dtype=act_name, QUANT=q, MUL_ROUTED_WEIGHT=gemm == 2,
                  ALIGNED=True, BLOCK_SIZE_M=block_m, ALIGNED16=True)

@@ -65,8 +65,8 @@ def grouped_gemm_wq_launch(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, 
     assert bits == 8 or (K % 64 == 0 and group_size % 64 == 0), "int4: K and group_size must be multiples of 64"
     w = topk_weights if topk_weights is not None else b_scale
     has_zp = b_zp is not None
-    config = {"INT4_DOT": 0, "SPLIT_K": 1, **config}
-    split_k = config["SPLIT_K"]  # c has SPLIT_K partial rows per slot (grouped_gemm_wq.py)
+    config = {"INT4_DOT": 0, **config}
+    split_k = config.pop("SPLIT_K", 1)  # a functional: c has SPLIT_K partial rows per slot (grouped_gemm_wq.py)
     assert c.shape[0] % split_k == 0
     return prepare(R.fused_moe_gemm_wq, dict(
         a_ptr=View(a, m=0), b_ptr=View(b, e=0, n=1), c_ptr=View(c, m=0),
@@ -76,7 +76,7 @@ def grouped_gemm_wq_launch(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, 
         num_tokens_post_padded_ptr=ntpp, N=N, K=K, EM=sorted_ids.numel(),
         num_valid_tokens=c.shape[0] // split_k, top_k=top_k, group_size=max(group_size, 1), has_zp=int(has_zp),
         num_experts=E,
-    ), dict(MUL_ROUTED_WEIGHT=mul_routed_weight, BLOCK_SIZE_M=config.pop("BLOCK_SIZE_M")), config)
+    ), dict(MUL_ROUTED_WEIGHT=mul_routed_weight, BLOCK_SIZE_M=config.pop("BLOCK_SIZE_M"), SPLIT_K=split_k), config)
 
 
 def fused_experts_quant_jit(hidden, w1, w2, topk_weights, topk_ids, quant, w1_scale, w2_scale,

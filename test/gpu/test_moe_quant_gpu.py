@@ -10,8 +10,8 @@ for bad inputs.
 import pytest
 import torch
 
-from test_moe_fused_gpu import (DEV, FP8, activation_ref, aot, fp8_ok, need_fp8, need_jit, rel_err,  # noqa: E402
-                                routing)
+from test_moe_fused_gpu import (DEV, FP8, activation_ref, aot, fp8_ok, local_ids, make_map, need_fp8,  # noqa: E402
+                                need_jit, rel_err, routing)
 from tritonsrc.moe import configs as CFG  # noqa: E402
 from python.jit import moe_quant as mq  # noqa: E402
 
@@ -67,7 +67,7 @@ def ref_fused(x, w1, w2, weights, ids, quant):
     topk = ids.shape[1]
     xin = token_fake_quant(x) if quant == CHANNEL else x.double()
     flat = ids.reshape(-1).long()
-    experts = flat.unique().tolist()
+    experts = [e for e in flat.unique().tolist() if e >= 0]  # -1: a slot an expert map drops
     cache2 = torch.zeros(M * topk, N, dtype=x.dtype, device=x.device)
     for e in experts:
         s = (flat == e).nonzero().flatten()
@@ -131,6 +131,45 @@ def test_fused_experts_quant_grid(M, E, topk, quant):
     out = torch.full((M, K), float("nan"), dtype=dtype, device=DEV)
     aot(aotriton.fused_experts, x, q1, q2, w, ids, out=out, **kwargs_for(quant, s1, s2, z1, z2, group))
     assert rel_err(out, ref_fused(x, d1, d2, w, ids, quant)) < tol(dtype, quant)
+
+
+# Split-K of the weight-only GEMM2 (v2src/ops/moe_fused.cc split_k_for): decode
+# sizes whose GEMM2 tiles leave SMs idle and whose intermediate size N is at
+# least 4 x 1024 split its K four ways into partial rows that moe_sum adds
+# (top-1 included, which otherwise writes the output directly). N = 3968 stays
+# unsplit: the workspace difference shows the split path's partial rows.
+@pytest.mark.parametrize("quant", [INT8, INT4])
+@pytest.mark.parametrize("M,topk,with_map", [(1, 2, False), (3, 1, False), (2, 2, True)])
+def test_fused_experts_split_k(quant, M, topk, with_map):
+    import aotriton
+
+    skip_unless_mode_runs(quant)
+    E, K, N, group, dtype = 8, 512, 4096, 128, torch.bfloat16
+    gen = torch.Generator().manual_seed(M * 10 + topk + quant)
+    E_ids = 2 * E if with_map else E
+    w, ids = routing(M, E_ids, topk, gen)
+    emap = make_map(E_ids, E, gen) if with_map else None
+    x = torch.randn(M, K, generator=gen).to(DEV, dtype)
+    with_zp = quant == INT4 and M % 2 == 0
+
+    def layer(n):
+        q1, s1, z1, d1 = quant_weights(torch.randn(E, 2 * n, K, generator=gen).to(DEV) / K ** 0.5, quant, group,
+                                       with_zp)
+        q2, s2, z2, d2 = quant_weights(torch.randn(E, K, n, generator=gen).to(DEV) / n ** 0.5, quant, group,
+                                       with_zp)
+        return q1, q2, kwargs_for(quant, s1, s2, z1, z2, group), d1, d2
+
+    q1, q2, kw, d1, d2 = layer(N)
+    out = torch.full((M, K), float("nan"), dtype=dtype, device=DEV)
+    aot(aotriton.fused_experts, x, q1, q2, w, ids, out=out, expert_map=emap, **kw)
+    ref = ref_fused(x, d1, d2, w, local_ids(ids, emap, E), quant)
+    assert rel_err(out, ref) < tol(dtype, quant)
+    slots = M * topk
+    split_ws = aotriton.fused_experts_workspace_size(x, q1, q2, w, ids, expert_map=emap, **kw)
+    q1u, q2u, kwu, _, _ = layer(N - group)  # int4 needs N a multiple of the group
+    plain_ws = aotriton.fused_experts_workspace_size(x, q1u, q2u, w, ids, expert_map=emap, **kwu)
+    # + slots * 4 * K partial values, - slots * 3 * 128 cache values (N smaller by 128)
+    assert split_ws - plain_ws > slots * 2 * K * x.element_size()
 
 
 @pytest.mark.parametrize("group", [64, 128])

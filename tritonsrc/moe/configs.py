@@ -77,12 +77,23 @@ def wq_default_config(M, bits):
     return dict(WQ_DEFAULT_CONFIGS[bits][_row(M)])
 
 
-def wq_gemm_default(block_m, bits, arch):
+# Split-K of the weight-only decode GEMM (functional SPLIT_K of fused_moe_gemm_wq).
+# Mixtral-like int4 GEMM2 at M=1 (2 x 64 tiles of 64 columns, K 14336, 132 SMs):
+# 79 us unsplit, 68 / 37 / 40 us with 2 / 4 / 8 splits (H200,
+# bench/experiments/int4_splitk.py, bench/results/int4_splitk_sm90.json).
+WQ_SPLIT_K = 4
+# Its default tile: that measurement's config (the int4 database's M=1 GEMM2 entry;
+# INT4_DOT 4 is device-checked by the int4 tuner in every bin); int8 as unsplit.
+WQ_SPLIT_DEFAULT = {4: dict(BLOCK_SIZE_N=64, BLOCK_SIZE_K=256, GROUP_SIZE_M=1, num_warps=4, num_stages=3, INT4_DOT=4)}
+
+
+def wq_gemm_default(block_m, bits, arch, split_k=1):
     """AOT default tuning of the weight-only GEMM functional (no BLOCK_SIZE_M)."""
+    if split_k > 1 and bits in WQ_SPLIT_DEFAULT:
+        return dict(WQ_SPLIT_DEFAULT[bits])
     cfg = dict(next(c for c in WQ_DEFAULT_CONFIGS[bits] if c["BLOCK_SIZE_M"] == block_m))
     del cfg["BLOCK_SIZE_M"]
     cfg["INT4_DOT"] = 0  # the offset dot (1) is chosen by the tuner, which checks it on the device
-    cfg["SPLIT_K"] = 1
     return cfg
 
 

@@ -30,6 +30,7 @@ struct Dims {
   int64_t M, K, N, E, topk, slots;
   int32_t block_size;
   bool dynamic_a1, dynamic_a2;
+  int32_t split_k = 1;  // GEMM2's (weight-only decode; split_k_for())
 };
 
 // Everything fused_experts keeps in the workspace (null pointers when sizing).
@@ -41,6 +42,7 @@ struct Layout {
   void *a1q, *a2q;  // fp8 activations [M, K] and [slots, N]
   float *a1s, *a2s;  // per-tensor: [1]; block: [M, cdiv(K,128)] and [slots, cdiv(N,128)]
   float* partials;   // dynamic per-tensor scale
+  void* split_out;   // split-K GEMM2 partials [slots * split_k, K] (split_k > 1 only)
   size_t bytes;
 };
 
@@ -61,6 +63,7 @@ Layout layout(void* base, const Dims& d, QuantMode quant, DType act) {
   const int64_t esize = dtype_size(act);
   l.cache13 = c.take_bytes(d.slots * std::max(2 * d.N, d.K) * esize);
   l.cache2 = c.take_bytes(d.slots * d.N * esize);
+  if (d.split_k > 1) l.split_out = c.take_bytes(d.slots * d.split_k * d.K * esize);
   if (quantizes_activations(quant)) {
     l.a1q = c.take_bytes(d.M * d.K);
     l.a2q = c.take_bytes(d.slots * d.N);
@@ -80,6 +83,18 @@ Layout layout(void* base, const Dims& d, QuantMode quant, DType act) {
   }
   l.bytes = c.size();
   return l;
+}
+
+// Split-K of the weight-only GEMM2 at decode sizes: when its tiles (at most
+// min(slots, E) experts x cdiv(K, 64) output columns in tiles of 64) leave SMs
+// of an sm_90 part (132) idle and its K (the intermediate size N) is long,
+// detail::kWqSplitK CTAs share each tile's K and moe_sum adds the partials.
+// Mixtral-like int4 GEMM2 at M=1: 79 -> 37 us (tritonsrc/moe/configs.py WQ_SPLIT_K).
+int32_t split_k_for(const Dims& d, QuantMode quant) {
+  constexpr int64_t kSms = 132, kMinKPerSplit = 1024;
+  const bool few_tiles = std::min(d.slots, d.E) * cdiv(d.K, 64) < kSms;
+  return weight_only(quant) && d.block_size == 16 && few_tiles && d.N >= detail::kWqSplitK * kMinKPerSplit
+             ? detail::kWqSplitK : 1;
 }
 
 Status fail_arg(const std::string& what) { return fail(Status::kInvalidArgument, std::string(kOp) + ": " + what); }
@@ -246,6 +261,7 @@ Status validate(const FusedExpertsParams& p, Dims* d) {
   if (!p.block_size && weight_only(p.quant)) d->block_size = std::min(d->block_size, 64);
   if (!detail::is_gemm_block_size(d->block_size))
     return fail_arg("block_size = " + std::to_string(d->block_size) + " must be 0, 16, 32, 64 or 128");
+  d->split_k = split_k_for(*d, p.quant);
   return Status::kSuccess;
 }
 
@@ -470,9 +486,11 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
   }
 
   // 4. GEMM2: out_slot[slot] = w[slot] * cache2[slot] @ w2[e]^T. With top-1
-  //    the slot rows are the output rows: no reduction pass.
-  const bool direct = d.topk == 1;
-  void* c2 = direct ? p.output.data : l.cache13;
+  //    the slot rows are the output rows: no reduction pass. Split-K writes
+  //    d.split_k partial rows per slot, [slots, split_k, K], for moe_sum.
+  const bool split = d.split_k > 1;
+  const bool direct = d.topk == 1 && !split;
+  void* c2 = direct ? p.output.data : split ? l.split_out : l.cache13;
   const int64_t ldc2 = direct ? p.output.stride(0) : d.K;
   detail::GemmJob g2 = gemm_common(l, d, p.quant, act);
   g2.b = p.w2.data;
@@ -485,6 +503,7 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
   g2.stride_cm = ldc2;
   g2.topk_weights = static_cast<const float*>(p.topk_weights.data);
   g2.mul_routed_weight = !p.apply_router_weight_on_input;
+  g2.split_k = d.split_k;
   set_b_scale(&g2, p.w2_scale, p.quant, p.w2_zp, p.group_size);
   if (!quantizes_activations(p.quant)) {
     g2.a = l.cache2;
@@ -497,17 +516,21 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
     AOTRITON_RETURN_IF_ERROR(quantize_a(&g2, l.cache2, d.slots, d.N, d.N, act, p.quant, l.a2q, l.a2s,
                                         p.a2_scale.data, l.a2s, l.partials, stream));
   }
-  // Dropped slots (expert map -1) are never written by GEMM2: zero them first.
-  AOTRITON_RETURN_IF_ERROR(
-      detail::launch_zero_dropped_rows(kOp, c2, act, d.slots, d.K, ldc2, ids, emap, emap_len, d.E, stream));
+  // Dropped slots (expert map -1) are never written by GEMM2: zero them first
+  // (with split-K a slot's split_k partial rows are one row of split_k * K).
+  const int64_t slot_cols = d.K * d.split_k;
+  AOTRITON_RETURN_IF_ERROR(detail::launch_zero_dropped_rows(kOp, c2, act, d.slots, slot_cols, split ? slot_cols : ldc2,
+                                                            ids, emap, emap_len, d.E, stream));
   AOTRITON_RETURN_IF_ERROR(detail::launch_gemm(kOp, g2, stream, options));
   if (direct) return Status::kSuccess;
 
-  // 5. output[m] = sum_k out_slot[m * topk + k].
+  // 5. output[m] = sum_k out_slot[m * topk + k] (with split-K: over the
+  //    topk * split_k partial rows of token m).
   namespace k = detail::kernels::moe_sum;
+  const int64_t rows = d.topk * d.split_k;
   const k::Inputs in{.out_ptr = detail::strided(p.output.data, p.output.stride(0)),
-                     .in_ptr = detail::strided(l.cache13, d.topk * d.K, d.K),  // [M, topk, K] contiguous
-                     .n_tokens = d.M, .topk = d.topk, .hidden = d.K};
+                     .in_ptr = detail::strided(c2, rows * d.K, d.K),  // [M, rows, K] contiguous
+                     .n_tokens = d.M, .topk = rows, .hidden = d.K};
   return k::launch(in, k::Functional{act}, stream, nullptr);
 }
 

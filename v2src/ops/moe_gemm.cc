@@ -84,7 +84,9 @@ Status launch_gemm_wq(const GemmJob& j, Stream stream, const KernelOptions* opti
       .tokens_per_expert = cdiv(j.num_valid_tokens, std::max<int64_t>(j.num_experts, 1)),
   };
   const DType b_dtype = j.quant == QuantMode::kInt8W8A16 ? DType::kInt8 : DType::kUInt8;
-  return k::launch(in, k::Functional{j.c_dtype, b_dtype, j.mul_routed_weight, j.block_size}, stream, options);
+  const int32_t split_k = std::max<int32_t>(j.split_k, 1);
+  return k::launch(in, k::Functional{j.c_dtype, b_dtype, j.mul_routed_weight, j.block_size, split_k}, stream,
+                   options);
 }
 
 }  // namespace
@@ -122,6 +124,13 @@ Status launch_gemm(const char* op, const GemmJob& j, Stream stream, const Kernel
   const bool aligned = j.K % 16 == 0 && j.N % 16 == 0 && j.stride_am % 16 == 0 && j.stride_be % 16 == 0 &&
                        j.stride_bn % 16 == 0 && j.stride_cm % 16 == 0 && aligned16(j.a) && aligned16(j.b) &&
                        aligned16(j.c);
+  if (j.split_k > 1) {
+    if (!weight_only(j.quant) || j.split_k != kWqSplitK || j.block_size != 16)
+      return fail(Status::kInternal, std::string(op) + ": split-K is built for the weight-only GEMM with block_size "
+                                                       "16 and " + std::to_string(kWqSplitK) + " splits only");
+    // The kernel steps over a slot's partial rows with stride_cm * SPLIT_K (int32).
+    AOTRITON_RETURN_IF_ERROR(check_i32(op, "c row stride * splits", j.stride_cm * j.split_k));
+  }
   if (j.quant == QuantMode::kFp8PerChannel || weight_only(j.quant))
     AOTRITON_RETURN_IF_ERROR(check_built(op, j, aligned));
   if (j.num_valid_tokens == 0 || j.N == 0) return Status::kSuccess;

@@ -411,18 +411,21 @@ def _prepare(hidden_states, w1, w2, topk_weights, topk_ids, quant, w1_scale, w2_
 
 
 def fused_experts_workspace_size(hidden_states, w1, w2, topk_weights, topk_ids, *, activation="silu",
-                                 use_fp8_w8a8=False, per_channel_quant=False, block_shape=None, w1_scale=None,
-                                 w2_scale=None, a1_scale=None, a2_scale=None, expert_map=None, block_size=None):
+                                 use_fp8_w8a8=False, use_int8_w8a16=False, use_int4_w4a16=False,
+                                 per_channel_quant=False, block_shape=None, w1_scale=None, w2_scale=None,
+                                 w1_zp=None, w2_zp=None, a1_scale=None, a2_scale=None, expert_map=None,
+                                 block_size=None):
     """Bytes of workspace fused_experts needs for these arguments (allocate once, reuse). Eager only."""
-    quant = _quant_mode(activation, use_fp8_w8a8, False, False, False, False, per_channel_quant, block_shape,
-                        w1_scale, w2_scale, None, None)
+    quant = _quant_mode(activation, use_fp8_w8a8, False, use_int8_w8a16, use_int4_w4a16, False, per_channel_quant,
+                        block_shape, w1_scale, w2_scale, w1_zp, w2_zp)
     weights, ids, w1s, w2s, a1, a2 = _prepare(hidden_states, w1, w2, topk_weights, topk_ids, quant, w1_scale,
                                               w2_scale, a1_scale, a2_scale, expert_map, -1)
-    if quant == QUANT_FP8_CHANNEL:
-        w1s, w2s, _, _ = _moe_quant.prepare_weights(quant, 0, hidden_states, w1, w2, w1_scale, w2_scale, None, None,
-                                                    a1_scale, a2_scale)
-        return _moe_quant.workspace_size(hidden_states, w1, w2, weights, ids, _ACTIVATIONS[activation], quant, 0,
-                                         w1s, w2s, None, None, expert_map, int(block_size or 0))
+    if quant in (QUANT_FP8_CHANNEL, QUANT_INT8_W8A16, QUANT_INT4_W4A16):
+        group = int(block_shape[1]) if quant == QUANT_INT4_W4A16 else 0
+        w1s, w2s, w1z, w2z = _moe_quant.prepare_weights(quant, group, hidden_states, w1, w2, w1_scale, w2_scale,
+                                                        w1_zp, w2_zp, a1_scale, a2_scale)
+        return _moe_quant.workspace_size(hidden_states, w1, w2, weights, ids, _ACTIVATIONS[activation], quant, group,
+                                         w1s, w2s, w1z, w2z, expert_map, int(block_size or 0))
     args = L.fused_views(hidden_states, hidden_states, w1, w2, weights, ids, _ACTIVATIONS[activation], quant, w1s, w2s,
                          a1, a2, expert_map)
     return _C.fused_experts_workspace_size(*args, int(block_size or 0))
