@@ -218,6 +218,8 @@ def _gemm_valid(f, arch):
         return False
     if f["QUANT"] == C.QUANT_FP8_CHANNEL and not (f["ALIGNED"] and f["BLOCK_SIZE_M"] in _PER_CHANNEL_BLOCK_M):
         return False
+    if f["SPLIT_K"] != 1 and not (f["ALIGNED"] and f["BLOCK_SIZE_M"] == 16 and f["MUL_ROUTED_WEIGHT"]):
+        return False  # split-K: the decode GEMM2 (aligned, 16-row blocks, routed weight) only
     if f["QUANT"] == C.QUANT_NONE:
         return f["ab_dtype"] == f["c_dtype"]
     return f["ab_dtype"] == "fp8e4nv" and _fp8_ok(arch)
@@ -273,6 +275,8 @@ fused_moe_gemm = Kernel(
         "ALIGNED": [False, True],
         # = the moe_align block size, chosen by the operator from M (configs.block_size_m).
         "BLOCK_SIZE_M": list(C.BLOCK_SIZES_M),
+        # Split-K of the decode GEMM2 (grouped_gemm.py; v2src/ops/moe_fused.cc split_k_for).
+        "SPLIT_K": [1, C.GEMM_SPLIT_K],
     },
     unaligned_variant=True,
     valid=_gemm_valid,
@@ -284,7 +288,7 @@ fused_moe_gemm = Kernel(
         default=lambda f, arch: C.gemm_default(f["BLOCK_SIZE_M"], f["QUANT"], f["ALIGNED"], arch),
         prune=_gemm_prune,
     ),
-    grid=("cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N)", "1", "1"),
+    grid=("cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N)", "SPLIT_K", "1"),
     # The tuning database (python/tune.py moe) is keyed on the layer's shape: slots
     # per local expert (cdiv(M * top_k, E), set by the operator), N and K. The
     # defaults (configs.gemm_default) do not depend on them.
@@ -483,7 +487,8 @@ fused_moe_gemm_wq = Kernel(
         # SMs idle (v2src/ops/moe_fused.cc), on the decode tile height only.
         "SPLIT_K": [1, C.WQ_SPLIT_K],
     },
-    valid=lambda f, arch: f["SPLIT_K"] == 1 or f["BLOCK_SIZE_M"] == 16,
+    # Split: the decode GEMM2 (16-row blocks, the routed weight) only, as fused_experts runs it.
+    valid=lambda f, arch: f["SPLIT_K"] == 1 or (f["BLOCK_SIZE_M"] == 16 and f["MUL_ROUTED_WEIGHT"]),
     tuning=TuningSpace(
         # INT4_DOT (int4 only): 0 dequantizes each nibble to q - zp; 1 feeds the
         # tensor cores OFFSET + q made from 32-bit words and takes the zero

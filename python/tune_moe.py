@@ -80,7 +80,7 @@ def entry_key(layer, gemm, M, quant, block_m):
         f = dict(dtype=act_name, b_dtype="u8", MUL_ROUTED_WEIGHT=gemm == 2, BLOCK_SIZE_M=block_m, SPLIT_K=1)
     else:
         f = dict(ab_dtype="fp8e4nv" if q else act_name, c_dtype=act_name, QUANT=q, MUL_ROUTED_WEIGHT=gemm == 2,
-                 ALIGNED=True, BLOCK_SIZE_M=block_m, ALIGNED16=True)
+                 ALIGNED=True, BLOCK_SIZE_M=block_m, SPLIT_K=1, ALIGNED16=True)
     tokens_per_expert = -(-M * spec["topk"] // spec["E"])
     return f, [bin_of(tokens_per_expert, C.TOKENS_PER_EXPERT_BINS), bin_of(n_out, C.GEMM_NK_BINS),
                bin_of(k_in, C.GEMM_NK_BINS)]

@@ -341,7 +341,7 @@ def tuned_prod_config(layer, M, gemm, spec):
 
     bins = [bin_of(tpe, C.TOKENS_PER_EXPERT_BINS), bin_of(n_out, C.GEMM_NK_BINS), bin_of(k_in, C.GEMM_NK_BINS)]
     fname = (f"ab_dtype-bf16__c_dtype-bf16__QUANT-0__MUL_ROUTED_WEIGHT-{int(gemm == 2)}__ALIGNED-1__"
-             f"BLOCK_SIZE_M-{bm}__ALIGNED16-1")
+             f"BLOCK_SIZE_M-{bm}__SPLIT_K-1__ALIGNED16-1")
     cfg = C.gemm_default(bm, C.QUANT_NONE, True, 90)
     db = REPO / "tuning/sm_90/fused_moe_gemm.json"
     if db.exists():

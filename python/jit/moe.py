@@ -101,6 +101,7 @@ def invoke_grouped_gemm(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top
     a [rows, K], b [E, N, K], c [M*topk, N] (any 2-D view with row = slot).
     quant 1: a_scale fp32 [1], b_scale fp32 [1] or [E]; quant 2: a_scale
     [rows, cdiv(K,128)], b_scale [E, cdiv(N,128), cdiv(K,128)].
+    config["SPLIT_K"] > 1: c is [slots * SPLIT_K, N], partial row slot * SPLIT_K + s.
     """
     grid, args, kwargs = grouped_gemm_launch(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top_k, config,
                                              mul_routed_weight, quant, a_scale, b_scale)
@@ -126,12 +127,14 @@ def grouped_gemm_launch(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top
         b_sv = View(b_s, e=0 if per_expert else None, n=None, k=None)
     w = topk_weights if topk_weights is not None else dummy
     aligned = all(v % 16 == 0 for v in (K, N, a.stride(0), b.stride(0), b.stride(1), c.stride(0)))
+    config = {"SPLIT_K": 1, **config}
+    assert c.shape[0] % config["SPLIT_K"] == 0
     rule = R.fused_moe_gemm
     args = positional_args(rule, dict(
         a_ptr=View(a, m=0), b_ptr=View(b, e=0, n=1), c_ptr=View(c, m=0), a_scale_ptr=a_sv, b_scale_ptr=b_sv,
         topk_weights_ptr=w, sorted_token_ids_ptr=sorted_ids, expert_ids_ptr=expert_ids,
-        num_tokens_post_padded_ptr=ntpp, N=N, K=K, EM=EM, num_valid_tokens=c.shape[0], top_k=top_k,
-        num_experts=E))
+        num_tokens_post_padded_ptr=ntpp, N=N, K=K, EM=EM, num_valid_tokens=c.shape[0] // config["SPLIT_K"],
+        top_k=top_k, num_experts=E))
     kwargs = dict(MUL_ROUTED_WEIGHT=mul_routed_weight, QUANT=quant, ALIGNED=aligned, **config)
     grid = grid_of(rule, dict(N=N, EM=EM, **kwargs))
     return grid, args, kwargs

@@ -17,7 +17,7 @@ RULE = next(k for k in rules.KERNELS if k.name == "fused_moe_gemm")
 @pytest.mark.parametrize("block_m,block_k", [(64, 128), (128, 64)])
 def test_fp8_tensor_dot_promotes_every_k_tile(block_m, block_k):
     f = dict(ab_dtype="fp8e4nv", c_dtype="bf16", QUANT=C.QUANT_FP8_TENSOR, MUL_ROUTED_WEIGHT=True, ALIGNED=True,
-             BLOCK_SIZE_M=block_m, ALIGNED16=True)
+             BLOCK_SIZE_M=block_m, SPLIT_K=1, ALIGNED16=True)
     cfg = dict(BLOCK_SIZE_N=128, BLOCK_SIZE_K=block_k, GROUP_SIZE_M=8, num_warps=4, num_stages=3)
     assert RULE.valid(f, 90)
     ttgir = compile_kernel.compile_one(RULE, f, cfg, 90).asm["ttgir"]

@@ -82,6 +82,7 @@ def wq_default_config(M, bits):
 # 79 us unsplit, 68 / 37 / 40 us with 2 / 4 / 8 splits (H200,
 # bench/experiments/int4_splitk.py, bench/results/int4_splitk_sm90.json).
 WQ_SPLIT_K = 4
+GEMM_SPLIT_K = WQ_SPLIT_K  # the same split of fused_moe_gemm's decode GEMM2 (bf16/fp16/fp8)
 # Its default tile: that measurement's config (the int4 database's M=1 GEMM2 entry;
 # INT4_DOT 4 is device-checked by the int4 tuner in every bin); int8 as unsplit.
 WQ_SPLIT_DEFAULT = {4: dict(BLOCK_SIZE_N=64, BLOCK_SIZE_K=256, GROUP_SIZE_M=1, num_warps=4, num_stages=3, INT4_DOT=4)}

@@ -35,7 +35,12 @@ Constexprs
               (32..256), BLOCK_SIZE_K (32..256; <= 128 when QUANT == 2 so a K
               tile sits inside one scale group), GROUP_SIZE_M (1..64),
               num_warps (4, 8), num_stages (2..5).
-Grid: (cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N), 1, 1), EM = length of
+              SPLIT_K (functional, 1 or configs.GEMM_SPLIT_K): split s of SPLIT_K
+              walks its share of the K tiles and writes its partial product to
+              C row slot * SPLIT_K + s (C has num_valid_tokens * SPLIT_K rows; a
+              sum over top_k * SPLIT_K consecutive rows reduces splits and
+              experts at once: the decode GEMM2 with too few tiles for the SMs).
+Grid: (cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N), SPLIT_K, 1), EM = length of
   sorted_token_ids (numel + E * (BLOCK_SIZE_M - 1)); programs whose M block
   starts at or past num_tokens_post_padded[0] exit at once.
 Defaults per M bin (tokens; the table lives in configs.DEFAULT_CONFIGS), as
@@ -66,7 +71,7 @@ def fused_moe_kernel(a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights
                      stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, num_experts,
                      MUL_ROUTED_WEIGHT: tl.constexpr, QUANT: tl.constexpr, ALIGNED: tl.constexpr,
                      BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr,
-                     BLOCK_SIZE_K: tl.constexpr, GROUP_SIZE_M: tl.constexpr):
+                     BLOCK_SIZE_K: tl.constexpr, GROUP_SIZE_M: tl.constexpr, SPLIT_K: tl.constexpr = 1):
     """One BLOCK_SIZE_M x BLOCK_SIZE_N tile of C for one expert block.
 
     a_ptr   [rows, K] activations (rows = M tokens, or M*topk slots with top_k=1),
@@ -101,6 +106,16 @@ def fused_moe_kernel(a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights
     num_tokens_post_padded = tl.load(num_tokens_post_padded_ptr)
     if pid_m * BLOCK_SIZE_M >= num_tokens_post_padded:
         return
+    if SPLIT_K > 1:
+        # This split's K tiles [kb_lo, kb_hi) and its C rows slot * SPLIT_K + pid_k.
+        pid_k = tl.program_id(1)
+        kb_per_split = tl.cdiv(tl.cdiv(K, BLOCK_SIZE_K), SPLIT_K)
+        kb_lo = pid_k * kb_per_split
+        kb_hi = tl.minimum(kb_lo + kb_per_split, tl.cdiv(K, BLOCK_SIZE_K))
+        c_ptr += pid_k * stride_cm
+        stride_cm = stride_cm * SPLIT_K
+    else:
+        kb_lo = 0  # kb_hi: computed at the loop, where the unsplit kernel always had it (same SASS)
 
     slot, slot_ok, slot64, offs_n, c_ptrs, c_mask = block_slots(pid_m, pid_n, sorted_token_ids_ptr, c_ptr, EM, N,
                                                                 num_valid_tokens, stride_cm, BLOCK_SIZE_M,
@@ -117,6 +132,9 @@ def fused_moe_kernel(a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights
     a_row = (slot // top_k).to(tl.int64)
     a_ptrs = a_ptr + a_row[:, None] * stride_am + offs_k[None, :]
     b_ptrs = b_ptr + expert * stride_be + offs_k[:, None] + offs_bn[None, :] * stride_bn
+    if SPLIT_K > 1:
+        a_ptrs += kb_lo * BLOCK_SIZE_K
+        b_ptrs += kb_lo * BLOCK_SIZE_K
     if QUANT == 2:
         as_ptrs = a_scale_ptr + a_row * stride_asm
         if BLOCK_SIZE_N <= SCALE_GROUP:
@@ -129,19 +147,25 @@ def fused_moe_kernel(a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights
         # stages only the dot operands, so a scale loaded where it is used
         # left a global round trip exposed per K tile (decode: the loop is
         # short and K long).
-        a_s_next = tl.load(as_ptrs, mask=slot_ok, other=0.0)
-        b_s_next = tl.load(bs_ptrs)
+        if SPLIT_K > 1:  # the split's first K group
+            kg_lo = (kb_lo * BLOCK_SIZE_K) // SCALE_GROUP
+            a_s_next = tl.load(as_ptrs + kg_lo * stride_ask, mask=slot_ok, other=0.0)
+            b_s_next = tl.load(bs_ptrs + kg_lo * stride_bsk)
+        else:
+            a_s_next = tl.load(as_ptrs, mask=slot_ok, other=0.0)
+            b_s_next = tl.load(bs_ptrs)
 
     acc = tl.zeros([BLOCK_SIZE_M, BLOCK_SIZE_N], dtype=tl.float32)
-    num_kb = tl.cdiv(K, BLOCK_SIZE_K)
-    for kb in range(0, num_kb):
+    if SPLIT_K == 1:
+        kb_hi = tl.cdiv(K, BLOCK_SIZE_K)
+    for kb in range(kb_lo, kb_hi):
         k_left = K - kb * BLOCK_SIZE_K
         a = tl.load(a_ptrs, mask=slot_ok[:, None] & (offs_k[None, :] < k_left), other=0.0)
         b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
         if QUANT == 2:
             a_s, b_s = a_s_next, b_s_next
             kg = ((kb + 1) * BLOCK_SIZE_K) // SCALE_GROUP
-            more = kb + 1 < num_kb
+            more = kb + 1 < kb_hi
             a_s_next = tl.load(as_ptrs + kg * stride_ask, mask=slot_ok & more, other=0.0)
             b_s_next = tl.load(bs_ptrs + kg * stride_bsk, mask=more, other=0.0)  # a scalar or a vector
             if BLOCK_SIZE_N <= SCALE_GROUP:

@@ -125,9 +125,10 @@ Status launch_gemm(const char* op, const GemmJob& j, Stream stream, const Kernel
                        j.stride_bn % 16 == 0 && j.stride_cm % 16 == 0 && aligned16(j.a) && aligned16(j.b) &&
                        aligned16(j.c);
   if (j.split_k > 1) {
-    if (!weight_only(j.quant) || j.split_k != kWqSplitK || j.block_size != 16)
-      return fail(Status::kInternal, std::string(op) + ": split-K is built for the weight-only GEMM with block_size "
-                                                       "16 and " + std::to_string(kWqSplitK) + " splits only");
+    if (j.split_k != kGemmSplitK || j.block_size != 16 || !aligned || !j.mul_routed_weight)
+      return fail(Status::kInternal, std::string(op) + ": split-K is built for aligned GEMMs with block_size 16, "
+                                                       "the routed weight and " + std::to_string(kGemmSplitK) +
+                                                       " splits only");
     // The kernel steps over a slot's partial rows with stride_cm * SPLIT_K (int32).
     AOTRITON_RETURN_IF_ERROR(check_i32(op, "c row stride * splits", j.stride_cm * j.split_k));
   }
@@ -135,8 +136,8 @@ Status launch_gemm(const char* op, const GemmJob& j, Stream stream, const Kernel
     AOTRITON_RETURN_IF_ERROR(check_built(op, j, aligned));
   if (j.num_valid_tokens == 0 || j.N == 0) return Status::kSuccess;
   if (weight_only(j.quant)) return launch_gemm_wq(j, stream, options);
-  bool on_hopper = false;  // the sm_90 Gluon kernel (moe_gemm_hopper.cc) where it serves the call
-  AOTRITON_RETURN_IF_ERROR(launch_gemm_hopper(op, j, aligned, stream, options, &on_hopper));
+  bool on_hopper = false;  // the sm_90 Gluon kernel (moe_gemm_hopper.cc) where it serves the call (unsplit)
+  if (j.split_k <= 1) AOTRITON_RETURN_IF_ERROR(launch_gemm_hopper(op, j, aligned, stream, options, &on_hopper));
   if (on_hopper) return Status::kSuccess;
   namespace k = detail::kernels::fused_moe_gemm;
   using detail::strided;
@@ -157,6 +158,7 @@ Status launch_gemm(const char* op, const GemmJob& j, Stream stream, const Kernel
   f.MUL_ROUTED_WEIGHT = j.mul_routed_weight;
   f.ALIGNED = aligned;
   f.BLOCK_SIZE_M = j.block_size;
+  f.SPLIT_K = std::max<int32_t>(j.split_k, 1);
   return k::launch(in, f, stream, options);
 }
 

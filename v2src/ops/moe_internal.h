@@ -117,12 +117,12 @@ struct GemmJob {
   const uint8_t* b_zp;
   int64_t stride_bze, stride_bzn, stride_bzk;
   int32_t group_size;
-  // Weight-only only: 0 or 1 unsplit; kWqSplitK writes split s of slot r to c row
-  // r * kWqSplitK + s (c then has num_valid_tokens * kWqSplitK rows).
+  // 0 or 1 unsplit; kGemmSplitK writes split s of slot r to c row r * kGemmSplitK + s
+  // (c then has num_valid_tokens * kGemmSplitK rows). Aligned, block_size 16, routed weight.
   int32_t split_k;
 };
-// The split-K factor of the weight-only GEMM's SPLIT_K functional (tritonsrc/moe/configs.py WQ_SPLIT_K).
-constexpr int32_t kWqSplitK = 4;
+// The split-K factor of the GEMMs' SPLIT_K functionals (tritonsrc/moe/configs.py GEMM_SPLIT_K, WQ_SPLIT_K).
+constexpr int32_t kGemmSplitK = 4;
 Status launch_gemm(const char* op, const GemmJob& job, Stream stream, const KernelOptions* options);
 
 // Quantization-mode helpers shared by grouped_gemm and fused_experts (moe_gemm.cc).
