@@ -21,6 +21,9 @@ NB_MODULE(pyaotriton, m) {
       "set_image_dir",
       [](std::optional<std::string> path) { raise_if_error(aotriton::set_image_dir(path ? path->c_str() : nullptr)); },
       nb::arg("path").none());
+  m.def(
+      "ensure_current_device", [](int ordinal) { raise_if_error(aotriton::ensure_current_device(ordinal)); },
+      nb::arg("ordinal"));
   m.attr("DTYPE_FP16") = static_cast<int>(DType::kFloat16);
   m.attr("DTYPE_BF16") = static_cast<int>(DType::kBFloat16);
   m.attr("DTYPE_FP32") = static_cast<int>(DType::kFloat32);

@@ -77,6 +77,12 @@ Loaded load_driver() {
   if (proc("cuTensorMapEncodeTiled", &encode, kDriverApiVersion, CU_GET_PROC_ADDRESS_DEFAULT, &q) == CUDA_SUCCESS &&
       encode)
     r.driver.cuTensorMapEncodeTiled = reinterpret_cast<decltype(r.driver.cuTensorMapEncodeTiled)>(encode);
+  auto optional = [&](const char* name, void** slot) {
+    if (proc(name, slot, kDriverApiVersion, CU_GET_PROC_ADDRESS_DEFAULT, &q) != CUDA_SUCCESS) *slot = nullptr;
+  };
+  optional("cuDeviceGet", reinterpret_cast<void**>(&r.driver.cuDeviceGet));
+  optional("cuDevicePrimaryCtxRetain", reinterpret_cast<void**>(&r.driver.cuDevicePrimaryCtxRetain));
+  optional("cuCtxSetCurrent", reinterpret_cast<void**>(&r.driver.cuCtxSetCurrent));
   return r;
 }
 

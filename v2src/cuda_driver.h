@@ -20,6 +20,10 @@ struct CudaDriver {
   decltype(&::cuCtxGetId) cuCtxGetId = nullptr;
   // Optional: host-side TMA descriptors (kernels with TmaArg arguments).
   decltype(&::cuTensorMapEncodeTiled) cuTensorMapEncodeTiled = nullptr;
+  // Optional too (ensure_current_device): null where the driver lacks them.
+  decltype(&::cuDeviceGet) cuDeviceGet = nullptr;
+  decltype(&::cuDevicePrimaryCtxRetain) cuDevicePrimaryCtxRetain = nullptr;
+  decltype(&::cuCtxSetCurrent) cuCtxSetCurrent = nullptr;
 };
 
 // Loads libcuda once per process (thread-safe) and returns the entry points.

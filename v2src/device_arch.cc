@@ -87,5 +87,28 @@ Status device_arch(Stream stream, int* arch) {
 }
 
 }  // namespace detail
+
+Status ensure_current_device(int ordinal) noexcept try {
+  detail::clear_error();
+  const detail::CudaDriver* cu;
+  AOTRITON_RETURN_IF_ERROR(detail::cuda_driver(&cu));
+  CUcontext current = nullptr;
+  AOTRITON_RETURN_IF_ERROR(detail::check_cu(*cu, cu->cuCtxGetCurrent(&current), "cuCtxGetCurrent"));
+  if (current) return Status::kSuccess;
+  if (!cu->cuDeviceGet || !cu->cuDevicePrimaryCtxRetain || !cu->cuCtxSetCurrent)
+    return detail::fail(Status::kNoDriver, "ensure_current_device: the CUDA driver lacks cuDeviceGet / "
+                                           "cuDevicePrimaryCtxRetain / cuCtxSetCurrent");
+  CUdevice dev;
+  AOTRITON_RETURN_IF_ERROR(detail::check_cu(*cu, cu->cuDeviceGet(&dev, ordinal), "cuDeviceGet"));
+  // The primary context, as the CUDA runtime uses; the reference is kept (the
+  // runtime keeps its own until exit too), so the context outlives this call.
+  CUcontext primary = nullptr;
+  AOTRITON_RETURN_IF_ERROR(
+      detail::check_cu(*cu, cu->cuDevicePrimaryCtxRetain(&primary, dev), "cuDevicePrimaryCtxRetain"));
+  return detail::check_cu(*cu, cu->cuCtxSetCurrent(primary), "cuCtxSetCurrent");
+} catch (...) {
+  return detail::fail_exception("ensure_current_device: unexpected exception");
+}
+
 }  // namespace AOTRITON_ABI_NAMESPACE
 }  // namespace aotriton

@@ -61,6 +61,13 @@ struct KernelOptions {
   const char** ran_config = nullptr;
 };
 
+// Makes CUDA device `ordinal`'s primary context current in the calling thread
+// when no context is current there (as cudaSetDevice would), so that calls on
+// the default stream work in threads the CUDA runtime has not touched yet
+// (e.g. PyTorch's autograd worker threads, which set no device until needed).
+// Does nothing when a context is already current.
+AOTRITON_API Status ensure_current_device(int ordinal) noexcept;
+
 // Directory holding sm_XX/<kernel>/<functional>.aks. Looked up, in order:
 // set_image_dir(), $AOTRITON_IMAGE_DIR, aotriton.images next to the binary
 // that contains libaotriton (or ../lib/aotriton.images from it), then the

@@ -40,7 +40,7 @@ def invoke_grouped_gemm_per_channel(a, b, c, topk_weights, sorted_ids, expert_id
         expert_ids_ptr=expert_ids, num_tokens_post_padded_ptr=ntpp, N=N, K=K, EM=sorted_ids.numel(),
         num_valid_tokens=c.shape[0], top_k=top_k, num_experts=E,
     ), dict(MUL_ROUTED_WEIGHT=mul_routed_weight, QUANT=QUANT_FP8_CHANNEL, ALIGNED=True,
-            BLOCK_SIZE_M=config.pop("BLOCK_SIZE_M")), config)
+            BLOCK_SIZE_M=config.pop("BLOCK_SIZE_M"), SPLIT_K=1), config)
     return c
 
 

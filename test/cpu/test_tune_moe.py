@@ -9,7 +9,7 @@ RULE = next(k for k in rules.KERNELS if k.name == "fused_moe_gemm")
 
 def functional(block_m, quant=C.QUANT_NONE, dtype="bf16"):
     return dict(ab_dtype="fp8e4nv" if quant else dtype, c_dtype=dtype, QUANT=quant, MUL_ROUTED_WEIGHT=False,
-                ALIGNED=True, BLOCK_SIZE_M=block_m, ALIGNED16=True)
+                ALIGNED=True, BLOCK_SIZE_M=block_m, SPLIT_K=1, ALIGNED16=True)
 
 
 def test_quick_space_is_a_small_subset_of_the_rule_space():

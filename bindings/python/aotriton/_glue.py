@@ -99,13 +99,27 @@ def eager_stream(t: torch.Tensor):
     no context manager."""
     index = t.get_device()
     stream = _raw_stream(index)
-    if stream == 0 and index != _current_device():
-        return None
+    if stream == 0:
+        if index != _current_device():
+            return None
+        ensure_current_device(index)
     return stream
 
 
 def stream_of(t: torch.Tensor) -> int:
-    return _raw_stream(t.get_device())
+    index = t.get_device()
+    stream = _raw_stream(index)
+    if stream == 0:
+        ensure_current_device(index)
+    return stream
+
+
+# The default stream means "the context current in this thread", and a thread the
+# CUDA runtime has not touched has none: torch's autograd worker threads run a
+# backward without making the device current (it is "current" by index only), so
+# the C++ runtime found no context there. This makes the device's primary context
+# current when none is (one driver query otherwise).
+ensure_current_device = _C.ensure_current_device
 
 
 # --- a write-only buffer for outputs nobody reads -----------------------------------------------

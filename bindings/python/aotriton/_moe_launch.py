@@ -6,7 +6,7 @@ one (see _glue.eager_stream)."""
 import pyaotriton as _C
 import torch
 
-from ._glue import _DTYPES, _current_device, _raw_stream, eager_stream, opt_view, view
+from ._glue import _DTYPES, _current_device, _raw_stream, eager_stream, ensure_current_device, opt_view, view
 
 _UINT8 = torch.uint8
 _act_and_mul = _C.act_and_mul
@@ -25,9 +25,11 @@ def act_and_mul(out, x, activation, force_config, index):
     # silu_and_mul's host time is a target: eager_stream and view written out;
     # index is x's device, which the caller has read already.
     stream = _raw_stream(index)
-    if stream == 0 and index != _current_device():
-        with torch.cuda.device(index):
-            return act_and_mul(out, x, activation, force_config, index)
+    if stream == 0:
+        if index != _current_device():
+            with torch.cuda.device(index):
+                return act_and_mul(out, x, activation, force_config, index)
+        ensure_current_device(index)
     code_x, code_out = _DTYPES.get(x.dtype), _DTYPES.get(out.dtype)
     if code_x is None or code_out is None:
         view(x, "input"), view(out, "out")  # raises, naming the tensor

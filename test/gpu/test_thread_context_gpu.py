@@ -1,0 +1,61 @@
+"""A call on the default stream from a thread with no current CUDA context.
+
+torch's autograd worker threads are such threads: the MoE backward failed there
+with "no current CUDA context for the default stream" (a GPU run of the MoE
+tests alone, where no earlier torch call had made the context current in that
+thread). The binding now makes the tensors' device current first
+(bindings/python/aotriton/_glue.py, the C++ aotriton::ensure_current_device)."""
+import ctypes
+import threading
+
+import pytest
+import torch
+
+DEV = "cuda"
+
+
+def _context_is_current():
+    cuda = ctypes.CDLL("libcuda.so.1")
+    ctx = ctypes.c_void_p()
+    assert cuda.cuCtxGetCurrent(ctypes.byref(ctx)) == 0
+    return bool(ctx.value)
+
+
+def _in_fresh_thread(fn):
+    result = {}
+
+    def work():
+        try:
+            result["had_context"] = _context_is_current()
+            result["value"] = fn()
+        except Exception as e:  # noqa: BLE001  reported by the test
+            result["error"] = e
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    return result
+
+
+def test_fused_experts_from_a_thread_without_a_context():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    import aotriton
+
+    M, E, topk, K, N = 5, 8, 2, 256, 128
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(M, K, generator=gen).to(DEV, torch.float16)
+    w1 = (torch.randn(E, 2 * N, K, generator=gen) / K ** 0.5).to(DEV, torch.float16)
+    w2 = (torch.randn(E, K, N, generator=gen) / N ** 0.5).to(DEV, torch.float16)
+    w = torch.rand(M, topk, generator=gen).to(DEV)
+    ids = torch.rand(M, E, generator=gen).topk(topk, dim=-1).indices.to(DEV, torch.int32)
+    ref = aotriton.fused_experts(x, w1, w2, w, ids)
+    ws = torch.empty(aotriton.fused_experts_workspace_size(x, w1, w2, w, ids), dtype=torch.uint8, device=DEV)
+    out = torch.full_like(x, float("nan"))
+    torch.cuda.synchronize()
+    # Preallocated out and workspace: nothing in the thread touches the CUDA runtime first.
+    r = _in_fresh_thread(lambda: aotriton.fused_experts(x, w1, w2, w, ids, out=out, workspace=ws))
+    assert not r["had_context"], "the thread already had a context: the test would not test anything"
+    assert "error" not in r, r.get("error")
+    torch.cuda.synchronize()
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
