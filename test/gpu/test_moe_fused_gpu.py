@@ -513,16 +513,16 @@ def test_fused_experts_matches_jit(quant):
     assert rel_err(out, ref_fused(x, d1, d2, w, ids.long(), "silu", quant)) < tol(dtype, quant)
 
 
-# Split-K of GEMM2 at decode sizes (v2src/ops/moe_fused.cc split_k_for: few GEMM2
-# tiles, intermediate size N >= 4096): four partial rows per slot that moe_sum
+# Split-K of GEMM2 at decode sizes (v2src/ops/moe_fused.cc split_k_for: fp8 or
+# integer weights, few GEMM2 tiles, intermediate size N >= 4096): four partial rows per slot that moe_sum
 # adds, top-1 included (otherwise written straight to the output). N - 128 stays
 # unsplit: the workspace difference shows the split path's partial rows.
-SPLIT_CASES = [  # M, topk, dtype, quant, expert map
-    (1, 2, torch.float16, NONE, False),
-    (3, 1, torch.bfloat16, NONE, False),
-    (2, 2, torch.bfloat16, NONE, True),
-    (1, 2, torch.bfloat16, BLOCK, False),
-    (3, 2, torch.float16, TENSOR, True),
+SPLIT_CASES = [  # M, topk, dtype, quant, expert map (fp8 weights: 16-bit ones are not split)
+    (1, 2, torch.float16, BLOCK, False),
+    (3, 1, torch.bfloat16, BLOCK, False),
+    (2, 2, torch.bfloat16, TENSOR, True),
+    (1, 2, torch.bfloat16, TENSOR, False),
+    (3, 2, torch.float16, BLOCK, True),
 ]
 
 
@@ -530,7 +530,7 @@ SPLIT_CASES = [  # M, topk, dtype, quant, expert map
 def test_fused_experts_split_k(M, topk, dtype, quant, with_map):
     import aotriton
 
-    if quant != NONE and not fp8_ok():
+    if not fp8_ok():
         pytest.skip("fp8 e4m3 needs sm_89+")
     E, K, N = 8, 512, 4096
     x, w, ids, emap, w1, w2, s1, s2, d1, d2 = _fused_inputs(M, E, topk, K, N, dtype, "random", with_map, quant,
@@ -538,11 +538,9 @@ def test_fused_experts_split_k(M, topk, dtype, quant, with_map):
     out = torch.full((M, K), float("nan"), dtype=dtype, device=DEV)
     aot(aotriton.fused_experts, x, w1, w2, w, ids, expert_map=emap, out=out, **quant_kwargs(quant, s1, s2))
     loc = local_ids(ids, emap, E)
-    if quant == NONE:
-        assert rel_err(out, ref_fused(x, d1, d2, w, loc)) < tol(dtype)
-    else:  # the flash-attn criterion, as test_fused_experts_fp8
-        exact = ref_fused(x, d1, d2, w, loc, "silu")
-        assert rel_err(out, exact) <= 2 * rel_err(ref_fused(x, d1, d2, w, loc, "silu", quant), exact)
+    # the flash-attn criterion, as test_fused_experts_fp8
+    exact = ref_fused(x, d1, d2, w, loc, "silu")
+    assert rel_err(out, exact) <= 2 * rel_err(ref_fused(x, d1, d2, w, loc, "silu", quant), exact)
     split_ws = aotriton.fused_experts_workspace_size(x, w1, w2, w, ids, expert_map=emap, **quant_kwargs(quant, s1, s2))
     _, _, _, _, u1, u2, t1, t2, _, _ = _fused_inputs(M, E, topk, K, N - 128, dtype, "random", with_map, quant, 1)
     plain_ws = aotriton.fused_experts_workspace_size(x, u1, u2, w, ids, expert_map=emap, **quant_kwargs(quant, t1, t2))
