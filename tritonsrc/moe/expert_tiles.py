@@ -1,6 +1,6 @@
 """Tile prologue of the grouped GEMMs over experts (fused_moe_kernel,
-fused_moe_wq_kernel, moe_dgrad_kernel): which tile of C a program computes
-and which slots (rows of C) its M block lists. The early exits (a block past
+fused_moe_wq_kernel, moe_dgrad_kernel): which tile of C a program computes,
+which slots (rows of C) its M block lists, and a split-K program's K tiles. The early exits (a block past
 num_tokens_post_padded, an expert id out of range) stay in the kernels: a
 return inside a helper would leave only the helper.
 """
@@ -39,3 +39,17 @@ def block_slots(pid_m, pid_n, sorted_token_ids_ptr, c_ptr, EM, N, num_valid_toke
     c_ptrs = c_ptr + slot64[:, None] * stride_cm + offs_n[None, :]
     c_mask = slot_ok[:, None] & (offs_n[None, :] < N)
     return slot, slot_ok, slot64, offs_n, c_ptrs, c_mask
+
+
+@triton.jit
+def split_k_tiles(K, c_ptr, stride_cm, BLOCK_SIZE_K: tl.constexpr, SPLIT_K: tl.constexpr):
+    """Split-K (SPLIT_K > 1, grid y): this program's K tiles [kb_lo, kb_hi) and C
+    seen at its partial rows slot * SPLIT_K + pid_k. Returns (kb_lo, kb_hi,
+    c_ptr, stride_cm) with c_ptr moved to the split's first row and the row
+    stride scaled; a split past the last K tile gets an empty range (it writes zeros)."""
+    pid_k = tl.program_id(1)
+    num_kb = tl.cdiv(K, BLOCK_SIZE_K)
+    kb_per_split = tl.cdiv(num_kb, SPLIT_K)
+    kb_lo = pid_k * kb_per_split
+    kb_hi = tl.minimum(kb_lo + kb_per_split, num_kb)
+    return kb_lo, kb_hi, c_ptr + pid_k * stride_cm, stride_cm * SPLIT_K

@@ -44,7 +44,7 @@ With 16-bit C each partial is rounded once; an fp32 C keeps them exact.
 import triton
 import triton.language as tl
 
-from .expert_tiles import block_slots, grouped_tile
+from .expert_tiles import block_slots, grouped_tile, split_k_tiles
 from .int4_dequant import (group_params, offset_int4_words, offset_nibbles, offset_nibbles_asm, offset_of,
                            tile_column, unpack_int4_along_k)
 
@@ -81,13 +81,7 @@ def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights
     if pid_m * BLOCK_SIZE_M >= num_tokens_post_padded:
         return
     if SPLIT_K > 1:
-        # This split's K tiles [kb_lo, kb_hi) and its C rows slot * SPLIT_K + pid_k.
-        pid_k = tl.program_id(1)
-        kb_per_split = tl.cdiv(tl.cdiv(K, BLOCK_SIZE_K), SPLIT_K)
-        kb_lo = pid_k * kb_per_split
-        kb_hi = tl.minimum(kb_lo + kb_per_split, tl.cdiv(K, BLOCK_SIZE_K))
-        c_ptr += pid_k * stride_cm
-        stride_cm = stride_cm * SPLIT_K
+        kb_lo, kb_hi, c_ptr, stride_cm = split_k_tiles(K, c_ptr, stride_cm, BLOCK_SIZE_K, SPLIT_K)
     else:
         kb_lo = 0  # kb_hi: computed at the loops, where the unsplit kernel always had it
 
