@@ -30,7 +30,7 @@ struct Dims {
   int64_t M, K, N, E, topk, slots;
   int32_t block_size;
   bool dynamic_a1, dynamic_a2;
-  int32_t split_k = 1;  // GEMM2's (weight-only decode; split_k_for())
+  int32_t split_k = 1;  // GEMM2's (quantized decode sizes; split_k_for())
 };
 
 // Everything fused_experts keeps in the workspace (null pointers when sizing).
