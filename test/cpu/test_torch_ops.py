@@ -756,6 +756,8 @@ def test_eager_calls_skip_the_dispatcher(monkeypatch):
     for module in (_glue, _moe_launch):
         monkeypatch.setattr(module, "_raw_stream", lambda index: 0)
         monkeypatch.setattr(module, "_current_device", lambda: 0)
+        # The default stream makes the device's context current first: no driver here.
+        monkeypatch.setattr(module, "ensure_current_device", lambda index: None)
     monkeypatch.setattr(_flash_launch, "discard_buffer", lambda index, numel: 0)  # a cuda buffer otherwise
     launched = []
     monkeypatch.setattr(_flash_launch, "_attn_fwd", lambda *args: launched.append("attn_fwd"))
