@@ -135,7 +135,8 @@ def tune_decode(args, rule, load_db, save_db, db_path):
             print(f"budget of {args.budget_s:.0f} s spent after {i - 1} of {len(work)} entries: "
                   f"run the same command again to resume", flush=True)
             break
-        f = {"dtype": dtype, "BLOCK_DMODEL": DC.decode_head_bucket(D), "PAGED": paged, "SCORE_MOD": 0}
+        f = {"dtype": dtype, "BLOCK_DMODEL": DC.decode_head_bucket(D), "PAGED": paged, "SCORE_MOD": 0,
+             "PAGE_TILES": paged and DC.page_tiles(args.page_size)}
         fname = functional_name(f)
         case = DecodeCase(dtype, D, paged, B, args.context, hq, hk, args.page_size, num_sms)
         bins = [bin_of(case.keys_per_split, bins_of)]

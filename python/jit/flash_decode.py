@@ -11,7 +11,7 @@ from python import rules_flash
 from python.jit_launch import View, launch, prepare
 
 from tritonsrc.flash.decode_configs import (DECODE_HEAD_BUCKETS, combine_config, decode_head_bucket,  # noqa: F401
-                                           default_decode_config)
+                                           default_decode_config, page_tiles)
 
 
 def _bshd(t, rows="m"):
@@ -34,9 +34,12 @@ def decode_jit(q, k_cache, v_cache, cache_seqlens, *, sm_scale, k=None, v=None, 
     paged = block_table is not None
     seqlen_new = 0 if k is None else k.shape[1]
     bucket = decode_head_bucket(D)
-    cfg = default_decode_config(D)
+    tiles = paged and page_tiles(k_cache.shape[1], max(k_cache.stride(1), v_cache.stride(1)))
+    cfg = default_decode_config(D, tiles)
     if config:
         cfg.update(config)
+    if tiles and k_cache.shape[1] % cfg["BLOCK_N"]:
+        raise ValueError(f"BLOCK_N {cfg['BLOCK_N']} must divide the page size {k_cache.shape[1]} (PAGE_TILES)")
 
     caches = _caches(k_cache, v_cache, cache_seqlens, block_table)
     if seqlen_new:
@@ -85,8 +88,11 @@ def _decode_call(caches, q, o, lse, o_part, lse_part, sm_scale, seqlen_new, num_
         window_right=int(window_size[1]), softcap=float(softcap) if softcap else 1.0, alibi_slopes=alibi,
         keys_per_split=-(-caches["capacity"] // num_splits),
     )
-    functional = dict(BLOCK_DMODEL=decode_head_bucket(D), PAGED=caches["block_table"].dims["bt"] is not None,
-                      SCORE_MOD=(1 if softcap else 2 if alibi_slopes is not None else 0))
+    paged = caches["block_table"].dims["bt"] is not None
+    functional = dict(BLOCK_DMODEL=decode_head_bucket(D), PAGED=paged,
+                      SCORE_MOD=(1 if softcap else 2 if alibi_slopes is not None else 0),
+                      PAGE_TILES=paged and page_tiles(caches["page_size"], max(caches["K"].tensor.stride(1),
+                                                                               caches["V"].tensor.stride(1))))
     return rules_flash.attn_decode, values, functional, {n: cfg[n] for n in ("BLOCK_M", "BLOCK_N", "num_warps",
                                                                              "num_stages")}
 
@@ -96,7 +102,8 @@ def decode_launch_args(q, k_cache, v_cache, cache_seqlens, *, sm_scale, block_ta
     inputs (no append, no window or score modifier), with fresh outputs: the
     tuner compiles configs ahead with attn_decode.warmup(*args, grid=grid, **kwargs)."""
     B, Sq, Hq, D = q.shape
-    cfg = default_decode_config(D)
+    cfg = default_decode_config(D, block_table is not None and page_tiles(
+        k_cache.shape[1], max(k_cache.stride(1), v_cache.stride(1))))
     cfg.update(config or {})
     o = torch.empty_like(q)
     lse = torch.empty((B, Hq, Sq), dtype=torch.float32, device=q.device)

@@ -143,17 +143,19 @@ def test_default_config():
     run_case(2, 2, 8, 2, 64, 256, 64, [200, 131], 2, True, 3, torch.float16, config=None)
 
 
-def test_invalid_block_table_entries_are_left_out():
+@pytest.mark.parametrize("page", [16, 64], ids=["per_key", "page_tiles"])
+def test_invalid_block_table_entries_are_left_out(page):
     """Entries outside [0, num_blocks) never address memory: their keys are
-    left out of the softmax and the append skips them."""
+    left out of the softmax and the append skips them (per key, and per tile
+    in the PAGE_TILES kernel)."""
     gen = torch.Generator().manual_seed(1)
-    B, hq, hk, d, page, cap = 2, 4, 1, 64, 16, 64
+    B, hq, hk, d, cap = 2, 4, 1, 64, 4 * page
     cache = Cache(B, cap, hk, d, torch.float32, page, gen)
     q = torch.randn(B, 1, hq, d, generator=gen)
     good = cache.block_table.clone()
     cache.block_table[0, 1] = -5
     cache.block_table[1, 0] = cache.k.shape[0]  # one past the end
-    cs = torch.tensor([40, 20], dtype=torch.int32)
+    cs = torch.tensor([2 * page + 8, page + 4], dtype=torch.int32)
     o, lse = decode_jit(q, cache.k, cache.v, cs, sm_scale=0.125, block_table=cache.block_table, config=SMALL)
     for b, bad_page in ((0, 1), (1, 0)):
         idx = torch.arange(int(cs[b]))
@@ -201,6 +203,17 @@ def test_sliding_window(window, causal, splits, sq, new, dtype):
     run_case(2, sq, 8, 2, 64, 128, 16, [100, 7], new, causal, splits, dtype, window=window)
 
 
+# Pages of 64 run the PAGE_TILES kernel: tiles start at multiples of BLOCK_N
+# even where the window starts mid-page (the band start is rounded down).
+@pytest.mark.parametrize("block_n", [16, 64])
+@pytest.mark.parametrize("window,causal,splits,sq,new", [((16, 0), False, 3, 3, 1), ((37, -1), True, 2, 2, 0),
+                                                         ((5, 3), False, 4, 4, 0), ((0, 0), False, 1, 1, 0)],
+                         ids=str)
+def test_sliding_window_page_tiles(window, causal, splits, sq, new, block_n):
+    run_case(2, sq, 8, 2, 64, 256, 64, [200, 71], new, causal, splits, torch.float16, window=window,
+             config={"BLOCK_M": 16, "BLOCK_N": block_n, "num_warps": 4, "num_stages": 2})
+
+
 @pytest.mark.parametrize("softcap", [30.0, 0.5])
 @pytest.mark.parametrize("splits", [1, 3])
 def test_softcap(softcap, splits):
@@ -217,7 +230,8 @@ def test_alibi(alibi, splits, causal, window):
 # Tiles of several pages and pages of several tiles: the loop reads each
 # tile's block-table entries one iteration ahead (decode.py _decode_tiles).
 @pytest.mark.parametrize("block_n,page,seqlens,splits", [(32, 16, [77, 127], 1), (64, 16, [127, 45], 3),
-                                                         (16, 64, [126, 99], 2), (32, 64, [0, 127], 1)], ids=str)
+                                                         (16, 64, [126, 99], 2), (32, 64, [0, 127], 1),
+                                                         (64, 128, [127, 66], 2)], ids=str)
 def test_tile_and_page_sizes(block_n, page, seqlens, splits):
     run_case(2, 2, 8, 2, 64, 128, page, seqlens, 1, True, splits, torch.float16,
              config={"BLOCK_M": 16, "BLOCK_N": block_n, "num_warps": 4, "num_stages": 3})

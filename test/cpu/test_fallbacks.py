@@ -55,8 +55,9 @@ def test_release_compiles_less_than_tune_covers():
     # on 2 cores at 1400 (docs/build-time.md). The sm_90 backward (+32: 24 Gluon
     # dK/dV images at ~2 s each, 4 dQ conversions, 4 preprocess-with-zeroing):
     # 1432. Split-K for the decode GEMM2 (+10: the SPLIT_K 4 functionals of
-    # fused_moe_gemm (fp8) and fused_moe_gemm_wq, 16-row blocks with the routed weight): 1442.
-    assert images(rel) <= 1442, "the release profile grew: see docs/build-time.md"
+    # fused_moe_gemm (fp8) and fused_moe_gemm_wq, 16-row blocks with the routed weight): 1442; the
+    # PAGE_TILES decode functionals (one default config each): 1460.
+    assert images(rel) <= 1460, "the release profile grew: see docs/build-time.md"
     assert images(gputest) > 0
 
 

@@ -179,22 +179,24 @@ def test_decode_features(window, causal, softcap, alibi, splits, page, dtype):
                softcap=softcap, alibi=alibi)
 
 
-def test_unchecked_bad_indices_are_masked():
+@pytest.mark.parametrize("page", [16, 64], ids=["per_key", "page_tiles"])
+def test_unchecked_bad_indices_are_masked(page):
     """check_inputs=False: an out-of-range page is left out, a too-large
-    cache_seqlens is clamped to the capacity (no out-of-bounds access)."""
-    c = Cache(2, 64, 1, 64, F16, 16)
+    cache_seqlens is clamped to the capacity (no out-of-bounds access); per key
+    and, pages of 64, per tile (the PAGE_TILES kernel)."""
+    c = Cache(2, 4 * page, 1, 64, F16, page)
     q = torch.randn(2, 1, 4, 64, device=DEV, dtype=F16)
     good = c.block_table.clone()
     c.block_table[0, 2] = -7
-    cs = torch.tensor([64, 1000], dtype=torch.int32, device=DEV)
+    cs = torch.tensor([4 * page, 1000], dtype=torch.int32, device=DEV)
     out = aotriton.flash_attn_with_kvcache(q, c.k, c.v, cache_seqlens=cs, block_table=c.block_table,
                                            softmax_scale=0.125, check_inputs=False)
-    idx = torch.arange(64, device=DEV)
+    idx = torch.arange(4 * page, device=DEV)
     for b in range(2):
-        keep = (idx // 16 != 2) if b == 0 else torch.ones_like(idx, dtype=torch.bool)
-        pages = good[b, idx // 16].long()
-        keys = c.k[pages, idx % 16][keep]
-        vals = c.v[pages, idx % 16][keep]
+        keep = (idx // page != 2) if b == 0 else torch.ones_like(idx, dtype=torch.bool)
+        pages = good[b, idx // page].long()
+        keys = c.k[pages, idx % page][keep]
+        vals = c.v[pages, idx % page][keep]
         ref, _ = ref_attn(q[b], keys, vals, 0.125, False)
         assert (out[b].double() - ref).abs().max().item() < 2e-3
 

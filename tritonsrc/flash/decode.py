@@ -10,8 +10,10 @@ decode_combine.py reduces them; with one split it writes O and LSE directly.
 Constexprs
   FUNCTIONAL: dtype (fp16, bf16), BLOCK_DMODEL (64, 128, 256: head_dim runs
     padded in the bucket, head_dim % 8 == 0 keeps 16-byte loads), PAGED,
-    SCORE_MOD (0 none, 1 softcap, 2 ALiBi). The sliding window is runtime
-    (it only moves the tile range and the edge masks).
+    SCORE_MOD (0 none, 1 softcap, 2 ALiBi), PAGE_TILES (paged caches whose
+    page size is a multiple of BLOCK_N: one table read and one address per
+    tile instead of per key, a third of the loop's instructions). The sliding
+    window is runtime (it only moves the tile range and the edge masks).
   TUNING: BLOCK_M (query rows per program, >= 16 for tl.dot), BLOCK_N (keys per
     tile), num_warps, num_stages.
 
@@ -33,9 +35,24 @@ import triton
 import triton.language as tl
 
 from .attn_mods import LOG2E, SCORE_ALIBI, in_band, log2_scores, score_mod_params
-from .kv_cache import cached_length, checked_slots, page_entries, sequence_caches, slot_offsets, token_slots
+from .kv_cache import (cached_length, checked_slots, page_entries, page_tile_bases, sequence_caches, slot_offsets,
+                       tile_page, token_slots)
 
 LN2 = tl.constexpr(0.6931471805599453)
+
+
+@triton.jit
+def _softmax_step(acc, l_i, m_i, s):
+    """Online softmax over one tile of log2 scores s (masked keys at -inf):
+    (P, rescaled acc, l_i, m_i)."""
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    # A row may see no key yet: keep the exp2 arguments finite.
+    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.math.exp2(s - m_use[:, None])
+    alpha = tl.math.exp2(m_i - m_use)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    return p, acc, l_i, m_new
 
 
 @triton.jit
@@ -43,9 +60,11 @@ def _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, hi, offs_n, o
                   lo_off, hi_off, qk_scale, mod0, mod1, page_size, num_blocks, stride_kz, stride_kn, stride_vz,
                   stride_vn, BLOCK_N: tl.constexpr, PAGED: tl.constexpr, MASKED: tl.constexpr,
                   SCORE_MOD: tl.constexpr):
-    """Key tiles [lo, hi). MASKED=False: every key is inside the sequence and
-    visible to every row (only invalid pages are masked, paged caches);
-    MASKED: keys past hi and outside each row's band are masked."""
+    """Key tiles [lo, hi), each key's slot looked up on its own (contiguous
+    caches, and paged ones whose pages are shorter than a tile). MASKED=False:
+    every key is inside the sequence and visible to every row (only invalid
+    pages are masked, paged caches); MASKED: keys past hi and outside each
+    row's band are masked."""
     if PAGED:  # the first tile's table entries; each iteration reads the next tile's
         nxt = page_entries(table_row, lo + offs_n, page_size, lo + offs_n < hi)
     else:
@@ -64,30 +83,94 @@ def _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, hi, offs_n, o
             blk, row, k_ok = token_slots(table_row, cols, page_size, num_blocks, n_in, PAGED)
         k_rows = slot_offsets(blk, row, stride_kz, stride_kn, PAGED)
         v_rows = slot_offsets(blk, row, stride_vz, stride_vn, PAGED)
-        v_ok = k_ok
         if MASKED or PAGED:
             k = tl.load(k_head + k_rows[:, None] + offs_d[None, :], mask=k_ok[:, None] & d_ok[None, :], other=0.0)
         else:
             k = tl.load(k_head + k_rows[:, None] + offs_d[None, :], mask=d_ok[None, :], other=0.0)
         s = log2_scores(tl.dot(q, tl.trans(k)), row_tok[:, None], cols[None, :], qk_scale, mod0, mod1, SCORE_MOD)
         if MASKED:
-            ok = k_ok[None, :] & in_band(row_tok[:, None], cols[None, :], lo_off, hi_off)
-            s = tl.where(ok, s, float("-inf"))
+            s = tl.where(k_ok[None, :] & in_band(row_tok[:, None], cols[None, :], lo_off, hi_off), s, float("-inf"))
         elif PAGED:
             s = tl.where(k_ok[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        # A row may see no key yet: keep the exp2 arguments finite.
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.math.exp2(s - m_use[:, None])
-        alpha = tl.math.exp2(m_i - m_use)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        m_i = m_new
-        acc = acc * alpha[:, None]
+        p, acc, l_i, m_i = _softmax_step(acc, l_i, m_i, s)
         if MASKED or PAGED:
-            v = tl.load(v_head + v_rows[:, None] + offs_d[None, :], mask=v_ok[:, None] & d_ok[None, :], other=0.0)
+            v = tl.load(v_head + v_rows[:, None] + offs_d[None, :], mask=k_ok[:, None] & d_ok[None, :], other=0.0)
         else:
             v = tl.load(v_head + v_rows[:, None] + offs_d[None, :], mask=d_ok[None, :], other=0.0)
         acc = tl.dot(p.to(v.dtype), v, acc)
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _decode_page_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, hi, offs_n, offs_d, d_ok, row_tok,
+                       lo_off, hi_off, qk_scale, mod0, mod1, page_size, num_blocks, stride_kz, stride_kn,
+                       stride_vz, stride_vn, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
+                       SCORE_MOD: tl.constexpr):
+    """Key tiles [lo, hi) of a paged cache whose pages hold whole tiles
+    (page_size % BLOCK_N == 0, lo a multiple of BLOCK_N): one table entry and
+    one 64-bit base per tile, the per-key offsets loop-invariant and 32-bit
+    (the per-key gather of _decode_tiles held 242 registers at BLOCK_N 128:
+    2 CTAs per SM, latency-bound). An invalid entry masks its whole tile."""
+    k_offs = offs_n[:, None] * stride_kn + offs_d[None, :]
+    v_offs = offs_n[:, None] * stride_vn + offs_d[None, :]
+    nxt = tile_page(table_row, lo, page_size, lo < hi)
+    for start_n in tl.range(lo, hi, BLOCK_N):
+        cols = start_n + offs_n
+        entry = nxt  # read one tile ahead: the K/V addresses wait on no load
+        nxt = tile_page(table_row, start_n + BLOCK_N, page_size, start_n + BLOCK_N < hi)
+        tile_ok = (entry >= 0) & (entry < num_blocks)
+        k_base, v_base = page_tile_bases(tl.where(tile_ok, entry, 0), start_n % page_size, stride_kz, stride_kn,
+                                         stride_vz, stride_vn)
+        if MASKED:
+            k_ok = (cols < hi) & tile_ok
+            k = tl.load(k_head + k_base + k_offs, mask=k_ok[:, None] & d_ok[None, :], other=0.0)
+        else:
+            k = tl.load(k_head + k_base + k_offs, mask=d_ok[None, :], other=0.0)
+        s = log2_scores(tl.dot(q, tl.trans(k)), row_tok[:, None], cols[None, :], qk_scale, mod0, mod1, SCORE_MOD)
+        if MASKED:
+            s = tl.where(k_ok[None, :] & in_band(row_tok[:, None], cols[None, :], lo_off, hi_off), s, float("-inf"))
+        else:
+            s = tl.where(tile_ok, s, float("-inf"))
+        p, acc, l_i, m_i = _softmax_step(acc, l_i, m_i, s)
+        if MASKED:
+            v = tl.load(v_head + v_base + v_offs, mask=k_ok[:, None] & d_ok[None, :], other=0.0)
+        else:
+            v = tl.load(v_head + v_base + v_offs, mask=d_ok[None, :], other=0.0)
+        acc = tl.dot(p.to(v.dtype), v, acc)
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _key_ranges(acc, l_i, m_i, q, k_head, v_head, table_row, tiles, offs_n, offs_d, d_ok, row_tok, lo_off, hi_off,
+                qk_scale, mod0, mod1, page_size, num_blocks, stride_kz, stride_kn, stride_vz, stride_vn,
+                BLOCK_N: tl.constexpr, PAGED: tl.constexpr, PAGE_TILES: tl.constexpr, SCORE_MOD: tl.constexpr):
+    """The split's keys tiles = (lo, full_lo, full_hi, hi): masked edges
+    [lo, full_lo) and [full_hi, hi) around the unmasked [full_lo, full_hi).
+    PAGE_TILES: a paged cache whose pages hold whole tiles."""
+    lo, full_lo, full_hi, hi = tiles
+    if PAGE_TILES:
+        acc, l_i, m_i = _decode_page_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, full_lo, offs_n, offs_d,
+                                           d_ok, row_tok, lo_off, hi_off, qk_scale, mod0, mod1, page_size,
+                                           num_blocks, stride_kz, stride_kn, stride_vz, stride_vn, BLOCK_N, True,
+                                           SCORE_MOD)
+        acc, l_i, m_i = _decode_page_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, full_lo, full_hi, offs_n,
+                                           offs_d, d_ok, row_tok, lo_off, hi_off, qk_scale, mod0, mod1, page_size,
+                                           num_blocks, stride_kz, stride_kn, stride_vz, stride_vn, BLOCK_N, False,
+                                           SCORE_MOD)
+        acc, l_i, m_i = _decode_page_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, full_hi, hi, offs_n, offs_d,
+                                           d_ok, row_tok, lo_off, hi_off, qk_scale, mod0, mod1, page_size,
+                                           num_blocks, stride_kz, stride_kn, stride_vz, stride_vn, BLOCK_N, True,
+                                           SCORE_MOD)
+    else:
+        acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, full_lo, offs_n, offs_d, d_ok,
+                                      row_tok, lo_off, hi_off, qk_scale, mod0, mod1, page_size, num_blocks, stride_kz,
+                                      stride_kn, stride_vz, stride_vn, BLOCK_N, PAGED, True, SCORE_MOD)
+        acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, full_lo, full_hi, offs_n, offs_d,
+                                      d_ok, row_tok, lo_off, hi_off, qk_scale, mod0, mod1, page_size, num_blocks,
+                                      stride_kz, stride_kn, stride_vz, stride_vn, BLOCK_N, PAGED, False, SCORE_MOD)
+        acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, full_hi, hi, offs_n, offs_d, d_ok,
+                                      row_tok, lo_off, hi_off, qk_scale, mod0, mod1, page_size, num_blocks, stride_kz,
+                                      stride_kn, stride_vz, stride_vn, BLOCK_N, PAGED, True, SCORE_MOD)
     return acc, l_i, m_i
 
 
@@ -107,7 +190,7 @@ def attn_decode(
     seqlen_q, seqlen_new, num_seqs, num_heads_q, num_heads_k, head_dim,
     capacity, page_size, num_blocks, num_splits, causal,
     window_left, window_right, softcap, alibi_slopes, stride_alibi_z,
-    BLOCK_DMODEL: tl.constexpr, PAGED: tl.constexpr, SCORE_MOD: tl.constexpr,
+    BLOCK_DMODEL: tl.constexpr, PAGED: tl.constexpr, SCORE_MOD: tl.constexpr, PAGE_TILES: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """O = softmax(sm_scale * Q K^T [causal]) V over each sequence's cached keys.
@@ -172,7 +255,10 @@ def attn_decode(
         lo_off = tl.maximum(diag - tl.minimum(window_left, seqlen_k + seqlen_q), lo_off)
     # The splits share the keys some query token sees, [band_lo, band_hi), so
     # a sliding window keeps them balanced.
-    band_lo = tl.minimum(tl.maximum(lo_off, 0), seqlen_k)
+    # Tiles start at multiples of BLOCK_N (the band start rounded down; its
+    # extra keys are masked): a tile never spans two pages when BLOCK_N
+    # divides the page size.
+    band_lo = (tl.minimum(tl.maximum(lo_off, 0), seqlen_k) // BLOCK_N) * BLOCK_N
     band_hi = tl.maximum(tl.minimum(seqlen_q + hi_off, seqlen_k), band_lo)
     chunk = tl.cdiv(tl.cdiv(band_hi - band_lo, num_splits), BLOCK_N) * BLOCK_N
     lo = band_lo + split * chunk
@@ -182,8 +268,9 @@ def attn_decode(
     first_tok = tl.minimum(tl.program_id(2) * BLOCK_M // group, seqlen_q - 1)
     last_tok = tl.minimum((tl.program_id(2) * BLOCK_M + BLOCK_M - 1) // group, seqlen_q - 1)
     hi = tl.maximum(tl.minimum(hi, last_tok + hi_off + 1), lo)
-    lo = tl.minimum(tl.maximum(lo, first_tok + lo_off), hi)
-    full_lo = tl.minimum(tl.maximum(lo, last_tok + lo_off), hi)
+    # (Rounded to tiles; below 0 the rounding does not matter: lo >= 0.)
+    lo = tl.minimum(tl.maximum(lo, ((first_tok + lo_off) // BLOCK_N) * BLOCK_N), hi)
+    full_lo = tl.minimum(tl.maximum(lo, tl.cdiv(last_tok + lo_off, BLOCK_N) * BLOCK_N), hi)
     full_hi = tl.maximum(tl.minimum(hi, first_tok + hi_off + 1), full_lo)
     full_hi = full_lo + ((full_hi - full_lo) // BLOCK_N) * BLOCK_N
 
@@ -201,15 +288,12 @@ def attn_decode(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DMODEL], dtype=tl.float32)
-    acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, full_lo, offs_n, offs_d, d_ok,
-                                  row_tok, lo_off, hi_off, qk_scale, mod0, mod1, page_size, num_blocks, stride_kz,
-                                  stride_kn, stride_vz, stride_vn, BLOCK_N, PAGED, True, SCORE_MOD)
-    acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, full_lo, full_hi, offs_n, offs_d,
-                                  d_ok, row_tok, lo_off, hi_off, qk_scale, mod0, mod1, page_size, num_blocks,
-                                  stride_kz, stride_kn, stride_vz, stride_vn, BLOCK_N, PAGED, False, SCORE_MOD)
-    acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, full_hi, hi, offs_n, offs_d, d_ok,
-                                  row_tok, lo_off, hi_off, qk_scale, mod0, mod1, page_size, num_blocks, stride_kz,
-                                  stride_kn, stride_vz, stride_vn, BLOCK_N, PAGED, True, SCORE_MOD)
+    # One tile path per kernel: both in one kernel (a runtime branch on the
+    # page size) took both loops' registers and shared memory (139 KB).
+    acc, l_i, m_i = _key_ranges(acc, l_i, m_i, q, k_head, v_head, table_row, (lo, full_lo, full_hi, hi), offs_n,
+                                offs_d, d_ok, row_tok, lo_off, hi_off, qk_scale, mod0, mod1, page_size, num_blocks,
+                                stride_kz, stride_kn, stride_vz, stride_vn, BLOCK_N, PAGED, PAGE_TILES,
+                                SCORE_MOD)
 
     # Rows that saw no key: O = 0, LSE = -inf (not NaN).
     empty = l_i == 0.0

@@ -14,7 +14,19 @@ def decode_head_bucket(head_dim):
     raise ValueError(f"head_dim {head_dim} > 256")
 
 
-def default_decode_config(head_dim):
+# Paged caches whose page size is a multiple of this run the PAGE_TILES
+# kernels (one page lookup per tile), whose tiles are at most this long.
+PAGE_TILE_KEYS = 64
+
+
+def page_tiles(page_size, row_stride=0):
+    """Whether a paged cache with this page size (and largest K/V row stride,
+    in elements) runs the PAGE_TILES kernels, whose in-tile offsets are 32-bit
+    (flash_decode.cc mirrors it)."""
+    return page_size % PAGE_TILE_KEYS == 0 and row_stride <= (2**31 - 1) // PAGE_TILE_KEYS
+
+
+def default_decode_config(head_dim, page_tiles=False):
     """BLOCK_M 16: the GQA group (and a few speculative tokens) fill one tile.
     BLOCK_N: a 16 KB K tile (128 keys at D 64, 64 at D 128, 32 at D 256).
     num_stages 3: two K/V tiles in flight while one is consumed (Triton's
@@ -22,7 +34,8 @@ def default_decode_config(head_dim):
     were issued only after the current one was consumed, so every tile paid
     a full memory round trip (the 2026-12-02 H200 run: 0.19-0.61 of roofline)."""
     bucket = decode_head_bucket(head_dim)
-    return {"BLOCK_M": 16, "BLOCK_N": 8192 // bucket, "num_warps": 4, "num_stages": 3}
+    block_n = min(8192 // bucket, PAGE_TILE_KEYS) if page_tiles else 8192 // bucket
+    return {"BLOCK_M": 16, "BLOCK_N": block_n, "num_warps": 4, "num_stages": 3}
 
 
 def combine_config(head_dim):

@@ -34,6 +34,21 @@ def page_entries(table_row, cols, page_size, valid):
 
 
 @triton.jit
+def tile_page(table_row, start, page_size, valid):
+    """Raw block-table entry of the page holding a tile that starts at key
+    `start` (a tile inside one page); 0 where not `valid`."""
+    return tl.load(table_row + start // page_size, mask=valid, other=0)
+
+
+@triton.jit
+def page_tile_bases(block, start, stride_kz, stride_kn, stride_vz, stride_vn):
+    """64-bit K and V offsets of slot `start` of page `block` (one per tile)."""
+    block = block.to(tl.int64)
+    start = start.to(tl.int64)
+    return block * stride_kz + start * stride_kn, block * stride_vz + start * stride_vn
+
+
+@triton.jit
 def checked_slots(entries, cols, page_size, num_blocks, valid):
     """(block, row in block, in-range flag) from raw table entries."""
     ok = (entries >= 0) & (entries < num_blocks)

@@ -2,6 +2,7 @@
 // workspace layout, and the launches (kv_append, attn_decode, combine).
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <string>
 
 #include "aotriton/flash.h"
@@ -28,10 +29,14 @@ struct Decode {
   int64_t B = 0, sq = 0, hq = 0, hk = 0, d = 0, snew = 0;
   int64_t capacity = 0, page_size = 16, num_blocks = 0;
   bool paged = false;
+  bool page_tiles = false;  // the PAGE_TILES kernels: one page lookup per tile
   int32_t splits = 1;
   int32_t bucket = 64;
   int32_t score_mod = 0;  // 0 none, 1 softcap, 2 ALiBi
 };
+
+// tritonsrc/flash/decode_configs.py PAGE_TILE_KEYS: the longest tile of the PAGE_TILES kernels.
+constexpr int64_t kPageTileKeys = 64;
 
 std::string str(int64_t v) { return std::to_string(v); }
 
@@ -114,6 +119,10 @@ Status check_params(const DecodeParams& p, Decode* out) {
                   "attn_decode: page size (k_cache.size(1) = " + str(g.page_size) + ") must be a multiple of 16");
     AOTRITON_RETURN_IF_ERROR(detail::checked_mul(kOp, "capacity (max_blocks * page_size)", {bt.size(1), g.page_size},
                                                  &g.capacity));
+    // Pages holding whole tiles (decode_configs.page_tiles): the kernel's
+    // in-tile key offsets are 32-bit, so the row strides must allow a tile.
+    const int64_t row_stride = std::max(p.k_cache.stride(1), p.v_cache.stride(1));
+    g.page_tiles = g.page_size % kPageTileKeys == 0 && row_stride <= INT32_MAX / kPageTileKeys;
   } else {
     AOTRITON_RETURN_IF_ERROR(detail::check_same_dim(kOp, "k_cache", p.k_cache.size(0), 0, "q", g.B, 0));
     g.capacity = p.k_cache.size(1);
@@ -230,7 +239,7 @@ Status launch_all(const DecodeParams& p, const Decode& g, Stream stream, const K
                                                                                           : 0),
         .keys_per_split = (g.capacity + g.splits - 1) / g.splits,  // the autotune key
     };
-    kn::Functional f{p.q.dtype, g.bucket, g.paged, g.score_mod};
+    kn::Functional f{p.q.dtype, g.bucket, g.paged, g.score_mod, g.page_tiles};
     AOTRITON_RETURN_IF_ERROR(kn::launch(in, f, stream, options));
   }
   if (g.splits > 1) {
