@@ -26,7 +26,10 @@ if [ -n "${SIDE:-}" ]; then
   # shellcheck disable=SC2086  # a command line
   (OUT=$OUT timeout "${SIDE_S:-420}" $SIDE > "$OUT/side.log" 2>&1; echo "side exit $?" >> "$OUT/side.log") & side_pid=$!
 fi
-STEPS=build PROFILE=${PROFILE:-gputest} OUT=$OUT tools/gpu_run.sh || { echo "build failed"; exit 1; }
+# A failed build stops the tuner and side job too: left running, a tuner held
+# 110 GB of GPU memory into the next call's run (2026-12-04).
+STEPS=build PROFILE=${PROFILE:-gputest} OUT=$OUT tools/gpu_run.sh || {
+  echo "build failed"; kill $tune_pid $side_pid 2>/dev/null; pkill -f "python/tune.py"; exit 1; }
 if [ -n "$side_pid" ]; then
   wait "$side_pid"; echo "side job ($SIDE):"; tail -30 "$OUT/side.log"
 fi

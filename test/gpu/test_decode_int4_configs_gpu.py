@@ -25,13 +25,20 @@ def _rel(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
-@pytest.mark.parametrize("paged", [True, False])
-@pytest.mark.parametrize("cfg", DECODE_CONFIGS, ids=lambda c: f"n{c['BLOCK_N']}w{c['num_warps']}s{c['num_stages']}")
-def test_decode_configs_bf16(cfg, paged):
-    B, Hq, Hk, D, page = 3, 32, 4, 128, 64
+# page None: contiguous; 16: the per-key gather (tiles of several pages); 64:
+# the PAGE_TILES kernel (whose tiles fit a page: BLOCK_N <= 64).
+DECODE_CASES = [(c, page) for c in DECODE_CONFIGS for page in (None, 16, 64) if not (page == 64 and c["BLOCK_N"] > 64)]
+
+
+@pytest.mark.parametrize("cfg,page", DECODE_CASES,
+                         ids=lambda x: f"n{x['BLOCK_N']}w{x['num_warps']}s{x['num_stages']}" if isinstance(x, dict)
+                         else f"page{x}")
+def test_decode_configs_bf16(cfg, page):
+    B, Hq, Hk, D = 3, 32, 4, 128
+    paged = page is not None
     lens = [1000, 4096, 37]  # uneven lengths, one shorter than a tile
     cap = 4096
-    g = torch.Generator(device=DEV).manual_seed(cfg["BLOCK_N"] * 10 + cfg["num_stages"] + paged)
+    g = torch.Generator(device=DEV).manual_seed(cfg["BLOCK_N"] * 10 + cfg["num_stages"] + (page or 0))
     q = torch.randn(B, 1, Hq, D, device=DEV, dtype=torch.bfloat16, generator=g)
     if paged:
         nb = B * cap // page + 5
