@@ -9,9 +9,6 @@ saw gets O = 0, LSE = -inf.
 The splits are read BLOCK_S at a time (one [BLOCK_S] LSE load and one
 [BLOCK_S, D] partial load per chunk, rescaled online): a loop of one split per
 iteration waited for a load round trip per split (128 of them at 128 splits).
-The chunk loop is pipelined on its own (num_stages on the loop: Triton
-pipelines a loop without a dot only when asked), so the chunks' loads overlap:
-one round trip per chunk cost ~1.5 us at 66 splits (5.5 us per call, H200).
 
 Constexprs: FUNCTIONAL dtype (of O), BLOCK_DMODEL (64, 128, 256); BLOCK_S
 (splits per chunk) is fixed by the rule.
@@ -42,7 +39,7 @@ def attn_decode_combine(
     m = tl.full([], float("-inf"), tl.float32)
     l = tl.full([], 0.0, tl.float32)
     acc = tl.zeros([BLOCK_DMODEL], dtype=tl.float32)
-    for s0 in tl.range(0, num_splits, BLOCK_S, num_stages=3):
+    for s0 in range(0, num_splits, BLOCK_S):
         s_ok = s0 + offs_s < num_splits
         part = (s0 + offs_s).to(tl.int64) * total_rows + r  # split s's row: s * total_rows + r
         x = tl.load(LSE_part + part, mask=s_ok, other=float("-inf"))
