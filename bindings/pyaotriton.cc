@@ -38,6 +38,7 @@ NB_MODULE(pyaotriton, m) {
   // For _aotriton_torch (runtime_api.h): the entry points of this module's runtime.
   static const RuntimeApi api{kRuntimeApiShape.struct_size, kRuntimeApiShape.fwd_params_size,
                               kRuntimeApiShape.act_and_mul_params_size, &aotriton::flash::attn_fwd,
-                              &aotriton::moe::act_and_mul, &aotriton::error_string};
+                              &aotriton::moe::act_and_mul, &aotriton::error_string,
+                              &aotriton::ensure_current_device};
   m.attr("_runtime_api") = nb::capsule(&api, kRuntimeApiCapsule);
 }

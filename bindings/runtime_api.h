@@ -9,6 +9,7 @@
 
 #include "aotriton/flash.h"
 #include "aotriton/moe.h"
+#include "aotriton/runtime.h"
 
 namespace pyaotriton {
 
@@ -24,9 +25,11 @@ struct RuntimeApi {
   aotriton::Status (*act_and_mul)(const aotriton::moe::ActAndMulParams&, aotriton::Stream,
                                   const aotriton::KernelOptions*) noexcept;
   const char* (*error_string)(aotriton::Status) noexcept;
+  aotriton::Status (*ensure_current_device)(int ordinal) noexcept;
 };
 
 inline constexpr RuntimeApi kRuntimeApiShape{sizeof(RuntimeApi), sizeof(aotriton::flash::FwdParams),
-                                            sizeof(aotriton::moe::ActAndMulParams), nullptr, nullptr, nullptr};
+                                            sizeof(aotriton::moe::ActAndMulParams), nullptr, nullptr, nullptr,
+                                            nullptr};
 
 }  // namespace pyaotriton

@@ -78,9 +78,15 @@ void* discard_buffer(const c10::Device& device, int64_t numel) {
 
 bool plain_tensor(PyObject* o) { return THPVariable_CheckExact(o); }
 
-aotriton::Stream current_stream(const c10::Device& device) {
+// The current stream of `device`. The default stream (handle 0) means "the
+// context current in this thread", and a thread the CUDA runtime has not
+// touched has none even under a DeviceGuard (it sets nothing when the index
+// already matches): then the device's primary context is made current, as the
+// Python path does (_glue.eager_stream).
+aotriton::Status current_stream(const c10::Device& device, aotriton::Stream* out) {
   const c10::Stream s = c10::impl::VirtualGuardImpl(c10::DeviceType::CUDA).getStream(device);
-  return aotriton::Stream{s.native_handle()};
+  *out = aotriton::Stream{s.native_handle()};
+  return out->handle ? aotriton::Status::kSuccess : api->ensure_current_device(device.index());
 }
 
 // A failed status as the Python layer raises it: ValueError for bad input, else RuntimeError.
@@ -136,7 +142,9 @@ PyObject* attn_fwd_plain(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     p.lse.strides = {Hq * Sq, Sq, 1};
     p.softmax_scale = static_cast<float>(scale);
     p.causal = static_cast<aotriton::flash::CausalType>(causal);
-    const aotriton::Status s = api->attn_fwd(p, current_stream(device), nullptr);
+    aotriton::Stream stream;
+    aotriton::Status s = current_stream(device, &stream);
+    if (s == aotriton::Status::kSuccess) s = api->attn_fwd(p, stream, nullptr);
     if (s != aotriton::Status::kSuccess) return raise_status(s);
     return THPVariable_Wrap(std::move(out));
   } catch (const std::exception& e) {  // torch errors (e.g. out of memory) become RuntimeError
@@ -175,7 +183,9 @@ PyObject* act_and_mul_plain(PyObject*, PyObject* const* args, Py_ssize_t nargs) 
     p.out = view_of<2>(out, *out_dtype);
     p.input = view_of<2>(x, *dtype);
     p.activation = static_cast<aotriton::moe::Activation>(activation);
-    const aotriton::Status s = api->act_and_mul(p, current_stream(device), nullptr);
+    aotriton::Stream stream;
+    aotriton::Status s = current_stream(device, &stream);
+    if (s == aotriton::Status::kSuccess) s = api->act_and_mul(p, stream, nullptr);
     if (s != aotriton::Status::kSuccess) return raise_status(s);
     return THPVariable_Wrap(std::move(out));
   } catch (const std::exception& e) {

@@ -59,3 +59,33 @@ def test_fused_experts_from_a_thread_without_a_context():
     assert "error" not in r, r.get("error")
     torch.cuda.synchronize()
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["cpp_fast_path", "python_path"])
+def test_flash_forward_from_a_thread_without_a_context(fast):
+    """flash_attn_func without autograd: the C++ fast path (_aotriton_torch,
+    when loaded) and the Python path each make the context current."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    import aotriton
+    from aotriton import _torch_fast
+
+    if fast and _torch_fast.attn_fwd_plain is None:
+        pytest.skip(f"torch fast path: {_torch_fast.status}")
+    gen = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(2, 128, 4, 64, generator=gen).to(DEV, torch.float16) for _ in range(3))
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q.transpose(1, 2).float(), k.transpose(1, 2).float(), v.transpose(1, 2).float()).transpose(1, 2)
+    torch.cuda.synchronize()
+
+    def call():
+        if fast:
+            return aotriton.flash_attn_func(q, k, v)
+        with _torch_fast.off():
+            return aotriton.flash_attn_func(q, k, v)
+
+    r = _in_fresh_thread(call)
+    assert not r["had_context"], "the thread already had a context: the test would not test anything"
+    assert "error" not in r, r.get("error")
+    torch.cuda.synchronize()
+    torch.testing.assert_close(r["value"].float(), ref, atol=2e-3, rtol=2e-3)
