@@ -103,7 +103,8 @@ def prepare(rule: Kernel, values: Mapping[str, Any], functional: Mapping[str, An
         raise TypeError(f"{rule.name}: functional: unknown {sorted(unknown)}, missing {sorted(missing)}")
     # Every tuning constexpr must be given; num_warps/num_stages left out take
     # Triton's defaults (the interpreter ignores them).
-    needed, allowed = set(rule.tuning.constexpr_names()), set(rule.tuning.params)
+    # Launch options (maxnreg too) may be given for an experiment outside the rule's space.
+    needed, allowed = set(rule.tuning.constexpr_names()), set(rule.tuning.params) | set(rule.tuning.LAUNCH_OPTIONS)
     if not needed <= set(config) <= allowed:
         raise TypeError(f"{rule.name}: config {sorted(config)} must give {sorted(needed)} (and at most "
                         f"{sorted(allowed)})")

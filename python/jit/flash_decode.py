@@ -94,7 +94,7 @@ def _decode_call(caches, q, o, lse, o_part, lse_part, sm_scale, seqlen_new, num_
                       PAGE_TILES=paged and page_tiles(caches["page_size"], max(caches["K"].tensor.stride(1),
                                                                                caches["V"].tensor.stride(1))))
     return rules_flash.attn_decode, values, functional, {n: cfg[n] for n in ("BLOCK_M", "BLOCK_N", "num_warps",
-                                                                             "num_stages")}
+                                                                             "num_stages", "maxnreg") if n in cfg}
 
 
 def decode_launch_args(q, k_cache, v_cache, cache_seqlens, *, sm_scale, block_table=None, num_splits=1, config=None):

@@ -89,3 +89,33 @@ def test_flash_forward_from_a_thread_without_a_context(fast):
     assert "error" not in r, r.get("error")
     torch.cuda.synchronize()
     torch.testing.assert_close(r["value"].float(), ref, atol=2e-3, rtol=2e-3)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["cpp_fast_path", "python_path"])
+def test_silu_and_mul_from_a_thread_without_a_context(fast):
+    """silu_and_mul into a preallocated out (nothing in the thread allocates),
+    through the C++ fast path and the Python path."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    import aotriton
+    from aotriton import _torch_fast
+
+    if fast and _torch_fast.act_and_mul_plain is None:
+        pytest.skip(f"torch fast path: {_torch_fast.status}")
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(64, 256, generator=gen).to(DEV, torch.float16)
+    ref = (torch.nn.functional.silu(x[:, :128].float()) * x[:, 128:].float())
+    out = torch.full((64, 128), float("nan"), dtype=torch.float16, device=DEV)
+    torch.cuda.synchronize()
+
+    def call():
+        if fast:
+            return aotriton.silu_and_mul(x, out)
+        with _torch_fast.off():
+            return aotriton.silu_and_mul(x, out)
+
+    r = _in_fresh_thread(call)
+    assert not r["had_context"], "the thread already had a context: the test would not test anything"
+    assert "error" not in r, r.get("error")
+    torch.cuda.synchronize()
+    torch.testing.assert_close(out.float(), ref, atol=2e-3, rtol=2e-3)
