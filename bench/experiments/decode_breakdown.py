@@ -45,11 +45,12 @@ def main():
     ap.add_argument("--contexts", default="8192,32768")
     ap.add_argument("--splits", default="0,8,32", help="num_splits values (0: the dispatcher's choice)")
     args = ap.parse_args()
-    sys.path[:0] = [str(Path(args.prefix) / "lib/python"), str(REPO)]
+    sys.path[:0] = [str(Path(args.prefix) / "lib/python"), str(REPO), str(Path(__file__).parent)]
     import torch
     import triton
 
     import aotriton
+    from paged_case import paged_case
 
     torch.manual_seed(0)
     dev, dtype = "cuda", torch.bfloat16
@@ -58,12 +59,7 @@ def main():
     print("| B | context | num_splits | graph us/call | launches | kernel device us per call |\n|---|---|---|---|---|---|")
     for B in [int(b) for b in args.batches.split(",")]:
         for ctx in [int(c) for c in args.contexts.split(",")]:
-            mb = triton.cdiv(ctx, PAGE)
-            k_cache = torch.randn(B * mb, PAGE, HK, D, device=dev, dtype=dtype)
-            v_cache = torch.randn_like(k_cache)
-            table = torch.randperm(B * mb, device=dev).view(B, mb).to(torch.int32)
-            q = torch.randn(B, 1, HQ, D, device=dev, dtype=dtype)
-            cs = torch.full((B,), ctx, dtype=torch.int32, device=dev)
+            q, k_cache, v_cache, table, cs = paged_case(B, ctx, PAGE, HQ, HK, D, dtype, dev)
             for n in [int(s) for s in args.splits.split(",")]:
                 def call(n=n):
                     return aotriton.flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=cs,

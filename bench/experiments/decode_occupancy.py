@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(Path(__file__).parent)]
 HQ, HK, D, PAGE = 32, 4, 128, 64
 CONFIGS = [
     {"BLOCK_M": 16, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
@@ -40,6 +40,7 @@ def main():
     import torch
     import triton
 
+    from paged_case import paged_case
     from python.jit.flash_decode import decode_jit
     from tritonsrc.flash.decode_configs import choose_splits
 
@@ -54,37 +55,33 @@ def main():
     print(f"GPU {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, "
           f"copy bandwidth {bw / 1e9:.0f} GB/s; paged page {PAGE}, {HQ} q / {HK} kv heads, D {D}, bf16")
     print("| B | context | splits | config | us/call | roofline | max rel. diff vs default |\n|---|---|---|---|---|---|---|")
-    for B in [int(x) for x in args.batches.split(",")]:
-        for ctx in [int(x) for x in args.contexts.split(",")]:
-            mb = triton.cdiv(ctx, PAGE)
-            k = torch.randn(B * mb, PAGE, HK, D, device=dev, dtype=dtype)
-            v = torch.randn_like(k)
-            table = torch.randperm(B * mb, device=dev).view(B, mb).to(torch.int32)
-            q = torch.randn(B, 1, HQ, D, device=dev, dtype=dtype)
-            cs = torch.full((B,), ctx, dtype=torch.int32, device=dev)
-            kv_bytes = 2 * B * ctx * HK * D * 2
-            base = choose_splits(B, 1, HQ, HK, mb * PAGE, sms)
-            ref = None
-            for splits in sorted({base, base * 3 // 2, 2 * base}):
-                for cfg in CONFIGS:
-                    out = torch.empty_like(q)
+    shapes = [(int(b), int(c)) for b in args.batches.split(",") for c in args.contexts.split(",")]
+    for B, ctx in shapes:
+        q, k, v, table, cs = paged_case(B, ctx, PAGE, HQ, HK, D, dtype, dev)
+        mb = table.shape[1]
+        kv_bytes = 2 * B * ctx * HK * D * 2
+        base = choose_splits(B, 1, HQ, HK, mb * PAGE, sms)
+        ref = None
+        for splits in sorted({base, base * 3 // 2, 2 * base}):
+            for cfg in CONFIGS:
+                out = torch.empty_like(q)
 
-                    def call(cfg=cfg, splits=splits, out=out):
-                        decode_jit(q, k, v, cs, sm_scale=D ** -0.5, block_table=table, num_splits=splits,
-                                   config=cfg, out=out)
-                    try:
-                        call()
-                        torch.cuda.synchronize()
-                        us = triton.testing.do_bench_cudagraph(call, rep=100, return_mode="median") * 1e3
-                    except Exception as e:  # noqa: BLE001  a config that does not compile is a result too
-                        print(f"| {B} | {ctx} | {splits} | {name(cfg)} | failed: {str(e)[:80]} | | |", flush=True)
-                        continue
-                    if ref is None:
-                        ref = out.float().clone()
-                    diff = ((out.float() - ref).abs().max() / ref.abs().max()).item()
-                    print(f"| {B} | {ctx} | {splits} | {name(cfg)} | {us:.1f} | {kv_bytes / bw / (us * 1e-6):.2f} | "
-                          f"{diff:.1e} |", flush=True)
-            del k, v
+                def call(cfg=cfg, splits=splits, out=out):
+                    decode_jit(q, k, v, cs, sm_scale=D ** -0.5, block_table=table, num_splits=splits,
+                               config=cfg, out=out)
+                try:
+                    call()
+                    torch.cuda.synchronize()
+                    us = triton.testing.do_bench_cudagraph(call, rep=100, return_mode="median") * 1e3
+                except Exception as e:  # noqa: BLE001  a config that does not compile is a result too
+                    print(f"| {B} | {ctx} | {splits} | {name(cfg)} | failed: {str(e)[:80]} | | |", flush=True)
+                    continue
+                if ref is None:
+                    ref = out.float().clone()
+                diff = ((out.float() - ref).abs().max() / ref.abs().max()).item()
+                print(f"| {B} | {ctx} | {splits} | {name(cfg)} | {us:.1f} | {kv_bytes / bw / (us * 1e-6):.2f} | "
+                      f"{diff:.1e} |", flush=True)
+        del k, v
 
 
 if __name__ == "__main__":

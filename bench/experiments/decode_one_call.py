@@ -20,18 +20,14 @@ def main():
     ap.add_argument("--splits", type=int, default=0, help="num_splits (0: the dispatcher's choice)")
     ap.add_argument("--warmup", type=int, default=3)
     args = ap.parse_args()
-    sys.path[:0] = [str(Path(args.prefix) / "lib/python")]
+    sys.path[:0] = [str(Path(args.prefix) / "lib/python"), str(Path(__file__).parent)]
     import torch
 
     import aotriton
+    from paged_case import paged_case
 
-    dev, dtype, B, ctx = "cuda", torch.bfloat16, args.batch, args.context
-    mb = -(-ctx // PAGE)
-    k_cache = torch.randn(B * mb, PAGE, HK, D, device=dev, dtype=dtype)
-    v_cache = torch.randn_like(k_cache)
-    table = torch.randperm(B * mb, device=dev).view(B, mb).to(torch.int32)
-    q = torch.randn(B, 1, HQ, D, device=dev, dtype=dtype)
-    cs = torch.full((B,), ctx, dtype=torch.int32, device=dev)
+    B, ctx = args.batch, args.context
+    q, k_cache, v_cache, table, cs = paged_case(B, ctx, PAGE, HQ, HK, D, torch.bfloat16)
     for _ in range(args.warmup + 1):
         aotriton.flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=cs, block_table=table,
                                          check_inputs=False, num_splits=args.splits)
