@@ -82,7 +82,8 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
 
     q           [B, Sq, Hq, D] fp16/bf16 (Sq >= 1; Sq > 1 for speculative decoding).
     k_cache, v_cache  [B, capacity, Hk, D], or paged [num_blocks, page_size, Hk, D]
-                with block_table int32 [B, max_blocks] (page_size a multiple of 16).
+                with block_table int32 [B, max_blocks] (page_size a multiple of 16; a
+                multiple of 64 runs the faster per-tile page lookup, docs/performance.md).
     k, v        optional [B, Snew, Hk, D]: written at rows cache_seqlens[b] .. + Snew
                 of each sequence (the caches are modified), then attended to.
     cache_seqlens  int or int32 [B] tensor: tokens already in each sequence's cache.
