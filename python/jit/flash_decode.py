@@ -34,7 +34,7 @@ def decode_jit(q, k_cache, v_cache, cache_seqlens, *, sm_scale, k=None, v=None, 
     paged = block_table is not None
     seqlen_new = 0 if k is None else k.shape[1]
     bucket = decode_head_bucket(D)
-    tiles = paged and page_tiles(k_cache.shape[1], max(k_cache.stride(1), v_cache.stride(1)))
+    tiles = _page_tiles(k_cache, v_cache, paged)
     cfg = default_decode_config(D, tiles)
     if config:
         cfg.update(config)
@@ -64,6 +64,11 @@ def decode_jit(q, k_cache, v_cache, cache_seqlens, *, sm_scale, k=None, v=None, 
     return o, lse
 
 
+def _page_tiles(k_cache, v_cache, paged):
+    """The PAGE_TILES functional of these caches (flash_decode.cc decides the same)."""
+    return paged and page_tiles(k_cache.shape[1], max(k_cache.stride(1), v_cache.stride(1)))
+
+
 def _caches(k_cache, v_cache, cache_seqlens, block_table):
     """The cache arguments kv_append and attn_decode share."""
     paged = block_table is not None
@@ -91,8 +96,7 @@ def _decode_call(caches, q, o, lse, o_part, lse_part, sm_scale, seqlen_new, num_
     paged = caches["block_table"].dims["bt"] is not None
     functional = dict(BLOCK_DMODEL=decode_head_bucket(D), PAGED=paged,
                       SCORE_MOD=(1 if softcap else 2 if alibi_slopes is not None else 0),
-                      PAGE_TILES=paged and page_tiles(caches["page_size"], max(caches["K"].tensor.stride(1),
-                                                                               caches["V"].tensor.stride(1))))
+                      PAGE_TILES=_page_tiles(caches["K"].tensor, caches["V"].tensor, paged))
     return rules_flash.attn_decode, values, functional, {n: cfg[n] for n in ("BLOCK_M", "BLOCK_N", "num_warps",
                                                                              "num_stages", "maxnreg") if n in cfg}
 
@@ -102,8 +106,7 @@ def decode_launch_args(q, k_cache, v_cache, cache_seqlens, *, sm_scale, block_ta
     inputs (no append, no window or score modifier), with fresh outputs: the
     tuner compiles configs ahead with attn_decode.warmup(*args, grid=grid, **kwargs)."""
     B, Sq, Hq, D = q.shape
-    cfg = default_decode_config(D, block_table is not None and page_tiles(
-        k_cache.shape[1], max(k_cache.stride(1), v_cache.stride(1))))
+    cfg = default_decode_config(D, _page_tiles(k_cache, v_cache, block_table is not None))
     cfg.update(config or {})
     o = torch.empty_like(q)
     lse = torch.empty((B, Hq, Sq), dtype=torch.float32, device=q.device)

@@ -36,7 +36,7 @@ import triton.language as tl
 
 from .attn_mods import LOG2E, SCORE_ALIBI, in_band, log2_scores, score_mod_params
 from .kv_cache import (cached_length, checked_slots, page_entries, page_tile_bases, sequence_caches, slot_offsets,
-                       tile_page, token_slots)
+                       token_slots)
 
 LN2 = tl.constexpr(0.6931471805599453)
 
@@ -113,11 +113,11 @@ def _decode_page_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, hi, offs
     _decode_tiles spent 997 (sm_90). An invalid entry masks its whole tile."""
     k_offs = offs_n[:, None] * stride_kn + offs_d[None, :]
     v_offs = offs_n[:, None] * stride_vn + offs_d[None, :]
-    nxt = tile_page(table_row, lo, page_size, lo < hi)
+    nxt = page_entries(table_row, lo, page_size, lo < hi)
     for start_n in tl.range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
         entry = nxt  # read one tile ahead: the K/V addresses wait on no load
-        nxt = tile_page(table_row, start_n + BLOCK_N, page_size, start_n + BLOCK_N < hi)
+        nxt = page_entries(table_row, start_n + BLOCK_N, page_size, start_n + BLOCK_N < hi)
         tile_ok = (entry >= 0) & (entry < num_blocks)
         k_base, v_base = page_tile_bases(tl.where(tile_ok, entry, 0), start_n % page_size, stride_kz, stride_kn,
                                          stride_vz, stride_vn)
@@ -141,36 +141,21 @@ def _decode_page_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, hi, offs
 
 
 @triton.jit
-def _key_ranges(acc, l_i, m_i, q, k_head, v_head, table_row, tiles, offs_n, offs_d, d_ok, row_tok, lo_off, hi_off,
-                qk_scale, mod0, mod1, page_size, num_blocks, stride_kz, stride_kn, stride_vz, stride_vn,
-                BLOCK_N: tl.constexpr, PAGED: tl.constexpr, PAGE_TILES: tl.constexpr, SCORE_MOD: tl.constexpr):
-    """The split's keys tiles = (lo, full_lo, full_hi, hi): masked edges
-    [lo, full_lo) and [full_hi, hi) around the unmasked [full_lo, full_hi).
-    PAGE_TILES: a paged cache whose pages hold whole tiles."""
-    lo, full_lo, full_hi, hi = tiles
+def _key_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, hi, offs_n, offs_d, d_ok, row_tok, lo_off, hi_off,
+               qk_scale, mod0, mod1, page_size, num_blocks, stride_kz, stride_kn, stride_vz, stride_vn,
+               BLOCK_N: tl.constexpr, PAGED: tl.constexpr, PAGE_TILES: tl.constexpr, MASKED: tl.constexpr,
+               SCORE_MOD: tl.constexpr):
+    """Key tiles [lo, hi) through the kernel's one tile path: one lookup per
+    tile (PAGE_TILES) or per key. Both paths in one kernel (a runtime branch
+    on the page size) took both loops' registers and shared memory (139 KB)."""
     if PAGE_TILES:
-        acc, l_i, m_i = _decode_page_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, full_lo, offs_n, offs_d,
-                                           d_ok, row_tok, lo_off, hi_off, qk_scale, mod0, mod1, page_size,
-                                           num_blocks, stride_kz, stride_kn, stride_vz, stride_vn, BLOCK_N, True,
-                                           SCORE_MOD)
-        acc, l_i, m_i = _decode_page_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, full_lo, full_hi, offs_n,
-                                           offs_d, d_ok, row_tok, lo_off, hi_off, qk_scale, mod0, mod1, page_size,
-                                           num_blocks, stride_kz, stride_kn, stride_vz, stride_vn, BLOCK_N, False,
-                                           SCORE_MOD)
-        acc, l_i, m_i = _decode_page_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, full_hi, hi, offs_n, offs_d,
-                                           d_ok, row_tok, lo_off, hi_off, qk_scale, mod0, mod1, page_size,
-                                           num_blocks, stride_kz, stride_kn, stride_vz, stride_vn, BLOCK_N, True,
-                                           SCORE_MOD)
+        acc, l_i, m_i = _decode_page_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, hi, offs_n, offs_d, d_ok,
+                                           row_tok, lo_off, hi_off, qk_scale, mod0, mod1, page_size, num_blocks,
+                                           stride_kz, stride_kn, stride_vz, stride_vn, BLOCK_N, MASKED, SCORE_MOD)
     else:
-        acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, full_lo, offs_n, offs_d, d_ok,
+        acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, hi, offs_n, offs_d, d_ok,
                                       row_tok, lo_off, hi_off, qk_scale, mod0, mod1, page_size, num_blocks, stride_kz,
-                                      stride_kn, stride_vz, stride_vn, BLOCK_N, PAGED, True, SCORE_MOD)
-        acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, full_lo, full_hi, offs_n, offs_d,
-                                      d_ok, row_tok, lo_off, hi_off, qk_scale, mod0, mod1, page_size, num_blocks,
-                                      stride_kz, stride_kn, stride_vz, stride_vn, BLOCK_N, PAGED, False, SCORE_MOD)
-        acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, full_hi, hi, offs_n, offs_d, d_ok,
-                                      row_tok, lo_off, hi_off, qk_scale, mod0, mod1, page_size, num_blocks, stride_kz,
-                                      stride_kn, stride_vz, stride_vn, BLOCK_N, PAGED, True, SCORE_MOD)
+                                      stride_kn, stride_vz, stride_vn, BLOCK_N, PAGED, MASKED, SCORE_MOD)
     return acc, l_i, m_i
 
 
@@ -288,12 +273,16 @@ def attn_decode(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DMODEL], dtype=tl.float32)
-    # One tile path per kernel: both in one kernel (a runtime branch on the
-    # page size) took both loops' registers and shared memory (139 KB).
-    acc, l_i, m_i = _key_ranges(acc, l_i, m_i, q, k_head, v_head, table_row, (lo, full_lo, full_hi, hi), offs_n,
-                                offs_d, d_ok, row_tok, lo_off, hi_off, qk_scale, mod0, mod1, page_size, num_blocks,
-                                stride_kz, stride_kn, stride_vz, stride_vn, BLOCK_N, PAGED, PAGE_TILES,
-                                SCORE_MOD)
+    # Masked edges [lo, full_lo) and [full_hi, hi) around the unmasked [full_lo, full_hi).
+    acc, l_i, m_i = _key_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, full_lo, offs_n, offs_d, d_ok,
+                               row_tok, lo_off, hi_off, qk_scale, mod0, mod1, page_size, num_blocks, stride_kz,
+                               stride_kn, stride_vz, stride_vn, BLOCK_N, PAGED, PAGE_TILES, True, SCORE_MOD)
+    acc, l_i, m_i = _key_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, full_lo, full_hi, offs_n, offs_d, d_ok,
+                               row_tok, lo_off, hi_off, qk_scale, mod0, mod1, page_size, num_blocks, stride_kz,
+                               stride_kn, stride_vz, stride_vn, BLOCK_N, PAGED, PAGE_TILES, False, SCORE_MOD)
+    acc, l_i, m_i = _key_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, full_hi, hi, offs_n, offs_d, d_ok,
+                               row_tok, lo_off, hi_off, qk_scale, mod0, mod1, page_size, num_blocks, stride_kz,
+                               stride_kn, stride_vz, stride_vn, BLOCK_N, PAGED, PAGE_TILES, True, SCORE_MOD)
 
     # Rows that saw no key: O = 0, LSE = -inf (not NaN).
     empty = l_i == 0.0

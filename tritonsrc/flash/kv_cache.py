@@ -26,18 +26,12 @@ def cached_length(cache_seqlens, b, seqlen_new, capacity):
 
 @triton.jit
 def page_entries(table_row, cols, page_size, valid):
-    """Raw block-table entries of tokens `cols` (paged caches); `valid` masks
+    """Raw block-table entries of tokens `cols` (a tensor, or one tile's first
+    key in the PAGE_TILES loop) of a paged cache; `valid` masks
     the reads of columns past the sequence (their page index may be past the
     table row). Split from checked_slots so a loop can read the next tile's
     entries one iteration ahead (the K/V address then waits on no load)."""
     return tl.load(table_row + cols // page_size, mask=valid, other=0)
-
-
-@triton.jit
-def tile_page(table_row, start, page_size, valid):
-    """Raw block-table entry of the page holding a tile that starts at key
-    `start` (a tile inside one page); 0 where not `valid`."""
-    return tl.load(table_row + start // page_size, mask=valid, other=0)
 
 
 @triton.jit
