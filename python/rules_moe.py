@@ -236,9 +236,15 @@ def _gemm_smem(f, c):
 def _gemm_prune(f, c, arch):
     if f["QUANT"] == C.QUANT_FP8_BLOCK and c["BLOCK_SIZE_K"] > 128:
         return False  # a K tile must sit inside one 128-wide scale group
-    # Keeps the tune profile to what can matter: grouping only for tall tiles,
+    # Keeps the tune profile to what can matter: decode tiles (BLOCK_SIZE_M <= 32)
+    # group 1 or 16 (16: an expert's several M blocks run next to each other and
+    # read each weight tile once from DRAM, the rest from L2; random routing at
+    # M=64 gives Mixtral-like layers 10-12 blocks for 8 experts), tall tiles 8-32,
     # 8 warps only from BLOCK_SIZE_M 64, small tiles for the scalar fallback.
-    if (c["GROUP_SIZE_M"] == 1) != (f["BLOCK_SIZE_M"] <= 32):
+    if f["BLOCK_SIZE_M"] <= 32:
+        if c["GROUP_SIZE_M"] not in (1, 16):
+            return False
+    elif c["GROUP_SIZE_M"] == 1:
         return False
     if c["num_warps"] == 8 and f["BLOCK_SIZE_M"] < 64:
         return False

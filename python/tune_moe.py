@@ -4,6 +4,7 @@ like the rule's LUT on (functional, bins of tokens per expert, N, K).
     python python/tune.py moe [--layers mixtral,deepseek] [--tokens 1,64,512,4096]
                               [--quants bf16,fp16,fp8_tensor,fp8_block,int4] [--gemms 1,2]
                               [--space quick|all] [--block-sizes auto|all] [--budget-s 220] [--jobs 16]
+                              [--retune]
 
 For each (layer, GEMM, M, quant) the GEMM runs on the operator's own inputs:
 random routing, moe_align with the block size fused_experts picks for M
@@ -52,9 +53,11 @@ KERNELS = {"fused_moe_gemm": "tritonsrc.moe.grouped_gemm:fused_moe_kernel",
 bin_of = T.bin_of
 
 
-def quick_space(configs, block_m, quant="bf16"):
+def quick_space(configs, block_m, quant="bf16", tokens_per_expert=0):
     """A regime's plausible configs: decode (BLOCK_SIZE_M 16/32) splits N into
-    narrow tiles with deep K pipelines; prefill uses wide wgmma tiles. int4
+    narrow tiles with deep K pipelines, grouping 16 M blocks only where an
+    expert may get several (more than half a block of slots per expert on
+    average: random routing then overflows a block); prefill uses wide wgmma tiles. int4
     decode: K tiles of 128/256 (64-128 contiguous bytes per weight row), the
     per-nibble dequantization against the PRMT ones (INT4_DOT 0, 3 and 4; 1
     never won on the H200 and 2 is 4 without inline PTX), 3-4 stages; wide N tiles amortize the
@@ -63,7 +66,9 @@ def quick_space(configs, block_m, quant="bf16"):
         keep = lambda c: (c["BLOCK_SIZE_K"] in (128, 256) and c["num_stages"] in (3, 4)  # noqa: E731
                           and (c["num_warps"] in (2, 4) or c["BLOCK_SIZE_N"] >= 128) and c["INT4_DOT"] in (0, 3, 4))
     elif block_m <= 32:
-        keep = lambda c: c["BLOCK_SIZE_N"] in (32, 64, 128) and c["num_stages"] in (3, 5)  # noqa: E731
+        groups = (1, 16) if 2 * tokens_per_expert > block_m else (1, )
+        keep = lambda c: (c["BLOCK_SIZE_N"] in (32, 64, 128) and c["num_stages"] in (3, 5)  # noqa: E731
+                          and c["GROUP_SIZE_M"] in groups)
     else:
         group = 8 if block_m == 64 else 16
         keep = lambda c: (c["BLOCK_SIZE_N"] in (128, 256) and c["BLOCK_SIZE_K"] in (64, 128)  # noqa: E731
@@ -267,12 +272,13 @@ def tune_moe(args, rule, load_db, save_db, db_path):
         fname = functional_name(f)
         rule_q = rule_of[quant]
         db = dbs[rule_q.name]
-        if not rule_q.valid(f, arch) or (rule_q.name, fname, tuple(bins)) in done:
+        if not rule_q.valid(f, arch) or (not args.retune and (rule_q.name, fname, tuple(bins)) in done):
             continue
         case = GemmCase(layer, gemm, M, quant, bm)
         default = dict(rule_q.tuning.default(f, arch))
         space = rule_q.tuning.all_configs(f, arch)
-        cands = quick_space(space, bm, quant) if args.space == "quick" else space
+        tokens_per_expert = -(-M * case.shape["topk"] // case.shape["E"])
+        cands = quick_space(space, bm, quant, tokens_per_expert) if args.space == "quick" else space
         cands = ([default] if default not in cands else []) + cands
         compile_err = T.compile_all(pool, T.candidate_jobs(rule_q.name, f, arch, cands, KERNELS[case.kernel],
                                                            case.launch))
@@ -311,4 +317,7 @@ def add_arguments(ap):
     ap.add_argument("--budget-s", type=float, default=float("inf"), help="stop starting new entries after this")
     ap.add_argument("--jobs", type=int, default=max(1, min(16, (os.cpu_count() or 2) - 1)))
     ap.add_argument("--rep-ms", type=int, default=25)
+    ap.add_argument("--retune", action="store_true",
+                    help="tune the listed entries again, replacing theirs (a new candidate in the space); "
+                         "a stopped run does not resume, it starts over")
     return ap

@@ -35,3 +35,40 @@ def invoke_grouped_gemm_hopper(a, b, c, topk_weights, sorted_token_ids, expert_i
         BLOCK_K=config["BLOCK_K"], GROUP_M=config["GROUP_M"], NUM_STAGES=config["NUM_STAGES"],
         num_warps=config["num_warps"])
     return c
+
+
+def invoke_grouped_gemm_hopper_fp8(a, b, c, a_scale, b_scale, topk_weights, sorted_token_ids, expert_ids,
+                                   num_tokens_post_padded, top_k, quant, config=None, mul_routed_weight=False):
+    """The fp8 w8a8 form (tritonsrc/moe/grouped_gemm_hopper_fp8.py): a, b fp8
+    e4m3, c bf16/fp16; scales as fused_moe_kernel takes them for `quant`
+    (1: a [1], b [E]; 2: a [rows, cdiv(K, 128)], b [E, cdiv(N, 128), cdiv(K, 128)];
+    3: a [rows], b [E, N]). config: the rule's keys (default: the rule's)."""
+    import torch
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    from python.kernel_rules import TmaArg
+    from python.rules_moe_hopper_fp8 import fused_moe_gemm_hopper_fp8 as rule
+    from tritonsrc.moe.grouped_gemm_hopper_fp8 import fused_moe_gemm_hopper_fp8
+
+    E, N, K = b.shape
+    functional = {"dtype": {torch.float16: "fp16", torch.bfloat16: "bf16"}[c.dtype], "QUANT": int(quant),
+                  "MUL_ROUTED_WEIGHT": bool(mul_routed_weight)}
+    config = config or rule.tuning.default(functional, 90)
+    arg = next(x for x in rule.args if isinstance(x, TmaArg))
+    assert E == 1 or b.stride(0) == N * b.stride(1), "the experts must lie back to back ([E * N, K] view)"
+    b_desc = TensorDescriptor(b, [E * N, K], [b.stride(1), 1], arg.block_shape(functional, config),
+                              arg.layout(functional, config))
+    if quant == 2:
+        s_a, s_b = (a_scale.stride(0), a_scale.stride(1)), (b_scale.stride(0), b_scale.stride(1), b_scale.stride(2))
+    elif quant == 3:
+        s_a, s_b = (a_scale.stride(0), 0), (b_scale.stride(0), b_scale.stride(1), 0)
+    else:
+        s_a, s_b = (0, 0), (b_scale.stride(0) if b_scale.numel() == E and E > 1 else 0, 0, 0)
+    EM = sorted_token_ids.numel()
+    grid = (triton.cdiv(EM, config["BLOCK_M"]) * triton.cdiv(N, config["BLOCK_N"]), )
+    fused_moe_gemm_hopper_fp8[grid](
+        a, b_desc, c, a_scale, b_scale, topk_weights if mul_routed_weight else a_scale, sorted_token_ids, expert_ids,
+        num_tokens_post_padded, N, K, EM, c.shape[0], top_k, a.stride(0), c.stride(0), *s_a, *s_b, E,
+        QUANT=int(quant), MUL_ROUTED_WEIGHT=bool(mul_routed_weight), BLOCK_M=config["BLOCK_M"],
+        BLOCK_N=config["BLOCK_N"], BLOCK_K=config["BLOCK_K"], GROUP_M=config["GROUP_M"],
+        NUM_STAGES=config["NUM_STAGES"], num_warps=config["num_warps"])
+    return c

@@ -23,6 +23,18 @@ def test_quick_space_is_a_small_subset_of_the_rule_space():
             if bm >= 64:  # prefill: wide wgmma tiles, both warp counts
                 assert {c["BLOCK_SIZE_N"] for c in quick} == {128, 256}
                 assert {c["num_warps"] for c in quick} == {4, 8}
+            else:  # decode at a few slots per expert: no expert spans two blocks, no grouping
+                assert {c["GROUP_SIZE_M"] for c in quick} == {1}
+
+
+def test_quick_space_groups_decode_blocks_where_an_expert_may_span_several():
+    # Mixtral-like M=64, top-2 of 8: 16 slots per expert on average, 10-12 blocks of 16 for 8 experts.
+    for quant in (C.QUANT_NONE, C.QUANT_FP8_TENSOR, C.QUANT_FP8_BLOCK):
+        space = RULE.tuning.all_configs(functional(16, quant), 90)
+        few, many = tune_moe.quick_space(space, 16, tokens_per_expert=8), tune_moe.quick_space(space, 16,
+                                                                                              tokens_per_expert=16)
+        assert {c["GROUP_SIZE_M"] for c in many} == {1, 16}
+        assert len(many) == 2 * len(few) and all(c in many for c in few)
 
 
 def test_rule_space_covers_hopper_prefill_and_decode_tiles():

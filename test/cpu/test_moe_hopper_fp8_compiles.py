@@ -1,0 +1,65 @@
+"""The sm_90 fp8 MoE grouped GEMM (rules_moe_hopper_fp8.py,
+tritonsrc/moe/grouped_gemm_hopper_fp8.py) compiles ahead of time without a GPU:
+no spills with the product and the accumulator both in registers, shared memory
+within the limit, weights by 2-D TMA, fp8 wgmma, the launcher's parameters; and
+each consumer adds every K tile's product into fp32 after waiting for its own
+wgmma only (no CTA-wide barrier in the loop). Numerics on the GPU:
+test/gpu/test_moe_hopper_fp8_gpu.py."""
+import re
+
+import pytest
+
+pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
+
+from python import compile_kernel  # noqa: E402
+from python.cubin_resources import cuobjdump, resources  # noqa: E402
+from python.rules_moe_hopper_fp8 import fused_moe_gemm_hopper_fp8 as RULE  # noqa: E402
+from test_flash_hopper_compiles import SM90_MAX_SHARED, _expected_params, _ptx_params  # noqa: E402
+
+FUNCTIONALS = [{"dtype": "bf16", "QUANT": q, "MUL_ROUTED_WEIGHT": w} for q in (1, 2, 3) for w in (False, True)] + [
+    {"dtype": "fp16", "QUANT": 2, "MUL_ROUTED_WEIGHT": True}]
+
+
+def _innermost_loops(sass, marker):
+    """The SASS of each innermost loop (a backward branch to its target) holding `marker`."""
+    lines = sass.splitlines()
+    addr = {int(m.group(1), 16): i for i, l in enumerate(lines) if (m := re.search(r"/\*([0-9a-f]{4,})\*/", l))}
+    spans = []
+    for i, l in enumerate(lines):
+        m = re.search(r"/\*([0-9a-f]{4,})\*/.*\bBRA\b.*?(0x[0-9a-f]+)", l)
+        if m and int(m.group(2), 16) < int(m.group(1), 16) and int(m.group(2), 16) in addr:
+            lo = addr[int(m.group(2), 16)]
+            if any(marker in x for x in lines[lo:i + 1]):
+                spans.append((lo, i))
+    # A wait's retry stub past the code branches back into a loop: its span overlaps a shorter one.
+    inner = [s for s in spans if not any(o[1] - o[0] < s[1] - s[0] and o[0] <= s[1] and s[0] <= o[1] for o in spans)]
+    return ["\n".join(lines[lo:hi + 1]) for lo, hi in inner]
+
+
+@pytest.mark.parametrize("functional", FUNCTIONALS, ids=str)
+def test_compiles_without_spills_and_overlaps_the_promotion(functional):
+    config = RULE.tuning.default(functional, 90)
+    compiled = compile_kernel.compile_one(RULE, functional, config, 90)
+    cubin = compiled.asm["cubin"]
+    res = resources(cubin)
+    assert res["stack"] == 0 and res["local"] == 0, f"register spills: {res}"
+    assert int(compiled.metadata.shared) <= SM90_MAX_SHARED
+    assert _ptx_params(compiled.asm["ptx"]) == _expected_params(RULE)
+    ptx = compiled.asm["ptx"]
+    assert "cp.async.bulk.tensor.2d" in ptx and "cp.async.cg.shared.global" in ptx
+    sass = cuobjdump(["-sass"], cubin)
+    mma_loops = _innermost_loops(sass, "QGMMA.64x128x32.F32.E4M3.E4M3")
+    assert len(mma_loops) == 2, "one fp8 wgmma loop per consumer warpgroup"
+    for body in mma_loops:
+        cta_wide = [l for l in body.splitlines() if "BAR.SYNC" in l and ", 0x80 ;" not in l]
+        assert not cta_wide, f"only mbarriers and the warpgroup's own named barrier in the loop: {cta_wide}"
+        assert body.count("QGMMA") == 4, "one 128-wide K tile per iteration"
+        adds = body.count("FFMA") if functional["QUANT"] == 2 else body.count("FADD")
+        assert adds >= 64, "the tile's 64 x 128 product is promoted into fp32 every iteration"
+
+
+def test_tuning_space_is_one_scale_group_wide_and_fits():
+    for f in FUNCTIONALS:
+        for c in RULE.tuning.all_configs(f, 90):
+            assert c["BLOCK_N"] == 128 and c["BLOCK_K"] == 128
+            assert c["NUM_STAGES"] * 128 * (128 + 128) <= 227 * 1024

@@ -1,0 +1,103 @@
+"""The sm_90 fp8 MoE grouped GEMM (tritonsrc/moe/grouped_gemm_hopper_fp8.py, through
+its JIT launcher python/jit/moe_gemm_hopper.py): per-tensor, 128x128 block and
+per-channel scales against the float64 product of the same quantized operands,
+on fresh random data with NaN-poisoned outputs; K and N not multiples of the
+tile; both GEMM forms of fused_experts (gathered tokens with top_k, and routed
+weights); bad expert ids write zeros and read nothing."""
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0),
+                                reason="needs an sm_90 GPU")
+
+DEV = "cuda"
+FP8 = torch.float8_e4m3fn
+# One output rounding (bf16: 2^-8 relative) over fp32 sums of exact fp8 products;
+# the fp8 wgmma adds a 128-wide K tile in reduced precision before the fp32 promotion.
+TOL = {torch.bfloat16: 1e-2, torch.float16: 3e-3}
+
+
+def quantize(x, w, quant):
+    """(a fp8, a_scale, b fp8, b_scale, a dequantized fp64, b dequantized fp64) as fused_experts quantizes."""
+    from python.jit import moe as mj
+    from python.tune_moe import _quant_block
+
+    if quant == 1:
+        a_s = (x.float().abs().amax().clamp(min=1e-10) / 448.0).reshape(1)
+        a = mj.per_tensor_quant_fp8(x, a_s)
+        b_s = w.float().abs().amax((1, 2)).clamp(min=1e-10) / 448.0
+        b = (w.float() / b_s[:, None, None]).to(FP8)
+        return a, a_s, b, b_s, a.double() * a_s.double(), b.double() * b_s.double()[:, None, None]
+    if quant == 2:
+        a, a_s = mj.per_token_group_quant_fp8(x)
+        b, b_s = _quant_block(w)
+        K, N = x.shape[1], w.shape[1]
+        a_deq = a.double() * a_s.double().repeat_interleave(128, 1)[:, :K]
+        b_deq = b.double() * b_s.double().repeat_interleave(128, 1).repeat_interleave(128, 2)[:, :N, :K]
+        return a, a_s, b, b_s, a_deq, b_deq
+    a_s = x.float().abs().amax(1).clamp(min=1e-10) / 448.0
+    a = (x.float() / a_s[:, None]).to(FP8)
+    b_s = w.float().abs().amax(2).clamp(min=1e-10) / 448.0
+    b = (w.float() / b_s[:, :, None]).to(FP8)
+    return a, a_s, b, b_s, a.double() * a_s.double()[:, None], b.double() * b_s.double()[:, :, None]
+
+
+def run(quant, M, E, top_k, N, K, form, dtype=torch.bfloat16, seed=0, bad_expert=None):
+    from python.jit import moe as mj
+    from python.jit.moe_gemm_hopper import invoke_grouped_gemm_hopper_fp8
+
+    g = torch.Generator(device=DEV).manual_seed(seed)
+    ids = torch.rand(M, E, device=DEV, generator=g).topk(top_k, dim=-1).indices.to(torch.int32)
+    rows, gather = (M, top_k) if form == "gemm1" else (M * top_k, 1)
+    x = torch.randn(rows, K, device=DEV, generator=g).to(dtype)
+    w = (torch.randn(E, N, K, device=DEV, generator=g) / K ** 0.5).to(dtype)
+    tw = torch.rand(M * top_k, device=DEV, generator=g) + 0.1
+    a, a_s, b, b_s, a_deq, b_deq = quantize(x, w, quant)
+    s, e, n = mj.moe_align_block_size(ids, 128, E)
+    if bad_expert is not None:
+        e[0] = bad_expert
+    c = torch.full((M * top_k, N), float("nan"), dtype=dtype, device=DEV)
+    mul = form == "gemm2"
+    invoke_grouped_gemm_hopper_fp8(a, b, c, a_s, b_s, tw if mul else None, s, e, n, gather, quant,
+                                   mul_routed_weight=mul)
+    torch.cuda.synchronize()
+    ref = torch.zeros(M * top_k, N, dtype=torch.float64, device=DEV)
+    flat = ids.reshape(-1).long()
+    for ex in flat.unique().tolist():
+        sl = (flat == ex).nonzero().flatten()
+        ref[sl] = a_deq[sl // gather] @ b_deq[ex].T
+    if mul:
+        ref *= tw.double()[:, None]
+    return c, ref, s
+
+
+def rel_err(c, ref):
+    return ((c.double() - ref).norm() / ref.norm()).item()
+
+
+@pytest.mark.parametrize("quant", [1, 2, 3])
+@pytest.mark.parametrize("form", ["gemm1", "gemm2"])
+@pytest.mark.parametrize("M,E,top_k,N,K", [(300, 8, 2, 384, 512), (77, 16, 4, 272, 528), (1024, 8, 2, 256, 1024)])
+def test_matches_the_float64_product_of_the_quantized_operands(quant, form, M, E, top_k, N, K):
+    c, ref, _ = run(quant, M, E, top_k, N, K, form, seed=M + N + quant)
+    assert torch.isfinite(c).all(), "every slot written"
+    assert rel_err(c, ref) < TOL[torch.bfloat16]
+
+
+def test_fp16_output():
+    c, ref, _ = run(2, 200, 8, 2, 256, 512, "gemm2", dtype=torch.float16, seed=5)
+    assert torch.isfinite(c).all()
+    assert rel_err(c, ref) < TOL[torch.float16]
+
+
+@pytest.mark.parametrize("bad", [-1, 8, 1 << 30])
+@pytest.mark.parametrize("quant", [1, 2, 3])
+def test_bad_expert_id_writes_zeros(bad, quant):
+    c, ref, s = run(quant, 300, 8, 2, 256, 512, "gemm1", seed=7, bad_expert=bad)
+    block = s[:128].long()
+    block = block[block < c.shape[0]]
+    assert torch.equal(c[block].float(), torch.zeros_like(c[block].float())), "the bad block's rows are zeros"
+    rest = torch.ones(c.shape[0], dtype=torch.bool, device=DEV)
+    rest[block] = False
+    assert torch.isfinite(c).all()
+    assert ((c[rest].double() - ref[rest]).norm() / ref[rest].norm()).item() < TOL[torch.bfloat16]

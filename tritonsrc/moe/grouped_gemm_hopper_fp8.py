@@ -1,0 +1,167 @@
+"""The MoE grouped GEMM for Hopper (sm_90) on fp8 w8a8 operands, in Gluon: the
+warp-specialized schedule of grouped_gemm_hopper.py (two consumer warpgroups of
+64 rows sharing each B stage, a 1-warp TMA loader for the weights, a 2-warp
+cp.async gatherer for the token rows) with the fp8 scales of fused_moe_kernel
+(grouped_gemm.py): QUANT 1 per tensor (a [1], b [E]), 2 blocks of 128 x 128
+(a [rows, cdiv(K, 128)], b [E, cdiv(N, 128), cdiv(K, 128)]), 3 per token and
+per output channel (a [rows], b [E, N]). Output bf16 or fp16, fp32 accumulation.
+
+Why a kernel of its own: sm_90's fp8 wgmma sums in limited precision, so each
+128-wide K tile's product is added into the fp32 accumulator by the CUDA cores
+(fused_moe_kernel does it with max_num_imprecise_acc, the block path multiplies
+the scales in). Triton waits for the tile's wgmma before that add with one
+warpgroup program, leaving the tensor cores idle meanwhile (SASS:
+docs/notes-moe-perf.md). Here each consumer warpgroup waits for its own tile
+product and adds it while the other warpgroup's wgmma runs, as DeepGEMM-style
+fp8 kernels overlap their promotion; the loaders keep NUM_STAGES tiles ahead.
+
+Registers per consumer thread: the accumulator and one tile product, each
+ROWS x BLOCK_N / 128 fp32, so BLOCK_N is 128 (256 would need 256 of them).
+"""
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, warpgroup_mma, warpgroup_mma_wait
+
+from .grouped_gemm_hopper import GATHER_WARPS, ROWS, _gather_a, _load_b, _store_c
+
+SCALE_GROUP = gl.constexpr(128)  # block-quant group along K (A and B) and N (B)
+
+
+@gluon.jit
+def _consume_fp8(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr,
+                 sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k, stride_cm,
+                 stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, WHICH: gl.constexpr,
+                 QUANT: gl.constexpr, MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_N: gl.constexpr,
+                 NUM_STAGES: gl.constexpr):
+    NUM_WARPS: gl.constexpr = gl.num_warps()
+    acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NUM_WARPS, 1],
+                                                         instr_shape=[16, BLOCK_N, 32])
+    rows_l: gl.constexpr = gl.SliceLayout(1, acc_layout)
+    cols_l: gl.constexpr = gl.SliceLayout(0, acc_layout)
+    acc = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=acc_layout)
+    part = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=acc_layout)
+    # This warpgroup's rows: their A row (token) for the A scales.
+    offs_m = pid_m * (2 * ROWS) + WHICH * ROWS + gl.arange(0, ROWS, layout=rows_l)
+    slot = gl.load(sorted_ids_ptr + offs_m, mask=offs_m < EM, other=num_valid_tokens)
+    slot_ok = (slot >= 0) & (slot < num_valid_tokens)
+    a_row = gl.where(slot_ok, slot // top_k, 0).to(gl.int64)
+    offs_n = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=cols_l)
+    n_ok = offs_n < N
+    e64 = gl.where(expert_ok, expert, 0).to(gl.int64)  # a bad expert reads no scale (k_tiles is 0)
+    if QUANT == 2:
+        as_ptrs = a_scale_ptr + a_row * stride_asm
+        # The tile's columns are one scale group (BLOCK_N == 128): one B scale per K tile.
+        bs_ptr = b_scale_ptr + e64 * stride_bse + pid_n * stride_bsn
+        # The scales load one tile ahead of the add that uses them.
+        a_s = gl.load(as_ptrs, mask=slot_ok & (k_tiles > 0), other=0.0)
+        b_s = gl.load(bs_ptr, mask=k_tiles > 0, other=0.0)
+    for t in range(0, k_tiles):
+        stage = t % NUM_STAGES
+        phase = (t // NUM_STAGES) & 1
+        mbarrier.wait(ready_a.index(stage), phase)
+        mbarrier.wait(ready_b.index(stage), phase)
+        a = a_ring.index(stage).slice(WHICH * ROWS, ROWS)
+        tok = warpgroup_mma(a, b_ring.index(stage).permute((1, 0)), part, use_acc=False, is_async=True)
+        if QUANT == 2:
+            more = t + 1 < k_tiles
+            a_s_next = gl.load(as_ptrs + (t + 1) * stride_ask, mask=slot_ok & more, other=0.0)
+            b_s_next = gl.load(bs_ptr + (t + 1) * stride_bsk, mask=more, other=0.0)
+        part = warpgroup_mma_wait(num_outstanding=0, deps=(tok, ))
+        mbarrier.arrive(empty.index(stage))
+        # Promote the tile's product into fp32 while the other warpgroup's wgmma runs.
+        if QUANT == 2:
+            acc += part * gl.expand_dims(a_s * b_s, 1)
+            a_s = a_s_next
+            b_s = b_s_next
+        else:
+            acc += part
+    if QUANT == 1:
+        acc = acc * (gl.load(a_scale_ptr) * gl.load(b_scale_ptr + e64 * stride_bse))
+    if QUANT == 3:
+        a_s = gl.load(a_scale_ptr + a_row * stride_asm, mask=slot_ok, other=0.0)
+        b_s = gl.load(b_scale_ptr + e64 * stride_bse + offs_n * stride_bsn, mask=n_ok & expert_ok, other=0.0)
+        acc = acc * (gl.expand_dims(a_s, 1) * gl.expand_dims(b_s, 0))
+    _store_c(acc, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, pid_n, N, EM, num_valid_tokens, stride_cm,
+             expert_ok, WHICH, MUL_ROUTED_WEIGHT, BLOCK_N)
+
+
+@gluon.jit
+def _consume_fp8_top(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr,
+                     sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k, stride_cm,
+                     stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, QUANT: gl.constexpr,
+                     MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+    _consume_fp8(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr,
+                 sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k, stride_cm, stride_asm,
+                 stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, 0, QUANT, MUL_ROUTED_WEIGHT, BLOCK_N,
+                 NUM_STAGES)
+
+
+@gluon.jit
+def _consume_fp8_bottom(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr,
+                        sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k, stride_cm,
+                        stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, QUANT: gl.constexpr,
+                        MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+    _consume_fp8(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr,
+                 sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k, stride_cm, stride_asm,
+                 stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, 1, QUANT, MUL_ROUTED_WEIGHT, BLOCK_N,
+                 NUM_STAGES)
+
+
+@gluon.jit(do_not_specialize=["EM", "num_valid_tokens", "top_k"])
+def fused_moe_gemm_hopper_fp8(a_ptr, b_desc, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr,
+                              sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr, N, K, EM,
+                              num_valid_tokens, top_k, stride_am, stride_cm, stride_asm, stride_ask, stride_bse,
+                              stride_bsn, stride_bsk, num_experts, QUANT: gl.constexpr,
+                              MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                              BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr):
+    """One BLOCK_M x BLOCK_N tile of C; grid and tile order as fused_moe_gemm_hopper.
+
+    a_ptr   fp8 [rows, K] (row stride stride_am), gathered by slot // top_k
+    b_desc  TMA descriptor over the fp8 weights [E, N, K] viewed as [E * N, K]
+    c_ptr   bf16/fp16 [num_valid_tokens, N], row = slot
+    a_scale_ptr, b_scale_ptr  fp32, by QUANT (module doc), strides (stride_asm, stride_ask),
+            (stride_bse, stride_bsn, stride_bsk); unused strides may be 0
+    the rest as fused_moe_gemm_hopper.
+    """
+    gl.static_assert(BLOCK_M == 2 * ROWS, "BLOCK_M is two consumer warpgroups of 64 rows")
+    gl.static_assert((QUANT >= 1) & (QUANT <= 3), "fp8 scales: 1 per tensor, 2 blocks of 128, 3 per channel")
+    gl.static_assert((QUANT != 2) | ((BLOCK_K == SCALE_GROUP) & (BLOCK_N == SCALE_GROUP)),
+                     "a block-scaled tile is one scale group along K and along N")
+    num_pid_m = gl.cdiv(EM, BLOCK_M)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    in_group = GROUP_M * num_pid_n
+    pid = gl.program_id(0)
+    first_m = (pid // in_group) * GROUP_M
+    group_m = gl.minimum(num_pid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % in_group) % group_m
+    pid_n = (pid % in_group) // group_m
+    if pid_m * BLOCK_M >= gl.load(num_tokens_post_padded_ptr):
+        return
+    expert = gl.load(expert_ids_ptr + pid_m)
+    expert_ok = (expert >= 0) & (expert < num_experts)
+    k_tiles = gl.where(expert_ok, gl.cdiv(K, BLOCK_K), 0)
+    row_b = gl.where(expert_ok, expert, 0) * N + pid_n * BLOCK_N
+
+    a_ring = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], b_desc.layout)
+    b_ring = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], b_desc.layout)
+    ready_a = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    ready_b = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(ready_a.index(i), count=GATHER_WARPS * 32)
+        mbarrier.init(ready_b.index(i), count=1)
+        mbarrier.init(empty.index(i), count=2)
+
+    gl.warp_specialize([
+        (_consume_fp8_top, (a_ring, b_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
+                            topk_weights_ptr, sorted_token_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM,
+                            num_valid_tokens, top_k, stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn,
+                            stride_bsk, expert_ok, QUANT, MUL_ROUTED_WEIGHT, BLOCK_N, NUM_STAGES)),
+        (_consume_fp8_bottom, (a_ring, b_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
+                               topk_weights_ptr, sorted_token_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM,
+                               num_valid_tokens, top_k, stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn,
+                               stride_bsk, expert_ok, QUANT, MUL_ROUTED_WEIGHT, BLOCK_N, NUM_STAGES)),
+        (_load_b, (b_desc, b_ring, ready_b, empty, row_b, k_tiles, BLOCK_K, NUM_STAGES)),
+        (_gather_a, (a_ptr, a_ring, ready_a, empty, sorted_token_ids_ptr, pid_m, k_tiles, K, EM, num_valid_tokens,
+                     top_k, stride_am, BLOCK_M, BLOCK_K, NUM_STAGES)),
+    ], [4, 1, GATHER_WARPS], [224, 40, 80])
