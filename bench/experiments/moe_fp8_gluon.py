@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("AOTRITON_JIT_AOT_FORM", "1")
 
-GLUON_FP8_CONFIGS = [dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, GROUP_M=g, NUM_STAGES=s, num_warps=4)
-                     for g, s in ((8, 4), (8, 5), (8, 6), (16, 5))]
+GLUON_FP8_CONFIGS = [dict(BLOCK_M=128, BLOCK_N=n, BLOCK_K=128, GROUP_M=g, NUM_STAGES=s, num_warps=4)
+                     for n, g, s in ((128, 8, 5), (256, 8, 3), (256, 8, 4), (256, 16, 4))]
 
 
 def db_config(case, rule_name="fused_moe_gemm"):

@@ -36,9 +36,10 @@ def _innermost_loops(sass, marker):
     return ["\n".join(lines[lo:hi + 1]) for lo, hi in inner]
 
 
+@pytest.mark.parametrize("block_n", [128, 256])
 @pytest.mark.parametrize("functional", FUNCTIONALS, ids=str)
-def test_compiles_without_spills_and_overlaps_the_promotion(functional):
-    config = RULE.tuning.default(functional, 90)
+def test_compiles_without_spills_and_overlaps_the_promotion(functional, block_n):
+    config = dict(RULE.tuning.default(functional, 90), BLOCK_N=block_n, NUM_STAGES=4)
     compiled = compile_kernel.compile_one(RULE, functional, config, 90)
     cubin = compiled.asm["cubin"]
     res = resources(cubin)
@@ -53,13 +54,17 @@ def test_compiles_without_spills_and_overlaps_the_promotion(functional):
     for body in mma_loops:
         cta_wide = [l for l in body.splitlines() if "BAR.SYNC" in l and ", 0x80 ;" not in l]
         assert not cta_wide, f"only mbarriers and the warpgroup's own named barrier in the loop: {cta_wide}"
-        assert body.count("QGMMA") == 4, "one 128-wide K tile per iteration"
+        halves = block_n // 128
+        assert body.count("QGMMA") == 4 * halves, "one 128-wide K tile per iteration"
+        assert body.count("WARPGROUP.DEPBAR.LE gsb0, 0x0") == halves, "each half's product waited for once"
         adds = body.count("FFMA") if functional["QUANT"] == 2 else body.count("FADD")
-        assert adds >= 64, "the tile's 64 x 128 product is promoted into fp32 every iteration"
+        assert adds >= 64 * halves, "each half's 64 x 128 product is promoted into fp32 every iteration"
 
 
-def test_tuning_space_is_one_scale_group_wide_and_fits():
+def test_tuning_space_is_whole_scale_groups_and_fits():
     for f in FUNCTIONALS:
-        for c in RULE.tuning.all_configs(f, 90):
-            assert c["BLOCK_N"] == 128 and c["BLOCK_K"] == 128
-            assert c["NUM_STAGES"] * 128 * (128 + 128) <= 227 * 1024
+        space = RULE.tuning.all_configs(f, 90)
+        assert {c["BLOCK_N"] for c in space} == {128, 256}
+        for c in space:
+            assert c["BLOCK_K"] == 128
+            assert c["NUM_STAGES"] * 128 * (128 + c["BLOCK_N"]) <= 227 * 1024

@@ -42,7 +42,7 @@ def quantize(x, w, quant):
     return a, a_s, b, b_s, a.double() * a_s.double()[:, None], b.double() * b_s.double()[:, :, None]
 
 
-def run(quant, M, E, top_k, N, K, form, dtype=torch.bfloat16, seed=0, bad_expert=None):
+def run(quant, M, E, top_k, N, K, form, dtype=torch.bfloat16, seed=0, bad_expert=None, block_n=None):
     from python.jit import moe as mj
     from python.jit.moe_gemm_hopper import invoke_grouped_gemm_hopper_fp8
 
@@ -58,7 +58,12 @@ def run(quant, M, E, top_k, N, K, form, dtype=torch.bfloat16, seed=0, bad_expert
         e[0] = bad_expert
     c = torch.full((M * top_k, N), float("nan"), dtype=dtype, device=DEV)
     mul = form == "gemm2"
-    invoke_grouped_gemm_hopper_fp8(a, b, c, a_s, b_s, tw if mul else None, s, e, n, gather, quant,
+    config = None
+    if block_n:
+        from python.rules_moe_hopper_fp8 import fused_moe_gemm_hopper_fp8 as rule
+        f = {"dtype": {torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype], "QUANT": quant, "MUL_ROUTED_WEIGHT": mul}
+        config = dict(rule.tuning.default(f, 90), BLOCK_N=block_n, NUM_STAGES=4)
+    invoke_grouped_gemm_hopper_fp8(a, b, c, a_s, b_s, tw if mul else None, s, e, n, gather, quant, config,
                                    mul_routed_weight=mul)
     torch.cuda.synchronize()
     ref = torch.zeros(M * top_k, N, dtype=torch.float64, device=DEV)
@@ -75,11 +80,13 @@ def rel_err(c, ref):
     return ((c.double() - ref).norm() / ref.norm()).item()
 
 
+@pytest.mark.parametrize("block_n", [128, 256])
 @pytest.mark.parametrize("quant", [1, 2, 3])
 @pytest.mark.parametrize("form", ["gemm1", "gemm2"])
 @pytest.mark.parametrize("M,E,top_k,N,K", [(300, 8, 2, 384, 512), (77, 16, 4, 272, 528), (1024, 8, 2, 256, 1024)])
-def test_matches_the_float64_product_of_the_quantized_operands(quant, form, M, E, top_k, N, K):
-    c, ref, _ = run(quant, M, E, top_k, N, K, form, seed=M + N + quant)
+def test_matches_the_float64_product_of_the_quantized_operands(quant, form, M, E, top_k, N, K, block_n):
+    # N 384 and 272 with 256-wide tiles: a last tile whose second half is partly or wholly past N.
+    c, ref, _ = run(quant, M, E, top_k, N, K, form, seed=M + N + quant, block_n=block_n)
     assert torch.isfinite(c).all(), "every slot written"
     assert rel_err(c, ref) < TOL[torch.bfloat16]
 
@@ -90,10 +97,11 @@ def test_fp16_output():
     assert rel_err(c, ref) < TOL[torch.float16]
 
 
+@pytest.mark.parametrize("block_n", [128, 256])
 @pytest.mark.parametrize("bad", [-1, 8, 1 << 30])
 @pytest.mark.parametrize("quant", [1, 2, 3])
-def test_bad_expert_id_writes_zeros(bad, quant):
-    c, ref, s = run(quant, 300, 8, 2, 256, 512, "gemm1", seed=7, bad_expert=bad)
+def test_bad_expert_id_writes_zeros(bad, quant, block_n):
+    c, ref, s = run(quant, 300, 8, 2, 256, 512, "gemm1", seed=7, bad_expert=bad, block_n=block_n)
     block = s[:128].long()
     block = block[block < c.shape[0]]
     assert torch.equal(c[block].float(), torch.zeros_like(c[block].float())), "the bad block's rows are zeros"

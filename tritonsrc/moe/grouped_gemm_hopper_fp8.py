@@ -15,8 +15,11 @@ docs/notes-moe-perf.md). Here each consumer warpgroup waits for its own tile
 product and adds it while the other warpgroup's wgmma runs, as DeepGEMM-style
 fp8 kernels overlap their promotion; the loaders keep NUM_STAGES tiles ahead.
 
-Registers per consumer thread: the accumulator and one tile product, each
-ROWS x BLOCK_N / 128 fp32, so BLOCK_N is 128 (256 would need 256 of them).
+Tiles of 128 x 128 x 128 fp8 need ~128 FLOP per byte moved from L2 to shared
+memory: at ~10 TB/s of L2 bandwidth that caps them near 1 PFLOP/s, below the
+fp8 tensor cores. BLOCK_N 256 halves the A traffic per FLOP; a consumer then
+keeps two 64 x 128 accumulators and one 64 x 128 product in registers (a
+whole 64 x 256 product would need 256 per thread beside the accumulator's 128).
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -28,61 +31,104 @@ SCALE_GROUP = gl.constexpr(128)  # block-quant group along K (A and B) and N (B)
 
 
 @gluon.jit
+def _promote(acc, part, a_s, b_s, QUANT: gl.constexpr):
+    """acc + one K tile's product: scaled by the tile's row and column-group scales (QUANT 2)."""
+    if QUANT == 2:
+        return acc + part * gl.expand_dims(a_s * b_s, 1)
+    return acc + part
+
+
+@gluon.jit
+def _store_half(acc, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr, sorted_ids_ptr, e64, a_row, slot_ok, pid_m,
+                half_n, N, EM, num_valid_tokens, stride_cm, stride_asm, stride_bse, stride_bsn, expert_ok,
+                WHICH: gl.constexpr, QUANT: gl.constexpr, MUL_ROUTED_WEIGHT: gl.constexpr):
+    """Columns [half_n * 128, + 128) of this warpgroup's rows: per-tensor or per-channel scales, then the store."""
+    if QUANT == 1:
+        acc = acc * (gl.load(a_scale_ptr) * gl.load(b_scale_ptr + e64 * stride_bse))
+    if QUANT == 3:
+        cols_l: gl.constexpr = gl.SliceLayout(0, acc.type.layout)
+        offs_n = half_n * SCALE_GROUP + gl.arange(0, SCALE_GROUP, layout=cols_l)
+        a_s = gl.load(a_scale_ptr + a_row * stride_asm, mask=slot_ok, other=0.0)
+        b_s = gl.load(b_scale_ptr + e64 * stride_bse + offs_n * stride_bsn, mask=(offs_n < N) & expert_ok, other=0.0)
+        acc = acc * (gl.expand_dims(a_s, 1) * gl.expand_dims(b_s, 0))
+    _store_c(acc, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, half_n, N, EM, num_valid_tokens, stride_cm,
+             expert_ok, WHICH, MUL_ROUTED_WEIGHT, SCALE_GROUP)
+
+
+@gluon.jit
 def _consume_fp8(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr,
                  sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k, stride_cm,
                  stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, WHICH: gl.constexpr,
                  QUANT: gl.constexpr, MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_N: gl.constexpr,
                  NUM_STAGES: gl.constexpr):
+    """This warpgroup's 64 rows of the tile, in one or two 128-column halves:
+    each half's product (64 registers) is waited for and promoted before the
+    next is issued, so a 256-wide tile holds 2 x 64 accumulator registers and
+    one 64-register product (a whole-tile product would need 256)."""
     NUM_WARPS: gl.constexpr = gl.num_warps()
+    HALF: gl.constexpr = SCALE_GROUP
+    TWO: gl.constexpr = BLOCK_N == 2 * HALF
     acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NUM_WARPS, 1],
-                                                         instr_shape=[16, BLOCK_N, 32])
+                                                         instr_shape=[16, HALF, 32])
     rows_l: gl.constexpr = gl.SliceLayout(1, acc_layout)
-    cols_l: gl.constexpr = gl.SliceLayout(0, acc_layout)
-    acc = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=acc_layout)
-    part = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=acc_layout)
+    acc0 = gl.zeros([ROWS, HALF], gl.float32, layout=acc_layout)
+    acc1 = gl.zeros([ROWS, HALF], gl.float32, layout=acc_layout)
+    part = gl.zeros([ROWS, HALF], gl.float32, layout=acc_layout)
     # This warpgroup's rows: their A row (token) for the A scales.
     offs_m = pid_m * (2 * ROWS) + WHICH * ROWS + gl.arange(0, ROWS, layout=rows_l)
     slot = gl.load(sorted_ids_ptr + offs_m, mask=offs_m < EM, other=num_valid_tokens)
     slot_ok = (slot >= 0) & (slot < num_valid_tokens)
     a_row = gl.where(slot_ok, slot // top_k, 0).to(gl.int64)
-    offs_n = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=cols_l)
-    n_ok = offs_n < N
     e64 = gl.where(expert_ok, expert, 0).to(gl.int64)  # a bad expert reads no scale (k_tiles is 0)
+    n0 = pid_n * (BLOCK_N // HALF)  # the first half's 128-column group
+    a_s = 0.0
+    b_s0 = 0.0
+    b_s1 = 0.0
     if QUANT == 2:
         as_ptrs = a_scale_ptr + a_row * stride_asm
-        # The tile's columns are one scale group (BLOCK_N == 128): one B scale per K tile.
-        bs_ptr = b_scale_ptr + e64 * stride_bse + pid_n * stride_bsn
-        # The scales load one tile ahead of the add that uses them.
+        bs_ptr = b_scale_ptr + e64 * stride_bse + n0 * stride_bsn
+        # A half's columns are one scale group: one B scale per half and K tile. Past
+        # N (the second half of the last tile) there is no group: scale 0.
+        two_ok = (n0 + 1) * HALF < N
+        # The scales load one tile ahead of the adds that use them.
         a_s = gl.load(as_ptrs, mask=slot_ok & (k_tiles > 0), other=0.0)
-        b_s = gl.load(bs_ptr, mask=k_tiles > 0, other=0.0)
+        b_s0 = gl.load(bs_ptr, mask=k_tiles > 0, other=0.0)
+        if TWO:
+            b_s1 = gl.load(bs_ptr + stride_bsn, mask=two_ok & (k_tiles > 0), other=0.0)
     for t in range(0, k_tiles):
         stage = t % NUM_STAGES
         phase = (t // NUM_STAGES) & 1
         mbarrier.wait(ready_a.index(stage), phase)
         mbarrier.wait(ready_b.index(stage), phase)
         a = a_ring.index(stage).slice(WHICH * ROWS, ROWS)
-        tok = warpgroup_mma(a, b_ring.index(stage).permute((1, 0)), part, use_acc=False, is_async=True)
+        b = b_ring.index(stage)
+        tok = warpgroup_mma(a, b.slice(0, HALF).permute((1, 0)), part, use_acc=False, is_async=True)
         if QUANT == 2:
             more = t + 1 < k_tiles
             a_s_next = gl.load(as_ptrs + (t + 1) * stride_ask, mask=slot_ok & more, other=0.0)
-            b_s_next = gl.load(bs_ptr + (t + 1) * stride_bsk, mask=more, other=0.0)
+            b_s0_next = gl.load(bs_ptr + (t + 1) * stride_bsk, mask=more, other=0.0)
+            if TWO:
+                b_s1_next = gl.load(bs_ptr + stride_bsn + (t + 1) * stride_bsk, mask=two_ok & more, other=0.0)
         part = warpgroup_mma_wait(num_outstanding=0, deps=(tok, ))
+        # Promote while the other warpgroup's wgmma runs.
+        acc0 = _promote(acc0, part, a_s, b_s0, QUANT)
+        if TWO:
+            tok = warpgroup_mma(a, b.slice(HALF, HALF).permute((1, 0)), part, use_acc=False, is_async=True)
+            part = warpgroup_mma_wait(num_outstanding=0, deps=(tok, ))
+            acc1 = _promote(acc1, part, a_s, b_s1, QUANT)
         mbarrier.arrive(empty.index(stage))
-        # Promote the tile's product into fp32 while the other warpgroup's wgmma runs.
         if QUANT == 2:
-            acc += part * gl.expand_dims(a_s * b_s, 1)
             a_s = a_s_next
-            b_s = b_s_next
-        else:
-            acc += part
-    if QUANT == 1:
-        acc = acc * (gl.load(a_scale_ptr) * gl.load(b_scale_ptr + e64 * stride_bse))
-    if QUANT == 3:
-        a_s = gl.load(a_scale_ptr + a_row * stride_asm, mask=slot_ok, other=0.0)
-        b_s = gl.load(b_scale_ptr + e64 * stride_bse + offs_n * stride_bsn, mask=n_ok & expert_ok, other=0.0)
-        acc = acc * (gl.expand_dims(a_s, 1) * gl.expand_dims(b_s, 0))
-    _store_c(acc, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, pid_n, N, EM, num_valid_tokens, stride_cm,
-             expert_ok, WHICH, MUL_ROUTED_WEIGHT, BLOCK_N)
+            b_s0 = b_s0_next
+            if TWO:
+                b_s1 = b_s1_next
+    _store_half(acc0, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr, sorted_ids_ptr, e64, a_row, slot_ok, pid_m,
+                n0, N, EM, num_valid_tokens, stride_cm, stride_asm, stride_bse, stride_bsn, expert_ok, WHICH, QUANT,
+                MUL_ROUTED_WEIGHT)
+    if TWO:
+        _store_half(acc1, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr, sorted_ids_ptr, e64, a_row, slot_ok,
+                    pid_m, n0 + 1, N, EM, num_valid_tokens, stride_cm, stride_asm, stride_bse, stride_bsn, expert_ok,
+                    WHICH, QUANT, MUL_ROUTED_WEIGHT)
 
 
 @gluon.jit
@@ -125,8 +171,8 @@ def fused_moe_gemm_hopper_fp8(a_ptr, b_desc, c_ptr, a_scale_ptr, b_scale_ptr, to
     """
     gl.static_assert(BLOCK_M == 2 * ROWS, "BLOCK_M is two consumer warpgroups of 64 rows")
     gl.static_assert((QUANT >= 1) & (QUANT <= 3), "fp8 scales: 1 per tensor, 2 blocks of 128, 3 per channel")
-    gl.static_assert((QUANT != 2) | ((BLOCK_K == SCALE_GROUP) & (BLOCK_N == SCALE_GROUP)),
-                     "a block-scaled tile is one scale group along K and along N")
+    gl.static_assert((BLOCK_N == SCALE_GROUP) | (BLOCK_N == 2 * SCALE_GROUP), "one or two 128-column halves")
+    gl.static_assert((QUANT != 2) | (BLOCK_K == SCALE_GROUP), "a block-scaled K tile is one scale group")
     num_pid_m = gl.cdiv(EM, BLOCK_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     in_group = GROUP_M * num_pid_n
