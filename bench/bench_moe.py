@@ -14,12 +14,15 @@ ids goes to expert s % E: every expert gets M*topk/E slots) or "random"
 (distinct random experts per token).
 
 Columns:
-  GEMM1/GEMM2 TF/s  the operator's grouped GEMMs alone (aotriton.invoke_fused_moe_kernel,
-                    the block size and configs fused_experts uses), on its own intermediates.
+  GEMM1/GEMM2 aot TF/s  the operator's grouped GEMMs alone on the Triton kernel fused_moe_gemm
+                    (aotriton.invoke_fused_moe_kernel with AOTRITON_MOE_HOPPER=0, the block size and
+                    configs fused_experts uses), on its own intermediates.
   hopper opt-in     which GEMM kernel runs (GEMM1/GEMM2) with AOTRITON_MOE_HOPPER=1: "hopper" =
-                    the sm_90 Gluon kernel (fused_moe_gemm_hopper, opt-in), "triton" = fused_moe_gemm
-                    (what runs by default). Where hopper ran, the "hopper" TF/s columns time it on the
-                    same GEMM (A/B in this run); empty otherwise.
+                    the sm_90 Gluon kernels (fused_moe_gemm_hopper, fused_moe_gemm_hopper_fp8),
+                    "triton" = fused_moe_gemm. Where hopper ran, the "hopper" TF/s columns time it on
+                    the same GEMM (A/B in this run); empty otherwise.
+  default           which kernel runs without AOTRITON_MOE_HOPPER (the fp8 Gluon kernel from
+                    128 slots per expert, the Triton kernel otherwise): fused ms times that.
   grouped_mm TF/s   torch._grouped_mm(mat_a [slots, K] sorted by expert, mat_b [E, K, N]
                     = w.transpose(1, 2), offs = int32 cumulative ends), bf16 layers only; the
                     gather into expert order is not timed. TF/s count routed slots only:
@@ -169,7 +172,7 @@ def main():
             "quick": args.quick}
     print(f"GPU {gpu}, torch {meta['torch']}, triton {meta['triton']}, aotriton {meta['aotriton']} "
           f"(profile {meta['profile']}, commit {meta['commit']}); device copy bandwidth {bw / 1e9:.0f} GB/s")
-    cols = ["layer", "quant", "M", "routing", "hopper opt-in", "GEMM1 aot TF/s", "GEMM1 hopper TF/s",
+    cols = ["layer", "quant", "M", "routing", "hopper opt-in", "default", "GEMM1 aot TF/s", "GEMM1 hopper TF/s",
             "GEMM1 grouped_mm TF/s", "GEMM2 aot TF/s", "GEMM2 hopper TF/s", "GEMM2 grouped_mm TF/s", "fused ms", "graph ms", "roofline"] + (["JIT ms"] if args.jit else [])
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols), flush=True)
 
@@ -244,12 +247,16 @@ def main():
                     return aotriton.invoke_fused_moe_kernel(a2, w2, c2, w, s, e, n, 1, bs, mul_routed_weight=True,
                                                             quant=quant, A_scale=a2s, B_scale=s2)
 
-                g1, g2 = t_ms(gemm1), t_ms(gemm2)
+                ran = lambda g: "hopper" if "NUM_STAGES=" in (g() or "") else "triton"  # noqa: E731
+                default = [ran(g) for g in (gemm1, gemm2)]
                 t1 = t2 = float("nan")
-                # A/B: the opt-in sm_90 Gluon GEMM (AOTRITON_MOE_HOPPER=1, read per call) on the same GEMMs.
-                os.environ["AOTRITON_MOE_HOPPER"] = "1"
+                # A/B on the same GEMMs (AOTRITON_MOE_HOPPER is read per call): the Triton kernel
+                # alone (=0), then the sm_90 Gluon kernels where they serve (=1).
                 try:
-                    kernels = ["hopper" if "NUM_STAGES=" in (g() or "") else "triton" for g in (gemm1, gemm2)]
+                    os.environ["AOTRITON_MOE_HOPPER"] = "0"
+                    g1, g2 = t_ms(gemm1), t_ms(gemm2)
+                    os.environ["AOTRITON_MOE_HOPPER"] = "1"
+                    kernels = [ran(g) for g in (gemm1, gemm2)]
                     t1 = t_ms(gemm1) if kernels[0] == "hopper" else t1
                     t2 = t_ms(gemm2) if kernels[1] == "hopper" else t2
                 finally:
@@ -261,9 +268,10 @@ def main():
                 r.update(gemm1_aot_tflops=tf(f1, g1), gemm1_grouped_mm_tflops=tf(f1, gm1),
                          gemm2_aot_tflops=tf(f2, g2), gemm2_grouped_mm_tflops=tf(f2, gm2), block_size=bs,
                          gemm1_hopper_optin=kernels[0], gemm2_hopper_optin=kernels[1],
+                         gemm1_default=default[0], gemm2_default=default[1],
                          gemm1_hopper_tflops=tf(f1, t1), gemm2_hopper_tflops=tf(f2, t2))
                 rows.append({k_: (round(v_, 4) if isinstance(v_, float) else v_) for k_, v_ in r.items()})
-                vals = [layer, qname, M, kind, "/".join(kernels), f"{r['gemm1_aot_tflops']:.1f}",
+                vals = [layer, qname, M, kind, "/".join(kernels), "/".join(default), f"{r['gemm1_aot_tflops']:.1f}",
                         f"{r['gemm1_hopper_tflops']:.1f}", f"{r['gemm1_grouped_mm_tflops']:.1f}",
                         f"{r['gemm2_aot_tflops']:.1f}", f"{r['gemm2_hopper_tflops']:.1f}",
                         f"{r['gemm2_grouped_mm_tflops']:.1f}",

@@ -3,15 +3,23 @@ kernel of rules_moe_hopper.py on fp8 operands, with each K tile's product
 promoted into fp32 by one warpgroup while the other's wgmma runs
 (tritonsrc/moe/grouped_gemm_hopper_fp8.py).
 
-Not in the build yet (rules.KERNELS): bench/experiments/moe_fp8_gluon.py times
-it through the JIT against fused_moe_gemm's fp8 and bf16 paths first; the rule
-is what the experiment, the compile test and a later build share.
+v2src/ops/moe_gemm_hopper.cc routes fp8 calls it serves (aligned, align block
+size 128, at least MIN_TOKENS_PER_EXPERT slots per expert, N >= MIN_N, weights
+a TMA operand) to it on sm_90 by default (AOTRITON_MOE_HOPPER=0 keeps the Triton
+kernel). Measured on the H200 against fused_moe_gemm's fp8 paths, JIT, same
+operands (bench/experiments/moe_fp8_gluon.py, bench/results/moe_fp8_gluon_r2_sm90.json),
+TF/s at M=4096: per tensor Mixtral-like GEMM1 918 vs 762, GEMM2 999 vs 789,
+DeepSeek-like 670 vs 512, 540 vs 470; 128x128 blocks 702-776 vs 685-688 and
+437-523 vs 413-469 (128-wide tiles).
 """
 from python.kernel_rules import Arg, AutotuneKey, Kernel, Tensor, TmaArg, TuningSpace
 from python.rules_moe_hopper import BLOCK_M, SHARED_LIMIT
 from tritonsrc.moe import configs as C
 
 FP8_QUANTS = [C.QUANT_FP8_TENSOR, C.QUANT_FP8_BLOCK, C.QUANT_FP8_CHANNEL]
+# The fewest slots per expert the automatic choice runs it for: the measured
+# rows had 128 (DeepSeek-like M=4096) and 1024 (Mixtral-like M=4096).
+MIN_TOKENS_PER_EXPERT = 128
 
 
 def _shared_bytes(c):
@@ -21,13 +29,22 @@ def _shared_bytes(c):
 def _prune(f, c, arch):
     if f["QUANT"] == C.QUANT_FP8_BLOCK and c["BLOCK_K"] != 128:
         return False  # a block-scaled K tile is one scale group
+    # 256-wide tiles keep two accumulators and a product (192 registers a thread):
+    # with the block path's per-row scales ptxas spills inside the K loop, with the
+    # per-channel epilogue's column scales after it (sm_90, triton 3.6.0).
+    if f["QUANT"] != C.QUANT_FP8_TENSOR and c["BLOCK_N"] > 128:
+        return False
     return _shared_bytes(c) <= SHARED_LIMIT
 
 
 def _default(f, arch):
-    """128-byte K rows (the widest swizzle), 256-wide tiles (half the L2 traffic
-    per FLOP of 128-wide ones), the deepest ring that fits: 4 x 48 KB."""
-    return {"BLOCK_M": BLOCK_M, "BLOCK_N": 256, "BLOCK_K": 128, "GROUP_M": 8, "NUM_STAGES": 4, "num_warps": 4}
+    """128-byte K rows (the widest swizzle); per tensor, 256-wide tiles (half
+    the L2 traffic per FLOP of 128-wide ones: 1.1-1.25x on the H200,
+    bench/results/moe_fp8_gluon_r2_sm90.json) with the deepest ring that fits
+    (4 x 48 KB); otherwise 128-wide (5 x 32 KB)."""
+    wide = f["QUANT"] == C.QUANT_FP8_TENSOR
+    return {"BLOCK_M": BLOCK_M, "BLOCK_N": 256 if wide else 128, "BLOCK_K": 128, "GROUP_M": 8,
+            "NUM_STAGES": 4 if wide else 5, "num_warps": 4}
 
 
 def _valid(f, arch):
@@ -56,6 +73,7 @@ fused_moe_gemm_hopper_fp8 = Kernel(
     ],
     functional={"dtype": ["bf16", "fp16"], "QUANT": FP8_QUANTS, "MUL_ROUTED_WEIGHT": [False, True]},
     valid=_valid,
+    profiles={"ci": lambda f: f["dtype"] == "bf16" and f["QUANT"] == C.QUANT_FP8_TENSOR},
     tuning=TuningSpace(
         params={"BLOCK_M": [BLOCK_M], "BLOCK_N": [128, 256], "BLOCK_K": [128], "GROUP_M": [8, 16],
                 "NUM_STAGES": [3, 4, 5, 6], "num_warps": [4]},

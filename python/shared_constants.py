@@ -5,7 +5,7 @@ fp8 scale group and the grouped GEMM's block size per token count.
 """
 from __future__ import annotations
 
-from python import rules_flash, rules_moe, rules_moe_hopper
+from python import rules_flash, rules_moe, rules_moe_hopper, rules_moe_hopper_fp8
 from tritonsrc.moe import configs as moe_configs
 
 
@@ -71,6 +71,8 @@ def header() -> str:
         f"constexpr int32_t kMoeHopperBlockSizeM = {rules_moe_hopper.BLOCK_M};\n",
         f"constexpr int64_t kMoeHopperMinTokensPerExpert = {rules_moe_hopper.MIN_TOKENS_PER_EXPERT};\n",
         f"constexpr int64_t kMoeHopperMinN = {rules_moe_hopper.MIN_N};  // and the narrowest output\n",
+        "// Its fp8 form (python/rules_moe_hopper_fp8.py) runs by default from this many slots per expert.\n",
+        f"constexpr int64_t kMoeHopperFp8MinTokensPerExpert = {rules_moe_hopper_fp8.MIN_TOKENS_PER_EXPERT};\n",
         "// Every BLOCK_SIZE_M the GEMM is compiled for (an explicit block_size must be one).\n",
         _array("int32_t", "kMoeBlockSizes", moe_configs.BLOCK_SIZES_M),
         "\n}  // namespace tables\n}  // namespace detail\n}  // namespace AOTRITON_ABI_NAMESPACE\n}  // namespace aotriton\n",

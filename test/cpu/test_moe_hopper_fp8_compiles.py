@@ -36,10 +36,18 @@ def _innermost_loops(sass, marker):
     return ["\n".join(lines[lo:hi + 1]) for lo, hi in inner]
 
 
-@pytest.mark.parametrize("block_n", [128, 256])
-@pytest.mark.parametrize("functional", FUNCTIONALS, ids=str)
-def test_compiles_without_spills_and_overlaps_the_promotion(functional, block_n):
-    config = dict(RULE.tuning.default(functional, 90), BLOCK_N=block_n, NUM_STAGES=4)
+def _space_corners():
+    """Every functional at the default and at each tile width of its space."""
+    for f in FUNCTIONALS:
+        default = RULE.tuning.default(f, 90)
+        yield f, default
+        for n in sorted({c["BLOCK_N"] for c in RULE.tuning.all_configs(f, 90)} - {default["BLOCK_N"]}):
+            yield f, dict(default, BLOCK_N=n, NUM_STAGES=4)
+
+
+@pytest.mark.parametrize("functional,config", list(_space_corners()), ids=str)
+def test_compiles_without_spills_and_overlaps_the_promotion(functional, config):
+    block_n = config["BLOCK_N"]
     compiled = compile_kernel.compile_one(RULE, functional, config, 90)
     cubin = compiled.asm["cubin"]
     res = resources(cubin)
@@ -64,7 +72,7 @@ def test_compiles_without_spills_and_overlaps_the_promotion(functional, block_n)
 def test_tuning_space_is_whole_scale_groups_and_fits():
     for f in FUNCTIONALS:
         space = RULE.tuning.all_configs(f, 90)
-        assert {c["BLOCK_N"] for c in space} == {128, 256}
+        assert {c["BLOCK_N"] for c in space} == ({128, 256} if f["QUANT"] == 1 else {128})
         for c in space:
             assert c["BLOCK_K"] == 128
             assert c["NUM_STAGES"] * 128 * (128 + c["BLOCK_N"]) <= 227 * 1024

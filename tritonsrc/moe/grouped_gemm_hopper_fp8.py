@@ -39,10 +39,9 @@ def _promote(acc, part, a_s, b_s, QUANT: gl.constexpr):
 
 
 @gluon.jit
-def _store_half(acc, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr, sorted_ids_ptr, e64, a_row, slot_ok, pid_m,
-                half_n, N, EM, num_valid_tokens, stride_cm, stride_asm, stride_bse, stride_bsn, expert_ok,
-                WHICH: gl.constexpr, QUANT: gl.constexpr, MUL_ROUTED_WEIGHT: gl.constexpr):
-    """Columns [half_n * 128, + 128) of this warpgroup's rows: per-tensor or per-channel scales, then the store."""
+def _output_scales(acc, a_scale_ptr, b_scale_ptr, e64, a_row, slot_ok, half_n, N, stride_asm, stride_bse, stride_bsn,
+                   expert_ok, QUANT: gl.constexpr):
+    """Columns [half_n * 128, + 128) of this warpgroup's rows times the per-tensor or per-channel scales."""
     if QUANT == 1:
         acc = acc * (gl.load(a_scale_ptr) * gl.load(b_scale_ptr + e64 * stride_bse))
     if QUANT == 3:
@@ -51,8 +50,7 @@ def _store_half(acc, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr, sorted_i
         a_s = gl.load(a_scale_ptr + a_row * stride_asm, mask=slot_ok, other=0.0)
         b_s = gl.load(b_scale_ptr + e64 * stride_bse + offs_n * stride_bsn, mask=(offs_n < N) & expert_ok, other=0.0)
         acc = acc * (gl.expand_dims(a_s, 1) * gl.expand_dims(b_s, 0))
-    _store_c(acc, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, half_n, N, EM, num_valid_tokens, stride_cm,
-             expert_ok, WHICH, MUL_ROUTED_WEIGHT, SCALE_GROUP)
+    return acc
 
 
 @gluon.jit
@@ -122,13 +120,17 @@ def _consume_fp8(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_
             b_s0 = b_s0_next
             if TWO:
                 b_s1 = b_s1_next
-    _store_half(acc0, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr, sorted_ids_ptr, e64, a_row, slot_ok, pid_m,
-                n0, N, EM, num_valid_tokens, stride_cm, stride_asm, stride_bse, stride_bsn, expert_ok, WHICH, QUANT,
-                MUL_ROUTED_WEIGHT)
+    # Output scales on both halves first (one 32-register column-scale vector live at a time), then the stores.
+    acc0 = _output_scales(acc0, a_scale_ptr, b_scale_ptr, e64, a_row, slot_ok, n0, N, stride_asm, stride_bse,
+                          stride_bsn, expert_ok, QUANT)
     if TWO:
-        _store_half(acc1, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr, sorted_ids_ptr, e64, a_row, slot_ok,
-                    pid_m, n0 + 1, N, EM, num_valid_tokens, stride_cm, stride_asm, stride_bse, stride_bsn, expert_ok,
-                    WHICH, QUANT, MUL_ROUTED_WEIGHT)
+        acc1 = _output_scales(acc1, a_scale_ptr, b_scale_ptr, e64, a_row, slot_ok, n0 + 1, N, stride_asm, stride_bse,
+                              stride_bsn, expert_ok, QUANT)
+    _store_c(acc0, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, n0, N, EM, num_valid_tokens, stride_cm, expert_ok,
+             WHICH, MUL_ROUTED_WEIGHT, HALF)
+    if TWO:
+        _store_c(acc1, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, n0 + 1, N, EM, num_valid_tokens, stride_cm,
+                 expert_ok, WHICH, MUL_ROUTED_WEIGHT, HALF)
 
 
 @gluon.jit

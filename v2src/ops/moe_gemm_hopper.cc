@@ -9,6 +9,7 @@
 
 #include "device_arch.h"
 #include "fused_moe_gemm_hopper.h"
+#include "fused_moe_gemm_hopper_fp8.h"
 
 namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {
@@ -18,6 +19,7 @@ namespace detail {
 namespace {
 
 namespace kh = detail::kernels::fused_moe_gemm_hopper;
+namespace kh8 = detail::kernels::fused_moe_gemm_hopper_fp8;
 using detail::fail;
 using detail::TmaTensor;
 
@@ -33,46 +35,91 @@ bool weights_view(const GemmJob& j, TmaTensor* t) {
   return detail::tma_compatible(*t, j.ab_dtype, 2);
 }
 
-// What the kernel computes exactly as fused_moe_gemm does (its contract:
-// tritonsrc/moe/grouped_gemm_hopper.py).
-bool serves(const GemmJob& j, bool aligned, TmaTensor* b) {
-  const bool half = j.ab_dtype == DType::kFloat16 || j.ab_dtype == DType::kBFloat16;
-  return j.quant == QuantMode::kNone && half && j.c_dtype == j.ab_dtype && aligned &&
-         j.block_size == detail::tables::kMoeHopperBlockSizeM && weights_view(j, b);
+bool fp8_scaled(QuantMode q) {
+  return q == QuantMode::kFp8PerTensor || q == QuantMode::kFp8Block || q == QuantMode::kFp8PerChannel;
 }
 
-// Opt-in: AOTRITON_MOE_HOPPER=1 lets the automatic choice run this kernel.
-// Measured on the H200 (bench/results/moe_sm90_hopper_gemm.json) it beat the
-// tuned Triton kernel only at Mixtral-like M=512 (1.03x / 1.17x) and lost
-// 2-5% at M=4096 (Mixtral and DeepSeek-like), so by default the Triton kernel
-// runs. Read on every call (only calls it serves get here) so one process can
-// compare both kernels (bench/bench_moe.py); set it before starting threads.
-bool enabled() {
+// What one of the two kernels computes exactly as fused_moe_gemm does (their
+// contracts: tritonsrc/moe/grouped_gemm_hopper.py, grouped_gemm_hopper_fp8.py).
+bool serves(const GemmJob& j, bool aligned, TmaTensor* b) {
+  const bool half_c = j.c_dtype == DType::kFloat16 || j.c_dtype == DType::kBFloat16;
+  const bool types = j.quant == QuantMode::kNone ? half_c && j.ab_dtype == j.c_dtype
+                                                 : fp8_scaled(j.quant) && j.ab_dtype == DType::kFloat8E4M3 && half_c;
+  return types && aligned && j.block_size == detail::tables::kMoeHopperBlockSizeM && weights_view(j, b);
+}
+
+// The automatic choice: AOTRITON_MOE_HOPPER=1 runs both forms where they serve,
+// =0 neither; unset, the fp8 form only. Measured on the H200, the bf16 form beat
+// the tuned Triton kernel only at Mixtral-like M=512 (1.03x / 1.17x) and lost
+// 2-5% at M=4096 (bench/results/moe_sm90_hopper_gemm.json); the fp8 form won
+// every measured row from 128 slots per expert (1.02-1.3x;
+// bench/results/moe_fp8_gluon_r2_sm90.json). Read on every call (only calls a
+// kernel serves get here) so one process can compare both (bench/bench_moe.py);
+// set it before starting threads.
+bool enabled(const GemmJob& j) {
   const char* v = std::getenv("AOTRITON_MOE_HOPPER");
-  return v && std::strcmp(v, "1") == 0;
+  if (v && std::strcmp(v, "1") == 0) return true;
+  if (v && std::strcmp(v, "0") == 0) return false;
+  return j.quant != QuantMode::kNone;
+}
+
+int64_t min_tokens_per_expert(const GemmJob& j) {
+  namespace t = detail::tables;
+  return j.quant == QuantMode::kNone ? t::kMoeHopperMinTokensPerExpert : t::kMoeHopperFp8MinTokensPerExpert;
 }
 
 // A forced config picks its kernel by name: one this kernel was compiled with.
-bool forced(const KernelOptions* options) { return options && kh::has_config(options->force_config); }
+bool forced(const GemmJob& j, const KernelOptions* options) {
+  if (!options) return false;
+  return j.quant == QuantMode::kNone ? kh::has_config(options->force_config)
+                                     : kh8::has_config(options->force_config);
+}
 
-kh::Functional functional(const GemmJob& j) {
-  kh::Functional f{};
-  f.dtype = j.ab_dtype;
+bool built_for(const GemmJob& j, int arch) {
+  if (j.quant == QuantMode::kNone) {
+    kh::Functional f{};
+    f.dtype = j.ab_dtype;
+    f.MUL_ROUTED_WEIGHT = j.mul_routed_weight;
+    return kh::built_for(f, arch);
+  }
+  kh8::Functional f{};
+  f.dtype = j.c_dtype;
+  f.QUANT = static_cast<int32_t>(j.quant);
   f.MUL_ROUTED_WEIGHT = j.mul_routed_weight;
-  return f;
+  return kh8::built_for(f, arch);
 }
 
 Status launch(const GemmJob& j, const TmaTensor& b, Stream stream, const KernelOptions* options) {
   using detail::strided;
-  const kh::Inputs in{
+  const int64_t tokens_per_expert = cdiv(j.num_valid_tokens, std::max<int64_t>(j.num_experts, 1));
+  if (j.quant == QuantMode::kNone) {
+    const kh::Inputs in{
+        .a_ptr = strided(j.a, j.stride_am), .b_desc = b, .c_ptr = strided(j.c, j.stride_cm),
+        .topk_weights_ptr = j.topk_weights, .sorted_token_ids_ptr = j.sorted_token_ids,
+        .expert_ids_ptr = j.expert_ids, .num_tokens_post_padded_ptr = j.num_tokens_post_padded,
+        .N = j.N, .K = j.K, .EM = j.EM, .num_valid_tokens = j.num_valid_tokens, .top_k = j.top_k,
+        .num_experts = j.num_experts, .tokens_per_expert = tokens_per_expert,
+    };
+    kh::Functional f{};
+    f.dtype = j.ab_dtype;
+    f.MUL_ROUTED_WEIGHT = j.mul_routed_weight;
+    return kh::launch(in, f, stream, options);
+  }
+  // Scale strides as fused_moe_gemm takes them (launch_gemm set them per quant mode).
+  const kh8::Inputs in{
       .a_ptr = strided(j.a, j.stride_am), .b_desc = b, .c_ptr = strided(j.c, j.stride_cm),
-      .topk_weights_ptr = j.topk_weights, .sorted_token_ids_ptr = j.sorted_token_ids,
-      .expert_ids_ptr = j.expert_ids, .num_tokens_post_padded_ptr = j.num_tokens_post_padded,
-      .N = j.N, .K = j.K, .EM = j.EM, .num_valid_tokens = j.num_valid_tokens, .top_k = j.top_k,
-      .num_experts = j.num_experts,
-      .tokens_per_expert = cdiv(j.num_valid_tokens, std::max<int64_t>(j.num_experts, 1)),
+      .a_scale_ptr = j.a_scale, .b_scale_ptr = j.b_scale, .topk_weights_ptr = j.topk_weights,
+      .sorted_token_ids_ptr = j.sorted_token_ids, .expert_ids_ptr = j.expert_ids,
+      .num_tokens_post_padded_ptr = j.num_tokens_post_padded, .N = j.N, .K = j.K, .EM = j.EM,
+      .num_valid_tokens = j.num_valid_tokens, .top_k = j.top_k, .stride_asm = j.stride_asm,
+      .stride_ask = j.stride_ask, .stride_bse = j.stride_bse, .stride_bsn = j.stride_bsn,
+      .stride_bsk = j.stride_bsk, .num_experts = j.num_experts, .tokens_per_expert = tokens_per_expert,
   };
-  return kh::launch(in, functional(j), stream, options);
+  kh8::Functional f{};
+  f.dtype = j.c_dtype;
+  f.QUANT = static_cast<int32_t>(j.quant);
+  f.MUL_ROUTED_WEIGHT = j.mul_routed_weight;
+  return kh8::launch(in, f, stream, options);
 }
 
 }  // namespace
@@ -82,22 +129,23 @@ Status launch_gemm_hopper(const char* op, const GemmJob& j, bool aligned, Stream
   *launched = false;
   TmaTensor b;
   const bool ok = serves(j, aligned, &b);
-  if (forced(options)) {
+  if (forced(j, options)) {
     if (!ok)
       return fail(Status::kInvalidArgument,
-                  std::string(op) + ": force_config names a fused_moe_gemm_hopper config, but that kernel serves "
-                                    "unquantized fp16/bf16 calls with block_size 128, K, N and the row strides "
-                                    "multiples of 16, 16-byte aligned a, b and c, and b's experts back to back");
+                  std::string(op) + ": force_config names a fused_moe_gemm_hopper(_fp8) config, but that kernel "
+                                    "serves unquantized fp16/bf16 or fp8-scaled calls with block_size 128, K, N and "
+                                    "the row strides multiples of 16, 16-byte aligned a, b and c, and b's experts "
+                                    "back to back");
     *launched = true;
     return launch(j, b, stream, options);
   }
   namespace t = detail::tables;
-  if (!ok || (options && options->force_config) || !enabled() || j.N < t::kMoeHopperMinN ||
-      cdiv(j.num_valid_tokens, std::max<int64_t>(j.num_experts, 1)) < t::kMoeHopperMinTokensPerExpert)
+  if (!ok || (options && options->force_config) || !enabled(j) || j.N < t::kMoeHopperMinN ||
+      cdiv(j.num_valid_tokens, std::max<int64_t>(j.num_experts, 1)) < min_tokens_per_expert(j))
     return Status::kSuccess;
   int arch = 0;
   AOTRITON_RETURN_IF_ERROR(detail::device_arch(stream, &arch));
-  if (arch != 90 || !kh::built_for(functional(j), 90)) return Status::kSuccess;
+  if (arch != 90 || !built_for(j, 90)) return Status::kSuccess;
   *launched = true;
   return launch(j, b, stream, options);
 }
