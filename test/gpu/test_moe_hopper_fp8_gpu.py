@@ -109,3 +109,102 @@ def test_bad_expert_id_writes_zeros(bad, quant, block_n):
     rest[block] = False
     assert torch.isfinite(c).all()
     assert ((c[rest].double() - ref[rest]).norm() / ref[rest].norm()).item() < TOL[torch.bfloat16]
+
+
+# ---------------------------------------------------------------- through the AOT operator
+def aot_gemm(quant, M, E, top_k, N, K, form, env=None, seed=3, force=None):
+    """invoke_fused_moe_kernel on fp8 operands with block size 128 into a NaN-poisoned c:
+    (c, reference, config that ran, JIT inputs)."""
+    import os
+
+    aotriton = pytest.importorskip("aotriton")
+    g = torch.Generator(device=DEV).manual_seed(seed)
+    ids = torch.rand(M, E, device=DEV, generator=g).topk(top_k, dim=-1).indices.to(torch.int32)
+    rows, gather = (M, top_k) if form == "gemm1" else (M * top_k, 1)
+    x = torch.randn(rows, K, device=DEV, generator=g).to(torch.bfloat16)
+    w = (torch.randn(E, N, K, device=DEV, generator=g) / K ** 0.5).to(torch.bfloat16)
+    tw = torch.rand(M * top_k, device=DEV, generator=g) + 0.1
+    a, a_s, b, b_s, a_deq, b_deq = quantize(x, w, quant)
+    s, e, n = aotriton.moe_align_block_size(ids, 128, E)
+    c = torch.full((M * top_k, N), float("nan"), dtype=torch.bfloat16, device=DEV)
+    mul = form == "gemm2"
+    old = os.environ.pop("AOTRITON_MOE_HOPPER", None)
+    if env is not None:
+        os.environ["AOTRITON_MOE_HOPPER"] = env
+    try:
+        # Per channel, the operator takes a_scale [rows, 1] and b_scale [E, N, 1].
+        op_a_s, op_b_s = (a_s.reshape(-1, 1), b_s.unsqueeze(-1)) if quant == 3 else (a_s, b_s)
+        ran = aotriton.invoke_fused_moe_kernel(a, b, c, tw if mul else None, s, e, n, gather, 128,
+                                               mul_routed_weight=mul, quant=quant, A_scale=op_a_s, B_scale=op_b_s,
+                                               force_config=force)
+    except RuntimeError as err:
+        if "not in this build" in str(err):
+            pytest.skip(str(err))
+        raise
+    finally:
+        os.environ.pop("AOTRITON_MOE_HOPPER", None)
+        if old is not None:
+            os.environ["AOTRITON_MOE_HOPPER"] = old
+    torch.cuda.synchronize()
+    ref = torch.zeros(M * top_k, N, dtype=torch.float64, device=DEV)
+    flat = ids.reshape(-1).long()
+    for ex in flat.unique().tolist():
+        sl = (flat == ex).nonzero().flatten()
+        ref[sl] = a_deq[sl // gather] @ b_deq[ex].T
+    if mul:
+        ref *= tw.double()[:, None]
+    return c, ref, ran, (a, b, a_s, b_s, tw if mul else None, s, e, n, gather, mul)
+
+
+def is_gluon(ran):
+    return "NUM_STAGES=" in ran  # the Triton kernel's configs say num_stages
+
+
+@pytest.mark.parametrize("quant", [1, 2, 3])
+@pytest.mark.parametrize("form", ["gemm1", "gemm2"])
+def test_operator_runs_it_by_default_from_128_slots_per_expert(quant, form):
+    # 1024 tokens, top-2 of 8 experts: 256 slots per expert on average.
+    c, ref, ran, _ = aot_gemm(quant, 1024, 8, 2, 1280, 1024, form)
+    assert is_gluon(ran), ran
+    assert torch.isfinite(c).all() and rel_err(c, ref) < TOL[torch.bfloat16]
+    # Opted out, the Triton kernel computes the same product.
+    c0, ref0, ran0, _ = aot_gemm(quant, 1024, 8, 2, 1280, 1024, form, env="0")
+    assert not is_gluon(ran0), ran0
+    assert torch.isfinite(c0).all() and rel_err(c0, ref0) < TOL[torch.bfloat16]
+
+
+def test_operator_keeps_the_triton_kernel_below_128_slots_per_expert():
+    c, ref, ran, _ = aot_gemm(1, 256, 8, 2, 1280, 1024, "gemm1")  # 64 slots per expert
+    assert not is_gluon(ran), ran
+    assert rel_err(c, ref) < TOL[torch.bfloat16]
+
+
+@pytest.mark.parametrize("quant", [1, 2])
+def test_jit_launcher_matches_the_aot_kernel(quant):
+    """python/jit/moe_gemm_hopper.py passes the operator's descriptor and arguments: bitwise equal."""
+    from python.jit.moe_gemm_hopper import invoke_grouped_gemm_hopper_fp8
+
+    c, _, ran, (a, b, a_s, b_s, tw, s, e, n, gather, mul) = aot_gemm(quant, 1024, 8, 2, 1280, 1024, "gemm2")
+    assert is_gluon(ran), ran
+    cfg = {k: int(v) for k, v in (kv.split("=") for kv in ran.split(","))}
+    jit_c = torch.full_like(c, float("nan"))
+    invoke_grouped_gemm_hopper_fp8(a, b, jit_c, a_s, b_s, tw, s, e, n, gather, quant, cfg, mul_routed_weight=mul)
+    assert torch.equal(c, jit_c)
+
+
+def test_forced_config_on_a_call_it_cannot_serve_is_a_clear_error():
+    from python.kernel_rules import config_name
+    from python.rules_moe_hopper_fp8 import fused_moe_gemm_hopper_fp8 as rule
+
+    name = config_name(rule.tuning.default({"dtype": "bf16", "QUANT": 1, "MUL_ROUTED_WEIGHT": False}, 90))
+    aotriton = pytest.importorskip("aotriton")
+    g = torch.Generator(device=DEV).manual_seed(1)
+    ids = torch.rand(64, 8, device=DEV, generator=g).topk(2, dim=-1).indices.to(torch.int32)
+    x = torch.randn(64, 256, device=DEV, generator=g).to(torch.bfloat16)
+    w = (torch.randn(8, 256, 256, device=DEV, generator=g) / 16).to(torch.bfloat16)
+    a, a_s, b, b_s, _, _ = quantize(x, w, 1)
+    s, e, n = aotriton.moe_align_block_size(ids, 16, 8)  # block size 16: not the kernel's 128
+    c = torch.empty(128, 256, dtype=torch.bfloat16, device=DEV)
+    with pytest.raises(Exception, match="fused_moe_gemm_hopper"):
+        aotriton.invoke_fused_moe_kernel(a, b, c, None, s, e, n, 2, 16, quant=1, A_scale=a_s, B_scale=b_s,
+                                         force_config=name)
