@@ -28,16 +28,21 @@ def _cfg(bm, bn, bk, g, w, st):
 # sm_90 defaults per M bin (M <= 16, <= 64, <= 512, larger); compile-checked:
 # no spills, shared memory <= 192 KB (sm_90 has 227 KB). Keys: quant mode; "unaligned" is the
 # ALIGNED=False fallback (scalar loads, small tiles keep it spill-free).
-# Decode rows group 16 M blocks: where routing gives an expert several blocks, they run
-# next to each other and share each weight tile through L2 (group 1 reads it once per block).
+# The M <= 64 row groups 16 M blocks: where routing gives an expert several blocks (random
+# routing, Mixtral-like M=64: 10-12 blocks for 8 experts) they run next to each other and
+# share each weight tile through L2; group 1 reads it from DRAM once per block (H200:
+# 0.75 -> 0.90 of the roofline, bench/results/moe_decode_group_sm90.txt). Where each expert
+# has one block (M <= 16) group 1 keeps consecutive programs on one expert's rows (up to 7%
+# faster there). The AOT default of BLOCK_SIZE_M 16 is the M <= 16 row (gemm_default); the
+# tuner picks the group per tokens-per-expert bin (tune_moe.quick_space).
 DEFAULT_CONFIGS = {
-    QUANT_NONE: [_cfg(16, 64, 128, 16, 4, 4), _cfg(16, 128, 128, 16, 4, 4),
+    QUANT_NONE: [_cfg(16, 64, 128, 1, 4, 4), _cfg(16, 128, 128, 16, 4, 4),
                  _cfg(64, 128, 64, 8, 4, 4), _cfg(128, 128, 64, 16, 8, 4)],
-    QUANT_FP8_TENSOR: [_cfg(16, 64, 128, 16, 4, 4), _cfg(16, 128, 128, 16, 4, 4),
+    QUANT_FP8_TENSOR: [_cfg(16, 64, 128, 1, 4, 4), _cfg(16, 128, 128, 16, 4, 4),
                        _cfg(64, 128, 128, 8, 4, 3), _cfg(128, 128, 128, 16, 8, 3)],
-    QUANT_FP8_BLOCK: [_cfg(16, 64, 128, 16, 4, 4), _cfg(16, 128, 128, 16, 4, 4),
+    QUANT_FP8_BLOCK: [_cfg(16, 64, 128, 1, 4, 4), _cfg(16, 128, 128, 16, 4, 4),
                       _cfg(64, 128, 128, 8, 4, 3), _cfg(128, 128, 128, 16, 8, 3)],
-    QUANT_FP8_CHANNEL: [_cfg(16, 64, 128, 16, 4, 4), _cfg(16, 128, 128, 16, 4, 4),
+    QUANT_FP8_CHANNEL: [_cfg(16, 64, 128, 1, 4, 4), _cfg(16, 128, 128, 16, 4, 4),
                         _cfg(64, 128, 128, 8, 4, 3), _cfg(128, 128, 128, 16, 8, 3)],
     "unaligned": [_cfg(16, 64, 64, 1, 4, 2), _cfg(16, 64, 64, 1, 4, 2),
                   _cfg(64, 64, 64, 8, 8, 2), _cfg(64, 64, 64, 8, 8, 2)],
