@@ -6,7 +6,8 @@ own operands (python/tune_moe.GemmCase: random routing, moe_align block 128,
 activations quantized as fused_experts does), each checked against the float32
 product of the same quantized operands (outputs poisoned first).
 
-    python3 bench/experiments/moe_fp8_gluon.py [--cases mixtral:4096,mixtral:512,deepseek:4096] [--json F]
+    python3 bench/experiments/moe_fp8_gluon.py [--cases mixtral:4096,mixtral:512,deepseek:4096]
+        [--quants bf16,fp8_tensor,fp8_block] [--json F]
 
 Prints TF/s per (layer, GEMM, M) and the ratios the issue asks for: fp8 / bf16
 (best of each) at the same GEMM. Needs an sm_90 GPU.
@@ -47,6 +48,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", default="mixtral:4096,mixtral:512,deepseek:4096")
     ap.add_argument("--gemms", default="1,2")
+    ap.add_argument("--quants", default="bf16,fp8_tensor,fp8_block")
     ap.add_argument("--json", default=str(REPO / "bench/results/moe_fp8_gluon_sm90.json"))
     args = ap.parse_args()
 
@@ -65,7 +67,7 @@ def main():
         M = int(M)
         for gemm in map(int, args.gemms.split(",")):
             best = {}
-            for quant in ("bf16", "fp8_tensor", "fp8_block"):
+            for quant in args.quants.split(","):
                 case = GemmCase(layer, gemm, M, quant, 128)
                 flops = 2 * case.c.shape[0] * case.shape["N"] * case.shape["K"]
 

@@ -14,6 +14,9 @@ warpgroup program, leaving the tensor cores idle meanwhile (SASS:
 docs/notes-moe-perf.md). Here each consumer warpgroup waits for its own tile
 product and adds it while the other warpgroup's wgmma runs, as DeepGEMM-style
 fp8 kernels overlap their promotion; the loaders keep NUM_STAGES tiles ahead.
+With 128x128 blocks the gatherer also copies each stage's scales (the tile
+rows' A scales, the B scale of each 128-column half) into shared memory under
+the stage's ready barrier, so the consumers wait on no global load.
 
 Tiles of 128 x 128 x 128 fp8 need ~128 FLOP per byte moved from L2 to shared
 memory: at ~10 TB/s of L2 bandwidth that caps them near 1 PFLOP/s, below the
@@ -23,9 +26,10 @@ whole 64 x 256 product would need 256 per thread beside the accumulator's 128).
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, warpgroup_mma, warpgroup_mma_wait
 
-from .grouped_gemm_hopper import GATHER_WARPS, ROWS, _gather_a, _load_b, _store_c
+from .grouped_gemm_hopper import GATHER_WARPS, ROWS, _load_b, _store_c
 
 SCALE_GROUP = gl.constexpr(128)  # block-quant group along K (A and B) and N (B)
 
@@ -54,7 +58,7 @@ def _output_scales(acc, a_scale_ptr, b_scale_ptr, e64, a_row, slot_ok, half_n, N
 
 
 @gluon.jit
-def _consume_fp8(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr,
+def _consume_fp8(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr,
                  sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k, stride_cm,
                  stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, WHICH: gl.constexpr,
                  QUANT: gl.constexpr, MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_N: gl.constexpr,
@@ -79,20 +83,9 @@ def _consume_fp8(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_
     a_row = gl.where(slot_ok, slot // top_k, 0).to(gl.int64)
     e64 = gl.where(expert_ok, expert, 0).to(gl.int64)  # a bad expert reads no scale (k_tiles is 0)
     n0 = pid_n * (BLOCK_N // HALF)  # the first half's 128-column group
-    a_s = 0.0
-    b_s0 = 0.0
-    b_s1 = 0.0
     if QUANT == 2:
-        as_ptrs = a_scale_ptr + a_row * stride_asm
-        bs_ptr = b_scale_ptr + e64 * stride_bse + n0 * stride_bsn
-        # A half's columns are one scale group: one B scale per half and K tile. Past
-        # N (the second half of the last tile) there is no group: scale 0.
-        two_ok = (n0 + 1) * HALF < N
-        # The scales load one tile ahead of the adds that use them.
-        a_s = gl.load(as_ptrs, mask=slot_ok & (k_tiles > 0), other=0.0)
-        b_s0 = gl.load(bs_ptr, mask=k_tiles > 0, other=0.0)
-        if TWO:
-            b_s1 = gl.load(bs_ptr + stride_bsn, mask=two_ok & (k_tiles > 0), other=0.0)
+        pair_l: gl.constexpr = gl.BlockedLayout([2], [32], [NUM_WARPS], [0])
+        half_id = gl.arange(0, 2, layout=pair_l)
     for t in range(0, k_tiles):
         stage = t % NUM_STAGES
         phase = (t // NUM_STAGES) & 1
@@ -101,12 +94,16 @@ def _consume_fp8(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_
         a = a_ring.index(stage).slice(WHICH * ROWS, ROWS)
         b = b_ring.index(stage)
         tok = warpgroup_mma(a, b.slice(0, HALF).permute((1, 0)), part, use_acc=False, is_async=True)
+        a_s = 0.0
+        b_s0 = 0.0
+        b_s1 = 0.0
         if QUANT == 2:
-            more = t + 1 < k_tiles
-            a_s_next = gl.load(as_ptrs + (t + 1) * stride_ask, mask=slot_ok & more, other=0.0)
-            b_s0_next = gl.load(bs_ptr + (t + 1) * stride_bsk, mask=more, other=0.0)
-            if TWO:
-                b_s1_next = gl.load(bs_ptr + stride_bsn + (t + 1) * stride_bsk, mask=two_ok & more, other=0.0)
+            # The gatherer staged this K tile's scales beside its A rows (under ready_a): its
+            # rows' A scales and the two halves' B scales (0 past N), read from shared memory.
+            a_s = as_ring.index(stage).slice(WHICH * ROWS, ROWS).load(rows_l)
+            pair = bs_ring.index(stage).load(pair_l)
+            b_s0 = gl.sum(gl.where(half_id == 0, pair, 0.0), axis=0)
+            b_s1 = gl.sum(gl.where(half_id == 1, pair, 0.0), axis=0)
         part = warpgroup_mma_wait(num_outstanding=0, deps=(tok, ))
         # Promote while the other warpgroup's wgmma runs.
         acc0 = _promote(acc0, part, a_s, b_s0, QUANT)
@@ -115,11 +112,6 @@ def _consume_fp8(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_
             part = warpgroup_mma_wait(num_outstanding=0, deps=(tok, ))
             acc1 = _promote(acc1, part, a_s, b_s1, QUANT)
         mbarrier.arrive(empty.index(stage))
-        if QUANT == 2:
-            a_s = a_s_next
-            b_s0 = b_s0_next
-            if TWO:
-                b_s1 = b_s1_next
     # Output scales on both halves first (one 32-register column-scale vector live at a time), then the stores.
     acc0 = _output_scales(acc0, a_scale_ptr, b_scale_ptr, e64, a_row, slot_ok, n0, N, stride_asm, stride_bse,
                           stride_bsn, expert_ok, QUANT)
@@ -134,22 +126,67 @@ def _consume_fp8(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_
 
 
 @gluon.jit
-def _consume_fp8_top(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr,
+def _gather_a_scaled(a_ptr, a_ring, as_ring, bs_ring, ready_a, empty, sorted_ids_ptr, a_scale_ptr, b_scale_ptr,
+                     expert, pid_m, pid_n, k_tiles, K, N, EM, num_valid_tokens, top_k, stride_am, stride_asm,
+                     stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, QUANT: gl.constexpr,
+                     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, NUM_STAGES: gl.constexpr):
+    """The A tile of each stage by 16-byte cp.async (grouped_gemm_hopper._gather_a), and with
+    QUANT 2 the stage's scales by 4-byte cp.async into as_ring / bs_ring (masked entries
+    zero-filled), all completing under ready_a: the consumers then wait on no global load
+    and hold no scale a tile ahead."""
+    NUM_WARPS: gl.constexpr = gl.num_warps()
+    VEC: gl.constexpr = 128 // a_ring.dtype.primitive_bitwidth
+    layout: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, VEC],
+                                            threads_per_warp=[32 * VEC // BLOCK_K, BLOCK_K // VEC],
+                                            warps_per_cta=[NUM_WARPS, 1], order=[1, 0])
+    offs_m = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, layout))
+    slot = gl.load(sorted_ids_ptr + offs_m, mask=offs_m < EM, other=num_valid_tokens)
+    slot_ok = (slot >= 0) & (slot < num_valid_tokens)
+    a_row = gl.where(slot_ok, slot // top_k, 0).to(gl.int64)
+    offs_k = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, layout))
+    ptrs = a_ptr + gl.expand_dims(a_row * stride_am, 1) + gl.expand_dims(offs_k, 0)
+    row_ok = gl.expand_dims(slot_ok, 1)
+    if QUANT == 2:
+        vec_l: gl.constexpr = gl.BlockedLayout([1], [32], [NUM_WARPS], [0])
+        offs_s = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=vec_l)
+        slot_s = gl.load(sorted_ids_ptr + offs_s, mask=offs_s < EM, other=num_valid_tokens)
+        ok_s = (slot_s >= 0) & (slot_s < num_valid_tokens)
+        as_ptrs = a_scale_ptr + gl.where(ok_s, slot_s // top_k, 0).to(gl.int64) * stride_asm
+        # The tile's one or two 128-column scale groups; a second one past N (or past a
+        # 128-wide tile) stays 0.
+        first = pid_n * (BLOCK_N // SCALE_GROUP)
+        group = first + gl.arange(0, 2, layout=vec_l)
+        group_ok = (group * SCALE_GROUP < N) & (group < first + BLOCK_N // SCALE_GROUP)
+        bs_ptrs = b_scale_ptr + gl.where(expert_ok, expert, 0).to(gl.int64) * stride_bse + group * stride_bsn
+    for t in range(0, k_tiles):
+        stage = t % NUM_STAGES
+        mbarrier.wait(empty.index(stage), ((t // NUM_STAGES) - 1) & 1, pred=t >= NUM_STAGES)
+        k0 = t * BLOCK_K
+        mask = row_ok & gl.expand_dims(offs_k < K - k0, 0)
+        async_copy.async_copy_global_to_shared(a_ring.index(stage), ptrs + k0, mask=mask)
+        if QUANT == 2:
+            async_copy.async_copy_global_to_shared(as_ring.index(stage), as_ptrs + t * stride_ask, mask=ok_s)
+            async_copy.async_copy_global_to_shared(bs_ring.index(stage), bs_ptrs + t * stride_bsk, mask=group_ok)
+        async_copy.mbarrier_arrive(ready_a.index(stage), increment_count=False)
+
+
+@gluon.jit
+def _consume_fp8_top(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr,
                      sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k, stride_cm,
                      stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, QUANT: gl.constexpr,
                      MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
-    _consume_fp8(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr,
+    _consume_fp8(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr,
                  sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k, stride_cm, stride_asm,
                  stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, 0, QUANT, MUL_ROUTED_WEIGHT, BLOCK_N,
                  NUM_STAGES)
 
 
 @gluon.jit
-def _consume_fp8_bottom(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr,
+def _consume_fp8_bottom(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr,
                         sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k, stride_cm,
                         stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, QUANT: gl.constexpr,
                         MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
-    _consume_fp8(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr,
+    _consume_fp8(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr,
                  sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k, stride_cm, stride_asm,
                  stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, 1, QUANT, MUL_ROUTED_WEIGHT, BLOCK_N,
                  NUM_STAGES)
@@ -195,21 +232,27 @@ def fused_moe_gemm_hopper_fp8(a_ptr, b_desc, c_ptr, a_scale_ptr, b_scale_ptr, to
     ready_a = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     ready_b = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    # QUANT 2: each stage's A scales (one per row) and B scales (one per 128-column half).
+    plain: gl.constexpr = gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[0])  # per stage
+    as_ring = gl.allocate_shared_memory(gl.float32, [NUM_STAGES, BLOCK_M], plain)
+    bs_ring = gl.allocate_shared_memory(gl.float32, [NUM_STAGES, 2], plain)
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(ready_a.index(i), count=GATHER_WARPS * 32)
         mbarrier.init(ready_b.index(i), count=1)
         mbarrier.init(empty.index(i), count=2)
 
     gl.warp_specialize([
-        (_consume_fp8_top, (a_ring, b_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
+        (_consume_fp8_top, (a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
                             topk_weights_ptr, sorted_token_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM,
                             num_valid_tokens, top_k, stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn,
                             stride_bsk, expert_ok, QUANT, MUL_ROUTED_WEIGHT, BLOCK_N, NUM_STAGES)),
-        (_consume_fp8_bottom, (a_ring, b_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
+        (_consume_fp8_bottom, (a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
                                topk_weights_ptr, sorted_token_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM,
                                num_valid_tokens, top_k, stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn,
                                stride_bsk, expert_ok, QUANT, MUL_ROUTED_WEIGHT, BLOCK_N, NUM_STAGES)),
         (_load_b, (b_desc, b_ring, ready_b, empty, row_b, k_tiles, BLOCK_K, NUM_STAGES)),
-        (_gather_a, (a_ptr, a_ring, ready_a, empty, sorted_token_ids_ptr, pid_m, k_tiles, K, EM, num_valid_tokens,
-                     top_k, stride_am, BLOCK_M, BLOCK_K, NUM_STAGES)),
+        (_gather_a_scaled, (a_ptr, a_ring, as_ring, bs_ring, ready_a, empty, sorted_token_ids_ptr, a_scale_ptr,
+                            b_scale_ptr, expert, pid_m, pid_n, k_tiles, K, N, EM, num_valid_tokens, top_k, stride_am,
+                            stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, QUANT, BLOCK_M,
+                            BLOCK_N, BLOCK_K, NUM_STAGES)),
     ], [4, 1, GATHER_WARPS], [224, 40, 80])
