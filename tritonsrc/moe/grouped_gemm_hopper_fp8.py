@@ -255,4 +255,4 @@ def fused_moe_gemm_hopper_fp8(a_ptr, b_desc, c_ptr, a_scale_ptr, b_scale_ptr, to
                             b_scale_ptr, expert, pid_m, pid_n, k_tiles, K, N, EM, num_valid_tokens, top_k, stride_am,
                             stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, QUANT, BLOCK_M,
                             BLOCK_N, BLOCK_K, NUM_STAGES)),
-    ], [4, 1, GATHER_WARPS], [224, 40, 80])
+    ], [4, 1, GATHER_WARPS], [216, 40, 80])
