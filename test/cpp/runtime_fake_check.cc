@@ -313,6 +313,43 @@ void forced_kernel_checks(const char* fwd_hopper_config, const char* moe_hopper_
   forced("grouped_gemm_forced_bogus", "BLOCK=no_such_config", gemm);
 }
 
+// The automatic route of an fp8 grouped GEMM on sm_90 (moe_gemm_hopper.cc): the
+// Gluon fp8 kernel from kMoeHopperFp8MinTokensPerExpert slots per expert (reached:
+// it stops at its TMA encoding here), the Triton kernel with AOTRITON_MOE_HOPPER=0
+// or fewer slots.
+void fp8_route_checks() {
+  auto gemm_with = [](int64_t tokens, const char* name) {
+    size_t off = 0;
+    auto take = [&](size_t bytes) {
+      const size_t at = off;
+      off += (bytes + 255) / 256 * 256;
+      return at;
+    };
+    const int64_t E = 2, N = 1024, K = 128, top_k = 2, slots = tokens * top_k;
+    moe::GroupedGemmParams g;  // fp8 per tensor, bf16 out, K and N multiples of 16, block size 128
+    g.a = view<2>(DType::kFloat8E4M3, {tokens, K}, take(tokens * K));
+    g.b = view<3>(DType::kFloat8E4M3, {E, N, K}, take(E * N * K));
+    g.c = view<2>(DType::kBFloat16, {slots, N}, take(slots * N * 2));
+    g.a_scale = view<2>(DType::kFloat32, {1, 1}, take(4));
+    g.b_scale = view<3>(DType::kFloat32, {E, 1, 1}, take(4 * E));
+    const int64_t padded = moe::moe_align_max_padded(slots, E, 128);
+    g.sorted_token_ids = view<1>(DType::kInt32, {padded}, take(padded * 4));
+    g.expert_ids = view<1>(DType::kInt32, {(padded + 127) / 128}, take(padded));
+    g.num_tokens_post_padded = view<1>(DType::kInt32, {1}, take(4));
+    g.top_k = top_k;
+    g.block_size = 128;
+    g.quant = moe::QuantMode::kFp8PerTensor;
+    Counts c = now();
+    report(name, moe::grouped_gemm(g, Stream{}), c);
+  };
+  unsetenv("AOTRITON_MOE_HOPPER");
+  gemm_with(128, "fp8_auto");  // 256 slots over 2 experts: 128 per expert
+  gemm_with(64, "fp8_few_slots");  // 64 per expert
+  setenv("AOTRITON_MOE_HOPPER", "0", 1);
+  gemm_with(128, "fp8_opted_out");
+  unsetenv("AOTRITON_MOE_HOPPER");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -334,11 +371,12 @@ int main(int argc, char** argv) {
   else if (mode == "fallback") fallback_checks();
   else if (mode == "options") options_checks();
   else if (mode == "forced_kernel" && argc == 4) forced_kernel_checks(argv[2], argv[3]);
+  else if (mode == "fp8_route") fp8_route_checks();
   else if (mode == "resolve_first" && argc == 5) resolve_first_checks(argv[2], argv[3], argv[4]);
   else {
     std::fprintf(stderr, "usage: runtime_fake_check runtime CORRUPT_DIR CORRUPT_FILE GOOD_FILE | fallback |"
                          " resolve_first DIR_WITHOUT_DQ DIR_WITHOUT_MOE_SUM FULL_DIR | forced_kernel FWD_HOPPER_CONFIG"
-                         " MOE_HOPPER_CONFIG\n");
+                         " MOE_HOPPER_CONFIG | fp8_route\n");
     return 2;
   }
   return 0;

@@ -79,3 +79,14 @@ def test_tuning_space_is_whole_scale_groups_and_fits():
         for c in space:
             assert c["BLOCK_K"] == 128
             assert c["NUM_STAGES"] * 128 * (128 + c["BLOCK_N"]) <= 227 * 1024
+
+
+def test_planned_for_sm90_only_and_the_route_threshold_is_generated():
+    from python import build_plan, rules, rules_moe_hopper_fp8, shared_constants
+
+    plan = build_plan.make_plan(rules, "ci", [80, 90])
+    entries = next(k for k in plan["kernels"] if k["name"] == RULE.name)["entries"]
+    built = {(e["functional"]["dtype"], e["functional"]["QUANT"], v["arch"]) for e in entries for v in e["variants"]}
+    assert built == {("bf16", 1, 90)}, built
+    assert (f"kMoeHopperFp8MinTokensPerExpert = {rules_moe_hopper_fp8.MIN_TOKENS_PER_EXPERT};"
+            in shared_constants.header())

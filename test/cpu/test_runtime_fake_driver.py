@@ -175,3 +175,20 @@ def test_force_config_picks_the_kernel_that_owns_the_name(build_dir):
         r = out[name]
         assert r["status"] == "not in this build", r
         assert r["message"].startswith(f"kernel {kernel} functional ") and f"has no config {config} " in r["message"], r
+
+
+def test_fp8_grouped_gemm_takes_the_gluon_kernel_by_default_from_128_slots_per_expert(build_dir):
+    """moe_gemm_hopper.cc's automatic choice on an sm_90 device: an fp8 per-tensor call
+    with 128 slots per expert reaches fused_moe_gemm_hopper_fp8 (which stops at its TMA
+    encoding: the stand-in driver has none); with 64 per expert, or AOTRITON_MOE_HOPPER=0,
+    the Triton kernel runs instead."""
+    out = _run(build_dir, "fp8_route", AOTRITON_IMAGE_DIR=str(_images(build_dir)))
+    auto = out["fp8_auto"]
+    assert auto["status"] == "CUDA driver not available", auto
+    assert auto["message"].startswith("fused_moe_gemm_hopper_fp8: ") and auto["launches"] == 0, auto
+    for name in ("fp8_few_slots", "fp8_opted_out"):
+        r = out[name]
+        assert not r["message"].startswith("fused_moe_gemm_hopper_fp8"), r
+        # The Triton kernel: launched, or (a ci build without that functional) named as missing.
+        assert (r["status"] == "success" and r["launches"] == 1) or (
+            r["status"] == "not in this build" and r["message"].startswith("fused_moe_gemm functional ")), r
