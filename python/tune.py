@@ -219,6 +219,13 @@ def main():
         rule = next(r for r in rules.KERNELS if r.name == "fused_moe_gemm")
         tune_moe.tune_moe(ap.parse_args(sys.argv[2:]), rule, load_db, save_db, db_path)
         return
+    if sys.argv[1:2] == ["moe_gluon"]:  # the sm_90 Gluon MoE GEMMs: python/tune_moe_gluon.py
+        from python import tune_moe_gluon
+        ap = tune_moe_gluon.add_arguments(argparse.ArgumentParser(
+            prog="tune.py moe_gluon", description=tune_moe_gluon.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter))
+        tune_moe_gluon.tune_moe_gluon(ap.parse_args(sys.argv[2:]), load_db, save_db, db_path)
+        return
     if sys.argv[1:2] == ["decode"]:  # the KV-cache decode kernel: python/tune_decode.py
         from python import tune_decode
         ap = tune_decode.add_arguments(argparse.ArgumentParser(

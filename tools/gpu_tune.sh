@@ -2,7 +2,7 @@
 # One device call that refreshes the sm_90 tuning databases the speed issues
 # need (JIT only: no AOT build), each step resumable and budgeted so the call
 # ends inside a lease command; the databases come back under $OUT/tuning.
-#   STEPS="moe flash_bwd"   which tuners to run (default both; also: hopper, gluon_bwd, decode, int4, retune)
+#   STEPS="moe flash_bwd"   which tuners to run (default both; also: hopper, gluon_bwd, decode, int4, retune, gluon_gemm)
 #   BUDGET_S=200            per-step budget of the MoE tuner
 #   QUANTS=bf16             MoE quant modes (bf16,fp16,fp8_tensor,fp8_block)
 #   INT4_FRESH=1            int4: re-tune every bin (the step resumes otherwise)
@@ -23,6 +23,11 @@ if [[ $STEPS == *retune* ]]; then
   # e.g. decode M blocks grouped by 16 (RETUNE_LAYERS=mixtral RETUNE_TOKENS=64).
   python3 python/tune.py moe --layers "${RETUNE_LAYERS:-mixtral}" --tokens "${RETUNE_TOKENS:-64}" \
     --quants "${QUANTS:-bf16}" --retune --budget-s "${BUDGET_S:-200}" 2>&1 | tail -12
+fi
+if [[ $STEPS == *gluon_gemm* ]]; then
+  # The sm_90 Gluon MoE GEMMs (python/tune_moe_gluon.py: fp8 and bf16 at block size 128).
+  python3 python/tune.py moe_gluon --layers mixtral,deepseek --tokens "${GLUON_TOKENS:-512,4096}" \
+    --quants "${GLUON_QUANTS:-fp8_tensor,fp8_block,bf16}" --budget-s "${BUDGET_S:-200}" 2>&1 | tail -16
 fi
 if [[ $STEPS == *flash_bwd* ]]; then
   # dK/dV and dQ are timed inside the whole backward (tune.py run_bwd), bf16 only:

@@ -133,3 +133,24 @@ def test_candidate_jobs_follow_the_timed_form(monkeypatch):
     monkeypatch.setenv("AOTRITON_JIT_AOT_FORM", "0")
     jobs = T.candidate_jobs(RULE.name, f, 90, cfgs, "m:k", lambda c: ((1, 1, 1), [3], dict(c)))
     assert jobs == [("m:k", (1, 1, 1), [3], cfgs[0])]
+
+
+def test_gluon_tuner_keys_entries_as_the_generator_names_them():
+    """python/tune_moe_gluon.py: the sm_90 Gluon GEMMs are tuned where the operator's
+    block size is their 128, under the functional names and LUT bins their rules use."""
+    from python import tune_moe_gluon as G
+    from python.rules_moe_hopper import fused_moe_gemm_hopper
+    from python.rules_moe_hopper_fp8 import fused_moe_gemm_hopper_fp8
+
+    rule, f, bins = G.gluon_entry("mixtral", 2, 4096, "fp8_block")
+    assert rule is fused_moe_gemm_hopper_fp8
+    assert functional_name(f) == "dtype-bf16__QUANT-2__MUL_ROUTED_WEIGHT-1"
+    assert list(f) == list(rule.functional) and bins == tune_moe.entry_key("mixtral", 2, 4096, "fp8_block", 128)[1]
+    rule, f, _ = G.gluon_entry("deepseek", 1, 4096, "bf16")
+    assert rule is fused_moe_gemm_hopper and functional_name(f) == "dtype-bf16__MUL_ROUTED_WEIGHT-0"
+    assert G.gluon_entry("mixtral", 1, 64, "fp8_tensor") is None  # block size 16: the Triton kernel's
+    assert G.gluon_entry("mixtral", 1, 4096, "int4") is None
+    for quant in ("bf16", "fp8_tensor", "fp8_block"):
+        rule, f, _ = G.gluon_entry("mixtral", 1, 4096, quant)
+        space = rule.tuning.all_configs(f, 90)
+        assert space and rule.tuning.default(f, 90) in space

@@ -1,0 +1,142 @@
+"""Tuner of the sm_90 Gluon MoE GEMMs (fused_moe_gemm_hopper for fp16/bf16,
+fused_moe_gemm_hopper_fp8 for fp8): fills tuning/sm_90/<rule>.json, keyed like
+their LUTs on (functional, bins of tokens per expert, N, K).
+
+    python python/tune.py moe_gluon [--layers mixtral,deepseek] [--tokens 512,4096]
+                                    [--quants bf16,fp8_tensor,fp8_block] [--gemms 1,2] [--budget-s 220] [--retune]
+
+Shapes, routing (random), operands and the float32 reference are the MoE GEMM
+tuner's (python/tune_moe.GemmCase) at the align block size the kernels serve
+(128); a (layer, M) whose operator block size is not 128 is skipped (the Triton
+kernel serves it). Every config of the rule's tuning space is launched through
+the JIT launcher (python/jit/moe_gemm_hopper.py: the operator's descriptor and
+arguments, bitwise the AOT kernel: test/gpu/test_moe_hopper*_gpu.py), checked
+(outputs poisoned first) and timed by CUDA-graph replay. Entries are saved one
+by one, so a stopped run resumes (unless --retune).
+"""
+from __future__ import annotations
+
+import time
+
+from python import tune_shared as T
+from python.kernel_rules import config_name, functional_name
+from python.tune_moe import LAYERS, QUANTS, TOL, entry_key
+from tritonsrc.moe import configs as C
+
+BLOCK_M = 128  # the align block size both Gluon kernels serve (rules_moe_hopper.BLOCK_M)
+
+
+def rule_for(quant):
+    """The Gluon rule that serves a tune_moe quant name, or None (int4 has none)."""
+    if quant == "int4":
+        return None
+    if QUANTS[quant][1] == C.QUANT_NONE:
+        from python.rules_moe_hopper import fused_moe_gemm_hopper
+        return fused_moe_gemm_hopper
+    from python.rules_moe_hopper_fp8 import fused_moe_gemm_hopper_fp8
+    return fused_moe_gemm_hopper_fp8
+
+
+def gluon_entry(layer, gemm, M, quant):
+    """(rule, functional, LUT bins) of one GEMM of a layer at M tokens, or None
+    where the operator's block size is not the Gluon kernels' 128."""
+    spec = LAYERS[layer]
+    rule = rule_for(quant)
+    if rule is None or C.block_size_m(M, topk=spec["topk"], num_experts=spec["E"]) != BLOCK_M:
+        return None
+    act_name, q = QUANTS[quant]
+    values = {"dtype": act_name, "QUANT": q, "MUL_ROUTED_WEIGHT": gemm == 2}
+    f = {k: values[k] for k in rule.functional}  # the rule's order: the database's functional names
+    _, bins = entry_key(layer, gemm, M, quant, BLOCK_M)  # same bins: tokens per expert, N, K
+    return rule, f, bins
+
+
+def runner(case, quant, rule):
+    """run(config) for a GemmCase on the rule's JIT launcher."""
+    from python.jit.moe_gemm_hopper import invoke_grouped_gemm_hopper, invoke_grouped_gemm_hopper_fp8
+
+    q = QUANTS[quant][1]
+    if q == C.QUANT_NONE:
+        return lambda cfg: invoke_grouped_gemm_hopper(case.a, case.b, case.c, case.weights, case.sorted,
+                                                      case.expert_ids, case.ntpp, case.top_k, cfg,
+                                                      mul_routed_weight=case.mul)
+    return lambda cfg: invoke_grouped_gemm_hopper_fp8(case.a, case.b, case.c, case.a_s, case.b_s, case.weights,
+                                                      case.sorted, case.expert_ids, case.ntpp, case.top_k, q, cfg,
+                                                      mul_routed_weight=case.mul)
+
+
+def tune_moe_gluon(args, load_db, save_db, db_path):
+    import torch
+
+    from python.tune_moe import GemmCase
+
+    major, minor = torch.cuda.get_device_capability()
+    arch = major * 10 + minor
+    work = [(layer, quant, M, gemm) for layer in args.layers.split(",") for quant in args.quants.split(",")
+            for M in map(int, args.tokens.split(",")) for gemm in map(int, args.gemms.split(","))]
+    dbs = {}
+    start = time.time()
+    print(f"Gluon MoE GEMM tuning on sm_{arch}: {len(work)} (layer, quant, M, GEMM), budget {args.budget_s:.0f} s")
+    print("| layer | quant | M | GEMM | kernel | best config | ms | TF/s | default ms | x | candidates |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    for layer, quant, M, gemm in work:
+        if time.time() - start > args.budget_s:
+            print(f"budget of {args.budget_s:.0f} s spent: run the same command again to resume", flush=True)
+            break
+        picked = gluon_entry(layer, gemm, M, quant)
+        if picked is None:
+            continue
+        rule, f, bins = picked
+        if not rule.valid(f, arch):
+            continue
+        if rule.name not in dbs:
+            dbs[rule.name] = load_db(rule.name, arch, rule)
+            dbs[rule.name]["keys"] = [k.arg for k in rule.autotune_keys]
+        db = dbs[rule.name]
+        fname = functional_name(f)
+        if not args.retune and any(e["functional"] == fname and e["bins"] == bins for e in db["entries"]):
+            continue
+        case = GemmCase(layer, gemm, M, quant, BLOCK_M)
+        run = runner(case, quant, rule)
+        default = dict(rule.tuning.default(f, arch))
+        cands = rule.tuning.all_configs(f, arch)
+        cands = ([default] if default not in cands else []) + cands
+
+        def error(cfg):
+            case.c.fill_(float("nan"))
+            run(cfg)
+            torch.cuda.synchronize()
+            c = case.c.float()
+            if not torch.isfinite(c).all():
+                return float("inf")
+            return ((c - case.ref).norm() / case.ref.norm().clamp_min(1e-30)).item()
+
+        results = T.measure(cands, [None] * len(cands), error, TOL[case.act_name],
+                            lambda cfg: T.kernel_ms(lambda: run(cfg), args.rep_ms))
+        best, second, default_ms = T.best_second_default(results, default)
+        if best[0] == float("inf"):
+            print(f"| {layer} | {quant} | {M} | {gemm} | {rule.name} | no valid config | | | | | {len(results)} |")
+            continue
+        flops = 2 * M * case.shape["topk"] * case.shape["N"] * case.shape["K"]
+        entry = {"functional": fname, "bins": bins, "shape": case.shape, "config": best[1],
+                 "time_ms": round(best[0], 5), "tflops": round(flops / best[0] / 1e9, 1),
+                 "runner_up": {"config": second[1], "time_ms": round(second[0], 5)},
+                 "default_ms": T.finite_ms(default_ms), "candidates": len(results),
+                 "rejected": [[config_name(r[1]), r[2]] for r in results if r[2] != "ok"]}
+        T.store_entry(db, entry, lambda: save_db(db, rule.name, arch), db_path(rule.name, arch), arch)
+        print(f"| {layer} | {quant} | {M} | {gemm} | {rule.name} | {config_name(best[1])} | {best[0]:.4f} | "
+              f"{entry['tflops']} | {default_ms:.4f} | {default_ms / best[0]:.2f} | {len(results)} |", flush=True)
+        del case
+        torch.cuda.empty_cache()
+    print(f"done in {time.time() - start:.0f} s", flush=True)
+
+
+def add_arguments(ap):
+    ap.add_argument("--layers", default="mixtral,deepseek")
+    ap.add_argument("--tokens", default="512,4096")
+    ap.add_argument("--quants", default="bf16,fp8_tensor,fp8_block")
+    ap.add_argument("--gemms", default="1,2")
+    ap.add_argument("--budget-s", type=float, default=float("inf"), help="stop starting new entries after this")
+    ap.add_argument("--rep-ms", type=int, default=25)
+    ap.add_argument("--retune", action="store_true", help="tune listed entries again, replacing theirs")
+    return ap
