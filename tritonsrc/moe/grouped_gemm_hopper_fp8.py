@@ -58,9 +58,9 @@ def _output_scales(acc, a_scale_ptr, b_scale_ptr, e64, a_row, slot_ok, half_n, N
 
 
 @gluon.jit
-def _consume_fp8(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr,
-                 sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k, stride_cm,
-                 stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, WHICH: gl.constexpr,
+def _consume_fp8(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
+                 topk_weights_ptr, sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k,
+                 stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, WHICH: gl.constexpr,
                  QUANT: gl.constexpr, MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_N: gl.constexpr,
                  NUM_STAGES: gl.constexpr):
     """This warpgroup's 64 rows of the tile, in one or two 128-column halves:
@@ -171,25 +171,27 @@ def _gather_a_scaled(a_ptr, a_ring, as_ring, bs_ring, ready_a, empty, sorted_ids
 
 
 @gluon.jit
-def _consume_fp8_top(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr,
-                     sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k, stride_cm,
-                     stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, QUANT: gl.constexpr,
-                     MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
-    _consume_fp8(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr,
-                 sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k, stride_cm, stride_asm,
-                 stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, 0, QUANT, MUL_ROUTED_WEIGHT, BLOCK_N,
-                 NUM_STAGES)
+def _consume_fp8_top(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
+                     topk_weights_ptr, sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k,
+                     stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok,
+                     QUANT: gl.constexpr, MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_N: gl.constexpr,
+                     NUM_STAGES: gl.constexpr):
+    _consume_fp8(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
+                 topk_weights_ptr, sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k,
+                 stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, 0, QUANT,
+                 MUL_ROUTED_WEIGHT, BLOCK_N, NUM_STAGES)
 
 
 @gluon.jit
-def _consume_fp8_bottom(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr,
-                        sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k, stride_cm,
-                        stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, QUANT: gl.constexpr,
-                        MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
-    _consume_fp8(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr,
-                 sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k, stride_cm, stride_asm,
-                 stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, 1, QUANT, MUL_ROUTED_WEIGHT, BLOCK_N,
-                 NUM_STAGES)
+def _consume_fp8_bottom(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
+                        topk_weights_ptr, sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k,
+                        stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok,
+                        QUANT: gl.constexpr, MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_N: gl.constexpr,
+                        NUM_STAGES: gl.constexpr):
+    _consume_fp8(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
+                 topk_weights_ptr, sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k,
+                 stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, 1, QUANT,
+                 MUL_ROUTED_WEIGHT, BLOCK_N, NUM_STAGES)
 
 
 @gluon.jit(do_not_specialize=["EM", "num_valid_tokens", "top_k"])
@@ -246,9 +248,9 @@ def fused_moe_gemm_hopper_fp8(a_ptr, b_desc, c_ptr, a_scale_ptr, b_scale_ptr, to
                             topk_weights_ptr, sorted_token_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM,
                             num_valid_tokens, top_k, stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn,
                             stride_bsk, expert_ok, QUANT, MUL_ROUTED_WEIGHT, BLOCK_N, NUM_STAGES)),
-        (_consume_fp8_bottom, (a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
-                               topk_weights_ptr, sorted_token_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM,
-                               num_valid_tokens, top_k, stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn,
+        (_consume_fp8_bottom, (a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr,
+                               b_scale_ptr, topk_weights_ptr, sorted_token_ids_ptr, expert, pid_m, pid_n, k_tiles, N,
+                               EM, num_valid_tokens, top_k, stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn,
                                stride_bsk, expert_ok, QUANT, MUL_ROUTED_WEIGHT, BLOCK_N, NUM_STAGES)),
         (_load_b, (b_desc, b_ring, ready_b, empty, row_b, k_tiles, BLOCK_K, NUM_STAGES)),
         (_gather_a_scaled, (a_ptr, a_ring, as_ring, bs_ring, ready_a, empty, sorted_token_ids_ptr, a_scale_ptr,
