@@ -13,7 +13,7 @@ DeepSeek-like 670 vs 512, 540 vs 470; 128x128 blocks 702-776 vs 685-688 and
 437-523 vs 413-469 (128-wide tiles).
 """
 from python.kernel_rules import Arg, AutotuneKey, Kernel, Tensor, TmaArg, TuningSpace
-from python.rules_moe_hopper import BLOCK_M, SHARED_LIMIT
+from python.rules_moe_hopper import BLOCK_M, SHARED_LIMIT, _valid
 from tritonsrc.moe import configs as C
 
 FP8_QUANTS = [C.QUANT_FP8_TENSOR, C.QUANT_FP8_BLOCK, C.QUANT_FP8_CHANNEL]
@@ -49,10 +49,6 @@ def _default(f, arch):
         return {"BLOCK_M": BLOCK_M, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8, "NUM_STAGES": 5, "num_warps": 4}
     stages = 4 if f["QUANT"] == C.QUANT_FP8_TENSOR else 3
     return {"BLOCK_M": BLOCK_M, "BLOCK_N": 256, "BLOCK_K": 128, "GROUP_M": 8, "NUM_STAGES": stages, "num_warps": 4}
-
-
-def _valid(f, arch):
-    return arch == 90  # wgmma and setmaxnreg are sm_90a
 
 
 _A = Tensor("a_ptr", "fp8e4nv", "m", rank=2, align=16, stride="i32:16", prefix="stride_a")

@@ -7,6 +7,18 @@ import triton
 from tritonsrc.moe.grouped_gemm_hopper import fused_moe_gemm_hopper
 
 
+def _weights_descriptor(rule, functional, config, b):
+    """The weights [E, N, K] as the operator's TMA view [E * N, K], with the rule's box and swizzle."""
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    from python.kernel_rules import TmaArg
+
+    E, N, K = b.shape
+    arg = next(x for x in rule.args if isinstance(x, TmaArg))
+    assert E == 1 or b.stride(0) == N * b.stride(1), "the experts must lie back to back ([E * N, K] view)"
+    return TensorDescriptor(b, [E * N, K], [b.stride(1), 1], arg.block_shape(functional, config),
+                            arg.layout(functional, config))
+
+
 def invoke_grouped_gemm_hopper(a, b, c, topk_weights, sorted_token_ids, expert_ids, num_tokens_post_padded, top_k,
                                config=None, mul_routed_weight=False):
     """c[s] = a[s // top_k] @ b[expert(s)]^T (* topk_weights[s]) for the slots of
@@ -14,18 +26,13 @@ def invoke_grouped_gemm_hopper(a, b, c, topk_weights, sorted_token_ids, expert_i
     experts back to back, c [slots, N]; fp16 or bf16. config: {BLOCK_M, BLOCK_N,
     BLOCK_K, GROUP_M, NUM_STAGES, num_warps} (default: the rule's)."""
     import torch
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-    from python.kernel_rules import TmaArg
     from python.rules_moe_hopper import fused_moe_gemm_hopper as rule
 
     E, N, K = b.shape
     functional = {"dtype": {torch.float16: "fp16", torch.bfloat16: "bf16"}[b.dtype],
                   "MUL_ROUTED_WEIGHT": bool(mul_routed_weight)}
     config = config or rule.tuning.default(functional, 90)
-    arg = next(x for x in rule.args if isinstance(x, TmaArg))
-    assert E == 1 or b.stride(0) == N * b.stride(1), "the experts must lie back to back ([E * N, K] view)"
-    b_desc = TensorDescriptor(b, [E * N, K], [b.stride(1), 1], arg.block_shape(functional, config),
-                              arg.layout(functional, config))
+    b_desc = _weights_descriptor(rule, functional, config, b)
     EM = sorted_token_ids.numel()
     grid = (triton.cdiv(EM, config["BLOCK_M"]) * triton.cdiv(N, config["BLOCK_N"]), )
     fused_moe_gemm_hopper[grid](
@@ -44,8 +51,6 @@ def invoke_grouped_gemm_hopper_fp8(a, b, c, a_scale, b_scale, topk_weights, sort
     (1: a [1], b [E]; 2: a [rows, cdiv(K, 128)], b [E, cdiv(N, 128), cdiv(K, 128)];
     3: a [rows], b [E, N]). config: the rule's keys (default: the rule's)."""
     import torch
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-    from python.kernel_rules import TmaArg
     from python.rules_moe_hopper_fp8 import fused_moe_gemm_hopper_fp8 as rule
     from tritonsrc.moe.grouped_gemm_hopper_fp8 import fused_moe_gemm_hopper_fp8
 
@@ -53,10 +58,7 @@ def invoke_grouped_gemm_hopper_fp8(a, b, c, a_scale, b_scale, topk_weights, sort
     functional = {"dtype": {torch.float16: "fp16", torch.bfloat16: "bf16"}[c.dtype], "QUANT": int(quant),
                   "MUL_ROUTED_WEIGHT": bool(mul_routed_weight)}
     config = config or rule.tuning.default(functional, 90)
-    arg = next(x for x in rule.args if isinstance(x, TmaArg))
-    assert E == 1 or b.stride(0) == N * b.stride(1), "the experts must lie back to back ([E * N, K] view)"
-    b_desc = TensorDescriptor(b, [E * N, K], [b.stride(1), 1], arg.block_shape(functional, config),
-                              arg.layout(functional, config))
+    b_desc = _weights_descriptor(rule, functional, config, b)
     if quant == 2:
         s_a, s_b = (a_scale.stride(0), a_scale.stride(1)), (b_scale.stride(0), b_scale.stride(1), b_scale.stride(2))
     elif quant == 3:

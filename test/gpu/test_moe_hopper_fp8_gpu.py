@@ -42,17 +42,34 @@ def quantize(x, w, quant):
     return a, a_s, b, b_s, a.double() * a_s.double()[:, None], b.double() * b_s.double()[:, :, None]
 
 
-def run(quant, M, E, top_k, N, K, form, dtype=torch.bfloat16, seed=0, bad_expert=None, block_n=None):
-    from python.jit import moe as mj
-    from python.jit.moe_gemm_hopper import invoke_grouped_gemm_hopper_fp8
-
+def operands(quant, M, E, top_k, N, K, form, dtype=torch.bfloat16, seed=0):
+    """Fresh random routing, activations, weights and routed weights, quantized as fused_experts does."""
     g = torch.Generator(device=DEV).manual_seed(seed)
     ids = torch.rand(M, E, device=DEV, generator=g).topk(top_k, dim=-1).indices.to(torch.int32)
     rows, gather = (M, top_k) if form == "gemm1" else (M * top_k, 1)
     x = torch.randn(rows, K, device=DEV, generator=g).to(dtype)
     w = (torch.randn(E, N, K, device=DEV, generator=g) / K ** 0.5).to(dtype)
     tw = torch.rand(M * top_k, device=DEV, generator=g) + 0.1
-    a, a_s, b, b_s, a_deq, b_deq = quantize(x, w, quant)
+    return ids, gather, tw, quantize(x, w, quant)
+
+
+def reference(ids, gather, tw, mul, a_deq, b_deq):
+    """float64 product of the dequantized operands per slot (times the routed weight for GEMM2)."""
+    ref = torch.zeros(ids.numel(), b_deq.shape[1], dtype=torch.float64, device=DEV)
+    flat = ids.reshape(-1).long()
+    for ex in flat.unique().tolist():
+        sl = (flat == ex).nonzero().flatten()
+        ref[sl] = a_deq[sl // gather] @ b_deq[ex].T
+    if mul:
+        ref *= tw.double()[:, None]
+    return ref
+
+
+def run(quant, M, E, top_k, N, K, form, dtype=torch.bfloat16, seed=0, bad_expert=None, block_n=None):
+    from python.jit import moe as mj
+    from python.jit.moe_gemm_hopper import invoke_grouped_gemm_hopper_fp8
+
+    ids, gather, tw, (a, a_s, b, b_s, a_deq, b_deq) = operands(quant, M, E, top_k, N, K, form, dtype, seed)
     s, e, n = mj.moe_align_block_size(ids, 128, E)
     if bad_expert is not None:
         e[0] = bad_expert
@@ -66,14 +83,7 @@ def run(quant, M, E, top_k, N, K, form, dtype=torch.bfloat16, seed=0, bad_expert
     invoke_grouped_gemm_hopper_fp8(a, b, c, a_s, b_s, tw if mul else None, s, e, n, gather, quant, config,
                                    mul_routed_weight=mul)
     torch.cuda.synchronize()
-    ref = torch.zeros(M * top_k, N, dtype=torch.float64, device=DEV)
-    flat = ids.reshape(-1).long()
-    for ex in flat.unique().tolist():
-        sl = (flat == ex).nonzero().flatten()
-        ref[sl] = a_deq[sl // gather] @ b_deq[ex].T
-    if mul:
-        ref *= tw.double()[:, None]
-    return c, ref, s
+    return c, reference(ids, gather, tw, mul, a_deq, b_deq), s
 
 
 def rel_err(c, ref):
@@ -118,13 +128,7 @@ def aot_gemm(quant, M, E, top_k, N, K, form, env=None, seed=3, force=None):
     import os
 
     aotriton = pytest.importorskip("aotriton")
-    g = torch.Generator(device=DEV).manual_seed(seed)
-    ids = torch.rand(M, E, device=DEV, generator=g).topk(top_k, dim=-1).indices.to(torch.int32)
-    rows, gather = (M, top_k) if form == "gemm1" else (M * top_k, 1)
-    x = torch.randn(rows, K, device=DEV, generator=g).to(torch.bfloat16)
-    w = (torch.randn(E, N, K, device=DEV, generator=g) / K ** 0.5).to(torch.bfloat16)
-    tw = torch.rand(M * top_k, device=DEV, generator=g) + 0.1
-    a, a_s, b, b_s, a_deq, b_deq = quantize(x, w, quant)
+    ids, gather, tw, (a, a_s, b, b_s, a_deq, b_deq) = operands(quant, M, E, top_k, N, K, form, seed=seed)
     s, e, n = aotriton.moe_align_block_size(ids, 128, E)
     c = torch.full((M * top_k, N), float("nan"), dtype=torch.bfloat16, device=DEV)
     mul = form == "gemm2"
@@ -146,13 +150,7 @@ def aot_gemm(quant, M, E, top_k, N, K, form, env=None, seed=3, force=None):
         if old is not None:
             os.environ["AOTRITON_MOE_HOPPER"] = old
     torch.cuda.synchronize()
-    ref = torch.zeros(M * top_k, N, dtype=torch.float64, device=DEV)
-    flat = ids.reshape(-1).long()
-    for ex in flat.unique().tolist():
-        sl = (flat == ex).nonzero().flatten()
-        ref[sl] = a_deq[sl // gather] @ b_deq[ex].T
-    if mul:
-        ref *= tw.double()[:, None]
+    ref = reference(ids, gather, tw, mul, a_deq, b_deq)
     return c, ref, ran, (a, b, a_s, b_s, tw if mul else None, s, e, n, gather, mul)
 
 

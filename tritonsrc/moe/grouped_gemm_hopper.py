@@ -38,6 +38,31 @@ GATHER_WARPS = gl.constexpr(2)  # 4 would leave ptxas 128 registers for the 64 x
 
 
 @gluon.jit
+def _grouped_tile(EM, N, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr):
+    """(pid_m, pid_n) of this program in grouped order: GROUP_M M blocks share each N column of B in L2."""
+    num_pid_m = gl.cdiv(EM, BLOCK_M)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    in_group = GROUP_M * num_pid_n
+    pid = gl.program_id(0)
+    first_m = (pid // in_group) * GROUP_M
+    group_m = gl.minimum(num_pid_m - first_m, GROUP_M)
+    return first_m + (pid % in_group) % group_m, (pid % in_group) // group_m
+
+
+@gluon.jit
+def _stage_barriers(NUM_STAGES: gl.constexpr):
+    """Per stage: A landed (every gatherer thread arrives), B landed (TMA bytes), stage free (both consumers)."""
+    ready_a = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    ready_b = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(ready_a.index(i), count=GATHER_WARPS * 32)
+        mbarrier.init(ready_b.index(i), count=1)
+        mbarrier.init(empty.index(i), count=2)
+    return ready_a, ready_b, empty
+
+
+@gluon.jit
 def _load_b(b_desc, b_ring, ready_b, empty, row_b, k_tiles, BLOCK_K: gl.constexpr, NUM_STAGES: gl.constexpr):
     for t in range(0, k_tiles):
         stage = t % NUM_STAGES
@@ -49,11 +74,10 @@ def _load_b(b_desc, b_ring, ready_b, empty, row_b, k_tiles, BLOCK_K: gl.constexp
 
 
 @gluon.jit
-def _gather_a(a_ptr, a_ring, ready_a, empty, sorted_ids_ptr, pid_m, k_tiles, K, EM, num_valid_tokens, top_k,
-              stride_am, BLOCK_M: gl.constexpr, BLOCK_K: gl.constexpr, NUM_STAGES: gl.constexpr):
-    """Each thread copies its 16-byte pieces of the stage's [BLOCK_M, BLOCK_K]
-    A tile and arrives on ready_a once they landed (the barrier counts every
-    thread of this partition). Rows of padding slots read nothing (zeros)."""
+def _a_rows(a_ptr, a_ring, sorted_ids_ptr, pid_m, EM, num_valid_tokens, top_k, stride_am, BLOCK_M: gl.constexpr,
+            BLOCK_K: gl.constexpr):
+    """This partition's 16-byte pieces of the block's [BLOCK_M, BLOCK_K] A tile:
+    (pointers at K offset 0, row mask, K offsets). Padding slots read row 0, masked."""
     NUM_WARPS: gl.constexpr = gl.num_warps()
     VEC: gl.constexpr = 128 // a_ring.dtype.primitive_bitwidth
     layout: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, VEC],
@@ -65,7 +89,17 @@ def _gather_a(a_ptr, a_ring, ready_a, empty, sorted_ids_ptr, pid_m, k_tiles, K, 
     a_row = gl.where(slot_ok, slot // top_k, 0).to(gl.int64)
     offs_k = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, layout))
     ptrs = a_ptr + gl.expand_dims(a_row * stride_am, 1) + gl.expand_dims(offs_k, 0)
-    row_ok = gl.expand_dims(slot_ok, 1)
+    return ptrs, gl.expand_dims(slot_ok, 1), offs_k
+
+
+@gluon.jit
+def _gather_a(a_ptr, a_ring, ready_a, empty, sorted_ids_ptr, pid_m, k_tiles, K, EM, num_valid_tokens, top_k,
+              stride_am, BLOCK_M: gl.constexpr, BLOCK_K: gl.constexpr, NUM_STAGES: gl.constexpr):
+    """Each thread copies its 16-byte pieces of the stage's [BLOCK_M, BLOCK_K]
+    A tile and arrives on ready_a once they landed (the barrier counts every
+    thread of this partition). Rows of padding slots read nothing (zeros)."""
+    ptrs, row_ok, offs_k = _a_rows(a_ptr, a_ring, sorted_ids_ptr, pid_m, EM, num_valid_tokens, top_k, stride_am,
+                                   BLOCK_M, BLOCK_K)
     for t in range(0, k_tiles):
         stage = t % NUM_STAGES
         mbarrier.wait(empty.index(stage), ((t // NUM_STAGES) - 1) & 1, pred=t >= NUM_STAGES)
@@ -151,14 +185,7 @@ def fused_moe_gemm_hopper(a_ptr, b_desc, c_ptr, topk_weights_ptr, sorted_token_i
     num_tokens_post_padded_ptr int32 [1] (M blocks at or past it exit at once)
     """
     gl.static_assert(BLOCK_M == 2 * ROWS, "BLOCK_M is two consumer warpgroups of 64 rows")
-    num_pid_m = gl.cdiv(EM, BLOCK_M)
-    num_pid_n = gl.cdiv(N, BLOCK_N)
-    in_group = GROUP_M * num_pid_n
-    pid = gl.program_id(0)
-    first_m = (pid // in_group) * GROUP_M
-    group_m = gl.minimum(num_pid_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % in_group) % group_m
-    pid_n = (pid % in_group) // group_m
+    pid_m, pid_n = _grouped_tile(EM, N, BLOCK_M, BLOCK_N, GROUP_M)
     if pid_m * BLOCK_M >= gl.load(num_tokens_post_padded_ptr):
         return
     expert = gl.load(expert_ids_ptr + pid_m)
@@ -169,13 +196,7 @@ def fused_moe_gemm_hopper(a_ptr, b_desc, c_ptr, topk_weights_ptr, sorted_token_i
 
     a_ring = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], b_desc.layout)
     b_ring = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], b_desc.layout)
-    ready_a = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    ready_b = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(NUM_STAGES):
-        mbarrier.init(ready_a.index(i), count=GATHER_WARPS * 32)
-        mbarrier.init(ready_b.index(i), count=1)
-        mbarrier.init(empty.index(i), count=2)
+    ready_a, ready_b, empty = _stage_barriers(NUM_STAGES)
 
     # The argument tuples stay inline: a tuple assigned to a variable first
     # turns its constexprs into runtime values.

@@ -29,7 +29,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, warpgroup_mma, warpgroup_mma_wait
 
-from .grouped_gemm_hopper import GATHER_WARPS, ROWS, _load_b, _store_c
+from .grouped_gemm_hopper import GATHER_WARPS, ROWS, _a_rows, _grouped_tile, _load_b, _stage_barriers, _store_c
 
 SCALE_GROUP = gl.constexpr(128)  # block-quant group along K (A and B) and N (B)
 
@@ -135,17 +135,8 @@ def _gather_a_scaled(a_ptr, a_ring, as_ring, bs_ring, ready_a, empty, sorted_ids
     zero-filled), all completing under ready_a: the consumers then wait on no global load
     and hold no scale a tile ahead."""
     NUM_WARPS: gl.constexpr = gl.num_warps()
-    VEC: gl.constexpr = 128 // a_ring.dtype.primitive_bitwidth
-    layout: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, VEC],
-                                            threads_per_warp=[32 * VEC // BLOCK_K, BLOCK_K // VEC],
-                                            warps_per_cta=[NUM_WARPS, 1], order=[1, 0])
-    offs_m = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, layout))
-    slot = gl.load(sorted_ids_ptr + offs_m, mask=offs_m < EM, other=num_valid_tokens)
-    slot_ok = (slot >= 0) & (slot < num_valid_tokens)
-    a_row = gl.where(slot_ok, slot // top_k, 0).to(gl.int64)
-    offs_k = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, layout))
-    ptrs = a_ptr + gl.expand_dims(a_row * stride_am, 1) + gl.expand_dims(offs_k, 0)
-    row_ok = gl.expand_dims(slot_ok, 1)
+    ptrs, row_ok, offs_k = _a_rows(a_ptr, a_ring, sorted_ids_ptr, pid_m, EM, num_valid_tokens, top_k, stride_am,
+                                   BLOCK_M, BLOCK_K)
     if QUANT == 2:
         vec_l: gl.constexpr = gl.BlockedLayout([1], [32], [NUM_WARPS], [0])
         offs_s = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=vec_l)
@@ -214,14 +205,7 @@ def fused_moe_gemm_hopper_fp8(a_ptr, b_desc, c_ptr, a_scale_ptr, b_scale_ptr, to
     gl.static_assert((QUANT >= 1) & (QUANT <= 3), "fp8 scales: 1 per tensor, 2 blocks of 128, 3 per channel")
     gl.static_assert((BLOCK_N == SCALE_GROUP) | (BLOCK_N == 2 * SCALE_GROUP), "one or two 128-column halves")
     gl.static_assert((QUANT != 2) | (BLOCK_K == SCALE_GROUP), "a block-scaled K tile is one scale group")
-    num_pid_m = gl.cdiv(EM, BLOCK_M)
-    num_pid_n = gl.cdiv(N, BLOCK_N)
-    in_group = GROUP_M * num_pid_n
-    pid = gl.program_id(0)
-    first_m = (pid // in_group) * GROUP_M
-    group_m = gl.minimum(num_pid_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % in_group) % group_m
-    pid_n = (pid % in_group) // group_m
+    pid_m, pid_n = _grouped_tile(EM, N, BLOCK_M, BLOCK_N, GROUP_M)
     if pid_m * BLOCK_M >= gl.load(num_tokens_post_padded_ptr):
         return
     expert = gl.load(expert_ids_ptr + pid_m)
@@ -231,17 +215,11 @@ def fused_moe_gemm_hopper_fp8(a_ptr, b_desc, c_ptr, a_scale_ptr, b_scale_ptr, to
 
     a_ring = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], b_desc.layout)
     b_ring = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], b_desc.layout)
-    ready_a = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    ready_b = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    ready_a, ready_b, empty = _stage_barriers(NUM_STAGES)
     # QUANT 2: each stage's A scales (one per row) and B scales (one per 128-column half).
     plain: gl.constexpr = gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[0])  # per stage
     as_ring = gl.allocate_shared_memory(gl.float32, [NUM_STAGES, BLOCK_M], plain)
     bs_ring = gl.allocate_shared_memory(gl.float32, [NUM_STAGES, 2], plain)
-    for i in gl.static_range(NUM_STAGES):
-        mbarrier.init(ready_a.index(i), count=GATHER_WARPS * 32)
-        mbarrier.init(ready_b.index(i), count=1)
-        mbarrier.init(empty.index(i), count=2)
 
     gl.warp_specialize([
         (_consume_fp8_top, (a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
