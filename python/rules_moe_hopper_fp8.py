@@ -6,11 +6,12 @@ promoted into fp32 by one warpgroup while the other's wgmma runs
 v2src/ops/moe_gemm_hopper.cc routes fp8 calls it serves (aligned, align block
 size 128, at least MIN_TOKENS_PER_EXPERT slots per expert, N >= MIN_N, weights
 a TMA operand) to it on sm_90 by default (AOTRITON_MOE_HOPPER=0 keeps the Triton
-kernel). Measured on the H200 against fused_moe_gemm's fp8 paths, JIT, same
-operands (bench/experiments/moe_fp8_gluon.py, bench/results/moe_fp8_gluon_r2_sm90.json),
-TF/s at M=4096: per tensor Mixtral-like GEMM1 918 vs 762, GEMM2 999 vs 789,
-DeepSeek-like 670 vs 512, 540 vs 470; 128x128 blocks 702-776 vs 685-688 and
-437-523 vs 413-469 (128-wide tiles).
+kernel). Measured on the H200 against fused_moe_gemm's fp8 paths, JIT of the
+build's kernel and defaults, same operands (bench/experiments/moe_fp8_gluon.py,
+bench/results/moe_fp8_gluon_r4_sm90.json), TF/s at M=4096 (GEMM1 / GEMM2): per
+tensor Mixtral-like 898 / 989 vs 769 / 800, DeepSeek-like 646 / 530 vs 518 / 475;
+128x128 blocks 870 / 915 vs 691 / 695 and 625 / 526 vs 471 / 419 (bf16: 539 / 538
+and 356 / 331).
 """
 from python.kernel_rules import Arg, AutotuneKey, Kernel, Tensor, TmaArg, TuningSpace
 from python.rules_moe_hopper import BLOCK_M, SHARED_LIMIT, _valid

@@ -52,10 +52,11 @@ bool serves(const GemmJob& j, bool aligned, TmaTensor* b) {
 // =0 neither; unset, the fp8 form only. Measured on the H200, the bf16 form beat
 // the tuned Triton kernel only at Mixtral-like M=512 (1.03x / 1.17x) and lost
 // 2-5% at M=4096 (bench/results/moe_sm90_hopper_gemm.json); the fp8 form won
-// every measured row from 128 slots per expert (1.02-1.3x;
-// bench/results/moe_fp8_gluon_r2_sm90.json). Read on every call (only calls a
-// kernel serves get here) so one process can compare both (bench/bench_moe.py);
-// set it before starting threads.
+// (1.12-1.33x at M=4096, bench/results/moe_fp8_gluon_r4_sm90.json) or tied
+// (Mixtral-like M=512 block GEMM1, 128 slots per expert: 0.99x;
+// bench/results/moe_sm90.json) in every measured row from 128 slots per expert.
+// Read on every call (only calls a kernel serves get here) so one process can
+// compare both (bench/bench_moe.py); set it before starting threads.
 bool enabled(const GemmJob& j) {
   const char* v = std::getenv("AOTRITON_MOE_HOPPER");
   if (v && std::strcmp(v, "1") == 0) return true;
