@@ -37,15 +37,22 @@ def _innermost_loops(sass, marker):
 
 
 def _space_corners():
-    """Every functional at the default and at the deepest ring of each tile width of its space."""
+    """Every functional at the default, at the deepest ring of each tile width of its
+    space, and at every config its tuning database ships (the build compiles those)."""
+    from python import build_plan
+    from python.kernel_rules import functional_name
+
+    db = build_plan.load_tuning_db(RULE.name, 90)
     for f in FUNCTIONALS:
         default = RULE.tuning.default(f, 90)
-        yield f, default
+        seen = [default]
         space = RULE.tuning.all_configs(f, 90)
         for n in sorted({c["BLOCK_N"] for c in space}):
-            deepest = max((c for c in space if c["BLOCK_N"] == n), key=lambda c: c["NUM_STAGES"])
-            if deepest != default:
-                yield f, deepest
+            seen.append(max((c for c in space if c["BLOCK_N"] == n), key=lambda c: c["NUM_STAGES"]))
+        seen += [e["config"] for e in db if e["functional"] == functional_name(f)]
+        for i, c in enumerate(seen):
+            if c not in seen[:i]:
+                yield f, c
 
 
 @pytest.mark.parametrize("functional,config", list(_space_corners()), ids=str)
