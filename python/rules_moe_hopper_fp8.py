@@ -14,7 +14,7 @@ tensor Mixtral-like 898 / 989 vs 769 / 800, DeepSeek-like 646 / 530 vs 518 / 475
 and 356 / 331).
 """
 from python.kernel_rules import Arg, AutotuneKey, Kernel, Tensor, TmaArg, TuningSpace
-from python.rules_moe_hopper import BLOCK_M, SHARED_LIMIT, _valid
+from python.rules_moe_hopper import _C, BLOCK_M, SHARED_LIMIT, _valid
 from tritonsrc.moe import configs as C
 
 FP8_QUANTS = [C.QUANT_FP8_TENSOR, C.QUANT_FP8_BLOCK, C.QUANT_FP8_CHANNEL]
@@ -24,7 +24,9 @@ MIN_TOKENS_PER_EXPERT = 128
 
 
 def _shared_bytes(c):
-    return c["NUM_STAGES"] * c["BLOCK_K"] * (BLOCK_M + c["BLOCK_N"])  # one byte per fp8 element
+    """The A and B rings (one byte per fp8 element) and the block scales' rings (fp32, a
+    scale per row and per 128-column half), as grouped_gemm_hopper_fp8.py allocates them."""
+    return c["NUM_STAGES"] * (c["BLOCK_K"] * (BLOCK_M + c["BLOCK_N"]) + 4 * (BLOCK_M + 2))
 
 
 def _prune(f, c, arch):
@@ -52,8 +54,7 @@ def _default(f, arch):
     return {"BLOCK_M": BLOCK_M, "BLOCK_N": 256, "BLOCK_K": 128, "GROUP_M": 8, "NUM_STAGES": stages, "num_warps": 4}
 
 
-_A = Tensor("a_ptr", "fp8e4nv", "m", rank=2, align=16, stride="i32:16", prefix="stride_a")
-_C = Tensor("c_ptr", "{dtype}", "m", rank=2, align=16, stride="i32:16", prefix="stride_c")
+_A = Tensor("a_ptr", "fp8e4nv", "m", rank=2, align=16, stride="i32:16", prefix="stride_a")  # c: as the bf16 kernel's
 
 fused_moe_gemm_hopper_fp8 = Kernel(
     name="fused_moe_gemm_hopper_fp8",

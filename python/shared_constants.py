@@ -6,6 +6,7 @@ fp8 scale group and the grouped GEMM's block size per token count.
 from __future__ import annotations
 
 from python import rules_flash, rules_moe, rules_moe_hopper, rules_moe_hopper_fp8
+from tritonsrc.flash import decode_configs
 from tritonsrc.moe import configs as moe_configs
 
 
@@ -51,6 +52,9 @@ def header() -> str:
         "// dims kVdimQkMin[i]..kVdimQkMax[i] (multiples of 8) with V head dim kVdimV[i].\n",
         *(_array("int64_t", name, col) for name, col in zip(("kVdimQkMin", "kVdimQkMax", "kVdimV"),
                                                              zip(*vdim_rows()))),
+        "// Paged decode: page sizes that are multiples of this run the PAGE_TILES kernels, whose\n"
+        "// tiles are at most this long (tritonsrc/flash/decode_configs.py PAGE_TILE_KEYS).\n",
+        f"constexpr int64_t kPageTileKeys = {decode_configs.PAGE_TILE_KEYS};\n",
         "\n",
         "// MoE (python/rules_moe.py, tritonsrc/moe/configs.py).\n",
         f"constexpr int64_t kMaxExperts = {max_experts};  // largest BLOCK_E of the routing kernels\n",

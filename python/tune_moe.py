@@ -209,9 +209,10 @@ class GemmCase:
         else:
             (fused_moe_wq_kernel if self.quant == INT4 else fused_moe_kernel)[grid](*args, **kwargs)
 
-    def error(self, cfg):
+    def error(self, cfg, run=None):
+        """Relative error of config cfg (run by `run`, default this GEMM's kernel) on a poisoned output."""
         self.c.fill_(float("nan"))
-        self.run(cfg)
+        (run or self.run)(cfg)
         self.torch.cuda.synchronize()
         c = self.c.float()
         if not self.torch.isfinite(c).all():

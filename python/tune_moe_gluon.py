@@ -20,10 +20,9 @@ import time
 
 from python import tune_shared as T
 from python.kernel_rules import config_name, functional_name
+from python.rules_moe_hopper import BLOCK_M  # the align block size both Gluon kernels serve
 from python.tune_moe import LAYERS, QUANTS, TOL, entry_key
 from tritonsrc.moe import configs as C
-
-BLOCK_M = 128  # the align block size both Gluon kernels serve (rules_moe_hopper.BLOCK_M)
 
 
 def rule_for(quant):
@@ -102,16 +101,7 @@ def tune_moe_gluon(args, load_db, save_db, db_path):
         cands = rule.tuning.all_configs(f, arch)
         cands = ([default] if default not in cands else []) + cands
 
-        def error(cfg):
-            case.c.fill_(float("nan"))
-            run(cfg)
-            torch.cuda.synchronize()
-            c = case.c.float()
-            if not torch.isfinite(c).all():
-                return float("inf")
-            return ((c - case.ref).norm() / case.ref.norm().clamp_min(1e-30)).item()
-
-        results = T.measure(cands, [None] * len(cands), error, TOL[case.act_name],
+        results = T.measure(cands, [None] * len(cands), lambda cfg: case.error(cfg, run), TOL[case.act_name],
                             lambda cfg: T.kernel_ms(lambda: run(cfg), args.rep_ms))
         best, second, default_ms = T.best_second_default(results, default)
         if best[0] == float("inf"):

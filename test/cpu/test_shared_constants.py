@@ -25,6 +25,8 @@ def test_header_holds_the_python_tables():
     h = shared_constants.header()
     assert _array(h, "kHeadDimBuckets") == rules_flash.HEAD_DIM_BUCKETS
     assert _scalar(h, "kMaxHeadDim") == 256
+    from tritonsrc.flash.decode_configs import PAGE_TILE_KEYS, page_tiles
+    assert _scalar(h, "kPageTileKeys") == PAGE_TILE_KEYS and page_tiles(PAGE_TILE_KEYS) and not page_tiles(16)
     assert _scalar(h, "kMaxExperts") == max(rules_moe.ALIGN_BLOCK_E) == max(rules_moe.TOPK_BLOCK_E)
     assert _scalar(h, "kAlignBlockT") == moe_configs.ALIGN_BLOCK_T
     assert _scalar(h, "kAlignSmallMax") == moe_configs.ALIGN_SMALL_MAX
@@ -53,7 +55,8 @@ def test_generate_writes_the_header(tmp_path):
 
 
 @pytest.mark.parametrize("pattern", [
-    r"kMaxExperts\s*=\s*\d", r"kAlignBlockT\s*=\s*\d", r"kAlignSmallMax\s*=\s*\d", r"kScaleGroup\s*=\s*\d",
+    r"kMaxExperts\s*=\s*\d", r"kPageTileKeys\s*=\s*\d", r"kAlignBlockT\s*=\s*\d",
+    r"kAlignSmallMax\s*=\s*\d", r"kScaleGroup\s*=\s*\d",
     r"while \(b < d\) b \*= 2", r"num_tokens <= 64\)", r"block_size != 16 &&",
 ])
 def test_no_hand_copies_in_the_runtime(pattern):

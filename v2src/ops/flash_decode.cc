@@ -6,6 +6,7 @@
 #include <string>
 
 #include "aotriton/flash.h"
+#include "aotriton_tables.h"
 #include "attn_decode.h"
 #include "attn_decode_combine.h"
 #include "kv_append.h"
@@ -34,9 +35,6 @@ struct Decode {
   int32_t bucket = 64;
   int32_t score_mod = 0;  // 0 none, 1 softcap, 2 ALiBi
 };
-
-// tritonsrc/flash/decode_configs.py PAGE_TILE_KEYS: the longest tile of the PAGE_TILES kernels.
-constexpr int64_t kPageTileKeys = 64;
 
 std::string str(int64_t v) { return std::to_string(v); }
 
@@ -122,7 +120,8 @@ Status check_params(const DecodeParams& p, Decode* out) {
     // Pages holding whole tiles (decode_configs.page_tiles): the kernel's
     // in-tile key offsets are 32-bit, so the row strides must allow a tile.
     const int64_t row_stride = std::max(p.k_cache.stride(1), p.v_cache.stride(1));
-    g.page_tiles = g.page_size % kPageTileKeys == 0 && row_stride <= INT32_MAX / kPageTileKeys;
+    constexpr int64_t keys = detail::tables::kPageTileKeys;
+    g.page_tiles = g.page_size % keys == 0 && row_stride <= INT32_MAX / keys;
   } else {
     AOTRITON_RETURN_IF_ERROR(detail::check_same_dim(kOp, "k_cache", p.k_cache.size(0), 0, "q", g.B, 0));
     g.capacity = p.k_cache.size(1);

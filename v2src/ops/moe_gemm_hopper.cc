@@ -76,18 +76,25 @@ bool forced(const GemmJob& j, const KernelOptions* options) {
                                      : kh8::has_config(options->force_config);
 }
 
-bool built_for(const GemmJob& j, int arch) {
-  if (j.quant == QuantMode::kNone) {
-    kh::Functional f{};
-    f.dtype = j.ab_dtype;
-    f.MUL_ROUTED_WEIGHT = j.mul_routed_weight;
-    return kh::built_for(f, arch);
-  }
+// The functional of each kernel for a call (the fp8 kernel is named by its output dtype).
+kh::Functional bf16_functional(const GemmJob& j) {
+  kh::Functional f{};
+  f.dtype = j.ab_dtype;
+  f.MUL_ROUTED_WEIGHT = j.mul_routed_weight;
+  return f;
+}
+
+kh8::Functional fp8_functional(const GemmJob& j) {
   kh8::Functional f{};
   f.dtype = j.c_dtype;
   f.QUANT = static_cast<int32_t>(j.quant);
   f.MUL_ROUTED_WEIGHT = j.mul_routed_weight;
-  return kh8::built_for(f, arch);
+  return f;
+}
+
+bool built_for(const GemmJob& j, int arch) {
+  return j.quant == QuantMode::kNone ? kh::built_for(bf16_functional(j), arch)
+                                     : kh8::built_for(fp8_functional(j), arch);
 }
 
 Status launch(const GemmJob& j, const TmaTensor& b, Stream stream, const KernelOptions* options) {
@@ -101,10 +108,7 @@ Status launch(const GemmJob& j, const TmaTensor& b, Stream stream, const KernelO
         .N = j.N, .K = j.K, .EM = j.EM, .num_valid_tokens = j.num_valid_tokens, .top_k = j.top_k,
         .num_experts = j.num_experts, .tokens_per_expert = tokens_per_expert,
     };
-    kh::Functional f{};
-    f.dtype = j.ab_dtype;
-    f.MUL_ROUTED_WEIGHT = j.mul_routed_weight;
-    return kh::launch(in, f, stream, options);
+    return kh::launch(in, bf16_functional(j), stream, options);
   }
   // Scale strides as fused_moe_gemm takes them (launch_gemm set them per quant mode).
   const kh8::Inputs in{
@@ -116,11 +120,7 @@ Status launch(const GemmJob& j, const TmaTensor& b, Stream stream, const KernelO
       .stride_ask = j.stride_ask, .stride_bse = j.stride_bse, .stride_bsn = j.stride_bsn,
       .stride_bsk = j.stride_bsk, .num_experts = j.num_experts, .tokens_per_expert = tokens_per_expert,
   };
-  kh8::Functional f{};
-  f.dtype = j.c_dtype;
-  f.QUANT = static_cast<int32_t>(j.quant);
-  f.MUL_ROUTED_WEIGHT = j.mul_routed_weight;
-  return kh8::launch(in, f, stream, options);
+  return kh8::launch(in, fp8_functional(j), stream, options);
 }
 
 }  // namespace
