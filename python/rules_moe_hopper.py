@@ -50,6 +50,12 @@ def _valid(f, arch):
 _A = Tensor("a_ptr", "{dtype}", "m", rank=2, align=16, stride="i32:16", prefix="stride_a")
 _C = Tensor("c_ptr", "{dtype}", "m", rank=2, align=16, stride="i32:16", prefix="stride_c")
 
+# One BLOCK_M x BLOCK_N tile per program (both Gluon MoE GEMMs), keyed as fused_moe_gemm's
+# database: slots per expert, the GEMM's N and K.
+GRID = ("cdiv(EM, BLOCK_M) * cdiv(N, BLOCK_N)", "1", "1")
+AUTOTUNE_KEYS = [AutotuneKey("tokens_per_expert", bins=list(C.TOKENS_PER_EXPERT_BINS)),
+                 AutotuneKey("N", bins=list(C.GEMM_NK_BINS)), AutotuneKey("K", bins=list(C.GEMM_NK_BINS))]
+
 fused_moe_gemm_hopper = Kernel(
     name="fused_moe_gemm_hopper",
     source="tritonsrc/moe/grouped_gemm_hopper.py",
@@ -74,11 +80,9 @@ fused_moe_gemm_hopper = Kernel(
         default=_default,
         prune=_prune,
     ),
-    grid=("cdiv(EM, BLOCK_M) * cdiv(N, BLOCK_N)", "1", "1"),
-    # Keyed as fused_moe_gemm's database: slots per expert, the GEMM's N and K.
+    grid=GRID,
     grid_args=["tokens_per_expert"],
-    autotune_keys=[AutotuneKey("tokens_per_expert", bins=list(C.TOKENS_PER_EXPERT_BINS)),
-                   AutotuneKey("N", bins=list(C.GEMM_NK_BINS)), AutotuneKey("K", bins=list(C.GEMM_NK_BINS))],
+    autotune_keys=AUTOTUNE_KEYS,
     doc="MoE grouped GEMM for sm_90 (Gluon: TMA weights, cp.async gathered tokens, warp-specialized wgmma)",
 )
 

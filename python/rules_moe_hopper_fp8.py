@@ -13,8 +13,8 @@ tensor Mixtral-like 898 / 989 vs 769 / 800, DeepSeek-like 646 / 530 vs 518 / 475
 128x128 blocks 870 / 915 vs 691 / 695 and 625 / 526 vs 471 / 419 (bf16: 539 / 538
 and 356 / 331).
 """
-from python.kernel_rules import Arg, AutotuneKey, Kernel, Tensor, TmaArg, TuningSpace
-from python.rules_moe_hopper import _C, BLOCK_M, SHARED_LIMIT, _valid
+from python.kernel_rules import Arg, Kernel, Tensor, TmaArg, TuningSpace
+from python.rules_moe_hopper import _C, AUTOTUNE_KEYS, BLOCK_M, GRID, SHARED_LIMIT, _valid
 from tritonsrc.moe import configs as C
 
 FP8_QUANTS = [C.QUANT_FP8_TENSOR, C.QUANT_FP8_BLOCK, C.QUANT_FP8_CHANNEL]
@@ -82,9 +82,8 @@ fused_moe_gemm_hopper_fp8 = Kernel(
         default=_default,
         prune=_prune,
     ),
-    grid=("cdiv(EM, BLOCK_M) * cdiv(N, BLOCK_N)", "1", "1"),
+    grid=GRID,
     grid_args=["tokens_per_expert"],
-    autotune_keys=[AutotuneKey("tokens_per_expert", bins=list(C.TOKENS_PER_EXPERT_BINS)),
-                   AutotuneKey("N", bins=list(C.GEMM_NK_BINS)), AutotuneKey("K", bins=list(C.GEMM_NK_BINS))],
+    autotune_keys=AUTOTUNE_KEYS,
     doc="fp8 w8a8 MoE grouped GEMM for sm_90 (Gluon: TMA weights, warp-specialized wgmma, overlapped fp32 promotion)",
 )
