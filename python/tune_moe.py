@@ -76,7 +76,18 @@ def quick_space(configs, block_m, quant="bf16", tokens_per_expert=0):
     return [c for c in configs if keep(c)]
 
 
-def entry_key(layer, gemm, M, quant, block_m):
+def operator_split_k(layer, gemm, M, quant, block_m):
+    """The split-K fused_experts gives this GEMM (v2src/ops/moe_fused.cc split_k_for: quantized
+    decode GEMM2 whose output tiles leave SMs of a 132-SM part idle, K >= 4 x 1024; every
+    layer here is aligned and multiplies the routed weight in GEMM2): its functional is tuned."""
+    spec = LAYERS[layer]
+    q = QUANTS[quant][1]
+    few_tiles = min(M * spec["topk"], spec["E"]) * -(-spec["K"] // 64) < 132
+    return (C.GEMM_SPLIT_K if gemm == 2 and q not in (C.QUANT_NONE, INT4) and block_m == 16 and few_tiles
+            and spec["N"] >= C.GEMM_SPLIT_K * 1024 else 1)
+
+
+def entry_key(layer, gemm, M, quant, block_m, split_k=1):
     """(functional, LUT bins) of one GEMM of a layer at M tokens: the database key."""
     spec = LAYERS[layer]
     act_name, q = QUANTS[quant]
@@ -85,7 +96,7 @@ def entry_key(layer, gemm, M, quant, block_m):
         f = dict(dtype=act_name, b_dtype="u8", MUL_ROUTED_WEIGHT=gemm == 2, BLOCK_SIZE_M=block_m, SPLIT_K=1)
     else:
         f = dict(ab_dtype="fp8e4nv" if q else act_name, c_dtype=act_name, QUANT=q, MUL_ROUTED_WEIGHT=gemm == 2,
-                 ALIGNED=True, BLOCK_SIZE_M=block_m, SPLIT_K=1, ALIGNED16=True)
+                 ALIGNED=True, BLOCK_SIZE_M=block_m, SPLIT_K=split_k, ALIGNED16=True)
     tokens_per_expert = -(-M * spec["topk"] // spec["E"])
     return f, [bin_of(tokens_per_expert, C.TOKENS_PER_EXPERT_BINS), bin_of(n_out, C.GEMM_NK_BINS),
                bin_of(k_in, C.GEMM_NK_BINS)]
@@ -96,7 +107,7 @@ class GemmCase:
     """GEMM1 (x @ w1^T, [slots, 2N]) or GEMM2 (act @ w2^T * routed weight, [slots, K])
     of one layer at M tokens, with the operator's block size and quantization."""
 
-    def __init__(self, layer, gemm, M, quant, block_m, seed=0):
+    def __init__(self, layer, gemm, M, quant, block_m, seed=0, split_k=1):
         import torch
         from python.jit import moe as mj
 
@@ -143,8 +154,10 @@ class GemmCase:
         del w
         self.block_m = block_m
         self.sorted, self.expert_ids, self.ntpp = mj.moe_align_block_size(self.ids, block_m, E)
-        self.c = torch.empty(M * topk, N_out, device="cuda", dtype=dt)
-        self.functional, self.bins = entry_key(layer, gemm, M, quant, block_m)
+        # Split-K: SPLIT_K partial rows per slot (slot * SPLIT_K + s), summed by error().
+        self.split_k = split_k
+        self.c = torch.empty(M * topk * split_k, N_out, device="cuda", dtype=dt)
+        self.functional, self.bins = entry_key(layer, gemm, M, quant, block_m, split_k)
         self.ref = self._reference()
 
     def _b_deq(self, e):
@@ -163,7 +176,7 @@ class GemmCase:
     def _reference(self):
         torch = self.torch
         flat = self.ids.reshape(-1).long()
-        ref = torch.empty(self.c.shape, device="cuda", dtype=torch.float32)
+        ref = torch.empty(self.c.shape[0] // self.split_k, self.c.shape[1], device="cuda", dtype=torch.float32)
         prev = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = False
         for e in flat.unique().tolist():
@@ -184,7 +197,7 @@ class GemmCase:
         return WQ_RULE if self.quant == INT4 else "fused_moe_gemm"
 
     def launch(self, cfg):
-        full = dict(cfg, BLOCK_SIZE_M=self.block_m)
+        full = dict(cfg, BLOCK_SIZE_M=self.block_m, **({"SPLIT_K": self.split_k} if self.split_k > 1 else {}))
         if self.quant == INT4:
             from python.jit.moe_quant import grouped_gemm_wq_launch
             return grouped_gemm_wq_launch(self.a, self.b, self.c, self.weights, self.sorted, self.expert_ids,
@@ -214,7 +227,7 @@ class GemmCase:
         self.c.fill_(float("nan"))
         (run or self.run)(cfg)
         self.torch.cuda.synchronize()
-        c = self.c.float()
+        c = self.c.float().reshape(-1, self.split_k, self.c.shape[1]).sum(1)
         if not self.torch.isfinite(c).all():
             return float("inf")
         return ((c - self.ref).norm() / self.ref.norm().clamp_min(1e-30)).item()
@@ -228,6 +241,19 @@ def _quant_block(w):
     s = blk.abs().amax((2, 4)).clamp(min=1e-10) / 448.0
     q = (blk / s[:, :, None, :, None]).clamp(-448, 448).to(torch.float8_e4m3fn)
     return q.reshape(E, R + pr, Cn + pc)[:, :R, :Cn].contiguous(), s
+
+
+def entry_groups(work, rule_name_of):
+    """{(rule name, functional name, bins): [(layer, quant, M, block_m, gemm, split_k), ...]}.
+    One database entry serves every M whose key it is (tokens per expert 1 is DeepSeek-like
+    M=1 with 8 experts touched and M=32 with ~160): the entry is tuned over all of them."""
+    groups = {}
+    for layer, quant, M, bm, gemm in work:
+        split = operator_split_k(layer, gemm, M, quant, bm)
+        f, bins = entry_key(layer, gemm, M, quant, bm, split)
+        groups.setdefault((rule_name_of[quant], functional_name(f), tuple(bins)), []).append(
+            (layer, quant, M, bm, gemm, split))
+    return groups
 
 
 # ---------------------------------------------------------------- the tuning loop
@@ -257,52 +283,71 @@ def tune_moe(args, rule, load_db, save_db, db_path):
                 for bm in sizes:
                     for gemm in map(int, args.gemms.split(",")):
                         work.append((layer, quant, M, bm, gemm))
+    groups = entry_groups(work, {q: r.name for q, r in rule_of.items()})
     bw = T.copy_bandwidth(torch, triton) if any(QUANTS[q][1] == INT4 for q in rule_of) else float("nan")
     start = time.time()
     pool = T.compile_pool(args.jobs)
-    print(f"MoE GEMM tuning on sm_{arch}: {len(work)} entries, {args.jobs} compile workers, "
+    print(f"MoE GEMM tuning on sm_{arch}: {len(groups)} entries ({len(work)} shapes), {args.jobs} compile workers, "
           f"budget {args.budget_s:.0f} s", flush=True)
     print("| # | layer | quant | M | GEMM | BLOCK_M | best config | ms | TF/s | default ms | x | candidates |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
-    for i, (layer, quant, M, bm, gemm) in enumerate(work, 1):
+    for i, ((rule_name, fname, bins), items) in enumerate(groups.items(), 1):
         if time.time() - start > args.budget_s:
-            print(f"budget of {args.budget_s:.0f} s spent after {i - 1} of {len(work)} entries: "
+            print(f"budget of {args.budget_s:.0f} s spent after {i - 1} of {len(groups)} entries: "
                   f"run the same command again to resume", flush=True)
             break
-        f, bins = entry_key(layer, gemm, M, quant, bm)
-        fname = functional_name(f)
+        layer, quant, _, bm, gemm, split = items[0]
+        f, _ = entry_key(layer, gemm, items[0][2], quant, bm, split)
         rule_q = rule_of[quant]
-        db = dbs[rule_q.name]
-        if not rule_q.valid(f, arch) or (not args.retune and (rule_q.name, fname, tuple(bins)) in done):
+        db = dbs[rule_name]
+        if not rule_q.valid(f, arch) or (not args.retune and (rule_name, fname, bins) in done):
             continue
-        case = GemmCase(layer, gemm, M, quant, bm)
         default = dict(rule_q.tuning.default(f, arch))
         space = rule_q.tuning.all_configs(f, arch)
-        tokens_per_expert = -(-M * case.shape["topk"] // case.shape["E"])
+        spec = LAYERS[layer]
+        tokens_per_expert = max(-(-M * spec["topk"] // spec["E"]) for _, _, M, *_ in items)
         cands = quick_space(space, bm, quant, tokens_per_expert) if args.space == "quick" else space
         cands = ([default] if default not in cands else []) + cands
-        compile_err = T.compile_all(pool, T.candidate_jobs(rule_q.name, f, arch, cands, KERNELS[case.kernel],
-                                                           case.launch))
-        bench = lambda cfg: T.kernel_ms(lambda: case.run(cfg), args.rep_ms)  # noqa: E731
-        results = T.measure(cands, compile_err, case.error, TOL[case.act_name], bench)
+        per_case, shapes = [], []
+        for _, _, M, _, _, _ in items:
+            case = GemmCase(layer, gemm, M, quant, bm, split_k=split)
+            if not per_case:  # the candidates compile once: every M of the entry launches the same kernels
+                compile_err = T.compile_all(pool, T.candidate_jobs(rule_q.name, f, arch, cands,
+                                                                   KERNELS[case.kernel], case.launch))
+            bench = lambda cfg: T.kernel_ms(lambda: case.run(cfg), args.rep_ms)  # noqa: E731
+            per_case.append(T.measure(cands, compile_err, case.error, TOL[case.act_name], bench))
+            flops = 2 * M * case.shape["topk"] * case.shape["N"] * case.shape["K"]
+            roof = case.weight_bytes() / bw * 1e3 if case.quant == INT4 else None
+            shapes.append((case.shape, case.bins, flops, roof))
+            del case
+            torch.cuda.empty_cache()
+        results = T.combine_cases(per_case)
         best, second, default_ms = T.best_second_default(results, default)
-        flops = 2 * M * case.shape["topk"] * case.shape["N"] * case.shape["K"]
+        Ms = ",".join(str(it[2]) for it in items)
         if best[0] == float("inf"):
-            print(f"| {i} | {layer} | {quant} | {M} | {gemm} | {bm} | no valid config | | | | | {len(results)} |")
+            print(f"| {i} | {layer} | {quant} | {Ms} | {gemm} | {bm} | no valid config | | | | | {len(results)} |")
             continue
-        entry = {"functional": fname, "bins": case.bins, "shape": case.shape, "config": best[1],
-                 "time_ms": round(best[0], 5), "tflops": round(flops / best[0] / 1e9, 1),
-                 **({"roofline": round(case.weight_bytes() / bw * 1e3 / best[0], 3)} if case.quant == INT4 else {}),
-                 "runner_up": {"config": second[1], "time_ms": round(second[0], 5)},
-                 "default_ms": T.finite_ms(default_ms), "candidates": len(results),
+        shape, case_bins, flops, roof = shapes[0]
+        ms_of = lambda res, cfg: next(r[0] for r in res if r[1] == cfg)  # noqa: E731
+        first_ms = ms_of(per_case[0], best[1])
+        entry = {"functional": fname, "bins": case_bins, "shape": shape, "config": best[1],
+                 "time_ms": round(first_ms, 5), "tflops": round(flops / first_ms / 1e9, 1),
+                 **({"roofline": round(roof / first_ms, 3)} if roof else {}),
+                 "runner_up": {"config": second[1], "time_ms": round(ms_of(per_case[0], second[1]), 5)},
+                 "default_ms": T.finite_ms(ms_of(per_case[0], default)), "candidates": len(results),
                  "rejected": [[config_name(r[1]), r[2]] for r in results if r[2] != "ok"]}
-        T.store_entry(db, entry, lambda: save_db(db, rule_q.name, arch), db_path(rule_q.name, arch), arch)
-        done.add((rule_q.name, fname, tuple(case.bins)))
-        roof = f" (roofline {entry['roofline']:.2f})" if "roofline" in entry else ""
-        print(f"| {i} | {layer} | {quant} | {M} | {gemm} | {bm} | {config_name(best[1])} | {best[0]:.4f}{roof} | "
-              f"{entry['tflops']} | {default_ms:.4f} | {default_ms / best[0]:.2f} | {len(results)} |", flush=True)
-        del case
-        torch.cuda.empty_cache()
+        if len(items) > 1:  # time_ms etc. are the first M's; the pick is the geometric mean over all
+            entry["tuned_over"] = [{"M": it[2], "time_ms": round(ms_of(res, best[1]), 5),
+                                    "default_ms": T.finite_ms(ms_of(res, default)),
+                                    "fastest_ms": round(res[0][0], 5)} for it, res in zip(items, per_case)]
+        T.store_entry(db, entry, lambda: save_db(db, rule_name, arch), db_path(rule_name, arch), arch)
+        done.add((rule_name, fname, bins))
+        roof_s = f" (roofline {entry['roofline']:.2f})" if "roofline" in entry else ""
+        over = "".join(f"; M={t['M']} {t['time_ms']:.4f} (fastest {t['fastest_ms']:.4f})"
+                       for t in entry.get("tuned_over", [])[1:])
+        print(f"| {i} | {layer} | {quant} | {Ms} | {gemm} | {bm} | {config_name(best[1])} | {first_ms:.4f}{roof_s}"
+              f"{over} | {entry['tflops']} | {default_ms:.4f} | {default_ms / best[0]:.2f} | {len(results)} |",
+              flush=True)
     pool.shutdown()
     print(f"done in {time.time() - start:.0f} s; databases {[str(db_path(n, arch)) for n in dbs]}", flush=True)
     return dbs[rule.name] if rule.name in dbs else next(iter(dbs.values()))

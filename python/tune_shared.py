@@ -148,6 +148,24 @@ def measure(candidates, compile_errors, error, tol, bench) -> list:
     return results
 
 
+def combine_cases(per_case) -> list:
+    """measure()'s results on several shapes that share one database entry, as
+    one list: a config's time is the geometric mean of its times (the same
+    ranking as the mean of its ratios to each shape's fastest); a config that
+    failed on any shape gets inf and that shape's verdict."""
+    import math
+    combined = []
+    for cfg in [r[1] for r in per_case[0]]:
+        runs = [next(r for r in res if r[1] == cfg) for res in per_case]
+        bad = next((r for r in runs if r[0] == float("inf")), None)
+        if bad:
+            combined.append((float("inf"), cfg, bad[2]))
+        else:
+            combined.append((math.exp(sum(math.log(r[0]) for r in runs) / len(runs)), cfg, "ok"))
+    combined.sort(key=lambda r: r[0])
+    return combined
+
+
 def best_second_default(results, default):
     """The fastest result, the runner-up (the fastest again when it is the only
     valid one) and the default config's time (nan when it was not measured)."""

@@ -154,3 +154,43 @@ def test_gluon_tuner_keys_entries_as_the_generator_names_them():
         rule, f, _ = G.gluon_entry("mixtral", 1, 4096, quant)
         space = rule.tuning.all_configs(f, 90)
         assert space and rule.tuning.default(f, 90) in space
+
+
+def test_one_entry_is_tuned_over_every_M_of_its_bin():
+    """DeepSeek-like M=1..32 share tokens-per-expert bin 1 (8 to ~160 experts touched): one
+    entry, tuned over all four; M=64 is the next bin. The fp8 decode GEMM2 the operator splits
+    (Mixtral-like M=1) is keyed, and tuned, on its SPLIT_K functional."""
+    work = [(layer, "fp8_tensor", M, 16, gemm) for layer in ("deepseek", "mixtral") for M in (1, 8, 16, 32, 64)
+            for gemm in (1, 2)]
+    groups = tune_moe.entry_groups(work, {"fp8_tensor": RULE.name})
+    deepseek = {k: [it[2] for it in v] for k, v in groups.items() if v[0][0] == "deepseek"}
+    assert sorted(deepseek.values()) == [[1, 8, 16, 32], [1, 8, 16, 32], [64], [64]]
+    split = [(k, v) for k, v in groups.items() if "SPLIT_K-4" in k[1]]
+    assert [(v[0][0], [it[2] for it in v], v[0][4]) for _, v in split] == [("mixtral", [1], 2)]
+    for items in groups.values():  # every key is a functional the rule builds
+        layer, quant, M, bm, gemm, split = items[0]
+        assert RULE.valid(tune_moe.entry_key(layer, gemm, M, quant, bm, split)[0], 90)
+
+
+def test_operator_split_k_follows_the_operator_rule():
+    """v2src/ops/moe_fused.cc split_k_for: quantized GEMM2, 16-row blocks, fewer output tiles
+    (experts touched x cdiv(K, 64)) than 132 SMs, intermediate N >= 4 x 1024."""
+    s = tune_moe.operator_split_k
+    assert s("mixtral", 2, 1, "fp8_tensor", 16) == C.GEMM_SPLIT_K == 4  # 2 x 64 tiles
+    assert s("mixtral", 2, 1, "fp8_block", 16) == 4
+    assert s("mixtral", 2, 2, "fp8_tensor", 16) == 1  # 4 experts x 64 tiles
+    assert s("mixtral", 1, 1, "fp8_tensor", 16) == 1  # GEMM1 is never split
+    assert s("mixtral", 2, 1, "bf16", 16) == 1  # unquantized: 0.94 of the roofline unsplit
+    assert s("deepseek", 2, 1, "fp8_tensor", 16) == 1  # 8 x 112 tiles, N 2048
+
+
+def test_combine_cases_ranks_by_the_geometric_mean_and_fails_a_config_that_failed_once():
+    from python import tune_shared as T
+    a, b, c = {"n": 1}, {"n": 2}, {"n": 3}
+    inf = float("inf")
+    case1 = [(1.0, a, "ok"), (2.0, b, "ok"), (inf, c, "wrong: rel err 1e0")]
+    case2 = [(1.5, b, "ok"), (3.0, c, "ok"), (4.0, a, "ok")]
+    out = T.combine_cases([case1, case2])
+    assert [r[1] for r in out] == [b, a, c]  # b: sqrt(3) < a: 2
+    assert abs(out[0][0] - 3 ** 0.5) < 1e-12 and abs(out[1][0] - 2.0) < 1e-12
+    assert out[2][0] == inf and out[2][2].startswith("wrong")
