@@ -396,6 +396,20 @@ fp8_scale_from_amax = Kernel(
     doc="dynamic per-tensor fp8 scale, step 2: max / 448",
 )
 
+fp8_dynamic_quant_small = Kernel(
+    name="fp8_dynamic_quant_small",
+    source="tritonsrc/moe/fused_helpers.py",
+    function="fp8_dynamic_quant_small_kernel",
+    args=[_QX.ptr, _QQ.ptr, Arg("scale_ptr", "*fp32"), Arg("M", "i32"), Arg("K", "i32"), *_QX.strides,
+          *_QQ.strides],
+    functional={"dtype": FLOAT_DTYPES},
+    valid=lambda f, arch: _fp8_ok(arch),
+    tuning=TuningSpace(params={"BLOCK_K": [512, 1024, 2048], "num_warps": [4, 8], **_ONE_STAGE},
+                       default=lambda f, arch: {"BLOCK_K": 2048, "num_warps": 8, "num_stages": 1}),
+    grid=("1", "1", "1"),
+    doc="dynamic per-tensor fp8 quantization in one program (decode-sized x)",
+)
+
 _ZERO_BUF = _rows("buf_ptr", "stride_", stride="i32:16")
 
 moe_zero_dropped_rows = Kernel(
@@ -543,7 +557,8 @@ per_token_quant_fp8 = Kernel(
 
 MOE_KERNELS = [act_and_mul, moe_sum, topk_softmax, moe_align_count, moe_align_scan, moe_align_offsets,
                moe_align_scatter, moe_align_small, fused_moe_gemm, per_token_group_quant_fp8,
-               per_tensor_quant_fp8, fp8_amax_partial, fp8_scale_from_amax, moe_zero_dropped_rows]
+               per_tensor_quant_fp8, fp8_amax_partial, fp8_scale_from_amax, fp8_dynamic_quant_small,
+               moe_zero_dropped_rows]
 ep_dispatch_indices = Kernel(
     name="ep_dispatch_indices",
     source="tritonsrc/moe/ep_dispatch.py",
@@ -589,6 +604,7 @@ MOE_CI = {
     "per_token_group_quant_fp8": lambda f: f["dtype"] == "fp16" and _ci_aligned(f),
     "per_tensor_quant_fp8": lambda f: f["dtype"] == "fp16" and _ci_aligned(f),
     "fp8_amax_partial": lambda f: f["dtype"] == "fp16" and _ci_aligned(f),
+    "fp8_dynamic_quant_small": lambda f: f["dtype"] == "fp16",
     "moe_zero_dropped_rows": lambda f: f["dtype"] == "fp16" and _ci_aligned(f),
     "grouped_topk": lambda f: f["dtype"] == "fp16" and f["BLOCK_E"] in _CI_TOPK_E,
     # One functional per weight-only mode, one per-token quant.

@@ -61,6 +61,8 @@ def header() -> str:
         f"constexpr int64_t kAlignSmallMax = {moe_configs.ALIGN_SMALL_MAX};  // numel the one-launch align takes\n",
         f"constexpr int32_t kAlignBlockT = {moe_configs.ALIGN_BLOCK_T};  // chunk of the four-launch align\n",
         f"constexpr int32_t kScaleGroup = {group[0]};  // fp8 block quantization group\n",
+        "// Dynamic per-tensor fp8 quantization of at most this many elements: one program.\n",
+        f"constexpr int64_t kDynamicQuantOneProgram = {moe_configs.DYNAMIC_QUANT_ONE_PROGRAM};\n",
         "// Grouped GEMM BLOCK_SIZE_M (= the align block size) for M tokens: row i serves\n"
         "// M <= kMoeMBins[i], the last row larger M (configs.block_size_m).\n",
         _array("int64_t", "kMoeMBins", moe_configs.M_BINS),

@@ -9,8 +9,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import triton  # noqa: E402
 
-from tritonsrc.moe.fused_helpers import (fp8_amax_partial_kernel, fp8_scale_from_amax_kernel,  # noqa: E402
-                                         zero_dropped_rows_kernel)
+import test_moe_interp  # noqa: E402,F401  (its patch: the interpreter's fp32 -> fp8 rounds to nearest even, as GPUs)
+from tritonsrc.moe.fused_helpers import (fp8_amax_partial_kernel, fp8_dynamic_quant_small_kernel,  # noqa: E402
+                                         fp8_scale_from_amax_kernel, zero_dropped_rows_kernel)
 
 
 @pytest.mark.parametrize("with_map", [False, True])
@@ -57,3 +58,23 @@ def test_dynamic_fp8_scale(dtype, M, K, num_partials):
     fp8_amax_partial_kernel[(2, 1, 1)](zeros, partial, 4, 16, 16, 2, BLOCK_M=2, BLOCK_K=16)
     fp8_scale_from_amax_kernel[(1, 1, 1)](partial, scale, 2, BLOCK=4)
     assert scale.item() == pytest.approx(1e-10 / 448.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("M,K,block_k", [(1, 7, 16), (2, 300, 128), (8, 130, 64), (3, 64, 64)])
+def test_dynamic_fp8_quant_in_one_program(dtype, M, K, block_k):
+    """Scale and q in one launch, equal to the reference quantization (IEEE division,
+    clamp to +-448, round to nearest e4m3) on strided rows; q's padding untouched."""
+    gen = torch.Generator().manual_seed(M * 7 + K)
+    full = (torch.randn(M, K + 3, generator=gen) * 5).to(dtype)
+    x = full[:, 1:1 + K]
+    full[:, 0] = 1e4  # outside the view: must not count
+    q_full = torch.full((M, K + 16), 0x7F, dtype=torch.uint8).view(torch.float8_e4m3fn)  # poison (NaN)
+    q = q_full[:, :K]
+    scale = torch.full((1,), float("nan"))
+    fp8_dynamic_quant_small_kernel[(1, 1, 1)](x, q, scale, M, K, x.stride(0), q.stride(0), BLOCK_K=block_k)
+    ref_scale = x.float().abs().amax().clamp(min=1e-10) / 448.0
+    assert torch.equal(scale[0], ref_scale)
+    ref_q = (x.float() / ref_scale).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+    assert torch.equal(q.view(torch.uint8), ref_q.view(torch.uint8))
+    assert (q_full[:, K:].view(torch.uint8) == 0x7F).all()

@@ -191,6 +191,16 @@ def test_align_one_expert_and_empty_experts():
     run_align_case(ids, 16, 8, block_t=16, block_c=2, block_b=4)
     ids = torch.tensor([[5, 1], [1, 5], [5, 1]], dtype=torch.int32)  # 6 of 8 empty
     run_align_case(ids, 16, 8, block_t=16)
+    # One expert over 25 blocks: the small path writes its expert ids in 7 tiles of 4.
+    run_align_case(torch.full((100, 1), 2, dtype=torch.int32), 4, 8, block_t=16, block_c=2, block_b=4)
+
+
+@pytest.mark.parametrize("M", [1, 8])
+def test_align_decode_many_experts(M):
+    """DeepSeek-like decode: top-8 of 256 experts, most empty, 241 blocks of expert ids."""
+    gen = torch.Generator().manual_seed(M)
+    _, ids = routing(M, 256, 8, gen)
+    run_align_case(ids, 16, 256)
 
 
 def test_align_expert_map():

@@ -30,6 +30,7 @@ def test_header_holds_the_python_tables():
     assert _scalar(h, "kMaxExperts") == max(rules_moe.ALIGN_BLOCK_E) == max(rules_moe.TOPK_BLOCK_E)
     assert _scalar(h, "kAlignBlockT") == moe_configs.ALIGN_BLOCK_T
     assert _scalar(h, "kAlignSmallMax") == moe_configs.ALIGN_SMALL_MAX
+    assert _scalar(h, "kDynamicQuantOneProgram") == moe_configs.DYNAMIC_QUANT_ONE_PROGRAM
     assert _scalar(h, "kScaleGroup") == rules_moe.per_token_group_quant_fp8.functional["GROUP"][0]
     assert _array(h, "kMoeBlockSizes") == list(moe_configs.BLOCK_SIZES_M)
     bins = _array(h, "kMoeMBins")
@@ -56,7 +57,7 @@ def test_generate_writes_the_header(tmp_path):
 
 @pytest.mark.parametrize("pattern", [
     r"kMaxExperts\s*=\s*\d", r"kPageTileKeys\s*=\s*\d", r"kAlignBlockT\s*=\s*\d",
-    r"kAlignSmallMax\s*=\s*\d", r"kScaleGroup\s*=\s*\d",
+    r"kAlignSmallMax\s*=\s*\d", r"kScaleGroup\s*=\s*\d", r"kDynamicQuantOneProgram\s*=\s*\d",
     r"while \(b < d\) b \*= 2", r"num_tokens <= 64\)", r"block_size != 16 &&",
 ])
 def test_no_hand_copies_in_the_runtime(pattern):

@@ -8,6 +8,9 @@ zero_dropped_rows_kernel: zero the rows of a [rows, cols] buffer whose slot
 fp8_amax_partial_kernel + fp8_scale_from_amax_kernel: dynamic per-tensor fp8
   scale = max(max|x|, 1e-10) / 448 in two launches (partial maxima, then one
   program), deterministic and without atomics, so no buffer needs zeroing.
+fp8_dynamic_quant_small_kernel: the whole dynamic per-tensor quantization (scale
+  and q) in one program, for decode-sized x (the operator routes inputs of at
+  most configs.DYNAMIC_QUANT_ONE_PROGRAM elements here: one launch instead of three).
 
 Constexprs
   zero_dropped_rows_kernel
@@ -24,6 +27,9 @@ Constexprs
   fp8_scale_from_amax_kernel
     functional: partials dtype (fp32 only; the pointer type).
     tuning:     BLOCK, num_warps.   grid: (1, 1, 1)   default: BLOCK=1024, num_warps=4.
+  fp8_dynamic_quant_small_kernel
+    functional: x dtype (fp16/bf16/fp32).
+    tuning:     BLOCK_K, num_warps.   grid: (1, 1, 1)   default: BLOCK_K=2048, num_warps=8.
 16-byte hints (AOT): buf_ptr, cols, stride_row; x_ptr, K, stride_xm (with an
 unaligned variant).
 """
@@ -94,3 +100,32 @@ def fp8_scale_from_amax_kernel(partial_ptr, scale_ptr, num_partials, BLOCK: tl.c
         m = tl.maximum(m, tl.load(partial_ptr + o, mask=o < num_partials, other=0.0))
     amax = tl.max(m, axis=0)
     tl.store(scale_ptr, tl.div_rn(tl.maximum(amax, SCALE_FLOOR), FP8_MAX))
+
+
+@triton.jit
+def fp8_dynamic_quant_small_kernel(x_ptr, q_ptr, scale_ptr, M, K, stride_xm, stride_qm, BLOCK_K: tl.constexpr):
+    """scale[0] = max(max |x|, 1e-10) / 448 and q = clamp(x / scale, -448, 448) in one
+    program: the same IEEE divisions as the three-launch path (amax partials, scale,
+    per_tensor_quant_fp8_kernel), so the same bits. Reads x twice (the second from L2).
+
+    x_ptr     [M, K] fp16/bf16/fp32, row stride stride_xm, K contiguous
+    q_ptr     [M, K] fp8e4nv out, row stride stride_qm, K contiguous
+    scale_ptr fp32 [1] out
+    M, K, stride_xm, stride_qm: i32
+    """
+    cols = tl.arange(0, BLOCK_K)
+    acc = tl.zeros([BLOCK_K], tl.float32)
+    for m in range(0, M):
+        row = x_ptr + tl.cast(m, tl.int64) * stride_xm
+        for k0 in range(0, K, BLOCK_K):
+            x = tl.load(row + k0 + cols, mask=k0 + cols < K, other=0.0)
+            acc = tl.maximum(acc, tl.abs(x.to(tl.float32)))
+    scale = tl.div_rn(tl.maximum(tl.max(acc, axis=0), SCALE_FLOOR), FP8_MAX)
+    tl.store(scale_ptr, scale)
+    for m in range(0, M):
+        row = x_ptr + tl.cast(m, tl.int64) * stride_xm
+        out = q_ptr + tl.cast(m, tl.int64) * stride_qm
+        for k0 in range(0, K, BLOCK_K):
+            x = tl.load(row + k0 + cols, mask=k0 + cols < K, other=0.0).to(tl.float32)
+            q = tl.clamp(tl.div_rn(x, scale), -FP8_MAX, FP8_MAX)
+            tl.store(out + k0 + cols, q.to(q_ptr.dtype.element_ty), mask=k0 + cols < K)

@@ -324,6 +324,10 @@ Status quantize_a(detail::GemmJob* j, const void* x, int64_t rows, int64_t cols,
     return detail::launch_token_quant(kOp, qj, block_scales, stream);
   }
   const float* scale = static_cast<const float*>(static_scale);
+  if (!scale && detail::dynamic_quant_one_program(qj)) {
+    j->a_scale = dyn_scale;
+    return detail::launch_dynamic_quant_small(kOp, qj, dyn_scale, stream);
+  }
   if (!scale) {
     AOTRITON_RETURN_IF_ERROR(detail::launch_dynamic_scale(kOp, qj, partials, dyn_scale, stream));
     scale = dyn_scale;

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "fp8_amax_partial.h"
+#include "fp8_dynamic_quant_small.h"
 #include "fp8_scale_from_amax.h"
 #include "moe_internal.h"
 #include "moe_zero_dropped_rows.h"
@@ -76,6 +77,17 @@ Status launch_token_quant(const char* op, const QuantJob& j, float* scales, Stre
 int32_t dynamic_scale_partials(int64_t rows) {
   // One partial maximum per program; enough programs to fill an H100 a few times.
   return static_cast<int32_t>(std::clamp<int64_t>(rows, 1, 1024));
+}
+
+bool dynamic_quant_one_program(const QuantJob& j) { return j.M * j.K <= kDynamicQuantOneProgram; }
+
+Status launch_dynamic_quant_small(const char* op, const QuantJob& j, float* scale, Stream stream) {
+  AOTRITON_RETURN_IF_ERROR(check_quant_ints(op, j));
+  // M or K 0: the loops do not run and the scale is the floor's, as launch_dynamic_scale's.
+  namespace k = detail::kernels::fp8_dynamic_quant_small;
+  const k::Inputs in{.x_ptr = detail::strided(j.x, j.stride_xm), .q_ptr = detail::strided(j.q, j.stride_qm),
+                     .scale_ptr = scale, .M = j.M, .K = j.K};
+  return k::launch(in, k::Functional{j.x_dtype}, stream, nullptr);
 }
 
 Status launch_dynamic_scale(const char* op, const QuantJob& j, float* partials, float* scale, Stream stream) {
@@ -198,6 +210,8 @@ Status per_tensor_quant_fp8(const PerTensorQuantParams& p, Stream stream, const 
                                                       {detail::span_of("x", p.x), detail::span_of("scale", p.scale)}));
   }
   return detail::resolve_then_launch([&] {
+    if (p.dynamic_scale && !options && detail::dynamic_quant_one_program(j))
+      return detail::launch_dynamic_quant_small(op, j, scale, stream);
     if (p.dynamic_scale)
       AOTRITON_RETURN_IF_ERROR(detail::launch_dynamic_scale(op, j, static_cast<float*>(p.workspace), scale, stream));
     return detail::launch_tensor_quant(op, j, scale, stream, options);
