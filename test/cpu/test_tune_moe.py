@@ -194,3 +194,12 @@ def test_combine_cases_ranks_by_the_geometric_mean_and_fails_a_config_that_faile
     assert [r[1] for r in out] == [b, a, c]  # b: sqrt(3) < a: 2
     assert abs(out[0][0] - 3 ** 0.5) < 1e-12 and abs(out[1][0] - 2.0) < 1e-12
     assert out[2][0] == inf and out[2][2].startswith("wrong")
+
+
+def test_two_routings_where_an_expert_may_span_blocks():
+    """Mixtral-like M=64 (16 slots per expert on average, blocks of 16): two random
+    routings; M=32 (8 per expert) and DeepSeek-like decode: one."""
+    assert tune_moe.routing_seeds("mixtral", 64, 16) == (0, 1)
+    assert tune_moe.routing_seeds("mixtral", 32, 16) == (0, )
+    assert tune_moe.routing_seeds("deepseek", 64, 16) == (0, )
+    assert tune_moe.routing_seeds("mixtral", 4096, 128) == (0, 1)
