@@ -1,0 +1,171 @@
+"""Experiment (issue 18.1: bf16 Mixtral-like GEMM1 at M=4096 runs at 0.86-0.91x
+torch._grouped_mm): fused_moe_gemm_hopper (tritonsrc/moe/grouped_gemm_hopper.py)
+made persistent. ncu (0acf4fc, bench/experiments/ncu_moe_gemm.sh): the shipped
+kernel launches 8064 CTAs of one 128 x 256 tile each (one per SM at a time) and
+keeps the tensor pipe 72% busy; grouped_mm's CUTLASS kernel runs 132 persistent
+CTAs (2-CTA clusters) at 94%. Here one CTA per SM walks the tiles pid, pid + P,
+... (P = number of programs; the same grouped order, so the same L2 window as
+the shipped grid), and the loader and gatherer run across tiles: while the two
+consumer warpgroups store tile i, the ring already fills with tile i+1 (no
+pipeline fill, no CTA launch per tile). Ring stages and barrier phases follow
+one K-step counter that runs over all of a program's tiles.
+
+Same contract as fused_moe_gemm_hopper (QUANT 0, ALIGNED, BLOCK_M 128); the
+launcher passes the grid size as num_programs.
+"""
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import async_copy
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+
+from tritonsrc.moe.grouped_gemm_hopper import GATHER_WARPS, ROWS, _a_rows, _stage_barriers, _store_c
+
+
+@gluon.jit
+def _tile_of(tile, num_pid_m, num_pid_n, GROUP_M: gl.constexpr):
+    """(pid_m, pid_n) of tile index `tile` in grouped order (GROUP_M M blocks share each N column)."""
+    in_group = GROUP_M * num_pid_n
+    first_m = (tile // in_group) * GROUP_M
+    group_m = gl.minimum(num_pid_m - first_m, GROUP_M)
+    return first_m + (tile % in_group) % group_m, (tile % in_group) // group_m
+
+
+@gluon.jit
+def _tile_count(num_tokens_post_padded_ptr, N, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr):
+    num_pid_m = gl.cdiv(gl.load(num_tokens_post_padded_ptr), BLOCK_M)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    return num_pid_m, num_pid_n, num_pid_m * num_pid_n
+
+
+@gluon.jit
+def _expert_of(expert_ids_ptr, pid_m, num_experts):
+    expert = gl.load(expert_ids_ptr + pid_m)
+    return expert, (expert >= 0) & (expert < num_experts)
+
+
+@gluon.jit
+def _load_b_tiles(b_desc, b_ring, ready_b, empty, expert_ids_ptr, num_tokens_post_padded_ptr, N, K, num_experts,
+                  num_programs, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
+                  GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr):
+    num_pid_m, num_pid_n, tiles = _tile_count(num_tokens_post_padded_ptr, N, BLOCK_M, BLOCK_N)
+    it = 0
+    for tile in range(gl.program_id(0), tiles, num_programs):
+        pid_m, pid_n = _tile_of(tile, num_pid_m, num_pid_n, GROUP_M)
+        expert, ok = _expert_of(expert_ids_ptr, pid_m, num_experts)
+        k_tiles = gl.where(ok, gl.cdiv(K, BLOCK_K), 0)
+        row_b = gl.where(ok, expert, 0) * N + pid_n * BLOCK_N
+        for t in range(0, k_tiles):
+            g = it + t
+            stage = g % NUM_STAGES
+            mbarrier.wait(empty.index(stage), ((g // NUM_STAGES) - 1) & 1, pred=g >= NUM_STAGES)
+            bar = ready_b.index(stage)
+            mbarrier.expect(bar, b_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(b_desc, [row_b, t * BLOCK_K], bar, b_ring.index(stage))
+        it += k_tiles
+
+
+@gluon.jit
+def _gather_a_tiles(a_ptr, a_ring, ready_a, empty, sorted_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr, N, K,
+                    EM, num_valid_tokens, top_k, stride_am, num_experts, num_programs, BLOCK_M: gl.constexpr,
+                    BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
+                    NUM_STAGES: gl.constexpr):
+    num_pid_m, num_pid_n, tiles = _tile_count(num_tokens_post_padded_ptr, N, BLOCK_M, BLOCK_N)
+    it = 0
+    for tile in range(gl.program_id(0), tiles, num_programs):
+        pid_m, pid_n = _tile_of(tile, num_pid_m, num_pid_n, GROUP_M)
+        expert, ok = _expert_of(expert_ids_ptr, pid_m, num_experts)
+        k_tiles = gl.where(ok, gl.cdiv(K, BLOCK_K), 0)
+        ptrs, row_ok, offs_k = _a_rows(a_ptr, a_ring, sorted_ids_ptr, pid_m, EM, num_valid_tokens, top_k, stride_am,
+                                       BLOCK_M, BLOCK_K)
+        for t in range(0, k_tiles):
+            g = it + t
+            stage = g % NUM_STAGES
+            mbarrier.wait(empty.index(stage), ((g // NUM_STAGES) - 1) & 1, pred=g >= NUM_STAGES)
+            k0 = t * BLOCK_K
+            mask = row_ok & gl.expand_dims(offs_k < K - k0, 0)
+            async_copy.async_copy_global_to_shared(a_ring.index(stage), ptrs + k0, mask=mask)
+            async_copy.mbarrier_arrive(ready_a.index(stage), increment_count=False)
+        it += k_tiles
+
+
+@gluon.jit
+def _consume_tiles(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr, expert_ids_ptr,
+                   num_tokens_post_padded_ptr, N, K, EM, num_valid_tokens, stride_cm, num_experts, num_programs,
+                   WHICH: gl.constexpr, MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_M: gl.constexpr,
+                   BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
+                   NUM_STAGES: gl.constexpr):
+    NUM_WARPS: gl.constexpr = gl.num_warps()
+    acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NUM_WARPS, 1],
+                                                         instr_shape=[16, BLOCK_N, 16])
+    num_pid_m, num_pid_n, tiles = _tile_count(num_tokens_post_padded_ptr, N, BLOCK_M, BLOCK_N)
+    it = 0
+    for tile in range(gl.program_id(0), tiles, num_programs):
+        pid_m, pid_n = _tile_of(tile, num_pid_m, num_pid_n, GROUP_M)
+        expert, ok = _expert_of(expert_ids_ptr, pid_m, num_experts)
+        k_tiles = gl.where(ok, gl.cdiv(K, BLOCK_K), 0)
+        acc = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=acc_layout)
+        for t in range(0, k_tiles):
+            g = it + t
+            stage = g % NUM_STAGES
+            phase = (g // NUM_STAGES) & 1
+            mbarrier.wait(ready_a.index(stage), phase)
+            mbarrier.wait(ready_b.index(stage), phase)
+            a = a_ring.index(stage).slice(WHICH * ROWS, ROWS)
+            tok = warpgroup_mma(a, b_ring.index(stage).permute((1, 0)), acc, is_async=True)
+            acc = warpgroup_mma_wait(num_outstanding=1, deps=(tok, ))
+            # The previous K step's wgmma retired: its stage can be refilled (for the
+            # loaders, possibly with the next tile's first K steps).
+            mbarrier.arrive(empty.index((g + NUM_STAGES - 1) % NUM_STAGES), pred=t > 0)
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+        it += k_tiles
+        mbarrier.arrive(empty.index((it + NUM_STAGES - 1) % NUM_STAGES), pred=k_tiles > 0)  # the tile's last stage
+        _store_c(acc, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, pid_n, N, EM, num_valid_tokens, stride_cm, ok,
+                 WHICH, MUL_ROUTED_WEIGHT, BLOCK_N)
+
+
+@gluon.jit
+def _consume_top(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr, expert_ids_ptr,
+                 num_tokens_post_padded_ptr, N, K, EM, num_valid_tokens, stride_cm, num_experts, num_programs,
+                 MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                 BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr):
+    _consume_tiles(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr, expert_ids_ptr,
+                   num_tokens_post_padded_ptr, N, K, EM, num_valid_tokens, stride_cm, num_experts, num_programs, 0,
+                   MUL_ROUTED_WEIGHT, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)
+
+
+@gluon.jit
+def _consume_bottom(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr, expert_ids_ptr,
+                    num_tokens_post_padded_ptr, N, K, EM, num_valid_tokens, stride_cm, num_experts, num_programs,
+                    MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                    BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr):
+    _consume_tiles(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr, expert_ids_ptr,
+                   num_tokens_post_padded_ptr, N, K, EM, num_valid_tokens, stride_cm, num_experts, num_programs, 1,
+                   MUL_ROUTED_WEIGHT, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)
+
+
+@gluon.jit(do_not_specialize=["EM", "num_valid_tokens", "top_k", "num_programs"])
+def fused_moe_gemm_hopper_persistent(a_ptr, b_desc, c_ptr, topk_weights_ptr, sorted_token_ids_ptr, expert_ids_ptr,
+                                     num_tokens_post_padded_ptr, N, K, EM, num_valid_tokens, top_k, stride_am,
+                                     stride_cm, num_experts, num_programs, MUL_ROUTED_WEIGHT: gl.constexpr,
+                                     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
+                                     GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr):
+    """fused_moe_gemm_hopper's tiles, walked by num_programs persistent programs (grid (num_programs,))."""
+    gl.static_assert(BLOCK_M == 2 * ROWS, "BLOCK_M is two consumer warpgroups of 64 rows")
+    a_ring = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], b_desc.layout)
+    b_ring = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], b_desc.layout)
+    ready_a, ready_b, empty = _stage_barriers(NUM_STAGES)
+    gl.warp_specialize([
+        (_consume_top, (a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_token_ids_ptr,
+                        expert_ids_ptr, num_tokens_post_padded_ptr, N, K, EM, num_valid_tokens, stride_cm,
+                        num_experts, num_programs, MUL_ROUTED_WEIGHT, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M,
+                        NUM_STAGES)),
+        (_consume_bottom, (a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_token_ids_ptr,
+                           expert_ids_ptr, num_tokens_post_padded_ptr, N, K, EM, num_valid_tokens, stride_cm,
+                           num_experts, num_programs, MUL_ROUTED_WEIGHT, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M,
+                           NUM_STAGES)),
+        (_load_b_tiles, (b_desc, b_ring, ready_b, empty, expert_ids_ptr, num_tokens_post_padded_ptr, N, K, num_experts,
+                         num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
+        (_gather_a_tiles, (a_ptr, a_ring, ready_a, empty, sorted_token_ids_ptr, expert_ids_ptr,
+                           num_tokens_post_padded_ptr, N, K, EM, num_valid_tokens, top_k, stride_am, num_experts,
+                           num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
+    ], [4, 1, GATHER_WARPS], [224, 40, 80])
