@@ -404,8 +404,8 @@ fp8_dynamic_quant_small = Kernel(
           *_QQ.strides],
     functional={"dtype": FLOAT_DTYPES},
     valid=lambda f, arch: _fp8_ok(arch),
-    tuning=TuningSpace(params={"BLOCK": [2048, 4096, 8192], "num_warps": [4, 8], **_ONE_STAGE},
-                       default=lambda f, arch: {"BLOCK": 8192, "num_warps": 8, "num_stages": 1}),
+    tuning=TuningSpace(params={"BLOCK_K": [512, 1024, 2048], "num_warps": [4, 8], **_ONE_STAGE},
+                       default=lambda f, arch: {"BLOCK_K": 2048, "num_warps": 8, "num_stages": 1}),
     grid=("1", "1", "1"),
     doc="dynamic per-tensor fp8 quantization in one program (decode-sized x)",
 )

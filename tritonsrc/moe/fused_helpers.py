@@ -29,8 +29,7 @@ Constexprs
     tuning:     BLOCK, num_warps.   grid: (1, 1, 1)   default: BLOCK=1024, num_warps=4.
   fp8_dynamic_quant_small_kernel
     functional: x dtype (fp16/bf16/fp32).
-    tuning:     BLOCK (flat elements per tile), num_warps.   grid: (1, 1, 1)
-    default:    BLOCK=8192, num_warps=8 (32 elements per thread).
+    tuning:     BLOCK_K, num_warps.   grid: (1, 1, 1)   default: BLOCK_K=2048, num_warps=8.
 16-byte hints (AOT): buf_ptr, cols, stride_row; x_ptr, K, stride_xm (with an
 unaligned variant).
 """
@@ -104,32 +103,33 @@ def fp8_scale_from_amax_kernel(partial_ptr, scale_ptr, num_partials, BLOCK: tl.c
 
 
 @triton.jit
-def fp8_dynamic_quant_small_kernel(x_ptr, q_ptr, scale_ptr, M, K, stride_xm, stride_qm, BLOCK: tl.constexpr):
+def fp8_dynamic_quant_small_kernel(x_ptr, q_ptr, scale_ptr, M, K, stride_xm, stride_qm, BLOCK_K: tl.constexpr):
     """scale[0] = max(max |x|, 1e-10) / 448 and q = clamp(x / scale, -448, 448) in one
     program: the same IEEE divisions as the three-launch path (amax partials, scale,
-    per_tensor_quant_fp8_kernel), so the same bits. x is walked as one flat index
-    space of M * K elements in tiles of BLOCK (a decode input is one to four tiles:
-    few dependent memory round trips), twice (the second read from L2).
+    per_tensor_quant_fp8_kernel), so the same bits. Reads x twice (the second from L2).
+    H200 (bench/experiments/moe_decode_kernels.py, DeepSeek-like fp8 M=1: x of 7168
+    and 8 x 2048): 11.7 us for both quantizations, where the three launches took 14.0
+    us; a flat-index form (one tile over rows, an integer division per element) took
+    17.3 us: the divisions, issued by one SM, cost more than the round trips they save.
 
     x_ptr     [M, K] fp16/bf16/fp32, row stride stride_xm, K contiguous
     q_ptr     [M, K] fp8e4nv out, row stride stride_qm, K contiguous
     scale_ptr fp32 [1] out
-    M, K, stride_xm, stride_qm: i32; M * K < 2^31 (the operator routes at most
-    configs.DYNAMIC_QUANT_ONE_PROGRAM elements here)
+    M, K, stride_xm, stride_qm: i32
     """
-    total = M * K
-    offs = tl.arange(0, BLOCK)
-    acc = tl.zeros([BLOCK], tl.float32)
-    for i0 in range(0, total, BLOCK):
-        i = i0 + offs
-        row = (i // K).to(tl.int64)
-        x = tl.load(x_ptr + row * stride_xm + i % K, mask=i < total, other=0.0)
-        acc = tl.maximum(acc, tl.abs(x.to(tl.float32)))
+    cols = tl.arange(0, BLOCK_K)
+    acc = tl.zeros([BLOCK_K], tl.float32)
+    for m in range(0, M):
+        row = x_ptr + tl.cast(m, tl.int64) * stride_xm
+        for k0 in range(0, K, BLOCK_K):
+            x = tl.load(row + k0 + cols, mask=k0 + cols < K, other=0.0)
+            acc = tl.maximum(acc, tl.abs(x.to(tl.float32)))
     scale = tl.div_rn(tl.maximum(tl.max(acc, axis=0), SCALE_FLOOR), FP8_MAX)
     tl.store(scale_ptr, scale)
-    for i0 in range(0, total, BLOCK):
-        i = i0 + offs
-        row = (i // K).to(tl.int64)
-        x = tl.load(x_ptr + row * stride_xm + i % K, mask=i < total, other=0.0).to(tl.float32)
-        q = tl.clamp(tl.div_rn(x, scale), -FP8_MAX, FP8_MAX)
-        tl.store(q_ptr + row * stride_qm + i % K, q.to(q_ptr.dtype.element_ty), mask=i < total)
+    for m in range(0, M):
+        row = x_ptr + tl.cast(m, tl.int64) * stride_xm
+        out = q_ptr + tl.cast(m, tl.int64) * stride_qm
+        for k0 in range(0, K, BLOCK_K):
+            x = tl.load(row + k0 + cols, mask=k0 + cols < K, other=0.0).to(tl.float32)
+            q = tl.clamp(tl.div_rn(x, scale), -FP8_MAX, FP8_MAX)
+            tl.store(out + k0 + cols, q.to(q_ptr.dtype.element_ty), mask=k0 + cols < K)
