@@ -86,4 +86,28 @@ fused_moe_gemm_hopper = Kernel(
     doc="MoE grouped GEMM for sm_90 (Gluon: TMA weights, cp.async gathered tokens, warp-specialized wgmma)",
 )
 
-HOPPER_MOE_KERNELS = [fused_moe_gemm_hopper]
+# The persistent form (tritonsrc/moe/grouped_gemm_hopper_persistent.py): the same tiles,
+# one program per SM (the launcher passes the SM count as num_programs). Measured (JIT,
+# bench/results/moe_gemm_persistent_sm90.json) faster than the per-tile form with 1024
+# slots per expert (Mixtral-like M=4096: 0.92-0.98x torch._grouped_mm, from 0.83-0.89x)
+# and slower with 128 (DeepSeek-like M=4096, random routing): the operator runs it from
+# this many slots per expert, with AOTRITON_MOE_HOPPER=1 (its AOT route is not yet
+# GPU-measured).
+PERSISTENT_MIN_TOKENS_PER_EXPERT = 512
+
+fused_moe_gemm_hopper_persistent = Kernel(
+    name="fused_moe_gemm_hopper_persistent",
+    source="tritonsrc/moe/grouped_gemm_hopper_persistent.py",
+    function="fused_moe_gemm_hopper_persistent",
+    args=fused_moe_gemm_hopper.args + [Arg("num_programs", "i32")],
+    functional=fused_moe_gemm_hopper.functional,
+    valid=_valid,
+    profiles={"ci": lambda f: f["dtype"] == "fp16" and not f["MUL_ROUTED_WEIGHT"]},
+    tuning=fused_moe_gemm_hopper.tuning,
+    grid=("num_programs", "1", "1"),
+    grid_args=["tokens_per_expert"],
+    autotune_keys=AUTOTUNE_KEYS,
+    doc="MoE grouped GEMM for sm_90, persistent (one program per SM walks the tiles; loads run across tiles)",
+)
+
+HOPPER_MOE_KERNELS = [fused_moe_gemm_hopper, fused_moe_gemm_hopper_persistent]

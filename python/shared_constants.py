@@ -79,6 +79,9 @@ def header() -> str:
         f"constexpr int64_t kMoeHopperMinN = {rules_moe_hopper.MIN_N};  // and the narrowest output\n",
         "// Its fp8 form (python/rules_moe_hopper_fp8.py) runs by default from this many slots per expert.\n",
         f"constexpr int64_t kMoeHopperFp8MinTokensPerExpert = {rules_moe_hopper_fp8.MIN_TOKENS_PER_EXPERT};\n",
+        "// Its persistent fp16/bf16 form (rules_moe_hopper.py) serves calls from this many slots per expert.\n",
+        "constexpr int64_t kMoeHopperPersistentMinTokensPerExpert = "
+        f"{rules_moe_hopper.PERSISTENT_MIN_TOKENS_PER_EXPERT};\n",
         "// Every BLOCK_SIZE_M the GEMM is compiled for (an explicit block_size must be one).\n",
         _array("int32_t", "kMoeBlockSizes", moe_configs.BLOCK_SIZES_M),
         "\n}  // namespace tables\n}  // namespace detail\n}  // namespace AOTRITON_ABI_NAMESPACE\n}  // namespace aotriton\n",

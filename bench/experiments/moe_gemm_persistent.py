@@ -1,5 +1,5 @@
 """Experiment (issue 18.1): the persistent form of the bf16 Gluon MoE GEMM
-(bench/experiments/moe_gemm_persistent_kernel.py) against the shipped Gluon kernel,
+(tritonsrc/moe/grouped_gemm_hopper_persistent.py) against the shipped Gluon kernel,
 the Triton kernel (the build's cubin for the tuning database's config) and
 torch._grouped_mm on the same routed rows, on the operator's operands
 (python/tune_moe.GemmCase, align block 128), each output poisoned and checked
@@ -23,21 +23,9 @@ PERSISTENT_CONFIGS = [dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, GROUP_M=g, NUM_
 
 
 def launch_persistent(case, cfg, num_programs):
-    import triton
-    from bench.experiments.moe_gemm_persistent_kernel import fused_moe_gemm_hopper_persistent
-    from python.jit.moe_gemm_hopper import _weights_descriptor
-    from python.rules_moe_hopper import fused_moe_gemm_hopper as rule
-
-    E, N, K = case.b.shape
-    f = {"dtype": "bf16", "MUL_ROUTED_WEIGHT": bool(case.mul)}
-    b_desc = _weights_descriptor(rule, f, cfg, case.b)
-    EM = case.sorted.numel()
-    grid = (min(num_programs, triton.cdiv(EM, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"])), )
-    fused_moe_gemm_hopper_persistent[grid](
-        case.a, b_desc, case.c, case.weights if case.mul else case.c, case.sorted, case.expert_ids, case.ntpp, N, K,
-        EM, case.c.shape[0], case.top_k, case.a.stride(0), case.c.stride(0), E, grid[0],
-        MUL_ROUTED_WEIGHT=bool(case.mul), BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
-        GROUP_M=cfg["GROUP_M"], NUM_STAGES=cfg["NUM_STAGES"], num_warps=cfg["num_warps"])
+    from python.jit.moe_gemm_hopper import invoke_grouped_gemm_hopper_persistent
+    invoke_grouped_gemm_hopper_persistent(case.a, case.b, case.c, case.weights, case.sorted, case.expert_ids, case.ntpp,
+                                          case.top_k, cfg, mul_routed_weight=case.mul, num_programs=num_programs)
 
 
 def balance(case, torch, mj):

@@ -44,6 +44,33 @@ def invoke_grouped_gemm_hopper(a, b, c, topk_weights, sorted_token_ids, expert_i
     return c
 
 
+def invoke_grouped_gemm_hopper_persistent(a, b, c, topk_weights, sorted_token_ids, expert_ids,
+                                          num_tokens_post_padded, top_k, config=None, mul_routed_weight=False,
+                                          num_programs=None):
+    """invoke_grouped_gemm_hopper's call on the persistent form
+    (tritonsrc/moe/grouped_gemm_hopper_persistent.py): num_programs programs
+    (default: the SM count, as the operator launches it) walk the tiles."""
+    import torch
+    from python.rules_moe_hopper import fused_moe_gemm_hopper_persistent as rule
+    from tritonsrc.moe.grouped_gemm_hopper_persistent import fused_moe_gemm_hopper_persistent
+
+    E, N, K = b.shape
+    functional = {"dtype": {torch.float16: "fp16", torch.bfloat16: "bf16"}[b.dtype],
+                  "MUL_ROUTED_WEIGHT": bool(mul_routed_weight)}
+    config = config or rule.tuning.default(functional, 90)
+    b_desc = _weights_descriptor(rule, functional, config, b)
+    EM = sorted_token_ids.numel()
+    if num_programs is None:
+        num_programs = torch.cuda.get_device_properties(a.device).multi_processor_count
+    fused_moe_gemm_hopper_persistent[(num_programs, )](
+        a, b_desc, c, topk_weights if mul_routed_weight else c, sorted_token_ids, expert_ids, num_tokens_post_padded,
+        N, K, EM, c.shape[0], top_k, a.stride(0), c.stride(0), E, num_programs,
+        MUL_ROUTED_WEIGHT=bool(mul_routed_weight), BLOCK_M=config["BLOCK_M"], BLOCK_N=config["BLOCK_N"],
+        BLOCK_K=config["BLOCK_K"], GROUP_M=config["GROUP_M"], NUM_STAGES=config["NUM_STAGES"],
+        num_warps=config["num_warps"])
+    return c
+
+
 def invoke_grouped_gemm_hopper_fp8(a, b, c, a_scale, b_scale, topk_weights, sorted_token_ids, expert_ids,
                                    num_tokens_post_padded, top_k, quant, config=None, mul_routed_weight=False):
     """The fp8 w8a8 form (tritonsrc/moe/grouped_gemm_hopper_fp8.py): a, b fp8

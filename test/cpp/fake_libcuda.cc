@@ -63,7 +63,11 @@ CUresult fake_cuGetErrorString(CUresult r, const char** s) {
 CUresult fake_cuDeviceGetAttribute(int* v, CUdevice_attribute a, CUdevice) {
   const char* cc = std::getenv("FAKECUDA_CC");  // e.g. "90"
   const int arch = cc ? std::atoi(cc) : 90;
-  *v = a == CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR ? arch / 10 : a == CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR ? arch % 10 : 0;
+  const char* sms = std::getenv("FAKECUDA_SMS");  // SM count; 0 (unknown) unless set
+  *v = a == CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR   ? arch / 10
+       : a == CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR ? arch % 10
+       : a == CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT && sms ? std::atoi(sms)
+                                                             : 0;
   return CUDA_SUCCESS;
 }
 CUresult fake_cuCtxGetCurrent(CUcontext* c) {

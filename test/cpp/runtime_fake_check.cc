@@ -350,6 +350,38 @@ void fp8_route_checks() {
   unsetenv("AOTRITON_MOE_HOPPER");
 }
 
+// The fp16/bf16 route on an sm_90 stand-in with AOTRITON_MOE_HOPPER=1: from
+// kMoeHopperPersistentMinTokensPerExpert slots per expert the persistent Gluon kernel,
+// below it the per-tile one (both stop at their TMA encoding: the stand-in has none).
+void persistent_route_checks() {
+  auto gemm_with = [](int64_t tokens, const char* name) {
+    size_t off = 0;
+    auto take = [&](size_t bytes) {
+      const size_t at = off;
+      off += (bytes + 255) / 256 * 256;
+      return at;
+    };
+    const int64_t E = 2, N = 1024, K = 128, top_k = 2, slots = tokens * top_k;
+    moe::GroupedGemmParams g;  // fp16, K and N multiples of 16, block size 128
+    g.a = view<2>(DType::kFloat16, {tokens, K}, take(tokens * K * 2));
+    g.b = view<3>(DType::kFloat16, {E, N, K}, take(E * N * K * 2));
+    g.c = view<2>(DType::kFloat16, {slots, N}, take(slots * N * 2));
+    const int64_t padded = moe::moe_align_max_padded(slots, E, 128);
+    g.sorted_token_ids = view<1>(DType::kInt32, {padded}, take(padded * 4));
+    g.expert_ids = view<1>(DType::kInt32, {(padded + 127) / 128}, take(padded));
+    g.num_tokens_post_padded = view<1>(DType::kInt32, {1}, take(4));
+    g.top_k = top_k;
+    g.block_size = 128;
+    Counts c = now();
+    report(name, moe::grouped_gemm(g, Stream{}), c);
+  };
+  setenv("AOTRITON_MOE_HOPPER", "1", 1);
+  gemm_with(512, "persistent");  // 1024 slots over 2 experts: 512 per expert
+  gemm_with(256, "per_tile");    // 256 per expert
+  unsetenv("AOTRITON_MOE_HOPPER");
+  gemm_with(512, "default");     // fp16 without the opt-in: the Triton kernel
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -372,11 +404,12 @@ int main(int argc, char** argv) {
   else if (mode == "options") options_checks();
   else if (mode == "forced_kernel" && argc == 4) forced_kernel_checks(argv[2], argv[3]);
   else if (mode == "fp8_route") fp8_route_checks();
+  else if (mode == "persistent_route") persistent_route_checks();
   else if (mode == "resolve_first" && argc == 5) resolve_first_checks(argv[2], argv[3], argv[4]);
   else {
     std::fprintf(stderr, "usage: runtime_fake_check runtime CORRUPT_DIR CORRUPT_FILE GOOD_FILE | fallback |"
                          " resolve_first DIR_WITHOUT_DQ DIR_WITHOUT_MOE_SUM FULL_DIR | forced_kernel FWD_HOPPER_CONFIG"
-                         " MOE_HOPPER_CONFIG | fp8_route\n");
+                         " MOE_HOPPER_CONFIG | fp8_route | persistent_route\n");
     return 2;
   }
   return 0;

@@ -58,8 +58,9 @@ def test_release_compiles_less_than_tune_covers():
     # fused_moe_gemm (fp8) and fused_moe_gemm_wq, 16-row blocks with the routed weight): 1442; the
     # PAGE_TILES decode functionals (one default config each): 1460; the fp8 Gluon
     # MoE GEMM (+12: 2 output dtypes x 3 scale modes x routed weight): 1472; the one-program
-    # dynamic fp8 quantization for decode (+3: x dtypes): 1475.
-    assert images(rel) <= 1475, "the release profile grew: see docs/build-time.md"
+    # dynamic fp8 quantization for decode (+3: x dtypes): 1475; the persistent sm_90 Gluon
+    # MoE GEMM (+4: 2 dtypes x routed weight): 1479.
+    assert images(rel) <= 1479, "the release profile grew: see docs/build-time.md"
     assert images(gputest) > 0
 
 

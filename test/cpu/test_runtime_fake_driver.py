@@ -177,6 +177,22 @@ def test_force_config_picks_the_kernel_that_owns_the_name(build_dir):
         assert r["message"].startswith(f"kernel {kernel} functional ") and f"has no config {config} " in r["message"], r
 
 
+def test_half_grouped_gemm_takes_the_persistent_gluon_kernel_from_512_slots_per_expert(build_dir):
+    """moe_gemm_hopper.cc with AOTRITON_MOE_HOPPER=1 on an sm_90 stand-in with 132 SMs: an
+    fp16 call with 512 slots per expert reaches fused_moe_gemm_hopper_persistent, with 256
+    the per-tile fused_moe_gemm_hopper (each stops at its TMA encoding: the stand-in driver
+    has none); without the opt-in the Triton kernel runs."""
+    out = _run(build_dir, "persistent_route", AOTRITON_IMAGE_DIR=str(_images(build_dir)), FAKECUDA_SMS="132")
+    for name, kernel in (("persistent", "fused_moe_gemm_hopper_persistent: "), ("per_tile", "fused_moe_gemm_hopper: ")):
+        r = out[name]
+        assert r["status"] == "CUDA driver not available" and r["launches"] == 0, r
+        assert r["message"].startswith(kernel), r
+    r = out["default"]
+    assert not r["message"].startswith("fused_moe_gemm_hopper"), r
+    assert (r["status"] == "success" and r["launches"] == 1) or (
+        r["status"] == "not in this build" and r["message"].startswith("fused_moe_gemm functional ")), r
+
+
 def test_fp8_grouped_gemm_takes_the_gluon_kernel_by_default_from_128_slots_per_expert(build_dir):
     """moe_gemm_hopper.cc's automatic choice on an sm_90 device: an fp8 per-tensor call
     with 128 slots per expert reaches fused_moe_gemm_hopper_fp8 (which stops at its TMA

@@ -31,6 +31,8 @@ def test_header_holds_the_python_tables():
     assert _scalar(h, "kAlignBlockT") == moe_configs.ALIGN_BLOCK_T
     assert _scalar(h, "kAlignSmallMax") == moe_configs.ALIGN_SMALL_MAX
     assert _scalar(h, "kDynamicQuantOneProgram") == moe_configs.DYNAMIC_QUANT_ONE_PROGRAM
+    from python import rules_moe_hopper
+    assert _scalar(h, "kMoeHopperPersistentMinTokensPerExpert") == rules_moe_hopper.PERSISTENT_MIN_TOKENS_PER_EXPERT
     assert _scalar(h, "kScaleGroup") == rules_moe.per_token_group_quant_fp8.functional["GROUP"][0]
     assert _array(h, "kMoeBlockSizes") == list(moe_configs.BLOCK_SIZES_M)
     bins = _array(h, "kMoeMBins")

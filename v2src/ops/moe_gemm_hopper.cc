@@ -10,6 +10,7 @@
 #include "device_arch.h"
 #include "fused_moe_gemm_hopper.h"
 #include "fused_moe_gemm_hopper_fp8.h"
+#include "fused_moe_gemm_hopper_persistent.h"
 
 namespace aotriton {
 inline namespace AOTRITON_ABI_NAMESPACE {
@@ -20,6 +21,7 @@ namespace {
 
 namespace kh = detail::kernels::fused_moe_gemm_hopper;
 namespace kh8 = detail::kernels::fused_moe_gemm_hopper_fp8;
+namespace khp = detail::kernels::fused_moe_gemm_hopper_persistent;
 using detail::fail;
 using detail::TmaTensor;
 
@@ -48,8 +50,9 @@ bool serves(const GemmJob& j, bool aligned, TmaTensor* b) {
   return types && aligned && j.block_size == detail::tables::kMoeHopperBlockSizeM && weights_view(j, b);
 }
 
-// The automatic choice: AOTRITON_MOE_HOPPER=1 runs both forms where they serve,
-// =0 neither; unset, the fp8 form only. Measured on the H200, the bf16 form beat
+// The automatic choice: AOTRITON_MOE_HOPPER=1 runs both forms where they serve
+// (fp16/bf16 from kMoeHopperPersistentMinTokensPerExpert slots per expert in the
+// persistent form), =0 neither; unset, the fp8 form only. Measured on the H200, the bf16 form beat
 // the tuned Triton kernel only at Mixtral-like M=512 (1.03x / 1.17x) and lost
 // 2-5% at M=4096 (bench/results/moe_sm90_hopper_gemm.json); the fp8 form won
 // (1.12-1.33x at M=4096, bench/results/moe_fp8_gluon_r4_sm90.json) or tied
@@ -84,6 +87,13 @@ kh::Functional bf16_functional(const GemmJob& j) {
   return f;
 }
 
+khp::Functional persistent_functional(const GemmJob& j) {
+  khp::Functional f{};
+  f.dtype = j.ab_dtype;
+  f.MUL_ROUTED_WEIGHT = j.mul_routed_weight;
+  return f;
+}
+
 kh8::Functional fp8_functional(const GemmJob& j) {
   kh8::Functional f{};
   f.dtype = j.c_dtype;
@@ -95,6 +105,22 @@ kh8::Functional fp8_functional(const GemmJob& j) {
 bool built_for(const GemmJob& j, int arch) {
   return j.quant == QuantMode::kNone ? kh::built_for(bf16_functional(j), arch)
                                      : kh8::built_for(fp8_functional(j), arch);
+}
+
+// The persistent fp16/bf16 form (tritonsrc/moe/grouped_gemm_hopper_persistent.py): one
+// program per SM walks the tiles; programs past the tile count exit at once.
+Status launch_persistent(const GemmJob& j, const TmaTensor& b, int sms, Stream stream,
+                         const KernelOptions* options) {
+  using detail::strided;
+  const khp::Inputs in{
+      .a_ptr = strided(j.a, j.stride_am), .b_desc = b, .c_ptr = strided(j.c, j.stride_cm),
+      .topk_weights_ptr = j.topk_weights, .sorted_token_ids_ptr = j.sorted_token_ids,
+      .expert_ids_ptr = j.expert_ids, .num_tokens_post_padded_ptr = j.num_tokens_post_padded,
+      .N = j.N, .K = j.K, .EM = j.EM, .num_valid_tokens = j.num_valid_tokens, .top_k = j.top_k,
+      .num_experts = j.num_experts, .num_programs = sms,
+      .tokens_per_expert = cdiv(j.num_valid_tokens, std::max<int64_t>(j.num_experts, 1)),
+  };
+  return khp::launch(in, persistent_functional(j), stream, options);
 }
 
 Status launch(const GemmJob& j, const TmaTensor& b, Stream stream, const KernelOptions* options) {
@@ -144,9 +170,17 @@ Status launch_gemm_hopper(const char* op, const GemmJob& j, bool aligned, Stream
   if (!ok || (options && options->force_config) || !enabled(j) || j.N < t::kMoeHopperMinN ||
       cdiv(j.num_valid_tokens, std::max<int64_t>(j.num_experts, 1)) < min_tokens_per_expert(j))
     return Status::kSuccess;
-  int arch = 0;
-  AOTRITON_RETURN_IF_ERROR(detail::device_arch(stream, &arch));
-  if (arch != 90 || !built_for(j, 90)) return Status::kSuccess;
+  int arch = 0, sms = 0;
+  AOTRITON_RETURN_IF_ERROR(detail::device_info(stream, &arch, &sms));
+  if (arch != 90) return Status::kSuccess;
+  // fp16/bf16 with many slots per expert: the persistent form where it is built.
+  if (j.quant == QuantMode::kNone && sms > 0 &&
+      cdiv(j.num_valid_tokens, std::max<int64_t>(j.num_experts, 1)) >= t::kMoeHopperPersistentMinTokensPerExpert &&
+      khp::built_for(persistent_functional(j), 90)) {
+    *launched = true;
+    return launch_persistent(j, b, sms, stream, options);
+  }
+  if (!built_for(j, 90)) return Status::kSuccess;
   *launched = true;
   return launch(j, b, stream, options);
 }

@@ -16,7 +16,9 @@ namespace detail {
 // config is forced, AOTRITON_MOE_HOPPER allows it ("1": both; "0": neither; unset:
 // the fp8 kernel only), the GPU is sm_90, this build compiled the kernel for it, the
 // experts average at least kMoeHopperMinTokensPerExpert (fp8:
-// kMoeHopperFp8MinTokensPerExpert) slots and N >= kMoeHopperMinN. Otherwise leaves
+// kMoeHopperFp8MinTokensPerExpert) slots and N >= kMoeHopperMinN (fp16/bf16 from
+// kMoeHopperPersistentMinTokensPerExpert: fused_moe_gemm_hopper_persistent, one
+// program per SM, where built). Otherwise leaves
 // *launched false (the Triton kernel runs). A forced config on a call it
 // cannot serve is kInvalidArgument. `j` has passed launch_gemm's checks.
 Status launch_gemm_hopper(const char* op, const GemmJob& j, bool aligned, Stream stream,

@@ -1,17 +1,23 @@
-"""Experiment (issue 18.1: bf16 Mixtral-like GEMM1 at M=4096 runs at 0.86-0.91x
-torch._grouped_mm): fused_moe_gemm_hopper (tritonsrc/moe/grouped_gemm_hopper.py)
-made persistent. ncu (0acf4fc, bench/experiments/ncu_moe_gemm.sh): the shipped
-kernel launches 8064 CTAs of one 128 x 256 tile each (one per SM at a time) and
-keeps the tensor pipe 72% busy; grouped_mm's CUTLASS kernel runs 132 persistent
-CTAs (2-CTA clusters) at 94%. Here one CTA per SM walks the tiles pid, pid + P,
-... (P = number of programs; the same grouped order, so the same L2 window as
-the shipped grid), and the loader and gatherer run across tiles: while the two
-consumer warpgroups store tile i, the ring already fills with tile i+1 (no
-pipeline fill, no CTA launch per tile). Ring stages and barrier phases follow
-one K-step counter that runs over all of a program's tiles.
+"""The sm_90 bf16/fp16 MoE grouped GEMM in persistent form: fused_moe_gemm_hopper's
+partitions (tritonsrc/moe/grouped_gemm_hopper.py: 1-warp TMA loader of the weights,
+2-warp cp.async gatherer of the token rows, two consumer warpgroups of 64 rows),
+with num_programs programs (one per SM) walking the tiles pid, pid + P, ... in the
+same grouped order. Loader and gatherer run across tiles on one K-step counter
+(ring stage and barrier phase come from it), so while the consumers store tile i
+the ring already fills with tile i+1: no CTA launch and no pipeline fill per tile.
 
-Same contract as fused_moe_gemm_hopper (QUANT 0, ALIGNED, BLOCK_M 128); the
-launcher passes the grid size as num_programs.
+Why (issue 18.1, bf16 Mixtral-like M=4096 at 0.86-0.90x torch._grouped_mm): ncu
+shows the one-tile-per-CTA kernels keep the tensor pipe 72-74% busy against
+grouped_mm's 94% (132 persistent CTAs); the K loop itself is tight. Measured on the
+H200 (bench/experiments/moe_gemm_persistent.py, bench/results/moe_gemm_persistent_sm90.json,
+JIT): Mixtral-like M=4096 0.92-0.98x grouped_mm (the per-tile Gluon kernel 0.83-0.89x,
+Triton 0.88-0.89x); DeepSeek-like random routing slower than the per-tile form
+(fewer blocks per expert): v2src/ops/moe_gemm_hopper.cc runs it from
+PERSISTENT_MIN_TOKENS_PER_EXPERT slots per expert (python/rules_moe_hopper.py).
+
+Same contract as fused_moe_gemm_hopper (QUANT 0, ALIGNED, BLOCK_M 128; a block
+whose expert id is outside [0, num_experts) writes zeros and reads no weights);
+grid (num_programs, 1, 1): programs past the tile count exit at once.
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
