@@ -63,11 +63,13 @@ def _stage_barriers(NUM_STAGES: gl.constexpr):
 
 
 @gluon.jit
-def _load_b(b_desc, b_ring, ready_b, empty, row_b, k_tiles, BLOCK_K: gl.constexpr, NUM_STAGES: gl.constexpr):
+def _load_b(b_desc, b_ring, ready_b, empty, row_b, k_tiles, it, BLOCK_K: gl.constexpr, NUM_STAGES: gl.constexpr):
+    """One tile's weight K steps; `it` K steps went through the ring before (a persistent program's earlier tiles)."""
     for t in range(0, k_tiles):
-        stage = t % NUM_STAGES
-        # The stage's previous tile (t - NUM_STAGES) must be released by both consumers.
-        mbarrier.wait(empty.index(stage), ((t // NUM_STAGES) - 1) & 1, pred=t >= NUM_STAGES)
+        g = it + t
+        stage = g % NUM_STAGES
+        # The stage's previous K step (g - NUM_STAGES) must be released by both consumers.
+        mbarrier.wait(empty.index(stage), ((g // NUM_STAGES) - 1) & 1, pred=g >= NUM_STAGES)
         bar = ready_b.index(stage)
         mbarrier.expect(bar, b_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(b_desc, [row_b, t * BLOCK_K], bar, b_ring.index(stage))
@@ -100,9 +102,17 @@ def _gather_a(a_ptr, a_ring, ready_a, empty, sorted_ids_ptr, pid_m, k_tiles, K, 
     thread of this partition). Rows of padding slots read nothing (zeros)."""
     ptrs, row_ok, offs_k = _a_rows(a_ptr, a_ring, sorted_ids_ptr, pid_m, EM, num_valid_tokens, top_k, stride_am,
                                    BLOCK_M, BLOCK_K)
+    _gather_a_tile(a_ring, ready_a, empty, ptrs, row_ok, offs_k, k_tiles, 0, K, BLOCK_K, NUM_STAGES)
+
+
+@gluon.jit
+def _gather_a_tile(a_ring, ready_a, empty, ptrs, row_ok, offs_k, k_tiles, it, K, BLOCK_K: gl.constexpr,
+                   NUM_STAGES: gl.constexpr):
+    """One tile's A K steps from its row pointers (_a_rows), after `it` earlier K steps of the ring."""
     for t in range(0, k_tiles):
-        stage = t % NUM_STAGES
-        mbarrier.wait(empty.index(stage), ((t // NUM_STAGES) - 1) & 1, pred=t >= NUM_STAGES)
+        g = it + t
+        stage = g % NUM_STAGES
+        mbarrier.wait(empty.index(stage), ((g // NUM_STAGES) - 1) & 1, pred=g >= NUM_STAGES)
         k0 = t * BLOCK_K
         mask = row_ok & gl.expand_dims(offs_k < K - k0, 0)
         async_copy.async_copy_global_to_shared(a_ring.index(stage), ptrs + k0, mask=mask)
@@ -133,23 +143,33 @@ def _store_c(acc, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, pid_n, N, EM, 
 def _consume(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, pid_n,
              k_tiles, N, EM, num_valid_tokens, stride_cm, expert_ok, WHICH: gl.constexpr,
              MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+    acc = _mma_tile(a_ring, b_ring, ready_a, ready_b, empty, k_tiles, 0, WHICH, BLOCK_N, NUM_STAGES)
+    _store_c(acc, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, pid_n, N, EM, num_valid_tokens, stride_cm,
+             expert_ok, WHICH, MUL_ROUTED_WEIGHT, BLOCK_N)
+
+
+@gluon.jit
+def _mma_tile(a_ring, b_ring, ready_a, ready_b, empty, k_tiles, it, WHICH: gl.constexpr, BLOCK_N: gl.constexpr,
+              NUM_STAGES: gl.constexpr):
+    """This warpgroup's [64, BLOCK_N] fp32 product over one tile's K steps (after `it`
+    earlier K steps of the ring), every wgmma retired; the last K step's stage is not
+    released (a persistent program releases it, a one-tile program exits)."""
     NUM_WARPS: gl.constexpr = gl.num_warps()
     acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NUM_WARPS, 1],
                                                          instr_shape=[16, BLOCK_N, 16])
     acc = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=acc_layout)
     for t in range(0, k_tiles):
-        stage = t % NUM_STAGES
-        phase = (t // NUM_STAGES) & 1
+        g = it + t
+        stage = g % NUM_STAGES
+        phase = (g // NUM_STAGES) & 1
         mbarrier.wait(ready_a.index(stage), phase)
         mbarrier.wait(ready_b.index(stage), phase)
         a = a_ring.index(stage).slice(WHICH * ROWS, ROWS)
         tok = warpgroup_mma(a, b_ring.index(stage).permute((1, 0)), acc, is_async=True)
-        # wait(1): the previous tile's wgmma retired, so its stage can be refilled.
+        # wait(1): the previous K step's wgmma retired, so its stage can be refilled.
         acc = warpgroup_mma_wait(num_outstanding=1, deps=(tok, ))
-        mbarrier.arrive(empty.index((t + NUM_STAGES - 1) % NUM_STAGES), pred=t > 0)
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
-    _store_c(acc, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, pid_n, N, EM, num_valid_tokens, stride_cm,
-             expert_ok, WHICH, MUL_ROUTED_WEIGHT, BLOCK_N)
+        mbarrier.arrive(empty.index((g + NUM_STAGES - 1) % NUM_STAGES), pred=t > 0)
+    return warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
 
 
 @gluon.jit
@@ -207,7 +227,7 @@ def fused_moe_gemm_hopper(a_ptr, b_desc, c_ptr, topk_weights_ptr, sorted_token_i
         (_consume_bottom, (a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_token_ids_ptr,
                            pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, stride_cm, expert_ok, MUL_ROUTED_WEIGHT,
                            BLOCK_N, NUM_STAGES)),
-        (_load_b, (b_desc, b_ring, ready_b, empty, row_b, k_tiles, BLOCK_K, NUM_STAGES)),
+        (_load_b, (b_desc, b_ring, ready_b, empty, row_b, k_tiles, 0, BLOCK_K, NUM_STAGES)),
         (_gather_a, (a_ptr, a_ring, ready_a, empty, sorted_token_ids_ptr, pid_m, k_tiles, K, EM, num_valid_tokens,
                      top_k, stride_am, BLOCK_M, BLOCK_K, NUM_STAGES)),
     ], [4, 1, GATHER_WARPS], [224, 40, 80])

@@ -230,7 +230,7 @@ def fused_moe_gemm_hopper_fp8(a_ptr, b_desc, c_ptr, a_scale_ptr, b_scale_ptr, to
                                b_scale_ptr, topk_weights_ptr, sorted_token_ids_ptr, expert, pid_m, pid_n, k_tiles, N,
                                EM, num_valid_tokens, top_k, stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn,
                                stride_bsk, expert_ok, QUANT, MUL_ROUTED_WEIGHT, BLOCK_N, NUM_STAGES)),
-        (_load_b, (b_desc, b_ring, ready_b, empty, row_b, k_tiles, BLOCK_K, NUM_STAGES)),
+        (_load_b, (b_desc, b_ring, ready_b, empty, row_b, k_tiles, 0, BLOCK_K, NUM_STAGES)),
         (_gather_a_scaled, (a_ptr, a_ring, as_ring, bs_ring, ready_a, empty, sorted_token_ids_ptr, a_scale_ptr,
                             b_scale_ptr, expert, pid_m, pid_n, k_tiles, K, N, EM, num_valid_tokens, top_k, stride_am,
                             stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, QUANT, BLOCK_M,

@@ -21,10 +21,10 @@ grid (num_programs, 1, 1): programs past the tile count exit at once.
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.ampere import async_copy
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier
 
-from tritonsrc.moe.grouped_gemm_hopper import GATHER_WARPS, ROWS, _a_rows, _stage_barriers, _store_c
+from .grouped_gemm_hopper import (GATHER_WARPS, ROWS, _a_rows, _gather_a_tile, _load_b, _mma_tile, _stage_barriers,
+                                  _store_c)
 
 
 @gluon.jit
@@ -44,9 +44,13 @@ def _tile_count(num_tokens_post_padded_ptr, N, BLOCK_M: gl.constexpr, BLOCK_N: g
 
 
 @gluon.jit
-def _expert_of(expert_ids_ptr, pid_m, num_experts):
+def _tile_work(tile, num_pid_m, num_pid_n, expert_ids_ptr, K, num_experts, BLOCK_K: gl.constexpr,
+               GROUP_M: gl.constexpr):
+    """(pid_m, pid_n, expert, expert ok, K steps) of one tile: a bad expert id gets no K step."""
+    pid_m, pid_n = _tile_of(tile, num_pid_m, num_pid_n, GROUP_M)
     expert = gl.load(expert_ids_ptr + pid_m)
-    return expert, (expert >= 0) & (expert < num_experts)
+    ok = (expert >= 0) & (expert < num_experts)
+    return pid_m, pid_n, expert, ok, gl.where(ok, gl.cdiv(K, BLOCK_K), 0)
 
 
 @gluon.jit
@@ -56,17 +60,10 @@ def _load_b_tiles(b_desc, b_ring, ready_b, empty, expert_ids_ptr, num_tokens_pos
     num_pid_m, num_pid_n, tiles = _tile_count(num_tokens_post_padded_ptr, N, BLOCK_M, BLOCK_N)
     it = 0
     for tile in range(gl.program_id(0), tiles, num_programs):
-        pid_m, pid_n = _tile_of(tile, num_pid_m, num_pid_n, GROUP_M)
-        expert, ok = _expert_of(expert_ids_ptr, pid_m, num_experts)
-        k_tiles = gl.where(ok, gl.cdiv(K, BLOCK_K), 0)
+        pid_m, pid_n, expert, ok, k_tiles = _tile_work(tile, num_pid_m, num_pid_n, expert_ids_ptr, K, num_experts,
+                                                       BLOCK_K, GROUP_M)
         row_b = gl.where(ok, expert, 0) * N + pid_n * BLOCK_N
-        for t in range(0, k_tiles):
-            g = it + t
-            stage = g % NUM_STAGES
-            mbarrier.wait(empty.index(stage), ((g // NUM_STAGES) - 1) & 1, pred=g >= NUM_STAGES)
-            bar = ready_b.index(stage)
-            mbarrier.expect(bar, b_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(b_desc, [row_b, t * BLOCK_K], bar, b_ring.index(stage))
+        _load_b(b_desc, b_ring, ready_b, empty, row_b, k_tiles, it, BLOCK_K, NUM_STAGES)
         it += k_tiles
 
 
@@ -78,19 +75,11 @@ def _gather_a_tiles(a_ptr, a_ring, ready_a, empty, sorted_ids_ptr, expert_ids_pt
     num_pid_m, num_pid_n, tiles = _tile_count(num_tokens_post_padded_ptr, N, BLOCK_M, BLOCK_N)
     it = 0
     for tile in range(gl.program_id(0), tiles, num_programs):
-        pid_m, pid_n = _tile_of(tile, num_pid_m, num_pid_n, GROUP_M)
-        expert, ok = _expert_of(expert_ids_ptr, pid_m, num_experts)
-        k_tiles = gl.where(ok, gl.cdiv(K, BLOCK_K), 0)
+        pid_m, pid_n, expert, ok, k_tiles = _tile_work(tile, num_pid_m, num_pid_n, expert_ids_ptr, K, num_experts,
+                                                       BLOCK_K, GROUP_M)
         ptrs, row_ok, offs_k = _a_rows(a_ptr, a_ring, sorted_ids_ptr, pid_m, EM, num_valid_tokens, top_k, stride_am,
                                        BLOCK_M, BLOCK_K)
-        for t in range(0, k_tiles):
-            g = it + t
-            stage = g % NUM_STAGES
-            mbarrier.wait(empty.index(stage), ((g // NUM_STAGES) - 1) & 1, pred=g >= NUM_STAGES)
-            k0 = t * BLOCK_K
-            mask = row_ok & gl.expand_dims(offs_k < K - k0, 0)
-            async_copy.async_copy_global_to_shared(a_ring.index(stage), ptrs + k0, mask=mask)
-            async_copy.mbarrier_arrive(ready_a.index(stage), increment_count=False)
+        _gather_a_tile(a_ring, ready_a, empty, ptrs, row_ok, offs_k, k_tiles, it, K, BLOCK_K, NUM_STAGES)
         it += k_tiles
 
 
@@ -100,31 +89,15 @@ def _consume_tiles(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_
                    WHICH: gl.constexpr, MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_M: gl.constexpr,
                    BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
                    NUM_STAGES: gl.constexpr):
-    NUM_WARPS: gl.constexpr = gl.num_warps()
-    acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NUM_WARPS, 1],
-                                                         instr_shape=[16, BLOCK_N, 16])
     num_pid_m, num_pid_n, tiles = _tile_count(num_tokens_post_padded_ptr, N, BLOCK_M, BLOCK_N)
     it = 0
     for tile in range(gl.program_id(0), tiles, num_programs):
-        pid_m, pid_n = _tile_of(tile, num_pid_m, num_pid_n, GROUP_M)
-        expert, ok = _expert_of(expert_ids_ptr, pid_m, num_experts)
-        k_tiles = gl.where(ok, gl.cdiv(K, BLOCK_K), 0)
-        acc = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=acc_layout)
-        for t in range(0, k_tiles):
-            g = it + t
-            stage = g % NUM_STAGES
-            phase = (g // NUM_STAGES) & 1
-            mbarrier.wait(ready_a.index(stage), phase)
-            mbarrier.wait(ready_b.index(stage), phase)
-            a = a_ring.index(stage).slice(WHICH * ROWS, ROWS)
-            tok = warpgroup_mma(a, b_ring.index(stage).permute((1, 0)), acc, is_async=True)
-            acc = warpgroup_mma_wait(num_outstanding=1, deps=(tok, ))
-            # The previous K step's wgmma retired: its stage can be refilled (for the
-            # loaders, possibly with the next tile's first K steps).
-            mbarrier.arrive(empty.index((g + NUM_STAGES - 1) % NUM_STAGES), pred=t > 0)
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+        pid_m, pid_n, expert, ok, k_tiles = _tile_work(tile, num_pid_m, num_pid_n, expert_ids_ptr, K, num_experts,
+                                                       BLOCK_K, GROUP_M)
+        acc = _mma_tile(a_ring, b_ring, ready_a, ready_b, empty, k_tiles, it, WHICH, BLOCK_N, NUM_STAGES)
         it += k_tiles
-        mbarrier.arrive(empty.index((it + NUM_STAGES - 1) % NUM_STAGES), pred=k_tiles > 0)  # the tile's last stage
+        # The tile's last stage (the ring's next fill may be the next tile's first K steps).
+        mbarrier.arrive(empty.index((it + NUM_STAGES - 1) % NUM_STAGES), pred=k_tiles > 0)
         _store_c(acc, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, pid_n, N, EM, num_valid_tokens, stride_cm, ok,
                  WHICH, MUL_ROUTED_WEIGHT, BLOCK_N)
 
