@@ -50,13 +50,16 @@ def main():
     ap.add_argument("--gemms", default="1,2")
     ap.add_argument("--quants", default="bf16,fp8_tensor,fp8_block")
     ap.add_argument("--json", default=str(REPO / "bench/results/moe_fp8_gluon_sm90.json"))
+    ap.add_argument("--persistent", action="store_true",
+                    help="also the persistent forms (grouped_gemm_hopper*_persistent.py, one program per SM)")
     args = ap.parse_args()
 
     import torch
     import triton
     from python import tune_shared as T
     from python.tune_moe import GemmCase
-    from python.jit.moe_gemm_hopper import invoke_grouped_gemm_hopper, invoke_grouped_gemm_hopper_fp8
+    from python.jit.moe_gemm_hopper import (invoke_grouped_gemm_hopper, invoke_grouped_gemm_hopper_fp8,
+                                            invoke_grouped_gemm_hopper_persistent)
     from tritonsrc.moe import configs as C
 
     rows = []
@@ -86,7 +89,13 @@ def main():
                        T.kernel_ms(lambda: case.run(cfg)))
                 if quant == "bf16":
                     hcfg, hsrc = db_config(case, "fused_moe_gemm_hopper")
-                    runs = [(hsrc, lambda: invoke_grouped_gemm_hopper(
+                    if args.persistent:
+                        runs_p = [("persistent", lambda: invoke_grouped_gemm_hopper_persistent(
+                            case.a, case.b, case.c, case.weights, case.sorted, case.expert_ids, case.ntpp, case.top_k,
+                            hcfg, mul_routed_weight=case.mul))]
+                    else:
+                        runs_p = []
+                    runs = runs_p + [(hsrc, lambda: invoke_grouped_gemm_hopper(
                         case.a, case.b, case.c, case.weights, case.sorted, case.expert_ids, case.ntpp, case.top_k,
                         hcfg, mul_routed_weight=case.mul))]
                 else:
@@ -96,6 +105,13 @@ def main():
                                  case.a, case.b, case.c, case.a_s, case.b_s, case.weights, case.sorted,
                                  case.expert_ids, case.ntpp, case.top_k, q, g, mul_routed_weight=case.mul))
                             for g in GLUON_FP8_CONFIGS]
+                    if args.persistent:
+                        runs += [(f"persistent_n{g['BLOCK_N']}_g{g['GROUP_M']}_s{g['NUM_STAGES']}",
+                                  lambda g=g: invoke_grouped_gemm_hopper_fp8(
+                                      case.a, case.b, case.c, case.a_s, case.b_s, case.weights, case.sorted,
+                                      case.expert_ids, case.ntpp, case.top_k, q, g, mul_routed_weight=case.mul,
+                                      num_programs=None))
+                                 for g in GLUON_FP8_CONFIGS]
                 for name, gluon in runs:
                     case.c.fill_(float("nan"))
                     try:

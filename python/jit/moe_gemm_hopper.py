@@ -72,14 +72,18 @@ def invoke_grouped_gemm_hopper_persistent(a, b, c, topk_weights, sorted_token_id
 
 
 def invoke_grouped_gemm_hopper_fp8(a, b, c, a_scale, b_scale, topk_weights, sorted_token_ids, expert_ids,
-                                   num_tokens_post_padded, top_k, quant, config=None, mul_routed_weight=False):
+                                   num_tokens_post_padded, top_k, quant, config=None, mul_routed_weight=False,
+                                   num_programs=0):
     """The fp8 w8a8 form (tritonsrc/moe/grouped_gemm_hopper_fp8.py): a, b fp8
     e4m3, c bf16/fp16; scales as fused_moe_kernel takes them for `quant`
     (1: a [1], b [E]; 2: a [rows, cdiv(K, 128)], b [E, cdiv(N, 128), cdiv(K, 128)];
-    3: a [rows], b [E, N]). config: the rule's keys (default: the rule's)."""
+    3: a [rows], b [E, N]). config: the rule's keys (default: the rule's).
+    num_programs > 0: its persistent form (grouped_gemm_hopper_fp8_persistent.py, an
+    experiment: no AOT rule yet) with that many programs; None: one per SM."""
     import torch
     from python.rules_moe_hopper_fp8 import fused_moe_gemm_hopper_fp8 as rule
     from tritonsrc.moe.grouped_gemm_hopper_fp8 import fused_moe_gemm_hopper_fp8
+    from tritonsrc.moe.grouped_gemm_hopper_fp8_persistent import fused_moe_gemm_hopper_fp8_persistent
 
     E, N, K = b.shape
     functional = {"dtype": {torch.float16: "fp16", torch.bfloat16: "bf16"}[c.dtype], "QUANT": int(quant),
@@ -94,9 +98,13 @@ def invoke_grouped_gemm_hopper_fp8(a, b, c, a_scale, b_scale, topk_weights, sort
         s_a, s_b = (0, 0), (b_scale.stride(0) if b_scale.numel() == E and E > 1 else 0, 0, 0)
     EM = sorted_token_ids.numel()
     grid = (triton.cdiv(EM, config["BLOCK_M"]) * triton.cdiv(N, config["BLOCK_N"]), )
-    fused_moe_gemm_hopper_fp8[grid](
+    kernel, extra = fused_moe_gemm_hopper_fp8, ()
+    if num_programs is None or num_programs > 0:
+        num_programs = num_programs or torch.cuda.get_device_properties(a.device).multi_processor_count
+        kernel, extra, grid = fused_moe_gemm_hopper_fp8_persistent, (num_programs, ), (num_programs, )
+    kernel[grid](
         a, b_desc, c, a_scale, b_scale, topk_weights if mul_routed_weight else a_scale, sorted_token_ids, expert_ids,
-        num_tokens_post_padded, N, K, EM, c.shape[0], top_k, a.stride(0), c.stride(0), *s_a, *s_b, E,
+        num_tokens_post_padded, N, K, EM, c.shape[0], top_k, a.stride(0), c.stride(0), *s_a, *s_b, E, *extra,
         QUANT=int(quant), MUL_ROUTED_WEIGHT=bool(mul_routed_weight), BLOCK_M=config["BLOCK_M"],
         BLOCK_N=config["BLOCK_N"], BLOCK_K=config["BLOCK_K"], GROUP_M=config["GROUP_M"],
         NUM_STAGES=config["NUM_STAGES"], num_warps=config["num_warps"])

@@ -61,3 +61,24 @@ def test_planned_for_sm90_only_and_the_route_threshold_is_generated():
     assert {v["arch"] for e in release["entries"] for v in e["variants"]} == {90}
     assert (f"kMoeHopperPersistentMinTokensPerExpert = {rules_moe_hopper.PERSISTENT_MIN_TOKENS_PER_EXPERT};"
             in shared_constants.header())
+
+
+@pytest.mark.parametrize("quant", [1, 2, 3])
+def test_fp8_persistent_form_compiles_without_spills(quant):
+    """tritonsrc/moe/grouped_gemm_hopper_fp8_persistent.py (JIT-only until measured: compiled
+    here through the fp8 rule's arguments plus num_programs) at each scale mode's default."""
+    import dataclasses
+
+    from python.kernel_rules import Arg
+    from python.rules_moe_hopper_fp8 import fused_moe_gemm_hopper_fp8 as fp8
+
+    rule = dataclasses.replace(fp8, name="fused_moe_gemm_hopper_fp8_persistent",
+                               source="tritonsrc/moe/grouped_gemm_hopper_fp8_persistent.py",
+                               function="fused_moe_gemm_hopper_fp8_persistent",
+                               args=fp8.args + [Arg("num_programs", "i32")], grid=("num_programs", "1", "1"))
+    f = {"dtype": "bf16", "QUANT": quant, "MUL_ROUTED_WEIGHT": True}
+    compiled = compile_kernel.compile_one(rule, f, fp8.tuning.default(f, 90), 90)
+    res = resources(compiled.asm["cubin"])
+    assert res["stack"] == 0 and res["local"] == 0, f"register spills: {res}"
+    assert int(compiled.metadata.shared) <= SM90_MAX_SHARED
+    assert "QGMMA" in cuobjdump(["-sass"], compiled.asm["cubin"])

@@ -65,7 +65,9 @@ def reference(ids, gather, tw, mul, a_deq, b_deq):
     return ref
 
 
-def run(quant, M, E, top_k, N, K, form, dtype=torch.bfloat16, seed=0, bad_expert=None, block_n=None):
+def run(quant, M, E, top_k, N, K, form, dtype=torch.bfloat16, seed=0, bad_expert=None, block_n=None,
+        num_programs=0):
+    """num_programs: 0 the per-tile kernel; None (one per SM) or n the persistent form."""
     from python.jit import moe as mj
     from python.jit.moe_gemm_hopper import invoke_grouped_gemm_hopper_fp8
 
@@ -81,7 +83,7 @@ def run(quant, M, E, top_k, N, K, form, dtype=torch.bfloat16, seed=0, bad_expert
         f = {"dtype": {torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype], "QUANT": quant, "MUL_ROUTED_WEIGHT": mul}
         config = dict(rule.tuning.default(f, 90), BLOCK_N=block_n, NUM_STAGES=4)
     invoke_grouped_gemm_hopper_fp8(a, b, c, a_s, b_s, tw if mul else None, s, e, n, gather, quant, config,
-                                   mul_routed_weight=mul)
+                                   mul_routed_weight=mul, num_programs=num_programs)
     torch.cuda.synchronize()
     return c, reference(ids, gather, tw, mul, a_deq, b_deq), s
 
@@ -119,6 +121,31 @@ def test_bad_expert_id_writes_zeros(bad, quant, block_n):
     rest[block] = False
     assert torch.isfinite(c).all()
     assert ((c[rest].double() - ref[rest]).norm() / ref[rest].norm()).item() < TOL[torch.bfloat16]
+
+
+# ------------------------------------------- the persistent form (grouped_gemm_hopper_fp8_persistent.py)
+@pytest.mark.parametrize("num_programs", [None, 3])
+@pytest.mark.parametrize("quant", [1, 2, 3])
+@pytest.mark.parametrize("form", ["gemm1", "gemm2"])
+@pytest.mark.parametrize("M,E,top_k,N,K", [(300, 8, 2, 384, 512), (1024, 8, 2, 256, 1024)])
+def test_persistent_form_is_bitwise_the_per_tile_kernel(quant, form, M, E, top_k, N, K, num_programs):
+    """The same per-tile bodies over a K-step counter that runs across tiles (3 programs:
+    many tiles each, the ring's phases wrapping between tiles)."""
+    tile, ref, _ = run(quant, M, E, top_k, N, K, form, seed=M + quant)
+    persistent, _, _ = run(quant, M, E, top_k, N, K, form, seed=M + quant, num_programs=num_programs)
+    assert torch.isfinite(persistent).all() and rel_err(persistent, ref) < TOL[torch.bfloat16]
+    assert torch.equal(persistent, tile)
+
+
+@pytest.mark.parametrize("bad", [-1, 8, 1 << 30])
+def test_persistent_form_bad_expert_id_writes_zeros(bad):
+    c, ref, s = run(2, 300, 8, 2, 256, 512, "gemm1", seed=7, bad_expert=bad, num_programs=2)
+    block = s[:128].long()
+    block = block[block < c.shape[0]]
+    assert torch.equal(c[block].float(), torch.zeros_like(c[block].float()))
+    rest = torch.ones(c.shape[0], dtype=torch.bool, device=DEV)
+    rest[block] = False
+    assert torch.isfinite(c).all() and rel_err(c[rest], ref[rest]) < TOL[torch.bfloat16]
 
 
 # ---------------------------------------------------------------- through the AOT operator

@@ -59,14 +59,15 @@ def _output_scales(acc, a_scale_ptr, b_scale_ptr, e64, a_row, slot_ok, half_n, N
 
 @gluon.jit
 def _consume_fp8(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
-                 topk_weights_ptr, sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k,
+                 topk_weights_ptr, sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, it, N, EM, num_valid_tokens, top_k,
                  stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, WHICH: gl.constexpr,
                  QUANT: gl.constexpr, MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_N: gl.constexpr,
                  NUM_STAGES: gl.constexpr):
     """This warpgroup's 64 rows of the tile, in one or two 128-column halves:
     each half's product (64 registers) is waited for and promoted before the
     next is issued, so a 256-wide tile holds 2 x 64 accumulator registers and
-    one 64-register product (a whole-tile product would need 256)."""
+    one 64-register product (a whole-tile product would need 256). `it`: K steps
+    that went through the ring before this tile (a persistent program's)."""
     NUM_WARPS: gl.constexpr = gl.num_warps()
     HALF: gl.constexpr = SCALE_GROUP
     TWO: gl.constexpr = BLOCK_N == 2 * HALF
@@ -87,8 +88,9 @@ def _consume_fp8(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_pt
         pair_l: gl.constexpr = gl.BlockedLayout([2], [32], [NUM_WARPS], [0])
         half_id = gl.arange(0, 2, layout=pair_l)
     for t in range(0, k_tiles):
-        stage = t % NUM_STAGES
-        phase = (t // NUM_STAGES) & 1
+        g = it + t
+        stage = g % NUM_STAGES
+        phase = (g // NUM_STAGES) & 1
         mbarrier.wait(ready_a.index(stage), phase)
         mbarrier.wait(ready_b.index(stage), phase)
         a = a_ring.index(stage).slice(WHICH * ROWS, ROWS)
@@ -127,7 +129,7 @@ def _consume_fp8(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_pt
 
 @gluon.jit
 def _gather_a_scaled(a_ptr, a_ring, as_ring, bs_ring, ready_a, empty, sorted_ids_ptr, a_scale_ptr, b_scale_ptr,
-                     expert, pid_m, pid_n, k_tiles, K, N, EM, num_valid_tokens, top_k, stride_am, stride_asm,
+                     expert, pid_m, pid_n, k_tiles, it, K, N, EM, num_valid_tokens, top_k, stride_am, stride_asm,
                      stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, QUANT: gl.constexpr,
                      BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, NUM_STAGES: gl.constexpr):
     """The A tile of each stage by 16-byte cp.async (grouped_gemm_hopper._gather_a), and with
@@ -150,8 +152,9 @@ def _gather_a_scaled(a_ptr, a_ring, as_ring, bs_ring, ready_a, empty, sorted_ids
         group_ok = (group * SCALE_GROUP < N) & (group < first + BLOCK_N // SCALE_GROUP)
         bs_ptrs = b_scale_ptr + gl.where(expert_ok, expert, 0).to(gl.int64) * stride_bse + group * stride_bsn
     for t in range(0, k_tiles):
-        stage = t % NUM_STAGES
-        mbarrier.wait(empty.index(stage), ((t // NUM_STAGES) - 1) & 1, pred=t >= NUM_STAGES)
+        g = it + t
+        stage = g % NUM_STAGES
+        mbarrier.wait(empty.index(stage), ((g // NUM_STAGES) - 1) & 1, pred=g >= NUM_STAGES)
         k0 = t * BLOCK_K
         mask = row_ok & gl.expand_dims(offs_k < K - k0, 0)
         async_copy.async_copy_global_to_shared(a_ring.index(stage), ptrs + k0, mask=mask)
@@ -168,7 +171,7 @@ def _consume_fp8_top(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, 
                      QUANT: gl.constexpr, MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_N: gl.constexpr,
                      NUM_STAGES: gl.constexpr):
     _consume_fp8(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
-                 topk_weights_ptr, sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k,
+                 topk_weights_ptr, sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, 0, N, EM, num_valid_tokens, top_k,
                  stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, 0, QUANT,
                  MUL_ROUTED_WEIGHT, BLOCK_N, NUM_STAGES)
 
@@ -180,7 +183,7 @@ def _consume_fp8_bottom(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empt
                         QUANT: gl.constexpr, MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_N: gl.constexpr,
                         NUM_STAGES: gl.constexpr):
     _consume_fp8(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
-                 topk_weights_ptr, sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k,
+                 topk_weights_ptr, sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, 0, N, EM, num_valid_tokens, top_k,
                  stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, 1, QUANT,
                  MUL_ROUTED_WEIGHT, BLOCK_N, NUM_STAGES)
 
@@ -232,7 +235,7 @@ def fused_moe_gemm_hopper_fp8(a_ptr, b_desc, c_ptr, a_scale_ptr, b_scale_ptr, to
                                stride_bsk, expert_ok, QUANT, MUL_ROUTED_WEIGHT, BLOCK_N, NUM_STAGES)),
         (_load_b, (b_desc, b_ring, ready_b, empty, row_b, k_tiles, 0, BLOCK_K, NUM_STAGES)),
         (_gather_a_scaled, (a_ptr, a_ring, as_ring, bs_ring, ready_a, empty, sorted_token_ids_ptr, a_scale_ptr,
-                            b_scale_ptr, expert, pid_m, pid_n, k_tiles, K, N, EM, num_valid_tokens, top_k, stride_am,
+                            b_scale_ptr, expert, pid_m, pid_n, k_tiles, 0, K, N, EM, num_valid_tokens, top_k, stride_am,
                             stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, QUANT, BLOCK_M,
                             BLOCK_N, BLOCK_K, NUM_STAGES)),
     ], [4, 1, GATHER_WARPS], [216, 40, 80])
