@@ -25,13 +25,17 @@ from python.tune_moe import LAYERS, QUANTS, TOL, entry_key
 from tritonsrc.moe import configs as C
 
 
-def rule_for(quant):
-    """The Gluon rule that serves a tune_moe quant name, or None (int4 has none)."""
+def rule_for(quant, tokens_per_expert=0):
+    """The Gluon rule that serves a tune_moe quant name at this many slots per expert (fp16/bf16:
+    the persistent form from PERSISTENT_MIN_TOKENS_PER_EXPERT, as v2src/ops/moe_gemm_hopper.cc
+    picks it), or None (int4 has none)."""
     if quant == "int4":
         return None
     if QUANTS[quant][1] == C.QUANT_NONE:
-        from python.rules_moe_hopper import fused_moe_gemm_hopper
-        return fused_moe_gemm_hopper
+        from python.rules_moe_hopper import (PERSISTENT_MIN_TOKENS_PER_EXPERT, fused_moe_gemm_hopper,
+                                             fused_moe_gemm_hopper_persistent)
+        return (fused_moe_gemm_hopper_persistent if tokens_per_expert >= PERSISTENT_MIN_TOKENS_PER_EXPERT
+                else fused_moe_gemm_hopper)
     from python.rules_moe_hopper_fp8 import fused_moe_gemm_hopper_fp8
     return fused_moe_gemm_hopper_fp8
 
@@ -40,7 +44,7 @@ def gluon_entry(layer, gemm, M, quant):
     """(rule, functional, LUT bins) of one GEMM of a layer at M tokens, or None
     where the operator's block size is not the Gluon kernels' 128."""
     spec = LAYERS[layer]
-    rule = rule_for(quant)
+    rule = rule_for(quant, -(-M * spec["topk"] // spec["E"]))
     if rule is None or C.block_size_m(M, topk=spec["topk"], num_experts=spec["E"]) != BLOCK_M:
         return None
     act_name, q = QUANTS[quant]
@@ -52,9 +56,14 @@ def gluon_entry(layer, gemm, M, quant):
 
 def runner(case, quant, rule):
     """run(config) for a GemmCase on the rule's JIT launcher."""
-    from python.jit.moe_gemm_hopper import invoke_grouped_gemm_hopper, invoke_grouped_gemm_hopper_fp8
+    from python.jit.moe_gemm_hopper import (invoke_grouped_gemm_hopper, invoke_grouped_gemm_hopper_fp8,
+                                            invoke_grouped_gemm_hopper_persistent)
 
     q = QUANTS[quant][1]
+    if rule.name == "fused_moe_gemm_hopper_persistent":
+        return lambda cfg: invoke_grouped_gemm_hopper_persistent(case.a, case.b, case.c, case.weights, case.sorted,
+                                                                 case.expert_ids, case.ntpp, case.top_k, cfg,
+                                                                 mul_routed_weight=case.mul)
     if q == C.QUANT_NONE:
         return lambda cfg: invoke_grouped_gemm_hopper(case.a, case.b, case.c, case.weights, case.sorted,
                                                       case.expert_ids, case.ntpp, case.top_k, cfg,

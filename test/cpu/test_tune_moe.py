@@ -148,6 +148,10 @@ def test_gluon_tuner_keys_entries_as_the_generator_names_them():
     assert list(f) == list(rule.functional) and bins == tune_moe.entry_key("mixtral", 2, 4096, "fp8_block", 128)[1]
     rule, f, _ = G.gluon_entry("deepseek", 1, 4096, "bf16")
     assert rule is fused_moe_gemm_hopper and functional_name(f) == "dtype-bf16__MUL_ROUTED_WEIGHT-0"
+    # 1024 slots per expert: the persistent form the operator runs there (opted in).
+    from python.rules_moe_hopper import fused_moe_gemm_hopper_persistent
+    assert G.gluon_entry("mixtral", 1, 4096, "bf16")[0] is fused_moe_gemm_hopper_persistent
+    assert G.gluon_entry("mixtral", 1, 512, "bf16")[0] is fused_moe_gemm_hopper  # 128 per expert
     assert G.gluon_entry("mixtral", 1, 64, "fp8_tensor") is None  # block size 16: the Triton kernel's
     assert G.gluon_entry("mixtral", 1, 4096, "int4") is None
     for quant in ("bf16", "fp8_tensor", "fp8_block"):
