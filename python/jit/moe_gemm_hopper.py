@@ -20,24 +20,32 @@ def _weights_descriptor(rule, functional, config, b):
 
 
 def invoke_grouped_gemm_hopper(a, b, c, topk_weights, sorted_token_ids, expert_ids, num_tokens_post_padded, top_k,
-                               config=None, mul_routed_weight=False):
+                               config=None, mul_routed_weight=False, num_programs=0):
     """c[s] = a[s // top_k] @ b[expert(s)]^T (* topk_weights[s]) for the slots of
     moe_align_block_size(..., block_size=128). a [rows, K], b [E, N, K] with its
     experts back to back, c [slots, N]; fp16 or bf16. config: {BLOCK_M, BLOCK_N,
-    BLOCK_K, GROUP_M, NUM_STAGES, num_warps} (default: the rule's)."""
+    BLOCK_K, GROUP_M, NUM_STAGES, num_warps} (default: the rule's). num_programs 0:
+    one tile per program; None (one per SM, as the operator launches it) or n: the
+    persistent form (tritonsrc/moe/grouped_gemm_hopper_persistent.py)."""
     import torch
-    from python.rules_moe_hopper import fused_moe_gemm_hopper as rule
+    from python.rules_moe_hopper import fused_moe_gemm_hopper, fused_moe_gemm_hopper_persistent
+    from tritonsrc.moe.grouped_gemm_hopper_persistent import fused_moe_gemm_hopper_persistent as persistent
 
     E, N, K = b.shape
+    rule = fused_moe_gemm_hopper if num_programs == 0 else fused_moe_gemm_hopper_persistent
     functional = {"dtype": {torch.float16: "fp16", torch.bfloat16: "bf16"}[b.dtype],
                   "MUL_ROUTED_WEIGHT": bool(mul_routed_weight)}
     config = config or rule.tuning.default(functional, 90)
     b_desc = _weights_descriptor(rule, functional, config, b)
     EM = sorted_token_ids.numel()
+    kernel, extra = fused_moe_gemm_hopper, ()
     grid = (triton.cdiv(EM, config["BLOCK_M"]) * triton.cdiv(N, config["BLOCK_N"]), )
-    fused_moe_gemm_hopper[grid](
+    if num_programs != 0:
+        num_programs = num_programs or torch.cuda.get_device_properties(a.device).multi_processor_count
+        kernel, extra, grid = persistent, (num_programs, ), (num_programs, )
+    kernel[grid](
         a, b_desc, c, topk_weights if mul_routed_weight else c, sorted_token_ids, expert_ids, num_tokens_post_padded,
-        N, K, EM, c.shape[0], top_k, a.stride(0), c.stride(0), E,
+        N, K, EM, c.shape[0], top_k, a.stride(0), c.stride(0), E, *extra,
         MUL_ROUTED_WEIGHT=bool(mul_routed_weight), BLOCK_M=config["BLOCK_M"], BLOCK_N=config["BLOCK_N"],
         BLOCK_K=config["BLOCK_K"], GROUP_M=config["GROUP_M"], NUM_STAGES=config["NUM_STAGES"],
         num_warps=config["num_warps"])
@@ -47,28 +55,9 @@ def invoke_grouped_gemm_hopper(a, b, c, topk_weights, sorted_token_ids, expert_i
 def invoke_grouped_gemm_hopper_persistent(a, b, c, topk_weights, sorted_token_ids, expert_ids,
                                           num_tokens_post_padded, top_k, config=None, mul_routed_weight=False,
                                           num_programs=None):
-    """invoke_grouped_gemm_hopper's call on the persistent form
-    (tritonsrc/moe/grouped_gemm_hopper_persistent.py): num_programs programs
-    (default: the SM count, as the operator launches it) walk the tiles."""
-    import torch
-    from python.rules_moe_hopper import fused_moe_gemm_hopper_persistent as rule
-    from tritonsrc.moe.grouped_gemm_hopper_persistent import fused_moe_gemm_hopper_persistent
-
-    E, N, K = b.shape
-    functional = {"dtype": {torch.float16: "fp16", torch.bfloat16: "bf16"}[b.dtype],
-                  "MUL_ROUTED_WEIGHT": bool(mul_routed_weight)}
-    config = config or rule.tuning.default(functional, 90)
-    b_desc = _weights_descriptor(rule, functional, config, b)
-    EM = sorted_token_ids.numel()
-    if num_programs is None:
-        num_programs = torch.cuda.get_device_properties(a.device).multi_processor_count
-    fused_moe_gemm_hopper_persistent[(num_programs, )](
-        a, b_desc, c, topk_weights if mul_routed_weight else c, sorted_token_ids, expert_ids, num_tokens_post_padded,
-        N, K, EM, c.shape[0], top_k, a.stride(0), c.stride(0), E, num_programs,
-        MUL_ROUTED_WEIGHT=bool(mul_routed_weight), BLOCK_M=config["BLOCK_M"], BLOCK_N=config["BLOCK_N"],
-        BLOCK_K=config["BLOCK_K"], GROUP_M=config["GROUP_M"], NUM_STAGES=config["NUM_STAGES"],
-        num_warps=config["num_warps"])
-    return c
+    """The persistent form (num_programs programs, default one per SM) of invoke_grouped_gemm_hopper."""
+    return invoke_grouped_gemm_hopper(a, b, c, topk_weights, sorted_token_ids, expert_ids, num_tokens_post_padded,
+                                      top_k, config, mul_routed_weight, num_programs)
 
 
 def invoke_grouped_gemm_hopper_fp8(a, b, c, a_scale, b_scale, topk_weights, sorted_token_ids, expert_ids,
@@ -99,7 +88,7 @@ def invoke_grouped_gemm_hopper_fp8(a, b, c, a_scale, b_scale, topk_weights, sort
     EM = sorted_token_ids.numel()
     grid = (triton.cdiv(EM, config["BLOCK_M"]) * triton.cdiv(N, config["BLOCK_N"]), )
     kernel, extra = fused_moe_gemm_hopper_fp8, ()
-    if num_programs is None or num_programs > 0:
+    if num_programs != 0:
         num_programs = num_programs or torch.cuda.get_device_properties(a.device).multi_processor_count
         kernel, extra, grid = fused_moe_gemm_hopper_fp8_persistent, (num_programs, ), (num_programs, )
     kernel[grid](

@@ -317,36 +317,43 @@ void forced_kernel_checks(const char* fwd_hopper_config, const char* moe_hopper_
 // Gluon fp8 kernel from kMoeHopperFp8MinTokensPerExpert slots per expert (reached:
 // it stops at its TMA encoding here), the Triton kernel with AOTRITON_MOE_HOPPER=0
 // or fewer slots.
-void fp8_route_checks() {
-  auto gemm_with = [](int64_t tokens, const char* name) {
-    size_t off = 0;
-    auto take = [&](size_t bytes) {
-      const size_t at = off;
-      off += (bytes + 255) / 256 * 256;
-      return at;
-    };
-    const int64_t E = 2, N = 1024, K = 128, top_k = 2, slots = tokens * top_k;
-    moe::GroupedGemmParams g;  // fp8 per tensor, bf16 out, K and N multiples of 16, block size 128
-    g.a = view<2>(DType::kFloat8E4M3, {tokens, K}, take(tokens * K));
-    g.b = view<3>(DType::kFloat8E4M3, {E, N, K}, take(E * N * K));
-    g.c = view<2>(DType::kBFloat16, {slots, N}, take(slots * N * 2));
+// A grouped GEMM call with the layout moe_gemm_hopper.cc serves (E 2, N 1024, K 128, top-2,
+// block size 128), on fake addresses: fp8 per tensor with a bf16 output, or fp16.
+void grouped_gemm_call(int64_t tokens, bool fp8, const char* name) {
+  size_t off = 0;
+  auto take = [&](size_t bytes) {
+    const size_t at = off;
+    off += (bytes + 255) / 256 * 256;
+    return at;
+  };
+  const int64_t E = 2, N = 1024, K = 128, top_k = 2, slots = tokens * top_k;
+  const DType ab = fp8 ? DType::kFloat8E4M3 : DType::kFloat16, c = fp8 ? DType::kBFloat16 : DType::kFloat16;
+  const int64_t ab_bytes = fp8 ? 1 : 2;
+  moe::GroupedGemmParams g;
+  g.a = view<2>(ab, {tokens, K}, take(tokens * K * ab_bytes));
+  g.b = view<3>(ab, {E, N, K}, take(E * N * K * ab_bytes));
+  g.c = view<2>(c, {slots, N}, take(slots * N * 2));
+  if (fp8) {
     g.a_scale = view<2>(DType::kFloat32, {1, 1}, take(4));
     g.b_scale = view<3>(DType::kFloat32, {E, 1, 1}, take(4 * E));
-    const int64_t padded = moe::moe_align_max_padded(slots, E, 128);
-    g.sorted_token_ids = view<1>(DType::kInt32, {padded}, take(padded * 4));
-    g.expert_ids = view<1>(DType::kInt32, {(padded + 127) / 128}, take(padded));
-    g.num_tokens_post_padded = view<1>(DType::kInt32, {1}, take(4));
-    g.top_k = top_k;
-    g.block_size = 128;
     g.quant = moe::QuantMode::kFp8PerTensor;
-    Counts c = now();
-    report(name, moe::grouped_gemm(g, Stream{}), c);
-  };
+  }
+  const int64_t padded = moe::moe_align_max_padded(slots, E, 128);
+  g.sorted_token_ids = view<1>(DType::kInt32, {padded}, take(padded * 4));
+  g.expert_ids = view<1>(DType::kInt32, {(padded + 127) / 128}, take(padded));
+  g.num_tokens_post_padded = view<1>(DType::kInt32, {1}, take(4));
+  g.top_k = top_k;
+  g.block_size = 128;
+  Counts counts = now();
+  report(name, moe::grouped_gemm(g, Stream{}), counts);
+}
+
+void fp8_route_checks() {
   unsetenv("AOTRITON_MOE_HOPPER");
-  gemm_with(128, "fp8_auto");  // 256 slots over 2 experts: 128 per expert
-  gemm_with(64, "fp8_few_slots");  // 64 per expert
+  grouped_gemm_call(128, true, "fp8_auto");  // 256 slots over 2 experts: 128 per expert
+  grouped_gemm_call(64, true, "fp8_few_slots");  // 64 per expert
   setenv("AOTRITON_MOE_HOPPER", "0", 1);
-  gemm_with(128, "fp8_opted_out");
+  grouped_gemm_call(128, true, "fp8_opted_out");
   unsetenv("AOTRITON_MOE_HOPPER");
 }
 
@@ -354,32 +361,11 @@ void fp8_route_checks() {
 // kMoeHopperPersistentMinTokensPerExpert slots per expert the persistent Gluon kernel,
 // below it the per-tile one (both stop at their TMA encoding: the stand-in has none).
 void persistent_route_checks() {
-  auto gemm_with = [](int64_t tokens, const char* name) {
-    size_t off = 0;
-    auto take = [&](size_t bytes) {
-      const size_t at = off;
-      off += (bytes + 255) / 256 * 256;
-      return at;
-    };
-    const int64_t E = 2, N = 1024, K = 128, top_k = 2, slots = tokens * top_k;
-    moe::GroupedGemmParams g;  // fp16, K and N multiples of 16, block size 128
-    g.a = view<2>(DType::kFloat16, {tokens, K}, take(tokens * K * 2));
-    g.b = view<3>(DType::kFloat16, {E, N, K}, take(E * N * K * 2));
-    g.c = view<2>(DType::kFloat16, {slots, N}, take(slots * N * 2));
-    const int64_t padded = moe::moe_align_max_padded(slots, E, 128);
-    g.sorted_token_ids = view<1>(DType::kInt32, {padded}, take(padded * 4));
-    g.expert_ids = view<1>(DType::kInt32, {(padded + 127) / 128}, take(padded));
-    g.num_tokens_post_padded = view<1>(DType::kInt32, {1}, take(4));
-    g.top_k = top_k;
-    g.block_size = 128;
-    Counts c = now();
-    report(name, moe::grouped_gemm(g, Stream{}), c);
-  };
   setenv("AOTRITON_MOE_HOPPER", "1", 1);
-  gemm_with(512, "persistent");  // 1024 slots over 2 experts: 512 per expert
-  gemm_with(256, "per_tile");    // 256 per expert
+  grouped_gemm_call(512, false, "persistent");  // 1024 slots over 2 experts: 512 per expert
+  grouped_gemm_call(256, false, "per_tile");    // 256 per expert
   unsetenv("AOTRITON_MOE_HOPPER");
-  gemm_with(512, "default");     // fp16 without the opt-in: the Triton kernel
+  grouped_gemm_call(512, false, "default");     // without the opt-in: the Triton kernel
 }
 
 }  // namespace

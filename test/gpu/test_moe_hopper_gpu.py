@@ -211,9 +211,10 @@ def test_calls_it_cannot_serve_fall_back(kind):
         gemm(a, b, w, ids, topk, False, force=hopper_config())
 
 
-def test_bad_expert_and_slot_ids():
-    """Expert ids outside [0, E) give zeros (even where the routed weight is
-    NaN); a negative slot is neither read nor written; rows outside c stay put."""
+def check_bad_expert_and_slot_ids(launch):
+    """Expert ids outside [0, E) give zeros (even where the routed weight is NaN); a
+    negative slot is neither read nor written; rows outside c stay put. launch(a, b,
+    c, w, sorted_ids, expert_ids, ntpp, topk) runs the kernel under test (GEMM2 form)."""
     import aotriton
 
     M, topk, E, N, K = 400, 2, 8, 128, 256
@@ -235,8 +236,7 @@ def test_bad_expert_and_slot_ids():
     s2[BS * 3] = -1
     c_full = torch.full((M * topk + 2, N), float("nan"), dtype=torch.float16, device=DEV)
     c = c_full[1:1 + M * topk]
-    aotriton.invoke_fused_moe_kernel(a, b, c, w, s2, e2, n, topk, BS, mul_routed_weight=True,
-                                     force_config=hopper_config())
+    launch(a, b, c, w, s2, e2, n, topk)
     torch.cuda.synchronize()
     assert torch.isnan(c_full[0]).all() and torch.isnan(c_full[-1]).all(), "guard row of c written"
     slots = s2[:BS * nblocks].reshape(nblocks, BS)
@@ -248,6 +248,13 @@ def test_bad_expert_and_slot_ids():
         want = (a.double()[rows // topk] @ b[int(e2[blk])].double().T) * w[rows, None].double()
         assert (c[rows].double() - want).abs().max() < 2e-2
     assert torch.isnan(c[victim]).all()
+
+
+def test_bad_expert_and_slot_ids():
+    import aotriton
+
+    check_bad_expert_and_slot_ids(lambda a, b, c, w, s, e, n, topk: aotriton.invoke_fused_moe_kernel(
+        a, b, c, w, s, e, n, topk, BS, mul_routed_weight=True, force_config=hopper_config()))
 
 
 def test_bitwise_repeatable():

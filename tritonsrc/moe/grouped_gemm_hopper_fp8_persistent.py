@@ -15,23 +15,9 @@ Same contract and scales as fused_moe_gemm_hopper_fp8; grid (num_programs, 1, 1)
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
-from .grouped_gemm_hopper import GATHER_WARPS, ROWS, _load_b, _stage_barriers
+from .grouped_gemm_hopper import GATHER_WARPS, ROWS, _stage_barriers
 from .grouped_gemm_hopper_fp8 import SCALE_GROUP, _consume_fp8, _gather_a_scaled
-from .grouped_gemm_hopper_persistent import _tile_count, _tile_work
-
-
-@gluon.jit
-def _load_b_tiles(b_desc, b_ring, ready_b, empty, expert_ids_ptr, num_tokens_post_padded_ptr, N, K, num_experts,
-                  num_programs, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
-                  GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr):
-    num_pid_m, num_pid_n, tiles = _tile_count(num_tokens_post_padded_ptr, N, BLOCK_M, BLOCK_N)
-    it = 0
-    for tile in range(gl.program_id(0), tiles, num_programs):
-        pid_m, pid_n, expert, ok, k_tiles = _tile_work(tile, num_pid_m, num_pid_n, expert_ids_ptr, K, num_experts,
-                                                       BLOCK_K, GROUP_M)
-        _load_b(b_desc, b_ring, ready_b, empty, gl.where(ok, expert, 0) * N + pid_n * BLOCK_N, k_tiles, it, BLOCK_K,
-                NUM_STAGES)
-        it += k_tiles
+from .grouped_gemm_hopper_persistent import _load_b_tiles, _tile_count, _tile_work
 
 
 @gluon.jit
