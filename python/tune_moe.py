@@ -349,6 +349,8 @@ def tune_moe(args, rule, load_db, save_db, db_path):
                  "default_ms": T.finite_ms(ms_of(per_case[0], default)), "candidates": len(results),
                  "rejected": [[config_name(r[1]), r[2]] for r in results if r[2] != "ok"]}
         if len(runs) > 1:  # time_ms etc. are the first run's; the pick is the geometric mean over all
+            entry["score_ms"] = round(best[0], 5)  # that mean: the ranking
+            entry["runner_up"]["score_ms"] = round(second[0], 5)
             entry["tuned_over"] = [{"M": M, "seed": seed, "time_ms": round(ms_of(res, best[1]), 5),
                                     "default_ms": T.finite_ms(ms_of(res, default)),
                                     "fastest_ms": round(res[0][0], 5)} for (M, seed), res in zip(runs, per_case)]

@@ -34,6 +34,11 @@ def test_entries_name_generatable_configs(path):
         assert e["config"] in space, (e["functional"], e["config"])
         if "source" in e:  # transcribed from a tuner's printed table, which shows winners only
             assert "time_ms" in e and e["time_ms"] > 0
+        elif "tuned_over" in e:  # ranked by the geometric mean over several M (and routings)
+            assert e["time_ms"] == e["tuned_over"][0]["time_ms"], "time_ms is the first shape's"
+            assert all(t["fastest_ms"] <= t["time_ms"] for t in e["tuned_over"])
+            if "score_ms" in e:  # entries since score_ms was recorded
+                assert e["score_ms"] <= e["runner_up"]["score_ms"]
         else:
             assert e["time_ms"] <= e["runner_up"]["time_ms"]
         key = (e["functional"], tuple(e["bins"]))
