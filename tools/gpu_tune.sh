@@ -5,7 +5,7 @@
 #   STEPS="moe flash_bwd"   which tuners to run (default both; also: hopper, gluon_bwd, decode, int4, retune, gluon_gemm)
 #   BUDGET_S=200            per-step budget of the MoE tuner
 #   QUANTS=bf16             MoE quant modes (bf16,fp16,fp8_tensor,fp8_block)
-#   INT4_FRESH=1            int4: re-tune every bin (the step resumes otherwise)
+#   INT4_FRESH=1            int4: re-tune every bin (the step resumes otherwise); INT4_TOKENS, INT4_BLOCK_SIZES=all
 # Then commit tuning/sm_90/*.json and rebuild release: generate.py compiles
 # the winners into the LUTs.
 set -uo pipefail
@@ -60,7 +60,8 @@ if [[ $STEPS == *int4* ]]; then
   # int4 w4a16 decode GEMMs (fused_moe_gemm_wq, group 128 with zero points), Mixtral's layer.
   # INT4_FRESH=1: tune every bin again (a new dequantization in the space).
   [ -n "${INT4_FRESH:-}" ] && rm -f tuning/sm_90/fused_moe_gemm_wq.json
-  python3 python/tune.py moe --layers mixtral --tokens 1,8,16,64 --quants int4 \
-    --budget-s "${INT4_BUDGET_S:-120}" 2>&1 | tail -12
+  # INT4_BLOCK_SIZES=all: every 16-64 row block size (the operator takes 16 up to M=64; is 64 faster there?).
+  python3 python/tune.py moe --layers mixtral --tokens "${INT4_TOKENS:-1,8,16,64}" --quants int4 \
+    --block-sizes "${INT4_BLOCK_SIZES:-auto}" --budget-s "${INT4_BUDGET_S:-120}" 2>&1 | tail -12
 fi
 cp tuning/sm_90/*.json "$OUT/tuning/"

@@ -39,8 +39,9 @@ Constexprs
               BLOCK_C (scan chunk rows per step, 8..64), BLOCK_B (expert_ids
               blocks per step, 8..128 pow2), num_warps; num_stages 1.
 Defaults (sm_90 and sm_80): count/scatter BLOCK_T=256, num_warps=4;
-  BLOCK_B = clamp(4096 // BLOCK_E, 8, 128) (the [BLOCK_B, BLOCK_E] search tile
-  stays small: <= 128 registers, no spills, checked for sm_80/sm_90);
+  BLOCK_B = clamp(4096 // BLOCK_E, 8, 128) (the scatter's [BLOCK_B, BLOCK_E] search
+  tile, the small kernel's [BLOCK_B, BLOCK_E] expert-id store tile: <= 128 registers,
+  no spills, checked for sm_80/sm_90);
   scan BLOCK_EG=32, BLOCK_C=32, num_warps=4; offsets num_warps=4;
   small BLOCK_T=64 (numel<=64) / 256 / 1024, num_warps=4 (8 for 1024).
   The small path suits decode (numel <= 1024): one launch instead of four.
