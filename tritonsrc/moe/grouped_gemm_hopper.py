@@ -63,6 +63,25 @@ def _stage_barriers(NUM_STAGES: gl.constexpr):
 
 
 @gluon.jit
+def _allocate_ring(b_desc, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
+                   NUM_STAGES: gl.constexpr):
+    """The A and B stage rings (the weights' swizzle for both) and their barriers."""
+    a_ring = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], b_desc.layout)
+    b_ring = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], b_desc.layout)
+    ready_a, ready_b, empty = _stage_barriers(NUM_STAGES)
+    return a_ring, b_ring, ready_a, ready_b, empty
+
+
+@gluon.jit
+def _block_expert(expert_ids_ptr, pid_m, K, num_experts, BLOCK_K: gl.constexpr):
+    """M block pid_m's expert, whether it is in [0, num_experts), and its K steps: a bad
+    expert id reads nothing (no K steps) and stores zeros."""
+    expert = gl.load(expert_ids_ptr + pid_m)
+    ok = (expert >= 0) & (expert < num_experts)
+    return expert, ok, gl.where(ok, gl.cdiv(K, BLOCK_K), 0)
+
+
+@gluon.jit
 def _load_b(b_desc, b_ring, ready_b, empty, row_b, k_tiles, it, BLOCK_K: gl.constexpr, NUM_STAGES: gl.constexpr):
     """One tile's weight K steps; `it` K steps went through the ring before (a persistent program's earlier tiles)."""
     for t in range(0, k_tiles):
@@ -172,22 +191,6 @@ def _mma_tile(a_ring, b_ring, ready_a, ready_b, empty, k_tiles, it, WHICH: gl.co
     return warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
 
 
-@gluon.jit
-def _consume_top(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, pid_n,
-                 k_tiles, N, EM, num_valid_tokens, stride_cm, expert_ok, MUL_ROUTED_WEIGHT: gl.constexpr,
-                 BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
-    _consume(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, pid_n, k_tiles,
-             N, EM, num_valid_tokens, stride_cm, expert_ok, 0, MUL_ROUTED_WEIGHT, BLOCK_N, NUM_STAGES)
-
-
-@gluon.jit
-def _consume_bottom(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, pid_n,
-                    k_tiles, N, EM, num_valid_tokens, stride_cm, expert_ok, MUL_ROUTED_WEIGHT: gl.constexpr,
-                    BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
-    _consume(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, pid_n, k_tiles,
-             N, EM, num_valid_tokens, stride_cm, expert_ok, 1, MUL_ROUTED_WEIGHT, BLOCK_N, NUM_STAGES)
-
-
 @gluon.jit(do_not_specialize=["EM", "num_valid_tokens", "top_k"])
 def fused_moe_gemm_hopper(a_ptr, b_desc, c_ptr, topk_weights_ptr, sorted_token_ids_ptr, expert_ids_ptr,
                           num_tokens_post_padded_ptr, N, K, EM, num_valid_tokens, top_k, stride_am, stride_cm,
@@ -208,25 +211,19 @@ def fused_moe_gemm_hopper(a_ptr, b_desc, c_ptr, topk_weights_ptr, sorted_token_i
     pid_m, pid_n = _grouped_tile(EM, N, BLOCK_M, BLOCK_N, GROUP_M)
     if pid_m * BLOCK_M >= gl.load(num_tokens_post_padded_ptr):
         return
-    expert = gl.load(expert_ids_ptr + pid_m)
-    expert_ok = (expert >= 0) & (expert < num_experts)
-    # A bad expert id reads nothing (no K steps) and stores zeros.
-    k_tiles = gl.where(expert_ok, gl.cdiv(K, BLOCK_K), 0)
+    expert, expert_ok, k_tiles = _block_expert(expert_ids_ptr, pid_m, K, num_experts, BLOCK_K)
     row_b = gl.where(expert_ok, expert, 0) * N + pid_n * BLOCK_N
-
-    a_ring = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], b_desc.layout)
-    b_ring = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], b_desc.layout)
-    ready_a, ready_b, empty = _stage_barriers(NUM_STAGES)
+    a_ring, b_ring, ready_a, ready_b, empty = _allocate_ring(b_desc, BLOCK_M, BLOCK_N, BLOCK_K, NUM_STAGES)
 
     # The argument tuples stay inline: a tuple assigned to a variable first
-    # turns its constexprs into runtime values.
+    # turns its constexprs into runtime values. The two consumers differ in WHICH (0: top rows).
     gl.warp_specialize([
-        (_consume_top, (a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_token_ids_ptr, pid_m,
-                        pid_n, k_tiles, N, EM, num_valid_tokens, stride_cm, expert_ok, MUL_ROUTED_WEIGHT, BLOCK_N,
-                        NUM_STAGES)),
-        (_consume_bottom, (a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_token_ids_ptr,
-                           pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, stride_cm, expert_ok, MUL_ROUTED_WEIGHT,
-                           BLOCK_N, NUM_STAGES)),
+        (_consume, (a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_token_ids_ptr, pid_m,
+                    pid_n, k_tiles, N, EM, num_valid_tokens, stride_cm, expert_ok, 0, MUL_ROUTED_WEIGHT, BLOCK_N,
+                    NUM_STAGES)),
+        (_consume, (a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_token_ids_ptr, pid_m,
+                    pid_n, k_tiles, N, EM, num_valid_tokens, stride_cm, expert_ok, 1, MUL_ROUTED_WEIGHT, BLOCK_N,
+                    NUM_STAGES)),
         (_load_b, (b_desc, b_ring, ready_b, empty, row_b, k_tiles, 0, BLOCK_K, NUM_STAGES)),
         (_gather_a, (a_ptr, a_ring, ready_a, empty, sorted_token_ids_ptr, pid_m, k_tiles, K, EM, num_valid_tokens,
                      top_k, stride_am, BLOCK_M, BLOCK_K, NUM_STAGES)),

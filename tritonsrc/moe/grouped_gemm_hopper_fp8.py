@@ -29,7 +29,8 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, warpgroup_mma, warpgroup_mma_wait
 
-from .grouped_gemm_hopper import GATHER_WARPS, ROWS, _a_rows, _grouped_tile, _load_b, _stage_barriers, _store_c
+from .grouped_gemm_hopper import (GATHER_WARPS, ROWS, _a_rows, _allocate_ring, _block_expert, _grouped_tile, _load_b,
+                                  _store_c)
 
 SCALE_GROUP = gl.constexpr(128)  # block-quant group along K (A and B) and N (B)
 
@@ -164,30 +165,6 @@ def _gather_a_scaled(a_ptr, a_ring, as_ring, bs_ring, ready_a, empty, sorted_ids
         async_copy.mbarrier_arrive(ready_a.index(stage), increment_count=False)
 
 
-@gluon.jit
-def _consume_fp8_top(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
-                     topk_weights_ptr, sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k,
-                     stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok,
-                     QUANT: gl.constexpr, MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_N: gl.constexpr,
-                     NUM_STAGES: gl.constexpr):
-    _consume_fp8(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
-                 topk_weights_ptr, sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, 0, N, EM, num_valid_tokens, top_k,
-                 stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, 0, QUANT,
-                 MUL_ROUTED_WEIGHT, BLOCK_N, NUM_STAGES)
-
-
-@gluon.jit
-def _consume_fp8_bottom(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
-                        topk_weights_ptr, sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM, num_valid_tokens, top_k,
-                        stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok,
-                        QUANT: gl.constexpr, MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_N: gl.constexpr,
-                        NUM_STAGES: gl.constexpr):
-    _consume_fp8(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
-                 topk_weights_ptr, sorted_ids_ptr, expert, pid_m, pid_n, k_tiles, 0, N, EM, num_valid_tokens, top_k,
-                 stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, expert_ok, 1, QUANT,
-                 MUL_ROUTED_WEIGHT, BLOCK_N, NUM_STAGES)
-
-
 @gluon.jit(do_not_specialize=["EM", "num_valid_tokens", "top_k"])
 def fused_moe_gemm_hopper_fp8(a_ptr, b_desc, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr,
                               sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr, N, K, EM,
@@ -211,28 +188,23 @@ def fused_moe_gemm_hopper_fp8(a_ptr, b_desc, c_ptr, a_scale_ptr, b_scale_ptr, to
     pid_m, pid_n = _grouped_tile(EM, N, BLOCK_M, BLOCK_N, GROUP_M)
     if pid_m * BLOCK_M >= gl.load(num_tokens_post_padded_ptr):
         return
-    expert = gl.load(expert_ids_ptr + pid_m)
-    expert_ok = (expert >= 0) & (expert < num_experts)
-    k_tiles = gl.where(expert_ok, gl.cdiv(K, BLOCK_K), 0)
+    expert, expert_ok, k_tiles = _block_expert(expert_ids_ptr, pid_m, K, num_experts, BLOCK_K)
     row_b = gl.where(expert_ok, expert, 0) * N + pid_n * BLOCK_N
-
-    a_ring = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], b_desc.layout)
-    b_ring = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], b_desc.layout)
-    ready_a, ready_b, empty = _stage_barriers(NUM_STAGES)
+    a_ring, b_ring, ready_a, ready_b, empty = _allocate_ring(b_desc, BLOCK_M, BLOCK_N, BLOCK_K, NUM_STAGES)
     # QUANT 2: each stage's A scales (one per row) and B scales (one per 128-column half).
     plain: gl.constexpr = gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[0])  # per stage
     as_ring = gl.allocate_shared_memory(gl.float32, [NUM_STAGES, BLOCK_M], plain)
     bs_ring = gl.allocate_shared_memory(gl.float32, [NUM_STAGES, 2], plain)
 
-    gl.warp_specialize([
-        (_consume_fp8_top, (a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
-                            topk_weights_ptr, sorted_token_ids_ptr, expert, pid_m, pid_n, k_tiles, N, EM,
-                            num_valid_tokens, top_k, stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn,
-                            stride_bsk, expert_ok, QUANT, MUL_ROUTED_WEIGHT, BLOCK_N, NUM_STAGES)),
-        (_consume_fp8_bottom, (a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr,
-                               b_scale_ptr, topk_weights_ptr, sorted_token_ids_ptr, expert, pid_m, pid_n, k_tiles, N,
-                               EM, num_valid_tokens, top_k, stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn,
-                               stride_bsk, expert_ok, QUANT, MUL_ROUTED_WEIGHT, BLOCK_N, NUM_STAGES)),
+    gl.warp_specialize([  # the consumers differ in WHICH (0: top rows); 0 K steps before the tile
+        (_consume_fp8, (a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
+                        topk_weights_ptr, sorted_token_ids_ptr, expert, pid_m, pid_n, k_tiles, 0, N, EM,
+                        num_valid_tokens, top_k, stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn,
+                        stride_bsk, expert_ok, 0, QUANT, MUL_ROUTED_WEIGHT, BLOCK_N, NUM_STAGES)),
+        (_consume_fp8, (a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
+                        topk_weights_ptr, sorted_token_ids_ptr, expert, pid_m, pid_n, k_tiles, 0, N, EM,
+                        num_valid_tokens, top_k, stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn,
+                        stride_bsk, expert_ok, 1, QUANT, MUL_ROUTED_WEIGHT, BLOCK_N, NUM_STAGES)),
         (_load_b, (b_desc, b_ring, ready_b, empty, row_b, k_tiles, 0, BLOCK_K, NUM_STAGES)),
         (_gather_a_scaled, (a_ptr, a_ring, as_ring, bs_ring, ready_a, empty, sorted_token_ids_ptr, a_scale_ptr,
                             b_scale_ptr, expert, pid_m, pid_n, k_tiles, 0, K, N, EM, num_valid_tokens, top_k, stride_am,

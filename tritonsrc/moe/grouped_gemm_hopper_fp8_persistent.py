@@ -15,7 +15,7 @@ Same contract and scales as fused_moe_gemm_hopper_fp8; grid (num_programs, 1, 1)
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
-from .grouped_gemm_hopper import GATHER_WARPS, ROWS, _stage_barriers
+from .grouped_gemm_hopper import GATHER_WARPS, ROWS, _allocate_ring
 from .grouped_gemm_hopper_fp8 import SCALE_GROUP, _consume_fp8, _gather_a_scaled
 from .grouped_gemm_hopper_persistent import _load_b_tiles, _tile_count, _tile_work
 
@@ -58,34 +58,6 @@ def _consume_tiles(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_
         it += k_tiles
 
 
-@gluon.jit
-def _consume_top(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
-                 topk_weights_ptr, sorted_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr, K, N, EM,
-                 num_valid_tokens, top_k, stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
-                 num_experts, num_programs, QUANT: gl.constexpr, MUL_ROUTED_WEIGHT: gl.constexpr,
-                 BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
-                 NUM_STAGES: gl.constexpr):
-    _consume_tiles(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
-                   topk_weights_ptr, sorted_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr, K, N, EM,
-                   num_valid_tokens, top_k, stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
-                   num_experts, num_programs, 0, QUANT, MUL_ROUTED_WEIGHT, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M,
-                   NUM_STAGES)
-
-
-@gluon.jit
-def _consume_bottom(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
-                    topk_weights_ptr, sorted_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr, K, N, EM,
-                    num_valid_tokens, top_k, stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
-                    num_experts, num_programs, QUANT: gl.constexpr, MUL_ROUTED_WEIGHT: gl.constexpr,
-                    BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
-                    NUM_STAGES: gl.constexpr):
-    _consume_tiles(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
-                   topk_weights_ptr, sorted_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr, K, N, EM,
-                   num_valid_tokens, top_k, stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
-                   num_experts, num_programs, 1, QUANT, MUL_ROUTED_WEIGHT, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M,
-                   NUM_STAGES)
-
-
 @gluon.jit(do_not_specialize=["EM", "num_valid_tokens", "top_k", "num_programs"])
 def fused_moe_gemm_hopper_fp8_persistent(a_ptr, b_desc, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights_ptr,
                                          sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr, N, K, EM,
@@ -99,27 +71,25 @@ def fused_moe_gemm_hopper_fp8_persistent(a_ptr, b_desc, c_ptr, a_scale_ptr, b_sc
     gl.static_assert((QUANT >= 1) & (QUANT <= 3), "fp8 scales: 1 per tensor, 2 blocks of 128, 3 per channel")
     gl.static_assert((BLOCK_N == SCALE_GROUP) | (BLOCK_N == 2 * SCALE_GROUP), "one or two 128-column halves")
     gl.static_assert((QUANT != 2) | (BLOCK_K == SCALE_GROUP), "a block-scaled K tile is one scale group")
-    a_ring = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], b_desc.layout)
-    b_ring = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], b_desc.layout)
-    ready_a, ready_b, empty = _stage_barriers(NUM_STAGES)
+    a_ring, b_ring, ready_a, ready_b, empty = _allocate_ring(b_desc, BLOCK_M, BLOCK_N, BLOCK_K, NUM_STAGES)
     plain: gl.constexpr = gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[0])
     as_ring = gl.allocate_shared_memory(gl.float32, [NUM_STAGES, BLOCK_M], plain)
     bs_ring = gl.allocate_shared_memory(gl.float32, [NUM_STAGES, 2], plain)
-    gl.warp_specialize([
-        (_consume_top, (a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
-                        topk_weights_ptr, sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr, K, N, EM,
-                        num_valid_tokens, top_k, stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn,
-                        stride_bsk, num_experts, num_programs, QUANT, MUL_ROUTED_WEIGHT, BLOCK_M, BLOCK_N, BLOCK_K,
-                        GROUP_M, NUM_STAGES)),
-        (_consume_bottom, (a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
-                           topk_weights_ptr, sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr, K, N,
-                           EM, num_valid_tokens, top_k, stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn,
-                           stride_bsk, num_experts, num_programs, QUANT, MUL_ROUTED_WEIGHT, BLOCK_M, BLOCK_N,
-                           BLOCK_K, GROUP_M, NUM_STAGES)),
+    gl.warp_specialize([  # the consumers differ in WHICH (0: top rows)
+        (_consume_tiles, (a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
+                          topk_weights_ptr, sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr, K, N,
+                          EM, num_valid_tokens, top_k, stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn,
+                          stride_bsk, num_experts, num_programs, 0, QUANT, MUL_ROUTED_WEIGHT, BLOCK_M, BLOCK_N,
+                          BLOCK_K, GROUP_M, NUM_STAGES)),
+        (_consume_tiles, (a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_ptr, a_scale_ptr, b_scale_ptr,
+                          topk_weights_ptr, sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr, K, N,
+                          EM, num_valid_tokens, top_k, stride_cm, stride_asm, stride_ask, stride_bse, stride_bsn,
+                          stride_bsk, num_experts, num_programs, 1, QUANT, MUL_ROUTED_WEIGHT, BLOCK_M, BLOCK_N,
+                          BLOCK_K, GROUP_M, NUM_STAGES)),
         (_load_b_tiles, (b_desc, b_ring, ready_b, empty, expert_ids_ptr, num_tokens_post_padded_ptr, N, K, num_experts,
                          num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         (_gather_tiles, (a_ptr, a_ring, as_ring, bs_ring, ready_a, empty, sorted_token_ids_ptr, a_scale_ptr,
-                         b_scale_ptr, expert_ids_ptr, num_tokens_post_padded_ptr, K, N, EM, num_valid_tokens, top_k, stride_am,
-                         stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, num_experts, num_programs, QUANT,
-                         BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
+                         b_scale_ptr, expert_ids_ptr, num_tokens_post_padded_ptr, K, N, EM, num_valid_tokens, top_k,
+                         stride_am, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, num_experts,
+                         num_programs, QUANT, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
     ], [4, 1, GATHER_WARPS], [216, 40, 80])

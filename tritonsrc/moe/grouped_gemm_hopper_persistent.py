@@ -23,8 +23,8 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier
 
-from .grouped_gemm_hopper import (GATHER_WARPS, ROWS, _a_rows, _gather_a_tile, _load_b, _mma_tile, _stage_barriers,
-                                  _store_c)
+from .grouped_gemm_hopper import (GATHER_WARPS, ROWS, _a_rows, _allocate_ring, _block_expert, _gather_a_tile, _load_b,
+                                  _mma_tile, _store_c)
 
 
 @gluon.jit
@@ -48,9 +48,8 @@ def _tile_work(tile, num_pid_m, num_pid_n, expert_ids_ptr, K, num_experts, BLOCK
                GROUP_M: gl.constexpr):
     """(pid_m, pid_n, expert, expert ok, K steps) of one tile: a bad expert id gets no K step."""
     pid_m, pid_n = _tile_of(tile, num_pid_m, num_pid_n, GROUP_M)
-    expert = gl.load(expert_ids_ptr + pid_m)
-    ok = (expert >= 0) & (expert < num_experts)
-    return pid_m, pid_n, expert, ok, gl.where(ok, gl.cdiv(K, BLOCK_K), 0)
+    expert, ok, k_tiles = _block_expert(expert_ids_ptr, pid_m, K, num_experts, BLOCK_K)
+    return pid_m, pid_n, expert, ok, k_tiles
 
 
 @gluon.jit
@@ -102,26 +101,6 @@ def _consume_tiles(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_
                  WHICH, MUL_ROUTED_WEIGHT, BLOCK_N)
 
 
-@gluon.jit
-def _consume_top(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr, expert_ids_ptr,
-                 num_tokens_post_padded_ptr, N, K, EM, num_valid_tokens, stride_cm, num_experts, num_programs,
-                 MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                 BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr):
-    _consume_tiles(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr, expert_ids_ptr,
-                   num_tokens_post_padded_ptr, N, K, EM, num_valid_tokens, stride_cm, num_experts, num_programs, 0,
-                   MUL_ROUTED_WEIGHT, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)
-
-
-@gluon.jit
-def _consume_bottom(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr, expert_ids_ptr,
-                    num_tokens_post_padded_ptr, N, K, EM, num_valid_tokens, stride_cm, num_experts, num_programs,
-                    MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                    BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr):
-    _consume_tiles(a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_ids_ptr, expert_ids_ptr,
-                   num_tokens_post_padded_ptr, N, K, EM, num_valid_tokens, stride_cm, num_experts, num_programs, 1,
-                   MUL_ROUTED_WEIGHT, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)
-
-
 @gluon.jit(do_not_specialize=["EM", "num_valid_tokens", "top_k", "num_programs"])
 def fused_moe_gemm_hopper_persistent(a_ptr, b_desc, c_ptr, topk_weights_ptr, sorted_token_ids_ptr, expert_ids_ptr,
                                      num_tokens_post_padded_ptr, N, K, EM, num_valid_tokens, top_k, stride_am,
@@ -130,18 +109,16 @@ def fused_moe_gemm_hopper_persistent(a_ptr, b_desc, c_ptr, topk_weights_ptr, sor
                                      GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr):
     """fused_moe_gemm_hopper's tiles, walked by num_programs persistent programs (grid (num_programs,))."""
     gl.static_assert(BLOCK_M == 2 * ROWS, "BLOCK_M is two consumer warpgroups of 64 rows")
-    a_ring = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_M, BLOCK_K], b_desc.layout)
-    b_ring = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, BLOCK_N, BLOCK_K], b_desc.layout)
-    ready_a, ready_b, empty = _stage_barriers(NUM_STAGES)
-    gl.warp_specialize([
-        (_consume_top, (a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_token_ids_ptr,
-                        expert_ids_ptr, num_tokens_post_padded_ptr, N, K, EM, num_valid_tokens, stride_cm,
-                        num_experts, num_programs, MUL_ROUTED_WEIGHT, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M,
-                        NUM_STAGES)),
-        (_consume_bottom, (a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_token_ids_ptr,
-                           expert_ids_ptr, num_tokens_post_padded_ptr, N, K, EM, num_valid_tokens, stride_cm,
-                           num_experts, num_programs, MUL_ROUTED_WEIGHT, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M,
-                           NUM_STAGES)),
+    a_ring, b_ring, ready_a, ready_b, empty = _allocate_ring(b_desc, BLOCK_M, BLOCK_N, BLOCK_K, NUM_STAGES)
+    gl.warp_specialize([  # the consumers differ in WHICH (0: top rows)
+        (_consume_tiles, (a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_token_ids_ptr,
+                          expert_ids_ptr, num_tokens_post_padded_ptr, N, K, EM, num_valid_tokens, stride_cm,
+                          num_experts, num_programs, 0, MUL_ROUTED_WEIGHT, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M,
+                          NUM_STAGES)),
+        (_consume_tiles, (a_ring, b_ring, ready_a, ready_b, empty, c_ptr, topk_weights_ptr, sorted_token_ids_ptr,
+                          expert_ids_ptr, num_tokens_post_padded_ptr, N, K, EM, num_valid_tokens, stride_cm,
+                          num_experts, num_programs, 1, MUL_ROUTED_WEIGHT, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M,
+                          NUM_STAGES)),
         (_load_b_tiles, (b_desc, b_ring, ready_b, empty, expert_ids_ptr, num_tokens_post_padded_ptr, N, K, num_experts,
                          num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         (_gather_a_tiles, (a_ptr, a_ring, ready_a, empty, sorted_token_ids_ptr, expert_ids_ptr,
