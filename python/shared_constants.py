@@ -61,6 +61,11 @@ def header() -> str:
         f"constexpr int64_t kAlignSmallMax = {moe_configs.ALIGN_SMALL_MAX};  // numel the one-launch align takes\n",
         f"constexpr int32_t kAlignBlockT = {moe_configs.ALIGN_BLOCK_T};  // chunk of the four-launch align\n",
         f"constexpr int32_t kScaleGroup = {group[0]};  // fp8 block quantization group\n",
+        "// Split-K of the quantized decode GEMM2 (configs.GEMM_SPLIT_K; moe_fused.cc split_k_for):\n",
+        f"constexpr int32_t kGemmSplitK = {moe_configs.GEMM_SPLIT_K};\n",
+        f"constexpr int64_t kSplitKSms = {moe_configs.SPLIT_K_SMS};\n",
+        f"constexpr int64_t kSplitKTileN = {moe_configs.SPLIT_K_TILE_N};\n",
+        f"constexpr int64_t kSplitKMinK = {moe_configs.SPLIT_K_MIN_K};\n",
         "// Dynamic per-tensor fp8 quantization of at most this many elements: one program.\n",
         f"constexpr int64_t kDynamicQuantOneProgram = {moe_configs.DYNAMIC_QUANT_ONE_PROGRAM};\n",
         "// Grouped GEMM BLOCK_SIZE_M (= the align block size) for M tokens: row i serves\n"

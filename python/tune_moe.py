@@ -77,14 +77,14 @@ def quick_space(configs, block_m, quant="bf16", tokens_per_expert=0):
 
 
 def operator_split_k(layer, gemm, M, quant, block_m):
-    """The split-K fused_experts gives this GEMM (v2src/ops/moe_fused.cc split_k_for: quantized
-    decode GEMM2 whose output tiles leave SMs of a 132-SM part idle, K >= 4 x 1024; every
-    layer here is aligned and multiplies the routed weight in GEMM2): its functional is tuned."""
+    """The split-K fused_experts gives this GEMM (v2src/ops/moe_fused.cc split_k_for, on the same
+    generated constants: quantized decode GEMM2 whose output tiles leave SMs idle and whose reduced
+    dim is long; every layer here is aligned and multiplies the routed weight in GEMM2)."""
     spec = LAYERS[layer]
     q = QUANTS[quant][1]
-    few_tiles = min(M * spec["topk"], spec["E"]) * -(-spec["K"] // 64) < 132
+    few_tiles = min(M * spec["topk"], spec["E"]) * -(-spec["K"] // C.SPLIT_K_TILE_N) < C.SPLIT_K_SMS
     return (C.GEMM_SPLIT_K if gemm == 2 and q not in (C.QUANT_NONE, INT4) and block_m == 16 and few_tiles
-            and spec["N"] >= C.GEMM_SPLIT_K * 1024 else 1)
+            and spec["N"] >= C.GEMM_SPLIT_K * C.SPLIT_K_MIN_K else 1)
 
 
 def entry_key(layer, gemm, M, quant, block_m, split_k=1):

@@ -31,6 +31,9 @@ def test_header_holds_the_python_tables():
     assert _scalar(h, "kAlignBlockT") == moe_configs.ALIGN_BLOCK_T
     assert _scalar(h, "kAlignSmallMax") == moe_configs.ALIGN_SMALL_MAX
     assert _scalar(h, "kDynamicQuantOneProgram") == moe_configs.DYNAMIC_QUANT_ONE_PROGRAM
+    assert (_scalar(h, "kGemmSplitK"), _scalar(h, "kSplitKSms"), _scalar(h, "kSplitKTileN"),
+            _scalar(h, "kSplitKMinK")) == (moe_configs.GEMM_SPLIT_K, moe_configs.SPLIT_K_SMS,
+                                          moe_configs.SPLIT_K_TILE_N, moe_configs.SPLIT_K_MIN_K)
     from python import rules_moe_hopper
     assert _scalar(h, "kMoeHopperPersistentMinTokensPerExpert") == rules_moe_hopper.PERSISTENT_MIN_TOKENS_PER_EXPERT
     assert _scalar(h, "kScaleGroup") == rules_moe.per_token_group_quant_fp8.functional["GROUP"][0]
@@ -60,6 +63,7 @@ def test_generate_writes_the_header(tmp_path):
 @pytest.mark.parametrize("pattern", [
     r"kMaxExperts\s*=\s*\d", r"kPageTileKeys\s*=\s*\d", r"kAlignBlockT\s*=\s*\d",
     r"kAlignSmallMax\s*=\s*\d", r"kScaleGroup\s*=\s*\d", r"kDynamicQuantOneProgram\s*=\s*\d",
+    r"kGemmSplitK\s*=\s*\d", r"kSms\s*=\s*132",
     r"while \(b < d\) b \*= 2", r"num_tokens <= 64\)", r"block_size != 16 &&",
 ])
 def test_no_hand_copies_in_the_runtime(pattern):

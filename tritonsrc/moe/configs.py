@@ -90,6 +90,13 @@ def wq_default_config(M, bits):
 # bench/experiments/int4_splitk.py, bench/results/int4_splitk_sm90.json).
 WQ_SPLIT_K = 4
 GEMM_SPLIT_K = WQ_SPLIT_K  # the same split of fused_moe_gemm's decode GEMM2 (bf16/fp16/fp8)
+# When fused_experts splits a quantized decode GEMM2 (v2src/ops/moe_fused.cc split_k_for):
+# its output tiles (experts touched x cdiv(K, SPLIT_K_TILE_N)) leave SMs of an sm_90 part
+# (SPLIT_K_SMS) idle and each split keeps at least SPLIT_K_MIN_K of the reduced dim. A fixed
+# SM count: the workspace size the operator reports may not depend on the device.
+SPLIT_K_SMS = 132
+SPLIT_K_TILE_N = 64
+SPLIT_K_MIN_K = 1024
 # Its default tile: that measurement's config (the int4 database's M=1 GEMM2 entry;
 # INT4_DOT 4 is device-checked by the int4 tuner in every bin); int8 as unsplit.
 WQ_SPLIT_DEFAULT = {4: dict(BLOCK_SIZE_N=64, BLOCK_SIZE_K=256, GROUP_SIZE_M=1, num_warps=4, num_stages=3, INT4_DOT=4)}

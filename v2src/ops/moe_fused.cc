@@ -86,21 +86,21 @@ Layout layout(void* base, const Dims& d, QuantMode quant, DType act) {
 }
 
 // Split-K of GEMM2 at decode sizes: when its tiles (at most min(slots, E)
-// experts x cdiv(K, 64) output columns in tiles of 64) leave SMs of an sm_90
-// part (132) idle and its K (the intermediate size N) is long, kGemmSplitK CTAs
+// experts x cdiv(K, kSplitKTileN) output columns) leave SMs of an sm_90 part
+// (kSplitKSms) idle and its K (the intermediate size N) is long, kGemmSplitK CTAs
 // share each tile's K and moe_sum adds the partials. Mixtral-like int4 GEMM2 at
 // M=1: 79 -> 37 us (tritonsrc/moe/configs.py WQ_SPLIT_K). The GEMM is built
 // split for aligned shapes with 16-row blocks and the routed weight in GEMM2,
 // quantized weights only: bf16 Mixtral M=1 ran at 0.94 of the roofline unsplit
 // and 0.90 split (fp8 block 0.59 -> 0.66, int4 0.27 -> 0.36).
 int32_t split_k_for(const Dims& d, QuantMode quant, const TensorView<3>& w2, bool router_weight_on_input) {
-  constexpr int64_t kSms = 132, kMinKPerSplit = 1024;
-  const bool few_tiles = std::min(d.slots, d.E) * cdiv(d.K, 64) < kSms;
+  namespace t = detail::tables;
+  const bool few_tiles = std::min(d.slots, d.E) * cdiv(d.K, t::kSplitKTileN) < t::kSplitKSms;
   // GEMM2's aligned form (detail::launch_gemm): the workspace operands always are.
   const bool aligned = d.K % 16 == 0 && d.N % 16 == 0 && detail::aligned16(w2.data) && w2.stride(0) % 16 == 0 &&
                        w2.stride(1) % 16 == 0;
   return quant != QuantMode::kNone && d.block_size == 16 && aligned && !router_weight_on_input && few_tiles &&
-                 d.N >= detail::kGemmSplitK * kMinKPerSplit
+                 d.N >= detail::kGemmSplitK * t::kSplitKMinK
              ? detail::kGemmSplitK : 1;
 }
 

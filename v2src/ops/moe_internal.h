@@ -122,8 +122,8 @@ struct GemmJob {
   // (c then has num_valid_tokens * kGemmSplitK rows). Aligned, block_size 16, routed weight.
   int32_t split_k;
 };
-// The split-K factor of the GEMMs' SPLIT_K functionals (tritonsrc/moe/configs.py GEMM_SPLIT_K, WQ_SPLIT_K).
-constexpr int32_t kGemmSplitK = 4;
+// The split-K factor of the GEMMs' SPLIT_K functionals (generated: configs.GEMM_SPLIT_K = WQ_SPLIT_K).
+using detail::tables::kGemmSplitK;
 Status launch_gemm(const char* op, const GemmJob& job, Stream stream, const KernelOptions* options);
 
 // Quantization-mode helpers shared by grouped_gemm and fused_experts (moe_gemm.cc).
