@@ -76,6 +76,12 @@ def quick_space(configs, block_m, quant="bf16", tokens_per_expert=0):
     return [c for c in configs if keep(c)]
 
 
+def tokens_per_expert(layer, M):
+    """Slots per expert on average, cdiv(M * top_k, E): the database's first key."""
+    spec = LAYERS[layer]
+    return -(-M * spec["topk"] // spec["E"])
+
+
 def operator_split_k(layer, gemm, M, quant, block_m):
     """The split-K fused_experts gives this GEMM (v2src/ops/moe_fused.cc split_k_for, on the same
     generated constants: quantized decode GEMM2 whose output tiles leave SMs idle and whose reduced
@@ -97,8 +103,7 @@ def entry_key(layer, gemm, M, quant, block_m, split_k=1):
     else:
         f = dict(ab_dtype="fp8e4nv" if q else act_name, c_dtype=act_name, QUANT=q, MUL_ROUTED_WEIGHT=gemm == 2,
                  ALIGNED=True, BLOCK_SIZE_M=block_m, SPLIT_K=split_k, ALIGNED16=True)
-    tokens_per_expert = -(-M * spec["topk"] // spec["E"])
-    return f, [bin_of(tokens_per_expert, C.TOKENS_PER_EXPERT_BINS), bin_of(n_out, C.GEMM_NK_BINS),
+    return f, [bin_of(tokens_per_expert(layer, M), C.TOKENS_PER_EXPERT_BINS), bin_of(n_out, C.GEMM_NK_BINS),
                bin_of(k_in, C.GEMM_NK_BINS)]
 
 
@@ -250,8 +255,7 @@ def routing_seeds(layer, M, block_m):
     whether GROUP_SIZE_M 1 pays for it depends on which blocks land next to each other:
     Mixtral-like fp8 block GEMM2 at M=64 with G1 timed 0.139 ms on the tuner's routing
     and 0.223 ms on bench_moe's (H200, 1b68bba), where G16 ran 0.126 ms."""
-    spec = LAYERS[layer]
-    return (0, 1) if 2 * -(-M * spec["topk"] // spec["E"]) > block_m else (0, )
+    return (0, 1) if 2 * tokens_per_expert(layer, M) > block_m else (0, )
 
 
 def entry_groups(work, rule_name_of):
@@ -315,9 +319,8 @@ def tune_moe(args, rule, load_db, save_db, db_path):
             continue
         default = dict(rule_q.tuning.default(f, arch))
         space = rule_q.tuning.all_configs(f, arch)
-        spec = LAYERS[layer]
-        tokens_per_expert = max(-(-M * spec["topk"] // spec["E"]) for _, _, M, *_ in items)
-        cands = quick_space(space, bm, quant, tokens_per_expert) if args.space == "quick" else space
+        most = max(tokens_per_expert(layer, M) for _, _, M, *_ in items)
+        cands = quick_space(space, bm, quant, most) if args.space == "quick" else space
         cands = ([default] if default not in cands else []) + cands
         per_case, shapes, runs = [], [], []
         for M, seed in [(M, seed) for _, _, M, *_ in items for seed in routing_seeds(layer, M, bm)]:

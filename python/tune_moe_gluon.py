@@ -21,7 +21,7 @@ import time
 from python import tune_shared as T
 from python.kernel_rules import config_name, functional_name
 from python.rules_moe_hopper import BLOCK_M  # the align block size both Gluon kernels serve
-from python.tune_moe import LAYERS, QUANTS, TOL, entry_key
+from python.tune_moe import LAYERS, QUANTS, TOL, entry_key, tokens_per_expert
 from tritonsrc.moe import configs as C
 
 
@@ -44,7 +44,7 @@ def gluon_entry(layer, gemm, M, quant):
     """(rule, functional, LUT bins) of one GEMM of a layer at M tokens, or None
     where the operator's block size is not the Gluon kernels' 128."""
     spec = LAYERS[layer]
-    rule = rule_for(quant, -(-M * spec["topk"] // spec["E"]))
+    rule = rule_for(quant, tokens_per_expert(layer, M))
     if rule is None or C.block_size_m(M, topk=spec["topk"], num_experts=spec["E"]) != BLOCK_M:
         return None
     act_name, q = QUANTS[quant]

@@ -20,6 +20,7 @@ import math
 import pytest
 import torch
 
+from test_moe_fused_gpu import aot  # a functional the build's profile lacks (e.g. moetest) skips the test
 from varlen_bounds_ref import seq_bounds
 
 DEV = "cuda"
@@ -35,16 +36,6 @@ def _aot():
         """(raw stream of t's device, a guard making that device current)."""
         return stream_of(t), torch.cuda.device(t.get_device())
     return aotriton, aotriton._C, view, launch_env
-
-
-def in_build(call, *args):
-    """call(*args); a functional the build's profile lacks (e.g. moetest) skips the test."""
-    try:
-        return call(*args)
-    except RuntimeError as e:
-        if "not in this build" in str(e):
-            pytest.skip(str(e).splitlines()[0])
-        raise
 
 
 def guarded(rows, heads, d, fill, dtype=torch.float16):
@@ -106,9 +97,9 @@ def run_fwd(q, k, v, cu_q, cu_k, mq, mk, causal, out, lse, dropout_p=0.0, philox
     seed_ptr, off_ptr = (philox[0].data_ptr(), philox[1].data_ptr()) if philox is not None else (0, 0)
     stream, guard = launch_env(q)
     with guard:
-        in_build(C.attn_fwd_varlen, view(q, "q"), view(k, "k"), view(v, "v"), view(out, "out"), view(lse, "lse"),
-                 cq.data_ptr(), ck.data_ptr(), len(cu_q) - 1, mq, mk, 1 / 8, 2 if causal else 0,
-                 float(dropout_p), seed_ptr, off_ptr, view(mask, "mask") if mask is not None else None, stream, None)
+        aot(C.attn_fwd_varlen, view(q, "q"), view(k, "k"), view(v, "v"), view(out, "out"), view(lse, "lse"),
+            cq.data_ptr(), ck.data_ptr(), len(cu_q) - 1, mq, mk, 1 / 8, 2 if causal else 0,
+            float(dropout_p), seed_ptr, off_ptr, view(mask, "mask") if mask is not None else None, stream, None)
     torch.cuda.synchronize()
     return cq, ck
 
@@ -165,8 +156,8 @@ def test_varlen_backward_bad_cu_seqlens(case):
                                     (dq, "dq"), (dk, "dk"), (dv, "dv"), (delta, "delta"))]
     stream, guard = launch_env(q)
     with guard:
-        in_build(C.attn_bwd_varlen, *args, cq.data_ptr(), ck.data_ptr(), len(cu_q) - 1, mq, mk, 1 / 8, 2, 0.0, 0, 0,
-                 stream, None)
+        aot(C.attn_bwd_varlen, *args, cq.data_ptr(), ck.data_ptr(), len(cu_q) - 1, mq, mk, 1 / 8, 2, 0.0, 0, 0,
+            stream, None)
     torch.cuda.synchronize()
     bq, bk = seq_bounds(cu_q, tq, mq), seq_bounds(cu_k, tk, mk)
     qrows, krows = written_rows(bq, tq), written_rows(bk, tk)
