@@ -106,12 +106,15 @@ def test_grouped_gemm_int4_w4a16(dtype, group, with_zp):
 @pytest.mark.parametrize("int4_dot", [0, 1, 2])
 @pytest.mark.parametrize("group,K,block_k,with_zp,block_n", [(64, 320, 256, True, 32), (128, 384, 256, True, 16),
                                                              (64, 192, 128, False, 32), (128, 256, 128, True, 32),
-                                                             (64, 128, 64, True, 16)], ids=str)
+                                                             (64, 128, 64, True, 16), (192, 384, 128, True, 32),
+                                                             (320, 320, 128, True, 16)], ids=str)
 def test_grouped_gemm_int4_wide_k_tiles(group, K, block_k, with_zp, block_n, int4_dot):
     """K tiles of several 64-wide sub-blocks: each sub-block takes its own
     group's scale and zero point, and sub-blocks past K (K not a multiple of
     the tile) add nothing; INT4_DOT 1 and 2 give the same products (fp16: the
-    interpreter's bf16 is wrong); 16-column tiles as the 2-warp decode configs."""
+    interpreter's bf16 is wrong); 16-column tiles as the 2-warp decode configs.
+    Groups of 3 and 5 sub-blocks (192; 320 = K, one group per row) check the
+    kernel's group index (a multiply-high, not a division) off powers of two."""
     M, topk, E, N = 5, 2, 3, 32
     gen = torch.Generator().manual_seed(group + K + block_k + int4_dot)
     w, ids = base.routing(M, E, topk, gen)

@@ -148,14 +148,15 @@ def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights
         # load round trip (the pipeliner stages only the dot operands), about
         # 1-3 us per tile at decode sizes on the H200.
         offs_sub = tl.arange(0, SUB)
+        subs_per_group_magic = 0xFFFFFFFF // (group_size // 64).to(tl.uint32)  # group_params' divisor
         s_next, zp_next = group_params(bs_ptrs, zp_ptrs, zp_shift, use_zp, kb_lo * BLOCK_SIZE_K + offs_sub * 64, K,
-                                        group_size, stride_bsk, stride_bzk)
+                                        subs_per_group_magic, stride_bsk, stride_bzk)
         if SPLIT_K == 1:
             kb_hi = tl.cdiv(K, BLOCK_SIZE_K)
         for kb in range(kb_lo, kb_hi):
             s_tile, zp_tile = s_next, zp_next
             s_next, zp_next = group_params(bs_ptrs, zp_ptrs, zp_shift, use_zp,
-                                            (kb + 1) * BLOCK_SIZE_K + offs_sub * 64, K, group_size,
+                                            (kb + 1) * BLOCK_SIZE_K + offs_sub * 64, K, subs_per_group_magic,
                                             stride_bsk, stride_bzk)
             for sub in tl.static_range(SUB):
                 k0 = kb * BLOCK_SIZE_K + sub * 64

@@ -48,11 +48,18 @@ def offset_int4_words(wv, dtype: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.c
 
 
 @triton.jit
-def group_params(bs_ptrs, zp_ptrs, zp_shift, use_zp, k0s, K, group_size, stride_bsk, stride_bzk):
+def group_params(bs_ptrs, zp_ptrs, zp_shift, use_zp, k0s, K, subs_per_group_magic, stride_bsk, stride_bzk):
     """Scales (fp32) and zero points (int32 0..15) of the sub-blocks starting
-    at k0s [SUB], as [BLOCK_N, SUB]. Past K the scale is 0 (with a = 0 there,
-    the sub-block adds 0); without zero points, 0x88 reads as 8 in either nibble."""
-    g = k0s // group_size
+    at k0s [SUB] (multiples of 64), as [BLOCK_N, SUB]. Past K the scale is 0
+    (with a = 0 there, the sub-block adds 0); without zero points, 0x88 reads
+    as 8 in either nibble.
+
+    The group of sub-block j = k0 / 64 is j // d, d = group_size / 64, taken
+    as umulhi(j + 1, subs_per_group_magic) with the magic floor((2^32 - 1) / d)
+    from the caller (subs_per_group_magic): exact while (j + 1) * d < 2^32
+    (any int32 K), one IMAD.HI where a runtime integer division took ~20
+    instructions per element in the K loop (~30 of its ~460 per tile)."""
+    g = tl.umulhi((k0s // 64 + 1).to(tl.uint32), subs_per_group_magic).to(tl.int32)
     k_in = k0s < K
     zp = tl.load(zp_ptrs[:, None] + g[None, :] * stride_bzk, mask=use_zp[:, None] & k_in[None, :], other=0x88)
     zp = (zp.to(tl.int32) >> zp_shift[:, None]) & 0xF
