@@ -400,12 +400,17 @@ fp8_dynamic_quant_small = Kernel(
     name="fp8_dynamic_quant_small",
     source="tritonsrc/moe/fused_helpers.py",
     function="fp8_dynamic_quant_small_kernel",
-    args=[_QX.ptr, _QQ.ptr, Arg("scale_ptr", "*fp32"), Arg("M", "i32"), Arg("K", "i32"), *_QX.strides,
-          *_QQ.strides],
+    args=[_QX16.ptr, _QQ16.ptr, Arg("scale_ptr", "*fp32"), Arg("M", "i32"), Arg("K", "i32:16"), *_QX16.strides,
+          *_QQ16.strides],
     functional={"dtype": FLOAT_DTYPES},
     valid=lambda f, arch: _fp8_ok(arch),
-    tuning=TuningSpace(params={"BLOCK_K": [512, 1024, 2048], "num_warps": [4, 8], **_ONE_STAGE},
-                       default=lambda f, arch: {"BLOCK_K": 2048, "num_warps": 8, "num_stages": 1}),
+    # Aligned rows only (16-byte loads; decode's inputs are): the operator sends unaligned
+    # x through the three-launch path. One tile of CHUNKS x BLOCK_K holds
+    # C.DYNAMIC_QUANT_ONE_PROGRAM elements, 32 per thread (sm_90: 57 registers, no spills).
+    tuning=TuningSpace(params={"BLOCK_K": [256, 512, 1024, 2048], "CHUNKS": [8, 16, 32, 64],
+                               "num_warps": [8, 16, 32], **_ONE_STAGE},
+                       default=lambda f, arch: {"BLOCK_K": 1024, "CHUNKS": 32, "num_warps": 32, "num_stages": 1},
+                       prune=lambda f, c, arch: c["BLOCK_K"] * c["CHUNKS"] <= C.DYNAMIC_QUANT_ONE_PROGRAM),
     grid=("1", "1", "1"),
     doc="dynamic per-tensor fp8 quantization in one program (decode-sized x)",
 )

@@ -61,10 +61,13 @@ def test_dynamic_fp8_scale(dtype, M, K, num_partials):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
-@pytest.mark.parametrize("M,K,block_k", [(1, 7, 16), (2, 300, 128), (8, 130, 64), (3, 64, 64)])
-def test_dynamic_fp8_quant_in_one_program(dtype, M, K, block_k):
+@pytest.mark.parametrize("M,K,block_k,chunks", [(1, 7, 16, 4), (2, 300, 128, 4), (8, 130, 64, 16), (3, 64, 64, 4),
+                                                (2, 300, 128, 8), (5, 200, 64, 8)])
+def test_dynamic_fp8_quant_in_one_program(dtype, M, K, block_k, chunks):
     """Scale and q in one launch, equal to the reference quantization (IEEE division,
-    clamp to +-448, round to nearest e4m3) on strided rows; q's padding untouched."""
+    clamp to +-448, round to nearest e4m3) on strided rows; q's padding untouched.
+    Both forms: x in one tile of row chunks (M * cdiv(K, block_k) <= chunks: (1, 7),
+    (3, 64), (2, 300) at 8) and tiles in a loop (the others, partial last chunks)."""
     gen = torch.Generator().manual_seed(M * 7 + K)
     full = (torch.randn(M, K + 3, generator=gen) * 5).to(dtype)
     x = full[:, 1:1 + K]
@@ -72,7 +75,8 @@ def test_dynamic_fp8_quant_in_one_program(dtype, M, K, block_k):
     q_full = torch.full((M, K + 16), 0x7F, dtype=torch.uint8).view(torch.float8_e4m3fn)  # poison (NaN)
     q = q_full[:, :K]
     scale = torch.full((1,), float("nan"))
-    fp8_dynamic_quant_small_kernel[(1, 1, 1)](x, q, scale, M, K, x.stride(0), q.stride(0), BLOCK_K=block_k)
+    fp8_dynamic_quant_small_kernel[(1, 1, 1)](x, q, scale, M, K, x.stride(0), q.stride(0), BLOCK_K=block_k,
+                                              CHUNKS=chunks)
     ref_scale = x.float().abs().amax().clamp(min=1e-10) / 448.0
     assert torch.equal(scale[0], ref_scale)
     ref_q = (x.float() / ref_scale).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)

@@ -175,8 +175,9 @@ ALIGN_BLOCK_T = 256  # count/scatter chunk (functional: both launches must agree
 ALIGN_SMALL_MAX = 1024  # largest numel the one-launch kernel takes
 # Dynamic per-tensor fp8 quantization of at most this many elements runs in one program
 # (fused_helpers.fp8_dynamic_quant_small_kernel: one launch instead of three; decode's
-# GEMM inputs: Mixtral-like M=1 GEMM2 is 2 x 14336, DeepSeek-like 8 x 2048; 64 KB of bf16
-# read twice by one SM, ~1 us, where the three launches cost 5-7 us each quantization).
+# GEMM inputs: Mixtral-like M=1 GEMM2 is 2 x 14336, DeepSeek-like 8 x 2048). It is also
+# the kernel's tile (row chunks x columns, 32 elements per thread): x of decode size is
+# read once, in one round trip, and quantized from registers.
 DYNAMIC_QUANT_ONE_PROGRAM = 32768
 ALIGN_SMALL_BLOCK_T = (64, 256, 1024)
 

@@ -29,7 +29,8 @@ Constexprs
     tuning:     BLOCK, num_warps.   grid: (1, 1, 1)   default: BLOCK=1024, num_warps=4.
   fp8_dynamic_quant_small_kernel
     functional: x dtype (fp16/bf16/fp32).
-    tuning:     BLOCK_K, num_warps.   grid: (1, 1, 1)   default: BLOCK_K=2048, num_warps=8.
+    tuning:     BLOCK_K (row chunk), CHUNKS (chunks per tile), num_warps.   grid: (1, 1, 1)
+    default:    BLOCK_K=1024, CHUNKS=32, num_warps=32. Aligned rows only (16-byte hints).
 16-byte hints (AOT): buf_ptr, cols, stride_row; x_ptr, K, stride_xm (with an
 unaligned variant).
 """
@@ -103,14 +104,37 @@ def fp8_scale_from_amax_kernel(partial_ptr, scale_ptr, num_partials, BLOCK: tl.c
 
 
 @triton.jit
-def fp8_dynamic_quant_small_kernel(x_ptr, q_ptr, scale_ptr, M, K, stride_xm, stride_qm, BLOCK_K: tl.constexpr):
+def _row_chunks(ptr, stride_m, c, cols, chunks_per_row, num_chunks, K, BLOCK_K: tl.constexpr):
+    """Pointers and mask of a [CHUNKS, BLOCK_K] tile of chunk ids c: chunk c is
+    columns [j * BLOCK_K, (j + 1) * BLOCK_K) of row c // chunks_per_row (j the
+    remainder). One division per chunk, not per element."""
+    row = c // chunks_per_row
+    k0 = (c - row * chunks_per_row) * BLOCK_K
+    k = k0[:, None] + cols[None, :]
+    ok = (c < num_chunks)[:, None] & (k < K)
+    return ptr + row.to(tl.int64)[:, None] * stride_m + k, ok
+
+
+@triton.jit
+def _quantize_fp8(x, scale, q_ptrs, mask):
+    q = tl.clamp(tl.div_rn(x, scale), -FP8_MAX, FP8_MAX)
+    tl.store(q_ptrs, q.to(q_ptrs.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def fp8_dynamic_quant_small_kernel(x_ptr, q_ptr, scale_ptr, M, K, stride_xm, stride_qm, BLOCK_K: tl.constexpr,
+                                   CHUNKS: tl.constexpr):
     """scale[0] = max(max |x|, 1e-10) / 448 and q = clamp(x / scale, -448, 448) in one
     program: the same IEEE divisions as the three-launch path (amax partials, scale,
-    per_tensor_quant_fp8_kernel), so the same bits. Reads x twice (the second from L2).
-    H200 (bench/experiments/moe_decode_kernels.py, DeepSeek-like fp8 M=1: x of 7168
-    and 8 x 2048): 11.7 us for both quantizations, where the three launches took 14.0
-    us; a flat-index form (one tile over rows, an integer division per element) took
-    17.3 us: the divisions, issued by one SM, cost more than the round trips they save.
+    per_tensor_quant_fp8_kernel), so the same bits.
+
+    x is read as row chunks of BLOCK_K columns, CHUNKS chunks per tile (all rows at
+    once: Mixtral-like M=1 GEMM2's 2 x 14336 is 28 chunks of 1024). When one tile
+    holds all of x (decode's inputs), it is loaded once and kept in registers for
+    the quantization: one load round trip, where the row loop this replaces waited
+    one per BLOCK_K of each row, twice (28 for Mixtral's 2 x 14336 at 2048: 6.4 us
+    per quantization on the H200, ~1 us of it division). Larger x: the same tiles
+    in a loop, read twice (the second time from L2).
 
     x_ptr     [M, K] fp16/bf16/fp32, row stride stride_xm, K contiguous
     q_ptr     [M, K] fp8e4nv out, row stride stride_qm, K contiguous
@@ -118,18 +142,26 @@ def fp8_dynamic_quant_small_kernel(x_ptr, q_ptr, scale_ptr, M, K, stride_xm, str
     M, K, stride_xm, stride_qm: i32
     """
     cols = tl.arange(0, BLOCK_K)
-    acc = tl.zeros([BLOCK_K], tl.float32)
-    for m in range(0, M):
-        row = x_ptr + tl.cast(m, tl.int64) * stride_xm
-        for k0 in range(0, K, BLOCK_K):
-            x = tl.load(row + k0 + cols, mask=k0 + cols < K, other=0.0)
-            acc = tl.maximum(acc, tl.abs(x.to(tl.float32)))
-    scale = tl.div_rn(tl.maximum(tl.max(acc, axis=0), SCALE_FLOOR), FP8_MAX)
-    tl.store(scale_ptr, scale)
-    for m in range(0, M):
-        row = x_ptr + tl.cast(m, tl.int64) * stride_xm
-        out = q_ptr + tl.cast(m, tl.int64) * stride_qm
-        for k0 in range(0, K, BLOCK_K):
-            x = tl.load(row + k0 + cols, mask=k0 + cols < K, other=0.0).to(tl.float32)
-            q = tl.clamp(tl.div_rn(x, scale), -FP8_MAX, FP8_MAX)
-            tl.store(out + k0 + cols, q.to(q_ptr.dtype.element_ty), mask=k0 + cols < K)
+    c = tl.arange(0, CHUNKS)
+    chunks_per_row = tl.cdiv(K, BLOCK_K)
+    num_chunks = M * chunks_per_row
+    if num_chunks <= CHUNKS:
+        x_ptrs, ok = _row_chunks(x_ptr, stride_xm, c, cols, chunks_per_row, num_chunks, K, BLOCK_K)
+        x = tl.load(x_ptrs, mask=ok, other=0.0)  # kept in its own dtype: half the registers of fp32
+        scale = tl.div_rn(tl.maximum(tl.max(tl.max(tl.abs(x), axis=1), axis=0).to(tl.float32), SCALE_FLOOR),
+                          FP8_MAX)
+        tl.store(scale_ptr, scale)
+        q_ptrs, ok = _row_chunks(q_ptr, stride_qm, c, cols, chunks_per_row, num_chunks, K, BLOCK_K)
+        _quantize_fp8(x.to(tl.float32), scale, q_ptrs, ok)
+    else:
+        acc = tl.zeros([CHUNKS], tl.float32)
+        for c0 in range(0, num_chunks, CHUNKS):
+            x_ptrs, ok = _row_chunks(x_ptr, stride_xm, c0 + c, cols, chunks_per_row, num_chunks, K, BLOCK_K)
+            acc = tl.maximum(acc, tl.max(tl.abs(tl.load(x_ptrs, mask=ok, other=0.0).to(tl.float32)), axis=1))
+        scale = tl.div_rn(tl.maximum(tl.max(acc, axis=0), SCALE_FLOOR), FP8_MAX)
+        tl.store(scale_ptr, scale)
+        for c0 in range(0, num_chunks, CHUNKS):
+            x_ptrs, ok = _row_chunks(x_ptr, stride_xm, c0 + c, cols, chunks_per_row, num_chunks, K, BLOCK_K)
+            x = tl.load(x_ptrs, mask=ok, other=0.0).to(tl.float32)
+            q_ptrs, ok = _row_chunks(q_ptr, stride_qm, c0 + c, cols, chunks_per_row, num_chunks, K, BLOCK_K)
+            _quantize_fp8(x, scale, q_ptrs, ok)

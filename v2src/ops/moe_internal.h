@@ -156,8 +156,8 @@ Status launch_token_quant(const char* op, const QuantJob& job, float* scales, St
 // scale[0] = max(max|x|, 1e-10) / 448; partials: dynamic_scale_partials(M) floats.
 int32_t dynamic_scale_partials(int64_t rows);
 Status launch_dynamic_scale(const char* op, const QuantJob& job, float* partials, float* scale, Stream stream);
-// Decode-sized x (M * K <= kDynamicQuantOneProgram): scale and q in one launch, the
-// same bits as launch_dynamic_scale + launch_tensor_quant.
+// Decode-sized, 16-byte aligned x (M * K <= kDynamicQuantOneProgram): scale and q in
+// one launch, the same bits as launch_dynamic_scale + launch_tensor_quant.
 bool dynamic_quant_one_program(const QuantJob& job);
 Status launch_dynamic_quant_small(const char* op, const QuantJob& job, float* scale, Stream stream);
 

@@ -79,7 +79,10 @@ int32_t dynamic_scale_partials(int64_t rows) {
   return static_cast<int32_t>(std::clamp<int64_t>(rows, 1, 1024));
 }
 
-bool dynamic_quant_one_program(const QuantJob& j) { return j.M * j.K <= kDynamicQuantOneProgram; }
+// The one-program kernel is built for 16-byte aligned rows (decode's inputs); others take three launches.
+bool dynamic_quant_one_program(const QuantJob& j) {
+  return j.M * j.K <= kDynamicQuantOneProgram && quant_aligned(j);
+}
 
 Status launch_dynamic_quant_small(const char* op, const QuantJob& j, float* scale, Stream stream) {
   AOTRITON_RETURN_IF_ERROR(check_quant_ints(op, j));
@@ -129,7 +132,8 @@ Status check_x_q(const char* op, const TensorView<2>& x, const TensorView<2>& q)
                                               ", expected fp16, bf16 or fp32");
   AOTRITON_RETURN_IF_ERROR(check_dtype(op, "q", q.dtype, DType::kFloat8E4M3));
   for (int i = 0; i < 2; ++i) AOTRITON_RETURN_IF_ERROR(check_same_dim(op, "q", q.size(i), i, "x", x.size(i), i));
-  return Status::kSuccess;
+  // q is written row by row in parallel: rows sharing memory would race.
+  return detail::check_no_self_overlap(op, "q", q);
 }
 
 detail::QuantJob job_of(const TensorView<2>& x, const TensorView<2>& q) {
