@@ -30,6 +30,15 @@ print("on_input_topk2|" + outcome(lambda: fused(2, True)))
 print("fused_unknown_activation|" + outcome(lambda: C.fused_experts_workspace_size(
     v(4096, (4, 16), F16), v(8192, (4, 32, 16), F16), v(12288, (4, 16, 16), F16), v(16384, (4, 1), F32),
     v(20480, (4, 1), I32), v(24576, (4, 16), F16), 9, 0, None, None, None, None, None, 0)))
+# top-k 2^32 and 2N 2^32 (views of independent tensors): their product wraps int64 to 0;
+# sizing the passes of a large M divided by it (SIGFPE) before the checks saw the shapes.
+T = 1 << 32
+print("fused_width_overflow|" + outcome(lambda: C.fused_experts_workspace_size(
+    v(1 << 40, (1, 1), F16), v(2 << 40, (1, T, 1), F16), v(3 << 40, (1, 1, T // 2), F16), v(4 << 40, (1, T), F32),
+    v(5 << 40, (1, T), I32), v(6 << 40, (1, 1), F16), 0, 0, None, None, None, None, None, 0)))
+print("fused_width_overflow_call|" + outcome(lambda: C.fused_experts(
+    v(1 << 40, (1, 1), F16), v(2 << 40, (1, T, 1), F16), v(3 << 40, (1, 1, T // 2), F16), v(4 << 40, (1, T), F32),
+    v(5 << 40, (1, T), I32), v(6 << 40, (1, 1), F16), 0, 0, None, None, None, None, None, 0, 1 << 44, 1 << 20, 0)))
 ep_ids = v(4096, (4, 2), I32)
 ep = lambda emap, L, inv=v(16384, (4, 2), I32): C.ep_dispatch(ep_ids, emap, L, v(8192, (8,), I32), inv,
                                                               v(24576, (L + 1,), I32), 1 << 24, 1 << 20, 0)
@@ -55,6 +64,8 @@ def test_issue13_operator_checks_on_the_host(prefix):
         "fused_unknown_activation": "unknown activation 9",
         "ep_short_map": "expert_map has 2 entries",
         "ep_bad_inverse": "inverse has shape",
+        "fused_width_overflow": "tokens * top-k * max(2N, K) overflows 64-bit integers",
+        "fused_width_overflow_call": "tokens * top-k * max(2N, K) overflows 64-bit integers",
     }
     for case, msg in expect.items():
         assert out[case].startswith("ValueError") and msg in out[case], (case, out[case])

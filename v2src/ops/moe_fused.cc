@@ -357,9 +357,13 @@ int64_t rows_per_pass(const FusedExpertsParams& p) {
   const int64_t N = p.w1.size(1) / 2, E = p.w1.size(0);
   if (M <= 0 || K <= 0 || N <= 0 || topk <= 0 || E <= 0 || E > detail::kMaxExperts) return M;
   const int64_t padding = E * (128 - 1);  // moe_align pads every expert to a block (<= 128 slots)
-  int64_t rows = std::min({(kMax - padding) / topk,               // padded slots
-                           kMax / (topk * std::max(2 * N, K)),    // GEMM outputs [slots, max(2N, K)]
-                           kMax / K});                            // hidden / output rows, fp8 copy of x
+  // GEMM output elements per token; sizes of independent tensors can make the
+  // product wrap (even to 0, a division by zero below): validate() reports it.
+  int64_t width = 0;
+  if (__builtin_mul_overflow(topk, std::max(2 * N, K), &width)) return M;
+  int64_t rows = std::min({(kMax - padding) / topk,  // padded slots
+                           kMax / width,             // GEMM outputs [slots, max(2N, K)]
+                           kMax / K});               // hidden / output rows, fp8 copy of x
   if (rows >= M || rows < 16) return M;
   // A multiple of 16 rows keeps every slice 16-byte aligned like its tensor.
   return rows >= 1024 ? rows / 1024 * 1024 : rows / 16 * 16;
