@@ -43,6 +43,14 @@ cases = {
     "channel_static_a_scale": lambda: C.fused_experts_workspace_size(
         v((M, K), F16), v((E, 2 * N, K), F8), v((E, K, N), F8), v((M, TOPK), F32), v((M, TOPK), I32),
         v((M, K), F16), 0, CHANNEL, v((E, 2 * N, 1), F32), v((E, K, 1), F32), v((1,), F32), None, None, 0),
+    # An fp8 output whose rows share memory (row stride 0): the rows are written in parallel.
+    "group_q_rows_alias": lambda: C.per_token_group_quant_fp8(
+        v((M, K), F16), (1 << 52, (M, K), (0, 1), F8), v((M, 1), F32), 128, 0),
+    "token_q_rows_alias": lambda: C.per_token_quant_fp8(v((M, K), F16), (1 << 52, (M, K), (0, 1), F8),
+                                                        v((M, 1), F32), 0),
+    "tensor_q_rows_alias": lambda: C.per_tensor_quant_fp8(v((M, K), F16), (1 << 52, (M, K), (0, 1), F8),
+                                                          v((1,), F32), False, 0, 0, 0),
+    "tensor_q_good": lambda: C.per_tensor_quant_fp8(v((M, K), F16), v((M, K), F8), v((1,), F32), False, 0, 0, 0),
 }
 for name, fn in cases.items():
     print(name + "|" + outcome(fn))
@@ -61,6 +69,10 @@ EXPECT = {  # case -> text the error must contain ("ok": a workspace size comes 
     "int8_wrong_dtype": "w1 is uint8, expected int8",
     "channel_scale_shape": "w2_scale has shape [4, 128, 2], expected [4, 128, 1]",
     "channel_static_a_scale": "a1_scale / a2_scale must be absent with fp8 per-channel",
+    "group_q_rows_alias": "per_token_group_quant_fp8: output q has elements that share memory",
+    "token_q_rows_alias": "per_token_quant_fp8: output q has elements that share memory",
+    "tensor_q_rows_alias": "per_tensor_quant_fp8: output q has elements that share memory",
+    "tensor_q_good": "CUDA driver not available",  # valid: past every check
 }
 
 
@@ -70,5 +82,7 @@ def test_quant_mode_checks_on_the_host(prefix):
     for case, want in EXPECT.items():
         if want == "ok":
             assert out[case].startswith("ok ") and int(out[case].split()[1]) > 0, (case, out[case])
+        elif want == "CUDA driver not available":
+            assert out[case].startswith("RuntimeError: " + want), (case, out[case])
         else:
             assert out[case].startswith(("ValueError", "RuntimeError")) and want in out[case], (case, out[case])
