@@ -23,7 +23,11 @@ Status check_slopes(const char* op, const TensorView<2>& s, int64_t batch, int64
                                               std::to_string(s.size(1)) + "]");
   if (hq > 1 && s.stride(1) != 1)
     return fail(Status::kInvalidArgument, std::string(op) + ": alibi_slopes must be contiguous along the heads");
-  return detail::check_i32(op, "alibi_slopes batch stride", s.size(0) == 1 ? 0 : s.stride(0));
+  if (s.size(0) == 1) return Status::kSuccess;
+  AOTRITON_RETURN_IF_ERROR(detail::check_i32(op, "alibi_slopes batch stride", s.stride(0)));
+  // The kernels add batch * stride(0) + head in int32 (tritonsrc/flash/fwd.py, bwd_dkdv.py).
+  return detail::check_i32_offset(op, "alibi_slopes offset, (batch - 1) * stride(0) + num_heads_q", s.size(0),
+                                  s.stride(0), hq);
 }
 }  // namespace
 
