@@ -165,7 +165,9 @@ AOTRITON_API Status attn_bwd_varlen(const BwdVarlenParams& params, Stream stream
 //     are left out of the softmax and the append does not write them.
 // q [B, Sq, Hq, D] (Sq >= 1: speculative decoding), Hq a multiple of Hk (all q
 // heads of one kv head run in one program, so each KV tile is read once).
-// fp16 or bf16; D a multiple of 8, at most 256; last dims contiguous.
+// fp16 or bf16; D a multiple of 8, at most 256; last dims contiguous. Offsets
+// within one sequence of q, out, lse, k_new and v_new must fit int32; with an
+// append, every element of the caches needs its own memory.
 // causal: query i sees keys j <= i + seqlen_k - Sq (bottom-right, flash-attn).
 // A row that sees no key (e.g. cache_seqlens 0 and no append) gets out = 0, lse = -inf.
 struct DecodeParams {
@@ -176,7 +178,7 @@ struct DecodeParams {
   TensorView<2> block_table{};      // int32 [B, max_blocks], rows contiguous (data null: contiguous cache)
   TensorView<4> out;                // [B, Sq, Hq, D], q's dtype
   TensorView<3> lse;                // [B, Hq, Sq] fp32
-  float softmax_scale = 0.f;        // > 0
+  float softmax_scale = 0.f;        // > 0, finite
   bool causal = false;
   // Sliding window (flash-attn's, bottom-right aligned): query i sees keys j
   // with i + Sk - Sq - window_left <= j <= i + Sk - Sq + window_right, where Sk
@@ -191,7 +193,7 @@ struct DecodeParams {
   // Split-KV (flash-decoding): 0 lets the operator choose from B * Hk and the
   // capacity against num_sms; >= 1 forces that many splits (at most 128).
   int32_t num_splits = 0;
-  int32_t num_sms = 0;  // SMs of the device the call runs on (0: 132, an H200)
+  int32_t num_sms = 0;  // SMs of the device the call runs on (0: 132, an H200; < 0 is refused)
   void* workspace = nullptr;  // device memory, 16-byte aligned (only needed with > 1 split)
   size_t workspace_bytes = 0;
 };

@@ -14,19 +14,22 @@ def t(shape, dtype=C.DTYPE_FP16):
     return fresh(shape, dtype)
 
 
+FAR = 1 << 52  # hand-made strided views live here, apart from every fresh() buffer
+
+
 def call(B=2, sq=1, hq=8, hk=2, d=128, cap=256, page=None, snew=0, splits=0, sms=132, causal=False, softcap=0.0,
          window=(-1, -1), bt_dtype=C.DTYPE_INT32, ws=0, query_only=True, q_dtype=C.DTYPE_FP16, lse_shape=None,
-         alibi=None):
-    q = t((B, sq, hq, d), q_dtype)
+         alibi=None, scale=0.1, q=None, out=None, lse=None, kc=None, vc=None, kn=None):
+    q = q or t((B, sq, hq, d), q_dtype)
     if page is None:
-        kc, vc, bt = t((B, cap, hk, d)), t((B, cap, hk, d)), None
+        kc, vc, bt = kc or t((B, cap, hk, d)), vc or t((B, cap, hk, d)), None
     else:
         mb = cap // page
         kc, vc, bt = t((B * mb, page, hk, d)), t((B * mb, page, hk, d)), t((B, mb), bt_dtype)
-    kn = t((B, snew, hk, d)) if snew else None
+    kn = kn or (t((B, snew, hk, d)) if snew else None)
     vn = t((B, snew, hk, d)) if snew else None
-    args = (q, kc, vc, kn, vn, t((B,), C.DTYPE_INT32), bt, t((B, sq, hq, d), q_dtype),
-            t(lse_shape or (B, hq, sq), C.DTYPE_FP32), 0.1, causal, window[0], window[1], softcap,
+    args = (q, kc, vc, kn, vn, t((B,), C.DTYPE_INT32), bt, out or t((B, sq, hq, d), q_dtype),
+            lse or t(lse_shape or (B, hq, sq), C.DTYPE_FP32), scale, causal, window[0], window[1], softcap,
             None if alibi is None else t(alibi, C.DTYPE_FP32), splits, sms)
     try:
         if query_only:
@@ -75,6 +78,21 @@ out = {
     "no_workspace": call(splits=4, query_only=False, ws=-1),
     "short_workspace": call(splits=4, query_only=False, ws=100),
     "valid_call": call(splits=4, query_only=False, ws=1 << 20),
+    "scale_inf": call(scale=float("inf")),
+    "num_sms_negative": call(sms=-5),
+    # The last query token of a [B, H, S, D] prefill buffer of 2^20 tokens: a
+    # head stride of 2^27 elements puts head 31 past the int32 in-sequence offsets.
+    "q_heads_past_int32": call(B=1, hq=32, hk=4, q=(FAR, (1, 1, 32, 128), (1, 128, 1 << 27, 1), C.DTYPE_FP16)),
+    "out_heads_past_int32": call(B=1, hq=32, hk=4, out=(FAR, (1, 1, 32, 128), (1, 128, 1 << 27, 1), C.DTYPE_FP16)),
+    "lse_heads_past_int32": call(B=1, hq=32, hk=4, lse=(FAR, (1, 32, 1), (1, 1 << 27, 1), C.DTYPE_FP32)),
+    "k_new_heads_past_int32": call(B=1, hk=2, snew=1, kn=(FAR, (1, 1, 2, 128), (1, 128, (1 << 31) - 1, 1),
+                                                           C.DTYPE_FP16)),
+    # Appending into a cache broadcast over the batch (stride 0): every sequence writes the same rows.
+    "append_shared_cache": call(B=4, snew=1, query_only=False, ws=-1,
+                                kc=(FAR, (4, 256, 2, 128), (0, 256, 128, 1), C.DTYPE_FP16),
+                                vc=(FAR + (1 << 30), (4, 256, 2, 128), (0, 256, 128, 1), C.DTYPE_FP16)),
+    "read_shared_cache": call(B=4, kc=(FAR, (4, 256, 2, 128), (0, 256, 128, 1), C.DTYPE_FP16),
+                              vc=(FAR + (1 << 30), (4, 256, 2, 128), (0, 256, 128, 1), C.DTYPE_FP16)),
 }
 print(json.dumps(out))
 """
@@ -104,7 +122,8 @@ def test_split_choice(results):
     # An empty batch needs no workspace and launches nothing (it once divided by zero).
     assert splits_and_bytes(results["empty_batch"]) == (1, 0)
     assert results["empty_batch_call"] == "ok", results["empty_batch_call"]
-    for name in ("softcap", "window", "alibi_heads", "alibi_batch"):  # the features pass the checks
+    # A cache shared by the sequences (stride 0) may be read; only the append refuses it.
+    for name in ("softcap", "window", "alibi_heads", "alibi_batch", "read_shared_cache"):  # pass the checks
         assert results[name].startswith("ok "), results[name]
 
 
@@ -125,6 +144,13 @@ BAD = {
     "seqlen_q_0": ("ValueError: invalid argument", "seqlen_q"),
     "no_workspace": ("ValueError: invalid argument", "workspace"),
     "short_workspace": ("ValueError: invalid argument", "workspace"),
+    "scale_inf": ("ValueError: invalid argument", "softmax_scale must be a positive finite number"),
+    "num_sms_negative": ("ValueError: invalid argument", "num_sms = -5 must be >= 0"),
+    "q_heads_past_int32": ("ValueError: unsupported", "q spans 4160749696 elements within one sequence"),
+    "out_heads_past_int32": ("ValueError: unsupported", "out spans 4160749696 elements within one sequence"),
+    "lse_heads_past_int32": ("ValueError: unsupported", "lse spans 4160749569 elements within one sequence"),
+    "k_new_heads_past_int32": ("ValueError: unsupported", "k_new spans 2147483775 elements"),
+    "append_shared_cache": ("ValueError: invalid argument", "output k_cache has elements that share memory"),
 }
 
 

@@ -43,6 +43,27 @@ Status check_strides_i32(const char* name, const TensorView<4>& t) {
   return Status::kSuccess;
 }
 
+// The kernels address a token and head of one sequence with 32-bit offsets
+// (tritonsrc/flash/decode.py, kv_append.py, decode_combine.py; only the batch
+// offset is 64-bit): the farthest element of a sequence, the sum of
+// (size - 1) * stride over the dims after the batch's plus the last size, must fit.
+template <int R>
+Status check_sequence_i32(const char* name, const TensorView<R>& t) {
+  int64_t reach = t.size(R - 1);
+  for (int i = 1; i < R - 1; ++i) {
+    if (t.size(i) == 0) return Status::kSuccess;  // empty: nothing addressed
+    int64_t span = 0;
+    if (__builtin_mul_overflow(t.size(i) - 1, t.stride(i), &span) || __builtin_add_overflow(reach, span, &reach)) {
+      reach = INT64_MAX;
+      break;
+    }
+  }
+  if (reach <= INT32_MAX) return Status::kSuccess;
+  return fail(Status::kUnsupported, std::string("attn_decode: ") + name + " spans " + str(reach) +
+                                        " elements within one sequence (its strides after the batch dim); the "
+                                        "kernels index a sequence with int32 offsets");
+}
+
 Status check_dims(const char* name, const TensorView<4>& t, const char* layout, const int64_t (&want)[4]) {
   for (int i = 0; i < 4; ++i)
     AOTRITON_RETURN_IF_ERROR(detail::check_same_dim(kOp, name, t.size(i), i, layout, want[i], i));
@@ -77,7 +98,11 @@ Status check_params(const DecodeParams& p, Decode* out) {
     return fail(Status::kInvalidArgument, "attn_decode: softcap must be finite and >= 0 (0: off)");
   if (p.softcap > 0.f && p.alibi_slopes.data)
     return fail(Status::kUnsupported, "attn_decode: softcap and alibi_slopes together are not supported");
-  if (!(p.softmax_scale > 0.f)) return fail(Status::kInvalidArgument, "attn_decode: softmax_scale must be > 0");
+  if (!(p.softmax_scale > 0.f) || !std::isfinite(p.softmax_scale))
+    return fail(Status::kInvalidArgument, "attn_decode: softmax_scale must be a positive finite number");
+  if (p.num_sms < 0)
+    return fail(Status::kInvalidArgument,
+                "attn_decode: num_sms = " + str(p.num_sms) + " must be >= 0 (the device's SM count; 0: 132, an H200)");
   if (p.num_splits < 0 || p.num_splits > kMaxSplits)
     return fail(Status::kInvalidArgument, "attn_decode: num_splits must be in [0, 128] (0: automatic)");
 
@@ -146,10 +171,16 @@ Status check_params(const DecodeParams& p, Decode* out) {
       AOTRITON_RETURN_IF_ERROR(detail::check_dtype(kOp, name, t.dtype, p.q.dtype));
       AOTRITON_RETURN_IF_ERROR(check_dims(name, t, "[B, Snew, Hk, D]", want_new));
       AOTRITON_RETURN_IF_ERROR(check_strides_i32(name, t));
+      AOTRITON_RETURN_IF_ERROR(check_sequence_i32(name, t));
     }
     if (g.snew > g.capacity)
       return fail(Status::kInvalidArgument, "attn_decode: cache too small for the append: " + str(g.snew) +
                                                 " new tokens, capacity " + str(g.capacity));
+    // The append writes the caches: every (sequence or page, row, head) needs its own memory.
+    if (g.snew > 0) {
+      AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(kOp, "k_cache", p.k_cache));
+      AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(kOp, "v_cache", p.v_cache));
+    }
   }
 
   AOTRITON_RETURN_IF_ERROR(detail::check_tensor(kOp, "out", p.out));
@@ -158,6 +189,8 @@ Status check_params(const DecodeParams& p, Decode* out) {
   AOTRITON_RETURN_IF_ERROR(check_dims("out", p.out, "q", want_q));
   AOTRITON_RETURN_IF_ERROR(check_strides_i32("q", p.q));
   AOTRITON_RETURN_IF_ERROR(check_strides_i32("out", p.out));
+  AOTRITON_RETURN_IF_ERROR(check_sequence_i32("q", p.q));
+  AOTRITON_RETURN_IF_ERROR(check_sequence_i32("out", p.out));
   AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(kOp, "out", p.out));
   AOTRITON_RETURN_IF_ERROR(detail::check_tensor(kOp, "lse", p.lse));
   AOTRITON_RETURN_IF_ERROR(detail::check_dtype(kOp, "lse", p.lse.dtype, DType::kFloat32));
@@ -165,6 +198,7 @@ Status check_params(const DecodeParams& p, Decode* out) {
   for (int i = 0; i < 3; ++i)
     AOTRITON_RETURN_IF_ERROR(detail::check_same_dim(kOp, "lse", p.lse.size(i), i, "[B, Hq, Sq]", want_lse[i], i));
   AOTRITON_RETURN_IF_ERROR(detail::check_i32(kOp, "lse stride", std::max(p.lse.stride(0), p.lse.stride(1))));
+  AOTRITON_RETURN_IF_ERROR(check_sequence_i32("lse", p.lse));
   AOTRITON_RETURN_IF_ERROR(detail::check_no_self_overlap(kOp, "lse", p.lse));
   // Sizes the kernels hold in int32 (grid, partial row index).
   int64_t rows = 0;
