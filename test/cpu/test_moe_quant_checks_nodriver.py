@@ -51,6 +51,17 @@ cases = {
     "tensor_q_rows_alias": lambda: C.per_tensor_quant_fp8(v((M, K), F16), (1 << 52, (M, K), (0, 1), F8),
                                                           v((1,), F32), False, 0, 0, 0),
     "tensor_q_good": lambda: C.per_tensor_quant_fp8(v((M, K), F16), v((M, K), F8), v((1,), F32), False, 0, 0, 0),
+    # fp8 per-tensor scales may have any shape of numel 1 (or E), but not negative sizes
+    # (numel [-1, -1] is 1): they once passed, and the overlap check saw them as empty.
+    "gemm_per_tensor_negative_scale": lambda: C.grouped_gemm(
+        v((M, K), F8), v((E, N, K), F8), v((M * TOPK, N), F16), (1 << 52, (-1, -1), (-1, 1), F32),
+        v((E, 1, 1), F32), None, v((80,), I32), v((5,), I32), v((1,), I32), TOPK, 16, False, 1, 0),
+    "fused_per_tensor_negative_scale": lambda: C.fused_experts_workspace_size(
+        v((M, K), F16), v((E, 2 * N, K), F8), v((E, K, N), F8), v((M, TOPK), F32), v((M, TOPK), I32), v((M, K), F16),
+        0, 1, (1 << 52, (-1, -E, 1), (-E, 1, 1), F32), v((E, 1, 1), F32), None, None, None, 0),
+    "fused_per_tensor_good": lambda: C.fused_experts_workspace_size(
+        v((M, K), F16), v((E, 2 * N, K), F8), v((E, K, N), F8), v((M, TOPK), F32), v((M, TOPK), I32), v((M, K), F16),
+        0, 1, v((E, 1, 1), F32), (1 << 53, (1, 1, 1), (1, 1, 1), F32), None, None, None, 0),
 }
 for name, fn in cases.items():
     print(name + "|" + outcome(fn))
@@ -73,6 +84,9 @@ EXPECT = {  # case -> text the error must contain ("ok": a workspace size comes 
     "token_q_rows_alias": "per_token_quant_fp8: output q has elements that share memory",
     "tensor_q_rows_alias": "per_tensor_quant_fp8: output q has elements that share memory",
     "tensor_q_good": "CUDA driver not available",  # valid: past every check
+    "gemm_per_tensor_negative_scale": "grouped_gemm: a_scale has a negative size [-1, -1]",
+    "fused_per_tensor_negative_scale": "fused_experts: w1_scale has a negative size [-1, -4, 1]",
+    "fused_per_tensor_good": "ok",
 }
 
 

@@ -235,6 +235,11 @@ Status validate(const FusedExpertsParams& p, Dims* d) {
     AOTRITON_RETURN_IF_ERROR(check_i32(op, what, v));
   d->dynamic_a1 = d->dynamic_a2 = false;
   if (p.quant == QuantMode::kFp8PerTensor) {
+    // Any shape of the right numel, but a valid view (numel alone took negative sizes).
+    if (p.w1_scale.data) AOTRITON_RETURN_IF_ERROR(check_tensor(op, "w1_scale", p.w1_scale, false));
+    if (p.w2_scale.data) AOTRITON_RETURN_IF_ERROR(check_tensor(op, "w2_scale", p.w2_scale, false));
+    if (p.a1_scale.data) AOTRITON_RETURN_IF_ERROR(check_tensor(op, "a1_scale", p.a1_scale, false));
+    if (p.a2_scale.data) AOTRITON_RETURN_IF_ERROR(check_tensor(op, "a2_scale", p.a2_scale, false));
     AOTRITON_RETURN_IF_ERROR(check_per_tensor("w1_scale", p.w1_scale.data, p.w1_scale.dtype, p.w1_scale.numel(),
                                               is_contiguous(p.w1_scale), d->E, true));
     AOTRITON_RETURN_IF_ERROR(check_per_tensor("w2_scale", p.w2_scale.data, p.w2_scale.dtype, p.w2_scale.numel(),

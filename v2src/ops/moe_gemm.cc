@@ -352,6 +352,9 @@ Status grouped_gemm(const GroupedGemmParams& p, Stream stream, const KernelOptio
   j.mul_routed_weight = p.mul_routed_weight;
   j.block_size = p.block_size;
   if (p.quant == QuantMode::kFp8PerTensor) {
+    // Any shape of the right numel, but a valid view (numel alone took negative sizes).
+    if (p.a_scale.data) AOTRITON_RETURN_IF_ERROR(check_tensor(op, "a_scale", p.a_scale, false));
+    if (p.b_scale.data) AOTRITON_RETURN_IF_ERROR(check_tensor(op, "b_scale", p.b_scale, false));
     AOTRITON_RETURN_IF_ERROR(check_scalar_scale(op, "a_scale", p.a_scale.data, p.a_scale.dtype, p.a_scale.numel(),
                                                 is_contiguous(p.a_scale), 1));
     AOTRITON_RETURN_IF_ERROR(check_scalar_scale(op, "b_scale", p.b_scale.data, p.b_scale.dtype, p.b_scale.numel(),
