@@ -24,6 +24,8 @@ print("fp32_hidden|" + outcome(lambda: size(x=v(8192, (M, K), F32))))
 print("dtw_strided|" + outcome(lambda: size(dw=v(65536, (M, TOPK), F32, (TOPK + 1, 1)))))
 print("ids_dtype|" + outcome(lambda: size(ids=v(24576, (M, TOPK), F32))))
 print("dout_rows|" + outcome(lambda: size(dout=v(4096, (M + 1, K), F16))))
+# w2 rows of a wider buffer (row stride 2^28): row K - 1 is past the int32 offsets the GEMMs step with.
+print("w2_rows_past_int32|" + outcome(lambda: size(w2=v(1 << 52, (E, K, N), F16, (16, 1 << 28, 1)))))
 a = GOOD
 run = lambda ws, nbytes: C.fused_experts_backward(a["dout"], a["x"], a["w1"], a["w2"], a["w"], a["ids"], 0, a["dx"],
                                                   a["dw1"], a["dw2"], a["dw"], ws, nbytes, 0)
@@ -40,6 +42,7 @@ def test_backward_arguments_are_checked_on_the_host(prefix):
     for case, words in (("dw1_shape", "grad_w1 has shape"), ("fp32_hidden", "fp16 or bf16"),
                         ("dtw_strided", "grad_topk_weights must be contiguous"), ("ids_dtype", "topk_ids"),
                         ("dout_rows", "grad_output has shape"), ("small_workspace", "workspace"),
+                        ("w2_rows_past_int32", "w2 offset within an expert, (K - 1) * w2.stride(1) + N"),
                         ("overlap", "grad_hidden_states")):
         assert out[case].startswith("ValueError") and words in out[case], (case, out[case])
     # Valid arguments get as far as the missing driver.

@@ -132,6 +132,12 @@ Status validate(const FusedExpertsBackwardParams& p, Dims* d) {
                          {"hidden_states.stride(0)", p.hidden_states.stride(0)},
                          {"grad_hidden_states.stride(0)", p.grad_hidden_states.stride(0)}})
     AOTRITON_RETURN_IF_ERROR(check_i32(op, what, v));
+  // Offsets within an expert the GEMMs step through in int32 (moe_dgrad adds
+  // BLOCK_SIZE_K * row stride per K tile; the forward GEMM checks the same of w1).
+  AOTRITON_RETURN_IF_ERROR(detail::check_i32_offset(op, "w1 offset within an expert, (2N - 1) * w1.stride(1) + K",
+                                                    2 * d->N, p.w1.stride(1), d->K));
+  AOTRITON_RETURN_IF_ERROR(detail::check_i32_offset(op, "w2 offset within an expert, (K - 1) * w2.stride(1) + N",
+                                                    d->K, p.w2.stride(1), d->N));
   if (p.activation != Activation::kSilu && p.activation != Activation::kGelu && p.activation != Activation::kGeluTanh)
     return fail_arg("unknown activation");
   return Status::kSuccess;
