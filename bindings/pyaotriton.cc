@@ -17,6 +17,8 @@ NB_MODULE(pyaotriton, m) {
   m.def("image_dir", &aotriton::image_dir);
   m.def("set_load_all_configs", &aotriton::set_load_all_configs, nb::arg("on"));
   m.def("load_all_configs", &aotriton::load_all_configs);
+  m.def("set_programmatic_dependent_launch", &aotriton::set_programmatic_dependent_launch, nb::arg("on"));
+  m.def("programmatic_dependent_launch", &aotriton::programmatic_dependent_launch);
   m.def(
       "set_image_dir",
       [](std::optional<std::string> path) { raise_if_error(aotriton::set_image_dir(path ? path->c_str() : nullptr)); },

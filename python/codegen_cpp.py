@@ -283,7 +283,8 @@ def source(rule: Kernel, plan_kernel: dict, profile: str) -> str:
     params = ", ".join([r for x in rule.args for r in _param_refs(x)] + ["&scratch_global", "&scratch_profile"])
     out.append(f"  void* params[] = {{{params}}};\n")
     out.append("  if (options && options->ran_config) *options->ran_config = t.bound->variant->config_names[config];\n")
-    out.append(f"  return detail::launch(t, *kernel, grid, params, stream.handle, \"{k}\");\n}}\n\n")
+    pdl = ", /*pdl=*/true" if rule.pdl else ""  # kernel_rules.Kernel.pdl
+    out.append(f"  return detail::launch(t, *kernel, grid, params, stream.handle, \"{k}\"{pdl});\n}}\n\n")
     out.append(codegen_inputs.source(rule))
     out.append(_ns_close())
     return "".join(out)

@@ -68,13 +68,19 @@ def load_kernel_function(rule):
     return getattr(module, rule.function)
 
 
-def build_source(rule, fn, functional, config):
+def build_source(rule, fn, functional, config, arch=90):
     """Triton ASTSource for one functional + tuning config, with the argument
-    order checked against the kernel's own parameter list."""
+    order checked against the kernel's own parameter list. A kernel's USE_PDL
+    constexpr (kernel_rules.Kernel.pdl) is set for rules with pdl on sm_90+
+    (griddepcontrol needs it) and cleared otherwise."""
     from python.kernel_rules import TmaArg
 
     constexprs = {name: functional[name] for name in rule.constexpr_functionals}
     constexprs.update({name: config[name] for name in rule.tuning.constexpr_names()})
+    if rule.pdl and "USE_PDL" not in fn.arg_names:
+        raise ValueError(f"{rule.name}: pdl=True but the kernel has no USE_PDL constexpr parameter")
+    if "USE_PDL" in fn.arg_names:
+        constexprs["USE_PDL"] = bool(rule.pdl and arch >= 90)
     runtime = {a.name: a for a in rule.args}
     params = list(fn.arg_names)
     expected = set(runtime) | set(constexprs)
@@ -119,7 +125,7 @@ def compile_one(rule, functional, config, arch, compile_dir=None):
     from triton.backends.compiler import GPUTarget
 
     fn = load_kernel_function(rule)
-    src = build_source(rule, fn, functional, config)
+    src = build_source(rule, fn, functional, config, arch)
     options = {k: config[k] for k in rule.tuning.LAUNCH_OPTIONS if config.get(k)}  # maxnreg 0: no cap
     if compile_dir is not None:
         os.chdir(compile_dir)

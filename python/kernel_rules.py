@@ -262,6 +262,13 @@ class Kernel:
     # Profiles (besides release/tune) that compile part of this kernel:
     # profile name -> keep(functional); a profile not named compiles all of it.
     profiles: Mapping[str, Callable[[Mapping[str, Any]], bool]] = field(default_factory=dict)
+    # Programmatic dependent launch (sm_90+): the kernel takes `USE_PDL: tl.constexpr
+    # = False` and, when it is set, waits for the grids before it in the stream
+    # (tritonsrc/pdl.py) before it touches global memory. The build sets USE_PDL on
+    # sm_90 and later; the runtime may then launch it before its predecessor ends
+    # (AOTRITON_PDL=1: its launch overlaps the predecessor's tail). For the short
+    # kernels of decode chains, where a launch costs as much as the work.
+    pdl: bool = False
 
     ALIGNED = "ALIGNED16"  # the implicit functional that unaligned_variant adds
 

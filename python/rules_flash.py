@@ -416,6 +416,7 @@ kv_append = Kernel(
     name="kv_append",
     source="tritonsrc/flash/kv_append.py",
     function="kv_append",
+    pdl=True,
     args=[
         _K_NEW.ptr, _V_NEW.ptr, _CACHE_K.ptr, _CACHE_V.ptr,
         Arg("cache_seqlens", "*i32"), _BLOCK_TABLE.ptr,
@@ -435,6 +436,7 @@ attn_decode = Kernel(
     name="attn_decode",
     source="tritonsrc/flash/decode.py",
     function="attn_decode",
+    pdl=True,
     args=[
         _DEC_Q.ptr, _CACHE_K.ptr, _CACHE_V.ptr, _DEC_O.ptr,
         LSE.ptr, Arg("O_part", "*fp32:16"), Arg("LSE_part", "*fp32"),
@@ -471,6 +473,7 @@ attn_decode_combine = Kernel(
     name="attn_decode_combine",
     source="tritonsrc/flash/decode_combine.py",
     function="attn_decode_combine",
+    pdl=True,
     args=[
         _DEC_O.ptr, LSE.ptr, Arg("O_part", "*fp32:16"), Arg("LSE_part", "*fp32"),
         *_DEC_O.strides, *LSE.strides,

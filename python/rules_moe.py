@@ -18,6 +18,7 @@ act_and_mul = Kernel(
     name="act_and_mul",
     source="tritonsrc/moe/activation.py",
     function="act_and_mul_kernel",
+    pdl=True,
     args=[
         _ACT_OUT.ptr,
         _ACT_IN.ptr,
@@ -43,6 +44,7 @@ moe_sum = Kernel(
     name="moe_sum",
     source="tritonsrc/moe/moe_sum.py",
     function="moe_sum_kernel",
+    pdl=True,
     args=[
         _SUM_OUT.ptr,
         _SUM_IN.ptr,
@@ -86,6 +88,7 @@ topk_softmax = Kernel(
     name="topk_softmax",
     source="tritonsrc/moe/topk_softmax.py",
     function="topk_softmax_kernel",
+    pdl=True,
     args=[
         _LOGITS.ptr, _TOPK_W.ptr, _TOPK_IDS.ptr,
         Arg("num_tokens", "i32"), Arg("num_experts", "i32"), Arg("topk", "i32"),
@@ -109,6 +112,7 @@ moe_align_count = Kernel(
     name="moe_align_count",
     source="tritonsrc/moe/align.py",
     function="moe_align_count_kernel",
+    pdl=True,
     args=_ALIGN_IDS + [
         Arg("chunk_counts_ptr", "*i32"), Arg("sorted_token_ids_ptr", "*i32"),
         Arg("numel", "i32"), Arg("num_experts", "i32"), Arg("max_num_tokens_padded", "i32"),
@@ -126,6 +130,7 @@ moe_align_scan = Kernel(
     name="moe_align_scan",
     source="tritonsrc/moe/align.py",
     function="moe_align_scan_kernel",
+    pdl=True,
     # The counts are int32; the dtype functional only names the single variant.
     args=[Arg("chunk_counts_ptr", "*{dtype}"), Arg("expert_counts_ptr", "*{dtype}"),
           Arg("num_chunks", "i32"), Arg("num_experts", "i32")],
@@ -142,6 +147,7 @@ moe_align_offsets = Kernel(
     name="moe_align_offsets",
     source="tritonsrc/moe/align.py",
     function="moe_align_offsets_kernel",
+    pdl=True,
     args=[Arg("expert_counts_ptr", "*i32"), Arg("expert_starts_ptr", "*i32"),
           Arg("num_tokens_post_padded_ptr", "*i32"), Arg("num_experts", "i32"), Arg("block_size", "i32")],
     functional={"BLOCK_E": ALIGN_BLOCK_E},
@@ -157,6 +163,7 @@ moe_align_scatter = Kernel(
     name="moe_align_scatter",
     source="tritonsrc/moe/align.py",
     function="moe_align_scatter_kernel",
+    pdl=True,
     args=_ALIGN_IDS + [
         Arg("chunk_counts_ptr", "*i32"), Arg("expert_starts_ptr", "*i32"),
         Arg("sorted_token_ids_ptr", "*i32"), Arg("expert_ids_ptr", "*i32"),
@@ -177,6 +184,7 @@ moe_align_small = Kernel(
     name="moe_align_small",
     source="tritonsrc/moe/align.py",
     function="moe_align_small_kernel",
+    pdl=True,
     args=_ALIGN_IDS + [
         Arg("sorted_token_ids_ptr", "*i32"), Arg("expert_ids_ptr", "*i32"),
         Arg("num_tokens_post_padded_ptr", "*i32"),
@@ -265,6 +273,7 @@ fused_moe_gemm = Kernel(
     name="fused_moe_gemm",
     source="tritonsrc/moe/grouped_gemm.py",
     function="fused_moe_kernel",
+    pdl=True,
     args=[
         _GEMM_A.ptr, _GEMM_B.ptr, _GEMM_C.ptr,
         _GEMM_A_SCALE.ptr, _GEMM_B_SCALE.ptr, Arg("topk_weights_ptr", "*fp32"),
@@ -326,6 +335,7 @@ per_token_group_quant_fp8 = Kernel(
     name="per_token_group_quant_fp8",
     source="tritonsrc/moe/quant.py",
     function="per_token_group_quant_fp8_kernel",
+    pdl=True,
     args=[
         _QX.ptr, _QQ.ptr, _QS.ptr,
         Arg("M", "i32"), Arg("K", "i32"), *_QX.strides, *_QQ.strides,
@@ -347,6 +357,7 @@ per_tensor_quant_fp8 = Kernel(
     name="per_tensor_quant_fp8",
     source="tritonsrc/moe/quant.py",
     function="per_tensor_quant_fp8_kernel",
+    pdl=True,
     args=[
         _QX.ptr, _QQ.ptr, Arg("scale_ptr", "*fp32"),
         Arg("M", "i32"), Arg("K", "i32"), *_QX.strides, *_QQ.strides,
@@ -369,6 +380,7 @@ fp8_amax_partial = Kernel(
     name="fp8_amax_partial",
     source="tritonsrc/moe/fused_helpers.py",
     function="fp8_amax_partial_kernel",
+    pdl=True,
     args=[_QX16.ptr, Arg("partial_ptr", "*fp32"), Arg("M", "i32"), Arg("K", "i32:16"),
           *_QX16.strides, Arg("num_partials", "i32")],
     functional={"dtype": FLOAT_DTYPES},
@@ -387,6 +399,7 @@ fp8_scale_from_amax = Kernel(
     name="fp8_scale_from_amax",
     source="tritonsrc/moe/fused_helpers.py",
     function="fp8_scale_from_amax_kernel",
+    pdl=True,
     args=[Arg("partial_ptr", "*{dtype}"), Arg("scale_ptr", "*fp32"), Arg("num_partials", "i32")],
     functional={"dtype": ["fp32"]},
     valid=lambda f, arch: _fp8_ok(arch),
@@ -400,6 +413,7 @@ fp8_dynamic_quant_small = Kernel(
     name="fp8_dynamic_quant_small",
     source="tritonsrc/moe/fused_helpers.py",
     function="fp8_dynamic_quant_small_kernel",
+    pdl=True,
     args=[_QX16.ptr, _QQ16.ptr, Arg("scale_ptr", "*fp32"), Arg("M", "i32"), Arg("K", "i32:16"), *_QX16.strides,
           *_QQ16.strides],
     functional={"dtype": FLOAT_DTYPES},
@@ -421,6 +435,7 @@ moe_zero_dropped_rows = Kernel(
     name="moe_zero_dropped_rows",
     source="tritonsrc/moe/fused_helpers.py",
     function="zero_dropped_rows_kernel",
+    pdl=True,
     args=[_ZERO_BUF.ptr, Arg("topk_ids_ptr", "*i32"), Arg("expert_map_ptr", "*i32"),
           Arg("rows", "i32"), Arg("cols", "i32:16"), *_ZERO_BUF.strides, Arg("num_experts", "i32"),
           Arg("expert_map_len", "i32")],
@@ -445,6 +460,7 @@ grouped_topk = Kernel(
     name="grouped_topk",
     source="tritonsrc/moe/grouped_topk.py",
     function="grouped_topk_kernel",
+    pdl=True,
     args=[
         _LOGITS.ptr, _BIAS.ptr, _TOPK_W.ptr,
         _TOPK_IDS.ptr,
@@ -494,6 +510,7 @@ fused_moe_gemm_wq = Kernel(
     name="fused_moe_gemm_wq",
     source="tritonsrc/moe/grouped_gemm_wq.py",
     function="fused_moe_wq_kernel",
+    pdl=True,
     args=[
         _WQ_A.ptr, _WQ_B.ptr, _WQ_C.ptr,
         _GEMM_B_SCALE.ptr, _WQ_ZP.ptr, Arg("topk_weights_ptr", "*fp32"),
@@ -544,6 +561,7 @@ per_token_quant_fp8 = Kernel(
     name="per_token_quant_fp8",
     source="tritonsrc/moe/quant.py",
     function="per_token_quant_fp8_kernel",
+    pdl=True,
     args=[
         _QX16.ptr, _QQ16.ptr, Arg("s_ptr", "*fp32"),
         Arg("M", "i32"), Arg("K", "i32:16"), *_QX16.strides, *_QQ16.strides,

@@ -23,6 +23,16 @@ uint64_t module_load_count() noexcept { return g_module_loads.load(std::memory_o
 void set_load_all_configs(bool on) noexcept { g_load_all_configs.store(on, std::memory_order_relaxed); }
 bool load_all_configs() noexcept { return g_load_all_configs.load(std::memory_order_relaxed); }
 
+namespace {
+std::atomic<bool> g_pdl{[] {
+  const char* v = std::getenv("AOTRITON_PDL");
+  return v && *v && *v != '0';
+}()};
+}  // namespace
+
+void set_programmatic_dependent_launch(bool on) noexcept { g_pdl.store(on, std::memory_order_relaxed); }
+bool programmatic_dependent_launch() noexcept { return g_pdl.load(std::memory_order_relaxed); }
+
 namespace detail {
 
 SlotState::~SlotState() = default;
@@ -338,8 +348,31 @@ static const bool g_check_context = [] {
   return v && *v && *v != '0';
 }();
 
+namespace {
+// A launch that may begin before the kernel ahead of it in the stream ends; the
+// kernel's griddepcontrol.wait orders its memory accesses after that kernel's.
+CUresult launch_programmatic_dependent(const CudaDriver& cu, const LoadedKernel& k, const uint32_t grid[3],
+                                       void** params, CUstream stream) {
+  CUlaunchAttribute attr{};
+  attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+  attr.value.programmaticStreamSerializationAllowed = 1;
+  CUlaunchConfig config{};
+  config.gridDimX = grid[0];
+  config.gridDimY = grid[1];
+  config.gridDimZ = grid[2];
+  config.blockDimX = k.block_threads;
+  config.blockDimY = 1;
+  config.blockDimZ = 1;
+  config.sharedMemBytes = k.shared_bytes;
+  config.hStream = stream;
+  config.attrs = &attr;
+  config.numAttrs = 1;
+  return cu.cuLaunchKernelEx(&config, k.function, params, nullptr);
+}
+}  // namespace
+
 Status launch(const LaunchTarget& t, const LoadedKernel& k, const uint32_t grid[3], void** params, void* stream,
-              const char* kernel_name) {
+              const char* kernel_name, bool pdl) {
   if (grid[0] == 0 || grid[1] == 0 || grid[2] == 0) return Status::kSuccess;  // empty problem
   if (t_resolve_only) return Status::kSuccess;  // see resolve_first.h: everything but the launch is done
   ContextScope scope(t.cu, t.context, t.push);
@@ -351,8 +384,14 @@ Status launch(const LaunchTarget& t, const LoadedKernel& k, const uint32_t grid[
       return fail(Status::kInternal, std::string(kernel_name) + ": launch in a context other than the one its module "
                                                                 "was loaded in (AOTRITON_CHECK_CONTEXT)");
   }
-  CUresult r = t.cu->cuLaunchKernel(k.function, grid[0], grid[1], grid[2], k.block_threads, 1, 1, k.shared_bytes,
-                                    static_cast<CUstream>(stream), params, nullptr);
+  // The cubin has the wait only where it was built for sm_90+ (a PTX fallback for
+  // sm_8x has none); a driver that refuses the attribute gets a plain launch.
+  const bool dependent = pdl && t.bound->variant->arch >= 90 && programmatic_dependent_launch();
+  CUresult r = dependent ? launch_programmatic_dependent(*t.cu, k, grid, params, static_cast<CUstream>(stream))
+                         : CUDA_ERROR_NOT_SUPPORTED;
+  if (!dependent || r == CUDA_ERROR_NOT_SUPPORTED)
+    r = t.cu->cuLaunchKernel(k.function, grid[0], grid[1], grid[2], k.block_threads, 1, 1, k.shared_bytes,
+                             static_cast<CUstream>(stream), params, nullptr);
   if (r == CUDA_ERROR_INVALID_HANDLE || r == CUDA_ERROR_CONTEXT_IS_DESTROYED) {
     if (!t.cu->cuCtxGetId) {
       // No context ids: the handle may be a new context's. Bind afresh next time.

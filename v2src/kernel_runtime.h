@@ -109,9 +109,12 @@ Status kernel_for(const FunctionalSlot& slot, const LaunchTarget& t, uint32_t co
                   const LoadedKernel** out);
 
 // Grid entries of 0 launch nothing. params must end with the two scratch
-// pointer slots Triton 3.6 kernels take.
+// pointer slots Triton 3.6 kernels take. pdl: the kernel waits for its
+// predecessors itself (kernel_rules.Kernel.pdl), so on sm_90+ and when
+// programmatic_dependent_launch() is on it is launched as a programmatic
+// dependent (cuLaunchKernelEx).
 Status launch(const LaunchTarget& t, const LoadedKernel& k, const uint32_t grid[3], void** params,
-              void* stream, const char* kernel_name);
+              void* stream, const char* kernel_name, bool pdl = false);
 
 // Index of `value` among ascending upper bounds (last bin catches the rest).
 inline uint32_t bin_index(int64_t value, const int64_t* bounds, uint32_t n) {

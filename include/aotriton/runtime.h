@@ -86,6 +86,17 @@ AOTRITON_API const char* image_dir() noexcept;
 AOTRITON_API void set_load_all_configs(bool on) noexcept;
 AOTRITON_API bool load_all_configs() noexcept;
 
+// Programmatic dependent launch (sm_90+). The short kernels of decode chains
+// (MoE routing, alignment, quantization, activation, grouped GEMMs, moe_sum;
+// KV-cache append, attention and its split combine) may then start while the
+// kernel before them in the stream is finishing, each waiting on the GPU for its
+// predecessor's results (griddepcontrol.wait), which hides one launch latency per
+// kernel; CUDA graphs keep it. Results are the same either way. Process-wide; off
+// unless the environment sets AOTRITON_PDL=1 at start-up (not yet measured on a GPU:
+// docs/performance.md says when it becomes the default).
+AOTRITON_API void set_programmatic_dependent_launch(bool on) noexcept;
+AOTRITON_API bool programmatic_dependent_launch() noexcept;
+
 // Number of cubin modules loaded so far (all devices); tests use it to prove
 // each (kernel config, context) is loaded once.
 AOTRITON_API uint64_t module_load_count() noexcept;

@@ -36,6 +36,7 @@ thread_local CUcontext t_stack[8];
 thread_local int t_depth = 0;
 
 std::atomic<long> g_loads{0}, g_unloads{0}, g_launches{0}, g_get_function{0}, g_push{0};
+std::atomic<long> g_pdl_launches{0};  // of g_launches, those launched as programmatic dependents
 std::atomic<int> g_fail_get_function{0}, g_fail_push{0};
 
 // Every thread starts with context 0 current, as after cudaSetDevice(0).
@@ -148,7 +149,20 @@ CUresult fake_cuLaunchKernel(CUfunction f, unsigned, unsigned, unsigned, unsigne
   ++g_launches;
   return CUDA_SUCCESS;
 }
-CUresult fake_cuLaunchKernelEx(const CUlaunchConfig*, CUfunction, void**, void**) { return CUDA_ERROR_NOT_SUPPORTED; }
+// Only programmatic dependent launches come through here (kernel_runtime.cc): count them.
+// FAKECUDA_NO_PDL=1: a driver that refuses the attribute (the runtime falls back).
+CUresult fake_cuLaunchKernelEx(const CUlaunchConfig* c, CUfunction f, void** params, void** extra) {
+  if (std::getenv("FAKECUDA_NO_PDL")) return CUDA_ERROR_NOT_SUPPORTED;
+  bool programmatic = false;
+  for (unsigned i = 0; i < c->numAttrs; ++i)
+    programmatic |= c->attrs[i].id == CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION &&
+                    c->attrs[i].value.programmaticStreamSerializationAllowed == 1;
+  if (!programmatic) return CUDA_ERROR_INVALID_VALUE;
+  CUresult r = fake_cuLaunchKernel(f, c->gridDimX, c->gridDimY, c->gridDimZ, c->blockDimX, c->blockDimY,
+                                   c->blockDimZ, c->sharedMemBytes, c->hStream, params, extra);
+  if (r == CUDA_SUCCESS) ++g_pdl_launches;
+  return r;
+}
 CUresult fake_cuMemsetD8Async(CUdeviceptr, unsigned char, size_t, CUstream) { return CUDA_SUCCESS; }
 
 }  // namespace
@@ -199,6 +213,7 @@ __attribute__((visibility("default"))) void fakecuda_fail(const char* what, int 
   if (std::strcmp(what, "cuModuleGetFunction") == 0) g_fail_get_function = on;
   if (std::strcmp(what, "cuCtxPushCurrent") == 0) g_fail_push = on;
 }
+__attribute__((visibility("default"))) long fakecuda_pdl_launches() { return g_pdl_launches; }
 // "loads unloads live launches get_function push"
 __attribute__((visibility("default"))) void fakecuda_counts(long out[6]) {
   std::lock_guard<std::mutex> lock(g_mu);

@@ -370,6 +370,22 @@ void persistent_route_checks() {
 
 }  // namespace
 
+// Programmatic dependent launch (AOTRITON_PDL from the test, then the API flips
+// it): kernels with pdl in their rule go through cuLaunchKernelEx on sm_90 when it
+// is on, plainly on sm_80 (their cubins there have no griddepcontrol.wait) and
+// when the driver refuses it.
+void pdl_checks(long (*pdl_launches)()) {
+  Counts c = now();
+  long before = pdl_launches();
+  report("silu", silu(DType::kFloat16), c);
+  std::printf("silu_pdl_launches: %ld\n", pdl_launches() - before);
+  set_programmatic_dependent_launch(!programmatic_dependent_launch());  // the API overrides the environment
+  c = now();
+  before = pdl_launches();
+  report("silu_toggled", silu(DType::kFloat16), c);
+  std::printf("silu_toggled_pdl_launches: %ld\n", pdl_launches() - before);
+}
+
 int main(int argc, char** argv) {
   const char* lib = std::getenv("AOTRITON_LIBCUDA");
   void* h = lib ? dlopen(lib, RTLD_NOW | RTLD_LOCAL) : nullptr;
@@ -392,10 +408,15 @@ int main(int argc, char** argv) {
   else if (mode == "fp8_route") fp8_route_checks();
   else if (mode == "persistent_route") persistent_route_checks();
   else if (mode == "resolve_first" && argc == 5) resolve_first_checks(argv[2], argv[3], argv[4]);
+  else if (mode == "pdl") {
+    auto pdl_launches = reinterpret_cast<long (*)()>(dlsym(h, "fakecuda_pdl_launches"));
+    if (!pdl_launches) return 2;
+    pdl_checks(pdl_launches);
+  }
   else {
     std::fprintf(stderr, "usage: runtime_fake_check runtime CORRUPT_DIR CORRUPT_FILE GOOD_FILE | fallback |"
                          " resolve_first DIR_WITHOUT_DQ DIR_WITHOUT_MOE_SUM FULL_DIR | forced_kernel FWD_HOPPER_CONFIG"
-                         " MOE_HOPPER_CONFIG | fp8_route | persistent_route\n");
+                         " MOE_HOPPER_CONFIG | fp8_route | persistent_route | pdl\n");
     return 2;
   }
   return 0;

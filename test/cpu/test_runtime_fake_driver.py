@@ -208,3 +208,22 @@ def test_fp8_grouped_gemm_takes_the_gluon_kernel_by_default_from_128_slots_per_e
         # The Triton kernel: launched, or (a ci build without that functional) named as missing.
         assert (r["status"] == "success" and r["launches"] == 1) or (
             r["status"] == "not in this build" and r["message"].startswith("fused_moe_gemm functional ")), r
+
+
+@pytest.mark.parametrize("cc,pdl,driver_refuses,want,want_toggled",
+                         [("90", "1", False, 1, 0), ("90", "0", False, 0, 1), ("80", "1", False, 0, 0),
+                          ("90", "1", True, 0, 0)],
+                         ids=["sm90_on", "sm90_off", "sm80_on", "sm90_refused"])
+def test_programmatic_dependent_launch(build_dir, cc, pdl, driver_refuses, want, want_toggled):
+    """A kernel whose rule has pdl (act_and_mul) goes through cuLaunchKernelEx with the
+    programmatic serialization attribute only when it is on (AOTRITON_PDL=1 at start,
+    then set_programmatic_dependent_launch flips it) and on sm_90 (its sm_80 cubin has
+    no griddepcontrol.wait); a driver that refuses the attribute gets the plain
+    launch. Either way it launches exactly once."""
+    env = dict(FAKECUDA_CC=cc, AOTRITON_PDL=pdl, AOTRITON_IMAGE_DIR=str(_images(build_dir)))
+    if driver_refuses:
+        env["FAKECUDA_NO_PDL"] = "1"
+    out = _run(build_dir, "pdl", **env)
+    for name, expected in (("silu", want), ("silu_toggled", want_toggled)):
+        assert out[name]["status"] == "success" and out[name]["launches"] == 1, out[name]
+        assert int(out[f"{name}_pdl_launches"]) == expected, out

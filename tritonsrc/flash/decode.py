@@ -34,6 +34,7 @@ LSE = -inf.
 import triton
 import triton.language as tl
 
+from ..pdl import wait_for_predecessor
 from .attn_mods import LOG2E, SCORE_ALIBI, in_band, log2_scores, score_mod_params
 from .kv_cache import (cached_length, checked_slots, page_entries, page_tile_bases, sequence_caches, slot_offsets,
                        token_slots)
@@ -176,7 +177,7 @@ def attn_decode(
     capacity, page_size, num_blocks, num_splits, causal,
     window_left, window_right, softcap, alibi_slopes, stride_alibi_z,
     BLOCK_DMODEL: tl.constexpr, PAGED: tl.constexpr, SCORE_MOD: tl.constexpr, PAGE_TILES: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, USE_PDL: tl.constexpr = False,
 ):
     """O = softmax(sm_scale * Q K^T [causal]) V over each sequence's cached keys.
 
@@ -204,6 +205,7 @@ def attn_decode(
     alibi_slopes SCORE_MOD 2: fp32, slope of (b, h) at b * stride_alibi_z + h;
                  scores get - slope * |i + diag - j|.
     """
+    wait_for_predecessor(USE_PDL)
     split = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // num_heads_k

@@ -17,6 +17,8 @@ Grid: (num_seqs * seqlen_q * num_heads_q, 1, 1).
 import triton
 import triton.language as tl
 
+from ..pdl import wait_for_predecessor
+
 
 @triton.jit(do_not_specialize=["seqlen_q", "num_heads_q", "head_dim", "total_rows", "num_splits"])
 def attn_decode_combine(
@@ -24,10 +26,11 @@ def attn_decode_combine(
     stride_oz, stride_om, stride_oh,
     stride_lse_z, stride_lse_h,
     seqlen_q, num_heads_q, head_dim, total_rows, num_splits,
-    BLOCK_DMODEL: tl.constexpr, BLOCK_S: tl.constexpr,
+    BLOCK_DMODEL: tl.constexpr, BLOCK_S: tl.constexpr, USE_PDL: tl.constexpr = False,
 ):
     """O [B, seqlen_q, Hq, D] (strides z, m, h), LSE fp32 [B, Hq, seqlen_q];
     O_part / LSE_part laid out as attn_decode writes them."""
+    wait_for_predecessor(USE_PDL)
     r = tl.program_id(0)
     h = r % num_heads_q
     i = (r // num_heads_q) % seqlen_q

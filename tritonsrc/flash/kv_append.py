@@ -12,6 +12,7 @@ Grid: (cdiv(seqlen_new, BLOCK_M), num_seqs * num_heads_k, 1).
 import triton
 import triton.language as tl
 
+from ..pdl import wait_for_predecessor
 from .kv_cache import cached_length, sequence_caches, slot_offsets, token_slots
 
 
@@ -24,9 +25,10 @@ def kv_append(
     stride_vz, stride_vn, stride_vh,
     stride_bt,
     seqlen_new, num_heads_k, head_dim, capacity, page_size, num_blocks,
-    BLOCK_DMODEL: tl.constexpr, PAGED: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_DMODEL: tl.constexpr, PAGED: tl.constexpr, BLOCK_M: tl.constexpr, USE_PDL: tl.constexpr = False,
 ):
     """K_new, V_new [B, seqlen_new, Hk, D]; K, V the cache (see decode.py)."""
+    wait_for_predecessor(USE_PDL)
     bh = tl.program_id(1)
     b = bh // num_heads_k
     hk = bh % num_heads_k

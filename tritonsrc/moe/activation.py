@@ -14,6 +14,8 @@ Grid: (n_rows, cdiv(n_cols, BLOCK), 1).
 import triton
 import triton.language as tl
 
+from ..pdl import wait_for_predecessor
+
 SILU = 0
 GELU = 1
 GELU_TANH = 2
@@ -36,13 +38,14 @@ def _activation(x, ACTIVATION: tl.constexpr):
 
 @triton.jit
 def act_and_mul_kernel(out_ptr, in_ptr, n_rows, n_cols, stride_out_row, stride_in_row,
-                       ACTIVATION: tl.constexpr, BLOCK: tl.constexpr):
+                       ACTIVATION: tl.constexpr, BLOCK: tl.constexpr, USE_PDL: tl.constexpr = False):
     """out[r, c] = act(in[r, c]) * in[r, n_cols + c] (ACTIVATION 3: the interleaved pair 2c, 2c + 1).
 
     out_ptr: [n_rows, n_cols], row stride stride_out_row, columns contiguous.
     in_ptr: [n_rows, 2 * n_cols], row stride stride_in_row, columns contiguous.
     n_rows is only used by the launch grid.
     """
+    wait_for_predecessor(USE_PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < n_cols

@@ -49,6 +49,8 @@ Defaults (sm_90 and sm_80): count/scatter BLOCK_T=256, num_warps=4;
 import triton
 import triton.language as tl
 
+from ..pdl import wait_for_predecessor
+
 FILL_TILE = tl.constexpr(1024)  # sentinel stores per step in the one-program kernel
 
 @triton.jit
@@ -119,7 +121,7 @@ def _fill_expert_ids(expert_ids_ptr, ends, padded, col_ok, total, block_size, nu
 def moe_align_count_kernel(topk_ids_ptr, expert_map_ptr, chunk_counts_ptr, sorted_token_ids_ptr,
                            numel, num_experts, max_num_tokens_padded, expert_map_len,
                            HAS_EXPERT_MAP: tl.constexpr, BLOCK_E: tl.constexpr,
-                           BLOCK_T: tl.constexpr):
+                           BLOCK_T: tl.constexpr, USE_PDL: tl.constexpr = False):
     """Step 1: per-chunk expert histogram, and sentinel fill of sorted_token_ids.
 
     topk_ids_ptr          int32 [numel]
@@ -128,6 +130,7 @@ def moe_align_count_kernel(topk_ids_ptr, expert_map_ptr, chunk_counts_ptr, sorte
     sorted_token_ids_ptr  int32 [max_num_tokens_padded] out: all set to numel
     numel, num_experts, max_num_tokens_padded, expert_map_len: i32
     """
+    wait_for_predecessor(USE_PDL)
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     offs = pid * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -144,13 +147,14 @@ def moe_align_count_kernel(topk_ids_ptr, expert_map_ptr, chunk_counts_ptr, sorte
 
 @triton.jit
 def moe_align_scan_kernel(chunk_counts_ptr, expert_counts_ptr, num_chunks, num_experts,
-                          BLOCK_EG: tl.constexpr, BLOCK_C: tl.constexpr):
+                          BLOCK_EG: tl.constexpr, BLOCK_C: tl.constexpr, USE_PDL: tl.constexpr = False):
     """Step 2: per expert, exclusive prefix over chunks (in place) and total count.
 
     chunk_counts_ptr  int32 [num_chunks, num_experts] in/out
     expert_counts_ptr int32 [num_experts] out
     num_chunks, num_experts: i32
     """
+    wait_for_predecessor(USE_PDL)
     pid = tl.program_id(0)
     cols = pid * BLOCK_EG + tl.arange(0, BLOCK_EG)
     col_ok = cols < num_experts
@@ -167,7 +171,7 @@ def moe_align_scan_kernel(chunk_counts_ptr, expert_counts_ptr, num_chunks, num_e
 
 @triton.jit
 def moe_align_offsets_kernel(expert_counts_ptr, expert_starts_ptr, num_tokens_post_padded_ptr,
-                             num_experts, block_size, BLOCK_E: tl.constexpr):
+                             num_experts, block_size, BLOCK_E: tl.constexpr, USE_PDL: tl.constexpr = False):
     """Step 3: padded start of each expert and the padded total.
 
     expert_counts_ptr          int32 [num_experts]
@@ -175,6 +179,7 @@ def moe_align_offsets_kernel(expert_counts_ptr, expert_starts_ptr, num_tokens_po
     num_tokens_post_padded_ptr int32 [1] out
     num_experts, block_size: i32
     """
+    wait_for_predecessor(USE_PDL)
     cols = tl.arange(0, BLOCK_E)
     col_ok = cols < num_experts
     cnt = tl.load(expert_counts_ptr + cols, mask=col_ok, other=0)
@@ -191,7 +196,7 @@ def moe_align_scatter_kernel(topk_ids_ptr, expert_map_ptr, chunk_counts_ptr, exp
                              sorted_token_ids_ptr, expert_ids_ptr,
                              numel, num_experts, block_size, num_blocks_total, expert_map_len,
                              HAS_EXPERT_MAP: tl.constexpr, BLOCK_E: tl.constexpr,
-                             BLOCK_T: tl.constexpr, BLOCK_B: tl.constexpr):
+                             BLOCK_T: tl.constexpr, BLOCK_B: tl.constexpr, USE_PDL: tl.constexpr = False):
     """Step 4: write each valid slot at start[e] + chunk prefix[c, e] + rank in chunk,
     and expert_ids (blocks shared out over the programs).
 
@@ -202,6 +207,7 @@ def moe_align_scatter_kernel(topk_ids_ptr, expert_map_ptr, chunk_counts_ptr, exp
     expert_ids_ptr    int32 [num_blocks_total] out
     numel, num_experts, block_size, num_blocks_total, expert_map_len: i32
     """
+    wait_for_predecessor(USE_PDL)
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     chunk_start = pid * BLOCK_T
@@ -228,7 +234,7 @@ def moe_align_small_kernel(topk_ids_ptr, expert_map_ptr,
                            numel, num_experts, block_size, max_num_tokens_padded,
                            num_blocks_total, expert_map_len,
                            HAS_EXPERT_MAP: tl.constexpr, BLOCK_E: tl.constexpr,
-                           BLOCK_T: tl.constexpr, BLOCK_B: tl.constexpr):
+                           BLOCK_T: tl.constexpr, BLOCK_B: tl.constexpr, USE_PDL: tl.constexpr = False):
     """Whole alignment in one program, for numel <= BLOCK_T. No workspace.
 
     topk_ids_ptr, expert_map_ptr: as in the general path
@@ -237,6 +243,7 @@ def moe_align_small_kernel(topk_ids_ptr, expert_map_ptr,
     num_tokens_post_padded_ptr int32 [1] out
     numel, num_experts, block_size, max_num_tokens_padded, num_blocks_total, expert_map_len: i32
     """
+    wait_for_predecessor(USE_PDL)
     ids = _local_ids(topk_ids_ptr, expert_map_ptr, tl.arange(0, BLOCK_T), numel, num_experts,
                      expert_map_len, HAS_EXPERT_MAP)
     e, idx, rank, cnt = _sort_chunk(ids, BLOCK_E, BLOCK_T)

@@ -37,6 +37,7 @@ unaligned variant).
 import triton
 import triton.language as tl
 
+from ..pdl import wait_for_predecessor
 from .align import _local_ids
 
 FP8_MAX = tl.constexpr(448.0)
@@ -46,7 +47,7 @@ SCALE_FLOOR = tl.constexpr(1e-10)
 @triton.jit
 def zero_dropped_rows_kernel(buf_ptr, topk_ids_ptr, expert_map_ptr, rows, cols, stride_row,
                              num_experts, expert_map_len, HAS_EXPERT_MAP: tl.constexpr,
-                             BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+                             BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, USE_PDL: tl.constexpr = False):
     """buf[r, :] = 0 for every slot r that moe_align drops.
 
     buf_ptr        [rows, cols] fp16/bf16/fp32, row stride stride_row, columns contiguous
@@ -54,6 +55,7 @@ def zero_dropped_rows_kernel(buf_ptr, topk_ids_ptr, expert_map_ptr, rows, cols, 
     expert_map_ptr int32 [E_global] (unused unless HAS_EXPERT_MAP)
     rows, cols, stride_row, num_experts (local), expert_map_len (E_global): i32
     """
+    wait_for_predecessor(USE_PDL)
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     # The same lookup as moe_align, so both agree on which slots are dropped.
     ids = _local_ids(topk_ids_ptr, expert_map_ptr, r, rows, num_experts, expert_map_len, HAS_EXPERT_MAP)
@@ -69,13 +71,14 @@ def zero_dropped_rows_kernel(buf_ptr, topk_ids_ptr, expert_map_ptr, rows, cols, 
 
 @triton.jit
 def fp8_amax_partial_kernel(x_ptr, partial_ptr, M, K, stride_xm, num_partials,
-                            BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+                            BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr = False):
     """partial[pid] = max |x| over row blocks pid, pid + num_partials, ...
 
     x_ptr       [M, K] fp16/bf16/fp32, row stride stride_xm, K contiguous
     partial_ptr fp32 [num_partials] out (0 for a program with no rows)
     M, K, stride_xm, num_partials: i32
     """
+    wait_for_predecessor(USE_PDL)
     pid = tl.program_id(0)
     acc = tl.zeros([BLOCK_M, BLOCK_K], tl.float32)
     cols = tl.arange(0, BLOCK_K)
@@ -90,11 +93,13 @@ def fp8_amax_partial_kernel(x_ptr, partial_ptr, M, K, stride_xm, num_partials,
 
 
 @triton.jit
-def fp8_scale_from_amax_kernel(partial_ptr, scale_ptr, num_partials, BLOCK: tl.constexpr):
+def fp8_scale_from_amax_kernel(partial_ptr, scale_ptr, num_partials, BLOCK: tl.constexpr,
+                               USE_PDL: tl.constexpr = False):
     """scale[0] = max(max(partial), 1e-10) / 448 (IEEE division, as the quant kernels).
 
     partial_ptr fp32 [num_partials]; scale_ptr fp32 [1] out; num_partials: i32
     """
+    wait_for_predecessor(USE_PDL)
     m = tl.zeros([BLOCK], tl.float32)
     for s in range(0, num_partials, BLOCK):
         o = s + tl.arange(0, BLOCK)
@@ -123,7 +128,7 @@ def _quantize_fp8(x, scale, q_ptrs, mask):
 
 @triton.jit
 def fp8_dynamic_quant_small_kernel(x_ptr, q_ptr, scale_ptr, M, K, stride_xm, stride_qm, BLOCK_K: tl.constexpr,
-                                   CHUNKS: tl.constexpr):
+                                   CHUNKS: tl.constexpr, USE_PDL: tl.constexpr = False):
     """scale[0] = max(max |x|, 1e-10) / 448 and q = clamp(x / scale, -448, 448) in one
     program: the same IEEE divisions as the three-launch path (amax partials, scale,
     per_tensor_quant_fp8_kernel), so the same bits.
@@ -141,6 +146,7 @@ def fp8_dynamic_quant_small_kernel(x_ptr, q_ptr, scale_ptr, M, K, stride_xm, str
     scale_ptr fp32 [1] out
     M, K, stride_xm, stride_qm: i32
     """
+    wait_for_predecessor(USE_PDL)
     cols = tl.arange(0, BLOCK_K)
     c = tl.arange(0, CHUNKS)
     chunks_per_row = tl.cdiv(K, BLOCK_K)

@@ -58,6 +58,7 @@ Defaults per M bin (tokens; the table lives in configs.DEFAULT_CONFIGS), as
 import triton
 import triton.language as tl
 
+from ..pdl import wait_for_predecessor
 from .expert_tiles import block_slots, grouped_tile, split_k_tiles
 
 SCALE_GROUP = tl.constexpr(128)  # block-quant group along K (A and B) and N (B)
@@ -71,7 +72,8 @@ def fused_moe_kernel(a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights
                      stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, num_experts,
                      MUL_ROUTED_WEIGHT: tl.constexpr, QUANT: tl.constexpr, ALIGNED: tl.constexpr,
                      BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr,
-                     BLOCK_SIZE_K: tl.constexpr, GROUP_SIZE_M: tl.constexpr, SPLIT_K: tl.constexpr = 1):
+                     BLOCK_SIZE_K: tl.constexpr, GROUP_SIZE_M: tl.constexpr, SPLIT_K: tl.constexpr = 1,
+                     USE_PDL: tl.constexpr = False):
     """One BLOCK_SIZE_M x BLOCK_SIZE_N tile of C for one expert block.
 
     a_ptr   [rows, K] activations (rows = M tokens, or M*topk slots with top_k=1),
@@ -93,6 +95,7 @@ def fused_moe_kernel(a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights
                  past the weights); so does a slot id < 0 (not read, not written).
     ALIGNED: K, N, stride_am, stride_be, stride_bn, stride_cm are all multiples of 16.
     """
+    wait_for_predecessor(USE_PDL)
     if ALIGNED:
         # x // 16 * 16 == x under the ALIGNED contract, and tells the compiler
         # so: 16-byte vector loads/stores, cp.async / wgmma pipelining.

@@ -44,6 +44,7 @@ With 16-bit C each partial is rounded once; an fp32 C keeps them exact.
 import triton
 import triton.language as tl
 
+from ..pdl import wait_for_predecessor
 from .expert_tiles import block_slots, grouped_tile, split_k_tiles
 from .int4_dequant import (group_params, offset_int4_words, offset_nibbles, offset_nibbles_asm, offset_of,
                            tile_column, unpack_int4_along_k)
@@ -59,7 +60,7 @@ def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights
                         MUL_ROUTED_WEIGHT: tl.constexpr,
                         BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr,
                         BLOCK_SIZE_K: tl.constexpr, GROUP_SIZE_M: tl.constexpr, INT4_DOT: tl.constexpr,
-                        SPLIT_K: tl.constexpr):
+                        SPLIT_K: tl.constexpr, USE_PDL: tl.constexpr = False):
     """One BLOCK_SIZE_M x BLOCK_SIZE_N tile of C for one expert block.
 
     a_ptr [rows, K] fp16/bf16 (row stride stride_am); b_ptr int8 [E, N, K] or
@@ -69,6 +70,7 @@ def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights
     the stride_bsk/stride_bz* and group_size unused for 8-bit);
     topk_weights_ptr fp32 [num_valid_tokens]; index pointers int32; scalars i32.
     """
+    wait_for_predecessor(USE_PDL)
     # Aligned-only kernel: state it so loads and stores vectorize.
     K = K // 16 * 16
     N = N // 16 * 16

@@ -26,6 +26,8 @@ Grid: (cdiv(num_tokens, BLOCK_M), 1, 1); at decode sizes that is one program.
 import triton
 import triton.language as tl
 
+from ..pdl import wait_for_predecessor
+
 SOFTMAX = 0
 SIGMOID = 1
 
@@ -50,7 +52,7 @@ def grouped_topk_kernel(logits_ptr, bias_ptr, topk_weights_ptr, topk_ids_ptr,
                         num_tokens, num_experts, topk, num_groups, topk_group,
                         scoring, has_bias, renormalize, routed_scaling_factor,
                         stride_lm, stride_le, stride_b, stride_wm, stride_im,
-                        BLOCK_E: tl.constexpr, BLOCK_M: tl.constexpr):
+                        BLOCK_E: tl.constexpr, BLOCK_M: tl.constexpr, USE_PDL: tl.constexpr = False):
     """Grouped top-k routing.
 
     logits_ptr       [num_tokens, num_experts] fp16/bf16/fp32 (strides stride_lm, stride_le)
@@ -61,6 +63,7 @@ def grouped_topk_kernel(logits_ptr, bias_ptr, topk_weights_ptr, topk_ids_ptr,
     1 <= topk <= topk_group * num_experts / num_groups (checked by the operator).
     scoring: 0 softmax, 1 sigmoid. has_bias, renormalize: 0/1.
     """
+    wait_for_predecessor(USE_PDL)
     pid = tl.program_id(0)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_E)

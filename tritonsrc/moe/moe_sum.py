@@ -6,13 +6,16 @@ Grid: (n_tokens, cdiv(hidden, BLOCK), 1).
 import triton
 import triton.language as tl
 
+from ..pdl import wait_for_predecessor
+
 
 @triton.jit
 def moe_sum_kernel(out_ptr, in_ptr, n_tokens, topk, hidden,
-                   stride_out_m, stride_in_m, stride_in_k, BLOCK: tl.constexpr):
+                   stride_out_m, stride_in_m, stride_in_k, BLOCK: tl.constexpr, USE_PDL: tl.constexpr = False):
     """out: [n_tokens, hidden] (row stride stride_out_m); in: [n_tokens, topk,
     hidden] with strides (stride_in_m, stride_in_k, 1). Accumulates in fp32.
     n_tokens is only used by the launch grid."""
+    wait_for_predecessor(USE_PDL)
     m = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < hidden

@@ -22,6 +22,8 @@ Defaults (sm_90): group: BLOCK_M=8, num_warps=4 (M <= 64: BLOCK_M=1, num_warps=1
 import triton
 import triton.language as tl
 
+from ..pdl import wait_for_predecessor
+
 FP8_MAX = tl.constexpr(448.0)
 SCALE_FLOOR = tl.constexpr(1e-10)
 
@@ -30,7 +32,7 @@ SCALE_FLOOR = tl.constexpr(1e-10)
 def per_token_group_quant_fp8_kernel(x_ptr, q_ptr, s_ptr, M, K,
                                      stride_xm, stride_qm, stride_sm, stride_sk,
                                      GROUP: tl.constexpr, ALIGNED: tl.constexpr,
-                                     BLOCK_M: tl.constexpr):
+                                     BLOCK_M: tl.constexpr, USE_PDL: tl.constexpr = False):
     """Quantize BLOCK_M rows x one group of GROUP columns.
 
     x_ptr [M, K] fp16/bf16, row stride stride_xm, K contiguous
@@ -38,6 +40,7 @@ def per_token_group_quant_fp8_kernel(x_ptr, q_ptr, s_ptr, M, K,
     s_ptr [M, cdiv(K, GROUP)] fp32 out, strides (stride_sm, stride_sk)
     M, K: i32. ALIGNED: K, stride_xm, stride_qm are multiples of 16.
     """
+    wait_for_predecessor(USE_PDL)
     if ALIGNED:  # same values, now known to the compiler: vector accesses
         K = K // 16 * 16
         stride_xm = stride_xm // 16 * 16
@@ -61,7 +64,7 @@ def per_token_group_quant_fp8_kernel(x_ptr, q_ptr, s_ptr, M, K,
 @triton.jit
 def per_tensor_quant_fp8_kernel(x_ptr, q_ptr, scale_ptr, M, K, stride_xm, stride_qm,
                                 ALIGNED: tl.constexpr, BLOCK_M: tl.constexpr,
-                                BLOCK_K: tl.constexpr):
+                                BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr = False):
     """q = clamp(x / scale, -448, 448) as fp8 e4m3.
 
     x_ptr [M, K] fp16/bf16, row stride stride_xm, K contiguous
@@ -69,6 +72,7 @@ def per_tensor_quant_fp8_kernel(x_ptr, q_ptr, scale_ptr, M, K, stride_xm, stride
     scale_ptr fp32 [1] (device)
     M, K: i32. ALIGNED: K, stride_xm, stride_qm are multiples of 16.
     """
+    wait_for_predecessor(USE_PDL)
     if ALIGNED:
         K = K // 16 * 16
         stride_xm = stride_xm // 16 * 16
@@ -86,7 +90,7 @@ def per_tensor_quant_fp8_kernel(x_ptr, q_ptr, scale_ptr, M, K, stride_xm, stride
 
 @triton.jit
 def per_token_quant_fp8_kernel(x_ptr, q_ptr, s_ptr, M, K, stride_xm, stride_qm,
-                               BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+                               BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr = False):
     """Dynamic per-token fp8 (the w8a8 per-channel GEMM's A operand):
     s[m] = max(max_k |x[m, k]|, 1e-10) / 448, q[m, :] = clamp(x[m, :] / s[m]).
 
@@ -98,6 +102,7 @@ def per_token_quant_fp8_kernel(x_ptr, q_ptr, s_ptr, M, K, stride_xm, stride_qm,
     Grid: (cdiv(M, BLOCK_M), 1, 1); two passes over each row (amax, then
     quantize: the second read mostly hits L2).
     """
+    wait_for_predecessor(USE_PDL)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < M
     x_rows = x_ptr + rows.to(tl.int64)[:, None] * stride_xm

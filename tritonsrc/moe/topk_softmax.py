@@ -22,13 +22,15 @@ and every other expert gets 0; a row with no logit above -inf is uniform
 import triton
 import triton.language as tl
 
+from ..pdl import wait_for_predecessor
+
 
 @triton.jit
 def topk_softmax_kernel(logits_ptr, topk_weights_ptr, topk_ids_ptr,
                         num_tokens, num_experts, topk,
                         stride_lm, stride_le, stride_wm, stride_im,
                         RENORMALIZE: tl.constexpr, BLOCK_E: tl.constexpr,
-                        BLOCK_M: tl.constexpr):
+                        BLOCK_M: tl.constexpr, USE_PDL: tl.constexpr = False):
     """Router top-k.
 
     logits_ptr      [num_tokens, num_experts] fp16/bf16/fp32, strides (stride_lm, stride_le)
@@ -36,6 +38,7 @@ def topk_softmax_kernel(logits_ptr, topk_weights_ptr, topk_ids_ptr,
     topk_ids_ptr    [num_tokens, topk] int32 out, row stride stride_im, column stride 1
     num_tokens, num_experts, topk: i32
     """
+    wait_for_predecessor(USE_PDL)
     pid = tl.program_id(0)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_E)

@@ -33,6 +33,8 @@ build_archs = _C.build_archs
 module_load_count = _C.module_load_count
 image_dir = _C.image_dir
 set_image_dir = _C.set_image_dir
+set_programmatic_dependent_launch = _C.set_programmatic_dependent_launch  # include/aotriton/runtime.h
+programmatic_dependent_launch = _C.programmatic_dependent_launch
 
 
 def build_info() -> dict:

@@ -1,0 +1,58 @@
+"""Programmatic dependent launch, the build side (kernel_rules.Kernel.pdl): a pdl
+kernel takes USE_PDL, the build sets it on sm_90+ only (griddepcontrol does not
+exist before), its sm_90 code waits for the predecessor before any other
+instruction touches memory, and its generated launcher asks the runtime for the
+programmatic launch. The runtime side: test_runtime_fake_driver.py."""
+import re
+import tempfile
+
+import pytest
+
+from python import build_plan, codegen_cpp, compile_kernel, rules
+from python.compile_kernel import build_source, load_kernel_function
+
+PDL_RULES = [r for r in rules.KERNELS if r.pdl]
+
+
+def test_decode_chains_are_pdl():
+    names = {r.name for r in PDL_RULES}
+    for chain in (["moe_align_small", "fp8_dynamic_quant_small", "fused_moe_gemm", "act_and_mul", "moe_sum"],
+                  ["kv_append", "attn_decode", "attn_decode_combine"], ["topk_softmax", "fused_moe_gemm_wq"]):
+        assert set(chain) <= names
+
+
+@pytest.mark.parametrize("rule", PDL_RULES, ids=lambda r: r.name)
+def test_use_pdl_is_set_on_sm90_only(rule):
+    fn = load_kernel_function(rule)
+    assert "USE_PDL" in fn.arg_names
+    f = rule.functionals(90)[0]
+    cfg = rule.tuning.default(f, 90)
+    assert build_source(rule, fn, f, cfg, 90).constants[(fn.arg_names.index("USE_PDL"),)] is True
+    assert build_source(rule, fn, f, cfg, 80).constants[(fn.arg_names.index("USE_PDL"),)] is False
+
+
+@pytest.mark.parametrize("name", ["act_and_mul", "attn_decode_combine"])
+def test_sm90_cubin_waits_first_and_sm80_never(name):
+    rule = next(r for r in rules.KERNELS if r.name == name)
+    for arch in (80, 90):
+        f = rule.functionals(arch)[0]
+        with tempfile.TemporaryDirectory() as d:
+            c = compile_kernel.compile_one(rule, f, dict(rule.tuning.default(f, arch)), arch, compile_dir=d)
+        ptx = c.asm["ptx"]
+        if arch == 80:
+            assert "griddepcontrol" not in ptx
+            continue
+        body = ptx[ptx.index(".entry"):]
+        first_memory = re.search(r"\b(ld|st|atom|red|cp\.async)\.(global|param\.u64 .*global)", body)
+        assert "griddepcontrol.wait" in body
+        assert first_memory is None or body.index("griddepcontrol.wait") < first_memory.start()
+
+
+def test_generated_launchers_ask_for_the_programmatic_launch():
+    plan = build_plan.make_plan(rules, "ci", [90])
+    by_name = {k["name"]: k for k in plan["kernels"]}
+    for rule in rules.KERNELS:
+        if rule.name not in by_name:
+            continue
+        src = codegen_cpp.source(rule, by_name[rule.name], "ci")
+        assert ("/*pdl=*/true" in src) == rule.pdl, rule.name

@@ -1,0 +1,18 @@
+"""Programmatic dependent launch (sm_90+), the kernel side.
+
+A kernel whose rule has pdl=True (python/kernel_rules.py) calls
+wait_for_predecessor(USE_PDL) before its first global memory access. Launched
+as a programmatic dependent, it may start while the kernel before it in the
+stream is still running; griddepcontrol.wait returns once that kernel has
+finished and its writes are visible. Launched normally (or USE_PDL False: sm_80,
+the CPU interpreter, Triton's own launcher) it costs nothing.
+"""
+import triton
+import triton.language as tl
+from triton.language.extra.cuda import gdc_wait
+
+
+@triton.jit
+def wait_for_predecessor(USE_PDL: tl.constexpr):
+    if USE_PDL:
+        gdc_wait()
