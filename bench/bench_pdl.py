@@ -1,0 +1,124 @@
+"""Programmatic dependent launch on or off, in one run: the decode chains it is for.
+
+    python bench/bench_pdl.py [--prefix install] [--json bench/results/pdl_sm90.json]
+
+Each case runs as one CUDA graph (do_bench_cudagraph median), captured once with
+aotriton.set_programmatic_dependent_launch(False) and once with True; the two
+outputs must be bitwise equal (the same kernels in the same order: only when a
+kernel may start differs). Cases:
+  fused_experts at M = 1, 8, 64 (random routing), Mixtral-like (E 8, top-2,
+      K 4096, N 14336) and DeepSeek-like (E 256, top-8, K 7168, N 2048), bf16 and
+      fp8 w8a8 per tensor with dynamic activation scales (bench_moe.py's layers);
+  flash_attn_with_kvcache, one query token, 32 q / 4 kv heads, D 128, bf16,
+      page 64, B = 1 and 8 at 8k and 32k keys (bench_decode.py's shape).
+Columns: off ms, on ms, saved us, and the fraction of the HBM roofline (bytes the
+call must read over the device copy bandwidth measured in this run) for both.
+Results go to --json (and $OUT/pdl_sm90.json when $OUT is set).
+"""
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from bench_common import commit_id
+
+REPO = Path(__file__).resolve().parent.parent
+MOE = {"mixtral": dict(E=8, topk=2, K=4096, N=14336), "deepseek": dict(E=256, topk=8, K=7168, N=2048)}
+HQ, HK, D, PAGE = 32, 4, 128, 64
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prefix", default=str(REPO / "install"))
+    ap.add_argument("--tokens", default="1,8,64")
+    ap.add_argument("--json", default=str(REPO / "bench/results/pdl_sm90.json"))
+    args = ap.parse_args()
+    sys.path[:0] = [str(Path(args.prefix) / "lib/python"), str(REPO)]
+    import torch
+    import triton
+
+    import aotriton
+
+    dev = "cuda"
+    torch.manual_seed(0)
+    src = torch.empty(2 ** 30, dtype=torch.uint8, device=dev)
+    dst = torch.empty_like(src)
+    bw = 2 * 2 ** 30 / (triton.testing.do_bench(lambda: dst.copy_(src), rep=100, return_mode="median") * 1e-3)
+    del src, dst
+
+    def a_b(fn):
+        """(off ms, on ms): graph-timed with PDL off, then on; the outputs must agree bitwise."""
+        ms, outs = [], []
+        for on in (False, True):
+            aotriton.set_programmatic_dependent_launch(on)
+            fn()
+            torch.cuda.synchronize()
+            ms.append(triton.testing.do_bench_cudagraph(fn, rep=200, return_mode="median"))
+            outs.append(fn().clone())
+            torch.cuda.synchronize()
+        aotriton.set_programmatic_dependent_launch(False)
+        assert torch.equal(outs[0], outs[1]), "the output changed with programmatic dependent launch"
+        return ms
+
+    rows = []
+    gpu = torch.cuda.get_device_name()
+    meta = {"gpu": gpu, "torch": torch.__version__, "triton": triton.__version__, "aotriton": aotriton.version(),
+            "profile": aotriton.build_profile(), "commit": commit_id(), "copy_bandwidth_GBps": round(bw / 1e9, 1)}
+    print(f"GPU {gpu}, torch {meta['torch']}, triton {meta['triton']}, aotriton {meta['aotriton']} "
+          f"(commit {meta['commit']}); device copy bandwidth {bw / 1e9:.0f} GB/s")
+    print("| case | off ms | on ms | saved us | roofline off | roofline on |\n|---|---|---|---|---|---|", flush=True)
+
+    def record(case, read_bytes, off, on):
+        roof = read_bytes / bw * 1e3
+        rows.append({"case": case, "off_ms": round(off, 4), "on_ms": round(on, 4),
+                     "saved_us": round((off - on) * 1e3, 2), "roofline_off": round(roof / off, 3),
+                     "roofline_on": round(roof / on, 3)})
+        print(f"| {case} | {off:.4f} | {on:.4f} | {(off - on) * 1e3:.1f} | {roof / off:.2f} | {roof / on:.2f} |",
+              flush=True)
+
+    fp8 = torch.float8_e4m3fn
+    for layer, d in MOE.items():
+        E, topk, K, N = d["E"], d["topk"], d["K"], d["N"]
+        for quant in ("bf16", "fp8_tensor"):
+            wdt = torch.bfloat16 if quant == "bf16" else fp8
+            w1 = (torch.randn(E, 2 * N, K, device=dev) / K ** 0.5).to(wdt)
+            w2 = (torch.randn(E, K, N, device=dev) / N ** 0.5).to(wdt)
+            kw = {} if quant == "bf16" else dict(use_fp8_w8a8=True, w1_scale=torch.full((E,), 1 / 64, device=dev),
+                                                 w2_scale=torch.full((E,), 1 / 64, device=dev))
+            for M in [int(t) for t in args.tokens.split(",")]:
+                x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
+                ids = torch.rand(M, E, device=dev).topk(topk, dim=-1).indices.to(torch.int32)
+                w = torch.rand(M, topk, device=dev) + 0.1
+                w = w / w.sum(-1, keepdim=True)
+                out = torch.empty_like(x)
+                ws = torch.empty(aotriton.fused_experts_workspace_size(x, w1, w2, w, ids, **kw), dtype=torch.uint8,
+                                 device=dev)
+                off, on = a_b(lambda: aotriton.fused_experts(x, w1, w2, w, ids, out=out, workspace=ws, **kw))
+                touched = torch.unique(ids).numel() * (w1[0].numel() + w2[0].numel()) * w1.element_size()
+                record(f"fused_experts {layer} {quant} M={M}", touched, off, on)
+            del w1, w2
+            torch.cuda.empty_cache()
+
+    for B in (1, 8):
+        for ctx in (8192, 32768):
+            blocks = B * ctx // PAGE
+            k_cache = torch.randn(blocks, PAGE, HK, D, device=dev, dtype=torch.bfloat16)
+            v_cache = torch.randn_like(k_cache)
+            table = torch.randperm(blocks, device=dev).view(B, ctx // PAGE).to(torch.int32)
+            q = torch.randn(B, 1, HQ, D, device=dev, dtype=torch.bfloat16)
+            cs = torch.full((B,), ctx, dtype=torch.int32, device=dev)
+            off, on = a_b(lambda: aotriton.flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=cs,
+                                                                   block_table=table, check_inputs=False))
+            record(f"flash_attn_with_kvcache B={B} context={ctx}", 2 * B * ctx * HK * D * 2, off, on)
+            del k_cache, v_cache
+
+    doc = {"meta": meta, "rows": rows}
+    for path in [args.json] + ([os.path.join(os.environ["OUT"], "pdl_sm90.json")] if os.environ.get("OUT") else []):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(doc, indent=1) + "\n")
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
