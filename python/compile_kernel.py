@@ -80,7 +80,7 @@ def build_source(rule, fn, functional, config, arch=90):
     if rule.pdl and "USE_PDL" not in fn.arg_names:
         raise ValueError(f"{rule.name}: pdl=True but the kernel has no USE_PDL constexpr parameter")
     if "USE_PDL" in fn.arg_names:
-        constexprs["USE_PDL"] = bool(rule.pdl and arch >= 90)
+        constexprs["USE_PDL"] = use_pdl(rule, arch)
     runtime = {a.name: a for a in rule.args}
     params = list(fn.arg_names)
     expected = set(runtime) | set(constexprs)
@@ -102,6 +102,11 @@ def build_source(rule, fn, functional, config, arch=90):
         else:
             signature[p] = "constexpr"
     return source_class(fn)(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
+
+
+def use_pdl(rule, arch) -> bool:
+    """The USE_PDL constexpr of a kernel built for `arch` (griddepcontrol needs sm_90)."""
+    return bool(rule.pdl and arch >= 90)
 
 
 def source_class(fn):

@@ -132,19 +132,27 @@ def launch(rule: Kernel, values: Mapping[str, Any], functional: Mapping[str, Any
     return grid
 
 
-def aot_arguments(rule: Kernel, args: list, kwargs: Mapping[str, Any]) -> list:
+def aot_arguments(rule: Kernel, args: list, kwargs: Mapping[str, Any], arch: int = 90) -> list:
     """Every kernel parameter in order, constexprs included (what a launcher
-    compiled by compile_kernel.compile_one takes): the runtime ones from the
-    rule-ordered `args`, the constexprs from `kwargs`."""
+    compiled by compile_kernel.compile_one for `arch` takes): the runtime ones
+    from the rule-ordered `args`, the constexprs from `kwargs` (USE_PDL: the build's)."""
+    from python.compile_kernel import use_pdl
+
     runtime = dict(zip([a.name for a in rule.args], args))
-    return [runtime[p] if p in runtime else kwargs[p] for p in kernel_function(rule).arg_names]
+    build = {"USE_PDL": use_pdl(rule, arch)}
+    return [runtime[p] if p in runtime else kwargs[p] if p in kwargs else build[p]
+            for p in kernel_function(rule).arg_names]
 
 
 def aot_launch(rule: Kernel, functional: Mapping[str, Any], config: Mapping[str, int], grid, args: list,
                kwargs: Mapping[str, Any]) -> None:
     """Launches the kernel the build compiles for (functional, config), the
     build's functional as generate.py names it, on a prepared launch."""
-    _aot_compiled(rule, functional, config)[tuple(grid) + (1,) * (3 - len(grid))](*aot_arguments(rule, args, kwargs))
+    import torch
+
+    major, minor = torch.cuda.get_device_capability()
+    _aot_compiled(rule, functional, config)[tuple(grid) + (1,) * (3 - len(grid))](
+        *aot_arguments(rule, args, kwargs, major * 10 + minor))
 
 
 def _with_pointer_dtypes(rule: Kernel, args: list, functional: Mapping[str, Any]) -> dict:

@@ -11,7 +11,7 @@ MODULES = {p.stem for p in (REPO / "python").glob("*.py")} - {"__init__"}
 # Scripts that put the repo root (or the install) on the path when run directly.
 ENTRY_POINTS = {
     "python/generate.py", "python/compile_kernel.py", "python/compile_server.py", "python/tune.py",
-    "tools/kernel_fingerprints.py", "tools/compile_times.py", "tools/compare_cubins.py",
+    "tools/kernel_fingerprints.py", "tools/compile_times.py", "tools/compare_cubins.py", "tools/sass_loops.py",
     "tools/diag_moe_fp8_emulation.py", "test/fuzz/make_seeds.py", "test/cpu/test_rule_signatures.py",
     "test/conftest.py",  # the install's lib/python (AOTRITON_PREFIX)
 }
