@@ -599,6 +599,29 @@ ep_dispatch_indices = Kernel(
 MOE_KERNELS += [grouped_topk, ep_dispatch_indices]
 MOE_KERNELS += [fused_moe_gemm_wq, per_token_quant_fp8]
 
+# GEMM2's input with 128x128 block scales: act_and_mul + per_token_group_quant_fp8
+# in one kernel (tritonsrc/moe/act_quant.py; the same bits, no 16-bit intermediate).
+_AQ_Q = _rows("q_ptr", "stride_q_", dtype="fp8e4nv", stride="i32:16")
+_AQ_S = Tensor("s_ptr", "fp32", ("row", "group"), rank=2, prefix="stride_s_")
+_AQ_IN = _rows("in_ptr", "stride_in_", stride="i32:16")
+act_and_mul_group_quant_fp8 = Kernel(
+    name="act_and_mul_group_quant_fp8",
+    source="tritonsrc/moe/act_quant.py",
+    function="act_and_mul_group_quant_fp8_kernel",
+    pdl=True,
+    args=[_AQ_Q.ptr, _AQ_S.ptr, _AQ_IN.ptr, Arg("n_rows", "i32"), Arg("n_cols", "i32:16"), *_AQ_Q.strides,
+          *_AQ_S.strides, *_AQ_IN.strides],
+    functional={"dtype": ["fp16", "bf16"], "ACTIVATION": [0, 1, 2, 3], "GROUP": [128]},  # fp32: two kernels
+    valid=lambda f, arch: _fp8_ok(arch),
+    tuning=TuningSpace(
+        params={"BLOCK_M": [1, 2, 4, 8, 16], "num_warps": [1, 2, 4, 8], **_ONE_STAGE},
+        default=lambda f, arch: {"BLOCK_M": 4, "num_warps": 4, "num_stages": 1},
+    ),
+    grid=("cdiv(n_rows, BLOCK_M)", "cdiv(n_cols, GROUP)", "1"),
+    doc="act(gate) * up quantized to fp8 with one scale per row and 128 columns",
+)
+MOE_KERNELS += [act_and_mul_group_quant_fp8]
+
 # ci (sm_80 + sm_90 on 2 cores): fp16; the expert buckets of E = 8, 64, 256;
 # GEMM fp16 + fp8 block, aligned, the BLOCK_SIZE_M values the operator picks (16, 64, 128).
 _CI_TOPK_E = (8, 64, 256)
@@ -633,6 +656,7 @@ MOE_CI = {
     # One functional per weight-only mode, one per-token quant.
     "fused_moe_gemm_wq": lambda f: f["dtype"] == "fp16" and f["BLOCK_SIZE_M"] == 16 and f["MUL_ROUTED_WEIGHT"],
     "per_token_quant_fp8": lambda f: f["dtype"] == "fp16",
+    "act_and_mul_group_quant_fp8": lambda f: f["dtype"] == "fp16" and f["ACTIVATION"] == 0,
 }
 
 # ----------------------------------------------------------------------------

@@ -49,15 +49,21 @@ def act_and_mul_kernel(out_ptr, in_ptr, n_rows, n_cols, stride_out_row, stride_i
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < n_cols
-    src = in_ptr + row * stride_in_row
+    y = gated_product(in_ptr + row * stride_in_row, cols, mask, n_cols, ACTIVATION)
+    tl.store(out_ptr + row * stride_out_row + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def gated_product(src, cols, mask, n_cols, ACTIVATION: tl.constexpr):
+    """act(gate) * up in fp32 at columns `cols` of the input rows at `src` (pointer
+    tensors broadcast against cols); masked columns give 0."""
     if ACTIVATION == 3:
-        gate = tl.load(src + 2 * cols, mask=mask).to(tl.float32)
-        up = tl.load(src + 2 * cols + 1, mask=mask).to(tl.float32)
+        gate = tl.load(src + 2 * cols, mask=mask, other=0.0).to(tl.float32)
+        up = tl.load(src + 2 * cols + 1, mask=mask, other=0.0).to(tl.float32)
         gate = tl.minimum(gate, 7.0)
         up = tl.minimum(tl.maximum(up, -7.0), 7.0)
-        y = gate / (1.0 + tl.exp(-1.702 * gate)) * (up + 1.0)
+        return gate / (1.0 + tl.exp(-1.702 * gate)) * (up + 1.0)
     else:
-        gate = tl.load(src + cols, mask=mask).to(tl.float32)
-        up = tl.load(src + n_cols + cols, mask=mask).to(tl.float32)
-        y = _activation(gate, ACTIVATION) * up
-    tl.store(out_ptr + row * stride_out_row + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
+        gate = tl.load(src + cols, mask=mask, other=0.0).to(tl.float32)
+        up = tl.load(src + n_cols + cols, mask=mask, other=0.0).to(tl.float32)
+        return _activation(gate, ACTIVATION) * up

@@ -52,13 +52,19 @@ def per_token_group_quant_fp8_kernel(x_ptr, q_ptr, s_ptr, M, K,
     m = (rows < M)[:, None] & (cols < K)[None, :]
     x = tl.load(x_ptr + rows64[:, None] * stride_xm + cols[None, :],
                 mask=m, other=0.0).to(tl.float32)
-    # IEEE division (tl.div_rn): '/' is approximate on GPUs and would differ
-    # from torch's quantization by one fp8 step near rounding boundaries.
-    scale = tl.div_rn(tl.maximum(tl.max(tl.abs(x), axis=1), SCALE_FLOOR), FP8_MAX)
-    q = tl.clamp(tl.div_rn(x, scale[:, None]), -FP8_MAX, FP8_MAX)
+    q, scale = quantize_groups(x)
     tl.store(q_ptr + rows64[:, None] * stride_qm + cols[None, :],
              q.to(q_ptr.dtype.element_ty), mask=m)
     tl.store(s_ptr + rows64 * stride_sm + g * stride_sk, scale, mask=rows < M)
+
+
+@triton.jit
+def quantize_groups(x):
+    """x [rows, GROUP] fp32 -> (q, scale [rows]): one scale per row of the group.
+    IEEE division (tl.div_rn): '/' is approximate on GPUs and would differ from
+    torch's quantization by one fp8 step near rounding boundaries."""
+    scale = tl.div_rn(tl.maximum(tl.max(tl.abs(x), axis=1), SCALE_FLOOR), FP8_MAX)
+    return tl.clamp(tl.div_rn(x, scale[:, None]), -FP8_MAX, FP8_MAX), scale
 
 
 @triton.jit

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "act_and_mul.h"
+#include "act_and_mul_group_quant_fp8.h"
 #include "moe_internal.h"
 #include "moe_sum.h"
 #include "resolve_first.h"
@@ -38,7 +39,7 @@ struct Layout {
   int32_t *sorted, *expert_ids, *ntpp;
   void* align_ws;
   void* cache13;  // GEMM1 output [slots, 2N], later GEMM2 output [slots, K]
-  void* cache2;   // act_and_mul output [slots, N]
+  void* cache2;   // act_and_mul output [slots, N] (not with fused_act_quant)
   void *a1q, *a2q;  // fp8 activations [M, K] and [slots, N]
   float *a1s, *a2s;  // per-tensor: [1]; block: [M, cdiv(K,128)] and [slots, cdiv(N,128)]
   float* partials;   // dynamic per-tensor scale
@@ -51,6 +52,11 @@ bool quantizes_activations(QuantMode q) {
   return q == QuantMode::kFp8PerTensor || q == QuantMode::kFp8Block || q == QuantMode::kFp8PerChannel;
 }
 bool weight_only(QuantMode q) { return q == QuantMode::kInt8W8A16 || q == QuantMode::kInt4W4A16; }
+// 128x128 block scales: the activation and GEMM2's input quantization run as one
+// kernel (act_and_mul_group_quant_fp8), built for fp16/bf16 and 16-element aligned rows.
+bool fused_act_quant(QuantMode q, int64_t N, DType act) {
+  return q == QuantMode::kFp8Block && N % 16 == 0 && act != DType::kFloat32;
+}
 
 Layout layout(void* base, const Dims& d, QuantMode quant, DType act) {
   detail::Carver c(base);
@@ -62,7 +68,7 @@ Layout layout(void* base, const Dims& d, QuantMode quant, DType act) {
   l.align_ws = c.take_bytes(static_cast<int64_t>(moe_align_workspace_size(d.slots, d.E)));
   const int64_t esize = dtype_size(act);
   l.cache13 = c.take_bytes(d.slots * std::max(2 * d.N, d.K) * esize);
-  l.cache2 = c.take_bytes(d.slots * d.N * esize);
+  if (!fused_act_quant(quant, d.N, act)) l.cache2 = c.take_bytes(d.slots * d.N * esize);
   if (d.split_k > 1) l.split_out = c.take_bytes(d.slots * d.split_k * d.K * esize);
   if (quantizes_activations(quant)) {
     l.a1q = c.take_bytes(d.M * d.K);
@@ -343,6 +349,22 @@ Status quantize_a(detail::GemmJob* j, const void* x, int64_t rows, int64_t cols,
 
 Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, const KernelOptions* options);
 
+// GEMM2's fp8 input with 128-column group scales straight from GEMM1's output.
+Status launch_act_group_quant(const FusedExpertsParams& p, const Dims& d, const Layout& l, DType act,
+                              detail::GemmJob* g2, Stream stream) {
+  const int64_t groups = cdiv(d.N, detail::kScaleGroup);
+  g2->a = l.a2q;
+  g2->stride_am = d.N;
+  g2->a_scale = l.a2s;
+  g2->stride_asm = groups;
+  g2->stride_ask = 1;
+  namespace k = detail::kernels::act_and_mul_group_quant_fp8;
+  const k::Inputs in{.q_ptr = detail::strided(l.a2q, d.N), .s_ptr = detail::strided(l.a2s, groups, 1),
+                     .in_ptr = detail::strided(l.cache13, 2 * d.N), .n_rows = d.slots, .n_cols = d.N};
+  return k::launch(in, k::Functional{act, static_cast<int32_t>(p.activation), detail::kScaleGroup}, stream,
+                   nullptr);
+}
+
 }  // namespace
 
 namespace {
@@ -497,8 +519,9 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
   }
   AOTRITON_RETURN_IF_ERROR(detail::launch_gemm(kOp, g1, stream, options));
 
-  // 3. cache2 = act(gate) * up.
-  {
+  // 3. cache2 = act(gate) * up (with block scales: quantized at once, in step 4).
+  const bool fused_aq = fused_act_quant(p.quant, d.N, act);
+  if (!fused_aq) {
     namespace k = detail::kernels::act_and_mul;
     const k::Inputs in{.out_ptr = detail::strided(l.cache2, d.N), .in_ptr = detail::strided(l.cache13, 2 * d.N),
                        .n_rows = d.slots, .n_cols = d.N};
@@ -528,6 +551,8 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
   if (!quantizes_activations(p.quant)) {
     g2.a = l.cache2;
     g2.stride_am = d.N;
+  } else if (fused_aq) {
+    AOTRITON_RETURN_IF_ERROR(launch_act_group_quant(p, d, l, act, &g2, stream));
   } else {
     // A dynamic per-tensor scale must not see the never-written rows of dropped slots.
     if (p.quant == QuantMode::kFp8PerTensor && d.dynamic_a2)
