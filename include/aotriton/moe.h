@@ -107,6 +107,9 @@ struct MoeAlignParams {
   void* workspace = nullptr;  // device memory, 16-byte aligned
   size_t workspace_bytes = 0;
 };
+// Raw integers, no overflow: max_padded is 0 for negative arguments and saturates
+// at INT64_MAX; the workspace size is 0 for sizes no moe_align_block_size call
+// accepts (negative or past int32).
 AOTRITON_API int64_t moe_align_max_padded(int64_t numel, int64_t num_experts, int64_t block_size) noexcept;
 AOTRITON_API size_t moe_align_workspace_size(int64_t numel, int64_t num_experts) noexcept;
 // options (force_config / ran_config) apply to the launch that writes the
@@ -321,6 +324,7 @@ struct EpDispatchParams {
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
 };
+// 0 for arguments no ep_dispatch call accepts (negative or past int32).
 AOTRITON_API size_t ep_dispatch_workspace_size(int64_t numel, int64_t num_local_experts) noexcept;
 // options (force_config / ran_config) apply to the index kernel (ep_dispatch_indices).
 AOTRITON_API Status ep_dispatch(const EpDispatchParams& params, Stream stream,

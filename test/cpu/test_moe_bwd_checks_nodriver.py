@@ -26,6 +26,10 @@ print("ids_dtype|" + outcome(lambda: size(ids=v(24576, (M, TOPK), F32))))
 print("dout_rows|" + outcome(lambda: size(dout=v(4096, (M + 1, K), F16))))
 # w2 rows of a wider buffer (row stride 2^28): row K - 1 is past the int32 offsets the GEMMs step with.
 print("w2_rows_past_int32|" + outcome(lambda: size(w2=v(1 << 52, (E, K, N), F16, (16, 1 << 28, 1)))))
+# swigluoai (activation 3) has a forward only: refused as unsupported, not as an unknown activation.
+print("swigluoai|" + outcome(lambda: C.fused_experts_backward_workspace_size(
+    GOOD["dout"], GOOD["x"], GOOD["w1"], GOOD["w2"], GOOD["w"], GOOD["ids"], 3, GOOD["dx"], GOOD["dw1"], GOOD["dw2"],
+    GOOD["dw"])))
 a = GOOD
 run = lambda ws, nbytes: C.fused_experts_backward(a["dout"], a["x"], a["w1"], a["w2"], a["w"], a["ids"], 0, a["dx"],
                                                   a["dw1"], a["dw2"], a["dw"], ws, nbytes, 0)
@@ -45,5 +49,6 @@ def test_backward_arguments_are_checked_on_the_host(prefix):
                         ("w2_rows_past_int32", "w2 offset within an expert, (K - 1) * w2.stride(1) + N"),
                         ("overlap", "grad_hidden_states")):
         assert out[case].startswith("ValueError") and words in out[case], (case, out[case])
+    assert "swigluoai activation has no backward" in out["swigluoai"], out["swigluoai"]
     # Valid arguments get as far as the missing driver.
     assert out["launch"].startswith("RuntimeError: CUDA driver not available"), out

@@ -1,5 +1,6 @@
 // Expert-parallel dispatch/combine indices: moe_align at block size 1, then
 // one kernel that writes tokens, the inverse permutation and expert offsets.
+#include <cstdint>
 #include <string>
 
 #include "ep_dispatch_indices.h"
@@ -51,6 +52,8 @@ Status check_output(const char* name, const int64_t* sizes, const int64_t* want,
 }  // namespace
 
 size_t ep_dispatch_workspace_size(int64_t numel, int64_t num_local_experts) noexcept {
+  if (numel < 0 || numel > INT32_MAX || num_local_experts < 0 || num_local_experts > INT32_MAX)
+    return 0;  // no call accepts these (ep_dispatch checks both); 0, not an overflowed size
   return ep_layout(nullptr, numel, num_local_experts).bytes;
 }
 

@@ -138,8 +138,11 @@ Status validate(const FusedExpertsBackwardParams& p, Dims* d) {
                                                     2 * d->N, p.w1.stride(1), d->K));
   AOTRITON_RETURN_IF_ERROR(detail::check_i32_offset(op, "w2 offset within an expert, (K - 1) * w2.stride(1) + N",
                                                     d->K, p.w2.stride(1), d->N));
+  if (p.activation == Activation::kSwigluOai)
+    return fail(Status::kUnsupported, std::string(kOp) + ": the swigluoai activation has no backward here "
+                                                         "(silu, gelu and gelu_tanh have)");
   if (p.activation != Activation::kSilu && p.activation != Activation::kGelu && p.activation != Activation::kGeluTanh)
-    return fail_arg("unknown activation");
+    return fail_arg("unknown activation " + std::to_string(static_cast<int32_t>(p.activation)));
   return Status::kSuccess;
 }
 

@@ -1,5 +1,6 @@
 // MoE grouped GEMM (vLLM's invoke_fused_moe_kernel) and its launch helper.
 #include <algorithm>
+#include <cstdint>
 #include <iterator>
 #include <string>
 
@@ -34,7 +35,8 @@ int32_t moe_gemm_block_size(int64_t num_tokens, int64_t topk, int64_t num_expert
   namespace t = detail::tables;
   const int32_t bm = moe_gemm_block_size(num_tokens, aligned);
   if (!aligned || topk <= 0 || num_experts <= 0 || num_tokens <= 0 || bm >= t::kMoeTallBlockSizeM) return bm;
-  // num_tokens * topk cannot overflow: callers pass tensor sizes (< 2^62 elements).
+  num_tokens = std::min<int64_t>(num_tokens, INT32_MAX);  // raw integers: keep the product below 2^62
+  topk = std::min<int64_t>(topk, INT32_MAX);
   return cdiv(num_tokens * topk, num_experts) >= t::kMoeTallBlockMinTokensPerExpert ? t::kMoeTallBlockSizeM : bm;
 }
 

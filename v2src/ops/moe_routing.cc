@@ -1,4 +1,5 @@
 // MoE routing: top-k softmax and moe_align_block_size.
+#include <cstdint>
 #include <string>
 
 #include "moe_align_count.h"
@@ -179,11 +180,17 @@ Status topk_softmax(const TopkSoftmaxParams& p, Stream stream, const KernelOptio
   return detail::fail_exception("topk_softmax: unexpected exception");
 }
 
+// The size helpers take raw integers: they never overflow. max_padded is 0 for
+// negative arguments and saturates at INT64_MAX (a size every check refuses);
+// the workspace size is 0 outside what moe_align_block_size accepts (int32 sizes).
 int64_t moe_align_max_padded(int64_t numel, int64_t num_experts, int64_t block_size) noexcept {
+  if (numel < 0 || num_experts < 0 || block_size < 1) return 0;
+  if (num_experts > 0 && block_size - 1 > (INT64_MAX - numel) / num_experts) return INT64_MAX;
   return numel + num_experts * (block_size - 1);
 }
 
 size_t moe_align_workspace_size(int64_t numel, int64_t num_experts) noexcept {
+  if (numel < 0 || numel > INT32_MAX || num_experts < 0 || num_experts > INT32_MAX) return 0;
   return detail::align_layout(nullptr, numel, num_experts).bytes;
 }
 
