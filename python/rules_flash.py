@@ -445,7 +445,7 @@ attn_decode = Kernel(
         *_DEC_Q.strides, *_CACHE_K.strides, *_CACHE_V.strides, *_DEC_O.strides,
         *LSE.strides, *_BLOCK_TABLE.strides,
         Arg("seqlen_q", "i32"), Arg("seqlen_new", "i32"), Arg("num_seqs", "i32"), Arg("num_heads_q", "i32"),
-        Arg("num_heads_k", "i32"), Arg("head_dim", "i32"), Arg("capacity", "i32"), Arg("page_size", "i32:16"),
+        Arg("num_heads_k", "i32"), Arg("head_dim", "i32:8"), Arg("capacity", "i32"), Arg("page_size", "i32:16"),
         Arg("num_blocks", "i32"), Arg("num_splits", "i32"), Arg("causal", "i32"),
         Arg("window_left", "i32"), Arg("window_right", "i32"), Arg("softcap", "fp32"), *ALIBI.args,
     ],
@@ -477,7 +477,7 @@ attn_decode_combine = Kernel(
     args=[
         _DEC_O.ptr, LSE.ptr, Arg("O_part", "*fp32:16"), Arg("LSE_part", "*fp32"),
         *_DEC_O.strides, *LSE.strides,
-        Arg("seqlen_q", "i32"), Arg("num_heads_q", "i32"), Arg("head_dim", "i32"), Arg("total_rows", "i32"),
+        Arg("seqlen_q", "i32"), Arg("num_heads_q", "i32"), Arg("head_dim", "i32:8"), Arg("total_rows", "i32"),
         Arg("num_splits", "i32"),
     ],
     functional={"dtype": _DECODE_DTYPES, "BLOCK_DMODEL": list(DECODE_HEAD_BUCKETS)},
