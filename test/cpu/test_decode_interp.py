@@ -237,6 +237,14 @@ def test_tile_and_page_sizes(block_n, page, seqlens, splits):
              config={"BLOCK_M": 16, "BLOCK_N": block_n, "num_warps": 4, "num_stages": 3})
 
 
+# Pages that are multiples of 16 but not of 64 or powers of two: the per-key
+# kernel and the append find a key's page by a multiply-high (kv_cache.page_of).
+@pytest.mark.parametrize("block_n,page,splits", [(32, 48, 2), (16, 80, 3), (64, 112, 1)], ids=str)
+def test_page_sizes_off_powers_of_two(block_n, page, splits):
+    run_case(2, 2, 8, 2, 64, 3 * page, page, [3 * page - 1, page + 5], 1, True, splits, torch.float16,
+             config={"BLOCK_M": 16, "BLOCK_N": block_n, "num_warps": 4, "num_stages": 3})
+
+
 # More splits with keys than the combine reads per chunk (BLOCK_S 64 at D 64,
 # 16 at D 256): later chunks rescale what earlier ones summed; the last
 # splits saw no key (LSE -inf).

@@ -36,8 +36,8 @@ import triton.language as tl
 
 from ..pdl import wait_for_predecessor
 from .attn_mods import LOG2E, SCORE_ALIBI, in_band, log2_scores, score_mod_params
-from .kv_cache import (cached_length, checked_slots, page_entries, page_tile_bases, sequence_caches, slot_offsets,
-                       token_slots)
+from .kv_cache import (cached_length, checked_slots, page_entries, page_magic, page_tile_bases, sequence_caches,
+                       slot_offsets, token_slots)
 
 LN2 = tl.constexpr(0.6931471805599453)
 
@@ -67,8 +67,10 @@ def _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, hi, offs_n, o
     pages are masked, paged caches); MASKED: keys past hi and outside each
     row's band are masked."""
     if PAGED:  # the first tile's table entries; each iteration reads the next tile's
-        nxt = page_entries(table_row, lo + offs_n, page_size, lo + offs_n < hi)
+        magic = page_magic(page_size)
+        nxt = page_entries(table_row, lo + offs_n, magic, lo + offs_n < hi)
     else:
+        magic = 0
         nxt = offs_n
     for start_n in tl.range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
@@ -78,8 +80,8 @@ def _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, hi, offs_n, o
             n_in = cols >= 0  # all true
         if PAGED:
             entries = nxt
-            nxt = page_entries(table_row, cols + BLOCK_N, page_size, cols + BLOCK_N < hi)
-            blk, row, k_ok = checked_slots(entries, cols, page_size, num_blocks, n_in)
+            nxt = page_entries(table_row, cols + BLOCK_N, magic, cols + BLOCK_N < hi)
+            blk, row, k_ok = checked_slots(entries, cols, page_size, magic, num_blocks, n_in)
         else:
             blk, row, k_ok = token_slots(table_row, cols, page_size, num_blocks, n_in, PAGED)
         k_rows = slot_offsets(blk, row, stride_kz, stride_kn, PAGED)
@@ -118,7 +120,7 @@ def _decode_page_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, hi, offs
     # pages): a runtime division and modulo per tile cost ~25 of its instructions.
     page = lo // page_size
     in_page = lo - page * page_size
-    nxt = page_entries(table_row, lo, page_size, lo < hi)
+    nxt = tl.load(table_row + page, mask=lo < hi, other=0)
     for start_n in tl.range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
         entry = nxt  # read one tile ahead: the K/V addresses wait on no load

@@ -25,13 +25,28 @@ def cached_length(cache_seqlens, b, seqlen_new, capacity):
 
 
 @triton.jit
-def page_entries(table_row, cols, page_size, valid):
+def page_magic(page_size):
+    """page_of's multiplier for this page size: one 64-bit division, before a loop."""
+    return 0xFFFFFFFFFFFFFFFF // page_size.to(tl.uint64)
+
+
+@triton.jit
+def page_of(cols, magic):
+    """cols // page_size for 0 <= cols < 2^31, magic = page_magic(page_size): the high
+    64 bits of (cols + 1) * floor((2^64 - 1) / page_size), exact whenever
+    (cols + 1) * page_size < 2^64. A few multiply-adds where a runtime 32-bit
+    division per key took ~20 instructions of the per-key decode loop."""
+    return tl.umulhi((cols + 1).to(tl.uint64), magic).to(tl.int32)
+
+
+@triton.jit
+def page_entries(table_row, cols, magic, valid):
     """Raw block-table entries of tokens `cols` (a tensor, or one tile's first
-    key in the PAGE_TILES loop) of a paged cache; `valid` masks
+    key in the PAGE_TILES loop) of a paged cache (magic: page_magic); `valid` masks
     the reads of columns past the sequence (their page index may be past the
     table row). Split from checked_slots so a loop can read the next tile's
     entries one iteration ahead (the K/V address then waits on no load)."""
-    return tl.load(table_row + cols // page_size, mask=valid, other=0)
+    return tl.load(table_row + page_of(cols, magic), mask=valid, other=0)
 
 
 @triton.jit
@@ -43,10 +58,10 @@ def page_tile_bases(block, start, stride_kz, stride_kn, stride_vz, stride_vn):
 
 
 @triton.jit
-def checked_slots(entries, cols, page_size, num_blocks, valid):
+def checked_slots(entries, cols, page_size, magic, num_blocks, valid):
     """(block, row in block, in-range flag) from raw table entries."""
     ok = (entries >= 0) & (entries < num_blocks)
-    return tl.where(ok, entries, 0), cols % page_size, ok & valid
+    return tl.where(ok, entries, 0), cols - page_of(cols, magic) * page_size, ok & valid
 
 
 @triton.jit
@@ -59,7 +74,8 @@ def token_slots(table_row, cols, page_size, num_blocks, valid, PAGED: tl.constex
     the sequence (their page index may be past the table row).
     """
     if PAGED:
-        return checked_slots(page_entries(table_row, cols, page_size, valid), cols, page_size, num_blocks, valid)
+        magic = page_magic(page_size)
+        return checked_slots(page_entries(table_row, cols, magic, valid), cols, page_size, magic, num_blocks, valid)
     else:
         return 0, cols, valid
 
