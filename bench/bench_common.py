@@ -1,4 +1,6 @@
-"""What the bench scripts share: the commit their results were measured at."""
+"""What the bench scripts share: the commit their results were measured at, and
+writing a result file."""
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -16,3 +18,11 @@ def commit_id(short=True):
         return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def write_results(doc, path, out_name):
+    """doc as JSON at `path` and, when $OUT is set (a device run), at $OUT/out_name too."""
+    for p in [path] + ([os.path.join(os.environ["OUT"], out_name)] if os.environ.get("OUT") else []):
+        Path(p).parent.mkdir(parents=True, exist_ok=True)
+        Path(p).write_text(json.dumps(doc, indent=1) + "\n")
+        print(f"wrote {p}")

@@ -16,12 +16,10 @@ call must read over the device copy bandwidth measured in this run) for both.
 Results go to --json (and $OUT/pdl_sm90.json when $OUT is set).
 """
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
-from bench_common import commit_id
+from bench_common import commit_id, write_results
 
 REPO = Path(__file__).resolve().parent.parent
 MOE = {"mixtral": dict(E=8, topk=2, K=4096, N=14336), "deepseek": dict(E=256, topk=8, K=7168, N=2048)}
@@ -113,11 +111,7 @@ def main():
             record(f"flash_attn_with_kvcache B={B} context={ctx}", 2 * B * ctx * HK * D * 2, off, on)
             del k_cache, v_cache
 
-    doc = {"meta": meta, "rows": rows}
-    for path in [args.json] + ([os.path.join(os.environ["OUT"], "pdl_sm90.json")] if os.environ.get("OUT") else []):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(doc, indent=1) + "\n")
-        print(f"wrote {path}")
+    write_results({"meta": meta, "rows": rows}, args.json, "pdl_sm90.json")
 
 
 if __name__ == "__main__":

@@ -7,21 +7,13 @@ a missing wait shows up as a stale or torn input). sm_90 only (the kernels carry
 griddepcontrol.wait there; elsewhere the switch changes nothing)."""
 import pytest
 import torch
+from test_moe_fused_gpu import aot  # a functional the build's profile lacks skips the test
 
 aotriton = pytest.importorskip("aotriton", reason="needs the installed aotriton package (tools/build.sh)")
 
 DEV = "cuda"
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (9, 0),
                                 reason="programmatic dependent launch needs sm_90+")
-
-
-def aot(fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except RuntimeError as e:
-        if "not in this build" in str(e):
-            pytest.skip(str(e))
-        raise
 
 
 @pytest.fixture
