@@ -136,8 +136,8 @@ flash::BwdParams bwd_params() {
   return p;
 }
 
-moe::FusedExpertsParams fused_params() {
-  // M=4 tokens, K=64, N=64, E=2 experts, top-2; fp16.
+moe::FusedExpertsParams fused_params(bool fp8_block = false) {
+  // M=4 tokens, K=64, N=64, E=2 experts, top-2; fp16 (fp8_block: fp8 weights, 128x128 scales).
   moe::FusedExpertsParams p;
   size_t off = 0;
   auto take = [&](size_t bytes) {
@@ -146,8 +146,14 @@ moe::FusedExpertsParams fused_params() {
     return at;
   };
   p.hidden_states = view<2>(DType::kFloat16, {4, 64}, take(4 * 64 * 2));
-  p.w1 = view<3>(DType::kFloat16, {2, 128, 64}, take(2 * 128 * 64 * 2));
-  p.w2 = view<3>(DType::kFloat16, {2, 64, 64}, take(2 * 64 * 64 * 2));
+  const DType wt = fp8_block ? DType::kFloat8E4M3 : DType::kFloat16;
+  p.w1 = view<3>(wt, {2, 128, 64}, take(2 * 128 * 64 * 2));
+  p.w2 = view<3>(wt, {2, 64, 64}, take(2 * 64 * 64 * 2));
+  if (fp8_block) {
+    p.quant = moe::QuantMode::kFp8Block;
+    p.w1_scale = view<3>(DType::kFloat32, {2, 1, 1}, take(8));
+    p.w2_scale = view<3>(DType::kFloat32, {2, 1, 1}, take(8));
+  }
   p.topk_weights = view<2>(DType::kFloat32, {4, 2}, take(32));
   p.topk_ids = view<2>(DType::kInt32, {4, 2}, take(32));
   p.output = view<2>(DType::kFloat16, {4, 64}, take(4 * 64 * 2));
@@ -159,13 +165,23 @@ moe::FusedExpertsParams fused_params() {
   return p;
 }
 
-void resolve_first_checks(const char* dir_without_dq, const char* dir_without_moe_sum, const char* full_dir) {
+void resolve_first_checks(const char* dir_without_dq, const char* dir_without_moe_sum,
+                          const char* dir_without_act_quant, const char* full_dir) {
   set_image_dir(dir_without_dq);
   Counts c = now();
   report("attn_bwd_missing_dq", flash::attn_bwd(bwd_params(), Stream{}), c);
   set_image_dir(dir_without_moe_sum);
   c = now();
   report("fused_experts_missing_moe_sum", moe::fused_experts(fused_params(), Stream{}), c);
+  // 128x128 block scales: the activation and GEMM2's quantization are one kernel
+  // (act_and_mul_group_quant_fp8): missing, nothing launches; present, the call is
+  // seven launches (align, quantize x, GEMM1, act + quantize, zero dropped rows, GEMM2, moe_sum).
+  set_image_dir(dir_without_act_quant);
+  c = now();
+  report("fused_experts_fp8_block_missing_act_quant", moe::fused_experts(fused_params(true), Stream{}), c);
+  set_image_dir(full_dir);
+  c = now();
+  report("fused_experts_fp8_block", moe::fused_experts(fused_params(true), Stream{}), c);
   set_image_dir(full_dir);
   c = now();
   report("attn_bwd_complete", flash::attn_bwd(bwd_params(), Stream{}), c);
@@ -407,7 +423,7 @@ int main(int argc, char** argv) {
   else if (mode == "forced_kernel" && argc == 4) forced_kernel_checks(argv[2], argv[3]);
   else if (mode == "fp8_route") fp8_route_checks();
   else if (mode == "persistent_route") persistent_route_checks();
-  else if (mode == "resolve_first" && argc == 5) resolve_first_checks(argv[2], argv[3], argv[4]);
+  else if (mode == "resolve_first" && argc == 6) resolve_first_checks(argv[2], argv[3], argv[4], argv[5]);
   else if (mode == "pdl") {
     auto pdl_launches = reinterpret_cast<long (*)()>(dlsym(h, "fakecuda_pdl_launches"));
     if (!pdl_launches) return 2;
@@ -415,7 +431,7 @@ int main(int argc, char** argv) {
   }
   else {
     std::fprintf(stderr, "usage: runtime_fake_check runtime CORRUPT_DIR CORRUPT_FILE GOOD_FILE | fallback |"
-                         " resolve_first DIR_WITHOUT_DQ DIR_WITHOUT_MOE_SUM FULL_DIR | forced_kernel FWD_HOPPER_CONFIG"
+                         " resolve_first DIR_WITHOUT_DQ DIR_WITHOUT_MOE_SUM DIR_WITHOUT_ACT_QUANT FULL_DIR | forced_kernel FWD_HOPPER_CONFIG"
                          " MOE_HOPPER_CONFIG | fp8_route | persistent_route | pdl\n");
     return 2;
   }

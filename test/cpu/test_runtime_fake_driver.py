@@ -103,10 +103,12 @@ def test_multi_kernel_operators_launch_nothing_when_a_kernel_is_missing(build_di
     images = _images(build_dir)
     no_dq = _linked_copy(images, tmp_path / "no_dq", skip=("bwd_dq",))
     no_sum = _linked_copy(images, tmp_path / "no_sum", skip=("moe_sum",))
+    no_aq = _linked_copy(images, tmp_path / "no_aq", skip=("act_and_mul_group_quant_fp8",))
     # The Triton backward (AOTRITON_FLASH_HOPPER=fwd): the sm_90 one encodes TMA descriptors, which the
     # stand-in driver cannot (test_sm90_backward_route_launches_nothing_without_tma below).
-    out = _run(build_dir, "resolve_first", no_dq, no_sum, images, AOTRITON_FLASH_HOPPER="fwd")
-    for name, kernel in (("attn_bwd_missing_dq", "bwd_dq"), ("fused_experts_missing_moe_sum", "moe_sum")):
+    out = _run(build_dir, "resolve_first", no_dq, no_sum, no_aq, images, AOTRITON_FLASH_HOPPER="fwd")
+    for name, kernel in (("attn_bwd_missing_dq", "bwd_dq"), ("fused_experts_missing_moe_sum", "moe_sum"),
+                         ("fused_experts_fp8_block_missing_act_quant", "act_and_mul_group_quant_fp8")):
         r = out[name]
         assert r["status"] == "kernel image not found" and f"/{kernel}/" in r["message"], r
         assert r["launches"] == 0, r  # no output partially written
@@ -114,6 +116,9 @@ def test_multi_kernel_operators_launch_nothing_when_a_kernel_is_missing(build_di
     assert out["attn_bwd_complete"]["status"] == "success" and out["attn_bwd_complete"]["launches"] == 3
     fe = out["fused_experts_complete"]
     assert fe["status"] == "success" and fe["launches"] >= 5, fe
+    # 128x128 block scales: the activation and GEMM2's quantization run as one kernel (seven launches)
+    fp8 = out["fused_experts_fp8_block"]
+    assert fp8["status"] == "success" and fp8["launches"] == 7, fp8
     # the feature functionals (ci profile: fp16, D=64) are built and dispatch
     assert out["attn_bwd_window_alibi"]["status"] == "success" and out["attn_bwd_window_alibi"]["launches"] == 3
     assert out["attn_fwd_softcap"]["status"] == "success" and out["attn_fwd_softcap"]["launches"] == 1
@@ -127,7 +132,7 @@ def test_sm90_backward_route_launches_nothing_without_tma(build_dir):
     TMA descriptors included, before the first launch, so a driver without cuTensorMapEncodeTiled
     fails the call with nothing launched (not even the preprocess kernel)."""
     images = _images(build_dir)
-    out = _run(build_dir, "resolve_first", images, images, images)
+    out = _run(build_dir, "resolve_first", images, images, images, images)
     r = out["attn_bwd_complete"]
     assert r["status"] == "CUDA driver not available" and "bwd_dkdv_hopper" in r["message"], r
     assert "cuTensorMapEncodeTiled" in r["message"] and r["launches"] == 0, r
