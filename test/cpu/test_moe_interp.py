@@ -246,6 +246,29 @@ def test_grouped_gemm_fp16(M, E, K, mul_w):
         torch.testing.assert_close(c.double(), ref, atol=2e-2, rtol=2e-2)
 
 
+@pytest.mark.parametrize("M,E,topk,block,group", [(1, 256, 8, 16, 1), (3, 64, 6, 16, 8), (2, 8, 2, 64, 1),
+                                                   (5, 60, 4, 16, 4)], ids=str)
+def test_grouped_gemm_grid_bound_of_fused_experts(M, E, topk, block, group):
+    """fused_experts launches its GEMMs over EM = slots + min(E, slots) * (block - 1)
+    sorted rows (moe_fused.cc gemm_common), not the sorted ids' full size: every
+    real block lies within it (each expert with slots pads one block at most), so
+    the shorter grid computes every row; at DeepSeek-like M=1 it is 8 blocks of 241."""
+    N, K = 32, 64
+    gen = torch.Generator().manual_seed(M * 100 + E + topk)
+    w, ids = routing(M, E, topk, gen)
+    a = (torch.randn(M, K, generator=gen) / K ** 0.5).half()
+    b = torch.randn(E, N, K, generator=gen).half()
+    ref = ref_grouped_gemm(a, b, ids, topk, w)
+    s, e, n = mj.moe_align_block_size(ids, block, E)
+    slots = M * topk
+    em = slots + min(E, slots) * (block - 1)
+    assert em < s.numel() and n.item() <= em
+    c = torch.full((slots, N), float("nan"), dtype=torch.float16)
+    cfg = dict(BLOCK_SIZE_M=block, BLOCK_SIZE_N=32, BLOCK_SIZE_K=64, GROUP_SIZE_M=group)
+    mj.invoke_grouped_gemm(a, b, c, w, s[:em], e, n, topk, cfg, mul_routed_weight=True)
+    torch.testing.assert_close(c.double(), ref, atol=2e-2, rtol=2e-2)
+
+
 def test_grouped_gemm_per_slot_a_strided_and_expert_map():
     """Per-slot A (top_k=1), strided A/B/C views, skipped slots stay untouched,
     and a block remapped to expert -1 writes zeros."""

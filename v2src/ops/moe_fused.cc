@@ -289,7 +289,11 @@ detail::GemmJob gemm_common(const Layout& l, const Dims& d, QuantMode quant, DTy
   j.sorted_token_ids = l.sorted;
   j.expert_ids = l.expert_ids;
   j.num_tokens_post_padded = l.ntpp;
-  j.EM = moe_align_max_padded(d.slots, d.E, d.block_size);
+  // The GEMM grid covers EM rows of sorted ids. At most min(E, slots) experts get
+  // slots, each padding one block at most: a bound on num_tokens_post_padded
+  // tighter than the sorted ids' size (DeepSeek-like M=1: 8 blocks where the
+  // size, 256 experts' padding, has 241), so decode grids launch no idle CTAs.
+  j.EM = moe_align_max_padded(d.slots, std::min(d.E, d.slots), d.block_size);
   j.num_valid_tokens = d.slots;
   j.num_experts = d.E;
   j.ab_dtype = quantizes_activations(quant) ? DType::kFloat8E4M3 : act;
