@@ -46,6 +46,8 @@ def test_sm90_cubin_waits_first_and_sm80_never(name):
         first_memory = re.search(r"\b(ld|st|atom|red|cp\.async)\.(global|param\.u64 .*global)", body)
         assert "griddepcontrol.wait" in body
         assert first_memory is None or body.index("griddepcontrol.wait") < first_memory.start()
+        # the next kernel may launch once this one's wait is over (never before)
+        assert body.index("griddepcontrol.wait") < body.index("griddepcontrol.launch_dependents")
 
 
 def test_generated_launchers_ask_for_the_programmatic_launch():
