@@ -277,6 +277,9 @@ Status check_dq_accum(const char* op, const TensorView<4>& a, const TensorView<4
   if (!aligned)
     return fail(Status::kInvalidArgument, std::string(op) + ": dq_accum needs a 16-byte aligned base and strides "
                                                              "that are multiples of 16 elements (a contiguous tensor)");
+  // bwd_preprocess (zeroing it) and bwd_dq_convert add row * stride(1) + column
+  // in int32, as for q: its own strides may differ from q's.
+  AOTRITON_RETURN_IF_ERROR(check_strided(op, "dq_accum", bshd(a), q.size(1), q.size(3)));
   return detail::check_no_self_overlap(op, "dq_accum", a);
 }
 
