@@ -36,6 +36,41 @@ def bwd_accum(accum):
 print("bwd_dq_accum_rows_past_int32|" + outcome(bwd_accum(restride(v((B, S, H, D), F32), bshd))))
 print("bwd_dq_accum_like_q|" + outcome(bwd_accum(restride(v((B, S, H, D), F32), bhsd))))
 
+# --- A sequence within one block of 2^31: the key loop
+# `for start_n in range(lo, hi, BLOCK_N)` steps its int32 index past 2^31 - 1
+# and wraps (the loop would not end). K and V broadcast one row (stride 0).
+LONG = (1 << 31) - 1
+
+
+def long_fwd(sk):
+    q, out = v((1, 1, 1, 64), F16), v((1, 1, 1, 64), F16)
+    k, vv = (restride(v((1, 1, 1, 64), F16), (64, 0, 64, 1)) for _ in range(2))
+    k, vv = ((t[0], (1, sk, 1, 64), t[2], t[3]) for t in (k, vv))
+    return outcome(lambda: C.attn_fwd(q, k, vv, out, v((1, 1, 1), F32), 0.125, 0, 0.0, 0, 0, None, 0))
+
+
+def long_fwd_varlen(sk):
+    q, out = v((1, 1, 64), F16), v((1, 1, 64), F16)
+    k, vv = ((t[0], (sk, 1, 64), (0, 64, 1), t[3]) for t in (v((1, 1, 64), F16), v((1, 1, 64), F16)))
+    cu = v((2,), C.DTYPE_INT32)[0]
+    return outcome(lambda: C.attn_fwd_varlen(q, k, vv, out, v((1, 1), F32), cu, cu, 1, 1, sk, 0.125, 0, 0.0, 0, 0,
+                                             None, 0))
+
+
+def long_bwd(sk):
+    # head dim 1, dk / dv one element per key: (sk - 1) * 1 + 1 fits int32.
+    q, out, dout, dq = (v((1, 1, 1, 1), F16) for _ in range(4))
+    k, vv, dk, dv = (v((1, sk, 1, 1), F16) for _ in range(4))
+    lse, delta = v((1, 1, 1), F32), v((1, 1, 1), F32)
+    return outcome(lambda: C.attn_bwd(q, k, vv, out, dout, lse, dq, dk, dv, delta, 0.5, 0, 0.0, 0, 0, 0))
+
+
+print("fwd_seqlen_k_within_a_block|" + long_fwd(LONG))
+print("fwd_varlen_seqlen_k_within_a_block|" + long_fwd_varlen(LONG))
+print("bwd_seqlen_k_within_a_block|" + long_bwd(LONG - 1))
+print("fwd_seqlen_k_fits|" + long_fwd((1 << 31) - 1024))
+print("bwd_seqlen_k_fits|" + long_bwd((1 << 31) - 1024))
+
 """
 
 
@@ -44,9 +79,14 @@ def test_int32_sums_and_products_are_checked(prefix):
     refused = {
         # dq_accum
         "bwd_dq_accum_rows_past_int32": "attn_bwd: dq_accum rows * row stride = 2147483712 exceeds the int32 range",
+        # one block short of 2^31
+        "fwd_seqlen_k_within_a_block": "attn_fwd: max_seqlen_k = 2147483647 exceeds 2147482624 (2^31 - 1024)",
+        "fwd_varlen_seqlen_k_within_a_block": "attn_fwd_varlen: max_seqlen_k = 2147483647 exceeds 2147482624",
+        "bwd_seqlen_k_within_a_block": "attn_bwd: max_seqlen_k = 2147483646 exceeds 2147482624",
     }
     passed = [
         "bwd_dq_accum_like_q",
+        "fwd_seqlen_k_fits", "bwd_seqlen_k_fits",
     ]
     assert sorted(out) == sorted([*refused, *passed]), sorted(out)
     for case, text in refused.items():

@@ -47,6 +47,12 @@ Status check_geometry(const char* op, const Geometry& g, float scale, float drop
   for (auto [what, v] : {std::pair{"batch", g.batch}, {"num_heads_q", g.hq}, {"max_seqlen_q", g.max_sq},
                          {"max_seqlen_k", g.max_sk}, {"total_q", g.total_q}, {"total_k", g.total_k}})
     AOTRITON_RETURN_IF_ERROR(check_i32(op, what, v));
+  for (auto [what, v] : {std::pair{"max_seqlen_q", g.max_sq}, {"max_seqlen_k", g.max_sk}})
+    if (v > kMaxSeqlen)
+      return fail(Status::kUnsupported, std::string(op) + ": " + what + " = " + std::to_string(v) + " exceeds " +
+                                            std::to_string(kMaxSeqlen) +
+                                            " (2^31 - 1024): the kernels' int32 block index steps past the "
+                                            "sequence end");
   return Status::kSuccess;
 }
 

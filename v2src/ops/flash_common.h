@@ -41,6 +41,12 @@ struct Geometry {
 // The power-of-two head-dim bucket a head dim runs in (padded when smaller).
 int32_t head_dim_bucket(int64_t d);
 
+// The kernels' block loops step an int32 row / key index one block (up to
+// 128 rows; this bound leaves 1024) past a sequence's end
+// (`for start_n in range(lo, hi, BLOCK_N)`, `min(start_m + BLOCK_M, seqlen)`):
+// max_seqlen_q and max_seqlen_k may not exceed it (check_geometry).
+inline constexpr int64_t kMaxSeqlen = (int64_t{1} << 31) - 1024;
+
 // Head dim, GQA ratio, scale, dropout and 32-bit index ranges of the kernels.
 Status check_geometry(const char* op, const Geometry& g, float scale, float dropout_p, bool dropout,
                       const int64_t* seed, const int64_t* offset, CausalType causal);
