@@ -71,6 +71,38 @@ print("bwd_seqlen_k_within_a_block|" + long_bwd(LONG - 1))
 print("fwd_seqlen_k_fits|" + long_fwd((1 << 31) - 1024))
 print("bwd_seqlen_k_fits|" + long_bwd((1 << 31) - 1024))
 
+# --- The band (sliding window, softcap, ALiBi): its key offsets reach
+# max_seqlen_q + max_seqlen_k in int32 (attn_mods.band_key_range's
+# last + hi_off + 1 with an unbounded right edge, band_row_blocks'
+# last - lo_off + 1 with an unbounded left one): at 2^30 + 1 each, the
+# later query blocks would see no key and the later keys get dK = dV = 0.
+def band_fwd(s, **feat):
+    q, k, vv, out = (v((1, s, 1, 1), F16) for _ in range(4))
+    return outcome(lambda: C.attn_fwd(q, k, vv, out, v((1, 1, s), F32), 0.5, 0, 0.0, 0, 0, None, 0, **feat))
+
+
+def band_fwd_varlen(s, **feat):
+    q, k, vv, out = (v((s, 1, 1), F16) for _ in range(4))
+    cu = v((2,), C.DTYPE_INT32)[0]
+    return outcome(lambda: C.attn_fwd_varlen(q, k, vv, out, v((1, s), F32), cu, cu, 1, s, s, 0.5, 0, 0.0, 0, 0,
+                                             None, 0, **feat))
+
+
+def band_bwd(s, causal, **feat):
+    q, k, vv, out, dout, dq, dk, dv = (v((1, s, 1, 1), F16) for _ in range(8))
+    lse, delta = v((1, 1, s), F32), v((1, 1, s), F32)
+    return outcome(lambda: C.attn_bwd(q, k, vv, out, dout, lse, dq, dk, dv, delta, 0.5, causal, 0.0, 0, 0, 0,
+                                      **feat))
+
+
+BIG, FITS = (1 << 30) + 1, (1 << 30) - 1
+print("fwd_window_past_int32|" + band_fwd(BIG, window_left=8))
+print("fwd_varlen_window_past_int32|" + band_fwd_varlen(BIG, window_left=8))
+print("bwd_softcap_causal_past_int32|" + band_bwd(BIG, 1, softcap=30.0))
+print("fwd_window_fits|" + band_fwd(FITS, window_left=8))
+print("bwd_softcap_causal_fits|" + band_bwd(FITS, 1, softcap=30.0))
+print("fwd_no_band_big|" + band_fwd(BIG))  # no band: no sum formed
+
 """
 
 
@@ -83,10 +115,16 @@ def test_int32_sums_and_products_are_checked(prefix):
         "fwd_seqlen_k_within_a_block": "attn_fwd: max_seqlen_k = 2147483647 exceeds 2147482624 (2^31 - 1024)",
         "fwd_varlen_seqlen_k_within_a_block": "attn_fwd_varlen: max_seqlen_k = 2147483647 exceeds 2147482624",
         "bwd_seqlen_k_within_a_block": "attn_bwd: max_seqlen_k = 2147483646 exceeds 2147482624",
+        # the band
+        "fwd_window_past_int32": "attn_fwd: max_seqlen_q + max_seqlen_k (the int32 key offsets of sliding window, "
+                                 "softcap or ALiBi) = 2147483650 exceeds the int32 range",
+        "fwd_varlen_window_past_int32": "attn_fwd_varlen: max_seqlen_q + max_seqlen_k (",
+        "bwd_softcap_causal_past_int32": "attn_bwd: max_seqlen_q + max_seqlen_k (",
     }
     passed = [
         "bwd_dq_accum_like_q",
         "fwd_seqlen_k_fits", "bwd_seqlen_k_fits",
+        "fwd_window_fits", "bwd_softcap_causal_fits", "fwd_no_band_big",
     ]
     assert sorted(out) == sorted([*refused, *passed]), sorted(out)
     for case, text in refused.items():

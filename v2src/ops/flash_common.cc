@@ -56,6 +56,12 @@ Status check_geometry(const char* op, const Geometry& g, float scale, float drop
   return Status::kSuccess;
 }
 
+Status check_band(const char* op, const Geometry& g) {
+  // Both are <= kMaxSeqlen here (check_geometry): no int64 overflow.
+  return check_i32(op, "max_seqlen_q + max_seqlen_k (the int32 key offsets of sliding window, softcap or ALiBi)",
+                   g.max_sq + g.max_sk);
+}
+
 Status check_strided(const char* op, const char* name, const Strided& t, int64_t rows, int64_t head_dim) {
   // Messages are built only on failure: this runs on every call.
   for (int64_t s : {t.z, t.h, t.m})

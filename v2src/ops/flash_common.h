@@ -51,6 +51,11 @@ inline constexpr int64_t kMaxSeqlen = (int64_t{1} << 31) - 1024;
 Status check_geometry(const char* op, const Geometry& g, float scale, float dropout_p, bool dropout,
                       const int64_t* seed, const int64_t* offset, CausalType causal);
 
+// The band of sliding window / softcap / ALiBi (tritonsrc/flash/attn_mods.py)
+// adds key and query offsets in int32 (last + hi_off + 1, last - lo_off + 1,
+// up to max_seqlen_q + max_seqlen_k): call when the band kernel runs.
+Status check_band(const char* op, const Geometry& g);
+
 struct StridedRows {
   const char* name;
   const Strided* t;

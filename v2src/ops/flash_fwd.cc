@@ -167,6 +167,7 @@ Status launch(const Fwd& p, Stream stream, const KernelOptions* options) {
     AOTRITON_RETURN_IF_ERROR(check_strided(p.op, c.name, *c.t, c.rows, g.head_dim_v));
   KernelFeatures feat;
   AOTRITON_RETURN_IF_ERROR(resolve_features(p.op, p.features, p.causal, g.dtype, dropout, g.batch, g.hq, &feat));
+  if (feat.local_window) AOTRITON_RETURN_IF_ERROR(check_band(p.op, g));
   int32_t block_dv;
   AOTRITON_RETURN_IF_ERROR(
       resolve_head_dim_v(p.op, g.head_dim, g.head_dim_v, g.dtype, dropout, feat.local_window, &block_dv));
