@@ -103,6 +103,21 @@ print("fwd_window_fits|" + band_fwd(FITS, window_left=8))
 print("bwd_softcap_causal_fits|" + band_bwd(FITS, 1, softcap=30.0))
 print("fwd_no_band_big|" + band_fwd(BIG))  # no band: no sum formed
 
+# --- GQA in the backward: the dK/dV kernels loop over
+# group * cdiv(seqlen_q, BLOCK_M) steps in int32 (bwd_dkdv.py
+# `tl.range(0, group * nblk)`): 8192 query heads on one kv head and 2^24
+# rows are 2^31 steps even at BLOCK_M 64 (the loop would run none: dK = dV = 0).
+def gqa_bwd(hq, sq):
+    sk = 64
+    bhsd_q = (0, 1, sq, 1)  # [B, H, S, D] order, head dim 1: row stride 1 (one sequence: z stride unused)
+    q, out, dout, dq = (restride(v((1, sq, hq, 1), F16), bhsd_q) for _ in range(4))
+    k, vv, dk, dv = (v((1, sk, 1, 1), F16) for _ in range(4))
+    lse, delta = (restride(v((1, hq, sq), F32), (0, sq, 1)) for _ in range(2))
+    return outcome(lambda: C.attn_bwd(q, k, vv, out, dout, lse, dq, dk, dv, delta, 0.5, 0, 0.0, 0, 0, 0))
+
+
+print("bwd_gqa_steps_past_int32|" + gqa_bwd(8192, 1 << 24))
+print("bwd_gqa_steps_fit|" + gqa_bwd(8192, 1 << 21))
 """
 
 
@@ -120,11 +135,16 @@ def test_int32_sums_and_products_are_checked(prefix):
                                  "softcap or ALiBi) = 2147483650 exceeds the int32 range",
         "fwd_varlen_window_past_int32": "attn_fwd_varlen: max_seqlen_q + max_seqlen_k (",
         "bwd_softcap_causal_past_int32": "attn_bwd: max_seqlen_q + max_seqlen_k (",
+        # GQA steps of dK/dV
+        "bwd_gqa_steps_past_int32": "attn_bwd: num_heads_q / num_heads_k * cdiv(max_seqlen_q, 16) (the int32 step "
+                                    "count of the dK/dV kernels' loop over a kv head's query heads and row blocks) "
+                                    "= 8589934592 exceeds the int32 range",
     }
     passed = [
         "bwd_dq_accum_like_q",
         "fwd_seqlen_k_fits", "bwd_seqlen_k_fits",
         "fwd_window_fits", "bwd_softcap_causal_fits", "fwd_no_band_big",
+        "bwd_gqa_steps_fit",
     ]
     assert sorted(out) == sorted([*refused, *passed]), sorted(out)
     for case, text in refused.items():

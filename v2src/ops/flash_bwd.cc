@@ -249,6 +249,7 @@ Status launch(Bwd& p, Stream stream, const KernelOptions* options) {
   AOTRITON_RETURN_IF_ERROR(
       resolve_features(p.op, p.features, p.causal, g.dtype, p.dropout_p > 0.f, g.batch, g.hq, &p.feat));
   if (p.feat.local_window) AOTRITON_RETURN_IF_ERROR(check_band(p.op, g));
+  AOTRITON_RETURN_IF_ERROR(check_dkdv_steps(p.op, g));
   AOTRITON_RETURN_IF_ERROR(resolve_head_dim_v(p.op, g.head_dim, g.head_dim_v, g.dtype, p.dropout_p > 0.f,
                                               p.feat.local_window, &p.block_dv));
   for (const StridedRows& c :

@@ -62,6 +62,14 @@ Status check_band(const char* op, const Geometry& g) {
                    g.max_sq + g.max_sk);
 }
 
+Status check_dkdv_steps(const char* op, const Geometry& g) {
+  // hq <= 2^31 and cdiv(max_sq, 16) <= 2^27 (check_geometry): no int64 overflow.
+  const int64_t steps = g.hq / g.hk * ((g.max_sq + 15) / 16);
+  return check_i32(op, "num_heads_q / num_heads_k * cdiv(max_seqlen_q, 16) (the int32 step count of the dK/dV "
+                       "kernels' loop over a kv head's query heads and row blocks)",
+                   steps);
+}
+
 Status check_strided(const char* op, const char* name, const Strided& t, int64_t rows, int64_t head_dim) {
   // Messages are built only on failure: this runs on every call.
   for (int64_t s : {t.z, t.h, t.m})

@@ -56,6 +56,11 @@ Status check_geometry(const char* op, const Geometry& g, float scale, float drop
 // up to max_seqlen_q + max_seqlen_k): call when the band kernel runs.
 Status check_band(const char* op, const Geometry& g);
 
+// The backward's dK/dV kernels (bwd_dkdv.py, bwd_hopper.py) loop over
+// (num_heads_q / num_heads_k) * cdiv(seqlen_q, BLOCK_M) steps counted in
+// int32; BLOCK_M is a tuning choice of at least 16.
+Status check_dkdv_steps(const char* op, const Geometry& g);
+
 struct StridedRows {
   const char* name;
   const Strided* t;
