@@ -118,6 +118,23 @@ def gqa_bwd(hq, sq):
 
 print("bwd_gqa_steps_past_int32|" + gqa_bwd(8192, 1 << 24))
 print("bwd_gqa_steps_fit|" + gqa_bwd(8192, 1 << 21))
+
+# --- The sm_90 persistent forward numbers its cdiv(Sq, 128) * B * Hq tiles in
+# int32 (fwd_hopper_persistent.py `total`): 2^20 sequences x 2^10 heads x 2
+# query blocks is 2^31. Not served by it (a forced config of it is refused).
+PERSISTENT = "BLOCK_M=128,BLOCK_N=128,NUM_STAGES=3,SCHEDULE=4,maxnreg=0,num_warps=4"
+
+
+def persistent_fwd(b):
+    h, s, d = 1 << 10, 256, 128
+    bshd = (s * h * d, h * d, d, 1)
+    q, k, vv, out = ((((1 << 52) + i * (1 << 48)), (b, s, h, d), bshd, F16) for i in range(4))
+    lse = ((1 << 52) + 4 * (1 << 48), (b, h, s), (h * s, s, 1), F32)
+    return outcome(lambda: C.attn_fwd(q, k, vv, out, lse, 0.125, 0, 0.0, 0, 0, None, 0, force_config=PERSISTENT))
+
+
+print("fwd_hopper_tiles_past_int32|" + persistent_fwd(1 << 20))
+print("fwd_hopper_tiles_fit|" + persistent_fwd(1 << 19))
 """
 
 
@@ -145,8 +162,15 @@ def test_int32_sums_and_products_are_checked(prefix):
         "fwd_seqlen_k_fits", "bwd_seqlen_k_fits",
         "fwd_window_fits", "bwd_softcap_causal_fits", "fwd_no_band_big",
         "bwd_gqa_steps_fit",
+        "fwd_hopper_tiles_fit",
     ]
-    assert sorted(out) == sorted([*refused, *passed]), sorted(out)
+    assert sorted(out) == sorted([*refused, *passed, "fwd_hopper_tiles_past_int32"]), sorted(out)
+    # The forced persistent config no longer serves the call (kInvalidArgument, as for any forced
+    # config of a kernel that does not serve it); unforced, attn_fwd takes it.
+    tiles = out["fwd_hopper_tiles_past_int32"]
+    assert tiles.startswith("ValueError: invalid argument") and (
+        "attn_fwd: force_config names an attn_fwd_hopper config" in tiles
+        and "at most 2^31 - 1 (128-row query block, batch x head) tiles" in tiles), tiles
     for case, text in refused.items():
         assert out[case].startswith("ValueError: unsupported") and text in out[case], (case, out[case])
     for case in passed:

@@ -1,5 +1,7 @@
 // Flash attention forward: argument checks, functional choice, launch.
 
+#include <limits>
+
 #include "attn_dropout_mask.h"
 #include "attn_fwd.h"
 #include "attn_fwd_hopper.h"
@@ -68,6 +70,12 @@ bool hopper_serves(const Fwd& p, const KernelFeatures& feat, bool dropout, Hoppe
     return false;
   if ((g.dtype != DType::kFloat16 && g.dtype != DType::kBFloat16) || g.head_dim % 32 != 0 || g.head_dim > 256)
     return false;
+  // The persistent schedule counts its cdiv(Sq, 128) * B * Hq tiles in int32
+  // (fwd_hopper_persistent.py `total`); attn_fwd takes larger calls.
+  int64_t tiles = 0;
+  if (__builtin_mul_overflow((g.max_sq + 127) / 128, g.batch, &tiles) ||
+      __builtin_mul_overflow(tiles, g.hq, &tiles) || tiles > std::numeric_limits<int32_t>::max())
+    return false;
   c->q = tma_bshd(p.q, g.batch, g.max_sq, g.hq, g.head_dim);
   c->k = tma_bshd(p.k, g.batch, g.max_sk, g.hk, g.head_dim);
   c->v = tma_bshd(p.v, g.batch, g.max_sk, g.hk, g.head_dim);
@@ -115,7 +123,8 @@ Status pick_hopper(const Fwd& p, const KernelFeatures& feat, bool dropout, Strea
       return fail(Status::kInvalidArgument,
                   std::string(p.op) + ": force_config names an attn_fwd_hopper config, but that kernel serves "
                                       "batched fp16/bf16 calls with head dim 64, 96, 128, 192 or 256, 16-byte "
-                                      "aligned strides, no dropout, window, softcap or ALiBi");
+                                      "aligned strides, no dropout, window, softcap or ALiBi, and at most 2^31 - 1 "
+                                      "(128-row query block, batch x head) tiles");
     *use = true;
     return device_info(stream, &arch, &c->sms);
   }
