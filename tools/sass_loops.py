@@ -94,8 +94,7 @@ def main(argv=None):
     rule = {k.name: k for k in rules.KERNELS}[args.kernel]
     functional = json.loads(args.functional)
     config = {**dict(rule.tuning.default(functional, args.arch)), **json.loads(args.config)}
-    with tempfile.TemporaryDirectory() as tmp:
-        compiled = compile_kernel.compile_one(rule, functional, config, args.arch, compile_dir=tmp)
+    compiled = compile_kernel.compile_one(rule, functional, config, args.arch)
     meta = compiled.metadata
     print(f"{args.kernel} {json.dumps(config, sort_keys=True)}")
     from python.cubin_resources import resources
