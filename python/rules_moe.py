@@ -416,8 +416,10 @@ fp8_dynamic_quant_small = Kernel(
     pdl=True,
     args=[_QX16.ptr, _QQ16.ptr, Arg("scale_ptr", "*fp32"), Arg("M", "i32"), Arg("K", "i32:16"), *_QX16.strides,
           *_QQ16.strides],
-    functional={"dtype": FLOAT_DTYPES},
-    valid=lambda f, arch: _fp8_ok(arch),
+    # ACTIVATION -1: x as it is; 0-3 (activation.py): x is GEMM1's [gate | up] and the
+    # activation runs here (fused_experts' decode GEMM2 input; fp16/bf16 only).
+    functional={"dtype": FLOAT_DTYPES, "ACTIVATION": [-1, 0, 2]},  # 1 (erf) and 3 (interleaved) would spill
+    valid=lambda f, arch: _fp8_ok(arch) and (f["ACTIVATION"] < 0 or f["dtype"] != "fp32"),
     # Aligned rows only (16-byte loads; decode's inputs are): the operator sends unaligned
     # x through the three-launch path. One tile of CHUNKS x BLOCK_K holds
     # C.DYNAMIC_QUANT_ONE_PROGRAM elements, 32 per thread (sm_90: 57 registers, no spills).
@@ -638,6 +640,12 @@ def _ci_quant_gemm(f):
             and f["MUL_ROUTED_WEIGHT"] and _ci_aligned(f))
 
 
+def _ci_tensor_decode_gemm(f):
+    """fp8 per tensor at decode tile height, unsplit (the stand-in driver walks that route)."""
+    return (f["QUANT"] == C.QUANT_FP8_TENSOR and f["c_dtype"] == "fp16" and f["BLOCK_SIZE_M"] == 16
+            and f["SPLIT_K"] == 1 and _ci_aligned(f))
+
+
 MOE_CI = {
     "topk_softmax": lambda f: f["dtype"] == "fp16" and f["BLOCK_E"] in _CI_TOPK_E,
     "moe_align_count": lambda f: f["BLOCK_E"] in _CI_ALIGN_E,
@@ -646,11 +654,11 @@ MOE_CI = {
     "moe_align_small": lambda f: f["BLOCK_E"] in _CI_ALIGN_E,
     "fused_moe_gemm": lambda f: f["c_dtype"] == "fp16" and f["QUANT"] in (C.QUANT_NONE, C.QUANT_FP8_BLOCK)
     and _ci_aligned(f) and f["BLOCK_SIZE_M"] in (16, 64, 128)
-    or _ci_quant_gemm(f),
+    or _ci_quant_gemm(f) or _ci_tensor_decode_gemm(f),
     "per_token_group_quant_fp8": lambda f: f["dtype"] == "fp16" and _ci_aligned(f),
     "per_tensor_quant_fp8": lambda f: f["dtype"] == "fp16" and _ci_aligned(f),
     "fp8_amax_partial": lambda f: f["dtype"] == "fp16" and _ci_aligned(f),
-    "fp8_dynamic_quant_small": lambda f: f["dtype"] == "fp16",
+    "fp8_dynamic_quant_small": lambda f: f["dtype"] == "fp16" and f["ACTIVATION"] <= 0,
     "moe_zero_dropped_rows": lambda f: f["dtype"] == "fp16" and _ci_aligned(f),
     "grouped_topk": lambda f: f["dtype"] == "fp16" and f["BLOCK_E"] in _CI_TOPK_E,
     # One functional per weight-only mode, one per-token quant.

@@ -136,9 +136,11 @@ flash::BwdParams bwd_params() {
   return p;
 }
 
-moe::FusedExpertsParams fused_params(bool fp8_block = false) {
-  // M=4 tokens, K=64, N=64, E=2 experts, top-2; fp16 (fp8_block: fp8 weights, 128x128 scales).
+moe::FusedExpertsParams fused_params(moe::QuantMode quant = moe::QuantMode::kNone) {
+  // M=4 tokens, K=64, N=64, E=2 experts, top-2; fp16 (fp8 modes: fp8 weights, 128x128 or
+  // per-expert scales, dynamic activation scales).
   moe::FusedExpertsParams p;
+  const bool fp8 = quant != moe::QuantMode::kNone;
   size_t off = 0;
   auto take = [&](size_t bytes) {
     size_t at = off;
@@ -146,11 +148,11 @@ moe::FusedExpertsParams fused_params(bool fp8_block = false) {
     return at;
   };
   p.hidden_states = view<2>(DType::kFloat16, {4, 64}, take(4 * 64 * 2));
-  const DType wt = fp8_block ? DType::kFloat8E4M3 : DType::kFloat16;
+  const DType wt = fp8 ? DType::kFloat8E4M3 : DType::kFloat16;
   p.w1 = view<3>(wt, {2, 128, 64}, take(2 * 128 * 64 * 2));
   p.w2 = view<3>(wt, {2, 64, 64}, take(2 * 64 * 64 * 2));
-  if (fp8_block) {
-    p.quant = moe::QuantMode::kFp8Block;
+  if (fp8) {
+    p.quant = quant;
     p.w1_scale = view<3>(DType::kFloat32, {2, 1, 1}, take(8));
     p.w2_scale = view<3>(DType::kFloat32, {2, 1, 1}, take(8));
   }
@@ -178,10 +180,17 @@ void resolve_first_checks(const char* dir_without_dq, const char* dir_without_mo
   // seven launches (align, quantize x, GEMM1, act + quantize, zero dropped rows, GEMM2, moe_sum).
   set_image_dir(dir_without_act_quant);
   c = now();
-  report("fused_experts_fp8_block_missing_act_quant", moe::fused_experts(fused_params(true), Stream{}), c);
+  report("fused_experts_fp8_block_missing_act_quant",
+         moe::fused_experts(fused_params(moe::QuantMode::kFp8Block), Stream{}), c);
   set_image_dir(full_dir);
   c = now();
-  report("fused_experts_fp8_block", moe::fused_experts(fused_params(true), Stream{}), c);
+  report("fused_experts_fp8_block", moe::fused_experts(fused_params(moe::QuantMode::kFp8Block), Stream{}), c);
+  // Dynamic per-tensor scales at decode size: the activation runs inside the one-program
+  // quantization of GEMM2's input (align, quantize x, GEMM1, zero dropped rows of GEMM1's
+  // output, act + quantize, zero dropped rows, GEMM2, moe_sum: eight launches).
+  c = now();
+  report("fused_experts_fp8_tensor_decode",
+         moe::fused_experts(fused_params(moe::QuantMode::kFp8PerTensor), Stream{}), c);
   set_image_dir(full_dir);
   c = now();
   report("attn_bwd_complete", flash::attn_bwd(bwd_params(), Stream{}), c);

@@ -75,10 +75,36 @@ def test_dynamic_fp8_quant_in_one_program(dtype, M, K, block_k, chunks):
     q_full = torch.full((M, K + 16), 0x7F, dtype=torch.uint8).view(torch.float8_e4m3fn)  # poison (NaN)
     q = q_full[:, :K]
     scale = torch.full((1,), float("nan"))
-    fp8_dynamic_quant_small_kernel[(1, 1, 1)](x, q, scale, M, K, x.stride(0), q.stride(0), BLOCK_K=block_k,
-                                              CHUNKS=chunks)
+    fp8_dynamic_quant_small_kernel[(1, 1, 1)](x, q, scale, M, K, x.stride(0), q.stride(0), ACTIVATION=-1,
+                                              BLOCK_K=block_k, CHUNKS=chunks)
     ref_scale = x.float().abs().amax().clamp(min=1e-10) / 448.0
     assert torch.equal(scale[0], ref_scale)
     ref_q = (x.float() / ref_scale).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
     assert torch.equal(q.view(torch.uint8), ref_q.view(torch.uint8))
     assert (q_full[:, K:].view(torch.uint8) == 0x7F).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("activation", [0, 2])  # silu, gelu_tanh (the fused forms built)
+@pytest.mark.parametrize("M,K,block_k,chunks", [(2, 300, 128, 8), (8, 130, 64, 16), (1, 64, 64, 4)])
+def test_dynamic_fp8_quant_with_the_activation(dtype, activation, M, K, block_k, chunks):
+    """ACTIVATION >= 0: x is GEMM1's [gate | up] and the kernel applies act(gate) * up
+    itself: bitwise act_and_mul_kernel followed by the plain one-program quantization
+    (one tile and looped), scale included."""
+    from tritonsrc.moe.activation import act_and_mul_kernel
+    gen = torch.Generator().manual_seed(M * 13 + K + activation)
+    full = (torch.randn(M, 2 * K + 5, generator=gen) * 4).to(dtype)
+    x = full[:, 3:3 + 2 * K]  # strided rows
+    mid = torch.empty(M, K, dtype=dtype)
+    act_and_mul_kernel[(M, triton.cdiv(K, 64))](mid, x, M, K, mid.stride(0), x.stride(0), ACTIVATION=activation,
+                                                 BLOCK=64)
+    q_ref = torch.empty(M, K, dtype=torch.float8_e4m3fn)
+    s_ref = torch.full((1,), float("nan"))
+    fp8_dynamic_quant_small_kernel[(1, 1, 1)](mid, q_ref, s_ref, M, K, mid.stride(0), q_ref.stride(0), ACTIVATION=-1,
+                                              BLOCK_K=block_k, CHUNKS=chunks)
+    q = torch.full((M, K), 0x7F, dtype=torch.uint8).view(torch.float8_e4m3fn)
+    s = torch.full((1,), float("nan"))
+    fp8_dynamic_quant_small_kernel[(1, 1, 1)](x, q, s, M, K, x.stride(0), q.stride(0), ACTIVATION=activation,
+                                              BLOCK_K=block_k, CHUNKS=chunks)
+    assert torch.equal(s, s_ref) and s.item() > 0
+    assert torch.equal(q.view(torch.uint8), q_ref.view(torch.uint8))

@@ -119,6 +119,9 @@ def test_multi_kernel_operators_launch_nothing_when_a_kernel_is_missing(build_di
     # 128x128 block scales: the activation and GEMM2's quantization run as one kernel (seven launches)
     fp8 = out["fused_experts_fp8_block"]
     assert fp8["status"] == "success" and fp8["launches"] == 7, fp8
+    # dynamic per-tensor scales at decode size: the activation inside the one-program quantization
+    dq = out["fused_experts_fp8_tensor_decode"]
+    assert dq["status"] == "success" and dq["launches"] == 8, dq
     # the feature functionals (ci profile: fp16, D=64) are built and dispatch
     assert out["attn_bwd_window_alibi"]["status"] == "success" and out["attn_bwd_window_alibi"]["launches"] == 3
     assert out["attn_fwd_softcap"]["status"] == "success" and out["attn_fwd_softcap"]["launches"] == 1

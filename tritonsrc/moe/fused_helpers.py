@@ -38,6 +38,7 @@ import triton
 import triton.language as tl
 
 from ..pdl import wait_for_predecessor
+from .activation import gated_product
 from .align import _local_ids
 
 FP8_MAX = tl.constexpr(448.0)
@@ -110,38 +111,54 @@ def fp8_scale_from_amax_kernel(partial_ptr, scale_ptr, num_partials, BLOCK: tl.c
 
 @triton.jit
 def _row_chunks(ptr, stride_m, c, cols, chunks_per_row, num_chunks, K, BLOCK_K: tl.constexpr):
-    """Pointers and mask of a [CHUNKS, BLOCK_K] tile of chunk ids c: chunk c is
-    columns [j * BLOCK_K, (j + 1) * BLOCK_K) of row c // chunks_per_row (j the
-    remainder). One division per chunk, not per element."""
+    """Row pointers [CHUNKS, 1], columns [CHUNKS, BLOCK_K] and mask of a tile of chunk
+    ids c: chunk c is columns [j * BLOCK_K, (j + 1) * BLOCK_K) of row c // chunks_per_row
+    (j the remainder). One division per chunk, not per element."""
     row = c // chunks_per_row
     k0 = (c - row * chunks_per_row) * BLOCK_K
     k = k0[:, None] + cols[None, :]
     ok = (c < num_chunks)[:, None] & (k < K)
-    return ptr + row.to(tl.int64)[:, None] * stride_m + k, ok
+    return ptr + row.to(tl.int64)[:, None] * stride_m, k, ok
 
 
 @triton.jit
-def _quantize_fp8(x, scale, q_ptrs, mask):
+def _chunk_values(x_ptr, stride_xm, c, cols, chunks_per_row, num_chunks, K, BLOCK_K: tl.constexpr,
+                  ACTIVATION: tl.constexpr):
+    """The tile's values in x's dtype: x itself, or (ACTIVATION >= 0, x [M, 2K] = gate | up)
+    act(gate) * up rounded as act_and_mul_kernel stores it."""
+    rows, k, ok = _row_chunks(x_ptr, stride_xm, c, cols, chunks_per_row, num_chunks, K, BLOCK_K)
+    if ACTIVATION < 0:
+        return tl.load(rows + k, mask=ok, other=0.0)
+    else:
+        return gated_product(rows, k, ok, K, ACTIVATION).to(x_ptr.dtype.element_ty)
+
+
+@triton.jit
+def _quantize_fp8(x, scale, q_ptr, stride_qm, c, cols, chunks_per_row, num_chunks, K, BLOCK_K: tl.constexpr):
+    rows, k, ok = _row_chunks(q_ptr, stride_qm, c, cols, chunks_per_row, num_chunks, K, BLOCK_K)
     q = tl.clamp(tl.div_rn(x, scale), -FP8_MAX, FP8_MAX)
-    tl.store(q_ptrs, q.to(q_ptrs.dtype.element_ty), mask=mask)
+    tl.store(rows + k, q.to(q_ptr.dtype.element_ty), mask=ok)
 
 
 @triton.jit
-def fp8_dynamic_quant_small_kernel(x_ptr, q_ptr, scale_ptr, M, K, stride_xm, stride_qm, BLOCK_K: tl.constexpr,
-                                   CHUNKS: tl.constexpr, USE_PDL: tl.constexpr = False):
-    """scale[0] = max(max |x|, 1e-10) / 448 and q = clamp(x / scale, -448, 448) in one
-    program: the same IEEE divisions as the three-launch path (amax partials, scale,
-    per_tensor_quant_fp8_kernel), so the same bits.
+def fp8_dynamic_quant_small_kernel(x_ptr, q_ptr, scale_ptr, M, K, stride_xm, stride_qm, ACTIVATION: tl.constexpr,
+                                   BLOCK_K: tl.constexpr, CHUNKS: tl.constexpr, USE_PDL: tl.constexpr = False):
+    """scale[0] = max(max |y|, 1e-10) / 448 and q = clamp(y / scale, -448, 448) in one
+    program, y = x, or with ACTIVATION >= 0 y = act(gate) * up of x = [gate | up]
+    (activation.py's numbering; y rounded to x's dtype as act_and_mul_kernel stores
+    it): the same IEEE divisions as the launches it replaces (act_and_mul, amax
+    partials, scale, per_tensor_quant_fp8_kernel), so the same bits.
 
-    x is read as row chunks of BLOCK_K columns, CHUNKS chunks per tile (all rows at
+    y is read as row chunks of BLOCK_K columns, CHUNKS chunks per tile (all rows at
     once: Mixtral-like M=1 GEMM2's 2 x 14336 is 28 chunks of 1024). When one tile
-    holds all of x (decode's inputs), it is loaded once and kept in registers for
+    holds all of y (decode's inputs), it is loaded once and kept in registers for
     the quantization: one load round trip, where the row loop this replaces waited
     one per BLOCK_K of each row, twice (28 for Mixtral's 2 x 14336 at 2048: 6.4 us
-    per quantization on the H200, ~1 us of it division). Larger x: the same tiles
+    per quantization on the H200, ~1 us of it division). Larger y: the same tiles
     in a loop, read twice (the second time from L2).
 
-    x_ptr     [M, K] fp16/bf16/fp32, row stride stride_xm, K contiguous
+    x_ptr     [M, K] (ACTIVATION >= 0: [M, 2K]) fp16/bf16/fp32, row stride stride_xm,
+              columns contiguous
     q_ptr     [M, K] fp8e4nv out, row stride stride_qm, K contiguous
     scale_ptr fp32 [1] out
     M, K, stride_xm, stride_qm: i32
@@ -150,24 +167,20 @@ def fp8_dynamic_quant_small_kernel(x_ptr, q_ptr, scale_ptr, M, K, stride_xm, str
     cols = tl.arange(0, BLOCK_K)
     c = tl.arange(0, CHUNKS)
     chunks_per_row = tl.cdiv(K, BLOCK_K)
-    num_chunks = M * chunks_per_row
-    if num_chunks <= CHUNKS:
-        x_ptrs, ok = _row_chunks(x_ptr, stride_xm, c, cols, chunks_per_row, num_chunks, K, BLOCK_K)
-        x = tl.load(x_ptrs, mask=ok, other=0.0)  # kept in its own dtype: half the registers of fp32
-        scale = tl.div_rn(tl.maximum(tl.max(tl.max(tl.abs(x), axis=1), axis=0).to(tl.float32), SCALE_FLOOR),
+    n = M * chunks_per_row
+    if n <= CHUNKS:
+        y = _chunk_values(x_ptr, stride_xm, c, cols, chunks_per_row, n, K, BLOCK_K, ACTIVATION)  # x's dtype
+        scale = tl.div_rn(tl.maximum(tl.max(tl.max(tl.abs(y), axis=1), axis=0).to(tl.float32), SCALE_FLOOR),
                           FP8_MAX)
         tl.store(scale_ptr, scale)
-        q_ptrs, ok = _row_chunks(q_ptr, stride_qm, c, cols, chunks_per_row, num_chunks, K, BLOCK_K)
-        _quantize_fp8(x.to(tl.float32), scale, q_ptrs, ok)
+        _quantize_fp8(y.to(tl.float32), scale, q_ptr, stride_qm, c, cols, chunks_per_row, n, K, BLOCK_K)
     else:
         acc = tl.zeros([CHUNKS], tl.float32)
-        for c0 in range(0, num_chunks, CHUNKS):
-            x_ptrs, ok = _row_chunks(x_ptr, stride_xm, c0 + c, cols, chunks_per_row, num_chunks, K, BLOCK_K)
-            acc = tl.maximum(acc, tl.max(tl.abs(tl.load(x_ptrs, mask=ok, other=0.0).to(tl.float32)), axis=1))
+        for c0 in range(0, n, CHUNKS):
+            y = _chunk_values(x_ptr, stride_xm, c0 + c, cols, chunks_per_row, n, K, BLOCK_K, ACTIVATION)
+            acc = tl.maximum(acc, tl.max(tl.abs(y.to(tl.float32)), axis=1))
         scale = tl.div_rn(tl.maximum(tl.max(acc, axis=0), SCALE_FLOOR), FP8_MAX)
         tl.store(scale_ptr, scale)
-        for c0 in range(0, num_chunks, CHUNKS):
-            x_ptrs, ok = _row_chunks(x_ptr, stride_xm, c0 + c, cols, chunks_per_row, num_chunks, K, BLOCK_K)
-            x = tl.load(x_ptrs, mask=ok, other=0.0).to(tl.float32)
-            q_ptrs, ok = _row_chunks(q_ptr, stride_qm, c0 + c, cols, chunks_per_row, num_chunks, K, BLOCK_K)
-            _quantize_fp8(x, scale, q_ptrs, ok)
+        for c0 in range(0, n, CHUNKS):
+            y = _chunk_values(x_ptr, stride_xm, c0 + c, cols, chunks_per_row, n, K, BLOCK_K, ACTIVATION)
+            _quantize_fp8(y.to(tl.float32), scale, q_ptr, stride_qm, c0 + c, cols, chunks_per_row, n, K, BLOCK_K)

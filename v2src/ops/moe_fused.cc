@@ -353,6 +353,17 @@ Status quantize_a(detail::GemmJob* j, const void* x, int64_t rows, int64_t cols,
 
 Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, const KernelOptions* options);
 
+// Decode-sized GEMM2 input with a dynamic per-tensor scale: the activation runs in
+// the one-program quantization, which reads GEMM1's output (gate | up) itself.
+detail::QuantJob act_quant_job(const Layout& l, const Dims& d, DType act) {
+  return detail::QuantJob{l.cache13, act, l.a2q, d.slots, d.N, 2 * d.N, d.N};
+}
+bool fused_act_dynamic_quant(const FusedExpertsParams& p, const Dims& d, const Layout& l, DType act) {
+  return p.quant == QuantMode::kFp8PerTensor && d.dynamic_a2 && act != DType::kFloat32 &&
+         (p.activation == Activation::kSilu || p.activation == Activation::kGeluTanh) &&
+         detail::dynamic_quant_one_program(act_quant_job(l, d, act));
+}
+
 // GEMM2's fp8 input with 128-column group scales straight from GEMM1's output.
 Status launch_act_group_quant(const FusedExpertsParams& p, const Dims& d, const Layout& l, DType act,
                               detail::GemmJob* g2, Stream stream) {
@@ -525,7 +536,8 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
 
   // 3. cache2 = act(gate) * up (with block scales: quantized at once, in step 4).
   const bool fused_aq = fused_act_quant(p.quant, d.N, act);
-  if (!fused_aq) {
+  const bool fused_dq = fused_act_dynamic_quant(p, d, l, act);  // decode, dynamic per-tensor: in step 4 too
+  if (!fused_aq && !fused_dq) {
     namespace k = detail::kernels::act_and_mul;
     const k::Inputs in{.out_ptr = detail::strided(l.cache2, d.N), .in_ptr = detail::strided(l.cache13, 2 * d.N),
                        .n_rows = d.slots, .n_cols = d.N};
@@ -557,6 +569,15 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
     g2.stride_am = d.N;
   } else if (fused_aq) {
     AOTRITON_RETURN_IF_ERROR(launch_act_group_quant(p, d, l, act, &g2, stream));
+  } else if (fused_dq) {
+    // The scale must not see dropped slots' unwritten rows: zeroed in GEMM1's output (act(0) * 0 = 0).
+    AOTRITON_RETURN_IF_ERROR(detail::launch_zero_dropped_rows(kOp, l.cache13, act, d.slots, 2 * d.N, 2 * d.N, ids,
+                                                              emap, emap_len, d.E, stream));
+    g2.a = l.a2q;
+    g2.stride_am = d.N;
+    g2.a_scale = l.a2s;
+    AOTRITON_RETURN_IF_ERROR(detail::launch_dynamic_quant_small(kOp, act_quant_job(l, d, act), l.a2s, stream,
+                                                                static_cast<int32_t>(p.activation)));
   } else {
     // A dynamic per-tensor scale must not see the never-written rows of dropped slots.
     if (p.quant == QuantMode::kFp8PerTensor && d.dynamic_a2)

@@ -159,7 +159,10 @@ Status launch_dynamic_scale(const char* op, const QuantJob& job, float* partials
 // Decode-sized, 16-byte aligned x (M * K <= kDynamicQuantOneProgram): scale and q in
 // one launch, the same bits as launch_dynamic_scale + launch_tensor_quant.
 bool dynamic_quant_one_program(const QuantJob& job);
-Status launch_dynamic_quant_small(const char* op, const QuantJob& job, float* scale, Stream stream);
+// activation >= 0 (silu 0, gelu_tanh 2): job.x is [M, 2K] = gate | up and the
+// activation runs in the same program (fp8_dynamic_quant_small's ACTIVATION).
+Status launch_dynamic_quant_small(const char* op, const QuantJob& job, float* scale, Stream stream,
+                                  int32_t activation = -1);
 
 // Zero buf[r, :] for every slot r (flat topk_ids index) that align drops.
 Status launch_zero_dropped_rows(const char* op, void* buf, DType dtype, int64_t rows, int64_t cols,

@@ -84,13 +84,14 @@ bool dynamic_quant_one_program(const QuantJob& j) {
   return j.M * j.K <= kDynamicQuantOneProgram && quant_aligned(j);
 }
 
-Status launch_dynamic_quant_small(const char* op, const QuantJob& j, float* scale, Stream stream) {
+Status launch_dynamic_quant_small(const char* op, const QuantJob& j, float* scale, Stream stream,
+                                  int32_t activation) {
   AOTRITON_RETURN_IF_ERROR(check_quant_ints(op, j));
   // M or K 0: the loops do not run and the scale is the floor's, as launch_dynamic_scale's.
   namespace k = detail::kernels::fp8_dynamic_quant_small;
   const k::Inputs in{.x_ptr = detail::strided(j.x, j.stride_xm), .q_ptr = detail::strided(j.q, j.stride_qm),
                      .scale_ptr = scale, .M = j.M, .K = j.K};
-  return k::launch(in, k::Functional{j.x_dtype}, stream, nullptr);
+  return k::launch(in, k::Functional{j.x_dtype, activation}, stream, nullptr);
 }
 
 Status launch_dynamic_scale(const char* op, const QuantJob& j, float* partials, float* scale, Stream stream) {
