@@ -125,16 +125,22 @@ def source_class(fn):
 def compile_one(rule, functional, config, arch, compile_dir=None):
     """compile_dir: where to compile from; it must not hold the repo-relative
     source paths, or ptxas finds the files and writes their mtimes into the
-    line table (a cubin would then depend on when the checkout was made)."""
+    line table (a cubin would then depend on when the checkout was made). The
+    process returns to its directory afterwards (a caller's temporary compile_dir
+    may go away: a test left there broke every later test that spawns a process)."""
     import triton
     from triton.backends.compiler import GPUTarget
 
     fn = load_kernel_function(rule)
     src = build_source(rule, fn, functional, config, arch)
     options = {k: config[k] for k in rule.tuning.LAUNCH_OPTIONS if config.get(k)}  # maxnreg 0: no cap
-    if compile_dir is not None:
-        os.chdir(compile_dir)
-    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
+    cwd = os.getcwd()
+    try:
+        if compile_dir is not None:
+            os.chdir(compile_dir)
+        compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
+    finally:
+        os.chdir(cwd)
     check_tma_meta(rule, functional, config, compiled)
     return compiled
 

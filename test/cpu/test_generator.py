@@ -137,3 +137,14 @@ def test_compiles_for_each_arch(tmp_path, arch):
     meta = json.loads(out.with_suffix(".json").read_text())
     assert out.stat().st_size > 0 and meta["num_warps"] == 4
     assert meta["name"] == config_name({"BLOCK": 1024, "num_warps": 4, "num_stages": 1})
+
+
+def test_compile_one_returns_to_the_callers_directory(tmp_path):
+    """compile_dir is only where ptxas runs: a caller's temporary directory that goes
+    away must not strand the process (later tests spawn processes from it)."""
+    from python import compile_kernel
+    rule = next(k for k in rules.KERNELS if k.name == "moe_sum")
+    f = rule.functionals(90)[0]
+    before = os.getcwd()
+    compile_kernel.compile_one(rule, f, dict(rule.tuning.default(f, 90)), 90, compile_dir=tmp_path)
+    assert os.getcwd() == before
