@@ -22,6 +22,8 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 
+from tritonsrc.moe.grouped_gemm_hopper_persistent import _tile_of  # the product's grouped tile order
+
 ROWS = gl.constexpr(64)  # rows per consumer warpgroup
 
 
@@ -142,14 +144,6 @@ def moe_gemm_gluon_ws_kernel(a_desc, b_desc, c_ptr, topk_weights_ptr, sorted_ids
 # The gathered-A variant (gluon_ws_gather) shipped as the product kernel
 # tritonsrc/moe/grouped_gemm_hopper.py (fused_moe_gemm_hopper, same arguments);
 # moe_gemm_tma.py launches that one for this experiment's "gluon_ws_gather".
-
-
-@gluon.jit
-def _tile_of(tile, num_pid_m, num_pid_n, GROUP_M: gl.constexpr):
-    in_group = GROUP_M * num_pid_n
-    first_m = (tile // in_group) * GROUP_M
-    group_m = gl.minimum(num_pid_m - first_m, GROUP_M)
-    return first_m + (tile % in_group) % group_m, (tile % in_group) // group_m
 
 
 @gluon.jit

@@ -36,20 +36,27 @@ def _shipped_configs():
     return out
 
 
-@pytest.mark.parametrize("functional,config", _shipped_configs(), ids=lambda x: str(x))
-def test_compiles_without_spills_and_params_match_the_launcher(functional, config):
-    compiled = compile_kernel.compile_one(RULE, functional, config, 90)  # also checks the TMA metadata
-    cubin = compiled.asm["cubin"]
-    res = resources(cubin)
+def compile_gluon_moe_gemm(rule, functional, config):
+    """(compiled, SASS) of one sm_90 Gluon MoE GEMM config, with what every form of it
+    must show: no spills, shared memory within the part, the generated launcher's
+    parameters, the weights by 2-D TMA and the gathered token rows by cp.async."""
+    compiled = compile_kernel.compile_one(rule, functional, config, 90)  # also checks the TMA metadata
+    res = resources(compiled.asm["cubin"])
     assert res["stack"] == 0 and res["local"] == 0, f"register spills: {res}"
     assert int(compiled.metadata.shared) <= SM90_MAX_SHARED
-    assert int(compiled.metadata.global_scratch_size) == 0, "a host descriptor needs no device scratch"
-    assert _ptx_params(compiled.asm["ptx"]) == _expected_params(RULE)
+    assert _ptx_params(compiled.asm["ptx"]) == _expected_params(rule)
     ptx = compiled.asm["ptx"]
     assert "cp.async.bulk.tensor.2d" in ptx, "the weights move by 2-D TMA"
-    assert "cp.async.cg.shared.global" in ptx and "wgmma.mma_async" in ptx
+    assert "cp.async.cg.shared.global" in ptx, "the token rows are gathered by cp.async"
+    return compiled, cuobjdump(["-sass"], compiled.asm["cubin"])
+
+
+@pytest.mark.parametrize("functional,config", _shipped_configs(), ids=lambda x: str(x))
+def test_compiles_without_spills_and_params_match_the_launcher(functional, config):
+    compiled, sass = compile_gluon_moe_gemm(RULE, functional, config)
+    assert int(compiled.metadata.global_scratch_size) == 0, "a host descriptor needs no device scratch"
+    assert "wgmma.mma_async" in compiled.asm["ptx"]
     # The consumers get 224 registers, the loaders give theirs back.
-    sass = cuobjdump(["-sass"], cubin)
     assert re.search(r"USETMAXREG\.TRY_ALLOC\S* \S+ 0xe0", sass), "consumer warpgroups raise to 224 registers"
     assert "USETMAXREG.DEALLOC" in sass
 

@@ -11,10 +11,8 @@ import pytest
 
 pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
 
-from python import compile_kernel  # noqa: E402
-from python.cubin_resources import cuobjdump, resources  # noqa: E402
 from python.rules_moe_hopper_fp8 import fused_moe_gemm_hopper_fp8 as RULE  # noqa: E402
-from test_flash_hopper_compiles import SM90_MAX_SHARED, _expected_params, _ptx_params  # noqa: E402
+from test_moe_hopper_compiles import compile_gluon_moe_gemm  # noqa: E402
 
 FUNCTIONALS = [{"dtype": "bf16", "QUANT": q, "MUL_ROUTED_WEIGHT": w} for q in (1, 2, 3) for w in (False, True)] + [
     {"dtype": "fp16", "QUANT": 2, "MUL_ROUTED_WEIGHT": True}]
@@ -58,15 +56,7 @@ def _space_corners():
 @pytest.mark.parametrize("functional,config", list(_space_corners()), ids=str)
 def test_compiles_without_spills_and_overlaps_the_promotion(functional, config):
     block_n = config["BLOCK_N"]
-    compiled = compile_kernel.compile_one(RULE, functional, config, 90)
-    cubin = compiled.asm["cubin"]
-    res = resources(cubin)
-    assert res["stack"] == 0 and res["local"] == 0, f"register spills: {res}"
-    assert int(compiled.metadata.shared) <= SM90_MAX_SHARED
-    assert _ptx_params(compiled.asm["ptx"]) == _expected_params(RULE)
-    ptx = compiled.asm["ptx"]
-    assert "cp.async.bulk.tensor.2d" in ptx and "cp.async.cg.shared.global" in ptx
-    sass = cuobjdump(["-sass"], cubin)
+    compiled, sass = compile_gluon_moe_gemm(RULE, functional, config)
     mma_loops = _innermost_loops(sass, "QGMMA.64x128x32.F32.E4M3.E4M3")
     assert len(mma_loops) == 2, "one fp8 wgmma loop per consumer warpgroup"
     for body in mma_loops:

@@ -13,7 +13,8 @@ pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
 from python import build_plan, compile_kernel, rules  # noqa: E402
 from python.cubin_resources import cuobjdump, resources  # noqa: E402
 from python.rules_moe_hopper import fused_moe_gemm_hopper, fused_moe_gemm_hopper_persistent as RULE  # noqa: E402
-from test_flash_hopper_compiles import SM90_MAX_SHARED, _expected_params, _ptx_params  # noqa: E402
+from test_flash_hopper_compiles import SM90_MAX_SHARED  # noqa: E402
+from test_moe_hopper_compiles import compile_gluon_moe_gemm  # noqa: E402
 
 FUNCTIONALS = [{"dtype": d, "MUL_ROUTED_WEIGHT": w} for d in ("fp16", "bf16") for w in (False, True)]
 
@@ -31,15 +32,8 @@ def _corners():
 
 @pytest.mark.parametrize("functional,config", list(_corners()), ids=str)
 def test_compiles_without_spills_and_params_match_the_launcher(functional, config):
-    compiled = compile_kernel.compile_one(RULE, functional, config, 90)
-    cubin = compiled.asm["cubin"]
-    res = resources(cubin)
-    assert res["stack"] == 0 and res["local"] == 0, f"register spills: {res}"
-    assert int(compiled.metadata.shared) <= SM90_MAX_SHARED
-    assert _ptx_params(compiled.asm["ptx"]) == _expected_params(RULE)
-    ptx = compiled.asm["ptx"]
-    assert "cp.async.bulk.tensor.2d" in ptx and "cp.async.cg.shared.global" in ptx and "wgmma.mma_async" in ptx
-    sass = cuobjdump(["-sass"], cubin)
+    compiled, sass = compile_gluon_moe_gemm(RULE, functional, config)
+    assert "wgmma.mma_async" in compiled.asm["ptx"]
     assert re.search(r"USETMAXREG\.TRY_ALLOC\S* \S+ 0xe0", sass), "consumer warpgroups raise to 224 registers"
 
 
