@@ -386,10 +386,10 @@ Status launch(const LaunchTarget& t, const LoadedKernel& k, const uint32_t grid[
   }
   // The cubin has the wait only where it was built for sm_90+ (a PTX fallback for
   // sm_8x has none); a driver that refuses the attribute gets a plain launch.
-  const bool dependent = pdl && t.bound->variant->arch >= 90 && programmatic_dependent_launch();
-  CUresult r = dependent ? launch_programmatic_dependent(*t.cu, k, grid, params, static_cast<CUstream>(stream))
-                         : CUDA_ERROR_NOT_SUPPORTED;
-  if (!dependent || r == CUDA_ERROR_NOT_SUPPORTED)
+  CUresult r = CUDA_ERROR_NOT_SUPPORTED;
+  if (pdl && t.bound->variant->arch >= 90 && programmatic_dependent_launch())
+    r = launch_programmatic_dependent(*t.cu, k, grid, params, static_cast<CUstream>(stream));
+  if (r == CUDA_ERROR_NOT_SUPPORTED)
     r = t.cu->cuLaunchKernel(k.function, grid[0], grid[1], grid[2], k.block_threads, 1, 1, k.shared_bytes,
                              static_cast<CUstream>(stream), params, nullptr);
   if (r == CUDA_ERROR_INVALID_HANDLE || r == CUDA_ERROR_CONTEXT_IS_DESTROYED) {
