@@ -28,11 +28,14 @@ def invoke_grouped_gemm_hopper(a, b, c, topk_weights, sorted_token_ids, expert_i
     one tile per program; None (one per SM, as the operator launches it) or n: the
     persistent form (tritonsrc/moe/grouped_gemm_hopper_persistent.py)."""
     import torch
-    from python.rules_moe_hopper import fused_moe_gemm_hopper, fused_moe_gemm_hopper_persistent
+    # The rules under other names: fused_moe_gemm_hopper is the Gluon kernel here (a shadowing
+    # import made the launcher subscript the rule, 2026-12-05).
+    from python import rules_moe_hopper
     from tritonsrc.moe.grouped_gemm_hopper_persistent import fused_moe_gemm_hopper_persistent as persistent
 
     E, N, K = b.shape
-    rule = fused_moe_gemm_hopper if num_programs == 0 else fused_moe_gemm_hopper_persistent
+    rule = (rules_moe_hopper.fused_moe_gemm_hopper if num_programs == 0
+            else rules_moe_hopper.fused_moe_gemm_hopper_persistent)
     functional = {"dtype": {torch.float16: "fp16", torch.bfloat16: "bf16"}[b.dtype],
                   "MUL_ROUTED_WEIGHT": bool(mul_routed_weight)}
     config = config or rule.tuning.default(functional, 90)
