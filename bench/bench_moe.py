@@ -21,8 +21,8 @@ Columns:
                     the sm_90 Gluon kernels (fused_moe_gemm_hopper, fused_moe_gemm_hopper_fp8),
                     "triton" = fused_moe_gemm. Where hopper ran, the "hopper" TF/s columns time it on
                     the same GEMM (A/B in this run); empty otherwise.
-  default           which kernel runs without AOTRITON_MOE_HOPPER (the fp8 Gluon kernel from
-                    128 slots per expert, the Triton kernel otherwise): fused ms times that.
+  default           which kernel runs without AOTRITON_MOE_HOPPER (the Gluon kernels where they
+                    serve, the Triton kernel otherwise): fused ms times that.
   grouped_mm TF/s   torch._grouped_mm(mat_a [slots, K] sorted by expert, mat_b [E, K, N]
                     = w.transpose(1, 2), offs = int32 cumulative ends), bf16 layers only; the
                     gather into expert order is not timed. TF/s count routed slots only:

@@ -266,7 +266,7 @@ class Kernel:
     # = False` and, when it is set, waits for the grids before it in the stream
     # (tritonsrc/pdl.py) before it touches global memory. The build sets USE_PDL on
     # sm_90 and later; the runtime may then launch it before its predecessor ends
-    # (AOTRITON_PDL=1: its launch overlaps the predecessor's tail). For the short
+    # (on by default; AOTRITON_PDL=0 turns it off). For the short
     # kernels of decode chains, where a launch costs as much as the work.
     pdl: bool = False
 

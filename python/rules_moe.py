@@ -409,26 +409,50 @@ fp8_scale_from_amax = Kernel(
     doc="dynamic per-tensor fp8 scale, step 2: max / 448",
 )
 
-fp8_dynamic_quant_small = Kernel(
-    name="fp8_dynamic_quant_small",
+# Decode-sized dynamic per-tensor fp8 quantization: two launches of one row chunk per
+# program (the operator routes x of at most C.DYNAMIC_QUANT_MAX_CHUNKS chunks here).
+# ACTIVATION -1: x as it is; 0 silu, 2 gelu_tanh (activation.py): x is GEMM1's
+# [gate | up] and the activation runs in both steps (fused_experts' decode GEMM2 input;
+# fp16/bf16 only). Aligned rows only (16-byte loads; decode's inputs are): the
+# operator sends unaligned x through the three-launch path. Both steps must cut x into
+# the same chunks: BLOCK_K is the constant, not tuned.
+_DQ_FUNCTIONAL = {"dtype": FLOAT_DTYPES, "ACTIVATION": [-1, 0, 2]}
+_DQ_GRID = ("M * cdiv(K, BLOCK_K) + (M * cdiv(K, BLOCK_K) == 0)", "1", "1")  # one program for empty x
+
+
+def _dq_valid(f, arch):
+    return _fp8_ok(arch) and (f["ACTIVATION"] < 0 or f["dtype"] != "fp32")
+
+
+fp8_dynamic_amax_chunks = Kernel(
+    name="fp8_dynamic_amax_chunks",
     source="tritonsrc/moe/fused_helpers.py",
-    function="fp8_dynamic_quant_small_kernel",
+    function="fp8_dynamic_amax_chunks_kernel",
     pdl=True,
-    args=[_QX16.ptr, _QQ16.ptr, Arg("scale_ptr", "*fp32"), Arg("M", "i32"), Arg("K", "i32:16"), *_QX16.strides,
-          *_QQ16.strides],
-    # ACTIVATION -1: x as it is; 0-3 (activation.py): x is GEMM1's [gate | up] and the
-    # activation runs here (fused_experts' decode GEMM2 input; fp16/bf16 only).
-    functional={"dtype": FLOAT_DTYPES, "ACTIVATION": [-1, 0, 2]},  # 1 (erf) and 3 (interleaved) would spill
-    valid=lambda f, arch: _fp8_ok(arch) and (f["ACTIVATION"] < 0 or f["dtype"] != "fp32"),
-    # Aligned rows only (16-byte loads; decode's inputs are): the operator sends unaligned
-    # x through the three-launch path. One tile of CHUNKS x BLOCK_K holds
-    # C.DYNAMIC_QUANT_ONE_PROGRAM elements, 32 per thread (sm_90: 57 registers, no spills).
-    tuning=TuningSpace(params={"BLOCK_K": [256, 512, 1024, 2048], "CHUNKS": [8, 16, 32, 64],
-                               "num_warps": [8, 16, 32], **_ONE_STAGE},
-                       default=lambda f, arch: {"BLOCK_K": 1024, "CHUNKS": 32, "num_warps": 32, "num_stages": 1},
-                       prune=lambda f, c, arch: c["BLOCK_K"] * c["CHUNKS"] <= C.DYNAMIC_QUANT_ONE_PROGRAM),
-    grid=("1", "1", "1"),
-    doc="dynamic per-tensor fp8 quantization in one program (decode-sized x)",
+    args=[_QX16.ptr, Arg("partial_ptr", "*fp32"), Arg("M", "i32"), Arg("K", "i32:16"), *_QX16.strides],
+    functional=_DQ_FUNCTIONAL,
+    valid=_dq_valid,
+    tuning=TuningSpace(params={"BLOCK_K": [C.DYNAMIC_QUANT_CHUNK], "num_warps": [4, 8], **_ONE_STAGE},
+                       default=lambda f, arch: {"BLOCK_K": C.DYNAMIC_QUANT_CHUNK, "num_warps": 4, "num_stages": 1}),
+    grid=_DQ_GRID,
+    doc="dynamic per-tensor fp8 quantization of decode-sized x, step 1: max |x| per row chunk",
+)
+
+fp8_dynamic_quant_chunks = Kernel(
+    name="fp8_dynamic_quant_chunks",
+    source="tritonsrc/moe/fused_helpers.py",
+    function="fp8_dynamic_quant_chunks_kernel",
+    pdl=True,
+    args=[_QX16.ptr, _QQ16.ptr, Arg("scale_ptr", "*fp32"), Arg("partial_ptr", "*fp32"), Arg("M", "i32"),
+          Arg("K", "i32:16"), *_QX16.strides, *_QQ16.strides],
+    functional=_DQ_FUNCTIONAL,
+    valid=_dq_valid,
+    tuning=TuningSpace(params={"BLOCK_K": [C.DYNAMIC_QUANT_CHUNK], "BLOCK_P": [256, 1024], "num_warps": [4, 8],
+                               **_ONE_STAGE},
+                       default=lambda f, arch: {"BLOCK_K": C.DYNAMIC_QUANT_CHUNK, "BLOCK_P": 256, "num_warps": 4,
+                                                "num_stages": 1}),
+    grid=_DQ_GRID,
+    doc="dynamic per-tensor fp8 quantization of decode-sized x, step 2: the scale and q per row chunk",
 )
 
 _ZERO_BUF = _rows("buf_ptr", "stride_", stride="i32:16")
@@ -582,8 +606,8 @@ per_token_quant_fp8 = Kernel(
 
 MOE_KERNELS = [act_and_mul, moe_sum, topk_softmax, moe_align_count, moe_align_scan, moe_align_offsets,
                moe_align_scatter, moe_align_small, fused_moe_gemm, per_token_group_quant_fp8,
-               per_tensor_quant_fp8, fp8_amax_partial, fp8_scale_from_amax, fp8_dynamic_quant_small,
-               moe_zero_dropped_rows]
+               per_tensor_quant_fp8, fp8_amax_partial, fp8_scale_from_amax, fp8_dynamic_amax_chunks,
+               fp8_dynamic_quant_chunks, moe_zero_dropped_rows]
 ep_dispatch_indices = Kernel(
     name="ep_dispatch_indices",
     source="tritonsrc/moe/ep_dispatch.py",
@@ -658,7 +682,8 @@ MOE_CI = {
     "per_token_group_quant_fp8": lambda f: f["dtype"] == "fp16" and _ci_aligned(f),
     "per_tensor_quant_fp8": lambda f: f["dtype"] == "fp16" and _ci_aligned(f),
     "fp8_amax_partial": lambda f: f["dtype"] == "fp16" and _ci_aligned(f),
-    "fp8_dynamic_quant_small": lambda f: f["dtype"] == "fp16" and f["ACTIVATION"] <= 0,
+    "fp8_dynamic_amax_chunks": lambda f: f["dtype"] == "fp16" and f["ACTIVATION"] <= 0,
+    "fp8_dynamic_quant_chunks": lambda f: f["dtype"] == "fp16" and f["ACTIVATION"] <= 0,
     "moe_zero_dropped_rows": lambda f: f["dtype"] == "fp16" and _ci_aligned(f),
     "grouped_topk": lambda f: f["dtype"] == "fp16" and f["BLOCK_E"] in _CI_TOPK_E,
     # One functional per weight-only mode, one per-token quant.

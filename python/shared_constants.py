@@ -66,8 +66,10 @@ def header() -> str:
         f"constexpr int64_t kSplitKSms = {moe_configs.SPLIT_K_SMS};\n",
         f"constexpr int64_t kSplitKTileN = {moe_configs.SPLIT_K_TILE_N};\n",
         f"constexpr int64_t kSplitKMinK = {moe_configs.SPLIT_K_MIN_K};\n",
-        "// Dynamic per-tensor fp8 quantization of at most this many elements: one program.\n",
-        f"constexpr int64_t kDynamicQuantOneProgram = {moe_configs.DYNAMIC_QUANT_ONE_PROGRAM};\n",
+        "// Dynamic per-tensor fp8 quantization in row chunks of kDynamicQuantChunk columns, one per\n"
+        "// program, for x of at most kDynamicQuantMaxChunks chunks (the partials buffer's size).\n",
+        f"constexpr int64_t kDynamicQuantChunk = {moe_configs.DYNAMIC_QUANT_CHUNK};\n",
+        f"constexpr int64_t kDynamicQuantMaxChunks = {moe_configs.DYNAMIC_QUANT_MAX_CHUNKS};\n",
         "// Grouped GEMM BLOCK_SIZE_M (= the align block size) for M tokens: row i serves\n"
         "// M <= kMoeMBins[i], the last row larger M (configs.block_size_m).\n",
         _array("int64_t", "kMoeMBins", moe_configs.M_BINS),

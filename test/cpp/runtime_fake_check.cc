@@ -185,9 +185,9 @@ void resolve_first_checks(const char* dir_without_dq, const char* dir_without_mo
   set_image_dir(full_dir);
   c = now();
   report("fused_experts_fp8_block", moe::fused_experts(fused_params(moe::QuantMode::kFp8Block), Stream{}), c);
-  // Dynamic per-tensor scales at decode size: the activation runs inside the one-program
-  // quantization of GEMM2's input (align, quantize x, GEMM1, zero dropped rows of GEMM1's
-  // output, act + quantize, zero dropped rows, GEMM2, moe_sum: eight launches).
+  // Dynamic per-tensor scales at decode size: the activation runs inside the chunked
+  // quantization of GEMM2's input (align, quantize x (two launches), GEMM1, zero dropped rows
+  // of GEMM1's output, act + quantize (two), zero dropped rows, GEMM2, moe_sum: ten launches).
   c = now();
   report("fused_experts_fp8_tensor_decode",
          moe::fused_experts(fused_params(moe::QuantMode::kFp8PerTensor), Stream{}), c);
@@ -390,7 +390,10 @@ void persistent_route_checks() {
   grouped_gemm_call(512, false, "persistent");  // 1024 slots over 2 experts: 512 per expert
   grouped_gemm_call(256, false, "per_tile");    // 256 per expert
   unsetenv("AOTRITON_MOE_HOPPER");
-  grouped_gemm_call(512, false, "default");     // without the opt-in: the Triton kernel
+  grouped_gemm_call(512, false, "default");     // the default: as with "1"
+  setenv("AOTRITON_MOE_HOPPER", "0", 1);
+  grouped_gemm_call(512, false, "opted_out");   // the Triton kernel
+  unsetenv("AOTRITON_MOE_HOPPER");
 }
 
 }  // namespace

@@ -61,8 +61,9 @@ def test_release_compiles_less_than_tune_covers():
     # dynamic fp8 quantization for decode (+3: x dtypes): 1475; the persistent sm_90 Gluon
     # MoE GEMM (+4: 2 dtypes x routed weight): 1479; the activation fused with the
     # fp8 group quantization of GEMM2's input (+8: 2 dtypes x 4 activations): 1487; the
-    # one-program dynamic quantization with the activation (+4: 2 dtypes x silu, gelu_tanh): 1491.
-    assert images(rel) <= 1491, "the release profile grew: see docs/build-time.md"
+    # one-program dynamic quantization with the activation (+4: 2 dtypes x silu, gelu_tanh): 1491;
+    # that quantization as two chunked kernels (+7: one more kernel, 7 functionals): 1498.
+    assert images(rel) <= 1498, "the release profile grew: see docs/build-time.md"
     assert images(gputest) > 0
 
 

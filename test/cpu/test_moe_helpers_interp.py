@@ -10,8 +10,9 @@ import torch  # noqa: E402
 import triton  # noqa: E402
 
 import test_moe_interp  # noqa: E402,F401  (its patch: the interpreter's fp32 -> fp8 rounds to nearest even, as GPUs)
-from tritonsrc.moe.fused_helpers import (fp8_amax_partial_kernel, fp8_dynamic_quant_small_kernel,  # noqa: E402
-                                         fp8_scale_from_amax_kernel, zero_dropped_rows_kernel)
+from tritonsrc.moe.fused_helpers import (fp8_amax_partial_kernel, fp8_dynamic_amax_chunks_kernel,  # noqa: E402
+                                         fp8_dynamic_quant_chunks_kernel, fp8_scale_from_amax_kernel,
+                                         zero_dropped_rows_kernel)
 
 
 @pytest.mark.parametrize("with_map", [False, True])
@@ -60,14 +61,24 @@ def test_dynamic_fp8_scale(dtype, M, K, num_partials):
     assert scale.item() == pytest.approx(1e-10 / 448.0)
 
 
+def _dynamic_quant_chunks(x, q, scale, M, K, activation, block_k, block_p):
+    """The operator's two launches: one program per row chunk (one for empty x)."""
+    n = M * triton.cdiv(K, block_k)
+    partials = torch.full((max(n, 1), ), float("nan"))  # poison: every entry must be written
+    fp8_dynamic_amax_chunks_kernel[(max(n, 1), 1, 1)](x, partials, M, K, x.stride(0), ACTIVATION=activation,
+                                                      BLOCK_K=block_k)
+    fp8_dynamic_quant_chunks_kernel[(max(n, 1), 1, 1)](x, q, scale, partials, M, K, x.stride(0), q.stride(0),
+                                                       ACTIVATION=activation, BLOCK_K=block_k, BLOCK_P=block_p)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
-@pytest.mark.parametrize("M,K,block_k,chunks", [(1, 7, 16, 4), (2, 300, 128, 4), (8, 130, 64, 16), (3, 64, 64, 4),
-                                                (2, 300, 128, 8), (5, 200, 64, 8)])
-def test_dynamic_fp8_quant_in_one_program(dtype, M, K, block_k, chunks):
-    """Scale and q in one launch, equal to the reference quantization (IEEE division,
-    clamp to +-448, round to nearest e4m3) on strided rows; q's padding untouched.
-    Both forms: x in one tile of row chunks (M * cdiv(K, block_k) <= chunks: (1, 7),
-    (3, 64), (2, 300) at 8) and tiles in a loop (the others, partial last chunks)."""
+@pytest.mark.parametrize("M,K,block_k,block_p", [(1, 7, 16, 4), (2, 300, 128, 4), (8, 130, 64, 4), (3, 64, 64, 4),
+                                                 (2, 300, 128, 8), (5, 200, 64, 32)])
+def test_dynamic_fp8_quant_in_chunks(dtype, M, K, block_k, block_p):
+    """Scale and q in two launches of one row chunk per program, equal to the reference
+    quantization (IEEE division, clamp to +-448, round to nearest e4m3) on strided rows;
+    q's padding untouched. Partial last chunks (K not a multiple of block_k), and more
+    partials than one load of block_p (6 to 24 chunks at block_p 4)."""
     gen = torch.Generator().manual_seed(M * 7 + K)
     full = (torch.randn(M, K + 3, generator=gen) * 5).to(dtype)
     x = full[:, 1:1 + K]
@@ -75,8 +86,7 @@ def test_dynamic_fp8_quant_in_one_program(dtype, M, K, block_k, chunks):
     q_full = torch.full((M, K + 16), 0x7F, dtype=torch.uint8).view(torch.float8_e4m3fn)  # poison (NaN)
     q = q_full[:, :K]
     scale = torch.full((1,), float("nan"))
-    fp8_dynamic_quant_small_kernel[(1, 1, 1)](x, q, scale, M, K, x.stride(0), q.stride(0), ACTIVATION=-1,
-                                              BLOCK_K=block_k, CHUNKS=chunks)
+    _dynamic_quant_chunks(x, q, scale, M, K, -1, block_k, block_p)
     ref_scale = x.float().abs().amax().clamp(min=1e-10) / 448.0
     assert torch.equal(scale[0], ref_scale)
     ref_q = (x.float() / ref_scale).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
@@ -84,13 +94,24 @@ def test_dynamic_fp8_quant_in_one_program(dtype, M, K, block_k, chunks):
     assert (q_full[:, K:].view(torch.uint8) == 0x7F).all()
 
 
+@pytest.mark.parametrize("M,K", [(0, 64), (3, 0)])
+def test_dynamic_fp8_quant_in_chunks_of_empty_x(M, K):
+    """Empty x: one program of each step, no chunk touched; the scale is the floor's."""
+    x = torch.randn(max(M, 1), max(K, 1))
+    q = torch.full((max(M, 1), max(K, 1)), 0x7F, dtype=torch.uint8).view(torch.float8_e4m3fn)
+    scale = torch.full((1,), float("nan"))
+    _dynamic_quant_chunks(x, q, scale, M, K, -1, 64, 4)
+    assert scale.item() == pytest.approx(1e-10 / 448.0)
+    assert (q.view(torch.uint8) == 0x7F).all()
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 @pytest.mark.parametrize("activation", [0, 2])  # silu, gelu_tanh (the fused forms built)
-@pytest.mark.parametrize("M,K,block_k,chunks", [(2, 300, 128, 8), (8, 130, 64, 16), (1, 64, 64, 4)])
-def test_dynamic_fp8_quant_with_the_activation(dtype, activation, M, K, block_k, chunks):
-    """ACTIVATION >= 0: x is GEMM1's [gate | up] and the kernel applies act(gate) * up
-    itself: bitwise act_and_mul_kernel followed by the plain one-program quantization
-    (one tile and looped), scale included."""
+@pytest.mark.parametrize("M,K,block_k", [(2, 300, 128), (8, 130, 64), (1, 64, 64)])
+def test_dynamic_fp8_quant_with_the_activation(dtype, activation, M, K, block_k):
+    """ACTIVATION >= 0: x is GEMM1's [gate | up] and both steps apply act(gate) * up
+    themselves: bitwise act_and_mul_kernel followed by the plain chunked quantization,
+    scale included."""
     from tritonsrc.moe.activation import act_and_mul_kernel
     gen = torch.Generator().manual_seed(M * 13 + K + activation)
     full = (torch.randn(M, 2 * K + 5, generator=gen) * 4).to(dtype)
@@ -100,11 +121,9 @@ def test_dynamic_fp8_quant_with_the_activation(dtype, activation, M, K, block_k,
                                                  BLOCK=64)
     q_ref = torch.empty(M, K, dtype=torch.float8_e4m3fn)
     s_ref = torch.full((1,), float("nan"))
-    fp8_dynamic_quant_small_kernel[(1, 1, 1)](mid, q_ref, s_ref, M, K, mid.stride(0), q_ref.stride(0), ACTIVATION=-1,
-                                              BLOCK_K=block_k, CHUNKS=chunks)
+    _dynamic_quant_chunks(mid, q_ref, s_ref, M, K, -1, block_k, 4)
     q = torch.full((M, K), 0x7F, dtype=torch.uint8).view(torch.float8_e4m3fn)
     s = torch.full((1,), float("nan"))
-    fp8_dynamic_quant_small_kernel[(1, 1, 1)](x, q, s, M, K, x.stride(0), q.stride(0), ACTIVATION=activation,
-                                              BLOCK_K=block_k, CHUNKS=chunks)
+    _dynamic_quant_chunks(x, q, s, M, K, activation, block_k, 4)
     assert torch.equal(s, s_ref) and s.item() > 0
     assert torch.equal(q.view(torch.uint8), q_ref.view(torch.uint8))

@@ -15,7 +15,7 @@ PDL_RULES = [r for r in rules.KERNELS if r.pdl]
 
 def test_decode_chains_are_pdl():
     names = {r.name for r in PDL_RULES}
-    for chain in (["moe_align_small", "fp8_dynamic_quant_small", "fused_moe_gemm", "act_and_mul", "moe_sum"],
+    for chain in (["moe_align_small", "fp8_dynamic_amax_chunks", "fp8_dynamic_quant_chunks", "fused_moe_gemm", "act_and_mul", "moe_sum"],
                   ["kv_append", "attn_decode", "attn_decode_combine"], ["topk_softmax", "fused_moe_gemm_wq"]):
         assert set(chain) <= names
 

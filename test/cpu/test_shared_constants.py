@@ -30,7 +30,8 @@ def test_header_holds_the_python_tables():
     assert _scalar(h, "kMaxExperts") == max(rules_moe.ALIGN_BLOCK_E) == max(rules_moe.TOPK_BLOCK_E)
     assert _scalar(h, "kAlignBlockT") == moe_configs.ALIGN_BLOCK_T
     assert _scalar(h, "kAlignSmallMax") == moe_configs.ALIGN_SMALL_MAX
-    assert _scalar(h, "kDynamicQuantOneProgram") == moe_configs.DYNAMIC_QUANT_ONE_PROGRAM
+    assert _scalar(h, "kDynamicQuantChunk") == moe_configs.DYNAMIC_QUANT_CHUNK
+    assert _scalar(h, "kDynamicQuantMaxChunks") == moe_configs.DYNAMIC_QUANT_MAX_CHUNKS
     assert (_scalar(h, "kGemmSplitK"), _scalar(h, "kSplitKSms"), _scalar(h, "kSplitKTileN"),
             _scalar(h, "kSplitKMinK")) == (moe_configs.GEMM_SPLIT_K, moe_configs.SPLIT_K_SMS,
                                           moe_configs.SPLIT_K_TILE_N, moe_configs.SPLIT_K_MIN_K)
@@ -62,7 +63,8 @@ def test_generate_writes_the_header(tmp_path):
 
 @pytest.mark.parametrize("pattern", [
     r"kMaxExperts\s*=\s*\d", r"kPageTileKeys\s*=\s*\d", r"kAlignBlockT\s*=\s*\d",
-    r"kAlignSmallMax\s*=\s*\d", r"kScaleGroup\s*=\s*\d", r"kDynamicQuantOneProgram\s*=\s*\d",
+    r"kAlignSmallMax\s*=\s*\d", r"kScaleGroup\s*=\s*\d", r"kDynamicQuantChunk\s*=\s*\d",
+    r"kDynamicQuantMaxChunks\s*=\s*\d",
     r"kGemmSplitK\s*=\s*\d", r"kSms\s*=\s*132",
     r"while \(b < d\) b \*= 2", r"num_tokens <= 64\)", r"block_size != 16 &&",
 ])

@@ -118,7 +118,7 @@ def _eligible(dtype=torch.bfloat16, seed=1):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_automatic_choice_runs_it_where_the_rule_serves(dtype, monkeypatch):
-    monkeypatch.setenv("AOTRITON_MOE_HOPPER", "1")  # opt-in (moe_gemm_hopper.cc: slower than Triton at M=4096)
+    monkeypatch.setenv("AOTRITON_MOE_HOPPER", "1")  # also the default
     a, b, w, ids, top_k, mul = _eligible(dtype)
     c, ran = gemm(a, b, w, ids, top_k, mul)
     assert is_hopper(ran), ran
@@ -143,18 +143,18 @@ def test_automatic_choice_keeps_the_triton_kernel_elsewhere(monkeypatch):
         assert rel_err(c, gemm_ref(a, b, w, ids, top_k, mul)) < GEMM_TOL[torch.bfloat16]
 
 
-@pytest.mark.parametrize("unset", ["", "0"])
-def test_env_var_opts_in(monkeypatch, unset):
-    """By default (or AOTRITON_MOE_HOPPER=0) an eligible call runs the Triton
-    kernel; AOTRITON_MOE_HOPPER=1 (read per call) the Hopper kernel; same
+@pytest.mark.parametrize("on_env", ["", "1"])
+def test_env_var_opts_out(monkeypatch, on_env):
+    """By default (or AOTRITON_MOE_HOPPER=1) an eligible call runs the Hopper
+    kernel; AOTRITON_MOE_HOPPER=0 (read per call) the Triton kernel; same
     results within rounding."""
     a, b, w, ids, top_k, mul = _eligible()
-    if unset:
-        monkeypatch.setenv("AOTRITON_MOE_HOPPER", unset)
+    monkeypatch.setenv("AOTRITON_MOE_HOPPER", "0")
+    off, ran_off = gemm(a, b, w, ids, top_k, mul)
+    if on_env:
+        monkeypatch.setenv("AOTRITON_MOE_HOPPER", on_env)
     else:
         monkeypatch.delenv("AOTRITON_MOE_HOPPER", raising=False)
-    off, ran_off = gemm(a, b, w, ids, top_k, mul)
-    monkeypatch.setenv("AOTRITON_MOE_HOPPER", "1")
     on, ran_on = gemm(a, b, w, ids, top_k, mul)
     assert is_hopper(ran_on) and not is_hopper(ran_off), (ran_on, ran_off)
     ref = gemm_ref(a, b, w, ids, top_k, mul)

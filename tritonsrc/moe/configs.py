@@ -173,12 +173,14 @@ def topk_default(block_e):
 
 ALIGN_BLOCK_T = 256  # count/scatter chunk (functional: both launches must agree)
 ALIGN_SMALL_MAX = 1024  # largest numel the one-launch kernel takes
-# Dynamic per-tensor fp8 quantization of at most this many elements runs in one program
-# (fused_helpers.fp8_dynamic_quant_small_kernel: one launch instead of three; decode's
-# GEMM inputs: Mixtral-like M=1 GEMM2 is 2 x 14336, DeepSeek-like 8 x 2048). It is also
-# the kernel's tile (row chunks x columns, 32 elements per thread): x of decode size is
-# read once, in one round trip, and quantized from registers.
-DYNAMIC_QUANT_ONE_PROGRAM = 32768
+# Dynamic per-tensor fp8 quantization of decode-sized x in two launches of one row
+# chunk (DYNAMIC_QUANT_CHUNK columns) per program (fused_helpers.fp8_dynamic_amax_chunks
+# + fp8_dynamic_quant_chunks) when x has at most DYNAMIC_QUANT_MAX_CHUNKS chunks; larger
+# x takes three launches. Decode's GEMM inputs: Mixtral-like M=1 GEMM2 is 2 x 14336
+# (28 chunks), DeepSeek-like M=64 GEMM2 512 x 2048 (1024). The partials buffer holds
+# DYNAMIC_QUANT_MAX_CHUNKS floats.
+DYNAMIC_QUANT_CHUNK = 1024
+DYNAMIC_QUANT_MAX_CHUNKS = 1024
 ALIGN_SMALL_BLOCK_T = (64, 256, 1024)
 
 

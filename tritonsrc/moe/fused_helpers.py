@@ -8,9 +8,10 @@ zero_dropped_rows_kernel: zero the rows of a [rows, cols] buffer whose slot
 fp8_amax_partial_kernel + fp8_scale_from_amax_kernel: dynamic per-tensor fp8
   scale = max(max|x|, 1e-10) / 448 in two launches (partial maxima, then one
   program), deterministic and without atomics, so no buffer needs zeroing.
-fp8_dynamic_quant_small_kernel: the whole dynamic per-tensor quantization (scale
-  and q) in one program, for decode-sized x (the operator routes inputs of at
-  most configs.DYNAMIC_QUANT_ONE_PROGRAM elements here: one launch instead of three).
+fp8_dynamic_amax_chunks_kernel + fp8_dynamic_quant_chunks_kernel: the dynamic
+  per-tensor quantization of decode-sized x (at most configs.DYNAMIC_QUANT_MAX_CHUNKS
+  row chunks of configs.DYNAMIC_QUANT_CHUNK columns) in two launches of one chunk
+  per program, optionally with GEMM1's activation applied on the way in.
 
 Constexprs
   zero_dropped_rows_kernel
@@ -27,10 +28,12 @@ Constexprs
   fp8_scale_from_amax_kernel
     functional: partials dtype (fp32 only; the pointer type).
     tuning:     BLOCK, num_warps.   grid: (1, 1, 1)   default: BLOCK=1024, num_warps=4.
-  fp8_dynamic_quant_small_kernel
-    functional: x dtype (fp16/bf16/fp32).
-    tuning:     BLOCK_K (row chunk), CHUNKS (chunks per tile), num_warps.   grid: (1, 1, 1)
-    default:    BLOCK_K=1024, CHUNKS=32, num_warps=32. Aligned rows only (16-byte hints).
+  fp8_dynamic_amax_chunks_kernel, fp8_dynamic_quant_chunks_kernel
+    functional: x dtype (fp16/bf16/fp32), ACTIVATION (-1 none; silu, gelu_tanh for fp16/bf16).
+    tuning:     BLOCK_K = configs.DYNAMIC_QUANT_CHUNK (both steps must agree), BLOCK_P
+                (partials per load, step 2), num_warps.
+    grid:       (max(M * cdiv(K, BLOCK_K), 1), 1, 1)
+    default:    num_warps=4. Aligned rows only (16-byte hints).
 16-byte hints (AOT): buf_ptr, cols, stride_row; x_ptr, K, stride_xm (with an
 unaligned variant).
 """
@@ -141,46 +144,55 @@ def _quantize_fp8(x, scale, q_ptr, stride_qm, c, cols, chunks_per_row, num_chunk
 
 
 @triton.jit
-def fp8_dynamic_quant_small_kernel(x_ptr, q_ptr, scale_ptr, M, K, stride_xm, stride_qm, ACTIVATION: tl.constexpr,
-                                   BLOCK_K: tl.constexpr, CHUNKS: tl.constexpr, USE_PDL: tl.constexpr = False):
-    """scale[0] = max(max |y|, 1e-10) / 448 and q = clamp(y / scale, -448, 448) in one
-    program, y = x, or with ACTIVATION >= 0 y = act(gate) * up of x = [gate | up]
-    (activation.py's numbering; y rounded to x's dtype as act_and_mul_kernel stores
-    it): the same IEEE divisions as the launches it replaces (act_and_mul, amax
-    partials, scale, per_tensor_quant_fp8_kernel), so the same bits.
+def fp8_dynamic_amax_chunks_kernel(x_ptr, partial_ptr, M, K, stride_xm, ACTIVATION: tl.constexpr,
+                                   BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr = False):
+    """Step 1 of the decode-sized dynamic per-tensor quantization: partial[c] = max |y|
+    over row chunk c (program c: columns [j * BLOCK_K, (j + 1) * BLOCK_K) of row
+    c // cdiv(K, BLOCK_K)), y = x, or with ACTIVATION >= 0 y = act(gate) * up of
+    x = [gate | up] (activation.py's numbering), rounded to x's dtype as
+    act_and_mul_kernel stores it. One chunk per program spreads the work over the
+    SMs: the one-program kernel this replaces ran ~1000 instructions per thread on
+    one SM whatever the size (9.8 us per quantization on the H200, 2026-12-05).
 
-    y is read as row chunks of BLOCK_K columns, CHUNKS chunks per tile (all rows at
-    once: Mixtral-like M=1 GEMM2's 2 x 14336 is 28 chunks of 1024). When one tile
-    holds all of y (decode's inputs), it is loaded once and kept in registers for
-    the quantization: one load round trip, where the row loop this replaces waited
-    one per BLOCK_K of each row, twice (28 for Mixtral's 2 x 14336 at 2048: 6.4 us
-    per quantization on the H200, ~1 us of it division). Larger y: the same tiles
-    in a loop, read twice (the second time from L2).
-
-    x_ptr     [M, K] (ACTIVATION >= 0: [M, 2K]) fp16/bf16/fp32, row stride stride_xm,
-              columns contiguous
-    q_ptr     [M, K] fp8e4nv out, row stride stride_qm, K contiguous
-    scale_ptr fp32 [1] out
-    M, K, stride_xm, stride_qm: i32
+    x_ptr       [M, K] (ACTIVATION >= 0: [M, 2K]) fp16/bf16/fp32, row stride stride_xm,
+                columns contiguous
+    partial_ptr fp32 [max(M * cdiv(K, BLOCK_K), 1)] out
+    M, K, stride_xm: i32
     """
     wait_for_predecessor(USE_PDL)
+    c = tl.program_id(0) + tl.arange(0, 1)
+    chunks_per_row = tl.cdiv(K, BLOCK_K)
+    # Empty x (M or K 0) runs one program with no chunk; the divisor stays nonzero.
+    y = _chunk_values(x_ptr, stride_xm, c, tl.arange(0, BLOCK_K), tl.maximum(chunks_per_row, 1), M * chunks_per_row,
+                      K, BLOCK_K, ACTIVATION)
+    tl.store(partial_ptr + c, tl.max(tl.abs(y.to(tl.float32)), axis=1))
+
+
+@triton.jit
+def fp8_dynamic_quant_chunks_kernel(x_ptr, q_ptr, scale_ptr, partial_ptr, M, K, stride_xm, stride_qm,
+                                    ACTIVATION: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr,
+                                    USE_PDL: tl.constexpr = False):
+    """Step 2: scale = max(max(partial), 1e-10) / 448 (every program reduces the
+    partials the same way; program 0 stores it) and q = clamp(y / scale, -448, 448)
+    of row chunk c = program c, y recomputed as step 1 has it. The same IEEE
+    divisions as the three launches the operator takes for larger x (amax partials,
+    scale, per_tensor_quant_fp8_kernel), so the same bits.
+
+    x_ptr, M, K, stride_xm as step 1; q_ptr [M, K] fp8e4nv out, row stride stride_qm,
+    K contiguous; scale_ptr fp32 [1] out; partial_ptr step 1's output; stride_qm: i32
+    """
+    wait_for_predecessor(USE_PDL)
+    c = tl.program_id(0) + tl.arange(0, 1)
     cols = tl.arange(0, BLOCK_K)
-    c = tl.arange(0, CHUNKS)
     chunks_per_row = tl.cdiv(K, BLOCK_K)
     n = M * chunks_per_row
-    if n <= CHUNKS:
-        y = _chunk_values(x_ptr, stride_xm, c, cols, chunks_per_row, n, K, BLOCK_K, ACTIVATION)  # x's dtype
-        scale = tl.div_rn(tl.maximum(tl.max(tl.max(tl.abs(y), axis=1), axis=0).to(tl.float32), SCALE_FLOOR),
-                          FP8_MAX)
+    chunks_per_row = tl.maximum(chunks_per_row, 1)  # a divisor (empty x: one program, no chunk)
+    y = _chunk_values(x_ptr, stride_xm, c, cols, chunks_per_row, n, K, BLOCK_K, ACTIVATION)  # x's dtype
+    m = tl.zeros([BLOCK_P], tl.float32)
+    for p0 in range(0, n, BLOCK_P):
+        o = p0 + tl.arange(0, BLOCK_P)
+        m = tl.maximum(m, tl.load(partial_ptr + o, mask=o < n, other=0.0))
+    scale = tl.div_rn(tl.maximum(tl.max(m, axis=0), SCALE_FLOOR), FP8_MAX)
+    if tl.program_id(0) == 0:
         tl.store(scale_ptr, scale)
-        _quantize_fp8(y.to(tl.float32), scale, q_ptr, stride_qm, c, cols, chunks_per_row, n, K, BLOCK_K)
-    else:
-        acc = tl.zeros([CHUNKS], tl.float32)
-        for c0 in range(0, n, CHUNKS):
-            y = _chunk_values(x_ptr, stride_xm, c0 + c, cols, chunks_per_row, n, K, BLOCK_K, ACTIVATION)
-            acc = tl.maximum(acc, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        scale = tl.div_rn(tl.maximum(tl.max(acc, axis=0), SCALE_FLOOR), FP8_MAX)
-        tl.store(scale_ptr, scale)
-        for c0 in range(0, n, CHUNKS):
-            y = _chunk_values(x_ptr, stride_xm, c0 + c, cols, chunks_per_row, n, K, BLOCK_K, ACTIVATION)
-            _quantize_fp8(y.to(tl.float32), scale, q_ptr, stride_qm, c0 + c, cols, chunks_per_row, n, K, BLOCK_K)
+    _quantize_fp8(y.to(tl.float32), scale, q_ptr, stride_qm, c, cols, chunks_per_row, n, K, BLOCK_K)

@@ -78,8 +78,8 @@ Layout layout(void* base, const Dims& d, QuantMode quant, DType act) {
     if (d.dynamic_a1) l.a1s = c.take<float>(1);
     if (d.dynamic_a2) l.a2s = c.take<float>(1);
     if (d.dynamic_a1 || d.dynamic_a2)
-      l.partials = c.take<float>(std::max(detail::dynamic_scale_partials(d.M),
-                                          detail::dynamic_scale_partials(d.slots)));
+      l.partials = c.take<float>(std::max(detail::dynamic_partials_floats(d.M),
+                                          detail::dynamic_partials_floats(d.slots)));
   } else if (quant == QuantMode::kFp8Block) {
     l.a1s = c.take<float>(d.M * cdiv(d.K, detail::kScaleGroup));
     l.a2s = c.take<float>(d.slots * cdiv(d.N, detail::kScaleGroup));
@@ -339,9 +339,9 @@ Status quantize_a(detail::GemmJob* j, const void* x, int64_t rows, int64_t cols,
     return detail::launch_token_quant(kOp, qj, block_scales, stream);
   }
   const float* scale = static_cast<const float*>(static_scale);
-  if (!scale && detail::dynamic_quant_one_program(qj)) {
+  if (!scale && detail::dynamic_quant_chunked(qj)) {
     j->a_scale = dyn_scale;
-    return detail::launch_dynamic_quant_small(kOp, qj, dyn_scale, stream);
+    return detail::launch_dynamic_quant_chunks(kOp, qj, partials, dyn_scale, stream);
   }
   if (!scale) {
     AOTRITON_RETURN_IF_ERROR(detail::launch_dynamic_scale(kOp, qj, partials, dyn_scale, stream));
@@ -354,14 +354,14 @@ Status quantize_a(detail::GemmJob* j, const void* x, int64_t rows, int64_t cols,
 Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, const KernelOptions* options);
 
 // Decode-sized GEMM2 input with a dynamic per-tensor scale: the activation runs in
-// the one-program quantization, which reads GEMM1's output (gate | up) itself.
+// the chunked quantization, which reads GEMM1's output (gate | up) itself.
 detail::QuantJob act_quant_job(const Layout& l, const Dims& d, DType act) {
   return detail::QuantJob{l.cache13, act, l.a2q, d.slots, d.N, 2 * d.N, d.N};
 }
 bool fused_act_dynamic_quant(const FusedExpertsParams& p, const Dims& d, const Layout& l, DType act) {
   return p.quant == QuantMode::kFp8PerTensor && d.dynamic_a2 && act != DType::kFloat32 &&
          (p.activation == Activation::kSilu || p.activation == Activation::kGeluTanh) &&
-         detail::dynamic_quant_one_program(act_quant_job(l, d, act));
+         detail::dynamic_quant_chunked(act_quant_job(l, d, act));
 }
 
 // GEMM2's fp8 input with 128-column group scales straight from GEMM1's output.
@@ -576,8 +576,8 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
     g2.a = l.a2q;
     g2.stride_am = d.N;
     g2.a_scale = l.a2s;
-    AOTRITON_RETURN_IF_ERROR(detail::launch_dynamic_quant_small(kOp, act_quant_job(l, d, act), l.a2s, stream,
-                                                                static_cast<int32_t>(p.activation)));
+    AOTRITON_RETURN_IF_ERROR(detail::launch_dynamic_quant_chunks(kOp, act_quant_job(l, d, act), l.partials, l.a2s,
+                                                                 stream, static_cast<int32_t>(p.activation)));
   } else {
     // A dynamic per-tensor scale must not see the never-written rows of dropped slots.
     if (p.quant == QuantMode::kFp8PerTensor && d.dynamic_a2)

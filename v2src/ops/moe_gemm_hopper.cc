@@ -50,21 +50,19 @@ bool serves(const GemmJob& j, bool aligned, TmaTensor* b) {
   return types && aligned && j.block_size == detail::tables::kMoeHopperBlockSizeM && weights_view(j, b);
 }
 
-// The automatic choice: AOTRITON_MOE_HOPPER=1 runs both forms where they serve
-// (fp16/bf16 from kMoeHopperPersistentMinTokensPerExpert slots per expert in the
-// persistent form), =0 neither; unset, the fp8 form only. Measured on the H200, the bf16 form beat
-// the tuned Triton kernel only at Mixtral-like M=512 (1.03x / 1.17x) and lost
-// 2-5% at M=4096 (bench/results/moe_sm90_hopper_gemm.json); the fp8 form won
+// The automatic choice: both forms where they serve (fp16/bf16 from
+// kMoeHopperPersistentMinTokensPerExpert slots per expert in the persistent form);
+// AOTRITON_MOE_HOPPER=0 neither. Measured on the H200 (bench/results/moe_sm90.json,
+// 2026-12-05), the bf16 forms beat the tuned Triton kernel at Mixtral-like M=512 and 4096
+// (1.01-1.15x) and tie at DeepSeek-like M=4096 (0.985-1.0x); the fp8 form won
 // (1.12-1.33x at M=4096, bench/results/moe_fp8_gluon_r4_sm90.json) or tied
-// (Mixtral-like M=512 block GEMM1, 128 slots per expert: 0.99x;
-// bench/results/moe_sm90.json) in every measured row from 128 slots per expert.
+// (Mixtral-like M=512 block GEMM1, 128 slots per expert: 0.99x) in every measured row
+// from 128 slots per expert.
 // Read on every call (only calls a kernel serves get here) so one process can
 // compare both (bench/bench_moe.py); set it before starting threads.
-bool enabled(const GemmJob& j) {
+bool enabled() {
   const char* v = std::getenv("AOTRITON_MOE_HOPPER");
-  if (v && std::strcmp(v, "1") == 0) return true;
-  if (v && std::strcmp(v, "0") == 0) return false;
-  return j.quant != QuantMode::kNone;
+  return !(v && std::strcmp(v, "0") == 0);
 }
 
 int64_t min_tokens_per_expert(const GemmJob& j) {
@@ -167,7 +165,7 @@ Status launch_gemm_hopper(const char* op, const GemmJob& j, bool aligned, Stream
     return launch(j, b, stream, options);
   }
   namespace t = detail::tables;
-  if (!ok || (options && options->force_config) || !enabled(j) || j.N < t::kMoeHopperMinN ||
+  if (!ok || (options && options->force_config) || !enabled() || j.N < t::kMoeHopperMinN ||
       cdiv(j.num_valid_tokens, std::max<int64_t>(j.num_experts, 1)) < min_tokens_per_expert(j))
     return Status::kSuccess;
   int arch = 0, sms = 0;

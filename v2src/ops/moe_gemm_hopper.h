@@ -13,8 +13,8 @@ namespace detail {
 // 128x128 block or per-channel scales and a bf16/fp16 output: fused_moe_gemm_hopper_fp8;
 // `aligned` as launch_gemm computes it, block size 128, the weights a TMA operand)
 // and either options->force_config names one of that kernel's configs, or: no
-// config is forced, AOTRITON_MOE_HOPPER allows it ("1": both; "0": neither; unset:
-// the fp8 kernel only), the GPU is sm_90, this build compiled the kernel for it, the
+// config is forced, AOTRITON_MOE_HOPPER allows it (unset or "1": both; "0": neither),
+// the GPU is sm_90, this build compiled the kernel for it, the
 // experts average at least kMoeHopperMinTokensPerExpert (fp8:
 // kMoeHopperFp8MinTokensPerExpert) slots and N >= kMoeHopperMinN (fp16/bf16 from
 // kMoeHopperPersistentMinTokensPerExpert: fused_moe_gemm_hopper_persistent, one

@@ -22,7 +22,8 @@ using namespace ::aotriton::detail;
 // Generated from the Python tables (python/shared_constants.py).
 using detail::tables::kAlignBlockT;
 using detail::tables::kAlignSmallMax;
-using detail::tables::kDynamicQuantOneProgram;
+using detail::tables::kDynamicQuantChunk;
+using detail::tables::kDynamicQuantMaxChunks;
 using detail::tables::kMaxExperts;
 using detail::tables::kScaleGroup;
 
@@ -156,13 +157,17 @@ Status launch_token_quant(const char* op, const QuantJob& job, float* scales, St
 // scale[0] = max(max|x|, 1e-10) / 448; partials: dynamic_scale_partials(M) floats.
 int32_t dynamic_scale_partials(int64_t rows);
 Status launch_dynamic_scale(const char* op, const QuantJob& job, float* partials, float* scale, Stream stream);
-// Decode-sized, 16-byte aligned x (M * K <= kDynamicQuantOneProgram): scale and q in
-// one launch, the same bits as launch_dynamic_scale + launch_tensor_quant.
-bool dynamic_quant_one_program(const QuantJob& job);
+// The partials buffer of a dynamic per-tensor scale for x of `rows` rows, either route.
+int64_t dynamic_partials_floats(int64_t rows);
+// Decode-sized, 16-byte aligned x (at most kDynamicQuantMaxChunks row chunks of
+// kDynamicQuantChunk columns): scale and q in two launches of one chunk per program,
+// the same bits as launch_dynamic_scale + launch_tensor_quant.
+bool dynamic_quant_chunked(const QuantJob& job);
 // activation >= 0 (silu 0, gelu_tanh 2): job.x is [M, 2K] = gate | up and the
-// activation runs in the same program (fp8_dynamic_quant_small's ACTIVATION).
-Status launch_dynamic_quant_small(const char* op, const QuantJob& job, float* scale, Stream stream,
-                                  int32_t activation = -1);
+// activation runs in both launches (the kernels' ACTIVATION). partials:
+// dynamic_partials_floats(M) floats.
+Status launch_dynamic_quant_chunks(const char* op, const QuantJob& job, float* partials, float* scale, Stream stream,
+                                   int32_t activation = -1);
 
 // Zero buf[r, :] for every slot r (flat topk_ids index) that align drops.
 Status launch_zero_dropped_rows(const char* op, void* buf, DType dtype, int64_t rows, int64_t cols,

@@ -4,7 +4,8 @@
 #include <string>
 
 #include "fp8_amax_partial.h"
-#include "fp8_dynamic_quant_small.h"
+#include "fp8_dynamic_amax_chunks.h"
+#include "fp8_dynamic_quant_chunks.h"
 #include "fp8_scale_from_amax.h"
 #include "moe_internal.h"
 #include "moe_zero_dropped_rows.h"
@@ -79,18 +80,27 @@ int32_t dynamic_scale_partials(int64_t rows) {
   return static_cast<int32_t>(std::clamp<int64_t>(rows, 1, 1024));
 }
 
-// The one-program kernel is built for 16-byte aligned rows (decode's inputs); others take three launches.
-bool dynamic_quant_one_program(const QuantJob& j) {
-  return j.M * j.K <= kDynamicQuantOneProgram && quant_aligned(j);
+int64_t dynamic_partials_floats(int64_t rows) {
+  return std::max<int64_t>(dynamic_scale_partials(rows), kDynamicQuantMaxChunks);
 }
 
-Status launch_dynamic_quant_small(const char* op, const QuantJob& j, float* scale, Stream stream,
-                                  int32_t activation) {
+// The chunked kernels are built for 16-byte aligned rows (decode's inputs); others take three launches.
+bool dynamic_quant_chunked(const QuantJob& j) {
+  return j.M >= 0 && j.K >= 0 && j.M * cdiv(j.K, kDynamicQuantChunk) <= kDynamicQuantMaxChunks && quant_aligned(j);
+}
+
+Status launch_dynamic_quant_chunks(const char* op, const QuantJob& j, float* partials, float* scale, Stream stream,
+                                   int32_t activation) {
   AOTRITON_RETURN_IF_ERROR(check_quant_ints(op, j));
-  // M or K 0: the loops do not run and the scale is the floor's, as launch_dynamic_scale's.
-  namespace k = detail::kernels::fp8_dynamic_quant_small;
+  // M or K 0: one program of each step, no chunk; the scale is the floor's, as launch_dynamic_scale's.
+  {
+    namespace k = detail::kernels::fp8_dynamic_amax_chunks;
+    const k::Inputs in{.x_ptr = detail::strided(j.x, j.stride_xm), .partial_ptr = partials, .M = j.M, .K = j.K};
+    AOTRITON_RETURN_IF_ERROR(k::launch(in, k::Functional{j.x_dtype, activation}, stream, nullptr));
+  }
+  namespace k = detail::kernels::fp8_dynamic_quant_chunks;
   const k::Inputs in{.x_ptr = detail::strided(j.x, j.stride_xm), .q_ptr = detail::strided(j.q, j.stride_qm),
-                     .scale_ptr = scale, .M = j.M, .K = j.K};
+                     .scale_ptr = scale, .partial_ptr = partials, .M = j.M, .K = j.K};
   return k::launch(in, k::Functional{j.x_dtype, activation}, stream, nullptr);
 }
 
@@ -188,7 +198,7 @@ Status per_token_quant_fp8(const PerTokenQuantParams& p, Stream stream, const Ke
 
 size_t per_tensor_quant_workspace_size(int64_t rows) noexcept {
   detail::Carver c(nullptr);
-  c.take<float>(detail::dynamic_scale_partials(rows));
+  c.take<float>(detail::dynamic_partials_floats(rows));
   return c.size();
 }
 
@@ -215,8 +225,8 @@ Status per_tensor_quant_fp8(const PerTensorQuantParams& p, Stream stream, const 
                                                       {detail::span_of("x", p.x), detail::span_of("scale", p.scale)}));
   }
   return detail::resolve_then_launch([&] {
-    if (p.dynamic_scale && !options && detail::dynamic_quant_one_program(j))
-      return detail::launch_dynamic_quant_small(op, j, scale, stream);
+    if (p.dynamic_scale && !options && detail::dynamic_quant_chunked(j))
+      return detail::launch_dynamic_quant_chunks(op, j, static_cast<float*>(p.workspace), scale, stream);
     if (p.dynamic_scale)
       AOTRITON_RETURN_IF_ERROR(detail::launch_dynamic_scale(op, j, static_cast<float*>(p.workspace), scale, stream));
     return detail::launch_tensor_quant(op, j, scale, stream, options);
