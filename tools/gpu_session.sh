@@ -10,6 +10,10 @@
 # A machine is held at most 30 minutes from its first call: a job started at
 # minute 28 died with it (2026-12-03). Pass AOTRITON_COMMIT as a literal: a
 # $(git ...) in the command runs on the device, whose .git copy is stale.
+# A refused start ("no device machine could be started") still cost ~130 s of the
+# session's device budget (2026-12-05: three refusals and two quick ones took
+# 670 -> 248 s, and the verification run never happened): make the first call the
+# complete run (tests, whole suite, benchmarks); retry a refused start once or twice.
 # Every lease call re-copies the working tree over the repository root, which
 # pulled python/compile_client.py from under a running build (2026-12-03):
 # `start` runs from a private copy of the tree in $SRC instead.
