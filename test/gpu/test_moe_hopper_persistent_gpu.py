@@ -3,7 +3,7 @@ through its JIT launcher against float64 references on NaN-poisoned outputs (til
 crossing an expert's end, K tails, few programs walking many tiles so ring phases
 wrap across tiles), bitwise equal to the per-tile kernel (the same wgmma sequence
 per tile), bad expert and slot ids; and the operator's route (v2src/ops/moe_gemm_hopper.cc:
-AOTRITON_MOE_HOPPER=1 from kMoeHopperPersistentMinTokensPerExpert slots per expert),
+by default or AOTRITON_MOE_HOPPER=1, from kMoeHopperPersistentMinTokensPerExpert slots per expert),
 bitwise the JIT launcher's result."""
 import pytest
 import torch
