@@ -8,11 +8,10 @@ quantization in the operator on the H200, 2026-12-05).
     python bench/experiments/dynamic_quant_chunks.py [--reps 200]
 
 Each time is one CUDA graph of `reps` back-to-back quantizations (launch gaps included,
-no PDL: the JIT launches plainly), divided by reps; median of 5 replays.
+no PDL: the JIT launches plainly), divided by reps; median of 10 replays.
 """
 import argparse
 import os
-import statistics
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -25,6 +24,9 @@ from tritonsrc.moe import configs as C  # noqa: E402
 from tritonsrc.moe.activation import act_and_mul_kernel  # noqa: E402
 from tritonsrc.moe.fused_helpers import (FP8_MAX, SCALE_FLOOR, _chunk_values, _quantize_fp8,  # noqa: E402
                                          fp8_dynamic_amax_chunks_kernel, fp8_dynamic_quant_chunks_kernel)
+
+sys.path.insert(0, os.path.dirname(__file__))
+from fwd_timing_methods import graph_us  # noqa: E402  (back-to-back graph replays, per-call us)
 
 # (name, rows, columns of y, activation): decode's GEMM inputs
 CASES = [("mixtral M=1 GEMM1 input", 1, 4096, -1), ("mixtral M=1 GEMM2 input (silu)", 2, 14336, 0),
@@ -58,24 +60,6 @@ def chunked(x, q, scale, partials, M, K, act):
 def baseline(x, q, scale, partials, M, K, act):
     one_program_baseline[(1, )](x, q, scale, M, K, x.stride(0), q.stride(0), ACTIVATION=act, BLOCK_K=1024,
                                 CHUNKS=32, num_warps=32)
-
-
-def graph_us(fn, reps):
-    fn()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(reps):
-            fn()
-    times = []
-    for _ in range(5):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b) * 1e3 / reps)
-    return statistics.median(times)
 
 
 def main():
