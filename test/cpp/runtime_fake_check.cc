@@ -373,6 +373,26 @@ void grouped_gemm_call(int64_t tokens, bool fp8, const char* name) {
   report(name, moe::grouped_gemm(g, Stream{}), counts);
 }
 
+// per_tensor_quant_fp8 with a dynamic scale: aligned x of at most kDynamicQuantMaxChunks
+// row chunks takes the two chunked launches, more chunks the three (amax partials, scale,
+// quantization); a workspace below per_tensor_quant_workspace_size fails before any launch.
+void dynamic_quant_route_checks() {
+  auto call = [](const char* name, int64_t rows, int64_t cols, size_t workspace_short) {
+    moe::PerTensorQuantParams p;
+    p.x = view<2>(DType::kFloat16, {rows, cols}, 0);
+    p.q = view<2>(DType::kFloat8E4M3, {rows, cols}, 65536);
+    p.scale = view<1>(DType::kFloat32, {1}, 131072);
+    p.dynamic_scale = true;
+    p.workspace = g_mem + 139264;
+    p.workspace_bytes = moe::per_tensor_quant_workspace_size(rows) - workspace_short;
+    Counts c = now();
+    report(name, moe::per_tensor_quant_fp8(p, Stream{}), c);
+  };
+  call("dq_chunked", 4, 128, 0);        // 4 chunks
+  call("dq_three_launches", 1025, 16, 0);  // 1025 chunks of one row each
+  call("dq_short_workspace", 4, 128, 4);
+}
+
 void fp8_route_checks() {
   unsetenv("AOTRITON_MOE_HOPPER");
   grouped_gemm_call(128, true, "fp8_auto");  // 256 slots over 2 experts: 128 per expert
@@ -434,6 +454,7 @@ int main(int argc, char** argv) {
   else if (mode == "options") options_checks();
   else if (mode == "forced_kernel" && argc == 4) forced_kernel_checks(argv[2], argv[3]);
   else if (mode == "fp8_route") fp8_route_checks();
+  else if (mode == "dynamic_quant_route") dynamic_quant_route_checks();
   else if (mode == "persistent_route") persistent_route_checks();
   else if (mode == "resolve_first" && argc == 6) resolve_first_checks(argv[2], argv[3], argv[4], argv[5]);
   else if (mode == "pdl") {
@@ -444,7 +465,7 @@ int main(int argc, char** argv) {
   else {
     std::fprintf(stderr, "usage: runtime_fake_check runtime CORRUPT_DIR CORRUPT_FILE GOOD_FILE | fallback |"
                          " resolve_first DIR_WITHOUT_DQ DIR_WITHOUT_MOE_SUM DIR_WITHOUT_ACT_QUANT FULL_DIR | forced_kernel FWD_HOPPER_CONFIG"
-                         " MOE_HOPPER_CONFIG | fp8_route | persistent_route | pdl\n");
+                         " MOE_HOPPER_CONFIG | fp8_route | dynamic_quant_route | persistent_route | pdl\n");
     return 2;
   }
   return 0;

@@ -221,6 +221,17 @@ def test_fp8_grouped_gemm_takes_the_gluon_kernel_by_default_from_128_slots_per_e
             r["status"] == "not in this build" and r["message"].startswith("fused_moe_gemm functional ")), r
 
 
+def test_dynamic_per_tensor_quant_routes(build_dir):
+    """per_tensor_quant_fp8 with a dynamic scale: 4 x 128 (4 row chunks) in the two chunked
+    launches, 1025 x 16 (1025 chunks, above kDynamicQuantMaxChunks) in three; a workspace
+    4 bytes short of the size query is refused with nothing launched."""
+    out = _run(build_dir, "dynamic_quant_route", AOTRITON_IMAGE_DIR=str(_images(build_dir)))
+    for name, launches in (("dq_chunked", 2), ("dq_three_launches", 3)):
+        assert out[name]["status"] == "success" and out[name]["launches"] == launches, out[name]
+    r = out["dq_short_workspace"]
+    assert r["status"] == "invalid argument" and "workspace" in r["message"] and r["launches"] == 0, r
+
+
 @pytest.mark.parametrize("cc,pdl,driver_refuses,want,want_toggled",
                          [("90", "1", False, 1, 0), ("90", "0", False, 0, 1), ("90", None, False, 1, 0),
                           ("80", "1", False, 0, 0), ("90", "1", True, 0, 0)],
