@@ -15,7 +15,8 @@ PDL_RULES = [r for r in rules.KERNELS if r.pdl]
 
 def test_decode_chains_are_pdl():
     names = {r.name for r in PDL_RULES}
-    for chain in (["moe_align_small", "fp8_dynamic_amax_chunks", "fp8_dynamic_quant_chunks", "fused_moe_gemm", "act_and_mul", "moe_sum"],
+    for chain in (["moe_align_small", "fp8_dynamic_amax_chunks", "fp8_dynamic_quant_chunks", "fused_moe_gemm",
+                   "act_and_mul", "moe_sum"],
                   ["kv_append", "attn_decode", "attn_decode_combine"], ["topk_softmax", "fused_moe_gemm_wq"]):
         assert set(chain) <= names
 
@@ -35,7 +36,6 @@ def test_sm90_cubin_waits_first_and_sm80_never(name):
     rule = next(r for r in rules.KERNELS if r.name == name)
     for arch in (80, 90):
         f = rule.functionals(arch)[0]
-        # No compile_dir: compile_one would chdir the test process into a directory that then goes away.
         c = compile_kernel.compile_one(rule, f, dict(rule.tuning.default(f, arch)), arch)
         ptx = c.asm["ptx"]
         if arch == 80:

@@ -78,8 +78,7 @@ Layout layout(void* base, const Dims& d, QuantMode quant, DType act) {
     if (d.dynamic_a1) l.a1s = c.take<float>(1);
     if (d.dynamic_a2) l.a2s = c.take<float>(1);
     if (d.dynamic_a1 || d.dynamic_a2)
-      l.partials = c.take<float>(std::max(detail::dynamic_partials_floats(d.M),
-                                          detail::dynamic_partials_floats(d.slots)));
+      l.partials = c.take<float>(detail::kDynamicQuantMaxChunks);  // either route, any size
   } else if (quant == QuantMode::kFp8Block) {
     l.a1s = c.take<float>(d.M * cdiv(d.K, detail::kScaleGroup));
     l.a2s = c.take<float>(d.slots * cdiv(d.N, detail::kScaleGroup));

@@ -154,18 +154,17 @@ Status launch_tensor_quant(const char* op, const QuantJob& job, const float* sca
 // Dynamic per-token scales (fp32 [M], contiguous); K, strides, x and q 16-aligned.
 Status launch_token_quant(const char* op, const QuantJob& job, float* scales, Stream stream,
                           const KernelOptions* options = nullptr);
-// scale[0] = max(max|x|, 1e-10) / 448; partials: dynamic_scale_partials(M) floats.
+// scale[0] = max(max|x|, 1e-10) / 448; partials: dynamic_scale_partials(M) floats, at
+// most kDynamicQuantMaxChunks (the buffer size both routes share).
 int32_t dynamic_scale_partials(int64_t rows);
 Status launch_dynamic_scale(const char* op, const QuantJob& job, float* partials, float* scale, Stream stream);
-// The partials buffer of a dynamic per-tensor scale for x of `rows` rows, either route.
-int64_t dynamic_partials_floats(int64_t rows);
 // Decode-sized, 16-byte aligned x (at most kDynamicQuantMaxChunks row chunks of
 // kDynamicQuantChunk columns): scale and q in two launches of one chunk per program,
 // the same bits as launch_dynamic_scale + launch_tensor_quant.
 bool dynamic_quant_chunked(const QuantJob& job);
 // activation >= 0 (silu 0, gelu_tanh 2): job.x is [M, 2K] = gate | up and the
 // activation runs in both launches (the kernels' ACTIVATION). partials:
-// dynamic_partials_floats(M) floats.
+// kDynamicQuantMaxChunks floats.
 Status launch_dynamic_quant_chunks(const char* op, const QuantJob& job, float* partials, float* scale, Stream stream,
                                    int32_t activation = -1);
 
