@@ -48,9 +48,14 @@ moe_sum = Kernel(
     args=[
         _SUM_OUT.ptr,
         _SUM_IN.ptr,
+        Arg("topk_ids_ptr", "*i32"),  # read only with rows_per_slot > 0 (fused_experts)
+        Arg("expert_map_ptr", "*i32"),
         Arg("n_tokens", "i32"),
         Arg("topk", "i32"),
         Arg("hidden", "i32"),
+        Arg("rows_per_slot", "i32"),
+        Arg("num_experts", "i32"),
+        Arg("expert_map_len", "i32"),
         *_SUM_OUT.strides,
         *_SUM_IN.strides,
     ],
@@ -62,7 +67,7 @@ moe_sum = Kernel(
     ),
     grid=("n_tokens", "cdiv(hidden, BLOCK)", "1"),
     autotune_keys=[AutotuneKey("hidden", bins=[1024, 4096, 16384])],
-    doc="sum over the top-k axis",
+    doc="sum over the top-k axis (in fused_experts: skipping dropped slots' rows)",
 )
 
 
@@ -429,7 +434,9 @@ fp8_dynamic_amax_chunks = Kernel(
     source="tritonsrc/moe/fused_helpers.py",
     function="fp8_dynamic_amax_chunks_kernel",
     pdl=True,
-    args=[_QX16.ptr, Arg("partial_ptr", "*fp32"), Arg("M", "i32"), Arg("K", "i32:16"), *_QX16.strides],
+    args=[_QX16.ptr, Arg("partial_ptr", "*fp32"), Arg("topk_ids_ptr", "*i32"), Arg("expert_map_ptr", "*i32"),
+          Arg("M", "i32"), Arg("K", "i32:16"), *_QX16.strides, Arg("num_experts", "i32"),
+          Arg("expert_map_len", "i32")],
     functional=_DQ_FUNCTIONAL,
     valid=_dq_valid,
     tuning=TuningSpace(params={"BLOCK_K": [C.DYNAMIC_QUANT_CHUNK], "num_warps": [4, 8], **_ONE_STAGE},

@@ -180,7 +180,9 @@ def moe_sum(x, block=256):
     """[M, topk, H] -> [M, H] (the lead's kernel)."""
     M, topk, H = x.shape
     out = torch.empty(M, H, dtype=x.dtype, device=x.device)
-    launch(R.moe_sum, dict(out_ptr=View(out, m=0), in_ptr=View(x, m=0, k=1), n_tokens=M, topk=topk, hidden=H),
+    no_ids = torch.zeros(1, dtype=torch.int32, device=x.device)  # rows_per_slot 0: every row summed, ids unread
+    launch(R.moe_sum, dict(out_ptr=View(out, m=0), in_ptr=View(x, m=0, k=1), topk_ids_ptr=no_ids, expert_map_ptr=no_ids,
+                           n_tokens=M, topk=topk, hidden=H, rows_per_slot=0, num_experts=1, expert_map_len=0),
            {}, dict(BLOCK=block))
     return out
 

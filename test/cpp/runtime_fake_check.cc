@@ -177,7 +177,7 @@ void resolve_first_checks(const char* dir_without_dq, const char* dir_without_mo
   report("fused_experts_missing_moe_sum", moe::fused_experts(fused_params(), Stream{}), c);
   // 128x128 block scales: the activation and GEMM2's quantization are one kernel
   // (act_and_mul_group_quant_fp8): missing, nothing launches; present, the call is
-  // seven launches (align, quantize x, GEMM1, act + quantize, zero dropped rows, GEMM2, moe_sum).
+  // six launches (align, quantize x, GEMM1, act + quantize, GEMM2, moe_sum: moe_sum skips dropped slots).
   set_image_dir(dir_without_act_quant);
   c = now();
   report("fused_experts_fp8_block_missing_act_quant",
@@ -186,8 +186,8 @@ void resolve_first_checks(const char* dir_without_dq, const char* dir_without_mo
   c = now();
   report("fused_experts_fp8_block", moe::fused_experts(fused_params(moe::QuantMode::kFp8Block), Stream{}), c);
   // Dynamic per-tensor scales at decode size: the activation runs inside the chunked
-  // quantization of GEMM2's input (align, quantize x (two launches), GEMM1, zero dropped rows
-  // of GEMM1's output, act + quantize (two), zero dropped rows, GEMM2, moe_sum: ten launches).
+  // quantization of GEMM2's input (align, quantize x (two launches), GEMM1, act + quantize (two),
+  // GEMM2, moe_sum: eight launches; the amax step and moe_sum skip dropped slots' rows).
   c = now();
   report("fused_experts_fp8_tensor_decode",
          moe::fused_experts(fused_params(moe::QuantMode::kFp8PerTensor), Stream{}), c);

@@ -16,7 +16,9 @@ def _sum_with(rule, x):
     """moe_sum of x [M, topk, H] through `rule`, output poisoned first."""
     M, topk, H = x.shape
     out = torch.full((M, H), float("nan"), dtype=x.dtype)
-    launch(rule, dict(out_ptr=View(out, m=0), in_ptr=View(x, m=0, k=1), n_tokens=M, topk=topk, hidden=H),
+    ids = torch.zeros(1, dtype=torch.int32)  # rows_per_slot 0: unread
+    launch(rule, dict(out_ptr=View(out, m=0), in_ptr=View(x, m=0, k=1), topk_ids_ptr=ids, expert_map_ptr=ids,
+                      n_tokens=M, topk=topk, hidden=H, rows_per_slot=0, num_experts=1, expert_map_len=0),
            {}, dict(BLOCK=16))
     return out
 
@@ -85,7 +87,9 @@ def test_grid_uses_cpp_integer_division():
 def test_missing_functional_or_config_is_an_error():
     x = _input()
     out = torch.empty(5, 40)
-    values = dict(out_ptr=View(out, m=0), in_ptr=View(x, m=0, k=1), n_tokens=5, topk=3, hidden=40)
+    ids = torch.zeros(1, dtype=torch.int32)
+    values = dict(out_ptr=View(out, m=0), in_ptr=View(x, m=0, k=1), topk_ids_ptr=ids, expert_map_ptr=ids, n_tokens=5,
+                  topk=3, hidden=40, rows_per_slot=0, num_experts=1, expert_map_len=0)
     with pytest.raises(TypeError, match="config"):
         launch(rules_moe.moe_sum, values, {}, {})
     with pytest.raises(TypeError, match="missing"):

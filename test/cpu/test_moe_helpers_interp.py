@@ -61,11 +61,15 @@ def test_dynamic_fp8_scale(dtype, M, K, num_partials):
     assert scale.item() == pytest.approx(1e-10 / 448.0)
 
 
-def _dynamic_quant_chunks(x, q, scale, M, K, activation, block_k, block_p):
-    """The operator's two launches: one program per row chunk (one for empty x)."""
+def _dynamic_quant_chunks(x, q, scale, M, K, activation, block_k, block_p, ids=None, emap=None, num_experts=1):
+    """The operator's two launches: one program per row chunk (one for empty x). With an
+    activation, x's rows are slots: ids (default: all kept) and emap say which are dropped."""
     n = M * triton.cdiv(K, block_k)
     partials = torch.full((max(n, 1), ), float("nan"))  # poison: every entry must be written
-    fp8_dynamic_amax_chunks_kernel[(max(n, 1), 1, 1)](x, partials, M, K, x.stride(0), ACTIVATION=activation,
+    ids = torch.zeros(max(M, 1), dtype=torch.int32) if ids is None else ids
+    emap_len = 0 if emap is None else emap.numel()
+    fp8_dynamic_amax_chunks_kernel[(max(n, 1), 1, 1)](x, partials, ids, ids if emap is None else emap, M, K,
+                                                      x.stride(0), num_experts, emap_len, ACTIVATION=activation,
                                                       BLOCK_K=block_k)
     fp8_dynamic_quant_chunks_kernel[(max(n, 1), 1, 1)](x, q, scale, partials, M, K, x.stride(0), q.stride(0),
                                                        ACTIVATION=activation, BLOCK_K=block_k, BLOCK_P=block_p)
@@ -127,3 +131,37 @@ def test_dynamic_fp8_quant_with_the_activation(dtype, activation, M, K, block_k)
     _dynamic_quant_chunks(x, q, s, M, K, activation, block_k, 4)
     assert torch.equal(s, s_ref) and s.item() > 0
     assert torch.equal(q.view(torch.uint8), q_ref.view(torch.uint8))
+
+
+@pytest.mark.parametrize("with_map", [False, True])
+def test_dynamic_fp8_quant_skips_dropped_slots(with_map):
+    """With the activation (fused_experts' GEMM2 input), rows of slots moe_align drops
+    (id out of range, or mapped to -1) are GEMM1 rows never written: poisoned here with
+    huge values and NaN, they must not reach the scale, which equals the scale of the
+    kept rows alone; the kept rows' q is bitwise theirs."""
+    from tritonsrc.moe.activation import act_and_mul_kernel
+    M, K, E = 6, 130, 4
+    gen = torch.Generator().manual_seed(17 + with_map)
+    x = (torch.randn(M, 2 * K, generator=gen) * 3).to(torch.float16)
+    if with_map:  # global experts 0..7, locals 0..3 on this rank, the rest -1
+        emap = torch.tensor([2, -1, 0, -1, 3, 1, -1, -1], dtype=torch.int32)
+        ids = torch.tensor([0, 1, 2, 6, 4, 9], dtype=torch.int32)  # slots 1, 3 map to -1; 5 is out of range
+    else:
+        emap = None
+        ids = torch.tensor([0, 7, 2, -1, 3, 1], dtype=torch.int32)  # slots 1 (7 >= E), 3 (-1)
+    dropped = [1, 3, 5] if with_map else [1, 3]
+    kept = [r for r in range(M) if r not in dropped]
+    x[dropped[0]] = 3e4
+    x[dropped[1]] = float("nan")
+    mid = torch.empty(len(kept), K, dtype=x.dtype)
+    xk = x[kept].contiguous()
+    act_and_mul_kernel[(len(kept), triton.cdiv(K, 64))](mid, xk, len(kept), K, mid.stride(0), xk.stride(0),
+                                                         ACTIVATION=0, BLOCK=64)
+    q_ref = torch.empty(len(kept), K, dtype=torch.float8_e4m3fn)
+    s_ref = torch.full((1,), float("nan"))
+    _dynamic_quant_chunks(mid, q_ref, s_ref, len(kept), K, -1, 64, 4)
+    q = torch.full((M, K), 0x7F, dtype=torch.uint8).view(torch.float8_e4m3fn)
+    s = torch.full((1,), float("nan"))
+    _dynamic_quant_chunks(x, q, s, M, K, 0, 64, 4, ids=ids, emap=emap, num_experts=E)
+    assert torch.equal(s, s_ref) and s.item() > 0
+    assert torch.equal(q[kept].view(torch.uint8), q_ref.view(torch.uint8))

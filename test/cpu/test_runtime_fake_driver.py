@@ -116,13 +116,15 @@ def test_multi_kernel_operators_launch_nothing_when_a_kernel_is_missing(build_di
     assert out["attn_bwd_complete"]["status"] == "success" and out["attn_bwd_complete"]["launches"] == 3
     fe = out["fused_experts_complete"]
     assert fe["status"] == "success" and fe["launches"] >= 5, fe
-    # 128x128 block scales: the activation and GEMM2's quantization run as one kernel (seven launches)
+    # 128x128 block scales: the activation and GEMM2's quantization run as one kernel, and
+    # moe_sum skips dropped slots (no zeroing launch): six launches
     fp8 = out["fused_experts_fp8_block"]
-    assert fp8["status"] == "success" and fp8["launches"] == 7, fp8
+    assert fp8["status"] == "success" and fp8["launches"] == 6, fp8
     # dynamic per-tensor scales at decode size: two chunked launches per quantization, the
-    # activation inside GEMM2's (ten launches, test/cpp/runtime_fake_check.cc)
+    # activation inside GEMM2's, dropped slots skipped by its amax step and moe_sum (eight
+    # launches, test/cpp/runtime_fake_check.cc)
     dq = out["fused_experts_fp8_tensor_decode"]
-    assert dq["status"] == "success" and dq["launches"] == 10, dq
+    assert dq["status"] == "success" and dq["launches"] == 8, dq
     # the feature functionals (ci profile: fp16, D=64) are built and dispatch
     assert out["attn_bwd_window_alibi"]["status"] == "success" and out["attn_bwd_window_alibi"]["launches"] == 3
     assert out["attn_fwd_softcap"]["status"] == "success" and out["attn_fwd_softcap"]["launches"] == 1

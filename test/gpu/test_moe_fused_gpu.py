@@ -551,6 +551,46 @@ def test_fused_experts_split_k(M, topk, dtype, quant, with_map):
     assert split_ws - plain_ws > M * topk * 2 * K * x.element_size()
 
 
+# Dropped slots (expert map -1) own workspace rows no kernel writes: moe_sum and the
+# decode quantization's amax step skip them (no zeroing launch). A workspace of NaN
+# bytes (0xFF) must give the bitwise same, finite output as a zeroed one.
+DROPPED_CASES = [  # M, topk, N, dtype, quant: decode dynamic fp8 (split, unsplit), block, 16-bit, top-1
+    (2, 2, 4096, torch.bfloat16, TENSOR),
+    (5, 2, 256, torch.float16, TENSOR),
+    (3, 2, 4096, torch.bfloat16, BLOCK),
+    (4, 2, 256, torch.bfloat16, NONE),
+    (3, 1, 256, torch.float16, NONE),
+]
+
+
+@pytest.mark.parametrize("M,topk,N,dtype,quant", DROPPED_CASES)
+def test_fused_experts_dropped_slots_ignore_workspace_contents(M, topk, N, dtype, quant):
+    import aotriton
+
+    if quant != NONE and not fp8_ok():
+        pytest.skip("fp8 e4m3 needs sm_89+")
+    E, K = 8, 512
+    x, w, ids, emap, w1, w2, s1, s2, d1, d2 = _fused_inputs(M, E, topk, K, N, dtype, "random", True, quant,
+                                                            M * 11 + topk + N + quant)
+    loc = local_ids(ids, emap, E)
+    assert (loc < 0).any() and (loc >= 0).any(), loc  # both kinds of slot
+    kw = quant_kwargs(quant, s1, s2)
+    nbytes = aotriton.fused_experts_workspace_size(x, w1, w2, w, ids, expert_map=emap, **kw)
+    outs = []
+    for fill in (0, 0xFF):
+        ws = torch.full((nbytes, ), fill, dtype=torch.uint8, device=DEV)
+        out = torch.full((M, K), float("nan"), dtype=dtype, device=DEV)
+        aot(aotriton.fused_experts, x, w1, w2, w, ids, expert_map=emap, out=out, workspace=ws, **kw)
+        outs.append(out)
+    assert torch.isfinite(outs[1]).all()
+    assert torch.equal(outs[0], outs[1])
+    exact = ref_fused(x, d1, d2, w, loc, "silu")
+    if quant == NONE:
+        assert rel_err(outs[1], exact) < tol(dtype)
+    else:  # the flash-attn criterion, as test_fused_experts_fp8
+        assert rel_err(outs[1], exact) <= 2 * rel_err(ref_fused(x, d1, d2, w, loc, "silu", quant), exact)
+
+
 def test_fused_moe_and_block_size_override():
     import aotriton
 

@@ -65,6 +65,18 @@ def _local_ids(topk_ids_ptr, expert_map_ptr, offs, numel, num_experts, expert_ma
 
 
 @triton.jit
+def slot_kept(topk_ids_ptr, expert_map_ptr, slot, num_experts, expert_map_len, mask):
+    """Whether moe_align keeps slot (a tensor of slot indices): _local_ids' test with
+    the expert map taken at run time (expert_map_len 0: none), for kernels that would
+    otherwise need a functional per map mode for one lookup per row. Masked-off slots
+    are not kept."""
+    ids = tl.load(topk_ids_ptr + slot, mask=mask, other=-1)
+    if expert_map_len > 0:
+        ids = tl.load(expert_map_ptr + ids, mask=(ids >= 0) & (ids < expert_map_len), other=-1)
+    return (ids >= 0) & (ids < num_experts)
+
+
+@triton.jit
 def _sort_chunk(ids, BLOCK_E: tl.constexpr, BLOCK_T: tl.constexpr):
     """Order the chunk's slots by (expert, index): one register sort, no loop.
 

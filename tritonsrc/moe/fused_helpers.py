@@ -42,7 +42,7 @@ import triton.language as tl
 
 from ..pdl import wait_for_predecessor
 from .activation import gated_product
-from .align import _local_ids
+from .align import _local_ids, slot_kept
 
 FP8_MAX = tl.constexpr(448.0)
 SCALE_FLOOR = tl.constexpr(1e-10)
@@ -144,8 +144,9 @@ def _quantize_fp8(x, scale, q_ptr, stride_qm, c, cols, chunks_per_row, num_chunk
 
 
 @triton.jit
-def fp8_dynamic_amax_chunks_kernel(x_ptr, partial_ptr, M, K, stride_xm, ACTIVATION: tl.constexpr,
-                                   BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr = False):
+def fp8_dynamic_amax_chunks_kernel(x_ptr, partial_ptr, topk_ids_ptr, expert_map_ptr, M, K, stride_xm, num_experts,
+                                   expert_map_len, ACTIVATION: tl.constexpr, BLOCK_K: tl.constexpr,
+                                   USE_PDL: tl.constexpr = False):
     """Step 1 of the decode-sized dynamic per-tensor quantization: partial[c] = max |y|
     over row chunk c (program c: columns [j * BLOCK_K, (j + 1) * BLOCK_K) of row
     c // cdiv(K, BLOCK_K)), y = x, or with ACTIVATION >= 0 y = act(gate) * up of
@@ -157,7 +158,10 @@ def fp8_dynamic_amax_chunks_kernel(x_ptr, partial_ptr, M, K, stride_xm, ACTIVATI
     x_ptr       [M, K] (ACTIVATION >= 0: [M, 2K]) fp16/bf16/fp32, row stride stride_xm,
                 columns contiguous
     partial_ptr fp32 [max(M * cdiv(K, BLOCK_K), 1)] out
-    M, K, stride_xm: i32
+    topk_ids_ptr, expert_map_ptr, num_experts, expert_map_len: with ACTIVATION >= 0
+                (x is fused_experts' GEMM1 output, a row per slot) a slot moe_align drops
+                (align.slot_kept) gives 0: GEMM1 never wrote its row. Unread otherwise.
+    M, K, stride_xm, num_experts, expert_map_len: i32
     """
     wait_for_predecessor(USE_PDL)
     c = tl.program_id(0) + tl.arange(0, 1)
@@ -165,7 +169,12 @@ def fp8_dynamic_amax_chunks_kernel(x_ptr, partial_ptr, M, K, stride_xm, ACTIVATI
     # Empty x (M or K 0) runs one program with no chunk; the divisor stays nonzero.
     y = _chunk_values(x_ptr, stride_xm, c, tl.arange(0, BLOCK_K), tl.maximum(chunks_per_row, 1), M * chunks_per_row,
                       K, BLOCK_K, ACTIVATION)
-    tl.store(partial_ptr + c, tl.max(tl.abs(y.to(tl.float32)), axis=1))
+    amax = tl.max(tl.abs(y.to(tl.float32)), axis=1)
+    if ACTIVATION >= 0:
+        row = c // tl.maximum(chunks_per_row, 1)
+        kept = slot_kept(topk_ids_ptr, expert_map_ptr, row, num_experts, expert_map_len, mask=row < M)
+        amax = tl.where(kept, amax, 0.0)
+    tl.store(partial_ptr + c, amax)
 
 
 @triton.jit

@@ -7,14 +7,24 @@ import triton
 import triton.language as tl
 
 from ..pdl import wait_for_predecessor
+from .align import slot_kept
 
 
 @triton.jit
-def moe_sum_kernel(out_ptr, in_ptr, n_tokens, topk, hidden,
-                   stride_out_m, stride_in_m, stride_in_k, BLOCK: tl.constexpr, USE_PDL: tl.constexpr = False):
+def moe_sum_kernel(out_ptr, in_ptr, topk_ids_ptr, expert_map_ptr, n_tokens, topk, hidden, rows_per_slot,
+                   num_experts, expert_map_len, stride_out_m, stride_in_m, stride_in_k, BLOCK: tl.constexpr,
+                   USE_PDL: tl.constexpr = False):
     """out: [n_tokens, hidden] (row stride stride_out_m); in: [n_tokens, topk,
     hidden] with strides (stride_in_m, stride_in_k, 1). Accumulates in fp32.
-    n_tokens is only used by the launch grid."""
+    n_tokens is only used by the launch grid.
+
+    rows_per_slot > 0 (fused_experts): in's rows are slots' rows, rows_per_slot
+    consecutive ones per slot (split-K partials), and the rows of slots moe_align
+    drops (topk_ids_ptr int32 [n_tokens * topk / rows_per_slot], through
+    expert_map_ptr int32 [expert_map_len] when expert_map_len > 0, local experts
+    [0, num_experts)) are skipped: GEMM2 never writes them, and skipping here saves
+    the launch that zeroed them. rows_per_slot 0: every row is summed, the id
+    pointers are not read."""
     wait_for_predecessor(USE_PDL)
     m = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -22,5 +32,9 @@ def moe_sum_kernel(out_ptr, in_ptr, n_tokens, topk, hidden,
     acc = tl.zeros([BLOCK], dtype=tl.float32)
     src = in_ptr + m * stride_in_m + cols
     for k in range(0, topk):
-        acc += tl.load(src + k * stride_in_k, mask=mask).to(tl.float32)
+        keep = k >= 0  # a scalar i1 either way
+        if rows_per_slot > 0:
+            slot = m * (topk // rows_per_slot) + k // rows_per_slot
+            keep = slot_kept(topk_ids_ptr, expert_map_ptr, slot, num_experts, expert_map_len, slot >= 0)
+        acc += tl.load(src + k * stride_in_k, mask=mask & keep, other=0.0).to(tl.float32)
     tl.store(out_ptr + m * stride_out_m + cols, acc.to(out_ptr.dtype.element_ty), mask=mask)

@@ -69,7 +69,9 @@ Status moe_sum(const MoeSumParams& p, Stream stream, const KernelOptions* option
   namespace k = detail::kernels::moe_sum;
   const k::Inputs in{.out_ptr = detail::strided(p.out.data, p.out.stride(0)),
                      .in_ptr = detail::strided(p.input.data, p.input.stride(0), p.input.stride(1)),
-                     .n_tokens = p.out.size(0), .topk = p.input.size(1), .hidden = p.out.size(1)};
+                     .topk_ids_ptr = nullptr, .expert_map_ptr = nullptr, .n_tokens = p.out.size(0),
+                     .topk = p.input.size(1), .hidden = p.out.size(1), .rows_per_slot = 0,  // every row summed
+                     .num_experts = 0, .expert_map_len = 0};
   k::Functional f{p.input.dtype};
   return k::launch(in, f, stream, options);
 } catch (...) {

@@ -569,14 +569,14 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
   } else if (fused_aq) {
     AOTRITON_RETURN_IF_ERROR(launch_act_group_quant(p, d, l, act, &g2, stream));
   } else if (fused_dq) {
-    // The scale must not see dropped slots' unwritten rows: zeroed in GEMM1's output (act(0) * 0 = 0).
-    AOTRITON_RETURN_IF_ERROR(detail::launch_zero_dropped_rows(kOp, l.cache13, act, d.slots, 2 * d.N, 2 * d.N, ids,
-                                                              emap, emap_len, d.E, stream));
+    // The scale must not see dropped slots' unwritten rows of GEMM1's output: the
+    // amax step skips them (their q rows are never read: GEMM2 gathers kept slots only).
     g2.a = l.a2q;
     g2.stride_am = d.N;
     g2.a_scale = l.a2s;
     AOTRITON_RETURN_IF_ERROR(detail::launch_dynamic_quant_chunks(kOp, act_quant_job(l, d, act), l.partials, l.a2s,
-                                                                 stream, static_cast<int32_t>(p.activation)));
+                                                                 stream, static_cast<int32_t>(p.activation),
+                                                                 {ids, emap, emap_len, d.E}));
   } else {
     // A dynamic per-tensor scale must not see the never-written rows of dropped slots.
     if (p.quant == QuantMode::kFp8PerTensor && d.dynamic_a2)
@@ -585,21 +585,22 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
     AOTRITON_RETURN_IF_ERROR(quantize_a(&g2, l.cache2, d.slots, d.N, d.N, act, p.quant, l.a2q, l.a2s,
                                         p.a2_scale.data, l.a2s, l.partials, stream));
   }
-  // Dropped slots (expert map -1) are never written by GEMM2: zero them first
-  // (with split-K a slot's split_k partial rows are one row of split_k * K).
-  const int64_t slot_cols = d.K * d.split_k;
-  AOTRITON_RETURN_IF_ERROR(detail::launch_zero_dropped_rows(kOp, c2, act, d.slots, slot_cols, split ? slot_cols : ldc2,
-                                                            ids, emap, emap_len, d.E, stream));
+  // Dropped slots (expert map -1, ids out of range) are never written by GEMM2:
+  // moe_sum skips their rows; with top-1 and no split they are output rows, zeroed first.
+  if (direct)
+    AOTRITON_RETURN_IF_ERROR(detail::launch_zero_dropped_rows(kOp, c2, act, d.slots, d.K, ldc2, ids, emap, emap_len,
+                                                              d.E, stream));
   AOTRITON_RETURN_IF_ERROR(detail::launch_gemm(kOp, g2, stream, options));
   if (direct) return Status::kSuccess;
 
   // 5. output[m] = sum_k out_slot[m * topk + k] (with split-K: over the
-  //    topk * split_k partial rows of token m).
+  //    topk * split_k partial rows of token m), kept slots only.
   namespace k = detail::kernels::moe_sum;
   const int64_t rows = d.topk * d.split_k;
   const k::Inputs in{.out_ptr = detail::strided(p.output.data, p.output.stride(0)),
                      .in_ptr = detail::strided(c2, rows * d.K, d.K),  // [M, rows, K] contiguous
-                     .n_tokens = d.M, .topk = rows, .hidden = d.K};
+                     .topk_ids_ptr = ids, .expert_map_ptr = emap, .n_tokens = d.M, .topk = rows, .hidden = d.K,
+                     .rows_per_slot = d.split_k, .num_experts = d.E, .expert_map_len = emap ? emap_len : 0};
   return k::launch(in, k::Functional{act}, stream, nullptr);
 }
 

@@ -253,8 +253,9 @@ Status launch_all(const FusedExpertsBackwardParams& p, const Dims& d, Stream str
   if (direct) return Status::kSuccess;
   namespace k = detail::kernels::moe_sum;
   const k::Inputs in{.out_ptr = detail::strided(p.grad_hidden_states.data, p.grad_hidden_states.stride(0)),
-                     .in_ptr = detail::strided(l.dxs, d.topk * d.K, d.K), .n_tokens = d.M, .topk = d.topk,
-                     .hidden = d.K};
+                     .in_ptr = detail::strided(l.dxs, d.topk * d.K, d.K), .topk_ids_ptr = nullptr,
+                     .expert_map_ptr = nullptr, .n_tokens = d.M, .topk = d.topk, .hidden = d.K,
+                     .rows_per_slot = 0, .num_experts = 0, .expert_map_len = 0};  // dropped rows zeroed above
   return k::launch(in, k::Functional{dt}, stream, nullptr);
 }
 

@@ -165,8 +165,17 @@ bool dynamic_quant_chunked(const QuantJob& job);
 // activation >= 0 (silu 0, gelu_tanh 2): job.x is [M, 2K] = gate | up and the
 // activation runs in both launches (the kernels' ACTIVATION). partials:
 // kDynamicQuantMaxChunks floats.
+// The slots moe_align drops (topk_ids, through the expert map when it has entries).
+struct SlotFilter {
+  const int32_t* topk_ids;
+  const int32_t* expert_map;
+  int64_t expert_map_len;
+  int64_t num_experts;
+};
+// With activation >= 0, job.x's rows are fused_experts' slots: `slots` names the
+// dropped ones, whose rows GEMM1 never wrote and the scale must not see.
 Status launch_dynamic_quant_chunks(const char* op, const QuantJob& job, float* partials, float* scale, Stream stream,
-                                   int32_t activation = -1);
+                                   int32_t activation = -1, const SlotFilter& slots = {});
 
 // Zero buf[r, :] for every slot r (flat topk_ids index) that align drops.
 Status launch_zero_dropped_rows(const char* op, void* buf, DType dtype, int64_t rows, int64_t cols,

@@ -87,12 +87,19 @@ bool dynamic_quant_chunked(const QuantJob& j) {
 }
 
 Status launch_dynamic_quant_chunks(const char* op, const QuantJob& j, float* partials, float* scale, Stream stream,
-                                   int32_t activation) {
+                                   int32_t activation, const SlotFilter& slots) {
   AOTRITON_RETURN_IF_ERROR(check_quant_ints(op, j));
+  if (activation >= 0 && !slots.topk_ids)
+    return fail(Status::kInvalidArgument, std::string(op) + ": internal: fused activation without its slots' ids");
+  for (auto [what, v] : {std::pair{"experts", slots.num_experts}, {"expert map entries", slots.expert_map_len}})
+    AOTRITON_RETURN_IF_ERROR(check_i32(op, what, v));
   // M or K 0: one program of each step, no chunk; the scale is the floor's, as launch_dynamic_scale's.
   {
     namespace k = detail::kernels::fp8_dynamic_amax_chunks;
-    const k::Inputs in{.x_ptr = detail::strided(j.x, j.stride_xm), .partial_ptr = partials, .M = j.M, .K = j.K};
+    const k::Inputs in{.x_ptr = detail::strided(j.x, j.stride_xm), .partial_ptr = partials,
+                       .topk_ids_ptr = slots.topk_ids, .expert_map_ptr = slots.expert_map, .M = j.M, .K = j.K,
+                       .num_experts = slots.num_experts,
+                       .expert_map_len = slots.expert_map ? slots.expert_map_len : 0};
     AOTRITON_RETURN_IF_ERROR(k::launch(in, k::Functional{j.x_dtype, activation}, stream, nullptr));
   }
   namespace k = detail::kernels::fp8_dynamic_quant_chunks;
