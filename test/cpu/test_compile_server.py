@@ -14,7 +14,7 @@ pytest.importorskip("triton")
 
 REPO = Path(__file__).resolve().parents[2]
 EDGE = ["--kernel", "moe_sum", "--functional", '{"dtype":"fp16"}',
-        "--config", '{"BLOCK":1024,"num_stages":1,"num_warps":4}', "--arch", "90"]
+        "--config", '{"BLOCK":1024,"BLOCK_R":8,"num_stages":1,"num_warps":4}', "--arch", "90"]
 TIMING = ("compile_seconds", "compile_cpu_seconds")
 
 
@@ -45,7 +45,7 @@ def test_client_writes_what_compile_kernel_writes(tmp_path, server):
 
 def test_client_reports_a_compile_error_like_the_direct_edge(tmp_path):
     bad = ["--kernel", "moe_sum", "--functional", '{"dtype":"fp16"}',
-           "--config", '{"BLOCK":1000,"num_stages":1,"num_warps":4}', "--arch", "90", "--out", str(tmp_path / "y.cubin")]
+           "--config", '{"BLOCK":1000,"BLOCK_R":8,"num_stages":1,"num_warps":4}', "--arch", "90", "--out", str(tmp_path / "y.cubin")]
     r = run("compile_client.py", bad, tmp_path, "cache", flags=("-S",))
     assert r.returncode == 1
     assert "aotriton compile FAILED: kernel moe_sum" in r.stderr and "power of 2" in r.stderr

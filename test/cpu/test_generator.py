@@ -132,11 +132,11 @@ def test_compiles_for_each_arch(tmp_path, arch):
     out = tmp_path / "k.cubin"
     subprocess.run(
         [sys.executable, str(REPO / "python/compile_kernel.py"), "--kernel", "moe_sum",
-         "--functional", '{"dtype":"bf16"}', "--config", '{"BLOCK":1024,"num_warps":4,"num_stages":1}',
+         "--functional", '{"dtype":"bf16"}', "--config", '{"BLOCK":1024,"BLOCK_R":8,"num_warps":4,"num_stages":1}',
          "--arch", str(arch), "--out", str(out)], check=True, env=ENV)
     meta = json.loads(out.with_suffix(".json").read_text())
     assert out.stat().st_size > 0 and meta["num_warps"] == 4
-    assert meta["name"] == config_name({"BLOCK": 1024, "num_warps": 4, "num_stages": 1})
+    assert meta["name"] == config_name({"BLOCK": 1024, "BLOCK_R": 8, "num_warps": 4, "num_stages": 1})
 
 
 def test_compile_one_returns_to_the_callers_directory(tmp_path):

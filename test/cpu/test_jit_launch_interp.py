@@ -19,7 +19,7 @@ def _sum_with(rule, x):
     ids = torch.zeros(1, dtype=torch.int32)  # rows_per_slot 0: unread
     launch(rule, dict(out_ptr=View(out, m=0), in_ptr=View(x, m=0, k=1), topk_ids_ptr=ids, expert_map_ptr=ids,
                       n_tokens=M, topk=topk, hidden=H, rows_per_slot=0, num_experts=1, expert_map_len=0),
-           {}, dict(BLOCK=16))
+           {}, dict(BLOCK=16, BLOCK_R=2))
     return out
 
 

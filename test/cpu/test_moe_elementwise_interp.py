@@ -45,7 +45,7 @@ def test_moe_sum(dtype, tol, tokens, topk, hidden):
     block = 32
     ids = torch.full((1, ), 10**6, dtype=torch.int32)  # rows_per_slot 0: never read
     moe_sum_kernel[(tokens, triton.cdiv(hidden, block))](
-        out, x, ids, ids, tokens, topk, hidden, 0, 1, 1, out.stride(0), x.stride(0), x.stride(1), BLOCK=block)
+        out, x, ids, ids, tokens, topk, hidden, 0, 1, 1, out.stride(0), x.stride(0), x.stride(1), BLOCK=block, BLOCK_R=4)
     ref = x.double().sum(1)
     assert not out.isnan().any()
     err = (out.double() - ref).norm() / ref.norm()
@@ -77,6 +77,6 @@ def test_moe_sum_skips_dropped_slots(split, with_map):
     out = torch.full((tokens, hidden), float("nan"), dtype=x.dtype)
     moe_sum_kernel[(tokens, triton.cdiv(hidden, 32))](
         out, x, ids, ids if emap is None else emap, tokens, topk * split, hidden, split, E,
-        0 if emap is None else emap.numel(), out.stride(0), x.stride(0), x.stride(1), BLOCK=32)
+        0 if emap is None else emap.numel(), out.stride(0), x.stride(0), x.stride(1), BLOCK=32, BLOCK_R=4)
     assert not out.isnan().any()
     torch.testing.assert_close(out, ref, rtol=2e-3, atol=2e-3)

@@ -1,6 +1,6 @@
 """Sum of the per-expert outputs of each token: out[m, :] = sum_k in[m, k, :].
 
-Functional: dtype. Tuning: BLOCK (columns per program), num_warps.
+Functional: dtype. Tuning: BLOCK (columns per program), BLOCK_R (rows per load), num_warps.
 Grid: (n_tokens, cdiv(hidden, BLOCK), 1).
 """
 import triton
@@ -13,7 +13,7 @@ from .align import slot_kept
 @triton.jit
 def moe_sum_kernel(out_ptr, in_ptr, topk_ids_ptr, expert_map_ptr, n_tokens, topk, hidden, rows_per_slot,
                    num_experts, expert_map_len, stride_out_m, stride_in_m, stride_in_k, BLOCK: tl.constexpr,
-                   USE_PDL: tl.constexpr = False):
+                   BLOCK_R: tl.constexpr, USE_PDL: tl.constexpr = False):
     """out: [n_tokens, hidden] (row stride stride_out_m); in: [n_tokens, topk,
     hidden] with strides (stride_in_m, stride_in_k, 1). Accumulates in fp32.
     n_tokens is only used by the launch grid.
@@ -31,10 +31,15 @@ def moe_sum_kernel(out_ptr, in_ptr, topk_ids_ptr, expert_map_ptr, n_tokens, topk
     mask = cols < hidden
     acc = tl.zeros([BLOCK], dtype=tl.float32)
     src = in_ptr + m * stride_in_m + cols
-    for k in range(0, topk):
-        keep = k >= 0  # a scalar i1 either way
+    # BLOCK_R rows per load: a row at a time paid one load round trip per row in
+    # series (~8 at decode, top-k x split-K partials), the kernel's whole time there.
+    for r0 in range(0, topk, BLOCK_R):
+        r = r0 + tl.arange(0, BLOCK_R)
+        keep = r < topk
         if rows_per_slot > 0:
-            slot = m * (topk // rows_per_slot) + k // rows_per_slot
-            keep = slot_kept(topk_ids_ptr, expert_map_ptr, slot, num_experts, expert_map_len, slot >= 0)
-        acc += tl.load(src + k * stride_in_k, mask=mask & keep, other=0.0).to(tl.float32)
+            slot = m * (topk // rows_per_slot) + r // rows_per_slot
+            keep = slot_kept(topk_ids_ptr, expert_map_ptr, slot, num_experts, expert_map_len, keep)
+        x = tl.load(src[None, :] + r[:, None].to(tl.int64) * stride_in_k, mask=keep[:, None] & mask[None, :],
+                    other=0.0)
+        acc += tl.sum(x.to(tl.float32), axis=0)
     tl.store(out_ptr + m * stride_out_m + cols, acc.to(out_ptr.dtype.element_ty), mask=mask)
