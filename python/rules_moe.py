@@ -454,9 +454,11 @@ fp8_dynamic_quant_chunks = Kernel(
           Arg("K", "i32:16"), *_QX16.strides, *_QQ16.strides],
     functional=_DQ_FUNCTIONAL,
     valid=_dq_valid,
-    tuning=TuningSpace(params={"BLOCK_K": [C.DYNAMIC_QUANT_CHUNK], "BLOCK_P": [256, 1024], "num_warps": [4, 8],
+    tuning=TuningSpace(params={"BLOCK_K": [C.DYNAMIC_QUANT_CHUNK], "BLOCK_P": [256, C.DYNAMIC_QUANT_MAX_CHUNKS], "num_warps": [4, 8],
                                **_ONE_STAGE},
-                       default=lambda f, arch: {"BLOCK_K": C.DYNAMIC_QUANT_CHUNK, "BLOCK_P": 256, "num_warps": 4,
+                       # One load of every partial (a loop of them paid an L2 round trip per step in series).
+                       default=lambda f, arch: {"BLOCK_K": C.DYNAMIC_QUANT_CHUNK,
+                                                "BLOCK_P": C.DYNAMIC_QUANT_MAX_CHUNKS, "num_warps": 4,
                                                 "num_stages": 1}),
     grid=_DQ_GRID,
     doc="dynamic per-tensor fp8 quantization of decode-sized x, step 2: the scale and q per row chunk",

@@ -380,7 +380,7 @@ void dynamic_quant_route_checks() {
   auto call = [](const char* name, int64_t rows, int64_t cols, size_t workspace_short) {
     moe::PerTensorQuantParams p;
     p.x = view<2>(DType::kFloat16, {rows, cols}, 0);
-    p.q = view<2>(DType::kFloat8E4M3, {rows, cols}, 65536);
+    p.q = view<2>(DType::kFloat8E4M3, {rows, cols}, 81920);
     p.scale = view<1>(DType::kFloat32, {1}, 131072);
     p.dynamic_scale = true;
     p.workspace = g_mem + 139264;
@@ -389,7 +389,7 @@ void dynamic_quant_route_checks() {
     report(name, moe::per_tensor_quant_fp8(p, Stream{}), c);
   };
   call("dq_chunked", 4, 128, 0);        // 4 chunks
-  call("dq_three_launches", 1025, 16, 0);  // 1025 chunks of one row each
+  call("dq_three_launches", 2049, 16, 0);  // 2049 chunks of one row each
   call("dq_short_workspace", 4, 128, 4);
 }
 

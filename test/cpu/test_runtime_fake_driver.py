@@ -225,7 +225,7 @@ def test_fp8_grouped_gemm_takes_the_gluon_kernel_by_default_from_128_slots_per_e
 
 def test_dynamic_per_tensor_quant_routes(build_dir):
     """per_tensor_quant_fp8 with a dynamic scale: 4 x 128 (4 row chunks) in the two chunked
-    launches, 1025 x 16 (1025 chunks, above kDynamicQuantMaxChunks) in three; a workspace
+    launches, 2049 x 16 (2049 chunks, above kDynamicQuantMaxChunks) in three; a workspace
     4 bytes short of the size query is refused with nothing launched."""
     out = _run(build_dir, "dynamic_quant_route", AOTRITON_IMAGE_DIR=str(_images(build_dir)))
     for name, launches in (("dq_chunked", 2), ("dq_three_launches", 3)):

@@ -357,8 +357,10 @@ def test_grouped_gemm_fp8_long_k_accumulation(M, quant):
 @need_fp8
 # The dynamic per-tensor scale takes two chunked launches for aligned x of at most
 # configs.DYNAMIC_QUANT_MAX_CHUNKS row chunks (1 x 128, 33 x 4096, 4 x 8192) and three for
-# larger (1040 x 1024) or unaligned x (K 1000, 511, 8200).
-@pytest.mark.parametrize("M,K", [(1, 128), (33, 4096), (300, 1000), (5, 511), (4, 8192), (4, 8200), (1040, 1024)])
+# larger (2064 x 1024) or unaligned x (K 1000, 511, 8200); 128 x 14336 (1792 chunks) is
+# Mixtral-like M=64's GEMM2 input.
+@pytest.mark.parametrize("M,K", [(1, 128), (33, 4096), (300, 1000), (5, 511), (4, 8192), (4, 8200), (128, 14336),
+                                 (2064, 1024)])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_quant(M, K, dtype):
     import aotriton

@@ -177,10 +177,12 @@ ALIGN_SMALL_MAX = 1024  # largest numel the one-launch kernel takes
 # chunk (DYNAMIC_QUANT_CHUNK columns) per program (fused_helpers.fp8_dynamic_amax_chunks
 # + fp8_dynamic_quant_chunks) when x has at most DYNAMIC_QUANT_MAX_CHUNKS chunks; larger
 # x takes three launches. Decode's GEMM inputs: Mixtral-like M=1 GEMM2 is 2 x 14336
-# (28 chunks), DeepSeek-like M=64 GEMM2 512 x 2048 (1024). The partials buffer holds
-# DYNAMIC_QUANT_MAX_CHUNKS floats.
+# (28 chunks), M=64 128 x 14336 (1792), DeepSeek-like M=64 GEMM2 512 x 2048 (1024). The
+# partials buffer holds DYNAMIC_QUANT_MAX_CHUNKS floats; every step-2 program reads all of
+# them (one BLOCK_P load: 2048 programs x 8 KB from L2, ~2 us, against the three launches
+# plus the activation's own that Mixtral M=64 took at 1024).
 DYNAMIC_QUANT_CHUNK = 1024
-DYNAMIC_QUANT_MAX_CHUNKS = 1024
+DYNAMIC_QUANT_MAX_CHUNKS = 2048
 ALIGN_SMALL_BLOCK_T = (64, 256, 1024)
 
 
