@@ -16,3 +16,8 @@ ncu --clock-control none --kernel-name regex:fused_moe_wq_kernel --launch-skip $
   -o "$OUT/int4_m${TOKENS:-1}" -f \
   python3 bench/experiments/int4_one_call.py --tokens "${TOKENS:-1}" --warmup $WARMUP
 ncu --import "$OUT/int4_m${TOKENS:-1}.ncu-rep" --print-units base --page details | tee "$OUT/int4_m${TOKENS:-1}.txt" | tail -150
+# Why the warps wait (0.72 eligible of 3.16 active per scheduler, 2026-12-05): the
+# WarpStateStats stall reasons, cycles per issued instruction each, both kernels.
+ncu --import "$OUT/int4_m${TOKENS:-1}.ncu-rep" --page raw --print-units base \
+  | grep -E "^\s*fused_moe_wq_kernel|issue_stalled_[a-z_]+_per_issue_active\.ratio" \
+  | tee "$OUT/int4_m${TOKENS:-1}_stalls.txt"
