@@ -31,7 +31,8 @@ from fwd_timing_methods import graph_us  # noqa: E402  (back-to-back graph repla
 # (name, rows, columns of y, activation): decode's GEMM inputs
 CASES = [("mixtral M=1 GEMM1 input", 1, 4096, -1), ("mixtral M=1 GEMM2 input (silu)", 2, 14336, 0),
          ("deepseek M=1 GEMM1 input", 1, 7168, -1), ("deepseek M=1 GEMM2 input (silu)", 8, 2048, 0),
-         ("deepseek M=8 GEMM1 input", 8, 7168, -1), ("deepseek M=8 GEMM2 input (silu)", 64, 2048, 0)]
+         ("deepseek M=8 GEMM1 input", 8, 7168, -1), ("deepseek M=8 GEMM2 input (silu)", 64, 2048, 0),
+         ("mixtral M=64 GEMM2 input (silu)", 128, 14336, 0)]  # 1792 chunks: three launches before 2026-12-05
 
 
 @triton.jit
@@ -49,12 +50,15 @@ def one_program_baseline(x_ptr, q_ptr, scale_ptr, M, K, stride_xm, stride_qm, AC
     _quantize_fp8(y.to(tl.float32), scale, q_ptr, stride_qm, c, cols, chunks_per_row, n, K, BLOCK_K)
 
 
-def chunked(x, q, scale, partials, M, K, act):
+def chunked(x, q, scale, partials, ids, M, K, act):
+    """The operator's two launches; ids: every row a kept slot of expert 0 (with the activation
+    the amax step reads them, as fused_experts' GEMM2 input)."""
     n = max(M * triton.cdiv(K, C.DYNAMIC_QUANT_CHUNK), 1)
-    fp8_dynamic_amax_chunks_kernel[(n, )](x, partials, M, K, x.stride(0), ACTIVATION=act,
+    fp8_dynamic_amax_chunks_kernel[(n, )](x, partials, ids, ids, M, K, x.stride(0), 1, 0, ACTIVATION=act,
                                           BLOCK_K=C.DYNAMIC_QUANT_CHUNK, num_warps=4)
     fp8_dynamic_quant_chunks_kernel[(n, )](x, q, scale, partials, M, K, x.stride(0), q.stride(0), ACTIVATION=act,
-                                           BLOCK_K=C.DYNAMIC_QUANT_CHUNK, BLOCK_P=256, num_warps=4)
+                                           BLOCK_K=C.DYNAMIC_QUANT_CHUNK, BLOCK_P=C.DYNAMIC_QUANT_MAX_CHUNKS,
+                                           num_warps=4)
 
 
 def baseline(x, q, scale, partials, M, K, act):
@@ -88,11 +92,12 @@ def main():
         q = torch.full((M, K), 0x7F, device=dev, dtype=torch.uint8).view(torch.float8_e4m3fn)  # poison (NaN)
         s = torch.full((1, ), float("nan"), device=dev)
         partials = torch.full((C.DYNAMIC_QUANT_MAX_CHUNKS, ), float("nan"), device=dev)
-        chunked(x, q, s, partials, M, K, act)
+        ids = torch.zeros(M, dtype=torch.int32, device=dev)
+        chunked(x, q, s, partials, ids, M, K, act)
         ok = torch.equal(s[0], ref_s) and torch.equal(q.view(torch.uint8), ref_q.view(torch.uint8))
         bad += not ok
         t_one = graph_us(lambda: baseline(x, q, s, partials, M, K, act), args.reps) if M * K <= 32768 else float("nan")
-        t_chunk = graph_us(lambda: chunked(x, q, s, partials, M, K, act), args.reps)
+        t_chunk = graph_us(lambda: chunked(x, q, s, partials, ids, M, K, act), args.reps)
         print(f"| {name} | {M} x {K} | {M * triton.cdiv(K, C.DYNAMIC_QUANT_CHUNK)} | {'yes' if ok else 'NO'} | "
               f"{t_one:.2f} | {t_chunk:.2f} | {t_one / t_chunk:.2f} |")
     print(f"{len(CASES) - bad} bitwise, {bad} not")
