@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The MoE JIT experiments of a device round, run on the idle GPU beside the build
 # (tools/gpu_final.sh SIDE="bash bench/experiments/run_moe_side.sh"): the decode
-# dynamic quantization's A/B and bitwise check, then GEMM2 at SPLIT_K 1/2/4/8.
+# dynamic quantization's A/B and bitwise check, GEMM2 at SPLIT_K 1/2/4/8, the int4 GEMM1 with
+# more warps per SM.
 # Results land in $OUT and bench/results/.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -12,3 +13,6 @@ echo "dynamic_quant_chunks exit ${PIPESTATUS[0]}"
 timeout 240 python3 bench/experiments/gemm2_splitk.py --json "$OUT/gemm2_splitk_sm90.json" 2>&1 | grep -v Warning \
   | tee "$OUT/gemm2_splitk.log"
 echo "gemm2_splitk exit ${PIPESTATUS[0]}"
+timeout 150 python3 bench/experiments/int4_occupancy.py --json "$OUT/int4_occupancy_sm90.json" 2>&1 | grep -v Warning \
+  | tee "$OUT/int4_occupancy.log"
+echo "int4_occupancy exit ${PIPESTATUS[0]}"
