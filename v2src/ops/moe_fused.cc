@@ -41,7 +41,7 @@ struct Layout {
   void* cache13;  // GEMM1 output [slots, 2N], later GEMM2 output [slots, K]
   void* cache2;   // act_and_mul output [slots, N] (not with fused_act_quant)
   void *a1q, *a2q;  // fp8 activations [M, K] and [slots, N]
-  float *a1s, *a2s;  // per-tensor: [1]; block: [M, cdiv(K,128)] and [slots, cdiv(N,128)]
+  float *a1s, *a2s;  // per-tensor: [1]; block: group-major [cdiv(K,128), M] and [cdiv(N,128), slots]
   float* partials;   // dynamic per-tensor scale
   void* split_out;   // split-K GEMM2 partials [slots * split_k, K] (split_k > 1 only)
   size_t bytes;
@@ -326,11 +326,12 @@ Status quantize_a(detail::GemmJob* j, const void* x, int64_t rows, int64_t cols,
   j->a = q;
   j->stride_am = cols;
   if (quant == QuantMode::kFp8Block) {
-    const int64_t groups = cdiv(cols, detail::kScaleGroup);
+    // Group-major ([groups, rows]): a K step's scales of a block of rows are near each
+    // other, not a 4-byte read per row from rows cdiv(cols, 128) * 4 bytes apart.
     j->a_scale = block_scales;
-    j->stride_asm = groups;
-    j->stride_ask = 1;
-    return detail::launch_group_quant(kOp, qj, block_scales, groups, 1, stream);
+    j->stride_asm = 1;
+    j->stride_ask = rows;
+    return detail::launch_group_quant(kOp, qj, block_scales, 1, rows, stream);
   }
   if (quant == QuantMode::kFp8PerChannel) {  // dynamic per-token scales, [rows] in block_scales
     j->a_scale = block_scales;
@@ -366,14 +367,13 @@ bool fused_act_dynamic_quant(const FusedExpertsParams& p, const Dims& d, const L
 // GEMM2's fp8 input with 128-column group scales straight from GEMM1's output.
 Status launch_act_group_quant(const FusedExpertsParams& p, const Dims& d, const Layout& l, DType act,
                               detail::GemmJob* g2, Stream stream) {
-  const int64_t groups = cdiv(d.N, detail::kScaleGroup);
   g2->a = l.a2q;
   g2->stride_am = d.N;
-  g2->a_scale = l.a2s;
-  g2->stride_asm = groups;
-  g2->stride_ask = 1;
+  g2->a_scale = l.a2s;  // group-major [groups, slots], as quantize_a lays out GEMM1's
+  g2->stride_asm = 1;
+  g2->stride_ask = d.slots;
   namespace k = detail::kernels::act_and_mul_group_quant_fp8;
-  const k::Inputs in{.q_ptr = detail::strided(l.a2q, d.N), .s_ptr = detail::strided(l.a2s, groups, 1),
+  const k::Inputs in{.q_ptr = detail::strided(l.a2q, d.N), .s_ptr = detail::strided(l.a2s, 1, d.slots),
                      .in_ptr = detail::strided(l.cache13, 2 * d.N), .n_rows = d.slots, .n_cols = d.N};
   return k::launch(in, k::Functional{act, static_cast<int32_t>(p.activation), detail::kScaleGroup}, stream,
                    nullptr);
