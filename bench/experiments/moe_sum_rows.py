@@ -46,7 +46,7 @@ def main():
     args = ap.parse_args()
     dev = "cuda"
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
-    print("| case | row loop us | BLOCK_R 8 us | BLOCK_R 8 + slot check us | equal |\n|---|---|---|---|---|")
+    print("| case | row loop us | BLOCK_R 2 / 4 / 8 us | the same + slot check us | equal |\n|---|---|---|---|---|")
     for name, M, rows, H, per_slot in CASES:
         x = torch.randn(M, rows, H, device=dev, dtype=torch.bfloat16)
         ids = torch.zeros(M * rows // per_slot, dtype=torch.int32, device=dev)  # every slot kept
@@ -56,16 +56,19 @@ def main():
         def loop():
             row_loop_baseline[grid](outs[0], x, rows, H, H, x.stride(0), x.stride(1), BLOCK=1024, num_warps=4)
 
-        def block(check):
+        def block(check, br):
             o = outs[2 if check else 1]
             moe_sum_kernel[grid](o, x, ids, ids, M, rows, H, per_slot if check else 0, 1, 0, o.stride(0), x.stride(0),
-                                 x.stride(1), BLOCK=1024, BLOCK_R=8, num_warps=4)
+                                 x.stride(1), BLOCK=1024, BLOCK_R=br, num_warps=4)
 
-        loop(), block(False), block(True)
+        loop(), block(False, 8), block(True, 8)
         same = torch.equal(outs[1], outs[2]) and (outs[0].float() - outs[1].float()).abs().max().item() <= \
             2 ** -7 * outs[0].float().abs().max().item()
-        t = [graph_us(f, args.reps) for f in (loop, lambda: block(False), lambda: block(True))]
-        print(f"| {name} | {t[0]:.2f} | {t[1]:.2f} | {t[2]:.2f} | {'yes' if same else 'NO'} |", flush=True)
+        t0 = graph_us(loop, args.reps)
+        plain = [graph_us(lambda: block(False, br), args.reps) for br in (2, 4, 8)]
+        checked = [graph_us(lambda: block(True, br), args.reps) for br in (2, 4, 8)]
+        print(f"| {name} | {t0:.2f} | {' / '.join(f'{t:.2f}' for t in plain)} | "
+              f"{' / '.join(f'{t:.2f}' for t in checked)} | {'yes' if same else 'NO'} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -35,11 +35,14 @@ def moe_sum_kernel(out_ptr, in_ptr, topk_ids_ptr, expert_map_ptr, n_tokens, topk
     # series (~8 at decode, top-k x split-K partials), the kernel's whole time there.
     for r0 in range(0, topk, BLOCK_R):
         r = r0 + tl.arange(0, BLOCK_R)
-        keep = r < topk
+        r_ok = r < topk
+        x = tl.load(src[None, :] + r[:, None].to(tl.int64) * stride_in_k, mask=r_ok[:, None] & mask[None, :],
+                    other=0.0).to(tl.float32)
         if rows_per_slot > 0:
+            # A dropped slot's row is read (it is allocated, never written) and discarded, so
+            # the id lookup does not hold up the row load.
             slot = m * (topk // rows_per_slot) + r // rows_per_slot
-            keep = slot_kept(topk_ids_ptr, expert_map_ptr, slot, num_experts, expert_map_len, keep)
-        x = tl.load(src[None, :] + r[:, None].to(tl.int64) * stride_in_k, mask=keep[:, None] & mask[None, :],
-                    other=0.0)
-        acc += tl.sum(x.to(tl.float32), axis=0)
+            keep = slot_kept(topk_ids_ptr, expert_map_ptr, slot, num_experts, expert_map_len, r_ok)
+            x = tl.where(keep[:, None], x, 0.0)
+        acc += tl.sum(x, axis=0)
     tl.store(out_ptr + m * stride_out_m + cols, acc.to(out_ptr.dtype.element_ty), mask=mask)
