@@ -31,18 +31,28 @@ def moe_sum_kernel(out_ptr, in_ptr, topk_ids_ptr, expert_map_ptr, n_tokens, topk
     mask = cols < hidden
     acc = tl.zeros([BLOCK], dtype=tl.float32)
     src = in_ptr + m * stride_in_m + cols
-    # BLOCK_R rows per load: a row at a time paid one load round trip per row in
-    # series (~8 at decode, top-k x split-K partials), the kernel's whole time there.
-    for r0 in range(0, topk, BLOCK_R):
-        r = r0 + tl.arange(0, BLOCK_R)
-        r_ok = r < topk
-        x = tl.load(src[None, :] + r[:, None].to(tl.int64) * stride_in_k, mask=r_ok[:, None] & mask[None, :],
-                    other=0.0).to(tl.float32)
-        if rows_per_slot > 0:
-            # A dropped slot's row is read (it is allocated, never written) and discarded, so
-            # the id lookup does not hold up the row load.
-            slot = m * (topk // rows_per_slot) + r // rows_per_slot
-            keep = slot_kept(topk_ids_ptr, expert_map_ptr, slot, num_experts, expert_map_len, r_ok)
-            x = tl.where(keep[:, None], x, 0.0)
-        acc += tl.sum(x, axis=0)
+    # Up to two rows (top-2 prefill): a row per load, all lanes busy. More (decode: top-k x
+    # split-K partials, ~8): BLOCK_R rows per load, one round trip instead of one per row
+    # (bench/experiments/moe_sum_rows.py, H200: 1.65 -> 1.49 us at Mixtral M=1; BLOCK_R 8
+    # on two rows cost 25.5 -> 28-37 us at M=4096). A dropped slot's row (allocated, never
+    # written) is read and discarded, so the id lookup does not hold up the row load.
+    if topk <= 2:
+        for k in range(0, topk):
+            x = tl.load(src + k * stride_in_k, mask=mask, other=0.0).to(tl.float32)
+            if rows_per_slot > 0:
+                slot = m * (topk // rows_per_slot) + k // rows_per_slot
+                x = tl.where(slot_kept(topk_ids_ptr, expert_map_ptr, slot, num_experts, expert_map_len, slot >= 0),
+                             x, 0.0)
+            acc += x
+    else:
+        for r0 in range(0, topk, BLOCK_R):
+            r = r0 + tl.arange(0, BLOCK_R)
+            r_ok = r < topk
+            x = tl.load(src[None, :] + r[:, None].to(tl.int64) * stride_in_k, mask=r_ok[:, None] & mask[None, :],
+                        other=0.0).to(tl.float32)
+            if rows_per_slot > 0:
+                slot = m * (topk // rows_per_slot) + r // rows_per_slot
+                keep = slot_kept(topk_ids_ptr, expert_map_ptr, slot, num_experts, expert_map_len, r_ok)
+                x = tl.where(keep[:, None], x, 0.0)
+            acc += tl.sum(x, axis=0)
     tl.store(out_ptr + m * stride_out_m + cols, acc.to(out_ptr.dtype.element_ty), mask=mask)
