@@ -31,28 +31,20 @@ def moe_sum_kernel(out_ptr, in_ptr, topk_ids_ptr, expert_map_ptr, n_tokens, topk
     mask = cols < hidden
     acc = tl.zeros([BLOCK], dtype=tl.float32)
     src = in_ptr + m * stride_in_m + cols
-    # Up to two rows (top-2 prefill): a row per load, all lanes busy. More (decode: top-k x
-    # split-K partials, ~8): BLOCK_R rows per load, one round trip instead of one per row
-    # (bench/experiments/moe_sum_rows.py, H200: 1.65 -> 1.49 us at Mixtral M=1; BLOCK_R 8
-    # on two rows cost 25.5 -> 28-37 us at M=4096). A dropped slot's row (allocated, never
-    # written) is read and discarded, so the id lookup does not hold up the row load.
-    if topk <= 2:
-        for k in range(0, topk):
-            x = tl.load(src + k * stride_in_k, mask=mask, other=0.0).to(tl.float32)
-            if rows_per_slot > 0:
-                slot = m * (topk // rows_per_slot) + k // rows_per_slot
-                x = tl.where(slot_kept(topk_ids_ptr, expert_map_ptr, slot, num_experts, expert_map_len, slot >= 0),
-                             x, 0.0)
-            acc += x
-    else:
-        for r0 in range(0, topk, BLOCK_R):
-            r = r0 + tl.arange(0, BLOCK_R)
-            r_ok = r < topk
-            x = tl.load(src[None, :] + r[:, None].to(tl.int64) * stride_in_k, mask=r_ok[:, None] & mask[None, :],
-                        other=0.0).to(tl.float32)
-            if rows_per_slot > 0:
-                slot = m * (topk // rows_per_slot) + r // rows_per_slot
-                keep = slot_kept(topk_ids_ptr, expert_map_ptr, slot, num_experts, expert_map_len, r_ok)
-                x = tl.where(keep[:, None], x, 0.0)
-            acc += tl.sum(x, axis=0)
+    # BLOCK_R rows per load (one round trip per BLOCK_R rows; decode sums ~8: top-k x split-K
+    # partials). bench/experiments/moe_sum_rows.py on the H200 (us, with the slot check:
+    # Mixtral M=1 split 4 / Mixtral M=4096): a row per loop trip 1.63 (no check) / 25.5,
+    # BLOCK_R 4 2.1 / 26.4-29.1, BLOCK_R 8 1.8 / 34-36 (masked rows of top-2 cost registers).
+    # A runtime branch inside a row loop cost more (2.5 / 25.9 without the check, 3.6 with).
+    # Loading the row unmasked and discarding a dropped slot's with where (no wait for the
+    # id) measured the same as masking the load by it (1.76 us at BLOCK_R 8).
+    for r0 in range(0, topk, BLOCK_R):
+        r = r0 + tl.arange(0, BLOCK_R)
+        keep = r < topk
+        if rows_per_slot > 0:
+            slot = m * (topk // rows_per_slot) + r // rows_per_slot
+            keep = slot_kept(topk_ids_ptr, expert_map_ptr, slot, num_experts, expert_map_len, keep)
+        x = tl.load(src[None, :] + r[:, None].to(tl.int64) * stride_in_k, mask=keep[:, None] & mask[None, :],
+                    other=0.0)
+        acc += tl.sum(x.to(tl.float32), axis=0)
     tl.store(out_ptr + m * stride_out_m + cols, acc.to(out_ptr.dtype.element_ty), mask=mask)
