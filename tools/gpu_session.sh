@@ -14,6 +14,10 @@
 # session's device budget (2026-12-05: three refusals and two quick ones took
 # 670 -> 248 s, and the verification run never happened): make the first call the
 # complete run (tests, whole suite, benchmarks); retry a refused start once or twice.
+# A `wait` issued at once can still find the machine gone (2026-12-05: with ~6 minutes of
+# device time left after a 560 s first call, the wait found a fresh machine, bench_moe's
+# results died with the old one and the fresh start cost ~120 s): order BENCHES so that
+# what matters most finishes inside the first call.
 # Every lease call re-copies the working tree over the repository root, which
 # pulled python/compile_client.py from under a running build (2026-12-03):
 # `start` runs from a private copy of the tree in $SRC instead.
