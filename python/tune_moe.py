@@ -153,7 +153,10 @@ class GemmCase:
             self.b = (w.float() / self.b_s[:, None, None]).to(torch.float8_e4m3fn)
             self.a_deq = self.a.float() * self.a_s
         else:
-            self.a, self.a_s = mj.per_token_group_quant_fp8(x)
+            self.a, a_s = mj.per_token_group_quant_fp8(x)
+            # Group-major, as fused_experts lays out its activations' scales (moe_fused.cc
+            # quantize_a): the kernels read them through strides, so this times that layout.
+            self.a_s = a_s.t().contiguous().t()
             self.b, self.b_s = _quant_block(w)
             self.a_deq = self.a.float() * self.a_s.repeat_interleave(128, 1)[:, :K_in]
         del w
