@@ -26,3 +26,50 @@ def write_results(doc, path, out_name):
         Path(p).parent.mkdir(parents=True, exist_ok=True)
         Path(p).write_text(json.dumps(doc, indent=1) + "\n")
         print(f"wrote {p}")
+
+
+def copy_bandwidth(device="cuda"):
+    """Bytes moved (read + write) per second by a 1 GiB device-to-device copy, median of
+    triton's do_bench: the bandwidth every roofline fraction in bench/ divides by."""
+    import torch
+    import triton
+    src = torch.empty(2 ** 30, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    ms = triton.testing.do_bench(lambda: dst.copy_(src), warmup=10, rep=100, return_mode="median")
+    del src, dst
+    return 2 * 2 ** 30 / (ms * 1e-3)
+
+
+def write_experiment(path, rows, bw):
+    """An experiment's rows as JSON at path, with the GPU, versions, commit and copy bandwidth."""
+    import torch
+    import triton
+    doc = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+           "commit": commit_id(), "copy_bandwidth_GBps": bw / 1e9, "rows": rows}
+    Path(path).write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+def device_line():
+    """The GPU and versions, the first line of an experiment's output."""
+    import torch
+    import triton
+    return f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}"
+
+
+def split_k_row(key, cfg, split, gemm, gemm_reduce, base, touched, bw):
+    """One split-K experiment row: times gemm() and gemm_reduce() (CUDA-graph replays, median),
+    compares the reduced output with base (that of SPLIT_K 1: None on the first call), prints the
+    table row. key: {label: value} that names the case. Returns (row, the reduced output)."""
+    import triton
+    out = gemm_reduce().float()
+    base = out if base is None else base
+    diff = ((out - base).abs().max() / base.abs().max()).item()
+    t_gemm = triton.testing.do_bench_cudagraph(gemm, rep=100, return_mode="median") * 1e3
+    t_all = triton.testing.do_bench_cudagraph(gemm_reduce, rep=100, return_mode="median") * 1e3
+    name = ",".join(f"{k}={v}" for k, v in sorted(cfg.items()) if k not in ("BLOCK_SIZE_M", "SPLIT_K"))
+    row = dict(**key, config=name, split_k=split, gemm_us=t_gemm, total_us=t_all,
+               roofline=touched / bw * 1e6 / t_all, max_rel_diff=diff)
+    print(f"| {next(iter(key.values()))} | {name} | {split} | {t_gemm:.1f} | {t_all:.1f} | {row['roofline']:.2f} | "
+          f"{diff:.1e} |", flush=True)
+    return row, out

@@ -26,6 +26,8 @@ from tritonsrc.moe.fused_helpers import (FP8_MAX, SCALE_FLOOR, _chunk_values, _q
                                          fp8_dynamic_amax_chunks_kernel, fp8_dynamic_quant_chunks_kernel)
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from bench_common import device_line  # noqa: E402
 from fwd_timing_methods import graph_us  # noqa: E402  (back-to-back graph replays, per-call us)
 
 # (name, rows, columns of y, activation): decode's GEMM inputs
@@ -71,7 +73,7 @@ def main():
     ap.add_argument("--reps", type=int, default=200)
     args = ap.parse_args()
     dev = "cuda"
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
+    print(device_line())
     print("| input | rows x cols | chunks | bitwise | one program us | chunked us | ratio |")
     print("|---|---|---|---|---|---|---|")
     bad = 0

@@ -43,14 +43,11 @@ def main():
     import torch
     import triton
 
-    from bench_common import commit_id
+    from bench_common import commit_id, copy_bandwidth, split_k_row, write_experiment
     from python.jit import moe as mj
 
     dev = "cuda"
-    src = torch.empty(2 ** 30, dtype=torch.uint8, device=dev)
-    dst = torch.empty_like(src)
-    bw = 2 * src.numel() / (triton.testing.do_bench(lambda: dst.copy_(src), rep=100) * 1e-3)
-    del src, dst
+    bw = copy_bandwidth(dev)
     db = json.loads((REPO / "tuning/sm_90/fused_moe_gemm.json").read_text())["entries"]
     print(f"GPU {torch.cuda.get_device_name()}, triton {triton.__version__}, commit {commit_id()}; "
           f"copy bandwidth {bw / 1e9:.0f} GB/s")
@@ -98,21 +95,10 @@ def main():
                 gemm()
                 return mj.moe_sum(c.view(M, topk * split, K), block=1024)
 
-            out = gemm_reduce().float()
+            r, out = split_k_row(dict(case=case), cfg, split, gemm, gemm_reduce, base, touched, bw)
             base = out if base is None else base
-            diff = ((out - base).abs().max() / base.abs().max()).item()
-            t_gemm = triton.testing.do_bench_cudagraph(gemm, rep=100, return_mode="median") * 1e3
-            t_all = triton.testing.do_bench_cudagraph(gemm_reduce, rep=100, return_mode="median") * 1e3
-            name = ",".join(f"{k}={v}" for k, v in sorted(cfg.items()) if k not in ("BLOCK_SIZE_M", "SPLIT_K"))
-            r = dict(case=case, config=name, split_k=split, gemm_us=t_gemm, total_us=t_all,
-                     roofline=touched / bw * 1e6 / t_all, max_rel_diff=diff)
             rows.append(r)
-            print(f"| {case} | {name} | {split} | {t_gemm:.1f} | {t_all:.1f} | {r['roofline']:.2f} | {diff:.1e} |",
-                  flush=True)
-    Path(args.json).write_text(json.dumps({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-                                           "triton": triton.__version__, "commit": commit_id(),
-                                           "copy_bandwidth_GBps": bw / 1e9, "rows": rows}, indent=1) + "\n")
-    print(f"wrote {args.json}")
+    write_experiment(args.json, rows, bw)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def main():
     import torch
     import triton
 
-    from bench_common import commit_id
+    from bench_common import commit_id, copy_bandwidth, write_experiment
     from moe_coverage_quant import INT4_GROUP, LAYER, int4_layer
     from python.jit import moe as mj
     from python.jit import moe_quant as mq
@@ -43,10 +43,7 @@ def main():
     gen = torch.Generator(device=dev).manual_seed(0)
     w1, _, s1, _, z1, _ = int4_layer(torch, dev, gen)
     per_expert = sum(t[0].numel() * t.element_size() for t in (w1, s1, z1))
-    src = torch.empty(2 ** 30, dtype=torch.uint8, device=dev)
-    dst = torch.empty_like(src)
-    bw = 2 * src.numel() / (triton.testing.do_bench(lambda: dst.copy_(src), rep=100) * 1e-3)
-    del src, dst
+    bw = copy_bandwidth(dev)
     db = json.loads((REPO / "tuning/sm_90/fused_moe_gemm_wq.json").read_text())["entries"]
     print(f"GPU {torch.cuda.get_device_name()}, triton {triton.__version__}, commit {commit_id()}; "
           f"copy bandwidth {bw / 1e9:.0f} GB/s; GEMM1 int4 g{INT4_GROUP} zp, 2N {2 * N}, K {K}, E {E}, top-{topk}")
@@ -81,10 +78,7 @@ def main():
             rows.append(r)
             print(f"| {M} | {change or 'database ' + json.dumps(base_cfg)} | {t:.1f} | {r['roofline']:.2f} | "
                   f"{diff:.1e} |", flush=True)
-    Path(args.json).write_text(json.dumps({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-                                           "triton": triton.__version__, "commit": commit_id(),
-                                           "copy_bandwidth_GBps": bw / 1e9, "rows": rows}, indent=1) + "\n")
-    print(f"wrote {args.json}")
+    write_experiment(args.json, rows, bw)
 
 
 if __name__ == "__main__":

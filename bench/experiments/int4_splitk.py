@@ -30,7 +30,7 @@ def main():
     import torch
     import triton
 
-    from bench_common import commit_id
+    from bench_common import commit_id, copy_bandwidth, split_k_row, write_experiment
     from moe_coverage_quant import INT4_GROUP, LAYER, int4_layer
     from python.jit import moe as mj
     from python.jit import moe_quant as mq
@@ -41,11 +41,7 @@ def main():
     gen = torch.Generator(device=dev).manual_seed(0)
     _, w2, _, s2, _, z2 = int4_layer(torch, dev, gen)  # GEMM2's: [E, N, K // 2] with N, K as named here
     per_expert = sum(t[0].numel() * t.element_size() for t in (w2, s2, z2))
-    def copy_bandwidth():
-        src = torch.empty(2 ** 30, dtype=torch.uint8, device=dev)
-        dst = torch.empty_like(src)
-        return 2 * src.numel() / (triton.testing.do_bench(lambda: dst.copy_(src), rep=100) * 1e-3)
-    bw = copy_bandwidth()
+    bw = copy_bandwidth(dev)
     db = json.loads((REPO / "tuning/sm_90/fused_moe_gemm_wq.json").read_text())["entries"]
 
     print(f"GPU {torch.cuda.get_device_name()}, triton {triton.__version__}, commit {commit_id()}; "
@@ -75,21 +71,10 @@ def main():
                 gemm()
                 return c.view(M * topk, split, N).sum(1)
 
-            out = gemm_reduce().clone()
+            r, out = split_k_row(dict(M=M), cfg, split, gemm, gemm_reduce, base, touched, bw)
             base = out if base is None else base
-            diff = ((out - base).abs().max() / base.abs().max()).item()
-            t_gemm = triton.testing.do_bench_cudagraph(gemm, rep=100, return_mode="median") * 1e3
-            t_all = triton.testing.do_bench_cudagraph(gemm_reduce, rep=100, return_mode="median") * 1e3
-            name = ",".join(f"{k}={v}" for k, v in sorted(cfg.items()) if k != "BLOCK_SIZE_M")
-            r = dict(M=M, config=name, split_k=split, gemm_us=t_gemm, total_us=t_all,
-                     roofline=touched / bw * 1e6 / t_all, max_rel_diff=diff)
             rows.append(r)
-            print(f"| {M} | {name} | {split} | {t_gemm:.1f} | {t_all:.1f} | {r['roofline']:.2f} | {diff:.1e} |",
-                  flush=True)
-    Path(args.json).write_text(json.dumps({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-                                           "triton": triton.__version__, "commit": commit_id(),
-                                           "copy_bandwidth_GBps": bw / 1e9, "rows": rows}, indent=1) + "\n")
-    print(f"wrote {args.json}")
+    write_experiment(args.json, rows, bw)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ import triton.language as tl  # noqa: E402
 from tritonsrc.moe.moe_sum import moe_sum_kernel  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from bench_common import device_line  # noqa: E402
 from fwd_timing_methods import graph_us  # noqa: E402
 
 # (name, tokens, rows per token, hidden, rows per slot): fused_experts' reductions
@@ -45,7 +47,7 @@ def main():
     ap.add_argument("--reps", type=int, default=200)
     args = ap.parse_args()
     dev = "cuda"
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
+    print(device_line())
     print("| case | row loop us | BLOCK_R 2 / 4 / 8 us | the same + slot check us | equal |\n|---|---|---|---|---|")
     for name, M, rows, H, per_slot in CASES:
         x = torch.randn(M, rows, H, device=dev, dtype=torch.bfloat16)
