@@ -32,7 +32,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench_common import commit_id
+from bench_common import commit_id, copy_bandwidth
 
 REPO = Path(__file__).resolve().parent.parent
 HQ, HK, D = 32, 4, 128
@@ -64,13 +64,6 @@ def main():
         torch.cuda.synchronize()
         return triton.testing.do_bench_cudagraph(fn, rep=100, return_mode="median")
 
-    def copy_bandwidth():
-        src = torch.empty(2 ** 30, dtype=torch.uint8, device=dev)
-        dst = torch.empty_like(src)
-        ms = triton.testing.do_bench(lambda: dst.copy_(src), warmup=10, rep=100, return_mode="median")
-        del src, dst
-        return 2 * 2 ** 30 / (ms * 1e-3)
-
     backends = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
                 "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
 
@@ -92,7 +85,7 @@ def main():
                 best = (ms, name)
         return best
 
-    bw = copy_bandwidth()
+    bw = copy_bandwidth(dev)
     gpu = torch.cuda.get_device_name()
     meta = {"gpu": gpu, "torch": torch.__version__, "triton": triton.__version__, "aotriton": aotriton.version(),
             "profile": aotriton.build_profile(), "commit": commit_id(), "copy_bandwidth_GBps": round(bw / 1e9, 1),

@@ -42,7 +42,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench_common import commit_id
+from bench_common import commit_id, copy_bandwidth
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -93,14 +93,6 @@ def main():
         fn()
         torch.cuda.synchronize()
         return triton.testing.do_bench_cudagraph(fn, rep=rep, return_mode="median")
-
-    def copy_bandwidth():
-        """Bytes moved (read + write) per second by a 1 GiB device-to-device copy."""
-        src = torch.empty(2 ** 30, dtype=torch.uint8, device=dev)
-        dst = torch.empty_like(src)
-        ms = triton.testing.do_bench(lambda: dst.copy_(src), warmup=10, rep=100, return_mode="median")
-        del src, dst
-        return 2 * 2 ** 30 / (ms * 1e-3)
 
     def quant_block(w):  # [R, C] fp32 -> fp8 [R, C], scales [cdiv(R,128), cdiv(C,128)]
         R, C = w.shape
@@ -166,7 +158,7 @@ def main():
         return used * per_expert
 
     gpu = torch.cuda.get_device_name()
-    bw = copy_bandwidth()
+    bw = copy_bandwidth(dev)
     meta = {"gpu": gpu, "torch": torch.__version__, "triton": triton.__version__, "aotriton": aotriton.version(),
             "profile": aotriton.build_profile(), "commit": commit_id(), "copy_bandwidth_GBps": round(bw / 1e9, 1),
             "quick": args.quick}

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench_common import commit_id
+from bench_common import commit_id, copy_bandwidth
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,11 +43,7 @@ def main():
         torch.cuda.synchronize()
         return triton.testing.do_bench_cudagraph(fn, rep=rep, return_mode="median")
 
-    src = torch.empty(2 ** 30, dtype=torch.uint8, device="cuda")
-    dst = torch.empty_like(src)
-    bw = 2 * 2 ** 30 / (triton.testing.do_bench(lambda: dst.copy_(src), warmup=10, rep=100,
-                                                return_mode="median") * 1e-3)
-    del src, dst
+    bw = copy_bandwidth()
     meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
             "aotriton": aotriton.version(), "profile": aotriton.build_profile(), "commit": commit_id(),
             "copy_bandwidth_GBps": round(bw / 1e9, 1), "quick": args.quick}
