@@ -162,9 +162,6 @@ Status launch_dynamic_scale(const char* op, const QuantJob& job, float* partials
 // kDynamicQuantChunk columns): scale and q in two launches of one chunk per program,
 // the same bits as launch_dynamic_scale + launch_tensor_quant.
 bool dynamic_quant_chunked(const QuantJob& job);
-// activation >= 0 (silu 0, gelu_tanh 2): job.x is [M, 2K] = gate | up and the
-// activation runs in both launches (the kernels' ACTIVATION). partials:
-// kDynamicQuantMaxChunks floats.
 // The slots moe_align drops (topk_ids, through the expert map when it has entries).
 struct SlotFilter {
   const int32_t* topk_ids;
@@ -172,8 +169,10 @@ struct SlotFilter {
   int64_t expert_map_len;
   int64_t num_experts;
 };
-// With activation >= 0, job.x's rows are fused_experts' slots: `slots` names the
-// dropped ones, whose rows GEMM1 never wrote and the scale must not see.
+// activation >= 0 (silu 0, gelu_tanh 2): job.x is [M, 2K] = gate | up and the
+// activation runs in both launches (the kernels' ACTIVATION); its rows are then
+// fused_experts' slots, and `slots` names the dropped ones, whose rows GEMM1 never
+// wrote and the scale must not see. partials: kDynamicQuantMaxChunks floats.
 Status launch_dynamic_quant_chunks(const char* op, const QuantJob& job, float* partials, float* scale, Stream stream,
                                    int32_t activation = -1, const SlotFilter& slots = {});
 
