@@ -2,7 +2,7 @@
 # The MoE JIT experiments of a device round, run on the idle GPU beside the build
 # (tools/gpu_final.sh SIDE="bash bench/experiments/run_moe_side.sh"): the decode
 # dynamic quantization's A/B and bitwise check, GEMM2 at SPLIT_K 1/2/4/8, the int4 GEMM1 with
-# more warps per SM.
+# more warps per SM, GEMM1 with the activation in its epilogue.
 # Results land in $OUT and bench/results/.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,3 +16,6 @@ echo "gemm2_splitk exit ${PIPESTATUS[0]}"
 timeout 150 python3 bench/experiments/int4_occupancy.py --json "$OUT/int4_occupancy_sm90.json" 2>&1 | grep -v Warning \
   | tee "$OUT/int4_occupancy.log"
 echo "int4_occupancy exit ${PIPESTATUS[0]}"
+timeout 180 python3 bench/experiments/gated_gemm1.py --json "$OUT/gated_gemm1_sm90.json" 2>&1 | grep -v Warning \
+  | tee "$OUT/gated_gemm1.log"
+echo "gated_gemm1 exit ${PIPESTATUS[0]}"
