@@ -40,12 +40,15 @@ def copy_bandwidth(device="cuda"):
     return 2 * 2 ** 30 / (ms * 1e-3)
 
 
-def write_experiment(path, rows, bw):
-    """An experiment's rows as JSON at path, with the GPU, versions, commit and copy bandwidth."""
+def write_experiment(path, rows, bw=None):
+    """An experiment's rows as JSON at path, with the GPU, versions, commit and (when measured)
+    the copy bandwidth."""
     import torch
     import triton
     doc = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-           "commit": commit_id(), "copy_bandwidth_GBps": bw / 1e9, "rows": rows}
+           "commit": commit_id(), "rows": rows}
+    if bw is not None:
+        doc["copy_bandwidth_GBps"] = bw / 1e9
     Path(path).write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {path}")
 

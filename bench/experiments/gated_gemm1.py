@@ -120,7 +120,7 @@ def main(argv=None):
                          gated_half_us=th))
         print(f"| {M} | {json.dumps(cfg)} | {'yes' if bitwise else 'no'} | {diff:.1e} | {t2:.1f} | {tg:.1f} | "
               f"{th:.1f} |", flush=True)
-    write_experiment(args.json, rows, 0.0)
+    write_experiment(args.json, rows)
     return 1 if bad else 0
 
 
