@@ -37,22 +37,21 @@ def gated_gemm1_kernel(a_ptr, b_ptr, c_ptr, sorted_token_ids_ptr, expert_ids_ptr
     slot, slot_ok, slot64, offs_n, c_ptrs, c_mask = block_slots(pid_m, pid_n, sorted_token_ids_ptr, c_ptr, EM, N,
                                                                 num_valid_tokens, stride_cm, BLOCK_SIZE_M,
                                                                 BLOCK_SIZE_N)
-    expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
-    if (expert < 0) | (expert >= num_experts):
-        tl.store(c_ptrs, tl.zeros([BLOCK_SIZE_M, BLOCK_SIZE_N], c_ptr.dtype.element_ty), mask=c_mask)
-        return
+    # A block of no valid expert (none from moe_align) reads no weight and writes zeros.
+    e = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
+    e_ok = (e >= 0) & (e < num_experts)
     offs_bn = offs_n % N  # wrapped: B loads need no N mask (the store masks columns)
     offs_k = tl.arange(0, BLOCK_SIZE_K)
     a_ptrs = a_ptr + (slot // top_k).to(tl.int64)[:, None] * stride_am + offs_k[None, :]
-    g_ptrs = b_ptr + expert * stride_be + offs_k[:, None] + offs_bn[None, :] * stride_bn
+    g_ptrs = b_ptr + tl.where(e_ok, e, 0) * stride_be + offs_k[:, None] + offs_bn[None, :] * stride_bn
     u_ptrs = g_ptrs + N * stride_bn
     acc_g = tl.zeros([BLOCK_SIZE_M, BLOCK_SIZE_N], dtype=tl.float32)
     acc_u = tl.zeros([BLOCK_SIZE_M, BLOCK_SIZE_N], dtype=tl.float32)
     for kb in range(0, tl.cdiv(K, BLOCK_SIZE_K)):
         k_left = K - kb * BLOCK_SIZE_K
         a = tl.load(a_ptrs, mask=slot_ok[:, None] & (offs_k[None, :] < k_left), other=0.0)
-        g = tl.load(g_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
-        u = tl.load(u_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+        g = tl.load(g_ptrs, mask=e_ok & (offs_k[:, None] < k_left), other=0.0)
+        u = tl.load(u_ptrs, mask=e_ok & (offs_k[:, None] < k_left), other=0.0)
         acc_g = tl.dot(a, g, acc=acc_g)
         acc_u = tl.dot(a, u, acc=acc_u)
         a_ptrs += BLOCK_SIZE_K
