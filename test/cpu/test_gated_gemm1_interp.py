@@ -1,15 +1,11 @@
 """The gated-GEMM1 experiment (bench/experiments/gated_gemm1.py) under the interpreter: its
 kernel equals GEMM1 + act_and_mul on tiny shapes (K, N not multiples of the tiles, padded
 blocks), and its check fails when the two differ (another activation)."""
-import os
-import sys
-
 import pytest
 
 torch = pytest.importorskip("torch")
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench", "experiments"))
 
-import gated_gemm1 as G  # noqa: E402
+from bench.experiments import gated_gemm1 as G  # noqa: E402
 
 
 def test_gated_kernel_matches_the_two_kernels():
