@@ -183,7 +183,7 @@ def moe_sum(x, block=256):
     no_ids = torch.zeros(1, dtype=torch.int32, device=x.device)  # rows_per_slot 0: every row summed, ids unread
     launch(R.moe_sum, dict(out_ptr=View(out, m=0), in_ptr=View(x, m=0, k=1), topk_ids_ptr=no_ids, expert_map_ptr=no_ids,
                            n_tokens=M, topk=topk, hidden=H, rows_per_slot=0, num_experts=1, expert_map_len=0),
-           {}, dict(BLOCK=block, BLOCK_R=4))
+           {}, dict(R.moe_sum.tuning.default({}, 90), BLOCK=block))
     return out
 
 

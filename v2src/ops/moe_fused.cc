@@ -503,9 +503,10 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
   const Layout l = layout(p.workspace, d, p.quant, act);
   const auto* ids = static_cast<const int32_t*>(p.topk_ids.data);
   const auto* emap = static_cast<const int32_t*>(p.expert_map.data);
+  // 0: no map (a given one has at least E >= 1 entries: check_expert_map), as the kernels read it.
+  const int64_t emap_len = emap ? p.expert_map.size(0) : 0;
 
   // 1. Slots grouped by expert, padded to the GEMM's BLOCK_SIZE_M.
-  const int64_t emap_len = emap ? p.expert_map.size(0) : 0;
   detail::AlignJob aj{ids, emap, d.slots, d.E, d.block_size, l.sorted, l.expert_ids, l.ntpp, l.align_ws, emap_len};
   AOTRITON_RETURN_IF_ERROR(detail::launch_align(kOp, aj, stream));
 
@@ -600,7 +601,7 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
   const k::Inputs in{.out_ptr = detail::strided(p.output.data, p.output.stride(0)),
                      .in_ptr = detail::strided(c2, rows * d.K, d.K),  // [M, rows, K] contiguous
                      .topk_ids_ptr = ids, .expert_map_ptr = emap, .n_tokens = d.M, .topk = rows, .hidden = d.K,
-                     .rows_per_slot = d.split_k, .num_experts = d.E, .expert_map_len = emap ? emap_len : 0};
+                     .rows_per_slot = d.split_k, .num_experts = d.E, .expert_map_len = emap_len};
   return k::launch(in, k::Functional{act}, stream, nullptr);
 }
 

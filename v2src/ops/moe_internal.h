@@ -166,7 +166,7 @@ bool dynamic_quant_chunked(const QuantJob& job);
 struct SlotFilter {
   const int32_t* topk_ids;
   const int32_t* expert_map;
-  int64_t expert_map_len;
+  int64_t expert_map_len;  // 0 without a map
   int64_t num_experts;
 };
 // activation >= 0 (silu 0, gelu_tanh 2): job.x is [M, 2K] = gate | up and the

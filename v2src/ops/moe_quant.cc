@@ -98,8 +98,7 @@ Status launch_dynamic_quant_chunks(const char* op, const QuantJob& j, float* par
     namespace k = detail::kernels::fp8_dynamic_amax_chunks;
     const k::Inputs in{.x_ptr = detail::strided(j.x, j.stride_xm), .partial_ptr = partials,
                        .topk_ids_ptr = slots.topk_ids, .expert_map_ptr = slots.expert_map, .M = j.M, .K = j.K,
-                       .num_experts = slots.num_experts,
-                       .expert_map_len = slots.expert_map ? slots.expert_map_len : 0};
+                       .num_experts = slots.num_experts, .expert_map_len = slots.expert_map_len};
     AOTRITON_RETURN_IF_ERROR(k::launch(in, k::Functional{j.x_dtype, activation}, stream, nullptr));
   }
   namespace k = detail::kernels::fp8_dynamic_quant_chunks;
