@@ -1,0 +1,119 @@
+"""int4 w4a16 decode GEMMs: the Gluon kernel with the weights as wgmma's register operand
+(int4_wgmma_kernel.py) against the production fused_moe_wq_kernel (issue 13.6).
+
+Mixtral-like int4 layer (group 128, zero points), bf16, random top-2 routing, align block 16.
+GEMM1 [M, 4096] x w1[e] [28672, 4096]^T and GEMM2 [2M, 14336] x w2[e] [4096, 14336]^T (routed
+weight, split-K partials summed), each timed alone (CUDA-graph replays, median) with the
+fraction of the HBM roofline of the touched experts' packed weights, scales and zero points.
+Every variant is checked against a float64 reference of the dequantized weights (max error
+over max |reference|); the production kernel's error is printed beside it.
+
+    python3 bench/experiments/int4_wgmma.py [--tokens 1,8,16,32,64] [--json ...]
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+# (BLOCK_SIZE_N, BLOCK_SIZE_K, PREFETCH); SPLIT_K is swept for GEMM2.
+VARIANTS = [(128, 128, 2), (128, 128, 1), (64, 128, 2), (64, 256, 1), (128, 64, 2)]
+GEMM2_SPLITS = (1, 2, 4, 8)
+
+
+def dequant(torch, b, s, z, group):
+    """Packed [N, K // 2] uint8, scales [N, K // g], zero points [cdiv(N, 2), K // g] -> float64 [N, K]."""
+    q = torch.stack(((b & 0xF), (b >> 4)), dim=-1).reshape(b.shape[0], -1).double()
+    n = torch.arange(b.shape[0], device=b.device)
+    zp = ((z[n // 2].int() >> (4 * (n % 2))[:, None]) & 0xF).double()
+    return (q - zp.repeat_interleave(group, 1)) * s.double().repeat_interleave(group, 1)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokens", default="1,8,16,32,64")
+    ap.add_argument("--json", default=str(REPO / "bench/results/int4_wgmma_sm90.json"))
+    args = ap.parse_args()
+    sys.path[:0] = [str(REPO), str(REPO / "bench")]
+    import torch
+    import triton
+
+    from bench_common import commit_id, copy_bandwidth, write_experiment
+    from moe_coverage_quant import INT4_GROUP, LAYER, int4_layer
+    from python.jit import moe as mj
+    from python.jit import moe_quant as mq
+    from tritonsrc.moe import configs as C
+    from bench.experiments.int4_wgmma_kernel import int4_wgmma_kernel
+
+    E, topk, K, N = LAYER["E"], LAYER["topk"], LAYER["K"], LAYER["N"]
+    dev = "cuda"
+    gen = torch.Generator(device=dev).manual_seed(0)
+    w1, w2, s1, s2, z1, z2 = int4_layer(torch, dev, gen)
+    z1 = z1 & 0x77  # zero points 0..7: q - zp spans both signs
+    z2 = z2 & 0x77
+    bw = copy_bandwidth(dev)
+    db = json.loads((REPO / "tuning/sm_90/fused_moe_gemm_wq.json").read_text())["entries"]
+    print(f"GPU {torch.cuda.get_device_name()}, triton {triton.__version__}, commit {commit_id()}; copy bandwidth "
+          f"{bw / 1e9:.0f} GB/s; int4 g{INT4_GROUP} zp, E {E}, top-{topk}, K {K}, N {N}")
+    print("| M | GEMM | kernel | config | us | roofline | max err / max ref |\n|---|---|---|---|---|---|---|")
+    rows = []
+    for M in [int(m) for m in args.tokens.split(",")]:
+        x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
+        ids = torch.rand(M, E, device=dev, generator=gen).topk(topk, dim=-1).indices.to(torch.int32)
+        wts = torch.rand(M, topk, device=dev, generator=gen).flatten().contiguous()
+        sid, eid, ntpp = mj.moe_align_block_size(ids, 16, E)
+        act = torch.randn(M * topk, N, device=dev, dtype=torch.bfloat16)
+        experts = torch.unique(ids).tolist()
+        flat = ids.flatten().tolist()
+        for gemm, (a, b, s, z, n_out, k_in, tk, wt) in {
+                1: (x, w1, s1, z1, 2 * N, K, topk, None), 2: (act, w2, s2, z2, K, N, 1, wts)}.items():
+            deq = {e: dequant(torch, b[e], s[e], z[e], INT4_GROUP) for e in experts}
+            ref = torch.stack([a[slot // tk].double() @ deq[flat[slot]].T * (wt[slot].double() if wt is not None else 1)
+                               for slot in range(M * topk)])
+            del deq
+            touched = len(experts) * sum(t[0].numel() * t.element_size() for t in (b, s, z))
+            entry = next((e for e in db if e["shape"].get("M") == M and e["shape"].get("gemm") == gemm), None)
+            base_cfg = dict(entry["config"]) if entry else C.wq_default_config(M, 4)
+            candidates = [("production", dict(base_cfg, BLOCK_SIZE_M=16))]
+            for bn, bk, pf in VARIANTS:
+                for sk in (GEMM2_SPLITS if gemm == 2 else (1, )):
+                    candidates.append(("gluon", dict(BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, PREFETCH=pf, SPLIT_K=sk)))
+            for kind, cfg in candidates:
+                sk = cfg.get("SPLIT_K", 1)
+                c = torch.empty(M * topk * sk, n_out, device=dev, dtype=torch.float32 if sk > 1 else torch.bfloat16)
+
+                if kind == "production":
+                    def run(cfg=cfg, c=c):
+                        mq.invoke_grouped_gemm_wq(a, b, c, wt, sid, eid, ntpp, tk, dict(cfg), 4, s, z, INT4_GROUP,
+                                                  mul_routed_weight=wt is not None)
+                else:
+                    grid = (triton.cdiv(sid.numel(), 16) * triton.cdiv(n_out, cfg["BLOCK_SIZE_N"]), sk)
+
+                    def run(cfg=cfg, c=c, grid=grid, sk=sk):
+                        int4_wgmma_kernel[grid](
+                            a, b, c, s, z, wt if wt is not None else s, sid, eid, ntpp,
+                            n_out, k_in, sid.numel(), M * topk, tk,
+                            a.stride(0), b.stride(0), b.stride(1), c.stride(0),
+                            s.stride(0), s.stride(1), s.stride(2), z.stride(0), z.stride(1), z.stride(2),
+                            INT4_GROUP, 1, E, MUL_ROUTED_WEIGHT=wt is not None, BLOCK_SIZE_M=16,
+                            BLOCK_SIZE_N=cfg["BLOCK_SIZE_N"], BLOCK_SIZE_K=cfg["BLOCK_SIZE_K"], GROUP_SIZE_M=1,
+                            SPLIT_K=sk, PREFETCH=cfg["PREFETCH"], num_warps=4)
+                try:
+                    c.fill_(float("nan"))
+                    run()
+                    torch.cuda.synchronize()
+                except Exception as e:  # noqa: BLE001 - a variant the compiler refuses
+                    print(f"| {M} | {gemm} | {kind} | {cfg} | failed: {type(e).__name__}: {str(e)[:120]} | | |")
+                    continue
+                out = c.view(M * topk, sk, n_out).double().sum(1) if sk > 1 else c.double()
+                err = ((out - ref).abs().max() / ref.abs().max()).item()
+                t = triton.testing.do_bench_cudagraph(run, rep=100, return_mode="median") * 1e3
+                r = dict(M=M, gemm=gemm, kernel=kind, config=cfg, us=t, roofline=touched / bw * 1e6 / t, err=err)
+                rows.append(r)
+                print(f"| {M} | {gemm} | {kind} | {json.dumps(cfg)} | {t:.1f} | {r['roofline']:.2f} | {err:.1e} |",
+                      flush=True)
+    write_experiment(args.json, rows, bw)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""int4 w4a16 grouped GEMM for decode on sm_90, in Gluon: the weights are wgmma's
+register operand, dequantized where they are loaded (issue 13.6; docs/notes-moe-perf.md).
+
+Same contract and arguments as fused_moe_wq_kernel (tritonsrc/moe/grouped_gemm_wq.py)
+for packed int4 weights (uint8 [E, N, K // 2], group scales, optional zero points),
+fp16/bf16 activations, SPLIT_K partial rows, MUL_ROUTED_WEIGHT.
+
+Why: the Triton kernel dequantizes into a tensor that tl.dot takes as its B operand,
+which on sm_90 goes through shared memory (stores, CTA barriers, ldmatrix) per 64-wide
+sub-block; ncu: 0.38 of the HBM roofline at M=1, issue slots 35% busy, one eligible
+warp in 42% of cycles. Here the product is transposed, C^T[n, m] = W[n, :] . x[m, :],
+so the dequantized weights are wgmma's A operand, which may live in registers, and
+the few activation rows are the shared-memory B operand (wgmma N = BLOCK_SIZE_M).
+
+The dot over K does not care in which order it visits k, as long as both operands use
+the same order. Each thread loads 8 contiguous bytes (16 weights) of a row, and the
+logical k order of a sub-block is chosen so that these bytes' nibbles are exactly the
+thread's A fragment: the conversion to the wgmma operand layout moves no data
+(convert_layout(assert_trivial=True) proves it at compile time). The activations,
+a [BLOCK_SIZE_M, 64] tile per sub-block, are permuted the same way on their way to
+shared memory.
+
+Nibbles become 16-bit floats by PRMT under the exponent of OFFSET (fp16 1024 + q,
+bf16 128 + q, exact), minus (OFFSET + zero point): the exact integers q - zp in
+[-15, 15], so the products are exact and each 64-wide sub-block's fp32 sum is scaled
+by its group's scale once.
+"""
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma, warpgroup_mma_wait
+
+@gluon.constexpr_function
+def packed_layout(block_n, block_k):
+    """[block_n, block_k // 8] int32 words of a K tile (8 nibbles a word): block_k // 32 contiguous
+    words of a row per thread (register bits: the word bits below the top two, and row bit 3, row
+    bit 6 for 128 rows), lanes over the top two word bits and row bits 0-2, warps over row bits
+    4-5: the row bits of wgmma's A fragment (m64 per warpgroup)."""
+    reg_words = (block_k // 32).bit_length() - 1
+    reg = [[0, 1 << i] for i in range(reg_words)] + [[8, 0]] + ([[64, 0]] if block_n == 128 else [])
+    lanes = [[0, 1 << reg_words], [0, 2 << reg_words], [1, 0], [2, 0], [4, 0]]
+    return gl.DistributedLinearLayout(reg_bases=reg, lane_bases=lanes, warp_bases=[[16, 0], [32, 0]],
+                                      block_bases=[], shape=[block_n, block_k // 8])
+
+
+# The dot over K does not care in which order it visits k, as long as both operands agree.
+# A K tile of 2^n weights has memory k bits m0..m(n-1): m0 the nibble, m1-m2 the byte in a
+# word, m3..m(n-3) the word among a thread's contiguous words (registers), the top two the
+# lane. wgmma's A fragment (k_width 2) holds logical k bit 0 in the two halves of a 32-bit
+# register, k bits 1-2 in lanes and the rest in registers. So logical k0 = m1 (one PRMT
+# pairs two bytes' nibbles in a register), k1-k2 = the lane bits, k3.. = m0, m2, m3, ...
+@gluon.constexpr_function
+def _k_order(n):
+    """Memory k bit of each logical k bit, highest logical bit first."""
+    return list(range(n - 3, 2, -1)) + [2, 0, n - 1, n - 2, 1]
+
+
+@gluon.constexpr_function
+def bit_shape(rows, block_k):
+    return [rows] + [2] * ((block_k).bit_length() - 1)
+
+
+@gluon.constexpr_function
+def weight_perm(block_k):
+    """Permutation of _weights_operand's [N, words..., byte bit 1, nibble, byte bit 0] bit dims."""
+    n = block_k.bit_length() - 1
+    dim = {j: n - j for j in range(3, n)}
+    dim.update({2: n - 2, 0: n - 1, 1: n})
+    return [0] + [dim[j] for j in _k_order(n)]
+
+
+@gluon.constexpr_function
+def activation_perm(block_k):
+    """Permutation of a [M, 2, ..., 2] activation tile in memory k order (m(n-1) first)."""
+    n = block_k.bit_length() - 1
+    return [0] + [n - j for j in _k_order(n)]
+
+
+@gluon.jit
+def _activation_k(t, ROWS: gl.constexpr, BLOCK_K: gl.constexpr):
+    """[ROWS, BLOCK_K] activations in memory k order -> the dot's k order."""
+    t = _permute_bits(gl.reshape(t, bit_shape(ROWS, BLOCK_K)), activation_perm(BLOCK_K), BLOCK_K)
+    return gl.reshape(t, [ROWS, BLOCK_K])
+
+
+@gluon.jit
+def _permute_bits(t, p: gl.constexpr, BLOCK_K: gl.constexpr):
+    """gl.permute by a constexpr list p of 7, 8 or 9 dims (BLOCK_K 64, 128, 256)."""
+    if BLOCK_K == 64:
+        return gl.permute(t, (p[0], p[1], p[2], p[3], p[4], p[5], p[6]))
+    elif BLOCK_K == 128:
+        return gl.permute(t, (p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]))
+    else:
+        return gl.permute(t, (p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]))
+
+
+@gluon.jit
+def _dequant_words(w, c2, dtype: gl.constexpr):
+    """int32 words (8 nibbles each) and the packed pair (OFFSET + zp, OFFSET + zp) of each row ->
+    four registers of two 16-bit values q - zp each: (k 0, 2), (k 4, 6), (k 1, 3), (k 5, 7) of
+    the word. PRMT lays two nibbles under OFFSET's exponent byte (fp16 1024 + q, bf16 128 + q,
+    exact); one packed subtraction per two weights leaves the exact integers q - zp."""
+    if dtype == gl.float16:
+        magic: gl.constexpr = "0x64646464"
+        sub: gl.constexpr = "sub.rn.f16x2"
+    else:
+        magic: gl.constexpr = "0x43434343"
+        sub: gl.constexpr = "sub.rn.bf16x2"
+    asm: gl.constexpr = ("{ .reg .b32 t, u, v; and.b32 t, $4, 0x0f0f0f0f; shr.b32 u, $4, 4; "
+                         "and.b32 u, u, 0x0f0f0f0f; "
+                         "prmt.b32 v, t, " + magic + ", 0x4140; " + sub + " $0, v, $5; "
+                         "prmt.b32 v, t, " + magic + ", 0x4342; " + sub + " $1, v, $5; "
+                         "prmt.b32 v, u, " + magic + ", 0x4140; " + sub + " $2, v, $5; "
+                         "prmt.b32 v, u, " + magic + ", 0x4342; " + sub + " $3, v, $5; }")
+    return gl.inline_asm_elementwise(asm, "=r,=r,=r,=r,r,r", [w, c2], dtype=(gl.int32, gl.int32, gl.int32, gl.int32),
+                                     is_pure=True, pack=1)
+
+
+@gluon.jit
+def _halves(r, dtype: gl.constexpr):
+    """int32 holding two 16-bit floats -> [..., 2] of `dtype` (low half first), no instruction."""
+    if dtype == gl.float16:
+        lo, hi = gl.inline_asm_elementwise("mov.b32 {$0, $1}, $2;", "=h,=h,r", [r], dtype=(gl.float16, gl.float16),
+                                           is_pure=True, pack=1)
+    else:
+        lo, hi = gl.inline_asm_elementwise("mov.b32 {$0, $1}, $2;", "=h,=h,r", [r],
+                                           dtype=(gl.bfloat16, gl.bfloat16), is_pure=True, pack=1)
+    return gl.join(lo, hi)
+
+
+@gluon.jit
+def _weights_operand(w, zp, dtype: gl.constexpr, a_layout: gl.constexpr, BLOCK_N: gl.constexpr,
+                     BLOCK_K: gl.constexpr):
+    """Packed words [BLOCK_N, BLOCK_K // 8] and zero points [BLOCK_N] (int32 0..15) -> q - zp [BLOCK_N, BLOCK_K]
+    in wgmma's A layout, the dot's k order: a register permutation only (assert_trivial)."""
+    if dtype == gl.float16:
+        c = 0x6400 | zp
+    else:
+        c = 0x4300 | zp
+    c2 = gl.expand_dims(c * 0x10001, 1)
+    l01, l23, h01, h23 = _dequant_words(w, c2, dtype)
+    r = gl.join(gl.join(l01, l23), gl.join(h01, h23))  # [N, word, byte bit 1, nibble]
+    t = _halves(r, dtype)  # [N, word, byte bit 1, nibble, byte bit 0]
+    t = _permute_bits(gl.reshape(t, bit_shape(BLOCK_N, BLOCK_K)), weight_perm(BLOCK_K), BLOCK_K)
+    return gl.convert_layout(gl.reshape(t, [BLOCK_N, BLOCK_K]), a_layout, assert_trivial=True)
+
+
+@gluon.jit
+def int4_wgmma_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights_ptr,
+                      sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
+                      N, K, EM, num_valid_tokens, top_k,
+                      stride_am, stride_be, stride_bn, stride_cm,
+                      stride_bse, stride_bsn, stride_bsk, stride_bze, stride_bzn, stride_bzk,
+                      group_size, has_zp, num_experts,
+                      MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
+                      BLOCK_SIZE_K: gl.constexpr, GROUP_SIZE_M: gl.constexpr, SPLIT_K: gl.constexpr,
+                      PREFETCH: gl.constexpr):
+    """One BLOCK_SIZE_N x BLOCK_SIZE_M tile of C^T; 4 warps (one warpgroup). BLOCK_SIZE_N 64 or
+    128; BLOCK_SIZE_M 8 or 16 (the align block size); BLOCK_SIZE_K 64, 128 or 256, dividing
+    group_size (one scale and zero point per row and K tile); PREFETCH: K tiles of weights
+    loaded ahead into registers (1 or 2). K a multiple of BLOCK_SIZE_K (the caller checks)."""
+    gl.static_assert(PREFETCH == 1 or PREFETCH == 2)
+    BLOCK_K: gl.constexpr = BLOCK_SIZE_K
+    dtype: gl.constexpr = a_ptr.dtype.element_ty
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                  instr_shape=[16, BLOCK_SIZE_M, 16])
+    a_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
+    packed: gl.constexpr = packed_layout(BLOCK_SIZE_N, BLOCK_K)
+    x_layout: gl.constexpr = gl.BlockedLayout([1, 8], [256 // BLOCK_K, BLOCK_K // 8], [4, 1], [1, 0])
+    x_smem_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_SIZE_M, BLOCK_K], dtype)
+    out_layout: gl.constexpr = gl.BlockedLayout([8, 1], [16, 2], [1, 4], [0, 1])
+
+    # Aligned-only kernel, as fused_moe_wq_kernel: say so, so loads vectorize.
+    N = N // 16 * 16
+    stride_am = stride_am // 16 * 16
+    stride_be = stride_be // 16 * 16
+    stride_bn = stride_bn // 16 * 16
+    stride_cm = stride_cm // 16 * 16
+
+    pid = gl.program_id(0)
+    num_pid_m = gl.cdiv(EM, BLOCK_SIZE_M)
+    num_pid_n = gl.cdiv(N, BLOCK_SIZE_N)
+    in_group = GROUP_SIZE_M * num_pid_n
+    first_m = (pid // in_group) * GROUP_SIZE_M
+    group_m = gl.minimum(num_pid_m - first_m, GROUP_SIZE_M)
+    pid_m = first_m + (pid % in_group) % group_m
+    pid_n = (pid % in_group) // group_m
+    if pid_m * BLOCK_SIZE_M >= gl.load(num_tokens_post_padded_ptr):
+        return
+    num_kt = K // BLOCK_K
+    if SPLIT_K > 1:
+        pid_k = gl.program_id(1)
+        per_split = gl.cdiv(num_kt, SPLIT_K)
+        kt_lo = pid_k * per_split
+        kt_hi = gl.minimum(kt_lo + per_split, num_kt)
+        c_ptr += pid_k * stride_cm
+        stride_cm = stride_cm * SPLIT_K
+    else:
+        kt_lo = 0
+        kt_hi = num_kt
+
+    # Output tile [BLOCK_N, BLOCK_M] (C^T): columns are slots.
+    out_m = pid_m * BLOCK_SIZE_M + gl.arange(0, BLOCK_SIZE_M, layout=gl.SliceLayout(0, out_layout))
+    out_slot = gl.load(sorted_token_ids_ptr + out_m, mask=out_m < EM, other=num_valid_tokens)
+    out_ok = (out_slot >= 0) & (out_slot < num_valid_tokens)
+    out_n = pid_n * BLOCK_SIZE_N + gl.arange(0, BLOCK_SIZE_N, layout=gl.SliceLayout(1, out_layout))
+    c_ptrs = c_ptr + gl.expand_dims(out_slot.to(gl.int64) * stride_cm, 0) + gl.expand_dims(out_n, 1)
+    c_mask = gl.expand_dims(out_ok, 0) & gl.expand_dims(out_n < N, 1)
+
+    expert = gl.load(expert_ids_ptr + pid_m).to(gl.int64)
+    if (expert < 0) | (expert >= num_experts):
+        gl.store(c_ptrs, gl.zeros([BLOCK_SIZE_N, BLOCK_SIZE_M], c_ptr.dtype.element_ty, layout=out_layout),
+                 mask=c_mask)
+        return
+
+    # Activation rows (slot // top_k) of the block, masked rows read as 0.
+    x_m = pid_m * BLOCK_SIZE_M + gl.arange(0, BLOCK_SIZE_M, layout=gl.SliceLayout(1, x_layout))
+    x_slot = gl.load(sorted_token_ids_ptr + x_m, mask=x_m < EM, other=num_valid_tokens)
+    x_ok = gl.expand_dims((x_slot >= 0) & (x_slot < num_valid_tokens), 1)
+    x_k = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, x_layout))
+    x_ptrs = a_ptr + gl.expand_dims((x_slot // top_k).to(gl.int64) * stride_am, 1) + gl.expand_dims(x_k, 0)
+
+    # Weight rows of the tile (wrapped past N: only masked columns of C see them).
+    w_n = (pid_n * BLOCK_SIZE_N + gl.arange(0, BLOCK_SIZE_N, layout=gl.SliceLayout(1, packed))) % N
+    w_j = gl.arange(0, BLOCK_K // 8, layout=gl.SliceLayout(0, packed))
+    w_ptrs = (b_ptr.to(gl.pointer_type(gl.int32)) + expert * (stride_be // 4) +
+              gl.expand_dims(w_n.to(gl.int64) * (stride_bn // 4), 1) + gl.expand_dims(w_j, 0))
+    zp_ptrs = b_zp_ptr + expert * stride_bze + (w_n // 2) * stride_bzn
+    zp_shift = (w_n % 2) * 4
+    zp_mask = (w_n >= 0) & (has_zp != 0)
+    s_n = (pid_n * BLOCK_SIZE_N + gl.arange(0, BLOCK_SIZE_N, layout=gl.SliceLayout(1, mma))) % N
+    s_ptrs = b_scale_ptr + expert * stride_bse + s_n * stride_bsn
+    # The group of K tile t is t // (group_size // BLOCK_K), taken as umulhi(t + 1, magic) with
+    # magic = floor((2^32 - 1) / d): exact while (t + 1) * d < 2^32 (one IMAD.HI in the loop).
+    group_magic = 0xFFFFFFFF // (group_size // BLOCK_K).to(gl.uint32)
+
+    x_bufs = gl.allocate_shared_memory(dtype, [2, BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
+    acc = gl.zeros([BLOCK_SIZE_N, BLOCK_SIZE_M], gl.float32, layout=mma)
+    part_zero = gl.zeros([BLOCK_SIZE_N, BLOCK_SIZE_M], gl.float32, layout=mma)
+
+    # Software pipeline by hand: the packed weights PREFETCH tiles ahead (plain loads into
+    # registers), the activations, scales and zero points one tile ahead. Loads past the
+    # range re-read its last tile.
+    last = gl.maximum(kt_hi - 1, kt_lo)
+    w1 = gl.load(w_ptrs + kt_lo * (BLOCK_K // 8))
+    if PREFETCH == 2:
+        w2 = gl.load(w_ptrs + gl.minimum(kt_lo + 1, last) * (BLOCK_K // 8))
+    g = gl.umulhi((kt_lo + 1).to(gl.uint32), group_magic).to(gl.int32)
+    zp1 = gl.load(zp_ptrs + g * stride_bzk, mask=zp_mask, other=0x88)
+    s1 = gl.load(s_ptrs + g * stride_bsk)
+    x1 = gl.load(x_ptrs + kt_lo * BLOCK_K, mask=x_ok, other=0.0)
+    for t in range(kt_lo, kt_hi):
+        w = w1
+        zp = zp1
+        scale = s1
+        x = x1
+        nxt = gl.minimum(t + 1, last)
+        if PREFETCH == 2:
+            w1 = w2
+            w2 = gl.load(w_ptrs + gl.minimum(t + 2, last) * (BLOCK_K // 8))
+        else:
+            w1 = gl.load(w_ptrs + nxt * (BLOCK_K // 8))
+        g = gl.umulhi((nxt + 1).to(gl.uint32), group_magic).to(gl.int32)
+        zp1 = gl.load(zp_ptrs + g * stride_bzk, mask=zp_mask, other=0x88)
+        s1 = gl.load(s_ptrs + g * stride_bsk)
+        x1 = gl.load(x_ptrs + nxt * BLOCK_K, mask=x_ok, other=0.0)
+
+        buf = x_bufs.index(t % 2)
+        buf.store(_activation_k(x, BLOCK_SIZE_M, BLOCK_K))
+        fence_async_shared()
+        gl.thread_barrier()
+        a = _weights_operand(w, (zp.to(gl.int32) >> zp_shift) & 0xF, dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
+        tok = warpgroup_mma(a, buf.permute((1, 0)), part_zero, use_acc=False, is_async=True)
+        part = warpgroup_mma_wait(num_outstanding=0, deps=(tok, ))
+        acc += part * gl.expand_dims(scale, 1)
+
+    if MUL_ROUTED_WEIGHT:
+        wt_m = pid_m * BLOCK_SIZE_M + gl.arange(0, BLOCK_SIZE_M, layout=gl.SliceLayout(0, mma))
+        wt_slot = gl.load(sorted_token_ids_ptr + wt_m, mask=wt_m < EM, other=num_valid_tokens)
+        wt_ok = (wt_slot >= 0) & (wt_slot < num_valid_tokens)
+        wt = gl.load(topk_weights_ptr + wt_slot.to(gl.int64), mask=wt_ok, other=0.0)
+        acc = acc * gl.expand_dims(wt, 0)
+    gl.store(c_ptrs, gl.convert_layout(acc.to(c_ptr.dtype.element_ty), out_layout), mask=c_mask)
