@@ -16,8 +16,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-# (BLOCK_SIZE_N, BLOCK_SIZE_K, PREFETCH); SPLIT_K is swept for GEMM2.
-VARIANTS = [(128, 128, 2), (128, 128, 1), (64, 128, 2), (64, 256, 1), (128, 64, 2)]
+# (BLOCK_SIZE_N, BLOCK_SIZE_K, PREFETCH, NUM_STAGES): PREFETCH 1-2 register prefetch, 0 a cp.async
+# ring of NUM_STAGES tiles; SPLIT_K is swept for GEMM2.
+VARIANTS = [(128, 128, 0, 4), (64, 128, 0, 6), (64, 256, 0, 4), (128, 128, 2, 0), (128, 128, 1, 0),
+            (64, 128, 2, 0), (128, 64, 2, 0)]
 GEMM2_SPLITS = (1, 2, 4, 8)
 
 
@@ -75,9 +77,10 @@ def main():
             entry = next((e for e in db if e["shape"].get("M") == M and e["shape"].get("gemm") == gemm), None)
             base_cfg = dict(entry["config"]) if entry else C.wq_default_config(M, 4)
             candidates = [("production", dict(base_cfg, BLOCK_SIZE_M=16))]
-            for bn, bk, pf in VARIANTS:
+            for bn, bk, pf, st in VARIANTS:
                 for sk in (GEMM2_SPLITS if gemm == 2 else (1, )):
-                    candidates.append(("gluon", dict(BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, PREFETCH=pf, SPLIT_K=sk)))
+                    candidates.append(("gluon", dict(BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, PREFETCH=pf, NUM_STAGES=st,
+                                                     SPLIT_K=sk)))
             for kind, cfg in candidates:
                 sk = cfg.get("SPLIT_K", 1)
                 c = torch.empty(M * topk * sk, n_out, device=dev, dtype=torch.float32 if sk > 1 else torch.bfloat16)
@@ -97,7 +100,8 @@ def main():
                             s.stride(0), s.stride(1), s.stride(2), z.stride(0), z.stride(1), z.stride(2),
                             INT4_GROUP, 1, E, MUL_ROUTED_WEIGHT=wt is not None, BLOCK_SIZE_M=16,
                             BLOCK_SIZE_N=cfg["BLOCK_SIZE_N"], BLOCK_SIZE_K=cfg["BLOCK_SIZE_K"], GROUP_SIZE_M=1,
-                            SPLIT_K=sk, PREFETCH=cfg["PREFETCH"], num_warps=4)
+                            SPLIT_K=sk, PREFETCH=cfg["PREFETCH"], NUM_STAGES=max(cfg["NUM_STAGES"], 2),
+                            num_warps=4)
                 try:
                     c.fill_(float("nan"))
                     run()

@@ -27,6 +27,7 @@ by its group's scale once.
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma, warpgroup_mma_wait
 
 @gluon.constexpr_function
@@ -153,12 +154,14 @@ def int4_wgmma_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights_p
                       group_size, has_zp, num_experts,
                       MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
                       BLOCK_SIZE_K: gl.constexpr, GROUP_SIZE_M: gl.constexpr, SPLIT_K: gl.constexpr,
-                      PREFETCH: gl.constexpr):
+                      PREFETCH: gl.constexpr, NUM_STAGES: gl.constexpr = 4):
     """One BLOCK_SIZE_N x BLOCK_SIZE_M tile of C^T; 4 warps (one warpgroup). BLOCK_SIZE_N 64 or
     128; BLOCK_SIZE_M 8 or 16 (the align block size); BLOCK_SIZE_K 64, 128 or 256, dividing
     group_size (one scale and zero point per row and K tile); PREFETCH: K tiles of weights
-    loaded ahead into registers (1 or 2). K a multiple of BLOCK_SIZE_K (the caller checks)."""
-    gl.static_assert(PREFETCH == 1 or PREFETCH == 2)
+    loaded ahead into registers (1 or 2), or 0: a ring of NUM_STAGES tiles in shared memory
+    filled by cp.async, each thread copying and later reading only its own 16-byte pieces (no
+    CTA barrier for it). K a multiple of BLOCK_SIZE_K (the caller checks)."""
+    gl.static_assert(PREFETCH <= 2)
     BLOCK_K: gl.constexpr = BLOCK_SIZE_K
     dtype: gl.constexpr = a_ptr.dtype.element_ty
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -241,7 +244,15 @@ def int4_wgmma_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights_p
     # registers), the activations, scales and zero points one tile ahead. Loads past the
     # range re-read its last tile.
     last = gl.maximum(kt_hi - 1, kt_lo)
-    w1 = gl.load(w_ptrs + kt_lo * (BLOCK_K // 8))
+    if PREFETCH == 0:
+        w_ring = gl.allocate_shared_memory(gl.int32, [NUM_STAGES, BLOCK_SIZE_N, BLOCK_K // 8],
+                                           gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
+        for i in gl.static_range(NUM_STAGES - 1):
+            async_copy.async_copy_global_to_shared(w_ring.index(i),
+                                                   w_ptrs + gl.minimum(kt_lo + i, last) * (BLOCK_K // 8))
+            async_copy.commit_group()
+    else:
+        w1 = gl.load(w_ptrs + kt_lo * (BLOCK_K // 8))
     if PREFETCH == 2:
         w2 = gl.load(w_ptrs + gl.minimum(kt_lo + 1, last) * (BLOCK_K // 8))
     g = gl.umulhi((kt_lo + 1).to(gl.uint32), group_magic).to(gl.int32)
@@ -249,7 +260,15 @@ def int4_wgmma_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights_p
     s1 = gl.load(s_ptrs + g * stride_bsk)
     x1 = gl.load(x_ptrs + kt_lo * BLOCK_K, mask=x_ok, other=0.0)
     for t in range(kt_lo, kt_hi):
-        w = w1
+        if PREFETCH == 0:
+            it = t - kt_lo
+            async_copy.async_copy_global_to_shared(w_ring.index((it + NUM_STAGES - 1) % NUM_STAGES),
+                                                   w_ptrs + gl.minimum(t + NUM_STAGES - 1, last) * (BLOCK_K // 8))
+            async_copy.commit_group()
+            async_copy.wait_group(NUM_STAGES - 1)  # this thread's copies of tile t have landed
+            w = w_ring.index(it % NUM_STAGES).load(packed)
+        else:
+            w = w1
         zp = zp1
         scale = s1
         x = x1
@@ -257,7 +276,7 @@ def int4_wgmma_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights_p
         if PREFETCH == 2:
             w1 = w2
             w2 = gl.load(w_ptrs + gl.minimum(t + 2, last) * (BLOCK_K // 8))
-        else:
+        elif PREFETCH == 1:
             w1 = gl.load(w_ptrs + nxt * (BLOCK_K // 8))
         g = gl.umulhi((nxt + 1).to(gl.uint32), group_magic).to(gl.int32)
         zp1 = gl.load(zp_ptrs + g * stride_bzk, mask=zp_mask, other=0x88)
