@@ -9,6 +9,8 @@
       layer with per-output-channel weight scales and per-token activation
       scales, against the 128x128-block path (target: within 10%).
 """
+import os
+
 LAYER = dict(E=8, topk=2, K=4096, N=14336)
 INT4_GROUP = 128
 DECODE_TOKENS = (1, 8, 16, 32, 64)
@@ -46,19 +48,31 @@ def quant_rows(torch, aotriton, t_ms, t_graph_ms, bw, quick=False):
     w1, w2, s1, s2, z1, z2 = int4_layer(torch, dev, gen)
     kw = dict(use_int4_w4a16=True, block_shape=[0, INT4_GROUP], w1_scale=s1, w2_scale=s2, w1_zp=z1, w2_zp=z2)
     per_expert = sum(t[0].numel() * t.element_size() for t in (w1, w2, s1, s2, z1, z2))
+    # The sm_90 int4 GEMM (AOTRITON_MOE_WQ_HOPPER=1, read per call; opt-in until measured) beside
+    # the default route, same operands.
+    forms = [("", None)] + ([("_sm90_wgmma", "1")] if torch.cuda.get_device_capability() == (9, 0) else [])
     for M in DECODE_TOKENS[:3] if quick else DECODE_TOKENS:
         x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
         w, ids = routing(M)
         out = torch.empty_like(x)
-
-        def fused():
-            return aotriton.fused_experts(x, w1, w2, w, ids, out=out, **kw)
-        graph = t_graph_ms(fused)
         touched = torch.unique(ids).numel() * per_expert
-        r = dict(quant="int4_w4a16_g128_zp", M=M, fused_ms=t_ms(fused), graph_ms=graph,
-                 roofline=touched / bw * 1e3 / graph, touched_MB=touched / 1e6)
-        rows.append(r)
-        print(f"| {r['quant']} | {M} | {r['fused_ms']:.3f} | {graph:.3f} | {r['roofline']:.2f} | |", flush=True)
+        for suffix, env in forms:
+            old = os.environ.pop("AOTRITON_MOE_WQ_HOPPER", None)
+            if env:
+                os.environ["AOTRITON_MOE_WQ_HOPPER"] = env
+            try:
+                def fused():
+                    return aotriton.fused_experts(x, w1, w2, w, ids, out=out, **kw)
+                graph = t_graph_ms(fused)
+                fused_ms = t_ms(fused)
+            finally:
+                os.environ.pop("AOTRITON_MOE_WQ_HOPPER", None)
+                if old is not None:
+                    os.environ["AOTRITON_MOE_WQ_HOPPER"] = old
+            r = dict(quant="int4_w4a16_g128_zp" + suffix, M=M, fused_ms=fused_ms, graph_ms=graph,
+                     roofline=touched / bw * 1e3 / graph, touched_MB=touched / 1e6)
+            rows.append(r)
+            print(f"| {r['quant']} | {M} | {r['fused_ms']:.3f} | {graph:.3f} | {r['roofline']:.2f} | |", flush=True)
     del w1, w2, s1, s2, z1, z2
     torch.cuda.empty_cache()
 

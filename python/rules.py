@@ -13,8 +13,9 @@ from python.rules_flash_hopper import HOPPER_FLASH_KERNELS
 from python.rules_moe import MOE_CI, MOE_KERNELS
 from python.rules_moe_hopper import HOPPER_MOE_KERNELS as _HOPPER_MOE_BF16
 from python.rules_moe_hopper_fp8 import fused_moe_gemm_hopper_fp8
+from python.rules_moe_hopper_wq import HOPPER_WQ_KERNELS
 
-HOPPER_MOE_KERNELS = _HOPPER_MOE_BF16 + [fused_moe_gemm_hopper_fp8]
+HOPPER_MOE_KERNELS = _HOPPER_MOE_BF16 + [fused_moe_gemm_hopper_fp8] + HOPPER_WQ_KERNELS
 KERNELS = MOE_KERNELS + FLASH_KERNELS + HOPPER_FLASH_KERNELS + HOPPER_MOE_KERNELS
 _ATTENTION = [k for k in FLASH_KERNELS + HOPPER_FLASH_KERNELS if not k.name.startswith(("attn_decode", "kv_"))]
 _BY_NAME = {k.name: k for k in KERNELS}

@@ -1,5 +1,5 @@
 """int4 w4a16 decode GEMMs: the Gluon kernel with the weights as wgmma's register operand
-(int4_wgmma_kernel.py) against the production fused_moe_wq_kernel (issue 13.6).
+(tritonsrc/moe/grouped_gemm_wq_hopper.py) against the production fused_moe_wq_kernel (issue 13.6).
 
 Mixtral-like int4 layer (group 128, zero points), bf16, random top-2 routing, align block 16.
 GEMM1 [M, 4096] x w1[e] [28672, 4096]^T and GEMM2 [2M, 14336] x w2[e] [4096, 14336]^T (routed
@@ -45,7 +45,7 @@ def main():
     from python.jit import moe as mj
     from python.jit import moe_quant as mq
     from tritonsrc.moe import configs as C
-    from bench.experiments.int4_wgmma_kernel import int4_wgmma_kernel
+    from tritonsrc.moe.grouped_gemm_wq_hopper import fused_moe_wq_hopper_kernel
 
     E, topk, K, N = LAYER["E"], LAYER["topk"], LAYER["K"], LAYER["N"]
     dev = "cuda"
@@ -93,7 +93,7 @@ def main():
                     grid = (triton.cdiv(sid.numel(), 16) * triton.cdiv(n_out, cfg["BLOCK_SIZE_N"]), sk)
 
                     def run(cfg=cfg, c=c, grid=grid, sk=sk):
-                        int4_wgmma_kernel[grid](
+                        fused_moe_wq_hopper_kernel[grid](
                             a, b, c, s, z, wt if wt is not None else s, sid, eid, ntpp,
                             n_out, k_in, sid.numel(), M * topk, tk,
                             a.stride(0), b.stride(0), b.stride(1), c.stride(0),

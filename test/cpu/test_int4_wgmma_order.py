@@ -1,13 +1,15 @@
-"""The int4_wgmma experiment's k order (bench/experiments/int4_wgmma_kernel.py): the kernel visits
+"""The int4_wgmma experiment's k order (tritonsrc/moe/grouped_gemm_wq_hopper.py): the kernel visits
 k in a permuted order so that the dequantized weights already sit in wgmma's operand registers.
 Both operands must be permuted alike, or the dot sums wrong products. This emulates the kernel's
 tensor ops (the PRMT outputs, join, reshape, permute) with torch on the CPU and checks the dot
 against the plain one; and compiles the kernel for sm_90, whose convert_layout(assert_trivial=True)
 proves that the permuted weights are the operand layout without data movement."""
+import re
+
 import pytest
 import torch
 
-from bench.experiments import int4_wgmma_kernel as kern
+from tritonsrc.moe import grouped_gemm_wq_hopper as kern
 
 
 def _operands(words, zp, x, block_k):
@@ -46,25 +48,34 @@ def test_permuted_dot_equals_plain_dot(block_k):
     assert not torch.equal(x @ w.double().T, plain)
 
 
-@pytest.mark.parametrize("block_n,block_k,prefetch", [(128, 128, 2), (64, 256, 0), (128, 64, 1)])
-def test_kernel_compiles_with_trivial_operand_conversion(block_n, block_k, prefetch):
-    triton = pytest.importorskip("triton")
-    from triton.backends.compiler import GPUTarget
-    from triton.experimental.gluon._runtime import GluonASTSource
+def _corners():
+    """Each functional's default, and each tuning form (register prefetch 1-2, the deepest ring)."""
+    from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper as rule
+    for bk in (64, 128):
+        f = {"dtype": "bf16", "b_dtype": "u8", "MUL_ROUTED_WEIGHT": True, "BLOCK_SIZE_M": 16, "BLOCK_SIZE_K": bk,
+             "SPLIT_K": 4}
+        space = rule.tuning.all_configs(f, 90)
+        yield f, rule.tuning.default(f, 90)
+        for bn in (64, 128):
+            yield f, max((c for c in space if c["BLOCK_SIZE_N"] == bn and c["PREFETCH"] == 0),
+                         key=lambda c: c["NUM_STAGES"])
+            yield f, dict(rule.tuning.default(f, 90), BLOCK_SIZE_N=bn, PREFETCH=2, NUM_STAGES=2)
+    yield dict(f, dtype="fp16", MUL_ROUTED_WEIGHT=False, SPLIT_K=1), dict(rule.tuning.default(f, 90), PREFETCH=1,
+                                                                          NUM_STAGES=2)
 
-    names = ["a_ptr", "b_ptr", "c_ptr", "b_scale_ptr", "b_zp_ptr", "topk_weights_ptr", "sorted_token_ids_ptr",
-             "expert_ids_ptr", "num_tokens_post_padded_ptr"]
-    types = ["*bf16", "*u8", "*bf16", "*fp32", "*u8", "*fp32", "*i32", "*i32", "*i32"]
-    ints = ["N", "K", "EM", "num_valid_tokens", "top_k", "stride_am", "stride_be", "stride_bn", "stride_cm",
-            "stride_bse", "stride_bsn", "stride_bsk", "stride_bze", "stride_bzn", "stride_bzk", "group_size",
-            "has_zp", "num_experts"]
-    signature = dict(zip(names, types), **{p: "i32" for p in ints})
-    consts = dict(MUL_ROUTED_WEIGHT=True, BLOCK_SIZE_M=16, BLOCK_SIZE_N=block_n, BLOCK_SIZE_K=block_k,
-                  GROUP_SIZE_M=1, SPLIT_K=2, PREFETCH=prefetch, NUM_STAGES=4)
-    signature.update({c: "constexpr" for c in consts})
-    order = list(signature)
-    src = GluonASTSource(fn=kern.int4_wgmma_kernel, signature=signature,
-                         constexprs={(order.index(c), ): v for c, v in consts.items()},
-                         attrs={(i, ): [["tt.divisibility", 16]] for i in range(len(names))})
-    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32))
-    assert "wgmma.mma_async" in compiled.asm["ptx"]
+
+@pytest.mark.parametrize("functional,config", list(_corners()), ids=str)
+def test_build_compiles_with_trivial_operand_conversion(functional, config):
+    """The build's compile of the rule (compile_kernel.compile_one): convert_layout(assert_trivial=True)
+    raises at compile time if the permuted weights are not wgmma's operand layout; no spills."""
+    pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
+    from python import compile_kernel
+    from python.cubin_resources import resources
+    from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper as rule
+
+    compiled = compile_kernel.compile_one(rule, functional, config, 90)
+    res = resources(compiled.asm["cubin"])
+    assert res["stack"] == 0 and res["local"] == 0, f"register spills: {res}"
+    ptx = compiled.asm["ptx"]
+    assert "wgmma.mma_async" in ptx and "griddepcontrol.wait" in ptx
+    assert bool(re.search(r"cp\.async\.c[ag]\.shared\.global", ptx)) == (config["PREFETCH"] == 0)

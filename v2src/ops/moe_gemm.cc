@@ -1,11 +1,15 @@
 // MoE grouped GEMM (vLLM's invoke_fused_moe_kernel) and its launch helper.
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <iterator>
 #include <string>
 
+#include "device_arch.h"
 #include "fused_moe_gemm.h"
 #include "fused_moe_gemm_wq.h"
+#include "fused_moe_gemm_wq_hopper.h"
 #include "moe_gemm_hopper.h"
 #include "moe_internal.h"
 
@@ -71,10 +75,11 @@ Status check_built(const char* op, const GemmJob& j, bool aligned) {
   return Status::kSuccess;
 }
 
-Status launch_gemm_wq(const GemmJob& j, Stream stream, const KernelOptions* options) {
-  namespace k = detail::kernels::fused_moe_gemm_wq;
+// The weight-only GEMMs' inputs (fused_moe_gemm_wq and its sm_90 int4 form take the same arguments).
+template <class Inputs>
+Inputs wq_inputs(const GemmJob& j) {
   using detail::strided;
-  const k::Inputs in{
+  return Inputs{
       .a_ptr = strided(j.a, j.stride_am), .b_ptr = strided(j.b, j.stride_be, j.stride_bn),
       .c_ptr = strided(j.c, j.stride_cm), .b_scale_ptr = strided(j.b_scale, j.stride_bse, j.stride_bsn, j.stride_bsk),
       // Never read without zero points; any valid pointer keeps the argument defined.
@@ -85,10 +90,53 @@ Status launch_gemm_wq(const GemmJob& j, Stream stream, const KernelOptions* opti
       .group_size = std::max<int32_t>(j.group_size, 1), .has_zp = j.b_zp != nullptr, .num_experts = j.num_experts,
       .tokens_per_expert = cdiv(j.num_valid_tokens, std::max<int64_t>(j.num_experts, 1)),
   };
-  const DType b_dtype = j.quant == QuantMode::kInt8W8A16 ? DType::kInt8 : DType::kUInt8;
+}
+
+// The sm_90 int4 decode GEMM (python/rules_moe_hopper_wq.py, the dequantized weights as wgmma's
+// register operand): opted in with AOTRITON_MOE_WQ_HOPPER=1 until it is measured against
+// fused_moe_gemm_wq; a forced config of its own also selects it. Read on every call (a process
+// can compare both); set it before starting threads.
+bool wq_hopper_opted_in() {
+  const char* v = std::getenv("AOTRITON_MOE_WQ_HOPPER");
+  return v && std::strcmp(v, "1") == 0;
+}
+
+// Launches the sm_90 int4 kernel and sets *launched where it serves the call: int4, align block
+// size 16, a K tile (128 where it divides group_size, else 64) that divides K; and either a
+// forced config names one of its configs, or none is forced, it is opted in, the GPU is sm_90
+// and this build compiled it.
+Status launch_gemm_wq_hopper(const char* op, const GemmJob& j, int32_t split_k, Stream stream,
+                             const KernelOptions* options, bool* launched) {
+  namespace kh = detail::kernels::fused_moe_gemm_wq_hopper;
+  *launched = false;
+  const int32_t k_tile = j.group_size % 128 == 0 ? 128 : 64;
+  const bool serves = j.quant == QuantMode::kInt4W4A16 && j.block_size == 16 && j.group_size % 64 == 0 &&
+                      j.K % k_tile == 0;
+  const kh::Functional f{j.c_dtype, DType::kUInt8, j.mul_routed_weight, j.block_size, k_tile, split_k};
+  const bool forced = options && kh::has_config(options->force_config);
+  if (forced && !serves)
+    return fail(Status::kInvalidArgument, std::string(op) + ": force_config names a fused_moe_gemm_wq_hopper "
+                                                            "config, but that kernel serves int4 calls with "
+                                                            "block_size 16 and group sizes that are multiples of 64");
+  if (!forced) {
+    if (!serves || (options && options->force_config) || !wq_hopper_opted_in()) return Status::kSuccess;
+    int arch = 0, sms = 0;
+    AOTRITON_RETURN_IF_ERROR(detail::device_info(stream, &arch, &sms));
+    if (arch != 90 || !kh::built_for(f, 90)) return Status::kSuccess;
+  }
+  *launched = true;
+  return kh::launch(wq_inputs<kh::Inputs>(j), f, stream, options);
+}
+
+Status launch_gemm_wq(const char* op, const GemmJob& j, Stream stream, const KernelOptions* options) {
+  namespace k = detail::kernels::fused_moe_gemm_wq;
   const int32_t split_k = std::max<int32_t>(j.split_k, 1);
-  return k::launch(in, k::Functional{j.c_dtype, b_dtype, j.mul_routed_weight, j.block_size, split_k}, stream,
-                   options);
+  bool on_hopper = false;
+  AOTRITON_RETURN_IF_ERROR(launch_gemm_wq_hopper(op, j, split_k, stream, options, &on_hopper));
+  if (on_hopper) return Status::kSuccess;
+  const DType b_dtype = j.quant == QuantMode::kInt8W8A16 ? DType::kInt8 : DType::kUInt8;
+  return k::launch(wq_inputs<k::Inputs>(j), k::Functional{j.c_dtype, b_dtype, j.mul_routed_weight, j.block_size, split_k},
+                   stream, options);
 }
 
 }  // namespace
@@ -137,7 +185,7 @@ Status launch_gemm(const char* op, const GemmJob& j, Stream stream, const Kernel
   if (j.quant == QuantMode::kFp8PerChannel || weight_only(j.quant))
     AOTRITON_RETURN_IF_ERROR(check_built(op, j, aligned));
   if (j.num_valid_tokens == 0 || j.N == 0) return Status::kSuccess;
-  if (weight_only(j.quant)) return launch_gemm_wq(j, stream, options);
+  if (weight_only(j.quant)) return launch_gemm_wq(op, j, stream, options);
   bool on_hopper = false;  // the sm_90 Gluon kernel (moe_gemm_hopper.cc) where it serves the call (unsplit)
   if (j.split_k <= 1) AOTRITON_RETURN_IF_ERROR(launch_gemm_hopper(op, j, aligned, stream, options, &on_hopper));
   if (on_hopper) return Status::kSuccess;

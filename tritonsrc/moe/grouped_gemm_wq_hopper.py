@@ -1,34 +1,48 @@
-"""int4 w4a16 grouped GEMM for decode on sm_90, in Gluon: the weights are wgmma's
-register operand, dequantized where they are loaded (issue 13.6; docs/notes-moe-perf.md).
+"""int4 w4a16 grouped GEMM for decode on sm_90, in Gluon: the dequantized weights are wgmma's
+register operand (issue 13.6; docs/notes-moe-perf.md, "int4 as wgmma's register operand").
 
-Same contract and arguments as fused_moe_wq_kernel (tritonsrc/moe/grouped_gemm_wq.py)
-for packed int4 weights (uint8 [E, N, K // 2], group scales, optional zero points),
-fp16/bf16 activations, SPLIT_K partial rows, MUL_ROUTED_WEIGHT.
+Same contract and arguments as fused_moe_wq_kernel (tritonsrc/moe/grouped_gemm_wq.py) for
+packed int4 weights (uint8 [E, N, K // 2], fp32 group scales [E, N, K // group_size], optional
+packed zero points [E, cdiv(N, 2), K // group_size]) and fp16/bf16 activations: C[slot] =
+A[slot // top_k] @ dequant(B[expert(slot)])^T [* topk_weights[slot]], sentinel and negative
+slots neither read nor written, a block whose expert id is outside [0, E) writes zeros,
+SPLIT_K partial rows slot * SPLIT_K + s. Align block size 16 only; K a multiple of
+BLOCK_SIZE_K, which divides group_size (the operator picks it: 128 where the groups allow,
+else 64).
 
-Why: the Triton kernel dequantizes into a tensor that tl.dot takes as its B operand,
-which on sm_90 goes through shared memory (stores, CTA barriers, ldmatrix) per 64-wide
-sub-block; ncu: 0.38 of the HBM roofline at M=1, issue slots 35% busy, one eligible
-warp in 42% of cycles. Here the product is transposed, C^T[n, m] = W[n, :] . x[m, :],
-so the dequantized weights are wgmma's A operand, which may live in registers, and
-the few activation rows are the shared-memory B operand (wgmma N = BLOCK_SIZE_M).
+Why: the Triton kernel dequantizes into tl.dot's B operand, which on sm_90 goes through shared
+memory (stores, CTA barriers, ldmatrix) per 64-wide sub-block; ncu at M=1: 0.38 of the HBM
+roofline, issue slots 35% busy, an eligible warp in 42% of cycles. Here the product is
+transposed, C^T[n, m] = W[n, :] . x[m, :]: the dequantized weights are wgmma's A operand,
+which may live in registers, and the few activation rows the shared-memory B operand (wgmma
+N = 16).
 
-The dot over K does not care in which order it visits k, as long as both operands use
-the same order. Each thread loads 8 contiguous bytes (16 weights) of a row, and the
-logical k order of a sub-block is chosen so that these bytes' nibbles are exactly the
-thread's A fragment: the conversion to the wgmma operand layout moves no data
-(convert_layout(assert_trivial=True) proves it at compile time). The activations,
-a [BLOCK_SIZE_M, 64] tile per sub-block, are permuted the same way on their way to
-shared memory.
+The dot over K does not care in which order it visits k, as long as both operands use the same
+order. Each thread loads BLOCK_SIZE_K / 8 contiguous bytes of a row, and the k order of a tile
+is chosen so that their nibbles land exactly in the thread's A fragment: the conversion to the
+wgmma operand layout moves no data (convert_layout(assert_trivial=True) proves it at compile
+time; test/cpu/test_int4_wgmma_order.py checks the order). The activation tile is permuted
+the same way on its way to shared memory.
 
-Nibbles become 16-bit floats by PRMT under the exponent of OFFSET (fp16 1024 + q,
-bf16 128 + q, exact), minus (OFFSET + zero point): the exact integers q - zp in
-[-15, 15], so the products are exact and each 64-wide sub-block's fp32 sum is scaled
-by its group's scale once.
+Nibbles become 16-bit floats by PRMT under the exponent of OFFSET (fp16 1024 + q, bf16 128 +
+q, exact), minus (OFFSET + zero point): the exact integers q - zp in [-15, 15], so products
+are exact and each tile's fp32 sum is scaled by its group's scale once.
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma, warpgroup_mma_wait
+
+
+@gluon.jit
+def _wait_for_predecessor(USE_PDL: gl.constexpr):
+    """tritonsrc/pdl.py's wait_for_predecessor for Gluon kernels."""
+    if USE_PDL:
+        gl.inline_asm_elementwise("griddepcontrol.wait; // dummy $0", "=r", [], dtype=gl.int32, is_pure=False,
+                                  pack=1)
+        gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // dummy $0", "=r", [], dtype=gl.int32,
+                                  is_pure=False, pack=1)
+
 
 @gluon.constexpr_function
 def packed_layout(block_n, block_k):
@@ -146,15 +160,15 @@ def _weights_operand(w, zp, dtype: gl.constexpr, a_layout: gl.constexpr, BLOCK_N
 
 
 @gluon.jit
-def int4_wgmma_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights_ptr,
-                      sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
-                      N, K, EM, num_valid_tokens, top_k,
-                      stride_am, stride_be, stride_bn, stride_cm,
-                      stride_bse, stride_bsn, stride_bsk, stride_bze, stride_bzn, stride_bzk,
-                      group_size, has_zp, num_experts,
-                      MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
-                      BLOCK_SIZE_K: gl.constexpr, GROUP_SIZE_M: gl.constexpr, SPLIT_K: gl.constexpr,
-                      PREFETCH: gl.constexpr, NUM_STAGES: gl.constexpr = 4):
+def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights_ptr,
+                               sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
+                               N, K, EM, num_valid_tokens, top_k,
+                               stride_am, stride_be, stride_bn, stride_cm,
+                               stride_bse, stride_bsn, stride_bsk, stride_bze, stride_bzn, stride_bzk,
+                               group_size, has_zp, num_experts,
+                               MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
+                               BLOCK_SIZE_K: gl.constexpr, GROUP_SIZE_M: gl.constexpr, SPLIT_K: gl.constexpr,
+                               PREFETCH: gl.constexpr, NUM_STAGES: gl.constexpr = 4, USE_PDL: gl.constexpr = False):
     """One BLOCK_SIZE_N x BLOCK_SIZE_M tile of C^T; 4 warps (one warpgroup). BLOCK_SIZE_N 64 or
     128; BLOCK_SIZE_M 8 or 16 (the align block size); BLOCK_SIZE_K 64, 128 or 256, dividing
     group_size (one scale and zero point per row and K tile); PREFETCH: K tiles of weights
@@ -162,6 +176,7 @@ def int4_wgmma_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights_p
     filled by cp.async, each thread copying and later reading only its own 16-byte pieces (no
     CTA barrier for it). K a multiple of BLOCK_SIZE_K (the caller checks)."""
     gl.static_assert(PREFETCH <= 2)
+    _wait_for_predecessor(USE_PDL)
     BLOCK_K: gl.constexpr = BLOCK_SIZE_K
     dtype: gl.constexpr = a_ptr.dtype.element_ty
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],

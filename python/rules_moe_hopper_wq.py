@@ -1,0 +1,66 @@
+"""The Hopper (sm_90) int4 w4a16 decode GEMM: fused_moe_gemm_wq's contract with the dequantized
+weights as wgmma's register operand (tritonsrc/moe/grouped_gemm_wq_hopper.py, Gluon).
+
+v2src/ops/moe_gemm.cc routes int4 calls it serves (aligned, align block size 16, K a multiple
+of the functional BLOCK_SIZE_K, which divides group_size) to it on sm_90 when opted in with
+AOTRITON_MOE_WQ_HOPPER=1: not measured yet against fused_moe_gemm_wq (bench/experiments/
+int4_wgmma.py times both; docs/notes-moe-perf.md says what the SASS predicts).
+"""
+from python.kernel_rules import Kernel, TuningSpace
+from python.rules_moe import fused_moe_gemm_wq
+from python.rules_moe_hopper import _valid
+from tritonsrc.moe import configs as C
+
+SHARED_LIMIT = 227 * 1024
+
+
+def _shared_bytes(f, c):
+    """The cp.async weight ring (PREFETCH 0: NUM_STAGES tiles of BLOCK_SIZE_N rows of
+    BLOCK_SIZE_K / 2 bytes) and the two activation buffers (16 rows of 16-bit values)."""
+    ring = c["NUM_STAGES"] * c["BLOCK_SIZE_N"] * f["BLOCK_SIZE_K"] // 2 if c["PREFETCH"] == 0 else 0
+    return ring + 2 * f["BLOCK_SIZE_M"] * f["BLOCK_SIZE_K"] * 2
+
+
+def _prune(f, c, arch):
+    if c["PREFETCH"] > 0 and c["NUM_STAGES"] != 2:
+        return False  # register prefetch: NUM_STAGES is unused, one config stands for all
+    return _shared_bytes(f, c) <= SHARED_LIMIT
+
+
+fused_moe_gemm_wq_hopper = Kernel(
+    name="fused_moe_gemm_wq_hopper",
+    source="tritonsrc/moe/grouped_gemm_wq_hopper.py",
+    function="fused_moe_wq_hopper_kernel",
+    pdl=True,
+    args=fused_moe_gemm_wq.args,
+    functional={
+        "dtype": ["fp16", "bf16"],
+        "b_dtype": ["u8"],  # packed int4 only
+        "MUL_ROUTED_WEIGHT": [False, True],
+        "BLOCK_SIZE_M": [16],  # the decode align block size; wgmma's N
+        # The K tile: one scale group or a part of one, chosen by the operator from
+        # group_size (128 where it divides the groups, else 64).
+        "BLOCK_SIZE_K": [64, 128],
+        "SPLIT_K": [1, C.WQ_SPLIT_K],
+    },
+    # Split: the decode GEMM2 (the routed weight) only, as fused_experts runs it.
+    valid=lambda f, arch: _valid(f, arch) and (f["SPLIT_K"] == 1 or f["MUL_ROUTED_WEIGHT"]),
+    profiles={"ci": lambda f: f["dtype"] == "fp16" and f["BLOCK_SIZE_K"] == 128 and f["SPLIT_K"] == 1},
+    tuning=TuningSpace(
+        # PREFETCH 0: the weights through a cp.async ring of NUM_STAGES tiles; 1-2: tiles loaded
+        # ahead into registers.
+        params={"BLOCK_SIZE_N": [64, 128], "PREFETCH": [0, 1, 2], "NUM_STAGES": [2, 4, 6],
+                "GROUP_SIZE_M": [1], "num_warps": [4]},
+        # The SASS's choice (docs/notes-moe-perf.md): 64 rows keep 127 registers (4 CTAs an SM)
+        # and a 6-deep ring keeps ~24 KB of weights in flight per CTA.
+        default=lambda f, arch: {"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 6, "GROUP_SIZE_M": 1,
+                                 "num_warps": 4},
+        prune=_prune,
+    ),
+    grid=("cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N)", "SPLIT_K", "1"),
+    grid_args=["tokens_per_expert"],
+    autotune_keys=fused_moe_gemm_wq.autotune_keys,
+    doc="int4 w4a16 grouped GEMM for sm_90 decode (Gluon: dequantized weights as wgmma's register operand)",
+)
+
+HOPPER_WQ_KERNELS = [fused_moe_gemm_wq_hopper]

@@ -1,0 +1,150 @@
+"""The sm_90 int4 w4a16 decode GEMM (tritonsrc/moe/grouped_gemm_wq_hopper.py, routed by
+v2src/ops/moe_gemm.cc when AOTRITON_MOE_WQ_HOPPER=1 or forced by config name): against float64
+references of the dequantized weights on fresh random data with NaN-poisoned outputs, both K
+tiles (group 64 and 128), zero points or not, fp16 and bf16, the routed weight, N not a multiple
+of the tile; through fused_experts (split-K GEMM2 included, an expert map dropping slots);
+bitwise-repeatable and equal to its forced run; not chosen unless opted in; a clear error when
+a forced config names it for a call it cannot serve."""
+import pytest
+import torch
+
+from test_moe_fused_gpu import DEV, aot, local_ids, make_map, rel_err, routing  # noqa: E402
+from test_moe_quant_gpu import INT4, INT8, kwargs_for, quant_w_int4, quant_weights, ref_fused, tol  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0),
+                                reason="needs an sm_90 GPU")
+
+# One GEMM: fp32 sums of exact products (q - zp times a 16-bit activation), one output rounding.
+GEMM_TOL = {torch.float16: 2e-3, torch.bfloat16: 1e-2}
+
+
+def is_wq_hopper(ran):
+    return ran is not None and "PREFETCH=" in ran  # fused_moe_gemm_wq's configs have no PREFETCH
+
+
+def gemm(a, q, s, zp, group, w, ids, top_k, mul, force=None):
+    """invoke_grouped_gemm_quant (int4, block size 16) into a NaN-poisoned c; (c, config that ran)."""
+    import aotriton
+
+    E, N = q.shape[0], q.shape[1]
+    srt, eid, ntpp = aotriton.moe_align_block_size(ids, 16, E)
+    c = torch.full((ids.numel(), N), float("nan"), dtype=a.dtype, device=DEV)
+    ran = aot(aotriton.invoke_grouped_gemm_quant, a, q, c, w if mul else None, srt, eid, ntpp, top_k, 16, INT4, s,
+              B_zp=zp, group_size=group, mul_routed_weight=mul, force_config=force)
+    return c, ran
+
+
+def gemm_ref(a, d, w, ids, top_k, mul):
+    """float64 C[slot] = a[slot // top_k] @ d[expert]^T (* w[slot])."""
+    flat = ids.reshape(-1).long()
+    ref = torch.zeros(flat.numel(), d.shape[1], dtype=torch.float64, device=DEV)
+    for ex in flat.unique().tolist():
+        sl = (flat == ex).nonzero().flatten()
+        ref[sl] = a.double()[sl // top_k] @ d[ex].double().T
+        if mul:
+            ref[sl] *= w.reshape(-1)[sl, None].double()
+    return ref
+
+
+def operands(M, E, topk, K, N, group, with_zp, dtype, seed):
+    gen = torch.Generator().manual_seed(seed)
+    w, ids = routing(M, E, topk, gen)
+    a = torch.randn(M, K, generator=gen).to(DEV, dtype)
+    q, s, zp, d = quant_w_int4(torch.randn(E, N, K, generator=gen).to(DEV) / K ** 0.5, group, with_zp)
+    return a, q, s, zp, d, w, ids
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("group", [64, 128, 256])
+@pytest.mark.parametrize("with_zp", [False, True])
+@pytest.mark.parametrize("M,mul", [(1, False), (7, True), (33, False)])
+def test_gemm_matches_reference_and_the_triton_kernel(dtype, group, with_zp, M, mul, monkeypatch):
+    E, topk, K, N = 8, 2, 768, 336  # N: 5.25 tiles of 64 (wrapped rows, masked columns)
+    a, q, s, zp, d, w, ids = operands(M, E, topk, K, N, group, with_zp, dtype, seed=M + group + with_zp)
+    monkeypatch.setenv("AOTRITON_MOE_WQ_HOPPER", "1")
+    c, ran = gemm(a, q, s, zp, group, w, ids, topk, mul)
+    assert is_wq_hopper(ran), ran
+    ref = gemm_ref(a, d, w, ids, topk, mul)
+    assert rel_err(c, ref) < GEMM_TOL[dtype]
+    again, _ = gemm(a, q, s, zp, group, w, ids, topk, mul)
+    forced, ran_forced = gemm(a, q, s, zp, group, w, ids, topk, mul, force=ran)
+    assert ran_forced == ran and torch.equal(c, again) and torch.equal(c, forced)
+    monkeypatch.delenv("AOTRITON_MOE_WQ_HOPPER")
+    triton_c, triton_ran = gemm(a, q, s, zp, group, w, ids, topk, mul)
+    assert not is_wq_hopper(triton_ran), triton_ran
+    assert rel_err(triton_c, ref) < GEMM_TOL[dtype]
+    # Both are fp32 sums of the same exact products: they differ by the output rounding at most.
+    assert rel_err(c, triton_c.double()) < GEMM_TOL[dtype]
+
+
+def test_bad_expert_ids_write_zeros(monkeypatch):
+    """A block whose expert id is outside [0, E) reads no weights and writes zeros to its rows."""
+    import aotriton
+
+    monkeypatch.setenv("AOTRITON_MOE_WQ_HOPPER", "1")
+    E, topk, K, N, group = 8, 2, 512, 256, 128
+    a, q, s, zp, d, w, ids = operands(5, E, topk, K, N, group, True, torch.bfloat16, seed=3)
+    srt, eid, ntpp = aotriton.moe_align_block_size(ids, 16, E)
+    eid[0] = -1
+    eid[1] = E  # one past the last expert
+    c = torch.full((ids.numel(), N), float("nan"), dtype=a.dtype, device=DEV)
+    ran = aot(aotriton.invoke_grouped_gemm_quant, a, q, c, None, srt, eid, ntpp, topk, 16, INT4, s, B_zp=zp,
+              group_size=group)
+    assert is_wq_hopper(ran), ran
+    ref = gemm_ref(a, d, w, ids, topk, False)
+    for blk in (0, 1):
+        slots = srt[blk * 16:(blk + 1) * 16]
+        slots = slots[slots < ids.numel()].long()
+        if slots.numel():
+            assert torch.equal(c[slots], torch.zeros_like(c[slots]))
+            ref[slots] = 0
+    assert rel_err(c, ref) < GEMM_TOL[torch.bfloat16]
+
+
+@pytest.mark.parametrize("M,topk,N,with_map", [(1, 2, 4096, False), (8, 2, 512, True), (64, 1, 4096, False),
+                                                (3, 6, 512, False)])
+def test_fused_experts_opted_in(M, topk, N, with_map, monkeypatch):
+    """fused_experts int4 with the sm_90 kernel opted in (N = 4096 at decode sizes splits GEMM2's K):
+    the float64 reference, and within rounding of the Triton kernel's run."""
+    import aotriton
+
+    E, K, group, dtype = 8, 512, 128, torch.bfloat16
+    gen = torch.Generator().manual_seed(M * 100 + topk + N)
+    E_ids = 2 * E if with_map else E
+    w, ids = routing(M, E_ids, topk, gen)
+    emap = make_map(E_ids, E, gen) if with_map else None
+    x = torch.randn(M, K, generator=gen).to(DEV, dtype)
+    q1, s1, z1, d1 = quant_weights(torch.randn(E, 2 * N, K, generator=gen).to(DEV) / K ** 0.5, INT4, group, True)
+    q2, s2, z2, d2 = quant_weights(torch.randn(E, K, N, generator=gen).to(DEV) / N ** 0.5, INT4, group, True)
+    kw = kwargs_for(INT4, s1, s2, z1, z2, group)
+    ref = ref_fused(x, d1, d2, w, local_ids(ids, emap, E), INT4)
+    outs = {}
+    for env in ("1", "0"):
+        monkeypatch.setenv("AOTRITON_MOE_WQ_HOPPER", env)
+        out = torch.full((M, K), float("nan"), dtype=dtype, device=DEV)
+        aot(aotriton.fused_experts, x, q1, q2, w, ids, out=out, expert_map=emap, **kw)
+        assert rel_err(out, ref) < tol(dtype, INT4), env
+        outs[env] = out
+    assert rel_err(outs["1"], outs["0"].double()) < tol(dtype, INT4)
+
+
+def test_forced_config_on_a_call_it_cannot_serve():
+    """An int8 call (or a 64-row block) forced onto one of its configs is a clear error; nothing runs."""
+    import aotriton
+
+    a, q, s, zp, d, w, ids = operands(8, 4, 2, 256, 128, 128, False, torch.bfloat16, seed=5)
+    from python.kernel_rules import config_name
+    from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper as rule
+
+    name = config_name(rule.tuning.default({"dtype": "bf16", "b_dtype": "u8", "MUL_ROUTED_WEIGHT": False,
+                                            "BLOCK_SIZE_M": 16, "BLOCK_SIZE_K": 128, "SPLIT_K": 1}, 90))
+    q8, s8, _, _ = quant_weights(torch.randn(4, 128, 256, device=DEV), INT8)
+    srt, eid, ntpp = aotriton.moe_align_block_size(ids, 16, 4)
+    c = torch.full((ids.numel(), 128), float("nan"), dtype=torch.bfloat16, device=DEV)
+    with pytest.raises(ValueError, match="fused_moe_gemm_wq_hopper"):
+        aotriton.invoke_grouped_gemm_quant(a, q8, c, None, srt, eid, ntpp, 2, 16, INT8, s8, force_config=name)
+    srt, eid, ntpp = aotriton.moe_align_block_size(ids, 64, 4)
+    with pytest.raises(ValueError, match="fused_moe_gemm_wq_hopper"):
+        aotriton.invoke_grouped_gemm_quant(a, q, c, None, srt, eid, ntpp, 2, 64, INT4, s, group_size=128,
+                                           force_config=name)
+    assert torch.isnan(c).all()
