@@ -275,14 +275,7 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     s1 = gl.load(s_ptrs + g * stride_bsk)
     x1 = gl.load(x_ptrs + kt_lo * BLOCK_K, mask=x_ok, other=0.0)
     for t in range(kt_lo, kt_hi):
-        if PREFETCH == 0:
-            it = t - kt_lo
-            async_copy.async_copy_global_to_shared(w_ring.index((it + NUM_STAGES - 1) % NUM_STAGES),
-                                                   w_ptrs + gl.minimum(t + NUM_STAGES - 1, last) * (BLOCK_K // 8))
-            async_copy.commit_group()
-            async_copy.wait_group(NUM_STAGES - 1)  # this thread's copies of tile t have landed
-            w = w_ring.index(it % NUM_STAGES).load(packed)
-        else:
+        if PREFETCH > 0:
             w = w1
         zp = zp1
         scale = s1
@@ -298,10 +291,20 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
         s1 = gl.load(s_ptrs + g * stride_bsk)
         x1 = gl.load(x_ptrs + nxt * BLOCK_K, mask=x_ok, other=0.0)
 
+        if PREFETCH == 0:
+            async_copy.wait_group(NUM_STAGES - 2)  # this thread's copies of tile t have landed
         buf = x_bufs.index(t % 2)
         buf.store(_activation_k(x, BLOCK_SIZE_M, BLOCK_K))
         fence_async_shared()
+        # Every thread's activations are in `buf`; every thread is done with the ring slot
+        # read last iteration, which the copy below refills.
         gl.thread_barrier()
+        if PREFETCH == 0:
+            it = t - kt_lo
+            async_copy.async_copy_global_to_shared(w_ring.index((it + NUM_STAGES - 1) % NUM_STAGES),
+                                                   w_ptrs + gl.minimum(t + NUM_STAGES - 1, last) * (BLOCK_K // 8))
+            async_copy.commit_group()
+            w = w_ring.index(it % NUM_STAGES).load(packed)
         a = _weights_operand(w, (zp.to(gl.int32) >> zp_shift) & 0xF, dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
         tok = warpgroup_mma(a, buf.permute((1, 0)), part_zero, use_acc=False, is_async=True)
         part = warpgroup_mma_wait(num_outstanding=0, deps=(tok, ))
