@@ -50,10 +50,12 @@ fused_moe_gemm_wq_hopper = Kernel(
         # PREFETCH 0: the weights through a cp.async ring of NUM_STAGES tiles; 1-2: tiles loaded
         # ahead into registers.
         params={"BLOCK_SIZE_N": [64, 128], "PREFETCH": [0, 1, 2], "NUM_STAGES": [2, 4, 6],
-                "GROUP_SIZE_M": [1], "num_warps": [4]},
+                "GROUP_SIZE_M": [1, 16], "num_warps": [4]},
         # The SASS's choice (docs/notes-moe-perf.md): 64 rows keep 127 registers (4 CTAs an SM)
-        # and a 6-deep ring keeps ~24 KB of weights in flight per CTA.
-        default=lambda f, arch: {"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 6, "GROUP_SIZE_M": 1,
+        # and a 6-deep ring keeps ~24 KB of weights in flight per CTA. Groups of 16 M blocks:
+        # where routing gives an expert two blocks (M up to 64) they run side by side and share
+        # each weight tile through L2 (fused_moe_gemm's M <= 64 row, tritonsrc/moe/configs.py).
+        default=lambda f, arch: {"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 6, "GROUP_SIZE_M": 16,
                                  "num_warps": 4},
         prune=_prune,
     ),

@@ -101,7 +101,8 @@ def main():
                             a.stride(0), b.stride(0), b.stride(1), c.stride(0),
                             s.stride(0), s.stride(1), s.stride(2), z.stride(0), z.stride(1), z.stride(2),
                             INT4_GROUP, 1, E, MUL_ROUTED_WEIGHT=wt is not None, BLOCK_SIZE_M=16,
-                            BLOCK_SIZE_N=cfg["BLOCK_SIZE_N"], BLOCK_SIZE_K=cfg["BLOCK_SIZE_K"], GROUP_SIZE_M=1,
+                            BLOCK_SIZE_N=cfg["BLOCK_SIZE_N"], BLOCK_SIZE_K=cfg["BLOCK_SIZE_K"],
+                            GROUP_SIZE_M=1 if M <= 16 else 16,
                             SPLIT_K=sk, PREFETCH=cfg["PREFETCH"], NUM_STAGES=max(cfg["NUM_STAGES"], 2),
                             num_warps=4)
                 try:
