@@ -1,14 +1,15 @@
 """Tuner of the sm_90 Gluon MoE GEMMs (fused_moe_gemm_hopper for fp16/bf16,
-fused_moe_gemm_hopper_fp8 for fp8): fills tuning/sm_90/<rule>.json, keyed like
-their LUTs on (functional, bins of tokens per expert, N, K).
+fused_moe_gemm_hopper_fp8 for fp8, fused_moe_gemm_wq_hopper for int4 w4a16 decode): fills
+tuning/sm_90/<rule>.json, keyed like their LUTs on (functional, bins of tokens per expert, N, K).
 
     python python/tune.py moe_gluon [--layers mixtral,deepseek] [--tokens 512,4096]
-                                    [--quants bf16,fp8_tensor,fp8_block] [--gemms 1,2] [--budget-s 220] [--retune]
+                                    [--quants bf16,fp8_tensor,fp8_block,int4] [--gemms 1,2] [--budget-s 220]
+                                    [--retune]
 
 Shapes, routing (random), operands and the float32 reference are the MoE GEMM
-tuner's (python/tune_moe.GemmCase) at the align block size the kernels serve
-(128); a (layer, M) whose operator block size is not 128 is skipped (the Triton
-kernel serves it). Every config of the rule's tuning space is launched through
+tuner's (python/tune_moe.GemmCase) at the align block size the kernel serves
+(128; int4: 16, group 128 with zero points, GEMM2 split as fused_experts splits it);
+a (layer, M) whose operator block size differs is skipped (the Triton kernel serves it). Every config of the rule's tuning space is launched through
 the JIT launcher (python/jit/moe_gemm_hopper.py: the operator's descriptor and
 arguments, bitwise the AOT kernel: test/gpu/test_moe_hopper*_gpu.py), checked
 (outputs poisoned first) and timed by CUDA-graph replay. Entries are saved one
@@ -21,16 +22,17 @@ import time
 from python import tune_shared as T
 from python.kernel_rules import config_name, functional_name
 from python.rules_moe_hopper import BLOCK_M  # the align block size both Gluon kernels serve
-from python.tune_moe import LAYERS, QUANTS, TOL, entry_key, tokens_per_expert
+from python.tune_moe import INT4_GROUP, LAYERS, QUANTS, TOL, entry_key, tokens_per_expert
 from tritonsrc.moe import configs as C
 
 
 def rule_for(quant, tokens_per_expert=0):
     """The Gluon rule that serves a tune_moe quant name at this many slots per expert (fp16/bf16:
     the persistent form from PERSISTENT_MIN_TOKENS_PER_EXPERT, as v2src/ops/moe_gemm_hopper.cc
-    picks it), or None (int4 has none)."""
+    picks it); int4: the decode kernel (block size 16)."""
     if quant == "int4":
-        return None
+        from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper
+        return fused_moe_gemm_wq_hopper
     if QUANTS[quant][1] == C.QUANT_NONE:
         from python.rules_moe_hopper import (PERSISTENT_MIN_TOKENS_PER_EXPERT, fused_moe_gemm_hopper,
                                              fused_moe_gemm_hopper_persistent)
@@ -40,17 +42,30 @@ def rule_for(quant, tokens_per_expert=0):
     return fused_moe_gemm_hopper_fp8
 
 
+def int4_split_k(layer, gemm, M):
+    """The split fused_experts gives an int4 decode GEMM (v2src/ops/moe_fused.cc split_k_for: GEMM2
+    whose output tiles leave SMs idle and whose reduced dim is long)."""
+    spec = LAYERS[layer]
+    few_tiles = min(M * spec["topk"], spec["E"]) * -(-spec["K"] // C.SPLIT_K_TILE_N) < C.SPLIT_K_SMS
+    return C.WQ_SPLIT_K if gemm == 2 and few_tiles and spec["N"] >= C.WQ_SPLIT_K * C.SPLIT_K_MIN_K else 1
+
+
+def block_m_of(rule):
+    return 16 if rule.name == "fused_moe_gemm_wq_hopper" else BLOCK_M
+
+
 def gluon_entry(layer, gemm, M, quant):
     """(rule, functional, LUT bins) of one GEMM of a layer at M tokens, or None
-    where the operator's block size is not the Gluon kernels' 128."""
+    where the operator's block size is not the one the Gluon kernel serves."""
     spec = LAYERS[layer]
     rule = rule_for(quant, tokens_per_expert(layer, M))
-    if rule is None or C.block_size_m(M, topk=spec["topk"], num_experts=spec["E"]) != BLOCK_M:
+    if C.block_size_m(M, topk=spec["topk"], num_experts=spec["E"]) != block_m_of(rule):
         return None
     act_name, q = QUANTS[quant]
-    values = {"dtype": act_name, "QUANT": q, "MUL_ROUTED_WEIGHT": gemm == 2}
+    values = {"dtype": act_name, "QUANT": q, "MUL_ROUTED_WEIGHT": gemm == 2, "b_dtype": "u8", "BLOCK_SIZE_M": 16,
+              "BLOCK_SIZE_K": 128, "SPLIT_K": int4_split_k(layer, gemm, M)}  # int4: group 128
     f = {k: values[k] for k in rule.functional}  # the rule's order: the database's functional names
-    _, bins = entry_key(layer, gemm, M, quant, BLOCK_M)  # same bins: tokens per expert, N, K
+    _, bins = entry_key(layer, gemm, M, quant, block_m_of(rule))  # same bins: tokens per expert, N, K
     return rule, f, bins
 
 
@@ -60,6 +75,12 @@ def runner(case, quant, rule):
                                             invoke_grouped_gemm_hopper_persistent)
 
     q = QUANTS[quant][1]
+    if rule.name == "fused_moe_gemm_wq_hopper":
+        from python.jit.moe_quant import invoke_grouped_gemm_wq_hopper
+        return lambda cfg: invoke_grouped_gemm_wq_hopper(case.a, case.b, case.c, case.weights, case.sorted,
+                                                         case.expert_ids, case.ntpp, case.top_k, case.b_s,
+                                                         case.b_zp, INT4_GROUP, cfg, mul_routed_weight=case.mul,
+                                                         split_k=case.split_k)
     if rule.name == "fused_moe_gemm_hopper_persistent":
         return lambda cfg: invoke_grouped_gemm_hopper_persistent(case.a, case.b, case.c, case.weights, case.sorted,
                                                                  case.expert_ids, case.ntpp, case.top_k, cfg,
@@ -104,7 +125,7 @@ def tune_moe_gluon(args, load_db, save_db, db_path):
         fname = functional_name(f)
         if not args.retune and any(e["functional"] == fname and e["bins"] == bins for e in db["entries"]):
             continue
-        case = GemmCase(layer, gemm, M, quant, BLOCK_M)
+        case = GemmCase(layer, gemm, M, quant, block_m_of(rule), split_k=f.get("SPLIT_K", 1))
         run = runner(case, quant, rule)
         default = dict(rule.tuning.default(f, arch))
         cands = rule.tuning.all_configs(f, arch)

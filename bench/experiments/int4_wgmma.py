@@ -16,11 +16,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-# (BLOCK_SIZE_N, BLOCK_SIZE_K, PREFETCH, NUM_STAGES): PREFETCH 1-2 register prefetch, 0 a cp.async
-# ring of NUM_STAGES tiles; SPLIT_K is swept for GEMM2.
-VARIANTS = [(128, 128, 0, 4), (64, 128, 0, 6), (64, 256, 0, 4), (128, 128, 2, 0), (128, 128, 1, 0),
-            (64, 128, 2, 0), (128, 64, 2, 0)]
-GEMM2_SPLITS = (1, 2, 4, 8)
+# (BLOCK_SIZE_N, PREFETCH, NUM_STAGES): PREFETCH 1-2 register prefetch, 0 a cp.async ring of
+# NUM_STAGES tiles (BLOCK_SIZE_K 128: the operator's K tile for group 128); SPLIT_K is swept for GEMM2.
+VARIANTS = [(64, 0, 6), (128, 0, 4), (64, 0, 4), (128, 2, 2), (128, 1, 2), (64, 2, 2)]
+GEMM2_SPLITS = (1, 4)  # unsplit and the operator's split (configs.WQ_SPLIT_K)
 
 
 def dequant(torch, b, s, z, group):
@@ -45,7 +44,6 @@ def main():
     from python.jit import moe as mj
     from python.jit import moe_quant as mq
     from tritonsrc.moe import configs as C
-    from tritonsrc.moe.grouped_gemm_wq_hopper import fused_moe_wq_hopper_kernel
 
     E, topk, K, N = LAYER["E"], LAYER["topk"], LAYER["K"], LAYER["N"]
     dev = "cuda"
@@ -79,32 +77,31 @@ def main():
             entry = next((e for e in db if e["shape"].get("M") == M and e["shape"].get("gemm") == gemm), None)
             base_cfg = dict(entry["config"]) if entry else C.wq_default_config(M, 4)
             candidates = [("production", dict(base_cfg, BLOCK_SIZE_M=16))]
-            for bn, bk, pf, st in VARIANTS:
+            if gemm == 2:  # and split as the operator splits a decode GEMM2 (its default split config)
+                candidates.append(("production", dict(C.wq_gemm_default(16, 4, 90, C.WQ_SPLIT_K), BLOCK_SIZE_M=16,
+                                                      SPLIT_K=C.WQ_SPLIT_K)))
+            for bn, pf, st in VARIANTS:
                 for sk in (GEMM2_SPLITS if gemm == 2 else (1, )):
-                    candidates.append(("gluon", dict(BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, PREFETCH=pf, NUM_STAGES=st,
+                    candidates.append(("gluon", dict(BLOCK_SIZE_N=bn, BLOCK_SIZE_K=128, PREFETCH=pf, NUM_STAGES=st,
                                                      SPLIT_K=sk)))
             for kind, cfg in candidates:
                 sk = cfg.get("SPLIT_K", 1)
-                c = torch.empty(M * topk * sk, n_out, device=dev, dtype=torch.float32 if sk > 1 else torch.bfloat16)
+                # 16-bit partials, as the operator writes them
+                c = torch.empty(M * topk * sk, n_out, device=dev, dtype=torch.bfloat16)
 
                 if kind == "production":
                     def run(cfg=cfg, c=c):
                         mq.invoke_grouped_gemm_wq(a, b, c, wt, sid, eid, ntpp, tk, dict(cfg), 4, s, z, INT4_GROUP,
                                                   mul_routed_weight=wt is not None)
                 else:
-                    grid = (triton.cdiv(sid.numel(), 16) * triton.cdiv(n_out, cfg["BLOCK_SIZE_N"]), sk)
+                    hcfg = dict(cfg, GROUP_SIZE_M=1 if M <= 16 else 16, NUM_STAGES=max(cfg["NUM_STAGES"], 2),
+                                num_warps=4)
+                    hcfg.pop("BLOCK_SIZE_K")
+                    hcfg.pop("SPLIT_K")
 
-                    def run(cfg=cfg, c=c, grid=grid, sk=sk):
-                        fused_moe_wq_hopper_kernel[grid](
-                            a, b, c, s, z, wt if wt is not None else s, sid, eid, ntpp,
-                            n_out, k_in, sid.numel(), M * topk, tk,
-                            a.stride(0), b.stride(0), b.stride(1), c.stride(0),
-                            s.stride(0), s.stride(1), s.stride(2), z.stride(0), z.stride(1), z.stride(2),
-                            INT4_GROUP, 1, E, MUL_ROUTED_WEIGHT=wt is not None, BLOCK_SIZE_M=16,
-                            BLOCK_SIZE_N=cfg["BLOCK_SIZE_N"], BLOCK_SIZE_K=cfg["BLOCK_SIZE_K"],
-                            GROUP_SIZE_M=1 if M <= 16 else 16,
-                            SPLIT_K=sk, PREFETCH=cfg["PREFETCH"], NUM_STAGES=max(cfg["NUM_STAGES"], 2),
-                            num_warps=4)
+                    def run(hcfg=hcfg, c=c, sk=sk):
+                        mq.invoke_grouped_gemm_wq_hopper(a, b, c, wt, sid, eid, ntpp, tk, s, z, INT4_GROUP, hcfg,
+                                                         mul_routed_weight=wt is not None, split_k=sk)
                 try:
                     c.fill_(float("nan"))
                     run()

@@ -63,20 +63,55 @@ def grouped_gemm_wq_launch(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, 
     K = a.shape[1]
     assert b.dtype == (torch.int8 if bits == 8 else torch.uint8) and Kb == (K if bits == 8 else K // 2)
     assert bits == 8 or (K % 64 == 0 and group_size % 64 == 0), "int4: K and group_size must be multiples of 64"
-    w = topk_weights if topk_weights is not None else b_scale
-    has_zp = b_zp is not None
     config = {"INT4_DOT": 0, **config}
     split_k = config.pop("SPLIT_K", 1)  # a functional: c has SPLIT_K partial rows per slot (grouped_gemm_wq.py)
     assert c.shape[0] % split_k == 0
-    return prepare(R.fused_moe_gemm_wq, dict(
+    return prepare(R.fused_moe_gemm_wq,
+                   _wq_values(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top_k, b_scale, b_zp, group_size,
+                              split_k),
+                   dict(MUL_ROUTED_WEIGHT=mul_routed_weight, BLOCK_SIZE_M=config.pop("BLOCK_SIZE_M"),
+                        SPLIT_K=split_k), config)
+
+
+def _wq_values(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top_k, b_scale, b_zp, group_size, split_k):
+    """The weight-only GEMMs' arguments (fused_moe_gemm_wq and its sm_90 int4 form take the same)."""
+    E, N, _ = b.shape
+    bits = 8 if b.dtype == torch.int8 else 4
+    return dict(
         a_ptr=View(a, m=0), b_ptr=View(b, e=0, n=1), c_ptr=View(c, m=0),
         b_scale_ptr=View(b_scale, e=0, n=1, k=2 if bits == 4 else None),
-        b_zp_ptr=View(b_zp, e=0, n=1, k=2) if has_zp else View(b, e=None, n=None, k=None),
-        topk_weights_ptr=w, sorted_token_ids_ptr=sorted_ids, expert_ids_ptr=expert_ids,
-        num_tokens_post_padded_ptr=ntpp, N=N, K=K, EM=sorted_ids.numel(),
-        num_valid_tokens=c.shape[0] // split_k, top_k=top_k, group_size=max(group_size, 1), has_zp=int(has_zp),
-        num_experts=E,
-    ), dict(MUL_ROUTED_WEIGHT=mul_routed_weight, BLOCK_SIZE_M=config.pop("BLOCK_SIZE_M"), SPLIT_K=split_k), config)
+        b_zp_ptr=View(b_zp, e=0, n=1, k=2) if b_zp is not None else View(b, e=None, n=None, k=None),
+        topk_weights_ptr=topk_weights if topk_weights is not None else b_scale, sorted_token_ids_ptr=sorted_ids,
+        expert_ids_ptr=expert_ids, num_tokens_post_padded_ptr=ntpp, N=N, K=a.shape[1], EM=sorted_ids.numel(),
+        num_valid_tokens=c.shape[0] // split_k, top_k=top_k, group_size=max(group_size, 1),
+        has_zp=int(b_zp is not None), num_experts=E)
+
+
+def wq_hopper_block_k(group_size):
+    """The sm_90 int4 kernel's K tile for a group size, as v2src/ops/moe_gemm.cc picks it."""
+    return 128 if group_size % 128 == 0 else 64
+
+
+def invoke_grouped_gemm_wq_hopper(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top_k, b_scale, b_zp,
+                                  group_size, config=None, mul_routed_weight=False, split_k=1):
+    """The sm_90 int4 GEMM (tritonsrc/moe/grouped_gemm_wq_hopper.py) with the operator's arguments:
+    b uint8 [E, N, K // 2], b_scale fp32 [E, N, K // group_size], b_zp [E, cdiv(N, 2), K //
+    group_size] or None, align block size 16; c [slots * split_k, N]. config: the rule's tuning
+    keys (default: the rule's default). Needs an sm_90 GPU."""
+    from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper as rule
+
+    K = a.shape[1]
+    block_k = wq_hopper_block_k(group_size)
+    assert b.dtype == torch.uint8 and b.shape[2] * 2 == K and group_size % 64 == 0 and K % block_k == 0
+    assert c.shape[0] % split_k == 0
+    functional = dict(dtype={torch.float16: "fp16", torch.bfloat16: "bf16"}[a.dtype], b_dtype="u8",
+                      MUL_ROUTED_WEIGHT=bool(mul_routed_weight), BLOCK_SIZE_M=16, BLOCK_SIZE_K=block_k,
+                      SPLIT_K=split_k)
+    config = dict(config or rule.tuning.default(functional, 90))
+    constexprs = {k: v for k, v in functional.items() if k in rule.constexpr_functionals}
+    launch(rule, _wq_values(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top_k, b_scale, b_zp, group_size,
+                            split_k), constexprs, config)
+    return c
 
 
 def fused_experts_quant_jit(hidden, w1, w2, topk_weights, topk_ids, quant, w1_scale, w2_scale,

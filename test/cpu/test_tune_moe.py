@@ -153,7 +153,16 @@ def test_gluon_tuner_keys_entries_as_the_generator_names_them():
     assert G.gluon_entry("mixtral", 1, 4096, "bf16")[0] is fused_moe_gemm_hopper_persistent
     assert G.gluon_entry("mixtral", 1, 512, "bf16")[0] is fused_moe_gemm_hopper  # 128 per expert
     assert G.gluon_entry("mixtral", 1, 64, "fp8_tensor") is None  # block size 16: the Triton kernel's
-    assert G.gluon_entry("mixtral", 1, 4096, "int4") is None
+    assert G.gluon_entry("mixtral", 1, 4096, "int4") is None  # a prefill block size: the Triton kernel's
+    # int4 decode (block size 16): the sm_90 int4 GEMM, GEMM2 at M=1 split as fused_experts splits it.
+    from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper
+    rule, f, bins = G.gluon_entry("mixtral", 2, 1, "int4")
+    assert rule is fused_moe_gemm_wq_hopper and list(f) == list(rule.functional)
+    assert functional_name(f) == ("dtype-bf16__b_dtype-u8__MUL_ROUTED_WEIGHT-1__BLOCK_SIZE_M-16__BLOCK_SIZE_K-128__"
+                                  "SPLIT_K-4")
+    assert bins == tune_moe.entry_key("mixtral", 2, 1, "int4", 16)[1]
+    assert G.gluon_entry("mixtral", 2, 64, "int4")[1]["SPLIT_K"] == 1
+    assert rule.tuning.default(f, 90) in rule.tuning.all_configs(f, 90)
     for quant in ("bf16", "fp8_tensor", "fp8_block"):
         rule, f, _ = G.gluon_entry("mixtral", 1, 4096, quant)
         space = rule.tuning.all_configs(f, 90)

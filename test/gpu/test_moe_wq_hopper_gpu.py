@@ -148,3 +148,25 @@ def test_forced_config_on_a_call_it_cannot_serve():
         aotriton.invoke_grouped_gemm_quant(a, q, c, None, srt, eid, ntpp, 2, 64, INT4, s, group_size=128,
                                            force_config=name)
     assert torch.isnan(c).all()
+
+
+@pytest.mark.parametrize("split_k", [1, 4])
+def test_jit_launcher_matches_the_aot_kernel(split_k, monkeypatch):
+    """python/jit/moe_quant.invoke_grouped_gemm_wq_hopper (the tuner's and the experiment's launcher):
+    bitwise the AOT kernel's run of the same config unsplit; split into partial rows (as fused_experts
+    runs a decode GEMM2), their sum against the reference."""
+    import aotriton
+    from python.jit.moe_quant import invoke_grouped_gemm_wq_hopper
+
+    E, topk, K, N, group = 8, 1, 1024, 320, 128
+    a, q, s, zp, d, w, ids = operands(3, E, topk, K, N, group, True, torch.bfloat16, seed=9)
+    srt, eid, ntpp = aotriton.moe_align_block_size(ids, 16, E)
+    jit_c = torch.full((ids.numel() * split_k, N), float("nan"), dtype=a.dtype, device=DEV)
+    invoke_grouped_gemm_wq_hopper(a, q, jit_c, w.reshape(-1).contiguous(), srt, eid, ntpp, topk, s, zp, group,
+                                  mul_routed_weight=True, split_k=split_k)
+    got = jit_c.view(ids.numel(), split_k, N).double().sum(1)
+    assert rel_err(got, gemm_ref(a, d, w, ids, topk, True)) < GEMM_TOL[torch.bfloat16]
+    if split_k == 1:
+        monkeypatch.setenv("AOTRITON_MOE_WQ_HOPPER", "1")
+        aot_c, ran = gemm(a, q, s, zp, group, w, ids, topk, True)
+        assert is_wq_hopper(ran) and torch.equal(jit_c, aot_c)
