@@ -1,7 +1,9 @@
 """Programmatic dependent launch (sm_90+), the kernel side.
 
 A kernel whose rule has pdl=True (python/kernel_rules.py) calls
-wait_for_predecessor(USE_PDL) before its first global memory access. Launched
+wait_for_predecessor(USE_PDL) before its first global memory access (the decode
+GEMMs read their block's expert id and hint L2 to fetch weights before it:
+tritonsrc/moe/l2_prefetch.py). Launched
 as a programmatic dependent, it may start while the kernel before it in the
 stream is still running; griddepcontrol.wait returns once that kernel has
 finished and its writes are visible. Then it lets the next kernel launch

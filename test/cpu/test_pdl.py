@@ -1,8 +1,9 @@
 """Programmatic dependent launch, the build side (kernel_rules.Kernel.pdl): a pdl
 kernel takes USE_PDL, the build sets it on sm_90+ only (griddepcontrol does not
 exist before), its sm_90 code waits for the predecessor before any other
-instruction touches memory, and its generated launcher asks the runtime for the
-programmatic launch. The runtime side: test_runtime_fake_driver.py."""
+instruction touches memory (decode GEMMs: except reading their block's expert id and
+hinting L2 to fetch weights, tritonsrc/moe/l2_prefetch.py; never a store), and its
+generated launcher asks the runtime for the programmatic launch. The runtime side: test_runtime_fake_driver.py."""
 import re
 
 import pytest
@@ -47,6 +48,24 @@ def test_sm90_cubin_waits_first_and_sm80_never(name):
         assert first_memory is None or body.index("griddepcontrol.wait") < first_memory.start()
         # the next kernel may launch once this one's wait is over (never before)
         assert body.index("griddepcontrol.wait") < body.index("griddepcontrol.launch_dependents")
+
+
+@pytest.mark.parametrize("name,functional", [
+    ("fused_moe_gemm", {"ab_dtype": "fp8e4nv", "c_dtype": "bf16", "QUANT": 1, "MUL_ROUTED_WEIGHT": True,
+                        "ALIGNED": True, "BLOCK_SIZE_M": 16, "SPLIT_K": 4, "ALIGNED16": True}),
+    ("fused_moe_gemm_wq", {"dtype": "bf16", "b_dtype": "u8", "MUL_ROUTED_WEIGHT": True, "BLOCK_SIZE_M": 16,
+                           "SPLIT_K": 1}),
+])
+def test_decode_gemm2_only_reads_ids_and_prefetches_before_the_wait(name, functional):
+    """A decode GEMM2 asks L2 for its first weight tiles before griddepcontrol.wait: before it,
+    global loads (the block's expert id and the padded slot count) and prefetch hints only."""
+    rule = next(r for r in rules.KERNELS if r.name == name)
+    c = compile_kernel.compile_one(rule, functional, dict(rule.tuning.default(functional, 90)), 90)
+    ptx = c.asm["ptx"]
+    before = ptx[ptx.index(".entry"):ptx.index("griddepcontrol.wait")]
+    assert "prefetch.global.L2" in before
+    assert not re.search(r"\b(st|atom|red|cp\.async)\.(global|shared)", before)
+    assert len(re.findall(r"\bld\.global", before)) <= 2
 
 
 def test_generated_launchers_ask_for_the_programmatic_launch():

@@ -60,6 +60,7 @@ import triton.language as tl
 
 from ..pdl import wait_for_predecessor
 from .expert_tiles import block_slots, grouped_tile, split_k_tiles
+from .l2_prefetch import prefetch_weight_tiles
 
 SCALE_GROUP = tl.constexpr(128)  # block-quant group along K (A and B) and N (B)
 
@@ -95,6 +96,19 @@ def fused_moe_kernel(a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights
                  past the weights); so does a slot id < 0 (not read, not written).
     ALIGNED: K, N, stride_am, stride_be, stride_bn, stride_cm are all multiples of 16.
     """
+    # Decode GEMMs whose expert ids are final when they start (the quantized GEMM1 and every GEMM2
+    # of fused_experts: a kernel between them and moe_align waited for it): their first weight
+    # tiles into L2 while the predecessor finishes (l2_prefetch.py).
+    L2_PREFETCH: tl.constexpr = USE_PDL and BLOCK_SIZE_M <= 32 and (MUL_ROUTED_WEIGHT or QUANT != 0)
+    if L2_PREFETCH:
+        pre_m, pre_n = grouped_tile(EM, N, BLOCK_SIZE_M, BLOCK_SIZE_N, GROUP_SIZE_M)
+        if (pre_m * BLOCK_SIZE_M < tl.load(num_tokens_post_padded_ptr)) & (N > 0):
+            ELEM: tl.constexpr = b_ptr.dtype.element_ty.primitive_bitwidth // 8
+            first_byte = 0
+            if SPLIT_K > 1:
+                first_byte = tl.program_id(1) * tl.cdiv(tl.cdiv(K, BLOCK_SIZE_K), SPLIT_K) * (BLOCK_SIZE_K * ELEM)
+            prefetch_weight_tiles(b_ptr, expert_ids_ptr, pre_m, pre_n, N, stride_be * ELEM, stride_bn * ELEM,
+                                  K * ELEM, first_byte, num_experts, BLOCK_SIZE_N, BLOCK_SIZE_K * ELEM)
     wait_for_predecessor(USE_PDL)
     if ALIGNED:
         # x // 16 * 16 == x under the ALIGNED contract, and tells the compiler
