@@ -79,3 +79,7 @@ def test_build_compiles_with_trivial_operand_conversion(functional, config):
     ptx = compiled.asm["ptx"]
     assert "wgmma.mma_async" in ptx and "griddepcontrol.wait" in ptx
     assert bool(re.search(r"cp\.async\.c[ag]\.shared\.global", ptx)) == (config["PREFETCH"] == 0)
+    # GEMM2 (the routed weight) hints L2 for its first weight tiles before the dependency wait.
+    assert ("prefetch.global.L2" in ptx) == functional["MUL_ROUTED_WEIGHT"]
+    if functional["MUL_ROUTED_WEIGHT"]:
+        assert ptx.index("prefetch.global.L2") < ptx.index("griddepcontrol.wait")

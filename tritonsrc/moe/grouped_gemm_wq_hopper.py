@@ -44,6 +44,26 @@ def _wait_for_predecessor(USE_PDL: gl.constexpr):
                                   is_pure=False, pack=1)
 
 
+@gluon.jit
+def _prefetch_weight_tiles(b_ptr, expert_ids_ptr, ntpp_ptr, pid_m, pid_n, N, stride_be, stride_bn, row_bytes,
+                           first_byte, num_experts, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
+                           TILE_ROW_BYTES: gl.constexpr):
+    """l2_prefetch.prefetch_weight_tiles for this kernel (uint8 weights: strides in bytes): hints
+    only, for a block in range whose expert id is in [0, num_experts), offsets clamped into the rows."""
+    TILES: gl.constexpr = max(1, 32768 // (BLOCK_SIZE_N * TILE_ROW_BYTES))
+    LINES: gl.constexpr = max(1, TILES * TILE_ROW_BYTES // 128)
+    layout: gl.constexpr = gl.BlockedLayout([1, 1], [8, 4], [4, 1], [1, 0])
+    expert = gl.load(expert_ids_ptr + pid_m).to(gl.int64)
+    if (pid_m * BLOCK_SIZE_M < gl.load(ntpp_ptr)) & (expert >= 0) & (expert < num_experts):
+        rows = (pid_n * BLOCK_SIZE_N + gl.arange(0, BLOCK_SIZE_N, layout=gl.SliceLayout(1, layout))) % N
+        cols = first_byte + gl.arange(0, LINES, layout=gl.SliceLayout(0, layout)) * 128
+        cols = gl.maximum(gl.minimum(cols, row_bytes - 1), 0)
+        ptrs = (b_ptr + expert * stride_be + gl.expand_dims(rows.to(gl.int64) * stride_bn, 1) +
+                gl.expand_dims(cols, 0))
+        gl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs], dtype=gl.int32,
+                                  is_pure=False, pack=1)
+
+
 @gluon.constexpr_function
 def packed_layout(block_n, block_k):
     """[block_n, block_k // 8] int32 words of a K tile (8 nibbles a word): block_k // 32 contiguous
@@ -176,7 +196,6 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     filled by cp.async, each thread copying and later reading only its own 16-byte pieces (no
     CTA barrier for it). K a multiple of BLOCK_SIZE_K (the caller checks)."""
     gl.static_assert(PREFETCH <= 2)
-    _wait_for_predecessor(USE_PDL)
     BLOCK_K: gl.constexpr = BLOCK_SIZE_K
     dtype: gl.constexpr = a_ptr.dtype.element_ty
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -202,6 +221,15 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     group_m = gl.minimum(num_pid_m - first_m, GROUP_SIZE_M)
     pid_m = first_m + (pid % in_group) % group_m
     pid_n = (pid % in_group) // group_m
+    # The decode GEMM2 (expert ids final when it starts: GEMM1 waited for moe_align): its first
+    # weight tiles into L2 while act_and_mul finishes (tritonsrc/moe/l2_prefetch.py).
+    if USE_PDL and MUL_ROUTED_WEIGHT:
+        first_byte = 0
+        if SPLIT_K > 1:
+            first_byte = gl.program_id(1) * gl.cdiv(K // BLOCK_K, SPLIT_K) * (BLOCK_K // 2)
+        _prefetch_weight_tiles(b_ptr, expert_ids_ptr, num_tokens_post_padded_ptr, pid_m, pid_n, N, stride_be,
+                               stride_bn, K // 2, first_byte, num_experts, BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_K // 2)
+    _wait_for_predecessor(USE_PDL)
     if pid_m * BLOCK_SIZE_M >= gl.load(num_tokens_post_padded_ptr):
         return
     num_kt = K // BLOCK_K
