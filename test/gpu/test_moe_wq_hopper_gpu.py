@@ -170,3 +170,21 @@ def test_jit_launcher_matches_the_aot_kernel(split_k, monkeypatch):
         monkeypatch.setenv("AOTRITON_MOE_WQ_HOPPER", "1")
         aot_c, ran = gemm(a, q, s, zp, group, w, ids, topk, True)
         assert is_wq_hopper(ran) and torch.equal(jit_c, aot_c)
+
+
+def test_splits_past_the_last_k_tile_write_zeros():
+    """K = 256 is two K tiles of 128; split four ways, splits 2 and 3 have no tile: they read
+    nothing past the weight rows and write zero partial rows (compute-sanitizer: this test under
+    memcheck covers the reads)."""
+    import aotriton
+    from python.jit.moe_quant import invoke_grouped_gemm_wq_hopper
+
+    E, topk, K, N, group = 4, 1, 256, 128, 128
+    a, q, s, zp, d, w, ids = operands(5, E, topk, K, N, group, True, torch.bfloat16, seed=13)
+    srt, eid, ntpp = aotriton.moe_align_block_size(ids, 16, E)
+    c = torch.full((ids.numel() * 4, N), float("nan"), dtype=a.dtype, device=DEV)
+    invoke_grouped_gemm_wq_hopper(a, q, c, w.reshape(-1).contiguous(), srt, eid, ntpp, topk, s, zp, group,
+                                  mul_routed_weight=True, split_k=4)
+    parts = c.view(ids.numel(), 4, N)
+    assert torch.equal(parts[:, 2:], torch.zeros_like(parts[:, 2:]))
+    assert rel_err(parts.double().sum(1), gemm_ref(a, d, w, ids, topk, True)) < GEMM_TOL[torch.bfloat16]

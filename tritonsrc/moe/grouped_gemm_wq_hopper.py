@@ -284,9 +284,11 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     part_zero = gl.zeros([BLOCK_SIZE_N, BLOCK_SIZE_M], gl.float32, layout=mma)
 
     # Software pipeline by hand: the packed weights PREFETCH tiles ahead (plain loads into
-    # registers), the activations, scales and zero points one tile ahead. Loads past the
-    # range re-read its last tile.
-    last = gl.maximum(kt_hi - 1, kt_lo)
+    # registers, or the cp.async ring), the activations, scales and zero points one tile ahead.
+    # Loads past the range re-read its last tile; an empty split (kt_lo == kt_hi == num_kt)
+    # reads tile num_kt - 1 (K >= BLOCK_K), never past the rows.
+    last = gl.maximum(kt_hi - 1, 0)
+    first = gl.minimum(kt_lo, last)
     if PREFETCH == 0:
         w_ring = gl.allocate_shared_memory(gl.int32, [NUM_STAGES, BLOCK_SIZE_N, BLOCK_K // 8],
                                            gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
@@ -295,13 +297,13 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
                                                    w_ptrs + gl.minimum(kt_lo + i, last) * (BLOCK_K // 8))
             async_copy.commit_group()
     else:
-        w1 = gl.load(w_ptrs + kt_lo * (BLOCK_K // 8))
+        w1 = gl.load(w_ptrs + first * (BLOCK_K // 8))
     if PREFETCH == 2:
         w2 = gl.load(w_ptrs + gl.minimum(kt_lo + 1, last) * (BLOCK_K // 8))
-    g = gl.umulhi((kt_lo + 1).to(gl.uint32), group_magic).to(gl.int32)
+    g = gl.umulhi((first + 1).to(gl.uint32), group_magic).to(gl.int32)
     zp1 = gl.load(zp_ptrs + g * stride_bzk, mask=zp_mask, other=0x88)
     s1 = gl.load(s_ptrs + g * stride_bsk)
-    x1 = gl.load(x_ptrs + kt_lo * BLOCK_K, mask=x_ok, other=0.0)
+    x1 = gl.load(x_ptrs + first * BLOCK_K, mask=x_ok, other=0.0)
     for t in range(kt_lo, kt_hi):
         if PREFETCH > 0:
             w = w1
