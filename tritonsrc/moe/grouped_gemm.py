@@ -107,8 +107,9 @@ def fused_moe_kernel(a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights
             first_byte = 0
             if SPLIT_K > 1:
                 first_byte = tl.program_id(1) * tl.cdiv(tl.cdiv(K, BLOCK_SIZE_K), SPLIT_K) * (BLOCK_SIZE_K * ELEM)
-            prefetch_weight_tiles(b_ptr, expert_ids_ptr, pre_m, pre_n, N, stride_be * ELEM, stride_bn * ELEM,
-                                  K * ELEM, first_byte, num_experts, BLOCK_SIZE_N, BLOCK_SIZE_K * ELEM)
+            prefetch_weight_tiles(b_ptr, expert_ids_ptr, pre_m, pre_n, N, stride_be.to(tl.int64) * ELEM,
+                                  stride_bn.to(tl.int64) * ELEM, K.to(tl.int64) * ELEM, first_byte, num_experts,
+                                  BLOCK_SIZE_N, BLOCK_SIZE_K * ELEM)
     wait_for_predecessor(USE_PDL)
     if ALIGNED:
         # x // 16 * 16 == x under the ALIGNED contract, and tells the compiler

@@ -22,7 +22,8 @@ def weight_tile_lines(expert, pid_n, N, stride_be_bytes, stride_bn_bytes, row_by
     """Byte offsets (int64 [BLOCK_SIZE_N, lines]) into the weights of one 128-byte line each:
     rows pid_n * BLOCK_SIZE_N .. + BLOCK_SIZE_N (mod N, N >= 1) of `expert`, bytes [first_byte,
     first_byte + n * TILE_ROW_BYTES) of each row (n tiles making up about L2_PREFETCH_BYTES),
-    clamped into [0, row_bytes). Strides in bytes."""
+    clamped into [0, row_bytes). Strides and row_bytes in bytes, int64 (bytes of an expert may
+    pass 2^31 where its elements do not)."""
     TILES: tl.constexpr = max(1, L2_PREFETCH_BYTES // (BLOCK_SIZE_N * TILE_ROW_BYTES))
     LINES: tl.constexpr = max(1, TILES * TILE_ROW_BYTES // 128)
     rows = (pid_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)) % N

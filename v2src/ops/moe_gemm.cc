@@ -135,8 +135,8 @@ Status launch_gemm_wq(const char* op, const GemmJob& j, Stream stream, const Ker
   AOTRITON_RETURN_IF_ERROR(launch_gemm_wq_hopper(op, j, split_k, stream, options, &on_hopper));
   if (on_hopper) return Status::kSuccess;
   const DType b_dtype = j.quant == QuantMode::kInt8W8A16 ? DType::kInt8 : DType::kUInt8;
-  return k::launch(wq_inputs<k::Inputs>(j), k::Functional{j.c_dtype, b_dtype, j.mul_routed_weight, j.block_size, split_k},
-                   stream, options);
+  return k::launch(wq_inputs<k::Inputs>(j),
+                   k::Functional{j.c_dtype, b_dtype, j.mul_routed_weight, j.block_size, split_k}, stream, options);
 }
 
 }  // namespace
