@@ -9,8 +9,9 @@ tuning/sm_90/<rule>.json, keyed like their LUTs on (functional, bins of tokens p
 Shapes, routing (random), operands and the float32 reference are the MoE GEMM
 tuner's (python/tune_moe.GemmCase) at the align block size the kernel serves
 (128; int4: 16, group 128 with zero points, GEMM2 split as fused_experts splits it);
-a (layer, M) whose operator block size differs is skipped (the Triton kernel serves it). Every config of the rule's tuning space is launched through
-the JIT launcher (python/jit/moe_gemm_hopper.py: the operator's descriptor and
+a (layer, M) whose operator block size differs is skipped (the Triton kernel serves it).
+Every config of the rule's tuning space is launched through the JIT launcher
+(python/jit/moe_gemm_hopper.py, int4: python/jit/moe_quant.py; the operator's descriptor and
 arguments, bitwise the AOT kernel: test/gpu/test_moe_hopper*_gpu.py), checked
 (outputs poisoned first) and timed by CUDA-graph replay. Entries are saved one
 by one, so a stopped run resumes (unless --retune).
