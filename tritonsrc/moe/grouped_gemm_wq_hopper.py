@@ -33,6 +33,8 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma, warpgroup_mma_wait
 
+from .grouped_gemm_hopper import _grouped_tile
+
 
 @gluon.jit
 def _wait_for_predecessor(USE_PDL: gl.constexpr):
@@ -213,14 +215,7 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     stride_bn = stride_bn // 16 * 16
     stride_cm = stride_cm // 16 * 16
 
-    pid = gl.program_id(0)
-    num_pid_m = gl.cdiv(EM, BLOCK_SIZE_M)
-    num_pid_n = gl.cdiv(N, BLOCK_SIZE_N)
-    in_group = GROUP_SIZE_M * num_pid_n
-    first_m = (pid // in_group) * GROUP_SIZE_M
-    group_m = gl.minimum(num_pid_m - first_m, GROUP_SIZE_M)
-    pid_m = first_m + (pid % in_group) % group_m
-    pid_n = (pid % in_group) // group_m
+    pid_m, pid_n = _grouped_tile(EM, N, BLOCK_SIZE_M, BLOCK_SIZE_N, GROUP_SIZE_M)
     # The decode GEMM2 (expert ids final when it starts: GEMM1 waited for moe_align): its first
     # weight tiles into L2 while act_and_mul finishes (tritonsrc/moe/l2_prefetch.py).
     if USE_PDL and MUL_ROUTED_WEIGHT:
