@@ -14,7 +14,7 @@ Grid: (cdiv(n_rows, BLOCK_M), cdiv(n_cols, GROUP), 1).
 import triton
 import triton.language as tl
 
-from ..pdl import wait_for_predecessor
+from ..pdl import let_successor_start_then_wait
 from .activation import gated_product
 from .quant import quantize_groups
 
@@ -30,7 +30,7 @@ def act_and_mul_group_quant_fp8_kernel(q_ptr, s_ptr, in_ptr, n_rows, n_cols, str
     s_ptr  [n_rows, cdiv(n_cols, GROUP)] fp32, strides (stride_s_row, stride_s_group)
     in_ptr [n_rows, 2 * n_cols], row stride stride_in_row, columns contiguous
     """
-    wait_for_predecessor(USE_PDL)
+    let_successor_start_then_wait(USE_PDL)  # GEMM2 comes next (tritonsrc/pdl.py)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     g = tl.program_id(1)
     cols = g * GROUP + tl.arange(0, GROUP)

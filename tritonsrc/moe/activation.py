@@ -14,7 +14,7 @@ Grid: (n_rows, cdiv(n_cols, BLOCK), 1).
 import triton
 import triton.language as tl
 
-from ..pdl import wait_for_predecessor
+from ..pdl import let_successor_start_then_wait
 
 SILU = 0
 GELU = 1
@@ -45,7 +45,7 @@ def act_and_mul_kernel(out_ptr, in_ptr, n_rows, n_cols, stride_out_row, stride_i
     in_ptr: [n_rows, 2 * n_cols], row stride stride_in_row, columns contiguous.
     n_rows is only used by the launch grid.
     """
-    wait_for_predecessor(USE_PDL)
+    let_successor_start_then_wait(USE_PDL)  # GEMM2 comes next (tritonsrc/pdl.py)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < n_cols

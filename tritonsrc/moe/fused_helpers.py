@@ -40,7 +40,7 @@ unaligned variant).
 import triton
 import triton.language as tl
 
-from ..pdl import wait_for_predecessor
+from ..pdl import let_successor_start_then_wait, wait_for_predecessor
 from .activation import gated_product
 from .align import _local_ids, slot_kept
 
@@ -190,7 +190,7 @@ def fp8_dynamic_quant_chunks_kernel(x_ptr, q_ptr, scale_ptr, partial_ptr, M, K, 
     x_ptr, M, K, stride_xm as step 1; q_ptr [M, K] fp8e4nv out, row stride stride_qm,
     K contiguous; scale_ptr fp32 [1] out; partial_ptr step 1's output; stride_qm: i32
     """
-    wait_for_predecessor(USE_PDL)
+    let_successor_start_then_wait(USE_PDL)  # a GEMM comes next; step 1 waited for moe_align (pdl.py)
     c = tl.program_id(0) + tl.arange(0, 1)
     cols = tl.arange(0, BLOCK_K)
     chunks_per_row = tl.cdiv(K, BLOCK_K)
