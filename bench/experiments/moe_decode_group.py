@@ -4,8 +4,12 @@ other: a weight tile read again from DRAM by the expert's second block) against
 16 (the blocks of one N tile run next to each other: the second read hits L2),
 on the operator's operands (python/tune_moe.GemmCase: random routing, the
 database's config otherwise), the cubins the build ships (AOTRITON_JIT_AOT_FORM=1).
+`--block-sizes 16,32` also times 32-row tiles (an expert with 17-32 slots then has one
+block, so its weights are read once whatever the order; the rule's default config there):
+Mixtral-like fp8 at M = 32-64 is 0.77-0.90 of the roofline with 16-row tiles.
 
     python3 bench/experiments/moe_decode_group.py [--tokens 16,32,64] [--quants bf16,fp8_tensor,fp8_block]
+                                                  [--block-sizes 16,32]
 
 Prints per GEMM: M blocks in use, kernel us for each group size, the touched
 weights' bytes over the measured copy bandwidth (roofline fraction).
@@ -25,6 +29,7 @@ def main():
     ap.add_argument("--layer", default="mixtral")
     ap.add_argument("--tokens", default="16,32,64")
     ap.add_argument("--quants", default="bf16,fp8_tensor,fp8_block")
+    ap.add_argument("--block-sizes", default="", help="BLOCK_SIZE_M values (default: the operator's)")
     args = ap.parse_args()
 
     import torch
@@ -37,12 +42,12 @@ def main():
 
     bw = T.copy_bandwidth(torch, triton)
     print(f"copy bandwidth {bw / 1e9:.0f} GB/s")
-    print("| M | quant | GEMM | M blocks | config | G=1 us | G=16 us | roofline G=1 | G=16 | err G=16 |")
-    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    print("| M | quant | GEMM | BLOCK_SIZE_M | M blocks | config | G=1 us | G=16 us | roofline G=1 | G=16 | err G=16 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for M in map(int, args.tokens.split(",")):
         for quant in args.quants.split(","):
-            for gemm in (1, 2):
-                bm = C.block_size_m(M)
+            for gemm, bm in [(g, b) for g in (1, 2) for b in (map(int, args.block_sizes.split(","))
+                                                              if args.block_sizes else [C.block_size_m(M)])]:
                 case = GemmCase(args.layer, gemm, M, quant, bm)
                 blocks = int(case.ntpp.item()) // bm
                 cfg, src = db_config(case)
@@ -55,7 +60,7 @@ def main():
                     c = dict(cfg, GROUP_SIZE_M=g)
                     errs[g] = case.error(c)
                     us[g] = T.kernel_ms(lambda c=c: case.run(c)) * 1e3
-                print(f"| {M} | {quant} | {gemm} | {blocks} | {src} | {us[1]:.1f} | {us[16]:.1f} | "
+                print(f"| {M} | {quant} | {gemm} | {bm} | {blocks} | {src} | {us[1]:.1f} | {us[16]:.1f} | "
                       f"{roof_us / us[1]:.2f} | {roof_us / us[16]:.2f} | {errs[16]:.1e} |", flush=True)
                 del case
                 torch.cuda.empty_cache()
