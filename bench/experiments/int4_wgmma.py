@@ -16,9 +16,11 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-# (BLOCK_SIZE_N, PREFETCH, NUM_STAGES): PREFETCH 1-2 register prefetch, 0 a cp.async ring of
-# NUM_STAGES tiles (BLOCK_SIZE_K 128: the operator's K tile for group 128); SPLIT_K is swept for GEMM2.
-VARIANTS = [(64, 0, 6), (128, 0, 4), (64, 0, 4), (128, 2, 2), (128, 1, 2), (64, 2, 2)]
+# (BLOCK_SIZE_N, PREFETCH, NUM_STAGES, MERGE): PREFETCH 1-2 register prefetch, 0 a cp.async ring of
+# NUM_STAGES tiles (BLOCK_SIZE_K 128: the operator's K tile for group 128); MERGE 2 one dequantization
+# for two M blocks of one expert; SPLIT_K is swept for GEMM2.
+VARIANTS = [(64, 0, 6, 1), (128, 0, 4, 1), (64, 0, 4, 1), (128, 2, 2, 1), (128, 1, 2, 1), (64, 2, 2, 1),
+            (64, 0, 6, 2)]
 GEMM2_SPLITS = (1, 4)  # unsplit and the operator's split (configs.WQ_SPLIT_K)
 
 
@@ -80,10 +82,10 @@ def main():
             if gemm == 2:  # and split as the operator splits a decode GEMM2 (its default split config)
                 candidates.append(("production", dict(C.wq_gemm_default(16, 4, 90, C.WQ_SPLIT_K), BLOCK_SIZE_M=16,
                                                       SPLIT_K=C.WQ_SPLIT_K)))
-            for bn, pf, st in VARIANTS:
+            for bn, pf, st, merge in VARIANTS:
                 for sk in (GEMM2_SPLITS if gemm == 2 else (1, )):
                     candidates.append(("gluon", dict(BLOCK_SIZE_N=bn, BLOCK_SIZE_K=128, PREFETCH=pf, NUM_STAGES=st,
-                                                     SPLIT_K=sk)))
+                                                     MERGE=merge, SPLIT_K=sk)))
             for kind, cfg in candidates:
                 sk = cfg.get("SPLIT_K", 1)
                 # 16-bit partials, as the operator writes them
