@@ -102,7 +102,7 @@ def fused_moe_kernel(a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights
     L2_PREFETCH: tl.constexpr = USE_PDL and BLOCK_SIZE_M <= 32 and (MUL_ROUTED_WEIGHT or QUANT != 0)
     if L2_PREFETCH:
         pre_m, pre_n = grouped_tile(EM, N, BLOCK_SIZE_M, BLOCK_SIZE_N, GROUP_SIZE_M)
-        if (pre_m * BLOCK_SIZE_M < tl.load(num_tokens_post_padded_ptr)) & (N > 0):
+        if (pre_m * BLOCK_SIZE_M < tl.load(num_tokens_post_padded_ptr)) & (N > 0) & (K > 0):
             ELEM: tl.constexpr = b_ptr.dtype.element_ty.primitive_bitwidth // 8
             first_byte = 0
             if SPLIT_K > 1:

@@ -76,7 +76,7 @@ def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights
     L2_PREFETCH: tl.constexpr = USE_PDL and BLOCK_SIZE_M <= 32 and MUL_ROUTED_WEIGHT
     if L2_PREFETCH:
         pre_m, pre_n = grouped_tile(EM, N, BLOCK_SIZE_M, BLOCK_SIZE_N, GROUP_SIZE_M)
-        if (pre_m * BLOCK_SIZE_M < tl.load(num_tokens_post_padded_ptr)) & (N > 0):
+        if (pre_m * BLOCK_SIZE_M < tl.load(num_tokens_post_padded_ptr)) & (N > 0) & (K > 0):
             # Bytes of a weight row per K element: 1 (int8) or 1/2 (packed int4).
             PACK: tl.constexpr = 1 if b_ptr.dtype.element_ty == tl.int8 else 2
             first_byte = 0
