@@ -51,13 +51,14 @@ fused_moe_gemm_wq_hopper = Kernel(
         # ahead into registers.
         # MERGE 2: an even M block also computes the next block when it has the same expert
         # (one dequantization for both; decode sizes where experts get two blocks, e.g. M=64).
-        params={"BLOCK_SIZE_N": [64, 128], "PREFETCH": [0, 1, 2], "NUM_STAGES": [2, 4, 6],
+        params={"BLOCK_SIZE_N": [64, 128], "PREFETCH": [0, 1, 2], "NUM_STAGES": [2, 4, 8],
                 "GROUP_SIZE_M": [1, 16], "MERGE": [1, 2], "num_warps": [4]},
-        # The SASS's choice (docs/notes-moe-perf.md): 64 rows keep 127 registers (4 CTAs an SM)
-        # and a 6-deep ring keeps ~24 KB of weights in flight per CTA. Groups of 16 M blocks:
+        # The SASS's choice (docs/notes-moe-perf.md): 64 rows take 96 registers (5 CTAs an SM, 40 KB
+        # of shared memory each) and an 8-deep ring keeps ~28 KB of weights in flight per CTA (a
+        # power of 2: the ring index is a mask, not a division). Groups of 16 M blocks:
         # where routing gives an expert two blocks (M up to 64) they run side by side and share
         # each weight tile through L2 (fused_moe_gemm's M <= 64 row, tritonsrc/moe/configs.py).
-        default=lambda f, arch: {"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 6, "GROUP_SIZE_M": 16,
+        default=lambda f, arch: {"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 8, "GROUP_SIZE_M": 16,
                                  "MERGE": 1, "num_warps": 4},
         prune=_prune,
     ),

@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 # (BLOCK_SIZE_N, PREFETCH, NUM_STAGES, MERGE): PREFETCH 1-2 register prefetch, 0 a cp.async ring of
 # NUM_STAGES tiles (BLOCK_SIZE_K 128: the operator's K tile for group 128); MERGE 2 one dequantization
 # for two M blocks of one expert; SPLIT_K is swept for GEMM2.
-VARIANTS = [(64, 0, 6, 1), (128, 0, 4, 1), (64, 0, 4, 1), (128, 2, 2, 1), (128, 1, 2, 1), (64, 2, 2, 1),
-            (64, 0, 6, 2)]
+VARIANTS = [(64, 0, 8, 1), (128, 0, 4, 1), (64, 0, 4, 1), (128, 2, 2, 1), (128, 1, 2, 1), (64, 2, 2, 1),
+            (64, 0, 8, 2)]
 GEMM2_SPLITS = (1, 4)  # unsplit and the operator's split (configs.WQ_SPLIT_K)
 
 
