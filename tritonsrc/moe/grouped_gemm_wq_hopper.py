@@ -351,6 +351,10 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
         tok = warpgroup_mma(a, buf.permute((1, 0)), part_zero, use_acc=False, is_async=True)
         part = warpgroup_mma_wait(num_outstanding=0, deps=(tok, ))
         acc += part * gl.expand_dims(scale, 1)
+    if PREFETCH == 0:
+        # The ring's last copies (re-reads past the range) land before the CTA's shared memory
+        # can go to another CTA.
+        async_copy.wait_group(0)
 
     if MUL_ROUTED_WEIGHT:
         wt_r = gl.arange(0, ROWS, layout=gl.SliceLayout(0, mma))
