@@ -402,6 +402,47 @@ void fp8_route_checks() {
   unsetenv("AOTRITON_MOE_HOPPER");
 }
 
+// One int4 w4a16 decode GEMM (block size 16, group 128, fp16): prints the call's report and
+// the config that ran (fused_moe_gemm_wq_hopper's configs name PREFETCH, fused_moe_gemm_wq's
+// INT4_DOT).
+void wq_call(const char* name) {
+  size_t off = 0;
+  auto take = [&](size_t bytes) {
+    const size_t at = off;
+    off += (bytes + 255) / 256 * 256;
+    return at;
+  };
+  const int64_t E = 2, N = 256, K = 256, top_k = 2, tokens = 1, slots = tokens * top_k, group = 128;
+  moe::GroupedGemmParams g;
+  g.a = view<2>(DType::kFloat16, {tokens, K}, take(tokens * K * 2));
+  g.b = view<3>(DType::kUInt8, {E, N, K / 2}, take(E * N * K / 2));
+  g.c = view<2>(DType::kFloat16, {slots, N}, take(slots * N * 2));
+  g.b_scale = view<3>(DType::kFloat32, {E, N, K / group}, take(4 * E * N * K / group));
+  g.quant = moe::QuantMode::kInt4W4A16;
+  g.group_size = group;
+  const int64_t padded = moe::moe_align_max_padded(slots, E, 16);
+  g.sorted_token_ids = view<1>(DType::kInt32, {padded}, take(padded * 4));
+  g.expert_ids = view<1>(DType::kInt32, {(padded + 15) / 16}, take(padded));
+  g.num_tokens_post_padded = view<1>(DType::kInt32, {1}, take(4));
+  g.top_k = top_k;
+  g.block_size = 16;
+  const char* ran = nullptr;
+  KernelOptions options;
+  options.ran_config = &ran;
+  Counts counts = now();
+  report(name, moe::grouped_gemm(g, Stream{}, &options), counts);
+  std::printf("%s_ran: %s\n", name, ran ? ran : "-");
+}
+
+// The sm_90 int4 kernel's route (moe_gemm.cc launch_gemm_wq_hopper): opted in with
+// AOTRITON_MOE_WQ_HOPPER=1, fused_moe_gemm_wq otherwise.
+void wq_route_checks() {
+  setenv("AOTRITON_MOE_WQ_HOPPER", "1", 1);
+  wq_call("wq_opted_in");
+  unsetenv("AOTRITON_MOE_WQ_HOPPER");
+  wq_call("wq_default");
+}
+
 // The fp16/bf16 route on an sm_90 stand-in with AOTRITON_MOE_HOPPER=1: from
 // kMoeHopperPersistentMinTokensPerExpert slots per expert the persistent Gluon kernel,
 // below it the per-tile one (both stop at their TMA encoding: the stand-in has none).
@@ -456,6 +497,7 @@ int main(int argc, char** argv) {
   else if (mode == "fp8_route") fp8_route_checks();
   else if (mode == "dynamic_quant_route") dynamic_quant_route_checks();
   else if (mode == "persistent_route") persistent_route_checks();
+  else if (mode == "wq_route") wq_route_checks();
   else if (mode == "resolve_first" && argc == 6) resolve_first_checks(argv[2], argv[3], argv[4], argv[5]);
   else if (mode == "pdl") {
     auto pdl_launches = reinterpret_cast<long (*)()>(dlsym(h, "fakecuda_pdl_launches"));
@@ -465,7 +507,7 @@ int main(int argc, char** argv) {
   else {
     std::fprintf(stderr, "usage: runtime_fake_check runtime CORRUPT_DIR CORRUPT_FILE GOOD_FILE | fallback |"
                          " resolve_first DIR_WITHOUT_DQ DIR_WITHOUT_MOE_SUM DIR_WITHOUT_ACT_QUANT FULL_DIR | forced_kernel FWD_HOPPER_CONFIG"
-                         " MOE_HOPPER_CONFIG | fp8_route | dynamic_quant_route | persistent_route | pdl\n");
+                         " MOE_HOPPER_CONFIG | fp8_route | dynamic_quant_route | persistent_route | wq_route | pdl\n");
     return 2;
   }
   return 0;

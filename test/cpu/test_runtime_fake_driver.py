@@ -223,6 +223,20 @@ def test_fp8_grouped_gemm_takes_the_gluon_kernel_by_default_from_128_slots_per_e
             r["status"] == "not in this build" and r["message"].startswith("fused_moe_gemm functional ")), r
 
 
+def test_int4_decode_gemm_takes_the_sm90_kernel_when_opted_in(build_dir):
+    """moe_gemm.cc on an sm_90 stand-in: an int4 GEMM at block size 16 runs
+    fused_moe_gemm_wq_hopper with AOTRITON_MOE_WQ_HOPPER=1 (its configs name PREFETCH) and
+    fused_moe_gemm_wq without it (or, in a build without that functional, names it missing)."""
+    out = _run(build_dir, "wq_route", AOTRITON_IMAGE_DIR=str(_images(build_dir)))
+    r = out["wq_opted_in"]
+    assert r["status"] == "success" and r["launches"] == 1, r
+    assert "PREFETCH=" in out["wq_opted_in_ran"], out["wq_opted_in_ran"]
+    r = out["wq_default"]
+    assert "PREFETCH=" not in out["wq_default_ran"], out["wq_default_ran"]
+    assert (r["status"] == "success" and r["launches"] == 1 and "INT4_DOT=" in out["wq_default_ran"]) or (
+        r["status"] == "not in this build" and r["message"].startswith("fused_moe_gemm_wq functional ")), r
+
+
 def test_dynamic_per_tensor_quant_routes(build_dir):
     """per_tensor_quant_fp8 with a dynamic scale: 4 x 128 (4 row chunks) in the two chunked
     launches, 2049 x 16 (2049 chunks, above kDynamicQuantMaxChunks) in three; a workspace
