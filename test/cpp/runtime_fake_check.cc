@@ -22,6 +22,16 @@ namespace {
 
 alignas(256) unsigned char g_mem[1 << 20];
 
+// Offsets into g_mem for one call's tensors, each 256-byte aligned.
+struct Bump {
+  size_t off = 0;
+  size_t take(size_t bytes) {
+    const size_t at = off;
+    off += (bytes + 255) / 256 * 256;
+    return at;
+  }
+};
+
 void (*recreate_context)(int);
 void (*fail_call)(const char*, int);
 void (*counts)(long[6]);
@@ -141,12 +151,8 @@ moe::FusedExpertsParams fused_params(moe::QuantMode quant = moe::QuantMode::kNon
   // per-expert scales, dynamic activation scales).
   moe::FusedExpertsParams p;
   const bool fp8 = quant != moe::QuantMode::kNone;
-  size_t off = 0;
-  auto take = [&](size_t bytes) {
-    size_t at = off;
-    off += (bytes + 255) / 256 * 256;
-    return at;
-  };
+  Bump mem;
+  auto take = [&](size_t bytes) { return mem.take(bytes); };
   p.hidden_states = view<2>(DType::kFloat16, {4, 64}, take(4 * 64 * 2));
   const DType wt = fp8 ? DType::kFloat8E4M3 : DType::kFloat16;
   p.w1 = view<3>(wt, {2, 128, 64}, take(2 * 128 * 64 * 2));
@@ -163,7 +169,7 @@ moe::FusedExpertsParams fused_params(moe::QuantMode quant = moe::QuantMode::kNon
   if (moe::fused_experts_workspace_size(p, &ws) != Status::kSuccess) std::printf("workspace: %s\n", last_error_message());
   p.workspace = g_mem + take(0);
   p.workspace_bytes = ws;
-  if (off + ws > sizeof g_mem) std::printf("workspace: too large for the test buffer (%zu)\n", ws);
+  if (mem.off + ws > sizeof g_mem) std::printf("workspace: too large for the test buffer (%zu)\n", ws);
   return p;
 }
 
@@ -342,15 +348,21 @@ void forced_kernel_checks(const char* fwd_hopper_config, const char* moe_hopper_
 // Gluon fp8 kernel from kMoeHopperFp8MinTokensPerExpert slots per expert (reached:
 // it stops at its TMA encoding here), the Triton kernel with AOTRITON_MOE_HOPPER=0
 // or fewer slots.
+// moe_align's outputs for `slots` slots over E experts at this block size (fake addresses).
+void align_outputs(moe::GroupedGemmParams* g, int64_t slots, int64_t E, int32_t top_k, int32_t block, Bump* mem) {
+  const int64_t padded = moe::moe_align_max_padded(slots, E, block);
+  g->sorted_token_ids = view<1>(DType::kInt32, {padded}, mem->take(padded * 4));
+  g->expert_ids = view<1>(DType::kInt32, {(padded + block - 1) / block}, mem->take(padded));
+  g->num_tokens_post_padded = view<1>(DType::kInt32, {1}, mem->take(4));
+  g->top_k = top_k;
+  g->block_size = block;
+}
+
 // A grouped GEMM call with the layout moe_gemm_hopper.cc serves (E 2, N 1024, K 128, top-2,
 // block size 128), on fake addresses: fp8 per tensor with a bf16 output, or fp16.
 void grouped_gemm_call(int64_t tokens, bool fp8, const char* name) {
-  size_t off = 0;
-  auto take = [&](size_t bytes) {
-    const size_t at = off;
-    off += (bytes + 255) / 256 * 256;
-    return at;
-  };
+  Bump mem;
+  auto take = [&](size_t bytes) { return mem.take(bytes); };
   const int64_t E = 2, N = 1024, K = 128, top_k = 2, slots = tokens * top_k;
   const DType ab = fp8 ? DType::kFloat8E4M3 : DType::kFloat16, c = fp8 ? DType::kBFloat16 : DType::kFloat16;
   const int64_t ab_bytes = fp8 ? 1 : 2;
@@ -363,12 +375,7 @@ void grouped_gemm_call(int64_t tokens, bool fp8, const char* name) {
     g.b_scale = view<3>(DType::kFloat32, {E, 1, 1}, take(4 * E));
     g.quant = moe::QuantMode::kFp8PerTensor;
   }
-  const int64_t padded = moe::moe_align_max_padded(slots, E, 128);
-  g.sorted_token_ids = view<1>(DType::kInt32, {padded}, take(padded * 4));
-  g.expert_ids = view<1>(DType::kInt32, {(padded + 127) / 128}, take(padded));
-  g.num_tokens_post_padded = view<1>(DType::kInt32, {1}, take(4));
-  g.top_k = top_k;
-  g.block_size = 128;
+  align_outputs(&g, slots, E, top_k, 128, &mem);
   Counts counts = now();
   report(name, moe::grouped_gemm(g, Stream{}), counts);
 }
@@ -406,12 +413,8 @@ void fp8_route_checks() {
 // the config that ran (fused_moe_gemm_wq_hopper's configs name PREFETCH, fused_moe_gemm_wq's
 // INT4_DOT).
 void wq_call(const char* name) {
-  size_t off = 0;
-  auto take = [&](size_t bytes) {
-    const size_t at = off;
-    off += (bytes + 255) / 256 * 256;
-    return at;
-  };
+  Bump mem;
+  auto take = [&](size_t bytes) { return mem.take(bytes); };
   const int64_t E = 2, N = 256, K = 256, top_k = 2, tokens = 1, slots = tokens * top_k, group = 128;
   moe::GroupedGemmParams g;
   g.a = view<2>(DType::kFloat16, {tokens, K}, take(tokens * K * 2));
@@ -420,12 +423,7 @@ void wq_call(const char* name) {
   g.b_scale = view<3>(DType::kFloat32, {E, N, K / group}, take(4 * E * N * K / group));
   g.quant = moe::QuantMode::kInt4W4A16;
   g.group_size = group;
-  const int64_t padded = moe::moe_align_max_padded(slots, E, 16);
-  g.sorted_token_ids = view<1>(DType::kInt32, {padded}, take(padded * 4));
-  g.expert_ids = view<1>(DType::kInt32, {(padded + 15) / 16}, take(padded));
-  g.num_tokens_post_padded = view<1>(DType::kInt32, {1}, take(4));
-  g.top_k = top_k;
-  g.block_size = 16;
+  align_outputs(&g, slots, E, top_k, 16, &mem);
   const char* ran = nullptr;
   KernelOptions options;
   options.ran_config = &ran;
