@@ -29,15 +29,11 @@ def write_results(doc, path, out_name):
 
 
 def copy_bandwidth(device="cuda"):
-    """Bytes moved (read + write) per second by a 1 GiB device-to-device copy, median of
-    triton's do_bench: the bandwidth every roofline fraction in bench/ divides by."""
+    """python/tune_shared.copy_bandwidth (the repo root is on sys.path in every bench entry point)."""
     import torch
     import triton
-    src = torch.empty(2 ** 30, dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
-    ms = triton.testing.do_bench(lambda: dst.copy_(src), warmup=10, rep=100, return_mode="median")
-    del src, dst
-    return 2 * 2 ** 30 / (ms * 1e-3)
+    from python.tune_shared import copy_bandwidth as measure
+    return measure(torch, triton, device)
 
 
 def write_experiment(path, rows, bw=None):

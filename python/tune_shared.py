@@ -45,11 +45,12 @@ def kernel_ms(fn, rep_ms=50):
         return triton.testing.do_bench(fn, warmup=10, rep=rep_ms, return_mode="median")
 
 
-def copy_bandwidth(torch, triton):
-    """Bytes per second of a 1 GiB device copy, read + write (the benches' roofline)."""
-    src = torch.empty(2 ** 30, dtype=torch.uint8, device="cuda")
+def copy_bandwidth(torch, triton, device="cuda"):
+    """Bytes moved (read + write) per second by a 1 GiB device-to-device copy, median of
+    triton's do_bench: the roofline every tuner and bench divides by (bench_common wraps it)."""
+    src = torch.empty(2 ** 30, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
-    ms = triton.testing.do_bench(lambda: dst.copy_(src), warmup=10, rep=50, return_mode="median")
+    ms = triton.testing.do_bench(lambda: dst.copy_(src), warmup=10, rep=100, return_mode="median")
     del src, dst
     return 2 * 2 ** 30 / (ms * 1e-3)
 

@@ -101,15 +101,11 @@ def fused_moe_kernel(a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, topk_weights
     # tiles into L2 while the predecessor finishes (l2_prefetch.py).
     L2_PREFETCH: tl.constexpr = USE_PDL and BLOCK_SIZE_M <= 32 and (MUL_ROUTED_WEIGHT or QUANT != 0)
     if L2_PREFETCH:
-        pre_m, pre_n = grouped_tile(EM, N, BLOCK_SIZE_M, BLOCK_SIZE_N, GROUP_SIZE_M)
-        if (pre_m * BLOCK_SIZE_M < tl.load(num_tokens_post_padded_ptr)) & (N > 0) & (K > 0):
-            ELEM: tl.constexpr = b_ptr.dtype.element_ty.primitive_bitwidth // 8
-            first_byte = 0
-            if SPLIT_K > 1:
-                first_byte = tl.program_id(1) * tl.cdiv(tl.cdiv(K, BLOCK_SIZE_K), SPLIT_K) * (BLOCK_SIZE_K * ELEM)
-            prefetch_weight_tiles(b_ptr, expert_ids_ptr, pre_m, pre_n, N, stride_be.to(tl.int64) * ELEM,
-                                  stride_bn.to(tl.int64) * ELEM, K.to(tl.int64) * ELEM, first_byte, num_experts,
-                                  BLOCK_SIZE_N, BLOCK_SIZE_K * ELEM)
+        ELEM: tl.constexpr = b_ptr.dtype.element_ty.primitive_bitwidth // 8
+        prefetch_weight_tiles(b_ptr, expert_ids_ptr, num_tokens_post_padded_ptr, EM, N, K,
+                              stride_be.to(tl.int64) * ELEM, stride_bn.to(tl.int64) * ELEM, K.to(tl.int64) * ELEM,
+                              num_experts, BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_SIZE_K, GROUP_SIZE_M, SPLIT_K,
+                              BLOCK_SIZE_K * ELEM)
     wait_for_predecessor(USE_PDL)
     if ALIGNED:
         # x // 16 * 16 == x under the ALIGNED contract, and tells the compiler

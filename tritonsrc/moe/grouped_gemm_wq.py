@@ -75,15 +75,10 @@ def fused_moe_wq_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights
     # weight tiles into L2 while act_and_mul finishes (l2_prefetch.py).
     L2_PREFETCH: tl.constexpr = USE_PDL and BLOCK_SIZE_M <= 32 and MUL_ROUTED_WEIGHT
     if L2_PREFETCH:
-        pre_m, pre_n = grouped_tile(EM, N, BLOCK_SIZE_M, BLOCK_SIZE_N, GROUP_SIZE_M)
-        if (pre_m * BLOCK_SIZE_M < tl.load(num_tokens_post_padded_ptr)) & (N > 0) & (K > 0):
-            # Bytes of a weight row per K element: 1 (int8) or 1/2 (packed int4).
-            PACK: tl.constexpr = 1 if b_ptr.dtype.element_ty == tl.int8 else 2
-            first_byte = 0
-            if SPLIT_K > 1:
-                first_byte = tl.program_id(1) * tl.cdiv(tl.cdiv(K, BLOCK_SIZE_K), SPLIT_K) * (BLOCK_SIZE_K // PACK)
-            prefetch_weight_tiles(b_ptr, expert_ids_ptr, pre_m, pre_n, N, stride_be, stride_bn, K // PACK,
-                                  first_byte, num_experts, BLOCK_SIZE_N, BLOCK_SIZE_K // PACK)
+        PACK: tl.constexpr = 1 if b_ptr.dtype.element_ty == tl.int8 else 2  # K elements per weight byte
+        prefetch_weight_tiles(b_ptr, expert_ids_ptr, num_tokens_post_padded_ptr, EM, N, K, stride_be, stride_bn,
+                              K // PACK, num_experts, BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_SIZE_K, GROUP_SIZE_M,
+                              SPLIT_K, BLOCK_SIZE_K // PACK)
     wait_for_predecessor(USE_PDL)
     # Aligned-only kernel: state it so loads and stores vectorize.
     K = K // 16 * 16

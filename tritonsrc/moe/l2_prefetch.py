@@ -13,6 +13,8 @@ where the id is final when they start (docs/notes-moe-perf.md, "weights into L2 
 import triton
 import triton.language as tl
 
+from .expert_tiles import grouped_tile
+
 L2_PREFETCH_BYTES = tl.constexpr(32768)  # per program: ~17 MB over 528 resident programs, ~4 us of HBM
 
 
@@ -32,14 +34,24 @@ def weight_tile_lines(expert, pid_n, N, stride_be_bytes, stride_bn_bytes, row_by
 
 
 @triton.jit
-def prefetch_weight_tiles(b_ptr, expert_ids_ptr, pid_m, pid_n, N, stride_be_bytes, stride_bn_bytes, row_bytes,
-                          first_byte, num_experts, BLOCK_SIZE_N: tl.constexpr, TILE_ROW_BYTES: tl.constexpr):
-    """Hints L2 to fetch weight_tile_lines of expert expert_ids[pid_m] of b (nothing for an id
-    outside [0, num_experts)). sm_90 PTX: compiled only where the kernel runs under PDL."""
-    expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
-    if (expert >= 0) & (expert < num_experts):
-        lines = weight_tile_lines(expert, pid_n, N, stride_be_bytes, stride_bn_bytes, row_bytes, first_byte,
-                                  BLOCK_SIZE_N, TILE_ROW_BYTES)
-        tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l",
-                                  [b_ptr.to(tl.pointer_type(tl.int8)) + lines], dtype=tl.int32, is_pure=False,
-                                  pack=1)
+def prefetch_weight_tiles(b_ptr, expert_ids_ptr, num_tokens_post_padded_ptr, EM, N, K, stride_be_bytes,
+                          stride_bn_bytes, row_bytes, num_experts, BLOCK_SIZE_M: tl.constexpr,
+                          BLOCK_SIZE_N: tl.constexpr, BLOCK_SIZE_K: tl.constexpr, GROUP_SIZE_M: tl.constexpr,
+                          SPLIT_K: tl.constexpr, TILE_ROW_BYTES: tl.constexpr):
+    """Before the dependency wait of a grouped GEMM program (its tile as grouped_tile orders it,
+    its split's first K tile; TILE_ROW_BYTES: bytes of a weight row per K tile): hints L2 to
+    fetch weight_tile_lines of its block's expert. Nothing for a block past the padded slot
+    count, an expert id outside [0, num_experts), N or K of 0. sm_90 PTX: compiled only where
+    the kernel runs under PDL."""
+    pid_m, pid_n = grouped_tile(EM, N, BLOCK_SIZE_M, BLOCK_SIZE_N, GROUP_SIZE_M)
+    if (pid_m * BLOCK_SIZE_M < tl.load(num_tokens_post_padded_ptr)) & (N > 0) & (K > 0):
+        expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
+        if (expert >= 0) & (expert < num_experts):
+            first_byte = 0
+            if SPLIT_K > 1:
+                first_byte = tl.program_id(1) * tl.cdiv(tl.cdiv(K, BLOCK_SIZE_K), SPLIT_K) * TILE_ROW_BYTES
+            lines = weight_tile_lines(expert, pid_n, N, stride_be_bytes, stride_bn_bytes, row_bytes, first_byte,
+                                      BLOCK_SIZE_N, TILE_ROW_BYTES)
+            tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l",
+                                      [b_ptr.to(tl.pointer_type(tl.int8)) + lines], dtype=tl.int32,
+                                      is_pure=False, pack=1)
