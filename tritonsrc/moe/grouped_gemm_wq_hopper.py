@@ -258,7 +258,7 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
         gl.store(c_ptrs, gl.zeros([BLOCK_SIZE_N, ROWS], c_ptr.dtype.element_ty, layout=out_layout),
                  mask=c_mask & gl.expand_dims(out_r < BLOCK_SIZE_M, 0))
         return
-    rows_used = pid_m * 0 + BLOCK_SIZE_M  # this block's rows (a runtime value: MERGE may widen it)
+    rows_used = gl.to_tensor(BLOCK_SIZE_M)  # this block's rows (a runtime value: MERGE may widen it)
     if MERGE == 2:
         if (pid_m % 2 == 1) & (gl.load(expert_ids_ptr + pid_m - (pid_m % 2)) == expert):
             return  # odd, after a block of the same expert: the even block computes these rows
@@ -266,7 +266,7 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
         nxt_ok = (nxt_m * BLOCK_SIZE_M < gl.load(num_tokens_post_padded_ptr)) & (nxt_m < gl.cdiv(EM, BLOCK_SIZE_M))
         nxt_expert = gl.load(expert_ids_ptr + gl.minimum(nxt_m, gl.cdiv(EM, BLOCK_SIZE_M) - 1))
         if (pid_m % 2 == 0) & nxt_ok & (nxt_expert == expert):
-            rows_used = pid_m * 0 + ROWS
+            rows_used = gl.to_tensor(ROWS)
     c_mask = c_mask & gl.expand_dims(out_r < rows_used, 0)
 
     # Activation rows (slot // top_k) of the block(s), masked rows read as 0.
