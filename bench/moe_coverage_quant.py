@@ -48,9 +48,9 @@ def quant_rows(torch, aotriton, t_ms, t_graph_ms, bw, quick=False):
     w1, w2, s1, s2, z1, z2 = int4_layer(torch, dev, gen)
     kw = dict(use_int4_w4a16=True, block_shape=[0, INT4_GROUP], w1_scale=s1, w2_scale=s2, w1_zp=z1, w2_zp=z2)
     per_expert = sum(t[0].numel() * t.element_size() for t in (w1, w2, s1, s2, z1, z2))
-    # The sm_90 int4 GEMM (AOTRITON_MOE_WQ_HOPPER=1, read per call; opt-in until measured) beside
-    # the default route, same operands.
-    forms = [("", None)] + ([("_sm90_wgmma", "1")] if torch.cuda.get_device_capability() == (9, 0) else [])
+    # The default route (on sm_90 the wgmma int4 GEMM for group 128) beside the Triton kernel it
+    # replaced there (AOTRITON_MOE_WQ_HOPPER=0, read per call), same operands.
+    forms = [("", None)] + ([("_triton", "0")] if torch.cuda.get_device_capability() == (9, 0) else [])
     for M in DECODE_TOKENS[:3] if quick else DECODE_TOKENS:
         x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
         w, ids = routing(M)

@@ -2,9 +2,9 @@
 weights as wgmma's register operand (tritonsrc/moe/grouped_gemm_wq_hopper.py, Gluon).
 
 v2src/ops/moe_gemm.cc routes int4 calls it serves (aligned, align block size 16, K a multiple
-of the functional BLOCK_SIZE_K, which divides group_size) to it on sm_90 when opted in with
-AOTRITON_MOE_WQ_HOPPER=1: not measured yet against fused_moe_gemm_wq (bench/experiments/
-int4_wgmma.py times both; docs/notes-moe-perf.md says what the SASS predicts).
+of the functional BLOCK_SIZE_K, which divides group_size) to it on sm_90: by default for K tiles
+of 128 (measured against fused_moe_gemm_wq: bench/experiments/int4_wgmma.py, docs/performance.md),
+for K tiles of 64 too with AOTRITON_MOE_WQ_HOPPER=1, never with =0.
 """
 from python.kernel_rules import Kernel, TuningSpace
 from python.rules_moe import fused_moe_gemm_wq
@@ -49,17 +49,23 @@ fused_moe_gemm_wq_hopper = Kernel(
     tuning=TuningSpace(
         # PREFETCH 0: the weights through a cp.async ring of NUM_STAGES tiles; 1-2: tiles loaded
         # ahead into registers.
-        # MERGE 2: an even M block also computes the next block when it has the same expert
-        # (one dequantization for both; decode sizes where experts get two blocks, e.g. M=64).
+        # MERGE 2 (JIT launcher only): an even M block also computes the next block when it has
+        # the same expert (one dequantization for both).
         params={"BLOCK_SIZE_N": [64, 128], "PREFETCH": [0, 1, 2], "NUM_STAGES": [2, 4, 8],
-                "GROUP_SIZE_M": [1, 16], "MERGE": [1, 2], "num_warps": [4]},
+                # MERGE 2 lost in every measured row (H100: GEMM1 M=64 423.6 vs 352.1 us;
+                # bench/results/h100/int4_wgmma_sm90.json): out of the tuner's space, kept in the
+                # kernel (JIT-tested) for other shapes.
+                "GROUP_SIZE_M": [1, 16], "MERGE": [1], "num_warps": [4]},
         # The SASS's choice (docs/notes-moe-perf.md): 64 rows take 96 registers (5 CTAs an SM, 40 KB
         # of shared memory each) and an 8-deep ring keeps ~28 KB of weights in flight per CTA (a
-        # power of 2: the ring index is a mask, not a division). Groups of 16 M blocks:
-        # where routing gives an expert two blocks (M up to 64) they run side by side and share
-        # each weight tile through L2 (fused_moe_gemm's M <= 64 row, tritonsrc/moe/configs.py).
-        default=lambda f, arch: {"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 8, "GROUP_SIZE_M": 16,
-                                 "MERGE": 1, "num_warps": 4},
+        # power of 2: the ring index is a mask, not a division). GEMM2 (the routed weight) with a
+        # 4-deep ring: faster at every decode M measured (H100, Mixtral int4, M=1 split 4: 36.2 vs
+        # 43.5 us; M=8-64: 1-2% unsplit; bench/results/h100/int4_wgmma_sm90.json); GEMM1 keeps 8
+        # (M=1: 71.0 vs 81.0 us). Groups of 16 M blocks: where routing gives an expert two blocks
+        # (M up to 64) they run side by side and share each weight tile through L2
+        # (fused_moe_gemm's M <= 64 row, tritonsrc/moe/configs.py).
+        default=lambda f, arch: {"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 4 if f["MUL_ROUTED_WEIGHT"] else 8,
+                                 "GROUP_SIZE_M": 16, "MERGE": 1, "num_warps": 4},
         prune=_prune,
     ),
     grid=("cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N)", "SPLIT_K", "1"),

@@ -14,6 +14,8 @@ if str(PY_DIR) not in sys.path:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "packaging: builds release artifacts (tarball, wheel, CMake consumers); slow")
+    config.addinivalue_line("markers", "big_memory: needs tens of GB of GPU memory (tools/gpu_test_sharded.sh runs "
+                                       "these alone, after the shards)")
 
 
 @pytest.fixture(scope="session")

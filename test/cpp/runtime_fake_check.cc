@@ -409,13 +409,12 @@ void fp8_route_checks() {
   unsetenv("AOTRITON_MOE_HOPPER");
 }
 
-// One int4 w4a16 decode GEMM (block size 16, group 128, fp16): prints the call's report and
-// the config that ran (fused_moe_gemm_wq_hopper's configs name PREFETCH, fused_moe_gemm_wq's
-// INT4_DOT).
-void wq_call(const char* name) {
+// One int4 w4a16 decode GEMM (block size 16, fp16): prints the call's report and the config
+// that ran (fused_moe_gemm_wq_hopper's configs name PREFETCH, fused_moe_gemm_wq's INT4_DOT).
+void wq_call(const char* name, int64_t group) {
   Bump mem;
   auto take = [&](size_t bytes) { return mem.take(bytes); };
-  const int64_t E = 2, N = 256, K = 256, top_k = 2, tokens = 1, slots = tokens * top_k, group = 128;
+  const int64_t E = 2, N = 256, K = 256, top_k = 2, tokens = 1, slots = tokens * top_k;
   moe::GroupedGemmParams g;
   g.a = view<2>(DType::kFloat16, {tokens, K}, take(tokens * K * 2));
   g.b = view<3>(DType::kUInt8, {E, N, K / 2}, take(E * N * K / 2));
@@ -432,13 +431,17 @@ void wq_call(const char* name) {
   std::printf("%s_ran: %s\n", name, ran ? ran : "-");
 }
 
-// The sm_90 int4 kernel's route (moe_gemm.cc launch_gemm_wq_hopper): opted in with
-// AOTRITON_MOE_WQ_HOPPER=1, fused_moe_gemm_wq otherwise.
+// The sm_90 int4 kernel's route (moe_gemm.cc launch_gemm_wq_hopper): the default for group 128
+// (K tiles of 128), off with AOTRITON_MOE_WQ_HOPPER=0; group 64 only with =1.
 void wq_route_checks() {
-  setenv("AOTRITON_MOE_WQ_HOPPER", "1", 1);
-  wq_call("wq_opted_in");
   unsetenv("AOTRITON_MOE_WQ_HOPPER");
-  wq_call("wq_default");
+  wq_call("wq_default", 128);
+  wq_call("wq_default_group64", 64);
+  setenv("AOTRITON_MOE_WQ_HOPPER", "0", 1);
+  wq_call("wq_opted_out", 128);
+  setenv("AOTRITON_MOE_WQ_HOPPER", "1", 1);
+  wq_call("wq_opted_in_group64", 64);
+  unsetenv("AOTRITON_MOE_WQ_HOPPER");
 }
 
 // The fp16/bf16 route on an sm_90 stand-in with AOTRITON_MOE_HOPPER=1: from

@@ -223,18 +223,31 @@ def test_fp8_grouped_gemm_takes_the_gluon_kernel_by_default_from_128_slots_per_e
             r["status"] == "not in this build" and r["message"].startswith("fused_moe_gemm functional ")), r
 
 
-def test_int4_decode_gemm_takes_the_sm90_kernel_when_opted_in(build_dir):
-    """moe_gemm.cc on an sm_90 stand-in: an int4 GEMM at block size 16 runs
-    fused_moe_gemm_wq_hopper with AOTRITON_MOE_WQ_HOPPER=1 (its configs name PREFETCH) and
-    fused_moe_gemm_wq without it (or, in a build without that functional, names it missing)."""
+def test_int4_decode_gemm_route_on_sm90(build_dir):
+    """moe_gemm.cc on an sm_90 stand-in: an int4 fp16 GEMM at block size 16 runs
+    fused_moe_gemm_wq_hopper (its configs name PREFETCH) by default for group 128 and with
+    AOTRITON_MOE_WQ_HOPPER=1 for group 64 (where this build has that functional: ci has K tiles
+    of 128 only); fused_moe_gemm_wq for group 64 by default and with =0 (or, in a build without
+    its functional, the route names it missing)."""
+    from python.kernel_rules import functional_name
+
+    def built(k_tile):
+        f = {"dtype": "fp16", "b_dtype": "u8", "MUL_ROUTED_WEIGHT": False, "BLOCK_SIZE_M": 16,
+             "BLOCK_SIZE_K": k_tile, "SPLIT_K": 1}
+        return (_images(build_dir) / "sm_90" / "fused_moe_gemm_wq_hopper" / f"{functional_name(f)}.aks").exists()
+
+    assert built(128), "every profile builds the fp16 K-tile-128 functional"
     out = _run(build_dir, "wq_route", AOTRITON_IMAGE_DIR=str(_images(build_dir)))
-    r = out["wq_opted_in"]
-    assert r["status"] == "success" and r["launches"] == 1, r
-    assert "PREFETCH=" in out["wq_opted_in_ran"], out["wq_opted_in_ran"]
-    r = out["wq_default"]
-    assert "PREFETCH=" not in out["wq_default_ran"], out["wq_default_ran"]
-    assert (r["status"] == "success" and r["launches"] == 1 and "INT4_DOT=" in out["wq_default_ran"]) or (
-        r["status"] == "not in this build" and r["message"].startswith("fused_moe_gemm_wq functional ")), r
+    want_hopper = {"wq_default": True, "wq_opted_in_group64": built(64), "wq_default_group64": False,
+                   "wq_opted_out": False}
+    for name, hopper in want_hopper.items():
+        r, ran = out[name], out[name + "_ran"]
+        if hopper:
+            assert r["status"] == "success" and r["launches"] == 1 and "PREFETCH=" in ran, (name, r, ran)
+        else:
+            assert "PREFETCH=" not in ran, (name, ran)
+            assert (r["status"] == "success" and r["launches"] == 1 and "INT4_DOT=" in ran) or (
+                r["status"] == "not in this build" and r["message"].startswith("fused_moe_gemm_wq functional ")), r
 
 
 def test_dynamic_per_tensor_quant_routes(build_dir):

@@ -424,6 +424,7 @@ def test_fused_experts(M, E, topk, K, N, dtype, activation, kind, with_map):
     assert rel_err(out, ref) < tol(dtype)
 
 
+@pytest.mark.big_memory
 def test_fused_experts_large_m_in_passes():
     """DeepSeek-like bf16 layer (E=256, top-8, K=7168, N=2048) at 40000 tokens:
     slots x K exceed int32 (above 37449 tokens), so fused_experts runs two

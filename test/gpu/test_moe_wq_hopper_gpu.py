@@ -1,9 +1,10 @@
 """The sm_90 int4 w4a16 decode GEMM (tritonsrc/moe/grouped_gemm_wq_hopper.py, routed by
-v2src/ops/moe_gemm.cc when AOTRITON_MOE_WQ_HOPPER=1 or forced by config name): against float64
+v2src/ops/moe_gemm.cc: the sm_90 default for group sizes that are multiples of 128, any multiple
+of 64 with AOTRITON_MOE_WQ_HOPPER=1, off with =0, or forced by config name): against float64
 references of the dequantized weights on fresh random data with NaN-poisoned outputs, both K
 tiles (group 64 and 128), zero points or not, fp16 and bf16, the routed weight, N not a multiple
 of the tile; through fused_experts (split-K GEMM2 included, an expert map dropping slots);
-bitwise-repeatable and equal to its forced run; not chosen unless opted in; a clear error when
+bitwise-repeatable and equal to its forced run; the default route per group size; a clear error when
 a forced config names it for a call it cannot serve."""
 import pytest
 import torch
@@ -70,6 +71,9 @@ def test_gemm_matches_reference_and_the_triton_kernel(dtype, group, with_zp, M, 
     forced, ran_forced = gemm(a, q, s, zp, group, w, ids, topk, mul, force=ran)
     assert ran_forced == ran and torch.equal(c, again) and torch.equal(c, forced)
     monkeypatch.delenv("AOTRITON_MOE_WQ_HOPPER")
+    default_c, default_ran = gemm(a, q, s, zp, group, w, ids, topk, mul)
+    assert is_wq_hopper(default_ran) == (group % 128 == 0), default_ran  # measured for K tiles of 128 only
+    monkeypatch.setenv("AOTRITON_MOE_WQ_HOPPER", "0")
     triton_c, triton_ran = gemm(a, q, s, zp, group, w, ids, topk, mul)
     assert not is_wq_hopper(triton_ran), triton_ran
     assert rel_err(triton_c, ref) < GEMM_TOL[dtype]

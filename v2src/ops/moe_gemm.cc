@@ -93,18 +93,23 @@ Inputs wq_inputs(const GemmJob& j) {
 }
 
 // The sm_90 int4 decode GEMM (python/rules_moe_hopper_wq.py, the dequantized weights as wgmma's
-// register operand): opted in with AOTRITON_MOE_WQ_HOPPER=1 until it is measured against
-// fused_moe_gemm_wq; a forced config of its own also selects it. Read on every call (a process
-// can compare both); set it before starting threads.
-bool wq_hopper_opted_in() {
+// register operand). Measured against fused_moe_gemm_wq (H100, c558b2f: fused_experts int4 g128
+// 10-17% faster at M 8-64, even at M=1; docs/performance.md), so it is the sm_90 default where it
+// was measured: K tiles of 128 (group sizes that are multiples of 128). AOTRITON_MOE_WQ_HOPPER=0
+// turns it off, =1 takes it for K tiles of 64 too (group 64: tested, not timed). Read on every
+// call (a process can compare both); set it before starting threads.
+enum class WqHopper { kOff, kDefault, kOn };
+WqHopper wq_hopper_mode() {
   const char* v = std::getenv("AOTRITON_MOE_WQ_HOPPER");
-  return v && std::strcmp(v, "1") == 0;
+  if (v && std::strcmp(v, "0") == 0) return WqHopper::kOff;
+  if (v && std::strcmp(v, "1") == 0) return WqHopper::kOn;
+  return WqHopper::kDefault;
 }
 
 // Launches the sm_90 int4 kernel and sets *launched where it serves the call: int4, align block
 // size 16, a K tile (128 where it divides group_size, else 64) that divides K; and either a
-// forced config names one of its configs, or none is forced, it is opted in, the GPU is sm_90
-// and this build compiled it.
+// forced config names one of its configs, or none is forced, the mode takes this K tile, the GPU
+// is sm_90 and this build compiled it.
 Status launch_gemm_wq_hopper(const char* op, const GemmJob& j, int32_t split_k, Stream stream,
                              const KernelOptions* options, bool* launched) {
   namespace kh = detail::kernels::fused_moe_gemm_wq_hopper;
@@ -119,7 +124,9 @@ Status launch_gemm_wq_hopper(const char* op, const GemmJob& j, int32_t split_k, 
                                                             "config, but that kernel serves int4 calls with "
                                                             "block_size 16 and group sizes that are multiples of 64");
   if (!forced) {
-    if (!serves || (options && options->force_config) || !wq_hopper_opted_in()) return Status::kSuccess;
+    const WqHopper mode = wq_hopper_mode();
+    const bool wanted = mode == WqHopper::kOn || (mode == WqHopper::kDefault && k_tile == 128);
+    if (!serves || (options && options->force_config) || !wanted) return Status::kSuccess;
     int arch = 0, sms = 0;
     AOTRITON_RETURN_IF_ERROR(detail::device_info(stream, &arch, &sms));
     if (arch != 90 || !kh::built_for(f, 90)) return Status::kSuccess;
