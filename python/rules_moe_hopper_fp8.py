@@ -33,24 +33,23 @@ def _prune(f, c, arch):
     if f["QUANT"] == C.QUANT_FP8_BLOCK and c["BLOCK_K"] != 128:
         return False  # a block-scaled K tile is one scale group
     # 256-wide tiles keep two accumulators and a product (192 registers a thread).
-    # ptxas spills (sm_90, triton 3.6.0, consumers at 216 registers) with the
-    # per-channel epilogue's 32-register column scales, and with block scales from
-    # 4 stages on (3 stages measured 1.2x faster than 4 on the H200 besides).
-    if c["BLOCK_N"] > 128 and (f["QUANT"] == C.QUANT_FP8_CHANNEL or
-                               (f["QUANT"] == C.QUANT_FP8_BLOCK and c["NUM_STAGES"] > 3)):
+    # ptxas spills (sm_90, triton 3.6.0, consumers at 216 registers) with block scales
+    # from 4 stages on (3 stages measured 1.2x faster than 4 on the H200 besides). Per
+    # channel fits since its epilogue scales and stores one half at a time.
+    if c["BLOCK_N"] > 128 and f["QUANT"] == C.QUANT_FP8_BLOCK and c["NUM_STAGES"] > 3:
         return False
     return _shared_bytes(c) <= SHARED_LIMIT
 
 
 def _default(f, arch):
     """128-byte K rows (the widest swizzle); 256-wide tiles (half the L2 traffic
-    per FLOP of 128-wide ones) where they compile without spills: per tensor
-    (4 x 48 KB stages) 1.15-1.16x the 128-wide tile, block scales (3 stages)
-    1.18-1.22x, H200 (bench/results/moe_fp8_gluon_r2_sm90.json, _r3_); per
-    channel 128-wide (5 x 32 KB)."""
-    if f["QUANT"] == C.QUANT_FP8_CHANNEL:
-        return {"BLOCK_M": BLOCK_M, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8, "NUM_STAGES": 5, "num_warps": 4}
-    stages = 4 if f["QUANT"] == C.QUANT_FP8_TENSOR else 3
+    per FLOP of 128-wide ones): per tensor (4 x 48 KB stages) 1.15-1.16x the
+    128-wide tile, block scales (3 stages) 1.18-1.22x, H200
+    (bench/results/moe_fp8_gluon_r2_sm90.json, _r3_). Per channel as per tensor
+    (the same main loop, no spills): predicted from those rows, not timed yet (at
+    128 wide it was 1.14x the block path's time, H100,
+    bench/results/h100/moe_coverage_sm90.json)."""
+    stages = 3 if f["QUANT"] == C.QUANT_FP8_BLOCK else 4
     return {"BLOCK_M": BLOCK_M, "BLOCK_N": 256, "BLOCK_K": 128, "GROUP_M": 8, "NUM_STAGES": stages, "num_warps": 4}
 
 

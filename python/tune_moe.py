@@ -43,7 +43,7 @@ INT4 = "int4"  # w4a16 (fused_moe_gemm_wq), not a QUANT value of fused_moe_gemm
 # quant name -> (activation / output dtype, QUANT)
 QUANTS = {"bf16": ("bf16", C.QUANT_NONE), "fp16": ("fp16", C.QUANT_NONE),
           "fp8_tensor": ("bf16", C.QUANT_FP8_TENSOR), "fp8_block": ("bf16", C.QUANT_FP8_BLOCK),
-          "int4": ("bf16", INT4)}
+          "fp8_channel": ("bf16", C.QUANT_FP8_CHANNEL), "int4": ("bf16", INT4)}
 TOL = {"fp16": 5e-3, "bf16": 1e-2}  # rel. Frobenius error vs float32 on the same (quantized) operands
 INT4_GROUP = 128  # int4 w4a16 entries: group 128 with zero points (bench/moe_coverage_quant.py's layer)
 WQ_RULE = "fused_moe_gemm_wq"  # int4 entries go to this rule's database
@@ -152,6 +152,14 @@ class GemmCase:
             self.b_s = w.float().abs().amax((1, 2)).clamp(min=1e-10) / 448.0
             self.b = (w.float() / self.b_s[:, None, None]).to(torch.float8_e4m3fn)
             self.a_deq = self.a.float() * self.a_s
+        elif self.quant == C.QUANT_FP8_CHANNEL:
+            # Per-token activation scales [rows, 1] and per-output-channel weight scales [E, N_out]
+            # (FP8-dynamic checkpoints), as fused_experts quantizes them (python/jit/moe_quant).
+            from python.jit.moe_quant import per_token_quant_fp8
+            self.a, self.a_s = per_token_quant_fp8(x)
+            self.b_s = w.float().abs().amax(2).clamp(min=1e-10) / 448.0
+            self.b = (w.float() / self.b_s[:, :, None]).to(torch.float8_e4m3fn)
+            self.a_deq = self.a.float() * self.a_s.reshape(-1, 1)
         else:
             self.a, a_s = mj.per_token_group_quant_fp8(x)
             # Group-major, as fused_experts lays out its activations' scales (moe_fused.cc
@@ -179,6 +187,8 @@ class GemmCase:
         if self.quant == C.QUANT_FP8_BLOCK:
             s = self.b_s[e].repeat_interleave(128, 0).repeat_interleave(128, 1)
             return b * s[:b.shape[0], :b.shape[1]]
+        if self.quant == C.QUANT_FP8_CHANNEL:
+            return b * self.b_s[e][:, None]
         return b
 
     def _reference(self):
@@ -282,6 +292,9 @@ def tune_moe(args, rule, load_db, save_db, db_path):
     major, minor = torch.cuda.get_device_capability()
     arch = major * 10 + minor
     from python import rules as all_rules
+    if any(QUANTS[q][1] == C.QUANT_FP8_CHANNEL for q in args.quants.split(",")):
+        raise SystemExit("fp8_channel runs the sm_90 Gluon kernel at prefill sizes: tune it with "
+                         "`python python/tune.py moe_gluon --quants fp8_channel`")
     rule_of = {q: (next(r for r in all_rules.KERNELS if r.name == WQ_RULE) if QUANTS[q][1] == INT4 else rule)
                for q in args.quants.split(",")}
     dbs = {r.name: load_db(r.name, arch, r) for r in rule_of.values()}

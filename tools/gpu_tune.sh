@@ -4,7 +4,7 @@
 # ends inside a lease command; the databases come back under $OUT/tuning.
 #   STEPS="moe flash_bwd"   which tuners to run (default both; also: hopper, gluon_bwd, decode, int4, retune, gluon_gemm)
 #   BUDGET_S=200            per-step budget of the MoE tuner
-#   QUANTS=bf16             MoE quant modes (bf16,fp16,fp8_tensor,fp8_block)
+#   QUANTS=bf16             MoE quant modes (bf16,fp16,fp8_tensor,fp8_block; fp8_channel: gluon_gemm only)
 #   INT4_FRESH=1            int4: re-tune every bin (the step resumes otherwise); INT4_TOKENS, INT4_BLOCK_SIZES=all
 # Then commit tuning/sm_90/*.json and rebuild release: generate.py compiles
 # the winners into the LUTs.

@@ -7,7 +7,7 @@ activations quantized as fused_experts does), each checked against the float32
 product of the same quantized operands (outputs poisoned first).
 
     python3 bench/experiments/moe_fp8_gluon.py [--cases mixtral:4096,mixtral:512,deepseek:4096]
-        [--quants bf16,fp8_tensor,fp8_block] [--json F]
+        [--quants bf16,fp8_tensor,fp8_block,fp8_channel] [--json F]
 
 Prints TF/s per (layer, GEMM, M) and the ratios the issue asks for: fp8 / bf16
 (best of each) at the same GEMM. Needs an sm_90 GPU.
@@ -57,7 +57,7 @@ def main():
     import torch
     import triton
     from python import tune_shared as T
-    from python.tune_moe import GemmCase
+    from python.tune_moe import QUANTS, GemmCase
     from python.jit.moe_gemm_hopper import (invoke_grouped_gemm_hopper, invoke_grouped_gemm_hopper_fp8,
                                             invoke_grouped_gemm_hopper_persistent)
     from tritonsrc.moe import configs as C
@@ -83,10 +83,11 @@ def main():
                     if err < 2e-2 and tf == tf:
                         best[quant] = max(best.get(quant, 0.0), tf)
 
-                cfg, src = db_config(case)
-                err = case.error(cfg)
-                record("triton", f"{src}:" + "_".join(f"{v}" for v in cfg.values()), err,
-                       T.kernel_ms(lambda: case.run(cfg)))
+                if quant != "fp8_channel":  # the Triton launcher here takes per-tensor or block A scales only
+                    cfg, src = db_config(case)
+                    err = case.error(cfg)
+                    record("triton", f"{src}:" + "_".join(f"{v}" for v in cfg.values()), err,
+                           T.kernel_ms(lambda: case.run(cfg)))
                 if quant == "bf16":
                     hcfg, hsrc = db_config(case, "fused_moe_gemm_hopper")
                     if args.persistent:
@@ -99,7 +100,7 @@ def main():
                         case.a, case.b, case.c, case.weights, case.sorted, case.expert_ids, case.ntpp, case.top_k,
                         hcfg, mul_routed_weight=case.mul))]
                 else:
-                    q = C.QUANT_FP8_TENSOR if quant == "fp8_tensor" else C.QUANT_FP8_BLOCK
+                    q = QUANTS[quant][1]
                     runs = [(f"n{g['BLOCK_N']}_g{g['GROUP_M']}_s{g['NUM_STAGES']}",
                              lambda g=g: invoke_grouped_gemm_hopper_fp8(
                                  case.a, case.b, case.c, case.a_s, case.b_s, case.weights, case.sorted,

@@ -115,17 +115,30 @@ def _consume_fp8(a_ring, b_ring, as_ring, bs_ring, ready_a, ready_b, empty, c_pt
             part = warpgroup_mma_wait(num_outstanding=0, deps=(tok, ))
             acc1 = _promote(acc1, part, a_s, b_s1, QUANT)
         mbarrier.arrive(empty.index(stage))
-    # Output scales on both halves first (one 32-register column-scale vector live at a time), then the stores.
-    acc0 = _output_scales(acc0, a_scale_ptr, b_scale_ptr, e64, a_row, slot_ok, n0, N, stride_asm, stride_bse,
-                          stride_bsn, expert_ok, QUANT)
-    if TWO:
-        acc1 = _output_scales(acc1, a_scale_ptr, b_scale_ptr, e64, a_row, slot_ok, n0 + 1, N, stride_asm, stride_bse,
+    if QUANT == 3:
+        # Per channel: scale and store one half at a time, so that the half's 32 column scales
+        # live beside one accumulator, not two (both first spilled at 256-wide tiles).
+        acc0 = _output_scales(acc0, a_scale_ptr, b_scale_ptr, e64, a_row, slot_ok, n0, N, stride_asm, stride_bse,
                               stride_bsn, expert_ok, QUANT)
-    _store_c(acc0, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, n0, N, EM, num_valid_tokens, stride_cm, expert_ok,
-             WHICH, MUL_ROUTED_WEIGHT, HALF)
-    if TWO:
-        _store_c(acc1, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, n0 + 1, N, EM, num_valid_tokens, stride_cm,
+        _store_c(acc0, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, n0, N, EM, num_valid_tokens, stride_cm,
                  expert_ok, WHICH, MUL_ROUTED_WEIGHT, HALF)
+        if TWO:
+            acc1 = _output_scales(acc1, a_scale_ptr, b_scale_ptr, e64, a_row, slot_ok, n0 + 1, N, stride_asm,
+                                  stride_bse, stride_bsn, expert_ok, QUANT)
+            _store_c(acc1, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, n0 + 1, N, EM, num_valid_tokens, stride_cm,
+                     expert_ok, WHICH, MUL_ROUTED_WEIGHT, HALF)
+    else:
+        # Output scales (a scalar or none) on both halves first, then the stores.
+        acc0 = _output_scales(acc0, a_scale_ptr, b_scale_ptr, e64, a_row, slot_ok, n0, N, stride_asm, stride_bse,
+                              stride_bsn, expert_ok, QUANT)
+        if TWO:
+            acc1 = _output_scales(acc1, a_scale_ptr, b_scale_ptr, e64, a_row, slot_ok, n0 + 1, N, stride_asm,
+                                  stride_bse, stride_bsn, expert_ok, QUANT)
+        _store_c(acc0, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, n0, N, EM, num_valid_tokens, stride_cm,
+                 expert_ok, WHICH, MUL_ROUTED_WEIGHT, HALF)
+        if TWO:
+            _store_c(acc1, c_ptr, topk_weights_ptr, sorted_ids_ptr, pid_m, n0 + 1, N, EM, num_valid_tokens, stride_cm,
+                     expert_ok, WHICH, MUL_ROUTED_WEIGHT, HALF)
 
 
 @gluon.jit
