@@ -49,6 +49,8 @@ def main():
     ap.add_argument("--cases", default="mixtral:4096,mixtral:512,deepseek:4096")
     ap.add_argument("--gemms", default="1,2")
     ap.add_argument("--quants", default="bf16,fp8_tensor,fp8_block")
+    ap.add_argument("--gluon-configs", default="",
+                    help="only these Gluon fp8 configs, by row name (e.g. n128_g8_s5,n256_g8_s4)")
     ap.add_argument("--json", default=str(REPO / "bench/results/moe_fp8_gluon_sm90.json"))
     ap.add_argument("--persistent", action="store_true",
                     help="also the persistent forms (grouped_gemm_hopper*_persistent.py, one program per SM)")
@@ -106,6 +108,8 @@ def main():
                                  case.a, case.b, case.c, case.a_s, case.b_s, case.weights, case.sorted,
                                  case.expert_ids, case.ntpp, case.top_k, q, g, mul_routed_weight=case.mul))
                             for g in GLUON_FP8_CONFIGS]
+                    if args.gluon_configs:
+                        runs = [r for r in runs if r[0] in args.gluon_configs.split(",")]
                     if args.persistent:
                         runs += [(f"persistent_n{g['BLOCK_N']}_g{g['GROUP_M']}_s{g['NUM_STAGES']}",
                                   lambda g=g: invoke_grouped_gemm_hopper_fp8(
