@@ -153,7 +153,7 @@ class GemmCase:
             self.b = (w.float() / self.b_s[:, None, None]).to(torch.float8_e4m3fn)
             self.a_deq = self.a.float() * self.a_s
         elif self.quant == C.QUANT_FP8_CHANNEL:
-            # Per-token activation scales [rows, 1] and per-output-channel weight scales [E, N_out]
+            # Per-token activation scales [rows] and per-output-channel weight scales [E, N_out]
             # (FP8-dynamic checkpoints), as fused_experts quantizes them (python/jit/moe_quant).
             from python.jit.moe_quant import per_token_quant_fp8
             self.a, self.a_s = per_token_quant_fp8(x)
