@@ -17,16 +17,16 @@ DECODE_TOKENS = (1, 8, 16, 32, 64)
 PREFILL_TOKENS = 4096
 
 
-def int4_layer(torch, dev, gen):
+def int4_layer(torch, dev, gen, group=INT4_GROUP):
     """The int4 layer's packed weights, scales and zero points (w1, w2, s1, s2,
-    z1, z2). Random bytes: timing does not depend on the values."""
+    z1, z2) for a group size. Random bytes: timing does not depend on the values."""
     E, K, N = LAYER["E"], LAYER["K"], LAYER["N"]
     w1 = torch.randint(0, 256, (E, 2 * N, K // 2), dtype=torch.uint8, device=dev, generator=gen)
     w2 = torch.randint(0, 256, (E, K, N // 2), dtype=torch.uint8, device=dev, generator=gen)
-    s1 = torch.rand(E, 2 * N, K // INT4_GROUP, device=dev, generator=gen) * 1e-2
-    s2 = torch.rand(E, K, N // INT4_GROUP, device=dev, generator=gen) * 1e-2
-    z1 = torch.randint(0, 256, (E, N, K // INT4_GROUP), dtype=torch.uint8, device=dev, generator=gen)
-    z2 = torch.randint(0, 256, (E, K // 2, N // INT4_GROUP), dtype=torch.uint8, device=dev, generator=gen)
+    s1 = torch.rand(E, 2 * N, K // group, device=dev, generator=gen) * 1e-2
+    s2 = torch.rand(E, K, N // group, device=dev, generator=gen) * 1e-2
+    z1 = torch.randint(0, 256, (E, N, K // group), dtype=torch.uint8, device=dev, generator=gen)
+    z2 = torch.randint(0, 256, (E, K // 2, N // group), dtype=torch.uint8, device=dev, generator=gen)
     return w1, w2, s1, s2, z1, z2
 
 

@@ -9,6 +9,9 @@ Every variant is checked against a float64 reference of the dequantized weights 
 over max |reference|); the production kernel's error is printed beside it.
 
     python3 bench/experiments/int4_wgmma.py [--tokens 1,8,16,32,64] [--json ...]
+    python3 bench/experiments/int4_wgmma.py --group 256 --k-tiles 128,256 --tokens 1,16   (the K tile's
+        per-tile overhead: a 256-k tile has ~5.4 SASS instructions per packed byte against 6.8 at 128;
+        group 256 lets both run on the same weights)
 """
 import argparse
 import json
@@ -35,6 +38,8 @@ def dequant(torch, b, s, z, group):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", default="1,8,16,32,64")
+    ap.add_argument("--group", type=int, default=0, help="group size of the layer (default: the coverage layer's)")
+    ap.add_argument("--k-tiles", default="", help="the Gluon kernel's K tiles to time (default: the operator's)")
     ap.add_argument("--json", default=str(REPO / "bench/results/int4_wgmma_sm90.json"))
     args = ap.parse_args()
     sys.path[:0] = [str(REPO), str(REPO / "bench")]
@@ -50,13 +55,15 @@ def main():
     E, topk, K, N = LAYER["E"], LAYER["topk"], LAYER["K"], LAYER["N"]
     dev = "cuda"
     gen = torch.Generator(device=dev).manual_seed(0)
-    w1, w2, s1, s2, z1, z2 = int4_layer(torch, dev, gen)
+    group = args.group or INT4_GROUP
+    k_tiles = [int(k) for k in args.k_tiles.split(",")] if args.k_tiles else [mq.wq_hopper_block_k(group)]
+    w1, w2, s1, s2, z1, z2 = int4_layer(torch, dev, gen, group)
     z1 = z1 & 0x77  # zero points 0..7: q - zp spans both signs
     z2 = z2 & 0x77
     bw = copy_bandwidth(dev)
     db = json.loads((REPO / "tuning/sm_90/fused_moe_gemm_wq.json").read_text())["entries"]
     print(f"GPU {torch.cuda.get_device_name()}, triton {triton.__version__}, commit {commit_id()}; copy bandwidth "
-          f"{bw / 1e9:.0f} GB/s; int4 g{INT4_GROUP} zp, E {E}, top-{topk}, K {K}, N {N}")
+          f"{bw / 1e9:.0f} GB/s; int4 g{group} zp, E {E}, top-{topk}, K {K}, N {N}")
     print("| M | GEMM | kernel | config | us | roofline | max err / max ref |\n|---|---|---|---|---|---|---|")
     rows = []
     for M in [int(m) for m in args.tokens.split(",")]:
@@ -72,7 +79,7 @@ def main():
             ref = torch.zeros(M * topk, n_out, dtype=torch.float64, device=dev)
             for e in experts:
                 sl = (ids_flat == e).nonzero().flatten()
-                ref[sl] = a[sl // tk].double() @ dequant(torch, b[e], s[e], z[e], INT4_GROUP).T
+                ref[sl] = a[sl // tk].double() @ dequant(torch, b[e], s[e], z[e], group).T
                 if wt is not None:
                     ref[sl] *= wt[sl, None].double()
             touched = len(experts) * sum(t[0].numel() * t.element_size() for t in (b, s, z))
@@ -82,10 +89,11 @@ def main():
             if gemm == 2:  # and split as the operator splits a decode GEMM2 (its default split config)
                 candidates.append(("production", dict(C.wq_gemm_default(16, 4, 90, C.WQ_SPLIT_K), BLOCK_SIZE_M=16,
                                                       SPLIT_K=C.WQ_SPLIT_K)))
-            for bn, pf, st, merge in VARIANTS:
-                for sk in (GEMM2_SPLITS if gemm == 2 else (1, )):
-                    candidates.append(("gluon", dict(BLOCK_SIZE_N=bn, BLOCK_SIZE_K=128, PREFETCH=pf, NUM_STAGES=st,
-                                                     MERGE=merge, SPLIT_K=sk)))
+            for bk in k_tiles:
+                for bn, pf, st, merge in VARIANTS:
+                    for sk in (GEMM2_SPLITS if gemm == 2 else (1, )):
+                        candidates.append(("gluon", dict(BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, PREFETCH=pf,
+                                                         NUM_STAGES=st, MERGE=merge, SPLIT_K=sk)))
             for kind, cfg in candidates:
                 sk = cfg.get("SPLIT_K", 1)
                 # 16-bit partials, as the operator writes them
@@ -93,17 +101,17 @@ def main():
 
                 if kind == "production":
                     def run(cfg=cfg, c=c):
-                        mq.invoke_grouped_gemm_wq(a, b, c, wt, sid, eid, ntpp, tk, dict(cfg), 4, s, z, INT4_GROUP,
+                        mq.invoke_grouped_gemm_wq(a, b, c, wt, sid, eid, ntpp, tk, dict(cfg), 4, s, z, group,
                                                   mul_routed_weight=wt is not None)
                 else:
                     hcfg = dict(cfg, GROUP_SIZE_M=1 if M <= 16 else 16, NUM_STAGES=max(cfg["NUM_STAGES"], 2),
                                 num_warps=4)
-                    hcfg.pop("BLOCK_SIZE_K")
+                    bk = hcfg.pop("BLOCK_SIZE_K")
                     hcfg.pop("SPLIT_K")
 
-                    def run(hcfg=hcfg, c=c, sk=sk):
-                        mq.invoke_grouped_gemm_wq_hopper(a, b, c, wt, sid, eid, ntpp, tk, s, z, INT4_GROUP, hcfg,
-                                                         mul_routed_weight=wt is not None, split_k=sk)
+                    def run(hcfg=hcfg, c=c, sk=sk, bk=bk):
+                        mq.invoke_grouped_gemm_wq_hopper(a, b, c, wt, sid, eid, ntpp, tk, s, z, group, hcfg,
+                                                         mul_routed_weight=wt is not None, split_k=sk, block_k=bk)
                 try:
                     c.fill_(float("nan"))
                     run()

@@ -93,15 +93,18 @@ def wq_hopper_block_k(group_size):
 
 
 def invoke_grouped_gemm_wq_hopper(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top_k, b_scale, b_zp,
-                                  group_size, config=None, mul_routed_weight=False, split_k=1):
+                                  group_size, config=None, mul_routed_weight=False, split_k=1, block_k=None):
     """The sm_90 int4 GEMM (tritonsrc/moe/grouped_gemm_wq_hopper.py) with the operator's arguments:
     b uint8 [E, N, K // 2], b_scale fp32 [E, N, K // group_size], b_zp [E, cdiv(N, 2), K //
     group_size] or None, align block size 16; c [slots * split_k, N]. config: the rule's tuning
-    keys (default: the rule's default). Needs an sm_90 GPU."""
+    keys (default: the rule's default). block_k: the K tile (default the operator's; experiments
+    may take any power of 2 from 64 to 256 that divides group_size, e.g. 256 for group 256, which
+    the build does not compile). Needs an sm_90 GPU."""
     from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper as rule
 
     K = a.shape[1]
-    block_k = wq_hopper_block_k(group_size)
+    block_k = block_k or wq_hopper_block_k(group_size)
+    assert block_k in (64, 128, 256) and group_size % block_k == 0, (block_k, group_size)
     assert b.dtype == torch.uint8 and b.shape[2] * 2 == K and group_size % 64 == 0 and K % block_k == 0
     assert c.shape[0] % split_k == 0
     functional = dict(dtype={torch.float16: "fp16", torch.bfloat16: "bf16"}[a.dtype], b_dtype="u8",
