@@ -10,7 +10,8 @@ kernel may start differs). Cases:
       K 4096, N 14336) and DeepSeek-like (E 256, top-8, K 7168, N 2048), bf16 and
       fp8 w8a8 per tensor with dynamic activation scales (bench_moe.py's layers);
   flash_attn_with_kvcache, one query token, 32 q / 4 kv heads, D 128, bf16,
-      page 64, B = 1 and 8 at 8k and 32k keys (bench_decode.py's shape).
+      page 64, B = 1 and 8 at 8k and 32k keys (bench_decode.py's shape), alone and with
+      the step's token appended (kv_append first).
 Columns: off ms, on ms, saved us, and the fraction of the HBM roofline (bytes the
 call must read over the device copy bandwidth measured in this run) for both.
 Results go to --json (and $OUT/pdl_sm90.json when $OUT is set).
@@ -109,6 +110,15 @@ def main():
             off, on = a_b(lambda: aotriton.flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=cs,
                                                                    block_table=table, check_inputs=False))
             record(f"flash_attn_with_kvcache B={B} context={ctx}", 2 * B * ctx * HK * D * 2, off, on)
+            # With this step's token appended first (kv_append lets the decode start at once; its
+            # programs hint L2 for their first cached rows meanwhile: tritonsrc/flash/kv_prefetch.py).
+            k_new = torch.randn(B, 1, HK, D, device=dev, dtype=torch.bfloat16)
+            v_new = torch.randn_like(k_new)
+            cs_append = cs - 1
+            off, on = a_b(lambda: aotriton.flash_attn_with_kvcache(q, k_cache, v_cache, k=k_new, v=v_new,
+                                                                   cache_seqlens=cs_append, block_table=table,
+                                                                   check_inputs=False))
+            record(f"flash_attn_with_kvcache+append B={B} context={ctx}", 2 * B * ctx * HK * D * 2, off, on)
             del k_cache, v_cache
 
     write_results({"meta": meta, "rows": rows}, args.json, "pdl_sm90.json")

@@ -9,8 +9,8 @@ stream is still running; griddepcontrol.wait returns once that kernel has
 finished and its writes are visible. Then it lets the next kernel launch
 (griddepcontrol.launch_dependents): that one's CTAs take free SM slots and wait
 there while this one runs, so its launch latency is hidden (it can never start
-its work early: it waits in turn). Kernels right before a decode GEMM trigger first
-(let_successor_start_then_wait, below). Launched normally (or USE_PDL False: sm_80,
+its work early: it waits in turn). Kernels right before a decode GEMM or decode attention
+trigger first (let_successor_start_then_wait, below). Launched normally (or USE_PDL False: sm_80,
 the CPU interpreter, Triton's own launcher) both are no-ops.
 """
 import triton
@@ -29,11 +29,13 @@ def wait_for_predecessor(USE_PDL: tl.constexpr):
 def let_successor_start_then_wait(USE_PDL: tl.constexpr):
     """wait_for_predecessor with the two steps swapped, for a kernel whose successor is a decode
     GEMM (act_and_mul and its quantizing forms before GEMM2, the dynamic quantization's second
-    step before either GEMM): the GEMM's programs may take free SM slots while this kernel
-    itself still waits, and hint L2 for their weights there (tritonsrc/moe/l2_prefetch.py).
-    That read of the GEMM's expert ids before its own wait stays safe because this kernel's
-    predecessor is never moe_align, which waits before it triggers: by the time the GEMM
-    launches, moe_align has finished. Everything else here, as wait_for_predecessor."""
+    step before either GEMM) or decode attention (kv_append): the successor's programs may take
+    free SM slots while this kernel itself still waits, and hint L2 for their weights or cached
+    K/V rows there (tritonsrc/moe/l2_prefetch.py, tritonsrc/flash/kv_prefetch.py). That read of
+    the GEMM's expert ids before its own wait stays safe because this kernel's predecessor is
+    never moe_align, which waits before it triggers: by the time the GEMM launches, moe_align has
+    finished; decode attention reads only the call's inputs there, for hints. Everything else
+    here, as wait_for_predecessor."""
     if USE_PDL:
         gdc_launch_dependents()
         gdc_wait()

@@ -32,13 +32,14 @@ def test_use_pdl_is_set_on_sm90_only(rule):
     assert build_source(rule, fn, f, cfg, 80).constants[(fn.arg_names.index("USE_PDL"),)] is False
 
 
-# Kernels whose successor is a decode GEMM trigger it before their own wait (tritonsrc/pdl.py,
-# let_successor_start_then_wait); none of them follows moe_align directly in fused_experts.
-TRIGGER_FIRST = {"act_and_mul", "act_and_mul_group_quant_fp8", "fp8_dynamic_quant_chunks"}
+# Kernels whose successor is a decode GEMM or decode attention trigger it before their own wait
+# (tritonsrc/pdl.py, let_successor_start_then_wait); none of them follows moe_align directly in
+# fused_experts.
+TRIGGER_FIRST = {"act_and_mul", "act_and_mul_group_quant_fp8", "fp8_dynamic_quant_chunks", "kv_append"}
 
 
 @pytest.mark.parametrize("name", ["act_and_mul", "attn_decode_combine", "moe_sum", "fp8_dynamic_quant_chunks",
-                                  "fp8_dynamic_amax_chunks", "act_and_mul_group_quant_fp8"])
+                                  "fp8_dynamic_amax_chunks", "act_and_mul_group_quant_fp8", "kv_append"])
 def test_sm90_cubin_waits_first_and_sm80_never(name):
     rule = next(r for r in rules.KERNELS if r.name == name)
     for arch in (80, 90):
@@ -86,3 +87,19 @@ def test_generated_launchers_ask_for_the_programmatic_launch():
             continue
         src = codegen_cpp.source(rule, by_name[rule.name], "ci")
         assert ("/*pdl=*/true" in src) == rule.pdl, rule.name
+
+
+@pytest.mark.parametrize("paged", [False, True])
+def test_decode_attention_only_reads_inputs_and_prefetches_before_the_wait(paged):
+    """attn_decode asks L2 for its split's first K/V rows before griddepcontrol.wait
+    (tritonsrc/flash/kv_prefetch.py): before it, prefetch hints and global loads (cache_seqlens,
+    block-table entries) only; Q, the predecessor's output, is read after it."""
+    rule = next(r for r in rules.KERNELS if r.name == "attn_decode")
+    f = next(f for f in rule.functionals(90) if f["PAGED"] == paged and f["dtype"] == "bf16")
+    c = compile_kernel.compile_one(rule, f, dict(rule.tuning.default(f, 90)), 90)
+    ptx = c.asm["ptx"]
+    before = ptx[ptx.index(".entry"):ptx.index("griddepcontrol.wait")]
+    assert "prefetch.global.L2" in before
+    assert not re.search(r"\b(st|atom|red|cp\.async)\.(global|shared)", before)
+    assert not re.search(r"\bld\.global\.v", before), "Q (16-byte loads) is read after the wait"
+    assert ptx.index("griddepcontrol.wait") < ptx.index("griddepcontrol.launch_dependents")

@@ -38,6 +38,7 @@ from ..pdl import wait_for_predecessor
 from .attn_mods import LOG2E, SCORE_ALIBI, in_band, log2_scores, score_mod_params
 from .kv_cache import (cached_length, checked_slots, page_entries, page_magic, page_tile_bases, sequence_caches,
                        slot_offsets, token_slots)
+from .kv_prefetch import prefetch_split_keys
 
 LN2 = tl.constexpr(0.6931471805599453)
 
@@ -215,7 +216,8 @@ def attn_decode(
     alibi_slopes SCORE_MOD 2: fp32, slope of (b, h) at b * stride_alibi_z + h;
                  scores get - slope * |i + diag - j|.
     """
-    wait_for_predecessor(USE_PDL)
+    # Before the dependency wait only the call's inputs are read (cache_seqlens, the block table),
+    # to hint L2 for this split's first K/V rows (kv_prefetch.py); Q may be the predecessor's output.
     split = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // num_heads_k
@@ -233,10 +235,6 @@ def attn_decode(
     # (head_dim // 8) * 8 == head_dim (the operator requires it); written so,
     # the compiler knows the d mask is constant over groups of 8: 16-byte loads.
     d_ok = offs_d < (head_dim // 8) * 8
-
-    q_ptrs = Q + b.to(tl.int64) * stride_qz + row_tok[:, None] * stride_qm + row_head[:, None] * stride_qh \
-        + offs_d[None, :]
-    q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
 
     # The band: query token i sees keys j with lo_off <= j - i <= hi_off,
     # offsets clamped to [-seqlen_q - 1, seqlen_k] (no overflow for any window).
@@ -273,6 +271,13 @@ def attn_decode(
 
     table_row, k_head, v_head = sequence_caches(K, V, block_table, b, hk, stride_bt, stride_kz, stride_kh, stride_vz,
                                                 stride_vh, PAGED)
+    if USE_PDL:
+        prefetch_split_keys(k_head, v_head, table_row, lo, hi, head_dim, page_size, num_blocks, stride_kz, stride_kn,
+                            stride_vz, stride_vn, BLOCK_DMODEL, PAGED)
+    wait_for_predecessor(USE_PDL)
+    q_ptrs = Q + b.to(tl.int64) * stride_qz + row_tok[:, None] * stride_qm + row_head[:, None] * stride_qh \
+        + offs_d[None, :]
+    q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
 
     qk_scale = sm_scale * LOG2E
     if SCORE_MOD == SCORE_ALIBI:

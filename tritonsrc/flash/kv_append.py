@@ -12,7 +12,7 @@ Grid: (cdiv(seqlen_new, BLOCK_M), num_seqs * num_heads_k, 1).
 import triton
 import triton.language as tl
 
-from ..pdl import wait_for_predecessor
+from ..pdl import let_successor_start_then_wait
 from .kv_cache import cached_length, sequence_caches, slot_offsets, token_slots
 
 
@@ -28,7 +28,9 @@ def kv_append(
     BLOCK_DMODEL: tl.constexpr, PAGED: tl.constexpr, BLOCK_M: tl.constexpr, USE_PDL: tl.constexpr = False,
 ):
     """K_new, V_new [B, seqlen_new, Hk, D]; K, V the cache (see decode.py)."""
-    wait_for_predecessor(USE_PDL)
+    # attn_decode follows: its programs may start at once and hint L2 for the cached rows
+    # (tritonsrc/flash/kv_prefetch.py) while this one waits and writes.
+    let_successor_start_then_wait(USE_PDL)
     bh = tl.program_id(1)
     b = bh // num_heads_k
     hk = bh % num_heads_k
