@@ -93,7 +93,8 @@ def test_generated_launchers_ask_for_the_programmatic_launch():
 def test_decode_attention_only_reads_inputs_and_prefetches_before_the_wait(paged):
     """attn_decode asks L2 for its split's first K/V rows before griddepcontrol.wait
     (tritonsrc/flash/kv_prefetch.py): before it, prefetch hints and global loads (cache_seqlens,
-    block-table entries) only; Q, the predecessor's output, is read after it."""
+    block-table entries) only; Q, the predecessor's output, is read after it, and so is
+    cache_seqlens again for the attention itself."""
     rule = next(r for r in rules.KERNELS if r.name == "attn_decode")
     f = next(f for f in rule.functionals(90) if f["PAGED"] == paged and f["dtype"] == "bf16")
     c = compile_kernel.compile_one(rule, f, dict(rule.tuning.default(f, 90)), 90)
@@ -102,4 +103,9 @@ def test_decode_attention_only_reads_inputs_and_prefetches_before_the_wait(paged
     assert "prefetch.global.L2" in before
     assert not re.search(r"\b(st|atom|red|cp\.async)\.(global|shared)", before)
     assert not re.search(r"\bld\.global\.v", before), "Q (16-byte loads) is read after the wait"
+    # The attention's own key range comes from cache_seqlens read again after the wait (a
+    # predecessor may write it): the hint's load is not reused.
+    seqlens_addr = re.search(r"ld\.global\.b32 \{ %r\d+ \}, (\[ %rd\d+ \+ 0 \])", before).group(1)
+    after = ptx[ptx.index("griddepcontrol.wait"):]
+    assert re.search(r"ld\.global\.b32 \{ %r\d+ \}, " + re.escape(seqlens_addr), after)
     assert ptx.index("griddepcontrol.wait") < ptx.index("griddepcontrol.launch_dependents")

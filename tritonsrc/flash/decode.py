@@ -172,6 +172,47 @@ def _key_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, hi, offs_n, offs
 
 
 # Sizes stay unspecialised under the JIT, as in the AOT build.
+@triton.jit
+def split_key_range(cache_seqlens, b, seqlen_new, capacity, seqlen_q, causal, window_left, window_right, split,
+                    num_splits, group, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The keys program (split, b, row block program_id(2)) attends to: (seqlen_k, diag, lo_off,
+    hi_off, lo, hi, full_lo, full_hi), [lo, hi) its keys, [full_lo, full_hi) those every row sees."""
+    seqlen_k = cached_length(cache_seqlens, b, seqlen_new, capacity) + seqlen_new
+    # The band: query token i sees keys j with lo_off <= j - i <= hi_off,
+    # offsets clamped to [-seqlen_q - 1, seqlen_k] (no overflow for any window).
+    diag = seqlen_k - seqlen_q
+    hi_off = seqlen_k
+    if window_right >= 0:
+        hi_off = tl.minimum(diag + tl.minimum(window_right, seqlen_k + seqlen_q), seqlen_k)
+    if causal != 0:
+        hi_off = tl.minimum(hi_off, diag)
+    hi_off = tl.maximum(hi_off, -seqlen_q - 1)
+    lo_off = -seqlen_q - 1
+    if window_left >= 0:
+        lo_off = tl.maximum(diag - tl.minimum(window_left, seqlen_k + seqlen_q), lo_off)
+    # The splits share the keys some query token sees, [band_lo, band_hi), so
+    # a sliding window keeps them balanced.
+    # Tiles start at multiples of BLOCK_N (the band start rounded down; its
+    # extra keys are masked): a tile never spans two pages when BLOCK_N
+    # divides the page size.
+    band_lo = (tl.minimum(tl.maximum(lo_off, 0), seqlen_k) // BLOCK_N) * BLOCK_N
+    band_hi = tl.maximum(tl.minimum(seqlen_q + hi_off, seqlen_k), band_lo)
+    chunk = tl.cdiv(tl.cdiv(band_hi - band_lo, num_splits), BLOCK_N) * BLOCK_N
+    lo = band_lo + split * chunk
+    hi = tl.minimum(lo + chunk, band_hi)
+    # Keys of this split and tile: [lo, full_lo) and [full_hi, hi) are the
+    # masked edges, every row sees all of [full_lo, full_hi).
+    first_tok = tl.minimum(tl.program_id(2) * BLOCK_M // group, seqlen_q - 1)
+    last_tok = tl.minimum((tl.program_id(2) * BLOCK_M + BLOCK_M - 1) // group, seqlen_q - 1)
+    hi = tl.maximum(tl.minimum(hi, last_tok + hi_off + 1), lo)
+    # (Rounded to tiles; below 0 the rounding does not matter: lo >= 0.)
+    lo = tl.minimum(tl.maximum(lo, ((first_tok + lo_off) // BLOCK_N) * BLOCK_N), hi)
+    full_lo = tl.minimum(tl.maximum(lo, tl.cdiv(last_tok + lo_off, BLOCK_N) * BLOCK_N), hi)
+    full_hi = tl.maximum(tl.minimum(hi, first_tok + hi_off + 1), full_lo)
+    full_hi = full_lo + ((full_hi - full_lo) // BLOCK_N) * BLOCK_N
+    return seqlen_k, diag, lo_off, hi_off, lo, hi, full_lo, full_hi
+
+
 @triton.jit(do_not_specialize=["seqlen_q", "seqlen_new", "num_seqs", "num_heads_q", "num_heads_k", "head_dim",
                                "capacity", "num_blocks", "num_splits", "causal", "window_left", "window_right",
                                "stride_alibi_z"])
@@ -216,15 +257,26 @@ def attn_decode(
     alibi_slopes SCORE_MOD 2: fp32, slope of (b, h) at b * stride_alibi_z + h;
                  scores get - slope * |i + diag - j|.
     """
-    # Before the dependency wait only the call's inputs are read (cache_seqlens, the block table),
-    # to hint L2 for this split's first K/V rows (kv_prefetch.py); Q may be the predecessor's output.
     split = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // num_heads_k
     hk = bh % num_heads_k
     group = num_heads_q // num_heads_k
-
-    seqlen_k = cached_length(cache_seqlens, b, seqlen_new, capacity) + seqlen_new
+    table_row, k_head, v_head = sequence_caches(K, V, block_table, b, hk, stride_bt, stride_kz, stride_kh, stride_vz,
+                                                stride_vh, PAGED)
+    if USE_PDL:
+        # Before the dependency wait: L2 hints for this split's first K/V rows (kv_prefetch.py),
+        # from a key range worked out of cache_seqlens as it is now. The predecessor may still
+        # write any input, so everything below reads them again after the wait.
+        _, _, _, _, lo, hi, _, _ = split_key_range(cache_seqlens, b, seqlen_new, capacity, seqlen_q, causal,
+                                                   window_left, window_right, split, num_splits, group, BLOCK_M,
+                                                   BLOCK_N)
+        prefetch_split_keys(k_head, v_head, table_row, lo, hi, head_dim, page_size, num_blocks, stride_kz, stride_kn,
+                            stride_vz, stride_vn, BLOCK_DMODEL, PAGED)
+    wait_for_predecessor(USE_PDL)
+    seqlen_k, diag, lo_off, hi_off, lo, hi, full_lo, full_hi = split_key_range(
+        cache_seqlens, b, seqlen_new, capacity, seqlen_q, causal, window_left, window_right, split, num_splits, group,
+        BLOCK_M, BLOCK_N)
 
     rows = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_tok = rows // group
@@ -235,46 +287,6 @@ def attn_decode(
     # (head_dim // 8) * 8 == head_dim (the operator requires it); written so,
     # the compiler knows the d mask is constant over groups of 8: 16-byte loads.
     d_ok = offs_d < (head_dim // 8) * 8
-
-    # The band: query token i sees keys j with lo_off <= j - i <= hi_off,
-    # offsets clamped to [-seqlen_q - 1, seqlen_k] (no overflow for any window).
-    diag = seqlen_k - seqlen_q
-    hi_off = seqlen_k
-    if window_right >= 0:
-        hi_off = tl.minimum(diag + tl.minimum(window_right, seqlen_k + seqlen_q), seqlen_k)
-    if causal != 0:
-        hi_off = tl.minimum(hi_off, diag)
-    hi_off = tl.maximum(hi_off, -seqlen_q - 1)
-    lo_off = -seqlen_q - 1
-    if window_left >= 0:
-        lo_off = tl.maximum(diag - tl.minimum(window_left, seqlen_k + seqlen_q), lo_off)
-    # The splits share the keys some query token sees, [band_lo, band_hi), so
-    # a sliding window keeps them balanced.
-    # Tiles start at multiples of BLOCK_N (the band start rounded down; its
-    # extra keys are masked): a tile never spans two pages when BLOCK_N
-    # divides the page size.
-    band_lo = (tl.minimum(tl.maximum(lo_off, 0), seqlen_k) // BLOCK_N) * BLOCK_N
-    band_hi = tl.maximum(tl.minimum(seqlen_q + hi_off, seqlen_k), band_lo)
-    chunk = tl.cdiv(tl.cdiv(band_hi - band_lo, num_splits), BLOCK_N) * BLOCK_N
-    lo = band_lo + split * chunk
-    hi = tl.minimum(lo + chunk, band_hi)
-    # Keys of this split and tile: [lo, full_lo) and [full_hi, hi) are the
-    # masked edges, every row sees all of [full_lo, full_hi).
-    first_tok = tl.minimum(tl.program_id(2) * BLOCK_M // group, seqlen_q - 1)
-    last_tok = tl.minimum((tl.program_id(2) * BLOCK_M + BLOCK_M - 1) // group, seqlen_q - 1)
-    hi = tl.maximum(tl.minimum(hi, last_tok + hi_off + 1), lo)
-    # (Rounded to tiles; below 0 the rounding does not matter: lo >= 0.)
-    lo = tl.minimum(tl.maximum(lo, ((first_tok + lo_off) // BLOCK_N) * BLOCK_N), hi)
-    full_lo = tl.minimum(tl.maximum(lo, tl.cdiv(last_tok + lo_off, BLOCK_N) * BLOCK_N), hi)
-    full_hi = tl.maximum(tl.minimum(hi, first_tok + hi_off + 1), full_lo)
-    full_hi = full_lo + ((full_hi - full_lo) // BLOCK_N) * BLOCK_N
-
-    table_row, k_head, v_head = sequence_caches(K, V, block_table, b, hk, stride_bt, stride_kz, stride_kh, stride_vz,
-                                                stride_vh, PAGED)
-    if USE_PDL:
-        prefetch_split_keys(k_head, v_head, table_row, lo, hi, head_dim, page_size, num_blocks, stride_kz, stride_kn,
-                            stride_vz, stride_vn, BLOCK_DMODEL, PAGED)
-    wait_for_predecessor(USE_PDL)
     q_ptrs = Q + b.to(tl.int64) * stride_qz + row_tok[:, None] * stride_qm + row_head[:, None] * stride_qh \
         + offs_d[None, :]
     q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
