@@ -18,6 +18,8 @@
 # device time left after a 560 s first call, the wait found a fresh machine, bench_moe's
 # results died with the old one and the fresh start cost ~120 s): order BENCHES so that
 # what matters most finishes inside the first call.
+# The machine may be an H100 80GB rather than the H200 (2026-12-05: six refused starts, then an
+# H100): results say which GPU ran them; keep H200-named result files for H200 runs (bench/results/h100/).
 # Every lease call re-copies the working tree over the repository root, which
 # pulled python/compile_client.py from under a running build (2026-12-03):
 # `start` runs from a private copy of the tree in $SRC instead.
