@@ -26,6 +26,7 @@ def _lines_kernel(k_out, v_out, table, lo, hi, head_dim, page_size, num_blocks, 
     (False, 0, 960, 1000, 120, 128, 2),  # fewer keys left than prefetched: clamped to hi - 1; head_dim < bucket
     (True, 16, 40, 300, 128, 128, 2),    # vLLM's page 16: keys cross pages, one entry invalid
     (True, 64, 128, 129, 64, 64, 4),     # one key left, fp32 lines of 32 elements
+    (True, 16, 300, 300, 128, 128, 2),   # an empty split: row hi - 1 only
 ])
 def test_lines_are_the_split_rows_in_the_cache(paged, page_size, lo, hi, head_dim, block_d, elem):
     keys = 64
@@ -43,7 +44,7 @@ def test_lines_are_the_split_rows_in_the_cache(paged, page_size, lo, hi, head_di
     _lines_kernel[(1, )](k_out, v_out, table, lo, hi, head_dim, page_size, num_blocks, stride_kz, stride_kn,
                          stride_vz, stride_vn, BLOCK_DMODEL=block_d, ELEM_BYTES=elem, PAGED=paged, KEYS=keys,
                          LINES=lines)
-    cols = torch.clamp(lo + torch.arange(keys), max=hi - 1)
+    cols = torch.clamp(lo + torch.arange(keys), max=max(hi - 1, 0))
     d = torch.clamp(torch.arange(lines) * line, max=head_dim - 1)
     for out, sz, sn in ((k_out, stride_kz, stride_kn), (v_out, stride_vz, stride_vn)):
         if paged:

@@ -262,8 +262,6 @@ def attn_decode(
     b = bh // num_heads_k
     hk = bh % num_heads_k
     group = num_heads_q // num_heads_k
-    table_row, k_head, v_head = sequence_caches(K, V, block_table, b, hk, stride_bt, stride_kz, stride_kh, stride_vz,
-                                                stride_vh, PAGED)
     if USE_PDL:
         # Before the dependency wait: L2 hints for this split's first K/V rows (kv_prefetch.py),
         # from a key range worked out of cache_seqlens as it is now. The predecessor may still
@@ -271,13 +269,11 @@ def attn_decode(
         _, _, _, _, lo, hi, _, _ = split_key_range(cache_seqlens, b, seqlen_new, capacity, seqlen_q, causal,
                                                    window_left, window_right, split, num_splits, group, BLOCK_M,
                                                    BLOCK_N)
+        table_row, k_head, v_head = sequence_caches(K, V, block_table, b, hk, stride_bt, stride_kz, stride_kh,
+                                                    stride_vz, stride_vh, PAGED)
         prefetch_split_keys(k_head, v_head, table_row, lo, hi, head_dim, page_size, num_blocks, stride_kz, stride_kn,
                             stride_vz, stride_vn, BLOCK_DMODEL, PAGED)
     wait_for_predecessor(USE_PDL)
-    seqlen_k, diag, lo_off, hi_off, lo, hi, full_lo, full_hi = split_key_range(
-        cache_seqlens, b, seqlen_new, capacity, seqlen_q, causal, window_left, window_right, split, num_splits, group,
-        BLOCK_M, BLOCK_N)
-
     rows = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_tok = rows // group
     row_head = hk * group + rows % group
@@ -290,6 +286,11 @@ def attn_decode(
     q_ptrs = Q + b.to(tl.int64) * stride_qz + row_tok[:, None] * stride_qm + row_head[:, None] * stride_qh \
         + offs_d[None, :]
     q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    seqlen_k, diag, lo_off, hi_off, lo, hi, full_lo, full_hi = split_key_range(
+        cache_seqlens, b, seqlen_new, capacity, seqlen_q, causal, window_left, window_right, split, num_splits, group,
+        BLOCK_M, BLOCK_N)
+    table_row, k_head, v_head = sequence_caches(K, V, block_table, b, hk, stride_bt, stride_kz, stride_kh, stride_vz,
+                                                stride_vh, PAGED)
 
     qk_scale = sm_scale * LOG2E
     if SCORE_MOD == SCORE_ALIBI:
