@@ -16,9 +16,9 @@ SHARED_LIMIT = 227 * 1024
 
 def _shared_bytes(f, c):
     """The cp.async weight ring (PREFETCH 0: NUM_STAGES tiles of BLOCK_SIZE_N rows of
-    BLOCK_SIZE_K / 2 bytes) and the two activation buffers (16 or 32 rows of 16-bit values)."""
+    BLOCK_SIZE_K / 2 bytes) and the two activation buffers (16 rows of 16-bit values)."""
     ring = c["NUM_STAGES"] * c["BLOCK_SIZE_N"] * f["BLOCK_SIZE_K"] // 2 if c["PREFETCH"] == 0 else 0
-    return ring + 2 * f["BLOCK_SIZE_M"] * c["MERGE"] * f["BLOCK_SIZE_K"] * 2
+    return ring + 2 * f["BLOCK_SIZE_M"] * f["BLOCK_SIZE_K"] * 2
 
 
 def _prune(f, c, arch):
@@ -49,13 +49,8 @@ fused_moe_gemm_wq_hopper = Kernel(
     tuning=TuningSpace(
         # PREFETCH 0: the weights through a cp.async ring of NUM_STAGES tiles; 1-2: tiles loaded
         # ahead into registers.
-        # MERGE 2 (JIT launcher only): an even M block also computes the next block when it has
-        # the same expert (one dequantization for both).
         params={"BLOCK_SIZE_N": [64, 128], "PREFETCH": [0, 1, 2], "NUM_STAGES": [2, 4, 8],
-                # MERGE 2 lost in every measured row (H100: GEMM1 M=64 423.6 vs 352.1 us;
-                # bench/results/h100/int4_wgmma_sm90.json): out of the tuner's space, kept in the
-                # kernel (JIT-tested) for other shapes.
-                "GROUP_SIZE_M": [1, 16], "MERGE": [1], "num_warps": [4]},
+                "GROUP_SIZE_M": [1, 16], "num_warps": [4]},
         # The SASS's choice (docs/notes-moe-perf.md): 64 rows take 96 registers (5 CTAs an SM, 40 KB
         # of shared memory each) and an 8-deep ring keeps ~28 KB of weights in flight per CTA (a
         # power of 2: the ring index is a mask, not a division). GEMM2 (the routed weight) with a
@@ -65,7 +60,7 @@ fused_moe_gemm_wq_hopper = Kernel(
         # (M up to 64) they run side by side and share each weight tile through L2
         # (fused_moe_gemm's M <= 64 row, tritonsrc/moe/configs.py).
         default=lambda f, arch: {"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 4 if f["MUL_ROUTED_WEIGHT"] else 8,
-                                 "GROUP_SIZE_M": 16, "MERGE": 1, "num_warps": 4},
+                                 "GROUP_SIZE_M": 16, "num_warps": 4},
         prune=_prune,
     ),
     grid=("cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N)", "SPLIT_K", "1"),

@@ -62,7 +62,6 @@ def _corners():
             yield f, dict(rule.tuning.default(f, 90), BLOCK_SIZE_N=bn, PREFETCH=2, NUM_STAGES=2)
     yield dict(f, dtype="fp16", MUL_ROUTED_WEIGHT=False, SPLIT_K=1), dict(rule.tuning.default(f, 90), PREFETCH=1,
                                                                           NUM_STAGES=2)
-    yield f, dict(rule.tuning.default(f, 90), MERGE=2)  # two M blocks of one expert per program
 
 
 @pytest.mark.parametrize("functional,config", list(_corners()), ids=str)

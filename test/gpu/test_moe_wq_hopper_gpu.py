@@ -192,29 +192,3 @@ def test_splits_past_the_last_k_tile_write_zeros():
     parts = c.view(ids.numel(), 4, N)
     assert torch.equal(parts[:, 2:], torch.zeros_like(parts[:, 2:]))
     assert rel_err(parts.double().sum(1), gemm_ref(a, d, w, ids, topk, True)) < GEMM_TOL[torch.bfloat16]
-
-
-@pytest.mark.parametrize("mul", [False, True])
-def test_merged_blocks_match_the_reference(mul):
-    """MERGE 2 (JIT launcher): an even M block also computes the next block of the same expert
-    (which exits); with 20 slots per expert on average most experts have two blocks, some one,
-    and one block carries a bad expert id (zeros, its own rows only)."""
-    import aotriton
-    from python.jit.moe_quant import invoke_grouped_gemm_wq_hopper
-
-    E, topk, K, N, group = 4, 2, 512, 192, 128
-    a, q, s, zp, d, w, ids = operands(40, E, topk, K, N, group, True, torch.bfloat16, seed=17)
-    srt, eid, ntpp = aotriton.moe_align_block_size(ids, 16, E)
-    blocks = int(ntpp.item()) // 16
-    assert any(eid[b] == eid[b + 1] for b in range(0, blocks - 2, 2)), "no pair of blocks to merge"
-    eid[blocks - 1] = -1  # the last block: dropped
-    dropped = srt[(blocks - 1) * 16:blocks * 16]
-    dropped = dropped[dropped < ids.numel()].long()
-    c = torch.full((ids.numel(), N), float("nan"), dtype=a.dtype, device=DEV)
-    cfg = dict(BLOCK_SIZE_N=64, PREFETCH=0, NUM_STAGES=4, GROUP_SIZE_M=16, MERGE=2, num_warps=4)
-    invoke_grouped_gemm_wq_hopper(a, q, c, w.reshape(-1).contiguous() if mul else None, srt, eid, ntpp, topk, s, zp,
-                                  group, cfg, mul_routed_weight=mul)
-    ref = gemm_ref(a, d, w, ids, topk, mul)
-    ref[dropped] = 0
-    assert torch.equal(c[dropped], torch.zeros_like(c[dropped]))
-    assert rel_err(c, ref) < GEMM_TOL[torch.bfloat16]

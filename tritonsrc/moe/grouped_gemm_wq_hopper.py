@@ -190,13 +190,9 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
                                group_size, has_zp, num_experts,
                                MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
                                BLOCK_SIZE_K: gl.constexpr, GROUP_SIZE_M: gl.constexpr, SPLIT_K: gl.constexpr,
-                               PREFETCH: gl.constexpr, NUM_STAGES: gl.constexpr = 4, MERGE: gl.constexpr = 1,
-                               USE_PDL: gl.constexpr = False):
+                               PREFETCH: gl.constexpr, NUM_STAGES: gl.constexpr = 4, USE_PDL: gl.constexpr = False):
     """One BLOCK_SIZE_N x BLOCK_SIZE_M tile of C^T; 4 warps (one warpgroup). BLOCK_SIZE_N 64 or
-    128; BLOCK_SIZE_M 8 or 16 (the align block size); MERGE 2: a program also takes the next M
-    block when it has the same expert (an even block takes the odd one after it, which then
-    exits), so an expert with two blocks is dequantized once (wgmma N = 2 * BLOCK_SIZE_M);
-    BLOCK_SIZE_K 64, 128 or 256, dividing
+    128; BLOCK_SIZE_M 8 or 16 (the align block size); BLOCK_SIZE_K 64, 128 or 256, dividing
     group_size (one scale and zero point per row and K tile); PREFETCH: K tiles of weights
     loaded ahead into registers (1 or 2), or 0: a ring of NUM_STAGES tiles in shared memory
     filled by cp.async, each thread copying and later reading only its own 16-byte pieces (no
@@ -204,13 +200,13 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     gl.static_assert(PREFETCH <= 2)
     BLOCK_K: gl.constexpr = BLOCK_SIZE_K
     dtype: gl.constexpr = a_ptr.dtype.element_ty
-    gl.static_assert(MERGE == 1 or MERGE == 2)
-    ROWS: gl.constexpr = BLOCK_SIZE_M * MERGE  # the wgmma's N: this block's slots, and the next block's
-    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, ROWS, 16])
+    # wgmma N: the block's slots.
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                  instr_shape=[16, BLOCK_SIZE_M, 16])
     a_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
     packed: gl.constexpr = packed_layout(BLOCK_SIZE_N, BLOCK_K)
     x_layout: gl.constexpr = gl.BlockedLayout([1, 8], [256 // BLOCK_K, BLOCK_K // 8], [4, 1], [1, 0])
-    x_smem_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([ROWS, BLOCK_K], dtype)
+    x_smem_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_SIZE_M, BLOCK_K], dtype)
     out_layout: gl.constexpr = gl.BlockedLayout([8, 1], [16, 2], [1, 4], [0, 1])
 
     # Aligned-only kernel, as fused_moe_wq_kernel: say so, so loads vectorize.
@@ -244,9 +240,8 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
         kt_lo = 0
         kt_hi = num_kt
 
-    # Output tile [BLOCK_N, ROWS] (C^T): columns are slots.
-    out_r = gl.arange(0, ROWS, layout=gl.SliceLayout(0, out_layout))
-    out_m = pid_m * BLOCK_SIZE_M + out_r
+    # Output tile [BLOCK_N, BLOCK_SIZE_M] (C^T): columns are slots.
+    out_m = pid_m * BLOCK_SIZE_M + gl.arange(0, BLOCK_SIZE_M, layout=gl.SliceLayout(0, out_layout))
     out_slot = gl.load(sorted_token_ids_ptr + out_m, mask=out_m < EM, other=num_valid_tokens)
     out_ok = (out_slot >= 0) & (out_slot < num_valid_tokens)
     out_n = pid_n * BLOCK_SIZE_N + gl.arange(0, BLOCK_SIZE_N, layout=gl.SliceLayout(1, out_layout))
@@ -254,25 +249,14 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     c_mask = gl.expand_dims(out_ok, 0) & gl.expand_dims(out_n < N, 1)
 
     expert = gl.load(expert_ids_ptr + pid_m).to(gl.int64)
-    if (expert < 0) | (expert >= num_experts):  # this block's rows only: the next block decides its own
-        gl.store(c_ptrs, gl.zeros([BLOCK_SIZE_N, ROWS], c_ptr.dtype.element_ty, layout=out_layout),
-                 mask=c_mask & gl.expand_dims(out_r < BLOCK_SIZE_M, 0))
+    if (expert < 0) | (expert >= num_experts):
+        gl.store(c_ptrs, gl.zeros([BLOCK_SIZE_N, BLOCK_SIZE_M], c_ptr.dtype.element_ty, layout=out_layout),
+                 mask=c_mask)
         return
-    rows_used = gl.to_tensor(BLOCK_SIZE_M)  # this block's rows (a runtime value: MERGE may widen it)
-    if MERGE == 2:
-        if (pid_m % 2 == 1) & (gl.load(expert_ids_ptr + pid_m - (pid_m % 2)) == expert):
-            return  # odd, after a block of the same expert: the even block computes these rows
-        nxt_m = pid_m + 1
-        nxt_ok = (nxt_m * BLOCK_SIZE_M < gl.load(num_tokens_post_padded_ptr)) & (nxt_m < gl.cdiv(EM, BLOCK_SIZE_M))
-        nxt_expert = gl.load(expert_ids_ptr + gl.minimum(nxt_m, gl.cdiv(EM, BLOCK_SIZE_M) - 1))
-        if (pid_m % 2 == 0) & nxt_ok & (nxt_expert == expert):
-            rows_used = gl.to_tensor(ROWS)
-    c_mask = c_mask & gl.expand_dims(out_r < rows_used, 0)
 
-    # Activation rows (slot // top_k) of the block(s), masked rows read as 0.
-    x_r = gl.arange(0, ROWS, layout=gl.SliceLayout(1, x_layout))
-    x_m = pid_m * BLOCK_SIZE_M + x_r
-    x_slot = gl.load(sorted_token_ids_ptr + x_m, mask=(x_m < EM) & (x_r < rows_used), other=num_valid_tokens)
+    # Activation rows (slot // top_k) of the block, masked rows read as 0.
+    x_m = pid_m * BLOCK_SIZE_M + gl.arange(0, BLOCK_SIZE_M, layout=gl.SliceLayout(1, x_layout))
+    x_slot = gl.load(sorted_token_ids_ptr + x_m, mask=x_m < EM, other=num_valid_tokens)
     x_ok = gl.expand_dims((x_slot >= 0) & (x_slot < num_valid_tokens), 1)
     x_k = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, x_layout))
     x_ptrs = a_ptr + gl.expand_dims((x_slot // top_k).to(gl.int64) * stride_am, 1) + gl.expand_dims(x_k, 0)
@@ -291,9 +275,9 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     # magic = floor((2^32 - 1) / d): exact while (t + 1) * d < 2^32 (one IMAD.HI in the loop).
     group_magic = 0xFFFFFFFF // (group_size // BLOCK_K).to(gl.uint32)
 
-    x_bufs = gl.allocate_shared_memory(dtype, [2, ROWS, BLOCK_K], x_smem_layout)
-    acc = gl.zeros([BLOCK_SIZE_N, ROWS], gl.float32, layout=mma)
-    part_zero = gl.zeros([BLOCK_SIZE_N, ROWS], gl.float32, layout=mma)
+    x_bufs = gl.allocate_shared_memory(dtype, [2, BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
+    acc = gl.zeros([BLOCK_SIZE_N, BLOCK_SIZE_M], gl.float32, layout=mma)
+    part_zero = gl.zeros([BLOCK_SIZE_N, BLOCK_SIZE_M], gl.float32, layout=mma)
 
     # Software pipeline by hand: the packed weights PREFETCH tiles ahead (plain loads into
     # registers, or the cp.async ring), the activations, scales and zero points one tile ahead.
@@ -336,7 +320,7 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
         if PREFETCH == 0:
             async_copy.wait_group(NUM_STAGES - 2)  # this thread's copies of tile t have landed
         buf = x_bufs.index(t % 2)
-        buf.store(_activation_k(x, ROWS, BLOCK_K))
+        buf.store(_activation_k(x, BLOCK_SIZE_M, BLOCK_K))
         fence_async_shared()
         # Every thread's activations are in `buf`; every thread is done with the ring slot
         # read last iteration, which the copy below refills.
@@ -357,9 +341,8 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
         async_copy.wait_group(0)
 
     if MUL_ROUTED_WEIGHT:
-        wt_r = gl.arange(0, ROWS, layout=gl.SliceLayout(0, mma))
-        wt_m = pid_m * BLOCK_SIZE_M + wt_r
-        wt_slot = gl.load(sorted_token_ids_ptr + wt_m, mask=(wt_m < EM) & (wt_r < rows_used), other=num_valid_tokens)
+        wt_m = pid_m * BLOCK_SIZE_M + gl.arange(0, BLOCK_SIZE_M, layout=gl.SliceLayout(0, mma))
+        wt_slot = gl.load(sorted_token_ids_ptr + wt_m, mask=wt_m < EM, other=num_valid_tokens)
         wt_ok = (wt_slot >= 0) & (wt_slot < num_valid_tokens)
         wt = gl.load(topk_weights_ptr + wt_slot.to(gl.int64), mask=wt_ok, other=0.0)
         acc = acc * gl.expand_dims(wt, 0)
