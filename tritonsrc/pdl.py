@@ -40,3 +40,11 @@ def let_successor_start_then_wait(USE_PDL: tl.constexpr):
         gdc_launch_dependents()
         gdc_wait()
 
+
+@triton.jit
+def hint_l2(ptrs):
+    """prefetch.global.L2 for every address in `ptrs` (sm_90 PTX; what a program may do with its
+    inputs before its wait: tritonsrc/moe/l2_prefetch.py, tritonsrc/flash/kv_prefetch.py). A hint:
+    no data comes back, and the caller keeps the addresses inside its tensors."""
+    tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
+                              is_pure=False, pack=1)

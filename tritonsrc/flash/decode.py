@@ -171,7 +171,6 @@ def _key_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, hi, offs_n, offs
     return acc, l_i, m_i
 
 
-# Sizes stay unspecialised under the JIT, as in the AOT build.
 @triton.jit
 def split_key_range(cache_seqlens, b, seqlen_new, capacity, seqlen_q, causal, window_left, window_right, split,
                     num_splits, group, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -213,6 +212,7 @@ def split_key_range(cache_seqlens, b, seqlen_new, capacity, seqlen_q, causal, wi
     return seqlen_k, diag, lo_off, hi_off, lo, hi, full_lo, full_hi
 
 
+# Sizes stay unspecialised under the JIT, as in the AOT build.
 @triton.jit(do_not_specialize=["seqlen_q", "seqlen_new", "num_seqs", "num_heads_q", "num_heads_k", "head_dim",
                                "capacity", "num_blocks", "num_splits", "causal", "window_left", "window_right",
                                "stride_alibi_z"])
@@ -262,6 +262,8 @@ def attn_decode(
     b = bh // num_heads_k
     hk = bh % num_heads_k
     group = num_heads_q // num_heads_k
+    table_row, k_head, v_head = sequence_caches(K, V, block_table, b, hk, stride_bt, stride_kz, stride_kh, stride_vz,
+                                                stride_vh, PAGED)  # addresses only: nothing read
     if USE_PDL:
         # Before the dependency wait: L2 hints for this split's first K/V rows (kv_prefetch.py),
         # from a key range worked out of cache_seqlens as it is now. The predecessor may still
@@ -269,8 +271,6 @@ def attn_decode(
         _, _, _, _, lo, hi, _, _ = split_key_range(cache_seqlens, b, seqlen_new, capacity, seqlen_q, causal,
                                                    window_left, window_right, split, num_splits, group, BLOCK_M,
                                                    BLOCK_N)
-        table_row, k_head, v_head = sequence_caches(K, V, block_table, b, hk, stride_bt, stride_kz, stride_kh,
-                                                    stride_vz, stride_vh, PAGED)
         prefetch_split_keys(k_head, v_head, table_row, lo, hi, head_dim, page_size, num_blocks, stride_kz, stride_kn,
                             stride_vz, stride_vn, BLOCK_DMODEL, PAGED)
     wait_for_predecessor(USE_PDL)
@@ -289,8 +289,6 @@ def attn_decode(
     seqlen_k, diag, lo_off, hi_off, lo, hi, full_lo, full_hi = split_key_range(
         cache_seqlens, b, seqlen_new, capacity, seqlen_q, causal, window_left, window_right, split, num_splits, group,
         BLOCK_M, BLOCK_N)
-    table_row, k_head, v_head = sequence_caches(K, V, block_table, b, hk, stride_bt, stride_kz, stride_kh, stride_vz,
-                                                stride_vh, PAGED)
 
     qk_scale = sm_scale * LOG2E
     if SCORE_MOD == SCORE_ALIBI:

@@ -14,6 +14,7 @@ clamped into the row).
 import triton
 import triton.language as tl
 
+from ..pdl import hint_l2
 from .kv_cache import slot_offsets, token_slots
 
 PREFETCH_BYTES = tl.constexpr(32768)  # K and V per program: one 64-key tile at D 128 in 16 bits
@@ -45,5 +46,5 @@ def prefetch_split_keys(k_head, v_head, table_row, lo, hi, head_dim, page_size, 
     if hi > 0:  # a sequence without keys may have a cache of no rows (capacity 0): nothing to hint
         k_lines, v_lines = key_row_lines(table_row, lo, hi, head_dim, page_size, num_blocks, stride_kz, stride_kn,
                                          stride_vz, stride_vn, BLOCK_DMODEL, ELEM_BYTES, PAGED, KEYS)
-        tl.inline_asm_elementwise("prefetch.global.L2 [$1]; prefetch.global.L2 [$2]; mov.u32 $0, 0;", "=r,l,l",
-                                  [k_head + k_lines, v_head + v_lines], dtype=tl.int32, is_pure=False, pack=1)
+        hint_l2(k_head + k_lines)
+        hint_l2(v_head + v_lines)

@@ -13,6 +13,7 @@ where the id is final when they start (docs/notes-moe-perf.md, "weights into L2 
 import triton
 import triton.language as tl
 
+from ..pdl import hint_l2
 from .expert_tiles import grouped_tile
 
 L2_PREFETCH_BYTES = tl.constexpr(32768)  # per program: ~17 MB over 528 resident programs, ~4 us of HBM
@@ -52,6 +53,4 @@ def prefetch_weight_tiles(b_ptr, expert_ids_ptr, num_tokens_post_padded_ptr, EM,
                 first_byte = tl.program_id(1) * tl.cdiv(tl.cdiv(K, BLOCK_SIZE_K), SPLIT_K) * TILE_ROW_BYTES
             lines = weight_tile_lines(expert, pid_n, N, stride_be_bytes, stride_bn_bytes, row_bytes, first_byte,
                                       BLOCK_SIZE_N, TILE_ROW_BYTES)
-            tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l",
-                                      [b_ptr.to(tl.pointer_type(tl.int8)) + lines], dtype=tl.int32,
-                                      is_pure=False, pack=1)
+            hint_l2(b_ptr.to(tl.pointer_type(tl.int8)) + lines)
