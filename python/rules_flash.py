@@ -382,7 +382,8 @@ FLASH_KERNELS += VDIM_KERNELS
 # One default config per functional keeps the release cubin count small.
 # ----------------------------------------------------------------------------
 from tritonsrc.flash.decode_configs import (  # noqa: E402
-    DECODE_HEAD_BUCKETS, DECODE_KEYS_PER_SPLIT_BINS, PAGE_TILE_KEYS, combine_config, default_decode_config)
+    DECODE_HEAD_BUCKETS, DECODE_KEYS_PER_SPLIT_BINS, PAGE_STEP_KEYS, PAGE_TILE_KEYS, combine_config,
+    default_decode_config)
 
 _DECODE_DTYPES = ["fp16", "bf16"]
 
@@ -394,14 +395,16 @@ def _decode_candidate(f, c, arch):
     tile = 2 * c["BLOCK_N"] * f["BLOCK_DMODEL"] * 2
     smem = max(c["num_stages"] - 1, 1) * tile + c["BLOCK_M"] * f["BLOCK_DMODEL"] * 2
     limit = 227 * 1024 if arch >= 90 else 163 * 1024
-    if f.get("PAGE_TILES") and c["BLOCK_N"] > PAGE_TILE_KEYS:
+    if f.get("PAGE_TILES") == 1 and c["BLOCK_N"] > PAGE_TILE_KEYS:
         return False  # a tile must fit every page the operator sends here
+    if f.get("PAGE_TILES") == 2 and c["BLOCK_N"] < PAGE_STEP_KEYS:
+        return False  # and hold whole pages of 16 or 32 keys here
     return (smem <= limit and c["BLOCK_N"] * f["BLOCK_DMODEL"] <= 16384) \
         or dict(c) == _decode_default(f)
 
 
 def _decode_default(f):
-    return default_decode_config(f["BLOCK_DMODEL"], f.get("PAGE_TILES", False))
+    return default_decode_config(f["BLOCK_DMODEL"], f.get("PAGE_TILES", 0))
 
 
 # Decode tensors are [B, S, H, D] (q, o, new keys: "zmh") or a cache
@@ -450,11 +453,12 @@ attn_decode = Kernel(
         Arg("window_left", "i32"), Arg("window_right", "i32"), Arg("softcap", "fp32"), *ALIBI.args,
     ],
     # SCORE_MOD: 0 none, 1 softcap, 2 ALiBi (the sliding window is runtime: it
-    # only moves the tile range and the edge masks). PAGE_TILES: paged caches
-    # whose page size is a multiple of PAGE_TILE_KEYS (one lookup per tile).
+    # only moves the tile range and the edge masks). PAGE_TILES, how a paged
+    # cache is walked (decode_configs.page_tiles): 0 a lookup per key, 1 per
+    # tile (pages a multiple of PAGE_TILE_KEYS), 2 whole pages of 16 or 32 per tile.
     functional={"dtype": _DECODE_DTYPES, "BLOCK_DMODEL": list(DECODE_HEAD_BUCKETS), "PAGED": [False, True],
-                "SCORE_MOD": [0, 1, 2], "PAGE_TILES": [False, True]},
-    valid=lambda f, arch: f["PAGED"] or not f["PAGE_TILES"],
+                "SCORE_MOD": [0, 1, 2], "PAGE_TILES": [0, 1, 2]},
+    valid=lambda f, arch: f["PAGED"] or f["PAGE_TILES"] == 0,
     tuning=TuningSpace(
         params={"BLOCK_M": [16, 32], "BLOCK_N": [16, 32, 64, 128], "num_warps": [4, 8], "num_stages": [2, 3, 4, 5]},
         default=lambda f, arch: _decode_default(f),

@@ -52,9 +52,11 @@ def header() -> str:
         "// dims kVdimQkMin[i]..kVdimQkMax[i] (multiples of 8) with V head dim kVdimV[i].\n",
         *(_array("int64_t", name, col) for name, col in zip(("kVdimQkMin", "kVdimQkMax", "kVdimV"),
                                                              zip(*vdim_rows()))),
-        "// Paged decode: page sizes that are multiples of this run the PAGE_TILES kernels, whose\n"
-        "// tiles are at most this long (tritonsrc/flash/decode_configs.py PAGE_TILE_KEYS).\n",
+        "// Paged decode (tritonsrc/flash/decode_configs.py page_tiles): page sizes that are multiples\n"
+        "// of kPageTileKeys run PAGE_TILES 1 (tiles at most this long), those dividing kPageStepKeys\n"
+        "// PAGE_TILES 2 (whole pages per tile, tiles at least this long).\n",
         f"constexpr int64_t kPageTileKeys = {decode_configs.PAGE_TILE_KEYS};\n",
+        f"constexpr int64_t kPageStepKeys = {decode_configs.PAGE_STEP_KEYS};\n",
         "\n",
         "// MoE (python/rules_moe.py, tritonsrc/moe/configs.py).\n",
         f"constexpr int64_t kMaxExperts = {max_experts};  // largest BLOCK_E of the routing kernels\n",

@@ -136,7 +136,7 @@ def tune_decode(args, rule, load_db, save_db, db_path):
                   f"run the same command again to resume", flush=True)
             break
         f = {"dtype": dtype, "BLOCK_DMODEL": DC.decode_head_bucket(D), "PAGED": paged, "SCORE_MOD": 0,
-             "PAGE_TILES": paged and DC.page_tiles(args.page_size)}
+             "PAGE_TILES": DC.page_tiles(args.page_size) if paged else 0}
         fname = functional_name(f)
         case = DecodeCase(dtype, D, paged, B, args.context, hq, hk, args.page_size, num_sms)
         bins = [bin_of(case.keys_per_split, bins_of)]

@@ -38,8 +38,10 @@ def decode_jit(q, k_cache, v_cache, cache_seqlens, *, sm_scale, k=None, v=None, 
     cfg = default_decode_config(D, tiles)
     if config:
         cfg.update(config)
-    if tiles and k_cache.shape[1] % cfg["BLOCK_N"]:
-        raise ValueError(f"BLOCK_N {cfg['BLOCK_N']} must divide the page size {k_cache.shape[1]} (PAGE_TILES)")
+    if tiles == 1 and k_cache.shape[1] % cfg["BLOCK_N"]:
+        raise ValueError(f"BLOCK_N {cfg['BLOCK_N']} must divide the page size {k_cache.shape[1]} (PAGE_TILES 1)")
+    if tiles == 2 and cfg["BLOCK_N"] % k_cache.shape[1]:
+        raise ValueError(f"the page size {k_cache.shape[1]} must divide BLOCK_N {cfg['BLOCK_N']} (PAGE_TILES 2)")
 
     caches = _caches(k_cache, v_cache, cache_seqlens, block_table)
     if seqlen_new:
@@ -66,7 +68,7 @@ def decode_jit(q, k_cache, v_cache, cache_seqlens, *, sm_scale, k=None, v=None, 
 
 def _page_tiles(k_cache, v_cache, paged):
     """The PAGE_TILES functional of these caches (flash_decode.cc decides the same)."""
-    return paged and page_tiles(k_cache.shape[1], max(k_cache.stride(1), v_cache.stride(1)))
+    return page_tiles(k_cache.shape[1], max(k_cache.stride(1), v_cache.stride(1))) if paged else 0
 
 
 def _caches(k_cache, v_cache, cache_seqlens, block_table):

@@ -143,11 +143,11 @@ def test_default_config():
     run_case(2, 2, 8, 2, 64, 256, 64, [200, 131], 2, True, 3, torch.float16, config=None)
 
 
-@pytest.mark.parametrize("page", [16, 64], ids=["per_key", "page_tiles"])
+@pytest.mark.parametrize("page", [48, 16, 64], ids=["per_key", "page_steps", "page_tiles"])
 def test_invalid_block_table_entries_are_left_out(page):
     """Entries outside [0, num_blocks) never address memory: their keys are
-    left out of the softmax and the append skips them (per key, and per tile
-    in the PAGE_TILES kernel)."""
+    left out of the softmax and the append skips them (per key, per key with
+    pages stepped (PAGE_TILES 2), and per tile (PAGE_TILES 1))."""
     gen = torch.Generator().manual_seed(1)
     B, hq, hk, d, cap = 2, 4, 1, 64, 4 * page
     cache = Cache(B, cap, hk, d, torch.float32, page, gen)
@@ -214,6 +214,16 @@ def test_sliding_window_page_tiles(window, causal, splits, sq, new, block_n):
              config={"BLOCK_M": 16, "BLOCK_N": block_n, "num_warps": 4, "num_stages": 2})
 
 
+# Pages of 16 in 64-key tiles (4 pages a tile; the unmasked loop steps them over several
+# tiles where the band is long: no window, or one of 150), with and without a window.
+@pytest.mark.parametrize("window,causal,splits,sq,new", [((-1, -1), False, 1, 1, 0), ((16, 0), False, 3, 3, 1),
+                                                         ((37, -1), True, 2, 2, 0), ((150, -1), True, 1, 2, 1)],
+                         ids=str)
+def test_sliding_window_page_steps(window, causal, splits, sq, new):
+    run_case(2, sq, 8, 2, 64, 256, 16, [200, 71], new, causal, splits, torch.float16, window=window,
+             config={"BLOCK_M": 16, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2})
+
+
 @pytest.mark.parametrize("softcap", [30.0, 0.5])
 @pytest.mark.parametrize("splits", [1, 3])
 def test_softcap(softcap, splits):
@@ -227,9 +237,11 @@ def test_alibi(alibi, splits, causal, window):
     run_case(2, 3, 8, 2, 64, 128, 64, [110, 30], 1, causal, splits, torch.float32, alibi=alibi, window=window)
 
 
-# Tiles of several pages and pages of several tiles: the loop reads each
-# tile's block-table entries one iteration ahead (decode.py _decode_tiles).
+# Tiles of several pages (pages of 16 and 32: PAGE_TILES 2, each key's page
+# stepped a tile at a time) and pages of several tiles (PAGE_TILES 1): the
+# loops read each tile's block-table entries one iteration ahead.
 @pytest.mark.parametrize("block_n,page,seqlens,splits", [(32, 16, [77, 127], 1), (64, 16, [127, 45], 3),
+                                                         (32, 32, [95, 64], 2), (64, 32, [127, 33], 3),
                                                          (16, 64, [126, 99], 2), (32, 64, [0, 127], 1),
                                                          (64, 128, [127, 66], 2)], ids=str)
 def test_tile_and_page_sizes(block_n, page, seqlens, splits):

@@ -25,8 +25,10 @@ def test_header_holds_the_python_tables():
     h = shared_constants.header()
     assert _array(h, "kHeadDimBuckets") == rules_flash.HEAD_DIM_BUCKETS
     assert _scalar(h, "kMaxHeadDim") == 256
-    from tritonsrc.flash.decode_configs import PAGE_TILE_KEYS, page_tiles
-    assert _scalar(h, "kPageTileKeys") == PAGE_TILE_KEYS and page_tiles(PAGE_TILE_KEYS) and not page_tiles(16)
+    from tritonsrc.flash.decode_configs import PAGE_STEP_KEYS, PAGE_TILE_KEYS, page_tiles
+    assert _scalar(h, "kPageTileKeys") == PAGE_TILE_KEYS and _scalar(h, "kPageStepKeys") == PAGE_STEP_KEYS
+    assert [page_tiles(p) for p in (16, 32, 48, 64, 80, 128)] == [2, 2, 0, 1, 0, 1]
+    assert page_tiles(64, row_stride=2**31 // 64) == 0  # in-tile offsets past int32: a lookup per key
     assert _scalar(h, "kMaxExperts") == max(rules_moe.ALIGN_BLOCK_E) == max(rules_moe.TOPK_BLOCK_E)
     assert _scalar(h, "kAlignBlockT") == moe_configs.ALIGN_BLOCK_T
     assert _scalar(h, "kAlignSmallMax") == moe_configs.ALIGN_SMALL_MAX

@@ -105,8 +105,8 @@ def check_case(B, sq, hq, hk, d, cap, page, seqlens, new, causal, splits, dtype,
 GRID = []
 for i, (page, sq, new, causal, splits, (hq, hk), d) in enumerate(
         [(p, s, n, c, sp, h, dd)
-         for p in (None, 16, 64, 256) for s in (1, 2, 4, 8) for n in (0, 1) for c in (False, True)
-         for sp in (0, 1, 3) for h in ((32, 4),) for dd in (128,)]):
+         for p in (None, 16, 48, 64, 256) for s in (1, 2, 4, 8) for n in (0, 1) for c in (False, True)
+         for sp in (0, 1, 3) for h in ((32, 4),) for dd in (128,) if p != 48 or s in (1, 4)]):
     GRID.append((page, sq, new, causal, splits, (hq, hk), d))
 
 
@@ -114,7 +114,7 @@ for i, (page, sq, new, causal, splits, (hq, hk), d) in enumerate(
 @pytest.mark.parametrize("page,sq,new,causal,splits,heads,d", GRID)
 def test_decode_grid(page, sq, new, causal, splits, heads, d, dtype):
     hq, hk = heads
-    cap = 512
+    cap = 480 if page == 48 else 512  # whole pages
     seqlens = [0, cap - sq * new, 37, 300]  # empty, full after the append, short, long
     check_case(4, sq, hq, hk, d, cap, page, seqlens, new * sq, causal, splits, dtype)
 
@@ -179,11 +179,12 @@ def test_decode_features(window, causal, softcap, alibi, splits, page, dtype):
                softcap=softcap, alibi=alibi)
 
 
-@pytest.mark.parametrize("page", [16, 64], ids=["per_key", "page_tiles"])
+@pytest.mark.parametrize("page", [48, 16, 64], ids=["per_key", "page_steps", "page_tiles"])
 def test_unchecked_bad_indices_are_masked(page):
     """check_inputs=False: an out-of-range page is left out, a too-large
-    cache_seqlens is clamped to the capacity (no out-of-bounds access); per key
-    and, pages of 64, per tile (the PAGE_TILES kernel)."""
+    cache_seqlens is clamped to the capacity (no out-of-bounds access); per key,
+    per key with whole pages per tile (PAGE_TILES 2, pages of 16) and per tile
+    (PAGE_TILES 1, pages of 64)."""
     c = Cache(2, 4 * page, 1, 64, F16, page)
     q = torch.randn(2, 1, 4, 64, device=DEV, dtype=F16)
     good = c.block_table.clone()

@@ -14,19 +14,24 @@ def decode_head_bucket(head_dim):
     raise ValueError(f"head_dim {head_dim} > 256")
 
 
-# Paged caches whose page size is a multiple of this run the PAGE_TILES
-# kernels (one page lookup per tile), whose tiles are at most this long.
+# How attn_decode walks a paged cache, its PAGE_TILES functional: 0 one page lookup per
+# key; 1 (pages a multiple of PAGE_TILE_KEYS) one per tile, its tiles at most that long;
+# 2 (pages dividing PAGE_STEP_KEYS: 16 or 32) whole pages per tile of at least PAGE_STEP_KEYS
+# keys, each key's page stepping by BLOCK_N // page_size pages a tile and its place in the
+# page loop-invariant.
 PAGE_TILE_KEYS = 64
+PAGE_STEP_KEYS = 32
 
 
 def page_tiles(page_size, row_stride=0):
-    """Whether a paged cache with this page size (and largest K/V row stride,
-    in elements) runs the PAGE_TILES kernels, whose in-tile offsets are 32-bit
-    (flash_decode.cc mirrors it)."""
-    return page_size % PAGE_TILE_KEYS == 0 and row_stride <= (2**31 - 1) // PAGE_TILE_KEYS
+    """The PAGE_TILES functional of a paged cache with this page size and largest K/V row
+    stride in elements (flash_decode.cc mirrors it); 1's in-tile offsets are 32-bit."""
+    if page_size % PAGE_TILE_KEYS == 0 and row_stride <= (2**31 - 1) // PAGE_TILE_KEYS:
+        return 1
+    return 2 if PAGE_STEP_KEYS % page_size == 0 else 0
 
 
-def default_decode_config(head_dim, page_tiles=False):
+def default_decode_config(head_dim, page_tiles=0):
     """BLOCK_M 16: the GQA group (and a few speculative tokens) fill one tile.
     BLOCK_N: a 16 KB K tile (128 keys at D 64, 64 at D 128, 32 at D 256).
     num_stages 3: two K/V tiles in flight while one is consumed (Triton's
@@ -34,7 +39,9 @@ def default_decode_config(head_dim, page_tiles=False):
     were issued only after the current one was consumed, so every tile paid
     a full memory round trip (the 2026-12-02 H200 run: 0.19-0.61 of roofline)."""
     bucket = decode_head_bucket(head_dim)
-    block_n = min(8192 // bucket, PAGE_TILE_KEYS) if page_tiles else 8192 // bucket
+    block_n = 8192 // bucket  # >= PAGE_STEP_KEYS at every bucket
+    if page_tiles == 1:
+        block_n = min(block_n, PAGE_TILE_KEYS)
     return {"BLOCK_M": 16, "BLOCK_N": block_n, "num_warps": 4, "num_stages": 3}
 
 

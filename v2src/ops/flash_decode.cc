@@ -30,7 +30,7 @@ struct Decode {
   int64_t B = 0, sq = 0, hq = 0, hk = 0, d = 0, snew = 0;
   int64_t capacity = 0, page_size = 16, num_blocks = 0;
   bool paged = false;
-  bool page_tiles = false;  // the PAGE_TILES kernels: one page lookup per tile
+  int32_t page_tiles = 0;  // PAGE_TILES: 0 a page lookup per key, 1 per tile, 2 whole pages per tile
   int32_t splits = 1;
   int32_t bucket = 64;
   int32_t score_mod = 0;  // 0 none, 1 softcap, 2 ALiBi
@@ -142,11 +142,15 @@ Status check_params(const DecodeParams& p, Decode* out) {
                   "attn_decode: page size (k_cache.size(1) = " + str(g.page_size) + ") must be a multiple of 16");
     AOTRITON_RETURN_IF_ERROR(detail::checked_mul(kOp, "capacity (max_blocks * page_size)", {bt.size(1), g.page_size},
                                                  &g.capacity));
-    // Pages holding whole tiles (decode_configs.page_tiles): the kernel's
-    // in-tile key offsets are 32-bit, so the row strides must allow a tile.
+    // How the kernel walks the pages (decode_configs.page_tiles): pages holding whole tiles
+    // (its in-tile key offsets are 32-bit, so the row strides must allow a tile), tiles
+    // holding whole pages (16 or 32 keys), or a lookup per key.
     const int64_t row_stride = std::max(p.k_cache.stride(1), p.v_cache.stride(1));
     constexpr int64_t keys = detail::tables::kPageTileKeys;
-    g.page_tiles = g.page_size % keys == 0 && row_stride <= INT32_MAX / keys;
+    if (g.page_size % keys == 0 && row_stride <= INT32_MAX / keys)
+      g.page_tiles = 1;
+    else if (detail::tables::kPageStepKeys % g.page_size == 0)
+      g.page_tiles = 2;
   } else {
     AOTRITON_RETURN_IF_ERROR(detail::check_same_dim(kOp, "k_cache", p.k_cache.size(0), 0, "q", g.B, 0));
     g.capacity = p.k_cache.size(1);
