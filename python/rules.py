@@ -18,6 +18,7 @@ from python.rules_moe_hopper_wq import HOPPER_WQ_KERNELS
 HOPPER_MOE_KERNELS = _HOPPER_MOE_BF16 + [fused_moe_gemm_hopper_fp8] + HOPPER_WQ_KERNELS
 KERNELS = MOE_KERNELS + FLASH_KERNELS + HOPPER_FLASH_KERNELS + HOPPER_MOE_KERNELS
 _ATTENTION = [k for k in FLASH_KERNELS + HOPPER_FLASH_KERNELS if not k.name.startswith(("attn_decode", "kv_"))]
+_DECODE = [k for k in FLASH_KERNELS if k.name.startswith(("attn_decode", "kv_"))]
 _BY_NAME = {k.name: k for k in KERNELS}
 # Profile membership is declared on each Kernel (Kernel.profiles); the MoE ci
 # subset still comes as a table, checked against the kernel names.
@@ -46,6 +47,9 @@ PROFILES = {
                 keep=lambda k, f: _BY_NAME[k].profiles.get("gputest", lambda g: True)(f)),
         Profile("moetest", "the gputest functionals of the MoE kernels only, the sm_90 Gluon GEMM included (a quick "
                 "device build when only they changed)", kernels=[k.name for k in MOE_KERNELS + HOPPER_MOE_KERNELS],
+                keep=lambda k, f: _BY_NAME[k].profiles.get("gputest", lambda g: True)(f)),
+        Profile("decodetest", "moetest plus the KV-cache decode kernels (a quick device build when only the "
+                "decode chains changed)", kernels=[k.name for k in MOE_KERNELS + HOPPER_MOE_KERNELS + _DECODE],
                 keep=lambda k, f: _BY_NAME[k].profiles.get("gputest", lambda g: True)(f)),
     ]
 }
