@@ -28,7 +28,8 @@ def test_header_holds_the_python_tables():
     from tritonsrc.flash.decode_configs import PAGE_STEP_KEYS, PAGE_TILE_KEYS, page_tiles
     assert _scalar(h, "kPageTileKeys") == PAGE_TILE_KEYS and _scalar(h, "kPageStepKeys") == PAGE_STEP_KEYS
     assert [page_tiles(p) for p in (16, 32, 48, 64, 80, 128)] == [2, 2, 0, 1, 0, 1]
-    assert page_tiles(64, row_stride=2**31 // 64) == 0  # in-tile offsets past int32: a lookup per key
+    # Offsets within a tile or a page past int32: a lookup per key (64-bit offsets).
+    assert page_tiles(64, row_stride=2**31 // 64) == 0 and page_tiles(16, row_stride=2**31 // 32) == 0
     assert _scalar(h, "kMaxExperts") == max(rules_moe.ALIGN_BLOCK_E) == max(rules_moe.TOPK_BLOCK_E)
     assert _scalar(h, "kAlignBlockT") == moe_configs.ALIGN_BLOCK_T
     assert _scalar(h, "kAlignSmallMax") == moe_configs.ALIGN_SMALL_MAX

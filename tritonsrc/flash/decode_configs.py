@@ -25,10 +25,13 @@ PAGE_STEP_KEYS = 32
 
 def page_tiles(page_size, row_stride=0):
     """The PAGE_TILES functional of a paged cache with this page size and largest K/V row
-    stride in elements (flash_decode.cc mirrors it); 1's in-tile offsets are 32-bit."""
+    stride in elements (flash_decode.cc mirrors it); 1's in-tile and 2's in-page key
+    offsets are 32-bit."""
     if page_size % PAGE_TILE_KEYS == 0 and row_stride <= (2**31 - 1) // PAGE_TILE_KEYS:
         return 1
-    return 2 if PAGE_STEP_KEYS % page_size == 0 else 0
+    if PAGE_STEP_KEYS % page_size == 0 and row_stride <= (2**31 - 1) // PAGE_STEP_KEYS:
+        return 2
+    return 0
 
 
 def default_decode_config(head_dim, page_tiles=0):

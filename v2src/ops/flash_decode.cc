@@ -142,14 +142,14 @@ Status check_params(const DecodeParams& p, Decode* out) {
                   "attn_decode: page size (k_cache.size(1) = " + str(g.page_size) + ") must be a multiple of 16");
     AOTRITON_RETURN_IF_ERROR(detail::checked_mul(kOp, "capacity (max_blocks * page_size)", {bt.size(1), g.page_size},
                                                  &g.capacity));
-    // How the kernel walks the pages (decode_configs.page_tiles): pages holding whole tiles
-    // (its in-tile key offsets are 32-bit, so the row strides must allow a tile), tiles
-    // holding whole pages (16 or 32 keys), or a lookup per key.
+    // How the kernel walks the pages (decode_configs.page_tiles): pages holding whole tiles,
+    // tiles holding whole pages (16 or 32 keys), or a lookup per key. The first two keep a
+    // key's offset within its tile or page in 32 bits, so the row strides must allow that.
     const int64_t row_stride = std::max(p.k_cache.stride(1), p.v_cache.stride(1));
-    constexpr int64_t keys = detail::tables::kPageTileKeys;
-    if (g.page_size % keys == 0 && row_stride <= INT32_MAX / keys)
+    constexpr int64_t tile_keys = detail::tables::kPageTileKeys, step_keys = detail::tables::kPageStepKeys;
+    if (g.page_size % tile_keys == 0 && row_stride <= INT32_MAX / tile_keys)
       g.page_tiles = 1;
-    else if (detail::tables::kPageStepKeys % g.page_size == 0)
+    else if (step_keys % g.page_size == 0 && row_stride <= INT32_MAX / step_keys)
       g.page_tiles = 2;
   } else {
     AOTRITON_RETURN_IF_ERROR(detail::check_same_dim(kOp, "k_cache", p.k_cache.size(0), 0, "q", g.B, 0));
