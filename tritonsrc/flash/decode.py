@@ -37,8 +37,8 @@ import triton.language as tl
 
 from ..pdl import wait_for_predecessor
 from .attn_mods import LOG2E, SCORE_ALIBI, in_band, log2_scores, score_mod_params
-from .kv_cache import (cached_length, checked_slots, page_entries, page_magic, page_of, page_tile_bases,
-                       sequence_caches, slot_offsets, token_slots)
+from .kv_cache import (cached_length, checked_blocks, checked_slots, page_entries, page_magic, page_of,
+                       page_tile_bases, sequence_caches, slot_offsets, token_slots)
 from .kv_prefetch import prefetch_split_keys
 
 LN2 = tl.constexpr(0.6931471805599453)
@@ -64,14 +64,15 @@ def _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, hi, offs_n, o
                   stride_vn, BLOCK_N: tl.constexpr, PAGED: tl.constexpr, PAGE_STEPS: tl.constexpr,
                   MASKED: tl.constexpr, SCORE_MOD: tl.constexpr):
     """Key tiles [lo, hi), each key's slot looked up on its own (contiguous
-    caches, and paged ones whose pages are shorter than a tile). PAGE_STEPS
-    (pages dividing BLOCK_N, lo a multiple of BLOCK_N): each key's page index
-    steps by BLOCK_N // page_size a tile and its place in the page is
-    loop-invariant, so a tile costs a table read per key and no division (537
-    SASS instructions per 64-key tile against 822 for the general lookup,
-    sm_90 bf16 D128). MASKED=False: every key is inside the sequence and
-    visible to every row (only invalid pages are masked, paged caches);
-    MASKED: keys past hi and outside each row's band are masked."""
+    caches, and paged ones whose page size is not a multiple of BLOCK_N).
+    PAGE_STEPS (page sizes dividing BLOCK_N; any lo): key n + BLOCK_N lies
+    BLOCK_N // page_size pages after key n at the same place in its page, so
+    each key's page is stepped and its in-page offset is loop-invariant: a
+    table read per key and no division (540 SASS instructions per 64-key
+    tile against 819 for the general lookup, sm_90 bf16 D128). MASKED=False:
+    every key is inside the sequence and visible to every row (only invalid
+    pages are masked, paged caches); MASKED: keys past hi and outside each
+    row's band are masked."""
     if PAGED:  # the first tile's table entries; each iteration reads the next tile's
         magic = page_magic(page_size)
         if PAGE_STEPS:
@@ -96,8 +97,9 @@ def _decode_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, hi, offs_n, o
             entries = nxt
             table_ptrs += BLOCK_N // page_size
             nxt = tl.load(table_ptrs, mask=cols + BLOCK_N < hi, other=0)
-            k_ok = (entries >= 0) & (entries < num_blocks) & n_in
-            blk = tl.where(k_ok, entries, 0).to(tl.int64)
+            blk, k_ok = checked_blocks(entries, num_blocks)
+            k_ok = k_ok & n_in
+            blk = blk.to(tl.int64)
             k_ptrs = k_head + (blk * stride_kz)[:, None] + k_offs
             v_ptrs = v_head + (blk * stride_vz)[:, None] + v_offs
         else:
@@ -152,9 +154,8 @@ def _decode_page_tiles(acc, l_i, m_i, q, k_head, v_head, table_row, lo, hi, offs
         page = tl.where(in_page == page_size, page + 1, page)
         in_page = tl.where(in_page == page_size, 0, in_page)
         nxt = tl.load(table_row + page, mask=start_n + BLOCK_N < hi, other=0)
-        tile_ok = (entry >= 0) & (entry < num_blocks)
-        k_base, v_base = page_tile_bases(tl.where(tile_ok, entry, 0), tile_in_page, stride_kz, stride_kn,
-                                         stride_vz, stride_vn)
+        block, tile_ok = checked_blocks(entry, num_blocks)
+        k_base, v_base = page_tile_bases(block, tile_in_page, stride_kz, stride_kn, stride_vz, stride_vn)
         if MASKED:
             k_ok = (cols < hi) & tile_ok
             k = tl.load(k_head + k_base + k_offs, mask=k_ok[:, None] & d_ok[None, :], other=0.0)

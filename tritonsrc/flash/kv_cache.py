@@ -58,10 +58,18 @@ def page_tile_bases(block, start, stride_kz, stride_kn, stride_vz, stride_vn):
 
 
 @triton.jit
+def checked_blocks(entries, num_blocks):
+    """(block, in-range flag) of raw table entries: one outside [0, num_blocks)
+    addresses block 0 and is reported invalid (its keys are masked out)."""
+    ok = (entries >= 0) & (entries < num_blocks)
+    return tl.where(ok, entries, 0), ok
+
+
+@triton.jit
 def checked_slots(entries, cols, page_size, magic, num_blocks, valid):
     """(block, row in block, in-range flag) from raw table entries."""
-    ok = (entries >= 0) & (entries < num_blocks)
-    return tl.where(ok, entries, 0), cols - page_of(cols, magic) * page_size, ok & valid
+    blk, ok = checked_blocks(entries, num_blocks)
+    return blk, cols - page_of(cols, magic) * page_size, ok & valid
 
 
 @triton.jit
