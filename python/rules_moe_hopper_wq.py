@@ -42,6 +42,9 @@ fused_moe_gemm_wq_hopper = Kernel(
         # group_size (128 where it divides the groups, else 64).
         "BLOCK_SIZE_K": [64, 128],
         "SPLIT_K": [1, C.WQ_SPLIT_K],
+        # Zero points read per tile, or none (symmetric checkpoints): the loads and packing of
+        # the zero points leave the loop (~20 of its ~217 SASS instructions).
+        "HAS_ZP": [False, True],
     },
     # Split: the decode GEMM2 (the routed weight) only, as fused_experts runs it.
     valid=lambda f, arch: _valid(f, arch) and (f["SPLIT_K"] == 1 or f["MUL_ROUTED_WEIGHT"]),

@@ -64,7 +64,8 @@ def gluon_entry(layer, gemm, M, quant):
         return None
     act_name, q = QUANTS[quant]
     values = {"dtype": act_name, "QUANT": q, "MUL_ROUTED_WEIGHT": gemm == 2, "b_dtype": "u8", "BLOCK_SIZE_M": 16,
-              "BLOCK_SIZE_K": 128, "SPLIT_K": int4_split_k(layer, gemm, M)}  # int4: group 128
+              "BLOCK_SIZE_K": 128, "SPLIT_K": int4_split_k(layer, gemm, M),  # int4: group 128
+              "HAS_ZP": True}  # int4: the tuner's weights carry zero points (tune_moe.GemmCase)
     f = {k: values[k] for k in rule.functional}  # the rule's order: the database's functional names
     _, bins = entry_key(layer, gemm, M, quant, block_m_of(rule))  # same bins: tokens per expert, N, K
     return rule, f, bins

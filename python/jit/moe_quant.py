@@ -109,7 +109,7 @@ def invoke_grouped_gemm_wq_hopper(a, b, c, topk_weights, sorted_ids, expert_ids,
     assert c.shape[0] % split_k == 0
     functional = dict(dtype={torch.float16: "fp16", torch.bfloat16: "bf16"}[a.dtype], b_dtype="u8",
                       MUL_ROUTED_WEIGHT=bool(mul_routed_weight), BLOCK_SIZE_M=16, BLOCK_SIZE_K=block_k,
-                      SPLIT_K=split_k)
+                      SPLIT_K=split_k, HAS_ZP=b_zp is not None)
     config = dict(config or rule.tuning.default(functional, 90))
     constexprs = {k: v for k, v in functional.items() if k in rule.constexpr_functionals}
     launch(rule, _wq_values(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top_k, b_scale, b_zp, group_size,

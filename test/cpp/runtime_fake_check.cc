@@ -411,7 +411,7 @@ void fp8_route_checks() {
 
 // One int4 w4a16 decode GEMM (block size 16, fp16): prints the call's report and the config
 // that ran (fused_moe_gemm_wq_hopper's configs name PREFETCH, fused_moe_gemm_wq's INT4_DOT).
-void wq_call(const char* name, int64_t group) {
+void wq_call(const char* name, int64_t group, bool with_zp = false) {
   Bump mem;
   auto take = [&](size_t bytes) { return mem.take(bytes); };
   const int64_t E = 2, N = 256, K = 256, top_k = 2, tokens = 1, slots = tokens * top_k;
@@ -420,6 +420,7 @@ void wq_call(const char* name, int64_t group) {
   g.b = view<3>(DType::kUInt8, {E, N, K / 2}, take(E * N * K / 2));
   g.c = view<2>(DType::kFloat16, {slots, N}, take(slots * N * 2));
   g.b_scale = view<3>(DType::kFloat32, {E, N, K / group}, take(4 * E * N * K / group));
+  if (with_zp) g.b_zp = view<3>(DType::kUInt8, {E, N / 2, K / group}, take(E * N / 2 * K / group));
   g.quant = moe::QuantMode::kInt4W4A16;
   g.group_size = group;
   align_outputs(&g, slots, E, top_k, 16, &mem);
@@ -436,6 +437,7 @@ void wq_call(const char* name, int64_t group) {
 void wq_route_checks() {
   unsetenv("AOTRITON_MOE_WQ_HOPPER");
   wq_call("wq_default", 128);
+  wq_call("wq_default_zp", 128, true);  // the HAS_ZP functional
   wq_call("wq_default_group64", 64);
   setenv("AOTRITON_MOE_WQ_HOPPER", "0", 1);
   wq_call("wq_opted_out", 128);

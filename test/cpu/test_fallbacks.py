@@ -64,8 +64,9 @@ def test_release_compiles_less_than_tune_covers():
     # one-program dynamic quantization with the activation (+4: 2 dtypes x silu, gelu_tanh): 1491;
     # that quantization as two chunked kernels (+7: one more kernel, 7 functionals): 1498; the sm_90
     # int4 decode GEMM (+12: 2 dtypes x 2 K tiles x 3 split/routed-weight forms): 1510; the decode
-    # kernels stepping whole pages of 16 or 32 (+18: PAGE_TILES 2, as PAGE_TILES 1 above): 1528.
-    assert images(rel) <= 1528, "the release profile grew: see docs/build-time.md"
+    # kernels stepping whole pages of 16 or 32 (+18: PAGE_TILES 2, as PAGE_TILES 1 above): 1528; the
+    # int4 GEMM without zero points (+12: HAS_ZP, symmetric checkpoints): 1540.
+    assert images(rel) <= 1540, "the release profile grew: see docs/build-time.md"
     assert images(gputest) > 0
 
 

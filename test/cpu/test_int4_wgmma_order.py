@@ -11,29 +11,113 @@ import torch
 
 from tritonsrc.moe import grouped_gemm_wq_hopper as kern
 
+_M32 = 0xFFFFFFFF
 
-def _operands(words, zp, x, block_k):
-    """The kernel's logical weight [N, block_k] and activation [M, block_k] tiles, emulated."""
-    n = words.shape[0]
-    b = [(words >> (8 * i)) & 0xFF for i in range(4)]  # the word's bytes
-    lo = [v & 0xF for v in b]
-    hi = [v >> 4 for v in b]
+
+def _halves16(v, dtype):
+    """int64 tensor of 32-bit words -> (low, high) 16-bit floats of `dtype` as float64."""
+    lo, hi = (v & 0xFFFF, (v >> 16) & 0xFFFF)
+    return [h.to(torch.int16).view(dtype).double() for h in (lo, hi)]
+
+
+def _pack16(lo, hi, dtype):
+    """float64 halves -> a 32-bit word of two `dtype` values, rounded to nearest (as .rn)."""
+    bits = [x.to(dtype).view(torch.int16).to(torch.int64) & 0xFFFF for x in (lo, hi)]
+    return bits[0] | (bits[1] << 16)
+
+
+def run_ptx(asm, outputs, inputs):
+    """Runs the dequantization's inline PTX on int64 tensors of 32-bit values: the few
+    instructions it uses, with PTX's semantics ($i numbered outputs first, as the constraints)."""
+    regs = {f"${i + outputs}": v & _M32 for i, v in enumerate(inputs)}
+
+    def val(x):
+        return regs[x] if x in regs else int(x, 0)
+
+    for stmt in asm.strip().strip("{}").split(";"):
+        stmt = stmt.strip()
+        if not stmt or stmt.startswith(".reg"):
+            continue
+        op, rest = stmt.split(None, 1)
+        d, *a = [x.strip() for x in rest.split(",")]
+        if op == "mov.b32":
+            r = val(a[0])
+        elif op == "and.b32":
+            r = val(a[0]) & val(a[1])
+        elif op == "shr.b32":
+            r = val(a[0]) >> val(a[1])
+        elif op == "lop3.b32":
+            x, y, z, lut = val(a[0]), val(a[1]), val(a[2]), val(a[3])
+            r = 0
+            for i in range(8):  # lut bit (x << 2 | y << 1 | z) of each bit position
+                if lut >> i & 1:
+                    r = r | ((x if i & 4 else ~x) & (y if i & 2 else ~y) & (z if i & 1 else ~z))
+        elif op == "prmt.b32":
+            x, y, sel = val(a[0]), val(a[1]), val(a[2])
+            r = 0
+            for i in range(4):  # result byte i: byte (sel nibble i) of {y, x}, x the low four bytes
+                k = sel >> (4 * i) & 0x7
+                src = x if k < 4 else y
+                r = r | (((src >> (8 * (k % 4))) & 0xFF) << (8 * i))
+        elif op in ("sub.rn.f16x2", "sub.rn.bf16x2", "fma.rn.f16x2"):
+            dt = torch.bfloat16 if "bf16" in op else torch.float16
+            xs, ys = _halves16(val(a[0]), dt), _halves16(val(a[1]), dt)
+            if op.startswith("sub"):
+                res = [xv - yv for xv, yv in zip(xs, ys)]
+            else:
+                zs = _halves16(val(a[2]), dt)
+                res = [xv * yv + zv for xv, yv, zv in zip(xs, ys, zs)]  # exact in float64, one rounding
+            r = _pack16(*res, dt)
+        else:
+            raise AssertionError(f"an instruction the emulation does not know: {op}")
+        if isinstance(r, int):
+            r = torch.tensor(r, dtype=torch.int64)
+        regs[d] = r & _M32
+    return [regs[f"${i}"] for i in range(outputs)]
+
+
+def _dequant(words, zp, dtype):
+    """The kernel's _dequant_words_* on the CPU: four [N, words] registers of two weights each."""
     z = zp[:, None]
+    if dtype == torch.float16:
+        pair = lambda v: v | (v << 16)  # noqa: E731  (the kernel's _pair)
+        return run_ptx(kern.DEQUANT_FP16_ASM.value, 4, [words, pair(0x6400 | z), pair(0xD400 | (z << 4))])
+    return run_ptx(kern.DEQUANT_BF16_ASM.value, 4, [words, (0x4300 | z) * 0x10001])
 
-    def reg(v0, v1):  # one 32-bit register: two 16-bit values, low half first
-        return torch.stack((v0 - z, v1 - z), dim=-1)
 
-    l01, l23, h01, h23 = reg(lo[0], lo[1]), reg(lo[2], lo[3]), reg(hi[0], hi[1]), reg(hi[2], hi[3])
-    # join(join(l01, l23), join(h01, h23)), then the halves: [N, word, byte bit 1, nibble, byte bit 0]
-    t = torch.stack((torch.stack((l01, l23), dim=-2), torch.stack((h01, h23), dim=-2)), dim=-2)
-    w = t.reshape(kern.bit_shape(n, block_k)).permute(kern.weight_perm(block_k)).reshape(n, block_k)
+def _operands(words, zp, x, dtype):
+    """The kernel's logical weight [N, block_k] and activation [M, block_k] tiles, emulated."""
+    n, block_k = words.shape[0], words.shape[1] * 8
+    fp16 = dtype == torch.float16
+    r0, r1, r2, r3 = _dequant(words, zp, dtype)
+    # join(join(r0, r1), join(r2, r3)), then the halves: the bit dims _weights_operand builds.
+    r = torch.stack((torch.stack((r0, r1), dim=-1), torch.stack((r2, r3), dim=-1)), dim=-1)
+    t = torch.stack(_halves16(r, dtype), dim=-1)
+    w = t.reshape(kern.bit_shape(n, block_k)).permute(kern.weight_perm(block_k, fp16)).reshape(n, block_k)
     m = x.shape[0]
-    a = x.reshape(kern.bit_shape(m, block_k)).permute(kern.activation_perm(block_k)).reshape(m, block_k)
+    a = x.reshape(kern.bit_shape(m, block_k)).permute(kern.activation_perm(block_k, fp16)).reshape(m, block_k)
     return w, a
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_dequantized_values_are_exact(dtype):
+    """Every nibble at every position of a word, every zero point: q - zp exactly."""
+    q = torch.arange(16, dtype=torch.int64)
+    zp = torch.arange(16, dtype=torch.int64).repeat_interleave(16 * 8)
+    pos = torch.arange(8, dtype=torch.int64).repeat_interleave(16).repeat(16)
+    qs = q.repeat(8 * 16)
+    words = (qs << (4 * pos)) | ((15 - qs) << (4 * ((pos + 1) % 8)))  # a different nibble beside it
+    regs = _dequant(words[:, None], zp, dtype)
+    got = torch.stack([torch.stack(_halves16(r[:, 0], dtype), dim=-1) for r in regs], dim=1).reshape(-1, 8)
+    # Which nibble each output holds: the docstrings' order.
+    order = [0, 4, 1, 5, 2, 6, 3, 7] if dtype == torch.float16 else [0, 2, 4, 6, 1, 3, 5, 7]
+    nib = torch.stack([(words >> (4 * j)) & 0xF for j in order], dim=-1)
+    assert torch.equal(got, (nib - zp[:, None]).double())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("block_k", [64, 128, 256])
-def test_permuted_dot_equals_plain_dot(block_k):
+def test_permuted_dot_equals_plain_dot(block_k, dtype):
     gen = torch.Generator().manual_seed(block_k)
     n, m = 16, 3
     words = torch.randint(0, 2 ** 32, (n, block_k // 8), generator=gen, dtype=torch.int64)
@@ -42,10 +126,13 @@ def test_permuted_dot_equals_plain_dot(block_k):
     # Memory order: weight k = 8 * word + 2 * byte + nibble (low nibble = even k).
     nib = torch.stack([(words >> (4 * i)) & 0xF for i in range(8)], dim=-1).reshape(n, block_k)
     plain = x @ (nib - zp[:, None]).double().T
-    w, a = _operands(words, zp, x, block_k)
-    assert torch.equal(a @ w.double().T, plain)
-    # The check fails on a mismatched order: the activations left in memory order.
-    assert not torch.equal(x @ w.double().T, plain)
+    w, a = _operands(words, zp, x, dtype)
+    assert torch.equal(a @ w.T, plain)
+    # The check fails on a mismatched order: the activations left in memory order, or the
+    # other dtype's order.
+    assert not torch.equal(x @ w.T, plain)
+    other = kern.activation_perm(block_k, dtype != torch.float16)
+    assert not torch.equal(x.reshape(kern.bit_shape(m, block_k)).permute(other).reshape(m, block_k) @ w.T, plain)
 
 
 def _corners():
@@ -53,7 +140,7 @@ def _corners():
     from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper as rule
     for bk in (64, 128):
         f = {"dtype": "bf16", "b_dtype": "u8", "MUL_ROUTED_WEIGHT": True, "BLOCK_SIZE_M": 16, "BLOCK_SIZE_K": bk,
-             "SPLIT_K": 4}
+             "SPLIT_K": 4, "HAS_ZP": True}
         space = rule.tuning.all_configs(f, 90)
         yield f, rule.tuning.default(f, 90)
         for bn in (64, 128):
@@ -62,6 +149,9 @@ def _corners():
             yield f, dict(rule.tuning.default(f, 90), BLOCK_SIZE_N=bn, PREFETCH=2, NUM_STAGES=2)
     yield dict(f, dtype="fp16", MUL_ROUTED_WEIGHT=False, SPLIT_K=1), dict(rule.tuning.default(f, 90), PREFETCH=1,
                                                                           NUM_STAGES=2)
+    for dtype in ("fp16", "bf16"):  # symmetric weights: the zero points' loads leave the loop
+        g = dict(f, dtype=dtype, MUL_ROUTED_WEIGHT=False, SPLIT_K=1, BLOCK_SIZE_K=128, HAS_ZP=False)
+        yield g, rule.tuning.default(g, 90)
 
 
 @pytest.mark.parametrize("functional,config", list(_corners()), ids=str)

@@ -231,15 +231,15 @@ def test_int4_decode_gemm_route_on_sm90(build_dir):
     its functional, the route names it missing)."""
     from python.kernel_rules import functional_name
 
-    def built(k_tile):
+    def built(k_tile, has_zp=False):
         f = {"dtype": "fp16", "b_dtype": "u8", "MUL_ROUTED_WEIGHT": False, "BLOCK_SIZE_M": 16,
-             "BLOCK_SIZE_K": k_tile, "SPLIT_K": 1}
+             "BLOCK_SIZE_K": k_tile, "SPLIT_K": 1, "HAS_ZP": has_zp}
         return (_images(build_dir) / "sm_90" / "fused_moe_gemm_wq_hopper" / f"{functional_name(f)}.aks").exists()
 
-    assert built(128), "every profile builds the fp16 K-tile-128 functional"
+    assert built(128) and built(128, True), "every profile builds the fp16 K-tile-128 functionals"
     out = _run(build_dir, "wq_route", AOTRITON_IMAGE_DIR=str(_images(build_dir)))
-    want_hopper = {"wq_default": True, "wq_opted_in_group64": built(64), "wq_default_group64": False,
-                   "wq_opted_out": False}
+    want_hopper = {"wq_default": True, "wq_default_zp": True, "wq_opted_in_group64": built(64),
+                   "wq_default_group64": False, "wq_opted_out": False}
     for name, hopper in want_hopper.items():
         r, ran = out[name], out[name + "_ran"]
         if hopper:

@@ -141,7 +141,8 @@ def test_forced_config_on_a_call_it_cannot_serve():
     from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper as rule
 
     name = config_name(rule.tuning.default({"dtype": "bf16", "b_dtype": "u8", "MUL_ROUTED_WEIGHT": False,
-                                            "BLOCK_SIZE_M": 16, "BLOCK_SIZE_K": 128, "SPLIT_K": 1}, 90))
+                                            "BLOCK_SIZE_M": 16, "BLOCK_SIZE_K": 128, "SPLIT_K": 1,
+                                            "HAS_ZP": True}, 90))
     q8, s8, _, _ = quant_weights(torch.randn(4, 128, 256, device=DEV), INT8)
     srt, eid, ntpp = aotriton.moe_align_block_size(ids, 16, 4)
     c = torch.full((ids.numel(), 128), float("nan"), dtype=torch.bfloat16, device=DEV)

@@ -24,9 +24,10 @@ wgmma operand layout moves no data (convert_layout(assert_trivial=True) proves i
 time; test/cpu/test_int4_wgmma_order.py checks the order). The activation tile is permuted
 the same way on its way to shared memory.
 
-Nibbles become 16-bit floats by PRMT under the exponent of OFFSET (fp16 1024 + q, bf16 128 +
-q, exact), minus (OFFSET + zero point): the exact integers q - zp in [-15, 15], so products
-are exact and each tile's fp32 sum is scaled by its group's scale once.
+Nibbles become 16-bit floats under the exponent of OFFSET (bf16 128 + q by PRMT; fp16 1024 + q,
+or 1024 + 16 q for a high nibble, by one LOP3 per two weights), minus (OFFSET + zero point):
+the exact integers q - zp in [-15, 15], so products are exact and each tile's fp32 sum is
+scaled by its group's scale once.
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -83,12 +84,15 @@ def packed_layout(block_n, block_k):
 # A K tile of 2^n weights has memory k bits m0..m(n-1): m0 the nibble, m1-m2 the byte in a
 # word, m3..m(n-3) the word among a thread's contiguous words (registers), the top two the
 # lane. wgmma's A fragment (k_width 2) holds logical k bit 0 in the two halves of a 32-bit
-# register, k bits 1-2 in lanes and the rest in registers. So logical k0 = m1 (one PRMT
+# register, k bits 1-2 in lanes and the rest in registers. bf16: logical k0 = m1 (one PRMT
 # pairs two bytes' nibbles in a register), k1-k2 = the lane bits, k3.. = m0, m2, m3, ...
+# fp16: k0 = m2 (one LOP3 masks nibbles j and j + 4 of a word into a register), k3.. = m0,
+# m1, m3, ...
 @gluon.constexpr_function
-def _k_order(n):
+def _k_order(n, fp16=False):
     """Memory k bit of each logical k bit, highest logical bit first."""
-    return list(range(n - 3, 2, -1)) + [2, 0, n - 1, n - 2, 1]
+    low = [1, 0, n - 1, n - 2, 2] if fp16 else [2, 0, n - 1, n - 2, 1]
+    return list(range(n - 3, 2, -1)) + low
 
 
 @gluon.constexpr_function
@@ -97,25 +101,27 @@ def bit_shape(rows, block_k):
 
 
 @gluon.constexpr_function
-def weight_perm(block_k):
-    """Permutation of _weights_operand's [N, words..., byte bit 1, nibble, byte bit 0] bit dims."""
+def weight_perm(block_k, fp16=False):
+    """Permutation of _weights_operand's bit dims: [N, words..., byte bit 1, nibble, byte bit 0]
+    (bf16) or [N, words..., nibble, byte bit 0, byte bit 1] (fp16)."""
     n = block_k.bit_length() - 1
     dim = {j: n - j for j in range(3, n)}
-    dim.update({2: n - 2, 0: n - 1, 1: n})
-    return [0] + [dim[j] for j in _k_order(n)]
+    dim.update({0: n - 2, 1: n - 1, 2: n} if fp16 else {2: n - 2, 0: n - 1, 1: n})
+    return [0] + [dim[j] for j in _k_order(n, fp16)]
 
 
 @gluon.constexpr_function
-def activation_perm(block_k):
+def activation_perm(block_k, fp16=False):
     """Permutation of a [M, 2, ..., 2] activation tile in memory k order (m(n-1) first)."""
     n = block_k.bit_length() - 1
-    return [0] + [n - j for j in _k_order(n)]
+    return [0] + [n - j for j in _k_order(n, fp16)]
 
 
 @gluon.jit
-def _activation_k(t, ROWS: gl.constexpr, BLOCK_K: gl.constexpr):
+def _activation_k(t, dtype: gl.constexpr, ROWS: gl.constexpr, BLOCK_K: gl.constexpr):
     """[ROWS, BLOCK_K] activations in memory k order -> the dot's k order."""
-    t = _permute_bits(gl.reshape(t, bit_shape(ROWS, BLOCK_K)), activation_perm(BLOCK_K), BLOCK_K)
+    t = _permute_bits(gl.reshape(t, bit_shape(ROWS, BLOCK_K)), activation_perm(BLOCK_K, dtype == gl.float16),
+                      BLOCK_K)
     return gl.reshape(t, [ROWS, BLOCK_K])
 
 
@@ -130,26 +136,40 @@ def _permute_bits(t, p: gl.constexpr, BLOCK_K: gl.constexpr):
         return gl.permute(t, (p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]))
 
 
+# The dequantization's PTX (test/cpu/test_int4_wgmma_order.py runs it on the CPU). $4: the word,
+# $5 (and $6): the packed per-row constants; $0-$3: four registers of two 16-bit weights.
+DEQUANT_BF16_ASM = gl.constexpr("{ .reg .b32 t, u, v; and.b32 t, $4, 0x0f0f0f0f; shr.b32 u, $4, 4; "
+                                "and.b32 u, u, 0x0f0f0f0f; "
+                                "prmt.b32 v, t, 0x43434343, 0x4140; sub.rn.bf16x2 $0, v, $5; "
+                                "prmt.b32 v, t, 0x43434343, 0x4342; sub.rn.bf16x2 $1, v, $5; "
+                                "prmt.b32 v, u, 0x43434343, 0x4140; sub.rn.bf16x2 $2, v, $5; "
+                                "prmt.b32 v, u, 0x43434343, 0x4342; sub.rn.bf16x2 $3, v, $5; }")
+DEQUANT_FP16_ASM = gl.constexpr("{ .reg .b32 v, u, s; mov.b32 s, 0x2c002c00; shr.b32 u, $4, 8; "
+                                "lop3.b32 v, $4, 0x000f000f, 0x64006400, 0xea; sub.rn.f16x2 $0, v, $5; "
+                                "lop3.b32 v, $4, 0x00f000f0, 0x64006400, 0xea; fma.rn.f16x2 $1, v, s, $6; "
+                                "lop3.b32 v, u, 0x000f000f, 0x64006400, 0xea; sub.rn.f16x2 $2, v, $5; "
+                                "lop3.b32 v, u, 0x00f000f0, 0x64006400, 0xea; fma.rn.f16x2 $3, v, s, $6; }")
+
+
 @gluon.jit
-def _dequant_words(w, c2, dtype: gl.constexpr):
-    """int32 words (8 nibbles each) and the packed pair (OFFSET + zp, OFFSET + zp) of each row ->
-    four registers of two 16-bit values q - zp each: (k 0, 2), (k 4, 6), (k 1, 3), (k 5, 7) of
-    the word. PRMT lays two nibbles under OFFSET's exponent byte (fp16 1024 + q, bf16 128 + q,
-    exact); one packed subtraction per two weights leaves the exact integers q - zp."""
-    if dtype == gl.float16:
-        magic: gl.constexpr = "0x64646464"
-        sub: gl.constexpr = "sub.rn.f16x2"
-    else:
-        magic: gl.constexpr = "0x43434343"
-        sub: gl.constexpr = "sub.rn.bf16x2"
-    asm: gl.constexpr = ("{ .reg .b32 t, u, v; and.b32 t, $4, 0x0f0f0f0f; shr.b32 u, $4, 4; "
-                         "and.b32 u, u, 0x0f0f0f0f; "
-                         "prmt.b32 v, t, " + magic + ", 0x4140; " + sub + " $0, v, $5; "
-                         "prmt.b32 v, t, " + magic + ", 0x4342; " + sub + " $1, v, $5; "
-                         "prmt.b32 v, u, " + magic + ", 0x4140; " + sub + " $2, v, $5; "
-                         "prmt.b32 v, u, " + magic + ", 0x4342; " + sub + " $3, v, $5; }")
-    return gl.inline_asm_elementwise(asm, "=r,=r,=r,=r,r,r", [w, c2], dtype=(gl.int32, gl.int32, gl.int32, gl.int32),
+def _dequant_words_bf16(w, c2):
+    """bf16: int32 words (8 nibbles each) and the packed pair (128 + zp, 128 + zp) of each row ->
+    four registers of two bf16 values q - zp each: (k 0, 2), (k 4, 6), (k 1, 3), (k 5, 7) of the
+    word. PRMT lays two nibbles under the exponent byte 0x43 (128 + q, exact); one packed
+    subtraction per two weights leaves the exact integers q - zp. 11 instructions a word."""
+    return gl.inline_asm_elementwise(DEQUANT_BF16_ASM, "=r,=r,=r,=r,r,r", [w, c2], dtype=(gl.int32, gl.int32, gl.int32, gl.int32),
                                      is_pure=True, pack=1)
+
+
+@gluon.jit
+def _dequant_words_fp16(w, c2, c2_hi):
+    """fp16: int32 words and the packed pairs (1024 + zp) and -(64 + zp) of each row -> four
+    registers of two fp16 values q - zp each: (k 0, 4), (k 1, 5), (k 2, 6), (k 3, 7) of the word.
+    One LOP3 masks nibbles j and j + 4 under 0x6400: a low nibble gives 1024 + q, a high one
+    1024 + 16 q, which q / 16 - (64 + zp) brings back (fp16 is exact on both: integers below
+    2048, multiples of 1/16 below 128). 9 instructions a word (4 LOP3, 1 SHF, 2 HSUB2, 2 HFMA2)."""
+    return gl.inline_asm_elementwise(DEQUANT_FP16_ASM, "=r,=r,=r,=r,r,r,r", [w, c2, c2_hi],
+                                     dtype=(gl.int32, gl.int32, gl.int32, gl.int32), is_pure=True, pack=1)
 
 
 @gluon.jit
@@ -165,19 +185,27 @@ def _halves(r, dtype: gl.constexpr):
 
 
 @gluon.jit
+def _pair(v):
+    """Two copies of a 16-bit pattern in an int32."""
+    return v | (v << 16)
+
+
+@gluon.jit
 def _weights_operand(w, zp, dtype: gl.constexpr, a_layout: gl.constexpr, BLOCK_N: gl.constexpr,
                      BLOCK_K: gl.constexpr):
-    """Packed words [BLOCK_N, BLOCK_K // 8] and zero points [BLOCK_N] (int32 0..15) -> q - zp [BLOCK_N, BLOCK_K]
-    in wgmma's A layout, the dot's k order: a register permutation only (assert_trivial)."""
+    """Packed words [BLOCK_N, BLOCK_K // 8] and zero points [BLOCK_N] (int32 0..15; constant 8
+    without zero points, which the compiler folds) -> q - zp [BLOCK_N, BLOCK_K] in wgmma's A
+    layout, the dot's k order: a register permutation only (assert_trivial)."""
     if dtype == gl.float16:
-        c = 0x6400 | zp
+        c2 = gl.expand_dims(_pair(0x6400 | zp), 1)
+        c2_hi = gl.expand_dims(_pair(0xD400 | (zp << 4)), 1)  # -(64 + zp): fp16's step at 64 is 1/16
+        r0, r1, r2, r3 = _dequant_words_fp16(w, c2, c2_hi)
+        r = gl.join(gl.join(r0, r1), gl.join(r2, r3))  # [N, word, nibble, byte bit 0]
     else:
-        c = 0x4300 | zp
-    c2 = gl.expand_dims(c * 0x10001, 1)
-    l01, l23, h01, h23 = _dequant_words(w, c2, dtype)
-    r = gl.join(gl.join(l01, l23), gl.join(h01, h23))  # [N, word, byte bit 1, nibble]
-    t = _halves(r, dtype)  # [N, word, byte bit 1, nibble, byte bit 0]
-    t = _permute_bits(gl.reshape(t, bit_shape(BLOCK_N, BLOCK_K)), weight_perm(BLOCK_K), BLOCK_K)
+        l01, l23, h01, h23 = _dequant_words_bf16(w, gl.expand_dims(_pair(0x4300 | zp), 1))
+        r = gl.join(gl.join(l01, l23), gl.join(h01, h23))  # [N, word, byte bit 1, nibble]
+    t = _halves(r, dtype)  # a last bit dim: byte bit 0 (bf16) or byte bit 1 (fp16)
+    t = _permute_bits(gl.reshape(t, bit_shape(BLOCK_N, BLOCK_K)), weight_perm(BLOCK_K, dtype == gl.float16), BLOCK_K)
     return gl.convert_layout(gl.reshape(t, [BLOCK_N, BLOCK_K]), a_layout, assert_trivial=True)
 
 
@@ -190,13 +218,15 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
                                group_size, has_zp, num_experts,
                                MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
                                BLOCK_SIZE_K: gl.constexpr, GROUP_SIZE_M: gl.constexpr, SPLIT_K: gl.constexpr,
-                               PREFETCH: gl.constexpr, NUM_STAGES: gl.constexpr = 4, USE_PDL: gl.constexpr = False):
+                               HAS_ZP: gl.constexpr, PREFETCH: gl.constexpr, NUM_STAGES: gl.constexpr = 4, USE_PDL: gl.constexpr = False):
     """One BLOCK_SIZE_N x BLOCK_SIZE_M tile of C^T; 4 warps (one warpgroup). BLOCK_SIZE_N 64 or
     128; BLOCK_SIZE_M 8 or 16 (the align block size); BLOCK_SIZE_K 64, 128 or 256, dividing
     group_size (one scale and zero point per row and K tile); PREFETCH: K tiles of weights
     loaded ahead into registers (1 or 2), or 0: a ring of NUM_STAGES tiles in shared memory
     filled by cp.async, each thread copying and later reading only its own 16-byte pieces (no
-    CTA barrier for it). K a multiple of BLOCK_SIZE_K (the caller checks)."""
+    CTA barrier for it). K a multiple of BLOCK_SIZE_K (the caller checks). HAS_ZP: zero points
+    are read (has_zp, the runtime argument both weight-only kernels share, is not); without them
+    every zero point is 8 and their loads and packing leave the loop."""
     gl.static_assert(PREFETCH <= 2)
     BLOCK_K: gl.constexpr = BLOCK_SIZE_K
     dtype: gl.constexpr = a_ptr.dtype.element_ty
@@ -268,7 +298,7 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
               gl.expand_dims(w_n.to(gl.int64) * (stride_bn // 4), 1) + gl.expand_dims(w_j, 0))
     zp_ptrs = b_zp_ptr + expert * stride_bze + (w_n // 2) * stride_bzn
     zp_shift = (w_n % 2) * 4
-    zp_mask = (w_n >= 0) & (has_zp != 0)
+    zp_none = gl.full([BLOCK_SIZE_N], 8, gl.int32, layout=gl.SliceLayout(1, packed))
     s_n = (pid_n * BLOCK_SIZE_N + gl.arange(0, BLOCK_SIZE_N, layout=gl.SliceLayout(1, mma))) % N
     s_ptrs = b_scale_ptr + expert * stride_bse + s_n * stride_bsn
     # The group of K tile t is t // (group_size // BLOCK_K), taken as umulhi(t + 1, magic) with
@@ -297,13 +327,17 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     if PREFETCH == 2:
         w2 = gl.load(w_ptrs + gl.minimum(kt_lo + 1, last) * (BLOCK_K // 8))
     g = gl.umulhi((first + 1).to(gl.uint32), group_magic).to(gl.int32)
-    zp1 = gl.load(zp_ptrs + g * stride_bzk, mask=zp_mask, other=0x88)
+    if HAS_ZP:
+        zp1 = gl.load(zp_ptrs + g * stride_bzk)
     s1 = gl.load(s_ptrs + g * stride_bsk)
     x1 = gl.load(x_ptrs + first * BLOCK_K, mask=x_ok, other=0.0)
     for t in range(kt_lo, kt_hi):
         if PREFETCH > 0:
             w = w1
-        zp = zp1
+        if HAS_ZP:
+            zp = (zp1.to(gl.int32) >> zp_shift) & 0xF
+        else:
+            zp = zp_none
         scale = s1
         x = x1
         nxt = gl.minimum(t + 1, last)
@@ -313,14 +347,15 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
         elif PREFETCH == 1:
             w1 = gl.load(w_ptrs + nxt * (BLOCK_K // 8))
         g = gl.umulhi((nxt + 1).to(gl.uint32), group_magic).to(gl.int32)
-        zp1 = gl.load(zp_ptrs + g * stride_bzk, mask=zp_mask, other=0x88)
+        if HAS_ZP:
+            zp1 = gl.load(zp_ptrs + g * stride_bzk)
         s1 = gl.load(s_ptrs + g * stride_bsk)
         x1 = gl.load(x_ptrs + nxt * BLOCK_K, mask=x_ok, other=0.0)
 
         if PREFETCH == 0:
             async_copy.wait_group(NUM_STAGES - 2)  # this thread's copies of tile t have landed
         buf = x_bufs.index(t % 2)
-        buf.store(_activation_k(x, BLOCK_SIZE_M, BLOCK_K))
+        buf.store(_activation_k(x, dtype, BLOCK_SIZE_M, BLOCK_K))
         fence_async_shared()
         # Every thread's activations are in `buf`; every thread is done with the ring slot
         # read last iteration, which the copy below refills.
@@ -331,7 +366,7 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
                                                    w_ptrs + gl.minimum(t + NUM_STAGES - 1, last) * (BLOCK_K // 8))
             async_copy.commit_group()
             w = w_ring.index(it % NUM_STAGES).load(packed)
-        a = _weights_operand(w, (zp.to(gl.int32) >> zp_shift) & 0xF, dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
+        a = _weights_operand(w, zp, dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
         tok = warpgroup_mma(a, buf.permute((1, 0)), part_zero, use_acc=False, is_async=True)
         part = warpgroup_mma_wait(num_outstanding=0, deps=(tok, ))
         acc += part * gl.expand_dims(scale, 1)
