@@ -1,7 +1,7 @@
 """The "quant" rows of bench/bench_moe_coverage.py (issue 13, item 6):
 
   int4 w4a16 decode: fused_experts on a Mixtral-like layer (E=8, top-2,
-      K=4096, N=14336, group 128, with zero points) at M = 1..64 tokens; the
+      K=4096, N=14336, group 128, with zero points, and without: bf16 and fp16) at M = 1..64 tokens; the
       roofline is the bytes of the touched experts' packed weights, scales and
       zero points over the device copy bandwidth measured in the same run,
       divided by the CUDA-graph replay time (1.0 = at the roofline; target 0.8).
@@ -46,17 +46,24 @@ def quant_rows(torch, aotriton, t_ms, t_graph_ms, bw, quick=False):
 
     # int4 w4a16 decode.
     w1, w2, s1, s2, z1, z2 = int4_layer(torch, dev, gen)
-    kw = dict(use_int4_w4a16=True, block_shape=[0, INT4_GROUP], w1_scale=s1, w2_scale=s2, w1_zp=z1, w2_zp=z2)
-    per_expert = sum(t[0].numel() * t.element_size() for t in (w1, w2, s1, s2, z1, z2))
-    # The default route (on sm_90 the wgmma int4 GEMM for group 128) beside the Triton kernel it
-    # replaced there (AOTRITON_MOE_WQ_HOPPER=0, read per call), same operands.
-    forms = [("", None)] + ([("_triton", "0")] if torch.cuda.get_device_capability() == (9, 0) else [])
+    sizes = {name: t[0].numel() * t.element_size() for name, t in dict(w1=w1, w2=w2, s1=s1, s2=s2, z1=z1, z2=z2).items()}
+    # (name, activation dtype, zero points, AOTRITON_MOE_WQ_HOPPER): the default route (on sm_90 the
+    # wgmma int4 GEMM for group 128) beside the Triton kernel it replaced there (=0, read per call),
+    # same operands; symmetric weights (no zero points: the HAS_ZP=0 functional) in bf16 and fp16
+    # (fp16 dequantizes by LOP3, bf16 by PRMT).
+    forms = [("int4_w4a16_g128_zp", torch.bfloat16, True, None)]
+    if torch.cuda.get_device_capability() == (9, 0):
+        forms.append(("int4_w4a16_g128_zp_triton", torch.bfloat16, True, "0"))
+    forms += [("int4_w4a16_g128", torch.bfloat16, False, None), ("int4_w4a16_g128_fp16", torch.float16, False, None)]
     for M in DECODE_TOKENS[:3] if quick else DECODE_TOKENS:
-        x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
         w, ids = routing(M)
-        out = torch.empty_like(x)
-        touched = torch.unique(ids).numel() * per_expert
-        for suffix, env in forms:
+        experts = torch.unique(ids).numel()
+        for name, dtype, with_zp, env in forms:
+            x = torch.randn(M, K, device=dev, dtype=dtype)
+            out = torch.empty_like(x)
+            kw = dict(use_int4_w4a16=True, block_shape=[0, INT4_GROUP], w1_scale=s1, w2_scale=s2,
+                      w1_zp=z1 if with_zp else None, w2_zp=z2 if with_zp else None)
+            touched = experts * sum(v for k, v in sizes.items() if with_zp or not k.startswith("z"))
             old = os.environ.pop("AOTRITON_MOE_WQ_HOPPER", None)
             if env:
                 os.environ["AOTRITON_MOE_WQ_HOPPER"] = env
@@ -69,7 +76,7 @@ def quant_rows(torch, aotriton, t_ms, t_graph_ms, bw, quick=False):
                 os.environ.pop("AOTRITON_MOE_WQ_HOPPER", None)
                 if old is not None:
                     os.environ["AOTRITON_MOE_WQ_HOPPER"] = old
-            r = dict(quant="int4_w4a16_g128_zp" + suffix, M=M, fused_ms=fused_ms, graph_ms=graph,
+            r = dict(quant=name, M=M, fused_ms=fused_ms, graph_ms=graph,
                      roofline=touched / bw * 1e3 / graph, touched_MB=touched / 1e6)
             rows.append(r)
             print(f"| {r['quant']} | {M} | {r['fused_ms']:.3f} | {graph:.3f} | {r['roofline']:.2f} | |", flush=True)
