@@ -352,19 +352,22 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
         s1 = gl.load(s_ptrs + g * stride_bsk)
         x1 = gl.load(x_ptrs + nxt * BLOCK_K, mask=x_ok, other=0.0)
 
-        if PREFETCH == 0:
-            async_copy.wait_group(NUM_STAGES - 2)  # this thread's copies of tile t have landed
-        buf = x_bufs.index(t % 2)
-        buf.store(_activation_k(x, dtype, BLOCK_SIZE_M, BLOCK_K))
-        fence_async_shared()
-        # Every thread's activations are in `buf`; every thread is done with the ring slot
-        # read last iteration, which the copy below refills.
+        # Two CTA barriers an iteration, each ordering both buffers: this one ends last iteration's
+        # reads of the ring slot the copy below refills and of the activation buffer (wgmma),
+        # the one after the activation store starts this iteration's reads of both.
         gl.thread_barrier()
         if PREFETCH == 0:
             it = t - kt_lo
             async_copy.async_copy_global_to_shared(w_ring.index((it + NUM_STAGES - 1) % NUM_STAGES),
                                                    w_ptrs + gl.minimum(t + NUM_STAGES - 1, last) * (BLOCK_K // 8))
             async_copy.commit_group()
+        buf = x_bufs.index(t % 2)
+        buf.store(_activation_k(x, dtype, BLOCK_SIZE_M, BLOCK_K))
+        fence_async_shared()
+        if PREFETCH == 0:
+            async_copy.wait_group(NUM_STAGES - 1)  # this thread's copies of tile t have landed
+        gl.thread_barrier()
+        if PREFETCH == 0:
             w = w_ring.index(it % NUM_STAGES).load(packed)
         a = _weights_operand(w, zp, dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
         tok = warpgroup_mma(a, buf.permute((1, 0)), part_zero, use_acc=False, is_async=True)
