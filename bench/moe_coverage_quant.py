@@ -46,7 +46,8 @@ def quant_rows(torch, aotriton, t_ms, t_graph_ms, bw, quick=False):
 
     # int4 w4a16 decode.
     w1, w2, s1, s2, z1, z2 = int4_layer(torch, dev, gen)
-    sizes = {name: t[0].numel() * t.element_size() for name, t in dict(w1=w1, w2=w2, s1=s1, s2=s2, z1=z1, z2=z2).items()}
+    tensors = dict(w1=w1, w2=w2, s1=s1, s2=s2, z1=z1, z2=z2)
+    sizes = {name: t[0].numel() * t.element_size() for name, t in tensors.items()}  # per expert
     # (name, activation dtype, zero points, AOTRITON_MOE_WQ_HOPPER): the default route (on sm_90 the
     # wgmma int4 GEMM for group 128) beside the Triton kernel it replaced there (=0, read per call),
     # same operands; symmetric weights (no zero points: the HAS_ZP=0 functional) in bf16 and fp16

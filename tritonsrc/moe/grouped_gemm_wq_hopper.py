@@ -157,8 +157,8 @@ def _dequant_words_bf16(w, c2):
     four registers of two bf16 values q - zp each: (k 0, 2), (k 4, 6), (k 1, 3), (k 5, 7) of the
     word. PRMT lays two nibbles under the exponent byte 0x43 (128 + q, exact); one packed
     subtraction per two weights leaves the exact integers q - zp. 11 instructions a word."""
-    return gl.inline_asm_elementwise(DEQUANT_BF16_ASM, "=r,=r,=r,=r,r,r", [w, c2], dtype=(gl.int32, gl.int32, gl.int32, gl.int32),
-                                     is_pure=True, pack=1)
+    return gl.inline_asm_elementwise(DEQUANT_BF16_ASM, "=r,=r,=r,=r,r,r", [w, c2],
+                                     dtype=(gl.int32, gl.int32, gl.int32, gl.int32), is_pure=True, pack=1)
 
 
 @gluon.jit
@@ -218,7 +218,8 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
                                group_size, has_zp, num_experts,
                                MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
                                BLOCK_SIZE_K: gl.constexpr, GROUP_SIZE_M: gl.constexpr, SPLIT_K: gl.constexpr,
-                               HAS_ZP: gl.constexpr, PREFETCH: gl.constexpr, NUM_STAGES: gl.constexpr = 4, USE_PDL: gl.constexpr = False):
+                               HAS_ZP: gl.constexpr, PREFETCH: gl.constexpr, NUM_STAGES: gl.constexpr = 4,
+                               USE_PDL: gl.constexpr = False):
     """One BLOCK_SIZE_N x BLOCK_SIZE_M tile of C^T; 4 warps (one warpgroup). BLOCK_SIZE_N 64 or
     128; BLOCK_SIZE_M 8 or 16 (the align block size); BLOCK_SIZE_K 64, 128 or 256, dividing
     group_size (one scale and zero point per row and K tile); PREFETCH: K tiles of weights
