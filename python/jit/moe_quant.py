@@ -107,6 +107,8 @@ def invoke_grouped_gemm_wq_hopper(a, b, c, topk_weights, sorted_ids, expert_ids,
     assert block_k in (64, 128, 256) and group_size % block_k == 0, (block_k, group_size)
     assert b.dtype == torch.uint8 and b.shape[2] * 2 == K and group_size % 64 == 0 and K % block_k == 0
     assert c.shape[0] % split_k == 0
+    if a.shape[0] == 0:
+        return c  # no token: the kernel reads token 0's row for padding slots (as the operator, never launched)
     functional = dict(dtype={torch.float16: "fp16", torch.bfloat16: "bf16"}[a.dtype], b_dtype="u8",
                       MUL_ROUTED_WEIGHT=bool(mul_routed_weight), BLOCK_SIZE_M=16, BLOCK_SIZE_K=block_k,
                       SPLIT_K=split_k, HAS_ZP=b_zp is not None)

@@ -285,12 +285,15 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
                  mask=c_mask)
         return
 
-    # Activation rows (slot // top_k) of the block, masked rows read as 0.
+    # Activation rows (slot // top_k) of the block (the caller launches with at least one token).
     x_m = pid_m * BLOCK_SIZE_M + gl.arange(0, BLOCK_SIZE_M, layout=gl.SliceLayout(1, x_layout))
     x_slot = gl.load(sorted_token_ids_ptr + x_m, mask=x_m < EM, other=num_valid_tokens)
-    x_ok = gl.expand_dims((x_slot >= 0) & (x_slot < num_valid_tokens), 1)
+    # A slot that is no token's (padding, a sentinel) reads token 0's row instead of zeros: its
+    # column of C^T depends on that row alone and is never stored, and the loads need no mask.
+    x_ok = (x_slot >= 0) & (x_slot < num_valid_tokens)
+    x_row = gl.where(x_ok, x_slot // top_k, 0)
     x_k = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, x_layout))
-    x_ptrs = a_ptr + gl.expand_dims((x_slot // top_k).to(gl.int64) * stride_am, 1) + gl.expand_dims(x_k, 0)
+    x_ptrs = a_ptr + gl.expand_dims(x_row.to(gl.int64) * stride_am, 1) + gl.expand_dims(x_k, 0)
 
     # Weight rows of the tile (wrapped past N: only masked columns of C see them).
     w_n = (pid_n * BLOCK_SIZE_N + gl.arange(0, BLOCK_SIZE_N, layout=gl.SliceLayout(1, packed))) % N
@@ -331,7 +334,7 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     if HAS_ZP:
         zp1 = gl.load(zp_ptrs + g * stride_bzk)
     s1 = gl.load(s_ptrs + g * stride_bsk)
-    x1 = gl.load(x_ptrs + first * BLOCK_K, mask=x_ok, other=0.0)
+    x1 = gl.load(x_ptrs + first * BLOCK_K)
     for t in range(kt_lo, kt_hi):
         if PREFETCH > 0:
             w = w1
@@ -351,7 +354,7 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
         if HAS_ZP:
             zp1 = gl.load(zp_ptrs + g * stride_bzk)
         s1 = gl.load(s_ptrs + g * stride_bsk)
-        x1 = gl.load(x_ptrs + nxt * BLOCK_K, mask=x_ok, other=0.0)
+        x1 = gl.load(x_ptrs + nxt * BLOCK_K)
 
         # Two CTA barriers an iteration, each ordering both buffers: this one ends last iteration's
         # reads of the ring slot the copy below refills and of the activation buffer (wgmma),
