@@ -43,7 +43,10 @@ INT4 = "int4"  # w4a16 (fused_moe_gemm_wq), not a QUANT value of fused_moe_gemm
 # quant name -> (activation / output dtype, QUANT)
 QUANTS = {"bf16": ("bf16", C.QUANT_NONE), "fp16": ("fp16", C.QUANT_NONE),
           "fp8_tensor": ("bf16", C.QUANT_FP8_TENSOR), "fp8_block": ("bf16", C.QUANT_FP8_BLOCK),
-          "fp8_channel": ("bf16", C.QUANT_FP8_CHANNEL), "int4": ("bf16", INT4)}
+          "fp8_channel": ("bf16", C.QUANT_FP8_CHANNEL), "int4": ("bf16", INT4),
+          # int4 without zero points (symmetric checkpoints): the sm_90 int4 GEMM's HAS_ZP=0 functional
+          # (tune_moe_gluon only: the Triton kernel's functional does not tell the two apart).
+          "int4_sym": ("bf16", INT4)}
 TOL = {"fp16": 5e-3, "bf16": 1e-2}  # rel. Frobenius error vs float32 on the same (quantized) operands
 INT4_GROUP = 128  # int4 w4a16 entries: group 128 with zero points (bench/moe_coverage_quant.py's layer)
 WQ_RULE = "fused_moe_gemm_wq"  # int4 entries go to this rule's database
@@ -120,6 +123,7 @@ class GemmCase:
         spec = LAYERS[layer]
         E, topk = spec["E"], spec["topk"]
         act_name, self.quant = QUANTS[quant]
+        self.with_zp = quant != "int4_sym"
         dt = {"bf16": torch.bfloat16, "fp16": torch.float16}[act_name]
         self.act_name = act_name
         g = torch.Generator(device="cuda").manual_seed(seed + M)
@@ -142,7 +146,8 @@ class GemmCase:
             self.a, self.a_deq = x, x.float()
             self.b = torch.randint(0, 256, (E, N_out, K_in // 2), dtype=torch.uint8, device="cuda", generator=g)
             self.b_s = torch.rand(E, N_out, G, device="cuda", generator=g) * 2e-2 + 1e-3
-            self.b_zp = torch.randint(0, 256, (E, -(-N_out // 2), G), dtype=torch.uint8, device="cuda", generator=g)
+            self.b_zp = (torch.randint(0, 256, (E, -(-N_out // 2), G), dtype=torch.uint8, device="cuda", generator=g)
+                         if self.with_zp else None)
         elif self.quant == C.QUANT_NONE:
             self.a, self.b = x, w
             self.a_deq, self.b_deq = x.float(), None
@@ -179,7 +184,8 @@ class GemmCase:
     def _b_deq(self, e):
         if self.quant == INT4:
             from python.jit.moe_quant import dequantize_int4_groups
-            return dequantize_int4_groups(self.b[e:e + 1], self.b_s[e:e + 1], self.b_zp[e:e + 1],
+            return dequantize_int4_groups(self.b[e:e + 1], self.b_s[e:e + 1],
+                                          self.b_zp[e:e + 1] if self.b_zp is not None else None,
                                           INT4_GROUP)[0].float()
         b = self.b[e].float()
         if self.quant == C.QUANT_FP8_TENSOR:
@@ -208,7 +214,7 @@ class GemmCase:
     def weight_bytes(self):
         """Bytes of the touched experts' packed weights, scales and zero points."""
         used = self.ids.unique().numel()
-        return used * sum(t[0].numel() * t.element_size() for t in (self.b, self.b_s, self.b_zp))
+        return used * sum(t[0].numel() * t.element_size() for t in (self.b, self.b_s, self.b_zp) if t is not None)
 
     @property
     def kernel(self):
@@ -295,6 +301,10 @@ def tune_moe(args, rule, load_db, save_db, db_path):
     if any(QUANTS[q][1] == C.QUANT_FP8_CHANNEL for q in args.quants.split(",")):
         raise SystemExit("fp8_channel runs the sm_90 Gluon kernel at prefill sizes: tune it with "
                          "`python python/tune.py moe_gluon --quants fp8_channel`")
+    if "int4_sym" in args.quants.split(","):
+        raise SystemExit("int4_sym tunes the sm_90 int4 GEMM's functional without zero points: "
+                         "`python python/tune.py moe_gluon --quants int4_sym` (fused_moe_gemm_wq's entries do "
+                         "not tell the two apart: tune it with --quants int4)")
     rule_of = {q: (next(r for r in all_rules.KERNELS if r.name == WQ_RULE) if QUANTS[q][1] == INT4 else rule)
                for q in args.quants.split(",")}
     dbs = {r.name: load_db(r.name, arch, r) for r in rule_of.values()}

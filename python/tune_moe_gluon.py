@@ -31,7 +31,7 @@ def rule_for(quant, tokens_per_expert=0):
     """The Gluon rule that serves a tune_moe quant name at this many slots per expert (fp16/bf16:
     the persistent form from PERSISTENT_MIN_TOKENS_PER_EXPERT, as v2src/ops/moe_gemm_hopper.cc
     picks it); int4: the decode kernel (block size 16)."""
-    if quant == "int4":
+    if quant in ("int4", "int4_sym"):
         from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper
         return fused_moe_gemm_wq_hopper
     if QUANTS[quant][1] == C.QUANT_NONE:
@@ -65,7 +65,7 @@ def gluon_entry(layer, gemm, M, quant):
     act_name, q = QUANTS[quant]
     values = {"dtype": act_name, "QUANT": q, "MUL_ROUTED_WEIGHT": gemm == 2, "b_dtype": "u8", "BLOCK_SIZE_M": 16,
               "BLOCK_SIZE_K": 128, "SPLIT_K": int4_split_k(layer, gemm, M),  # int4: group 128
-              "HAS_ZP": True}  # int4: the tuner's weights carry zero points (tune_moe.GemmCase)
+              "HAS_ZP": quant != "int4_sym"}  # int4: the case's weights carry zero points unless int4_sym
     f = {k: values[k] for k in rule.functional}  # the rule's order: the database's functional names
     _, bins = entry_key(layer, gemm, M, quant, block_m_of(rule))  # same bins: tokens per expert, N, K
     return rule, f, bins

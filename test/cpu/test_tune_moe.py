@@ -162,6 +162,9 @@ def test_gluon_tuner_keys_entries_as_the_generator_names_them():
                                   "SPLIT_K-4__HAS_ZP-1")
     assert bins == tune_moe.entry_key("mixtral", 2, 1, "int4", 16)[1]
     assert G.gluon_entry("mixtral", 2, 64, "int4")[1]["SPLIT_K"] == 1
+    # int4_sym: the same kernel's functional without zero points, the same bins.
+    rule_s, f_s, bins_s = G.gluon_entry("mixtral", 2, 1, "int4_sym")
+    assert rule_s is rule and f_s == dict(f, HAS_ZP=False) and bins_s == bins
     assert rule.tuning.default(f, 90) in rule.tuning.all_configs(f, 90)
     for quant in ("bf16", "fp8_tensor", "fp8_block"):
         rule, f, _ = G.gluon_entry("mixtral", 1, 4096, quant)
