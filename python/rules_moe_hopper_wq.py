@@ -16,9 +16,9 @@ SHARED_LIMIT = 227 * 1024
 
 def _shared_bytes(f, c):
     """The cp.async weight ring (PREFETCH 0: NUM_STAGES tiles of BLOCK_SIZE_N rows of
-    BLOCK_SIZE_K / 2 bytes) and the two activation buffers (16 rows of 16-bit values)."""
+    BLOCK_SIZE_K / 2 bytes) and the activation buffer (16 rows of 16-bit values)."""
     ring = c["NUM_STAGES"] * c["BLOCK_SIZE_N"] * f["BLOCK_SIZE_K"] // 2 if c["PREFETCH"] == 0 else 0
-    return ring + 2 * f["BLOCK_SIZE_M"] * f["BLOCK_SIZE_K"] * 2
+    return ring + f["BLOCK_SIZE_M"] * f["BLOCK_SIZE_K"] * 2
 
 
 def _prune(f, c, arch):
@@ -54,7 +54,7 @@ fused_moe_gemm_wq_hopper = Kernel(
         # ahead into registers.
         params={"BLOCK_SIZE_N": [64, 128], "PREFETCH": [0, 1, 2], "NUM_STAGES": [2, 4, 8],
                 "GROUP_SIZE_M": [1, 16], "num_warps": [4]},
-        # The SASS's choice (docs/notes-moe-perf.md): 64 rows take 96 registers (5 CTAs an SM, 40 KB
+        # The SASS's choice (docs/notes-moe-perf.md): 64 rows take 96 registers (5 CTAs an SM, 36 KB
         # of shared memory each) and an 8-deep ring keeps ~28 KB of weights in flight per CTA (a
         # power of 2: the ring index is a mask, not a division). GEMM2 (the routed weight) with a
         # 4-deep ring: faster at every decode M measured (H100, Mixtral int4, M=1 split 4: 36.2 vs

@@ -309,7 +309,8 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     # magic = floor((2^32 - 1) / d): exact while (t + 1) * d < 2^32 (one IMAD.HI in the loop).
     group_magic = 0xFFFFFFFF // (group_size // BLOCK_K).to(gl.uint32)
 
-    x_bufs = gl.allocate_shared_memory(dtype, [2, BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
+    # One activation buffer: the barrier at the top of each iteration ends the last one's wgmma reads.
+    buf = gl.allocate_shared_memory(dtype, [BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
     acc = gl.zeros([BLOCK_SIZE_N, BLOCK_SIZE_M], gl.float32, layout=mma)
     part_zero = gl.zeros([BLOCK_SIZE_N, BLOCK_SIZE_M], gl.float32, layout=mma)
 
@@ -365,7 +366,6 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
             async_copy.async_copy_global_to_shared(w_ring.index((it + NUM_STAGES - 1) % NUM_STAGES),
                                                    w_ptrs + gl.minimum(t + NUM_STAGES - 1, last) * (BLOCK_K // 8))
             async_copy.commit_group()
-        buf = x_bufs.index(t % 2)
         buf.store(_activation_k(x, dtype, BLOCK_SIZE_M, BLOCK_K))
         fence_async_shared()
         if PREFETCH == 0:
