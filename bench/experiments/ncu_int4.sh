@@ -9,8 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/aotriton-out}; mkdir -p "$OUT"
 WARMUP=3
-# Each call launches fused_moe_wq_kernel (the rule fused_moe_gemm_wq) twice (GEMM1, GEMM2): skip the warm-up calls' launches.
-ncu --clock-control none --kernel-name regex:fused_moe_wq_kernel --launch-skip $((2 * WARMUP)) --launch-count 2 \
+# Each call launches the int4 GEMM twice (GEMM1, GEMM2): on sm_90 by default fused_moe_wq_hopper_kernel
+# (the wgmma kernel; AOTRITON_MOE_WQ_HOPPER=0 for the Triton fused_moe_wq_kernel). Skip the warm-up calls'.
+ncu --clock-control none --kernel-name regex:"fused_moe_wq(_hopper)?_kernel" --launch-skip $((2 * WARMUP)) --launch-count 2 \
   --section SpeedOfLight --section MemoryWorkloadAnalysis --section SchedulerStats --section WarpStateStats \
   --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
   -o "$OUT/int4_m${TOKENS:-1}" -f \
@@ -19,5 +20,5 @@ ncu --import "$OUT/int4_m${TOKENS:-1}.ncu-rep" --print-units base --page details
 # Why the warps wait (0.72 eligible of 3.16 active per scheduler, 2026-12-05): the
 # WarpStateStats stall reasons, cycles per issued instruction each, both kernels.
 ncu --import "$OUT/int4_m${TOKENS:-1}.ncu-rep" --page raw --print-units base \
-  | grep -E "^\s*fused_moe_wq_kernel|issue_stalled_[a-z_]+_per_issue_active\.ratio" \
+  | grep -E "^\s*fused_moe_wq(_hopper)?_kernel|issue_stalled_[a-z_]+_per_issue_active\.ratio" \
   | tee "$OUT/int4_m${TOKENS:-1}_stalls.txt"
