@@ -197,7 +197,8 @@ def test_splits_past_the_last_k_tile_write_zeros():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("with_zp", [False, True])
-@pytest.mark.parametrize("K,group,split_k", [(640, 128, 1), (1024, 128, 4), (1664, 128, 4), (704, 64, 1), (256, 128, 4)])
+@pytest.mark.parametrize("K,group,split_k",
+                         [(640, 128, 1), (1024, 128, 4), (1664, 128, 4), (704, 64, 1), (256, 128, 4)])
 def test_four_tiles_per_sync_matches_the_reference(dtype, with_zp, K, group, split_k):
     """The TILES_PER_SYNC 4 candidate (four K tiles per pair of barriers, the ring copied four tiles
     at a time) through the JIT launcher: K ranges that are not whole groups of four (5 tiles of
