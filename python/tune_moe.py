@@ -295,9 +295,6 @@ def tune_moe(args, rule, load_db, save_db, db_path):
     import torch
     import triton
 
-    major, minor = torch.cuda.get_device_capability()
-    arch = major * 10 + minor
-    from python import rules as all_rules
     if any(QUANTS[q][1] == C.QUANT_FP8_CHANNEL for q in args.quants.split(",")):
         raise SystemExit("fp8_channel runs the sm_90 Gluon kernel at prefill sizes: tune it with "
                          "`python python/tune.py moe_gluon --quants fp8_channel`")
@@ -305,6 +302,9 @@ def tune_moe(args, rule, load_db, save_db, db_path):
         raise SystemExit("int4_sym tunes the sm_90 int4 GEMM's functional without zero points: "
                          "`python python/tune.py moe_gluon --quants int4_sym` (fused_moe_gemm_wq's entries do "
                          "not tell the two apart: tune it with --quants int4)")
+    major, minor = torch.cuda.get_device_capability()
+    arch = major * 10 + minor
+    from python import rules as all_rules
     rule_of = {q: (next(r for r in all_rules.KERNELS if r.name == WQ_RULE) if QUANTS[q][1] == INT4 else rule)
                for q in args.quants.split(",")}
     dbs = {r.name: load_db(r.name, arch, r) for r in rule_of.values()}

@@ -219,3 +219,14 @@ def test_two_routings_where_an_expert_may_span_blocks():
     assert tune_moe.routing_seeds("mixtral", 32, 16) == (0, )
     assert tune_moe.routing_seeds("deepseek", 64, 16) == (0, )
     assert tune_moe.routing_seeds("mixtral", 4096, 128) == (0, 1)
+
+
+def test_triton_tuner_sends_int4_sym_to_the_gluon_tuner():
+    """fused_moe_gemm_wq's functional does not tell symmetric int4 from int4 with zero points: the
+    Triton tuner refuses int4_sym (before touching a GPU) and names the tuner that takes it."""
+    import argparse
+
+    import pytest
+    pytest.importorskip("torch")
+    with pytest.raises(SystemExit, match="moe_gluon --quants int4_sym"):
+        tune_moe.tune_moe(argparse.Namespace(quants="int4,int4_sym"), RULE, None, None, None)
