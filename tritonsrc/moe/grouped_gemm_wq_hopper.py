@@ -210,10 +210,10 @@ def _weights_operand(w, zp, dtype: gl.constexpr, a_layout: gl.constexpr, BLOCK_N
 
 
 @gluon.jit
-def _tile_product(w_tile, x_buf, zp, scale, acc, part_zero, dtype: gl.constexpr, a_op: gl.constexpr,
-                  packed: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr):
-    """acc + scale * (the tile's dequantized weights in shared memory . the activation buffer)."""
-    a = _weights_operand(w_tile.load(packed), zp, dtype, a_op, BLOCK_N, BLOCK_K)
+def _tile_product(w, x_buf, zp, scale, acc, part_zero, dtype: gl.constexpr, a_op: gl.constexpr,
+                  BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr):
+    """acc + scale * (the tile's dequantized packed weights w . the activation buffer)."""
+    a = _weights_operand(w, zp, dtype, a_op, BLOCK_N, BLOCK_K)
     tok = warpgroup_mma(a, x_buf.permute((1, 0)), part_zero, use_acc=False, is_async=True)
     part = warpgroup_mma_wait(num_outstanding=0, deps=(tok, ))
     return acc + part * gl.expand_dims(scale, 1)
@@ -385,7 +385,7 @@ def _one_tile_per_sync(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_b
     if PREFETCH == 2:
         w2 = gl.load(w_ptrs + gl.minimum(kt_lo + 1, last) * (BLOCK_K // 8))
     g = gl.umulhi((first + 1).to(gl.uint32), group_magic).to(gl.int32)
-    if HAS_ZP:
+    if HAS_ZP:  # the raw bytes a tile ahead, unpacked when used
         zp1 = gl.load(zp_ptrs + g * stride_bzk)
     s1 = gl.load(s_ptrs + g * stride_bsk)
     x1 = gl.load(x_ptrs + first * BLOCK_K)
@@ -426,10 +426,7 @@ def _one_tile_per_sync(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_b
         gl.thread_barrier()
         if PREFETCH == 0:
             w = w_ring.index(it % NUM_STAGES).load(packed)
-        a = _weights_operand(w, zp, dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
-        tok = warpgroup_mma(a, buf.permute((1, 0)), part_zero, use_acc=False, is_async=True)
-        part = warpgroup_mma_wait(num_outstanding=0, deps=(tok, ))
-        acc += part * gl.expand_dims(scale, 1)
+        acc = _tile_product(w, buf, zp, scale, acc, part_zero, dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
     if PREFETCH == 0:
         # The ring's last copies (re-reads past the range) land before the CTA's shared memory
         # can go to another CTA.
@@ -501,13 +498,13 @@ def _four_tiles_per_sync(acc, part_zero, x_ptrs, w4_ptrs, s_ptrs, zp_ptrs, strid
         async_copy.wait_group(GROUPS - 1)  # this thread's copy of the group's tiles has landed
         gl.thread_barrier()
         w_group = w_ring.index(gi % GROUPS)
-        acc = _tile_product(w_group.slice(0, WORDS, dim=1), xa_buf, za, sa, acc, part_zero, dtype, a_op, packed,
-                            BLOCK_SIZE_N, BLOCK_K)
-        acc = _tile_product(w_group.slice(WORDS, WORDS, dim=1), xb_buf, zb, sb, acc, part_zero, dtype, a_op, packed,
-                            BLOCK_SIZE_N, BLOCK_K)
-        acc = _tile_product(w_group.slice(2 * WORDS, WORDS, dim=1), xc_buf, zc, sc, acc, part_zero, dtype, a_op,
-                            packed, BLOCK_SIZE_N, BLOCK_K)
-        acc = _tile_product(w_group.slice(3 * WORDS, WORDS, dim=1), xd_buf, zd, sd, acc, part_zero, dtype, a_op,
-                            packed, BLOCK_SIZE_N, BLOCK_K)
+        acc = _tile_product(w_group.slice(0, WORDS, dim=1).load(packed), xa_buf, za, sa, acc, part_zero, dtype,
+                            a_op, BLOCK_SIZE_N, BLOCK_K)
+        acc = _tile_product(w_group.slice(WORDS, WORDS, dim=1).load(packed), xb_buf, zb, sb, acc, part_zero, dtype,
+                            a_op, BLOCK_SIZE_N, BLOCK_K)
+        acc = _tile_product(w_group.slice(2 * WORDS, WORDS, dim=1).load(packed), xc_buf, zc, sc, acc, part_zero,
+                            dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
+        acc = _tile_product(w_group.slice(3 * WORDS, WORDS, dim=1).load(packed), xd_buf, zd, sd, acc, part_zero,
+                            dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
     async_copy.wait_group(0)
     return acc
