@@ -24,7 +24,7 @@ def _shared_bytes(f, c):
 def _prune(f, c, arch):
     if c["PREFETCH"] > 0 and c["NUM_STAGES"] != 2:
         return False  # register prefetch: NUM_STAGES is unused, one config stands for all
-    if c["TILES_PER_SYNC"] > 1 and (c["PREFETCH"] > 0 or c["NUM_STAGES"] < 8):
+    if c["TILES_PER_SYNC"] > 1 and (c["PREFETCH"] > 0 or c["NUM_STAGES"] < 8 or c["LATE_LOADS"]):
         return False  # four tiles a sync: the ring only, 4 tiles ahead of a group at least
     return _shared_bytes(f, c) <= SHARED_LIMIT
 
@@ -58,7 +58,11 @@ fused_moe_gemm_wq_hopper = Kernel(
                 "GROUP_SIZE_M": [1, 16], "num_warps": [4],
                 # K tiles of activations staged per pair of CTA barriers and shared-memory fence: 4 is
                 # a candidate built without a GPU (docs/notes-moe-perf.md, twenty-second session).
-                "TILES_PER_SYNC": [1, 4]},
+                "TILES_PER_SYNC": [1, 4],
+                # The next tile's activation/scale loads after the shared-memory fence (MEMBAR.ALL.CTA
+                # in the SASS, which may wait for loads in flight) instead of before it: a candidate
+                # built without a GPU (docs/notes-moe-perf.md, twenty-third session).
+                "LATE_LOADS": [False, True]},
         # The SASS's choice (docs/notes-moe-perf.md): 64 rows take 96 registers (5 CTAs an SM, 36 KB
         # of shared memory each) and an 8-deep ring keeps ~28 KB of weights in flight per CTA (a
         # power of 2: the ring index is a mask, not a division). GEMM2 (the routed weight) with a
@@ -68,7 +72,8 @@ fused_moe_gemm_wq_hopper = Kernel(
         # (M up to 64) they run side by side and share each weight tile through L2
         # (fused_moe_gemm's M <= 64 row, tritonsrc/moe/configs.py).
         default=lambda f, arch: {"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 4 if f["MUL_ROUTED_WEIGHT"] else 8,
-                                 "GROUP_SIZE_M": 16, "num_warps": 4, "TILES_PER_SYNC": 1},
+                                 "GROUP_SIZE_M": 16, "num_warps": 4, "TILES_PER_SYNC": 1,
+                                 "LATE_LOADS": False},
         prune=_prune,
     ),
     grid=("cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N)", "SPLIT_K", "1"),

@@ -22,9 +22,10 @@ REPO = Path(__file__).resolve().parents[2]
 # (BLOCK_SIZE_N, PREFETCH, NUM_STAGES): PREFETCH 1-2 register prefetch, 0 a cp.async ring of NUM_STAGES
 # tiles; SPLIT_K is swept for GEMM2. (Taking two M blocks of one expert per program, MERGE 2, lost in
 # every row of the twentieth session's run and is gone: bench/results/h100/int4_wgmma_sm90.json.)
-# (BLOCK_SIZE_N, PREFETCH, NUM_STAGES, TILES_PER_SYNC)
-VARIANTS = [(64, 0, 8, 1), (64, 0, 8, 4), (128, 0, 8, 4), (128, 0, 4, 1), (64, 0, 4, 1), (128, 2, 2, 1),
-            (128, 1, 2, 1), (64, 2, 2, 1)]
+# (BLOCK_SIZE_N, PREFETCH, NUM_STAGES, TILES_PER_SYNC, LATE_LOADS)
+VARIANTS = [(64, 0, 8, 1, False), (64, 0, 8, 1, True), (64, 0, 4, 1, True), (64, 0, 8, 4, False),
+            (128, 0, 8, 4, False), (128, 0, 4, 1, False), (64, 0, 4, 1, False), (128, 2, 2, 1, False),
+            (128, 1, 2, 1, False), (64, 2, 2, 1, False)]
 GEMM2_SPLITS = (1, 4)  # unsplit and the operator's split (configs.WQ_SPLIT_K)
 
 
@@ -91,10 +92,11 @@ def main():
                 candidates.append(("production", dict(C.wq_gemm_default(16, 4, 90, C.WQ_SPLIT_K), BLOCK_SIZE_M=16,
                                                       SPLIT_K=C.WQ_SPLIT_K)))
             for bk in k_tiles:
-                for bn, pf, st, tps in VARIANTS:
+                for bn, pf, st, tps, late in VARIANTS:
                     for sk in (GEMM2_SPLITS if gemm == 2 else (1, )):
                         candidates.append(("gluon", dict(BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, PREFETCH=pf,
-                                                         NUM_STAGES=st, TILES_PER_SYNC=tps, SPLIT_K=sk)))
+                                                         NUM_STAGES=st, TILES_PER_SYNC=tps, LATE_LOADS=late,
+                                                         SPLIT_K=sk)))
             for kind, cfg in candidates:
                 sk = cfg.get("SPLIT_K", 1)
                 # 16-bit partials, as the operator writes them

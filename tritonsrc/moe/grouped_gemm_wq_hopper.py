@@ -238,7 +238,8 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
                                MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
                                BLOCK_SIZE_K: gl.constexpr, GROUP_SIZE_M: gl.constexpr, SPLIT_K: gl.constexpr,
                                HAS_ZP: gl.constexpr, PREFETCH: gl.constexpr, NUM_STAGES: gl.constexpr = 4,
-                               TILES_PER_SYNC: gl.constexpr = 1, USE_PDL: gl.constexpr = False):
+                               TILES_PER_SYNC: gl.constexpr = 1, LATE_LOADS: gl.constexpr = False,
+                               USE_PDL: gl.constexpr = False):
     """One BLOCK_SIZE_N x BLOCK_SIZE_M tile of C^T; 4 warps (one warpgroup). BLOCK_SIZE_N 64 or
     128; BLOCK_SIZE_M 8 or 16 (the align block size); BLOCK_SIZE_K 64, 128 or 256, dividing
     group_size (one scale and zero point per row and K tile); PREFETCH: K tiles of weights
@@ -248,7 +249,9 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     are read (has_zp, the runtime argument both weight-only kernels share, is not); without them
     every zero point is 8 and their loads and packing leave the loop. TILES_PER_SYNC 4 (with
     the ring, NUM_STAGES >= 8): four K tiles' activations staged per pair of CTA barriers and
-    shared-memory fence instead of one (a candidate for the tuner; 1 is the measured default)."""
+    shared-memory fence instead of one (a candidate for the tuner; 1 is the measured default).
+    LATE_LOADS (one tile a sync): the next tile's activation, scale and zero-point loads after the
+    fence rather than before it (a candidate: does the fence wait for loads in flight?)."""
     gl.static_assert(PREFETCH <= 2)
     gl.static_assert(TILES_PER_SYNC == 1 or (TILES_PER_SYNC == 4 and PREFETCH == 0 and NUM_STAGES >= 8))
     BLOCK_K: gl.constexpr = BLOCK_SIZE_K
@@ -347,7 +350,7 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     else:
         acc = _one_tile_per_sync(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift,
                                  zp_none, group_magic, kt_lo, kt_hi, last, dtype, a_op, packed, x_smem_layout,
-                                 BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_K, HAS_ZP, PREFETCH, NUM_STAGES)
+                                 BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_K, HAS_ZP, PREFETCH, NUM_STAGES, LATE_LOADS)
 
     if MUL_ROUTED_WEIGHT:
         wt_m = pid_m * BLOCK_SIZE_M + gl.arange(0, BLOCK_SIZE_M, layout=gl.SliceLayout(0, mma))
@@ -363,8 +366,9 @@ def _one_tile_per_sync(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_b
                        group_magic, kt_lo, kt_hi, last, dtype: gl.constexpr, a_op: gl.constexpr, packed: gl.constexpr,
                        x_smem_layout: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
                        BLOCK_K: gl.constexpr, HAS_ZP: gl.constexpr, PREFETCH: gl.constexpr,
-                       NUM_STAGES: gl.constexpr):
-    """The K loop, one tile per pair of CTA barriers."""
+                       NUM_STAGES: gl.constexpr, LATE_LOADS: gl.constexpr):
+    """The K loop, one tile per pair of CTA barriers. LATE_LOADS: the next tile's activations, scales
+    and zero points are loaded after this tile's fence and barrier instead of before them."""
     # One activation buffer: the barrier at the top of each iteration ends the last one's wgmma reads.
     buf = gl.allocate_shared_memory(dtype, [BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
 
@@ -404,11 +408,12 @@ def _one_tile_per_sync(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_b
             w2 = gl.load(w_ptrs + gl.minimum(t + 2, last) * (BLOCK_K // 8))
         elif PREFETCH == 1:
             w1 = gl.load(w_ptrs + nxt * (BLOCK_K // 8))
-        g = gl.umulhi((nxt + 1).to(gl.uint32), group_magic).to(gl.int32)
-        if HAS_ZP:
-            zp1 = gl.load(zp_ptrs + g * stride_bzk)
-        s1 = gl.load(s_ptrs + g * stride_bsk)
-        x1 = gl.load(x_ptrs + nxt * BLOCK_K)
+        if not LATE_LOADS:
+            g = gl.umulhi((nxt + 1).to(gl.uint32), group_magic).to(gl.int32)
+            if HAS_ZP:
+                zp1 = gl.load(zp_ptrs + g * stride_bzk)
+            s1 = gl.load(s_ptrs + g * stride_bsk)
+            x1 = gl.load(x_ptrs + nxt * BLOCK_K)
 
         # Two CTA barriers an iteration, each ordering both buffers: this one ends last iteration's
         # reads of the ring slot the copy below refills and of the activation buffer (wgmma),
@@ -421,6 +426,15 @@ def _one_tile_per_sync(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_b
             async_copy.commit_group()
         buf.store(_activation_k(x, dtype, BLOCK_SIZE_M, BLOCK_K))
         fence_async_shared()
+        if LATE_LOADS:
+            # Issued after the fence (MEMBAR.ALL.CTA, which may wait for loads still in flight) and
+            # before the barrier (ptxas keeps them above it): the barrier wait and this tile's
+            # product pass before the next iteration's activation store needs them.
+            g = gl.umulhi((nxt + 1).to(gl.uint32), group_magic).to(gl.int32)
+            if HAS_ZP:
+                zp1 = gl.load(zp_ptrs + g * stride_bzk)
+            s1 = gl.load(s_ptrs + g * stride_bsk)
+            x1 = gl.load(x_ptrs + nxt * BLOCK_K)
         if PREFETCH == 0:
             async_copy.wait_group(NUM_STAGES - 1)  # this thread's copies of tile t have landed
         gl.thread_barrier()
