@@ -62,7 +62,7 @@ fused_moe_gemm_wq_hopper = Kernel(
                 # The next tile's activation/scale loads after the shared-memory fence (MEMBAR.ALL.CTA
                 # in the SASS, which may wait for loads in flight) instead of before it: a candidate
                 # built without a GPU (docs/notes-moe-perf.md, twenty-third session).
-                "LATE_LOADS": [False, True]},
+                "LATE_LOADS": [0, 1]},
         # The SASS's choice (docs/notes-moe-perf.md): 64 rows take 96 registers (5 CTAs an SM, 36 KB
         # of shared memory each) and an 8-deep ring keeps ~28 KB of weights in flight per CTA (a
         # power of 2: the ring index is a mask, not a division). GEMM2 (the routed weight) with a
@@ -73,7 +73,7 @@ fused_moe_gemm_wq_hopper = Kernel(
         # (fused_moe_gemm's M <= 64 row, tritonsrc/moe/configs.py).
         default=lambda f, arch: {"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 4 if f["MUL_ROUTED_WEIGHT"] else 8,
                                  "GROUP_SIZE_M": 16, "num_warps": 4, "TILES_PER_SYNC": 1,
-                                 "LATE_LOADS": False},
+                                 "LATE_LOADS": 0},
         prune=_prune,
     ),
     grid=("cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N)", "SPLIT_K", "1"),

@@ -23,9 +23,9 @@ REPO = Path(__file__).resolve().parents[2]
 # tiles; SPLIT_K is swept for GEMM2. (Taking two M blocks of one expert per program, MERGE 2, lost in
 # every row of the twentieth session's run and is gone: bench/results/h100/int4_wgmma_sm90.json.)
 # (BLOCK_SIZE_N, PREFETCH, NUM_STAGES, TILES_PER_SYNC, LATE_LOADS)
-VARIANTS = [(64, 0, 8, 1, False), (64, 0, 8, 1, True), (64, 0, 4, 1, True), (64, 0, 8, 4, False),
-            (128, 0, 8, 4, False), (128, 0, 4, 1, False), (64, 0, 4, 1, False), (128, 2, 2, 1, False),
-            (128, 1, 2, 1, False), (64, 2, 2, 1, False)]
+VARIANTS = [(64, 0, 8, 1, 0), (64, 0, 8, 1, 1), (64, 0, 4, 1, 1), (64, 0, 8, 4, 0),
+            (128, 0, 8, 4, 0), (128, 0, 4, 1, 0), (64, 0, 4, 1, 0), (128, 2, 2, 1, 0),
+            (128, 1, 2, 1, 0), (64, 2, 2, 1, 0)]
 GEMM2_SPLITS = (1, 4)  # unsplit and the operator's split (configs.WQ_SPLIT_K)
 
 

@@ -159,7 +159,7 @@ def _corners():
     # The next tile's loads after the fence, with and without zero points.
     for zp in (False, True):
         g = dict(f, dtype="fp16", MUL_ROUTED_WEIGHT=False, SPLIT_K=1, BLOCK_SIZE_K=128, HAS_ZP=zp)
-        yield g, dict(rule.tuning.default(g, 90), LATE_LOADS=True)
+        yield g, dict(rule.tuning.default(g, 90), LATE_LOADS=1)
 
 
 @pytest.mark.parametrize("functional,config", list(_corners()), ids=str)

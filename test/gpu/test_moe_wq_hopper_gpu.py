@@ -195,7 +195,7 @@ def test_splits_past_the_last_k_tile_write_zeros():
     assert rel_err(parts.double().sum(1), gemm_ref(a, d, w, ids, topk, True)) < GEMM_TOL[torch.bfloat16]
 
 
-@pytest.mark.parametrize("candidate", [dict(NUM_STAGES=8, TILES_PER_SYNC=4), dict(LATE_LOADS=True)],
+@pytest.mark.parametrize("candidate", [dict(NUM_STAGES=8, TILES_PER_SYNC=4), dict(LATE_LOADS=1)],
                          ids=["four_tiles_per_sync", "late_loads"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("with_zp", [False, True])
