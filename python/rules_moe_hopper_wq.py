@@ -18,14 +18,12 @@ def _shared_bytes(f, c):
     """The cp.async weight ring (PREFETCH 0: NUM_STAGES tiles of BLOCK_SIZE_N rows of
     BLOCK_SIZE_K / 2 bytes) and the activation buffer (16 rows of 16-bit values)."""
     ring = c["NUM_STAGES"] * c["BLOCK_SIZE_N"] * f["BLOCK_SIZE_K"] // 2 if c["PREFETCH"] == 0 else 0
-    return ring + c["TILES_PER_SYNC"] * f["BLOCK_SIZE_M"] * f["BLOCK_SIZE_K"] * 2
+    return ring + f["BLOCK_SIZE_M"] * f["BLOCK_SIZE_K"] * 2
 
 
 def _prune(f, c, arch):
     if c["PREFETCH"] > 0 and c["NUM_STAGES"] != 2:
         return False  # register prefetch: NUM_STAGES is unused, one config stands for all
-    if c["TILES_PER_SYNC"] > 1 and (c["PREFETCH"] > 0 or c["NUM_STAGES"] < 8 or c["LATE_LOADS"]):
-        return False  # four tiles a sync: the ring only, 4 tiles ahead of a group at least
     return _shared_bytes(f, c) <= SHARED_LIMIT
 
 
@@ -55,14 +53,7 @@ fused_moe_gemm_wq_hopper = Kernel(
         # PREFETCH 0: the weights through a cp.async ring of NUM_STAGES tiles; 1-2: tiles loaded
         # ahead into registers.
         params={"BLOCK_SIZE_N": [64, 128], "PREFETCH": [0, 1, 2], "NUM_STAGES": [2, 4, 8],
-                "GROUP_SIZE_M": [1, 16], "num_warps": [4],
-                # K tiles of activations staged per pair of CTA barriers and shared-memory fence: 4 is
-                # a candidate built without a GPU (docs/notes-moe-perf.md, twenty-second session).
-                "TILES_PER_SYNC": [1, 4],
-                # The next tile's activation/scale loads after the shared-memory fence (MEMBAR.ALL.CTA
-                # in the SASS, which may wait for loads in flight) instead of before it: a candidate
-                # built without a GPU (docs/notes-moe-perf.md, twenty-third session).
-                "LATE_LOADS": [0, 1]},
+                "GROUP_SIZE_M": [1, 16], "num_warps": [4]},
         # The SASS's choice (docs/notes-moe-perf.md): 64 rows take 96 registers (5 CTAs an SM, 36 KB
         # of shared memory each) and an 8-deep ring keeps ~28 KB of weights in flight per CTA (a
         # power of 2: the ring index is a mask, not a division). GEMM2 (the routed weight) with a
@@ -72,8 +63,7 @@ fused_moe_gemm_wq_hopper = Kernel(
         # (M up to 64) they run side by side and share each weight tile through L2
         # (fused_moe_gemm's M <= 64 row, tritonsrc/moe/configs.py).
         default=lambda f, arch: {"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 4 if f["MUL_ROUTED_WEIGHT"] else 8,
-                                 "GROUP_SIZE_M": 16, "num_warps": 4, "TILES_PER_SYNC": 1,
-                                 "LATE_LOADS": 0},
+                                 "GROUP_SIZE_M": 16, "num_warps": 4},
         prune=_prune,
     ),
     grid=("cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N)", "SPLIT_K", "1"),

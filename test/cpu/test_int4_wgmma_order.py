@@ -152,14 +152,6 @@ def _corners():
     for dtype in ("fp16", "bf16"):  # symmetric weights: the zero points' loads leave the loop
         g = dict(f, dtype=dtype, MUL_ROUTED_WEIGHT=False, SPLIT_K=1, BLOCK_SIZE_K=128, HAS_ZP=False)
         yield g, rule.tuning.default(g, 90)
-    # Four tiles per sync (the ring copied four tiles at a time), both K tiles and row counts.
-    for bk, bn in ((128, 64), (64, 64), (128, 128)):
-        g = dict(f, BLOCK_SIZE_K=bk)
-        yield g, dict(rule.tuning.default(g, 90), BLOCK_SIZE_N=bn, NUM_STAGES=8, TILES_PER_SYNC=4)
-    # The next tile's loads after the fence, with and without zero points.
-    for zp in (False, True):
-        g = dict(f, dtype="fp16", MUL_ROUTED_WEIGHT=False, SPLIT_K=1, BLOCK_SIZE_K=128, HAS_ZP=zp)
-        yield g, dict(rule.tuning.default(g, 90), LATE_LOADS=1)
 
 
 @pytest.mark.parametrize("functional,config", list(_corners()), ids=str)

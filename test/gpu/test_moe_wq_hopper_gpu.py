@@ -193,34 +193,3 @@ def test_splits_past_the_last_k_tile_write_zeros():
     parts = c.view(ids.numel(), 4, N)
     assert torch.equal(parts[:, 2:], torch.zeros_like(parts[:, 2:]))
     assert rel_err(parts.double().sum(1), gemm_ref(a, d, w, ids, topk, True)) < GEMM_TOL[torch.bfloat16]
-
-
-@pytest.mark.parametrize("candidate", [dict(NUM_STAGES=8, TILES_PER_SYNC=4), dict(LATE_LOADS=1)],
-                         ids=["four_tiles_per_sync", "late_loads"])
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("with_zp", [False, True])
-@pytest.mark.parametrize("K,group,split_k",
-                         [(640, 128, 1), (1024, 128, 4), (1664, 128, 4), (704, 64, 1), (256, 128, 4)])
-def test_loop_candidates_match_the_reference(candidate, dtype, with_zp, K, group, split_k):
-    """The loop forms the tuner may pick through the JIT launcher: TILES_PER_SYNC 4 (four K tiles
-    per pair of barriers, the ring copied four tiles at a time) and LATE_LOADS (the next tile's
-    loads after the fence). K ranges that are not whole groups of four (5 tiles of 128; a split of
-    13 tiles into 4, 4, 4, 1; 11 tiles of 64; splits with no tile at all), against the float64
-    reference; TILES_PER_SYNC's groups past the range add exact zeros."""
-    import aotriton
-    from python.jit.moe_quant import invoke_grouped_gemm_wq_hopper, wq_hopper_block_k
-    from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper as rule
-
-    E, topk, N = 8, 2, 192
-    mul = split_k > 1
-    a, q, s, zp, d, w, ids = operands(5, E, topk, K, N, group, with_zp, dtype, seed=K + split_k + with_zp)
-    srt, eid, ntpp = aotriton.moe_align_block_size(ids, 16, E)
-    f = {"dtype": {torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype], "b_dtype": "u8", "MUL_ROUTED_WEIGHT": mul,
-         "BLOCK_SIZE_M": 16, "BLOCK_SIZE_K": wq_hopper_block_k(group), "SPLIT_K": split_k, "HAS_ZP": with_zp}
-    config = dict(rule.tuning.default(f, 90), **candidate)
-    assert config in rule.tuning.all_configs(f, 90)
-    c = torch.full((ids.numel() * split_k, N), float("nan"), dtype=dtype, device=DEV)
-    invoke_grouped_gemm_wq_hopper(a, q, c, w.reshape(-1).contiguous() if mul else None, srt, eid, ntpp, topk, s, zp,
-                                  group, config=config, mul_routed_weight=mul, split_k=split_k)
-    got = c.view(ids.numel(), split_k, N).double().sum(1)
-    assert rel_err(got, gemm_ref(a, d, w, ids, topk, mul)) < GEMM_TOL[dtype]

@@ -220,15 +220,6 @@ def _tile_product(w, x_buf, zp, scale, acc, part_zero, dtype: gl.constexpr, a_op
 
 
 @gluon.jit
-def _zero_points(zp_ptrs, g, stride_bzk, zp_shift, zp_none, HAS_ZP: gl.constexpr):
-    """The zero points (int32 0..15) of scale group g, or the constant 8 without them."""
-    if HAS_ZP:
-        return (gl.load(zp_ptrs + g * stride_bzk).to(gl.int32) >> zp_shift) & 0xF
-    else:
-        return zp_none
-
-
-@gluon.jit
 def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights_ptr,
                                sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
                                N, K, EM, num_valid_tokens, top_k,
@@ -238,7 +229,6 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
                                MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
                                BLOCK_SIZE_K: gl.constexpr, GROUP_SIZE_M: gl.constexpr, SPLIT_K: gl.constexpr,
                                HAS_ZP: gl.constexpr, PREFETCH: gl.constexpr, NUM_STAGES: gl.constexpr = 4,
-                               TILES_PER_SYNC: gl.constexpr = 1, LATE_LOADS: gl.constexpr = 0,
                                USE_PDL: gl.constexpr = False):
     """One BLOCK_SIZE_N x BLOCK_SIZE_M tile of C^T; 4 warps (one warpgroup). BLOCK_SIZE_N 64 or
     128; BLOCK_SIZE_M 8 or 16 (the align block size); BLOCK_SIZE_K 64, 128 or 256, dividing
@@ -247,13 +237,8 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     filled by cp.async, each thread copying and later reading only its own 16-byte pieces (no
     CTA barrier for it). K a multiple of BLOCK_SIZE_K (the caller checks). HAS_ZP: zero points
     are read (has_zp, the runtime argument both weight-only kernels share, is not); without them
-    every zero point is 8 and their loads and packing leave the loop. TILES_PER_SYNC 4 (with
-    the ring, NUM_STAGES >= 8): four K tiles' activations staged per pair of CTA barriers and
-    shared-memory fence instead of one (a candidate for the tuner; 1 is the measured default).
-    LATE_LOADS (one tile a sync): the next tile's activation, scale and zero-point loads after the
-    fence rather than before it (a candidate: does the fence wait for loads in flight?)."""
+    every zero point is 8 and their loads and packing leave the loop."""
     gl.static_assert(PREFETCH <= 2)
-    gl.static_assert(TILES_PER_SYNC == 1 or (TILES_PER_SYNC == 4 and PREFETCH == 0 and NUM_STAGES >= 8))
     BLOCK_K: gl.constexpr = BLOCK_SIZE_K
     dtype: gl.constexpr = a_ptr.dtype.element_ty
     # wgmma N: the block's slots.
@@ -337,20 +322,9 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     acc = gl.zeros([BLOCK_SIZE_N, BLOCK_SIZE_M], gl.float32, layout=mma)
     part_zero = gl.zeros([BLOCK_SIZE_N, BLOCK_SIZE_M], gl.float32, layout=mma)
     last = gl.maximum(kt_hi - 1, 0)
-    if TILES_PER_SYNC == 4:
-        # The ring's copies: four tiles of a row at once ([BLOCK_N, 4 * BLOCK_K // 8] words).
-        packed4: gl.constexpr = packed_layout(BLOCK_SIZE_N, 4 * BLOCK_K)
-        w4_n = (pid_n * BLOCK_SIZE_N + gl.arange(0, BLOCK_SIZE_N, layout=gl.SliceLayout(1, packed4))) % N
-        w4_j = gl.arange(0, BLOCK_K // 2, layout=gl.SliceLayout(0, packed4))
-        w4_ptrs = (b_ptr.to(gl.pointer_type(gl.int32)) + expert * (stride_be // 4) +
-                   gl.expand_dims(w4_n.to(gl.int64) * (stride_bn // 4), 1) + gl.expand_dims(w4_j, 0))
-        acc = _four_tiles_per_sync(acc, part_zero, x_ptrs, w4_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift,
-                                   zp_none, group_magic, kt_lo, kt_hi, last, dtype, a_op, packed, packed4,
-                                   x_smem_layout, BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_K, HAS_ZP, NUM_STAGES)
-    else:
-        acc = _one_tile_per_sync(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift,
-                                 zp_none, group_magic, kt_lo, kt_hi, last, dtype, a_op, packed, x_smem_layout,
-                                 BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_K, HAS_ZP, PREFETCH, NUM_STAGES, LATE_LOADS)
+    acc = _k_loop(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift, zp_none,
+                  group_magic, kt_lo, kt_hi, last, dtype, a_op, packed, x_smem_layout, BLOCK_SIZE_M, BLOCK_SIZE_N,
+                  BLOCK_K, HAS_ZP, PREFETCH, NUM_STAGES)
 
     if MUL_ROUTED_WEIGHT:
         wt_m = pid_m * BLOCK_SIZE_M + gl.arange(0, BLOCK_SIZE_M, layout=gl.SliceLayout(0, mma))
@@ -362,13 +336,11 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
 
 
 @gluon.jit
-def _one_tile_per_sync(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift, zp_none,
-                       group_magic, kt_lo, kt_hi, last, dtype: gl.constexpr, a_op: gl.constexpr, packed: gl.constexpr,
-                       x_smem_layout: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
-                       BLOCK_K: gl.constexpr, HAS_ZP: gl.constexpr, PREFETCH: gl.constexpr,
-                       NUM_STAGES: gl.constexpr, LATE_LOADS: gl.constexpr):
-    """The K loop, one tile per pair of CTA barriers. LATE_LOADS: the next tile's activations, scales
-    and zero points are loaded after this tile's fence and barrier instead of before them."""
+def _k_loop(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift, zp_none,
+            group_magic, kt_lo, kt_hi, last, dtype: gl.constexpr, a_op: gl.constexpr, packed: gl.constexpr,
+            x_smem_layout: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
+            BLOCK_K: gl.constexpr, HAS_ZP: gl.constexpr, PREFETCH: gl.constexpr, NUM_STAGES: gl.constexpr):
+    """The K loop: acc + the split's K tiles, one tile per pair of CTA barriers."""
     # One activation buffer: the barrier at the top of each iteration ends the last one's wgmma reads.
     buf = gl.allocate_shared_memory(dtype, [BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
 
@@ -408,12 +380,11 @@ def _one_tile_per_sync(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_b
             w2 = gl.load(w_ptrs + gl.minimum(t + 2, last) * (BLOCK_K // 8))
         elif PREFETCH == 1:
             w1 = gl.load(w_ptrs + nxt * (BLOCK_K // 8))
-        if not LATE_LOADS:
-            g = gl.umulhi((nxt + 1).to(gl.uint32), group_magic).to(gl.int32)
-            if HAS_ZP:
-                zp1 = gl.load(zp_ptrs + g * stride_bzk)
-            s1 = gl.load(s_ptrs + g * stride_bsk)
-            x1 = gl.load(x_ptrs + nxt * BLOCK_K)
+        g = gl.umulhi((nxt + 1).to(gl.uint32), group_magic).to(gl.int32)
+        if HAS_ZP:
+            zp1 = gl.load(zp_ptrs + g * stride_bzk)
+        s1 = gl.load(s_ptrs + g * stride_bsk)
+        x1 = gl.load(x_ptrs + nxt * BLOCK_K)
 
         # Two CTA barriers an iteration, each ordering both buffers: this one ends last iteration's
         # reads of the ring slot the copy below refills and of the activation buffer (wgmma),
@@ -426,15 +397,6 @@ def _one_tile_per_sync(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_b
             async_copy.commit_group()
         buf.store(_activation_k(x, dtype, BLOCK_SIZE_M, BLOCK_K))
         fence_async_shared()
-        if LATE_LOADS:
-            # Issued after the fence (MEMBAR.ALL.CTA, which may wait for loads still in flight) and
-            # before the barrier (ptxas keeps them above it): the barrier wait and this tile's
-            # product pass before the next iteration's activation store needs them.
-            g = gl.umulhi((nxt + 1).to(gl.uint32), group_magic).to(gl.int32)
-            if HAS_ZP:
-                zp1 = gl.load(zp_ptrs + g * stride_bzk)
-            s1 = gl.load(s_ptrs + g * stride_bsk)
-            x1 = gl.load(x_ptrs + nxt * BLOCK_K)
         if PREFETCH == 0:
             async_copy.wait_group(NUM_STAGES - 1)  # this thread's copies of tile t have landed
         gl.thread_barrier()
@@ -445,80 +407,4 @@ def _one_tile_per_sync(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_b
         # The ring's last copies (re-reads past the range) land before the CTA's shared memory
         # can go to another CTA.
         async_copy.wait_group(0)
-    return acc
-
-
-@gluon.jit
-def _four_tiles_per_sync(acc, part_zero, x_ptrs, w4_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift, zp_none,
-                         group_magic, kt_lo, kt_hi, last, dtype: gl.constexpr, a_op: gl.constexpr,
-                         packed: gl.constexpr, packed4: gl.constexpr, x_smem_layout: gl.constexpr,
-                         BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr, BLOCK_K: gl.constexpr,
-                         HAS_ZP: gl.constexpr, NUM_STAGES: gl.constexpr):
-    """The K loop in groups of four tiles: one barrier ends the last group's reads of the ring and
-    the activation buffers, one cp.async copy refills a ring slot with a later group's four tiles
-    (w4_ptrs: [BLOCK_N, 4 * BLOCK_K // 8] words), the four activation tiles are stored, and one
-    fence and one barrier publish both; the four products need no further synchronization.
-    Tiles past the range are neither copied nor counted: their activations load as zeros, so
-    their products are exact zeros whatever the ring slot holds (finite weights)."""
-    GROUPS: gl.constexpr = NUM_STAGES // 4  # ring slots of four tiles
-    WORDS: gl.constexpr = BLOCK_K // 8
-    w_ring = gl.allocate_shared_memory(gl.int32, [GROUPS, BLOCK_SIZE_N, 4 * WORDS],
-                                       gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
-    # Four buffers, not one [4, ...] allocation: stores to distinct allocations need no barrier
-    # between them, and each wgmma's descriptor stays loop-invariant.
-    xa_buf = gl.allocate_shared_memory(dtype, [BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
-    xb_buf = gl.allocate_shared_memory(dtype, [BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
-    xc_buf = gl.allocate_shared_memory(dtype, [BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
-    xd_buf = gl.allocate_shared_memory(dtype, [BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
-    # Each word's tile within the group ([BLOCK_N, 4 * WORDS], the copy's mask).
-    col_tile = gl.expand_dims(gl.arange(0, 4 * WORDS, layout=gl.SliceLayout(0, packed4)) // WORDS, 0)
-    col_tile = col_tile + gl.zeros([BLOCK_SIZE_N, 4 * WORDS], gl.int32, layout=packed4)
-    for i in gl.static_range(GROUPS - 1):
-        t = kt_lo + 4 * i
-        async_copy.async_copy_global_to_shared(w_ring.index(i), w4_ptrs + t * WORDS,
-                                               mask=t + col_tile < kt_hi)
-        async_copy.commit_group()
-    for t0 in range(kt_lo, kt_hi, 4):
-        gi = (t0 - kt_lo) // 4
-        tb = gl.minimum(t0 + 1, last)
-        tc = gl.minimum(t0 + 2, last)
-        td = gl.minimum(t0 + 3, last)
-        xa = gl.load(x_ptrs + t0 * BLOCK_K)
-        xb = gl.load(x_ptrs + tb * BLOCK_K, mask=t0 + 1 < kt_hi, other=0.0)
-        xc = gl.load(x_ptrs + tc * BLOCK_K, mask=t0 + 2 < kt_hi, other=0.0)
-        xd = gl.load(x_ptrs + td * BLOCK_K, mask=t0 + 3 < kt_hi, other=0.0)
-        ga = gl.umulhi((t0 + 1).to(gl.uint32), group_magic).to(gl.int32)
-        gb = gl.umulhi((tb + 1).to(gl.uint32), group_magic).to(gl.int32)
-        gc = gl.umulhi((tc + 1).to(gl.uint32), group_magic).to(gl.int32)
-        gd = gl.umulhi((td + 1).to(gl.uint32), group_magic).to(gl.int32)
-        sa = gl.load(s_ptrs + ga * stride_bsk)
-        sb = gl.load(s_ptrs + gb * stride_bsk)
-        sc = gl.load(s_ptrs + gc * stride_bsk)
-        sd = gl.load(s_ptrs + gd * stride_bsk)
-        za = _zero_points(zp_ptrs, ga, stride_bzk, zp_shift, zp_none, HAS_ZP)
-        zb = _zero_points(zp_ptrs, gb, stride_bzk, zp_shift, zp_none, HAS_ZP)
-        zc = _zero_points(zp_ptrs, gc, stride_bzk, zp_shift, zp_none, HAS_ZP)
-        zd = _zero_points(zp_ptrs, gd, stride_bzk, zp_shift, zp_none, HAS_ZP)
-        gl.thread_barrier()
-        t = t0 + 4 * (GROUPS - 1)
-        async_copy.async_copy_global_to_shared(w_ring.index((gi + GROUPS - 1) % GROUPS), w4_ptrs + t * WORDS,
-                                               mask=t + col_tile < kt_hi)
-        async_copy.commit_group()
-        xa_buf.store(_activation_k(xa, dtype, BLOCK_SIZE_M, BLOCK_K))
-        xb_buf.store(_activation_k(xb, dtype, BLOCK_SIZE_M, BLOCK_K))
-        xc_buf.store(_activation_k(xc, dtype, BLOCK_SIZE_M, BLOCK_K))
-        xd_buf.store(_activation_k(xd, dtype, BLOCK_SIZE_M, BLOCK_K))
-        fence_async_shared()
-        async_copy.wait_group(GROUPS - 1)  # this thread's copy of the group's tiles has landed
-        gl.thread_barrier()
-        w_group = w_ring.index(gi % GROUPS)
-        acc = _tile_product(w_group.slice(0, WORDS, dim=1).load(packed), xa_buf, za, sa, acc, part_zero, dtype,
-                            a_op, BLOCK_SIZE_N, BLOCK_K)
-        acc = _tile_product(w_group.slice(WORDS, WORDS, dim=1).load(packed), xb_buf, zb, sb, acc, part_zero, dtype,
-                            a_op, BLOCK_SIZE_N, BLOCK_K)
-        acc = _tile_product(w_group.slice(2 * WORDS, WORDS, dim=1).load(packed), xc_buf, zc, sc, acc, part_zero,
-                            dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
-        acc = _tile_product(w_group.slice(3 * WORDS, WORDS, dim=1).load(packed), xd_buf, zd, sd, acc, part_zero,
-                            dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
-    async_copy.wait_group(0)
     return acc
