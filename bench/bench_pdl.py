@@ -15,8 +15,15 @@ kernel may start differs). Cases:
 Columns: off ms, on ms, saved us, and the fraction of the HBM roofline (bytes the
 call must read over the device copy bandwidth measured in this run) for both.
 Results go to --json (and $OUT/pdl_sm90.json when $OUT is set).
+
+Which early start costs or saves: --exclude act_and_mul (AOTRITON_PDL_EXCLUDE: those kernels, by
+rule name, launch plainly with PDL on) in a second run against the first, e.g. for the Mixtral
+bf16 M=64 row that lost 15% with PDL on (twenty-third session):
+    python bench/bench_pdl.py --layers mixtral --quants bf16 --tokens 64 --no-decode
+        --exclude act_and_mul --json /tmp/pdl_no_act.json   (one command line)
 """
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -31,8 +38,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prefix", default=str(REPO / "install"))
     ap.add_argument("--tokens", default="1,8,64")
+    ap.add_argument("--layers", default=",".join(MOE))
+    ap.add_argument("--quants", default="bf16,fp8_tensor")
+    ap.add_argument("--no-decode", action="store_true", help="skip the decode attention cases")
+    ap.add_argument("--exclude", default="", help="rule names launched without PDL (AOTRITON_PDL_EXCLUDE)")
     ap.add_argument("--json", default=str(REPO / "bench/results/pdl_sm90.json"))
     args = ap.parse_args()
+    if args.exclude:
+        os.environ["AOTRITON_PDL_EXCLUDE"] = args.exclude  # read by the runtime at its first launch
     sys.path[:0] = [str(Path(args.prefix) / "lib/python"), str(REPO)]
     import torch
     import triton
@@ -63,7 +76,8 @@ def main():
     rows = []
     gpu = torch.cuda.get_device_name()
     meta = {"gpu": gpu, "torch": torch.__version__, "triton": triton.__version__, "aotriton": aotriton.version(),
-            "profile": aotriton.build_profile(), "commit": commit_id(), "copy_bandwidth_GBps": round(bw / 1e9, 1)}
+            "profile": aotriton.build_profile(), "commit": commit_id(), "copy_bandwidth_GBps": round(bw / 1e9, 1),
+            "pdl_exclude": args.exclude}
     print(f"GPU {gpu}, torch {meta['torch']}, triton {meta['triton']}, aotriton {meta['aotriton']} "
           f"(commit {meta['commit']}); device copy bandwidth {bw / 1e9:.0f} GB/s")
     print("| case | off ms | on ms | saved us | roofline off | roofline on |\n|---|---|---|---|---|---|", flush=True)
@@ -77,9 +91,10 @@ def main():
               flush=True)
 
     fp8 = torch.float8_e4m3fn
-    for layer, d in MOE.items():
+    for layer in args.layers.split(","):
+        d = MOE[layer]
         E, topk, K, N = d["E"], d["topk"], d["K"], d["N"]
-        for quant in ("bf16", "fp8_tensor"):
+        for quant in args.quants.split(","):
             wdt = torch.bfloat16 if quant == "bf16" else fp8
             w1 = (torch.randn(E, 2 * N, K, device=dev) / K ** 0.5).to(wdt)
             w2 = (torch.randn(E, K, N, device=dev) / N ** 0.5).to(wdt)
@@ -99,7 +114,7 @@ def main():
             del w1, w2
             torch.cuda.empty_cache()
 
-    for B in (1, 8):
+    for B in () if args.no_decode else (1, 8):
         for ctx in (8192, 32768):
             blocks = B * ctx // PAGE
             k_cache = torch.randn(blocks, PAGE, HK, D, device=dev, dtype=torch.bfloat16)

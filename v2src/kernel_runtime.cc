@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "error.h"
 #include "image_locator.h"
@@ -34,6 +35,38 @@ std::atomic<bool> g_pdl{[] {
 
 void set_programmatic_dependent_launch(bool on) noexcept { g_pdl.store(on, std::memory_order_relaxed); }
 bool programmatic_dependent_launch() noexcept { return g_pdl.load(std::memory_order_relaxed); }
+
+namespace {
+// AOTRITON_PDL_EXCLUDE=name[,name...]: these kernels (rule names, e.g. act_and_mul) launch plainly
+// while PDL is on, so a benchmark can tell which early start costs or saves (bench/bench_pdl.py
+// --exclude). Read once; empty (the usual case) costs one branch a launch.
+const std::vector<std::string>& pdl_excluded() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> out;
+    const char* v = std::getenv("AOTRITON_PDL_EXCLUDE");
+    std::string cur;
+    for (const char* c = v ? v : ""; ; ++c) {
+      if (*c == ',' || *c == '\0') {
+        if (!cur.empty()) out.push_back(cur);
+        cur.clear();
+        if (*c == '\0') break;
+      } else if (*c != ' ') {
+        cur += *c;
+      }
+    }
+    return out;
+  }();
+  return names;
+}
+
+bool pdl_for(const char* kernel_name) {
+  const auto& excluded = pdl_excluded();
+  if (excluded.empty()) return true;
+  for (const auto& n : excluded)
+    if (n == kernel_name) return false;
+  return true;
+}
+}  // namespace
 
 namespace detail {
 
@@ -389,7 +422,7 @@ Status launch(const LaunchTarget& t, const LoadedKernel& k, const uint32_t grid[
   // The cubin has the wait only where it was built for sm_90+ (a PTX fallback for
   // sm_8x has none); a driver that refuses the attribute gets a plain launch.
   CUresult r = CUDA_ERROR_NOT_SUPPORTED;
-  if (pdl && t.bound->variant->arch >= 90 && programmatic_dependent_launch())
+  if (pdl && t.bound->variant->arch >= 90 && programmatic_dependent_launch() && pdl_for(kernel_name))
     r = launch_programmatic_dependent(*t.cu, k, grid, params, static_cast<CUstream>(stream));
   if (r == CUDA_ERROR_NOT_SUPPORTED)
     r = t.cu->cuLaunchKernel(k.function, grid[0], grid[1], grid[2], k.block_threads, 1, 1, k.shared_bytes,

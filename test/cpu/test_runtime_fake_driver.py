@@ -261,17 +261,26 @@ def test_dynamic_per_tensor_quant_routes(build_dir):
     assert r["status"] == "invalid argument" and "workspace" in r["message"] and r["launches"] == 0, r
 
 
-@pytest.mark.parametrize("cc,pdl,driver_refuses,want,want_toggled",
-                         [("90", "1", False, 1, 0), ("90", "0", False, 0, 1), ("90", None, False, 1, 0),
-                          ("80", "1", False, 0, 0), ("90", "1", True, 0, 0)],
-                         ids=["sm90_on", "sm90_off", "sm90_default_on", "sm80_on", "sm90_refused"])
-def test_programmatic_dependent_launch(build_dir, cc, pdl, driver_refuses, want, want_toggled, monkeypatch):
+@pytest.mark.parametrize("cc,pdl,driver_refuses,exclude,want,want_toggled",
+                         [("90", "1", False, None, 1, 0), ("90", "0", False, None, 0, 1),
+                          ("90", None, False, None, 1, 0), ("80", "1", False, None, 0, 0),
+                          ("90", "1", True, None, 0, 0), ("90", "0", False, "fused_moe_gemm, act_and_mul", 0, 0),
+                          ("90", "0", False, "fused_moe_gemm,attn_decode", 0, 1)],
+                         ids=["sm90_on", "sm90_off", "sm90_default_on", "sm80_on", "sm90_refused",
+                              "sm90_excluded", "sm90_others_excluded"])
+def test_programmatic_dependent_launch(build_dir, cc, pdl, driver_refuses, exclude, want, want_toggled,
+                                       monkeypatch):
     """A kernel whose rule has pdl (act_and_mul) goes through cuLaunchKernelEx with the
     programmatic serialization attribute only when it is on (the default; AOTRITON_PDL
     at start, then set_programmatic_dependent_launch flips it) and on sm_90 (its sm_80 cubin has
-    no griddepcontrol.wait); a driver that refuses the attribute gets the plain
+    no griddepcontrol.wait), and is not named in AOTRITON_PDL_EXCLUDE (a diagnostic list of
+    rule names; other names leave it alone); a driver that refuses the attribute gets the plain
     launch. Either way it launches exactly once."""
     env = dict(FAKECUDA_CC=cc, AOTRITON_IMAGE_DIR=str(_images(build_dir)))
+    if exclude is None:
+        monkeypatch.delenv("AOTRITON_PDL_EXCLUDE", raising=False)
+    else:
+        env["AOTRITON_PDL_EXCLUDE"] = exclude
     if pdl is None:
         monkeypatch.delenv("AOTRITON_PDL", raising=False)
     else:
