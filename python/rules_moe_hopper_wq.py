@@ -24,6 +24,8 @@ def _shared_bytes(f, c):
 def _prune(f, c, arch):
     if c["PREFETCH"] > 0 and c["NUM_STAGES"] != 2:
         return False  # register prefetch: NUM_STAGES is unused, one config stands for all
+    if c["LOAD_DISTANCE"] == 2 and c["PREFETCH"] > 0:
+        return False  # the two-ahead loop is the ring's
     return _shared_bytes(f, c) <= SHARED_LIMIT
 
 
@@ -53,7 +55,11 @@ fused_moe_gemm_wq_hopper = Kernel(
         # PREFETCH 0: the weights through a cp.async ring of NUM_STAGES tiles; 1-2: tiles loaded
         # ahead into registers.
         params={"BLOCK_SIZE_N": [64, 128], "PREFETCH": [0, 1, 2], "NUM_STAGES": [2, 4, 8],
-                "GROUP_SIZE_M": [1, 16], "num_warps": [4]},
+                "GROUP_SIZE_M": [1, 16], "num_warps": [4],
+                # Activations, scales and zero points loaded 1 or 2 K tiles ahead of their use (2: the
+                # loop unrolled by two, no register copies through the back edge; a candidate from the
+                # twenty-third session's ncu and SASS, docs/notes-moe-perf.md).
+                "LOAD_DISTANCE": [1, 2]},
         # The SASS's choice (docs/notes-moe-perf.md): 64 rows take 96 registers (5 CTAs an SM, 36 KB
         # of shared memory each) and an 8-deep ring keeps ~28 KB of weights in flight per CTA (a
         # power of 2: the ring index is a mask, not a division). GEMM2 (the routed weight) with a
@@ -63,7 +69,8 @@ fused_moe_gemm_wq_hopper = Kernel(
         # (M up to 64) they run side by side and share each weight tile through L2
         # (fused_moe_gemm's M <= 64 row, tritonsrc/moe/configs.py).
         default=lambda f, arch: {"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 4 if f["MUL_ROUTED_WEIGHT"] else 8,
-                                 "GROUP_SIZE_M": 16, "num_warps": 4},
+                                 "GROUP_SIZE_M": 16, "num_warps": 4,
+                                 "LOAD_DISTANCE": 1},
         prune=_prune,
     ),
     grid=("cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N)", "SPLIT_K", "1"),

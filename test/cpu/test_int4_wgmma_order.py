@@ -152,6 +152,12 @@ def _corners():
     for dtype in ("fp16", "bf16"):  # symmetric weights: the zero points' loads leave the loop
         g = dict(f, dtype=dtype, MUL_ROUTED_WEIGHT=False, SPLIT_K=1, BLOCK_SIZE_K=128, HAS_ZP=False)
         yield g, rule.tuning.default(g, 90)
+    # Loads two tiles ahead (the loop unrolled by two): both K tiles, 64 and 128 rows, with and
+    # without zero points, the routed weight's split form.
+    for bk, bn, zp, dtype in ((128, 64, True, "bf16"), (128, 64, False, "fp16"), (64, 64, True, "fp16"),
+                              (128, 128, True, "bf16")):
+        g = dict(f, dtype=dtype, BLOCK_SIZE_K=bk, HAS_ZP=zp)
+        yield g, dict(rule.tuning.default(g, 90), BLOCK_SIZE_N=bn, LOAD_DISTANCE=2)
 
 
 @pytest.mark.parametrize("functional,config", list(_corners()), ids=str)

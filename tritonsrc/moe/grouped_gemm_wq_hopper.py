@@ -229,7 +229,7 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
                                MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
                                BLOCK_SIZE_K: gl.constexpr, GROUP_SIZE_M: gl.constexpr, SPLIT_K: gl.constexpr,
                                HAS_ZP: gl.constexpr, PREFETCH: gl.constexpr, NUM_STAGES: gl.constexpr = 4,
-                               USE_PDL: gl.constexpr = False):
+                               LOAD_DISTANCE: gl.constexpr = 1, USE_PDL: gl.constexpr = False):
     """One BLOCK_SIZE_N x BLOCK_SIZE_M tile of C^T; 4 warps (one warpgroup). BLOCK_SIZE_N 64 or
     128; BLOCK_SIZE_M 8 or 16 (the align block size); BLOCK_SIZE_K 64, 128 or 256, dividing
     group_size (one scale and zero point per row and K tile); PREFETCH: K tiles of weights
@@ -237,8 +237,11 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     filled by cp.async, each thread copying and later reading only its own 16-byte pieces (no
     CTA barrier for it). K a multiple of BLOCK_SIZE_K (the caller checks). HAS_ZP: zero points
     are read (has_zp, the runtime argument both weight-only kernels share, is not); without them
-    every zero point is 8 and their loads and packing leave the loop."""
+    every zero point is 8 and their loads and packing leave the loop. LOAD_DISTANCE 2 (the ring
+    only): activations, scales and zero points loaded two K tiles ahead of their use in a loop
+    unrolled by two (_k_loop_pairs), 1: one tile ahead (_k_loop)."""
     gl.static_assert(PREFETCH <= 2)
+    gl.static_assert(LOAD_DISTANCE == 1 or (LOAD_DISTANCE == 2 and PREFETCH == 0))
     BLOCK_K: gl.constexpr = BLOCK_SIZE_K
     dtype: gl.constexpr = a_ptr.dtype.element_ty
     # wgmma N: the block's slots.
@@ -322,9 +325,14 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     acc = gl.zeros([BLOCK_SIZE_N, BLOCK_SIZE_M], gl.float32, layout=mma)
     part_zero = gl.zeros([BLOCK_SIZE_N, BLOCK_SIZE_M], gl.float32, layout=mma)
     last = gl.maximum(kt_hi - 1, 0)
-    acc = _k_loop(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift, zp_none,
-                  group_magic, kt_lo, kt_hi, last, dtype, a_op, packed, x_smem_layout, BLOCK_SIZE_M, BLOCK_SIZE_N,
-                  BLOCK_K, HAS_ZP, PREFETCH, NUM_STAGES)
+    if LOAD_DISTANCE == 2:
+        acc = _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift,
+                            zp_none, group_magic, kt_lo, kt_hi, last, dtype, a_op, packed, x_smem_layout,
+                            BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_K, HAS_ZP, NUM_STAGES)
+    else:
+        acc = _k_loop(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift, zp_none,
+                      group_magic, kt_lo, kt_hi, last, dtype, a_op, packed, x_smem_layout, BLOCK_SIZE_M,
+                      BLOCK_SIZE_N, BLOCK_K, HAS_ZP, PREFETCH, NUM_STAGES)
 
     if MUL_ROUTED_WEIGHT:
         wt_m = pid_m * BLOCK_SIZE_M + gl.arange(0, BLOCK_SIZE_M, layout=gl.SliceLayout(0, mma))
@@ -407,4 +415,93 @@ def _k_loop(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_
         # The ring's last copies (re-reads past the range) land before the CTA's shared memory
         # can go to another CTA.
         async_copy.wait_group(0)
+    return acc
+
+
+@gluon.jit
+def _unpacked_zero_points(zp_raw, zp_shift, zp_none, HAS_ZP: gl.constexpr):
+    """The zero points (int32 0..15) from their raw bytes, or the constant 8 without them."""
+    if HAS_ZP:
+        return (zp_raw.to(gl.int32) >> zp_shift) & 0xF
+    else:
+        return zp_none
+
+
+@gluon.jit
+def _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift, zp_none,
+                  group_magic, kt_lo, kt_hi, last, dtype: gl.constexpr, a_op: gl.constexpr, packed: gl.constexpr,
+                  x_smem_layout: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
+                  BLOCK_K: gl.constexpr, HAS_ZP: gl.constexpr, NUM_STAGES: gl.constexpr):
+    """_k_loop (the ring) with every global load two tiles ahead of its first use. In _k_loop the
+    compiler carries the next tile's activations and scale through the back edge as register
+    copies (and the activations' permutation) at the end of the iteration that loaded them, so
+    each iteration waits for its own loads (ncu: long scoreboard, the largest stall). Here two
+    register sets (A: even tiles, B: odd) alternate in a loop unrolled by two; a set is reloaded
+    right after its last use (the activation store, the product), for the tile two ahead, and read
+    again one pair later: no copies, a whole iteration of other work in between. An odd count's
+    last odd tile is masked out (the product is discarded exactly, whatever it holds)."""
+    buf = gl.allocate_shared_memory(dtype, [BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
+    w_ring = gl.allocate_shared_memory(gl.int32, [NUM_STAGES, BLOCK_SIZE_N, BLOCK_K // 8],
+                                       gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
+    for i in gl.static_range(NUM_STAGES - 1):
+        async_copy.async_copy_global_to_shared(w_ring.index(i), w_ptrs + gl.minimum(kt_lo + i, last) * (BLOCK_K // 8))
+        async_copy.commit_group()
+    ta = gl.minimum(kt_lo, last)
+    tb = gl.minimum(kt_lo + 1, last)
+    ga = gl.umulhi((ta + 1).to(gl.uint32), group_magic).to(gl.int32)
+    gb = gl.umulhi((tb + 1).to(gl.uint32), group_magic).to(gl.int32)
+    xa = gl.load(x_ptrs + ta * BLOCK_K)
+    xb = gl.load(x_ptrs + tb * BLOCK_K)
+    sa = gl.load(s_ptrs + ga * stride_bsk)
+    sb = gl.load(s_ptrs + gb * stride_bsk)
+    if HAS_ZP:
+        za = gl.load(zp_ptrs + ga * stride_bzk)
+        zb = gl.load(zp_ptrs + gb * stride_bzk)
+    else:
+        za = zp_none
+        zb = zp_none
+    n = kt_hi - kt_lo
+    for t in range(kt_lo, kt_lo + n + n % 2, 2):
+        it = t - kt_lo
+        # Tile t, set A (the barriers, ring and buffer as in _k_loop).
+        gl.thread_barrier()
+        async_copy.async_copy_global_to_shared(w_ring.index((it + NUM_STAGES - 1) % NUM_STAGES),
+                                               w_ptrs + gl.minimum(t + NUM_STAGES - 1, last) * (BLOCK_K // 8))
+        async_copy.commit_group()
+        buf.store(_activation_k(xa, dtype, BLOCK_SIZE_M, BLOCK_K))
+        ta = gl.minimum(t + 2, last)
+        xa = gl.load(x_ptrs + ta * BLOCK_K)
+        fence_async_shared()
+        async_copy.wait_group(NUM_STAGES - 1)
+        gl.thread_barrier()
+        w = w_ring.index(it % NUM_STAGES).load(packed)
+        acc = _tile_product(w, buf, _unpacked_zero_points(za, zp_shift, zp_none, HAS_ZP), sa, acc, part_zero, dtype,
+                            a_op, BLOCK_SIZE_N, BLOCK_K)
+        ga = gl.umulhi((ta + 1).to(gl.uint32), group_magic).to(gl.int32)
+        sa = gl.load(s_ptrs + ga * stride_bsk)
+        if HAS_ZP:
+            za = gl.load(zp_ptrs + ga * stride_bzk)
+
+        # Tile t + 1, set B; past the range (an odd count's last pair) its product is dropped.
+        gl.thread_barrier()
+        async_copy.async_copy_global_to_shared(w_ring.index((it + NUM_STAGES) % NUM_STAGES),
+                                               w_ptrs + gl.minimum(t + NUM_STAGES, last) * (BLOCK_K // 8))
+        async_copy.commit_group()
+        buf.store(_activation_k(xb, dtype, BLOCK_SIZE_M, BLOCK_K))
+        tb = gl.minimum(t + 3, last)
+        xb = gl.load(x_ptrs + tb * BLOCK_K)
+        fence_async_shared()
+        async_copy.wait_group(NUM_STAGES - 1)
+        gl.thread_barrier()
+        w = w_ring.index((it + 1) % NUM_STAGES).load(packed)
+        acc_b = _tile_product(w, buf, _unpacked_zero_points(zb, zp_shift, zp_none, HAS_ZP), sb, acc, part_zero,
+                              dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
+        acc = gl.where(t + 1 < kt_hi, acc_b, acc)
+        gb = gl.umulhi((tb + 1).to(gl.uint32), group_magic).to(gl.int32)
+        sb = gl.load(s_ptrs + gb * stride_bsk)
+        if HAS_ZP:
+            zb = gl.load(zp_ptrs + gb * stride_bzk)
+    # The ring's last copies (re-reads past the range) land before the CTA's shared memory can go
+    # to another CTA.
+    async_copy.wait_group(0)
     return acc
