@@ -428,6 +428,38 @@ def _unpacked_zero_points(zp_raw, zp_shift, zp_none, HAS_ZP: gl.constexpr):
 
 
 @gluon.jit
+def _scale_and_zero_points(tile, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none, HAS_ZP: gl.constexpr):
+    """K tile `tile`'s scales and zero-point bytes (zp_none without zero points)."""
+    g = gl.umulhi((tile + 1).to(gl.uint32), group_magic).to(gl.int32)
+    s = gl.load(s_ptrs + g * stride_bsk)
+    if HAS_ZP:
+        z = gl.load(zp_ptrs + g * stride_bzk)
+    else:
+        z = zp_none
+    return s, z
+
+
+@gluon.jit
+def _stage_tile(x, buf, w_ring, w_ptrs, copy_tile, it, next_x_ptrs, dtype: gl.constexpr, packed: gl.constexpr,
+                BLOCK_SIZE_M: gl.constexpr, BLOCK_K: gl.constexpr, NUM_STAGES: gl.constexpr):
+    """One K tile's synchronization, as in _k_loop: a barrier ends the last tile's reads of the ring
+    and the activation buffer, the ring slot NUM_STAGES - 1 tiles ahead is refilled with
+    `copy_tile`, the activations x are stored (in the dot's k order) and the registers reloaded
+    from next_x_ptrs, then the fence, the wait for this tile's copies and the barrier that
+    publishes both. Returns the tile's packed weights and the reloaded activations."""
+    gl.thread_barrier()
+    async_copy.async_copy_global_to_shared(w_ring.index((it + NUM_STAGES - 1) % NUM_STAGES),
+                                           w_ptrs + copy_tile * (BLOCK_K // 8))
+    async_copy.commit_group()
+    buf.store(_activation_k(x, dtype, BLOCK_SIZE_M, BLOCK_K))
+    x_next = gl.load(next_x_ptrs)
+    fence_async_shared()
+    async_copy.wait_group(NUM_STAGES - 1)
+    gl.thread_barrier()
+    return w_ring.index(it % NUM_STAGES).load(packed), x_next
+
+
+@gluon.jit
 def _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift, zp_none,
                   group_magic, kt_lo, kt_hi, last, dtype: gl.constexpr, a_op: gl.constexpr, packed: gl.constexpr,
                   x_smem_layout: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
@@ -448,59 +480,28 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, s
         async_copy.commit_group()
     ta = gl.minimum(kt_lo, last)
     tb = gl.minimum(kt_lo + 1, last)
-    ga = gl.umulhi((ta + 1).to(gl.uint32), group_magic).to(gl.int32)
-    gb = gl.umulhi((tb + 1).to(gl.uint32), group_magic).to(gl.int32)
     xa = gl.load(x_ptrs + ta * BLOCK_K)
     xb = gl.load(x_ptrs + tb * BLOCK_K)
-    sa = gl.load(s_ptrs + ga * stride_bsk)
-    sb = gl.load(s_ptrs + gb * stride_bsk)
-    if HAS_ZP:
-        za = gl.load(zp_ptrs + ga * stride_bzk)
-        zb = gl.load(zp_ptrs + gb * stride_bzk)
-    else:
-        za = zp_none
-        zb = zp_none
+    sa, za = _scale_and_zero_points(ta, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none, HAS_ZP)
+    sb, zb = _scale_and_zero_points(tb, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none, HAS_ZP)
     n = kt_hi - kt_lo
     for t in range(kt_lo, kt_lo + n + n % 2, 2):
         it = t - kt_lo
-        # Tile t, set A (the barriers, ring and buffer as in _k_loop).
-        gl.thread_barrier()
-        async_copy.async_copy_global_to_shared(w_ring.index((it + NUM_STAGES - 1) % NUM_STAGES),
-                                               w_ptrs + gl.minimum(t + NUM_STAGES - 1, last) * (BLOCK_K // 8))
-        async_copy.commit_group()
-        buf.store(_activation_k(xa, dtype, BLOCK_SIZE_M, BLOCK_K))
+        # Tile t, set A.
         ta = gl.minimum(t + 2, last)
-        xa = gl.load(x_ptrs + ta * BLOCK_K)
-        fence_async_shared()
-        async_copy.wait_group(NUM_STAGES - 1)
-        gl.thread_barrier()
-        w = w_ring.index(it % NUM_STAGES).load(packed)
+        w, xa = _stage_tile(xa, buf, w_ring, w_ptrs, gl.minimum(t + NUM_STAGES - 1, last), it, x_ptrs + ta * BLOCK_K,
+                            dtype, packed, BLOCK_SIZE_M, BLOCK_K, NUM_STAGES)
         acc = _tile_product(w, buf, _unpacked_zero_points(za, zp_shift, zp_none, HAS_ZP), sa, acc, part_zero, dtype,
                             a_op, BLOCK_SIZE_N, BLOCK_K)
-        ga = gl.umulhi((ta + 1).to(gl.uint32), group_magic).to(gl.int32)
-        sa = gl.load(s_ptrs + ga * stride_bsk)
-        if HAS_ZP:
-            za = gl.load(zp_ptrs + ga * stride_bzk)
-
+        sa, za = _scale_and_zero_points(ta, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none, HAS_ZP)
         # Tile t + 1, set B; past the range (an odd count's last pair) its product is dropped.
-        gl.thread_barrier()
-        async_copy.async_copy_global_to_shared(w_ring.index((it + NUM_STAGES) % NUM_STAGES),
-                                               w_ptrs + gl.minimum(t + NUM_STAGES, last) * (BLOCK_K // 8))
-        async_copy.commit_group()
-        buf.store(_activation_k(xb, dtype, BLOCK_SIZE_M, BLOCK_K))
         tb = gl.minimum(t + 3, last)
-        xb = gl.load(x_ptrs + tb * BLOCK_K)
-        fence_async_shared()
-        async_copy.wait_group(NUM_STAGES - 1)
-        gl.thread_barrier()
-        w = w_ring.index((it + 1) % NUM_STAGES).load(packed)
+        w, xb = _stage_tile(xb, buf, w_ring, w_ptrs, gl.minimum(t + NUM_STAGES, last), it + 1, x_ptrs + tb * BLOCK_K,
+                            dtype, packed, BLOCK_SIZE_M, BLOCK_K, NUM_STAGES)
         acc_b = _tile_product(w, buf, _unpacked_zero_points(zb, zp_shift, zp_none, HAS_ZP), sb, acc, part_zero,
                               dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
         acc = gl.where(t + 1 < kt_hi, acc_b, acc)
-        gb = gl.umulhi((tb + 1).to(gl.uint32), group_magic).to(gl.int32)
-        sb = gl.load(s_ptrs + gb * stride_bsk)
-        if HAS_ZP:
-            zb = gl.load(zp_ptrs + gb * stride_bzk)
+        sb, zb = _scale_and_zero_points(tb, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none, HAS_ZP)
     # The ring's last copies (re-reads past the range) land before the CTA's shared memory can go
     # to another CTA.
     async_copy.wait_group(0)
