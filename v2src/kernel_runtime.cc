@@ -25,8 +25,9 @@ void set_load_all_configs(bool on) noexcept { g_load_all_configs.store(on, std::
 bool load_all_configs() noexcept { return g_load_all_configs.load(std::memory_order_relaxed); }
 
 namespace {
-// On unless AOTRITON_PDL=0: measured on the H200 (bench/bench_pdl.py, 2026-12-05), it
-// saves 3-8 us per fused_experts call and never costs.
+// On unless AOTRITON_PDL=0: measured on the H200 (bench/bench_pdl.py), it saved 3-8 us per
+// fused_experts call at 8932bf0; at 31a50f3 3-5 us in 8 of 12 rows, 2-4 us lost in 3, and 97 us
+// lost at Mixtral-like bf16 M=64 (docs/performance.md: under investigation).
 std::atomic<bool> g_pdl{[] {
   const char* v = std::getenv("AOTRITON_PDL");
   return !(v && *v == '0');
