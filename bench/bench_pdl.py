@@ -91,7 +91,7 @@ def main():
               flush=True)
 
     fp8 = torch.float8_e4m3fn
-    for layer in args.layers.split(","):
+    for layer in [name for name in args.layers.split(",") if name]:  # --layers= : decode attention only
         d = MOE[layer]
         E, topk, K, N = d["E"], d["topk"], d["K"], d["N"]
         for quant in args.quants.split(","):
