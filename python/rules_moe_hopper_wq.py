@@ -66,12 +66,12 @@ fused_moe_gemm_wq_hopper = Kernel(
         # 4-deep ring: faster at every decode M measured (H100, Mixtral int4, M=1 split 4: 36.2 vs
         # 43.5 us; M=8-64: 1-2% unsplit; bench/results/h100/int4_wgmma_sm90.json); GEMM1 keeps 8
         # (H100 M=1: 71.0 vs 81.0 us; the H200 prefers 4 there, 58.7 vs 62.1 us, and 128-row tiles
-        # at M >= 8: bench/results/int4_wgmma_sm90.json; one sm_90 database serves both: the tuner's). Groups of 16 M blocks: where routing gives an expert two blocks
-        # (M up to 64) they run side by side and share each weight tile through L2
-        # (fused_moe_gemm's M <= 64 row, tritonsrc/moe/configs.py).
+        # at M >= 8: bench/results/int4_wgmma_sm90.json; one sm_90 database serves both: the
+        # tuner's). Groups of 16 M blocks: where routing gives an expert two blocks (M up to 64)
+        # they run side by side and share each weight tile through L2 (fused_moe_gemm's M <= 64
+        # row, tritonsrc/moe/configs.py).
         default=lambda f, arch: {"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 4 if f["MUL_ROUTED_WEIGHT"] else 8,
-                                 "GROUP_SIZE_M": 16, "num_warps": 4,
-                                 "LOAD_DISTANCE": 1},
+                                 "GROUP_SIZE_M": 16, "num_warps": 4, "LOAD_DISTANCE": 1},
         prune=_prune,
     ),
     grid=("cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N)", "SPLIT_K", "1"),
