@@ -88,6 +88,8 @@ def main(argv=None):
     ap.add_argument("--arch", type=int, default=90)
     ap.add_argument("--min-size", type=int, default=40, help="skip loops shorter than this")
     ap.add_argument("--dump", action="store_true", help="print the loop bodies too")
+    ap.add_argument("--load-use", action="store_true",
+                    help="for each global load in a loop, how many instructions until its first reader")
     args = ap.parse_args(argv)
 
     from python import compile_kernel, rules
@@ -107,6 +109,9 @@ def main(argv=None):
         hist = collections.Counter(opcode(i).split(".")[0] for i in body)
         print(f"loop {start:#x}-{end:#x}: {len(body)} instructions")
         print("  " + ", ".join(f"{k} {v}" for k, v in hist.most_common()))
+        if args.load_use:
+            from tools.sass_load_use import report
+            print("\n".join(report(body)))
         if args.dump:
             for ins in body:
                 print("    " + ins)
