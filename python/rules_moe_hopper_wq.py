@@ -16,9 +16,10 @@ SHARED_LIMIT = 227 * 1024
 
 def _shared_bytes(f, c):
     """The cp.async weight ring (PREFETCH 0: NUM_STAGES tiles of BLOCK_SIZE_N rows of
-    BLOCK_SIZE_K / 2 bytes) and the activation buffer (16 rows of 16-bit values)."""
+    BLOCK_SIZE_K / 2 bytes) and the activation buffers (16 rows of 16-bit values; one per tile
+    of a LOAD_DISTANCE pair)."""
     ring = c["NUM_STAGES"] * c["BLOCK_SIZE_N"] * f["BLOCK_SIZE_K"] // 2 if c["PREFETCH"] == 0 else 0
-    return ring + f["BLOCK_SIZE_M"] * f["BLOCK_SIZE_K"] * 2
+    return ring + c["LOAD_DISTANCE"] * f["BLOCK_SIZE_M"] * f["BLOCK_SIZE_K"] * 2
 
 
 def _prune(f, c, arch):

@@ -440,39 +440,24 @@ def _scale_and_zero_points(tile, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_
 
 
 @gluon.jit
-def _stage_tile(x, buf, w_ring, w_ptrs, copy_tile, it, next_x_ptrs, dtype: gl.constexpr, packed: gl.constexpr,
-                BLOCK_SIZE_M: gl.constexpr, BLOCK_K: gl.constexpr, NUM_STAGES: gl.constexpr):
-    """One K tile's synchronization, as in _k_loop: a barrier ends the last tile's reads of the ring
-    and the activation buffer, the ring slot NUM_STAGES - 1 tiles ahead is refilled with
-    `copy_tile`, the activations x are stored (in the dot's k order) and the registers reloaded
-    from next_x_ptrs, then the fence, the wait for this tile's copies and the barrier that
-    publishes both. Returns the tile's packed weights and the reloaded activations."""
-    gl.thread_barrier()
-    async_copy.async_copy_global_to_shared(w_ring.index((it + NUM_STAGES - 1) % NUM_STAGES),
-                                           w_ptrs + copy_tile * (BLOCK_K // 8))
-    async_copy.commit_group()
-    buf.store(_activation_k(x, dtype, BLOCK_SIZE_M, BLOCK_K))
-    x_next = gl.load(next_x_ptrs)
-    fence_async_shared()
-    async_copy.wait_group(NUM_STAGES - 1)
-    gl.thread_barrier()
-    return w_ring.index(it % NUM_STAGES).load(packed), x_next
-
-
-@gluon.jit
 def _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift, zp_none,
                   group_magic, kt_lo, kt_hi, last, dtype: gl.constexpr, a_op: gl.constexpr, packed: gl.constexpr,
                   x_smem_layout: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
                   BLOCK_K: gl.constexpr, HAS_ZP: gl.constexpr, NUM_STAGES: gl.constexpr):
-    """_k_loop (the ring) with every global load two tiles ahead of its first use. In _k_loop the
-    compiler carries the next tile's activations and scale through the back edge as register
-    copies (and the activations' permutation) at the end of the iteration that loaded them, so
-    each iteration waits for its own loads (ncu: long scoreboard, the largest stall). Here two
-    register sets (A: even tiles, B: odd) alternate in a loop unrolled by two; a set is reloaded
-    right after its last use (the activation store, the product), for the tile two ahead, and read
-    again one pair later: no copies, a whole iteration of other work in between. An odd count's
-    last odd tile is masked out (the product is discarded exactly, whatever it holds)."""
-    buf = gl.allocate_shared_memory(dtype, [BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
+    """_k_loop (the ring) with every global load about two tiles ahead of its first use. In _k_loop
+    the next tile's activations and scale, loaded at the top of an iteration, are first read at its
+    end (ptxas hoists the activations' permutation there, and the scales go through register
+    copies), so each iteration waits for its own loads (ncu: long scoreboard, the largest stall).
+    Here the loop is unrolled by two with two register sets (A: even tiles, B: odd) and two
+    activation buffers: both tiles' activations are stored after the pair's first barrier and both
+    sets reloaded right away, for the tiles two ahead, so the whole pair lies between a load and the
+    permutation ptxas puts at the end of the body (`tools/sass_loops.py --load-use`); the scales and
+    zero points are reloaded after the product that used them. One barrier pair publishes both
+    buffers; the odd tile reads only this thread's own ring pieces. An odd count's last odd tile is
+    computed and dropped exactly (whatever the clamped tile holds)."""
+    # Two buffers in two allocations (stores to distinct allocations need no barrier between them).
+    buf_a = gl.allocate_shared_memory(dtype, [BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
+    buf_b = gl.allocate_shared_memory(dtype, [BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
     w_ring = gl.allocate_shared_memory(gl.int32, [NUM_STAGES, BLOCK_SIZE_N, BLOCK_K // 8],
                                        gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
     for i in gl.static_range(NUM_STAGES - 1):
@@ -487,18 +472,32 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, s
     n = kt_hi - kt_lo
     for t in range(kt_lo, kt_lo + n + n % 2, 2):
         it = t - kt_lo
-        # Tile t, set A.
+        # Ends the last pair's reads of both buffers (its products waited for their wgmma).
+        gl.thread_barrier()
+        async_copy.async_copy_global_to_shared(w_ring.index((it + NUM_STAGES - 1) % NUM_STAGES),
+                                               w_ptrs + gl.minimum(t + NUM_STAGES - 1, last) * (BLOCK_K // 8))
+        async_copy.commit_group()
+        buf_a.store(_activation_k(xa, dtype, BLOCK_SIZE_M, BLOCK_K))
+        buf_b.store(_activation_k(xb, dtype, BLOCK_SIZE_M, BLOCK_K))
         ta = gl.minimum(t + 2, last)
-        w, xa = _stage_tile(xa, buf, w_ring, w_ptrs, gl.minimum(t + NUM_STAGES - 1, last), it, x_ptrs + ta * BLOCK_K,
-                            dtype, packed, BLOCK_SIZE_M, BLOCK_K, NUM_STAGES)
-        acc = _tile_product(w, buf, _unpacked_zero_points(za, zp_shift, zp_none, HAS_ZP), sa, acc, part_zero, dtype,
-                            a_op, BLOCK_SIZE_N, BLOCK_K)
-        sa, za = _scale_and_zero_points(ta, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none, HAS_ZP)
-        # Tile t + 1, set B; past the range (an odd count's last pair) its product is dropped.
         tb = gl.minimum(t + 3, last)
-        w, xb = _stage_tile(xb, buf, w_ring, w_ptrs, gl.minimum(t + NUM_STAGES, last), it + 1, x_ptrs + tb * BLOCK_K,
-                            dtype, packed, BLOCK_SIZE_M, BLOCK_K, NUM_STAGES)
-        acc_b = _tile_product(w, buf, _unpacked_zero_points(zb, zp_shift, zp_none, HAS_ZP), sb, acc, part_zero,
+        xa = gl.load(x_ptrs + ta * BLOCK_K)
+        xb = gl.load(x_ptrs + tb * BLOCK_K)
+        fence_async_shared()
+        async_copy.wait_group(NUM_STAGES - 1)  # this thread's copies of tile t have landed
+        gl.thread_barrier()
+        # Tile t, set A.
+        w = w_ring.index(it % NUM_STAGES).load(packed)
+        acc = _tile_product(w, buf_a, _unpacked_zero_points(za, zp_shift, zp_none, HAS_ZP), sa, acc, part_zero,
+                            dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
+        sa, za = _scale_and_zero_points(ta, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none, HAS_ZP)
+        # Tile t + 1, set B: this thread's ring pieces only (refilled and read by it alone).
+        async_copy.async_copy_global_to_shared(w_ring.index((it + NUM_STAGES) % NUM_STAGES),
+                                               w_ptrs + gl.minimum(t + NUM_STAGES, last) * (BLOCK_K // 8))
+        async_copy.commit_group()
+        async_copy.wait_group(NUM_STAGES - 1)
+        w = w_ring.index((it + 1) % NUM_STAGES).load(packed)
+        acc_b = _tile_product(w, buf_b, _unpacked_zero_points(zb, zp_shift, zp_none, HAS_ZP), sb, acc, part_zero,
                               dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
         acc = gl.where(t + 1 < kt_hi, acc_b, acc)
         sb, zb = _scale_and_zero_points(tb, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none, HAS_ZP)
