@@ -1,9 +1,5 @@
 """tools/sass_load_use.py: how far each global load in a loop body is from its first reader."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tools.sass_load_use import load_uses  # noqa: E402
+from tools.sass_load_use import load_uses  # the repository root is on pytest's pythonpath
 
 BODY = [
     "LDG.E.128 R16, desc[UR8][R16.64]",    # 0: R16-R19
