@@ -14,9 +14,13 @@ _WIDTH = {"64": 2, "128": 4}
 _NO_DEST = ("ST", "RED", "ATOM", "BAR", "BRA", "EXIT", "MEMBAR", "FENCE", "DEPBAR", "WARPGROUP", "LDGDEPBAR")
 
 
+def without_guard(ins: str) -> str:
+    """The instruction text without its predicate guard (@P0, @!UP1, ...)."""
+    return re.sub(r"^@!?U?P\w+\s+", "", ins.strip())
+
+
 def _opcode_and_operands(ins: str):
-    ins = re.sub(r"^@!?U?P\w+\s+", "", ins.strip().rstrip(";"))
-    op, _, rest = ins.partition(" ")
+    op, _, rest = without_guard(ins).rstrip(";").partition(" ")
     return op, [o.strip() for o in rest.split(",")] if rest else []
 
 

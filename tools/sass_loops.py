@@ -24,6 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "python"), str(REPO)]
+from tools.sass_load_use import report, without_guard  # noqa: E402
 
 _LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(.*?);")
 _BRANCH_TARGET = re.compile(r"\bBRA\b.*?(?:`\(\.L_x_\d+\)|0x([0-9a-f]+))")
@@ -65,7 +66,7 @@ def disassemble(cubin: bytes) -> list[tuple[int, str]]:
 
 
 def opcode(ins: str) -> str:
-    ins = re.sub(r"^@!?U?P\w+\s+", "", ins)  # predicate guard
+    ins = without_guard(ins)
     return ins.split()[0] if ins else ""
 
 
@@ -110,7 +111,6 @@ def main(argv=None):
         print(f"loop {start:#x}-{end:#x}: {len(body)} instructions")
         print("  " + ", ".join(f"{k} {v}" for k, v in hist.most_common()))
         if args.load_use:
-            from tools.sass_load_use import report
             print("\n".join(report(body)))
         if args.dump:
             for ins in body:

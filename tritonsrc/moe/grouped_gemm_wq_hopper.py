@@ -368,18 +368,12 @@ def _k_loop(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_
         w1 = gl.load(w_ptrs + first * (BLOCK_K // 8))
     if PREFETCH == 2:
         w2 = gl.load(w_ptrs + gl.minimum(kt_lo + 1, last) * (BLOCK_K // 8))
-    g = gl.umulhi((first + 1).to(gl.uint32), group_magic).to(gl.int32)
-    if HAS_ZP:  # the raw bytes a tile ahead, unpacked when used
-        zp1 = gl.load(zp_ptrs + g * stride_bzk)
-    s1 = gl.load(s_ptrs + g * stride_bsk)
+    s1, zp1 = _scale_and_zero_points(first, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none, HAS_ZP)
     x1 = gl.load(x_ptrs + first * BLOCK_K)
     for t in range(kt_lo, kt_hi):
         if PREFETCH > 0:
             w = w1
-        if HAS_ZP:
-            zp = (zp1.to(gl.int32) >> zp_shift) & 0xF
-        else:
-            zp = zp_none
+        zp = _unpacked_zero_points(zp1, zp_shift, zp_none, HAS_ZP)  # the raw bytes came a tile ahead
         scale = s1
         x = x1
         nxt = gl.minimum(t + 1, last)
@@ -388,10 +382,7 @@ def _k_loop(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_
             w2 = gl.load(w_ptrs + gl.minimum(t + 2, last) * (BLOCK_K // 8))
         elif PREFETCH == 1:
             w1 = gl.load(w_ptrs + nxt * (BLOCK_K // 8))
-        g = gl.umulhi((nxt + 1).to(gl.uint32), group_magic).to(gl.int32)
-        if HAS_ZP:
-            zp1 = gl.load(zp_ptrs + g * stride_bzk)
-        s1 = gl.load(s_ptrs + g * stride_bsk)
+        s1, zp1 = _scale_and_zero_points(nxt, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none, HAS_ZP)
         x1 = gl.load(x_ptrs + nxt * BLOCK_K)
 
         # Two CTA barriers an iteration, each ordering both buffers: this one ends last iteration's
@@ -431,12 +422,11 @@ def _unpacked_zero_points(zp_raw, zp_shift, zp_none, HAS_ZP: gl.constexpr):
 def _scale_and_zero_points(tile, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none, HAS_ZP: gl.constexpr):
     """K tile `tile`'s scales and zero-point bytes (zp_none without zero points)."""
     g = gl.umulhi((tile + 1).to(gl.uint32), group_magic).to(gl.int32)
-    s = gl.load(s_ptrs + g * stride_bsk)
     if HAS_ZP:
         z = gl.load(zp_ptrs + g * stride_bzk)
     else:
         z = zp_none
-    return s, z
+    return gl.load(s_ptrs + g * stride_bsk), z
 
 
 @gluon.jit
