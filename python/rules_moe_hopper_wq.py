@@ -61,18 +61,18 @@ fused_moe_gemm_wq_hopper = Kernel(
                 # loop unrolled by two, no register copies through the back edge; a candidate from the
                 # twenty-third session's ncu and SASS, docs/notes-moe-perf.md).
                 "LOAD_DISTANCE": [1, 2]},
-        # The SASS's choice (docs/notes-moe-perf.md): 64 rows take 96 registers (5 CTAs an SM, 36 KB
-        # of shared memory each) and an 8-deep ring keeps ~28 KB of weights in flight per CTA (a
-        # power of 2: the ring index is a mask, not a division). GEMM2 (the routed weight) with a
-        # 4-deep ring: faster at every decode M measured (H100, Mixtral int4, M=1 split 4: 36.2 vs
-        # 43.5 us; M=8-64: 1-2% unsplit; bench/results/h100/int4_wgmma_sm90.json); GEMM1 keeps 8
-        # (H100 M=1: 71.0 vs 81.0 us; the H200 prefers 4 there, 58.7 vs 62.1 us, and 128-row tiles
-        # at M >= 8: bench/results/int4_wgmma_sm90.json; one sm_90 database serves both: the
-        # tuner's). Groups of 16 M blocks: where routing gives an expert two blocks (M up to 64)
-        # they run side by side and share each weight tile through L2 (fused_moe_gemm's M <= 64
-        # row, tritonsrc/moe/configs.py).
-        default=lambda f, arch: {"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 4 if f["MUL_ROUTED_WEIGHT"] else 8,
-                                 "GROUP_SIZE_M": 16, "num_warps": 4, "LOAD_DISTANCE": 1},
+        # 64 rows take 96-128 registers (4-5 CTAs an SM) and a 4-deep ring (a power of 2: the ring
+        # index is a mask). LOAD_DISTANCE 2 (activations, scales and zero points loaded two K tiles
+        # ahead; twenty-fourth session, H100, Mixtral int4 group 128, bench/experiments/int4_wgmma.py):
+        # GEMM1 at M 1/8/64 63.9/199.1/290.2 us against the former default's (8-deep ring, distance 1)
+        # 82.2/211.9/301.2; GEMM2 33.1/119.2/174.0 against 33.3/121.5/182.5 (M=1 split 4). The H200
+        # preferred the 4-deep ring for GEMM1 too (58.7 vs 62.1 us at M=1, twenty-third session).
+        # 128-row tiles win at M=64 (GEMM1 278.8, GEMM2 149.8 us with distance 1): the tuner's to
+        # pick per tokens-per-expert bin. Groups of 16 M blocks: where routing gives an expert two
+        # blocks (M up to 64) they run side by side and share each weight tile through L2
+        # (fused_moe_gemm's M <= 64 row, tritonsrc/moe/configs.py).
+        default=lambda f, arch: {"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 4,
+                                 "GROUP_SIZE_M": 16, "num_warps": 4, "LOAD_DISTANCE": 2},
         prune=_prune,
     ),
     grid=("cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N)", "SPLIT_K", "1"),

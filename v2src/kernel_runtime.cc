@@ -7,6 +7,7 @@
 #include "error.h"
 #include "image_locator.h"
 #include "image_store.h"
+#include "plain_launch.h"
 #include "resolve_first.h"
 
 namespace aotriton {
@@ -372,10 +373,13 @@ Status grid_dim(int64_t value, int axis, const char* kernel_name, uint32_t* out)
 
 namespace {
 thread_local bool t_resolve_only = false;
+thread_local bool t_plain_launch = false;
 }  // namespace
 
 ResolveOnlyScope::ResolveOnlyScope() noexcept : previous_(t_resolve_only) { t_resolve_only = true; }
 ResolveOnlyScope::~ResolveOnlyScope() { t_resolve_only = previous_; }
+PlainLaunchScope::PlainLaunchScope(bool plain) noexcept : previous_(t_plain_launch) { t_plain_launch |= plain; }
+PlainLaunchScope::~PlainLaunchScope() { t_plain_launch = previous_; }
 
 // AOTRITON_CHECK_CONTEXT=1 (test builds, multi-GPU tests): before every launch,
 // verify that the current context is the one the kernel's module was loaded in.
@@ -423,7 +427,8 @@ Status launch(const LaunchTarget& t, const LoadedKernel& k, const uint32_t grid[
   // The cubin has the wait only where it was built for sm_90+ (a PTX fallback for
   // sm_8x has none); a driver that refuses the attribute gets a plain launch.
   CUresult r = CUDA_ERROR_NOT_SUPPORTED;
-  if (pdl && t.bound->variant->arch >= 90 && programmatic_dependent_launch() && pdl_for(kernel_name))
+  if (pdl && !t_plain_launch && t.bound->variant->arch >= 90 && programmatic_dependent_launch() &&
+      pdl_for(kernel_name))
     r = launch_programmatic_dependent(*t.cu, k, grid, params, static_cast<CUstream>(stream));
   if (r == CUDA_ERROR_NOT_SUPPORTED)
     r = t.cu->cuLaunchKernel(k.function, grid[0], grid[1], grid[2], k.block_threads, 1, 1, k.shared_bytes,

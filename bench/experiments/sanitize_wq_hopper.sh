@@ -9,6 +9,6 @@ T=test/gpu/test_moe_wq_hopper_gpu.py
 TESTS=$T SHARDS=${SHARDS:-4} TIME_S=${TIME_S:-240} \
   RACECHECK="$T::test_splits_past_the_last_k_tile_write_zeros;$T::test_bad_expert_ids_write_zeros;\
 $T::test_gemm_matches_reference_and_the_triton_kernel[7-True-False-128-dtype0];\
-$T::test_loads_two_tiles_ahead_match_the_reference[640-128-1-True-dtype1];\
-$T::test_loads_two_tiles_ahead_match_the_reference[1664-128-4-False-dtype0]" \
+$T::test_load_distances_match_the_reference[2-640-128-1-True-dtype1];\
+$T::test_load_distances_match_the_reference[2-1664-128-4-False-dtype0]" \
   exec tools/gpu_sanitize.sh

@@ -146,14 +146,14 @@ flash::BwdParams bwd_params() {
   return p;
 }
 
-moe::FusedExpertsParams fused_params(moe::QuantMode quant = moe::QuantMode::kNone) {
-  // M=4 tokens, K=64, N=64, E=2 experts, top-2; fp16 (fp8 modes: fp8 weights, 128x128 or
+moe::FusedExpertsParams fused_params(moe::QuantMode quant = moe::QuantMode::kNone, int64_t M = 4) {
+  // M tokens (4 by default), K=64, N=64, E=2 experts, top-2; fp16 (fp8 modes: fp8 weights, 128x128 or
   // per-expert scales, dynamic activation scales).
   moe::FusedExpertsParams p;
   const bool fp8 = quant != moe::QuantMode::kNone;
   Bump mem;
   auto take = [&](size_t bytes) { return mem.take(bytes); };
-  p.hidden_states = view<2>(DType::kFloat16, {4, 64}, take(4 * 64 * 2));
+  p.hidden_states = view<2>(DType::kFloat16, {M, 64}, take(M * 64 * 2));
   const DType wt = fp8 ? DType::kFloat8E4M3 : DType::kFloat16;
   p.w1 = view<3>(wt, {2, 128, 64}, take(2 * 128 * 64 * 2));
   p.w2 = view<3>(wt, {2, 64, 64}, take(2 * 64 * 64 * 2));
@@ -162,9 +162,9 @@ moe::FusedExpertsParams fused_params(moe::QuantMode quant = moe::QuantMode::kNon
     p.w1_scale = view<3>(DType::kFloat32, {2, 1, 1}, take(8));
     p.w2_scale = view<3>(DType::kFloat32, {2, 1, 1}, take(8));
   }
-  p.topk_weights = view<2>(DType::kFloat32, {4, 2}, take(32));
-  p.topk_ids = view<2>(DType::kInt32, {4, 2}, take(32));
-  p.output = view<2>(DType::kFloat16, {4, 64}, take(4 * 64 * 2));
+  p.topk_weights = view<2>(DType::kFloat32, {M, 2}, take(M * 8));
+  p.topk_ids = view<2>(DType::kInt32, {M, 2}, take(M * 8));
+  p.output = view<2>(DType::kFloat16, {M, 64}, take(M * 64 * 2));
   size_t ws = 0;
   if (moe::fused_experts_workspace_size(p, &ws) != Status::kSuccess) std::printf("workspace: %s\n", last_error_message());
   p.workspace = g_mem + take(0);
@@ -476,6 +476,16 @@ void pdl_checks(long (*pdl_launches)()) {
   before = pdl_launches();
   report("silu_toggled", silu(DType::kFloat16), c);
   std::printf("silu_toggled_pdl_launches: %ld\n", pdl_launches() - before);
+  set_programmatic_dependent_launch(true);
+  // fused_experts' GEMMs start early only below 16 slots an expert (moe_fused.cc
+  // gemms_start_early): 4 tokens top-2 over 2 experts is 4 an expert, 16 tokens 16.
+  for (int64_t M : {4, 16}) {
+    const std::string name = "fused_experts_m" + std::to_string(M);
+    c = now();
+    before = pdl_launches();
+    report(name.c_str(), moe::fused_experts(fused_params(moe::QuantMode::kNone, M), Stream{}), c);
+    std::printf("%s_pdl_launches: %ld\n", name.c_str(), pdl_launches() - before);
+  }
 }
 
 int main(int argc, char** argv) {

@@ -146,18 +146,19 @@ def _corners():
         for bn in (64, 128):
             yield f, max((c for c in space if c["BLOCK_SIZE_N"] == bn and c["PREFETCH"] == 0),
                          key=lambda c: c["NUM_STAGES"])
-            yield f, dict(rule.tuning.default(f, 90), BLOCK_SIZE_N=bn, PREFETCH=2, NUM_STAGES=2)
+            yield f, dict(rule.tuning.default(f, 90), BLOCK_SIZE_N=bn, PREFETCH=2, NUM_STAGES=2, LOAD_DISTANCE=1)
     yield dict(f, dtype="fp16", MUL_ROUTED_WEIGHT=False, SPLIT_K=1), dict(rule.tuning.default(f, 90), PREFETCH=1,
-                                                                          NUM_STAGES=2)
+                                                                          NUM_STAGES=2, LOAD_DISTANCE=1)
     for dtype in ("fp16", "bf16"):  # symmetric weights: the zero points' loads leave the loop
         g = dict(f, dtype=dtype, MUL_ROUTED_WEIGHT=False, SPLIT_K=1, BLOCK_SIZE_K=128, HAS_ZP=False)
         yield g, rule.tuning.default(g, 90)
-    # Loads two tiles ahead (the loop unrolled by two): both K tiles, 64 and 128 rows, with and
-    # without zero points, the routed weight's split form.
+    # Loads one and two tiles ahead (the default: the loop unrolled by two): both K tiles, 64 and
+    # 128 rows, with and without zero points, the routed weight's split form.
     for bk, bn, zp, dtype in ((128, 64, True, "bf16"), (128, 64, False, "fp16"), (64, 64, True, "fp16"),
                               (128, 128, True, "bf16")):
         g = dict(f, dtype=dtype, BLOCK_SIZE_K=bk, HAS_ZP=zp)
-        yield g, dict(rule.tuning.default(g, 90), BLOCK_SIZE_N=bn, LOAD_DISTANCE=2)
+        for distance in (1, 2):
+            yield g, dict(rule.tuning.default(g, 90), BLOCK_SIZE_N=bn, LOAD_DISTANCE=distance)
 
 
 @pytest.mark.parametrize("functional,config", list(_corners()), ids=str)

@@ -275,7 +275,8 @@ def test_programmatic_dependent_launch(build_dir, cc, pdl, driver_refuses, exclu
     at start, then set_programmatic_dependent_launch flips it) and on sm_90 (its sm_80 cubin has
     no griddepcontrol.wait), and is not named in AOTRITON_PDL_EXCLUDE (a diagnostic list of
     rule names; other names leave it alone); a driver that refuses the attribute gets the plain
-    launch. Either way it launches exactly once."""
+    launch. Either way it launches exactly once. fused_experts launches its GEMMs plainly from 16
+    slots an expert."""
     env = dict(FAKECUDA_CC=cc, AOTRITON_IMAGE_DIR=str(_images(build_dir)))
     if exclude is None:
         monkeypatch.delenv("AOTRITON_PDL_EXCLUDE", raising=False)
@@ -291,3 +292,11 @@ def test_programmatic_dependent_launch(build_dir, cc, pdl, driver_refuses, exclu
     for name, expected in (("silu", want), ("silu_toggled", want_toggled)):
         assert out[name]["status"] == "success" and out[name]["launches"] == 1, out[name]
         assert int(out[f"{name}_pdl_launches"]) == expected, out
+    # fused_experts with PDL on: the two GEMMs start early at 4 slots an expert, not at 16
+    # (moe_fused.cc gemms_start_early); the other kernels launch alike in both calls.
+    small, large = out["fused_experts_m4"], out["fused_experts_m16"]
+    assert small["status"] == "success" and large["status"] == "success", (small, large)
+    assert small["launches"] == large["launches"] > 2, (small, large)
+    gemms_early = cc == "90" and not driver_refuses and "fused_moe_gemm" not in (exclude or "")
+    assert (int(out["fused_experts_m4_pdl_launches"]) - int(out["fused_experts_m16_pdl_launches"])
+            == (2 if gemms_early else 0)), out

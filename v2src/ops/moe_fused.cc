@@ -8,6 +8,7 @@
 #include "act_and_mul_group_quant_fp8.h"
 #include "moe_internal.h"
 #include "moe_sum.h"
+#include "plain_launch.h"
 #include "resolve_first.h"
 
 namespace aotriton {
@@ -33,6 +34,13 @@ struct Dims {
   bool dynamic_a1, dynamic_a2;
   int32_t split_k = 1;  // GEMM2's (quantized decode sizes; split_k_for())
 };
+
+// The GEMMs start early (programmatic dependent launch) at decode sizes only: fewer than one full
+// align block (16 slots) per expert on average. Mixtral-like bf16 at M=64 (16 slots an expert)
+// lost 77-97 us a call with the GEMMs' early start on the H100 and H200 and nothing with them
+// launched plainly (bench_pdl.py --exclude fused_moe_gemm), while M = 1-8 and DeepSeek-like M=64
+// (2 slots an expert) saved 3-5 us (docs/notes-moe-perf.md, twenty-fourth session).
+bool gemms_start_early(const Dims& d) { return d.slots < 16 * d.E; }
 
 // Everything fused_experts keeps in the workspace (null pointers when sizing).
 struct Layout {
@@ -532,7 +540,10 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
     AOTRITON_RETURN_IF_ERROR(quantize_a(&g1, p.hidden_states.data, d.M, d.K, p.hidden_states.stride(0), act, p.quant,
                                         l.a1q, l.a1s, p.a1_scale.data, l.a1s, l.partials, stream));
   }
-  AOTRITON_RETURN_IF_ERROR(detail::launch_gemm(kOp, g1, stream, options));
+  {
+    detail::PlainLaunchScope plain(!gemms_start_early(d));
+    AOTRITON_RETURN_IF_ERROR(detail::launch_gemm(kOp, g1, stream, options));
+  }
 
   // 3. cache2 = act(gate) * up (with block scales: quantized at once, in step 4).
   const bool fused_aq = fused_act_quant(p.quant, d.N, act);
@@ -591,7 +602,10 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
   if (direct)
     AOTRITON_RETURN_IF_ERROR(detail::launch_zero_dropped_rows(kOp, c2, act, d.slots, d.K, ldc2, ids, emap, emap_len,
                                                               d.E, stream));
-  AOTRITON_RETURN_IF_ERROR(detail::launch_gemm(kOp, g2, stream, options));
+  {
+    detail::PlainLaunchScope plain(!gemms_start_early(d));
+    AOTRITON_RETURN_IF_ERROR(detail::launch_gemm(kOp, g2, stream, options));
+  }
   if (direct) return Status::kSuccess;
 
   // 5. output[m] = sum_k out_slot[m * topk + k] (with split-K: over the
