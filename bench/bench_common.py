@@ -28,6 +28,15 @@ def write_results(doc, path, out_name):
         print(f"wrote {p}")
 
 
+def random_weights(torch, E, rows, cols, dtype, device="cuda"):
+    """[E, rows, cols] of randn / sqrt(cols) in `dtype` (fp8 included), built one expert at a time:
+    the float32 temporaries of a whole DeepSeek-like w1 (30 GB) do not fit an 80 GB GPU twice."""
+    w = torch.empty(E, rows, cols, device=device, dtype=dtype)
+    for e in range(E):
+        w[e] = (torch.randn(rows, cols, device=device) / cols ** 0.5).to(dtype)
+    return w
+
+
 def copy_bandwidth(device="cuda"):
     """python/tune_shared.copy_bandwidth (the repo root is on sys.path in every bench entry point)."""
     import torch

@@ -27,7 +27,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench_common import commit_id, write_results
+from bench_common import commit_id, random_weights, write_results
 
 REPO = Path(__file__).resolve().parent.parent
 MOE = {"mixtral": dict(E=8, topk=2, K=4096, N=14336), "deepseek": dict(E=256, topk=8, K=7168, N=2048)}
@@ -96,8 +96,8 @@ def main():
         E, topk, K, N = d["E"], d["topk"], d["K"], d["N"]
         for quant in args.quants.split(","):
             wdt = torch.bfloat16 if quant == "bf16" else fp8
-            w1 = (torch.randn(E, 2 * N, K, device=dev) / K ** 0.5).to(wdt)
-            w2 = (torch.randn(E, K, N, device=dev) / N ** 0.5).to(wdt)
+            w1 = random_weights(torch, E, 2 * N, K, wdt)
+            w2 = random_weights(torch, E, K, N, wdt)
             kw = {} if quant == "bf16" else dict(use_fp8_w8a8=True, w1_scale=torch.full((E,), 1 / 64, device=dev),
                                                  w2_scale=torch.full((E,), 1 / 64, device=dev))
             for M in [int(t) for t in args.tokens.split(",")]:

@@ -5,10 +5,11 @@ of a chain gets slower when its neighbours start early (bench_pdl.py times only 
 
 Each case is captured in a CUDA graph of CALLS calls, once with PDL off and once on, and replayed
 under torch.profiler (CUPTI records the kernels a graph launches). Kernels are grouped by their
-position in the call; per position the table gives the median duration and the median gap from
-the previous kernel's end to this one's start (negative: it started while that one still ran,
-as an early-launched program does, waiting in griddepcontrol.wait: its "duration" includes that
-wait), and the call's median span (first start to last end).
+position in the call; per position the table gives the median of: the kernel's share of the
+critical path (its end minus the previous kernel's end, the previous call's last one for the
+first), its duration, and the gap from the previous kernel's end to its start (negative: it
+started while that one still ran, as an early-launched program does: its duration then includes
+its wait in griddepcontrol.wait); and the call's period (one call's last end to the next's).
 """
 import argparse
 import statistics
@@ -16,6 +17,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+from bench_common import random_weights  # noqa: E402
 MOE = {"mixtral": dict(E=8, topk=2, K=4096, N=14336), "deepseek": dict(E=256, topk=8, K=7168, N=2048)}
 CALLS, REPLAYS = 8, 4
 
@@ -24,8 +27,8 @@ def make_moe(torch, aotriton, layer, quant, M):
     d = MOE[layer]
     E, topk, K, N = d["E"], d["topk"], d["K"], d["N"]
     wdt = torch.bfloat16 if quant == "bf16" else torch.float8_e4m3fn
-    w1 = (torch.randn(E, 2 * N, K, device="cuda") / K ** 0.5).to(wdt)
-    w2 = (torch.randn(E, K, N, device="cuda") / N ** 0.5).to(wdt)
+    w1 = random_weights(torch, E, 2 * N, K, wdt)
+    w2 = random_weights(torch, E, K, N, wdt)
     kw = {} if quant == "bf16" else dict(use_fp8_w8a8=True, w1_scale=torch.full((E,), 1 / 64, device="cuda"),
                                          w2_scale=torch.full((E,), 1 / 64, device="cuda"))
     x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
@@ -69,22 +72,25 @@ def timeline(torch, aotriton, fn, pdl):
                       and "memset" not in e.name.lower()), key=lambda e: e.time_range.start)
     per_call = len(kernels) // (CALLS * REPLAYS)
     assert per_call * CALLS * REPLAYS == len(kernels), f"{len(kernels)} kernels for {CALLS * REPLAYS} calls"
-    positions = [[k.name[:40], [], []] for k in kernels[:per_call]]
-    spans = []
+    positions = [[k.name[:40], [], [], []] for k in kernels[:per_call]]
+    periods = []
     for c in range(CALLS * REPLAYS):
-        call = kernels[c * per_call:(c + 1) * per_call]
-        spans.append(max(k.time_range.end for k in call) - call[0].time_range.start)
+        if c % CALLS == 0:
+            continue  # a replay's first call: the graph launch before it is not the call's
+        call, prev = kernels[c * per_call:(c + 1) * per_call], kernels[(c - 1) * per_call:c * per_call]
+        periods.append(call[-1].time_range.end - prev[-1].time_range.end)
         for i, k in enumerate(call):
-            positions[i][1].append(k.time_range.end - k.time_range.start)
-            if i:
-                positions[i][2].append(k.time_range.start - call[i - 1].time_range.end)
-    return positions, spans
+            before = call[i - 1] if i else prev[-1]
+            positions[i][1].append(k.time_range.end - before.time_range.end)
+            positions[i][2].append(k.time_range.end - k.time_range.start)
+            positions[i][3].append(k.time_range.start - before.time_range.end)
+    return positions, periods
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prefix", default=str(REPO / "install"))
-    ap.add_argument("--cases", default="mixtral:bf16:64,mixtral:bf16:8,deepseek:bf16:64,decode:1:32768")
+    ap.add_argument("--cases", default="mixtral:bf16:64,mixtral:bf16:8,decode:1:32768,decode:8:8192")
     args = ap.parse_args()
     sys.path[:0] = [str(Path(args.prefix) / "lib/python"), str(REPO)]
     import torch
@@ -98,12 +104,12 @@ def main():
         fn = make_decode(torch, aotriton, int(a), int(b)) if kind == "decode" else make_moe(torch, aotriton, kind, a,
                                                                                              int(b))
         (off, off_span), (on, on_span) = (timeline(torch, aotriton, fn, p) for p in (False, True))
-        print(f"\n{case}: call span off {med(off_span):.1f} us, on {med(on_span):.1f} us")
-        print("| # | kernel | off us | off gap | on us | on gap |\n|---|---|---|---|---|---|")
+        print(f"\n{case}: call period off {med(off_span):.1f} us, on {med(on_span):.1f} us")
+        print("| # | kernel | off: path us | duration | gap | on: path us | duration | gap |\n"
+              "|---|---|---|---|---|---|---|---|")
         for i, (a_off, a_on) in enumerate(zip(off, on)):
-            gap = (lambda xs: f"{med(xs):.1f}" if xs else "")
-            print(f"| {i} | {a_off[0]} | {med(a_off[1]):.1f} | {gap(a_off[2])} | {med(a_on[1]):.1f} | "
-                  f"{gap(a_on[2])} |", flush=True)
+            cols = " | ".join(f"{med(a[j]):.1f}" for a in (a_off, a_on) for j in (1, 2, 3))
+            print(f"| {i} | {a_off[0]} | {cols} |", flush=True)
         del fn
         torch.cuda.empty_cache()
 
