@@ -486,6 +486,26 @@ void pdl_checks(long (*pdl_launches)()) {
     report(name.c_str(), moe::fused_experts(fused_params(moe::QuantMode::kNone, M), Stream{}), c);
     std::printf("%s_pdl_launches: %ld\n", name.c_str(), pdl_launches() - before);
   }
+  // attn_decode with two splits: the attention may start early, its combine launches plainly
+  // (flash_decode.cc). One query, 4 q heads over 1 kv head, 256 cached keys of 128, fp16.
+  flash::DecodeParams d;
+  Bump mem;
+  d.q = view<4>(DType::kFloat16, {1, 1, 4, 128}, mem.take(4 * 128 * 2));
+  d.k_cache = view<4>(DType::kFloat16, {1, 256, 1, 128}, mem.take(256 * 128 * 2));
+  d.v_cache = view<4>(DType::kFloat16, {1, 256, 1, 128}, mem.take(256 * 128 * 2));
+  d.cache_seqlens = view<1>(DType::kInt32, {1}, mem.take(4));
+  d.out = view<4>(DType::kFloat16, {1, 1, 4, 128}, mem.take(4 * 128 * 2));
+  d.lse = view<3>(DType::kFloat32, {1, 4, 1}, mem.take(16));
+  d.softmax_scale = 0.125f;
+  d.num_splits = 2;
+  size_t ws = 0;
+  if (flash::attn_decode_workspace_size(d, &ws) != Status::kSuccess) std::printf("decode: %s\n", last_error_message());
+  d.workspace = g_mem + mem.take(ws);
+  d.workspace_bytes = ws;
+  c = now();
+  before = pdl_launches();
+  report("attn_decode_split", flash::attn_decode(d, Stream{}), c);
+  std::printf("attn_decode_split_pdl_launches: %ld\n", pdl_launches() - before);
 }
 
 int main(int argc, char** argv) {

@@ -10,6 +10,7 @@
 #include "attn_decode.h"
 #include "attn_decode_combine.h"
 #include "kv_append.h"
+#include "plain_launch.h"
 #include "resolve_first.h"
 #include "tensor_checks.h"
 
@@ -285,6 +286,11 @@ Status launch_all(const DecodeParams& p, const Decode& g, Stream stream, const K
                         .seqlen_q = g.sq, .num_heads_q = g.hq, .head_dim = g.d, .total_rows = rows,
                         .num_splits = g.splits};
     kn::Functional f{p.q.dtype, g.bucket};
+    // Launched plainly: started early, its programs waiting beside attn_decode's cost more than
+    // the launch they hide (H100, bench_pdl.py --exclude attn_decode_combine: PDL then saves
+    // 0.5-3.2 us in 7 of 8 decode rows instead of losing 2.7 us at B=1 32k; pdl_timeline.py: the
+    // combine's share of the call grows 5.2 -> 10.7 us when it starts early; twenty-fourth session).
+    detail::PlainLaunchScope plain(true);
     AOTRITON_RETURN_IF_ERROR(kn::launch(in, f, stream, nullptr));
   }
   return Status::kSuccess;
