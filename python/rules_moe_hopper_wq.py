@@ -27,6 +27,8 @@ def _prune(f, c, arch):
         return False  # register prefetch: NUM_STAGES is unused, one config stands for all
     if c["LOAD_DISTANCE"] == 2 and c["PREFETCH"] > 0:
         return False  # the two-ahead loop is the ring's
+    if c["PAIR_COPIES"] and (c["LOAD_DISTANCE"] != 2 or c["NUM_STAGES"] < 4):
+        return False  # pairs of ring slots: the two-ahead loop's
     return _shared_bytes(f, c) <= SHARED_LIMIT
 
 
@@ -60,7 +62,12 @@ fused_moe_gemm_wq_hopper = Kernel(
                 # Activations, scales and zero points loaded 1 or 2 K tiles ahead of their use (2: the
                 # loop unrolled by two, no register copies through the back edge; a candidate from the
                 # twenty-third session's ncu and SASS, docs/notes-moe-perf.md).
-                "LOAD_DISTANCE": [1, 2]},
+                "LOAD_DISTANCE": [1, 2],
+                # 1: LOAD_DISTANCE 2's two K tiles copied into the ring together, so both 64-byte
+                # halves of a 128-byte weight line reach DRAM at once (a candidate, twenty-fourth
+                # session: every int4 form stops at 0.6-0.7 of the copy bandwidth, while fp8/bf16
+                # decode GEMMs, which read 128-256 bytes of a row per tile, reach 0.9-1.0).
+                "PAIR_COPIES": [0, 1]},
         # 64 rows take 96-128 registers (4-5 CTAs an SM) and a 4-deep ring (a power of 2: the ring
         # index is a mask). LOAD_DISTANCE 2 (activations, scales and zero points loaded two K tiles
         # ahead; twenty-fourth session, H100, Mixtral int4 group 128, bench/experiments/int4_wgmma.py):
@@ -72,7 +79,7 @@ fused_moe_gemm_wq_hopper = Kernel(
         # blocks (M up to 64) they run side by side and share each weight tile through L2
         # (fused_moe_gemm's M <= 64 row, tritonsrc/moe/configs.py).
         default=lambda f, arch: {"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 4,
-                                 "GROUP_SIZE_M": 16, "num_warps": 4, "LOAD_DISTANCE": 2},
+                                 "GROUP_SIZE_M": 16, "num_warps": 4, "LOAD_DISTANCE": 2, "PAIR_COPIES": 0},
         prune=_prune,
     ),
     grid=("cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N)", "SPLIT_K", "1"),

@@ -25,9 +25,10 @@ REPO = Path(__file__).resolve().parents[2]
 # tiles per pair of CTA barriers, TILES_PER_SYNC 4, and the next tile's loads after the shared-memory
 # fence, LATE_LOADS, lost on the H200 at every M and are gone too: bench/results/int4_wgmma_sm90.json
 # at 31a50f3, the code in git history.)
-# A fourth entry: LOAD_DISTANCE (2: activations and scales two K tiles ahead, the loop unrolled by two).
-VARIANTS = [(64, 0, 8, 1), (64, 0, 8, 2), (64, 0, 4, 1), (64, 0, 4, 2), (128, 0, 4, 1), (128, 0, 4, 2),
-            (128, 2, 2, 1), (128, 1, 2, 1), (64, 2, 2, 1)]
+# A fourth entry: LOAD_DISTANCE (2: activations and scales two K tiles ahead, the loop unrolled by two);
+# a fifth: PAIR_COPIES (1: LOAD_DISTANCE 2's two tiles copied into two rings together).
+VARIANTS = [(64, 0, 8, 1, 0), (64, 0, 4, 1, 0), (64, 0, 4, 2, 0), (64, 0, 4, 2, 1), (64, 0, 8, 2, 0),
+            (64, 0, 8, 2, 1), (128, 0, 4, 1, 0), (128, 0, 4, 2, 1), (64, 2, 2, 1, 0)]
 GEMM2_SPLITS = (1, 4)  # unsplit and the operator's split (configs.WQ_SPLIT_K)
 
 
@@ -94,10 +95,11 @@ def main():
                 candidates.append(("production", dict(C.wq_gemm_default(16, 4, 90, C.WQ_SPLIT_K), BLOCK_SIZE_M=16,
                                                       SPLIT_K=C.WQ_SPLIT_K)))
             for bk in k_tiles:
-                for bn, pf, st, dist in VARIANTS:
+                for bn, pf, st, dist, pairs in VARIANTS:
                     for sk in (GEMM2_SPLITS if gemm == 2 else (1, )):
                         candidates.append(("gluon", dict(BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, PREFETCH=pf,
-                                                         NUM_STAGES=st, LOAD_DISTANCE=dist, SPLIT_K=sk)))
+                                                         NUM_STAGES=st, LOAD_DISTANCE=dist, PAIR_COPIES=pairs,
+                                                         SPLIT_K=sk)))
             for kind, cfg in candidates:
                 sk = cfg.get("SPLIT_K", 1)
                 # 16-bit partials, as the operator writes them
