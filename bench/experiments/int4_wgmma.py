@@ -9,6 +9,8 @@ Every variant is checked against a float64 reference of the dequantized weights 
 over max |reference|); the production kernel's error is printed beside it.
 
     python3 bench/experiments/int4_wgmma.py [--tokens 1,8,16,32,64] [--json ...]
+    python3 bench/experiments/int4_wgmma.py --block-m 8,16 --tokens 1,8,64   (align blocks of 8 tokens:
+        wgmma N 8, 96 registers instead of 127, half the activation staging; the Gluon kernel only)
     python3 bench/experiments/int4_wgmma.py --group 256 --k-tiles 128,256 --tokens 1,16   (the K tile's
         per-tile overhead: a 256-k tile has ~5.4 SASS instructions per packed byte against 6.8 at 128;
         group 256 lets both run on the same weights)
@@ -45,6 +47,7 @@ def main():
     ap.add_argument("--tokens", default="1,8,16,32,64")
     ap.add_argument("--group", type=int, default=0, help="group size of the layer (default: the coverage layer's)")
     ap.add_argument("--k-tiles", default="", help="the Gluon kernel's K tiles to time (default: the operator's)")
+    ap.add_argument("--block-m", default="16", help="align block sizes for the Gluon kernel (16, 8)")
     ap.add_argument("--json", default=str(REPO / "bench/results/int4_wgmma_sm90.json"))
     args = ap.parse_args()
     sys.path[:0] = [str(REPO), str(REPO / "bench")]
@@ -62,6 +65,7 @@ def main():
     gen = torch.Generator(device=dev).manual_seed(0)
     group = args.group or INT4_GROUP
     k_tiles = [int(k) for k in args.k_tiles.split(",")] if args.k_tiles else [mq.wq_hopper_block_k(group)]
+    block_ms = [int(m) for m in args.block_m.split(",")]
     w1, w2, s1, s2, z1, z2 = int4_layer(torch, dev, gen, group)
     z1 = z1 & 0x77  # zero points 0..7: q - zp spans both signs
     z2 = z2 & 0x77
@@ -75,7 +79,8 @@ def main():
         x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
         ids = torch.rand(M, E, device=dev, generator=gen).topk(topk, dim=-1).indices.to(torch.int32)
         wts = torch.rand(M, topk, device=dev, generator=gen).flatten().contiguous()
-        sid, eid, ntpp = mj.moe_align_block_size(ids, 16, E)
+        aligned = {bm: mj.moe_align_block_size(ids, bm, E) for bm in {16, *block_ms}}
+        sid, eid, ntpp = aligned[16]
         act = torch.randn(M * topk, N, device=dev, dtype=torch.bfloat16)
         experts = torch.unique(ids).tolist()
         ids_flat = ids.flatten()
@@ -94,12 +99,13 @@ def main():
             if gemm == 2:  # and split as the operator splits a decode GEMM2 (its default split config)
                 candidates.append(("production", dict(C.wq_gemm_default(16, 4, 90, C.WQ_SPLIT_K), BLOCK_SIZE_M=16,
                                                       SPLIT_K=C.WQ_SPLIT_K)))
-            for bk in k_tiles:
-                for bn, pf, st, dist, pairs in VARIANTS:
-                    for sk in (GEMM2_SPLITS if gemm == 2 else (1, )):
-                        candidates.append(("gluon", dict(BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, PREFETCH=pf,
-                                                         NUM_STAGES=st, LOAD_DISTANCE=dist, PAIR_COPIES=pairs,
-                                                         SPLIT_K=sk)))
+            for bm in block_ms:
+                for bk in k_tiles:
+                    for bn, pf, st, dist, pairs in VARIANTS:
+                        for sk in (GEMM2_SPLITS if gemm == 2 else (1, )):
+                            cfg = dict(BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, PREFETCH=pf, NUM_STAGES=st,
+                                       LOAD_DISTANCE=dist, PAIR_COPIES=pairs, SPLIT_K=sk)
+                            candidates.append(("gluon", dict(cfg, BLOCK_SIZE_M=bm) if bm != 16 else cfg))
             for kind, cfg in candidates:
                 sk = cfg.get("SPLIT_K", 1)
                 # 16-bit partials, as the operator writes them
@@ -113,11 +119,13 @@ def main():
                     hcfg = dict(cfg, GROUP_SIZE_M=1 if M <= 16 else 16, NUM_STAGES=max(cfg["NUM_STAGES"], 2),
                                 num_warps=4)
                     bk = hcfg.pop("BLOCK_SIZE_K")
+                    bm = hcfg.pop("BLOCK_SIZE_M", 16)
                     hcfg.pop("SPLIT_K")
 
-                    def run(hcfg=hcfg, c=c, sk=sk, bk=bk):
-                        mq.invoke_grouped_gemm_wq_hopper(a, b, c, wt, sid, eid, ntpp, tk, s, z, group, hcfg,
-                                                         mul_routed_weight=wt is not None, split_k=sk, block_k=bk)
+                    def run(hcfg=hcfg, c=c, sk=sk, bk=bk, bm=bm):
+                        mq.invoke_grouped_gemm_wq_hopper(a, b, c, wt, *aligned[bm], tk, s, z, group, hcfg,
+                                                         mul_routed_weight=wt is not None, split_k=sk, block_k=bk,
+                                                         block_m=bm)
                 try:
                     c.fill_(float("nan"))
                     run()

@@ -93,24 +93,26 @@ def wq_hopper_block_k(group_size):
 
 
 def invoke_grouped_gemm_wq_hopper(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top_k, b_scale, b_zp,
-                                  group_size, config=None, mul_routed_weight=False, split_k=1, block_k=None):
+                                  group_size, config=None, mul_routed_weight=False, split_k=1, block_k=None,
+                                  block_m=16):
     """The sm_90 int4 GEMM (tritonsrc/moe/grouped_gemm_wq_hopper.py) with the operator's arguments:
     b uint8 [E, N, K // 2], b_scale fp32 [E, N, K // group_size], b_zp [E, cdiv(N, 2), K //
     group_size] or None, align block size 16; c [slots * split_k, N]. config: the rule's tuning
     keys (default: the rule's default). block_k: the K tile (default the operator's; experiments
     may take any power of 2 from 64 to 256 that divides group_size, e.g. 256 for group 256, which
-    the build does not compile). Needs an sm_90 GPU."""
+    the build does not compile). block_m: the align block size, 16 (the build's) or 8 (wgmma N 8:
+    96 registers instead of 127; experiments only). Needs an sm_90 GPU."""
     from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper as rule
 
     K = a.shape[1]
     block_k = block_k or wq_hopper_block_k(group_size)
     assert block_k in (64, 128, 256) and group_size % block_k == 0, (block_k, group_size)
     assert b.dtype == torch.uint8 and b.shape[2] * 2 == K and group_size % 64 == 0 and K % block_k == 0
-    assert c.shape[0] % split_k == 0
+    assert c.shape[0] % split_k == 0 and block_m in (8, 16)
     if a.shape[0] == 0:
         return c  # no token: the kernel reads token 0's row for padding slots (as the operator, never launched)
     functional = dict(dtype={torch.float16: "fp16", torch.bfloat16: "bf16"}[a.dtype], b_dtype="u8",
-                      MUL_ROUTED_WEIGHT=bool(mul_routed_weight), BLOCK_SIZE_M=16, BLOCK_SIZE_K=block_k,
+                      MUL_ROUTED_WEIGHT=bool(mul_routed_weight), BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=block_k,
                       SPLIT_K=split_k, HAS_ZP=b_zp is not None)
     config = dict(config or rule.tuning.default(functional, 90))
     constexprs = {k: v for k, v in functional.items() if k in rule.constexpr_functionals}
