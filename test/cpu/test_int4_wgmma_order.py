@@ -160,6 +160,10 @@ def _corners():
         for distance, pair_copies in ((1, 0), (2, 0), (2, 1)):
             yield g, dict(rule.tuning.default(g, 90), BLOCK_SIZE_N=bn, LOAD_DISTANCE=distance,
                           PAIR_COPIES=pair_copies)
+    # Align blocks of 8 (wgmma N 8; bench/experiments/int4_wgmma.py --block-m 8, not in the build).
+    for dtype, pair_copies in (("bf16", 1), ("fp16", 0)):
+        g = dict(f, dtype=dtype, BLOCK_SIZE_M=8, BLOCK_SIZE_K=128)
+        yield g, dict(rule.tuning.default(g, 90), PAIR_COPIES=pair_copies)
 
 
 @pytest.mark.parametrize("functional,config", list(_corners()), ids=str)
