@@ -37,8 +37,8 @@ struct Dims {
 
 // The GEMMs start early (programmatic dependent launch) at decode sizes only: fewer than one full
 // align block (16 slots) per expert on average. Mixtral-like bf16 at M=64 (16 slots an expert)
-// lost 77-97 us a call with the GEMMs' early start on the H100 and H200 and nothing with them
-// launched plainly (bench_pdl.py --exclude fused_moe_gemm), while M = 1-8 and DeepSeek-like M=64
+// lost 97 us a call with PDL on (H200) and 77 us on the H100, where launching the GEMMs plainly
+// (bench_pdl.py --exclude fused_moe_gemm) lost nothing, while M = 1-8 and DeepSeek-like M=64
 // (2 slots an expert) saved 3-5 us (docs/notes-moe-perf.md, twenty-fourth session).
 bool gemms_start_early(const Dims& d) { return d.slots < 16 * d.E; }
 
