@@ -9,8 +9,9 @@ Every variant is checked against a float64 reference of the dequantized weights 
 over max |reference|); the production kernel's error is printed beside it.
 
     python3 bench/experiments/int4_wgmma.py [--tokens 1,8,16,32,64] [--json ...]
-    python3 bench/experiments/int4_wgmma.py --block-m 8,16 --tokens 1,8,64   (align blocks of 8 tokens:
-        wgmma N 8, 96 registers instead of 127, half the activation staging; the Gluon kernel only)
+    python3 bench/experiments/int4_wgmma.py --block-m 8,16,32 --tokens 1,8,64   (align blocks of 8 tokens:
+        wgmma N 8, 96 registers instead of 127, half the activation staging; of 32: an expert's 17-32
+        tokens in one block, each weight tile dequantized once; the Gluon kernel only)
     python3 bench/experiments/int4_wgmma.py --group 256 --k-tiles 128,256 --tokens 1,16   (the K tile's
         per-tile overhead: a 256-k tile has ~5.4 SASS instructions per packed byte against 6.8 at 128;
         group 256 lets both run on the same weights)
@@ -47,7 +48,7 @@ def main():
     ap.add_argument("--tokens", default="1,8,16,32,64")
     ap.add_argument("--group", type=int, default=0, help="group size of the layer (default: the coverage layer's)")
     ap.add_argument("--k-tiles", default="", help="the Gluon kernel's K tiles to time (default: the operator's)")
-    ap.add_argument("--block-m", default="16", help="align block sizes for the Gluon kernel (16, 8)")
+    ap.add_argument("--block-m", default="16", help="align block sizes for the Gluon kernel (8, 16, 32)")
     ap.add_argument("--json", default=str(REPO / "bench/results/int4_wgmma_sm90.json"))
     args = ap.parse_args()
     sys.path[:0] = [str(REPO), str(REPO / "bench")]

@@ -100,15 +100,16 @@ def invoke_grouped_gemm_wq_hopper(a, b, c, topk_weights, sorted_ids, expert_ids,
     group_size] or None, align block size 16; c [slots * split_k, N]. config: the rule's tuning
     keys (default: the rule's default). block_k: the K tile (default the operator's; experiments
     may take any power of 2 from 64 to 256 that divides group_size, e.g. 256 for group 256, which
-    the build does not compile). block_m: the align block size, 16 (the build's) or 8 (wgmma N 8:
-    96 registers instead of 127; experiments only). Needs an sm_90 GPU."""
+    the build does not compile). block_m: the align block size, 16 (the build's), 8 (wgmma N 8:
+    96 registers instead of 127) or 32 (one block for an expert's 17-32 tokens: one dequantization
+    of each weight tile instead of two); 8 and 32 for experiments only. Needs an sm_90 GPU."""
     from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper as rule
 
     K = a.shape[1]
     block_k = block_k or wq_hopper_block_k(group_size)
     assert block_k in (64, 128, 256) and group_size % block_k == 0, (block_k, group_size)
     assert b.dtype == torch.uint8 and b.shape[2] * 2 == K and group_size % 64 == 0 and K % block_k == 0
-    assert c.shape[0] % split_k == 0 and block_m in (8, 16)
+    assert c.shape[0] % split_k == 0 and block_m in (8, 16, 32)
     if a.shape[0] == 0:
         return c  # no token: the kernel reads token 0's row for padding slots (as the operator, never launched)
     functional = dict(dtype={torch.float16: "fp16", torch.bfloat16: "bf16"}[a.dtype], b_dtype="u8",

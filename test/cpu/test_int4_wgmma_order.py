@@ -160,9 +160,10 @@ def _corners():
         for distance, pair_copies in ((1, 0), (2, 0), (2, 1)):
             yield g, dict(rule.tuning.default(g, 90), BLOCK_SIZE_N=bn, LOAD_DISTANCE=distance,
                           PAIR_COPIES=pair_copies)
-    # Align blocks of 8 (wgmma N 8; bench/experiments/int4_wgmma.py --block-m 8, not in the build).
-    for dtype, pair_copies in (("bf16", 1), ("fp16", 0)):
-        g = dict(f, dtype=dtype, BLOCK_SIZE_M=8, BLOCK_SIZE_K=128)
+    # Align blocks of 8 and 32 (wgmma N 8 / 32; bench/experiments/int4_wgmma.py --block-m, not in the
+    # build).
+    for block_m, dtype, pair_copies in ((8, "bf16", 1), (8, "fp16", 0), (32, "bf16", 0), (32, "fp16", 1)):
+        g = dict(f, dtype=dtype, BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=128)
         yield g, dict(rule.tuning.default(g, 90), PAIR_COPIES=pair_copies)
 
 

@@ -226,23 +226,25 @@ def test_load_distances_match_the_reference(dtype, with_zp, K, group, split_k, d
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("M,split_k,pair_copies", [(1, 1, 0), (5, 4, 1), (37, 1, 1)])
-def test_align_blocks_of_8_match_the_reference(dtype, M, split_k, pair_copies):
-    """Align blocks of 8 tokens (wgmma N 8; an experiment's form, bench/experiments/int4_wgmma.py
-    --block-m 8) through the JIT launcher: one token, blocks that split, experts with several
-    blocks, against the float64 reference (every slot's row must be written: NaN poison)."""
+@pytest.mark.parametrize("block_m", [8, 32])
+@pytest.mark.parametrize("M,split_k,pair_copies", [(1, 1, 0), (5, 4, 1), (37, 1, 1), (150, 1, 0)])
+def test_align_blocks_of_8_and_32_match_the_reference(dtype, block_m, M, split_k, pair_copies):
+    """Align blocks of 8 and 32 tokens (wgmma N 8 / 32; an experiment's forms,
+    bench/experiments/int4_wgmma.py --block-m 8,16,32) through the JIT launcher: one token, blocks
+    that split, experts with several blocks, against the float64 reference (every slot's row must
+    be written: NaN poison)."""
     from python.jit.moe import moe_align_block_size  # the build's align takes the GEMMs' block sizes only
     from python.jit.moe_quant import invoke_grouped_gemm_wq_hopper
 
     E, topk, K, N, group = 8, 2, 1024, 192, 128
     mul = split_k > 1
     a, q, s, zp, d, w, ids = operands(M, E, topk, K, N, group, True, dtype, seed=M + split_k)
-    srt, eid, ntpp = moe_align_block_size(ids, 8, E)
+    srt, eid, ntpp = moe_align_block_size(ids, block_m, E)
     c = torch.full((ids.numel() * split_k, N), float("nan"), dtype=dtype, device=DEV)
     invoke_grouped_gemm_wq_hopper(a, q, c, w.reshape(-1).contiguous() if mul else None, srt, eid, ntpp, topk, s, zp,
                                   group, config={"PAIR_COPIES": pair_copies, "BLOCK_SIZE_N": 64, "PREFETCH": 0,
                                                  "NUM_STAGES": 4, "GROUP_SIZE_M": 16, "num_warps": 4,
                                                  "LOAD_DISTANCE": 2},
-                                  mul_routed_weight=mul, split_k=split_k, block_m=8)
+                                  mul_routed_weight=mul, split_k=split_k, block_m=block_m)
     got = c.view(ids.numel(), split_k, N).double().sum(1)
     assert rel_err(got, gemm_ref(a, d, w, ids, topk, mul)) < GEMM_TOL[dtype]
