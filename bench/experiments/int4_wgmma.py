@@ -32,6 +32,8 @@ REPO = Path(__file__).resolve().parents[2]
 # a fifth: PAIR_COPIES (1: LOAD_DISTANCE 2's two tiles copied into two rings together).
 VARIANTS = [(64, 0, 8, 1, 0), (64, 0, 4, 1, 0), (64, 0, 4, 2, 0), (64, 0, 4, 2, 1), (64, 0, 8, 2, 0),
             (64, 0, 8, 2, 1), (128, 0, 4, 1, 0), (128, 0, 4, 2, 1), (64, 2, 2, 1, 0)]
+# Align blocks other than 16 (--block-m): the ring forms only, to keep a device run short.
+OTHER_BLOCK_VARIANTS = [(64, 0, 4, 1, 0), (64, 0, 4, 2, 0), (64, 0, 4, 2, 1), (64, 0, 8, 2, 1), (128, 0, 4, 1, 0)]
 GEMM2_SPLITS = (1, 4)  # unsplit and the operator's split (configs.WQ_SPLIT_K)
 
 
@@ -102,7 +104,7 @@ def main():
                                                       SPLIT_K=C.WQ_SPLIT_K)))
             for bm in block_ms:
                 for bk in k_tiles:
-                    for bn, pf, st, dist, pairs in VARIANTS:
+                    for bn, pf, st, dist, pairs in (VARIANTS if bm == 16 else OTHER_BLOCK_VARIANTS):
                         for sk in (GEMM2_SPLITS if gemm == 2 else (1, )):
                             cfg = dict(BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, PREFETCH=pf, NUM_STAGES=st,
                                        LOAD_DISTANCE=dist, PAIR_COPIES=pairs, SPLIT_K=sk)
