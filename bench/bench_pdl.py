@@ -34,6 +34,50 @@ MOE = {"mixtral": dict(E=8, topk=2, K=4096, N=14336), "deepseek": dict(E=256, to
 HQ, HK, D, PAGE = 32, 4, 128, 64
 
 
+def moe_weights(torch, layer, quant):
+    """(w1, w2, fused_experts' quantization kwargs) of a MOE layer, bf16 or fp8 per tensor."""
+    d = MOE[layer]
+    E, K, N = d["E"], d["K"], d["N"]
+    wdt = torch.bfloat16 if quant == "bf16" else torch.float8_e4m3fn
+    kw = {} if quant == "bf16" else dict(use_fp8_w8a8=True, w1_scale=torch.full((E,), 1 / 64, device="cuda"),
+                                         w2_scale=torch.full((E,), 1 / 64, device="cuda"))
+    return random_weights(torch, E, 2 * N, K, wdt), random_weights(torch, E, K, N, wdt), kw
+
+
+def moe_call(torch, aotriton, w1, w2, kw, M, topk):
+    """(one fused_experts call on fresh random tokens and routing, its topk ids)."""
+    E, K = w1.shape[0], w1.shape[2]
+    x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+    ids = torch.rand(M, E, device="cuda").topk(topk, dim=-1).indices.to(torch.int32)
+    w = torch.rand(M, topk, device="cuda") + 0.1
+    w = w / w.sum(-1, keepdim=True)
+    out = torch.empty_like(x)
+    ws = torch.empty(aotriton.fused_experts_workspace_size(x, w1, w2, w, ids, **kw), dtype=torch.uint8, device="cuda")
+    return (lambda: aotriton.fused_experts(x, w1, w2, w, ids, out=out, workspace=ws, **kw)), ids
+
+
+def decode_calls(torch, aotriton, B, ctx):
+    """(flash_attn_with_kvcache alone, the same with this step's token appended first) on a random
+    paged cache of B sequences of ctx keys (the appended form's cache holds ctx - 1 before it)."""
+    blocks = B * ctx // PAGE
+    k_cache = torch.randn(blocks, PAGE, HK, D, device="cuda", dtype=torch.bfloat16)
+    v_cache = torch.randn_like(k_cache)
+    table = torch.randperm(blocks, device="cuda").view(B, ctx // PAGE).to(torch.int32)
+    q = torch.randn(B, 1, HQ, D, device="cuda", dtype=torch.bfloat16)
+    cs = torch.full((B,), ctx, dtype=torch.int32, device="cuda")
+    k_new = torch.randn(B, 1, HK, D, device="cuda", dtype=torch.bfloat16)
+    v_new = torch.randn_like(k_new)
+    cs_append = cs - 1
+    alone = lambda: aotriton.flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=cs,  # noqa: E731
+                                                     block_table=table, check_inputs=False)
+    # kv_append lets the decode start at once; its programs hint L2 for their first cached rows
+    # meanwhile (tritonsrc/flash/kv_prefetch.py).
+    append = lambda: aotriton.flash_attn_with_kvcache(q, k_cache, v_cache, k=k_new, v=v_new,  # noqa: E731
+                                                      cache_seqlens=cs_append, block_table=table,
+                                                      check_inputs=False)
+    return alone, append
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prefix", default=str(REPO / "install"))
@@ -90,51 +134,27 @@ def main():
         print(f"| {case} | {off:.4f} | {on:.4f} | {(off - on) * 1e3:.1f} | {roof / off:.2f} | {roof / on:.2f} |",
               flush=True)
 
-    fp8 = torch.float8_e4m3fn
     for layer in [name for name in args.layers.split(",") if name]:  # --layers= : decode attention only
-        d = MOE[layer]
-        E, topk, K, N = d["E"], d["topk"], d["K"], d["N"]
+        topk = MOE[layer]["topk"]
         for quant in args.quants.split(","):
-            wdt = torch.bfloat16 if quant == "bf16" else fp8
-            w1 = random_weights(torch, E, 2 * N, K, wdt)
-            w2 = random_weights(torch, E, K, N, wdt)
-            kw = {} if quant == "bf16" else dict(use_fp8_w8a8=True, w1_scale=torch.full((E,), 1 / 64, device=dev),
-                                                 w2_scale=torch.full((E,), 1 / 64, device=dev))
+            w1, w2, kw = moe_weights(torch, layer, quant)
             for M in [int(t) for t in args.tokens.split(",")]:
-                x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
-                ids = torch.rand(M, E, device=dev).topk(topk, dim=-1).indices.to(torch.int32)
-                w = torch.rand(M, topk, device=dev) + 0.1
-                w = w / w.sum(-1, keepdim=True)
-                out = torch.empty_like(x)
-                ws = torch.empty(aotriton.fused_experts_workspace_size(x, w1, w2, w, ids, **kw), dtype=torch.uint8,
-                                 device=dev)
-                off, on = a_b(lambda: aotriton.fused_experts(x, w1, w2, w, ids, out=out, workspace=ws, **kw))
+                call, ids = moe_call(torch, aotriton, w1, w2, kw, M, topk)
+                off, on = a_b(call)
                 touched = torch.unique(ids).numel() * (w1[0].numel() + w2[0].numel()) * w1.element_size()
                 record(f"fused_experts {layer} {quant} M={M}", touched, off, on)
-            del w1, w2
+            del w1, w2, call, ids  # the call holds the weights: free them before the next layer's
             torch.cuda.empty_cache()
 
     for B in () if args.no_decode else (1, 8):
         for ctx in (8192, 32768):
-            blocks = B * ctx // PAGE
-            k_cache = torch.randn(blocks, PAGE, HK, D, device=dev, dtype=torch.bfloat16)
-            v_cache = torch.randn_like(k_cache)
-            table = torch.randperm(blocks, device=dev).view(B, ctx // PAGE).to(torch.int32)
-            q = torch.randn(B, 1, HQ, D, device=dev, dtype=torch.bfloat16)
-            cs = torch.full((B,), ctx, dtype=torch.int32, device=dev)
-            off, on = a_b(lambda: aotriton.flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=cs,
-                                                                   block_table=table, check_inputs=False))
-            record(f"flash_attn_with_kvcache B={B} context={ctx}", 2 * B * ctx * HK * D * 2, off, on)
-            # With this step's token appended first (kv_append lets the decode start at once; its
-            # programs hint L2 for their first cached rows meanwhile: tritonsrc/flash/kv_prefetch.py).
-            k_new = torch.randn(B, 1, HK, D, device=dev, dtype=torch.bfloat16)
-            v_new = torch.randn_like(k_new)
-            cs_append = cs - 1
-            off, on = a_b(lambda: aotriton.flash_attn_with_kvcache(q, k_cache, v_cache, k=k_new, v=v_new,
-                                                                   cache_seqlens=cs_append, block_table=table,
-                                                                   check_inputs=False))
-            record(f"flash_attn_with_kvcache+append B={B} context={ctx}", 2 * B * ctx * HK * D * 2, off, on)
-            del k_cache, v_cache
+            alone, append = decode_calls(torch, aotriton, B, ctx)
+            for name, call in ((f"flash_attn_with_kvcache B={B} context={ctx}", alone),
+                               (f"flash_attn_with_kvcache+append B={B} context={ctx}", append)):
+                off, on = a_b(call)
+                record(name, 2 * B * ctx * HK * D * 2, off, on)
+            del alone, append
+            torch.cuda.empty_cache()
 
     write_results({"meta": meta, "rows": rows}, args.json, "pdl_sm90.json")
 

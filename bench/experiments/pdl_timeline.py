@@ -18,41 +18,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
-from bench_common import random_weights  # noqa: E402
-MOE = {"mixtral": dict(E=8, topk=2, K=4096, N=14336), "deepseek": dict(E=256, topk=8, K=7168, N=2048)}
+from bench_pdl import MOE, decode_calls, moe_call, moe_weights  # noqa: E402
 CALLS, REPLAYS = 8, 4
 
 
-def make_moe(torch, aotriton, layer, quant, M):
-    d = MOE[layer]
-    E, topk, K, N = d["E"], d["topk"], d["K"], d["N"]
-    wdt = torch.bfloat16 if quant == "bf16" else torch.float8_e4m3fn
-    w1 = random_weights(torch, E, 2 * N, K, wdt)
-    w2 = random_weights(torch, E, K, N, wdt)
-    kw = {} if quant == "bf16" else dict(use_fp8_w8a8=True, w1_scale=torch.full((E,), 1 / 64, device="cuda"),
-                                         w2_scale=torch.full((E,), 1 / 64, device="cuda"))
-    x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
-    ids = torch.rand(M, E, device="cuda").topk(topk, dim=-1).indices.to(torch.int32)
-    w = torch.rand(M, topk, device="cuda") + 0.1
-    w = w / w.sum(-1, keepdim=True)
-    out = torch.empty_like(x)
-    ws = torch.empty(aotriton.fused_experts_workspace_size(x, w1, w2, w, ids, **kw), dtype=torch.uint8, device="cuda")
-    return lambda: aotriton.fused_experts(x, w1, w2, w, ids, out=out, workspace=ws, **kw)
-
-
-def make_decode(torch, aotriton, B, ctx, HQ=32, HK=4, D=128, PAGE=64):
-    blocks = B * ctx // PAGE
-    k_cache = torch.randn(blocks, PAGE, HK, D, device="cuda", dtype=torch.bfloat16)
-    v_cache = torch.randn_like(k_cache)
-    table = torch.randperm(blocks, device="cuda").view(B, ctx // PAGE).to(torch.int32)
-    q = torch.randn(B, 1, HQ, D, device="cuda", dtype=torch.bfloat16)
-    cs = torch.full((B,), ctx, dtype=torch.int32, device="cuda")
-    return lambda: aotriton.flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=cs, block_table=table,
-                                                    check_inputs=False)
-
-
 def timeline(torch, aotriton, fn, pdl):
-    """[(name, [durations us], [gaps us])] per kernel position, and the call spans (us)."""
+    """[[name, [critical-path shares us], [durations us], [gaps us]]] per kernel position, and the
+    call periods (us)."""
     from torch.profiler import ProfilerActivity, profile
     aotriton.set_programmatic_dependent_launch(pdl)
     fn()
@@ -101,8 +73,10 @@ def main():
     med = statistics.median
     for case in args.cases.split(","):
         kind, a, b = case.split(":")
-        fn = make_decode(torch, aotriton, int(a), int(b)) if kind == "decode" else make_moe(torch, aotriton, kind, a,
-                                                                                             int(b))
+        if kind == "decode":
+            fn = decode_calls(torch, aotriton, int(a), int(b))[0]
+        else:
+            fn = moe_call(torch, aotriton, *moe_weights(torch, kind, a), int(b), MOE[kind]["topk"])[0]
         (off, off_span), (on, on_span) = (timeline(torch, aotriton, fn, p) for p in (False, True))
         print(f"\n{case}: call period off {med(off_span):.1f} us, on {med(on_span):.1f} us")
         print("| # | kernel | off: path us | duration | gap | on: path us | duration | gap |\n"
