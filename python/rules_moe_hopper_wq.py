@@ -27,8 +27,8 @@ def _prune(f, c, arch):
         return False  # register prefetch: NUM_STAGES is unused, one config stands for all
     if c["LOAD_DISTANCE"] == 2 and c["PREFETCH"] > 0:
         return False  # the two-ahead loop is the ring's
-    if c["PAIR_COPIES"] and (c["LOAD_DISTANCE"] != 2 or c["NUM_STAGES"] < 4):
-        return False  # pairs of ring slots: the two-ahead loop's
+    if c["LOAD_DISTANCE"] == 2 and c["NUM_STAGES"] < 4:
+        return False  # the two-ahead loop's ring holds pairs of tiles
     return _shared_bytes(f, c) <= SHARED_LIMIT
 
 
@@ -62,24 +62,24 @@ fused_moe_gemm_wq_hopper = Kernel(
                 # Activations, scales and zero points loaded 1 or 2 K tiles ahead of their use (2: the
                 # loop unrolled by two, no register copies through the back edge; a candidate from the
                 # twenty-third session's ncu and SASS, docs/notes-moe-perf.md).
-                "LOAD_DISTANCE": [1, 2],
-                # 1: LOAD_DISTANCE 2's two K tiles copied into the ring together, so both 64-byte
-                # halves of a 128-byte weight line reach DRAM at once (a candidate, twenty-fourth
-                # session: every int4 form stops at 0.6-0.7 of the copy bandwidth, while fp8/bf16
-                # decode GEMMs, which read 128-256 bytes of a row per tile, reach 0.9-1.0).
-                "PAIR_COPIES": [0, 1]},
+                # Distance 2 also copies a pair's two weight tiles together (both 64-byte halves of
+                # a 128-byte line at once).
+                "LOAD_DISTANCE": [1, 2]},
         # 64 rows take 96-128 registers (4-5 CTAs an SM) and a 4-deep ring (a power of 2: the ring
         # index is a mask). LOAD_DISTANCE 2 (activations, scales and zero points loaded two K tiles
         # ahead; twenty-fourth session, H100, Mixtral int4 group 128, bench/experiments/int4_wgmma.py):
         # GEMM1 at M 1/8/64 63.9/199.1/290.2 us against the former default's (8-deep ring, distance 1)
         # 82.2/211.9/301.2; GEMM2 33.1/119.2/174.0 against 33.3/121.5/182.5 (M=1 split 4). The H200
         # preferred the 4-deep ring for GEMM1 too (58.7 vs 62.1 us at M=1, twenty-third session).
-        # 128-row tiles win at M=64 (GEMM1 278.8, GEMM2 149.8 us with distance 1): the tuner's to
-        # pick per tokens-per-expert bin. Groups of 16 M blocks: where routing gives an expert two
+        # Copying the pair's two tiles together (twenty-fifth session, H100, same bench) then took
+        # GEMM1 M 1/8/16/64 to 52.5/164.6/183.6/279.7 us (from 64.1/198.4/221.0/288.0) and GEMM2 to
+        # 27.8/97.4/99.9/145.7 (M=1 split 4; from 33.1/118.9/130.6/173.5): 0.57-0.88 of the copy
+        # bandwidth. 128-row tiles at distance 1 come close at M=64 (279.6/149.3 us): the tuner's
+        # to pick per tokens-per-expert bin. Groups of 16 M blocks: where routing gives an expert two
         # blocks (M up to 64) they run side by side and share each weight tile through L2
         # (fused_moe_gemm's M <= 64 row, tritonsrc/moe/configs.py).
         default=lambda f, arch: {"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 4,
-                                 "GROUP_SIZE_M": 16, "num_warps": 4, "LOAD_DISTANCE": 2, "PAIR_COPIES": 0},
+                                 "GROUP_SIZE_M": 16, "num_warps": 4, "LOAD_DISTANCE": 2},
         prune=_prune,
     ),
     grid=("cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N)", "SPLIT_K", "1"),

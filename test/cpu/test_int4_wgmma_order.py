@@ -152,19 +152,18 @@ def _corners():
     for dtype in ("fp16", "bf16"):  # symmetric weights: the zero points' loads leave the loop
         g = dict(f, dtype=dtype, MUL_ROUTED_WEIGHT=False, SPLIT_K=1, BLOCK_SIZE_K=128, HAS_ZP=False)
         yield g, rule.tuning.default(g, 90)
-    # Loads one and two tiles ahead (the default: the loop unrolled by two; with its tiles copied in
+    # Loads one and two tiles ahead (the default: the loop unrolled by two, its tiles copied in
     # pairs): both K tiles, 64 and 128 rows, with and without zero points, the routed weight's split.
     for bk, bn, zp, dtype in ((128, 64, True, "bf16"), (128, 64, False, "fp16"), (64, 64, True, "fp16"),
                               (128, 128, True, "bf16")):
         g = dict(f, dtype=dtype, BLOCK_SIZE_K=bk, HAS_ZP=zp)
-        for distance, pair_copies in ((1, 0), (2, 0), (2, 1)):
-            yield g, dict(rule.tuning.default(g, 90), BLOCK_SIZE_N=bn, LOAD_DISTANCE=distance,
-                          PAIR_COPIES=pair_copies)
+        for distance in (1, 2):
+            yield g, dict(rule.tuning.default(g, 90), BLOCK_SIZE_N=bn, LOAD_DISTANCE=distance)
     # Align blocks of 8 and 32 (wgmma N 8 / 32; bench/experiments/int4_wgmma.py --block-m, not in the
     # build).
-    for block_m, dtype, pair_copies in ((8, "bf16", 1), (8, "fp16", 0), (32, "bf16", 0), (32, "fp16", 1)):
+    for block_m, dtype, distance in ((8, "bf16", 2), (8, "fp16", 1), (32, "bf16", 1), (32, "fp16", 2)):
         g = dict(f, dtype=dtype, BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=128)
-        yield g, dict(rule.tuning.default(g, 90), PAIR_COPIES=pair_copies)
+        yield g, dict(rule.tuning.default(g, 90), LOAD_DISTANCE=distance)
 
 
 @pytest.mark.parametrize("functional,config", list(_corners()), ids=str)

@@ -199,10 +199,10 @@ def test_splits_past_the_last_k_tile_write_zeros():
 @pytest.mark.parametrize("with_zp", [False, True])
 @pytest.mark.parametrize("K,group,split_k",
                          [(640, 128, 1), (1024, 128, 4), (1664, 128, 4), (704, 64, 1), (256, 128, 4)])
-@pytest.mark.parametrize("distance,pair_copies", [(1, 0), (2, 0), (2, 1)])
-def test_load_distances_match_the_reference(dtype, with_zp, K, group, split_k, distance, pair_copies):
+@pytest.mark.parametrize("distance", [1, 2])
+def test_load_distances_match_the_reference(dtype, with_zp, K, group, split_k, distance):
     """LOAD_DISTANCE 1 and 2 (2, the default: activations, scales and zero points two K tiles ahead,
-    the loop unrolled by two; PAIR_COPIES 1: its two tiles copied into two rings together) through
+    the loop unrolled by two, its two weight tiles copied into two rings together) through
     the JIT launcher, on tile counts that are odd (5 tiles of 128, 11 of 64, a split of 13 tiles
     into 4, 4, 4, 1, splits of 1 and of none): the masked last odd tile must add nothing, against
     the float64 reference."""
@@ -216,7 +216,7 @@ def test_load_distances_match_the_reference(dtype, with_zp, K, group, split_k, d
     srt, eid, ntpp = aotriton.moe_align_block_size(ids, 16, E)
     f = {"dtype": {torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype], "b_dtype": "u8", "MUL_ROUTED_WEIGHT": mul,
          "BLOCK_SIZE_M": 16, "BLOCK_SIZE_K": wq_hopper_block_k(group), "SPLIT_K": split_k, "HAS_ZP": with_zp}
-    config = dict(rule.tuning.default(f, 90), LOAD_DISTANCE=distance, PAIR_COPIES=pair_copies)
+    config = dict(rule.tuning.default(f, 90), LOAD_DISTANCE=distance)
     assert config in rule.tuning.all_configs(f, 90)
     c = torch.full((ids.numel() * split_k, N), float("nan"), dtype=dtype, device=DEV)
     invoke_grouped_gemm_wq_hopper(a, q, c, w.reshape(-1).contiguous() if mul else None, srt, eid, ntpp, topk, s, zp,
@@ -227,8 +227,8 @@ def test_load_distances_match_the_reference(dtype, with_zp, K, group, split_k, d
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("block_m", [8, 32])
-@pytest.mark.parametrize("M,split_k,pair_copies", [(1, 1, 0), (5, 4, 1), (37, 1, 1), (150, 1, 0)])
-def test_align_blocks_of_8_and_32_match_the_reference(dtype, block_m, M, split_k, pair_copies):
+@pytest.mark.parametrize("M,split_k,distance", [(1, 1, 1), (5, 4, 2), (37, 1, 2), (150, 1, 1)])
+def test_align_blocks_of_8_and_32_match_the_reference(dtype, block_m, M, split_k, distance):
     """Align blocks of 8 and 32 tokens (wgmma N 8 / 32; an experiment's forms,
     bench/experiments/int4_wgmma.py --block-m 8,16,32) through the JIT launcher: one token, blocks
     that split, experts with several blocks, against the float64 reference (every slot's row must
@@ -242,9 +242,8 @@ def test_align_blocks_of_8_and_32_match_the_reference(dtype, block_m, M, split_k
     srt, eid, ntpp = moe_align_block_size(ids, block_m, E)
     c = torch.full((ids.numel() * split_k, N), float("nan"), dtype=dtype, device=DEV)
     invoke_grouped_gemm_wq_hopper(a, q, c, w.reshape(-1).contiguous() if mul else None, srt, eid, ntpp, topk, s, zp,
-                                  group, config={"PAIR_COPIES": pair_copies, "BLOCK_SIZE_N": 64, "PREFETCH": 0,
-                                                 "NUM_STAGES": 4, "GROUP_SIZE_M": 16, "num_warps": 4,
-                                                 "LOAD_DISTANCE": 2},
+                                  group, config={"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 4,
+                                                 "GROUP_SIZE_M": 16, "num_warps": 4, "LOAD_DISTANCE": distance},
                                   mul_routed_weight=mul, split_k=split_k, block_m=block_m)
     got = c.view(ids.numel(), split_k, N).double().sum(1)
     assert rel_err(got, gemm_ref(a, d, w, ids, topk, mul)) < GEMM_TOL[dtype]

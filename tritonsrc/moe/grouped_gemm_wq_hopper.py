@@ -229,7 +229,7 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
                                MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
                                BLOCK_SIZE_K: gl.constexpr, GROUP_SIZE_M: gl.constexpr, SPLIT_K: gl.constexpr,
                                HAS_ZP: gl.constexpr, PREFETCH: gl.constexpr, NUM_STAGES: gl.constexpr = 4,
-                               LOAD_DISTANCE: gl.constexpr = 1, PAIR_COPIES: gl.constexpr = 0,
+                               LOAD_DISTANCE: gl.constexpr = 1,
                                USE_PDL: gl.constexpr = False):
     """One BLOCK_SIZE_N x BLOCK_SIZE_M tile of C^T; 4 warps (one warpgroup). BLOCK_SIZE_N 64 or
     128; BLOCK_SIZE_M 8 or 16 (the align block size); BLOCK_SIZE_K 64, 128 or 256, dividing
@@ -240,12 +240,11 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     are read (has_zp, the runtime argument both weight-only kernels share, is not); without them
     every zero point is 8 and their loads and packing leave the loop. LOAD_DISTANCE 2 (the ring
     only): activations, scales and zero points loaded two K tiles ahead of their use in a loop
-    unrolled by two (_k_loop_pairs), 1: one tile ahead (_k_loop). PAIR_COPIES 1 (LOAD_DISTANCE 2,
-    an even ring of 4 or more): a pair's two K tiles are copied into the ring together, so the
-    two 64-byte halves of each 128-byte weight line are requested back to back."""
+    unrolled by two (_k_loop_pairs; NUM_STAGES even, 4 or more: the ring holds pairs of tiles),
+    1: one tile ahead (_k_loop)."""
     gl.static_assert(PREFETCH <= 2)
     gl.static_assert(LOAD_DISTANCE == 1 or (LOAD_DISTANCE == 2 and PREFETCH == 0))
-    gl.static_assert(PAIR_COPIES == 0 or (LOAD_DISTANCE == 2 and NUM_STAGES % 2 == 0 and NUM_STAGES >= 4))
+    gl.static_assert(LOAD_DISTANCE == 1 or (NUM_STAGES % 2 == 0 and NUM_STAGES >= 4))
     BLOCK_K: gl.constexpr = BLOCK_SIZE_K
     dtype: gl.constexpr = a_ptr.dtype.element_ty
     # wgmma N: the block's slots.
@@ -332,7 +331,7 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     if LOAD_DISTANCE == 2:
         acc = _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift,
                             zp_none, group_magic, kt_lo, kt_hi, last, dtype, a_op, packed, x_smem_layout,
-                            BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_K, HAS_ZP, NUM_STAGES, PAIR_COPIES == 1)
+                            BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_K, HAS_ZP, NUM_STAGES)
     else:
         acc = _k_loop(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift, zp_none,
                       group_magic, kt_lo, kt_hi, last, dtype, a_op, packed, x_smem_layout, BLOCK_SIZE_M,
@@ -437,8 +436,7 @@ def _scale_and_zero_points(tile, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_
 def _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift, zp_none,
                   group_magic, kt_lo, kt_hi, last, dtype: gl.constexpr, a_op: gl.constexpr, packed: gl.constexpr,
                   x_smem_layout: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
-                  BLOCK_K: gl.constexpr, HAS_ZP: gl.constexpr, NUM_STAGES: gl.constexpr,
-                  PAIR_COPIES: gl.constexpr = False):
+                  BLOCK_K: gl.constexpr, HAS_ZP: gl.constexpr, NUM_STAGES: gl.constexpr):
     """_k_loop (the ring) with every global load about two tiles ahead of its first use. In _k_loop
     the next tile's activations and scale, loaded at the top of an iteration, are first read at its
     end (ptxas hoists the activations' permutation there, and the scales go through register
@@ -448,35 +446,30 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, s
     sets reloaded right away, for the tiles two ahead, so the whole pair lies between a load and the
     permutation ptxas puts at the end of the body (`tools/sass_loops.py --load-use`); the scales and
     zero points are reloaded after the product that used them. One barrier pair publishes both
-    buffers; the odd tile reads only this thread's own ring pieces. An odd count's last odd tile is
-    computed and dropped exactly (whatever the clamped tile holds). PAIR_COPIES: both tiles of the
-    pair NUM_STAGES - 2 ahead are copied at the top, one commit group, instead of one at the top and
-    one after the first product: a 64-row tile is 64 bytes of each weight row, and a row's two
-    halves of a 128-byte line then reach L2 and DRAM together rather than an iteration apart."""
+    buffers. An odd count's last odd tile is computed and dropped exactly (whatever the clamped
+    tile holds).
+    The weights: both tiles of the pair NUM_STAGES - 2 ahead are copied at the top, one commit
+    group. A 64-row tile is 64 bytes of each weight row, so a row's two halves of a 128-byte line
+    reach L2 and DRAM together (copied an iteration apart, one tile at a time, the loop ran 8-23%
+    slower: H100, twenty-fifth session, bench/results/h100/int4_wgmma_sm90.json)."""
     # Two buffers in two allocations (stores to distinct allocations need no barrier between them).
     buf_a = gl.allocate_shared_memory(dtype, [BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
     buf_b = gl.allocate_shared_memory(dtype, [BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
     ring_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
-    if PAIR_COPIES:
-        # Even and odd tiles in two allocations of NUM_STAGES / 2 slots (relative tile i in slot
-        # i // 2 of its parity's): the copies into one do not order those into the other (the
-        # compiler's barrier analysis would put a CTA barrier between two copies into one
-        # allocation with computed slots). NUM_STAGES - 2 tiles in flight before the loop, in pairs.
-        ring_even = gl.allocate_shared_memory(gl.int32, [NUM_STAGES // 2, BLOCK_SIZE_N, BLOCK_K // 8], ring_layout)
-        ring_odd = gl.allocate_shared_memory(gl.int32, [NUM_STAGES // 2, BLOCK_SIZE_N, BLOCK_K // 8], ring_layout)
-        for i in gl.static_range(NUM_STAGES // 2 - 1):
-            async_copy.async_copy_global_to_shared(ring_even.index(i),
-                                                   w_ptrs + gl.minimum(kt_lo + 2 * i, last) * (BLOCK_K // 8))
-            async_copy.async_copy_global_to_shared(ring_odd.index(i),
-                                                   w_ptrs + gl.minimum(kt_lo + 2 * i + 1, last) * (BLOCK_K // 8))
-            async_copy.commit_group()
-    else:
-        # NUM_STAGES - 1 tiles in flight before the loop, one commit group each.
-        w_ring = gl.allocate_shared_memory(gl.int32, [NUM_STAGES, BLOCK_SIZE_N, BLOCK_K // 8], ring_layout)
-        for i in gl.static_range(NUM_STAGES - 1):
-            async_copy.async_copy_global_to_shared(w_ring.index(i),
-                                                   w_ptrs + gl.minimum(kt_lo + i, last) * (BLOCK_K // 8))
-            async_copy.commit_group()
+    # Even and odd tiles in two allocations of NUM_STAGES / 2 slots (relative tile i in slot i // 2
+    # of its parity's): the copies into one do not order those into the other (the compiler's
+    # barrier analysis would put a CTA barrier between two copies into one allocation with computed
+    # slots). Each thread copies and later reads only its own 16-byte pieces. NUM_STAGES - 2 tiles
+    # in flight before the loop, in pairs.
+    half: gl.constexpr = NUM_STAGES // 2
+    ring_even = gl.allocate_shared_memory(gl.int32, [half, BLOCK_SIZE_N, BLOCK_K // 8], ring_layout)
+    ring_odd = gl.allocate_shared_memory(gl.int32, [half, BLOCK_SIZE_N, BLOCK_K // 8], ring_layout)
+    for i in gl.static_range(half - 1):
+        async_copy.async_copy_global_to_shared(ring_even.index(i),
+                                               w_ptrs + gl.minimum(kt_lo + 2 * i, last) * (BLOCK_K // 8))
+        async_copy.async_copy_global_to_shared(ring_odd.index(i),
+                                               w_ptrs + gl.minimum(kt_lo + 2 * i + 1, last) * (BLOCK_K // 8))
+        async_copy.commit_group()
     ta = gl.minimum(kt_lo, last)
     tb = gl.minimum(kt_lo + 1, last)
     xa = gl.load(x_ptrs + ta * BLOCK_K)
@@ -485,20 +478,16 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, s
     sb, zb = _scale_and_zero_points(tb, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none, HAS_ZP)
     n = kt_hi - kt_lo
     for t in range(kt_lo, kt_lo + n + n % 2, 2):
-        it = t - kt_lo
-        # Ends the last pair's reads of both buffers (its products waited for their wgmma).
+        pair = (t - kt_lo) // 2
+        # Ends the last pair's reads of both buffers and both ring slots (its products waited for
+        # their wgmma).
         gl.thread_barrier()
-        if PAIR_COPIES:
-            # Tiles t + NUM_STAGES - 2 and - 1 into the slots of t - 2 and t - 1 (the last pair's,
-            # which the barrier above ended), one commit group.
-            slot = (it // 2 + NUM_STAGES // 2 - 1) % (NUM_STAGES // 2)
-            async_copy.async_copy_global_to_shared(ring_even.index(slot),
-                                                   w_ptrs + gl.minimum(t + NUM_STAGES - 2, last) * (BLOCK_K // 8))
-            async_copy.async_copy_global_to_shared(ring_odd.index(slot),
-                                                   w_ptrs + gl.minimum(t + NUM_STAGES - 1, last) * (BLOCK_K // 8))
-        else:
-            async_copy.async_copy_global_to_shared(w_ring.index((it + NUM_STAGES - 1) % NUM_STAGES),
-                                                   w_ptrs + gl.minimum(t + NUM_STAGES - 1, last) * (BLOCK_K // 8))
+        # Tiles t + NUM_STAGES - 2 and - 1 into the slots of t - 2 and t - 1, one commit group.
+        slot = (pair + half - 1) % half
+        async_copy.async_copy_global_to_shared(ring_even.index(slot),
+                                               w_ptrs + gl.minimum(t + NUM_STAGES - 2, last) * (BLOCK_K // 8))
+        async_copy.async_copy_global_to_shared(ring_odd.index(slot),
+                                               w_ptrs + gl.minimum(t + NUM_STAGES - 1, last) * (BLOCK_K // 8))
         async_copy.commit_group()
         buf_a.store(_activation_k(xa, dtype, BLOCK_SIZE_M, BLOCK_K))
         buf_b.store(_activation_k(xb, dtype, BLOCK_SIZE_M, BLOCK_K))
@@ -507,28 +496,15 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, s
         xa = gl.load(x_ptrs + ta * BLOCK_K)
         xb = gl.load(x_ptrs + tb * BLOCK_K)
         fence_async_shared()
-        if PAIR_COPIES:
-            async_copy.wait_group(NUM_STAGES // 2 - 1)  # this thread's copies of tiles t and t + 1 have landed
-        else:
-            async_copy.wait_group(NUM_STAGES - 1)  # this thread's copies of tile t have landed
+        async_copy.wait_group(half - 1)  # this thread's copies of tiles t and t + 1 have landed
         gl.thread_barrier()
         # Tile t, set A.
-        if PAIR_COPIES:
-            w = ring_even.index((it // 2) % (NUM_STAGES // 2)).load(packed)
-        else:
-            w = w_ring.index(it % NUM_STAGES).load(packed)
+        w = ring_even.index(pair % half).load(packed)
         acc = _tile_product(w, buf_a, _unpacked_zero_points(za, zp_shift, zp_none, HAS_ZP), sa, acc, part_zero,
                             dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
         sa, za = _scale_and_zero_points(ta, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none, HAS_ZP)
-        # Tile t + 1, set B: this thread's ring pieces only (refilled and read by it alone).
-        if PAIR_COPIES:
-            w = ring_odd.index((it // 2) % (NUM_STAGES // 2)).load(packed)
-        else:
-            async_copy.async_copy_global_to_shared(w_ring.index((it + NUM_STAGES) % NUM_STAGES),
-                                                   w_ptrs + gl.minimum(t + NUM_STAGES, last) * (BLOCK_K // 8))
-            async_copy.commit_group()
-            async_copy.wait_group(NUM_STAGES - 1)
-            w = w_ring.index((it + 1) % NUM_STAGES).load(packed)
+        # Tile t + 1, set B.
+        w = ring_odd.index(pair % half).load(packed)
         acc_b = _tile_product(w, buf_b, _unpacked_zero_points(zb, zp_shift, zp_none, HAS_ZP), sb, acc, part_zero,
                               dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
         acc = gl.where(t + 1 < kt_hi, acc_b, acc)
