@@ -15,6 +15,9 @@ over max |reference|); the production kernel's error is printed beside it.
     python3 bench/experiments/int4_wgmma.py --group 256 --k-tiles 128,256 --tokens 1,16   (the K tile's
         per-tile overhead: a 256-k tile has ~5.4 SASS instructions per packed byte against 6.8 at 128;
         group 256 lets both run on the same weights)
+    python3 bench/experiments/int4_wgmma.py --variants 64,0,4,2 --gemm1-splits 1,2,4 --gemm2-splits 4,8
+        --tokens 1,8   (split-K for the decode GEMM1: at M=1 its 896 programs of 64 rows are ~1.4 waves of
+        an H100's 4-5 a SM, and a partial wave runs with fewer bytes in flight; M >= 8 has ~4x more)
 """
 import argparse
 import json
@@ -35,7 +38,7 @@ VARIANTS = [(64, 0, 8, 1), (64, 0, 4, 1), (64, 0, 4, 2), (64, 0, 8, 2), (128, 0,
             (64, 2, 2, 1)]
 # Align blocks other than 16 (--block-m): the ring forms only, to keep a device run short.
 OTHER_BLOCK_VARIANTS = [(64, 0, 4, 1), (64, 0, 4, 2), (64, 0, 8, 2), (128, 0, 4, 1)]
-GEMM2_SPLITS = (1, 4)  # unsplit and the operator's split (configs.WQ_SPLIT_K)
+GEMM2_SPLITS = "1,4"  # unsplit and the operator's split (configs.WQ_SPLIT_K)
 
 
 def dequant(torch, b, s, z, group):
@@ -52,8 +55,14 @@ def main():
     ap.add_argument("--group", type=int, default=0, help="group size of the layer (default: the coverage layer's)")
     ap.add_argument("--k-tiles", default="", help="the Gluon kernel's K tiles to time (default: the operator's)")
     ap.add_argument("--block-m", default="16", help="align block sizes for the Gluon kernel (8, 16, 32)")
+    ap.add_argument("--variants", default="", help="Gluon forms BLOCK_SIZE_N,PREFETCH,NUM_STAGES,LOAD_DISTANCE "
+                    "separated by ';' (default: VARIANTS)")
+    ap.add_argument("--gemm1-splits", default="1", help="split-K counts for GEMM1 (partials summed after)")
+    ap.add_argument("--gemm2-splits", default=GEMM2_SPLITS)
     ap.add_argument("--json", default=str(REPO / "bench/results/int4_wgmma_sm90.json"))
     args = ap.parse_args()
+    chosen = [tuple(int(v) for v in form.split(",")) for form in args.variants.split(";")] if args.variants else None
+    splits = {1: [int(v) for v in args.gemm1_splits.split(",")], 2: [int(v) for v in args.gemm2_splits.split(",")]}
     sys.path[:0] = [str(REPO), str(REPO / "bench")]
     import torch
     import triton
@@ -105,8 +114,8 @@ def main():
                                                       SPLIT_K=C.WQ_SPLIT_K)))
             for bm in block_ms:
                 for bk in k_tiles:
-                    for bn, pf, st, dist in (VARIANTS if bm == 16 else OTHER_BLOCK_VARIANTS):
-                        for sk in (GEMM2_SPLITS if gemm == 2 else (1, )):
+                    for bn, pf, st, dist in chosen or (VARIANTS if bm == 16 else OTHER_BLOCK_VARIANTS):
+                        for sk in splits[gemm]:
                             cfg = dict(BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, PREFETCH=pf, NUM_STAGES=st,
                                        LOAD_DISTANCE=dist, SPLIT_K=sk)
                             candidates.append(("gluon", dict(cfg, BLOCK_SIZE_M=bm) if bm != 16 else cfg))

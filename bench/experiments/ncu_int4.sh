@@ -2,12 +2,13 @@
 # ncu on the int4 w4a16 MoE GEMM at decode size (issue 13: 0.27-0.45 of the HBM
 # roofline; is the loop issue-bound, latency-bound or waiting on memory?).
 # Both GEMMs of the call after the warm-up, with the sections that answer it:
-#   OUT=/tmp/x TOKENS=1 bash bench/experiments/ncu_int4.sh
+#   OUT=/tmp/x TOKENS=1 bash bench/experiments/ncu_int4.sh   (or: bash bench/experiments/ncu_int4.sh 64)
 # (on the GPU machine: ncu reads the counters there; clocks left alone, as
 # /work/.library/device/METHOD.md asks).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/aotriton-out}; mkdir -p "$OUT"
+TOKENS=${1:-${TOKENS:-1}}
 WARMUP=3
 # Each call launches the int4 GEMM twice (GEMM1, GEMM2): on sm_90 by default fused_moe_wq_hopper_kernel
 # (the wgmma kernel; AOTRITON_MOE_WQ_HOPPER=0 for the Triton fused_moe_wq_kernel). Skip the warm-up calls'.
