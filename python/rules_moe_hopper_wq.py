@@ -29,6 +29,8 @@ def _prune(f, c, arch):
         return False  # the two-ahead loop is the ring's
     if c["LOAD_DISTANCE"] == 2 and c["NUM_STAGES"] < 4:
         return False  # the two-ahead loop's ring holds pairs of tiles
+    if c["num_warps"] == 8 and c["BLOCK_SIZE_N"] != 128:
+        return False  # 8 warps: two warpgroups of 64 rows
     return _shared_bytes(f, c) <= SHARED_LIMIT
 
 
@@ -58,7 +60,12 @@ fused_moe_gemm_wq_hopper = Kernel(
         # PREFETCH 0: the weights through a cp.async ring of NUM_STAGES tiles; 1-2: tiles loaded
         # ahead into registers.
         params={"BLOCK_SIZE_N": [64, 128], "PREFETCH": [0, 1, 2], "NUM_STAGES": [2, 4, 8],
-                "GROUP_SIZE_M": [1, 16], "num_warps": [4],
+                "GROUP_SIZE_M": [1, 16],
+                # 8: 128 rows as two warpgroups sharing one activation tile, with 64 rows' registers
+                # (117 against 4 warps' 223 for 128 rows; a candidate, twenty-fifth session: at M=64
+                # the activations are half of the ~7 TB/s L2 traffic ncu counts, and 4-warp 128-row
+                # tiles lose for their registers).
+                "num_warps": [4, 8],
                 # Activations, scales and zero points loaded 1 or 2 K tiles ahead of their use (2: the
                 # loop unrolled by two, no register copies through the back edge; a candidate from the
                 # twenty-third session's ncu and SASS, docs/notes-moe-perf.md).

@@ -159,6 +159,13 @@ def _corners():
         g = dict(f, dtype=dtype, BLOCK_SIZE_K=bk, HAS_ZP=zp)
         for distance in (1, 2):
             yield g, dict(rule.tuning.default(g, 90), BLOCK_SIZE_N=bn, LOAD_DISTANCE=distance)
+    # Two warpgroups (8 warps) of 64 rows sharing the activation tile: both loops, both K tiles,
+    # register prefetch.
+    for bk, zp, dtype, distance, prefetch in ((128, True, "bf16", 2, 0), (128, False, "fp16", 1, 0),
+                                              (64, True, "fp16", 2, 0), (128, True, "bf16", 1, 2)):
+        g = dict(f, dtype=dtype, BLOCK_SIZE_K=bk, HAS_ZP=zp)
+        yield g, dict(rule.tuning.default(g, 90), BLOCK_SIZE_N=128, num_warps=8, LOAD_DISTANCE=distance,
+                      PREFETCH=prefetch, NUM_STAGES=2 if prefetch else 4)
     # Align blocks of 8 and 32 (wgmma N 8 / 32; bench/experiments/int4_wgmma.py --block-m, not in the
     # build).
     for block_m, dtype, distance in ((8, "bf16", 2), (8, "fp16", 1), (32, "bf16", 1), (32, "fp16", 2)):

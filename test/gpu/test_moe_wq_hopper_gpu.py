@@ -195,14 +195,17 @@ def test_splits_past_the_last_k_tile_write_zeros():
     assert rel_err(parts.double().sum(1), gemm_ref(a, d, w, ids, topk, True)) < GEMM_TOL[torch.bfloat16]
 
 
+@pytest.mark.parametrize("warps", [4, 8], ids=["w4", "w8"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("with_zp", [False, True])
 @pytest.mark.parametrize("K,group,split_k",
                          [(640, 128, 1), (1024, 128, 4), (1664, 128, 4), (704, 64, 1), (256, 128, 4)])
 @pytest.mark.parametrize("distance", [1, 2])
-def test_load_distances_match_the_reference(dtype, with_zp, K, group, split_k, distance):
+def test_load_distances_match_the_reference(warps, dtype, with_zp, K, group, split_k, distance):
     """LOAD_DISTANCE 1 and 2 (2, the default: activations, scales and zero points two K tiles ahead,
-    the loop unrolled by two, its two weight tiles copied into two rings together) through
+    the loop unrolled by two, its two weight tiles copied into two rings together), with 64-row
+    tiles of 4 warps (the default) and 128-row tiles of 8 (two warpgroups reading one activation
+    buffer; N 192 leaves the second tile half past N) through
     the JIT launcher, on tile counts that are odd (5 tiles of 128, 11 of 64, a split of 13 tiles
     into 4, 4, 4, 1, splits of 1 and of none): the masked last odd tile must add nothing, against
     the float64 reference."""
@@ -216,7 +219,7 @@ def test_load_distances_match_the_reference(dtype, with_zp, K, group, split_k, d
     srt, eid, ntpp = aotriton.moe_align_block_size(ids, 16, E)
     f = {"dtype": {torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype], "b_dtype": "u8", "MUL_ROUTED_WEIGHT": mul,
          "BLOCK_SIZE_M": 16, "BLOCK_SIZE_K": wq_hopper_block_k(group), "SPLIT_K": split_k, "HAS_ZP": with_zp}
-    config = dict(rule.tuning.default(f, 90), LOAD_DISTANCE=distance)
+    config = dict(rule.tuning.default(f, 90), LOAD_DISTANCE=distance, num_warps=warps, BLOCK_SIZE_N=16 * warps)
     assert config in rule.tuning.all_configs(f, 90)
     c = torch.full((ids.numel() * split_k, N), float("nan"), dtype=dtype, device=DEV)
     invoke_grouped_gemm_wq_hopper(a, q, c, w.reshape(-1).contiguous() if mul else None, srt, eid, ntpp, topk, s, zp,

@@ -55,7 +55,7 @@ def _prefetch_weight_tiles(b_ptr, expert_ids_ptr, ntpp_ptr, pid_m, pid_n, N, str
     only, for a block in range whose expert id is in [0, num_experts), offsets clamped into the rows."""
     TILES: gl.constexpr = max(1, 32768 // (BLOCK_SIZE_N * TILE_ROW_BYTES))
     LINES: gl.constexpr = max(1, TILES * TILE_ROW_BYTES // 128)
-    layout: gl.constexpr = gl.BlockedLayout([1, 1], [8, 4], [4, 1], [1, 0])
+    layout: gl.constexpr = gl.BlockedLayout([1, 1], [8, 4], [gl.num_warps(), 1], [1, 0])
     expert = gl.load(expert_ids_ptr + pid_m).to(gl.int64)
     if (pid_m * BLOCK_SIZE_M < gl.load(ntpp_ptr)) & (expert >= 0) & (expert < num_experts):
         rows = (pid_n * BLOCK_SIZE_N + gl.arange(0, BLOCK_SIZE_N, layout=gl.SliceLayout(1, layout))) % N
@@ -68,15 +68,18 @@ def _prefetch_weight_tiles(b_ptr, expert_ids_ptr, ntpp_ptr, pid_m, pid_n, N, str
 
 
 @gluon.constexpr_function
-def packed_layout(block_n, block_k):
+def packed_layout(block_n, block_k, num_warps=4):
     """[block_n, block_k // 8] int32 words of a K tile (8 nibbles a word): block_k // 32 contiguous
     words of a row per thread (register bits: the word bits below the top two, and row bit 3, row
-    bit 6 for 128 rows), lanes over the top two word bits and row bits 0-2, warps over row bits
-    4-5: the row bits of wgmma's A fragment (m64 per warpgroup)."""
+    bit 6 for 128 rows in one warpgroup), lanes over the top two word bits and row bits 0-2, warps
+    over row bits 4-5 (and 6: the second warpgroup of 8 warps): the row bits of wgmma's A fragment
+    (m64 per warpgroup)."""
     reg_words = (block_k // 32).bit_length() - 1
-    reg = [[0, 1 << i] for i in range(reg_words)] + [[8, 0]] + ([[64, 0]] if block_n == 128 else [])
+    two_groups = num_warps == 8
+    reg = [[0, 1 << i] for i in range(reg_words)] + [[8, 0]] + ([[64, 0]] if block_n == 128 and not two_groups else [])
     lanes = [[0, 1 << reg_words], [0, 2 << reg_words], [1, 0], [2, 0], [4, 0]]
-    return gl.DistributedLinearLayout(reg_bases=reg, lane_bases=lanes, warp_bases=[[16, 0], [32, 0]],
+    warps = [[16, 0], [32, 0]] + ([[64, 0]] if two_groups else [])
+    return gl.DistributedLinearLayout(reg_bases=reg, lane_bases=lanes, warp_bases=warps,
                                       block_bases=[], shape=[block_n, block_k // 8])
 
 
@@ -231,7 +234,9 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
                                HAS_ZP: gl.constexpr, PREFETCH: gl.constexpr, NUM_STAGES: gl.constexpr = 4,
                                LOAD_DISTANCE: gl.constexpr = 1,
                                USE_PDL: gl.constexpr = False):
-    """One BLOCK_SIZE_N x BLOCK_SIZE_M tile of C^T; 4 warps (one warpgroup). BLOCK_SIZE_N 64 or
+    """One BLOCK_SIZE_N x BLOCK_SIZE_M tile of C^T; 4 warps (one warpgroup), or 8 for 128 rows: two
+    warpgroups of 64 rows each sharing one activation tile (half the activation loads, staging and
+    L2 traffic per weight byte of 4 warps' 64 rows, with their registers). BLOCK_SIZE_N 64 or
     128; BLOCK_SIZE_M 8 or 16 (the align block size); BLOCK_SIZE_K 64, 128 or 256, dividing
     group_size (one scale and zero point per row and K tile); PREFETCH: K tiles of weights
     loaded ahead into registers (1 or 2), or 0: a ring of NUM_STAGES tiles in shared memory
@@ -247,14 +252,16 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     gl.static_assert(LOAD_DISTANCE == 1 or (NUM_STAGES % 2 == 0 and NUM_STAGES >= 4))
     BLOCK_K: gl.constexpr = BLOCK_SIZE_K
     dtype: gl.constexpr = a_ptr.dtype.element_ty
-    # wgmma N: the block's slots.
-    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+    NUM_WARPS: gl.constexpr = gl.num_warps()
+    gl.static_assert(NUM_WARPS == 4 or (NUM_WARPS == 8 and BLOCK_SIZE_N == 128))
+    # wgmma N: the block's slots; M: 64 rows a warpgroup.
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NUM_WARPS, 1],
                                                   instr_shape=[16, BLOCK_SIZE_M, 16])
     a_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
-    packed: gl.constexpr = packed_layout(BLOCK_SIZE_N, BLOCK_K)
-    x_layout: gl.constexpr = gl.BlockedLayout([1, 8], [256 // BLOCK_K, BLOCK_K // 8], [4, 1], [1, 0])
+    packed: gl.constexpr = packed_layout(BLOCK_SIZE_N, BLOCK_K, NUM_WARPS)
+    x_layout: gl.constexpr = gl.BlockedLayout([1, 8], [256 // BLOCK_K, BLOCK_K // 8], [NUM_WARPS, 1], [1, 0])
     x_smem_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_SIZE_M, BLOCK_K], dtype)
-    out_layout: gl.constexpr = gl.BlockedLayout([8, 1], [16, 2], [1, 4], [0, 1])
+    out_layout: gl.constexpr = gl.BlockedLayout([8, 1], [16, 2], [1, NUM_WARPS], [0, 1])
 
     # Aligned-only kernel, as fused_moe_wq_kernel: say so, so loads vectorize.
     N = N // 16 * 16
