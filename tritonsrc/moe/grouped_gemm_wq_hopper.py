@@ -232,7 +232,7 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
                                MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
                                BLOCK_SIZE_K: gl.constexpr, GROUP_SIZE_M: gl.constexpr, SPLIT_K: gl.constexpr,
                                HAS_ZP: gl.constexpr, PREFETCH: gl.constexpr, NUM_STAGES: gl.constexpr = 4,
-                               LOAD_DISTANCE: gl.constexpr = 1,
+                               LOAD_DISTANCE: gl.constexpr = 1, X_RING: gl.constexpr = 0,
                                USE_PDL: gl.constexpr = False):
     """One BLOCK_SIZE_N x BLOCK_SIZE_M tile of C^T; 4 warps (one warpgroup), or 8 for 128 rows: two
     warpgroups of 64 rows each sharing one activation tile (half the activation loads, staging and
@@ -246,10 +246,12 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     every zero point is 8 and their loads and packing leave the loop. LOAD_DISTANCE 2 (the ring
     only): activations, scales and zero points loaded two K tiles ahead of their use in a loop
     unrolled by two (_k_loop_pairs; NUM_STAGES even, 4 or more: the ring holds pairs of tiles),
-    1: one tile ahead (_k_loop)."""
+    1: one tile ahead (_k_loop). X_RING 1 (LOAD_DISTANCE 2): the activation tiles come through a
+    cp.async ring beside the weights' instead of registers loaded two tiles ahead."""
     gl.static_assert(PREFETCH <= 2)
     gl.static_assert(LOAD_DISTANCE == 1 or (LOAD_DISTANCE == 2 and PREFETCH == 0))
     gl.static_assert(LOAD_DISTANCE == 1 or (NUM_STAGES % 2 == 0 and NUM_STAGES >= 4))
+    gl.static_assert(X_RING == 0 or LOAD_DISTANCE == 2)
     BLOCK_K: gl.constexpr = BLOCK_SIZE_K
     dtype: gl.constexpr = a_ptr.dtype.element_ty
     NUM_WARPS: gl.constexpr = gl.num_warps()
@@ -337,8 +339,8 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     last = gl.maximum(kt_hi - 1, 0)
     if LOAD_DISTANCE == 2:
         acc = _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift,
-                            zp_none, group_magic, kt_lo, kt_hi, last, dtype, a_op, packed, x_smem_layout,
-                            BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_K, HAS_ZP, NUM_STAGES)
+                            zp_none, group_magic, kt_lo, kt_hi, last, dtype, a_op, packed, x_layout, x_smem_layout,
+                            BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_K, HAS_ZP, NUM_STAGES, X_RING == 1)
     else:
         acc = _k_loop(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift, zp_none,
                       group_magic, kt_lo, kt_hi, last, dtype, a_op, packed, x_smem_layout, BLOCK_SIZE_M,
@@ -442,8 +444,9 @@ def _scale_and_zero_points(tile, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_
 @gluon.jit
 def _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift, zp_none,
                   group_magic, kt_lo, kt_hi, last, dtype: gl.constexpr, a_op: gl.constexpr, packed: gl.constexpr,
-                  x_smem_layout: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
-                  BLOCK_K: gl.constexpr, HAS_ZP: gl.constexpr, NUM_STAGES: gl.constexpr):
+                  x_layout: gl.constexpr, x_smem_layout: gl.constexpr, BLOCK_SIZE_M: gl.constexpr,
+                  BLOCK_SIZE_N: gl.constexpr, BLOCK_K: gl.constexpr, HAS_ZP: gl.constexpr, NUM_STAGES: gl.constexpr,
+                  X_RING: gl.constexpr):
     """_k_loop (the ring) with every global load about two tiles ahead of its first use. In _k_loop
     the next tile's activations and scale, loaded at the top of an iteration, are first read at its
     end (ptxas hoists the activations' permutation there, and the scales go through register
@@ -458,7 +461,13 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, s
     The weights: both tiles of the pair NUM_STAGES - 2 ahead are copied at the top, one commit
     group. A 64-row tile is 64 bytes of each weight row, so a row's two halves of a 128-byte line
     reach L2 and DRAM together (copied an iteration apart, one tile at a time, the loop ran 8-23%
-    slower: H100, twenty-fifth session, bench/results/h100/int4_wgmma_sm90.json)."""
+    slower: H100, twenty-fifth session, bench/results/h100/int4_wgmma_sm90.json).
+    X_RING: the activation tiles are copied into rings of their own in the same commit groups, as
+    far ahead as the weights, and each thread reads back its own pieces right before permuting them
+    into the wgmma buffer (ncu at M=1, twenty-fifth session: the loop's most-sampled stall was the
+    permutation waiting for activations loaded a whole pair earlier). The compiler puts a CTA
+    barrier between the wait and those reads (it cannot see that a thread reads only its own
+    pieces): three barriers a pair instead of two."""
     # Two buffers in two allocations (stores to distinct allocations need no barrier between them).
     buf_a = gl.allocate_shared_memory(dtype, [BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
     buf_b = gl.allocate_shared_memory(dtype, [BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
@@ -471,16 +480,25 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, s
     half: gl.constexpr = NUM_STAGES // 2
     ring_even = gl.allocate_shared_memory(gl.int32, [half, BLOCK_SIZE_N, BLOCK_K // 8], ring_layout)
     ring_odd = gl.allocate_shared_memory(gl.int32, [half, BLOCK_SIZE_N, BLOCK_K // 8], ring_layout)
+    if X_RING:
+        x_even = gl.allocate_shared_memory(dtype, [half, BLOCK_SIZE_M, BLOCK_K], ring_layout)
+        x_odd = gl.allocate_shared_memory(dtype, [half, BLOCK_SIZE_M, BLOCK_K], ring_layout)
     for i in gl.static_range(half - 1):
         async_copy.async_copy_global_to_shared(ring_even.index(i),
                                                w_ptrs + gl.minimum(kt_lo + 2 * i, last) * (BLOCK_K // 8))
         async_copy.async_copy_global_to_shared(ring_odd.index(i),
                                                w_ptrs + gl.minimum(kt_lo + 2 * i + 1, last) * (BLOCK_K // 8))
+        if X_RING:
+            async_copy.async_copy_global_to_shared(x_even.index(i),
+                                                   x_ptrs + gl.minimum(kt_lo + 2 * i, last) * BLOCK_K)
+            async_copy.async_copy_global_to_shared(x_odd.index(i),
+                                                   x_ptrs + gl.minimum(kt_lo + 2 * i + 1, last) * BLOCK_K)
         async_copy.commit_group()
     ta = gl.minimum(kt_lo, last)
     tb = gl.minimum(kt_lo + 1, last)
-    xa = gl.load(x_ptrs + ta * BLOCK_K)
-    xb = gl.load(x_ptrs + tb * BLOCK_K)
+    if not X_RING:
+        xa = gl.load(x_ptrs + ta * BLOCK_K)
+        xb = gl.load(x_ptrs + tb * BLOCK_K)
     sa, za = _scale_and_zero_points(ta, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none, HAS_ZP)
     sb, zb = _scale_and_zero_points(tb, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none, HAS_ZP)
     n = kt_hi - kt_lo
@@ -495,15 +513,28 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, s
                                                w_ptrs + gl.minimum(t + NUM_STAGES - 2, last) * (BLOCK_K // 8))
         async_copy.async_copy_global_to_shared(ring_odd.index(slot),
                                                w_ptrs + gl.minimum(t + NUM_STAGES - 1, last) * (BLOCK_K // 8))
+        if X_RING:
+            async_copy.async_copy_global_to_shared(x_even.index(slot),
+                                                   x_ptrs + gl.minimum(t + NUM_STAGES - 2, last) * BLOCK_K)
+            async_copy.async_copy_global_to_shared(x_odd.index(slot),
+                                                   x_ptrs + gl.minimum(t + NUM_STAGES - 1, last) * BLOCK_K)
         async_copy.commit_group()
-        buf_a.store(_activation_k(xa, dtype, BLOCK_SIZE_M, BLOCK_K))
-        buf_b.store(_activation_k(xb, dtype, BLOCK_SIZE_M, BLOCK_K))
-        ta = gl.minimum(t + 2, last)
-        tb = gl.minimum(t + 3, last)
-        xa = gl.load(x_ptrs + ta * BLOCK_K)
-        xb = gl.load(x_ptrs + tb * BLOCK_K)
-        fence_async_shared()
-        async_copy.wait_group(half - 1)  # this thread's copies of tiles t and t + 1 have landed
+        if X_RING:
+            async_copy.wait_group(half - 1)  # this thread's copies of tiles t and t + 1 have landed
+            buf_a.store(_activation_k(x_even.index(pair % half).load(x_layout), dtype, BLOCK_SIZE_M, BLOCK_K))
+            buf_b.store(_activation_k(x_odd.index(pair % half).load(x_layout), dtype, BLOCK_SIZE_M, BLOCK_K))
+            ta = gl.minimum(t + 2, last)
+            tb = gl.minimum(t + 3, last)
+            fence_async_shared()
+        else:
+            buf_a.store(_activation_k(xa, dtype, BLOCK_SIZE_M, BLOCK_K))
+            buf_b.store(_activation_k(xb, dtype, BLOCK_SIZE_M, BLOCK_K))
+            ta = gl.minimum(t + 2, last)
+            tb = gl.minimum(t + 3, last)
+            xa = gl.load(x_ptrs + ta * BLOCK_K)
+            xb = gl.load(x_ptrs + tb * BLOCK_K)
+            fence_async_shared()
+            async_copy.wait_group(half - 1)  # this thread's copies of tiles t and t + 1 have landed
         gl.thread_barrier()
         # Tile t, set A.
         w = ring_even.index(pair % half).load(packed)
