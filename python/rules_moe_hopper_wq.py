@@ -32,6 +32,8 @@ def _prune(f, c, arch):
         return False  # the two-ahead loop's ring holds pairs of tiles
     if c["X_RING"] and c["LOAD_DISTANCE"] != 2:
         return False  # the activations' ring: the two-ahead loop's
+    if c["maxnreg"] and not c["X_RING"]:
+        return False  # 96 registers spill without the activations' ring
     if c["num_warps"] == 8 and c["BLOCK_SIZE_N"] != 128:
         return False  # 8 warps: two warpgroups of 64 rows
     return _shared_bytes(f, c) <= SHARED_LIMIT
@@ -78,7 +80,11 @@ fused_moe_gemm_wq_hopper = Kernel(
                 # 1: distance 2's activation tiles copied by cp.async into a ring beside the weights'
                 # (a candidate, twenty-fifth session: ncu's most-sampled stall at M=1 was the
                 # activations' permutation waiting for their load).
-                "X_RING": [0, 1]},
+                "X_RING": [0, 1],
+                # 96: 5 CTAs of 4 warps an SM instead of 4 (the loop is latency-bound: 0.75 eligible
+                # warps a scheduler at M=1); with X_RING no form spills at 96 (the registers the
+                # activations held across the loop are freed).
+                "maxnreg": [0, 96]},
         # 64 rows take 96-128 registers (4-5 CTAs an SM) and a 4-deep ring (a power of 2: the ring
         # index is a mask). LOAD_DISTANCE 2 (activations, scales and zero points loaded two K tiles
         # ahead; twenty-fourth session, H100, Mixtral int4 group 128, bench/experiments/int4_wgmma.py):
@@ -94,7 +100,7 @@ fused_moe_gemm_wq_hopper = Kernel(
         # (fused_moe_gemm's M <= 64 row, tritonsrc/moe/configs.py).
         default=lambda f, arch: {"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 4,
                                  "GROUP_SIZE_M": 16, "num_warps": 4, "LOAD_DISTANCE": 2,
-                                 "X_RING": 0},
+                                 "X_RING": 0, "maxnreg": 0},
         prune=_prune,
     ),
     grid=("cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N)", "SPLIT_K", "1"),

@@ -35,10 +35,11 @@ REPO = Path(__file__).resolve().parents[2]
 # its two weight tiles copied together; that copy one tile at a time, PAIR_COPIES 0, lost at every M on
 # the H100 in the twenty-fifth session, bench/results/h100/int4_wgmma_sm90.json, and is gone); an optional
 # fifth: num_warps (8: 128 rows as two warpgroups sharing the activation tile; default 4); a sixth:
-# X_RING (1: distance 2's activations through a cp.async ring of their own; default 0).
+# X_RING (1: distance 2's activations through a cp.async ring of their own; default 0); a seventh:
+# maxnreg (96: 5 CTAs of 4 warps an SM; default 0, no cap).
 VARIANTS = [(64, 0, 8, 1), (64, 0, 4, 1), (64, 0, 4, 2), (64, 0, 8, 2), (128, 0, 4, 1), (128, 0, 4, 2),
             (64, 2, 2, 1), (128, 0, 4, 2, 8), (128, 0, 4, 1, 8), (128, 0, 8, 2, 8), (64, 0, 4, 2, 4, 1),
-            (64, 0, 8, 2, 4, 1), (128, 0, 4, 2, 8, 1)]
+            (64, 0, 8, 2, 4, 1), (128, 0, 4, 2, 8, 1), (64, 0, 4, 2, 4, 1, 96)]
 # Align blocks other than 16 (--block-m): the ring forms only, to keep a device run short.
 OTHER_BLOCK_VARIANTS = [(64, 0, 4, 1), (64, 0, 4, 2), (64, 0, 8, 2), (128, 0, 4, 1)]
 GEMM2_SPLITS = "1,4"  # unsplit and the operator's split (configs.WQ_SPLIT_K)
@@ -59,7 +60,7 @@ def main():
     ap.add_argument("--k-tiles", default="", help="the Gluon kernel's K tiles to time (default: the operator's)")
     ap.add_argument("--block-m", default="16", help="align block sizes for the Gluon kernel (8, 16, 32)")
     ap.add_argument("--variants", default="", help="Gluon forms BLOCK_SIZE_N,PREFETCH,NUM_STAGES,LOAD_DISTANCE"
-                    "[,num_warps[,X_RING]] separated by ';' (default: VARIANTS)")
+                    "[,num_warps[,X_RING[,maxnreg]]] separated by ';' (default: VARIANTS)")
     ap.add_argument("--gemm1-splits", default="1", help="split-K counts for GEMM1 (partials summed after)")
     ap.add_argument("--gemm2-splits", default=GEMM2_SPLITS)
     ap.add_argument("--json", default=str(REPO / "bench/results/int4_wgmma_sm90.json"))
@@ -118,10 +119,10 @@ def main():
             for bm in block_ms:
                 for bk in k_tiles:
                     for bn, pf, st, dist, *more in chosen or (VARIANTS if bm == 16 else OTHER_BLOCK_VARIANTS):
-                        warps, x_ring = (list(more) + [4, 0][len(more):])[:2]
+                        warps, x_ring, maxnreg = (list(more) + [4, 0, 0][len(more):])[:3]
                         for sk in splits[gemm]:
-                            cfg = dict(BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, PREFETCH=pf, NUM_STAGES=st,
-                                       LOAD_DISTANCE=dist, SPLIT_K=sk, num_warps=warps, X_RING=x_ring)
+                            cfg = dict(BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, PREFETCH=pf, NUM_STAGES=st, LOAD_DISTANCE=dist,
+                                       SPLIT_K=sk, num_warps=warps, X_RING=x_ring, maxnreg=maxnreg)
                             candidates.append(("gluon", dict(cfg, BLOCK_SIZE_M=bm) if bm != 16 else cfg))
             for kind, cfg in candidates:
                 sk = cfg.get("SPLIT_K", 1)

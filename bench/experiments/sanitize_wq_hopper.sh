@@ -15,6 +15,6 @@ $T::test_load_distances_match_the_reference[2-1664-128-4-False-dtype0-w4];\
 $T::test_load_distances_match_the_reference[1-1664-128-4-True-dtype1-w4];\
 $T::test_load_distances_match_the_reference[2-640-128-1-True-dtype1-w8];\
 $T::test_load_distances_match_the_reference[1-1664-128-4-False-dtype0-w8];\
-$T::test_activation_ring_matches_the_reference[640-128-1-True-dtype1-4-4];\
-$T::test_activation_ring_matches_the_reference[1664-128-4-False-dtype0-8-4]" \
+$T::test_activation_ring_matches_the_reference[640-128-1-True-dtype1-4-4-0];\
+$T::test_activation_ring_matches_the_reference[1664-128-4-False-dtype0-8-4-0]" \
   exec tools/gpu_sanitize.sh

@@ -228,14 +228,15 @@ def test_load_distances_match_the_reference(warps, dtype, with_zp, K, group, spl
     assert rel_err(got, gemm_ref(a, d, w, ids, topk, mul)) < GEMM_TOL[dtype]
 
 
-@pytest.mark.parametrize("warps,stages", [(4, 4), (4, 8), (8, 4)])
+@pytest.mark.parametrize("warps,stages,maxnreg", [(4, 4, 0), (4, 8, 0), (8, 4, 0), (4, 4, 96)])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("with_zp", [False, True])
 @pytest.mark.parametrize("K,group,split_k", [(640, 128, 1), (1664, 128, 4), (704, 64, 1)])
-def test_activation_ring_matches_the_reference(K, group, split_k, with_zp, dtype, warps, stages):
+def test_activation_ring_matches_the_reference(K, group, split_k, with_zp, dtype, warps, stages, maxnreg):
     """X_RING 1: distance 2's activation tiles through a cp.async ring of their own (each thread
     reads back its own pieces) instead of registers; odd tile counts, splits, both K tiles, 64-row
-    tiles of 4 warps and 128-row tiles of 8, against the float64 reference on NaN-poisoned output."""
+    tiles of 4 warps (also capped at 96 registers) and 128-row tiles of 8, against the float64
+    reference on NaN-poisoned output."""
     import aotriton
     from python.jit.moe_quant import invoke_grouped_gemm_wq_hopper, wq_hopper_block_k
     from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper as rule
@@ -247,7 +248,7 @@ def test_activation_ring_matches_the_reference(K, group, split_k, with_zp, dtype
     f = {"dtype": {torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype], "b_dtype": "u8", "MUL_ROUTED_WEIGHT": mul,
          "BLOCK_SIZE_M": 16, "BLOCK_SIZE_K": wq_hopper_block_k(group), "SPLIT_K": split_k, "HAS_ZP": with_zp}
     config = dict(rule.tuning.default(f, 90), X_RING=1, NUM_STAGES=stages, num_warps=warps,
-                  BLOCK_SIZE_N=16 * warps)
+                  BLOCK_SIZE_N=16 * warps, maxnreg=maxnreg)
     assert config in rule.tuning.all_configs(f, 90)
     c = torch.full((ids.numel() * split_k, N), float("nan"), dtype=dtype, device=DEV)
     invoke_grouped_gemm_wq_hopper(a, q, c, w.reshape(-1).contiguous() if mul else None, srt, eid, ntpp, topk, s, zp,
@@ -274,7 +275,7 @@ def test_align_blocks_of_8_and_32_match_the_reference(dtype, block_m, M, split_k
     c = torch.full((ids.numel() * split_k, N), float("nan"), dtype=dtype, device=DEV)
     invoke_grouped_gemm_wq_hopper(a, q, c, w.reshape(-1).contiguous() if mul else None, srt, eid, ntpp, topk, s, zp,
                                   group, config={"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 4, "GROUP_SIZE_M": 16,
-                                                 "num_warps": 4, "LOAD_DISTANCE": distance, "X_RING": 0},
+                                                 "num_warps": 4, "LOAD_DISTANCE": distance, "X_RING": 0, "maxnreg": 0},
                                   mul_routed_weight=mul, split_k=split_k, block_m=block_m)
     got = c.view(ids.numel(), split_k, N).double().sum(1)
     assert rel_err(got, gemm_ref(a, d, w, ids, topk, mul)) < GEMM_TOL[dtype]
