@@ -195,6 +195,29 @@ def test_splits_past_the_last_k_tile_write_zeros():
     assert rel_err(parts.double().sum(1), gemm_ref(a, d, w, ids, topk, True)) < GEMM_TOL[torch.bfloat16]
 
 
+def check_config_against_reference(K, group, split_k, with_zp, dtype, seed, **config):
+    """The JIT launcher with the rule's default config updated by `config` (which must be in the
+    rule's space) on 5 tokens, 8 experts, top-2, N 192 (a 128-row tile is half past N), the routed
+    weight with splits: the summed partials against the float64 reference on NaN-poisoned output."""
+    import aotriton
+    from python.jit.moe_quant import invoke_grouped_gemm_wq_hopper, wq_hopper_block_k
+    from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper as rule
+
+    E, topk, N = 8, 2, 192
+    mul = split_k > 1
+    a, q, s, zp, d, w, ids = operands(5, E, topk, K, N, group, with_zp, dtype, seed=seed)
+    srt, eid, ntpp = aotriton.moe_align_block_size(ids, 16, E)
+    f = {"dtype": {torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype], "b_dtype": "u8", "MUL_ROUTED_WEIGHT": mul,
+         "BLOCK_SIZE_M": 16, "BLOCK_SIZE_K": wq_hopper_block_k(group), "SPLIT_K": split_k, "HAS_ZP": with_zp}
+    config = dict(rule.tuning.default(f, 90), **config)
+    assert config in rule.tuning.all_configs(f, 90)
+    c = torch.full((ids.numel() * split_k, N), float("nan"), dtype=dtype, device=DEV)
+    invoke_grouped_gemm_wq_hopper(a, q, c, w.reshape(-1).contiguous() if mul else None, srt, eid, ntpp, topk, s, zp,
+                                  group, config=config, mul_routed_weight=mul, split_k=split_k)
+    got = c.view(ids.numel(), split_k, N).double().sum(1)
+    assert rel_err(got, gemm_ref(a, d, w, ids, topk, mul)) < GEMM_TOL[dtype]
+
+
 @pytest.mark.parametrize("warps", [4, 8], ids=["w4", "w8"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("with_zp", [False, True])
@@ -205,27 +228,10 @@ def test_load_distances_match_the_reference(warps, dtype, with_zp, K, group, spl
     """LOAD_DISTANCE 1 and 2 (2, the default: activations, scales and zero points two K tiles ahead,
     the loop unrolled by two, its two weight tiles copied into two rings together), with 64-row
     tiles of 4 warps (the default) and 128-row tiles of 8 (two warpgroups reading one activation
-    buffer; N 192 leaves the second tile half past N) through
-    the JIT launcher, on tile counts that are odd (5 tiles of 128, 11 of 64, a split of 13 tiles
-    into 4, 4, 4, 1, splits of 1 and of none): the masked last odd tile must add nothing, against
-    the float64 reference."""
-    import aotriton
-    from python.jit.moe_quant import invoke_grouped_gemm_wq_hopper, wq_hopper_block_k
-    from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper as rule
-
-    E, topk, N = 8, 2, 192
-    mul = split_k > 1
-    a, q, s, zp, d, w, ids = operands(5, E, topk, K, N, group, with_zp, dtype, seed=K + split_k + with_zp)
-    srt, eid, ntpp = aotriton.moe_align_block_size(ids, 16, E)
-    f = {"dtype": {torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype], "b_dtype": "u8", "MUL_ROUTED_WEIGHT": mul,
-         "BLOCK_SIZE_M": 16, "BLOCK_SIZE_K": wq_hopper_block_k(group), "SPLIT_K": split_k, "HAS_ZP": with_zp}
-    config = dict(rule.tuning.default(f, 90), LOAD_DISTANCE=distance, num_warps=warps, BLOCK_SIZE_N=16 * warps)
-    assert config in rule.tuning.all_configs(f, 90)
-    c = torch.full((ids.numel() * split_k, N), float("nan"), dtype=dtype, device=DEV)
-    invoke_grouped_gemm_wq_hopper(a, q, c, w.reshape(-1).contiguous() if mul else None, srt, eid, ntpp, topk, s, zp,
-                                  group, config=config, mul_routed_weight=mul, split_k=split_k)
-    got = c.view(ids.numel(), split_k, N).double().sum(1)
-    assert rel_err(got, gemm_ref(a, d, w, ids, topk, mul)) < GEMM_TOL[dtype]
+    buffer), on tile counts that are odd (5 tiles of 128, 11 of 64, a split of 13 tiles into 4, 4,
+    4, 1, splits of 1 and of none): the masked last odd tile must add nothing."""
+    check_config_against_reference(K, group, split_k, with_zp, dtype, K + split_k + with_zp,
+                                   LOAD_DISTANCE=distance, num_warps=warps, BLOCK_SIZE_N=16 * warps)
 
 
 @pytest.mark.parametrize("warps,stages,maxnreg", [(4, 4, 0), (4, 8, 0), (8, 4, 0), (4, 4, 96)])
@@ -235,26 +241,9 @@ def test_load_distances_match_the_reference(warps, dtype, with_zp, K, group, spl
 def test_activation_ring_matches_the_reference(K, group, split_k, with_zp, dtype, warps, stages, maxnreg):
     """X_RING 1: distance 2's activation tiles through a cp.async ring of their own (each thread
     reads back its own pieces) instead of registers; odd tile counts, splits, both K tiles, 64-row
-    tiles of 4 warps (also capped at 96 registers) and 128-row tiles of 8, against the float64
-    reference on NaN-poisoned output."""
-    import aotriton
-    from python.jit.moe_quant import invoke_grouped_gemm_wq_hopper, wq_hopper_block_k
-    from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper as rule
-
-    E, topk, N = 8, 2, 192
-    mul = split_k > 1
-    a, q, s, zp, d, w, ids = operands(5, E, topk, K, N, group, with_zp, dtype, seed=K + split_k + warps)
-    srt, eid, ntpp = aotriton.moe_align_block_size(ids, 16, E)
-    f = {"dtype": {torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype], "b_dtype": "u8", "MUL_ROUTED_WEIGHT": mul,
-         "BLOCK_SIZE_M": 16, "BLOCK_SIZE_K": wq_hopper_block_k(group), "SPLIT_K": split_k, "HAS_ZP": with_zp}
-    config = dict(rule.tuning.default(f, 90), X_RING=1, NUM_STAGES=stages, num_warps=warps,
-                  BLOCK_SIZE_N=16 * warps, maxnreg=maxnreg)
-    assert config in rule.tuning.all_configs(f, 90)
-    c = torch.full((ids.numel() * split_k, N), float("nan"), dtype=dtype, device=DEV)
-    invoke_grouped_gemm_wq_hopper(a, q, c, w.reshape(-1).contiguous() if mul else None, srt, eid, ntpp, topk, s, zp,
-                                  group, config=config, mul_routed_weight=mul, split_k=split_k)
-    got = c.view(ids.numel(), split_k, N).double().sum(1)
-    assert rel_err(got, gemm_ref(a, d, w, ids, topk, mul)) < GEMM_TOL[dtype]
+    tiles of 4 warps (also capped at 96 registers) and 128-row tiles of 8."""
+    check_config_against_reference(K, group, split_k, with_zp, dtype, K + split_k + warps, X_RING=1,
+                                   NUM_STAGES=stages, num_warps=warps, BLOCK_SIZE_N=16 * warps, maxnreg=maxnreg)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
