@@ -32,8 +32,8 @@ def _prune(f, c, arch):
         return False  # the two-ahead loop's ring holds pairs of tiles
     if c["X_RING"] and c["LOAD_DISTANCE"] != 2:
         return False  # the activations' ring: the two-ahead loop's
-    if c["maxnreg"] and not c["X_RING"]:
-        return False  # 96 registers spill without the activations' ring
+    if c["maxnreg"] and (not c["X_RING"] or c["num_warps"] != 4):
+        return False  # 96 registers spill without the activations' ring; 8 warps stay at 2 CTAs an SM
     if c["num_warps"] == 8 and c["BLOCK_SIZE_N"] != 128:
         return False  # 8 warps: two warpgroups of 64 rows
     return _shared_bytes(f, c) <= SHARED_LIMIT
