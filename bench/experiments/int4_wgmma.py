@@ -158,6 +158,28 @@ def main():
                 print(f"| {M} | {gemm} | {kind} | {json.dumps(cfg)} | {t:.1f} | {r['roofline']:.2f} | {err:.1e} |",
                       flush=True)
         write_experiment(args.json, rows, bw)  # after every M: a timeout keeps what ran
+    print_best(rows)
+
+
+def is_default(cfg):
+    """The Gluon kernel's default form (the rule's default: 64 rows, 4-deep ring, distance 2)."""
+    return (cfg.get("BLOCK_SIZE_M", 16) == 16 and cfg["BLOCK_SIZE_N"] == 64 and cfg["PREFETCH"] == 0
+            and cfg["NUM_STAGES"] == 4 and cfg["LOAD_DISTANCE"] == 2 and cfg.get("num_warps", 4) == 4
+            and not cfg.get("X_RING") and not cfg.get("maxnreg"))
+
+
+def print_best(rows):
+    """Per (M, GEMM, split): the fastest Gluon form against the default form, the decision a run is for."""
+    print("| M | GEMM | split | default us | best us | best / default | best form |\n|---|---|---|---|---|---|---|")
+    keys = sorted({(r["M"], r["gemm"], r["config"].get("SPLIT_K", 1)) for r in rows if r["kernel"] == "gluon"})
+    for M, gemm, sk in keys:
+        same = [r for r in rows if r["kernel"] == "gluon" and (r["M"], r["gemm"], r["config"].get("SPLIT_K", 1)) ==
+                (M, gemm, sk)]
+        default = next((r for r in same if is_default(r["config"])), None)
+        best = min(same, key=lambda r: r["us"])
+        ref = f"{default['us']:.1f}" if default else "-"
+        ratio = f"{best['us'] / default['us']:.3f}" if default else "-"
+        print(f"| {M} | {gemm} | {sk} | {ref} | {best['us']:.1f} | {ratio} | {json.dumps(best['config'])} |")
 
 
 if __name__ == "__main__":
