@@ -4,7 +4,7 @@ tuning/sm_90/<rule>.json, keyed like their LUTs on (functional, bins of tokens p
 
     python python/tune.py moe_gluon [--layers mixtral,deepseek] [--tokens 512,4096]
                                     [--quants bf16,fp8_tensor,fp8_block,int4] [--gemms 1,2] [--budget-s 220]
-                                    [--retune]
+                                    [--retune] [--only KEY=V1,V2 ...]
 
 Shapes, routing (random), operands and the float32 reference are the MoE GEMM
 tuner's (python/tune_moe.GemmCase) at the align block size the kernel serves
@@ -14,7 +14,9 @@ Every config of the rule's tuning space is launched through the JIT launcher
 (python/jit/moe_gemm_hopper.py, int4: python/jit/moe_quant.py; the operator's descriptor and
 arguments, bitwise the AOT kernel: test/gpu/test_moe_hopper*_gpu.py), checked
 (outputs poisoned first) and timed by CUDA-graph replay. Entries are saved one
-by one, so a stopped run resumes (unless --retune).
+by one, so a stopped run resumes (unless --retune). --only narrows the space to the listed
+values of a tuning key (repeatable; the rule's default config is always timed), e.g. for a short
+device run: --only PREFETCH=0 --only GROUP_SIZE_M=16.
 """
 from __future__ import annotations
 
@@ -96,6 +98,27 @@ def runner(case, quant, rule):
                                                       mul_routed_weight=case.mul)
 
 
+def parse_only(items):
+    """["KEY=V1,V2", ...] -> {KEY: {V1, V2}} (integer values, as tuning configs hold them)."""
+    only = {}
+    for item in items or []:
+        key, _, values = item.partition("=")
+        if not key or not values:
+            raise ValueError(f"--only takes KEY=V1,V2, not {item!r}")
+        only.setdefault(key, set()).update(int(v) for v in values.split(","))
+    return only
+
+
+def restrict(configs, only, default):
+    """The configs whose every key in `only` takes a listed value, with `default` first (always
+    timed: the entry records how much the best beats it)."""
+    unknown = set(only) - set(default)
+    if unknown:
+        raise ValueError(f"--only names keys the rule does not tune: {sorted(unknown)}")
+    kept = [c for c in configs if all(c[k] in values for k, values in only.items())]
+    return [default] + [c for c in kept if c != default]
+
+
 def tune_moe_gluon(args, load_db, save_db, db_path):
     import torch
 
@@ -130,8 +153,7 @@ def tune_moe_gluon(args, load_db, save_db, db_path):
         case = GemmCase(layer, gemm, M, quant, block_m_of(rule), split_k=f.get("SPLIT_K", 1))
         run = runner(case, quant, rule)
         default = dict(rule.tuning.default(f, arch))
-        cands = rule.tuning.all_configs(f, arch)
-        cands = ([default] if default not in cands else []) + cands
+        cands = restrict(rule.tuning.all_configs(f, arch), parse_only(args.only), default)
 
         results = T.measure(cands, [None] * len(cands), lambda cfg: case.error(cfg, run), TOL[case.act_name],
                             lambda cfg: T.kernel_ms(lambda: run(cfg), args.rep_ms))
@@ -161,4 +183,6 @@ def add_arguments(ap):
     ap.add_argument("--budget-s", type=float, default=float("inf"), help="stop starting new entries after this")
     ap.add_argument("--rep-ms", type=int, default=25)
     ap.add_argument("--retune", action="store_true", help="tune listed entries again, replacing theirs")
+    ap.add_argument("--only", action="append", metavar="KEY=V1,V2",
+                    help="time only configs whose KEY is one of the values (repeatable)")
     return ap

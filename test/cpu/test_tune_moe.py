@@ -1,5 +1,7 @@
 """The MoE GEMM tuner's pure parts (candidate spaces, key bins) and the
 generator's use of a fused_moe_gemm database keyed on (tokens per expert, N, K)."""
+import pytest
+
 from python import build_plan, rules, tune_moe
 from python.kernel_rules import config_name, functional_name
 from tritonsrc.moe import configs as C
@@ -226,7 +228,28 @@ def test_triton_tuner_sends_int4_sym_to_the_gluon_tuner():
     Triton tuner refuses int4_sym (before touching a GPU) and names the tuner that takes it."""
     import argparse
 
-    import pytest
     pytest.importorskip("torch")
     with pytest.raises(SystemExit, match="moe_gluon --quants int4_sym"):
         tune_moe.tune_moe(argparse.Namespace(quants="int4,int4_sym"), RULE, None, None, None)
+
+
+def test_gluon_tuner_only_narrows_the_space_and_keeps_the_default():
+    """tune.py moe_gluon --only KEY=V1,V2: configs outside the listed values are not timed, the
+    rule's default always is (first), and a key the rule does not tune or a malformed item is an
+    error rather than an empty or unfiltered run."""
+    from python import tune_moe_gluon as G
+    from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper as rule
+
+    _, f, _ = G.gluon_entry("mixtral", 1, 1, "int4")
+    space, default = rule.tuning.all_configs(f, 90), rule.tuning.default(f, 90)
+    only = G.parse_only(["X_RING=1", "GROUP_SIZE_M=16", "num_warps=4,8"])
+    assert only == {"X_RING": {1}, "GROUP_SIZE_M": {16}, "num_warps": {4, 8}}
+    kept = G.restrict(space, only, default)
+    assert kept[0] == default and default["X_RING"] == 0  # the default stays though X_RING=1 is asked
+    assert all(c["X_RING"] == 1 and c["GROUP_SIZE_M"] == 16 for c in kept[1:]) and len(kept) > 2
+    assert len(kept) - 1 == sum(c["X_RING"] == 1 and c["GROUP_SIZE_M"] == 16 for c in space)
+    assert G.restrict(space, {}, default) == [default] + [c for c in space if c != default]
+    with pytest.raises(ValueError, match="X_RINGS"):
+        G.restrict(space, {"X_RINGS": {1}}, default)
+    with pytest.raises(ValueError, match="KEY=V1,V2"):
+        G.parse_only(["X_RING"])
