@@ -30,8 +30,8 @@ namespace {
 // fused_experts call at 8932bf0; at 31a50f3 3-5 us in 8 of 12 rows, 2-4 us lost in 3, and 97 us
 // lost at Mixtral-like bf16 M=64. Where an early start costs, the operator launches that kernel
 // plainly (plain_launch.h): fused_experts' GEMMs from 16 slots an expert, attn_decode's combine
-// (H100, 08d90f9/81dfadd: fused_experts then saves 2-7 us in 10 of 12 rows and loses 1.3 us at
-// Mixtral fp8 M=8 and 5.2 us at DeepSeek bf16 M=1; decode attention saves up to 3.2 us).
+// (H100, fc86f00: fused_experts then saves 0.5-6.3 us in 11 of 12 rows and loses 12.8 us at
+// DeepSeek bf16 M=1; decode attention saves 0.7-3.3 us in 7 of 8 rows).
 std::atomic<bool> g_pdl{[] {
   const char* v = std::getenv("AOTRITON_PDL");
   return !(v && *v == '0');

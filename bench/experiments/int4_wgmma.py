@@ -161,11 +161,13 @@ def main():
     print_best(rows)
 
 
-def is_default(cfg):
-    """The Gluon kernel's default form (the rule's default: 64 rows, 4-deep ring, distance 2)."""
-    return (cfg.get("BLOCK_SIZE_M", 16) == 16 and cfg["BLOCK_SIZE_N"] == 64 and cfg["PREFETCH"] == 0
-            and cfg["NUM_STAGES"] == 4 and cfg["LOAD_DISTANCE"] == 2 and cfg.get("num_warps", 4) == 4
-            and not cfg.get("X_RING") and not cfg.get("maxnreg"))
+def is_default(cfg, functional):
+    """Whether a timed Gluon form is the rule's default config for `functional` (align blocks of 16;
+    GROUP_SIZE_M is set by the experiment per M, so it is not compared)."""
+    from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper as rule
+    default = rule.tuning.default(functional, 90)
+    return cfg.get("BLOCK_SIZE_M", 16) == 16 and all(
+        cfg.get(k, 0) == v for k, v in default.items() if k != "GROUP_SIZE_M")
 
 
 def print_best(rows):
@@ -175,7 +177,9 @@ def print_best(rows):
     for M, gemm, sk in keys:
         same = [r for r in rows if r["kernel"] == "gluon" and (r["M"], r["gemm"], r["config"].get("SPLIT_K", 1)) ==
                 (M, gemm, sk)]
-        default = next((r for r in same if is_default(r["config"])), None)
+        functional = {"dtype": "bf16", "b_dtype": "u8", "MUL_ROUTED_WEIGHT": gemm == 2, "BLOCK_SIZE_M": 16,
+                      "BLOCK_SIZE_K": same[0]["config"]["BLOCK_SIZE_K"], "SPLIT_K": sk, "HAS_ZP": True}
+        default = next((r for r in same if is_default(r["config"], functional)), None)
         best = min(same, key=lambda r: r["us"])
         ref = f"{default['us']:.1f}" if default else "-"
         ratio = f"{best['us'] / default['us']:.3f}" if default else "-"
