@@ -42,6 +42,13 @@ struct Dims {
 // (2 slots an expert) saved 3-5 us (docs/notes-moe-perf.md, twenty-fourth session).
 bool gemms_start_early(const Dims& d) { return d.slots < 16 * d.E; }
 
+// act_and_mul launches plainly (so GEMM2 cannot start before GEMM1 ends) when fewer than one slot
+// falls to 16 experts. DeepSeek-like bf16 at M=1 (8 slots, 256 experts) lost 6-10 us with it
+// started early and gains 2.5 us plainly; with more slots an expert the early start saves 1-1.3 us
+// (Mixtral-like M 1/8/64, DeepSeek-like M 8/64): bench_pdl.py --no-decode with and without
+// --exclude act_and_mul, aa09baa on an H100 (docs/notes-moe-perf.md, twenty-sixth session).
+bool act_starts_early(const Dims& d) { return 16 * d.slots >= d.E; }
+
 // Everything fused_experts keeps in the workspace (null pointers when sizing).
 struct Layout {
   int32_t *sorted, *expert_ids, *ntpp;
@@ -552,6 +559,7 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
     namespace k = detail::kernels::act_and_mul;
     const k::Inputs in{.out_ptr = detail::strided(l.cache2, d.N), .in_ptr = detail::strided(l.cache13, 2 * d.N),
                        .n_rows = d.slots, .n_cols = d.N};
+    detail::PlainLaunchScope plain(!act_starts_early(d));
     AOTRITON_RETURN_IF_ERROR(k::launch(in, k::Functional{act, static_cast<int32_t>(p.activation)}, stream, nullptr));
   }
 
