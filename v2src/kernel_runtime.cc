@@ -29,9 +29,9 @@ namespace {
 // On unless AOTRITON_PDL=0: measured on the H200 (bench/bench_pdl.py), it saved 3-8 us per
 // fused_experts call at 8932bf0; at 31a50f3 3-5 us in 8 of 12 rows, 2-4 us lost in 3, and 97 us
 // lost at Mixtral-like bf16 M=64. Where an early start costs, the operator launches that kernel
-// plainly (plain_launch.h): fused_experts' GEMMs from 16 slots an expert, attn_decode's combine
-// (H100, fc86f00: fused_experts then saves 0.5-6.3 us in 11 of 12 rows and loses 12.8 us at
-// DeepSeek bf16 M=1; decode attention saves 0.7-3.3 us in 7 of 8 rows).
+// plainly (plain_launch.h): fused_experts' GEMMs from 16 slots an expert, its act_and_mul below
+// one slot per 16 experts, attn_decode's combine (H100: fused_experts then saves 0.6-6.8 us in
+// each of 12 rows, aa09baa + 6d548dc; decode attention 0.7-3.3 us in 7 of 8 rows, fc86f00).
 std::atomic<bool> g_pdl{[] {
   const char* v = std::getenv("AOTRITON_PDL");
   return !(v && *v == '0');
