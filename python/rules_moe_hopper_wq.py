@@ -16,11 +16,10 @@ SHARED_LIMIT = 227 * 1024
 
 def _shared_bytes(f, c):
     """The cp.async weight ring (PREFETCH 0: NUM_STAGES tiles of BLOCK_SIZE_N rows of
-    BLOCK_SIZE_K / 2 bytes), the activation buffers (16 rows of 16-bit values; one per tile
-    of a LOAD_DISTANCE pair) and with X_RING the activations' ring (NUM_STAGES such tiles)."""
+    BLOCK_SIZE_K / 2 bytes) and the activation buffers (16 rows of 16-bit values; one per tile
+    of a LOAD_DISTANCE pair)."""
     ring = c["NUM_STAGES"] * c["BLOCK_SIZE_N"] * f["BLOCK_SIZE_K"] // 2 if c["PREFETCH"] == 0 else 0
-    x_tile = f["BLOCK_SIZE_M"] * f["BLOCK_SIZE_K"] * 2
-    return ring + (c["LOAD_DISTANCE"] + c["NUM_STAGES"] * c["X_RING"]) * x_tile
+    return ring + c["LOAD_DISTANCE"] * f["BLOCK_SIZE_M"] * f["BLOCK_SIZE_K"] * 2
 
 
 def _prune(f, c, arch):
@@ -30,12 +29,6 @@ def _prune(f, c, arch):
         return False  # the two-ahead loop is the ring's
     if c["LOAD_DISTANCE"] == 2 and c["NUM_STAGES"] < 4:
         return False  # the two-ahead loop's ring holds pairs of tiles
-    if c["X_RING"] and c["LOAD_DISTANCE"] != 2:
-        return False  # the activations' ring: the two-ahead loop's
-    if c["maxnreg"] and (not c["X_RING"] or c["num_warps"] != 4):
-        return False  # 96 registers spill without the activations' ring; 8 warps stay at 2 CTAs an SM
-    if c["num_warps"] == 8 and c["BLOCK_SIZE_N"] != 128:
-        return False  # 8 warps: two warpgroups of 64 rows
     return _shared_bytes(f, c) <= SHARED_LIMIT
 
 
@@ -66,25 +59,17 @@ fused_moe_gemm_wq_hopper = Kernel(
         # ahead into registers.
         params={"BLOCK_SIZE_N": [64, 128], "PREFETCH": [0, 1, 2], "NUM_STAGES": [2, 4, 8],
                 "GROUP_SIZE_M": [1, 16],
-                # 8: 128 rows as two warpgroups sharing one activation tile, with 64 rows' registers
-                # (117 against 4 warps' 223 for 128 rows; a candidate, twenty-fifth session: at M=64
-                # the activations are half of the ~7 TB/s L2 traffic ncu counts, and 4-warp 128-row
-                # tiles lose for their registers).
-                "num_warps": [4, 8],
+                # One warpgroup. 128 rows as two warpgroups (8 warps) sharing one activation tile,
+                # distance 2's activations through a cp.async ring of their own, and that ring capped
+                # at 96 registers lost at every M on the H100 (aa09baa, bench/experiments/int4_wgmma.py:
+                # GEMM1 M=1 58.8, 94.1, 106.7 us against the default's 54.7) and are gone.
+                "num_warps": [4],
                 # Activations, scales and zero points loaded 1 or 2 K tiles ahead of their use (2: the
                 # loop unrolled by two, no register copies through the back edge; a candidate from the
                 # twenty-third session's ncu and SASS, docs/notes-moe-perf.md).
                 # Distance 2 also copies a pair's two weight tiles together (both 64-byte halves of
                 # a 128-byte line at once).
-                "LOAD_DISTANCE": [1, 2],
-                # 1: distance 2's activation tiles copied by cp.async into a ring beside the weights'
-                # (a candidate, twenty-fifth session: ncu's most-sampled stall at M=1 was the
-                # activations' permutation waiting for their load).
-                "X_RING": [0, 1],
-                # 96: 5 CTAs of 4 warps an SM instead of 4 (the loop is latency-bound: 0.75 eligible
-                # warps a scheduler at M=1); with X_RING no form spills at 96 (the registers the
-                # activations held across the loop are freed).
-                "maxnreg": [0, 96]},
+                "LOAD_DISTANCE": [1, 2]},
         # 64 rows take 96-128 registers (4-5 CTAs an SM) and a 4-deep ring (a power of 2: the ring
         # index is a mask). LOAD_DISTANCE 2 (activations, scales and zero points loaded two K tiles
         # ahead; twenty-fourth session, H100, Mixtral int4 group 128, bench/experiments/int4_wgmma.py):
@@ -99,8 +84,7 @@ fused_moe_gemm_wq_hopper = Kernel(
         # blocks (M up to 64) they run side by side and share each weight tile through L2
         # (fused_moe_gemm's M <= 64 row, tritonsrc/moe/configs.py).
         default=lambda f, arch: {"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 4,
-                                 "GROUP_SIZE_M": 16, "num_warps": 4, "LOAD_DISTANCE": 2,
-                                 "X_RING": 0, "maxnreg": 0},
+                                 "GROUP_SIZE_M": 16, "num_warps": 4, "LOAD_DISTANCE": 2},
         prune=_prune,
     ),
     grid=("cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N)", "SPLIT_K", "1"),

@@ -33,13 +33,12 @@ REPO = Path(__file__).resolve().parents[2]
 # at 31a50f3, the code in git history.)
 # A fourth entry: LOAD_DISTANCE (2: activations and scales two K tiles ahead, the loop unrolled by two,
 # its two weight tiles copied together; that copy one tile at a time, PAIR_COPIES 0, lost at every M on
-# the H100 in the twenty-fifth session, bench/results/h100/int4_wgmma_sm90.json, and is gone); an optional
-# fifth: num_warps (8: 128 rows as two warpgroups sharing the activation tile; default 4); a sixth:
-# X_RING (1: distance 2's activations through a cp.async ring of their own; default 0); a seventh:
-# maxnreg (96: 5 CTAs of 4 warps an SM; default 0, no cap).
+# the H100 in the twenty-fifth session, bench/results/h100/int4_wgmma_sm90.json, and is gone). 128 rows as
+# two warpgroups of 8 warps sharing the activation tile, distance 2's activations through a cp.async ring
+# of their own, and that ring at 96 registers lost at every M and GEMM on the H100 at aa09baa and are gone
+# (the code in git history).
 VARIANTS = [(64, 0, 8, 1), (64, 0, 4, 1), (64, 0, 4, 2), (64, 0, 8, 2), (128, 0, 4, 1), (128, 0, 4, 2),
-            (64, 2, 2, 1), (128, 0, 4, 2, 8), (128, 0, 4, 1, 8), (128, 0, 8, 2, 8), (64, 0, 4, 2, 4, 1),
-            (64, 0, 8, 2, 4, 1), (128, 0, 4, 2, 8, 1), (64, 0, 4, 2, 4, 1, 96)]
+            (64, 2, 2, 1)]
 # Align blocks other than 16 (--block-m): the ring forms only, to keep a device run short.
 OTHER_BLOCK_VARIANTS = [(64, 0, 4, 1), (64, 0, 4, 2), (64, 0, 8, 2), (128, 0, 4, 1)]
 GEMM2_SPLITS = "1,4"  # unsplit and the operator's split (configs.WQ_SPLIT_K)
@@ -59,8 +58,8 @@ def main():
     ap.add_argument("--group", type=int, default=0, help="group size of the layer (default: the coverage layer's)")
     ap.add_argument("--k-tiles", default="", help="the Gluon kernel's K tiles to time (default: the operator's)")
     ap.add_argument("--block-m", default="16", help="align block sizes for the Gluon kernel (8, 16, 32)")
-    ap.add_argument("--variants", default="", help="Gluon forms BLOCK_SIZE_N,PREFETCH,NUM_STAGES,LOAD_DISTANCE"
-                    "[,num_warps[,X_RING[,maxnreg]]] separated by ';' (default: VARIANTS)")
+    ap.add_argument("--variants", default="", help="Gluon forms BLOCK_SIZE_N,PREFETCH,NUM_STAGES,LOAD_DISTANCE "
+                    "separated by ';' (default: VARIANTS)")
     ap.add_argument("--gemm1-splits", default="1", help="split-K counts for GEMM1 (partials summed after)")
     ap.add_argument("--gemm2-splits", default=GEMM2_SPLITS)
     ap.add_argument("--json", default=str(REPO / "bench/results/int4_wgmma_sm90.json"))
@@ -118,11 +117,10 @@ def main():
                                                       SPLIT_K=C.WQ_SPLIT_K)))
             for bm in block_ms:
                 for bk in k_tiles:
-                    for bn, pf, st, dist, *more in chosen or (VARIANTS if bm == 16 else OTHER_BLOCK_VARIANTS):
-                        warps, x_ring, maxnreg = (list(more) + [4, 0, 0][len(more):])[:3]
+                    for bn, pf, st, dist in chosen or (VARIANTS if bm == 16 else OTHER_BLOCK_VARIANTS):
                         for sk in splits[gemm]:
                             cfg = dict(BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, PREFETCH=pf, NUM_STAGES=st, LOAD_DISTANCE=dist,
-                                       SPLIT_K=sk, num_warps=warps, X_RING=x_ring, maxnreg=maxnreg)
+                                       SPLIT_K=sk, num_warps=4)
                             candidates.append(("gluon", dict(cfg, BLOCK_SIZE_M=bm) if bm != 16 else cfg))
             for kind, cfg in candidates:
                 sk = cfg.get("SPLIT_K", 1)

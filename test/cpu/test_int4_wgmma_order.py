@@ -159,21 +159,6 @@ def _corners():
         g = dict(f, dtype=dtype, BLOCK_SIZE_K=bk, HAS_ZP=zp)
         for distance in (1, 2):
             yield g, dict(rule.tuning.default(g, 90), BLOCK_SIZE_N=bn, LOAD_DISTANCE=distance)
-    # Two warpgroups (8 warps) of 64 rows sharing the activation tile: both loops, both K tiles,
-    # register prefetch.
-    for bk, zp, dtype, distance, prefetch in ((128, True, "bf16", 2, 0), (128, False, "fp16", 1, 0),
-                                              (64, True, "fp16", 2, 0), (128, True, "bf16", 1, 2)):
-        g = dict(f, dtype=dtype, BLOCK_SIZE_K=bk, HAS_ZP=zp)
-        yield g, dict(rule.tuning.default(g, 90), BLOCK_SIZE_N=128, num_warps=8, LOAD_DISTANCE=distance,
-                      PREFETCH=prefetch, NUM_STAGES=2 if prefetch else 4)
-    # The activations through their own cp.async ring (distance 2): 64 and 128 rows, both K tiles.
-    # Capped at 96 registers (5 CTAs an SM): no spills (the test below).
-    for bk, zp, dtype, warps, stages, maxnreg in ((128, True, "bf16", 4, 4, 0), (64, False, "fp16", 4, 8, 0),
-                                                  (128, True, "fp16", 8, 4, 0), (128, True, "bf16", 4, 4, 96),
-                                                  (64, True, "fp16", 4, 8, 96)):
-        g = dict(f, dtype=dtype, BLOCK_SIZE_K=bk, HAS_ZP=zp)
-        yield g, dict(rule.tuning.default(g, 90), X_RING=1, NUM_STAGES=stages, num_warps=warps,
-                      BLOCK_SIZE_N=16 * warps, maxnreg=maxnreg)
     # Align blocks of 8 and 32 (wgmma N 8 / 32; bench/experiments/int4_wgmma.py --block-m, not in the
     # build).
     for block_m, dtype, distance in ((8, "bf16", 2), (8, "fp16", 1), (32, "bf16", 1), (32, "fp16", 2)):

@@ -242,14 +242,20 @@ def test_gluon_tuner_only_narrows_the_space_and_keeps_the_default():
 
     _, f, _ = G.gluon_entry("mixtral", 1, 1, "int4")
     space, default = rule.tuning.all_configs(f, 90), rule.tuning.default(f, 90)
-    only = G.parse_only(["X_RING=1", "GROUP_SIZE_M=16", "num_warps=4,8"])
-    assert only == {"X_RING": {1}, "GROUP_SIZE_M": {16}, "num_warps": {4, 8}}
+    only = G.parse_only(["LOAD_DISTANCE=1", "GROUP_SIZE_M=16", "NUM_STAGES=4,8"])
+    assert only == {"LOAD_DISTANCE": {1}, "GROUP_SIZE_M": {16}, "NUM_STAGES": {4, 8}}
     kept = G.restrict(space, only, default)
-    assert kept[0] == default and default["X_RING"] == 0  # the default stays though X_RING=1 is asked
-    assert all(c["X_RING"] == 1 and c["GROUP_SIZE_M"] == 16 for c in kept[1:]) and len(kept) > 2
-    assert len(kept) - 1 == sum(c["X_RING"] == 1 and c["GROUP_SIZE_M"] == 16 for c in space)
+    # The default stays though LOAD_DISTANCE=1 is asked.
+    assert kept[0] == default and default["LOAD_DISTANCE"] == 2
+
+    def asked(c):
+        return c["LOAD_DISTANCE"] == 1 and c["GROUP_SIZE_M"] == 16 and c["NUM_STAGES"] in (4, 8)
+
+    assert all(asked(c) for c in kept[1:]) and len(kept) > 2
+    assert {c["NUM_STAGES"] for c in kept[1:]} == {4, 8}  # both listed values
+    assert len(kept) - 1 == sum(asked(c) for c in space)
     assert G.restrict(space, {}, default) == [default] + [c for c in space if c != default]
-    with pytest.raises(ValueError, match="X_RINGS"):
-        G.restrict(space, {"X_RINGS": {1}}, default)
+    with pytest.raises(ValueError, match="LOAD_DISTANCES"):
+        G.restrict(space, {"LOAD_DISTANCES": {1}}, default)
     with pytest.raises(ValueError, match="KEY=V1,V2"):
-        G.parse_only(["X_RING"])
+        G.parse_only(["LOAD_DISTANCE"])

@@ -55,7 +55,7 @@ def _prefetch_weight_tiles(b_ptr, expert_ids_ptr, ntpp_ptr, pid_m, pid_n, N, str
     only, for a block in range whose expert id is in [0, num_experts), offsets clamped into the rows."""
     TILES: gl.constexpr = max(1, 32768 // (BLOCK_SIZE_N * TILE_ROW_BYTES))
     LINES: gl.constexpr = max(1, TILES * TILE_ROW_BYTES // 128)
-    layout: gl.constexpr = gl.BlockedLayout([1, 1], [8, 4], [gl.num_warps(), 1], [1, 0])
+    layout: gl.constexpr = gl.BlockedLayout([1, 1], [8, 4], [4, 1], [1, 0])
     expert = gl.load(expert_ids_ptr + pid_m).to(gl.int64)
     if (pid_m * BLOCK_SIZE_M < gl.load(ntpp_ptr)) & (expert >= 0) & (expert < num_experts):
         rows = (pid_n * BLOCK_SIZE_N + gl.arange(0, BLOCK_SIZE_N, layout=gl.SliceLayout(1, layout))) % N
@@ -68,18 +68,15 @@ def _prefetch_weight_tiles(b_ptr, expert_ids_ptr, ntpp_ptr, pid_m, pid_n, N, str
 
 
 @gluon.constexpr_function
-def packed_layout(block_n, block_k, num_warps=4):
+def packed_layout(block_n, block_k):
     """[block_n, block_k // 8] int32 words of a K tile (8 nibbles a word): block_k // 32 contiguous
     words of a row per thread (register bits: the word bits below the top two, and row bit 3, row
-    bit 6 for 128 rows in one warpgroup), lanes over the top two word bits and row bits 0-2, warps
-    over row bits 4-5 (and 6: the second warpgroup of 8 warps): the row bits of wgmma's A fragment
-    (m64 per warpgroup)."""
+    bit 6 for 128 rows), lanes over the top two word bits and row bits 0-2, warps over row bits
+    4-5: the row bits of wgmma's A fragment (m64 per warpgroup)."""
     reg_words = (block_k // 32).bit_length() - 1
-    two_groups = num_warps == 8
-    reg = [[0, 1 << i] for i in range(reg_words)] + [[8, 0]] + ([[64, 0]] if block_n == 128 and not two_groups else [])
+    reg = [[0, 1 << i] for i in range(reg_words)] + [[8, 0]] + ([[64, 0]] if block_n == 128 else [])
     lanes = [[0, 1 << reg_words], [0, 2 << reg_words], [1, 0], [2, 0], [4, 0]]
-    warps = [[16, 0], [32, 0]] + ([[64, 0]] if two_groups else [])
-    return gl.DistributedLinearLayout(reg_bases=reg, lane_bases=lanes, warp_bases=warps,
+    return gl.DistributedLinearLayout(reg_bases=reg, lane_bases=lanes, warp_bases=[[16, 0], [32, 0]],
                                       block_bases=[], shape=[block_n, block_k // 8])
 
 
@@ -232,11 +229,9 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
                                MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
                                BLOCK_SIZE_K: gl.constexpr, GROUP_SIZE_M: gl.constexpr, SPLIT_K: gl.constexpr,
                                HAS_ZP: gl.constexpr, PREFETCH: gl.constexpr, NUM_STAGES: gl.constexpr = 4,
-                               LOAD_DISTANCE: gl.constexpr = 1, X_RING: gl.constexpr = 0,
+                               LOAD_DISTANCE: gl.constexpr = 1,
                                USE_PDL: gl.constexpr = False):
-    """One BLOCK_SIZE_N x BLOCK_SIZE_M tile of C^T; 4 warps (one warpgroup), or 8 for 128 rows: two
-    warpgroups of 64 rows each sharing one activation tile (half the activation loads, staging and
-    L2 traffic per weight byte of 4 warps' 64 rows, with their registers). BLOCK_SIZE_N 64 or
+    """One BLOCK_SIZE_N x BLOCK_SIZE_M tile of C^T; 4 warps (one warpgroup). BLOCK_SIZE_N 64 or
     128; BLOCK_SIZE_M 8 or 16 (the align block size); BLOCK_SIZE_K 64, 128 or 256, dividing
     group_size (one scale and zero point per row and K tile); PREFETCH: K tiles of weights
     loaded ahead into registers (1 or 2), or 0: a ring of NUM_STAGES tiles in shared memory
@@ -246,24 +241,20 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     every zero point is 8 and their loads and packing leave the loop. LOAD_DISTANCE 2 (the ring
     only): activations, scales and zero points loaded two K tiles ahead of their use in a loop
     unrolled by two (_k_loop_pairs; NUM_STAGES even, 4 or more: the ring holds pairs of tiles),
-    1: one tile ahead (_k_loop). X_RING 1 (LOAD_DISTANCE 2): the activation tiles come through a
-    cp.async ring beside the weights' instead of registers loaded two tiles ahead."""
+    1: one tile ahead (_k_loop)."""
     gl.static_assert(PREFETCH <= 2)
     gl.static_assert(LOAD_DISTANCE == 1 or (LOAD_DISTANCE == 2 and PREFETCH == 0))
     gl.static_assert(LOAD_DISTANCE == 1 or (NUM_STAGES % 2 == 0 and NUM_STAGES >= 4))
-    gl.static_assert(X_RING == 0 or LOAD_DISTANCE == 2)
     BLOCK_K: gl.constexpr = BLOCK_SIZE_K
     dtype: gl.constexpr = a_ptr.dtype.element_ty
-    NUM_WARPS: gl.constexpr = gl.num_warps()
-    gl.static_assert(NUM_WARPS == 4 or (NUM_WARPS == 8 and BLOCK_SIZE_N == 128))
-    # wgmma N: the block's slots; M: 64 rows a warpgroup.
-    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NUM_WARPS, 1],
+    # wgmma N: the block's slots.
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                   instr_shape=[16, BLOCK_SIZE_M, 16])
     a_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
-    packed: gl.constexpr = packed_layout(BLOCK_SIZE_N, BLOCK_K, NUM_WARPS)
-    x_layout: gl.constexpr = gl.BlockedLayout([1, 8], [256 // BLOCK_K, BLOCK_K // 8], [NUM_WARPS, 1], [1, 0])
+    packed: gl.constexpr = packed_layout(BLOCK_SIZE_N, BLOCK_K)
+    x_layout: gl.constexpr = gl.BlockedLayout([1, 8], [256 // BLOCK_K, BLOCK_K // 8], [4, 1], [1, 0])
     x_smem_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_SIZE_M, BLOCK_K], dtype)
-    out_layout: gl.constexpr = gl.BlockedLayout([8, 1], [16, 2], [1, NUM_WARPS], [0, 1])
+    out_layout: gl.constexpr = gl.BlockedLayout([8, 1], [16, 2], [1, 4], [0, 1])
 
     # Aligned-only kernel, as fused_moe_wq_kernel: say so, so loads vectorize.
     N = N // 16 * 16
@@ -339,8 +330,8 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     last = gl.maximum(kt_hi - 1, 0)
     if LOAD_DISTANCE == 2:
         acc = _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift,
-                            zp_none, group_magic, kt_lo, kt_hi, last, dtype, a_op, packed, x_layout, x_smem_layout,
-                            BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_K, HAS_ZP, NUM_STAGES, X_RING == 1)
+                            zp_none, group_magic, kt_lo, kt_hi, last, dtype, a_op, packed, x_smem_layout,
+                            BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_K, HAS_ZP, NUM_STAGES)
     else:
         acc = _k_loop(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift, zp_none,
                       group_magic, kt_lo, kt_hi, last, dtype, a_op, packed, x_smem_layout, BLOCK_SIZE_M,
@@ -444,9 +435,8 @@ def _scale_and_zero_points(tile, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_
 @gluon.jit
 def _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift, zp_none,
                   group_magic, kt_lo, kt_hi, last, dtype: gl.constexpr, a_op: gl.constexpr, packed: gl.constexpr,
-                  x_layout: gl.constexpr, x_smem_layout: gl.constexpr, BLOCK_SIZE_M: gl.constexpr,
-                  BLOCK_SIZE_N: gl.constexpr, BLOCK_K: gl.constexpr, HAS_ZP: gl.constexpr, NUM_STAGES: gl.constexpr,
-                  X_RING: gl.constexpr):
+                  x_smem_layout: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
+                  BLOCK_K: gl.constexpr, HAS_ZP: gl.constexpr, NUM_STAGES: gl.constexpr):
     """_k_loop (the ring) with every global load about two tiles ahead of its first use. In _k_loop
     the next tile's activations and scale, loaded at the top of an iteration, are first read at its
     end (ptxas hoists the activations' permutation there, and the scales go through register
@@ -461,13 +451,7 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, s
     The weights: both tiles of the pair NUM_STAGES - 2 ahead are copied at the top, one commit
     group. A 64-row tile is 64 bytes of each weight row, so a row's two halves of a 128-byte line
     reach L2 and DRAM together (copied an iteration apart, one tile at a time, the loop ran 8-23%
-    slower: H100, twenty-fifth session, bench/results/h100/int4_wgmma_sm90.json).
-    X_RING: the activation tiles are copied into rings of their own in the same commit groups, as
-    far ahead as the weights, and each thread reads back its own pieces right before permuting them
-    into the wgmma buffer (ncu at M=1, twenty-fifth session: the loop's most-sampled stall was the
-    permutation waiting for activations loaded a whole pair earlier). The compiler puts a CTA
-    barrier between the wait and those reads (it cannot see that a thread reads only its own
-    pieces): three barriers a pair instead of two."""
+    slower: H100, twenty-fifth session, bench/results/h100/int4_wgmma_sm90.json)."""
     # Two buffers in two allocations (stores to distinct allocations need no barrier between them).
     buf_a = gl.allocate_shared_memory(dtype, [BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
     buf_b = gl.allocate_shared_memory(dtype, [BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
@@ -480,25 +464,16 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, s
     half: gl.constexpr = NUM_STAGES // 2
     ring_even = gl.allocate_shared_memory(gl.int32, [half, BLOCK_SIZE_N, BLOCK_K // 8], ring_layout)
     ring_odd = gl.allocate_shared_memory(gl.int32, [half, BLOCK_SIZE_N, BLOCK_K // 8], ring_layout)
-    if X_RING:
-        x_even = gl.allocate_shared_memory(dtype, [half, BLOCK_SIZE_M, BLOCK_K], ring_layout)
-        x_odd = gl.allocate_shared_memory(dtype, [half, BLOCK_SIZE_M, BLOCK_K], ring_layout)
     for i in gl.static_range(half - 1):
         async_copy.async_copy_global_to_shared(ring_even.index(i),
                                                w_ptrs + gl.minimum(kt_lo + 2 * i, last) * (BLOCK_K // 8))
         async_copy.async_copy_global_to_shared(ring_odd.index(i),
                                                w_ptrs + gl.minimum(kt_lo + 2 * i + 1, last) * (BLOCK_K // 8))
-        if X_RING:
-            async_copy.async_copy_global_to_shared(x_even.index(i),
-                                                   x_ptrs + gl.minimum(kt_lo + 2 * i, last) * BLOCK_K)
-            async_copy.async_copy_global_to_shared(x_odd.index(i),
-                                                   x_ptrs + gl.minimum(kt_lo + 2 * i + 1, last) * BLOCK_K)
         async_copy.commit_group()
     ta = gl.minimum(kt_lo, last)
     tb = gl.minimum(kt_lo + 1, last)
-    if not X_RING:
-        xa = gl.load(x_ptrs + ta * BLOCK_K)
-        xb = gl.load(x_ptrs + tb * BLOCK_K)
+    xa = gl.load(x_ptrs + ta * BLOCK_K)
+    xb = gl.load(x_ptrs + tb * BLOCK_K)
     sa, za = _scale_and_zero_points(ta, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none, HAS_ZP)
     sb, zb = _scale_and_zero_points(tb, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none, HAS_ZP)
     n = kt_hi - kt_lo
@@ -513,28 +488,15 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, s
                                                w_ptrs + gl.minimum(t + NUM_STAGES - 2, last) * (BLOCK_K // 8))
         async_copy.async_copy_global_to_shared(ring_odd.index(slot),
                                                w_ptrs + gl.minimum(t + NUM_STAGES - 1, last) * (BLOCK_K // 8))
-        if X_RING:
-            async_copy.async_copy_global_to_shared(x_even.index(slot),
-                                                   x_ptrs + gl.minimum(t + NUM_STAGES - 2, last) * BLOCK_K)
-            async_copy.async_copy_global_to_shared(x_odd.index(slot),
-                                                   x_ptrs + gl.minimum(t + NUM_STAGES - 1, last) * BLOCK_K)
         async_copy.commit_group()
-        if X_RING:
-            async_copy.wait_group(half - 1)  # this thread's copies of tiles t and t + 1 have landed
-            buf_a.store(_activation_k(x_even.index(pair % half).load(x_layout), dtype, BLOCK_SIZE_M, BLOCK_K))
-            buf_b.store(_activation_k(x_odd.index(pair % half).load(x_layout), dtype, BLOCK_SIZE_M, BLOCK_K))
-            ta = gl.minimum(t + 2, last)
-            tb = gl.minimum(t + 3, last)
-            fence_async_shared()
-        else:
-            buf_a.store(_activation_k(xa, dtype, BLOCK_SIZE_M, BLOCK_K))
-            buf_b.store(_activation_k(xb, dtype, BLOCK_SIZE_M, BLOCK_K))
-            ta = gl.minimum(t + 2, last)
-            tb = gl.minimum(t + 3, last)
-            xa = gl.load(x_ptrs + ta * BLOCK_K)
-            xb = gl.load(x_ptrs + tb * BLOCK_K)
-            fence_async_shared()
-            async_copy.wait_group(half - 1)  # this thread's copies of tiles t and t + 1 have landed
+        buf_a.store(_activation_k(xa, dtype, BLOCK_SIZE_M, BLOCK_K))
+        buf_b.store(_activation_k(xb, dtype, BLOCK_SIZE_M, BLOCK_K))
+        ta = gl.minimum(t + 2, last)
+        tb = gl.minimum(t + 3, last)
+        xa = gl.load(x_ptrs + ta * BLOCK_K)
+        xb = gl.load(x_ptrs + tb * BLOCK_K)
+        fence_async_shared()
+        async_copy.wait_group(half - 1)  # this thread's copies of tiles t and t + 1 have landed
         gl.thread_barrier()
         # Tile t, set A.
         w = ring_even.index(pair % half).load(packed)
