@@ -1,7 +1,7 @@
 """int4 w4a16 decode GEMMs: the Gluon kernel with the weights as wgmma's register operand
 (tritonsrc/moe/grouped_gemm_wq_hopper.py) against the production fused_moe_wq_kernel (issue 13.6).
 
-Mixtral-like int4 layer (group 128, zero points), bf16, random top-2 routing, align block 16.
+Mixtral-like int4 layer (group 128, zero points), bf16, random top-2 routing (or balanced: --routing), align block 16.
 GEMM1 [M, 4096] x w1[e] [28672, 4096]^T and GEMM2 [2M, 14336] x w2[e] [4096, 14336]^T (routed
 weight, split-K partials summed), each timed alone (CUDA-graph replays, median) with the
 fraction of the HBM roofline of the touched experts' packed weights, scales and zero points.
@@ -15,6 +15,11 @@ over max |reference|); the production kernel's error is printed beside it.
     python3 bench/experiments/int4_wgmma.py --group 256 --k-tiles 128,256 --tokens 1,16   (the K tile's
         per-tile overhead: a 256-k tile has ~5.4 SASS instructions per packed byte against 6.8 at 128;
         group 256 lets both run on the same weights)
+    python3 bench/experiments/int4_wgmma.py --tokens 64 --routing balanced --variants 64,0,4,2   (exactly
+        M * top-k / E tokens an expert: at M=64 one full block of 16 each, no second, partly filled block
+        reading the same weight tiles again; against --routing random, what the second block costs)
+    bash bench/experiments/ncu_int4_forms.sh --tokens 1 --variants "64,0,4,2;64,0,8,2"   (--profile: each
+        form launched once, untimed, for ncu; the script prints the counters a form per row)
     python3 bench/experiments/int4_wgmma.py --variants 64,0,4,2 --gemm1-splits 1,2,4 --gemm2-splits 4,8
         --tokens 1,8   (split-K for the decode GEMM1: at M=1 its 896 programs of 64 rows are ~1.4 waves of
         an H100's 4-5 a SM, and a partial wave runs with fewer bytes in flight; M >= 8 has ~4x more)
@@ -62,6 +67,10 @@ def main():
                     "separated by ';' (default: VARIANTS)")
     ap.add_argument("--gemm1-splits", default="1", help="split-K counts for GEMM1 (partials summed after)")
     ap.add_argument("--gemm2-splits", default=GEMM2_SPLITS)
+    ap.add_argument("--routing", choices=["random", "balanced"], default="random",
+                    help="balanced: slot j of token m to expert (m * top-k + j) mod E")
+    ap.add_argument("--profile", action="store_true", help="launch each form once after its check, untimed "
+                    "(for ncu: bench/experiments/ncu_int4_forms.sh); writes no JSON")
     ap.add_argument("--json", default=str(REPO / "bench/results/int4_wgmma_sm90.json"))
     args = ap.parse_args()
     chosen = [tuple(int(v) for v in form.split(",")) for form in args.variants.split(";")] if args.variants else None
@@ -88,12 +97,15 @@ def main():
     bw = copy_bandwidth(dev)
     db = json.loads((REPO / "tuning/sm_90/fused_moe_gemm_wq.json").read_text())["entries"]
     print(f"GPU {torch.cuda.get_device_name()}, triton {triton.__version__}, commit {commit_id()}; copy bandwidth "
-          f"{bw / 1e9:.0f} GB/s; int4 g{group} zp, E {E}, top-{topk}, K {K}, N {N}")
+          f"{bw / 1e9:.0f} GB/s; int4 g{group} zp, E {E}, top-{topk}, K {K}, N {N}, {args.routing} routing")
     print("| M | GEMM | kernel | config | us | roofline | max err / max ref |\n|---|---|---|---|---|---|---|")
     rows = []
     for M in [int(m) for m in args.tokens.split(",")]:
         x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
-        ids = torch.rand(M, E, device=dev, generator=gen).topk(topk, dim=-1).indices.to(torch.int32)
+        if args.routing == "balanced":
+            ids = (torch.arange(M * topk, device=dev, dtype=torch.int32) % E).view(M, topk)
+        else:
+            ids = torch.rand(M, E, device=dev, generator=gen).topk(topk, dim=-1).indices.to(torch.int32)
         wts = torch.rand(M, topk, device=dev, generator=gen).flatten().contiguous()
         aligned = {bm: mj.moe_align_block_size(ids, bm, E) for bm in {16, *block_ms}}
         sid, eid, ntpp = aligned[16]
@@ -150,13 +162,18 @@ def main():
                     continue
                 out = c.view(M * topk, sk, n_out).double().sum(1) if sk > 1 else c.double()
                 err = ((out - ref).abs().max() / ref.abs().max()).item()
+                if args.profile:  # the check's launch is the one ncu records; no timing
+                    print(f"| {M} | {gemm} | {kind} | {json.dumps(cfg)} | launched | | {err:.1e} |", flush=True)
+                    continue
                 t = triton.testing.do_bench_cudagraph(run, rep=100, return_mode="median") * 1e3
-                r = dict(M=M, gemm=gemm, kernel=kind, config=cfg, us=t, roofline=touched / bw * 1e6 / t, err=err)
+                r = dict(M=M, gemm=gemm, routing=args.routing, kernel=kind, config=cfg, us=t, roofline=touched / bw * 1e6 / t, err=err)
                 rows.append(r)
                 print(f"| {M} | {gemm} | {kind} | {json.dumps(cfg)} | {t:.1f} | {r['roofline']:.2f} | {err:.1e} |",
                       flush=True)
-        write_experiment(args.json, rows, bw)  # after every M: a timeout keeps what ran
-    print_best(rows)
+        if not args.profile:
+            write_experiment(args.json, rows, bw)  # after every M: a timeout keeps what ran
+    if not args.profile:
+        print_best(rows)
 
 
 def is_default(cfg, functional):
