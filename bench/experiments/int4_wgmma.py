@@ -18,7 +18,7 @@ over max |reference|); the production kernel's error is printed beside it.
     python3 bench/experiments/int4_wgmma.py --tokens 64 --routing balanced --variants 64,0,4,2   (exactly
         M * top-k / E tokens an expert: at M=64 one full block of 16 each, no second, partly filled block
         reading the same weight tiles again; against --routing random, what the second block costs)
-    bash bench/experiments/ncu_int4_forms.sh --tokens 1 --variants "64,0,4,2;64,0,8,2"   (--profile: each
+    bash bench/experiments/ncu_int4_forms.sh --tokens 1 --variants 64,0,4,2/64,0,8,2   (--profile: each
         form launched once, untimed, for ncu; the script prints the counters a form per row)
     python3 bench/experiments/int4_wgmma.py --variants 64,0,4,2 --gemm1-splits 1,2,4 --gemm2-splits 4,8
         --tokens 1,8   (split-K for the decode GEMM1: at M=1 its 896 programs of 64 rows are ~1.4 waves of
@@ -26,6 +26,7 @@ over max |reference|); the production kernel's error is printed beside it.
 """
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def main():
     ap.add_argument("--k-tiles", default="", help="the Gluon kernel's K tiles to time (default: the operator's)")
     ap.add_argument("--block-m", default="16", help="align block sizes for the Gluon kernel (8, 16, 32)")
     ap.add_argument("--variants", default="", help="Gluon forms BLOCK_SIZE_N,PREFETCH,NUM_STAGES,LOAD_DISTANCE "
-                    "separated by ';' (default: VARIANTS)")
+                    "separated by ';' or '/' (default: VARIANTS)")
     ap.add_argument("--gemm1-splits", default="1", help="split-K counts for GEMM1 (partials summed after)")
     ap.add_argument("--gemm2-splits", default=GEMM2_SPLITS)
     ap.add_argument("--routing", choices=["random", "balanced"], default="random",
@@ -73,7 +74,8 @@ def main():
                     "(for ncu: bench/experiments/ncu_int4_forms.sh); writes no JSON")
     ap.add_argument("--json", default=str(REPO / "bench/results/int4_wgmma_sm90.json"))
     args = ap.parse_args()
-    chosen = [tuple(int(v) for v in form.split(",")) for form in args.variants.split(";")] if args.variants else None
+    # '/' as well as ';': a device run's BENCHES list is ';'-separated
+    chosen = [tuple(int(v) for v in form.split(",")) for form in re.split("[;/]", args.variants)] if args.variants else None
     splits = {1: [int(v) for v in args.gemm1_splits.split(",")], 2: [int(v) for v in args.gemm2_splits.split(",")]}
     sys.path[:0] = [str(REPO), str(REPO / "bench")]
     import torch
