@@ -43,8 +43,11 @@ REPO = Path(__file__).resolve().parents[2]
 # two warpgroups of 8 warps sharing the activation tile, distance 2's activations through a cp.async ring
 # of their own, and that ring at 96 registers lost at every M and GEMM on the H100 at aa09baa and are gone
 # (the code in git history).
+# Optional fifth and sixth entries: MMA_OVERLAP (a pair's second tile dequantized while the first's wgmma
+# runs: 165 registers, 3 CTAs an SM) and a maxnreg launch option for it (128: 4 CTAs an SM, 72 bytes of
+# spills; outside the rule's space, JIT only).
 VARIANTS = [(64, 0, 8, 1), (64, 0, 4, 1), (64, 0, 4, 2), (64, 0, 8, 2), (128, 0, 4, 1), (128, 0, 4, 2),
-            (64, 2, 2, 1)]
+            (64, 2, 2, 1), (64, 0, 4, 2, 1), (64, 0, 4, 2, 1, 128), (64, 0, 8, 2, 1)]
 # Align blocks other than 16 (--block-m): the ring forms only, to keep a device run short.
 OTHER_BLOCK_VARIANTS = [(64, 0, 4, 1), (64, 0, 4, 2), (64, 0, 8, 2), (128, 0, 4, 1)]
 GEMM2_SPLITS = "1,4"  # unsplit and the operator's split (configs.WQ_SPLIT_K)
@@ -64,7 +67,8 @@ def main():
     ap.add_argument("--group", type=int, default=0, help="group size of the layer (default: the coverage layer's)")
     ap.add_argument("--k-tiles", default="", help="the Gluon kernel's K tiles to time (default: the operator's)")
     ap.add_argument("--block-m", default="16", help="align block sizes for the Gluon kernel (8, 16, 32)")
-    ap.add_argument("--variants", default="", help="Gluon forms BLOCK_SIZE_N,PREFETCH,NUM_STAGES,LOAD_DISTANCE "
+    ap.add_argument("--variants", default="", help="Gluon forms BLOCK_SIZE_N,PREFETCH,NUM_STAGES,LOAD_DISTANCE"
+                    "[,MMA_OVERLAP[,maxnreg]] "
                     "separated by ';' or '/' (default: VARIANTS)")
     ap.add_argument("--gemm1-splits", default="1", help="split-K counts for GEMM1 (partials summed after)")
     ap.add_argument("--gemm2-splits", default=GEMM2_SPLITS)
@@ -131,10 +135,12 @@ def main():
                                                       SPLIT_K=C.WQ_SPLIT_K)))
             for bm in block_ms:
                 for bk in k_tiles:
-                    for bn, pf, st, dist in chosen or (VARIANTS if bm == 16 else OTHER_BLOCK_VARIANTS):
+                    for bn, pf, st, dist, *more in chosen or (VARIANTS if bm == 16 else OTHER_BLOCK_VARIANTS):
                         for sk in splits[gemm]:
                             cfg = dict(BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, PREFETCH=pf, NUM_STAGES=st, LOAD_DISTANCE=dist,
-                                       SPLIT_K=sk, num_warps=4)
+                                       SPLIT_K=sk, num_warps=4, MMA_OVERLAP=more[0] if more else 0)
+                            if len(more) > 1:
+                                cfg["maxnreg"] = more[1]
                             candidates.append(("gluon", dict(cfg, BLOCK_SIZE_M=bm) if bm != 16 else cfg))
             for kind, cfg in candidates:
                 sk = cfg.get("SPLIT_K", 1)
@@ -183,7 +189,7 @@ def is_default(cfg, functional):
     GROUP_SIZE_M is set by the experiment per M, so it is not compared)."""
     from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper as rule
     default = rule.tuning.default(functional, 90)
-    return cfg.get("BLOCK_SIZE_M", 16) == 16 and all(
+    return cfg.get("BLOCK_SIZE_M", 16) == 16 and not cfg.get("maxnreg") and all(
         cfg.get(k, 0) == v for k, v in default.items() if k != "GROUP_SIZE_M")
 
 
