@@ -20,7 +20,7 @@ using namespace aotriton;
 
 namespace {
 
-alignas(256) unsigned char g_mem[1 << 20];
+alignas(256) unsigned char g_mem[1 << 23];
 
 // Offsets into g_mem for one call's tensors, each 256-byte aligned.
 struct Bump {
@@ -146,21 +146,21 @@ flash::BwdParams bwd_params() {
   return p;
 }
 
-moe::FusedExpertsParams fused_params(moe::QuantMode quant = moe::QuantMode::kNone, int64_t M = 4) {
-  // M tokens (4 by default), K=64, N=64, E=2 experts, top-2; fp16 (fp8 modes: fp8 weights, 128x128 or
-  // per-expert scales, dynamic activation scales).
+moe::FusedExpertsParams fused_params(moe::QuantMode quant = moe::QuantMode::kNone, int64_t M = 4, int64_t E = 2) {
+  // M tokens (4 by default), K=64, N=64, E experts (2 by default), top-2; fp16 (fp8 modes: fp8 weights,
+  // 128x128 or per-expert scales, dynamic activation scales).
   moe::FusedExpertsParams p;
   const bool fp8 = quant != moe::QuantMode::kNone;
   Bump mem;
   auto take = [&](size_t bytes) { return mem.take(bytes); };
   p.hidden_states = view<2>(DType::kFloat16, {M, 64}, take(M * 64 * 2));
   const DType wt = fp8 ? DType::kFloat8E4M3 : DType::kFloat16;
-  p.w1 = view<3>(wt, {2, 128, 64}, take(2 * 128 * 64 * 2));
-  p.w2 = view<3>(wt, {2, 64, 64}, take(2 * 64 * 64 * 2));
+  p.w1 = view<3>(wt, {E, 128, 64}, take(E * 128 * 64 * 2));
+  p.w2 = view<3>(wt, {E, 64, 64}, take(E * 64 * 64 * 2));
   if (fp8) {
     p.quant = quant;
-    p.w1_scale = view<3>(DType::kFloat32, {2, 1, 1}, take(8));
-    p.w2_scale = view<3>(DType::kFloat32, {2, 1, 1}, take(8));
+    p.w1_scale = view<3>(DType::kFloat32, {E, 1, 1}, take(E * 4));
+    p.w2_scale = view<3>(DType::kFloat32, {E, 1, 1}, take(E * 4));
   }
   p.topk_weights = view<2>(DType::kFloat32, {M, 2}, take(M * 8));
   p.topk_ids = view<2>(DType::kInt32, {M, 2}, take(M * 8));
@@ -486,6 +486,12 @@ void pdl_checks(long (*pdl_launches)()) {
     report(name.c_str(), moe::fused_experts(fused_params(moe::QuantMode::kNone, M), Stream{}), c);
     std::printf("%s_pdl_launches: %ld\n", name.c_str(), pdl_launches() - before);
   }
+  // act_and_mul launches plainly below one slot per 16 experts (moe_fused.cc act_starts_early):
+  // one token top-2 over 256 experts; the GEMMs still start early.
+  c = now();
+  before = pdl_launches();
+  report("fused_experts_e256_m1", moe::fused_experts(fused_params(moe::QuantMode::kNone, 1, 256), Stream{}), c);
+  std::printf("fused_experts_e256_m1_pdl_launches: %ld\n", pdl_launches() - before);
   // attn_decode with two splits: the attention may start early, its combine launches plainly
   // (flash_decode.cc). One query, 4 q heads over 1 kv head, 256 cached keys of 128, fp16.
   flash::DecodeParams d;

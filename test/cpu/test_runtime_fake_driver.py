@@ -276,7 +276,8 @@ def test_programmatic_dependent_launch(build_dir, cc, pdl, driver_refuses, exclu
     no griddepcontrol.wait), and is not named in AOTRITON_PDL_EXCLUDE (a diagnostic list of
     rule names; other names leave it alone); a driver that refuses the attribute gets the plain
     launch. Either way it launches exactly once. fused_experts launches its GEMMs plainly from 16
-    slots an expert; attn_decode's combine always launches plainly."""
+    slots an expert and act_and_mul below one slot per 16 experts; attn_decode's combine always
+    launches plainly."""
     env = dict(FAKECUDA_CC=cc, AOTRITON_IMAGE_DIR=str(_images(build_dir)))
     if exclude is None:
         monkeypatch.delenv("AOTRITON_PDL_EXCLUDE", raising=False)
@@ -300,6 +301,14 @@ def test_programmatic_dependent_launch(build_dir, cc, pdl, driver_refuses, exclu
     gemms_early = cc == "90" and not driver_refuses and "fused_moe_gemm" not in (exclude or "")
     assert (int(out["fused_experts_m4_pdl_launches"]) - int(out["fused_experts_m16_pdl_launches"])
             == (2 if gemms_early else 0)), out
+    # One token over 256 experts: the same launches, but act_and_mul plainly (below one slot per
+    # 16 experts, moe_fused.cc act_starts_early), so GEMM2 cannot start before GEMM1 ends.
+    wide = out["fused_experts_e256_m1"]
+    assert wide["status"] == "success" and wide["launches"] == small["launches"], (wide, small)
+    act_early = (cc == "90" and not driver_refuses and
+                 "act_and_mul" not in (exclude or "").replace(" ", "").split(","))
+    assert (int(out["fused_experts_m4_pdl_launches"]) - int(out["fused_experts_e256_m1_pdl_launches"])
+            == (1 if act_early else 0)), out
     # Split decode: attn_decode may start early (not when excluded), its combine never does.
     split = out["attn_decode_split"]
     assert split["status"] == "success" and split["launches"] == 2, split
