@@ -264,6 +264,12 @@ Status load_one(const FunctionalSlot& slot, const LaunchTarget& t, uint32_t conf
   if (e->global_scratch_size > 0)
     return fail(Status::kUnsupported, std::string("kernel ") + slot.kernel + " config " + name +
                                           " needs a global scratch buffer, which this runtime does not provide");
+  // Triton launches num_ctas > 1 as clusters over a grid num_ctas times wider; a plain launch
+  // would run half (or less) of the kernel's tiles, silently.
+  if (e->num_ctas != 1)
+    return fail(Status::kUnsupported, std::string("kernel ") + slot.kernel + " config " + name + " was compiled for " +
+                                          "clusters of " + std::to_string(e->num_ctas) +
+                                          " CTAs (num_ctas), which this runtime does not launch");
   const CudaDriver& cu = *t.cu;
   ContextScope scope(t.cu, t.context, t.push);
   AOTRITON_RETURN_IF_ERROR(scope.status());

@@ -531,6 +531,10 @@ int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "runtime" && argc == 5) runtime_checks(argv[2], argv[3], argv[4]);
   else if (mode == "fallback") fallback_checks();
+  else if (mode == "one_silu") {
+    Counts c = now();
+    report("silu", silu(DType::kFloat16), c);
+  }
   else if (mode == "options") options_checks();
   else if (mode == "forced_kernel" && argc == 4) forced_kernel_checks(argv[2], argv[3]);
   else if (mode == "fp8_route") fp8_route_checks();
@@ -546,7 +550,7 @@ int main(int argc, char** argv) {
   else {
     std::fprintf(stderr, "usage: runtime_fake_check runtime CORRUPT_DIR CORRUPT_FILE GOOD_FILE | fallback |"
                          " resolve_first DIR_WITHOUT_DQ DIR_WITHOUT_MOE_SUM DIR_WITHOUT_ACT_QUANT FULL_DIR | forced_kernel FWD_HOPPER_CONFIG"
-                         " MOE_HOPPER_CONFIG | fp8_route | dynamic_quant_route | persistent_route | wq_route | pdl\n");
+                         " MOE_HOPPER_CONFIG | fp8_route | dynamic_quant_route | persistent_route | wq_route | pdl | one_silu\n");
     return 2;
   }
   return 0;

@@ -2,6 +2,7 @@
 AOTRITON_LIBCUDA), driven by test/cpp/runtime_fake_check.cc: context
 recreation, failed pushes, module leaks, remembered store failures, and
 multi-kernel operators that resolve every kernel before launching."""
+import dataclasses
 import os
 import re
 import shutil
@@ -314,3 +315,25 @@ def test_programmatic_dependent_launch(build_dir, cc, pdl, driver_refuses, exclu
     assert split["status"] == "success" and split["launches"] == 2, split
     decode_early = cc == "90" and not driver_refuses and "attn_decode" not in (exclude or "").split(",")
     assert int(out["attn_decode_split_pdl_launches"]) == (1 if decode_early else 0), out
+
+
+@pytest.mark.parametrize("field,value,says", [("num_ctas", 2, "clusters of 2 CTAs"),
+                                              ("global_scratch_size", 256, "global scratch buffer")])
+def test_entries_this_runtime_cannot_launch_are_refused(build_dir, tmp_path, field, value, says):
+    """An image entry compiled for clusters (num_ctas > 1: Triton launches those over a grid num_ctas
+    times wider) or needing a global scratch buffer is refused with a clear status before anything
+    loads or launches, not launched plainly (which would run part of the kernel's tiles)."""
+    from python import image_store
+
+    images = _images(build_dir)
+    rel = Path("sm_90/act_and_mul/dtype-fp16__ACTIVATION-0.aks")  # what silu(fp16) launches
+    altered = _linked_copy(images, tmp_path / "images")
+    (altered / rel).unlink()
+    store = image_store.read_store(images / rel)
+    image_store.write_store(altered / rel, arch=store.arch, kernel=store.kernel, functional=store.functional,
+                            triton_version=store.triton_version,
+                            entries=[dataclasses.replace(e, **{field: value}) for e in store.entries])
+    out = _run(build_dir, "one_silu", AOTRITON_IMAGE_DIR=str(altered))
+    silu = out["silu"]
+    assert silu["status"] == "unsupported" and says in silu["message"], silu
+    assert (silu["loads"], silu["launches"]) == (0, 0), silu
