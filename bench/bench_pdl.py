@@ -35,12 +35,20 @@ HQ, HK, D, PAGE = 32, 4, 128, 64
 
 
 def moe_weights(torch, layer, quant):
-    """(w1, w2, fused_experts' quantization kwargs) of a MOE layer, bf16 or fp8 per tensor."""
+    """(w1, w2, fused_experts' quantization kwargs) of a MOE layer: bf16, fp8 per tensor (fp8_tensor) or
+    with 128x128 block scales (fp8_block)."""
     d = MOE[layer]
     E, K, N = d["E"], d["K"], d["N"]
     wdt = torch.bfloat16 if quant == "bf16" else torch.float8_e4m3fn
-    kw = {} if quant == "bf16" else dict(use_fp8_w8a8=True, w1_scale=torch.full((E,), 1 / 64, device="cuda"),
-                                         w2_scale=torch.full((E,), 1 / 64, device="cuda"))
+    if quant == "bf16":
+        kw = {}
+    elif quant == "fp8_block":
+        kw = dict(use_fp8_w8a8=True, block_shape=[128, 128],
+                  w1_scale=torch.full((E, 2 * N // 128, K // 128), 1 / 64, device="cuda"),
+                  w2_scale=torch.full((E, K // 128, N // 128), 1 / 64, device="cuda"))
+    else:
+        kw = dict(use_fp8_w8a8=True, w1_scale=torch.full((E,), 1 / 64, device="cuda"),
+                  w2_scale=torch.full((E,), 1 / 64, device="cuda"))
     return random_weights(torch, E, 2 * N, K, wdt), random_weights(torch, E, K, N, wdt), kw
 
 
@@ -83,7 +91,7 @@ def main():
     ap.add_argument("--prefix", default=str(REPO / "install"))
     ap.add_argument("--tokens", default="1,8,64")
     ap.add_argument("--layers", default=",".join(MOE))
-    ap.add_argument("--quants", default="bf16,fp8_tensor")
+    ap.add_argument("--quants", default="bf16,fp8_tensor", help="bf16, fp8_tensor, fp8_block")
     ap.add_argument("--no-decode", action="store_true", help="skip the decode attention cases")
     ap.add_argument("--exclude", default="", help="rule names launched without PDL (AOTRITON_PDL_EXCLUDE)")
     ap.add_argument("--json", default=str(REPO / "bench/results/pdl_sm90.json"))
