@@ -1,7 +1,8 @@
 """int4 w4a16 decode GEMMs: the Gluon kernel with the weights as wgmma's register operand
 (tritonsrc/moe/grouped_gemm_wq_hopper.py) against the production fused_moe_wq_kernel (issue 13.6).
 
-Mixtral-like int4 layer (group 128, zero points), bf16, random top-2 routing (or balanced: --routing), align block 16.
+Mixtral-like int4 layer (group 128, zero points), bf16, random top-2 routing (or balanced: --routing),
+align block 16.
 GEMM1 [M, 4096] x w1[e] [28672, 4096]^T and GEMM2 [2M, 14336] x w2[e] [4096, 14336]^T (routed
 weight, split-K partials summed), each timed alone (CUDA-graph replays, median) with the
 fraction of the HBM roofline of the touched experts' packed weights, scales and zero points.
@@ -79,7 +80,8 @@ def main():
     ap.add_argument("--json", default=str(REPO / "bench/results/int4_wgmma_sm90.json"))
     args = ap.parse_args()
     # '/' as well as ';': a device run's BENCHES list is ';'-separated
-    chosen = [tuple(int(v) for v in form.split(",")) for form in re.split("[;/]", args.variants)] if args.variants else None
+    chosen = ([tuple(int(v) for v in form.split(",")) for form in re.split("[;/]", args.variants)]
+              if args.variants else None)
     splits = {1: [int(v) for v in args.gemm1_splits.split(",")], 2: [int(v) for v in args.gemm2_splits.split(",")]}
     sys.path[:0] = [str(REPO), str(REPO / "bench")]
     import torch
@@ -174,7 +176,8 @@ def main():
                     print(f"| {M} | {gemm} | {kind} | {json.dumps(cfg)} | launched | | {err:.1e} |", flush=True)
                     continue
                 t = triton.testing.do_bench_cudagraph(run, rep=100, return_mode="median") * 1e3
-                r = dict(M=M, gemm=gemm, routing=args.routing, kernel=kind, config=cfg, us=t, roofline=touched / bw * 1e6 / t, err=err)
+                r = dict(M=M, gemm=gemm, routing=args.routing, kernel=kind, config=cfg, us=t,
+                         roofline=touched / bw * 1e6 / t, err=err)
                 rows.append(r)
                 print(f"| {M} | {gemm} | {kind} | {json.dumps(cfg)} | {t:.1f} | {r['roofline']:.2f} | {err:.1e} |",
                       flush=True)
