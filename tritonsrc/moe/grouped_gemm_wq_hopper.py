@@ -210,11 +210,19 @@ def _weights_operand(w, zp, dtype: gl.constexpr, a_layout: gl.constexpr, BLOCK_N
 
 
 @gluon.jit
+def _issue_product(w, x_buf, zp, part_zero, dtype: gl.constexpr, a_op: gl.constexpr, BLOCK_N: gl.constexpr,
+                   BLOCK_K: gl.constexpr):
+    """The tile's dequantized packed weights w . the activation buffer, issued (not waited for):
+    (its wgmma token, the register operand, which must stay alive until the wait)."""
+    a = _weights_operand(w, zp, dtype, a_op, BLOCK_N, BLOCK_K)
+    return warpgroup_mma(a, x_buf.permute((1, 0)), part_zero, use_acc=False, is_async=True), a
+
+
+@gluon.jit
 def _tile_product(w, x_buf, zp, scale, acc, part_zero, dtype: gl.constexpr, a_op: gl.constexpr,
                   BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr):
     """acc + scale * (the tile's dequantized packed weights w . the activation buffer)."""
-    a = _weights_operand(w, zp, dtype, a_op, BLOCK_N, BLOCK_K)
-    tok = warpgroup_mma(a, x_buf.permute((1, 0)), part_zero, use_acc=False, is_async=True)
+    tok, a = _issue_product(w, x_buf, zp, part_zero, dtype, a_op, BLOCK_N, BLOCK_K)
     part = warpgroup_mma_wait(num_outstanding=0, deps=(tok, ))
     return acc + part * gl.expand_dims(scale, 1)
 
@@ -504,14 +512,12 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, s
         if MMA_OVERLAP:
             # Both products issued before either is waited for: tile t + 1's dequantization runs
             # beside tile t's wgmma, whose register operand stays alive (and unchanged) until its wait.
-            a_a = _weights_operand(ring_even.index(pair % half).load(packed),
-                                   _unpacked_zero_points(za, zp_shift, zp_none, HAS_ZP), dtype, a_op, BLOCK_SIZE_N,
-                                   BLOCK_K)
-            tok_a = warpgroup_mma(a_a, buf_a.permute((1, 0)), part_zero, use_acc=False, is_async=True)
-            a_b = _weights_operand(ring_odd.index(pair % half).load(packed),
-                                   _unpacked_zero_points(zb, zp_shift, zp_none, HAS_ZP), dtype, a_op, BLOCK_SIZE_N,
-                                   BLOCK_K)
-            tok_b = warpgroup_mma(a_b, buf_b.permute((1, 0)), part_zero, use_acc=False, is_async=True)
+            tok_a, a_a = _issue_product(ring_even.index(pair % half).load(packed), buf_a,
+                                        _unpacked_zero_points(za, zp_shift, zp_none, HAS_ZP), part_zero, dtype, a_op,
+                                        BLOCK_SIZE_N, BLOCK_K)
+            tok_b, a_b = _issue_product(ring_odd.index(pair % half).load(packed), buf_b,
+                                        _unpacked_zero_points(zb, zp_shift, zp_none, HAS_ZP), part_zero, dtype, a_op,
+                                        BLOCK_SIZE_N, BLOCK_K)
             part_a, a_a = warpgroup_mma_wait(num_outstanding=1, deps=(tok_a, a_a))
             acc = acc + part_a * gl.expand_dims(sa, 1)
             sa, za = _scale_and_zero_points(ta, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none,
