@@ -48,6 +48,12 @@ def _persistent_form(f, c):
             and (c["BLOCK_N"] == 64 or f["CAUSAL_TYPE"] == 0))
 
 
+# RESCALE_TH 8 (a candidate): a row keeps its running max until a tile's max exceeds it
+# by more than 2**8, and the O accumulator's multiply by the rescale factors is skipped
+# while no row of the warpgroup moved (fwd_hopper_common._softmax_step / _rescaled):
+# 128 of the serial loop's 506 SASS instructions a tile at head dim 256, 64 of the
+# ping-pong's 593 at 128, for one reduction across the warps (not measured yet).
+
 # Head dim 192: three 64-column blocks, BLOCK_N 64 (a third stage fits), serial or ping-pong.
 CANDIDATES_192 = [(64, 2, 0, 8, 0), (64, 3, 0, 8, 0), (64, 2, 3, 4, 0), (64, 3, 3, 4, 0)]
 
@@ -63,6 +69,8 @@ def _tile_cols(head_dim):
 
 
 def _candidate(f, c, arch):
+    if c["RESCALE_TH"] and (c["SCHEDULE"] == 4 or f["BLOCK_DMODEL"] == 192):
+        return False  # built into the serial and ping-pong loops of one O accumulator only
     cfg = (c["BLOCK_N"], c["NUM_STAGES"], c["SCHEDULE"], c["num_warps"], c["maxnreg"])
     if c["SCHEDULE"] == 4:
         return _persistent_form(f, c)
@@ -78,14 +86,16 @@ def _default(f, arch):
     """Ping-pong at head dim 128 (and 96, in 128-wide tiles) and 192 (native three-block tiles, BLOCK_N
     64, 3 stages: the graph-timed H200 tuner's pick in all 30 bins, seventh session); at 256 serial
     with BLOCK_N 64 and 2 stages (what fits in shared memory, faster than ping-pong with 2 stages in
-    every row of bench/results/flash_hopper_head_dims_sm90.json); at 64 serial, two CTAs per SM."""
+    every row of bench/results/flash_hopper_head_dims_sm90.json); at 64 serial, two CTAs per SM.
+    Every default rescales the accumulator at every tile (RESCALE_TH 0)."""
+    eager = {"BLOCK_M": BLOCK_M, "RESCALE_TH": 0}
     if f["BLOCK_DMODEL"] in (96, 128):
-        return {"BLOCK_M": BLOCK_M, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 3, "num_warps": 4, "maxnreg": 0}
+        return {**eager, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 3, "num_warps": 4, "maxnreg": 0}
     if f["BLOCK_DMODEL"] == 192:  # ping-pong won every tuned bin, 1.17-1.35x the serial form
-        return {"BLOCK_M": BLOCK_M, "BLOCK_N": 64, "NUM_STAGES": 3, "SCHEDULE": 3, "num_warps": 4, "maxnreg": 0}
+        return {**eager, "BLOCK_N": 64, "NUM_STAGES": 3, "SCHEDULE": 3, "num_warps": 4, "maxnreg": 0}
     if f["BLOCK_DMODEL"] > 128:
-        return {"BLOCK_M": BLOCK_M, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "num_warps": 8, "maxnreg": 0}
-    return {"BLOCK_M": BLOCK_M, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 0, "num_warps": 8, "maxnreg": 128}
+        return {**eager, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "num_warps": 8, "maxnreg": 0}
+    return {**eager, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 0, "num_warps": 8, "maxnreg": 128}
 
 
 def _valid(f, arch):
@@ -129,7 +139,7 @@ attn_fwd_hopper = Kernel(
     grid_args=["num_sms"],  # the device's SM count: the persistent schedule's grid
     tuning=TuningSpace(
         params={"BLOCK_M": [BLOCK_M], "BLOCK_N": [64, 128], "NUM_STAGES": [2, 3, 4], "SCHEDULE": [0, 3, 4],
-                "num_warps": [4, 8], "maxnreg": [0, 128]},
+                "num_warps": [4, 8], "maxnreg": [0, 128], "RESCALE_TH": [0, 8]},
         default=_default,
         prune=_candidate,
     ),

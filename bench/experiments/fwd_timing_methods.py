@@ -24,12 +24,12 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 CONFIGS = {
-    "default serial n64 st2": {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "num_warps": 8,
-                               "maxnreg": 0},
-    "tuned serial n128 st3": {"BLOCK_M": 128, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 0, "num_warps": 8,
-                              "maxnreg": 0},
-    "serial n128 st3 reg128": {"BLOCK_M": 128, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 0, "num_warps": 8,
-                               "maxnreg": 128},
+    "default serial n64 st2": {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0,
+        "RESCALE_TH": 0, "num_warps": 8, "maxnreg": 0},
+    "tuned serial n128 st3": {"BLOCK_M": 128, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 0,
+        "RESCALE_TH": 0, "num_warps": 8, "maxnreg": 0},
+    "serial n128 st3 reg128": {"BLOCK_M": 128, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 0,
+        "RESCALE_TH": 0, "num_warps": 8, "maxnreg": 128},
 }
 
 

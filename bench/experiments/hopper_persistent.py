@@ -16,8 +16,8 @@ sys.path[:0] = [str(REPO), str(REPO / "test" / "gpu"), str(REPO / "bench")]
 CONFIGS = {128: {"BLOCK_M": 128, "BLOCK_N": 128, "NUM_STAGES": 3},
            96: {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_STAGES": 2},
            64: {"BLOCK_M": 128, "BLOCK_N": 128, "NUM_STAGES": 3}}
-SHIPPED = {"SCHEDULE": 3, "num_warps": 4, "maxnreg": 0}  # the ping-pong config it is compared with
-PERSISTENT = {"SCHEDULE": 4, "num_warps": 4, "maxnreg": 0}
+SHIPPED = {"SCHEDULE": 3, "RESCALE_TH": 0, "num_warps": 4, "maxnreg": 0}  # the ping-pong config it is compared with
+PERSISTENT = {"SCHEDULE": 4, "RESCALE_TH": 0, "num_warps": 4, "maxnreg": 0}
 
 
 def launch(q, k, v, sm_scale, causal_type, config):

@@ -15,9 +15,10 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # tritonsrc and python/ are packages there
 
-PINGPONG = {"BLOCK_M": 128, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 3, "num_warps": 4, "maxnreg": 0}
-PP_N64 = {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_STAGES": 4, "SCHEDULE": 3, "num_warps": 4, "maxnreg": 0}
-SERIAL = {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "num_warps": 8, "maxnreg": 0}
+PINGPONG = {"BLOCK_M": 128, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 3, "RESCALE_TH": 0, "num_warps": 4,
+            "maxnreg": 0}
+PP_N64 = {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_STAGES": 4, "SCHEDULE": 3, "RESCALE_TH": 0, "num_warps": 4, "maxnreg": 0}
+SERIAL = {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "RESCALE_TH": 0, "num_warps": 8, "maxnreg": 0}
 
 
 def load_launcher(source):

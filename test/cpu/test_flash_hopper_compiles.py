@@ -28,13 +28,13 @@ CASES = [
     ({"dtype": "bf16", "BLOCK_DMODEL": 128, "CAUSAL_TYPE": 2}, None),
     ({"dtype": "fp16", "BLOCK_DMODEL": 128, "CAUSAL_TYPE": 0}, None),
     ({"dtype": "fp16", "BLOCK_DMODEL": 128, "CAUSAL_TYPE": 1},
-     {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "num_warps": 8, "maxnreg": 0}),
+     {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "RESCALE_TH": 0, "num_warps": 8, "maxnreg": 0}),
     ({"dtype": "bf16", "BLOCK_DMODEL": 64, "CAUSAL_TYPE": 0}, None),  # serial, maxnreg 128
 ]
 # ... and the persistent schedule's (SCHEDULE 4) forms with the most registers
 # live: 128-key tiles at every head dim it serves, and causal 64-key tiles at
 # the widest (the rest run in test/gpu/test_flash_hopper_gpu.py's JIT test).
-_PERSISTENT = {"BLOCK_M": 128, "NUM_STAGES": 3, "SCHEDULE": 4, "num_warps": 4, "maxnreg": 0}
+_PERSISTENT = {"BLOCK_M": 128, "NUM_STAGES": 3, "SCHEDULE": 4, "RESCALE_TH": 0, "num_warps": 4, "maxnreg": 0}
 CASES += [({"dtype": "fp16", "BLOCK_DMODEL": D, "CAUSAL_TYPE": 0}, dict(_PERSISTENT, BLOCK_N=128))
           for D in PERSISTENT_HEAD_DIMS]
 CASES += [({"dtype": "bf16", "BLOCK_DMODEL": 128, "CAUSAL_TYPE": 2}, dict(_PERSISTENT, BLOCK_N=64, NUM_STAGES=4))]
@@ -163,7 +163,27 @@ def test_a_wrong_descriptor_rule_fails_the_build(monkeypatch):
     from python import kernel_rules
 
     functional = {"dtype": "fp16", "BLOCK_DMODEL": 128, "CAUSAL_TYPE": 0}
-    config = {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "num_warps": 8, "maxnreg": 0}
+    config = {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "RESCALE_TH": 0, "num_warps": 8,
+              "maxnreg": 0}
     monkeypatch.setitem(kernel_rules.TMA_ELEMENT, "fp16", (2, kernel_rules.TMA_ELEMENT["bf16"][1]))
     with pytest.raises(ValueError, match="TMA argument"):
         _compile(functional, config)
+
+
+def _lazy_rescale_forms():
+    """The RESCALE_TH > 0 candidates with the most live state: the widest head dim of each schedule."""
+    out = []
+    for D in (64, 128, 256):
+        f = {"dtype": "bf16", "BLOCK_DMODEL": D, "CAUSAL_TYPE": 0}
+        out += [(f, c) for c in RULE.tuning.all_configs(f, 90) if c["RESCALE_TH"] and c["BLOCK_N"] == 128 or
+                c["RESCALE_TH"] and D == 256]
+    return out
+
+
+@pytest.mark.parametrize("functional,config", _lazy_rescale_forms(),
+                         ids=lambda x: f"D{x['BLOCK_DMODEL']}" if "BLOCK_DMODEL" in x else
+                         f"s{x['SCHEDULE']}n{x['BLOCK_N']}st{x['NUM_STAGES']}r{x['maxnreg']}")
+def test_lazy_rescale_candidates_compile_without_spills(functional, config):
+    """The lazy rescale's branch and its reduction across the warps add registers: none spills."""
+    res = resources(_compile(functional, config).asm["cubin"])
+    assert res["local"] == 0, (functional, config, res)

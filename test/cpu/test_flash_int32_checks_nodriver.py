@@ -122,7 +122,7 @@ print("bwd_gqa_steps_fit|" + gqa_bwd(8192, 1 << 21))
 # --- The sm_90 persistent forward numbers its cdiv(Sq, 128) * B * Hq tiles in
 # int32 (fwd_hopper_persistent.py `total`): 2^20 sequences x 2^10 heads x 2
 # query blocks is 2^31. Not served by it (a forced config of it is refused).
-PERSISTENT = "BLOCK_M=128,BLOCK_N=128,NUM_STAGES=3,SCHEDULE=4,maxnreg=0,num_warps=4"
+PERSISTENT = "BLOCK_M=128,BLOCK_N=128,NUM_STAGES=3,RESCALE_TH=0,SCHEDULE=4,maxnreg=0,num_warps=4"
 
 
 def persistent_fwd(b):

@@ -12,8 +12,8 @@ from flash_reference import FWD_TOL, GRAD_TOL, LSE_TOL, attention_ref, rel_err
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0),
                                 reason="needs an sm_90 GPU")
 
-PINGPONG = "BLOCK_M=128,BLOCK_N=128,NUM_STAGES=3,SCHEDULE=3,maxnreg=0,num_warps=4"  # the D=128 default
-SERIAL_D64 = "BLOCK_M=128,BLOCK_N=128,NUM_STAGES=3,SCHEDULE=0,maxnreg=128,num_warps=8"  # the D=64 default
+PINGPONG = "BLOCK_M=128,BLOCK_N=128,NUM_STAGES=3,RESCALE_TH=0,SCHEDULE=3,maxnreg=0,num_warps=4"  # the D=128 default
+SERIAL_D64 = "BLOCK_M=128,BLOCK_N=128,NUM_STAGES=3,RESCALE_TH=0,SCHEDULE=0,maxnreg=128,num_warps=8"  # the D=64 default
 
 
 def run(q, k, v, causal, force_config=None):
@@ -300,3 +300,44 @@ def test_persistent_every_candidate_through_the_jit(D, causal, config):
             if finite.any():
                 err = (lse.double() - ref_lse)[finite].abs() / ref_lse[finite].abs().clamp_min(1)
                 assert err.max() < LSE_TOL[dtype]
+
+
+def _lazy_rescale_configs():
+    """(head dim, causal kind, config) for every RESCALE_TH > 0 candidate of the rule."""
+    from python import rules_flash_hopper as r
+    out = []
+    for D in (64, 96, 128, 256):
+        for causal in (0, 1, 2):
+            f = {"dtype": "bf16", "BLOCK_DMODEL": D, "CAUSAL_TYPE": causal}
+            if r.attn_fwd_hopper.valid(f, 90):
+                out += [(D, causal, c) for c in r.attn_fwd_hopper.tuning.all_configs(f, 90) if c["RESCALE_TH"]]
+    return out
+
+
+@pytest.mark.parametrize("D,causal,config", _lazy_rescale_configs(),
+                         ids=lambda x: (f"s{x['SCHEDULE']}_n{x['BLOCK_N']}_st{x['NUM_STAGES']}_r{x['maxnreg']}"
+                                        if isinstance(x, dict) else str(x)))
+def test_lazy_rescale_every_candidate_through_the_jit(D, causal, config):
+    """RESCALE_TH > 0 keeps a row's running max until a tile's max exceeds it by
+    more than 2**RESCALE_TH. Keys grown 8-fold along the sequence make every
+    row's max climb tile after tile, past the threshold several times (the
+    rescale taken) and below it in between (the kept max, p above 1), besides
+    plain random keys; NaN-poisoned outputs against a float64 reference."""
+    from python.jit.flash_fwd_hopper import attn_fwd_hopper_jit
+
+    shapes = [(2, 333, 1500, 4, 2), (1, 1000, 130, 4, 2), (2, 130, 1000, 6, 2), (1, 257, 1, 2, 2)]
+    for i, (B, Sq, Sk, Hq, Hk) in enumerate(shapes):
+        for dtype, growth in ((torch.float16, 8.0), (torch.bfloat16, 8.0), (torch.bfloat16, 1.0)):
+            q, k, v = qkv(B, Sq, Sk, Hq, Hk, D, dtype, seed=200 + i + 10 * causal)
+            ramp = torch.linspace(1.0, growth, Sk, device="cuda", dtype=torch.float32)
+            k = (k.float() * ramp[None, :, None, None]).to(dtype)
+            out = torch.full_like(q, float("nan"))
+            lse = torch.full((B, Hq, Sq), float("nan"), device="cuda", dtype=torch.float32)
+            attn_fwd_hopper_jit(q, k, v, D ** -0.5, causal, config, out=out, lse=lse)
+            ref, ref_lse = attention_ref(q, k, v, D ** -0.5, causal)
+            assert rel_err(out, ref) < FWD_TOL[dtype], (B, Sq, Sk, Hq, Hk, dtype, growth)
+            finite = torch.isfinite(ref_lse)
+            assert torch.equal(torch.isfinite(lse), finite)
+            if finite.any():
+                err = (lse.double() - ref_lse)[finite].abs() / ref_lse[finite].abs().clamp_min(1)
+                assert err.max() < LSE_TOL[dtype], (B, Sq, Sk, Hq, Hk, dtype, growth)

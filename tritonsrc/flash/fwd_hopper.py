@@ -41,8 +41,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
-from .fwd_hopper_common import (HALF_ROWS, LN2, LOG2E, _acc_layout, _finish, _head_block, _key_range, _softmax_step,
-                                _store_o, _swizzle, _tile)
+from .fwd_hopper_common import (HALF_ROWS, LN2, LOG2E, _acc_layout, _finish, _head_block, _key_range, _rescaled,
+                                _softmax_step, _store_o, _swizzle, _tile)
 from .fwd_hopper_persistent import persistent_first, persistent_loader, persistent_second
 
 
@@ -50,7 +50,7 @@ from .fwd_hopper_persistent import persistent_first, persistent_loader, persiste
 def _serial(q_smem, k_desc, v_desc, o_ptr, stride_om, k_ring, v_ring, ready, lse_ptr, sm_scale, off_z, off_hk,
             start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
             HEAD_DIM: gl.constexpr, D_REAL: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr,
-            BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+            BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, RESCALE_TH: gl.constexpr):
     NUM_WARPS: gl.constexpr = gl.num_warps()
     dtype: gl.constexpr = q_smem.dtype
     s_layout: gl.constexpr = _acc_layout(NUM_WARPS, BLOCK_N)
@@ -72,8 +72,8 @@ def _serial(q_smem, k_desc, v_desc, o_ptr, stride_om, k_ring, v_ring, ready, lse
         mbarrier.wait(ready.index(stage), (j // NUM_STAGES) & 1)
         s = warpgroup_mma(q_smem, k_ring.index(stage).permute((1, 0)), s_zero, use_acc=False)
         p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, j * BLOCK_N, offs_m, offs_n, seqlen_k, diag,
-                                           j * BLOCK_N >= full_end, CAUSAL)
-        acc = acc * gl.expand_dims(gl.convert_layout(alpha, o_rows), 1)
+                                           j * BLOCK_N >= full_end, CAUSAL, RESCALE_TH)
+        acc = _rescaled(acc, alpha, o_rows, RESCALE_TH)
         p = gl.convert_layout(p.to(dtype), p_layout)
         acc = warpgroup_mma(p, v_ring.index(stage), acc)
         # Both warpgroups are done with this stage before TMA refills it.
@@ -296,7 +296,7 @@ def _pp_loader(k_desc, v_desc, k_ring, v_ring, ready, empty, off_z, off_hk, n_ti
 def _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
                  start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
                  WHICH: gl.constexpr, HEAD_DIM: gl.constexpr, D_REAL: gl.constexpr, CAUSAL: gl.constexpr,
-                 BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+                 BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, RESCALE_TH: gl.constexpr):
     """Rows start_m + 64*WHICH .. +63. Turn t of this consumer completes its
     turn barrier's phase t: the other consumer arrives right after issuing
     (consumer 0's first turn is pre-arrived by the kernel). Per turn: Q K^T
@@ -327,7 +327,7 @@ def _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, strid
         mbarrier.arrive(other_turn)
         s = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok, ))
         p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, 0, offs_m, offs_n, seqlen_k, diag,
-                                           full_end <= 0, CAUSAL)
+                                           full_end <= 0, CAUSAL, RESCALE_TH)
         p = gl.convert_layout(p.to(dtype), p_layout)
         for j in range(1, n_tiles):
             stage = j % NUM_STAGES
@@ -339,10 +339,10 @@ def _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, strid
             mbarrier.arrive(other_turn)
             s = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok, ))
             p_next, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, j * BLOCK_N, offs_m, offs_n,
-                                                    seqlen_k, diag, j * BLOCK_N >= full_end, CAUSAL)
+                                                    seqlen_k, diag, j * BLOCK_N >= full_end, CAUSAL, RESCALE_TH)
             acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok, p))
             p = gl.convert_layout(p_next.to(dtype), p_layout)
-            acc = acc * gl.expand_dims(gl.convert_layout(alpha, o_rows), 1)
+            acc = _rescaled(acc, alpha, o_rows, RESCALE_TH)
             mbarrier.arrive(empty.index(prev))
         last = (n_tiles - 1) % NUM_STAGES
         mbarrier.wait(my_turn, n_tiles & 1)
@@ -358,20 +358,20 @@ def _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, strid
 def _pp_first(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
               start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
               HEAD_DIM: gl.constexpr, D_REAL: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr,
-              NUM_STAGES: gl.constexpr):
+              NUM_STAGES: gl.constexpr, RESCALE_TH: gl.constexpr):
     _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
                  start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, 0, HEAD_DIM, D_REAL, CAUSAL, BLOCK_N,
-                 NUM_STAGES)
+                 NUM_STAGES, RESCALE_TH)
 
 
 @gluon.jit
 def _pp_second(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
                start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
                HEAD_DIM: gl.constexpr, D_REAL: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr,
-               NUM_STAGES: gl.constexpr):
+               NUM_STAGES: gl.constexpr, RESCALE_TH: gl.constexpr):
     _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
                  start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, 1, HEAD_DIM, D_REAL, CAUSAL, BLOCK_N,
-                 NUM_STAGES)
+                 NUM_STAGES, RESCALE_TH)
 
 
 @gluon.jit
@@ -383,6 +383,7 @@ def attn_fwd_hopper(
     num_heads_q, num_heads_k, seqlen_q, seqlen_k, num_seqs,
     BLOCK_DMODEL: gl.constexpr, CAUSAL_TYPE: gl.constexpr,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, SCHEDULE: gl.constexpr,
+    RESCALE_TH: gl.constexpr = 0,
 ):
     """Grid (cdiv(seqlen_q, BLOCK_M), batch * num_heads_q); SCHEDULE 4:
     (min(tiles, SMs),). BLOCK_M is 128 (two warpgroups of 64 rows).
@@ -394,6 +395,8 @@ def attn_fwd_hopper(
     HEAD_BLOCK: gl.constexpr = _head_block(BLOCK_DMODEL)
     smem_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=_swizzle(BLOCK_DMODEL), element_bitwidth=16,
                                                       rank=2)
+    gl.static_assert(RESCALE_TH == 0 or (SCHEDULE != 4 and BLOCK_DMODEL != 192),
+                     "the lazy rescale (RESCALE_TH) is built for the serial and ping-pong loops of 2-D tiles")
     if SCHEDULE == 4:
         gl.static_assert(BLOCK_DMODEL != 192, "head dim 192 has no persistent form")
         q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, HEAD_BLOCK], smem_layout)
@@ -472,7 +475,7 @@ def attn_fwd_hopper(
         mbarrier.wait(q_bar, 0)
         _serial(q_smem, k_desc, v_desc, o_ptr, stride_om, k_ring, v_ring, ready, lse_ptr, sm_scale, off_z, off_hk,
                 start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
-                HEAD_BLOCK, BLOCK_DMODEL, CAUSAL_TYPE != 0, BLOCK_M, BLOCK_N, NUM_STAGES)
+                HEAD_BLOCK, BLOCK_DMODEL, CAUSAL_TYPE != 0, BLOCK_M, BLOCK_N, NUM_STAGES, RESCALE_TH)
     else:
         empty, turn = _pingpong_barriers(NUM_STAGES)
         # The argument tuples stay inline: a tuple assigned to a variable
@@ -481,11 +484,11 @@ def attn_fwd_hopper(
             (_pp_first, (q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
                          start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, HEAD_BLOCK, BLOCK_DMODEL,
                          CAUSAL_TYPE != 0,
-                         BLOCK_N, NUM_STAGES)),
+                         BLOCK_N, NUM_STAGES, RESCALE_TH)),
             (_pp_second, (q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
                           start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, HEAD_BLOCK, BLOCK_DMODEL,
                          CAUSAL_TYPE != 0,
-                          BLOCK_N, NUM_STAGES)),
+                          BLOCK_N, NUM_STAGES, RESCALE_TH)),
             (_pp_loader, (k_desc, v_desc, k_ring, v_ring, ready, empty, off_z, off_hk, n_tiles, BLOCK_N, NUM_STAGES,
                           1)),
         ], [4, 1], [232, 40])
