@@ -171,19 +171,22 @@ def test_a_wrong_descriptor_rule_fails_the_build(monkeypatch):
 
 
 def _lazy_rescale_forms():
-    """The RESCALE_TH > 0 candidates with the most live state: the widest head dim of each schedule."""
+    """The RESCALE_TH > 0 candidates with the most live state: 128-key tiles, and every form at head dim 256."""
     out = []
-    for D in (64, 128, 256):
+    for D in (64, 96, 128, 256):
         f = {"dtype": "bf16", "BLOCK_DMODEL": D, "CAUSAL_TYPE": 0}
-        out += [(f, c) for c in RULE.tuning.all_configs(f, 90) if c["RESCALE_TH"] and c["BLOCK_N"] == 128 or
-                c["RESCALE_TH"] and D == 256]
+        out += [(f, c) for c in RULE.tuning.all_configs(f, 90) if c["RESCALE_TH"] and (c["BLOCK_N"] == 128 or D == 256)]
     return out
 
 
 @pytest.mark.parametrize("functional,config", _lazy_rescale_forms(),
                          ids=lambda x: f"D{x['BLOCK_DMODEL']}" if "BLOCK_DMODEL" in x else
                          f"s{x['SCHEDULE']}n{x['BLOCK_N']}st{x['NUM_STAGES']}r{x['maxnreg']}")
-def test_lazy_rescale_candidates_compile_without_spills(functional, config):
-    """The lazy rescale's branch and its reduction across the warps add registers: none spills."""
-    res = resources(_compile(functional, config).asm["cubin"])
-    assert res["local"] == 0, (functional, config, res)
+def test_lazy_rescale_adds_no_spill(functional, config):
+    """The lazy rescale's branch and its reduction across the warps add registers: a candidate
+    spills no more than the same config with the eager rescale (none where that one has none;
+    the rule prunes the persistent 128-key form at head dim 128, which spilled 40 bytes)."""
+    lazy = resources(_compile(functional, config).asm["cubin"])
+    eager = resources(_compile(functional, dict(config, RESCALE_TH=0)).asm["cubin"])
+    spilled = lambda r: r["stack"] + r["local"]  # noqa: E731
+    assert spilled(lazy) == 0 or 0 < spilled(lazy) <= spilled(eager), (functional, config, lazy, eager)

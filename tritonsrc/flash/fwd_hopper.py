@@ -395,8 +395,8 @@ def attn_fwd_hopper(
     HEAD_BLOCK: gl.constexpr = _head_block(BLOCK_DMODEL)
     smem_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=_swizzle(BLOCK_DMODEL), element_bitwidth=16,
                                                       rank=2)
-    gl.static_assert(RESCALE_TH == 0 or (SCHEDULE != 4 and BLOCK_DMODEL != 192),
-                     "the lazy rescale (RESCALE_TH) is built for the serial and ping-pong loops of 2-D tiles")
+    gl.static_assert(RESCALE_TH == 0 or BLOCK_DMODEL != 192,
+                     "the lazy rescale (RESCALE_TH) is built for the loops of one O accumulator")
     if SCHEDULE == 4:
         gl.static_assert(BLOCK_DMODEL != 192, "head dim 192 has no persistent form")
         q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, HEAD_BLOCK], smem_layout)
@@ -412,11 +412,11 @@ def attn_fwd_hopper(
             (persistent_first, (q_smem, k_ring, v_ring, q_ready, q_empty, ready, empty, turn, O, LSE, sm_scale,
                                 stride_oz, stride_oh, stride_om, stride_lse_z, stride_lse_h,
                                 num_bh, num_heads_q, num_heads_k, seqlen_q, seqlen_k,
-                                HEAD_BLOCK, BLOCK_DMODEL, CAUSAL_TYPE, BLOCK_M, BLOCK_N, NUM_STAGES)),
+                                HEAD_BLOCK, BLOCK_DMODEL, CAUSAL_TYPE, BLOCK_M, BLOCK_N, NUM_STAGES, RESCALE_TH)),
             (persistent_second, (q_smem, k_ring, v_ring, q_ready, q_empty, ready, empty, turn, O, LSE, sm_scale,
                                  stride_oz, stride_oh, stride_om, stride_lse_z, stride_lse_h,
                                  num_bh, num_heads_q, num_heads_k, seqlen_q, seqlen_k,
-                                 HEAD_BLOCK, BLOCK_DMODEL, CAUSAL_TYPE, BLOCK_M, BLOCK_N, NUM_STAGES)),
+                                 HEAD_BLOCK, BLOCK_DMODEL, CAUSAL_TYPE, BLOCK_M, BLOCK_N, NUM_STAGES, RESCALE_TH)),
             (persistent_loader, (q_desc, k_desc, v_desc, q_smem, k_ring, v_ring, q_ready, q_empty, ready, empty,
                                  num_bh, num_heads_q, num_heads_k, seqlen_q, seqlen_k, CAUSAL_TYPE, BLOCK_M, BLOCK_N,
                                  NUM_STAGES)),

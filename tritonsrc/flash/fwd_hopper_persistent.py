@@ -15,7 +15,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
-from .fwd_hopper_common import HALF_ROWS, LOG2E, _acc_layout, _finish, _key_range, _softmax_step, _tile
+from .fwd_hopper_common import (HALF_ROWS, LOG2E, _acc_layout, _finish, _key_range, _rescaled, _softmax_step,
+                                _tile)
 
 
 @gluon.jit
@@ -85,7 +86,7 @@ def _consumer(q_smem, k_ring, v_ring, q_ready, q_empty, ready, empty, turn, O, L
               stride_oz, stride_oh, stride_om, stride_lse_z, stride_lse_h,
               num_bh, num_heads_q, num_heads_k, seqlen_q, seqlen_k,
               WHICH: gl.constexpr, HEAD_DIM: gl.constexpr, D_REAL: gl.constexpr, CAUSAL_TYPE: gl.constexpr,
-              BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+              BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, RESCALE_TH: gl.constexpr):
     """fwd_hopper._pp_consumer over a sequence of tiles: the ring index `kv`
     and the turn count `tc` run on across tiles (both consumers take the same
     number of turns per tile, so the alternation stays in step)."""
@@ -126,7 +127,7 @@ def _consumer(q_smem, k_ring, v_ring, q_ready, q_empty, ready, empty, turn, O, L
                 tc += 1
                 s = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok, ))
                 p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, 0, offs_m, offs_n, seqlen_k, diag,
-                                                   full_end <= 0, CAUSAL)
+                                                   full_end <= 0, CAUSAL, RESCALE_TH)
                 p = gl.convert_layout(p.to(dtype), p_layout)
                 prev = stage
                 kv += 1
@@ -140,10 +141,11 @@ def _consumer(q_smem, k_ring, v_ring, q_ready, q_empty, ready, empty, turn, O, L
                     tc += 1
                     s = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok, ))
                     p_next, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, j * BLOCK_N, offs_m, offs_n,
-                                                            seqlen_k, diag, j * BLOCK_N >= full_end, CAUSAL)
+                                                            seqlen_k, diag, j * BLOCK_N >= full_end, CAUSAL,
+                                                            RESCALE_TH)
                     acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok, p))
                     p = gl.convert_layout(p_next.to(dtype), p_layout)
-                    acc = acc * gl.expand_dims(gl.convert_layout(alpha, o_rows), 1)
+                    acc = _rescaled(acc, alpha, o_rows, RESCALE_TH)
                     mbarrier.arrive(empty.index(prev))
                     prev = stage
                     kv += 1
@@ -169,11 +171,11 @@ def persistent_first(q_smem, k_ring, v_ring, q_ready, q_empty, ready, empty, tur
            stride_oz, stride_oh, stride_om, stride_lse_z, stride_lse_h,
            num_bh, num_heads_q, num_heads_k, seqlen_q, seqlen_k,
            HEAD_DIM: gl.constexpr, D_REAL: gl.constexpr, CAUSAL_TYPE: gl.constexpr,
-           BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+           BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, RESCALE_TH: gl.constexpr):
     _consumer(q_smem, k_ring, v_ring, q_ready, q_empty, ready, empty, turn, O, LSE, sm_scale,
               stride_oz, stride_oh, stride_om, stride_lse_z, stride_lse_h,
               num_bh, num_heads_q, num_heads_k, seqlen_q, seqlen_k,
-              0, HEAD_DIM, D_REAL, CAUSAL_TYPE, BLOCK_M, BLOCK_N, NUM_STAGES)
+              0, HEAD_DIM, D_REAL, CAUSAL_TYPE, BLOCK_M, BLOCK_N, NUM_STAGES, RESCALE_TH)
 
 
 @gluon.jit
@@ -181,8 +183,8 @@ def persistent_second(q_smem, k_ring, v_ring, q_ready, q_empty, ready, empty, tu
             stride_oz, stride_oh, stride_om, stride_lse_z, stride_lse_h,
             num_bh, num_heads_q, num_heads_k, seqlen_q, seqlen_k,
             HEAD_DIM: gl.constexpr, D_REAL: gl.constexpr, CAUSAL_TYPE: gl.constexpr,
-            BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+            BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, RESCALE_TH: gl.constexpr):
     _consumer(q_smem, k_ring, v_ring, q_ready, q_empty, ready, empty, turn, O, LSE, sm_scale,
               stride_oz, stride_oh, stride_om, stride_lse_z, stride_lse_h,
               num_bh, num_heads_q, num_heads_k, seqlen_q, seqlen_k,
-              1, HEAD_DIM, D_REAL, CAUSAL_TYPE, BLOCK_M, BLOCK_N, NUM_STAGES)
+              1, HEAD_DIM, D_REAL, CAUSAL_TYPE, BLOCK_M, BLOCK_N, NUM_STAGES, RESCALE_TH)
