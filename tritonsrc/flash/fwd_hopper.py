@@ -31,6 +31,9 @@ SCHEDULE (a tuning parameter):
   4 persistent ping-pong (fwd_hopper_persistent.py): the same partitions over
     a sequence of tiles, one CTA per SM, so one tile's epilogue and the next
     one's first loads overlap (num_warps=4).
+RESCALE_TH (a tuning parameter; 0 rescales O at every tile): a row keeps its
+running max until a tile's max exceeds it by more than 2**RESCALE_TH, and O's
+multiply is skipped while no row moved (fwd_hopper_common._softmax_step).
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -383,7 +386,7 @@ def attn_fwd_hopper(
     num_heads_q, num_heads_k, seqlen_q, seqlen_k, num_seqs,
     BLOCK_DMODEL: gl.constexpr, CAUSAL_TYPE: gl.constexpr,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, SCHEDULE: gl.constexpr,
-    RESCALE_TH: gl.constexpr = 0,
+    RESCALE_TH: gl.constexpr,
 ):
     """Grid (cdiv(seqlen_q, BLOCK_M), batch * num_heads_q); SCHEDULE 4:
     (min(tiles, SMs),). BLOCK_M is 128 (two warpgroups of 64 rows).
