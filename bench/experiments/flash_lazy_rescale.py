@@ -4,13 +4,12 @@ launch cost), at bench_flash.py's shapes (16k tokens, hidden 2048), with SDPA's
 cuDNN backend in the same run. Each pair is checked against a float64
 reference on a small case first (keys grown 8-fold along the sequence, so the
 rescale is both taken and skipped).
-    python bench/experiments/flash_lazy_rescale.py [--dims 128,256] [--seqlens 2048,8192] [--json out.json]
+    python bench/experiments/flash_lazy_rescale.py [--dims 128,256] [--seqlens 2048,8192] [--forms all] [--json out.json]
 Prediction (docs/notes-flash-perf.md, twenty-seventh session): the multiply it
 skips is 128 of the serial loop's 506 SASS instructions a tile at head dim 256
 and 64 of the ping-pong's 593 at 128."""
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -23,16 +22,14 @@ sys.path[:0] = [str(REPO), str(REPO / "test" / "gpu"), str(REPO / "bench")]
 def main():
     import triton
     from bench_common import commit_id
-    from flash_reference import FWD_TOL, attention_ref, rel_err
-    from python.jit.flash_fwd_hopper import attn_fwd_hopper_jit
     from python.rules_flash_hopper import attn_fwd_hopper as rule
-    from python.tune_shared import kernel_ms
-    from torch.nn.attention import SDPBackend, sdpa_kernel
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--dims", default="128,256")
     ap.add_argument("--seqlens", default="2048,8192")
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp16"])
+    ap.add_argument("--forms", default="default", choices=["default", "all"],
+                    help="the rule's default config, or every eager candidate that has a lazy twin")
     ap.add_argument("--json", default=str(REPO / "bench/results/flash_lazy_rescale_sm90.json"))
     args = ap.parse_args()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
@@ -42,46 +39,66 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|---|")
     for D in (int(d) for d in args.dims.split(",")):
         for causal in (0, 2):
-            eager = dict(rule.tuning.default({"dtype": args.dtype, "BLOCK_DMODEL": D, "CAUSAL_TYPE": causal}, 90))
-            lazy = dict(eager, RESCALE_TH=8)
-            # The check: a small case whose key rows grow 8-fold (the rescale taken and skipped).
-            g = torch.Generator(device="cuda").manual_seed(D + causal)
-            q, k, v = (torch.randn(2, 700, 4, D, device="cuda", dtype=dtype, generator=g) for _ in range(3))
-            k = (k.float() * torch.linspace(1, 8, 700, device="cuda")[None, :, None, None]).to(dtype)
-            ref, _ = attention_ref(q, k, v, D ** -0.5, causal)
-            for cfg in (eager, lazy):
-                err = rel_err(attn_fwd_hopper_jit(q, k, v, D ** -0.5, causal, cfg)[0], ref)
-                if not err < FWD_TOL[dtype]:
-                    failures += 1
-                    print(f"FAIL D={D} causal={causal} {cfg}: rel err {err:.3g}", flush=True)
-            for S in (int(s) for s in args.seqlens.split(",")):
-                B, H = 16384 // S, 2048 // D
-                q, k, v = (torch.randn(B, S, H, D, device="cuda", dtype=dtype) for _ in range(3))
-                flops = 4 * B * H * S * S * D / (2 if causal else 1)
-                tf = lambda ms: flops / (ms * 1e-3) / 1e12  # noqa: E731
-                out = torch.empty_like(q)
-                lse = torch.empty(B, H, S, device="cuda", dtype=torch.float32)
-                ms = {}
-                for name, cfg in (("eager", eager), ("lazy", lazy), ("eager2", eager)):
-                    attn_fwd_hopper_jit(q, k, v, D ** -0.5, causal, cfg, out=out, lse=lse)  # compile first
-                    ms[name] = kernel_ms(lambda: attn_fwd_hopper_jit(q, k, v, D ** -0.5, causal, cfg, out=out,
-                                                                     lse=lse))
-                qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
-                with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-                    cudnn = kernel_ms(lambda: torch.nn.functional.scaled_dot_product_attention(
-                        qt, kt, vt, is_causal=bool(causal)))
-                e = min(ms["eager"], ms["eager2"])  # the eager form timed before and after the lazy one
-                name = f"s{eager['SCHEDULE']}_n{eager['BLOCK_N']}_st{eager['NUM_STAGES']}"
-                print(f"| {D} | {causal} | {S} | {name} | {tf(e):.0f} | {tf(ms['lazy']):.0f} | "
-                      f"{e / ms['lazy']:.3f} | {tf(cudnn):.0f} | {cudnn / e:.2f} | {cudnn / ms['lazy']:.2f} |",
-                      flush=True)
-                rows.append({"dtype": args.dtype, "D": D, "causal": causal, "seqlen": S, "config": eager,
-                             "eager_ms": [ms["eager"], ms["eager2"]], "lazy_ms": ms["lazy"], "cudnn_ms": cudnn})
+            f = {"dtype": args.dtype, "BLOCK_DMODEL": D, "CAUSAL_TYPE": causal}
+            space = rule.tuning.all_configs(f, 90)
+            forms = [dict(rule.tuning.default(f, 90))] if args.forms == "default" else \
+                [c for c in space if not c["RESCALE_TH"] and dict(c, RESCALE_TH=8) in space]
+            for eager in forms:
+                lazy = dict(eager, RESCALE_TH=8)
+                failures += check(D, causal, (eager, lazy), dtype)
+                for S in (int(s) for s in args.seqlens.split(",")):
+                    rows.append(timed(D, causal, S, eager, lazy, dtype))
     meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
             "commit": commit_id(short=False), "check_failures": failures, "rows": rows}
     Path(args.json).write_text(json.dumps(meta, indent=1) + "\n")
     print(f"check: {failures} failures")
     return 1 if failures else 0
+
+
+def check(D, causal, configs, dtype):
+    """Failures of the configs on a small case whose keys grow 8-fold (the rescale taken and skipped)."""
+    from flash_reference import FWD_TOL, attention_ref, rel_err
+    from python.jit.flash_fwd_hopper import attn_fwd_hopper_jit
+
+    g = torch.Generator(device="cuda").manual_seed(D + causal)
+    q, k, v = (torch.randn(2, 700, 4, D, device="cuda", dtype=dtype, generator=g) for _ in range(3))
+    k = (k.float() * torch.linspace(1, 8, 700, device="cuda")[None, :, None, None]).to(dtype)
+    ref, _ = attention_ref(q, k, v, D ** -0.5, causal)
+    failures = 0
+    for cfg in configs:
+        err = rel_err(attn_fwd_hopper_jit(q, k, v, D ** -0.5, causal, cfg)[0], ref)
+        if not err < FWD_TOL[dtype]:
+            failures += 1
+            print(f"FAIL D={D} causal={causal} {cfg}: rel err {err:.3g}", flush=True)
+    return failures
+
+
+def timed(D, causal, S, eager, lazy, dtype):
+    """One row: eager (timed before and after), lazy and cuDNN at bench_flash.py's shape for seqlen S."""
+    from python.jit.flash_fwd_hopper import attn_fwd_hopper_jit
+    from python.tune_shared import kernel_ms
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    B, H = 16384 // S, 2048 // D
+    q, k, v = (torch.randn(B, S, H, D, device="cuda", dtype=dtype) for _ in range(3))
+    flops = 4 * B * H * S * S * D / (2 if causal else 1)
+    tf = lambda ms: flops / (ms * 1e-3) / 1e12  # noqa: E731
+    out = torch.empty_like(q)
+    lse = torch.empty(B, H, S, device="cuda", dtype=torch.float32)
+    ms = {}
+    for name, cfg in (("eager", eager), ("lazy", lazy), ("eager2", eager)):
+        attn_fwd_hopper_jit(q, k, v, D ** -0.5, causal, cfg, out=out, lse=lse)  # compile first
+        ms[name] = kernel_ms(lambda: attn_fwd_hopper_jit(q, k, v, D ** -0.5, causal, cfg, out=out, lse=lse))
+    qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
+    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+        cudnn = kernel_ms(lambda: torch.nn.functional.scaled_dot_product_attention(qt, kt, vt,
+                                                                                   is_causal=bool(causal)))
+    e = min(ms["eager"], ms["eager2"])
+    name = f"s{eager['SCHEDULE']}_n{eager['BLOCK_N']}_st{eager['NUM_STAGES']}_r{eager['maxnreg']}"
+    print(f"| {D} | {causal} | {S} | {name} | {tf(e):.0f} | {tf(ms['lazy']):.0f} | {e / ms['lazy']:.3f} | "
+          f"{tf(cudnn):.0f} | {cudnn / e:.2f} | {cudnn / ms['lazy']:.2f} |", flush=True)
+    return {"dtype": str(dtype)[6:], "D": D, "causal": causal, "seqlen": S, "config": eager,
+            "eager_ms": [ms["eager"], ms["eager2"]], "lazy_ms": ms["lazy"], "cudnn_ms": cudnn}
 
 
 if __name__ == "__main__":
