@@ -20,7 +20,7 @@
 # what matters most finishes inside the first call.
 # The machine may be an H100 80GB rather than the H200 (2026-12-05: six refused starts, then an
 # H100): results say which GPU ran them; keep H200-named result files for H200 runs (bench/results/h100/).
-# 2026-12-06 (twenty-seventh session): twelve refused calls cost 1321 of the 1800 device seconds
+# 2026-12-06 (twenty-seventh session): thirteen refused calls cost 1606 of the 1800 device seconds
 # (90-180 s each; 15 s when the answer is "none asked for ... in N min"): name kind nvidia-h200 (it may
 # take either card; a plain call after a refusal asks for an H200 only), keep the first command
 # complete, and space retries by the minutes the answer names.
