@@ -32,14 +32,30 @@ def run(q, k, v, causal, force_config=None):
 
 def check(q, k, v, causal, force_config=None):
     out, lse, ran = run(q, k, v, causal, force_config)
+    matches_reference(q, k, v, causal, out, lse)
+    return out, lse, ran
+
+
+def check_jit(q, k, v, causal, config, case=None):
+    """check() through the JIT launcher (the tuner's), for candidates the build does not compile."""
+    from python.jit.flash_fwd_hopper import attn_fwd_hopper_jit
+
+    B, Sq, Hq, D = q.shape
+    out = torch.full_like(q, float("nan"))
+    lse = torch.full((B, Hq, Sq), float("nan"), device=q.device, dtype=torch.float32)
+    attn_fwd_hopper_jit(q, k, v, 1.0 / math.sqrt(D), causal, config, out=out, lse=lse)
+    matches_reference(q, k, v, causal, out, lse, case)
+
+
+def matches_reference(q, k, v, causal, out, lse, case=None):
+    """out and lse against the float64 reference; `case` names the failing input."""
     ref, ref_lse = attention_ref(q, k, v, 1.0 / math.sqrt(q.shape[-1]), causal)
-    assert rel_err(out, ref) < FWD_TOL[q.dtype]
+    assert rel_err(out, ref) < FWD_TOL[q.dtype], case
     finite = torch.isfinite(ref_lse)
-    assert torch.equal(torch.isfinite(lse), finite), "rows that see no key must have lse = -inf, only those"
+    assert torch.equal(torch.isfinite(lse), finite), ("rows that see no key must have lse = -inf, only those", case)
     if finite.any():
         err = (lse.double() - ref_lse)[finite].abs() / ref_lse[finite].abs().clamp_min(1)
-        assert err.max() < LSE_TOL[q.dtype]
-    return out, lse, ran
+        assert err.max() < LSE_TOL[q.dtype], case
 
 
 def qkv(B, Sq, Sk, Hq, Hk, D, dtype, seed):
@@ -246,21 +262,10 @@ def _configs_192():
                          ids=lambda c: f"s{c['SCHEDULE']}_n{c['BLOCK_N']}_st{c['NUM_STAGES']}")
 def test_head_dim_192_every_candidate_through_the_jit(config, causal):
     """The build compiles only the chosen config; the JIT runs each one the tuning space allows."""
-    from python.jit.flash_fwd_hopper import attn_fwd_hopper_jit
-
     for i, (B, Sq, Sk, Hq, Hk) in enumerate([(2, 333, 333, 4, 2), (1, 1000, 130, 4, 2), (1, 257, 1, 2, 2)]):
         for dtype in (torch.float16, torch.bfloat16):
             q, k, v = qkv(B, Sq, Sk, Hq, Hk, 192, dtype, seed=i + 10 * causal)
-            out = torch.full_like(q, float("nan"))
-            lse = torch.full((B, Hq, Sq), float("nan"), device="cuda", dtype=torch.float32)
-            attn_fwd_hopper_jit(q, k, v, 192 ** -0.5, causal, config, out=out, lse=lse)
-            ref, ref_lse = attention_ref(q, k, v, 192 ** -0.5, causal)
-            assert rel_err(out, ref) < FWD_TOL[dtype]
-            finite = torch.isfinite(ref_lse)
-            assert torch.equal(torch.isfinite(lse), finite)
-            if finite.any():
-                err = (lse.double() - ref_lse)[finite].abs() / ref_lse[finite].abs().clamp_min(1)
-                assert err.max() < LSE_TOL[dtype]
+            check_jit(q, k, v, causal, config, (B, Sq, Sk, Hq, Hk, dtype))
 
 
 def _persistent_configs():
@@ -282,24 +287,13 @@ def test_persistent_every_candidate_through_the_jit(D, causal, config):
     tiles than SMs (every CTA several tiles, the last round partial), fewer,
     sequence tails, rows that see no key (bottom-right, Sq > Sk), GQA;
     NaN-poisoned outputs against a float64 reference."""
-    from python.jit.flash_fwd_hopper import attn_fwd_hopper_jit
-
     # 384 and 160 tiles: the last round partial, dealt left to right and right to left
     shapes = [(3, 1000, 1000, 16, 4), (1, 1000, 1000, 20, 4), (2, 333, 333, 4, 2), (1, 1000, 130, 4, 2),
               (2, 130, 1000, 6, 2), (1, 1, 77, 2, 1), (1, 257, 1, 2, 2)]
     for i, (B, Sq, Sk, Hq, Hk) in enumerate(shapes):
         for dtype in (torch.float16, torch.bfloat16):
             q, k, v = qkv(B, Sq, Sk, Hq, Hk, D, dtype, seed=100 + i + 10 * causal)
-            out = torch.full_like(q, float("nan"))
-            lse = torch.full((B, Hq, Sq), float("nan"), device="cuda", dtype=torch.float32)
-            attn_fwd_hopper_jit(q, k, v, D ** -0.5, causal, config, out=out, lse=lse)
-            ref, ref_lse = attention_ref(q, k, v, D ** -0.5, causal)
-            assert rel_err(out, ref) < FWD_TOL[dtype], (B, Sq, Sk, Hq, Hk, dtype)
-            finite = torch.isfinite(ref_lse)
-            assert torch.equal(torch.isfinite(lse), finite)
-            if finite.any():
-                err = (lse.double() - ref_lse)[finite].abs() / ref_lse[finite].abs().clamp_min(1)
-                assert err.max() < LSE_TOL[dtype]
+            check_jit(q, k, v, causal, config, (B, Sq, Sk, Hq, Hk, dtype))
 
 
 def _lazy_rescale_configs():
@@ -323,21 +317,10 @@ def test_lazy_rescale_every_candidate_through_the_jit(D, causal, config):
     row's max climb tile after tile, past the threshold several times (the
     rescale taken) and below it in between (the kept max, p above 1), besides
     plain random keys; NaN-poisoned outputs against a float64 reference."""
-    from python.jit.flash_fwd_hopper import attn_fwd_hopper_jit
-
     shapes = [(2, 333, 1500, 4, 2), (1, 1000, 130, 4, 2), (2, 130, 1000, 6, 2), (1, 257, 1, 2, 2)]
     for i, (B, Sq, Sk, Hq, Hk) in enumerate(shapes):
         for dtype, growth in ((torch.float16, 8.0), (torch.bfloat16, 8.0), (torch.bfloat16, 1.0)):
             q, k, v = qkv(B, Sq, Sk, Hq, Hk, D, dtype, seed=200 + i + 10 * causal)
             ramp = torch.linspace(1.0, growth, Sk, device="cuda", dtype=torch.float32)
             k = (k.float() * ramp[None, :, None, None]).to(dtype)
-            out = torch.full_like(q, float("nan"))
-            lse = torch.full((B, Hq, Sq), float("nan"), device="cuda", dtype=torch.float32)
-            attn_fwd_hopper_jit(q, k, v, D ** -0.5, causal, config, out=out, lse=lse)
-            ref, ref_lse = attention_ref(q, k, v, D ** -0.5, causal)
-            assert rel_err(out, ref) < FWD_TOL[dtype], (B, Sq, Sk, Hq, Hk, dtype, growth)
-            finite = torch.isfinite(ref_lse)
-            assert torch.equal(torch.isfinite(lse), finite)
-            if finite.any():
-                err = (lse.double() - ref_lse)[finite].abs() / ref_lse[finite].abs().clamp_min(1)
-                assert err.max() < LSE_TOL[dtype], (B, Sq, Sk, Hq, Hk, dtype, growth)
+            check_jit(q, k, v, causal, config, (B, Sq, Sk, Hq, Hk, dtype, growth))
