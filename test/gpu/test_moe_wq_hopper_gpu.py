@@ -263,7 +263,7 @@ def test_align_blocks_of_8_and_32_match_the_reference(dtype, block_m, M, split_k
     c = torch.full((ids.numel() * split_k, N), float("nan"), dtype=dtype, device=DEV)
     invoke_grouped_gemm_wq_hopper(a, q, c, w.reshape(-1).contiguous() if mul else None, srt, eid, ntpp, topk, s, zp,
                                   group, config={"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 4, "GROUP_SIZE_M": 16,
-                                                 "num_warps": 4, "LOAD_DISTANCE": distance},
+                                                 "num_warps": 4, "LOAD_DISTANCE": distance, "MMA_OVERLAP": 0},
                                   mul_routed_weight=mul, split_k=split_k, block_m=block_m)
     got = c.view(ids.numel(), split_k, N).double().sum(1)
     assert rel_err(got, gemm_ref(a, d, w, ids, topk, mul)) < GEMM_TOL[dtype]
