@@ -48,12 +48,13 @@ def _persistent_form(f, c):
             and (c["BLOCK_N"] == 64 or f["CAUSAL_TYPE"] == 0))
 
 
-# RESCALE_TH 8 (a candidate): a row keeps its running max until a tile's max exceeds it
-# by more than 2**8, and the O accumulator's multiply by the rescale factors is skipped
-# while no row of the warpgroup moved (fwd_hopper_common._softmax_step / _rescaled), in
-# every schedule but head dim 192's: 128 of the serial loop's 506 SASS instructions a
-# tile at head dim 256, 64 of the ping-pong's 593 at 128, for one reduction across the
-# warps (not measured yet).
+# RESCALE_TH 8 (a candidate at head dim 256 only): a row keeps its running max until a
+# tile's max exceeds it by more than 2**8, and the O accumulator's multiply by the rescale
+# factors is skipped while no row of the warpgroup moved (fwd_hopper_common._softmax_step /
+# _rescaled). The multiply is 128 of the serial loop's 506 SASS instructions a tile at head
+# dim 256 but 64 of the ping-pong's 593 at 128, and the skip costs a reduction across the
+# warps: on an H100 (bench/results/h100/flash_lazy_rescale_sm90.json) head dim 128 ran
+# 0.96-1.005x its eager twin, 256 0.93-1.04x (the serial form wins non-causal at 8k only).
 
 # Head dim 192: three 64-column blocks, BLOCK_N 64 (a third stage fits), serial or ping-pong.
 CANDIDATES_192 = [(64, 2, 0, 8, 0), (64, 3, 0, 8, 0), (64, 2, 3, 4, 0), (64, 3, 3, 4, 0)]
@@ -70,10 +71,8 @@ def _tile_cols(head_dim):
 
 
 def _candidate(f, c, arch):
-    if c["RESCALE_TH"] and f["BLOCK_DMODEL"] == 192:
-        return False  # built into the loops of one O accumulator (not head dim 192's three)
-    if c["RESCALE_TH"] and c["SCHEDULE"] == 4 and c["BLOCK_N"] == 128 and f["BLOCK_DMODEL"] == 128:
-        return False  # 40 bytes of spills (test_flash_hopper_compiles)
+    if c["RESCALE_TH"] and f["BLOCK_DMODEL"] != 256:
+        return False  # measured no gain below 256 (above); 192's three accumulators lack the branch
     cfg = (c["BLOCK_N"], c["NUM_STAGES"], c["SCHEDULE"], c["num_warps"], c["maxnreg"])
     if c["SCHEDULE"] == 4:
         return _persistent_form(f, c)

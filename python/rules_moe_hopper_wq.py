@@ -29,8 +29,6 @@ def _prune(f, c, arch):
         return False  # the two-ahead loop is the ring's
     if c["LOAD_DISTANCE"] == 2 and c["NUM_STAGES"] < 4:
         return False  # the two-ahead loop's ring holds pairs of tiles
-    if c["MMA_OVERLAP"] and (c["LOAD_DISTANCE"] != 2 or c["BLOCK_SIZE_N"] != 64):
-        return False  # the two-ahead loop's pair of products; two live 128-row operands spill
     return _shared_bytes(f, c) <= SHARED_LIMIT
 
 
@@ -71,11 +69,7 @@ fused_moe_gemm_wq_hopper = Kernel(
                 # twenty-third session's ncu and SASS, docs/notes-moe-perf.md).
                 # Distance 2 also copies a pair's two weight tiles together (both 64-byte halves of
                 # a 128-byte line at once).
-                "LOAD_DISTANCE": [1, 2],
-                # 1: a pair's second tile dequantized while the first tile's wgmma runs (both issued,
-                # then waited for in order; a candidate, twenty-sixth session: each product waited for
-                # its wgmma before the next dequantization began).
-                "MMA_OVERLAP": [0, 1]},
+                "LOAD_DISTANCE": [1, 2]},
         # 64 rows take 96-128 registers (4-5 CTAs an SM) and a 4-deep ring (a power of 2: the ring
         # index is a mask). LOAD_DISTANCE 2 (activations, scales and zero points loaded two K tiles
         # ahead; twenty-fourth session, H100, Mixtral int4 group 128, bench/experiments/int4_wgmma.py):
@@ -90,7 +84,7 @@ fused_moe_gemm_wq_hopper = Kernel(
         # blocks (M up to 64) they run side by side and share each weight tile through L2
         # (fused_moe_gemm's M <= 64 row, tritonsrc/moe/configs.py).
         default=lambda f, arch: {"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 4,
-                                 "GROUP_SIZE_M": 16, "num_warps": 4, "LOAD_DISTANCE": 2, "MMA_OVERLAP": 0},
+                                 "GROUP_SIZE_M": 16, "num_warps": 4, "LOAD_DISTANCE": 2},
         prune=_prune,
     ),
     grid=("cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N)", "SPLIT_K", "1"),

@@ -1,8 +1,7 @@
 """int4 w4a16 decode GEMMs: the Gluon kernel with the weights as wgmma's register operand
 (tritonsrc/moe/grouped_gemm_wq_hopper.py) against the production fused_moe_wq_kernel (issue 13.6).
 
-Mixtral-like int4 layer (group 128, zero points), bf16, random top-2 routing (or balanced: --routing),
-align block 16.
+Mixtral-like int4 layer (group 128, zero points), bf16, random top-2 routing (or balanced: --routing), align block 16.
 GEMM1 [M, 4096] x w1[e] [28672, 4096]^T and GEMM2 [2M, 14336] x w2[e] [4096, 14336]^T (routed
 weight, split-K partials summed), each timed alone (CUDA-graph replays, median) with the
 fraction of the HBM roofline of the touched experts' packed weights, scales and zero points.
@@ -44,11 +43,8 @@ REPO = Path(__file__).resolve().parents[2]
 # two warpgroups of 8 warps sharing the activation tile, distance 2's activations through a cp.async ring
 # of their own, and that ring at 96 registers lost at every M and GEMM on the H100 at aa09baa and are gone
 # (the code in git history).
-# Optional fifth and sixth entries: MMA_OVERLAP (a pair's second tile dequantized while the first's wgmma
-# runs: 165 registers, 3 CTAs an SM) and a maxnreg launch option for it (128: 4 CTAs an SM, 72 bytes of
-# spills; outside the rule's space, JIT only).
 VARIANTS = [(64, 0, 8, 1), (64, 0, 4, 1), (64, 0, 4, 2), (64, 0, 8, 2), (128, 0, 4, 1), (128, 0, 4, 2),
-            (64, 2, 2, 1), (64, 0, 4, 2, 1), (64, 0, 4, 2, 1, 128), (64, 0, 8, 2, 1)]
+            (64, 2, 2, 1)]
 # Align blocks other than 16 (--block-m): the ring forms only, to keep a device run short.
 OTHER_BLOCK_VARIANTS = [(64, 0, 4, 1), (64, 0, 4, 2), (64, 0, 8, 2), (128, 0, 4, 1)]
 GEMM2_SPLITS = "1,4"  # unsplit and the operator's split (configs.WQ_SPLIT_K)
@@ -68,8 +64,7 @@ def main():
     ap.add_argument("--group", type=int, default=0, help="group size of the layer (default: the coverage layer's)")
     ap.add_argument("--k-tiles", default="", help="the Gluon kernel's K tiles to time (default: the operator's)")
     ap.add_argument("--block-m", default="16", help="align block sizes for the Gluon kernel (8, 16, 32)")
-    ap.add_argument("--variants", default="", help="Gluon forms BLOCK_SIZE_N,PREFETCH,NUM_STAGES,LOAD_DISTANCE"
-                    "[,MMA_OVERLAP[,maxnreg]] "
+    ap.add_argument("--variants", default="", help="Gluon forms BLOCK_SIZE_N,PREFETCH,NUM_STAGES,LOAD_DISTANCE "
                     "separated by ';' or '/' (default: VARIANTS)")
     ap.add_argument("--gemm1-splits", default="1", help="split-K counts for GEMM1 (partials summed after)")
     ap.add_argument("--gemm2-splits", default=GEMM2_SPLITS)
@@ -80,8 +75,7 @@ def main():
     ap.add_argument("--json", default=str(REPO / "bench/results/int4_wgmma_sm90.json"))
     args = ap.parse_args()
     # '/' as well as ';': a device run's BENCHES list is ';'-separated
-    chosen = ([tuple(int(v) for v in form.split(",")) for form in re.split("[;/]", args.variants)]
-              if args.variants else None)
+    chosen = [tuple(int(v) for v in form.split(",")) for form in re.split("[;/]", args.variants)] if args.variants else None
     splits = {1: [int(v) for v in args.gemm1_splits.split(",")], 2: [int(v) for v in args.gemm2_splits.split(",")]}
     sys.path[:0] = [str(REPO), str(REPO / "bench")]
     import torch
@@ -137,12 +131,10 @@ def main():
                                                       SPLIT_K=C.WQ_SPLIT_K)))
             for bm in block_ms:
                 for bk in k_tiles:
-                    for bn, pf, st, dist, *more in chosen or (VARIANTS if bm == 16 else OTHER_BLOCK_VARIANTS):
+                    for bn, pf, st, dist in chosen or (VARIANTS if bm == 16 else OTHER_BLOCK_VARIANTS):
                         for sk in splits[gemm]:
                             cfg = dict(BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, PREFETCH=pf, NUM_STAGES=st, LOAD_DISTANCE=dist,
-                                       SPLIT_K=sk, num_warps=4, MMA_OVERLAP=more[0] if more else 0)
-                            if len(more) > 1:
-                                cfg["maxnreg"] = more[1]
+                                       SPLIT_K=sk, num_warps=4)
                             candidates.append(("gluon", dict(cfg, BLOCK_SIZE_M=bm) if bm != 16 else cfg))
             for kind, cfg in candidates:
                 sk = cfg.get("SPLIT_K", 1)
@@ -176,8 +168,7 @@ def main():
                     print(f"| {M} | {gemm} | {kind} | {json.dumps(cfg)} | launched | | {err:.1e} |", flush=True)
                     continue
                 t = triton.testing.do_bench_cudagraph(run, rep=100, return_mode="median") * 1e3
-                r = dict(M=M, gemm=gemm, routing=args.routing, kernel=kind, config=cfg, us=t,
-                         roofline=touched / bw * 1e6 / t, err=err)
+                r = dict(M=M, gemm=gemm, routing=args.routing, kernel=kind, config=cfg, us=t, roofline=touched / bw * 1e6 / t, err=err)
                 rows.append(r)
                 print(f"| {M} | {gemm} | {kind} | {json.dumps(cfg)} | {t:.1f} | {r['roofline']:.2f} | {err:.1e} |",
                       flush=True)
@@ -192,7 +183,7 @@ def is_default(cfg, functional):
     GROUP_SIZE_M is set by the experiment per M, so it is not compared)."""
     from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper as rule
     default = rule.tuning.default(functional, 90)
-    return cfg.get("BLOCK_SIZE_M", 16) == 16 and not cfg.get("maxnreg") and all(
+    return cfg.get("BLOCK_SIZE_M", 16) == 16 and all(
         cfg.get(k, 0) == v for k, v in default.items() if k != "GROUP_SIZE_M")
 
 

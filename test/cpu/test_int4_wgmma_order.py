@@ -159,8 +159,6 @@ def _corners():
         g = dict(f, dtype=dtype, BLOCK_SIZE_K=bk, HAS_ZP=zp)
         for distance in (1, 2):
             yield g, dict(rule.tuning.default(g, 90), BLOCK_SIZE_N=bn, LOAD_DISTANCE=distance)
-        if bn == 64:  # a pair's two products issued before either is waited for (a candidate, default off)
-            yield g, dict(rule.tuning.default(g, 90), MMA_OVERLAP=1)
     # Align blocks of 8 and 32 (wgmma N 8 / 32; bench/experiments/int4_wgmma.py --block-m, not in the
     # build).
     for block_m, dtype, distance in ((8, "bf16", 2), (8, "fp16", 1), (32, "bf16", 1), (32, "fp16", 2)):

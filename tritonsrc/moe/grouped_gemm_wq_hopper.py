@@ -210,19 +210,11 @@ def _weights_operand(w, zp, dtype: gl.constexpr, a_layout: gl.constexpr, BLOCK_N
 
 
 @gluon.jit
-def _issue_product(w, x_buf, zp, part_zero, dtype: gl.constexpr, a_op: gl.constexpr, BLOCK_N: gl.constexpr,
-                   BLOCK_K: gl.constexpr):
-    """The tile's dequantized packed weights w . the activation buffer, issued (not waited for):
-    (its wgmma token, the register operand, which must stay alive until the wait)."""
-    a = _weights_operand(w, zp, dtype, a_op, BLOCK_N, BLOCK_K)
-    return warpgroup_mma(a, x_buf.permute((1, 0)), part_zero, use_acc=False, is_async=True), a
-
-
-@gluon.jit
 def _tile_product(w, x_buf, zp, scale, acc, part_zero, dtype: gl.constexpr, a_op: gl.constexpr,
                   BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr):
     """acc + scale * (the tile's dequantized packed weights w . the activation buffer)."""
-    tok, a = _issue_product(w, x_buf, zp, part_zero, dtype, a_op, BLOCK_N, BLOCK_K)
+    a = _weights_operand(w, zp, dtype, a_op, BLOCK_N, BLOCK_K)
+    tok = warpgroup_mma(a, x_buf.permute((1, 0)), part_zero, use_acc=False, is_async=True)
     part = warpgroup_mma_wait(num_outstanding=0, deps=(tok, ))
     return acc + part * gl.expand_dims(scale, 1)
 
@@ -237,7 +229,7 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
                                MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
                                BLOCK_SIZE_K: gl.constexpr, GROUP_SIZE_M: gl.constexpr, SPLIT_K: gl.constexpr,
                                HAS_ZP: gl.constexpr, PREFETCH: gl.constexpr, NUM_STAGES: gl.constexpr = 4,
-                               LOAD_DISTANCE: gl.constexpr = 1, MMA_OVERLAP: gl.constexpr = 0,
+                               LOAD_DISTANCE: gl.constexpr = 1,
                                USE_PDL: gl.constexpr = False):
     """One BLOCK_SIZE_N x BLOCK_SIZE_M tile of C^T; 4 warps (one warpgroup). BLOCK_SIZE_N 64 or
     128; BLOCK_SIZE_M 8 or 16 (the align block size); BLOCK_SIZE_K 64, 128 or 256, dividing
@@ -249,10 +241,8 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     every zero point is 8 and their loads and packing leave the loop. LOAD_DISTANCE 2 (the ring
     only): activations, scales and zero points loaded two K tiles ahead of their use in a loop
     unrolled by two (_k_loop_pairs; NUM_STAGES even, 4 or more: the ring holds pairs of tiles),
-    1: one tile ahead (_k_loop). MMA_OVERLAP 1 (LOAD_DISTANCE 2): a pair's second tile is
-    dequantized while the first tile's wgmma runs (both issued, then waited for in order)."""
+    1: one tile ahead (_k_loop)."""
     gl.static_assert(PREFETCH <= 2)
-    gl.static_assert(MMA_OVERLAP == 0 or LOAD_DISTANCE == 2)
     gl.static_assert(LOAD_DISTANCE == 1 or (LOAD_DISTANCE == 2 and PREFETCH == 0))
     gl.static_assert(LOAD_DISTANCE == 1 or (NUM_STAGES % 2 == 0 and NUM_STAGES >= 4))
     BLOCK_K: gl.constexpr = BLOCK_SIZE_K
@@ -341,7 +331,7 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     if LOAD_DISTANCE == 2:
         acc = _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift,
                             zp_none, group_magic, kt_lo, kt_hi, last, dtype, a_op, packed, x_smem_layout,
-                            BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_K, HAS_ZP, NUM_STAGES, MMA_OVERLAP)
+                            BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_K, HAS_ZP, NUM_STAGES)
     else:
         acc = _k_loop(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift, zp_none,
                       group_magic, kt_lo, kt_hi, last, dtype, a_op, packed, x_smem_layout, BLOCK_SIZE_M,
@@ -446,8 +436,7 @@ def _scale_and_zero_points(tile, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_
 def _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift, zp_none,
                   group_magic, kt_lo, kt_hi, last, dtype: gl.constexpr, a_op: gl.constexpr, packed: gl.constexpr,
                   x_smem_layout: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
-                  BLOCK_K: gl.constexpr, HAS_ZP: gl.constexpr, NUM_STAGES: gl.constexpr,
-                  MMA_OVERLAP: gl.constexpr):
+                  BLOCK_K: gl.constexpr, HAS_ZP: gl.constexpr, NUM_STAGES: gl.constexpr):
     """_k_loop (the ring) with every global load about two tiles ahead of its first use. In _k_loop
     the next tile's activations and scale, loaded at the top of an iteration, are first read at its
     end (ptxas hoists the activations' permutation there, and the scales go through register
@@ -509,33 +498,16 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, s
         fence_async_shared()
         async_copy.wait_group(half - 1)  # this thread's copies of tiles t and t + 1 have landed
         gl.thread_barrier()
-        if MMA_OVERLAP:
-            # Both products issued before either is waited for: tile t + 1's dequantization runs
-            # beside tile t's wgmma, whose register operand stays alive (and unchanged) until its wait.
-            tok_a, a_a = _issue_product(ring_even.index(pair % half).load(packed), buf_a,
-                                        _unpacked_zero_points(za, zp_shift, zp_none, HAS_ZP), part_zero, dtype, a_op,
-                                        BLOCK_SIZE_N, BLOCK_K)
-            tok_b, a_b = _issue_product(ring_odd.index(pair % half).load(packed), buf_b,
-                                        _unpacked_zero_points(zb, zp_shift, zp_none, HAS_ZP), part_zero, dtype, a_op,
-                                        BLOCK_SIZE_N, BLOCK_K)
-            part_a, a_a = warpgroup_mma_wait(num_outstanding=1, deps=(tok_a, a_a))
-            acc = acc + part_a * gl.expand_dims(sa, 1)
-            sa, za = _scale_and_zero_points(ta, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none,
-                                            HAS_ZP)
-            part_b, a_b = warpgroup_mma_wait(num_outstanding=0, deps=(tok_b, a_b))
-            acc = gl.where(t + 1 < kt_hi, acc + part_b * gl.expand_dims(sb, 1), acc)
-        else:
-            # Tile t, set A.
-            w = ring_even.index(pair % half).load(packed)
-            acc = _tile_product(w, buf_a, _unpacked_zero_points(za, zp_shift, zp_none, HAS_ZP), sa, acc, part_zero,
-                                dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
-            sa, za = _scale_and_zero_points(ta, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none,
-                                            HAS_ZP)
-            # Tile t + 1, set B.
-            w = ring_odd.index(pair % half).load(packed)
-            acc_b = _tile_product(w, buf_b, _unpacked_zero_points(zb, zp_shift, zp_none, HAS_ZP), sb, acc,
-                                  part_zero, dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
-            acc = gl.where(t + 1 < kt_hi, acc_b, acc)
+        # Tile t, set A.
+        w = ring_even.index(pair % half).load(packed)
+        acc = _tile_product(w, buf_a, _unpacked_zero_points(za, zp_shift, zp_none, HAS_ZP), sa, acc, part_zero,
+                            dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
+        sa, za = _scale_and_zero_points(ta, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none, HAS_ZP)
+        # Tile t + 1, set B.
+        w = ring_odd.index(pair % half).load(packed)
+        acc_b = _tile_product(w, buf_b, _unpacked_zero_points(zb, zp_shift, zp_none, HAS_ZP), sb, acc, part_zero,
+                              dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
+        acc = gl.where(t + 1 < kt_hi, acc_b, acc)
         sb, zb = _scale_and_zero_points(tb, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none, HAS_ZP)
     # The ring's last copies (re-reads past the range) land before the CTA's shared memory can go
     # to another CTA.
