@@ -19,7 +19,8 @@ def _shared_bytes(f, c):
     BLOCK_SIZE_K / 2 bytes) and the activation buffers (16 rows of 16-bit values; one per tile
     of a LOAD_DISTANCE pair)."""
     ring = c["NUM_STAGES"] * c["BLOCK_SIZE_N"] * f["BLOCK_SIZE_K"] // 2 if c["PREFETCH"] == 0 else 0
-    return ring + c["LOAD_DISTANCE"] * f["BLOCK_SIZE_M"] * f["BLOCK_SIZE_K"] * 2
+    x_tiles = c["NUM_STAGES"] if f.get("X_DOT_ORDER") else c["LOAD_DISTANCE"]  # X_DOT_ORDER: a ring as deep
+    return ring + x_tiles * f["BLOCK_SIZE_M"] * f["BLOCK_SIZE_K"] * 2
 
 
 def _prune(f, c, arch):
@@ -29,6 +30,8 @@ def _prune(f, c, arch):
         return False  # the two-ahead loop is the ring's
     if c["LOAD_DISTANCE"] == 2 and c["NUM_STAGES"] < 4:
         return False  # the two-ahead loop's ring holds pairs of tiles
+    if f.get("X_DOT_ORDER") and c["LOAD_DISTANCE"] != 2:
+        return False  # the activation ring is the two-ahead loop's
     return _shared_bytes(f, c) <= SHARED_LIMIT
 
 
@@ -50,6 +53,9 @@ fused_moe_gemm_wq_hopper = Kernel(
         # Zero points read per tile, or none (symmetric checkpoints): the loads and packing of
         # the zero points leave the loop (~20 of its ~217 SASS instructions).
         "HAS_ZP": [False, True],
+        # True: the activations arrive in the dot's k order (dot_order_activations) and go to shared
+        # memory by cp.async; an experiment (bench/experiments/int4_wgmma.py --x-dot-order), built False.
+        "X_DOT_ORDER": [False],
     },
     # Split: the decode GEMM2 (the routed weight) only, as fused_experts runs it.
     valid=lambda f, arch: _valid(f, arch) and (f["SPLIT_K"] == 1 or f["MUL_ROUTED_WEIGHT"]),

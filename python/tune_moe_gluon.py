@@ -67,7 +67,7 @@ def gluon_entry(layer, gemm, M, quant):
     act_name, q = QUANTS[quant]
     values = {"dtype": act_name, "QUANT": q, "MUL_ROUTED_WEIGHT": gemm == 2, "b_dtype": "u8", "BLOCK_SIZE_M": 16,
               "BLOCK_SIZE_K": 128, "SPLIT_K": int4_split_k(layer, gemm, M),  # int4: group 128
-              "HAS_ZP": quant != "int4_sym"}  # int4: the case's weights carry zero points unless int4_sym
+              "HAS_ZP": quant != "int4_sym", "X_DOT_ORDER": False}  # int4: the case's weights carry zero points unless int4_sym
     f = {k: values[k] for k in rule.functional}  # the rule's order: the database's functional names
     _, bins = entry_key(layer, gemm, M, quant, block_m_of(rule))  # same bins: tokens per expert, N, K
     return rule, f, bins

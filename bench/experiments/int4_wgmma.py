@@ -20,6 +20,11 @@ over max |reference|); the production kernel's error is printed beside it.
         reading the same weight tiles again; against --routing random, what the second block costs)
     bash bench/experiments/ncu_int4_forms.sh --tokens 1 --variants 64,0,4,2/64,0,8,2   (--profile: each
         form launched once, untimed, for ncu; the script prints the counters a form per row)
+    python3 bench/experiments/int4_wgmma.py --variants 64,0,4,2 --block-m 16,32 --x-dot-order --tokens 1,16,64
+        (each distance-2 form also with its activations pre-permuted into the dot's k order and copied by
+        cp.async: no activation register, no permutation, no STS; rows of no token not read. 16 rows: 340
+        SASS instructions a pair instead of 352, 117 registers instead of 127; 32 rows: 128 instead of 167,
+        so an expert's 17-32 tokens run as one program at 4 CTAs an SM)
     python3 bench/experiments/int4_wgmma.py --variants 64,0,4,2 --gemm1-splits 1,2,4 --gemm2-splits 4,8
         --tokens 1,8   (split-K for the decode GEMM1: at M=1 its 896 programs of 64 rows are ~1.4 waves of
         an H100's 4-5 a SM, and a partial wave runs with fewer bytes in flight; M >= 8 has ~4x more)
@@ -70,6 +75,8 @@ def main():
     ap.add_argument("--gemm2-splits", default=GEMM2_SPLITS)
     ap.add_argument("--routing", choices=["random", "balanced"], default="random",
                     help="balanced: slot j of token m to expert (m * top-k + j) mod E")
+    ap.add_argument("--x-dot-order", action="store_true", help="also time each distance-2 Gluon form with "
+                    "X_DOT_ORDER (activations pre-permuted outside the timing)")
     ap.add_argument("--profile", action="store_true", help="launch each form once after its check, untimed "
                     "(for ncu: bench/experiments/ncu_int4_forms.sh); writes no JSON")
     ap.add_argument("--json", default=str(REPO / "bench/results/int4_wgmma_sm90.json"))
@@ -136,6 +143,8 @@ def main():
                             cfg = dict(BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, PREFETCH=pf, NUM_STAGES=st, LOAD_DISTANCE=dist,
                                        SPLIT_K=sk, num_warps=4)
                             candidates.append(("gluon", dict(cfg, BLOCK_SIZE_M=bm) if bm != 16 else cfg))
+                            if args.x_dot_order and dist == 2 and pf == 0:
+                                candidates.append(("gluon", dict(candidates[-1][1], X_DOT_ORDER=1)))
             for kind, cfg in candidates:
                 sk = cfg.get("SPLIT_K", 1)
                 # 16-bit partials, as the operator writes them
@@ -150,11 +159,13 @@ def main():
                     bk = hcfg.pop("BLOCK_SIZE_K")
                     bm = hcfg.pop("BLOCK_SIZE_M", 16)
                     hcfg.pop("SPLIT_K")
+                    xdot = bool(hcfg.pop("X_DOT_ORDER", 0))
+                    a_in = mq.dot_order_activations(a, bk) if xdot else a  # outside the timing
 
-                    def run(hcfg=hcfg, c=c, sk=sk, bk=bk, bm=bm):
-                        mq.invoke_grouped_gemm_wq_hopper(a, b, c, wt, *aligned[bm], tk, s, z, group, hcfg,
+                    def run(hcfg=hcfg, c=c, sk=sk, bk=bk, bm=bm, a_in=a_in, xdot=xdot):
+                        mq.invoke_grouped_gemm_wq_hopper(a_in, b, c, wt, *aligned[bm], tk, s, z, group, hcfg,
                                                          mul_routed_weight=wt is not None, split_k=sk, block_k=bk,
-                                                         block_m=bm)
+                                                         block_m=bm, x_dot_order=xdot)
                 try:
                     c.fill_(float("nan"))
                     run()
@@ -183,7 +194,7 @@ def is_default(cfg, functional):
     GROUP_SIZE_M is set by the experiment per M, so it is not compared)."""
     from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper as rule
     default = rule.tuning.default(functional, 90)
-    return cfg.get("BLOCK_SIZE_M", 16) == 16 and all(
+    return cfg.get("BLOCK_SIZE_M", 16) == 16 and not cfg.get("X_DOT_ORDER") and all(
         cfg.get(k, 0) == v for k, v in default.items() if k != "GROUP_SIZE_M")
 
 
@@ -195,7 +206,8 @@ def print_best(rows):
         same = [r for r in rows if r["kernel"] == "gluon" and (r["M"], r["gemm"], r["config"].get("SPLIT_K", 1)) ==
                 (M, gemm, sk)]
         functional = {"dtype": "bf16", "b_dtype": "u8", "MUL_ROUTED_WEIGHT": gemm == 2, "BLOCK_SIZE_M": 16,
-                      "BLOCK_SIZE_K": same[0]["config"]["BLOCK_SIZE_K"], "SPLIT_K": sk, "HAS_ZP": True}
+                      "BLOCK_SIZE_K": same[0]["config"]["BLOCK_SIZE_K"], "SPLIT_K": sk, "HAS_ZP": True,
+                      "X_DOT_ORDER": False}
         default = next((r for r in same if is_default(r["config"], functional)), None)
         best = min(same, key=lambda r: r["us"])
         ref = f"{default['us']:.1f}" if default else "-"

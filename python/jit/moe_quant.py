@@ -94,7 +94,7 @@ def wq_hopper_block_k(group_size):
 
 def invoke_grouped_gemm_wq_hopper(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top_k, b_scale, b_zp,
                                   group_size, config=None, mul_routed_weight=False, split_k=1, block_k=None,
-                                  block_m=16):
+                                  block_m=16, x_dot_order=False):
     """The sm_90 int4 GEMM (tritonsrc/moe/grouped_gemm_wq_hopper.py) with the operator's arguments:
     b uint8 [E, N, K // 2], b_scale fp32 [E, N, K // group_size], b_zp [E, cdiv(N, 2), K //
     group_size] or None, align block size 16; c [slots * split_k, N]. config: the rule's tuning
@@ -102,7 +102,9 @@ def invoke_grouped_gemm_wq_hopper(a, b, c, topk_weights, sorted_ids, expert_ids,
     may take any power of 2 from 64 to 256 that divides group_size, e.g. 256 for group 256, which
     the build does not compile). block_m: the align block size, 16 (the build's), 8 (wgmma N 8:
     96 registers instead of 127) or 32 (one block for an expert's 17-32 tokens: one dequantization
-    of each weight tile instead of two); 8 and 32 for experiments only. Needs an sm_90 GPU."""
+    of each weight tile instead of two); 8 and 32 for experiments only. x_dot_order: `a` is
+    dot_order_activations(x, block_k) of the activations x, copied to shared memory as it is (an
+    experiment: config LOAD_DISTANCE 2). Needs an sm_90 GPU."""
     from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper as rule
 
     K = a.shape[1]
@@ -114,12 +116,25 @@ def invoke_grouped_gemm_wq_hopper(a, b, c, topk_weights, sorted_ids, expert_ids,
         return c  # no token: the kernel reads token 0's row for padding slots (as the operator, never launched)
     functional = dict(dtype={torch.float16: "fp16", torch.bfloat16: "bf16"}[a.dtype], b_dtype="u8",
                       MUL_ROUTED_WEIGHT=bool(mul_routed_weight), BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=block_k,
-                      SPLIT_K=split_k, HAS_ZP=b_zp is not None)
+                      SPLIT_K=split_k, HAS_ZP=b_zp is not None, X_DOT_ORDER=bool(x_dot_order))
     config = dict(config or rule.tuning.default(functional, 90))
     constexprs = {k: v for k, v in functional.items() if k in rule.constexpr_functionals}
     launch(rule, _wq_values(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top_k, b_scale, b_zp, group_size,
                             split_k), constexprs, config)
     return c
+
+
+def dot_order_activations(x, block_k):
+    """[M, K] activations -> the same rows with each K tile of block_k in the sm_90 int4 GEMM's dot
+    order (the permutation its kernel applies in registers, grouped_gemm_wq_hopper.activation_perm),
+    for invoke_grouped_gemm_wq_hopper(..., x_dot_order=True)."""
+    from tritonsrc.moe import grouped_gemm_wq_hopper as kern
+
+    M, K = x.shape
+    assert K % block_k == 0
+    tiles = x.reshape(M * (K // block_k), block_k).reshape(kern.bit_shape(M * (K // block_k), block_k))
+    perm = kern.activation_perm(block_k, x.dtype == torch.float16)
+    return tiles.permute(perm).reshape(M, K).contiguous()
 
 
 def fused_experts_quant_jit(hidden, w1, w2, topk_weights, topk_ids, quant, w1_scale, w2_scale,

@@ -140,7 +140,7 @@ def _corners():
     from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper as rule
     for bk in (64, 128):
         f = {"dtype": "bf16", "b_dtype": "u8", "MUL_ROUTED_WEIGHT": True, "BLOCK_SIZE_M": 16, "BLOCK_SIZE_K": bk,
-             "SPLIT_K": 4, "HAS_ZP": True}
+             "SPLIT_K": 4, "HAS_ZP": True, "X_DOT_ORDER": False}
         space = rule.tuning.all_configs(f, 90)
         yield f, rule.tuning.default(f, 90)
         for bn in (64, 128):
@@ -164,6 +164,34 @@ def _corners():
     for block_m, dtype, distance in ((8, "bf16", 2), (8, "fp16", 1), (32, "bf16", 1), (32, "fp16", 2)):
         g = dict(f, dtype=dtype, BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=128)
         yield g, dict(rule.tuning.default(g, 90), LOAD_DISTANCE=distance)
+    # Activations copied in the dot's k order (X_DOT_ORDER; int4_wgmma.py --x-dot-order, not in the
+    # build): both dtypes and K tiles, blocks of 16 and 32, with and without zero points.
+    for block_m, dtype, bk, zp in ((16, "bf16", 128, True), (16, "fp16", 64, True), (16, "fp16", 128, False),
+                                   (32, "bf16", 128, True), (32, "fp16", 128, True)):
+        g = dict(f, dtype=dtype, BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=bk, HAS_ZP=zp, X_DOT_ORDER=True)
+        yield g, rule.tuning.default(g, 90)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("block_k", [64, 128])
+def test_dot_order_activations_is_the_kernels_permutation(block_k, dtype):
+    """X_DOT_ORDER's host-side permutation (python/jit/moe_quant.dot_order_activations): every K tile
+    of every row in the order the kernel gives its activation registers, so that each tile's dot with
+    the emulated weight operand is the plain dot of that tile."""
+    from python.jit.moe_quant import dot_order_activations
+
+    gen = torch.Generator().manual_seed(block_k + 7)
+    m, tiles, n = 3, 3, 16
+    x = torch.randint(-50, 50, (m, tiles * block_k), generator=gen).to(dtype)  # exact in 16 bits
+    xd = dot_order_activations(x, block_k)
+    assert xd.shape == x.shape and xd.dtype == dtype and not torch.equal(xd, x)
+    for t in range(tiles):
+        words = torch.randint(0, 2 ** 32, (n, block_k // 8), generator=gen, dtype=torch.int64)
+        zp = torch.randint(0, 16, (n, ), generator=gen, dtype=torch.int64)
+        nib = torch.stack([(words >> (4 * i)) & 0xF for i in range(8)], dim=-1).reshape(n, block_k)
+        tile = x[:, t * block_k:(t + 1) * block_k].double()
+        w, _ = _operands(words, zp, tile, dtype)
+        assert torch.equal(xd[:, t * block_k:(t + 1) * block_k].double() @ w.T, tile @ (nib - zp[:, None]).double().T)
 
 
 @pytest.mark.parametrize("functional,config", list(_corners()), ids=str)

@@ -234,7 +234,8 @@ def test_int4_decode_gemm_route_on_sm90(build_dir):
 
     def built(k_tile, has_zp=False):
         f = {"dtype": "fp16", "b_dtype": "u8", "MUL_ROUTED_WEIGHT": False, "BLOCK_SIZE_M": 16,
-             "BLOCK_SIZE_K": k_tile, "SPLIT_K": 1, "HAS_ZP": has_zp}
+             "BLOCK_SIZE_K": k_tile, "SPLIT_K": 1, "HAS_ZP": has_zp,
+             "X_DOT_ORDER": False}
         return (_images(build_dir) / "sm_90" / "fused_moe_gemm_wq_hopper" / f"{functional_name(f)}.aks").exists()
 
     assert built(128) and built(128, True), "every profile builds the fp16 K-tile-128 functionals"

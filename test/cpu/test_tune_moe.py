@@ -161,7 +161,7 @@ def test_gluon_tuner_keys_entries_as_the_generator_names_them():
     rule, f, bins = G.gluon_entry("mixtral", 2, 1, "int4")
     assert rule is fused_moe_gemm_wq_hopper and list(f) == list(rule.functional)
     assert functional_name(f) == ("dtype-bf16__b_dtype-u8__MUL_ROUTED_WEIGHT-1__BLOCK_SIZE_M-16__BLOCK_SIZE_K-128__"
-                                  "SPLIT_K-4__HAS_ZP-1")
+                                  "SPLIT_K-4__HAS_ZP-1__X_DOT_ORDER-0")
     assert bins == tune_moe.entry_key("mixtral", 2, 1, "int4", 16)[1]
     assert G.gluon_entry("mixtral", 2, 64, "int4")[1]["SPLIT_K"] == 1
     # int4_sym: the same kernel's functional without zero points, the same bins.

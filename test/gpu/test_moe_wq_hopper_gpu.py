@@ -208,7 +208,8 @@ def check_config_against_reference(K, group, split_k, with_zp, dtype, seed, **co
     a, q, s, zp, d, w, ids = operands(5, E, topk, K, N, group, with_zp, dtype, seed=seed)
     srt, eid, ntpp = aotriton.moe_align_block_size(ids, 16, E)
     f = {"dtype": {torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype], "b_dtype": "u8", "MUL_ROUTED_WEIGHT": mul,
-         "BLOCK_SIZE_M": 16, "BLOCK_SIZE_K": wq_hopper_block_k(group), "SPLIT_K": split_k, "HAS_ZP": with_zp}
+         "BLOCK_SIZE_M": 16, "BLOCK_SIZE_K": wq_hopper_block_k(group), "SPLIT_K": split_k, "HAS_ZP": with_zp,
+         "X_DOT_ORDER": False}
     config = dict(rule.tuning.default(f, 90), **config)
     assert config in rule.tuning.all_configs(f, 90)
     c = torch.full((ids.numel() * split_k, N), float("nan"), dtype=dtype, device=DEV)
@@ -253,3 +254,37 @@ def test_align_blocks_of_8_and_32_match_the_reference(dtype, block_m, M, split_k
                                   mul_routed_weight=mul, split_k=split_k, block_m=block_m)
     got = c.view(ids.numel(), split_k, N).double().sum(1)
     assert rel_err(got, gemm_ref(a, d, w, ids, topk, mul)) < GEMM_TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("block_m", [16, 32])
+@pytest.mark.parametrize("M,K,group,split_k,with_zp",
+                         [(1, 1024, 128, 1, True), (5, 1664, 128, 4, True), (37, 704, 64, 1, False),
+                          (150, 640, 128, 1, True)])
+def test_dot_ordered_activations_match_the_reference(dtype, block_m, M, K, group, split_k, with_zp):
+    """X_DOT_ORDER (an experiment's form, bench/experiments/int4_wgmma.py --x-dot-order): the
+    activations permuted on the host (dot_order_activations) and copied by cp.async beside the
+    weights, rows of no token not read. One token, odd tile counts (13 tiles of 128 in 4 splits, 11
+    of 64), blocks of 16 and 32, experts with several blocks; NaN-poisoned output against the
+    float64 reference of the plain activations. The plain activations through the same form must
+    miss it (the permutation is what the kernel reads)."""
+    from python.jit.moe import moe_align_block_size
+    from python.jit.moe_quant import dot_order_activations, invoke_grouped_gemm_wq_hopper, wq_hopper_block_k
+
+    E, topk, N = 8, 2, 192
+    mul = split_k > 1
+    a, q, s, zp, d, w, ids = operands(M, E, topk, K, N, group, with_zp, dtype, seed=M + K + block_m)
+    srt, eid, ntpp = moe_align_block_size(ids, block_m, E)
+    ref = gemm_ref(a, d, w, ids, topk, mul)
+    config = {"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 4, "GROUP_SIZE_M": 16, "num_warps": 4,
+              "LOAD_DISTANCE": 2}
+
+    def run(x):
+        c = torch.full((ids.numel() * split_k, N), float("nan"), dtype=dtype, device=DEV)
+        invoke_grouped_gemm_wq_hopper(x, q, c, w.reshape(-1).contiguous() if mul else None, srt, eid, ntpp, topk, s,
+                                      zp, group, config=config, mul_routed_weight=mul, split_k=split_k,
+                                      block_m=block_m, x_dot_order=True)
+        return c.view(ids.numel(), split_k, N).double().sum(1)
+
+    assert rel_err(run(dot_order_activations(a, wq_hopper_block_k(group))), ref) < GEMM_TOL[dtype]
+    assert not rel_err(run(a), ref) < GEMM_TOL[dtype]

@@ -228,8 +228,8 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
                                group_size, has_zp, num_experts,
                                MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
                                BLOCK_SIZE_K: gl.constexpr, GROUP_SIZE_M: gl.constexpr, SPLIT_K: gl.constexpr,
-                               HAS_ZP: gl.constexpr, PREFETCH: gl.constexpr, NUM_STAGES: gl.constexpr = 4,
-                               LOAD_DISTANCE: gl.constexpr = 1,
+                               HAS_ZP: gl.constexpr, X_DOT_ORDER: gl.constexpr, PREFETCH: gl.constexpr,
+                               NUM_STAGES: gl.constexpr = 4, LOAD_DISTANCE: gl.constexpr = 1,
                                USE_PDL: gl.constexpr = False):
     """One BLOCK_SIZE_N x BLOCK_SIZE_M tile of C^T; 4 warps (one warpgroup). BLOCK_SIZE_N 64 or
     128; BLOCK_SIZE_M 8 or 16 (the align block size); BLOCK_SIZE_K 64, 128 or 256, dividing
@@ -241,10 +241,14 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     every zero point is 8 and their loads and packing leave the loop. LOAD_DISTANCE 2 (the ring
     only): activations, scales and zero points loaded two K tiles ahead of their use in a loop
     unrolled by two (_k_loop_pairs; NUM_STAGES even, 4 or more: the ring holds pairs of tiles),
-    1: one tile ahead (_k_loop)."""
+    1: one tile ahead (_k_loop). X_DOT_ORDER (LOAD_DISTANCE 2; an experiment, the build compiles
+    False): A holds each row's K tiles already in the dot's k order (dot_order_activations in
+    python/jit/moe_quant.py), so the activation tiles are copied by cp.async into shared memory
+    beside the weights, no register on the way; rows of no token are not read (zero-filled)."""
     gl.static_assert(PREFETCH <= 2)
     gl.static_assert(LOAD_DISTANCE == 1 or (LOAD_DISTANCE == 2 and PREFETCH == 0))
     gl.static_assert(LOAD_DISTANCE == 1 or (NUM_STAGES % 2 == 0 and NUM_STAGES >= 4))
+    gl.static_assert(LOAD_DISTANCE == 2 or not X_DOT_ORDER)
     BLOCK_K: gl.constexpr = BLOCK_SIZE_K
     dtype: gl.constexpr = a_ptr.dtype.element_ty
     # wgmma N: the block's slots.
@@ -329,9 +333,9 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     part_zero = gl.zeros([BLOCK_SIZE_N, BLOCK_SIZE_M], gl.float32, layout=mma)
     last = gl.maximum(kt_hi - 1, 0)
     if LOAD_DISTANCE == 2:
-        acc = _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift,
-                            zp_none, group_magic, kt_lo, kt_hi, last, dtype, a_op, packed, x_smem_layout,
-                            BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_K, HAS_ZP, NUM_STAGES)
+        acc = _k_loop_pairs(acc, part_zero, x_ptrs, gl.expand_dims(x_ok, 1), w_ptrs, s_ptrs, zp_ptrs, stride_bsk,
+                            stride_bzk, zp_shift, zp_none, group_magic, kt_lo, kt_hi, last, dtype, a_op, packed,
+                            x_smem_layout, BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_K, HAS_ZP, X_DOT_ORDER, NUM_STAGES)
     else:
         acc = _k_loop(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift, zp_none,
                       group_magic, kt_lo, kt_hi, last, dtype, a_op, packed, x_smem_layout, BLOCK_SIZE_M,
@@ -433,10 +437,11 @@ def _scale_and_zero_points(tile, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_
 
 
 @gluon.jit
-def _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift, zp_none,
-                  group_magic, kt_lo, kt_hi, last, dtype: gl.constexpr, a_op: gl.constexpr, packed: gl.constexpr,
-                  x_smem_layout: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_SIZE_N: gl.constexpr,
-                  BLOCK_K: gl.constexpr, HAS_ZP: gl.constexpr, NUM_STAGES: gl.constexpr):
+def _k_loop_pairs(acc, part_zero, x_ptrs, x_rows_ok, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift,
+                  zp_none, group_magic, kt_lo, kt_hi, last, dtype: gl.constexpr, a_op: gl.constexpr,
+                  packed: gl.constexpr, x_smem_layout: gl.constexpr, BLOCK_SIZE_M: gl.constexpr,
+                  BLOCK_SIZE_N: gl.constexpr, BLOCK_K: gl.constexpr, HAS_ZP: gl.constexpr, X_DOT_ORDER: gl.constexpr,
+                  NUM_STAGES: gl.constexpr):
     """_k_loop (the ring) with every global load about two tiles ahead of its first use. In _k_loop
     the next tile's activations and scale, loaded at the top of an iteration, are first read at its
     end (ptxas hoists the activations' permutation there, and the scales go through register
@@ -451,10 +456,9 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, s
     The weights: both tiles of the pair NUM_STAGES - 2 ahead are copied at the top, one commit
     group. A 64-row tile is 64 bytes of each weight row, so a row's two halves of a 128-byte line
     reach L2 and DRAM together (copied an iteration apart, one tile at a time, the loop ran 8-23%
-    slower: H100, twenty-fifth session, bench/results/h100/int4_wgmma_sm90.json)."""
-    # Two buffers in two allocations (stores to distinct allocations need no barrier between them).
-    buf_a = gl.allocate_shared_memory(dtype, [BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
-    buf_b = gl.allocate_shared_memory(dtype, [BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
+    slower: H100, twenty-fifth session, bench/results/h100/int4_wgmma_sm90.json).
+    X_DOT_ORDER: the activation tiles ride in the weights' commit groups, into rings of their own
+    (x_even / x_odd, the same slots), and the loop holds no activation register."""
     ring_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
     # Even and odd tiles in two allocations of NUM_STAGES / 2 slots (relative tile i in slot i // 2
     # of its parity's): the copies into one do not order those into the other (the compiler's
@@ -464,16 +468,30 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, s
     half: gl.constexpr = NUM_STAGES // 2
     ring_even = gl.allocate_shared_memory(gl.int32, [half, BLOCK_SIZE_N, BLOCK_K // 8], ring_layout)
     ring_odd = gl.allocate_shared_memory(gl.int32, [half, BLOCK_SIZE_N, BLOCK_K // 8], ring_layout)
+    if X_DOT_ORDER:
+        x_even = gl.allocate_shared_memory(dtype, [half, BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
+        x_odd = gl.allocate_shared_memory(dtype, [half, BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
+    else:
+        # Two buffers in two allocations (stores to distinct allocations need no barrier between them).
+        buf_a = gl.allocate_shared_memory(dtype, [BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
+        buf_b = gl.allocate_shared_memory(dtype, [BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
     for i in gl.static_range(half - 1):
         async_copy.async_copy_global_to_shared(ring_even.index(i),
                                                w_ptrs + gl.minimum(kt_lo + 2 * i, last) * (BLOCK_K // 8))
         async_copy.async_copy_global_to_shared(ring_odd.index(i),
                                                w_ptrs + gl.minimum(kt_lo + 2 * i + 1, last) * (BLOCK_K // 8))
+        if X_DOT_ORDER:
+            async_copy.async_copy_global_to_shared(x_even.index(i), x_ptrs + gl.minimum(kt_lo + 2 * i, last) * BLOCK_K,
+                                                   mask=x_rows_ok)
+            async_copy.async_copy_global_to_shared(x_odd.index(i),
+                                                   x_ptrs + gl.minimum(kt_lo + 2 * i + 1, last) * BLOCK_K,
+                                                   mask=x_rows_ok)
         async_copy.commit_group()
     ta = gl.minimum(kt_lo, last)
     tb = gl.minimum(kt_lo + 1, last)
-    xa = gl.load(x_ptrs + ta * BLOCK_K)
-    xb = gl.load(x_ptrs + tb * BLOCK_K)
+    if not X_DOT_ORDER:
+        xa = gl.load(x_ptrs + ta * BLOCK_K)
+        xb = gl.load(x_ptrs + tb * BLOCK_K)
     sa, za = _scale_and_zero_points(ta, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none, HAS_ZP)
     sb, zb = _scale_and_zero_points(tb, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none, HAS_ZP)
     n = kt_hi - kt_lo
@@ -488,24 +506,43 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, s
                                                w_ptrs + gl.minimum(t + NUM_STAGES - 2, last) * (BLOCK_K // 8))
         async_copy.async_copy_global_to_shared(ring_odd.index(slot),
                                                w_ptrs + gl.minimum(t + NUM_STAGES - 1, last) * (BLOCK_K // 8))
+        if X_DOT_ORDER:
+            async_copy.async_copy_global_to_shared(x_even.index(slot),
+                                                   x_ptrs + gl.minimum(t + NUM_STAGES - 2, last) * BLOCK_K,
+                                                   mask=x_rows_ok)
+            async_copy.async_copy_global_to_shared(x_odd.index(slot),
+                                                   x_ptrs + gl.minimum(t + NUM_STAGES - 1, last) * BLOCK_K,
+                                                   mask=x_rows_ok)
         async_copy.commit_group()
-        buf_a.store(_activation_k(xa, dtype, BLOCK_SIZE_M, BLOCK_K))
-        buf_b.store(_activation_k(xb, dtype, BLOCK_SIZE_M, BLOCK_K))
-        ta = gl.minimum(t + 2, last)
-        tb = gl.minimum(t + 3, last)
-        xa = gl.load(x_ptrs + ta * BLOCK_K)
-        xb = gl.load(x_ptrs + tb * BLOCK_K)
-        fence_async_shared()
-        async_copy.wait_group(half - 1)  # this thread's copies of tiles t and t + 1 have landed
-        gl.thread_barrier()
+        if X_DOT_ORDER:
+            ta = gl.minimum(t + 2, last)
+            tb = gl.minimum(t + 3, last)
+            # This thread's copies of tiles t and t + 1 have landed; the compiler's barrier analysis puts
+            # the CTA barrier after the wait (before the fence: a second one here measured 3 a pair).
+            async_copy.wait_group(half - 1)
+            fence_async_shared()  # the activation copies before wgmma reads them (async proxy)
+            x_a = x_even.index(pair % half)
+            x_b = x_odd.index(pair % half)
+        else:
+            buf_a.store(_activation_k(xa, dtype, BLOCK_SIZE_M, BLOCK_K))
+            buf_b.store(_activation_k(xb, dtype, BLOCK_SIZE_M, BLOCK_K))
+            ta = gl.minimum(t + 2, last)
+            tb = gl.minimum(t + 3, last)
+            xa = gl.load(x_ptrs + ta * BLOCK_K)
+            xb = gl.load(x_ptrs + tb * BLOCK_K)
+            fence_async_shared()
+            async_copy.wait_group(half - 1)  # this thread's copies of tiles t and t + 1 have landed
+            x_a = buf_a
+            x_b = buf_b
+            gl.thread_barrier()
         # Tile t, set A.
         w = ring_even.index(pair % half).load(packed)
-        acc = _tile_product(w, buf_a, _unpacked_zero_points(za, zp_shift, zp_none, HAS_ZP), sa, acc, part_zero,
+        acc = _tile_product(w, x_a, _unpacked_zero_points(za, zp_shift, zp_none, HAS_ZP), sa, acc, part_zero,
                             dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
         sa, za = _scale_and_zero_points(ta, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none, HAS_ZP)
         # Tile t + 1, set B.
         w = ring_odd.index(pair % half).load(packed)
-        acc_b = _tile_product(w, buf_b, _unpacked_zero_points(zb, zp_shift, zp_none, HAS_ZP), sb, acc, part_zero,
+        acc_b = _tile_product(w, x_b, _unpacked_zero_points(zb, zp_shift, zp_none, HAS_ZP), sb, acc, part_zero,
                               dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
         acc = gl.where(t + 1 < kt_hi, acc_b, acc)
         sb, zb = _scale_and_zero_points(tb, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none, HAS_ZP)

@@ -118,7 +118,7 @@ Status launch_gemm_wq_hopper(const char* op, const GemmJob& j, int32_t split_k, 
   const bool serves = j.quant == QuantMode::kInt4W4A16 && j.block_size == 16 && j.group_size % 64 == 0 && j.K > 0 &&
                       j.K % k_tile == 0;
   const kh::Functional f{j.c_dtype, DType::kUInt8, j.mul_routed_weight, j.block_size, k_tile, split_k,
-                         j.b_zp != nullptr};
+                         j.b_zp != nullptr, /*X_DOT_ORDER=*/false};
   const bool forced = options && kh::has_config(options->force_config);
   if (forced && !serves)
     return fail(Status::kInvalidArgument, std::string(op) + ": force_config names a fused_moe_gemm_wq_hopper "
