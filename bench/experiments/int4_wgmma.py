@@ -24,7 +24,8 @@ over max |reference|); the production kernel's error is printed beside it.
         (each distance-2 form also with its activations pre-permuted into the dot's k order and copied by
         cp.async: no activation register, no permutation, no STS; rows of no token not read. 16 rows: 340
         SASS instructions a pair instead of 352, 117 registers instead of 127; 32 rows: 128 instead of 167,
-        so an expert's 17-32 tokens run as one program at 4 CTAs an SM)
+        so an expert's 17-32 tokens run as one program at 4 CTAs an SM; `--variants 64,0,4,2,96`: 16 rows
+        at 96 registers without spills, 5 CTAs an SM, where the register form spills 64 bytes)
     python3 bench/experiments/int4_wgmma.py --variants 64,0,4,2 --gemm1-splits 1,2,4 --gemm2-splits 4,8
         --tokens 1,8   (split-K for the decode GEMM1: at M=1 its 896 programs of 64 rows are ~1.4 waves of
         an H100's 4-5 a SM, and a partial wave runs with fewer bytes in flight; M >= 8 has ~4x more)
@@ -69,8 +70,8 @@ def main():
     ap.add_argument("--group", type=int, default=0, help="group size of the layer (default: the coverage layer's)")
     ap.add_argument("--k-tiles", default="", help="the Gluon kernel's K tiles to time (default: the operator's)")
     ap.add_argument("--block-m", default="16", help="align block sizes for the Gluon kernel (8, 16, 32)")
-    ap.add_argument("--variants", default="", help="Gluon forms BLOCK_SIZE_N,PREFETCH,NUM_STAGES,LOAD_DISTANCE "
-                    "separated by ';' or '/' (default: VARIANTS)")
+    ap.add_argument("--variants", default="", help="Gluon forms BLOCK_SIZE_N,PREFETCH,NUM_STAGES,LOAD_DISTANCE"
+                    "[,maxnreg] separated by ';' or '/' (default: VARIANTS)")
     ap.add_argument("--gemm1-splits", default="1", help="split-K counts for GEMM1 (partials summed after)")
     ap.add_argument("--gemm2-splits", default=GEMM2_SPLITS)
     ap.add_argument("--routing", choices=["random", "balanced"], default="random",
@@ -138,10 +139,13 @@ def main():
                                                       SPLIT_K=C.WQ_SPLIT_K)))
             for bm in block_ms:
                 for bk in k_tiles:
-                    for bn, pf, st, dist in chosen or (VARIANTS if bm == 16 else OTHER_BLOCK_VARIANTS):
+                    for form in chosen or (VARIANTS if bm == 16 else OTHER_BLOCK_VARIANTS):
+                        bn, pf, st, dist = form[:4]
                         for sk in splits[gemm]:
                             cfg = dict(BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, PREFETCH=pf, NUM_STAGES=st, LOAD_DISTANCE=dist,
                                        SPLIT_K=sk, num_warps=4)
+                            if len(form) > 4:  # a register cap (maxnreg), e.g. 96: 5 CTAs an SM
+                                cfg["maxnreg"] = form[4]
                             candidates.append(("gluon", dict(cfg, BLOCK_SIZE_M=bm) if bm != 16 else cfg))
                             if args.x_dot_order and dist == 2 and pf == 0:
                                 candidates.append(("gluon", dict(candidates[-1][1], X_DOT_ORDER=1)))
@@ -194,7 +198,7 @@ def is_default(cfg, functional):
     GROUP_SIZE_M is set by the experiment per M, so it is not compared)."""
     from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper as rule
     default = rule.tuning.default(functional, 90)
-    return cfg.get("BLOCK_SIZE_M", 16) == 16 and not cfg.get("X_DOT_ORDER") and all(
+    return cfg.get("BLOCK_SIZE_M", 16) == 16 and not cfg.get("X_DOT_ORDER") and not cfg.get("maxnreg") and all(
         cfg.get(k, 0) == v for k, v in default.items() if k != "GROUP_SIZE_M")
 
 

@@ -286,5 +286,9 @@ def test_dot_ordered_activations_match_the_reference(dtype, block_m, M, K, group
                                       block_m=block_m, x_dot_order=True)
         return c.view(ids.numel(), split_k, N).double().sum(1)
 
-    assert rel_err(run(dot_order_activations(a, wq_hopper_block_k(group))), ref) < GEMM_TOL[dtype]
+    x = dot_order_activations(a, wq_hopper_block_k(group))
+    assert rel_err(run(x), ref) < GEMM_TOL[dtype]
     assert not rel_err(run(a), ref) < GEMM_TOL[dtype]
+    if block_m == 16:  # the 5-CTA form: capped at 96 registers (no spills, test_int4_wgmma_order)
+        config["maxnreg"] = 96
+        assert rel_err(run(x), ref) < GEMM_TOL[dtype]
