@@ -122,6 +122,15 @@ def main():
         act = torch.randn(M * topk, N, device=dev, dtype=torch.bfloat16)
         experts = torch.unique(ids).tolist()
         ids_flat = ids.flatten()
+        if args.x_dot_order and not args.profile:
+            # What X_DOT_ORDER adds before GEMM1 (GEMM2's input would come from act_and_mul in that order):
+            # one copy of the hidden states, here torch's permute (an upper bound for a copy kernel).
+            for bk in k_tiles:
+                t = triton.testing.do_bench_cudagraph(lambda: mq.dot_order_activations(x, bk), rep=100,
+                                                      return_mode="median") * 1e3
+                rows.append(dict(M=M, gemm=1, routing=args.routing, kernel="dot_order_copy",
+                                 config={"BLOCK_SIZE_K": bk}, us=t, roofline=0.0, err=0.0))
+                print(f"| {M} | 1 | dot_order_copy | {{\"BLOCK_SIZE_K\": {bk}}} | {t:.1f} | | |", flush=True)
         for gemm, (a, b, s, z, n_out, k_in, tk, wt) in {
                 1: (x, w1, s1, z1, 2 * N, K, topk, None), 2: (act, w2, s2, z2, K, N, 1, wts)}.items():
             ref = torch.zeros(M * topk, n_out, dtype=torch.float64, device=dev)
