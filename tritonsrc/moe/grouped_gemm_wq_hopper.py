@@ -517,8 +517,9 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, x_rows_ok, w_ptrs, s_ptrs, zp_ptrs, st
         if X_DOT_ORDER:
             ta = gl.minimum(t + 2, last)
             tb = gl.minimum(t + 3, last)
-            # This thread's copies of tiles t and t + 1 have landed; the compiler's barrier analysis puts
-            # the CTA barrier after the wait (before the fence: a second one here measured 3 a pair).
+            # This thread's copies of tiles t and t + 1 have landed. The CTA barrier that publishes every
+            # thread's copies is the compiler's (its barrier analysis puts one after the wait, since the
+            # copied shared memory is read next); a thread_barrier here too made 3 a pair in the SASS.
             async_copy.wait_group(half - 1)
             fence_async_shared()  # the activation copies before wgmma reads them (async proxy)
             x_a = x_even.index(pair % half)
