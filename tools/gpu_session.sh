@@ -24,6 +24,10 @@
 # (90-180 s each; 15 s when the answer is "none asked for ... in N min"): name kind nvidia-h200 (it may
 # take either card; a plain call after a refusal asks for an H200 only), keep the first command
 # complete, and space retries by the minutes the answer names.
+# 2026-12-06 (twenty-eighth): two refusals, then the third call (kind nvidia-h200, after the named wait)
+# got an H100. Follow-up calls on the warm machine (a bench after the job): `cd /tmp/aotriton-src`
+# first - the build and install live in that copy, the lease's repository root has none (a bench there
+# failed with "No module named 'aotriton'").
 # Every lease call re-copies the working tree over the repository root, which
 # pulled python/compile_client.py from under a running build (2026-12-03):
 # `start` runs from a private copy of the tree in $SRC instead.
