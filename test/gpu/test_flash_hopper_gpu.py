@@ -296,16 +296,32 @@ def test_persistent_every_candidate_through_the_jit(D, causal, config):
             check_jit(q, k, v, causal, config, (B, Sq, Sk, Hq, Hk, dtype))
 
 
-def _lazy_rescale_configs():
-    """(head dim, causal kind, config) for every RESCALE_TH > 0 candidate of the rule."""
+def _candidates(select):
+    """(head dim, causal kind, config) for every candidate of the rule that select(config) takes."""
     from python import rules_flash_hopper as r
     out = []
     for D in (64, 96, 128, 256):
         for causal in (0, 1, 2):
             f = {"dtype": "bf16", "BLOCK_DMODEL": D, "CAUSAL_TYPE": causal}
             if r.attn_fwd_hopper.valid(f, 90):
-                out += [(D, causal, c) for c in r.attn_fwd_hopper.tuning.all_configs(f, 90) if c["RESCALE_TH"]]
+                out += [(D, causal, c) for c in r.attn_fwd_hopper.tuning.all_configs(f, 90) if select(c)]
     return out
+
+
+def _lazy_rescale_configs():
+    return _candidates(lambda c: c["RESCALE_TH"])
+
+
+@pytest.mark.parametrize("D,causal,config", _candidates(lambda c: c["BLOCK_N"] == 32 and not c["RESCALE_TH"]),
+                         ids=lambda x: (f"s{x['SCHEDULE']}_st{x['NUM_STAGES']}" if isinstance(x, dict) else str(x)))
+def test_32_key_tiles_through_the_jit(D, causal, config):
+    """The 32-key tiles (head dim 256, 4 stages, serial and ping-pong) on sequences that end inside
+    a tile, causal both ways, GQA, one key; NaN-poisoned outputs against a float64 reference."""
+    shapes = [(2, 333, 1500, 4, 2), (1, 1000, 130, 4, 2), (2, 130, 1000, 6, 2), (1, 257, 1, 2, 2)]
+    for i, (B, Sq, Sk, Hq, Hk) in enumerate(shapes):
+        for dtype in (torch.float16, torch.bfloat16):
+            q, k, v = qkv(B, Sq, Sk, Hq, Hk, D, dtype, seed=300 + i + 10 * causal)
+            check_jit(q, k, v, causal, config, (B, Sq, Sk, Hq, Hk, dtype))
 
 
 @pytest.mark.parametrize("D,causal,config", _lazy_rescale_configs(),
