@@ -30,6 +30,11 @@ SHARED_LIMIT = 227 * 1024
 # Head dim 256 fits BLOCK_N 64 with 2 stages, or 32 with 4 (head dim 256 only, below).
 CANDIDATES = [(64, 2, 0, 8, 0), (128, 2, 0, 8, 0), (128, 3, 0, 8, 0), (128, 3, 0, 8, 128), (128, 3, 3, 4, 0),
               (64, 4, 3, 4, 0), (64, 2, 3, 4, 0), (32, 4, 0, 8, 0), (32, 4, 3, 4, 0)]
+# SCHEDULE 5, the ping-pong with K and V released apart (a candidate, not measured): a consumer's
+# turn j reads K(j) and V(j - 1), so K(j)'s stage can refill once both Q K^T(j) retired, a turn
+# before V(j)'s; with one barrier for both (SCHEDULE 3) the loader waits for P V(j) to refill either.
+# The ping-pong's forms with it.
+CANDIDATES += [(n, st, 5, w, r) for n, st, sched, w, r in CANDIDATES if sched == 3]
 # SCHEDULE 4, the persistent ping-pong (one CTA per SM, 4 warps), hides each
 # query block's prologue and epilogue under the next block's loads: the H200
 # tuner (graph-timed) picked it in 12 of 30 head-dim-128 bins, at 1.00-1.16x the
@@ -146,7 +151,7 @@ attn_fwd_hopper = Kernel(
     profiles={"ci": lambda f: f["dtype"] == "fp16" and f["BLOCK_DMODEL"] == 128},
     grid_args=["num_sms"],  # the device's SM count: the persistent schedule's grid
     tuning=TuningSpace(
-        params={"BLOCK_M": [BLOCK_M], "BLOCK_N": [32, 64, 128], "NUM_STAGES": [2, 3, 4], "SCHEDULE": [0, 3, 4],
+        params={"BLOCK_M": [BLOCK_M], "BLOCK_N": [32, 64, 128], "NUM_STAGES": [2, 3, 4], "SCHEDULE": [0, 3, 4, 5],
                 "num_warps": [4, 8], "maxnreg": [0, 128], "RESCALE_TH": [0, 8]},
         default=_default,
         prune=_candidate,

@@ -5,6 +5,8 @@ cuDNN backend in the same run. Each pair is checked against a float64
 reference on a small case first (keys grown 8-fold along the sequence, so the
 rescale is both taken and skipped).
     python bench/experiments/flash_lazy_rescale.py [--dims 256] [--seqlens 2048,8192] [--forms all] [--json out.json]
+    python bench/experiments/flash_lazy_rescale.py --dims 128 --forms eager --schedules 3,5   (the schedules'
+        eager forms side by side: SCHEDULE 5 releases K and V apart, 3 together)
 The multiply it skips is 128 of the serial loop's 506 SASS instructions a tile at
 head dim 256. Measured on an H100 (twenty-eighth session, bench/results/h100/
 flash_lazy_rescale*_sm90.json): 0.93-1.04x at 256, 0.96-1.005x at 128, so the rule
@@ -29,8 +31,10 @@ def main():
     ap.add_argument("--dims", default="256")
     ap.add_argument("--seqlens", default="2048,8192")
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp16"])
-    ap.add_argument("--forms", default="default", choices=["default", "all"],
-                    help="the rule's default config, or every eager candidate that has a lazy twin")
+    ap.add_argument("--forms", default="default", choices=["default", "all", "eager"],
+                    help="the rule's default config, every eager candidate that has a lazy twin, or every eager "
+                    "candidate whose SCHEDULE is in --schedules (its lazy twin too where the rule has one)")
+    ap.add_argument("--schedules", default="0,3,5", help="--forms eager: the schedules to time")
     ap.add_argument("--json", default=str(REPO / "bench/results/flash_lazy_rescale_sm90.json"))
     args = ap.parse_args()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
@@ -42,11 +46,17 @@ def main():
         for causal in (0, 2):
             f = {"dtype": args.dtype, "BLOCK_DMODEL": D, "CAUSAL_TYPE": causal}
             space = rule.tuning.all_configs(f, 90)
-            forms = [dict(rule.tuning.default(f, 90))] if args.forms == "default" else \
-                [c for c in space if not c["RESCALE_TH"] and dict(c, RESCALE_TH=8) in space]
+            if args.forms == "default":
+                forms = [dict(rule.tuning.default(f, 90))]
+            elif args.forms == "all":
+                forms = [c for c in space if not c["RESCALE_TH"] and dict(c, RESCALE_TH=8) in space]
+            else:
+                schedules = {int(v) for v in args.schedules.split(",")}
+                forms = [c for c in space if not c["RESCALE_TH"] and c["SCHEDULE"] in schedules]
             for eager in forms:
                 lazy = dict(eager, RESCALE_TH=8)
-                failures += check(D, causal, (eager, lazy), dtype)
+                lazy = lazy if args.forms != "eager" or lazy in space else None
+                failures += check(D, causal, [c for c in (eager, lazy) if c], dtype)
                 for S in (int(s) for s in args.seqlens.split(",")):
                     rows.append(timed(D, causal, S, eager, lazy, dtype))
     meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
@@ -88,6 +98,9 @@ def timed(D, causal, S, eager, lazy, dtype):
     lse = torch.empty(B, H, S, device="cuda", dtype=torch.float32)
     ms = {}
     for name, cfg in (("eager", eager), ("lazy", lazy), ("eager2", eager)):
+        if cfg is None:  # no lazy twin in the rule's space
+            ms[name] = float("nan")
+            continue
         attn_fwd_hopper_jit(q, k, v, D ** -0.5, causal, cfg, out=out, lse=lse)  # compile first
         ms[name] = kernel_ms(lambda: attn_fwd_hopper_jit(q, k, v, D ** -0.5, causal, cfg, out=out, lse=lse))
     qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))

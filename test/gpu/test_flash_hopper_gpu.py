@@ -296,11 +296,11 @@ def test_persistent_every_candidate_through_the_jit(D, causal, config):
             check_jit(q, k, v, causal, config, (B, Sq, Sk, Hq, Hk, dtype))
 
 
-def _candidates(select):
-    """(head dim, causal kind, config) for every candidate of the rule that select(config) takes."""
+def _candidates(select, dims=(64, 96, 128, 256)):
+    """(head dim, causal kind, config) for every candidate of the rule at dims that select(config) takes."""
     from python import rules_flash_hopper as r
     out = []
-    for D in (64, 96, 128, 256):
+    for D in dims:
         for causal in (0, 1, 2):
             f = {"dtype": "bf16", "BLOCK_DMODEL": D, "CAUSAL_TYPE": causal}
             if r.attn_fwd_hopper.valid(f, 90):
@@ -321,6 +321,21 @@ def test_32_key_tiles_through_the_jit(D, causal, config):
     for i, (B, Sq, Sk, Hq, Hk) in enumerate(shapes):
         for dtype in (torch.float16, torch.bfloat16):
             q, k, v = qkv(B, Sq, Sk, Hq, Hk, D, dtype, seed=300 + i + 10 * causal)
+            check_jit(q, k, v, causal, config, (B, Sq, Sk, Hq, Hk, dtype))
+
+
+@pytest.mark.parametrize("D,causal,config",
+                         _candidates(lambda c: c["SCHEDULE"] == 5 and not c["RESCALE_TH"], dims=(128, 256)) +
+                         _candidates(lambda c: c["SCHEDULE"] == 5 and c["BLOCK_N"] == 128, dims=(64, 96)),
+                         ids=lambda x: (f"n{x['BLOCK_N']}_st{x['NUM_STAGES']}" if isinstance(x, dict) else str(x)))
+def test_split_kv_ping_pong_through_the_jit(D, causal, config):
+    """SCHEDULE 5 (K released after Q K^T, V after P V, by barriers of their own; the loader keeps K a
+    tile ahead of V): sequences ending inside a tile, causal both ways (blocks with no key at all),
+    GQA, one key; NaN-poisoned outputs against a float64 reference."""
+    shapes = [(2, 333, 1500, 4, 2), (1, 1000, 130, 4, 2), (2, 130, 1000, 6, 2), (1, 257, 1, 2, 2)]
+    for i, (B, Sq, Sk, Hq, Hk) in enumerate(shapes):
+        for dtype in (torch.float16, torch.bfloat16):
+            q, k, v = qkv(B, Sq, Sk, Hq, Hk, D, dtype, seed=400 + i + 10 * causal)
             check_jit(q, k, v, causal, config, (B, Sq, Sk, Hq, Hk, dtype))
 
 

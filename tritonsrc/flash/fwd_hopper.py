@@ -299,11 +299,14 @@ def _pp_loader(k_desc, v_desc, k_ring, v_ring, ready, empty, off_z, off_hk, n_ti
 def _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
                  start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
                  WHICH: gl.constexpr, HEAD_DIM: gl.constexpr, D_REAL: gl.constexpr, CAUSAL: gl.constexpr,
-                 BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, RESCALE_TH: gl.constexpr):
+                 BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, RESCALE_TH: gl.constexpr,
+                 v_ready=None, v_empty=None, SPLIT_KV: gl.constexpr = False):
     """Rows start_m + 64*WHICH .. +63. Turn t of this consumer completes its
     turn barrier's phase t: the other consumer arrives right after issuing
     (consumer 0's first turn is pre-arrived by the kernel). Per turn: Q K^T
-    of tile j and P V of tile j-1 issued together, wait(1), softmax of j."""
+    of tile j and P V of tile j-1 issued together, wait(1), softmax of j.
+    SPLIT_KV (SCHEDULE 5): ready / empty are K's barriers and v_ready / v_empty
+    V's; K(j) is released as soon as Q K^T(j) retired, a turn before V(j)."""
     NUM_WARPS: gl.constexpr = gl.num_warps()
     dtype: gl.constexpr = q_smem.dtype
     s_layout: gl.constexpr = _acc_layout(NUM_WARPS, BLOCK_N)
@@ -329,6 +332,8 @@ def _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, strid
         s_tok = warpgroup_mma(q, k_ring.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
         mbarrier.arrive(other_turn)
         s = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok, ))
+        if SPLIT_KV:
+            mbarrier.arrive(empty.index(0))  # K(0) read
         p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, 0, offs_m, offs_n, seqlen_k, diag,
                                            full_end <= 0, CAUSAL, RESCALE_TH)
         p = gl.convert_layout(p.to(dtype), p_layout)
@@ -336,23 +341,35 @@ def _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, strid
             stage = j % NUM_STAGES
             prev = (j - 1) % NUM_STAGES
             mbarrier.wait(ready.index(stage), (j // NUM_STAGES) & 1)
+            if SPLIT_KV:
+                mbarrier.wait(v_ready.index(prev), ((j - 1) // NUM_STAGES) & 1)
             mbarrier.wait(my_turn, j & 1)
             s_tok = warpgroup_mma(q, k_ring.index(stage).permute((1, 0)), s_zero, use_acc=False, is_async=True)
             o_tok = warpgroup_mma(p, v_ring.index(prev), acc, is_async=True)
             mbarrier.arrive(other_turn)
             s = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok, ))
+            if SPLIT_KV:
+                mbarrier.arrive(empty.index(stage))  # K(j) read; V(j - 1) still in use
             p_next, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, j * BLOCK_N, offs_m, offs_n,
                                                     seqlen_k, diag, j * BLOCK_N >= full_end, CAUSAL, RESCALE_TH)
             acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok, p))
             p = gl.convert_layout(p_next.to(dtype), p_layout)
             acc = _rescaled(acc, alpha, o_rows, RESCALE_TH)
-            mbarrier.arrive(empty.index(prev))
+            if SPLIT_KV:
+                mbarrier.arrive(v_empty.index(prev))
+            else:
+                mbarrier.arrive(empty.index(prev))
         last = (n_tiles - 1) % NUM_STAGES
+        if SPLIT_KV:
+            mbarrier.wait(v_ready.index(last), ((n_tiles - 1) // NUM_STAGES) & 1)
         mbarrier.wait(my_turn, n_tiles & 1)
         o_tok = warpgroup_mma(p, v_ring.index(last), acc, is_async=True)
         mbarrier.arrive(other_turn)
         acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok, p))
-        mbarrier.arrive(empty.index(last))
+        if SPLIT_KV:
+            mbarrier.arrive(v_empty.index(last))
+        else:
+            mbarrier.arrive(empty.index(last))
     _finish(acc, m_i, l_i, o_ptr, stride_om, offs_m, seqlen_q, lse_ptr, o_rows, HEAD_DIM, D_REAL)
 
 
@@ -377,6 +394,69 @@ def _pp_second(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_
                  NUM_STAGES, RESCALE_TH)
 
 
+# SCHEDULE 5: the ping-pong with K and V released apart (split_kv_barriers).
+@gluon.jit
+def _pp_split_first(q_smem, k_ring, v_ring, q_bar, k_ready, k_empty, v_ready, v_empty, turn, o_ptr, stride_om,
+                    lse_ptr, sm_scale, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
+                    HEAD_DIM: gl.constexpr, D_REAL: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr,
+                    NUM_STAGES: gl.constexpr, RESCALE_TH: gl.constexpr):
+    _pp_consumer(q_smem, k_ring, v_ring, q_bar, k_ready, k_empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
+                 start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, 0, HEAD_DIM, D_REAL, CAUSAL, BLOCK_N,
+                 NUM_STAGES, RESCALE_TH, v_ready, v_empty, True)
+
+
+@gluon.jit
+def _pp_split_second(q_smem, k_ring, v_ring, q_bar, k_ready, k_empty, v_ready, v_empty, turn, o_ptr, stride_om,
+                     lse_ptr, sm_scale, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
+                     HEAD_DIM: gl.constexpr, D_REAL: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr,
+                     NUM_STAGES: gl.constexpr, RESCALE_TH: gl.constexpr):
+    _pp_consumer(q_smem, k_ring, v_ring, q_bar, k_ready, k_empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
+                 start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, 1, HEAD_DIM, D_REAL, CAUSAL, BLOCK_N,
+                 NUM_STAGES, RESCALE_TH, v_ready, v_empty, True)
+
+
+@gluon.jit
+def _load_one(desc, ring, ready, off_z, off_hk, tile, n_tiles, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+    """TMA one tensor's key tile `tile` (nothing past the end) into its ring stage."""
+    stage = tile % NUM_STAGES
+    pred = tile < n_tiles
+    mbarrier.expect(ready.index(stage), desc.block_type.nbytes, pred=pred)
+    tma.async_copy_global_to_shared(desc, [off_z, off_hk, 0, tile * BLOCK_N, 0], ready.index(stage),
+                                    _tile(ring.index(stage), desc), pred=pred)
+
+
+@gluon.jit
+def _pp_split_loader(k_desc, v_desc, k_ring, v_ring, k_ready, k_empty, v_ready, v_empty, off_z, off_hk, n_tiles,
+                     BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+    """SCHEDULE 5's loader: K one tile ahead of V (turn j reads K(j) and V(j - 1)), each refilled
+    once both consumers released that tensor's stage."""
+    for t in range(0, n_tiles + 1):
+        stage = t % NUM_STAGES
+        mbarrier.wait(k_empty.index(stage), ((t // NUM_STAGES) - 1) & 1, pred=(t >= NUM_STAGES) & (t < n_tiles))
+        _load_one(k_desc, k_ring, k_ready, off_z, off_hk, t, n_tiles, BLOCK_N, NUM_STAGES)
+        if t > 0:
+            u = t - 1
+            u_stage = u % NUM_STAGES
+            mbarrier.wait(v_empty.index(u_stage), ((u // NUM_STAGES) - 1) & 1, pred=u >= NUM_STAGES)
+            _load_one(v_desc, v_ring, v_ready, off_z, off_hk, u, n_tiles, BLOCK_N, NUM_STAGES)
+
+
+@gluon.jit
+def _split_kv_barriers(NUM_STAGES: gl.constexpr):
+    """(k_ready, k_empty, v_ready, v_empty) of SCHEDULE 5: one copy (ready) and two consumer
+    releases (empty) per stage and tensor."""
+    k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    k_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    v_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(v_ready.index(i), count=1)
+        mbarrier.init(k_empty.index(i), count=2)
+        mbarrier.init(v_empty.index(i), count=2)
+    return k_ready, k_empty, v_ready, v_empty
+
+
 @gluon.jit
 def attn_fwd_hopper(
     q_desc, k_desc, v_desc, O, LSE,
@@ -393,7 +473,9 @@ def attn_fwd_hopper(
     O + b*stride_oz + h*stride_oh + row*stride_om + d, LSE + b*stride_lse_z +
     h*stride_lse_h + row."""
     gl.static_assert(BLOCK_M == 2 * HALF_ROWS, "BLOCK_M is two warpgroups of 64 rows")
-    gl.static_assert(SCHEDULE == 0 or SCHEDULE == 3 or SCHEDULE == 4, "schedules: 0 serial, 3 ping-pong, 4 persistent")
+    gl.static_assert(SCHEDULE == 0 or SCHEDULE == 3 or SCHEDULE == 4 or SCHEDULE == 5,
+                     "schedules: 0 serial, 3 ping-pong, 4 persistent, 5 ping-pong with K and V released apart")
+    gl.static_assert(SCHEDULE != 5 or BLOCK_DMODEL != 192, "head dim 192 has no SCHEDULE 5")
     dtype: gl.constexpr = q_desc.dtype
     HEAD_BLOCK: gl.constexpr = _head_block(BLOCK_DMODEL)
     smem_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=_swizzle(BLOCK_DMODEL), element_bitwidth=16,
@@ -479,6 +561,20 @@ def attn_fwd_hopper(
         _serial(q_smem, k_desc, v_desc, o_ptr, stride_om, k_ring, v_ring, ready, lse_ptr, sm_scale, off_z, off_hk,
                 start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
                 HEAD_BLOCK, BLOCK_DMODEL, CAUSAL_TYPE != 0, BLOCK_M, BLOCK_N, NUM_STAGES, RESCALE_TH)
+    elif SCHEDULE == 5:
+        # ready (from _ring_barriers) stays unused: K and V get barriers of their own.
+        k_ready, k_empty, v_ready, v_empty = _split_kv_barriers(NUM_STAGES)
+        _, turn = _pingpong_barriers(NUM_STAGES)
+        gl.warp_specialize([
+            (_pp_split_first, (q_smem, k_ring, v_ring, q_bar, k_ready, k_empty, v_ready, v_empty, turn, o_ptr,
+                               stride_om, lse_ptr, sm_scale, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
+                               HEAD_BLOCK, BLOCK_DMODEL, CAUSAL_TYPE != 0, BLOCK_N, NUM_STAGES, RESCALE_TH)),
+            (_pp_split_second, (q_smem, k_ring, v_ring, q_bar, k_ready, k_empty, v_ready, v_empty, turn, o_ptr,
+                                stride_om, lse_ptr, sm_scale, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
+                                HEAD_BLOCK, BLOCK_DMODEL, CAUSAL_TYPE != 0, BLOCK_N, NUM_STAGES, RESCALE_TH)),
+            (_pp_split_loader, (k_desc, v_desc, k_ring, v_ring, k_ready, k_empty, v_ready, v_empty, off_z, off_hk,
+                                n_tiles, BLOCK_N, NUM_STAGES)),
+        ], [4, 1], [232, 40])
     else:
         empty, turn = _pingpong_barriers(NUM_STAGES)
         # The argument tuples stay inline: a tuple assigned to a variable
