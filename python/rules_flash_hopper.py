@@ -32,7 +32,8 @@ CANDIDATES = [(64, 2, 0, 8, 0), (128, 2, 0, 8, 0), (128, 3, 0, 8, 0), (128, 3, 0
               (64, 4, 3, 4, 0), (64, 2, 3, 4, 0), (32, 4, 0, 8, 0), (32, 4, 3, 4, 0)]
 # SCHEDULE 5, the ping-pong with K and V released apart (a candidate, not measured): a consumer's
 # turn j reads K(j) and V(j - 1), so K(j)'s stage can refill once both Q K^T(j) retired, a turn
-# before V(j)'s; with one barrier for both (SCHEDULE 3) the loader waits for P V(j) to refill either.
+# before V(j)'s; with one barrier for both (SCHEDULE 3) the loader waits for P V(j) to refill either,
+# which leaves K one turn less between copy and use than V (docs/notes-flash-perf.md).
 # The ping-pong's forms with it.
 CANDIDATES += [(n, st, 5, w, r) for n, st, sched, w, r in CANDIDATES if sched == 3]
 # SCHEDULE 4, the persistent ping-pong (one CTA per SM, 4 warps), hides each
