@@ -378,41 +378,22 @@ def _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, strid
 def _pp_first(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
               start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
               HEAD_DIM: gl.constexpr, D_REAL: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr,
-              NUM_STAGES: gl.constexpr, RESCALE_TH: gl.constexpr):
+              NUM_STAGES: gl.constexpr, RESCALE_TH: gl.constexpr, v_ready=None, v_empty=None,
+              SPLIT_KV: gl.constexpr = False):
     _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
                  start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, 0, HEAD_DIM, D_REAL, CAUSAL, BLOCK_N,
-                 NUM_STAGES, RESCALE_TH)
+                 NUM_STAGES, RESCALE_TH, v_ready, v_empty, SPLIT_KV)
 
 
 @gluon.jit
 def _pp_second(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
                start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
                HEAD_DIM: gl.constexpr, D_REAL: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr,
-               NUM_STAGES: gl.constexpr, RESCALE_TH: gl.constexpr):
+               NUM_STAGES: gl.constexpr, RESCALE_TH: gl.constexpr, v_ready=None, v_empty=None,
+               SPLIT_KV: gl.constexpr = False):
     _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
                  start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, 1, HEAD_DIM, D_REAL, CAUSAL, BLOCK_N,
-                 NUM_STAGES, RESCALE_TH)
-
-
-# SCHEDULE 5: the ping-pong with K and V released apart (split_kv_barriers).
-@gluon.jit
-def _pp_split_first(q_smem, k_ring, v_ring, q_bar, k_ready, k_empty, v_ready, v_empty, turn, o_ptr, stride_om,
-                    lse_ptr, sm_scale, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
-                    HEAD_DIM: gl.constexpr, D_REAL: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr,
-                    NUM_STAGES: gl.constexpr, RESCALE_TH: gl.constexpr):
-    _pp_consumer(q_smem, k_ring, v_ring, q_bar, k_ready, k_empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
-                 start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, 0, HEAD_DIM, D_REAL, CAUSAL, BLOCK_N,
-                 NUM_STAGES, RESCALE_TH, v_ready, v_empty, True)
-
-
-@gluon.jit
-def _pp_split_second(q_smem, k_ring, v_ring, q_bar, k_ready, k_empty, v_ready, v_empty, turn, o_ptr, stride_om,
-                     lse_ptr, sm_scale, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
-                     HEAD_DIM: gl.constexpr, D_REAL: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr,
-                     NUM_STAGES: gl.constexpr, RESCALE_TH: gl.constexpr):
-    _pp_consumer(q_smem, k_ring, v_ring, q_bar, k_ready, k_empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
-                 start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, 1, HEAD_DIM, D_REAL, CAUSAL, BLOCK_N,
-                 NUM_STAGES, RESCALE_TH, v_ready, v_empty, True)
+                 NUM_STAGES, RESCALE_TH, v_ready, v_empty, SPLIT_KV)
 
 
 @gluon.jit
@@ -565,13 +546,14 @@ def attn_fwd_hopper(
         # ready (from _ring_barriers) stays unused: K and V get barriers of their own.
         k_ready, k_empty, v_ready, v_empty = _split_kv_barriers(NUM_STAGES)
         _, turn = _pingpong_barriers(NUM_STAGES)
+        # The ping-pong's consumers with K's barriers in place of the shared ones, and V's.
         gl.warp_specialize([
-            (_pp_split_first, (q_smem, k_ring, v_ring, q_bar, k_ready, k_empty, v_ready, v_empty, turn, o_ptr,
-                               stride_om, lse_ptr, sm_scale, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
-                               HEAD_BLOCK, BLOCK_DMODEL, CAUSAL_TYPE != 0, BLOCK_N, NUM_STAGES, RESCALE_TH)),
-            (_pp_split_second, (q_smem, k_ring, v_ring, q_bar, k_ready, k_empty, v_ready, v_empty, turn, o_ptr,
-                                stride_om, lse_ptr, sm_scale, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
-                                HEAD_BLOCK, BLOCK_DMODEL, CAUSAL_TYPE != 0, BLOCK_N, NUM_STAGES, RESCALE_TH)),
+            (_pp_first, (q_smem, k_ring, v_ring, q_bar, k_ready, k_empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
+                         start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, HEAD_BLOCK, BLOCK_DMODEL,
+                         CAUSAL_TYPE != 0, BLOCK_N, NUM_STAGES, RESCALE_TH, v_ready, v_empty, True)),
+            (_pp_second, (q_smem, k_ring, v_ring, q_bar, k_ready, k_empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
+                          start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, HEAD_BLOCK, BLOCK_DMODEL,
+                          CAUSAL_TYPE != 0, BLOCK_N, NUM_STAGES, RESCALE_TH, v_ready, v_empty, True)),
             (_pp_split_loader, (k_desc, v_desc, k_ring, v_ring, k_ready, k_empty, v_ready, v_empty, off_z, off_hk,
                                 n_tiles, BLOCK_N, NUM_STAGES)),
         ], [4, 1], [232, 40])
