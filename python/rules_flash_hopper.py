@@ -81,7 +81,7 @@ def _candidate(f, c, arch):
         return False  # measured no gain below 256 (above); 192's three accumulators lack the branch
     if c["BLOCK_N"] == 32 and f["BLOCK_DMODEL"] != 256:
         # 32-key tiles with 4 stages: at head dim 256 the ping-pong's two stages of 64 keys ran
-        # 0.87-0.91x the serial form (H100, twenty-eighth session), four finer stages may keep its
+        # 0.90-0.94x the serial form (H100, twenty-eighth session), four finer stages may keep its
         # loader ahead; the O multiply then comes twice as often (357 SASS instructions a 32-key
         # tile against 466 a 64-key one), which RESCALE_TH can skip. Not measured yet.
         return False
