@@ -5,8 +5,9 @@ non-causal; aligned, no dropout or attention features) to it on sm_90 and
 everything else to attn_fwd. Head dim 96 runs in 128-wide tiles (TMA
 zero-fills the padding), 192 in three 64-column blocks (no padded work).
 
-Schedules (a tuning parameter): serial, ping-pong, and the persistent
-ping-pong (one CTA per SM; fwd_hopper_persistent.py).
+Schedules (a tuning parameter): 0 serial, 3 ping-pong, 4 the persistent
+ping-pong (one CTA per SM; fwd_hopper_persistent.py), 5 the ping-pong with K
+and V released apart (a candidate, not yet measured).
 
 Measured on the H200 (bf16, 16k tokens; docs/notes-flash-perf.md): at head
 dim 128 it runs 1.15-1.29x the tuned Triton kernel; at 192 1.8x (the Triton
