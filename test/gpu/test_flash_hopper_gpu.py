@@ -288,11 +288,20 @@ def test_persistent_every_candidate_through_the_jit(D, causal, config):
     sequence tails, rows that see no key (bottom-right, Sq > Sk), GQA;
     NaN-poisoned outputs against a float64 reference."""
     # 384 and 160 tiles: the last round partial, dealt left to right and right to left
-    shapes = [(3, 1000, 1000, 16, 4), (1, 1000, 1000, 20, 4), (2, 333, 333, 4, 2), (1, 1000, 130, 4, 2),
-              (2, 130, 1000, 6, 2), (1, 1, 77, 2, 1), (1, 257, 1, 2, 2)]
+    check_jit_on_shapes(D, causal, config, seed=100,
+                        shapes=[(3, 1000, 1000, 16, 4), (1, 1000, 1000, 20, 4), (2, 333, 333, 4, 2),
+                                (1, 1000, 130, 4, 2), (2, 130, 1000, 6, 2), (1, 1, 77, 2, 1), (1, 257, 1, 2, 2)])
+
+
+# Sequences ending inside a tile, causal blocks with no key (Sq > Sk), GQA, one key.
+EDGE_SHAPES = [(2, 333, 1500, 4, 2), (1, 1000, 130, 4, 2), (2, 130, 1000, 6, 2), (1, 257, 1, 2, 2)]
+
+
+def check_jit_on_shapes(D, causal, config, seed, shapes=EDGE_SHAPES):
+    """check_jit on each (B, Sq, Sk, Hq, Hk) of shapes, fp16 and bf16."""
     for i, (B, Sq, Sk, Hq, Hk) in enumerate(shapes):
         for dtype in (torch.float16, torch.bfloat16):
-            q, k, v = qkv(B, Sq, Sk, Hq, Hk, D, dtype, seed=100 + i + 10 * causal)
+            q, k, v = qkv(B, Sq, Sk, Hq, Hk, D, dtype, seed=seed + i + 10 * causal)
             check_jit(q, k, v, causal, config, (B, Sq, Sk, Hq, Hk, dtype))
 
 
@@ -317,11 +326,7 @@ def _lazy_rescale_configs():
 def test_32_key_tiles_through_the_jit(D, causal, config):
     """The 32-key tiles (head dim 256, 4 stages, serial and ping-pong) on sequences that end inside
     a tile, causal both ways, GQA, one key; NaN-poisoned outputs against a float64 reference."""
-    shapes = [(2, 333, 1500, 4, 2), (1, 1000, 130, 4, 2), (2, 130, 1000, 6, 2), (1, 257, 1, 2, 2)]
-    for i, (B, Sq, Sk, Hq, Hk) in enumerate(shapes):
-        for dtype in (torch.float16, torch.bfloat16):
-            q, k, v = qkv(B, Sq, Sk, Hq, Hk, D, dtype, seed=300 + i + 10 * causal)
-            check_jit(q, k, v, causal, config, (B, Sq, Sk, Hq, Hk, dtype))
+    check_jit_on_shapes(D, causal, config, seed=300)
 
 
 @pytest.mark.parametrize("D,causal,config",
@@ -332,11 +337,7 @@ def test_split_kv_ping_pong_through_the_jit(D, causal, config):
     """SCHEDULE 5 (K released after Q K^T, V after P V, by barriers of their own; the loader keeps K a
     tile ahead of V): sequences ending inside a tile, causal both ways (blocks with no key at all),
     GQA, one key; NaN-poisoned outputs against a float64 reference."""
-    shapes = [(2, 333, 1500, 4, 2), (1, 1000, 130, 4, 2), (2, 130, 1000, 6, 2), (1, 257, 1, 2, 2)]
-    for i, (B, Sq, Sk, Hq, Hk) in enumerate(shapes):
-        for dtype in (torch.float16, torch.bfloat16):
-            q, k, v = qkv(B, Sq, Sk, Hq, Hk, D, dtype, seed=400 + i + 10 * causal)
-            check_jit(q, k, v, causal, config, (B, Sq, Sk, Hq, Hk, dtype))
+    check_jit_on_shapes(D, causal, config, seed=400)
 
 
 @pytest.mark.parametrize("D,causal,config", _lazy_rescale_configs(),
@@ -348,8 +349,7 @@ def test_lazy_rescale_every_candidate_through_the_jit(D, causal, config):
     row's max climb tile after tile, past the threshold several times (the
     rescale taken) and below it in between (the kept max, p above 1), besides
     plain random keys; NaN-poisoned outputs against a float64 reference."""
-    shapes = [(2, 333, 1500, 4, 2), (1, 1000, 130, 4, 2), (2, 130, 1000, 6, 2), (1, 257, 1, 2, 2)]
-    for i, (B, Sq, Sk, Hq, Hk) in enumerate(shapes):
+    for i, (B, Sq, Sk, Hq, Hk) in enumerate(EDGE_SHAPES):
         for dtype, growth in ((torch.float16, 8.0), (torch.bfloat16, 8.0), (torch.bfloat16, 1.0)):
             q, k, v = qkv(B, Sq, Sk, Hq, Hk, D, dtype, seed=200 + i + 10 * causal)
             ramp = torch.linspace(1.0, growth, Sk, device="cuda", dtype=torch.float32)

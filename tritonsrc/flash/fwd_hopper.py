@@ -279,10 +279,16 @@ def _pingpong_barriers(NUM_STAGES: gl.constexpr):
     turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(empty.index(i), count=2)
+    _init_turns(turn)
+    return empty, turn
+
+
+@gluon.jit
+def _init_turns(turn):
+    """The consumers' turn barriers: consumer 0 has the first turn."""
     for i in gl.static_range(2):
         mbarrier.init(turn.index(i), count=1)
     mbarrier.arrive(turn.index(0))
-    return empty, turn
 
 
 @gluon.jit
@@ -545,7 +551,8 @@ def attn_fwd_hopper(
     elif SCHEDULE == 5:
         # ready (from _ring_barriers) stays unused: K and V get barriers of their own.
         k_ready, k_empty, v_ready, v_empty = _split_kv_barriers(NUM_STAGES)
-        _, turn = _pingpong_barriers(NUM_STAGES)
+        turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        _init_turns(turn)
         # The ping-pong's consumers with K's barriers in place of the shared ones, and V's.
         gl.warp_specialize([
             (_pp_first, (q_smem, k_ring, v_ring, q_bar, k_ready, k_empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
