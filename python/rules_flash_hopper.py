@@ -7,11 +7,11 @@ zero-fills the padding), 192 in three 64-column blocks (no padded work).
 
 Schedules (a tuning parameter): 0 serial, 3 ping-pong, 4 the persistent
 ping-pong (one CTA per SM; fwd_hopper_persistent.py), 5 the ping-pong with K
-and V released apart (a candidate, not yet measured).
+and V released apart (head dim 256's default: 1.14-1.19x the serial form).
 
 Measured on the H200 (bf16, 16k tokens; docs/notes-flash-perf.md): at head
 dim 128 it runs 1.15-1.29x the tuned Triton kernel; at 192 1.8x (the Triton
-kernel pads to 256 less well), at 256 1.05-1.08x. At head dim 64 the
+kernel pads to 256 less well), at 256 1.25-2.1x (SCHEDULE 5). At head dim 64 the
 serial schedule needs 128 registers per thread to fit two CTAs per SM
 (maxnreg; without the cap ptxas took 130 and it ran at 0.76-0.86x the Triton
 kernel); causal head dim 64 stays with the Triton kernel, which measured
@@ -28,14 +28,16 @@ SHARED_LIMIT = 227 * 1024
 # serial with 8 warps (two CTAs per SM at BLOCK_N 64 / 2 stages) and the
 # warp-specialized ping-pong (4 warps per consumer partition, plus a loader warp).
 # (BLOCK_N, NUM_STAGES, SCHEDULE, num_warps, maxnreg)
-# Head dim 256 fits BLOCK_N 64 with 2 stages, or 32 with 4 (head dim 256 only, below).
+# Head dim 256 fits BLOCK_N 64 with 2 stages (32-key tiles with 4 stages ran 0.82-0.91x their 64-key
+# twins on the H200, twenty-ninth session: removed).
 CANDIDATES = [(64, 2, 0, 8, 0), (128, 2, 0, 8, 0), (128, 3, 0, 8, 0), (128, 3, 0, 8, 128), (128, 3, 3, 4, 0),
-              (64, 4, 3, 4, 0), (64, 2, 3, 4, 0), (32, 4, 0, 8, 0), (32, 4, 3, 4, 0)]
-# SCHEDULE 5, the ping-pong with K and V released apart (a candidate, not measured): a consumer's
+              (64, 4, 3, 4, 0), (64, 2, 3, 4, 0)]
+# SCHEDULE 5, the ping-pong with K and V released apart: a consumer's
 # turn j reads K(j) and V(j - 1), so K(j)'s stage can refill once both Q K^T(j) retired, a turn
 # before V(j)'s; with one barrier for both (SCHEDULE 3) the loader waits for P V(j) to refill either,
-# which leaves K one turn less between copy and use than V (docs/notes-flash-perf.md).
-# The ping-pong's forms with it.
+# which leaves K one turn less between copy and use than V (docs/notes-flash-perf.md). H200,
+# twenty-ninth session: at head dim 256 (two stages) 1.14-1.19x the serial form and the tuner's pick
+# in all 30 bins; at 128 faster than SCHEDULE 3 with two stages, 0.98x with three. The ping-pong's forms with it.
 CANDIDATES += [(n, st, 5, w, r) for n, st, sched, w, r in CANDIDATES if sched == 3]
 # SCHEDULE 4, the persistent ping-pong (one CTA per SM, 4 warps), hides each
 # query block's prologue and epilogue under the next block's loads: the H200
@@ -61,7 +63,8 @@ def _persistent_form(f, c):
 # _rescaled). The multiply is 128 of the serial loop's 506 SASS instructions a tile at head
 # dim 256 but 64 of the ping-pong's 593 at 128, and the skip costs a reduction across the
 # warps: on an H100 (bench/results/h100/flash_lazy_rescale_sm90.json) head dim 128 ran
-# 0.96-1.005x its eager twin, 256 0.93-1.04x (the serial form wins non-causal at 8k only).
+# 0.96-1.005x its eager twin, 256 0.93-1.04x (the serial form wins non-causal at 8k only); under
+# SCHEDULE 5 on the H200 0.98-1.006x, the tuner's pick in 11 of 30 head-dim-256 bins (by under 5%).
 
 # Head dim 192: three 64-column blocks, BLOCK_N 64 (a third stage fits), serial or ping-pong.
 CANDIDATES_192 = [(64, 2, 0, 8, 0), (64, 3, 0, 8, 0), (64, 2, 3, 4, 0), (64, 3, 3, 4, 0)]
@@ -80,12 +83,6 @@ def _tile_cols(head_dim):
 def _candidate(f, c, arch):
     if c["RESCALE_TH"] and f["BLOCK_DMODEL"] != 256:
         return False  # measured no gain below 256 (above); 192's three accumulators lack the branch
-    if c["BLOCK_N"] == 32 and f["BLOCK_DMODEL"] != 256:
-        # 32-key tiles with 4 stages: at head dim 256 the ping-pong's two stages of 64 keys ran
-        # 0.90-0.94x the serial form (H100, twenty-eighth session), four finer stages may keep its
-        # loader ahead; the O multiply then comes twice as often (357 SASS instructions a 32-key
-        # tile against 466 a 64-key one), which RESCALE_TH can skip. Not measured yet.
-        return False
     cfg = (c["BLOCK_N"], c["NUM_STAGES"], c["SCHEDULE"], c["num_warps"], c["maxnreg"])
     if c["SCHEDULE"] == 4:
         return _persistent_form(f, c)
@@ -99,9 +96,9 @@ def _candidate(f, c, arch):
 
 def _default(f, arch):
     """Ping-pong at head dim 128 (and 96, in 128-wide tiles) and 192 (native three-block tiles, BLOCK_N
-    64, 3 stages: the graph-timed H200 tuner's pick in all 30 bins, seventh session); at 256 serial
-    with BLOCK_N 64 and 2 stages (what fits in shared memory, faster than ping-pong with 2 stages in
-    every row of bench/results/flash_hopper_head_dims_sm90.json); at 64 serial, two CTAs per SM.
+    64, 3 stages: the graph-timed H200 tuner's pick in all 30 bins, seventh session); at 256 the
+    ping-pong with K and V released apart (SCHEDULE 5), BLOCK_N 64, 2 stages (what fits in shared
+    memory; the H200 tuner's pick in all 30 bins, twenty-ninth session); at 64 serial, two CTAs per SM.
     Every default rescales the accumulator at every tile (RESCALE_TH 0)."""
     eager = {"BLOCK_M": BLOCK_M, "RESCALE_TH": 0}
     if f["BLOCK_DMODEL"] in (96, 128):
@@ -109,7 +106,7 @@ def _default(f, arch):
     if f["BLOCK_DMODEL"] == 192:  # ping-pong won every tuned bin, 1.17-1.35x the serial form
         return {**eager, "BLOCK_N": 64, "NUM_STAGES": 3, "SCHEDULE": 3, "num_warps": 4, "maxnreg": 0}
     if f["BLOCK_DMODEL"] > 128:
-        return {**eager, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "num_warps": 8, "maxnreg": 0}
+        return {**eager, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 5, "num_warps": 4, "maxnreg": 0}
     return {**eager, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 0, "num_warps": 8, "maxnreg": 128}
 
 
@@ -153,7 +150,7 @@ attn_fwd_hopper = Kernel(
     profiles={"ci": lambda f: f["dtype"] == "fp16" and f["BLOCK_DMODEL"] == 128},
     grid_args=["num_sms"],  # the device's SM count: the persistent schedule's grid
     tuning=TuningSpace(
-        params={"BLOCK_M": [BLOCK_M], "BLOCK_N": [32, 64, 128], "NUM_STAGES": [2, 3, 4], "SCHEDULE": [0, 3, 4, 5],
+        params={"BLOCK_M": [BLOCK_M], "BLOCK_N": [64, 128], "NUM_STAGES": [2, 3, 4], "SCHEDULE": [0, 3, 4, 5],
                 "num_warps": [4, 8], "maxnreg": [0, 128], "RESCALE_TH": [0, 8]},
         default=_default,
         prune=_candidate,
