@@ -6,8 +6,8 @@ of the functional BLOCK_SIZE_K, which divides group_size) to it on sm_90: by def
 of 128 (measured against fused_moe_gemm_wq: bench/experiments/int4_wgmma.py, docs/performance.md),
 for K tiles of 64 too with AOTRITON_MOE_WQ_HOPPER=1, never with =0.
 """
-from python.kernel_rules import Kernel, TuningSpace
-from python.rules_moe import fused_moe_gemm_wq
+from python.kernel_rules import Arg, Kernel, TuningSpace
+from python.rules_moe import _ACT_IN, _ACT_OUT, act_and_mul, fused_moe_gemm_wq
 from python.rules_moe_hopper import _valid
 from tritonsrc.moe import configs as C
 
@@ -53,9 +53,12 @@ fused_moe_gemm_wq_hopper = Kernel(
         # Zero points read per tile, or none (symmetric checkpoints): the loads and packing of
         # the zero points leave the loop (~20 of its ~217 SASS instructions).
         "HAS_ZP": [False, True],
-        # True: the activations arrive in the dot's k order (dot_order_activations) and go to shared
-        # memory by cp.async; an experiment (bench/experiments/int4_wgmma.py --x-dot-order), built False.
-        "X_DOT_ORDER": [False],
+        # True: the activations arrive in the dot's k order (tritonsrc/moe/dot_order.py: fused_experts
+        # copies the hidden states so and act_and_mul writes GEMM2's input so) and go to shared memory
+        # by cp.async, with no permutation in registers. H200, twenty-ninth session
+        # (bench/experiments/int4_wgmma.py --x-dot-order, Mixtral-like, group 128): 0.84-0.91x the
+        # time of the permuting form at M 1-64, both GEMMs, split or not; the copy 2.2-2.5 us.
+        "X_DOT_ORDER": [False, True],
     },
     # Split: the decode GEMM2 (the routed weight) only, as fused_experts runs it.
     valid=lambda f, arch: _valid(f, arch) and (f["SPLIT_K"] == 1 or f["MUL_ROUTED_WEIGHT"]),
@@ -99,4 +102,39 @@ fused_moe_gemm_wq_hopper = Kernel(
     doc="int4 w4a16 grouped GEMM for sm_90 decode (Gluon: dequantized weights as wgmma's register operand)",
 )
 
-HOPPER_WQ_KERNELS = [fused_moe_gemm_wq_hopper]
+# The hidden states in the int4 GEMM's dot order: GEMM1's input with X_DOT_ORDER.
+moe_dot_order_copy = Kernel(
+    name="moe_dot_order_copy",
+    source="tritonsrc/moe/dot_order.py",
+    function="dot_order_copy_kernel",
+    pdl=True,
+    args=[_ACT_OUT.ptr, _ACT_IN.ptr, Arg("n_rows", "i32"), Arg("n_cols", "i32"), *_ACT_OUT.strides,
+          *_ACT_IN.strides],
+    functional={"dtype": ["fp16", "bf16"], "BLOCK_K": [64, 128]},  # BLOCK_K: the GEMM's K tile
+    valid=_valid,
+    profiles={"ci": lambda f: f["dtype"] == "fp16" and f["BLOCK_K"] == 128},
+    tuning=TuningSpace(
+        params={"BLOCK": [512, 1024, 2048], "num_warps": [4, 8], "num_stages": [1]},
+        default=lambda f, arch: {"BLOCK": 1024, "num_warps": 4, "num_stages": 1},
+    ),
+    grid=("n_rows", "cdiv(n_cols, BLOCK)", "1"),
+    doc="the hidden states with each K tile in the sm_90 int4 GEMM's dot order (X_DOT_ORDER)",
+)
+
+# act_and_mul writing GEMM2's input in that GEMM's dot order (K tiles of DOT_ORDER_K).
+act_and_mul_dot_order = Kernel(
+    name="act_and_mul_dot_order",
+    source=act_and_mul.source,
+    function="act_and_mul_dot_order_kernel",
+    pdl=True,
+    args=act_and_mul.args,
+    functional={"dtype": ["fp16", "bf16"], "ACTIVATION": [0, 1, 2, 3], "DOT_ORDER_K": [64, 128]},
+    valid=_valid,
+    profiles={"ci": lambda f: f["dtype"] == "fp16" and f["DOT_ORDER_K"] == 128},
+    tuning=act_and_mul.tuning,
+    grid=act_and_mul.grid,
+    autotune_keys=act_and_mul.autotune_keys,
+    doc="act_and_mul with its output in the sm_90 int4 GEMM's dot order (X_DOT_ORDER)",
+)
+
+HOPPER_WQ_KERNELS = [fused_moe_gemm_wq_hopper, moe_dot_order_copy, act_and_mul_dot_order]

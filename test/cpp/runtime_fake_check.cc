@@ -446,6 +446,40 @@ void wq_route_checks() {
   unsetenv("AOTRITON_MOE_WQ_HOPPER");
 }
 
+// fused_experts int4 (fp16, group 128, M=1, top-2 of 2 experts, hidden and intermediate 128: no
+// split): on sm_90 the hidden states are copied into the int4 kernel's dot order and act_and_mul
+// writes GEMM2's input so (X_DOT_ORDER): one launch more than with AOTRITON_MOE_WQ_DOT_ORDER=0.
+void wq_fused_call(const char* name) {
+  const int64_t M = 1, E = 2, K = 128, N = 128, group = 128;
+  moe::FusedExpertsParams p;
+  Bump mem;
+  auto take = [&](size_t bytes) { return mem.take(bytes); };
+  p.hidden_states = view<2>(DType::kFloat16, {M, K}, take(M * K * 2));
+  p.w1 = view<3>(DType::kUInt8, {E, 2 * N, K / 2}, take(E * 2 * N * K / 2));
+  p.w2 = view<3>(DType::kUInt8, {E, K, N / 2}, take(E * K * N / 2));
+  p.w1_scale = view<3>(DType::kFloat32, {E, 2 * N, K / group}, take(4 * E * 2 * N * K / group));
+  p.w2_scale = view<3>(DType::kFloat32, {E, K, N / group}, take(4 * E * K * N / group));
+  p.quant = moe::QuantMode::kInt4W4A16;
+  p.group_size = group;
+  p.topk_weights = view<2>(DType::kFloat32, {M, 2}, take(M * 8));
+  p.topk_ids = view<2>(DType::kInt32, {M, 2}, take(M * 8));
+  p.output = view<2>(DType::kFloat16, {M, K}, take(M * K * 2));
+  size_t ws = 0;
+  if (moe::fused_experts_workspace_size(p, &ws) != Status::kSuccess) std::printf("workspace: %s\n", last_error_message());
+  p.workspace = g_mem + take(0);
+  p.workspace_bytes = ws;
+  Counts c = now();
+  report(name, moe::fused_experts(p, Stream{}), c);
+}
+
+void wq_fused_route_checks() {
+  unsetenv("AOTRITON_MOE_WQ_DOT_ORDER");
+  wq_fused_call("wq_fused_dot_order");
+  setenv("AOTRITON_MOE_WQ_DOT_ORDER", "0", 1);
+  wq_fused_call("wq_fused_plain");
+  unsetenv("AOTRITON_MOE_WQ_DOT_ORDER");
+}
+
 // The fp16/bf16 route on an sm_90 stand-in with AOTRITON_MOE_HOPPER=1: from
 // kMoeHopperPersistentMinTokensPerExpert slots per expert the persistent Gluon kernel,
 // below it the per-tile one (both stop at their TMA encoding: the stand-in has none).
@@ -541,6 +575,7 @@ int main(int argc, char** argv) {
   else if (mode == "dynamic_quant_route") dynamic_quant_route_checks();
   else if (mode == "persistent_route") persistent_route_checks();
   else if (mode == "wq_route") wq_route_checks();
+  else if (mode == "wq_fused_route") wq_fused_route_checks();
   else if (mode == "resolve_first" && argc == 6) resolve_first_checks(argv[2], argv[3], argv[4], argv[5]);
   else if (mode == "pdl") {
     auto pdl_launches = reinterpret_cast<long (*)()>(dlsym(h, "fakecuda_pdl_launches"));

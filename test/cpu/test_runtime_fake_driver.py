@@ -252,6 +252,16 @@ def test_int4_decode_gemm_route_on_sm90(build_dir):
                 r["status"] == "not in this build" and r["message"].startswith("fused_moe_gemm_wq functional ")), r
 
 
+def test_int4_fused_experts_dot_order_route_on_sm90(build_dir):
+    """fused_experts int4 (fp16, group 128) on an sm_90 stand-in: the hidden states are copied into
+    the int4 kernel's dot order before GEMM1 (moe_dot_order_copy: one launch more) unless
+    AOTRITON_MOE_WQ_DOT_ORDER=0; both calls succeed."""
+    out = _run(build_dir, "wq_fused_route", AOTRITON_IMAGE_DIR=str(_images(build_dir)))
+    ordered, plain = out["wq_fused_dot_order"], out["wq_fused_plain"]
+    assert ordered["status"] == "success" and plain["status"] == "success", (ordered, plain)
+    assert ordered["launches"] == plain["launches"] + 1, (ordered, plain)
+
+
 def test_dynamic_per_tensor_quant_routes(build_dir):
     """per_tensor_quant_fp8 with a dynamic scale: 4 x 128 (4 row chunks) in the two chunked
     launches, 2049 x 16 (2049 chunks, above kDynamicQuantMaxChunks) in three; a workspace

@@ -132,6 +132,39 @@ def test_fused_experts_opted_in(M, topk, N, with_map, monkeypatch):
     assert rel_err(outs["1"], outs["0"].double()) < tol(dtype, INT4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("M,topk,N,with_zp,with_map", [(1, 2, 4096, True, False), (16, 2, 512, False, True),
+                                                        (64, 2, 1024, True, False), (5, 3, 256, True, False)])
+def test_fused_experts_dot_order_is_bit_identical(dtype, M, topk, N, with_zp, with_map, monkeypatch):
+    """fused_experts int4 on sm_90 copies the hidden states into the GEMM's dot order and has
+    act_and_mul write GEMM2's input so (X_DOT_ORDER); the MMAs see the same operands as with
+    AOTRITON_MOE_WQ_DOT_ORDER=0 (the permutation in registers): the float64 reference, and
+    bit-identical outputs (M=1 N=4096 splits GEMM2's K)."""
+    import aotriton
+
+    E, K, group = 8, 512, 128
+    gen = torch.Generator().manual_seed(M * 1000 + topk + N + (dtype == torch.float16))
+    E_ids = 2 * E if with_map else E
+    w, ids = routing(M, E_ids, topk, gen)
+    emap = make_map(E_ids, E, gen) if with_map else None
+    x = torch.randn(M, K, generator=gen).to(DEV, dtype)
+    q1, s1, z1, d1 = quant_weights(torch.randn(E, 2 * N, K, generator=gen).to(DEV) / K ** 0.5, INT4, group, with_zp)
+    q2, s2, z2, d2 = quant_weights(torch.randn(E, K, N, generator=gen).to(DEV) / N ** 0.5, INT4, group, with_zp)
+    kw = kwargs_for(INT4, s1, s2, z1, z2, group)
+    ref = ref_fused(x, d1, d2, w, local_ids(ids, emap, E), INT4)
+    outs = {}
+    for env in (None, "0"):
+        if env is None:
+            monkeypatch.delenv("AOTRITON_MOE_WQ_DOT_ORDER", raising=False)
+        else:
+            monkeypatch.setenv("AOTRITON_MOE_WQ_DOT_ORDER", env)
+        out = torch.full((M, K), float("nan"), dtype=dtype, device=DEV)
+        aot(aotriton.fused_experts, x, q1, q2, w, ids, out=out, expert_map=emap, **kw)
+        assert rel_err(out, ref) < tol(dtype, INT4), env
+        outs[env] = out
+    assert torch.equal(outs[None], outs["0"])
+
+
 def test_forced_config_on_a_call_it_cannot_serve():
     """An int8 call (or a 64-row block) forced onto one of its configs is a clear error; nothing runs."""
     import aotriton

@@ -5,7 +5,9 @@
 #include <string>
 
 #include "act_and_mul.h"
+#include "act_and_mul_dot_order.h"
 #include "act_and_mul_group_quant_fp8.h"
+#include "moe_dot_order_copy.h"
 #include "moe_internal.h"
 #include "moe_sum.h"
 #include "plain_launch.h"
@@ -59,6 +61,7 @@ struct Layout {
   float *a1s, *a2s;  // per-tensor: [1]; block: group-major [cdiv(K,128), M] and [cdiv(N,128), slots]
   float* partials;   // dynamic per-tensor scale
   void* split_out;   // split-K GEMM2 partials [slots * split_k, K] (split_k > 1 only)
+  void* a1x;         // int4: the hidden states in the sm_90 kernel's dot order [M, K] (X_DOT_ORDER)
   size_t bytes;
 };
 
@@ -85,6 +88,7 @@ Layout layout(void* base, const Dims& d, QuantMode quant, DType act) {
   l.cache13 = c.take_bytes(d.slots * std::max(2 * d.N, d.K) * esize);
   if (!fused_act_quant(quant, d.N, act)) l.cache2 = c.take_bytes(d.slots * d.N * esize);
   if (d.split_k > 1) l.split_out = c.take_bytes(d.slots * d.split_k * d.K * esize);
+  if (quant == QuantMode::kInt4W4A16) l.a1x = c.take_bytes(d.M * d.K * esize);
   if (quantizes_activations(quant)) {
     l.a1q = c.take_bytes(d.M * d.K);
     l.a2q = c.take_bytes(d.slots * d.N);
@@ -509,7 +513,7 @@ Status fused_experts_pass(const FusedExpertsParams& p, Stream stream, const Kern
        detail::span_of("a2_scale", p.a2_scale), detail::span_of("w1_zp", p.w1_zp),
        detail::span_of("w2_zp", p.w2_zp)}));
   if (d.M == 0) return Status::kSuccess;
-  // Up to nine launches: all are resolved before the first (resolve_first.h).
+  // Up to ten launches: all are resolved before the first (resolve_first.h).
   return detail::resolve_then_launch([&] { return launch_all(p, d, stream, options); });
 }
 
@@ -540,7 +544,18 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
     g1.mul_routed_weight = true;
   }
   set_b_scale(&g1, p.w1_scale, p.quant, p.w1_zp, p.group_size);
-  if (!quantizes_activations(p.quant)) {
+  int32_t k1 = 0;  // int4 on sm_90: GEMM1 reads the hidden states copied into its dot order
+  if (p.quant == QuantMode::kInt4W4A16) AOTRITON_RETURN_IF_ERROR(detail::wq_dot_order_k_tile(kOp, g1, stream, options, &k1));
+  if (k1) {
+    namespace k = detail::kernels::moe_dot_order_copy;
+    const k::Inputs in{.out_ptr = detail::strided(l.a1x, d.K),
+                       .in_ptr = detail::strided(p.hidden_states.data, p.hidden_states.stride(0)),
+                       .n_rows = d.M, .n_cols = d.K};
+    AOTRITON_RETURN_IF_ERROR(k::launch(in, k::Functional{act, k1}, stream, nullptr));
+    g1.a = l.a1x;
+    g1.stride_am = d.K;
+    g1.x_dot_order = true;
+  } else if (!quantizes_activations(p.quant)) {
     g1.a = p.hidden_states.data;
     g1.stride_am = p.hidden_states.stride(0);
   } else {
@@ -552,20 +567,9 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
     AOTRITON_RETURN_IF_ERROR(detail::launch_gemm(kOp, g1, stream, options));
   }
 
-  // 3. cache2 = act(gate) * up (with block scales: quantized at once, in step 4).
-  const bool fused_aq = fused_act_quant(p.quant, d.N, act);
-  const bool fused_dq = fused_act_dynamic_quant(p, d, l, act);  // decode, dynamic per-tensor: in step 4 too
-  if (!fused_aq && !fused_dq) {
-    namespace k = detail::kernels::act_and_mul;
-    const k::Inputs in{.out_ptr = detail::strided(l.cache2, d.N), .in_ptr = detail::strided(l.cache13, 2 * d.N),
-                       .n_rows = d.slots, .n_cols = d.N};
-    detail::PlainLaunchScope plain(!act_starts_early(d));
-    AOTRITON_RETURN_IF_ERROR(k::launch(in, k::Functional{act, static_cast<int32_t>(p.activation)}, stream, nullptr));
-  }
-
-  // 4. GEMM2: out_slot[slot] = w[slot] * cache2[slot] @ w2[e]^T. With top-1
-  //    the slot rows are the output rows: no reduction pass. Split-K writes
-  //    d.split_k partial rows per slot, [slots, split_k, K], for moe_sum.
+  // GEMM2's job (launched in step 4): out_slot[slot] = w[slot] * cache2[slot] @ w2[e]^T. With
+  // top-1 the slot rows are the output rows: no reduction pass. Split-K writes d.split_k partial
+  // rows per slot, [slots, split_k, K], for moe_sum.
   const bool split = d.split_k > 1;
   const bool direct = d.topk == 1 && !split;
   void* c2 = direct ? p.output.data : split ? l.split_out : l.cache13;
@@ -583,6 +587,30 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
   g2.mul_routed_weight = !p.apply_router_weight_on_input;
   g2.split_k = d.split_k;
   set_b_scale(&g2, p.w2_scale, p.quant, p.w2_zp, p.group_size);
+  int32_t k2 = 0;  // int4 on sm_90: act_and_mul writes GEMM2's input in that GEMM's dot order
+  if (p.quant == QuantMode::kInt4W4A16) AOTRITON_RETURN_IF_ERROR(detail::wq_dot_order_k_tile(kOp, g2, stream, options, &k2));
+  g2.x_dot_order = k2 > 0;
+
+  // 3. cache2 = act(gate) * up (with block scales: quantized at once, in step 4).
+  const bool fused_aq = fused_act_quant(p.quant, d.N, act);
+  const bool fused_dq = fused_act_dynamic_quant(p, d, l, act);  // decode, dynamic per-tensor: in step 4 too
+  if (!fused_aq && !fused_dq) {
+    detail::PlainLaunchScope plain(!act_starts_early(d));
+    const auto activation = static_cast<int32_t>(p.activation);
+    if (k2) {
+      namespace k = detail::kernels::act_and_mul_dot_order;
+      const k::Inputs in{.out_ptr = detail::strided(l.cache2, d.N), .in_ptr = detail::strided(l.cache13, 2 * d.N),
+                         .n_rows = d.slots, .n_cols = d.N};
+      AOTRITON_RETURN_IF_ERROR(k::launch(in, k::Functional{act, activation, k2}, stream, nullptr));
+    } else {
+      namespace k = detail::kernels::act_and_mul;
+      const k::Inputs in{.out_ptr = detail::strided(l.cache2, d.N), .in_ptr = detail::strided(l.cache13, 2 * d.N),
+                         .n_rows = d.slots, .n_cols = d.N};
+      AOTRITON_RETURN_IF_ERROR(k::launch(in, k::Functional{act, activation}, stream, nullptr));
+    }
+  }
+
+  // 4. GEMM2.
   if (!quantizes_activations(p.quant)) {
     g2.a = l.cache2;
     g2.stride_am = d.N;

@@ -99,6 +99,12 @@ Inputs wq_inputs(const GemmJob& j) {
 // turns it off, =1 takes it for K tiles of 64 too (group 64: tested, not timed). Read on every
 // call (a process can compare both); set it before starting threads.
 enum class WqHopper { kOff, kDefault, kOn };
+// AOTRITON_MOE_WQ_DOT_ORDER=0: fused_experts passes the int4 kernel its activations as they are
+// (it permutes them in registers, X_DOT_ORDER off), to compare both forms in one process.
+bool dot_order_disabled() {
+  const char* v = std::getenv("AOTRITON_MOE_WQ_DOT_ORDER");
+  return v && std::strcmp(v, "0") == 0;
+}
 WqHopper wq_hopper_mode() {
   const char* v = std::getenv("AOTRITON_MOE_WQ_HOPPER");
   if (v && std::strcmp(v, "0") == 0) return WqHopper::kOff;
@@ -106,19 +112,19 @@ WqHopper wq_hopper_mode() {
   return WqHopper::kDefault;
 }
 
-// Launches the sm_90 int4 kernel and sets *launched where it serves the call: int4, align block
-// size 16, a K tile (128 where it divides group_size, else 64) that divides K; and either a
+// Whether the sm_90 int4 kernel serves the call (*takes) and in which functional: int4, align
+// block size 16, a K tile (128 where it divides group_size, else 64) that divides K; and either a
 // forced config names one of its configs, or none is forced, the mode takes this K tile, the GPU
-// is sm_90 and this build compiled it.
-Status launch_gemm_wq_hopper(const char* op, const GemmJob& j, int32_t split_k, Stream stream,
-                             const KernelOptions* options, bool* launched) {
+// is sm_90 and this build compiled it. X_DOT_ORDER comes from the job.
+Status choose_wq_hopper(const char* op, const GemmJob& j, int32_t split_k, Stream stream,
+                        const KernelOptions* options, kernels::fused_moe_gemm_wq_hopper::Functional* f, bool* takes) {
   namespace kh = detail::kernels::fused_moe_gemm_wq_hopper;
-  *launched = false;
+  *takes = false;
   const int32_t k_tile = j.group_size % 128 == 0 ? 128 : 64;
   const bool serves = j.quant == QuantMode::kInt4W4A16 && j.block_size == 16 && j.group_size % 64 == 0 && j.K > 0 &&
                       j.K % k_tile == 0;
-  const kh::Functional f{j.c_dtype, DType::kUInt8, j.mul_routed_weight, j.block_size, k_tile, split_k,
-                         j.b_zp != nullptr, /*X_DOT_ORDER=*/false};
+  *f = kh::Functional{j.c_dtype, DType::kUInt8, j.mul_routed_weight, j.block_size, k_tile, split_k,
+                      j.b_zp != nullptr, j.x_dot_order};
   const bool forced = options && kh::has_config(options->force_config);
   if (forced && !serves)
     return fail(Status::kInvalidArgument, std::string(op) + ": force_config names a fused_moe_gemm_wq_hopper "
@@ -130,10 +136,23 @@ Status launch_gemm_wq_hopper(const char* op, const GemmJob& j, int32_t split_k, 
     if (!serves || (options && options->force_config) || !wanted) return Status::kSuccess;
     int arch = 0, sms = 0;
     AOTRITON_RETURN_IF_ERROR(detail::device_info(stream, &arch, &sms));
-    if (arch != 90 || !kh::built_for(f, 90)) return Status::kSuccess;
+    if (arch != 90 || !kh::built_for(*f, 90)) return Status::kSuccess;
   }
-  *launched = true;
-  return kh::launch(wq_inputs<kh::Inputs>(j), f, stream, options);
+  *takes = true;
+  return Status::kSuccess;
+}
+
+// Launches the sm_90 int4 kernel where it serves the call (*launched). Activations in its dot
+// order (j.x_dot_order) are meant for it alone: any other kernel would read them scrambled.
+Status launch_gemm_wq_hopper(const char* op, const GemmJob& j, int32_t split_k, Stream stream,
+                             const KernelOptions* options, bool* launched) {
+  namespace kh = detail::kernels::fused_moe_gemm_wq_hopper;
+  kh::Functional f{};
+  AOTRITON_RETURN_IF_ERROR(choose_wq_hopper(op, j, split_k, stream, options, &f, launched));
+  if (!*launched && j.x_dot_order)
+    return fail(Status::kInternal, std::string(op) + ": activations in the int4 GEMM's dot order, but the sm_90 "
+                                                     "int4 kernel does not serve this call");
+  return *launched ? kh::launch(wq_inputs<kh::Inputs>(j), f, stream, options) : Status::kSuccess;
 }
 
 Status launch_gemm_wq(const char* op, const GemmJob& j, Stream stream, const KernelOptions* options) {
@@ -148,6 +167,20 @@ Status launch_gemm_wq(const char* op, const GemmJob& j, Stream stream, const Ker
 }
 
 }  // namespace
+
+Status wq_dot_order_k_tile(const char* op, const GemmJob& j, Stream stream, const KernelOptions* options,
+                           int32_t* k_tile) {
+  *k_tile = 0;
+  if (dot_order_disabled()) return Status::kSuccess;
+  GemmJob ordered = j;
+  ordered.x_dot_order = true;
+  kernels::fused_moe_gemm_wq_hopper::Functional f{};
+  bool takes = false;
+  AOTRITON_RETURN_IF_ERROR(choose_wq_hopper(op, ordered, std::max<int32_t>(j.split_k, 1), stream, options, &f, &takes));
+  // (A forced config skips the build check: a build without the ordered form keeps them as they are.)
+  if (takes && kernels::fused_moe_gemm_wq_hopper::built_for(f, 90)) *k_tile = f.BLOCK_SIZE_K;
+  return Status::kSuccess;
+}
 
 Status launch_gemm(const char* op, const GemmJob& j, Stream stream, const KernelOptions* options) {
   for (auto [what, v] : {std::pair{"N", j.N}, {"K", j.K}, {"sorted_token_ids size", j.EM},

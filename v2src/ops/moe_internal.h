@@ -122,10 +122,18 @@ struct GemmJob {
   // 0 or 1 unsplit; kGemmSplitK writes split s of slot r to c row r * kGemmSplitK + s
   // (c then has num_valid_tokens * kGemmSplitK rows). Aligned, block_size 16, routed weight.
   int32_t split_k;
+  // a in the sm_90 int4 kernel's dot order (tritonsrc/moe/dot_order.py), K tiles of
+  // wq_dot_order_k_tile's answer: that kernel must take the job (else kInternal).
+  bool x_dot_order;
 };
 // The split-K factor of the GEMMs' SPLIT_K functionals (generated: configs.GEMM_SPLIT_K = WQ_SPLIT_K).
 using detail::tables::kGemmSplitK;
 Status launch_gemm(const char* op, const GemmJob& job, Stream stream, const KernelOptions* options);
+// The K tile (64 or 128) of the sm_90 int4 kernel where it would take `job` with its activations
+// in its dot order (X_DOT_ORDER; job.x_dot_order itself is ignored), else 0: the caller then passes
+// them as they are. AOTRITON_MOE_WQ_DOT_ORDER=0 gives 0.
+Status wq_dot_order_k_tile(const char* op, const GemmJob& job, Stream stream, const KernelOptions* options,
+                           int32_t* k_tile);
 
 // Quantization-mode helpers shared by grouped_gemm and fused_experts (moe_gemm.cc).
 constexpr int32_t kInt4GroupMultiple = 64;  // the int4 kernel's BLOCK_SIZE_K (configs.WQ_GROUP_MULTIPLE)

@@ -1,0 +1,43 @@
+"""Activations in the sm_90 int4 GEMM's dot order (grouped_gemm_wq_hopper.py, X_DOT_ORDER).
+
+That kernel visits each K tile of 2^n values in an order of its own (_k_order there: the order
+in which its dequantized weights come out of their nibbles). Given activations already in that
+order it copies them to shared memory as they are, instead of permuting every tile in
+registers. Logical (dot) k bit b of a tile comes from memory k bit:
+  b >= 5: b - 2;  4: 2 (bf16) or 1 (fp16);  3: 0;  2: n - 1;  1: n - 2;  0: 1 (bf16) or 2 (fp16).
+
+dot_order_source maps dot positions to memory positions; dot_order_copy_kernel writes the
+hidden states in that order (GEMM1's input) and act_and_mul writes GEMM2's input so
+(activation.py, act_and_mul_dot_order_kernel). python/jit/moe_quant.dot_order_activations is the reference.
+
+Grid of dot_order_copy_kernel: (n_rows, cdiv(n_cols, BLOCK), 1).
+"""
+import triton
+import triton.language as tl
+
+from ..pdl import let_successor_start_then_wait
+
+
+@triton.jit
+def dot_order_source(cols, BLOCK_K: tl.constexpr, FP16: tl.constexpr):
+    """The memory column whose value sits at dot-order column `cols` (K tiles of BLOCK_K)."""
+    k = cols % BLOCK_K
+    src = ((k >> 5) << 3) | ((k >> 3) & 1) | ((k >> 2) & 1) * (BLOCK_K // 2) | ((k >> 1) & 1) * (BLOCK_K // 4)
+    if FP16:
+        src = src | (((k >> 4) & 1) << 1) | ((k & 1) << 2)
+    else:
+        src = src | (((k >> 4) & 1) << 2) | ((k & 1) << 1)
+    return cols - k + src
+
+
+@triton.jit
+def dot_order_copy_kernel(out_ptr, in_ptr, n_rows, n_cols, stride_out_row, stride_in_row,
+                          BLOCK_K: tl.constexpr, BLOCK: tl.constexpr, USE_PDL: tl.constexpr = False):
+    """out[r, c] = in[r, dot_order_source(c)]; n_cols a multiple of BLOCK_K. n_rows: the grid's."""
+    let_successor_start_then_wait(USE_PDL)  # GEMM1 comes next (tritonsrc/pdl.py)
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < n_cols
+    src = dot_order_source(cols, BLOCK_K, out_ptr.dtype.element_ty == tl.float16)
+    x = tl.load(in_ptr + row * stride_in_row + src, mask=mask)
+    tl.store(out_ptr + row * stride_out_row + cols, x, mask=mask)
