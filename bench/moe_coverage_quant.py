@@ -48,14 +48,16 @@ def quant_rows(torch, aotriton, t_ms, t_graph_ms, bw, quick=False):
     w1, w2, s1, s2, z1, z2 = int4_layer(torch, dev, gen)
     tensors = dict(w1=w1, w2=w2, s1=s1, s2=s2, z1=z1, z2=z2)
     sizes = {name: t[0].numel() * t.element_size() for name, t in tensors.items()}  # per expert
-    # (name, activation dtype, zero points, AOTRITON_MOE_WQ_HOPPER): the default route (on sm_90 the
-    # wgmma int4 GEMM for group 128) beside the Triton kernel it replaced there (=0, read per call),
-    # same operands; symmetric weights (no zero points: the HAS_ZP=0 functional) in bf16 and fp16
-    # (fp16 dequantizes by LOP3, bf16 by PRMT).
-    forms = [("int4_w4a16_g128_zp", torch.bfloat16, True, None)]
+    # (name, activation dtype, zero points, environment): the default route (on sm_90 the wgmma int4
+    # GEMM for group 128, its activations in its dot order) beside the same GEMM permuting them in
+    # registers (AOTRITON_MOE_WQ_DOT_ORDER=0) and the Triton kernel it replaced there
+    # (AOTRITON_MOE_WQ_HOPPER=0; both read per call), same operands; symmetric weights (no zero
+    # points: the HAS_ZP=0 functional) in bf16 and fp16 (fp16 dequantizes by LOP3, bf16 by PRMT).
+    forms = [("int4_w4a16_g128_zp", torch.bfloat16, True, {})]
     if torch.cuda.get_device_capability() == (9, 0):
-        forms.append(("int4_w4a16_g128_zp_triton", torch.bfloat16, True, "0"))
-    forms += [("int4_w4a16_g128", torch.bfloat16, False, None), ("int4_w4a16_g128_fp16", torch.float16, False, None)]
+        forms.append(("int4_w4a16_g128_zp_permuting", torch.bfloat16, True, {"AOTRITON_MOE_WQ_DOT_ORDER": "0"}))
+        forms.append(("int4_w4a16_g128_zp_triton", torch.bfloat16, True, {"AOTRITON_MOE_WQ_HOPPER": "0"}))
+    forms += [("int4_w4a16_g128", torch.bfloat16, False, {}), ("int4_w4a16_g128_fp16", torch.float16, False, {})]
     for M in DECODE_TOKENS[:3] if quick else DECODE_TOKENS:
         w, ids = routing(M)
         experts = torch.unique(ids).numel()
@@ -65,18 +67,18 @@ def quant_rows(torch, aotriton, t_ms, t_graph_ms, bw, quick=False):
             kw = dict(use_int4_w4a16=True, block_shape=[0, INT4_GROUP], w1_scale=s1, w2_scale=s2,
                       w1_zp=z1 if with_zp else None, w2_zp=z2 if with_zp else None)
             touched = experts * sum(v for k, v in sizes.items() if with_zp or not k.startswith("z"))
-            old = os.environ.pop("AOTRITON_MOE_WQ_HOPPER", None)
-            if env:
-                os.environ["AOTRITON_MOE_WQ_HOPPER"] = env
+            knobs = ("AOTRITON_MOE_WQ_HOPPER", "AOTRITON_MOE_WQ_DOT_ORDER")
+            old = {k: os.environ.pop(k) for k in knobs if k in os.environ}
+            os.environ.update(env)
             try:
                 def fused():
                     return aotriton.fused_experts(x, w1, w2, w, ids, out=out, **kw)
                 graph = t_graph_ms(fused)
                 fused_ms = t_ms(fused)
             finally:
-                os.environ.pop("AOTRITON_MOE_WQ_HOPPER", None)
-                if old is not None:
-                    os.environ["AOTRITON_MOE_WQ_HOPPER"] = old
+                for k in knobs:
+                    os.environ.pop(k, None)
+                os.environ.update(old)
             r = dict(quant=name, M=M, fused_ms=fused_ms, graph_ms=graph,
                      roofline=touched / bw * 1e3 / graph, touched_MB=touched / 1e6)
             rows.append(r)
