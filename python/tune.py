@@ -150,7 +150,10 @@ def tune(args):
                         for S in map(int, args.seqlens.split(",")):
                             work.append((kname, rule, dtype, D, causal, fuse, S))
     dbs = {k: load_db(k, arch, by_name[k]) for k in kernels}
-    done = {(k, e["functional"], tuple(e["bins"])) for k, db in dbs.items() for e in db["entries"]}
+    # Entries already in a database are kept (a resumed run) unless --retune re-measures them (a new
+    # candidate in the space: the tuner otherwise never looks at it for bins it has tuned).
+    done = set() if args.retune else {(k, e["functional"], tuple(e["bins"])) for k, db in dbs.items()
+                                      for e in db["entries"]}
     bar = tqdm(work, desc="tuning", unit="entry")
     for kname, rule, dtype, D, causal, fuse, S in bar:
         f = (hopper_functional(dtype, D, causal, fuse) if kname.endswith("_hopper")
@@ -241,6 +244,7 @@ def main():
     ap.add_argument("--causal", default="0,2")
     ap.add_argument("--seqlens", default="512,1024,2048,4096,16384")
     ap.add_argument("--fuse-dq", default="1", help="bwd_dkdv_hopper: 1 dQ by atomics (the default path), 0 not")
+    ap.add_argument("--retune", action="store_true", help="re-measure entries the database already has")
     tune(ap.parse_args())
 
 
