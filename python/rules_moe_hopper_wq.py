@@ -124,7 +124,7 @@ moe_dot_order_copy = Kernel(
 # act_and_mul writing GEMM2's input in that GEMM's dot order (K tiles of DOT_ORDER_K).
 act_and_mul_dot_order = Kernel(
     name="act_and_mul_dot_order",
-    source=act_and_mul.source,
+    source="tritonsrc/moe/dot_order.py",
     function="act_and_mul_dot_order_kernel",
     pdl=True,
     args=act_and_mul.args,

@@ -8,8 +8,8 @@ import torch
 import triton
 
 from python.jit.moe_quant import dot_order_activations
-from tritonsrc.moe.activation import SWIGLU_OAI, act_and_mul_dot_order_kernel, act_and_mul_kernel
-from tritonsrc.moe.dot_order import dot_order_copy_kernel
+from tritonsrc.moe.activation import SWIGLU_OAI, act_and_mul_kernel
+from tritonsrc.moe.dot_order import act_and_mul_dot_order_kernel, dot_order_copy_kernel
 
 assert os.environ.get("TRITON_INTERPRET") == "1"
 

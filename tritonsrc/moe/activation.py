@@ -8,9 +8,6 @@ Functional: dtype (fp16/bf16/fp32 for both tensors), ACTIVATION:
     g = min(g, limit), u = clamp(u, -limit, limit),
     out = g * sigmoid(alpha * g) * (u + 1), alpha = 1.702, limit = 7.0
     (the values every gpt-oss checkpoint uses; fixed here).
-act_and_mul_dot_order_kernel: the same with each K tile of DOT_ORDER_K (64 or 128; fp16/bf16)
-output columns in the sm_90 int4 GEMM's dot order (dot_order.py), GEMM2's input with X_DOT_ORDER;
-n_cols a multiple of DOT_ORDER_K.
 Tuning: BLOCK (columns per program), num_warps.
 Grid: (n_rows, cdiv(n_cols, BLOCK), 1).
 """
@@ -18,7 +15,6 @@ import triton
 import triton.language as tl
 
 from ..pdl import let_successor_start_then_wait
-from .dot_order import dot_order_source
 
 SILU = 0
 GELU = 1
@@ -54,21 +50,6 @@ def act_and_mul_kernel(out_ptr, in_ptr, n_rows, n_cols, stride_out_row, stride_i
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < n_cols
     y = gated_product(in_ptr + row * stride_in_row, cols, mask, n_cols, ACTIVATION)
-    tl.store(out_ptr + row * stride_out_row + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def act_and_mul_dot_order_kernel(out_ptr, in_ptr, n_rows, n_cols, stride_out_row, stride_in_row,
-                                 ACTIVATION: tl.constexpr, DOT_ORDER_K: tl.constexpr, BLOCK: tl.constexpr,
-                                 USE_PDL: tl.constexpr = False):
-    """act_and_mul_kernel, output column c taking the value of column dot_order_source(c) (the same
-    K tile of DOT_ORDER_K columns)."""
-    let_successor_start_then_wait(USE_PDL)  # GEMM2 comes next (tritonsrc/pdl.py)
-    row = tl.program_id(0).to(tl.int64)
-    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    src = dot_order_source(cols, DOT_ORDER_K, out_ptr.dtype.element_ty == tl.float16)
-    mask = (cols < n_cols) & (src < n_cols)
-    y = gated_product(in_ptr + row * stride_in_row, src, mask, n_cols, ACTIVATION)
     tl.store(out_ptr + row * stride_out_row + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 

@@ -7,15 +7,16 @@ registers. Logical (dot) k bit b of a tile comes from memory k bit:
   b >= 5: b - 2;  4: 2 (bf16) or 1 (fp16);  3: 0;  2: n - 1;  1: n - 2;  0: 1 (bf16) or 2 (fp16).
 
 dot_order_source maps dot positions to memory positions; dot_order_copy_kernel writes the
-hidden states in that order (GEMM1's input) and act_and_mul writes GEMM2's input so
-(activation.py, act_and_mul_dot_order_kernel). python/jit/moe_quant.dot_order_activations is the reference.
+hidden states in that order (GEMM1's input) and act_and_mul_dot_order_kernel writes GEMM2's input
+so. python/jit/moe_quant.dot_order_activations is the reference.
 
-Grid of dot_order_copy_kernel: (n_rows, cdiv(n_cols, BLOCK), 1).
+Grid of both: (n_rows, cdiv(n_cols, BLOCK), 1).
 """
 import triton
 import triton.language as tl
 
 from ..pdl import let_successor_start_then_wait
+from .activation import gated_product
 
 
 @triton.jit
@@ -41,3 +42,19 @@ def dot_order_copy_kernel(out_ptr, in_ptr, n_rows, n_cols, stride_out_row, strid
     src = dot_order_source(cols, BLOCK_K, out_ptr.dtype.element_ty == tl.float16)
     x = tl.load(in_ptr + row * stride_in_row + src, mask=mask)
     tl.store(out_ptr + row * stride_out_row + cols, x, mask=mask)
+
+
+@triton.jit
+def act_and_mul_dot_order_kernel(out_ptr, in_ptr, n_rows, n_cols, stride_out_row, stride_in_row,
+                                 ACTIVATION: tl.constexpr, DOT_ORDER_K: tl.constexpr, BLOCK: tl.constexpr,
+                                 USE_PDL: tl.constexpr = False):
+    """activation.act_and_mul_kernel with output column c taking the value of column
+    dot_order_source(c) (the same K tile of DOT_ORDER_K columns, 64 or 128); n_cols a multiple of it."""
+    let_successor_start_then_wait(USE_PDL)  # GEMM2 comes next (tritonsrc/pdl.py)
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    src = dot_order_source(cols, DOT_ORDER_K, out_ptr.dtype.element_ty == tl.float16)
+    mask = (cols < n_cols) & (src < n_cols)
+    y = gated_product(in_ptr + row * stride_in_row, src, mask, n_cols, ACTIVATION)
+    tl.store(out_ptr + row * stride_out_row + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
+
