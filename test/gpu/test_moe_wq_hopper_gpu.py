@@ -165,6 +165,23 @@ def test_fused_experts_dot_order_is_bit_identical(dtype, M, topk, N, with_zp, wi
     assert torch.equal(outs[None], outs["0"])
 
 
+def test_fused_experts_unaligned_hidden_states_are_refused():
+    """Hidden states at an odd element offset: refused by name (the int4 GEMMs are built for aligned
+    operands), not copied into the dot order; the output is left as it was."""
+    import aotriton
+
+    M, E, K, N, group, dtype = 4, 4, 256, 256, 128, torch.bfloat16
+    gen = torch.Generator().manual_seed(7)
+    w, ids = routing(M, E, 2, gen)
+    x = torch.randn(M, K + 8, generator=gen).to(DEV, dtype)[:, 1:K + 1]
+    q1, s1, z1, _ = quant_weights(torch.randn(E, 2 * N, K, generator=gen).to(DEV) / K ** 0.5, INT4, group, True)
+    q2, s2, z2, _ = quant_weights(torch.randn(E, K, N, generator=gen).to(DEV) / N ** 0.5, INT4, group, True)
+    out = torch.full((M, K), float("nan"), dtype=dtype, device=DEV)
+    with pytest.raises(ValueError, match="aligned"):
+        aotriton.fused_experts(x, q1, q2, w, ids, out=out, **kwargs_for(INT4, s1, s2, z1, z2, group))
+    assert out.isnan().all()
+
+
 def test_forced_config_on_a_call_it_cannot_serve():
     """An int8 call (or a 64-row block) forced onto one of its configs is a clear error; nothing runs."""
     import aotriton

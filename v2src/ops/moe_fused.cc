@@ -544,8 +544,12 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
     g1.mul_routed_weight = true;
   }
   set_b_scale(&g1, p.w1_scale, p.quant, p.w1_zp, p.group_size);
-  int32_t k1 = 0;  // int4 on sm_90: GEMM1 reads the hidden states copied into its dot order
-  if (p.quant == QuantMode::kInt4W4A16) AOTRITON_RETURN_IF_ERROR(detail::wq_dot_order_k_tile(kOp, g1, stream, options, &k1));
+  // int4 on sm_90: GEMM1 reads the hidden states copied into its dot order. Unaligned ones keep the
+  // plain route, whose GEMM check names the alignment the int4 GEMMs are built for.
+  int32_t k1 = 0;
+  const bool x_aligned = detail::aligned16(p.hidden_states.data) && p.hidden_states.stride(0) % 16 == 0;
+  if (p.quant == QuantMode::kInt4W4A16 && x_aligned)
+    AOTRITON_RETURN_IF_ERROR(detail::wq_dot_order_k_tile(kOp, g1, stream, options, &k1));
   if (k1) {
     namespace k = detail::kernels::moe_dot_order_copy;
     const k::Inputs in{.out_ptr = detail::strided(l.a1x, d.K),
@@ -588,7 +592,8 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
   g2.split_k = d.split_k;
   set_b_scale(&g2, p.w2_scale, p.quant, p.w2_zp, p.group_size);
   int32_t k2 = 0;  // int4 on sm_90: act_and_mul writes GEMM2's input in that GEMM's dot order
-  if (p.quant == QuantMode::kInt4W4A16) AOTRITON_RETURN_IF_ERROR(detail::wq_dot_order_k_tile(kOp, g2, stream, options, &k2));
+  if (p.quant == QuantMode::kInt4W4A16)
+    AOTRITON_RETURN_IF_ERROR(detail::wq_dot_order_k_tile(kOp, g2, stream, options, &k2));
   g2.x_dot_order = k2 > 0;
 
   // 3. cache2 = act(gate) * up (with block scales: quantized at once, in step 4).
