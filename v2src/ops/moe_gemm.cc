@@ -99,17 +99,18 @@ Inputs wq_inputs(const GemmJob& j) {
 // turns it off, =1 takes it for K tiles of 64 too (group 64: tested, not timed). Read on every
 // call (a process can compare both); set it before starting threads.
 enum class WqHopper { kOff, kDefault, kOn };
-// AOTRITON_MOE_WQ_DOT_ORDER=0: fused_experts passes the int4 kernel its activations as they are
-// (it permutes them in registers, X_DOT_ORDER off), to compare both forms in one process.
-bool dot_order_disabled() {
-  const char* v = std::getenv("AOTRITON_MOE_WQ_DOT_ORDER");
-  return v && std::strcmp(v, "0") == 0;
-}
 WqHopper wq_hopper_mode() {
   const char* v = std::getenv("AOTRITON_MOE_WQ_HOPPER");
   if (v && std::strcmp(v, "0") == 0) return WqHopper::kOff;
   if (v && std::strcmp(v, "1") == 0) return WqHopper::kOn;
   return WqHopper::kDefault;
+}
+
+// AOTRITON_MOE_WQ_DOT_ORDER=0: fused_experts passes the int4 kernel its activations as they are
+// (it permutes them in registers, X_DOT_ORDER off), to compare both forms in one process.
+bool dot_order_disabled() {
+  const char* v = std::getenv("AOTRITON_MOE_WQ_DOT_ORDER");
+  return v && std::strcmp(v, "0") == 0;
 }
 
 // Whether the sm_90 int4 kernel serves the call (*takes) and in which functional: int4, align
