@@ -105,30 +105,42 @@ def test_bad_expert_ids_write_zeros(monkeypatch):
     assert rel_err(c, ref) < GEMM_TOL[torch.bfloat16]
 
 
+def _fused_case(M, topk, N, with_map, dtype, with_zp, seed):
+    """An int4 fused_experts call's inputs (E 8, K 512, group 128, random routing through an optional
+    expert map) and its float64 reference; run(env) calls it with the environment set, into a
+    NaN-poisoned output."""
+    import aotriton
+
+    E, K, group = 8, 512, 128
+    gen = torch.Generator().manual_seed(seed)
+    E_ids = 2 * E if with_map else E
+    w, ids = routing(M, E_ids, topk, gen)
+    emap = make_map(E_ids, E, gen) if with_map else None
+    x = torch.randn(M, K, generator=gen).to(DEV, dtype)
+    q1, s1, z1, d1 = quant_weights(torch.randn(E, 2 * N, K, generator=gen).to(DEV) / K ** 0.5, INT4, group, with_zp)
+    q2, s2, z2, d2 = quant_weights(torch.randn(E, K, N, generator=gen).to(DEV) / N ** 0.5, INT4, group, with_zp)
+    kw = kwargs_for(INT4, s1, s2, z1, z2, group)
+    ref = ref_fused(x, d1, d2, w, local_ids(ids, emap, E), INT4)
+
+    def run():
+        out = torch.full((M, K), float("nan"), dtype=dtype, device=DEV)
+        aot(aotriton.fused_experts, x, q1, q2, w, ids, out=out, expert_map=emap, **kw)
+        return out
+    return run, ref
+
+
 @pytest.mark.parametrize("M,topk,N,with_map", [(1, 2, 4096, False), (8, 2, 512, True), (64, 1, 4096, False),
                                                 (3, 6, 512, False)])
 def test_fused_experts_opted_in(M, topk, N, with_map, monkeypatch):
     """fused_experts int4 with the sm_90 kernel opted in (N = 4096 at decode sizes splits GEMM2's K):
     the float64 reference, and within rounding of the Triton kernel's run."""
-    import aotriton
-
-    E, K, group, dtype = 8, 512, 128, torch.bfloat16
-    gen = torch.Generator().manual_seed(M * 100 + topk + N)
-    E_ids = 2 * E if with_map else E
-    w, ids = routing(M, E_ids, topk, gen)
-    emap = make_map(E_ids, E, gen) if with_map else None
-    x = torch.randn(M, K, generator=gen).to(DEV, dtype)
-    q1, s1, z1, d1 = quant_weights(torch.randn(E, 2 * N, K, generator=gen).to(DEV) / K ** 0.5, INT4, group, True)
-    q2, s2, z2, d2 = quant_weights(torch.randn(E, K, N, generator=gen).to(DEV) / N ** 0.5, INT4, group, True)
-    kw = kwargs_for(INT4, s1, s2, z1, z2, group)
-    ref = ref_fused(x, d1, d2, w, local_ids(ids, emap, E), INT4)
+    dtype = torch.bfloat16
+    run, ref = _fused_case(M, topk, N, with_map, dtype, True, seed=M * 100 + topk + N)
     outs = {}
     for env in ("1", "0"):
         monkeypatch.setenv("AOTRITON_MOE_WQ_HOPPER", env)
-        out = torch.full((M, K), float("nan"), dtype=dtype, device=DEV)
-        aot(aotriton.fused_experts, x, q1, q2, w, ids, out=out, expert_map=emap, **kw)
-        assert rel_err(out, ref) < tol(dtype, INT4), env
-        outs[env] = out
+        outs[env] = run()
+        assert rel_err(outs[env], ref) < tol(dtype, INT4), env
     assert rel_err(outs["1"], outs["0"].double()) < tol(dtype, INT4)
 
 
@@ -140,29 +152,14 @@ def test_fused_experts_dot_order_is_bit_identical(dtype, M, topk, N, with_zp, wi
     act_and_mul write GEMM2's input so (X_DOT_ORDER); the MMAs see the same operands as with
     AOTRITON_MOE_WQ_DOT_ORDER=0 (the permutation in registers): the float64 reference, and
     bit-identical outputs (M=1 N=4096 splits GEMM2's K)."""
-    import aotriton
-
-    E, K, group = 8, 512, 128
-    gen = torch.Generator().manual_seed(M * 1000 + topk + N + (dtype == torch.float16))
-    E_ids = 2 * E if with_map else E
-    w, ids = routing(M, E_ids, topk, gen)
-    emap = make_map(E_ids, E, gen) if with_map else None
-    x = torch.randn(M, K, generator=gen).to(DEV, dtype)
-    q1, s1, z1, d1 = quant_weights(torch.randn(E, 2 * N, K, generator=gen).to(DEV) / K ** 0.5, INT4, group, with_zp)
-    q2, s2, z2, d2 = quant_weights(torch.randn(E, K, N, generator=gen).to(DEV) / N ** 0.5, INT4, group, with_zp)
-    kw = kwargs_for(INT4, s1, s2, z1, z2, group)
-    ref = ref_fused(x, d1, d2, w, local_ids(ids, emap, E), INT4)
-    outs = {}
-    for env in (None, "0"):
-        if env is None:
-            monkeypatch.delenv("AOTRITON_MOE_WQ_DOT_ORDER", raising=False)
-        else:
-            monkeypatch.setenv("AOTRITON_MOE_WQ_DOT_ORDER", env)
-        out = torch.full((M, K), float("nan"), dtype=dtype, device=DEV)
-        aot(aotriton.fused_experts, x, q1, q2, w, ids, out=out, expert_map=emap, **kw)
-        assert rel_err(out, ref) < tol(dtype, INT4), env
-        outs[env] = out
-    assert torch.equal(outs[None], outs["0"])
+    run, ref = _fused_case(M, topk, N, with_map, dtype, with_zp, seed=M * 1000 + topk + N + (dtype == torch.float16))
+    monkeypatch.delenv("AOTRITON_MOE_WQ_DOT_ORDER", raising=False)
+    ordered = run()
+    monkeypatch.setenv("AOTRITON_MOE_WQ_DOT_ORDER", "0")
+    permuting = run()
+    for out in (ordered, permuting):
+        assert rel_err(out, ref) < tol(dtype, INT4)
+    assert torch.equal(ordered, permuting)
 
 
 def test_fused_experts_unaligned_hidden_states_are_refused():
