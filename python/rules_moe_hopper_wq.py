@@ -6,8 +6,8 @@ of the functional BLOCK_SIZE_K, which divides group_size) to it on sm_90: by def
 of 128 (measured against fused_moe_gemm_wq: bench/experiments/int4_wgmma.py, docs/performance.md),
 for K tiles of 64 too with AOTRITON_MOE_WQ_HOPPER=1, never with =0.
 """
-from python.kernel_rules import Arg, Kernel, TuningSpace
-from python.rules_moe import _ACT_IN, _ACT_OUT, act_and_mul, fused_moe_gemm_wq
+from python.kernel_rules import Kernel, TuningSpace
+from python.rules_moe import act_and_mul, fused_moe_gemm_wq
 from python.rules_moe_hopper import _valid
 from tritonsrc.moe import configs as C
 
@@ -108,16 +108,12 @@ moe_dot_order_copy = Kernel(
     source="tritonsrc/moe/dot_order.py",
     function="dot_order_copy_kernel",
     pdl=True,
-    args=[_ACT_OUT.ptr, _ACT_IN.ptr, Arg("n_rows", "i32"), Arg("n_cols", "i32"), *_ACT_OUT.strides,
-          *_ACT_IN.strides],
+    args=act_and_mul.args,  # the same rows in and out, as act_and_mul's
     functional={"dtype": ["fp16", "bf16"], "BLOCK_K": [64, 128]},  # BLOCK_K: the GEMM's K tile
     valid=_valid,
     profiles={"ci": lambda f: f["dtype"] == "fp16" and f["BLOCK_K"] == 128},
-    tuning=TuningSpace(
-        params={"BLOCK": [512, 1024, 2048], "num_warps": [4, 8], "num_stages": [1]},
-        default=lambda f, arch: {"BLOCK": 1024, "num_warps": 4, "num_stages": 1},
-    ),
-    grid=("n_rows", "cdiv(n_cols, BLOCK)", "1"),
+    tuning=act_and_mul.tuning,
+    grid=act_and_mul.grid,
     doc="the hidden states with each K tile in the sm_90 int4 GEMM's dot order (X_DOT_ORDER)",
 )
 
