@@ -550,6 +550,7 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
   const bool x_aligned = detail::aligned16(p.hidden_states.data) && p.hidden_states.stride(0) % 16 == 0;
   if (p.quant == QuantMode::kInt4W4A16 && x_aligned)
     AOTRITON_RETURN_IF_ERROR(detail::wq_dot_order_k_tile(kOp, g1, stream, options, &k1));
+  if (k1 && !detail::kernels::moe_dot_order_copy::built_for({act, k1}, 90)) k1 = 0;  // a narrower build
   if (k1) {
     namespace k = detail::kernels::moe_dot_order_copy;
     const k::Inputs in{.out_ptr = detail::strided(l.a1x, d.K),
@@ -592,8 +593,10 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
   g2.split_k = d.split_k;
   set_b_scale(&g2, p.w2_scale, p.quant, p.w2_zp, p.group_size);
   int32_t k2 = 0;  // int4 on sm_90: act_and_mul writes GEMM2's input in that GEMM's dot order
+  const auto activation = static_cast<int32_t>(p.activation);
   if (p.quant == QuantMode::kInt4W4A16)
     AOTRITON_RETURN_IF_ERROR(detail::wq_dot_order_k_tile(kOp, g2, stream, options, &k2));
+  if (k2 && !detail::kernels::act_and_mul_dot_order::built_for({act, activation, k2}, 90)) k2 = 0;
   g2.x_dot_order = k2 > 0;
 
   // 3. cache2 = act(gate) * up (with block scales: quantized at once, in step 4).
@@ -601,7 +604,6 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
   const bool fused_dq = fused_act_dynamic_quant(p, d, l, act);  // decode, dynamic per-tensor: in step 4 too
   if (!fused_aq && !fused_dq) {
     detail::PlainLaunchScope plain(!act_starts_early(d));
-    const auto activation = static_cast<int32_t>(p.activation);
     if (k2) {
       namespace k = detail::kernels::act_and_mul_dot_order;
       const k::Inputs in{.out_ptr = detail::strided(l.cache2, d.N), .in_ptr = detail::strided(l.cache13, 2 * d.N),
