@@ -43,7 +43,7 @@ CASES += [({"dtype": dtype, "BLOCK_DMODEL": D, "CAUSAL_TYPE": causal},
            {"BLOCK_M": 128, "BLOCK_N": n, "NUM_STAGES": st, "SCHEDULE": 5, "RESCALE_TH": 0, "num_warps": 4,
             "maxnreg": 0})
           for D, n, st, dtype, causal in ((128, 128, 3, "bf16", 2), (64, 128, 3, "fp16", 0), (96, 64, 4, "bf16", 1),
-                                          (256, 64, 2, "fp16", 2), (256, 64, 2, "bf16", 0))]
+                                          (256, 64, 2, "fp16", 2), (256, 64, 2, "bf16", 0), (192, 64, 3, "bf16", 2))]
 
 
 def test_every_persistent_candidate_is_a_tested_form():

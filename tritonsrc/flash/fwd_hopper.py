@@ -31,6 +31,10 @@ SCHEDULE (a tuning parameter):
   4 persistent ping-pong (fwd_hopper_persistent.py): the same partitions over
     a sequence of tiles, one CTA per SM, so one tile's epilogue and the next
     one's first loads overlap (num_warps=4).
+  5 the ping-pong with K and V on barriers of their own (_split_kv_barriers):
+    a consumer releases K(j) once Q K^T(j) retired, a turn before V(j), and
+    the loader keeps K a tile ahead (_pp_split_loader), so K's copy gets as
+    many turns as V's (head dim 256's two stages: 1.14-1.19x the serial form).
 RESCALE_TH (a tuning parameter; 0 rescales O at every tile): a row keeps its
 running max until a tile's max exceeds it by more than 2**RESCALE_TH, and O's
 multiply is skipped while no row moved (fwd_hopper_common._softmax_step).
@@ -177,10 +181,12 @@ def _qk_192(q0, q1, q2, k_blocks, kb, s_zero):
 @gluon.jit
 def _pp_consumer_192(q_blocks, k_blocks, v_blocks, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
                      start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
-                     WHICH: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+                     WHICH: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr,
+                     v_ready=None, v_empty=None, SPLIT_KV: gl.constexpr = False):
     """_pp_consumer for head dim 192 in three 64-column blocks: per turn,
     S_j (three chained wgmma) and P_{j-1} V_{j-1} (three, one per O block)
-    issued together; wait for S's groups, softmax, wait for the rest."""
+    issued together; wait for S's groups, softmax, wait for the rest.
+    SPLIT_KV (SCHEDULE 5): K's and V's barriers apart, as _pp_consumer's."""
     NUM_WARPS: gl.constexpr = gl.num_warps()
     dtype: gl.constexpr = q_blocks.dtype
     s_layout: gl.constexpr = _acc_layout(NUM_WARPS, BLOCK_N)
@@ -210,6 +216,8 @@ def _pp_consumer_192(q_blocks, k_blocks, v_blocks, q_bar, ready, empty, turn, o_
         s_tok = _qk_192(q0, q1, q2, k_blocks, 0, s_zero)
         mbarrier.arrive(other_turn)
         s = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok, ))
+        if SPLIT_KV:
+            mbarrier.arrive(empty.index(0))  # K(0) read
         p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, 0, offs_m, offs_n, seqlen_k, diag,
                                            full_end <= 0, CAUSAL)
         p = gl.convert_layout(p.to(dtype), p_layout)
@@ -217,6 +225,8 @@ def _pp_consumer_192(q_blocks, k_blocks, v_blocks, q_bar, ready, empty, turn, o_
             stage = j % NUM_STAGES
             prev = (j - 1) % NUM_STAGES
             mbarrier.wait(ready.index(stage), (j // NUM_STAGES) & 1)
+            if SPLIT_KV:
+                mbarrier.wait(v_ready.index(prev), ((j - 1) // NUM_STAGES) & 1)
             mbarrier.wait(my_turn, j & 1)
             s_tok = _qk_192(q0, q1, q2, k_blocks, stage * 3, s_zero)
             t0 = warpgroup_mma(p, v_blocks.index(prev * 3), acc0, is_async=True)
@@ -224,6 +234,8 @@ def _pp_consumer_192(q_blocks, k_blocks, v_blocks, q_bar, ready, empty, turn, o_
             t2 = warpgroup_mma(p, v_blocks.index(prev * 3 + 2), acc2, is_async=True)
             mbarrier.arrive(other_turn)
             s = warpgroup_mma_wait(num_outstanding=3, deps=(s_tok, ))
+            if SPLIT_KV:
+                mbarrier.arrive(empty.index(stage))  # K(j) read; V(j - 1) still in use
             p_next, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, j * BLOCK_N, offs_m, offs_n,
                                                     seqlen_k, diag, j * BLOCK_N >= full_end, CAUSAL)
             acc0, acc1, acc2, p = warpgroup_mma_wait(num_outstanding=0, deps=(t0, t1, t2, p))
@@ -232,32 +244,44 @@ def _pp_consumer_192(q_blocks, k_blocks, v_blocks, q_bar, ready, empty, turn, o_
             acc0 = acc0 * scale
             acc1 = acc1 * scale
             acc2 = acc2 * scale
-            mbarrier.arrive(empty.index(prev))
+            if SPLIT_KV:
+                mbarrier.arrive(v_empty.index(prev))
+            else:
+                mbarrier.arrive(empty.index(prev))
         last = (n_tiles - 1) % NUM_STAGES
+        if SPLIT_KV:
+            mbarrier.wait(v_ready.index(last), ((n_tiles - 1) // NUM_STAGES) & 1)
         mbarrier.wait(my_turn, n_tiles & 1)
         t0 = warpgroup_mma(p, v_blocks.index(last * 3), acc0, is_async=True)
         t1 = warpgroup_mma(p, v_blocks.index(last * 3 + 1), acc1, is_async=True)
         t2 = warpgroup_mma(p, v_blocks.index(last * 3 + 2), acc2, is_async=True)
         mbarrier.arrive(other_turn)
         acc0, acc1, acc2, p = warpgroup_mma_wait(num_outstanding=0, deps=(t0, t1, t2, p))
-        mbarrier.arrive(empty.index(last))
+        if SPLIT_KV:
+            mbarrier.arrive(v_empty.index(last))
+        else:
+            mbarrier.arrive(empty.index(last))
     _finish_192(acc0, acc1, acc2, m_i, l_i, o_ptr, stride_om, offs_m, seqlen_q, lse_ptr, o_rows)
 
 
 @gluon.jit
 def _pp_first_192(q_blocks, k_blocks, v_blocks, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
                   start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
-                  CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+                  CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, v_ready=None, v_empty=None,
+                  SPLIT_KV: gl.constexpr = False):
     _pp_consumer_192(q_blocks, k_blocks, v_blocks, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
-                     start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, 0, CAUSAL, BLOCK_N, NUM_STAGES)
+                     start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, 0, CAUSAL, BLOCK_N, NUM_STAGES,
+                     v_ready, v_empty, SPLIT_KV)
 
 
 @gluon.jit
 def _pp_second_192(q_blocks, k_blocks, v_blocks, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
                    start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
-                   CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+                   CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, v_ready=None, v_empty=None,
+                   SPLIT_KV: gl.constexpr = False):
     _pp_consumer_192(q_blocks, k_blocks, v_blocks, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
-                     start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, 1, CAUSAL, BLOCK_N, NUM_STAGES)
+                     start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, 1, CAUSAL, BLOCK_N, NUM_STAGES,
+                     v_ready, v_empty, SPLIT_KV)
 
 
 @gluon.jit
@@ -403,29 +427,32 @@ def _pp_second(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_
 
 
 @gluon.jit
-def _load_one(desc, ring, ready, off_z, off_hk, tile, n_tiles, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
-    """TMA one tensor's key tile `tile` (nothing past the end) into its ring stage."""
+def _load_one(desc, ring, ready, off_z, off_hk, tile, n_tiles, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr,
+              NB: gl.constexpr):
+    """TMA one tensor's key tile `tile` (nothing past the end) into its ring stage: NB boxes into
+    slots stage * NB + j, as _load_kv."""
     stage = tile % NUM_STAGES
     pred = tile < n_tiles
-    mbarrier.expect(ready.index(stage), desc.block_type.nbytes, pred=pred)
-    tma.async_copy_global_to_shared(desc, [off_z, off_hk, 0, tile * BLOCK_N, 0], ready.index(stage),
-                                    _tile(ring.index(stage), desc), pred=pred)
+    mbarrier.expect(ready.index(stage), NB * desc.block_type.nbytes, pred=pred)
+    for j in gl.static_range(NB):
+        tma.async_copy_global_to_shared(desc, [off_z, off_hk, j, tile * BLOCK_N, 0], ready.index(stage),
+                                        _tile(ring.index(stage * NB + j), desc), pred=pred)
 
 
 @gluon.jit
 def _pp_split_loader(k_desc, v_desc, k_ring, v_ring, k_ready, k_empty, v_ready, v_empty, off_z, off_hk, n_tiles,
-                     BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+                     BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, NB: gl.constexpr):
     """SCHEDULE 5's loader: K one tile ahead of V (turn j reads K(j) and V(j - 1)), each refilled
     once both consumers released that tensor's stage."""
     for t in range(0, n_tiles + 1):
         stage = t % NUM_STAGES
         mbarrier.wait(k_empty.index(stage), ((t // NUM_STAGES) - 1) & 1, pred=(t >= NUM_STAGES) & (t < n_tiles))
-        _load_one(k_desc, k_ring, k_ready, off_z, off_hk, t, n_tiles, BLOCK_N, NUM_STAGES)
+        _load_one(k_desc, k_ring, k_ready, off_z, off_hk, t, n_tiles, BLOCK_N, NUM_STAGES, NB)
         if t > 0:
             u = t - 1
             u_stage = u % NUM_STAGES
             mbarrier.wait(v_empty.index(u_stage), ((u // NUM_STAGES) - 1) & 1, pred=u >= NUM_STAGES)
-            _load_one(v_desc, v_ring, v_ready, off_z, off_hk, u, n_tiles, BLOCK_N, NUM_STAGES)
+            _load_one(v_desc, v_ring, v_ready, off_z, off_hk, u, n_tiles, BLOCK_N, NUM_STAGES, NB)
 
 
 @gluon.jit
@@ -462,7 +489,6 @@ def attn_fwd_hopper(
     gl.static_assert(BLOCK_M == 2 * HALF_ROWS, "BLOCK_M is two warpgroups of 64 rows")
     gl.static_assert(SCHEDULE == 0 or SCHEDULE == 3 or SCHEDULE == 4 or SCHEDULE == 5,
                      "schedules: 0 serial, 3 ping-pong, 4 persistent, 5 ping-pong with K and V released apart")
-    gl.static_assert(SCHEDULE != 5 or BLOCK_DMODEL != 192, "head dim 192 has no SCHEDULE 5")
     dtype: gl.constexpr = q_desc.dtype
     HEAD_BLOCK: gl.constexpr = _head_block(BLOCK_DMODEL)
     smem_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=_swizzle(BLOCK_DMODEL), element_bitwidth=16,
@@ -523,6 +549,20 @@ def attn_fwd_hopper(
             _serial_192(q_blocks, k_desc, v_desc, o_ptr, stride_om, k_blocks, v_blocks, ready, lse_ptr, sm_scale,
                         off_z, off_hk, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
                         CAUSAL_TYPE != 0, BLOCK_M, BLOCK_N, NUM_STAGES)
+        elif SCHEDULE == 5:
+            k_ready, k_empty, v_ready, v_empty = _split_kv_barriers(NUM_STAGES)
+            turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+            _init_turns(turn)
+            gl.warp_specialize([
+                (_pp_first_192, (q_blocks, k_blocks, v_blocks, q_bar, k_ready, k_empty, turn, o_ptr, stride_om,
+                                 lse_ptr, sm_scale, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
+                                 CAUSAL_TYPE != 0, BLOCK_N, NUM_STAGES, v_ready, v_empty, True)),
+                (_pp_second_192, (q_blocks, k_blocks, v_blocks, q_bar, k_ready, k_empty, turn, o_ptr, stride_om,
+                                  lse_ptr, sm_scale, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
+                                  CAUSAL_TYPE != 0, BLOCK_N, NUM_STAGES, v_ready, v_empty, True)),
+                (_pp_split_loader, (k_desc, v_desc, k_blocks, v_blocks, k_ready, k_empty, v_ready, v_empty, off_z,
+                                    off_hk, n_tiles, BLOCK_N, NUM_STAGES, 3)),
+            ], [4, 1], [232, 40])
         else:
             empty, turn = _pingpong_barriers(NUM_STAGES)
             gl.warp_specialize([
@@ -562,7 +602,7 @@ def attn_fwd_hopper(
                           start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, HEAD_BLOCK, BLOCK_DMODEL,
                           CAUSAL_TYPE != 0, BLOCK_N, NUM_STAGES, RESCALE_TH, v_ready, v_empty, True)),
             (_pp_split_loader, (k_desc, v_desc, k_ring, v_ring, k_ready, k_empty, v_ready, v_empty, off_z, off_hk,
-                                n_tiles, BLOCK_N, NUM_STAGES)),
+                                n_tiles, BLOCK_N, NUM_STAGES, 1)),
         ], [4, 1], [232, 40])
     else:
         empty, turn = _pingpong_barriers(NUM_STAGES)
