@@ -28,6 +28,9 @@
 # got an H100. Follow-up calls on the warm machine (a bench after the job): `cd /tmp/aotriton-src`
 # first - the build and install live in that copy, the lease's repository root has none (a bench there
 # failed with "No module named 'aotriton'").
+# 2026-12-06 (twenty-ninth): kind nvidia-h200 got an H200 on the first call; a gputest build (193 s), the
+# hopper tuner beside it and the whole suite (13 shards) ended with 51 s of a 570 s deadline: benches after
+# the suite need a second call (on the warm machine, from /tmp/aotriton-src).
 # Every lease call re-copies the working tree over the repository root, which
 # pulled python/compile_client.py from under a running build (2026-12-03):
 # `start` runs from a private copy of the tree in $SRC instead.
