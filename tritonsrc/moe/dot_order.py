@@ -38,8 +38,8 @@ def dot_order_copy_kernel(out_ptr, in_ptr, n_rows, n_cols, stride_out_row, strid
     let_successor_start_then_wait(USE_PDL)  # GEMM1 comes next (tritonsrc/pdl.py)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    mask = cols < n_cols
     src = dot_order_source(cols, BLOCK_K, out_ptr.dtype.element_ty == tl.float16)
+    mask = (cols < n_cols) & (src < n_cols)  # (a partial last tile would read past the row)
     x = tl.load(in_ptr + row * stride_in_row + src, mask=mask)
     tl.store(out_ptr + row * stride_out_row + cols, x, mask=mask)
 
