@@ -102,35 +102,26 @@ fused_moe_gemm_wq_hopper = Kernel(
     doc="int4 w4a16 grouped GEMM for sm_90 decode (Gluon: dequantized weights as wgmma's register operand)",
 )
 
-# The hidden states in the int4 GEMM's dot order: GEMM1's input with X_DOT_ORDER.
-moe_dot_order_copy = Kernel(
-    name="moe_dot_order_copy",
-    source="tritonsrc/moe/dot_order.py",
-    function="dot_order_copy_kernel",
-    pdl=True,
-    args=act_and_mul.args,  # the same rows in and out, as act_and_mul's
-    functional={"dtype": ["fp16", "bf16"], "BLOCK_K": [64, 128]},  # BLOCK_K: the GEMM's K tile
-    valid=_valid,
-    profiles={"ci": lambda f: f["dtype"] == "fp16" and f["BLOCK_K"] == 128},
-    tuning=act_and_mul.tuning,
-    grid=act_and_mul.grid,
-    doc="the hidden states with each K tile in the sm_90 int4 GEMM's dot order (X_DOT_ORDER)",
-)
+def _dot_order_kernel(name, function, functional, ci, doc, **extra):
+    """An element-wise kernel of tritonsrc/moe/dot_order.py: act_and_mul's rows in and out (args,
+    tuning, grid), sm_90 only (the int4 GEMM that reads its output is)."""
+    return Kernel(name=name, source="tritonsrc/moe/dot_order.py", function=function, pdl=True,
+                  args=act_and_mul.args, functional=functional, valid=_valid, profiles={"ci": ci},
+                  tuning=act_and_mul.tuning, grid=act_and_mul.grid, doc=doc, **extra)
+
+
+# The hidden states in the int4 GEMM's dot order: GEMM1's input with X_DOT_ORDER (BLOCK_K: its K tile).
+moe_dot_order_copy = _dot_order_kernel(
+    "moe_dot_order_copy", "dot_order_copy_kernel", {"dtype": ["fp16", "bf16"], "BLOCK_K": [64, 128]},
+    ci=lambda f: f["dtype"] == "fp16" and f["BLOCK_K"] == 128,
+    doc="the hidden states with each K tile in the sm_90 int4 GEMM's dot order (X_DOT_ORDER)")
 
 # act_and_mul writing GEMM2's input in that GEMM's dot order (K tiles of DOT_ORDER_K).
-act_and_mul_dot_order = Kernel(
-    name="act_and_mul_dot_order",
-    source="tritonsrc/moe/dot_order.py",
-    function="act_and_mul_dot_order_kernel",
-    pdl=True,
-    args=act_and_mul.args,
-    functional={"dtype": ["fp16", "bf16"], "ACTIVATION": [0, 1, 2, 3], "DOT_ORDER_K": [64, 128]},
-    valid=_valid,
-    profiles={"ci": lambda f: f["dtype"] == "fp16" and f["DOT_ORDER_K"] == 128},
-    tuning=act_and_mul.tuning,
-    grid=act_and_mul.grid,
-    autotune_keys=act_and_mul.autotune_keys,
+act_and_mul_dot_order = _dot_order_kernel(
+    "act_and_mul_dot_order", "act_and_mul_dot_order_kernel",
+    {"dtype": ["fp16", "bf16"], "ACTIVATION": [0, 1, 2, 3], "DOT_ORDER_K": [64, 128]},
+    ci=lambda f: f["dtype"] == "fp16" and f["DOT_ORDER_K"] == 128,
     doc="act_and_mul with its output in the sm_90 int4 GEMM's dot order (X_DOT_ORDER)",
-)
+    autotune_keys=act_and_mul.autotune_keys)
 
 HOPPER_WQ_KERNELS = [fused_moe_gemm_wq_hopper, moe_dot_order_copy, act_and_mul_dot_order]
