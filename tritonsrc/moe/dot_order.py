@@ -3,8 +3,8 @@
 That kernel visits each K tile of 2^n values in an order of its own (_k_order there: the order
 in which its dequantized weights come out of their nibbles). Given activations already in that
 order it copies them to shared memory as they are, instead of permuting every tile in
-registers. Logical (dot) k bit b of a tile comes from memory k bit:
-  b >= 5: b - 2;  4: 2 (bf16) or 1 (fp16);  3: 0;  2: n - 1;  1: n - 2;  0: 1 (bf16) or 2 (fp16).
+registers. Logical (dot) k bit b of a tile comes from memory k bit _k_order(n)[n - 1 - b]
+(b >= 5: b - 2;  4: 2 (bf16) or 1 (fp16);  3: 0;  2: n - 1;  1: n - 2;  0: 1 (bf16) or 2 (fp16)).
 
 dot_order_source maps dot positions to memory positions; dot_order_copy_kernel writes the
 hidden states in that order (GEMM1's input) and act_and_mul_dot_order_kernel writes GEMM2's input
@@ -14,21 +14,29 @@ Grid of both: (n_rows, cdiv(n_cols, BLOCK), 1).
 """
 import triton
 import triton.language as tl
+from triton.runtime.jit import constexpr_function
 
 from ..pdl import let_successor_start_then_wait
 from .activation import gated_product
+from .grouped_gemm_wq_hopper import _k_order
+
+
+@constexpr_function
+def _memory_bits(block_k, fp16):
+    """The memory k bit of each dot-order k bit of a tile, lowest first (grouped_gemm_wq_hopper._k_order)."""
+    n = block_k.bit_length() - 1
+    return tuple(reversed(_k_order(n, fp16)))
 
 
 @triton.jit
 def dot_order_source(cols, BLOCK_K: tl.constexpr, FP16: tl.constexpr):
     """The memory column whose value sits at dot-order column `cols` (K tiles of BLOCK_K)."""
+    BITS: tl.constexpr = _memory_bits(BLOCK_K, FP16)
     k = cols % BLOCK_K
-    src = ((k >> 5) << 3) | ((k >> 3) & 1) | ((k >> 2) & 1) * (BLOCK_K // 2) | ((k >> 1) & 1) * (BLOCK_K // 4)
-    if FP16:
-        src = src | (((k >> 4) & 1) << 1) | ((k & 1) << 2)
-    else:
-        src = src | (((k >> 4) & 1) << 2) | ((k & 1) << 1)
-    return cols - k + src
+    src = cols - k
+    for b in tl.static_range(len(BITS)):
+        src = src | (((k >> b) & 1) << BITS[b])
+    return src
 
 
 @triton.jit
