@@ -327,8 +327,8 @@ def _lazy_rescale_configs():
                          ids=lambda x: (f"n{x['BLOCK_N']}_st{x['NUM_STAGES']}" if isinstance(x, dict) else str(x)))
 def test_split_kv_ping_pong_through_the_jit(D, causal, config):
     """SCHEDULE 5 (K released after Q K^T, V after P V, by barriers of their own; the loader keeps K a
-    tile ahead of V; head dim 192 in three-block tiles): sequences ending inside a tile, causal both ways (blocks with no key at all),
-    GQA, one key; NaN-poisoned outputs against a float64 reference."""
+    tile ahead of V; head dim 192 in three-block tiles): sequences ending inside a tile, causal both
+    ways (blocks with no key at all), GQA, one key; NaN-poisoned outputs against a float64 reference."""
     check_jit_on_shapes(D, causal, config, seed=400)
 
 

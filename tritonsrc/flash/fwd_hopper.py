@@ -179,6 +179,29 @@ def _qk_192(q0, q1, q2, k_blocks, kb, s_zero):
 
 
 @gluon.jit
+def _release_k(empty, stage, SPLIT_KV: gl.constexpr):
+    """SCHEDULE 5: K's stage is free once this consumer's Q K^T on it retired (V's stays in use)."""
+    if SPLIT_KV:
+        mbarrier.arrive(empty.index(stage))
+
+
+@gluon.jit
+def _wait_v(v_ready, tile, NUM_STAGES: gl.constexpr, SPLIT_KV: gl.constexpr):
+    """SCHEDULE 5: V of `tile` landed (otherwise the shared K/V barrier covered it)."""
+    if SPLIT_KV:
+        mbarrier.wait(v_ready.index(tile % NUM_STAGES), (tile // NUM_STAGES) & 1)
+
+
+@gluon.jit
+def _release_v(empty, v_empty, stage, SPLIT_KV: gl.constexpr):
+    """After P V on a stage: V's stage under SCHEDULE 5, the shared K/V stage otherwise."""
+    if SPLIT_KV:
+        mbarrier.arrive(v_empty.index(stage))
+    else:
+        mbarrier.arrive(empty.index(stage))
+
+
+@gluon.jit
 def _pp_consumer_192(q_blocks, k_blocks, v_blocks, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
                      start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
                      WHICH: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr,
@@ -216,8 +239,7 @@ def _pp_consumer_192(q_blocks, k_blocks, v_blocks, q_bar, ready, empty, turn, o_
         s_tok = _qk_192(q0, q1, q2, k_blocks, 0, s_zero)
         mbarrier.arrive(other_turn)
         s = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok, ))
-        if SPLIT_KV:
-            mbarrier.arrive(empty.index(0))  # K(0) read
+        _release_k(empty, 0, SPLIT_KV)
         p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, 0, offs_m, offs_n, seqlen_k, diag,
                                            full_end <= 0, CAUSAL)
         p = gl.convert_layout(p.to(dtype), p_layout)
@@ -225,8 +247,7 @@ def _pp_consumer_192(q_blocks, k_blocks, v_blocks, q_bar, ready, empty, turn, o_
             stage = j % NUM_STAGES
             prev = (j - 1) % NUM_STAGES
             mbarrier.wait(ready.index(stage), (j // NUM_STAGES) & 1)
-            if SPLIT_KV:
-                mbarrier.wait(v_ready.index(prev), ((j - 1) // NUM_STAGES) & 1)
+            _wait_v(v_ready, j - 1, NUM_STAGES, SPLIT_KV)
             mbarrier.wait(my_turn, j & 1)
             s_tok = _qk_192(q0, q1, q2, k_blocks, stage * 3, s_zero)
             t0 = warpgroup_mma(p, v_blocks.index(prev * 3), acc0, is_async=True)
@@ -234,8 +255,7 @@ def _pp_consumer_192(q_blocks, k_blocks, v_blocks, q_bar, ready, empty, turn, o_
             t2 = warpgroup_mma(p, v_blocks.index(prev * 3 + 2), acc2, is_async=True)
             mbarrier.arrive(other_turn)
             s = warpgroup_mma_wait(num_outstanding=3, deps=(s_tok, ))
-            if SPLIT_KV:
-                mbarrier.arrive(empty.index(stage))  # K(j) read; V(j - 1) still in use
+            _release_k(empty, stage, SPLIT_KV)
             p_next, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, j * BLOCK_N, offs_m, offs_n,
                                                     seqlen_k, diag, j * BLOCK_N >= full_end, CAUSAL)
             acc0, acc1, acc2, p = warpgroup_mma_wait(num_outstanding=0, deps=(t0, t1, t2, p))
@@ -244,23 +264,16 @@ def _pp_consumer_192(q_blocks, k_blocks, v_blocks, q_bar, ready, empty, turn, o_
             acc0 = acc0 * scale
             acc1 = acc1 * scale
             acc2 = acc2 * scale
-            if SPLIT_KV:
-                mbarrier.arrive(v_empty.index(prev))
-            else:
-                mbarrier.arrive(empty.index(prev))
+            _release_v(empty, v_empty, prev, SPLIT_KV)
         last = (n_tiles - 1) % NUM_STAGES
-        if SPLIT_KV:
-            mbarrier.wait(v_ready.index(last), ((n_tiles - 1) // NUM_STAGES) & 1)
+        _wait_v(v_ready, n_tiles - 1, NUM_STAGES, SPLIT_KV)
         mbarrier.wait(my_turn, n_tiles & 1)
         t0 = warpgroup_mma(p, v_blocks.index(last * 3), acc0, is_async=True)
         t1 = warpgroup_mma(p, v_blocks.index(last * 3 + 1), acc1, is_async=True)
         t2 = warpgroup_mma(p, v_blocks.index(last * 3 + 2), acc2, is_async=True)
         mbarrier.arrive(other_turn)
         acc0, acc1, acc2, p = warpgroup_mma_wait(num_outstanding=0, deps=(t0, t1, t2, p))
-        if SPLIT_KV:
-            mbarrier.arrive(v_empty.index(last))
-        else:
-            mbarrier.arrive(empty.index(last))
+        _release_v(empty, v_empty, last, SPLIT_KV)
     _finish_192(acc0, acc1, acc2, m_i, l_i, o_ptr, stride_om, offs_m, seqlen_q, lse_ptr, o_rows)
 
 
@@ -300,19 +313,19 @@ def _pingpong_barriers(NUM_STAGES: gl.constexpr):
     """(empty, turn) of the ping-pong schedule: a stage is free when both
     consumers released it; consumer 0 has the first turn."""
     empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(empty.index(i), count=2)
-    _init_turns(turn)
-    return empty, turn
+    return empty, _turn_barriers()
 
 
 @gluon.jit
-def _init_turns(turn):
-    """The consumers' turn barriers: consumer 0 has the first turn."""
+def _turn_barriers():
+    """The consumers' turn barriers, initialised: consumer 0 has the first turn."""
+    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(2):
         mbarrier.init(turn.index(i), count=1)
     mbarrier.arrive(turn.index(0))
+    return turn
 
 
 @gluon.jit
@@ -362,8 +375,7 @@ def _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, strid
         s_tok = warpgroup_mma(q, k_ring.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
         mbarrier.arrive(other_turn)
         s = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok, ))
-        if SPLIT_KV:
-            mbarrier.arrive(empty.index(0))  # K(0) read
+        _release_k(empty, 0, SPLIT_KV)
         p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, 0, offs_m, offs_n, seqlen_k, diag,
                                            full_end <= 0, CAUSAL, RESCALE_TH)
         p = gl.convert_layout(p.to(dtype), p_layout)
@@ -371,35 +383,26 @@ def _pp_consumer(q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, strid
             stage = j % NUM_STAGES
             prev = (j - 1) % NUM_STAGES
             mbarrier.wait(ready.index(stage), (j // NUM_STAGES) & 1)
-            if SPLIT_KV:
-                mbarrier.wait(v_ready.index(prev), ((j - 1) // NUM_STAGES) & 1)
+            _wait_v(v_ready, j - 1, NUM_STAGES, SPLIT_KV)
             mbarrier.wait(my_turn, j & 1)
             s_tok = warpgroup_mma(q, k_ring.index(stage).permute((1, 0)), s_zero, use_acc=False, is_async=True)
             o_tok = warpgroup_mma(p, v_ring.index(prev), acc, is_async=True)
             mbarrier.arrive(other_turn)
             s = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok, ))
-            if SPLIT_KV:
-                mbarrier.arrive(empty.index(stage))  # K(j) read; V(j - 1) still in use
+            _release_k(empty, stage, SPLIT_KV)
             p_next, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, j * BLOCK_N, offs_m, offs_n,
                                                     seqlen_k, diag, j * BLOCK_N >= full_end, CAUSAL, RESCALE_TH)
             acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok, p))
             p = gl.convert_layout(p_next.to(dtype), p_layout)
             acc = _rescaled(acc, alpha, o_rows, RESCALE_TH)
-            if SPLIT_KV:
-                mbarrier.arrive(v_empty.index(prev))
-            else:
-                mbarrier.arrive(empty.index(prev))
+            _release_v(empty, v_empty, prev, SPLIT_KV)
         last = (n_tiles - 1) % NUM_STAGES
-        if SPLIT_KV:
-            mbarrier.wait(v_ready.index(last), ((n_tiles - 1) // NUM_STAGES) & 1)
+        _wait_v(v_ready, n_tiles - 1, NUM_STAGES, SPLIT_KV)
         mbarrier.wait(my_turn, n_tiles & 1)
         o_tok = warpgroup_mma(p, v_ring.index(last), acc, is_async=True)
         mbarrier.arrive(other_turn)
         acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok, p))
-        if SPLIT_KV:
-            mbarrier.arrive(v_empty.index(last))
-        else:
-            mbarrier.arrive(empty.index(last))
+        _release_v(empty, v_empty, last, SPLIT_KV)
     _finish(acc, m_i, l_i, o_ptr, stride_om, offs_m, seqlen_q, lse_ptr, o_rows, HEAD_DIM, D_REAL)
 
 
@@ -551,8 +554,7 @@ def attn_fwd_hopper(
                         CAUSAL_TYPE != 0, BLOCK_M, BLOCK_N, NUM_STAGES)
         elif SCHEDULE == 5:
             k_ready, k_empty, v_ready, v_empty = _split_kv_barriers(NUM_STAGES)
-            turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-            _init_turns(turn)
+            turn = _turn_barriers()
             gl.warp_specialize([
                 (_pp_first_192, (q_blocks, k_blocks, v_blocks, q_bar, k_ready, k_empty, turn, o_ptr, stride_om,
                                  lse_ptr, sm_scale, start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
@@ -591,8 +593,7 @@ def attn_fwd_hopper(
     elif SCHEDULE == 5:
         # ready (from _ring_barriers) stays unused: K and V get barriers of their own.
         k_ready, k_empty, v_ready, v_empty = _split_kv_barriers(NUM_STAGES)
-        turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-        _init_turns(turn)
+        turn = _turn_barriers()
         # The ping-pong's consumers with K's barriers in place of the shared ones, and V's.
         gl.warp_specialize([
             (_pp_first, (q_smem, k_ring, v_ring, q_bar, k_ready, k_empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
