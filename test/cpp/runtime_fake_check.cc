@@ -449,7 +449,7 @@ void wq_route_checks() {
 // fused_experts int4 (fp16, group 128, M=1, top-2 of 2 experts, hidden and intermediate 128: no
 // split): on sm_90 the hidden states are copied into the int4 kernel's dot order and act_and_mul
 // writes GEMM2's input so (X_DOT_ORDER): one launch more than with AOTRITON_MOE_WQ_DOT_ORDER=0.
-void wq_fused_call(const char* name) {
+void wq_fused_call(const char* name, long (*pdl_launches)()) {
   const int64_t M = 1, E = 2, K = 128, N = 128, group = 128;
   moe::FusedExpertsParams p;
   Bump mem;
@@ -469,14 +469,16 @@ void wq_fused_call(const char* name) {
   p.workspace = g_mem + take(0);
   p.workspace_bytes = ws;
   Counts c = now();
+  const long before = pdl_launches();
   report(name, moe::fused_experts(p, Stream{}), c);
+  std::printf("%s_pdl_launches: %ld\n", name, pdl_launches() - before);
 }
 
-void wq_fused_route_checks() {
+void wq_fused_route_checks(long (*pdl_launches)()) {
   unsetenv("AOTRITON_MOE_WQ_DOT_ORDER");
-  wq_fused_call("wq_fused_dot_order");
+  wq_fused_call("wq_fused_dot_order", pdl_launches);
   setenv("AOTRITON_MOE_WQ_DOT_ORDER", "0", 1);
-  wq_fused_call("wq_fused_plain");
+  wq_fused_call("wq_fused_plain", pdl_launches);
   unsetenv("AOTRITON_MOE_WQ_DOT_ORDER");
 }
 
@@ -575,7 +577,11 @@ int main(int argc, char** argv) {
   else if (mode == "dynamic_quant_route") dynamic_quant_route_checks();
   else if (mode == "persistent_route") persistent_route_checks();
   else if (mode == "wq_route") wq_route_checks();
-  else if (mode == "wq_fused_route") wq_fused_route_checks();
+  else if (mode == "wq_fused_route") {
+    auto pdl_launches = reinterpret_cast<long (*)()>(dlsym(h, "fakecuda_pdl_launches"));
+    if (!pdl_launches) return 2;
+    wq_fused_route_checks(pdl_launches);
+  }
   else if (mode == "resolve_first" && argc == 6) resolve_first_checks(argv[2], argv[3], argv[4], argv[5]);
   else if (mode == "pdl") {
     auto pdl_launches = reinterpret_cast<long (*)()>(dlsym(h, "fakecuda_pdl_launches"));

@@ -255,11 +255,13 @@ def test_int4_decode_gemm_route_on_sm90(build_dir):
 def test_int4_fused_experts_dot_order_route_on_sm90(build_dir):
     """fused_experts int4 (fp16, group 128) on an sm_90 stand-in: the hidden states are copied into
     the int4 kernel's dot order before GEMM1 (moe_dot_order_copy: one launch more) unless
-    AOTRITON_MOE_WQ_DOT_ORDER=0; both calls succeed."""
-    out = _run(build_dir, "wq_fused_route", AOTRITON_IMAGE_DIR=str(_images(build_dir)))
+    AOTRITON_MOE_WQ_DOT_ORDER=0; both calls succeed. With PDL on, act_and_mul_dot_order launches
+    plainly where act_and_mul (one token over two experts) starts early, and the copy starts early."""
+    out = _run(build_dir, "wq_fused_route", AOTRITON_IMAGE_DIR=str(_images(build_dir)), AOTRITON_PDL="1")
     ordered, plain = out["wq_fused_dot_order"], out["wq_fused_plain"]
     assert ordered["status"] == "success" and plain["status"] == "success", (ordered, plain)
     assert ordered["launches"] == plain["launches"] + 1, (ordered, plain)
+    assert int(out["wq_fused_dot_order_pdl_launches"]) == int(out["wq_fused_plain_pdl_launches"]), out
 
 
 def test_dynamic_per_tensor_quant_routes(build_dir):

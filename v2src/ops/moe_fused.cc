@@ -603,7 +603,11 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
   const bool fused_aq = fused_act_quant(p.quant, d.N, act);
   const bool fused_dq = fused_act_dynamic_quant(p, d, l, act);  // decode, dynamic per-tensor: in step 4 too
   if (!fused_aq && !fused_dq) {
-    detail::PlainLaunchScope plain(!act_starts_early(d));
+    // act_and_mul_dot_order (int4 on sm_90) always launches plainly: started early it cost the
+    // Mixtral-like int4 layer (zero points, bf16) 39 / 33 us a call at M = 16 / 32 (graph-timed
+    // 0.341 / 0.342 ms against 0.302 / 0.309 plainly) and nothing at M = 1 / 8 / 64 (H100, e674429,
+    // bench_moe_coverage.py with and without AOTRITON_PDL_EXCLUDE=act_and_mul_dot_order).
+    detail::PlainLaunchScope plain(k2 > 0 || !act_starts_early(d));
     if (k2) {
       namespace k = detail::kernels::act_and_mul_dot_order;
       const k::Inputs in{.out_ptr = detail::strided(l.cache2, d.N), .in_ptr = detail::strided(l.cache13, 2 * d.N),
