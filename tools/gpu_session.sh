@@ -31,9 +31,10 @@
 # 2026-12-06 (twenty-ninth): kind nvidia-h200 got an H200 on the first call; a gputest build (193 s), the
 # hopper tuner beside it and the whole suite (13 shards) ended with 51 s of a 570 s deadline: benches after
 # the suite need a second call (on the warm machine, from /tmp/aotriton-src).
-# 2026-12-06 (thirtieth): four calls of kind nvidia-h200 were refused (181, ~90, ~90, 90 s of device
-# time) though spaced by the minutes named; one naming nvidia-h100-x1 between them, 15 s (that kind had
-# its own wait). Budget for several refusals before the first run.
+# 2026-12-06 (thirtieth): nine calls of kind nvidia-h200 were refused (90-181 s of device time each,
+# 1186 s in all with one nvidia-h100-x1 refusal of 15 s) though spaced by the minutes named; the tenth got
+# an H100 with 614 s left. Once the budget falls under ~800 s, shrink the first call (PROFILE=moetest,
+# TESTS_FIRST of what changed, DEADLINE_S ~330) so that a start still fits.
 # Every lease call re-copies the working tree over the repository root, which
 # pulled python/compile_client.py from under a running build (2026-12-03):
 # `start` runs from a private copy of the tree in $SRC instead.
