@@ -33,9 +33,13 @@ def let_successor_start_then_wait(USE_PDL: tl.constexpr):
     free SM slots while this kernel itself still waits, and hint L2 for their weights or cached
     K/V rows there (tritonsrc/moe/l2_prefetch.py, tritonsrc/flash/kv_prefetch.py). That read of
     the GEMM's expert ids before its own wait stays safe because this kernel's predecessor is
-    never moe_align, which waits before it triggers: by the time the GEMM launches, moe_align has
-    finished; decode attention reads only the call's inputs there, for hints. Everything else
-    here, as wait_for_predecessor."""
+    moe_align only for moe_dot_order_copy, and moe_align waits before it triggers: otherwise, by
+    the time the GEMM launches, moe_align has finished. After moe_dot_order_copy the int4 GEMM1
+    may start while moe_align still runs; it reads ids before its wait only to hint L2 (with the
+    router weight on the input), where a stale id hints a wrong tile or none (ids outside the
+    experts are skipped), never data: what it computes with, it reads after its wait, which the
+    copy ends only after moe_align ended. Decode attention reads only the call's inputs there,
+    for hints. Everything else here, as wait_for_predecessor."""
     if USE_PDL:
         gdc_launch_dependents()
         gdc_wait()

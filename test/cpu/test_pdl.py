@@ -35,11 +35,13 @@ def test_use_pdl_is_set_on_sm90_only(rule):
 # Kernels whose successor is a decode GEMM or decode attention trigger it before their own wait
 # (tritonsrc/pdl.py, let_successor_start_then_wait); none of them follows moe_align directly in
 # fused_experts.
-TRIGGER_FIRST = {"act_and_mul", "act_and_mul_group_quant_fp8", "fp8_dynamic_quant_chunks", "kv_append"}
+TRIGGER_FIRST = {"act_and_mul", "act_and_mul_group_quant_fp8", "fp8_dynamic_quant_chunks", "kv_append",
+                 "act_and_mul_dot_order", "moe_dot_order_copy"}
 
 
 @pytest.mark.parametrize("name", ["act_and_mul", "attn_decode_combine", "moe_sum", "fp8_dynamic_quant_chunks",
-                                  "fp8_dynamic_amax_chunks", "act_and_mul_group_quant_fp8", "kv_append"])
+                                  "fp8_dynamic_amax_chunks", "act_and_mul_group_quant_fp8", "kv_append",
+                                  "act_and_mul_dot_order", "moe_dot_order_copy"])
 def test_sm90_cubin_waits_first_and_sm80_never(name):
     rule = next(r for r in rules.KERNELS if r.name == name)
     for arch in (80, 90):
