@@ -449,6 +449,7 @@ void wq_route_checks() {
 // fused_experts int4 (fp16, group 128, M=1, top-2 of 2 experts, hidden and intermediate 128: no
 // split): on sm_90 the hidden states are copied into the int4 kernel's dot order and act_and_mul
 // writes GEMM2's input so (X_DOT_ORDER): one launch more than with AOTRITON_MOE_WQ_DOT_ORDER=0.
+// Prints the call's programmatic launches too (act_and_mul_dot_order launches plainly).
 void wq_fused_call(const char* name, long (*pdl_launches)()) {
   const int64_t M = 1, E = 2, K = 128, N = 128, group = 128;
   moe::FusedExpertsParams p;

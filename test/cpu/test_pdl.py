@@ -33,8 +33,8 @@ def test_use_pdl_is_set_on_sm90_only(rule):
 
 
 # Kernels whose successor is a decode GEMM or decode attention trigger it before their own wait
-# (tritonsrc/pdl.py, let_successor_start_then_wait); none of them follows moe_align directly in
-# fused_experts.
+# (tritonsrc/pdl.py, let_successor_start_then_wait); of them only moe_dot_order_copy follows moe_align
+# directly in fused_experts (its int4 GEMM reads expert ids before its wait only for L2 hints).
 TRIGGER_FIRST = {"act_and_mul", "act_and_mul_group_quant_fp8", "fp8_dynamic_quant_chunks", "kv_append",
                  "act_and_mul_dot_order", "moe_dot_order_copy"}
 
