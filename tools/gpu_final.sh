@@ -57,12 +57,7 @@ if [ "${SUITE:-1}" != 0 ]; then
   python3 -m pytest -q test/cpu/test_install.py test/cpu/test_runtime_nogpu.py 2>&1 | tail -2
 fi
 echo "time left after tests: $(left) s"
-IFS=';' read -ra benches <<< "${BENCHES:-bench/bench_launch_overhead.py}"
-for b in "${benches[@]}"; do
-  if [ "$(left)" -lt "${MIN_BENCH_S:-60}" ]; then echo "skipped (no time left): $b"; continue; fi
-  echo "=== $b ($(left) s left)"
-  # shellcheck disable=SC2086  # a bench command is a script plus its arguments
-  case $b in *.sh*) runner=bash ;; *) runner=python3 ;; esac
-  timeout "$(left)" $runner $b 2>&1 | tee -a "$OUT/bench.log" | tail -40
-done
+# shellcheck source=tools/bench_list.sh
+. tools/bench_list.sh
+MIN_S=${MIN_BENCH_S:-60} run_bench_list "$OUT/bench.log" "${BENCHES:-bench/bench_launch_overhead.py}"
 echo "done after $(( $(date +%s) - start )) s"

@@ -11,23 +11,13 @@ set -uo pipefail
 SRC=${SRC:-/tmp/aotriton-src}
 cd "$SRC" || { echo "no $SRC: the first call's machine was given back"; exit 3; }
 OUT=${OUT:-/tmp/aotriton-out}; mkdir -p "$OUT"
-export PYTHONPATH=$SRC/install/python PYTHONUNBUFFERED=1
+export PYTHONPATH=$SRC/install/lib/python:$SRC PYTHONUNBUFFERED=1  # the installed package and the repo
 start=$(date +%s)
 left() { echo $(( ${DEADLINE_S:-560} - ($(date +%s) - start) )); }
-run_list() {  # $1: log name, $2: "cmd;cmd"
-  local cmds b runner
-  IFS=';' read -ra cmds <<< "$2"
-  for b in "${cmds[@]}"; do
-    [ -z "$b" ] && continue
-    if [ "$(left)" -lt "${MIN_S:-60}" ]; then echo "skipped (no time left): $b"; continue; fi
-    echo "=== $b ($(left) s left)"
-    case $b in *.sh*) runner=bash ;; *) runner=python3 ;; esac
-    # shellcheck disable=SC2086  # a script plus its arguments
-    timeout "$(left)" $runner $b 2>&1 | tee -a "$OUT/$1.log" | tail -40
-  done
-}
+# shellcheck source=tools/bench_list.sh
+. tools/bench_list.sh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-run_list bench "${BENCHES:-}"
+run_bench_list "$OUT/bench.log" "${BENCHES:-}"
 if [ -n "${TUNE:-}" ] && [ "$(left)" -gt "${MIN_S:-60}" ]; then
   echo "=== tune.py $TUNE ($(left) s left)"
   # shellcheck disable=SC2086  # tune.py's arguments
@@ -41,6 +31,6 @@ if [ -n "${TUNE:-}" ] && [ "$(left)" -gt "${MIN_S:-60}" ]; then
     timeout "$(( $(left) - ${AFTER_S:-0} ))" python3 -m pytest -q -p no:cacheprovider $TESTS 2>&1 | tail -8
   fi
 fi
-run_list bench_after "${BENCHES_AFTER:-}"
+run_bench_list "$OUT/bench_after.log" "${BENCHES_AFTER:-}"
 tar czf "$OUT/run2.tgz" -C /tmp/aotriton-run . 2>/dev/null
 echo "done after $(( $(date +%s) - start )) s"

@@ -268,8 +268,9 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     stride_cm = stride_cm // 16 * 16
 
     pid_m, pid_n = _grouped_tile(EM, N, BLOCK_SIZE_M, BLOCK_SIZE_N, GROUP_SIZE_M)
-    # The decode GEMM2 (expert ids final when it starts: GEMM1 waited for moe_align): its first
-    # weight tiles into L2 while act_and_mul finishes (tritonsrc/moe/l2_prefetch.py).
+    # The decode GEMM2 (and GEMM1 with the router weight on its input): its first weight tiles into
+    # L2 while its predecessor finishes (tritonsrc/moe/l2_prefetch.py). Hints only: GEMM1 may start
+    # after moe_dot_order_copy while moe_align still runs, and a stale id hints a wrong tile or none.
     if USE_PDL and MUL_ROUTED_WEIGHT:
         first_byte = 0
         if SPLIT_K > 1:
