@@ -49,7 +49,11 @@ bool gemms_start_early(const Dims& d) { return d.slots < 16 * d.E; }
 // started early and gains 2.5 us plainly; with more slots an expert the early start saves 1-1.3 us
 // (Mixtral-like M 1/8/64, DeepSeek-like M 8/64): bench_pdl.py --no-decode with and without
 // --exclude act_and_mul, aa09baa on an H100 (docs/notes-moe-perf.md, twenty-sixth session).
-bool act_starts_early(const Dims& d) { return 16 * d.slots >= d.E; }
+// Its dot-order form (int4 on sm_90, dot_order) always launches plainly: started early it cost the
+// Mixtral-like int4 layer (zero points, bf16) 39 / 33 us a call at M = 16 / 32 (graph-timed
+// 0.341 / 0.342 ms against 0.302 / 0.309 plainly) and nothing at M = 1 / 8 / 64 (H100, e674429,
+// bench_moe_coverage.py with and without AOTRITON_PDL_EXCLUDE=act_and_mul_dot_order).
+bool act_starts_early(const Dims& d, bool dot_order) { return !dot_order && 16 * d.slots >= d.E; }
 
 // Everything fused_experts keeps in the workspace (null pointers when sizing).
 struct Layout {
@@ -603,11 +607,7 @@ Status launch_all(const FusedExpertsParams& p, const Dims& d, Stream stream, con
   const bool fused_aq = fused_act_quant(p.quant, d.N, act);
   const bool fused_dq = fused_act_dynamic_quant(p, d, l, act);  // decode, dynamic per-tensor: in step 4 too
   if (!fused_aq && !fused_dq) {
-    // act_and_mul_dot_order (int4 on sm_90) always launches plainly: started early it cost the
-    // Mixtral-like int4 layer (zero points, bf16) 39 / 33 us a call at M = 16 / 32 (graph-timed
-    // 0.341 / 0.342 ms against 0.302 / 0.309 plainly) and nothing at M = 1 / 8 / 64 (H100, e674429,
-    // bench_moe_coverage.py with and without AOTRITON_PDL_EXCLUDE=act_and_mul_dot_order).
-    detail::PlainLaunchScope plain(k2 > 0 || !act_starts_early(d));
+    detail::PlainLaunchScope plain(!act_starts_early(d, k2 > 0));
     if (k2) {
       namespace k = detail::kernels::act_and_mul_dot_order;
       const k::Inputs in{.out_ptr = detail::strided(l.cache2, d.N), .in_ptr = detail::strided(l.cache13, 2 * d.N),
