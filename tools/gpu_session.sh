@@ -38,7 +38,7 @@
 # 2026-12-07 (thirty-first): fifteen refused starts of kind nvidia-h200 and three quick answers took 1800 -> 314 s,
 # and at 314 s a start was refused outright ("too little device-machine time is left", 90 s more): try the lean
 # call while more than ~400 s are left.
-# 2026-12-07 (thirty-second): twenty calls, none got a machine (the seventeen starts refused at 90-181 s each); at
+# 2026-12-07 (thirty-second): nineteen calls, none got a machine (fifteen starts refused at 90-181 s each); at
 # 314 s left `status` still said can_start_another: true, but the start was refused for budget (90 s more).
 # Every lease call re-copies the working tree over the repository root, which
 # pulled python/compile_client.py from under a running build (2026-12-03):
