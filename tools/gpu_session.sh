@@ -35,11 +35,9 @@
 # 1186 s in all with one nvidia-h100-x1 refusal of 15 s) though spaced by the minutes named; the tenth got
 # an H100 with 614 s left. Once the budget falls under ~800 s, shrink the first call (PROFILE=moetest,
 # TESTS_FIRST of what changed, DEADLINE_S ~330) so that a start still fits.
-# 2026-12-07 (thirty-first): fifteen refused starts of kind nvidia-h200 and three quick answers took 1800 -> 314 s,
-# and at 314 s a start was refused outright ("too little device-machine time is left", 90 s more): try the lean
-# call while more than ~400 s are left.
-# 2026-12-07 (thirty-second): nineteen calls, none got a machine (fifteen starts refused at 90-181 s each); at
-# 314 s left `status` still said can_start_another: true, but the start was refused for budget (90 s more).
+# 2026-12-07 (thirty-first and thirty-second): in each session fifteen refused starts and three quick answers
+# took 1800 -> 314 s, and at 314 s a start was refused for budget ("too little device-machine time is left",
+# 90 s more) though `status` said can_start_another: true. Try the last, lean call with more than ~400 s left.
 # Every lease call re-copies the working tree over the repository root, which
 # pulled python/compile_client.py from under a running build (2026-12-03):
 # `start` runs from a private copy of the tree in $SRC instead.
