@@ -20,6 +20,7 @@ def _shared_bytes(f, c):
     of a LOAD_DISTANCE pair)."""
     ring = c["NUM_STAGES"] * c["BLOCK_SIZE_N"] * f["BLOCK_SIZE_K"] // 2 if c["PREFETCH"] == 0 else 0
     x_tiles = c["NUM_STAGES"] if f.get("X_DOT_ORDER") else c["LOAD_DISTANCE"]  # X_DOT_ORDER: a ring as deep
+    x_tiles *= 2 if c.get("PAIR_BLOCKS") else 1  # a second block's activation ring
     return ring + x_tiles * f["BLOCK_SIZE_M"] * f["BLOCK_SIZE_K"] * 2
 
 
@@ -32,6 +33,10 @@ def _prune(f, c, arch):
         return False  # the two-ahead loop's ring holds pairs of tiles
     if f.get("X_DOT_ORDER") and c["LOAD_DISTANCE"] != 2:
         return False  # the activation ring is the two-ahead loop's
+    if c.get("PAIR_BLOCKS") and not f.get("X_DOT_ORDER"):
+        return False  # the second block's activations ride in the dot-order ring
+    if c.get("maxnreg") and not c.get("PAIR_BLOCKS"):
+        return False  # the cap is for the pair form's registers
     return _shared_bytes(f, c) <= SHARED_LIMIT
 
 
@@ -78,7 +83,12 @@ fused_moe_gemm_wq_hopper = Kernel(
                 # twenty-third session's ncu and SASS, docs/notes-moe-perf.md).
                 # Distance 2 also copies a pair's two weight tiles together (both 64-byte halves of
                 # a 128-byte line at once).
-                "LOAD_DISTANCE": [1, 2]},
+                "LOAD_DISTANCE": [1, 2],
+                # One program for two blocks of an expert (17-32 slots), each weight tile dequantized once
+                # for both (grouped_gemm_wq_hopper._pair_role); X_DOT_ORDER only.
+                "PAIR_BLOCKS": [False, True],
+                # The pair form takes 151 registers (3 CTAs an SM); capped at 128 it spills 8 bytes (4).
+                "maxnreg": [0, 128]},
         # 64 rows take 96-128 registers (4-5 CTAs an SM) and a 4-deep ring (a power of 2: the ring
         # index is a mask). LOAD_DISTANCE 2 (activations, scales and zero points loaded two K tiles
         # ahead; twenty-fourth session, H100, Mixtral int4 group 128, bench/experiments/int4_wgmma.py):
@@ -92,8 +102,8 @@ fused_moe_gemm_wq_hopper = Kernel(
         # to pick per tokens-per-expert bin. Groups of 16 M blocks: where routing gives an expert two
         # blocks (M up to 64) they run side by side and share each weight tile through L2
         # (fused_moe_gemm's M <= 64 row, tritonsrc/moe/configs.py).
-        default=lambda f, arch: {"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 4,
-                                 "GROUP_SIZE_M": 16, "num_warps": 4, "LOAD_DISTANCE": 2},
+        default=lambda f, arch: {"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 4, "GROUP_SIZE_M": 16,
+                                 "num_warps": 4, "LOAD_DISTANCE": 2, "PAIR_BLOCKS": False, "maxnreg": 0},
         prune=_prune,
     ),
     grid=("cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N)", "SPLIT_K", "1"),

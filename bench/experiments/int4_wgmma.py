@@ -26,6 +26,9 @@ over max |reference|); the production kernel's error is printed beside it.
         SASS instructions a pair instead of 352, 117 registers instead of 127; 32 rows: 128 instead of 167,
         so an expert's 17-32 tokens run as one program at 4 CTAs an SM; `--variants 64,0,4,2,96`: 16 rows
         at 96 registers without spills, 5 CTAs an SM, where the register form spills 64 bytes)
+    python3 bench/experiments/int4_wgmma.py --x-dot-order --variants 64,0,4,2/64,0,4,2,0,1/64,0,4,2,128,1
+        --tokens 1,16,64   (PAIR_BLOCKS: one program for two blocks of an expert, each weight tile
+        dequantized once for both; against the 16-row X_DOT_ORDER form, under --routing random and balanced)
     python3 bench/experiments/int4_wgmma.py --variants 64,0,4,2 --gemm1-splits 1,2,4 --gemm2-splits 4,8
         --tokens 1,8   (split-K for the decode GEMM1: at M=1 its 896 programs of 64 rows are ~1.4 waves of
         an H100's 4-5 a SM, and a partial wave runs with fewer bytes in flight; M >= 8 has ~4x more)
@@ -71,7 +74,8 @@ def main():
     ap.add_argument("--k-tiles", default="", help="the Gluon kernel's K tiles to time (default: the operator's)")
     ap.add_argument("--block-m", default="16", help="align block sizes for the Gluon kernel (8, 16, 32)")
     ap.add_argument("--variants", default="", help="Gluon forms BLOCK_SIZE_N,PREFETCH,NUM_STAGES,LOAD_DISTANCE"
-                    "[,maxnreg] separated by ';' or '/' (default: VARIANTS)")
+                    "[,maxnreg[,pair]] separated by ';' or '/' (maxnreg 0: none; pair 1: PAIR_BLOCKS with "
+                    "X_DOT_ORDER) (default: VARIANTS)")
     ap.add_argument("--gemm1-splits", default="1", help="split-K counts for GEMM1 (partials summed after)")
     ap.add_argument("--gemm2-splits", default=GEMM2_SPLITS)
     ap.add_argument("--routing", choices=["random", "balanced"], default="random",
@@ -153,11 +157,14 @@ def main():
                         for sk in splits[gemm]:
                             cfg = dict(BLOCK_SIZE_N=bn, BLOCK_SIZE_K=bk, PREFETCH=pf, NUM_STAGES=st, LOAD_DISTANCE=dist,
                                        SPLIT_K=sk, num_warps=4)
-                            if len(form) > 4:  # a register cap (maxnreg), e.g. 96: 5 CTAs an SM
+                            if len(form) > 4 and form[4]:  # a register cap (maxnreg), e.g. 96: 5 CTAs an SM
                                 cfg["maxnreg"] = form[4]
-                            candidates.append(("gluon", dict(cfg, BLOCK_SIZE_M=bm) if bm != 16 else cfg))
-                            if args.x_dot_order and dist == 2 and pf == 0:
-                                candidates.append(("gluon", dict(candidates[-1][1], X_DOT_ORDER=1)))
+                            pair = len(form) > 5 and form[5]  # PAIR_BLOCKS: X_DOT_ORDER only
+                            if not pair:
+                                candidates.append(("gluon", dict(cfg, BLOCK_SIZE_M=bm) if bm != 16 else cfg))
+                            if (args.x_dot_order or pair) and dist == 2 and pf == 0:
+                                candidates.append(("gluon", dict(cfg, **({"BLOCK_SIZE_M": bm} if bm != 16 else {}),
+                                                                 X_DOT_ORDER=1, **({"PAIR_BLOCKS": 1} if pair else {}))))
             for kind, cfg in candidates:
                 sk = cfg.get("SPLIT_K", 1)
                 # 16-bit partials, as the operator writes them

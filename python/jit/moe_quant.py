@@ -98,7 +98,7 @@ def invoke_grouped_gemm_wq_hopper(a, b, c, topk_weights, sorted_ids, expert_ids,
     """The sm_90 int4 GEMM (tritonsrc/moe/grouped_gemm_wq_hopper.py) with the operator's arguments:
     b uint8 [E, N, K // 2], b_scale fp32 [E, N, K // group_size], b_zp [E, cdiv(N, 2), K //
     group_size] or None, align block size 16; c [slots * split_k, N]. config: the rule's tuning
-    keys (default: the rule's default). block_k: the K tile (default the operator's; experiments
+    keys (those left out: the rule's default). block_k: the K tile (default the operator's; experiments
     may take any power of 2 from 64 to 256 that divides group_size, e.g. 256 for group 256, which
     the build does not compile). block_m: the align block size, 16 (the build's), 8 (wgmma N 8:
     96 registers instead of 127) or 32 (one block for an expert's 17-32 tokens: one dequantization
@@ -117,7 +117,7 @@ def invoke_grouped_gemm_wq_hopper(a, b, c, topk_weights, sorted_ids, expert_ids,
     functional = dict(dtype={torch.float16: "fp16", torch.bfloat16: "bf16"}[a.dtype], b_dtype="u8",
                       MUL_ROUTED_WEIGHT=bool(mul_routed_weight), BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=block_k,
                       SPLIT_K=split_k, HAS_ZP=b_zp is not None, X_DOT_ORDER=bool(x_dot_order))
-    config = dict(config or rule.tuning.default(functional, 90))
+    config = {**rule.tuning.default(functional, 90), **(config or {})}  # keys left out: the default's
     constexprs = {k: v for k, v in functional.items() if k in rule.constexpr_functionals}
     launch(rule, _wq_values(a, b, c, topk_weights, sorted_ids, expert_ids, ntpp, top_k, b_scale, b_zp, group_size,
                             split_k), constexprs, config)

@@ -172,6 +172,9 @@ def _corners():
         yield g, rule.tuning.default(g, 90)
         if block_m == 16 and bk == 128:  # 5 CTAs an SM: 96 registers, no spills (the register form spills)
             yield g, dict(rule.tuning.default(g, 90), maxnreg=96)
+            # Two blocks of an expert in one program (PAIR_BLOCKS), uncapped; with the routed weight's split.
+            yield g, dict(rule.tuning.default(g, 90), PAIR_BLOCKS=True)
+            yield dict(g, MUL_ROUTED_WEIGHT=True, SPLIT_K=4), dict(rule.tuning.default(g, 90), PAIR_BLOCKS=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])

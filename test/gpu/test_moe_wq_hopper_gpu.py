@@ -336,6 +336,55 @@ def test_dot_ordered_activations_match_the_reference(dtype, block_m, M, K, group
     x = dot_order_activations(a, wq_hopper_block_k(group))
     assert rel_err(run(x), ref) < GEMM_TOL[dtype]
     assert not rel_err(run(a), ref) < GEMM_TOL[dtype]
-    if block_m == 16:  # the 5-CTA form: capped at 96 registers (no spills, test_int4_wgmma_order)
-        config["maxnreg"] = 96
+    if block_m == 16:  # the 5-CTA form: single blocks capped at 96 registers (no spills, test_int4_wgmma_order)
+        config.update(PAIR_BLOCKS=False, maxnreg=96)
         assert rel_err(run(x), ref) < GEMM_TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("M,E,topk,split_k", [(7, 8, 2, 1), (64, 8, 2, 1), (64, 8, 2, 4), (150, 8, 2, 1),
+                                              (300, 2, 2, 1)])
+def test_pair_blocks_match_single_blocks_bitwise(dtype, M, E, topk, split_k):
+    """PAIR_BLOCKS (X_DOT_ORDER): one program runs two blocks of an expert with each weight tile
+    dequantized once. Experts with 1-3 blocks (M 7-150 over 8 experts) and with 19 (M=300 over 2:
+    past PAIR_SCAN, where blocks run alone), split into partial rows or not: NaN-poisoned output
+    against the float64 reference, and bitwise equal to PAIR_BLOCKS off (the same products in the
+    same order). Then two blocks of the longest run get expert ids outside [0, E): both forms write
+    zeros there and still agree bitwise everywhere (every block is run exactly once)."""
+    import aotriton
+    from python.jit.moe_quant import dot_order_activations, invoke_grouped_gemm_wq_hopper
+
+    K, N, group = 1024, 192, 128
+    mul = split_k > 1
+    a, q, s, zp, d, w, ids = operands(M, E, topk, K, N, group, True, dtype, seed=M + E + split_k)
+    srt, eid, ntpp = aotriton.moe_align_block_size(ids, 16, E)
+    x = dot_order_activations(a, 128)
+
+    def run(pair, expert_ids):
+        c = torch.full((ids.numel() * split_k, N), float("nan"), dtype=dtype, device=DEV)
+        invoke_grouped_gemm_wq_hopper(x, q, c, w.reshape(-1).contiguous() if mul else None, srt, expert_ids, ntpp,
+                                      topk, s, zp, group, config={"PAIR_BLOCKS": pair}, mul_routed_weight=mul,
+                                      split_k=split_k, x_dot_order=True)
+        return c
+
+    paired = run(True, eid)
+    assert rel_err(paired.view(ids.numel(), split_k, N).double().sum(1), gemm_ref(a, d, w, ids, topk, mul)) < \
+        GEMM_TOL[dtype]
+    assert torch.equal(paired, run(False, eid))
+
+    blocks = int(ntpp.item()) // 16
+    ex = eid[:blocks].long()
+    longest = int(torch.bincount(ex, minlength=E).argmax())
+    run_blocks = (ex == longest).nonzero().flatten().tolist()
+    if len(run_blocks) < 3:
+        return
+    bad = eid.clone()
+    bad[run_blocks[1]] = -1
+    bad[run_blocks[-1]] = E
+    paired = run(True, bad)
+    assert torch.equal(paired, run(False, bad))
+    for b in (run_blocks[1], run_blocks[-1]):
+        slots = srt[b * 16:(b + 1) * 16].long()
+        slots = slots[slots < ids.numel()]
+        rows = (slots[:, None] * split_k + torch.arange(split_k, device=DEV)).flatten()
+        assert torch.equal(paired[rows], torch.zeros_like(paired[rows]))

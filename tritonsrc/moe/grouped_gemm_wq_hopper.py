@@ -220,6 +220,87 @@ def _tile_product(w, x_buf, zp, scale, acc, part_zero, dtype: gl.constexpr, a_op
 
 
 @gluon.jit
+def _tile_products(w, x_buf, x_buf_hi, zp, scale, acc, acc_hi, part_zero, dtype: gl.constexpr, a_op: gl.constexpr,
+                   BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, TWO: gl.constexpr):
+    """_tile_product, and with TWO the same dequantized weights times a second block's activations
+    (x_buf_hi) into acc_hi: one dequantization for both. The products run one after the other, so
+    one product's registers are live at a time."""
+    a = _weights_operand(w, zp, dtype, a_op, BLOCK_N, BLOCK_K)
+    tok = warpgroup_mma(a, x_buf.permute((1, 0)), part_zero, use_acc=False, is_async=True)
+    part = warpgroup_mma_wait(num_outstanding=0, deps=(tok, ))
+    acc = acc + part * gl.expand_dims(scale, 1)
+    if TWO:
+        tok = warpgroup_mma(a, x_buf_hi.permute((1, 0)), part_zero, use_acc=False, is_async=True)
+        part = warpgroup_mma_wait(num_outstanding=0, deps=(tok, ))
+        acc_hi = acc_hi + part * gl.expand_dims(scale, 1)
+    return acc, acc_hi
+
+
+# Blocks looked back at to place a block in its expert's run (PAIR_BLOCKS); even (see _pair_role).
+PAIR_SCAN = gl.constexpr(8)
+
+
+@gluon.jit
+def _pair_role(expert_ids_ptr, pid_m, expert, ntpp, BLOCK_SIZE_M: gl.constexpr):
+    """PAIR_BLOCKS: 0 this program runs its block alone, 1 it also runs the next block (the same
+    expert's), 2 the previous block's program runs this block (this one exits).
+    An expert's blocks are consecutive. Its run's blocks at even positions 0, 2, .. PAIR_SCAN - 2
+    lead a pair when the next block is the expert's too; odd positions up to PAIR_SCAN - 1 follow.
+    The position comes from the PAIR_SCAN ids before the block; where all of them are the
+    expert's (position >= PAIR_SCAN) the block runs alone, and so does its predecessor's program
+    (position PAIR_SCAN - 1 is odd: it follows, it does not lead). Every block is run once."""
+    layout: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+    j = gl.arange(0, PAIR_SCAN, layout=layout)
+    before = pid_m - PAIR_SCAN + j
+    ids = gl.load(expert_ids_ptr + before, mask=before >= 0, other=-1)  # before block 0: no expert's
+    nearest_other = gl.max(gl.where(ids != expert, j, -1), axis=0)
+    position = PAIR_SCAN - 1 - nearest_other
+    role = 0
+    if nearest_other >= 0:
+        if position % 2 == 1:
+            role = 2
+        elif (pid_m + 1) * BLOCK_SIZE_M < ntpp:
+            if gl.load(expert_ids_ptr + pid_m + 1) == expert:
+                role = 1
+    return role
+
+
+@gluon.jit
+def _block_activations(a_ptr, sorted_token_ids_ptr, first, EM, num_valid_tokens, top_k, stride_am,
+                       x_layout: gl.constexpr, BLOCK_SIZE_M: gl.constexpr, BLOCK_K: gl.constexpr):
+    """Pointers to the activation rows (slot // top_k) of the block whose slots start at entry
+    `first` of the sorted ids, and which rows are a token's. A slot that is no token's (padding, a
+    sentinel) points at token 0's row: its column of C^T depends on that row alone and is never
+    stored (the copies of X_DOT_ORDER skip it)."""
+    x_m = first + gl.arange(0, BLOCK_SIZE_M, layout=gl.SliceLayout(1, x_layout))
+    x_slot = gl.load(sorted_token_ids_ptr + x_m, mask=x_m < EM, other=num_valid_tokens)
+    x_ok = (x_slot >= 0) & (x_slot < num_valid_tokens)
+    x_row = gl.where(x_ok, x_slot // top_k, 0)
+    x_k = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, x_layout))
+    return a_ptr + gl.expand_dims(x_row.to(gl.int64) * stride_am, 1) + gl.expand_dims(x_k, 0), x_ok
+
+
+@gluon.jit
+def _store_block(acc, c_ptr, topk_weights_ptr, sorted_token_ids_ptr, first, pid_n, N, EM, num_valid_tokens,
+                 stride_cm, out_layout: gl.constexpr, MUL_ROUTED_WEIGHT: gl.constexpr, BLOCK_SIZE_M: gl.constexpr,
+                 BLOCK_SIZE_N: gl.constexpr):
+    """C rows (slots) of the block whose slots start at entry `first`: acc^T [* topk_weights]."""
+    if MUL_ROUTED_WEIGHT:
+        wt_m = first + gl.arange(0, BLOCK_SIZE_M, layout=gl.SliceLayout(0, acc.type.layout))
+        wt_slot = gl.load(sorted_token_ids_ptr + wt_m, mask=wt_m < EM, other=num_valid_tokens)
+        wt_ok = (wt_slot >= 0) & (wt_slot < num_valid_tokens)
+        wt = gl.load(topk_weights_ptr + wt_slot.to(gl.int64), mask=wt_ok, other=0.0)
+        acc = acc * gl.expand_dims(wt, 0)
+    out_m = first + gl.arange(0, BLOCK_SIZE_M, layout=gl.SliceLayout(0, out_layout))
+    out_slot = gl.load(sorted_token_ids_ptr + out_m, mask=out_m < EM, other=num_valid_tokens)
+    out_ok = (out_slot >= 0) & (out_slot < num_valid_tokens)
+    out_n = pid_n * BLOCK_SIZE_N + gl.arange(0, BLOCK_SIZE_N, layout=gl.SliceLayout(1, out_layout))
+    c_ptrs = c_ptr + gl.expand_dims(out_slot.to(gl.int64) * stride_cm, 0) + gl.expand_dims(out_n, 1)
+    c_mask = gl.expand_dims(out_ok, 0) & gl.expand_dims(out_n < N, 1)
+    gl.store(c_ptrs, gl.convert_layout(acc.to(c_ptr.dtype.element_ty), out_layout), mask=c_mask)
+
+
+@gluon.jit
 def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_weights_ptr,
                                sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
                                N, K, EM, num_valid_tokens, top_k,
@@ -230,7 +311,7 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
                                BLOCK_SIZE_K: gl.constexpr, GROUP_SIZE_M: gl.constexpr, SPLIT_K: gl.constexpr,
                                HAS_ZP: gl.constexpr, X_DOT_ORDER: gl.constexpr, PREFETCH: gl.constexpr,
                                NUM_STAGES: gl.constexpr = 4, LOAD_DISTANCE: gl.constexpr = 1,
-                               USE_PDL: gl.constexpr = False):
+                               PAIR_BLOCKS: gl.constexpr = False, USE_PDL: gl.constexpr = False):
     """One BLOCK_SIZE_N x BLOCK_SIZE_M tile of C^T; 4 warps (one warpgroup). BLOCK_SIZE_N 64 or
     128; BLOCK_SIZE_M 8 or 16 (the align block size); BLOCK_SIZE_K 64, 128 or 256, dividing
     group_size (one scale and zero point per row and K tile); PREFETCH: K tiles of weights
@@ -244,11 +325,16 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     1: one tile ahead (_k_loop). X_DOT_ORDER (LOAD_DISTANCE 2; an experiment, the build compiles
     False): A holds each row's K tiles already in the dot's k order (dot_order_activations in
     python/jit/moe_quant.py), so the activation tiles are copied by cp.async into shared memory
-    beside the weights, no register on the way; rows of no token are not read (zero-filled)."""
+    beside the weights, no register on the way; rows of no token are not read (zero-filled).
+    PAIR_BLOCKS (X_DOT_ORDER): where an expert has two or more blocks (decode under uneven routing:
+    17-32 slots), one program runs two of them, dequantizing each weight tile once for both
+    (_pair_role says which); its successor's program exits. Without it each block dequantizes the
+    same weights again (through L2), which is what M=64's random routing lost against balanced."""
     gl.static_assert(PREFETCH <= 2)
     gl.static_assert(LOAD_DISTANCE == 1 or (LOAD_DISTANCE == 2 and PREFETCH == 0))
     gl.static_assert(LOAD_DISTANCE == 1 or (NUM_STAGES % 2 == 0 and NUM_STAGES >= 4))
     gl.static_assert(LOAD_DISTANCE == 2 or not X_DOT_ORDER)
+    gl.static_assert(X_DOT_ORDER or not PAIR_BLOCKS)
     BLOCK_K: gl.constexpr = BLOCK_SIZE_K
     dtype: gl.constexpr = a_ptr.dtype.element_ty
     # wgmma N: the block's slots.
@@ -278,7 +364,8 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
         _prefetch_weight_tiles(b_ptr, expert_ids_ptr, num_tokens_post_padded_ptr, pid_m, pid_n, N, stride_be,
                                stride_bn, K // 2, first_byte, num_experts, BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_K // 2)
     _wait_for_predecessor(USE_PDL)
-    if pid_m * BLOCK_SIZE_M >= gl.load(num_tokens_post_padded_ptr):
+    ntpp = gl.load(num_tokens_post_padded_ptr)
+    if pid_m * BLOCK_SIZE_M >= ntpp:
         return
     num_kt = K // BLOCK_K
     if SPLIT_K > 1:
@@ -292,29 +379,21 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
         kt_lo = 0
         kt_hi = num_kt
 
-    # Output tile [BLOCK_N, BLOCK_SIZE_M] (C^T): columns are slots.
-    out_m = pid_m * BLOCK_SIZE_M + gl.arange(0, BLOCK_SIZE_M, layout=gl.SliceLayout(0, out_layout))
-    out_slot = gl.load(sorted_token_ids_ptr + out_m, mask=out_m < EM, other=num_valid_tokens)
-    out_ok = (out_slot >= 0) & (out_slot < num_valid_tokens)
-    out_n = pid_n * BLOCK_SIZE_N + gl.arange(0, BLOCK_SIZE_N, layout=gl.SliceLayout(1, out_layout))
-    c_ptrs = c_ptr + gl.expand_dims(out_slot.to(gl.int64) * stride_cm, 0) + gl.expand_dims(out_n, 1)
-    c_mask = gl.expand_dims(out_ok, 0) & gl.expand_dims(out_n < N, 1)
-
+    first = pid_m * BLOCK_SIZE_M  # the block's first entry of the sorted ids
     expert = gl.load(expert_ids_ptr + pid_m).to(gl.int64)
     if (expert < 0) | (expert >= num_experts):
-        gl.store(c_ptrs, gl.zeros([BLOCK_SIZE_N, BLOCK_SIZE_M], c_ptr.dtype.element_ty, layout=out_layout),
-                 mask=c_mask)
+        _store_block(gl.zeros([BLOCK_SIZE_N, BLOCK_SIZE_M], gl.float32, layout=mma), c_ptr, topk_weights_ptr,
+                     sorted_token_ids_ptr, first, pid_n, N, EM, num_valid_tokens, stride_cm, out_layout, False,
+                     BLOCK_SIZE_M, BLOCK_SIZE_N)
         return
+    role = 0
+    if PAIR_BLOCKS:
+        role = _pair_role(expert_ids_ptr, pid_m, expert, ntpp, BLOCK_SIZE_M)
+    if role == 2:
+        return  # the previous block's program runs this block
 
-    # Activation rows (slot // top_k) of the block (the caller launches with at least one token).
-    x_m = pid_m * BLOCK_SIZE_M + gl.arange(0, BLOCK_SIZE_M, layout=gl.SliceLayout(1, x_layout))
-    x_slot = gl.load(sorted_token_ids_ptr + x_m, mask=x_m < EM, other=num_valid_tokens)
-    # A slot that is no token's (padding, a sentinel) reads token 0's row instead of zeros: its
-    # column of C^T depends on that row alone and is never stored, and the loads need no mask.
-    x_ok = (x_slot >= 0) & (x_slot < num_valid_tokens)
-    x_row = gl.where(x_ok, x_slot // top_k, 0)
-    x_k = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, x_layout))
-    x_ptrs = a_ptr + gl.expand_dims(x_row.to(gl.int64) * stride_am, 1) + gl.expand_dims(x_k, 0)
+    x_ptrs, x_ok = _block_activations(a_ptr, sorted_token_ids_ptr, first, EM, num_valid_tokens, top_k, stride_am,
+                                      x_layout, BLOCK_SIZE_M, BLOCK_K)
 
     # Weight rows of the tile (wrapped past N: only masked columns of C see them).
     w_n = (pid_n * BLOCK_SIZE_N + gl.arange(0, BLOCK_SIZE_N, layout=gl.SliceLayout(1, packed))) % N
@@ -333,22 +412,35 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     acc = gl.zeros([BLOCK_SIZE_N, BLOCK_SIZE_M], gl.float32, layout=mma)
     part_zero = gl.zeros([BLOCK_SIZE_N, BLOCK_SIZE_M], gl.float32, layout=mma)
     last = gl.maximum(kt_hi - 1, 0)
-    if LOAD_DISTANCE == 2:
-        acc = _k_loop_pairs(acc, part_zero, x_ptrs, gl.expand_dims(x_ok, 1), w_ptrs, s_ptrs, zp_ptrs, stride_bsk,
-                            stride_bzk, zp_shift, zp_none, group_magic, kt_lo, kt_hi, last, dtype, a_op, packed,
-                            x_smem_layout, BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_K, HAS_ZP, X_DOT_ORDER, NUM_STAGES)
+    if PAIR_BLOCKS:
+        if role == 1:
+            # This block and the next, the same expert's: each weight tile dequantized once for both.
+            x_ptrs_hi, x_ok_hi = _block_activations(a_ptr, sorted_token_ids_ptr, first + BLOCK_SIZE_M, EM,
+                                                    num_valid_tokens, top_k, stride_am, x_layout, BLOCK_SIZE_M,
+                                                    BLOCK_K)
+            acc, acc_hi = _k_loop_pairs(acc, part_zero, x_ptrs, gl.expand_dims(x_ok, 1), w_ptrs, s_ptrs, zp_ptrs,
+                                        stride_bsk, stride_bzk, zp_shift, zp_none, group_magic, kt_lo, kt_hi, last,
+                                        dtype, a_op, packed, x_smem_layout, BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_K,
+                                        HAS_ZP, X_DOT_ORDER, NUM_STAGES, x_ptrs_hi, gl.expand_dims(x_ok_hi, 1),
+                                        part_zero, True)
+            _store_block(acc_hi, c_ptr, topk_weights_ptr, sorted_token_ids_ptr, first + BLOCK_SIZE_M, pid_n, N, EM,
+                         num_valid_tokens, stride_cm, out_layout, MUL_ROUTED_WEIGHT, BLOCK_SIZE_M, BLOCK_SIZE_N)
+        else:
+            acc, _ = _k_loop_pairs(acc, part_zero, x_ptrs, gl.expand_dims(x_ok, 1), w_ptrs, s_ptrs, zp_ptrs,
+                                   stride_bsk, stride_bzk, zp_shift, zp_none, group_magic, kt_lo, kt_hi, last, dtype,
+                                   a_op, packed, x_smem_layout, BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_K, HAS_ZP,
+                                   X_DOT_ORDER, NUM_STAGES, x_ptrs, gl.expand_dims(x_ok, 1), part_zero, False)
+    elif LOAD_DISTANCE == 2:
+        acc, _ = _k_loop_pairs(acc, part_zero, x_ptrs, gl.expand_dims(x_ok, 1), w_ptrs, s_ptrs, zp_ptrs, stride_bsk,
+                               stride_bzk, zp_shift, zp_none, group_magic, kt_lo, kt_hi, last, dtype, a_op, packed,
+                               x_smem_layout, BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_K, HAS_ZP, X_DOT_ORDER, NUM_STAGES,
+                               x_ptrs, gl.expand_dims(x_ok, 1), part_zero, False)
     else:
         acc = _k_loop(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift, zp_none,
                       group_magic, kt_lo, kt_hi, last, dtype, a_op, packed, x_smem_layout, BLOCK_SIZE_M,
                       BLOCK_SIZE_N, BLOCK_K, HAS_ZP, PREFETCH, NUM_STAGES)
-
-    if MUL_ROUTED_WEIGHT:
-        wt_m = pid_m * BLOCK_SIZE_M + gl.arange(0, BLOCK_SIZE_M, layout=gl.SliceLayout(0, mma))
-        wt_slot = gl.load(sorted_token_ids_ptr + wt_m, mask=wt_m < EM, other=num_valid_tokens)
-        wt_ok = (wt_slot >= 0) & (wt_slot < num_valid_tokens)
-        wt = gl.load(topk_weights_ptr + wt_slot.to(gl.int64), mask=wt_ok, other=0.0)
-        acc = acc * gl.expand_dims(wt, 0)
-    gl.store(c_ptrs, gl.convert_layout(acc.to(c_ptr.dtype.element_ty), out_layout), mask=c_mask)
+    _store_block(acc, c_ptr, topk_weights_ptr, sorted_token_ids_ptr, first, pid_n, N, EM, num_valid_tokens, stride_cm,
+                 out_layout, MUL_ROUTED_WEIGHT, BLOCK_SIZE_M, BLOCK_SIZE_N)
 
 
 @gluon.jit
@@ -442,7 +534,7 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, x_rows_ok, w_ptrs, s_ptrs, zp_ptrs, st
                   zp_none, group_magic, kt_lo, kt_hi, last, dtype: gl.constexpr, a_op: gl.constexpr,
                   packed: gl.constexpr, x_smem_layout: gl.constexpr, BLOCK_SIZE_M: gl.constexpr,
                   BLOCK_SIZE_N: gl.constexpr, BLOCK_K: gl.constexpr, HAS_ZP: gl.constexpr, X_DOT_ORDER: gl.constexpr,
-                  NUM_STAGES: gl.constexpr):
+                  NUM_STAGES: gl.constexpr, x_ptrs_hi, x_rows_ok_hi, acc_hi, TWO: gl.constexpr):
     """_k_loop (the ring) with every global load about two tiles ahead of its first use. In _k_loop
     the next tile's activations and scale, loaded at the top of an iteration, are first read at its
     end (ptxas hoists the activations' permutation there, and the scales go through register
@@ -459,7 +551,9 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, x_rows_ok, w_ptrs, s_ptrs, zp_ptrs, st
     reach L2 and DRAM together (copied an iteration apart, one tile at a time, the loop ran 8-23%
     slower: H100, twenty-fifth session, bench/results/h100/int4_wgmma_sm90.json).
     X_DOT_ORDER: the activation tiles ride in the weights' commit groups, into rings of their own
-    (x_even / x_odd, the same slots), and the loop holds no activation register."""
+    (x_even / x_odd, the same slots), and the loop holds no activation register.
+    TWO (X_DOT_ORDER): a second block's activations (x_ptrs_hi) ride along in rings of their own,
+    and each dequantized tile also goes into acc_hi. Returns (acc, acc_hi)."""
     ring_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
     # Even and odd tiles in two allocations of NUM_STAGES / 2 slots (relative tile i in slot i // 2
     # of its parity's): the copies into one do not order those into the other (the compiler's
@@ -472,6 +566,9 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, x_rows_ok, w_ptrs, s_ptrs, zp_ptrs, st
     if X_DOT_ORDER:
         x_even = gl.allocate_shared_memory(dtype, [half, BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
         x_odd = gl.allocate_shared_memory(dtype, [half, BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
+        if TWO:
+            x_even_hi = gl.allocate_shared_memory(dtype, [half, BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
+            x_odd_hi = gl.allocate_shared_memory(dtype, [half, BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
     else:
         # Two buffers in two allocations (stores to distinct allocations need no barrier between them).
         buf_a = gl.allocate_shared_memory(dtype, [BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
@@ -487,6 +584,13 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, x_rows_ok, w_ptrs, s_ptrs, zp_ptrs, st
             async_copy.async_copy_global_to_shared(x_odd.index(i),
                                                    x_ptrs + gl.minimum(kt_lo + 2 * i + 1, last) * BLOCK_K,
                                                    mask=x_rows_ok)
+            if TWO:
+                async_copy.async_copy_global_to_shared(x_even_hi.index(i),
+                                                       x_ptrs_hi + gl.minimum(kt_lo + 2 * i, last) * BLOCK_K,
+                                                       mask=x_rows_ok_hi)
+                async_copy.async_copy_global_to_shared(x_odd_hi.index(i),
+                                                       x_ptrs_hi + gl.minimum(kt_lo + 2 * i + 1, last) * BLOCK_K,
+                                                       mask=x_rows_ok_hi)
         async_copy.commit_group()
     ta = gl.minimum(kt_lo, last)
     tb = gl.minimum(kt_lo + 1, last)
@@ -514,6 +618,13 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, x_rows_ok, w_ptrs, s_ptrs, zp_ptrs, st
             async_copy.async_copy_global_to_shared(x_odd.index(slot),
                                                    x_ptrs + gl.minimum(t + NUM_STAGES - 1, last) * BLOCK_K,
                                                    mask=x_rows_ok)
+            if TWO:
+                async_copy.async_copy_global_to_shared(x_even_hi.index(slot),
+                                                       x_ptrs_hi + gl.minimum(t + NUM_STAGES - 2, last) * BLOCK_K,
+                                                       mask=x_rows_ok_hi)
+                async_copy.async_copy_global_to_shared(x_odd_hi.index(slot),
+                                                       x_ptrs_hi + gl.minimum(t + NUM_STAGES - 1, last) * BLOCK_K,
+                                                       mask=x_rows_ok_hi)
         async_copy.commit_group()
         if X_DOT_ORDER:
             ta = gl.minimum(t + 2, last)
@@ -525,6 +636,11 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, x_rows_ok, w_ptrs, s_ptrs, zp_ptrs, st
             fence_async_shared()  # the activation copies before wgmma reads them (async proxy)
             x_a = x_even.index(pair % half)
             x_b = x_odd.index(pair % half)
+            x_a_hi = x_a
+            x_b_hi = x_b
+            if TWO:
+                x_a_hi = x_even_hi.index(pair % half)
+                x_b_hi = x_odd_hi.index(pair % half)
         else:
             buf_a.store(_activation_k(xa, dtype, BLOCK_SIZE_M, BLOCK_K))
             buf_b.store(_activation_k(xb, dtype, BLOCK_SIZE_M, BLOCK_K))
@@ -536,19 +652,23 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, x_rows_ok, w_ptrs, s_ptrs, zp_ptrs, st
             async_copy.wait_group(half - 1)  # this thread's copies of tiles t and t + 1 have landed
             x_a = buf_a
             x_b = buf_b
+            x_a_hi = x_a
+            x_b_hi = x_b
             gl.thread_barrier()
         # Tile t, set A.
         w = ring_even.index(pair % half).load(packed)
-        acc = _tile_product(w, x_a, _unpacked_zero_points(za, zp_shift, zp_none, HAS_ZP), sa, acc, part_zero,
-                            dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
+        acc, acc_hi = _tile_products(w, x_a, x_a_hi, _unpacked_zero_points(za, zp_shift, zp_none, HAS_ZP), sa, acc,
+                                     acc_hi, part_zero, dtype, a_op, BLOCK_SIZE_N, BLOCK_K, TWO)
         sa, za = _scale_and_zero_points(ta, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none, HAS_ZP)
         # Tile t + 1, set B.
         w = ring_odd.index(pair % half).load(packed)
-        acc_b = _tile_product(w, x_b, _unpacked_zero_points(zb, zp_shift, zp_none, HAS_ZP), sb, acc, part_zero,
-                              dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
+        acc_b, acc_b_hi = _tile_products(w, x_b, x_b_hi, _unpacked_zero_points(zb, zp_shift, zp_none, HAS_ZP), sb,
+                                         acc, acc_hi, part_zero, dtype, a_op, BLOCK_SIZE_N, BLOCK_K, TWO)
         acc = gl.where(t + 1 < kt_hi, acc_b, acc)
+        if TWO:
+            acc_hi = gl.where(t + 1 < kt_hi, acc_b_hi, acc_hi)
         sb, zb = _scale_and_zero_points(tb, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_magic, zp_none, HAS_ZP)
     # The ring's last copies (re-reads past the range) land before the CTA's shared memory can go
     # to another CTA.
     async_copy.wait_group(0)
-    return acc
+    return acc, acc_hi
