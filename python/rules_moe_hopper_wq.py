@@ -86,7 +86,7 @@ fused_moe_gemm_wq_hopper = Kernel(
                 "LOAD_DISTANCE": [1, 2],
                 # One program for two blocks of an expert (17-32 slots), each weight tile dequantized once
                 # for both (grouped_gemm_wq_hopper._pair_role); X_DOT_ORDER only.
-                "PAIR_BLOCKS": [False, True],
+                "PAIR_BLOCKS": [0, 1],
                 # The pair form takes 151 registers (3 CTAs an SM); capped at 128 it spills 8 bytes (4).
                 "maxnreg": [0, 128]},
         # 64 rows take 96-128 registers (4-5 CTAs an SM) and a 4-deep ring (a power of 2: the ring
@@ -103,7 +103,7 @@ fused_moe_gemm_wq_hopper = Kernel(
         # blocks (M up to 64) they run side by side and share each weight tile through L2
         # (fused_moe_gemm's M <= 64 row, tritonsrc/moe/configs.py).
         default=lambda f, arch: {"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 4, "GROUP_SIZE_M": 16,
-                                 "num_warps": 4, "LOAD_DISTANCE": 2, "PAIR_BLOCKS": False, "maxnreg": 0},
+                                 "num_warps": 4, "LOAD_DISTANCE": 2, "PAIR_BLOCKS": 0, "maxnreg": 0},
         prune=_prune,
     ),
     grid=("cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N)", "SPLIT_K", "1"),
