@@ -40,6 +40,18 @@ def _prune(f, c, arch):
     return _shared_bytes(f, c) <= SHARED_LIMIT
 
 
+def _pairs(f):
+    """X_DOT_ORDER: two blocks of an expert in one program, capped at 128 registers (4 CTAs an SM; the
+    cap's 8-byte spill is outside the K loops). H100, thirty-third session
+    (bench/experiments/int4_wgmma.py --x-dot-order, Mixtral-like, group 128, zero points,
+    bench/results/h100/int4_pair_*): M=64 random routing GEMM1 239.0 -> 210.7 us, GEMM2 129.0 -> 116.6
+    (split 4: 132.1 -> 117.6); where no expert has two blocks within 1.4% (M=1 51.8 both, M=16
+    179.4 -> 181.0, balanced M=64 193.2 -> 195.1). Uncapped (151 registers, 3 CTAs an SM) it lost
+    6-27% wherever blocks run alone."""
+    paired = f.get("X_DOT_ORDER") and f["BLOCK_SIZE_M"] == 16  # 32-row blocks (experiments) spill capped
+    return {"PAIR_BLOCKS": 1, "maxnreg": 128} if paired else {"PAIR_BLOCKS": 0, "maxnreg": 0}
+
+
 fused_moe_gemm_wq_hopper = Kernel(
     name="fused_moe_gemm_wq_hopper",
     source="tritonsrc/moe/grouped_gemm_wq_hopper.py",
@@ -87,7 +99,8 @@ fused_moe_gemm_wq_hopper = Kernel(
                 # One program for two blocks of an expert (17-32 slots), each weight tile dequantized once
                 # for both (grouped_gemm_wq_hopper._pair_role); X_DOT_ORDER only.
                 "PAIR_BLOCKS": [0, 1],
-                # The pair form takes 151 registers (3 CTAs an SM); capped at 128 it spills 8 bytes (4).
+                # The pair form takes 151 registers (3 CTAs an SM); capped at 128 (4) it spills 8 bytes,
+                # outside the K loops.
                 "maxnreg": [0, 128]},
         # 64 rows take 96-128 registers (4-5 CTAs an SM) and a 4-deep ring (a power of 2: the ring
         # index is a mask). LOAD_DISTANCE 2 (activations, scales and zero points loaded two K tiles
@@ -103,7 +116,7 @@ fused_moe_gemm_wq_hopper = Kernel(
         # blocks (M up to 64) they run side by side and share each weight tile through L2
         # (fused_moe_gemm's M <= 64 row, tritonsrc/moe/configs.py).
         default=lambda f, arch: {"BLOCK_SIZE_N": 64, "PREFETCH": 0, "NUM_STAGES": 4, "GROUP_SIZE_M": 16,
-                                 "num_warps": 4, "LOAD_DISTANCE": 2, "PAIR_BLOCKS": 0, "maxnreg": 0},
+                                 "num_warps": 4, "LOAD_DISTANCE": 2, **_pairs(f)},
         prune=_prune,
     ),
     grid=("cdiv(EM, BLOCK_SIZE_M) * cdiv(N, BLOCK_SIZE_N)", "SPLIT_K", "1"),

@@ -171,10 +171,12 @@ def _corners():
         g = dict(f, dtype=dtype, BLOCK_SIZE_M=block_m, BLOCK_SIZE_K=bk, HAS_ZP=zp, X_DOT_ORDER=True)
         yield g, rule.tuning.default(g, 90)
         if block_m == 16 and bk == 128:  # 5 CTAs an SM: 96 registers, no spills (the register form spills)
-            yield g, dict(rule.tuning.default(g, 90), maxnreg=96)
-            # Two blocks of an expert in one program (PAIR_BLOCKS), uncapped; with the routed weight's split.
-            yield g, dict(rule.tuning.default(g, 90), PAIR_BLOCKS=True)
-            yield dict(g, MUL_ROUTED_WEIGHT=True, SPLIT_K=4), dict(rule.tuning.default(g, 90), PAIR_BLOCKS=True)
+            yield g, dict(rule.tuning.default(g, 90), PAIR_BLOCKS=0, maxnreg=96)
+            # Two blocks of an expert in one program (PAIR_BLOCKS, the default, capped at 128
+            # registers) uncapped; the default with the routed weight's split.
+            yield g, dict(rule.tuning.default(g, 90), maxnreg=0)
+            g = dict(g, MUL_ROUTED_WEIGHT=True, SPLIT_K=4)
+            yield g, rule.tuning.default(g, 90)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
@@ -210,7 +212,14 @@ def test_build_compiles_with_trivial_operand_conversion(functional, config):
 
     compiled = compile_kernel.compile_one(rule, functional, config, 90)
     res = resources(compiled.asm["cubin"])
-    assert res["stack"] == 0 and res["local"] == 0, f"register spills: {res}"
+    if config.get("PAIR_BLOCKS") and config.get("maxnreg") == 128:
+        # The capped pair form spills 8 bytes, never inside a K loop.
+        from tools.sass_loops import disassemble, loops
+        code = disassemble(compiled.asm["cubin"])
+        in_loops = [i for s, e in loops(code) for a, i in code if s <= a <= e]
+        assert res["stack"] <= 8 and not [i for i in in_loops if re.search(r"\b(LDL|STL)\b", i)], res
+    else:
+        assert res["stack"] == 0 and res["local"] == 0, f"register spills: {res}"
     ptx = compiled.asm["ptx"]
     assert "wgmma.mma_async" in ptx and "griddepcontrol.wait" in ptx
     assert bool(re.search(r"cp\.async\.c[ag]\.shared\.global", ptx)) == (config["PREFETCH"] == 0)
