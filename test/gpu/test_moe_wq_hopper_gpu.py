@@ -362,10 +362,10 @@ def test_pair_blocks_match_single_blocks_bitwise(dtype, M, E, topk, split_k):
 
     def run(pair, expert_ids):
         c = torch.full((ids.numel() * split_k, N), float("nan"), dtype=dtype, device=DEV)
+        config = {"PAIR_BLOCKS": int(pair), "maxnreg": 128 if pair else 0}  # the default, or single blocks
         invoke_grouped_gemm_wq_hopper(x, q, c, w.reshape(-1).contiguous() if mul else None, srt, expert_ids, ntpp,
-                                      topk, s, zp, group, config={"PAIR_BLOCKS": int(pair), "maxnreg": 128 if pair else 0},
-                                      mul_routed_weight=mul,
-                                      split_k=split_k, x_dot_order=True)
+                                      topk, s, zp, group, config=config, mul_routed_weight=mul, split_k=split_k,
+                                      x_dot_order=True)
         return c
 
     paired = run(True, eid)
