@@ -36,9 +36,16 @@ HQ, HK, D, PAGE = 32, 4, 128, 64
 
 def moe_weights(torch, layer, quant):
     """(w1, w2, fused_experts' quantization kwargs) of a MOE layer: bf16, fp8 per tensor (fp8_tensor) or
-    with 128x128 block scales (fp8_block)."""
+    with 128x128 block scales (fp8_block), or (mixtral only) int4 w4a16 with group-128 scales and zero
+    points (int4_zp: bench_moe_coverage's layer)."""
     d = MOE[layer]
     E, K, N = d["E"], d["K"], d["N"]
+    if quant == "int4_zp":
+        from moe_coverage_quant import INT4_GROUP, LAYER, int4_layer
+        assert d == LAYER, "int4_zp: the coverage layer (mixtral) only"
+        w1, w2, s1, s2, z1, z2 = int4_layer(torch, "cuda", torch.Generator(device="cuda").manual_seed(0))
+        return w1, w2, dict(use_int4_w4a16=True, block_shape=[0, INT4_GROUP], w1_scale=s1, w2_scale=s2, w1_zp=z1,
+                            w2_zp=z2)
     wdt = torch.bfloat16 if quant == "bf16" else torch.float8_e4m3fn
     if quant == "bf16":
         kw = {}
@@ -52,9 +59,15 @@ def moe_weights(torch, layer, quant):
     return random_weights(torch, E, 2 * N, K, wdt), random_weights(torch, E, K, N, wdt), kw
 
 
+def expert_bytes(w1, w2, kw):
+    """Bytes one touched expert costs: its two weights and their per-expert scales and zero points."""
+    parts = [w1, w2] + [kw[k] for k in ("w1_scale", "w2_scale", "w1_zp", "w2_zp") if kw.get(k) is not None]
+    return sum(t[0].numel() * t.element_size() for t in parts if t.dim() > 1)
+
+
 def moe_call(torch, aotriton, w1, w2, kw, M, topk):
     """(one fused_experts call on fresh random tokens and routing, its topk ids)."""
-    E, K = w1.shape[0], w1.shape[2]
+    E, K = w1.shape[0], w2.shape[1]  # w2 [E, K, N] (int4: N // 2 packed bytes)
     x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
     ids = torch.rand(M, E, device="cuda").topk(topk, dim=-1).indices.to(torch.int32)
     w = torch.rand(M, topk, device="cuda") + 0.1
@@ -91,7 +104,7 @@ def main():
     ap.add_argument("--prefix", default=str(REPO / "install"))
     ap.add_argument("--tokens", default="1,8,64")
     ap.add_argument("--layers", default=",".join(MOE))
-    ap.add_argument("--quants", default="bf16,fp8_tensor", help="bf16, fp8_tensor, fp8_block")
+    ap.add_argument("--quants", default="bf16,fp8_tensor", help="bf16, fp8_tensor, fp8_block, int4_zp (mixtral)")
     ap.add_argument("--no-decode", action="store_true", help="skip the decode attention cases")
     ap.add_argument("--exclude", default="", help="rule names launched without PDL (AOTRITON_PDL_EXCLUDE)")
     ap.add_argument("--json", default=str(REPO / "bench/results/pdl_sm90.json"))
@@ -149,7 +162,7 @@ def main():
             for M in [int(t) for t in args.tokens.split(",")]:
                 call, ids = moe_call(torch, aotriton, w1, w2, kw, M, topk)
                 off, on = a_b(call)
-                touched = torch.unique(ids).numel() * (w1[0].numel() + w2[0].numel()) * w1.element_size()
+                touched = torch.unique(ids).numel() * expert_bytes(w1, w2, kw)
                 record(f"fused_experts {layer} {quant} M={M}", touched, off, on)
             del w1, w2, call, ids  # the call holds the weights: free them before the next layer's
             torch.cuda.empty_cache()

@@ -2,6 +2,8 @@
 of a chain gets slower when its neighbours start early (bench_pdl.py times only the whole call).
 
     python bench/experiments/pdl_timeline.py [--prefix install] [--cases mixtral:bf16:64,decode:1:32768]
+    python bench/experiments/pdl_timeline.py --cases mixtral:int4_zp:64,mixtral:int4_zp:16   (where int4
+        M=64's time goes outside its two GEMMs: ~80 us against ~17 at M=16, H100, thirty-third session)
 
 Each case is captured in a CUDA graph of CALLS calls, once with PDL off and once on, and replayed
 under torch.profiler (CUPTI records the kernels a graph launches). Kernels are grouped by their
