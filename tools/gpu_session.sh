@@ -38,6 +38,8 @@
 # 2026-12-07 (thirty-first and thirty-second): in each session fifteen refused starts and three quick answers
 # took 1800 -> 314 s, and at 314 s a start was refused for budget ("too little device-machine time is left",
 # 90 s more) though `status` said can_start_another: true. Try the last, lean call with more than ~400 s left.
+# 2026-12-07 (thirty-third): the first call got an H100 at once; later, a start at 520 s left was refused (180 s
+# lost), a stray call at 340 s cost 90 s, and at 250 s a start was refused for budget. Verify on the warm machine.
 # Every lease call re-copies the working tree over the repository root, which
 # pulled python/compile_client.py from under a running build (2026-12-03):
 # `start` runs from a private copy of the tree in $SRC instead.
