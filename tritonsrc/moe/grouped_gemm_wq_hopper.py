@@ -241,7 +241,7 @@ PAIR_SCAN = gl.constexpr(8)
 
 
 @gluon.jit
-def _pair_role(expert_ids_ptr, pid_m, expert, ntpp, BLOCK_SIZE_M: gl.constexpr):
+def _pair_role(expert_ids_ptr, pid_m, expert, ntpp, EM, BLOCK_SIZE_M: gl.constexpr):
     """PAIR_BLOCKS: 0 this program runs its block alone, 1 it also runs the next block (the same
     expert's), 2 the previous block's program runs this block (this one exits).
     An expert's blocks are consecutive. Its run's blocks at even positions 0, 2, .. PAIR_SCAN - 2
@@ -259,7 +259,8 @@ def _pair_role(expert_ids_ptr, pid_m, expert, ntpp, BLOCK_SIZE_M: gl.constexpr):
     if nearest_other >= 0:
         if position % 2 == 1:
             role = 2
-        elif (pid_m + 1) * BLOCK_SIZE_M < ntpp:
+        # Under EM too: a num_tokens_post_padded past the sorted ids reads no expert id past the grid's.
+        elif ((pid_m + 1) * BLOCK_SIZE_M < ntpp) & ((pid_m + 1) * BLOCK_SIZE_M < EM):
             if gl.load(expert_ids_ptr + pid_m + 1) == expert:
                 role = 1
     return role
@@ -388,7 +389,7 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
         return
     role = 0
     if PAIR_BLOCKS:
-        role = _pair_role(expert_ids_ptr, pid_m, expert, ntpp, BLOCK_SIZE_M)
+        role = _pair_role(expert_ids_ptr, pid_m, expert, ntpp, EM, BLOCK_SIZE_M)
     if role == 2:
         return  # the previous block's program runs this block
 
