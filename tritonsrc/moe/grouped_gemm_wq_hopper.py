@@ -323,8 +323,8 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     every zero point is 8 and their loads and packing leave the loop. LOAD_DISTANCE 2 (the ring
     only): activations, scales and zero points loaded two K tiles ahead of their use in a loop
     unrolled by two (_k_loop_pairs; NUM_STAGES even, 4 or more: the ring holds pairs of tiles),
-    1: one tile ahead (_k_loop). X_DOT_ORDER (LOAD_DISTANCE 2; an experiment, the build compiles
-    False): A holds each row's K tiles already in the dot's k order (dot_order_activations in
+    1: one tile ahead (_k_loop). X_DOT_ORDER (LOAD_DISTANCE 2; fused_experts' route on sm_90, see
+    rules_moe_hopper_wq.py): A holds each row's K tiles already in the dot's k order (dot_order_activations in
     python/jit/moe_quant.py), so the activation tiles are copied by cp.async into shared memory
     beside the weights, no register on the way; rows of no token are not read (zero-filled).
     PAIR_BLOCKS (X_DOT_ORDER): where an expert has two or more blocks (decode under uneven routing:
