@@ -531,6 +531,15 @@ def _scale_and_zero_points(tile, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, group_
 
 
 @gluon.jit
+def _copy_tile_pair(even, odd, slot, ptrs, tile, last, TILE_STRIDE: gl.constexpr, mask=None):
+    """K tiles `tile` and `tile + 1` (clamped to `last`, TILE_STRIDE elements apart) of a row set by
+    cp.async into slot `slot` of its even and odd rings; masked rows are zero-filled, not read."""
+    async_copy.async_copy_global_to_shared(even.index(slot), ptrs + gl.minimum(tile, last) * TILE_STRIDE, mask=mask)
+    async_copy.async_copy_global_to_shared(odd.index(slot), ptrs + gl.minimum(tile + 1, last) * TILE_STRIDE,
+                                           mask=mask)
+
+
+@gluon.jit
 def _k_loop_pairs(acc, part_zero, x_ptrs, x_rows_ok, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_bzk, zp_shift,
                   zp_none, group_magic, kt_lo, kt_hi, last, dtype: gl.constexpr, a_op: gl.constexpr,
                   packed: gl.constexpr, x_smem_layout: gl.constexpr, BLOCK_SIZE_M: gl.constexpr,
@@ -575,23 +584,11 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, x_rows_ok, w_ptrs, s_ptrs, zp_ptrs, st
         buf_a = gl.allocate_shared_memory(dtype, [BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
         buf_b = gl.allocate_shared_memory(dtype, [BLOCK_SIZE_M, BLOCK_K], x_smem_layout)
     for i in gl.static_range(half - 1):
-        async_copy.async_copy_global_to_shared(ring_even.index(i),
-                                               w_ptrs + gl.minimum(kt_lo + 2 * i, last) * (BLOCK_K // 8))
-        async_copy.async_copy_global_to_shared(ring_odd.index(i),
-                                               w_ptrs + gl.minimum(kt_lo + 2 * i + 1, last) * (BLOCK_K // 8))
+        _copy_tile_pair(ring_even, ring_odd, i, w_ptrs, kt_lo + 2 * i, last, BLOCK_K // 8)
         if X_DOT_ORDER:
-            async_copy.async_copy_global_to_shared(x_even.index(i), x_ptrs + gl.minimum(kt_lo + 2 * i, last) * BLOCK_K,
-                                                   mask=x_rows_ok)
-            async_copy.async_copy_global_to_shared(x_odd.index(i),
-                                                   x_ptrs + gl.minimum(kt_lo + 2 * i + 1, last) * BLOCK_K,
-                                                   mask=x_rows_ok)
+            _copy_tile_pair(x_even, x_odd, i, x_ptrs, kt_lo + 2 * i, last, BLOCK_K, x_rows_ok)
             if TWO:
-                async_copy.async_copy_global_to_shared(x_even_hi.index(i),
-                                                       x_ptrs_hi + gl.minimum(kt_lo + 2 * i, last) * BLOCK_K,
-                                                       mask=x_rows_ok_hi)
-                async_copy.async_copy_global_to_shared(x_odd_hi.index(i),
-                                                       x_ptrs_hi + gl.minimum(kt_lo + 2 * i + 1, last) * BLOCK_K,
-                                                       mask=x_rows_ok_hi)
+                _copy_tile_pair(x_even_hi, x_odd_hi, i, x_ptrs_hi, kt_lo + 2 * i, last, BLOCK_K, x_rows_ok_hi)
         async_copy.commit_group()
     ta = gl.minimum(kt_lo, last)
     tb = gl.minimum(kt_lo + 1, last)
@@ -608,24 +605,11 @@ def _k_loop_pairs(acc, part_zero, x_ptrs, x_rows_ok, w_ptrs, s_ptrs, zp_ptrs, st
         gl.thread_barrier()
         # Tiles t + NUM_STAGES - 2 and - 1 into the slots of t - 2 and t - 1, one commit group.
         slot = (pair + half - 1) % half
-        async_copy.async_copy_global_to_shared(ring_even.index(slot),
-                                               w_ptrs + gl.minimum(t + NUM_STAGES - 2, last) * (BLOCK_K // 8))
-        async_copy.async_copy_global_to_shared(ring_odd.index(slot),
-                                               w_ptrs + gl.minimum(t + NUM_STAGES - 1, last) * (BLOCK_K // 8))
+        _copy_tile_pair(ring_even, ring_odd, slot, w_ptrs, t + NUM_STAGES - 2, last, BLOCK_K // 8)
         if X_DOT_ORDER:
-            async_copy.async_copy_global_to_shared(x_even.index(slot),
-                                                   x_ptrs + gl.minimum(t + NUM_STAGES - 2, last) * BLOCK_K,
-                                                   mask=x_rows_ok)
-            async_copy.async_copy_global_to_shared(x_odd.index(slot),
-                                                   x_ptrs + gl.minimum(t + NUM_STAGES - 1, last) * BLOCK_K,
-                                                   mask=x_rows_ok)
+            _copy_tile_pair(x_even, x_odd, slot, x_ptrs, t + NUM_STAGES - 2, last, BLOCK_K, x_rows_ok)
             if TWO:
-                async_copy.async_copy_global_to_shared(x_even_hi.index(slot),
-                                                       x_ptrs_hi + gl.minimum(t + NUM_STAGES - 2, last) * BLOCK_K,
-                                                       mask=x_rows_ok_hi)
-                async_copy.async_copy_global_to_shared(x_odd_hi.index(slot),
-                                                       x_ptrs_hi + gl.minimum(t + NUM_STAGES - 1, last) * BLOCK_K,
-                                                       mask=x_rows_ok_hi)
+                _copy_tile_pair(x_even_hi, x_odd_hi, slot, x_ptrs_hi, t + NUM_STAGES - 2, last, BLOCK_K, x_rows_ok_hi)
         async_copy.commit_group()
         if X_DOT_ORDER:
             ta = gl.minimum(t + 2, last)
