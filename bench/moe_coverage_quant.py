@@ -61,6 +61,9 @@ def quant_rows(torch, aotriton, t_ms, t_graph_ms, bw, quick=False):
     for M in DECODE_TOKENS[:3] if quick else DECODE_TOKENS:
         w, ids = routing(M)
         experts = torch.unique(ids).numel()
+        # Align blocks of 16 the draw makes: an expert's second block costs about an eighth of both GEMMs at
+        # M=64 (less with PAIR_BLOCKS), so draws with more of them time slower.
+        blocks = sum(-(-int(n) // 16) for n in torch.bincount(ids.flatten().long(), minlength=E).tolist() if n)
         for name, dtype, with_zp, env in forms:
             x = torch.randn(M, K, device=dev, dtype=dtype)
             out = torch.empty_like(x)
@@ -80,7 +83,7 @@ def quant_rows(torch, aotriton, t_ms, t_graph_ms, bw, quick=False):
                     os.environ.pop(k, None)
                 os.environ.update(old)
             r = dict(quant=name, M=M, fused_ms=fused_ms, graph_ms=graph,
-                     roofline=touched / bw * 1e3 / graph, touched_MB=touched / 1e6)
+                     roofline=touched / bw * 1e3 / graph, touched_MB=touched / 1e6, blocks16=blocks)
             rows.append(r)
             print(f"| {r['quant']} | {M} | {r['fused_ms']:.3f} | {graph:.3f} | {r['roofline']:.2f} | |", flush=True)
     del w1, w2, s1, s2, z1, z2

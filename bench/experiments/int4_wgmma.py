@@ -126,6 +126,10 @@ def main():
         act = torch.randn(M * topk, N, device=dev, dtype=torch.bfloat16)
         experts = torch.unique(ids).tolist()
         ids_flat = ids.flatten()
+        # Blocks of 16 per expert: each block past an expert's first repeats its dequantization (or, with
+        # PAIR_BLOCKS, shares it); routing draws differ between benches, and so do their times.
+        blocks = [-(-int(n) // 16) for n in torch.bincount(ids_flat.long(), minlength=E).tolist()]
+        print(f"| {M} | routing | blocks of 16 per expert | {blocks} | {sum(blocks)} | | |", flush=True)
         if args.x_dot_order and not args.profile:
             # What X_DOT_ORDER adds before GEMM1 (GEMM2's input would come from act_and_mul in that order):
             # one copy of the hidden states, here torch's permute (an upper bound for a copy kernel).
