@@ -8,7 +8,8 @@ tuning/sm_90/<rule>.json, keyed like their LUTs on (functional, bins of tokens p
 
 Shapes, routing (random), operands and the float32 reference are the MoE GEMM
 tuner's (python/tune_moe.GemmCase) at the align block size the kernel serves
-(128; int4: 16, group 128 with zero points, GEMM2 split as fused_experts splits it);
+(128; int4: 16, group 128 with zero points, GEMM2 split as fused_experts splits it, the activations
+in the kernel's dot order as fused_experts gives them: the X_DOT_ORDER functional);
 a (layer, M) whose operator block size differs is skipped (the Triton kernel serves it).
 Every config of the rule's tuning space is launched through the JIT launcher
 (python/jit/moe_gemm_hopper.py, int4: python/jit/moe_quant.py; the operator's descriptor and
@@ -67,24 +68,29 @@ def gluon_entry(layer, gemm, M, quant):
     act_name, q = QUANTS[quant]
     values = {"dtype": act_name, "QUANT": q, "MUL_ROUTED_WEIGHT": gemm == 2, "b_dtype": "u8", "BLOCK_SIZE_M": 16,
               "BLOCK_SIZE_K": 128, "SPLIT_K": int4_split_k(layer, gemm, M),  # int4: group 128
-              "HAS_ZP": quant != "int4_sym", "X_DOT_ORDER": False}  # int4: the case's weights carry zero points unless int4_sym
+              "HAS_ZP": quant != "int4_sym",  # int4: the case's weights carry zero points unless int4_sym
+              # int4: fused_experts' route on sm_90 (activations in the kernel's dot order, PAIR_BLOCKS in the space)
+              "X_DOT_ORDER": True}
     f = {k: values[k] for k in rule.functional}  # the rule's order: the database's functional names
     _, bins = entry_key(layer, gemm, M, quant, block_m_of(rule))  # same bins: tokens per expert, N, K
     return rule, f, bins
 
 
-def runner(case, quant, rule):
-    """run(config) for a GemmCase on the rule's JIT launcher."""
+def runner(case, quant, rule, functional=None):
+    """run(config) for a GemmCase on the rule's JIT launcher (int4 with X_DOT_ORDER in `functional`:
+    the case's activations copied into the kernel's dot order once, as fused_experts copies them)."""
     from python.jit.moe_gemm_hopper import (invoke_grouped_gemm_hopper, invoke_grouped_gemm_hopper_fp8,
                                             invoke_grouped_gemm_hopper_persistent)
 
     q = QUANTS[quant][1]
     if rule.name == "fused_moe_gemm_wq_hopper":
-        from python.jit.moe_quant import invoke_grouped_gemm_wq_hopper
-        return lambda cfg: invoke_grouped_gemm_wq_hopper(case.a, case.b, case.c, case.weights, case.sorted,
+        from python.jit.moe_quant import dot_order_activations, invoke_grouped_gemm_wq_hopper, wq_hopper_block_k
+        dot_order = bool((functional or {}).get("X_DOT_ORDER"))
+        a = dot_order_activations(case.a, wq_hopper_block_k(INT4_GROUP)) if dot_order else case.a
+        return lambda cfg: invoke_grouped_gemm_wq_hopper(a, case.b, case.c, case.weights, case.sorted,
                                                          case.expert_ids, case.ntpp, case.top_k, case.b_s,
                                                          case.b_zp, INT4_GROUP, cfg, mul_routed_weight=case.mul,
-                                                         split_k=case.split_k)
+                                                         split_k=case.split_k, x_dot_order=dot_order)
     if rule.name == "fused_moe_gemm_hopper_persistent":
         return lambda cfg: invoke_grouped_gemm_hopper_persistent(case.a, case.b, case.c, case.weights, case.sorted,
                                                                  case.expert_ids, case.ntpp, case.top_k, cfg,
@@ -151,7 +157,7 @@ def tune_moe_gluon(args, load_db, save_db, db_path):
         if not args.retune and any(e["functional"] == fname and e["bins"] == bins for e in db["entries"]):
             continue
         case = GemmCase(layer, gemm, M, quant, block_m_of(rule), split_k=f.get("SPLIT_K", 1))
-        run = runner(case, quant, rule)
+        run = runner(case, quant, rule, f)
         default = dict(rule.tuning.default(f, arch))
         cands = restrict(rule.tuning.all_configs(f, arch), parse_only(args.only), default)
 

@@ -156,18 +156,21 @@ def test_gluon_tuner_keys_entries_as_the_generator_names_them():
     assert G.gluon_entry("mixtral", 1, 512, "bf16")[0] is fused_moe_gemm_hopper  # 128 per expert
     assert G.gluon_entry("mixtral", 1, 64, "fp8_tensor") is None  # block size 16: the Triton kernel's
     assert G.gluon_entry("mixtral", 1, 4096, "int4") is None  # a prefill block size: the Triton kernel's
-    # int4 decode (block size 16): the sm_90 int4 GEMM, GEMM2 at M=1 split as fused_experts splits it.
+    # int4 decode (block size 16): the sm_90 int4 GEMM on fused_experts' route (activations in its dot
+    # order), GEMM2 at M=1 split as fused_experts splits it.
     from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper
     rule, f, bins = G.gluon_entry("mixtral", 2, 1, "int4")
     assert rule is fused_moe_gemm_wq_hopper and list(f) == list(rule.functional)
     assert functional_name(f) == ("dtype-bf16__b_dtype-u8__MUL_ROUTED_WEIGHT-1__BLOCK_SIZE_M-16__BLOCK_SIZE_K-128__"
-                                  "SPLIT_K-4__HAS_ZP-1__X_DOT_ORDER-0")
+                                  "SPLIT_K-4__HAS_ZP-1__X_DOT_ORDER-1")
     assert bins == tune_moe.entry_key("mixtral", 2, 1, "int4", 16)[1]
     assert G.gluon_entry("mixtral", 2, 64, "int4")[1]["SPLIT_K"] == 1
     # int4_sym: the same kernel's functional without zero points, the same bins.
     rule_s, f_s, bins_s = G.gluon_entry("mixtral", 2, 1, "int4_sym")
     assert rule_s is rule and f_s == dict(f, HAS_ZP=False) and bins_s == bins
-    assert rule.tuning.default(f, 90) in rule.tuning.all_configs(f, 90)
+    space = rule.tuning.all_configs(f, 90)
+    assert rule.tuning.default(f, 90) in space
+    assert {(c["PAIR_BLOCKS"], c["maxnreg"]) for c in space} == {(0, 0), (1, 0), (1, 128)}  # the pair forms
     for quant in ("bf16", "fp8_tensor", "fp8_block"):
         rule, f, _ = G.gluon_entry("mixtral", 1, 4096, quant)
         space = rule.tuning.all_configs(f, 90)
@@ -241,6 +244,7 @@ def test_gluon_tuner_only_narrows_the_space_and_keeps_the_default():
     from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper as rule
 
     _, f, _ = G.gluon_entry("mixtral", 1, 1, "int4")
+    f = dict(f, X_DOT_ORDER=False)  # the permuting form: LOAD_DISTANCE 1 is in its space
     space, default = rule.tuning.all_configs(f, 90), rule.tuning.default(f, 90)
     only = G.parse_only(["LOAD_DISTANCE=1", "GROUP_SIZE_M=16", "NUM_STAGES=4,8"])
     assert only == {"LOAD_DISTANCE": {1}, "GROUP_SIZE_M": {16}, "NUM_STAGES": {4, 8}}
@@ -259,3 +263,28 @@ def test_gluon_tuner_only_narrows_the_space_and_keeps_the_default():
         G.restrict(space, {"LOAD_DISTANCES": {1}}, default)
     with pytest.raises(ValueError, match="KEY=V1,V2"):
         G.parse_only(["LOAD_DISTANCE"])
+
+
+def test_gluon_tuner_gives_int4_its_activations_in_dot_order(monkeypatch):
+    """The int4 runner launches the X_DOT_ORDER functional with the case's activations copied into
+    the kernel's dot order once (as fused_experts copies them), and the plain ones otherwise."""
+    import types
+
+    import torch
+
+    from python import tune_moe_gluon as G
+    from python.jit import moe_quant
+    from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper as rule
+
+    calls = []
+    monkeypatch.setattr(moe_quant, "invoke_grouped_gemm_wq_hopper",
+                        lambda a, *args, **kw: calls.append((a, kw["x_dot_order"])))
+    a = torch.randn(3, 256).to(torch.bfloat16)
+    case = types.SimpleNamespace(a=a, b=None, c=None, weights=None, sorted=None, expert_ids=None, ntpp=None,
+                                 top_k=2, b_s=None, b_zp=None, mul=False, split_k=1)
+    _, f, _ = G.gluon_entry("mixtral", 1, 1, "int4")
+    G.runner(case, "int4", rule, f)({})
+    G.runner(case, "int4", rule, dict(f, X_DOT_ORDER=False))({})
+    (ordered, on), (plain, off) = calls
+    assert on and not off and plain is a
+    assert torch.equal(ordered, moe_quant.dot_order_activations(a, 128)) and not torch.equal(ordered, a)
