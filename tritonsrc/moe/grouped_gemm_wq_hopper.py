@@ -210,21 +210,12 @@ def _weights_operand(w, zp, dtype: gl.constexpr, a_layout: gl.constexpr, BLOCK_N
 
 
 @gluon.jit
-def _tile_product(w, x_buf, zp, scale, acc, part_zero, dtype: gl.constexpr, a_op: gl.constexpr,
-                  BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr):
-    """acc + scale * (the tile's dequantized packed weights w . the activation buffer)."""
-    a = _weights_operand(w, zp, dtype, a_op, BLOCK_N, BLOCK_K)
-    tok = warpgroup_mma(a, x_buf.permute((1, 0)), part_zero, use_acc=False, is_async=True)
-    part = warpgroup_mma_wait(num_outstanding=0, deps=(tok, ))
-    return acc + part * gl.expand_dims(scale, 1)
-
-
-@gluon.jit
 def _tile_products(w, x_buf, x_buf_hi, zp, scale, acc, acc_hi, part_zero, dtype: gl.constexpr, a_op: gl.constexpr,
                    BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, TWO: gl.constexpr):
-    """_tile_product, and with TWO the same dequantized weights times a second block's activations
-    (x_buf_hi) into acc_hi: one dequantization for both. The products run one after the other, so
-    one product's registers are live at a time."""
+    """acc + scale * (the tile's dequantized packed weights w . the activation buffer), and with TWO
+    the same dequantized weights times a second block's activations (x_buf_hi) into acc_hi: one
+    dequantization for both. The products run one after the other, so one product's registers are
+    live at a time."""
     a = _weights_operand(w, zp, dtype, a_op, BLOCK_N, BLOCK_K)
     tok = warpgroup_mma(a, x_buf.permute((1, 0)), part_zero, use_acc=False, is_async=True)
     part = warpgroup_mma_wait(num_outstanding=0, deps=(tok, ))
@@ -413,7 +404,7 @@ def fused_moe_wq_hopper_kernel(a_ptr, b_ptr, c_ptr, b_scale_ptr, b_zp_ptr, topk_
     acc = gl.zeros([BLOCK_SIZE_N, BLOCK_SIZE_M], gl.float32, layout=mma)
     part_zero = gl.zeros([BLOCK_SIZE_N, BLOCK_SIZE_M], gl.float32, layout=mma)
     last = gl.maximum(kt_hi - 1, 0)
-    if PAIR_BLOCKS:
+    if PAIR_BLOCKS:  # a constexpr guard: without it role is 0 but the pair branch would still be compiled
         if role == 1:
             # This block and the next, the same expert's: each weight tile dequantized once for both.
             x_ptrs_hi, x_ok_hi = _block_activations(a_ptr, sorted_token_ids_ptr, first + BLOCK_SIZE_M, EM,
@@ -502,7 +493,8 @@ def _k_loop(acc, part_zero, x_ptrs, w_ptrs, s_ptrs, zp_ptrs, stride_bsk, stride_
         gl.thread_barrier()
         if PREFETCH == 0:
             w = w_ring.index(it % NUM_STAGES).load(packed)
-        acc = _tile_product(w, buf, zp, scale, acc, part_zero, dtype, a_op, BLOCK_SIZE_N, BLOCK_K)
+        acc, _ = _tile_products(w, buf, buf, zp, scale, acc, part_zero, part_zero, dtype, a_op, BLOCK_SIZE_N, BLOCK_K,
+                                False)
     if PREFETCH == 0:
         # The ring's last copies (re-reads past the range) land before the CTA's shared memory
         # can go to another CTA.
