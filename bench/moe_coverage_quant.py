@@ -30,6 +30,12 @@ def int4_layer(torch, dev, gen, group=INT4_GROUP):
     return w1, w2, s1, s2, z1, z2
 
 
+def blocks_of_16(torch, ids, E):
+    """Align blocks of 16 slots per expert that a routing draw makes: an expert's second block costs
+    about an eighth of both GEMMs at M=64 (less with PAIR_BLOCKS), so draws with more of them time slower."""
+    return [-(-int(n) // 16) for n in torch.bincount(ids.flatten().long(), minlength=E).tolist()]
+
+
 def quant_rows(torch, aotriton, t_ms, t_graph_ms, bw, quick=False):
     """Times the rows above; returns them as dicts (printed as a table too)."""
     dev = "cuda"
@@ -61,9 +67,7 @@ def quant_rows(torch, aotriton, t_ms, t_graph_ms, bw, quick=False):
     for M in DECODE_TOKENS[:3] if quick else DECODE_TOKENS:
         w, ids = routing(M)
         experts = torch.unique(ids).numel()
-        # Align blocks of 16 the draw makes: an expert's second block costs about an eighth of both GEMMs at
-        # M=64 (less with PAIR_BLOCKS), so draws with more of them time slower.
-        blocks = sum(-(-int(n) // 16) for n in torch.bincount(ids.flatten().long(), minlength=E).tolist() if n)
+        blocks = sum(blocks_of_16(torch, ids, E))
         for name, dtype, with_zp, env in forms:
             x = torch.randn(M, K, device=dev, dtype=dtype)
             out = torch.empty_like(x)

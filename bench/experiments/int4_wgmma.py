@@ -94,7 +94,7 @@ def main():
     import triton
 
     from bench_common import commit_id, copy_bandwidth, write_experiment
-    from moe_coverage_quant import INT4_GROUP, LAYER, int4_layer
+    from moe_coverage_quant import INT4_GROUP, LAYER, blocks_of_16, int4_layer
     from python.jit import moe as mj
     from python.jit import moe_quant as mq
     from tritonsrc.moe import configs as C
@@ -126,9 +126,7 @@ def main():
         act = torch.randn(M * topk, N, device=dev, dtype=torch.bfloat16)
         experts = torch.unique(ids).tolist()
         ids_flat = ids.flatten()
-        # Blocks of 16 per expert: each block past an expert's first repeats its dequantization (or, with
-        # PAIR_BLOCKS, shares it); routing draws differ between benches, and so do their times.
-        blocks = [-(-int(n) // 16) for n in torch.bincount(ids_flat.long(), minlength=E).tolist()]
+        blocks = blocks_of_16(torch, ids, E)  # routing draws differ between benches, and so do their times
         print(f"| {M} | routing | blocks of 16 per expert | {blocks} | {sum(blocks)} | | |", flush=True)
         if args.x_dot_order and not args.profile:
             # What X_DOT_ORDER adds before GEMM1 (GEMM2's input would come from act_and_mul in that order):
