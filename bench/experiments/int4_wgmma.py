@@ -165,8 +165,8 @@ def main():
                             if not pair:
                                 candidates.append(("gluon", dict(cfg, BLOCK_SIZE_M=bm) if bm != 16 else cfg))
                             if (args.x_dot_order or pair) and dist == 2 and pf == 0:
-                                candidates.append(("gluon", dict(cfg, **({"BLOCK_SIZE_M": bm} if bm != 16 else {}),
-                                                                 X_DOT_ORDER=1, **({"PAIR_BLOCKS": 1} if pair else {}))))
+                                xdot = dict(cfg, X_DOT_ORDER=1, **({"PAIR_BLOCKS": 1} if pair else {}))
+                                candidates.append(("gluon", dict(xdot, BLOCK_SIZE_M=bm) if bm != 16 else xdot))
             for kind, cfg in candidates:
                 sk = cfg.get("SPLIT_K", 1)
                 # 16-bit partials, as the operator writes them
