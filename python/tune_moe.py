@@ -290,6 +290,35 @@ def entry_groups(work, rule_name_of):
     return groups
 
 
+def bin_entry(fname, bins, shape, results, per_case, runs, default, flops, roof=None):
+    """The database entry of one bin tuned over several runs ((M, seed) each, measure()'s
+    results in per_case, combined into `results`): the pick is the combined ranking's best;
+    time_ms, TF/s, the roofline, the runner-up's and the default's times are the first run's;
+    with more than one run, score_ms holds the combined time and tuned_over every run's."""
+    best, second, _ = T.best_second_default(results, default)
+    ms_of = lambda res, cfg: next(r[0] for r in res if r[1] == cfg)  # noqa: E731
+    first_ms = ms_of(per_case[0], best[1])
+    entry = {"functional": fname, "bins": list(bins), "shape": shape, "config": best[1],
+             "time_ms": round(first_ms, 5), "tflops": round(flops / first_ms / 1e9, 1),
+             **({"roofline": round(roof / first_ms, 3)} if roof else {}),
+             "runner_up": {"config": second[1], "time_ms": round(ms_of(per_case[0], second[1]), 5)},
+             "default_ms": T.finite_ms(ms_of(per_case[0], default)), "candidates": len(results),
+             "rejected": [[config_name(r[1]), r[2]] for r in results if r[2] != "ok"]}
+    if len(runs) > 1:
+        entry["score_ms"] = round(best[0], 5)
+        entry["runner_up"]["score_ms"] = round(second[0], 5)
+        entry["tuned_over"] = [{"M": M, "seed": seed, "time_ms": round(ms_of(res, best[1]), 5),
+                                "default_ms": T.finite_ms(ms_of(res, default)),
+                                "fastest_ms": round(res[0][0], 5)} for (M, seed), res in zip(runs, per_case)]
+    return entry
+
+
+def other_runs_text(entry):
+    """"; M=64 seed 1: 0.2110 (fastest 0.2100)" for each run after the first (the table's ms column)."""
+    return "".join(f"; M={t['M']} seed {t['seed']}: {t['time_ms']:.4f} (fastest {t['fastest_ms']:.4f})"
+                   for t in entry.get("tuned_over", [])[1:])
+
+
 # ---------------------------------------------------------------- the tuning loop
 def tune_moe(args, rule, load_db, save_db, db_path):
     import torch
@@ -369,27 +398,13 @@ def tune_moe(args, rule, load_db, save_db, db_path):
             print(f"| {i} | {layer} | {quant} | {Ms} | {gemm} | {bm} | no valid config | | | | | {len(results)} |")
             continue
         shape, case_bins, flops, roof = shapes[0]
-        ms_of = lambda res, cfg: next(r[0] for r in res if r[1] == cfg)  # noqa: E731
-        first_ms = ms_of(per_case[0], best[1])
-        entry = {"functional": fname, "bins": case_bins, "shape": shape, "config": best[1],
-                 "time_ms": round(first_ms, 5), "tflops": round(flops / first_ms / 1e9, 1),
-                 **({"roofline": round(roof / first_ms, 3)} if roof else {}),
-                 "runner_up": {"config": second[1], "time_ms": round(ms_of(per_case[0], second[1]), 5)},
-                 "default_ms": T.finite_ms(ms_of(per_case[0], default)), "candidates": len(results),
-                 "rejected": [[config_name(r[1]), r[2]] for r in results if r[2] != "ok"]}
-        if len(runs) > 1:  # time_ms etc. are the first run's; the pick is the geometric mean over all
-            entry["score_ms"] = round(best[0], 5)  # that mean: the ranking
-            entry["runner_up"]["score_ms"] = round(second[0], 5)
-            entry["tuned_over"] = [{"M": M, "seed": seed, "time_ms": round(ms_of(res, best[1]), 5),
-                                    "default_ms": T.finite_ms(ms_of(res, default)),
-                                    "fastest_ms": round(res[0][0], 5)} for (M, seed), res in zip(runs, per_case)]
+        entry = bin_entry(fname, case_bins, shape, results, per_case, runs, default, flops, roof)
+        first_ms = entry["time_ms"]
         T.store_entry(db, entry, lambda: save_db(db, rule_name, arch), db_path(rule_name, arch), arch)
         done.add((rule_name, fname, bins))
         roof_s = f" (roofline {entry['roofline']:.2f})" if "roofline" in entry else ""
-        over = "".join(f"; M={t['M']} seed {t['seed']}: {t['time_ms']:.4f} (fastest {t['fastest_ms']:.4f})"
-                       for t in entry.get("tuned_over", [])[1:])
         print(f"| {i} | {layer} | {quant} | {Ms} | {gemm} | {bm} | {config_name(best[1])} | {first_ms:.4f}{roof_s}"
-              f"{over} | {entry['tflops']} | {default_ms:.4f} | {default_ms / best[0]:.2f} | {len(results)} |",
+              f"{other_runs_text(entry)} | {entry['tflops']} | {default_ms:.4f} | {default_ms / best[0]:.2f} | {len(results)} |",
               flush=True)
     pool.shutdown()
     print(f"done in {time.time() - start:.0f} s; databases {[str(db_path(n, arch)) for n in dbs]}", flush=True)

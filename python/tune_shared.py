@@ -152,7 +152,7 @@ def measure(candidates, compile_errors, error, tol, bench) -> list:
 def combine_cases(per_case) -> list:
     """measure()'s results on several shapes that share one database entry, as
     one list: a config's time is the geometric mean of its times (the same
-    ranking as the mean of its ratios to each shape's fastest); a config that
+    ranking as the geometric mean of its ratios to each shape's fastest); a config that
     failed on any shape gets inf and that shape's verdict."""
     import math
     combined = []

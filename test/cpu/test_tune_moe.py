@@ -288,3 +288,71 @@ def test_gluon_tuner_gives_int4_its_activations_in_dot_order(monkeypatch):
     (ordered, on), (plain, off) = calls
     assert on and not off and plain is a
     assert torch.equal(ordered, moe_quant.dot_order_activations(a, 128)) and not torch.equal(ordered, a)
+
+
+def test_gluon_tuner_groups_every_M_of_a_bin_into_one_entry():
+    """Mixtral-like int4 decode: tokens per expert 1 (M=1), 2-4 (M=8, 16) and 8-16 (M=32, 64) are
+    three bins of the int4 GEMM's database; each GEMM's entry is tuned over all of its bin's Ms.
+    bf16 at M=64 (block size 16) is the Triton kernel's and gets no group."""
+    from python import tune_moe_gluon as G
+
+    work = [("mixtral", q, M, gemm) for q in ("int4", "bf16") for M in (1, 8, 16, 32, 64) for gemm in (1, 2)]
+    groups = G.gluon_groups(work)
+    assert all(rule.name == "fused_moe_gemm_wq_hopper" for rule, _, _ in groups.values())
+    per_gemm = sorted((items[0][3], [it[2] for it in items]) for _, _, items in groups.values())
+    assert per_gemm == [(1, [1]), (1, [8, 16]), (1, [32, 64]), (2, [1]), (2, [8, 16]), (2, [32, 64])]
+    for (name, fname, bins), (rule, f, items) in groups.items():
+        assert fname == G.functional_name(f) and rule.valid(f, 90)
+        assert all(list(bins) == G.gluon_entry(l, g, M, q)[2] for l, q, M, g in items)
+
+
+def test_gluon_tuner_picks_over_every_run_of_the_bin(monkeypatch, tmp_path):
+    """The loop times each candidate at every (M, routing seed) of the bin and stores the config with
+    the best geometric mean: here the single-block default wins M=32 by 1% and loses M=64 by 15%, so
+    the pair form is the entry, with every run's time recorded. Run on fake cases and clocks."""
+    import argparse
+
+    torch = pytest.importorskip("torch")
+    from python import tune_moe_gluon as G
+    from python import tune_shared as T
+
+    _, f, _ = G.gluon_entry("mixtral", 1, 32, "int4")
+    from python.rules_moe_hopper_wq import fused_moe_gemm_wq_hopper as rule
+    default = dict(rule.tuning.default(f, 90))
+    single = dict(default, PAIR_BLOCKS=0, maxnreg=0)
+    monkeypatch.setattr(rule.tuning, "all_configs", lambda f, arch: [single, default])
+    monkeypatch.setattr(rule.tuning, "default", lambda f, arch: single)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda: (9, 0))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+
+    class FakeCase:
+        def __init__(self, layer, gemm, M, quant, block_m, seed=0, split_k=1):
+            self.M, self.seed, self.act_name = M, seed, "bf16"
+            self.shape = dict(layer=layer, gemm=gemm, M=M, E=8, topk=2, N=28672, K=4096)
+
+        def error(self, cfg, run):
+            return 0.0
+
+    from python import tune_moe
+    monkeypatch.setattr(tune_moe, "GemmCase", FakeCase)
+    timed = []
+    monkeypatch.setattr(G, "runner", lambda case, quant, rule, f: lambda cfg: (case.M, case.seed, cfg["PAIR_BLOCKS"]))
+
+    def fake_ms(fn, rep_ms):
+        M, seed, pair = fn()
+        timed.append((M, seed, pair))
+        return {32: (0.188, 0.190), 64: (0.248, 0.211)}[M][pair]
+
+    monkeypatch.setattr(T, "kernel_ms", fake_ms)
+    saved = {}
+    monkeypatch.delenv("OUT", raising=False)
+    args = argparse.Namespace(layers="mixtral", quants="int4", tokens="32,64", gemms="1", budget_s=1e9, rep_ms=1,
+                              retune=False, only=None)
+    G.tune_moe_gluon(args, lambda name, arch, rule: {"entries": []},
+                     lambda db, name, arch: saved.update({name: db}), lambda name, arch: tmp_path / "db.json")
+    (entry,) = saved["fused_moe_gemm_wq_hopper"]["entries"]
+    assert entry["config"]["PAIR_BLOCKS"] == 1
+    assert sorted(set(timed)) == [(M, seed, pair) for M, seed in ((32, 0), (64, 0), (64, 1)) for pair in (0, 1)]
+    assert [(t["M"], t["seed"], t["time_ms"], t["default_ms"]) for t in entry["tuned_over"]] == [
+        (32, 0, 0.19, 0.188), (64, 0, 0.211, 0.248), (64, 1, 0.211, 0.248)]
+    assert entry["time_ms"] == 0.19 and entry["default_ms"] == 0.188 and entry["bins"] == [2, 4, 2]
