@@ -14,7 +14,9 @@ the build ran at 0.65-0.8x; AOTRITON_JIT_AOT_FORM=0 times the JIT's). Each confi
 timed by CUDA-graph replay (tune_shared.kernel_ms: no launch overhead) on the benchmark
 shape family (batch * seqlen = 16k tokens, hidden 2048), and its output is
 checked against the reference (SDPA for the forward, the validated default
-config for the backward) before it may win. Results are written after every
+config for the backward) before it may win. Seqlens of the list that share a bin
+(8192 and 16384: the last) make one entry, tuned over all of them (the best
+geometric mean; `tuned_over` records each seqlen's time). Results are written after every
 entry, so an interrupted run resumes where it stopped. generate.py compiles the
 winners into the release build's LUTs.
 """
@@ -132,86 +134,92 @@ def rel_err(a, b):
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
+def flash_groups(work, arch, done):
+    """{(kernel, functional name, bins): (rule, functional, dtype, D, causal, fuse, [seqlens])} for work of
+    (kernel, rule, dtype, D, causal, fuse, seqlen); bins the database has (`done`) and functionals the
+    rule does not build are left out. One entry serves every seqlen of its bin, so it is tuned over all
+    of them: 8192 and 16384 share the last bin, and each tuned alone, the later replaced the earlier."""
+    groups = {}
+    for kname, rule, dtype, D, causal, fuse, S in work:
+        f = (hopper_functional(dtype, D, causal, fuse) if kname.endswith("_hopper")
+             else flash_functional(rule, dtype, D, causal))
+        key = (kname, functional_name(f), tuple(bin_of(S, k.bins) for k in rule.autotune_keys))
+        if key in done or not rule.valid(f, arch):
+            continue
+        groups.setdefault(key, (rule, f, dtype, D, causal, fuse, []))[-1].append(S)
+    return groups
+
+
+def case_runner(kname, case, default, fuse, arch):
+    """(reference output, run(config), tolerance) of one kernel on a FlashCase."""
+    if kname in ("attn_fwd", "attn_fwd_hopper"):
+        return case.ref_fwd(), case.run_fwd if kname == "attn_fwd" else case.run_fwd_hopper, 2e-2
+    if kname == "bwd_dkdv_hopper":  # against the default config (validated by the GPU tests)
+        return case.run_bwd_hopper(default, fuse), lambda cfg: case.run_bwd_hopper(cfg, fuse), 1e-2
+    from tritonsrc.flash.bwd_configs import pick_config
+    other = {k: pick_config(arch, case.D, case.dtype, k) for k in ("dkdv", "dq")}
+    return case.run_bwd(kname, default, other), lambda cfg: case.run_bwd(kname, cfg, other), 1e-2
+
+
 def tune(args):
     import torch
-    from tqdm import tqdm
+
+    from python import tune_shared as T
 
     major, minor = torch.cuda.get_device_capability()
     arch = major * 10 + minor
     kernels = args.kernels.split(",")
     by_name = {r.name: r for r in rules.KERNELS}
-    work = []
-    for kname in kernels:
-        rule = by_name[kname]
-        for dtype in args.dtypes.split(","):
-            for D in map(int, args.head_dims.split(",")):
-                for causal in map(int, args.causal.split(",")):
-                    for fuse in (map(int, args.fuse_dq.split(",")) if kname == "bwd_dkdv_hopper" else [None]):
-                        for S in map(int, args.seqlens.split(",")):
-                            work.append((kname, rule, dtype, D, causal, fuse, S))
+    work = [(kname, by_name[kname], dtype, D, causal, fuse, S) for kname in kernels
+            for dtype in args.dtypes.split(",") for D in map(int, args.head_dims.split(","))
+            for causal in map(int, args.causal.split(","))
+            for fuse in (map(int, args.fuse_dq.split(",")) if kname == "bwd_dkdv_hopper" else [None])
+            for S in map(int, args.seqlens.split(","))]
     dbs = {k: load_db(k, arch, by_name[k]) for k in kernels}
     # Entries already in a database are kept (a resumed run) unless --retune re-measures them (a new
     # candidate in the space: the tuner otherwise never looks at it for bins it has tuned).
     done = set() if args.retune else {(k, e["functional"], tuple(e["bins"])) for k, db in dbs.items()
                                       for e in db["entries"]}
-    bar = tqdm(work, desc="tuning", unit="entry")
-    for kname, rule, dtype, D, causal, fuse, S in bar:
-        f = (hopper_functional(dtype, D, causal, fuse) if kname.endswith("_hopper")
-             else flash_functional(rule, dtype, D, causal))
-        fname = functional_name(f)
-        bins = [bin_of(S, k.bins) for k in rule.autotune_keys]
-        if (kname, fname, tuple(bins)) in done or not rule.valid(f, arch):
-            continue
-        bar.set_postfix_str(f"{kname} {dtype} D={D} causal={causal} S={S}")
-        case = FlashCase(dtype, D, causal, S)
+    groups = flash_groups(work, arch, done)
+    print(f"tuning on sm_{arch}: {len(groups)} entries ({len(work)} shapes)", flush=True)
+    for i, ((kname, fname, bins), (rule, f, dtype, D, causal, fuse, seqlens)) in enumerate(groups.items(), 1):
         default = dict(rule.tuning.default(f, arch))
-        if kname == "attn_fwd":
-            ref = case.ref_fwd()
-            run = case.run_fwd
-            tol = 2e-2
-        elif kname == "attn_fwd_hopper":
-            ref = case.ref_fwd()
-            run = case.run_fwd_hopper
-            tol = 2e-2
-        elif kname == "bwd_dkdv_hopper":  # against the default config (validated by the GPU tests)
-            ref = case.run_bwd_hopper(default, fuse)
-            run = lambda cfg: case.run_bwd_hopper(cfg, fuse)  # noqa: E731
-            tol = 1e-2
-        else:
-            from tritonsrc.flash.bwd_configs import pick_config
-            other = {k: pick_config(arch, D, dtype, k) for k in ("dkdv", "dq")}
-            ref = case.run_bwd(kname, default, other)
-            run = lambda cfg: case.run_bwd(kname, cfg, other)  # noqa: E731
-            tol = 1e-2
-        results = []
-        for cfg in rule.tuning.all_configs(f, arch):
-            try:
+        configs = rule.tuning.all_configs(f, arch)
+        per_case = []
+        for S in seqlens:
+            case = FlashCase(dtype, D, causal, S)
+            ref, run, tol = case_runner(kname, case, default, fuse, arch)
+            refs = ref if isinstance(ref, tuple) else (ref,)
+
+            def error(cfg):
                 out = run(cfg)
                 torch.cuda.synchronize()
-            except Exception as e:  # out of resources etc.: not a candidate
-                results.append((float("inf"), cfg, f"failed: {type(e).__name__}"))
-                continue
-            outs, refs = (out, ref) if isinstance(out, tuple) else ((out,), (ref,))
-            err = max(rel_err(a, b) for a, b in zip(outs, refs))
-            if not err < tol:
-                results.append((float("inf"), cfg, f"wrong: rel err {err:.2e}"))
-                continue
-            ms = kernel_ms(lambda: run(cfg))
-            results.append((ms, cfg, "ok"))
-        results.sort(key=lambda r: r[0])
-        best, second = results[0], (results[1] if len(results) > 1 else results[0])
-        default_ms = next((r[0] for r in results if r[1] == default), float("nan"))
-        entry = {"functional": fname, "bins": bins, "shape": {"tokens": TOKENS, "hidden": HIDDEN, "seqlen": S},
-                 "config": best[1], "time_ms": round(best[0], 5),
-                 "runner_up": {"config": second[1], "time_ms": round(second[0], 5)},
-                 "default_ms": round(default_ms, 5), "candidates": len(results),
+                return max(rel_err(a, b) for a, b in zip(out if isinstance(out, tuple) else (out,), refs))
+
+            per_case.append(T.measure(configs, [None] * len(configs), error, tol,
+                                      lambda cfg: kernel_ms(lambda: run(cfg))))
+            del case, ref, refs
+        results = T.combine_cases(per_case)
+        best, second, default_ms = T.best_second_default(results, default)
+        ms_of = lambda res, cfg: next(r[0] for r in res if r[1] == cfg)  # noqa: E731
+        entry = {"functional": fname, "bins": list(bins),
+                 "shape": {"tokens": TOKENS, "hidden": HIDDEN, "seqlen": seqlens[0]},
+                 "config": best[1], "time_ms": round(ms_of(per_case[0], best[1]), 5),
+                 "runner_up": {"config": second[1], "time_ms": round(ms_of(per_case[0], second[1]), 5)},
+                 "default_ms": T.finite_ms(ms_of(per_case[0], default)), "candidates": len(results),
                  "rejected": [[config_name(r[1]), r[2]] for r in results if r[2] != "ok"]}
+        if len(seqlens) > 1:  # time_ms etc. are the first seqlen's; the pick is the geometric mean over all
+            entry["score_ms"] = round(best[0], 5)
+            entry["tuned_over"] = [{"seqlen": S, "time_ms": round(ms_of(res, best[1]), 5),
+                                    "default_ms": T.finite_ms(ms_of(res, default)), "fastest_ms": round(res[0][0], 5)}
+                                   for S, res in zip(seqlens, per_case)]
         dbs[kname]["entries"] = [e for e in dbs[kname]["entries"]
-                                 if not (e["functional"] == fname and e["bins"] == bins)] + [entry]
+                                 if not (e["functional"] == fname and e["bins"] == list(bins))] + [entry]
         save_db(dbs[kname], kname, arch)
-        print(f"{kname} {dtype} D={D} causal={causal} S={S}: {config_name(best[1])} {best[0]:.3f} ms "
-              f"(default {default_ms:.3f} ms, x{default_ms / best[0]:.2f})", flush=True)
-        del case, ref
+        print(f"[{i}/{len(groups)}] {kname} {dtype} D={D} causal={causal} S={','.join(map(str, seqlens))}: "
+              f"{config_name(best[1])} "
+              f"{best[0]:.3f} ms (default {default_ms:.3f} ms, x{default_ms / best[0]:.2f})", flush=True)
+        torch.cuda.empty_cache()
 
 
 def main():

@@ -1,0 +1,75 @@
+"""python/tune.py (the flash tuners): one database entry per (functional, seqlen bins), tuned over
+every seqlen of the list that falls in the bin. Run on fake cases and clocks (no GPU)."""
+import argparse
+
+import pytest
+
+from python import tune
+
+
+def test_flash_groups_put_every_seqlen_of_a_bin_in_one_entry():
+    """8192 and 16384 share the last seqlen bin; 512, 2048 have their own. Bins the database has and
+    functionals the rule does not build (sm_80 for the Hopper kernel) get no group."""
+    from python import rules
+    rule = next(r for r in rules.KERNELS if r.name == "attn_fwd_hopper")
+    work = [("attn_fwd_hopper", rule, "bf16", 128, causal, None, S) for causal in (0, 2)
+            for S in (512, 2048, 8192, 16384)]
+    groups = tune.flash_groups(work, 90, done=set())
+    assert sorted((k[2], v[4], v[-1]) for k, v in groups.items()) == [
+        ((1, 1), 0, [512]), ((1, 1), 2, [512]), ((3, 3), 0, [2048]), ((3, 3), 2, [2048]),
+        ((5, 5), 0, [8192, 16384]), ((5, 5), 2, [8192, 16384])]
+    done = {next(k for k in groups if k[2] == (5, 5) and "CAUSAL_TYPE-0" in k[1])}
+    assert len(tune.flash_groups(work, 90, done)) == 5
+    assert tune.flash_groups(work, 80, set()) == {}
+
+
+def test_flash_tuner_picks_over_every_seqlen_of_the_bin(monkeypatch):
+    """The ping-pong loses 8192 by 20% and wins 16384 by 2.5%: the entry is the serial default (the
+    best geometric mean), with both seqlens' times recorded. Before, each seqlen was tuned alone and
+    16384's pick (the ping-pong) replaced 8192's."""
+    torch = pytest.importorskip("torch")
+    from python import rules
+    rule = next(r for r in rules.KERNELS if r.name == "attn_fwd_hopper")
+    f = tune.hopper_functional("bf16", 128, 0)
+    serial, pingpong = [dict(c) for c in rule.tuning.all_configs(f, 90)
+                        if (c["SCHEDULE"], c["BLOCK_N"], c["NUM_STAGES"], c["RESCALE_TH"]) in ((0, 128, 3, 0),
+                                                                                               (3, 128, 3, 0))
+                        and c["maxnreg"] == 0]
+    assert serial["SCHEDULE"] == 0 and pingpong["SCHEDULE"] == 3
+    monkeypatch.setattr(rule.tuning, "all_configs", lambda f, arch: [serial, pingpong])
+    monkeypatch.setattr(rule.tuning, "default", lambda f, arch: serial)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda: (9, 0))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    last = []
+
+    class FakeCase:
+        def __init__(self, dtype, D, causal, S):
+            self.S, self.out = S, torch.randn(4, 8)
+
+        def ref_fwd(self):
+            return self.out
+
+        def run_fwd_hopper(self, cfg):
+            last[:] = [(self.S, cfg["SCHEDULE"])]
+            return self.out
+
+    times = {(8192, 0): 1.00, (8192, 3): 1.20, (16384, 0): 4.1, (16384, 3): 4.0}
+
+    def fake_ms(fn):
+        fn()
+        return times[last[0]]
+
+    monkeypatch.setattr(tune, "FlashCase", FakeCase)
+    monkeypatch.setattr(tune, "kernel_ms", fake_ms)
+    saved = {}
+    monkeypatch.setattr(tune, "load_db", lambda k, arch, rule: {"entries": []})
+    monkeypatch.setattr(tune, "save_db", lambda db, k, arch: saved.update({k: db}))
+    tune.tune(argparse.Namespace(kernels="attn_fwd_hopper", dtypes="bf16", head_dims="128", causal="0",
+                                 seqlens="8192,16384", fuse_dq="1", retune=False))
+    (entry,) = saved["attn_fwd_hopper"]["entries"]
+    assert entry["config"]["SCHEDULE"] == 0 and entry["bins"] == [5, 5]
+    assert [(t["seqlen"], t["time_ms"], t["fastest_ms"]) for t in entry["tuned_over"]] == [(8192, 1.0, 1.0),
+                                                                                          (16384, 4.1, 4.0)]
+    assert entry["runner_up"]["config"]["SCHEDULE"] == 3 and entry["runner_up"]["time_ms"] == 1.2
+    assert entry["time_ms"] == 1.0 and entry["default_ms"] == 1.0 and entry["shape"]["seqlen"] == 8192
