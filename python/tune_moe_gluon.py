@@ -2,7 +2,7 @@
 fused_moe_gemm_hopper_fp8 for fp8, fused_moe_gemm_wq_hopper for int4 w4a16 decode): fills
 tuning/sm_90/<rule>.json, keyed like their LUTs on (functional, bins of tokens per expert, N, K).
 
-    python python/tune.py moe_gluon [--layers mixtral,deepseek] [--tokens 512,4096]
+    python python/tune.py moe_gluon [--layers mixtral,deepseek] [--tokens 512,4096 (int4: 1,8,16,32,64)]
                                     [--quants bf16,fp8_tensor,fp8_block,int4] [--gemms 1,2] [--budget-s 220]
                                     [--retune] [--only KEY=V1,V2 ...]
 
@@ -127,6 +127,14 @@ def restrict(configs, only, default):
     return [default] + [c for c in kept if c != default]
 
 
+def tokens_for(tokens, quant):
+    """The Ms to tune a quant at: --tokens, or by default the prefill sizes the 16-bit and fp8 kernels
+    serve (512, 4096) and the decode sizes the int4 kernel serves (1-64, blocks of 16)."""
+    if tokens:
+        return [int(m) for m in tokens.split(",")]
+    return [1, 8, 16, 32, 64] if quant in ("int4", "int4_sym") else [512, 4096]
+
+
 def gluon_groups(work):
     """{(rule name, functional name, bins): (rule, functional, [(layer, quant, M, gemm), ...])} for
     work of (layer, quant, M, gemm); a (layer, M) the Gluon kernels do not serve is left out. One
@@ -152,8 +160,12 @@ def tune_moe_gluon(args, load_db, save_db, db_path):
     major, minor = torch.cuda.get_device_capability()
     arch = major * 10 + minor
     work = [(layer, quant, M, gemm) for layer in args.layers.split(",") for quant in args.quants.split(",")
-            for M in map(int, args.tokens.split(",")) for gemm in map(int, args.gemms.split(","))]
+            for M in tokens_for(args.tokens, quant) for gemm in map(int, args.gemms.split(","))]
     groups = gluon_groups(work)
+    served = {(it[0], it[1], it[2]) for _, _, items in groups.values() for it in items}
+    skipped = sorted({(layer, quant, M) for layer, quant, M, _ in work} - served)
+    if skipped:  # the Triton kernel's (python/tune.py moe), or no Gluon kernel for the quant
+        print("not the Gluon kernels' (layer, quant, M): " + ", ".join(f"{l} {q} {M}" for l, q, M in skipped))
     dbs = {}
     start = time.time()
     print(f"Gluon MoE GEMM tuning on sm_{arch}: {len(groups)} entries ({len(work)} (layer, quant, M, GEMM)), "
@@ -202,7 +214,7 @@ def tune_moe_gluon(args, load_db, save_db, db_path):
 
 def add_arguments(ap):
     ap.add_argument("--layers", default="mixtral,deepseek")
-    ap.add_argument("--tokens", default="512,4096")
+    ap.add_argument("--tokens", default="", help="Ms (default: 512,4096; int4: 1,8,16,32,64)")
     ap.add_argument("--quants", default="bf16,fp8_tensor,fp8_block")
     ap.add_argument("--gemms", default="1,2")
     ap.add_argument("--budget-s", type=float, default=float("inf"), help="stop starting new entries after this")

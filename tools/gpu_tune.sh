@@ -26,11 +26,11 @@ if [[ $STEPS == *retune* ]]; then
 fi
 if [[ $STEPS == *gluon_gemm* ]]; then
   # The sm_90 Gluon MoE GEMMs (python/tune_moe_gluon.py: fp8 and bf16 at block size 128; int4 decode
-  # at block size 16 with GLUON_QUANTS=int4 GLUON_TOKENS=1,8,16,32,64, int4_sym for its form without zero
+  # at block size 16 with GLUON_QUANTS=int4 (tokens 1,8,16,32,64 unless GLUON_TOKENS), int4_sym for its form without zero
   # points; GLUON_LAYERS=mixtral for one layer; GLUON_ONLY="--only PREFETCH=0 --only GROUP_SIZE_M=16" narrows
   # the space for a short run).
   # shellcheck disable=SC2086  # GLUON_ONLY is a list of options
-  python3 python/tune.py moe_gluon --layers "${GLUON_LAYERS:-mixtral,deepseek}" --tokens "${GLUON_TOKENS:-512,4096}" \
+  python3 python/tune.py moe_gluon --layers "${GLUON_LAYERS:-mixtral,deepseek}" --tokens "${GLUON_TOKENS:-}" \
     --quants "${GLUON_QUANTS:-fp8_tensor,fp8_block,bf16}" --budget-s "${BUDGET_S:-200}" ${GLUON_ONLY:-} 2>&1 | tail -16
 fi
 if [[ $STEPS == *flash_bwd* ]]; then

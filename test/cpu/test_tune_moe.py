@@ -356,3 +356,17 @@ def test_gluon_tuner_picks_over_every_run_of_the_bin(monkeypatch, tmp_path):
     assert [(t["M"], t["seed"], t["time_ms"], t["default_ms"]) for t in entry["tuned_over"]] == [
         (32, 0, 0.19, 0.188), (64, 0, 0.211, 0.248), (64, 1, 0.211, 0.248)]
     assert entry["time_ms"] == 0.19 and entry["default_ms"] == 0.188 and entry["bins"] == [2, 4, 2]
+
+
+def test_gluon_tuner_default_tokens_follow_the_kernel_that_serves_them():
+    """Without --tokens, int4 is tuned at the decode sizes its kernel serves and the rest at prefill
+    sizes: `tune.py moe_gluon --quants int4` with the old default (512,4096) tuned nothing."""
+    from python import tune_moe_gluon as G
+
+    assert G.tokens_for("", "int4") == G.tokens_for("", "int4_sym") == [1, 8, 16, 32, 64]
+    assert G.tokens_for("", "fp8_block") == [512, 4096]
+    assert G.tokens_for("64,4096", "int4") == [64, 4096]
+    for quant in ("int4", "bf16", "fp8_block"):
+        work = [("mixtral", quant, M, 1) for M in G.tokens_for("", quant)]
+        served = sorted(it[2] for _, _, items in G.gluon_groups(work).values() for it in items)
+        assert served == G.tokens_for("", quant), quant  # every default M has a Gluon entry
