@@ -73,3 +73,42 @@ def test_flash_tuner_picks_over_every_seqlen_of_the_bin(monkeypatch):
                                                                                           (16384, 4.1, 4.0)]
     assert entry["runner_up"]["config"]["SCHEDULE"] == 3 and entry["runner_up"]["time_ms"] == 1.2
     assert entry["time_ms"] == 1.0 and entry["default_ms"] == 1.0 and entry["shape"]["seqlen"] == 8192
+
+
+def test_case_runner_gives_each_kernel_its_reference(monkeypatch):
+    """The forward kernels are checked against SDPA's output, the backward ones against their
+    default config's run (with the other backward kernel at its build config), at 2e-2 / 1e-2."""
+    from tritonsrc.flash import bwd_configs
+
+    calls = []
+
+    class FakeCase:
+        D, dtype = 64, "bf16"
+
+        def ref_fwd(self):
+            return "sdpa"
+
+        def run_fwd(self, cfg):
+            return ("triton", cfg)
+
+        def run_fwd_hopper(self, cfg):
+            return ("gluon", cfg)
+
+        def run_bwd(self, kernel, cfg, other):
+            calls.append((kernel, cfg, other))
+            return (kernel, cfg)
+
+        def run_bwd_hopper(self, cfg, fuse):
+            return ("bwd_hopper", cfg, fuse)
+
+    monkeypatch.setattr(bwd_configs, "pick_config", lambda arch, D, dtype, k: (arch, D, dtype, k))
+    case = FakeCase()
+    ref, run, tol = tune.case_runner("attn_fwd_hopper", case, "dflt", None, 90)
+    assert (ref, run("c"), tol) == ("sdpa", ("gluon", "c"), 2e-2)
+    ref, run, tol = tune.case_runner("attn_fwd", case, "dflt", None, 90)
+    assert (ref, run("c"), tol) == ("sdpa", ("triton", "c"), 2e-2)
+    ref, run, tol = tune.case_runner("bwd_dkdv_hopper", case, "dflt", 1, 90)
+    assert (ref, run("c"), tol) == (("bwd_hopper", "dflt", 1), ("bwd_hopper", "c", 1), 1e-2)
+    ref, run, tol = tune.case_runner("bwd_dq", case, "dflt", None, 90)
+    assert (ref, run("c"), tol) == (("bwd_dq", "dflt"), ("bwd_dq", "c"), 1e-2)
+    assert calls[0][2] == {"dkdv": (90, 64, "bf16", "dkdv"), "dq": (90, 64, "bf16", "dq")}
