@@ -404,8 +404,8 @@ def tune_moe(args, rule, load_db, save_db, db_path):
         done.add((rule_name, fname, bins))
         roof_s = f" (roofline {entry['roofline']:.2f})" if "roofline" in entry else ""
         print(f"| {i} | {layer} | {quant} | {Ms} | {gemm} | {bm} | {config_name(best[1])} | {first_ms:.4f}{roof_s}"
-              f"{other_runs_text(entry)} | {entry['tflops']} | {default_ms:.4f} | {default_ms / best[0]:.2f} | {len(results)} |",
-              flush=True)
+              f"{other_runs_text(entry)} | {entry['tflops']} | {default_ms:.4f} | {default_ms / best[0]:.2f} | "
+              f"{len(results)} |", flush=True)
     pool.shutdown()
     print(f"done in {time.time() - start:.0f} s; databases {[str(db_path(n, arch)) for n in dbs]}", flush=True)
     return dbs[rule.name] if rule.name in dbs else next(iter(dbs.values()))

@@ -165,7 +165,7 @@ def tune_moe_gluon(args, load_db, save_db, db_path):
     served = {(it[0], it[1], it[2]) for _, _, items in groups.values() for it in items}
     skipped = sorted({(layer, quant, M) for layer, quant, M, _ in work} - served)
     if skipped:  # the Triton kernel's (python/tune.py moe), or no Gluon kernel for the quant
-        print("not the Gluon kernels' (layer, quant, M): " + ", ".join(f"{l} {q} {M}" for l, q, M in skipped))
+        print("not the Gluon kernels' (layer, quant, M): " + ", ".join(f"{layer} {q} {M}" for layer, q, M in skipped))
     dbs = {}
     start = time.time()
     print(f"Gluon MoE GEMM tuning on sm_{arch}: {len(groups)} entries ({len(work)} (layer, quant, M, GEMM)), "
