@@ -40,6 +40,9 @@
 # 90 s more) though `status` said can_start_another: true. Try the last, lean call with more than ~400 s left.
 # 2026-12-07 (thirty-third): the first call got an H100 at once; later, a start at 520 s left was refused (180 s
 # lost), a stray call at 340 s cost 90 s, and at 250 s a start was refused for budget. Verify on the warm machine.
+# 2026-12-07 (thirty-fourth): two H100 starts at once (1800 and 1029 s left); then three refusals (180, 90 and 180 s
+# lost, 727 -> 262 s), and a start at 262 s left came at once (an H100): a start is not refused for budget below
+# ~350 s every time. With little left, run JIT-only experiments (no build: ~60 s of overhead, then seconds each).
 # Every lease call re-copies the working tree over the repository root, which
 # pulled python/compile_client.py from under a running build (2026-12-03):
 # `start` runs from a private copy of the tree in $SRC instead.
