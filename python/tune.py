@@ -201,7 +201,8 @@ def tune(args):
             del case, ref, refs
         results = T.combine_cases(per_case)
         best, second, default_ms = T.best_second_default(results, default)
-        ms_of = lambda res, cfg: next(r[0] for r in res if r[1] == cfg)  # noqa: E731
+        # The default may lie outside the rule's pruned space (then it was not timed: no time).
+        ms_of = lambda res, cfg: next((r[0] for r in res if r[1] == cfg), float("nan"))  # noqa: E731
         entry = {"functional": fname, "bins": list(bins),
                  "shape": {"tokens": TOKENS, "hidden": HIDDEN, "seqlen": seqlens[0]},
                  "config": best[1], "time_ms": round(ms_of(per_case[0], best[1]), 5),

@@ -112,3 +112,43 @@ def test_case_runner_gives_each_kernel_its_reference(monkeypatch):
     ref, run, tol = tune.case_runner("bwd_dq", case, "dflt", None, 90)
     assert (ref, run("c"), tol) == (("bwd_dq", "dflt"), ("bwd_dq", "c"), 1e-2)
     assert calls[0][2] == {"dkdv": (90, 64, "bf16", "dkdv"), "dq": (90, 64, "bf16", "dq")}
+
+
+def test_flash_tuner_entry_without_the_default_in_the_space(monkeypatch):
+    """A rule default outside its pruned space is not timed: the entry says so (default_ms None)
+    instead of the tuner failing after the measurements."""
+    torch = pytest.importorskip("torch")
+    from python import rules
+    rule = next(r for r in rules.KERNELS if r.name == "attn_fwd_hopper")
+    f = tune.hopper_functional("bf16", 128, 0)
+    space = [dict(c) for c in rule.tuning.all_configs(f, 90)][:2]
+    monkeypatch.setattr(rule.tuning, "all_configs", lambda f, arch: space)
+    monkeypatch.setattr(rule.tuning, "default", lambda f, arch: {"not": "in the space"})
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda: (9, 0))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+
+    class FakeCase:
+        def __init__(self, dtype, D, causal, S):
+            self.out = torch.ones(2, 2)
+
+        def ref_fwd(self):
+            return self.out
+
+        def run_fwd_hopper(self, cfg):
+            return self.out
+
+    monkeypatch.setattr(tune, "FlashCase", FakeCase)
+    def one_ms(fn):
+        fn()
+        return 1.0
+
+    monkeypatch.setattr(tune, "kernel_ms", one_ms)
+    saved = {}
+    monkeypatch.setattr(tune, "load_db", lambda k, arch, rule: {"entries": []})
+    monkeypatch.setattr(tune, "save_db", lambda db, k, arch: saved.update({k: db}))
+    tune.tune(argparse.Namespace(kernels="attn_fwd_hopper", dtypes="bf16", head_dims="128", causal="0",
+                                 seqlens="8192,16384", fuse_dq="1", retune=False))
+    (entry,) = saved["attn_fwd_hopper"]["entries"]
+    assert entry["default_ms"] is None and all(t["default_ms"] is None for t in entry["tuned_over"])
+    assert entry["config"] in space
