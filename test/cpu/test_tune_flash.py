@@ -7,6 +7,20 @@ import pytest
 from python import tune
 
 
+def _tune_last_bin(monkeypatch, case_class, kernel_ms):
+    """tune.tune on attn_fwd_hopper bf16 head dim 128 non-causal at 8192 and 16384 (the last bin) with
+    fake cases and clocks and an empty in-memory database; returns the one entry it stores."""
+    monkeypatch.setattr(tune, "FlashCase", case_class)
+    monkeypatch.setattr(tune, "kernel_ms", kernel_ms)
+    saved = {}
+    monkeypatch.setattr(tune, "load_db", lambda k, arch, rule: {"entries": []})
+    monkeypatch.setattr(tune, "save_db", lambda db, k, arch: saved.update({k: db}))
+    tune.tune(argparse.Namespace(kernels="attn_fwd_hopper", dtypes="bf16", head_dims="128", causal="0",
+                                 seqlens="8192,16384", fuse_dq="1", retune=False))
+    (entry,) = saved["attn_fwd_hopper"]["entries"]
+    return entry
+
+
 def test_flash_groups_put_every_seqlen_of_a_bin_in_one_entry():
     """8192 and 16384 share the last seqlen bin; 512, 2048 have their own. Bins the database has and
     functionals the rule does not build (sm_80 for the Hopper kernel) get no group."""
@@ -60,14 +74,7 @@ def test_flash_tuner_picks_over_every_seqlen_of_the_bin(monkeypatch):
         fn()
         return times[last[0]]
 
-    monkeypatch.setattr(tune, "FlashCase", FakeCase)
-    monkeypatch.setattr(tune, "kernel_ms", fake_ms)
-    saved = {}
-    monkeypatch.setattr(tune, "load_db", lambda k, arch, rule: {"entries": []})
-    monkeypatch.setattr(tune, "save_db", lambda db, k, arch: saved.update({k: db}))
-    tune.tune(argparse.Namespace(kernels="attn_fwd_hopper", dtypes="bf16", head_dims="128", causal="0",
-                                 seqlens="8192,16384", fuse_dq="1", retune=False))
-    (entry,) = saved["attn_fwd_hopper"]["entries"]
+    entry = _tune_last_bin(monkeypatch, FakeCase, fake_ms)
     assert entry["config"]["SCHEDULE"] == 0 and entry["bins"] == [5, 5]
     assert [(t["seqlen"], t["time_ms"], t["fastest_ms"]) for t in entry["tuned_over"]] == [(8192, 1.0, 1.0),
                                                                                           (16384, 4.1, 4.0)]
@@ -138,17 +145,10 @@ def test_flash_tuner_entry_without_the_default_in_the_space(monkeypatch):
         def run_fwd_hopper(self, cfg):
             return self.out
 
-    monkeypatch.setattr(tune, "FlashCase", FakeCase)
     def one_ms(fn):
         fn()
         return 1.0
 
-    monkeypatch.setattr(tune, "kernel_ms", one_ms)
-    saved = {}
-    monkeypatch.setattr(tune, "load_db", lambda k, arch, rule: {"entries": []})
-    monkeypatch.setattr(tune, "save_db", lambda db, k, arch: saved.update({k: db}))
-    tune.tune(argparse.Namespace(kernels="attn_fwd_hopper", dtypes="bf16", head_dims="128", causal="0",
-                                 seqlens="8192,16384", fuse_dq="1", retune=False))
-    (entry,) = saved["attn_fwd_hopper"]["entries"]
+    entry = _tune_last_bin(monkeypatch, FakeCase, one_ms)
     assert entry["default_ms"] is None and all(t["default_ms"] is None for t in entry["tuned_over"])
     assert entry["config"] in space
