@@ -37,6 +37,14 @@ def random_weights(torch, E, rows, cols, dtype, device="cuda"):
     return w
 
 
+def expert_bytes(*tensors):
+    """Bytes one touched expert costs in a decode roofline: the slice of each per-expert tensor
+    (weights, scales, zero points: first dim E, the first tensor's); None and tensors not indexed
+    by expert (a per-tensor scale) count nothing."""
+    E = tensors[0].shape[0]
+    return sum(t[0].numel() * t.element_size() for t in tensors if t is not None and t.dim() >= 1 and t.shape[0] == E)
+
+
 def copy_bandwidth(device="cuda"):
     """python/tune_shared.copy_bandwidth (the repo root is on sys.path in every bench entry point)."""
     import torch

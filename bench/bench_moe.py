@@ -42,7 +42,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench_common import commit_id, copy_bandwidth
+from bench_common import commit_id, copy_bandwidth, expert_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -151,11 +151,7 @@ def main():
             return float("nan"), float("nan")
 
     def touched_bytes(ids, w1, w2, s1, s2):
-        used = torch.unique(ids).numel()
-        per_expert = (w1[0].numel() * w1.element_size() + w2[0].numel() * w2.element_size())
-        if s1 is not None:
-            per_expert += (s1[0].numel() + s2[0].numel()) * 4
-        return used * per_expert
+        return torch.unique(ids).numel() * expert_bytes(w1, w2, s1, s2)
 
     gpu = torch.cuda.get_device_name()
     bw = copy_bandwidth(dev)

@@ -27,7 +27,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench_common import commit_id, random_weights, write_results
+from bench_common import commit_id, expert_bytes, random_weights, write_results
 
 REPO = Path(__file__).resolve().parent.parent
 MOE = {"mixtral": dict(E=8, topk=2, K=4096, N=14336), "deepseek": dict(E=256, topk=8, K=7168, N=2048)}
@@ -57,12 +57,6 @@ def moe_weights(torch, layer, quant):
         kw = dict(use_fp8_w8a8=True, w1_scale=torch.full((E,), 1 / 64, device="cuda"),
                   w2_scale=torch.full((E,), 1 / 64, device="cuda"))
     return random_weights(torch, E, 2 * N, K, wdt), random_weights(torch, E, K, N, wdt), kw
-
-
-def expert_bytes(w1, w2, kw):
-    """Bytes one touched expert costs: its two weights and their per-expert scales and zero points."""
-    parts = [w1, w2] + [kw[k] for k in ("w1_scale", "w2_scale", "w1_zp", "w2_zp") if kw.get(k) is not None]
-    return sum(t[0].numel() * t.element_size() for t in parts if t.dim() > 1)
 
 
 def moe_call(torch, aotriton, w1, w2, kw, M, topk):
@@ -162,7 +156,8 @@ def main():
             for M in [int(t) for t in args.tokens.split(",")]:
                 call, ids = moe_call(torch, aotriton, w1, w2, kw, M, topk)
                 off, on = a_b(call)
-                touched = torch.unique(ids).numel() * expert_bytes(w1, w2, kw)
+                touched = torch.unique(ids).numel() * expert_bytes(w1, w2, *(kw.get(k) for k in (
+                    "w1_scale", "w2_scale", "w1_zp", "w2_zp")))
                 record(f"fused_experts {layer} {quant} M={M}", touched, off, on)
             del w1, w2, call, ids  # the call holds the weights: free them before the next layer's
             torch.cuda.empty_cache()

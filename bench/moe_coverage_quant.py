@@ -11,6 +11,8 @@
 """
 import os
 
+from bench_common import expert_bytes
+
 LAYER = dict(E=8, topk=2, K=4096, N=14336)
 INT4_GROUP = 128
 DECODE_TOKENS = (1, 8, 16, 32, 64)
@@ -52,8 +54,6 @@ def quant_rows(torch, aotriton, t_ms, t_graph_ms, bw, quick=False):
 
     # int4 w4a16 decode.
     w1, w2, s1, s2, z1, z2 = int4_layer(torch, dev, gen)
-    tensors = dict(w1=w1, w2=w2, s1=s1, s2=s2, z1=z1, z2=z2)
-    sizes = {name: t[0].numel() * t.element_size() for name, t in tensors.items()}  # per expert
     # (name, activation dtype, zero points, environment): the default route (on sm_90 the wgmma int4
     # GEMM for group 128, its activations in its dot order) beside the same GEMM permuting them in
     # registers (AOTRITON_MOE_WQ_DOT_ORDER=0) and the Triton kernel it replaced there
@@ -73,7 +73,7 @@ def quant_rows(torch, aotriton, t_ms, t_graph_ms, bw, quick=False):
             out = torch.empty_like(x)
             kw = dict(use_int4_w4a16=True, block_shape=[0, INT4_GROUP], w1_scale=s1, w2_scale=s2,
                       w1_zp=z1 if with_zp else None, w2_zp=z2 if with_zp else None)
-            touched = experts * sum(v for k, v in sizes.items() if with_zp or not k.startswith("z"))
+            touched = experts * expert_bytes(w1, w2, s1, s2, *((z1, z2) if with_zp else ()))
             knobs = ("AOTRITON_MOE_WQ_HOPPER", "AOTRITON_MOE_WQ_DOT_ORDER")
             old = {k: os.environ.pop(k) for k in knobs if k in os.environ}
             os.environ.update(env)
