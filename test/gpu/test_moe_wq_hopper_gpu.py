@@ -389,3 +389,46 @@ def test_pair_blocks_match_single_blocks_bitwise(dtype, M, E, topk, split_k):
         slots = slots[slots < ids.numel()]
         rows = (slots[:, None] * split_k + torch.arange(split_k, device=DEV)).flatten()
         assert torch.equal(paired[rows], torch.zeros_like(paired[rows]))
+
+
+def expected_pair_roles(eids, ntpp_blocks):
+    """_pair_role's rule in Python: a block's position in its expert's run is found from the 8 ids
+    before it; odd positions follow (2), even ones lead (1) when the next block (below
+    num_tokens_post_padded) is the same expert's; 8 or more blocks into a run, alone (0)."""
+    roles = []
+    for b, e in enumerate(eids):
+        before = [eids[b - 8 + j] if b - 8 + j >= 0 else -1 for j in range(8)]
+        others = [j for j in range(8) if before[j] != e]
+        position = 7 - max(others) if others else None
+        if position is None:
+            roles.append(0)
+        elif position % 2:
+            roles.append(2)
+        else:
+            roles.append(1 if b + 1 < min(ntpp_blocks, len(eids)) and eids[b + 1] == e else 0)
+    return roles
+
+
+@pytest.mark.parametrize("cut", [0, 1])
+def test_pair_roles_run_every_block_once(cut):
+    """The pair decision on the device (what test_pair_blocks_match_single_blocks_bitwise cannot see:
+    outputs are the same whichever program runs a block): runs of 1-19 blocks, against the rule in
+    Python, and every block run exactly once: a leader's next block follows, a follower's previous
+    block leads. `cut` stops num_tokens_post_padded one block short (the last block's pair is not taken)."""
+    from pair_roles_kernel import pair_roles_kernel
+
+    runs = [1, 2, 3, 4, 7, 8, 9, 10, 19, 1, 2]
+    eids = [e for e, n in enumerate(runs) for _ in range(n)]
+    blocks = len(eids) - cut
+    expert_ids = torch.tensor(eids, dtype=torch.int32, device=DEV)
+    ntpp = torch.tensor([blocks * 16], dtype=torch.int32, device=DEV)
+    roles = torch.full((len(eids), ), -7, dtype=torch.int32, device=DEV)
+    pair_roles_kernel[(len(eids), )](expert_ids, ntpp, roles, len(eids) * 16, num_warps=4)
+    got = roles.tolist()[:blocks]
+    assert got == expected_pair_roles(eids, blocks)[:blocks]
+    for b, r in enumerate(got):
+        if r == 1:
+            assert b + 1 < blocks and got[b + 1] == 2 and eids[b + 1] == eids[b]
+        if r == 2:
+            assert b > 0 and got[b - 1] == 1
+    assert got.count(1) >= 10  # pairs are taken: every run of 2-8 leads at least one
