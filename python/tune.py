@@ -200,20 +200,9 @@ def tune(args):
                                       lambda cfg: kernel_ms(lambda: run(cfg))))
             del case, ref, refs
         results = T.combine_cases(per_case)
-        best, second, default_ms = T.best_second_default(results, default)
-        # The default may lie outside the rule's pruned space (then it was not timed: no time).
-        ms_of = lambda res, cfg: next((r[0] for r in res if r[1] == cfg), float("nan"))  # noqa: E731
-        entry = {"functional": fname, "bins": list(bins),
-                 "shape": {"tokens": TOKENS, "hidden": HIDDEN, "seqlen": seqlens[0]},
-                 "config": best[1], "time_ms": round(ms_of(per_case[0], best[1]), 5),
-                 "runner_up": {"config": second[1], "time_ms": round(ms_of(per_case[0], second[1]), 5)},
-                 "default_ms": T.finite_ms(ms_of(per_case[0], default)), "candidates": len(results),
-                 "rejected": [[config_name(r[1]), r[2]] for r in results if r[2] != "ok"]}
-        if len(seqlens) > 1:  # time_ms etc. are the first seqlen's; the pick is the geometric mean over all
-            entry["score_ms"] = round(best[0], 5)
-            entry["tuned_over"] = [{"seqlen": S, "time_ms": round(ms_of(res, best[1]), 5),
-                                    "default_ms": T.finite_ms(ms_of(res, default)), "fastest_ms": round(res[0][0], 5)}
-                                   for S, res in zip(seqlens, per_case)]
+        best, _, default_ms = T.best_second_default(results, default)
+        entry = T.combined_entry(fname, bins, {"tokens": TOKENS, "hidden": HIDDEN, "seqlen": seqlens[0]}, results,
+                                 per_case, [{"seqlen": S} for S in seqlens], default)
         dbs[kname]["entries"] = [e for e in dbs[kname]["entries"]
                                  if not (e["functional"] == fname and e["bins"] == list(bins))] + [entry]
         save_db(dbs[kname], kname, arch)

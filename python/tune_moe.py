@@ -291,25 +291,13 @@ def entry_groups(work, rule_name_of):
 
 
 def bin_entry(fname, bins, shape, results, per_case, runs, default, flops, roof=None):
-    """The database entry of one bin tuned over several runs ((M, seed) each, measure()'s
-    results in per_case, combined into `results`): the pick is the combined ranking's best;
-    time_ms, TF/s, the roofline, the runner-up's and the default's times are the first run's;
-    with more than one run, score_ms holds the combined time and tuned_over every run's."""
-    best, second, _ = T.best_second_default(results, default)
-    ms_of = lambda res, cfg: next(r[0] for r in res if r[1] == cfg)  # noqa: E731
-    first_ms = ms_of(per_case[0], best[1])
-    entry = {"functional": fname, "bins": list(bins), "shape": shape, "config": best[1],
-             "time_ms": round(first_ms, 5), "tflops": round(flops / first_ms / 1e9, 1),
-             **({"roofline": round(roof / first_ms, 3)} if roof else {}),
-             "runner_up": {"config": second[1], "time_ms": round(ms_of(per_case[0], second[1]), 5)},
-             "default_ms": T.finite_ms(ms_of(per_case[0], default)), "candidates": len(results),
-             "rejected": [[config_name(r[1]), r[2]] for r in results if r[2] != "ok"]}
-    if len(runs) > 1:
-        entry["score_ms"] = round(best[0], 5)
-        entry["runner_up"]["score_ms"] = round(second[0], 5)
-        entry["tuned_over"] = [{"M": M, "seed": seed, "time_ms": round(ms_of(res, best[1]), 5),
-                                "default_ms": T.finite_ms(ms_of(res, default)),
-                                "fastest_ms": round(res[0][0], 5)} for (M, seed), res in zip(runs, per_case)]
+    """tune_shared.combined_entry for runs of (M, routing seed), with the first run's TF/s and
+    (int4) roofline fraction."""
+    entry = T.combined_entry(fname, bins, shape, results, per_case, [{"M": M, "seed": seed} for M, seed in runs],
+                             default)
+    entry["tflops"] = round(flops / entry["time_ms"] / 1e9, 1)
+    if roof:
+        entry["roofline"] = round(roof / entry["time_ms"], 3)
     return entry
 
 

@@ -167,6 +167,29 @@ def combine_cases(per_case) -> list:
     return combined
 
 
+def combined_entry(fname, bins, shape, results, per_case, runs, default):
+    """The database entry of one bin timed in several runs (measure()'s results per run in per_case,
+    combine_cases' ranking in `results`; `runs` labels each run, e.g. {"M": 64, "seed": 1}): the pick
+    is the ranking's best; time_ms and the runner-up's and default's times are the first run's (the
+    default may lie outside the space: no time); with more than one run, score_ms holds the combined
+    time and tuned_over every run's."""
+    from python.kernel_rules import config_name
+    best, second, _ = best_second_default(results, default)
+    ms_of = lambda res, cfg: next((r[0] for r in res if r[1] == cfg), float("nan"))  # noqa: E731
+    entry = {"functional": fname, "bins": list(bins), "shape": shape, "config": best[1],
+             "time_ms": round(ms_of(per_case[0], best[1]), 5),
+             "runner_up": {"config": second[1], "time_ms": round(ms_of(per_case[0], second[1]), 5)},
+             "default_ms": finite_ms(ms_of(per_case[0], default)), "candidates": len(results),
+             "rejected": [[config_name(r[1]), r[2]] for r in results if r[2] != "ok"]}
+    if len(runs) > 1:
+        entry["score_ms"] = round(best[0], 5)
+        entry["runner_up"]["score_ms"] = round(second[0], 5)
+        entry["tuned_over"] = [{**label, "time_ms": round(ms_of(res, best[1]), 5),
+                                "default_ms": finite_ms(ms_of(res, default)), "fastest_ms": round(res[0][0], 5)}
+                               for label, res in zip(runs, per_case)]
+    return entry
+
+
 def best_second_default(results, default):
     """The fastest result, the runner-up (the fastest again when it is the only
     valid one) and the default config's time (nan when it was not measured)."""
