@@ -1,16 +1,23 @@
 """bench_common.expert_bytes, the decode roofline's bytes per touched expert that bench_moe,
 bench_pdl and bench_moe_coverage share."""
-import sys
+import importlib.util
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+def _bench_common():
+    """bench/bench_common.py by its path (bench/ holds scripts, not a package on the path)."""
+    path = Path(__file__).resolve().parents[2] / "bench" / "bench_common.py"
+    spec = importlib.util.spec_from_file_location("bench_common", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_expert_bytes_counts_every_per_expert_slice_once():
     torch = pytest.importorskip("torch")
-    from bench_common import expert_bytes
+    expert_bytes = _bench_common().expert_bytes
 
     E, N, K = 8, 256, 512
     w1 = torch.zeros(E, 2 * N, K // 2, dtype=torch.uint8)  # int4, two per byte: 131072 bytes an expert
