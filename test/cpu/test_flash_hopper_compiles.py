@@ -30,6 +30,7 @@ CASES = [
     ({"dtype": "fp16", "BLOCK_DMODEL": 128, "CAUSAL_TYPE": 1},
      {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_STAGES": 2, "SCHEDULE": 0, "RESCALE_TH": 0, "num_warps": 8, "maxnreg": 0}),
     ({"dtype": "bf16", "BLOCK_DMODEL": 64, "CAUSAL_TYPE": 0}, None),  # serial, maxnreg 128
+    ({"dtype": "fp16", "BLOCK_DMODEL": 64, "CAUSAL_TYPE": 2}, None),  # the same, with the diagonal's masking
 ]
 # ... and the persistent schedule's (SCHEDULE 4) forms with the most registers
 # live: 128-key tiles at every head dim it serves, and causal 64-key tiles at

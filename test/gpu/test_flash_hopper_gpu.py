@@ -189,12 +189,22 @@ def test_head_dim_64_non_causal(dtype, shape):
     check(q, k, v, 0, SERIAL_D64)
 
 
-def test_causal_head_dim_64_is_not_served():
-    """Causal head dim 64 runs the Triton kernel (faster there); forcing a Hopper config is a clear error."""
-    q, k, v = qkv(1, 300, 300, 2, 2, 64, torch.float16, seed=9)
-    check(q, k, v, 2)
-    with pytest.raises(Exception, match="attn_fwd_hopper"):
-        run(q, k, v, 2, SERIAL_D64)
+@pytest.mark.parametrize("causal", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_causal_head_dim_64(causal, dtype, shape):
+    """Causal head dim 64 (both kinds) runs the Hopper kernel: the automatic choice (the default or
+    the database's pick), that config forced (bitwise the same), and every config the build has."""
+    B, Sq, Sk, Hq, Hk = shape
+    q, k, v = qkv(B, Sq, Sk, Hq, Hk, 64, dtype, seed=Sq + 5 * Sk + causal)
+    out, lse, ran = check(q, k, v, causal)
+    assert "SCHEDULE=" in ran, f"the automatic choice ran {ran!r}, not the Hopper kernel"
+    forced, forced_lse, _ = check(q, k, v, causal, ran)
+    assert torch.equal(out, forced) and torch.equal(lse, forced_lse)
+    configs = built_configs({torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype], causal, 64)
+    assert ran in configs
+    for config in configs:
+        check(q, k, v, causal, config)
 
 
 def test_strided_layouts():
