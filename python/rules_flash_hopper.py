@@ -1,8 +1,9 @@
 """The Hopper (sm_90) flash forward: a Gluon kernel with host-side TMA
 descriptors (tritonsrc/flash/fwd_hopper.py). v2src/ops/flash_fwd.cc routes the
 calls it serves (batched fp16/bf16, head dim 64, 96, 128, 192 or 256; aligned,
-no dropout or attention features) to it on sm_90 and everything else to attn_fwd. Head dim 96 runs in 128-wide tiles (TMA
-zero-fills the padding), 192 in three 64-column blocks (no padded work).
+no dropout or attention features) to it on sm_90 and everything else to
+attn_fwd. Head dim 96 runs in 128-wide tiles (TMA zero-fills the padding), 192
+in three 64-column blocks (no padded work).
 
 Schedules (a tuning parameter): 0 serial, 3 ping-pong, 4 the persistent
 ping-pong (one CTA per SM; fwd_hopper_persistent.py), 5 the ping-pong with K
