@@ -43,6 +43,10 @@
 # 2026-12-07 (thirty-fourth): two H100 starts at once (1800 and 1029 s left); then three refusals (180, 90 and 180 s
 # lost, 727 -> 262 s), and a start at 262 s left came at once (an H100): a start is not refused for budget below
 # ~350 s every time. With little left, run JIT-only experiments (no build: ~60 s of overhead, then seconds each).
+# 2026-12-07 (thirty-fifth): eight refused starts of kind nvidia-h200 and two "none asked for" answers took
+# 1800 -> 764 s over an hour (spaced by the minutes named); the ninth start, at 764 s left, came at once (an H100)
+# and its 330 s job plus four short follow-ups on the warm machine used the rest. The flash GPU files' JIT tests
+# (test_flash_hopper_gpu.py "through_the_jit") take minutes: in a short call select the AOT tests with -k.
 # Every lease call re-copies the working tree over the repository root, which
 # pulled python/compile_client.py from under a running build (2026-12-03):
 # `start` runs from a private copy of the tree in $SRC instead.
