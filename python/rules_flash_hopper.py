@@ -171,6 +171,48 @@ attn_fwd_hopper = Kernel(
 )
 
 
+
+def _varlen_candidate(f, c, arch):
+    """The serial schedule's candidates (the ping-pongs share a V stage: fwd_hopper_varlen.py); the
+    128-register cap only at head dim 64 (at 128 it spills 336 bytes)."""
+    return c["SCHEDULE"] == 0 and (c["maxnreg"] == 0 or f["BLOCK_DMODEL"] == 64) and _candidate(f, c, arch)
+
+
+def _varlen_default(f, arch):
+    """Head dim 64: the batched kernel's serial default. 128: 128-key tiles, 3 stages (one CTA per SM)."""
+    return {"BLOCK_M": BLOCK_M, "RESCALE_TH": 0, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 0, "num_warps": 8,
+            "maxnreg": 128 if f["BLOCK_DMODEL"] == 64 else 0}
+
+
+# Packed variable-length batches ([total, H, D] with cu_seqlens) on the serial schedule. The
+# descriptors are attn_fwd_hopper's 5-D view with one batch of total rows.
+attn_fwd_hopper_varlen = Kernel(
+    name="attn_fwd_hopper_varlen",
+    source="tritonsrc/flash/fwd_hopper_varlen.py",
+    function="attn_fwd_hopper_varlen",
+    args=[
+        _qkv("q_desc", "BLOCK_M"), _qkv("k_desc", "BLOCK_N"), _qkv("v_desc", "BLOCK_N"),
+        _O.ptr, LSE.ptr, Arg("sm_scale", "fp32"),
+        *_O.strides, *LSE.strides,
+        Arg("cu_seqlens_q", "*i32"), Arg("cu_seqlens_k", "*i32"),
+        Arg("num_heads_q", "i32"), Arg("num_heads_k", "i32"), Arg("max_seqlen_q", "i32"),
+        Arg("max_seqlen_k", "i32"), Arg("total_q", "i32"), Arg("total_k", "i32"),
+    ],
+    functional={"dtype": ["fp16", "bf16"], "BLOCK_DMODEL": [64, 128], "CAUSAL_TYPE": [0, 1, 2]},
+    valid=_valid,
+    profiles={"ci": lambda f: False},
+    grid_args=["num_seqs"],
+    tuning=TuningSpace(
+        params={"BLOCK_M": [BLOCK_M], "BLOCK_N": [64, 128], "NUM_STAGES": [2, 3], "SCHEDULE": [0],
+                "num_warps": [8], "maxnreg": [0, 128], "RESCALE_TH": [0]},
+        default=_varlen_default,
+        prune=_varlen_candidate,
+    ),
+    grid=("cdiv(max_seqlen_q, BLOCK_M)", "num_seqs * num_heads_q", "1"),
+    autotune_keys=[AutotuneKey("max_seqlen_q", SEQLEN_BINS), AutotuneKey("max_seqlen_k", SEQLEN_BINS)],
+    doc="flash attention forward for sm_90, packed variable-length batches (Gluon, serial schedule)",
+)
+
 # ---------------------------------------------------------------------------
 # Backward (tritonsrc/flash/bwd_hopper.py): dK/dV per key block with TMA and
 # wgmma; dQ either by fp32 atomics into a caller workspace (FUSE_DQ, then
@@ -256,4 +298,4 @@ bwd_dq_convert = Kernel(
     doc="flash backward: dQ = sm_scale * the fp32 accumulator, in dQ's type",
 )
 
-HOPPER_FLASH_KERNELS = [attn_fwd_hopper, bwd_dkdv_hopper, bwd_dq_convert]
+HOPPER_FLASH_KERNELS = [attn_fwd_hopper, attn_fwd_hopper_varlen, bwd_dkdv_hopper, bwd_dq_convert]

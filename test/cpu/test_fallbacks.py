@@ -67,8 +67,9 @@ def test_release_compiles_less_than_tune_covers():
     # kernels stepping whole pages of 16 or 32 (+18: PAGE_TILES 2, as PAGE_TILES 1 above): 1528; the
     # int4 GEMM without zero points (+12: HAS_ZP, symmetric checkpoints): 1540; its activations in
     # the dot order (+44: X_DOT_ORDER +24, the copy +4, act_and_mul_dot_order +16): 1584; causal head
-    # dim 64 on the sm_90 forward (+4: 2 dtypes x 2 causal kinds): 1588.
-    assert images(rel) <= 1588, "the release profile grew: see docs/build-time.md"
+    # dim 64 on the sm_90 forward (+4: 2 dtypes x 2 causal kinds): 1588; the sm_90 varlen forward
+    # (+12: 2 dtypes x head dims 64 and 128 x 3 causal kinds): 1600.
+    assert images(rel) <= 1600, "the release profile grew: see docs/build-time.md"
     assert images(gputest) > 0
 
 

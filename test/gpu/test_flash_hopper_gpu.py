@@ -69,7 +69,7 @@ def qkv(B, Sq, Sk, Hq, Hk, D, dtype, seed):
 SHAPES = [(2, 333, 333, 4, 4), (1, 1000, 130, 4, 2), (2, 130, 1000, 6, 2), (1, 1, 77, 2, 1), (1, 257, 1, 2, 2)]
 
 
-def built_configs(dtype, causal, head_dim=128):
+def built_configs(dtype, causal, head_dim=128, kernel="attn_fwd_hopper"):
     """The attn_fwd_hopper configs the installed build compiled for a
     functional (the default and the tuning database's picks), read from its
     image store: the forced-config tests follow the database instead of
@@ -78,7 +78,7 @@ def built_configs(dtype, causal, head_dim=128):
     from python.image_store import read_store
     from testenv import PREFIX
 
-    store = (PREFIX / "lib" / "aotriton.images" / "sm_90" / "attn_fwd_hopper" /
+    store = (PREFIX / "lib" / "aotriton.images" / "sm_90" / kernel /
              f"dtype-{dtype}__BLOCK_DMODEL-{head_dim}__CAUSAL_TYPE-{causal}.aks")
     return sorted({e.name for e in read_store(str(store)).entries}) if store.exists() else []
 

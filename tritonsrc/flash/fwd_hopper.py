@@ -42,6 +42,7 @@ multiply is skipped while no row moved (fwd_hopper_common._softmax_step).
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
     mbarrier,
     tma,
     warpgroup_mma,
@@ -57,7 +58,12 @@ from .fwd_hopper_persistent import persistent_first, persistent_loader, persiste
 def _serial(q_smem, k_desc, v_desc, o_ptr, stride_om, k_ring, v_ring, ready, lse_ptr, sm_scale, off_z, off_hk,
             start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
             HEAD_DIM: gl.constexpr, D_REAL: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr,
-            BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, RESCALE_TH: gl.constexpr):
+            BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, RESCALE_TH: gl.constexpr, row0_k=0,
+            VARLEN: gl.constexpr = False):
+    """VARLEN (fwd_hopper_varlen.py): keys start at row row0_k of the packed tensor, and the tile
+    crossing the sequence's end holds the next sequence's rows; their scores are masked, and their
+    V rows are zeroed in shared memory (_zero_foreign_rows) so that a non-finite value there
+    cannot turn 0 * V into NaN."""
     NUM_WARPS: gl.constexpr = gl.num_warps()
     dtype: gl.constexpr = q_smem.dtype
     s_layout: gl.constexpr = _acc_layout(NUM_WARPS, BLOCK_N)
@@ -66,7 +72,7 @@ def _serial(q_smem, k_desc, v_desc, o_ptr, stride_om, k_ring, v_ring, ready, lse
     o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
     row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
     for i in gl.static_range(NUM_STAGES):
-        _load_kv(k_desc, v_desc, k_ring, v_ring, ready, off_z, off_hk, i, n_tiles, BLOCK_N, NUM_STAGES, 1)
+        _load_kv(k_desc, v_desc, k_ring, v_ring, ready, off_z, off_hk, i, n_tiles, BLOCK_N, NUM_STAGES, 1, row0_k)
     offs_m = start_m + gl.arange(0, BLOCK_M, layout=row_layout)
     offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
     qk_scale = sm_scale * LOG2E
@@ -77,6 +83,9 @@ def _serial(q_smem, k_desc, v_desc, o_ptr, stride_om, k_ring, v_ring, ready, lse
     for j in range(0, n_tiles):
         stage = j % NUM_STAGES
         mbarrier.wait(ready.index(stage), (j // NUM_STAGES) & 1)
+        if VARLEN:
+            if (j + 1) * BLOCK_N > seqlen_k:
+                _zero_foreign_rows(v_ring.index(stage), seqlen_k - j * BLOCK_N, BLOCK_N, HEAD_DIM)
         s = warpgroup_mma(q_smem, k_ring.index(stage).permute((1, 0)), s_zero, use_acc=False)
         p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, j * BLOCK_N, offs_m, offs_n, seqlen_k, diag,
                                            j * BLOCK_N >= full_end, CAUSAL, RESCALE_TH)
@@ -86,24 +95,40 @@ def _serial(q_smem, k_desc, v_desc, o_ptr, stride_om, k_ring, v_ring, ready, lse
         # Both warpgroups are done with this stage before TMA refills it.
         gl.thread_barrier()
         _load_kv(k_desc, v_desc, k_ring, v_ring, ready, off_z, off_hk, j + NUM_STAGES, n_tiles, BLOCK_N, NUM_STAGES,
-                 1)
+                 1, row0_k)
     _finish(acc, m_i, l_i, o_ptr, stride_om, offs_m, seqlen_q, lse_ptr, o_rows, HEAD_DIM, D_REAL)
 
 
 @gluon.jit
+def _zero_foreign_rows(v_tile, valid, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr):
+    """Rows >= valid of a landed V tile set to zero, before any wgmma reads it. Under the
+    swizzled layout a row stays one contiguous segment, so this is a plain masked rewrite;
+    then the generic-proxy writes are fenced for the async proxy (wgmma) and every warp waits."""
+    NUM_WARPS: gl.constexpr = gl.num_warps()
+    rows_layout: gl.constexpr = gl.BlockedLayout([1, 8], [32 * 8 // HEAD_DIM, HEAD_DIM // 8], [NUM_WARPS, 1], [1, 0])
+    v = v_tile.load(rows_layout)
+    rows = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, rows_layout))
+    v = gl.where(gl.expand_dims(rows < valid, 1), v, gl.zeros_like(v))
+    v_tile.store(v)
+    fence_async_shared()
+    gl.thread_barrier()
+
+
+@gluon.jit
 def _load_kv(k_desc, v_desc, k_blocks, v_blocks, ready, off_z, off_hk, tile, n_tiles,
-             BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, NB: gl.constexpr):
+             BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, NB: gl.constexpr, row0=0):
     """TMA K and V of key tile `tile` into its ring stage (nothing past the
     end): NB boxes per tensor into slots stage * NB + j (NB = 1: one box of
-    the whole head dim; head dim 192: three 64-column blocks)."""
+    the whole head dim; head dim 192: three 64-column blocks). row0: the
+    sequence's first row in a packed (varlen) tensor."""
     stage = tile % NUM_STAGES
     pred = tile < n_tiles
     bar = ready.index(stage)
     mbarrier.expect(bar, NB * (k_desc.block_type.nbytes + v_desc.block_type.nbytes), pred=pred)
     for j in gl.static_range(NB):
-        tma.async_copy_global_to_shared(k_desc, [off_z, off_hk, j, tile * BLOCK_N, 0], bar,
+        tma.async_copy_global_to_shared(k_desc, [off_z, off_hk, j, row0 + tile * BLOCK_N, 0], bar,
                                         _tile(k_blocks.index(stage * NB + j), k_desc), pred=pred)
-        tma.async_copy_global_to_shared(v_desc, [off_z, off_hk, j, tile * BLOCK_N, 0], bar,
+        tma.async_copy_global_to_shared(v_desc, [off_z, off_hk, j, row0 + tile * BLOCK_N, 0], bar,
                                         _tile(v_blocks.index(stage * NB + j), v_desc), pred=pred)
 
 

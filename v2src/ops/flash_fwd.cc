@@ -5,6 +5,7 @@
 #include "attn_dropout_mask.h"
 #include "attn_fwd.h"
 #include "attn_fwd_hopper.h"
+#include "attn_fwd_hopper_varlen.h"
 #include "attn_fwd_vdim.h"
 #include "device_arch.h"
 #include "flash_common.h"
@@ -66,10 +67,23 @@ struct HopperCall {
 // the rule's choice: built_for).
 bool hopper_serves(const Fwd& p, const KernelFeatures& feat, bool dropout, HopperCall* c) {
   const Geometry& g = p.g;
-  if (g.varlen || dropout || p.mask.ptr || feat.local_window || feat.score_mod || g.head_dim_v != g.head_dim)
-    return false;
+  if (dropout || p.mask.ptr || feat.local_window || feat.score_mod || g.head_dim_v != g.head_dim) return false;
   if ((g.dtype != DType::kFloat16 && g.dtype != DType::kBFloat16) || g.head_dim % 32 != 0 || g.head_dim > 256)
     return false;
+  if (g.varlen) {
+    // attn_fwd_hopper_varlen: head dim 64 or 128; one batch of total rows in the 5-D view. Its
+    // 32-bit row coordinates reach total + 127 (a query block past a sequence's end).
+    constexpr int64_t kRowLimit = std::numeric_limits<int32_t>::max() - 128;
+    if ((g.head_dim != 64 && g.head_dim != 128) || g.total_q > kRowLimit || g.total_k > kRowLimit) return false;
+    auto one_batch = [](const Strided& t, int64_t rows) { return Strided{t.ptr, rows * t.m, t.h, t.m}; };
+    c->q = tma_bshd(one_batch(p.q, g.total_q), 1, g.total_q, g.hq, g.head_dim);
+    c->k = tma_bshd(one_batch(p.k, g.total_k), 1, g.total_k, g.hk, g.head_dim);
+    c->v = tma_bshd(one_batch(p.v, g.total_k), 1, g.total_k, g.hk, g.head_dim);
+    c->o = tma_bshd(one_batch(p.o, g.total_q), 1, g.total_q, g.hq, g.head_dim);
+    for (const TmaTensor* t : {&c->q, &c->k, &c->v, &c->o})
+      if (!tma_compatible(*t, g.dtype, 5)) return false;
+    return true;
+  }
   // The persistent schedule counts its cdiv(Sq, 128) * B * Hq tiles in int32
   // (fwd_hopper_persistent.py `total`); attn_fwd takes larger calls.
   int64_t tiles = 0;
@@ -85,12 +99,15 @@ bool hopper_serves(const Fwd& p, const KernelFeatures& feat, bool dropout, Hoppe
   return true;
 }
 
-// A forced config picks its kernel by name: one attn_fwd_hopper was compiled with.
-bool forces_hopper(const KernelOptions* options) {
-  return options && detail::kernels::attn_fwd_hopper::has_config(options->force_config);
-}
-
 namespace kh = detail::kernels::attn_fwd_hopper;
+namespace khv = detail::kernels::attn_fwd_hopper_varlen;
+
+// A forced config picks its kernel by name: one attn_fwd_hopper (attn_fwd_hopper_varlen for a
+// varlen call) was compiled with.
+bool forces_hopper(const Fwd& p, const KernelOptions* options) {
+  if (!options) return false;
+  return p.g.varlen ? khv::has_config(options->force_config) : kh::has_config(options->force_config);
+}
 
 kh::Functional hopper_functional(const Fwd& p) {
   kh::Functional f{};
@@ -100,8 +117,30 @@ kh::Functional hopper_functional(const Fwd& p) {
   return f;
 }
 
+khv::Functional hopper_varlen_functional(const Fwd& p) {
+  khv::Functional f{};
+  f.dtype = p.g.dtype;
+  f.BLOCK_DMODEL = static_cast<int32_t>(p.g.head_dim);
+  f.CAUSAL_TYPE = static_cast<int32_t>(p.causal);
+  return f;
+}
+
+bool hopper_built(const Fwd& p) {
+  return p.g.varlen ? khv::built_for(hopper_varlen_functional(p), 90) : kh::built_for(hopper_functional(p), 90);
+}
+
 Status launch_hopper(const Fwd& p, const HopperCall& c, Stream stream, const KernelOptions* options) {
   const Geometry& g = p.g;
+  if (g.varlen) {
+    const khv::Inputs in{
+        .q_desc = c.q, .k_desc = c.k, .v_desc = c.v,
+        .O = kernel_tensor(p.o), .LSE = detail::KernelTensor<2>{p.lse, {p.lse_z, p.lse_h}}, .sm_scale = p.scale,
+        .cu_seqlens_q = g.cu_q, .cu_seqlens_k = g.cu_k,
+        .num_heads_q = g.hq, .num_heads_k = g.hk, .max_seqlen_q = g.max_sq, .max_seqlen_k = g.max_sk,
+        .total_q = g.total_q, .total_k = g.total_k, .num_seqs = g.batch,
+    };
+    return khv::launch(in, hopper_varlen_functional(p), stream, options);
+  }
   const kh::Inputs in{
       .q_desc = c.q, .k_desc = c.k, .v_desc = c.v,
       .O = kernel_tensor(p.o), .LSE = detail::KernelTensor<2>{p.lse, {p.lse_z, p.lse_h}}, .sm_scale = p.scale,
@@ -118,19 +157,24 @@ Status pick_hopper(const Fwd& p, const KernelFeatures& feat, bool dropout, Strea
   *use = false;
   const bool serves = hopper_serves(p, feat, dropout, c);
   int arch = 0;  // one cached lookup gives the arch and the SM count launch_hopper needs
-  if (forces_hopper(options)) {
+  if (forces_hopper(p, options)) {
     if (!serves)
       return fail(Status::kInvalidArgument,
-                  std::string(p.op) + ": force_config names an attn_fwd_hopper config, but that kernel serves "
-                                      "batched fp16/bf16 calls with head dim 64, 96, 128, 192 or 256, 16-byte "
-                                      "aligned strides, no dropout, window, softcap or ALiBi, and at most 2^31 - 1 "
-                                      "(128-row query block, batch x head) tiles");
+                  std::string(p.op) + (p.g.varlen ? ": force_config names an attn_fwd_hopper_varlen config, but that "
+                                                    "kernel serves fp16/bf16 calls with head dim 64 or 128, 16-byte "
+                                                    "aligned strides, no dropout, window, softcap or ALiBi, and "
+                                                    "fewer than 2^31 - 128 rows"
+                                                  : ": force_config names an attn_fwd_hopper config, but that kernel "
+                                                    "serves batched fp16/bf16 calls with head dim 64, 96, 128, 192 or "
+                                                    "256, 16-byte aligned strides, no dropout, window, softcap or "
+                                                    "ALiBi, and at most 2^31 - 1 (128-row query block, batch x head) "
+                                                    "tiles"));
     *use = true;
     return device_info(stream, &arch, &c->sms);
   }
   if (!serves || (options && options->force_config) || !hopper_enabled(false)) return Status::kSuccess;
   AOTRITON_RETURN_IF_ERROR(device_info(stream, &arch, &c->sms));
-  *use = arch == 90 && kh::built_for(hopper_functional(p), 90);
+  *use = arch == 90 && hopper_built(p);
   return Status::kSuccess;
 }
 

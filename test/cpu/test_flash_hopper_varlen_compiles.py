@@ -1,0 +1,45 @@
+"""The sm_90 varlen forward (rules_flash_hopper.attn_fwd_hopper_varlen, tritonsrc/flash/fwd_hopper_varlen.py)
+compiles ahead of time without a GPU: every candidate of the rule, without spills, within the
+shared-memory limit and the 128-register cap where it asks for it, with the parameters the generated
+launcher passes. The GPU side: test/gpu/test_flash_hopper_varlen_gpu.py."""
+import pytest
+
+pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
+
+from python import compile_kernel  # noqa: E402
+from python.cubin_resources import resources  # noqa: E402
+from python.rules_flash_hopper import attn_fwd_hopper_varlen as RULE  # noqa: E402
+from test_flash_hopper_compiles import SM90_MAX_SHARED, _expected_params, _ptx_params  # noqa: E402
+
+
+def _candidates():
+    out = []
+    for D, causal, dtype in ((64, 2, "bf16"), (64, 0, "fp16"), (128, 1, "fp16"), (128, 2, "bf16")):
+        f = {"dtype": dtype, "BLOCK_DMODEL": D, "CAUSAL_TYPE": causal}
+        out += [(f, c) for c in RULE.tuning.all_configs(f, 90)]
+    return out
+
+
+@pytest.mark.parametrize("functional,config", _candidates(),
+                         ids=lambda x: f"D{x['BLOCK_DMODEL']}c{x['CAUSAL_TYPE']}" if "BLOCK_DMODEL" in x else
+                         f"n{x['BLOCK_N']}st{x['NUM_STAGES']}r{x['maxnreg']}")
+def test_every_candidate_compiles_without_spills(functional, config):
+    compiled = compile_kernel.compile_one(RULE, functional, config, 90)  # also checks the TMA metadata
+    res = resources(compiled.asm["cubin"])
+    assert res["stack"] == 0 and res["local"] == 0, f"register spills: {res}"
+    if config["maxnreg"]:
+        assert res["n_regs"] <= config["maxnreg"]
+    assert int(compiled.metadata.shared) <= SM90_MAX_SHARED
+    assert int(compiled.metadata.global_scratch_size) == 0, "host descriptors need no device scratch"
+    assert _ptx_params(compiled.asm["ptx"]) == _expected_params(RULE)
+    assert "cp.async.bulk.tensor.5d" in compiled.asm["ptx"]
+
+
+def test_only_the_serial_schedule_is_offered():
+    """The ping-pongs share a V stage between two partitions (fwd_hopper_varlen.py's module doc)."""
+    for D in (64, 128):
+        for causal in (0, 1, 2):
+            f = {"dtype": "fp16", "BLOCK_DMODEL": D, "CAUSAL_TYPE": causal}
+            configs = RULE.tuning.all_configs(f, 90)
+            assert configs and all(c["SCHEDULE"] == 0 for c in configs)
+            assert RULE.tuning.default(f, 90) in configs
