@@ -157,6 +157,10 @@ Status pick_hopper(const Fwd& p, const KernelFeatures& feat, bool dropout, Strea
   *use = false;
   const bool serves = hopper_serves(p, feat, dropout, c);
   int arch = 0;  // one cached lookup gives the arch and the SM count launch_hopper needs
+  if (p.g.varlen && options && kh::has_config(options->force_config) && !khv::has_config(options->force_config))
+    return fail(Status::kInvalidArgument, std::string(p.op) + ": force_config " + options->force_config +
+                                              " is an attn_fwd_hopper config; varlen calls run "
+                                              "attn_fwd_hopper_varlen, whose configs are the serial schedule's");
   if (forces_hopper(p, options)) {
     if (!serves)
       return fail(Status::kInvalidArgument,
