@@ -101,9 +101,9 @@ def _serial(q_smem, k_desc, v_desc, o_ptr, stride_om, k_ring, v_ring, ready, lse
 
 @gluon.jit
 def _zero_foreign_rows(v_tile, valid, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr):
-    """Rows >= valid of a landed V tile set to zero, before any wgmma reads it. Under the
-    swizzled layout a row stays one contiguous segment, so this is a plain masked rewrite;
-    then the generic-proxy writes are fenced for the async proxy (wgmma) and every warp waits."""
+    """Rows >= valid of a landed V tile set to zero, before any wgmma reads it: a masked rewrite
+    through the tile's own (swizzled) shared layout, the generic-proxy writes fenced for the async
+    proxy (wgmma), then every warp waits. Once a program, on the tile crossing the keys' end."""
     NUM_WARPS: gl.constexpr = gl.num_warps()
     rows_layout: gl.constexpr = gl.BlockedLayout([1, 8], [32 * 8 // HEAD_DIM, HEAD_DIM // 8], [NUM_WARPS, 1], [1, 0])
     v = v_tile.load(rows_layout)
