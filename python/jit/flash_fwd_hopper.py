@@ -49,3 +49,28 @@ def attn_fwd_hopper_jit(q, k, v, sm_scale, causal_type=0, config=None, out=None,
         num_sms=torch.cuda.get_device_properties(q.device).multi_processor_count,
     ), functional, config, fn=attn_fwd_hopper)
     return out, lse
+
+
+def attn_fwd_hopper_varlen_jit(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, sm_scale,
+                               causal_type=0, config=None, out=None, lse=None):
+    """(out, lse [Hq, total_q]) for packed q [total_q, Hq, D], k/v [total_k, Hk, D] through
+    attn_fwd_hopper_varlen: the descriptors view each packed tensor as one batch of its rows, as
+    v2src/ops/flash_fwd.cc does."""
+    from python.rules_flash_hopper import attn_fwd_hopper_varlen as VRULE
+    from tritonsrc.flash.fwd_hopper_varlen import attn_fwd_hopper_varlen
+
+    Hq, D = q.shape[1], q.shape[2]
+    functional = {"dtype": _DTYPE_NAMES[q.dtype], "BLOCK_DMODEL": D, "CAUSAL_TYPE": causal_type}
+    config = dict(config or VRULE.tuning.default(functional, 90))
+    descs = {a.name: a for a in VRULE.args if isinstance(a, TmaArg)}
+    out = torch.empty_like(q) if out is None else out
+    lse = torch.empty(Hq, q.shape[0], device=q.device, dtype=torch.float32) if lse is None else lse
+    launch(VRULE, dict(
+        **{n: _descriptor(descs[n], t.unsqueeze(0), functional, config)
+           for n, t in (("q_desc", q), ("k_desc", k), ("v_desc", v))},
+        O=View(out.unsqueeze(0), z=0, h=2, m=1), LSE=View(lse.unsqueeze(0), z=0, h=1), sm_scale=sm_scale,
+        cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, num_heads_q=Hq, num_heads_k=k.shape[1],
+        max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, total_q=q.shape[0], total_k=k.shape[0],
+        num_seqs=cu_seqlens_q.numel() - 1,
+    ), functional, config, fn=attn_fwd_hopper_varlen)
+    return out, lse

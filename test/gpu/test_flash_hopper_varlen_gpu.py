@@ -113,3 +113,23 @@ def test_forcing_a_ping_pong_config_on_varlen_is_a_clear_error():
     with pytest.raises(Exception, match="attn_fwd_hopper_varlen"):
         run(q, k, v, [40, 60], [50, 70], 0, "BLOCK_M=128,BLOCK_N=128,NUM_STAGES=3,RESCALE_TH=0,SCHEDULE=3,maxnreg=0,"
                                             "num_warps=4")
+
+
+@pytest.mark.parametrize("D", [64, 128])
+def test_jit_launcher_matches_the_aot_kernel(D):
+    """python/jit/flash_fwd_hopper.attn_fwd_hopper_varlen_jit (experiments, a future tuner) builds the
+    descriptors the operator builds: the same config gives the same bits."""
+    from python.jit.flash_fwd_hopper import attn_fwd_hopper_varlen_jit
+
+    lens_q, lens_k, Hq, Hk = CASES[0]
+    g = torch.Generator(device="cuda").manual_seed(D + 1)
+    q, k, v = packed(lens_q, Hq, D, torch.bfloat16, g), packed(lens_k, Hk, D, torch.bfloat16, g), \
+        packed(lens_k, Hk, D, torch.bfloat16, g)
+    out, lse, ran = run(q, k, v, lens_q, lens_k, 2)
+    jit_out = torch.full_like(q, float("nan"))
+    jit_lse = torch.full_like(lse, float("nan"))
+    config = dict(kv.split("=") for kv in ran.split(","))
+    attn_fwd_hopper_varlen_jit(q, k, v, cu(lens_q), cu(lens_k), max(lens_q), max(lens_k), 1.0 / math.sqrt(D), 2,
+                               {n: int(x) for n, x in config.items()}, out=jit_out, lse=jit_lse)
+    torch.cuda.synchronize()
+    assert torch.equal(out, jit_out) and torch.equal(lse, jit_lse)
