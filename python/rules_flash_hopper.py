@@ -140,6 +140,12 @@ def _qkv(name, rows):
 
 # O is written by masked stores from the accumulator: a plain [B, S, H, D] tensor.
 _O = head_tensor("O", "zhm")
+# The arguments both forward kernels open with (the varlen one's O and LSE strides of z are unused).
+_FWD_HEAD_ARGS = [
+    _qkv("q_desc", "BLOCK_M"), _qkv("k_desc", "BLOCK_N"), _qkv("v_desc", "BLOCK_N"),
+    _O.ptr, LSE.ptr, Arg("sm_scale", "fp32"),
+    *_O.strides, *LSE.strides,
+]
 
 
 attn_fwd_hopper = Kernel(
@@ -147,9 +153,7 @@ attn_fwd_hopper = Kernel(
     source="tritonsrc/flash/fwd_hopper.py",
     function="attn_fwd_hopper",
     args=[
-        _qkv("q_desc", "BLOCK_M"), _qkv("k_desc", "BLOCK_N"), _qkv("v_desc", "BLOCK_N"),
-        _O.ptr, LSE.ptr, Arg("sm_scale", "fp32"),
-        *_O.strides, *LSE.strides,
+        *_FWD_HEAD_ARGS,
         Arg("num_heads_q", "i32"), Arg("num_heads_k", "i32"), Arg("seqlen_q", "i32"), Arg("seqlen_k", "i32"),
         Arg("num_seqs", "i32"),
     ],
@@ -191,9 +195,7 @@ attn_fwd_hopper_varlen = Kernel(
     source="tritonsrc/flash/fwd_hopper_varlen.py",
     function="attn_fwd_hopper_varlen",
     args=[
-        _qkv("q_desc", "BLOCK_M"), _qkv("k_desc", "BLOCK_N"), _qkv("v_desc", "BLOCK_N"),
-        _O.ptr, LSE.ptr, Arg("sm_scale", "fp32"),
-        *_O.strides, *LSE.strides,
+        *_FWD_HEAD_ARGS,
         Arg("cu_seqlens_q", "*i32"), Arg("cu_seqlens_k", "*i32"),
         Arg("num_heads_q", "i32"), Arg("num_heads_k", "i32"), Arg("max_seqlen_q", "i32"),
         Arg("max_seqlen_k", "i32"), Arg("total_q", "i32"), Arg("total_k", "i32"),

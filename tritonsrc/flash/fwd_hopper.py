@@ -49,8 +49,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
-from .fwd_hopper_common import (HALF_ROWS, LN2, LOG2E, _acc_layout, _finish, _head_block, _key_range, _rescaled,
-                                _softmax_step, _store_o, _swizzle, _tile)
+from .fwd_hopper_common import (HALF_ROWS, LN2, LOG2E, _acc_layout, _finish, _head_block, _key_range, _program_head,
+                                _rescaled, _softmax_step, _store_o, _swizzle, _tile)
 from .fwd_hopper_persistent import persistent_first, persistent_loader, persistent_second
 
 
@@ -549,13 +549,7 @@ def attn_fwd_hopper(
         ], [4, 1], [232, 56])
         return
 
-    pid_m = gl.program_id(0)
-    if CAUSAL_TYPE != 0:
-        pid_m = gl.num_programs(0) - 1 - pid_m  # heaviest causal blocks first: shorter tail
-    bh = gl.program_id(1)
-    off_z = bh // num_heads_q
-    off_h = bh % num_heads_q
-    off_hk = off_h // (num_heads_q // num_heads_k)
+    pid_m, off_z, off_h, off_hk = _program_head(num_heads_q, num_heads_k, CAUSAL_TYPE)
     start_m = pid_m * BLOCK_M
 
     diag, n_tiles, full_end = _key_range(start_m, seqlen_q, seqlen_k, CAUSAL_TYPE, BLOCK_M, BLOCK_N)

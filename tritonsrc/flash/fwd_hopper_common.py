@@ -127,3 +127,15 @@ def _key_range(start_m, seqlen_q, seqlen_k, CAUSAL_TYPE: gl.constexpr, BLOCK_M: 
         first_row_keys = gl.maximum(gl.minimum(start_m + diag + 1, seqlen_k), 0)
         full_end = (first_row_keys // BLOCK_N) * BLOCK_N
     return diag, gl.cdiv(hi, BLOCK_N), full_end
+
+
+@gluon.jit
+def _program_head(num_heads_q, num_heads_k, CAUSAL_TYPE: gl.constexpr):
+    """(query block index, sequence, head, K/V head) of a (block, batch x head) program; causal
+    calls take the heaviest query blocks first, for a shorter tail."""
+    pid_m = gl.program_id(0)
+    if CAUSAL_TYPE != 0:
+        pid_m = gl.num_programs(0) - 1 - pid_m
+    bh = gl.program_id(1)
+    off_h = bh % num_heads_q
+    return pid_m, bh // num_heads_q, off_h, off_h // (num_heads_q // num_heads_k)

@@ -17,7 +17,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 
 from .fwd_hopper import _ring_barriers, _serial
-from .fwd_hopper_common import HALF_ROWS, _head_block, _key_range, _swizzle, _tile
+from .fwd_hopper_common import HALF_ROWS, _head_block, _key_range, _program_head, _swizzle, _tile
 
 
 @gluon.jit
@@ -52,13 +52,7 @@ def attn_fwd_hopper_varlen(
     HEAD_BLOCK: gl.constexpr = _head_block(BLOCK_DMODEL)
     smem_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=_swizzle(BLOCK_DMODEL), element_bitwidth=16,
                                                       rank=2)
-    pid_m = gl.program_id(0)
-    if CAUSAL_TYPE != 0:
-        pid_m = gl.num_programs(0) - 1 - pid_m  # heaviest causal blocks first: shorter tail
-    bh = gl.program_id(1)
-    off_z = bh // num_heads_q
-    off_h = bh % num_heads_q
-    off_hk = off_h // (num_heads_q // num_heads_k)
+    pid_m, off_z, off_h, off_hk = _program_head(num_heads_q, num_heads_k, CAUSAL_TYPE)
     row0_q, seqlen_q = _bounds(cu_seqlens_q, off_z, total_q, max_seqlen_q)
     row0_k, seqlen_k = _bounds(cu_seqlens_k, off_z, total_k, max_seqlen_k)
     start_m = pid_m * BLOCK_M

@@ -109,16 +109,10 @@ bool forces_hopper(const Fwd& p, const KernelOptions* options) {
   return p.g.varlen ? khv::has_config(options->force_config) : kh::has_config(options->force_config);
 }
 
-kh::Functional hopper_functional(const Fwd& p) {
-  kh::Functional f{};
-  f.dtype = p.g.dtype;
-  f.BLOCK_DMODEL = static_cast<int32_t>(p.g.head_dim);
-  f.CAUSAL_TYPE = static_cast<int32_t>(p.causal);
-  return f;
-}
-
-khv::Functional hopper_varlen_functional(const Fwd& p) {
-  khv::Functional f{};
+// The Functional of either sm_90 forward (the same three fields).
+template <class F>
+F hopper_functional(const Fwd& p) {
+  F f{};
   f.dtype = p.g.dtype;
   f.BLOCK_DMODEL = static_cast<int32_t>(p.g.head_dim);
   f.CAUSAL_TYPE = static_cast<int32_t>(p.causal);
@@ -126,7 +120,8 @@ khv::Functional hopper_varlen_functional(const Fwd& p) {
 }
 
 bool hopper_built(const Fwd& p) {
-  return p.g.varlen ? khv::built_for(hopper_varlen_functional(p), 90) : kh::built_for(hopper_functional(p), 90);
+  return p.g.varlen ? khv::built_for(hopper_functional<khv::Functional>(p), 90)
+                    : kh::built_for(hopper_functional<kh::Functional>(p), 90);
 }
 
 Status launch_hopper(const Fwd& p, const HopperCall& c, Stream stream, const KernelOptions* options) {
@@ -139,7 +134,7 @@ Status launch_hopper(const Fwd& p, const HopperCall& c, Stream stream, const Ker
         .num_heads_q = g.hq, .num_heads_k = g.hk, .max_seqlen_q = g.max_sq, .max_seqlen_k = g.max_sk,
         .total_q = g.total_q, .total_k = g.total_k, .num_seqs = g.batch,
     };
-    return khv::launch(in, hopper_varlen_functional(p), stream, options);
+    return khv::launch(in, hopper_functional<khv::Functional>(p), stream, options);
   }
   const kh::Inputs in{
       .q_desc = c.q, .k_desc = c.k, .v_desc = c.v,
@@ -147,7 +142,7 @@ Status launch_hopper(const Fwd& p, const HopperCall& c, Stream stream, const Ker
       .num_heads_q = g.hq, .num_heads_k = g.hk, .seqlen_q = g.max_sq, .seqlen_k = g.max_sk,
       .num_seqs = g.batch, .num_sms = c.sms,
   };
-  return kh::launch(in, hopper_functional(p), stream, options);
+  return kh::launch(in, hopper_functional<kh::Functional>(p), stream, options);
 }
 
 // Whether this call runs the Hopper kernel: forced by a config name, or the
