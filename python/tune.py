@@ -3,7 +3,7 @@ config per (functional, autotune-key bin). `python python/tune.py moe ...`
 tunes the MoE grouped GEMM instead (python/tune_moe.py), `python python/tune.py
 decode ...` the KV-cache decode kernel (python/tune_decode.py).
 
-    python python/tune.py [--kernels attn_fwd,bwd_dkdv,bwd_dq,attn_fwd_hopper,bwd_dkdv_hopper] [--dtypes fp16,bf16]
+    python python/tune.py [--kernels attn_fwd,bwd_dkdv,bwd_dq,attn_fwd_hopper,attn_fwd_hopper_varlen,bwd_dkdv_hopper] [--dtypes fp16,bf16]
                           [--head-dims 64,128] [--causal 0,1,2] [--seqlens 512,...,16384] [--fuse-dq 0,1]
 
 Configs are the rule's own tuning space (rule.tuning.all_configs), run through
@@ -108,6 +108,14 @@ class FlashCase:
         from python.jit.flash_fwd_hopper import attn_fwd_hopper_jit
         return attn_fwd_hopper_jit(self.q, self.k, self.v, self.scale, self.causal, cfg)[0]
 
+    def run_fwd_hopper_varlen(self, cfg):
+        """The batch packed as B sequences of S tokens (max_seqlen = S: the bins the batched entry has)."""
+        from python.jit.flash_fwd_hopper import attn_fwd_hopper_varlen_jit
+        B, S, H, D = self.q.shape
+        cu = self.torch.arange(0, (B + 1) * S, S, device="cuda", dtype=self.torch.int32)
+        q, k, v = (x.view(B * S, H, D) for x in (self.q, self.k, self.v))
+        return attn_fwd_hopper_varlen_jit(q, k, v, cu, cu, S, S, self.scale, self.causal, cfg)[0].view(B, S, H, D)
+
     def run_bwd_hopper(self, cfg, fuse_dq):
         """The whole sm_90 backward (preprocess, bwd_dkdv_hopper, dQ conversion or kernel) as it runs."""
         from python.jit.flash_bwd_hopper import attn_bwd_hopper_jit
@@ -141,7 +149,7 @@ def flash_groups(work, arch, done):
     of them: 8192 and 16384 share the last bin, and each tuned alone, the later replaced the earlier."""
     groups = {}
     for kname, rule, dtype, D, causal, fuse, S in work:
-        f = (hopper_functional(dtype, D, causal, fuse) if kname.endswith("_hopper")
+        f = (hopper_functional(dtype, D, causal, fuse) if "_hopper" in kname
              else flash_functional(rule, dtype, D, causal))
         key = (kname, functional_name(f), tuple(bin_of(S, k.bins) for k in rule.autotune_keys))
         if key in done or not rule.valid(f, arch):
@@ -152,8 +160,10 @@ def flash_groups(work, arch, done):
 
 def case_runner(kname, case, default, fuse, arch):
     """(reference output, run(config), tolerance) of one kernel on a FlashCase."""
-    if kname in ("attn_fwd", "attn_fwd_hopper"):
-        return case.ref_fwd(), case.run_fwd if kname == "attn_fwd" else case.run_fwd_hopper, 2e-2
+    forwards = {"attn_fwd": "run_fwd", "attn_fwd_hopper": "run_fwd_hopper",
+                "attn_fwd_hopper_varlen": "run_fwd_hopper_varlen"}
+    if kname in forwards:
+        return case.ref_fwd(), getattr(case, forwards[kname]), 2e-2
     if kname == "bwd_dkdv_hopper":  # against the default config (validated by the GPU tests)
         return case.run_bwd_hopper(default, fuse), lambda cfg: case.run_bwd_hopper(cfg, fuse), 1e-2
     from tritonsrc.flash.bwd_configs import pick_config

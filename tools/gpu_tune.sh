@@ -42,8 +42,9 @@ fi
 if [[ $STEPS == *hopper* ]]; then
   # The sm_90 Gluon forward (head dim 128; HOPPER_DIMS=192 for the three-block tiles): serial vs
   # ping-pong per seqlen bin, both dtypes (HOPPER_DTYPES). HOPPER_RETUNE=1 re-measures bins the
-  # database has (entries are otherwise kept: a resumed run).
-  timeout "${HOPPER_S:-240}" python3 python/tune.py --kernels attn_fwd_hopper --dtypes "${HOPPER_DTYPES:-bf16,fp16}" \
+  # database has (entries are otherwise kept: a resumed run). HOPPER_KERNELS=attn_fwd_hopper_varlen
+  # tunes the packed-varlen forward (equal lengths: its bins are max_seqlen_q/k).
+  timeout "${HOPPER_S:-240}" python3 python/tune.py --kernels "${HOPPER_KERNELS:-attn_fwd_hopper}" --dtypes "${HOPPER_DTYPES:-bf16,fp16}" \
     --head-dims "${HOPPER_DIMS:-128}" ${HOPPER_RETUNE:+--retune} \
     --causal "${HOPPER_CAUSAL:-0,1,2}" --seqlens "${HOPPER_SEQLENS:-512,1024,2048,4096,8192,16384}" 2>&1 \
     | grep -v "tuning:" | tail -40

@@ -37,6 +37,19 @@ def test_flash_groups_put_every_seqlen_of_a_bin_in_one_entry():
     assert tune.flash_groups(work, 80, set()) == {}
 
 
+def test_flash_groups_take_the_varlen_forward_with_its_functional():
+    """attn_fwd_hopper_varlen shares attn_fwd_hopper's functional keys (a name without IS_VARLEN or
+    PADDED_HEAD) and bins max_seqlen_q/k like the batched kernel's seqlen_q/k."""
+    from python import rules
+    from python.kernel_rules import functional_name
+    rule = next(r for r in rules.KERNELS if r.name == "attn_fwd_hopper_varlen")
+    work = [("attn_fwd_hopper_varlen", rule, "bf16", 64, 2, None, S) for S in (2048, 8192, 16384)]
+    groups = tune.flash_groups(work, 90, done=set())
+    name = functional_name({"dtype": "bf16", "BLOCK_DMODEL": 64, "CAUSAL_TYPE": 2})
+    assert sorted((k[1], k[2], v[-1]) for k, v in groups.items()) == [
+        (name, (3, 3), [2048]), (name, (5, 5), [8192, 16384])]
+
+
 def test_flash_tuner_picks_over_every_seqlen_of_the_bin(monkeypatch):
     """The ping-pong loses 8192 by 20% and wins 16384 by 2.5%: the entry is the serial default (the
     best geometric mean), with both seqlens' times recorded. Before, each seqlen was tuned alone and
@@ -101,6 +114,9 @@ def test_case_runner_gives_each_kernel_its_reference(monkeypatch):
         def run_fwd_hopper(self, cfg):
             return ("gluon", cfg)
 
+        def run_fwd_hopper_varlen(self, cfg):
+            return ("gluon varlen", cfg)
+
         def run_bwd(self, kernel, cfg, other):
             calls.append((kernel, cfg, other))
             return (kernel, cfg)
@@ -112,6 +128,8 @@ def test_case_runner_gives_each_kernel_its_reference(monkeypatch):
     case = FakeCase()
     ref, run, tol = tune.case_runner("attn_fwd_hopper", case, "dflt", None, 90)
     assert (ref, run("c"), tol) == ("sdpa", ("gluon", "c"), 2e-2)
+    ref, run, tol = tune.case_runner("attn_fwd_hopper_varlen", case, "dflt", None, 90)
+    assert (ref, run("c"), tol) == ("sdpa", ("gluon varlen", "c"), 2e-2)
     ref, run, tol = tune.case_runner("attn_fwd", case, "dflt", None, 90)
     assert (ref, run("c"), tol) == ("sdpa", ("triton", "c"), 2e-2)
     ref, run, tol = tune.case_runner("bwd_dkdv_hopper", case, "dflt", 1, 90)
