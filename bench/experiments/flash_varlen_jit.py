@@ -1,0 +1,116 @@
+"""attn_fwd_hopper_varlen through its JIT launcher, with no AOT build (a short device call): every sequence of
+test_flash_hopper_varlen_gpu's length sets against its float64 reference (NaN-poisoned outputs, the rule's
+default config), a neighbour's NaN/inf rows left out, and then the time against the Triton varlen kernel's JIT
+(python/jit/flash_fwd.attn_fwd_jit, the route it replaces) on equal-length packed batches of 16k tokens,
+hidden 2048, CUDA-graph timed (tune_shared.kernel_ms).
+
+    python bench/experiments/flash_varlen_jit.py [--dtypes fp16,bf16] [--head-dims 64,128] [--seqlens 1024,2048,8192]
+"""
+import argparse
+import math
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(REPO), str(REPO / "test"), str(REPO / "test/gpu")]
+
+
+def check(D, dtype, causal):
+    import torch
+    from flash_reference import FWD_TOL, LSE_TOL, attention_ref, rel_err
+    from test_flash_hopper_varlen_gpu import CASES, cu, packed
+
+    from python.jit.flash_fwd_hopper import attn_fwd_hopper_varlen_jit
+    worst = 0.0
+    for i, (lens_q, lens_k, Hq, Hk) in enumerate(CASES):
+        g = torch.Generator(device="cuda").manual_seed(100 * i + 10 * causal + D)
+        q, k, v = packed(lens_q, Hq, D, dtype, g), packed(lens_k, Hk, D, dtype, g), packed(lens_k, Hk, D, dtype, g)
+        out = torch.full_like(q, float("nan"))
+        lse = torch.full((Hq, q.shape[0]), float("nan"), device="cuda", dtype=torch.float32)
+        attn_fwd_hopper_varlen_jit(q, k, v, cu(lens_q), cu(lens_k), max(lens_q), max(lens_k), 1 / math.sqrt(D),
+                                   causal, out=out, lse=lse)
+        torch.cuda.synchronize()
+        cq, ck = cu(lens_q).tolist(), cu(lens_k).tolist()
+        for b in range(len(lens_q)):
+            if lens_q[b] == 0:
+                continue
+            qs, ks = slice(cq[b], cq[b + 1]), slice(ck[b], ck[b + 1])
+            ref, ref_lse = attention_ref(q[None, qs], k[None, ks], v[None, ks], 1 / math.sqrt(D), causal)
+            err = rel_err(out[None, qs], ref)
+            worst = max(worst, err)
+            assert err < FWD_TOL[dtype], (D, dtype, causal, i, b, err)
+            finite = torch.isfinite(ref_lse[0])
+            assert torch.equal(torch.isfinite(lse[:, qs]), finite), (D, dtype, causal, i, b, "lse finiteness")
+            if finite.any():
+                e = ((lse[:, qs].double() - ref_lse[0])[finite].abs() / ref_lse[0][finite].abs().clamp_min(1)).max()
+                assert e < LSE_TOL[dtype], (D, dtype, causal, i, b, float(e))
+    return worst
+
+
+def neighbours(D):
+    """Sequence 1's K NaN and V inf: sequences 0 and 2 unchanged bitwise."""
+    import torch
+    from test_flash_hopper_varlen_gpu import cu, packed
+
+    from python.jit.flash_fwd_hopper import attn_fwd_hopper_varlen_jit
+    lens_q, lens_k = [100, 50, 70], [100, 150, 30]
+    g = torch.Generator(device="cuda").manual_seed(D)
+    q, k, v = (packed(lens_q, 2, D, torch.float16, g), packed(lens_k, 2, D, torch.float16, g),
+               packed(lens_k, 2, D, torch.float16, g))
+    args = (cu(lens_q), cu(lens_k), 100, 150, 1 / math.sqrt(D), 0)
+    clean = attn_fwd_hopper_varlen_jit(q, k, v, *args)
+    k[100:250], v[100:250] = float("nan"), float("inf")
+    dirty = attn_fwd_hopper_varlen_jit(q, k, v, *args)
+    torch.cuda.synchronize()
+    for rows in (slice(0, 100), slice(150, 220)):
+        assert torch.equal(clean[0][rows], dirty[0][rows]) and torch.equal(clean[1][:, rows], dirty[1][:, rows]), D
+
+
+def timing(dname, dtype, D, S, causal):
+    import torch
+
+    from python.jit.flash_fwd import attn_fwd_jit
+    from python.jit.flash_fwd_hopper import attn_fwd_hopper_varlen_jit
+    from python.tune_shared import kernel_ms
+    tokens, H = 16384, 2048 // D
+    B = tokens // S
+    q, k, v = (torch.randn(tokens, H, D, device="cuda", dtype=dtype) for _ in range(3))
+    cu_s = torch.arange(0, (B + 1) * S, S, device="cuda", dtype=torch.int32)
+    scale = 1 / math.sqrt(D)
+    gluon_ms = kernel_ms(lambda: attn_fwd_hopper_varlen_jit(q, k, v, cu_s, cu_s, S, S, scale, causal))
+    triton_ms = kernel_ms(lambda: attn_fwd_jit(q, k, v, sm_scale=scale, causal_type=causal, cu_seqlens_q=cu_s,
+                                               cu_seqlens_k=cu_s, max_seqlen_q=S, max_seqlen_k=S))
+    flops = 4 * B * H * D * S * (S * (S + 1) / 2 / S if causal else S)
+    tf = lambda ms: flops / (ms * 1e-3) / 1e12  # noqa: E731
+    print(f"| {dname} | {D} | {causal} | {S} | {tf(gluon_ms):.0f} | {tf(triton_ms):.0f} | "
+          f"{triton_ms / gluon_ms:.2f} |", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--dtypes", default="fp16,bf16")
+    ap.add_argument("--head-dims", default="64,128")
+    ap.add_argument("--seqlens", default="1024,2048,8192")
+    args = ap.parse_args()
+    import torch
+    import triton
+    names = {"fp16": torch.float16, "bf16": torch.bfloat16}
+    dims = [int(x) for x in args.head_dims.split(",")]
+    print(f"GPU {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
+    for D in dims:
+        for dname in args.dtypes.split(","):
+            for causal in (0, 1, 2):
+                print(f"check D={D} {dname} causal={causal}: worst rel err "
+                      f"{check(D, names[dname], causal):.2e}", flush=True)
+        neighbours(D)
+        print(f"neighbours D={D}: ok", flush=True)
+    print("| dtype | D | causal | seqlen | Gluon varlen TF/s | Triton varlen TF/s | speedup |\n|---|---|---|---|---|---|---|")
+    for dname in args.dtypes.split(","):
+        for D in dims:
+            for causal in (2, 0):
+                for S in (int(x) for x in args.seqlens.split(",")):
+                    timing(dname, names[dname], D, S, causal)
+
+
+if __name__ == "__main__":
+    main()
