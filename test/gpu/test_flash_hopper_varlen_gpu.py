@@ -1,6 +1,6 @@
 """The sm_90 Gluon forward for packed variable-length batches (tritonsrc/flash/fwd_hopper_varlen.py):
-every sequence against its own float64 reference with NaN-poisoned outputs, both dtypes, head dims
-64 and 128, the three causal kinds, GQA, empty and one-row sequences, tails inside a tile; the
+every sequence against its own float64 reference with NaN-poisoned outputs, both dtypes, head dim
+64 (the one the rule builds), the three causal kinds, GQA, empty and one-row sequences, tails inside a tile; the
 automatic route runs it and equals its forced run bitwise; every config the build has; and
 non-finite values in a neighbouring sequence's rows (which a tile crossing a sequence's end reads)
 leave the other sequences' results alone."""
@@ -69,7 +69,7 @@ _NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 @pytest.mark.parametrize("case", range(len(CASES)))
 @pytest.mark.parametrize("causal", [0, 1, 2])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("D", [64, 128])
+@pytest.mark.parametrize("D", [64])
 def test_varlen_runs_the_hopper_kernel(D, dtype, causal, case):
     lens_q, lens_k, Hq, Hk = CASES[case]
     g = torch.Generator(device="cuda").manual_seed(100 * case + 10 * causal + D)
@@ -86,7 +86,7 @@ def test_varlen_runs_the_hopper_kernel(D, dtype, causal, case):
         matches_reference(q, k, v, lens_q, lens_k, causal, out, lse)
 
 
-@pytest.mark.parametrize("D", [64, 128])
+@pytest.mark.parametrize("D", [64])
 def test_neighbours_non_finite_rows_stay_out(D):
     """Sequence 1's K holds NaN and its V inf: tiles of sequences 0 and 2 that cross their end read
     those rows, and their results must not change (V's foreign rows are zeroed, K's scores masked)."""
@@ -115,7 +115,7 @@ def test_forcing_a_ping_pong_config_on_varlen_is_a_clear_error():
                                             "num_warps=4")
 
 
-@pytest.mark.parametrize("D", [64, 128])
+@pytest.mark.parametrize("D", [64])
 def test_jit_launcher_matches_the_aot_kernel(D):
     """python/jit/flash_fwd_hopper.attn_fwd_hopper_varlen_jit (experiments, a future tuner) builds the
     descriptors the operator builds: the same config gives the same bits."""

@@ -71,7 +71,8 @@ bool hopper_serves(const Fwd& p, const KernelFeatures& feat, bool dropout, Hoppe
   if ((g.dtype != DType::kFloat16 && g.dtype != DType::kBFloat16) || g.head_dim % 32 != 0 || g.head_dim > 256)
     return false;
   if (g.varlen) {
-    // attn_fwd_hopper_varlen: head dim 64 or 128; one batch of total rows in the 5-D view. Its
+    // attn_fwd_hopper_varlen: head dim 64 or 128 (the kernel's; the rule builds 64 only, and
+    // hopper_built says which are in this build); one batch of total rows in the 5-D view. Its
     // 32-bit row coordinates reach total + 127 (a query block past a sequence's end).
     constexpr int64_t kRowLimit = std::numeric_limits<int32_t>::max() - 128;
     if ((g.head_dim != 64 && g.head_dim != 128) || g.total_q > kRowLimit || g.total_k > kRowLimit) return false;
