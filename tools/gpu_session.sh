@@ -47,6 +47,10 @@
 # 1800 -> 764 s over an hour (spaced by the minutes named); the ninth start, at 764 s left, came at once (an H100)
 # and its 330 s job plus four short follow-ups on the warm machine used the rest. The flash GPU files' JIT tests
 # (test_flash_hopper_gpu.py "through_the_jit") take minutes: in a short call select the AOT tests with -k.
+# 2026-12-07 (thirty-sixth): ten refused starts of kind nvidia-h200 (75-181 s each, spaced by the minutes
+# named) and three "none asked for" answers took 1800 -> ~600 s over an hour; the next start (an H100) ran a
+# lean 340 s job (flashtest build 184 s, three test files, one bench pair) and three short follow-ups on the
+# warm machine; 143 s were left. A start with < ~300 s left is not offered (can_start_another: false).
 # Every lease call re-copies the working tree over the repository root, which
 # pulled python/compile_client.py from under a running build (2026-12-03):
 # `start` runs from a private copy of the tree in $SRC instead.
