@@ -8,24 +8,16 @@ import torch
 
 pytest.importorskip("triton.experimental.gluon.nvidia.hopper")
 
+from kernel_recorder import KernelRecorder  # noqa: E402
+
 from python.jit import flash_fwd_hopper as launcher  # noqa: E402
 from python.rules_flash_hopper import attn_fwd_hopper_varlen as RULE  # noqa: E402
 from tritonsrc.flash import fwd_hopper_varlen  # noqa: E402
 
 
-class _Recorder:
-    def __init__(self):
-        self.calls = []
-
-    def __getitem__(self, grid):
-        def call(*args, **kwargs):
-            self.calls.append((grid, args, kwargs))
-        return call
-
-
 @pytest.mark.parametrize("D", RULE.functional["BLOCK_DMODEL"])
 def test_varlen_launcher_passes_the_packed_call(monkeypatch, D):
-    recorder = _Recorder()
+    recorder = KernelRecorder()
     monkeypatch.setattr(fwd_hopper_varlen, "attn_fwd_hopper_varlen", recorder)
     lens_q, lens_k, Hq, Hk = [5, 300, 17], [7, 290, 1], 4, 2
     q = torch.randn(sum(lens_q), Hq, D, dtype=torch.bfloat16)
