@@ -19,8 +19,7 @@ from tritonsrc.flash import fwd_hopper_varlen  # noqa: E402
 def test_varlen_launcher_passes_the_packed_call(monkeypatch, D):
     recorder = KernelRecorder()
     monkeypatch.setattr(fwd_hopper_varlen, "attn_fwd_hopper_varlen", recorder)
-    # The JIT form (python/tune.py, once imported, sets AOT form for the whole process: its launch
-    # compiles the rule's kernel and needs a GPU).
+    # The JIT form: the AOT form's launch compiles the rule's kernel and needs a GPU.
     monkeypatch.setenv("AOTRITON_JIT_AOT_FORM", "0")
     lens_q, lens_k, Hq, Hk = [5, 300, 17], [7, 290, 1], 4, 2
     q = torch.randn(sum(lens_q), Hq, D, dtype=torch.bfloat16)
