@@ -175,16 +175,9 @@ attn_fwd_hopper = Kernel(
 )
 
 
-
 def _varlen_candidate(f, c, arch):
     """The serial schedule's candidates (the ping-pongs share a V stage: fwd_hopper_varlen.py)."""
     return c["SCHEDULE"] == 0 and _candidate(f, c, arch)
-
-
-def _varlen_default(f, arch):
-    """The batched kernel's serial default at head dim 64: 128-key tiles, 3 stages, 128 registers."""
-    return {"BLOCK_M": BLOCK_M, "RESCALE_TH": 0, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 0, "num_warps": 8,
-            "maxnreg": 128}
 
 
 # Packed variable-length batches ([total, H, D] with cu_seqlens) on the serial schedule. The
@@ -209,7 +202,7 @@ attn_fwd_hopper_varlen = Kernel(
     tuning=TuningSpace(
         params={"BLOCK_M": [BLOCK_M], "BLOCK_N": [64, 128], "NUM_STAGES": [2, 3], "SCHEDULE": [0],
                 "num_warps": [8], "maxnreg": [0, 128], "RESCALE_TH": [0]},
-        default=_varlen_default,
+        default=_default,  # the batched kernel's (serial at head dim 64)
         prune=_varlen_candidate,
     ),
     grid=("cdiv(max_seqlen_q, BLOCK_M)", "num_seqs * num_heads_q", "1"),

@@ -16,12 +16,11 @@ sys.path[:0] = [str(REPO), str(REPO / "test"), str(REPO / "test/gpu")]
 
 
 def check(D, dtype, causal):
+    """Every length set of the GPU test, each sequence through its matches_reference (asserts)."""
     import torch
-    from flash_reference import FWD_TOL, LSE_TOL, attention_ref, rel_err
-    from test_flash_hopper_varlen_gpu import CASES, cu, packed
+    from test_flash_hopper_varlen_gpu import CASES, cu, matches_reference, packed
 
     from python.jit.flash_fwd_hopper import attn_fwd_hopper_varlen_jit
-    worst = 0.0
     for i, (lens_q, lens_k, Hq, Hk) in enumerate(CASES):
         g = torch.Generator(device="cuda").manual_seed(100 * i + 10 * causal + D)
         q, k, v = packed(lens_q, Hq, D, dtype, g), packed(lens_k, Hk, D, dtype, g), packed(lens_k, Hk, D, dtype, g)
@@ -30,21 +29,7 @@ def check(D, dtype, causal):
         attn_fwd_hopper_varlen_jit(q, k, v, cu(lens_q), cu(lens_k), max(lens_q), max(lens_k), 1 / math.sqrt(D),
                                    causal, out=out, lse=lse)
         torch.cuda.synchronize()
-        cq, ck = cu(lens_q).tolist(), cu(lens_k).tolist()
-        for b in range(len(lens_q)):
-            if lens_q[b] == 0:
-                continue
-            qs, ks = slice(cq[b], cq[b + 1]), slice(ck[b], ck[b + 1])
-            ref, ref_lse = attention_ref(q[None, qs], k[None, ks], v[None, ks], 1 / math.sqrt(D), causal)
-            err = rel_err(out[None, qs], ref)
-            worst = max(worst, err)
-            assert err < FWD_TOL[dtype], (D, dtype, causal, i, b, err)
-            finite = torch.isfinite(ref_lse[0])
-            assert torch.equal(torch.isfinite(lse[:, qs]), finite), (D, dtype, causal, i, b, "lse finiteness")
-            if finite.any():
-                e = ((lse[:, qs].double() - ref_lse[0])[finite].abs() / ref_lse[0][finite].abs().clamp_min(1)).max()
-                assert e < LSE_TOL[dtype], (D, dtype, causal, i, b, float(e))
-    return worst
+        matches_reference(q, k, v, lens_q, lens_k, causal, out, lse)
 
 
 def neighbours(D):
@@ -101,8 +86,8 @@ def main():
     for D in dims:
         for dname in args.dtypes.split(","):
             for causal in (0, 1, 2):
-                print(f"check D={D} {dname} causal={causal}: worst rel err "
-                      f"{check(D, names[dname], causal):.2e}", flush=True)
+                check(D, names[dname], causal)
+                print(f"check D={D} {dname} causal={causal}: ok", flush=True)
         neighbours(D)
         print(f"neighbours D={D}: ok", flush=True)
     print("| dtype | D | causal | seqlen | Gluon varlen TF/s | Triton varlen TF/s | speedup |\n|---|---|---|---|---|---|---|")

@@ -15,8 +15,7 @@ from test_flash_hopper_compiles import SM90_MAX_SHARED, _expected_params, _ptx_p
 def _candidates():
     out = []
     for causal, dtype in ((2, "bf16"), (0, "fp16"), (1, "fp16")):
-        D = 64
-        f = {"dtype": dtype, "BLOCK_DMODEL": D, "CAUSAL_TYPE": causal}
+        f = {"dtype": dtype, "BLOCK_DMODEL": 64, "CAUSAL_TYPE": causal}
         out += [(f, c) for c in RULE.tuning.all_configs(f, 90)]
     return out
 
@@ -43,9 +42,3 @@ def test_only_the_serial_schedule_is_offered():
         configs = RULE.tuning.all_configs(f, 90)
         assert configs and all(c["SCHEDULE"] == 0 for c in configs)
         assert RULE.tuning.default(f, 90) in configs
-
-
-def test_head_dim_128_is_not_built():
-    """At 128 the serial form ties the Triton varlen kernel (the rule's comment): no images, so the
-    operator's built_for sends those calls to attn_fwd."""
-    assert RULE.functional["BLOCK_DMODEL"] == [64]
