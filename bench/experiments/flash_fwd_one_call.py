@@ -1,10 +1,11 @@
 """One flash forward between cudaProfilerStart/Stop, for ncu (bench/experiments/ncu_flash_fwd.sh): where
 the sm_90 forward loses to SDPA's cuDNN backend at seqlen 2048 (issue 19: head dim 128, 0.94-0.96x on the H100).
 
-    python bench/experiments/flash_fwd_one_call.py --impl aot|cudnn|flash [--D 128] [--seqlen 2048] [--causal]
+    python bench/experiments/flash_fwd_one_call.py --impl aot|jit|cudnn|flash [--D 128] [--seqlen 2048] [--causal]
                                                    [--dtype bf16]
 
-bench_flash.py's shapes (16k tokens, hidden 2048); aot is aotriton.flash_attn_func from the installed build.
+bench_flash.py's shapes (16k tokens, hidden 2048); aot is aotriton.flash_attn_func from the installed build,
+jit the sm_90 Gluon kernel (attn_fwd_hopper) through the Triton JIT with the rule's default config (no build).
 Each output is checked against SDPA's math backend (float32 inputs) before the profiled call.
 """
 import argparse
@@ -12,7 +13,7 @@ import argparse
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--impl", choices=["aot", "cudnn", "flash"], required=True)
+    ap.add_argument("--impl", choices=["aot", "jit", "cudnn", "flash"], required=True)
     ap.add_argument("--D", type=int, default=128)
     ap.add_argument("--seqlen", type=int, default=2048)
     ap.add_argument("--causal", action="store_true")
@@ -31,6 +32,12 @@ def main():
     if args.impl == "aot":
         import aotriton
         run = lambda: aotriton.flash_attn_func(q, k, v, causal=args.causal)  # noqa: E731
+    elif args.impl == "jit":
+        import os
+        import sys
+        sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+        from python.jit.flash_fwd_hopper import attn_fwd_hopper_jit
+        run = lambda: attn_fwd_hopper_jit(q, k, v, D ** -0.5, 2 if args.causal else 0)[0]  # noqa: E731
     else:
         backend = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION}[args.impl]
 
