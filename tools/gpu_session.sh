@@ -51,6 +51,10 @@
 # named) and three "none asked for" answers took 1800 -> ~600 s over an hour; the next start (an H100) ran a
 # lean 340 s job (flashtest build 184 s, three test files, one bench pair) and three short follow-ups on the
 # warm machine; 143 s were left. A start with < ~300 s left is not offered (can_start_another: false).
+# 2026-12-07 (thirty-seventh): no machine at all: five refused starts (90-181 s) and eleven "none asked for" answers
+# (15 s) took 1800 -> 269 s over 85 minutes, and then a start was refused for budget. A JIT-only call (no build;
+# e.g. bench/experiments/flash_varlen_jit.py, hopper_persistent.py, ncu_flash_fwd.sh IMPLS="jit cudnn") is the
+# fallback once the budget is below ~650 s.
 # Every lease call re-copies the working tree over the repository root, which
 # pulled python/compile_client.py from under a running build (2026-12-03):
 # `start` runs from a private copy of the tree in $SRC instead.
