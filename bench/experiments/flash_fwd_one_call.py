@@ -10,6 +10,8 @@ Each output is checked against SDPA's math backend (float32 inputs) before the p
 """
 import argparse
 
+from profiled_call import profile_one_call
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -51,13 +53,7 @@ def main():
     err = ((out[:1].float() - ref).norm() / ref.norm()).item()
     print(f"{args.impl} D={D} S={S} causal={args.causal} {args.dtype}: rel err {err:.2e} (batch 0)")
     assert err < 1e-2, err
-    for _ in range(3):
-        run()
-    torch.cuda.synchronize()
-    torch.cuda.cudart().cudaProfilerStart()
-    run()
-    torch.cuda.synchronize()
-    torch.cuda.cudart().cudaProfilerStop()
+    profile_one_call(run)
 
 
 if __name__ == "__main__":

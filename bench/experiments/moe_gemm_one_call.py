@@ -16,6 +16,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+from profiled_call import profile_one_call  # noqa: E402
 
 
 def db_config(rule_name, functional_name, bins):
@@ -69,13 +70,7 @@ def main():
         run()
         err = ((out.float() - case.ref[order]).norm() / case.ref.norm()).item()
         print("grouped_mm error", err)
-    for _ in range(3):
-        run()
-    torch.cuda.synchronize()
-    torch.cuda.cudart().cudaProfilerStart()
-    run()
-    torch.cuda.synchronize()
-    torch.cuda.cudart().cudaProfilerStop()
+    profile_one_call(run)
 
 
 if __name__ == "__main__":
