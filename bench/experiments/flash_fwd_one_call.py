@@ -9,8 +9,12 @@ jit the sm_90 Gluon kernel (attn_fwd_hopper) through the Triton JIT with the rul
 Each output is checked against SDPA's math backend (float32 inputs) before the profiled call.
 """
 import argparse
+import sys
+from pathlib import Path
 
 from profiled_call import profile_one_call
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # python.jit for --impl jit
 
 
 def main():
@@ -35,9 +39,6 @@ def main():
         import aotriton
         run = lambda: aotriton.flash_attn_func(q, k, v, causal=args.causal)  # noqa: E731
     elif args.impl == "jit":
-        import os
-        import sys
-        sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
         from python.jit.flash_fwd_hopper import attn_fwd_hopper_jit
         run = lambda: attn_fwd_hopper_jit(q, k, v, D ** -0.5, 2 if args.causal else 0)[0]  # noqa: E731
     else:

@@ -57,13 +57,13 @@ def kernel_us(fn, flush, reps=30, name="attn_fwd_hopper"):
                 cache.zero_()
             fn()
         torch.cuda.synchronize()
-    kernels = [e for e in prof.events() if e.device_time > 0 and e.device_type == torch.autograd.DeviceType.CUDA]
-    if name is None:  # every kernel of the call: the flush (a fill of `cache`) is the only other one
-        calls = [e.device_time for e in kernels if "fill" not in e.name and "elementwise" not in e.name]
+    if name is None:  # every kernel of the call (CPU ops carry their kernels' time too); the flush is a fill
+        calls = [e.device_time for e in prof.events() if e.device_time > 0
+                 and e.device_type == torch.autograd.DeviceType.CUDA and "elementwise" not in e.name]
         per_call = len(calls) // reps
         times = [sum(calls[i * per_call:(i + 1) * per_call]) for i in range(reps)] if per_call else []
     else:
-        times = [e.device_time for e in kernels if name in e.name]
+        times = [e.device_time for e in prof.events() if name in e.name and e.device_time > 0]
     return statistics.median(times) if times else float("nan"), len(times)
 
 
@@ -115,8 +115,12 @@ def main():
     ap.add_argument("--seqlens", default="512,2048,8192")
     ap.add_argument("--dtypes", default="fp16,bf16")
     ap.add_argument("--cudnn", action="store_true", help="also SDPA's cuDNN backend, timed the same ways")
-    ap.add_argument("--json", default=str(REPO / "bench/results/flash_fwd_timing_methods_sm90.json"))
+    ap.add_argument("--json", help="default: bench/results/flash_fwd_timing_methods[_d<head dims>]_sm90.json "
+                    "(head dim 64 keeps the original file's name, so other head dims do not overwrite it)")
     args = ap.parse_args()
+    if args.json is None:
+        dims = "" if args.head_dims == "64" else "_d" + args.head_dims.replace(",", "_")
+        args.json = str(REPO / f"bench/results/flash_fwd_timing_methods{dims}_sm90.json")
     rows = []
     print(f"GPU {torch.cuda.get_device_name()}, triton {triton.__version__}; non-causal, 16k tokens, hidden 2048;"
           " kernel us")
