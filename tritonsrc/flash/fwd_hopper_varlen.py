@@ -5,8 +5,12 @@ The body is fwd_hopper.py's serial schedule; only where a program's rows are dif
 descriptors are the batched kernel's 5-D view with one batch over the whole packed tensor, so a
 tile that crosses its sequence's end reads the next sequence's rows (TMA zero-fills only past
 the tensor): Q's foreign rows are never stored, K's get -inf scores, and V's are zeroed in shared
-memory before P V reads them (fwd_hopper._zero_foreign_rows). The ping-pong schedules share a V
-stage between two consumer partitions and are not offered here.
+memory before P V reads them, so that a non-finite value there cannot turn 0 * V into NaN:
+  SCHEDULE 0 (serial): both warpgroups rewrite the rows (fwd_hopper._zero_foreign_rows).
+  SCHEDULE 3 (ping-pong, fwd_hopper's consumers unchanged): the loader warp lands the tile that
+    crosses the keys' end on a barrier of its own, zeroes V's foreign rows, fences them for the
+    async proxy and only then arrives on the stage's `ready` barrier, so both consumers, which
+    share the stage, see the clean tile (_varlen_loader).
 
 cu_seqlens come from user memory and are clamped as tritonsrc/flash/seq_bounds.py does for the
 Triton kernels (a row outside [0, total) is never addressed; a decreasing pair is an empty
@@ -14,9 +18,9 @@ sequence; a sequence longer than max_seqlen keeps its first max_seqlen rows).
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 
-from .fwd_hopper import _ring_barriers, _serial
+from .fwd_hopper import _load_kv, _pingpong_barriers, _pp_first, _pp_second, _ring_barriers, _serial
 from .fwd_hopper_common import HALF_ROWS, _head_block, _key_range, _program_head, _swizzle, _tile
 
 
@@ -28,6 +32,46 @@ def _bounds(cu_seqlens, b, total, max_seqlen):
     start = gl.minimum(gl.maximum(start, 0), total)
     end = gl.minimum(gl.maximum(end, start), total)
     return start, gl.minimum(end - start, max_seqlen)
+
+
+@gluon.jit
+def _zero_rows_from(v_tile, valid, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr):
+    """Rows >= valid of a landed V tile set to zero by one warp, 8 rows at a time (a slice of 8 rows
+    keeps the swizzle pattern whole; 32 values a thread), then fenced for the async proxy."""
+    CHUNK: gl.constexpr = 8
+    layout: gl.constexpr = gl.BlockedLayout([1, 8], [32 * 8 // HEAD_DIM, HEAD_DIM // 8], [1, 1], [1, 0])
+    rows = gl.arange(0, CHUNK, layout=gl.SliceLayout(1, layout))
+    for c in gl.static_range(BLOCK_N // CHUNK):
+        if (c + 1) * CHUNK > valid:
+            chunk = v_tile.slice(c * CHUNK, CHUNK)
+            v = chunk.load(layout)
+            v = gl.where(gl.expand_dims(c * CHUNK + rows < valid, 1), v, gl.zeros_like(v))
+            chunk.store(v)
+    fence_async_shared()
+    # Every lane's rows written and fenced before the (single-lane) arrive that publishes them.
+    gl.thread_barrier()
+
+
+@gluon.jit
+def _varlen_loader(k_desc, v_desc, k_ring, v_ring, ready, empty, landed, off_hk, n_tiles, seqlen_k, row0_k,
+                   BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, HEAD_DIM: gl.constexpr):
+    """The ping-pong loader (fwd_hopper._pp_loader) for packed keys: tile t at row row0_k + t * BLOCK_N.
+    Only the last tile can cross the keys' end; it lands on `landed`, its V rows past seqlen_k are
+    zeroed, and `ready` gets a plain arrive (its one expected arrival) once they are."""
+    for t in range(0, n_tiles):
+        stage = t % NUM_STAGES
+        mbarrier.wait(empty.index(stage), ((t // NUM_STAGES) - 1) & 1, pred=t >= NUM_STAGES)
+        if (t + 1) * BLOCK_N > seqlen_k:
+            mbarrier.expect(landed, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(k_desc, [0, off_hk, 0, row0_k + t * BLOCK_N, 0], landed,
+                                            _tile(k_ring.index(stage), k_desc))
+            tma.async_copy_global_to_shared(v_desc, [0, off_hk, 0, row0_k + t * BLOCK_N, 0], landed,
+                                            _tile(v_ring.index(stage), v_desc))
+            mbarrier.wait(landed, 0)
+            _zero_rows_from(v_ring.index(stage), seqlen_k - t * BLOCK_N, BLOCK_N, HEAD_DIM)
+            mbarrier.arrive(ready.index(stage))
+        else:
+            _load_kv(k_desc, v_desc, k_ring, v_ring, ready, 0, off_hk, t, n_tiles, BLOCK_N, NUM_STAGES, 1, row0_k)
 
 
 @gluon.jit
@@ -46,7 +90,7 @@ def attn_fwd_hopper_varlen(
     + d; LSE + h * stride_lse_h + row (row: the packed row). stride_oz and stride_lse_z are the
     batched kernel's arguments (one launcher layout for both): unused, the packed tensors have one batch."""
     gl.static_assert(BLOCK_M == 2 * HALF_ROWS, "BLOCK_M is two warpgroups of 64 rows")
-    gl.static_assert(SCHEDULE == 0, "varlen runs the serial schedule (module doc)")
+    gl.static_assert(SCHEDULE == 0 or SCHEDULE == 3, "varlen runs the serial or the ping-pong schedule")
     gl.static_assert(BLOCK_DMODEL != 192, "head dim 192's three-block tiles have no varlen form")
     dtype: gl.constexpr = q_desc.dtype
     HEAD_BLOCK: gl.constexpr = _head_block(BLOCK_DMODEL)
@@ -66,6 +110,21 @@ def attn_fwd_hopper_varlen(
         q_bar, ready = _ring_barriers(NUM_STAGES)
         mbarrier.expect(q_bar, q_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(q_desc, [0, off_h, 0, row0_q + start_m, 0], q_bar, _tile(q_smem, q_desc))
+        if SCHEDULE == 3:
+            empty, turn = _pingpong_barriers(NUM_STAGES)
+            landed = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+            mbarrier.init(landed, count=1)
+            gl.warp_specialize([
+                (_pp_first, (q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
+                             start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, HEAD_BLOCK, BLOCK_DMODEL,
+                             CAUSAL_TYPE != 0, BLOCK_N, NUM_STAGES, RESCALE_TH)),
+                (_pp_second, (q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
+                              start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, HEAD_BLOCK, BLOCK_DMODEL,
+                              CAUSAL_TYPE != 0, BLOCK_N, NUM_STAGES, RESCALE_TH)),
+                (_varlen_loader, (k_desc, v_desc, k_ring, v_ring, ready, empty, landed, off_hk, n_tiles, seqlen_k,
+                                  row0_k, BLOCK_N, NUM_STAGES, HEAD_BLOCK)),
+            ], [4, 1], [232, 56])
+            return
         mbarrier.wait(q_bar, 0)
         _serial(q_smem, k_desc, v_desc, o_ptr, stride_om, k_ring, v_ring, ready, lse_ptr, sm_scale, 0, off_hk,
                 start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag,
