@@ -42,3 +42,25 @@ def test_only_the_serial_schedule_is_offered():
         configs = RULE.tuning.all_configs(f, 90)
         assert configs and all(c["SCHEDULE"] == 0 for c in configs)
         assert RULE.tuning.default(f, 90) in configs
+
+
+@pytest.mark.parametrize("D", [64, 128])
+def test_the_ping_pong_form_compiles_without_spills(D):
+    """SCHEDULE 3 (not built by the rule yet; the JIT runs it): no spills, within shared memory, and the
+    loader publishes the zeroed V rows as fwd_hopper_varlen._zero_rows_from says: fence.proxy.async, a
+    warp barrier, then one lane's arrive."""
+    import dataclasses
+    import re
+
+    rule = dataclasses.replace(RULE, functional={**RULE.functional, "BLOCK_DMODEL": [64, 128]})
+    f = {"dtype": "bf16", "BLOCK_DMODEL": D, "CAUSAL_TYPE": 2}
+    config = {"BLOCK_M": 128, "BLOCK_N": 128, "NUM_STAGES": 3, "SCHEDULE": 3, "num_warps": 4, "maxnreg": 0,
+              "RESCALE_TH": 0}
+    compiled = compile_kernel.compile_one(rule, f, config, 90)
+    res = resources(compiled.asm["cubin"])
+    assert res["stack"] == 0 and res["local"] == 0, f"register spills: {res}"
+    assert int(compiled.metadata.shared) <= SM90_MAX_SHARED
+    ptx = compiled.asm["ptx"]
+    publish = re.search(r"fence\.proxy\.async\.shared::cta;.*?bar\.warp\.sync\s+-1;.*?(@%p\d+) mbarrier\.arrive\.shared",
+                        ptx, re.S)
+    assert publish, "the zeroed rows are not fenced and warp-synchronised before the arrive"
