@@ -41,6 +41,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--json", default="bench/results/flash_hopper_persistent_sm90.json")
+    ap.add_argument("--dims", default="128,64,96", help="head dims checked (timed: those of 128, 64)")
+    ap.add_argument("--dtypes", default="fp16,bf16")
     args = ap.parse_args()
     if args.compile:
         return compile_only()
@@ -51,9 +53,11 @@ def main():
     from flash_reference import FWD_TOL, LSE_TOL, attention_ref, rel_err
     from python.jit.flash_fwd_hopper import attn_fwd_hopper_jit
 
+    dims = [int(d) for d in args.dims.split(",")]
+    dtypes = [{"fp16": torch.float16, "bf16": torch.bfloat16}[n] for n in args.dtypes.split(",")]
     failures = 0
-    for D in (128, 64, 96):
-        for dtype in (torch.float16, torch.bfloat16):
+    for D in dims:
+        for dtype in dtypes:
             for causal, (B, Sq, Sk, Hq, Hk) in ((0, (2, 333, 333, 4, 2)), (0, (1, 1000, 130, 4, 2)),
                                                (0, (3, 1000, 1000, 16, 4)), (0, (1, 257, 1, 2, 2)),
                                                (0, (1, 1000, 1000, 20, 4)), (0, (1, 1, 77, 2, 1))):
@@ -79,8 +83,8 @@ def main():
     t = lambda fn: triton.testing.do_bench_cudagraph(fn, rep=100, return_mode="median")  # noqa: E731
     print("| dtype | D | causal | seqlen | persistent TF/s | shipped ping-pong TF/s | cuDNN TF/s | pers/shipped | pers/cuDNN |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for dtype in (torch.bfloat16, torch.float16):
-        for D in (128, 64):
+    for dtype in dtypes:
+        for D in [d for d in dims if d in (128, 64)]:
             for S in (512, 2048, 8192):
                 for causal in (0, ):
                     B, H = 16384 // S, 2048 // D
