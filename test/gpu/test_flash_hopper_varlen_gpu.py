@@ -66,14 +66,20 @@ def matches_reference(q, k, v, lens_q, lens_k, causal, out, lse, skip=()):
 _NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
+def case_inputs(case, causal, D, dtype, salt=0):
+    """(lens_q, lens_k, q, k, v) of CASES[case], fresh random data seeded by the parameters."""
+    lens_q, lens_k, Hq, Hk = CASES[case]
+    g = torch.Generator(device="cuda").manual_seed(100 * case + 10 * causal + D + salt)
+    return (lens_q, lens_k, packed(lens_q, Hq, D, dtype, g), packed(lens_k, Hk, D, dtype, g),
+            packed(lens_k, Hk, D, dtype, g))
+
+
 @pytest.mark.parametrize("case", range(len(CASES)))
 @pytest.mark.parametrize("causal", [0, 1, 2])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("D", [64])
 def test_varlen_runs_the_hopper_kernel(D, dtype, causal, case):
-    lens_q, lens_k, Hq, Hk = CASES[case]
-    g = torch.Generator(device="cuda").manual_seed(100 * case + 10 * causal + D)
-    q, k, v = packed(lens_q, Hq, D, dtype, g), packed(lens_k, Hk, D, dtype, g), packed(lens_k, Hk, D, dtype, g)
+    lens_q, lens_k, q, k, v = case_inputs(case, causal, D, dtype)
     out, lse, ran = run(q, k, v, lens_q, lens_k, causal)
     assert "SCHEDULE=0" in ran, f"the automatic choice ran {ran!r}, not attn_fwd_hopper_varlen"
     matches_reference(q, k, v, lens_q, lens_k, causal, out, lse)
@@ -157,9 +163,7 @@ def run_jit(q, k, v, lens_q, lens_k, causal, config):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("D", [128])
 def test_ping_pong_through_the_jit(D, dtype, causal, case):
-    lens_q, lens_k, Hq, Hk = CASES[case]
-    g = torch.Generator(device="cuda").manual_seed(100 * case + 10 * causal + D + 1)
-    q, k, v = packed(lens_q, Hq, D, dtype, g), packed(lens_k, Hk, D, dtype, g), packed(lens_k, Hk, D, dtype, g)
+    lens_q, lens_k, q, k, v = case_inputs(case, causal, D, dtype, salt=1)
     out, lse = run_jit(q, k, v, lens_q, lens_k, causal, PING_PONG)
     matches_reference(q, k, v, lens_q, lens_k, causal, out, lse)
 
