@@ -55,6 +55,10 @@
 # (15 s) took 1800 -> 269 s over 85 minutes, and then a start was refused for budget. A JIT-only call (no build;
 # e.g. bench/experiments/flash_varlen_jit.py, hopper_persistent.py, ncu_flash_fwd.sh IMPLS="jit cudnn") is the
 # fallback once the budget is below ~650 s.
+# 2026-12-08 (thirty-eighth): 1800 -> 390 s with no command run: refused starts of 180 s (five), "none asked for"
+# answers of 15 s, and one start that got a machine which was "taken back for other work before the call
+# finished" (~270 s lost); at 390 s a start was refused for budget ("too little device-machine time is left").
+# Branches do not survive into the next session's checkout: park GPU-gated work in docs/pending/ as patches.
 # Every lease call re-copies the working tree over the repository root, which
 # pulled python/compile_client.py from under a running build (2026-12-03):
 # `start` runs from a private copy of the tree in $SRC instead.
