@@ -1,7 +1,7 @@
 """The sm_90 Gluon forward for packed variable-length batches (flash_attn_varlen_func's layout):
 Q/O [total_q, Hq, D], K/V [total_k, Hk, D], sequence b at rows [cu_seqlens[b], cu_seqlens[b + 1]).
 
-The body is fwd_hopper.py's serial schedule; only where a program's rows are differs. The TMA
+The body is fwd_hopper.py's serial or ping-pong schedule; only where a program's rows are differs. The TMA
 descriptors are the batched kernel's 5-D view with one batch over the whole packed tensor, so a
 tile that crosses its sequence's end reads the next sequence's rows (TMA zero-fills only past
 the tensor): Q's foreign rows are never stored, K's get -inf scores, and V's are zeroed in shared
@@ -37,7 +37,7 @@ def _bounds(cu_seqlens, b, total, max_seqlen):
 @gluon.jit
 def _zero_rows_from(v_tile, valid, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr):
     """Rows >= valid of a landed V tile set to zero by one warp, 8 rows at a time (a slice of 8 rows
-    keeps the swizzle pattern whole; 32 values a thread), then fenced for the async proxy."""
+    keeps the swizzle pattern whole; 32 values a lane at head dim 128), then fenced for the async proxy."""
     CHUNK: gl.constexpr = 8
     layout: gl.constexpr = gl.BlockedLayout([1, 8], [32 * 8 // HEAD_DIM, HEAD_DIM // 8], [1, 1], [1, 0])
     rows = gl.arange(0, CHUNK, layout=gl.SliceLayout(1, layout))
