@@ -17,38 +17,17 @@ sys.path[:0] = [str(REPO), str(REPO / "test"), str(REPO / "test/gpu")]
 
 def check(D, dtype, causal):
     """Every length set of the GPU test, each sequence through its matches_reference (asserts)."""
-    import torch
-    from test_flash_hopper_varlen_gpu import CASES, cu, matches_reference, packed
-
-    from python.jit.flash_fwd_hopper import attn_fwd_hopper_varlen_jit
-    for i, (lens_q, lens_k, Hq, Hk) in enumerate(CASES):
-        g = torch.Generator(device="cuda").manual_seed(100 * i + 10 * causal + D)
-        q, k, v = packed(lens_q, Hq, D, dtype, g), packed(lens_k, Hk, D, dtype, g), packed(lens_k, Hk, D, dtype, g)
-        out = torch.full_like(q, float("nan"))
-        lse = torch.full((Hq, q.shape[0]), float("nan"), device="cuda", dtype=torch.float32)
-        attn_fwd_hopper_varlen_jit(q, k, v, cu(lens_q), cu(lens_k), max(lens_q), max(lens_k), 1 / math.sqrt(D),
-                                   causal, out=out, lse=lse)
-        torch.cuda.synchronize()
+    from test_flash_hopper_varlen_gpu import CASES, case_inputs, matches_reference, run_jit
+    for i in range(len(CASES)):
+        lens_q, lens_k, q, k, v = case_inputs(i, causal, D, dtype)
+        out, lse = run_jit(q, k, v, lens_q, lens_k, causal, None)  # the rule's default config
         matches_reference(q, k, v, lens_q, lens_k, causal, out, lse)
 
 
 def neighbours(D):
-    """Sequence 1's K NaN and V inf: sequences 0 and 2 unchanged bitwise."""
-    import torch
-    from test_flash_hopper_varlen_gpu import cu, packed
-
-    from python.jit.flash_fwd_hopper import attn_fwd_hopper_varlen_jit
-    lens_q, lens_k = [100, 50, 70], [100, 150, 30]
-    g = torch.Generator(device="cuda").manual_seed(D)
-    q, k, v = (packed(lens_q, 2, D, torch.float16, g), packed(lens_k, 2, D, torch.float16, g),
-               packed(lens_k, 2, D, torch.float16, g))
-    args = (cu(lens_q), cu(lens_k), 100, 150, 1 / math.sqrt(D), 0)
-    clean = attn_fwd_hopper_varlen_jit(q, k, v, *args)
-    k[100:250], v[100:250] = float("nan"), float("inf")
-    dirty = attn_fwd_hopper_varlen_jit(q, k, v, *args)
-    torch.cuda.synchronize()
-    for rows in (slice(0, 100), slice(150, 220)):
-        assert torch.equal(clean[0][rows], dirty[0][rows]) and torch.equal(clean[1][:, rows], dirty[1][:, rows]), D
+    """Sequence 1's K NaN and V inf: sequences 0 and 2 unchanged bitwise (the GPU test's check, default config)."""
+    from test_flash_hopper_varlen_gpu import neighbours_stay_out, run_jit
+    neighbours_stay_out(D, lambda q, k, v, lens_q, lens_k: run_jit(q, k, v, lens_q, lens_k, 0, None))
 
 
 def timing(dname, dtype, D, S, causal):

@@ -47,27 +47,24 @@ def _zero_rows_from(v_tile, valid, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr
             v = chunk.load(layout)
             v = gl.where(gl.expand_dims(c * CHUNK + rows < valid, 1), v, gl.zeros_like(v))
             chunk.store(v)
+    # Each lane fences its own writes; the arrive that publishes them (mbarrier.arrive from one lane) is
+    # lowered behind a warp barrier, so every lane's rows are written and fenced before it.
     fence_async_shared()
-    # Every lane's rows written and fenced before the (single-lane) arrive that publishes them.
-    gl.thread_barrier()
 
 
 @gluon.jit
 def _varlen_loader(k_desc, v_desc, k_ring, v_ring, ready, empty, landed, off_hk, n_tiles, seqlen_k, row0_k,
                    BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, HEAD_DIM: gl.constexpr):
     """The ping-pong loader (fwd_hopper._pp_loader) for packed keys: tile t at row row0_k + t * BLOCK_N.
-    Only the last tile can cross the keys' end; it lands on `landed`, its V rows past seqlen_k are
-    zeroed, and `ready` gets a plain arrive (its one expected arrival) once they are."""
+    Only the last tile can cross the keys' end; it lands on its stage's `landed` barrier instead of
+    `ready` (each is used once, phase 0), its V rows past seqlen_k are zeroed, and `ready` gets a
+    plain arrive (its one expected arrival) once they are."""
     for t in range(0, n_tiles):
         stage = t % NUM_STAGES
         mbarrier.wait(empty.index(stage), ((t // NUM_STAGES) - 1) & 1, pred=t >= NUM_STAGES)
         if (t + 1) * BLOCK_N > seqlen_k:
-            mbarrier.expect(landed, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(k_desc, [0, off_hk, 0, row0_k + t * BLOCK_N, 0], landed,
-                                            _tile(k_ring.index(stage), k_desc))
-            tma.async_copy_global_to_shared(v_desc, [0, off_hk, 0, row0_k + t * BLOCK_N, 0], landed,
-                                            _tile(v_ring.index(stage), v_desc))
-            mbarrier.wait(landed, 0)
+            _load_kv(k_desc, v_desc, k_ring, v_ring, landed, 0, off_hk, t, n_tiles, BLOCK_N, NUM_STAGES, 1, row0_k)
+            mbarrier.wait(landed.index(stage), 0)
             _zero_rows_from(v_ring.index(stage), seqlen_k - t * BLOCK_N, BLOCK_N, HEAD_DIM)
             mbarrier.arrive(ready.index(stage))
         else:
@@ -112,8 +109,10 @@ def attn_fwd_hopper_varlen(
         tma.async_copy_global_to_shared(q_desc, [0, off_h, 0, row0_q + start_m, 0], q_bar, _tile(q_smem, q_desc))
         if SCHEDULE == 3:
             empty, turn = _pingpong_barriers(NUM_STAGES)
-            landed = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-            mbarrier.init(landed, count=1)
+            # The crossing tile's copy barrier, one per stage so that _load_kv can address it as `ready`.
+            landed = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+            for i in gl.static_range(NUM_STAGES):
+                mbarrier.init(landed.index(i), count=1)
             gl.warp_specialize([
                 (_pp_first, (q_smem, k_ring, v_ring, q_bar, ready, empty, turn, o_ptr, stride_om, lse_ptr, sm_scale,
                              start_m, seqlen_q, seqlen_k, n_tiles, full_end, diag, HEAD_BLOCK, BLOCK_DMODEL,
